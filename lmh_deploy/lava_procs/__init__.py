@@ -1,0 +1,1 @@
+"""Lava Processes of lmh-deploy, one package each (Lava executes sibling files to find models)."""

@@ -1,0 +1,1 @@
+"""The LM-H neuron as a Lava Process (process.py) with floating_pt and fixed_pt models (models.py)."""

@@ -1,0 +1,55 @@
+"""Declaration of the LM-H neuron Process: ports and Vars only."""
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.process.variable import Var
+
+
+class LMHNeuron(AbstractProcess):
+    """Two-compartment LM-H neurons (dendrite ``v_d``, soma ``v_s``), Eq. 4 of the paper.
+
+    Parameters
+    ----------
+    shape : neuron array shape.
+    theta : threshold (integer for ``fixed_pt``, real for ``floating_pt``).
+    mu_d, mu_s, lam_d, lam_s : (K, 1) or (K, n) factor tables, row ``min(t, K-1)`` at
+        local step ``t``. For ``fixed_pt`` they are signed 12-bit codes over 4096 and
+        the lambdas are stored as ``lam - 1``; for ``floating_pt`` they are real values.
+    bias : (n,) input added to the dendrite every active step.
+    start_step : the neuron is idle (no update, no spike) for global steps ``<= start_step``;
+        compensates the one-step delay of each upstream Dense.
+    reset_interval : states return to ``v_d = 0, v_s = theta/2`` every this many active
+        steps (one sample after another in one run); 0 never resets.
+    end_step : idle again after this global step (0: never), so final states are the last
+        sample's.
+    """
+
+    def __init__(self, *, shape: tuple[int, ...], theta: float, mu_d: np.ndarray,
+                 mu_s: np.ndarray, lam_d: np.ndarray, lam_s: np.ndarray, bias: np.ndarray,
+                 start_step: int = 0, reset_interval: int = 0, end_step: int = 0,
+                 name: str | None = None) -> None:
+        tables = {"mu_d": mu_d, "mu_s": mu_s, "lam_d": lam_d, "lam_s": lam_s}
+        rows = np.asarray(mu_d).shape[0]
+        for key, table in tables.items():
+            table = np.asarray(table)
+            if table.ndim != 2 or table.shape[0] != rows or table.shape[1] not in (1, int(np.prod(shape))):
+                raise ValueError(f"LMHNeuron: {key} must be (K, 1) or (K, n), got {table.shape}")
+        if theta <= 0:
+            raise ValueError(f"LMHNeuron: theta must be > 0, got {theta}")
+        if min(start_step, reset_interval, end_step) < 0:
+            raise ValueError("LMHNeuron: start_step, reset_interval and end_step must be >= 0")
+        super().__init__(shape=shape, name=name)
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+        self.v_d = Var(shape=shape, init=0)
+        self.v_s = Var(shape=shape, init=theta / 2 if isinstance(theta, float) else theta // 2)
+        self.theta = Var(shape=(1,), init=theta)
+        self.bias = Var(shape=shape, init=np.asarray(bias).reshape(shape))
+        for key, table in tables.items():
+            setattr(self, key, Var(shape=np.asarray(table).shape, init=np.asarray(table)))
+        self.start_step = Var(shape=(1,), init=start_step)
+        self.reset_interval = Var(shape=(1,), init=reset_interval)
+        self.end_step = Var(shape=(1,), init=end_step)
+        self.saturation_count = Var(shape=(1,), init=0)

@@ -1,0 +1,59 @@
+"""Stage 4a: run a lowered network on Lava's CPU simulator (or Loihi 2 when available)."""
+from __future__ import annotations
+
+import numpy as np
+
+import lmh_deploy  # noqa: F401  - installs the Python 3.11 Lava import fix first
+from lava.magma.core.run_conditions import RunSteps
+from lava.magma.core.run_configs import Loihi2SimCfg
+
+from lmh_deploy.ir import Graph, QReadout, Readout
+from lmh_deploy.lower import LavaNetwork, Precision, lower
+from lmh_deploy.record import RunRecord
+
+
+def _per_sample(trace: np.ndarray, start: int, samples: int, timesteps: int) -> np.ndarray:
+    """Sink data (n, total) -> (T, B, n): sample b step t sits at column start + b*T + t."""
+    cols = trace[:, start:start + samples * timesteps]
+    return cols.reshape(cols.shape[0], samples, timesteps).transpose(2, 1, 0)
+
+
+def read_back(net: LavaNetwork, readout_bias: np.ndarray) -> RunRecord:
+    """Collect sinks and final states of a network that has run ``net.total_steps`` steps."""
+    b, t = net.samples, net.timesteps
+    rec = RunRecord(logits=np.zeros((b, 0)))
+    for name, sink in net.spike_sinks.items():
+        rec.spikes[name] = _per_sample(sink.data.get(), net.start_step[name], b, t) != 0
+        neuron = net.neurons[name]
+        # Final states are the last sample's (each layer freezes after its window).
+        v_d, v_s = neuron.v_d.get(), neuron.v_s.get()
+        rec.final_state[name] = (v_d[None, :], v_s[None, :])
+        rec.saturation[name] = int(neuron.saturation_count.get()[0])
+    readout = _per_sample(net.readout_sink.data.get(), net.start_step["readout"], b, t)
+    rec.readout_trace = readout
+    rec.logits = readout.sum(0) + t * readout_bias
+    return rec
+
+
+def run_lava(graph: Graph, inputs: np.ndarray, timesteps: int,
+             precision: Precision = "fixed_pt") -> RunRecord:
+    """Lower ``graph`` for ``inputs`` (B, *shape), run it under ``Loihi2SimCfg`` and read back.
+
+    The runtime is always stopped, also on errors, so no worker processes are left behind.
+    Fixed-point results are integers (cast from Lava's float64 ``Var.get()``).
+    """
+    net = lower(graph, inputs, timesteps, precision)
+    readout = graph.node(graph.order()[-1])
+    assert isinstance(readout, (QReadout, Readout))
+    try:
+        net.source.run(condition=RunSteps(num_steps=net.total_steps),
+                       run_cfg=Loihi2SimCfg(select_tag=precision))
+        rec = read_back(net, readout.bias)
+    finally:
+        net.source.stop()
+    if precision == "fixed_pt":
+        rec.logits = rec.logits.astype(np.int64)
+        rec.readout_trace = rec.readout_trace.astype(np.int64)
+        rec.final_state = {k: (a.astype(np.int64), c.astype(np.int64))
+                           for k, (a, c) in rec.final_state.items()}
+    return rec

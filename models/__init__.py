@@ -1,0 +1,1 @@
+"""LM-H spiking network models and the data they are trained on."""

@@ -1,0 +1,95 @@
+"""Self-describing checkpoints: architecture, neuron config, state dict, format version.
+
+Saved with ``torch.save`` and loaded only with ``torch.load(weights_only=True)``:
+nothing in a checkpoint can execute code when it is read.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.architectures import build
+
+FORMAT = "lmh-deploy/checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A model file that lmh-deploy cannot (or will not) load; the message names file and cause."""
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, *, arch: str, arch_kwargs: dict[str, Any],
+                    dataset: dict[str, Any], metrics: dict[str, Any] | None = None) -> None:
+    """Write ``model`` with everything needed to rebuild it, atomically (temp file + rename)."""
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "arch": arch,
+        "arch_kwargs": arch_kwargs,
+        "dataset": dataset,
+        "metrics": metrics or {},
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and check a checkpoint dict safely; raise :class:`CheckpointError` naming the cause."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: file is empty")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused, the file needs arbitrary unpickling (code execution), which "
+            f"lmh-deploy never does (weights_only load failed: {str(exc).splitlines()[0]})") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or "
+                              f"corrupt): {str(exc).splitlines()[0]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor)
+                                                         for v in payload.values()):
+            raise CheckpointError(f"{path}: a bare state_dict, not an lmh-deploy checkpoint; "
+                                  "save it with models.checkpoint.save_checkpoint (it needs "
+                                  "the architecture and neuron config)")
+        raise CheckpointError(f"{path}: not an lmh-deploy checkpoint (no '{FORMAT}' header)")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unknown format version {payload.get('format_version')!r} "
+                              f"(this lmh-deploy reads version {FORMAT_VERSION})")
+    for key in ("arch", "arch_kwargs", "dataset", "state_dict"):
+        if key not in payload:
+            raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
+    return payload
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a checkpoint; returns ``(model in eval mode, payload)``."""
+    payload = read_checkpoint(path)
+    ds = payload["dataset"]
+    try:
+        model = build(payload["arch"], tuple(ds["input_shape"]), int(ds["num_classes"]),
+                      **payload["arch_kwargs"])
+        model.load_state_dict(payload["state_dict"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the model: {str(exc).splitlines()[0]}") from None
+    model.eval()
+    return model, payload

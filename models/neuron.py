@@ -1,0 +1,159 @@
+"""The LM-H two-compartment spiking neuron (Eq. 4 of the paper) and its LIF special case.
+
+One implementation serves every configuration: ``progressive`` factors
+(``a * sigmoid(x) + b`` per layer, Sec. 4.3), ``radical`` factors (a separate
+set per time step, Eq. 7) and ``fixed`` factors (LIF: ``mu_d = mu_s = 0``,
+``lam_d = 1``, ``lam_s = decay``). Tensors are time-major: ``(T, B, ...)``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+FactorMode = Literal["progressive", "radical", "fixed"]
+FACTOR_NAMES = ("mu_d", "mu_s", "lam_d", "lam_s")
+#: ``h(x) = a * sigmoid(x) + b``: mu in (-0.5, 0.5), lam in (0.5, 1.5); x = 0 gives the IF neuron.
+SIGMOID_SCALE = 1.0
+SIGMOID_SHIFT = {"mu_d": -0.5, "mu_s": -0.5, "lam_d": 0.5, "lam_s": 0.5}
+
+
+class TriangleSpike(torch.autograd.Function):
+    """Heaviside forward, triangle surrogate ``max(0, g - |x|) / g**2`` backward (Eq. 3)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, gamma: float) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(x)
+        ctx.gamma = gamma
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # noqa: D102
+        (x,) = ctx.saved_tensors
+        g = ctx.gamma
+        return grad_out * torch.clamp(g - x.abs(), min=0) / (g * g), None
+
+
+def spike_fn(x: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
+    """Spike where ``x >= 0``, with the triangle surrogate gradient of width ``gamma``."""
+    return TriangleSpike.apply(x, gamma)
+
+
+class LMHNeuron(nn.Module):
+    """Learnable Multi-hierarchical neuron; output is ``s * theta`` (the paper's I = W s theta).
+
+    Parameters
+    ----------
+    theta : firing threshold (a frozen scalar, as in the paper; copied from QCFS in hybrid mode).
+    factors : ``"progressive"``, ``"radical"`` or ``"fixed"`` (LIF).
+    timesteps : number of per-step factor sets, required for ``"radical"``.
+    gamma : surrogate width.
+    lif_decay : ``lam_s`` of the fixed (LIF) configuration.
+    per_channel : number of channels for per-channel factors (``None``: one per layer);
+        factors broadcast over dimension 1 of ``(B, C, ...)`` inputs.
+    """
+
+    def __init__(self, *, theta: float = 1.0, factors: FactorMode = "progressive",
+                 timesteps: int | None = None, gamma: float = 1.0, lif_decay: float = 0.5,
+                 per_channel: int | None = None) -> None:
+        super().__init__()
+        if not (theta > 0 and math.isfinite(theta)):
+            raise ValueError(f"LMHNeuron: theta must be finite and > 0, got {theta}")
+        if factors not in ("progressive", "radical", "fixed"):
+            raise ValueError(f"LMHNeuron: unknown factors mode {factors!r}")
+        if factors == "radical" and not timesteps:
+            raise ValueError("LMHNeuron: radical factors need timesteps")
+        if not 0.5 <= lif_decay < 1.5:
+            raise ValueError(f"LMHNeuron: lif_decay must lie in [0.5, 1.5), got {lif_decay}")
+        self.factor_mode = factors
+        self.gamma = float(gamma)
+        self.lif_decay = float(lif_decay)
+        self.per_channel = per_channel
+        self.register_buffer("theta", torch.tensor(float(theta)))
+        steps = timesteps if factors == "radical" else 1
+        channels = per_channel or 1
+        for name in FACTOR_NAMES:
+            if factors == "fixed":
+                self.register_buffer(f"x_{name}", torch.zeros(steps, channels))
+            else:
+                self.register_parameter(f"x_{name}", nn.Parameter(torch.zeros(steps, channels)))
+        self.stateful = False  # keep state across forward() calls (time-slicing)
+        self.v_d: torch.Tensor | None = None
+        self.v_s: torch.Tensor | None = None
+        self.step_offset = 0
+
+    # ----------------------------------------------------------------- factors
+    def factor_table(self) -> dict[str, torch.Tensor]:
+        """The real factors, each ``(K, C)`` (K time rows, C channels or 1)."""
+        if self.factor_mode == "fixed":
+            zeros = torch.zeros_like(self.x_mu_d)
+            return {"mu_d": zeros, "mu_s": zeros, "lam_d": zeros + 1.0,
+                    "lam_s": zeros + self.lif_decay}
+        return {n: SIGMOID_SCALE * torch.sigmoid(getattr(self, f"x_{n}")) + SIGMOID_SHIFT[n]
+                for n in FACTOR_NAMES}
+
+    def set_factors(self, **values: float) -> None:
+        """Set real factor values (inverse sigmoid); e.g. hybrid conversion's mu_d = 0, lam_d = 1."""
+        if self.factor_mode == "fixed":
+            raise ValueError("LMHNeuron: fixed (LIF) factors cannot be set")
+        for name, value in values.items():
+            p = (value - SIGMOID_SHIFT[name]) / SIGMOID_SCALE
+            if not 0 < p < 1:
+                raise ValueError(f"LMHNeuron: {name}={value} outside its open range")
+            with torch.no_grad():
+                getattr(self, f"x_{name}").fill_(math.log(p / (1 - p)))
+
+    def _broadcast(self, f: torch.Tensor, ndim: int) -> torch.Tensor:
+        # (C,) -> (1, C, 1, ...) for (B, C, ...) inputs; (1,) broadcasts anyway.
+        return f.reshape((1, -1) + (1,) * (ndim - 2)) if f.numel() > 1 else f.reshape(())
+
+    # ----------------------------------------------------------------- state
+    def reset_state(self) -> None:
+        """Forget the state; the next call starts from vD = 0, vS = theta / 2 at step 0."""
+        self.v_d = self.v_s = None
+        self.step_offset = 0
+
+    def detach_state(self) -> None:
+        """Cut the graph between time slices (online training); values are kept."""
+        if self.v_d is not None:
+            self.v_d = self.v_d.detach()
+            self.v_s = self.v_s.detach()
+
+    # ----------------------------------------------------------------- dynamics
+    def forward(self, current: torch.Tensor) -> torch.Tensor:
+        """Run Eq. 4 over ``current`` of shape ``(T, B, ...)``; returns ``s * theta``, same shape."""
+        if not self.stateful or self.v_d is None:
+            self.v_d = torch.zeros_like(current[0])
+            self.v_s = torch.full_like(current[0], 0.5) * self.theta
+            self.step_offset = 0
+        table = self.factor_table()
+        theta = self.theta
+        v_d, v_s = self.v_d, self.v_s
+        out = []
+        rows = table["mu_d"].shape[0]
+        for t in range(current.shape[0]):
+            k = min(self.step_offset + t, rows - 1)
+            mu_d, mu_s, lam_d, lam_s = (self._broadcast(table[n][k], current.dim())
+                                        for n in FACTOR_NAMES)
+            v_d = mu_d * v_d + mu_s * v_s + current[t]
+            m_s = lam_s * v_s + lam_d * v_d
+            spike = spike_fn(m_s - theta, self.gamma)
+            # Reset detached in backward: dv_s/dm_s = 1 (Eq. 8-9).
+            v_s = m_s - (spike * theta).detach()
+            out.append(spike * theta)
+        self.step_offset += current.shape[0]
+        if self.stateful:
+            self.v_d, self.v_s = v_d, v_s
+        else:
+            self.v_d = self.v_s = None
+        return torch.stack(out)
+
+    def extra_repr(self) -> str:  # noqa: D102
+        return f"factors={self.factor_mode}, theta={float(self.theta):g}, gamma={self.gamma:g}"
+
+
+def lif_neuron(*, theta: float = 1.0, decay: float = 0.5, gamma: float = 1.0) -> LMHNeuron:
+    """The LIF baseline as the LM-H special case mu_d = mu_s = 0, lam_d = 1, lam_s = decay."""
+    return LMHNeuron(theta=theta, factors="fixed", lif_decay=decay, gamma=gamma)
