@@ -6,7 +6,7 @@ presynaptic unit, ``W * a`` (``a = theta_pre`` for spikes: the paper's
 mantissa ``m = round(W a * s_w)``, ``s_w = 127 / max|W a|``, and the layer's
 states are counted in units of ``1 / S`` with ``S = 2**(exp + 1) * s_w``, so
 the integer current is exactly ``(sum 2 m x) << exp``. The exponent is the
-largest that keeps the worst-case current within ``2**22``. Thresholds, biases
+largest that keeps the worst-case current within ``2**20``. Thresholds, biases
 and factors follow from ``S``; the arithmetic is :mod:`lmh_deploy.fixedpoint`.
 """
 from __future__ import annotations
@@ -21,8 +21,9 @@ from lmh_deploy import fixedpoint as fx
 from lmh_deploy.ir import (LMH, Dense, Graph, Input, IRError, QDense, QInput, QLMH, QReadout,
                            Readout, validate)
 
-#: Worst-case |synaptic input| per step is kept below this (half the 24-bit state range).
-CURRENT_HEADROOM_BITS = fx.STATE_BITS - 2
+#: Worst-case |synaptic input| per step is kept below 2**20: states integrate several steps
+#: of input (and lam, mu gains), so 3 bits are left between one step's input and 24 bits.
+CURRENT_HEADROOM_BITS = fx.STATE_BITS - 4
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,80 @@
+"""The compiled artifact directory: written atomically, checked by a manifest of checksums."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+MANIFEST = "manifest.json"
+ARTIFACT_FORMAT = "lmh-deploy/artifact"
+ARTIFACT_VERSION = 1
+
+
+class ArtifactError(ValueError):
+    """A missing, incomplete or modified artifact directory."""
+
+
+def sha256(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextmanager
+def atomic_directory(target: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it replaces ``target``, else vanishes."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        yield tmp
+        if target.exists():
+            if not overwrite:
+                raise ArtifactError(f"{target}: exists already")
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_manifest(directory: Path, meta: dict[str, Any]) -> None:
+    """Record every file's checksum (call last, inside :func:`atomic_directory`)."""
+    files = {p.name: sha256(p) for p in sorted(directory.iterdir())
+             if p.is_file() and p.name != MANIFEST}
+    doc = {"format": ARTIFACT_FORMAT, "format_version": ARTIFACT_VERSION, "files": files, **meta}
+    (directory / MANIFEST).write_text(json.dumps(doc, indent=1))
+
+
+def check_artifact(directory: str | Path) -> dict[str, Any]:
+    """Verify the manifest; return it. Raises :class:`ArtifactError` naming the bad file."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: no such artifact directory (run lmh-deploy compile)")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: missing or unreadable manifest ({exc})") from None
+    if doc.get("format") != ARTIFACT_FORMAT or doc.get("format_version") != ARTIFACT_VERSION:
+        raise ArtifactError(f"{path}: not an lmh-deploy artifact of version {ARTIFACT_VERSION}")
+    for name, digest in doc["files"].items():
+        file = directory / name
+        if not file.is_file():
+            raise ArtifactError(f"{file}: listed in the manifest but missing")
+        if sha256(file) != digest:
+            raise ArtifactError(f"{file}: modified after compile (checksum differs from "
+                                f"{MANIFEST}); recompile")
+    return doc

@@ -1,0 +1,237 @@
+"""The ``lmh-deploy`` command line: train, compile, verify, run, demo."""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Compile LM-H spiking networks from PyTorch to Lava / Loihi 2, bit-exact.")
+console = Console(stderr=True)
+out = Console()
+STATE = {"debug": False}
+
+
+class CommandFailed(Exception):
+    """A check that failed (e.g. Lava != sim): exit code 1 with one line."""
+
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    """lmh-deploy."""
+    STATE["debug"] = debug
+
+
+@contextmanager
+def clean_errors() -> Iterator[None]:
+    """One clear line and a non-zero exit for expected errors; a traceback only with --debug."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except CommandFailed as exc:
+        console.print(f"[red]failed:[/red] {exc}", highlight=False)
+        raise typer.Exit(1)
+    except (ValueError, FileNotFoundError, OSError, KeyError, RuntimeError) as exc:
+        if STATE["debug"]:
+            raise
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+
+
+@contextmanager
+def spinner(text: str) -> Iterator[None]:
+    """A rich spinner for anything that takes more than a moment."""
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        progress.add_task(text, total=None)
+        yield
+
+
+def _write_json(path: Optional[Path], data: dict[str, Any]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(path)
+
+
+@app.command()
+def train(dataset: str = typer.Option("digits", help="digits | mnist5k | cifar10 | cifar100 | events"),
+          data_dir: Optional[str] = typer.Option(None, help="Folder of on-disk datasets."),
+          arch: str = typer.Option("mlp"), neuron: str = typer.Option("lmh", help="lmh | lif"),
+          factors: str = typer.Option("progressive", help="progressive | radical"),
+          timesteps: int = typer.Option(4), epochs: int = typer.Option(10),
+          batch_size: int = typer.Option(64), lr: float = typer.Option(0.025),
+          loss: str = typer.Option("ce", help="ce | tet"), width_mult: float = typer.Option(1.0),
+          seed: int = typer.Option(0), out_path: Path = typer.Option(Path("model.pt"), "--out"),
+          json_path: Optional[Path] = typer.Option(None, "--json")) -> None:
+    """Train a spiking network and write a self-describing checkpoint."""
+    from models.training_job import TrainJob, run_training_job
+
+    job = TrainJob(dataset=dataset, data_dir=data_dir, arch=arch, neuron=neuron, factors=factors,
+                   timesteps=timesteps, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
+                   width_mult=width_mult, seed=seed, out=str(out_path),
+                   json_path=str(json_path) if json_path else None)
+    with clean_errors(), Progress(TextColumn("{task.description}"), BarColumn(),
+                                  TextColumn("{task.completed}/{task.total} epochs"),
+                                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(f"training {arch}/{neuron} on {dataset}", total=epochs)
+
+        def on_epoch(epoch: int, total: int, acc: float) -> None:
+            progress.update(task, completed=epoch,
+                            description=f"training {arch}/{neuron} on {dataset} (acc {acc:.3f})")
+
+        metrics = run_training_job(job, progress=on_epoch)
+    out.print(f"trained: test accuracy {metrics['accuracy']:.4f} after {epochs} epochs "
+              f"({metrics['seconds_per_epoch']:.2f} s/epoch) -> {out_path}")
+
+
+@app.command()
+def compile(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy train."),
+            target: str = typer.Option("lava-sim", help="lava-sim | loihi2"),
+            outdir: Path = typer.Option(Path("build"), "-o", "--outdir"),
+            calibration_samples: int = typer.Option(64)) -> None:
+    """Export, validate and quantise a model into an artifact directory."""
+    from lmh_deploy.compile import compile_model
+
+    with clean_errors(), spinner(f"compiling {model} for {target}"):
+        start = time.perf_counter()
+        report = compile_model(model, outdir, target=target,
+                               calibration_samples=calibration_samples,
+                               warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
+    table = Table(title=f"compiled {model.name} -> {outdir} ({time.perf_counter() - start:.2f} s)")
+    for col in ("layer", "kind", "exp / theta", "max quant. error", "state headroom (bits)"):
+        table.add_column(col)
+    calib = report.get("calibration", {}).get("layers", {})
+    for layer in report["layers"]:
+        if layer["kind"] == "dense":
+            table.add_row(layer["name"], "dense", str(layer["weight_exp"]),
+                          f"{layer['max_weight_error_rel']:.2%} of max|W|", "")
+        else:
+            head = calib.get(layer["name"], {}).get("headroom_bits")
+            table.add_row(layer["name"], "lmh", str(layer["theta"]),
+                          f"{layer['max_factor_error']:.1e} (factors)",
+                          f"{head:.1f}" if head is not None else "")
+    out.print(table)
+    if target == "loihi2":
+        res = json.loads((outdir / "resources.json").read_text())
+        out.print(f"Loihi 2: {res['cores']} cores on {res['chips']} chip(s); see "
+                  f"{outdir / 'resources.json'}")
+
+
+@app.command()
+def verify(artifact: Path = typer.Argument(..., help="A directory from lmh-deploy compile."),
+           samples: int = typer.Option(100), json_path: Optional[Path] = typer.Option(None, "--json")) -> None:
+    """Float model vs fixed-point sim vs Lava fixed_pt on the same samples; fails on any mismatch."""
+    from lmh_deploy.compile import load_artifact
+    from lmh_deploy.verify import verify_artifact
+
+    with clean_errors():
+        art = load_artifact(artifact)
+        with spinner(f"running {samples} samples on float, sim and Lava fixed_pt"):
+            result = verify_artifact(art, samples)
+        _write_json(json_path, result)
+        lv, ff = result["lava_vs_sim"], result["float_vs_fixed"]
+        out.print(f"Lava vs sim: {lv['mismatched_spikes']} of {lv['spikes_compared']} spikes differ, "
+                  f"{lv['state_mismatches']} state and {lv['readout_mismatches']} readout mismatches")
+        out.print(f"accuracy: float {ff['accuracy_float']:.4f}, fixed {ff['accuracy_fixed']:.4f}, "
+                  f"Lava {ff['accuracy_lava']:.4f}; float/fixed spike agreement "
+                  f"{ff['spike_agreement']:.4f}")
+        if lv["mismatched_spikes"] or lv["state_mismatches"] or lv["readout_mismatches"]:
+            raise CommandFailed("Lava fixed_pt and sim/ disagree (see above)")
+
+
+@app.command()
+def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim", help="sim | lava | loihi2"),
+        samples: int = typer.Option(100), json_path: Optional[Path] = typer.Option(None, "--json")) -> None:
+    """Run the deployed model on a backend; report accuracy, spikes, synaptic ops, energy."""
+    from lmh_deploy.compile import load_artifact
+    from lmh_deploy import fixedpoint as fx
+    from lmh_deploy.report import summarize
+
+    with clean_errors():
+        if backend not in ("sim", "lava", "loihi2"):
+            raise ValueError(f"unknown backend {backend!r}; supported: sim, lava, loihi2")
+        art = load_artifact(artifact)
+        if backend == "loihi2":
+            from lmh_deploy.loihi2 import LAVA_LOIHI_HINT, lava_loihi_available
+
+            if not lava_loihi_available():
+                raise CommandFailed(LAVA_LOIHI_HINT)
+            raise CommandFailed("lava-loihi is installed but the Loihi 2 hardware run path is not "
+                                "implemented in this version")
+        x, y = art.dataset_split("test")
+        x, y = x[:samples], y[:samples]
+        q = art.quant_graph
+        x_int = fx.quantize_input(x, q.node("input").scale)
+        with spinner(f"running {len(x)} samples on {backend}"):
+            start = time.perf_counter()
+            if backend == "sim":
+                from sim import simulate
+
+                rec = simulate(q, x_int, art.timesteps)
+            else:
+                from lmh_deploy.run_lava import run_lava
+
+                rec = run_lava(q, x_int, art.timesteps, "fixed_pt")
+            seconds = time.perf_counter() - start
+        summary = summarize(q, rec, y) | {"backend": backend, "seconds": seconds,
+                                          "timesteps": art.timesteps}
+        _write_json(json_path, summary)
+        _print_summary(summary)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"{summary['backend']}: {summary['samples']} samples, "
+                        f"accuracy {summary.get('accuracy', float('nan')):.4f}")
+    for col in ("layer", "kind", "neurons / fan-out", "spikes per sample", "firing rate",
+                "synops per sample", "saturations"):
+        table.add_column(col)
+    for layer in summary["layers"]:
+        if layer["kind"] == "lmh":
+            table.add_row(layer["name"], "lmh", str(layer["neurons"]),
+                          f"{layer['spikes_per_sample']:.1f}", f"{layer['firing_rate']:.3f}", "",
+                          str(layer["saturation_events"]))
+        else:
+            table.add_row(layer["name"], "dense", str(layer["fan_out"]), "", "",
+                          f"{layer['synops_per_sample']:.0f}", "")
+    out.print(table)
+    out.print(f"energy estimate per sample: {summary['energy_joules'] * 1e9:.2f} nJ on Loihi "
+              f"(Davies 2018 figures) vs {summary['ann_energy_joules'] * 1e9:.2f} nJ for the "
+              f"equivalent ANN (Horowitz 2014): ratio {summary['energy_ratio_ann_over_snn']:.1f}x")
+
+
+@app.command()
+def demo(workdir: Optional[Path] = typer.Option(None, help="Where to write model and artifact."),
+         epochs: int = typer.Option(8), timesteps: int = typer.Option(4),
+         samples: int = typer.Option(100)) -> None:
+    """Train a small LM-H MLP on digits, compile it, run it on Lava and sim, print the report."""
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="lmh-deploy-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    model = workdir / "model.pt"
+    artifact = workdir / "build"
+    console.rule("1/4 train an LM-H MLP on scikit-learn digits")
+    train(dataset="digits", data_dir=None, arch="mlp", neuron="lmh", factors="progressive",
+          timesteps=timesteps, epochs=epochs, batch_size=64, lr=0.025, loss="ce", width_mult=1.0,
+          seed=0, out_path=model, json_path=workdir / "train.json")
+    console.rule("2/4 compile for Lava (fixed point)")
+    compile(model=model, target="lava-sim", outdir=artifact, calibration_samples=64)
+    console.rule(f"3/4 verify: float vs sim vs Lava fixed_pt on {samples} test samples")
+    verify(artifact=artifact, samples=samples, json_path=workdir / "verify.json")
+    console.rule("4/4 report (our simulator)")
+    run(artifact=artifact, backend="sim", samples=samples, json_path=workdir / "run.json")
+    out.print(f"files in {workdir}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

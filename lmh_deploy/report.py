@@ -1,0 +1,80 @@
+"""Stage 5: turn a run record into the numbers users read (spikes, synaptic ops, energy).
+
+Energy constants are published per-operation figures; see ``docs/energy.md``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lmh_deploy.ir import Graph, QDense, QInput, QLMH
+from lmh_deploy.record import RunRecord
+
+#: Loihi, Davies et al., IEEE Micro 38(1), 2018, Table 2 (pre-silicon figures), joules.
+LOIHI_SYNOP_J = 23.6e-12
+LOIHI_NEURON_UPDATE_ACTIVE_J = 81e-12
+LOIHI_NEURON_UPDATE_INACTIVE_J = 52e-12
+LOIHI_SPIKE_IN_TILE_J = 1.7e-12
+#: 45 nm CMOS, Horowitz, ISSCC 2014: 32-bit float multiply (3.7 pJ) + add (0.9 pJ) per MAC.
+ANN_MAC_J = 4.6e-12
+#: The per-accumulate figure SNN papers use for synaptic ops on 45 nm (fp32 add, Horowitz 2014).
+SNN_AC_45NM_J = 0.9e-12
+
+
+def summarize(graph: Graph, rec: RunRecord, labels: np.ndarray | None = None) -> dict[str, Any]:
+    """Accuracy, per-layer spike counts, synops, energy estimate (Loihi vs equivalent ANN)."""
+    order = graph.order()
+    batch = rec.logits.shape[0]
+    layers: list[dict[str, Any]] = []
+    synops_total = neuron_updates = spikes_total = active_updates = 0
+    macs_total = 0
+    for name in order:
+        node = graph.node(name)
+        if isinstance(node, QDense):
+            (src,) = graph.inputs_of(name)
+            fan_out, fan_in = node.weight_mant.shape
+            steps = rec.readout_trace.shape[0] if rec.readout_trace is not None else 0
+            macs = fan_in * fan_out * steps * batch
+            synops = rec.synops.get(name)
+            if synops is None:  # backends that do not count: derive from recorded spikes
+                pre = rec.spikes.get(src)
+                synops = int(pre.sum()) * fan_out if pre is not None else macs
+            layers.append({"name": name, "kind": "dense", "fan_in": fan_in, "fan_out": fan_out,
+                           "synops": int(synops), "synops_per_sample": synops / batch,
+                           "ann_macs": macs})
+            synops_total += synops
+            macs_total += macs
+        elif isinstance(node, QLMH) and name in rec.spikes:
+            s = rec.spikes[name]  # (T, B, n)
+            n_updates = s.shape[0] * s.shape[1] * s.shape[2]
+            count = int(s.sum())
+            layers.append({"name": name, "kind": "lmh", "neurons": node.size,
+                           "output_spikes": count, "spikes_per_sample": count / batch,
+                           "firing_rate": count / max(n_updates, 1),
+                           "spikes_per_step": s.sum(axis=(1, 2)).astype(int).tolist(),
+                           "saturation_events": int(rec.saturation.get(name, 0))})
+            neuron_updates += n_updates
+            active_updates += int(s.any(axis=0).sum()) * s.shape[0]
+            spikes_total += count
+        elif isinstance(node, QInput):
+            continue
+    energy = (synops_total * LOIHI_SYNOP_J
+              + active_updates * LOIHI_NEURON_UPDATE_ACTIVE_J
+              + (neuron_updates - active_updates) * LOIHI_NEURON_UPDATE_INACTIVE_J
+              + spikes_total * LOIHI_SPIKE_IN_TILE_J) / batch
+    ann_energy = macs_total * ANN_MAC_J / batch / max(rec.readout_trace.shape[0], 1)
+    out: dict[str, Any] = {
+        "samples": batch, "layers": layers,
+        "totals": {"synops": int(synops_total), "spikes": int(spikes_total),
+                   "neuron_updates": int(neuron_updates)},
+        "energy_joules": energy, "ann_energy_joules": ann_energy,
+        "energy_ratio_ann_over_snn": ann_energy / energy if energy else None,
+        "snn_energy_45nm_joules": synops_total * SNN_AC_45NM_J / batch,
+        "energy_sources": {"snn": "Davies et al. 2018 (Loihi, Table 2)",
+                           "ann": "Horowitz 2014, 45 nm fp32 MAC = 4.6 pJ",
+                           "snn_45nm": "Horowitz 2014, 45 nm fp32 add = 0.9 pJ per synaptic op"},
+    }
+    if labels is not None:
+        out["accuracy"] = float(np.mean(rec.predictions == labels))
+    return out

@@ -1,0 +1,29 @@
+"""Stage 4c: the float PyTorch model, recorded in the same shape as the other backends."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from lmh_deploy.record import RunRecord
+from models.neuron import LMHNeuron
+
+
+@torch.no_grad()
+def run_float(model: nn.Module, x: np.ndarray, timesteps: int) -> RunRecord:
+    """Run ``x`` (B, *shape) through ``model``; spikes of the i-th neuron layer as ``lmh{i}``."""
+    neurons = [m for m in model.modules() if isinstance(m, LMHNeuron)]
+    captured: dict[str, torch.Tensor] = {}
+    hooks = [n.register_forward_hook(
+        lambda mod, inp, out, key=f"lmh{i}": captured.__setitem__(key, out))
+        for i, n in enumerate(neurons)]
+    try:
+        model.eval()
+        out = model(torch.as_tensor(x, dtype=torch.float32), timesteps)
+    finally:
+        for h in hooks:
+            h.remove()
+    rec = RunRecord(logits=out.mean(0).double().numpy(), readout_trace=out.double().numpy())
+    for key, value in captured.items():
+        rec.spikes[key] = (value.reshape(timesteps, x.shape[0], -1) > 0).numpy()
+    return rec

@@ -1,0 +1,60 @@
+"""``verify``: the same samples through the float model, sim/ and Lava fixed_pt, compared."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lmh_deploy import fixedpoint as fx
+from lmh_deploy.compile import Artifact
+from lmh_deploy.record import RunRecord
+
+
+def compare_lava_sim(sim: RunRecord, lava: RunRecord) -> dict[str, int]:
+    """Count every differing spike, readout value and final state between two integer runs."""
+    compared = mismatched = 0
+    for name, s in sim.spikes.items():
+        compared += s.size
+        mismatched += int((s != lava.spikes[name]).sum())
+    state_mismatches = 0
+    for name, (v_d, v_s) in sim.final_state.items():
+        lv_d, lv_s = lava.final_state[name]
+        state_mismatches += int((v_d[-1] != lv_d[-1]).sum() + (v_s[-1] != lv_s[-1]).sum())
+    readout_mismatches = int((sim.readout_trace != lava.readout_trace).sum())
+    return {"spikes_compared": compared, "mismatched_spikes": mismatched,
+            "state_mismatches": state_mismatches, "readout_mismatches": readout_mismatches,
+            "saturation_sim": int(sum(sim.saturation.values())),
+            "saturation_lava": int(sum(lava.saturation.values()))}
+
+
+def verify_artifact(art: Artifact, samples: int, *, split: str = "test") -> dict[str, Any]:
+    """Run ``samples`` samples on all three backends and compare; see the CLI for the schema."""
+    from lmh_deploy.run_float import run_float
+    from lmh_deploy.run_lava import run_lava
+    from sim import simulate
+
+    x, y = art.dataset_split(split)
+    if samples > len(x):
+        raise ValueError(f"--samples {samples} exceeds the {len(x)} samples of the {split} split")
+    x, y = x[:samples], y[:samples]
+    t = art.timesteps
+    q = art.quant_graph
+    x_int = fx.quantize_input(x, q.node("input").scale)
+    rec_float = run_float(art.load_model(), x, t)
+    rec_sim = simulate(q, x_int, t)
+    rec_lava = run_lava(q, x_int, t, "fixed_pt")
+    agree = [float(np.mean(rec_float.spikes[k] == rec_sim.spikes[k])) for k in rec_sim.spikes]
+    per_layer = {k: float(np.mean(rec_float.spikes[k] == rec_sim.spikes[k])) for k in rec_sim.spikes}
+    total = sum(rec_sim.spikes[k].size for k in rec_sim.spikes)
+    weighted = sum(per_layer[k] * rec_sim.spikes[k].size for k in per_layer) / max(total, 1)
+    return {
+        "samples": int(samples), "timesteps": t,
+        "lava_vs_sim": compare_lava_sim(rec_sim, rec_lava),
+        "float_vs_fixed": {
+            "accuracy_float": float(np.mean(rec_float.predictions == y)),
+            "accuracy_fixed": float(np.mean(rec_sim.predictions == y)),
+            "accuracy_lava": float(np.mean(rec_lava.predictions == y)),
+            "prediction_agreement": float(np.mean(rec_float.predictions == rec_sim.predictions)),
+            "spike_agreement": weighted, "spike_agreement_per_layer": per_layer,
+            "min_layer_spike_agreement": min(agree) if agree else 1.0},
+    }

@@ -1,0 +1,72 @@
+"""Shared fixtures: seeded random LM-H MLPs and their float / integer graphs.
+
+The fixtures return builder functions (not objects) so that each test picks its
+own seed, sizes and factor configuration.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+
+import lmh_deploy  # noqa: F401  - installs the Python 3.11 Lava import fix before anything imports lava
+from lmh_deploy.export import export_model
+from lmh_deploy.ir import Graph
+from lmh_deploy.quantize import quantize_graph
+from models.architectures import SpikingNet, mlp
+
+
+def _random_mlp(seed: int, *, n_in: int = 10, hidden: tuple[int, ...] = (12, 8),
+                classes: int = 4, timesteps: int = 5, factors: str = "progressive",
+                factor_std: float = 1.5, bias_std: float = 0.3, weight_gain: float = 1.0,
+                set_factors: dict[str, float] | None = None) -> SpikingNet:
+    """A seeded MLP whose factor logits ``x_*`` are random (or set to given real factors).
+
+    ``factors='radical'`` gives every time row its own random value. Linear biases are
+    redrawn as N(0, bias_std) so that every neuron has its own, clearly non-zero bias.
+    """
+    torch.manual_seed(seed)
+    model = mlp((n_in,), classes, hidden=hidden, timesteps=timesteps, factors=factors)
+    gen = torch.Generator().manual_seed(seed + 1000)
+    with torch.no_grad():
+        for layer in model.layers:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.mul_(weight_gain)
+                layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen) * bias_std)
+        for neuron in model.neurons():
+            if neuron.factor_mode == "fixed":
+                continue
+            if set_factors is not None:
+                neuron.set_factors(**set_factors)
+                continue
+            for name in ("mu_d", "mu_s", "lam_d", "lam_s"):
+                p = getattr(neuron, f"x_{name}")
+                p.copy_(torch.randn(p.shape, generator=gen) * factor_std)
+    return model.eval()
+
+
+@pytest.fixture
+def make_mlp() -> Callable[..., SpikingNet]:
+    """Builder ``make_mlp(seed, **options)`` of a seeded random LM-H MLP (see ``_random_mlp``)."""
+    return _random_mlp
+
+
+def _compile(model: SpikingNet, *, n_in: int, timesteps: int,
+             x_max: float = 1.0) -> tuple[Graph, Graph, dict]:
+    graph = export_model(model, input_shape=(n_in,), x_max=x_max, timesteps=timesteps)
+    qgraph, report = quantize_graph(graph)
+    return graph, qgraph, report
+
+
+@pytest.fixture
+def compile_model() -> Callable[..., tuple[Graph, Graph, dict]]:
+    """Builder ``compile_model(model, n_in=, timesteps=, x_max=)`` -> (float graph, int graph, report)."""
+    return _compile
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A fixed-seed NumPy generator."""
+    return np.random.default_rng(20240511)
