@@ -29,3 +29,28 @@ class RunRecord:
     def predictions(self) -> np.ndarray:
         """Predicted class per sample."""
         return np.argmax(self.logits, axis=1)
+
+
+def dense_synops(fan_out: int, presyn: np.ndarray) -> int:
+    """Synaptic events of one Dense: every nonzero presynaptic value reaches ``fan_out`` synapses."""
+    return int(np.count_nonzero(presyn)) * fan_out
+
+
+def synops_from_spikes(graph, x_int: np.ndarray, spikes: dict[str, np.ndarray],
+                       timesteps: int) -> dict[str, int]:
+    """Event-driven synops per Dense for a backend that records spikes but does not count.
+
+    ``x_int`` is the static quantised input (B, *shape), presented every step.
+    """
+    out = {}
+    for name in graph.order():
+        node = graph.node(name)
+        if node.kind != "q_dense":
+            continue
+        (src,) = graph.inputs_of(name)
+        fan_out = node.weight_mant.shape[0]
+        if graph.node(src).kind == "q_input":
+            out[name] = dense_synops(fan_out, x_int) * timesteps
+        else:
+            out[name] = dense_synops(fan_out, spikes[src])
+    return out

@@ -32,14 +32,10 @@ def summarize(graph: Graph, rec: RunRecord, labels: np.ndarray | None = None) ->
     for name in order:
         node = graph.node(name)
         if isinstance(node, QDense):
-            (src,) = graph.inputs_of(name)
             fan_out, fan_in = node.weight_mant.shape
             steps = rec.readout_trace.shape[0] if rec.readout_trace is not None else 0
             macs = fan_in * fan_out * steps * batch
-            synops = rec.synops.get(name)
-            if synops is None:  # backends that do not count: derive from recorded spikes
-                pre = rec.spikes.get(src)
-                synops = int(pre.sum()) * fan_out if pre is not None else macs
+            synops = rec.synops[name]
             layers.append({"name": name, "kind": "dense", "fan_in": fan_in, "fan_out": fan_out,
                            "synops": int(synops), "synops_per_sample": synops / batch,
                            "ann_macs": macs})

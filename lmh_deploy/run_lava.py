@@ -9,7 +9,7 @@ from lava.magma.core.run_configs import Loihi2SimCfg
 
 from lmh_deploy.ir import Graph, QReadout, Readout
 from lmh_deploy.lower import LavaNetwork, Precision, lower
-from lmh_deploy.record import RunRecord
+from lmh_deploy.record import RunRecord, synops_from_spikes
 
 
 def _per_sample(trace: np.ndarray, start: int, samples: int, timesteps: int) -> np.ndarray:
@@ -56,4 +56,5 @@ def run_lava(graph: Graph, inputs: np.ndarray, timesteps: int,
         rec.readout_trace = rec.readout_trace.astype(np.int64)
         rec.final_state = {k: (a.astype(np.int64), c.astype(np.int64))
                            for k, (a, c) in rec.final_state.items()}
+        rec.synops = synops_from_spikes(graph, inputs, rec.spikes, timesteps)
     return rec

@@ -56,12 +56,22 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: file is empty")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:1] == b"\x80":  # pickle protocol 2+ opcode
+        raise CheckpointError(f"{path}: refused, a raw pickle stream (pickle.dump or legacy "
+                              "torch.save); unpickling it could execute code, and lmh-deploy "
+                              "never does")
+    if head != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (not a zip archive: "
+                              "random bytes or another format)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        cause = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
         raise CheckpointError(
             f"{path}: refused, the file needs arbitrary unpickling (code execution), which "
-            f"lmh-deploy never does (weights_only load failed: {str(exc).splitlines()[0]})") from None
+            f"lmh-deploy never does ({cause})") from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or "
                               f"corrupt): {str(exc).splitlines()[0]}") from None

@@ -11,7 +11,7 @@ import numpy as np
 
 from lmh_deploy import fixedpoint as fx
 from lmh_deploy.ir import Graph, QDense, QInput, QLMH, QReadout
-from lmh_deploy.record import RunRecord
+from lmh_deploy.record import RunRecord, dense_synops
 
 
 def lmh_params(node: QLMH) -> fx.LMHFixedParams:
@@ -62,8 +62,7 @@ def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
             (src,) = graph.inputs_of(name)
             pre = values[src]
             if isinstance(node, QDense):
-                active = pre != 0
-                rec.synops[name] += int(active.sum()) * node.weight_mant.shape[0]
+                rec.synops[name] += dense_synops(node.weight_mant.shape[0], pre)
                 values[name] = fx.dense_output(fx.WEIGHT_LAVA_SCALE * node.weight_mant,
                                                node.weight_exp, pre)
             elif isinstance(node, QLMH):

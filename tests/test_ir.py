@@ -1,0 +1,224 @@
+"""Tests of the graph IR: JSON + npz round trips and validation errors that name the node."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import networkx as nx
+import numpy as np
+import pytest
+
+from lmh_deploy.ir import (IR_FORMAT_VERSION, LMH, NODE_TYPES, Dense, Graph, Input, IRError,
+                           QDense, QInput, QLMH, QReadout, Readout, load_graph, save_graph,
+                           validate)
+
+
+def _float_graph(rows: int = 1, per_neuron: bool = False) -> Graph:
+    rng = np.random.default_rng(0)
+    g = Graph(meta={"timesteps": 4, "classes": 3, "source": "unit-test"})
+    g.add("input", Input(shape=(1, 2, 3), x_max=2.5))
+    g.add("dense0", Dense(weight=rng.normal(size=(4, 6))), ("input",))
+    cols = 4 if per_neuron else 1
+    g.add("lmh0", LMH(size=4, theta=1.25, mu_d=rng.uniform(-0.5, 0.49, (rows, cols)),
+                      mu_s=rng.uniform(-0.5, 0.49, (rows, cols)),
+                      lam_d=rng.uniform(0.5, 1.49, (rows, cols)),
+                      lam_s=rng.uniform(0.5, 1.49, (rows, cols)), bias=rng.normal(size=4)),
+          ("dense0",))
+    g.add("dense1", Dense(weight=rng.normal(size=(3, 4))), ("lmh0",))
+    g.add("readout", Readout(bias=np.array([0.5, -1.0, 0.0])), ("dense1",))
+    return g
+
+
+def _int_graph() -> Graph:
+    rng = np.random.default_rng(1)
+    g = Graph(meta={"timesteps": 4})
+    g.add("input", QInput(shape=(6,), scale=127.5, bits=8))
+    g.add("dense0", QDense(weight_mant=rng.integers(-127, 128, (4, 6)), weight_exp=5,
+                           graded=True, weight_scale=321.5), ("input",))
+    codes = lambda: rng.integers(-2048, 2048, (4, 1))  # noqa: E731 - radical: 4 rows
+    g.add("lmh0", QLMH(size=4, theta=12345, mu_d=codes(), mu_s=codes(), lam_d_off=codes(),
+                       lam_s_off=codes(), bias=rng.integers(-99, 99, 4), state_scale=20576.0),
+          ("dense0",))
+    g.add("dense1", QDense(weight_mant=rng.integers(-127, 128, (3, 4)), weight_exp=11,
+                           graded=False, weight_scale=88.25), ("lmh0",))
+    g.add("readout", QReadout(bias=np.array([7, -8, 0]), state_scale=361472.0), ("dense1",))
+    return g
+
+
+def _assert_same_graph(a: Graph, b: Graph) -> None:
+    assert a.order() == b.order()
+    assert a.meta == b.meta
+    assert sorted(a.nx_graph.edges) == sorted(b.nx_graph.edges)
+    for name in a.order():
+        na, nb = a.node(name), b.node(name)
+        assert type(na) is type(nb), name
+        for f in dataclasses.fields(na):
+            va, vb = getattr(na, f.name), getattr(nb, f.name)
+            if isinstance(va, np.ndarray):
+                assert isinstance(vb, np.ndarray), (name, f.name)
+                assert va.dtype == vb.dtype and va.shape == vb.shape, (name, f.name)
+                assert np.array_equal(va, vb), (name, f.name)
+            else:
+                assert type(va) is type(vb) and va == vb, (name, f.name, va, vb)
+
+
+@pytest.mark.parametrize("build", [_float_graph, lambda: _float_graph(rows=5, per_neuron=True),
+                                   _int_graph], ids=["float", "float-radical-per-neuron", "int"])
+def test_save_load_round_trip(tmp_path, build) -> None:
+    g = build()
+    paths = save_graph(g, tmp_path, "net")
+    assert [p.name for p in paths] == ["net.json", "net.npz"]
+    doc = json.loads(paths[0].read_text())
+    assert doc["format_version"] == IR_FORMAT_VERSION
+    loaded = load_graph(tmp_path, "net")
+    _assert_same_graph(g, loaded)
+    if isinstance(g.node("input"), Input):
+        validate(loaded)
+
+
+def test_every_node_type_is_round_tripped(tmp_path) -> None:
+    kinds = set()
+    for i, g in enumerate((_float_graph(), _int_graph())):
+        save_graph(g, tmp_path, f"g{i}")
+        kinds |= {n.kind for _, n in load_graph(tmp_path, f"g{i}").items()}
+    assert kinds == set(NODE_TYPES)
+
+
+def test_input_shape_is_a_tuple_again(tmp_path) -> None:
+    save_graph(_float_graph(), tmp_path, "net")
+    assert load_graph(tmp_path, "net").node("input").shape == (1, 2, 3)
+
+
+def test_copy_is_deep_enough() -> None:
+    g = _float_graph()
+    c = g.copy()
+    c.meta["timesteps"] = 99
+    c.nx_graph.remove_node("readout")
+    assert g.meta["timesteps"] == 4 and "readout" in g.nx_graph
+
+
+# --------------------------------------------------------------------------- loading errors
+
+
+def _rewrite_json(tmp_path, **changes) -> None:
+    path = tmp_path / "net.json"
+    doc = json.loads(path.read_text())
+    doc.update(changes)
+    path.write_text(json.dumps(doc))
+
+
+def test_unknown_format_version_is_refused(tmp_path) -> None:
+    save_graph(_float_graph(), tmp_path, "net")
+    _rewrite_json(tmp_path, format_version=IR_FORMAT_VERSION + 1)
+    with pytest.raises(IRError, match=r"net\.json: unknown IR format version 2"):
+        load_graph(tmp_path, "net")
+
+
+def test_not_an_ir_file_and_missing_files(tmp_path) -> None:
+    save_graph(_float_graph(), tmp_path, "net")
+    _rewrite_json(tmp_path, format="something-else")
+    with pytest.raises(IRError, match="not an lmh-deploy IR file"):
+        load_graph(tmp_path, "net")
+    with pytest.raises(IRError, match=r"missing\.json: cannot read IR"):
+        load_graph(tmp_path, "missing")
+    save_graph(_float_graph(), tmp_path, "net2")
+    (tmp_path / "net2.npz").unlink()
+    with pytest.raises(IRError, match=r"net2\.npz: cannot read IR arrays"):
+        load_graph(tmp_path, "net2")
+
+
+def test_unknown_node_kind_in_file(tmp_path) -> None:
+    save_graph(_float_graph(), tmp_path, "net")
+    path = tmp_path / "net.json"
+    doc = json.loads(path.read_text())
+    doc["nodes"][2]["kind"] = "conv2d"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(IRError, match=r"node 'lmh0' has unknown kind 'conv2d'"):
+        load_graph(tmp_path, "net")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def test_valid_graph_passes() -> None:
+    validate(_float_graph())
+    validate(_float_graph(rows=3, per_neuron=True))
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda g: setattr(g.node("dense0"), "weight", np.zeros((4, 5))),
+     r"edge 'input' -> 'dense0': weight expects 5 inputs, source gives 6"),
+    (lambda g: setattr(g.node("dense1"), "weight", np.zeros((3, 2))),
+     r"edge 'lmh0' -> 'dense1': weight expects 2 inputs"),
+    (lambda g: setattr(g.node("dense0"), "weight", np.zeros(6)),
+     r"dense0: dense weight must be a non-empty 2-D matrix"),
+    (lambda g: setattr(g.node("lmh0"), "size", 5),
+     r"lmh0: bias shape \(4,\) != \(5,\)"),
+    (lambda g: setattr(g.node("lmh0"), "bias", np.zeros(3)),
+     r"lmh0: bias shape \(3,\) != \(4,\)"),
+    (lambda g: setattr(g.node("lmh0"), "mu_s", np.zeros((2, 1))),
+     r"lmh0: factor mu_s must be \(K, 1\) or \(K, 4\)"),
+    (lambda g: setattr(g.node("lmh0"), "lam_d", np.ones((1, 3))),
+     r"lmh0: factor lam_d must be"),
+    (lambda g: setattr(g.node("readout"), "bias", np.zeros(5)),
+     r"edge 'dense1' -> 'readout': readout of size 5 fed by 3 synapses"),
+    (lambda g: setattr(g.node("input"), "shape", (0, 3)), r"input: input shape"),
+    (lambda g: setattr(g.node("input"), "x_max", 0.0), r"input: x_max must be"),
+    (lambda g: g.node("dense1").weight.__setitem__((2, 1), np.nan),
+     r"dense1: weight has a non-finite value nan at index \[2, 1\]"),
+    (lambda g: g.node("lmh0").lam_s.__setitem__((0, 0), np.nan),
+     r"lmh0: lam_s has a non-finite value nan"),
+    (lambda g: g.node("readout").bias.__setitem__(1, np.inf), r"readout: bias has a non-finite"),
+    (lambda g: setattr(g.node("lmh0"), "theta", float("nan")), r"lmh0: threshold theta"),
+    (lambda g: setattr(g.node("lmh0"), "mu_d", np.full((1, 1), -0.6)),
+     r"lmh0: factor mu_d=-0.6 outside its representable range \[-0\.5, 0\.5\)"),
+])
+def test_validate_errors_name_the_node(mutate, match: str) -> None:
+    g = _float_graph()
+    mutate(g)
+    with pytest.raises(IRError, match=match):
+        validate(g)
+
+
+def test_validate_rejects_unsupported_kind() -> None:
+    g = _float_graph()
+    g.nx_graph.nodes["dense1"]["node"] = QDense(weight_mant=np.zeros((3, 4), np.int64),
+                                                weight_exp=0, graded=False, weight_scale=1.0)
+    with pytest.raises(IRError, match=r"dense1: node kind 'q_dense' is not supported here"):
+        validate(g)
+
+
+def test_validate_rejects_wrong_wiring() -> None:
+    g = Graph()
+    g.add("input", Input(shape=(4,)))
+    g.add("lmh0", LMH(size=4, theta=1.0, mu_d=np.zeros((1, 1)), mu_s=np.zeros((1, 1)),
+                      lam_d=np.ones((1, 1)), lam_s=np.ones((1, 1)), bias=np.zeros(4)), ("input",))
+    with pytest.raises(IRError, match=r"edge 'input' -> 'lmh0': a lmh node takes a dense input"):
+        validate(g)
+
+
+def test_validate_rejects_cycle() -> None:
+    g = _float_graph()
+    g.nx_graph.add_edge("lmh0", "dense0")
+    with pytest.raises(IRError, match=r"graph has a cycle: .*'dense0'.*'lmh0'|"
+                                      r"graph has a cycle: .*'lmh0'.*'dense0'"):
+        validate(g)
+    assert not nx.is_directed_acyclic_graph(g.nx_graph)
+
+
+def test_validate_rejects_two_inputs_and_empty_graph() -> None:
+    g = _float_graph()
+    g.add("input2", Input(shape=(6,)))
+    g.nx_graph.add_edge("input2", "dense0")
+    with pytest.raises(IRError, match=r"dense0: expects exactly one input, has 2"):
+        validate(g)
+    with pytest.raises(IRError, match="graph is empty"):
+        validate(Graph())
+
+
+def test_graph_add_errors() -> None:
+    g = _float_graph()
+    with pytest.raises(IRError, match="duplicate node name 'dense0'"):
+        g.add("dense0", Dense(weight=np.zeros((1, 1))))
+    with pytest.raises(IRError, match=r"edge 'nope' -> 'x': unknown source node 'nope'"):
+        g.add("x", Dense(weight=np.zeros((1, 1))), ("nope",))

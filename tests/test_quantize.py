@@ -1,0 +1,198 @@
+"""Tests of lmh_deploy.quantize: weights that survive Lava unchanged, error bounds, scales, errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import lmh_deploy  # noqa: F401  - Python 3.11 Lava import fix
+from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
+
+from lmh_deploy import fixedpoint as fx
+from lmh_deploy.ir import LMH, Dense, Graph, Input, IRError, QDense, QLMH, QReadout, Readout
+from lmh_deploy.quantize import (CURRENT_HEADROOM_BITS, quantize_graph, quantize_weights,
+                                 state_scale)
+
+
+def _lava_dense_weights(w: np.ndarray) -> np.ndarray:
+    """What Lava's bit-accurate Dense does to its weights on the first step (8-bit)."""
+    mode = determine_sign_mode(w)
+    return truncate_weights(clip_weights(w, mode, num_bits=8), mode, num_weight_bits=8)
+
+
+# --------------------------------------------------------------------------- weights vs Lava
+
+
+@pytest.mark.parametrize("sign", ["positive", "negative", "mixed"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lava_leaves_quantized_weights_unchanged(sign: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(17, 23)) * 0.3
+    w = {"positive": np.abs(w), "negative": -np.abs(w), "mixed": w}[sign]
+    wq = quantize_weights(w, max_presyn=1)
+    lava_w = fx.WEIGHT_LAVA_SCALE * wq.mant
+    assert np.abs(wq.mant).max() == fx.WEIGHT_MANT_MAX  # the full 8-bit range is used
+    assert np.array_equal(_lava_dense_weights(lava_w), lava_w)
+    if sign == "mixed":
+        # Control: odd weights (the mantissa itself) lose their low bit in Lava's mixed mode,
+        # which is why lmh-deploy sends 2*m.
+        odd = wq.mant | 1
+        assert not np.array_equal(_lava_dense_weights(odd), odd)
+
+
+def test_lava_leaves_extreme_and_zero_weights_unchanged() -> None:
+    for w in (np.array([[127, -127]]), np.array([[127, 0]]), np.array([[-127, 0]]),
+              np.zeros((2, 3), np.int64), np.array([[1, -1, 0]])):
+        lava_w = fx.WEIGHT_LAVA_SCALE * w
+        assert np.array_equal(_lava_dense_weights(lava_w), lava_w)
+
+
+# --------------------------------------------------------------------------- error and exponent
+
+
+@pytest.mark.parametrize("max_presyn", [1, fx.INPUT_MAX])
+@pytest.mark.parametrize("shape", [(5, 3), (64, 200), (10, 784)])
+def test_weight_error_and_exponent(max_presyn: int, shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(sum(shape) + max_presyn)
+    w = rng.normal(size=shape) * 0.1
+    wq = quantize_weights(w, max_presyn)
+    assert wq.scale == pytest.approx(fx.WEIGHT_MANT_MAX / np.abs(w).max())
+    assert np.abs(wq.mant / wq.scale - w).max() <= 0.5 / wq.scale * (1 + 1e-12)  # half an LSB
+    worst = fx.WEIGHT_LAVA_SCALE * max_presyn * int(np.abs(wq.mant).sum(axis=1).max())
+    limit = 2**CURRENT_HEADROOM_BITS
+    assert limit <= 2**22  # at most half the 24-bit state range per step
+    assert 0 <= wq.exp <= fx.WEIGHT_EXP_MAX
+    # The exponent is never negative, so a layer whose unshifted worst case already exceeds
+    # the limit keeps exp = 0 (its worst-case current is then above the headroom).
+    assert worst << wq.exp <= limit or wq.exp == 0
+    # ... and the exponent is the largest such one.
+    assert wq.exp == fx.WEIGHT_EXP_MAX or worst << (wq.exp + 1) > limit
+
+
+def test_exponent_hand_examples() -> None:
+    h = CURRENT_HEADROOM_BITS
+    # One weight: m = 127, worst = 2*1*127 = 254 = 2**8 - 2, so 254 << (h - 8) <= 2**h < 254 << (h - 7).
+    assert quantize_weights(np.array([[0.5]]), 1).exp == min(h - 8, fx.WEIGHT_EXP_MAX)
+    # Graded input: worst = 2*255*127 = 64770 < 2**16, so exp = h - 16.
+    assert quantize_weights(np.array([[0.5]]), 255).exp == h - 16
+    # A wide layer needs no left shift at all, and the cap is WEIGHT_EXP_MAX for tiny ones.
+    assert quantize_weights(np.full((1, 20000), 0.1), 255).exp == 0
+    assert quantize_weights(np.zeros((2, 2)), 1).exp == fx.WEIGHT_EXP_MAX
+
+
+def test_state_scale_definition() -> None:
+    wq = quantize_weights(np.array([[0.5, -0.25]]), 1)
+    assert state_scale(wq) == 2 ** (wq.exp + 1) * wq.scale  # S = 2^(exp+1) * s_w
+
+
+@settings(max_examples=150, deadline=None)
+@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, max_side=12),
+                  elements=st.one_of(st.just(0.0), st.floats(1e-6, 50), st.floats(-50, -1e-6))),
+       st.sampled_from([1, 255]))
+def test_quantize_weights_properties(w: np.ndarray, max_presyn: int) -> None:
+    wq = quantize_weights(w, max_presyn)
+    mant = wq.mant
+    assert mant.dtype == np.int64 and np.abs(mant).max() <= fx.WEIGHT_MANT_MAX
+    # round trip: within half an LSB of the layer's scale
+    assert np.all(np.abs(mant / wq.scale - w) <= 0.5 / wq.scale * (1 + 1e-9))
+    # sign preserved (small weights may become 0, never flip)
+    assert np.all(mant * w >= 0)
+    assert np.all(np.sign(mant[np.abs(w) * wq.scale > 0.5 + 1e-9])
+                  == np.sign(w[np.abs(w) * wq.scale > 0.5 + 1e-9]))
+    # monotone: a larger weight never gets a smaller mantissa
+    order = np.argsort(w, axis=None, kind="stable")
+    assert np.all(np.diff(mant.flatten()[order]) >= 0)
+    # the 24-bit headroom holds
+    worst = fx.WEIGHT_LAVA_SCALE * max_presyn * int(np.abs(mant).sum(axis=1).max())
+    assert worst << wq.exp <= 2**CURRENT_HEADROOM_BITS or wq.exp == 0
+
+
+# --------------------------------------------------------------------------- whole graphs
+
+
+def _float_graph(*, theta: float = 1.0, weight: np.ndarray | None = None,
+                 mu_d: float = 0.1, lam_s: float = 0.9, bias: float = 0.05) -> Graph:
+    rng = np.random.default_rng(7)
+    g = Graph(meta={"timesteps": 4})
+    g.add("input", Input(shape=(6,), x_max=2.0))
+    g.add("dense0", Dense(weight=rng.normal(size=(5, 6)) if weight is None else weight),
+          ("input",))
+    ones = np.ones((1, 1))
+    g.add("lmh0", LMH(size=5, theta=theta, mu_d=mu_d * ones, mu_s=-0.2 * ones,
+                      lam_d=1.2 * ones, lam_s=lam_s * ones, bias=np.full(5, bias)), ("dense0",))
+    g.add("dense1", Dense(weight=rng.normal(size=(3, 5))), ("lmh0",))
+    g.add("readout", Readout(bias=np.array([0.1, -0.2, 0.3])), ("dense1",))
+    return g
+
+
+def test_quantize_graph_scales_and_report() -> None:
+    g = _float_graph(theta=1.5)
+    q, report = quantize_graph(g)
+    assert [n.kind for _, n in q.items()] == ["q_input", "q_dense", "q_lmh", "q_dense",
+                                              "q_readout"]
+    assert q.node("input").scale == 255 / 2.0
+    d0, l0, d1, ro = (q.node(n) for n in ("dense0", "lmh0", "dense1", "readout"))
+    assert isinstance(d0, QDense) and d0.graded and not d1.graded
+    assert isinstance(l0, QLMH) and isinstance(ro, QReadout)
+    s0 = 2 ** (d0.weight_exp + 1) * d0.weight_scale
+    assert l0.state_scale == pytest.approx(s0)
+    assert l0.theta == round(1.5 * s0)
+    assert np.array_equal(l0.bias, np.round(np.full(5, 0.05) * s0).astype(np.int64))
+    assert l0.mu_d.tolist() == [[round(0.1 * 4096)]] and l0.lam_s_off.tolist() == [[-410]]
+    # dense0 quantises W * (x_max / 255) (current per input LSB); dense1 quantises W * theta.
+    assert d0.weight_scale == pytest.approx(127 / np.abs(g.node("dense0").weight * 2 / 255).max())
+    assert d1.weight_scale == pytest.approx(127 / np.abs(g.node("dense1").weight * 1.5).max())
+    s1 = 2 ** (d1.weight_exp + 1) * d1.weight_scale
+    assert ro.state_scale == pytest.approx(s1)
+    assert np.array_equal(ro.bias, np.round(np.array([0.1, -0.2, 0.3]) * s1).astype(np.int64))
+    lmh = [r for r in report["layers"] if r["kind"] == "lmh"][0]
+    assert lmh["max_current"] == 2 * 255 * int(np.abs(d0.weight_mant).sum(1).max()) << d0.weight_exp
+    assert lmh["max_current"] <= 2**CURRENT_HEADROOM_BITS
+    assert lmh["worst_case_fits_24bit"] == (max(lmh["worst_case_state"].values()) <= fx.STATE_MAX)
+    g_copy_weight = g.node("dense0").weight.copy()
+    quantize_graph(g)
+    assert np.array_equal(g.node("dense0").weight, g_copy_weight)  # input graph untouched
+
+
+def test_integer_current_matches_float_current() -> None:
+    """(sum 2 m x) << exp, divided by S, is the float current W a x within sum|x| / (2 s_w)."""
+    g = _float_graph()
+    q, _ = quantize_graph(g)
+    rng = np.random.default_rng(3)
+    x_int = rng.integers(0, 256, size=(20, 6))
+    d0 = q.node("dense0")
+    s = q.node("lmh0").state_scale
+    current_int = fx.dense_output(2 * d0.weight_mant, d0.weight_exp, x_int)
+    current_float = x_int * (2.0 / 255) @ g.node("dense0").weight.T
+    bound = x_int.sum(1, keepdims=True) * 0.5 / d0.weight_scale
+    assert np.all(np.abs(current_int / s - current_float) <= bound + 1e-12)
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda g: setattr(g.node("lmh0"), "theta", 0.0), r"lmh0: threshold theta must be .*> 0"),
+    (lambda g: setattr(g.node("lmh0"), "theta", -1.0), r"lmh0: threshold"),
+    (lambda g: g.node("dense0").weight.__setitem__((1, 2), np.nan), r"dense0: weight .*non-finite"),
+    (lambda g: g.node("dense1").weight.__setitem__((0, 0), np.inf), r"dense1: weight .*non-finite"),
+    (lambda g: setattr(g.node("lmh0"), "mu_d", np.full((1, 1), 0.5)), r"lmh0: factor mu_d"),
+    (lambda g: setattr(g.node("lmh0"), "lam_s", np.full((1, 1), 0.49)), r"lmh0: factor lam_s"),
+    (lambda g: setattr(g.node("lmh0"), "lam_d", np.full((1, 1), 1.5)), r"lmh0: factor lam_d"),
+    (lambda g: g.node("lmh0").bias.__setitem__(0, np.nan), r"lmh0: bias .*non-finite"),
+    (lambda g: setattr(g.node("lmh0"), "theta", 1e-9), r"lmh0: threshold .* rounds to 0"),
+    (lambda g: setattr(g.node("lmh0"), "bias", np.full(5, 1e6)), r"lmh0: bias does not fit 24-bit"),
+    (lambda g: setattr(g.node("readout"), "bias", np.full(3, 1e9)), r"readout: bias does not fit"),
+])
+def test_invalid_graphs_raise_naming_the_layer(mutate, match: str) -> None:
+    g = _float_graph()
+    mutate(g)
+    with pytest.raises(IRError, match=match):
+        quantize_graph(g)
+
+
+def test_valid_edge_factors_are_accepted() -> None:
+    # The closed low ends of the ranges are representable codes.
+    g = _float_graph(mu_d=-0.5, lam_s=0.5)
+    q, _ = quantize_graph(g)
+    assert q.node("lmh0").mu_d.tolist() == [[-2048]]
+    assert q.node("lmh0").lam_s_off.tolist() == [[-2048]]
