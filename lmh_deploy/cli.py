@@ -52,7 +52,7 @@ def clean_errors() -> Iterator[None]:
 def spinner(text: str) -> Iterator[None]:
     """A rich spinner for anything that takes more than a moment."""
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+                  console=console, transient=True, disable=not console.is_terminal) as progress:
         progress.add_task(text, total=None)
         yield
 

@@ -69,6 +69,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         cause = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        cause = cause.split(" was not an allowed global")[0]  # torch then suggests allowlisting it
         raise CheckpointError(
             f"{path}: refused, the file needs arbitrary unpickling (code execution), which "
             f"lmh-deploy never does ({cause})") from None

@@ -20,12 +20,13 @@ from models.architectures import SpikingNet, mlp
 
 def _random_mlp(seed: int, *, n_in: int = 10, hidden: tuple[int, ...] = (12, 8),
                 classes: int = 4, timesteps: int = 5, factors: str = "progressive",
-                factor_std: float = 1.5, bias_std: float = 0.3, weight_gain: float = 1.0,
+                factor_std: float = 1.5, bias_std: float = 0.3, weight_gain: float = 3.0,
                 set_factors: dict[str, float] | None = None) -> SpikingNet:
     """A seeded MLP whose factor logits ``x_*`` are random (or set to given real factors).
 
     ``factors='radical'`` gives every time row its own random value. Linear biases are
-    redrawn as N(0, bias_std) so that every neuron has its own, clearly non-zero bias.
+    redrawn as N(0, bias_std) so that every neuron has its own, clearly non-zero bias; weights
+    are scaled by ``weight_gain`` (PyTorch's default init is too weak to make deep layers fire).
     """
     torch.manual_seed(seed)
     model = mlp((n_in,), classes, hidden=hidden, timesteps=timesteps, factors=factors)
