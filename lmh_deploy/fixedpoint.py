@@ -69,7 +69,14 @@ def dense_output(weight_lava: np.ndarray, weight_exp: int, presyn: np.ndarray) -
 
     ``presyn`` is (..., n_in) spikes (0/1) or graded integers; returns (..., n_out) int64.
     """
-    acc = presyn.astype(np.int64) @ weight_lava.astype(np.int64).T
+    # float64 BLAS is exact for integer sums below 2**53 and far faster than numpy's
+    # integer matmul; the bound below is checked, so the result is always the int64 one.
+    bound = float(np.abs(weight_lava).max(initial=0)) * float(np.abs(presyn).max(initial=0)) \
+        * weight_lava.shape[1]
+    if bound < 2.0 ** 53:
+        acc = (presyn.astype(np.float64) @ weight_lava.astype(np.float64).T).astype(np.int64)
+    else:
+        acc = presyn.astype(np.int64) @ weight_lava.astype(np.int64).T
     return acc << weight_exp if weight_exp > 0 else acc >> -weight_exp
 
 

@@ -1,18 +1,35 @@
-"""One training job as the CLI describes it: data -> model -> train -> checkpoint + metrics."""
+"""One training job as the CLI describes it: data -> model -> train -> checkpoint + metrics.
+
+Modes (all through :func:`run_training_job`):
+
+* direct STBP training of an LM-H (``neuron="lmh"``, ``factors`` progressive or radical)
+  or LIF (``neuron="lif"``) network, full BPTT or time-slicing (``time_slice=k``);
+* a QCFS ANN (``neuron="qcfs"``, ``qcfs_levels=L``), the first stage of hybrid training;
+* hybrid fine-tuning (``hybrid_from="ann.pt"``): the QCFS checkpoint is converted to an
+  LM-H SNN (:mod:`models.hybrid`) and fine-tuned. The architecture, width and norm come
+  from that checkpoint (``arch``/``width_mult``/``norm`` of the job are ignored); the
+  SNN runs ``timesteps`` steps (the paper uses ``T = L``) and the paper's lr is 0.002.
+
+The metrics (returned, written to ``json_path`` and stored in the checkpoint) always have
+``accuracy``, ``epochs``, ``peak_memory_bytes`` (see :mod:`models.train`) and
+``seconds_per_epoch``; hybrid jobs add ``hybrid: {ann_accuracy, converted_accuracy,
+levels, timesteps}``.
+"""
 from __future__ import annotations
 
 import json
-import tracemalloc
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from models.architectures import build
+from models.architectures import ARCHITECTURES, DEFAULT_NORM, NEURONS, build
 from models.checkpoint import save_checkpoint
 from models.data import load_dataset, make_loaders
-from models.train import TrainConfig, train
+from models.losses import LOSSES
+from models.norm import NORMS
+from models.train import TrainConfig, evaluate, train
 
 
 @dataclass
@@ -22,45 +39,101 @@ class TrainJob:
     dataset: str = "digits"
     data_dir: str | None = None
     arch: str = "mlp"
-    neuron: str = "lmh"
-    factors: str = "progressive"
+    neuron: str = "lmh"                 # lmh | lif | qcfs
+    factors: str = "progressive"        # progressive | radical (lmh only)
     timesteps: int = 4
     epochs: int = 10
     batch_size: int = 64
     lr: float = 0.025
     weight_decay: float = 5e-4
-    loss: str = "ce"
+    loss: str = "ce"                    # ce | tet
     width_mult: float = 1.0
     seed: int = 0
     out: str = "model.pt"
     json_path: str | None = None
+    norm: str = "auto"                  # auto | none | bn | tdbn (auto: none for mlp, else bn)
+    time_slice: int = 0                 # k steps per slice; 0 = full BPTT
+    qcfs_levels: int = 4                # L of neuron="qcfs"
+    hybrid_from: str | None = None      # QCFS checkpoint to convert and fine-tune
+    device: str = "cpu"
+
+
+def _check(job: TrainJob) -> None:
+    if job.arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {job.arch!r}; supported: "
+                         f"{', '.join(ARCHITECTURES)}")
+    if job.neuron not in NEURONS:
+        raise ValueError(f"unknown neuron {job.neuron!r}; supported: {', '.join(NEURONS)}")
+    if job.factors not in ("progressive", "radical"):
+        raise ValueError(f"unknown factors {job.factors!r}; supported: progressive, radical")
+    if job.loss not in LOSSES:
+        raise ValueError(f"unknown loss {job.loss!r}; supported: {', '.join(LOSSES)}")
+    if job.norm != "auto" and job.norm not in NORMS:
+        raise ValueError(f"unknown norm {job.norm!r}; supported: auto, {', '.join(NORMS)}")
+    if job.timesteps < 1 or job.epochs < 0 or job.qcfs_levels < 1:
+        raise ValueError("timesteps and qcfs_levels must be >= 1 and epochs >= 0")
+    if job.time_slice < 0:
+        raise ValueError(f"time_slice must be >= 0 (0: full BPTT), got {job.time_slice}")
+    if job.time_slice and job.neuron == "qcfs" and not job.hybrid_from:
+        raise ValueError("time_slice trains spiking networks; neuron='qcfs' is an ANN")
+    if job.hybrid_from and job.neuron != "lmh":
+        raise ValueError(f"hybrid_from converts a QCFS ANN to LM-H; neuron must be 'lmh', "
+                         f"got {job.neuron!r}")
 
 
 def run_training_job(job: TrainJob,
                      progress: Callable[[int, int, float], None] | None = None) -> dict:
     """Train, write the checkpoint to ``job.out`` (and metrics to ``job.json_path``)."""
+    _check(job)
     torch.manual_seed(job.seed)
     train_set, test_set, spec = load_dataset(job.dataset, job.data_dir, seed=job.seed)
     train_loader, test_loader = make_loaders(train_set, test_set, batch_size=job.batch_size,
                                              seed=job.seed)
-    arch_kwargs = {"neuron": job.neuron, "factors": job.factors, "timesteps": job.timesteps,
-                   "width_mult": job.width_mult}
-    model = build(job.arch, spec.input_shape, spec.num_classes, **arch_kwargs)
+    hybrid = None
+    if job.hybrid_from:
+        from models.checkpoint import load_checkpoint
+        from models.hybrid import convert_qcfs_to_lmh
+
+        ann, payload = load_checkpoint(job.hybrid_from)
+        ds = payload["dataset"]
+        if (tuple(ds["input_shape"]) != tuple(spec.input_shape)
+                or int(ds["num_classes"]) != spec.num_classes):
+            raise ValueError(f"{job.hybrid_from} was trained on {ds.get('name')} "
+                             f"{tuple(ds['input_shape'])}/{ds['num_classes']} classes, not on "
+                             f"{spec.name} {spec.input_shape}/{spec.num_classes} classes")
+        arch = payload["arch"]
+        model, arch_kwargs = convert_qcfs_to_lmh(
+            ann, arch=arch, input_shape=spec.input_shape, num_classes=spec.num_classes,
+            arch_kwargs=payload["arch_kwargs"], timesteps=job.timesteps, factors=job.factors)
+        hybrid = {"ann": job.hybrid_from, "levels": int(arch_kwargs.get("qcfs_levels", 4)),
+                  "timesteps": job.timesteps,
+                  "ann_accuracy": evaluate(ann.to(job.device), test_loader, device=job.device),
+                  "converted_accuracy": evaluate(model.to(job.device), test_loader,
+                                                 device=job.device)}
+    else:
+        arch = job.arch
+        norm = DEFAULT_NORM[arch] if job.norm == "auto" else job.norm
+        arch_kwargs = {"neuron": job.neuron, "factors": job.factors, "timesteps": job.timesteps,
+                       "width_mult": job.width_mult, "norm": norm}
+        if job.neuron == "qcfs":
+            arch_kwargs["qcfs_levels"] = job.qcfs_levels
+        model = build(arch, spec.input_shape, spec.num_classes, **arch_kwargs)
     cfg = TrainConfig(epochs=job.epochs, lr=job.lr, weight_decay=job.weight_decay,
-                      loss=job.loss, seed=job.seed)
-    tracemalloc.start()
-    try:
-        metrics = train(model, train_loader, test_loader, cfg, progress=progress)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    metrics["peak_memory_bytes"] = int(peak)
+                      loss=job.loss, seed=job.seed, device=job.device,
+                      time_slice=job.time_slice or None, timesteps=job.timesteps)
+    metrics = train(model, train_loader, test_loader, cfg, progress=progress)
+    if hybrid is not None:
+        metrics["hybrid"] = hybrid
     metrics["job"] = asdict(job)
+    metrics["arch"] = arch
+    metrics["arch_kwargs"] = arch_kwargs
     dataset = {"name": spec.name, "input_shape": list(spec.input_shape),
                "num_classes": spec.num_classes, "x_max": 1.0, "seed": job.seed,
                "data_dir": job.data_dir}
-    save_checkpoint(job.out, model, arch=job.arch, arch_kwargs=arch_kwargs, dataset=dataset,
+    save_checkpoint(job.out, model.cpu(), arch=arch, arch_kwargs=arch_kwargs, dataset=dataset,
                     metrics={k: v for k, v in metrics.items() if k != "history"})
     if job.json_path:
-        Path(job.json_path).write_text(json.dumps(metrics, indent=1))
+        path = Path(job.json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(metrics, indent=1))
     return metrics
