@@ -153,7 +153,10 @@ def verify(artifact: Path = typer.Argument(..., help="A directory from lmh-deplo
 
 @app.command()
 def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim", help="sim | lava | loihi2"),
-        samples: int = typer.Option(100), json_path: Optional[Path] = typer.Option(None, "--json")) -> None:
+        samples: int = typer.Option(100), json_path: Optional[Path] = typer.Option(None, "--json"),
+        inputs: Optional[Path] = typer.Option(None, help="Own inputs: a .npy of (N, *input_shape) "
+                                              "floats in [0, x_max] (default: the test split)."),
+        labels: Optional[Path] = typer.Option(None, help="A .npy of N integer labels for --inputs.")) -> None:
     """Run the deployed model on a backend; report accuracy, spikes, synaptic ops, energy."""
     from lmh_deploy.compile import load_artifact
     from lmh_deploy import fixedpoint as fx
@@ -170,8 +173,8 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
                 raise CommandFailed(LAVA_LOIHI_HINT)
             raise CommandFailed("lava-loihi is installed but the Loihi 2 hardware run path is not "
                                 "implemented in this version")
-        x, y = art.dataset_split("test")
-        x, y = x[:samples], y[:samples]
+        x, y = load_inputs(inputs, labels, art) if inputs else art.dataset_split("test")
+        x, y = x[:samples], (y[:samples] if y is not None else None)
         q = art.quant_graph
         x_int = fx.quantize_input(x, q.node("input").scale)
         with spinner(f"running {len(x)} samples on {backend}"):
@@ -189,6 +192,29 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
                                           "timesteps": art.timesteps}
         _write_json(json_path, summary)
         _print_summary(summary)
+
+
+def load_inputs(inputs: Path, labels: Optional[Path], art) -> tuple[Any, Any]:
+    """User inputs for ``run``: checked against the artifact's input shape, never unpickled."""
+    import numpy as np
+
+    def read(path: Path):
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
+
+    x = read(inputs)
+    shape = tuple(art.quant_graph.node("input").shape)
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+        raise ValueError(f"{inputs}: inputs have shape {tuple(x.shape)}, the model expects "
+                         f"(N, {', '.join(map(str, shape))})")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{inputs}: inputs contain NaN or inf")
+    y = read(labels) if labels else None
+    if y is not None and (y.ndim != 1 or len(y) != len(x)):
+        raise ValueError(f"{labels}: labels have shape {tuple(y.shape)}, expected ({len(x)},)")
+    return x, y
 
 
 def _print_summary(summary: dict[str, Any]) -> None:

@@ -167,7 +167,7 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, 
         loss.backward()
         meter.release()
         opt.step()
-        return float(loss), 1
+        return float(loss.detach()), 1
     if getattr(model, "is_ann", False):
         raise ValueError("time-slicing trains spiking networks; a QCFS ANN has no time steps")
     model.set_stateful(True)
@@ -183,7 +183,7 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, 
             meter.release()
             opt.step()
             model.detach_state()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
     finally:
         model.set_stateful(False)
     return sum(losses) / len(losses), len(losses)
