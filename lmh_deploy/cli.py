@@ -219,18 +219,18 @@ def load_inputs(inputs: Path, labels: Optional[Path], art) -> tuple[Any, Any]:
 
 def _print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"{summary['backend']}: {summary['samples']} samples, "
-                        f"accuracy {summary.get('accuracy', float('nan')):.4f}")
-    for col in ("layer", "kind", "neurons / fan-out", "spikes per sample", "firing rate",
-                "synops per sample", "saturations"):
-        table.add_column(col)
+                        f"accuracy {summary.get('accuracy', float('nan')):.4f} (per-sample counts)")
+    for col in ("layer", "kind", "neurons", "input spikes", "synops", "output spikes",
+                "firing rate", "saturations"):
+        table.add_column(col, justify="right")
+    b = summary["samples"]
     for layer in summary["layers"]:
-        if layer["kind"] == "lmh":
-            table.add_row(layer["name"], "lmh", str(layer["neurons"]),
-                          f"{layer['spikes_per_sample']:.1f}", f"{layer['firing_rate']:.3f}", "",
-                          str(layer["saturation_events"]))
-        else:
-            table.add_row(layer["name"], "dense", str(layer["fan_out"]), "", "",
-                          f"{layer['synops_per_sample']:.0f}", "")
+        spiking = layer["kind"] == "lmh"
+        table.add_row(layer["name"], layer["kind"], str(layer["neurons"]),
+                      f"{layer['input_spikes'] / b:.1f}", f"{layer['synops_per_sample']:.0f}",
+                      f"{layer['spikes_per_sample']:.1f}" if spiking else "-",
+                      f"{layer['firing_rate']:.3f}" if spiking else "-",
+                      str(layer["saturation_events"]) if spiking else "-")
     out.print(table)
     out.print(f"energy estimate per sample: {summary['energy_joules'] * 1e9:.2f} nJ on Loihi "
               f"(Davies 2018 figures) vs {summary['ann_energy_joules'] * 1e9:.2f} nJ for the "

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from lmh_deploy.ir import Graph, QDense, QInput, QLMH
+from lmh_deploy.ir import Graph, QDense, QLMH, QReadout
 from lmh_deploy.record import RunRecord
 
 #: Loihi, Davies et al., IEEE Micro 38(1), 2018, Table 2 (pre-silicon figures), joules.
@@ -23,47 +23,55 @@ SNN_AC_45NM_J = 0.9e-12
 
 
 def summarize(graph: Graph, rec: RunRecord, labels: np.ndarray | None = None) -> dict[str, Any]:
-    """Accuracy, per-layer spike counts, synops, energy estimate (Loihi vs equivalent ANN)."""
-    order = graph.order()
+    """Accuracy, per-layer spikes and synops, energy estimate (Loihi vs the equivalent ANN).
+
+    One entry per layer = a Dense and the neurons (or readout) it feeds: ``input_spikes``
+    (nonzero presynaptic values arriving), ``fan_out`` (synapses each one reaches),
+    ``synops``, ``output_spikes``, ``firing_rate`` and ``spikes_per_step`` (summed over samples).
+    """
     batch = rec.logits.shape[0]
+    steps = rec.readout_trace.shape[0]
     layers: list[dict[str, Any]] = []
-    synops_total = neuron_updates = spikes_total = active_updates = 0
-    macs_total = 0
-    for name in order:
+    synops_total = neuron_updates = spikes_total = active_updates = macs_total = 0
+    for name in graph.order():
         node = graph.node(name)
-        if isinstance(node, QDense):
-            fan_out, fan_in = node.weight_mant.shape
-            steps = rec.readout_trace.shape[0] if rec.readout_trace is not None else 0
-            macs = fan_in * fan_out * steps * batch
-            synops = rec.synops[name]
-            layers.append({"name": name, "kind": "dense", "fan_in": fan_in, "fan_out": fan_out,
-                           "synops": int(synops), "synops_per_sample": synops / batch,
-                           "ann_macs": macs})
-            synops_total += synops
-            macs_total += macs
-        elif isinstance(node, QLMH) and name in rec.spikes:
-            s = rec.spikes[name]  # (T, B, n)
-            n_updates = s.shape[0] * s.shape[1] * s.shape[2]
-            count = int(s.sum())
-            layers.append({"name": name, "kind": "lmh", "neurons": node.size,
-                           "output_spikes": count, "spikes_per_sample": count / batch,
-                           "firing_rate": count / max(n_updates, 1),
-                           "spikes_per_step": s.sum(axis=(1, 2)).astype(int).tolist(),
-                           "saturation_events": int(rec.saturation.get(name, 0))})
-            neuron_updates += n_updates
-            active_updates += int(s.any(axis=0).sum()) * s.shape[0]
-            spikes_total += count
-        elif isinstance(node, QInput):
+        if not isinstance(node, (QLMH, QReadout)):
             continue
+        (dense_name,) = graph.inputs_of(name)
+        dense = graph.node(dense_name)
+        assert isinstance(dense, QDense)
+        fan_out, fan_in = dense.weight_mant.shape
+        synops = int(rec.synops[dense_name])
+        macs = fan_in * fan_out * batch  # the ANN evaluates each layer once per sample
+        entry: dict[str, Any] = {
+            "name": name, "kind": node.kind.removeprefix("q_"), "synapses": dense_name,
+            "neurons": int(node.output_size()), "fan_in": int(fan_in), "fan_out": int(fan_out),
+            "input_spikes": synops // fan_out, "synops": synops, "synops_per_sample": synops / batch,
+            "ann_macs": macs}
+        if isinstance(node, QLMH):
+            s = rec.spikes[name]  # (T, B, n)
+            count = int(s.sum())
+            entry.update({
+                "output_spikes": count, "spikes_per_sample": count / batch,
+                "firing_rate": count / max(s.size, 1),
+                "spikes_per_step": s.sum(axis=(1, 2)).astype(int).tolist(),
+                "saturation_events": int(rec.saturation.get(name, 0))})
+            neuron_updates += s.size
+            active_updates += int(s.any(axis=0).sum()) * steps
+            spikes_total += count
+        layers.append(entry)
+        synops_total += synops
+        macs_total += macs
     energy = (synops_total * LOIHI_SYNOP_J
               + active_updates * LOIHI_NEURON_UPDATE_ACTIVE_J
               + (neuron_updates - active_updates) * LOIHI_NEURON_UPDATE_INACTIVE_J
               + spikes_total * LOIHI_SPIKE_IN_TILE_J) / batch
-    ann_energy = macs_total * ANN_MAC_J / batch / max(rec.readout_trace.shape[0], 1)
+    ann_energy = macs_total * ANN_MAC_J / batch
     out: dict[str, Any] = {
-        "samples": batch, "layers": layers,
+        "samples": batch, "timesteps": steps, "layers": layers,
         "totals": {"synops": int(synops_total), "spikes": int(spikes_total),
-                   "neuron_updates": int(neuron_updates)},
+                   "neuron_updates": int(neuron_updates),
+                   "saturation_events": int(sum(rec.saturation.values()))},
         "energy_joules": energy, "ann_energy_joules": ann_energy,
         "energy_ratio_ann_over_snn": ann_energy / energy if energy else None,
         "snn_energy_45nm_joules": synops_total * SNN_AC_45NM_J / batch,

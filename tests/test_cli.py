@@ -97,7 +97,7 @@ def test_run_reports_per_layer(artifact: Path, tmp_path: Path) -> None:
         res = invoke("run", artifact, "--backend", backend, "--samples", "20", "--json", out)
         assert res.exit_code == 0, res.output
         r = json.loads(out.read_text())
-        assert [layer["kind"] for layer in r["layers"]] == ["dense", "lmh", "dense", "lmh", "dense"]
+        assert [layer["kind"] for layer in r["layers"]] == ["lmh", "lmh", "readout"]
         assert r["totals"]["synops"] > 0 and r["energy_joules"] > 0
     sim, lava = (json.loads((tmp_path / f"{b}.json").read_text()) for b in ("sim", "lava"))
     assert sim["layers"] == lava["layers"] and sim["accuracy"] == lava["accuracy"]
