@@ -156,7 +156,11 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
         samples: int = typer.Option(100), json_path: Optional[Path] = typer.Option(None, "--json"),
         inputs: Optional[Path] = typer.Option(None, help="Own inputs: a .npy of (N, *input_shape) "
                                               "floats in [0, x_max] (default: the test split)."),
-        labels: Optional[Path] = typer.Option(None, help="A .npy of N integer labels for --inputs.")) -> None:
+        labels: Optional[Path] = typer.Option(None, help="A .npy of N integer labels for --inputs."),
+        plots_dir: Optional[Path] = typer.Option(None, "--plots", help="Write PNG plots into this folder."),
+        html: Optional[Path] = typer.Option(None, "--html", help="Write one self-contained HTML report."),
+        sweep: Optional[str] = typer.Option(None, "--sweep", help="T values for the accuracy/energy "
+                                            "curve, e.g. 1,2,4,8 (default 1,2,4..4T; 'none' skips).")) -> None:
     """Run the deployed model on a backend; report accuracy, spikes, synaptic ops, energy."""
     from lmh_deploy.compile import load_artifact
     from lmh_deploy import fixedpoint as fx
@@ -190,8 +194,55 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
             seconds = time.perf_counter() - start
         summary = summarize(q, rec, y) | {"backend": backend, "seconds": seconds,
                                           "timesteps": art.timesteps}
-        _write_json(json_path, summary)
+        if plots_dir is not None or html is not None:
+            from lmh_deploy import plots as P
+            from lmh_deploy.html_report import write_html
+            from lmh_deploy.run_float import run_float
+
+            with spinner("T sweep (sim), float run and plots"):
+                t_values = _parse_sweep(sweep, art.timesteps)
+                if t_values:  # always on sim/, the bit-exact twin of the Lava model
+                    summary["t_sweep"] = P.t_sweep(q, x_int, y, t_values)
+                    summary["t_sweep_backend"] = "sim"
+                rec_float = run_float(art.load_model(), x, art.timesteps)
+                with tempfile.TemporaryDirectory(prefix="lmh-plots-") as tmp:
+                    images = P.make_plots(summary, rec, plots_dir or tmp,
+                                          sweep=summary.get("t_sweep"), rec_float=rec_float)
+                    if plots_dir is not None:
+                        summary["plots"] = images
+                    if html is not None:
+                        write_html(summary, html, images=images)
+            for target in filter(None, (plots_dir, html)):
+                out.print(f"wrote {target}")
+        _write_json(json_path, summary)  # after the plots: carries "t_sweep" and "plots"
         _print_summary(summary)
+
+
+def _parse_sweep(text: Optional[str], timesteps: int) -> list[int]:
+    from lmh_deploy.plots import default_t_values
+
+    if text is None:
+        return default_t_values(timesteps)
+    if text.strip().lower() in ("", "none", "off"):
+        return []
+    try:
+        values = sorted({int(v) for v in text.split(",")})
+    except ValueError:
+        raise ValueError(f"--sweep {text!r}: expected comma-separated integers such as 1,2,4,8") from None
+    if values[0] < 1:
+        raise ValueError(f"--sweep {text!r}: inference steps must be >= 1")
+    return values
+
+
+@app.command()
+def report(summary_json: Path = typer.Argument(..., help="A --json file written by lmh-deploy run."),
+           html: Path = typer.Option(..., "--html", help="Where to write the HTML report.")) -> None:
+    """Rebuild the self-contained HTML report from a saved run summary."""
+    from lmh_deploy.html_report import report_from_json
+
+    with clean_errors():
+        path = report_from_json(summary_json, html)
+    out.print(f"report -> {path}")
 
 
 def load_inputs(inputs: Path, labels: Optional[Path], art) -> tuple[Any, Any]:
@@ -255,7 +306,9 @@ def demo(workdir: Optional[Path] = typer.Option(None, help="Where to write model
     console.rule(f"3/4 verify: float vs sim vs Lava fixed_pt on {samples} test samples")
     verify(artifact=artifact, samples=samples, json_path=workdir / "verify.json")
     console.rule("4/4 report (our simulator)")
-    run(artifact=artifact, backend="sim", samples=samples, json_path=workdir / "run.json")
+    run(artifact=artifact, backend="sim", samples=samples, json_path=workdir / "run.json",
+        inputs=None, labels=None, plots_dir=workdir / "plots", html=workdir / "report.html",
+        sweep=None)
     out.print(f"files in {workdir}")
 
 

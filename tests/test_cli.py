@@ -186,3 +186,17 @@ def test_modified_artifact_is_refused(artifact: Path, tmp_path: Path) -> None:
 def test_debug_flag_shows_traceback(tmp_path: Path) -> None:
     res = runner.invoke(app, ["--debug", "compile", str(tmp_path / "missing.pt")])
     assert res.exit_code != 0 and res.exception is not None
+
+
+def test_run_plots_html_and_report_rebuild(artifact: Path, tmp_path: Path) -> None:
+    res = invoke("run", artifact, "--samples", "50", "--plots", tmp_path / "plots", "--html",
+                 tmp_path / "r.html", "--json", tmp_path / "r.json", "--sweep", "1,2,4")
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "r.json").read_text())
+    assert [row["timesteps"] for row in summary["t_sweep"]] == [1, 2, 4]
+    assert all(Path(p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in summary["plots"].values())
+    assert "data:image/png;base64," in (tmp_path / "r.html").read_text()
+    assert invoke("report", tmp_path / "r.json", "--html", tmp_path / "r2.html").exit_code == 0
+    (tmp_path / "broken.json").write_text("{not json")
+    res = invoke("report", tmp_path / "broken.json", "--html", tmp_path / "r3.html")
+    assert res.exit_code == 2 and "broken.json" in res.output and not (tmp_path / "r3.html").exists()
