@@ -27,7 +27,7 @@ from typing import Sequence
 VAR_MODEL = "lava.magma.compiler.var_model"
 OBJECT_DETECTION = "lava.lib.dl.slayer.object_detection"
 #: ``name: ByteEncoder = ByteEncoder()`` -> ``field(default_factory=...)``.
-_MUTABLE_DEFAULT = re.compile(r"^(\s+\w+: ByteEncoder) = ByteEncoder\(\)\s*$", re.M)
+_MUTABLE_DEFAULT = re.compile(r"^([ \t]+\w+: ByteEncoder) = ByteEncoder\(\)[ \t]*$", re.M)
 _DATACLASS_IMPORT = re.compile(r"^(from dataclasses import [\w, ]+)$", re.M)
 #: Number of such fields in lava-nc 0.10.0 (CoreEncoder 3, ChipEncoder 3, AxonEncoder 2).
 EXPECTED_REWRITES = 8

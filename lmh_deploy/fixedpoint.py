@@ -15,7 +15,8 @@ Conventions
   (arithmetic shift of the biased product; floor for negatives, as hardware).
 * Weights are 8-bit signed mantissas ``m in [-127, 127]``; Lava/Loihi receive
   ``2 * m`` (even values survive Lava's mixed-sign low-bit truncation) and a
-  non-negative per-layer exponent: ``a_in = (sum 2*m*s) << weight_exp``.
+  per-layer exponent: ``a_in = (sum 2*m*s) << weight_exp`` (an arithmetic right shift,
+  i.e. floor, of the sum when the exponent is negative, as Lava's Dense).
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ FACTOR_MAX = (1 << (FACTOR_BITS - 1)) - 1
 WEIGHT_MANT_MAX = 127
 #: Lava Dense stores ``WEIGHT_LAVA_SCALE * mantissa``: even values, unchanged by its truncation.
 WEIGHT_LAVA_SCALE = 2
-#: Largest per-layer weight exponent (Loihi 2 synaptic exponent range is small and non-negative here).
+#: Per-layer weight exponent range (Loihi's synaptic weight exponent is a small signed field).
+WEIGHT_EXP_MIN = -8
 WEIGHT_EXP_MAX = 15
 #: Graded input values (direct encoding of pixels) are unsigned 8-bit.
 INPUT_BITS = 8
@@ -77,6 +79,11 @@ def dense_output(weight_lava: np.ndarray, weight_exp: int, presyn: np.ndarray) -
         acc = (presyn.astype(np.float64) @ weight_lava.astype(np.float64).T).astype(np.int64)
     else:
         acc = presyn.astype(np.int64) @ weight_lava.astype(np.int64).T
+    return shift_sum(acc, weight_exp)
+
+
+def shift_sum(acc: np.ndarray | int, weight_exp: int):
+    """``acc << exp``, or an arithmetic right shift (floor) for a negative exponent."""
     return acc << weight_exp if weight_exp > 0 else acc >> -weight_exp
 
 

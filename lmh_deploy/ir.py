@@ -126,11 +126,12 @@ class LMH(Node):
                 raise IRError(f"{name}: factor {fname} must be (K, 1) or (K, {self.size}) with "
                               f"the same K as mu_d, got {arr.shape}")
             _check_finite(name, fname, arr)
-            # Closed at the low end, open at the top: the 12-bit codes of lo..hi-2**-12.
-            if arr.min() < lo or arr.max() >= hi:
+            # Closed range: a float32 sigmoid saturates to exactly lo or hi; the top value is
+            # then stored as the largest 12-bit code (hi - 2**-12), see fixedpoint.quantize_factor.
+            if arr.min() < lo or arr.max() > hi:
                 bad = arr.min() if arr.min() < lo else arr.max()
                 raise IRError(f"{name}: factor {fname}={bad:.6g} outside its representable "
-                              f"range [{lo}, {hi})")
+                              f"range [{lo}, {hi}]")
         if self.bias.shape != (self.size,):
             raise IRError(f"{name}: bias shape {self.bias.shape} != ({self.size},)")
         _check_finite(name, "bias", self.bias)
@@ -155,7 +156,7 @@ class Readout(Node):
 # ---------------------------------------------------------------- integer nodes
 @dataclass
 class QInput(Node):
-    """Input quantised to unsigned ``bits``: ``x_int = clip(round(x * scale), 0, 2**bits - 1)``."""
+    """Input quantised to unsigned ``bits``: ``x_int = clip(floor(x * scale + 1/2), 0, 2**bits - 1)``."""
 
     kind: ClassVar[str] = "q_input"
     shape: tuple[int, ...]

@@ -60,8 +60,9 @@ def lower(graph: Graph, inputs: np.ndarray, timesteps: int,
           precision: Precision = "fixed_pt") -> LavaNetwork:
     """Build the Lava network for ``inputs`` (B, *shape), quantised ints for ``fixed_pt``.
 
-    ``fixed_pt`` takes an integer graph (from :func:`~lmh_deploy.quantize.quantize_graph`),
-    ``floating_pt`` a float graph. Processes are created and connected, not run.
+    ``fixed_pt`` takes an integer graph (from :func:`~lmh_deploy.quantize.quantize_graph`) and
+    quantised inputs; ``floating_pt`` takes a float graph and inputs in input units
+    ``x * 255 / x_max`` (not rounded): ``x_max / 255`` is folded into the first weights. Processes are created and connected, not run.
     """
     order = _chain(graph)
     samples = inputs.shape[0]

@@ -6,7 +6,8 @@ presynaptic unit, ``W * a`` (``a = theta_pre`` for spikes: the paper's
 mantissa ``m = round(W a * s_w)``, ``s_w = 127 / max|W a|``, and the layer's
 states are counted in units of ``1 / S`` with ``S = 2**(exp + 1) * s_w``, so
 the integer current is exactly ``(sum 2 m x) << exp``. The exponent is the
-largest that keeps the worst-case current within ``2**20``. Thresholds, biases
+largest that keeps the worst-case current within ``2**20`` (negative, a floor
+shift of the sum, for very wide layers). Thresholds, biases
 and factors follow from ``S``; the arithmetic is :mod:`lmh_deploy.fixedpoint`.
 """
 from __future__ import annotations
@@ -41,15 +42,19 @@ def quantize_weights(w_eff: np.ndarray, max_presyn: int) -> WeightQuant:
     scale = fx.WEIGHT_MANT_MAX / peak if peak > 0 else 1.0
     mant = np.clip(np.round(w_eff * scale), -fx.WEIGHT_MANT_MAX, fx.WEIGHT_MANT_MAX).astype(np.int64)
     worst = fx.WEIGHT_LAVA_SCALE * max_presyn * int(np.abs(mant).sum(axis=1).max(initial=0))
+    limit = 1 << CURRENT_HEADROOM_BITS
     exp = 0
-    while exp < fx.WEIGHT_EXP_MAX and worst << (exp + 1) <= (1 << CURRENT_HEADROOM_BITS):
+    # Wide layers (e.g. 784 graded inputs) can exceed the limit unshifted: shift the sum down.
+    while exp > fx.WEIGHT_EXP_MIN and fx.shift_sum(worst, exp) > limit:
+        exp -= 1
+    while exp < fx.WEIGHT_EXP_MAX and fx.shift_sum(worst, exp + 1) <= limit:
         exp += 1
     return WeightQuant(mant=mant, scale=scale, exp=exp)
 
 
 def state_scale(wq: WeightQuant) -> float:
     """Integer state units per float unit of the layer fed by ``wq``."""
-    return float((fx.WEIGHT_LAVA_SCALE << wq.exp) * wq.scale)
+    return float(fx.WEIGHT_LAVA_SCALE * 2.0 ** wq.exp * wq.scale)
 
 
 def _to_int(value: np.ndarray | float, scale: float, what: str, layer: str) -> np.ndarray:
@@ -126,8 +131,9 @@ def quantize_graph(graph: Graph) -> tuple[Graph, dict[str, Any]]:
                 float(np.abs(fx.dequantize_factor(codes["lam_d_off"], 1.0) - node.lam_d).max()),
                 float(np.abs(fx.dequantize_factor(codes["lam_s_off"], 1.0) - node.lam_s).max()))
             max_presyn = fx.INPUT_MAX if dense.graded else 1
-            max_current = (fx.WEIGHT_LAVA_SCALE * max_presyn
-                           * int(np.abs(dense.weight_mant).sum(axis=1).max()) << dense.weight_exp)
+            max_current = fx.shift_sum(fx.WEIGHT_LAVA_SCALE * max_presyn
+                                       * int(np.abs(dense.weight_mant).sum(axis=1).max()),
+                                       dense.weight_exp)
             bound = worst_case_state_bound(qn, max_current, timesteps)
             report["layers"].append({
                 "name": name, "kind": "lmh", "size": node.size, "state_scale": s,

@@ -72,7 +72,7 @@ def convert_qcfs_to_lmh(ann: nn.Module, *, arch: str, input_shape: tuple[int, ..
                          f"missing {bad}, unexpected {list(unexpected)}")
     with torch.no_grad():
         for q, n in zip(qcfs_layers, neurons):
-            theta = float(q.theta)
+            theta = q.theta.item()
             if not theta > 0:
                 raise ValueError(f"QCFS threshold {theta} is not positive; cannot convert")
             n.theta.fill_(theta)

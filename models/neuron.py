@@ -135,7 +135,7 @@ class LMHNeuron(nn.Module):
         rows = table["mu_d"].shape[0]
         for t in range(current.shape[0]):
             k = min(self.step_offset + t, rows - 1)
-            mu_d, mu_s, lam_d, lam_s = (self._broadcast(table[n][k], current.dim())
+            mu_d, mu_s, lam_d, lam_s = (self._broadcast(table[n][k], current.dim() - 1)
                                         for n in FACTOR_NAMES)
             v_d = mu_d * v_d + mu_s * v_s + current[t]
             m_s = lam_s * v_s + lam_d * v_d

@@ -4,14 +4,15 @@ Both layers are time-major: they take ``(T, B, C)`` or ``(T, B, C, H, W)`` tenso
 (:class:`~models.architectures.SpikingNet` hands them the time axis) and are
 subclasses of :class:`torch.nn.modules.batchnorm._BatchNorm`, so they keep the
 standard attribute names ``running_mean``, ``running_var``, ``weight``, ``bias``,
-``eps`` and ``momentum``.
+``eps`` and ``momentum`` (``momentum`` must be a number: the running statistics are an EMA).
 
 ``norm="bn"`` (:class:`StepBatchNorm`)
     The paper's "vanilla batchnorm" configuration (TET + BN). In the authors' code
     the network runs one time step at a time, so in training every step ``t`` is
     normalised with the statistics of its own batch, over ``(B, H, W)``. The
-    running statistics are one shared EMA, updated once per step (as the
-    step-by-step reference does), and the affine ``weight``/``bias`` are shared.
+    affine ``weight``/``bias`` and the running statistics are shared by all steps;
+    the running statistics get one EMA update per forward, from the mean over
+    steps of the per-step batch statistics.
 
 ``norm="tdbn"`` (:class:`ThresholdDependentBatchNorm`)
     tdBN (Zheng et al., AAAI 2021), used with the rate cross-entropy (CE + tdBN):
@@ -73,15 +74,43 @@ class _TimeMajorBatchNorm(_BatchNorm):
     def _eval_or_joint(self, x: torch.Tensor, training: bool) -> torch.Tensor:
         t, b = x.shape[:2]
         flat = x.reshape(t * b, *x.shape[2:])
-        y = F.batch_norm(flat, self.running_mean, self.running_var, self.effective_weight(),
-                         self.bias, training, self.momentum, self.eps)
+        if training:
+            y = F.batch_norm(flat, None, None, self.effective_weight(), self.bias, True, 0.0,
+                             self.eps)
+        else:
+            y = F.batch_norm(flat, self.running_mean, self.running_var, self.effective_weight(),
+                             self.bias, False, 0.0, self.eps)
         return y.reshape(x.shape)
+
+    @torch.no_grad()
+    def _update_running(self, x: torch.Tensor, per_step: bool) -> None:
+        """One EMA update per forward from the batch statistics of ``x`` ``(T, B, C, ...)``.
+
+        ``per_step``: the mean over steps of the per-step mean / variance, else the joint
+        ones. The unbiased correction uses the per-step count ``n = B*H*W`` in both cases,
+        so a static input seen once (``T = 1``) and ``T`` copies of it give the same
+        running statistics (see :class:`~models.architectures.SpikingNet`).
+        """
+        dims = [1] + list(range(3, x.dim()))
+        n = x[0].numel() // x.shape[2]
+        if per_step:
+            mean = x.mean(dim=dims).mean(0)
+            var = x.var(dim=dims, unbiased=False).mean(0)
+        else:
+            mean = x.mean(dim=[0] + dims)
+            var = x.var(dim=[0] + dims, unbiased=False)
+        var = var * (n / max(n - 1, 1))
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
+        self.running_var.lerp_(var.to(self.running_var.dtype), self.momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         self._check_input_dim(x)
-        if self.training:
-            self.num_batches_tracked.add_(1)
-        return self._normalise(x) if self.training else self._eval_or_joint(x, False)
+        if not self.training:
+            return self._eval_or_joint(x, False)
+        self.num_batches_tracked.add_(1)
+        y = self._normalise(x)
+        self._update_running(x.detach(), per_step=isinstance(self, StepBatchNorm))
+        return y
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -98,9 +127,8 @@ class StepBatchNorm(_TimeMajorBatchNorm):
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         w = self.effective_weight()
-        return torch.stack([F.batch_norm(x[t], self.running_mean, self.running_var, w, self.bias,
-                                         True, self.momentum, self.eps)
-                            for t in range(x.shape[0])])
+        return torch.stack([F.batch_norm(step, None, None, w, self.bias, True, 0.0, self.eps)
+                            for step in x.unbind(0)])
 
 
 class ThresholdDependentBatchNorm(_TimeMajorBatchNorm):

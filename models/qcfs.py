@@ -64,4 +64,4 @@ class QCFS(nn.Module):
         return qcfs(x, self.theta, self.levels)
 
     def extra_repr(self) -> str:  # noqa: D102
-        return f"levels={self.levels}, theta={float(self.theta):.4g}"
+        return f"levels={self.levels}, theta={self.theta.item():.4g}"

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import pytest
 import torch
 
-import lmh_deploy  # noqa: F401  - installs the Python 3.11 Lava import fix before anything imports lava
+import lmh_deploy  # noqa: F401  - the Python 3.11 Lava import fix, before any lava import
 from lmh_deploy.export import export_model
 from lmh_deploy.ir import Graph
 from lmh_deploy.quantize import quantize_graph
@@ -63,11 +62,8 @@ def _compile(model: SpikingNet, *, n_in: int, timesteps: int,
 
 @pytest.fixture
 def compile_model() -> Callable[..., tuple[Graph, Graph, dict]]:
-    """Builder ``compile_model(model, n_in=, timesteps=, x_max=)`` -> (float graph, int graph, report)."""
+    """Builder ``compile_model(model, n_in=, timesteps=, x_max=)``.
+
+    Returns ``(float graph, integer graph, quantisation report)``.
+    """
     return _compile
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    """A fixed-seed NumPy generator."""
-    return np.random.default_rng(20240511)

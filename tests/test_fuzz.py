@@ -56,7 +56,7 @@ def test_malformed_graphs_raise_irerror_naming_the_node(n_in, hidden, classes, m
         nodes["lmh0"]["node"] = _lmh(hidden, mu_s=np.full((1, 1), np.inf))
         expect = "lmh0"
     elif mutation == "factor_range":
-        bad = value if np.isfinite(value) and not (-0.5 <= value < 0.5) else 0.75
+        bad = value if np.isfinite(value) and not (-0.5 <= value <= 0.5) else 0.75
         nodes["lmh0"]["node"] = _lmh(hidden, mu_d=np.full((1, 1), bad))
         expect = "lmh0"
     elif mutation == "theta":

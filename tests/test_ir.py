@@ -171,7 +171,7 @@ def test_valid_graph_passes() -> None:
     (lambda g: g.node("readout").bias.__setitem__(1, np.inf), r"readout: bias has a non-finite"),
     (lambda g: setattr(g.node("lmh0"), "theta", float("nan")), r"lmh0: threshold theta"),
     (lambda g: setattr(g.node("lmh0"), "mu_d", np.full((1, 1), -0.6)),
-     r"lmh0: factor mu_d=-0.6 outside its representable range \[-0\.5, 0\.5\)"),
+     r"lmh0: factor mu_d=-0.6 outside its representable range \[-0\.5, 0\.5\]"),
 ])
 def test_validate_errors_name_the_node(mutate, match: str) -> None:
     g = _float_graph()

@@ -179,10 +179,6 @@ def test_radical_factors_differ_per_step() -> None:
     assert not torch.equal(flat(current), out)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "models/neuron.py forward() passes current.dim() to _broadcast, which expects the "
-    "ndim of one step current[t] (B, C, ...): per-channel factors then align with the batch "
-    "axis (fix: current.dim() - 1). Remove this marker when fixed."))
 @pytest.mark.parametrize("shape", [(1, 2, 3, 4), (1, 3, 3)])  # (T, B, C, H) and (T, B=C, C)
 def test_per_channel_factors_broadcast_over_channels(shape: tuple[int, ...]) -> None:
     n = _neuron(theta=1.0, per_channel=3)

@@ -1,4 +1,4 @@
-"""Tests of lmh_deploy.quantize: weights that survive Lava unchanged, error bounds, scales, errors."""
+"""Tests of lmh_deploy.quantize: Lava-proof weights, error bounds, scales, errors."""
 from __future__ import annotations
 
 import numpy as np
@@ -63,22 +63,26 @@ def test_weight_error_and_exponent(max_presyn: int, shape: tuple[int, int]) -> N
     worst = fx.WEIGHT_LAVA_SCALE * max_presyn * int(np.abs(wq.mant).sum(axis=1).max())
     limit = 2**CURRENT_HEADROOM_BITS
     assert limit <= 2**22  # at most half the 24-bit state range per step
-    assert 0 <= wq.exp <= fx.WEIGHT_EXP_MAX
-    # The exponent is never negative, so a layer whose unshifted worst case already exceeds
-    # the limit keeps exp = 0 (its worst-case current is then above the headroom).
-    assert worst << wq.exp <= limit or wq.exp == 0
+    assert fx.WEIGHT_EXP_MIN <= wq.exp <= fx.WEIGHT_EXP_MAX
+    # The worst-case current fits the headroom (a negative exponent floor-shifts the sum of
+    # wide layers), unless even the smallest exponent cannot bring it down ...
+    assert fx.shift_sum(worst, wq.exp) <= limit or wq.exp == fx.WEIGHT_EXP_MIN
     # ... and the exponent is the largest such one.
-    assert wq.exp == fx.WEIGHT_EXP_MAX or worst << (wq.exp + 1) > limit
+    assert wq.exp == fx.WEIGHT_EXP_MAX or fx.shift_sum(worst, wq.exp + 1) > limit
 
 
 def test_exponent_hand_examples() -> None:
     h = CURRENT_HEADROOM_BITS
-    # One weight: m = 127, worst = 2*1*127 = 254 = 2**8 - 2, so 254 << (h - 8) <= 2**h < 254 << (h - 7).
+    # One weight: m = 127, worst = 2*1*127 = 254 = 2**8 - 2,
+    # so 254 << (h - 8) <= 2**h < 254 << (h - 7).
     assert quantize_weights(np.array([[0.5]]), 1).exp == min(h - 8, fx.WEIGHT_EXP_MAX)
     # Graded input: worst = 2*255*127 = 64770 < 2**16, so exp = h - 16.
     assert quantize_weights(np.array([[0.5]]), 255).exp == h - 16
-    # A wide layer needs no left shift at all, and the cap is WEIGHT_EXP_MAX for tiny ones.
-    assert quantize_weights(np.full((1, 20000), 0.1), 255).exp == 0
+    # A wide graded layer is shifted down: worst = 2*255*127*784 = 50.8e6, and
+    # 50.8e6 >> 6 = 793e3 <= 2**20 < 50.8e6 >> 5; a huge one stops at WEIGHT_EXP_MIN.
+    assert quantize_weights(np.full((1, 784), 0.1), 255).exp == -6
+    assert quantize_weights(np.full((1, 20000), 0.1), 255).exp == fx.WEIGHT_EXP_MIN
+    # The cap is WEIGHT_EXP_MAX for tiny ones.
     assert quantize_weights(np.zeros((2, 2)), 1).exp == fx.WEIGHT_EXP_MAX
 
 
@@ -175,9 +179,9 @@ def test_integer_current_matches_float_current() -> None:
     (lambda g: setattr(g.node("lmh0"), "theta", -1.0), r"lmh0: threshold"),
     (lambda g: g.node("dense0").weight.__setitem__((1, 2), np.nan), r"dense0: weight .*non-finite"),
     (lambda g: g.node("dense1").weight.__setitem__((0, 0), np.inf), r"dense1: weight .*non-finite"),
-    (lambda g: setattr(g.node("lmh0"), "mu_d", np.full((1, 1), 0.5)), r"lmh0: factor mu_d"),
+    (lambda g: setattr(g.node("lmh0"), "mu_d", np.full((1, 1), 0.51)), r"lmh0: factor mu_d"),
     (lambda g: setattr(g.node("lmh0"), "lam_s", np.full((1, 1), 0.49)), r"lmh0: factor lam_s"),
-    (lambda g: setattr(g.node("lmh0"), "lam_d", np.full((1, 1), 1.5)), r"lmh0: factor lam_d"),
+    (lambda g: setattr(g.node("lmh0"), "lam_d", np.full((1, 1), 1.51)), r"lmh0: factor lam_d"),
     (lambda g: g.node("lmh0").bias.__setitem__(0, np.nan), r"lmh0: bias .*non-finite"),
     (lambda g: setattr(g.node("lmh0"), "theta", 1e-9), r"lmh0: threshold .* rounds to 0"),
     (lambda g: setattr(g.node("lmh0"), "bias", np.full(5, 1e6)), r"lmh0: bias does not fit 24-bit"),
@@ -196,3 +200,41 @@ def test_valid_edge_factors_are_accepted() -> None:
     q, _ = quantize_graph(g)
     assert q.node("lmh0").mu_d.tolist() == [[-2048]]
     assert q.node("lmh0").lam_s_off.tolist() == [[-2048]]
+
+
+# --------------------------------------------------------------------------- worst-case bound
+
+
+@pytest.mark.parametrize("factors, fits", [
+    (dict(mu_d=0.0, mu_s=0.0, lam_d=1.0, lam_s=1.0), True),     # IF: grows linearly
+    (dict(mu_d=0.1, mu_s=-0.1, lam_d=1.1, lam_s=0.9), True),
+    (dict(mu_d=0.45, mu_s=0.45, lam_d=1.45, lam_s=1.45), False),  # grows ~2.4x per step
+])
+def test_worst_case_state_bound_holds_and_flags(factors: dict[str, float], fits: bool) -> None:
+    """All-negative weights and a full-scale input are the worst case for the (reset-free)
+    negative side; the report's bound must cover the states sim actually reaches."""
+    from sim.simulator import simulate
+
+    timesteps = 5
+    rng = np.random.default_rng(13)
+    g = Graph(meta={"timesteps": timesteps})
+    g.add("input", Input(shape=(8,), x_max=1.0))
+    g.add("dense0", Dense(weight=-rng.uniform(0.1, 1.0, (6, 8))), ("input",))
+    ones = np.ones((1, 1))
+    g.add("lmh0", LMH(size=6, theta=2.0, bias=np.full(6, -0.5),
+                      **{k: v * ones for k, v in factors.items()}), ("dense0",))
+    g.add("dense1", Dense(weight=rng.normal(size=(2, 6))), ("lmh0",))
+    g.add("readout", Readout(bias=np.zeros(2)), ("dense1",))
+    q, report = quantize_graph(g)
+    (layer,) = [r for r in report["layers"] if r["kind"] == "lmh"]
+    assert layer["worst_case_fits_24bit"] is fits
+    rec = simulate(q, np.full((1, 8), 255), timesteps, record_states=True)
+    v_d, v_s = rec.state_trace["lmh0"]
+    assert np.abs(v_d).max() <= layer["worst_case_state"]["v_d"]
+    assert np.abs(v_s).max() <= layer["worst_case_state"]["v_s"]
+    if fits:
+        assert rec.saturation["lmh0"] == 0
+        # the bound is not vacuous: the negative drive reaches a good part of it
+        assert np.abs(v_s).max() > layer["worst_case_state"]["v_s"] / 4
+    else:
+        assert rec.saturation["lmh0"] > 0

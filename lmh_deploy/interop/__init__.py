@@ -1,0 +1,19 @@
+"""Exchange formats: NIR (read and write) and lava-dl netx HDF5 (write).
+
+* :mod:`lmh_deploy.interop.nir_io` -- float IR <-> NIR graphs (``graph_to_nir``,
+  ``write_nir``, ``nir_to_graph``), a float64 NumPy simulator of the IR
+  (``simulate_float``) and the measured error of the lossy LIF approximation.
+* :mod:`lmh_deploy.interop.netx_io` -- float IR -> netx HDF5 (``graph_to_netx``),
+  its reader and a NumPy reference of how Lava runs a netx CUBA network.
+
+``docs/interop.md`` gives every discretisation and the known differences.
+Nothing here imports Lava at module level; only ``netx_io.run_netx_lava`` does.
+"""
+from __future__ import annotations
+
+
+class InteropError(ValueError):
+    """A graph that cannot be converted faithfully; the message names the layer and the cause."""
+
+
+__all__ = ["InteropError"]

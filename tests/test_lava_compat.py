@@ -1,0 +1,124 @@
+"""Tests of the Python 3.11 Lava import hook (lmh_deploy/_lava_compat.py).
+
+Import behaviour is checked in fresh interpreters (subprocesses), because this test
+process has long since imported lava.
+"""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmh_deploy import _lava_compat as compat
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _var_model_path() -> Path:
+    (root,) = importlib.util.find_spec("lava").submodule_search_locations
+    path = Path(root) / "magma" / "compiler" / "var_model.py"
+    assert path.is_file(), path
+    return path
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+
+
+# --------------------------------------------------------------------------- source rewrite
+
+
+def test_patch_rewrites_exactly_eight_defaults_and_compiles() -> None:
+    source = _var_model_path().read_text()
+    patched = compat.patch_var_model_source(source)
+    assert source.count("= ByteEncoder()") == compat.EXPECTED_REWRITES == 8
+    assert patched.count("= ByteEncoder()") == 0
+    assert patched.count("= field(default_factory=ByteEncoder)") == 8
+    # Ignoring blank lines (see the next test), only the 8 fields and the import line change.
+    src_lines = [line for line in source.splitlines() if line.strip()]
+    new_lines = [line for line in patched.splitlines() if line.strip()]
+    assert len(src_lines) == len(new_lines)
+    changed = [(a, b) for a, b in zip(src_lines, new_lines) if a != b]
+    assert len(changed) == 8 + 1
+    imports = [b for a, b in changed if a.startswith("from dataclasses import")]
+    assert len(imports) == 1 and imports[0].endswith(", field")
+    fields = [(a, b) for a, b in changed if a not in imports and b not in imports]
+    assert all(a.endswith(" = ByteEncoder()") and
+               b == a.replace("ByteEncoder()", "field(default_factory=ByteEncoder)")
+               for a, b in fields)
+    compile(patched, str(_var_model_path()), "exec", dont_inherit=True)
+
+
+def test_patch_keeps_line_numbers() -> None:
+    source = _var_model_path().read_text()
+    patched = compat.patch_var_model_source(source)
+    assert len(patched.splitlines()) == len(source.splitlines())
+
+
+def test_patch_fails_loudly_on_unexpected_text() -> None:
+    source = _var_model_path().read_text()
+    one_less = source.replace("= ByteEncoder()", "= None", 1)
+    with pytest.raises(compat.LavaCompatError, match="expected 8 'ByteEncoder\\(\\)' defaults "
+                                                     "but found 7"):
+        compat.patch_var_model_source(one_less)
+    with pytest.raises(compat.LavaCompatError, match="found 0"):
+        compat.patch_var_model_source("x = 1\n")
+    no_import = "\n".join(line for line in source.splitlines()
+                          if not line.startswith("from dataclasses import"))
+    with pytest.raises(compat.LavaCompatError, match="no 'from dataclasses import"):
+        compat.patch_var_model_source(no_import)
+    assert issubclass(compat.LavaCompatError, ImportError)
+
+
+def test_install_is_idempotent() -> None:
+    assert compat.install() is compat.needs_fix()
+    before = [f for f in sys.meta_path if isinstance(f, compat.LavaCompatFinder)]
+    compat.install()
+    after = [f for f in sys.meta_path if isinstance(f, compat.LavaCompatFinder)]
+    assert len(before) == len(after) == (1 if compat.needs_fix() else 0)
+
+
+# --------------------------------------------------------------------------- fresh interpreters
+
+
+def test_import_hook_gives_each_instance_its_own_encoder() -> None:
+    result = _python("import lmh_deploy; import lava.magma.compiler.var_model as v; "
+                     "print(v.CoreEncoder().x is not v.CoreEncoder().x)")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+
+
+def test_stock_lava_needs_the_hook() -> None:
+    """Control: without ``import lmh_deploy`` first, lava-nc 0.10 does not import on 3.11."""
+    result = _python("import lava.magma.compiler.var_model")
+    if compat.needs_fix():
+        assert result.returncode != 0
+        assert "mutable default" in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+
+
+def test_lava_imported_first_is_reported() -> None:
+    result = _python("import sys, types; "
+                     "sys.modules['lava.magma.compiler.var_model'] = types.ModuleType('v'); "
+                     "import lmh_deploy")
+    if compat.needs_fix():
+        assert result.returncode != 0
+        assert "LavaCompatError" in result.stderr
+        assert "import lmh_deploy before lava" in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+
+
+def test_slayer_object_detection_stand_in() -> None:
+    result = _python("import lmh_deploy; import lava.lib.dl.slayer as s; "
+                     "import lava.lib.dl.slayer.object_detection as od; "
+                     "print(od.__doc__); print(hasattr(s, 'neuron'), hasattr(s, 'block'))")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("Stand-in by lmh-deploy")
+    assert lines[-1] == "True True"
