@@ -1,24 +1,167 @@
 """Stage 1: a trained PyTorch model -> float graph IR.
 
-Walks ``model.layers`` (see :mod:`models.architectures`) in order. A Linear's
-bias moves into the neuron it feeds (Loihi neurons have a bias; Dense has
-none), the last Linear becomes the readout.
+Walks ``model.layers`` (see :mod:`models.architectures`) in order, residual blocks
+included. Every synaptic op becomes one IR node; batch norm is folded into the
+preceding Linear/Conv weights; biases are tracked as a full array over the current
+feature map and pushed through each following linear op (``L(x + b) = Lx + Lb``),
+then handed to the neuron they reach (Loihi neurons have a bias, synapses have
+none). The last Linear becomes the readout.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from lmh_deploy.ir import LMH, Dense, Graph, Input, IRError, Readout, validate
+from lmh_deploy.ir import (LMH, AvgPool, Conv2d, Dense, Graph, Input, IRError, Node, Readout,
+                           validate)
+from lmh_deploy.synapse_maps import synapse_matrix
 from models.neuron import LMHNeuron
 
-SUPPORTED_LAYERS = ("Flatten", "Linear", "LMHNeuron", "Dropout", "Identity")
+SUPPORTED_LAYERS = ("Flatten", "Linear", "Conv2d", "BatchNorm1d/2d", "StepBatchNorm",
+                    "ThresholdDependentBatchNorm", "AvgPool2d", "AdaptiveAvgPool2d(1)",
+                    "LMHNeuron", "ResidualBlock", "Dropout", "Identity")
 
 
 def _np(t) -> np.ndarray:
     return t.detach().cpu().double().numpy()
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+@dataclass
+class Cursor:
+    """Where the walk is: the node producing the current signal, its shape, the pending bias."""
+
+    node: str
+    shape: tuple[int, ...]
+    bias: np.ndarray  # over ``shape``: constant input added so far to the signal
+    weight_node: str | None = None  # last Linear/Conv since a neuron (target of BN folding)
+
+
+class _Exporter:
+    def __init__(self, graph: Graph) -> None:
+        self.g = graph
+        self.counts: dict[str, int] = {}
+
+    def add(self, prefix: str, node: Node, inputs: tuple[str, ...]) -> str:
+        index = self.counts.get(prefix, 0)
+        self.counts[prefix] = index + 1
+        return self.g.add(f"{prefix}{index}", node, inputs)
+
+    def synapse(self, cur: Cursor, prefix: str, node: Node, out_shape: tuple[int, ...],
+                own_bias: np.ndarray | None = None, weight: bool = False) -> Cursor:
+        """Append a synapse node; push the pending bias through it."""
+        name = self.add(prefix, node, (cur.node,))
+        bias = (synapse_matrix(node) @ cur.bias.ravel()).reshape(out_shape)
+        if own_bias is not None:
+            bias = bias + own_bias
+        return Cursor(name, out_shape, bias, name if weight else None)
+
+    def fold_norm(self, cur: Cursor, layer: nn.Module, where: str) -> Cursor:
+        """``y = scale * x + shift`` per channel, folded into the last weight node."""
+        if cur.weight_node is None:
+            raise IRError(f"{where}: batch norm must follow a Linear or Conv2d to be folded")
+        if hasattr(layer, "scale_shift"):
+            scale, shift = (_np(t) for t in layer.scale_shift())
+        else:
+            scale = _np(layer.weight) / np.sqrt(_np(layer.running_var) + layer.eps)
+            shift = _np(layer.bias) - scale * _np(layer.running_mean)
+        node = self.g.node(cur.weight_node)
+        if len(scale) != node.weight.shape[0]:
+            raise IRError(f"{where}: batch norm has {len(scale)} channels, "
+                          f"{cur.weight_node} has {node.weight.shape[0]}")
+        folded = node.weight * scale.reshape((-1,) + (1,) * (node.weight.ndim - 1))
+        self.g.nx_graph.nodes[cur.weight_node]["node"] = replace(node, weight=folded)
+        per_channel = (-1,) + (1,) * (len(cur.shape) - 1)
+        bias = cur.bias * scale.reshape(per_channel) + shift.reshape(per_channel)
+        return Cursor(cur.node, cur.shape, bias, cur.weight_node)
+
+    def neuron(self, inputs: list[Cursor], layer: LMHNeuron, where: str) -> Cursor:
+        shape = inputs[0].shape
+        if any(c.shape != shape for c in inputs):
+            raise IRError(f"{where}: summed branches have shapes {[c.shape for c in inputs]}")
+        table = {k: _np(v) for k, v in layer.factor_table().items()}
+        bias = sum(c.bias for c in inputs)
+        size = int(np.prod(shape))
+        name = self.add("lmh", LMH(size=size, theta=float(layer.theta), bias=bias.ravel(), **table),
+                        tuple(c.node for c in inputs))
+        return Cursor(name, shape, np.zeros(shape))
+
+    def walk(self, layers, cur: Cursor, where: str) -> Cursor:
+        for index, layer in enumerate(layers):
+            here = f"{where}.{index} ({type(layer).__name__})"
+            cur = self.layer(layer, cur, here)
+        return cur
+
+    def layer(self, layer: nn.Module, cur: Cursor, here: str) -> Cursor:
+        if layer is None or isinstance(layer, (nn.Dropout, nn.Identity)):
+            return cur
+        if isinstance(layer, nn.Flatten):
+            n = int(np.prod(cur.shape))
+            return Cursor(cur.node, (n,), cur.bias.reshape(n), cur.weight_node)
+        if isinstance(layer, nn.Linear):
+            if len(cur.shape) != 1:
+                raise IRError(f"{here}: Linear needs a flattened input, got shape {cur.shape}")
+            own = _np(layer.bias) if layer.bias is not None else None
+            return self.synapse(cur, "dense", Dense(weight=_np(layer.weight)),
+                                (layer.out_features,), own, weight=True)
+        if isinstance(layer, nn.Conv2d):
+            if len(cur.shape) != 3 or layer.groups != 1 or _pair(layer.dilation) != (1, 1) \
+                    or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+                raise IRError(f"{here}: only zero-padded, ungrouped, undilated Conv2d with "
+                              f"numeric padding on (C, H, W) maps is supported")
+            node = Conv2d(weight=_np(layer.weight), input_shape=tuple(cur.shape),
+                          stride=_pair(layer.stride), padding=_pair(layer.padding))
+            own = None
+            if layer.bias is not None:
+                own = np.broadcast_to(_np(layer.bias)[:, None, None], node.output_shape)
+            return self.synapse(cur, "conv", node, node.output_shape, own, weight=True)
+        if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)) or hasattr(layer, "scale_shift"):
+            return self.fold_norm(cur, layer, here)
+        if isinstance(layer, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            if len(cur.shape) != 3:
+                raise IRError(f"{here}: pooling needs a (C, H, W) map, got {cur.shape}")
+            if isinstance(layer, nn.AdaptiveAvgPool2d):
+                if _pair(layer.output_size) != (1, 1):
+                    raise IRError(f"{here}: only AdaptiveAvgPool2d(1) is supported")
+                kernel = stride = (cur.shape[1], cur.shape[2])
+            else:
+                if _pair(layer.padding) != (0, 0) or layer.ceil_mode:
+                    raise IRError(f"{here}: AvgPool2d with padding or ceil_mode is not supported")
+                kernel = _pair(layer.kernel_size)
+                stride = _pair(layer.stride or layer.kernel_size)
+            node = AvgPool(input_shape=tuple(cur.shape), kernel=kernel, stride=stride)
+            return self.synapse(cur, "pool", node, node.output_shape)
+        if isinstance(layer, LMHNeuron):
+            if cur.node in self.g.of_kind("input") or self.g.node(cur.node).kind == "lmh":
+                raise IRError(f"{here}: a neuron must follow a synaptic layer")
+            return self.neuron([cur], layer, here)
+        if type(layer).__name__ == "ResidualBlock":
+            return self.residual(layer, cur, here)
+        if isinstance(layer, nn.Sequential):
+            return self.walk(layer, cur, here)
+        raise IRError(f"{here}: unsupported layer type {type(layer).__name__}; "
+                      f"supported: {', '.join(SUPPORTED_LAYERS)}")
+
+    def residual(self, block: nn.Module, x: Cursor, here: str) -> Cursor:
+        """``neuron2(bn2(conv2(neuron1(bn1(conv1(x))))) + shortcut(x))`` as two synapse chains."""
+        if np.any(x.bias):
+            raise IRError(f"{here}: a residual block must take neuron spikes as input")
+        h = self.walk([block.conv1, block.bn1, block.neuron1, block.conv2, block.bn2], x, here)
+        if block.shortcut is None:  # identity: a 1x1 convolution with the identity matrix
+            c = x.shape[0]
+            eye = np.eye(c).reshape(c, c, 1, 1)
+            s = self.synapse(x, "conv", Conv2d(weight=eye, input_shape=tuple(x.shape)), x.shape)
+        else:
+            s = self.walk(block.shortcut, x, f"{here}.shortcut")
+        if not isinstance(block.neuron2, LMHNeuron):
+            raise IRError(f"{here}: neuron2 is {type(block.neuron2).__name__}, not LMHNeuron")
+        return self.neuron([h, s], block.neuron2, f"{here}.neuron2")
 
 
 def export_model(model: nn.Module, *, input_shape: tuple[int, ...], x_max: float = 1.0,
@@ -32,34 +175,12 @@ def export_model(model: nn.Module, *, input_shape: tuple[int, ...], x_max: float
     if not isinstance(layers, nn.Sequential):
         raise IRError(f"model {type(model).__name__} has no 'layers' Sequential to export")
     g = Graph(meta={"timesteps": int(timesteps), **(meta or {})})
-    prev = g.add("input", Input(shape=tuple(int(d) for d in input_shape), x_max=float(x_max)))
-    pending_bias: np.ndarray | None = None
-    last_dense: str | None = None
-    n_dense = n_lmh = 0
-    for index, layer in enumerate(layers):
-        lname = f"layers.{index} ({type(layer).__name__})"
-        if isinstance(layer, (nn.Flatten, nn.Dropout, nn.Identity)):
-            continue  # dense consumes the flattened input; dropout is identity at inference
-        if isinstance(layer, nn.Linear):
-            if pending_bias is not None:
-                raise IRError(f"{lname}: two Linear layers without a neuron between them")
-            prev = last_dense = g.add(f"dense{n_dense}", Dense(weight=_np(layer.weight)), (prev,))
-            n_dense += 1
-            pending_bias = (_np(layer.bias) if layer.bias is not None
-                            else np.zeros(layer.out_features))
-        elif isinstance(layer, LMHNeuron):
-            if pending_bias is None:
-                raise IRError(f"{lname}: a neuron must follow a Linear layer")
-            table = {k: _np(v) for k, v in layer.factor_table().items()}
-            prev = g.add(f"lmh{n_lmh}", LMH(size=len(pending_bias), theta=float(layer.theta),
-                                            bias=pending_bias, **table), (prev,))
-            n_lmh += 1
-            pending_bias = None
-        else:
-            raise IRError(f"{lname}: unsupported layer type {type(layer).__name__}; "
-                          f"supported: {', '.join(SUPPORTED_LAYERS)}")
-    if pending_bias is None or last_dense is None:
+    shape = tuple(int(d) for d in input_shape)
+    start = Cursor(g.add("input", Input(shape=shape, x_max=float(x_max))), shape, np.zeros(shape))
+    exporter = _Exporter(g)
+    end = exporter.walk(layers, start, "layers")
+    if end.weight_node is None or g.node(end.node).kind != "dense":
         raise IRError("model must end with a Linear readout layer")
-    g.add("readout", Readout(bias=pending_bias), (prev,))
+    g.add("readout", Readout(bias=end.bias.ravel()), (end.node,))
     validate(g)
     return g

@@ -66,19 +66,24 @@ def dequantize_factor(code: np.ndarray, offset: float = 0.0) -> np.ndarray:
     return np.asarray(code, dtype=np.float64) / FACTOR_ONE + offset
 
 
-def dense_output(weight_lava: np.ndarray, weight_exp: int, presyn: np.ndarray) -> np.ndarray:
-    """Integer synaptic input ``(W @ s) << exp`` as Lava's bit-accurate Dense computes it.
+def dense_output(weight_lava, weight_exp: int, presyn: np.ndarray) -> np.ndarray:
+    """Integer synaptic input ``(W @ s) << exp`` as Lava's bit-accurate Dense/Sparse compute it.
 
-    ``presyn`` is (..., n_in) spikes (0/1) or graded integers; returns (..., n_out) int64.
+    ``weight_lava`` is a dense array or a scipy sparse matrix (n_out, n_in) of integers
+    (any dtype holding integer values); ``presyn`` is (..., n_in) spikes (0/1) or graded
+    integers; returns (..., n_out) int64.
     """
     # float64 BLAS is exact for integer sums below 2**53 and far faster than numpy's
     # integer matmul; the bound below is checked, so the result is always the int64 one.
-    bound = float(np.abs(weight_lava).max(initial=0)) * float(np.abs(presyn).max(initial=0)) \
-        * weight_lava.shape[1]
+    peak_w = float(abs(weight_lava).max()) if weight_lava.shape[0] * weight_lava.shape[1] else 0.0
+    bound = peak_w * float(np.abs(presyn).max(initial=0)) * weight_lava.shape[1]
+    flat = presyn.reshape(-1, presyn.shape[-1])
     if bound < 2.0 ** 53:
-        acc = (presyn.astype(np.float64) @ weight_lava.astype(np.float64).T).astype(np.int64)
+        w = weight_lava if weight_lava.dtype == np.float64 else weight_lava.astype(np.float64)
+        acc = np.rint(np.asarray((w @ flat.astype(np.float64).T).T)).astype(np.int64)
     else:
-        acc = presyn.astype(np.int64) @ weight_lava.astype(np.int64).T
+        acc = np.asarray((weight_lava.astype(np.int64) @ flat.astype(np.int64).T).T)
+    acc = acc.reshape(presyn.shape[:-1] + (weight_lava.shape[0],))
     return shift_sum(acc, weight_exp)
 
 

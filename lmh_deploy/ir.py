@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Iterator
 
 import networkx as nx
 import numpy as np
+import scipy.sparse as sp
 
 IR_FORMAT_VERSION = 1
 
@@ -79,11 +80,86 @@ class Dense(Node):
     def output_size(self) -> int:  # noqa: D102
         return int(self.weight.shape[0])
 
+    def input_size(self) -> int:  # noqa: D102
+        return int(self.weight.shape[1])
+
     def check(self, name: str) -> None:  # noqa: D102
         if self.weight.ndim != 2 or 0 in self.weight.shape:
             raise IRError(f"{name}: dense weight must be a non-empty 2-D matrix, "
                           f"got shape {self.weight.shape}")
         _check_finite(name, "weight", self.weight)
+
+
+def conv_output_hw(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],
+                   padding: tuple[int, int]) -> tuple[int, int]:
+    """Output height and width of a 2-D convolution or pooling window."""
+    return ((h + 2 * padding[0] - kernel[0]) // stride[0] + 1,
+            (w + 2 * padding[1] - kernel[1]) // stride[1] + 1)
+
+
+@dataclass
+class Conv2d(Node):
+    """2-D convolution (cross-correlation, as torch) on a (C, H, W) input flattened C-major.
+
+    ``weight`` is (C_out, C_in, kh, kw); zero padding; no bias (it moves to the neuron).
+    """
+
+    kind: ClassVar[str] = "conv2d"
+    weight: np.ndarray
+    input_shape: tuple[int, int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:  # noqa: D102
+        h, w = conv_output_hw(self.input_shape[1], self.input_shape[2], self.weight.shape[2:],
+                              self.stride, self.padding)
+        return (int(self.weight.shape[0]), h, w)
+
+    def output_size(self) -> int:  # noqa: D102
+        return int(np.prod(self.output_shape))
+
+    def input_size(self) -> int:  # noqa: D102
+        return int(np.prod(self.input_shape))
+
+    def check(self, name: str) -> None:  # noqa: D102
+        if self.weight.ndim != 4 or 0 in self.weight.shape:
+            raise IRError(f"{name}: conv weight must be (C_out, C_in, kh, kw), got {self.weight.shape}")
+        if len(self.input_shape) != 3 or self.weight.shape[1] != self.input_shape[0]:
+            raise IRError(f"{name}: conv weight has {self.weight.shape[1]} input channels, "
+                          f"input shape is {self.input_shape}")
+        if min(self.stride) < 1 or min(self.padding) < 0 or min(self.output_shape) < 1:
+            raise IRError(f"{name}: invalid stride {self.stride} / padding {self.padding} "
+                          f"for input {self.input_shape}")
+        _check_finite(name, "weight", self.weight)
+
+
+@dataclass
+class AvgPool(Node):
+    """Average pooling over ``kernel`` windows (no padding); a fixed linear map, 1/(kh*kw) weights."""
+
+    kind: ClassVar[str] = "avgpool"
+    input_shape: tuple[int, int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:  # noqa: D102
+        h, w = conv_output_hw(self.input_shape[1], self.input_shape[2], self.kernel, self.stride,
+                              (0, 0))
+        return (int(self.input_shape[0]), h, w)
+
+    def output_size(self) -> int:  # noqa: D102
+        return int(np.prod(self.output_shape))
+
+    def input_size(self) -> int:  # noqa: D102
+        return int(np.prod(self.input_shape))
+
+    def check(self, name: str) -> None:  # noqa: D102
+        if len(self.input_shape) != 3 or min(self.kernel) < 1 or min(self.stride) < 1 \
+                or min(self.output_shape) < 1:
+            raise IRError(f"{name}: invalid pooling kernel {self.kernel} / stride {self.stride} "
+                          f"for input {self.input_shape}")
 
 
 @dataclass
@@ -171,14 +247,19 @@ class QInput(Node):
 class QDense(Node):
     """Integer synapses: ``a = (sum_j 2*m_ij x_j) << weight_exp`` (Lava weights = ``2*m``).
 
-    ``graded`` is true when the presynaptic side sends integers (the input layer).
+    The composition of every float synapse node between two neuron layers (e.g. pool ->
+    conv). ``weight_mant`` is a dense int array, or a ``scipy.sparse.csr_matrix`` for
+    convolutions and pooling. ``graded`` is true when the presynaptic side sends integers
+    (the input layer). ``delay`` is the number of extra steps this path must wait so that
+    parallel branches into one neuron arrive together (residual shortcuts).
     """
 
     kind: ClassVar[str] = "q_dense"
-    weight_mant: np.ndarray  # int, |m| <= 127
+    weight_mant: Any  # np.ndarray | scipy.sparse.csr_matrix, int, |m| <= 127
     weight_exp: int
     graded: bool
     weight_scale: float  # float weight (times presynaptic amplitude) = m / weight_scale
+    delay: int = 0
 
     def output_size(self) -> int:  # noqa: D102
         return int(self.weight_mant.shape[0])
@@ -218,8 +299,10 @@ class QReadout(Node):
 
 
 NODE_TYPES: dict[str, type[Node]] = {
-    cls.kind: cls for cls in (Input, Dense, LMH, Readout, QInput, QDense, QLMH, QReadout)}
-FLOAT_KINDS = ("input", "dense", "lmh", "readout")
+    cls.kind: cls for cls in (Input, Dense, Conv2d, AvgPool, LMH, Readout,
+                              QInput, QDense, QLMH, QReadout)}
+SYNAPSE_KINDS = ("dense", "conv2d", "avgpool")
+FLOAT_KINDS = ("input", *SYNAPSE_KINDS, "lmh", "readout")
 
 
 # ---------------------------------------------------------------- graph
@@ -279,7 +362,12 @@ def _split_fields(node: Node) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     scalars, arrays = {}, {}
     for f in dataclasses.fields(node):
         value = getattr(node, f.name)
-        if isinstance(value, np.ndarray):
+        if sp.issparse(value):  # CSR as its three arrays plus shape, no pickling
+            csr = sp.csr_matrix(value)
+            arrays.update({f"{f.name}.csr_data": csr.data, f"{f.name}.csr_indices": csr.indices,
+                           f"{f.name}.csr_indptr": csr.indptr,
+                           f"{f.name}.csr_shape": np.asarray(csr.shape)})
+        elif isinstance(value, np.ndarray):
             arrays[f.name] = value
         elif isinstance(value, tuple):
             scalars[f.name] = list(value)
@@ -336,16 +424,29 @@ def load_graph(directory: str | Path, stem: str) -> Graph:
             if isinstance(value, list):
                 fields[key] = tuple(value)
         for key in entry["arrays"]:
-            fields[key] = arrays[f"{entry['name']}/{key}"]
-        graph.add(entry["name"], cls(**fields), tuple(entry["inputs"]))
+            if key.endswith(".csr_data"):
+                base = key.removesuffix(".csr_data")
+                get = lambda part: arrays[f"{entry['name']}/{base}.csr_{part}"]  # noqa: E731
+                fields[base] = sp.csr_matrix((get("data"), get("indices"), get("indptr")),
+                                             shape=tuple(get("shape")))
+            elif ".csr_" not in key:
+                fields[key] = arrays[f"{entry['name']}/{key}"]
+        try:
+            node = cls(**fields)
+        except TypeError as exc:
+            raise IRError(f"{json_path}: node {entry['name']!r} ({entry['kind']}) has bad fields: "
+                          f"{exc}") from None
+        graph.add(entry["name"], node, tuple(entry["inputs"]))
     return graph
 
 
 # ---------------------------------------------------------------- validation
 def validate(graph: Graph) -> None:
-    """Check a float graph: supported kinds, a single input chain, shapes, finite values.
+    """Check a float graph: supported kinds, connections, shapes, finite values.
 
-    Raises :class:`IRError` naming the node or edge at fault.
+    Synapse nodes (dense, conv2d, avgpool) take one input; neuron and readout nodes take
+    one or more synapse chains, whose currents add (residual blocks). Raises
+    :class:`IRError` naming the node or edge at fault.
     """
     if graph.nx_graph.number_of_nodes() == 0:
         raise IRError("graph is empty")
@@ -361,19 +462,24 @@ def validate(graph: Graph) -> None:
             if preds:
                 raise IRError(f"{name}: an input node cannot have inputs ({preds})")
             continue
-        if len(preds) != 1:
+        synapse = node.kind in SYNAPSE_KINDS
+        if synapse and len(preds) != 1:
             raise IRError(f"{name}: expects exactly one input, has {len(preds)} ({preds})")
-        src = graph.node(preds[0])
-        want = {"dense": ("input", "lmh"), "lmh": ("dense",), "readout": ("dense",)}[node.kind]
-        if src.kind not in want:
-            raise IRError(f"edge {preds[0]!r} -> {name!r}: a {node.kind} node takes a "
-                          f"{' or '.join(want)} input, not {src.kind}")
-        n_in = src.output_size()
-        if node.kind == "dense" and node.weight.shape[1] != n_in:
-            raise IRError(f"edge {preds[0]!r} -> {name!r}: weight expects {node.weight.shape[1]} "
-                          f"inputs, source gives {n_in}")
-        if node.kind in ("lmh", "readout") and node.output_size() != n_in:
-            raise IRError(f"edge {preds[0]!r} -> {name!r}: {node.kind} of size "
-                          f"{node.output_size()} fed by {n_in} synapses")
+        if not preds:
+            raise IRError(f"{name}: has no input")
+        want = ("input", "lmh", *SYNAPSE_KINDS) if synapse else SYNAPSE_KINDS
+        for pred in preds:
+            src = graph.node(pred)
+            if src.kind not in want:
+                raise IRError(f"edge {pred!r} -> {name!r}: a {node.kind} node takes a "
+                              f"{' or '.join(want)} input, not {src.kind}")
+            n_in = src.output_size()
+            n_want = node.input_size() if synapse else node.output_size()
+            if n_want != n_in and synapse:
+                raise IRError(f"edge {pred!r} -> {name!r}: {node.kind} expects {n_want} inputs, "
+                              f"source gives {n_in}")
+            if n_want != n_in:
+                raise IRError(f"edge {pred!r} -> {name!r}: {node.kind} of size {n_want} fed by "
+                              f"{n_in} synapses")
     if len(graph.of_kind("input")) != 1 or len(graph.of_kind("readout")) != 1:
         raise IRError("graph needs exactly one input node and one readout node")

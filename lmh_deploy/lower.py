@@ -1,12 +1,13 @@
 """Stage 3: graph IR -> a network of Lava Processes.
 
-Every Lava ``Dense`` delivers its output one step late (``a(t) = W s(t-1)``),
-so the neuron layer behind the ``i``-th Dense of the chain starts at global
-step ``start_step = i + 1`` (0-based ``i``): its local step ``t`` then sees
-exactly what :mod:`sim` computes at step ``t``. Samples are presented one
-after another, ``T`` steps each, and every layer resets its state at its own
-sample boundary, so one Lava run evaluates a whole batch. The readout Dense
-feeds a sink; spikes of each layer feed a sink too.
+Every Lava connection process (``Dense``, ``Sparse``) delivers its output one step
+late (``a(t) = W s(t-1)``), so a neuron layer ``d`` synaptic hops from the input
+starts at global step ``start_step = d``: its local step ``t`` then sees exactly
+what :mod:`sim` computes at step ``t``. Where parallel paths of different length
+meet (residual shortcuts), the shorter path is a ``DelaySparse`` with the extra
+delay (``QDense.delay``). Samples are presented one after another, ``T`` steps
+each, and every layer resets its state at its own sample boundary, so one Lava
+run evaluates a whole batch. Readout and spikes of each layer feed sinks.
 """
 from __future__ import annotations
 
@@ -14,15 +15,18 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+import scipy.sparse as sp
 
 import lmh_deploy  # noqa: F401  - installs the Python 3.11 Lava import fix first
 from lava.proc.dense.process import Dense as LavaDense
 from lava.proc.io.sink import RingBuffer as SinkBuffer
 from lava.proc.io.source import RingBuffer as SourceBuffer
+from lava.proc.sparse.process import DelaySparse, Sparse
 
 from lmh_deploy import fixedpoint as fx
-from lmh_deploy.ir import LMH, Dense, Graph, Input, IRError, QDense, QInput, QLMH, QReadout, Readout
+from lmh_deploy.ir import LMH, Graph, Input, IRError, QDense, QInput, QLMH, QReadout, Readout
 from lmh_deploy.lava_procs.lmh.process import LMHNeuron
+from lmh_deploy.synapse_maps import chain_matrix, synapse_chain
 
 Precision = Literal["fixed_pt", "floating_pt"]
 
@@ -32,7 +36,7 @@ class LavaNetwork:
     """Handles of a lowered network plus the timing needed to read it back."""
 
     source: SourceBuffer
-    dense: dict[str, LavaDense] = field(default_factory=dict)
+    connections: dict[str, object] = field(default_factory=dict)
     neurons: dict[str, LMHNeuron] = field(default_factory=dict)
     spike_sinks: dict[str, SinkBuffer] = field(default_factory=dict)
     readout_sink: SinkBuffer | None = None
@@ -41,81 +45,111 @@ class LavaNetwork:
     timesteps: int = 0
     total_steps: int = 0
 
-    def processes(self) -> list:
-        """Every process of the network."""
-        sinks = list(self.spike_sinks.values()) + ([self.readout_sink] if self.readout_sink else [])
-        return [self.source, *self.dense.values(), *self.neurons.values(), *sinks]
+
+@dataclass(frozen=True)
+class Path:
+    """One synaptic path into a layer: source layer, weights as Lava holds them, timing."""
+
+    name: str
+    source: str
+    weights: object  # dense array or CSR
+    weight_exp: int
+    graded: bool
+    delay: int
 
 
-def _chain(graph: Graph) -> list[str]:
-    order = graph.order()
-    for prev, name in zip(order, order[1:]):
-        if graph.inputs_of(name) != [prev]:
-            raise IRError(f"{name}: the Lava lowering handles sequential graphs; "
-                          f"{name} is fed by {graph.inputs_of(name)}")
-    return order
+def _paths(graph: Graph, name: str, precision: Precision) -> list[Path]:
+    """The synaptic paths into neuron/readout ``name``, for either precision."""
+    paths = []
+    for pred in graph.inputs_of(name):
+        if precision == "fixed_pt":
+            node = graph.node(pred)
+            assert isinstance(node, QDense)
+            (src,) = graph.inputs_of(pred)
+            paths.append(Path(pred, src, fx.WEIGHT_LAVA_SCALE * node.weight_mant,
+                              node.weight_exp, node.graded, node.delay))
+        else:  # float: the presynaptic amplitude (theta, or the input unit) folds into W
+            src, chain = synapse_chain(graph, pred)
+            source = graph.node(src)
+            unit = source.x_max / fx.INPUT_MAX if isinstance(source, Input) else source.theta
+            paths.append(Path(pred, src, chain_matrix(graph, chain) * unit, 0,
+                              isinstance(source, Input), -1))
+    return paths
+
+
+def _connection(path: Path, precision: Precision):
+    """A Lava Dense, Sparse or DelaySparse for one path."""
+    kwargs = {"num_message_bits": fx.INPUT_BITS if path.graded else 0, "name": path.name}
+    if precision == "fixed_pt":
+        kwargs.update(weight_exp=path.weight_exp, num_weight_bits=8)
+    if path.delay > 0:
+        w = sp.csr_matrix(path.weights)
+        delays = w.copy()
+        # Lava's DelaySparse delivers a delay-k synapse k + 1 steps later (Sparse: 1 step).
+        delays.data = np.full(w.nnz, path.delay, dtype=int)
+        return DelaySparse(weights=w, delays=delays.astype(int), max_delay=path.delay, **kwargs)
+    if sp.issparse(path.weights):
+        return Sparse(weights=sp.csr_matrix(path.weights), **kwargs)
+    return LavaDense(weights=np.asarray(path.weights), **kwargs)
 
 
 def lower(graph: Graph, inputs: np.ndarray, timesteps: int,
           precision: Precision = "fixed_pt") -> LavaNetwork:
-    """Build the Lava network for ``inputs`` (B, *shape), quantised ints for ``fixed_pt``.
+    """Build the Lava network for ``inputs`` (B, *shape).
 
     ``fixed_pt`` takes an integer graph (from :func:`~lmh_deploy.quantize.quantize_graph`) and
     quantised inputs; ``floating_pt`` takes a float graph and inputs in input units
-    ``x * 255 / x_max`` (not rounded): ``x_max / 255`` is folded into the first weights. Processes are created and connected, not run.
+    ``x * 255 / x_max`` (not rounded): ``x_max / 255`` is folded into the first weights.
+    Processes are created and connected, not run.
     """
-    order = _chain(graph)
-    samples = inputs.shape[0]
-    n_dense = sum(isinstance(graph.node(n), (Dense, QDense)) for n in order)
-    total = samples * timesteps + n_dense  # the last sample drains through every delay
+    order = graph.order()
     first = graph.node(order[0])
     if precision == "fixed_pt" and not isinstance(first, QInput):
         raise IRError("fixed_pt lowering needs a quantised graph (run quantize first)")
     if precision == "floating_pt" and not isinstance(first, Input):
         raise IRError("floating_pt lowering needs a float graph")
+    samples = inputs.shape[0]
+    layers = [n for n in order if isinstance(graph.node(n), (QLMH, LMH, QReadout, Readout))]
+    depth: dict[str, int] = {order[0]: 0}
+    plans: dict[str, list[Path]] = {}
+    for name in layers:
+        plans[name] = _paths(graph, name, precision)
+        depth[name] = max(depth[p.source] + 1 for p in plans[name])
+        if precision == "floating_pt":  # delays follow from the depths
+            plans[name] = [Path(p.name, p.source, p.weights, 0, p.graded,
+                                depth[name] - depth[p.source] - 1) for p in plans[name]]
+    total = samples * timesteps + max(depth.values())  # the last sample drains through
     dtype = np.int32 if precision == "fixed_pt" else np.float64
     frames = inputs.reshape(samples, -1).T.astype(dtype)  # (n_in, samples)
     data = np.zeros((frames.shape[0], total), dtype)
     data[:, :samples * timesteps] = np.repeat(frames, timesteps, axis=1)
     net = LavaNetwork(source=SourceBuffer(data=data), samples=samples, timesteps=timesteps,
                       total_steps=total)
-    port = net.source.s_out
-    delay = 0
-    prev_amplitude = first.x_max / fx.INPUT_MAX if isinstance(first, Input) else 1.0
-    for name in order[1:]:
+    out_ports = {order[0]: net.source.s_out}
+    for name in layers:
         node = graph.node(name)
-        if isinstance(node, (QDense, Dense)):
-            graded = delay == 0
-            if isinstance(node, QDense):
-                weights, exp = fx.WEIGHT_LAVA_SCALE * node.weight_mant, node.weight_exp
-                kwargs = {"weight_exp": exp, "num_weight_bits": 8}
-            else:  # float: the presynaptic amplitude (theta or input unit) folds into W
-                weights, kwargs = node.weight * prev_amplitude, {}
-            dense = LavaDense(weights=weights, num_message_bits=fx.INPUT_BITS if graded else 0,
-                              name=name, **kwargs)
-            port.connect(dense.s_in)
-            port = dense.a_out
-            net.dense[name] = dense
-            delay += 1
-        elif isinstance(node, (QLMH, LMH)):
+        if isinstance(node, (QLMH, LMH)):
             if isinstance(node, QLMH):
                 args = dict(theta=int(node.theta), mu_d=node.mu_d, mu_s=node.mu_s,
                             lam_d=node.lam_d_off, lam_s=node.lam_s_off, bias=node.bias)
             else:
                 args = dict(theta=float(node.theta), mu_d=node.mu_d, mu_s=node.mu_s,
                             lam_d=node.lam_d, lam_s=node.lam_s, bias=node.bias)
-                prev_amplitude = node.theta
-            neuron = LMHNeuron(shape=(node.size,), start_step=delay, reset_interval=timesteps,
-                               end_step=delay + samples * timesteps, name=name, **args)
-            port.connect(neuron.a_in)
+            proc = LMHNeuron(shape=(node.size,), start_step=depth[name], reset_interval=timesteps,
+                             end_step=depth[name] + samples * timesteps, name=name, **args)
+            in_port = proc.a_in
             sink = SinkBuffer(shape=(node.size,), buffer=total)
-            neuron.s_out.connect(sink.a_in)
-            port = neuron.s_out
-            net.neurons[name], net.spike_sinks[name], net.start_step[name] = neuron, sink, delay
-        elif isinstance(node, (QReadout, Readout)):
-            net.readout_sink = SinkBuffer(shape=(node.output_size(),), buffer=total)
-            port.connect(net.readout_sink.a_in)
-            net.start_step["readout"] = delay
+            proc.s_out.connect(sink.a_in)
+            out_ports[name] = proc.s_out
+            net.neurons[name], net.spike_sinks[name] = proc, sink
+            net.start_step[name] = depth[name]
         else:
-            raise IRError(f"{name}: no Lava lowering for node kind {node.kind!r}")
+            net.readout_sink = SinkBuffer(shape=(node.output_size(),), buffer=total)
+            in_port = net.readout_sink.a_in
+            net.start_step["readout"] = depth[name]
+        for path in plans[name]:
+            conn = _connection(path, precision)
+            out_ports[path.source].connect(conn.s_in)
+            conn.a_out.connect(in_port)
+            net.connections[path.name] = conn
     return net

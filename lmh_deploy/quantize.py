@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from lmh_deploy import fixedpoint as fx
-from lmh_deploy.ir import (LMH, Dense, Graph, Input, IRError, QDense, QInput, QLMH, QReadout,
-                           Readout, validate)
+from lmh_deploy.ir import (LMH, Graph, Input, IRError, QDense, QInput, QLMH, QReadout, Readout,
+                           validate)
+from lmh_deploy.synapse_maps import chain_matrix, synapse_chain
 
 #: Worst-case |synaptic input| per step is kept below 2**20: states integrate several steps
 #: of input (and lam, mu gains), so 3 bits are left between one step's input and 24 bits.
@@ -36,12 +38,24 @@ class WeightQuant:
     exp: int
 
 
-def quantize_weights(w_eff: np.ndarray, max_presyn: int) -> WeightQuant:
-    """Quantise ``w_eff`` (float current per presynaptic unit) to mantissa, scale, exponent."""
-    peak = float(np.max(np.abs(w_eff))) if w_eff.size else 0.0
-    scale = fx.WEIGHT_MANT_MAX / peak if peak > 0 else 1.0
-    mant = np.clip(np.round(w_eff * scale), -fx.WEIGHT_MANT_MAX, fx.WEIGHT_MANT_MAX).astype(np.int64)
-    worst = fx.WEIGHT_LAVA_SCALE * max_presyn * int(np.abs(mant).sum(axis=1).max(initial=0))
+def _abs_row_sums(m) -> np.ndarray:
+    """Row sums of |m| for a dense array or a sparse matrix."""
+    return np.asarray(abs(m).sum(axis=1)).ravel()
+
+
+def _round_mantissa(w_eff, scale: float):
+    """``clip(round(w * scale), -127, 127)`` as int64, dense or CSR (zeros dropped)."""
+    if sp.issparse(w_eff):
+        m = sp.csr_matrix(w_eff, dtype=np.float64, copy=True)
+        m.data = np.clip(np.round(m.data * scale), -fx.WEIGHT_MANT_MAX, fx.WEIGHT_MANT_MAX)
+        m = m.astype(np.int64)
+        m.eliminate_zeros()
+        return m
+    return np.clip(np.round(w_eff * scale), -fx.WEIGHT_MANT_MAX, fx.WEIGHT_MANT_MAX).astype(np.int64)
+
+
+def _exponent(worst: int) -> int:
+    """Largest exponent keeping ``worst`` (unshifted worst-case current) within the headroom."""
     limit = 1 << CURRENT_HEADROOM_BITS
     exp = 0
     # Wide layers (e.g. 784 graded inputs) can exceed the limit unshifted: shift the sum down.
@@ -49,6 +63,27 @@ def quantize_weights(w_eff: np.ndarray, max_presyn: int) -> WeightQuant:
         exp -= 1
     while exp < fx.WEIGHT_EXP_MAX and fx.shift_sum(worst, exp + 1) <= limit:
         exp += 1
+    return exp
+
+
+def quantize_joint(paths: list[tuple[Any, int]]) -> tuple[list[Any], float, int]:
+    """Quantise the synaptic matrices of all paths into one neuron layer together.
+
+    ``paths`` holds ``(w_eff, max_presyn)`` per path (dense or CSR float matrices of the
+    float current per presynaptic unit). All paths share one scale and exponent, so their
+    integer currents add exactly in the neuron. Returns ``(mantissas, scale, exp)``.
+    """
+    peak = max((float(abs(w).max()) if w.shape[0] * w.shape[1] else 0.0) for w, _ in paths)
+    scale = fx.WEIGHT_MANT_MAX / peak if peak > 0 else 1.0
+    mants = [_round_mantissa(w, scale) for w, _ in paths]
+    rows = sum(fx.WEIGHT_LAVA_SCALE * pre * _abs_row_sums(m) for m, (_, pre) in zip(mants, paths))
+    worst = int(np.max(rows, initial=0))
+    return mants, scale, _exponent(worst)
+
+
+def quantize_weights(w_eff: np.ndarray, max_presyn: int) -> WeightQuant:
+    """Quantise ``w_eff`` (float current per presynaptic unit) to mantissa, scale, exponent."""
+    (mant,), scale, exp = quantize_joint([(w_eff, max_presyn)])
     return WeightQuant(mant=mant, scale=scale, exp=exp)
 
 
@@ -84,63 +119,75 @@ def worst_case_state_bound(node: QLMH, max_current: int, timesteps: int) -> dict
 def quantize_graph(graph: Graph) -> tuple[Graph, dict[str, Any]]:
     """Quantise a validated float graph; returns ``(integer graph, per-layer report)``.
 
-    The input graph is not modified.
+    Every chain of synapse nodes between two neuron layers becomes one ``QDense`` named
+    after its last node; neuron layers fed by several chains (residual blocks) quantise
+    them jointly and delay the shorter ones. The input graph is not modified.
     """
     validate(graph)
     q = Graph(meta=dict(graph.meta))
     timesteps = int(graph.meta.get("timesteps", 1))
     report: dict[str, Any] = {"layers": []}
+    depth: dict[str, int] = {}  # synaptic hops from the input: Lava's delay to this layer
     for name, node in graph.items():
-        inputs = tuple(graph.inputs_of(name))
         if isinstance(node, Input):
             scale = fx.INPUT_MAX / node.x_max
-            q.add(name, QInput(shape=node.shape, scale=scale, bits=fx.INPUT_BITS), inputs)
-        elif isinstance(node, Dense):
-            src = graph.node(inputs[0])
-            graded = isinstance(src, Input)
-            unit = src.x_max / fx.INPUT_MAX if graded else src.theta
-            wq = quantize_weights(node.weight * unit, fx.INPUT_MAX if graded else 1)
-            err = float(np.max(np.abs(wq.mant / wq.scale - node.weight * unit))) / unit
-            q.add(name, QDense(weight_mant=wq.mant, weight_exp=wq.exp, graded=graded,
-                               weight_scale=wq.scale), inputs)
+            q.add(name, QInput(shape=node.shape, scale=scale, bits=fx.INPUT_BITS))
+            depth[name] = 0
+            continue
+        if not isinstance(node, (LMH, Readout)):
+            continue  # synapse nodes are quantised with the neuron layer they feed
+        chains = [synapse_chain(graph, pred) for pred in graph.inputs_of(name)]
+        depth[name] = max(depth[src] for src, _ in chains) + 1
+        paths = []
+        for src, chain in chains:
+            graded = isinstance(graph.node(src), Input)
+            unit = graph.node(src).x_max / fx.INPUT_MAX if graded else graph.node(src).theta
+            paths.append((chain_matrix(graph, chain) * unit, fx.INPUT_MAX if graded else 1))
+        mants, w_scale, exp = quantize_joint(paths)
+        rows = 0
+        for (src, chain), mant, (w_eff, max_pre) in zip(chains, mants, paths):
+            graded = max_pre == fx.INPUT_MAX
+            unit = graph.node(src).x_max / fx.INPUT_MAX if graded else graph.node(src).theta
+            q.add(chain[-1], QDense(weight_mant=mant, weight_exp=exp, graded=graded,
+                                    weight_scale=w_scale,
+                                    delay=depth[name] - depth[src] - 1), (src,))
+            err = float(abs(mant / w_scale - w_eff).max()) / unit
+            peak = float(abs(w_eff).max()) / unit
             report["layers"].append({
-                "name": name, "kind": "dense", "shape": list(node.weight.shape),
-                "weight_exp": wq.exp, "weight_scale": wq.scale, "graded_input": graded,
-                "max_weight_error": err,
-                "max_weight_error_rel": err / max(float(np.abs(node.weight).max()), 1e-30)})
-        elif isinstance(node, (LMH, Readout)):
-            dense = q.node(inputs[0])
-            assert isinstance(dense, QDense)
-            s = state_scale(WeightQuant(dense.weight_mant, dense.weight_scale, dense.weight_exp))
-            if isinstance(node, Readout):
-                q.add(name, QReadout(bias=_to_int(node.bias, s, "bias", name), state_scale=s),
-                      inputs)
-                continue
-            theta = int(_to_int(node.theta, s, "threshold", name))
-            if theta < 1:
-                raise IRError(f"{name}: threshold {node.theta} rounds to 0 at scale {s:.6g}")
-            codes = {"mu_d": fx.quantize_factor(node.mu_d), "mu_s": fx.quantize_factor(node.mu_s),
-                     "lam_d_off": fx.quantize_factor(node.lam_d, offset=1.0),
-                     "lam_s_off": fx.quantize_factor(node.lam_s, offset=1.0)}
-            qn = QLMH(size=node.size, theta=theta, bias=_to_int(node.bias, s, "bias", name),
-                      state_scale=s, **codes)
-            q.add(name, qn, inputs)
-            factor_err = max(
-                float(np.abs(fx.dequantize_factor(codes["mu_d"]) - node.mu_d).max()),
-                float(np.abs(fx.dequantize_factor(codes["mu_s"]) - node.mu_s).max()),
-                float(np.abs(fx.dequantize_factor(codes["lam_d_off"], 1.0) - node.lam_d).max()),
-                float(np.abs(fx.dequantize_factor(codes["lam_s_off"], 1.0) - node.lam_s).max()))
-            max_presyn = fx.INPUT_MAX if dense.graded else 1
-            max_current = fx.shift_sum(fx.WEIGHT_LAVA_SCALE * max_presyn
-                                       * int(np.abs(dense.weight_mant).sum(axis=1).max()),
-                                       dense.weight_exp)
-            bound = worst_case_state_bound(qn, max_current, timesteps)
-            report["layers"].append({
-                "name": name, "kind": "lmh", "size": node.size, "state_scale": s,
-                "theta": theta, "theta_float": node.theta, "factor_rows": int(node.mu_d.shape[0]),
-                "max_factor_error": factor_err,
-                "factors": {k: np.round(getattr(node, k), 6).tolist() for k in LMH.FACTOR_RANGES},
-                "max_current": max_current, "worst_case_state": bound,
-                "state_limit": fx.STATE_MAX,
-                "worst_case_fits_24bit": max(bound.values()) <= fx.STATE_MAX})
+                "name": chain[-1], "kind": "dense", "ops": [graph.node(c).kind for c in chain],
+                "shape": list(w_eff.shape), "sparse": bool(sp.issparse(mant)),
+                "synapses": int(mant.nnz if sp.issparse(mant) else np.count_nonzero(mant)),
+                "weight_exp": exp, "weight_scale": w_scale, "graded_input": graded,
+                "delay": depth[name] - depth[src] - 1, "max_weight_error": err,
+                "max_weight_error_rel": err / max(peak, 1e-30)})
+            rows = rows + fx.WEIGHT_LAVA_SCALE * max_pre * _abs_row_sums(mant)
+        s = state_scale(WeightQuant(mants[0], w_scale, exp))
+        inputs = tuple(chain[-1] for _, chain in chains)
+        if isinstance(node, Readout):
+            q.add(name, QReadout(bias=_to_int(node.bias, s, "bias", name), state_scale=s), inputs)
+            continue
+        theta = int(_to_int(node.theta, s, "threshold", name))
+        if theta < 1:
+            raise IRError(f"{name}: threshold {node.theta} rounds to 0 at scale {s:.6g}")
+        codes = {"mu_d": fx.quantize_factor(node.mu_d), "mu_s": fx.quantize_factor(node.mu_s),
+                 "lam_d_off": fx.quantize_factor(node.lam_d, offset=1.0),
+                 "lam_s_off": fx.quantize_factor(node.lam_s, offset=1.0)}
+        qn = QLMH(size=node.size, theta=theta, bias=_to_int(node.bias, s, "bias", name),
+                  state_scale=s, **codes)
+        q.add(name, qn, inputs)
+        factor_err = max(
+            float(np.abs(fx.dequantize_factor(codes["mu_d"]) - node.mu_d).max()),
+            float(np.abs(fx.dequantize_factor(codes["mu_s"]) - node.mu_s).max()),
+            float(np.abs(fx.dequantize_factor(codes["lam_d_off"], 1.0) - node.lam_d).max()),
+            float(np.abs(fx.dequantize_factor(codes["lam_s_off"], 1.0) - node.lam_s).max()))
+        max_current = fx.shift_sum(int(np.max(rows, initial=0)), exp)
+        bound = worst_case_state_bound(qn, max_current, timesteps)
+        report["layers"].append({
+            "name": name, "kind": "lmh", "size": node.size, "state_scale": s,
+            "theta": theta, "theta_float": node.theta, "factor_rows": int(node.mu_d.shape[0]),
+            "start_step": depth[name], "max_factor_error": factor_err,
+            "factors": {k: np.round(getattr(node, k), 6).tolist() for k in LMH.FACTOR_RANGES},
+            "max_current": max_current, "worst_case_state": bound,
+            "state_limit": fx.STATE_MAX,
+            "worst_case_fits_24bit": max(bound.values()) <= fx.STATE_MAX})
     return q, report

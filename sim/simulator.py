@@ -3,11 +3,13 @@
 Uses :mod:`lmh_deploy.fixedpoint` for every integer operation, the same
 functions the Lava ``fixed_pt`` ProcessModel calls, on the ideal timeline
 (no synaptic delays: the Lava lowering offsets each layer so that its local
-step ``t`` sees what this simulator computes at step ``t``).
+step ``t`` sees what this simulator computes at step ``t``). Several synapse
+paths into one layer (residual blocks) add their currents.
 """
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 from lmh_deploy import fixedpoint as fx
 from lmh_deploy.ir import Graph, QDense, QInput, QLMH, QReadout
@@ -18,6 +20,12 @@ def lmh_params(node: QLMH) -> fx.LMHFixedParams:
     """The fixed-point parameter bundle of one LM-H node."""
     return fx.LMHFixedParams(mu_d=node.mu_d, mu_s=node.mu_s, lam_d_off=node.lam_d_off,
                              lam_s_off=node.lam_s_off, theta=int(node.theta), bias=node.bias)
+
+
+def lava_weights(node: QDense):
+    """The integer weights Lava holds (``2 * mantissa``), as float64 for exact BLAS products."""
+    w = fx.WEIGHT_LAVA_SCALE * node.weight_mant
+    return sp.csr_matrix(w, dtype=np.float64) if sp.issparse(w) else w.astype(np.float64)
 
 
 def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
@@ -35,7 +43,9 @@ def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
     frames = x_int.reshape(batch, -1) if static else None
     state: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     params: dict[str, fx.LMHFixedParams] = {}
+    weights = {}
     rec = RunRecord(logits=np.zeros((batch, 0), np.int64))
+    readout_name = None
     for name in order:
         node = graph.node(name)
         if isinstance(node, QLMH):
@@ -48,9 +58,11 @@ def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
                                          np.zeros((timesteps, batch, node.size), np.int64))
         elif isinstance(node, QDense):
             rec.synops[name] = 0
-    readout_name = order[-1]
+            weights[name] = lava_weights(node)
+        elif isinstance(node, QReadout):
+            readout_name = name
+    assert readout_name is not None
     readout = graph.node(readout_name)
-    assert isinstance(readout, QReadout)
     readout_trace = np.zeros((timesteps, batch, readout.bias.shape[0]), np.int64)
     for t in range(timesteps):
         values: dict[str, np.ndarray] = {}
@@ -59,14 +71,15 @@ def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
             if isinstance(node, QInput):
                 values[name] = frames if static else x_int[t].reshape(batch, -1)
                 continue
-            (src,) = graph.inputs_of(name)
-            pre = values[src]
+            inputs = graph.inputs_of(name)
             if isinstance(node, QDense):
+                pre = values[inputs[0]]
                 rec.synops[name] += dense_synops(node.weight_mant.shape[0], pre)
-                values[name] = fx.dense_output(fx.WEIGHT_LAVA_SCALE * node.weight_mant,
-                                               node.weight_exp, pre)
-            elif isinstance(node, QLMH):
-                v_d, v_s, spikes, sat = fx.lmh_step(params[name], t, *state[name], pre)
+                values[name] = fx.dense_output(weights[name], node.weight_exp, pre)
+                continue
+            a_in = sum(values[src] for src in inputs)
+            if isinstance(node, QLMH):
+                v_d, v_s, spikes, sat = fx.lmh_step(params[name], t, *state[name], a_in)
                 state[name] = (v_d, v_s)
                 rec.spikes[name][t] = spikes
                 rec.saturation[name] += sat
@@ -75,7 +88,7 @@ def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
                     rec.state_trace[name][1][t] = v_s
                 values[name] = spikes.astype(np.int64)
             elif isinstance(node, QReadout):
-                readout_trace[t] = pre
+                readout_trace[t] = a_in
     rec.final_state = state
     rec.readout_trace = readout_trace
     rec.logits = readout_trace.sum(0) + timesteps * readout.bias

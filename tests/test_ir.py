@@ -7,10 +7,11 @@ import json
 import networkx as nx
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
-from lmh_deploy.ir import (IR_FORMAT_VERSION, LMH, NODE_TYPES, Dense, Graph, Input, IRError,
-                           QDense, QInput, QLMH, QReadout, Readout, load_graph, save_graph,
-                           validate)
+from lmh_deploy.ir import (IR_FORMAT_VERSION, LMH, NODE_TYPES, AvgPool, Conv2d, Dense, Graph,
+                           Input, IRError, QDense, QInput, QLMH, QReadout, Readout, load_graph,
+                           save_graph, validate)
 
 
 def _float_graph(rows: int = 1, per_neuron: bool = False) -> Graph:
@@ -26,6 +27,29 @@ def _float_graph(rows: int = 1, per_neuron: bool = False) -> Graph:
           ("dense0",))
     g.add("dense1", Dense(weight=rng.normal(size=(3, 4))), ("lmh0",))
     g.add("readout", Readout(bias=np.array([0.5, -1.0, 0.0])), ("dense1",))
+    return g
+
+
+def _conv_graph() -> Graph:
+    rng = np.random.default_rng(2)
+    g = Graph(meta={"timesteps": 2})
+    g.add("input", Input(shape=(1, 4, 4)))
+    g.add("conv0", Conv2d(weight=rng.normal(size=(2, 1, 3, 3)), input_shape=(1, 4, 4),
+                          stride=(1, 1), padding=(1, 1)), ("input",))
+    g.add("lmh0", LMH(size=32, theta=1.0, mu_d=np.zeros((1, 1)), mu_s=np.zeros((1, 1)),
+                      lam_d=np.ones((1, 1)), lam_s=np.ones((1, 1)), bias=rng.normal(size=32)),
+          ("conv0",))
+    g.add("pool0", AvgPool(input_shape=(2, 4, 4), kernel=(2, 2), stride=(2, 2)), ("lmh0",))
+    g.add("dense1", Dense(weight=rng.normal(size=(3, 8))), ("pool0",))
+    g.add("readout", Readout(bias=np.zeros(3)), ("dense1",))
+    return g
+
+
+def _sparse_int_graph() -> Graph:
+    g = _int_graph()
+    node = g.node("dense1")
+    g.nx_graph.nodes["dense1"]["node"] = dataclasses.replace(
+        node, weight_mant=sp.csr_matrix(node.weight_mant), delay=1)
     return g
 
 
@@ -54,7 +78,10 @@ def _assert_same_graph(a: Graph, b: Graph) -> None:
         assert type(na) is type(nb), name
         for f in dataclasses.fields(na):
             va, vb = getattr(na, f.name), getattr(nb, f.name)
-            if isinstance(va, np.ndarray):
+            if sp.issparse(va):
+                assert sp.issparse(vb) and va.shape == vb.shape, (name, f.name)
+                assert (va != vb).nnz == 0, (name, f.name)
+            elif isinstance(va, np.ndarray):
                 assert isinstance(vb, np.ndarray), (name, f.name)
                 assert va.dtype == vb.dtype and va.shape == vb.shape, (name, f.name)
                 assert np.array_equal(va, vb), (name, f.name)
@@ -63,7 +90,8 @@ def _assert_same_graph(a: Graph, b: Graph) -> None:
 
 
 @pytest.mark.parametrize("build", [_float_graph, lambda: _float_graph(rows=5, per_neuron=True),
-                                   _int_graph], ids=["float", "float-radical-per-neuron", "int"])
+                                   _int_graph, _conv_graph, _sparse_int_graph],
+                         ids=["float", "float-radical-per-neuron", "int", "conv", "int-sparse"])
 def test_save_load_round_trip(tmp_path, build) -> None:
     g = build()
     paths = save_graph(g, tmp_path, "net")
@@ -78,7 +106,7 @@ def test_save_load_round_trip(tmp_path, build) -> None:
 
 def test_every_node_type_is_round_tripped(tmp_path) -> None:
     kinds = set()
-    for i, g in enumerate((_float_graph(), _int_graph())):
+    for i, g in enumerate((_float_graph(), _int_graph(), _conv_graph())):
         save_graph(g, tmp_path, f"g{i}")
         kinds |= {n.kind for _, n in load_graph(tmp_path, f"g{i}").items()}
     assert kinds == set(NODE_TYPES)
@@ -131,9 +159,9 @@ def test_unknown_node_kind_in_file(tmp_path) -> None:
     save_graph(_float_graph(), tmp_path, "net")
     path = tmp_path / "net.json"
     doc = json.loads(path.read_text())
-    doc["nodes"][2]["kind"] = "conv2d"
+    doc["nodes"][2]["kind"] = "conv3d"
     path.write_text(json.dumps(doc))
-    with pytest.raises(IRError, match=r"node 'lmh0' has unknown kind 'conv2d'"):
+    with pytest.raises(IRError, match=r"node 'lmh0' has unknown kind 'conv3d'"):
         load_graph(tmp_path, "net")
 
 
@@ -147,9 +175,9 @@ def test_valid_graph_passes() -> None:
 
 @pytest.mark.parametrize("mutate, match", [
     (lambda g: setattr(g.node("dense0"), "weight", np.zeros((4, 5))),
-     r"edge 'input' -> 'dense0': weight expects 5 inputs, source gives 6"),
+     r"edge 'input' -> 'dense0': dense expects 5 inputs, source gives 6"),
     (lambda g: setattr(g.node("dense1"), "weight", np.zeros((3, 2))),
-     r"edge 'lmh0' -> 'dense1': weight expects 2 inputs"),
+     r"edge 'lmh0' -> 'dense1': dense expects 2 inputs"),
     (lambda g: setattr(g.node("dense0"), "weight", np.zeros(6)),
      r"dense0: dense weight must be a non-empty 2-D matrix"),
     (lambda g: setattr(g.node("lmh0"), "size", 5),
@@ -193,7 +221,7 @@ def test_validate_rejects_wrong_wiring() -> None:
     g.add("input", Input(shape=(4,)))
     g.add("lmh0", LMH(size=4, theta=1.0, mu_d=np.zeros((1, 1)), mu_s=np.zeros((1, 1)),
                       lam_d=np.ones((1, 1)), lam_s=np.ones((1, 1)), bias=np.zeros(4)), ("input",))
-    with pytest.raises(IRError, match=r"edge 'input' -> 'lmh0': a lmh node takes a dense input"):
+    with pytest.raises(IRError, match=r"edge 'input' -> 'lmh0': a lmh node takes a dense or conv2d or avgpool input"):
         validate(g)
 
 

@@ -202,11 +202,11 @@ def test_lowering_offsets_layers_by_dense_delays(make_mlp, compile_model) -> Non
     # The i-th Dense (0-based) delays by one step each: layer behind it starts at i + 1.
     assert net.start_step == {"lmh0": 1, "lmh1": 2, "readout": 3}
     assert net.total_steps == 2 * 3 + 3
-    for name, dense in net.dense.items():
+    for name, dense in net.connections.items():
         assert np.array_equal(dense.weights.init, 2 * q.node(name).weight_mant)
         assert dense.proc_params["weight_exp"] == q.node(name).weight_exp
-    assert int(net.dense["dense0"].num_message_bits.init) == 8  # graded input
-    assert int(net.dense["dense1"].num_message_bits.init) == 0  # binary spikes
+    assert int(net.connections["dense0"].num_message_bits.init) == 8  # graded input
+    assert int(net.connections["dense1"].num_message_bits.init) == 0  # binary spikes
     assert int(net.neurons["lmh1"].end_step.init) == 2 + 2 * 3
     assert int(net.neurons["lmh1"].reset_interval.init) == 3
 

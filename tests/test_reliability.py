@@ -62,7 +62,7 @@ def test_unsupported_layer_is_named_with_supported_list(tmp_path: Path) -> None:
     model = mlp((1, 8, 8), 10, **ARCH)
     model.layers.insert(2, torch.nn.Tanh())
     with pytest.raises(IRError, match=r"layers.2 \(Tanh\): unsupported layer type Tanh; "
-                                      r"supported: Flatten, Linear, LMHNeuron"):
+                                      r"supported: Flatten, Linear, Conv2d"):
         export_model(model, input_shape=(1, 8, 8), timesteps=4)
 
 

@@ -72,6 +72,11 @@ class NetxRun:
 
 
 # =============================================================================== export
+def _row_bound(w: np.ndarray) -> np.ndarray:
+    """Per row: the largest |sum_j w_j x_j| over x_j in [0, 1]."""
+    return np.maximum(np.clip(w, 0, None).sum(axis=1), np.clip(-w, 0, None).sum(axis=1))
+
+
 def _quantize_layer(w_eff: np.ndarray, b_eff: np.ndarray, theta: float | None,
                     max_presyn: int, where: str,
                     readout_steps: int | None = None) -> tuple[np.ndarray, np.ndarray, int, float]:
@@ -80,11 +85,13 @@ def _quantize_layer(w_eff: np.ndarray, b_eff: np.ndarray, theta: float | None,
     ``s`` is the largest value keeping |w| <= 254, vThMant <= 2**17-1, the bias in 13 bits
     and the worst-case input ``a_in`` below 2**17 (hidden layers), or, for the readout
     (``theta`` None), the readout's accumulated ``v`` below its threshold for ``readout_steps``.
+    Presynaptic values are non-negative (spikes, 8-bit pixels), so the worst case of a row
+    is ``max_presyn * max(sum of its positive weights, sum of |its negative weights|)``.
     """
     peak = float(np.max(np.abs(w_eff)))
     if peak == 0:
         raise InteropError(f"{where}: all weights are zero; netx cannot load such a layer")
-    rowsum = float(np.max(np.abs(w_eff).sum(axis=1)))
+    rowsum = float(np.max(_row_bound(w_eff)))
     bmax = float(np.max(np.abs(b_eff), initial=0.0))
     limits = [WEIGHT_MAX / peak]
     if theta is not None:
@@ -98,7 +105,7 @@ def _quantize_layer(w_eff: np.ndarray, b_eff: np.ndarray, theta: float | None,
     for _ in range(200):
         w = np.round(w_eff * s).astype(np.int64)
         b = np.round(b_eff * s).astype(np.int64)
-        current = max_presyn * int(np.abs(w).sum(axis=1).max())
+        current = max_presyn * int(_row_bound(w).max())
         ok = (np.abs(w).max() <= WEIGHT_MAX and b.min(initial=0) >= BIAS_MIN
               and b.max(initial=0) <= BIAS_MAX)
         if theta is not None:
@@ -175,7 +182,7 @@ def graph_to_netx(graph: Graph, path: str | Path, *, timesteps: int | None = Non
                                                                    * (plans[dst].lam_d[:, None]
                                                                       if dst in plans else 1))))
                       / float(np.max(np.abs(dense.weight * amp))),
-                      "max_input_current": max_presyn * int(np.abs(w).sum(axis=1).max())})
+                      "max_input_current": max_presyn * int(_row_bound(w).max())})
         layers.append(layer)
         report["layers"].append(entry)
     write_netx_layers(layers, path, meta={"producer": "lmh-deploy", "timesteps": steps,
