@@ -19,7 +19,8 @@ def run_float(model: nn.Module, x: np.ndarray, timesteps: int) -> RunRecord:
         for i, n in enumerate(neurons)]
     try:
         model.eval()
-        out = model(torch.as_tensor(x, dtype=torch.float32), timesteps)
+        dtype = next(model.parameters()).dtype  # float64 models give a float64 reference
+        out = model(torch.as_tensor(x, dtype=dtype), timesteps)
     finally:
         for h in hooks:
             h.remove()
