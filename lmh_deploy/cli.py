@@ -97,17 +97,24 @@ def train(dataset: str = typer.Option("digits", help="digits | mnist5k | cifar10
 
 
 @app.command()
-def compile(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy train."),
+def compile(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy train, or a "
+                                                     "LIF/CubaLIF .nir file made elsewhere."),
             target: str = typer.Option("lava-sim", help="lava-sim | loihi2"),
             outdir: Path = typer.Option(Path("build"), "-o", "--outdir"),
-            calibration_samples: int = typer.Option(64)) -> None:
+            calibration_samples: int = typer.Option(64),
+            dataset: Optional[str] = typer.Option(None, help="NIR input only: dataset to "
+                                                  "calibrate and evaluate on."),
+            timesteps: Optional[int] = typer.Option(None, help="NIR input only: steps per sample."),
+            dt: Optional[float] = typer.Option(None, help="NIR input only: Euler step (default: "
+                                               "the file's metadata dt).")) -> None:
     """Export, validate and quantise a model into an artifact directory."""
     from lmh_deploy.compile import compile_model
 
     with clean_errors(), spinner(f"compiling {model} for {target}"):
         start = time.perf_counter()
         report = compile_model(model, outdir, target=target,
-                               calibration_samples=calibration_samples,
+                               calibration_samples=calibration_samples, dataset=dataset,
+                               timesteps=timesteps, dt=dt,
                                warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
     table = Table(title=f"compiled {model.name} -> {outdir} ({time.perf_counter() - start:.2f} s)")
     for col in ("layer", "kind", "exp / theta", "max quant. error", "state headroom (bits)"):
@@ -127,6 +134,50 @@ def compile(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy
         res = json.loads((outdir / "resources.json").read_text())
         out.print(f"Loihi 2: {res['cores']} cores on {res['chips']} chip(s); see "
                   f"{outdir / 'resources.json'}")
+
+
+@app.command()
+def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy train."),
+           format: str = typer.Option(..., "--format", help="nir | netx"),
+           out_path: Path = typer.Option(..., "-o", "--out"),
+           dt: float = typer.Option(1e-3, help="NIR: Euler time step in seconds."),
+           lossy: bool = typer.Option(False, "--lossy", help="NIR: approximate a general LM-H "
+                                      "net by LIF (drops the dendrite) and print its error."),
+           samples: int = typer.Option(100, help="Test samples for measuring the error.")) -> None:
+    """Export a LIF-compatible network to NIR (other tools) or lava-dl netx HDF5."""
+    from lmh_deploy.export import export_model
+    from models.checkpoint import load_checkpoint
+
+    with clean_errors():
+        if format not in ("nir", "netx"):
+            raise ValueError(f"unknown format {format!r}; supported: nir, netx")
+        net, payload = load_checkpoint(model)
+        ds = payload["dataset"]
+        graph = export_model(net, input_shape=tuple(ds["input_shape"]),
+                             x_max=float(ds.get("x_max", 1.0)),
+                             timesteps=int(payload["arch_kwargs"].get("timesteps", 4)))
+        if format == "netx":
+            from lmh_deploy.interop.netx_io import graph_to_netx
+
+            result = graph_to_netx(graph, out_path)
+            out.print(f"wrote {out_path}: {len(result.get('layers', []))} netx layers "
+                      "(CUBA neurons: reset to zero, see docs/interop.md)")
+            return
+        from lmh_deploy.interop.nir_io import write_nir
+        from models.data import load_dataset
+
+        _, test, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
+        x = test.tensors[0][:samples].numpy()
+        result = write_nir(graph, out_path, dt=dt, allow_lossy=lossy, inputs=x)
+        out.print(f"wrote {out_path}: {'exact' if result['exact'] else 'LOSSY approximation'}")
+        for name, info in result["nodes"].items():
+            if info.get("approximation"):
+                out.print(f"  {name}: {info['approximation']}")
+        for semantics, err in (result.get("error") or {}).items():
+            if isinstance(err, dict) and "spike_disagreement" in err:
+                out.print(f"  {semantics} on {len(x)} test samples: "
+                          f"{err['spike_disagreement']:.1%} of spikes differ, predictions agree "
+                          f"{err['prediction_agreement']:.1%}")
 
 
 @app.command()
@@ -204,7 +255,8 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
                 if t_values:  # always on sim/, the bit-exact twin of the Lava model
                     summary["t_sweep"] = P.t_sweep(q, x_int, y, t_values)
                     summary["t_sweep_backend"] = "sim"
-                rec_float = run_float(art.load_model(), x, art.timesteps)
+                model = art.load_model()
+                rec_float = run_float(model, x, art.timesteps) if model is not None else None
                 with tempfile.TemporaryDirectory(prefix="lmh-plots-") as tmp:
                     images = P.make_plots(summary, rec, plots_dir or tmp,
                                           sweep=summary.get("t_sweep"), rec_float=rec_float)
@@ -302,7 +354,8 @@ def demo(workdir: Optional[Path] = typer.Option(None, help="Where to write model
           timesteps=timesteps, epochs=epochs, batch_size=64, lr=0.025, loss="ce", width_mult=1.0,
           seed=0, out_path=model, json_path=workdir / "train.json")
     console.rule("2/4 compile for Lava (fixed point)")
-    compile(model=model, target="lava-sim", outdir=artifact, calibration_samples=64)
+    compile(model=model, target="lava-sim", outdir=artifact, calibration_samples=64,
+            dataset=None, timesteps=None, dt=None)
     console.rule(f"3/4 verify: float vs sim vs Lava fixed_pt on {samples} test samples")
     verify(artifact=artifact, samples=samples, json_path=workdir / "verify.json")
     console.rule("4/4 report (our simulator)")

@@ -37,13 +37,19 @@ class Artifact:
         return int(self.quant_graph.meta["timesteps"])
 
     def load_model(self):
-        """The float model (from the checkpoint copy, weights-only load)."""
-        model, _ = load_checkpoint(self.directory / CHECKPOINT_COPY)
+        """The float PyTorch model (weights-only load), or None for imported NIR graphs."""
+        path = self.directory / CHECKPOINT_COPY
+        if not path.exists():
+            return None
+        model, _ = load_checkpoint(path)
         return model
 
     def dataset_split(self, split: str = "test"):
         """``(x, y)`` numpy arrays of the model's dataset split."""
-        ds = self.quant_graph.meta["dataset"]
+        ds = self.quant_graph.meta.get("dataset")
+        if not ds:
+            raise ValueError(f"{self.directory}: compiled without a dataset (e.g. from NIR); "
+                             "pass --inputs/--labels or recompile with --dataset")
         train, test, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
         data = test if split == "test" else train
         return data.tensors[0].numpy(), data.tensors[1].numpy()
@@ -64,26 +70,63 @@ def calibrate(qgraph: Graph, x: np.ndarray, timesteps: int) -> dict[str, Any]:
     return {"samples": int(x.shape[0]), "layers": out}
 
 
-def compile_model(model_path: str | Path, outdir: str | Path, *, target: str = "lava-sim",
-                  calibration_samples: int = 64,
-                  warn: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
-    """Compile a checkpoint into ``outdir`` atomically; returns the compile report."""
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; supported: {', '.join(TARGETS)}")
-    model_path = Path(model_path)
+def _from_checkpoint(model_path: Path) -> tuple[Graph, dict[str, Any]]:
     model, payload = load_checkpoint(model_path)
     ds = payload["dataset"]
     timesteps = int(payload["arch_kwargs"].get("timesteps", 4))
-    meta = {"num_classes": int(ds["num_classes"]), "dataset": ds, "target": target,
-            "source": {"file": model_path.name, "sha256": sha256(model_path)}}
-    graph = export_model(model, input_shape=tuple(ds["input_shape"]), x_max=float(ds.get("x_max", 1.0)),
-                         timesteps=timesteps, meta=meta)
+    meta = {"num_classes": int(ds["num_classes"]), "dataset": ds,
+            "source": {"file": model_path.name, "sha256": sha256(model_path), "format": "checkpoint"}}
+    graph = export_model(model, input_shape=tuple(ds["input_shape"]),
+                         x_max=float(ds.get("x_max", 1.0)), timesteps=timesteps, meta=meta)
+    return graph, ds
+
+
+def _from_nir(path: Path, dataset: str | None, timesteps: int | None,
+              dt: float | None) -> tuple[Graph, dict[str, Any] | None]:
+    from lmh_deploy.interop.nir_io import nir_to_graph
+
+    graph = nir_to_graph(path, dt=dt, timesteps=timesteps or 4, x_max=1.0)
+    ds = None
+    if dataset:
+        _, _, spec = load_dataset(dataset)
+        n_in = int(np.prod(spec.input_shape))
+        if graph.node("input").output_size() != n_in:
+            raise ValueError(f"{path}: the NIR graph takes {graph.node('input').output_size()} "
+                             f"inputs, dataset {dataset} has {n_in}")
+        ds = {"name": spec.name, "input_shape": list(graph.node("input").shape),
+              "num_classes": spec.num_classes, "x_max": 1.0, "seed": 0}
+    graph.meta.update({"timesteps": int(timesteps or graph.meta.get("timesteps", 4)),
+                       "dataset": ds,
+                       "source": {"file": path.name, "sha256": sha256(path), "format": "nir"}})
+    return graph, ds
+
+
+def compile_model(model_path: str | Path, outdir: str | Path, *, target: str = "lava-sim",
+                  calibration_samples: int = 64, dataset: str | None = None,
+                  timesteps: int | None = None, dt: float | None = None,
+                  warn: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+    """Compile a checkpoint (or a LIF/CubaLIF NIR file) into ``outdir`` atomically.
+
+    Returns the compile report. ``dataset``/``timesteps``/``dt`` only apply to NIR input
+    (a checkpoint records them).
+    """
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; supported: {', '.join(TARGETS)}")
+    model_path = Path(model_path)
+    if model_path.suffix == ".nir":
+        if not model_path.is_file():
+            raise FileNotFoundError(f"{model_path}: no such file")
+        graph, ds = _from_nir(model_path, dataset, timesteps, dt)
+    else:
+        graph, ds = _from_checkpoint(model_path)
+    graph.meta["target"] = target
+    timesteps = int(graph.meta["timesteps"])
     qgraph, report = quantize_graph(graph)
     for layer in report["layers"]:
         if layer["kind"] == "lmh" and not layer["worst_case_fits_24bit"]:
             warn(f"{layer['name']}: worst-case state {max(layer['worst_case_state'].values())} "
                  f"exceeds the 24-bit range ({fx.STATE_MAX}); saturation is possible and is counted")
-    if calibration_samples > 0:
+    if calibration_samples > 0 and ds:
         train_set, _, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
         x = train_set.tensors[0][:calibration_samples].numpy()
         report["calibration"] = calibrate(qgraph, x, timesteps)
@@ -91,7 +134,7 @@ def compile_model(model_path: str | Path, outdir: str | Path, *, target: str = "
             if c["saturation_events"]:
                 warn(f"{name}: {c['saturation_events']} saturation events on calibration data")
     report.update({"target": target, "timesteps": timesteps, "lmh_deploy_version": __version__,
-                   "source": meta["source"]})
+                   "source": graph.meta["source"]})
     if target == "loihi2":
         from lmh_deploy.loihi2 import map_to_loihi2
 
@@ -99,7 +142,8 @@ def compile_model(model_path: str | Path, outdir: str | Path, *, target: str = "
     with atomic_directory(outdir) as tmp:
         save_graph(graph, tmp, "ir")
         save_graph(qgraph, tmp, "quantized")
-        shutil.copyfile(model_path, tmp / CHECKPOINT_COPY)
+        copy_name = "source.nir" if model_path.suffix == ".nir" else CHECKPOINT_COPY
+        shutil.copyfile(model_path, tmp / copy_name)
         (tmp / "compile_report.json").write_text(json.dumps(report, indent=1))
         if target == "loihi2":
             (tmp / "resources.json").write_text(json.dumps(resources, indent=1))

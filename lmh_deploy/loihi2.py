@@ -17,7 +17,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lmh_deploy.ir import Graph, IRError, QDense, QLMH, QReadout
+import numpy as np
+import scipy.sparse as sp
+
+from lmh_deploy.ir import Graph, IRError, QLMH, QReadout
 
 CORES_PER_CHIP = 128
 NEURONS_PER_CORE = 4096
@@ -48,12 +51,23 @@ def lava_loihi_available() -> bool:
     return bool(loihi.is_installed())
 
 
+def _synapses_per_neuron(graph: Graph, name: str) -> np.ndarray:
+    """Stored synapses of each neuron of ``name``, over all its input paths (sparse-aware)."""
+    total = 0
+    for pred in graph.inputs_of(name):
+        m = graph.node(pred).weight_mant
+        total = total + (np.diff(sp.csr_matrix(m).indptr) if sp.issparse(m)
+                         else np.full(m.shape[0], m.shape[1]))
+    return np.asarray(total)
+
+
 def map_to_loihi2(graph: Graph) -> dict[str, Any]:
     """Split every neuron layer (with its input synapses) over as few cores as the rules allow.
 
-    Synapses of a neuron live on that neuron's core, so a layer of ``n`` neurons with
-    fan-in ``k`` needs ``ceil(n / per_core)`` cores with ``per_core`` the largest count
-    meeting both rules.
+    Synapses are stored on the core of their postsynaptic neuron, so a layer of ``n``
+    neurons with at most ``k`` synapses per neuron (convolutions are sparse: ``k`` is the
+    kernel volume, not the input size) needs ``ceil(n / per_core)`` cores with
+    ``per_core = min(4096, 131072 // k)``.
     """
     placement = []
     core = 0
@@ -61,25 +75,25 @@ def map_to_loihi2(graph: Graph) -> dict[str, Any]:
     for name, node in graph.items():
         if not isinstance(node, (QLMH, QReadout)):
             continue
-        (src,) = graph.inputs_of(name)
-        dense = graph.node(src)
-        assert isinstance(dense, QDense)
-        fan_in = dense.weight_mant.shape[1]
+        per_neuron = _synapses_per_neuron(graph, name)
+        fan_in = int(per_neuron.max(initial=1))
         n = node.output_size()
-        per_core = min(NEURONS_PER_CORE, SYNAPSE_BYTES_PER_CORE // fan_in)
+        per_core = min(NEURONS_PER_CORE, SYNAPSE_BYTES_PER_CORE // max(fan_in, 1))
         if per_core < 1:
             raise IRError(f"{name}: fan-in {fan_in} exceeds the synaptic memory of one core "
                           f"(rule synapse_bytes_per_core: {SYNAPSE_BYTES_PER_CORE} bytes)")
         cores = math.ceil(n / per_core)
-        placement.append({"layer": name, "neurons": n, "fan_in": fan_in, "synapses": n * fan_in,
+        synapses = int(per_neuron.sum())
+        placement.append({"layer": name, "neurons": n, "max_fan_in": fan_in, "synapses": synapses,
                           "neurons_per_core": min(per_core, n), "cores": cores,
                           "first_core": core,
                           "limited_by": None if cores == 1 else "neurons_per_core"
                           if per_core == NEURONS_PER_CORE else "synapse_bytes_per_core"})
         core += cores
-        synapses_total += n * fan_in
+        synapses_total += synapses
     chips = max(math.ceil(core / CORES_PER_CHIP), math.ceil(synapses_total / SYNAPSES_PER_CHIP), 1)
     return {"cores": core, "chips": chips, "synapses": synapses_total,
+            "neurons": int(sum(p["neurons"] for p in placement)),
             "limits": {r.name: r.limit for r in RULES} | {"cores_per_chip": CORES_PER_CHIP,
                                                           "synapses_per_chip": SYNAPSES_PER_CHIP},
             "layers": placement, "lava_loihi_installed": lava_loihi_available()}

@@ -200,3 +200,31 @@ def test_run_plots_html_and_report_rebuild(artifact: Path, tmp_path: Path) -> No
     (tmp_path / "broken.json").write_text("{not json")
     res = invoke("report", tmp_path / "broken.json", "--html", tmp_path / "r3.html")
     assert res.exit_code == 2 and "broken.json" in res.output and not (tmp_path / "r3.html").exists()
+
+
+def test_export_nir_netx_and_compile_imported_nir(trained: Path, tmp_path: Path) -> None:
+    res = invoke("export", trained, "--format", "nir", "-o", tmp_path / "lmh.nir")
+    assert res.exit_code == 2 and "lmh0" in res.output and "--lossy" in res.output
+    assert not (tmp_path / "lmh.nir").exists()
+    res = invoke("export", trained, "--format", "nir", "-o", tmp_path / "lmh.nir", "--lossy",
+                 "--samples", "20")
+    assert res.exit_code == 0 and "LOSSY" in res.output and "of spikes differ" in res.output
+    lif = tmp_path / "lif.pt"
+    assert invoke("train", "--neuron", "lif", "--epochs", "1", "--out", lif).exit_code == 0
+    res = invoke("export", lif, "--format", "nir", "-o", tmp_path / "lif.nir", "--samples", "20")
+    assert res.exit_code == 0 and "exact" in res.output
+    import nir
+
+    graph = nir.read(tmp_path / "lif.nir")
+    assert {type(n).__name__ for n in graph.nodes.values()} >= {"Input", "Affine", "LIF", "Output"}
+    build = tmp_path / "from_nir"
+    res = invoke("compile", tmp_path / "lif.nir", "--dataset", "digits", "--timesteps", "4",
+                 "-o", build)
+    assert res.exit_code == 0, res.output
+    assert (build / "source.nir").exists() and not (build / "model.pt").exists()
+    res = invoke("verify", build, "--samples", "20", "--json", tmp_path / "v.json")
+    assert res.exit_code == 0, res.output
+    v = json.loads((tmp_path / "v.json").read_text())
+    assert v["lava_vs_sim"]["mismatched_spikes"] == 0
+    res = invoke("export", lif, "--format", "netx", "-o", tmp_path / "lif.net")
+    assert res.exit_code == 0 and (tmp_path / "lif.net").stat().st_size > 0

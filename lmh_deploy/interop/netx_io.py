@@ -159,29 +159,27 @@ def graph_to_netx(graph: Graph, path: str | Path, *, timesteps: int | None = Non
         if isinstance(post, LMH):
             plan = plans[dst]
             w_eff = dense.weight * amp * plan.lam_d[:, None]
-            b_eff = post.bias * plan.lam_d
-            w, b, vth, s = _quantize_layer(w_eff, b_eff, post.theta, max_presyn, dst)
+            w, b, vth, s = _quantize_layer(w_eff, post.bias * plan.lam_d, post.theta,
+                                           max_presyn, dst)
             v_decay = int(round(DECAY_ONE * (1.0 - float(plan.lam_s[0]))))
-            layer = NetxLayer(weight=w, bias=b, i_decay=DECAY_ONE, v_decay=v_decay,
-                              v_th_mant=vth, name=dst)
-            entry = {"name": dst, "kind": "hidden", "size": post.size, "scale": s,
-                     "iDecay": DECAY_ONE, "vDecay": v_decay, "vThMant": vth,
+            entry = {"name": dst, "kind": "hidden", "size": post.size,
                      "lam_s_effective": 1.0 - v_decay / DECAY_ONE,
                      "theta_rel_error": abs(vth / s - post.theta) / post.theta}
         else:
             assert isinstance(post, Readout)
-            w, b, vth, s = _quantize_layer(dense.weight * amp, post.bias, None, max_presyn,
-                                           dst, readout_steps=readout_steps)
-            layer = NetxLayer(weight=w, bias=b, i_decay=DECAY_ONE, v_decay=0, v_th_mant=vth,
-                              name=dst)
-            entry = {"name": dst, "kind": "readout", "size": post.output_size(), "scale": s,
-                     "iDecay": DECAY_ONE, "vDecay": 0, "vThMant": vth}
+            w_eff = dense.weight * amp
+            w, b, vth, s = _quantize_layer(w_eff, post.bias, None, max_presyn, dst,
+                                           readout_steps=readout_steps)
+            v_decay = 0
+            entry = {"name": dst, "kind": "readout", "size": post.output_size()}
             report["readout_scale"] = s
-        entry.update({"graded_input": graded, "weight_min": int(w.min()), "weight_max": int(w.max()),
-                      "max_weight_error_rel": float(np.max(np.abs(w / s - dense.weight * amp
-                                                                   * (plans[dst].lam_d[:, None]
-                                                                      if dst in plans else 1))))
-                      / float(np.max(np.abs(dense.weight * amp))),
+        layer = NetxLayer(weight=w, bias=b, i_decay=DECAY_ONE, v_decay=v_decay, v_th_mant=vth,
+                          name=dst)
+        entry.update({"scale": s, "iDecay": DECAY_ONE, "vDecay": v_decay, "vThMant": vth,
+                      "graded_input": graded, "weight_min": int(w.min()),
+                      "weight_max": int(w.max()),
+                      "max_weight_error_rel": float(np.max(np.abs(w / s - w_eff))
+                                                    / np.max(np.abs(w_eff))),
                       "max_input_current": max_presyn * int(_row_bound(w).max())})
         layers.append(layer)
         report["layers"].append(entry)

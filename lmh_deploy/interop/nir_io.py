@@ -36,6 +36,7 @@ FACTOR_TOL = 1e-9
 #: Number of random samples used to measure a lossy export when no inputs are given.
 DEFAULT_MEASURE_SAMPLES = 64
 NEURON_TYPES = ("LIF", "IF", "CubaLIF")
+CHAIN_KINDS = ("input", "dense", "lmh", "readout")
 SUPPORTED_IMPORT = ("Input", "Output", "Affine", "Linear", "Flatten", *NEURON_TYPES)
 Target = Literal["nir", "netx"]
 
@@ -66,6 +67,7 @@ def simulate_float(graph: Graph, x: np.ndarray, timesteps: int | None = None, *,
     0, fire at ``v > theta``), to measure that difference.
     """
     validate(graph)
+    check_dense_chain(graph, "nir_io.simulate_float (sim.float_ir runs conv graphs)")
     steps = int(timesteps if timesteps is not None else graph.meta.get("timesteps", 1))
     order = graph.order()
     inp = graph.node(order[0])
@@ -246,6 +248,25 @@ def plan_layer(name: str, node: LMH, *, target: Target = "nir", lossy: bool = Fa
     return plan
 
 
+def check_dense_chain(graph: Graph, where: str = "the NIR export") -> None:
+    """Raise :class:`InteropError` unless ``graph`` is ``Input -> (Dense -> LMH)* -> Dense ->
+    Readout`` (what the exporters handle), naming the first node that is not."""
+    shape = "Input -> (Dense -> LM-H)* -> Dense -> Readout"
+    for name, node in graph.items():
+        preds = graph.inputs_of(name)
+        succs = list(graph.nx_graph.successors(name))
+        if node.kind not in CHAIN_KINDS:
+            raise InteropError(f"{name}: {node.kind} layers are not supported by {where}; "
+                               f"supported: dense networks ({shape})")
+        pred_kinds = [graph.node(p).kind for p in preds]
+        if node.kind in ("lmh", "readout") and pred_kinds != ["dense"]:
+            raise InteropError(f"{name}: fed by {preds}; {where} needs exactly one dense "
+                               f"layer before each neuron (no residual sums): {shape}")
+        if node.kind == "dense" and (pred_kinds[0] == "dense" or len(succs) != 1):
+            raise InteropError(f"{name}: dense layers must come from the input or a neuron and "
+                               f"feed exactly one neuron or the readout: {shape}")
+
+
 def plan_graph(graph: Graph, *, target: Target = "nir", lossy: bool = False) -> dict[str, NeuronPlan]:
     """Plans for every LM-H layer; raise :class:`InteropError` listing all problems if any
     layer is not exactly representable and ``lossy`` is false."""
@@ -253,10 +274,7 @@ def plan_graph(graph: Graph, *, target: Target = "nir", lossy: bool = False) -> 
         validate(graph)
     except IRError as exc:
         raise InteropError(f"invalid graph: {exc}") from None
-    for name, node in graph.items():
-        if isinstance(node, Dense) and len(list(graph.nx_graph.successors(name))) != 1:
-            raise InteropError(f"{name}: a dense layer feeding {len(list(graph.nx_graph.successors(name)))} "
-                               f"nodes cannot carry its neuron's bias; only chains are exported")
+    check_dense_chain(graph, "the NIR export" if target == "nir" else "the netx export")
     plans = {name: plan_layer(name, node, target=target, lossy=lossy)
              for name, node in graph.items() if isinstance(node, LMH)}
     problems = [p for plan in plans.values() for p in plan.problems]
