@@ -1,7 +1,7 @@
 """Short, real experiments on mnist5k with the ``cnn``: the numbers of docs/results.md.
 
 Every run is a :class:`models.training_job.TrainJob` (what ``lmh-deploy train`` runs),
-seed 0, the stratified 4000/1000 split of the 5000 bundled MNIST digits, batch 64,
+``--seed`` (default 0), the stratified 4000/1000 split of the 5000 bundled MNIST digits, batch 64,
 SGD momentum 0.9, weight decay 5e-4, cosine schedule. The script prints a markdown
 table and writes ``results.json``/``results.md`` (and every checkpoint) to
 ``--out-dir``::
@@ -46,9 +46,10 @@ CLI_FLAGS = {"dataset": "--dataset", "arch": "--arch", "neuron": "--neuron",
              "out": "--out", "json_path": "--json"}
 
 
-def experiments(epochs: int, width: float, finetune_epochs: int) -> dict[str, dict]:
+def experiments(epochs: int, width: float, finetune_epochs: int,
+                seed: int = 0) -> dict[str, dict]:
     base = dict(dataset="mnist5k", arch="cnn", neuron="lmh", factors="progressive", loss="tet",
-                norm="bn", timesteps=4, epochs=epochs, width_mult=width, seed=0)
+                norm="bn", timesteps=4, epochs=epochs, width_mult=width, seed=seed)
     return {
         "lmh": base,
         "lif": {**base, "neuron": "lif"},
@@ -79,13 +80,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--width-mult", type=float, default=0.5)
     ap.add_argument("--max-t", type=int, default=16)
     ap.add_argument("--only", nargs="*", default=None, help="run only these experiments")
+    ap.add_argument("--seed", type=int, default=0, help="seed of every run (init, split, order)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads (1: robust on a shared 2-core machine)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    exps = experiments(args.epochs, args.width_mult, args.finetune_epochs)
+    exps = experiments(args.epochs, args.width_mult, args.finetune_epochs, args.seed)
     names = args.only or list(exps)
     if "hybrid" in names and "qcfs" not in names and not (out / "qcfs.pt").exists():
         names = ["qcfs"] + names
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         (out / "results.json").write_text(json.dumps(results, indent=1))
     if (out / "lmh.pt").exists():
         model, payload = load_checkpoint(out / "lmh.pt")
-        _, test_set, _ = load_dataset("mnist5k", seed=0)
+        _, test_set, _ = load_dataset("mnist5k", seed=args.seed)
         _, test_loader = make_loaders(test_set, test_set, batch_size=250)
         results["accuracy_vs_T"] = {"model": "lmh (trained at T=4)",
                                     "accuracy": evaluate_per_timestep(model, test_loader,
@@ -142,9 +144,10 @@ def markdown(results: dict) -> str:
                      f"{r['peak_memory_bytes'] / 2**20:.2f} | {r['seconds_per_epoch']:.1f} |")
     if "hybrid" in runs and "hybrid" in runs["hybrid"]:
         h = runs["hybrid"]["hybrid"]
-        lines += ["", f"Hybrid: QCFS ANN {h['ann_accuracy']:.4f} -> converted LM-H at T={h['timesteps']} "
-                      f"before fine-tuning {h['converted_accuracy']:.4f} -> after "
-                      f"{runs['hybrid']['epochs']} fine-tune epochs {runs['hybrid']['accuracy']:.4f}"]
+        hy = runs["hybrid"]
+        lines += ["", f"Hybrid: QCFS ANN {h['ann_accuracy']:.4f} -> converted LM-H at "
+                      f"T={h['timesteps']} before fine-tuning {h['converted_accuracy']:.4f} "
+                      f"-> after {hy['epochs']} fine-tune epochs {hy['accuracy']:.4f}"]
     if "bptt_t6" in runs and "slice_k2" in runs:
         ratio = runs["slice_k2"]["peak_memory_bytes"] / runs["bptt_t6"]["peak_memory_bytes"]
         lines += ["", f"Time-slicing k=2 / full BPTT at T=6: peak saved-tensor memory ratio "

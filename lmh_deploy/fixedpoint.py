@@ -87,6 +87,28 @@ def dense_output(weight_lava, weight_exp: int, presyn: np.ndarray) -> np.ndarray
     return shift_sum(acc, weight_exp)
 
 
+def conv_output(kernel_lava: np.ndarray, weight_exp: int, presyn: np.ndarray,
+                input_shape: tuple[int, int, int], stride: tuple[int, int],
+                padding: tuple[int, int]) -> np.ndarray:
+    """Integer input of a convolution: the same sums as the synaptic matrix, computed as a conv.
+
+    ``kernel_lava`` (C_out, C_in, kh, kw) holds Lava's integer weights; ``presyn`` is
+    (B, C_in*H*W). float64 is exact below 2**53 (checked); returns (B, C_out*H'*W') int64.
+    """
+    import torch
+
+    bound = float(np.abs(kernel_lava).max(initial=0)) * float(np.abs(presyn).max(initial=0)) \
+        * int(np.prod(kernel_lava.shape[1:]))
+    if bound >= 2.0 ** 53:
+        raise OverflowError(f"convolution sums up to {bound:.3g} exceed exact float64 range")
+    x = torch.from_numpy(np.ascontiguousarray(presyn, dtype=np.float64)).reshape(
+        (-1,) + tuple(input_shape))
+    w = torch.from_numpy(np.ascontiguousarray(kernel_lava, dtype=np.float64))
+    acc = torch.nn.functional.conv2d(x, w, stride=tuple(stride), padding=tuple(padding))
+    acc = np.rint(acc.reshape(acc.shape[0], -1).numpy()).astype(np.int64)
+    return shift_sum(acc, weight_exp)
+
+
 def shift_sum(acc: np.ndarray | int, weight_exp: int):
     """``acc << exp``, or an arithmetic right shift (floor) for a negative exponent."""
     return acc << weight_exp if weight_exp > 0 else acc >> -weight_exp

@@ -252,6 +252,12 @@ class QDense(Node):
     convolutions and pooling. ``graded`` is true when the presynaptic side sends integers
     (the input layer). ``delay`` is the number of extra steps this path must wait so that
     parallel branches into one neuron arrive together (residual shortcuts).
+
+    A single convolution (possibly with a pooling folded in) keeps its kernel instead of a
+    matrix: ``weight_mant`` is then (C_out, C_in, kh, kw) and ``conv_input_shape``,
+    ``conv_stride``, ``conv_padding`` give its geometry, so large networks never
+    materialise their synaptic matrices (``lmh_deploy.synapse_maps.qdense_matrix`` does,
+    on demand).
     """
 
     kind: ClassVar[str] = "q_dense"
@@ -260,9 +266,27 @@ class QDense(Node):
     graded: bool
     weight_scale: float  # float weight (times presynaptic amplitude) = m / weight_scale
     delay: int = 0
+    conv_input_shape: tuple[int, ...] | None = None
+    conv_stride: tuple[int, ...] = (1, 1)
+    conv_padding: tuple[int, ...] = (0, 0)
+
+    @property
+    def is_conv(self) -> bool:  # noqa: D102
+        return self.conv_input_shape is not None
+
+    def conv_node(self, weight=None) -> Conv2d:
+        """The float Conv2d node with this geometry (``weight`` defaults to the mantissas)."""
+        return Conv2d(weight=self.weight_mant if weight is None else weight,
+                      input_shape=tuple(self.conv_input_shape), stride=tuple(self.conv_stride),
+                      padding=tuple(self.conv_padding))
 
     def output_size(self) -> int:  # noqa: D102
+        if self.is_conv:
+            return self.conv_node().output_size()
         return int(self.weight_mant.shape[0])
+
+    def input_size(self) -> int:  # noqa: D102
+        return int(np.prod(self.conv_input_shape)) if self.is_conv else int(self.weight_mant.shape[1])
 
 
 @dataclass

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from lmh_deploy.ir import Graph, IRError, QLMH, QReadout
+from lmh_deploy.synapse_maps import qdense_fan_in
 
 CORES_PER_CHIP = 128
 NEURONS_PER_CORE = 4096
@@ -53,12 +53,7 @@ def lava_loihi_available() -> bool:
 
 def _synapses_per_neuron(graph: Graph, name: str) -> np.ndarray:
     """Stored synapses of each neuron of ``name``, over all its input paths (sparse-aware)."""
-    total = 0
-    for pred in graph.inputs_of(name):
-        m = graph.node(pred).weight_mant
-        total = total + (np.diff(sp.csr_matrix(m).indptr) if sp.issparse(m)
-                         else np.full(m.shape[0], m.shape[1]))
-    return np.asarray(total)
+    return np.asarray(sum(qdense_fan_in(graph.node(pred)) for pred in graph.inputs_of(name)))
 
 
 def map_to_loihi2(graph: Graph) -> dict[str, Any]:

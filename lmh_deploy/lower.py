@@ -26,7 +26,7 @@ from lava.proc.sparse.process import DelaySparse, Sparse
 from lmh_deploy import fixedpoint as fx
 from lmh_deploy.ir import LMH, Graph, Input, IRError, QDense, QInput, QLMH, QReadout, Readout
 from lmh_deploy.lava_procs.lmh.process import LMHNeuron
-from lmh_deploy.synapse_maps import chain_matrix, synapse_chain
+from lmh_deploy.synapse_maps import chain_matrix, qdense_matrix, synapse_chain
 
 Precision = Literal["fixed_pt", "floating_pt"]
 
@@ -66,7 +66,7 @@ def _paths(graph: Graph, name: str, precision: Precision) -> list[Path]:
             node = graph.node(pred)
             assert isinstance(node, QDense)
             (src,) = graph.inputs_of(pred)
-            paths.append(Path(pred, src, fx.WEIGHT_LAVA_SCALE * node.weight_mant,
+            paths.append(Path(pred, src, qdense_matrix(node, fx.WEIGHT_LAVA_SCALE),
                               node.weight_exp, node.graded, node.delay))
         else:  # float: the presynaptic amplitude (theta, or the input unit) folds into W
             src, chain = synapse_chain(graph, pred)

@@ -22,7 +22,8 @@ import scipy.sparse as sp
 from lmh_deploy import fixedpoint as fx
 from lmh_deploy.ir import (LMH, Graph, Input, IRError, QDense, QInput, QLMH, QReadout, Readout,
                            validate)
-from lmh_deploy.synapse_maps import chain_matrix, synapse_chain
+from lmh_deploy.synapse_maps import (abs_row_sums, chain_conv, chain_matrix, qdense_fan_in,
+                                     synapse_chain)
 
 #: Worst-case |synaptic input| per step is kept below 2**20: states integrate several steps
 #: of input (and lam, mu gains), so 3 bits are left between one step's input and 24 bits.
@@ -36,11 +37,6 @@ class WeightQuant:
     mant: np.ndarray
     scale: float  # float value = mant / scale
     exp: int
-
-
-def _abs_row_sums(m) -> np.ndarray:
-    """Row sums of |m| for a dense array or a sparse matrix."""
-    return np.asarray(abs(m).sum(axis=1)).ravel()
 
 
 def _round_mantissa(w_eff, scale: float):
@@ -66,18 +62,30 @@ def _exponent(worst: int) -> int:
     return exp
 
 
-def quantize_joint(paths: list[tuple[Any, int]]) -> tuple[list[Any], float, int]:
-    """Quantise the synaptic matrices of all paths into one neuron layer together.
+def worst_rows(mants: list[Any], paths: list[tuple]) -> np.ndarray:
+    """Worst-case unshifted |current| per postsynaptic neuron, summed over the paths.
 
-    ``paths`` holds ``(w_eff, max_presyn)`` per path (dense or CSR float matrices of the
-    float current per presynaptic unit). All paths share one scale and exponent, so their
-    integer currents add exactly in the neuron. Returns ``(mantissas, scale, exp)``.
+    Kernels give one value per output channel, repeated over its ``repeat`` positions.
     """
-    peak = max((float(abs(w).max()) if w.shape[0] * w.shape[1] else 0.0) for w, _ in paths)
+    total = 0
+    for m, path in zip(mants, paths):
+        max_presyn, repeat = path[1], (path[2] if len(path) > 2 else 1)
+        total = total + np.repeat(fx.WEIGHT_LAVA_SCALE * max_presyn * abs_row_sums(m), repeat)
+    return np.asarray(total)
+
+
+def quantize_joint(paths: list[tuple]) -> tuple[list[Any], float, int]:
+    """Quantise the synaptic weights of all paths into one neuron layer together.
+
+    ``paths`` holds ``(w_eff, max_presyn[, repeat])`` per path: dense or CSR matrices, or
+    4-D conv kernels (``repeat`` = output positions per channel), of the float current per
+    presynaptic unit. All paths share one scale and exponent, so their integer currents
+    add exactly in the neuron. Returns ``(mantissas, scale, exp)``.
+    """
+    peak = max((float(abs(p[0]).max()) if np.prod(p[0].shape) else 0.0) for p in paths)
     scale = fx.WEIGHT_MANT_MAX / peak if peak > 0 else 1.0
-    mants = [_round_mantissa(w, scale) for w, _ in paths]
-    rows = sum(fx.WEIGHT_LAVA_SCALE * pre * _abs_row_sums(m) for m, (_, pre) in zip(mants, paths))
-    worst = int(np.max(rows, initial=0))
+    mants = [_round_mantissa(p[0], scale) for p in paths]
+    worst = int(np.max(worst_rows(mants, paths), initial=0))
     return mants, scale, _exponent(worst)
 
 
@@ -138,29 +146,38 @@ def quantize_graph(graph: Graph) -> tuple[Graph, dict[str, Any]]:
             continue  # synapse nodes are quantised with the neuron layer they feed
         chains = [synapse_chain(graph, pred) for pred in graph.inputs_of(name)]
         depth[name] = max(depth[src] for src, _ in chains) + 1
-        paths = []
+        paths, convs = [], []
         for src, chain in chains:
             graded = isinstance(graph.node(src), Input)
             unit = graph.node(src).x_max / fx.INPUT_MAX if graded else graph.node(src).theta
-            paths.append((chain_matrix(graph, chain) * unit, fx.INPUT_MAX if graded else 1))
+            conv = chain_conv(graph, chain)  # kept as a kernel: no matrix is materialised
+            convs.append(conv)
+            if conv is not None:
+                repeat = conv.output_shape[1] * conv.output_shape[2]
+                paths.append((conv.weight * unit, fx.INPUT_MAX if graded else 1, repeat))
+            else:
+                paths.append((chain_matrix(graph, chain) * unit, fx.INPUT_MAX if graded else 1))
         mants, w_scale, exp = quantize_joint(paths)
-        rows = 0
-        for (src, chain), mant, (w_eff, max_pre) in zip(chains, mants, paths):
+        for (src, chain), mant, path, conv in zip(chains, mants, paths, convs):
+            w_eff, max_pre = path[0], path[1]
             graded = max_pre == fx.INPUT_MAX
             unit = graph.node(src).x_max / fx.INPUT_MAX if graded else graph.node(src).theta
-            q.add(chain[-1], QDense(weight_mant=mant, weight_exp=exp, graded=graded,
-                                    weight_scale=w_scale,
-                                    delay=depth[name] - depth[src] - 1), (src,))
+            geometry = {} if conv is None else {
+                "conv_input_shape": tuple(conv.input_shape), "conv_stride": tuple(conv.stride),
+                "conv_padding": tuple(conv.padding)}
+            qd = QDense(weight_mant=mant, weight_exp=exp, graded=graded, weight_scale=w_scale,
+                        delay=depth[name] - depth[src] - 1, **geometry)
+            q.add(chain[-1], qd, (src,))
             err = float(abs(mant / w_scale - w_eff).max()) / unit
             peak = float(abs(w_eff).max()) / unit
             report["layers"].append({
                 "name": chain[-1], "kind": "dense", "ops": [graph.node(c).kind for c in chain],
-                "shape": list(w_eff.shape), "sparse": bool(sp.issparse(mant)),
-                "synapses": int(mant.nnz if sp.issparse(mant) else np.count_nonzero(mant)),
+                "shape": [qd.output_size(), qd.input_size()], "conv": conv is not None,
+                "sparse": bool(sp.issparse(mant)), "synapses": int(qdense_fan_in(qd).sum()),
                 "weight_exp": exp, "weight_scale": w_scale, "graded_input": graded,
                 "delay": depth[name] - depth[src] - 1, "max_weight_error": err,
                 "max_weight_error_rel": err / max(peak, 1e-30)})
-            rows = rows + fx.WEIGHT_LAVA_SCALE * max_pre * _abs_row_sums(mant)
+        rows = worst_rows(mants, paths)
         s = state_scale(WeightQuant(mants[0], w_scale, exp))
         inputs = tuple(chain[-1] for _, chain in chains)
         if isinstance(node, Readout):

@@ -31,26 +31,34 @@ class RunRecord:
         return np.argmax(self.logits, axis=1)
 
 
-def dense_synops(fan_out: int, presyn: np.ndarray) -> int:
-    """Synaptic events of one Dense: every nonzero presynaptic value reaches ``fan_out`` synapses."""
-    return int(np.count_nonzero(presyn)) * fan_out
+def dense_synops(fan_out, presyn: np.ndarray) -> int:
+    """Synaptic events: every nonzero presynaptic value reaches its ``fan_out`` synapses.
+
+    ``fan_out`` is a number (dense) or a per-presynaptic-neuron vector (conv, sparse).
+    """
+    active = presyn.reshape(-1, presyn.shape[-1]) != 0
+    if np.ndim(fan_out) == 0:
+        return int(np.count_nonzero(active)) * int(fan_out)
+    return int(active.sum(axis=0) @ np.asarray(fan_out, np.int64))
 
 
 def synops_from_spikes(graph, x_int: np.ndarray, spikes: dict[str, np.ndarray],
                        timesteps: int) -> dict[str, int]:
-    """Event-driven synops per Dense for a backend that records spikes but does not count.
+    """Event-driven synops per synapse path for a backend that records spikes but does not count.
 
     ``x_int`` is the static quantised input (B, *shape), presented every step.
     """
+    from lmh_deploy.synapse_maps import qdense_fan_out
+
     out = {}
     for name in graph.order():
         node = graph.node(name)
         if node.kind != "q_dense":
             continue
         (src,) = graph.inputs_of(name)
-        fan_out = node.weight_mant.shape[0]
+        fan_out = qdense_fan_out(node)
         if graph.node(src).kind == "q_input":
-            out[name] = dense_synops(fan_out, x_int) * timesteps
+            out[name] = dense_synops(fan_out, x_int.reshape(x_int.shape[0], -1)) * timesteps
         else:
             out[name] = dense_synops(fan_out, spikes[src])
     return out

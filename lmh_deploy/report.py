@@ -10,6 +10,7 @@ import numpy as np
 
 from lmh_deploy.ir import Graph, QDense, QLMH, QReadout
 from lmh_deploy.record import RunRecord
+from lmh_deploy.synapse_maps import qdense_fan_in, qdense_fan_out
 
 #: Loihi, Davies et al., IEEE Micro 38(1), 2018, Table 2 (pre-silicon figures), joules.
 LOIHI_SYNOP_J = 23.6e-12
@@ -40,13 +41,13 @@ def summarize(graph: Graph, rec: RunRecord, labels: np.ndarray | None = None) ->
         (dense_name,) = graph.inputs_of(name)
         dense = graph.node(dense_name)
         assert isinstance(dense, QDense)
-        fan_out, fan_in = dense.weight_mant.shape
+        fan_in, fan_out = dense.input_size(), float(np.mean(qdense_fan_out(dense)))
         synops = int(rec.synops[dense_name])
-        macs = fan_in * fan_out * batch  # the ANN evaluates each layer once per sample
+        macs = int(qdense_fan_in(dense).sum()) * batch  # the ANN runs each layer once per sample
         entry: dict[str, Any] = {
             "name": name, "kind": node.kind.removeprefix("q_"), "synapses": dense_name,
-            "neurons": int(node.output_size()), "fan_in": int(fan_in), "fan_out": int(fan_out),
-            "input_spikes": synops // fan_out, "synops": synops, "synops_per_sample": synops / batch,
+            "neurons": int(node.output_size()), "fan_in": int(fan_in), "fan_out": fan_out,
+            "input_spikes": int(round(synops / fan_out)) if fan_out else 0, "synops": synops, "synops_per_sample": synops / batch,
             "ann_macs": macs}
         if isinstance(node, QLMH):
             s = rec.spikes[name]  # (T, B, n)

@@ -87,3 +87,81 @@ def chain_matrix(graph: Graph, chain: list[str]):
         m = synapse_matrix(graph.node(name))
         matrix = m if matrix is None else m @ matrix
     return sp.csr_matrix(matrix)
+
+
+# ------------------------------------------------------------------ quantised synapses
+def pool_conv_kernel(pool: AvgPool, conv: Conv2d) -> Conv2d | None:
+    """``conv(avgpool(x))`` as one convolution on ``x``, or None when that is not exact.
+
+    With a K x K pool of stride K (input divisible by K) and a stride-1 convolution with
+    padding P, the composite has kernel ``w[ky // K, kx // K] / K**2`` of size kK, stride
+    K and padding KP.
+    """
+    k = pool.kernel
+    _, h, w = pool.input_shape
+    if pool.stride != k or k[0] != k[1] or h % k[0] or w % k[1] or conv.stride != (1, 1):
+        return None
+    kk = k[0]
+    weight = np.repeat(np.repeat(conv.weight, kk, axis=2), kk, axis=3) / (kk * kk)
+    return Conv2d(weight=weight, input_shape=pool.input_shape, stride=(kk, kk),
+                  padding=(conv.padding[0] * kk, conv.padding[1] * kk))
+
+
+def chain_conv(graph: Graph, chain: list[str]) -> Conv2d | None:
+    """The chain as a single convolution when it is one (``[conv]`` or ``[pool, conv]``)."""
+    nodes = [graph.node(n) for n in chain]
+    if len(nodes) == 1 and isinstance(nodes[0], Conv2d):
+        return nodes[0]
+    if len(nodes) == 2 and isinstance(nodes[0], AvgPool) and isinstance(nodes[1], Conv2d):
+        return pool_conv_kernel(nodes[0], nodes[1])
+    return None
+
+
+def qdense_matrix(node, scale: int = 1):
+    """The (n_out, n_in) integer matrix of a ``QDense`` times ``scale`` (dense or CSR)."""
+    if node.is_conv:
+        return sp.csr_matrix(conv_matrix(node.conv_node(scale * node.weight_mant)).astype(np.int64))
+    return scale * node.weight_mant
+
+
+def _conv_tap_counts(conv: Conv2d) -> tuple[np.ndarray, np.ndarray]:
+    """Valid kernel taps per output position (H_out, W_out) and uses per input position (H, W)."""
+    _, h_out, w_out = conv.output_shape
+    oy, ox, _, _, iy, ix, valid = _window_map(conv.input_shape, (h_out, w_out),
+                                              conv.weight.shape[2:], conv.stride, conv.padding)
+    per_out = valid.sum(axis=(2, 3))
+    per_in = np.zeros(conv.input_shape[1:], np.int64)
+    np.add.at(per_in, (iy[valid], ix[valid]), 1)
+    return per_out, per_in
+
+
+def qdense_fan_out(node) -> np.ndarray:
+    """Synapses leaving each presynaptic neuron (n_in,): event-driven synop accounting."""
+    if node.is_conv:
+        conv = node.conv_node()
+        _, per_in = _conv_tap_counts(conv)
+        c_out, c_in = conv.weight.shape[:2]
+        return np.tile(per_in.ravel() * c_out, c_in)
+    if sp.issparse(node.weight_mant):
+        return np.diff(sp.csc_matrix(node.weight_mant).indptr)
+    return np.full(node.weight_mant.shape[1], node.weight_mant.shape[0])
+
+
+def qdense_fan_in(node) -> np.ndarray:
+    """Synapses arriving at each postsynaptic neuron (n_out,): Loihi synaptic memory."""
+    if node.is_conv:
+        conv = node.conv_node()
+        per_out, _ = _conv_tap_counts(conv)
+        c_out, c_in = conv.weight.shape[:2]
+        return np.tile(per_out.ravel() * c_in, c_out)
+    if sp.issparse(node.weight_mant):
+        return np.diff(sp.csr_matrix(node.weight_mant).indptr)
+    return np.full(node.weight_mant.shape[0], node.weight_mant.shape[1])
+
+
+def abs_row_sums(node_or_matrix) -> np.ndarray:
+    """Row sums of |w| per postsynaptic neuron-channel: the worst-case input (conv: per channel)."""
+    m = node_or_matrix
+    if getattr(m, "ndim", 2) == 4:  # a kernel: worst over positions = all taps valid
+        return np.abs(m).reshape(m.shape[0], -1).sum(axis=1)
+    return np.asarray(abs(m).sum(axis=1)).ravel()

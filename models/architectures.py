@@ -84,7 +84,9 @@ def apply_layer(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 class ResidualBlock(nn.Module):
-    """Spiking basic block, time-major: ``out = neuron2(bn2(conv2(neuron1(bn1(conv1(x))))) + shortcut(x))``.
+    """Spiking basic block, time-major.
+
+    ``out = neuron2(bn2(conv2(neuron1(bn1(conv1(x))))) + shortcut(x))``
 
     Attributes (for an exporter): ``conv1``, ``bn1``, ``neuron1``, ``conv2``, ``bn2``,
     ``shortcut``, ``neuron2``. ``bn1``/``bn2`` are :mod:`models.norm` layers or ``None``
@@ -154,7 +156,7 @@ class SpikingNet(nn.Module):
             n.reset_state()
 
     def detach_state(self) -> None:
-        """Cut the graph between time slices: neuron states keep their values, lose their history."""
+        """Cut the graph between time slices: neuron states keep their values, not their graph."""
         for n in self.neurons():
             n.detach_state()
 
@@ -212,7 +214,7 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, *, neuron: str = "lmh", 
         hidden: tuple[int, ...] = (128, 128), theta: float = 1.0, factors: str = "progressive",
         gamma: float = 1.0, lif_decay: float = 0.5, width_mult: float = 1.0, norm: str = "none",
         qcfs_levels: int = 4) -> SpikingNet:
-    """Flatten -> [Linear -> (norm) -> neuron] x len(hidden) -> Linear readout (averaged over time)."""
+    """Flatten -> [Linear -> (norm) -> neuron] x len(hidden) -> Linear readout."""
     n_in = 1
     for d in input_shape:
         n_in *= d

@@ -43,7 +43,9 @@ def convert_qcfs_to_lmh(ann: nn.Module, *, arch: str, input_shape: tuple[int, ..
                         num_classes: int, arch_kwargs: dict[str, Any],
                         timesteps: int | None = None,
                         factors: str = "progressive") -> tuple[SpikingNet, dict[str, Any]]:
-    """Build the LM-H SNN of a QCFS ANN (same ``arch``/``arch_kwargs``); returns ``(snn, snn_kwargs)``.
+    """Build the LM-H SNN of a QCFS ANN (same ``arch``/``arch_kwargs``).
+
+    Returns ``(snn, snn_kwargs)``.
 
     ``timesteps`` defaults to the QCFS level ``L``; ``factors`` is ``progressive`` or
     ``radical`` (every step starts from the same IF factors).

@@ -47,7 +47,7 @@ NORMS = ("none", "bn", "tdbn")
 
 
 class _TimeMajorBatchNorm(_BatchNorm):
-    """Shared part: accepts ``(T, B, C, ...)``; ``alpha_theta`` buffer scales the normalised value."""
+    """Shared part: takes ``(T, B, C, ...)``; buffer ``alpha_theta`` scales the normalised value."""
 
     time_major = True
 
@@ -132,7 +132,7 @@ class StepBatchNorm(_TimeMajorBatchNorm):
 
 
 class ThresholdDependentBatchNorm(_TimeMajorBatchNorm):
-    """tdBN: joint statistics over ``(T, B, H, W)``, normalised value scaled by ``alpha * theta``."""
+    """tdBN: joint statistics over ``(T, B, H, W)``, normalised value times ``alpha * theta``."""
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         return self._eval_or_joint(x, True)

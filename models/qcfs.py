@@ -37,7 +37,7 @@ def floor_ste(x: torch.Tensor) -> torch.Tensor:
 
 
 def qcfs(x: torch.Tensor, theta: torch.Tensor, levels: int) -> torch.Tensor:
-    """``theta / L * clip(floor(x * L / theta + 1/2), 0, L)``, differentiable in ``x`` and ``theta``."""
+    """``theta / L * clip(floor(x * L / theta + 1/2), 0, L)``, differentiable (STE floor)."""
     q = floor_ste(x * (levels / theta) + 0.5)
     return torch.clamp(q, 0, levels) * (theta / levels)
 

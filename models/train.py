@@ -102,7 +102,7 @@ class SavedTensorMeter:
 
 
 def time_major(x: torch.Tensor) -> torch.Tensor:
-    """Loader batches of frame sequences ``(B, T, C, H, W)`` -> ``(T, B, C, H, W)``; images as is."""
+    """Frame-sequence batches ``(B, T, C, H, W)`` -> ``(T, B, C, H, W)``; images as they are."""
     return x.transpose(0, 1) if x.dim() == 5 else x
 
 

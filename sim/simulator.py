@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from lmh_deploy import fixedpoint as fx
 from lmh_deploy.ir import Graph, QDense, QInput, QLMH, QReadout
 from lmh_deploy.record import RunRecord, dense_synops
+from lmh_deploy.synapse_maps import qdense_fan_out
 
 
 def lmh_params(node: QLMH) -> fx.LMHFixedParams:
@@ -26,6 +27,14 @@ def lava_weights(node: QDense):
     """The integer weights Lava holds (``2 * mantissa``), as float64 for exact BLAS products."""
     w = fx.WEIGHT_LAVA_SCALE * node.weight_mant
     return sp.csr_matrix(w, dtype=np.float64) if sp.issparse(w) else w.astype(np.float64)
+
+
+def synaptic_input(node: QDense, weights, presyn: np.ndarray) -> np.ndarray:
+    """Integer current of one synapse path (a convolution or a matrix product)."""
+    if node.is_conv:
+        return fx.conv_output(weights, node.weight_exp, presyn, node.conv_input_shape,
+                              node.conv_stride, node.conv_padding)
+    return fx.dense_output(weights, node.weight_exp, presyn)
 
 
 def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
@@ -43,7 +52,7 @@ def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
     frames = x_int.reshape(batch, -1) if static else None
     state: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     params: dict[str, fx.LMHFixedParams] = {}
-    weights = {}
+    weights, fan_out = {}, {}
     rec = RunRecord(logits=np.zeros((batch, 0), np.int64))
     readout_name = None
     for name in order:
@@ -59,6 +68,7 @@ def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
         elif isinstance(node, QDense):
             rec.synops[name] = 0
             weights[name] = lava_weights(node)
+            fan_out[name] = qdense_fan_out(node)
         elif isinstance(node, QReadout):
             readout_name = name
     assert readout_name is not None
@@ -74,8 +84,8 @@ def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
             inputs = graph.inputs_of(name)
             if isinstance(node, QDense):
                 pre = values[inputs[0]]
-                rec.synops[name] += dense_synops(node.weight_mant.shape[0], pre)
-                values[name] = fx.dense_output(weights[name], node.weight_exp, pre)
+                rec.synops[name] += dense_synops(fan_out[name], pre)
+                values[name] = synaptic_input(node, weights[name], pre)
                 continue
             a_in = sum(values[src] for src in inputs)
             if isinstance(node, QLMH):

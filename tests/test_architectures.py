@@ -140,7 +140,10 @@ def test_residual_block_matches_its_documented_formula() -> None:
         x = (torch.rand(3, 2, cin, 6, 6) > 0.5).float()
         out = block(x)
         t, b = x.shape[:2]
-        flat = lambda m, v: m(v.flatten(0, 1)).reshape(t, b, *m(v.flatten(0, 1)).shape[1:])  # noqa: E731
+        def flat(m, v):
+            y = m(v.flatten(0, 1))
+            return y.reshape(t, b, *y.shape[1:])
+
         h = flat(block.conv1, x)
         h = block.bn1(h) if block.bn1 is not None else h
         h = block.neuron1(h)
