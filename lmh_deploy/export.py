@@ -17,7 +17,7 @@ from torch import nn
 
 from lmh_deploy.ir import (LMH, AvgPool, Conv2d, Dense, Graph, Input, IRError, Node, Readout,
                            validate)
-from lmh_deploy.synapse_maps import synapse_matrix
+from lmh_deploy.synapse_maps import apply_synapse
 from models.neuron import LMHNeuron
 
 SUPPORTED_LAYERS = ("Flatten", "Linear", "Conv2d", "BatchNorm1d/2d", "StepBatchNorm",
@@ -57,7 +57,7 @@ class _Exporter:
                 own_bias: np.ndarray | None = None, weight: bool = False) -> Cursor:
         """Append a synapse node; push the pending bias through it."""
         name = self.add(prefix, node, (cur.node,))
-        bias = (synapse_matrix(node) @ cur.bias.ravel()).reshape(out_shape)
+        bias = apply_synapse(node, cur.bias.reshape(1, -1)).reshape(out_shape)
         if own_bias is not None:
             bias = bias + own_bias
         return Cursor(name, out_shape, bias, name if weight else None)

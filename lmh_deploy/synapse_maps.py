@@ -165,3 +165,22 @@ def abs_row_sums(node_or_matrix) -> np.ndarray:
     if getattr(m, "ndim", 2) == 4:  # a kernel: worst over positions = all taps valid
         return np.abs(m).reshape(m.shape[0], -1).sum(axis=1)
     return np.asarray(abs(m).sum(axis=1)).ravel()
+
+
+def apply_synapse(node: Node, x: np.ndarray) -> np.ndarray:
+    """``synapse_matrix(node) @ x`` for (..., n_in) float inputs without building the matrix."""
+    import torch
+
+    lead = x.shape[:-1]
+    if isinstance(node, Dense):
+        return x @ node.weight.T
+    flat = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)).reshape(
+        (-1,) + tuple(node.input_shape))
+    if isinstance(node, Conv2d):
+        out = torch.nn.functional.conv2d(flat, torch.from_numpy(node.weight.astype(np.float64)),
+                                         stride=node.stride, padding=node.padding)
+    elif isinstance(node, AvgPool):
+        out = torch.nn.functional.avg_pool2d(flat, node.kernel, node.stride)
+    else:
+        raise TypeError(f"{node.kind} is not a synapse node")
+    return out.reshape(lead + (-1,)).numpy()

@@ -10,7 +10,7 @@ import numpy as np
 
 from lmh_deploy.ir import LMH, SYNAPSE_KINDS, Graph, Input, Readout
 from lmh_deploy.record import RunRecord
-from lmh_deploy.synapse_maps import synapse_matrix
+from lmh_deploy.synapse_maps import apply_synapse
 
 
 def simulate_float(graph: Graph, x: np.ndarray, timesteps: int) -> RunRecord:
@@ -18,7 +18,6 @@ def simulate_float(graph: Graph, x: np.ndarray, timesteps: int) -> RunRecord:
     order = graph.order()
     batch = x.shape[0]
     frames = x.reshape(batch, -1).astype(np.float64)
-    mats = {n: synapse_matrix(graph.node(n)) for n in order if graph.node(n).kind in SYNAPSE_KINDS}
     state, rec = {}, RunRecord(logits=np.zeros((batch, 0)))
     readout_name = graph.of_kind("readout")[0]
     trace = np.zeros((timesteps, batch, graph.node(readout_name).output_size()))
@@ -34,7 +33,7 @@ def simulate_float(graph: Graph, x: np.ndarray, timesteps: int) -> RunRecord:
             if isinstance(node, Input):
                 values[name] = frames
             elif node.kind in SYNAPSE_KINDS:
-                values[name] = np.asarray((mats[name] @ values[inputs[0]].T).T)
+                values[name] = apply_synapse(node, values[inputs[0]])
             elif isinstance(node, LMH):
                 k = min(t, node.mu_d.shape[0] - 1)
                 v_d, v_s = state[name]
