@@ -68,20 +68,30 @@ def _write_json(path: Optional[Path], data: dict[str, Any]) -> None:
 @app.command()
 def train(dataset: str = typer.Option("digits", help="digits | mnist5k | cifar10 | cifar100 | events"),
           data_dir: Optional[str] = typer.Option(None, help="Folder of on-disk datasets."),
-          arch: str = typer.Option("mlp"), neuron: str = typer.Option("lmh", help="lmh | lif"),
+          arch: str = typer.Option("mlp", help="mlp | cnn | vgg13 | resnet19 | resnet20"),
+          neuron: str = typer.Option("lmh", help="lmh | lif | qcfs (an ANN, for --hybrid-from)"),
           factors: str = typer.Option("progressive", help="progressive | radical"),
           timesteps: int = typer.Option(4), epochs: int = typer.Option(10),
           batch_size: int = typer.Option(64), lr: float = typer.Option(0.025),
+          weight_decay: float = typer.Option(5e-4),
           loss: str = typer.Option("ce", help="ce | tet"), width_mult: float = typer.Option(1.0),
+          norm: str = typer.Option("auto", help="auto | tdbn | bn | none (auto: none for mlp)"),
+          time_slice: int = typer.Option(0, help="Online training: k steps per slice (0: BPTT)."),
+          qcfs_levels: int = typer.Option(4, help="L of the QCFS activation."),
+          hybrid_from: Optional[Path] = typer.Option(None, help="A QCFS ANN checkpoint to "
+                                                     "convert to LM-H and fine-tune."),
+          device: str = typer.Option("cpu", help="cpu | cuda"),
           seed: int = typer.Option(0), out_path: Path = typer.Option(Path("model.pt"), "--out"),
           json_path: Optional[Path] = typer.Option(None, "--json")) -> None:
-    """Train a spiking network and write a self-describing checkpoint."""
+    """Train a spiking network (or a QCFS ANN) and write a self-describing checkpoint."""
     from models.training_job import TrainJob, run_training_job
 
     job = TrainJob(dataset=dataset, data_dir=data_dir, arch=arch, neuron=neuron, factors=factors,
-                   timesteps=timesteps, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
-                   width_mult=width_mult, seed=seed, out=str(out_path),
-                   json_path=str(json_path) if json_path else None)
+                   timesteps=timesteps, epochs=epochs, batch_size=batch_size, lr=lr,
+                   weight_decay=weight_decay, loss=loss, width_mult=width_mult, norm=norm,
+                   time_slice=time_slice, qcfs_levels=qcfs_levels,
+                   hybrid_from=str(hybrid_from) if hybrid_from else None, device=device,
+                   seed=seed, out=str(out_path), json_path=str(json_path) if json_path else None)
     with clean_errors(), Progress(TextColumn("{task.description}"), BarColumn(),
                                   TextColumn("{task.completed}/{task.total} epochs"),
                                   TimeElapsedColumn(), console=console) as progress:
@@ -351,8 +361,9 @@ def demo(workdir: Optional[Path] = typer.Option(None, help="Where to write model
     artifact = workdir / "build"
     console.rule("1/4 train an LM-H MLP on scikit-learn digits")
     train(dataset="digits", data_dir=None, arch="mlp", neuron="lmh", factors="progressive",
-          timesteps=timesteps, epochs=epochs, batch_size=64, lr=0.025, loss="ce", width_mult=1.0,
-          seed=0, out_path=model, json_path=workdir / "train.json")
+          timesteps=timesteps, epochs=epochs, batch_size=64, lr=0.025, weight_decay=5e-4,
+          loss="ce", width_mult=1.0, norm="auto", time_slice=0, qcfs_levels=4, hybrid_from=None,
+          device="cpu", seed=0, out_path=model, json_path=workdir / "train.json")
     console.rule("2/4 compile for Lava (fixed point)")
     compile(model=model, target="lava-sim", outdir=artifact, calibration_samples=64,
             dataset=None, timesteps=None, dt=None)

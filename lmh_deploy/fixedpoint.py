@@ -52,7 +52,10 @@ def saturate(x: np.ndarray, bits: int = STATE_BITS) -> tuple[np.ndarray, np.ndar
 
 def mul_shift(factor: np.ndarray, value: np.ndarray) -> np.ndarray:
     """``round(factor * value / 4096)``, half up, in int64 (24 x 12 bits fits)."""
-    return (factor.astype(np.int64) * value.astype(np.int64) + (1 << (FACTOR_SHIFT - 1))) >> FACTOR_SHIFT
+    product = np.asarray(factor, np.int64) * np.asarray(value, np.int64)  # no copy if int64
+    product += 1 << (FACTOR_SHIFT - 1)
+    product >>= FACTOR_SHIFT
+    return product
 
 
 def quantize_factor(value: np.ndarray | float, offset: float = 0.0) -> np.ndarray:
@@ -73,14 +76,16 @@ def dense_output(weight_lava, weight_exp: int, presyn: np.ndarray) -> np.ndarray
     (any dtype holding integer values); ``presyn`` is (..., n_in) spikes (0/1) or graded
     integers; returns (..., n_out) int64.
     """
-    # float64 BLAS is exact for integer sums below 2**53 and far faster than numpy's
-    # integer matmul; the bound below is checked, so the result is always the int64 one.
+    # Float BLAS is exact while every partial sum is an integer below 2**24 (float32) or
+    # 2**53 (float64), and far faster than numpy's integer matmul; the bound is checked,
+    # so the result is always the int64 one.
     peak_w = float(abs(weight_lava).max()) if weight_lava.shape[0] * weight_lava.shape[1] else 0.0
     bound = peak_w * float(np.abs(presyn).max(initial=0)) * weight_lava.shape[1]
     flat = presyn.reshape(-1, presyn.shape[-1])
+    exact_dtype = np.float32 if bound < 2.0 ** 24 else np.float64
     if bound < 2.0 ** 53:
-        w = weight_lava if weight_lava.dtype == np.float64 else weight_lava.astype(np.float64)
-        acc = np.rint(np.asarray((w @ flat.astype(np.float64).T).T)).astype(np.int64)
+        w = weight_lava if weight_lava.dtype == exact_dtype else weight_lava.astype(exact_dtype)
+        acc = np.rint(np.asarray((w @ flat.astype(exact_dtype).T).T)).astype(np.int64)
     else:
         acc = np.asarray((weight_lava.astype(np.int64) @ flat.astype(np.int64).T).T)
     acc = acc.reshape(presyn.shape[:-1] + (weight_lava.shape[0],))
@@ -101,9 +106,10 @@ def conv_output(kernel_lava: np.ndarray, weight_exp: int, presyn: np.ndarray,
         * int(np.prod(kernel_lava.shape[1:]))
     if bound >= 2.0 ** 53:
         raise OverflowError(f"convolution sums up to {bound:.3g} exceed exact float64 range")
-    x = torch.from_numpy(np.ascontiguousarray(presyn, dtype=np.float64)).reshape(
+    dtype = np.float32 if bound < 2.0 ** 24 else np.float64  # exact either way
+    x = torch.from_numpy(np.ascontiguousarray(presyn, dtype=dtype)).reshape(
         (-1,) + tuple(input_shape))
-    w = torch.from_numpy(np.ascontiguousarray(kernel_lava, dtype=np.float64))
+    w = torch.from_numpy(np.ascontiguousarray(kernel_lava, dtype=dtype))
     acc = torch.nn.functional.conv2d(x, w, stride=tuple(stride), padding=tuple(padding))
     acc = np.rint(acc.reshape(acc.shape[0], -1).numpy()).astype(np.int64)
     return shift_sum(acc, weight_exp)
@@ -153,12 +159,27 @@ def lmh_step(params: LMHFixedParams, step: int, v_d: np.ndarray, v_s: np.ndarray
     where ``f*v`` is :func:`mul_shift` and ``lam' = lam - 1``.
     """
     mu_d, mu_s, lam_d_off, lam_s_off = params.factors_at(step)
-    v_d_new, sat_d = saturate(mul_shift(mu_d, v_d) + mul_shift(mu_s, v_s)
-                              + a_in.astype(np.int64) + params.bias)
-    m_s, sat_s = saturate(v_s + mul_shift(lam_s_off, v_s) + v_d_new + mul_shift(lam_d_off, v_d_new))
+    v_d_new = mul_shift(mu_d, v_d)
+    v_d_new += mul_shift(mu_s, v_s)
+    v_d_new += a_in
+    v_d_new += params.bias
+    v_d_new, sat_d = _saturate_counted(v_d_new)
+    m_s = mul_shift(lam_s_off, v_s)
+    m_s += v_s
+    m_s += v_d_new
+    m_s += mul_shift(lam_d_off, v_d_new)
+    m_s, sat_s = _saturate_counted(m_s)
     spikes = m_s >= params.theta
-    v_s_new = m_s - spikes * np.int64(params.theta)
-    return v_d_new, v_s_new, spikes, int(sat_d.sum() + sat_s.sum())
+    m_s[spikes] -= params.theta  # subtractive (soft) reset; m_s becomes v_s[t]
+    return v_d_new, m_s, spikes, sat_d + sat_s
+
+
+def _saturate_counted(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """:func:`saturate` with a cheap path when nothing is out of range (the common case)."""
+    if x.size == 0 or (x.min() >= STATE_MIN and x.max() <= STATE_MAX):
+        return x, 0
+    clipped, mask = saturate(x)
+    return clipped, int(mask.sum())
 
 
 def quantize_input(x: np.ndarray, scale: float, bits: int = INPUT_BITS) -> np.ndarray:

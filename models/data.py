@@ -362,8 +362,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, *,
 
 
 def make_loaders(train: torch.utils.data.Dataset, test: torch.utils.data.Dataset,
-                 batch_size: int = 64, seed: int = 0, num_workers: int = 0
-                 ) -> tuple[DataLoader, DataLoader]:
+                 batch_size: int = 64, seed: int = 0, num_workers: int = 0, *,
+                 rank: int = 0, world_size: int = 1) -> tuple[DataLoader, DataLoader]:
     """Batch a train/test pair; the train order is shuffled reproducibly.
 
     Parameters
@@ -377,6 +377,13 @@ def make_loaders(train: torch.utils.data.Dataset, test: torch.utils.data.Dataset
         a run is repeatable without touching torch's global RNG.
     num_workers : int, default 0
         Loader worker processes; 0 loads in the calling process.
+    rank, world_size : int, default 0 and 1
+        Distributed data parallel (:mod:`models.distributed`): ``batch_size`` stays
+        the *global* batch; every rank draws the same seeded shuffle and takes its
+        contiguous part of each global batch
+        (:class:`~models.distributed.ShardedBatchSampler`), so the union over ranks of
+        step ``i`` is the ``i``-th batch of the single-process loader. The test set is
+        cut into ``world_size`` contiguous shards (no padding, no duplicates).
 
     Returns
     -------
@@ -386,6 +393,23 @@ def make_loaders(train: torch.utils.data.Dataset, test: torch.utils.data.Dataset
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     generator = torch.Generator().manual_seed(seed)
+    if world_size > 1:
+        from torch.utils.data import BatchSampler, RandomSampler
+
+        from models.distributed import ShardedBatchSampler, ShardSampler
+
+        # what DataLoader(shuffle=True, generator=...) builds, then cut per rank; the
+        # loader keeps the generator too (each epoch's iterator draws its worker seed
+        # from it), so the sequence of shuffles is the single-process one
+        batches = BatchSampler(RandomSampler(train, generator=generator), batch_size,
+                               drop_last=False)
+        train_loader = DataLoader(train, batch_sampler=ShardedBatchSampler(batches, rank,
+                                                                           world_size),
+                                  generator=generator, num_workers=num_workers)
+        test_loader = DataLoader(test, batch_size=batch_size,
+                                 sampler=ShardSampler(len(test), rank, world_size),
+                                 num_workers=num_workers)
+        return train_loader, test_loader
     train_loader = DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator,
                               num_workers=num_workers)
     test_loader = DataLoader(test, batch_size=batch_size, shuffle=False,

@@ -133,11 +133,12 @@ class LMHNeuron(nn.Module):
         v_d, v_s = self.v_d, self.v_s
         out = []
         rows = table["mu_d"].shape[0]
-        for t in range(current.shape[0]):
+        # unbind, not current[t]: indexing costs a full-size zero fill per step in backward.
+        for t, current_t in enumerate(current.unbind(0)):
             k = min(self.step_offset + t, rows - 1)
             mu_d, mu_s, lam_d, lam_s = (self._broadcast(table[n][k], current.dim() - 1)
                                         for n in FACTOR_NAMES)
-            v_d = mu_d * v_d + mu_s * v_s + current[t]
+            v_d = mu_d * v_d + mu_s * v_s + current_t
             m_s = lam_s * v_s + lam_d * v_d
             spike = spike_fn(m_s - theta, self.gamma)
             # Reset detached in backward: dv_s/dm_s = 1 (Eq. 8-9).

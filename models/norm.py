@@ -21,6 +21,14 @@ standard attribute names ``running_mean``, ``running_var``, ``weight``, ``bias``
     ``theta`` the threshold of the neuron the layer feeds and ``alpha`` = 1, or
     ``1/sqrt(2)`` for the two branches that are summed in a residual block.
 
+Distributed training (``torchrun``, :mod:`models.distributed`): when a process group
+of more than one process is initialised, both layers reduce their training statistics
+over all ranks, like :class:`torch.nn.SyncBatchNorm`: the per-channel sums (and then
+the sums of squared deviations from the global mean) are all-reduced with an
+autograd-aware all-reduce, so the normalisation, its gradient and the running
+statistics are those of the global batch, identical on every rank. Set the class
+attribute ``sync_stats = False`` to normalise with each rank's own batch instead.
+
 Fold algebra (inference; both layers; ``alpha_theta = 1`` for ``bn``)::
 
     y = weight * alpha_theta * (x - running_mean) / sqrt(running_var + eps) + bias
@@ -43,6 +51,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from models.distributed import differentiable_all_reduce, sync_batchnorm_active
+
 NORMS = ("none", "bn", "tdbn")
 
 
@@ -50,6 +60,8 @@ class _TimeMajorBatchNorm(_BatchNorm):
     """Shared part: takes ``(T, B, C, ...)``; buffer ``alpha_theta`` scales the normalised value."""
 
     time_major = True
+    #: Reduce training statistics over all ranks when a multi-process group is initialised.
+    sync_stats = True
 
     def __init__(self, num_features: int, *, alpha: float = 1.0, theta: float = 1.0,
                  eps: float = 1e-5, momentum: float = 0.1) -> None:
@@ -99,15 +111,55 @@ class _TimeMajorBatchNorm(_BatchNorm):
         else:
             mean = x.mean(dim=[0] + dims)
             var = x.var(dim=[0] + dims, unbiased=False)
+        self._lerp_running(mean, var, n)
+
+    @torch.no_grad()
+    def _lerp_running(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
+        """EMA update with the biased ``var`` made unbiased by the per-step count ``n``."""
         var = var * (n / max(n - 1, 1))
         self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
         self.running_var.lerp_(var.to(self.running_var.dtype), self.momentum)
+
+    def _synced_normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Training forward with statistics over the batches of all ranks (SyncBatchNorm).
+
+        Two all-reduces (sums, then sums of squared deviations from the global mean: no
+        cancellation), both autograd-aware, so the gradient is that of the global-batch
+        normalisation. Works for an empty local batch. Computed in float32 (autocast).
+        """
+        per_step = isinstance(self, StepBatchNorm)
+        t, c = x.shape[0], x.shape[2]
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        dims = [1] + list(range(3, x.dim()))
+        if not per_step:
+            dims = [0] + dims
+        count = x[0].numel() // c if t else 0  # per step and channel on this rank
+        local_n = count if per_step else count * t
+        sums = xf.sum(dim=dims)  # (T, C) per step, else (C,)
+        packed = torch.cat([sums.reshape(-1), sums.new_full((1,), float(local_n))])
+        packed = differentiable_all_reduce(packed)
+        n = packed[-1].detach()
+        shape = (t, 1, c) if per_step else (1, 1, c)
+        shape = shape + (1,) * (x.dim() - 3)
+        mean = (packed[:-1] / n).reshape(shape)
+        centred = xf - mean
+        var = differentiable_all_reduce(centred.pow(2).sum(dim=dims)).reshape(shape) / n
+        channel = (1, 1, c) + (1,) * (x.dim() - 3)
+        scale = self.effective_weight().to(xf.dtype).reshape(channel) * torch.rsqrt(var + self.eps)
+        y = centred * scale + self.bias.to(xf.dtype).reshape(channel)
+        with torch.no_grad():
+            m, v = mean.detach().reshape(-1, c), var.detach().reshape(-1, c)
+            n_step = int(round(float(n))) if per_step else int(round(float(n))) // max(t, 1)
+            self._lerp_running(m.mean(0), v.mean(0), n_step)
+        return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         self._check_input_dim(x)
         if not self.training:
             return self._eval_or_joint(x, False)
         self.num_batches_tracked.add_(1)
+        if self.sync_stats and sync_batchnorm_active():
+            return self._synced_normalise(x)
         y = self._normalise(x)
         self._update_running(x.detach(), per_step=isinstance(self, StepBatchNorm))
         return y

@@ -24,9 +24,14 @@ def lmh_params(node: QLMH) -> fx.LMHFixedParams:
 
 
 def lava_weights(node: QDense):
-    """The integer weights Lava holds (``2 * mantissa``), as float64 for exact BLAS products."""
+    """The integer weights Lava holds (``2 * mantissa``), as floats for exact BLAS products.
+
+    float32 when a binary-input sum cannot reach 2**24 (``dense_output`` re-checks per call).
+    """
     w = fx.WEIGHT_LAVA_SCALE * node.weight_mant
-    return sp.csr_matrix(w, dtype=np.float64) if sp.issparse(w) else w.astype(np.float64)
+    fan_in = int(np.prod(w.shape[1:]))
+    dtype = np.float32 if not node.graded and 254 * fan_in < 2 ** 24 else np.float64
+    return sp.csr_matrix(w, dtype=dtype) if sp.issparse(w) else w.astype(dtype)
 
 
 def synaptic_input(node: QDense, weights, presyn: np.ndarray) -> np.ndarray:

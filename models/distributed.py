@@ -1,0 +1,339 @@
+"""torch.distributed plumbing for training and evaluation (issue 8), launched by ``torchrun``.
+
+Nothing here starts processes: ``torchrun`` (or any launcher that sets the same
+environment) does. :func:`init_from_env` reads ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` and initialises the default
+process group with ``gloo`` on CPU or ``nccl`` on CUDA (one GPU per process:
+``cuda:LOCAL_RANK``). Without those variables everything runs single-process
+and every helper below is the identity / a no-op.
+
+Semantics used by :func:`models.training_job.run_training_job` (see
+``docs/distributed.md``):
+
+* ``batch_size`` is the **global** batch: each optimiser step sees the same
+  ``batch_size`` samples as a single-process run, split into ``world_size``
+  contiguous parts (sizes differ by at most one), one per rank
+  (:class:`ShardedBatchSampler`). The learning rate therefore keeps its
+  single-process meaning and a run on ``N`` processes is the same optimisation
+  as on one, up to float summation order.
+* every rank's loss is weighted by ``n_rank * world_size / n_global``
+  (:func:`loss_weight`), so that DDP's gradient average equals the gradient of
+  the mean loss over the global batch even when the parts are unequal (the last
+  batch of an epoch) or empty.
+* batch-norm statistics are reduced over all ranks (:mod:`models.norm`).
+* only rank 0 writes files, logs or reports progress.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import BatchSampler, Sampler
+
+#: Variables torchrun sets for every worker; all must be present to go distributed.
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: ``rank`` of ``world_size``, its device and backend.
+
+    ``owns_group``: this context initialised the process group (and so destroys it).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"
+    backend: str | None = None
+    owns_group: bool = False
+
+    @property
+    def distributed(self) -> bool:
+        """A process group is in use (possibly of one process)."""
+        return self.backend is not None
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the only rank that writes files, logs and reports progress."""
+        return self.rank == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-simple summary stored in the training metrics."""
+        return {"world_size": self.world_size, "backend": self.backend, "device": self.device}
+
+
+def torchrun_env_present(env: dict[str, str] | None = None) -> bool:
+    """True when every variable of :data:`TORCHRUN_ENV` is set (we run under torchrun)."""
+    env = os.environ if env is None else env
+    return all(env.get(k) not in (None, "") for k in TORCHRUN_ENV)
+
+
+def env_rank() -> int:
+    """This process's rank from torchrun's environment (0 when not under torchrun).
+
+    Usable before the process group exists, e.g. to silence a progress bar on ranks > 0.
+    """
+    return int(os.environ.get("RANK", "0") or 0) if torchrun_env_present() else 0
+
+
+def is_main_process() -> bool:
+    """Rank 0 of the initialised group, else of torchrun's environment, else True."""
+    if is_initialized():
+        return dist.get_rank() == 0
+    return env_rank() == 0
+
+
+def is_initialized() -> bool:
+    """A default process group exists."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    """Processes in the default group (1 when there is none)."""
+    return dist.get_world_size() if is_initialized() else 1
+
+
+def rank() -> int:
+    """Rank in the default group (0 when there is none)."""
+    return dist.get_rank() if is_initialized() else 0
+
+
+def _device_for(device: str, local_rank: int) -> str:
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' requested but torch.cuda is not available")
+        if ":" in device:  # an explicit index is only meaningful single-process
+            return device
+        return f"cuda:{local_rank}"
+    if device != "cpu":
+        raise ValueError(f"unknown device {device!r}; supported: cpu, cuda")
+    return device
+
+
+def init_from_env(device: str = "cpu", *, timeout_s: float | None = None) -> DistContext:
+    """Join torchrun's process group when its environment is present.
+
+    * group already initialised (by the caller): use it, do not own it;
+    * torchrun environment present: ``init_process_group("nccl" on CUDA, else "gloo")``
+      with ``init_method="env://"``; on CUDA the process uses ``cuda:LOCAL_RANK``;
+    * otherwise: single process on ``device``.
+    """
+    if is_initialized():
+        local = int(os.environ.get("LOCAL_RANK", "0") or 0)
+        return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(),
+                           local_rank=local, device=_device_for(device, local),
+                           backend=dist.get_backend(), owns_group=False)
+    if not torchrun_env_present():
+        return DistContext(device=_device_for(device, 0))
+    if not dist.is_available():
+        raise RuntimeError("torchrun environment found but this torch has no torch.distributed")
+    local = int(os.environ["LOCAL_RANK"])
+    dev = _device_for(device, local)
+    backend = "nccl" if dev.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(torch.device(dev))
+    kwargs: dict[str, Any] = {"backend": backend, "init_method": "env://"}
+    if timeout_s is not None:
+        from datetime import timedelta
+
+        kwargs["timeout"] = timedelta(seconds=timeout_s)
+    if backend == "nccl":
+        kwargs["device_id"] = torch.device(dev)
+    dist.init_process_group(**kwargs)
+    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local,
+                       device=dev, backend=backend, owns_group=True)
+
+
+def shutdown(ctx: DistContext) -> None:
+    """Destroy the process group if ``ctx`` created it."""
+    if ctx.owns_group and is_initialized():
+        dist.destroy_process_group()
+
+
+@contextmanager
+def distributed_context(device: str = "cpu") -> Iterator[DistContext]:
+    """``init_from_env`` on entry, :func:`shutdown` on exit (also after an exception)."""
+    ctx = init_from_env(device)
+    try:
+        yield ctx
+    finally:
+        shutdown(ctx)
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op without a group)."""
+    if is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def all_reduce_sum(values: Sequence[float] | torch.Tensor, device: str = "cpu") -> torch.Tensor:
+    """Sum a small vector over ranks (float64; returned on the CPU)."""
+    t = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+    if is_initialized() and dist.get_world_size() > 1:
+        # nccl reduces only CUDA tensors; gloo takes CPU tensors
+        on = t.to(device) if dist.get_backend() == "nccl" else t
+        dist.all_reduce(on, op=dist.ReduceOp.SUM)
+        t = on.cpu()
+    return t
+
+
+def all_reduce_max(value: float, device: str = "cpu") -> float:
+    """Largest ``value`` over ranks."""
+    t = torch.tensor([float(value)], dtype=torch.float64)
+    if is_initialized() and dist.get_world_size() > 1:
+        on = t.to(device) if dist.get_backend() == "nccl" else t
+        dist.all_reduce(on, op=dist.ReduceOp.MAX)
+        t = on.cpu()
+    return float(t.item())
+
+
+class _DifferentiableAllReduce(torch.autograd.Function):
+    """``sum over ranks`` whose backward is the sum of the incoming gradients over ranks.
+
+    Every rank's output is the same sum, and each rank back-propagates its own loss
+    through it, so ``d(sum_r L_r)/d x_local = sum_r dL_r/d(sum)``: an all-reduce of the
+    gradient (what :class:`torch.nn.SyncBatchNorm` does in its backward).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        out = x.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+def differentiable_all_reduce(x: torch.Tensor) -> torch.Tensor:
+    """Autograd-aware sum over ranks (identity without a multi-process group)."""
+    if not (is_initialized() and dist.get_world_size() > 1):
+        return x
+    return _DifferentiableAllReduce.apply(x)
+
+
+def sync_batchnorm_active() -> bool:
+    """Batch-norm statistics are reduced over ranks: a group of more than one process."""
+    return is_initialized() and dist.get_world_size() > 1
+
+
+# --------------------------------------------------------------------------- data
+
+
+def split_sizes(n: int, parts: int) -> list[int]:
+    """Sizes of ``parts`` contiguous pieces of ``n`` items; the first ``n % parts`` get one more."""
+    if parts < 1:
+        raise ValueError(f"parts must be >= 1, got {parts}")
+    base, extra = divmod(int(n), parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def shard_bounds(n: int, rank: int, parts: int) -> tuple[int, int]:
+    """``[start, stop)`` of piece ``rank`` in :func:`split_sizes` (contiguous, deterministic)."""
+    if not 0 <= rank < parts:
+        raise ValueError(f"rank {rank} outside 0..{parts - 1}")
+    sizes = split_sizes(n, parts)
+    start = sum(sizes[:rank])
+    return start, start + sizes[rank]
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Each global batch of ``batch_sampler``, cut into ``world_size`` contiguous parts.
+
+    Rank ``r`` gets part ``r`` of every global batch, so all ranks take the same number
+    of steps per epoch (no DDP hang on uneven data, no duplicated padding samples as
+    :class:`~torch.utils.data.DistributedSampler` adds) and the union of the parts of
+    step ``i`` is exactly the ``i``-th batch of the single-process loader. Every rank
+    builds ``batch_sampler`` from the same seed, so all ranks draw the same shuffle.
+    A part may be empty when a global batch is smaller than ``world_size``.
+
+    ``set_epoch`` exists for the usual ``DistributedSampler`` loop; the order already
+    advances per epoch exactly as in the single-process loader (a seeded generator
+    shared by all epochs), so it only records the epoch.
+    """
+
+    def __init__(self, batch_sampler: BatchSampler | Sampler[list[int]], rank: int,
+                 world_size: int) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
+        self.batch_sampler = batch_sampler
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Record the epoch (the shuffle is driven by the shared seeded generator)."""
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batch_sampler:
+            start, stop = shard_bounds(len(batch), self.rank, self.world_size)
+            yield list(batch[start:stop])
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)  # type: ignore[arg-type]
+
+
+class ShardSampler(Sampler[int]):
+    """The contiguous share ``rank`` of ``range(n)`` (evaluation: no padding, no duplicates)."""
+
+    def __init__(self, n: int, rank: int, world_size: int) -> None:
+        self.start, self.stop = shard_bounds(n, rank, world_size)
+        self.num_replicas = world_size
+        self.rank = rank
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def loss_weight(local_n: int, device: str = "cpu") -> tuple[float, int]:
+    """``(n_local * world_size / n_global, n_global)`` for one step (1.0 single-process).
+
+    DDP averages gradients over ranks; weighting each rank's batch-mean loss by this
+    factor makes that average the gradient of the mean over the global batch.
+    """
+    ws = world_size()
+    if ws == 1:
+        return 1.0, local_n
+    n_global = int(all_reduce_sum([float(local_n)], device).item())
+    return (local_n * ws / n_global if n_global else 0.0), n_global
+
+
+# --------------------------------------------------------------------------- model
+
+
+def wrap_ddp(model: nn.Module, device: str) -> nn.Module:
+    """``DistributedDataParallel(model)`` when a group exists, else ``model``.
+
+    ``broadcast_buffers=False``: the only buffers that change in training are the
+    batch-norm running statistics, and those are computed from statistics reduced over
+    all ranks (:mod:`models.norm`), hence identical everywhere; re-broadcasting them at
+    every forward would only cost time (and would need every rank to run every forward).
+    """
+    if not is_initialized():
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if device.startswith("cuda"):
+        idx = torch.device(device).index
+        return DDP(model, device_ids=[idx], output_device=idx, broadcast_buffers=False)
+    return DDP(model, broadcast_buffers=False)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` wrapper (or ``model`` itself)."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return model.module if isinstance(model, DDP) else model
