@@ -317,19 +317,26 @@ def loss_weight(local_n: int, device: str = "cpu") -> tuple[float, int]:
 def wrap_ddp(model: nn.Module, device: str) -> nn.Module:
     """``DistributedDataParallel(model)`` when a group exists, else ``model``.
 
-    ``broadcast_buffers=False``: the only buffers that change in training are the
+    No buffer sync in forward (``forward_sync_buffers=False``; ``broadcast_buffers=False``
+    before torch 2.13): the only buffers that change in training are the
     batch-norm running statistics, and those are computed from statistics reduced over
     all ranks (:mod:`models.norm`), hence identical everywhere; re-broadcasting them at
     every forward would only cost time (and would need every rank to run every forward).
     """
     if not is_initialized():
         return model
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel as DDP
 
+    # torch >= 2.13 renames the flag (the old name still works but warns)
+    params = inspect.signature(DDP.__init__).parameters
+    kwargs: dict[str, Any] = ({"forward_sync_buffers": False} if "forward_sync_buffers" in params
+                              else {"broadcast_buffers": False})
     if device.startswith("cuda"):
         idx = torch.device(device).index
-        return DDP(model, device_ids=[idx], output_device=idx, broadcast_buffers=False)
-    return DDP(model, broadcast_buffers=False)
+        kwargs.update(device_ids=[idx], output_device=idx)
+    return DDP(model, **kwargs)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

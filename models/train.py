@@ -16,11 +16,26 @@ the peak over every forward/backward of training is reported. This is the
 activation memory of training: it is what BPTT keeps alive for ``T`` steps and
 time-slicing for ``k``; it is measured the same way for every mode and device, and
 unlike ``tracemalloc`` it sees tensor memory (allocator overhead, the weights,
-gradients and optimiser state are not included).
+gradients and optimiser state are not included). Under DDP it is the largest over ranks.
+
+Distributed data parallel (``torchrun``; see :mod:`models.distributed` and
+``docs/distributed.md``): when a process group is initialised, :func:`train` wraps the
+model in ``DistributedDataParallel``; the loaders must then come from
+``make_loaders(..., rank=, world_size=)``, whose batches are the rank's part of the
+global batch. Each rank's batch-mean loss is weighted by ``n_rank * world / n_global``
+(:func:`models.distributed.loss_weight`) so that DDP's gradient average is the gradient
+of the global-batch mean. Time-slicing takes ``ceil(T/k)`` optimiser steps per batch,
+so every slice's backward must all-reduce its gradients before its step: ``no_sync``
+(gradient accumulation without communication) does not apply, and a batch costs
+``ceil(T/k)`` gradient all-reduces instead of one. :func:`evaluate` on a sharded test
+loader all-reduces ``correct``/``total``, so every rank reports the full test set's
+accuracy. Mixed precision (``amp=True``, CUDA only): ``torch.autocast`` (float16) for
+forward and loss, ``torch.amp.GradScaler`` for backward and step.
 """
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -28,6 +43,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from models import distributed as D
 from models.losses import LOSSES
 
 
@@ -38,6 +54,8 @@ class TrainConfig:
     ``time_slice``: ``k`` steps per slice (``None`` or 0: full BPTT over ``T`` steps).
     ``timesteps``: ``T`` of training (``None``: the model's own ``timesteps``; time-major
     data always uses its own number of frames).
+    ``amp``: mixed precision (autocast float16 + GradScaler); CUDA devices only.
+    ``log`` and ``progress`` are only called on rank 0 under DDP.
     """
 
     epochs: int = 10
@@ -49,6 +67,7 @@ class TrainConfig:
     device: str = "cpu"
     time_slice: int | None = None
     timesteps: int | None = None
+    amp: bool = False
     log: Callable[[str], None] | None = None
     history: list = field(default_factory=list)
 
@@ -111,10 +130,23 @@ def _set_stateful(model: nn.Module, stateful: bool) -> None:
         model.set_stateful(stateful)
 
 
+def _sharded(loader: DataLoader, distributed: bool | None) -> bool:
+    """Reduce over ranks: asked to, or (``None``) the loader holds one rank's test shard."""
+    if distributed is None:
+        distributed = isinstance(getattr(loader, "sampler", None), D.ShardSampler)
+    return bool(distributed) and D.world_size() > 1
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, *, timesteps: int | None = None,
-             device: str = "cpu") -> float:
-    """Top-1 accuracy of the time-averaged output."""
+             device: str = "cpu", distributed: bool | None = None) -> float:
+    """Top-1 accuracy of the time-averaged output.
+
+    ``distributed``: all-reduce ``correct``/``total`` over ranks (every rank gets the
+    accuracy of the whole test set); ``None``: when ``loader`` is a rank's shard
+    (:class:`models.distributed.ShardSampler`) and a multi-process group exists.
+    """
+    model = D.unwrap(model)
     model.eval()
     _set_stateful(model, False)
     correct = total = 0
@@ -123,18 +155,22 @@ def evaluate(model: nn.Module, loader: DataLoader, *, timesteps: int | None = No
         out = model(x, timesteps) if timesteps else model(x)
         correct += int((out.mean(0).argmax(1).cpu() == y).sum())
         total += len(y)
+    if _sharded(loader, distributed):
+        correct, total = (int(v) for v in D.all_reduce_sum([correct, total], device))
     return correct / max(total, 1)
 
 
 @torch.no_grad()
 def evaluate_per_timestep(model: nn.Module, loader: DataLoader, *, timesteps: int,
-                          device: str = "cpu") -> list[float]:
+                          device: str = "cpu", distributed: bool | None = None) -> list[float]:
     """Accuracy of the output averaged over the first ``t`` steps, for ``t = 1..timesteps``.
 
     One run of ``timesteps`` steps: the network is causal, so its first ``t`` outputs are
     those of a run of ``t`` steps (radical factors beyond the trained ``T`` reuse the last
     trained row, in both cases). A network with one output (an ANN) repeats its accuracy.
+    ``distributed``: as in :func:`evaluate`.
     """
+    model = D.unwrap(model)
     model.eval()
     _set_stateful(model, False)
     correct = torch.zeros(timesteps)
@@ -149,43 +185,79 @@ def evaluate_per_timestep(model: nn.Module, loader: DataLoader, *, timesteps: in
             hits = torch.cat([hits, hits[-1:].expand(timesteps - hits.shape[0])])
         correct += hits
         total += len(y)
+    if _sharded(loader, distributed):
+        reduced = D.all_reduce_sum(torch.cat([correct.double(), torch.tensor([float(total)])]),
+                                   device)
+        correct, total = reduced[:-1], int(reduced[-1])
     return (correct / max(total, 1)).tolist()
+
+
+def _autocast(device: str, amp: bool):
+    if not amp:
+        return nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.float16)
 
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, x: torch.Tensor,
                y: torch.Tensor, *, timesteps: int | None, time_slice: int | None,
-               meter: SavedTensorMeter | None = None) -> tuple[float, int]:
-    """One batch: full BPTT, or ``ceil(T/k)`` slice updates; returns ``(mean loss, steps)``."""
+               meter: SavedTensorMeter | None = None,
+               scaler: "torch.amp.GradScaler | None" = None) -> tuple[float, int]:
+    """One batch: full BPTT, or ``ceil(T/k)`` slice updates; returns ``(mean loss, steps)``.
+
+    ``model`` may be wrapped in ``DistributedDataParallel``: the forward goes through the
+    wrapper (its backward all-reduces the gradients, once per optimiser step, i.e. once
+    per slice), the neuron-state methods go to the wrapped module. ``scaler``: mixed
+    precision (forward under ``torch.autocast``, backward/step through the scaler). The
+    returned loss is this rank's unweighted batch-mean loss.
+    """
+    base = D.unwrap(model)
     x = time_major(x)
     static = x.dim() in (2, 4)
-    steps = (timesteps or getattr(model, "timesteps", 1)) if static else x.shape[0]
+    steps = (timesteps or getattr(base, "timesteps", 1)) if static else x.shape[0]
     meter = meter or SavedTensorMeter()
+    amp = scaler is not None
+    device = x.device.type
+    weight, _ = D.loss_weight(len(y), str(x.device)) if D.world_size() > 1 else (1.0, len(y))
+
+    def objective(out: torch.Tensor) -> tuple[torch.Tensor, float]:
+        if len(y) == 0:  # an empty part of a small global batch: no loss, zero gradients
+            return out.sum() * 0.0, 0.0
+        loss = loss_fn(out, y)
+        return (loss * weight if weight != 1.0 else loss), float(loss.detach())
+
+    def update(loss: torch.Tensor) -> None:
+        if amp:
+            scaler.scale(loss).backward()
+            meter.release()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            meter.release()
+            opt.step()
+
     if not time_slice or time_slice >= steps:
         opt.zero_grad(set_to_none=True)
-        with meter:
-            loss = loss_fn(model(x, steps), y)
-        loss.backward()
-        meter.release()
-        opt.step()
-        return float(loss.detach()), 1
-    if getattr(model, "is_ann", False):
+        with meter, _autocast(device, amp):
+            loss, value = objective(model(x, steps))
+        update(loss)
+        return value, 1
+    if getattr(base, "is_ann", False):
         raise ValueError("time-slicing trains spiking networks; a QCFS ANN has no time steps")
-    model.set_stateful(True)
+    base.set_stateful(True)
     losses = []
     try:
         for start in range(0, steps, time_slice):
             k = min(time_slice, steps - start)
             opt.zero_grad(set_to_none=True)
-            with meter:
+            with meter, _autocast(device, amp):
                 out = model(x if static else x[start:start + k], k)
-                loss = loss_fn(out, y)
-            loss.backward()
-            meter.release()
-            opt.step()
-            model.detach_state()
-            losses.append(float(loss.detach()))
+                loss, value = objective(out)
+            update(loss)  # under DDP: one gradient all-reduce per slice (no no_sync)
+            base.detach_state()
+            losses.append(value)
     finally:
-        model.set_stateful(False)
+        base.set_stateful(False)
     return sum(losses) / len(losses), len(losses)
 
 
@@ -200,36 +272,52 @@ def train(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         raise ValueError(f"time_slice must be >= 1 (or 0/None for full BPTT), got {cfg.time_slice}")
     if cfg.time_slice and getattr(model, "is_ann", False):
         raise ValueError("time-slicing trains spiking networks; a QCFS ANN has no time steps")
+    if cfg.amp and not str(cfg.device).startswith("cuda"):
+        raise ValueError("mixed precision (amp) needs a CUDA device; got device "
+                         f"{cfg.device!r}")
     loss_fn = LOSSES[cfg.loss]
     model.to(cfg.device)
+    net = D.wrap_ddp(model, cfg.device)  # the model itself without a process group
+    main = D.rank() == 0
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
+    scaler = torch.amp.GradScaler("cuda") if cfg.amp else None
     meter = SavedTensorMeter.for_model(model)
     seconds = []
     acc = 0.0
     opt_steps = 0
     for epoch in range(cfg.epochs):
-        model.train()
+        for sampler in (getattr(train_loader, "batch_sampler", None),
+                        getattr(train_loader, "sampler", None)):
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+        net.train()
         start = time.perf_counter()
-        total_loss, batches = 0.0, 0
+        weighted, counts = [], []  # per batch: this rank's loss * samples, samples
         for x, y in train_loader:
-            loss, n = train_step(model, opt, loss_fn, x.to(cfg.device), y.to(cfg.device),
-                                 timesteps=cfg.timesteps, time_slice=cfg.time_slice, meter=meter)
-            total_loss += loss
-            batches += 1
+            loss, n = train_step(net, opt, loss_fn, x.to(cfg.device), y.to(cfg.device),
+                                 timesteps=cfg.timesteps, time_slice=cfg.time_slice, meter=meter,
+                                 scaler=scaler)
+            weighted.append(loss * len(y))
+            counts.append(float(len(y)))
             opt_steps += n
         sched.step()
         seconds.append(time.perf_counter() - start)
+        if D.world_size() > 1:  # per-batch means over the global batches
+            red = D.all_reduce_sum(weighted + counts, cfg.device)
+            weighted, counts = red[:len(weighted)].tolist(), red[len(weighted):].tolist()
+        batch_means = [w / c for w, c in zip(weighted, counts) if c]
+        epoch_loss = sum(batch_means) / max(len(batch_means), 1)
         acc = evaluate(model, test_loader, timesteps=cfg.timesteps, device=cfg.device)
-        cfg.history.append({"epoch": epoch + 1, "loss": total_loss / max(batches, 1),
+        cfg.history.append({"epoch": epoch + 1, "loss": epoch_loss,
                             "accuracy": acc, "seconds": seconds[-1]})
-        if cfg.log:
-            cfg.log(f"epoch {epoch + 1}/{cfg.epochs}: loss {total_loss / max(batches, 1):.4f} "
+        if cfg.log and main:
+            cfg.log(f"epoch {epoch + 1}/{cfg.epochs}: loss {epoch_loss:.4f} "
                     f"acc {acc:.4f} ({seconds[-1]:.1f} s)")
-        if progress:
+        if progress and main:
             progress(epoch + 1, cfg.epochs, acc)
     return {"accuracy": acc, "epochs": cfg.epochs,
             "seconds_per_epoch": sum(seconds) / max(len(seconds), 1),
-            "peak_memory_bytes": int(meter.peak), "optimizer_steps": opt_steps,
-            "history": cfg.history}
+            "peak_memory_bytes": int(D.all_reduce_max(meter.peak, cfg.device)),
+            "optimizer_steps": opt_steps, "history": cfg.history}

@@ -14,6 +14,17 @@ The metrics (returned, written to ``json_path`` and stored in the checkpoint) al
 ``accuracy``, ``epochs``, ``peak_memory_bytes`` (see :mod:`models.train`) and
 ``seconds_per_epoch``; hybrid jobs add ``hybrid: {ann_accuracy, converted_accuracy,
 levels, timesteps}``.
+
+Distributed (``torchrun``; ``docs/distributed.md``): when torchrun's environment
+(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) is present,
+the job joins the process group (gloo on ``device="cpu"``, nccl on ``"cuda"``, one GPU
+per process), trains through ``DistributedDataParallel`` with ``batch_size`` as the
+*global* batch (split over the ranks; the lr keeps its single-process meaning),
+synchronises BN/tdBN statistics across ranks, evaluates on the whole test set (each
+rank a shard, counts all-reduced) and returns the same metrics on every rank, with
+``distributed: {world_size, backend, device}`` added. Only rank 0 writes the checkpoint
+and the JSON file and calls ``progress``. ``amp=True`` (CUDA only) trains with mixed
+precision.
 """
 from __future__ import annotations
 
@@ -24,6 +35,7 @@ from typing import Callable
 
 import torch
 
+from models import distributed as D
 from models.architectures import ARCHITECTURES, DEFAULT_NORM, NEURONS, build
 from models.checkpoint import save_checkpoint
 from models.data import load_dataset, make_loaders
@@ -55,7 +67,8 @@ class TrainJob:
     time_slice: int = 0                 # k steps per slice; 0 = full BPTT
     qcfs_levels: int = 4                # L of neuron="qcfs"
     hybrid_from: str | None = None      # QCFS checkpoint to convert and fine-tune
-    device: str = "cpu"
+    device: str = "cpu"                 # cpu | cuda (under torchrun: cuda:LOCAL_RANK)
+    amp: bool = False                   # mixed precision (autocast + GradScaler), CUDA only
 
 
 def _check(job: TrainJob) -> None:
@@ -79,16 +92,38 @@ def _check(job: TrainJob) -> None:
     if job.hybrid_from and job.neuron != "lmh":
         raise ValueError(f"hybrid_from converts a QCFS ANN to LM-H; neuron must be 'lmh', "
                          f"got {job.neuron!r}")
+    if job.device != "cpu" and not job.device.startswith("cuda"):
+        raise ValueError(f"unknown device {job.device!r}; supported: cpu, cuda")
+    if job.amp and not job.device.startswith("cuda"):
+        raise ValueError("amp (mixed precision) needs device='cuda'")
+    if job.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {job.batch_size}")
 
 
 def run_training_job(job: TrainJob,
                      progress: Callable[[int, int, float], None] | None = None) -> dict:
-    """Train, write the checkpoint to ``job.out`` (and metrics to ``job.json_path``)."""
+    """Train, write the checkpoint to ``job.out`` (and metrics to ``job.json_path``).
+
+    Under torchrun (see the module docstring) every rank trains its part of each global
+    batch and returns the same metrics; only rank 0 writes files and calls ``progress``.
+    A process group this call initialised is destroyed before it returns.
+    """
     _check(job)
-    torch.manual_seed(job.seed)
+    ctx = D.init_from_env(job.device)
+    try:
+        return _run(job, ctx, progress)
+    finally:
+        D.shutdown(ctx)
+
+
+def _run(job: TrainJob, ctx: D.DistContext,
+         progress: Callable[[int, int, float], None] | None) -> dict:
+    device = ctx.device
+    torch.manual_seed(job.seed)  # same initial weights on every rank (DDP broadcasts anyway)
     train_set, test_set, spec = load_dataset(job.dataset, job.data_dir, seed=job.seed)
     train_loader, test_loader = make_loaders(train_set, test_set, batch_size=job.batch_size,
-                                             seed=job.seed)
+                                             seed=job.seed, rank=ctx.rank,
+                                             world_size=ctx.world_size)
     hybrid = None
     if job.hybrid_from:
         from models.checkpoint import load_checkpoint
@@ -107,9 +142,9 @@ def run_training_job(job: TrainJob,
             arch_kwargs=payload["arch_kwargs"], timesteps=job.timesteps, factors=job.factors)
         hybrid = {"ann": job.hybrid_from, "levels": int(arch_kwargs.get("qcfs_levels", 4)),
                   "timesteps": job.timesteps,
-                  "ann_accuracy": evaluate(ann.to(job.device), test_loader, device=job.device),
-                  "converted_accuracy": evaluate(model.to(job.device), test_loader,
-                                                 device=job.device)}
+                  "ann_accuracy": evaluate(ann.to(device), test_loader, device=device),
+                  "converted_accuracy": evaluate(model.to(device), test_loader,
+                                                 device=device)}
     else:
         arch = job.arch
         norm = DEFAULT_NORM[arch] if job.norm == "auto" else job.norm
@@ -119,21 +154,29 @@ def run_training_job(job: TrainJob,
             arch_kwargs["qcfs_levels"] = job.qcfs_levels
         model = build(arch, spec.input_shape, spec.num_classes, **arch_kwargs)
     cfg = TrainConfig(epochs=job.epochs, lr=job.lr, weight_decay=job.weight_decay,
-                      loss=job.loss, seed=job.seed, device=job.device,
-                      time_slice=job.time_slice or None, timesteps=job.timesteps)
-    metrics = train(model, train_loader, test_loader, cfg, progress=progress)
+                      loss=job.loss, seed=job.seed, device=device,
+                      time_slice=job.time_slice or None, timesteps=job.timesteps, amp=job.amp)
+    metrics = train(model, train_loader, test_loader, cfg,
+                    progress=progress if ctx.is_main else None)
     if hybrid is not None:
         metrics["hybrid"] = hybrid
     metrics["job"] = asdict(job)
     metrics["arch"] = arch
     metrics["arch_kwargs"] = arch_kwargs
+    if ctx.distributed:
+        metrics["distributed"] = ctx.as_dict()
     dataset = {"name": spec.name, "input_shape": list(spec.input_shape),
                "num_classes": spec.num_classes, "x_max": 1.0, "seed": job.seed,
                "data_dir": job.data_dir}
-    save_checkpoint(job.out, model.cpu(), arch=arch, arch_kwargs=arch_kwargs, dataset=dataset,
-                    metrics={k: v for k, v in metrics.items() if k != "history"})
-    if job.json_path:
-        path = Path(job.json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(metrics, indent=1))
+    if ctx.is_main:  # every rank holds the same weights; one writes them
+        save_checkpoint(job.out, model.cpu(), arch=arch, arch_kwargs=arch_kwargs,
+                        dataset=dataset,
+                        metrics={k: v for k, v in metrics.items() if k != "history"})
+        if job.json_path:
+            path = Path(job.json_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(metrics, indent=1))
+    else:
+        model.cpu()
+    D.barrier()  # on return, on any rank, the files exist
     return metrics
