@@ -24,6 +24,10 @@ class RunRecord:
     saturation: dict[str, int] = field(default_factory=dict)
     synops: dict[str, int] = field(default_factory=dict)
     readout_trace: np.ndarray | None = None  # (T, B, classes) per-step readout input
+    #: Spike statistics per layer, kept even when full rasters are not (streaming runs):
+    #: ``spikes_per_step`` (T,), ``active_neurons`` (neurons that fired in a sample, summed
+    #: over samples), ``neuron_steps`` (n * T * B).
+    spike_stats: dict[str, dict[str, np.ndarray | int]] = field(default_factory=dict)
 
     @property
     def predictions(self) -> np.ndarray:

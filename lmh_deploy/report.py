@@ -23,6 +23,15 @@ ANN_MAC_J = 4.6e-12
 SNN_AC_45NM_J = 0.9e-12
 
 
+def layer_spike_stats(rec: RunRecord, name: str) -> dict[str, Any]:
+    """Per-step counts, fired-neuron count and neuron-steps of a layer, from rasters or stats."""
+    if name in rec.spikes:
+        s = rec.spikes[name]  # (T, B, n)
+        return {"spikes_per_step": s.sum(axis=(1, 2)), "active_neurons": int(s.any(axis=0).sum()),
+                "neuron_steps": int(s.size)}
+    return rec.spike_stats[name]
+
+
 def summarize(graph: Graph, rec: RunRecord, labels: np.ndarray | None = None) -> dict[str, Any]:
     """Accuracy, per-layer spikes and synops, energy estimate (Loihi vs the equivalent ANN).
 
@@ -50,15 +59,15 @@ def summarize(graph: Graph, rec: RunRecord, labels: np.ndarray | None = None) ->
             "input_spikes": int(round(synops / fan_out)) if fan_out else 0, "synops": synops, "synops_per_sample": synops / batch,
             "ann_macs": macs}
         if isinstance(node, QLMH):
-            s = rec.spikes[name]  # (T, B, n)
-            count = int(s.sum())
+            stats = layer_spike_stats(rec, name)
+            count = int(stats["spikes_per_step"].sum())
             entry.update({
                 "output_spikes": count, "spikes_per_sample": count / batch,
-                "firing_rate": count / max(s.size, 1),
-                "spikes_per_step": s.sum(axis=(1, 2)).astype(int).tolist(),
+                "firing_rate": count / max(stats["neuron_steps"], 1),
+                "spikes_per_step": stats["spikes_per_step"].astype(int).tolist(),
                 "saturation_events": int(rec.saturation.get(name, 0))})
-            neuron_updates += s.size
-            active_updates += int(s.any(axis=0).sum()) * steps
+            neuron_updates += stats["neuron_steps"]
+            active_updates += stats["active_neurons"] * steps
             spikes_total += count
         layers.append(entry)
         synops_total += synops

@@ -8,8 +8,9 @@ the per-rank :class:`~lmh_deploy.record.RunRecord` are merged in rank order
 (:func:`merge_records`): per-sample arrays are concatenated along their sample axis
 (``logits`` axis 0; ``spikes``, ``state_trace``, ``readout_trace`` axis 1 of
 ``(T, B, ...)``; ``final_state`` axis 0), per-layer counters (``synops``,
-``saturation``) are summed. For ``sim/`` the merged record equals the unsharded
-one exactly (integer arithmetic; tested in ``tests/test_distributed.py``).
+``saturation``, and the per-layer ``spike_stats`` counts of streaming runs) are
+summed. For ``sim/`` the merged record equals the unsharded one exactly (integer
+arithmetic; tested in ``tests/test_distributed.py``).
 
 Lava records carry only the last sample's final state (``(1, n)``); merging
 concatenates those rows, so row ``-1`` is still the last sample's state, which is
@@ -84,6 +85,10 @@ def merge_records(records: Sequence[RunRecord | None]) -> RunRecord:
         merged.synops[name] = _sum([r.synops[name] for r in recs])
     if first.readout_trace is not None:
         merged.readout_trace = _cat([r.readout_trace for r in recs], 1)
+    for name, stats in getattr(first, "spike_stats", {}).items():
+        # counts over samples (per-step spike counts, active neurons, neuron-steps): sums
+        merged.spike_stats[name] = {key: _sum([r.spike_stats[name][key] for r in recs])
+                                    for key in stats}
     return merged
 
 
@@ -129,23 +134,26 @@ def _batch_axis(graph, x_int: np.ndarray) -> int:
     return 0 if x_int.ndim == len(q_input.shape) + 1 else 1
 
 
-def simulate_shard(graph, x_int: np.ndarray, timesteps: int, rank: int, world_size: int, *,
-                   record_states: bool = False) -> RunRecord | None:
-    """``sim.simulate`` on shard ``rank`` of ``world_size`` (``None`` if that shard is empty)."""
+def simulate_shard(graph, x_int: np.ndarray, timesteps: int, rank: int, world_size: int,
+                   **sim_kwargs) -> RunRecord | None:
+    """``sim.simulate`` on shard ``rank`` of ``world_size`` (``None`` if that shard is empty).
+
+    ``sim_kwargs`` go to ``simulate`` (e.g. ``record_states=True``).
+    """
     from sim import simulate
 
-    return run_sharded(lambda xs: simulate(graph, xs, timesteps, record_states=record_states),
+    return run_sharded(lambda xs: simulate(graph, xs, timesteps, **sim_kwargs),
                        x_int, axis=_batch_axis(graph, x_int), rank=rank,
                        world_size=world_size, gather=False)
 
 
-def simulate_sharded(graph, x_int: np.ndarray, timesteps: int, *,
-                     record_states: bool = False) -> RunRecord:
+def simulate_sharded(graph, x_int: np.ndarray, timesteps: int, **sim_kwargs) -> RunRecord:
     """``sim.simulate`` split over the ranks of the default group, merged on every rank.
 
-    Equals ``simulate(graph, x_int, timesteps)`` exactly; single-process it is that call.
+    Equals ``simulate(graph, x_int, timesteps, **sim_kwargs)`` exactly; single-process it
+    is that call.
     """
     from sim import simulate
 
-    return run_sharded(lambda xs: simulate(graph, xs, timesteps, record_states=record_states),
+    return run_sharded(lambda xs: simulate(graph, xs, timesteps, **sim_kwargs),
                        x_int, axis=_batch_axis(graph, x_int))

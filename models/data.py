@@ -396,7 +396,7 @@ def make_loaders(train: torch.utils.data.Dataset, test: torch.utils.data.Dataset
     if world_size > 1:
         from torch.utils.data import BatchSampler, RandomSampler
 
-        from models.distributed import ShardedBatchSampler, ShardSampler
+        from models.distributed import EmptySafeCollate, ShardedBatchSampler, ShardSampler
 
         # what DataLoader(shuffle=True, generator=...) builds, then cut per rank; the
         # loader keeps the generator too (each epoch's iterator draws its worker seed
@@ -405,7 +405,8 @@ def make_loaders(train: torch.utils.data.Dataset, test: torch.utils.data.Dataset
                                drop_last=False)
         train_loader = DataLoader(train, batch_sampler=ShardedBatchSampler(batches, rank,
                                                                            world_size),
-                                  generator=generator, num_workers=num_workers)
+                                  generator=generator, num_workers=num_workers,
+                                  collate_fn=EmptySafeCollate(train))
         test_loader = DataLoader(test, batch_size=batch_size,
                                  sampler=ShardSampler(len(test), rank, world_size),
                                  num_workers=num_workers)

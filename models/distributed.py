@@ -283,6 +283,23 @@ class ShardedBatchSampler(Sampler[list[int]]):
         return len(self.batch_sampler)  # type: ignore[arg-type]
 
 
+class EmptySafeCollate:
+    """``default_collate``, except that an empty part (see :class:`ShardedBatchSampler`)
+    becomes tensors with 0 rows shaped like the dataset's samples."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __call__(self, batch: list):
+        from torch.utils.data import default_collate
+
+        if batch:
+            return default_collate(batch)
+        sample = self.dataset[0]
+        return tuple(torch.as_tensor(v).new_empty((0, *torch.as_tensor(v).shape))
+                     for v in sample)
+
+
 class ShardSampler(Sampler[int]):
     """The contiguous share ``rank`` of ``range(n)`` (evaluation: no padding, no duplicates)."""
 

@@ -188,7 +188,7 @@ def evaluate_per_timestep(model: nn.Module, loader: DataLoader, *, timesteps: in
     if _sharded(loader, distributed):
         reduced = D.all_reduce_sum(torch.cat([correct.double(), torch.tensor([float(total)])]),
                                    device)
-        correct, total = reduced[:-1], int(reduced[-1])
+        correct, total = reduced[:-1].to(correct.dtype), int(reduced[-1])
     return (correct / max(total, 1)).tolist()
 
 

@@ -43,11 +43,12 @@ def synaptic_input(node: QDense, weights, presyn: np.ndarray) -> np.ndarray:
 
 
 def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
-             record_states: bool = False) -> RunRecord:
+             record_states: bool = False, record_spikes: bool = True) -> RunRecord:
     """Run ``B`` samples for ``timesteps`` steps.
 
     ``x_int`` is the quantised input: (B, *shape) static (presented every step)
-    or (T, B, *shape) time-major frames.
+    or (T, B, *shape) time-major frames. With ``record_spikes=False`` the run streams:
+    memory does not grow with T (only per-step spike counts, ``spike_stats``, are kept).
     """
     order = graph.order()
     q_input = graph.node(order[0])
@@ -65,7 +66,11 @@ def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
         if isinstance(node, QLMH):
             params[name] = lmh_params(node)
             state[name] = params[name].initial_state((batch, node.size))
-            rec.spikes[name] = np.zeros((timesteps, batch, node.size), bool)
+            if record_spikes:
+                rec.spikes[name] = np.zeros((timesteps, batch, node.size), bool)
+            rec.spike_stats[name] = {"spikes_per_step": np.zeros(timesteps, np.int64),
+                                     "fired": np.zeros((batch, node.size), bool),
+                                     "neuron_steps": timesteps * batch * node.size}
             rec.saturation[name] = 0
             if record_states:
                 rec.state_trace[name] = (np.zeros((timesteps, batch, node.size), np.int64),
@@ -96,7 +101,11 @@ def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
             if isinstance(node, QLMH):
                 v_d, v_s, spikes, sat = fx.lmh_step(params[name], t, *state[name], a_in)
                 state[name] = (v_d, v_s)
-                rec.spikes[name][t] = spikes
+                if record_spikes:
+                    rec.spikes[name][t] = spikes
+                stats = rec.spike_stats[name]
+                stats["spikes_per_step"][t] = np.count_nonzero(spikes)
+                stats["fired"] |= spikes
                 rec.saturation[name] += sat
                 if record_states:
                     rec.state_trace[name][0][t] = v_d
@@ -104,6 +113,8 @@ def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
                 values[name] = spikes.astype(np.int64)
             elif isinstance(node, QReadout):
                 readout_trace[t] = a_in
+    for stats in rec.spike_stats.values():
+        stats["active_neurons"] = int(stats.pop("fired").sum())
     rec.final_state = state
     rec.readout_trace = readout_trace
     rec.logits = readout_trace.sum(0) + timesteps * readout.bias

@@ -10,8 +10,9 @@ test, one process per rank. ``SPEC`` is JSON::
      "own_group": false,            # true: run_training_job initialises the group itself
      "sim": {"graph": "<pickle>", "x": "<npy>", "timesteps": T}}  # optional sharded sim
 
-The result file holds, per job, the metrics, the state dict and the number of progress
-calls this rank saw; for ``sim``, the merged RunRecord fields.
+The result file holds, per job, the metrics, the state dict, the progress calls this
+rank saw and the files this rank wrote (checkpoints and ``Path.write_text``); for
+``sim``, the pickled merged RunRecord.
 """
 from __future__ import annotations
 
@@ -36,11 +37,26 @@ def main(spec_path: str) -> None:
     try:
         for fields in spec.get("jobs", []):
             calls: list = []
+            _writes.clear()
             metrics = run_training_job(TrainJob(**fields),
                                        progress=lambda e, t, a: calls.append((e, t, a)))
             out["jobs"].append({"metrics": {k: v for k, v in metrics.items() if k != "job"},
-                                "progress_calls": calls})
+                                "progress_calls": calls, "writes": list(_writes)})
             out["jobs"][-1]["state_dict"] = _last_state.pop("state_dict", None)
+        if "evaluate" in spec:  # a fixed model on this rank's test shard, counts reduced
+            from models.checkpoint import load_checkpoint
+            from models.data import load_dataset, make_loaders
+            from models.train import evaluate, evaluate_per_timestep
+
+            ev = spec["evaluate"]
+            model, _ = load_checkpoint(ev["checkpoint"])
+            train_set, test_set, _ = load_dataset("digits", seed=0)
+            _, shard = make_loaders(train_set, test_set, batch_size=ev.get("batch_size", 64),
+                                    rank=D.rank(), world_size=D.world_size())
+            out["evaluate"] = {
+                "accuracy": evaluate(model, shard, timesteps=ev["timesteps"]),
+                "per_timestep": evaluate_per_timestep(model, shard, timesteps=ev["timesteps"]),
+                "shard_samples": len(shard.sampler)}
         if "sim" in spec:
             import numpy as np
 
@@ -60,6 +76,8 @@ def main(spec_path: str) -> None:
 
 #: state dict of the last trained model, captured from models.train.train
 _last_state: dict = {}
+#: files written by run_training_job in this process (checkpoints, text files)
+_writes: list = []
 
 
 def _capture_train() -> None:
@@ -76,6 +94,20 @@ def _capture_train() -> None:
         return metrics
 
     J.train = train
+    save = J.save_checkpoint
+
+    def save_checkpoint(path, *args, **kwargs):
+        _writes.append(str(path))
+        return save(path, *args, **kwargs)
+
+    J.save_checkpoint = save_checkpoint
+    write_text = Path.write_text
+
+    def recording_write_text(self, *args, **kwargs):
+        _writes.append(str(self))
+        return write_text(self, *args, **kwargs)
+
+    Path.write_text = recording_write_text  # this worker process only
 
 
 if __name__ == "__main__":

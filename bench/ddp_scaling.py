@@ -1,0 +1,139 @@
+"""Training throughput on 1 vs 2 CPU processes (DDP over gloo), printed as JSON.
+
+    python bench/ddp_scaling.py [--epochs 3] [--repeats 2] [--json out.json]
+
+For each workload (``--workloads``) it runs ``lmh-deploy``'s training job as
+
+* ``1proc-1thread``: one process, one intra-op thread (the per-rank setting of DDP);
+* ``1proc-Nthreads``: one process using all cores with intra-op threads;
+* ``2proc-1thread``: two processes started with torchrun's environment (gloo), one
+  thread each, ``batch_size`` the same *global* batch (so the same optimisation).
+
+Throughput is training samples per second of the fastest epoch after the first
+(``train samples / epoch seconds``, evaluation excluded), best of ``--repeats`` runs.
+The machine's core count and load average are recorded with the numbers: on a shared
+machine, concurrent work slows every configuration.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WORKLOADS = {
+    # name: TrainJob fields
+    "mlp-mnist5k": dict(dataset="mnist5k", arch="mlp", timesteps=4, batch_size=64),
+    "cnn-digits": dict(dataset="digits", arch="cnn", width_mult=0.5, norm="bn", timesteps=4,
+                       batch_size=64),
+}
+TRAIN_SAMPLES = {"mnist5k": 4000, "digits": 1437}
+
+
+def _worker(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    import torch
+
+    torch.set_num_threads(int(spec["threads"]))
+    sys.path.insert(0, str(ROOT))
+    from models.training_job import TrainJob, run_training_job
+
+    metrics = run_training_job(TrainJob(**spec["job"]))
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        Path(spec["result"]).write_text(json.dumps(
+            {"epoch_seconds": [h["seconds"] for h in metrics["history"]],
+             "accuracy": metrics["accuracy"]}))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(job: dict, *, procs: int, threads: int, tmp: Path) -> dict:
+    spec = tmp / "spec.json"
+    result = tmp / "result.json"
+    result.unlink(missing_ok=True)
+    spec.write_text(json.dumps({"job": {**job, "out": str(tmp / "m.pt")}, "threads": threads,
+                                "result": str(result)}))
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    base.update(OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
+    port = str(_free_port())
+    children = []
+    for rank in range(procs):
+        env = dict(base)
+        if procs > 1:
+            env.update(RANK=str(rank), WORLD_SIZE=str(procs), LOCAL_RANK=str(rank),
+                       LOCAL_WORLD_SIZE=str(procs), MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        children.append(subprocess.Popen([sys.executable, __file__, "--worker", str(spec)],
+                                         env=env, cwd=ROOT))
+    for child in children:
+        if child.wait() != 0:
+            raise RuntimeError(f"a worker failed (exit {child.returncode})")
+    return json.loads(result.read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        _worker(args.worker)
+        return
+    cores = os.cpu_count() or 1
+    configs = [("1proc-1thread", 1, 1), (f"1proc-{cores}threads", 1, cores),
+               ("2proc-1thread", 2, 1)]
+    import torch
+
+    out: dict = {"cores": cores, "torch": torch.__version__, "python": platform.python_version(),
+                 "backend": "gloo", "epochs": args.epochs, "repeats": args.repeats,
+                 "metric": "train samples/s of the fastest epoch after the first, best of "
+                           "repeats (evaluation excluded)",
+                 "load_average_before": list(os.getloadavg()), "workloads": {}}
+    with tempfile.TemporaryDirectory(prefix="ddp-bench-") as tmp_dir:
+        tmp = Path(tmp_dir)
+        for name in args.workloads.split(","):
+            job = {**WORKLOADS[name], "epochs": args.epochs}
+            n = TRAIN_SAMPLES[job["dataset"]]
+            row: dict = {"job": job, "train_samples": n}
+            for label, procs, threads in configs:
+                best, acc = float("inf"), None
+                for _ in range(args.repeats):
+                    start = time.perf_counter()
+                    res = _run(job, procs=procs, threads=threads, tmp=tmp)
+                    epochs = res["epoch_seconds"][1:] or res["epoch_seconds"]
+                    best, acc = min(best, min(epochs)), res["accuracy"]
+                    print(f"{name} {label}: {n / min(epochs):.0f} samples/s "
+                          f"({time.perf_counter() - start:.1f} s wall)", file=sys.stderr)
+                row[label] = {"samples_per_s": round(n / best, 1), "epoch_s": round(best, 3),
+                              "accuracy": acc}
+            base = row["1proc-1thread"]["samples_per_s"]
+            row["speedup_2proc_vs_1proc_1thread"] = round(
+                row["2proc-1thread"]["samples_per_s"] / base, 2)
+            row[f"speedup_2proc_vs_1proc_{cores}threads"] = round(
+                row["2proc-1thread"]["samples_per_s"] / row[f"1proc-{cores}threads"]["samples_per_s"], 2)
+            out["workloads"][name] = row
+    out["load_average_after"] = list(os.getloadavg())
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""sim/ against a slow, obviously-correct reference loop written with Python integers."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lmh_deploy import fixedpoint as fx
+from lmh_deploy.export import export_model
+from lmh_deploy.quantize import quantize_graph
+from lmh_deploy.synapse_maps import qdense_matrix
+from models.architectures import build, mlp
+from sim import simulate
+
+
+def reference(q, x_int: np.ndarray, steps: int) -> tuple[dict, list, dict]:
+    """Eq. 4 with Python ints, one neuron and one synapse at a time (no numpy arithmetic)."""
+    order = q.order()
+    mats = {n: qdense_matrix(q.node(n), fx.WEIGHT_LAVA_SCALE) for n in q.of_kind("q_dense")}
+    mats = {n: (m.toarray() if hasattr(m, "toarray") else np.asarray(m)).tolist()
+            for n, m in mats.items()}
+    lo, hi = -(1 << 23), (1 << 23) - 1
+
+    def sat(v: int) -> int:
+        return min(max(v, lo), hi)
+
+    def mul(f: int, v: int) -> int:
+        return (f * v + 2048) >> 12
+
+    spikes_out, logits, finals = {}, [], {}
+    for sample in x_int.reshape(x_int.shape[0], -1).tolist():
+        state = {n: ([0] * q.node(n).size, [q.node(n).theta // 2] * q.node(n).size)
+                 for n in q.of_kind("q_lmh")}
+        total = None
+        for t in range(steps):
+            values = {order[0]: sample}
+            for name in order[1:]:
+                node = q.node(name)
+                ins = q.inputs_of(name)
+                if node.kind == "q_dense":
+                    pre = values[ins[0]]
+                    acc = [sum(w * p for w, p in zip(row, pre)) for row in mats[name]]
+                    e = node.weight_exp
+                    values[name] = [a << e if e > 0 else a >> -e for a in acc]
+                    continue
+                a_in = [sum(vals) for vals in zip(*(values[i] for i in ins))]
+                if node.kind == "q_readout":
+                    step = [a + b for a, b in zip(a_in, node.bias.tolist())]
+                    total = step if total is None else [u + v for u, v in zip(total, step)]
+                    continue
+                k = min(t, node.mu_d.shape[0] - 1)
+                v_d, v_s = state[name]
+                out = []
+                for i in range(node.size):
+                    col = lambda arr: int(arr[k][i if arr.shape[1] > 1 else 0])  # noqa: E731
+                    d = sat(mul(col(node.mu_d), v_d[i]) + mul(col(node.mu_s), v_s[i]) + a_in[i]
+                            + int(node.bias[i]))
+                    m = sat(v_s[i] + mul(col(node.lam_s_off), v_s[i]) + d
+                            + mul(col(node.lam_d_off), d))
+                    s = int(m >= node.theta)
+                    v_d[i], v_s[i] = d, m - s * node.theta
+                    out.append(s)
+                values[name] = out
+                spikes_out.setdefault(name, []).append(out)
+        logits.append(total)
+        for name, (v_d, v_s) in state.items():
+            finals.setdefault(name, []).append((list(v_d), list(v_s)))
+    return spikes_out, logits, finals
+
+
+def assert_final_states(rec, finals: dict) -> None:
+    """Every neuron's v_d and v_s after the last step, every sample, exactly."""
+    for name, per_sample in finals.items():
+        for b, (v_d, v_s) in enumerate(per_sample):
+            assert rec.final_state[name][0][b].tolist() == v_d, (name, b)
+            assert rec.final_state[name][1][b].tolist() == v_s, (name, b)
+
+
+SETTINGS = settings(max_examples=12, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), hidden=st.lists(st.integers(1, 7), min_size=1, max_size=3),
+       steps=st.integers(1, 5), radical=st.booleans(), gain=st.sampled_from([1.0, 30.0]),
+       batch=st.integers(1, 3))
+def test_sim_equals_reference_on_random_mlps(seed, hidden, steps, radical, gain, batch) -> None:
+    torch.manual_seed(seed)
+    model = mlp((1, 2, 3), 3, timesteps=steps, hidden=tuple(hidden),
+                factors="radical" if radical else "progressive")
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad and p.dim() == 2:  # linear weights; gain drives saturation
+                p.mul_(gain)
+        for neuron in model.neurons():
+            for name in ("x_mu_d", "x_mu_s", "x_lam_d", "x_lam_s"):
+                getattr(neuron, name).uniform_(-3, 3)  # negative mu, lam > 1 included
+    q, _ = quantize_graph(export_model(model, input_shape=(1, 2, 3), timesteps=steps))
+    x = fx.quantize_input(np.random.default_rng(seed).random((batch, 1, 2, 3)),
+                          q.node("input").scale)
+    rec = simulate(q, x, steps)
+    ref_spikes, ref_logits, finals = reference(q, x, steps)
+    assert_final_states(rec, finals)
+    for name, s in rec.spikes.items():
+        want = np.array(ref_spikes[name], dtype=bool).reshape(batch, steps, -1).transpose(1, 0, 2)
+        assert np.array_equal(s, want), name
+    assert rec.logits.tolist() == ref_logits
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000))
+def test_sim_equals_reference_on_conv_and_residual(seed) -> None:
+    torch.manual_seed(seed)
+    model = build("resnet20", (1, 4, 4), 3, timesteps=2, width_mult=0.0625).eval()
+    for neuron in model.neurons():
+        neuron.set_factors(mu_d=-0.3, mu_s=0.2, lam_d=1.3, lam_s=0.8)
+    q, _ = quantize_graph(export_model(model, input_shape=(1, 4, 4), timesteps=2))
+    x = fx.quantize_input(np.random.default_rng(seed).random((1, 1, 4, 4)), q.node("input").scale)
+    rec = simulate(q, x, 2)
+    ref_spikes, ref_logits, finals = reference(q, x, 2)
+    assert_final_states(rec, finals)
+    for name, s in rec.spikes.items():
+        assert np.array_equal(s[:, 0], np.array(ref_spikes[name], dtype=bool)), name
+    assert rec.logits.tolist() == ref_logits
+
+
+def test_streaming_keeps_the_same_statistics() -> None:
+    torch.manual_seed(0)
+    q, _ = quantize_graph(export_model(mlp((1, 8, 8), 10, timesteps=6, hidden=(16, 8)),
+                                       input_shape=(1, 8, 8), timesteps=6))
+    x = fx.quantize_input(np.random.default_rng(0).random((4, 1, 8, 8)), q.node("input").scale)
+    full = simulate(q, x, 6)
+    streamed = simulate(q, x, 6, record_spikes=False)
+    assert not streamed.spikes and np.array_equal(full.logits, streamed.logits)
+    assert full.synops == streamed.synops
+    for name, s in full.spikes.items():
+        stats = streamed.spike_stats[name]
+        assert stats["spikes_per_step"].tolist() == s.sum(axis=(1, 2)).tolist()
+        assert stats["active_neurons"] == int(s.any(axis=0).sum())
