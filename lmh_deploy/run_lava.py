@@ -1,7 +1,10 @@
 """Stage 4a: run a lowered network on Lava's CPU simulator (or Loihi 2 when available)."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+from scipy.sparse import SparseEfficiencyWarning
 
 import lmh_deploy  # noqa: F401  - installs the Python 3.11 Lava import fix first
 from lava.magma.core.run_conditions import RunSteps
@@ -46,9 +49,12 @@ def run_lava(graph: Graph, inputs: np.ndarray, timesteps: int,
     readout = graph.node(graph.order()[-1])
     assert isinstance(readout, (QReadout, Readout))
     try:
-        net.source.run(condition=RunSteps(num_steps=net.total_steps),
-                       run_cfg=Loihi2SimCfg(select_tag=precision))
-        rec = read_back(net, readout.bias)
+        with warnings.catch_warnings():
+            # Lava's DelaySparse rebuilds its delay-0 matrix by assignment (harmless, noisy).
+            warnings.simplefilter("ignore", SparseEfficiencyWarning)
+            net.source.run(condition=RunSteps(num_steps=net.total_steps),
+                           run_cfg=Loihi2SimCfg(select_tag=precision))
+            rec = read_back(net, readout.bias)
     finally:
         net.source.stop()
     if precision == "fixed_pt":

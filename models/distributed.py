@@ -282,6 +282,19 @@ class ShardedBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return len(self.batch_sampler)  # type: ignore[arg-type]
 
+    def global_batch_sizes(self) -> list[int] | None:
+        """Size of every global batch of an epoch (``None`` if not known up front).
+
+        Lets the training loop weight the losses (:func:`loss_weight`) without an
+        all-reduce of the batch sizes at every step.
+        """
+        bs = self.batch_sampler
+        if not isinstance(bs, BatchSampler):
+            return None
+        n, size = len(bs.sampler), bs.batch_size  # type: ignore[arg-type]
+        full, rest = divmod(n, size)
+        return [size] * full + ([rest] if rest and not bs.drop_last else [])
+
 
 class EmptySafeCollate:
     """``default_collate``, except that an empty part (see :class:`ShardedBatchSampler`)
@@ -315,16 +328,19 @@ class ShardSampler(Sampler[int]):
         return self.stop - self.start
 
 
-def loss_weight(local_n: int, device: str = "cpu") -> tuple[float, int]:
+def loss_weight(local_n: int, device: str = "cpu",
+                n_global: int | None = None) -> tuple[float, int]:
     """``(n_local * world_size / n_global, n_global)`` for one step (1.0 single-process).
 
     DDP averages gradients over ranks; weighting each rank's batch-mean loss by this
     factor makes that average the gradient of the mean over the global batch.
+    ``n_global``: the global batch size when known (else all-reduced from the ranks).
     """
     ws = world_size()
     if ws == 1:
         return 1.0, local_n
-    n_global = int(all_reduce_sum([float(local_n)], device).item())
+    if n_global is None:
+        n_global = int(all_reduce_sum([float(local_n)], device).item())
     return (local_n * ws / n_global if n_global else 0.0), n_global
 
 

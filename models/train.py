@@ -201,13 +201,15 @@ def _autocast(device: str, amp: bool):
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, x: torch.Tensor,
                y: torch.Tensor, *, timesteps: int | None, time_slice: int | None,
                meter: SavedTensorMeter | None = None,
-               scaler: "torch.amp.GradScaler | None" = None) -> tuple[float, int]:
+               scaler: "torch.amp.GradScaler | None" = None,
+               global_n: int | None = None) -> tuple[float, int]:
     """One batch: full BPTT, or ``ceil(T/k)`` slice updates; returns ``(mean loss, steps)``.
 
     ``model`` may be wrapped in ``DistributedDataParallel``: the forward goes through the
     wrapper (its backward all-reduces the gradients, once per optimiser step, i.e. once
     per slice), the neuron-state methods go to the wrapped module. ``scaler``: mixed
-    precision (forward under ``torch.autocast``, backward/step through the scaler). The
+    precision (forward under ``torch.autocast``, backward/step through the scaler).
+    ``global_n``: samples of the global batch under DDP (``None``: all-reduced here). The
     returned loss is this rank's unweighted batch-mean loss.
     """
     base = D.unwrap(model)
@@ -217,7 +219,7 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, 
     meter = meter or SavedTensorMeter()
     amp = scaler is not None
     device = x.device.type
-    weight, _ = D.loss_weight(len(y), str(x.device)) if D.world_size() > 1 else (1.0, len(y))
+    weight, _ = D.loss_weight(len(y), str(x.device), global_n)
 
     def objective(out: torch.Tensor) -> tuple[torch.Tensor, float]:
         if len(y) == 0:  # an empty part of a small global batch: no loss, zero gradients
@@ -295,10 +297,12 @@ def train(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         net.train()
         start = time.perf_counter()
         weighted, counts = [], []  # per batch: this rank's loss * samples, samples
-        for x, y in train_loader:
+        sizes = getattr(getattr(train_loader, "batch_sampler", None), "global_batch_sizes",
+                        lambda: None)()
+        for i, (x, y) in enumerate(train_loader):
             loss, n = train_step(net, opt, loss_fn, x.to(cfg.device), y.to(cfg.device),
                                  timesteps=cfg.timesteps, time_slice=cfg.time_slice, meter=meter,
-                                 scaler=scaler)
+                                 scaler=scaler, global_n=sizes[i] if sizes else None)
             weighted.append(loss * len(y))
             counts.append(float(len(y)))
             opt_steps += n

@@ -340,12 +340,15 @@ def test_sharded_loaders_reproduce_the_single_process_batches() -> None:
     single, single_test = make_loaders(train_set, test_set, batch_size=64, seed=5)
     ranks = [make_loaders(train_set, test_set, batch_size=64, seed=5, rank=r, world_size=3)
              for r in range(3)]
+    sizes = ranks[0][0].batch_sampler.global_batch_sizes()  # the loss weights' n_global
     for _ in range(2):
         parts = [iter(train) for train, _ in ranks]
-        for x, y in single:
+        for step, (x, y) in enumerate(single):
             got = [next(p) for p in parts]
             assert torch.equal(torch.cat([g[0] for g in got]), x)
             assert torch.equal(torch.cat([g[1] for g in got]), y)
+            assert sizes[step] == len(y)
         assert all(next(p, None) is None for p in parts)
+        assert step == len(sizes) - 1
     test_parts = torch.cat([torch.cat([y for _, y in test]) for _, test in ranks])
     assert torch.equal(test_parts, torch.cat([y for _, y in single_test]))

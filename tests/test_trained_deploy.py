@@ -1,0 +1,42 @@
+"""Trained convolutional nets deploy within 1 pp of float and bit-exact on Lava (slow: CI only)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lmh_deploy import fixedpoint as fx
+from lmh_deploy.compile import compile_model, load_artifact
+from lmh_deploy.run_float import run_float
+from lmh_deploy.verify import verify_artifact
+from models.training_job import TrainJob, run_training_job
+from sim import simulate
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("job", [
+    TrainJob(dataset="mnist5k", arch="cnn", width_mult=0.5, epochs=4, loss="tet"),
+    TrainJob(dataset="digits", arch="resnet20", width_mult=0.25, epochs=30, lr=0.05, loss="tet"),
+], ids=["cnn-mnist5k", "resnet20-digits"])
+def test_trained_net_deploys(tmp_path: Path, job: TrainJob) -> None:
+    job.out = str(tmp_path / "model.pt")
+    metrics = run_training_job(job)
+    assert metrics["accuracy"] >= 0.85
+    compile_model(job.out, tmp_path / "build")
+    art = load_artifact(tmp_path / "build")
+    check = verify_artifact(art, 5)
+    assert check["lava_vs_sim"]["mismatched_spikes"] == 0
+    assert check["lava_vs_sim"]["state_mismatches"] == 0
+    x, y = art.dataset_split("test")
+    model = art.load_model()
+    x_int = fx.quantize_input(x, art.quant_graph.node("input").scale)
+    pf, ps = [], []
+    for i in range(0, len(x), 200):
+        pf.append(run_float(model, x[i:i + 200], art.timesteps).predictions)
+        ps.append(simulate(art.quant_graph, x_int[i:i + 200], art.timesteps,
+                           record_spikes=False).predictions)
+    acc_float = np.mean(np.concatenate(pf) == y)
+    acc_fixed = np.mean(np.concatenate(ps) == y)
+    assert abs(acc_fixed - acc_float) <= 0.01, (acc_float, acc_fixed)
