@@ -221,7 +221,9 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
         plots_dir: Optional[Path] = typer.Option(None, "--plots", help="Write PNG plots into this folder."),
         html: Optional[Path] = typer.Option(None, "--html", help="Write one self-contained HTML report."),
         sweep: Optional[str] = typer.Option(None, "--sweep", help="T values for the accuracy/energy "
-                                            "curve, e.g. 1,2,4,8 (default 1,2,4..4T; 'none' skips).")) -> None:
+                                            "curve, e.g. 1,2,4,8 (default 1,2,4..4T; 'none' skips)."),
+        stream: bool = typer.Option(False, "--stream", help="sim: keep only spike counts, so "
+                                    "memory does not grow with T (no raster plot).")) -> None:
     """Run the deployed model on a backend; report accuracy, spikes, synaptic ops, energy."""
     from lmh_deploy.compile import load_artifact
     from lmh_deploy import fixedpoint as fx
@@ -247,7 +249,7 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
             if backend == "sim":
                 from sim import simulate
 
-                rec = simulate(q, x_int, art.timesteps)
+                rec = simulate(q, x_int, art.timesteps, record_spikes=not stream)
             else:
                 from lmh_deploy.run_lava import run_lava
 
@@ -372,7 +374,7 @@ def demo(workdir: Optional[Path] = typer.Option(None, help="Where to write model
     console.rule("4/4 report (our simulator)")
     run(artifact=artifact, backend="sim", samples=samples, json_path=workdir / "run.json",
         inputs=None, labels=None, plots_dir=workdir / "plots", html=workdir / "report.html",
-        sweep=None)
+        sweep=None, stream=False)
     out.print(f"files in {workdir}")
 
 
