@@ -135,28 +135,28 @@ def _conv_tap_counts(conv: Conv2d) -> tuple[np.ndarray, np.ndarray]:
     return per_out, per_in
 
 
-def qdense_fan_out(node) -> np.ndarray:
-    """Synapses leaving each presynaptic neuron (n_in,): event-driven synop accounting."""
+def _qdense_degrees(node, incoming: bool) -> np.ndarray:
+    """Synapses per postsynaptic (``incoming``) or per presynaptic neuron of a ``QDense``."""
     if node.is_conv:
         conv = node.conv_node()
-        _, per_in = _conv_tap_counts(conv)
+        per_out, per_in = _conv_tap_counts(conv)
         c_out, c_in = conv.weight.shape[:2]
-        return np.tile(per_in.ravel() * c_out, c_in)
-    if sp.issparse(node.weight_mant):
-        return np.diff(sp.csc_matrix(node.weight_mant).indptr)
-    return np.full(node.weight_mant.shape[1], node.weight_mant.shape[0])
+        return (np.tile(per_out.ravel() * c_in, c_out) if incoming
+                else np.tile(per_in.ravel() * c_out, c_in))
+    m = node.weight_mant
+    if sp.issparse(m):
+        return np.diff((sp.csr_matrix(m) if incoming else sp.csc_matrix(m)).indptr)
+    return np.full(m.shape[0], m.shape[1]) if incoming else np.full(m.shape[1], m.shape[0])
+
+
+def qdense_fan_out(node) -> np.ndarray:
+    """Synapses leaving each presynaptic neuron (n_in,): event-driven synop accounting."""
+    return _qdense_degrees(node, incoming=False)
 
 
 def qdense_fan_in(node) -> np.ndarray:
     """Synapses arriving at each postsynaptic neuron (n_out,): Loihi synaptic memory."""
-    if node.is_conv:
-        conv = node.conv_node()
-        per_out, _ = _conv_tap_counts(conv)
-        c_out, c_in = conv.weight.shape[:2]
-        return np.tile(per_out.ravel() * c_in, c_out)
-    if sp.issparse(node.weight_mant):
-        return np.diff(sp.csr_matrix(node.weight_mant).indptr)
-    return np.full(node.weight_mant.shape[0], node.weight_mant.shape[1])
+    return _qdense_degrees(node, incoming=True)
 
 
 def abs_row_sums(node_or_matrix) -> np.ndarray:
