@@ -11,6 +11,10 @@ For each workload (``--workloads``) it runs ``lmh-deploy``'s training job as
 
 Throughput is training samples per second of the fastest epoch after the first
 (``train samples / epoch seconds``, evaluation excluded), best of ``--repeats`` runs.
+``cpu_us_per_sample`` is the CPU time (``time.process_time``, all ranks together)
+spent inside ``train_step`` per training sample: it shows the work DDP adds
+(communication, BN synchronisation) independently of how busy the machine is,
+whereas samples/s on a loaded machine mostly shows the contention.
 The machine's core count and load average are recorded with the numbers: on a shared
 machine, concurrent work slows every configuration.
 """
@@ -32,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKLOADS = {
     # name: TrainJob fields
     "mlp-mnist5k": dict(dataset="mnist5k", arch="mlp", timesteps=4, batch_size=64),
+    "mlp-mnist5k-b256": dict(dataset="mnist5k", arch="mlp", timesteps=4, batch_size=256),
     "cnn-digits": dict(dataset="digits", arch="cnn", width_mult=0.5, norm="bn", timesteps=4,
                        batch_size=64),
 }
@@ -44,14 +49,25 @@ def _worker(spec_path: str) -> None:
 
     torch.set_num_threads(int(spec["threads"]))
     sys.path.insert(0, str(ROOT))
+    import models.train as T
     from models.training_job import TrainJob, run_training_job
 
+    step, cpu = T.train_step, {"s": 0.0, "samples": 0}
+
+    def timed_step(model, opt, loss_fn, x, y, **kw):
+        start = time.process_time()
+        try:
+            return step(model, opt, loss_fn, x, y, **kw)
+        finally:
+            cpu["s"] += time.process_time() - start
+            cpu["samples"] += len(y)
+
+    T.train_step = timed_step  # train() looks it up at call time
     metrics = run_training_job(TrainJob(**spec["job"]))
     rank = int(os.environ.get("RANK", "0"))
-    if rank == 0:
-        Path(spec["result"]).write_text(json.dumps(
-            {"epoch_seconds": [h["seconds"] for h in metrics["history"]],
-             "accuracy": metrics["accuracy"]}))
+    Path(f"{spec['result']}.{rank}").write_text(json.dumps(
+        {"epoch_seconds": [h["seconds"] for h in metrics["history"]],
+         "accuracy": metrics["accuracy"], "cpu_s": cpu["s"], "samples": cpu["samples"]}))
 
 
 def _free_port() -> int:
@@ -63,7 +79,8 @@ def _free_port() -> int:
 def _run(job: dict, *, procs: int, threads: int, tmp: Path) -> dict:
     spec = tmp / "spec.json"
     result = tmp / "result.json"
-    result.unlink(missing_ok=True)
+    for old in tmp.glob("result.json.*"):
+        old.unlink()
     spec.write_text(json.dumps({"job": {**job, "out": str(tmp / "m.pt")}, "threads": threads,
                                 "result": str(result)}))
     base = {k: v for k, v in os.environ.items()
@@ -81,7 +98,11 @@ def _run(job: dict, *, procs: int, threads: int, tmp: Path) -> dict:
     for child in children:
         if child.wait() != 0:
             raise RuntimeError(f"a worker failed (exit {child.returncode})")
-    return json.loads(result.read_text())
+    ranks = [json.loads(Path(f"{result}.{r}").read_text()) for r in range(procs)]
+    out = dict(ranks[0])
+    out["cpu_us_per_sample"] = (1e6 * sum(r["cpu_s"] for r in ranks)
+                                / max(sum(r["samples"] for r in ranks), 1))
+    return out
 
 
 def main() -> None:
@@ -112,21 +133,24 @@ def main() -> None:
             n = TRAIN_SAMPLES[job["dataset"]]
             row: dict = {"job": job, "train_samples": n}
             for label, procs, threads in configs:
-                best, acc = float("inf"), None
+                best, acc, cpu = float("inf"), None, float("inf")
                 for _ in range(args.repeats):
                     start = time.perf_counter()
                     res = _run(job, procs=procs, threads=threads, tmp=tmp)
                     epochs = res["epoch_seconds"][1:] or res["epoch_seconds"]
                     best, acc = min(best, min(epochs)), res["accuracy"]
-                    print(f"{name} {label}: {n / min(epochs):.0f} samples/s "
+                    cpu = min(cpu, res["cpu_us_per_sample"])
+                    print(f"{name} {label}: {n / min(epochs):.0f} samples/s, "
+                          f"{res['cpu_us_per_sample']:.0f} cpu-us/sample "
                           f"({time.perf_counter() - start:.1f} s wall)", file=sys.stderr)
                 row[label] = {"samples_per_s": round(n / best, 1), "epoch_s": round(best, 3),
-                              "accuracy": acc}
+                              "cpu_us_per_sample": round(cpu, 1), "accuracy": acc}
             base = row["1proc-1thread"]["samples_per_s"]
             row["speedup_2proc_vs_1proc_1thread"] = round(
                 row["2proc-1thread"]["samples_per_s"] / base, 2)
+            threaded = row[f"1proc-{cores}threads"]["samples_per_s"]
             row[f"speedup_2proc_vs_1proc_{cores}threads"] = round(
-                row["2proc-1thread"]["samples_per_s"] / row[f"1proc-{cores}threads"]["samples_per_s"], 2)
+                row["2proc-1thread"]["samples_per_s"] / threaded, 2)
             out["workloads"][name] = row
     out["load_average_after"] = list(os.getloadavg())
     text = json.dumps(out, indent=1)

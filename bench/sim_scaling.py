@@ -31,7 +31,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(args.threads)
     rows = []
     for arch, shape, width in NETS:
         torch.manual_seed(0)
