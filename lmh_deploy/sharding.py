@@ -129,7 +129,7 @@ def run_sharded(fn: Callable[[np.ndarray], RunRecord], x: np.ndarray, *, axis: i
 
 
 def _batch_axis(graph, x_int: np.ndarray) -> int:
-    """0 for static inputs ``(B, *shape)``, 1 for time-major ``(T, B, *shape)`` (as ``simulate``)."""
+    """Sample axis: 0 for static ``(B, *shape)``, 1 for time-major ``(T, B, *shape)`` inputs."""
     q_input = graph.node(graph.order()[0])
     return 0 if x_int.ndim == len(q_input.shape) + 1 else 1
 

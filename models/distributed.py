@@ -153,6 +153,9 @@ def init_from_env(device: str = "cpu", *, timeout_s: float | None = None) -> Dis
 def shutdown(ctx: DistContext) -> None:
     """Destroy the process group if ``ctx`` created it."""
     if ctx.owns_group and is_initialized():
+        import gc
+
+        gc.collect()  # DDP wrappers left in reference cycles go before their group does
         dist.destroy_process_group()
 
 

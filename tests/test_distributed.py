@@ -267,6 +267,10 @@ def test_merged_shards_equal_the_unsharded_run_exactly(qgraph_and_inputs, world:
               for r in range(world)]
     assert (shards[-1] is None) == (world > len(x_int))
     _assert_same_record(merge_records(shards), full)
+    # streaming runs (no rasters, spike counts only) merge to the streaming run
+    stream = [simulate_shard(qgraph, x_int, 4, r, world, record_spikes=False)
+              for r in range(world)]
+    _assert_same_record(merge_records(stream), simulate(qgraph, x_int, 4, record_spikes=False))
 
 
 def test_merge_sums_counters_and_keeps_sample_order() -> None:
