@@ -80,10 +80,19 @@ def train(dataset: str = typer.Option("digits", help="digits | mnist5k | cifar10
           qcfs_levels: int = typer.Option(4, help="L of the QCFS activation."),
           hybrid_from: Optional[Path] = typer.Option(None, help="A QCFS ANN checkpoint to "
                                                      "convert to LM-H and fine-tune."),
-          device: str = typer.Option("cpu", help="cpu | cuda"),
+          device: str = typer.Option("cpu", help="cpu | cuda (under torchrun: one GPU per "
+                                     "process, cuda:LOCAL_RANK)"),
+          amp: bool = typer.Option(False, "--amp", help="Mixed precision (autocast + "
+                                   "GradScaler); CUDA only."),
           seed: int = typer.Option(0), out_path: Path = typer.Option(Path("model.pt"), "--out"),
           json_path: Optional[Path] = typer.Option(None, "--json")) -> None:
-    """Train a spiking network (or a QCFS ANN) and write a self-describing checkpoint."""
+    """Train a spiking network (or a QCFS ANN) and write a self-describing checkpoint.
+
+    Under torchrun (e.g. ``torchrun --nproc-per-node=2 $(which lmh-deploy) train ...``) the
+    job trains with DistributedDataParallel; --batch-size is the global batch; only rank 0
+    writes and reports (docs/distributed.md).
+    """
+    from models.distributed import is_main_process
     from models.training_job import TrainJob, run_training_job
 
     job = TrainJob(dataset=dataset, data_dir=data_dir, arch=arch, neuron=neuron, factors=factors,
@@ -91,10 +100,13 @@ def train(dataset: str = typer.Option("digits", help="digits | mnist5k | cifar10
                    weight_decay=weight_decay, loss=loss, width_mult=width_mult, norm=norm,
                    time_slice=time_slice, qcfs_levels=qcfs_levels,
                    hybrid_from=str(hybrid_from) if hybrid_from else None, device=device,
-                   seed=seed, out=str(out_path), json_path=str(json_path) if json_path else None)
+                   amp=amp, seed=seed, out=str(out_path),
+                   json_path=str(json_path) if json_path else None)
+    main_rank = is_main_process()  # torchrun: RANK 0 (True without torchrun)
     with clean_errors(), Progress(TextColumn("{task.description}"), BarColumn(),
                                   TextColumn("{task.completed}/{task.total} epochs"),
-                                  TimeElapsedColumn(), console=console) as progress:
+                                  TimeElapsedColumn(), console=console,
+                                  disable=not main_rank) as progress:
         task = progress.add_task(f"training {arch}/{neuron} on {dataset}", total=epochs)
 
         def on_epoch(epoch: int, total: int, acc: float) -> None:
@@ -102,6 +114,8 @@ def train(dataset: str = typer.Option("digits", help="digits | mnist5k | cifar10
                             description=f"training {arch}/{neuron} on {dataset} (acc {acc:.3f})")
 
         metrics = run_training_job(job, progress=on_epoch)
+    if not main_rank:
+        return
     out.print(f"trained: test accuracy {metrics['accuracy']:.4f} after {epochs} epochs "
               f"({metrics['seconds_per_epoch']:.2f} s/epoch) -> {out_path}")
 
@@ -193,14 +207,23 @@ def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy 
 @app.command()
 def verify(artifact: Path = typer.Argument(..., help="A directory from lmh-deploy compile."),
            samples: int = typer.Option(100), json_path: Optional[Path] = typer.Option(None, "--json")) -> None:
-    """Float model vs fixed-point sim vs Lava fixed_pt on the same samples; fails on any mismatch."""
+    """Float model vs fixed-point sim vs Lava fixed_pt on the same samples; fails on any mismatch.
+
+    Under torchrun each rank runs a contiguous shard of the samples; rank 0 reports.
+    """
+    from contextlib import nullcontext
+
     from lmh_deploy.compile import load_artifact
     from lmh_deploy.verify import verify_artifact
+    from models.distributed import distributed_context
 
-    with clean_errors():
+    with clean_errors(), distributed_context("cpu") as dctx:
         art = load_artifact(artifact)
-        with spinner(f"running {samples} samples on float, sim and Lava fixed_pt"):
+        with (spinner(f"running {samples} samples on float, sim and Lava fixed_pt")
+              if dctx.is_main else nullcontext()):
             result = verify_artifact(art, samples)
+        if not dctx.is_main:
+            return
         _write_json(json_path, result)
         lv, ff = result["lava_vs_sim"], result["float_vs_fixed"]
         out.print(f"Lava vs sim: {lv['mismatched_spikes']} of {lv['spikes_compared']} spikes differ, "
@@ -225,11 +248,17 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
         stream: bool = typer.Option(False, "--stream", help="sim: keep only spike counts, so "
                                     "memory does not grow with T (no raster plot).")) -> None:
     """Run the deployed model on a backend; report accuracy, spikes, synaptic ops, energy."""
+    from contextlib import nullcontext
+
     from lmh_deploy.compile import load_artifact
     from lmh_deploy import fixedpoint as fx
     from lmh_deploy.report import summarize
+    from lmh_deploy.sharding import run_sharded
+    from models.distributed import distributed_context
 
-    with clean_errors():
+    # under torchrun each rank runs a contiguous shard of the samples; the records are
+    # merged (bit-exact for sim/ and Lava) and rank 0 alone summarises, plots and writes
+    with clean_errors(), distributed_context("cpu") as dctx:
         if backend not in ("sim", "lava", "loihi2"):
             raise ValueError(f"unknown backend {backend!r}; supported: sim, lava, loihi2")
         art = load_artifact(artifact)
@@ -244,19 +273,24 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
         x, y = x[:samples], (y[:samples] if y is not None else None)
         q = art.quant_graph
         x_int = fx.quantize_input(x, q.node("input").scale)
-        with spinner(f"running {len(x)} samples on {backend}"):
+        with (spinner(f"running {len(x)} samples on {backend}") if dctx.is_main
+              else nullcontext()):
             start = time.perf_counter()
             if backend == "sim":
                 from sim import simulate
 
-                rec = simulate(q, x_int, art.timesteps, record_spikes=not stream)
+                rec = run_sharded(lambda xs: simulate(q, xs, art.timesteps,
+                                                      record_spikes=not stream), x_int)
             else:
                 from lmh_deploy.run_lava import run_lava
 
-                rec = run_lava(q, x_int, art.timesteps, "fixed_pt")
+                rec = run_sharded(lambda xs: run_lava(q, xs, art.timesteps, "fixed_pt"), x_int)
             seconds = time.perf_counter() - start
+        if not dctx.is_main:
+            return
         summary = summarize(q, rec, y) | {"backend": backend, "seconds": seconds,
-                                          "timesteps": art.timesteps}
+                                          "timesteps": art.timesteps,
+                                          "processes": dctx.world_size}
         if plots_dir is not None or html is not None:
             from lmh_deploy import plots as P
             from lmh_deploy.html_report import write_html
@@ -365,7 +399,7 @@ def demo(workdir: Optional[Path] = typer.Option(None, help="Where to write model
     train(dataset="digits", data_dir=None, arch="mlp", neuron="lmh", factors="progressive",
           timesteps=timesteps, epochs=epochs, batch_size=64, lr=0.025, weight_decay=5e-4,
           loss="ce", width_mult=1.0, norm="auto", time_slice=0, qcfs_levels=4, hybrid_from=None,
-          device="cpu", seed=0, out_path=model, json_path=workdir / "train.json")
+          device="cpu", amp=False, seed=0, out_path=model, json_path=workdir / "train.json")
     console.rule("2/4 compile for Lava (fixed point)")
     compile(model=model, target="lava-sim", outdir=artifact, calibration_samples=64,
             dataset=None, timesteps=None, dt=None)

@@ -31,6 +31,7 @@ def verify_artifact(art: Artifact, samples: int, *, split: str = "test") -> dict
     """Run ``samples`` samples on all three backends and compare; see the CLI for the schema."""
     from lmh_deploy.run_float import run_float
     from lmh_deploy.run_lava import run_lava
+    from lmh_deploy.sharding import run_sharded  # fn(x) itself without a process group
     from sim import simulate
 
     x, y = art.dataset_split(split)
@@ -42,13 +43,13 @@ def verify_artifact(art: Artifact, samples: int, *, split: str = "test") -> dict
     x_int = fx.quantize_input(x, q.node("input").scale)
     model = art.load_model()
     if model is not None:
-        rec_float = run_float(model, x, t)
+        rec_float = run_sharded(lambda xs: run_float(model, xs, t), x)
     else:  # imported (NIR) graphs: the float IR itself is the reference
         from sim.float_ir import simulate_float
 
-        rec_float = simulate_float(art.float_graph, x, t)
-    rec_sim = simulate(q, x_int, t)
-    rec_lava = run_lava(q, x_int, t, "fixed_pt")
+        rec_float = run_sharded(lambda xs: simulate_float(art.float_graph, xs, t), x)
+    rec_sim = run_sharded(lambda xs: simulate(q, xs, t), x_int)
+    rec_lava = run_sharded(lambda xs: run_lava(q, xs, t, "fixed_pt"), x_int)
     agree = [float(np.mean(rec_float.spikes[k] == rec_sim.spikes[k])) for k in rec_sim.spikes]
     per_layer = {k: float(np.mean(rec_float.spikes[k] == rec_sim.spikes[k])) for k in rec_sim.spikes}
     total = sum(rec_sim.spikes[k].size for k in rec_sim.spikes)
