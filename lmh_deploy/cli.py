@@ -1,4 +1,4 @@
-"""The ``lmh-deploy`` command line: train, compile, verify, run, demo."""
+"""The ``lmh-deploy`` command line: train, compile, export, verify, run, report, demo."""
 from __future__ import annotations
 
 import json
@@ -267,8 +267,9 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
 
             if not lava_loihi_available():
                 raise CommandFailed(LAVA_LOIHI_HINT)
-            raise CommandFailed("lava-loihi is installed but the Loihi 2 hardware run path is not "
-                                "implemented in this version")
+            raise CommandFailed("lava-loihi is installed, but the LMHNeuron Process has CPU "
+                                "ProcessModels only; Loihi 2 needs a neuro-core (microcode) "
+                                "model of it, built with lava-loihi's tools. Nothing ran.")
         x, y = load_inputs(inputs, labels, art) if inputs else art.dataset_split("test")
         x, y = x[:samples], (y[:samples] if y is not None else None)
         q = art.quant_graph
