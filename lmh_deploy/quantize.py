@@ -146,10 +146,11 @@ def quantize_graph(graph: Graph) -> tuple[Graph, dict[str, Any]]:
             continue  # synapse nodes are quantised with the neuron layer they feed
         chains = [synapse_chain(graph, pred) for pred in graph.inputs_of(name)]
         depth[name] = max(depth[src] for src, _ in chains) + 1
-        paths, convs = [], []
+        paths, convs, units = [], [], []
         for src, chain in chains:
             graded = isinstance(graph.node(src), Input)
             unit = graph.node(src).x_max / fx.INPUT_MAX if graded else graph.node(src).theta
+            units.append(unit)
             conv = chain_conv(graph, chain)  # kept as a kernel: no matrix is materialised
             convs.append(conv)
             if conv is not None:
@@ -158,10 +159,9 @@ def quantize_graph(graph: Graph) -> tuple[Graph, dict[str, Any]]:
             else:
                 paths.append((chain_matrix(graph, chain) * unit, fx.INPUT_MAX if graded else 1))
         mants, w_scale, exp = quantize_joint(paths)
-        for (src, chain), mant, path, conv in zip(chains, mants, paths, convs):
+        for (src, chain), mant, path, conv, unit in zip(chains, mants, paths, convs, units):
             w_eff, max_pre = path[0], path[1]
             graded = max_pre == fx.INPUT_MAX
-            unit = graph.node(src).x_max / fx.INPUT_MAX if graded else graph.node(src).theta
             geometry = {} if conv is None else {
                 "conv_input_shape": tuple(conv.input_shape), "conv_stride": tuple(conv.stride),
                 "conv_padding": tuple(conv.padding)}
