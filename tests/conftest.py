@@ -67,3 +67,15 @@ def compile_model() -> Callable[..., tuple[Graph, Graph, dict]]:
     Returns ``(float graph, integer graph, quantisation report)``.
     """
     return _compile
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread: small networks run faster so, and on a shared 2-core machine two
+    spinning OpenMP threads per process slow everything down several-fold."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

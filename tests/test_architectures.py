@@ -19,14 +19,7 @@ from models.qcfs import QCFS, qcfs
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these small networks run faster so, and on a shared 2-core
-    machine two spinning OpenMP threads per process slow everything down several-fold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _randomise_norms(model: nn.Module, seed: int = 0) -> None:

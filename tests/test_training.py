@@ -24,14 +24,7 @@ from models.training_job import TrainJob, run_training_job
 JSON_KEYS = {"accuracy", "epochs", "peak_memory_bytes", "seconds_per_epoch"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these small networks run faster so, and on a shared 2-core
-    machine two spinning OpenMP threads per process slow everything down several-fold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
