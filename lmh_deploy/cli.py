@@ -246,7 +246,10 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
         sweep: Optional[str] = typer.Option(None, "--sweep", help="T values for the accuracy/energy "
                                             "curve, e.g. 1,2,4,8 (default 1,2,4..4T; 'none' skips)."),
         stream: bool = typer.Option(False, "--stream", help="sim: keep only spike counts, so "
-                                    "memory does not grow with T (no raster plot).")) -> None:
+                                    "memory does not grow with T (no raster plot)."),
+        device: Optional[str] = typer.Option(None, "--device", help="sim: run on a torch "
+                                             "device (cpu, cuda; under torchrun cuda means "
+                                             "cuda:LOCAL_RANK), integer-exact; default numpy.")) -> None:
     """Run the deployed model on a backend; report accuracy, spikes, synaptic ops, energy."""
     from contextlib import nullcontext
 
@@ -281,7 +284,8 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
                 from sim import simulate
 
                 rec = run_sharded(lambda xs: simulate(q, xs, art.timesteps,
-                                                      record_spikes=not stream), x_int)
+                                                      record_spikes=not stream,
+                                                      device=_rank_device(device)), x_int)
             else:
                 from lmh_deploy.run_lava import run_lava
 
@@ -315,6 +319,15 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
                 out.print(f"wrote {target}")
         _write_json(json_path, summary)  # after the plots: carries "t_sweep" and "plots"
         _print_summary(summary)
+
+
+def _rank_device(device: Optional[str]) -> Optional[str]:
+    """``cuda`` under torchrun means this process's GPU, ``cuda:LOCAL_RANK``."""
+    import os
+
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{os.environ['LOCAL_RANK']}"
+    return device
 
 
 def _parse_sweep(text: Optional[str], timesteps: int) -> list[int]:
@@ -409,7 +422,7 @@ def demo(workdir: Optional[Path] = typer.Option(None, help="Where to write model
     console.rule("4/4 report (our simulator)")
     run(artifact=artifact, backend="sim", samples=samples, json_path=workdir / "run.json",
         inputs=None, labels=None, plots_dir=workdir / "plots", html=workdir / "report.html",
-        sweep=None, stream=False)
+        sweep=None, stream=False, device=None)
     out.print(f"files in {workdir}")
 
 

@@ -43,16 +43,31 @@ INPUT_BITS = 8
 INPUT_MAX = (1 << INPUT_BITS) - 1
 
 
+def _is_tensor(x) -> bool:
+    """True for torch tensors: the same integer semantics also run on torch (any device)."""
+    return type(x).__module__.startswith("torch")
+
+
 def saturate(x: np.ndarray, bits: int = STATE_BITS) -> tuple[np.ndarray, np.ndarray]:
-    """Clip ``x`` to signed ``bits`` integers; also return where clipping happened."""
+    """Clip ``x`` to signed ``bits`` integers; also return where clipping happened.
+
+    Works on numpy arrays and on int64 torch tensors alike.
+    """
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     clipped = (x < lo) | (x > hi)
-    return np.clip(x, lo, hi), clipped
+    return (x.clamp(lo, hi) if _is_tensor(x) else np.clip(x, lo, hi)), clipped
 
 
 def mul_shift(factor: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """``round(factor * value / 4096)``, half up, in int64 (24 x 12 bits fits)."""
-    product = np.asarray(factor, np.int64) * np.asarray(value, np.int64)  # no copy if int64
+    """``round(factor * value / 4096)``, half up, in int64 (24 x 12 bits fits).
+
+    numpy inputs are cast to int64 (no copy if they are already); torch tensors must be
+    int64 already (their ``>>`` is arithmetic, i.e. floor, like numpy's).
+    """
+    if _is_tensor(value):
+        product = factor * value
+    else:
+        product = np.asarray(factor, np.int64) * np.asarray(value, np.int64)
     product += 1 << (FACTOR_SHIFT - 1)
     product >>= FACTOR_SHIFT
     return product
@@ -176,7 +191,8 @@ def lmh_step(params: LMHFixedParams, step: int, v_d: np.ndarray, v_s: np.ndarray
 
 def _saturate_counted(x: np.ndarray) -> tuple[np.ndarray, int]:
     """:func:`saturate` with a cheap path when nothing is out of range (the common case)."""
-    if x.size == 0 or (x.min() >= STATE_MIN and x.max() <= STATE_MAX):
+    size = x.numel() if _is_tensor(x) else x.size
+    if size == 0 or (bool(x.min() >= STATE_MIN) and bool(x.max() <= STATE_MAX)):
         return x, 0
     clipped, mask = saturate(x)
     return clipped, int(mask.sum())
