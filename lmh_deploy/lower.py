@@ -58,22 +58,29 @@ class Path:
     delay: int
 
 
-def _paths(graph: Graph, name: str, precision: Precision) -> list[Path]:
-    """The synaptic paths into neuron/readout ``name``, for either precision."""
-    paths = []
-    for pred in graph.inputs_of(name):
-        if precision == "fixed_pt":
+def _paths(graph: Graph, name: str, precision: Precision, depth: dict[str, int]) -> list[Path]:
+    """The synaptic paths into neuron/readout ``name``, for either precision.
+
+    ``depth`` holds the synaptic hops of the layers upstream; an integer graph records each
+    path's balancing delay (``QDense.delay``), a float graph's delays follow from ``depth``.
+    """
+    if precision == "fixed_pt":
+        paths = []
+        for pred in graph.inputs_of(name):
             node = graph.node(pred)
             assert isinstance(node, QDense)
             (src,) = graph.inputs_of(pred)
             paths.append(Path(pred, src, qdense_matrix(node, fx.WEIGHT_LAVA_SCALE),
                               node.weight_exp, node.graded, node.delay))
-        else:  # float: the presynaptic amplitude (theta, or the input unit) folds into W
-            src, chain = synapse_chain(graph, pred)
-            source = graph.node(src)
-            unit = source.x_max / fx.INPUT_MAX if isinstance(source, Input) else source.theta
-            paths.append(Path(pred, src, chain_matrix(graph, chain) * unit, 0,
-                              isinstance(source, Input), -1))
+        return paths
+    chains = [(pred, *synapse_chain(graph, pred)) for pred in graph.inputs_of(name)]
+    here = max(depth[src] + 1 for _, src, _ in chains)
+    paths = []
+    for pred, src, chain in chains:  # the presynaptic amplitude (theta, input unit) folds into W
+        source = graph.node(src)
+        unit = source.x_max / fx.INPUT_MAX if isinstance(source, Input) else source.theta
+        paths.append(Path(pred, src, chain_matrix(graph, chain) * unit, 0,
+                          isinstance(source, Input), here - depth[src] - 1))
     return paths
 
 
@@ -113,11 +120,8 @@ def lower(graph: Graph, inputs: np.ndarray, timesteps: int,
     depth: dict[str, int] = {order[0]: 0}
     plans: dict[str, list[Path]] = {}
     for name in layers:
-        plans[name] = _paths(graph, name, precision)
+        plans[name] = _paths(graph, name, precision, depth)
         depth[name] = max(depth[p.source] + 1 for p in plans[name])
-        if precision == "floating_pt":  # delays follow from the depths
-            plans[name] = [Path(p.name, p.source, p.weights, 0, p.graded,
-                                depth[name] - depth[p.source] - 1) for p in plans[name]]
     total = samples * timesteps + max(depth.values())  # the last sample drains through
     dtype = np.int32 if precision == "fixed_pt" else np.float64
     frames = inputs.reshape(samples, -1).T.astype(dtype)  # (n_in, samples)

@@ -134,17 +134,22 @@ def _spiking_layers(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return [layer for layer in summary.get("layers", []) if "firing_rate" in layer]
 
 
+def _bar_figure(bars: int, empty_text: str):
+    """A figure sized for ``bars`` per-layer bars; with none, an axis-less note instead."""
+    fig = Figure(figsize=(max(5.5, 1.1 * bars + 2.5), 4.2), layout="constrained")
+    ax = fig.subplots()
+    if not bars:
+        ax.text(0.5, 0.5, empty_text, ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    return fig, ax
+
+
 def firing_rates_figure(summary: dict[str, Any]) -> Figure:
     """Bar per LM-H layer: spikes per neuron per step, averaged over the run's samples."""
     layers = _spiking_layers(summary)
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(max(5.5, 1.1 * len(layers) + 2.5), 4.2), layout="constrained")
-        ax = fig.subplots()
-        if not layers:
-            ax.text(0.5, 0.5, "no spiking (LM-H) layers in this run", ha="center", va="center",
-                    transform=ax.transAxes)
-            ax.set_axis_off()
-        else:
+        fig, ax = _bar_figure(len(layers), "no spiking (LM-H) layers in this run")
+        if layers:
             rates = [layer["firing_rate"] for layer in layers]
             x = np.arange(len(layers))
             bars = ax.bar(x, rates, color=BLUE, width=0.6)
@@ -300,13 +305,8 @@ def spike_agreement_figure(rec_float: RunRecord, rec_fixed: RunRecord) -> Figure
     values = spike_agreement_values(rec_float, rec_fixed)
     names = list(values)
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(max(5.5, 1.1 * len(names) + 2.5), 4.2), layout="constrained")
-        ax = fig.subplots()
-        if not names:
-            ax.text(0.5, 0.5, "no spiking layers to compare", ha="center", va="center",
-                    transform=ax.transAxes)
-            ax.set_axis_off()
-        else:
+        fig, ax = _bar_figure(len(names), "no spiking layers to compare")
+        if names:
             agree = np.array([values[n] for n in names])
             x = np.arange(len(names))
             bars = ax.bar(x, 100 * agree, color=BLUE, width=0.6)
