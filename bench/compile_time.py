@@ -15,10 +15,10 @@ import time
 import torch
 
 import lmh_deploy  # noqa: F401
-from lmh_deploy.export import export_model
-from lmh_deploy.loihi2 import map_to_loihi2
-from lmh_deploy.quantize import quantize_graph
-from models.architectures import build
+from lmh_deploy.frontends.pytorch import export_model
+from lmh_deploy.passes.loihi2_map import map_to_loihi2
+from lmh_deploy.passes.quantize import quantize_graph
+from lmh_deploy.models.architectures import build
 
 NETS = [("mlp", (1, 8, 8), 10), ("cnn", (1, 28, 28), 10), ("resnet20", (3, 32, 32), 10),
         ("vgg13", (3, 32, 32), 10), ("resnet19", (3, 32, 32), 10)]

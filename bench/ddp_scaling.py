@@ -52,8 +52,8 @@ def _worker(spec_path: str) -> None:
 
     torch.set_num_threads(int(spec["threads"]))
     sys.path.insert(0, str(ROOT))
-    import models.train as T
-    from models.training_job import TrainJob, run_training_job
+    import lmh_deploy.models.train as T
+    from lmh_deploy.models.training_job import TrainJob, run_training_job
 
     step, cpu = T.train_step, {"s": 0.0, "samples": 0}
 

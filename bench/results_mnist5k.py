@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from models.checkpoint import load_checkpoint  # noqa: E402
-from models.data import load_dataset, make_loaders  # noqa: E402
-from models.train import evaluate_per_timestep  # noqa: E402
-from models.training_job import TrainJob, run_training_job  # noqa: E402
+from lmh_deploy.models.checkpoint import load_checkpoint  # noqa: E402
+from lmh_deploy.models.data import load_dataset, make_loaders  # noqa: E402
+from lmh_deploy.models.train import evaluate_per_timestep  # noqa: E402
+from lmh_deploy.models.training_job import TrainJob, run_training_job  # noqa: E402
 
 CLI_FLAGS = {"dataset": "--dataset", "arch": "--arch", "neuron": "--neuron",
              "factors": "--factors", "loss": "--loss", "norm": "--norm",

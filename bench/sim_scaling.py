@@ -16,12 +16,12 @@ import numpy as np
 import torch
 
 import lmh_deploy  # noqa: F401
-from lmh_deploy import fixedpoint as fx
-from lmh_deploy.export import export_model
-from lmh_deploy.loihi2 import map_to_loihi2
-from lmh_deploy.quantize import quantize_graph
-from models.architectures import build
-from sim import simulate
+from lmh_deploy.semantics import integer as fx
+from lmh_deploy.frontends.pytorch import export_model
+from lmh_deploy.passes.loihi2_map import map_to_loihi2
+from lmh_deploy.passes.quantize import quantize_graph
+from lmh_deploy.models.architectures import build
+from lmh_deploy.sim import simulate
 
 NETS = [("mlp", (1, 8, 8), 1.0), ("cnn", (1, 28, 28), 0.5), ("resnet20", (3, 32, 32), 0.25)]
 

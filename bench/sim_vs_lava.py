@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 import lmh_deploy  # noqa: F401  - Lava import fix
-from lmh_deploy import fixedpoint as fx
-from lmh_deploy.export import export_model
-from lmh_deploy.quantize import quantize_graph
-from lmh_deploy.run_lava import run_lava
-from models.architectures import mlp
-from sim import simulate
+from lmh_deploy.semantics import integer as fx
+from lmh_deploy.frontends.pytorch import export_model
+from lmh_deploy.passes.quantize import quantize_graph
+from lmh_deploy.backends.lava.run import run_lava
+from lmh_deploy.models.architectures import mlp
+from lmh_deploy.sim import simulate
 
 
 def build(hidden: tuple[int, ...], steps: int, seed: int):

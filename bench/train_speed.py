@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from models.architectures import build  # noqa: E402
-from models.losses import tet_loss  # noqa: E402
-from models.train import SavedTensorMeter, train_step  # noqa: E402
+from lmh_deploy.models.architectures import build  # noqa: E402
+from lmh_deploy.models.losses import tet_loss  # noqa: E402
+from lmh_deploy.models.train import SavedTensorMeter, train_step  # noqa: E402
 
 SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar": (3, 32, 32)}
 

@@ -92,8 +92,8 @@ def train(dataset: str = typer.Option("digits", help="digits | mnist5k | cifar10
     job trains with DistributedDataParallel; --batch-size is the global batch; only rank 0
     writes and reports (docs/distributed.md).
     """
-    from models.distributed import is_main_process
-    from models.training_job import TrainJob, run_training_job
+    from lmh_deploy.models.distributed import is_main_process
+    from lmh_deploy.models.training_job import TrainJob, run_training_job
 
     job = TrainJob(dataset=dataset, data_dir=data_dir, arch=arch, neuron=neuron, factors=factors,
                    timesteps=timesteps, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -132,7 +132,7 @@ def compile(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy
             dt: Optional[float] = typer.Option(None, help="NIR input only: Euler step (default: "
                                                "the file's metadata dt).")) -> None:
     """Export, validate and quantise a model into an artifact directory."""
-    from lmh_deploy.compile import compile_model
+    from lmh_deploy.pipeline.compile import compile_model
 
     with clean_errors(), spinner(f"compiling {model} for {target}"):
         start = time.perf_counter()
@@ -169,8 +169,8 @@ def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy 
                                       "net by LIF (drops the dendrite) and print its error."),
            samples: int = typer.Option(100, help="Test samples for measuring the error.")) -> None:
     """Export a LIF-compatible network to NIR (other tools) or lava-dl netx HDF5."""
-    from lmh_deploy.export import export_model
-    from models.checkpoint import load_checkpoint
+    from lmh_deploy.frontends.pytorch import export_model
+    from lmh_deploy.models.checkpoint import load_checkpoint
 
     with clean_errors():
         if format not in ("nir", "netx"):
@@ -188,7 +188,7 @@ def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy 
                       "(CUBA neurons: reset to zero, see docs/interop.md)")
             return
         from lmh_deploy.interop.nir_io import write_nir
-        from models.data import load_dataset
+        from lmh_deploy.models.data import load_dataset
 
         _, test, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
         x = test.tensors[0][:samples].numpy()
@@ -213,9 +213,9 @@ def verify(artifact: Path = typer.Argument(..., help="A directory from lmh-deplo
     """
     from contextlib import nullcontext
 
-    from lmh_deploy.compile import load_artifact
-    from lmh_deploy.verify import verify_artifact
-    from models.distributed import distributed_context
+    from lmh_deploy.pipeline.compile import load_artifact
+    from lmh_deploy.pipeline.verify import verify_artifact
+    from lmh_deploy.parallel import distributed_context
 
     with clean_errors(), distributed_context("cpu") as dctx:
         art = load_artifact(artifact)
@@ -253,11 +253,11 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
     """Run the deployed model on a backend; report accuracy, spikes, synaptic ops, energy."""
     from contextlib import nullcontext
 
-    from lmh_deploy.compile import load_artifact
-    from lmh_deploy import fixedpoint as fx
-    from lmh_deploy.report import summarize
-    from lmh_deploy.sharding import run_sharded
-    from models.distributed import distributed_context
+    from lmh_deploy.pipeline.compile import load_artifact
+    from lmh_deploy.semantics import integer as fx
+    from lmh_deploy.reports.summary import summarize
+    from lmh_deploy.backends.sharding import run_sharded
+    from lmh_deploy.parallel import distributed_context
 
     # under torchrun each rank runs a contiguous shard of the samples; the records are
     # merged (bit-exact for sim/ and Lava) and rank 0 alone summarises, plots and writes
@@ -266,7 +266,7 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
             raise ValueError(f"unknown backend {backend!r}; supported: sim, lava, loihi2")
         art = load_artifact(artifact)
         if backend == "loihi2":
-            from lmh_deploy.loihi2 import LAVA_LOIHI_HINT, lava_loihi_available
+            from lmh_deploy.passes.loihi2_map import LAVA_LOIHI_HINT, lava_loihi_available
 
             if not lava_loihi_available():
                 raise CommandFailed(LAVA_LOIHI_HINT)
@@ -281,13 +281,13 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
               else nullcontext()):
             start = time.perf_counter()
             if backend == "sim":
-                from sim import simulate
+                from lmh_deploy.sim import simulate
 
                 rec = run_sharded(lambda xs: simulate(q, xs, art.timesteps,
                                                       record_spikes=not stream,
                                                       device=_rank_device(device)), x_int)
             else:
-                from lmh_deploy.run_lava import run_lava
+                from lmh_deploy.backends.lava.run import run_lava
 
                 rec = run_sharded(lambda xs: run_lava(q, xs, art.timesteps, "fixed_pt"), x_int)
             seconds = time.perf_counter() - start
@@ -297,14 +297,15 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
                                           "timesteps": art.timesteps,
                                           "processes": dctx.world_size}
         if plots_dir is not None or html is not None:
-            from lmh_deploy import plots as P
-            from lmh_deploy.html_report import write_html
-            from lmh_deploy.run_float import run_float
+            from lmh_deploy.reports import plots as P
+            from lmh_deploy.pipeline.run import t_sweep
+            from lmh_deploy.reports.html import write_html
+            from lmh_deploy.backends.torch_ref import run_float
 
             with spinner("T sweep (sim), float run and plots"):
                 t_values = _parse_sweep(sweep, art.timesteps)
                 if t_values:  # always on sim/, the bit-exact twin of the Lava model
-                    summary["t_sweep"] = P.t_sweep(q, x_int, y, t_values)
+                    summary["t_sweep"] = t_sweep(q, x_int, y, t_values)
                     summary["t_sweep_backend"] = "sim"
                 model = art.load_model()
                 rec_float = run_float(model, x, art.timesteps) if model is not None else None
@@ -331,7 +332,7 @@ def _rank_device(device: Optional[str]) -> Optional[str]:
 
 
 def _parse_sweep(text: Optional[str], timesteps: int) -> list[int]:
-    from lmh_deploy.plots import default_t_values
+    from lmh_deploy.reports.plots import default_t_values
 
     if text is None:
         return default_t_values(timesteps)
@@ -350,7 +351,7 @@ def _parse_sweep(text: Optional[str], timesteps: int) -> list[int]:
 def report(summary_json: Path = typer.Argument(..., help="A --json file written by lmh-deploy run."),
            html: Path = typer.Option(..., "--html", help="Where to write the HTML report.")) -> None:
     """Rebuild the self-contained HTML report from a saved run summary."""
-    from lmh_deploy.html_report import report_from_json
+    from lmh_deploy.reports.html import report_from_json
 
     with clean_errors():
         path = report_from_json(summary_json, html)

@@ -47,9 +47,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from models.neuron import LMHNeuron
-from models.norm import RESIDUAL_ALPHA, make_norm
-from models.qcfs import QCFS
+from lmh_deploy.models.neuron import LMHNeuron
+from lmh_deploy.models.norm import RESIDUAL_ALPHA, make_norm
+from lmh_deploy.models.qcfs import QCFS
 
 NEURONS = ("lmh", "lif", "qcfs")
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.architectures import build
+from lmh_deploy.models.architectures import build
 
 FORMAT = "lmh-deploy/checkpoint"
 FORMAT_VERSION = 1

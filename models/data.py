@@ -396,7 +396,7 @@ def make_loaders(train: torch.utils.data.Dataset, test: torch.utils.data.Dataset
     if world_size > 1:
         from torch.utils.data import BatchSampler, RandomSampler
 
-        from models.distributed import EmptySafeCollate, ShardedBatchSampler, ShardSampler
+        from lmh_deploy.models.distributed import EmptySafeCollate, ShardedBatchSampler, ShardSampler
 
         # what DataLoader(shuffle=True, generator=...) builds, then cut per rank; the
         # loader keeps the generator too (each epoch's iterator draws its worker seed

@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.architectures import SpikingNet, build
-from models.neuron import LMHNeuron
-from models.qcfs import QCFS
+from lmh_deploy.models.architectures import SpikingNet, build
+from lmh_deploy.models.neuron import LMHNeuron
+from lmh_deploy.models.qcfs import QCFS
 
 #: Factor values of the converted neuron (IF: mu_D = mu_S = 0, lambda_D = lambda_S = 1).
 IF_FACTORS = {"mu_d": 0.0, "mu_s": 0.0, "lam_d": 1.0, "lam_s": 1.0}
@@ -86,7 +86,7 @@ def load_and_convert(path: str, *, timesteps: int | None = None,
                      factors: str = "progressive") -> tuple[SpikingNet, dict[str, Any],
                                                             dict[str, Any]]:
     """Read a QCFS checkpoint and convert it; returns ``(snn, snn_kwargs, ann payload)``."""
-    from models.checkpoint import load_checkpoint
+    from lmh_deploy.models.checkpoint import load_checkpoint
 
     ann, payload = load_checkpoint(path)
     ds = payload["dataset"]

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from models.distributed import differentiable_all_reduce, sync_batchnorm_active
+from lmh_deploy.models.distributed import differentiable_all_reduce, sync_batchnorm_active
 
 NORMS = ("none", "bn", "tdbn")
 

@@ -43,8 +43,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from models import distributed as D
-from models.losses import LOSSES
+from lmh_deploy.models import distributed as D
+from lmh_deploy.models.losses import LOSSES
 
 
 @dataclass

@@ -35,13 +35,13 @@ from typing import Callable
 
 import torch
 
-from models import distributed as D
-from models.architectures import ARCHITECTURES, DEFAULT_NORM, NEURONS, build
-from models.checkpoint import save_checkpoint
-from models.data import load_dataset, make_loaders
-from models.losses import LOSSES
-from models.norm import NORMS
-from models.train import TrainConfig, evaluate, train
+from lmh_deploy.models import distributed as D
+from lmh_deploy.models.architectures import ARCHITECTURES, DEFAULT_NORM, NEURONS, build
+from lmh_deploy.models.checkpoint import save_checkpoint
+from lmh_deploy.models.data import load_dataset, make_loaders
+from lmh_deploy.models.losses import LOSSES
+from lmh_deploy.models.norm import NORMS
+from lmh_deploy.models.train import TrainConfig, evaluate, train
 
 
 @dataclass
@@ -126,8 +126,8 @@ def _run(job: TrainJob, ctx: D.DistContext,
                                              world_size=ctx.world_size)
     hybrid = None
     if job.hybrid_from:
-        from models.checkpoint import load_checkpoint
-        from models.hybrid import convert_qcfs_to_lmh
+        from lmh_deploy.models.checkpoint import load_checkpoint
+        from lmh_deploy.models.hybrid import convert_qcfs_to_lmh
 
         ann, payload = load_checkpoint(job.hybrid_from)
         ds = payload["dataset"]

@@ -1,4 +1,4 @@
 """Our batched, event-driven fixed-point simulator, bit-exact with the Lava fixed_pt models."""
-from sim.simulator import simulate
+from lmh_deploy.sim.simulator import simulate
 
 __all__ = ["simulate"]

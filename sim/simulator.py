@@ -1,6 +1,6 @@
 """Batched integer simulation of a quantised graph.
 
-Uses :mod:`lmh_deploy.fixedpoint` for every integer operation, the same
+Uses :mod:`lmh_deploy.semantics.integer` for every integer operation, the same
 functions the Lava ``fixed_pt`` ProcessModel calls, on the ideal timeline
 (no synaptic delays: the Lava lowering offsets each layer so that its local
 step ``t`` sees what this simulator computes at step ``t``). Several synapse
@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from lmh_deploy import fixedpoint as fx
+from lmh_deploy.semantics import integer as fx
 from lmh_deploy.ir import Graph, QDense, QInput, QLMH, QReadout
-from lmh_deploy.record import RunRecord, dense_synops
-from lmh_deploy.synapse_maps import qdense_fan_out
+from lmh_deploy.reports.record import RunRecord, dense_synops
+from lmh_deploy.ir.synapses import qdense_fan_out
 
 
 def lmh_params(node: QLMH) -> fx.LMHFixedParams:

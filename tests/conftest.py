@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import lmh_deploy  # noqa: F401  - the Python 3.11 Lava import fix, before any lava import
-from lmh_deploy.export import export_model
+from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir import Graph
-from lmh_deploy.quantize import quantize_graph
-from models.architectures import SpikingNet, mlp
+from lmh_deploy.passes.quantize import quantize_graph
+from lmh_deploy.models.architectures import SpikingNet, mlp
 
 
 def _random_mlp(seed: int, *, n_in: int = 10, hidden: tuple[int, ...] = (12, 8),

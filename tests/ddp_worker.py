@@ -27,9 +27,9 @@ import torch
 def main(spec_path: str) -> None:
     torch.set_num_threads(1)  # 2 cores shared by 2 ranks
     spec = json.loads(Path(spec_path).read_text())
-    from models import distributed as D
-    from models.norm import _TimeMajorBatchNorm
-    from models.training_job import TrainJob, run_training_job
+    from lmh_deploy.models import distributed as D
+    from lmh_deploy.models.norm import _TimeMajorBatchNorm
+    from lmh_deploy.models.training_job import TrainJob, run_training_job
 
     _TimeMajorBatchNorm.sync_stats = bool(spec.get("sync_stats", True))
     ctx = None if spec.get("own_group") else D.init_from_env("cpu", timeout_s=120)
@@ -44,9 +44,9 @@ def main(spec_path: str) -> None:
                                 "progress_calls": calls, "writes": list(_writes)})
             out["jobs"][-1]["state_dict"] = _last_state.pop("state_dict", None)
         if "evaluate" in spec:  # a fixed model on this rank's test shard, counts reduced
-            from models.checkpoint import load_checkpoint
-            from models.data import load_dataset, make_loaders
-            from models.train import evaluate, evaluate_per_timestep
+            from lmh_deploy.models.checkpoint import load_checkpoint
+            from lmh_deploy.models.data import load_dataset, make_loaders
+            from lmh_deploy.models.train import evaluate, evaluate_per_timestep
 
             ev = spec["evaluate"]
             model, _ = load_checkpoint(ev["checkpoint"])
@@ -60,7 +60,7 @@ def main(spec_path: str) -> None:
         if "sim" in spec:
             import numpy as np
 
-            from lmh_deploy.sharding import simulate_sharded
+            from lmh_deploy.backends.sharding import simulate_sharded
 
             sim = spec["sim"]
             graph = pickle.loads(Path(sim["graph"]).read_bytes())
@@ -82,8 +82,8 @@ _writes: list = []
 
 def _capture_train() -> None:
     """Wrap ``models.train.train`` so the worker sees this rank's trained weights."""
-    import models.train as T
-    import models.training_job as J
+    import lmh_deploy.models.train as T
+    import lmh_deploy.models.training_job as J
 
     original = T.train
 

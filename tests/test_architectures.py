@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from models.architectures import (ARCHITECTURES, ResidualBlock, SpikingNet, apply_layer, build,
+from lmh_deploy.models.architectures import (ARCHITECTURES, ResidualBlock, SpikingNet, apply_layer, build,
                                   mlp)
-from models.checkpoint import load_checkpoint, save_checkpoint
-from models.neuron import LMHNeuron
-from models.norm import StepBatchNorm, ThresholdDependentBatchNorm, fold_into, make_norm
-from models.qcfs import QCFS, qcfs
+from lmh_deploy.models.checkpoint import load_checkpoint, save_checkpoint
+from lmh_deploy.models.neuron import LMHNeuron
+from lmh_deploy.models.norm import StepBatchNorm, ThresholdDependentBatchNorm, fold_into, make_norm
+from lmh_deploy.models.qcfs import QCFS, qcfs
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 
@@ -80,7 +80,7 @@ def test_paper_architectures_have_the_paper_depth() -> None:
 
 def test_mlp_default_is_unchanged_and_exportable() -> None:
     """The default mlp keeps its layer list (Flatten, Linear, neuron, ..., Linear)."""
-    from lmh_deploy.export import export_model
+    from lmh_deploy.frontends.pytorch import export_model
 
     model = build("mlp", (1, 8, 8), 10, neuron="lmh", factors="progressive", timesteps=4,
                   width_mult=1.0)

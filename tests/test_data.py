@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import (SUPPORTED_DATASETS, DatasetSpec, UnsafePickleError, load_dataset,
+from lmh_deploy.models.data import (SUPPORTED_DATASETS, DatasetSpec, UnsafePickleError, load_dataset,
                          make_loaders)
 
 # --------------------------------------------------------------------------- digits / mnist

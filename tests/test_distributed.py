@@ -29,18 +29,18 @@ import numpy as np
 import pytest
 import torch
 
-from lmh_deploy import fixedpoint as fx
-from lmh_deploy.export import export_model
-from lmh_deploy.quantize import quantize_graph
-from lmh_deploy.record import RunRecord
-from lmh_deploy.sharding import merge_records, run_sharded, shard_inputs, simulate_shard
-from models import distributed as D
-from models.architectures import mlp
-from models.checkpoint import load_checkpoint
-from models.data import load_dataset, make_loaders
-from models.train import evaluate
-from models.training_job import TrainJob, run_training_job
-from sim import simulate
+from lmh_deploy.semantics import integer as fx
+from lmh_deploy.frontends.pytorch import export_model
+from lmh_deploy.passes.quantize import quantize_graph
+from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.backends.sharding import merge_records, run_sharded, shard_inputs, simulate_shard
+from lmh_deploy.models import distributed as D
+from lmh_deploy.models.architectures import mlp
+from lmh_deploy.models.checkpoint import load_checkpoint
+from lmh_deploy.models.data import load_dataset, make_loaders
+from lmh_deploy.models.train import evaluate
+from lmh_deploy.models.training_job import TrainJob, run_training_job
+from lmh_deploy.sim import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().with_name("ddp_worker.py")
@@ -195,7 +195,7 @@ def test_sharded_evaluation_counts_the_whole_test_set(tmp_path) -> None:
     assert [r["evaluate"]["shard_samples"] for r in ranks] == [180, 180]
     for r in ranks:
         assert r["evaluate"]["accuracy"] == evaluate(model, full, timesteps=4)
-    from models.train import evaluate_per_timestep
+    from lmh_deploy.models.train import evaluate_per_timestep
 
     per_step = evaluate_per_timestep(model, full, timesteps=4)
     for r in ranks:

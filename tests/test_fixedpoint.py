@@ -1,4 +1,4 @@
-"""Tests of lmh_deploy.fixedpoint, the single definition of the integer semantics.
+"""Tests of lmh_deploy.semantics.integer, the single definition of the integer semantics.
 
 Hand examples carry their expected integers literally (worked out in the comments),
 so a change of rounding, saturation or update order fails here first.
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmh_deploy import fixedpoint as fx
+from lmh_deploy.semantics import integer as fx
 
 A = np.array
 

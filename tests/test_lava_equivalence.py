@@ -11,13 +11,13 @@ import pytest
 import torch
 
 import lmh_deploy  # noqa: F401  - Python 3.11 Lava import fix
-from lmh_deploy import fixedpoint as fx
+from lmh_deploy.semantics import integer as fx
 from lmh_deploy.ir import LMH, Dense, Graph, Input, QDense, QInput, QLMH, QReadout, Readout
-from lmh_deploy.lower import lower
-from lmh_deploy.quantize import quantize_graph
-from lmh_deploy.record import RunRecord
-from lmh_deploy.run_lava import run_lava
-from sim.simulator import simulate
+from lmh_deploy.backends.lava.lower import lower
+from lmh_deploy.passes.quantize import quantize_graph
+from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.backends.lava.run import run_lava
+from lmh_deploy.sim.simulator import simulate
 
 
 def assert_bit_exact(qgraph: Graph, x_int: np.ndarray, timesteps: int) -> tuple[RunRecord,
@@ -222,7 +222,7 @@ def test_floating_pt_lava_equals_pytorch(make_mlp) -> None:
     spikes agree exactly unless a soma potential lands within ~1e-12 of the threshold, which
     does not happen for these fixed seeds.
     """
-    from lmh_deploy.export import export_model
+    from lmh_deploy.frontends.pytorch import export_model
 
     timesteps, n_in, batch = 6, 10, 4
     model = make_mlp(41, n_in=n_in, hidden=(12, 8), classes=3, timesteps=timesteps).double()

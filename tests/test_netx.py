@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import lmh_deploy  # noqa: F401  - Python 3.11 Lava import fix before any lava import
-from lmh_deploy import fixedpoint as fx
-from lmh_deploy.export import export_model
+from lmh_deploy.semantics import integer as fx
+from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.interop import InteropError
 from lmh_deploy.interop.netx_io import (DECAY_ONE, VTH_MAX, graph_to_netx, netx_input,
                                         netx_reference, read_netx, run_netx_lava)
-from models.architectures import mlp
+from lmh_deploy.models.architectures import mlp
 
 T = 6
 

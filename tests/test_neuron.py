@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.neuron import FACTOR_NAMES, LMHNeuron, lif_neuron, spike_fn
+from lmh_deploy.models.neuron import FACTOR_NAMES, LMHNeuron, lif_neuron, spike_fn
 
 FACTORS = dict(mu_d=0.25, mu_s=-0.125, lam_d=1.25, lam_s=0.75)
 

@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from lmh_deploy import fixedpoint as fx
-from lmh_deploy.export import export_model
+from lmh_deploy.semantics import integer as fx
+from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.interop import InteropError
 from lmh_deploy.interop.nir_io import (graph_to_nir, nir_to_graph, simulate_float,
                                        spike_disagreement, write_nir)
 from lmh_deploy.ir import LMH, Dense, Readout
-from lmh_deploy.quantize import quantize_graph
-from lmh_deploy.run_float import run_float
-from models.architectures import mlp
-from models.checkpoint import load_checkpoint, save_checkpoint
-from sim import simulate
+from lmh_deploy.passes.quantize import quantize_graph
+from lmh_deploy.backends.torch_ref import run_float
+from lmh_deploy.models.architectures import mlp
+from lmh_deploy.models.checkpoint import load_checkpoint, save_checkpoint
+from lmh_deploy.sim import simulate
 
 T = 6
 

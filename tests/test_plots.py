@@ -1,4 +1,4 @@
-"""Plots and the self-contained HTML report of a run (lmh_deploy.plots, lmh_deploy.html_report)."""
+"""Plots and the self-contained HTML report of a run (lmh_deploy.reports.plots, lmh_deploy.reports.html)."""
 from __future__ import annotations
 
 import json
@@ -14,16 +14,17 @@ from matplotlib import image as mpimg
 from PIL import Image
 
 import lmh_deploy  # noqa: F401  - Lava import fix first
-from lmh_deploy import fixedpoint as fx
-from lmh_deploy import plots
-from lmh_deploy.export import export_model
-from lmh_deploy.html_report import report_from_json, write_html
-from lmh_deploy.quantize import quantize_graph
-from lmh_deploy.record import RunRecord
-from lmh_deploy.report import summarize
-from lmh_deploy.run_float import run_float
-from models.architectures import mlp
-from sim import simulate
+from lmh_deploy.semantics import integer as fx
+from lmh_deploy.reports import plots
+from lmh_deploy.pipeline.run import t_sweep
+from lmh_deploy.frontends.pytorch import export_model
+from lmh_deploy.reports.html import report_from_json, write_html
+from lmh_deploy.passes.quantize import quantize_graph
+from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.reports.summary import summarize
+from lmh_deploy.backends.torch_ref import run_float
+from lmh_deploy.models.architectures import mlp
+from lmh_deploy.sim import simulate
 
 N_IN, HIDDEN, CLASSES, T, SAMPLES = 10, (24, 12), 4, 5, 24
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -54,7 +55,7 @@ def run():
 
 @pytest.fixture(scope="module")
 def sweep(run):
-    return plots.t_sweep(run["qgraph"], run["x_int"], run["y"], [1, 2, 4, 8])
+    return t_sweep(run["qgraph"], run["x_int"], run["y"], [1, 2, 4, 8])
 
 
 @pytest.fixture(scope="module")
@@ -136,14 +137,14 @@ def test_t_sweep_one_row_per_T_and_energy_grows(run, sweep) -> None:
         assert 0.0 <= row["accuracy"] <= 1.0
         assert {"energy_joules", "synops_per_sample", "ann_energy_joules"} <= set(row)
     # the row for the run's own T agrees with the run's summary
-    (row5,) = plots.t_sweep(run["qgraph"], run["x_int"], run["y"], [T])
+    (row5,) = t_sweep(run["qgraph"], run["x_int"], run["y"], [T])
     assert row5["energy_joules"] == pytest.approx(run["summary"]["energy_joules"])
     assert row5["accuracy"] == run["summary"]["accuracy"]
-    assert plots.t_sweep(run["qgraph"], run["x_int"], None, [2])[0]["accuracy"] is None
+    assert t_sweep(run["qgraph"], run["x_int"], None, [2])[0]["accuracy"] is None
     with pytest.raises(ValueError):
-        plots.t_sweep(run["qgraph"], run["x_int"], run["y"], [0, 2])
+        t_sweep(run["qgraph"], run["x_int"], run["y"], [0, 2])
     with pytest.raises(ValueError):
-        plots.t_sweep(run["qgraph"], run["x_int"], run["y"], [])
+        t_sweep(run["qgraph"], run["x_int"], run["y"], [])
 
 
 def test_accuracy_energy_curve_plots_the_sweep(sweep) -> None:

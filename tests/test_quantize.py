@@ -1,4 +1,4 @@
-"""Tests of lmh_deploy.quantize: Lava-proof weights, error bounds, scales, errors."""
+"""Tests of lmh_deploy.passes.quantize: Lava-proof weights, error bounds, scales, errors."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,9 +10,9 @@ from hypothesis.extra import numpy as hnp
 import lmh_deploy  # noqa: F401  - Python 3.11 Lava import fix
 from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
 
-from lmh_deploy import fixedpoint as fx
+from lmh_deploy.semantics import integer as fx
 from lmh_deploy.ir import LMH, Dense, Graph, Input, IRError, QDense, QLMH, QReadout, Readout
-from lmh_deploy.quantize import (CURRENT_HEADROOM_BITS, quantize_graph, quantize_weights,
+from lmh_deploy.passes.quantize import (CURRENT_HEADROOM_BITS, quantize_graph, quantize_weights,
                                  state_scale)
 
 
@@ -213,7 +213,7 @@ def test_valid_edge_factors_are_accepted() -> None:
 def test_worst_case_state_bound_holds_and_flags(factors: dict[str, float], fits: bool) -> None:
     """All-negative weights and a full-scale input are the worst case for the (reset-free)
     negative side; the report's bound must cover the states sim actually reaches."""
-    from sim.simulator import simulate
+    from lmh_deploy.sim.simulator import simulate
 
     timesteps = 5
     rng = np.random.default_rng(13)

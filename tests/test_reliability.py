@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from lmh_deploy.cli import app
-from models.architectures import mlp
-from models.checkpoint import save_checkpoint
+from lmh_deploy.models.architectures import mlp
+from lmh_deploy.models.checkpoint import save_checkpoint
 
 runner = CliRunner()
 DATASET = {"name": "digits", "input_shape": [1, 8, 8], "num_classes": 10, "x_max": 1.0, "seed": 0}
@@ -56,7 +56,7 @@ def test_bad_values_are_refused_by_layer(tmp_path: Path, case: str, edit, cause:
 
 
 def test_unsupported_layer_is_named_with_supported_list(tmp_path: Path) -> None:
-    from lmh_deploy.export import export_model
+    from lmh_deploy.frontends.pytorch import export_model
     from lmh_deploy.ir import IRError
 
     model = mlp((1, 8, 8), 10, **ARCH)
@@ -93,9 +93,9 @@ def test_run_with_user_inputs_and_wrong_shape(artifact: Path, tmp_path: Path) ->
 
 
 def test_failed_lava_run_leaves_no_processes(artifact: Path, monkeypatch) -> None:
-    import lmh_deploy.run_lava as run_lava_mod
-    from lmh_deploy.compile import load_artifact
-    from lmh_deploy import fixedpoint as fx
+    import lmh_deploy.backends.lava.run as run_lava_mod
+    from lmh_deploy.pipeline.compile import load_artifact
+    from lmh_deploy.semantics import integer as fx
 
     art = load_artifact(artifact)
     x_int = fx.quantize_input(np.ones((1, 1, 8, 8)), art.quant_graph.node("input").scale)

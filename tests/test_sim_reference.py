@@ -9,12 +9,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lmh_deploy import fixedpoint as fx
-from lmh_deploy.export import export_model
-from lmh_deploy.quantize import quantize_graph
-from lmh_deploy.synapse_maps import qdense_matrix
-from models.architectures import build, mlp
-from sim import simulate
+from lmh_deploy.semantics import integer as fx
+from lmh_deploy.frontends.pytorch import export_model
+from lmh_deploy.passes.quantize import quantize_graph
+from lmh_deploy.ir.synapses import qdense_matrix
+from lmh_deploy.models.architectures import build, mlp
+from lmh_deploy.sim import simulate
 
 
 def reference(q, x_int: np.ndarray, steps: int) -> tuple[dict, list, dict]:

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmh_deploy import fixedpoint as fx
-from lmh_deploy.compile import compile_model, load_artifact
-from lmh_deploy.run_float import run_float
-from lmh_deploy.verify import verify_artifact
-from models.training_job import TrainJob, run_training_job
-from sim import simulate
+from lmh_deploy.semantics import integer as fx
+from lmh_deploy.pipeline.compile import compile_model, load_artifact
+from lmh_deploy.backends.torch_ref import run_float
+from lmh_deploy.pipeline.verify import verify_artifact
+from lmh_deploy.models.training_job import TrainJob, run_training_job
+from lmh_deploy.sim import simulate
 
 pytestmark = pytest.mark.slow
 

@@ -10,16 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from models.architectures import build, mlp
-from models.checkpoint import load_checkpoint, save_checkpoint
-from models.data import load_dataset, make_loaders
-from models.hybrid import IF_FACTORS, convert_qcfs_to_lmh
-from models.losses import rate_ce, tet_loss
-from models.neuron import spike_fn
-from models.qcfs import QCFS
-from models.train import (SavedTensorMeter, TrainConfig, evaluate, evaluate_per_timestep, train,
+from lmh_deploy.models.architectures import build, mlp
+from lmh_deploy.models.checkpoint import load_checkpoint, save_checkpoint
+from lmh_deploy.models.data import load_dataset, make_loaders
+from lmh_deploy.models.hybrid import IF_FACTORS, convert_qcfs_to_lmh
+from lmh_deploy.models.losses import rate_ce, tet_loss
+from lmh_deploy.models.neuron import spike_fn
+from lmh_deploy.models.qcfs import QCFS
+from lmh_deploy.models.train import (SavedTensorMeter, TrainConfig, evaluate, evaluate_per_timestep, train,
                           train_step)
-from models.training_job import TrainJob, run_training_job
+from lmh_deploy.models.training_job import TrainJob, run_training_job
 
 JSON_KEYS = {"accuracy", "epochs", "peak_memory_bytes", "seconds_per_epoch"}
 

@@ -27,7 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from lmh_deploy import fixedpoint as fx
+from lmh_deploy.semantics import integer as fx
 from lmh_deploy.interop import InteropError
 from lmh_deploy.interop.nir_io import plan_graph
 from lmh_deploy.ir import LMH, Dense, Graph, Input, Readout

@@ -67,7 +67,7 @@ def simulate_float(graph: Graph, x: np.ndarray, timesteps: int | None = None, *,
     0, fire at ``v > theta``), to measure that difference.
     """
     validate(graph)
-    check_dense_chain(graph, "nir_io.simulate_float (sim.float_ir runs conv graphs)")
+    check_dense_chain(graph, "nir_io.simulate_float (lmh_deploy.backends.float_ir runs conv graphs)")
     steps = int(timesteps if timesteps is not None else graph.meta.get("timesteps", 1))
     order = graph.order()
     inp = graph.node(order[0])

@@ -4,7 +4,7 @@ The samples of a run are independent: sample ``b`` of a batch run equals the sam
 sample run alone, on every integer backend (``sim/``, Lava ``fixed_pt``). So ``N``
 samples can be cut into ``world_size`` contiguous shards (:func:`shard_bounds`, the
 first ``N % world_size`` shards one sample longer), each rank runs its shard, and
-the per-rank :class:`~lmh_deploy.record.RunRecord` are merged in rank order
+the per-rank :class:`~lmh_deploy.reports.record.RunRecord` are merged in rank order
 (:func:`merge_records`): per-sample arrays are concatenated along their sample axis
 (``logits`` axis 0; ``spikes``, ``state_trace``, ``readout_trace`` axis 1 of
 ``(T, B, ...)``; ``final_state`` axis 0), per-layer counters (``synops``,
@@ -14,7 +14,7 @@ arithmetic; tested in ``tests/test_distributed.py``).
 
 Lava records carry only the last sample's final state (``(1, n)``); merging
 concatenates those rows, so row ``-1`` is still the last sample's state, which is
-what :func:`lmh_deploy.verify.compare_lava_sim` compares.
+what :func:`lmh_deploy.pipeline.verify.compare_lava_sim` compares.
 
 The exchange is ``torch.distributed.all_gather_object`` on the default group (gloo
 is enough; with nccl it is routed through the current CUDA device), so every rank
@@ -26,8 +26,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from lmh_deploy.record import RunRecord
-from models.distributed import is_initialized, shard_bounds, split_sizes
+from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.parallel import is_initialized, shard_bounds, split_sizes
 
 __all__ = ["shard_bounds", "split_sizes", "shard_inputs", "merge_records", "gather_records",
            "run_sharded", "simulate_shard", "simulate_sharded", "dist_rank_world"]
@@ -140,7 +140,7 @@ def simulate_shard(graph, x_int: np.ndarray, timesteps: int, rank: int, world_si
 
     ``sim_kwargs`` go to ``simulate`` (e.g. ``record_states=True``).
     """
-    from sim import simulate
+    from lmh_deploy.sim import simulate
 
     return run_sharded(lambda xs: simulate(graph, xs, timesteps, **sim_kwargs),
                        x_int, axis=_batch_axis(graph, x_int), rank=rank,
@@ -153,7 +153,7 @@ def simulate_sharded(graph, x_int: np.ndarray, timesteps: int, **sim_kwargs) -> 
     Equals ``simulate(graph, x_int, timesteps, **sim_kwargs)`` exactly; single-process it
     is that call.
     """
-    from sim import simulate
+    from lmh_deploy.sim import simulate
 
     return run_sharded(lambda xs: simulate(graph, xs, timesteps, **sim_kwargs),
                        x_int, axis=_batch_axis(graph, x_int))

@@ -1,6 +1,6 @@
 """ProcessModels of :class:`LMHNeuron`: ``floating_pt`` (reals) and ``fixed_pt`` (integers).
 
-The fixed-point arithmetic is :func:`lmh_deploy.fixedpoint.lmh_step`, the same
+The fixed-point arithmetic is :func:`lmh_deploy.semantics.integer.lmh_step`, the same
 function :mod:`sim` calls.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from lava.magma.core.model.py.type import LavaPyType
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from lmh_deploy import fixedpoint as fx
-from lmh_deploy.lava_procs.lmh.process import LMHNeuron
+from lmh_deploy.semantics import integer as fx
+from lmh_deploy.backends.lava.procs.lmh.process import LMHNeuron
 
 
 class AbstractLMHModel(PyLoihiProcessModel):
@@ -86,7 +86,7 @@ class PyLMHModelFloat(AbstractLMHModel):
 @requires(CPU)
 @tag("fixed_pt", "bit_accurate_loihi")
 class PyLMHModelFixed(AbstractLMHModel):
-    """Bit-accurate integer model: 24-bit states, 12-bit factors, see lmh_deploy.fixedpoint."""
+    """Bit-accurate integer model: 24-bit states, 12-bit factors, see lmh_deploy.semantics.integer."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, bool, precision=1)

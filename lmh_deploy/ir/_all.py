@@ -256,7 +256,7 @@ class QDense(Node):
     A single convolution (possibly with a pooling folded in) keeps its kernel instead of a
     matrix: ``weight_mant`` is then (C_out, C_in, kh, kw) and ``conv_input_shape``,
     ``conv_stride``, ``conv_padding`` give its geometry, so large networks never
-    materialise their synaptic matrices (``lmh_deploy.synapse_maps.qdense_matrix`` does,
+    materialise their synaptic matrices (``lmh_deploy.ir.synapses.qdense_matrix`` does,
     on demand).
     """
 
@@ -291,7 +291,7 @@ class QDense(Node):
 
 @dataclass
 class QLMH(Node):
-    """Integer LM-H layer; see :mod:`lmh_deploy.fixedpoint` for the exact arithmetic.
+    """Integer LM-H layer; see :mod:`lmh_deploy.semantics.integer` for the exact arithmetic.
 
     ``state_scale`` is integer state units per float unit (``theta = theta_float * scale``).
     """

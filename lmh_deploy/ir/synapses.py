@@ -1,7 +1,7 @@
 """Every float synapse node as the sparse linear map it computes on flattened (C, H, W) data.
 
 Composing the maps of a chain (e.g. pool -> conv) gives the one synaptic matrix that
-connects two neuron layers; :mod:`lmh_deploy.quantize` quantises that matrix.
+connects two neuron layers; :mod:`lmh_deploy.passes.quantize` quantises that matrix.
 """
 from __future__ import annotations
 

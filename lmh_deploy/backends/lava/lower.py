@@ -23,10 +23,10 @@ from lava.proc.io.sink import RingBuffer as SinkBuffer
 from lava.proc.io.source import RingBuffer as SourceBuffer
 from lava.proc.sparse.process import DelaySparse, Sparse
 
-from lmh_deploy import fixedpoint as fx
+from lmh_deploy.semantics import integer as fx
 from lmh_deploy.ir import LMH, Graph, Input, IRError, QDense, QInput, QLMH, QReadout, Readout
-from lmh_deploy.lava_procs.lmh.process import LMHNeuron
-from lmh_deploy.synapse_maps import chain_matrix, qdense_matrix, synapse_chain
+from lmh_deploy.backends.lava.procs.lmh.process import LMHNeuron
+from lmh_deploy.ir.synapses import chain_matrix, qdense_matrix, synapse_chain
 
 Precision = Literal["fixed_pt", "floating_pt"]
 
@@ -104,7 +104,7 @@ def lower(graph: Graph, inputs: np.ndarray, timesteps: int,
           precision: Precision = "fixed_pt") -> LavaNetwork:
     """Build the Lava network for ``inputs`` (B, *shape).
 
-    ``fixed_pt`` takes an integer graph (from :func:`~lmh_deploy.quantize.quantize_graph`) and
+    ``fixed_pt`` takes an integer graph (from :func:`~lmh_deploy.passes.quantize.quantize_graph`) and
     quantised inputs; ``floating_pt`` takes a float graph and inputs in input units
     ``x * 255 / x_max`` (not rounded): ``x_max / 255`` is folded into the first weights.
     Processes are created and connected, not run.

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from lmh_deploy.ir import LMH, SYNAPSE_KINDS, Graph, Input, Readout
-from lmh_deploy.record import RunRecord
-from lmh_deploy.synapse_maps import apply_synapse
+from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.ir.synapses import apply_synapse
 
 
 def simulate_float(graph: Graph, x: np.ndarray, timesteps: int) -> RunRecord:

@@ -17,8 +17,8 @@ from torch import nn
 
 from lmh_deploy.ir import (LMH, AvgPool, Conv2d, Dense, Graph, Input, IRError, Node, Readout,
                            validate)
-from lmh_deploy.synapse_maps import apply_synapse
-from models.neuron import LMHNeuron
+from lmh_deploy.ir.synapses import apply_synapse
+from lmh_deploy.models.neuron import LMHNeuron
 
 SUPPORTED_LAYERS = ("Flatten", "Linear", "Conv2d", "BatchNorm1d/2d", "StepBatchNorm",
                     "ThresholdDependentBatchNorm", "AvgPool2d", "AdaptiveAvgPool2d(1)",

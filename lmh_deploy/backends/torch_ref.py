@@ -5,8 +5,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmh_deploy.record import RunRecord
-from models.neuron import LMHNeuron
+from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.models.neuron import LMHNeuron
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lmh_deploy.ir import Graph, IRError, QLMH, QReadout
-from lmh_deploy.synapse_maps import qdense_fan_in
+from lmh_deploy.ir.synapses import qdense_fan_in
 
 CORES_PER_CHIP = 128
 NEURONS_PER_CORE = 4096

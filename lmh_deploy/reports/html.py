@@ -23,7 +23,7 @@ ENERGY_FIELDS = (
     ("ann_energy_joules", "ann", "equivalent ANN, dense, once per sample"),
     ("snn_energy_45nm_joules", "snn_45nm", "synaptic ops at 45 nm (SNN-paper convention)"),
 )
-#: Captions of the plots :mod:`lmh_deploy.plots` writes, by name.
+#: Captions of the plots :mod:`lmh_deploy.reports.plots` writes, by name.
 CAPTIONS = {
     "spike_raster": "Spike raster of one sample: neuron index against step, one panel per LM-H layer.",
     "firing_rates": "Firing rate per LM-H layer: spikes per neuron per step, over all samples.",
@@ -286,7 +286,7 @@ def report_from_json(json_path: str | Path, html_path: str | Path) -> Path:
     gone, and re-plots the T curve from ``"t_sweep"``. A missing, unreadable or non-summary
     JSON is a ValueError naming the file and the cause.
     """
-    from lmh_deploy import plots
+    from lmh_deploy.reports import plots
 
     json_path = Path(json_path)
     try:

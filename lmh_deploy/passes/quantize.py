@@ -8,7 +8,7 @@ states are counted in units of ``1 / S`` with ``S = 2**(exp + 1) * s_w``, so
 the integer current is exactly ``(sum 2 m x) << exp``. The exponent is the
 largest that keeps the worst-case current within ``2**20`` (negative, a floor
 shift of the sum, for very wide layers). Thresholds, biases
-and factors follow from ``S``; the arithmetic is :mod:`lmh_deploy.fixedpoint`.
+and factors follow from ``S``; the arithmetic is :mod:`lmh_deploy.semantics.integer`.
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from lmh_deploy import fixedpoint as fx
+from lmh_deploy.semantics import integer as fx
 from lmh_deploy.ir import (LMH, Graph, Input, IRError, QDense, QInput, QLMH, QReadout, Readout,
                            validate)
-from lmh_deploy.synapse_maps import (abs_row_sums, chain_conv, chain_matrix, qdense_fan_in,
+from lmh_deploy.ir.synapses import (abs_row_sums, chain_conv, chain_matrix, qdense_fan_in,
                                      synapse_chain)
 
 #: Worst-case |synaptic input| per step is kept below 2**20: states integrate several steps

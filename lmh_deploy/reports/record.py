@@ -52,7 +52,7 @@ def synops_from_spikes(graph, x_int: np.ndarray, spikes: dict[str, np.ndarray],
 
     ``x_int`` is the static quantised input (B, *shape), presented every step.
     """
-    from lmh_deploy.synapse_maps import qdense_fan_out
+    from lmh_deploy.ir.synapses import qdense_fan_out
 
     out = {}
     for name in graph.order():

@@ -5,9 +5,9 @@ from typing import Any
 
 import numpy as np
 
-from lmh_deploy import fixedpoint as fx
-from lmh_deploy.compile import Artifact
-from lmh_deploy.record import RunRecord
+from lmh_deploy.semantics import integer as fx
+from lmh_deploy.pipeline.compile import Artifact
+from lmh_deploy.reports.record import RunRecord
 
 
 def compare_lava_sim(sim: RunRecord, lava: RunRecord) -> dict[str, int]:
@@ -29,10 +29,10 @@ def compare_lava_sim(sim: RunRecord, lava: RunRecord) -> dict[str, int]:
 
 def verify_artifact(art: Artifact, samples: int, *, split: str = "test") -> dict[str, Any]:
     """Run ``samples`` samples on all three backends and compare; see the CLI for the schema."""
-    from lmh_deploy.run_float import run_float
-    from lmh_deploy.run_lava import run_lava
-    from lmh_deploy.sharding import run_sharded  # fn(x) itself without a process group
-    from sim import simulate
+    from lmh_deploy.backends.torch_ref import run_float
+    from lmh_deploy.backends.lava.run import run_lava
+    from lmh_deploy.backends.sharding import run_sharded  # fn(x) itself without a process group
+    from lmh_deploy.sim import simulate
 
     x, y = art.dataset_split(split)
     if samples > len(x):
@@ -45,7 +45,7 @@ def verify_artifact(art: Artifact, samples: int, *, split: str = "test") -> dict
     if model is not None:
         rec_float = run_sharded(lambda xs: run_float(model, xs, t), x)
     else:  # imported (NIR) graphs: the float IR itself is the reference
-        from sim.float_ir import simulate_float
+        from lmh_deploy.backends.float_ir import simulate_float
 
         rec_float = run_sharded(lambda xs: simulate_float(art.float_graph, xs, t), x)
     rec_sim = run_sharded(lambda xs: simulate(q, xs, t), x_int)

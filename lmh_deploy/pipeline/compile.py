@@ -10,13 +10,13 @@ from typing import Any, Callable
 import numpy as np
 
 from lmh_deploy import __version__
-from lmh_deploy import fixedpoint as fx
-from lmh_deploy.artifact import atomic_directory, check_artifact, sha256, write_manifest
-from lmh_deploy.export import export_model
+from lmh_deploy.semantics import integer as fx
+from lmh_deploy.pipeline.artifact import atomic_directory, check_artifact, sha256, write_manifest
+from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir import Graph, load_graph, save_graph
-from lmh_deploy.quantize import quantize_graph
-from models.checkpoint import load_checkpoint
-from models.data import load_dataset
+from lmh_deploy.passes.quantize import quantize_graph
+from lmh_deploy.models.checkpoint import load_checkpoint
+from lmh_deploy.models.data import load_dataset
 
 TARGETS = ("lava-sim", "loihi2")
 CHECKPOINT_COPY = "model.pt"
@@ -57,7 +57,7 @@ class Artifact:
 
 def calibrate(qgraph: Graph, x: np.ndarray, timesteps: int) -> dict[str, Any]:
     """Observed state ranges and saturation on real samples, via the integer simulator."""
-    from sim import simulate  # the run stage; compile only uses it for measurement
+    from lmh_deploy.sim import simulate  # the run stage; compile only uses it for measurement
 
     x_int = fx.quantize_input(x, qgraph.node("input").scale)
     rec = simulate(qgraph, x_int, timesteps, record_states=True)
@@ -136,7 +136,7 @@ def compile_model(model_path: str | Path, outdir: str | Path, *, target: str = "
     report.update({"target": target, "timesteps": timesteps, "lmh_deploy_version": __version__,
                    "source": graph.meta["source"]})
     if target == "loihi2":
-        from lmh_deploy.loihi2 import map_to_loihi2
+        from lmh_deploy.passes.loihi2_map import map_to_loihi2
 
         resources = map_to_loihi2(qgraph)
     with atomic_directory(outdir) as tmp:
