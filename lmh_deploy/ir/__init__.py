@@ -1,5 +1,20 @@
-"""The graph IR: small declarative nodes on a networkx DAG, serialised as JSON + npz."""
-from lmh_deploy.ir._all import *  # noqa: F401,F403
-from lmh_deploy.ir._all import (FLOAT_KINDS, NODE_TYPES, SYNAPSE_KINDS, AvgPool, Conv2d, Dense,  # noqa: F401
-                                Graph, Input, IRError, LMH, Node, QDense, QInput, QLMH, QReadout,
-                                Readout, conv_output_hw, load_graph, save_graph, validate)
+"""The graph IR: small declarative node dataclasses on a networkx DiGraph.
+
+Two node families share one graph type. Float nodes come out of :mod:`lmh_deploy.frontends`
+(``Input``, ``Dense``, ``LMH``, ``Readout``); integer nodes come out of
+:mod:`lmh_deploy.passes.quantize` (``QInput``, ``QDense``, ``QLMH``, ``QReadout``). Passes are
+functions graph -> new graph; they never mutate their input.
+
+Serialisation: ``<stem>.json`` holds the structure and scalars, ``<stem>.npz``
+the arrays (read with ``allow_pickle=False``), plus a format version.
+"""
+from lmh_deploy.ir.base import IRError, Node
+from lmh_deploy.ir.graph import FLOAT_KINDS, NODE_TYPES, SYNAPSE_KINDS, Graph
+from lmh_deploy.ir.nodes import LMH, AvgPool, Conv2d, Dense, Input, Readout, conv_output_hw
+from lmh_deploy.ir.qnodes import QLMH, QDense, QInput, QReadout
+from lmh_deploy.ir.serialize import IR_FORMAT_VERSION, load_graph, save_graph
+from lmh_deploy.ir.validate import validate
+
+__all__ = ["IRError", "Node", "FLOAT_KINDS", "NODE_TYPES", "SYNAPSE_KINDS", "Graph", "LMH",
+           "AvgPool", "Conv2d", "Dense", "Input", "Readout", "conv_output_hw", "QLMH", "QDense",
+           "QInput", "QReadout", "IR_FORMAT_VERSION", "load_graph", "save_graph", "validate"]

@@ -1,0 +1,71 @@
+"""The graph: named nodes on a networkx DAG; node kinds by registry key."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import networkx as nx
+
+from lmh_deploy.ir.base import IRError, Node
+from lmh_deploy.ir.nodes import LMH, AvgPool, Conv2d, Dense, Input, Readout
+from lmh_deploy.ir.qnodes import QLMH, QDense, QInput, QReadout
+
+NODE_TYPES: dict[str, type[Node]] = {
+    cls.kind: cls for cls in (Input, Dense, Conv2d, AvgPool, LMH, Readout,
+                              QInput, QDense, QLMH, QReadout)}
+SYNAPSE_KINDS = ("dense", "conv2d", "avgpool")
+FLOAT_KINDS = ("input", *SYNAPSE_KINDS, "lmh", "readout")
+
+
+
+@dataclass
+class Graph:
+    """A DAG of named nodes; edge ``a -> b`` means b consumes a's output.
+
+    ``meta`` holds graph-level facts (timesteps, class count, source model).
+    """
+
+    nx_graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, name: str, node: Node, inputs: tuple[str, ...] = ()) -> str:
+        """Add ``node`` as ``name`` fed by ``inputs``; returns ``name``."""
+        if name in self.nx_graph:
+            raise IRError(f"duplicate node name {name!r}")
+        self.nx_graph.add_node(name, node=node)
+        for src in inputs:
+            if src not in self.nx_graph:
+                raise IRError(f"edge {src!r} -> {name!r}: unknown source node {src!r}")
+            self.nx_graph.add_edge(src, name)
+        return name
+
+    def node(self, name: str) -> Node:
+        """The node called ``name``."""
+        return self.nx_graph.nodes[name]["node"]
+
+    def inputs_of(self, name: str) -> list[str]:
+        """Names of the nodes feeding ``name``."""
+        return list(self.nx_graph.predecessors(name))
+
+    def order(self) -> list[str]:
+        """Node names in topological order (ties broken by insertion order)."""
+        index = {n: i for i, n in enumerate(self.nx_graph.nodes)}
+        return list(nx.lexicographical_topological_sort(self.nx_graph, key=lambda n: index[n]))
+
+    def items(self) -> Iterator[tuple[str, Node]]:
+        """``(name, node)`` in topological order."""
+        for name in self.order():
+            yield name, self.node(name)
+
+    def of_kind(self, kind: str) -> list[str]:
+        """Names of the nodes of one kind, in order."""
+        return [n for n, node in self.items() if node.kind == kind]
+
+    def copy(self) -> "Graph":
+        """A deep copy (passes return new graphs)."""
+        g = Graph(meta=json.loads(json.dumps(self.meta)))
+        for name in self.nx_graph.nodes:
+            g.add(name, dataclasses.replace(self.node(name)), tuple(self.inputs_of(name)))
+        return g

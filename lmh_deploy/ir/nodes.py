@@ -1,0 +1,190 @@
+"""Float IR nodes, as the frontends produce them (units of the trained model)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from lmh_deploy.ir.base import IRError, Node, _check_finite
+
+
+@dataclass
+class Input(Node):
+    """Graded input, direct encoding: the same frame is presented every step.
+
+    ``shape`` is one sample's shape (C, H, W) or (n,); values lie in ``[0, x_max]``.
+    """
+
+    kind: ClassVar[str] = "input"
+    shape: tuple[int, ...]
+    x_max: float = 1.0
+
+    def output_size(self) -> int:  # noqa: D102
+        return int(np.prod(self.shape))
+
+    def check(self, name: str) -> None:  # noqa: D102
+        if not self.shape or any(int(d) <= 0 for d in self.shape):
+            raise IRError(f"{name}: input shape {self.shape} must be non-empty and positive")
+        if not (self.x_max > 0 and math.isfinite(self.x_max)):
+            raise IRError(f"{name}: x_max must be finite and > 0, got {self.x_max}")
+
+
+@dataclass
+class Dense(Node):
+    """Synapses ``I = W x`` on the flattened input; ``weight`` is (n_out, n_in)."""
+
+    kind: ClassVar[str] = "dense"
+    weight: np.ndarray
+
+    def output_size(self) -> int:  # noqa: D102
+        return int(self.weight.shape[0])
+
+    def input_size(self) -> int:  # noqa: D102
+        return int(self.weight.shape[1])
+
+    def check(self, name: str) -> None:  # noqa: D102
+        if self.weight.ndim != 2 or 0 in self.weight.shape:
+            raise IRError(f"{name}: dense weight must be a non-empty 2-D matrix, "
+                          f"got shape {self.weight.shape}")
+        _check_finite(name, "weight", self.weight)
+
+
+def conv_output_hw(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],
+                   padding: tuple[int, int]) -> tuple[int, int]:
+    """Output height and width of a 2-D convolution or pooling window."""
+    return ((h + 2 * padding[0] - kernel[0]) // stride[0] + 1,
+            (w + 2 * padding[1] - kernel[1]) // stride[1] + 1)
+
+
+@dataclass
+class Conv2d(Node):
+    """2-D convolution (cross-correlation, as torch) on a (C, H, W) input flattened C-major.
+
+    ``weight`` is (C_out, C_in, kh, kw); zero padding; no bias (it moves to the neuron).
+    """
+
+    kind: ClassVar[str] = "conv2d"
+    weight: np.ndarray
+    input_shape: tuple[int, int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:  # noqa: D102
+        h, w = conv_output_hw(self.input_shape[1], self.input_shape[2], self.weight.shape[2:],
+                              self.stride, self.padding)
+        return (int(self.weight.shape[0]), h, w)
+
+    def output_size(self) -> int:  # noqa: D102
+        return int(np.prod(self.output_shape))
+
+    def input_size(self) -> int:  # noqa: D102
+        return int(np.prod(self.input_shape))
+
+    def check(self, name: str) -> None:  # noqa: D102
+        if self.weight.ndim != 4 or 0 in self.weight.shape:
+            raise IRError(f"{name}: conv weight must be (C_out, C_in, kh, kw), got {self.weight.shape}")
+        if len(self.input_shape) != 3 or self.weight.shape[1] != self.input_shape[0]:
+            raise IRError(f"{name}: conv weight has {self.weight.shape[1]} input channels, "
+                          f"input shape is {self.input_shape}")
+        if min(self.stride) < 1 or min(self.padding) < 0 or min(self.output_shape) < 1:
+            raise IRError(f"{name}: invalid stride {self.stride} / padding {self.padding} "
+                          f"for input {self.input_shape}")
+        _check_finite(name, "weight", self.weight)
+
+
+@dataclass
+class AvgPool(Node):
+    """Average pooling over ``kernel`` windows (no padding); a fixed linear map, 1/(kh*kw) weights."""
+
+    kind: ClassVar[str] = "avgpool"
+    input_shape: tuple[int, int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:  # noqa: D102
+        h, w = conv_output_hw(self.input_shape[1], self.input_shape[2], self.kernel, self.stride,
+                              (0, 0))
+        return (int(self.input_shape[0]), h, w)
+
+    def output_size(self) -> int:  # noqa: D102
+        return int(np.prod(self.output_shape))
+
+    def input_size(self) -> int:  # noqa: D102
+        return int(np.prod(self.input_shape))
+
+    def check(self, name: str) -> None:  # noqa: D102
+        if len(self.input_shape) != 3 or min(self.kernel) < 1 or min(self.stride) < 1 \
+                or min(self.output_shape) < 1:
+            raise IRError(f"{name}: invalid pooling kernel {self.kernel} / stride {self.stride} "
+                          f"for input {self.input_shape}")
+
+
+@dataclass
+class LMH(Node):
+    """LM-H neurons (Eq. 4)::
+
+        vD[t] = mu_d vD[t-1] + mu_s vS[t-1] + I[t] + bias
+        mS[t] = lam_s vS[t-1] + lam_d vD[t]
+        s[t] = mS[t] >= theta;  vS[t] = mS[t] - s[t] theta;  output s[t] * theta
+
+    Factors are (K, C): K = 1 (progressive) or T (radical, row t at step t,
+    the last row after that); C = 1 (per layer) or n (per neuron).
+    Initial state vD = 0, vS = theta / 2.
+    """
+
+    kind: ClassVar[str] = "lmh"
+    size: int
+    theta: float
+    mu_d: np.ndarray
+    mu_s: np.ndarray
+    lam_d: np.ndarray
+    lam_s: np.ndarray
+    bias: np.ndarray
+
+    FACTOR_RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "mu_d": (-0.5, 0.5), "mu_s": (-0.5, 0.5), "lam_d": (0.5, 1.5), "lam_s": (0.5, 1.5)}
+
+    def output_size(self) -> int:  # noqa: D102
+        return self.size
+
+    def check(self, name: str) -> None:  # noqa: D102
+        if self.size <= 0:
+            raise IRError(f"{name}: size must be positive, got {self.size}")
+        if not (self.theta > 0 and math.isfinite(self.theta)):
+            raise IRError(f"{name}: threshold theta must be finite and > 0, got {self.theta}")
+        rows = self.mu_d.shape[0] if self.mu_d.ndim == 2 else -1
+        for fname, (lo, hi) in self.FACTOR_RANGES.items():
+            arr = getattr(self, fname)
+            if arr.ndim != 2 or arr.shape[0] != rows or arr.shape[1] not in (1, self.size):
+                raise IRError(f"{name}: factor {fname} must be (K, 1) or (K, {self.size}) with "
+                              f"the same K as mu_d, got {arr.shape}")
+            _check_finite(name, fname, arr)
+            # Closed range: a float32 sigmoid saturates to exactly lo or hi; the top value is
+            # then stored as the largest 12-bit code (hi - 2**-12), see fixedpoint.quantize_factor.
+            if arr.min() < lo or arr.max() > hi:
+                bad = arr.min() if arr.min() < lo else arr.max()
+                raise IRError(f"{name}: factor {fname}={bad:.6g} outside its representable "
+                              f"range [{lo}, {hi}]")
+        if self.bias.shape != (self.size,):
+            raise IRError(f"{name}: bias shape {self.bias.shape} != ({self.size},)")
+        _check_finite(name, "bias", self.bias)
+
+
+@dataclass
+class Readout(Node):
+    """Non-spiking output: ``logits = mean_t I[t] + bias``; argmax is the class."""
+
+    kind: ClassVar[str] = "readout"
+    bias: np.ndarray
+
+    def output_size(self) -> int:  # noqa: D102
+        return int(self.bias.shape[0])
+
+    def check(self, name: str) -> None:  # noqa: D102
+        if self.bias.ndim != 1:
+            raise IRError(f"{name}: readout bias must be 1-D, got {self.bias.shape}")
+        _check_finite(name, "bias", self.bias)
