@@ -138,7 +138,7 @@ def simulate_torch(graph: Graph, x_int: np.ndarray, timesteps: int, *, device: s
     import torch
 
     dev = torch.device(device)
-    as_t = lambda a: torch.as_tensor(np.asarray(a, np.int64), device=dev)  # noqa: E731
+    as_t = lambda a: torch.tensor(np.asarray(a, np.int64), device=dev)  # noqa: E731
     order = graph.order()
     q_input = graph.node(order[0])
     static = x_int.ndim == len(q_input.shape) + 1

@@ -47,9 +47,7 @@ def _conv_graph() -> Graph:
 
 def _sparse_int_graph() -> Graph:
     g = _int_graph()
-    node = g.node("dense1")
-    g.nx_graph.nodes["dense1"]["node"] = dataclasses.replace(
-        node, weight_mant=sp.csr_matrix(node.weight_mant), delay=1)
+    g.replace("dense1", weight_mant=sp.csr_matrix(g.node("dense1").weight_mant), delay=1)
     return g
 
 
@@ -173,32 +171,39 @@ def test_valid_graph_passes() -> None:
     validate(_float_graph(rows=3, per_neuron=True))
 
 
+def _set_item(g: Graph, name: str, field: str, index, value) -> None:
+    """Replace node ``name`` by one whose array ``field`` has ``value`` at ``index``."""
+    arr = getattr(g.node(name), field).copy()
+    arr[index] = value
+    g.replace(name, **{field: arr})
+
+
 @pytest.mark.parametrize("mutate, match", [
-    (lambda g: setattr(g.node("dense0"), "weight", np.zeros((4, 5))),
+    (lambda g: g.replace("dense0", weight=np.zeros((4, 5))),
      r"edge 'input' -> 'dense0': dense expects 5 inputs, source gives 6"),
-    (lambda g: setattr(g.node("dense1"), "weight", np.zeros((3, 2))),
+    (lambda g: g.replace("dense1", weight=np.zeros((3, 2))),
      r"edge 'lmh0' -> 'dense1': dense expects 2 inputs"),
-    (lambda g: setattr(g.node("dense0"), "weight", np.zeros(6)),
+    (lambda g: g.replace("dense0", weight=np.zeros(6)),
      r"dense0: dense weight must be a non-empty 2-D matrix"),
-    (lambda g: setattr(g.node("lmh0"), "size", 5),
+    (lambda g: g.replace("lmh0", size=5),
      r"lmh0: bias shape \(4,\) != \(5,\)"),
-    (lambda g: setattr(g.node("lmh0"), "bias", np.zeros(3)),
+    (lambda g: g.replace("lmh0", bias=np.zeros(3)),
      r"lmh0: bias shape \(3,\) != \(4,\)"),
-    (lambda g: setattr(g.node("lmh0"), "mu_s", np.zeros((2, 1))),
+    (lambda g: g.replace("lmh0", mu_s=np.zeros((2, 1))),
      r"lmh0: factor mu_s must be \(K, 1\) or \(K, 4\)"),
-    (lambda g: setattr(g.node("lmh0"), "lam_d", np.ones((1, 3))),
+    (lambda g: g.replace("lmh0", lam_d=np.ones((1, 3))),
      r"lmh0: factor lam_d must be"),
-    (lambda g: setattr(g.node("readout"), "bias", np.zeros(5)),
+    (lambda g: g.replace("readout", bias=np.zeros(5)),
      r"edge 'dense1' -> 'readout': readout of size 5 fed by 3 synapses"),
-    (lambda g: setattr(g.node("input"), "shape", (0, 3)), r"input: input shape"),
-    (lambda g: setattr(g.node("input"), "x_max", 0.0), r"input: x_max must be"),
-    (lambda g: g.node("dense1").weight.__setitem__((2, 1), np.nan),
+    (lambda g: g.replace("input", shape=(0, 3)), r"input: input shape"),
+    (lambda g: g.replace("input", x_max=0.0), r"input: x_max must be"),
+    (lambda g: _set_item(g, "dense1", "weight", (2, 1), np.nan),
      r"dense1: weight has a non-finite value nan at index \[2, 1\]"),
-    (lambda g: g.node("lmh0").lam_s.__setitem__((0, 0), np.nan),
+    (lambda g: _set_item(g, "lmh0", "lam_s", (0, 0), np.nan),
      r"lmh0: lam_s has a non-finite value nan"),
-    (lambda g: g.node("readout").bias.__setitem__(1, np.inf), r"readout: bias has a non-finite"),
-    (lambda g: setattr(g.node("lmh0"), "theta", float("nan")), r"lmh0: threshold theta"),
-    (lambda g: setattr(g.node("lmh0"), "mu_d", np.full((1, 1), -0.6)),
+    (lambda g: _set_item(g, "readout", "bias", 1, np.inf), r"readout: bias has a non-finite"),
+    (lambda g: g.replace("lmh0", theta=float("nan")), r"lmh0: threshold theta"),
+    (lambda g: g.replace("lmh0", mu_d=np.full((1, 1), -0.6)),
      r"lmh0: factor mu_d=-0.6 outside its representable range \[-0\.5, 0\.5\]"),
 ])
 def test_validate_errors_name_the_node(mutate, match: str) -> None:
@@ -250,3 +255,50 @@ def test_graph_add_errors() -> None:
         g.add("dense0", Dense(weight=np.zeros((1, 1))))
     with pytest.raises(IRError, match=r"edge 'nope' -> 'x': unknown source node 'nope'"):
         g.add("x", Dense(weight=np.zeros((1, 1))), ("nope",))
+
+
+# --------------------------------------------------------------------------- immutability
+@pytest.mark.parametrize("build", [_float_graph, _int_graph, _conv_graph, _sparse_int_graph],
+                         ids=["float", "int", "conv", "int-sparse"])
+def test_nodes_are_immutable_and_copies_protect_the_original(build) -> None:
+    g = build()
+    before = build()
+    copy = g.copy()
+    for name, node in copy.items():
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            node.kind_of_change = 1  # any attribute: frozen dataclass
+        for f in dataclasses.fields(node):
+            value = getattr(node, f.name)
+            arrays = ((value.data, value.indices, value.indptr) if sp.issparse(value)
+                      else (value,) if isinstance(value, np.ndarray) else ())
+            for arr in arrays:
+                with pytest.raises(ValueError, match="read-only"):
+                    arr[(0,) * arr.ndim] = 1
+        first = next(f.name for f in dataclasses.fields(node))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(node, first, getattr(node, first))
+    # A change to the copy is a new node in the copy only; meta is copied too.
+    weighted = next(n for n, node in copy.items() if hasattr(node, "weight")
+                    or hasattr(node, "weight_mant"))
+    field = "weight" if hasattr(copy.node(weighted), "weight") else "weight_mant"
+    copy.replace(weighted, **{field: getattr(copy.node(weighted), field) * 0})
+    copy.meta["timesteps"] = 99
+    _assert_same_graph(g, before)
+
+
+def test_node_owns_its_arrays() -> None:
+    """A node copies a writable array it is given: the caller's later writes do not reach it."""
+    w = np.ones((2, 3))
+    node = Dense(weight=w)
+    w[0, 0] = 5.0
+    assert node.weight[0, 0] == 1.0 and w.flags.writeable
+    view = np.arange(6.0).reshape(2, 3)[:, :2]  # a view of writable memory is copied as well
+    node = Dense(weight=view)
+    assert node.weight.base is None or not node.weight.base.flags.writeable
+    csr = sp.csr_matrix(np.eye(3, dtype=np.int64))
+    q = QDense(weight_mant=csr, weight_exp=0, graded=False, weight_scale=1.0)
+    csr.data[0] = 7
+    assert q.weight_mant[0, 0] == 1 and not q.weight_mant.data.flags.writeable
+    # Scipy operations that would canonicalise in place work on the read-only matrix.
+    assert (abs(q.weight_mant) @ np.ones(3)).tolist() == [1, 1, 1]
+    assert sp.csr_matrix(q.weight_mant).sum() == 3

@@ -185,8 +185,8 @@ def test_saturation_through_a_compiled_model(make_mlp, compile_model) -> None:
                      set_factors=dict(mu_d=0.45, mu_s=-0.45, lam_d=1.45, lam_s=1.45))
     _, q, _ = compile_model(model, n_in=8, timesteps=timesteps)
     for name in q.of_kind("q_lmh"):
-        node = q.node(name)
-        node.bias = np.where(np.arange(node.size) % 2 == 0, -1, 1) * (fx.STATE_MAX // 2)
+        size = q.node(name).size
+        q.replace(name, bias=np.where(np.arange(size) % 2 == 0, -1, 1) * (fx.STATE_MAX // 2))
     ref, got = assert_bit_exact(q, _inputs(q, 8, batch=1, seed=2), timesteps)
     assert ref.saturation["lmh0"] > 0 and ref.saturation["lmh1"] > 0
     assert got.saturation == ref.saturation

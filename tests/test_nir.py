@@ -258,9 +258,8 @@ def test_lossy_export_reports_its_measured_error(tmp_path, make_mlp) -> None:
     # lam_s clamped to <= 1 (per layer), then both graphs run with LM-H semantics.
     approx = graph.copy()
     for name in approx.of_kind("lmh"):
-        node = approx.node(name)
-        node.mu_d, node.mu_s = np.zeros((1, 1)), np.zeros((1, 1))
-        node.lam_s = np.minimum(node.lam_s, 1.0)
+        approx.replace(name, mu_d=np.zeros((1, 1)), mu_s=np.zeros((1, 1)),
+                       lam_s=np.minimum(approx.node(name).lam_s, 1.0))
     expected = spike_disagreement(simulate_float(graph, x), simulate_float(approx, x))
     assert float(reported["spike_disagreement"]) == pytest.approx(expected["spike_disagreement"])
     assert 0.0 < expected["spike_disagreement"] < 1.0

@@ -174,18 +174,25 @@ def test_integer_current_matches_float_current() -> None:
     assert np.all(np.abs(current_int / s - current_float) <= bound + 1e-12)
 
 
+def _set_item(g: Graph, name: str, field: str, index, value) -> None:
+    """Replace node ``name`` by one whose array ``field`` has ``value`` at ``index``."""
+    arr = getattr(g.node(name), field).copy()
+    arr[index] = value
+    g.replace(name, **{field: arr})
+
+
 @pytest.mark.parametrize("mutate, match", [
-    (lambda g: setattr(g.node("lmh0"), "theta", 0.0), r"lmh0: threshold theta must be .*> 0"),
-    (lambda g: setattr(g.node("lmh0"), "theta", -1.0), r"lmh0: threshold"),
-    (lambda g: g.node("dense0").weight.__setitem__((1, 2), np.nan), r"dense0: weight .*non-finite"),
-    (lambda g: g.node("dense1").weight.__setitem__((0, 0), np.inf), r"dense1: weight .*non-finite"),
-    (lambda g: setattr(g.node("lmh0"), "mu_d", np.full((1, 1), 0.51)), r"lmh0: factor mu_d"),
-    (lambda g: setattr(g.node("lmh0"), "lam_s", np.full((1, 1), 0.49)), r"lmh0: factor lam_s"),
-    (lambda g: setattr(g.node("lmh0"), "lam_d", np.full((1, 1), 1.51)), r"lmh0: factor lam_d"),
-    (lambda g: g.node("lmh0").bias.__setitem__(0, np.nan), r"lmh0: bias .*non-finite"),
-    (lambda g: setattr(g.node("lmh0"), "theta", 1e-9), r"lmh0: threshold .* rounds to 0"),
-    (lambda g: setattr(g.node("lmh0"), "bias", np.full(5, 1e6)), r"lmh0: bias does not fit 24-bit"),
-    (lambda g: setattr(g.node("readout"), "bias", np.full(3, 1e9)), r"readout: bias does not fit"),
+    (lambda g: g.replace("lmh0", theta=0.0), r"lmh0: threshold theta must be .*> 0"),
+    (lambda g: g.replace("lmh0", theta=-1.0), r"lmh0: threshold"),
+    (lambda g: _set_item(g, "dense0", "weight", (1, 2), np.nan), r"dense0: weight .*non-finite"),
+    (lambda g: _set_item(g, "dense1", "weight", (0, 0), np.inf), r"dense1: weight .*non-finite"),
+    (lambda g: g.replace("lmh0", mu_d=np.full((1, 1), 0.51)), r"lmh0: factor mu_d"),
+    (lambda g: g.replace("lmh0", lam_s=np.full((1, 1), 0.49)), r"lmh0: factor lam_s"),
+    (lambda g: g.replace("lmh0", lam_d=np.full((1, 1), 1.51)), r"lmh0: factor lam_d"),
+    (lambda g: _set_item(g, "lmh0", "bias", 0, np.nan), r"lmh0: bias .*non-finite"),
+    (lambda g: g.replace("lmh0", theta=1e-9), r"lmh0: threshold .* rounds to 0"),
+    (lambda g: g.replace("lmh0", bias=np.full(5, 1e6)), r"lmh0: bias does not fit 24-bit"),
+    (lambda g: g.replace("readout", bias=np.full(3, 1e9)), r"readout: bias does not fit"),
 ])
 def test_invalid_graphs_raise_naming_the_layer(mutate, match: str) -> None:
     g = _float_graph()

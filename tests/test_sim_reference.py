@@ -1,7 +1,6 @@
 """sim/ against a slow, obviously-correct reference loop written with Python integers."""
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -158,7 +157,7 @@ def test_torch_device_backend_equals_numpy_sim(arch: str, shape: tuple) -> None:
     first = q.of_kind("q_lmh")[0]  # drive the first layer into saturation, both signs
     node = q.node(first)
     bias = np.where(np.arange(node.size) % 2 == 0, 8_300_000, -8_300_000)
-    q.nx_graph.nodes[first]["node"] = dataclasses.replace(node, bias=bias)
+    q.replace(first, bias=bias)
     x = fx.quantize_input(np.random.default_rng(3).random((5, *shape)), q.node("input").scale)
     want = simulate(q, x, 4, record_states=True)
     got = simulate(q, x, 4, record_states=True, device="cpu")

@@ -9,7 +9,7 @@ none). The last Linear becomes the readout.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -76,7 +76,7 @@ class _Exporter:
             raise IRError(f"{where}: batch norm has {len(scale)} channels, "
                           f"{cur.weight_node} has {node.weight.shape[0]}")
         folded = node.weight * scale.reshape((-1,) + (1,) * (node.weight.ndim - 1))
-        self.g.nx_graph.nodes[cur.weight_node]["node"] = replace(node, weight=folded)
+        self.g.replace(cur.weight_node, weight=folded)
         per_channel = (-1,) + (1,) * (len(cur.shape) - 1)
         bias = cur.bias * scale.reshape(per_channel) + shift.reshape(per_channel)
         return Cursor(cur.node, cur.shape, bias, cur.weight_node)

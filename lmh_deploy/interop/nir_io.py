@@ -297,10 +297,9 @@ def lif_approximation(graph: Graph, plans: dict[str, NeuronPlan]) -> Graph:
     """The graph whose LM-H layers carry the planned (standard-neuron) factors, mu_s = 0."""
     out = graph.copy()
     for name, plan in plans.items():
-        node = out.node(name)
-        assert isinstance(node, LMH)
-        node.mu_d, node.lam_d, node.lam_s = _factor(plan.mu_d), _factor(plan.lam_d), _factor(plan.lam_s)
-        node.mu_s = np.zeros((1, 1))
+        assert isinstance(out.node(name), LMH)
+        out.replace(name, mu_d=_factor(plan.mu_d), lam_d=_factor(plan.lam_d),
+                    lam_s=_factor(plan.lam_s), mu_s=np.zeros((1, 1)))
     return out
 
 

@@ -19,7 +19,6 @@ SYNAPSE_KINDS = ("dense", "conv2d", "avgpool")
 FLOAT_KINDS = ("input", *SYNAPSE_KINDS, "lmh", "readout")
 
 
-
 @dataclass
 class Graph:
     """A DAG of named nodes; edge ``a -> b`` means b consumes a's output.
@@ -63,9 +62,19 @@ class Graph:
         """Names of the nodes of one kind, in order."""
         return [n for n, node in self.items() if node.kind == kind]
 
+    def replace(self, name: str, **changes: Any) -> Node:
+        """Swap node ``name`` for a copy with ``changes`` (nodes are immutable); returns it."""
+        node = dataclasses.replace(self.node(name), **changes)
+        self.nx_graph.nodes[name]["node"] = node
+        return node
+
     def copy(self) -> "Graph":
-        """A deep copy (passes return new graphs)."""
+        """A copy that changes to either graph never reach the other.
+
+        Structure and ``meta`` are copied; nodes are shared, which is safe because they are
+        immutable (frozen, read-only arrays): a change is a new node (:meth:`replace`).
+        """
         g = Graph(meta=json.loads(json.dumps(self.meta)))
         for name in self.nx_graph.nodes:
-            g.add(name, dataclasses.replace(self.node(name)), tuple(self.inputs_of(name)))
+            g.add(name, self.node(name), tuple(self.inputs_of(name)))
         return g

@@ -10,7 +10,7 @@ import numpy as np
 from lmh_deploy.ir.base import IRError, Node, _check_finite
 
 
-@dataclass
+@dataclass(frozen=True)
 class Input(Node):
     """Graded input, direct encoding: the same frame is presented every step.
 
@@ -31,7 +31,7 @@ class Input(Node):
             raise IRError(f"{name}: x_max must be finite and > 0, got {self.x_max}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Dense(Node):
     """Synapses ``I = W x`` on the flattened input; ``weight`` is (n_out, n_in)."""
 
@@ -58,7 +58,7 @@ def conv_output_hw(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, i
             (w + 2 * padding[1] - kernel[1]) // stride[1] + 1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Conv2d(Node):
     """2-D convolution (cross-correlation, as torch) on a (C, H, W) input flattened C-major.
 
@@ -95,7 +95,7 @@ class Conv2d(Node):
         _check_finite(name, "weight", self.weight)
 
 
-@dataclass
+@dataclass(frozen=True)
 class AvgPool(Node):
     """Average pooling over ``kernel`` windows (no padding); a fixed linear map, 1/(kh*kw) weights."""
 
@@ -123,7 +123,7 @@ class AvgPool(Node):
                           f"for input {self.input_shape}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class LMH(Node):
     """LM-H neurons (Eq. 4)::
 
@@ -174,7 +174,7 @@ class LMH(Node):
         _check_finite(name, "bias", self.bias)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Readout(Node):
     """Non-spiking output: ``logits = mean_t I[t] + bias``; argmax is the class."""
 

@@ -10,7 +10,7 @@ from lmh_deploy.ir.base import Node
 from lmh_deploy.ir.nodes import Conv2d
 
 
-@dataclass
+@dataclass(frozen=True)
 class QInput(Node):
     """Input quantised to unsigned ``bits``: ``x_int = clip(floor(x * scale + 1/2), 0, 2**bits - 1)``."""
 
@@ -23,7 +23,7 @@ class QInput(Node):
         return int(np.prod(self.shape))
 
 
-@dataclass
+@dataclass(frozen=True)
 class QDense(Node):
     """Integer synapses: ``a = (sum_j 2*m_ij x_j) << weight_exp`` (Lava weights = ``2*m``).
 
@@ -69,7 +69,7 @@ class QDense(Node):
         return int(np.prod(self.conv_input_shape)) if self.is_conv else int(self.weight_mant.shape[1])
 
 
-@dataclass
+@dataclass(frozen=True)
 class QLMH(Node):
     """Integer LM-H layer; see :mod:`lmh_deploy.semantics.integer` for the exact arithmetic.
 
@@ -90,7 +90,7 @@ class QLMH(Node):
         return self.size
 
 
-@dataclass
+@dataclass(frozen=True)
 class QReadout(Node):
     """Integer readout: ``logits_int = sum_t a[t] + T * bias``; float logits = that / (T*scale)."""
 
