@@ -12,7 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lmh_deploy.semantics import integer as fx
-from lmh_deploy.ir import Graph, QDense, QInput, QLMH, QReadout
+from lmh_deploy.ir import Graph, QDense, QInput, QLMH, QReadout, validate_quantized
 from lmh_deploy.reports.record import RunRecord, dense_synops
 from lmh_deploy.ir.synapses import qdense_fan_out
 
@@ -53,6 +53,7 @@ def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
     ``device`` (e.g. ``"cuda"``, ``"cpu"``) runs the same integer semantics on torch
     tensors there (:func:`simulate_torch`); ``None`` uses numpy.
     """
+    validate_quantized(graph)  # refuse an invalid graph in one line naming the node
     if device is not None:
         return simulate_torch(graph, x_int, timesteps, device=device,
                               record_states=record_states, record_spikes=record_spikes)

@@ -217,7 +217,7 @@ def test_validate_rejects_unsupported_kind() -> None:
     g = _float_graph()
     g.nx_graph.nodes["dense1"]["node"] = QDense(weight_mant=np.zeros((3, 4), np.int64),
                                                 weight_exp=0, graded=False, weight_scale=1.0)
-    with pytest.raises(IRError, match=r"dense1: node kind 'q_dense' is not supported here"):
+    with pytest.raises(IRError, match=r"dense1: node kind 'q_dense' is not supported in a float"):
         validate(g)
 
 

@@ -13,8 +13,10 @@ from lmh_deploy.ir.graph import FLOAT_KINDS, NODE_TYPES, SYNAPSE_KINDS, Graph
 from lmh_deploy.ir.nodes import LMH, AvgPool, Conv2d, Dense, Input, Readout, conv_output_hw
 from lmh_deploy.ir.qnodes import QLMH, QDense, QInput, QReadout
 from lmh_deploy.ir.serialize import IR_FORMAT_VERSION, load_graph, save_graph
-from lmh_deploy.ir.validate import validate
+from lmh_deploy.ir.validate import (QUANTIZED_KINDS, is_quantized, validate, validate_any,
+                                    validate_quantized)
 
 __all__ = ["IRError", "Node", "FLOAT_KINDS", "NODE_TYPES", "SYNAPSE_KINDS", "Graph", "LMH",
            "AvgPool", "Conv2d", "Dense", "Input", "Readout", "conv_output_hw", "QLMH", "QDense",
-           "QInput", "QReadout", "IR_FORMAT_VERSION", "load_graph", "save_graph", "validate"]
+           "QInput", "QReadout", "IR_FORMAT_VERSION", "load_graph", "save_graph", "validate",
+           "validate_quantized", "validate_any", "is_quantized", "QUANTIZED_KINDS"]

@@ -7,7 +7,9 @@ build changed nodes with :func:`dataclasses.replace` (or :meth:`Graph.replace`).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,9 +21,27 @@ class IRError(ValueError):
 
 
 def _check_finite(owner: str, name: str, arr: np.ndarray) -> None:
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
+        raise IRError(f"{owner}: {name} must be numeric, got {arr.dtype}")
     if not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(arr))[0].tolist()
         raise IRError(f"{owner}: {name} has a non-finite value {arr[tuple(bad)]} at index {bad}")
+
+
+def _check_integers(owner: str, name: str, value: Any, lo: int, hi: int) -> None:
+    """``value`` (a scalar, array or CSR matrix) holds integers within ``[lo, hi]``."""
+    arr = value.data if sp.issparse(value) else np.asarray(value)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise IRError(f"{owner}: {name} must be integer, got {arr.dtype}")
+    if arr.size and (arr.min() < lo or arr.max() > hi):
+        bad = arr.min() if arr.min() < lo else arr.max()
+        raise IRError(f"{owner}: {name}={int(bad)} outside its integer range [{lo}, {hi}]")
+
+
+def _check_positive(owner: str, name: str, value: Any) -> None:
+    """A finite scale > 0."""
+    if not (isinstance(value, Real) and math.isfinite(value) and value > 0):
+        raise IRError(f"{owner}: {name} must be finite and > 0, got {value!r}")
 
 
 def _read_only(arr: np.ndarray) -> bool:

@@ -5,9 +5,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 
-from lmh_deploy.ir.base import Node
+from lmh_deploy.ir.base import IRError, Node, _check_integers, _check_positive
 from lmh_deploy.ir.nodes import Conv2d
+from lmh_deploy.semantics import integer as fx
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,12 @@ class QInput(Node):
 
     def output_size(self) -> int:  # noqa: D102
         return int(np.prod(self.shape))
+
+    def check(self, name: str) -> None:  # noqa: D102
+        if not self.shape or any(int(d) <= 0 for d in self.shape):
+            raise IRError(f"{name}: input shape {self.shape} must be non-empty and positive")
+        _check_positive(name, "scale", self.scale)
+        _check_integers(name, "bits", self.bits, 1, fx.INPUT_BITS)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,21 @@ class QDense(Node):
     def input_size(self) -> int:  # noqa: D102
         return int(np.prod(self.conv_input_shape)) if self.is_conv else int(self.weight_mant.shape[1])
 
+    def check(self, name: str) -> None:  # noqa: D102
+        m = self.weight_mant
+        if not (sp.issparse(m) or isinstance(m, np.ndarray)):
+            raise IRError(f"{name}: weight_mant must be an array or CSR matrix, got {type(m).__name__}")
+        if self.is_conv:
+            self.conv_node().check(name)  # kernel shape and geometry, as the float Conv2d
+        elif m.ndim != 2 or 0 in m.shape:
+            raise IRError(f"{name}: weight_mant must be a non-empty 2-D matrix, got {m.shape}")
+        _check_integers(name, "weight_mant", m, -fx.WEIGHT_MANT_MAX, fx.WEIGHT_MANT_MAX)
+        _check_integers(name, "weight_exp", self.weight_exp, fx.WEIGHT_EXP_MIN, fx.WEIGHT_EXP_MAX)
+        _check_integers(name, "delay", self.delay, 0, fx.STATE_MAX)
+        if not isinstance(self.graded, (bool, np.bool_)):
+            raise IRError(f"{name}: graded must be true or false, got {self.graded!r}")
+        _check_positive(name, "weight_scale", self.weight_scale)
+
 
 @dataclass(frozen=True)
 class QLMH(Node):
@@ -89,6 +112,21 @@ class QLMH(Node):
     def output_size(self) -> int:  # noqa: D102
         return self.size
 
+    def check(self, name: str) -> None:  # noqa: D102
+        _check_integers(name, "size", self.size, 1, np.iinfo(np.int64).max)
+        _check_integers(name, "threshold theta", self.theta, 1, fx.STATE_MAX)
+        rows = self.mu_d.shape[0] if self.mu_d.ndim == 2 else -1
+        for fname in ("mu_d", "mu_s", "lam_d_off", "lam_s_off"):
+            arr = getattr(self, fname)
+            if arr.ndim != 2 or arr.shape[0] != rows or arr.shape[1] not in (1, self.size):
+                raise IRError(f"{name}: factor {fname} must be (K, 1) or (K, {self.size}) with "
+                              f"the same K as mu_d, got {arr.shape}")
+            _check_integers(name, f"factor {fname}", arr, fx.FACTOR_MIN, fx.FACTOR_MAX)
+        if self.bias.shape != (self.size,):
+            raise IRError(f"{name}: bias shape {self.bias.shape} != ({self.size},)")
+        _check_integers(name, "bias", self.bias, fx.STATE_MIN, fx.STATE_MAX)
+        _check_positive(name, "state_scale", self.state_scale)
+
 
 @dataclass(frozen=True)
 class QReadout(Node):
@@ -100,3 +138,9 @@ class QReadout(Node):
 
     def output_size(self) -> int:  # noqa: D102
         return int(self.bias.shape[0])
+
+    def check(self, name: str) -> None:  # noqa: D102
+        if self.bias.ndim != 1:
+            raise IRError(f"{name}: readout bias must be 1-D, got {self.bias.shape}")
+        _check_integers(name, "bias", self.bias, fx.STATE_MIN, fx.STATE_MAX)
+        _check_positive(name, "state_scale", self.state_scale)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import scipy.sparse as sp
 
 from lmh_deploy.ir.base import IRError, Node
 from lmh_deploy.ir.graph import NODE_TYPES, Graph
+from lmh_deploy.ir.validate import validate_any
 
 IR_FORMAT_VERSION = 1
 
@@ -53,8 +55,54 @@ def save_graph(graph: Graph, directory: str | Path, stem: str) -> list[Path]:
     return [json_path, npz_path]
 
 
+def _has_declared_type(value: Any, declared: str) -> bool:
+    """Whether a value read from a file has its field's declared type (others: not judged)."""
+    if declared == "np.ndarray":
+        return isinstance(value, np.ndarray)
+    if declared in ("int", "float"):
+        kind = Integral if declared == "int" else Real
+        return isinstance(value, kind) and not isinstance(value, bool)
+    if declared == "bool":
+        return isinstance(value, bool)
+    if declared.startswith("tuple[int"):
+        return (value is None and declared.endswith("None")) or (
+            isinstance(value, tuple) and all(isinstance(d, Integral) and not isinstance(d, bool)
+                                             for d in value))
+    return True
+
+
+def _read_node(entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> Node:
+    """One node from its JSON entry and the npz arrays (CSR matrices from their parts)."""
+    cls = NODE_TYPES.get(entry["kind"])
+    if cls is None:
+        raise IRError(f"node {entry['name']!r} has unknown kind {entry['kind']!r}")
+    fields = {key: tuple(value) if isinstance(value, list) else value
+              for key, value in dict(entry["fields"]).items()}
+    for key in entry["arrays"]:
+        if key.endswith(".csr_data"):
+            base = key.removesuffix(".csr_data")
+            parts = {part: arrays[f"{entry['name']}/{base}.csr_{part}"]
+                     for part in ("data", "indices", "indptr", "shape")}
+            fields[base] = sp.csr_matrix((parts["data"], parts["indices"], parts["indptr"]),
+                                         shape=tuple(int(d) for d in parts["shape"]))
+        elif ".csr_" not in key:
+            fields[key] = arrays[f"{entry['name']}/{key}"]
+    for f in dataclasses.fields(cls):
+        if f.name in fields and not _has_declared_type(fields[f.name], str(f.type)):
+            raise IRError(f"node {entry['name']!r} ({entry['kind']}): field {f.name} should be "
+                          f"{f.type}, got {type(fields[f.name]).__name__}")
+    try:
+        return cls(**fields)
+    except TypeError as exc:
+        raise IRError(f"node {entry['name']!r} ({entry['kind']}) has bad fields: {exc}") from None
+
+
 def load_graph(directory: str | Path, stem: str) -> Graph:
-    """Read a graph written by :func:`save_graph`; raise :class:`IRError` naming the file."""
+    """Read and validate a graph written by :func:`save_graph`.
+
+    Raises :class:`IRError` naming the file (and the node) when it cannot be read or the
+    graph it holds is invalid (:func:`~lmh_deploy.ir.validate.validate_any`).
+    """
     directory = Path(directory)
     json_path, npz_path = directory / f"{stem}.json", directory / f"{stem}.npz"
     try:
@@ -71,27 +119,23 @@ def load_graph(directory: str | Path, stem: str) -> Graph:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError) as exc:
         raise IRError(f"{npz_path}: cannot read IR arrays: {exc}") from None
-    graph = Graph(meta=doc.get("meta", {}))
-    for entry in doc["nodes"]:
-        cls = NODE_TYPES.get(entry["kind"])
-        if cls is None:
-            raise IRError(f"{json_path}: node {entry['name']!r} has unknown kind {entry['kind']!r}")
-        fields = dict(entry["fields"])
-        for key, value in fields.items():
-            if isinstance(value, list):
-                fields[key] = tuple(value)
-        for key in entry["arrays"]:
-            if key.endswith(".csr_data"):
-                base = key.removesuffix(".csr_data")
-                get = lambda part: arrays[f"{entry['name']}/{base}.csr_{part}"]  # noqa: E731
-                fields[base] = sp.csr_matrix((get("data"), get("indices"), get("indptr")),
-                                             shape=tuple(get("shape")))
-            elif ".csr_" not in key:
-                fields[key] = arrays[f"{entry['name']}/{key}"]
+    for arr in arrays.values():
+        arr.setflags(write=False)  # freshly read: the nodes can own them without a copy
+    meta = doc.get("meta", {})
+    if not isinstance(meta, dict) or not isinstance(doc.get("nodes"), list):
+        raise IRError(f"{json_path}: 'meta' must be an object and 'nodes' a list")
+    graph = Graph(meta=meta)
+    for index, entry in enumerate(doc["nodes"]):
+        name = entry.get("name", f"#{index}") if isinstance(entry, dict) else f"#{index}"
         try:
-            node = cls(**fields)
-        except TypeError as exc:
-            raise IRError(f"{json_path}: node {entry['name']!r} ({entry['kind']}) has bad fields: "
+            graph.add(name, _read_node(entry, arrays), tuple(entry["inputs"]))
+        except IRError as exc:
+            raise IRError(f"{json_path}: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IRError(f"{json_path}: node {name!r} is malformed: {type(exc).__name__}: "
                           f"{exc}") from None
-        graph.add(entry["name"], node, tuple(entry["inputs"]))
+    try:
+        validate_any(graph)
+    except IRError as exc:
+        raise IRError(f"{json_path}: {exc}") from None
     return graph

@@ -1,10 +1,76 @@
-"""Structural validation of float graphs."""
+"""Structural and range validation of float and integer graphs (run at every stage boundary)."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import networkx as nx
 
 from lmh_deploy.ir.base import IRError
-from lmh_deploy.ir.graph import FLOAT_KINDS, SYNAPSE_KINDS, Graph
+from lmh_deploy.ir.graph import SYNAPSE_KINDS, Graph
+
+QUANTIZED_KINDS = ("q_input", "q_dense", "q_lmh", "q_readout")
+
+
+@dataclass(frozen=True)
+class _Family:
+    """The node kinds of one IR level and which sources each kind accepts."""
+
+    what: str
+    input: str
+    synapses: tuple[str, ...]
+    neuron: str
+    readout: str
+    synapse_sources: tuple[str, ...]  # what feeds a synapse node (float chains feed synapses)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return (self.input, *self.synapses, self.neuron, self.readout)
+
+
+_FLOAT = _Family("a float", "input", SYNAPSE_KINDS, "lmh", "readout",
+                 ("input", "lmh", *SYNAPSE_KINDS))
+_QUANTIZED = _Family("an integer", "q_input", ("q_dense",), "q_lmh", "q_readout",
+                     ("q_input", "q_lmh"))
+
+
+def _validate(graph: Graph, family: _Family) -> None:
+    if graph.nx_graph.number_of_nodes() == 0:
+        raise IRError("graph is empty")
+    if not nx.is_directed_acyclic_graph(graph.nx_graph):
+        raise IRError(f"graph has a cycle: {nx.find_cycle(graph.nx_graph)}")
+    for name, node in graph.items():
+        if node.kind not in family.kinds:
+            raise IRError(f"{name}: node kind {node.kind!r} is not supported in {family.what} "
+                          f"graph; supported: {', '.join(family.kinds)}")
+        node.check(name)
+        preds = graph.inputs_of(name)
+        if node.kind == family.input:
+            if preds:
+                raise IRError(f"{name}: an input node cannot have inputs ({preds})")
+            continue
+        synapse = node.kind in family.synapses
+        if synapse and len(preds) != 1:
+            raise IRError(f"{name}: expects exactly one input, has {len(preds)} ({preds})")
+        if not preds:
+            raise IRError(f"{name}: has no input")
+        want = family.synapse_sources if synapse else family.synapses
+        for pred in preds:
+            src = graph.node(pred)
+            if src.kind not in want:
+                raise IRError(f"edge {pred!r} -> {name!r}: a {node.kind} node takes a "
+                              f"{' or '.join(want)} input, not {src.kind}")
+            n_in = src.output_size()
+            if synapse and node.input_size() != n_in:
+                raise IRError(f"edge {pred!r} -> {name!r}: {node.kind} expects "
+                              f"{node.input_size()} inputs, source gives {n_in}")
+            if not synapse and node.output_size() != n_in:
+                raise IRError(f"edge {pred!r} -> {name!r}: {node.kind} of size "
+                              f"{node.output_size()} fed by {n_in} synapses")
+            if node.kind == "q_dense" and bool(node.graded) != (src.kind == family.input):
+                raise IRError(f"edge {pred!r} -> {name!r}: graded={node.graded} but the source "
+                              f"is a {src.kind} node")
+    if len(graph.of_kind(family.input)) != 1 or len(graph.of_kind(family.readout)) != 1:
+        raise IRError("graph needs exactly one input node and one readout node")
 
 
 def validate(graph: Graph) -> None:
@@ -14,38 +80,25 @@ def validate(graph: Graph) -> None:
     one or more synapse chains, whose currents add (residual blocks). Raises
     :class:`IRError` naming the node or edge at fault.
     """
-    if graph.nx_graph.number_of_nodes() == 0:
-        raise IRError("graph is empty")
-    if not nx.is_directed_acyclic_graph(graph.nx_graph):
-        raise IRError(f"graph has a cycle: {nx.find_cycle(graph.nx_graph)}")
-    for name, node in graph.items():
-        if node.kind not in FLOAT_KINDS:
-            raise IRError(f"{name}: node kind {node.kind!r} is not supported here; supported: "
-                          f"{', '.join(FLOAT_KINDS)}")
-        node.check(name)
-        preds = graph.inputs_of(name)
-        if node.kind == "input":
-            if preds:
-                raise IRError(f"{name}: an input node cannot have inputs ({preds})")
-            continue
-        synapse = node.kind in SYNAPSE_KINDS
-        if synapse and len(preds) != 1:
-            raise IRError(f"{name}: expects exactly one input, has {len(preds)} ({preds})")
-        if not preds:
-            raise IRError(f"{name}: has no input")
-        want = ("input", "lmh", *SYNAPSE_KINDS) if synapse else SYNAPSE_KINDS
-        for pred in preds:
-            src = graph.node(pred)
-            if src.kind not in want:
-                raise IRError(f"edge {pred!r} -> {name!r}: a {node.kind} node takes a "
-                              f"{' or '.join(want)} input, not {src.kind}")
-            n_in = src.output_size()
-            n_want = node.input_size() if synapse else node.output_size()
-            if n_want != n_in and synapse:
-                raise IRError(f"edge {pred!r} -> {name!r}: {node.kind} expects {n_want} inputs, "
-                              f"source gives {n_in}")
-            if n_want != n_in:
-                raise IRError(f"edge {pred!r} -> {name!r}: {node.kind} of size {n_want} fed by "
-                              f"{n_in} synapses")
-    if len(graph.of_kind("input")) != 1 or len(graph.of_kind("readout")) != 1:
-        raise IRError("graph needs exactly one input node and one readout node")
+    _validate(graph, _FLOAT)
+
+
+def validate_quantized(graph: Graph) -> None:
+    """Check an integer graph: kinds, connections, shapes and every integer field's range.
+
+    A ``q_dense`` takes one ``q_input`` (graded) or ``q_lmh`` source; neuron and readout
+    layers take one or more ``q_dense`` paths. Mantissas, exponents, factor codes,
+    thresholds, biases and delays must be integers within the widths of
+    :mod:`lmh_deploy.semantics.integer`. Raises :class:`IRError` naming the node or edge.
+    """
+    _validate(graph, _QUANTIZED)
+
+
+def is_quantized(graph: Graph) -> bool:
+    """True when the graph holds integer nodes (``q_*`` kinds)."""
+    return any(node.kind in QUANTIZED_KINDS for _, node in graph.items())
+
+
+def validate_any(graph: Graph) -> None:
+    """:func:`validate_quantized` for an integer graph, else :func:`validate`."""
+    (validate_quantized if is_quantized(graph) else validate)(graph)

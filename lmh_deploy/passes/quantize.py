@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.ir import (LMH, Graph, Input, IRError, QDense, QInput, QLMH, QReadout, Readout,
-                           validate)
+                           validate, validate_quantized)
 from lmh_deploy.ir.synapses import (abs_row_sums, chain_conv, chain_matrix, qdense_fan_in,
                                      synapse_chain)
 
@@ -207,4 +207,5 @@ def quantize_graph(graph: Graph) -> tuple[Graph, dict[str, Any]]:
             "max_current": max_current, "worst_case_state": bound,
             "state_limit": fx.STATE_MAX,
             "worst_case_fits_24bit": max(bound.values()) <= fx.STATE_MAX})
+    validate_quantized(q)
     return q, report

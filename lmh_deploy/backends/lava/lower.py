@@ -24,7 +24,8 @@ from lava.proc.io.source import RingBuffer as SourceBuffer
 from lava.proc.sparse.process import DelaySparse, Sparse
 
 from lmh_deploy.semantics import integer as fx
-from lmh_deploy.ir import LMH, Graph, Input, IRError, QDense, QInput, QLMH, QReadout, Readout
+from lmh_deploy.ir import (LMH, Graph, Input, IRError, QDense, QInput, QLMH, QReadout, Readout,
+                           validate, validate_quantized)
 from lmh_deploy.backends.lava.procs.lmh.process import LMHNeuron
 from lmh_deploy.ir.synapses import chain_matrix, qdense_matrix, synapse_chain
 
@@ -115,6 +116,7 @@ def lower(graph: Graph, inputs: np.ndarray, timesteps: int,
         raise IRError("fixed_pt lowering needs a quantised graph (run quantize first)")
     if precision == "floating_pt" and not isinstance(first, Input):
         raise IRError("floating_pt lowering needs a float graph")
+    (validate_quantized if precision == "fixed_pt" else validate)(graph)
     samples = inputs.shape[0]
     layers = [n for n in order if isinstance(graph.node(n), (QLMH, LMH, QReadout, Readout))]
     depth: dict[str, int] = {order[0]: 0}
