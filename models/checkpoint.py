@@ -5,9 +5,7 @@ nothing in a checkpoint can execute code when it is read.
 """
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmh_deploy.files import atomic_write
 from lmh_deploy.models.architectures import build
 
 FORMAT = "lmh-deploy/checkpoint"
@@ -37,16 +36,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, arch: str, arch_kwarg
         "metrics": metrics or {},
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        torch.save(payload, fh)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

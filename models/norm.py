@@ -206,10 +206,36 @@ RESIDUAL_ALPHA = 1.0 / math.sqrt(2.0)
 
 
 @torch.no_grad()
-def fold_into(layer: nn.Conv2d | nn.Linear,
-              norm: _TimeMajorBatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+def norm_affine(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode ``y = scale * x + shift`` per channel of any batch norm (torch's or ours).
+
+    Ours know their own form (:meth:`_TimeMajorBatchNorm.scale_shift`); for torch's
+    ``BatchNorm1d/2d`` the same algebra runs in float64.
+    """
+    if hasattr(norm, "scale_shift"):
+        return norm.scale_shift()
+    var, mean = norm.running_var.detach().double(), norm.running_mean.detach().double()
+    weight = torch.ones_like(var) if norm.weight is None else norm.weight.detach().double()
+    bias = torch.zeros_like(var) if norm.bias is None else norm.bias.detach().double()
+    scale = weight / torch.sqrt(var + norm.eps)
+    return scale, bias - scale * mean
+
+
+def fold_affine(weight, bias, scale, shift):
+    """Fold a per-channel ``scale * x + shift`` after a layer into its weight and bias.
+
+    ``W' = scale[:, None, ...] * W`` (out channels first) and ``c' = scale * c + shift``;
+    ``c`` is per channel (C,) or over the whole feature map (C, ...). numpy arrays or torch
+    tensors alike. The one BN-folding rule: training checks and the exporter both use it.
+    """
+    per_out = (-1,) + (1,) * (weight.ndim - 1)
+    per_channel = (-1,) + (1,) * (bias.ndim - 1)
+    return (weight * scale.reshape(per_out),
+            bias * scale.reshape(per_channel) + shift.reshape(per_channel))
+
+
+def fold_into(layer: nn.Conv2d | nn.Linear, norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight and bias of ``layer`` followed by ``norm`` (eval mode) as one layer: ``(W', c')``."""
-    scale, shift = norm.scale_shift()
-    weight = layer.weight * scale.reshape((-1,) + (1,) * (layer.weight.dim() - 1))
+    scale, shift = norm_affine(norm)
     bias = layer.bias if layer.bias is not None else torch.zeros_like(scale)
-    return weight, scale * bias + shift
+    return fold_affine(layer.weight, bias, scale, shift)

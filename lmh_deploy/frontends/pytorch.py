@@ -19,6 +19,7 @@ from lmh_deploy.ir import (LMH, AvgPool, Conv2d, Dense, Graph, Input, IRError, N
                            validate)
 from lmh_deploy.ir.synapses import apply_synapse
 from lmh_deploy.models.neuron import LMHNeuron
+from lmh_deploy.models.norm import fold_affine, norm_affine
 
 SUPPORTED_LAYERS = ("Flatten", "Linear", "Conv2d", "BatchNorm1d/2d", "StepBatchNorm",
                     "ThresholdDependentBatchNorm", "AvgPool2d", "AdaptiveAvgPool2d(1)",
@@ -66,19 +67,13 @@ class _Exporter:
         """``y = scale * x + shift`` per channel, folded into the last weight node."""
         if cur.weight_node is None:
             raise IRError(f"{where}: batch norm must follow a Linear or Conv2d to be folded")
-        if hasattr(layer, "scale_shift"):
-            scale, shift = (_np(t) for t in layer.scale_shift())
-        else:
-            scale = _np(layer.weight) / np.sqrt(_np(layer.running_var) + layer.eps)
-            shift = _np(layer.bias) - scale * _np(layer.running_mean)
+        scale, shift = (_np(t) for t in norm_affine(layer))
         node = self.g.node(cur.weight_node)
         if len(scale) != node.weight.shape[0]:
             raise IRError(f"{where}: batch norm has {len(scale)} channels, "
                           f"{cur.weight_node} has {node.weight.shape[0]}")
-        folded = node.weight * scale.reshape((-1,) + (1,) * (node.weight.ndim - 1))
+        folded, bias = fold_affine(node.weight, cur.bias, scale, shift)
         self.g.replace(cur.weight_node, weight=folded)
-        per_channel = (-1,) + (1,) * (len(cur.shape) - 1)
-        bias = cur.bias * scale.reshape(per_channel) + shift.reshape(per_channel)
         return Cursor(cur.node, cur.shape, bias, cur.weight_node)
 
     def neuron(self, inputs: list[Cursor], layer: LMHNeuron, where: str) -> Cursor:

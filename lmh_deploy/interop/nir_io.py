@@ -30,6 +30,7 @@ import numpy as np
 
 from lmh_deploy.interop import InteropError
 from lmh_deploy.ir import LMH, Dense, Graph, Input, IRError, Readout, validate
+from lmh_deploy.reports.record import spike_agreement_by_layer
 
 #: |factor - exact value| below this counts as exact (the 12-bit factor quantum is 2.4e-4).
 FACTOR_TOL = 1e-9
@@ -117,10 +118,9 @@ def simulate_float(graph: Graph, x: np.ndarray, timesteps: int | None = None, *,
 
 def spike_disagreement(a: FloatRun, b: FloatRun) -> dict[str, Any]:
     """Fraction of (step, sample, neuron) spike entries that differ, overall and per layer."""
-    per_layer = {name: float(np.mean(a.spikes[name] != b.spikes[name])) for name in a.spikes}
-    total = sum(int(np.sum(a.spikes[n] != b.spikes[n])) for n in a.spikes)
-    count = sum(a.spikes[n].size for n in a.spikes)
-    return {"spike_disagreement": total / max(count, 1), "per_layer": per_layer,
+    agree, overall = spike_agreement_by_layer(b.spikes, a.spikes)
+    return {"spike_disagreement": 1.0 - overall,
+            "per_layer": {name: 1.0 - value for name, value in agree.items()},
             "prediction_agreement": float(np.mean(a.predictions == b.predictions))}
 
 

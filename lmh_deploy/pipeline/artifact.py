@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from lmh_deploy import files
 
 MANIFEST = "manifest.json"
 ARTIFACT_FORMAT = "lmh-deploy/artifact"
@@ -28,26 +27,11 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-@contextmanager
-def atomic_directory(target: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces ``target``, else vanishes."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
-        yield tmp
-        if target.exists():
-            if not overwrite:
-                raise ArtifactError(f"{target}: exists already")
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def atomic_directory(target: str | Path, *, overwrite: bool = True
+                     ) -> AbstractContextManager[Path]:
+    """:func:`lmh_deploy.files.atomic_directory`; an existing ``target`` without ``overwrite``
+    raises :class:`ArtifactError`."""
+    return files.atomic_directory(target, overwrite=overwrite, exists_error=ArtifactError)
 
 
 def write_manifest(directory: Path, meta: dict[str, Any]) -> None:

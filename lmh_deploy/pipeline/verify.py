@@ -7,7 +7,7 @@ import numpy as np
 
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.pipeline.compile import Artifact
-from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.reports.record import RunRecord, spike_agreement_by_layer
 
 
 def compare_lava_sim(sim: RunRecord, lava: RunRecord) -> dict[str, int]:
@@ -50,9 +50,7 @@ def verify_artifact(art: Artifact, samples: int, *, split: str = "test") -> dict
         rec_float = run_sharded(lambda xs: simulate_float(art.float_graph, xs, t), x)
     rec_sim = run_sharded(lambda xs: simulate(q, xs, t), x_int)
     rec_lava = run_sharded(lambda xs: run_lava(q, xs, t, "fixed_pt"), x_int)
-    per_layer = {k: float(np.mean(rec_float.spikes[k] == rec_sim.spikes[k])) for k in rec_sim.spikes}
-    total = sum(rec_sim.spikes[k].size for k in rec_sim.spikes)
-    weighted = sum(per_layer[k] * rec_sim.spikes[k].size for k in per_layer) / max(total, 1)
+    per_layer, weighted = spike_agreement_by_layer(rec_float.spikes, rec_sim.spikes)
     return {
         "samples": int(samples), "timesteps": t,
         "lava_vs_sim": compare_lava_sim(rec_sim, rec_lava),

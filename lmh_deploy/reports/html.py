@@ -9,11 +9,12 @@ import base64
 import html
 import json
 import math
-import os
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
+
+from lmh_deploy.files import write_text_atomic
+from lmh_deploy.reports.summary import energy_unit
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -98,10 +99,8 @@ def fmt_energy(joules: Any) -> str:
     """``2.61e-08`` -> ``26.08 nJ``."""
     if not isinstance(joules, (int, float)) or not math.isfinite(joules):
         return "–"
-    for unit, factor in (("pJ", 1e12), ("nJ", 1e9), ("µJ", 1e6), ("mJ", 1e3)):
-        if abs(joules) * factor < 1000:
-            return f"{joules * factor:.2f} {unit}"
-    return f"{joules:.3g} J"
+    unit, factor = energy_unit(joules)
+    return f"{joules:.3g} J" if unit == "J" else f"{joules * factor:.2f} {unit}"
 
 
 def png_data_uri(path: str | Path) -> str:
@@ -243,18 +242,6 @@ def render_html(summary: dict[str, Any], images: dict[str, str] | None = None) -
             f"<body><main>{''.join(parts)}</main></body></html>\n")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as fh:  # fresh name, usual umask permissions
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_html(summary: dict[str, Any], path: str | Path, *,
                images: dict[str, str] | None = None) -> Path:
     """Write ONE self-contained HTML report of ``summary`` to ``path`` (atomically).
@@ -262,7 +249,7 @@ def write_html(summary: dict[str, Any], path: str | Path, *,
     ``images`` maps plot names (see :data:`CAPTIONS`) to PNG files, embedded as base64.
     """
     path = Path(path)
-    _atomic_write_text(path, render_html(summary, images))
+    write_text_atomic(path, render_html(summary, images))
     return path
 
 
@@ -329,5 +316,5 @@ def report_from_json(json_path: str | Path, html_path: str | Path) -> Path:
         except ValueError as exc:
             raise ValueError(f"{json_path}: {exc}") from None
     out = Path(html_path)
-    _atomic_write_text(out, page)
+    write_text_atomic(out, page)
     return out

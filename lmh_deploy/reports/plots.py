@@ -8,10 +8,8 @@ what was drawn; the plain names write the PNG and return its path.
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import matplotlib
 import numpy as np
@@ -19,7 +17,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
-from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.files import atomic_write
+from lmh_deploy.reports.record import RunRecord, spike_agreement_by_layer
+from lmh_deploy.reports.summary import energy_unit
 
 DPI = 130
 #: Readable defaults for every figure in this module (applied locally, never globally).
@@ -40,25 +40,10 @@ PLOT_FILES = {"spike_raster": "spike_raster.png", "firing_rates": "firing_rates.
 def _save(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as a PNG at ``path`` atomically; creates the parent folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as fh:  # a fresh name, created with the usual umask permissions
-            fig.savefig(fh, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        fig.savefig(fh, format="png", dpi=DPI)
     return path
-
-
-def energy_unit(joules: float) -> tuple[str, float]:
-    """A readable unit for ``joules``: ``("nJ", 1e9)`` means multiply by 1e9 to get nJ."""
-    for unit, factor in (("pJ", 1e12), ("nJ", 1e9), ("µJ", 1e6), ("mJ", 1e3)):
-        if abs(joules) * factor < 1000:
-            return unit, factor
-    return "J", 1.0
 
 
 # --------------------------------------------------------------------------- spike raster
@@ -255,16 +240,7 @@ def accuracy_energy_vs_T(sweep: Sequence[dict[str, Any]], path: str | Path, *,
 
 def spike_agreement_values(rec_float: RunRecord, rec_fixed: RunRecord) -> dict[str, float]:
     """Per layer of ``rec_fixed``: the fraction of (step, sample, neuron) spike entries equal."""
-    out = {}
-    for name, fixed in rec_fixed.spikes.items():
-        if name not in rec_float.spikes:
-            raise ValueError(f"layer {name!r} is missing from the float run "
-                             f"(it has {', '.join(rec_float.spikes) or 'no layers'})")
-        flt = rec_float.spikes[name]
-        if flt.shape != fixed.shape:
-            raise ValueError(f"layer {name!r}: float spikes {flt.shape} vs fixed {fixed.shape}")
-        out[name] = float(np.mean(flt == fixed))
-    return out
+    return spike_agreement_by_layer(rec_float.spikes, rec_fixed.spikes)[0]
 
 
 def spike_agreement_figure(rec_float: RunRecord, rec_fixed: RunRecord) -> Figure:

@@ -35,6 +35,27 @@ class RunRecord:
         return np.argmax(self.logits, axis=1)
 
 
+def spike_agreement_by_layer(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]
+                    ) -> tuple[dict[str, float], float]:
+    """Fraction of equal (step, sample, neuron) spike entries per layer of ``other``, and over all.
+
+    The overall value weights each layer by its entries. Raises :class:`ValueError` naming a
+    layer that ``reference`` lacks or whose raster has another shape.
+    """
+    per_layer, equal, total = {}, 0, 0
+    for name, spikes in other.items():
+        if name not in reference:
+            raise ValueError(f"layer {name!r} is missing from the reference run "
+                             f"(it has {', '.join(reference) or 'no layers'})")
+        if reference[name].shape != spikes.shape:
+            raise ValueError(f"layer {name!r}: reference spikes {reference[name].shape} vs "
+                             f"{spikes.shape}")
+        same = int(np.count_nonzero(reference[name] == spikes))
+        per_layer[name] = same / max(spikes.size, 1)
+        equal, total = equal + same, total + spikes.size
+    return per_layer, equal / max(total, 1)
+
+
 def dense_synops(fan_out, presyn: np.ndarray) -> int:
     """Synaptic events: every nonzero presynaptic value reaches its ``fan_out`` synapses.
 

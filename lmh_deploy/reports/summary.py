@@ -92,3 +92,11 @@ def summarize(graph: Graph, rec: RunRecord, labels: np.ndarray | None = None) ->
     if labels is not None:
         out["accuracy"] = float(np.mean(rec.predictions == labels))
     return out
+
+
+def energy_unit(joules: float) -> tuple[str, float]:
+    """A readable unit for ``joules``: ``("nJ", 1e9)`` means multiply by 1e9 to get nJ."""
+    for unit, factor in (("pJ", 1e12), ("nJ", 1e9), ("µJ", 1e6), ("mJ", 1e3)):
+        if abs(joules) * factor < 1000:
+            return unit, factor
+    return "J", 1.0

@@ -28,6 +28,7 @@ from lmh_deploy.ir import (LMH, Graph, Input, IRError, QDense, QInput, QLMH, QRe
                            validate, validate_quantized)
 from lmh_deploy.backends.lava.procs.lmh.process import LMHNeuron
 from lmh_deploy.ir.synapses import chain_matrix, qdense_matrix, synapse_chain
+from lmh_deploy.passes.delays import layer_depths, path_delays
 
 Precision = Literal["fixed_pt", "floating_pt"]
 
@@ -59,29 +60,26 @@ class Path:
     delay: int
 
 
-def _paths(graph: Graph, name: str, precision: Precision, depth: dict[str, int]) -> list[Path]:
+def _paths(graph: Graph, name: str, precision: Precision, delays: dict[str, int]) -> list[Path]:
     """The synaptic paths into neuron/readout ``name``, for either precision.
 
-    ``depth`` holds the synaptic hops of the layers upstream; an integer graph records each
-    path's balancing delay (``QDense.delay``), a float graph's delays follow from ``depth``.
+    An integer graph records each path's balancing delay (``QDense.delay``); a float graph's
+    come from :func:`~lmh_deploy.passes.delays.path_delays` (``delays``).
     """
-    if precision == "fixed_pt":
-        paths = []
-        for pred in graph.inputs_of(name):
+    paths = []
+    for pred in graph.inputs_of(name):
+        if precision == "fixed_pt":
             node = graph.node(pred)
             assert isinstance(node, QDense)
             (src,) = graph.inputs_of(pred)
             paths.append(Path(pred, src, qdense_matrix(node, fx.WEIGHT_LAVA_SCALE),
                               node.weight_exp, node.graded, node.delay))
-        return paths
-    chains = [(pred, *synapse_chain(graph, pred)) for pred in graph.inputs_of(name)]
-    here = max(depth[src] + 1 for _, src, _ in chains)
-    paths = []
-    for pred, src, chain in chains:  # the presynaptic amplitude (theta, input unit) folds into W
-        source = graph.node(src)
+            continue
+        src, chain = synapse_chain(graph, pred)
+        source = graph.node(src)  # the presynaptic amplitude (theta, input unit) folds into W
         unit = source.x_max / fx.INPUT_MAX if isinstance(source, Input) else source.theta
         paths.append(Path(pred, src, chain_matrix(graph, chain) * unit, 0,
-                          isinstance(source, Input), here - depth[src] - 1))
+                          isinstance(source, Input), delays[pred]))
     return paths
 
 
@@ -119,11 +117,9 @@ def lower(graph: Graph, inputs: np.ndarray, timesteps: int,
     (validate_quantized if precision == "fixed_pt" else validate)(graph)
     samples = inputs.shape[0]
     layers = [n for n in order if isinstance(graph.node(n), (QLMH, LMH, QReadout, Readout))]
-    depth: dict[str, int] = {order[0]: 0}
-    plans: dict[str, list[Path]] = {}
-    for name in layers:
-        plans[name] = _paths(graph, name, precision, depth)
-        depth[name] = max(depth[p.source] + 1 for p in plans[name])
+    depth = layer_depths(graph)
+    delays = path_delays(graph, depth) if precision == "floating_pt" else {}
+    plans = {name: _paths(graph, name, precision, delays) for name in layers}
     total = samples * timesteps + max(depth.values())  # the last sample drains through
     dtype = np.int32 if precision == "fixed_pt" else np.float64
     frames = inputs.reshape(samples, -1).T.astype(dtype)  # (n_in, samples)
