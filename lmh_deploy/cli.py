@@ -130,16 +130,35 @@ def compile(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy
                                                   "calibrate and evaluate on."),
             timesteps: Optional[int] = typer.Option(None, help="NIR input only: steps per sample."),
             dt: Optional[float] = typer.Option(None, help="NIR input only: Euler step (default: "
-                                               "the file's metadata dt).")) -> None:
+                                               "the file's metadata dt)."),
+            model_spec: Optional[str] = typer.Option(None, "--model", help="Your own PyTorch "
+                                                     "model: FILE.py:FACTORY; MODEL is then its "
+                                                     "state_dict (docs/interop.md)."),
+            model_kwargs: Optional[str] = typer.Option(None, help="--model: JSON keyword "
+                                                       "arguments for FACTORY."),
+            input_shape: Optional[str] = typer.Option(None, help="--model: one sample's shape, "
+                                                      "e.g. 1,8,8 or 64."),
+            calibration: Optional[Path] = typer.Option(None, help="--model: a .npy of inputs to "
+                                                       "calibrate on (instead of --dataset).")) -> None:
     """Export, validate and quantise a model into an artifact directory."""
     from lmh_deploy.pipeline.compile import compile_model
+    from lmh_deploy.pipeline.compile_torch import compile_model_file, parse_shape
 
+    warn = lambda m: console.print(f"[yellow]warning:[/yellow] {m}")  # noqa: E731
     with clean_errors(), spinner(f"compiling {model} for {target}"):
         start = time.perf_counter()
-        report = compile_model(model, outdir, target=target,
-                               calibration_samples=calibration_samples, dataset=dataset,
-                               timesteps=timesteps, dt=dt,
-                               warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
+        if model_spec is not None:
+            if input_shape is None or timesteps is None:
+                raise ValueError("--model needs --input-shape C,H,W and --timesteps T")
+            report = compile_model_file(model, model_spec, outdir, model_kwargs=model_kwargs,
+                                        input_shape=parse_shape(input_shape),
+                                        timesteps=timesteps, dataset=dataset,
+                                        calibration=calibration, target=target,
+                                        calibration_samples=calibration_samples, warn=warn)
+        else:
+            report = compile_model(model, outdir, target=target,
+                                   calibration_samples=calibration_samples, dataset=dataset,
+                                   timesteps=timesteps, dt=dt, warn=warn)
     table = Table(title=f"compiled {model.name} -> {outdir} ({time.perf_counter() - start:.2f} s)")
     for col in ("layer", "kind", "exp / theta", "max quant. error", "state headroom (bits)"):
         table.add_column(col)
@@ -230,7 +249,8 @@ def verify(artifact: Path = typer.Argument(..., help="A directory from lmh-deplo
                   f"{lv['state_mismatches']} state and {lv['readout_mismatches']} readout mismatches")
         out.print(f"accuracy: float {ff['accuracy_float']:.4f}, fixed {ff['accuracy_fixed']:.4f}, "
                   f"Lava {ff['accuracy_lava']:.4f}; float/fixed spike agreement "
-                  f"{ff['spike_agreement']:.4f}")
+                  f"{ff['spike_agreement']:.4f}, prediction agreement "
+                  f"{ff['prediction_agreement']:.4f} (float = {ff['float_reference']})")
         if lv["mismatched_spikes"] or lv["state_mismatches"] or lv["readout_mismatches"]:
             raise CommandFailed("Lava fixed_pt and sim/ disagree (see above)")
 
@@ -417,7 +437,8 @@ def demo(workdir: Optional[Path] = typer.Option(None, help="Where to write model
           device="cpu", amp=False, seed=0, out_path=model, json_path=workdir / "train.json")
     console.rule("2/4 compile for Lava (fixed point)")
     compile(model=model, target="lava-sim", outdir=artifact, calibration_samples=64,
-            dataset=None, timesteps=None, dt=None)
+            dataset=None, timesteps=None, dt=None, model_spec=None, model_kwargs=None,
+            input_shape=None, calibration=None)
     console.rule(f"3/4 verify: float vs sim vs Lava fixed_pt on {samples} test samples")
     verify(artifact=artifact, samples=samples, json_path=workdir / "verify.json")
     console.rule("4/4 report (our simulator)")

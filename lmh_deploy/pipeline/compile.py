@@ -52,7 +52,9 @@ class Artifact:
                              "pass --inputs/--labels or recompile with --dataset")
         train, test, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
         data = test if split == "test" else train
-        return data.tensors[0].numpy(), data.tensors[1].numpy()
+        x = data.tensors[0].numpy()
+        # a flat-input model (e.g. Linear(64, ...) or a NIR Input of [64]) on image data
+        return x.reshape((len(x), *self.quant_graph.node("input").shape)), data.tensors[1].numpy()
 
 
 def calibrate(qgraph: Graph, x: np.ndarray, timesteps: int) -> dict[str, Any]:
@@ -119,6 +121,20 @@ def compile_model(model_path: str | Path, outdir: str | Path, *, target: str = "
         graph, ds = _from_nir(model_path, dataset, timesteps, dt)
     else:
         graph, ds = _from_checkpoint(model_path)
+    x = None
+    if calibration_samples > 0 and ds:
+        train_set, _, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
+        x = train_set.tensors[0][:calibration_samples].numpy()
+    copy_name = "source.nir" if model_path.suffix == ".nir" else CHECKPOINT_COPY
+    return write_artifact(graph, outdir, target=target, calibration_x=x,
+                          files={copy_name: model_path}, warn=warn)
+
+
+def write_artifact(graph: Graph, outdir: str | Path, *, target: str,
+                   calibration_x: np.ndarray | None, files: dict[str, Path],
+                   warn: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+    """Quantise ``graph``, calibrate on ``calibration_x`` and write the artifact atomically,
+    with ``files`` (artifact name -> source path) copied in. Returns the compile report."""
     graph.meta["target"] = target
     timesteps = int(graph.meta["timesteps"])
     qgraph, report = quantize_graph(graph)
@@ -126,9 +142,8 @@ def compile_model(model_path: str | Path, outdir: str | Path, *, target: str = "
         if layer["kind"] == "lmh" and not layer["worst_case_fits_24bit"]:
             warn(f"{layer['name']}: worst-case state {max(layer['worst_case_state'].values())} "
                  f"exceeds the 24-bit range ({fx.STATE_MAX}); saturation is possible and is counted")
-    if calibration_samples > 0 and ds:
-        train_set, _, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
-        x = train_set.tensors[0][:calibration_samples].numpy()
+    if calibration_x is not None and len(calibration_x):
+        x = calibration_x.reshape((len(calibration_x), *qgraph.node("input").shape))
         report["calibration"] = calibrate(qgraph, x, timesteps)
         for name, c in report["calibration"]["layers"].items():
             if c["saturation_events"]:
@@ -142,8 +157,8 @@ def compile_model(model_path: str | Path, outdir: str | Path, *, target: str = "
     with atomic_directory(outdir) as tmp:
         save_graph(graph, tmp, "ir")
         save_graph(qgraph, tmp, "quantized")
-        copy_name = "source.nir" if model_path.suffix == ".nir" else CHECKPOINT_COPY
-        shutil.copyfile(model_path, tmp / copy_name)
+        for name, path in files.items():
+            shutil.copyfile(path, tmp / name)
         (tmp / "compile_report.json").write_text(json.dumps(report, indent=1))
         if target == "loihi2":
             (tmp / "resources.json").write_text(json.dumps(resources, indent=1))

@@ -1,0 +1,57 @@
+"""The user's own PyTorch module, run in PyTorch as its author runs it: one call per step.
+
+This is the float side of ``verify`` for modules compiled with ``--model FILE.py:FACTORY``
+(or ``lmh_deploy.compile(module, ...)``): every neuron's state is reset through its
+adapter, the same input is presented for ``T`` calls, and the logits are the mean output
+over the steps. Spikes of each neuron module are recorded under the name of the LM-H IR
+node it became (``graph.meta["source_neurons"]``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from lmh_deploy.frontends.neurons import find_adapter
+from lmh_deploy.reports.record import RunRecord
+
+
+@torch.no_grad()
+def run_source(module: nn.Module, x: np.ndarray, timesteps: int, *,
+               source_neurons: dict[str, str], output_index: int | None = None) -> RunRecord:
+    """Run ``x`` (B, *input_shape) for ``timesteps`` steps; spikes (T, B, n) per IR neuron."""
+    module.eval()
+    neurons = {ir_name: module.get_submodule(path) for ir_name, path in source_neurons.items()}
+    adapters = {ir_name: find_adapter(m) for ir_name, m in neurons.items()}
+    captured: dict[str, list[torch.Tensor]] = {name: [] for name in neurons}
+    hooks = []
+    for ir_name, m in neurons.items():
+        hooks += adapters[ir_name].step_hooks(m)
+
+        def record(mod, args, out, key=ir_name):
+            spikes = out[0] if isinstance(out, tuple) else out
+            captured[key].append(spikes.reshape(spikes.shape[0], -1) != 0)
+
+        hooks.append(m.register_forward_hook(record))
+    try:
+        param = next(module.parameters(), None)
+        dtype = param.dtype if param is not None else torch.float32
+        xt = torch.as_tensor(x, dtype=dtype)
+        for name, m in neurons.items():
+            adapters[name].reset(m)
+        outputs = []
+        for _ in range(timesteps):
+            out = module(xt)
+            if output_index is not None:
+                out = out[output_index]
+            outputs.append(out.reshape(out.shape[0], -1).double())
+        for name, m in neurons.items():
+            adapters[name].reset(m)
+    finally:
+        for h in hooks:
+            h.remove()
+    trace = torch.stack(outputs).numpy()
+    rec = RunRecord(logits=trace.mean(0), readout_trace=trace)
+    for name, steps in captured.items():
+        rec.spikes[name] = torch.stack(steps).numpy()
+    return rec

@@ -1,0 +1,63 @@
+"""Neuron adapters: how a framework's spiking neuron module maps onto the IR's LM-H node.
+
+One small file per neuron kind; all are registered here, in one place, in the order they are
+tried. An adapter recognises a module (by its parameters and attributes, not its class name
+alone), describes it as a :class:`NeuronSpec` (factors, threshold, spike amplitude and the
+source's RULES: reset, threshold test, reset timing, initial states) and knows how to reset
+its state before a new batch. Users add their own with :func:`register_neuron`::
+
+    from lmh_deploy.frontends.neurons import NeuronAdapter, NeuronSpec, register_neuron
+
+    class MyLIFAdapter(NeuronAdapter):
+        name = "my-lif"
+        def matches(self, module): return isinstance(module, MyLIF)
+        def spec(self, module, where):
+            return NeuronSpec(theta=module.vth, amplitude=1.0, factors=lif_factors(module.decay),
+                              reset="set", threshold_test=">", v_s_init=0.0)
+        def reset(self, module): module.v = None
+
+    register_neuron(MyLIFAdapter())
+
+docs/interop.md lists every adapter's mapping.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from lmh_deploy.frontends.neurons.base import (
+    NeuronAdapter,
+    NeuronError,
+    NeuronSpec,
+    as_factor,
+    scalar,
+)
+from lmh_deploy.frontends.neurons.learnable import LearnableNeuronAdapter
+from lmh_deploy.frontends.neurons.lmh import LMHNeuronAdapter
+from lmh_deploy.frontends.neurons.snntorch_leaky import LeakyAdapter
+from lmh_deploy.frontends.neurons.snntorch_synaptic import SynapticAdapter
+
+#: tried in this order; register_neuron puts user adapters first
+ADAPTERS: list[NeuronAdapter] = [LMHNeuronAdapter(), LearnableNeuronAdapter(), SynapticAdapter(),
+                                 LeakyAdapter()]
+
+
+def register_neuron(adapter: NeuronAdapter, *, first: bool = True) -> NeuronAdapter:
+    """Register ``adapter``; by default it is tried before the built-in ones."""
+    if not isinstance(adapter, NeuronAdapter):
+        raise TypeError(f"register_neuron needs a NeuronAdapter, got {type(adapter).__name__}")
+    ADAPTERS.insert(0 if first else len(ADAPTERS), adapter)
+    return adapter
+
+
+def find_adapter(module: nn.Module) -> NeuronAdapter | None:
+    """The first registered adapter that recognises ``module``, or None."""
+    return next((a for a in ADAPTERS if a.matches(module)), None)
+
+
+def registered_names() -> list[str]:
+    """Adapter names, in the order they are tried."""
+    return [a.name for a in ADAPTERS]
+
+
+__all__ = ["ADAPTERS", "NeuronAdapter", "NeuronError", "NeuronSpec", "as_factor", "find_adapter",
+           "register_neuron", "registered_names", "scalar"]

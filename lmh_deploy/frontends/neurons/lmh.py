@@ -1,0 +1,37 @@
+"""This project's :class:`~lmh_deploy.models.neuron.LMHNeuron` (Eq. 4; time-major input).
+
+Mapping: ``factor_table()`` gives mu_d, mu_s, lam_d, lam_s directly ((K, C): K time rows,
+C channels or 1); theta is the threshold and the spike amplitude; subtractive reset,
+spike at ``m >= theta``, same-step reset, ``v_d = 0``, ``v_s = theta / 2`` at the start.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from lmh_deploy.frontends.neurons.base import NeuronAdapter, NeuronSpec
+from lmh_deploy.models.neuron import LMHNeuron
+
+
+class LMHNeuronAdapter(NeuronAdapter):
+    """lmh_deploy.models.neuron.LMHNeuron."""
+
+    name = "lmh"
+
+    def matches(self, module: nn.Module) -> bool:
+        return isinstance(module, LMHNeuron)
+
+    def spec(self, module: nn.Module, where: str) -> NeuronSpec:
+        theta = float(module.theta)
+        table = {k: v.detach().cpu().double().numpy() for k, v in module.factor_table().items()}
+        return NeuronSpec(theta=theta, amplitude=theta, factors=table, v_s_init=theta / 2)
+
+    def reset(self, module: nn.Module) -> None:
+        module.reset_state()
+
+    def step_hooks(self, module: nn.Module) -> list[Any]:
+        """LMHNeuron integrates a (T, B, ...) tensor: feed it one step at a time, keeping state."""
+        module.stateful = True
+        return [module.register_forward_pre_hook(lambda mod, args: (args[0].unsqueeze(0),)),
+                module.register_forward_hook(lambda mod, args, out: out.squeeze(0))]

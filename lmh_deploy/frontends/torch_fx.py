@@ -1,0 +1,395 @@
+"""Any PyTorch module -> float graph IR, by torch.fx tracing (neurons are leaf modules).
+
+The module is the user's own network, written the way other tools write them: its
+``forward(x)`` computes ONE time step on a (B, *input_shape) batch, and its spiking neurons
+keep their state between calls (the paper's code, snnTorch ``init_hidden=True``); the
+deployed network presents the same input at every step and its logits are the mean of the
+output over the steps. Spiking neurons are recognised by the adapters of
+:mod:`lmh_deploy.frontends.neurons`; the synaptic layers are those of our own checkpoints
+(:mod:`lmh_deploy.frontends.pytorch` maps them, BN folded, biases pushed to the neurons):
+Linear, Conv2d, BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten / view / reshape,
+Dropout, Identity, and residual sums ``neuron(branch + shortcut)``. Everything else is refused
+in one line naming the module path and type.
+"""
+from __future__ import annotations
+
+import copy
+import operator
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from lmh_deploy.frontends.neurons import (
+    NeuronError,
+    NeuronSpec,
+    find_adapter,
+    registered_names,
+)
+from lmh_deploy.frontends.pytorch import Cursor, _Exporter
+from lmh_deploy.ir import LMH, Conv2d, Dense, Graph, Input, IRError, Readout, validate
+
+SYNAPSE_MODULES = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d,
+                   nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardtanh)
+MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool2d)
+MAXPOOL_WHY = ("max pooling is not supported: spikes cannot be max-pooled by Loihi synapses; "
+               "use AvgPool2d (the paper's code swaps MaxPool2d for AvgPool2d)")
+PASS_FUNCTIONS = (F.dropout, torch.nn.functional.dropout)
+RULE_FIELDS = ("reset", "reset_value", "threshold_test", "reset_timing", "v_d_init", "v_s_init")
+LMH_DEFAULT_RULES = {"reset": "subtract", "reset_value": 0.0, "threshold_test": ">=",
+                     "reset_timing": "same-step", "v_d_init": 0.0}
+
+
+class FrontendError(IRError):
+    """A module the frontend cannot trace or map (names the module path and type)."""
+
+
+@dataclass
+class Signal:
+    """A traced tensor: IR cursor, and ``gain`` (source value = gain * IR value)."""
+
+    cur: Cursor
+    gain: float = 1.0
+    neuron: bool = False  # produced by a neuron (spikes), not by a synapse
+
+
+@dataclass
+class Sum:
+    """``a + b + ...`` of synaptic signals: only a neuron may consume it (residual add)."""
+
+    terms: list[Signal]
+
+
+@dataclass
+class NeuronTuple:
+    """A neuron that returns ``(spikes, state...)``; element 0 is the spikes."""
+
+    spikes: Signal
+    where: str
+
+
+class _Batch:
+    """``x.size(0)`` / ``x.shape[0]``: the batch dimension in a view/reshape."""
+
+
+@dataclass
+class _Shape:
+    shape: tuple[int, ...]
+
+
+class _Tracer(fx.Tracer):
+    """Neurons (adapters) and torch.nn layers are leaves; remembers where tracing was."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[tuple[str, str]] = []
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return find_adapter(m) is not None or super().is_leaf_module(m, qualname)
+
+    def call_module(self, m, forward, args, kwargs):
+        self.stack.append((self.path_of_module(m) or "<root>", type(m).__name__))
+        out = super().call_module(m, forward, args, kwargs)
+        self.stack.pop()
+        return out
+
+
+def trace(module: nn.Module) -> fx.GraphModule:
+    """torch.fx graph of ``module``; untraceable code is refused naming the innermost module."""
+    tracer = _Tracer()
+    try:
+        graph = tracer.trace(module)
+    except Exception as exc:  # noqa: BLE001 - fx raises many types for dynamic Python code
+        where, kind = tracer.stack[-1] if tracer.stack else ("<root>", type(module).__name__)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FrontendError(f"{where} ({kind}): torch.fx cannot trace it: {first}") from None
+    return fx.GraphModule(module, graph)
+
+
+def _per_neuron(arr: np.ndarray, shape: tuple[int, ...], what: str, where: str) -> np.ndarray:
+    """(K, *b) factor values -> (K, 1) or (K, n) over a (C, ...) or (n,) feature map."""
+    rows = arr.shape[0]
+    flat = arr.reshape(rows, -1)
+    n = int(np.prod(shape))
+    if flat.shape[1] == n or flat.shape[1] == 1:
+        out = flat
+    elif flat.shape[1] == shape[0]:  # per channel
+        out = np.repeat(flat, n // shape[0], axis=1)
+    else:
+        raise NeuronError(f"{where}: {what} has {flat.shape[1]} values per step; the layer has "
+                          f"{shape[0]} channels and {n} neurons")
+    if out.shape[1] > 1 and np.all(out == out[:, :1]):
+        out = out[:, :1]
+    return np.ascontiguousarray(out, dtype=np.float64)
+
+
+def make_lmh(spec: NeuronSpec, shape: tuple[int, ...], bias: np.ndarray, where: str) -> LMH:
+    """The LM-H IR node of one neuron layer, with the source's rules (checked)."""
+    factors = {k: _per_neuron(np.asarray(v, dtype=np.float64), shape, k, where)
+               for k, v in spec.factors.items()}
+    rows = {a.shape[0] for a in factors.values()}
+    if len(rows) > 1:
+        raise NeuronError(f"{where}: factors have different numbers of time rows {sorted(rows)}")
+    have = {f.name for f in fields(LMH)}
+    rules = {k: v for k, v in spec.rules.items() if k in have}
+    missing = {k: v for k, v in spec.rules.items()
+               if k not in have and LMH_DEFAULT_RULES.get(k, spec.theta / 2) != v}
+    if missing:
+        raise NeuronError(f"{where}: the neuron's rules {missing} need the IR's neuron-rule "
+                          f"fields, which this build lacks")
+    node = LMH(size=int(np.prod(shape)), theta=float(spec.theta), bias=bias.ravel().copy(),
+               **factors, **rules)
+    try:
+        node.check(where)
+    except IRError as exc:
+        raise NeuronError(str(exc)) from None
+    return node
+
+
+class _Walker:
+    """Walks the fx graph in order, turning each op into IR nodes via the shared exporter."""
+
+    def __init__(self, gm: fx.GraphModule, graph: Graph, input_shape: tuple[int, ...]) -> None:
+        self.gm, self.g = gm, graph
+        self.ex = _Exporter(graph)
+        self.input_shape = input_shape
+        self.env: dict[str, Any] = {}
+        self.source_neurons: dict[str, str] = {}
+        self.output_index: int | None = None
+
+    # ------------------------------------------------------------------ helpers
+    def arg(self, a: Any, where: str) -> Any:
+        if isinstance(a, fx.Node):
+            return self.env[a.name]
+        if isinstance(a, (list, tuple)):
+            return type(a)(self.arg(x, where) for x in a)
+        return a
+
+    def signal(self, value: Any, where: str) -> Signal:
+        if isinstance(value, Signal):
+            return value
+        if isinstance(value, NeuronTuple):
+            raise FrontendError(f"{where}: uses the tuple output of {value.where} as a tensor; "
+                                f"unpack it (spk, mem = ...) and pass the spikes on")
+        if isinstance(value, Sum):
+            raise FrontendError(f"{where}: a sum of branches (residual add) must go straight "
+                                f"into a spiking neuron")
+        raise FrontendError(f"{where}: expects a tensor, got {type(value).__name__}")
+
+    def identity_synapse(self, sig: Signal, where: str) -> Signal:
+        """A neuron's (or the input's) output used directly in a sum: a 1:1 synapse."""
+        shape = sig.cur.shape
+        if len(shape) == 3:
+            c = shape[0]
+            node = Conv2d(weight=np.eye(c).reshape(c, c, 1, 1) * sig.gain, input_shape=shape)
+            prefix = "conv"
+        else:
+            node = Dense(weight=np.eye(int(np.prod(shape))) * sig.gain)
+            prefix = "dense"
+        return Signal(self.ex.synapse(sig.cur, prefix, node, shape))
+
+    def module_op(self, module: nn.Module, sig: Signal, here: str) -> Signal:
+        if isinstance(module, (nn.Linear, nn.Conv2d)) and sig.gain != 1.0:
+            module = copy.deepcopy(module)  # the source's spikes carry gain * theta
+            with torch.no_grad():
+                module.weight.mul_(sig.gain)
+            gain = 1.0
+        else:
+            gain = sig.gain
+        try:
+            cur = self.ex.layer(module, sig.cur, here)
+        except IRError as exc:
+            raise FrontendError(str(exc)) from None
+        return Signal(cur, gain, sig.neuron and cur.node == sig.cur.node)
+
+    def neuron(self, module: nn.Module, value: Any, path: str, here: str) -> Any:
+        terms = value.terms if isinstance(value, Sum) else [self.signal(value, here)]
+        terms = [self.identity_synapse(t, here) if t.neuron or t.cur.node == "input" else t
+                 for t in terms]
+        shape = terms[0].cur.shape
+        if any(t.cur.shape != shape for t in terms):
+            raise FrontendError(f"{here}: summed branches have shapes "
+                                f"{[t.cur.shape for t in terms]}")
+        if any(t.gain != 1.0 for t in terms):
+            raise FrontendError(f"{here}: a pooled spike signal reaches a neuron without a weight "
+                                f"layer in between")
+        adapter = find_adapter(module)
+        spec = adapter.spec(module, here)
+        bias = sum(t.cur.bias for t in terms)
+        node = make_lmh(spec, shape, np.asarray(bias), here)
+        name = self.ex.add("lmh", node, tuple(t.cur.node for t in terms))
+        self.source_neurons[name] = path
+        out = Signal(Cursor(name, shape, np.zeros(shape)), spec.amplitude / spec.theta, True)
+        return NeuronTuple(out, here) if spec.tuple_output else out
+
+    @staticmethod
+    def where(node: fx.Node, what: str) -> str:
+        """``path (Type): what`` of the module whose forward() holds ``node``."""
+        stack = node.meta.get("nn_module_stack") or {}
+        if stack:
+            path, kind = list(stack.values())[-1]
+            kind = getattr(kind, "__name__", str(kind).rsplit(".", 1)[-1].strip("'>"))
+            return f"{path} ({kind}): {what}"
+        return f"forward() of the root module: {what}"
+
+    # ------------------------------------------------------------------ ops
+    def call_module(self, node: fx.Node) -> Any:
+        path = str(node.target)
+        module = self.gm.get_submodule(path)
+        here = f"{path} ({type(module).__name__})"
+        args = self.arg(node.args, here)
+        if find_adapter(module) is not None:
+            return self.neuron(module, args[0], path, here)
+        if isinstance(module, MAXPOOL):
+            raise FrontendError(f"{here}: {MAXPOOL_WHY}")
+        if isinstance(module, ACTIVATIONS):
+            raise FrontendError(f"{here}: an ANN activation left in the model; swap it for a "
+                                f"spiking neuron (recognised: {', '.join(registered_names())})")
+        if not isinstance(module, SYNAPSE_MODULES):
+            raise FrontendError(f"{here}: unsupported layer type; supported: Linear, Conv2d, "
+                                f"BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten, "
+                                f"Dropout, Identity, residual add, and neurons "
+                                f"({', '.join(registered_names())})")
+        return self.module_op(module, self.signal(args[0], here), here)
+
+    def reshape(self, sig: Signal, dims: list[Any], here: str) -> Signal:
+        n = int(np.prod(sig.cur.shape))
+        if not dims or not (isinstance(dims[0], _Batch) or dims[0] == -1):
+            raise FrontendError(f"{here}: view/reshape must keep the batch dimension first "
+                                f"(x.view(x.size(0), -1)), got {dims}")
+        rest = [d for d in dims[1:]]
+        if any(not isinstance(d, int) for d in rest):
+            raise FrontendError(f"{here}: view/reshape sizes must be numbers, got {dims}")
+        if rest.count(-1) == 1:
+            known = int(np.prod([d for d in rest if d != -1]))
+            rest[rest.index(-1)] = n // known if known and n % known == 0 else -2
+        if not rest or int(np.prod(rest)) != n or min(rest) < 1:
+            raise FrontendError(f"{here}: cannot view {sig.cur.shape} per sample as {dims}")
+        if tuple(rest) != (n,):
+            raise FrontendError(f"{here}: only flattening views are supported, got {dims}")
+        return self.module_op(nn.Flatten(), sig, here)
+
+    def call_function(self, node: fx.Node) -> Any:
+        fn = node.target
+        name = getattr(fn, "__name__", str(fn))
+        here = self.where(node, name)
+        args = self.arg(node.args, here)
+        kwargs = self.arg(node.kwargs, here)
+        if fn in (operator.add, torch.add) and len(args) == 2 and not kwargs:
+            terms = []
+            for a in args:
+                terms.extend(a.terms if isinstance(a, Sum) else [self.signal(a, here)])
+            return Sum(terms)
+        if fn is operator.getitem:
+            base, index = args
+            if isinstance(base, NeuronTuple):
+                if index == 0:
+                    return base.spikes
+                return _State(base.where)
+            if isinstance(base, _Shape):
+                return _Batch() if index == 0 else base.shape[index - 1]
+        if fn is torch.flatten:
+            start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
+            end = args[2] if len(args) > 2 else kwargs.get("end_dim", -1)
+            if start != 1 or end != -1:
+                raise FrontendError(f"{here}: only torch.flatten(x, 1) is supported")
+            return self.module_op(nn.Flatten(), self.signal(args[0], here), here)
+        if fn in PASS_FUNCTIONS:
+            return self.signal(args[0], here)
+        if fn is getattr and args[1] == "shape":
+            return _Shape(self.signal(args[0], here).cur.shape)
+        if fn in (F.max_pool2d, torch.max_pool2d):
+            raise FrontendError(f"{here}: {MAXPOOL_WHY}")
+        raise FrontendError(f"{here} in forward() cannot be mapped; use layer modules "
+                            f"(nn.Linear, nn.Conv2d, ...) or register the module as a neuron")
+
+    def call_method(self, node: fx.Node) -> Any:
+        method = str(node.target)
+        here = self.where(node, f"Tensor.{method}")
+        args = self.arg(node.args, here)
+        if method == "size":
+            if len(args) == 2 and args[1] == 0:
+                return _Batch()
+            return _Shape(self.signal(args[0], here).cur.shape)
+        sig = self.signal(args[0], here)
+        if method == "contiguous":
+            return sig
+        if method in ("view", "reshape"):
+            dims = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) \
+                else list(args[1:])
+            return self.reshape(sig, dims, here)
+        if method == "flatten":
+            if list(args[1:]) not in ([1], [1, -1]) or node.kwargs:
+                raise FrontendError(f"{here}: only x.flatten(1) is supported")
+            return self.module_op(nn.Flatten(), sig, here)
+        raise FrontendError(f"{here} in forward() cannot be mapped")
+
+    def output(self, node: fx.Node) -> None:
+        value = self.arg(node.args[0], "output")
+        if isinstance(value, (tuple, list)) and value and isinstance(value[0], Signal) \
+                and all(isinstance(v, _State) for v in value[1:]):
+            value, self.output_index = value[0], 0  # (spikes, mem) of the last neuron
+        elif isinstance(value, NeuronTuple):
+            value, self.output_index = value.spikes, 0
+        sig = self.signal(value, "model output")
+        if sig.neuron:  # spikes out: logits = firing rates (times the spike amplitude)
+            n = int(np.prod(sig.cur.shape))
+            sig = Signal(self.ex.synapse(sig.cur, "dense", Dense(weight=np.eye(n) * sig.gain),
+                                         (n,), weight=True))
+        if sig.cur.weight_node is None or self.g.node(sig.cur.node).kind != "dense" \
+                or len(sig.cur.shape) != 1:
+            raise FrontendError("model output: must be a Linear layer (the readout) or the "
+                                "spikes of a neuron layer")
+        self.g.add("readout", Readout(bias=sig.cur.bias.ravel().copy()), (sig.cur.node,))
+
+    def run(self) -> None:
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                if self.env:
+                    raise FrontendError(f"forward() takes a second input {node.name!r}; only "
+                                        f"forward(x) (one time step) is supported")
+                shape = self.input_shape
+                self.env[node.name] = Signal(Cursor("input", shape, np.zeros(shape)))
+            elif node.op == "get_attr":
+                raise FrontendError(f"{node.target}: forward() uses a parameter or buffer "
+                                    f"directly; only layer modules can be mapped")
+            elif node.op == "output":
+                self.output(node)
+            else:
+                self.env[node.name] = getattr(self, node.op)(node)
+
+
+@dataclass
+class _State:
+    """A neuron's state output (mem, syn): not deployed."""
+
+    where: str
+
+
+def module_to_graph(module: nn.Module, *, input_shape: tuple[int, ...], timesteps: int,
+                    x_max: float = 1.0, meta: dict[str, Any] | None = None) -> Graph:
+    """Trace ``module`` (eval mode) and map it to a validated float IR graph.
+
+    ``graph.meta["source_neurons"]`` maps each LM-H node to the module path of its neuron;
+    ``graph.meta["source_output_index"]`` is 0 when the module returns (spikes, state).
+    Raises :class:`FrontendError` / :class:`NeuronError` (one line, module path and type).
+    """
+    module = module.eval()
+    shape = tuple(int(d) for d in input_shape)
+    gm = trace(module)
+    graph = Graph(meta={"timesteps": int(timesteps), **(meta or {})})
+    graph.add("input", Input(shape=shape, x_max=float(x_max)))
+    walker = _Walker(gm, graph, shape)
+    walker.run()
+    if not walker.source_neurons:
+        raise FrontendError(f"{type(module).__name__}: no spiking neuron found (recognised: "
+                            f"{', '.join(registered_names())}); register yours with "
+                            f"lmh_deploy.frontends.neurons.register_neuron")
+    graph.meta["source_neurons"] = dict(walker.source_neurons)
+    graph.meta["source_output_index"] = walker.output_index
+    validate(graph)
+    return graph

@@ -1,0 +1,211 @@
+"""Compile the user's own PyTorch module (any module the fx frontend maps) into an artifact.
+
+``--model FILE.py:FACTORY`` names trusted code, as ``python train.py`` would run it: FACTORY
+(a function or class in FILE.py) returns the module with its neurons in place; the weights
+are a bare ``state_dict`` loaded with ``weights_only=True`` (never unpickled). The artifact
+keeps a copy of FILE.py and of the weights, so ``verify`` can run the source model itself.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lmh_deploy.frontends.torch_fx import module_to_graph
+from lmh_deploy.models.data import load_dataset
+from lmh_deploy.pipeline.artifact import sha256
+from lmh_deploy.pipeline.compile import Artifact, write_artifact
+
+SOURCE_FILE = "source_model.py"
+SOURCE_WEIGHTS = "source_weights.pt"
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,8,8"`` -> (1, 8, 8); one error line otherwise."""
+    try:
+        shape = tuple(int(v) for v in str(text).replace("x", ",").split(","))
+    except ValueError:
+        raise ValueError(f"--input-shape {text!r}: expected sizes such as 1,8,8 or 64") from None
+    if not shape or min(shape) < 1:
+        raise ValueError(f"--input-shape {text!r}: sizes must be >= 1")
+    return shape
+
+
+def import_factory(spec: str) -> tuple[Path, str, Callable[..., Any]]:
+    """``FILE.py:FACTORY`` -> (file, name, the callable), importing FILE.py as a module."""
+    file_text, sep, name = str(spec).rpartition(":")
+    if not sep or not file_text.endswith(".py") or not name.isidentifier():
+        raise ValueError(f"--model {spec!r}: expected FILE.py:FACTORY (a function or class "
+                         f"in your model file)")
+    path = Path(file_text).resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"--model {spec!r}: {path} does not exist")
+    module = _import_file(path, f"lmh_user_model_{sha256(path)[:12]}", path.parent)
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise ValueError(f"--model {spec!r}: {path.name} has no function or class {name!r}")  # noqa: TRY004
+    return path, name, factory
+
+
+def _import_file(path: Path, module_name: str, search_dir: Path):
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    sys.path.insert(0, str(search_dir))  # the model file may import its sibling modules
+    try:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(module_name, None)
+            raise
+        return module
+    finally:
+        sys.path.remove(str(search_dir))
+
+
+def build_module(factory: Callable[..., Any], kwargs: dict[str, Any], where: str) -> nn.Module:
+    """Call the user's factory; it must return an nn.Module."""
+    module = factory(**kwargs)
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"{where} returned {type(module).__name__}, not a torch.nn.Module")  # noqa: TRY004
+    return module
+
+
+def parse_kwargs(text: str | None) -> dict[str, Any]:
+    """``--model-kwargs`` JSON object -> dict."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--model-kwargs: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValueError("--model-kwargs: expected a JSON object such as '{\"hidden\": 64}'")  # noqa: TRY004
+    return value
+
+
+def load_weights(module: nn.Module, path: str | Path) -> None:
+    """Load a bare state_dict (weights_only=True) into ``module``; one line on any mismatch."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, ... for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: not a weights-only state_dict ({first})") from None
+    if isinstance(state, dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
+        nested = [k for k in ("state_dict", "model", "model_state_dict") if isinstance(
+            state.get(k), dict)]
+        if not nested:
+            raise ValueError(f"{path}: a dict but not a state_dict (keys {sorted(state)[:5]}); "
+                             f"save it with torch.save(model.state_dict(), ...)")
+        state = state[nested[0]]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state_dict")  # noqa: TRY004
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    result = module.load_state_dict(state, strict=False)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing {', '.join(result.missing_keys[:4])}")
+    if result.unexpected_keys:
+        problems.append(f"unexpected {', '.join(result.unexpected_keys[:4])}")
+    if problems:
+        raise ValueError(f"{path}: does not fit the model ({'; '.join(problems)})")
+
+
+def calibration_inputs(path: str | Path, input_shape: tuple[int, ...]) -> np.ndarray:
+    """A .npy of (N, *input_shape) non-negative finite floats (never unpickled)."""
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
+    n = int(np.prod(input_shape))
+    if x.ndim < 2 or int(np.prod(x.shape[1:])) != n:
+        raise ValueError(f"{path}: calibration data has shape {tuple(x.shape)}, the model takes "
+                         f"(N, {', '.join(map(str, input_shape))})")
+    if not np.all(np.isfinite(x)) or x.min() < 0:
+        raise ValueError(f"{path}: calibration data must be finite and >= 0 (inputs are sent as "
+                         f"unsigned 8-bit values), min {float(np.nanmin(x)):.4g}")
+    return x.reshape((len(x), *input_shape)).astype(np.float64)
+
+
+def compile_module(module: nn.Module, outdir: str | Path, *, input_shape: tuple[int, ...],
+                   timesteps: int, dataset: str | None = None,
+                   calibration: np.ndarray | str | Path | None = None,
+                   calibration_samples: int = 64, target: str = "lava-sim",
+                   source: dict[str, Any] | None = None, files: dict[str, Path] | None = None,
+                   warn: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+    """Trace ``module``, quantise, calibrate (dataset train split or ``calibration`` inputs)
+    and write the artifact. ``source`` describes how to rebuild the module for ``verify``."""
+    input_shape = tuple(int(d) for d in input_shape)
+    if int(timesteps) < 1:
+        raise ValueError(f"--timesteps must be >= 1, got {timesteps}")
+    if dataset is None and calibration is None:
+        raise ValueError("give --dataset NAME or --calibration X.npy (inputs to measure the "
+                         "state ranges on)")
+    ds, x = None, None
+    if dataset is not None:
+        train, _, spec = load_dataset(dataset)
+        if int(np.prod(spec.input_shape)) != int(np.prod(input_shape)):
+            raise ValueError(f"--input-shape {','.join(map(str, input_shape))} does not fit "
+                             f"dataset {dataset} (samples of shape {spec.input_shape})")
+        ds = {"name": spec.name, "input_shape": list(input_shape),
+              "num_classes": spec.num_classes, "x_max": 1.0, "seed": 0}
+        x = train.tensors[0][:calibration_samples].numpy()
+    if calibration is not None:
+        x = (calibration_inputs(calibration, input_shape) if isinstance(calibration, (str, Path))
+             else np.asarray(calibration, dtype=np.float64).reshape((-1, *input_shape)))
+        x = x[:calibration_samples]
+    x_max = 1.0 if ds else max(1.0, float(x.max()))
+    meta = {"dataset": ds, "source": source or {"format": "pytorch-module",
+                                                  "class": type(module).__name__}}
+    graph = module_to_graph(module, input_shape=input_shape, timesteps=timesteps, x_max=x_max,
+                            meta=meta)
+    files = dict(files or {})
+    with tempfile.TemporaryDirectory(prefix="lmh-weights-") as tmp:
+        if SOURCE_WEIGHTS not in files:  # keep the weights: verify runs the source model
+            files[SOURCE_WEIGHTS] = Path(tmp) / SOURCE_WEIGHTS
+            torch.save(module.state_dict(), files[SOURCE_WEIGHTS])
+        return write_artifact(graph, outdir, target=target, calibration_x=x, files=files,
+                              warn=warn)
+
+
+def compile_model_file(weights: str | Path, model_spec: str, outdir: str | Path, *,
+                       model_kwargs: str | dict[str, Any] | None = None,
+                       **options: Any) -> dict[str, Any]:
+    """The ``compile WEIGHTS --model FILE.py:FACTORY`` path: build, load, compile."""
+    path, name, factory = import_factory(model_spec)
+    kwargs = model_kwargs if isinstance(model_kwargs, dict) else parse_kwargs(model_kwargs)
+    module = build_module(factory, kwargs, f"--model {model_spec}")
+    load_weights(module, weights)
+    source = {"format": "pytorch-module", "file": path.name, "factory": name, "kwargs": kwargs,
+              "search_dir": str(path.parent), "weights": Path(weights).name,
+              "sha256": sha256(Path(weights))}
+    return compile_module(module, outdir, source=source,
+                          files={SOURCE_FILE: path, SOURCE_WEIGHTS: Path(weights)}, **options)
+
+
+def load_source_module(art: Artifact) -> nn.Module | None:
+    """The source module of a ``--model`` artifact, rebuilt from its copies; else None."""
+    src = art.float_graph.meta.get("source") or {}
+    if src.get("format") != "pytorch-module" or not src.get("factory"):
+        return None
+    path = art.directory / SOURCE_FILE
+    module = _import_file(path, f"lmh_user_model_{sha256(path)[:12]}",
+                          Path(src.get("search_dir") or art.directory))
+    factory = getattr(module, src["factory"])
+    model = build_module(factory, src.get("kwargs") or {}, f"{path}:{src['factory']}")
+    load_weights(model, art.directory / SOURCE_WEIGHTS)
+    return model

@@ -1,0 +1,253 @@
+"""Foreign PyTorch modules (the paper's code style, user neurons): one command to deploy.
+
+Models are written the way their own tools write them (tests/foreign/): a ReLU ANN whose
+ReLUs are swapped for a per-step LearnableNeuron, saved as a bare state_dict.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from lmh_deploy.backends.float_ir import simulate_float
+from lmh_deploy.backends.torch_source import run_source
+from lmh_deploy.cli import app
+from lmh_deploy.frontends.neurons import (ADAPTERS, NeuronAdapter, NeuronError, NeuronSpec,
+                                          register_neuron)
+from lmh_deploy.frontends.torch_fx import FrontendError, module_to_graph
+from lmh_deploy.ir import IRError
+from lmh_deploy.models.data import load_dataset
+
+sys.path.insert(0, str(Path(__file__).parent))
+from foreign import official_style as official  # noqa: E402
+from foreign.training import train_digits  # noqa: E402
+
+MODEL_FILE = Path(__file__).parent / "foreign" / "official_style.py"
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def digits_test(n: int) -> np.ndarray:
+    return load_dataset("digits")[1].tensors[0][:n].numpy()
+
+
+def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Random factors and BN statistics, so that an exact mapping is really tested."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3, generator=gen)
+                m.running_var.uniform_(0.5, 1.5, generator=gen)
+                m.weight.uniform_(0.5, 2.0, generator=gen)
+                m.bias.uniform_(-0.2, 0.4, generator=gen)
+            for p in ("alpha_1", "beta_1", "alpha_2", "beta_2"):
+                if hasattr(m, p) and isinstance(getattr(m, p), torch.Tensor):
+                    getattr(m, p).uniform_(-2.0, 2.0, generator=gen)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def official_mlp(tmp_path_factory) -> Path:
+    """The paper's style: ReLU MLP, ReLUs swapped, trained briefly, bare state_dict."""
+    torch.manual_seed(0)
+    model = official.mlp()
+    accuracy = train_digits(model, epochs=2)
+    assert accuracy > 0.8
+    path = tmp_path_factory.mktemp("official") / "mlp_state.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_official_mlp_one_command_verify_against_source(official_mlp: Path) -> None:
+    out = official_mlp.parent / "build"
+    res = invoke("compile", official_mlp, "--model", f"{MODEL_FILE}:mlp", "--input-shape",
+                 "1,8,8", "--timesteps", "4", "--dataset", "digits", "-o", out)
+    assert res.exit_code == 0, res.output
+    assert (out / "source_model.py").is_file() and (out / "source_weights.pt").is_file()
+    res = invoke("verify", out, "--samples", "100", "--json", out / "verify.json")
+    assert res.exit_code == 0, res.output
+    result = json.loads((out / "verify.json").read_text())
+    lv, ff = result["lava_vs_sim"], result["float_vs_fixed"]
+    assert lv["spikes_compared"] > 0 and lv["mismatched_spikes"] == 0
+    assert lv["state_mismatches"] == 0 and lv["readout_mismatches"] == 0
+    assert ff["float_reference"].startswith("source module")
+    assert ff["prediction_agreement"] >= 0.97
+    assert "prediction agreement" in res.output
+
+
+@pytest.mark.parametrize("factory", ["mlp", "resnet"])
+def test_trace_reproduces_the_source_exactly(factory: str) -> None:
+    """Float IR (BN folded, residual shortcuts, AdaptiveAvgPool, view) == the module itself."""
+    torch.manual_seed(1)
+    model = randomise(getattr(official, factory)()).double()
+    graph = module_to_graph(model, input_shape=(1, 8, 8), timesteps=4)
+    x = digits_test(40) * 2.0
+    src = run_source(model, x, 4, source_neurons=graph.meta["source_neurons"])
+    ref = simulate_float(graph, x, 4)
+    assert np.abs(src.logits - ref.logits).max() < 1e-9
+    for name in ref.spikes:
+        assert np.array_equal(src.spikes[name], ref.spikes[name]), name
+    assert sum(int(s.sum()) for s in ref.spikes.values()) > 0
+    if factory == "resnet":  # two blocks: one identity and one 1x1 conv + BN shortcut
+        kinds = [graph.node(n).kind for n in graph.order()]
+        assert kinds.count("lmh") == 5 and kinds.count("avgpool") == 1
+        assert sum(len(graph.inputs_of(n)) == 2 for n in graph.of_kind("lmh")) == 2
+
+
+def test_neuron_recognised_by_parameters_not_class_name() -> None:
+    class SomethingElse(official.LearnableNeuron):
+        pass
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), SomethingElse(), nn.Linear(8, 3))
+    graph = module_to_graph(model, input_shape=(1, 8, 8), timesteps=2)
+    assert graph.meta["source_neurons"] == {"lmh0": "2"}
+
+    class LearnableNeuron(nn.Module):  # the right name, none of the parameters
+        def forward(self, x):
+            return (x > 0).float()
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), LearnableNeuron(), nn.Linear(8, 3))
+    with pytest.raises(FrontendError, match=r"^2 \(LearnableNeuron\): gt in forward\(\) cannot"):
+        module_to_graph(model, input_shape=(1, 8, 8), timesteps=2)
+
+
+class Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 4)
+        self.neuron = official.LearnableNeuron()
+
+    def forward(self, x):
+        x = x.flatten(1)
+        if x.sum() > 0:  # data-dependent Python control flow
+            x = x * 2
+        return self.neuron(self.fc(x))
+
+
+@pytest.mark.parametrize("model, match", [
+    (lambda: nn.Sequential(nn.Conv2d(1, 4, 3), official.LearnableNeuron(), nn.MaxPool2d(2),
+                           nn.Flatten(), nn.Linear(36, 3)), r"^2 \(MaxPool2d\): max pooling"),
+    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 3)),
+     r"^2 \(ReLU\): an ANN activation left in the model; swap it"),
+    (lambda: Branchy(), r"^<root> \(Branchy\): torch.fx cannot trace it"),
+    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Softmax(1), nn.Linear(8, 3)),
+     r"^2 \(Softmax\): unsupported layer type"),
+    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 8), official.LearnableNeuron(),
+                           nn.LSTM(8, 3)), r"^3 \(LSTM\): unsupported layer type"),
+])
+def test_unmappable_constructs_refused_in_one_line(model, match: str) -> None:
+    with pytest.raises((FrontendError, NeuronError, IRError), match=match) as info:
+        module_to_graph(model(), input_shape=(1, 8, 8), timesteps=2)
+    assert "\n" not in str(info.value)
+
+
+def test_time_batched_learnable_neuron_refused() -> None:
+    neuron = official.LearnableNeuron()
+    neuron.use_TEBN = True
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), neuron, nn.Linear(8, 3))
+    with pytest.raises(NeuronError, match=r"2 \(LearnableNeuron\): use_TEBN=True"):
+        module_to_graph(model, input_shape=(1, 8, 8), timesteps=2)
+
+
+def test_bad_weights_and_specs_one_line(tmp_path: Path, official_mlp: Path) -> None:
+    pickled = tmp_path / "evil.pt"
+    pickled.write_bytes(pickle.dumps({"w": object()}))
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, wrong)
+    base = ["--input-shape", "1,8,8", "--timesteps", "4", "--dataset", "digits", "-o",
+            tmp_path / "out"]
+    cases = [
+        ([pickled, "--model", f"{MODEL_FILE}:mlp"], "not a weights-only state_dict"),
+        ([wrong, "--model", f"{MODEL_FILE}:mlp"], "does not fit the model (missing"),
+        ([official_mlp, "--model", f"{MODEL_FILE}:nothing"], "has no function or class"),
+        ([official_mlp, "--model", "missing.py:mlp"], "does not exist"),
+        ([official_mlp, "--model", f"{MODEL_FILE}:mlp", "--model-kwargs", "[1]"],
+         "expected a JSON object"),
+    ]
+    for args, message in cases:
+        res = invoke("compile", *args, *base)
+        assert res.exit_code == 2, res.output
+        assert message in res.output and "Traceback" not in res.output
+    res = invoke("compile", official_mlp, "--model", f"{MODEL_FILE}:mlp", "--input-shape", "3,8,8",
+                 "--timesteps", "4", "--dataset", "digits", "-o", tmp_path / "out")
+    assert res.exit_code == 2 and "does not fit dataset digits" in res.output
+    assert not (tmp_path / "out").exists()
+
+
+class PlainIF(nn.Module):
+    """A user's own integrate-and-fire neuron (per step, soft reset)."""
+
+    def __init__(self, threshold: float = 1.0):
+        super().__init__()
+        self.threshold = threshold
+        self.v = None
+
+    def forward(self, x):
+        if self.v is None:
+            self.v = torch.full_like(x, self.threshold / 2)
+        self.v = self.v + x
+        spikes = (self.v >= self.threshold).to(x.dtype)
+        self.v = self.v - spikes * self.threshold
+        return spikes * self.threshold
+
+
+class PlainIFAdapter(NeuronAdapter):
+    name = "test-plain-if"
+
+    def matches(self, module):
+        return isinstance(module, PlainIF)
+
+    def spec(self, module, where):
+        zero, one = np.zeros((1, 1)), np.ones((1, 1))
+        return NeuronSpec(theta=module.threshold, amplitude=module.threshold, v_s_init=0.5 *
+                          module.threshold, factors={"mu_d": zero, "mu_s": zero, "lam_d": one,
+                                                     "lam_s": one})
+
+    def reset(self, module):
+        module.v = None
+
+
+def test_user_registered_neuron() -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), PlainIF(0.8), nn.Linear(16, 4)).double()
+    with pytest.raises(FrontendError, match=r"2 \(PlainIF\): .* register the module as a neuron"):
+        module_to_graph(model, input_shape=(64,), timesteps=3)
+    adapter = register_neuron(PlainIFAdapter())
+    try:
+        graph = module_to_graph(model, input_shape=(64,), timesteps=3)
+        x = digits_test(30).reshape(30, 64) * 3
+        src = run_source(model, x, 3, source_neurons=graph.meta["source_neurons"])
+        ref = simulate_float(graph, x, 3)
+        assert np.abs(src.logits - ref.logits).max() < 1e-9
+        assert src.spikes["lmh0"].any()
+    finally:
+        ADAPTERS.remove(adapter)
+
+
+@pytest.mark.slow
+def test_official_resnet_deploys(tmp_path: Path) -> None:
+    """A small residual conv net in the paper's style, trained briefly: the issue's bar."""
+    torch.manual_seed(0)
+    model = official.resnet(width=6)
+    assert train_digits(model, epochs=2) > 0.7
+    weights = tmp_path / "resnet_state.pt"
+    torch.save(model.state_dict(), weights)
+    res = invoke("compile", weights, "--model", f"{MODEL_FILE}:resnet", "--model-kwargs",
+                 '{"width": 6}', "--input-shape", "1,8,8", "--timesteps", "4", "--dataset",
+                 "digits", "-o", tmp_path / "build")
+    assert res.exit_code == 0, res.output
+    res = invoke("verify", tmp_path / "build", "--samples", "360", "--json", tmp_path / "v.json")
+    assert res.exit_code == 0, res.output
+    result = json.loads((tmp_path / "v.json").read_text())
+    assert result["lava_vs_sim"]["mismatched_spikes"] == 0
+    assert result["float_vs_fixed"]["prediction_agreement"] >= 0.97
