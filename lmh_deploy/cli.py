@@ -225,7 +225,10 @@ def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy 
 
 @app.command()
 def verify(artifact: Path = typer.Argument(..., help="A directory from lmh-deploy compile."),
-           samples: int = typer.Option(100), json_path: Optional[Path] = typer.Option(None, "--json")) -> None:
+           samples: int = typer.Option(100), json_path: Optional[Path] = typer.Option(None, "--json"),
+           batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Samples "
+                                                    "per mini-batch (default: sized from free "
+                                                    "memory).")) -> None:
     """Float model vs fixed-point sim vs Lava fixed_pt on the same samples; fails on any mismatch.
 
     Under torchrun each rank runs a contiguous shard of the samples; rank 0 reports.
@@ -240,7 +243,7 @@ def verify(artifact: Path = typer.Argument(..., help="A directory from lmh-deplo
         art = load_artifact(artifact)
         with (spinner(f"running {samples} samples on float, sim and Lava fixed_pt")
               if dctx.is_main else nullcontext()):
-            result = verify_artifact(art, samples)
+            result = verify_artifact(art, samples, batch_size=batch_size)
         if not dctx.is_main:
             return
         _write_json(json_path, result)
@@ -269,14 +272,15 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
                                     "memory does not grow with T (no raster plot)."),
         device: Optional[str] = typer.Option(None, "--device", help="sim: run on a torch "
                                              "device (cpu, cuda; under torchrun cuda means "
-                                             "cuda:LOCAL_RANK), integer-exact; default numpy.")) -> None:
+                                             "cuda:LOCAL_RANK), integer-exact; default numpy."),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Samples per "
+                                                 "mini-batch (default: sized from free memory).")) -> None:
     """Run the deployed model on a backend; report accuracy, spikes, synaptic ops, energy."""
     from contextlib import nullcontext
 
     from lmh_deploy.pipeline.compile import load_artifact
     from lmh_deploy.semantics import integer as fx
     from lmh_deploy.reports.summary import summarize
-    from lmh_deploy.backends.sharding import run_sharded
     from lmh_deploy.parallel import distributed_context
 
     # under torchrun each rank runs a contiguous shard of the samples; the records are
@@ -300,16 +304,10 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
         with (spinner(f"running {len(x)} samples on {backend}") if dctx.is_main
               else nullcontext()):
             start = time.perf_counter()
-            if backend == "sim":
-                from lmh_deploy.sim import simulate
+            from lmh_deploy.pipeline.run import run_backend
 
-                rec = run_sharded(lambda xs: simulate(q, xs, art.timesteps,
-                                                      record_spikes=not stream,
-                                                      device=_rank_device(device)), x_int)
-            else:
-                from lmh_deploy.backends.lava.run import run_lava
-
-                rec = run_sharded(lambda xs: run_lava(q, xs, art.timesteps, "fixed_pt"), x_int)
+            rec = run_backend(q, x_int, art.timesteps, backend, batch_size=batch_size,
+                              record_spikes=not stream, device=_rank_device(device))
             seconds = time.perf_counter() - start
         if not dctx.is_main:
             return
@@ -325,7 +323,7 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
             with spinner("T sweep (sim), float run and plots"):
                 t_values = _parse_sweep(sweep, art.timesteps)
                 if t_values:  # always on sim/, the bit-exact twin of the Lava model
-                    summary["t_sweep"] = t_sweep(q, x_int, y, t_values)
+                    summary["t_sweep"] = t_sweep(q, x_int, y, t_values, batch_size=batch_size)
                     summary["t_sweep_backend"] = "sim"
                 model = art.load_model()
                 rec_float = run_float(model, x, art.timesteps) if model is not None else None
@@ -440,11 +438,11 @@ def demo(workdir: Optional[Path] = typer.Option(None, help="Where to write model
             dataset=None, timesteps=None, dt=None, model_spec=None, model_kwargs=None,
             input_shape=None, calibration=None)
     console.rule(f"3/4 verify: float vs sim vs Lava fixed_pt on {samples} test samples")
-    verify(artifact=artifact, samples=samples, json_path=workdir / "verify.json")
+    verify(artifact=artifact, samples=samples, json_path=workdir / "verify.json", batch_size=None)
     console.rule("4/4 report (our simulator)")
     run(artifact=artifact, backend="sim", samples=samples, json_path=workdir / "run.json",
         inputs=None, labels=None, plots_dir=workdir / "plots", html=workdir / "report.html",
-        sweep=None, stream=False, device=None)
+        sweep=None, stream=False, device=None, batch_size=None)
     out.print(f"files in {workdir}")
 
 

@@ -1,4 +1,9 @@
-"""Our batched, event-driven fixed-point simulator, bit-exact with the Lava fixed_pt models."""
+"""Our batched integer simulator, bit-exact with the Lava fixed_pt models.
+
+``simulate`` runs one batch; ``simulate_batched`` runs any number of samples in mini-batches
+under a memory budget (same record, bit for bit).
+"""
+from lmh_deploy.sim.batching import default_batch_size, run_in_batches, simulate_batched
 from lmh_deploy.sim.simulator import simulate
 
-__all__ = ["simulate"]
+__all__ = ["default_batch_size", "run_in_batches", "simulate", "simulate_batched"]

@@ -1,224 +1,221 @@
-"""Batched integer simulation of a quantised graph.
+"""Batched integer simulation of a quantised graph, on numpy or on a torch device.
 
-Uses :mod:`lmh_deploy.semantics.integer` for every integer operation, the same
-functions the Lava ``fixed_pt`` ProcessModel calls, on the ideal timeline
-(no synaptic delays: the Lava lowering offsets each layer so that its local
-step ``t`` sees what this simulator computes at step ``t``). Several synapse
-paths into one layer (residual blocks) add their currents.
+One code path for both: the integer step is :mod:`lmh_deploy.sim.neuron` (bit-exact with
+:mod:`lmh_deploy.semantics`, fused and compiled with numba where available), the synaptic
+sums are :class:`lmh_deploy.sim.synapse.SynapsePath` (defined once, exact by construction).
+The run is on the ideal timeline (no synaptic delays: the Lava lowering offsets each layer
+so that its local step ``t`` sees what this simulator computes at step ``t``); several
+synapse paths into one layer (residual blocks) add their currents.
+
+Time is cut into chunks of ``c`` steps. The graph is a DAG and a layer's step ``t`` depends
+only on its inputs at ``t`` and its own state, so within a chunk every node runs all ``c``
+steps before the next node: one synaptic product covers ``c * B`` rows, and one compiled
+neuron call covers ``c`` steps. ``c = max(1, 1000 // B)`` by default: at batch 1 a whole
+layer runs over many steps at once, at large batches the chunk stays in cache.
+A static input is presented every step, so its synaptic sums are computed once per run.
 """
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
+from lmh_deploy.sim.neuron import initial_state, run_neuron_chunk
+from lmh_deploy.sim.params import neuron_params
+from lmh_deploy.sim.synapse import SynapsePath, lava_current
 
-from lmh_deploy.semantics import integer as fx
-from lmh_deploy.ir import Graph, QDense, QInput, QLMH, QReadout, validate_quantized
-from lmh_deploy.reports.record import RunRecord, dense_synops
-from lmh_deploy.ir.synapses import qdense_fan_out
+from lmh_deploy.ir import QLMH, Graph, QDense, QInput, QReadout, validate_quantized
+from lmh_deploy.reports.record import RunRecord
 
-
-def lmh_params(node: QLMH) -> fx.LMHFixedParams:
-    """The fixed-point parameter bundle of one LM-H node."""
-    return fx.LMHFixedParams(mu_d=node.mu_d, mu_s=node.mu_s, lam_d_off=node.lam_d_off,
-                             lam_s_off=node.lam_s_off, theta=int(node.theta), bias=node.bias)
+#: Sample-steps per chunk (see the module docstring).
+CHUNK_SAMPLE_STEPS = 1000
 
 
-def lava_weights(node: QDense):
-    """The integer weights Lava holds (``2 * mantissa``), as floats for exact BLAS products.
-
-    float32 when a binary-input sum cannot reach 2**24 (``dense_output`` re-checks per call).
-    """
-    w = fx.WEIGHT_LAVA_SCALE * node.weight_mant
-    fan_in = int(np.prod(w.shape[1:]))
-    dtype = np.float32 if not node.graded and 254 * fan_in < 2 ** 24 else np.float64
-    return sp.csr_matrix(w, dtype=dtype) if sp.issparse(w) else w.astype(dtype)
+def default_chunk_steps(batch: int) -> int:
+    """Steps per chunk at this batch size: about ``CHUNK_SAMPLE_STEPS / batch``."""
+    return max(1, CHUNK_SAMPLE_STEPS // max(batch, 1))
 
 
-def synaptic_input(node: QDense, weights, presyn: np.ndarray) -> np.ndarray:
-    """Integer current of one synapse path (a convolution or a matrix product)."""
-    if node.is_conv:
-        return fx.conv_output(weights, node.weight_exp, presyn, node.conv_input_shape,
-                              node.conv_stride, node.conv_padding)
-    return fx.dense_output(weights, node.weight_exp, presyn)
+class _Value:
+    """What a node delivers for the current chunk: (c, B, n) per step, or (B, n) for every
+    step (``static``); synapse nodes deliver raw sums to be scaled by ``weight_exp``."""
+
+    def __init__(self, data, static: bool = False, weight_exp: int | None = None) -> None:
+        self.data, self.static, self.weight_exp = data, static, weight_exp
+
+    def per_step(self, steps: int, xp):
+        """(c, B, n) data (a static value repeated)."""
+        if not self.static:
+            return self.data
+        if xp is np:
+            return np.ascontiguousarray(np.broadcast_to(self.data, (steps,) + self.data.shape))
+        return self.data.unsqueeze(0).expand((steps,) + tuple(self.data.shape)).contiguous()
+
+    def current(self, steps: int, xp):
+        """The integer input ``a_in`` (int64)."""
+        data = self.per_step(steps, xp)
+        return data if self.weight_exp is None else lava_current(data, self.weight_exp)
 
 
 def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
              record_states: bool = False, record_spikes: bool = True,
-             device: str | None = None) -> RunRecord:
+             device: str | None = None, chunk_steps: int | None = None) -> RunRecord:
     """Run ``B`` samples for ``timesteps`` steps.
 
-    ``x_int`` is the quantised input: (B, *shape) static (presented every step)
-    or (T, B, *shape) time-major frames. With ``record_spikes=False`` the run streams:
-    memory does not grow with T (only per-step spike counts, ``spike_stats``, are kept).
-    ``device`` (e.g. ``"cuda"``, ``"cpu"``) runs the same integer semantics on torch
-    tensors there (:func:`simulate_torch`); ``None`` uses numpy.
+    ``x_int`` is the quantised input: (B, *shape) static (presented every step) or
+    (T, B, *shape) time-major frames. With ``record_spikes=False`` the run streams: memory
+    does not grow with T (only per-step spike counts, ``spike_stats``, are kept).
+    ``device`` (e.g. ``"cuda"``, ``"cpu"``) runs the same integer semantics on torch tensors
+    there; ``None`` uses numpy (and numba). ``chunk_steps`` overrides the chunk length.
     """
     validate_quantized(graph)  # refuse an invalid graph in one line naming the node
-    if device is not None:
-        return simulate_torch(graph, x_int, timesteps, device=device,
-                              record_states=record_states, record_spikes=record_spikes)
-    order = graph.order()
-    q_input = graph.node(order[0])
-    assert isinstance(q_input, QInput)
-    static = x_int.ndim == len(q_input.shape) + 1
-    batch = x_int.shape[0] if static else x_int.shape[1]
-    frames = x_int.reshape(batch, -1) if static else None
-    state: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    params: dict[str, fx.LMHFixedParams] = {}
-    weights, fan_out = {}, {}
-    rec = RunRecord(logits=np.zeros((batch, 0), np.int64))
-    readout_name = None
-    for name in order:
-        node = graph.node(name)
-        if isinstance(node, QLMH):
-            params[name] = lmh_params(node)
-            state[name] = params[name].initial_state((batch, node.size))
-            if record_spikes:
-                rec.spikes[name] = np.zeros((timesteps, batch, node.size), bool)
-            rec.spike_stats[name] = {"spikes_per_step": np.zeros(timesteps, np.int64),
-                                     "fired": np.zeros((batch, node.size), bool),
-                                     "neuron_steps": timesteps * batch * node.size}
-            rec.saturation[name] = 0
-            if record_states:
-                rec.state_trace[name] = (np.zeros((timesteps, batch, node.size), np.int64),
-                                         np.zeros((timesteps, batch, node.size), np.int64))
-        elif isinstance(node, QDense):
-            rec.synops[name] = 0
-            weights[name] = lava_weights(node)
-            fan_out[name] = qdense_fan_out(node)
-        elif isinstance(node, QReadout):
-            readout_name = name
-    assert readout_name is not None
-    readout = graph.node(readout_name)
-    readout_trace = np.zeros((timesteps, batch, readout.bias.shape[0]), np.int64)
-    for t in range(timesteps):
-        values: dict[str, np.ndarray] = {}
-        for name in order:
-            node = graph.node(name)
-            if isinstance(node, QInput):
-                values[name] = frames if static else x_int[t].reshape(batch, -1)
-                continue
-            inputs = graph.inputs_of(name)
-            if isinstance(node, QDense):
-                pre = values[inputs[0]]
-                rec.synops[name] += dense_synops(fan_out[name], pre)
-                values[name] = synaptic_input(node, weights[name], pre)
-                continue
-            a_in = sum(values[src] for src in inputs)
+    run = _Run(graph, x_int, timesteps, device, record_states, record_spikes)
+    chunk = chunk_steps or default_chunk_steps(run.batch)
+    for t0 in range(0, timesteps, chunk):
+        run.chunk(t0, min(timesteps, t0 + chunk))
+    return run.finish()
+
+
+class _Run:
+    """The state of one simulation: parameters, states, record under construction."""
+
+    def __init__(self, graph: Graph, x_int: np.ndarray, timesteps: int, device: str | None,
+                 record_states: bool, record_spikes: bool) -> None:
+        self.graph, self.timesteps = graph, timesteps
+        self.order = graph.order()
+        q_input = graph.node(self.order[0])
+        if not isinstance(q_input, QInput):
+            raise TypeError(f"the first node of the graph is {q_input.kind}, not q_input")
+        self.static = x_int.ndim == len(q_input.shape) + 1
+        self.batch = x_int.shape[0] if self.static else x_int.shape[1]
+        if not self.static and x_int.shape[0] < timesteps:
+            raise ValueError(f"time-major input has {x_int.shape[0]} frames; cannot run "
+                             f"{timesteps} steps")
+        self.device = device
+        if device is None:
+            self.xp = np
+            self.x = np.asarray(x_int, np.int64)
+        else:
+            import torch
+
+            self.xp = torch
+            self.x = torch.as_tensor(np.asarray(x_int, np.int64), device=torch.device(device))
+        self.record_states, self.record_spikes = record_states, record_spikes
+        self.nodes = {name: graph.node(name) for name in self.order}
+        self.paths: dict[str, SynapsePath] = {}
+        self.params, self.states, self.counts = {}, {}, {}
+        self.static_sums: dict[str, object] = {}
+        self.input_active = np.zeros(q_input.output_size(), np.int64)
+        self.rec = RunRecord(logits=np.zeros((self.batch, 0), np.int64))
+        self.readout = None
+        for name, node in self.nodes.items():
             if isinstance(node, QLMH):
-                v_d, v_s, spikes, sat = fx.lmh_step(params[name], t, *state[name], a_in)
-                state[name] = (v_d, v_s)
-                if record_spikes:
-                    rec.spikes[name][t] = spikes
-                stats = rec.spike_stats[name]
-                stats["spikes_per_step"][t] = np.count_nonzero(spikes)
-                stats["fired"] |= spikes
-                rec.saturation[name] += sat
-                if record_states:
-                    rec.state_trace[name][0][t] = v_d
-                    rec.state_trace[name][1][t] = v_s
-                values[name] = spikes.astype(np.int64)
-            elif isinstance(node, QReadout):
-                readout_trace[t] = a_in
-    for stats in rec.spike_stats.values():
-        stats["active_neurons"] = int(stats.pop("fired").sum())
-    rec.final_state = state
-    rec.readout_trace = readout_trace
-    rec.logits = readout_trace.sum(0) + timesteps * readout.bias
-    return rec
-
-
-def simulate_torch(graph: Graph, x_int: np.ndarray, timesteps: int, *, device: str,
-                   record_states: bool = False, record_spikes: bool = True) -> RunRecord:
-    """:func:`simulate` on torch tensors on ``device``: integer-exact, same record.
-
-    States, factors and currents are int64 tensors and :func:`fixedpoint.lmh_step` runs on
-    them unchanged. Synaptic sums use float64 matmul / convolution, exact because every
-    partial sum is an integer below 2**53 (checked per layer); TF32 is never used for float64.
-    """
-    import torch
-
-    dev = torch.device(device)
-    as_t = lambda a: torch.tensor(np.asarray(a, np.int64), device=dev)  # noqa: E731
-    order = graph.order()
-    q_input = graph.node(order[0])
-    static = x_int.ndim == len(q_input.shape) + 1
-    batch = x_int.shape[0] if static else x_int.shape[1]
-    x_all = as_t(x_int)
-    rec = RunRecord(logits=np.zeros((batch, 0), np.int64))
-    params, state, weights, fan_out, fired, counts = {}, {}, {}, {}, {}, {}
-    for name in order:
-        node = graph.node(name)
-        if isinstance(node, QLMH):
-            params[name] = fx.LMHFixedParams(
-                mu_d=as_t(node.mu_d), mu_s=as_t(node.mu_s), lam_d_off=as_t(node.lam_d_off),
-                lam_s_off=as_t(node.lam_s_off), theta=int(node.theta), bias=as_t(node.bias))
-            state[name] = (torch.zeros(batch, node.size, dtype=torch.int64, device=dev),
-                           torch.full((batch, node.size), int(node.theta) // 2,
-                                      dtype=torch.int64, device=dev))
-            counts[name] = []
-            fired[name] = torch.zeros(batch, node.size, dtype=torch.bool, device=dev)
-            rec.saturation[name] = 0
-            if record_spikes:
-                rec.spikes[name] = np.zeros((timesteps, batch, node.size), bool)
-            if record_states:
-                rec.state_trace[name] = (np.zeros((timesteps, batch, node.size), np.int64),
-                                         np.zeros((timesteps, batch, node.size), np.int64))
-        elif isinstance(node, QDense):
-            w = fx.WEIGHT_LAVA_SCALE * node.weight_mant
-            if sp.issparse(w):
-                w = w.toarray()
-            peak = float(np.abs(w).max(initial=0)) * (fx.INPUT_MAX if node.graded else 1)
-            if peak * int(np.prod(w.shape[1:])) >= 2.0 ** 53:
-                raise OverflowError(f"{name}: synaptic sums exceed the exact float64 range")
-            weights[name] = torch.as_tensor(w, dtype=torch.float64, device=dev)
-            fan_out[name] = torch.as_tensor(qdense_fan_out(node), dtype=torch.float64, device=dev)
-            rec.synops[name] = 0
-    readout_name = graph.of_kind("q_readout")[0]
-    readout = graph.node(readout_name)
-    trace = []
-    for t in range(timesteps):
-        values = {}
-        for name in order:
-            node = graph.node(name)
-            inputs = graph.inputs_of(name)
-            if isinstance(node, QInput):
-                values[name] = (x_all if static else x_all[t]).reshape(batch, -1)
+                self._add_neuron(name, node)
             elif isinstance(node, QDense):
-                pre = values[inputs[0]]
-                active = (pre != 0).to(torch.float64)
-                rec.synops[name] += int(torch.round((active @ fan_out[name]).sum()).item())
-                pre_f = pre.to(torch.float64)
-                if node.is_conv:
-                    acc = torch.nn.functional.conv2d(
-                        pre_f.reshape((batch,) + tuple(node.conv_input_shape)), weights[name],
-                        stride=tuple(node.conv_stride), padding=tuple(node.conv_padding))
-                    acc = acc.reshape(batch, -1)
-                else:
-                    acc = pre_f @ weights[name].T
-                values[name] = fx.shift_sum(torch.round(acc).to(torch.int64), node.weight_exp)
-            else:
-                a_in = sum(values[src] for src in inputs)
-                if isinstance(node, QReadout):
-                    trace.append(a_in)
-                    continue
-                v_d, v_s, spikes, sat = fx.lmh_step(params[name], t, *state[name], a_in)
-                state[name] = (v_d, v_s)
-                rec.saturation[name] += int(sat)
-                counts[name].append(spikes.sum())
-                fired[name] |= spikes
-                if record_spikes:
-                    rec.spikes[name][t] = spikes.cpu().numpy()
-                if record_states:
-                    rec.state_trace[name][0][t] = v_d.cpu().numpy()
-                    rec.state_trace[name][1][t] = v_s.cpu().numpy()
-                values[name] = spikes.to(torch.int64)
-    for name in counts:
-        rec.spike_stats[name] = {
-            "spikes_per_step": torch.stack(counts[name]).cpu().numpy().astype(np.int64),
-            "active_neurons": int(fired[name].sum().item()),
-            "neuron_steps": timesteps * batch * graph.node(name).size}
-    rec.final_state = {k: (a.cpu().numpy(), b.cpu().numpy()) for k, (a, b) in state.items()}
-    rec.readout_trace = torch.stack(trace).cpu().numpy()
-    rec.logits = rec.readout_trace.sum(0) + timesteps * readout.bias
-    return rec
+                self.paths[name] = SynapsePath(node, device)
+            elif isinstance(node, QReadout):
+                self.readout = name
+        if self.readout is None:
+            raise TypeError("the graph has no q_readout node")
+        classes = self.nodes[self.readout].bias.shape[0]
+        self.readout_trace = np.zeros((timesteps, self.batch, classes), np.int64)
+
+    def _add_neuron(self, name: str, node: QLMH) -> None:
+        p = self.params[name] = neuron_params(node)
+        like = None if self.device is None else self.x
+        self.states[name] = initial_state(p, self.batch, like)
+        self.counts[name] = np.zeros(self.timesteps, np.int64)
+        shape = (self.timesteps, self.batch, p.size)
+        if self.record_spikes:
+            self.rec.spikes[name] = np.zeros(shape, bool)
+        if self.record_states:
+            self.rec.state_trace[name] = (np.zeros(shape, np.int64), np.zeros(shape, np.int64))
+
+    # ------------------------------------------------------------------ one chunk
+    def chunk(self, t0: int, t1: int) -> None:
+        steps, values = t1 - t0, {}
+        for name, node in self.nodes.items():
+            if isinstance(node, QInput):
+                values[name] = self._input(t0, t1)
+            elif isinstance(node, QDense):
+                values[name] = self._synapse(name, values[self.graph.inputs_of(name)[0]], steps)
+            elif isinstance(node, QLMH):
+                values[name] = self._neuron(name, t0, steps, values)
+            elif isinstance(node, QReadout):
+                inputs = [values[src] for src in self.graph.inputs_of(name)]
+                a_in = sum(v.current(steps, self.xp) for v in inputs)
+                self.readout_trace[t0:t1] = _numpy(a_in)
+
+    def _input(self, t0: int, t1: int) -> _Value:
+        if self.static:
+            flat = self.x.reshape(self.batch, -1)
+            if t0 == 0:
+                self.input_active += (self.timesteps * _numpy(flat != 0).sum(0)).astype(np.int64)
+            return _Value(flat, static=True)
+        frames = self.x[t0:t1].reshape(t1 - t0, self.batch, -1)
+        self.input_active += _numpy(frames != 0).sum((0, 1)).astype(np.int64)
+        return _Value(frames)
+
+    def _synapse(self, name: str, pre: _Value, steps: int) -> _Value:
+        path = self.paths[name]
+        if pre.static:
+            if name not in self.static_sums:
+                self.static_sums[name] = path.sums(pre.data)
+            return _Value(self.static_sums[name], static=True, weight_exp=path.weight_exp)
+        rows = pre.data.reshape(steps * self.batch, -1)
+        sums = path.sums(rows).reshape(steps, self.batch, -1)
+        return _Value(sums, weight_exp=path.weight_exp)
+
+    def _neuron(self, name: str, t0: int, steps: int, values: dict) -> _Value:
+        inputs = [values[src] for src in self.graph.inputs_of(name)]
+        if len(inputs) == 1:  # the kernel applies the weight exponent itself
+            currents, weight_exp = inputs[0].per_step(steps, self.xp), inputs[0].weight_exp
+        else:
+            currents, weight_exp = sum(v.current(steps, self.xp) for v in inputs), None
+        state = self.states[name]
+        size = self.params[name].size
+        if self.device is None:
+            spikes = (self.rec.spikes[name][t0:t0 + steps] if self.record_spikes
+                      else np.empty((steps, self.batch, size), bool))
+            trace = (tuple(a[t0:t0 + steps] for a in self.rec.state_trace[name])
+                     if self.record_states else None)
+        else:
+            import torch
+
+            shape = (steps, self.batch, size)
+            spikes = torch.empty(shape, dtype=torch.bool, device=self.x.device)
+            trace = ((torch.empty(shape, dtype=torch.int64, device=self.x.device),
+                      torch.empty(shape, dtype=torch.int64, device=self.x.device))
+                     if self.record_states else None)
+        counts = run_neuron_chunk(self.params[name], t0, currents, weight_exp, state, spikes,
+                                  trace=trace)
+        self.counts[name][t0:t0 + steps] = _numpy(counts)
+        if self.device is not None:
+            if self.record_spikes:
+                self.rec.spikes[name][t0:t0 + steps] = spikes.cpu().numpy()
+            if self.record_states:
+                for target, part in zip(self.rec.state_trace[name], trace):
+                    target[t0:t0 + steps] = part.cpu().numpy()
+        return _Value(spikes)
+
+    # ------------------------------------------------------------------ the record
+    def finish(self) -> RunRecord:
+        rec = self.rec
+        for name, path in self.paths.items():
+            (src,) = self.graph.inputs_of(name)
+            active = (self.input_active if isinstance(self.nodes[src], QInput)
+                      else _numpy(self.states[src].neuron_spikes))
+            rec.synops[name] = path.synops(active)
+        for name, state in self.states.items():
+            rec.saturation[name] = int(state.saturation)
+            rec.spike_stats[name] = {
+                "spikes_per_step": self.counts[name],
+                "active_neurons": int(_numpy(state.fired).sum()),
+                "neuron_steps": self.timesteps * self.batch * self.params[name].size}
+            rec.final_state[name] = (_numpy(state.v_d), _numpy(state.v_s))
+        rec.readout_trace = self.readout_trace
+        rec.logits = self.readout_trace.sum(0) + self.timesteps * np.asarray(
+            self.nodes[self.readout].bias, np.int64)
+        return rec
+
+
+def _numpy(a) -> np.ndarray:
+    """A numpy view/copy of a numpy array or torch tensor (any device)."""
+    return a if isinstance(a, np.ndarray) else a.detach().cpu().numpy()

@@ -4,16 +4,44 @@ Reports and plots only draw what this stage measured; they never run a network.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
+from lmh_deploy.reports.record import RunRecord
 from lmh_deploy.reports.summary import summarize
-from lmh_deploy.sim import simulate
+from lmh_deploy.sim import default_batch_size, run_in_batches, simulate_batched
+
+
+def run_backend(qgraph, x_int: np.ndarray, timesteps: int, backend: str = "sim", *,
+                batch_size: int | None = None, record_spikes: bool = True,
+                device: str | None = None) -> RunRecord:
+    """All samples of ``x_int`` on ``backend`` ("sim" or "lava"), in mini-batches.
+
+    Under torchrun each rank runs its contiguous shard of the samples and the records are
+    merged (every rank gets the whole record). ``batch_size`` defaults to what fits a share
+    of the free memory (:func:`lmh_deploy.sim.default_batch_size`); memory then no longer
+    grows with the number of samples beyond the record itself.
+    """
+    from lmh_deploy.backends.sharding import run_sharded
+
+    if batch_size is None:
+        batch_size = default_batch_size(qgraph, timesteps, record_spikes=record_spikes)
+    if backend == "sim":
+        return run_sharded(lambda xs: simulate_batched(
+            qgraph, xs, timesteps, batch_size=batch_size, record_spikes=record_spikes,
+            device=device), x_int)
+    if backend == "lava":
+        from lmh_deploy.backends.lava.run import run_lava
+
+        return run_sharded(lambda xs: run_in_batches(
+            lambda b: run_lava(qgraph, b, timesteps, "fixed_pt"), xs, batch_size), x_int)
+    raise ValueError(f"unknown backend {backend!r}; supported: sim, lava")
 
 
 def t_sweep(qgraph, x_int: np.ndarray, labels: np.ndarray | None,
-            t_values: Iterable[int]) -> list[dict[str, Any]]:
+            t_values: Iterable[int], *, batch_size: int | None = None) -> list[dict[str, Any]]:
     """Run the integer simulator once per ``T`` in ``t_values``; one summary row per ``T``.
 
     Rows: ``timesteps``, ``accuracy`` (None without labels), ``energy_joules`` (Loihi estimate
@@ -32,7 +60,7 @@ def t_sweep(qgraph, x_int: np.ndarray, labels: np.ndarray | None,
                          f"T = {max(values)} steps")
     rows = []
     for t in values:
-        rec = simulate(qgraph, x_int, t)
+        rec = simulate_batched(qgraph, x_int, t, batch_size=batch_size, record_spikes=False)
         s = summarize(qgraph, rec, labels)
         rows.append({"timesteps": t, "accuracy": s.get("accuracy"),
                      "energy_joules": s["energy_joules"],

@@ -5,9 +5,9 @@ from typing import Any
 
 import numpy as np
 
-from lmh_deploy.semantics import integer as fx
 from lmh_deploy.pipeline.compile import Artifact
 from lmh_deploy.reports.record import RunRecord, spike_agreement_by_layer
+from lmh_deploy.semantics import integer as fx
 
 
 def compare_lava_sim(sim: RunRecord, lava: RunRecord) -> dict[str, int]:
@@ -27,39 +27,46 @@ def compare_lava_sim(sim: RunRecord, lava: RunRecord) -> dict[str, int]:
             "saturation_lava": int(sum(lava.saturation.values()))}
 
 
-def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any) -> tuple[RunRecord, str]:
-    """The float side: the user's own model in its own framework, when the artifact has one."""
+def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any,
+                batch: int) -> tuple[RunRecord, str]:
+    """The float side: the user's own model in its own framework, when the artifact has one
+    (in mini-batches of ``batch`` samples)."""
     from lmh_deploy.backends.sharding import run_sharded
     from lmh_deploy.pipeline.compile_torch import load_source_module
+    from lmh_deploy.sim import run_in_batches
+
+    def batched(fn):
+        return run_sharded(lambda xs: run_in_batches(fn, xs, batch), x)
 
     meta = art.float_graph.meta
     module = source if source is not None else load_source_module(art)
     if module is not None:
         from lmh_deploy.backends.torch_source import run_source
 
-        return run_sharded(lambda xs: run_source(
+        return batched(lambda xs: run_source(
             module, xs, t, source_neurons=meta["source_neurons"],
-            output_index=meta.get("source_output_index")), x), "source module (PyTorch)"
+            output_index=meta.get("source_output_index"))), "source module (PyTorch)"
     model = art.load_model()
     if model is not None:
         from lmh_deploy.backends.torch_ref import run_float
 
-        return run_sharded(lambda xs: run_float(model, xs, t), x), "source checkpoint (PyTorch)"
+        return batched(lambda xs: run_float(model, xs, t)), "source checkpoint (PyTorch)"
     from lmh_deploy.backends.float_ir import simulate_float
 
-    return (run_sharded(lambda xs: simulate_float(art.float_graph, xs, t), x),
+    return (batched(lambda xs: simulate_float(art.float_graph, xs, t)),
             "float IR (the source model is not in the artifact)")
 
 
 def verify_artifact(art: Artifact, samples: int, *, split: str = "test",
-                    source: Any = None) -> dict[str, Any]:
+                    source: Any = None, batch_size: int | None = None) -> dict[str, Any]:
     """Run ``samples`` samples on all three backends and compare; see the CLI for the schema.
 
     The float side is the source model run in its own framework (``source``: the module
-    itself, for artifacts compiled from a module object), else the float IR."""
-    from lmh_deploy.backends.lava.run import run_lava
-    from lmh_deploy.backends.sharding import run_sharded  # fn(x) itself without a process group
-    from lmh_deploy.sim import simulate
+    itself, for artifacts compiled from a module object), else the float IR. Every backend
+    runs in mini-batches of ``batch_size`` samples (default: sized from the free memory),
+    so memory does not grow with ``samples`` beyond the records."""
+    from lmh_deploy.pipeline.run import run_backend
+    from lmh_deploy.sim import default_batch_size
 
     x, y = art.dataset_split(split)
     if samples > len(x):
@@ -68,9 +75,10 @@ def verify_artifact(art: Artifact, samples: int, *, split: str = "test",
     t = art.timesteps
     q = art.quant_graph
     x_int = fx.quantize_input(x, q.node("input").scale)
-    rec_float, reference = _run_source(art, x, t, source)
-    rec_sim = run_sharded(lambda xs: simulate(q, xs, t), x_int)
-    rec_lava = run_sharded(lambda xs: run_lava(q, xs, t, "fixed_pt"), x_int)
+    batch = batch_size or default_batch_size(q, t)
+    rec_float, reference = _run_source(art, x, t, source, batch)
+    rec_sim = run_backend(q, x_int, t, "sim", batch_size=batch)
+    rec_lava = run_backend(q, x_int, t, "lava", batch_size=batch)
     per_layer, weighted = spike_agreement_by_layer(rec_float.spikes, rec_sim.spikes)
     return {
         "samples": int(samples), "timesteps": t,

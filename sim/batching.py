@@ -1,0 +1,105 @@
+"""Runs in mini-batches under a memory budget, so that a whole test set fits.
+
+Samples are independent on every backend, so a run over ``N`` samples equals the runs over
+consecutive mini-batches merged in order (:func:`lmh_deploy.backends.sharding.merge_records`:
+concatenated per-sample arrays, summed counters), bit for bit. The default mini-batch is
+sized from the memory one sample needs (states, chunk buffers, recorded rasters and traces)
+and a budget of a quarter of the memory available now.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+from lmh_deploy.sim.simulator import CHUNK_SAMPLE_STEPS
+
+from lmh_deploy.ir import QLMH, Graph, QDense
+from lmh_deploy.reports.record import RunRecord
+
+#: Fraction of the currently available memory a run may plan to use.
+MEMORY_FRACTION = 0.25
+#: Never plan with less than this, even on a machine that reports little free memory.
+MIN_BUDGET_BYTES = 256 << 20
+MAX_BATCH = 4096
+
+
+def available_memory_bytes() -> int:
+    """Memory available to new allocations (Linux ``MemAvailable``; else physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def bytes_per_sample(graph: Graph, timesteps: int, *, record_spikes: bool = True,
+                     record_states: bool = False, chunk_steps: int | None = None) -> int:
+    """Peak bytes one sample adds to a simulation of ``timesteps`` steps (an upper estimate).
+
+    Per neuron: states and flags (8 + 8 + 1 + 1 bytes), per chunk step a spike buffer, its
+    float copy for the synaptic product and the current (1 + 8 + 8 bytes); per recorded step
+    a spike (1 byte) and, with ``record_states``, two int64 states. Synapse outputs: 8 bytes
+    per chunk step.
+    """
+    chunk = chunk_steps or CHUNK_SAMPLE_STEPS
+    chunk = min(chunk, timesteps)
+    total = 0
+    for name in graph.order():
+        node = graph.node(name)
+        if isinstance(node, QLMH):
+            n = int(node.size)
+            total += n * (18 + 17 * chunk)
+            total += n * timesteps * ((1 if record_spikes else 0) + (16 if record_states else 0))
+        elif isinstance(node, QDense):
+            total += 8 * chunk * int(node.output_size())
+        else:
+            total += 8 * chunk * int(node.output_size()) + 8 * timesteps * int(node.output_size())
+    return max(total, 1)
+
+
+def default_batch_size(graph: Graph, timesteps: int, *, budget_bytes: int | None = None,
+                       **record) -> int:
+    """Samples per mini-batch that fit ``budget_bytes`` (default: a share of free memory)."""
+    budget = budget_bytes or max(MIN_BUDGET_BYTES, int(MEMORY_FRACTION * available_memory_bytes()))
+    per_sample = bytes_per_sample(graph, timesteps, **record)
+    return int(min(MAX_BATCH, max(1, budget // per_sample)))
+
+
+def run_in_batches(fn: Callable[[np.ndarray], RunRecord], x: np.ndarray, batch_size: int, *,
+                   axis: int = 0) -> RunRecord:
+    """``fn`` over consecutive mini-batches of ``x`` (samples on ``axis``), records merged."""
+    from lmh_deploy.backends.sharding import merge_records
+
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    n = x.shape[axis]
+    if n <= batch_size:
+        return fn(x)
+    index = [slice(None)] * x.ndim
+    records = []
+    for start in range(0, n, batch_size):
+        index[axis] = slice(start, start + batch_size)
+        records.append(fn(x[tuple(index)]))
+    return merge_records(records)
+
+
+def simulate_batched(graph: Graph, x_int: np.ndarray, timesteps: int, *,
+                     batch_size: int | None = None, **kwargs) -> RunRecord:
+    """:func:`lmh_deploy.sim.simulate` in mini-batches of ``batch_size`` samples (default:
+    :func:`default_batch_size`); the merged record equals the single run's exactly."""
+    from lmh_deploy.sim.simulator import simulate
+
+    static = x_int.ndim == len(graph.node(graph.order()[0]).shape) + 1
+    if batch_size is None:
+        batch_size = default_batch_size(
+            graph, timesteps, record_spikes=kwargs.get("record_spikes", True),
+            record_states=kwargs.get("record_states", False))
+    return run_in_batches(lambda xs: simulate(graph, xs, timesteps, **kwargs), x_int, batch_size,
+                          axis=0 if static else 1)

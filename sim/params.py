@@ -1,0 +1,110 @@
+"""Kernel-ready parameters of one integer neuron layer: the profile and rules as small codes.
+
+The integer step itself is defined in :mod:`lmh_deploy.semantics`; this module only turns a
+``QLMH`` node into the flat arrays and integer codes the compiled kernels take, so that the
+kernels never look at strings or Python objects in their inner loops.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lmh_deploy.semantics import integer as fx
+
+#: Rounding of a factor product ``f * v / 4096`` (codes shared by every kernel).
+ROUNDING_CODES = {"half-up": 0, "toward-zero": 1, "floor": 2}
+#: Overflow handling of a state update.
+OVERFLOW_CODES = {"saturate": 0, "saturate-symmetric": 1, "wrap": 2}
+
+
+@dataclass(frozen=True)
+class NeuronParams:
+    """One layer's integer step in kernel form.
+
+    Factor rows are FULL multipliers over 4096, shape (K, n) (per-layer factors are
+    broadcast to n): step ``t`` uses row ``min(t, K - 1)`` (K = T for radical factors).
+    """
+
+    mu_d: np.ndarray
+    mu_s: np.ndarray
+    lam_d: np.ndarray
+    lam_s: np.ndarray
+    bias_d: np.ndarray  # (n,) int64 added to the dendrite
+    bias_s: np.ndarray  # (n,) int64 added to the soma
+    theta: int
+    reset_value: int
+    v_d_init: int
+    v_s_init: int
+    input_shift: int
+    rounding: int  # ROUNDING_CODES
+    overflow_d: int  # OVERFLOW_CODES
+    overflow_s: int
+    threshold_gt: bool  # spike when m > theta (else m >= theta)
+    reset_set: bool  # v_s := reset_value on a spike (else subtract theta)
+    next_step: bool  # the reset of step t applies at step t + 1 (snnTorch's reset_delay)
+
+    @property
+    def size(self) -> int:
+        return int(self.bias_d.shape[0])
+
+    @property
+    def rows(self) -> int:
+        """K: the number of factor rows."""
+        return int(self.mu_d.shape[0])
+
+
+def _rows(values, size: int) -> np.ndarray:
+    """Factor codes as a contiguous (K, n) int64 array."""
+    a = np.asarray(values, np.int64)
+    a = a.reshape(1, -1) if a.ndim < 2 else a.reshape(a.shape[0], -1)
+    return np.ascontiguousarray(np.broadcast_to(a, (a.shape[0], size)))
+
+
+def _attr(node, name: str, default):
+    value = getattr(node, name, default)
+    return default if value is None else value
+
+
+def _profile_of(node):
+    """The node's numeric profile (``lmh`` for nodes that name none)."""
+    name = _attr(node, "profile", "lmh")
+    if not isinstance(name, str):
+        return name
+    lookup = getattr(fx, "get_profile", None) or getattr(fx, "profile", None)
+    if lookup is not None:
+        return lookup(name)
+    if name != "lmh":
+        raise ValueError(f"numeric profile {name!r} is unknown to this semantics version")
+    return None
+
+
+def neuron_params(node) -> NeuronParams:
+    """The kernel parameters of a ``QLMH`` node (its profile and neuron rules included)."""
+    n = int(node.size)
+    if hasattr(node, "lam_d_off"):  # factors stored as offsets from one (lmh profile)
+        lam_d = _rows(node.lam_d_off, n) + fx.FACTOR_ONE
+        lam_s = _rows(node.lam_s_off, n) + fx.FACTOR_ONE
+    else:
+        lam_d, lam_s = _rows(node.lam_d, n), _rows(node.lam_s, n)
+    profile = _profile_of(node)
+    rounding = getattr(profile, "rounding", "half-up")
+    overflow_d = getattr(profile, "overflow_v_d", getattr(profile, "v_d_overflow", "saturate"))
+    overflow_s = getattr(profile, "overflow_v_s", getattr(profile, "v_s_overflow", "saturate"))
+    input_shift = int(getattr(profile, "input_shift", 0))
+    bias_to = getattr(profile, "bias_to", "dendrite")
+    bias = np.broadcast_to(np.asarray(node.bias, np.int64), (n,)).copy()
+    zero = np.zeros(n, np.int64)
+    theta = int(node.theta)
+    return NeuronParams(
+        mu_d=_rows(node.mu_d, n), mu_s=_rows(node.mu_s, n), lam_d=lam_d, lam_s=lam_s,
+        bias_d=bias if bias_to == "dendrite" else zero,
+        bias_s=bias if bias_to == "soma" else zero,
+        theta=theta, reset_value=int(_attr(node, "reset_value", 0)),
+        v_d_init=int(_attr(node, "v_d_init", 0)),
+        v_s_init=int(_attr(node, "v_s_init", theta // 2)),
+        input_shift=input_shift, rounding=ROUNDING_CODES[rounding],
+        overflow_d=OVERFLOW_CODES[overflow_d], overflow_s=OVERFLOW_CODES[overflow_s],
+        threshold_gt=_attr(node, "threshold_test", ">=") == ">",
+        reset_set=_attr(node, "reset", "subtract") == "set",
+        next_step=_attr(node, "reset_timing", "same-step") == "next-step")

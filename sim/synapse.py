@@ -1,0 +1,222 @@
+"""The synaptic sum of one integer synapse path, defined once for every backend and device.
+
+A ``QDense`` path delivers ``a_in = shift(2 * S, weight_exp)`` with ``S = sum_j m_ij x_j``
+(``m`` the 8-bit mantissas, ``x`` spikes 0/1 or unsigned 8-bit input values, ``shift`` a left
+shift or an arithmetic right shift, i.e. floor, for a negative exponent: Lava's Dense with
+weights ``2 m``). :class:`SynapsePath` computes ``S`` exactly; the ways it can do so:
+
+* ``gemm``: float BLAS (matrix product or convolution). Exact because every partial sum is
+  an integer of magnitude <= ``bound = max|m| * max|x| * fan_in``: float32 when
+  ``bound < 2**24``, float64 when ``bound < 2**53`` (on torch devices other than the CPU
+  always float64: cuDNN may use TF32 for float32), int64 arithmetic beyond that.
+* ``int8``: ``torch._int_mm`` (int8 x int8 -> int32) for binary input to a dense layer:
+  ``|S| <= 127 * fan_in < 2**31`` is required (checked once).
+* ``events``: only the active presynaptic columns (spikes that occurred) are read: work
+  proportional to the events. Rows of ``m^T`` are summed as float32/float64 under the same
+  bound as ``gemm`` (a sparse-times-dense product).
+
+All ways give identical integers; :meth:`SynapsePath.sums` picks one per call from the
+number of rows and the measured fraction of active inputs (timing both from time to time).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from lmh_deploy.ir.synapses import qdense_fan_out
+from lmh_deploy.semantics import integer as fx
+
+F32_EXACT = 2.0 ** 24
+F64_EXACT = 2.0 ** 53
+INT32_LIMIT = 2 ** 31 - 1
+#: Re-time the slower way every this many calls (firing rates drift during a run).
+RETIME_EVERY = 64
+
+
+def lava_current(sums, weight_exp: int):
+    """``a_in = shift(2 * S, weight_exp)`` as int64 (numpy array or torch tensor)."""
+    if type(sums).__module__.startswith("torch"):
+        import torch
+
+        a = sums.to(torch.int64) if not sums.is_floating_point() else torch.round(sums).to(torch.int64)
+    else:
+        a = sums.astype(np.int64) if sums.dtype.kind != "f" else np.rint(sums).astype(np.int64)
+    a = a * 2
+    return a << weight_exp if weight_exp >= 0 else a >> -weight_exp
+
+
+class SynapsePath:
+    """Exact synaptic sums of one ``QDense`` (prepared once: weights, bounds, dtypes).
+
+    ``device=None`` works on numpy arrays; a torch device string works on tensors there.
+    """
+
+    def __init__(self, node, device: str | None = None) -> None:
+        self.node = node
+        self.weight_exp = int(node.weight_exp)
+        self.graded = bool(node.graded)
+        self.is_conv = bool(node.is_conv)
+        self.device = device
+        mant = node.weight_mant
+        self.sparse = sp.issparse(mant)
+        peak_w = float(abs(mant).max()) if np.prod(mant.shape) else 0.0
+        fan_in = int(np.prod(mant.shape[1:]))
+        self.bound = peak_w * (fx.INPUT_MAX if self.graded else 1) * fan_in
+        self.n_out = int(node.output_size())
+        self.n_in = int(node.input_size())
+        self.fan_out = qdense_fan_out(node)
+        on_cpu = device is None or str(device).startswith("cpu")
+        if self.bound < F32_EXACT and on_cpu:
+            self.float_dtype = np.float32
+        elif self.bound < F64_EXACT:
+            self.float_dtype = np.float64
+        else:
+            self.float_dtype = None  # int64 arithmetic
+        self.int8_ok = (not self.graded and not self.is_conv and not self.sparse
+                        and 127 * fan_in <= INT32_LIMIT)
+        self._prepare(mant)
+        self.calls = 0
+        self.cost = {}  # way -> seconds per unit of work (measured)
+        self.ways = ["gemm"] + (["events"] if not self.is_conv else [])
+
+    # ------------------------------------------------------------------ preparation
+    def _prepare(self, mant) -> None:
+        dtype = self.float_dtype or np.int64
+        if self.is_conv:
+            import torch
+
+            w = np.ascontiguousarray(mant, dtype=dtype)
+            self.kernel = torch.from_numpy(w) if self.device is None else \
+                torch.as_tensor(w, device=self.device)
+            return
+        if self.sparse:
+            self.w = sp.csr_matrix(mant, dtype=dtype)
+            self.w_t = sp.csr_matrix(self.w.T)
+        else:
+            self.w = np.ascontiguousarray(mant, dtype=dtype)
+            self.w_t = np.ascontiguousarray(self.w.T)  # (n_in, n_out): one row per input
+        if self.device is not None:
+            import torch
+
+            dense = self.w.toarray() if self.sparse else self.w
+            self.w_dev = torch.as_tensor(dense, device=self.device)
+            if self.int8_ok:
+                self.w_int8 = torch.as_tensor(np.asarray(mant, np.int8).T.copy(), device=self.device)
+
+    # ------------------------------------------------------------------ the sums
+    def sums(self, pre):
+        """``S`` for presynaptic values ``pre`` (rows, n_in): (rows, n_out), exact integers.
+
+        The result is float32/float64 holding integers, or int64 / int32.
+        """
+        if self.device is not None:
+            return self._sums_torch(pre)
+        rows = pre.shape[0]
+        if len(self.ways) == 1:
+            return self._gemm(pre)
+        active = np.count_nonzero(pre)
+        units = {"gemm": rows * self.n_in * self.n_out, "events": active * self.n_out + pre.size}
+        way = self._choose(units)
+        start = time.perf_counter()
+        out = self._gemm(pre) if way == "gemm" else self._events(pre)
+        elapsed = time.perf_counter() - start
+        if units[way]:
+            per_unit = elapsed / units[way]
+            old = self.cost.get(way)
+            self.cost[way] = per_unit if old is None else 0.7 * old + 0.3 * per_unit
+        return out
+
+    def _choose(self, units: dict) -> str:
+        """The way with the lower predicted time; each way is timed on first use and again
+        every ``RETIME_EVERY`` calls."""
+        self.calls += 1
+        for way in self.ways:
+            if way not in self.cost:
+                return way
+        if self.calls % RETIME_EVERY == 0:
+            return max(self.ways, key=lambda w: self.cost[w] * units[w])  # re-time the other
+        return min(self.ways, key=lambda w: self.cost[w] * units[w])
+
+    def _as(self, pre, dtype):
+        return pre if pre.dtype == dtype else pre.astype(dtype)
+
+    def _gemm(self, pre):
+        if self.is_conv:
+            return self._conv(pre)
+        if self.float_dtype is None:
+            w = self.w.astype(np.int64)
+            return np.asarray(w @ pre.astype(np.int64).T).T
+        x = self._as(pre, self.float_dtype)
+        if self.sparse:
+            return np.asarray((self.w @ x.T).T)
+        return x @ self.w_t
+
+    def _events(self, pre):
+        """Sum of the rows of ``m^T`` at the active inputs: a sparse (events) x dense product."""
+        dtype = self.float_dtype or np.int64
+        events = sp.csr_matrix(pre.astype(dtype) if pre.dtype == bool else pre)
+        out = events @ self.w_t
+        return out.toarray() if sp.issparse(out) else np.asarray(out)
+
+    def _conv(self, pre):
+        import torch
+
+        dtype = self.float_dtype or np.int64
+        shape = (-1,) + tuple(self.node.conv_input_shape)
+        if dtype is np.int64:  # beyond exact float64: int64 im2col product
+            cols = torch.nn.functional.unfold(torch.from_numpy(pre.astype(np.float64)).reshape(shape),
+                                              self.kernel.shape[2:], padding=self.node.conv_padding,
+                                              stride=self.node.conv_stride).to(torch.int64)
+            out = self.kernel.reshape(self.kernel.shape[0], -1) @ cols
+            return out.reshape(pre.shape[0], -1).numpy()
+        x = torch.from_numpy(self._as(np.ascontiguousarray(pre), dtype)).reshape(shape)
+        out = torch.nn.functional.conv2d(x, self.kernel, stride=tuple(self.node.conv_stride),
+                                         padding=tuple(self.node.conv_padding))
+        return out.reshape(pre.shape[0], -1).numpy()
+
+    def _sums_torch(self, pre):
+        import torch
+
+        if self.float_dtype is None:
+            raise OverflowError(f"synaptic sums up to {self.bound:.3g} exceed the exact float64 "
+                                "range of the torch device path")
+        if self.int8_ok and pre.dtype == torch.bool and _int_mm_fits(pre.shape[0], self.n_in,
+                                                                       self.n_out, pre.device):
+            return torch._int_mm(pre.to(torch.int8), self.w_int8)
+        dtype = torch.float32 if self.float_dtype is np.float32 else torch.float64
+        x = pre.to(dtype)
+        if self.is_conv:
+            out = torch.nn.functional.conv2d(
+                x.reshape((-1,) + tuple(self.node.conv_input_shape)), self.kernel.to(dtype),
+                stride=tuple(self.node.conv_stride), padding=tuple(self.node.conv_padding))
+            return out.reshape(pre.shape[0], -1)
+        return x @ self.w_dev.to(dtype).T
+
+    def int8_sums(self, pre):
+        """``S`` through ``torch._int_mm`` (binary ``pre``; exact, see the module doc)."""
+        import torch
+
+        if not self.int8_ok:
+            raise ValueError("int8 products need binary input to a dense layer with "
+                             "127 * fan_in < 2**31")
+        w = getattr(self, "w_int8", None)
+        if w is None:
+            w = self.w_int8 = torch.as_tensor(np.asarray(self.node.weight_mant, np.int8).T.copy())
+        x = torch.as_tensor(np.asarray(pre, np.int8)) if isinstance(pre, np.ndarray) else pre.to(torch.int8)
+        return torch._int_mm(x, w.to(x.device))
+
+    def synops(self, active_per_input) -> int:
+        """Synaptic events: ``active_per_input`` (n_in,) counts of nonzero presynaptic values."""
+        counts = np.asarray(active_per_input, np.int64)
+        if np.ndim(self.fan_out) == 0:
+            return int(counts.sum()) * int(self.fan_out)
+        return int(counts @ np.asarray(self.fan_out, np.int64))
+
+
+def _int_mm_fits(rows: int, n_in: int, n_out: int, device) -> bool:
+    """Shapes ``torch._int_mm`` accepts on this device (CUDA: rows > 16, multiples of 8)."""
+    if str(device).startswith("cuda"):
+        return rows > 16 and n_in % 8 == 0 and n_out % 8 == 0
+    return False  # on CPUs without VNNI it is far slower than float BLAS (measured)

@@ -1,0 +1,278 @@
+"""sim/ kernels bit for bit: the fused numba loop and the array code (numpy, torch) against
+the integer step of the semantics, for every profile and rule; synaptic sums every way."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lmh_deploy.sim import neuron as N
+from lmh_deploy.sim.params import OVERFLOW_CODES, ROUNDING_CODES, NeuronParams
+from lmh_deploy.sim.synapse import SynapsePath, lava_current
+
+from lmh_deploy.ir import QDense
+from lmh_deploy.ir.synapses import qdense_matrix
+from lmh_deploy.semantics import integer as fx
+
+SETTINGS = settings(max_examples=20, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+LIMIT = 1 << 23
+
+
+def python_step(p: NeuronParams, t: int, v_d: int, v_s: int, s_prev: bool, a: int, i: int):
+    """The shared design's integer step for one neuron with Python ints (no numpy)."""
+    k = min(t, p.rows - 1)
+
+    def rnd(x: int) -> int:
+        if p.rounding == ROUNDING_CODES["half-up"]:
+            return (x + 2048) >> 12
+        if p.rounding == ROUNDING_CODES["floor"]:
+            return x >> 12
+        return x >> 12 if x >= 0 else -((-x) >> 12)
+
+    def over(x: int, mode: int) -> tuple[int, int]:
+        if mode == OVERFLOW_CODES["wrap"]:  # Lava LIF: 2**23 itself is kept
+            w = x - 2 * LIMIT if x > LIMIT else x
+            w = x + 2 * LIMIT if w < -LIMIT else w
+            return w, int(x > LIMIT or x < -LIMIT)
+        lo = -(LIMIT - 1) if mode == OVERFLOW_CODES["saturate-symmetric"] else -LIMIT
+        return min(max(x, lo), LIMIT - 1), int(x < lo or x > LIMIT - 1)
+
+    f = lambda rows: int(rows[k][i])
+    d, o1 = over(rnd(f(p.mu_d) * v_d) + rnd(f(p.mu_s) * v_s) + (a << p.input_shift)
+                 + int(p.bias_d[i]), p.overflow_d)
+    m, o2 = over(rnd(f(p.lam_s) * v_s) + rnd(f(p.lam_d) * d) + int(p.bias_s[i]), p.overflow_s)
+    if p.next_step and s_prev:
+        m = p.reset_value if p.reset_set else m - p.theta
+    spike = m > p.theta if p.threshold_gt else m >= p.theta
+    if not p.next_step and spike:
+        m = p.reset_value if p.reset_set else m - p.theta
+    return d, m, spike if p.next_step else False, spike, o1 + o2
+
+
+@st.composite
+def neuron_layers(draw):
+    """Random layer parameters of any profile/rule, per-layer or per-neuron, K factor rows."""
+    n = draw(st.integers(1, 6))
+    rows = draw(st.integers(1, 4))
+    per_neuron = draw(st.booleans())
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+
+    def factors(lo, hi):
+        return rng.integers(lo, hi + 1, (rows, n if per_neuron else 1)).repeat(
+            1 if per_neuron else n, axis=1)
+
+    theta = int(draw(st.sampled_from([1, 2, 1000, 2 ** 20, LIMIT - 1])))
+    bias = rng.integers(-theta, theta + 1, n) * draw(st.sampled_from([0, 1, 64]))
+    to_soma = draw(st.booleans())
+    zero = np.zeros(n, np.int64)
+    return NeuronParams(
+        mu_d=factors(-2048, 4096), mu_s=factors(-2048, 4096), lam_d=factors(0, 6143),
+        lam_s=factors(0, 6143), bias_d=zero if to_soma else bias, bias_s=bias if to_soma else zero,
+        theta=theta, reset_value=int(rng.integers(-theta, theta + 1)),
+        v_d_init=int(rng.integers(-LIMIT, LIMIT)), v_s_init=int(rng.integers(-LIMIT, LIMIT)),
+        input_shift=draw(st.sampled_from([0, 6])), **draw(rule_sets()))
+
+
+def rule_sets():
+    """Any combination of rules, or one of the rule sets with specialised kernels."""
+    names = ("rounding", "overflow_d", "overflow_s", "threshold_gt", "reset_set", "next_step")
+    special = st.sampled_from(sorted(N.SPECIALISED_RULES))
+    anything = st.tuples(st.sampled_from(sorted(ROUNDING_CODES.values())),
+                         st.sampled_from(sorted(OVERFLOW_CODES.values())),
+                         st.sampled_from(sorted(OVERFLOW_CODES.values())),
+                         st.booleans(), st.booleans(), st.booleans())
+    return st.one_of(special, anything).map(
+        lambda r: {k: (bool(v) if k in names[3:] else int(v)) for k, v in zip(names, r)})
+
+
+def _run_kernel(p: NeuronParams, currents: np.ndarray, chunk: int, where: str):
+    batch = currents.shape[1]
+    like = None if where != "torch" else torch.zeros(1)
+    state = N.initial_state(p, batch, like)
+    steps = currents.shape[0]
+    spikes = np.zeros(currents.shape, bool)
+    trace = (np.zeros(currents.shape, np.int64), np.zeros(currents.shape, np.int64))
+    for t0 in range(0, steps, chunk):
+        t1 = min(steps, t0 + chunk)
+        cur = currents[t0:t1]
+        if where == "torch":
+            sp_t = torch.zeros(cur.shape, dtype=torch.bool)
+            tr_t = (torch.zeros(cur.shape, dtype=torch.int64), torch.zeros(cur.shape, dtype=torch.int64))
+            N.run_neuron_chunk(p, t0, torch.as_tensor(cur), None, state, sp_t, trace=tr_t)
+            spikes[t0:t1] = sp_t.numpy()
+            trace[0][t0:t1], trace[1][t0:t1] = tr_t[0].numpy(), tr_t[1].numpy()
+        elif where == "arrays":
+            with N.array_code_only():
+                N.run_neuron_chunk(p, t0, cur, None, state, spikes[t0:t1],
+                                   trace=(trace[0][t0:t1], trace[1][t0:t1]))
+        else:
+            N.run_neuron_chunk(p, t0, cur, None, state, spikes[t0:t1],
+                               trace=(trace[0][t0:t1], trace[1][t0:t1]))
+    as_np = lambda a: a if isinstance(a, np.ndarray) else a.numpy()
+    return spikes, trace, as_np(state.v_d), as_np(state.v_s), state.saturation
+
+
+@SETTINGS
+@given(p=neuron_layers(), steps=st.integers(1, 7), batch=st.integers(1, 3),
+       chunk=st.integers(1, 7), scale=st.sampled_from([1, 1000, 2 ** 22, 2 ** 26]),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_neuron_kernels_equal_the_integer_step(p, steps, batch, chunk, scale, seed) -> None:
+    """Every kernel (numba, numpy array code, torch array code), any chunking, every rule."""
+    currents = np.random.default_rng(seed).integers(-scale, scale + 1, (steps, batch, p.size))
+    want_spikes = np.zeros(currents.shape, bool)
+    want_d, want_s = np.zeros(currents.shape, np.int64), np.zeros(currents.shape, np.int64)
+    want_sat = 0
+    for b in range(batch):
+        for i in range(p.size):
+            v_d, v_s, s_prev = p.v_d_init, p.v_s_init, False
+            for t in range(steps):
+                v_d, v_s, s_prev, spike, sat = python_step(p, t, v_d, v_s, s_prev,
+                                                           int(currents[t, b, i]), i)
+                want_spikes[t, b, i], want_d[t, b, i], want_s[t, b, i] = spike, v_d, v_s
+                want_sat += sat
+    ways = ["arrays", "torch"] + (["numba"] if N.numba is not None else [])
+    for where in ways:
+        spikes, trace, v_d, v_s, sat = _run_kernel(p, currents, chunk, where)
+        assert np.array_equal(spikes, want_spikes), where
+        assert np.array_equal(trace[0], want_d) and np.array_equal(trace[1], want_s), where
+        assert np.array_equal(v_d, want_d[-1]) and np.array_equal(v_s, want_s[-1]), where
+        assert sat == want_sat, where
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), rows=st.integers(1, 4), steps=st.integers(1, 6),
+       batch=st.integers(1, 4), per_neuron=st.booleans(), big=st.booleans())
+def test_lmh_profile_kernels_equal_semantics_lmh_step(seed, rows, steps, batch, per_neuron,
+                                                      big) -> None:
+    """The lmh profile against the semantics module's own step (radical rows, saturation)."""
+    rng = np.random.default_rng(seed)
+    n = 5
+    shape = (rows, n if per_neuron else 1)
+    fp = fx.LMHFixedParams(mu_d=rng.integers(-2048, 2048, shape), mu_s=rng.integers(-2048, 2048, shape),
+                           lam_d_off=rng.integers(-2048, 2048, shape),
+                           lam_s_off=rng.integers(-2048, 2048, shape),
+                           theta=int(rng.integers(1, 1 << 22)), bias=rng.integers(-500, 500, n))
+    node = dataclasses.make_dataclass("Node", ["size", "theta", "mu_d", "mu_s", "lam_d_off",
+                                               "lam_s_off", "bias"])(
+        n, fp.theta, fp.mu_d, fp.mu_s, fp.lam_d_off, fp.lam_s_off, fp.bias)
+    from lmh_deploy.sim.params import neuron_params
+
+    p = neuron_params(node)
+    scale = (1 << 24) if big else 3000
+    currents = rng.integers(-scale, scale, (steps, batch, n))
+    v_d, v_s = fp.initial_state((batch, n))
+    want, sat_total = [], 0
+    for t in range(steps):
+        v_d, v_s, spikes, sat = fx.lmh_step(fp, t, v_d, v_s, currents[t])
+        want.append(spikes)
+        sat_total += sat
+    for where in ["arrays", "torch"] + (["numba"] if N.numba is not None else []):
+        spikes, _, got_d, got_s, sat = _run_kernel(p, currents, 2, where)
+        assert np.array_equal(spikes, np.array(want)), where
+        assert np.array_equal(got_d, v_d) and np.array_equal(got_s, v_s), where
+        assert sat == sat_total, where
+
+
+def test_numba_is_installed_and_used() -> None:
+    """numba is a declared dependency: the fused kernel is what runs by default."""
+    assert N.numba is not None and N.numba_active()
+    with N.array_code_only():
+        assert not N.numba_active()
+    assert N.numba_active()
+
+
+# --------------------------------------------------------------------------- synapses
+def _dense_node(rng, n_out, n_in, exp, graded, sparse=False, peak=127):
+    mant = rng.integers(-peak, peak + 1, (n_out, n_in))
+    if sparse:
+        mant = sp.csr_matrix(mant * (rng.random((n_out, n_in)) < 0.3))
+    return QDense(weight_mant=mant, weight_exp=exp, graded=graded, weight_scale=1.0)
+
+
+def _reference_current(node: QDense, pre: np.ndarray) -> np.ndarray:
+    """``shift(sum 2 m x, exp)`` in int64 from the full integer matrix."""
+    m = qdense_matrix(node, fx.WEIGHT_LAVA_SCALE)
+    m = m.toarray() if sp.issparse(m) else np.asarray(m)
+    return fx.shift_sum(pre.astype(np.int64) @ m.astype(np.int64).T, node.weight_exp)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), rows=st.integers(1, 40), n_in=st.integers(1, 70),
+       n_out=st.integers(1, 30), exp=st.integers(-8, 6), graded=st.booleans(),
+       sparse=st.booleans(), rate=st.sampled_from([0.0, 0.02, 0.3, 1.0]))
+def test_synaptic_sums_every_way_equal_the_integer_sum(seed, rows, n_in, n_out, exp, graded,
+                                                      sparse, rate) -> None:
+    rng = np.random.default_rng(seed)
+    node = _dense_node(rng, n_out, n_in, exp, graded, sparse)
+    pre = (rng.integers(0, 256, (rows, n_in)) * (rng.random((rows, n_in)) < rate)) if graded \
+        else rng.random((rows, n_in)) < rate
+    want = _reference_current(node, pre)
+    path = SynapsePath(node)
+    got = {"gemm": path._gemm(pre), "events": path._events(pre), "auto": path.sums(pre),
+           "torch": SynapsePath(node, "cpu")._sums_torch(torch.as_tensor(pre)).numpy()}
+    if path.int8_ok:
+        got["int8"] = path.int8_sums(pre).numpy()
+    for way, sums in got.items():
+        assert np.array_equal(lava_current(sums, exp), want), way
+
+
+def test_synaptic_sums_beyond_float32_and_float64_stay_exact() -> None:
+    """Graded input with wide fan-in: float64 (bound >= 2**24) and int64 (>= 2**53) ways."""
+    rng = np.random.default_rng(1)
+    node = _dense_node(rng, 3, 600, 0, graded=True)
+    path = SynapsePath(node)
+    assert path.bound >= 2 ** 24 and path.float_dtype is np.float64
+    pre = np.full((2, 600), 255)
+    assert np.array_equal(lava_current(path.sums(pre), 0), _reference_current(node, pre))
+    huge = QDense(weight_mant=np.full((2, 3), 127), weight_exp=0, graded=True, weight_scale=1.0)
+    path = SynapsePath(huge)
+    path.bound = 2.0 ** 60  # as if the fan-in were astronomically wide
+    path.float_dtype = None
+    path._prepare(huge.weight_mant)
+    pre = np.array([[255, 255, 1]])
+    assert np.array_equal(lava_current(path.sums(pre), 0), _reference_current(huge, pre))
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), stride=st.sampled_from([1, 2]), padding=st.integers(0, 2),
+       graded=st.booleans(), exp=st.integers(-4, 3))
+def test_convolution_sums_equal_the_integer_matrix(seed, stride, padding, graded, exp) -> None:
+    rng = np.random.default_rng(seed)
+    kernel = rng.integers(-127, 128, (3, 2, 3, 3))
+    node = QDense(weight_mant=kernel, weight_exp=exp, graded=graded, weight_scale=1.0,
+                  conv_input_shape=(2, 5, 6), conv_stride=(stride, stride),
+                  conv_padding=(padding, padding))
+    pre = rng.integers(0, 256 if graded else 2, (4, 60))
+    want = _reference_current(node, pre)
+    for device in (None, "cpu"):
+        path = SynapsePath(node, device)
+        sums = path.sums(pre if device is None else torch.as_tensor(pre))
+        sums = sums if isinstance(sums, np.ndarray) else sums.numpy()
+        assert np.array_equal(lava_current(sums, exp), want), device
+
+
+def test_way_choice_follows_the_measured_costs() -> None:
+    """Both ways are timed on first use; later calls take the cheaper prediction."""
+    rng = np.random.default_rng(0)
+    path = SynapsePath(_dense_node(rng, 50, 80, 0, graded=False))
+    pre = rng.random((8, 80)) < 0.1
+    first = [path.sums(pre) for _ in range(2)]
+    assert set(path.cost) == {"gemm", "events"}
+    assert np.array_equal(first[0], first[1])
+    path.cost = {"gemm": 1.0, "events": 1e-9}
+    assert path._choose({"gemm": 100, "events": 100}) == "events"
+    path.cost = {"gemm": 1e-9, "events": 1.0}
+    assert path._choose({"gemm": 100, "events": 100}) == "gemm"
+
+
+@pytest.mark.parametrize("rows", [1, 17])
+def test_int8_products_refuse_what_they_cannot_hold_exactly(rows: int) -> None:
+    rng = np.random.default_rng(0)
+    graded = SynapsePath(_dense_node(rng, 4, 8, 0, graded=True))
+    with pytest.raises(ValueError, match="int8 products need binary input"):
+        graded.int8_sums(np.ones((rows, 8), np.int64))

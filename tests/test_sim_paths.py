@@ -1,0 +1,109 @@
+"""Whole-network sim/ runs: every execution path gives the same record, bit for bit
+(numba kernels vs the pure numpy fallback, torch device, chunk lengths, mini-batches,
+time-varying input), on MLP, convolutional and residual nets driven into saturation."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from lmh_deploy.models.architectures import build
+from lmh_deploy.sim import default_batch_size, simulate, simulate_batched
+from lmh_deploy.sim import neuron as N
+from lmh_deploy.sim.batching import bytes_per_sample
+
+from lmh_deploy.frontends.pytorch import export_model
+from lmh_deploy.passes.quantize import quantize_graph
+from lmh_deploy.semantics import integer as fx
+
+
+def _net(arch: str, shape: tuple, steps: int = 4, radical: bool = False, seed: int = 3):
+    torch.manual_seed(seed)
+    model = build(arch, shape, 10, timesteps=steps, width_mult=0.25,
+                  **({"factors": "radical"} if radical else {})).eval()
+    with torch.no_grad():
+        for neuron in model.neurons():
+            for name in ("x_mu_d", "x_mu_s", "x_lam_d", "x_lam_s"):
+                getattr(neuron, name).uniform_(-3, 3)
+    q, _ = quantize_graph(export_model(model, input_shape=shape, timesteps=steps))
+    first = q.of_kind("q_lmh")[0]  # drive the first layer into saturation, both signs
+    node = q.node(first)
+    bias = np.where(np.arange(node.size) % 2 == 0, 8_300_000, -8_300_000)
+    q.nx_graph.nodes[first]["node"] = dataclasses.replace(node, bias=bias)
+    return q
+
+
+def assert_same_record(a, b) -> None:
+    assert np.array_equal(a.logits, b.logits)
+    assert np.array_equal(a.readout_trace, b.readout_trace)
+    assert a.synops == b.synops and a.saturation == b.saturation
+    assert a.spikes.keys() == b.spikes.keys()
+    for name in a.spikes:
+        assert np.array_equal(a.spikes[name], b.spikes[name]), name
+    for name in a.final_state:
+        for u, v in zip(a.final_state[name], b.final_state[name]):
+            assert np.array_equal(u, v), name
+    for name in a.state_trace:
+        for u, v in zip(a.state_trace[name], b.state_trace[name]):
+            assert np.array_equal(u, v), name
+    for name, stats in a.spike_stats.items():
+        other = b.spike_stats[name]
+        assert np.array_equal(stats["spikes_per_step"], other["spikes_per_step"]), name
+        assert stats["active_neurons"] == other["active_neurons"], name
+        assert stats["neuron_steps"] == other["neuron_steps"], name
+
+
+NETS = [("mlp", (1, 8, 8), False), ("cnn", (1, 8, 8), True), ("resnet20", (1, 8, 8), False)]
+
+
+@pytest.mark.parametrize("arch, shape, radical", NETS)
+def test_every_path_gives_the_same_record(arch: str, shape: tuple, radical: bool) -> None:
+    q = _net(arch, shape, radical=radical)
+    x = fx.quantize_input(np.random.default_rng(3).random((5, *shape)), q.node("input").scale)
+    want = simulate(q, x, 6, record_states=True, chunk_steps=1)
+    assert sum(want.saturation.values()) > 0
+    runs = {"default chunks": simulate(q, x, 6, record_states=True),
+            "chunks of 4": simulate(q, x, 6, record_states=True, chunk_steps=4),
+            "torch cpu": simulate(q, x, 6, record_states=True, device="cpu", chunk_steps=4),
+            "mini-batches of 2": simulate_batched(q, x, 6, record_states=True, batch_size=2)}
+    with N.array_code_only():
+        runs["numpy fallback"] = simulate(q, x, 6, record_states=True, chunk_steps=3)
+    for label, rec in runs.items():
+        try:
+            assert_same_record(rec, want)
+        except AssertionError as err:
+            raise AssertionError(label) from err
+    streamed = simulate(q, x, 6, record_spikes=False)
+    assert not streamed.spikes and np.array_equal(streamed.logits, want.logits)
+    for name, s in want.spikes.items():
+        assert streamed.spike_stats[name]["spikes_per_step"].tolist() == s.sum((1, 2)).tolist()
+
+
+@pytest.mark.parametrize("arch, shape, radical", NETS[:2])
+def test_time_varying_input_through_every_path(arch: str, shape: tuple, radical: bool) -> None:
+    """(T, N, ...) frames: equal to static input when the frames repeat, and every path
+    agrees on genuinely varying frames."""
+    q = _net(arch, shape, radical=radical)
+    rng = np.random.default_rng(5)
+    x = fx.quantize_input(rng.random((3, *shape)), q.node("input").scale)
+    repeated = np.broadcast_to(x, (5,) + x.shape).copy()
+    assert_same_record(simulate(q, repeated, 5, chunk_steps=2), simulate(q, x, 5))
+    frames = fx.quantize_input(rng.random((7, 3, *shape)), q.node("input").scale)
+    want = simulate(q, frames, 7, chunk_steps=1, record_states=True)
+    assert_same_record(simulate(q, frames, 7, device="cpu", record_states=True), want)
+    assert_same_record(simulate_batched(q, frames, 7, batch_size=2, record_states=True), want)
+    with N.array_code_only():
+        assert_same_record(simulate(q, frames, 7, record_states=True), want)
+    with pytest.raises(ValueError, match="has 7 frames; cannot run 8 steps"):
+        simulate(q, frames, 8)
+
+
+def test_batch_size_comes_from_the_memory_budget() -> None:
+    q = _net("mlp", (1, 8, 8))
+    per_sample = bytes_per_sample(q, 4)
+    assert default_batch_size(q, 4, budget_bytes=10 * per_sample) == 10
+    assert default_batch_size(q, 4, budget_bytes=1) == 1
+    assert bytes_per_sample(q, 40, record_states=True) > bytes_per_sample(q, 40)
+    with pytest.raises(ValueError, match="batch size must be >= 1"):
+        simulate_batched(q, np.zeros((2, 1, 8, 8), np.int64), 2, batch_size=0)
