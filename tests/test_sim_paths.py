@@ -107,3 +107,21 @@ def test_batch_size_comes_from_the_memory_budget() -> None:
     assert bytes_per_sample(q, 40, record_states=True) > bytes_per_sample(q, 40)
     with pytest.raises(ValueError, match="batch size must be >= 1"):
         simulate_batched(q, np.zeros((2, 1, 8, 8), np.int64), 2, batch_size=0)
+
+
+def test_run_backend_in_mini_batches_equals_one_batch() -> None:
+    """``run``/``verify``'s entry point: sim and Lava records merged over mini-batches."""
+    from lmh_deploy.pipeline.run import run_backend
+
+    q = _net("mlp", (1, 8, 8), steps=3)
+    x = fx.quantize_input(np.random.default_rng(2).random((5, 1, 8, 8)), q.node("input").scale)
+    whole = simulate(q, x, 3)
+    assert_same_record(run_backend(q, x, 3, "sim", batch_size=2), whole)
+    streamed = run_backend(q, x, 3, "sim", batch_size=3, record_spikes=False)
+    assert np.array_equal(streamed.logits, whole.logits) and not streamed.spikes
+    lava = run_backend(q, x[:2], 3, "lava", batch_size=1)
+    for name, s in lava.spikes.items():
+        assert np.array_equal(s, whole.spikes[name][:, :2]), name
+    assert np.array_equal(lava.logits, whole.logits[:2])
+    with pytest.raises(ValueError, match="unknown backend 'loihi'"):
+        run_backend(q, x, 3, "loihi")
