@@ -3,8 +3,6 @@
 time-varying input), on MLP, convolutional and residual nets driven into saturation."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -28,9 +26,8 @@ def _net(arch: str, shape: tuple, steps: int = 4, radical: bool = False, seed: i
                 getattr(neuron, name).uniform_(-3, 3)
     q, _ = quantize_graph(export_model(model, input_shape=shape, timesteps=steps))
     first = q.of_kind("q_lmh")[0]  # drive the first layer into saturation, both signs
-    node = q.node(first)
-    bias = np.where(np.arange(node.size) % 2 == 0, 8_300_000, -8_300_000)
-    q.nx_graph.nodes[first]["node"] = dataclasses.replace(node, bias=bias)
+    bias = np.where(np.arange(q.node(first).size) % 2 == 0, 8_300_000, -8_300_000)
+    q.replace(first, bias=bias)
     return q
 
 
