@@ -139,7 +139,9 @@ def compile(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy
             input_shape: Optional[str] = typer.Option(None, help="--model: one sample's shape, "
                                                       "e.g. 1,8,8 or 64."),
             calibration: Optional[Path] = typer.Option(None, help="--model: a .npy of inputs to "
-                                                       "calibrate on (instead of --dataset).")) -> None:
+                                                       "calibrate on (instead of --dataset)."),
+            profile: str = typer.Option("lmh", help="numeric profile: lmh (LM-H as trained) | "
+                                        "loihi-lif (Lava's bit-accurate LIF)")) -> None:
     """Export, validate and quantise a model into an artifact directory."""
     from lmh_deploy.pipeline.compile import compile_model
     from lmh_deploy.pipeline.compile_torch import compile_model_file, parse_shape
@@ -154,12 +156,14 @@ def compile(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy
                                         input_shape=parse_shape(input_shape),
                                         timesteps=timesteps, dataset=dataset,
                                         calibration=calibration, target=target,
-                                        calibration_samples=calibration_samples, warn=warn)
+                                        calibration_samples=calibration_samples, profile=profile,
+                                        warn=warn)
         else:
             report = compile_model(model, outdir, target=target,
                                    calibration_samples=calibration_samples, dataset=dataset,
-                                   timesteps=timesteps, dt=dt, warn=warn)
-    table = Table(title=f"compiled {model.name} -> {outdir} ({time.perf_counter() - start:.2f} s)")
+                                   timesteps=timesteps, dt=dt, profile=profile, warn=warn)
+    table = Table(title=f"compiled {model.name} -> {outdir} ({time.perf_counter() - start:.2f} s, "
+                        f"profile {report['profile']['name']})")
     for col in ("layer", "kind", "exp / theta", "max quant. error", "state headroom (bits)"):
         table.add_column(col)
     calib = report.get("calibration", {}).get("layers", {})
@@ -180,7 +184,8 @@ def compile(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy
 
 
 @app.command()
-def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy train."),
+def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy train, or (netx) "
+                                                   "a compiled artifact directory."),
            format: str = typer.Option(..., "--format", help="nir | netx"),
            out_path: Path = typer.Option(..., "-o", "--out"),
            dt: float = typer.Option(1e-3, help="NIR: Euler time step in seconds."),
@@ -194,6 +199,16 @@ def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy 
     with clean_errors():
         if format not in ("nir", "netx"):
             raise ValueError(f"unknown format {format!r}; supported: nir, netx")
+        if model.is_dir():  # a compiled artifact: write exactly its integers
+            from lmh_deploy.interop.netx_artifact import artifact_to_netx
+            from lmh_deploy.pipeline.compile import load_artifact
+
+            if format != "netx":
+                raise ValueError(f"{model}: an artifact directory exports to netx only")
+            result = artifact_to_netx(load_artifact(model).quant_graph, out_path)
+            out.print(f"wrote {out_path}: {len(result['layers'])} netx layers with the "
+                      f"artifact's integers (profile loihi-lif)")
+            return
         net, payload = load_checkpoint(model)
         ds = payload["dataset"]
         graph = export_model(net, input_shape=tuple(ds["input_shape"]),

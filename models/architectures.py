@@ -47,7 +47,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from lmh_deploy.models.neuron import LMHNeuron
+from lmh_deploy.models.neuron import LMHNeuron, lif_neuron
 from lmh_deploy.models.norm import RESIDUAL_ALPHA, make_norm
 from lmh_deploy.models.qcfs import QCFS
 
@@ -59,8 +59,8 @@ def make_neuron(kind: str, *, timesteps: int, theta: float = 1.0, factors: str =
     """Activation factory for ``--neuron``: ``lmh``, ``lif`` (spiking) or ``qcfs`` (ANN)."""
     if kind == "lmh":
         return LMHNeuron(theta=theta, factors=factors, timesteps=timesteps, gamma=gamma)
-    if kind == "lif":
-        return LMHNeuron(theta=theta, factors="fixed", lif_decay=lif_decay, gamma=gamma)
+    if kind == "lif":  # the neuron Lava's LIF implements (deployable with --profile loihi-lif)
+        return lif_neuron(theta=theta, decay=lif_decay, gamma=gamma)
     if kind == "qcfs":
         return QCFS(levels=qcfs_levels, theta=theta)
     raise ValueError(f"unknown neuron kind {kind!r}; expected one of {', '.join(NEURONS)}")

@@ -24,21 +24,21 @@ class TriangleSpike(torch.autograd.Function):
     """Heaviside forward, triangle surrogate ``max(0, g - |x|) / g**2`` backward (Eq. 3)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, gamma: float) -> torch.Tensor:  # noqa: D102
+    def forward(ctx, x: torch.Tensor, gamma: float, strict: bool = False) -> torch.Tensor:  # noqa: D102
         ctx.save_for_backward(x)
         ctx.gamma = gamma
-        return (x >= 0).to(x.dtype)
+        return ((x > 0) if strict else (x >= 0)).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):  # noqa: D102
         (x,) = ctx.saved_tensors
         g = ctx.gamma
-        return grad_out * torch.clamp(g - x.abs(), min=0) / (g * g), None
+        return grad_out * torch.clamp(g - x.abs(), min=0) / (g * g), None, None
 
 
-def spike_fn(x: torch.Tensor, gamma: float = 1.0) -> torch.Tensor:
-    """Spike where ``x >= 0``, with the triangle surrogate gradient of width ``gamma``."""
-    return TriangleSpike.apply(x, gamma)
+def spike_fn(x: torch.Tensor, gamma: float = 1.0, strict: bool = False) -> torch.Tensor:
+    """Spike where ``x >= 0`` (``x > 0`` if ``strict``), with the triangle surrogate of width ``gamma``."""
+    return TriangleSpike.apply(x, gamma, strict)
 
 
 class LMHNeuron(nn.Module):
@@ -53,11 +53,17 @@ class LMHNeuron(nn.Module):
     lif_decay : ``lam_s`` of the fixed (LIF) configuration.
     per_channel : number of channels for per-channel factors (``None``: one per layer);
         factors broadcast over dimension 1 of ``(B, C, ...)`` inputs.
+    reset : ``"subtract"`` (theta from vS on a spike, LM-H) or ``"set"`` (vS = ``reset_value``).
+    threshold_test : ``">="`` (LM-H) or ``">"`` (Lava's LIF).
+    v_s_init : initial soma as a fraction of theta (LM-H: 0.5; Lava's LIF: 0).
+    Rules are exported to the IR (:class:`lmh_deploy.ir.LMH`) unchanged.
     """
 
     def __init__(self, *, theta: float = 1.0, factors: FactorMode = "progressive",
                  timesteps: int | None = None, gamma: float = 1.0, lif_decay: float = 0.5,
-                 per_channel: int | None = None) -> None:
+                 per_channel: int | None = None, reset: str = "subtract",
+                 reset_value: float = 0.0, threshold_test: str = ">=",
+                 v_s_init: float = 0.5) -> None:
         super().__init__()
         if not (theta > 0 and math.isfinite(theta)):
             raise ValueError(f"LMHNeuron: theta must be finite and > 0, got {theta}")
@@ -67,6 +73,13 @@ class LMHNeuron(nn.Module):
             raise ValueError("LMHNeuron: radical factors need timesteps")
         if not 0.5 <= lif_decay < 1.5:
             raise ValueError(f"LMHNeuron: lif_decay must lie in [0.5, 1.5), got {lif_decay}")
+        if reset not in ("subtract", "set") or threshold_test not in (">=", ">"):
+            raise ValueError(f"LMHNeuron: unknown rules reset={reset!r}, "
+                             f"threshold_test={threshold_test!r}")
+        self.reset = reset
+        self.reset_value = float(reset_value)
+        self.threshold_test = threshold_test
+        self.v_s_init = float(v_s_init)
         self.factor_mode = factors
         self.gamma = float(gamma)
         self.lif_decay = float(lif_decay)
@@ -126,7 +139,7 @@ class LMHNeuron(nn.Module):
         """Run Eq. 4 over ``current`` of shape ``(T, B, ...)``; returns ``s * theta``, same shape."""
         if not self.stateful or self.v_d is None:
             self.v_d = torch.zeros_like(current[0])
-            self.v_s = torch.full_like(current[0], 0.5) * self.theta
+            self.v_s = torch.full_like(current[0], self.v_s_init) * self.theta
             self.step_offset = 0
         table = self.factor_table()
         theta = self.theta
@@ -140,9 +153,12 @@ class LMHNeuron(nn.Module):
                                         for n in FACTOR_NAMES)
             v_d = mu_d * v_d + mu_s * v_s + current_t
             m_s = lam_s * v_s + lam_d * v_d
-            spike = spike_fn(m_s - theta, self.gamma)
-            # Reset detached in backward: dv_s/dm_s = 1 (Eq. 8-9).
-            v_s = m_s - (spike * theta).detach()
+            spike = spike_fn(m_s - theta, self.gamma, self.threshold_test == ">")
+            if self.reset == "subtract":  # reset detached in backward: dv_s/dm_s = 1 (Eq. 8-9)
+                v_s = m_s - (spike * theta).detach()
+            else:  # set: vS = reset_value where it spiked (the spike mask detached)
+                held = spike.detach()
+                v_s = m_s * (1 - held) + self.reset_value * held
             out.append(spike * theta)
         self.step_offset += current.shape[0]
         if self.stateful:
@@ -151,10 +167,23 @@ class LMHNeuron(nn.Module):
             self.v_d = self.v_s = None
         return torch.stack(out)
 
+    def rules(self) -> dict[str, object]:
+        """The neuron rules in the IR's terms (absolute reset value and initial states)."""
+        theta = float(self.theta)
+        return {"reset": self.reset, "reset_value": self.reset_value,
+                "threshold_test": self.threshold_test, "reset_timing": "same-step",
+                "v_d_init": 0.0, "v_s_init": self.v_s_init * theta}
+
     def extra_repr(self) -> str:  # noqa: D102
-        return f"factors={self.factor_mode}, theta={float(self.theta):g}, gamma={self.gamma:g}"
+        return (f"factors={self.factor_mode}, theta={float(self.theta):g}, gamma={self.gamma:g}, "
+                f"reset={self.reset}, test='{self.threshold_test}', v_s_init={self.v_s_init:g}")
+
+
+#: The neuron Lava's LIF implements (PyLifModelBitAcc): v set to 0 on a spike, spike on
+#: v > theta, states start at 0; ``--profile loihi-lif`` deploys it without changing a rule.
+LAVA_LIF_RULES = {"reset": "set", "reset_value": 0.0, "threshold_test": ">", "v_s_init": 0.0}
 
 
 def lif_neuron(*, theta: float = 1.0, decay: float = 0.5, gamma: float = 1.0) -> LMHNeuron:
-    """The LIF baseline as the LM-H special case mu_d = mu_s = 0, lam_d = 1, lam_s = decay."""
-    return LMHNeuron(theta=theta, factors="fixed", lif_decay=decay, gamma=gamma)
+    """The LIF baseline: mu_d = mu_s = 0, lam_d = 1, lam_s = decay, with Lava LIF's rules."""
+    return LMHNeuron(theta=theta, factors="fixed", lif_decay=decay, gamma=gamma, **LAVA_LIF_RULES)

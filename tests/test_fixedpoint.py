@@ -141,9 +141,10 @@ def test_quantize_factor_monotone_and_sign_preserving(a: float, b: float) -> Non
 
 
 def _params(mu_d, mu_s, lam_d_off, lam_s_off, theta, bias) -> fx.LMHFixedParams:
+    """Lambdas given as offsets from one (lam - 4096); the params hold full multipliers."""
     col = lambda v: np.atleast_2d(A(v, dtype=np.int64))  # noqa: E731
-    return fx.LMHFixedParams(mu_d=col(mu_d), mu_s=col(mu_s), lam_d_off=col(lam_d_off),
-                             lam_s_off=col(lam_s_off), theta=theta,
+    return fx.LMHFixedParams(mu_d=col(mu_d), mu_s=col(mu_s), lam_d=col(lam_d_off) + 4096,
+                             lam_s=col(lam_s_off) + 4096, theta=theta,
                              bias=np.atleast_1d(A(bias, dtype=np.int64)))
 
 
@@ -189,11 +190,11 @@ def test_lmh_step_saturation_hand_example() -> None:
 
 def test_lmh_step_radical_rows_and_last_row_reuse() -> None:
     # Two rows: row 0 is IF, row 1 halves the dendrite; step 5 reuses row 1.
-    p = fx.LMHFixedParams(mu_d=A([[0], [2048]]), mu_s=A([[0], [0]]), lam_d_off=A([[0], [0]]),
-                          lam_s_off=A([[0], [0]]), theta=1000, bias=A([0]))
-    assert [int(x) for x in p.factors_at(0)] == [0, 0, 0, 0]
-    assert [int(x) for x in p.factors_at(1)] == [2048, 0, 0, 0]
-    assert [int(x) for x in p.factors_at(5)] == [2048, 0, 0, 0]
+    p = fx.LMHFixedParams(mu_d=A([[0], [2048]]), mu_s=A([[0], [0]]), lam_d=A([[4096], [4096]]),
+                          lam_s=A([[4096], [4096]]), theta=1000, bias=A([0]))
+    assert [int(x) for x in p.factors_at(0)] == [0, 0, 4096, 4096]
+    assert [int(x) for x in p.factors_at(1)] == [2048, 0, 4096, 4096]
+    assert [int(x) for x in p.factors_at(5)] == [2048, 0, 4096, 4096]
     v_d, v_s, _, _ = fx.lmh_step(p, 5, A([[101]]), A([[0]]), A([[0]]))
     assert int(v_d) == 51  # (2048*101 + 2048) >> 12 = 51 (50.5 rounds up)
     v_d, v_s, _, _ = fx.lmh_step(p, 0, A([[101]]), A([[0]]), A([[0]]))
@@ -202,7 +203,7 @@ def test_lmh_step_radical_rows_and_last_row_reuse() -> None:
 
 def test_lmh_step_per_neuron_factors_broadcast() -> None:
     p = fx.LMHFixedParams(mu_d=A([[0, 2048, -2048]]), mu_s=A([[0, 0, 0]]),
-                          lam_d_off=A([[0, 0, 0]]), lam_s_off=A([[0, 0, 0]]), theta=10**6,
+                          lam_d=A([[4096] * 3]), lam_s=A([[4096] * 3]), theta=10**6,
                           bias=A([1, 2, 3]))
     v_d, _, _, _ = fx.lmh_step(p, 0, A([[100, 100, 100], [7, 7, 7]]), A([[0, 0, 0]] * 2),
                                A([[0, 0, 0]] * 2))

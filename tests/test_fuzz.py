@@ -57,7 +57,8 @@ def test_malformed_graphs_raise_irerror_naming_the_node(n_in, hidden, classes, m
         expect = "lmh0"
     elif mutation == "factor_range":
         bad = value if np.isfinite(value) and not (-0.5 <= value <= 0.5) else 0.75
-        nodes["lmh0"]["node"] = _lmh(hidden, mu_d=np.full((1, 1), bad))
+        # mu_s: its float range is [-0.5, 0.5] for every profile (mu_d reaches 1 for Loihi's LIF)
+        nodes["lmh0"]["node"] = _lmh(hidden, mu_s=np.full((1, 1), bad))
         expect = "lmh0"
     elif mutation == "theta":
         bad = value if not (value > 0 and np.isfinite(value)) else -abs(value)

@@ -58,8 +58,8 @@ def _int_graph() -> Graph:
     g.add("dense0", QDense(weight_mant=rng.integers(-127, 128, (4, 6)), weight_exp=5,
                            graded=True, weight_scale=321.5), ("input",))
     codes = lambda: rng.integers(-2048, 2048, (4, 1))  # noqa: E731 - radical: 4 rows
-    g.add("lmh0", QLMH(size=4, theta=12345, mu_d=codes(), mu_s=codes(), lam_d_off=codes(),
-                       lam_s_off=codes(), bias=rng.integers(-99, 99, 4), state_scale=20576.0),
+    g.add("lmh0", QLMH(size=4, theta=12345, mu_d=codes(), mu_s=codes(), lam_d=codes() + 4096,
+                       lam_s=codes() + 4096, bias=rng.integers(-99, 99, 4), state_scale=20576.0),
           ("dense0",))
     g.add("dense1", QDense(weight_mant=rng.integers(-127, 128, (3, 4)), weight_exp=11,
                            graded=False, weight_scale=88.25), ("lmh0",))
@@ -136,7 +136,16 @@ def _rewrite_json(tmp_path, **changes) -> None:
 def test_unknown_format_version_is_refused(tmp_path) -> None:
     save_graph(_float_graph(), tmp_path, "net")
     _rewrite_json(tmp_path, format_version=IR_FORMAT_VERSION + 1)
-    with pytest.raises(IRError, match=r"net\.json: unknown IR format version 2"):
+    with pytest.raises(IRError, match=rf"net\.json: unknown IR format version {IR_FORMAT_VERSION + 1}"):
+        load_graph(tmp_path, "net")
+
+
+def test_old_format_version_1_asks_to_recompile(tmp_path) -> None:
+    # Version 1 stored lambda - 1 and no neuron rules: reading it as version 2 would be wrong.
+    save_graph(_float_graph(), tmp_path, "net")
+    _rewrite_json(tmp_path, format_version=1)
+    with pytest.raises(IRError, match=r"net\.json: IR format version 1 was written by an older "
+                                      r"lmh-deploy .*recompile"):
         load_graph(tmp_path, "net")
 
 
@@ -204,7 +213,7 @@ def _set_item(g: Graph, name: str, field: str, index, value) -> None:
     (lambda g: _set_item(g, "readout", "bias", 1, np.inf), r"readout: bias has a non-finite"),
     (lambda g: g.replace("lmh0", theta=float("nan")), r"lmh0: threshold theta"),
     (lambda g: g.replace("lmh0", mu_d=np.full((1, 1), -0.6)),
-     r"lmh0: factor mu_d=-0.6 outside its representable range \[-0\.5, 0\.5\]"),
+     r"lmh0: factor mu_d=-0.6 outside its representable range \[-0\.5, 1\.0\]"),
 ])
 def test_validate_errors_name_the_node(mutate, match: str) -> None:
     g = _float_graph()

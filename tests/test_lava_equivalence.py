@@ -78,7 +78,7 @@ def test_negative_mu_and_lambda_above_one(make_mlp, compile_model) -> None:
     _, q, _ = compile_model(model, n_in=8, timesteps=timesteps)
     lmh0 = q.node("lmh0")
     assert lmh0.mu_d.item() < 0 and lmh0.mu_s.item() < 0
-    assert lmh0.lam_d_off.item() > 0 and lmh0.lam_s_off.item() > 0  # lambda > 1
+    assert lmh0.lam_d.item() > 4096 and lmh0.lam_s.item() > 4096  # lambda > 1
     ref, _ = assert_bit_exact(q, _inputs(q, 8, batch=4, seed=5), timesteps)
     assert all(0 < r < 1 for r in _firing_rates(ref).values())
 
@@ -90,7 +90,7 @@ def test_radical_per_step_factors(make_mlp, compile_model) -> None:
     _, q, _ = compile_model(model, n_in=9, timesteps=timesteps)
     for name in q.of_kind("q_lmh"):
         node = q.node(name)
-        for table in (node.mu_d, node.mu_s, node.lam_d_off, node.lam_s_off):
+        for table in (node.mu_d, node.mu_s, node.lam_d, node.lam_s):
             assert table.shape == (timesteps, 1)
             assert len(np.unique(table)) >= timesteps - 1  # rows really differ
     # Run longer than the table: steps >= 5 reuse the last row, in both backends.
@@ -122,7 +122,7 @@ def _per_neuron_float_graph(seed: int, timesteps: int) -> Graph:
 def test_per_neuron_factors_and_biases(seed: int) -> None:
     timesteps = 6
     q, _ = quantize_graph(_per_neuron_float_graph(seed, timesteps))
-    assert q.node("lmh0").mu_d.shape == (1, 10) and q.node("lmh1").lam_s_off.shape == (6, 6)
+    assert q.node("lmh0").mu_d.shape == (1, 10) and q.node("lmh1").lam_s.shape == (6, 6)
     assert len(np.unique(q.node("lmh0").bias)) == 10  # every neuron its own bias
     ref, _ = assert_bit_exact(q, _inputs(q, 7, batch=4, seed=seed), timesteps)
     assert all(0 < r < 1 for r in _firing_rates(ref).values())
@@ -142,15 +142,15 @@ def _saturating_graph(timesteps: int) -> Graph:
     g.add("dense0", QDense(weight_mant=rng.integers(-127, 128, (n0, n_in)), weight_exp=4,
                            graded=True, weight_scale=1.0), ("input",))
     g.add("lmh0", QLMH(size=n0, theta=3_000_000, mu_d=np.array([[1500]]),
-                       mu_s=np.array([[-800]]), lam_d_off=np.array([[1800]]),
-                       lam_s_off=np.array([[1200]]),
+                       mu_s=np.array([[-800]]), lam_d=np.array([[1800 + 4096]]),
+                       lam_s=np.array([[1200 + 4096]]),
                        bias=rng.integers(-2_000_000, 2_000_000, n0), state_scale=1.0),
           ("dense0",))
     g.add("dense1", QDense(weight_mant=rng.integers(-127, 128, (n1, n0)), weight_exp=14,
                            graded=False, weight_scale=1.0), ("lmh0",))
     g.add("lmh1", QLMH(size=n1, theta=fx.STATE_MAX - 5, mu_d=codes((timesteps, n1)),
-                       mu_s=codes((timesteps, n1)), lam_d_off=codes((timesteps, n1)),
-                       lam_s_off=codes((timesteps, n1)),
+                       mu_s=codes((timesteps, n1)), lam_d=codes((timesteps, n1)) + 4096,
+                       lam_s=codes((timesteps, n1)) + 4096,
                        bias=rng.integers(-3_000_000, 3_000_000, n1), state_scale=1.0),
           ("dense1",))
     g.add("dense2", QDense(weight_mant=rng.integers(-127, 128, (classes, n1)), weight_exp=10,

@@ -63,6 +63,7 @@ def test_initial_state_is_zero_dendrite_half_threshold_soma() -> None:
 
 
 def test_lif_special_case_equals_hand_written_lif() -> None:
+    # Lava's LIF rules: start at 0, spike on v > theta, v set to 0.
     torch.manual_seed(0)
     theta, decay = 1.3, 0.7
     neuron = lif_neuron(theta=theta, decay=decay)
@@ -71,12 +72,12 @@ def test_lif_special_case_equals_hand_written_lif() -> None:
     assert table["lam_d"].eq(1).all() and table["lam_s"].eq(decay).all()
     current = torch.randn(20, 4, 5) * 0.8 + 0.3
     out = neuron(current)
-    v = torch.full((4, 5), theta / 2)
+    v = torch.zeros(4, 5)
     expected = []
     for t in range(current.shape[0]):
         v = decay * v + current[t]
-        s = (v >= theta).float()
-        v = v - s * theta
+        s = (v > theta).float()
+        v = torch.where(s.bool(), torch.zeros_like(v), v)
         expected.append(s * theta)
     expected = torch.stack(expected)
     assert torch.equal(out, expected)

@@ -75,9 +75,13 @@ def nir_euler(g: nir.NIRGraph, x: np.ndarray, steps: int, dt: float, *,
     return [np.array(spikes[i]) for i in sorted(spikes)], np.mean(out_trace, axis=0)
 
 
-def _lif_model(seed: int, *, decay: float = 0.75, theta: float = 1.0, hidden=(12, 8)):
+def _lif_model(seed: int, *, decay: float = 0.75, theta: float = 1.0, hidden=(12, 8),
+               lmh_rules: bool = True):
     torch.manual_seed(seed)
     model = mlp((10,), 4, neuron="lif", hidden=hidden, timesteps=T, lif_decay=decay, theta=theta)
+    if lmh_rules:  # the LM-H rules these NIR-semantics tests are about (not Lava LIF's)
+        for neuron in model.neurons():
+            neuron.reset, neuron.threshold_test, neuron.v_s_init = "subtract", ">=", 0.5
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for layer in model.layers:

@@ -58,8 +58,8 @@ def reference(q, x_int: np.ndarray, steps: int) -> tuple[dict, list, dict]:
                     col = lambda arr: int(arr[k][i if arr.shape[1] > 1 else 0])  # noqa: E731
                     d = sat(mul(col(node.mu_d), v_d[i]) + mul(col(node.mu_s), v_s[i]) + a_in[i]
                             + int(node.bias[i]))
-                    m = sat(v_s[i] + mul(col(node.lam_s_off), v_s[i]) + d
-                            + mul(col(node.lam_d_off), d))
+                    m = sat(v_s[i] + mul(col(node.lam_s) - 4096, v_s[i]) + d
+                            + mul(col(node.lam_d) - 4096, d))
                     s = int(m >= node.theta)
                     v_d[i], v_s[i] = d, m - s * node.theta
                     out.append(s)

@@ -11,10 +11,11 @@ import numpy as np
 from lmh_deploy.ir import LMH, SYNAPSE_KINDS, Graph, Input, Readout
 from lmh_deploy.reports.record import RunRecord
 from lmh_deploy.ir.synapses import apply_synapse
+from lmh_deploy.semantics.reference import float_initial_state, lmh_float_step
 
 
 def simulate_float(graph: Graph, x: np.ndarray, timesteps: int) -> RunRecord:
-    """Run float inputs ``x`` (B, *shape) through Eq. 4 in float64; spikes per LM-H layer."""
+    """Run float inputs ``x`` (B, *shape) through Eq. 4 (with each layer's rules) in float64."""
     order = graph.order()
     batch = x.shape[0]
     frames = x.reshape(batch, -1).astype(np.float64)
@@ -23,7 +24,7 @@ def simulate_float(graph: Graph, x: np.ndarray, timesteps: int) -> RunRecord:
     trace = np.zeros((timesteps, batch, graph.node(readout_name).output_size()))
     for name in graph.of_kind("lmh"):
         node = graph.node(name)
-        state[name] = (np.zeros((batch, node.size)), np.full((batch, node.size), node.theta / 2))
+        state[name] = float_initial_state(node, (batch, node.size))
         rec.spikes[name] = np.zeros((timesteps, batch, node.size), bool)
     for t in range(timesteps):
         values: dict[str, np.ndarray] = {}
@@ -35,13 +36,10 @@ def simulate_float(graph: Graph, x: np.ndarray, timesteps: int) -> RunRecord:
             elif node.kind in SYNAPSE_KINDS:
                 values[name] = apply_synapse(node, values[inputs[0]])
             elif isinstance(node, LMH):
-                k = min(t, node.mu_d.shape[0] - 1)
-                v_d, v_s = state[name]
-                current = sum(values[src] for src in inputs) + node.bias
-                v_d = node.mu_d[k] * v_d + node.mu_s[k] * v_s + current
-                m_s = node.lam_s[k] * v_s + node.lam_d[k] * v_d
-                spikes = m_s >= node.theta
-                state[name] = (v_d, m_s - spikes * node.theta)
+                prev = rec.spikes[name][t - 1] if t else None
+                v_d, v_s, spikes = lmh_float_step(node, t, *state[name],
+                                                  sum(values[src] for src in inputs), prev)
+                state[name] = (v_d, v_s)
                 rec.spikes[name][t] = spikes
                 values[name] = spikes * node.theta
             elif isinstance(node, Readout):

@@ -83,7 +83,9 @@ class _Exporter:
         table = {k: _np(v) for k, v in layer.factor_table().items()}
         bias = sum(c.bias for c in inputs)
         size = int(np.prod(shape))
-        name = self.add("lmh", LMH(size=size, theta=float(layer.theta), bias=bias.ravel(), **table),
+        rules = layer.rules() if hasattr(layer, "rules") else {}  # the model's own neuron rules
+        name = self.add("lmh", LMH(size=size, theta=float(layer.theta), bias=bias.ravel(),
+                                   **table, **rules),
                         tuple(c.node for c in inputs))
         return Cursor(name, shape, np.zeros(shape))
 

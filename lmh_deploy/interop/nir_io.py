@@ -20,6 +20,7 @@ fire at ``v > v_threshold`` from a backend-chosen initial state (usually 0).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ import numpy as np
 from lmh_deploy.interop import InteropError
 from lmh_deploy.ir import LMH, Dense, Graph, Input, IRError, Readout, validate
 from lmh_deploy.reports.record import spike_agreement_by_layer
+from lmh_deploy.semantics.reference import float_initial_state, lmh_float_step
 
 #: |factor - exact value| below this counts as exact (the 12-bit factor quantum is 2.4e-4).
 FACTOR_TOL = 1e-9
@@ -60,10 +62,11 @@ class FloatRun:
 def simulate_float(graph: Graph, x: np.ndarray, timesteps: int | None = None, *,
                    reset: Literal["subtract", "zero"] = "subtract",
                    v_init: Literal["half", "zero"] = "half", strict: bool = False) -> FloatRun:
-    """Run a float IR graph in float64 NumPy (Eq. 4 exactly as :class:`models.neuron.LMHNeuron`).
+    """Run a float IR graph in float64 NumPy (Eq. 4 with the neuron rules of each layer).
 
     ``x`` is (B, *shape) (presented every step, direct encoding) or (T, B, *shape).
-    The defaults are LM-H semantics. ``reset="zero"``, ``v_init="zero"``, ``strict=True``
+    The defaults use each layer's own rules (:func:`lmh_deploy.semantics.reference.lmh_float_step`,
+    the one float reference). ``reset="zero"``, ``v_init="zero"``, ``strict=True``
     give what NIR backends usually do with an exported LIF (hard reset to 0, start at
     0, fire at ``v > theta``), to measure that difference.
     """
@@ -80,14 +83,16 @@ def simulate_float(graph: Graph, x: np.ndarray, timesteps: int | None = None, *,
         raise InteropError(f"time-major input has {x.shape[0]} frames, {steps} steps requested")
     state: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     spikes: dict[str, np.ndarray] = {}
+    layers: dict[str, LMH] = {}  # each layer with the rules this run uses
     readout_name = graph.of_kind("readout")[0]
     readout = graph.node(readout_name)
     trace = np.zeros((steps, batch, readout.output_size()))
     for name in order:
         node = graph.node(name)
         if isinstance(node, LMH):
-            v0 = 0.5 * node.theta if v_init == "half" else 0.0
-            state[name] = (np.zeros((batch, node.size)), np.full((batch, node.size), v0))
+            layers[name] = node if (reset, v_init, strict) == ("subtract", "half", False) else \
+                _nir_like(node, reset, v_init, strict)
+            state[name] = float_initial_state(layers[name], (batch, node.size))
             spikes[name] = np.zeros((steps, batch, node.size), bool)
     for t in range(steps):
         values: dict[str, np.ndarray] = {}
@@ -100,20 +105,23 @@ def simulate_float(graph: Graph, x: np.ndarray, timesteps: int | None = None, *,
             if isinstance(node, Dense):
                 values[name] = pre @ node.weight.T
             elif isinstance(node, LMH):
-                k = min(t, node.mu_d.shape[0] - 1)
-                mu_d, mu_s, lam_d, lam_s = (getattr(node, f)[k] for f in
-                                            ("mu_d", "mu_s", "lam_d", "lam_s"))
-                v_d, v_s = state[name]
-                v_d = mu_d * v_d + mu_s * v_s + pre + node.bias
-                m_s = lam_s * v_s + lam_d * v_d
-                s = m_s > node.theta if strict else m_s >= node.theta
-                v_s = m_s - s * node.theta if reset == "subtract" else np.where(s, 0.0, m_s)
+                v_d, v_s, s = lmh_float_step(layers[name], t, *state[name], pre,
+                                             spikes[name][t - 1] if t else None)
                 state[name] = (v_d, v_s)
                 spikes[name][t] = s
                 values[name] = s * node.theta
             elif isinstance(node, Readout):
                 trace[t] = pre
     return FloatRun(spikes=spikes, logits=trace.mean(0) + readout.bias, readout_trace=trace)
+
+
+def _nir_like(node: LMH, reset: str, v_init: str, strict: bool) -> LMH:
+    """``node`` with the rules overridden as :func:`simulate_float`'s options ask."""
+    return dataclasses.replace(
+        node, reset="subtract" if reset == "subtract" else "set", reset_value=0.0,
+        threshold_test=">" if strict else node.threshold_test,
+        v_s_init=node.v_s_init if v_init == "half" else 0.0,
+        v_d_init=node.v_d_init if v_init == "half" else 0.0)
 
 
 def spike_disagreement(a: FloatRun, b: FloatRun) -> dict[str, Any]:
@@ -377,7 +385,9 @@ def graph_to_nir(graph: Graph, *, dt: float = 1e-3, allow_lossy: bool = False,
         "discretisation": "forward Euler, one step = dt: lam = 1 - dt/tau, r = lam_d*tau/dt "
                           "(snnTorch convention); CubaLIF: mu_d = 1 - dt/tau_syn, w_in = tau_syn/dt",
         "readout": "logits = mean over the timesteps of the output (Affine incl. bias)",
-        "lmh_semantics": "subtractive reset, fire at v >= v_threshold, initial v = v_threshold/2"}
+        "lmh_semantics": "subtractive reset, fire at v >= v_threshold, initial v = v_threshold/2",
+        # Each layer's own neuron rules (lmh-deploy reads them back; other tools ignore them).
+        "lmh_deploy_rules": _nir_safe({n: graph.node(n).rules() for n in graph.of_kind("lmh")})}
     if allow_lossy or inputs is not None:
         x = inputs
         if x is None:
@@ -597,7 +607,8 @@ def nir_to_graph(path_or_graph: str | Path | nir.NIRGraph, *, dt: float | None =
             bias = row * b + q * p["c"] / lam_d
             dname = ir.add(f"dense{n_dense}", Dense(weight=weight), (prev,))
             lmh = LMH(size=size, theta=theta, bias=bias, mu_d=_factor(_snap(p["mu_d"], 0.0)),
-                      mu_s=np.zeros((1, 1)), lam_d=_factor(lam_d), lam_s=_factor(_snap(p["lam_s"], 1.0)))
+                      mu_s=np.zeros((1, 1)), lam_d=_factor(lam_d), lam_s=_factor(_snap(p["lam_s"], 1.0)),
+                      **_plain(gmeta.get("lmh_deploy_rules", {}).get(name, {})))
             prev = ir.add(f"lmh{n_lmh}", lmh, (dname,))
             n_dense, n_lmh = n_dense + 1, n_lmh + 1
             pending, amp = None, theta

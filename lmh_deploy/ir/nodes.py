@@ -123,9 +123,15 @@ class AvgPool(Node):
                           f"for input {self.input_shape}")
 
 
+#: The neuron rules every spiking layer declares (see :class:`LMH`), with their choices.
+RESET_RULES = ("subtract", "set")
+THRESHOLD_TESTS = (">=", ">")
+RESET_TIMINGS = ("same-step", "next-step")
+
+
 @dataclass(frozen=True)
 class LMH(Node):
-    """LM-H neurons (Eq. 4)::
+    """LM-H neurons (Eq. 4) with the source model's rules::
 
         vD[t] = mu_d vD[t-1] + mu_s vS[t-1] + I[t] + bias
         mS[t] = lam_s vS[t-1] + lam_d vD[t]
@@ -133,7 +139,13 @@ class LMH(Node):
 
     Factors are (K, C): K = 1 (progressive) or T (radical, row t at step t,
     the last row after that); C = 1 (per layer) or n (per neuron).
-    Initial state vD = 0, vS = theta / 2.
+
+    Rules (defaults: LM-H as the paper trains it): ``reset`` "subtract" (theta from vS
+    on a spike) or "set" (vS = ``reset_value``); ``threshold_test`` ">=" or ">";
+    ``reset_timing`` "same-step" (a spike at t resets vS at t) or "next-step" (snnTorch's
+    ``reset_delay``: the reset of a spike at t is applied at t+1 after the integration
+    and before the threshold test); initial states ``v_d_init``, ``v_s_init`` (None is
+    the paper's theta / 2, filled in on construction).
     """
 
     kind: ClassVar[str] = "lmh"
@@ -144,12 +156,31 @@ class LMH(Node):
     lam_d: np.ndarray
     lam_s: np.ndarray
     bias: np.ndarray
+    reset: str = "subtract"
+    reset_value: float = 0.0
+    threshold_test: str = ">="
+    reset_timing: str = "same-step"
+    v_d_init: float = 0.0
+    v_s_init: float | None = None
 
+    #: The union of what the numeric profiles can hold (the quantize pass checks the chosen
+    #: profile's own range): mu_d up to 1 for Loihi's current decay, lam_s down to 0 for LIF.
     FACTOR_RANGES: ClassVar[dict[str, tuple[float, float]]] = {
-        "mu_d": (-0.5, 0.5), "mu_s": (-0.5, 0.5), "lam_d": (0.5, 1.5), "lam_s": (0.5, 1.5)}
+        "mu_d": (-0.5, 1.0), "mu_s": (-0.5, 0.5), "lam_d": (0.5, 1.5), "lam_s": (0.0, 1.5)}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.v_s_init is None:
+            object.__setattr__(self, "v_s_init", float(self.theta) / 2)
 
     def output_size(self) -> int:  # noqa: D102
         return self.size
+
+    def rules(self) -> dict[str, object]:
+        """The neuron rules as a plain dict (reports, adapters)."""
+        return {"reset": self.reset, "reset_value": self.reset_value,
+                "threshold_test": self.threshold_test, "reset_timing": self.reset_timing,
+                "v_d_init": self.v_d_init, "v_s_init": self.v_s_init}
 
     def check(self, name: str) -> None:  # noqa: D102
         if self.size <= 0:
@@ -164,7 +195,7 @@ class LMH(Node):
                               f"the same K as mu_d, got {arr.shape}")
             _check_finite(name, fname, arr)
             # Closed range: a float32 sigmoid saturates to exactly lo or hi; the top value is
-            # then stored as the largest 12-bit code (hi - 2**-12), see fixedpoint.quantize_factor.
+            # then stored as the largest 12-bit code (hi - 2**-12), see quantize_multiplier.
             if arr.min() < lo or arr.max() > hi:
                 bad = arr.min() if arr.min() < lo else arr.max()
                 raise IRError(f"{name}: factor {fname}={bad:.6g} outside its representable "
@@ -172,6 +203,21 @@ class LMH(Node):
         if self.bias.shape != (self.size,):
             raise IRError(f"{name}: bias shape {self.bias.shape} != ({self.size},)")
         _check_finite(name, "bias", self.bias)
+        check_rules(name, self.reset, self.threshold_test, self.reset_timing)
+        for what in ("reset_value", "v_d_init", "v_s_init"):
+            value = getattr(self, what)
+            if not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(value):
+                raise IRError(f"{name}: {what} must be a finite number, got {value!r}")
+
+
+def check_rules(name: str, reset: str, threshold_test: str, reset_timing: str) -> None:
+    """Raise :class:`IRError` naming the layer for an unknown neuron rule."""
+    for what, value, choices in (("reset", reset, RESET_RULES),
+                                 ("threshold_test", threshold_test, THRESHOLD_TESTS),
+                                 ("reset_timing", reset_timing, RESET_TIMINGS)):
+        if value not in choices:
+            raise IRError(f"{name}: {what} {value!r} is not one of {' | '.join(choices)}")
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from lmh_deploy.ir.base import IRError, Node, _check_integers, _check_positive
-from lmh_deploy.ir.nodes import Conv2d
+from lmh_deploy.ir.nodes import Conv2d, check_rules
 from lmh_deploy.semantics import integer as fx
+from lmh_deploy.semantics.profiles import PROFILES
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,10 @@ class QDense(Node):
 class QLMH(Node):
     """Integer LM-H layer; see :mod:`lmh_deploy.semantics.integer` for the exact arithmetic.
 
+    ``mu_d, mu_s, lam_d, lam_s`` are FULL integer multipliers over 4096 (``lam = 1.25`` is
+    5120). The rules are the float node's in integer state units (``v_s_init`` None means
+    ``theta // 2``); ``profile`` names the
+    :class:`~lmh_deploy.semantics.profiles.NumericProfile` the layer runs under.
     ``state_scale`` is integer state units per float unit (``theta = theta_float * scale``).
     """
 
@@ -104,27 +109,43 @@ class QLMH(Node):
     theta: int
     mu_d: np.ndarray
     mu_s: np.ndarray
-    lam_d_off: np.ndarray
-    lam_s_off: np.ndarray
+    lam_d: np.ndarray
+    lam_s: np.ndarray
     bias: np.ndarray
     state_scale: float
+    profile: str = "lmh"
+    reset: str = "subtract"
+    reset_value: int = 0
+    threshold_test: str = ">="
+    reset_timing: str = "same-step"
+    v_d_init: int = 0
+    v_s_init: int | None = None
 
     def output_size(self) -> int:  # noqa: D102
         return self.size
 
     def check(self, name: str) -> None:  # noqa: D102
+        if self.profile not in PROFILES:
+            raise IRError(f"{name}: unknown numeric profile {self.profile!r} "
+                          f"(known: {', '.join(PROFILES)})")
+        profile = PROFILES[self.profile]
+        check_rules(name, self.reset, self.threshold_test, self.reset_timing)
         _check_integers(name, "size", self.size, 1, np.iinfo(np.int64).max)
         _check_integers(name, "threshold theta", self.theta, 1, fx.STATE_MAX)
         rows = self.mu_d.shape[0] if self.mu_d.ndim == 2 else -1
-        for fname in ("mu_d", "mu_s", "lam_d_off", "lam_s_off"):
+        for fname in ("mu_d", "mu_s", "lam_d", "lam_s"):
             arr = getattr(self, fname)
             if arr.ndim != 2 or arr.shape[0] != rows or arr.shape[1] not in (1, self.size):
                 raise IRError(f"{name}: factor {fname} must be (K, 1) or (K, {self.size}) with "
                               f"the same K as mu_d, got {arr.shape}")
-            _check_integers(name, f"factor {fname}", arr, fx.FACTOR_MIN, fx.FACTOR_MAX)
+            lo, hi = profile.factor_range(fname)
+            _check_integers(name, f"factor {fname} (profile {self.profile})", arr, lo, hi)
         if self.bias.shape != (self.size,):
             raise IRError(f"{name}: bias shape {self.bias.shape} != ({self.size},)")
         _check_integers(name, "bias", self.bias, fx.STATE_MIN, fx.STATE_MAX)
+        for what in ("reset_value", "v_d_init", "v_s_init"):
+            if getattr(self, what) is not None:
+                _check_integers(name, what, getattr(self, what), fx.STATE_MIN, fx.STATE_MAX)
         _check_positive(name, "state_scale", self.state_scale)
 
 

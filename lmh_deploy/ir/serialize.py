@@ -14,7 +14,8 @@ from lmh_deploy.ir.base import IRError, Node
 from lmh_deploy.ir.graph import NODE_TYPES, Graph
 from lmh_deploy.ir.validate import validate_any
 
-IR_FORMAT_VERSION = 1
+#: 2: integer LM-H layers store full factor multipliers, neuron rules and a numeric profile.
+IR_FORMAT_VERSION = 2
 
 
 def _split_fields(node: Node) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -111,6 +112,10 @@ def load_graph(directory: str | Path, stem: str) -> Graph:
         raise IRError(f"{json_path}: cannot read IR: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != "lmh-deploy/ir":
         raise IRError(f"{json_path}: not an lmh-deploy IR file")
+    if doc.get("format_version") == 1:
+        raise IRError(f"{json_path}: IR format version 1 was written by an older lmh-deploy "
+                      f"(factors stored as lambda - 1, no neuron rules or numeric profile); "
+                      f"recompile the model with this version")
     if doc.get("format_version") != IR_FORMAT_VERSION:
         raise IRError(f"{json_path}: unknown IR format version {doc.get('format_version')!r} "
                       f"(this lmh-deploy reads version {IR_FORMAT_VERSION})")

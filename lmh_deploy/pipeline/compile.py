@@ -11,6 +11,7 @@ import numpy as np
 
 from lmh_deploy import __version__
 from lmh_deploy.semantics import integer as fx
+from lmh_deploy.semantics.profiles import DEFAULT_PROFILE, get_profile
 from lmh_deploy.pipeline.artifact import atomic_directory, check_artifact, sha256, write_manifest
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir import Graph, load_graph, save_graph
@@ -106,12 +107,16 @@ def _from_nir(path: Path, dataset: str | None, timesteps: int | None,
 def compile_model(model_path: str | Path, outdir: str | Path, *, target: str = "lava-sim",
                   calibration_samples: int = 64, dataset: str | None = None,
                   timesteps: int | None = None, dt: float | None = None,
+                  profile: str = DEFAULT_PROFILE,
                   warn: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
     """Compile a checkpoint (or a LIF/CubaLIF NIR file) into ``outdir`` atomically.
 
     Returns the compile report. ``dataset``/``timesteps``/``dt`` only apply to NIR input
-    (a checkpoint records them).
+    (a checkpoint records them). ``profile`` names the numeric profile
+    (:mod:`lmh_deploy.semantics.profiles`); it is stored in the integer graph, the manifest
+    and the report.
     """
+    get_profile(profile)  # an unknown name fails before any work
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; supported: {', '.join(TARGETS)}")
     model_path = Path(model_path)
@@ -127,17 +132,19 @@ def compile_model(model_path: str | Path, outdir: str | Path, *, target: str = "
         x = train_set.tensors[0][:calibration_samples].numpy()
     copy_name = "source.nir" if model_path.suffix == ".nir" else CHECKPOINT_COPY
     return write_artifact(graph, outdir, target=target, calibration_x=x,
-                          files={copy_name: model_path}, warn=warn)
+                          files={copy_name: model_path}, profile=profile, warn=warn)
 
 
 def write_artifact(graph: Graph, outdir: str | Path, *, target: str,
                    calibration_x: np.ndarray | None, files: dict[str, Path],
+                   profile: str = DEFAULT_PROFILE,
                    warn: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
-    """Quantise ``graph``, calibrate on ``calibration_x`` and write the artifact atomically,
-    with ``files`` (artifact name -> source path) copied in. Returns the compile report."""
+    """Quantise ``graph`` under numeric ``profile``, calibrate on ``calibration_x`` and write
+    the artifact atomically, with ``files`` (artifact name -> source path) copied in.
+    Returns the compile report."""
     graph.meta["target"] = target
     timesteps = int(graph.meta["timesteps"])
-    qgraph, report = quantize_graph(graph)
+    qgraph, report = quantize_graph(graph, profile)
     for layer in report["layers"]:
         if layer["kind"] == "lmh" and not layer["worst_case_fits_24bit"]:
             warn(f"{layer['name']}: worst-case state {max(layer['worst_case_state'].values())} "
@@ -162,7 +169,7 @@ def write_artifact(graph: Graph, outdir: str | Path, *, target: str,
         (tmp / "compile_report.json").write_text(json.dumps(report, indent=1))
         if target == "loihi2":
             (tmp / "resources.json").write_text(json.dumps(resources, indent=1))
-        write_manifest(tmp, {"target": target, "timesteps": timesteps,
+        write_manifest(tmp, {"target": target, "timesteps": timesteps, "profile": profile,
                              "lmh_deploy_version": __version__})
     return report
 

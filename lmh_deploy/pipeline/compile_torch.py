@@ -23,6 +23,7 @@ from lmh_deploy.frontends.torch_fx import module_to_graph
 from lmh_deploy.models.data import load_dataset
 from lmh_deploy.pipeline.artifact import sha256
 from lmh_deploy.pipeline.compile import Artifact, write_artifact
+from lmh_deploy.semantics.profiles import DEFAULT_PROFILE
 
 SOURCE_FILE = "source_model.py"
 SOURCE_WEIGHTS = "source_weights.pt"
@@ -146,6 +147,7 @@ def compile_module(module: nn.Module, outdir: str | Path, *, input_shape: tuple[
                    calibration: np.ndarray | str | Path | None = None,
                    calibration_samples: int = 64, target: str = "lava-sim",
                    source: dict[str, Any] | None = None, files: dict[str, Path] | None = None,
+                   profile: str = DEFAULT_PROFILE,
                    warn: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
     """Trace ``module``, quantise, calibrate (dataset train split or ``calibration`` inputs)
     and write the artifact. ``source`` describes how to rebuild the module for ``verify``."""
@@ -179,6 +181,7 @@ def compile_module(module: nn.Module, outdir: str | Path, *, input_shape: tuple[
             files[SOURCE_WEIGHTS] = Path(tmp) / SOURCE_WEIGHTS
             torch.save(module.state_dict(), files[SOURCE_WEIGHTS])
         return write_artifact(graph, outdir, target=target, calibration_x=x, files=files,
+                              profile=profile,
                               warn=warn)
 
 

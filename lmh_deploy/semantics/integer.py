@@ -5,14 +5,14 @@ the two cannot drift apart. ``docs/fixed-point.md`` gives the equations.
 
 Conventions
 -----------
-* States ``v_d`` and ``v_s`` are signed ``STATE_BITS`` (24) integers; every
-  state update saturates to ``[-2**23, 2**23 - 1]`` (Loihi 2 state width).
-* Factors are signed ``FACTOR_BITS`` (12) integers over ``2**FACTOR_SHIFT``
-  (4096). ``mu`` is stored as is (``mu in [-0.5, 0.5)``); ``lam`` is stored as
-  its offset from one, ``lam - 1 in [-0.5, 0.5)``, so ``lam in [0.5, 1.5)`` fits
-  the same 12 bits and ``lam * v = v + (lam - 1) * v`` keeps ``v`` exact.
-* A factor product is ``mul_shift(f, v) = (f * v + 2**11) >> 12``: round half up
-  (arithmetic shift of the biased product; floor for negatives, as hardware).
+* States ``v_d`` and ``v_s`` are signed ``STATE_BITS`` (24) integers; a state leaving
+  24 bits saturates or wraps as the layer's :class:`~lmh_deploy.semantics.profiles.NumericProfile`
+  declares (each event is counted).
+* Factors are FULL integer multipliers over ``2**FACTOR_SHIFT`` (4096): ``lam = 1.25`` is
+  5120. Which multipliers are legal (and how hardware stores them: the ``lmh`` encoding
+  keeps ``lam - 4096`` in signed 12 bits) is the profile's factor encoding.
+* A factor product ``R(f * v / 4096)`` rounds as the profile says (:func:`product`);
+  the default ``lmh`` profile rounds half up, ``(f*v + 2**11) >> 12``.
 * Weights are 8-bit signed mantissas ``m in [-127, 127]``; Lava/Loihi receive
   ``2 * m`` (even values survive Lava's mixed-sign low-bit truncation) and a
   per-layer exponent: ``a_in = (sum 2*m*s) << weight_exp`` (an arithmetic right shift,
@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from lmh_deploy.semantics.profiles import LMH_PROFILE, NumericProfile, get_profile
 
 STATE_BITS = 24
 STATE_MIN = -(1 << (STATE_BITS - 1))
@@ -59,7 +61,7 @@ def saturate(x: np.ndarray, bits: int = STATE_BITS) -> tuple[np.ndarray, np.ndar
 
 
 def mul_shift(factor: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """``round(factor * value / 4096)``, half up, in int64 (24 x 12 bits fits).
+    """``round(factor * value / 4096)``, half up, in int64: :func:`product` of the lmh profile.
 
     numpy inputs are cast to int64 (no copy if they are already); torch tensors must be
     int64 already (their ``>>`` is arithmetic, i.e. floor, like numpy's).
@@ -71,6 +73,12 @@ def mul_shift(factor: np.ndarray, value: np.ndarray) -> np.ndarray:
     product += 1 << (FACTOR_SHIFT - 1)
     product >>= FACTOR_SHIFT
     return product
+
+
+def quantize_multiplier(value: np.ndarray | float, lo: int, hi: int) -> np.ndarray:
+    """Full integer multiplier ``round(value * 4096)`` clipped to ``[lo, hi]`` (the profile's range)."""
+    code = np.round(np.asarray(value, dtype=np.float64) * FACTOR_ONE)
+    return np.clip(code, lo, hi).astype(np.int64)
 
 
 def quantize_factor(value: np.ndarray | float, offset: float = 0.0) -> np.ndarray:
@@ -137,65 +145,157 @@ def shift_sum(acc: np.ndarray | int, weight_exp: int):
 
 @dataclass(frozen=True)
 class LMHFixedParams:
-    """Integer parameters of one LM-H layer, broadcastable against states (..., n).
+    """Integer parameters and rules of one LM-H layer, broadcastable against states (..., n).
 
-    Factor arrays have shape (K, 1) or (K, n): K = 1 for progressive factors,
-    K = T for radical (per-step) factors; step ``t`` (0-based) uses row
-    ``min(t, K - 1)``.
+    Factor arrays are FULL multipliers over 4096 (``lam = 1.25`` is 5120) of shape (K, 1)
+    or (K, n): K = 1 for progressive factors, K = T for radical (per-step) factors; step
+    ``t`` (0-based) uses row ``min(t, K - 1)``. Arrays may be numpy or int64 torch tensors.
     """
 
     mu_d: np.ndarray
     mu_s: np.ndarray
-    lam_d_off: np.ndarray  # lam_d - 1, as a 12-bit code
-    lam_s_off: np.ndarray  # lam_s - 1, as a 12-bit code
+    lam_d: np.ndarray
+    lam_s: np.ndarray
     theta: int
-    bias: np.ndarray  # (n,) added to the dendrite every step
+    bias: np.ndarray  # (n,) added every step, to the dendrite or soma as the profile says
+    profile: NumericProfile = LMH_PROFILE
+    reset: str = "subtract"
+    reset_value: int = 0
+    threshold_test: str = ">="
+    reset_timing: str = "same-step"
+    v_d_init: int = 0
+    v_s_init: int | None = None  # None: theta // 2 (the paper's code starts at half threshold)
 
     def factors_at(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The four factor codes used at 0-based step ``step``."""
+        """The four factor multipliers used at 0-based step ``step``."""
         k = min(step, self.mu_d.shape[0] - 1)
-        return self.mu_d[k], self.mu_s[k], self.lam_d_off[k], self.lam_s_off[k]
+        return self.mu_d[k], self.mu_s[k], self.lam_d[k], self.lam_s[k]
+
+    def initial_values(self) -> tuple[int, int]:
+        """``(v_d, v_s)`` every neuron starts a sample with."""
+        v_s = self.theta // 2 if self.v_s_init is None else self.v_s_init
+        return int(self.v_d_init), int(v_s)
 
     def initial_state(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """``v_d = 0``, ``v_s = theta // 2`` (the paper's code starts the soma at half threshold)."""
-        return np.zeros(shape, np.int64), np.full(shape, self.theta // 2, np.int64)
+        """Initial ``(v_d, v_s)`` as int64 numpy arrays of ``shape``."""
+        v_d, v_s = self.initial_values()
+        return np.full(shape, v_d, np.int64), np.full(shape, v_s, np.int64)
 
 
-def lmh_step(params: LMHFixedParams, step: int, v_d: np.ndarray, v_s: np.ndarray,
-             a_in: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """One fixed-point LM-H update (Eq. 4 of the paper), for any batch shape.
+def layer_params(node, convert=None) -> LMHFixedParams:
+    """The parameter bundle of an integer LM-H layer (any object with ``QLMH``'s fields).
 
-    Returns ``(v_d, v_s, spikes, saturation_events)``::
-
-        v_d[t] = sat(mu_d*v_d[t-1] + mu_s*v_s[t-1] + a_in[t] + bias)
-        m_s[t] = sat(v_s[t-1] + lam_s'*v_s[t-1] + v_d[t] + lam_d'*v_d[t])
-        s[t]   = m_s[t] >= theta
-        v_s[t] = m_s[t] - s[t]*theta
-    where ``f*v`` is :func:`mul_shift` and ``lam' = lam - 1``.
+    ``convert`` maps each array (e.g. to an int64 torch tensor on a device).
     """
-    mu_d, mu_s, lam_d_off, lam_s_off = params.factors_at(step)
-    v_d_new = mul_shift(mu_d, v_d)
-    v_d_new += mul_shift(mu_s, v_s)
-    v_d_new += a_in
-    v_d_new += params.bias
-    v_d_new, sat_d = _saturate_counted(v_d_new)
-    m_s = mul_shift(lam_s_off, v_s)
-    m_s += v_s
-    m_s += v_d_new
-    m_s += mul_shift(lam_d_off, v_d_new)
-    m_s, sat_s = _saturate_counted(m_s)
-    spikes = m_s >= params.theta
-    m_s[spikes] -= params.theta  # subtractive (soft) reset; m_s becomes v_s[t]
-    return v_d_new, m_s, spikes, sat_d + sat_s
+    conv = convert or (lambda a: a)
+    return LMHFixedParams(
+        mu_d=conv(node.mu_d), mu_s=conv(node.mu_s), lam_d=conv(node.lam_d),
+        lam_s=conv(node.lam_s), theta=int(node.theta), bias=conv(node.bias),
+        profile=get_profile(node.profile), reset=node.reset, reset_value=int(node.reset_value),
+        threshold_test=node.threshold_test, reset_timing=node.reset_timing,
+        v_d_init=int(node.v_d_init), v_s_init=None if node.v_s_init is None else int(node.v_s_init))
 
 
-def _saturate_counted(x: np.ndarray) -> tuple[np.ndarray, int]:
-    """:func:`saturate` with a cheap path when nothing is out of range (the common case)."""
+def product(factor, value, rounding: str = "half-up"):
+    """``R(factor * value / 4096)`` in int64 (24 x 13 bits fits), rounded as the profile says.
+
+    half-up: ``(x + 2048) >> 12``; toward-zero: ``sign(x) * (|x| >> 12)``; floor: ``x >> 12``.
+    numpy inputs are cast to int64; torch tensors must be int64 already.
+    """
+    if _is_tensor(value) or _is_tensor(factor):
+        x = factor * value
+    else:
+        x = np.asarray(factor, np.int64) * np.asarray(value, np.int64)
+    if rounding == "half-up":
+        x += 1 << (FACTOR_SHIFT - 1)
+        x >>= FACTOR_SHIFT
+        return x
+    if rounding == "floor":
+        x >>= FACTOR_SHIFT
+        return x
+    if rounding == "toward-zero":
+        sign = x.sign() if _is_tensor(x) else np.sign(x)
+        return sign * (abs(x) >> FACTOR_SHIFT)
+    raise ValueError(f"unknown rounding {rounding!r}")
+
+
+def overflow(x, mode: str):
+    """Bring ``x`` back into 24 bits as ``mode`` says; returns ``(x, elements changed)``.
+
+    saturate: clip to [-2**23, 2**23 - 1]; saturate-symmetric: clip to +-(2**23 - 1);
+    wrap: Lava LIF's current wrap, ``w = x - 2**24 where x > 2**23``, then ``x + 2**24``
+    where ``w <= -2**23`` (so 2**23 itself is kept and -2**23 becomes 2**23, as Lava does).
+    """
     size = x.numel() if _is_tensor(x) else x.size
-    if size == 0 or (bool(x.min() >= STATE_MIN) and bool(x.max() <= STATE_MAX)):
-        return x, 0
-    clipped, mask = saturate(x)
-    return clipped, int(mask.sum())
+    lo = STATE_MIN if mode == "saturate" else STATE_MIN + 1
+    hi = STATE_MAX + 1 if mode == "wrap" else STATE_MAX
+    if size == 0 or (bool(x.min() >= lo) and bool(x.max() <= hi)):
+        return x, 0  # the common case: nothing out of range
+    if mode in ("saturate", "saturate-symmetric"):
+        changed = (x < lo) | (x > hi)
+        out = x.clamp(lo, hi) if _is_tensor(x) else np.clip(x, lo, hi)
+        return out, int(changed.sum())
+    if mode != "wrap":
+        raise ValueError(f"unknown overflow mode {mode!r}")
+    where = _where_for(x)
+    span = 1 << STATE_BITS
+    top = 1 << (STATE_BITS - 1)
+    wrapped = where(x > top, x - span, x)
+    wrapped = where(wrapped <= -top, x + span, wrapped)
+    return wrapped, int((wrapped != x).sum())
+
+
+def _where_for(x):
+    if _is_tensor(x):
+        import torch
+        return torch.where
+    return np.where
+
+
+def lmh_step(params: LMHFixedParams, step: int, v_d, v_s, a_in, s_prev=None):
+    """One integer LM-H update (Eq. 4) under ``params.profile`` and the layer's rules.
+
+    Returns ``(v_d, v_s, spikes, overflow_events)``; works for any batch shape, on numpy
+    arrays or int64 torch tensors. ``s_prev`` is the previous step's spikes (only read for
+    ``reset_timing == "next-step"``; None at the first step)::
+
+        v_d' = OVd( R(mu_d v_d) + R(mu_s v_s) + (a_in << input_shift) [+ bias] )
+        m_s  = OVs( R(lam_s v_s) + R(lam_d v_d') [+ bias] [- theta s_prev] )
+        (next-step set reset: m_s = reset_value where s_prev)
+        s    = m_s >= theta   (or m_s > theta)
+        v_s' = m_s - theta s  (or reset_value where s; next-step timing: v_s' = m_s)
+
+    ``R`` rounds as the profile says, ``OVd``/``OVs`` saturate or wrap (each out-of-range
+    element counts as one event); ``[+ bias]`` goes to the dendrite or the soma.
+    """
+    prof = params.profile
+    mu_d, mu_s, lam_d, lam_s = params.factors_at(step)
+    shift = prof.input_shift
+    v_d_new = product(mu_d, v_d, prof.rounding)
+    v_d_new += product(mu_s, v_s, prof.rounding)
+    v_d_new += (a_in << shift) if shift else a_in
+    if prof.bias_to == "dendrite":
+        v_d_new += params.bias
+    v_d_new, events_d = overflow(v_d_new, prof.overflow_d)
+    m_s = product(lam_s, v_s, prof.rounding)
+    m_s += product(lam_d, v_d_new, prof.rounding)
+    if prof.bias_to == "soma":
+        m_s += params.bias
+    delayed = params.reset_timing == "next-step" and s_prev is not None
+    if delayed and params.reset == "subtract":
+        m_s = m_s - params.theta * s_prev
+    m_s, events_s = overflow(m_s, prof.overflow_s)
+    where = _where_for(m_s)
+    if delayed and params.reset == "set":
+        m_s = where(s_prev, params.reset_value, m_s)
+    spikes = m_s >= params.theta if params.threshold_test == ">=" else m_s > params.theta
+    if params.reset_timing == "next-step":
+        v_s_new = m_s
+    elif params.reset == "subtract":
+        v_s_new = m_s - params.theta * spikes
+    else:
+        v_s_new = where(spikes, params.reset_value, m_s)
+    return v_d_new, v_s_new, spikes, events_d + events_s
 
 
 def quantize_input(x: np.ndarray, scale: float, bits: int = INPUT_BITS) -> np.ndarray:

@@ -131,12 +131,15 @@ def lower(graph: Graph, inputs: np.ndarray, timesteps: int,
     for name in layers:
         node = graph.node(name)
         if isinstance(node, (QLMH, LMH)):
+            number = int if isinstance(node, QLMH) else float
+            args = dict(theta=number(node.theta), mu_d=node.mu_d, mu_s=node.mu_s,
+                        lam_d=node.lam_d, lam_s=node.lam_s, bias=node.bias,
+                        reset=node.reset, reset_value=number(node.reset_value),
+                        threshold_test=node.threshold_test, reset_timing=node.reset_timing,
+                        v_d_init=number(node.v_d_init),
+                        v_s_init=None if node.v_s_init is None else number(node.v_s_init))
             if isinstance(node, QLMH):
-                args = dict(theta=int(node.theta), mu_d=node.mu_d, mu_s=node.mu_s,
-                            lam_d=node.lam_d_off, lam_s=node.lam_s_off, bias=node.bias)
-            else:
-                args = dict(theta=float(node.theta), mu_d=node.mu_d, mu_s=node.mu_s,
-                            lam_d=node.lam_d, lam_s=node.lam_s, bias=node.bias)
+                args["profile"] = node.profile
             proc = LMHNeuron(shape=(node.size,), start_step=depth[name], reset_interval=timesteps,
                              end_step=depth[name] + samples * timesteps, name=name, **args)
             in_port = proc.a_in

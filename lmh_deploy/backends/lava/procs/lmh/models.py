@@ -1,9 +1,12 @@
 """ProcessModels of :class:`LMHNeuron`: ``floating_pt`` (reals) and ``fixed_pt`` (integers).
 
 The fixed-point arithmetic is :func:`lmh_deploy.semantics.integer.lmh_step`, the same
-function :mod:`sim` calls.
+function :mod:`sim` calls, under the layer's numeric profile and rules; the real-valued one
+is :func:`lmh_deploy.semantics.reference.lmh_float_step`, the float IR simulator's.
 """
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import numpy as np
 from lava.magma.core.decorator import implements, requires, tag
@@ -15,6 +18,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.backends.lava.procs.lmh.process import LMHNeuron
+from lmh_deploy.semantics.reference import lmh_float_step
 
 
 class AbstractLMHModel(PyLoihiProcessModel):
@@ -36,13 +40,15 @@ class AbstractLMHModel(PyLoihiProcessModel):
             self.s_out.send(np.zeros(self.s_out.shape, dtype=bool))
             return
         if step == 0:  # a new sample starts from the initial state
-            self.v_d[:] = 0
-            self.v_s[:] = self.initial_soma()
+            self.v_d[:] = self.v_d_init[0]
+            self.v_s[:] = self.v_s_init[0]
         spikes = self.update(step, a_in)
+        self.s_prev[:] = spikes
         self.s_out.send(spikes)
 
-    def initial_soma(self):  # noqa: D102
-        raise NotImplementedError
+    def rule(self, key: str) -> str:
+        """A neuron rule from the process parameters."""
+        return self.proc_params[key]
 
     def update(self, step: int, a_in: np.ndarray) -> np.ndarray:  # noqa: D102
         raise NotImplementedError
@@ -68,17 +74,21 @@ class PyLMHModelFloat(AbstractLMHModel):
     reset_interval: np.ndarray = LavaPyType(np.ndarray, int)
     end_step: np.ndarray = LavaPyType(np.ndarray, int)
     saturation_count: np.ndarray = LavaPyType(np.ndarray, int)
-
-    def initial_soma(self) -> float:  # noqa: D102
-        return self.theta[0] / 2
+    s_prev: np.ndarray = LavaPyType(np.ndarray, bool)
+    reset_value: np.ndarray = LavaPyType(np.ndarray, float)
+    v_d_init: np.ndarray = LavaPyType(np.ndarray, float)
+    v_s_init: np.ndarray = LavaPyType(np.ndarray, float)
 
     def update(self, step: int, a_in: np.ndarray) -> np.ndarray:  # noqa: D102
-        k = min(step, self.mu_d.shape[0] - 1)
-        theta = self.theta[0]
-        self.v_d[:] = self.mu_d[k] * self.v_d + self.mu_s[k] * self.v_s + a_in + self.bias
-        m_s = self.lam_s[k] * self.v_s + self.lam_d[k] * self.v_d
-        spikes = m_s >= theta
-        self.v_s[:] = m_s - spikes * theta
+        layer = SimpleNamespace(
+            theta=float(self.theta[0]), mu_d=self.mu_d, mu_s=self.mu_s, lam_d=self.lam_d,
+            lam_s=self.lam_s, bias=self.bias, reset=self.rule("reset"),
+            reset_value=float(self.reset_value[0]), threshold_test=self.rule("threshold_test"),
+            reset_timing=self.rule("reset_timing"))
+        v_d, v_s, spikes = lmh_float_step(layer, step, self.v_d, self.v_s, a_in,
+                                          self.s_prev.astype(bool) if step else None)
+        self.v_d[:] = v_d
+        self.v_s[:] = v_s
         return spikes
 
 
@@ -94,24 +104,32 @@ class PyLMHModelFixed(AbstractLMHModel):
     v_s: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     theta: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
-    mu_d: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
-    mu_s: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
-    lam_d: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
-    lam_s: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=12)
+    # Full multipliers over 4096 (lam up to 6143 under the lmh profile: 13 bits here; the
+    # hardware encoding of each profile is 12 bits, see semantics/profiles.py).
+    mu_d: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=13)
+    mu_s: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=13)
+    lam_d: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=13)
+    lam_s: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=13)
     start_step: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=32)
     reset_interval: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=32)
     end_step: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=32)
     saturation_count: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=32)
-
-    def initial_soma(self) -> int:  # noqa: D102
-        return int(self.theta[0]) // 2
+    s_prev: np.ndarray = LavaPyType(np.ndarray, bool, precision=1)
+    reset_value: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    v_d_init: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    v_s_init: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
 
     def update(self, step: int, a_in: np.ndarray) -> np.ndarray:  # noqa: D102
-        params = fx.LMHFixedParams(mu_d=self.mu_d, mu_s=self.mu_s, lam_d_off=self.lam_d,
-                                   lam_s_off=self.lam_s, theta=int(self.theta[0]),
-                                   bias=self.bias.astype(np.int64))
-        v_d, v_s, spikes, saturated = fx.lmh_step(params, step, self.v_d.astype(np.int64),
-                                                  self.v_s.astype(np.int64), a_in)
+        layer = SimpleNamespace(
+            mu_d=self.mu_d, mu_s=self.mu_s, lam_d=self.lam_d, lam_s=self.lam_s,
+            theta=int(self.theta[0]), bias=self.bias.astype(np.int64),
+            profile=self.rule("profile"), reset=self.rule("reset"),
+            reset_value=int(self.reset_value[0]), threshold_test=self.rule("threshold_test"),
+            reset_timing=self.rule("reset_timing"), v_d_init=int(self.v_d_init[0]),
+            v_s_init=int(self.v_s_init[0]))
+        v_d, v_s, spikes, saturated = fx.lmh_step(
+            fx.layer_params(layer), step, self.v_d.astype(np.int64), self.v_s.astype(np.int64),
+            a_in.astype(np.int64), self.s_prev.astype(bool) if step else None)
         self.v_d[:] = v_d
         self.v_s[:] = v_s
         self.saturation_count[0] += saturated

@@ -15,9 +15,14 @@ class LMHNeuron(AbstractProcess):
     shape : neuron array shape.
     theta : threshold (integer for ``fixed_pt``, real for ``floating_pt``).
     mu_d, mu_s, lam_d, lam_s : (K, 1) or (K, n) factor tables, row ``min(t, K-1)`` at
-        local step ``t``. For ``fixed_pt`` they are signed 12-bit codes over 4096 and
-        the lambdas are stored as ``lam - 1``; for ``floating_pt`` they are real values.
-    bias : (n,) input added to the dendrite every active step.
+        local step ``t``. For ``fixed_pt`` they are full integer multipliers over 4096
+        (``lam = 1.25`` is 5120); for ``floating_pt`` they are real values.
+    bias : (n,) input added every active step (to the dendrite, or to the soma where the
+        numeric profile says so).
+    profile : numeric profile name (``fixed_pt``: rounding, overflow, input shift, bias).
+    reset, reset_value, threshold_test, reset_timing, v_d_init, v_s_init : the neuron
+        rules (see :class:`lmh_deploy.ir.LMH`); ``v_s_init`` None is ``theta / 2``
+        (``theta // 2`` in integers).
     start_step : the neuron is idle (no update, no spike) for global steps ``<= start_step``;
         compensates the one-step delay of each upstream Dense.
     reset_interval : states return to ``v_d = 0, v_s = theta/2`` every this many active
@@ -29,6 +34,9 @@ class LMHNeuron(AbstractProcess):
     def __init__(self, *, shape: tuple[int, ...], theta: float, mu_d: np.ndarray,
                  mu_s: np.ndarray, lam_d: np.ndarray, lam_s: np.ndarray, bias: np.ndarray,
                  start_step: int = 0, reset_interval: int = 0, end_step: int = 0,
+                 profile: str = "lmh", reset: str = "subtract", reset_value: float = 0,
+                 threshold_test: str = ">=", reset_timing: str = "same-step",
+                 v_d_init: float = 0, v_s_init: float | None = None,
                  name: str | None = None) -> None:
         tables = {"mu_d": mu_d, "mu_s": mu_s, "lam_d": lam_d, "lam_s": lam_s}
         rows = np.asarray(mu_d).shape[0]
@@ -40,11 +48,19 @@ class LMHNeuron(AbstractProcess):
             raise ValueError(f"LMHNeuron: theta must be > 0, got {theta}")
         if min(start_step, reset_interval, end_step) < 0:
             raise ValueError("LMHNeuron: start_step, reset_interval and end_step must be >= 0")
-        super().__init__(shape=shape, name=name)
+        if v_s_init is None:
+            v_s_init = theta / 2 if isinstance(theta, float) else theta // 2
+        # The rules travel as process parameters: strings the models read once.
+        super().__init__(shape=shape, name=name, profile=profile, reset=reset,
+                         threshold_test=threshold_test, reset_timing=reset_timing)
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
-        self.v_d = Var(shape=shape, init=0)
-        self.v_s = Var(shape=shape, init=theta / 2 if isinstance(theta, float) else theta // 2)
+        self.v_d = Var(shape=shape, init=v_d_init)
+        self.v_s = Var(shape=shape, init=v_s_init)
+        self.s_prev = Var(shape=shape, init=0)  # last step's spikes (next-step reset timing)
+        self.reset_value = Var(shape=(1,), init=reset_value)
+        self.v_d_init = Var(shape=(1,), init=v_d_init)
+        self.v_s_init = Var(shape=(1,), init=v_s_init)
         self.theta = Var(shape=(1,), init=theta)
         self.bias = Var(shape=shape, init=np.asarray(bias).reshape(shape))
         for key, table in tables.items():

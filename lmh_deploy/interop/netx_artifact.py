@@ -1,0 +1,177 @@
+"""A compiled ``loihi-lif`` artifact as a lava-dl netx HDF5 file, with exactly its integers.
+
+Unlike :func:`lmh_deploy.interop.netx_io.graph_to_netx` (which re-quantises a float graph),
+this writes the integer graph as it is, so Lava's netx network computes what sim/ computes:
+
+* each ``QDense -> QLMH`` pair becomes a ``dense`` layer with a ``CUBA`` neuron:
+  ``weight = 2 * mantissa`` (netx re-derives a weight exponent that leaves these integers
+  unchanged), ``bias = bias >> 6`` (netx fixes ``bias_exp = 6``), ``iDecay = 4096 - mu_d``
+  (netx passes ``du = iDecay - 1``; Lava's current factor is ``4096 - (du + 1)``),
+  ``vDecay = 4096 - lam_s``, ``vThMant = theta >> 6``;
+* the readout becomes a last ``dense`` layer whose neuron keeps no current
+  (``iDecay = 4096``: ``u = a_in << 6`` every step) and never spikes (``vThMant = 2**17 - 1``);
+  the logits are ``sum_t (u[t] >> 6) + T * bias``, read from Lava.
+
+What netx cannot hold is refused naming the layer (another profile, a weight exponent, a
+bias that is not ``mant << 6``, per-neuron or per-step factors, residual paths).
+:func:`run_netx_artifact` runs the file in Lava ``fixed_pt`` (loaded by
+``netx.hdf5.Network(..., input_message_bits=8)``) and returns spikes on sim/'s timeline.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from lmh_deploy.interop import InteropError
+from lmh_deploy.interop.netx_io import NetxLayer, write_netx_layers
+from lmh_deploy.ir import QLMH, Graph, QDense, QInput, QReadout
+from lmh_deploy.ir.synapses import qdense_matrix
+from lmh_deploy.semantics import integer as fx
+
+ACT_SHIFT = 6
+VTH_MAX = (1 << 17) - 1
+BIAS_TOP = 1 << 12  # 13-bit signed bias mantissa
+
+
+def _chain(graph: Graph) -> list[tuple[str, QDense, Any]]:
+    """``(layer name, its QDense, its QLMH or QReadout)`` from the input to the readout."""
+    order = graph.order()
+    if not isinstance(graph.node(order[0]), QInput):
+        raise InteropError("netx export needs a compiled (integer) graph")
+    out = []
+    for name in order:
+        node = graph.node(name)
+        if not isinstance(node, (QLMH, QReadout)):
+            continue
+        preds = graph.inputs_of(name)
+        if len(preds) != 1:
+            raise InteropError(f"{name}: {len(preds)} synapse paths meet here; netx layers "
+                               f"form a chain")
+        dense = graph.node(preds[0])
+        out.append((name, dense, node))
+    return out
+
+
+def _layer(name: str, dense: QDense, node: Any) -> NetxLayer:
+    if dense.weight_exp != 0:
+        raise InteropError(f"{name}: weight exponent {dense.weight_exp} has no place in netx "
+                           f"(it derives its own from the written integers); compile with "
+                           f"--profile loihi-lif, which keeps it 0")
+    weight = qdense_matrix(dense, fx.WEIGHT_LAVA_SCALE)
+    weight = np.asarray(weight.toarray() if sp.issparse(weight) else weight, np.int64)
+    if isinstance(node, QReadout):
+        bias = np.asarray(node.bias, np.int64)
+        if np.any(np.abs(bias) >= BIAS_TOP):
+            raise InteropError(f"{name}: readout bias {int(np.abs(bias).max())} exceeds netx's "
+                               f"13-bit bias mantissa")
+        return NetxLayer(weight=weight, bias=bias, i_decay=fx.FACTOR_ONE, v_decay=0,
+                         v_th_mant=VTH_MAX, name=name)
+    if node.profile != "loihi-lif":
+        raise InteropError(f"{name}: profile {node.profile!r}; netx runs Lava's LIF, export "
+                           f"an artifact compiled with --profile loihi-lif")
+    for fname in ("mu_d", "lam_s"):
+        if np.asarray(getattr(node, fname)).shape != (1, 1):
+            raise InteropError(f"{name}: netx has one {fname} per layer and no per-step "
+                               f"factors")
+    bias = np.asarray(node.bias, np.int64)
+    mant = bias >> ACT_SHIFT
+    if np.any(mant << ACT_SHIFT != bias) or np.any(np.abs(mant) >= BIAS_TOP):
+        raise InteropError(f"{name}: bias is not a 13-bit mantissa << 6 (netx's bias_exp)")
+    return NetxLayer(weight=weight, bias=mant, i_decay=fx.FACTOR_ONE - int(node.mu_d[0, 0]),
+                     v_decay=fx.FACTOR_ONE - int(node.lam_s[0, 0]),
+                     v_th_mant=int(node.theta) >> ACT_SHIFT, name=name)
+
+
+def artifact_to_netx(graph: Graph, path: str | Path) -> dict[str, Any]:
+    """Write the integer ``graph`` as a netx HDF5 file; returns a short report."""
+    chain = _chain(graph)
+    layers = [_layer(name, dense, node) for name, dense, node in chain]
+    readout = chain[-1][2]
+    timesteps = int(graph.meta.get("timesteps", 1))
+    write_netx_layers(layers, path, meta={
+        "producer": "lmh-deploy (artifact integers)", "timesteps": timesteps,
+        "readout": "logits = sum_t (u[t] >> 6) of the last layer + T * its bias",
+        "readout_scale": float(readout.state_scale),
+        "input_scale": float(graph.node(graph.order()[0]).scale)})
+    return {"path": str(path), "layers": [layer.name for layer in layers],
+            "latency_steps": len(layers), "timesteps": timesteps}
+
+
+def run_netx_artifact(path: str | Path, x_int: np.ndarray, timesteps: int
+                      ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Run each sample of ``x_int`` (B, n_in) through ``path`` loaded by netx, in Lava fixed_pt.
+
+    Returns ``(spikes per hidden layer (T, B, n), readout trace (T, B, classes), logits)`` on
+    sim/'s timeline: layer ``i`` (0-based) sees its first input at global step ``i + 2``, so
+    its local step ``t`` is column ``i + 1 + t``. Lava's LIF adds its bias from global step 1;
+    the host keeps each layer's ``bias_mant`` at 0 until its first input arrives and, between
+    samples, zeroes ``u``/``v`` and lets the pipeline drain (``Var.set``; the arithmetic is
+    Lava's own throughout).
+    """
+    import lmh_deploy  # noqa: F401  - the Python 3.11 Lava import fix, before any lava import
+    from lava.lib.dl import netx
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc import io
+    from lava.proc.monitor.process import Monitor
+
+    x_int = np.asarray(x_int, np.int64).reshape(x_int.shape[0], -1)
+    batch = x_int.shape[0]
+    net = netx.hdf5.Network(net_config=str(path), input_message_bits=fx.INPUT_BITS)
+    depth = len(net.layers)
+    period = timesteps + 2 * depth + 1  # warm-up, one sample, then zeros until Dense drained
+    data = np.zeros((x_int.shape[1], batch * period), np.int32)
+    for b in range(batch):
+        data[:, b * period:b * period + timesteps] = x_int[b][:, None]
+    source = io.source.RingBuffer(data=data)
+    source.s_out.connect(net.inp)
+    sinks, biases = [], []
+    for layer in net.layers:
+        sink = io.sink.RingBuffer(shape=layer.out.shape, buffer=batch * period)
+        layer.out.connect(sink.a_in)
+        sinks.append(sink)
+        biases.append(np.asarray(layer.neuron.bias_mant.init, np.float64).copy())
+        layer.neuron.bias_mant.init = np.zeros_like(biases[-1])
+    monitor = Monitor()
+    readout = net.layers[-1].neuron
+    monitor.probe(target=readout.u, num_steps=batch * period)
+    cfg = Loihi2SimCfg(select_tag="fixed_pt")
+    try:
+        for b in range(batch):
+            for step in range(1, depth + 1):  # layer i's first input arrives at step i + 2
+                net.run(condition=RunSteps(num_steps=1), run_cfg=cfg)
+                net.layers[step - 1].neuron.bias_mant.set(biases[step - 1])
+            net.run(condition=RunSteps(num_steps=timesteps), run_cfg=cfg)
+            for _ in range(2):  # drain with no bias and zero input, then start from zero again
+                for layer in net.layers:
+                    layer.neuron.bias_mant.set(np.zeros(layer.neuron.bias_mant.shape))
+                    layer.neuron.u.set(np.zeros(layer.neuron.u.shape))
+                    layer.neuron.v.set(np.zeros(layer.neuron.v.shape))
+                if not _:
+                    net.run(condition=RunSteps(num_steps=depth + 1), run_cfg=cfg)
+        raw = [sink.data.get() for sink in sinks]
+        u_read = np.asarray(monitor.get_data()[readout.name]["u"], np.int64)
+    finally:
+        net.stop()
+    spikes: dict[str, np.ndarray] = {}
+    names = _layer_names(path, depth)
+    for i, name in enumerate(names[:-1]):
+        cols = np.concatenate([np.arange(b * period + i + 1, b * period + i + 1 + timesteps)
+                               for b in range(batch)])
+        spikes[name] = (raw[i][:, cols] != 0).T.reshape(batch, timesteps, -1).transpose(1, 0, 2)
+    cols = np.concatenate([np.arange(b * period + depth, b * period + depth + timesteps)
+                           for b in range(batch)])
+    trace = (u_read[cols] >> ACT_SHIFT).reshape(batch, timesteps, -1).transpose(1, 0, 2)
+    logits = trace.sum(0) + timesteps * biases[-1].astype(np.int64)
+    return spikes, trace, logits
+
+
+def _layer_names(path: str | Path, count: int) -> list[str]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return [str(f["layer"][str(i)].attrs.get("lmh_deploy_name", f"layer{i}"))
+                for i in range(count)]

@@ -1,0 +1,67 @@
+"""The real-valued reference of Eq. 4 with the neuron rules, defined once.
+
+The float IR simulator (:mod:`lmh_deploy.backends.float_ir`), the NIR executor and the
+Lava ``floating_pt`` ProcessModel all call :func:`lmh_float_step`, so the float side of
+every comparison is one piece of code, as the integer side is
+:func:`lmh_deploy.semantics.integer.lmh_step`.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+
+class NeuronLayer(Protocol):
+    """What the reference reads from a layer (the float ``LMH`` IR node has all of it)."""
+
+    theta: float
+    mu_d: np.ndarray
+    mu_s: np.ndarray
+    lam_d: np.ndarray
+    lam_s: np.ndarray
+    bias: np.ndarray
+    reset: str
+    reset_value: float
+    threshold_test: str
+    reset_timing: str
+    v_d_init: float
+    v_s_init: float | None
+
+
+def float_initial_state(layer: NeuronLayer, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(v_d, v_s)`` every sample starts from, as float64 arrays of ``shape``."""
+    v_s = layer.theta / 2 if layer.v_s_init is None else layer.v_s_init
+    return np.full(shape, float(layer.v_d_init)), np.full(shape, float(v_s))
+
+
+def lmh_float_step(layer: NeuronLayer, step: int, v_d: np.ndarray, v_s: np.ndarray,
+                   current: np.ndarray, s_prev: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One real-valued update of ``layer`` at 0-based ``step``; returns ``(v_d, v_s, spikes)``.
+
+    ``current`` is the synaptic input (bias excluded); ``s_prev`` the previous step's spikes
+    (read only under next-step reset timing; None at the first step)::
+
+        v_d' = mu_d v_d + mu_s v_s + (current + bias)
+        m_s  = lam_s v_s + lam_d v_d'      (next-step: - theta s_prev, or reset_value where s_prev)
+        s    = m_s >= theta  (or >)
+        v_s' = m_s - theta s  (or reset_value where s; next-step timing: m_s)
+    """
+    k = min(step, layer.mu_d.shape[0] - 1)
+    v_d = layer.mu_d[k] * v_d + layer.mu_s[k] * v_s + (current + layer.bias)
+    m_s = layer.lam_s[k] * v_s + layer.lam_d[k] * v_d
+    next_step = layer.reset_timing == "next-step"
+    if next_step and s_prev is not None:
+        if layer.reset == "subtract":
+            m_s = m_s - s_prev * layer.theta
+        else:
+            m_s = np.where(s_prev, layer.reset_value, m_s)
+    spikes = m_s >= layer.theta if layer.threshold_test == ">=" else m_s > layer.theta
+    if next_step:
+        v_s = m_s
+    elif layer.reset == "subtract":
+        v_s = m_s - spikes * layer.theta
+    else:
+        v_s = np.where(spikes, layer.reset_value, m_s)
+    return v_d, v_s, spikes

@@ -1,0 +1,92 @@
+"""Intel's netx as the oracle: `train --neuron lif` -> `compile --profile loihi-lif` ->
+`export BUILD_DIR --format netx` writes the artifact's integers; the file, loaded by
+``netx.hdf5.Network(..., input_message_bits=8)`` and run in Lava fixed_pt, gives the same
+hidden spikes (aligned by the netx layer delay), readout values and predictions as sim/."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lmh_deploy.cli import app
+from lmh_deploy.interop import InteropError
+from lmh_deploy.interop.netx_artifact import artifact_to_netx, run_netx_artifact
+from lmh_deploy.pipeline.compile import load_artifact
+from lmh_deploy.semantics import integer as fx
+from lmh_deploy.sim import simulate
+
+runner = CliRunner()
+SAMPLES = 6
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def lif_build(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("lif")
+    model = work / "lif.pt"
+    # --norm bn: without it an mlp LIF does not learn digits in a few epochs (BN folds away).
+    res = invoke("train", "--dataset", "digits", "--arch", "mlp", "--neuron", "lif", "--norm",
+                 "bn", "--timesteps", "4", "--epochs", "2", "--out", model)
+    assert res.exit_code == 0, res.output
+    build = work / "build"
+    res = invoke("compile", model, "--profile", "loihi-lif", "-o", build)
+    assert res.exit_code == 0, res.output
+    return build
+
+
+def test_compile_records_the_profile(lif_build: Path) -> None:
+    report = json.loads((lif_build / "compile_report.json").read_text())
+    assert report["profile"]["name"] == "loihi-lif"
+    assert report["profile"]["rounding"] == "toward-zero"
+    assert json.loads((lif_build / "manifest.json").read_text())["profile"] == "loihi-lif"
+    art = load_artifact(lif_build)
+    for name in art.quant_graph.of_kind("q_lmh"):
+        node = art.quant_graph.node(name)
+        assert (node.profile, node.reset, node.threshold_test, node.v_s_init) == \
+            ("loihi-lif", "set", ">", 0)
+
+
+def test_netx_export_of_the_artifact_equals_sim(lif_build: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lif.net"
+    res = invoke("export", lif_build, "--format", "netx", "-o", out)
+    assert res.exit_code == 0, res.output
+    art = load_artifact(lif_build)
+    q = art.quant_graph
+    with h5py.File(out, "r") as f:  # exactly the artifact's integers
+        w0 = f["layer"]["0"]["weight"][()]
+    dense0 = q.node(q.inputs_of("lmh0")[0])
+    np.testing.assert_array_equal(w0, 2 * np.asarray(dense0.weight_mant))
+    x, _ = art.dataset_split("test")
+    x_int = fx.quantize_input(x[:SAMPLES], q.node("input").scale)
+    steps = art.timesteps
+    ref = simulate(q, x_int, steps)
+    spikes, trace, logits = run_netx_artifact(out, x_int, steps)
+    compared = 0
+    for name, s in ref.spikes.items():
+        np.testing.assert_array_equal(spikes[name], s, err_msg=name)
+        compared += s.size
+        assert 0 < s.mean() < 1, name
+    np.testing.assert_array_equal(trace, ref.readout_trace)
+    np.testing.assert_array_equal(logits, ref.logits)
+    np.testing.assert_array_equal(logits.argmax(1), ref.logits.argmax(1))
+    assert compared == SAMPLES * steps * sum(q.node(n).size for n in q.of_kind("q_lmh"))
+
+
+def test_netx_export_refuses_other_profiles(tmp_path: Path) -> None:
+    from lmh_deploy.frontends.pytorch import export_model
+    from lmh_deploy.models.architectures import mlp
+    from lmh_deploy.passes.quantize import quantize_graph
+
+    graph = export_model(mlp((6,), 3, hidden=(5,), timesteps=3).eval(), input_shape=(6,),
+                         timesteps=3)
+    q, _ = quantize_graph(graph)  # lmh profile
+    with pytest.raises(InteropError, match=r"lmh0: .*weight exponent|lmh0: profile 'lmh'"):
+        artifact_to_netx(q, tmp_path / "x.net")
+    assert not (tmp_path / "x.net").exists()

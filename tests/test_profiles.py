@@ -1,0 +1,176 @@
+"""Numeric profiles and neuron rules: Lava (fixed_pt / floating_pt) == sim / float reference for
+every rule and profile combination, and one-line refusals of what a profile cannot express."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from lmh_deploy.backends.float_ir import simulate_float
+from lmh_deploy.backends.lava.run import run_lava
+from lmh_deploy.ir import LMH, QLMH, Dense, Graph, Input, IRError, QDense, QInput, QReadout, Readout
+from lmh_deploy.passes.quantize import quantize_graph
+from lmh_deploy.semantics import integer as fx
+from lmh_deploy.semantics.profiles import PROFILES, get_profile
+from lmh_deploy.sim import simulate
+
+RULE_COMBOS = list(itertools.product(("subtract", "set"), (">=", ">"), ("same-step", "next-step")))
+
+
+def _chain_graph(rng: np.random.Generator, layers: list[dict], n_in: int = 6, width: int = 7,
+                 classes: int = 3) -> Graph:
+    """Input -> (dense -> q_lmh)* -> dense -> readout; ``layers`` holds each QLMH's fields."""
+    g = Graph(meta={"timesteps": 6})
+    prev = g.add("input", QInput(shape=(n_in,), scale=255.0, bits=8))
+    size = n_in
+    for i, fields in enumerate(layers):
+        d = g.add(f"dense{i}", QDense(weight_mant=rng.integers(-127, 128, (width, size)),
+                                      weight_exp=fields.pop("weight_exp", 4),
+                                      graded=i == 0, weight_scale=1.0), (prev,))
+        prev = g.add(f"lmh{i}", QLMH(size=width, state_scale=1.0, **fields), (d,))
+        size = width
+    d = g.add(f"dense{len(layers)}", QDense(weight_mant=rng.integers(-127, 128, (classes, size)),
+                                             weight_exp=3, graded=False, weight_scale=1.0), (prev,))
+    g.add("readout", QReadout(bias=np.array([5, -7, 0]), state_scale=1.0), (d,))
+    return g
+
+
+def _assert_lava_equals_sim(g: Graph, x: np.ndarray, steps: int) -> dict[str, float]:
+    ref = simulate(g, x, steps, record_states=True)
+    lava = run_lava(g, x, steps, "fixed_pt")
+    rates = {}
+    for name in ref.spikes:
+        np.testing.assert_array_equal(lava.spikes[name], ref.spikes[name], err_msg=name)
+        np.testing.assert_array_equal(lava.final_state[name][0], ref.final_state[name][0][-1:])
+        np.testing.assert_array_equal(lava.final_state[name][1], ref.final_state[name][1][-1:])
+        assert lava.saturation[name] == ref.saturation[name] or x.shape[0] > 1
+        rates[name] = float(ref.spikes[name].mean())
+    np.testing.assert_array_equal(lava.logits, ref.logits)
+    return rates
+
+
+def test_lava_fixed_pt_equals_sim_for_every_rule_combination() -> None:
+    """One chain of 8 LM-H layers under the lmh profile, each with another rule combination
+    (reset x threshold test x timing) and its own initial states and reset value."""
+    rng = np.random.default_rng(6)
+    layers = []
+    for reset, test, timing in RULE_COMBOS:
+        layers.append(dict(theta=int(rng.integers(20_000, 60_000)),
+                           mu_d=rng.integers(-2048, 2048, (1, 7)),
+                           mu_s=rng.integers(-1000, 1000, (1, 1)),
+                           lam_d=rng.integers(3500, 6144, (1, 1)),
+                           lam_s=rng.integers(2048, 6144, (1, 7)),
+                           bias=rng.integers(-2000, 8000, 7), reset=reset,
+                           reset_value=int(rng.integers(-5000, 5000)), threshold_test=test,
+                           reset_timing=timing, v_d_init=int(rng.integers(-900, 900)),
+                           v_s_init=None if reset == "subtract" else int(rng.integers(0, 9000)),
+                           weight_exp=4 if not layers else 9))
+    g = _chain_graph(rng, layers)
+    x = rng.integers(0, 256, (2, 6))
+    rates = _assert_lava_equals_sim(g, x, 6)
+    assert all(0 < r < 1 for r in rates.values()), rates  # every layer spikes, not always
+
+
+def test_lava_fixed_pt_equals_sim_under_loihi_lif_with_wrap_and_clip() -> None:
+    """loihi-lif: toward-zero products, u wraps, v clips symmetric, a_in << 6, bias on the soma;
+    the first layer's input is large enough that u wraps and v clips."""
+    rng = np.random.default_rng(7)
+    lif = dict(mu_s=np.zeros((1, 1), np.int64), lam_d=np.full((1, 1), 4096), profile="loihi-lif",
+               reset="set", reset_value=0, threshold_test=">", v_d_init=0, v_s_init=0)
+    layers = [dict(theta=100_000 << 6, mu_d=rng.integers(0, 4096, (1, 7)),
+                   lam_s=rng.integers(1, 4097, (1, 7)), bias=rng.integers(-4096, 4096, 7) << 3,
+                   weight_exp=2, **lif),
+              dict(theta=900 << 6, mu_d=np.full((1, 1), 2000), lam_s=np.full((1, 1), 3500),
+                   bias=np.zeros(7, np.int64), weight_exp=3, **lif)]
+    g = _chain_graph(rng, layers)
+    x = rng.integers(0, 256, (1, 6))
+    ref = simulate(g, x, 6, record_states=True)
+    assert ref.saturation["lmh0"] > 0  # wrap/clip events happen and are counted
+    rates = _assert_lava_equals_sim(g, x, 6)
+    assert rates["lmh1"] > 0
+
+
+def _float_graph(rng: np.random.Generator, rules: list[dict]) -> Graph:
+    g = Graph(meta={"timesteps": 5})
+    prev = g.add("input", Input(shape=(5,), x_max=1.0))
+    size = 5
+    for i, r in enumerate(rules):
+        d = g.add(f"dense{i}", Dense(weight=rng.normal(0, 0.8, (6, size))), (prev,))
+        prev = g.add(f"lmh{i}", LMH(size=6, theta=1.0, mu_d=np.full((1, 1), 0.2),
+                                    mu_s=np.full((1, 1), -0.1), lam_d=np.full((1, 1), 1.1),
+                                    lam_s=np.full((1, 1), 0.9), bias=rng.normal(0.1, 0.2, 6), **r),
+                     (d,))
+        size = 6
+    d = g.add(f"dense{len(rules)}", Dense(weight=rng.normal(0, 1, (3, size))), (prev,))
+    g.add("readout", Readout(bias=np.zeros(3)), (d,))
+    return g
+
+
+def test_lava_floating_pt_equals_the_float_reference_for_every_rule_combination() -> None:
+    rng = np.random.default_rng(11)
+    rules = [dict(reset=r, threshold_test=t, reset_timing=m, reset_value=-0.2, v_s_init=0.3)
+             for r, t, m in RULE_COMBOS]
+    g = _float_graph(rng, rules)
+    x = rng.uniform(0, 1, (3, 5))
+    ref = simulate_float(g, x, 5)
+    lava = run_lava(g, x * 255.0, 5, "floating_pt")
+    for name in ref.spikes:
+        np.testing.assert_array_equal(lava.spikes[name], ref.spikes[name], err_msg=name)
+        assert 0 < ref.spikes[name].mean() < 1, name
+    np.testing.assert_allclose(lava.logits / 5, ref.logits, rtol=1e-9, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- refusals
+def _lif_float(**overrides) -> Graph:
+    rng = np.random.default_rng(0)
+    rules = dict(reset="set", reset_value=0.0, threshold_test=">", v_s_init=0.0)
+    node = dict(mu_d=np.zeros((1, 1)), mu_s=np.zeros((1, 1)), lam_d=np.ones((1, 1)),
+                lam_s=np.full((1, 1), 0.9), bias=np.zeros(6))
+    node.update(rules)
+    node.update(overrides)
+    g = Graph(meta={"timesteps": 4})
+    g.add("input", Input(shape=(5,)))
+    g.add("dense0", Dense(weight=rng.normal(0, 1, (6, 5))), ("input",))
+    g.add("lmh0", LMH(size=6, theta=1.0, **node), ("dense0",))
+    g.add("dense1", Dense(weight=rng.normal(0, 1, (3, 6))), ("lmh0",))
+    g.add("readout", Readout(bias=np.zeros(3)), ("dense1",))
+    return g
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(reset="subtract"), r"lmh0: numeric profile loihi-lif cannot express reset 'subtract'"),
+    (dict(threshold_test=">="), r"lmh0: .* cannot express threshold test '>='"),
+    (dict(v_s_init=0.5), r"lmh0: .* cannot express v_s_init"),
+    (dict(reset_value=0.25), r"lmh0: .* cannot express reset value"),
+    (dict(mu_s=np.full((1, 1), 0.1)), r"lmh0: .* cannot express factor mu_s=0\.1"),
+    (dict(lam_d=np.full((1, 1), 1.2)), r"lmh0: .* cannot express factor lam_d=1\.2"),
+    (dict(mu_d=np.full((1, 1), 0.3), bias=np.full(6, 0.1)), r"lmh0: .*bias with mu_d != 0"),
+])
+def test_loihi_lif_refuses_what_lava_lif_cannot_express(overrides, match: str) -> None:
+    with pytest.raises(IRError, match=match):
+        quantize_graph(_lif_float(**overrides), "loihi-lif")
+
+
+def test_profile_is_stored_and_reported_and_unknown_names_refused() -> None:
+    q, report = quantize_graph(_lif_float(bias=np.full(6, 0.05)), "loihi-lif")
+    node = q.node("lmh0")
+    assert node.profile == "loihi-lif" and q.meta["profile"] == "loihi-lif"
+    assert report["profile"]["name"] == "loihi-lif" and report["profile"]["rounding"] == "toward-zero"
+    assert node.theta % 64 == 0 and node.theta >> 6 < 2 ** 17  # vth << 6
+    assert node.lam_d.tolist() == [[4096]] and node.mu_s.tolist() == [[0]]
+    exps = [next(e for e in range(8) if (b >> e) << e == b and -4096 <= b >> e < 4096)
+            for b in node.bias.tolist()]
+    assert max(exps) <= 7  # every bias is a 13-bit mantissa << a 3-bit exponent
+    with pytest.raises(ValueError, match=r"unknown numeric profile 'loihi'; choose one of lmh, "
+                                         r"loihi-lif"):
+        get_profile("loihi")
+    assert set(PROFILES) == {"lmh", "loihi-lif"}
+
+
+def test_lmh_profile_keeps_lambda_as_full_multiplier_identical_to_offset_form() -> None:
+    """R((4096 + l) v) == v + R(l v) under half-up: the full-multiplier form is today's."""
+    rng = np.random.default_rng(3)
+    lam = rng.integers(-2048, 2048, 2000)
+    v = rng.integers(fx.STATE_MIN, fx.STATE_MAX, 2000)
+    np.testing.assert_array_equal(fx.product(lam + 4096, v, "half-up"), v + fx.mul_shift(lam, v))
