@@ -130,6 +130,11 @@ class QLMH(Node):
                           f"(known: {', '.join(PROFILES)})")
         profile = PROFILES[self.profile]
         check_rules(name, self.reset, self.threshold_test, self.reset_timing)
+        v_s_init = int(self.theta) // 2 if self.v_s_init is None else self.v_s_init
+        problem = profile.rule_problem(self.reset, self.threshold_test, self.reset_timing,
+                                       self.reset_value, self.v_d_init, v_s_init)
+        if problem:
+            raise IRError(f"{name}: numeric profile {self.profile} cannot express {problem}")
         _check_integers(name, "size", self.size, 1, np.iinfo(np.int64).max)
         _check_integers(name, "threshold theta", self.theta, 1, fx.STATE_MAX)
         rows = self.mu_d.shape[0] if self.mu_d.ndim == 2 else -1
