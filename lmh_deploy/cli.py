@@ -243,7 +243,10 @@ def verify(artifact: Path = typer.Argument(..., help="A directory from lmh-deplo
            samples: int = typer.Option(100), json_path: Optional[Path] = typer.Option(None, "--json"),
            batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Samples "
                                                     "per mini-batch (default: sized from free "
-                                                    "memory).")) -> None:
+                                                    "memory)."),
+           max_accuracy_drop: Optional[float] = typer.Option(
+               None, "--max-accuracy-drop", metavar="PP", help="Fail when fixed-point accuracy "
+               "is more than PP percentage points below the source model's.")) -> None:
     """Float model vs fixed-point sim vs Lava fixed_pt on the same samples; fails on any mismatch.
 
     Under torchrun each rank runs a contiguous shard of the samples; rank 0 reports.
@@ -251,14 +254,15 @@ def verify(artifact: Path = typer.Argument(..., help="A directory from lmh-deplo
     from contextlib import nullcontext
 
     from lmh_deploy.pipeline.compile import load_artifact
-    from lmh_deploy.pipeline.verify import verify_artifact
+    from lmh_deploy.pipeline.verify import lava_sim_disagree, verify_artifact
     from lmh_deploy.parallel import distributed_context
 
     with clean_errors(), distributed_context("cpu") as dctx:
         art = load_artifact(artifact)
         with (spinner(f"running {samples} samples on float, sim and Lava fixed_pt")
               if dctx.is_main else nullcontext()):
-            result = verify_artifact(art, samples, batch_size=batch_size)
+            result = verify_artifact(art, samples, batch_size=batch_size,
+                                     max_accuracy_drop=max_accuracy_drop)
         if not dctx.is_main:
             return
         _write_json(json_path, result)
@@ -269,8 +273,14 @@ def verify(artifact: Path = typer.Argument(..., help="A directory from lmh-deplo
                   f"Lava {ff['accuracy_lava']:.4f}; float/fixed spike agreement "
                   f"{ff['spike_agreement']:.4f}, prediction agreement "
                   f"{ff['prediction_agreement']:.4f} (float = {ff['float_reference']})")
-        if lv["mismatched_spikes"] or lv["state_mismatches"] or lv["readout_mismatches"]:
+        out.print(f"logits: {lv['logit_mismatches']} of {lv['logits_compared']} differ, "
+                  f"{lv['prediction_mismatches']} predictions differ (Lava vs sim)")
+        if lava_sim_disagree(result):
             raise CommandFailed("Lava fixed_pt and sim/ disagree (see above)")
+        gate = result.get("accuracy_gate")
+        if gate is not None and not gate["passed"]:
+            raise CommandFailed(f"fixed-point accuracy is {gate['drop_points']:.2f} points below "
+                                f"the source model's (--max-accuracy-drop {max_accuracy_drop:g})")
 
 
 @app.command()
@@ -289,7 +299,10 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
                                              "device (cpu, cuda; under torchrun cuda means "
                                              "cuda:LOCAL_RANK), integer-exact; default numpy."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Samples per "
-                                                 "mini-batch (default: sized from free memory).")) -> None:
+                                                 "mini-batch (default: sized from free memory)."),
+        save_spikes: Optional[Path] = typer.Option(None, "--save-spikes", help="Write the integer "
+                                                   "input and every spiking layer's (T, N, "
+                                                   "neurons) raster to this .npz.")) -> None:
     """Run the deployed model on a backend; report accuracy, spikes, synaptic ops, energy."""
     from contextlib import nullcontext
 
@@ -328,7 +341,13 @@ def run(artifact: Path = typer.Argument(...), backend: str = typer.Option("sim",
             return
         summary = summarize(q, rec, y) | {"backend": backend, "seconds": seconds,
                                           "timesteps": art.timesteps,
-                                          "processes": dctx.world_size}
+                                          "processes": dctx.world_size,
+                                          "predictions": rec.predictions.tolist()}
+        if save_spikes is not None:
+            from lmh_deploy.pipeline.run import save_spike_rasters
+
+            written = save_spike_rasters(save_spikes, x_int, rec, tuple(q.node("input").shape))
+            out.print(f"wrote {written}")
         if plots_dir is not None or html is not None:
             from lmh_deploy.reports import plots as P
             from lmh_deploy.pipeline.run import t_sweep

@@ -65,7 +65,7 @@ def test_overflow_golden_at_both_ends(x: int, sat: int, sat_sym: int, wrap: int)
 # ----------------------------------------------------------------------------- full steps
 def _params(profile: str, *, theta: int, mu_d=0, mu_s=0, lam_d=4096, lam_s=4096, bias=0,
             **rules) -> fx.LMHFixedParams:
-    col = lambda v: A([[v]], np.int64)  # noqa: E731
+    col = lambda v: A([[v]], np.int64)
     return fx.LMHFixedParams(mu_d=col(mu_d), mu_s=col(mu_s), lam_d=col(lam_d), lam_s=col(lam_s),
                              theta=theta, bias=A([bias], np.int64), profile=get_profile(profile),
                              **rules)
@@ -163,8 +163,8 @@ def test_loihi_lif_threshold_equality_and_wrap_golden() -> None:
 
 # ----------------------------------------------------------------------------- factor codes
 def _one_layer(**factors) -> Graph:
-    node = dict(mu_d=np.zeros((1, 1)), mu_s=np.zeros((1, 1)), lam_d=np.ones((1, 1)),
-                lam_s=np.ones((1, 1)), reset="set", threshold_test=">", v_s_init=0.0)
+    node = {"mu_d": np.zeros((1, 1)), "mu_s": np.zeros((1, 1)), "lam_d": np.ones((1, 1)),
+                "lam_s": np.ones((1, 1)), "reset": "set", "threshold_test": ">", "v_s_init": 0.0}
     node.update({k: np.full((1, 1), v) for k, v in factors.items()})
     g = Graph(meta={"timesteps": 2})
     g.add("input", Input(shape=(2,)))

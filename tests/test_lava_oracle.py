@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from lmh_deploy.models.architectures import mlp
+from lmh_deploy.sim import simulate
 
 from lmh_deploy.backends.lava.lava_lif import run_lava_lif
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir import QLMH, Graph, QDense, QInput, QReadout
-from lmh_deploy.models.architectures import mlp
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
-from lmh_deploy.sim import simulate
 
-LIF_RULES = dict(mu_s=np.zeros((1, 1), np.int64), lam_d=np.full((1, 1), 4096),
-                 profile="loihi-lif", reset="set", reset_value=0, threshold_test=">",
-                 v_d_init=0, v_s_init=0)
+LIF_RULES = {"mu_s": np.zeros((1, 1), np.int64), "lam_d": np.full((1, 1), 4096),
+                 "profile": "loihi-lif", "reset": "set", "reset_value": 0, "threshold_test": ">",
+                 "v_d_init": 0, "v_s_init": 0}
 
 
 def _assert_oracle_equal(g: Graph, x: np.ndarray, steps: int) -> dict[str, int]:

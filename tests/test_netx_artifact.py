@@ -10,6 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from lmh_deploy.sim import simulate
 from typer.testing import CliRunner
 
 from lmh_deploy.cli import app
@@ -17,7 +18,6 @@ from lmh_deploy.interop import InteropError
 from lmh_deploy.interop.netx_artifact import artifact_to_netx, run_netx_artifact
 from lmh_deploy.pipeline.compile import load_artifact
 from lmh_deploy.semantics import integer as fx
-from lmh_deploy.sim import simulate
 
 runner = CliRunner()
 SAMPLES = 6
@@ -80,8 +80,9 @@ def test_netx_export_of_the_artifact_equals_sim(lif_build: Path, tmp_path: Path)
 
 
 def test_netx_export_refuses_other_profiles(tmp_path: Path) -> None:
-    from lmh_deploy.frontends.pytorch import export_model
     from lmh_deploy.models.architectures import mlp
+
+    from lmh_deploy.frontends.pytorch import export_model
     from lmh_deploy.passes.quantize import quantize_graph
 
     graph = export_model(mlp((6,), 3, hidden=(5,), timesteps=3).eval(), input_shape=(6,),

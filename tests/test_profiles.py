@@ -6,14 +6,25 @@ import itertools
 
 import numpy as np
 import pytest
+from lmh_deploy.sim import simulate
 
 from lmh_deploy.backends.float_ir import simulate_float
 from lmh_deploy.backends.lava.run import run_lava
-from lmh_deploy.ir import LMH, QLMH, Dense, Graph, Input, IRError, QDense, QInput, QReadout, Readout
+from lmh_deploy.ir import (
+    LMH,
+    QLMH,
+    Dense,
+    Graph,
+    Input,
+    IRError,
+    QDense,
+    QInput,
+    QReadout,
+    Readout,
+)
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import PROFILES, get_profile
-from lmh_deploy.sim import simulate
 
 RULE_COMBOS = list(itertools.product(("subtract", "set"), (">=", ">"), ("same-step", "next-step")))
 
@@ -56,16 +67,16 @@ def test_lava_fixed_pt_equals_sim_for_every_rule_combination() -> None:
     rng = np.random.default_rng(6)
     layers = []
     for reset, test, timing in RULE_COMBOS:
-        layers.append(dict(theta=int(rng.integers(20_000, 60_000)),
-                           mu_d=rng.integers(-2048, 2048, (1, 7)),
-                           mu_s=rng.integers(-1000, 1000, (1, 1)),
-                           lam_d=rng.integers(3500, 6144, (1, 1)),
-                           lam_s=rng.integers(2048, 6144, (1, 7)),
-                           bias=rng.integers(-2000, 8000, 7), reset=reset,
-                           reset_value=int(rng.integers(-5000, 5000)), threshold_test=test,
-                           reset_timing=timing, v_d_init=int(rng.integers(-900, 900)),
-                           v_s_init=None if reset == "subtract" else int(rng.integers(0, 9000)),
-                           weight_exp=4 if not layers else 9))
+        layers.append({"theta": int(rng.integers(20_000, 60_000)),
+                           "mu_d": rng.integers(-2048, 2048, (1, 7)),
+                           "mu_s": rng.integers(-1000, 1000, (1, 1)),
+                           "lam_d": rng.integers(3500, 6144, (1, 1)),
+                           "lam_s": rng.integers(2048, 6144, (1, 7)),
+                           "bias": rng.integers(-2000, 8000, 7), "reset": reset,
+                           "reset_value": int(rng.integers(-5000, 5000)), "threshold_test": test,
+                           "reset_timing": timing, "v_d_init": int(rng.integers(-900, 900)),
+                           "v_s_init": None if reset == "subtract" else int(rng.integers(0, 9000)),
+                           "weight_exp": 4 if not layers else 9})
     g = _chain_graph(rng, layers)
     x = rng.integers(0, 256, (2, 6))
     rates = _assert_lava_equals_sim(g, x, 6)
@@ -76,8 +87,8 @@ def test_lava_fixed_pt_equals_sim_under_loihi_lif_with_wrap_and_clip() -> None:
     """loihi-lif: toward-zero products, u wraps, v clips symmetric, a_in << 6, bias on the soma;
     the first layer's input is large enough that u wraps and v clips."""
     rng = np.random.default_rng(7)
-    lif = dict(mu_s=np.zeros((1, 1), np.int64), lam_d=np.full((1, 1), 4096), profile="loihi-lif",
-               reset="set", reset_value=0, threshold_test=">", v_d_init=0, v_s_init=0)
+    lif = {"mu_s": np.zeros((1, 1), np.int64), "lam_d": np.full((1, 1), 4096), "profile": "loihi-lif",
+               "reset": "set", "reset_value": 0, "threshold_test": ">", "v_d_init": 0, "v_s_init": 0}
     layers = [dict(theta=100_000 << 6, mu_d=rng.integers(0, 4096, (1, 7)),
                    lam_s=rng.integers(1, 4097, (1, 7)), bias=rng.integers(-4096, 4096, 7) << 3,
                    weight_exp=2, **lif),
@@ -109,7 +120,7 @@ def _float_graph(rng: np.random.Generator, rules: list[dict]) -> Graph:
 
 def test_lava_floating_pt_equals_the_float_reference_for_every_rule_combination() -> None:
     rng = np.random.default_rng(11)
-    rules = [dict(reset=r, threshold_test=t, reset_timing=m, reset_value=-0.2, v_s_init=0.3)
+    rules = [{"reset": r, "threshold_test": t, "reset_timing": m, "reset_value": -0.2, "v_s_init": 0.3}
              for r, t, m in RULE_COMBOS]
     g = _float_graph(rng, rules)
     x = rng.uniform(0, 1, (3, 5))
@@ -124,9 +135,9 @@ def test_lava_floating_pt_equals_the_float_reference_for_every_rule_combination(
 # ----------------------------------------------------------------------------- refusals
 def _lif_float(**overrides) -> Graph:
     rng = np.random.default_rng(0)
-    rules = dict(reset="set", reset_value=0.0, threshold_test=">", v_s_init=0.0)
-    node = dict(mu_d=np.zeros((1, 1)), mu_s=np.zeros((1, 1)), lam_d=np.ones((1, 1)),
-                lam_s=np.full((1, 1), 0.9), bias=np.zeros(6))
+    rules = {"reset": "set", "reset_value": 0.0, "threshold_test": ">", "v_s_init": 0.0}
+    node = {"mu_d": np.zeros((1, 1)), "mu_s": np.zeros((1, 1)), "lam_d": np.ones((1, 1)),
+                "lam_s": np.full((1, 1), 0.9), "bias": np.zeros(6)}
     node.update(rules)
     node.update(overrides)
     g = Graph(meta={"timesteps": 4})
@@ -139,13 +150,13 @@ def _lif_float(**overrides) -> Graph:
 
 
 @pytest.mark.parametrize("overrides, match", [
-    (dict(reset="subtract"), r"lmh0: numeric profile loihi-lif cannot express reset 'subtract'"),
-    (dict(threshold_test=">="), r"lmh0: .* cannot express threshold test '>='"),
-    (dict(v_s_init=0.5), r"lmh0: .* cannot express v_s_init"),
-    (dict(reset_value=0.25), r"lmh0: .* cannot express reset value"),
-    (dict(mu_s=np.full((1, 1), 0.1)), r"lmh0: .* cannot express factor mu_s=0\.1"),
-    (dict(lam_d=np.full((1, 1), 1.2)), r"lmh0: .* cannot express factor lam_d=1\.2"),
-    (dict(mu_d=np.full((1, 1), 0.3), bias=np.full(6, 0.1)), r"lmh0: .*bias with mu_d != 0"),
+    ({"reset": "subtract"}, r"lmh0: numeric profile loihi-lif cannot express reset 'subtract'"),
+    ({"threshold_test": ">="}, r"lmh0: .* cannot express threshold test '>='"),
+    ({"v_s_init": 0.5}, r"lmh0: .* cannot express v_s_init"),
+    ({"reset_value": 0.25}, r"lmh0: .* cannot express reset value"),
+    ({"mu_s": np.full((1, 1), 0.1)}, r"lmh0: .* cannot express factor mu_s=0\.1"),
+    ({"lam_d": np.full((1, 1), 1.2)}, r"lmh0: .* cannot express factor lam_d=1\.2"),
+    ({"mu_d": np.full((1, 1), 0.3), "bias": np.full(6, 0.1)}, r"lmh0: .*bias with mu_d != 0"),
 ])
 def test_loihi_lif_refuses_what_lava_lif_cannot_express(overrides, match: str) -> None:
     with pytest.raises(IRError, match=match):

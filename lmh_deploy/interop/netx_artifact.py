@@ -111,12 +111,13 @@ def run_netx_artifact(path: str | Path, x_int: np.ndarray, timesteps: int
     samples, zeroes ``u``/``v`` and lets the pipeline drain (``Var.set``; the arithmetic is
     Lava's own throughout).
     """
-    import lmh_deploy  # noqa: F401  - the Python 3.11 Lava import fix, before any lava import
     from lava.lib.dl import netx
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc import io
     from lava.proc.monitor.process import Monitor
+
+    import lmh_deploy  # noqa: F401  - the Python 3.11 Lava import fix, before any lava import
 
     x_int = np.asarray(x_int, np.int64).reshape(x_int.shape[0], -1)
     batch = x_int.shape[0]

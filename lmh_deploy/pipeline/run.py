@@ -5,10 +5,12 @@ Reports and plots only draw what this stage measured; they never run a network.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lmh_deploy.files import atomic_write
 from lmh_deploy.reports.record import RunRecord
 from lmh_deploy.reports.summary import summarize
 from lmh_deploy.sim import default_batch_size, run_in_batches, simulate_batched
@@ -68,3 +70,25 @@ def t_sweep(qgraph, x_int: np.ndarray, labels: np.ndarray | None,
                      "spikes_per_sample": s["totals"]["spikes"] / s["samples"],
                      "ann_energy_joules": s["ann_energy_joules"]})
     return rows
+
+
+def save_spike_rasters(path: str | Path, x_int: np.ndarray, rec: RunRecord,
+                       input_shape: tuple[int, ...]) -> Path:
+    """Write ``input`` (the integer input: (N, features) static or (T, N, features)) and one
+    (T, N, neurons) bool raster per spiking layer, keyed by IR layer name, to ``path`` (.npz).
+
+    Anyone can then check a run outside the project. Refuses a streamed run (no rasters) and
+    layer names that would collide with ``input``."""
+    if not rec.spikes:
+        raise ValueError("--save-spikes needs the spike rasters; drop --stream")
+    if "input" in rec.spikes:
+        raise ValueError("a spiking layer is named 'input'; it would overwrite the input array")
+    x = np.asarray(x_int)
+    static = x.ndim == len(input_shape) + 1  # else time-major frames (T, N, *shape)
+    flat = x.reshape(x.shape[0], -1) if static else x.reshape(x.shape[0], x.shape[1], -1)
+    arrays = {"input": flat.astype(np.int64)}
+    arrays.update({name: np.asarray(s, bool) for name, s in rec.spikes.items()})
+    path = Path(path)
+    with atomic_write(path) as f:
+        np.savez_compressed(f, **arrays)
+    return path

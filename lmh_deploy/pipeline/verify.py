@@ -23,6 +23,9 @@ def compare_lava_sim(sim: RunRecord, lava: RunRecord) -> dict[str, int]:
     readout_mismatches = int((sim.readout_trace != lava.readout_trace).sum())
     return {"spikes_compared": compared, "mismatched_spikes": mismatched,
             "state_mismatches": state_mismatches, "readout_mismatches": readout_mismatches,
+            "logits_compared": int(sim.logits.size),
+            "logit_mismatches": int((np.asarray(sim.logits) != np.asarray(lava.logits)).sum()),
+            "prediction_mismatches": int((sim.predictions != lava.predictions).sum()),
             "saturation_sim": int(sum(sim.saturation.values())),
             "saturation_lava": int(sum(lava.saturation.values()))}
 
@@ -57,14 +60,33 @@ def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any,
             "float IR (the source model is not in the artifact)")
 
 
+def lava_sim_disagree(result: dict[str, Any]) -> bool:
+    """True when :func:`verify_artifact` found any difference between Lava and sim/."""
+    lv = result["lava_vs_sim"]
+    return any(lv[k] for k in ("mismatched_spikes", "state_mismatches", "readout_mismatches",
+                               "logit_mismatches", "prediction_mismatches"))
+
+
+def accuracy_gate(accuracy_source: float, accuracy_fixed: float,
+                  max_drop_points: float) -> dict[str, Any]:
+    """Whether fixed-point accuracy is at most ``max_drop_points`` percentage points below the
+    source model's (accuracies are fractions)."""
+    drop = 100.0 * (accuracy_source - accuracy_fixed)
+    return {"max_drop_points": float(max_drop_points), "drop_points": drop,
+            "passed": bool(drop <= max_drop_points)}
+
+
 def verify_artifact(art: Artifact, samples: int, *, split: str = "test",
-                    source: Any = None, batch_size: int | None = None) -> dict[str, Any]:
+                    source: Any = None, batch_size: int | None = None,
+                    max_accuracy_drop: float | None = None) -> dict[str, Any]:
     """Run ``samples`` samples on all three backends and compare; see the CLI for the schema.
 
     The float side is the source model run in its own framework (``source``: the module
     itself, for artifacts compiled from a module object), else the float IR. Every backend
     runs in mini-batches of ``batch_size`` samples (default: sized from the free memory),
-    so memory does not grow with ``samples`` beyond the records."""
+    so memory does not grow with ``samples`` beyond the records. Lava and sim/ are compared
+    in spikes, final states, readout values, logits and predictions; ``max_accuracy_drop``
+    (percentage points) adds ``accuracy_gate``."""
     from lmh_deploy.pipeline.run import run_backend
     from lmh_deploy.sim import default_batch_size
 
@@ -80,7 +102,7 @@ def verify_artifact(art: Artifact, samples: int, *, split: str = "test",
     rec_sim = run_backend(q, x_int, t, "sim", batch_size=batch)
     rec_lava = run_backend(q, x_int, t, "lava", batch_size=batch)
     per_layer, weighted = spike_agreement_by_layer(rec_float.spikes, rec_sim.spikes)
-    return {
+    result = {
         "samples": int(samples), "timesteps": t,
         "lava_vs_sim": compare_lava_sim(rec_sim, rec_lava),
         "float_vs_fixed": {
@@ -92,3 +114,8 @@ def verify_artifact(art: Artifact, samples: int, *, split: str = "test",
             "spike_agreement": weighted, "spike_agreement_per_layer": per_layer,
             "min_layer_spike_agreement": min(per_layer.values(), default=1.0)},
     }
+    if max_accuracy_drop is not None:
+        ff = result["float_vs_fixed"]
+        result["accuracy_gate"] = accuracy_gate(ff["accuracy_float"], ff["accuracy_fixed"],
+                                                max_accuracy_drop)
+    return result

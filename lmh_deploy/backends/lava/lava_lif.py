@@ -21,8 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-
-import lmh_deploy  # noqa: F401  - installs the Python 3.11 Lava import fix first
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.proc.dense.process import Dense as LavaDense
@@ -31,7 +29,8 @@ from lava.proc.io.source import RingBuffer as SourceBuffer
 from lava.proc.lif.process import LIF
 from lava.proc.monitor.process import Monitor
 
-from lmh_deploy.ir import Graph, IRError, QDense, QInput, QLMH, QReadout
+import lmh_deploy  # noqa: F401  - installs the Python 3.11 Lava import fix first
+from lmh_deploy.ir import QLMH, Graph, IRError, QDense, QInput, QReadout
 from lmh_deploy.ir.synapses import qdense_matrix
 from lmh_deploy.semantics import integer as fx
 
