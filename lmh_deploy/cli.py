@@ -15,7 +15,8 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Compile LM-H spiking networks from PyTorch to Lava fixed point (Lava CPU == sim/, bit for bit; Loihi 2 silicon not verified).")
+                  help="Compile LM-H spiking networks from PyTorch to Lava fixed point "
+                       "(Lava CPU == sim/, bit for bit; Loihi 2 silicon not verified).")
 console = Console(stderr=True)
 out = Console()
 STATE = {"debug": False}
