@@ -185,3 +185,57 @@ def test_lmh_profile_keeps_lambda_as_full_multiplier_identical_to_offset_form() 
     lam = rng.integers(-2048, 2048, 2000)
     v = rng.integers(fx.STATE_MIN, fx.STATE_MAX, 2000)
     np.testing.assert_array_equal(fx.product(lam + 4096, v, "half-up"), v + fx.mul_shift(lam, v))
+
+
+def test_sim_on_torch_equals_numpy_for_every_profile_and_rule() -> None:
+    """One code path for numpy and torch: the same integers under both profiles and all rules."""
+    rng = np.random.default_rng(6)
+    layers = [dict(theta=int(rng.integers(20_000, 60_000)), mu_d=rng.integers(-2048, 2048, (1, 7)),
+                   mu_s=rng.integers(-1000, 1000, (1, 1)), lam_d=rng.integers(3500, 6144, (1, 1)),
+                   lam_s=rng.integers(2048, 6144, (1, 7)), bias=rng.integers(-2000, 8000, 7),
+                   reset=r, reset_value=-321, threshold_test=t, reset_timing=m,
+                   weight_exp=4 if i == 0 else 9)
+              for i, (r, t, m) in enumerate(RULE_COMBOS)]
+    lif = dict(mu_s=np.zeros((1, 1), np.int64), lam_d=np.full((1, 1), 4096), profile="loihi-lif",
+               reset="set", reset_value=0, threshold_test=">", v_d_init=0, v_s_init=0)
+    layers.append(dict(theta=900 << 6, mu_d=np.full((1, 1), 2000), lam_s=np.full((1, 1), 3500),
+                       bias=rng.integers(-4096, 4096, 7) << 6, weight_exp=3, **lif))
+    g = _chain_graph(rng, layers)
+    x = rng.integers(0, 256, (4, 6))
+    ref = simulate(g, x, 6, record_states=True)
+    dev = simulate(g, x, 6, record_states=True, device="cpu")
+    for name in ref.spikes:
+        np.testing.assert_array_equal(dev.spikes[name], ref.spikes[name], err_msg=name)
+        for a, b in zip(dev.state_trace[name], ref.state_trace[name]):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+        assert dev.saturation[name] == ref.saturation[name]
+    np.testing.assert_array_equal(dev.logits, ref.logits)
+    assert ref.spikes["lmh8"].any()
+
+
+def test_training_neuron_with_lava_lif_rules_equals_the_float_reference() -> None:
+    """`--neuron lif` (set to 0, '>', start at 0): the PyTorch model, exported with its rules,
+    gives the same spikes as the one float reference (float64, so no rounding differs)."""
+    import torch
+
+    from lmh_deploy.backends.torch_ref import run_float
+    from lmh_deploy.frontends.pytorch import export_model
+    from lmh_deploy.models.architectures import mlp
+
+    torch.manual_seed(2)
+    model = mlp((9,), 4, neuron="lif", hidden=(11, 7), timesteps=6, lif_decay=0.8).double()
+    with torch.no_grad():
+        for layer in model.layers:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.mul_(2.5)
+    graph = export_model(model.eval(), input_shape=(9,), timesteps=6)
+    assert graph.node("lmh0").rules() == {"reset": "set", "reset_value": 0.0,
+                                         "threshold_test": ">", "reset_timing": "same-step",
+                                         "v_d_init": 0.0, "v_s_init": 0.0}
+    x = np.random.default_rng(3).uniform(0, 1, (10, 9))
+    ref = simulate_float(graph, x, 6)
+    torch_rec = run_float(model, x, 6)
+    for name in ref.spikes:
+        np.testing.assert_array_equal(torch_rec.spikes[name], ref.spikes[name], err_msg=name)
+        assert 0 < ref.spikes[name].mean() < 1
+    np.testing.assert_allclose(torch_rec.logits, ref.logits, rtol=1e-9, atol=1e-9)
