@@ -109,3 +109,16 @@ def test_run_json_predictions_and_saved_spikes(build: Path, tmp_path: Path) -> N
     res = invoke("run", build, "--samples", "3", "--stream", "--save-spikes", out,
                  "--sweep", "none")
     assert res.exit_code != 0 and "drop --stream" in " ".join(res.output.split())
+
+
+def test_compile_refuses_rules_the_profile_cannot_express(build: Path, tmp_path: Path) -> None:
+    """An LM-H checkpoint under --profile loihi-lif: one line naming the layer and the rule,
+    nothing written; an unknown profile name is refused before any work."""
+    ckpt = build.parent / "m.pt"
+    res = invoke("compile", ckpt, "--profile", "loihi-lif", "-o", tmp_path / "b")
+    assert res.exit_code == 2
+    text = " ".join(res.output.split())
+    assert "lmh0: numeric profile loihi-lif cannot express reset 'subtract'" in text
+    assert not (tmp_path / "b").exists()
+    res = invoke("compile", ckpt, "--profile", "loihi", "-o", tmp_path / "b")
+    assert res.exit_code == 2 and "unknown numeric profile 'loihi'" in " ".join(res.output.split())
