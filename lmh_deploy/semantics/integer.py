@@ -276,7 +276,7 @@ def lmh_step(params: LMHFixedParams, step: int, v_d, v_s, a_in, s_prev=None):
     v_d_new += (a_in << shift) if shift else a_in
     if prof.bias_to == "dendrite":
         v_d_new += params.bias
-    v_d_new, events_d = overflow(v_d_new, prof.overflow_d)
+    v_d_new, events_d = overflow(v_d_new, prof.overflow_v_d)
     m_s = product(lam_s, v_s, prof.rounding)
     m_s += product(lam_d, v_d_new, prof.rounding)
     if prof.bias_to == "soma":
@@ -284,7 +284,7 @@ def lmh_step(params: LMHFixedParams, step: int, v_d, v_s, a_in, s_prev=None):
     delayed = params.reset_timing == "next-step" and s_prev is not None
     if delayed and params.reset == "subtract":
         m_s = m_s - params.theta * s_prev
-    m_s, events_s = overflow(m_s, prof.overflow_s)
+    m_s, events_s = overflow(m_s, prof.overflow_v_s)
     where = _where_for(m_s)
     if delayed and params.reset == "set":
         m_s = where(s_prev, params.reset_value, m_s)

@@ -27,8 +27,8 @@ class NumericProfile:
 
     name: str
     rounding: Rounding
-    overflow_d: DendriteOverflow
-    overflow_s: SomaOverflow
+    overflow_v_d: DendriteOverflow
+    overflow_v_s: SomaOverflow
     factor_encoding: FactorEncoding
     input_shift: int
     bias_to: Literal["dendrite", "soma"]
@@ -87,8 +87,8 @@ class NumericProfile:
 
     def as_dict(self) -> dict:
         """JSON-friendly description (stored in the artifact, shown in compile_report.json)."""
-        return {"name": self.name, "rounding": self.rounding, "overflow_v_d": self.overflow_d,
-                "overflow_v_s": self.overflow_s, "factor_encoding": self.factor_encoding,
+        return {"name": self.name, "rounding": self.rounding, "overflow_v_d": self.overflow_v_d,
+                "overflow_v_s": self.overflow_v_s, "factor_encoding": self.factor_encoding,
                 "factor_ranges": {n: [lo, hi] for n, lo, hi in self.factor_ranges},
                 "input_shift": self.input_shift, "bias_to": self.bias_to,
                 "fixed_weight_exp": self.fixed_weight_exp, "fixed_bias_exp": self.fixed_bias_exp,
@@ -98,7 +98,7 @@ class NumericProfile:
 
 
 LMH_PROFILE = NumericProfile(
-    name="lmh", rounding="half-up", overflow_d="saturate", overflow_s="saturate",
+    name="lmh", rounding="half-up", overflow_v_d="saturate", overflow_v_s="saturate",
     factor_encoding="lmh", input_shift=0, bias_to="dendrite",
     resets=RESETS, threshold_tests=THRESHOLD_TESTS, reset_timings=RESET_TIMINGS,
     # mu stored as signed 12 bits; lam stored as signed 12-bit lam - 4096.
@@ -108,7 +108,8 @@ LMH_PROFILE = NumericProfile(
             "signed 12-bit factors (lambda stored as lambda - 1)")
 
 LOIHI_LIF_PROFILE = NumericProfile(
-    name="loihi-lif", rounding="toward-zero", overflow_d="wrap", overflow_s="saturate-symmetric",
+    name="loihi-lif", rounding="toward-zero", overflow_v_d="wrap",
+    overflow_v_s="saturate-symmetric",
     factor_encoding="loihi-decay", input_shift=6, bias_to="soma",
     resets=("set",), threshold_tests=(">",), reset_timings=("same-step",),
     # Lava's LIF: current factor 4096 - (du + 1), voltage factor 4096 - dv, du, dv in [0, 4095].
