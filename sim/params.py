@@ -82,11 +82,7 @@ def _profile_of(node):
 def neuron_params(node) -> NeuronParams:
     """The kernel parameters of a ``QLMH`` node (its profile and neuron rules included)."""
     n = int(node.size)
-    if hasattr(node, "lam_d_off"):  # factors stored as offsets from one (lmh profile)
-        lam_d = _rows(node.lam_d_off, n) + fx.FACTOR_ONE
-        lam_s = _rows(node.lam_s_off, n) + fx.FACTOR_ONE
-    else:
-        lam_d, lam_s = _rows(node.lam_d, n), _rows(node.lam_s, n)
+    lam_d, lam_s = _rows(node.lam_d, n), _rows(node.lam_s, n)  # full multipliers (IR v2)
     profile = _profile_of(node)
     rounding = getattr(profile, "rounding", "half-up")
     overflow_d = getattr(profile, "overflow_v_d", getattr(profile, "v_d_overflow", "saturate"))

@@ -14,7 +14,7 @@ from lmh_deploy.sim import neuron as N
 from lmh_deploy.sim.params import OVERFLOW_CODES, ROUNDING_CODES, NeuronParams
 from lmh_deploy.sim.synapse import SynapsePath, lava_current
 
-from lmh_deploy.ir import QDense
+from lmh_deploy.ir import QLMH, QDense
 from lmh_deploy.ir.synapses import qdense_matrix
 from lmh_deploy.semantics import integer as fx
 
@@ -154,12 +154,11 @@ def test_lmh_profile_kernels_equal_semantics_lmh_step(seed, rows, steps, batch, 
     n = 5
     shape = (rows, n if per_neuron else 1)
     fp = fx.LMHFixedParams(mu_d=rng.integers(-2048, 2048, shape), mu_s=rng.integers(-2048, 2048, shape),
-                           lam_d_off=rng.integers(-2048, 2048, shape),
-                           lam_s_off=rng.integers(-2048, 2048, shape),
+                           lam_d=rng.integers(2048, 6144, shape),
+                           lam_s=rng.integers(2048, 6144, shape),
                            theta=int(rng.integers(1, 1 << 22)), bias=rng.integers(-500, 500, n))
-    node = dataclasses.make_dataclass("Node", ["size", "theta", "mu_d", "mu_s", "lam_d_off",
-                                               "lam_s_off", "bias"])(
-        n, fp.theta, fp.mu_d, fp.mu_s, fp.lam_d_off, fp.lam_s_off, fp.bias)
+    node = QLMH(size=n, theta=fp.theta, mu_d=fp.mu_d, mu_s=fp.mu_s, lam_d=fp.lam_d,
+                lam_s=fp.lam_s, bias=fp.bias, state_scale=1.0)
     from lmh_deploy.sim.params import neuron_params
 
     p = neuron_params(node)
@@ -276,3 +275,46 @@ def test_int8_products_refuse_what_they_cannot_hold_exactly(rows: int) -> None:
     graded = SynapsePath(_dense_node(rng, 4, 8, 0, graded=True))
     with pytest.raises(ValueError, match="int8 products need binary input"):
         graded.int8_sums(np.ones((rows, 8), np.int64))
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10_000), steps=st.integers(1, 6), batch=st.integers(1, 3),
+       rules=st.sampled_from([("lmh", r, t, m) for r in ("subtract", "set") for t in (">=", ">")
+                              for m in ("same-step", "next-step")] + [("loihi-lif", "set", ">",
+                                                                       "same-step")]),
+       big=st.booleans())
+def test_kernels_equal_semantics_lmh_step_for_every_profile_and_rule(seed, steps, batch, rules,
+                                                                    big) -> None:
+    """Every profile and rule against the semantics module's own step (h13's definition)."""
+    profile, reset, test, timing = rules
+    rng = np.random.default_rng(seed)
+    n = 5
+    if profile == "lmh":
+        f = dict(mu_d=rng.integers(-2048, 2048, (1, n)), mu_s=rng.integers(-2048, 2048, (1, 1)),
+                 lam_d=rng.integers(2048, 6144, (1, 1)), lam_s=rng.integers(2048, 6144, (1, n)),
+                 bias=rng.integers(-500, 500, n), reset_value=int(rng.integers(-999, 999)),
+                 v_d_init=int(rng.integers(-99, 99)), v_s_init=int(rng.integers(-99, 999)))
+    else:
+        f = dict(mu_d=rng.integers(0, 4096, (1, 1)), mu_s=np.zeros((1, 1), np.int64),
+                 lam_d=np.full((1, 1), 4096), lam_s=rng.integers(1, 4097, (1, 1)),
+                 bias=rng.integers(-4096, 4096, n) << 6, reset_value=0, v_d_init=0, v_s_init=0)
+    node = QLMH(size=n, theta=int(rng.integers(1, 1 << 16)) << 6, state_scale=1.0,
+                profile=profile, reset=reset, threshold_test=test, reset_timing=timing, **f)
+    from lmh_deploy.sim.params import neuron_params
+
+    fp = fx.layer_params(node)
+    scale = (1 << 22) if big else 3000
+    currents = rng.integers(-scale, scale, (steps, batch, n))
+    v_d, v_s = fp.initial_state((batch, n))
+    want, sat_total, prev = [], 0, None
+    for t in range(steps):
+        v_d, v_s, spikes, sat = fx.lmh_step(fp, t, v_d, v_s, currents[t], prev)
+        want.append(spikes)
+        prev = spikes
+        sat_total += sat
+    p = neuron_params(node)
+    for where in ["arrays", "torch"] + (["numba"] if N.numba is not None else []):
+        spikes, _, got_d, got_s, sat = _run_kernel(p, currents, 2, where)
+        assert np.array_equal(spikes, np.array(want)), where
+        assert np.array_equal(got_d, v_d) and np.array_equal(got_s, v_s), where
+        assert sat == sat_total, where
