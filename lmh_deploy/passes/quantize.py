@@ -53,9 +53,11 @@ def _round_mantissa(w_eff, scale: float):
     return np.clip(np.round(w_eff * scale), -fx.WEIGHT_MANT_MAX, fx.WEIGHT_MANT_MAX).astype(np.int64)
 
 
-def _exponent(worst: int, headroom_bits: int = CURRENT_HEADROOM_BITS) -> int:
-    """Largest exponent keeping ``worst`` (unshifted worst-case current) within the headroom."""
-    limit = 1 << headroom_bits
+def _exponent(worst: int, headroom_bits: int = CURRENT_HEADROOM_BITS,
+              limit: int | None = None) -> int:
+    """Largest exponent keeping ``worst`` (unshifted worst-case current) within the headroom
+    (``2**headroom_bits``, or ``limit`` when given)."""
+    limit = (1 << headroom_bits) if limit is None else limit
     exp = 0
     # Wide layers (e.g. 784 graded inputs) can exceed the limit unshifted: shift the sum down.
     while exp > fx.WEIGHT_EXP_MIN and fx.shift_sum(worst, exp) > limit:
@@ -78,8 +80,8 @@ def worst_rows(mants: list[Any], paths: list[tuple]) -> np.ndarray:
 
 
 def quantize_joint(paths: list[tuple], headroom_bits: int = CURRENT_HEADROOM_BITS,
-                   fixed_exp: int | None = None, max_scale: float = math.inf
-                   ) -> tuple[list[Any], float, int]:
+                   fixed_exp: int | None = None, max_scale: float = math.inf,
+                   limit: int | None = None) -> tuple[list[Any], float, int]:
     """Quantise the synaptic weights of all paths into one neuron layer together.
 
     ``paths`` holds ``(w_eff, max_presyn[, repeat])`` per path: dense or CSR matrices, or
@@ -93,10 +95,10 @@ def quantize_joint(paths: list[tuple], headroom_bits: int = CURRENT_HEADROOM_BIT
     mants = [_round_mantissa(p[0], scale) for p in paths]
     worst = int(np.max(worst_rows(mants, paths), initial=0))
     if fixed_exp is None:
-        return mants, scale, _exponent(worst, headroom_bits)
+        return mants, scale, _exponent(worst, headroom_bits, limit)
     # A fixed exponent (netx derives its own from the written integers): shrink the mantissas
     # until the worst case fits, as netx's own exporter does.
-    limit = 1 << headroom_bits
+    limit = (1 << headroom_bits) if limit is None else limit
     while fx.shift_sum(worst, fixed_exp) > limit and scale > 0:
         scale *= min(0.99, limit / fx.shift_sum(worst, fixed_exp))
         mants = [_round_mantissa(p[0], scale) for p in paths]
@@ -178,6 +180,18 @@ def _soma_bias(name: str, node: LMH, bias: np.ndarray, prof: NumericProfile) -> 
         raise IRError(f"{name}: bias {int(np.abs(bias).max())} does not fit profile "
                       f"{prof.name}'s {prof.bias_mantissa_bits}-bit mantissa << 3-bit exponent")
     return np.round(bias / (1 << exps)).astype(np.int64) << exps
+
+
+def _wrap_limit(node: Any, prof: NumericProfile) -> int | None:
+    """Largest worst-case ``a_in`` whose dendrite can never wrap, for a wrapping dendrite.
+
+    ``v_d' = R(mu_d v_d) + (a_in << shift)`` with toward-zero products stays within
+    ``max|a_in << shift| / (1 - mu_d)``, so that bound may reach 2**23 - 1 itself: the full
+    24 bits, not the saturating profiles' 20-bit headroom (which leaves room for lambda > 1)."""
+    if not isinstance(node, LMH) or prof.overflow_v_d != "wrap" or prof.rounding != "toward-zero":
+        return None
+    decay = min(float(np.abs(node.mu_d).max()), 1.0)
+    return int(fx.STATE_MAX * (1.0 - decay)) >> prof.input_shift
 
 
 def _scale_cap(node: Any, prof: NumericProfile) -> float:
@@ -280,7 +294,8 @@ def quantize_graph(graph: Graph, profile: str = DEFAULT_PROFILE) -> tuple[Graph,
                 paths.append((chain_matrix(graph, chain) * unit, fx.INPUT_MAX if graded else 1))
         shift = prof.input_shift if isinstance(node, LMH) else 0  # a readout sums raw a_in
         mants, w_scale, exp = quantize_joint(paths, prof.current_headroom_bits - prof.input_shift,
-                                             prof.fixed_weight_exp, _scale_cap(node, prof))
+                                             prof.fixed_weight_exp, _scale_cap(node, prof),
+                                             _wrap_limit(node, prof))
         for (src, chain), mant, path, conv, unit in zip(chains, mants, paths, convs, units):
             w_eff, max_pre = path[0], path[1]
             graded = max_pre == fx.INPUT_MAX
