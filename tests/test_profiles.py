@@ -239,3 +239,34 @@ def test_training_neuron_with_lava_lif_rules_equals_the_float_reference() -> Non
         np.testing.assert_array_equal(torch_rec.spikes[name], ref.spikes[name], err_msg=name)
         assert 0 < ref.spikes[name].mean() < 1
     np.testing.assert_allclose(torch_rec.logits, ref.logits, rtol=1e-9, atol=1e-9)
+
+
+def test_both_pytorch_frontends_keep_the_lif_rules() -> None:
+    """`--neuron lif` models keep Lava LIF's rules through the checkpoint exporter and the
+    torch.fx frontend alike (same graph, so --profile loihi-lif accepts both)."""
+    import torch
+
+    from lmh_deploy.frontends.pytorch import export_model
+    from lmh_deploy.frontends.torch_fx import module_to_graph
+    from lmh_deploy.models.architectures import mlp
+
+    from lmh_deploy.models.neuron import lif_neuron
+
+    class Net(torch.nn.Module):  # a user's module, written the plain PyTorch way
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.n1, self.fc2 = torch.nn.Linear(5, 6), lif_neuron(), torch.nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.fc2(self.n1(self.fc1(x)))
+
+    torch.manual_seed(1)
+    model = mlp((5,), 3, neuron="lif", hidden=(6,), timesteps=3).eval()
+    a = export_model(model, input_shape=(5,), timesteps=3)
+    b = module_to_graph(Net(), input_shape=(5,), timesteps=3)
+    (la,), (lb,) = a.of_kind("lmh"), b.of_kind("lmh")
+    assert a.node(la).rules() == b.node(lb).rules() == {
+        "reset": "set", "reset_value": 0.0, "threshold_test": ">", "reset_timing": "same-step",
+        "v_d_init": 0.0, "v_s_init": 0.0}
+    q, _ = quantize_graph(b, "loihi-lif")
+    assert q.node(lb).profile == "loihi-lif"

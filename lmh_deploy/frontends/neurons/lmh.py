@@ -1,8 +1,9 @@
 """This project's :class:`~lmh_deploy.models.neuron.LMHNeuron` (Eq. 4; time-major input).
 
 Mapping: ``factor_table()`` gives mu_d, mu_s, lam_d, lam_s directly ((K, C): K time rows,
-C channels or 1); theta is the threshold and the spike amplitude; subtractive reset,
-spike at ``m >= theta``, same-step reset, ``v_d = 0``, ``v_s = theta / 2`` at the start.
+C channels or 1); theta is the threshold and the spike amplitude; the rules are the
+module's own (``rules()``: LM-H's subtractive reset, ``>=``, ``v_s = theta / 2`` at the start,
+or, for ``--neuron lif``, Lava LIF's set to 0, ``>``, start at 0).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class LMHNeuronAdapter(NeuronAdapter):
     def spec(self, module: nn.Module, where: str) -> NeuronSpec:
         theta = float(module.theta)
         table = {k: v.detach().cpu().double().numpy() for k, v in module.factor_table().items()}
-        return NeuronSpec(theta=theta, amplitude=theta, factors=table, v_s_init=theta / 2)
+        return NeuronSpec(theta=theta, amplitude=theta, factors=table, **module.rules())
 
     def reset(self, module: nn.Module) -> None:
         module.reset_state()
