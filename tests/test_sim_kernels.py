@@ -179,7 +179,9 @@ def test_lmh_profile_kernels_equal_semantics_lmh_step(seed, rows, steps, batch, 
 
 def test_numba_is_installed_and_used() -> None:
     """numba is a declared dependency: the fused kernel is what runs by default."""
-    assert N.numba is not None and N.numba_active()
+    assert N.numba is not None, ("numba is not installed here: run `bash scripts/install.sh` "
+                                 "(numba is pinned in scripts/requirements.lock)")
+    assert N.numba_active()
     with N.array_code_only():
         assert not N.numba_active()
     assert N.numba_active()
