@@ -6,8 +6,8 @@ rounding of ``f * v / 4096`` and ``OV`` its overflow handling (counted)::
 
     a    = currents[t]                  (or (2 * currents[t]) shifted by the weight exponent)
     v_d' = OVd(R(mu_d v_d) + R(mu_s v_s) + (a << input_shift) + bias_d)
-    m    = OVs(R(lam_s v_s) + R(lam_d v_d') + bias_s)
-    next-step timing: m -= theta * s_prev   (or m := reset_value where s_prev)
+    m    = OVs(R(lam_s v_s) + R(lam_d v_d') + bias_s  [- theta * s_prev: next-step subtract])
+    next-step set reset: m := reset_value where s_prev
     s    = m >= theta   (or m > theta)
     same-step timing: v_s' = m - theta * s  (or reset_value where s); next-step: v_s' = m, s_prev = s
 
@@ -125,12 +125,12 @@ def _overflow(x, mode: int):
     """(handled x, number of out-of-range values)."""
     hi = STATE_LIMIT - 1
     lo = -hi if mode == 1 else -STATE_LIMIT
-    if mode == 2:  # Lava LIF's u wrap: 2**23 itself is kept
-        out = (x > STATE_LIMIT) | (x < -STATE_LIMIT)
+    if mode == 2:  # Lava LIF's u wrap: 2**23 itself is kept, -2**23 becomes 2**23
+        out = (x > STATE_LIMIT) | (x <= -STATE_LIMIT)
         if not bool(out.any()):
             return x, 0
         w = _where(x > STATE_LIMIT, x - WRAP_SPAN, x)
-        return _where(w < -STATE_LIMIT, x + WRAP_SPAN, w), int(out.sum())
+        return _where(w <= -STATE_LIMIT, x + WRAP_SPAN, w), int(out.sum())
     if bool(x.min() >= lo) and bool(x.max() <= hi):
         return x, 0
     count = int(((x < lo) | (x > hi)).sum())
@@ -173,9 +173,11 @@ def _run_arrays(p, t0, currents, weight_exp, state, spikes, spikes_f, trace):
         v_d, sat_d = _overflow(v_d, p.overflow_d)
         m = _round_product(lam_s[k], state.v_s, p.rounding)
         m = m + _round_product(lam_d[k], v_d, p.rounding) + bias_s
+        if p.next_step and not p.reset_set:  # a delayed subtractive reset: inside the sum
+            m = m - p.theta * state.s_prev
         m, sat_s = _overflow(m, p.overflow_s)
-        if p.next_step:
-            m = _where(state.s_prev, p.reset_value, m) if p.reset_set else m - p.theta * state.s_prev
+        if p.next_step and p.reset_set:
+            m = _where(state.s_prev, p.reset_value, m)
         spk = m > p.theta if p.threshold_gt else m >= p.theta
         if p.next_step:
             state.s_prev[...] = spk
@@ -262,10 +264,11 @@ def _build_kernel(fixed: tuple[int, ...] | None, scaled: bool,
         # toward-zero (0, 4095): trunc(x / 4096) == (x + 4095) >> 12 for negative x
         half = 2048 if rounding == 0 else 0
         neg = 4095 if rounding == 1 else 0
-        hi_d = 8388608 if ov_d == 2 else 8388607  # wrap keeps 2**23 itself (Lava LIF)
-        lo_d = -8388607 if ov_d == 1 else -8388608
+        # wrap (Lava LIF's u): 2**23 itself is kept, -2**23 becomes 2**23
+        hi_d = 8388608 if ov_d == 2 else 8388607
+        lo_d = -8388608 if ov_d == 0 else -8388607
         hi_s = 8388608 if ov_s == 2 else 8388607
-        lo_s = -8388607 if ov_s == 1 else -8388608
+        lo_s = -8388608 if ov_s == 0 else -8388607
         wrap_d = ov_d == 2
         wrap_s = ov_s == 2
         fire_at = theta + 1 if thr_gt else theta
@@ -295,14 +298,16 @@ def _build_kernel(fixed: tuple[int, ...] | None, scaled: bool,
                     p4 = lam_d[k, i] * x
                     m = ((p3 + half + neg * (p3 < 0)) >> 12) + ((p4 + half + neg * (p4 < 0)) >> 12) \
                         + bias_s[i]
+                    if next_step and not reset_set and s_prev[b, i]:
+                        m -= theta  # a delayed subtractive reset is part of the soma sum
                     if m > hi_s:
                         m = m - 16777216 if wrap_s else hi_s
                         sat += 1
                     elif m < lo_s:
                         m = m + 16777216 if wrap_s else lo_s
                         sat += 1
-                    if next_step and s_prev[b, i]:
-                        m = reset_value if reset_set else m - theta
+                    if next_step and reset_set and s_prev[b, i]:
+                        m = reset_value
                     spk = m >= fire_at
                     if next_step:
                         s_prev[b, i] = spk

@@ -71,7 +71,7 @@ def _profile_of(node):
     name = _attr(node, "profile", "lmh")
     if not isinstance(name, str):
         return name
-    lookup = getattr(fx, "get_profile", None) or getattr(fx, "profile", None)
+    lookup = getattr(fx, "get_profile", None)
     if lookup is not None:
         return lookup(name)
     if name != "lmh":
@@ -85,8 +85,8 @@ def neuron_params(node) -> NeuronParams:
     lam_d, lam_s = _rows(node.lam_d, n), _rows(node.lam_s, n)  # full multipliers (IR v2)
     profile = _profile_of(node)
     rounding = getattr(profile, "rounding", "half-up")
-    overflow_d = getattr(profile, "overflow_v_d", getattr(profile, "v_d_overflow", "saturate"))
-    overflow_s = getattr(profile, "overflow_v_s", getattr(profile, "v_s_overflow", "saturate"))
+    overflow_d = getattr(profile, "overflow_d", "saturate")
+    overflow_s = getattr(profile, "overflow_s", "saturate")
     input_shift = int(getattr(profile, "input_shift", 0))
     bias_to = getattr(profile, "bias_to", "dendrite")
     bias = np.broadcast_to(np.asarray(node.bias, np.int64), (n,)).copy()

@@ -65,25 +65,67 @@ def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
     ``device`` (e.g. ``"cuda"``, ``"cpu"``) runs the same integer semantics on torch tensors
     there; ``None`` uses numpy (and numba). ``chunk_steps`` overrides the chunk length.
     """
-    validate_quantized(graph)  # refuse an invalid graph in one line naming the node
-    run = _Run(graph, x_int, timesteps, device, record_states, record_spikes)
+    plan = _plan_for(graph, device)
+    run = _Run(plan, x_int, timesteps, device, record_states, record_spikes)
     chunk = chunk_steps or default_chunk_steps(run.batch)
     for t0 in range(0, timesteps, chunk):
         run.chunk(t0, min(timesteps, t0 + chunk))
     return run.finish()
 
 
-class _Run:
-    """The state of one simulation: parameters, states, record under construction."""
+class _Plan:
+    """What a graph fixes for every run: validated structure, synapse paths (with their
+    measured costs), kernel parameters. Reused while the graph holds the same (immutable)
+    node objects and edges, so small mini-batches do not pay the preparation again."""
 
-    def __init__(self, graph: Graph, x_int: np.ndarray, timesteps: int, device: str | None,
-                 record_states: bool, record_spikes: bool) -> None:
-        self.graph, self.timesteps = graph, timesteps
+    def __init__(self, graph: Graph, device: str | None) -> None:
+        validate_quantized(graph)  # refuse an invalid graph in one line naming the node
+        self.key = _structure(graph)
         self.order = graph.order()
-        q_input = graph.node(self.order[0])
+        self.nodes = {name: graph.node(name) for name in self.order}
+        self.inputs = {name: graph.inputs_of(name) for name in self.order}
+        q_input = self.nodes[self.order[0]]
         if not isinstance(q_input, QInput):
             raise TypeError(f"the first node of the graph is {q_input.kind}, not q_input")
-        self.static = x_int.ndim == len(q_input.shape) + 1
+        self.input_shape = tuple(q_input.shape)
+        self.paths = {name: SynapsePath(node, device) for name, node in self.nodes.items()
+                      if isinstance(node, QDense)}
+        self.params = {name: neuron_params(node) for name, node in self.nodes.items()
+                       if isinstance(node, QLMH)}
+        readouts = [name for name, node in self.nodes.items() if isinstance(node, QReadout)]
+        if not readouts:
+            raise TypeError("the graph has no q_readout node")
+        self.readout = readouts[0]
+
+
+def _structure(graph: Graph) -> tuple:
+    return (tuple((name, id(data["node"])) for name, data in graph.nx_graph.nodes(data=True)),
+            tuple(graph.nx_graph.edges))
+
+
+_PLANS: dict[tuple, tuple[Graph, _Plan]] = {}
+_MAX_PLANS = 8
+
+
+def _plan_for(graph: Graph, device: str | None) -> _Plan:
+    key = (id(graph), device)
+    cached = _PLANS.get(key)
+    if cached is not None and cached[0] is graph and cached[1].key == _structure(graph):
+        return cached[1]
+    plan = _Plan(graph, device)
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.pop(next(iter(_PLANS)))
+    _PLANS[key] = (graph, plan)  # holds the graph (and its nodes): ids stay unique
+    return plan
+
+
+class _Run:
+    """The state of one simulation: states and the record under construction."""
+
+    def __init__(self, plan: _Plan, x_int: np.ndarray, timesteps: int, device: str | None,
+                 record_states: bool, record_spikes: bool) -> None:
+        self.plan, self.timesteps = plan, timesteps
+        self.static = x_int.ndim == len(plan.input_shape) + 1
         self.batch = x_int.shape[0] if self.static else x_int.shape[1]
         if not self.static and x_int.shape[0] < timesteps:
             raise ValueError(f"time-major input has {x_int.shape[0]} frames; cannot run "
@@ -98,27 +140,18 @@ class _Run:
             self.xp = torch
             self.x = torch.as_tensor(np.asarray(x_int, np.int64), device=torch.device(device))
         self.record_states, self.record_spikes = record_states, record_spikes
-        self.nodes = {name: graph.node(name) for name in self.order}
-        self.paths: dict[str, SynapsePath] = {}
-        self.params, self.states, self.counts = {}, {}, {}
+        self.nodes, self.paths, self.params = plan.nodes, plan.paths, plan.params
+        self.readout = plan.readout
+        self.states, self.counts = {}, {}
         self.static_sums: dict[str, object] = {}
-        self.input_active = np.zeros(q_input.output_size(), np.int64)
+        self.input_active = np.zeros(int(np.prod(plan.input_shape)), np.int64)
         self.rec = RunRecord(logits=np.zeros((self.batch, 0), np.int64))
-        self.readout = None
-        for name, node in self.nodes.items():
-            if isinstance(node, QLMH):
-                self._add_neuron(name, node)
-            elif isinstance(node, QDense):
-                self.paths[name] = SynapsePath(node, device)
-            elif isinstance(node, QReadout):
-                self.readout = name
-        if self.readout is None:
-            raise TypeError("the graph has no q_readout node")
+        for name, p in self.params.items():
+            self._add_neuron(name, p)
         classes = self.nodes[self.readout].bias.shape[0]
         self.readout_trace = np.zeros((timesteps, self.batch, classes), np.int64)
 
-    def _add_neuron(self, name: str, node: QLMH) -> None:
-        p = self.params[name] = neuron_params(node)
+    def _add_neuron(self, name: str, p) -> None:
         like = None if self.device is None else self.x
         self.states[name] = initial_state(p, self.batch, like)
         self.counts[name] = np.zeros(self.timesteps, np.int64)
@@ -135,11 +168,11 @@ class _Run:
             if isinstance(node, QInput):
                 values[name] = self._input(t0, t1)
             elif isinstance(node, QDense):
-                values[name] = self._synapse(name, values[self.graph.inputs_of(name)[0]], steps)
+                values[name] = self._synapse(name, values[self.plan.inputs[name][0]], steps)
             elif isinstance(node, QLMH):
                 values[name] = self._neuron(name, t0, steps, values)
             elif isinstance(node, QReadout):
-                inputs = [values[src] for src in self.graph.inputs_of(name)]
+                inputs = [values[src] for src in self.plan.inputs[name]]
                 a_in = sum(v.current(steps, self.xp) for v in inputs)
                 self.readout_trace[t0:t1] = _numpy(a_in)
 
@@ -164,7 +197,7 @@ class _Run:
         return _Value(sums, weight_exp=path.weight_exp)
 
     def _neuron(self, name: str, t0: int, steps: int, values: dict) -> _Value:
-        inputs = [values[src] for src in self.graph.inputs_of(name)]
+        inputs = [values[src] for src in self.plan.inputs[name]]
         if len(inputs) == 1:  # the kernel applies the weight exponent itself
             currents, weight_exp = inputs[0].per_step(steps, self.xp), inputs[0].weight_exp
         else:
@@ -199,7 +232,7 @@ class _Run:
     def finish(self) -> RunRecord:
         rec = self.rec
         for name, path in self.paths.items():
-            (src,) = self.graph.inputs_of(name)
+            (src,) = self.plan.inputs[name]
             active = (self.input_active if isinstance(self.nodes[src], QInput)
                       else _numpy(self.states[src].neuron_spikes))
             rec.synops[name] = path.synops(active)

@@ -35,19 +35,21 @@ def python_step(p: NeuronParams, t: int, v_d: int, v_s: int, s_prev: bool, a: in
         return x >> 12 if x >= 0 else -((-x) >> 12)
 
     def over(x: int, mode: int) -> tuple[int, int]:
-        if mode == OVERFLOW_CODES["wrap"]:  # Lava LIF: 2**23 itself is kept
+        if mode == OVERFLOW_CODES["wrap"]:  # Lava LIF: 2**23 is kept, -2**23 becomes 2**23
             w = x - 2 * LIMIT if x > LIMIT else x
-            w = x + 2 * LIMIT if w < -LIMIT else w
-            return w, int(x > LIMIT or x < -LIMIT)
+            w = x + 2 * LIMIT if w <= -LIMIT else w
+            return w, int(w != x)
         lo = -(LIMIT - 1) if mode == OVERFLOW_CODES["saturate-symmetric"] else -LIMIT
         return min(max(x, lo), LIMIT - 1), int(x < lo or x > LIMIT - 1)
 
     f = lambda rows: int(rows[k][i])
     d, o1 = over(rnd(f(p.mu_d) * v_d) + rnd(f(p.mu_s) * v_s) + (a << p.input_shift)
                  + int(p.bias_d[i]), p.overflow_d)
-    m, o2 = over(rnd(f(p.lam_s) * v_s) + rnd(f(p.lam_d) * d) + int(p.bias_s[i]), p.overflow_s)
-    if p.next_step and s_prev:
-        m = p.reset_value if p.reset_set else m - p.theta
+    delayed = p.next_step and s_prev
+    m, o2 = over(rnd(f(p.lam_s) * v_s) + rnd(f(p.lam_d) * d) + int(p.bias_s[i])
+                 - (p.theta if delayed and not p.reset_set else 0), p.overflow_s)
+    if delayed and p.reset_set:
+        m = p.reset_value
     spike = m > p.theta if p.threshold_gt else m >= p.theta
     if not p.next_step and spike:
         m = p.reset_value if p.reset_set else m - p.theta
@@ -258,13 +260,14 @@ def test_convolution_sums_equal_the_integer_matrix(seed, stride, padding, graded
 
 
 def test_way_choice_follows_the_measured_costs() -> None:
-    """Both ways are timed on first use; later calls take the cheaper prediction."""
+    """Both ways are timed after a first (possibly compiling) use; later calls take the
+    cheaper prediction."""
     rng = np.random.default_rng(0)
     path = SynapsePath(_dense_node(rng, 50, 80, 0, graded=False))
     pre = rng.random((8, 80)) < 0.1
-    first = [path.sums(pre) for _ in range(2)]
+    first = [path.sums(pre) for _ in range(4)]
     assert set(path.cost) == {"gemm", "events"}
-    assert np.array_equal(first[0], first[1])
+    assert all(np.array_equal(first[0], f) for f in first)
     path.cost = {"gemm": 1.0, "events": 1e-9}
     assert path._choose({"gemm": 100, "events": 100}) == "events"
     path.cost = {"gemm": 1e-9, "events": 1.0}
