@@ -10,6 +10,7 @@ from lmh_deploy.models.architectures import build
 from lmh_deploy.sim import default_batch_size, simulate, simulate_batched
 from lmh_deploy.sim import neuron as N
 from lmh_deploy.sim.batching import bytes_per_sample
+from lmh_deploy.sim.reference import simulate_reference
 
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.passes.quantize import quantize_graph
@@ -71,6 +72,12 @@ def test_every_path_gives_the_same_record(arch: str, shape: tuple, radical: bool
             assert_same_record(rec, want)
         except AssertionError as err:
             raise AssertionError(label) from err
+    ref = simulate_reference(q, x, 6)  # the semantics functions, one step at a time
+    assert np.array_equal(ref["logits"], want.logits)
+    for name, s in ref["spikes"].items():
+        assert np.array_equal(s, want.spikes[name]), name
+        assert all(np.array_equal(u, v) for u, v in zip(ref["final_state"][name],
+                                                        want.final_state[name])), name
     streamed = simulate(q, x, 6, record_spikes=False)
     assert not streamed.spikes and np.array_equal(streamed.logits, want.logits)
     for name, s in want.spikes.items():
@@ -88,6 +95,9 @@ def test_time_varying_input_through_every_path(arch: str, shape: tuple, radical:
     assert_same_record(simulate(q, repeated, 5, chunk_steps=2), simulate(q, x, 5))
     frames = fx.quantize_input(rng.random((7, 3, *shape)), q.node("input").scale)
     want = simulate(q, frames, 7, chunk_steps=1, record_states=True)
+    ref = simulate_reference(q, frames, 7)
+    assert np.array_equal(ref["logits"], want.logits)
+    assert all(np.array_equal(s, want.spikes[n]) for n, s in ref["spikes"].items())
     assert_same_record(simulate(q, frames, 7, device="cpu", record_states=True), want)
     assert_same_record(simulate_batched(q, frames, 7, batch_size=2, record_states=True), want)
     with N.array_code_only():

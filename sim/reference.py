@@ -1,0 +1,63 @@
+"""The slow reference run: one step at a time, straight through the semantics functions.
+
+No chunking, no compiled kernels, no choice of ways: :func:`lmh_deploy.semantics.integer.lmh_step`
+for every layer and :func:`~lmh_deploy.semantics.integer.dense_output` /
+:func:`~lmh_deploy.semantics.integer.conv_output` for every synapse path. The fast paths
+of :func:`lmh_deploy.sim.simulate` are tested and benchmarked against it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from lmh_deploy.ir import QLMH, Graph, QDense, QInput, QReadout
+from lmh_deploy.semantics import integer as fx
+
+
+def _layer_params(node: QLMH):
+    if hasattr(fx, "layer_params"):
+        return fx.layer_params(node)
+    return fx.LMHFixedParams(mu_d=node.mu_d, mu_s=node.mu_s, lam_d_off=node.lam_d_off,
+                             lam_s_off=node.lam_s_off, theta=int(node.theta), bias=node.bias)
+
+
+def _synapse(node: QDense, presyn: np.ndarray) -> np.ndarray:
+    weights = fx.WEIGHT_LAVA_SCALE * node.weight_mant
+    if node.is_conv:
+        return fx.conv_output(np.asarray(weights), node.weight_exp, presyn,
+                              node.conv_input_shape, node.conv_stride, node.conv_padding)
+    return fx.dense_output(weights, node.weight_exp, presyn)
+
+
+def simulate_reference(graph: Graph, x_int: np.ndarray, timesteps: int) -> dict:
+    """Spikes (T, B, n) per layer, final ``(v_d, v_s)`` and logits of a plain step loop."""
+    order = graph.order()
+    q_input = graph.node(order[0])
+    assert isinstance(q_input, QInput)
+    static = x_int.ndim == len(q_input.shape) + 1
+    batch = x_int.shape[0] if static else x_int.shape[1]
+    params = {n: _layer_params(graph.node(n)) for n in order if isinstance(graph.node(n), QLMH)}
+    state = {n: (*p.initial_state((batch, graph.node(n).size)), None) for n, p in params.items()}
+    spikes = {n: [] for n in params}
+    logits = 0
+    for t in range(timesteps):
+        values = {}
+        for name in order:
+            node = graph.node(name)
+            inputs = graph.inputs_of(name)
+            if isinstance(node, QInput):
+                values[name] = (x_int if static else x_int[t]).reshape(batch, -1).astype(np.int64)
+            elif isinstance(node, QDense):
+                values[name] = _synapse(node, values[inputs[0]])
+            elif isinstance(node, QLMH):
+                a_in = sum(values[src] for src in inputs)
+                v_d, v_s, s_prev = state[name]
+                extra = () if s_prev is None or not hasattr(fx, "layer_params") else (s_prev,)
+                v_d, v_s, s, _ = fx.lmh_step(params[name], t, v_d, v_s, a_in, *extra)
+                state[name] = (v_d, v_s, s)
+                spikes[name].append(s)
+                values[name] = s.astype(np.int64)
+            elif isinstance(node, QReadout):
+                logits = logits + sum(values[src] for src in inputs) + node.bias
+    return {"spikes": {n: np.array(s) for n, s in spikes.items()},
+            "final_state": {n: (v_d, v_s) for n, (v_d, v_s, _) in state.items()},
+            "logits": np.asarray(logits, np.int64)}
