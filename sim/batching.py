@@ -74,20 +74,69 @@ def default_batch_size(graph: Graph, timesteps: int, *, budget_bytes: int | None
 
 def run_in_batches(fn: Callable[[np.ndarray], RunRecord], x: np.ndarray, batch_size: int, *,
                    axis: int = 0) -> RunRecord:
-    """``fn`` over consecutive mini-batches of ``x`` (samples on ``axis``), records merged."""
-    from lmh_deploy.backends.sharding import merge_records
+    """``fn`` over consecutive mini-batches of ``x`` (samples on ``axis``), records merged.
 
+    Equals :func:`lmh_deploy.backends.sharding.merge_records` of the per-batch records, but
+    each batch is copied into the whole run's arrays as soon as it is done, so the peak
+    memory is the record plus one mini-batch, not twice the record.
+    """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     n = x.shape[axis]
     if n <= batch_size:
         return fn(x)
     index = [slice(None)] * x.ndim
-    records = []
+    merged = None
     for start in range(0, n, batch_size):
         index[axis] = slice(start, start + batch_size)
-        records.append(fn(x[tuple(index)]))
-    return merge_records(records)
+        rec = fn(x[tuple(index)])
+        if merged is None:
+            merged = _allocate(rec, n)
+        _add_batch(merged, rec, start)
+    return merged
+
+
+def _whole(part: np.ndarray, n: int, axis: int) -> np.ndarray:
+    shape = list(part.shape)
+    shape[axis] = n
+    return np.empty(shape, part.dtype)
+
+
+def _allocate(first: RunRecord, n: int) -> RunRecord:
+    """An empty record for ``n`` samples shaped like ``first`` (counters start at zero)."""
+    rec = RunRecord(logits=_whole(first.logits, n, 0))
+    rec.spikes = {k: _whole(v, n, 1) for k, v in first.spikes.items()}
+    rec.final_state = {k: tuple(_whole(a, n, 0) for a in v) for k, v in first.final_state.items()}
+    rec.state_trace = {k: tuple(_whole(a, n, 1) for a in v) for k, v in first.state_trace.items()}
+    if first.readout_trace is not None:
+        rec.readout_trace = _whole(first.readout_trace, n, 1)
+    rec.saturation = dict.fromkeys(first.saturation, 0)
+    rec.synops = dict.fromkeys(first.synops, 0)
+    rec.spike_stats = {k: dict.fromkeys(v, 0) for k, v in first.spike_stats.items()}
+    return rec
+
+
+def _add_batch(merged: RunRecord, rec: RunRecord, start: int) -> None:
+    """Copy one mini-batch's per-sample arrays in at ``start``; add its counters."""
+    stop = start + rec.logits.shape[0]
+    merged.logits[start:stop] = rec.logits
+    for k, v in rec.spikes.items():
+        merged.spikes[k][:, start:stop] = v
+    for k, v in rec.final_state.items():
+        for whole, part in zip(merged.final_state[k], v):
+            whole[start:stop] = part
+    for k, v in rec.state_trace.items():
+        for whole, part in zip(merged.state_trace[k], v):
+            whole[:, start:stop] = part
+    if rec.readout_trace is not None:
+        merged.readout_trace[:, start:stop] = rec.readout_trace
+    for k, v in rec.saturation.items():
+        merged.saturation[k] += v
+    for k, v in rec.synops.items():
+        merged.synops[k] += v
+    for k, stats in rec.spike_stats.items():
+        for key, value in stats.items():
+            merged.spike_stats[k][key] = merged.spike_stats[k][key] + value
 
 
 def simulate_batched(graph: Graph, x_int: np.ndarray, timesteps: int, *,

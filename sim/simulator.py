@@ -61,7 +61,8 @@ def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
 
     ``x_int`` is the quantised input: (B, *shape) static (presented every step) or
     (T, B, *shape) time-major frames. With ``record_spikes=False`` the run streams: memory
-    does not grow with T (only per-step spike counts, ``spike_stats``, are kept).
+    grows with neither T nor B beyond logits and readout (only per-step spike counts,
+    ``spike_stats``, are kept; no ``final_state``).
     ``device`` (e.g. ``"cuda"``, ``"cpu"``) runs the same integer semantics on torch tensors
     there; ``None`` uses numpy (and numba). ``chunk_steps`` overrides the chunk length.
     """
@@ -242,7 +243,8 @@ class _Run:
                 "spikes_per_step": self.counts[name],
                 "active_neurons": int(_numpy(state.fired).sum()),
                 "neuron_steps": self.timesteps * self.batch * self.params[name].size}
-            rec.final_state[name] = (_numpy(state.v_d), _numpy(state.v_s))
+            if self.record_spikes:  # streaming keeps nothing that grows with the samples
+                rec.final_state[name] = (_numpy(state.v_d), _numpy(state.v_s))
         rec.readout_trace = self.readout_trace
         rec.logits = self.readout_trace.sum(0) + self.timesteps * np.asarray(
             self.nodes[self.readout].bias, np.int64)
