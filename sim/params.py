@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lmh_deploy.semantics import integer as fx
+from lmh_deploy.semantics.profiles import get_profile
 
 #: Rounding of a factor product ``f * v / 4096`` (codes shared by every kernel).
 ROUNDING_CODES = {"half-up": 0, "toward-zero": 1, "floor": 2}
@@ -61,46 +61,22 @@ def _rows(values, size: int) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(a, (a.shape[0], size)))
 
 
-def _attr(node, name: str, default):
-    value = getattr(node, name, default)
-    return default if value is None else value
-
-
-def _profile_of(node):
-    """The node's numeric profile (``lmh`` for nodes that name none)."""
-    name = _attr(node, "profile", "lmh")
-    if not isinstance(name, str):
-        return name
-    lookup = getattr(fx, "get_profile", None)
-    if lookup is not None:
-        return lookup(name)
-    if name != "lmh":
-        raise ValueError(f"numeric profile {name!r} is unknown to this semantics version")
-    return None
-
-
 def neuron_params(node) -> NeuronParams:
     """The kernel parameters of a ``QLMH`` node (its profile and neuron rules included)."""
     n = int(node.size)
-    lam_d, lam_s = _rows(node.lam_d, n), _rows(node.lam_s, n)  # full multipliers (IR v2)
-    profile = _profile_of(node)
-    rounding = getattr(profile, "rounding", "half-up")
-    overflow_d = getattr(profile, "overflow_d", "saturate")
-    overflow_s = getattr(profile, "overflow_s", "saturate")
-    input_shift = int(getattr(profile, "input_shift", 0))
-    bias_to = getattr(profile, "bias_to", "dendrite")
+    profile = get_profile(node.profile)
     bias = np.broadcast_to(np.asarray(node.bias, np.int64), (n,)).copy()
     zero = np.zeros(n, np.int64)
     theta = int(node.theta)
     return NeuronParams(
-        mu_d=_rows(node.mu_d, n), mu_s=_rows(node.mu_s, n), lam_d=lam_d, lam_s=lam_s,
-        bias_d=bias if bias_to == "dendrite" else zero,
-        bias_s=bias if bias_to == "soma" else zero,
-        theta=theta, reset_value=int(_attr(node, "reset_value", 0)),
-        v_d_init=int(_attr(node, "v_d_init", 0)),
-        v_s_init=int(_attr(node, "v_s_init", theta // 2)),
-        input_shift=input_shift, rounding=ROUNDING_CODES[rounding],
-        overflow_d=OVERFLOW_CODES[overflow_d], overflow_s=OVERFLOW_CODES[overflow_s],
-        threshold_gt=_attr(node, "threshold_test", ">=") == ">",
-        reset_set=_attr(node, "reset", "subtract") == "set",
-        next_step=_attr(node, "reset_timing", "same-step") == "next-step")
+        mu_d=_rows(node.mu_d, n), mu_s=_rows(node.mu_s, n), lam_d=_rows(node.lam_d, n),
+        lam_s=_rows(node.lam_s, n),
+        bias_d=bias if profile.bias_to == "dendrite" else zero,
+        bias_s=bias if profile.bias_to == "soma" else zero,
+        theta=theta, reset_value=int(node.reset_value), v_d_init=int(node.v_d_init),
+        v_s_init=theta // 2 if node.v_s_init is None else int(node.v_s_init),
+        input_shift=int(profile.input_shift), rounding=ROUNDING_CODES[profile.rounding],
+        overflow_d=OVERFLOW_CODES[profile.overflow_v_d],
+        overflow_s=OVERFLOW_CODES[profile.overflow_v_s],
+        threshold_gt=node.threshold_test == ">", reset_set=node.reset == "set",
+        next_step=node.reset_timing == "next-step")

@@ -13,13 +13,6 @@ from lmh_deploy.ir import QLMH, Graph, QDense, QInput, QReadout
 from lmh_deploy.semantics import integer as fx
 
 
-def _layer_params(node: QLMH):
-    if hasattr(fx, "layer_params"):
-        return fx.layer_params(node)
-    return fx.LMHFixedParams(mu_d=node.mu_d, mu_s=node.mu_s, lam_d_off=node.lam_d_off,
-                             lam_s_off=node.lam_s_off, theta=int(node.theta), bias=node.bias)
-
-
 def _synapse(node: QDense, presyn: np.ndarray) -> np.ndarray:
     weights = fx.WEIGHT_LAVA_SCALE * node.weight_mant
     if node.is_conv:
@@ -35,7 +28,7 @@ def simulate_reference(graph: Graph, x_int: np.ndarray, timesteps: int) -> dict:
     assert isinstance(q_input, QInput)
     static = x_int.ndim == len(q_input.shape) + 1
     batch = x_int.shape[0] if static else x_int.shape[1]
-    params = {n: _layer_params(graph.node(n)) for n in order if isinstance(graph.node(n), QLMH)}
+    params = {n: fx.layer_params(graph.node(n)) for n in order if isinstance(graph.node(n), QLMH)}
     state = {n: (*p.initial_state((batch, graph.node(n).size)), None) for n, p in params.items()}
     spikes = {n: [] for n in params}
     logits = 0
@@ -51,8 +44,7 @@ def simulate_reference(graph: Graph, x_int: np.ndarray, timesteps: int) -> dict:
             elif isinstance(node, QLMH):
                 a_in = sum(values[src] for src in inputs)
                 v_d, v_s, s_prev = state[name]
-                extra = () if s_prev is None or not hasattr(fx, "layer_params") else (s_prev,)
-                v_d, v_s, s, _ = fx.lmh_step(params[name], t, v_d, v_s, a_in, *extra)
+                v_d, v_s, s, _ = fx.lmh_step(params[name], t, v_d, v_s, a_in, s_prev)
                 state[name] = (v_d, v_s, s)
                 spikes[name].append(s)
                 values[name] = s.astype(np.int64)
