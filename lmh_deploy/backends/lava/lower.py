@@ -27,7 +27,8 @@ from lmh_deploy.semantics import integer as fx
 from lmh_deploy.ir import (LMH, Graph, Input, IRError, QDense, QInput, QLMH, QReadout, Readout,
                            validate, validate_quantized)
 from lmh_deploy.backends.lava.procs.lmh.process import LMHNeuron
-from lmh_deploy.ir.synapses import chain_matrix, qdense_matrix, synapse_chain
+from lmh_deploy.ir.synapses import qdense_matrix
+from lmh_deploy.passes.compose import synapse_paths
 from lmh_deploy.passes.delays import layer_depths, path_delays
 
 Precision = Literal["fixed_pt", "floating_pt"]
@@ -66,20 +67,16 @@ def _paths(graph: Graph, name: str, precision: Precision, delays: dict[str, int]
     An integer graph records each path's balancing delay (``QDense.delay``); a float graph's
     come from :func:`~lmh_deploy.passes.delays.path_delays` (``delays``).
     """
+    if precision == "floating_pt":  # the presynaptic unit (theta, x_max / 255) folds into W
+        return [Path(p.name, p.source, p.weights, 0, p.graded, delays[p.name])
+                for p in synapse_paths(graph, name, keep_kernels=False)]
     paths = []
     for pred in graph.inputs_of(name):
-        if precision == "fixed_pt":
-            node = graph.node(pred)
-            assert isinstance(node, QDense)
-            (src,) = graph.inputs_of(pred)
-            paths.append(Path(pred, src, qdense_matrix(node, fx.WEIGHT_LAVA_SCALE),
-                              node.weight_exp, node.graded, node.delay))
-            continue
-        src, chain = synapse_chain(graph, pred)
-        source = graph.node(src)  # the presynaptic amplitude (theta, input unit) folds into W
-        unit = source.x_max / fx.INPUT_MAX if isinstance(source, Input) else source.theta
-        paths.append(Path(pred, src, chain_matrix(graph, chain) * unit, 0,
-                          isinstance(source, Input), delays[pred]))
+        node = graph.node(pred)
+        assert isinstance(node, QDense)
+        (src,) = graph.inputs_of(pred)
+        paths.append(Path(pred, src, qdense_matrix(node, fx.WEIGHT_LAVA_SCALE),
+                          node.weight_exp, node.graded, node.delay))
     return paths
 
 

@@ -1,0 +1,63 @@
+"""Chain composition: every chain of float synapse nodes between two neuron layers, as the one
+linear map it computes, in float current per integer presynaptic unit.
+
+The presynaptic unit is what one integer count means in float: ``theta`` of a spiking source
+(the paper's ``I = W s theta``), ``x_max / 255`` of the graded 8-bit input. A single
+convolution (or pool -> convolution) stays a kernel, so large networks never materialise
+their synaptic matrices.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lmh_deploy.ir import Conv2d, Graph, Input, Node
+from lmh_deploy.ir.synapses import chain_conv, chain_matrix, synapse_chain
+from lmh_deploy.semantics import integer as fx
+
+
+def presynaptic_unit(source: Node) -> float:
+    """Float value of one integer count sent by ``source``: ``x_max / 255`` or ``theta``."""
+    return source.x_max / fx.INPUT_MAX if isinstance(source, Input) else source.theta
+
+
+@dataclass(frozen=True)
+class SynapsePath:
+    """One synapse chain into a layer, composed; named after its last node."""
+
+    name: str
+    source: str
+    ops: tuple[str, ...]  # the kinds of the chain's nodes, source side first
+    graded: bool  # the source is the graded input (8-bit counts), not spikes
+    unit: float  # float value of one presynaptic count (see presynaptic_unit)
+    weights: Any  # float current per presynaptic count: dense, CSR, or a conv kernel
+    conv: Conv2d | None  # the chain as one convolution (geometry of ``weights``), if it is one
+
+    @property
+    def max_presyn(self) -> int:
+        """Largest presynaptic count per step: 255 for the graded input, 1 for a spike."""
+        return fx.INPUT_MAX if self.graded else 1
+
+    @property
+    def repeat(self) -> int:
+        """Output positions sharing each kernel row (1 for a matrix)."""
+        return 1 if self.conv is None else self.conv.output_shape[1] * self.conv.output_shape[2]
+
+
+def synapse_paths(graph: Graph, layer: str, *, keep_kernels: bool = True) -> list[SynapsePath]:
+    """The composed synapse paths into neuron or readout ``layer``, in input order.
+
+    ``keep_kernels=False`` always composes a matrix (dense, or CSR for convolutions).
+    """
+    paths = []
+    for pred in graph.inputs_of(layer):
+        src, chain = synapse_chain(graph, pred)
+        source = graph.node(src)
+        unit = presynaptic_unit(source)
+        conv = chain_conv(graph, chain) if keep_kernels else None
+        weights = conv.weight * unit if conv is not None else chain_matrix(graph, chain) * unit
+        paths.append(SynapsePath(name=chain[-1], source=src,
+                                 ops=tuple(graph.node(c).kind for c in chain),
+                                 graded=isinstance(source, Input), unit=unit, weights=weights,
+                                 conv=conv))
+    return paths
