@@ -175,3 +175,17 @@ def test_lower_and_simulate_refuse_an_invalid_graph(mlp_q: Graph) -> None:
     with pytest.raises(IRError, match=r"^lmh0: threshold theta=0 outside"):
         lower(bad, x, 3, "fixed_pt")
     simulate(mlp_q, x, 3)  # the valid graph runs
+
+
+def test_float_reference_and_loihi2_map_refuse_invalid_graphs(mlp_q: Graph) -> None:
+    from lmh_deploy.backends.float_ir import simulate_float
+    from lmh_deploy.passes.loihi2_map import map_to_loihi2
+
+    with pytest.raises(IRError, match=r"^lmh0: threshold theta=0 outside"):
+        map_to_loihi2(_with(mlp_q, "lmh0", theta=0))
+    torch.manual_seed(3)
+    graph = export_model(mlp((6,), 3, hidden=(5,), timesteps=3).eval(), input_shape=(6,),
+                         timesteps=3)
+    bad = _with(graph, "dense0", weight=np.full((5, 6), np.nan))
+    with pytest.raises(IRError, match=r"^dense0: weight has a non-finite value nan"):
+        simulate_float(bad, np.zeros((1, 6)), 3)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmh_deploy.ir import LMH, SYNAPSE_KINDS, Graph, Input, Readout
+from lmh_deploy.ir import LMH, SYNAPSE_KINDS, Graph, Input, Readout, validate
 from lmh_deploy.reports.record import RunRecord
 from lmh_deploy.ir.synapses import apply_synapse
 from lmh_deploy.semantics.reference import float_initial_state, lmh_float_step
@@ -16,6 +16,7 @@ from lmh_deploy.semantics.reference import float_initial_state, lmh_float_step
 
 def simulate_float(graph: Graph, x: np.ndarray, timesteps: int) -> RunRecord:
     """Run float inputs ``x`` (B, *shape) through Eq. 4 (with each layer's rules) in float64."""
+    validate(graph)  # refuse an invalid graph in one line naming the node
     order = graph.order()
     batch = x.shape[0]
     frames = x.reshape(batch, -1).astype(np.float64)

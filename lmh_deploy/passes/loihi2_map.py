@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from lmh_deploy.ir import Graph, IRError, QLMH, QReadout
+from lmh_deploy.ir import QLMH, Graph, IRError, QReadout, validate_quantized
 from lmh_deploy.ir.synapses import qdense_fan_in
 
 CORES_PER_CHIP = 128
@@ -80,6 +80,7 @@ def map_to_loihi2(graph: Graph) -> dict[str, Any]:
     neurons, and a layer ``ceil(n / per_core)`` cores. Per-layer tables (shared factors,
     threshold) are a few bytes and are not counted.
     """
+    validate_quantized(graph)
     placement = []
     core = 0
     synapses_total = 0
