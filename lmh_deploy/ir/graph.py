@@ -1,8 +1,8 @@
 """The graph: named nodes on a networkx DAG; node kinds by registry key."""
 from __future__ import annotations
 
+import copy
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -74,7 +74,7 @@ class Graph:
         Structure and ``meta`` are copied; nodes are shared, which is safe because they are
         immutable (frozen, read-only arrays): a change is a new node (:meth:`replace`).
         """
-        g = Graph(meta=json.loads(json.dumps(self.meta)))
+        g = Graph(meta=copy.deepcopy(self.meta))
         for name in self.nx_graph.nodes:
             g.add(name, self.node(name), tuple(self.inputs_of(name)))
         return g

@@ -1,0 +1,116 @@
+"""Joint weight quantisation: the synapse paths into one layer share one 8-bit mantissa scale
+and one exponent, so their integer currents add exactly in the neuron.
+
+The quantity quantised is the float current per integer presynaptic unit, ``W * a`` (see
+:mod:`lmh_deploy.passes.compose`). It becomes an 8-bit mantissa ``m = round(W a * s_w)``,
+``s_w = 127 / max|W a|``, and the layer's states are counted in units of ``1 / S`` with
+``S = 2**(exp + 1) * s_w``, so the integer current is exactly ``(sum 2 m x) << exp``. The
+exponent is the largest that keeps the worst-case current within the headroom (negative, a
+floor shift of the sum, for very wide layers).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from lmh_deploy.ir.synapses import abs_row_sums
+from lmh_deploy.passes.compose import SynapsePath
+from lmh_deploy.semantics import integer as fx
+
+#: Worst-case |synaptic input| per step is kept below 2**20: states integrate several steps
+#: of input (and lam, mu gains), so 3 bits are left between one step's input and 24 bits.
+CURRENT_HEADROOM_BITS = fx.STATE_BITS - 4
+@dataclass(frozen=True)
+class WeightQuant:
+    """An 8-bit mantissa matrix with its per-layer scale and exponent."""
+
+    mant: np.ndarray
+    scale: float  # float value = mant / scale
+    exp: int
+
+
+def _round_mantissa(w_eff, scale: float):
+    """``clip(round(w * scale), -127, 127)`` as int64, dense or CSR (zeros dropped)."""
+    if sp.issparse(w_eff):
+        m = sp.csr_matrix(w_eff, dtype=np.float64, copy=True)
+        m.data = np.clip(np.round(m.data * scale), -fx.WEIGHT_MANT_MAX, fx.WEIGHT_MANT_MAX)
+        m = m.astype(np.int64)
+        m.eliminate_zeros()
+        return m
+    return np.clip(np.round(w_eff * scale), -fx.WEIGHT_MANT_MAX, fx.WEIGHT_MANT_MAX).astype(np.int64)
+
+
+def _exponent(worst: int, headroom_bits: int = CURRENT_HEADROOM_BITS,
+              limit: int | None = None) -> int:
+    """Largest exponent keeping ``worst`` (unshifted worst-case current) within the headroom
+    (``2**headroom_bits``, or ``limit`` when given)."""
+    limit = (1 << headroom_bits) if limit is None else limit
+    exp = 0
+    # Wide layers (e.g. 784 graded inputs) can exceed the limit unshifted: shift the sum down.
+    while exp > fx.WEIGHT_EXP_MIN and fx.shift_sum(worst, exp) > limit:
+        exp -= 1
+    while exp < fx.WEIGHT_EXP_MAX and fx.shift_sum(worst, exp + 1) <= limit:
+        exp += 1
+    return exp
+
+
+def worst_rows(mants: list[Any], paths: list[tuple]) -> np.ndarray:
+    """Worst-case unshifted |current| per postsynaptic neuron, summed over the paths.
+
+    Kernels give one value per output channel, repeated over its ``repeat`` positions.
+    """
+    total = 0
+    for m, path in zip(mants, paths):
+        max_presyn, repeat = path[1], (path[2] if len(path) > 2 else 1)
+        total = total + np.repeat(fx.WEIGHT_LAVA_SCALE * max_presyn * abs_row_sums(m), repeat)
+    return np.asarray(total)
+
+
+def quantize_joint(paths: list[tuple], headroom_bits: int = CURRENT_HEADROOM_BITS,
+                   fixed_exp: int | None = None, max_scale: float = math.inf,
+                   limit: int | None = None) -> tuple[list[Any], float, int]:
+    """Quantise the synaptic weights of all paths into one neuron layer together.
+
+    ``paths`` holds ``(w_eff, max_presyn[, repeat])`` per path: dense or CSR matrices, or
+    4-D conv kernels (``repeat`` = output positions per channel), of the float current per
+    presynaptic unit. All paths share one scale and exponent, so their integer currents
+    add exactly in the neuron. Returns ``(mantissas, scale, exp)``.
+    """
+    peak = max((float(abs(p[0]).max()) if np.prod(p[0].shape) else 0.0) for p in paths)
+    scale = fx.WEIGHT_MANT_MAX / peak if peak > 0 else 1.0
+    scale = min(scale, max_scale)
+    mants = [_round_mantissa(p[0], scale) for p in paths]
+    worst = int(np.max(worst_rows(mants, paths), initial=0))
+    if fixed_exp is None:
+        return mants, scale, _exponent(worst, headroom_bits, limit)
+    # A fixed exponent (netx derives its own from the written integers): shrink the mantissas
+    # until the worst case fits, as netx's own exporter does.
+    limit = (1 << headroom_bits) if limit is None else limit
+    while fx.shift_sum(worst, fixed_exp) > limit and scale > 0:
+        scale *= min(0.99, limit / fx.shift_sum(worst, fixed_exp))
+        mants = [_round_mantissa(p[0], scale) for p in paths]
+        worst = int(np.max(worst_rows(mants, paths), initial=0))
+    return mants, scale, fixed_exp
+
+
+def quantize_weights(w_eff: np.ndarray, max_presyn: int) -> WeightQuant:
+    """Quantise ``w_eff`` (float current per presynaptic unit) to mantissa, scale, exponent."""
+    (mant,), scale, exp = quantize_joint([(w_eff, max_presyn)])
+    return WeightQuant(mant=mant, scale=scale, exp=exp)
+
+
+def state_scale(wq: WeightQuant) -> float:
+    """Integer state units per float unit of the layer fed by ``wq``."""
+    return float(fx.WEIGHT_LAVA_SCALE * 2.0 ** wq.exp * wq.scale)
+
+
+def quantize_paths(paths: list[SynapsePath], headroom_bits: int = CURRENT_HEADROOM_BITS,
+                   fixed_exp: int | None = None, max_scale: float = math.inf,
+                   limit: int | None = None) -> tuple[list[Any], float, int]:
+    """:func:`quantize_joint` of composed synapse paths: ``(mantissas, scale, exp)``."""
+    return quantize_joint([(p.weights, p.max_presyn, p.repeat) for p in paths], headroom_bits,
+                          fixed_exp, max_scale, limit)
