@@ -27,6 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from lmh_deploy.passes.compose import presynaptic_unit
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.interop import InteropError
 from lmh_deploy.interop.nir_io import plan_graph
@@ -154,7 +155,7 @@ def graph_to_netx(graph: Graph, path: str | Path, *, timesteps: int | None = Non
         (dst,) = list(graph.nx_graph.successors(name))
         pre, post = graph.node(src), graph.node(dst)
         graded = isinstance(pre, Input)
-        amp = pre.x_max / fx.INPUT_MAX if graded else pre.theta
+        amp = presynaptic_unit(pre)
         max_presyn = fx.INPUT_MAX if graded else 1
         if isinstance(post, LMH):
             plan = plans[dst]

@@ -32,10 +32,10 @@ from lava.proc.monitor.process import Monitor
 import lmh_deploy  # noqa: F401  - installs the Python 3.11 Lava import fix first
 from lmh_deploy.ir import QLMH, Graph, IRError, QDense, QInput, QReadout
 from lmh_deploy.ir.synapses import qdense_matrix
+from lmh_deploy.passes.neurons import BIAS_EXP_MAX
 from lmh_deploy.semantics import integer as fx
 
 BIAS_MANT_BITS = 13
-BIAS_EXP_MAX = 7
 
 
 @dataclass
