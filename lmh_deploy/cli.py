@@ -471,13 +471,14 @@ def demo(workdir: Optional[Path] = typer.Option(None, help="Where to write model
     console.rule("2/4 compile for Lava (fixed point)")
     compile(model=model, target="lava-sim", outdir=artifact, calibration_samples=64,
             dataset=None, timesteps=None, dt=None, model_spec=None, model_kwargs=None,
-            input_shape=None, calibration=None)
+            input_shape=None, calibration=None, profile="lmh")
     console.rule(f"3/4 verify: float vs sim vs Lava fixed_pt on {samples} test samples")
-    verify(artifact=artifact, samples=samples, json_path=workdir / "verify.json", batch_size=None)
+    verify(artifact=artifact, samples=samples, json_path=workdir / "verify.json", batch_size=None,
+           max_accuracy_drop=None)
     console.rule("4/4 report (our simulator)")
     run(artifact=artifact, backend="sim", samples=samples, json_path=workdir / "run.json",
         inputs=None, labels=None, plots_dir=workdir / "plots", html=workdir / "report.html",
-        sweep=None, stream=False, device=None, batch_size=None)
+        sweep=None, stream=False, device=None, batch_size=None, save_spikes=None)
     out.print(f"files in {workdir}")
 
 
