@@ -189,7 +189,8 @@ def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy 
                                                    "a compiled artifact directory."),
            format: str = typer.Option(..., "--format", help="nir | netx"),
            out_path: Path = typer.Option(..., "-o", "--out"),
-           dt: float = typer.Option(1e-3, help="NIR: Euler time step in seconds."),
+           dt: float = typer.Option(1e-4, help="NIR: Euler time step in seconds, written into "
+                                    "the file (1e-4: snnTorch's import_from_nir assumes it)."),
            lossy: bool = typer.Option(False, "--lossy", help="NIR: approximate a general LM-H "
                                       "net by LIF (drops the dendrite) and print its error."),
            samples: int = typer.Option(100, help="Test samples for measuring the error.")) -> None:
@@ -218,11 +219,15 @@ def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy 
         if format == "netx":
             from lmh_deploy.interop.netx_io import graph_to_netx
 
+            from lmh_deploy.interop.netx_io import netx_usage
+
             result = graph_to_netx(graph, out_path)
             out.print(f"wrote {out_path}: {len(result.get('layers', []))} netx layers "
-                      "(CUBA neurons: reset to zero, see docs/interop.md)")
+                      "(CUBA neurons: reset to zero, see docs/interop.md). Load and run it "
+                      "with input_message_bits=8 (netx's default 0 leaves the net silent):")
+            out.print(netx_usage(out_path, result), highlight=False, soft_wrap=True)
             return
-        from lmh_deploy.interop.nir_io import write_nir
+        from lmh_deploy.interop.nir_export import write_nir
         from lmh_deploy.models.data import load_dataset
 
         _, test, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))

@@ -13,21 +13,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lmh_deploy.models.data import load_dataset
 from torch import nn
 from typer.testing import CliRunner
 
 from lmh_deploy.backends.float_ir import simulate_float
-from lmh_deploy.backends.torch_source import run_source
+from lmh_deploy.frontends.torch_source import run_source
 from lmh_deploy.cli import app
-from lmh_deploy.frontends.neurons import (ADAPTERS, NeuronAdapter, NeuronError, NeuronSpec,
-                                          register_neuron)
+from lmh_deploy.frontends.neurons import (
+    ADAPTERS,
+    NeuronAdapter,
+    NeuronError,
+    NeuronSpec,
+    register_neuron,
+)
 from lmh_deploy.frontends.torch_fx import FrontendError, module_to_graph
 from lmh_deploy.ir import IRError
-from lmh_deploy.models.data import load_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from foreign import official_style as official  # noqa: E402
-from foreign.training import train_digits  # noqa: E402
+from foreign import official_style as official
+from foreign.training import train_digits
 
 MODEL_FILE = Path(__file__).parent / "foreign" / "official_style.py"
 runner = CliRunner()

@@ -5,14 +5,22 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from lmh_deploy.models.architectures import mlp
 
 import lmh_deploy  # noqa: F401  - Python 3.11 Lava import fix before any lava import
-from lmh_deploy.semantics import integer as fx
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.interop import InteropError
-from lmh_deploy.interop.netx_io import (DECAY_ONE, VTH_MAX, graph_to_netx, netx_input,
-                                        netx_reference, read_netx, run_netx_lava)
-from lmh_deploy.models.architectures import mlp
+from lmh_deploy.interop.netx_io import (
+    DECAY_ONE,
+    VTH_MAX,
+    graph_to_netx,
+    netx_input,
+    netx_reference,
+    netx_usage,
+    read_netx,
+    run_netx_lava,
+)
+from lmh_deploy.semantics import integer as fx
 
 T = 6
 
@@ -97,6 +105,22 @@ def test_netx_network_loads_and_runs_in_lava(tmp_path) -> None:
     assert np.abs(lava.v[2]).max() > 0
 
 
+def test_printed_netx_lines_load_and_run_the_file(tmp_path) -> None:
+    """The lines `export --format netx` prints run as written and give the reference's logits."""
+    graph = _lif_graph(4)
+    path = tmp_path / "net.net"
+    report = graph_to_netx(graph, path)
+    code = netx_usage(path, report)
+    assert "input_message_bits=8" in code
+    x = np.random.default_rng(5).uniform(0, 1, 10)
+    scope = {"x": x}
+    exec(code, scope)  # noqa: S102 - the snippet is ours; running it is the test
+    frames = np.repeat(netx_input(graph, x[None]), report["readout_steps"], axis=0)
+    ref = netx_reference(path, frames)
+    np.testing.assert_array_equal(scope["logits"], ref.v[-1] / (64 * report["readout_scale"]))
+    assert np.abs(scope["logits"]).max() > 0
+
+
 def test_netx_refuses_non_lif_layers() -> None:
     torch.manual_seed(4)
     model = mlp((10,), 4, hidden=(12, 8), timesteps=T, factors="progressive")
@@ -114,7 +138,7 @@ def test_netx_refuses_non_lif_layers() -> None:
 
 
 def test_netx_refuses_non_dense_graphs() -> None:
-    from lmh_deploy.ir import AvgPool, Dense, Graph, Input, LMH, Readout
+    from lmh_deploy.ir import LMH, AvgPool, Dense, Graph, Input, Readout
 
     g = Graph(meta={"timesteps": 3})
     g.add("input", Input(shape=(1, 4, 4)))

@@ -30,7 +30,7 @@ import numpy as np
 from lmh_deploy.passes.compose import presynaptic_unit
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.interop import InteropError
-from lmh_deploy.interop.nir_io import plan_graph
+from lmh_deploy.interop.nir_export import plan_graph
 from lmh_deploy.ir import LMH, Dense, Graph, Input, Readout
 
 #: Largest |weight| written: netx's ``optimize_weight_bits`` keeps [-256, 254] exactly.
@@ -247,6 +247,30 @@ def netx_input(graph: Graph, x: np.ndarray) -> np.ndarray:
     assert isinstance(inp, Input)
     x = np.asarray(x, dtype=np.float64)
     return fx.quantize_input(x, fx.INPUT_MAX / inp.x_max).reshape(x.shape[0], -1)
+
+
+def netx_usage(path: str | Path, report: dict[str, Any]) -> str:
+    """The exact Python lines that load and run the written file on one sample ``x``.
+
+    ``input_message_bits=8`` is required: the input layer is ``dense`` on 8-bit graded values,
+    and netx's default (0: 1-bit spikes) silently turns every pixel into 0 or 1 (a silent net).
+    """
+    return "\n".join([
+        "import numpy as np",
+        "from lava.lib.dl import netx",
+        "from lava.magma.core.run_conditions import RunSteps",
+        "from lava.magma.core.run_configs import Loihi2SimCfg",
+        "from lava.proc import io",
+        f"net = netx.hdf5.Network(net_config={str(path)!r}, input_message_bits=8)",
+        "# x: one sample, floats in [0, x_max]; the same 8-bit frame at every step",
+        f"pixels = np.clip(np.floor(np.ravel(x) * {report['input_scale']!r} + 0.5), 0, 255)",
+        f"frames = np.repeat(pixels.astype(int)[:, None], {report['readout_steps']}, axis=1)",
+        "source = io.source.RingBuffer(data=frames)",
+        "source.s_out.connect(net.inp)",
+        f"net.run(condition=RunSteps(num_steps={report['readout_steps']}), "
+        "run_cfg=Loihi2SimCfg(select_tag='fixed_pt'))",
+        f"logits = net.layers[-1].neuron.v.get() / (64 * {report['readout_scale']!r})",
+        "net.stop()"])
 
 
 # =============================================================================== reference

@@ -84,24 +84,39 @@ def _from_checkpoint(model_path: Path) -> tuple[Graph, dict[str, Any]]:
     return graph, ds
 
 
-def _from_nir(path: Path, dataset: str | None, timesteps: int | None,
-              dt: float | None) -> tuple[Graph, dict[str, Any] | None]:
-    from lmh_deploy.interop.nir_io import nir_to_graph
+def _from_nir(path: Path, dataset: str | None, timesteps: int | None, dt: float | None,
+              warn: Callable[[str], None]) -> tuple[Graph, dict[str, Any] | None]:
+    from lmh_deploy.frontends.nir import nir_to_graph
 
-    graph = nir_to_graph(path, dt=dt, timesteps=timesteps or 4, x_max=1.0)
+    graph = nir_to_graph(path, dt=dt, timesteps=timesteps, x_max=1.0, warn=warn)
     ds = None
     if dataset:
-        _, _, spec = load_dataset(dataset)
+        train, _, spec = load_dataset(dataset)
         n_in = int(np.prod(spec.input_shape))
         if graph.node("input").output_size() != n_in:
             raise ValueError(f"{path}: the NIR graph takes {graph.node('input').output_size()} "
                              f"inputs, dataset {dataset} has {n_in}")
         ds = {"name": spec.name, "input_shape": list(graph.node("input").shape),
               "num_classes": spec.num_classes, "x_max": 1.0, "seed": 0}
-    graph.meta.update({"timesteps": int(timesteps or graph.meta.get("timesteps", 4)),
-                       "dataset": ds,
-                       "source": {"file": path.name, "sha256": sha256(path), "format": "nir"}})
+        _warn_if_silent(graph, train.tensors[0][:64].numpy(), warn)
+    graph.meta.update({"dataset": ds,
+                       "source": {**graph.meta["source"], "file": path.name,
+                                  "sha256": sha256(path)}})
     return graph, ds
+
+
+def _warn_if_silent(graph: Graph, x: np.ndarray, warn: Callable[[str], None]) -> None:
+    """A wrong dt can leave an imported network silent: say so (its rate per layer)."""
+    from lmh_deploy.backends.float_ir import simulate_float
+
+    x = x.reshape((len(x), *graph.node("input").shape))
+    rec = simulate_float(graph, x, int(graph.meta["timesteps"]))
+    for name, spikes in rec.spikes.items():
+        if spikes.mean() < 1e-3:
+            warn(f"{name}: {spikes.mean():.2%} spikes per neuron and step on {len(x)} training "
+                 f"samples with dt = {graph.meta['dt']:g} s ({graph.meta['dt_origin']}): the "
+                 f"network is (nearly) silent; check --dt")
+            return
 
 
 def compile_model(model_path: str | Path, outdir: str | Path, *, target: str = "lava-sim",
@@ -123,7 +138,7 @@ def compile_model(model_path: str | Path, outdir: str | Path, *, target: str = "
     if model_path.suffix == ".nir":
         if not model_path.is_file():
             raise FileNotFoundError(f"{model_path}: no such file")
-        graph, ds = _from_nir(model_path, dataset, timesteps, dt)
+        graph, ds = _from_nir(model_path, dataset, timesteps, dt, warn)
     else:
         graph, ds = _from_checkpoint(model_path)
     x = None

@@ -44,11 +44,19 @@ def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any,
     meta = art.float_graph.meta
     module = source if source is not None else load_source_module(art)
     if module is not None:
-        from lmh_deploy.backends.torch_source import run_source
+        from lmh_deploy.frontends.torch_source import run_source
 
         return batched(lambda xs: run_source(
             module, xs, t, source_neurons=meta["source_neurons"],
             output_index=meta.get("source_output_index"))), "source module (PyTorch)"
+    if meta.get("source", {}).get("format") == "nir" and (art.directory / "source.nir").is_file():
+        from lmh_deploy.frontends.nir import read_nir
+        from lmh_deploy.frontends.nir_reference import run_nir_reference
+
+        g = read_nir(art.directory / "source.nir")
+        return batched(lambda xs: run_nir_reference(
+            g, xs, t, float(meta["dt"]), source_neurons=meta["source_neurons"])), \
+            "source NIR graph (reference executor)"
     model = art.load_model()
     if model is not None:
         from lmh_deploy.backends.torch_ref import run_float

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-
 from lmh_deploy.models.data import load_dataset
 
 

@@ -1,0 +1,339 @@
+"""NIR graph (nir 1.0.x) -> float graph IR, keeping NIR's own neuron semantics.
+
+NIR is continuous-time; one IR step is one forward-Euler step of length ``dt`` (the
+convention of snnTorch's NIR export/import)::
+
+    LIF      v <- v + dt/tau (v_leak - v + r I)             lam_s = 1 - dt/tau, soma gain dt r/tau
+    IF       v <- v + dt r I                                lam_s = 1, soma gain dt r
+    CubaLIF  i <- i + dt/tau_syn (w_in I - i)               mu_d = 1 - dt/tau_syn (the dendrite)
+             v <- v + dt/tau_mem (v_leak - v + r i)
+
+A NIR neuron spikes when ``v > v_threshold`` and then sets ``v = v_reset`` in the same step;
+states start at 0. The imported LM-H layers say exactly that (reset "set" to ``v_reset``,
+test ">", same-step, initial states 0); a file written by lmh-deploy carries each layer's own
+rules in its node metadata (``lmh_rules``) and those are used instead. Synapses: Affine,
+Linear, Conv2d, SumPool2d (an exact per-channel convolution of ones), AvgPool2d, Flatten.
+Anything else, or a value the IR cannot hold, is refused in one line naming the NIR node.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import nir
+import numpy as np
+
+from lmh_deploy.frontends.pytorch import Cursor, _Exporter
+from lmh_deploy.interop import InteropError
+from lmh_deploy.ir import LMH, Conv2d, Dense, Graph, Input, IRError, Readout, validate
+
+#: snnTorch's export_to_nir and import_from_nir both use this step (hard-coded).
+DEFAULT_DT = 1e-4
+NEURON_TYPES = ("LIF", "IF", "CubaLIF")
+SUPPORTED = ("Input", "Output", "Affine", "Linear", "Conv2d", "SumPool2d", "AvgPool2d",
+             "Flatten", *NEURON_TYPES)
+RULE_KEYS = ("reset", "reset_value", "threshold_test", "reset_timing", "v_d_init", "v_s_init")
+
+
+def plain(value: Any) -> Any:
+    """NIR metadata read back from HDF5 (NumPy scalars, bytes) -> plain Python values."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return value.decode("utf8")
+    if isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0:
+        return value.item()
+    return value
+
+
+def read_nir(source: str | Path | nir.NIRGraph) -> nir.NIRGraph:
+    """A NIR graph from a file (one error line if unreadable) or as given."""
+    if isinstance(source, nir.NIRGraph):
+        return source
+    try:
+        return nir.read(source)
+    except (OSError, ValueError, KeyError, AssertionError, TypeError) as exc:
+        raise InteropError(f"{source}: cannot read NIR file: {exc}") from None
+
+
+def nir_chain(g: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
+    """The nodes as one Input -> ... -> Output chain, or InteropError naming the culprit."""
+    inputs = [k for k, v in g.nodes.items() if isinstance(v, nir.Input)]
+    outputs = [k for k, v in g.nodes.items() if isinstance(v, nir.Output)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise InteropError(f"NIR graph needs exactly one Input and one Output node, has "
+                           f"{len(inputs)} and {len(outputs)}")
+    succ: dict[str, list[str]] = {k: [] for k in g.nodes}
+    pred: dict[str, list[str]] = {k: [] for k in g.nodes}
+    for a, b in g.edges:
+        if a not in g.nodes or b not in g.nodes:
+            raise InteropError(f"NIR edge ({a!r}, {b!r}) names a missing node")
+        succ[a].append(b)
+        pred[b].append(a)
+    for k in g.nodes:
+        if len(succ[k]) > 1 or len(pred[k]) > 1:
+            raise InteropError(f"NIR node {k!r} has {len(pred[k])} inputs and {len(succ[k])} "
+                               f"outputs; only feed-forward chains import (no recurrence or "
+                               f"branches)")
+    chain, cur, seen = [], inputs[0], set()
+    while True:
+        if cur in seen:
+            raise InteropError(f"NIR graph has a cycle through {cur!r}")
+        seen.add(cur)
+        chain.append((cur, g.nodes[cur]))
+        if cur == outputs[0]:
+            break
+        if not succ[cur]:
+            raise InteropError(f"NIR node {cur!r} leads nowhere; the Input does not reach the Output")
+        cur = succ[cur][0]
+    stray = set(g.nodes) - seen
+    if stray:
+        raise InteropError(f"NIR nodes {sorted(stray)} are not on the Input -> Output chain")
+    return chain
+
+
+def _vec(node: nir.NIRNode, attr: str, n: int, where: str) -> np.ndarray:
+    value = np.asarray(getattr(node, attr), dtype=np.float64)
+    try:
+        out = np.broadcast_to(value.reshape(-1) if value.size == n else value, (n,)).copy()
+    except ValueError:
+        raise InteropError(f"{where}: {attr} of shape {value.shape} does not fit {n} neurons") from None
+    if not np.all(np.isfinite(out)):
+        raise InteropError(f"{where}: {attr} has non-finite values")
+    return out
+
+
+def neuron_params(where: str, node: nir.NIRNode, n: int, dt: float) -> dict[str, np.ndarray]:
+    """Per-neuron Euler-step parameters: dendrite decay mu_d and input gain a, soma decay
+    lam_s, soma gain g, soma drive c per step, threshold thr, reset potential v_reset."""
+    kind = type(node).__name__
+    thr = _vec(node, "v_threshold", n, where)
+    if np.any(thr <= 0):
+        raise InteropError(f"{where}: v_threshold must be > 0 (thresholds are positive), "
+                           f"got {float(thr.min()):.4g}")
+    v_reset = _vec(node, "v_reset", n, where)
+    zeros, ones = np.zeros(n), np.ones(n)
+    if kind == "IF":
+        return {"mu_d": zeros, "a": ones, "lam_s": ones, "g": dt * _vec(node, "r", n, where),
+                "c": zeros, "thr": thr, "v_reset": v_reset}
+    tau_name = "tau" if kind == "LIF" else "tau_mem"
+    tau = _vec(node, tau_name, n, where)
+    if np.any(tau < dt):
+        raise InteropError(f"{where}: {tau_name} = {float(tau.min()):.4g} < dt = {dt:g}; the "
+                           f"Euler step would overshoot (decay 1 - dt/{tau_name} < 0)")
+    r, v_leak = _vec(node, "r", n, where), _vec(node, "v_leak", n, where)
+    out = {"mu_d": zeros, "a": ones, "lam_s": 1.0 - dt / tau, "g": dt * r / tau,
+           "c": dt * v_leak / tau, "thr": thr, "v_reset": v_reset}
+    if kind == "CubaLIF":
+        tau_syn = _vec(node, "tau_syn", n, where)
+        if np.any(tau_syn < dt):
+            raise InteropError(f"{where}: tau_syn = {float(tau_syn.min()):.4g} < dt = {dt:g}")
+        out["mu_d"] = 1.0 - dt / tau_syn
+        out["a"] = dt * _vec(node, "w_in", n, where) / tau_syn
+    return out
+
+
+def _factor(values: np.ndarray) -> np.ndarray:
+    """(n,) per-neuron values -> (1, 1) if all equal else (1, n)."""
+    if np.allclose(values, values[0], rtol=0, atol=1e-12):
+        return np.full((1, 1), float(values[0]))
+    return values.reshape(1, -1).copy()
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    arr = np.asarray(v).reshape(-1)
+    return (int(arr[0]), int(arr[-1]))
+
+
+class _Importer:
+    """Walks the chain, emitting IR nodes through the shared exporter (biases pushed)."""
+
+    def __init__(self, graph: Graph, in_shape: tuple[int, ...], dt: float,
+                 graph_rules: dict[str, Any]) -> None:
+        self.g, self.ex, self.dt = graph, _Exporter(graph), dt
+        self.cur = Cursor("input", in_shape, np.zeros(in_shape))
+        self.amp = 1.0  # IR value of one NIR unit of the current signal (theta after a neuron)
+        self.graph_rules = graph_rules
+        self.source_neurons: dict[str, str] = {}
+
+    def synapse(self, prefix: str, node: Any, out_shape: tuple[int, ...],
+                own_bias: np.ndarray | None = None) -> None:
+        self.cur = self.ex.synapse(self.cur, prefix, node, out_shape, own_bias, weight=True)
+        self.amp = 1.0
+
+    def as_map(self, shape: tuple[int, ...], where: str) -> None:
+        """View a flat signal as the (C, H, W) map a convolution or pooling expects."""
+        if len(self.cur.shape) == 3 and tuple(self.cur.shape) == shape:
+            return
+        if int(np.prod(self.cur.shape)) != int(np.prod(shape)):
+            raise InteropError(f"{where}: expects input {shape}, gets {self.cur.shape}")
+        self.cur = Cursor(self.cur.node, shape, self.cur.bias.reshape(shape), self.cur.weight_node)
+
+    def conv(self, name: str, node: nir.NIRNode, where: str) -> None:
+        if _pair(node.dilation) != (1, 1) or int(node.groups) != 1:
+            raise InteropError(f"{where}: dilated or grouped convolutions are not supported")
+        w = np.asarray(node.weight, dtype=np.float64)
+        if w.ndim != 4:
+            raise InteropError(f"{where}: weight of shape {w.shape} is not (C_out, C_in, kh, kw)")
+        hw = _pair(node.input_shape) if node.input_shape is not None else self.cur.shape[-2:]
+        self.as_map((int(w.shape[1]), *hw), where)
+        pad = node.padding
+        if isinstance(pad, str):
+            if pad == "same" and (w.shape[2] % 2 == 0 or w.shape[3] % 2 == 0):
+                raise InteropError(f"{where}: padding 'same' with an even kernel is asymmetric")
+            pad = (0, 0) if pad == "valid" else (w.shape[2] // 2, w.shape[3] // 2)
+        conv = Conv2d(weight=w / self.amp, input_shape=tuple(self.cur.shape),
+                      stride=_pair(node.stride), padding=_pair(pad))
+        bias = np.asarray(node.bias, dtype=np.float64).reshape(-1)
+        own = np.broadcast_to(bias.reshape(-1, 1, 1) if bias.size > 1 else bias.reshape(1, 1, 1),
+                              conv.output_shape).copy()
+        self.synapse("conv", conv, conv.output_shape, own)
+
+    def pool(self, node: nir.NIRNode, where: str, average: bool) -> None:
+        if len(self.cur.shape) != 3:
+            raise InteropError(f"{where}: pooling needs a (C, H, W) map, gets {self.cur.shape}")
+        if _pair(node.padding) != (0, 0):
+            raise InteropError(f"{where}: padded pooling is not supported")
+        c = self.cur.shape[0]
+        kh, kw = _pair(node.kernel_size)
+        kernel = np.zeros((c, c, kh, kw))
+        kernel[np.arange(c), np.arange(c)] = 1.0 / (kh * kw) if average else 1.0
+        conv = Conv2d(weight=kernel / self.amp, input_shape=tuple(self.cur.shape),
+                      stride=_pair(node.stride))
+        self.synapse("conv", conv, conv.output_shape)
+
+    def affine(self, node: nir.NIRNode, where: str) -> None:
+        w = np.asarray(node.weight, dtype=np.float64)
+        n_in = int(np.prod(self.cur.shape))
+        b = (np.asarray(node.bias, dtype=np.float64).reshape(-1) if isinstance(node, nir.Affine)
+             else np.zeros(w.shape[0]))
+        if w.ndim != 2 or w.shape[1] != n_in or b.shape != (w.shape[0],):
+            raise InteropError(f"{where}: weight {w.shape} / bias {b.shape} do not fit an input "
+                               f"of {n_in}")
+        self.cur = Cursor(self.cur.node, (n_in,), self.cur.bias.reshape(-1), self.cur.weight_node)
+        self.synapse("dense", Dense(weight=w / self.amp), (w.shape[0],), b)
+
+    def neuron(self, name: str, node: nir.NIRNode, where: str) -> None:
+        if self.cur.weight_node is None:
+            raise InteropError(f"{where}: a neuron must follow a weight layer (Affine, Linear, "
+                               f"Conv2d or pooling)")
+        shape = tuple(self.cur.shape)
+        n = int(np.prod(shape))
+        p = neuron_params(where, node, n, self.dt)
+        in_range = bool(np.all((p["g"] >= 0.5) & (p["g"] < 1.5)))
+        lam_d = p["g"] if in_range else np.ones(n)
+        theta = float(np.max(p["thr"]))
+        q = theta / p["thr"]  # per-neuron thresholds normalised into the inputs
+        row = q * (p["g"] / lam_d) * p["a"]
+        reset_value = p["v_reset"] * q
+        if not np.allclose(reset_value, reset_value[0], rtol=0, atol=1e-12 * theta):
+            raise InteropError(f"{where}: v_reset differs between neurons in a way the layer's "
+                               f"single reset value cannot hold")
+        self._scale_rows(row, shape, where)
+        bias = row * self.cur.bias.reshape(-1) + q * p["c"] / lam_d
+        rules = {"reset": "set", "reset_value": float(reset_value[0]), "threshold_test": ">",
+                 "reset_timing": "same-step", "v_d_init": 0.0, "v_s_init": 0.0}
+        own = plain(dict(node.metadata or {})).get("lmh_rules") or self.graph_rules.get(name)
+        if own:  # written by lmh-deploy: the layer's own rules
+            rules = {k: plain(own[k]) for k in RULE_KEYS if k in own}
+        try:
+            lmh = LMH(size=n, theta=theta, bias=bias, mu_d=_factor(p["mu_d"]),
+                      mu_s=np.zeros((1, 1)), lam_d=_factor(lam_d), lam_s=_factor(p["lam_s"]),
+                      **rules)
+            lmh.check(where)
+        except (IRError, TypeError) as exc:
+            raise InteropError(f"{where}: {exc}") from None
+        ir_name = self.ex.add("lmh", lmh, (self.cur.node,))
+        self.source_neurons[ir_name] = name
+        self.cur = Cursor(ir_name, shape, np.zeros(shape))
+        self.amp = theta
+
+    def _scale_rows(self, row: np.ndarray, shape: tuple[int, ...], where: str) -> None:
+        if np.allclose(row, 1.0, rtol=0, atol=1e-15):
+            return
+        name = self.cur.weight_node
+        w = self.g.node(name).weight
+        if w.ndim == 2:
+            self.g.replace(name, weight=w * row[:, None])
+            return
+        per_channel = row.reshape(shape).reshape(shape[0], -1)
+        if not np.allclose(per_channel, per_channel[:, :1], rtol=1e-12, atol=0):
+            raise InteropError(f"{where}: thresholds or gains vary within a channel after a "
+                               f"convolution; only per-channel values can be folded")
+        self.g.replace(name, weight=w * per_channel[:, 0].reshape(-1, 1, 1, 1))
+
+    def output(self) -> None:
+        if self.g.node(self.cur.node).kind == "lmh":  # spikes out: logits = firing rates
+            n = int(np.prod(self.cur.shape))
+            self.affine(nir.Linear(weight=np.eye(n)), "Output")
+            self.g.meta.setdefault("import_notes", []).append(
+                "the graph ends in a spiking layer: logits are its firing rates")
+        if self.g.node(self.cur.node).kind != "dense" or len(self.cur.shape) != 1:
+            raise InteropError("NIR graph must end in an Affine/Linear layer or a spiking layer "
+                               "before its Output")
+        self.g.add("readout", Readout(bias=self.cur.bias.reshape(-1).copy()), (self.cur.node,))
+
+
+def resolve_dt(dt: float | None, gmeta: dict[str, Any]) -> tuple[float, str]:
+    """The Euler step and where it came from ("given", "file metadata" or "assumed")."""
+    if dt is not None:
+        origin = "given"
+    elif gmeta.get("dt") is not None:
+        dt, origin = gmeta["dt"], "file metadata"
+    else:
+        dt, origin = DEFAULT_DT, "assumed"
+    dt = float(dt)
+    if not (dt > 0 and math.isfinite(dt)):
+        raise InteropError(f"dt must be finite and > 0, got {dt}")
+    return dt, origin
+
+
+def nir_to_graph(source: str | Path | nir.NIRGraph, *, dt: float | None = None,
+                 timesteps: int | None = None, x_max: float | None = None,
+                 warn: Callable[[str], None] = lambda msg: None) -> Graph:
+    """Import a feed-forward NIR graph into a validated float IR graph (module docstring).
+
+    ``dt`` defaults to the file's ``metadata["dt"]``, else :data:`DEFAULT_DT` with a warning.
+    ``graph.meta["source_neurons"]`` maps each LM-H node to its NIR node.
+    """
+    g = read_nir(source)
+    gmeta = plain(dict(g.metadata)) if isinstance(g.metadata, dict) else {}
+    dt, origin = resolve_dt(dt, gmeta)
+    if origin == "assumed":
+        warn(f"the NIR graph records no time step: assumed dt = {dt:g} s (snnTorch's "
+             f"convention); pass --dt if it was exported with another")
+    chain = nir_chain(g)
+    in_shape = tuple(int(d) for d in np.asarray(chain[0][1].input_type["input"]).reshape(-1))
+    x_max = float(x_max if x_max is not None else gmeta.get("x_max", 1.0))
+    ir = Graph(meta={"dt": dt, "dt_origin": origin, "x_max": x_max,
+                     "timesteps": int(timesteps or gmeta.get("timesteps") or 4)})
+    ir.add("input", Input(shape=in_shape, x_max=x_max))
+    imp = _Importer(ir, in_shape, dt, gmeta.get("lmh_deploy_rules") or {})
+    for name, node in chain[1:]:
+        kind = type(node).__name__
+        where = f"NIR node {name!r} ({kind})"
+        if isinstance(node, nir.Flatten):
+            n = int(np.prod(imp.cur.shape))
+            imp.cur = Cursor(imp.cur.node, (n,), imp.cur.bias.reshape(-1), imp.cur.weight_node)
+        elif isinstance(node, (nir.Affine, nir.Linear)):
+            imp.affine(node, where)
+        elif isinstance(node, nir.Conv2d):
+            imp.conv(name, node, where)
+        elif isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
+            imp.pool(node, where, average=isinstance(node, nir.AvgPool2d))
+        elif kind in NEURON_TYPES:
+            imp.neuron(name, node, where)
+        elif isinstance(node, nir.Output):
+            imp.output()
+        else:
+            raise InteropError(f"{where}: node type {kind} cannot be imported; supported: "
+                               f"{', '.join(SUPPORTED)}")
+    ir.meta["num_classes"] = ir.node("readout").output_size()
+    ir.meta["source_neurons"] = imp.source_neurons
+    ir.meta["source"] = {"format": "nir", "producer": str(gmeta.get("producer", "unknown"))}
+    try:
+        validate(ir)
+    except IRError as exc:
+        raise InteropError(f"imported graph is invalid: {exc}") from None
+    return ir

@@ -1,0 +1,421 @@
+"""Float IR -> NIR (nir 1.0.x): the exporter, convolutions included.
+
+One IR step is one forward-Euler step of length ``dt`` (snnTorch's convention, and
+snnTorch's default dt = 1e-4, so its ``import_from_nir`` rebuilds the same network):
+
+* ``mu_d = 0``, ``lam_s < 1``:  ``LIF(tau = dt/(1-lam_s), r = lam_d*tau/dt, v_leak = 0)``;
+* ``mu_d = 0``, ``lam_s = 1``:  ``IF(r = lam_d/dt)``;
+* ``0 < mu_d``, ``lam_s < 1``:  ``CubaLIF(tau_syn = dt/(1-mu_d), w_in = tau_syn/dt,
+  tau_mem = dt/(1-lam_s), r = lam_d*tau_mem/dt)`` (the dendrite is the synaptic current);
+* ``Dense`` -> ``Affine`` (with a ``Flatten`` before it after a map), ``Conv2d`` ->
+  ``Conv2d``, ``AvgPool`` -> ``AvgPool2d``; weights are multiplied by the presynaptic spike
+  amplitude ``theta_pre`` (LM-H spikes carry theta, NIR spikes are 1); a neuron's bias goes
+  into the bias of the synapse before it (per channel for a convolution).
+
+NIR neurons fire at ``v > v_threshold``, reset to ``v_reset`` and start at 0. A layer with
+those rules exports exactly; a layer with other rules (LM-H's subtractive reset, ``>=``,
+``v_s = theta/2``) is written with its rules in the node's ``lmh_rules`` metadata (read back
+by lmh-deploy) and the export reports how far a plain NIR backend's run is from it.
+``metadata["dt"]`` records the time step.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import nir
+import numpy as np
+
+from lmh_deploy.interop import InteropError
+from lmh_deploy.ir import LMH, AvgPool, Conv2d, Dense, Graph, Input, IRError, Readout, validate
+
+#: |factor - exact value| below this counts as exact (the 12-bit factor quantum is 2.4e-4).
+FACTOR_TOL = 1e-9
+#: Number of random samples used to measure a lossy export when no inputs are given.
+DEFAULT_MEASURE_SAMPLES = 64
+#: snnTorch's export_to_nir / import_from_nir step.
+DEFAULT_DT = 1e-4
+NIR_RULES = {"reset": "set", "reset_value": 0.0, "threshold_test": ">", "reset_timing": "same-step",
+             "v_d_init": 0.0, "v_s_init": 0.0}
+Target = Literal["nir", "netx"]
+
+
+def spike_disagreement(a, b) -> dict[str, Any]:
+    """Fraction of (step, sample, neuron) spike entries that differ, overall and per layer."""
+    per_layer = {name: float(np.mean(a.spikes[name] != b.spikes[name])) for name in a.spikes}
+    total = sum(int(np.sum(a.spikes[n] != b.spikes[n])) for n in a.spikes)
+    count = sum(a.spikes[n].size for n in a.spikes)
+    return {"spike_disagreement": total / max(count, 1), "per_layer": per_layer,
+            "prediction_agreement": float(np.mean(a.predictions == b.predictions))}
+
+
+def nir_semantics(graph: Graph) -> Graph:
+    """``graph`` with every layer's rules replaced by what a plain NIR backend does."""
+    out = graph.copy()
+    for name in out.of_kind("lmh"):
+        out.replace(name, **{k: v for k, v in NIR_RULES.items()
+                             if k != "reset_value" or out.node(name).reset != "set"})
+    return out
+
+
+def measure_approximation(graph: Graph, approx: Graph, x: np.ndarray,
+                          timesteps: int | None = None) -> dict[str, Any]:
+    """How far ``approx`` (an exportable graph) is from ``graph`` on inputs ``x``.
+
+    ``lmh_semantics``: both with the graph's own rules (the factor approximation alone);
+    ``nir_backend_semantics``: ``approx`` run as a plain NIR backend runs the file
+    (reset to ``v_reset``, ``v > theta``, states from 0).
+    """
+    from lmh_deploy.backends.float_ir import simulate_float
+
+    steps = int(timesteps if timesteps is not None else graph.meta.get("timesteps", 1))
+    x = np.asarray(x, dtype=np.float64).reshape((len(x), *graph.node("input").shape))
+    ref = simulate_float(graph, x, steps)
+    same = simulate_float(approx, x, steps)
+    nir_like = simulate_float(nir_semantics(approx), x, steps)
+    return {"samples": int(len(x)), "timesteps": steps,
+            "lmh_semantics": spike_disagreement(ref, same),
+            "nir_backend_semantics": spike_disagreement(ref, nir_like)}
+
+
+# =============================================================================== LIF plans
+@dataclass
+class NeuronPlan:
+    """How one LM-H layer maps onto a standard neuron: per-neuron (n,) factor values.
+
+    ``problems`` says why the layer is not exactly representable (empty if it is);
+    ``approximations`` what the lossy plan changed.
+    """
+
+    name: str
+    mu_d: np.ndarray
+    lam_d: np.ndarray
+    lam_s: np.ndarray
+    problems: list[str] = field(default_factory=list)
+    approximations: list[str] = field(default_factory=list)
+
+    @property
+    def exact(self) -> bool:  # noqa: D102
+        return not self.problems
+
+
+def _describe(arr: np.ndarray) -> str:
+    lo, hi = float(np.min(arr)), float(np.max(arr))
+    return f"{lo:.4g}" if math.isclose(lo, hi, abs_tol=FACTOR_TOL) else f"{lo:.4g}..{hi:.4g}"
+
+
+def _worst(arr: np.ndarray, target: float) -> float:
+    flat = np.ravel(arr)
+    return float(flat[np.argmax(np.abs(flat - target))])
+
+
+def _snap(arr: np.ndarray, value: float) -> np.ndarray:
+    out = np.array(arr, dtype=np.float64)
+    out[np.abs(out - value) <= FACTOR_TOL] = value
+    return out
+
+
+def plan_layer(name: str, node: LMH, *, target: Target = "nir", lossy: bool = False) -> NeuronPlan:
+    """Check one LM-H layer against the LIF family of ``target`` and plan its mapping.
+
+    Exact when ``mu_s = 0``, factors constant in time, and (NIR) ``0 <= mu_d < 0.5`` with
+    ``lam_s <= 1`` (``mu_d > 0`` needs ``lam_s < 1``), or (netx) ``mu_d = 0``, ``lam_s <= 1``,
+    one ``lam_s`` per layer. ``lam_d`` is always exact (an input gain). With ``lossy`` the
+    plan drops the dendrite memory (``mu_d = mu_s = 0``), averages time rows and clamps
+    ``lam_s`` to 1, recording each change.
+    """
+    n = node.size
+    fmt = "NIR" if target == "nir" else "netx"
+    problems: list[str] = []
+    rows = node.mu_d.shape[0]
+    for fname in ("mu_d", "mu_s", "lam_d", "lam_s"):
+        arr = getattr(node, fname)
+        if rows > 1 and float(np.max(np.ptp(arr, axis=0))) > FACTOR_TOL:
+            problems.append(f"{name}: radical factors: {fname} changes over the {rows} time "
+                            f"steps ({_describe(arr)}); {fmt} neurons have constant parameters")
+            break
+
+    def per_neuron(fname: str) -> np.ndarray:
+        return np.broadcast_to(getattr(node, fname).mean(axis=0), (n,)).astype(np.float64)
+
+    mu_d, mu_s, lam_d, lam_s = (per_neuron(f) for f in ("mu_d", "mu_s", "lam_d", "lam_s"))
+    if np.any(np.abs(mu_s) > FACTOR_TOL):
+        problems.append(f"{name}: mu_s = {_worst(mu_s, 0):.4g} != 0; {fmt} has no soma->dendrite "
+                        f"feedback (LM-H's second compartment coupling)")
+    growing = bool(np.any(lam_s > 1 + FACTOR_TOL))
+    if target == "nir":
+        if np.any(mu_d < -FACTOR_TOL):
+            problems.append(f"{name}: mu_d = {_worst(mu_d, 0):.4g} != 0; NIR has no dendrite->soma "
+                            f"two-compartment neuron with a negative dendrite decay (a CubaLIF "
+                            f"would need tau_syn = dt/(1 - mu_d) < dt)")
+        elif np.any(mu_d > FACTOR_TOL) and np.any(lam_s >= 1 - FACTOR_TOL) and not growing:
+            problems.append(f"{name}: mu_d = {_worst(mu_d, 0):.4g} with lam_s = "
+                            f"{_worst(lam_s, 0):.4g} >= 1; NIR has no current-based IF neuron "
+                            f"(CubaLIF needs a finite tau_mem, i.e. lam_s < 1)")
+    elif np.any(np.abs(mu_d) > FACTOR_TOL):
+        problems.append(f"{name}: mu_d = {_worst(mu_d, 0):.4g} != 0; the netx export covers the "
+                        f"LIF case only (iDecay = 4096: the CUBA current keeps no memory)")
+    if growing:
+        problems.append(f"{name}: lam_s = {_worst(lam_s, 1):.4g} > 1; a growing soma is a negative "
+                        f"time constant, which {fmt}'s leaky neurons cannot express")
+    elif target == "nir" and np.any(lam_s >= 1 - FACTOR_TOL) and np.any(lam_s < 1 - FACTOR_TOL):
+        problems.append(f"{name}: lam_s is 1 for some neurons and < 1 for others; NIR needs one "
+                        f"node type (IF or LIF) per layer")
+    if target == "netx" and float(np.ptp(lam_s)) > FACTOR_TOL:
+        problems.append(f"{name}: per-neuron lam_s ({_describe(lam_s)}); netx CUBA has one vDecay "
+                        f"per layer")
+    plan = NeuronPlan(name=name, mu_d=_snap(mu_d, 0.0), lam_d=_snap(lam_d, 1.0),
+                      lam_s=_snap(lam_s, 1.0), problems=problems)
+    if problems and lossy:
+        if rows > 1:
+            plan.approximations.append(f"time rows of the {rows} radical factor sets averaged")
+        if np.any(np.abs(mu_d) > FACTOR_TOL):
+            plan.approximations.append(f"dendrite memory dropped: mu_d {_describe(mu_d)} -> 0")
+        if np.any(np.abs(mu_s) > FACTOR_TOL):
+            plan.approximations.append(f"soma->dendrite feedback dropped: mu_s {_describe(mu_s)} -> 0")
+        plan.mu_d = np.zeros(n)
+        new_lam_s = np.minimum(plan.lam_s, 1.0)
+        if np.any(new_lam_s >= 1.0) and np.any(new_lam_s < 1.0):
+            new_lam_s = np.minimum(new_lam_s, 1.0 - 2.0 ** -12)
+        if target == "netx":
+            new_lam_s = np.full(n, float(new_lam_s.mean()))
+        if np.any(np.abs(new_lam_s - plan.lam_s) > FACTOR_TOL):
+            plan.approximations.append(f"lam_s {_describe(plan.lam_s)} -> {_describe(new_lam_s)}")
+        plan.lam_s = new_lam_s
+    return plan
+
+
+def check_exportable(graph: Graph, target: Target) -> None:
+    """Raise :class:`InteropError` unless every neuron has one synaptic chain in (no
+    residual sums) and the chains hold what ``target`` writes, naming the first culprit."""
+    fmt = "NIR" if target == "nir" else "netx"
+    kinds = ("dense", "conv2d", "avgpool") if target == "nir" else ("dense",)
+    for name, node in graph.items():
+        preds = graph.inputs_of(name)
+        if node.kind in ("lmh", "readout") and len(preds) != 1:
+            raise InteropError(f"{name}: fed by {len(preds)} branches (a residual sum); the "
+                               f"{fmt} export writes feed-forward chains only")
+        if node.kind not in ("input", "lmh", "readout", *kinds):
+            raise InteropError(f"{name}: {node.kind} layers are not supported by the {fmt} export")
+
+
+def plan_graph(graph: Graph, *, target: Target = "nir", lossy: bool = False) -> dict[str, NeuronPlan]:
+    """Plans for every LM-H layer; raise :class:`InteropError` listing all problems if any
+    layer is not exactly representable and ``lossy`` is false."""
+    try:
+        validate(graph)
+    except IRError as exc:
+        raise InteropError(f"invalid graph: {exc}") from None
+    check_exportable(graph, target)
+    plans = {name: plan_layer(name, node, target=target, lossy=lossy)
+             for name, node in graph.items() if isinstance(node, LMH)}
+    problems = [p for plan in plans.values() for p in plan.problems]
+    if problems and not lossy:
+        hint = ("pass allow_lossy=True (--lossy) for a LIF approximation whose measured error "
+                "is reported" if target == "nir" else "only LIF-compatible networks export to netx")
+        raise InteropError(f"cannot export to {'NIR' if target == 'nir' else 'netx'} exactly: "
+                           + "; ".join(problems) + f". {hint}")
+    return plans
+
+
+def _factor(values: np.ndarray) -> np.ndarray:
+    """(n,) per-neuron values -> (1, 1) if all equal else (1, n)."""
+    if float(np.ptp(values)) <= FACTOR_TOL:
+        return np.full((1, 1), float(values[0]))
+    return values.reshape(1, -1).copy()
+
+
+def lif_approximation(graph: Graph, plans: dict[str, NeuronPlan]) -> Graph:
+    """The graph whose LM-H layers carry the planned (standard-neuron) factors, mu_s = 0."""
+    out = graph.copy()
+    for name, plan in plans.items():
+        assert isinstance(out.node(name), LMH)
+        out.replace(name, mu_d=_factor(plan.mu_d), lam_d=_factor(plan.lam_d),
+                    lam_s=_factor(plan.lam_s), mu_s=np.zeros((1, 1)))
+    return out
+
+
+
+
+# =============================================================================== export
+def _neuron_node(plan: NeuronPlan, node: LMH, dt: float, shape: tuple[int, ...],
+                 meta: dict[str, Any]) -> nir.NIRNode:
+    """The NIR neuron of one layer; arrays shaped like the layer's output (as snnTorch does)."""
+    def full(values) -> np.ndarray:
+        return np.broadcast_to(np.asarray(values, dtype=np.float64), (node.size,)).reshape(shape)
+
+    thr = full(node.theta)
+    v_reset = full(node.reset_value if getattr(node, "reset", "subtract") == "set" else 0.0)
+    zeros = full(0.0)
+    if np.all(plan.mu_d == 0):
+        if np.all(plan.lam_s == 1):
+            return nir.IF(r=full(plan.lam_d / dt), v_threshold=thr, v_reset=v_reset, metadata=meta)
+        tau = dt / (1.0 - plan.lam_s)
+        return nir.LIF(tau=full(tau), r=full(plan.lam_d * tau / dt), v_leak=zeros,
+                       v_threshold=thr, v_reset=v_reset, metadata=meta)
+    tau_syn, tau_mem = dt / (1.0 - plan.mu_d), dt / (1.0 - plan.lam_s)
+    return nir.CubaLIF(tau_syn=full(tau_syn), tau_mem=full(tau_mem),
+                       r=full(plan.lam_d * tau_mem / dt), v_leak=zeros, v_threshold=thr,
+                       v_reset=v_reset, w_in=full(tau_syn / dt), metadata=meta)
+
+
+def _rules(node: LMH) -> dict[str, Any]:
+    return {k: getattr(node, k) for k in NIR_RULES if hasattr(node, k)}
+
+
+def _is_nir_native(node: LMH) -> bool:
+    rules = _rules(node)
+    return bool(rules) and all(rules[k] == v for k, v in NIR_RULES.items() if k != "reset_value")
+
+
+class _Writer:
+    """Emits NIR nodes for an exportable IR graph (see :func:`graph_to_nir`)."""
+
+    def __init__(self, graph: Graph, plans: dict[str, NeuronPlan], dt: float) -> None:
+        self.g, self.plans, self.dt = graph, plans, dt
+        self.nodes: dict[str, nir.NIRNode] = {}
+        self.edges: list[tuple[str, str]] = []
+        self.tail = "input"  # NIR node carrying the current signal
+        self.shape: tuple[int, ...] = ()
+        self.amp = 1.0  # IR value of one NIR unit on the current signal
+
+    def emit(self, name: str, node: nir.NIRNode) -> None:
+        self.nodes[name] = node
+        self.edges.append((self.tail, name))
+        self.tail = name
+
+    def synapse(self, name: str, node: Any, bias: np.ndarray | None, last: bool) -> None:
+        """One IR synapse; ``bias`` (over its output) goes into it when it is ``last``."""
+        out_shape = (node.output_shape if isinstance(node, (Conv2d, AvgPool))
+                     else (node.output_size(),))
+        if isinstance(node, AvgPool) and (self.amp != 1.0 or (last and np.any(bias))):
+            c = node.input_shape[0]  # a pool that must scale or carry a bias: a diagonal conv
+            kernel = np.zeros((c, c, *node.kernel))
+            kernel[np.arange(c), np.arange(c)] = 1.0 / float(np.prod(node.kernel))
+            node = Conv2d(weight=kernel, input_shape=node.input_shape, stride=node.stride)
+        if isinstance(node, AvgPool):
+            self.emit(name, nir.AvgPool2d(kernel_size=np.array(node.kernel),
+                                          stride=np.array(node.stride), padding=np.zeros(2, int)))
+            self.shape = out_shape
+            return
+        b = np.zeros(out_shape) if bias is None or not last else np.asarray(bias).reshape(out_shape)
+        if isinstance(node, Dense):
+            if len(self.shape) > 1:
+                self.emit(f"{name}_flatten", nir.Flatten(
+                    input_type={"input": np.array(self.shape)}, start_dim=0, end_dim=-1))
+            self.emit(name, nir.Affine(weight=node.weight * self.amp, bias=b.reshape(-1).copy()))
+        else:
+            per_channel = b.reshape(out_shape[0], -1)
+            if not np.allclose(per_channel, per_channel[:, :1], rtol=1e-9, atol=1e-12):
+                raise InteropError(f"{name}: the neuron bias after this convolution varies "
+                                   f"within a channel (a pushed bias meeting zero padding); "
+                                   f"NIR Conv2d biases are per channel")
+            self.emit(name, nir.Conv2d(input_shape=tuple(node.input_shape[1:]),
+                                       weight=node.weight * self.amp, stride=node.stride,
+                                       padding=node.padding, dilation=1, groups=1,
+                                       bias=per_channel[:, 0].copy()))
+        self.shape, self.amp = out_shape, 1.0
+
+    def chain_into(self, name: str) -> list[str]:
+        """The synapse nodes between the previous neuron (or input) and ``name``."""
+        chain, cur = [], self.g.inputs_of(name)[0]
+        while self.g.node(cur).kind not in ("input", "lmh"):
+            chain.append(cur)
+            cur = self.g.inputs_of(cur)[0]
+        return chain[::-1]
+
+    def layer(self, name: str) -> None:
+        node = self.g.node(name)
+        chain = self.chain_into(name)
+        for i, syn in enumerate(chain):
+            self.synapse(syn, self.g.node(syn), node.bias, last=i == len(chain) - 1)
+        if isinstance(node, Readout):
+            self.emit("output", nir.Output(output_type={"output": np.array([node.output_size()])}))
+            return
+        plan = self.plans[name]
+        meta: dict[str, Any] = {"lmh_theta": float(node.theta), "lmh_exact": int(plan.exact)}
+        if not _is_nir_native(node):
+            meta["lmh_rules"] = {k: (float(v) if isinstance(v, (int, float, np.floating)) else v)
+                                 for k, v in _rules(node).items()}
+            if "v_s_init" not in meta["lmh_rules"]:
+                meta["lmh_rules"].update({"reset": "subtract", "threshold_test": ">=",
+                                          "v_s_init": float(node.theta) / 2})
+        if plan.approximations:
+            meta["lmh_approximation"] = "; ".join(plan.approximations)
+        self.emit(name, _neuron_node(plan, node, self.dt, self.shape, meta))
+        self.amp = float(node.theta)
+
+
+def graph_to_nir(graph: Graph, *, dt: float = DEFAULT_DT, allow_lossy: bool = False,
+                 inputs: np.ndarray | None = None) -> nir.NIRGraph:
+    """Export a float IR graph to a :class:`nir.NIRGraph` (see the module docstring).
+
+    Raises :class:`InteropError` naming each layer and factor that prevents an exact
+    export, unless ``allow_lossy``: then non-representable layers become LIF neurons with
+    decay ``lam_s`` and input gain ``lam_d`` (dendrite memory dropped), and the measured
+    error (:func:`measure_approximation` on ``inputs``, or on :data:`DEFAULT_MEASURE_SAMPLES`
+    seeded uniform samples) is stored in ``metadata["lmh_deploy_error"]``.
+    """
+    if not (dt > 0 and math.isfinite(dt)):
+        raise InteropError(f"dt must be finite and > 0, got {dt}")
+    plans = plan_graph(graph, target="nir", lossy=allow_lossy)
+    approx = lif_approximation(graph, plans)
+    inp = graph.node("input")
+    assert isinstance(inp, Input)
+    writer = _Writer(approx, plans, dt)
+    writer.nodes["input"] = nir.Input(input_type={"input": np.array(inp.shape)})
+    writer.shape = tuple(inp.shape)
+    for name in approx.order():
+        if approx.node(name).kind in ("lmh", "readout"):
+            writer.layer(name)
+    exact = all(p.exact for p in plans.values())
+    native = all(_is_nir_native(graph.node(n)) for n in graph.of_kind("lmh"))
+    from lmh_deploy import __version__
+
+    meta: dict[str, Any] = {
+        "producer": f"lmh-deploy {__version__}", "dt": float(dt),
+        "timesteps": int(graph.meta.get("timesteps", 1)), "x_max": float(inp.x_max),
+        "exact": int(exact), "nir_native_rules": int(native),
+        "discretisation": "forward Euler, one step = dt: lam = 1 - dt/tau, r = lam_d*tau/dt "
+                          "(snnTorch convention); CubaLIF: mu_d = 1 - dt/tau_syn, w_in = tau_syn/dt",
+        "readout": "logits = mean over the timesteps of the output (Affine incl. bias)"}
+    if allow_lossy or inputs is not None or not native:
+        x = inputs
+        if x is None:
+            rng = np.random.default_rng(0)
+            x = rng.uniform(0.0, inp.x_max, (DEFAULT_MEASURE_SAMPLES, *inp.shape))
+            meta["error_inputs"] = f"{DEFAULT_MEASURE_SAMPLES} seeded uniform samples in [0, x_max]"
+        else:
+            meta["error_inputs"] = f"{np.asarray(x).shape[0]} given samples"
+        meta["lmh_deploy_error"] = _nir_safe(measure_approximation(graph, approx, x))
+    return nir.NIRGraph(nodes=writer.nodes, edges=writer.edges, metadata=meta)
+
+
+def _nir_safe(value: Any) -> Any:
+    """Make a report dict writable by ``nir.write`` (nested dicts of str / float / int)."""
+    if isinstance(value, dict):
+        return {str(k): _nir_safe(v) for k, v in value.items()}
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return value
+
+
+def write_nir(graph: Graph, path: str | Path, *, dt: float = DEFAULT_DT, allow_lossy: bool = False,
+              inputs: np.ndarray | None = None) -> dict[str, Any]:
+    """:func:`graph_to_nir` then ``nir.write``; returns a summary (node types, exactness, error)."""
+    nir_graph = graph_to_nir(graph, dt=dt, allow_lossy=allow_lossy, inputs=inputs)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nir.write(path, nir_graph)
+    layers = {}
+    for name, node in nir_graph.nodes.items():
+        entry: dict[str, Any] = {"type": type(node).__name__}
+        if "lmh_exact" in node.metadata:
+            entry["exact"] = bool(node.metadata["lmh_exact"])
+            entry["approximation"] = node.metadata.get("lmh_approximation", "")
+        layers[name] = entry
+    return {"path": str(path), "dt": dt, "exact": bool(nir_graph.metadata["exact"]),
+            "nir_native_rules": bool(nir_graph.metadata["nir_native_rules"]),
+            "nodes": layers, "error": nir_graph.metadata.get("lmh_deploy_error")}
