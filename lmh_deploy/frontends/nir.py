@@ -18,8 +18,9 @@ Anything else, or a value the IR cannot hold, is refused in one line naming the 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import nir
 import numpy as np

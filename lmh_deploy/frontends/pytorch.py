@@ -15,8 +15,18 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from lmh_deploy.ir import (LMH, AvgPool, Conv2d, Dense, Graph, Input, IRError, Node, Readout,
-                           validate)
+from lmh_deploy.ir import (
+    LMH,
+    AvgPool,
+    Conv2d,
+    Dense,
+    Graph,
+    Input,
+    IRError,
+    Node,
+    Readout,
+    validate,
+)
 from lmh_deploy.ir.synapses import apply_synapse
 from lmh_deploy.models.neuron import LMHNeuron
 from lmh_deploy.models.norm import fold_affine, norm_affine

@@ -27,11 +27,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from lmh_deploy.passes.compose import presynaptic_unit
-from lmh_deploy.semantics import integer as fx
 from lmh_deploy.interop import InteropError
 from lmh_deploy.interop.nir_export import plan_graph
 from lmh_deploy.ir import LMH, Dense, Graph, Input, Readout
+from lmh_deploy.passes.compose import presynaptic_unit
+from lmh_deploy.semantics import integer as fx
 
 #: Largest |weight| written: netx's ``optimize_weight_bits`` keeps [-256, 254] exactly.
 WEIGHT_MAX = 254
@@ -58,7 +58,7 @@ class NetxLayer:
     name: str = ""
 
     @property
-    def size(self) -> int:  # noqa: D102
+    def size(self) -> int:
         return int(self.weight.shape[0])
 
 
@@ -321,11 +321,12 @@ def run_netx_lava(path: str | Path, frames: np.ndarray, *, input_message_bits: i
     ``extra`` holds the loaded ``weights`` and ``weight_exp`` of each Dense (after the run,
     i.e. after Lava's own clipping and truncation) and the network's description string.
     """
-    import lmh_deploy  # noqa: F401  - the Python 3.11 Lava import fix, before any lava import
     from lava.lib.dl import netx
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc import io
+
+    import lmh_deploy  # noqa: F401  - the Python 3.11 Lava import fix, before any lava import
 
     frames = np.asarray(frames, dtype=np.int64)
     steps = frames.shape[0]

@@ -21,7 +21,7 @@ by lmh-deploy) and the export reports how far a plain NIR backend's run is from 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +29,17 @@ import nir
 import numpy as np
 
 from lmh_deploy.interop import InteropError
-from lmh_deploy.ir import LMH, AvgPool, Conv2d, Dense, Graph, Input, IRError, Readout, validate
+from lmh_deploy.ir import (
+    LMH,
+    AvgPool,
+    Conv2d,
+    Dense,
+    Graph,
+    Input,
+    IRError,
+    Readout,
+    validate,
+)
 
 #: |factor - exact value| below this counts as exact (the 12-bit factor quantum is 2.4e-4).
 FACTOR_TOL = 1e-9
@@ -75,7 +85,7 @@ def measure_approximation(graph: Graph, approx: Graph, x: np.ndarray,
     ref = simulate_float(graph, x, steps)
     same = simulate_float(approx, x, steps)
     nir_like = simulate_float(nir_semantics(approx), x, steps)
-    return {"samples": int(len(x)), "timesteps": steps,
+    return {"samples": len(x), "timesteps": steps,
             "lmh_semantics": spike_disagreement(ref, same),
             "nir_backend_semantics": spike_disagreement(ref, nir_like)}
 
@@ -97,7 +107,7 @@ class NeuronPlan:
     approximations: list[str] = field(default_factory=list)
 
     @property
-    def exact(self) -> bool:  # noqa: D102
+    def exact(self) -> bool:
         return not self.problems
 
 
