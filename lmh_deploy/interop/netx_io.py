@@ -267,8 +267,8 @@ def netx_usage(path: str | Path, report: dict[str, Any]) -> str:
         f"frames = np.repeat(pixels.astype(int)[:, None], {report['readout_steps']}, axis=1)",
         "source = io.source.RingBuffer(data=frames)",
         "source.s_out.connect(net.inp)",
-        f"net.run(condition=RunSteps(num_steps={report['readout_steps']}), "
-        "run_cfg=Loihi2SimCfg(select_tag='fixed_pt'))",
+        (f"net.run(condition=RunSteps(num_steps={report['readout_steps']}), "
+         "run_cfg=Loihi2SimCfg(select_tag='fixed_pt'))"),
         f"logits = net.layers[-1].neuron.v.get() / (64 * {report['readout_scale']!r})",
         "net.stop()"])
 
