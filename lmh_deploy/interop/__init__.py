@@ -1,8 +1,8 @@
 """Exchange formats: NIR (read and write) and lava-dl netx HDF5 (write).
 
-* :mod:`lmh_deploy.interop.nir_io` -- float IR <-> NIR graphs (``graph_to_nir``,
-  ``write_nir``, ``nir_to_graph``), a float64 NumPy simulator of the IR
-  (``simulate_float``) and the measured error of the lossy LIF approximation.
+* :mod:`lmh_deploy.interop.nir_export` -- float IR -> NIR graphs (``graph_to_nir``,
+  ``write_nir``), convolutions included, and the measured error of the lossy LIF
+  approximation. The import side is a frontend: :mod:`lmh_deploy.frontends.nir`.
 * :mod:`lmh_deploy.interop.netx_io` -- float IR -> netx HDF5 (``graph_to_netx``),
   its reader and a NumPy reference of how Lava runs a netx CUBA network.
 
