@@ -243,12 +243,12 @@ def test_user_registered_neuron() -> None:
 def test_official_resnet_deploys(tmp_path: Path) -> None:
     """A small residual conv net in the paper's style, trained briefly: the issue's bar."""
     torch.manual_seed(0)
-    model = official.resnet(width=6)
-    assert train_digits(model, epochs=2) > 0.7
+    model = official.resnet(width=8)
+    assert train_digits(model, epochs=4) > 0.7
     weights = tmp_path / "resnet_state.pt"
     torch.save(model.state_dict(), weights)
     res = invoke("compile", weights, "--model", f"{MODEL_FILE}:resnet", "--model-kwargs",
-                 '{"width": 6}', "--input-shape", "1,8,8", "--timesteps", "4", "--dataset",
+                 '{"width": 8}', "--input-shape", "1,8,8", "--timesteps", "4", "--dataset",
                  "digits", "-o", tmp_path / "build")
     assert res.exit_code == 0, res.output
     res = invoke("verify", tmp_path / "build", "--samples", "360", "--json", tmp_path / "v.json")
