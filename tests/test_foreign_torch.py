@@ -256,3 +256,26 @@ def test_official_resnet_deploys(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "v.json").read_text())
     assert result["lava_vs_sim"]["mismatched_spikes"] == 0
     assert result["float_vs_fixed"]["prediction_agreement"] >= 0.97
+
+
+def test_python_api_compiles_a_module_object(tmp_path: Path, official_mlp: Path) -> None:
+    """compile_module(module, ...) with calibration inputs; verify runs the module given."""
+    from lmh_deploy.pipeline.compile import load_artifact
+    from lmh_deploy.pipeline.compile_torch import compile_module
+    from lmh_deploy.pipeline.verify import verify_artifact
+
+    model = official.mlp()
+    model.load_state_dict(torch.load(official_mlp, weights_only=True))
+    calib = load_dataset("digits")[0].tensors[0][:32].numpy()
+    compile_module(model, tmp_path / "api", input_shape=(1, 8, 8), timesteps=4,
+                   calibration=calib)
+    art = load_artifact(tmp_path / "api")
+    assert art.report["calibration"]["samples"] == 32
+    with pytest.raises(ValueError, match="compiled without a dataset"):
+        verify_artifact(art, 10)
+    art.float_graph.meta["dataset"] = art.quant_graph.meta["dataset"] = {
+        "name": "digits", "input_shape": [1, 8, 8], "num_classes": 10, "seed": 0}
+    result = verify_artifact(art, 20, source=model)
+    assert result["float_vs_fixed"]["float_reference"] == "source module (PyTorch)"
+    assert result["lava_vs_sim"]["mismatched_spikes"] == 0
+    assert result["float_vs_fixed"]["prediction_agreement"] >= 0.9
