@@ -117,6 +117,8 @@ def train(dataset: str = typer.Option("digits", help="digits | mnist5k | cifar10
         metrics = run_training_job(job, progress=on_epoch)
     if not main_rank:
         return
+    if metrics.get("warning"):
+        console.print(f"[yellow]warning:[/yellow] {metrics['warning']}", soft_wrap=True)
     out.print(f"trained: test accuracy {metrics['accuracy']:.4f} after {epochs} epochs "
               f"({metrics['seconds_per_epoch']:.2f} s/epoch) -> {out_path}")
 

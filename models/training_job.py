@@ -66,6 +66,7 @@ class TrainJob:
     norm: str = "auto"                  # auto | none | bn | tdbn (auto: none for mlp, else bn)
     time_slice: int = 0                 # k steps per slice; 0 = full BPTT
     qcfs_levels: int = 4                # L of neuron="qcfs"
+    lif_decay: float = 0.9              # lam_s of neuron="lif" (0.5 left it silent: chance level)
     hybrid_from: str | None = None      # QCFS checkpoint to convert and fine-tune
     device: str = "cpu"                 # cpu | cuda (under torchrun: cuda:LOCAL_RANK)
     amp: bool = False                   # mixed precision (autocast + GradScaler), CUDA only
@@ -152,6 +153,8 @@ def _run(job: TrainJob, ctx: D.DistContext,
                        "width_mult": job.width_mult, "norm": norm}
         if job.neuron == "qcfs":
             arch_kwargs["qcfs_levels"] = job.qcfs_levels
+        if job.neuron == "lif":
+            arch_kwargs["lif_decay"] = job.lif_decay
         model = build(arch, spec.input_shape, spec.num_classes, **arch_kwargs)
     cfg = TrainConfig(epochs=job.epochs, lr=job.lr, weight_decay=job.weight_decay,
                       loss=job.loss, seed=job.seed, device=device,
@@ -160,6 +163,11 @@ def _run(job: TrainJob, ctx: D.DistContext,
                     progress=progress if ctx.is_main else None)
     if hybrid is not None:
         metrics["hybrid"] = hybrid
+    chance = 1.0 / spec.num_classes
+    if job.epochs and metrics["accuracy"] <= chance + 0.05:
+        metrics["warning"] = (f"test accuracy {metrics['accuracy']:.3f} is at chance level "
+                              f"(1/{spec.num_classes} = {chance:.3f}): the network did not learn; "
+                              f"try more --epochs or a larger --lr")
     metrics["job"] = asdict(job)
     metrics["arch"] = arch
     metrics["arch_kwargs"] = arch_kwargs
