@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lmh_deploy.models.training_job import TrainJob, run_training_job
 from typer.testing import CliRunner
 
 from lmh_deploy.cli import app
-from lmh_deploy.models.training_job import TrainJob, run_training_job
 
 
 def test_lif_defaults_train_above_chance(tmp_path: Path) -> None:
