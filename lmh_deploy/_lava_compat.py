@@ -23,6 +23,7 @@ import re
 import sys
 import types
 from typing import Sequence
+from lmh_deploy.errors import UserError
 
 VAR_MODEL = "lava.magma.compiler.var_model"
 OBJECT_DETECTION = "lava.lib.dl.slayer.object_detection"
@@ -33,7 +34,7 @@ _DATACLASS_IMPORT = re.compile(r"^(from dataclasses import [\w, ]+)$", re.M)
 EXPECTED_REWRITES = 8
 
 
-class LavaCompatError(ImportError):
+class LavaCompatError(UserError, ImportError):
     """The installed Lava does not look like the release this fix was written for."""
 
 

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
+from lmh_deploy.errors import InputError, UnavailableError
 
 #: Variables torchrun sets for every worker; all must be present to go distributed.
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -91,12 +92,12 @@ def rank() -> int:
 def _device_for(device: str, local_rank: int) -> str:
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but torch.cuda is not available")
+            raise UnavailableError("device 'cuda' requested but torch.cuda is not available")
         if ":" in device:  # an explicit index is only meaningful single-process
             return device
         return f"cuda:{local_rank}"
     if device != "cpu":
-        raise ValueError(f"unknown device {device!r}; supported: cpu, cuda")
+        raise InputError(f"unknown device {device!r}; supported: cpu, cuda")
     return device
 
 
@@ -116,7 +117,7 @@ def init_from_env(device: str = "cpu", *, timeout_s: float | None = None) -> Dis
     if not torchrun_env_present():
         return DistContext(device=_device_for(device, 0))
     if not dist.is_available():
-        raise RuntimeError("torchrun environment found but this torch has no torch.distributed")
+        raise UnavailableError("torchrun environment found but this torch has no torch.distributed")
     local = int(os.environ["LOCAL_RANK"])
     dev = _device_for(device, local)
     backend = "nccl" if dev.startswith("cuda") else "gloo"

@@ -47,6 +47,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from lmh_deploy.errors import InputError
 from lmh_deploy.models.neuron import LMHNeuron, lif_neuron
 from lmh_deploy.models.norm import RESIDUAL_ALPHA, make_norm
 from lmh_deploy.models.qcfs import QCFS
@@ -63,7 +64,7 @@ def make_neuron(kind: str, *, timesteps: int, theta: float = 1.0, factors: str =
         return lif_neuron(theta=theta, decay=lif_decay, gamma=gamma)
     if kind == "qcfs":
         return QCFS(levels=qcfs_levels, theta=theta)
-    raise ValueError(f"unknown neuron kind {kind!r}; expected one of {', '.join(NEURONS)}")
+    raise InputError(f"unknown neuron kind {kind!r}; expected one of {', '.join(NEURONS)}")
 
 
 def _time_major(layer: nn.Module) -> bool:
@@ -188,14 +189,14 @@ def _scaled(c: int, width_mult: float) -> int:
 
 def _spatial(input_shape: tuple[int, ...], arch: str) -> tuple[int, int, int]:
     if len(input_shape) != 3:
-        raise ValueError(f"{arch}: needs (C, H, W) inputs, got input_shape {input_shape}")
+        raise InputError(f"{arch}: needs (C, H, W) inputs, got input_shape {input_shape}")
     c, h, w = (int(d) for d in input_shape)
     return c, h, w
 
 
 def _act_factory(neuron: str, **kw: Any) -> Callable[[], nn.Module]:
     if neuron not in NEURONS:
-        raise ValueError(f"unknown neuron kind {neuron!r}; expected one of {', '.join(NEURONS)}")
+        raise InputError(f"unknown neuron kind {neuron!r}; expected one of {', '.join(NEURONS)}")
     return lambda: make_neuron(neuron, **kw)
 
 
@@ -332,5 +333,5 @@ DEFAULT_NORM = {"mlp": "none", "cnn": "bn", "vgg13": "bn", "resnet19": "bn", "re
 def build(arch: str, input_shape: tuple[int, ...], num_classes: int, **kwargs: Any) -> nn.Module:
     """Build a named architecture; unknown names list the supported ones."""
     if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; supported: {', '.join(ARCHITECTURES)}")
+        raise InputError(f"unknown architecture {arch!r}; supported: {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[arch](tuple(input_shape), num_classes, **kwargs)

@@ -13,6 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmh_deploy.bounds import (MAX_CLASSES, MAX_LAYER_WIDTH, MAX_PARAMETERS, MAX_WIDTH_MULT,
+                               check_float, check_int, check_shape, check_timesteps)
+from lmh_deploy.choices import Arch, Factors, Neuron, choice
+from lmh_deploy.errors import InputError, UserError
 from lmh_deploy.files import atomic_write
 from lmh_deploy.models.architectures import build
 
@@ -20,7 +24,7 @@ FORMAT = "lmh-deploy/checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A model file that lmh-deploy cannot (or will not) load; the message names file and cause."""
 
 
@@ -83,9 +87,53 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def check_metadata(path: str | Path, payload: dict[str, Any]) -> None:
+    """Range-check what a checkpoint says about its model before anything is built.
+
+    Architecture, neuron options, input shape, classes, widths and time steps must be in
+    range, and the model it describes (built on torch's ``meta`` device, which allocates
+    nothing) must have at most ``MAX_PARAMETERS`` parameters.
+    """
+    ds, kw = payload["dataset"], payload["arch_kwargs"]
+    try:
+        if not isinstance(ds, dict) or not isinstance(kw, dict):
+            raise InputError("'dataset' and 'arch_kwargs' must be dicts")
+        choice(Arch, payload["arch"], "arch")
+        shape = check_shape("dataset.input_shape", ds.get("input_shape"))
+        classes = check_int("dataset.num_classes", ds.get("num_classes"), lo=1, hi=MAX_CLASSES)
+        if "x_max" in ds:
+            check_float("dataset.x_max", ds["x_max"], lo=0.0, lo_open=True, hi=1e6)
+        if "timesteps" in kw:
+            check_timesteps(kw["timesteps"], "arch_kwargs.timesteps")
+        if "width_mult" in kw:
+            check_float("arch_kwargs.width_mult", kw["width_mult"], lo=0.0, lo_open=True,
+                        hi=MAX_WIDTH_MULT)
+        for i, width in enumerate(kw.get("hidden") or ()):
+            check_int(f"arch_kwargs.hidden[{i}]", width, lo=1, hi=MAX_LAYER_WIDTH)
+        for kind, key in ((Neuron, "neuron"), (Factors, "factors")):
+            if key in kw:
+                choice(kind, kw[key], f"arch_kwargs.{key}")
+        if "qcfs_levels" in kw:
+            check_int("arch_kwargs.qcfs_levels", kw["qcfs_levels"], lo=1, hi=256)
+        for key in ("theta", "gamma", "lif_decay"):
+            if key in kw:
+                check_float(f"arch_kwargs.{key}", kw[key])
+        with torch.device("meta"):
+            skeleton = build(payload["arch"], shape, classes, **kw)
+        count = sum(p.numel() for p in skeleton.parameters())
+        if count > MAX_PARAMETERS:
+            raise InputError(f"describes a model of {count:,} parameters (at most "
+                             f"{MAX_PARAMETERS:,})")
+    except InputError as exc:
+        raise CheckpointError(f"{path}: metadata {exc}") from None
+    except TypeError as exc:  # an arch_kwargs key the architecture does not take
+        raise CheckpointError(f"{path}: metadata: {exc}") from None
+
+
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model of a checkpoint; returns ``(model in eval mode, payload)``."""
     payload = read_checkpoint(path)
+    check_metadata(path, payload)
     ds = payload["dataset"]
     try:
         model = build(payload["arch"], tuple(ds["input_shape"]), int(ds["num_classes"]),

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+from lmh_deploy.errors import DataError, InputError, MissingFileError, UserError
 
 __all__ = [
     "SUPPORTED_DATASETS",
@@ -78,7 +79,7 @@ class DatasetSpec:
 # --------------------------------------------------------------------------- pickles
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(UserError, pickle.UnpicklingError):
     """A dataset pickle asked for a global outside the numpy-array allow-list."""
 
 
@@ -165,7 +166,7 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float,
     from sklearn.model_selection import train_test_split
 
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}")
     idx = np.arange(len(y))
     train_idx, test_idx = train_test_split(idx, test_size=test_fraction, stratify=y,
                                            random_state=seed)
@@ -175,11 +176,11 @@ def _split(x: np.ndarray, y: np.ndarray, test_fraction: float,
 def _require_dir(data_dir: str | os.PathLike[str] | None, name: str, layout: str) -> Path:
     """Return ``data_dir`` as a Path, or raise FileNotFoundError describing ``layout``."""
     if data_dir is None:
-        raise FileNotFoundError(f"dataset {name!r} is read from disk and needs data_dir: "
+        raise MissingFileError(f"dataset {name!r} is read from disk and needs data_dir: "
                                 f"a folder laid out as {layout}")
     root = Path(data_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset {name!r}: data_dir {root} does not exist; "
+        raise MissingFileError(f"dataset {name!r}: data_dir {root} does not exist; "
                                 f"expected a folder laid out as {layout}")
     return root
 
@@ -207,18 +208,18 @@ def _read_cifar_batch(path: Path, label_key: bytes,
     """One CIFAR pickle -> ``(N, 3, 32, 32)`` uint8 images and ``(N,)`` labels, checked."""
     batch = _load_pickle(path)
     if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
-        raise ValueError(f"{path} is not a CIFAR batch: expected a dict with keys "
+        raise DataError(f"{path} is not a CIFAR batch: expected a dict with keys "
                          f"b'data' and {label_key!r}")
     data, labels = batch[b"data"], np.asarray(batch[label_key])
     # The unpickler allows any numpy dtype (object arrays included), so check
     # the content really is what the format promises before using it.
     if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
             or data.shape[1] != _CIFAR_PIXELS):
-        raise ValueError(f"{path}: b'data' must be a uint8 array of shape (N, {_CIFAR_PIXELS})")
+        raise DataError(f"{path}: b'data' must be a uint8 array of shape (N, {_CIFAR_PIXELS})")
     if labels.shape != (len(data),) or labels.dtype.kind not in "iu":
-        raise ValueError(f"{path}: {label_key!r} must hold {len(data)} integer labels")
+        raise DataError(f"{path}: {label_key!r} must hold {len(data)} integer labels")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"{path}: labels must be in 0..{num_classes - 1}")
+        raise DataError(f"{path}: labels must be in 0..{num_classes - 1}")
     # Rows are the 1024 red, then green, then blue pixels of a 32x32 image.
     return data.reshape(-1, *_CIFAR_SHAPE), labels
 
@@ -236,7 +237,7 @@ def _load_cifar(name: str, data_dir: str | os.PathLike[str] | None
     base = _require_dir(data_dir, name, layout) / folder
     for file in train_files + test_files:
         if not (base / file).is_file():
-            raise FileNotFoundError(f"dataset {name!r}: {base / file} is missing; expected "
+            raise MissingFileError(f"dataset {name!r}: {base / file} is missing; expected "
                                     f"the python release of {name} laid out as {layout}")
 
     def read(files: list[str]) -> TensorDataset:
@@ -259,14 +260,14 @@ def _load_events(data_dir: str | os.PathLike[str] | None
     root = _require_dir(data_dir, "events", layout)
     for split in ("train", "test"):
         if not (root / split).is_dir():
-            raise FileNotFoundError(f"dataset 'events': {root / split} is missing; "
+            raise MissingFileError(f"dataset 'events': {root / split} is missing; "
                                     f"expected a folder laid out as {layout}")
     # Labels come from the train folders, so a test folder may miss a class but
     # may not add one (it would have no label the model was trained on).
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     extra = sorted({p.name for p in (root / "test").iterdir() if p.is_dir()} - set(classes))
     if extra:
-        raise ValueError(f"dataset 'events': {root / 'test'} has classes {extra} "
+        raise DataError(f"dataset 'events': {root / 'test'} has classes {extra} "
                          f"that {root / 'train'} does not")
 
     frame_shape: tuple[int, ...] | None = None
@@ -280,25 +281,25 @@ def _load_events(data_dir: str | os.PathLike[str] | None
                     # allow_pickle=False: a .npy with object data could run code.
                     frames = np.load(file, allow_pickle=False)
                 except ValueError as exc:
-                    raise ValueError(f"cannot load {file}: {exc}") from exc
+                    raise DataError(f"cannot load {file}: {exc}") from exc
                 if frames.ndim != 4:
-                    raise ValueError(f"{file}: frames must be (T, C, H, W), got shape "
+                    raise DataError(f"{file}: frames must be (T, C, H, W), got shape "
                                      f"{frames.shape}")
                 if frame_shape is None:
                     frame_shape = frames.shape
                 elif frames.shape != frame_shape:
-                    raise ValueError(f"{file}: frames have shape {frames.shape}, but earlier "
+                    raise DataError(f"{file}: frames have shape {frames.shape}, but earlier "
                                      f"files have {frame_shape}; all samples must match")
                 frames = frames.astype(np.float32)
                 # Scale is the folder builder's choice (binary spikes, normalised
                 # counts); rescaling here would silently change it, so refuse.
                 if not (np.isfinite(frames).all() and frames.min() >= 0 and frames.max() <= 1):
-                    raise ValueError(f"{file}: frame values must be in [0, 1]; binarise or "
+                    raise DataError(f"{file}: frame values must be in [0, 1]; binarise or "
                                      f"normalise event counts when building the folder")
                 xs.append(frames)
                 ys.append(label)
         if not xs:
-            raise FileNotFoundError(f"dataset 'events': no .npy files under {root / split}; "
+            raise MissingFileError(f"dataset 'events': no .npy files under {root / split}; "
                                     f"expected a folder laid out as {layout}")
         return _dataset(np.stack(xs), np.array(ys))
 
@@ -358,7 +359,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, *,
     if name == "events":
         train, test, (t, c, h, w), num_classes = _load_events(data_dir)
         return train, test, DatasetSpec(name, (c, h, w), num_classes, timesteps=t)
-    raise ValueError(f"unknown dataset {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}")
+    raise InputError(f"unknown dataset {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}")
 
 
 def make_loaders(train: torch.utils.data.Dataset, test: torch.utils.data.Dataset,
@@ -391,7 +392,7 @@ def make_loaders(train: torch.utils.data.Dataset, test: torch.utils.data.Dataset
         Train shuffled every epoch; test in file order.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     generator = torch.Generator().manual_seed(seed)
     if world_size > 1:
         from torch.utils.data import BatchSampler, RandomSampler

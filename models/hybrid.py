@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lmh_deploy.errors import InputError
 from lmh_deploy.models.architectures import SpikingNet, build
 from lmh_deploy.models.neuron import LMHNeuron
 from lmh_deploy.models.qcfs import QCFS
@@ -51,10 +52,10 @@ def convert_qcfs_to_lmh(ann: nn.Module, *, arch: str, input_shape: tuple[int, ..
     ``radical`` (every step starts from the same IF factors).
     """
     if arch_kwargs.get("neuron") != "qcfs":
-        raise ValueError(f"hybrid conversion needs a QCFS ANN, got neuron="
+        raise InputError(f"hybrid conversion needs a QCFS ANN, got neuron="
                          f"{arch_kwargs.get('neuron')!r}")
     if factors not in ("progressive", "radical"):
-        raise ValueError(f"hybrid conversion needs learnable LM-H factors (progressive or "
+        raise InputError(f"hybrid conversion needs learnable LM-H factors (progressive or "
                          f"radical), got {factors!r}")
     levels = int(arch_kwargs.get("qcfs_levels", 4))
     snn_kwargs = {**arch_kwargs, "neuron": "lmh", "factors": factors,
@@ -63,20 +64,20 @@ def convert_qcfs_to_lmh(ann: nn.Module, *, arch: str, input_shape: tuple[int, ..
     qcfs_layers = [m for m in ann.modules() if isinstance(m, QCFS)]
     neurons = [m for m in snn.modules() if isinstance(m, LMHNeuron)]
     if len(qcfs_layers) != len(neurons):
-        raise ValueError(f"ANN has {len(qcfs_layers)} QCFS layers but the SNN {len(neurons)} "
+        raise InputError(f"ANN has {len(qcfs_layers)} QCFS layers but the SNN {len(neurons)} "
                          "neurons; the architectures differ")
     state = {k: v for k, v in ann.state_dict().items()}
     missing, unexpected = snn.load_state_dict(state, strict=False)
     # The only SNN entries the ANN lacks are the factor logits, which are set below.
     bad = [k for k in missing if not k.rsplit(".", 1)[-1].startswith("x_")]
     if bad or unexpected:
-        raise ValueError(f"ANN and SNN state dicts differ beyond the neuron factors: "
+        raise InputError(f"ANN and SNN state dicts differ beyond the neuron factors: "
                          f"missing {bad}, unexpected {list(unexpected)}")
     with torch.no_grad():
         for q, n in zip(qcfs_layers, neurons):
             theta = q.theta.item()
             if not theta > 0:
-                raise ValueError(f"QCFS threshold {theta} is not positive; cannot convert")
+                raise InputError(f"QCFS threshold {theta} is not positive; cannot convert")
             n.theta.fill_(theta)
             n.set_factors(**IF_FACTORS)
     return snn, snn_kwargs

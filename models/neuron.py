@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from lmh_deploy.errors import InputError
 
 FactorMode = Literal["progressive", "radical", "fixed"]
 FACTOR_NAMES = ("mu_d", "mu_s", "lam_d", "lam_s")
@@ -66,15 +67,15 @@ class LMHNeuron(nn.Module):
                  v_s_init: float = 0.5) -> None:
         super().__init__()
         if not (theta > 0 and math.isfinite(theta)):
-            raise ValueError(f"LMHNeuron: theta must be finite and > 0, got {theta}")
+            raise InputError(f"LMHNeuron: theta must be finite and > 0, got {theta}")
         if factors not in ("progressive", "radical", "fixed"):
-            raise ValueError(f"LMHNeuron: unknown factors mode {factors!r}")
+            raise InputError(f"LMHNeuron: unknown factors mode {factors!r}")
         if factors == "radical" and not timesteps:
-            raise ValueError("LMHNeuron: radical factors need timesteps")
+            raise InputError("LMHNeuron: radical factors need timesteps")
         if not 0.5 <= lif_decay < 1.5:
-            raise ValueError(f"LMHNeuron: lif_decay must lie in [0.5, 1.5), got {lif_decay}")
+            raise InputError(f"LMHNeuron: lif_decay must lie in [0.5, 1.5), got {lif_decay}")
         if reset not in ("subtract", "set") or threshold_test not in (">=", ">"):
-            raise ValueError(f"LMHNeuron: unknown rules reset={reset!r}, "
+            raise InputError(f"LMHNeuron: unknown rules reset={reset!r}, "
                              f"threshold_test={threshold_test!r}")
         self.reset = reset
         self.reset_value = float(reset_value)
@@ -110,11 +111,11 @@ class LMHNeuron(nn.Module):
     def set_factors(self, **values: float) -> None:
         """Set real factor values (inverse sigmoid); e.g. hybrid conversion's mu_d = 0, lam_d = 1."""
         if self.factor_mode == "fixed":
-            raise ValueError("LMHNeuron: fixed (LIF) factors cannot be set")
+            raise InputError("LMHNeuron: fixed (LIF) factors cannot be set")
         for name, value in values.items():
             p = (value - SIGMOID_SHIFT[name]) / SIGMOID_SCALE
             if not 0 < p < 1:
-                raise ValueError(f"LMHNeuron: {name}={value} outside its open range")
+                raise InputError(f"LMHNeuron: {name}={value} outside its open range")
             with torch.no_grad():
                 getattr(self, f"x_{name}").fill_(math.log(p / (1 - p)))
 

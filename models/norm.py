@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from lmh_deploy.errors import InputError
 from lmh_deploy.models.distributed import differentiable_all_reduce, sync_batchnorm_active
 
 NORMS = ("none", "bn", "tdbn")
@@ -199,7 +200,7 @@ def make_norm(kind: str, num_features: int, *, theta: float = 1.0,
         return StepBatchNorm(num_features)
     if kind == "tdbn":
         return ThresholdDependentBatchNorm(num_features, alpha=alpha, theta=theta)
-    raise ValueError(f"unknown norm {kind!r}; supported: {', '.join(NORMS)}")
+    raise InputError(f"unknown norm {kind!r}; supported: {', '.join(NORMS)}")
 
 
 RESIDUAL_ALPHA = 1.0 / math.sqrt(2.0)

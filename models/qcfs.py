@@ -17,6 +17,7 @@ import math
 
 import torch
 from torch import nn
+from lmh_deploy.errors import InputError
 
 
 class _FloorSTE(torch.autograd.Function):
@@ -54,9 +55,9 @@ class QCFS(nn.Module):
     def __init__(self, *, levels: int = 4, theta: float = 1.0) -> None:
         super().__init__()
         if levels < 1:
-            raise ValueError(f"QCFS: levels must be >= 1, got {levels}")
+            raise InputError(f"QCFS: levels must be >= 1, got {levels}")
         if not (theta > 0 and math.isfinite(theta)):
-            raise ValueError(f"QCFS: theta must be finite and > 0, got {theta}")
+            raise InputError(f"QCFS: theta must be finite and > 0, got {theta}")
         self.levels = int(levels)
         self.theta = nn.Parameter(torch.tensor(float(theta)))
 

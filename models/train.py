@@ -43,6 +43,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lmh_deploy.errors import InputError
 from lmh_deploy.models import distributed as D
 from lmh_deploy.models.losses import LOSSES
 
@@ -245,7 +246,7 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, 
         update(loss)
         return value, 1
     if getattr(base, "is_ann", False):
-        raise ValueError("time-slicing trains spiking networks; a QCFS ANN has no time steps")
+        raise InputError("time-slicing trains spiking networks; a QCFS ANN has no time steps")
     base.set_stateful(True)
     losses = []
     try:
@@ -269,13 +270,13 @@ def train(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
     "optimizer_steps", "history"}`` (accuracy of the last epoch, at the training ``T``)."""
     torch.manual_seed(cfg.seed)
     if cfg.loss not in LOSSES:
-        raise ValueError(f"unknown loss {cfg.loss!r}; supported: {', '.join(LOSSES)}")
+        raise InputError(f"unknown loss {cfg.loss!r}; supported: {', '.join(LOSSES)}")
     if cfg.time_slice is not None and cfg.time_slice < 0:
-        raise ValueError(f"time_slice must be >= 1 (or 0/None for full BPTT), got {cfg.time_slice}")
+        raise InputError(f"time_slice must be >= 1 (or 0/None for full BPTT), got {cfg.time_slice}")
     if cfg.time_slice and getattr(model, "is_ann", False):
-        raise ValueError("time-slicing trains spiking networks; a QCFS ANN has no time steps")
+        raise InputError("time-slicing trains spiking networks; a QCFS ANN has no time steps")
     if cfg.amp and not str(cfg.device).startswith("cuda"):
-        raise ValueError("mixed precision (amp) needs a CUDA device; got device "
+        raise InputError("mixed precision (amp) needs a CUDA device; got device "
                          f"{cfg.device!r}")
     loss_fn = LOSSES[cfg.loss]
     model.to(cfg.device)

@@ -29,19 +29,27 @@ precision.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
+from enum import Enum
+from os import PathLike
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
+from lmh_deploy.bounds import MAX_WIDTH_MULT, check_float, check_int, check_timesteps
+from lmh_deploy.choices import Arch, Dataset, Factors, Loss, Neuron, Norm, choice
+from lmh_deploy.errors import InputError
 from lmh_deploy.models import distributed as D
-from lmh_deploy.models.architectures import ARCHITECTURES, DEFAULT_NORM, NEURONS, build
+from lmh_deploy.models.architectures import DEFAULT_NORM, build
 from lmh_deploy.models.checkpoint import save_checkpoint
 from lmh_deploy.models.data import load_dataset, make_loaders
-from lmh_deploy.models.losses import LOSSES
-from lmh_deploy.models.norm import NORMS
 from lmh_deploy.models.train import TrainConfig, evaluate, train
+
+#: Bounds of the training options (generous: the paper trains 300 epochs at batch 64-128).
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536
 
 
 @dataclass
@@ -71,34 +79,41 @@ class TrainJob:
     device: str = "cpu"                 # cpu | cuda (under torchrun: cuda:LOCAL_RANK)
     amp: bool = False                   # mixed precision (autocast + GradScaler), CUDA only
 
+    @classmethod
+    def from_options(cls, **options: Any) -> TrainJob:
+        """A job from API/CLI options: Enums become their strings, paths become str."""
+        def plain(value: Any) -> Any:
+            if isinstance(value, Enum):
+                return value.value
+            return str(value) if isinstance(value, PathLike) else value
+
+        return cls(**{key: plain(value) for key, value in options.items()})
+
 
 def _check(job: TrainJob) -> None:
-    if job.arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {job.arch!r}; supported: "
-                         f"{', '.join(ARCHITECTURES)}")
-    if job.neuron not in NEURONS:
-        raise ValueError(f"unknown neuron {job.neuron!r}; supported: {', '.join(NEURONS)}")
-    if job.factors not in ("progressive", "radical"):
-        raise ValueError(f"unknown factors {job.factors!r}; supported: progressive, radical")
-    if job.loss not in LOSSES:
-        raise ValueError(f"unknown loss {job.loss!r}; supported: {', '.join(LOSSES)}")
-    if job.norm != "auto" and job.norm not in NORMS:
-        raise ValueError(f"unknown norm {job.norm!r}; supported: auto, {', '.join(NORMS)}")
-    if job.timesteps < 1 or job.epochs < 0 or job.qcfs_levels < 1:
-        raise ValueError("timesteps and qcfs_levels must be >= 1 and epochs >= 0")
-    if job.time_slice < 0:
-        raise ValueError(f"time_slice must be >= 0 (0: full BPTT), got {job.time_slice}")
+    """Every option in range before any data is loaded (one line naming the option)."""
+    for kind, value, name in ((Arch, job.arch, "arch"), (Neuron, job.neuron, "neuron"),
+                              (Factors, job.factors, "factors"), (Loss, job.loss, "loss"),
+                              (Norm, job.norm, "norm"), (Dataset, job.dataset, "dataset")):
+        choice(kind, value, name)
+    check_timesteps(job.timesteps, "timesteps")
+    check_int("epochs", job.epochs, lo=0, hi=MAX_EPOCHS)
+    check_int("batch_size", job.batch_size, lo=1, hi=MAX_BATCH)
+    check_int("qcfs_levels", job.qcfs_levels, lo=1, hi=256)
+    check_int("time_slice", job.time_slice, lo=0, hi=job.timesteps)
+    check_int("seed", job.seed, lo=0, hi=2**32 - 1)
+    check_float("lr", job.lr, lo=0.0, lo_open=True, hi=10.0)
+    check_float("weight_decay", job.weight_decay, lo=0.0, hi=1.0)
+    check_float("width_mult", job.width_mult, lo=0.0, lo_open=True, hi=MAX_WIDTH_MULT)
     if job.time_slice and job.neuron == "qcfs" and not job.hybrid_from:
-        raise ValueError("time_slice trains spiking networks; neuron='qcfs' is an ANN")
+        raise InputError("time_slice trains spiking networks; neuron='qcfs' is an ANN")
     if job.hybrid_from and job.neuron != "lmh":
-        raise ValueError(f"hybrid_from converts a QCFS ANN to LM-H; neuron must be 'lmh', "
+        raise InputError(f"hybrid_from converts a QCFS ANN to LM-H; neuron must be 'lmh', "
                          f"got {job.neuron!r}")
-    if job.device != "cpu" and not job.device.startswith("cuda"):
-        raise ValueError(f"unknown device {job.device!r}; supported: cpu, cuda")
+    if job.device != "cpu" and not re.fullmatch(r"cuda(:\d{1,2})?", job.device):
+        raise InputError(f"unknown device {job.device!r}; supported: cpu, cuda")
     if job.amp and not job.device.startswith("cuda"):
-        raise ValueError("amp (mixed precision) needs device='cuda'")
-    if job.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {job.batch_size}")
+        raise InputError("amp (mixed precision) needs device='cuda'")
 
 
 def run_training_job(job: TrainJob,
@@ -134,7 +149,7 @@ def _run(job: TrainJob, ctx: D.DistContext,
         ds = payload["dataset"]
         if (tuple(ds["input_shape"]) != tuple(spec.input_shape)
                 or int(ds["num_classes"]) != spec.num_classes):
-            raise ValueError(f"{job.hybrid_from} was trained on {ds.get('name')} "
+            raise InputError(f"{job.hybrid_from} was trained on {ds.get('name')} "
                              f"{tuple(ds['input_shape'])}/{ds['num_classes']} classes, not on "
                              f"{spec.name} {spec.input_shape}/{spec.num_classes} classes")
         arch = payload["arch"]

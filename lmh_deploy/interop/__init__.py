@@ -10,9 +10,10 @@
 Nothing here imports Lava at module level; only ``netx_io.run_netx_lava`` does.
 """
 from __future__ import annotations
+from lmh_deploy.errors import UserError
 
 
-class InteropError(ValueError):
+class InteropError(UserError, ValueError):
     """A graph that cannot be converted faithfully; the message names the layer and the cause."""
 
 

@@ -15,8 +15,10 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from lmh_deploy.errors import UserError
 
-class IRError(ValueError):
+
+class IRError(UserError, ValueError):
     """An invalid graph; the message names the node or edge at fault."""
 
 

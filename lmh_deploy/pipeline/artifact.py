@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from lmh_deploy import files
+from lmh_deploy.errors import UserError
 
 MANIFEST = "manifest.json"
 ARTIFACT_FORMAT = "lmh-deploy/artifact"
 ARTIFACT_VERSION = 1
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError, ValueError):
     """A missing, incomplete or modified artifact directory."""
 
 

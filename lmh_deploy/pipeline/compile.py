@@ -9,6 +9,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from lmh_deploy.choices import Dataset, Target, choice
+from lmh_deploy.errors import InputError, require_file
+from lmh_deploy.bounds import check_float, check_samples, check_timesteps
 from lmh_deploy import __version__
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import DEFAULT_PROFILE, get_profile
@@ -19,7 +22,6 @@ from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.models.checkpoint import load_checkpoint
 from lmh_deploy.models.data import load_dataset
 
-TARGETS = ("lava-sim", "loihi2")
 CHECKPOINT_COPY = "model.pt"
 
 
@@ -49,7 +51,7 @@ class Artifact:
         """``(x, y)`` numpy arrays of the model's dataset split."""
         ds = self.quant_graph.meta.get("dataset")
         if not ds:
-            raise ValueError(f"{self.directory}: compiled without a dataset (e.g. from NIR); "
+            raise InputError(f"{self.directory}: compiled without a dataset (e.g. from NIR); "
                              "pass --inputs/--labels or recompile with --dataset")
         train, test, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
         data = test if split == "test" else train
@@ -94,7 +96,7 @@ def _from_nir(path: Path, dataset: str | None, timesteps: int | None, dt: float 
         train, _, spec = load_dataset(dataset)
         n_in = int(np.prod(spec.input_shape))
         if graph.node("input").output_size() != n_in:
-            raise ValueError(f"{path}: the NIR graph takes {graph.node('input').output_size()} "
+            raise InputError(f"{path}: the NIR graph takes {graph.node('input').output_size()} "
                              f"inputs, dataset {dataset} has {n_in}")
         ds = {"name": spec.name, "input_shape": list(graph.node("input").shape),
               "num_classes": spec.num_classes, "x_max": 1.0, "seed": 0}
@@ -119,7 +121,8 @@ def _warn_if_silent(graph: Graph, x: np.ndarray, warn: Callable[[str], None]) ->
             return
 
 
-def compile_model(model_path: str | Path, outdir: str | Path, *, target: str = "lava-sim",
+def compile_model(model_path: str | Path, outdir: str | Path, *,
+                  target: Target | str = Target.LAVA_SIM,
                   calibration_samples: int = 64, dataset: str | None = None,
                   timesteps: int | None = None, dt: float | None = None,
                   profile: str = DEFAULT_PROFILE,
@@ -132,13 +135,17 @@ def compile_model(model_path: str | Path, outdir: str | Path, *, target: str = "
     and the report.
     """
     get_profile(profile)  # an unknown name fails before any work
-    if target not in TARGETS:
-        raise ValueError(f"unknown target {target!r}; supported: {', '.join(TARGETS)}")
+    target = choice(Target, target, "--target").value
+    calibration_samples = check_samples(calibration_samples, "--calibration-samples", lo=0)
+    if dataset is not None:
+        dataset = choice(Dataset, dataset, "--dataset").value
+    if timesteps is not None:
+        timesteps = check_timesteps(timesteps)
+    if dt is not None:
+        dt = check_float("--dt", dt, lo=0.0, lo_open=True, hi=1.0)
     model_path = Path(model_path)
     if model_path.suffix == ".nir":
-        if not model_path.is_file():
-            raise FileNotFoundError(f"{model_path}: no such file")
-        graph, ds = _from_nir(model_path, dataset, timesteps, dt, warn)
+        graph, ds = _from_nir(require_file(model_path), dataset, timesteps, dt, warn)
     else:
         graph, ds = _from_checkpoint(model_path)
     x = None

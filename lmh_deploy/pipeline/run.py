@@ -1,18 +1,26 @@
-"""The run stage: execute an artifact's integer graph on the simulator for reports.
+"""The run stage: execute a compiled artifact on a backend and summarise what it measured.
 
 Reports and plots only draw what this stage measured; they never run a network.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lmh_deploy.bounds import check_samples
+from lmh_deploy.choices import Backend, choice
+from lmh_deploy.errors import CommandFailed, InputError
 from lmh_deploy.files import atomic_write
+from lmh_deploy.pipeline.inputs import check_sim_device, load_inputs, parse_sweep
 from lmh_deploy.reports.record import RunRecord
 from lmh_deploy.reports.summary import summarize
+from lmh_deploy.semantics import integer as fx
 from lmh_deploy.sim import default_batch_size, run_in_batches, simulate_batched
 
 
@@ -39,7 +47,7 @@ def run_backend(qgraph, x_int: np.ndarray, timesteps: int, backend: str = "sim",
 
         return run_sharded(lambda xs: run_in_batches(
             lambda b: run_lava(qgraph, b, timesteps, "fixed_pt"), xs, batch_size), x_int)
-    raise ValueError(f"unknown backend {backend!r}; supported: sim, lava")
+    raise InputError(f"unknown backend {backend!r}; supported: sim, lava")
 
 
 def t_sweep(qgraph, x_int: np.ndarray, labels: np.ndarray | None,
@@ -52,13 +60,13 @@ def t_sweep(qgraph, x_int: np.ndarray, labels: np.ndarray | None,
     """
     values = [int(t) for t in t_values]
     if not values:
-        raise ValueError("t_sweep needs at least one value of T")
+        raise InputError("t_sweep needs at least one value of T")
     bad = [t for t in values if t < 1]
     if bad:
-        raise ValueError(f"inference steps must be >= 1, got {bad}")
+        raise InputError(f"inference steps must be >= 1, got {bad}")
     input_shape = tuple(qgraph.node(qgraph.order()[0]).shape)
     if x_int.ndim != len(input_shape) + 1 and max(values) > x_int.shape[0]:
-        raise ValueError(f"time-major input has {x_int.shape[0]} frames; cannot run "
+        raise InputError(f"time-major input has {x_int.shape[0]} frames; cannot run "
                          f"T = {max(values)} steps")
     rows = []
     for t in values:
@@ -80,9 +88,9 @@ def save_spike_rasters(path: str | Path, x_int: np.ndarray, rec: RunRecord,
     Anyone can then check a run outside the project. Refuses a streamed run (no rasters) and
     layer names that would collide with ``input``."""
     if not rec.spikes:
-        raise ValueError("--save-spikes needs the spike rasters; drop --stream")
+        raise InputError("--save-spikes needs the spike rasters; drop --stream")
     if "input" in rec.spikes:
-        raise ValueError("a spiking layer is named 'input'; it would overwrite the input array")
+        raise InputError("a spiking layer is named 'input'; it would overwrite the input array")
     x = np.asarray(x_int)
     static = x.ndim == len(input_shape) + 1  # else time-major frames (T, N, *shape)
     flat = x.reshape(x.shape[0], -1) if static else x.reshape(x.shape[0], x.shape[1], -1)
@@ -92,3 +100,99 @@ def save_spike_rasters(path: str | Path, x_int: np.ndarray, rec: RunRecord,
     with atomic_write(path) as f:
         np.savez_compressed(f, **arrays)
     return path
+
+
+def run_artifact(artifact: str | Path, *, backend: Backend | str = Backend.SIM,
+                 samples: int = 100, inputs: str | Path | None = None,
+                 labels: str | Path | None = None, plots_dir: str | Path | None = None,
+                 html: str | Path | None = None, sweep: str | None = None,
+                 stream: bool = False, device: str | None = None,
+                 batch_size: int | None = None,
+                 status: Callable[[str], None] = lambda text: None) -> dict[str, Any] | None:
+    """Run a compiled artifact on ``backend``; the summary (see :func:`summarize`).
+
+    ``sweep`` (with ``plots_dir`` or ``html``) adds an accuracy/energy-vs-T curve, always
+    run on sim/ (the bit-exact twin of the Lava model). Under torchrun each rank runs a
+    contiguous shard of the samples; the records are merged (bit-exact) and rank 0 alone
+    summarises, plots and returns the summary; the other ranks return ``None``.
+    ``batch_size``: samples per mini-batch (default: sized from the free memory).
+    """
+    from lmh_deploy.parallel import distributed_context
+    from lmh_deploy.pipeline.compile import load_artifact
+
+    backend = choice(Backend, backend, "--backend")
+    samples = check_samples(samples)
+    if batch_size is not None:
+        batch_size = check_samples(batch_size, "--batch-size")
+    device = check_sim_device(device)
+    if device is not None and backend != Backend.SIM:
+        raise InputError(f"--device {device}: only the sim backend runs on a torch device")
+    if stream and backend != Backend.SIM:
+        raise InputError("--stream: only the sim backend streams (Lava records every step)")
+    with distributed_context("cpu") as dctx:
+        art = load_artifact(artifact)
+        if backend == Backend.LOIHI2:
+            _refuse_loihi2()
+        q = art.quant_graph
+        t_values = parse_sweep(sweep, art.timesteps) if plots_dir or html else []
+        if inputs is not None:
+            x, y = load_inputs(inputs, labels, tuple(q.node("input").shape), samples)
+        elif labels is not None:
+            raise InputError("--labels needs --inputs (the test split brings its own labels)")
+        else:
+            x, y = art.dataset_split("test")
+            x, y = x[:samples], y[:samples]
+        x_int = fx.quantize_input(x, q.node("input").scale)
+        status(f"running {len(x)} samples on {backend}")
+        start = time.perf_counter()
+        rec = run_backend(q, x_int, art.timesteps, backend.value, batch_size=batch_size,
+                          record_spikes=not stream, device=_rank_device(device))
+        seconds = time.perf_counter() - start
+        if not dctx.is_main:
+            return None
+        summary = summarize(q, rec, y) | {"backend": str(backend), "seconds": seconds,
+                                          "timesteps": art.timesteps,
+                                          "processes": dctx.world_size}
+        if plots_dir is not None or html is not None:
+            status("T sweep (sim), float run and plots")
+            _plots(summary, rec, art, x, x_int, y, t_values, plots_dir, html, batch_size)
+        return summary
+
+
+def _refuse_loihi2() -> None:
+    from lmh_deploy.passes.loihi2_map import LAVA_LOIHI_HINT, lava_loihi_available
+
+    if not lava_loihi_available():
+        raise CommandFailed(LAVA_LOIHI_HINT)
+    raise CommandFailed("lava-loihi is installed, but the LMHNeuron Process has CPU "
+                        "ProcessModels only; Loihi 2 needs a neuro-core (microcode) model of "
+                        "it, built with lava-loihi's tools. Nothing ran.")
+
+
+def _plots(summary: dict[str, Any], rec: Any, art: Any, x: np.ndarray, x_int: np.ndarray,
+           y: np.ndarray | None, t_values: list[int], plots_dir: str | Path | None,
+           html: str | Path | None, batch_size: int | None) -> None:
+    """Add ``t_sweep`` (and ``plots``) to ``summary``; write the PNGs and/or the HTML page."""
+    from lmh_deploy.backends.torch_ref import run_float
+    from lmh_deploy.reports import plots as P
+    from lmh_deploy.reports.html import write_html
+
+    if t_values:
+        summary["t_sweep"] = t_sweep(art.quant_graph, x_int, y, t_values, batch_size=batch_size)
+        summary["t_sweep_backend"] = "sim"
+    model = art.load_model()
+    rec_float = run_float(model, x, art.timesteps) if model is not None else None
+    with tempfile.TemporaryDirectory(prefix="lmh-plots-") as tmp:
+        images = P.make_plots(summary, rec, plots_dir or tmp, sweep=summary.get("t_sweep"),
+                              rec_float=rec_float)
+        if plots_dir is not None:
+            summary["plots"] = images
+        if html is not None:
+            write_html(summary, html, images=images)
+
+
+def _rank_device(device: str | None) -> str | None:
+    """``cuda`` under torchrun means this process's GPU, ``cuda:LOCAL_RANK``."""
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{os.environ['LOCAL_RANK']}"
+    return device

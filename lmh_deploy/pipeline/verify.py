@@ -1,10 +1,13 @@
 """``verify``: the same samples through the float model, sim/ and Lava fixed_pt, compared."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lmh_deploy.bounds import check_samples
+from lmh_deploy.errors import InputError
 from lmh_deploy.pipeline.compile import Artifact
 from lmh_deploy.reports.record import RunRecord, spike_agreement_by_layer
 from lmh_deploy.semantics import integer as fx
@@ -100,7 +103,7 @@ def verify_artifact(art: Artifact, samples: int, *, split: str = "test",
 
     x, y = art.dataset_split(split)
     if samples > len(x):
-        raise ValueError(f"--samples {samples} exceeds the {len(x)} samples of the {split} split")
+        raise InputError(f"--samples {samples} exceeds the {len(x)} samples of the {split} split")
     x, y = x[:samples], y[:samples]
     t = art.timesteps
     q = art.quant_graph
@@ -127,3 +130,30 @@ def verify_artifact(art: Artifact, samples: int, *, split: str = "test",
         result["accuracy_gate"] = accuracy_gate(ff["accuracy_float"], ff["accuracy_fixed"],
                                                 max_accuracy_drop)
     return result
+
+
+def verify_path(artifact: str | Path, samples: int = 100, *,
+                batch_size: int | None = None) -> dict[str, Any] | None:
+    """Load and verify an artifact directory (:func:`verify_artifact`).
+
+    Under torchrun each rank runs a contiguous shard of the samples; rank 0 returns the
+    result, the other ranks ``None``.
+    """
+    from lmh_deploy.parallel import distributed_context
+    from lmh_deploy.pipeline.compile import load_artifact
+
+    samples = check_samples(samples)
+    if batch_size is not None:
+        batch_size = check_samples(batch_size, "--batch-size")
+    with distributed_context("cpu") as dctx:
+        result = verify_artifact(load_artifact(artifact), samples, batch_size=batch_size)
+        return result if dctx.is_main else None
+
+
+def verify_failures(result: dict[str, Any]) -> list[str]:
+    """Why a verify result fails (empty when it passes): any Lava/sim difference."""
+    lv = result["lava_vs_sim"]
+    if lv["mismatched_spikes"] or lv["state_mismatches"] or lv["readout_mismatches"]:
+        return [f"Lava fixed_pt and sim/ disagree ({lv['mismatched_spikes']} spikes, "
+                f"{lv['state_mismatches']} states, {lv['readout_mismatches']} readout values)"]
+    return []

@@ -12,6 +12,7 @@ import math
 import tempfile
 from pathlib import Path
 from typing import Any
+from lmh_deploy.errors import InputError, MissingFileError
 
 from lmh_deploy.files import write_text_atomic
 from lmh_deploy.reports.summary import energy_unit
@@ -109,9 +110,9 @@ def png_data_uri(path: str | Path) -> str:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read image ({exc.strerror or exc})") from None
+        raise InputError(f"{path}: cannot read image ({exc.strerror or exc})") from None
     if not data.startswith(PNG_MAGIC):
-        raise ValueError(f"{path}: not a PNG file")
+        raise InputError(f"{path}: not a PNG file")
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
@@ -214,7 +215,7 @@ def render_html(summary: dict[str, Any], images: dict[str, str] | None = None) -
     from lmh_deploy import __version__
 
     if not isinstance(summary, dict) or not isinstance(summary.get("layers"), list):
-        raise ValueError("not a run summary: no 'layers' list")
+        raise InputError("not a run summary: no 'layers' list")
     title = f"lmh-deploy run report: {summary.get('backend', 'run')}"
     parts = [f"<h1>{_e(title)}</h1>",
              f'<p class="sub">{_e(fmt(summary.get("samples")))} samples, '
@@ -279,16 +280,16 @@ def report_from_json(json_path: str | Path, html_path: str | Path) -> Path:
     try:
         text = json_path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ValueError(f"{json_path}: no such file") from None
+        raise MissingFileError(f"{json_path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{json_path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+        raise InputError(f"{json_path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     try:
         summary = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{json_path}: not valid JSON ({exc.msg} at line {exc.lineno}, "
+        raise InputError(f"{json_path}: not valid JSON ({exc.msg} at line {exc.lineno}, "
                          f"column {exc.colno})") from None
     if not isinstance(summary, dict) or not isinstance(summary.get("layers"), list):
-        raise ValueError(f"{json_path}: not a run summary (no 'layers' list; expected the "
+        raise InputError(f"{json_path}: not a run summary (no 'layers' list; expected the "
                          "output of `lmh-deploy run --json`)")
     images: dict[str, str] = {}
     saved = summary.get("plots")
@@ -308,13 +309,13 @@ def report_from_json(json_path: str | Path, html_path: str | Path) -> Path:
                 images["firing_rates"] = str(plots.firing_rates(summary,
                                                                 Path(tmp) / "firing_rates.png"))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{json_path}: cannot re-plot the summary ({exc})") from None
+            raise InputError(f"{json_path}: cannot re-plot the summary ({exc})") from None
         order = [n for n in plots.PLOT_FILES if n in images] + \
                 [n for n in images if n not in plots.PLOT_FILES]
         try:
             page = render_html(summary, {n: images[n] for n in order})
         except ValueError as exc:
-            raise ValueError(f"{json_path}: {exc}") from None
+            raise InputError(f"{json_path}: {exc}") from None
     out = Path(html_path)
     write_text_atomic(out, page)
     return out

@@ -1,0 +1,137 @@
+"""The Python API: every CLI command is one call here (the CLI only parses and prints).
+
+    import lmh_deploy
+    lmh_deploy.train(out="model.pt", arch="cnn", epochs=4)
+    report = lmh_deploy.compile("model.pt", "build", target="loihi2")
+    result = lmh_deploy.verify("build", samples=100)
+    summary = lmh_deploy.run("build", backend="lava", samples=50)
+
+Choices accept the Enum (:mod:`lmh_deploy.choices`) or its string. Bad inputs raise a
+:class:`~lmh_deploy.errors.UserError` naming the cause before anything runs; any other
+exception is a bug. Under torchrun, ``verify`` and ``run`` shard the samples over the
+ranks and return ``None`` on every rank but 0.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from lmh_deploy.bounds import check_samples, check_shape, check_timesteps
+from lmh_deploy.choices import (Arch, Backend, Dataset, ExportFormat, Factors, Loss, Neuron, Norm,
+                                Target, Device, choice)
+from lmh_deploy.errors import InputError
+
+
+def train(*, out: str | Path = "model.pt", dataset: Dataset | str = Dataset.DIGITS,
+          data_dir: str | Path | None = None, arch: Arch | str = Arch.MLP,
+          neuron: Neuron | str = Neuron.LMH, factors: Factors | str = Factors.PROGRESSIVE,
+          timesteps: int = 4, epochs: int = 10, batch_size: int = 64, lr: float = 0.025,
+          weight_decay: float = 5e-4, loss: Loss | str = Loss.CE, width_mult: float = 1.0,
+          norm: Norm | str = Norm.AUTO, time_slice: int = 0, qcfs_levels: int = 4,
+          hybrid_from: str | Path | None = None, device: Device | str = Device.CPU,
+          amp: bool = False, seed: int = 0, json_path: str | Path | None = None,
+          progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+    """Train a spiking network (or a QCFS ANN) and write a checkpoint to ``out``.
+
+    Returns the metrics (``accuracy``, ``epochs``, ``seconds_per_epoch``, ...); see
+    :mod:`lmh_deploy.models.training_job` for the modes (hybrid, time-slicing, torchrun).
+    """
+    from lmh_deploy.models.training_job import TrainJob, run_training_job
+
+    job = TrainJob.from_options(
+        dataset=dataset, data_dir=data_dir, arch=arch, neuron=neuron, factors=factors,
+        timesteps=timesteps, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, loss=loss, width_mult=width_mult, norm=norm,
+        time_slice=time_slice, qcfs_levels=qcfs_levels, hybrid_from=hybrid_from,
+        device=device, amp=amp, seed=seed, out=out, json_path=json_path)
+    return run_training_job(job, progress=progress)
+
+
+def compile(model: str | Path, outdir: str | Path = "build", *,  # noqa: A001 - the verb users know
+            target: Target | str = Target.LAVA_SIM, calibration_samples: int = 64,
+            dataset: Dataset | str | None = None, timesteps: int | None = None,
+            dt: float | None = None, model_factory: str | None = None,
+            model_kwargs: str | dict[str, Any] | None = None,
+            input_shape: str | tuple[int, ...] | None = None,
+            calibration: str | Path | None = None,
+            warn: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+    """Compile a model into the artifact directory ``outdir``; returns the compile report.
+
+    ``model`` is a checkpoint from ``train``, a LIF/CubaLIF ``.nir`` file (then
+    ``dataset``, ``timesteps`` and ``dt`` apply), or, with ``model_factory="FILE.py:FACTORY"``,
+    the ``state_dict`` of your own PyTorch module (then ``input_shape`` and ``timesteps``
+    are needed, ``model_kwargs`` go to FACTORY, and ``dataset`` or ``calibration`` (.npy)
+    give calibration inputs). ``warn`` receives warnings (possible saturation).
+    """
+    from lmh_deploy.pipeline.compile import compile_model
+
+    if model_factory is None:
+        return compile_model(model, outdir, target=target,
+                             calibration_samples=calibration_samples, dataset=dataset,
+                             timesteps=timesteps, dt=dt, warn=warn)
+    from lmh_deploy.pipeline.compile_torch import compile_model_file, parse_shape
+
+    if input_shape is None or timesteps is None:
+        raise InputError("--model needs --input-shape C,H,W and --timesteps T")
+    shape = parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
+    return compile_model_file(model, model_factory, outdir, model_kwargs=model_kwargs,
+                              input_shape=check_shape("--input-shape", shape),
+                              timesteps=check_timesteps(timesteps),
+                              dataset=None if dataset is None else choice(Dataset, dataset, "--dataset").value,
+                              calibration=calibration,
+                              target=choice(Target, target, "--target").value,
+                              calibration_samples=check_samples(calibration_samples,
+                                                                "--calibration-samples", lo=0),
+                              warn=warn)
+
+
+def verify(artifact: str | Path, *, samples: int = 100,
+           batch_size: int | None = None) -> dict[str, Any] | None:
+    """Float model vs sim/ vs Lava fixed_pt on ``samples`` test samples.
+
+    Returns the comparison (``lava_vs_sim``, ``float_vs_fixed``); it never raises on a
+    mismatch: :func:`lmh_deploy.pipeline.verify.verify_failures` says whether it passed.
+    Every backend runs in mini-batches of ``batch_size`` samples (default: sized from the
+    free memory).
+    """
+    from lmh_deploy.pipeline.verify import verify_path
+
+    return verify_path(artifact, samples, batch_size=batch_size)
+
+
+def run(artifact: str | Path, *, backend: Backend | str = Backend.SIM, samples: int = 100,
+        inputs: str | Path | None = None, labels: str | Path | None = None,
+        plots_dir: str | Path | None = None, html: str | Path | None = None,
+        sweep: str | None = None, stream: bool = False, device: str | None = None,
+        batch_size: int | None = None, status: Callable[[str], None] = lambda text: None) -> dict[str, Any] | None:
+    """Run a compiled artifact; accuracy, per-layer spikes, synaptic ops and energy.
+
+    ``inputs``/``labels``: own ``.npy`` arrays instead of the test split. ``plots_dir``
+    and ``html`` write figures and a self-contained report (with a T ``sweep`` on sim/).
+    sim/ only: ``stream`` keeps spike counts instead of rasters, ``device`` runs on a
+    torch device (integer-exact). ``batch_size``: samples per mini-batch (default: sized
+    from the free memory).
+    """
+    from lmh_deploy.pipeline.run import run_artifact
+
+    return run_artifact(artifact, backend=backend, samples=samples, inputs=inputs,
+                        labels=labels, plots_dir=plots_dir, html=html, sweep=sweep,
+                        stream=stream, device=device, batch_size=batch_size, status=status)
+
+
+def export(model: str | Path, out: str | Path, *, format: ExportFormat | str,  # noqa: A002
+           dt: float = 1e-3, lossy: bool = False, samples: int = 100) -> dict[str, Any]:
+    """Export a checkpoint to NIR or lava-dl netx HDF5 (see :mod:`lmh_deploy.pipeline.export`)."""
+    from lmh_deploy.pipeline.export import export_checkpoint
+
+    return export_checkpoint(model, out, format=format, dt=dt, lossy=lossy, samples=samples)
+
+
+def report(summary_json: str | Path, html: str | Path) -> Path:
+    """Rebuild the self-contained HTML report from a saved ``run`` summary."""
+    from lmh_deploy.reports.html import report_from_json
+
+    return report_from_json(summary_json, html)
+
+
+__all__ = ["compile", "export", "report", "run", "train", "verify"]

@@ -1,0 +1,42 @@
+"""The export stage: a checkpoint -> NIR (for other tools) or lava-dl netx HDF5."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lmh_deploy.choices import ExportFormat, choice
+from lmh_deploy.bounds import check_float, check_samples
+from lmh_deploy.errors import require_file
+
+
+def export_checkpoint(model: str | Path, out: str | Path, *, format: ExportFormat | str,
+                      dt: float = 1e-3, lossy: bool = False, samples: int = 100) -> dict[str, Any]:
+    """Write ``model`` (an ``lmh-deploy train`` checkpoint) as ``format`` to ``out``.
+
+    NIR: ``dt`` is the Euler step in seconds; a general LM-H net is refused unless
+    ``lossy`` (then it is approximated by LIF and its error is measured on ``samples``
+    test samples). Returns the exporter's report; NIR reports add ``"samples"``.
+    """
+    from lmh_deploy.frontends.pytorch import export_model
+    from lmh_deploy.models.checkpoint import load_checkpoint
+
+    format = choice(ExportFormat, format, "--format")
+    dt = check_float("--dt", dt, lo=0.0, lo_open=True, hi=1.0)
+    samples = check_samples(samples)
+    net, payload = load_checkpoint(require_file(model, "checkpoint"))
+    ds = payload["dataset"]
+    graph = export_model(net, input_shape=tuple(ds["input_shape"]),
+                         x_max=float(ds.get("x_max", 1.0)),
+                         timesteps=int(payload["arch_kwargs"].get("timesteps", 4)))
+    if format == ExportFormat.NETX:
+        from lmh_deploy.interop.netx_io import graph_to_netx
+
+        return dict(graph_to_netx(graph, Path(out)))
+    from lmh_deploy.interop.nir_io import write_nir
+    from lmh_deploy.models.data import load_dataset
+
+    _, test, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
+    x = test.tensors[0][:samples].numpy()
+    result = dict(write_nir(graph, Path(out), dt=dt, allow_lossy=lossy, inputs=x))
+    result["samples"] = len(x)
+    return result
