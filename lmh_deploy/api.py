@@ -30,10 +30,12 @@ def train(*, out: str | Path = "model.pt", dataset: Dataset | str = Dataset.DIGI
           norm: Norm | str = Norm.AUTO, time_slice: int = 0, qcfs_levels: int = 4,
           hybrid_from: str | Path | None = None, device: Device | str = Device.CPU,
           amp: bool = False, seed: int = 0, json_path: str | Path | None = None,
+          train_samples: int = 0,
           progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
     """Train a spiking network (or a QCFS ANN) and write a checkpoint to ``out``.
 
-    Returns the metrics (``accuracy``, ``epochs``, ``seconds_per_epoch``, ...); see
+    ``train_samples`` > 0 trains on the first N samples of the training split only (a
+    quick run). Returns the metrics (``accuracy``, ``epochs``, ``seconds_per_epoch``, ...); see
     :mod:`lmh_deploy.models.training_job` for the modes (hybrid, time-slicing, torchrun).
     """
     from lmh_deploy.models.training_job import TrainJob, run_training_job
@@ -43,7 +45,8 @@ def train(*, out: str | Path = "model.pt", dataset: Dataset | str = Dataset.DIGI
         timesteps=timesteps, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, loss=loss, width_mult=width_mult, norm=norm,
         time_slice=time_slice, qcfs_levels=qcfs_levels, hybrid_from=hybrid_from,
-        device=device, amp=amp, seed=seed, out=out, json_path=json_path)
+        device=device, amp=amp, seed=seed, out=out, json_path=json_path,
+        train_samples=train_samples)
     return run_training_job(job, progress=progress)
 
 

@@ -109,7 +109,9 @@ def train(dataset: Dataset = typer.Option(Dataset.DIGITS),
           amp: bool = typer.Option(False, "--amp", help="Mixed precision (autocast + "
                                    "GradScaler); CUDA only."),
           seed: int = typer.Option(0), out_path: Path = typer.Option(Path("model.pt"), "--out"),
-          json_path: Optional[Path] = typer.Option(None, "--json")) -> None:
+          json_path: Optional[Path] = typer.Option(None, "--json"),
+          train_samples: int = typer.Option(0, help="Train on the first N samples of the "
+                                            "training split only (0: all); a quick run.")) -> None:
     """Train a spiking network (or a QCFS ANN) and write a self-describing checkpoint.
 
     Under torchrun (e.g. ``torchrun --nproc-per-node=2 $(which lmh-deploy) train ...``) the
@@ -133,7 +135,8 @@ def train(dataset: Dataset = typer.Option(Dataset.DIGITS),
             factors=factors, timesteps=timesteps, epochs=epochs, batch_size=batch_size, lr=lr,
             weight_decay=weight_decay, loss=loss, width_mult=width_mult, norm=norm,
             time_slice=time_slice, qcfs_levels=qcfs_levels, hybrid_from=hybrid_from,
-            device=device, amp=amp, seed=seed, json_path=json_path, progress=on_epoch)
+            device=device, amp=amp, seed=seed, json_path=json_path,
+            train_samples=train_samples, progress=on_epoch)
     if main_rank and metrics.get("warning"):
         console.print(f"[yellow]warning:[/yellow] {metrics['warning']}", soft_wrap=True)
     if main_rank:

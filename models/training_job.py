@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from torch.utils.data import TensorDataset
 
-from lmh_deploy.bounds import MAX_WIDTH_MULT, check_float, check_int, check_timesteps
+from lmh_deploy.bounds import MAX_SAMPLES, MAX_WIDTH_MULT, check_float, check_int, check_timesteps
 from lmh_deploy.choices import Arch, Dataset, Factors, Loss, Neuron, Norm, choice
 from lmh_deploy.errors import InputError
 from lmh_deploy.models import distributed as D
@@ -78,6 +79,7 @@ class TrainJob:
     hybrid_from: str | None = None      # QCFS checkpoint to convert and fine-tune
     device: str = "cpu"                 # cpu | cuda (under torchrun: cuda:LOCAL_RANK)
     amp: bool = False                   # mixed precision (autocast + GradScaler), CUDA only
+    train_samples: int = 0              # train on the first N samples of the split (0: all)
 
     @classmethod
     def from_options(cls, **options: Any) -> TrainJob:
@@ -102,6 +104,7 @@ def _check(job: TrainJob) -> None:
     check_int("qcfs_levels", job.qcfs_levels, lo=1, hi=256)
     check_int("time_slice", job.time_slice, lo=0, hi=job.timesteps)
     check_int("seed", job.seed, lo=0, hi=2**32 - 1)
+    check_int("train_samples", job.train_samples, lo=0, hi=MAX_SAMPLES)
     check_float("lr", job.lr, lo=0.0, lo_open=True, hi=10.0)
     check_float("weight_decay", job.weight_decay, lo=0.0, hi=1.0)
     check_float("width_mult", job.width_mult, lo=0.0, lo_open=True, hi=MAX_WIDTH_MULT)
@@ -137,6 +140,8 @@ def _run(job: TrainJob, ctx: D.DistContext,
     device = ctx.device
     torch.manual_seed(job.seed)  # same initial weights on every rank (DDP broadcasts anyway)
     train_set, test_set, spec = load_dataset(job.dataset, job.data_dir, seed=job.seed)
+    if job.train_samples:  # a quick run: the first N samples of the (shuffled) split
+        train_set = TensorDataset(*(t[:job.train_samples] for t in train_set.tensors))
     train_loader, test_loader = make_loaders(train_set, test_set, batch_size=job.batch_size,
                                              seed=job.seed, rank=ctx.rank,
                                              world_size=ctx.world_size)

@@ -32,12 +32,32 @@ def layer_spike_stats(rec: RunRecord, name: str) -> dict[str, Any]:
     return rec.spike_stats[name]
 
 
+def _synapse_paths(graph: Graph, rec: RunRecord, name: str, batch: int) -> list[dict[str, Any]]:
+    """The synapse paths (QDense nodes) into neuron layer ``name`` and their counts."""
+    paths = []
+    for dense_name in graph.inputs_of(name):
+        dense = graph.node(dense_name)
+        if not isinstance(dense, QDense):
+            raise TypeError(f"{name}: input {dense_name} is a {dense.kind}, not synapses")
+        fan_out = float(np.mean(qdense_fan_out(dense)))
+        synops = int(rec.synops[dense_name])
+        paths.append({"synapses": dense_name, "fan_in": int(dense.input_size()),
+                      "fan_out": fan_out, "synops": synops,
+                      "input_spikes": int(round(synops / fan_out)) if fan_out else 0,
+                      # the ANN runs each layer once per sample
+                      "ann_macs": int(qdense_fan_in(dense).sum()) * batch})
+    return paths
+
+
 def summarize(graph: Graph, rec: RunRecord, labels: np.ndarray | None = None) -> dict[str, Any]:
     """Accuracy, per-layer spikes and synops, energy estimate (Loihi vs the equivalent ANN).
 
-    One entry per layer = a Dense and the neurons (or readout) it feeds: ``input_spikes``
-    (nonzero presynaptic values arriving), ``fan_out`` (synapses each one reaches),
-    ``synops``, ``output_spikes``, ``firing_rate`` and ``spikes_per_step`` (summed over samples).
+    One entry per layer = the neurons (or readout) and the synapse paths feeding them (one,
+    or two in a residual block: ``synapses`` names them joined by `` + ``, and
+    ``synops_per_path`` splits the count): ``input_spikes`` (nonzero presynaptic values
+    arriving), ``fan_out`` (synapses each one reaches, averaged over the arriving values),
+    ``synops``, ``output_spikes``, ``firing_rate`` and ``spikes_per_step`` (summed over
+    samples).
     """
     batch = rec.logits.shape[0]
     steps = rec.readout_trace.shape[0]
@@ -47,17 +67,20 @@ def summarize(graph: Graph, rec: RunRecord, labels: np.ndarray | None = None) ->
         node = graph.node(name)
         if not isinstance(node, (QLMH, QReadout)):
             continue
-        (dense_name,) = graph.inputs_of(name)
-        dense = graph.node(dense_name)
-        assert isinstance(dense, QDense)
-        fan_in, fan_out = dense.input_size(), float(np.mean(qdense_fan_out(dense)))
-        synops = int(rec.synops[dense_name])
-        macs = int(qdense_fan_in(dense).sum()) * batch  # the ANN runs each layer once per sample
+        paths = _synapse_paths(graph, rec, name, batch)
+        synops = sum(p["synops"] for p in paths)
+        macs = sum(p["ann_macs"] for p in paths)
+        input_spikes = sum(p["input_spikes"] for p in paths)
+        fan_out = (sum(p["input_spikes"] * p["fan_out"] for p in paths) / input_spikes
+                   if input_spikes else float(np.mean([p["fan_out"] for p in paths])))
         entry: dict[str, Any] = {
-            "name": name, "kind": node.kind.removeprefix("q_"), "synapses": dense_name,
-            "neurons": int(node.output_size()), "fan_in": int(fan_in), "fan_out": fan_out,
-            "input_spikes": int(round(synops / fan_out)) if fan_out else 0, "synops": synops, "synops_per_sample": synops / batch,
-            "ann_macs": macs}
+            "name": name, "kind": node.kind.removeprefix("q_"),
+            "synapses": " + ".join(p["synapses"] for p in paths),
+            "neurons": int(node.output_size()), "fan_in": sum(p["fan_in"] for p in paths),
+            "fan_out": fan_out, "input_spikes": input_spikes, "synops": synops,
+            "synops_per_sample": synops / batch, "ann_macs": macs}
+        if len(paths) > 1:  # a residual block: the main path and the shortcut
+            entry["synops_per_path"] = {p["synapses"]: p["synops"] for p in paths}
         if isinstance(node, QLMH):
             stats = layer_spike_stats(rec, name)
             count = int(stats["spikes_per_step"].sum())
