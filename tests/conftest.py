@@ -5,6 +5,7 @@ own seed, sizes and factor configuration.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -79,3 +80,31 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------- the zoo, trained once
+#: Every zoo network at a small width, trained through the CLI for one epoch on 32 digits.
+ZOO_TRAIN = ("--dataset", "digits", "--width-mult", "0.125", "--epochs", "1", "--timesteps",
+             "2", "--train-samples", "32", "--batch-size", "16")
+
+
+@pytest.fixture(scope="session")
+def zoo_checkpoint(tmp_path_factory) -> Callable[[str, str], Path]:
+    """Builder ``zoo_checkpoint(arch, neuron)``: a tiny trained checkpoint, one per session."""
+    from typer.testing import CliRunner
+
+    from lmh_deploy.cli import app
+
+    root = tmp_path_factory.mktemp("zoo")
+    cache: dict[tuple[str, str], Path] = {}
+
+    def get(arch: str, neuron: str) -> Path:
+        if (arch, neuron) not in cache:
+            path = root / f"{arch}-{neuron}.pt"
+            res = CliRunner().invoke(app, ["train", "--arch", arch, "--neuron", neuron,
+                                           *ZOO_TRAIN, "--out", str(path)])
+            assert res.exit_code == 0, res.output
+            cache[arch, neuron] = path
+        return cache[arch, neuron]
+
+    return get
