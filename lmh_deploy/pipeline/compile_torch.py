@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lmh_deploy.errors import InputError, MissingFileError
 from lmh_deploy.frontends.torch_fx import module_to_graph
 from lmh_deploy.models.data import load_dataset
 from lmh_deploy.pipeline.artifact import sha256
@@ -34,9 +35,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(v) for v in str(text).replace("x", ",").split(","))
     except ValueError:
-        raise ValueError(f"--input-shape {text!r}: expected sizes such as 1,8,8 or 64") from None
+        raise InputError(f"--input-shape {text!r}: expected sizes such as 1,8,8 or 64") from None
     if not shape or min(shape) < 1:
-        raise ValueError(f"--input-shape {text!r}: sizes must be >= 1")
+        raise InputError(f"--input-shape {text!r}: sizes must be >= 1")
     return shape
 
 
@@ -44,15 +45,15 @@ def import_factory(spec: str) -> tuple[Path, str, Callable[..., Any]]:
     """``FILE.py:FACTORY`` -> (file, name, the callable), importing FILE.py as a module."""
     file_text, sep, name = str(spec).rpartition(":")
     if not sep or not file_text.endswith(".py") or not name.isidentifier():
-        raise ValueError(f"--model {spec!r}: expected FILE.py:FACTORY (a function or class "
+        raise InputError(f"--model {spec!r}: expected FILE.py:FACTORY (a function or class "
                          f"in your model file)")
     path = Path(file_text).resolve()
     if not path.is_file():
-        raise FileNotFoundError(f"--model {spec!r}: {path} does not exist")
+        raise MissingFileError(f"--model {spec!r}: {path} does not exist")
     module = _import_file(path, f"lmh_user_model_{sha256(path)[:12]}", path.parent)
     factory = getattr(module, name, None)
     if not callable(factory):
-        raise ValueError(f"--model {spec!r}: {path.name} has no function or class {name!r}")  # noqa: TRY004
+        raise InputError(f"--model {spec!r}: {path.name} has no function or class {name!r}")  # noqa: TRY004
     return path, name, factory
 
 
@@ -78,7 +79,7 @@ def build_module(factory: Callable[..., Any], kwargs: dict[str, Any], where: str
     """Call the user's factory; it must return an nn.Module."""
     module = factory(**kwargs)
     if not isinstance(module, nn.Module):
-        raise ValueError(f"{where} returned {type(module).__name__}, not a torch.nn.Module")  # noqa: TRY004
+        raise InputError(f"{where} returned {type(module).__name__}, not a torch.nn.Module")  # noqa: TRY004
     return module
 
 
@@ -89,9 +90,9 @@ def parse_kwargs(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"--model-kwargs: not valid JSON ({exc})") from None
+        raise InputError(f"--model-kwargs: not valid JSON ({exc})") from None
     if not isinstance(value, dict):
-        raise ValueError("--model-kwargs: expected a JSON object such as '{\"hidden\": 64}'")  # noqa: TRY004
+        raise InputError("--model-kwargs: expected a JSON object such as '{\"hidden\": 64}'")  # noqa: TRY004
     return value
 
 
@@ -99,21 +100,21 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
     """Load a bare state_dict (weights_only=True) into ``module``; one line on any mismatch."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such weights file")
+        raise MissingFileError(f"{path}: no such weights file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, ... for bad files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: not a weights-only state_dict ({first})") from None
+        raise InputError(f"{path}: not a weights-only state_dict ({first})") from None
     if isinstance(state, dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
         nested = [k for k in ("state_dict", "model", "model_state_dict") if isinstance(
             state.get(k), dict)]
         if not nested:
-            raise ValueError(f"{path}: a dict but not a state_dict (keys {sorted(state)[:5]}); "
+            raise InputError(f"{path}: a dict but not a state_dict (keys {sorted(state)[:5]}); "
                              f"save it with torch.save(model.state_dict(), ...)")
         state = state[nested[0]]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state_dict")  # noqa: TRY004
+        raise InputError(f"{path}: holds a {type(state).__name__}, not a state_dict")  # noqa: TRY004
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
     result = module.load_state_dict(state, strict=False)
@@ -123,7 +124,7 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
     if result.unexpected_keys:
         problems.append(f"unexpected {', '.join(result.unexpected_keys[:4])}")
     if problems:
-        raise ValueError(f"{path}: does not fit the model ({'; '.join(problems)})")
+        raise InputError(f"{path}: does not fit the model ({'; '.join(problems)})")
 
 
 def calibration_inputs(path: str | Path, input_shape: tuple[int, ...]) -> np.ndarray:
@@ -131,13 +132,13 @@ def calibration_inputs(path: str | Path, input_shape: tuple[int, ...]) -> np.nda
     try:
         x = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable .npy array ({exc})") from None
+        raise InputError(f"{path}: not a readable .npy array ({exc})") from None
     n = int(np.prod(input_shape))
     if x.ndim < 2 or int(np.prod(x.shape[1:])) != n:
-        raise ValueError(f"{path}: calibration data has shape {tuple(x.shape)}, the model takes "
+        raise InputError(f"{path}: calibration data has shape {tuple(x.shape)}, the model takes "
                          f"(N, {', '.join(map(str, input_shape))})")
     if not np.all(np.isfinite(x)) or x.min() < 0:
-        raise ValueError(f"{path}: calibration data must be finite and >= 0 (inputs are sent as "
+        raise InputError(f"{path}: calibration data must be finite and >= 0 (inputs are sent as "
                          f"unsigned 8-bit values), min {float(np.nanmin(x)):.4g}")
     return x.reshape((len(x), *input_shape)).astype(np.float64)
 
@@ -153,15 +154,15 @@ def compile_module(module: nn.Module, outdir: str | Path, *, input_shape: tuple[
     and write the artifact. ``source`` describes how to rebuild the module for ``verify``."""
     input_shape = tuple(int(d) for d in input_shape)
     if int(timesteps) < 1:
-        raise ValueError(f"--timesteps must be >= 1, got {timesteps}")
+        raise InputError(f"--timesteps must be >= 1, got {timesteps}")
     if dataset is None and calibration is None:
-        raise ValueError("give --dataset NAME or --calibration X.npy (inputs to measure the "
+        raise InputError("give --dataset NAME or --calibration X.npy (inputs to measure the "
                          "state ranges on)")
     ds, x = None, None
     if dataset is not None:
         train, _, spec = load_dataset(dataset)
         if int(np.prod(spec.input_shape)) != int(np.prod(input_shape)):
-            raise ValueError(f"--input-shape {','.join(map(str, input_shape))} does not fit "
+            raise InputError(f"--input-shape {','.join(map(str, input_shape))} does not fit "
                              f"dataset {dataset} (samples of shape {spec.input_shape})")
         ds = {"name": spec.name, "input_shape": list(input_shape),
               "num_classes": spec.num_classes, "x_max": 1.0, "seed": 0}

@@ -7,10 +7,12 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from lmh_deploy.errors import UserError
+
 FACTOR_NAMES = ("mu_d", "mu_s", "lam_d", "lam_s")
 
 
-class NeuronError(ValueError):
+class NeuronError(UserError, ValueError):
     """A neuron module whose behaviour the IR cannot represent (one line: module path, cause)."""
 
 
