@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from lmh_deploy.errors import UserError
 import torch
 from matplotlib import image as mpimg
 from PIL import Image
@@ -271,7 +273,7 @@ def test_report_from_bad_json_names_the_file(tmp_path, content, cause) -> None:
     if content is not None:
         json_path.write_text(content)
     html_path = tmp_path / "report.html"
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(UserError) as err:  # the user's file: one line naming it
         report_from_json(json_path, html_path)
     assert str(json_path) in str(err.value) and cause in str(err.value)
     assert not html_path.exists()

@@ -272,7 +272,7 @@ def report_from_json(json_path: str | Path, html_path: str | Path) -> Path:
     Embeds the PNGs listed under ``"plots"`` that still exist (absolute, relative to the working
     folder or to the JSON's folder), re-plots ``firing_rates`` from the layers when its PNG is
     gone, and re-plots the T curve from ``"t_sweep"``. A missing, unreadable or non-summary
-    JSON is a ValueError naming the file and the cause.
+    JSON is a UserError naming the file and the cause.
     """
     from lmh_deploy.reports import plots
 
