@@ -56,7 +56,7 @@ def compile(model: str | Path, outdir: str | Path = "build", *,  # noqa: A001 - 
             dt: float | None = None, model_factory: str | None = None,
             model_kwargs: str | dict[str, Any] | None = None,
             input_shape: str | tuple[int, ...] | None = None,
-            calibration: str | Path | None = None,
+            calibration: str | Path | None = None, profile: str = "lmh",
             warn: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Compile a model into the artifact directory ``outdir``; returns the compile report.
 
@@ -64,14 +64,16 @@ def compile(model: str | Path, outdir: str | Path = "build", *,  # noqa: A001 - 
     ``dataset``, ``timesteps`` and ``dt`` apply), or, with ``model_factory="FILE.py:FACTORY"``,
     the ``state_dict`` of your own PyTorch module (then ``input_shape`` and ``timesteps``
     are needed, ``model_kwargs`` go to FACTORY, and ``dataset`` or ``calibration`` (.npy)
-    give calibration inputs). ``warn`` receives warnings (possible saturation).
+    give calibration inputs). ``profile`` names the numeric profile (``lmh``: LM-H as
+    trained; ``loihi-lif``: Lava's bit-accurate LIF; :mod:`lmh_deploy.semantics.profiles`).
+    ``warn`` receives warnings (possible saturation).
     """
     from lmh_deploy.pipeline.compile import compile_model
 
     if model_factory is None:
         return compile_model(model, outdir, target=target,
                              calibration_samples=calibration_samples, dataset=dataset,
-                             timesteps=timesteps, dt=dt, warn=warn)
+                             timesteps=timesteps, dt=dt, profile=profile, warn=warn)
     from lmh_deploy.pipeline.compile_torch import compile_model_file, parse_shape
 
     if input_shape is None or timesteps is None:
@@ -85,46 +87,51 @@ def compile(model: str | Path, outdir: str | Path = "build", *,  # noqa: A001 - 
                               target=choice(Target, target, "--target").value,
                               calibration_samples=check_samples(calibration_samples,
                                                                 "--calibration-samples", lo=0),
-                              warn=warn)
+                              profile=profile, warn=warn)
 
 
-def verify(artifact: str | Path, *, samples: int = 100,
-           batch_size: int | None = None) -> dict[str, Any] | None:
+def verify(artifact: str | Path, *, samples: int = 100, batch_size: int | None = None,
+           max_accuracy_drop: float | None = None) -> dict[str, Any] | None:
     """Float model vs sim/ vs Lava fixed_pt on ``samples`` test samples.
 
     Returns the comparison (``lava_vs_sim``, ``float_vs_fixed``); it never raises on a
     mismatch: :func:`lmh_deploy.pipeline.verify.verify_failures` says whether it passed.
     Every backend runs in mini-batches of ``batch_size`` samples (default: sized from the
-    free memory).
+    free memory). ``max_accuracy_drop`` (percentage points) adds an ``accuracy_gate``.
     """
     from lmh_deploy.pipeline.verify import verify_path
 
-    return verify_path(artifact, samples, batch_size=batch_size)
+    return verify_path(artifact, samples, batch_size=batch_size,
+                       max_accuracy_drop=max_accuracy_drop)
 
 
 def run(artifact: str | Path, *, backend: Backend | str = Backend.SIM, samples: int = 100,
         inputs: str | Path | None = None, labels: str | Path | None = None,
         plots_dir: str | Path | None = None, html: str | Path | None = None,
         sweep: str | None = None, stream: bool = False, device: str | None = None,
-        batch_size: int | None = None, status: Callable[[str], None] = lambda text: None) -> dict[str, Any] | None:
+        batch_size: int | None = None, save_spikes: str | Path | None = None,
+        status: Callable[[str], None] = lambda text: None) -> dict[str, Any] | None:
     """Run a compiled artifact; accuracy, per-layer spikes, synaptic ops and energy.
 
     ``inputs``/``labels``: own ``.npy`` arrays instead of the test split. ``plots_dir``
     and ``html`` write figures and a self-contained report (with a T ``sweep`` on sim/).
     sim/ only: ``stream`` keeps spike counts instead of rasters, ``device`` runs on a
     torch device (integer-exact). ``batch_size``: samples per mini-batch (default: sized
-    from the free memory).
+    from the free memory). ``save_spikes``: a .npz of the integer input and every spiking
+    layer's raster.
     """
     from lmh_deploy.pipeline.run import run_artifact
 
     return run_artifact(artifact, backend=backend, samples=samples, inputs=inputs,
                         labels=labels, plots_dir=plots_dir, html=html, sweep=sweep,
-                        stream=stream, device=device, batch_size=batch_size, status=status)
+                        stream=stream, device=device, batch_size=batch_size,
+                        save_spikes=save_spikes, status=status)
 
 
 def export(model: str | Path, out: str | Path, *, format: ExportFormat | str,  # noqa: A002
            dt: float = 1e-3, lossy: bool = False, samples: int = 100) -> dict[str, Any]:
-    """Export a checkpoint to NIR or lava-dl netx HDF5 (see :mod:`lmh_deploy.pipeline.export`)."""
+    """Export a checkpoint to NIR or lava-dl netx HDF5, or a compiled artifact to netx
+    (see :mod:`lmh_deploy.pipeline.export`)."""
     from lmh_deploy.pipeline.export import export_checkpoint
 
     return export_checkpoint(model, out, format=format, dt=dt, lossy=lossy, samples=samples)

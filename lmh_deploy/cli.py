@@ -62,7 +62,8 @@ class _Commands(TyperGroup):
 
 app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
                   pretty_exceptions_enable=False,
-                  help="Compile LM-H spiking networks from PyTorch to Lava / Loihi 2, bit-exact.")
+                  help="Compile LM-H spiking networks from PyTorch to Lava fixed point "
+                       "(Lava CPU == sim/, bit for bit; Loihi 2 silicon not verified).")
 
 
 @app.callback()
@@ -163,7 +164,9 @@ def compile(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy
             input_shape: Optional[str] = typer.Option(None, help="--model: one sample's shape, "
                                                       "e.g. 1,8,8 or 64."),
             calibration: Optional[Path] = typer.Option(None, help="--model: a .npy of inputs to "
-                                                       "calibrate on (instead of --dataset).")) -> None:
+                                                       "calibrate on (instead of --dataset)."),
+            profile: str = typer.Option("lmh", help="numeric profile: lmh (LM-H as trained) | "
+                                        "loihi-lif (Lava's bit-accurate LIF)")) -> None:
     """Export, validate and quantise a model into an artifact directory."""
     start = time.perf_counter()
     with spinner(f"compiling {model} for {target}"):
@@ -171,10 +174,11 @@ def compile(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy
                              calibration_samples=calibration_samples, dataset=dataset,
                              timesteps=timesteps, dt=dt, model_factory=model_spec,
                              model_kwargs=model_kwargs, input_shape=input_shape,
-                             calibration=calibration,
+                             calibration=calibration, profile=profile,
                              warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
     _print_compile(report, f"compiled {model.name} -> {outdir} "
-                           f"({time.perf_counter() - start:.2f} s)")
+                           f"({time.perf_counter() - start:.2f} s, "
+                           f"profile {report['profile']['name']})")
     if target == Target.LOIHI2:
         res = json.loads((outdir / "resources.json").read_text())
         out.print(f"Loihi 2: {res['cores']} cores on {res['chips']} chip(s); see "
@@ -199,7 +203,8 @@ def _print_compile(report: dict[str, Any], title: str) -> None:
 
 
 @app.command()
-def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy train."),
+def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy train, or (netx) "
+                                                   "a compiled artifact directory."),
            format: ExportFormat = typer.Option(..., "--format"),
            out_path: Path = typer.Option(..., "-o", "--out"),
            dt: float = typer.Option(1e-4, help="NIR: Euler time step in seconds, written into "
@@ -209,6 +214,10 @@ def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy 
            samples: int = typer.Option(100, help="Test samples for measuring the error.")) -> None:
     """Export a LIF-compatible network to NIR (other tools) or lava-dl netx HDF5."""
     result = api.export(model, out_path, format=format, dt=dt, lossy=lossy, samples=samples)
+    if result.get("from_artifact"):
+        out.print(f"wrote {out_path}: {len(result['layers'])} netx layers with the "
+                  f"artifact's integers (profile loihi-lif)")
+        return
     if format == ExportFormat.NETX:
         out.print(f"wrote {out_path}: {len(result.get('layers', []))} netx layers "
                   "(CUBA neurons: reset to zero, see docs/interop.md)")
@@ -230,7 +239,10 @@ def verify(artifact: Path = typer.Argument(..., help="A directory from lmh-deplo
            json_path: Optional[Path] = typer.Option(None, "--json"),
            batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per "
                                                     "mini-batch (default: sized from free "
-                                                    "memory).")) -> None:
+                                                    "memory)."),
+           max_accuracy_drop: Optional[float] = typer.Option(
+               None, "--max-accuracy-drop", metavar="PP", help="Fail when fixed-point accuracy "
+               "is more than PP percentage points below the source model's.")) -> None:
     """Float model vs fixed-point sim vs Lava fixed_pt on the same samples; fails on any mismatch.
 
     Under torchrun each rank runs a contiguous shard of the samples; rank 0 reports.
@@ -238,7 +250,8 @@ def verify(artifact: Path = typer.Argument(..., help="A directory from lmh-deplo
     from lmh_deploy.pipeline.verify import verify_failures
 
     with spinner(f"running {samples} samples on float, sim and Lava fixed_pt"):
-        result = api.verify(artifact, samples=samples, batch_size=batch_size)
+        result = api.verify(artifact, samples=samples, batch_size=batch_size,
+                            max_accuracy_drop=max_accuracy_drop)
     if result is None:  # a torchrun rank other than 0
         return
     _write_json(json_path, result)
@@ -249,6 +262,8 @@ def verify(artifact: Path = typer.Argument(..., help="A directory from lmh-deplo
               f"Lava {ff['accuracy_lava']:.4f}; float/fixed spike agreement "
               f"{ff['spike_agreement']:.4f}, prediction agreement "
               f"{ff['prediction_agreement']:.4f} (float = {ff['float_reference']})")
+    out.print(f"logits: {lv['logit_mismatches']} of {lv['logits_compared']} differ, "
+              f"{lv['prediction_mismatches']} predictions differ (Lava vs sim)")
     failures = verify_failures(result)
     if failures:
         raise CommandFailed("; ".join(failures))
@@ -274,16 +289,19 @@ def run(artifact: Path = typer.Argument(...),
                                                 "cuda:LOCAL_RANK); default numpy."),
         batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per "
                                                  "mini-batch (default: sized from free "
-                                                 "memory).")) -> None:
+                                                 "memory)."),
+        save_spikes: Optional[Path] = typer.Option(None, "--save-spikes", help="Write the integer "
+                                                   "input and every spiking layer's (T, N, "
+                                                   "neurons) raster to this .npz.")) -> None:
     """Run the deployed model on a backend; report accuracy, spikes, synaptic ops, energy."""
     with spinner(f"running {samples} samples on {backend}") as status:
         summary = api.run(artifact, backend=backend, samples=samples, inputs=inputs,
                           labels=labels, plots_dir=plots_dir, html=html, sweep=sweep,
                           stream=stream, device=device.value if device else None,
-                          batch_size=batch_size, status=status)
+                          batch_size=batch_size, save_spikes=save_spikes, status=status)
     if summary is None:  # a torchrun rank other than 0
         return
-    for target in filter(None, (plots_dir, html)):
+    for target in filter(None, (save_spikes, plots_dir, html)):
         out.print(f"wrote {target}")
     _write_json(json_path, summary)  # after the plots: carries "t_sweep" and "plots"
     _print_summary(summary)

@@ -17,6 +17,8 @@ A static input is presented every step, so its synaptic sums are computed once p
 from __future__ import annotations
 
 import numpy as np
+
+from lmh_deploy.errors import InputError
 from lmh_deploy.sim.neuron import initial_state, run_neuron_chunk
 from lmh_deploy.sim.params import neuron_params
 from lmh_deploy.sim.synapse import SynapsePath, lava_current
@@ -129,7 +131,7 @@ class _Run:
         self.static = x_int.ndim == len(plan.input_shape) + 1
         self.batch = x_int.shape[0] if self.static else x_int.shape[1]
         if not self.static and x_int.shape[0] < timesteps:
-            raise ValueError(f"time-major input has {x_int.shape[0]} frames; cannot run "
+            raise InputError(f"time-major input has {x_int.shape[0]} frames; cannot run "
                              f"{timesteps} steps")
         self.device = device
         if device is None:

@@ -6,12 +6,14 @@ from typing import Any
 
 from lmh_deploy.choices import ExportFormat, choice
 from lmh_deploy.bounds import check_float, check_samples
-from lmh_deploy.errors import require_file
+from lmh_deploy.errors import InputError, require_file
 
 
 def export_checkpoint(model: str | Path, out: str | Path, *, format: ExportFormat | str,
                       dt: float = 1e-3, lossy: bool = False, samples: int = 100) -> dict[str, Any]:
-    """Write ``model`` (an ``lmh-deploy train`` checkpoint) as ``format`` to ``out``.
+    """Write ``model`` (an ``lmh-deploy train`` checkpoint) as ``format`` to ``out``; a
+    compiled artifact directory exports to netx with exactly its integers (profile
+    loihi-lif).
 
     NIR: ``dt`` is the Euler step in seconds; a general LM-H net is refused unless
     ``lossy`` (then it is approximated by LIF and its error is measured on ``samples``
@@ -23,6 +25,14 @@ def export_checkpoint(model: str | Path, out: str | Path, *, format: ExportForma
     format = choice(ExportFormat, format, "--format")
     dt = check_float("--dt", dt, lo=0.0, lo_open=True, hi=1.0)
     samples = check_samples(samples)
+    if Path(model).is_dir():  # a compiled artifact: write exactly its integers
+        from lmh_deploy.interop.netx_artifact import artifact_to_netx
+        from lmh_deploy.pipeline.compile import load_artifact
+
+        if format != ExportFormat.NETX:
+            raise InputError(f"{model}: an artifact directory exports to netx only")
+        return dict(artifact_to_netx(load_artifact(model).quant_graph, Path(out)),
+                    from_artifact=True)
     net, payload = load_checkpoint(require_file(model, "checkpoint"))
     ds = payload["dataset"]
     graph = export_model(net, input_shape=tuple(ds["input_shape"]),

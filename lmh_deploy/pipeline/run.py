@@ -107,7 +107,7 @@ def run_artifact(artifact: str | Path, *, backend: Backend | str = Backend.SIM,
                  labels: str | Path | None = None, plots_dir: str | Path | None = None,
                  html: str | Path | None = None, sweep: str | None = None,
                  stream: bool = False, device: str | None = None,
-                 batch_size: int | None = None,
+                 batch_size: int | None = None, save_spikes: str | Path | None = None,
                  status: Callable[[str], None] = lambda text: None) -> dict[str, Any] | None:
     """Run a compiled artifact on ``backend``; the summary (see :func:`summarize`).
 
@@ -116,6 +116,8 @@ def run_artifact(artifact: str | Path, *, backend: Backend | str = Backend.SIM,
     contiguous shard of the samples; the records are merged (bit-exact) and rank 0 alone
     summarises, plots and returns the summary; the other ranks return ``None``.
     ``batch_size``: samples per mini-batch (default: sized from the free memory).
+    ``save_spikes``: write the integer input and every spiking layer's raster to this .npz
+    (:func:`save_spike_rasters`); the summary then names it under ``"spikes_file"``.
     """
     from lmh_deploy.parallel import distributed_context
     from lmh_deploy.pipeline.compile import load_artifact
@@ -129,6 +131,8 @@ def run_artifact(artifact: str | Path, *, backend: Backend | str = Backend.SIM,
         raise InputError(f"--device {device}: only the sim backend runs on a torch device")
     if stream and backend != Backend.SIM:
         raise InputError("--stream: only the sim backend streams (Lava records every step)")
+    if stream and save_spikes is not None:
+        raise InputError("--save-spikes needs the spike rasters; drop --stream")
     with distributed_context("cpu") as dctx:
         art = load_artifact(artifact)
         if backend == Backend.LOIHI2:
@@ -152,7 +156,11 @@ def run_artifact(artifact: str | Path, *, backend: Backend | str = Backend.SIM,
             return None
         summary = summarize(q, rec, y) | {"backend": str(backend), "seconds": seconds,
                                           "timesteps": art.timesteps,
-                                          "processes": dctx.world_size}
+                                          "processes": dctx.world_size,
+                                          "predictions": rec.predictions.tolist()}
+        if save_spikes is not None:
+            summary["spikes_file"] = str(save_spike_rasters(save_spikes, x_int, rec,
+                                                            tuple(q.node("input").shape)))
         if plots_dir is not None or html is not None:
             status("T sweep (sim), float run and plots")
             _plots(summary, rec, art, x, x_int, y, t_values, plots_dir, html, batch_size)

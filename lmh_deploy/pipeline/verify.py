@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from lmh_deploy.bounds import check_samples
+from lmh_deploy.bounds import check_float, check_samples
 from lmh_deploy.errors import InputError
 from lmh_deploy.pipeline.compile import Artifact
 from lmh_deploy.reports.record import RunRecord, spike_agreement_by_layer
@@ -132,8 +132,8 @@ def verify_artifact(art: Artifact, samples: int, *, split: str = "test",
     return result
 
 
-def verify_path(artifact: str | Path, samples: int = 100, *,
-                batch_size: int | None = None) -> dict[str, Any] | None:
+def verify_path(artifact: str | Path, samples: int = 100, *, batch_size: int | None = None,
+                max_accuracy_drop: float | None = None) -> dict[str, Any] | None:
     """Load and verify an artifact directory (:func:`verify_artifact`).
 
     Under torchrun each rank runs a contiguous shard of the samples; rank 0 returns the
@@ -145,15 +145,22 @@ def verify_path(artifact: str | Path, samples: int = 100, *,
     samples = check_samples(samples)
     if batch_size is not None:
         batch_size = check_samples(batch_size, "--batch-size")
+    if max_accuracy_drop is not None:
+        max_accuracy_drop = check_float("--max-accuracy-drop", max_accuracy_drop, lo=0.0, hi=100.0)
     with distributed_context("cpu") as dctx:
-        result = verify_artifact(load_artifact(artifact), samples, batch_size=batch_size)
+        result = verify_artifact(load_artifact(artifact), samples, batch_size=batch_size,
+                                 max_accuracy_drop=max_accuracy_drop)
         return result if dctx.is_main else None
 
 
 def verify_failures(result: dict[str, Any]) -> list[str]:
-    """Why a verify result fails (empty when it passes): any Lava/sim difference."""
-    lv = result["lava_vs_sim"]
-    if lv["mismatched_spikes"] or lv["state_mismatches"] or lv["readout_mismatches"]:
-        return [f"Lava fixed_pt and sim/ disagree ({lv['mismatched_spikes']} spikes, "
-                f"{lv['state_mismatches']} states, {lv['readout_mismatches']} readout values)"]
-    return []
+    """Why a verify result fails (empty when it passes): any Lava/sim difference, and the
+    accuracy gate (``--max-accuracy-drop``) when one was set."""
+    failures = []
+    if lava_sim_disagree(result):
+        failures.append("Lava fixed_pt and sim/ disagree (see above)")
+    gate = result.get("accuracy_gate")
+    if gate is not None and not gate["passed"]:
+        failures.append(f"fixed-point accuracy is {gate['drop_points']:.2f} points below the "
+                        f"source model's (--max-accuracy-drop {gate['max_drop_points']:g})")
+    return failures

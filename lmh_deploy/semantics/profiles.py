@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from lmh_deploy.errors import InputError
+
 Rounding = Literal["half-up", "toward-zero", "floor"]
 DendriteOverflow = Literal["saturate", "wrap"]
 SomaOverflow = Literal["saturate", "saturate-symmetric", "wrap"]
@@ -132,5 +134,5 @@ def get_profile(name: str) -> NumericProfile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise ValueError(f"unknown numeric profile {name!r}; choose one of "
+        raise InputError(f"unknown numeric profile {name!r}; choose one of "
                          f"{', '.join(PROFILES)}") from None
