@@ -31,12 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from lmh_deploy.models.checkpoint import load_checkpoint  # noqa: E402
-from lmh_deploy.models.data import load_dataset, make_loaders  # noqa: E402
-from lmh_deploy.models.train import evaluate_per_timestep  # noqa: E402
-from lmh_deploy.models.training_job import TrainJob, run_training_job  # noqa: E402
+from lmh_deploy.models.checkpoint import load_checkpoint
+from lmh_deploy.models.data import load_dataset, make_loaders
+from lmh_deploy.models.train import evaluate_per_timestep
+from lmh_deploy.models.training_job import TrainJob, run_training_job
 
 CLI_FLAGS = {"dataset": "--dataset", "arch": "--arch", "neuron": "--neuron",
              "factors": "--factors", "loss": "--loss", "norm": "--norm",
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
                "peak_memory_bytes": m["peak_memory_bytes"],
                "optimizer_steps": m["optimizer_steps"], "wall_s": time.perf_counter() - start,
                "history": m["history"], "command": cli_command(job),
-               "job": {k: v for k, v in kwargs.items()}}
+               "job": dict(kwargs)}
         if "hybrid" in m:
             row["hybrid"] = m["hybrid"]
         results["runs"][name] = row

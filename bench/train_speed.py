@@ -29,11 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from lmh_deploy.models.architectures import build  # noqa: E402
-from lmh_deploy.models.losses import tet_loss  # noqa: E402
-from lmh_deploy.models.train import SavedTensorMeter, train_step  # noqa: E402
+from lmh_deploy.models.architectures import build
+from lmh_deploy.models.losses import tet_loss
+from lmh_deploy.models.train import SavedTensorMeter, train_step
 
 SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar": (3, 32, 32)}
 

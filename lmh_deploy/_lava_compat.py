@@ -22,7 +22,7 @@ import importlib.util
 import re
 import sys
 import types
-from typing import Sequence
+from collections.abc import Sequence
 from lmh_deploy.errors import UserError
 
 VAR_MODEL = "lava.magma.compiler.var_model"
@@ -57,7 +57,7 @@ def patch_var_model_source(source: str) -> str:
 class _PatchedSourceLoader(importlib.machinery.SourceFileLoader):
     """Loads one module from its file with :func:`patch_var_model_source` applied."""
 
-    def get_data(self, path: str) -> bytes:  # noqa: D102 - importlib protocol
+    def get_data(self, path: str) -> bytes:
         data = super().get_data(path)
         if path.endswith(".py"):
             return patch_var_model_source(data.decode("utf-8")).encode("utf-8")
@@ -71,17 +71,17 @@ class _PatchedSourceLoader(importlib.machinery.SourceFileLoader):
 class _EmptyModuleLoader(importlib.abc.Loader):
     """Provides an empty stand-in module (slayer's unused object_detection)."""
 
-    def create_module(self, spec):  # noqa: D102 - importlib protocol
+    def create_module(self, spec):
         return None
 
-    def exec_module(self, module: types.ModuleType) -> None:  # noqa: D102
+    def exec_module(self, module: types.ModuleType) -> None:
         module.__doc__ = "Stand-in by lmh-deploy: needs torchvision/OpenCV, unused here."
 
 
 class LavaCompatFinder(importlib.abc.MetaPathFinder):
     """Meta-path finder applying the two fixes above, and nothing else."""
 
-    def find_spec(self, fullname: str, path: Sequence[str] | None, target=None):  # noqa: D102
+    def find_spec(self, fullname: str, path: Sequence[str] | None, target=None):
         if fullname == OBJECT_DETECTION:
             return importlib.util.spec_from_loader(fullname, _EmptyModuleLoader())
         if fullname != VAR_MODEL:

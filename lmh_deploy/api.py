@@ -14,7 +14,8 @@ ranks and return ``None`` on every rank but 0.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from lmh_deploy.bounds import check_samples, check_shape, check_timesteps
 from lmh_deploy.choices import (Arch, Backend, Dataset, ExportFormat, Factors, Loss, Neuron, Norm,
@@ -50,7 +51,7 @@ def train(*, out: str | Path = "model.pt", dataset: Dataset | str = Dataset.DIGI
     return run_training_job(job, progress=progress)
 
 
-def compile(model: str | Path, outdir: str | Path = "build", *,  # noqa: A001 - the verb users know
+def compile(model: str | Path, outdir: str | Path = "build", *,
             target: Target | str = Target.LAVA_SIM, calibration_samples: int = 64,
             dataset: Dataset | str | None = None, timesteps: int | None = None,
             dt: float | None = None, model_factory: str | None = None,
@@ -82,7 +83,8 @@ def compile(model: str | Path, outdir: str | Path = "build", *,  # noqa: A001 - 
     return compile_model_file(model, model_factory, outdir, model_kwargs=model_kwargs,
                               input_shape=check_shape("--input-shape", shape),
                               timesteps=check_timesteps(timesteps),
-                              dataset=None if dataset is None else choice(Dataset, dataset, "--dataset").value,
+                              dataset=(None if dataset is None
+                                       else choice(Dataset, dataset, "--dataset").value),
                               calibration=calibration,
                               target=choice(Target, target, "--target").value,
                               calibration_samples=check_samples(calibration_samples,
@@ -128,7 +130,7 @@ def run(artifact: str | Path, *, backend: Backend | str = Backend.SIM, samples: 
                         save_spikes=save_spikes, status=status)
 
 
-def export(model: str | Path, out: str | Path, *, format: ExportFormat | str,  # noqa: A002
+def export(model: str | Path, out: str | Path, *, format: ExportFormat | str,
            dt: float = 1e-3, lossy: bool = False, samples: int = 100) -> dict[str, Any]:
     """Export a checkpoint to NIR or lava-dl netx HDF5, or a compiled artifact to netx
     (see :mod:`lmh_deploy.pipeline.export`)."""

@@ -14,7 +14,8 @@ import time
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
+from collections.abc import Iterator
 
 import typer
 from rich.console import Console
@@ -37,7 +38,7 @@ REPORT_BUG = ("this is a bug in lmh-deploy, not a problem with your input; pleas
 class _Commands(TyperGroup):
     """Runs every command (also those added later) inside the error policy above."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer's click Context
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
@@ -82,7 +83,7 @@ def spinner(text: str) -> Iterator[Any]:
         yield lambda new: progress.update(task, description=new)
 
 
-def _write_json(path: Optional[Path], data: dict[str, Any]) -> None:
+def _write_json(path: Path | None, data: dict[str, Any]) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
@@ -92,7 +93,7 @@ def _write_json(path: Optional[Path], data: dict[str, Any]) -> None:
 
 @app.command()
 def train(dataset: Dataset = typer.Option(Dataset.DIGITS),
-          data_dir: Optional[Path] = typer.Option(None, help="Folder of on-disk datasets."),
+          data_dir: Path | None = typer.Option(None, help="Folder of on-disk datasets."),
           arch: Arch = typer.Option(Arch.MLP),
           neuron: Neuron = typer.Option(Neuron.LMH, help="qcfs: an ANN, for --hybrid-from."),
           factors: Factors = typer.Option(Factors.PROGRESSIVE),
@@ -103,14 +104,14 @@ def train(dataset: Dataset = typer.Option(Dataset.DIGITS),
           norm: Norm = typer.Option(Norm.AUTO, help="auto: none for mlp, bn otherwise."),
           time_slice: int = typer.Option(0, help="Online training: k steps per slice (0: BPTT)."),
           qcfs_levels: int = typer.Option(4, help="L of the QCFS activation."),
-          hybrid_from: Optional[Path] = typer.Option(None, help="A QCFS ANN checkpoint to "
+          hybrid_from: Path | None = typer.Option(None, help="A QCFS ANN checkpoint to "
                                                      "convert to LM-H and fine-tune."),
           device: Device = typer.Option(Device.CPU, help="Under torchrun: one GPU per "
                                         "process, cuda:LOCAL_RANK."),
           amp: bool = typer.Option(False, "--amp", help="Mixed precision (autocast + "
                                    "GradScaler); CUDA only."),
           seed: int = typer.Option(0), out_path: Path = typer.Option(Path("model.pt"), "--out"),
-          json_path: Optional[Path] = typer.Option(None, "--json"),
+          json_path: Path | None = typer.Option(None, "--json"),
           train_samples: int = typer.Option(0, help="Train on the first N samples of the "
                                             "training split only (0: all); a quick run.")) -> None:
     """Train a spiking network (or a QCFS ANN) and write a self-describing checkpoint.
@@ -151,19 +152,19 @@ def compile(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy
             target: Target = typer.Option(Target.LAVA_SIM),
             outdir: Path = typer.Option(Path("build"), "-o", "--outdir"),
             calibration_samples: int = typer.Option(64),
-            dataset: Optional[Dataset] = typer.Option(None, help="NIR input only: dataset to "
+            dataset: Dataset | None = typer.Option(None, help="NIR input only: dataset to "
                                                       "calibrate and evaluate on."),
-            timesteps: Optional[int] = typer.Option(None, help="NIR input only: steps per sample."),
-            dt: Optional[float] = typer.Option(None, help="NIR input only: Euler step (default: "
+            timesteps: int | None = typer.Option(None, help="NIR input only: steps per sample."),
+            dt: float | None = typer.Option(None, help="NIR input only: Euler step (default: "
                                                "the file's metadata dt)."),
-            model_spec: Optional[str] = typer.Option(None, "--model", help="Your own PyTorch "
+            model_spec: str | None = typer.Option(None, "--model", help="Your own PyTorch "
                                                      "model: FILE.py:FACTORY; MODEL is then its "
                                                      "state_dict (docs/interop.md)."),
-            model_kwargs: Optional[str] = typer.Option(None, help="--model: JSON keyword "
+            model_kwargs: str | None = typer.Option(None, help="--model: JSON keyword "
                                                        "arguments for FACTORY."),
-            input_shape: Optional[str] = typer.Option(None, help="--model: one sample's shape, "
+            input_shape: str | None = typer.Option(None, help="--model: one sample's shape, "
                                                       "e.g. 1,8,8 or 64."),
-            calibration: Optional[Path] = typer.Option(None, help="--model: a .npy of inputs to "
+            calibration: Path | None = typer.Option(None, help="--model: a .npy of inputs to "
                                                        "calibrate on (instead of --dataset)."),
             profile: str = typer.Option("lmh", help="numeric profile: lmh (LM-H as trained) | "
                                         "loihi-lif (Lava's bit-accurate LIF)")) -> None:
@@ -236,11 +237,11 @@ def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy 
 @app.command()
 def verify(artifact: Path = typer.Argument(..., help="A directory from lmh-deploy compile."),
            samples: int = typer.Option(100),
-           json_path: Optional[Path] = typer.Option(None, "--json"),
-           batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per "
+           json_path: Path | None = typer.Option(None, "--json"),
+           batch_size: int | None = typer.Option(None, "--batch-size", help="Samples per "
                                                     "mini-batch (default: sized from free "
                                                     "memory)."),
-           max_accuracy_drop: Optional[float] = typer.Option(
+           max_accuracy_drop: float | None = typer.Option(
                None, "--max-accuracy-drop", metavar="PP", help="Fail when fixed-point accuracy "
                "is more than PP percentage points below the source model's.")) -> None:
     """Float model vs fixed-point sim vs Lava fixed_pt on the same samples; fails on any mismatch.
@@ -272,25 +273,25 @@ def verify(artifact: Path = typer.Argument(..., help="A directory from lmh-deplo
 @app.command()
 def run(artifact: Path = typer.Argument(...),
         backend: Backend = typer.Option(Backend.SIM),
-        samples: int = typer.Option(100), json_path: Optional[Path] = typer.Option(None, "--json"),
-        inputs: Optional[Path] = typer.Option(None, help="Own inputs: a .npy of (N, *input_shape) "
+        samples: int = typer.Option(100), json_path: Path | None = typer.Option(None, "--json"),
+        inputs: Path | None = typer.Option(None, help="Own inputs: a .npy of (N, *input_shape) "
                                               "floats in [0, x_max] (default: the test split)."),
-        labels: Optional[Path] = typer.Option(None, help="A .npy of N integer labels for --inputs."),
-        plots_dir: Optional[Path] = typer.Option(None, "--plots", help="Write PNG plots into this "
+        labels: Path | None = typer.Option(None, help="A .npy of N integer labels for --inputs."),
+        plots_dir: Path | None = typer.Option(None, "--plots", help="Write PNG plots into this "
                                                  "folder."),
-        html: Optional[Path] = typer.Option(None, "--html", help="Write one self-contained HTML "
+        html: Path | None = typer.Option(None, "--html", help="Write one self-contained HTML "
                                             "report."),
-        sweep: Optional[str] = typer.Option(None, "--sweep", help="T values for the accuracy/energy "
+        sweep: str | None = typer.Option(None, "--sweep", help="T values for the accuracy/energy "
                                             "curve, e.g. 1,2,4,8 (default 1,2,4..4T; 'none' skips)."),
         stream: bool = typer.Option(False, "--stream", help="sim: keep only spike counts, so "
                                     "memory does not grow with T (no raster plot)."),
-        device: Optional[Device] = typer.Option(None, "--device", help="sim: run on a torch "
+        device: Device | None = typer.Option(None, "--device", help="sim: run on a torch "
                                                 "device, integer-exact (under torchrun cuda means "
                                                 "cuda:LOCAL_RANK); default numpy."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per "
+        batch_size: int | None = typer.Option(None, "--batch-size", help="Samples per "
                                                  "mini-batch (default: sized from free "
                                                  "memory)."),
-        save_spikes: Optional[Path] = typer.Option(None, "--save-spikes", help="Write the integer "
+        save_spikes: Path | None = typer.Option(None, "--save-spikes", help="Write the integer "
                                                    "input and every spiking layer's (T, N, "
                                                    "neurons) raster to this .npz.")) -> None:
     """Run the deployed model on a backend; report accuracy, spikes, synaptic ops, energy."""
@@ -335,7 +336,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 @app.command()
-def demo(workdir: Optional[Path] = typer.Option(None, help="Where to write model and artifact."),
+def demo(workdir: Path | None = typer.Option(None, help="Where to write model and artifact."),
          epochs: int = typer.Option(8), timesteps: int = typer.Option(4),
          samples: int = typer.Option(100)) -> None:
     """Train a small LM-H MLP on digits, compile it, run it on Lava and sim, print the report."""

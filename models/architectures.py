@@ -42,7 +42,8 @@ as ``arch_kwargs``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import nn

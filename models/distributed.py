@@ -25,10 +25,8 @@ Semantics used by :func:`models.training_job.run_training_job` (see
 """
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -70,13 +68,13 @@ class _DifferentiableAllReduce(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         out = x.clone()
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
         return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         return grad
@@ -112,7 +110,7 @@ class ShardedBatchSampler(Sampler[list[int]]):
     shared by all epochs), so it only records the epoch.
     """
 
-    def __init__(self, batch_sampler: BatchSampler | Sampler[list[int]], rank: int,
+    def __init__(self, batch_sampler: BatchSampler | Sampler[list[int]], rank: int,  # noqa: F811
                  world_size: int) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
@@ -167,7 +165,7 @@ class EmptySafeCollate:
 class ShardSampler(Sampler[int]):
     """The contiguous share ``rank`` of ``range(n)`` (evaluation: no padding, no duplicates)."""
 
-    def __init__(self, n: int, rank: int, world_size: int) -> None:
+    def __init__(self, n: int, rank: int, world_size: int) -> None:  # noqa: F811
         self.start, self.stop = shard_bounds(n, rank, world_size)
         self.num_replicas = world_size
         self.rank = rank

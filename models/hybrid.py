@@ -66,7 +66,7 @@ def convert_qcfs_to_lmh(ann: nn.Module, *, arch: str, input_shape: tuple[int, ..
     if len(qcfs_layers) != len(neurons):
         raise InputError(f"ANN has {len(qcfs_layers)} QCFS layers but the SNN {len(neurons)} "
                          "neurons; the architectures differ")
-    state = {k: v for k, v in ann.state_dict().items()}
+    state = dict(ann.state_dict())
     missing, unexpected = snn.load_state_dict(state, strict=False)
     # The only SNN entries the ANN lacks are the factor logits, which are set below.
     bad = [k for k in missing if not k.rsplit(".", 1)[-1].startswith("x_")]

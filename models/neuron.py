@@ -25,13 +25,13 @@ class TriangleSpike(torch.autograd.Function):
     """Heaviside forward, triangle surrogate ``max(0, g - |x|) / g**2`` backward (Eq. 3)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, gamma: float, strict: bool = False) -> torch.Tensor:  # noqa: D102
+    def forward(ctx, x: torch.Tensor, gamma: float, strict: bool = False) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.gamma = gamma
         return ((x > 0) if strict else (x >= 0)).to(x.dtype)
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # noqa: D102
+    def backward(ctx, grad_out: torch.Tensor):
         (x,) = ctx.saved_tensors
         g = ctx.gamma
         return grad_out * torch.clamp(g - x.abs(), min=0) / (g * g), None, None
@@ -175,7 +175,7 @@ class LMHNeuron(nn.Module):
                 "threshold_test": self.threshold_test, "reset_timing": "same-step",
                 "v_d_init": 0.0, "v_s_init": self.v_s_init * theta}
 
-    def extra_repr(self) -> str:  # noqa: D102
+    def extra_repr(self) -> str:
         return (f"factors={self.factor_mode}, theta={float(self.theta):g}, gamma={self.gamma:g}, "
                 f"reset={self.reset}, test='{self.threshold_test}', v_s_init={self.v_s_init:g}")
 

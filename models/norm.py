@@ -154,7 +154,7 @@ class _TimeMajorBatchNorm(_BatchNorm):
             self._lerp_running(m.mean(0), v.mean(0), n_step)
         return y
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
         if not self.training:
             return self._eval_or_joint(x, False)
@@ -168,7 +168,7 @@ class _TimeMajorBatchNorm(_BatchNorm):
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def extra_repr(self) -> str:  # noqa: D102
+    def extra_repr(self) -> str:
         return f"{self.num_features}, alpha_theta={float(self.alpha_theta):g}, eps={self.eps}"
 
 

@@ -24,11 +24,11 @@ class _FloorSTE(torch.autograd.Function):
     """``floor`` forward, identity backward."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         return torch.floor(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         return grad
 
 
@@ -61,8 +61,8 @@ class QCFS(nn.Module):
         self.levels = int(levels)
         self.theta = nn.Parameter(torch.tensor(float(theta)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return qcfs(x, self.theta, self.levels)
 
-    def extra_repr(self) -> str:  # noqa: D102
+    def extra_repr(self) -> str:
         return f"levels={self.levels}, theta={self.theta.item():.4g}"

@@ -37,7 +37,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -106,7 +106,7 @@ class SavedTensorMeter:
         self.held.clear()
         self.total = 0
 
-    def __enter__(self) -> "SavedTensorMeter":
+    def __enter__(self) -> SavedTensorMeter:
         self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
         self._ctx.__enter__()
         return self
@@ -116,7 +116,7 @@ class SavedTensorMeter:
         self._ctx = None
 
     @classmethod
-    def for_model(cls, model: nn.Module) -> "SavedTensorMeter":
+    def for_model(cls, model: nn.Module) -> SavedTensorMeter:
         """A meter that ignores ``model``'s parameters and buffers."""
         return cls(list(model.parameters()) + list(model.buffers()))
 
@@ -202,7 +202,7 @@ def _autocast(device: str, amp: bool):
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, x: torch.Tensor,
                y: torch.Tensor, *, timesteps: int | None, time_slice: int | None,
                meter: SavedTensorMeter | None = None,
-               scaler: "torch.amp.GradScaler | None" = None,
+               scaler: torch.amp.GradScaler | None = None,
                global_n: int | None = None) -> tuple[float, int]:
     """One batch: full BPTT, or ``ceil(T/k)`` slice updates; returns ``(mean loss, steps)``.
 

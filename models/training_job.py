@@ -34,7 +34,8 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from os import PathLike
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch.utils.data import TensorDataset

@@ -6,7 +6,7 @@ own seed, sizes and factor configuration.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import torch

@@ -73,7 +73,7 @@ def test_paper_architectures_have_the_paper_depth() -> None:
         model = build(arch, shape, 10, width_mult=0.125)
         assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
     # pooling stops at 1x1, so vgg13 on 8x8 pools 3 times, on 32x32 five times
-    pools = lambda m: sum(isinstance(x, nn.AvgPool2d) for x in m.modules())  # noqa: E731
+    pools = lambda m: sum(isinstance(x, nn.AvgPool2d) for x in m.modules())
     assert pools(build("vgg13", (1, 8, 8), 10, width_mult=0.125)) == 3
     assert pools(build("vgg13", (3, 32, 32), 10, width_mult=0.125)) == 5
 
@@ -122,7 +122,7 @@ def test_time_major_input_gives_one_output_per_frame() -> None:
 
 def test_residual_block_matches_its_documented_formula() -> None:
     torch.manual_seed(3)
-    act = lambda: LMHNeuron(theta=0.7)  # noqa: E731
+    act = lambda: LMHNeuron(theta=0.7)
     for cin, cout, stride, norm in [(4, 4, 1, "bn"), (4, 6, 2, "tdbn"), (3, 3, 1, "none")]:
         block = ResidualBlock(cin, cout, stride, norm=norm, act=act, theta=0.7)
         for name in ("conv1", "bn1", "neuron1", "conv2", "bn2", "shortcut", "neuron2"):

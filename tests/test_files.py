@@ -12,10 +12,9 @@ def test_atomic_write_replaces_only_when_complete(tmp_path) -> None:
     target = tmp_path / "sub" / "out.json"
     write_json_atomic(target, {"a": 1})
     assert json.loads(target.read_text()) == {"a": 1}
-    with pytest.raises(RuntimeError, match="disk full"):
-        with atomic_write(target, text=True) as fh:
-            fh.write('{"a": 2')  # half written, then the writer fails
-            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError, match="disk full"), atomic_write(target, text=True) as fh:
+        fh.write('{"a": 2')  # half written, then the writer fails
+        raise RuntimeError("disk full")
     assert json.loads(target.read_text()) == {"a": 1}  # the old content, whole
     assert sorted(p.name for p in target.parent.iterdir()) == ["out.json"]  # no temporary left
     write_text_atomic(target, "é")
@@ -30,14 +29,13 @@ def test_atomic_directory(tmp_path) -> None:
     with atomic_directory(target) as d:
         (d / "x").write_text("1")
     assert (target / "x").read_text() == "1"
-    with pytest.raises(KeyError):
-        with atomic_directory(target) as d:
-            (d / "x").write_text("2")
-            raise KeyError("interrupted")
+    with pytest.raises(KeyError), atomic_directory(target) as d:
+        (d / "x").write_text("2")
+        raise KeyError("interrupted")
     assert (target / "x").read_text() == "1"
-    with pytest.raises(FileExistsError, match="exists already"):
-        with atomic_directory(target, overwrite=False):
-            pass
+    with pytest.raises(FileExistsError, match="exists already"), \
+            atomic_directory(target, overwrite=False):
+        pass
     with atomic_directory(target) as d:
         (d / "y").write_text("3")
     assert sorted(p.name for p in target.iterdir()) == ["y"]

@@ -142,7 +142,7 @@ def test_quantize_factor_monotone_and_sign_preserving(a: float, b: float) -> Non
 
 def _params(mu_d, mu_s, lam_d_off, lam_s_off, theta, bias) -> fx.LMHFixedParams:
     """Lambdas given as offsets from one (lam - 4096); the params hold full multipliers."""
-    col = lambda v: np.atleast_2d(A(v, dtype=np.int64))  # noqa: E731
+    col = lambda v: np.atleast_2d(A(v, dtype=np.int64))
     return fx.LMHFixedParams(mu_d=col(mu_d), mu_s=col(mu_s), lam_d=col(lam_d_off) + 4096,
                              lam_s=col(lam_s_off) + 4096, theta=theta,
                              bias=np.atleast_1d(A(bias, dtype=np.int64)))
@@ -212,7 +212,7 @@ def test_lmh_step_per_neuron_factors_broadcast() -> None:
 
 def _if_reference(theta: int, bias: list[int], inputs: list[list[int]]):
     """Integrate-and-fire with 24-bit saturation, in Python ints."""
-    sat = lambda x: max(fx.STATE_MIN, min(fx.STATE_MAX, x))  # noqa: E731
+    sat = lambda x: max(fx.STATE_MIN, min(fx.STATE_MAX, x))
     v_s = [theta // 2] * len(bias)
     spikes, events = [], 0
     for a in inputs:

@@ -57,7 +57,7 @@ def _int_graph() -> Graph:
     g.add("input", QInput(shape=(6,), scale=127.5, bits=8))
     g.add("dense0", QDense(weight_mant=rng.integers(-127, 128, (4, 6)), weight_exp=5,
                            graded=True, weight_scale=321.5), ("input",))
-    codes = lambda: rng.integers(-2048, 2048, (4, 1))  # noqa: E731 - radical: 4 rows
+    codes = lambda: rng.integers(-2048, 2048, (4, 1))
     g.add("lmh0", QLMH(size=4, theta=12345, mu_d=codes(), mu_s=codes(), lam_d=codes() + 4096,
                        lam_s=codes() + 4096, bias=rng.integers(-99, 99, 4), state_scale=20576.0),
           ("dense0",))
@@ -235,7 +235,8 @@ def test_validate_rejects_wrong_wiring() -> None:
     g.add("input", Input(shape=(4,)))
     g.add("lmh0", LMH(size=4, theta=1.0, mu_d=np.zeros((1, 1)), mu_s=np.zeros((1, 1)),
                       lam_d=np.ones((1, 1)), lam_s=np.ones((1, 1)), bias=np.zeros(4)), ("input",))
-    with pytest.raises(IRError, match=r"edge 'input' -> 'lmh0': a lmh node takes a dense or conv2d or avgpool input"):
+    with pytest.raises(IRError, match=r"edge 'input' -> 'lmh0': a lmh node takes a dense or "
+                                      r"conv2d or avgpool input"):
         validate(g)
 
 
@@ -273,7 +274,7 @@ def test_nodes_are_immutable_and_copies_protect_the_original(build) -> None:
     g = build()
     before = build()
     copy = g.copy()
-    for name, node in copy.items():
+    for _name, node in copy.items():
         with pytest.raises(dataclasses.FrozenInstanceError):
             node.kind_of_change = 1  # any attribute: frozen dataclass
         for f in dataclasses.fields(node):

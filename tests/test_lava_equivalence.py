@@ -105,8 +105,8 @@ def _per_neuron_float_graph(seed: int, timesteps: int) -> Graph:
     g = Graph(meta={"timesteps": timesteps})
     g.add("input", Input(shape=(n_in,), x_max=1.0))
     g.add("dense0", Dense(weight=rng.normal(size=(n0, n_in)) * 0.6), ("input",))
-    mu = lambda k, n: rng.uniform(-0.5, 0.499, (k, n))  # noqa: E731
-    lam = lambda k, n: rng.uniform(0.5, 1.499, (k, n))  # noqa: E731
+    mu = lambda k, n: rng.uniform(-0.5, 0.499, (k, n))
+    lam = lambda k, n: rng.uniform(0.5, 1.499, (k, n))
     g.add("lmh0", LMH(size=n0, theta=1.0, mu_d=mu(1, n0), mu_s=mu(1, n0), lam_d=lam(1, n0),
                       lam_s=lam(1, n0), bias=rng.normal(size=n0) * 0.3), ("dense0",))
     g.add("dense1", Dense(weight=rng.normal(size=(n1, n0)) * 0.8), ("lmh0",))
@@ -136,7 +136,7 @@ def _saturating_graph(timesteps: int) -> Graph:
     into saturation (both signs), lambda > 1 and per-step, per-neuron factor codes."""
     rng = np.random.default_rng(99)
     n_in, n0, n1, classes = 6, 12, 5, 3
-    codes = lambda shape: rng.integers(-2048, 2048, shape)  # noqa: E731
+    codes = lambda shape: rng.integers(-2048, 2048, shape)
     g = Graph(meta={"timesteps": timesteps})
     g.add("input", QInput(shape=(n_in,), scale=255.0, bits=8))
     g.add("dense0", QDense(weight_mant=rng.integers(-127, 128, (n0, n_in)), weight_exp=4,

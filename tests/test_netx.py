@@ -51,7 +51,7 @@ def test_netx_file_layout_and_mapping(tmp_path) -> None:
             assert set(g["neuron"].keys()) == {"type", "iDecay", "vDecay", "vThMant", "refDelay",
                                                "gradedSpike"}
     layers = read_netx(path)
-    assert [l.name for l in layers] == ["lmh0", "lmh1", "readout"]
+    assert [layer.name for layer in layers] == ["lmh0", "lmh1", "readout"]
     for layer, entry, (lmh, dense) in zip(layers[:2], report["layers"][:2],
                                           (("lmh0", "dense0"), ("lmh1", "dense1"))):
         node, w = graph.node(lmh), graph.node(dense).weight

@@ -173,9 +173,9 @@ def test_spike_agreement_values(run) -> None:
     values = plots.spike_agreement_values(rec_float, rec)
     for name in rec.spikes:
         assert values[name] == pytest.approx(np.mean(rec_float.spikes[name] == rec.spikes[name]))
-    assert plots.spike_agreement_values(rec, rec) == {name: 1.0 for name in rec.spikes}
+    assert plots.spike_agreement_values(rec, rec) == dict.fromkeys(rec.spikes, 1.0)
     flipped = RunRecord(logits=rec.logits, spikes={k: ~v for k, v in rec.spikes.items()})
-    assert plots.spike_agreement_values(flipped, rec) == {name: 0.0 for name in rec.spikes}
+    assert plots.spike_agreement_values(flipped, rec) == dict.fromkeys(rec.spikes, 0.0)
     fig = plots.spike_agreement_figure(rec_float, rec)
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights == pytest.approx([100 * values[n] for n in rec.spikes])

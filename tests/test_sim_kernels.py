@@ -2,7 +2,6 @@
 the integer step of the semantics, for every profile and rule; synaptic sums every way."""
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest

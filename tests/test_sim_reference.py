@@ -55,7 +55,7 @@ def reference(q, x_int: np.ndarray, steps: int) -> tuple[dict, list, dict]:
                 v_d, v_s = state[name]
                 out = []
                 for i in range(node.size):
-                    col = lambda arr: int(arr[k][i if arr.shape[1] > 1 else 0])  # noqa: E731
+                    col = lambda arr: int(arr[k][i if arr.shape[1] > 1 else 0])
                     d = sat(mul(col(node.mu_d), v_d[i]) + mul(col(node.mu_s), v_s[i]) + a_in[i]
                             + int(node.bias[i]))
                     m = sat(v_s[i] + mul(col(node.lam_s) - 4096, v_s[i]) + d

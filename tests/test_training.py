@@ -88,7 +88,7 @@ def test_every_option_trains_on_digits(name: str, tmp_path) -> None:
     # chance is 0.1; one epoch of any configuration gets well above it
     assert metrics["accuracy"] >= 0.45, (name, metrics["accuracy"])
     written = json.loads((tmp_path / "m.json").read_text())
-    assert JSON_KEYS <= set(written)
+    assert set(written) >= JSON_KEYS
     assert written["peak_memory_bytes"] > 0 and written["seconds_per_epoch"] > 0
     assert written["epochs"] == 1
     # the checkpoint rebuilds the same network
@@ -340,7 +340,7 @@ def test_conversion_copies_theta_and_sets_if_factors(qcfs_mlp, digits) -> None:
     assert snn_kwargs["neuron"] == "lmh" and snn_kwargs["timesteps"] == 4  # T = L
     thetas = [q.theta.item() for q in ann.modules() if isinstance(q, QCFS)]
     assert [float(n.theta) for n in snn.neurons()] == pytest.approx(thetas)
-    assert len(set(round(t, 6) for t in thetas)) > 1 or thetas[0] != 1.0  # learned, not init
+    assert len({round(t, 6) for t in thetas}) > 1 or thetas[0] != 1.0  # learned, not init
     for n in snn.neurons():
         table = {k: v.detach() for k, v in n.factor_table().items()}
         for name, value in IF_FACTORS.items():
@@ -405,7 +405,7 @@ def test_hybrid_job_converts_then_fine_tunes(qcfs_mlp, digits, tmp_path) -> None
     assert h["ann_accuracy"] == pytest.approx(ann_acc)
     assert h["converted_accuracy"] >= ann_acc - 0.1  # conversion keeps most of the ANN
     assert metrics["accuracy"] >= h["converted_accuracy"] - 0.05
-    assert JSON_KEYS <= set(json.loads((tmp_path / "snn.json").read_text()))
+    assert set(json.loads((tmp_path / "snn.json").read_text())) >= JSON_KEYS
     snn, payload = load_checkpoint(job.out)
     assert payload["arch_kwargs"]["neuron"] == "lmh" and payload["arch"] == "mlp"
     # fine-tuning moved the factors away from the IF point

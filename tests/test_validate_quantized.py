@@ -124,7 +124,8 @@ def test_sparse_and_conv_mantissas_are_range_checked(resnet_q: Graph) -> None:
     kernel[0, 0, 0, 0] = -200
     with pytest.raises(IRError, match=rf"{conv}: weight_mant=-200 outside"):
         validate_quantized(_with(resnet_q, conv, weight_mant=kernel))
-    with pytest.raises(IRError, match=rf"{conv}: conv weight has 1 input channels, input shape is \(9, 8, 8\)"):
+    with pytest.raises(IRError, match=rf"{conv}: conv weight has 1 input channels, input shape "
+                                      r"is \(9, 8, 8\)"):
         validate_quantized(_with(resnet_q, conv, conv_input_shape=(9, 8, 8)))
     m = sp.csr_matrix(np.array([[1, 0], [0, 300]], np.int64))
     node = QDense(weight_mant=m, weight_exp=0, graded=False, weight_scale=1.0)

@@ -22,7 +22,8 @@ ends with the whole record; typically only rank 0 then prints and writes.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal, overload
 
 import numpy as np
 
@@ -74,17 +75,18 @@ def merge_records(records: Sequence[RunRecord | None]) -> RunRecord:
     for name in first.spikes:
         merged.spikes[name] = _cat([r.spikes[name] for r in recs], 1)
     for name in first.final_state:
-        merged.final_state[name] = tuple(_cat([r.final_state[name][i] for r in recs], 0)
-                                         for i in range(2))
+        merged.final_state[name] = (_cat([r.final_state[name][0] for r in recs], 0),
+                                    _cat([r.final_state[name][1] for r in recs], 0))
     for name in first.state_trace:
-        merged.state_trace[name] = tuple(_cat([r.state_trace[name][i] for r in recs], 1)
-                                         for i in range(2))
+        merged.state_trace[name] = (_cat([r.state_trace[name][0] for r in recs], 1),
+                                    _cat([r.state_trace[name][1] for r in recs], 1))
     for name in first.saturation:
         merged.saturation[name] = _sum([r.saturation[name] for r in recs])
     for name in first.synops:
         merged.synops[name] = _sum([r.synops[name] for r in recs])
     if first.readout_trace is not None:
-        merged.readout_trace = _cat([r.readout_trace for r in recs], 1)
+        merged.readout_trace = _cat([r.readout_trace for r in recs
+                                     if r.readout_trace is not None], 1)
     for name, stats in getattr(first, "spike_stats", {}).items():
         # counts over samples (per-step spike counts, active neurons, neuron-steps): sums
         merged.spike_stats[name] = {key: _sum([r.spike_stats[name][key] for r in recs])
@@ -107,6 +109,18 @@ def gather_records(rec: RunRecord | None) -> RunRecord:
     parts: list = [None] * world
     dist.all_gather_object(parts, rec)
     return merge_records(parts)
+
+
+@overload
+def run_sharded(fn: Callable[[np.ndarray], RunRecord], x: np.ndarray, *, axis: int = 0,
+                rank: int | None = None, world_size: int | None = None,
+                gather: Literal[True] = True) -> RunRecord: ...
+
+
+@overload
+def run_sharded(fn: Callable[[np.ndarray], RunRecord], x: np.ndarray, *, axis: int = 0,
+                rank: int | None = None, world_size: int | None = None,
+                gather: Literal[False]) -> RunRecord | None: ...
 
 
 def run_sharded(fn: Callable[[np.ndarray], RunRecord], x: np.ndarray, *, axis: int = 0,

@@ -103,7 +103,7 @@ def trace(module: nn.Module) -> fx.GraphModule:
     tracer = _Tracer()
     try:
         graph = tracer.trace(module)
-    except Exception as exc:  # noqa: BLE001 - fx raises many types for dynamic Python code
+    except Exception as exc:
         where, kind = tracer.stack[-1] if tracer.stack else ("<root>", type(module).__name__)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FrontendError(f"{where} ({kind}): torch.fx cannot trace it: {first}") from None
@@ -261,7 +261,7 @@ class _Walker:
         if not dims or not (isinstance(dims[0], _Batch) or dims[0] == -1):
             raise FrontendError(f"{here}: view/reshape must keep the batch dimension first "
                                 f"(x.view(x.size(0), -1)), got {dims}")
-        rest = [d for d in dims[1:]]
+        rest = list(dims[1:])
         if any(not isinstance(d, int) for d in rest):
             raise FrontendError(f"{here}: view/reshape sizes must be numbers, got {dims}")
         if rest.count(-1) == 1:

@@ -141,7 +141,7 @@ def run_netx_artifact(path: str | Path, x_int: np.ndarray, timesteps: int
     monitor.probe(target=readout.u, num_steps=batch * period)
     cfg = Loihi2SimCfg(select_tag="fixed_pt")
     try:
-        for b in range(batch):
+        for _sample in range(batch):
             for step in range(1, depth + 1):  # layer i's first input arrives at step i + 2
                 net.run(condition=RunSteps(num_steps=1), run_cfg=cfg)
                 net.layers[step - 1].neuron.bias_mant.set(biases[step - 1])

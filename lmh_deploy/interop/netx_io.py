@@ -290,10 +290,10 @@ def netx_reference(layers: list[NetxLayer] | str | Path, frames: np.ndarray) -> 
     if not isinstance(layers, list):
         layers = read_netx(layers)
     frames = np.asarray(frames, dtype=np.int64)
-    pend = [np.zeros(l.size, np.int64) for l in layers]
-    u = [np.zeros(l.size, np.int64) for l in layers]
-    v = [np.zeros(l.size, np.int64) for l in layers]
-    spikes = [np.zeros((frames.shape[0], l.size), bool) for l in layers]
+    pend = [np.zeros(layer.size, np.int64) for layer in layers]
+    u = [np.zeros(layer.size, np.int64) for layer in layers]
+    v = [np.zeros(layer.size, np.int64) for layer in layers]
+    spikes = [np.zeros((frames.shape[0], layer.size), bool) for layer in layers]
     for t in range(frames.shape[0]):
         pre = frames[t]
         new_pend = []

@@ -4,7 +4,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import networkx as nx
 
@@ -40,8 +41,8 @@ class Graph:
             self.nx_graph.add_edge(src, name)
         return name
 
-    def node(self, name: str) -> Node:
-        """The node called ``name``."""
+    def node(self, name: str) -> Any:
+        """The node called ``name`` (any node kind; typed ``Any`` so callers use its fields)."""
         return self.nx_graph.nodes[name]["node"]
 
     def inputs_of(self, name: str) -> list[str]:
@@ -68,7 +69,7 @@ class Graph:
         self.nx_graph.nodes[name]["node"] = node
         return node
 
-    def copy(self) -> "Graph":
+    def copy(self) -> Graph:
         """A copy that changes to either graph never reach the other.
 
         Structure and ``meta`` are copied; nodes are shared, which is safe because they are

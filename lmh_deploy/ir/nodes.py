@@ -21,10 +21,10 @@ class Input(Node):
     shape: tuple[int, ...]
     x_max: float = 1.0
 
-    def output_size(self) -> int:  # noqa: D102
+    def output_size(self) -> int:
         return int(np.prod(self.shape))
 
-    def check(self, name: str) -> None:  # noqa: D102
+    def check(self, name: str) -> None:
         if not self.shape or any(int(d) <= 0 for d in self.shape):
             raise IRError(f"{name}: input shape {self.shape} must be non-empty and positive")
         if not (self.x_max > 0 and math.isfinite(self.x_max)):
@@ -38,13 +38,13 @@ class Dense(Node):
     kind: ClassVar[str] = "dense"
     weight: np.ndarray
 
-    def output_size(self) -> int:  # noqa: D102
+    def output_size(self) -> int:
         return int(self.weight.shape[0])
 
-    def input_size(self) -> int:  # noqa: D102
+    def input_size(self) -> int:
         return int(self.weight.shape[1])
 
-    def check(self, name: str) -> None:  # noqa: D102
+    def check(self, name: str) -> None:
         if self.weight.ndim != 2 or 0 in self.weight.shape:
             raise IRError(f"{name}: dense weight must be a non-empty 2-D matrix, "
                           f"got shape {self.weight.shape}")
@@ -72,18 +72,18 @@ class Conv2d(Node):
     padding: tuple[int, int] = (0, 0)
 
     @property
-    def output_shape(self) -> tuple[int, int, int]:  # noqa: D102
+    def output_shape(self) -> tuple[int, int, int]:
         h, w = conv_output_hw(self.input_shape[1], self.input_shape[2], self.weight.shape[2:],
                               self.stride, self.padding)
         return (int(self.weight.shape[0]), h, w)
 
-    def output_size(self) -> int:  # noqa: D102
+    def output_size(self) -> int:
         return int(np.prod(self.output_shape))
 
-    def input_size(self) -> int:  # noqa: D102
+    def input_size(self) -> int:
         return int(np.prod(self.input_shape))
 
-    def check(self, name: str) -> None:  # noqa: D102
+    def check(self, name: str) -> None:
         if self.weight.ndim != 4 or 0 in self.weight.shape:
             raise IRError(f"{name}: conv weight must be (C_out, C_in, kh, kw), got {self.weight.shape}")
         if len(self.input_shape) != 3 or self.weight.shape[1] != self.input_shape[0]:
@@ -105,18 +105,18 @@ class AvgPool(Node):
     stride: tuple[int, int]
 
     @property
-    def output_shape(self) -> tuple[int, int, int]:  # noqa: D102
+    def output_shape(self) -> tuple[int, int, int]:
         h, w = conv_output_hw(self.input_shape[1], self.input_shape[2], self.kernel, self.stride,
                               (0, 0))
         return (int(self.input_shape[0]), h, w)
 
-    def output_size(self) -> int:  # noqa: D102
+    def output_size(self) -> int:
         return int(np.prod(self.output_shape))
 
-    def input_size(self) -> int:  # noqa: D102
+    def input_size(self) -> int:
         return int(np.prod(self.input_shape))
 
-    def check(self, name: str) -> None:  # noqa: D102
+    def check(self, name: str) -> None:
         if len(self.input_shape) != 3 or min(self.kernel) < 1 or min(self.stride) < 1 \
                 or min(self.output_shape) < 1:
             raise IRError(f"{name}: invalid pooling kernel {self.kernel} / stride {self.stride} "
@@ -173,7 +173,7 @@ class LMH(Node):
         if self.v_s_init is None:
             object.__setattr__(self, "v_s_init", float(self.theta) / 2)
 
-    def output_size(self) -> int:  # noqa: D102
+    def output_size(self) -> int:
         return self.size
 
     def rules(self) -> dict[str, object]:
@@ -182,7 +182,7 @@ class LMH(Node):
                 "threshold_test": self.threshold_test, "reset_timing": self.reset_timing,
                 "v_d_init": self.v_d_init, "v_s_init": self.v_s_init}
 
-    def check(self, name: str) -> None:  # noqa: D102
+    def check(self, name: str) -> None:
         if self.size <= 0:
             raise IRError(f"{name}: size must be positive, got {self.size}")
         if not (self.theta > 0 and math.isfinite(self.theta)):
@@ -227,10 +227,10 @@ class Readout(Node):
     kind: ClassVar[str] = "readout"
     bias: np.ndarray
 
-    def output_size(self) -> int:  # noqa: D102
+    def output_size(self) -> int:
         return int(self.bias.shape[0])
 
-    def check(self, name: str) -> None:  # noqa: D102
+    def check(self, name: str) -> None:
         if self.bias.ndim != 1:
             raise IRError(f"{name}: readout bias must be 1-D, got {self.bias.shape}")
         _check_finite(name, "bias", self.bias)

@@ -22,10 +22,10 @@ class QInput(Node):
     scale: float
     bits: int
 
-    def output_size(self) -> int:  # noqa: D102
+    def output_size(self) -> int:
         return int(np.prod(self.shape))
 
-    def check(self, name: str) -> None:  # noqa: D102
+    def check(self, name: str) -> None:
         if not self.shape or any(int(d) <= 0 for d in self.shape):
             raise IRError(f"{name}: input shape {self.shape} must be non-empty and positive")
         _check_positive(name, "scale", self.scale)
@@ -60,7 +60,7 @@ class QDense(Node):
     conv_padding: tuple[int, ...] = (0, 0)
 
     @property
-    def is_conv(self) -> bool:  # noqa: D102
+    def is_conv(self) -> bool:
         return self.conv_input_shape is not None
 
     def conv_node(self, weight=None) -> Conv2d:
@@ -69,15 +69,15 @@ class QDense(Node):
                       input_shape=tuple(self.conv_input_shape), stride=tuple(self.conv_stride),
                       padding=tuple(self.conv_padding))
 
-    def output_size(self) -> int:  # noqa: D102
+    def output_size(self) -> int:
         if self.is_conv:
             return self.conv_node().output_size()
         return int(self.weight_mant.shape[0])
 
-    def input_size(self) -> int:  # noqa: D102
+    def input_size(self) -> int:
         return int(np.prod(self.conv_input_shape)) if self.is_conv else int(self.weight_mant.shape[1])
 
-    def check(self, name: str) -> None:  # noqa: D102
+    def check(self, name: str) -> None:
         m = self.weight_mant
         if not (sp.issparse(m) or isinstance(m, np.ndarray)):
             raise IRError(f"{name}: weight_mant must be an array or CSR matrix, got {type(m).__name__}")
@@ -121,10 +121,10 @@ class QLMH(Node):
     v_d_init: int = 0
     v_s_init: int | None = None
 
-    def output_size(self) -> int:  # noqa: D102
+    def output_size(self) -> int:
         return self.size
 
-    def check(self, name: str) -> None:  # noqa: D102
+    def check(self, name: str) -> None:
         if self.profile not in PROFILES:
             raise IRError(f"{name}: unknown numeric profile {self.profile!r} "
                           f"(known: {', '.join(PROFILES)})")
@@ -162,10 +162,10 @@ class QReadout(Node):
     bias: np.ndarray
     state_scale: float
 
-    def output_size(self) -> int:  # noqa: D102
+    def output_size(self) -> int:
         return int(self.bias.shape[0])
 
-    def check(self, name: str) -> None:  # noqa: D102
+    def check(self, name: str) -> None:
         if self.bias.ndim != 1:
             raise IRError(f"{name}: readout bias must be 1-D, got {self.bias.shape}")
         _check_integers(name, "bias", self.bias, fx.STATE_MIN, fx.STATE_MAX)

@@ -5,7 +5,8 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
@@ -36,7 +37,7 @@ class Artifact:
     report: dict[str, Any]
 
     @property
-    def timesteps(self) -> int:  # noqa: D102
+    def timesteps(self) -> int:
         return int(self.quant_graph.meta["timesteps"])
 
     def load_model(self):

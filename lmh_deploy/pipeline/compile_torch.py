@@ -53,7 +53,7 @@ def import_factory(spec: str) -> tuple[Path, str, Callable[..., Any]]:
     module = _import_file(path, f"lmh_user_model_{sha256(path)[:12]}", path.parent)
     factory = getattr(module, name, None)
     if not callable(factory):
-        raise InputError(f"--model {spec!r}: {path.name} has no function or class {name!r}")  # noqa: TRY004
+        raise InputError(f"--model {spec!r}: {path.name} has no function or class {name!r}")
     return path, name, factory
 
 
@@ -79,7 +79,7 @@ def build_module(factory: Callable[..., Any], kwargs: dict[str, Any], where: str
     """Call the user's factory; it must return an nn.Module."""
     module = factory(**kwargs)
     if not isinstance(module, nn.Module):
-        raise InputError(f"{where} returned {type(module).__name__}, not a torch.nn.Module")  # noqa: TRY004
+        raise InputError(f"{where} returned {type(module).__name__}, not a torch.nn.Module")
     return module
 
 
@@ -92,7 +92,7 @@ def parse_kwargs(text: str | None) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise InputError(f"--model-kwargs: not valid JSON ({exc})") from None
     if not isinstance(value, dict):
-        raise InputError("--model-kwargs: expected a JSON object such as '{\"hidden\": 64}'")  # noqa: TRY004
+        raise InputError("--model-kwargs: expected a JSON object such as '{\"hidden\": 64}'")
     return value
 
 
@@ -103,7 +103,7 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
         raise MissingFileError(f"{path}: no such weights file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, ... for bad files
+    except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: not a weights-only state_dict ({first})") from None
     if isinstance(state, dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -114,7 +114,7 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
                              f"save it with torch.save(model.state_dict(), ...)")
         state = state[nested[0]]
     if not isinstance(state, dict):
-        raise InputError(f"{path}: holds a {type(state).__name__}, not a state_dict")  # noqa: TRY004
+        raise InputError(f"{path}: holds a {type(state).__name__}, not a state_dict")
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
     result = module.load_state_dict(state, strict=False)

@@ -23,7 +23,7 @@ def compare_lava_sim(sim: RunRecord, lava: RunRecord) -> dict[str, int]:
     for name, (v_d, v_s) in sim.final_state.items():
         lv_d, lv_s = lava.final_state[name]
         state_mismatches += int((v_d[-1] != lv_d[-1]).sum() + (v_s[-1] != lv_s[-1]).sum())
-    readout_mismatches = int((sim.readout_trace != lava.readout_trace).sum())
+    readout_mismatches = int(np.sum(sim.readout_trace != lava.readout_trace))
     return {"spikes_compared": compared, "mismatched_spikes": mismatched,
             "state_mismatches": state_mismatches, "readout_mismatches": readout_mismatches,
             "logits_compared": int(sim.logits.size),

@@ -60,6 +60,7 @@ def summarize(graph: Graph, rec: RunRecord, labels: np.ndarray | None = None) ->
     samples).
     """
     batch = rec.logits.shape[0]
+    assert rec.readout_trace is not None, "every backend records the readout per step"
     steps = rec.readout_trace.shape[0]
     layers: list[dict[str, Any]] = []
     synops_total = neuron_updates = spikes_total = active_updates = macs_total = 0

@@ -33,7 +33,7 @@ class AbstractLMHModel(PyLoihiProcessModel):
         interval = int(self.reset_interval[0])
         return step % interval if interval else step
 
-    def run_spk(self) -> None:  # noqa: D102
+    def run_spk(self) -> None:
         a_in = self.a_in.recv()
         step = self.local_step()
         if step is None:
@@ -50,7 +50,7 @@ class AbstractLMHModel(PyLoihiProcessModel):
         """A neuron rule from the process parameters."""
         return self.proc_params[key]
 
-    def update(self, step: int, a_in: np.ndarray) -> np.ndarray:  # noqa: D102
+    def update(self, step: int, a_in: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
 
@@ -79,7 +79,7 @@ class PyLMHModelFloat(AbstractLMHModel):
     v_d_init: np.ndarray = LavaPyType(np.ndarray, float)
     v_s_init: np.ndarray = LavaPyType(np.ndarray, float)
 
-    def update(self, step: int, a_in: np.ndarray) -> np.ndarray:  # noqa: D102
+    def update(self, step: int, a_in: np.ndarray) -> np.ndarray:
         layer = SimpleNamespace(
             theta=float(self.theta[0]), mu_d=self.mu_d, mu_s=self.mu_s, lam_d=self.lam_d,
             lam_s=self.lam_s, bias=self.bias, reset=self.rule("reset"),
@@ -119,7 +119,7 @@ class PyLMHModelFixed(AbstractLMHModel):
     v_d_init: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     v_s_init: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
 
-    def update(self, step: int, a_in: np.ndarray) -> np.ndarray:  # noqa: D102
+    def update(self, step: int, a_in: np.ndarray) -> np.ndarray:
         layer = SimpleNamespace(
             mu_d=self.mu_d, mu_s=self.mu_s, lam_d=self.lam_d, lam_s=self.lam_s,
             theta=int(self.theta[0]), bias=self.bias.astype(np.int64),
