@@ -345,9 +345,11 @@ def demo(workdir: Path | None = typer.Option(None, help="Where to write model an
     model = workdir / "model.pt"
     artifact = workdir / "build"
     console.rule("1/4 train an LM-H MLP on scikit-learn digits")
-    metrics = api.train(out=model, timesteps=timesteps, epochs=epochs,
-                        json_path=workdir / "train.json")
-    out.print(f"trained: test accuracy {metrics['accuracy']:.4f} after {epochs} epochs -> {model}")
+    train(dataset=Dataset.DIGITS, data_dir=None, arch=Arch.MLP, neuron=Neuron.LMH,
+          factors=Factors.PROGRESSIVE, timesteps=timesteps, epochs=epochs, batch_size=64,
+          lr=0.025, weight_decay=5e-4, loss=Loss.CE, width_mult=1.0, norm=Norm.AUTO,
+          time_slice=0, qcfs_levels=4, hybrid_from=None, device=Device.CPU, amp=False, seed=0,
+          out_path=model, json_path=workdir / "train.json", train_samples=0)
     console.rule("2/4 compile for Lava (fixed point)")
     compile(model=model, target=Target.LAVA_SIM, outdir=artifact, calibration_samples=64,
             dataset=None, timesteps=None, dt=None, model_spec=None, model_kwargs=None,

@@ -146,7 +146,8 @@ def verify_path(artifact: str | Path, samples: int = 100, *, batch_size: int | N
     if batch_size is not None:
         batch_size = check_samples(batch_size, "--batch-size")
     if max_accuracy_drop is not None:
-        max_accuracy_drop = check_float("--max-accuracy-drop", max_accuracy_drop, lo=0.0, hi=100.0)
+        max_accuracy_drop = check_float("--max-accuracy-drop", max_accuracy_drop, lo=-100.0,
+                                        hi=100.0)
     with distributed_context("cpu") as dctx:
         result = verify_artifact(load_artifact(artifact), samples, batch_size=batch_size,
                                  max_accuracy_drop=max_accuracy_drop)
