@@ -131,7 +131,7 @@ def run(artifact: str | Path, *, backend: Backend | str = Backend.SIM, samples: 
 
 
 def export(model: str | Path, out: str | Path, *, format: ExportFormat | str,
-           dt: float = 1e-3, lossy: bool = False, samples: int = 100) -> dict[str, Any]:
+           dt: float = 1e-4, lossy: bool = False, samples: int = 100) -> dict[str, Any]:
     """Export a checkpoint to NIR or lava-dl netx HDF5, or a compiled artifact to netx
     (see :mod:`lmh_deploy.pipeline.export`)."""
     from lmh_deploy.pipeline.export import export_checkpoint

@@ -220,8 +220,12 @@ def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy 
                   f"artifact's integers (profile loihi-lif)")
         return
     if format == ExportFormat.NETX:
+        from lmh_deploy.interop.netx_io import netx_usage
+
         out.print(f"wrote {out_path}: {len(result.get('layers', []))} netx layers "
-                  "(CUBA neurons: reset to zero, see docs/interop.md)")
+                  "(CUBA neurons: reset to zero, see docs/interop.md). Load and run it "
+                  "with input_message_bits=8 (netx's default 0 leaves the net silent):")
+        out.print(netx_usage(out_path, result), highlight=False, soft_wrap=True)
         return
     out.print(f"wrote {out_path}: {'exact' if result['exact'] else 'LOSSY approximation'}")
     for name, info in result["nodes"].items():

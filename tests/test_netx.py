@@ -114,7 +114,7 @@ def test_printed_netx_lines_load_and_run_the_file(tmp_path) -> None:
     assert "input_message_bits=8" in code
     x = np.random.default_rng(5).uniform(0, 1, 10)
     scope = {"x": x}
-    exec(code, scope)  # noqa: S102 - the snippet is ours; running it is the test
+    exec(code, scope)
     frames = np.repeat(netx_input(graph, x[None]), report["readout_steps"], axis=0)
     ref = netx_reference(path, frames)
     np.testing.assert_array_equal(scope["logits"], ref.v[-1] / (64 * report["readout_scale"]))

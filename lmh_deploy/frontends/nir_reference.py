@@ -67,8 +67,9 @@ class _Neuron:
     def __init__(self, node: nir.NIRNode, shape: tuple[int, ...], dt: float,
                  rules: dict[str, Any] | None) -> None:
         self.node, self.dt = node, dt
-        get = lambda a: np.broadcast_to(np.asarray(getattr(node, a), dtype=np.float64),
-                                        shape)
+        def get(attr: str) -> np.ndarray:
+            return np.broadcast_to(np.asarray(getattr(node, attr), dtype=np.float64), shape)
+
         self.thr, self.v_reset = get("v_threshold"), get("v_reset")
         self.rules = rules or {}
         self.v = np.full(shape, float(self.rules.get("v_s_init", 0.0)))

@@ -10,7 +10,7 @@ from lmh_deploy.errors import InputError, require_file
 
 
 def export_checkpoint(model: str | Path, out: str | Path, *, format: ExportFormat | str,
-                      dt: float = 1e-3, lossy: bool = False, samples: int = 100) -> dict[str, Any]:
+                      dt: float = 1e-4, lossy: bool = False, samples: int = 100) -> dict[str, Any]:
     """Write ``model`` (an ``lmh-deploy train`` checkpoint) as ``format`` to ``out``; a
     compiled artifact directory exports to netx with exactly its integers (profile
     loihi-lif).
@@ -42,7 +42,7 @@ def export_checkpoint(model: str | Path, out: str | Path, *, format: ExportForma
         from lmh_deploy.interop.netx_io import graph_to_netx
 
         return dict(graph_to_netx(graph, Path(out)))
-    from lmh_deploy.interop.nir_io import write_nir
+    from lmh_deploy.interop.nir_export import write_nir
     from lmh_deploy.models.data import load_dataset
 
     _, test, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
