@@ -21,17 +21,25 @@ from lmh_deploy.bounds import check_samples, check_shape, check_timesteps
 from lmh_deploy.choices import (Arch, Backend, Dataset, ExportFormat, Factors, Loss, Neuron, Norm,
                                 Target, Device, choice)
 from lmh_deploy.errors import InputError
+from lmh_deploy.models.job import DEFAULT_JOB
 
 
-def train(*, out: str | Path = "model.pt", dataset: Dataset | str = Dataset.DIGITS,
-          data_dir: str | Path | None = None, arch: Arch | str = Arch.MLP,
-          neuron: Neuron | str = Neuron.LMH, factors: Factors | str = Factors.PROGRESSIVE,
-          timesteps: int = 4, epochs: int = 10, batch_size: int = 64, lr: float = 0.025,
-          weight_decay: float = 5e-4, loss: Loss | str = Loss.CE, width_mult: float = 1.0,
-          norm: Norm | str = Norm.AUTO, time_slice: int = 0, qcfs_levels: int = 4,
-          hybrid_from: str | Path | None = None, device: Device | str = Device.CPU,
-          amp: bool = False, seed: int = 0, json_path: str | Path | None = None,
-          train_samples: int = 0,
+_JOB = DEFAULT_JOB  # every training default is TrainJob's
+
+
+def train(*, out: str | Path = _JOB.out, dataset: Dataset | str = _JOB.dataset,
+          data_dir: str | Path | None = _JOB.data_dir, arch: Arch | str = _JOB.arch,
+          neuron: Neuron | str = _JOB.neuron,
+          factors: Factors | str = _JOB.factors, timesteps: int = _JOB.timesteps,
+          epochs: int = _JOB.epochs, batch_size: int = _JOB.batch_size, lr: float = _JOB.lr,
+          weight_decay: float = _JOB.weight_decay, loss: Loss | str = _JOB.loss,
+          width_mult: float = _JOB.width_mult, norm: Norm | str = _JOB.norm,
+          time_slice: int = _JOB.time_slice, qcfs_levels: int = _JOB.qcfs_levels,
+          lif_decay: float = _JOB.lif_decay,
+          hybrid_from: str | Path | None = _JOB.hybrid_from,
+          device: Device | str = _JOB.device, amp: bool = _JOB.amp,
+          seed: int = _JOB.seed, json_path: str | Path | None = _JOB.json_path,
+          train_samples: int = _JOB.train_samples,
           progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
     """Train a spiking network (or a QCFS ANN) and write a checkpoint to ``out``.
 
@@ -45,7 +53,8 @@ def train(*, out: str | Path = "model.pt", dataset: Dataset | str = Dataset.DIGI
         dataset=dataset, data_dir=data_dir, arch=arch, neuron=neuron, factors=factors,
         timesteps=timesteps, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, loss=loss, width_mult=width_mult, norm=norm,
-        time_slice=time_slice, qcfs_levels=qcfs_levels, hybrid_from=hybrid_from,
+        time_slice=time_slice, qcfs_levels=qcfs_levels, lif_decay=lif_decay,
+        hybrid_from=hybrid_from,
         device=device, amp=amp, seed=seed, out=out, json_path=json_path,
         train_samples=train_samples)
     return run_training_job(job, progress=progress)

@@ -7,6 +7,7 @@ lmh-deploy and shows its traceback with a request to report it (exit 1).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from lmh_deploy import api
 from lmh_deploy.choices import (Arch, Backend, Dataset, Device, ExportFormat, Factors, Loss, Neuron,
                                 Norm, Target)
 from lmh_deploy.errors import CommandFailed, UserError
+from lmh_deploy.models.job import DEFAULT_JOB as JOB
 
 console = Console(stderr=True)
 out = Console()
@@ -92,28 +94,34 @@ def _write_json(path: Path | None, data: dict[str, Any]) -> None:
 
 
 @app.command()
-def train(dataset: Dataset = typer.Option(Dataset.DIGITS),
-          data_dir: Path | None = typer.Option(None, help="Folder of on-disk datasets."),
-          arch: Arch = typer.Option(Arch.MLP),
-          neuron: Neuron = typer.Option(Neuron.LMH, help="qcfs: an ANN, for --hybrid-from."),
-          factors: Factors = typer.Option(Factors.PROGRESSIVE),
-          timesteps: int = typer.Option(4), epochs: int = typer.Option(10),
-          batch_size: int = typer.Option(64), lr: float = typer.Option(0.025),
-          weight_decay: float = typer.Option(5e-4),
-          loss: Loss = typer.Option(Loss.CE), width_mult: float = typer.Option(1.0),
-          norm: Norm = typer.Option(Norm.AUTO, help="auto: none for mlp, bn otherwise."),
-          time_slice: int = typer.Option(0, help="Online training: k steps per slice (0: BPTT)."),
-          qcfs_levels: int = typer.Option(4, help="L of the QCFS activation."),
-          hybrid_from: Path | None = typer.Option(None, help="A QCFS ANN checkpoint to "
-                                                     "convert to LM-H and fine-tune."),
-          device: Device = typer.Option(Device.CPU, help="Under torchrun: one GPU per "
+def train(dataset: Dataset = typer.Option(Dataset(JOB.dataset)),
+          data_dir: Path | None = typer.Option(JOB.data_dir, help="Folder of on-disk datasets."),
+          arch: Arch = typer.Option(Arch(JOB.arch)),
+          neuron: Neuron = typer.Option(Neuron(JOB.neuron),
+                                        help="qcfs: an ANN, for --hybrid-from."),
+          factors: Factors = typer.Option(Factors(JOB.factors)),
+          timesteps: int = typer.Option(JOB.timesteps), epochs: int = typer.Option(JOB.epochs),
+          batch_size: int = typer.Option(JOB.batch_size), lr: float = typer.Option(JOB.lr),
+          weight_decay: float = typer.Option(JOB.weight_decay),
+          loss: Loss = typer.Option(Loss(JOB.loss)),
+          width_mult: float = typer.Option(JOB.width_mult),
+          norm: Norm = typer.Option(Norm(JOB.norm), help="auto: none for mlp, bn otherwise."),
+          time_slice: int = typer.Option(JOB.time_slice,
+                                         help="Online training: k steps per slice (0: BPTT)."),
+          qcfs_levels: int = typer.Option(JOB.qcfs_levels, help="L of the QCFS activation."),
+          lif_decay: float = typer.Option(JOB.lif_decay, help="lam_s of --neuron lif."),
+          hybrid_from: Path | None = typer.Option(JOB.hybrid_from, help="A QCFS ANN checkpoint "
+                                                  "to convert to LM-H and fine-tune."),
+          device: Device = typer.Option(Device(JOB.device), help="Under torchrun: one GPU per "
                                         "process, cuda:LOCAL_RANK."),
-          amp: bool = typer.Option(False, "--amp", help="Mixed precision (autocast + "
+          amp: bool = typer.Option(JOB.amp, "--amp", help="Mixed precision (autocast + "
                                    "GradScaler); CUDA only."),
-          seed: int = typer.Option(0), out_path: Path = typer.Option(Path("model.pt"), "--out"),
-          json_path: Path | None = typer.Option(None, "--json"),
-          train_samples: int = typer.Option(0, help="Train on the first N samples of the "
-                                            "training split only (0: all); a quick run.")) -> None:
+          seed: int = typer.Option(JOB.seed),
+          out_path: Path = typer.Option(Path(JOB.out), "--out"),
+          json_path: Path | None = typer.Option(JOB.json_path, "--json"),
+          train_samples: int = typer.Option(JOB.train_samples, help="Train on the first N "
+                                            "samples of the training split only (0: all); a "
+                                            "quick run.")) -> None:
     """Train a spiking network (or a QCFS ANN) and write a self-describing checkpoint.
 
     Under torchrun (e.g. ``torchrun --nproc-per-node=2 $(which lmh-deploy) train ...``) the
@@ -136,7 +144,8 @@ def train(dataset: Dataset = typer.Option(Dataset.DIGITS),
             out=out_path, dataset=dataset, data_dir=data_dir, arch=arch, neuron=neuron,
             factors=factors, timesteps=timesteps, epochs=epochs, batch_size=batch_size, lr=lr,
             weight_decay=weight_decay, loss=loss, width_mult=width_mult, norm=norm,
-            time_slice=time_slice, qcfs_levels=qcfs_levels, hybrid_from=hybrid_from,
+            time_slice=time_slice, qcfs_levels=qcfs_levels, lif_decay=lif_decay,
+            hybrid_from=hybrid_from,
             device=device, amp=amp, seed=seed, json_path=json_path,
             train_samples=train_samples, progress=on_epoch)
     if main_rank and metrics.get("warning"):
@@ -341,7 +350,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 @app.command()
 def demo(workdir: Path | None = typer.Option(None, help="Where to write model and artifact."),
-         epochs: int = typer.Option(8), timesteps: int = typer.Option(4),
+         epochs: int = typer.Option(JOB.epochs), timesteps: int = typer.Option(JOB.timesteps),
          samples: int = typer.Option(100)) -> None:
     """Train a small LM-H MLP on digits, compile it, run it on Lava and sim, print the report."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="lmh-deploy-demo-"))
@@ -349,11 +358,9 @@ def demo(workdir: Path | None = typer.Option(None, help="Where to write model an
     model = workdir / "model.pt"
     artifact = workdir / "build"
     console.rule("1/4 train an LM-H MLP on scikit-learn digits")
-    train(dataset=Dataset.DIGITS, data_dir=None, arch=Arch.MLP, neuron=Neuron.LMH,
-          factors=Factors.PROGRESSIVE, timesteps=timesteps, epochs=epochs, batch_size=64,
-          lr=0.025, weight_decay=5e-4, loss=Loss.CE, width_mult=1.0, norm=Norm.AUTO,
-          time_slice=0, qcfs_levels=4, hybrid_from=None, device=Device.CPU, amp=False, seed=0,
-          out_path=model, json_path=workdir / "train.json", train_samples=0)
+    options = {f.name: getattr(JOB, f.name) for f in dataclasses.fields(JOB) if f.name != "out"}
+    options.update(timesteps=timesteps, epochs=epochs, json_path=workdir / "train.json")
+    train(out_path=model, **options)  # every other option at TrainJob's default
     console.rule("2/4 compile for Lava (fixed point)")
     compile(model=model, target=Target.LAVA_SIM, outdir=artifact, calibration_samples=64,
             dataset=None, timesteps=None, dt=None, model_spec=None, model_kwargs=None,

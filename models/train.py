@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader
 
 from lmh_deploy.errors import InputError
 from lmh_deploy.models import distributed as D
+from lmh_deploy.models.job import DEFAULT_JOB
 from lmh_deploy.models.losses import LOSSES
 
 
@@ -59,12 +60,12 @@ class TrainConfig:
     ``log`` and ``progress`` are only called on rank 0 under DDP.
     """
 
-    epochs: int = 10
-    lr: float = 0.025
+    epochs: int = DEFAULT_JOB.epochs
+    lr: float = DEFAULT_JOB.lr
     momentum: float = 0.9
-    weight_decay: float = 5e-4
-    loss: str = "ce"
-    seed: int = 0
+    weight_decay: float = DEFAULT_JOB.weight_decay
+    loss: str = DEFAULT_JOB.loss
+    seed: int = DEFAULT_JOB.seed
     device: str = "cpu"
     time_slice: int | None = None
     timesteps: int | None = None
