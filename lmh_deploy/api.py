@@ -30,7 +30,7 @@ _JOB = DEFAULT_JOB  # every training default is TrainJob's
 def train(*, out: str | Path = _JOB.out, dataset: Dataset | str = _JOB.dataset,
           data_dir: str | Path | None = _JOB.data_dir, arch: Arch | str = _JOB.arch,
           neuron: Neuron | str = _JOB.neuron,
-          factors: Factors | str = _JOB.factors, timesteps: int = _JOB.timesteps,
+          factors: Factors | str = _JOB.factors, timesteps: int | None = _JOB.timesteps,
           epochs: int = _JOB.epochs, batch_size: int = _JOB.batch_size, lr: float = _JOB.lr,
           weight_decay: float = _JOB.weight_decay, loss: Loss | str = _JOB.loss,
           width_mult: float = _JOB.width_mult, norm: Norm | str = _JOB.norm,

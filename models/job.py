@@ -13,7 +13,8 @@ from enum import Enum
 from os import PathLike
 from typing import Any
 
-from lmh_deploy.bounds import MAX_SAMPLES, MAX_WIDTH_MULT, check_float, check_int, check_timesteps
+from lmh_deploy.bounds import (MAX_SAMPLES, MAX_TIMESTEPS, MAX_WIDTH_MULT, check_float,
+                               check_int, check_timesteps)
 from lmh_deploy.choices import Arch, Dataset, Factors, Loss, Neuron, Norm, choice
 from lmh_deploy.errors import InputError
 
@@ -31,7 +32,7 @@ class TrainJob:
     arch: str = "mlp"
     neuron: str = "lmh"                 # lmh | lif | qcfs
     factors: str = "progressive"        # progressive | radical (lmh only)
-    timesteps: int = 4
+    timesteps: int | None = None        # None: the dataset's frames per sample, else 4
     epochs: int = 10
     batch_size: int = 64
     lr: float = 0.025
@@ -61,17 +62,35 @@ class TrainJob:
         return cls(**{key: plain(value) for key, value in options.items()})
 
 
+#: Steps per sample when --timesteps is left out, known before loading (``events``: its files).
+DATASET_FRAMES = {"digits": 4, "mnist5k": 4, "cifar10": 4, "cifar100": 4, "digits-events": 8,
+                  "n-mnist": 10, "dvs-cifar10": 10}
+
+
+def timesteps_for(job: TrainJob, spec) -> int:
+    """The job's T: a frame-sequence dataset fixes it (one step per frame); images default to 4."""
+    if spec.timesteps is None:
+        return job.timesteps or 4
+    if job.timesteps not in (None, spec.timesteps):
+        raise InputError(f"dataset {spec.name} has {spec.timesteps} frames per sample and the "
+                         f"network runs one step per frame: --timesteps must be "
+                         f"{spec.timesteps} (or left out), got {job.timesteps}")
+    return spec.timesteps
+
+
 def check_job(job: TrainJob) -> None:
     """Every option in range before any data is loaded (one line naming the option)."""
     for kind, value, name in ((Arch, job.arch, "arch"), (Neuron, job.neuron, "neuron"),
                               (Factors, job.factors, "factors"), (Loss, job.loss, "loss"),
                               (Norm, job.norm, "norm"), (Dataset, job.dataset, "dataset")):
         choice(kind, value, name)
-    check_timesteps(job.timesteps, "timesteps")
+    if job.timesteps is not None:  # None: the dataset's frames per sample, else 4
+        check_timesteps(job.timesteps, "timesteps")
     check_int("epochs", job.epochs, lo=0, hi=MAX_EPOCHS)
     check_int("batch_size", job.batch_size, lo=1, hi=MAX_BATCH)
     check_int("qcfs_levels", job.qcfs_levels, lo=1, hi=256)
-    check_int("time_slice", job.time_slice, lo=0, hi=job.timesteps)
+    check_int("time_slice", job.time_slice, lo=0,
+              hi=job.timesteps or DATASET_FRAMES.get(str(job.dataset), MAX_TIMESTEPS))
     check_int("seed", job.seed, lo=0, hi=2**32 - 1)
     check_int("train_samples", job.train_samples, lo=0, hi=MAX_SAMPLES)
     check_float("lr", job.lr, lo=0.0, lo_open=True, hi=10.0)

@@ -29,7 +29,7 @@ precision.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from collections.abc import Callable
 
@@ -41,7 +41,7 @@ from lmh_deploy.models import distributed as D
 from lmh_deploy.models.architectures import DEFAULT_NORM, build
 from lmh_deploy.models.checkpoint import save_checkpoint
 from lmh_deploy.models.data import load_dataset, make_loaders
-from lmh_deploy.models.job import TrainJob, check_job
+from lmh_deploy.models.job import TrainJob, check_job, timesteps_for
 from lmh_deploy.models.train import TrainConfig, evaluate, train
 
 def run_training_job(job: TrainJob,
@@ -67,6 +67,7 @@ def _run(job: TrainJob, ctx: D.DistContext,
     train_set, test_set, spec = load_dataset(job.dataset, job.data_dir, seed=job.seed)
     if job.train_samples:  # a quick run: the first N samples of the (shuffled) split
         train_set = TensorDataset(*(t[:job.train_samples] for t in train_set.tensors))
+    job = replace(job, timesteps=timesteps_for(job, spec))
     train_loader, test_loader = make_loaders(train_set, test_set, batch_size=job.batch_size,
                                              seed=job.seed, rank=ctx.rank,
                                              world_size=ctx.world_size)
@@ -120,7 +121,7 @@ def _run(job: TrainJob, ctx: D.DistContext,
         metrics["distributed"] = ctx.as_dict()
     dataset = {"name": spec.name, "input_shape": list(spec.input_shape),
                "num_classes": spec.num_classes, "x_max": 1.0, "seed": job.seed,
-               "data_dir": job.data_dir}
+               "data_dir": job.data_dir, "frames": spec.timesteps, "spikes": spec.spikes}
     if ctx.is_main:  # every rank holds the same weights; one writes them
         save_checkpoint(job.out, model.cpu(), arch=arch, arch_kwargs=arch_kwargs,
                         dataset=dataset,

@@ -219,7 +219,8 @@ def test_events_from_fake_folder(tmp_path: Path) -> None:
     written = _write_events(tmp_path, {"train": {"walk": 2, "clap": 3, "wave": 1},
                                        "test": {"clap": 1, "wave": 2}})
     train, test, spec = load_dataset("events", tmp_path)
-    assert spec == DatasetSpec("events", (2, 4, 4), 3, timesteps=5)
+    # binary frames: deployed, they are sent as spikes
+    assert spec == DatasetSpec("events", (2, 4, 4), 3, timesteps=5, spikes=True)
     x, y = train.tensors
     assert x.shape == (6, 5, 2, 4, 4) and x.dtype == torch.float32 and y.dtype == torch.int64
     # Sorted class names: clap=0, walk=1, wave=2, files in name order within a class.
@@ -284,7 +285,8 @@ def test_unknown_dataset_lists_supported() -> None:
         load_dataset("imagenet")
     for name in SUPPORTED_DATASETS:
         assert name in str(info.value)
-    assert set(SUPPORTED_DATASETS) == {"digits", "mnist5k", "cifar10", "cifar100", "events"}
+    assert set(SUPPORTED_DATASETS) == {"digits", "mnist5k", "cifar10", "cifar100", "events",
+                                       "digits-events", "n-mnist", "dvs-cifar10"}
 
 
 def test_make_loaders_seeded_shuffle() -> None:

@@ -15,11 +15,16 @@ from lmh_deploy.semantics.reference import float_initial_state, lmh_float_step
 
 
 def simulate_float(graph: Graph, x: np.ndarray, timesteps: int) -> RunRecord:
-    """Run float inputs ``x`` (B, *shape) through Eq. 4 (with each layer's rules) in float64."""
+    """Run float inputs through Eq. 4 (with each layer's rules) in float64.
+
+    ``x``: static ``(B, *shape)`` (every step) or time-major frames ``(T', B, *shape)``.
+    """
     validate(graph)  # refuse an invalid graph in one line naming the node
     order = graph.order()
-    batch = x.shape[0]
-    frames = x.reshape(batch, -1).astype(np.float64)
+    static = x.ndim == len(graph.node(order[0]).shape) + 1
+    batch = x.shape[0] if static else x.shape[1]
+    x = np.asarray(x, np.float64)
+    frames = x.reshape(batch, -1)
     state, rec = {}, RunRecord(logits=np.zeros((batch, 0)))
     readout_name = graph.of_kind("readout")[0]
     trace = np.zeros((timesteps, batch, graph.node(readout_name).output_size()))
@@ -33,7 +38,7 @@ def simulate_float(graph: Graph, x: np.ndarray, timesteps: int) -> RunRecord:
             node = graph.node(name)
             inputs = graph.inputs_of(name)
             if isinstance(node, Input):
-                values[name] = frames
+                values[name] = frames if static else x[t].reshape(batch, -1)
             elif node.kind in SYNAPSE_KINDS:
                 values[name] = apply_synapse(node, values[inputs[0]])
             elif isinstance(node, LMH):

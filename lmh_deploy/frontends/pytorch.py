@@ -172,8 +172,11 @@ class _Exporter:
 
 
 def export_model(model: nn.Module, *, input_shape: tuple[int, ...], x_max: float = 1.0,
-                 timesteps: int, meta: dict[str, Any] | None = None) -> Graph:
+                 timesteps: int, meta: dict[str, Any] | None = None,
+                 spikes: bool = False) -> Graph:
     """Export ``model`` to a validated float :class:`~lmh_deploy.ir.Graph`.
+
+    ``spikes``: the inputs are binary event frames (``Input.spikes``), sent as spikes.
 
     Raises :class:`~lmh_deploy.ir.IRError` naming an unsupported layer (with the
     supported list) or any invalid value.
@@ -183,7 +186,8 @@ def export_model(model: nn.Module, *, input_shape: tuple[int, ...], x_max: float
         raise IRError(f"model {type(model).__name__} has no 'layers' Sequential to export")
     g = Graph(meta={"timesteps": int(timesteps), **(meta or {})})
     shape = tuple(int(d) for d in input_shape)
-    start = Cursor(g.add("input", Input(shape=shape, x_max=float(x_max))), shape, np.zeros(shape))
+    start = Cursor(g.add("input", Input(shape=shape, x_max=float(x_max),
+                                             spikes=bool(spikes))), shape, np.zeros(shape))
     exporter = _Exporter(g)
     end = exporter.walk(layers, start, "layers")
     if end.weight_node is None or g.node(end.node).kind != "dense":

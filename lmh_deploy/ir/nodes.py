@@ -12,14 +12,30 @@ from lmh_deploy.ir.base import IRError, Node, _check_finite
 
 @dataclass(frozen=True)
 class Input(Node):
-    """Graded input, direct encoding: the same frame is presented every step.
+    """The network input: one frame per step, the same frame every step (static images) or
+    a new frame every step (event streams).
 
-    ``shape`` is one sample's shape (C, H, W) or (n,); values lie in ``[0, x_max]``.
+    ``shape`` is one frame's shape (C, H, W) or (n,); values lie in ``[0, x_max]``.
+    ``spikes``: every value is 0 or ``x_max`` (binary event frames), sent to the first
+    synapses as spikes (one bit); otherwise values are sent graded (8 bits, direct encoding).
     """
 
     kind: ClassVar[str] = "input"
     shape: tuple[int, ...]
     x_max: float = 1.0
+    spikes: bool = False
+
+    @property
+    def levels(self) -> int:
+        """Largest integer input value: 1 (a spike) or 255 (an 8-bit graded value)."""
+        from lmh_deploy.semantics.integer import INPUT_MAX
+
+        return 1 if self.spikes else INPUT_MAX
+
+    @property
+    def unit(self) -> float:
+        """The input value one integer step stands for (``x_max / levels``)."""
+        return self.x_max / self.levels
 
     def output_size(self) -> int:
         return int(np.prod(self.shape))

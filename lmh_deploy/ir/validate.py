@@ -66,9 +66,13 @@ def _validate(graph: Graph, family: _Family) -> None:
             if not synapse and node.output_size() != n_in:
                 raise IRError(f"edge {pred!r} -> {name!r}: {node.kind} of size "
                               f"{node.output_size()} fed by {n_in} synapses")
-            if node.kind == "q_dense" and bool(node.graded) != (src.kind == family.input):
+            # graded: multi-bit input values; spike inputs (1-bit event frames) and neurons
+            # send spikes
+            graded_source = src.kind == family.input and getattr(src, "bits", 2) > 1
+            if node.kind == "q_dense" and bool(node.graded) != graded_source:
                 raise IRError(f"edge {pred!r} -> {name!r}: graded={node.graded} but the source "
-                              f"is a {src.kind} node")
+                              f"is a {src.kind} node"
+                              + (f" of {src.bits}-bit values" if src.kind == family.input else ""))
     if len(graph.of_kind(family.input)) != 1 or len(graph.of_kind(family.readout)) != 1:
         raise IRError("graph needs exactly one input node and one readout node")
 
@@ -86,7 +90,8 @@ def validate(graph: Graph) -> None:
 def validate_quantized(graph: Graph) -> None:
     """Check an integer graph: kinds, connections, shapes and every integer field's range.
 
-    A ``q_dense`` takes one ``q_input`` (graded) or ``q_lmh`` source; neuron and readout
+    A ``q_dense`` takes one ``q_input`` (graded unless the input is 1-bit spikes) or
+    ``q_lmh`` source; neuron and readout
     layers take one or more ``q_dense`` paths. Mantissas, exponents, factor codes,
     thresholds, biases and delays must be integers within the widths of
     :mod:`lmh_deploy.semantics.integer`. Raises :class:`IRError` naming the node or edge.

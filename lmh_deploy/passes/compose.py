@@ -17,8 +17,9 @@ from lmh_deploy.semantics import integer as fx
 
 
 def presynaptic_unit(source: Node) -> float:
-    """Float value of one integer count sent by ``source``: ``x_max / 255`` or ``theta``."""
-    return source.x_max / fx.INPUT_MAX if isinstance(source, Input) else source.theta
+    """Float value of one integer count sent by ``source``: ``x_max / 255`` (graded input),
+    ``x_max`` (spike input, ``Input.spikes``) or ``theta`` (a neuron's spike)."""
+    return source.unit if isinstance(source, Input) else source.theta
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class SynapsePath:
     name: str
     source: str
     ops: tuple[str, ...]  # the kinds of the chain's nodes, source side first
-    graded: bool  # the source is the graded input (8-bit counts), not spikes
+    graded: bool  # the source is the graded input (8-bit counts), not spikes (neurons, events)
     unit: float  # float value of one presynaptic count (see presynaptic_unit)
     weights: Any  # float current per presynaptic count: dense, CSR, or a conv kernel
     conv: Conv2d | None  # the chain as one convolution (geometry of ``weights``), if it is one
@@ -58,6 +59,7 @@ def synapse_paths(graph: Graph, layer: str, *, keep_kernels: bool = True) -> lis
         weights = conv.weight * unit if conv is not None else chain_matrix(graph, chain) * unit
         paths.append(SynapsePath(name=chain[-1], source=src,
                                  ops=tuple(graph.node(c).kind for c in chain),
-                                 graded=isinstance(source, Input), unit=unit, weights=weights,
+                                 graded=isinstance(source, Input) and not source.spikes,
+                                 unit=unit, weights=weights,
                                  conv=conv))
     return paths

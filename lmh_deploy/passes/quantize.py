@@ -78,8 +78,9 @@ def quantize_graph(graph: Graph, profile: str = DEFAULT_PROFILE) -> tuple[Graph,
     layers = []
     for name, node in graph.items():
         if isinstance(node, Input):
-            q.add(name, QInput(shape=node.shape, scale=fx.INPUT_MAX / node.x_max,
-                               bits=fx.INPUT_BITS))
+            # spikes: x in {0, x_max} -> {0, 1} (one bit); graded: 8-bit direct encoding
+            q.add(name, QInput(shape=node.shape, scale=1.0 / node.unit,
+                               bits=1 if node.spikes else fx.INPUT_BITS))
         elif isinstance(node, (LMH, Readout)):  # synapse chains go with the layer they feed
             layers.append(_quantize_layer(graph, q, name, prof))
     q = balance_delays(q)

@@ -17,6 +17,7 @@ from lmh_deploy import __version__
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import DEFAULT_PROFILE, get_profile
 from lmh_deploy.pipeline.artifact import atomic_directory, check_artifact, sha256, write_manifest
+from lmh_deploy.pipeline.inputs import dataset_inputs, frames_for, is_sequence, num_samples, quantize
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir import Graph, load_graph, save_graph
 from lmh_deploy.passes.quantize import quantize_graph
@@ -48,32 +49,48 @@ class Artifact:
         model, _ = load_checkpoint(path)
         return model
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One frame's shape."""
+        return tuple(self.quant_graph.node(self.quant_graph.order()[0]).shape)
+
+    @property
+    def spike_input(self) -> bool:
+        """True when the network takes binary event frames, sent as spikes."""
+        return int(self.quant_graph.node(self.quant_graph.order()[0]).bits) == 1
+
     def dataset_split(self, split: str = "test"):
-        """``(x, y)`` numpy arrays of the model's dataset split."""
+        """``(x, y)`` numpy arrays of the model's dataset split.
+
+        ``x`` is ``(N, *shape)`` for images, time-major ``(T, N, *shape)`` for event frames.
+        """
         ds = self.quant_graph.meta.get("dataset")
         if not ds:
             raise InputError(f"{self.directory}: compiled without a dataset (e.g. from NIR); "
                              "pass --inputs/--labels or recompile with --dataset")
         train, test, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
         data = test if split == "test" else train
-        x = data.tensors[0].numpy()
-        # a flat-input model (e.g. Linear(64, ...) or a NIR Input of [64]) on image data
-        return x.reshape((len(x), *self.quant_graph.node("input").shape)), data.tensors[1].numpy()
+        x = dataset_inputs(data.tensors[0].numpy(), self.input_shape, bool(ds.get("frames")))
+        return x, data.tensors[1].numpy()
 
 
 def calibrate(qgraph: Graph, x: np.ndarray, timesteps: int) -> dict[str, Any]:
-    """Observed state ranges and saturation on real samples, via the integer simulator."""
+    """Observed state ranges and saturation on real samples, via the integer simulator.
+
+    ``x``: static ``(N, *shape)`` or time-major frames ``(T, N, *shape)``.
+    """
     from lmh_deploy.sim import simulate  # the run stage; compile only uses it for measurement
 
-    x_int = fx.quantize_input(x, qgraph.node("input").scale)
-    rec = simulate(qgraph, x_int, timesteps, record_states=True)
+    shape = tuple(qgraph.node(qgraph.order()[0]).shape)
+    rec = simulate(qgraph, quantize(qgraph, frames_for(x, timesteps, shape)), timesteps,
+                   record_states=True)
     out = {}
     for name, (v_d, v_s) in rec.state_trace.items():
         out[name] = {"max_abs_v_d": int(np.abs(v_d).max()), "max_abs_v_s": int(np.abs(v_s).max()),
                      "saturation_events": rec.saturation[name],
                      "headroom_bits": float(np.log2(fx.STATE_MAX / max(1, np.abs(v_d).max(),
                                                                         np.abs(v_s).max())))}
-    return {"samples": int(x.shape[0]), "layers": out}
+    return {"samples": num_samples(x, shape), "layers": out}
 
 
 def _from_checkpoint(model_path: Path) -> tuple[Graph, dict[str, Any]]:
@@ -83,7 +100,8 @@ def _from_checkpoint(model_path: Path) -> tuple[Graph, dict[str, Any]]:
     meta = {"num_classes": int(ds["num_classes"]), "dataset": ds,
             "source": {"file": model_path.name, "sha256": sha256(model_path), "format": "checkpoint"}}
     graph = export_model(model, input_shape=tuple(ds["input_shape"]),
-                         x_max=float(ds.get("x_max", 1.0)), timesteps=timesteps, meta=meta)
+                         x_max=float(ds.get("x_max", 1.0)), timesteps=timesteps, meta=meta,
+                         spikes=bool(ds.get("spikes", False)))
     return graph, ds
 
 
@@ -152,7 +170,8 @@ def compile_model(model_path: str | Path, outdir: str | Path, *,
     x = None
     if calibration_samples > 0 and ds:
         train_set, _, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
-        x = train_set.tensors[0][:calibration_samples].numpy()
+        x = dataset_inputs(train_set.tensors[0][:calibration_samples].numpy(),
+                           tuple(graph.node("input").shape), bool(ds.get("frames")))
     copy_name = "source.nir" if model_path.suffix == ".nir" else CHECKPOINT_COPY
     return write_artifact(graph, outdir, target=target, calibration_x=x,
                           files={copy_name: model_path}, profile=profile, warn=warn)
@@ -172,8 +191,10 @@ def write_artifact(graph: Graph, outdir: str | Path, *, target: str,
         if layer["kind"] == "lmh" and not layer["worst_case_fits_24bit"]:
             warn(f"{layer['name']}: worst-case state {max(layer['worst_case_state'].values())} "
                  f"exceeds the 24-bit range ({fx.STATE_MAX}); saturation is possible and is counted")
+    shape = tuple(qgraph.node("input").shape)
     if calibration_x is not None and len(calibration_x):
-        x = calibration_x.reshape((len(calibration_x), *qgraph.node("input").shape))
+        x = (calibration_x if is_sequence(calibration_x, shape)  # (T, N, *shape) frames
+             else calibration_x.reshape((len(calibration_x), *shape)))
         report["calibration"] = calibrate(qgraph, x, timesteps)
         for name, c in report["calibration"]["layers"].items():
             if c["saturation_events"]:

@@ -17,10 +17,11 @@ from lmh_deploy.bounds import check_samples
 from lmh_deploy.choices import Backend, choice
 from lmh_deploy.errors import CommandFailed, InputError
 from lmh_deploy.files import atomic_write
-from lmh_deploy.pipeline.inputs import check_sim_device, load_inputs, parse_sweep
+from lmh_deploy.pipeline.inputs import (check_inputs, check_sim_device, first_samples,
+                                        frames_for, is_sequence, load_inputs, num_samples,
+                                        parse_sweep, quantize)
 from lmh_deploy.reports.record import RunRecord
 from lmh_deploy.reports.summary import summarize
-from lmh_deploy.semantics import integer as fx
 from lmh_deploy.sim import default_batch_size, run_in_batches, simulate_batched
 
 
@@ -29,24 +30,30 @@ def run_backend(qgraph, x_int: np.ndarray, timesteps: int, backend: str = "sim",
                 device: str | None = None) -> RunRecord:
     """All samples of ``x_int`` on ``backend`` ("sim" or "lava"), in mini-batches.
 
+    ``x_int``: static ``(N, *shape)`` or time-major frames ``(T, N, *shape)``.
+
     Under torchrun each rank runs its contiguous shard of the samples and the records are
     merged (every rank gets the whole record). ``batch_size`` defaults to what fits a share
     of the free memory (:func:`lmh_deploy.sim.default_batch_size`); memory then no longer
     grows with the number of samples beyond the record itself.
     """
     from lmh_deploy.backends.sharding import run_sharded
+    from lmh_deploy.pipeline.inputs import sample_axis
 
     if batch_size is None:
         batch_size = default_batch_size(qgraph, timesteps, record_spikes=record_spikes)
+    # time-varying inputs (T, N, ...): shards and mini-batches cut samples, never frames
+    axis = sample_axis(x_int, tuple(qgraph.node(qgraph.order()[0]).shape))
     if backend == "sim":
         return run_sharded(lambda xs: simulate_batched(
             qgraph, xs, timesteps, batch_size=batch_size, record_spikes=record_spikes,
-            device=device), x_int)
+            device=device), x_int, axis=axis)
     if backend == "lava":
         from lmh_deploy.backends.lava.run import run_lava
 
         return run_sharded(lambda xs: run_in_batches(
-            lambda b: run_lava(qgraph, b, timesteps, "fixed_pt"), xs, batch_size), x_int)
+            lambda b: run_lava(qgraph, b, timesteps, "fixed_pt"), xs, batch_size, axis=axis),
+            x_int, axis=axis)
     raise InputError(f"unknown backend {backend!r}; supported: sim, lava")
 
 
@@ -138,16 +145,23 @@ def run_artifact(artifact: str | Path, *, backend: Backend | str = Backend.SIM,
         if backend == Backend.LOIHI2:
             _refuse_loihi2()
         q = art.quant_graph
-        t_values = parse_sweep(sweep, art.timesteps) if plots_dir or html else []
+        shape = art.input_shape
         if inputs is not None:
-            x, y = load_inputs(inputs, labels, tuple(q.node("input").shape), samples)
+            x, y = load_inputs(inputs, labels, shape, samples)
         elif labels is not None:
             raise InputError("--labels needs --inputs (the test split brings its own labels)")
         else:
-            x, y = art.dataset_split("test")
-            x, y = x[:samples], y[:samples]
-        x_int = fx.quantize_input(x, q.node("input").scale)
-        status(f"running {len(x)} samples on {backend}")
+            x, y = art.dataset_split("test")  # time-major (T, N, ...) for event frames
+            x, y = first_samples(x, samples, shape), y[:samples]
+        x = frames_for(x, art.timesteps, shape)
+        check_inputs(x, shape, art.timesteps, spikes=art.spike_input,
+                     what=str(inputs) if inputs is not None else "test split")
+        x_int = quantize(q, x)
+        frames = x.shape[0] if is_sequence(x, shape) else None
+        # time-varying inputs: a sweep cannot run past the frames given
+        t_values = ([t for t in parse_sweep(sweep, art.timesteps) if frames is None
+                     or t <= frames or sweep is not None] if plots_dir or html else [])
+        status(f"running {num_samples(x, shape)} samples on {backend}")
         start = time.perf_counter()
         rec = run_backend(q, x_int, art.timesteps, backend.value, batch_size=batch_size,
                           record_spikes=not stream, device=_rank_device(device))
@@ -189,7 +203,9 @@ def _plots(summary: dict[str, Any], rec: Any, art: Any, x: np.ndarray, x_int: np
         summary["t_sweep"] = t_sweep(art.quant_graph, x_int, y, t_values, batch_size=batch_size)
         summary["t_sweep_backend"] = "sim"
     model = art.load_model()
-    rec_float = run_float(model, x, art.timesteps) if model is not None else None
+    time_varying = is_sequence(x, art.input_shape)
+    rec_float = (run_float(model, x, art.timesteps, time_varying=time_varying)
+                 if model is not None else None)
     with tempfile.TemporaryDirectory(prefix="lmh-plots-") as tmp:
         images = P.make_plots(summary, rec, plots_dir or tmp, sweep=summary.get("t_sweep"),
                               rec_float=rec_float)

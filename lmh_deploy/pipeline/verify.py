@@ -9,8 +9,9 @@ import numpy as np
 from lmh_deploy.bounds import check_float, check_samples
 from lmh_deploy.errors import InputError
 from lmh_deploy.pipeline.compile import Artifact
+from lmh_deploy.pipeline.inputs import (check_inputs, first_samples, frames_for, num_samples,
+                                        quantize, sample_axis)
 from lmh_deploy.reports.record import RunRecord, spike_agreement_by_layer
-from lmh_deploy.semantics import integer as fx
 
 
 def compare_lava_sim(sim: RunRecord, lava: RunRecord) -> dict[str, int]:
@@ -41,8 +42,10 @@ def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any,
     from lmh_deploy.pipeline.compile_torch import load_source_module
     from lmh_deploy.sim import run_in_batches
 
+    axis = sample_axis(x, art.input_shape)  # shards and batches cut samples, never frames
+
     def batched(fn):
-        return run_sharded(lambda xs: run_in_batches(fn, xs, batch), x)
+        return run_sharded(lambda xs: run_in_batches(fn, xs, batch, axis=axis), x, axis=axis)
 
     meta = art.float_graph.meta
     module = source if source is not None else load_source_module(art)
@@ -64,7 +67,8 @@ def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any,
     if model is not None:
         from lmh_deploy.backends.torch_ref import run_float
 
-        return batched(lambda xs: run_float(model, xs, t)), "source checkpoint (PyTorch)"
+        return (batched(lambda xs: run_float(model, xs, t, time_varying=bool(axis))),
+                "source checkpoint (PyTorch)")
     from lmh_deploy.backends.float_ir import simulate_float
 
     return (batched(lambda xs: simulate_float(art.float_graph, xs, t)),
@@ -101,13 +105,15 @@ def verify_artifact(art: Artifact, samples: int, *, split: str = "test",
     from lmh_deploy.pipeline.run import run_backend
     from lmh_deploy.sim import default_batch_size
 
-    x, y = art.dataset_split(split)
-    if samples > len(x):
-        raise InputError(f"--samples {samples} exceeds the {len(x)} samples of the {split} split")
-    x, y = x[:samples], y[:samples]
-    t = art.timesteps
-    q = art.quant_graph
-    x_int = fx.quantize_input(x, q.node("input").scale)
+    x, y = art.dataset_split(split)  # time-major (T, N, ...) for event frames
+    shape, t, q = art.input_shape, art.timesteps, art.quant_graph
+    available = num_samples(x, shape)
+    if samples > available:
+        raise InputError(f"--samples {samples} exceeds the {available} samples of the "
+                         f"{split} split")
+    x, y = frames_for(first_samples(x, samples, shape), t, shape), y[:samples]
+    check_inputs(x, shape, t, spikes=art.spike_input, what=f"{split} split")
+    x_int = quantize(q, x)
     batch = batch_size or default_batch_size(q, t)
     rec_float, reference = _run_source(art, x, t, source, batch)
     rec_sim = run_backend(q, x_int, t, "sim", batch_size=batch)
@@ -115,6 +121,8 @@ def verify_artifact(art: Artifact, samples: int, *, split: str = "test",
     per_layer, weighted = spike_agreement_by_layer(rec_float.spikes, rec_sim.spikes)
     result = {
         "samples": int(samples), "timesteps": t,
+        "input": "time-varying frames" if sample_axis(x, shape) else "static",
+        "input_encoding": "spikes" if art.spike_input else "graded",
         "lava_vs_sim": compare_lava_sim(rec_sim, rec_lava),
         "float_vs_fixed": {
             "float_reference": reference,

@@ -56,8 +56,11 @@ h2 { font-size:18px; margin:32px 0 10px; padding-bottom:4px; border-bottom:2px s
 table { border-collapse:collapse; width:100%; font-size:13.5px; }
 th, td { padding:6px 10px; border-bottom:1px solid var(--line); text-align:right;
          white-space:nowrap; font-variant-numeric:tabular-nums; }
-th { background:#eef2f8; font-weight:600; position:sticky; top:0; }
-th:first-child, td:first-child, td.text { text-align:left; }
+th { background:#eef2f8; font-weight:600; white-space:normal; vertical-align:bottom; }
+th.group { text-align:center; border-left:1px solid var(--line); }
+th:first-child, td:first-child, td.text, th.text { text-align:left; }
+.card .vs { color:var(--muted); font-size:14px; font-weight:400; }
+.note { color:#8a4b00; }
 tbody tr:nth-child(even) { background:#fafbfd; }
 td.src { white-space:normal; text-align:left; color:var(--muted); }
 figure { margin:18px 0; background:#fff; border:1px solid var(--line); border-radius:8px;
@@ -116,8 +119,36 @@ def png_data_uri(path: str | Path) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
+def fmt_seconds(seconds: float) -> str:
+    """A run time a person reads: ``2.6 ms``, ``3.48 s``, ``2 min 05 s``."""
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.3g} ms"
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+#: Per-layer table: summary key -> column header (per sample where the key is a total).
+LAYER_COLUMNS = {
+    "name": "layer", "kind": "kind", "neurons": "neurons", "fan_in": "fan\u2011in",
+    "fan_out": "mean fan\u2011out", "input_spikes": "input events / sample",
+    "synops_per_sample": "synaptic ops / sample", "spikes_per_sample": "spikes / sample",
+    "firing_rate": "firing rate", "saturation_events": "saturations",
+    "energy_joules": "energy / sample", "ann_macs": "ANN MACs / sample",
+}
+#: Keys whose layer value is summed over samples, shown divided by the sample count.
+_PER_SAMPLE = {"input_spikes", "ann_macs"}
+#: Layer keys not shown as columns: totals shown per sample above, per-step lists (plotted).
+_LAYER_HIDDEN = {"synops", "output_spikes", "spikes_per_step", "synapses"}
+TOTAL_LABELS = {"synops": "synaptic ops", "spikes": "spikes",
+                "neuron_updates": "neuron updates", "saturation_events": "saturation events"}
+
+
 def _table(columns: list[str], rows: list[list[Any]], *, text_cols: int = 1) -> str:
-    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    head = "".join(f'<th class="text">{_e(c)}</th>' if i < text_cols else f"<th>{_e(c)}</th>"
+                   for i, c in enumerate(columns))
     body = []
     for row in rows:
         cells = "".join(f'<td class="text">{_e(fmt(v))}</td>' if i < text_cols
@@ -135,7 +166,7 @@ def _headline(summary: dict[str, Any]) -> str:
              ("inference steps T", fmt(summary.get("timesteps"))),
              ("energy / sample", fmt_energy(summary.get("energy_joules")))]
     if isinstance(summary.get("seconds"), (int, float)):
-        cards.append(("run time", f"{summary['seconds']:.2f} s"))
+        cards.append(("run time", fmt_seconds(summary["seconds"])))
     return '<div class="cards">' + "".join(
         f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{_e(v)}</div></div>'
         for k, v in cards) + "</div>"
@@ -143,11 +174,23 @@ def _headline(summary: dict[str, Any]) -> str:
 
 def _layers(summary: dict[str, Any]) -> str:
     layers = summary.get("layers") or []
-    columns: list[str] = []
-    for layer in layers:
-        columns += [k for k in layer if k not in columns]
-    rows = [[layer.get(c) for c in columns] for layer in layers]
-    return _table(columns, rows, text_cols=3 if columns[:3] == ["name", "kind", "synapses"] else 1)
+    samples = summary.get("samples") or 1
+    keys = [k for k in LAYER_COLUMNS if any(k in layer for layer in layers)]
+    for layer in layers:  # fields of newer summaries, shown as they are
+        keys += [k for k, v in layer.items() if k not in keys and k not in _LAYER_HIDDEN
+                 and not isinstance(v, (list, dict))]
+
+    def cell(layer: dict[str, Any], key: str) -> Any:
+        value = layer.get(key)
+        if key == "energy_joules":
+            return fmt_energy(value) if value is not None else None
+        if key in _PER_SAMPLE and isinstance(value, (int, float)):
+            return value / samples
+        return value
+
+    rows = [[cell(layer, k) for k in keys] for layer in layers]
+    headers = [LAYER_COLUMNS.get(k, k.replace("_", " ")) for k in keys]
+    return _table(headers, rows, text_cols=2 if keys[:2] == ["name", "kind"] else 1)
 
 
 def _totals(summary: dict[str, Any]) -> str:
@@ -156,7 +199,7 @@ def _totals(summary: dict[str, Any]) -> str:
     rows = []
     for key, value in totals.items():
         per = value / samples if isinstance(value, (int, float)) and samples else None
-        rows.append([key, value, per])
+        rows.append([TOTAL_LABELS.get(key, key.replace("_", " ")), value, per])
     return _table(["quantity", "total", "per sample"], rows)
 
 
@@ -180,8 +223,9 @@ def _energy(summary: dict[str, Any]) -> str:
                 f'({"the SNN estimate is lower" if ratio > 1 else "the SNN estimate is higher"}). '
                 "Estimates from counted events and published per-operation figures, not "
                 "measurements.</p>")
-    return (note + '<div class="scroll"><table><thead><tr><th>field</th><th>what</th>'
-            '<th>per sample</th><th>source</th></tr></thead><tbody>' + "".join(rows)
+    return (note + '<div class="scroll"><table><thead><tr><th class="text">field</th>'
+            '<th class="text">what</th><th>per sample</th><th class="text">source</th></tr>'
+            '</thead><tbody>' + "".join(rows)
             + "</tbody></table></div>")
 
 
@@ -192,7 +236,8 @@ def _sweep(sweep: list[dict[str, Any]]) -> str:
         rows.append([r.get("timesteps"), f"{100 * acc:.2f} %" if isinstance(acc, (int, float)) else None,
                      fmt_energy(r.get("energy_joules")), r.get("synops_per_sample"),
                      r.get("spikes_per_sample")])
-    return _table(["T", "accuracy", "energy / sample", "synops / sample", "spikes / sample"], rows)
+    return _table(["T", "accuracy", "energy / sample", "synaptic ops / sample", "spikes / sample"],
+                  rows)
 
 
 def _others(summary: dict[str, Any]) -> str:
@@ -201,8 +246,9 @@ def _others(summary: dict[str, Any]) -> str:
         return ""
     cells = "".join(f'<tr><td class="text"><code>{_e(k)}</code></td>'
                     f'<td class="src"><code>{_e(_short_json(v))}</code></td></tr>' for k, v in rows)
-    return ('<h2>Other fields</h2><div class="scroll"><table><thead><tr><th>field</th>'
-            f'<th>value</th></tr></thead><tbody>{cells}</tbody></table></div>')
+    return ('<h2>Other fields</h2><div class="scroll"><table><thead><tr><th class="text">'
+            f'field</th><th class="text">value</th></tr></thead><tbody>{cells}</tbody>'
+            '</table></div>')
 
 
 def _short_json(value: Any, limit: int = 600) -> str:

@@ -123,6 +123,8 @@ def _spiking_layers(summary: dict[str, Any]) -> list[dict[str, Any]]:
 def _bar_figure(bars: int, empty_text: str):
     """A figure sized for ``bars`` per-layer bars; with none, an axis-less note instead."""
     fig = Figure(figsize=(max(5.5, 1.1 * bars + 2.5), 4.2), layout="constrained")
+    # room around the axes labels: a two-line y label must not touch the image edge
+    fig.get_layout_engine().set(w_pad=0.12, h_pad=0.08)
     ax = fig.subplots()
     if not bars:
         ax.text(0.5, 0.5, empty_text, ha="center", va="center", transform=ax.transAxes)
@@ -142,7 +144,7 @@ def firing_rates_figure(summary: dict[str, Any]) -> Figure:
             ax.bar_label(bars, labels=[f"{r:.3f}" for r in rates], padding=3, fontsize=10)
             ax.set_xticks(x, [f"{layer['name']}\n{layer['neurons']} neurons" for layer in layers])
             ax.set_ylim(0, max(max(rates) * 1.18, 0.05))
-            ax.set_ylabel("firing rate\n(spikes per neuron per step)")
+            ax.set_ylabel("firing rate (spikes per neuron per step)")
             ax.grid(True, axis="y")
             for xi, layer in zip(x, layers):
                 if layer.get("saturation_events"):

@@ -71,19 +71,25 @@ def synops_from_spikes(graph, x_int: np.ndarray, spikes: dict[str, np.ndarray],
                        timesteps: int) -> dict[str, int]:
     """Event-driven synops per synapse path for a backend that records spikes but does not count.
 
-    ``x_int`` is the static quantised input (B, *shape), presented every step.
+    ``x_int`` is the quantised input: static (B, *shape), presented every step, or
+    time-major frames (T', B, *shape), frame ``t`` at step ``t``: input synops count the
+    events (nonzero values) that occurred.
     """
     from lmh_deploy.ir.synapses import qdense_fan_out
 
     out = {}
+    static = x_int.ndim == len(graph.node(graph.order()[0]).shape) + 1
     for name in graph.order():
         node = graph.node(name)
         if node.kind != "q_dense":
             continue
         (src,) = graph.inputs_of(name)
         fan_out = qdense_fan_out(node)
-        if graph.node(src).kind == "q_input":
+        if graph.node(src).kind == "q_input" and static:
             out[name] = dense_synops(fan_out, x_int.reshape(x_int.shape[0], -1)) * timesteps
+        elif graph.node(src).kind == "q_input":
+            frames = x_int[:timesteps]
+            out[name] = dense_synops(fan_out, frames.reshape(-1, int(np.prod(frames.shape[2:]))))
         else:
             out[name] = dense_synops(fan_out, spikes[src])
     return out

@@ -82,6 +82,7 @@ def summarize(graph: Graph, rec: RunRecord, labels: np.ndarray | None = None) ->
             "synops_per_sample": synops / batch, "ann_macs": macs}
         if len(paths) > 1:  # a residual block: the main path and the shortcut
             entry["synops_per_path"] = {p["synapses"]: p["synops"] for p in paths}
+        layer_joules = synops * LOIHI_SYNOP_J
         if isinstance(node, QLMH):
             stats = layer_spike_stats(rec, name)
             count = int(stats["spikes_per_step"].sum())
@@ -93,6 +94,11 @@ def summarize(graph: Graph, rec: RunRecord, labels: np.ndarray | None = None) ->
             neuron_updates += stats["neuron_steps"]
             active_updates += stats["active_neurons"] * steps
             spikes_total += count
+            active = stats["active_neurons"] * steps
+            layer_joules += (active * LOIHI_NEURON_UPDATE_ACTIVE_J + count * LOIHI_SPIKE_IN_TILE_J
+                             + (stats["neuron_steps"] - active) * LOIHI_NEURON_UPDATE_INACTIVE_J)
+        # this layer's share of energy_joules: its synaptic ops, neuron updates and spikes
+        entry["energy_joules"] = layer_joules / batch
         layers.append(entry)
         synops_total += synops
         macs_total += macs

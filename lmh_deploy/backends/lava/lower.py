@@ -7,7 +7,9 @@ what :mod:`sim` computes at step ``t``. Where parallel paths of different length
 meet (residual shortcuts), the shorter path is a ``DelaySparse`` with the extra
 delay (``QDense.delay``). Samples are presented one after another, ``T`` steps
 each, and every layer resets its state at its own sample boundary, so one Lava
-run evaluates a whole batch. Readout and spikes of each layer feed sinks.
+run evaluates a whole batch. Readout and spikes of each layer feed sinks
+(:func:`lower`); :func:`build_layers` gives the network without source and sinks, which
+:mod:`lmh_deploy.backends.lava.network` wraps as one hierarchical Process.
 """
 from __future__ import annotations
 
@@ -96,14 +98,34 @@ def _connection(path: Path, precision: Precision):
     return LavaDense(weights=np.asarray(path.weights), **kwargs)
 
 
-def lower(graph: Graph, inputs: np.ndarray, timesteps: int,
-          precision: Precision = "fixed_pt") -> LavaNetwork:
-    """Build the Lava network for ``inputs`` (B, *shape).
+@dataclass
+class LavaLayers:
+    """The network's Lava Processes without source or sinks (a building block).
 
-    ``fixed_pt`` takes an integer graph (from :func:`~lmh_deploy.passes.quantize.quantize_graph`) and
-    quantised inputs; ``floating_pt`` takes a float graph and inputs in input units
-    ``x * 255 / x_max`` (not rounded): ``x_max / 255`` is folded into the first weights.
-    Processes are created and connected, not run.
+    ``input_connections`` take the input frames at their ``s_in``; ``readout_connections``
+    deliver the readout currents at their ``a_out`` (``sum_t`` of them plus ``T * bias`` are
+    the logits). ``start_step`` holds each neuron layer's and the readout's (key
+    ``'readout'``) synaptic depth: the global step at which its sample-0 step 0 arrives is
+    ``start_step + 1``.
+    """
+
+    connections: dict[str, object] = field(default_factory=dict)
+    neurons: dict[str, LMHNeuron] = field(default_factory=dict)
+    start_step: dict[str, int] = field(default_factory=dict)
+    input_connections: list = field(default_factory=list)
+    readout_connections: list = field(default_factory=list)
+    input_size: int = 0
+    readout_size: int = 0
+    input_graded: bool = True
+
+
+def build_layers(graph: Graph, timesteps: int, precision: Precision = "fixed_pt", *,
+                 samples: int = 0) -> LavaLayers:
+    """Create and connect the neuron and synapse Processes of ``graph``.
+
+    Every neuron layer resets its state every ``timesteps`` active steps (one sample after
+    another); with ``samples > 0`` it freezes after that many samples, so its final state is
+    the last sample's (0: it runs as long as the input does).
     """
     order = graph.order()
     first = graph.node(order[0])
@@ -112,19 +134,13 @@ def lower(graph: Graph, inputs: np.ndarray, timesteps: int,
     if precision == "floating_pt" and not isinstance(first, Input):
         raise IRError("floating_pt lowering needs a float graph")
     (validate_quantized if precision == "fixed_pt" else validate)(graph)
-    samples = inputs.shape[0]
     layers = [n for n in order if isinstance(graph.node(n), (QLMH, LMH, QReadout, Readout))]
     depth = layer_depths(graph)
     delays = path_delays(graph, depth) if precision == "floating_pt" else {}
     plans = {name: _paths(graph, name, precision, delays) for name in layers}
-    total = samples * timesteps + max(depth.values())  # the last sample drains through
-    dtype = np.int32 if precision == "fixed_pt" else np.float64
-    frames = inputs.reshape(samples, -1).T.astype(dtype)  # (n_in, samples)
-    data = np.zeros((frames.shape[0], total), dtype)
-    data[:, :samples * timesteps] = np.repeat(frames, timesteps, axis=1)
-    net = LavaNetwork(source=SourceBuffer(data=data), samples=samples, timesteps=timesteps,
-                      total_steps=total)
-    out_ports = {order[0]: net.source.s_out}
+    graded = (int(first.bits) > 1) if isinstance(first, QInput) else not first.spikes
+    net = LavaLayers(input_size=first.output_size(), input_graded=graded)
+    out_ports: dict[str, object] = {}
     for name in layers:
         node = graph.node(name)
         if isinstance(node, (QLMH, LMH)):
@@ -138,20 +154,67 @@ def lower(graph: Graph, inputs: np.ndarray, timesteps: int,
             if isinstance(node, QLMH):
                 args["profile"] = node.profile
             proc = LMHNeuron(shape=(node.size,), start_step=depth[name], reset_interval=timesteps,
-                             end_step=depth[name] + samples * timesteps, name=name, **args)
-            in_port = proc.a_in
-            sink = SinkBuffer(shape=(node.size,), buffer=total)
-            proc.s_out.connect(sink.a_in)
+                             end_step=depth[name] + samples * timesteps if samples else 0,
+                             name=name, **args)
             out_ports[name] = proc.s_out
-            net.neurons[name], net.spike_sinks[name] = proc, sink
+            net.neurons[name] = proc
             net.start_step[name] = depth[name]
         else:
-            net.readout_sink = SinkBuffer(shape=(node.output_size(),), buffer=total)
-            in_port = net.readout_sink.a_in
+            net.readout_size = node.output_size()
             net.start_step["readout"] = depth[name]
         for path in plans[name]:
             conn = _connection(path, precision)
-            out_ports[path.source].connect(conn.s_in)
-            conn.a_out.connect(in_port)
+            if path.source == order[0]:
+                net.input_connections.append(conn)
+            else:
+                out_ports[path.source].connect(conn.s_in)
+            if isinstance(node, (QLMH, LMH)):
+                conn.a_out.connect(net.neurons[name].a_in)
+            else:
+                net.readout_connections.append(conn)
             net.connections[path.name] = conn
+    return net
+
+
+def lower(graph: Graph, inputs: np.ndarray, timesteps: int,
+          precision: Precision = "fixed_pt") -> LavaNetwork:
+    """Build the Lava network for ``inputs``: static (B, *shape) or frames (T', B, *shape).
+
+    The source presents sample ``b``'s step ``t`` at global step ``b*T + t``: the same
+    frame every step (static), or frame ``t`` (time-varying, T' >= T frames). Each layer's
+    ``start_step`` offset aligns its local step ``t`` with that frame.
+
+    ``fixed_pt`` takes an integer graph (from :func:`~lmh_deploy.passes.quantize.quantize_graph`) and
+    quantised inputs; ``floating_pt`` takes a float graph and inputs in input units
+    ``x / Input.unit`` (not rounded): the unit is folded into the first weights.
+    Processes are created and connected, not run.
+    """
+    first = graph.node(graph.order()[0])
+    static = inputs.ndim == len(first.shape) + 1
+    samples = inputs.shape[0] if static else inputs.shape[1]
+    layers = build_layers(graph, timesteps, precision, samples=samples)
+    total = samples * timesteps + max(layers.start_step.values())  # the last sample drains
+    dtype = np.int32 if precision == "fixed_pt" else np.float64
+    data = np.zeros((layers.input_size, total), dtype)
+    if static:
+        frames = inputs.reshape(samples, -1).T.astype(dtype)  # (n_in, samples)
+        data[:, :samples * timesteps] = np.repeat(frames, timesteps, axis=1)
+    else:
+        if inputs.shape[0] < timesteps:
+            raise ValueError(f"inputs have {inputs.shape[0]} frames per sample; the network "
+                             f"runs {timesteps} steps")
+        # column b*T + t <- frame t of sample b
+        seq = inputs[:timesteps].reshape(timesteps, samples, -1).astype(dtype)
+        data[:, :samples * timesteps] = seq.transpose(2, 1, 0).reshape(seq.shape[2], -1)
+    net = LavaNetwork(source=SourceBuffer(data=data), connections=layers.connections,
+                      neurons=layers.neurons, start_step=layers.start_step, samples=samples,
+                      timesteps=timesteps, total_steps=total)
+    for conn in layers.input_connections:
+        net.source.s_out.connect(conn.s_in)
+    for name, proc in layers.neurons.items():
+        net.spike_sinks[name] = SinkBuffer(shape=proc.s_out.shape, buffer=total)
+        proc.s_out.connect(net.spike_sinks[name].a_in)
+    net.readout_sink = SinkBuffer(shape=(layers.readout_size,), buffer=total)
+    for conn in layers.readout_connections:
+        conn.a_out.connect(net.readout_sink.a_in)
     return net

@@ -40,7 +40,8 @@ def read_back(net: LavaNetwork, readout_bias: np.ndarray) -> RunRecord:
 
 def run_lava(graph: Graph, inputs: np.ndarray, timesteps: int,
              precision: Precision = "fixed_pt") -> RunRecord:
-    """Lower ``graph`` for ``inputs`` (B, *shape), run it under ``Loihi2SimCfg`` and read back.
+    """Lower ``graph`` for ``inputs`` (B, *shape) or frames (T', B, *shape), run it under
+    ``Loihi2SimCfg`` and read back.
 
     The runtime is always stopped, also on errors, so no worker processes are left behind.
     Fixed-point results are integers (cast from Lava's float64 ``Var.get()``).

@@ -1,0 +1,25 @@
+"""The compiled network as a Lava building block, built from an artifact directory."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmh_deploy.pipeline.compile import load_artifact
+
+
+def lava_network(artifact: str | Path, *, precision: str = "fixed_pt", samples: int = 0):
+    """An :class:`~lmh_deploy.backends.lava.network.LMHNetwork` of a compiled artifact.
+
+    ``fixed_pt`` uses the integer graph (bit-exact with ``run --backend lava`` and sim/),
+    ``floating_pt`` the float graph. Connect your own source to its ``inp`` port and your own
+    sink to ``out``; run it with ``Loihi2SimCfg(select_tag=precision)``. ``samples > 0``
+    freezes the layers after that many samples (their final states are the last sample's).
+    """
+    from lmh_deploy.backends.lava.network import LMHNetwork
+
+    if precision not in ("fixed_pt", "floating_pt"):
+        raise ValueError(f"unknown precision {precision!r}; supported: fixed_pt, floating_pt")
+    art = load_artifact(artifact)
+    graph = art.quant_graph if precision == "fixed_pt" else art.float_graph
+    return LMHNetwork(graph=graph, timesteps=art.timesteps,
+                      precision="fixed_pt" if precision == "fixed_pt" else "floating_pt",
+                      samples=samples)
