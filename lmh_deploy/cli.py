@@ -7,7 +7,6 @@ lmh-deploy and shows its traceback with a request to report it (exit 1).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import tempfile
@@ -379,9 +378,13 @@ def demo(workdir: Path | None = typer.Option(None, help="Where to write model an
     model = workdir / "model.pt"
     artifact = workdir / "build"
     console.rule("1/4 train an LM-H MLP on scikit-learn digits")
-    options = {f.name: getattr(JOB, f.name) for f in dataclasses.fields(JOB) if f.name != "out"}
-    options.update(timesteps=timesteps, epochs=epochs, json_path=workdir / "train.json")
-    train(out_path=model, **options)  # every other option at TrainJob's default
+    train(dataset=Dataset(JOB.dataset), data_dir=JOB.data_dir, arch=Arch(JOB.arch),
+          neuron=Neuron(JOB.neuron), factors=Factors(JOB.factors), timesteps=timesteps,
+          epochs=epochs, batch_size=JOB.batch_size, lr=JOB.lr, weight_decay=JOB.weight_decay,
+          loss=Loss(JOB.loss), width_mult=JOB.width_mult, norm=Norm(JOB.norm),
+          time_slice=JOB.time_slice, qcfs_levels=JOB.qcfs_levels, lif_decay=JOB.lif_decay,
+          hybrid_from=JOB.hybrid_from, device=Device(JOB.device), amp=JOB.amp, seed=JOB.seed,
+          out_path=model, json_path=workdir / "train.json", train_samples=JOB.train_samples)
     console.rule("2/4 compile for Lava (fixed point)")
     compile(model=model, target=Target.LAVA_SIM, outdir=artifact, calibration_samples=64,
             dataset=None, timesteps=None, dt=None, model_spec=None, model_kwargs=None,
