@@ -23,9 +23,10 @@ RESIDUAL = ("resnet19", "resnet20")
 #: The refusals that are by design, per command; the message must match.
 REFUSALS = {
     # LM-H's dendrite and soma coupling has no NIR/netx equivalent (use --lossy for NIR);
-    # conv layers are not exported yet (issue 12)
+    # netx takes no conv/pool layers; neither format takes a residual sum
     "export": re.compile(r"cannot export to (NIR|netx) exactly|layers are not supported by "
-                         r"the (NIR|netx) export"),
+                         r"the (NIR|netx) export|branches \(a residual sum\); the (NIR|netx) "
+                         r"export writes feed-forward chains only"),
     # Loihi 2 hardware needs Intel's closed lava-loihi
     "run --backend loihi2": re.compile(r"lava-loihi"),
 }
