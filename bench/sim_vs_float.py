@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import numpy as np
 import torch
@@ -23,18 +21,11 @@ from lmh_deploy.models.architectures import build
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.sim import simulate
+from timing import median_time
 from lmh_deploy.sim.reference import simulate_reference
 
 SHAPE = (3, 32, 32)
 
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_arch(arch: str, args) -> dict:
@@ -48,9 +39,9 @@ def bench_arch(arch: str, args) -> dict:
     xt = torch.as_tensor(x, dtype=torch.float32)
     with torch.no_grad():
         model(xt[:2], args.steps)  # warm-up
-        float_s = median_seconds(lambda: model(xt, args.steps), args.repeats)
+        float_s = median_time(lambda: model(xt, args.steps), args.repeats)
     simulate(q, x_int[:2], args.steps)  # warm-up (compiles, plans)
-    sim_s = median_seconds(lambda: simulate(q, x_int, args.steps, record_spikes=False),
+    sim_s = median_time(lambda: simulate(q, x_int, args.steps, record_spikes=False),
                            args.repeats)
     k = args.check_samples
     fast = simulate(q, x_int[:k], args.steps)

@@ -31,15 +31,8 @@ from lmh_deploy.models.architectures import build
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.sim import simulate
+from timing import median_time
 
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def build_net(arch: str, shape: tuple, steps: int, seed: int, **kw):
