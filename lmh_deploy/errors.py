@@ -35,6 +35,11 @@ class UnavailableError(UserError, RuntimeError):
     """Something the user asked for is not available here (a CUDA device, lava-loihi)."""
 
 
+class UserCodeError(UserError):
+    """An exception raised inside the user's own code (the ``--model FILE.py`` they wrote):
+    their bug, not ours; the message names their file, line and the exception."""
+
+
 class CommandFailed(Exception):
     """The command could not do what was asked, and no input is to blame: a check the user
     asked for ran and failed (Lava and sim/ disagree), or hardware is absent (Loihi 2)."""

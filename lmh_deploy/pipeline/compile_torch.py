@@ -24,6 +24,7 @@ from lmh_deploy.frontends.torch_fx import module_to_graph
 from lmh_deploy.models.data import load_dataset
 from lmh_deploy.pipeline.artifact import sha256
 from lmh_deploy.pipeline.compile import Artifact, write_artifact
+from lmh_deploy.pipeline.user_code import users_code
 from lmh_deploy.semantics.profiles import DEFAULT_PROFILE
 
 SOURCE_FILE = "source_model.py"
@@ -66,7 +67,8 @@ def _import_file(path: Path, module_name: str, search_dir: Path):
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         try:
-            spec.loader.exec_module(module)
+            with users_code(f"importing {path.name}", [path], always=True):
+                spec.loader.exec_module(module)
         except BaseException:
             sys.modules.pop(module_name, None)
             raise
@@ -77,10 +79,16 @@ def _import_file(path: Path, module_name: str, search_dir: Path):
 
 def build_module(factory: Callable[..., Any], kwargs: dict[str, Any], where: str) -> nn.Module:
     """Call the user's factory; it must return an nn.Module."""
-    module = factory(**kwargs)
+    with users_code(where, [_defining_file(factory)], always=True):
+        module = factory(**kwargs)
     if not isinstance(module, nn.Module):
         raise InputError(f"{where} returned {type(module).__name__}, not a torch.nn.Module")
     return module
+
+
+def _defining_file(obj: Any) -> Path | None:
+    code = getattr(obj, "__code__", None) or getattr(getattr(obj, "__init__", None), "__code__", None)
+    return Path(code.co_filename) if code is not None else None
 
 
 def parse_kwargs(text: str | None) -> dict[str, Any]:

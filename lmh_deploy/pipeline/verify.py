@@ -52,9 +52,15 @@ def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any,
     if module is not None:
         from lmh_deploy.frontends.torch_source import run_source
 
-        return batched(lambda xs: run_source(
-            module, xs, t, source_neurons=meta["source_neurons"],
-            output_index=meta.get("source_output_index"))), "source module (PyTorch)"
+        from lmh_deploy.pipeline.user_code import model_files, users_code
+
+        src = meta.get("source") or {}
+        action = (f"running your model {src['file']} (copied into the artifact)"
+                  if src.get("file") else "running your model")
+        with users_code(action, model_files(module)):
+            return batched(lambda xs: run_source(
+                module, xs, t, source_neurons=meta["source_neurons"],
+                output_index=meta.get("source_output_index"))), "source module (PyTorch)"
     if meta.get("source", {}).get("format") == "nir" and (art.directory / "source.nir").is_file():
         from lmh_deploy.frontends.nir import read_nir
         from lmh_deploy.frontends.nir_reference import run_nir_reference
