@@ -42,11 +42,11 @@ def _check_integers(owner: str, name: str, value: Any, lo: int, hi: int) -> None
 
 def _check_positive(owner: str, name: str, value: Any) -> None:
     """A finite scale > 0."""
-    if not (isinstance(value, Real) and math.isfinite(value) and value > 0):
+    if not (isinstance(value, Real) and math.isfinite(value) and float(value) > 0):
         raise IRError(f"{owner}: {name} must be finite and > 0, got {value!r}")
 
 
-def _read_only(arr: np.ndarray) -> bool:
+def _read_only(arr: Any) -> bool:
     """True when neither ``arr`` nor any array it views can be written through."""
     while isinstance(arr, np.ndarray):
         if arr.flags.writeable:
@@ -96,6 +96,10 @@ class Node:
     def output_size(self) -> int:
         """Number of output channels (flattened)."""
         raise NotImplementedError
+
+    def input_size(self) -> int:
+        """Number of inputs a synapse node takes (flattened); synapse kinds define it."""
+        raise NotImplementedError(f"{self.kind} nodes have no fixed input size")
 
     def check(self, name: str) -> None:
         """Raise :class:`IRError` naming ``name`` if a field is malformed."""

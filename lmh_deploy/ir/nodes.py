@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -67,8 +68,8 @@ class Dense(Node):
         _check_finite(name, "weight", self.weight)
 
 
-def conv_output_hw(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],
-                   padding: tuple[int, int]) -> tuple[int, int]:
+def conv_output_hw(h: int, w: int, kernel: Sequence[int], stride: Sequence[int],
+                   padding: Sequence[int]) -> tuple[int, int]:
     """Output height and width of a 2-D convolution or pooling window."""
     return ((h + 2 * padding[0] - kernel[0]) // stride[0] + 1,
             (w + 2 * padding[1] - kernel[1]) // stride[1] + 1)
@@ -83,9 +84,9 @@ class Conv2d(Node):
 
     kind: ClassVar[str] = "conv2d"
     weight: np.ndarray
-    input_shape: tuple[int, int, int]
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
+    input_shape: tuple[int, ...]
+    stride: tuple[int, ...] = (1, 1)
+    padding: tuple[int, ...] = (0, 0)
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
@@ -116,9 +117,9 @@ class AvgPool(Node):
     """Average pooling over ``kernel`` windows (no padding); a fixed linear map, 1/(kh*kw) weights."""
 
     kind: ClassVar[str] = "avgpool"
-    input_shape: tuple[int, int, int]
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
+    input_shape: tuple[int, ...]
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
 
     @property
     def output_shape(self) -> tuple[int, int, int]:

@@ -65,6 +65,8 @@ class QDense(Node):
 
     def conv_node(self, weight=None) -> Conv2d:
         """The float Conv2d node with this geometry (``weight`` defaults to the mantissas)."""
+        if self.conv_input_shape is None:
+            raise TypeError("conv_node() of a q_dense that is not a convolution")
         return Conv2d(weight=self.weight_mant if weight is None else weight,
                       input_shape=tuple(self.conv_input_shape), stride=tuple(self.conv_stride),
                       padding=tuple(self.conv_padding))
@@ -75,7 +77,9 @@ class QDense(Node):
         return int(self.weight_mant.shape[0])
 
     def input_size(self) -> int:
-        return int(np.prod(self.conv_input_shape)) if self.is_conv else int(self.weight_mant.shape[1])
+        if self.conv_input_shape is not None:
+            return int(np.prod(self.conv_input_shape))
+        return int(self.weight_mant.shape[1])
 
     def check(self, name: str) -> None:
         m = self.weight_mant

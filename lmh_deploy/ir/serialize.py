@@ -19,7 +19,8 @@ IR_FORMAT_VERSION = 2
 
 
 def _split_fields(node: Node) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    scalars, arrays = {}, {}
+    scalars: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
     for f in dataclasses.fields(node):
         value = getattr(node, f.name)
         if sp.issparse(value):  # CSR as its three arrays plus shape, no pickling

@@ -5,14 +5,16 @@ connects two neuron layers; :mod:`lmh_deploy.passes.quantize` quantises that mat
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import scipy.sparse as sp
 
 from lmh_deploy.ir import SYNAPSE_KINDS, AvgPool, Conv2d, Dense, Graph, Node
 
 
-def _window_map(in_shape: tuple[int, int, int], out_hw: tuple[int, int], kernel: tuple[int, int],
-                stride: tuple[int, int], padding: tuple[int, int]):
+def _window_map(in_shape: Sequence[int], out_hw: Sequence[int], kernel: Sequence[int],
+                stride: Sequence[int], padding: Sequence[int]):
     """For every (out y, out x, ky, kx): the input row/col and a validity mask."""
     oy, ox, ky, kx = np.meshgrid(np.arange(out_hw[0]), np.arange(out_hw[1]), np.arange(kernel[0]),
                                  np.arange(kernel[1]), indexing="ij")
@@ -174,13 +176,13 @@ def apply_synapse(node: Node, x: np.ndarray) -> np.ndarray:
     lead = x.shape[:-1]
     if isinstance(node, Dense):
         return x @ node.weight.T
+    if not isinstance(node, (Conv2d, AvgPool)):
+        raise TypeError(f"{node.kind} is not a synapse node")
     flat = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)).reshape(
         (-1,) + tuple(node.input_shape))
     if isinstance(node, Conv2d):
         out = torch.nn.functional.conv2d(flat, torch.from_numpy(node.weight.astype(np.float64)),
                                          stride=node.stride, padding=node.padding)
-    elif isinstance(node, AvgPool):
-        out = torch.nn.functional.avg_pool2d(flat, node.kernel, node.stride)
     else:
-        raise TypeError(f"{node.kind} is not a synapse node")
+        out = torch.nn.functional.avg_pool2d(flat, node.kernel, node.stride)
     return out.reshape(lead + (-1,)).numpy()

@@ -69,8 +69,9 @@ def _validate(graph: Graph, family: _Family) -> None:
             # graded: multi-bit input values; spike inputs (1-bit event frames) and neurons
             # send spikes
             graded_source = src.kind == family.input and getattr(src, "bits", 2) > 1
-            if node.kind == "q_dense" and bool(node.graded) != graded_source:
-                raise IRError(f"edge {pred!r} -> {name!r}: graded={node.graded} but the source "
+            graded = getattr(node, "graded", None)  # q_dense only
+            if graded is not None and bool(graded) != graded_source:
+                raise IRError(f"edge {pred!r} -> {name!r}: graded={graded} but the source "
                               f"is a {src.kind} node"
                               + (f" of {src.bits}-bit values" if src.kind == family.input else ""))
     if len(graph.of_kind(family.input)) != 1 or len(graph.of_kind(family.readout)) != 1:
