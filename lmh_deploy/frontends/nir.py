@@ -233,7 +233,7 @@ class _Importer:
                                f"single reset value cannot hold")
         self._scale_rows(row, shape, where)
         bias = row * self.cur.bias.reshape(-1) + q * p["c"] / lam_d
-        rules = {"reset": "set", "reset_value": float(reset_value[0]), "threshold_test": ">",
+        rules: dict[str, Any] = {"reset": "set", "reset_value": float(reset_value[0]), "threshold_test": ">",
                  "reset_timing": "same-step", "v_d_init": 0.0, "v_s_init": 0.0}
         own = plain(dict(node.metadata or {})).get("lmh_rules") or self.graph_rules.get(name)
         if own:  # written by lmh-deploy: the layer's own rules
@@ -254,6 +254,7 @@ class _Importer:
         if np.allclose(row, 1.0, rtol=0, atol=1e-15):
             return
         name = self.cur.weight_node
+        assert name is not None  # neuron() checked that a weight layer precedes
         w = self.g.node(name).weight
         if w.ndim == 2:
             self.g.replace(name, weight=w * row[:, None])

@@ -50,11 +50,11 @@ def _synapse(node: nir.NIRNode, x: np.ndarray) -> np.ndarray:
     if isinstance(node, nir.Conv2d):
         shape = (w.shape[1], *_pair(node.input_shape))
         pad = node.padding if isinstance(node.padding, str) else _pair(node.padding)
-        y = F.conv2d(torch.from_numpy(x.reshape(len(x), *shape)), torch.from_numpy(w),
+        out = F.conv2d(torch.from_numpy(x.reshape(len(x), *shape)), torch.from_numpy(w),
                      torch.from_numpy(np.asarray(node.bias, dtype=np.float64).reshape(-1)),
                      stride=_pair(node.stride), padding=pad, dilation=_pair(node.dilation),
                      groups=int(node.groups))
-        return y.numpy()
+        return out.numpy()
     kernel, stride = _pair(node.kernel_size), _pair(node.stride)
     y = F.avg_pool2d(torch.from_numpy(x), kernel, stride, _pair(node.padding),
                      count_include_pad=True).numpy()
@@ -124,7 +124,7 @@ def run_nir_reference(g: nir.NIRGraph, x: np.ndarray, timesteps: int, dt: float,
             if isinstance(node, nir.Input):
                 values[name] = frame
                 continue
-            inp = sum(values[p] for p in preds[name])
+            inp = np.sum([values[p] for p in preds[name]], axis=0)
             if isinstance(node, NEURONS):
                 if name not in state:
                     rules = plain(dict(node.metadata or {})).get("lmh_rules") \

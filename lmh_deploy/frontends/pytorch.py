@@ -90,8 +90,8 @@ class _Exporter:
         shape = inputs[0].shape
         if any(c.shape != shape for c in inputs):
             raise IRError(f"{where}: summed branches have shapes {[c.shape for c in inputs]}")
-        table = {k: _np(v) for k, v in layer.factor_table().items()}
-        bias = sum(c.bias for c in inputs)
+        table: dict[str, Any] = {k: _np(v) for k, v in layer.factor_table().items()}
+        bias = np.sum([c.bias for c in inputs], axis=0)
         size = int(np.prod(shape))
         rules = layer.rules() if hasattr(layer, "rules") else {}  # the model's own neuron rules
         name = self.add("lmh", LMH(size=size, theta=float(layer.theta), bias=bias.ravel(),
@@ -114,7 +114,7 @@ class _Exporter:
         if isinstance(layer, nn.Linear):
             if len(cur.shape) != 1:
                 raise IRError(f"{here}: Linear needs a flattened input, got shape {cur.shape}")
-            own = _np(layer.bias) if layer.bias is not None else None
+            own: np.ndarray | None = _np(layer.bias) if layer.bias is not None else None
             return self.synapse(cur, "dense", Dense(weight=_np(layer.weight)),
                                 (layer.out_features,), own, weight=True)
         if isinstance(layer, nn.Conv2d):
@@ -122,7 +122,7 @@ class _Exporter:
                     or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
                 raise IRError(f"{here}: only zero-padded, ungrouped, undilated Conv2d with "
                               f"numeric padding on (C, H, W) maps is supported")
-            node = Conv2d(weight=_np(layer.weight), input_shape=tuple(cur.shape),
+            node: Conv2d | AvgPool = Conv2d(weight=_np(layer.weight), input_shape=tuple(cur.shape),
                           stride=_pair(layer.stride), padding=_pair(layer.padding))
             own = None
             if layer.bias is not None:

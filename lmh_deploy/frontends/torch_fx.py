@@ -26,6 +26,7 @@ from torch import fx, nn
 from lmh_deploy.frontends.neurons import (
     NeuronError,
     NeuronSpec,
+    adapter_for,
     find_adapter,
     registered_names,
 )
@@ -129,13 +130,13 @@ def _per_neuron(arr: np.ndarray, shape: tuple[int, ...], what: str, where: str) 
 
 def make_lmh(spec: NeuronSpec, shape: tuple[int, ...], bias: np.ndarray, where: str) -> LMH:
     """The LM-H IR node of one neuron layer, with the source's rules (checked)."""
-    factors = {k: _per_neuron(np.asarray(v, dtype=np.float64), shape, k, where)
-               for k, v in spec.factors.items()}
+    factors: dict[str, Any] = {k: _per_neuron(np.asarray(v, dtype=np.float64), shape, k, where)
+                               for k, v in spec.factors.items()}
     rows = {a.shape[0] for a in factors.values()}
     if len(rows) > 1:
         raise NeuronError(f"{where}: factors have different numbers of time rows {sorted(rows)}")
     have = {f.name for f in fields(LMH)}
-    rules = {k: v for k, v in spec.rules.items() if k in have}
+    rules: dict[str, Any] = {k: v for k, v in spec.rules.items() if k in have}
     missing = {k: v for k, v in spec.rules.items()
                if k not in have and LMH_DEFAULT_RULES.get(k, spec.theta / 2) != v}
     if missing:
@@ -183,6 +184,7 @@ class _Walker:
     def identity_synapse(self, sig: Signal, where: str) -> Signal:
         """A neuron's (or the input's) output used directly in a sum: a 1:1 synapse."""
         shape = sig.cur.shape
+        node: Conv2d | Dense
         if len(shape) == 3:
             c = shape[0]
             node = Conv2d(weight=np.eye(c).reshape(c, c, 1, 1) * sig.gain, input_shape=shape)
@@ -217,8 +219,7 @@ class _Walker:
         if any(t.gain != 1.0 for t in terms):
             raise FrontendError(f"{here}: a pooled spike signal reaches a neuron without a weight "
                                 f"layer in between")
-        adapter = find_adapter(module)
-        spec = adapter.spec(module, here)
+        spec = adapter_for(module, here).spec(module, here)
         bias = sum(t.cur.bias for t in terms)
         node = make_lmh(spec, shape, np.asarray(bias), here)
         name = self.ex.add("lmh", node, tuple(t.cur.node for t in terms))

@@ -8,11 +8,13 @@ node it became (``graph.meta["source_neurons"]``).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
 
-from lmh_deploy.frontends.neurons import find_adapter
+from lmh_deploy.frontends.neurons import adapter_for
 from lmh_deploy.reports.record import RunRecord
 
 
@@ -22,9 +24,9 @@ def run_source(module: nn.Module, x: np.ndarray, timesteps: int, *,
     """Run ``x`` (B, *input_shape) for ``timesteps`` steps; spikes (T, B, n) per IR neuron."""
     module.eval()
     neurons = {ir_name: module.get_submodule(path) for ir_name, path in source_neurons.items()}
-    adapters = {ir_name: find_adapter(m) for ir_name, m in neurons.items()}
+    adapters = {ir_name: adapter_for(m, source_neurons[ir_name]) for ir_name, m in neurons.items()}
     captured: dict[str, list[torch.Tensor]] = {name: [] for name in neurons}
-    hooks = []
+    hooks: list[Any] = []
     for ir_name, m in neurons.items():
         hooks += adapters[ir_name].step_hooks(m)
 

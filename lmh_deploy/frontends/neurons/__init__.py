@@ -54,10 +54,19 @@ def find_adapter(module: nn.Module) -> NeuronAdapter | None:
     return next((a for a in ADAPTERS if a.matches(module)), None)
 
 
+def adapter_for(module: nn.Module, where: str) -> NeuronAdapter:
+    """The adapter of a module known to be a neuron; one line naming it if none (any more)."""
+    adapter = find_adapter(module)
+    if adapter is None:
+        raise NeuronError(f"{where} ({type(module).__name__}): no registered neuron adapter "
+                          f"recognises it (registered: {', '.join(registered_names())})")
+    return adapter
+
+
 def registered_names() -> list[str]:
     """Adapter names, in the order they are tried."""
     return [a.name for a in ADAPTERS]
 
 
-__all__ = ["ADAPTERS", "NeuronAdapter", "NeuronError", "NeuronSpec", "as_factor", "find_adapter",
-           "register_neuron", "registered_names", "scalar"]
+__all__ = ["ADAPTERS", "NeuronAdapter", "NeuronError", "NeuronSpec", "adapter_for", "as_factor",
+           "find_adapter", "register_neuron", "registered_names", "scalar"]

@@ -13,8 +13,9 @@ with ``v_d = 0``, ``v_s = v_threshold / 2`` on the first call after ``reset()``.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from torch import nn
 
 from lmh_deploy.frontends.neurons.base import (
     NeuronAdapter,
@@ -34,11 +35,11 @@ class LearnableNeuronAdapter(NeuronAdapter):
 
     name = "stbp-lmh-learnable"
 
-    def matches(self, module: nn.Module) -> bool:
+    def matches(self, module: Any) -> bool:
         return all(isinstance(own_tensor(module, p), torch.Tensor)
                    for p in ("v_threshold", *PARAMETERS))
 
-    def spec(self, module: nn.Module, where: str) -> NeuronSpec:
+    def spec(self, module: Any, where: str) -> NeuronSpec:
         for mode in ("use_TEBN", "use_SEW"):
             if getattr(module, mode, False):
                 raise NeuronError(f"{where}: {mode}=True runs all time steps in one call "
@@ -53,7 +54,7 @@ class LearnableNeuronAdapter(NeuronAdapter):
                 .reshape(1, 1) + shift
         return NeuronSpec(theta=theta, amplitude=theta, factors=factors, v_s_init=theta / 2)
 
-    def reset(self, module: nn.Module) -> None:
+    def reset(self, module: Any) -> None:
         """The official ``reset()`` (t = 0: the next call re-initialises the state)."""
         if callable(getattr(module, "reset", None)):
             module.reset()

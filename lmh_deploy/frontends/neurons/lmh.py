@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
 
 from lmh_deploy.frontends.neurons.base import NeuronAdapter, NeuronSpec
 from lmh_deploy.models.neuron import LMHNeuron
@@ -20,18 +19,18 @@ class LMHNeuronAdapter(NeuronAdapter):
 
     name = "lmh"
 
-    def matches(self, module: nn.Module) -> bool:
+    def matches(self, module: Any) -> bool:
         return isinstance(module, LMHNeuron)
 
-    def spec(self, module: nn.Module, where: str) -> NeuronSpec:
+    def spec(self, module: Any, where: str) -> NeuronSpec:
         theta = float(module.theta)
         table = {k: v.detach().cpu().double().numpy() for k, v in module.factor_table().items()}
         return NeuronSpec(theta=theta, amplitude=theta, factors=table, **module.rules())
 
-    def reset(self, module: nn.Module) -> None:
+    def reset(self, module: Any) -> None:
         module.reset_state()
 
-    def step_hooks(self, module: nn.Module) -> list[Any]:
+    def step_hooks(self, module: Any) -> list[Any]:
         """LMHNeuron integrates a (T, B, ...) tensor: feed it one step at a time, keeping state."""
         module.stateful = True
         return [module.register_forward_pre_hook(lambda mod, args: (args[0].unsqueeze(0),)),

@@ -13,10 +13,11 @@ start at 0, a spike sends ``graded_spikes_factor``. LM-H form: ``mu_d = mu_s = 0
 """
 from __future__ import annotations
 
+from typing import Any
+
 import sys
 
 import numpy as np
-from torch import nn
 
 from lmh_deploy.frontends.neurons.base import (
     NeuronAdapter,
@@ -35,7 +36,7 @@ def snntorch_class(name: str) -> type | None:
     return getattr(snn, name, None) if snn is not None else None
 
 
-def common_spec(module: nn.Module, where: str, kind: str) -> dict:
+def common_spec(module: Any, where: str, kind: str) -> dict:
     """Threshold, amplitude, reset rules and tuple-ness shared by Leaky and Synaptic."""
     for flag, why in (("inhibition", "winner-take-all inhibition couples the neurons of a layer"),
                       ("state_quant", "state quantisation in the forward pass")):
@@ -59,7 +60,7 @@ def common_spec(module: nn.Module, where: str, kind: str) -> dict:
     if amplitude == 0:
         raise NeuronError(f"{where}: graded_spikes_factor = 0 sends nothing")
     if mechanism == "subtract":
-        rules = {"reset": "subtract", "reset_timing": "next-step"}
+        rules: dict[str, Any] = {"reset": "subtract", "reset_timing": "next-step"}
     else:
         rules = {"reset": "set", "reset_value": 0.0, "reset_timing": "same-step"}
     return {"theta": theta, "amplitude": amplitude, "threshold_test": ">", "v_s_init": 0.0,
@@ -77,16 +78,16 @@ class LeakyAdapter(NeuronAdapter):
 
     name = "snntorch-leaky"
 
-    def matches(self, module: nn.Module) -> bool:
+    def matches(self, module: Any) -> bool:
         cls = snntorch_class("Leaky")
         return cls is not None and isinstance(module, cls)
 
-    def spec(self, module: nn.Module, where: str) -> NeuronSpec:
+    def spec(self, module: Any, where: str) -> NeuronSpec:
         common = common_spec(module, where, "Leaky")
         zeros = np.zeros((1, 1))
         factors = {"mu_d": zeros, "mu_s": zeros, "lam_d": np.ones((1, 1)),
                    "lam_s": decay(module.beta, "beta")}
         return NeuronSpec(factors=factors, **common)
 
-    def reset(self, module: nn.Module) -> None:
+    def reset(self, module: Any) -> None:
         module.reset_mem()

@@ -12,8 +12,9 @@ current: ``mu_d = alpha``, ``mu_s = 0``, ``lam_d = 1``, ``lam_s = beta``. Resets
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
-from torch import nn
 
 from lmh_deploy.frontends.neurons.base import NeuronAdapter, NeuronSpec
 from lmh_deploy.frontends.neurons.snntorch_leaky import (
@@ -28,11 +29,11 @@ class SynapticAdapter(NeuronAdapter):
 
     name = "snntorch-synaptic"
 
-    def matches(self, module: nn.Module) -> bool:
+    def matches(self, module: Any) -> bool:
         cls = snntorch_class("Synaptic")
         return cls is not None and isinstance(module, cls)
 
-    def spec(self, module: nn.Module, where: str) -> NeuronSpec:
+    def spec(self, module: Any, where: str) -> NeuronSpec:
         common = common_spec(module, where, "Synaptic")
         if common["reset"] == "set" and getattr(module, "reset_delay", True):
             common["reset_timing"] = "next-step"
@@ -40,5 +41,5 @@ class SynapticAdapter(NeuronAdapter):
                    "lam_d": np.ones((1, 1)), "lam_s": decay(module.beta, "beta")}
         return NeuronSpec(factors=factors, **common)
 
-    def reset(self, module: nn.Module) -> None:
+    def reset(self, module: Any) -> None:
         module.reset_mem()
