@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 from collections.abc import Iterator
 
@@ -56,8 +57,8 @@ class DistContext:
 
 def torchrun_env_present(env: dict[str, str] | None = None) -> bool:
     """True when every variable of :data:`TORCHRUN_ENV` is set (we run under torchrun)."""
-    env = os.environ if env is None else env
-    return all(env.get(k) not in (None, "") for k in TORCHRUN_ENV)
+    seen: Mapping[str, str] = os.environ if env is None else env
+    return all(seen.get(k) not in (None, "") for k in TORCHRUN_ENV)
 
 
 def env_rank() -> int:

@@ -44,7 +44,8 @@ def simulate_float(graph: Graph, x: np.ndarray, timesteps: int) -> RunRecord:
             elif isinstance(node, LMH):
                 prev = rec.spikes[name][t - 1] if t else None
                 v_d, v_s, spikes = lmh_float_step(node, t, *state[name],
-                                                  sum(values[src] for src in inputs), prev)
+                                                  np.sum([values[src] for src in inputs], axis=0),
+                                                  prev)
                 state[name] = (v_d, v_s)
                 rec.spikes[name][t] = spikes
                 values[name] = spikes * node.theta

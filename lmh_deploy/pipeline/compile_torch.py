@@ -64,6 +64,8 @@ def _import_file(path: Path, module_name: str, search_dir: Path):
     sys.path.insert(0, str(search_dir))  # the model file may import its sibling modules
     try:
         spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise InputError(f"{path}: cannot be imported as a Python module")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         try:
@@ -179,6 +181,7 @@ def compile_module(module: nn.Module, outdir: str | Path, *, input_shape: tuple[
         x = (calibration_inputs(calibration, input_shape) if isinstance(calibration, (str, Path))
              else np.asarray(calibration, dtype=np.float64).reshape((-1, *input_shape)))
         x = x[:calibration_samples]
+    assert x is not None  # dataset or calibration, checked above
     x_max = 1.0 if ds else max(1.0, float(x.max()))
     meta = {"dataset": ds, "source": source or {"format": "pytorch-module",
                                                   "class": type(module).__name__}}

@@ -13,20 +13,44 @@ import numpy as np
 
 
 class NeuronLayer(Protocol):
-    """What the reference reads from a layer (the float ``LMH`` IR node has all of it)."""
+    """What the reference reads from a layer (the float ``LMH`` IR node has all of it;
+    read-only, as the frozen node's fields are)."""
 
-    theta: float
-    mu_d: np.ndarray
-    mu_s: np.ndarray
-    lam_d: np.ndarray
-    lam_s: np.ndarray
-    bias: np.ndarray
-    reset: str
-    reset_value: float
-    threshold_test: str
-    reset_timing: str
-    v_d_init: float
-    v_s_init: float | None
+    @property
+    def theta(self) -> float: ...
+
+    @property
+    def mu_d(self) -> np.ndarray: ...
+
+    @property
+    def mu_s(self) -> np.ndarray: ...
+
+    @property
+    def lam_d(self) -> np.ndarray: ...
+
+    @property
+    def lam_s(self) -> np.ndarray: ...
+
+    @property
+    def bias(self) -> np.ndarray: ...
+
+    @property
+    def reset(self) -> str: ...
+
+    @property
+    def reset_value(self) -> float: ...
+
+    @property
+    def threshold_test(self) -> str: ...
+
+    @property
+    def reset_timing(self) -> str: ...
+
+    @property
+    def v_d_init(self) -> float: ...
+
+    @property
+    def v_s_init(self) -> float | None: ...
 
 
 def float_initial_state(layer: NeuronLayer, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:

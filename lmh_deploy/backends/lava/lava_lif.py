@@ -18,6 +18,7 @@ therefore keeps each layer's ``bias_mant`` at 0 until the layer's first input ar
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -79,7 +80,7 @@ def lif_parameters(name: str, node: QLMH) -> dict[str, object]:
             "vth": int(node.theta) >> 6, "bias_mant": bias >> exp, "bias_exp": exp}
 
 
-def _synapses(graph: Graph, name: str, batch: int) -> tuple[str, object, int, bool]:
+def _synapses(graph: Graph, name: str, batch: int) -> tuple[str, Any, int, bool]:
     (pred,) = graph.inputs_of(name)
     node = graph.node(pred)
     assert isinstance(node, QDense)
@@ -101,7 +102,8 @@ def run_lava_lif(graph: Graph, x_int: np.ndarray, timesteps: int) -> LifRun:
     flat = x_int.reshape(-1).astype(np.int32)  # sample-major, as the block-diagonal weights
     layers = [n for n in order if isinstance(graph.node(n), (QLMH, QReadout))]
     depth = {order[0]: 0}
-    params = {n: lif_parameters(n, graph.node(n)) for n in layers if isinstance(graph.node(n), QLMH)}
+    params: dict[str, dict[str, Any]] = {n: lif_parameters(n, graph.node(n)) for n in layers
+                                         if isinstance(graph.node(n), QLMH)}
     plans = {n: _synapses(graph, n, batch) for n in layers}
     for name in layers:
         depth[name] = depth[plans[name][0]] + 1
@@ -145,6 +147,7 @@ def run_lava_lif(graph: Graph, x_int: np.ndarray, timesteps: int) -> LifRun:
             source.run(condition=RunSteps(num_steps=total - done), run_cfg=cfg)
         raw = {name: sink.data.get() for name, sink in sinks.items()}
         probes = {key: mon.get_data()[lifs[key[0]].name][key[1]] for key, mon in monitors.items()}
+        assert readout_sink is not None, "a quantised graph has one readout"
         readout = readout_sink.data.get()
     finally:
         source.stop()

@@ -14,7 +14,7 @@ run evaluates a whole batch. Readout and spikes of each layer feed sinks
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -140,12 +140,12 @@ def build_layers(graph: Graph, timesteps: int, precision: Precision = "fixed_pt"
     plans = {name: _paths(graph, name, precision, delays) for name in layers}
     graded = (int(first.bits) > 1) if isinstance(first, QInput) else not first.spikes
     net = LavaLayers(input_size=first.output_size(), input_graded=graded)
-    out_ports: dict[str, object] = {}
+    out_ports: dict[str, Any] = {}  # Lava OutPorts
     for name in layers:
         node = graph.node(name)
         if isinstance(node, (QLMH, LMH)):
             number = int if isinstance(node, QLMH) else float
-            args = dict(theta=number(node.theta), mu_d=node.mu_d, mu_s=node.mu_s,
+            args: dict[str, Any] = dict(theta=number(node.theta), mu_d=node.mu_d, mu_s=node.mu_s,
                         lam_d=node.lam_d, lam_s=node.lam_s, bias=node.bias,
                         reset=node.reset, reset_value=number(node.reset_value),
                         threshold_test=node.threshold_test, reset_timing=node.reset_timing,

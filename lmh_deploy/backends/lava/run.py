@@ -32,6 +32,7 @@ def read_back(net: LavaNetwork, readout_bias: np.ndarray) -> RunRecord:
         v_d, v_s = neuron.v_d.get(), neuron.v_s.get()
         rec.final_state[name] = (v_d[None, :], v_s[None, :])
         rec.saturation[name] = int(neuron.saturation_count.get()[0])
+    assert net.readout_sink is not None, "lower() connects the readout"
     readout = _per_sample(net.readout_sink.data.get(), net.start_step["readout"], b, t)
     rec.readout_trace = readout
     rec.logits = readout.sum(0) + t * readout_bias
@@ -60,7 +61,7 @@ def run_lava(graph: Graph, inputs: np.ndarray, timesteps: int,
         net.source.stop()
     if precision == "fixed_pt":
         rec.logits = rec.logits.astype(np.int64)
-        rec.readout_trace = rec.readout_trace.astype(np.int64)
+        rec.readout_trace = np.asarray(rec.readout_trace).astype(np.int64)
         rec.final_state = {k: (a.astype(np.int64), c.astype(np.int64))
                            for k, (a, c) in rec.final_state.items()}
         rec.synops = synops_from_spikes(graph, inputs, rec.spikes, timesteps)
