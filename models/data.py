@@ -345,14 +345,14 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, *,
     raise ValueError(f"unknown dataset {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}")
 
 
-def make_loaders(train: torch.utils.data.Dataset, test: torch.utils.data.Dataset,
+def make_loaders(train: TensorDataset, test: TensorDataset,
                  batch_size: int = 64, seed: int = 0, num_workers: int = 0, *,
                  rank: int = 0, world_size: int = 1) -> tuple[DataLoader, DataLoader]:
     """Batch a train/test pair; the train order is shuffled reproducibly.
 
     Parameters
     ----------
-    train, test : torch.utils.data.Dataset
+    train, test : torch.utils.data.TensorDataset
         As returned by :func:`load_dataset`.
     batch_size : int, default 64
         Samples per batch; the last batch may be smaller.

@@ -66,7 +66,7 @@ def layer_bars_figure(comparison: dict[str, Any]) -> Figure:
               ("energy_joules", "energy / sample", None, "J")]
     # a quantity neither run recorded (e.g. per-layer energy of an older summary) is left out
     panels = [p for p in panels if any(row[p[0]][k] is not None for row in layers for k in "ab")]
-    with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]
+    with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(max(8.0, 1.6 * len(layers) + 3.0), 1.0 + 2.5 * len(panels)),
                      layout="constrained")
         axes = np.atleast_1d(fig.subplots(len(panels), 1, sharex=True))
@@ -95,7 +95,7 @@ def accuracy_vs_t_figure(comparison: dict[str, Any]) -> Figure:
     name_a, name_b = comparison["names"]
     sweep = comparison["t_sweep"]
     ts = [r["timesteps"] for r in sweep]
-    with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]
+    with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(7.5, 6.2), layout="constrained")
         ax_acc, ax_e = fig.subplots(2, 1, sharex=True)
         for key, name, color in (("a", name_a, BLUE), ("b", name_b, ORANGE)):

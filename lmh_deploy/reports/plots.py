@@ -16,6 +16,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from lmh_deploy.files import atomic_write
@@ -24,7 +25,7 @@ from lmh_deploy.reports.summary import energy_unit
 
 DPI = 130
 #: Readable defaults for every figure in this module (applied locally, never globally).
-STYLE = {
+STYLE: Any = {  # rc parameters (matplotlib types the keys as literals)
     "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "figure.titlesize": 13,
     "xtick.labelsize": 10, "ytick.labelsize": 10, "legend.fontsize": 10,
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": False,
@@ -124,7 +125,9 @@ def _bar_figure(bars: int, empty_text: str):
     """A figure sized for ``bars`` per-layer bars; with none, an axis-less note instead."""
     fig = Figure(figsize=(max(5.5, 1.1 * bars + 2.5), 4.2), layout="constrained")
     # room around the axes labels: a two-line y label must not touch the image edge
-    fig.get_layout_engine().set(w_pad=0.12, h_pad=0.08)
+    engine = fig.get_layout_engine()
+    assert isinstance(engine, ConstrainedLayoutEngine)  # layout="constrained" above
+    engine.set(w_pad=0.12, h_pad=0.08)
     ax = fig.subplots()
     if not bars:
         ax.text(0.5, 0.5, empty_text, ha="center", va="center", transform=ax.transAxes)
@@ -184,7 +187,7 @@ def accuracy_energy_figure(sweep: Sequence[dict[str, Any]], *,
         raise ValueError(f"T sweep rows need 'timesteps' and 'energy_joules' ({exc!r})") from None
     acc = [r.get("accuracy") for r in rows]
     has_acc = any(a is not None for a in acc)
-    ann = [r.get("ann_energy_joules") for r in rows if r.get("ann_energy_joules") is not None]
+    ann = [float(r["ann_energy_joules"]) for r in rows if r.get("ann_energy_joules") is not None]
     unit, factor = energy_unit(max(energy.max(), max(ann, default=0.0)))
     log_x = ts.max() / max(ts.min(), 1) >= 8
     with matplotlib.rc_context(STYLE):
