@@ -8,7 +8,7 @@ set per time step, Eq. 7) and ``fixed`` factors (LIF: ``mu_d = mu_s = 0``,
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -60,6 +60,9 @@ class LMHNeuron(nn.Module):
     Rules are exported to the IR (:class:`lmh_deploy.ir.LMH`) unchanged.
     """
 
+    theta: torch.Tensor  # buffers and parameters registered in __init__
+    x_mu_d: torch.Tensor
+
     def __init__(self, *, theta: float = 1.0, factors: FactorMode = "progressive",
                  timesteps: int | None = None, gamma: float = 1.0, lif_decay: float = 0.5,
                  per_channel: int | None = None, reset: str = "subtract",
@@ -86,7 +89,7 @@ class LMHNeuron(nn.Module):
         self.lif_decay = float(lif_decay)
         self.per_channel = per_channel
         self.register_buffer("theta", torch.tensor(float(theta)))
-        steps = timesteps if factors == "radical" else 1
+        steps = timesteps if factors == "radical" and timesteps else 1
         channels = per_channel or 1
         for name in FACTOR_NAMES:
             if factors == "fixed":
@@ -131,20 +134,21 @@ class LMHNeuron(nn.Module):
 
     def detach_state(self) -> None:
         """Cut the graph between time slices (online training); values are kept."""
-        if self.v_d is not None:
+        if self.v_d is not None and self.v_s is not None:
             self.v_d = self.v_d.detach()
             self.v_s = self.v_s.detach()
 
     # ----------------------------------------------------------------- dynamics
     def forward(self, current: torch.Tensor) -> torch.Tensor:
         """Run Eq. 4 over ``current`` of shape ``(T, B, ...)``; returns ``s * theta``, same shape."""
-        if not self.stateful or self.v_d is None:
-            self.v_d = torch.zeros_like(current[0])
-            self.v_s = torch.full_like(current[0], self.v_s_init) * self.theta
+        if not self.stateful or self.v_d is None or self.v_s is None:
+            v_d = torch.zeros_like(current[0])
+            v_s = torch.full_like(current[0], self.v_s_init) * self.theta
             self.step_offset = 0
+        else:
+            v_d, v_s = self.v_d, self.v_s
         table = self.factor_table()
         theta = self.theta
-        v_d, v_s = self.v_d, self.v_s
         out = []
         rows = table["mu_d"].shape[0]
         # unbind, not current[t]: indexing costs a full-size zero fill per step in backward.
@@ -168,7 +172,7 @@ class LMHNeuron(nn.Module):
             self.v_d = self.v_s = None
         return torch.stack(out)
 
-    def rules(self) -> dict[str, object]:
+    def rules(self) -> dict[str, Any]:
         """The neuron rules in the IR's terms (absolute reset value and initial states)."""
         theta = float(self.theta)
         return {"reset": self.reset, "reset_value": self.reset_value,
@@ -182,7 +186,7 @@ class LMHNeuron(nn.Module):
 
 #: The neuron Lava's LIF implements (PyLifModelBitAcc): v set to 0 on a spike, spike on
 #: v > theta, states start at 0; ``--profile loihi-lif`` deploys it without changing a rule.
-LAVA_LIF_RULES = {"reset": "set", "reset_value": 0.0, "threshold_test": ">", "v_s_init": 0.0}
+LAVA_LIF_RULES: dict[str, Any] = {"reset": "set", "reset_value": 0.0, "threshold_test": ">", "v_s_init": 0.0}
 
 
 def lif_neuron(*, theta: float = 1.0, decay: float = 0.5, gamma: float = 1.0) -> LMHNeuron:

@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import math
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,6 +65,12 @@ class _TimeMajorBatchNorm(_BatchNorm):
     time_major = True
     #: Reduce training statistics over all ranks when a multi-process group is initialised.
     sync_stats = True
+    # always present here (affine=True, track_running_stats=True in __init__)
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+    num_batches_tracked: torch.Tensor
+    alpha_theta: torch.Tensor
+    momentum: float
 
     def __init__(self, num_features: int, *, alpha: float = 1.0, theta: float = 1.0,
                  eps: float = 1e-5, momentum: float = 0.1) -> None:
@@ -140,7 +148,7 @@ class _TimeMajorBatchNorm(_BatchNorm):
         packed = torch.cat([sums.reshape(-1), sums.new_full((1,), float(local_n))])
         packed = differentiable_all_reduce(packed)
         n = packed[-1].detach()
-        shape = (t, 1, c) if per_step else (1, 1, c)
+        shape: tuple[int, ...] = (t, 1, c) if per_step else (1, 1, c)
         shape = shape + (1,) * (x.dim() - 3)
         mean = (packed[:-1] / n).reshape(shape)
         centred = xf - mean
@@ -207,7 +215,7 @@ RESIDUAL_ALPHA = 1.0 / math.sqrt(2.0)
 
 
 @torch.no_grad()
-def norm_affine(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def norm_affine(norm: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode ``y = scale * x + shift`` per channel of any batch norm (torch's or ours).
 
     Ours know their own form (:meth:`_TimeMajorBatchNorm.scale_shift`); for torch's

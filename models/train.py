@@ -38,6 +38,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -87,7 +88,7 @@ class SavedTensorMeter:
         self.held: dict[int, int] = {}
         self.total = 0
         self.peak = 0
-        self._ctx = None
+        self._ctx: Any = None  # torch's saved_tensors_hooks while entered
 
     def _pack(self, t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
@@ -128,8 +129,9 @@ def time_major(x: torch.Tensor) -> torch.Tensor:
 
 
 def _set_stateful(model: nn.Module, stateful: bool) -> None:
-    if hasattr(model, "set_stateful"):
-        model.set_stateful(stateful)
+    set_stateful = getattr(model, "set_stateful", None)
+    if set_stateful is not None:
+        set_stateful(stateful)
 
 
 def _sharded(loader: DataLoader, distributed: bool | None) -> bool:
@@ -217,7 +219,8 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, 
     base = D.unwrap(model)
     x = time_major(x)
     static = x.dim() in (2, 4)
-    steps = (timesteps or getattr(base, "timesteps", 1)) if static else x.shape[0]
+    model_steps: Any = getattr(base, "timesteps", 1)  # the model's default T
+    steps = int(timesteps or model_steps) if static else int(x.shape[0])
     meter = meter or SavedTensorMeter()
     amp = scaler is not None
     device = x.device.type
@@ -230,7 +233,7 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, 
         return (loss * weight if weight != 1.0 else loss), float(loss.detach())
 
     def update(loss: torch.Tensor) -> None:
-        if amp:
+        if scaler is not None:
             scaler.scale(loss).backward()
             meter.release()
             scaler.step(opt)
@@ -294,8 +297,9 @@ def train(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
     for epoch in range(cfg.epochs):
         for sampler in (getattr(train_loader, "batch_sampler", None),
                         getattr(train_loader, "sampler", None)):
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
+            set_epoch = getattr(sampler, "set_epoch", None)
+            if set_epoch is not None:
+                set_epoch(epoch)
         net.train()
         start = time.perf_counter()
         weighted, counts = [], []  # per batch: this rank's loss * samples, samples
