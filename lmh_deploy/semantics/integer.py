@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Any
+
 import numpy as np
 
 from lmh_deploy.semantics.profiles import LMH_PROFILE, NumericProfile, get_profile
@@ -50,7 +52,7 @@ def _is_tensor(x) -> bool:
     return type(x).__module__.startswith("torch")
 
 
-def saturate(x: np.ndarray, bits: int = STATE_BITS) -> tuple[np.ndarray, np.ndarray]:
+def saturate(x: Any, bits: int = STATE_BITS) -> tuple[Any, Any]:
     """Clip ``x`` to signed ``bits`` integers; also return where clipping happened.
 
     Works on numpy arrays and on int64 torch tensors alike.
