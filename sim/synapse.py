@@ -15,6 +15,12 @@ weights ``2 m``). :class:`SynapsePath` computes ``S`` exactly; the ways it can d
   proportional to the events. Rows of ``m^T`` are summed as float32/float64 under the same
   bound as ``gemm`` (a sparse-times-dense product).
 
+A convolution whose kernel is constant over aligned ``sy x sx`` blocks at stride
+``(sy, sx)`` (what the quantiser makes of an average pooling followed by a convolution:
+:func:`lmh_deploy.ir.synapses.pool_conv_kernel`) runs as an exact integer sum-pool followed
+by the ``sy * sx`` times smaller kernel at stride 1 (:class:`ConvPlan`): the same integers
+for a fraction of the multiply-adds.
+
 All ways give identical integers; :meth:`SynapsePath.sums` picks one per call from the
 number of rows and the measured fraction of active inputs (timing both from time to time).
 """
@@ -26,6 +32,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lmh_deploy.ir.synapses import qdense_fan_out
+from lmh_deploy.sim.conv import ConvPlan, conv_plan, run_conv
 from lmh_deploy.semantics import integer as fx
 
 F32_EXACT = 2.0 ** 24
@@ -61,9 +68,13 @@ class SynapsePath:
         self.device = device
         mant = node.weight_mant
         self.sparse = sp.issparse(mant)
+        max_x = fx.INPUT_MAX if self.graded else 1
+        self.conv: ConvPlan | None = conv_plan(node) if self.is_conv else None
+        if self.conv is not None:  # bound on the partial sums of the (possibly factored) conv
+            mant, max_x = self.conv.kernel, max_x * self.conv.pool_area
         peak_w = float(abs(mant).max()) if np.prod(mant.shape) else 0.0
         fan_in = int(np.prod(mant.shape[1:]))
-        self.bound = peak_w * (fx.INPUT_MAX if self.graded else 1) * fan_in
+        self.bound = peak_w * max_x * fan_in
         self.n_out = int(node.output_size())
         self.n_in = int(node.input_size())
         self.fan_out = qdense_fan_out(node)
@@ -88,7 +99,7 @@ class SynapsePath:
         if self.is_conv:
             import torch
 
-            w = np.ascontiguousarray(mant, dtype=dtype)
+            w = np.ascontiguousarray(self.conv.kernel, dtype=dtype)
             self.kernel = torch.from_numpy(w) if self.device is None else \
                 torch.as_tensor(w, device=self.device)
             return
@@ -180,18 +191,10 @@ class SynapsePath:
     def _conv(self, pre):
         import torch
 
-        dtype = self.float_dtype or np.int64
-        shape = (-1,) + tuple(self.node.conv_input_shape)
-        if dtype is np.int64:  # beyond exact float64: int64 im2col product
-            cols = torch.nn.functional.unfold(torch.from_numpy(pre.astype(np.float64)).reshape(shape),
-                                              self.kernel.shape[2:], padding=self.node.conv_padding,
-                                              stride=self.node.conv_stride).to(torch.int64)
-            out = self.kernel.reshape(self.kernel.shape[0], -1) @ cols
-            return out.reshape(pre.shape[0], -1).numpy()
-        x = torch.from_numpy(self._as(np.ascontiguousarray(pre), dtype)).reshape(shape)
-        out = torch.nn.functional.conv2d(x, self.kernel, stride=tuple(self.node.conv_stride),
-                                         padding=tuple(self.node.conv_padding))
-        return out.reshape(pre.shape[0], -1).numpy()
+        # beyond exact float64 the values still go in as float64 (exact: <= 255 * pool area)
+        dtype = self.float_dtype or np.float64
+        x = torch.from_numpy(self._as(np.ascontiguousarray(pre), dtype))
+        return run_conv(self.conv, x, self.kernel).numpy()
 
     def _sums_torch(self, pre):
         import torch
@@ -205,10 +208,7 @@ class SynapsePath:
         dtype = torch.float32 if self.float_dtype is np.float32 else torch.float64
         x = pre.to(dtype)
         if self.is_conv:
-            out = torch.nn.functional.conv2d(
-                x.reshape((-1,) + tuple(self.node.conv_input_shape)), self.kernel.to(dtype),
-                stride=tuple(self.node.conv_stride), padding=tuple(self.node.conv_padding))
-            return out.reshape(pre.shape[0], -1)
+            return run_conv(self.conv, x, self.kernel.to(dtype))
         return x @ self.w_dev.to(dtype).T
 
     def int8_sums(self, pre):

@@ -1,0 +1,102 @@
+"""How sim/ runs the convolution of a ``QDense`` path: exact integer sums, least work.
+
+The quantiser composes an average pooling (``sy x sx``, stride ``(sy, sx)``) followed by a
+stride-1 convolution into ONE kernel: each integer of the original kernel repeated over an
+aligned ``sy x sx`` block, stride ``(sy, sx)``, padding ``(sy * p_y, sx * p_x)``
+(:func:`lmh_deploy.ir.synapses.pool_conv_kernel`; the IR and Lava keep it so). Such a kernel
+``K`` gives, at output ``(o_y, o_x)``::
+
+    sum_{b_y, b_x} k[b_y, b_x] * P[o_y + b_y - p_y, o_x + b_x - p_x]
+
+where ``k = K[::sy, ::sx]`` and ``P[q_y, q_x]`` is the sum of the input block
+``[q_y sy, (q_y + 1) sy) x [q_x sx, (q_x + 1) sx)`` (zero outside the input): a sum-pool
+of the input followed by ``k`` at stride 1 with padding ``(p_y, p_x)``, ``sy * sx`` times
+fewer multiply-adds. The pooled grid is ``ceil(H / sy)`` high (an input not divisible by
+the stride is padded with zeros at the bottom/right), and the result cropped to the
+composite's ``floor((H + 2 sy p_y - K_h) / sy) + 1`` rows (likewise columns). Every value is
+an integer: the pool sums at most ``sy * sx`` inputs of at most 255, so float32 holds them
+exactly, and the conv's partial sums are bounded as the composite's (the caller's check).
+
+:func:`conv_plan` detects the block structure from the integer kernel alone (no IR flag):
+any kernel constant over aligned stride blocks, with padding a multiple of the stride, is
+factored; every other kernel runs as it is.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """An optional sum-pool then a convolution; ``pool`` is ``(1, 1)`` when nothing is pooled."""
+
+    input_shape: tuple[int, int, int]  # (C, H, W) of the path's presynaptic layer
+    kernel: np.ndarray  # integer (C_out, C_in, kh, kw) actually convolved
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    pool: tuple[int, int]  # sum-pool window = stride, applied first
+    pool_pad: tuple[int, int]  # zero rows/columns added at the bottom/right before pooling
+    out_hw: tuple[int, int]  # the composite's output size (the pooled conv is cropped to it)
+
+    @property
+    def pool_area(self) -> int:
+        return self.pool[0] * self.pool[1]
+
+    @property
+    def factored(self) -> bool:
+        return self.pool_area > 1
+
+
+def block_constant(kernel: np.ndarray, block: tuple[int, int]) -> bool:
+    """True when ``kernel`` (C_out, C_in, kh, kw) is constant over aligned ``block`` tiles."""
+    c_out, c_in, kh, kw = kernel.shape
+    sy, sx = block
+    if kh % sy or kw % sx:
+        return False
+    tiles = np.asarray(kernel).reshape(c_out, c_in, kh // sy, sy, kw // sx, sx)
+    return bool(np.array_equal(tiles, np.broadcast_to(tiles[:, :, :, :1, :, :1], tiles.shape)))
+
+
+def conv_plan(node) -> ConvPlan:
+    """The cheapest exact execution of conv ``QDense`` ``node`` (see the module doc)."""
+    kernel = np.asarray(node.weight_mant)
+    c, h, w = (int(d) for d in node.conv_input_shape)
+    sy, sx = (int(s) for s in node.conv_stride)
+    py, px = (int(p) for p in node.conv_padding)
+    kh, kw = kernel.shape[2:]
+    out_hw = ((h + 2 * py - kh) // sy + 1, (w + 2 * px - kw) // sx + 1)
+    if sy * sx == 1 or py % sy or px % sx or not block_constant(kernel, (sy, sx)):
+        return ConvPlan((c, h, w), kernel, (sy, sx), (py, px), (1, 1), (0, 0), out_hw)
+    pooled_h, pooled_w = -(-h // sy), -(-w // sx)
+    return ConvPlan((c, h, w), np.ascontiguousarray(kernel[:, :, ::sy, ::sx]), (1, 1),
+                    (py // sy, px // sx), (sy, sx), (pooled_h * sy - h, pooled_w * sx - w), out_hw)
+
+
+def run_conv(plan: ConvPlan, x, kernel):
+    """The sums ``(rows, C_out * H_out * W_out)`` for input rows ``x`` (rows, C * H * W).
+
+    ``x`` is a float32/float64 torch tensor of integers; ``kernel`` the plan's kernel as a
+    tensor of that dtype (exact float conv), or int64 (an int64 im2col product, for sums
+    beyond float64's exact range; ``x`` is then float64).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    rows = x.shape[0]
+    x = x.reshape((rows,) + plan.input_shape)
+    if plan.factored:
+        if any(plan.pool_pad):
+            x = F.pad(x, (0, plan.pool_pad[1], 0, plan.pool_pad[0]))
+        x = F.avg_pool2d(x, plan.pool, divisor_override=1)  # a sum: integers, exact
+    if kernel.dtype == torch.int64:
+        cols = F.unfold(x, tuple(kernel.shape[2:]), padding=plan.padding,
+                        stride=plan.stride).to(torch.int64)
+        conv_h = (x.shape[2] + 2 * plan.padding[0] - kernel.shape[2]) // plan.stride[0] + 1
+        out = (kernel.reshape(kernel.shape[0], -1) @ cols).reshape(rows, kernel.shape[0], conv_h, -1)
+    else:
+        out = F.conv2d(x, kernel, stride=plan.stride, padding=plan.padding)
+    if tuple(out.shape[2:]) != plan.out_hw:
+        out = out[:, :, :plan.out_hw[0], :plan.out_hw[1]]
+    return out.reshape(rows, -1)

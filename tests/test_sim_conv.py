@@ -1,0 +1,144 @@
+"""sim/'s convolution plans bit for bit: pool-composed kernels run as a sum-pool followed by
+the small kernel (numpy and torch device path) give the integers of the composite kernel's
+full synaptic matrix; kernels that are not block-constant are left as they are."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lmh_deploy.models.architectures import build
+from lmh_deploy.sim import simulate
+from lmh_deploy.sim.conv import block_constant, conv_plan
+from lmh_deploy.sim.reference import simulate_reference
+from lmh_deploy.sim.synapse import SynapsePath, lava_current
+
+from lmh_deploy.frontends.pytorch import export_model
+from lmh_deploy.ir import QDense
+from lmh_deploy.ir.synapses import qdense_matrix
+from lmh_deploy.passes.quantize import quantize_graph
+from lmh_deploy.semantics import integer as fx
+
+
+def _matrix_current(node: QDense, pre: np.ndarray) -> np.ndarray:
+    """``shift(sum 2 m x, exp)`` in int64 from the composite kernel's full integer matrix."""
+    m = qdense_matrix(node, fx.WEIGHT_LAVA_SCALE)
+    m = m.toarray() if sp.issparse(m) else np.asarray(m)
+    return fx.shift_sum(pre.astype(np.int64) @ m.astype(np.int64).T, node.weight_exp)
+
+
+def _composite(small: np.ndarray, block: tuple[int, int]) -> np.ndarray:
+    """What the quantiser makes of a ``block`` pooling followed by ``small``: each integer
+    repeated over an aligned block."""
+    return np.repeat(np.repeat(small, block[0], axis=2), block[1], axis=3)
+
+
+def _every_way(node: QDense, pre: np.ndarray) -> dict[str, np.ndarray]:
+    out = {"numpy": lava_current(SynapsePath(node).sums(pre), node.weight_exp)}
+    torch_sums = SynapsePath(node, "cpu").sums(torch.as_tensor(pre))
+    out["torch cpu"] = lava_current(torch_sums, node.weight_exp).numpy()
+    return out
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), block=st.sampled_from([(2, 2), (3, 3), (2, 1), (1, 3)]),
+       small_k=st.sampled_from([(1, 1), (3, 3), (2, 3)]), pad=st.integers(0, 2),
+       h=st.integers(1, 9), w=st.integers(1, 9), graded=st.booleans(), exp=st.integers(-5, 3),
+       rate=st.sampled_from([0.0, 0.3, 1.0]))
+def test_pool_composed_kernels_run_factored_and_exact(seed, block, small_k, pad, h, w, graded,
+                                                      exp, rate) -> None:
+    """Any block-constant kernel at stride = block, padding a multiple of the block: odd
+    input sizes (not divisible by the block, rows beyond the last full block reached by the
+    padding), 8-bit graded input, saturated and silent input."""
+    rng = np.random.default_rng(seed)
+    sy, sx = block
+    kh, kw = small_k[0] * sy, small_k[1] * sx
+    if h + 2 * pad * sy < kh or w + 2 * pad * sx < kw:
+        return  # no output position
+    kernel = _composite(rng.integers(-127, 128, (3, 2) + small_k), block)
+    node = QDense(weight_mant=kernel, weight_exp=exp, graded=graded, weight_scale=1.0,
+                  conv_input_shape=(2, h, w), conv_stride=block,
+                  conv_padding=(pad * sy, pad * sx))
+    node.check("conv")
+    assert conv_plan(node).factored
+    pre = rng.integers(0, 256 if graded else 2, (4, 2 * h * w)) * (rng.random((4, 2 * h * w)) < rate)
+    if not graded:
+        pre = pre.astype(bool)
+    want = _matrix_current(node, pre)
+    semantics = fx.conv_output(fx.WEIGHT_LAVA_SCALE * kernel, exp, pre.astype(np.int64),
+                               node.conv_input_shape, block, node.conv_padding)
+    assert np.array_equal(semantics, want)
+    for way, got in _every_way(node, pre).items():
+        assert got.shape == want.shape and np.array_equal(got, want), way
+
+
+@pytest.mark.parametrize("change", ["one tap differs", "padding not a multiple",
+                                    "kernel not a multiple", "stride 1"])
+def test_kernels_that_are_not_pool_composites_run_as_they_are(change: str) -> None:
+    rng = np.random.default_rng(7)
+    kernel = _composite(rng.integers(-127, 128, (4, 3, 2, 2)), (2, 2))
+    stride, padding = (2, 2), (2, 2)
+    if change == "one tap differs":
+        kernel[1, 2, 3, 2] = -kernel[1, 2, 3, 3] + 1  # block (1, 1) no longer constant
+    elif change == "padding not a multiple":
+        padding = (1, 2)
+    elif change == "kernel not a multiple":
+        kernel = kernel[:, :, :3, :]
+    else:
+        stride = (1, 1)
+    node = QDense(weight_mant=kernel, weight_exp=1, graded=False, weight_scale=1.0,
+                  conv_input_shape=(3, 7, 8), conv_stride=stride, conv_padding=padding)
+    plan = conv_plan(node)
+    assert not plan.factored and plan.kernel.shape == kernel.shape and plan.stride == stride
+    pre = rng.random((5, 3 * 7 * 8)) < 0.4
+    want = _matrix_current(node, pre)
+    for way, got in _every_way(node, pre).items():
+        assert np.array_equal(got, want), way
+
+
+def test_block_constant_detects_a_single_changed_tap() -> None:
+    kernel = _composite(np.arange(24).reshape(2, 3, 2, 2), (2, 3))
+    assert block_constant(kernel, (2, 3)) and not block_constant(kernel, (3, 2))
+    kernel[1, 1, 3, 5] += 1
+    assert not block_constant(kernel, (2, 3))
+
+
+def test_factored_sums_beyond_float32_use_float64_and_stay_exact() -> None:
+    """Graded input, wide fan-in: the bound of the pooled values (<= 4 * 255 each) times the
+    small kernel is >= 2**24, so float64 is chosen; the same integers."""
+    rng = np.random.default_rng(3)
+    kernel = _composite(rng.integers(100, 128, (2, 40, 3, 3)), (2, 2))
+    node = QDense(weight_mant=kernel, weight_exp=-2, graded=True, weight_scale=1.0,
+                  conv_input_shape=(40, 6, 6), conv_stride=(2, 2), conv_padding=(2, 2))
+    path = SynapsePath(node)
+    assert path.conv.factored and path.bound == 127 * 255 * 4 * 40 * 9
+    assert path.bound >= 2 ** 24 and path.float_dtype is np.float64
+    pre = np.full((2, 40 * 36), 255)
+    for way, got in _every_way(node, pre).items():
+        assert np.array_equal(got, _matrix_current(node, pre)), way
+
+
+def test_vgg_like_net_runs_factored_and_equals_the_reference() -> None:
+    """A whole VGG-13 (tiny width, graded 3x16x16 input): its pool -> conv paths are
+    factored, and the run equals the slow reference step loop and the torch device path."""
+    torch.manual_seed(5)
+    model = build("vgg13", (3, 16, 16), 10, timesteps=3, width_mult=0.0625).eval()
+    for neuron in model.neurons():
+        neuron.set_factors(mu_d=-0.2, mu_s=0.1, lam_d=1.2, lam_s=0.9)
+    q, _ = quantize_graph(export_model(model, input_shape=(3, 16, 16), timesteps=3))
+    factored = [n for n in q.of_kind("q_dense") if q.node(n).is_conv
+                and conv_plan(q.node(n)).factored]
+    assert len(factored) == 4  # 16 -> 8 -> 4 -> 2 -> 1: four pool -> conv pairs
+    x = fx.quantize_input(np.random.default_rng(5).random((2, 3, 16, 16)), q.node("input").scale)
+    rec = simulate(q, x, 3)
+    assert sum(int(s.sum()) for s in rec.spikes.values()) > 0
+    ref = simulate_reference(q, x, 3)
+    assert np.array_equal(ref["logits"], rec.logits)
+    for name, s in ref["spikes"].items():
+        assert np.array_equal(s, rec.spikes[name]), name
+    on_torch = simulate(q, x, 3, device="cpu")
+    assert np.array_equal(on_torch.logits, rec.logits)
+    for name, s in rec.spikes.items():
+        assert np.array_equal(on_torch.spikes[name], s), name
