@@ -19,7 +19,8 @@ exactly, and the conv's partial sums are bounded as the composite's (the caller'
 
 :func:`conv_plan` detects the block structure from the integer kernel alone (no IR flag):
 any kernel constant over aligned stride blocks, with padding a multiple of the stride, is
-factored; every other kernel runs as it is.
+factored. A diagonal 1 x 1 kernel at stride 1 (a residual net's identity shortcut, quantised
+as a convolution) is a per-channel product. Every other kernel runs as it is.
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class ConvPlan:
     pool: tuple[int, int]  # sum-pool window = stride, applied first
     pool_pad: tuple[int, int]  # zero rows/columns added at the bottom/right before pooling
     out_hw: tuple[int, int]  # the composite's output size (the pooled conv is cropped to it)
+    #: a diagonal 1 x 1 kernel (an identity shortcut): ``kernel`` is (C, 1, 1, 1), each
+    #: channel scaled by its own integer, an elementwise product instead of a convolution
+    diagonal: bool = False
 
     @property
     def pool_area(self) -> int:
@@ -67,11 +71,22 @@ def conv_plan(node) -> ConvPlan:
     py, px = (int(p) for p in node.conv_padding)
     kh, kw = kernel.shape[2:]
     out_hw = ((h + 2 * py - kh) // sy + 1, (w + 2 * px - kw) // sx + 1)
+    if _diagonal(kernel) and (sy, sx, py, px) == (1, 1, 0, 0):
+        scale = np.ascontiguousarray(np.diagonal(kernel[:, :, 0, 0]).reshape(-1, 1, 1, 1))
+        return ConvPlan((c, h, w), scale, (1, 1), (0, 0), (1, 1), (0, 0), out_hw, diagonal=True)
     if sy * sx == 1 or py % sy or px % sx or not block_constant(kernel, (sy, sx)):
         return ConvPlan((c, h, w), kernel, (sy, sx), (py, px), (1, 1), (0, 0), out_hw)
     pooled_h, pooled_w = -(-h // sy), -(-w // sx)
     return ConvPlan((c, h, w), np.ascontiguousarray(kernel[:, :, ::sy, ::sx]), (1, 1),
                     (py // sy, px // sx), (sy, sx), (pooled_h * sy - h, pooled_w * sx - w), out_hw)
+
+
+def _diagonal(kernel: np.ndarray) -> bool:
+    c_out, c_in, kh, kw = kernel.shape
+    if (kh, kw) != (1, 1) or c_out != c_in:
+        return False
+    square = kernel[:, :, 0, 0]
+    return bool(np.array_equal(square, np.diag(np.diagonal(square))))
 
 
 def run_conv(plan: ConvPlan, x, kernel):
@@ -85,6 +100,10 @@ def run_conv(plan: ConvPlan, x, kernel):
     import torch.nn.functional as F
 
     rows = x.shape[0]
+    if plan.diagonal:
+        if kernel.dtype == torch.int64:
+            x = x.to(torch.int64)
+        return (x.reshape(rows, plan.input_shape[0], -1) * kernel.reshape(-1, 1)).reshape(rows, -1)
     x = x.reshape((rows,) + plan.input_shape)
     if plan.factored:
         if any(plan.pool_pad):

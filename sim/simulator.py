@@ -21,7 +21,7 @@ import numpy as np
 from lmh_deploy.errors import InputError
 from lmh_deploy.sim.neuron import initial_state, run_neuron_chunk
 from lmh_deploy.sim.params import neuron_params
-from lmh_deploy.sim.synapse import SynapsePath, lava_current
+from lmh_deploy.sim.synapse import SynapsePath, lava_current, summed_current
 
 from lmh_deploy.ir import QLMH, Graph, QDense, QInput, QReadout, validate_quantized
 from lmh_deploy.reports.record import RunRecord
@@ -39,8 +39,10 @@ class _Value:
     """What a node delivers for the current chunk: (c, B, n) per step, or (B, n) for every
     step (``static``); synapse nodes deliver raw sums to be scaled by ``weight_exp``."""
 
-    def __init__(self, data, static: bool = False, weight_exp: int | None = None) -> None:
+    def __init__(self, data, static: bool = False, weight_exp: int | None = None,
+                 bound: float | None = None) -> None:
         self.data, self.static, self.weight_exp = data, static, weight_exp
+        self.bound = bound  # on |raw sums| (synapse values)
 
     def per_step(self, steps: int, xp):
         """(c, B, n) data (a static value repeated)."""
@@ -194,17 +196,20 @@ class _Run:
         if pre.static:
             if name not in self.static_sums:
                 self.static_sums[name] = path.sums(pre.data)
-            return _Value(self.static_sums[name], static=True, weight_exp=path.weight_exp)
+            return _Value(self.static_sums[name], static=True, weight_exp=path.weight_exp,
+                          bound=path.bound)
         rows = pre.data.reshape(steps * self.batch, -1)
         sums = path.sums(rows).reshape(steps, self.batch, -1)
-        return _Value(sums, weight_exp=path.weight_exp)
+        return _Value(sums, weight_exp=path.weight_exp, bound=path.bound)
 
     def _neuron(self, name: str, t0: int, steps: int, values: dict) -> _Value:
         inputs = [values[src] for src in self.plan.inputs[name]]
         if len(inputs) == 1:  # the kernel applies the weight exponent itself
             currents, weight_exp = inputs[0].per_step(steps, self.xp), inputs[0].weight_exp
         else:
-            currents, weight_exp = sum(v.current(steps, self.xp) for v in inputs), None
+            currents = summed_current([(v.per_step(steps, self.xp), v.weight_exp, v.bound)
+                                       for v in inputs])
+            weight_exp = None
         state = self.states[name]
         size = self.params[name].size
         if self.device is None:

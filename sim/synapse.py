@@ -27,6 +27,7 @@ number of rows and the measured fraction of active inputs (timing both from time
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -52,6 +53,49 @@ def lava_current(sums, weight_exp: int):
         a = sums.astype(np.int64) if sums.dtype.kind != "f" else np.rint(sums).astype(np.int64)
     a = a * 2
     return a << weight_exp if weight_exp >= 0 else a >> -weight_exp
+
+
+def summed_current(parts: list[tuple[Any, int | None, float | None]]):
+    """``a_in = sum_i shift(2 * S_i, e_i)`` of several paths into one layer (residual blocks).
+
+    ``parts`` are ``(S_i, e_i, bound_i)``: raw sums (numpy arrays or torch tensors), weight
+    exponents and bounds on ``|S_i|``. When every ``S_i`` is a float array, the sum is formed
+    in float, one pass per path: ``2 * S * 2**e`` is exact (a power of two), ``floor`` of it
+    is the arithmetic right shift, and every partial sum is an integer below ``2**24`` when
+    float32 is used, else below ``2**53`` in float64. Beyond that, int64 path by path.
+    """
+    total = sum(2.0 * b * 2.0 ** e + 1 for _, e, b in parts  # +1: floor of a negative
+                if e is not None and b is not None)
+    if not all(e is not None and b is not None and _is_float(s) for s, e, b in parts) \
+            or total >= F64_EXACT:
+        return sum(lava_current(s, e) if e is not None else s for s, e, _ in parts)
+    wide = total >= F32_EXACT or any(_float_bits(s) == 64 for s, _, _ in parts)
+    out = None
+    for sums, exp, _ in parts:
+        term = _scaled(sums, 2.0 ** (exp + 1), wide)  # a new array: the sums stay untouched
+        if exp + 1 < 0:
+            term = term.floor_() if hasattr(term, "floor_") else np.floor(term, out=term)
+        if out is None:
+            out = term
+        else:
+            out += term
+    return out
+
+
+def _scaled(sums, factor: float, wide: bool):
+    if hasattr(sums, "floor_"):  # a torch tensor
+        import torch
+
+        return sums.to(torch.float64) * factor if wide else sums * factor
+    return np.multiply(sums, factor, dtype=np.float64 if wide else sums.dtype)
+
+
+def _is_float(a) -> bool:
+    return a.is_floating_point() if hasattr(a, "is_floating_point") else a.dtype.kind == "f"
+
+
+def _float_bits(a) -> int:
+    return a.element_size() * 8 if hasattr(a, "element_size") else a.dtype.itemsize * 8
 
 
 class SynapsePath:

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from lmh_deploy.models.architectures import build
 from lmh_deploy.sim import simulate
 from lmh_deploy.sim.conv import block_constant, conv_plan
 from lmh_deploy.sim.reference import simulate_reference
-from lmh_deploy.sim.synapse import SynapsePath, lava_current
+from lmh_deploy.sim.synapse import SynapsePath, lava_current, summed_current
 
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir import QDense
@@ -120,17 +120,20 @@ def test_factored_sums_beyond_float32_use_float64_and_stay_exact() -> None:
         assert np.array_equal(got, _matrix_current(node, pre)), way
 
 
-def test_vgg_like_net_runs_factored_and_equals_the_reference() -> None:
-    """A whole VGG-13 (tiny width, graded 3x16x16 input): its pool -> conv paths are
-    factored, and the run equals the slow reference step loop and the torch device path."""
+@pytest.mark.parametrize("arch, plans", [("vgg13", 4), ("resnet20", 7)])
+def test_nets_run_their_plans_and_equal_the_reference(arch: str, plans: int) -> None:
+    """A whole VGG-13 (tiny width, graded 3x16x16 input: 16 -> 8 -> 4 -> 2 -> 1, four
+    pool -> conv paths factored) and ResNet-20 (identity shortcuts as per-channel products,
+    residual currents summed in float) equal the slow reference step loop and the torch
+    device path, spikes, final states and logits."""
     torch.manual_seed(5)
-    model = build("vgg13", (3, 16, 16), 10, timesteps=3, width_mult=0.0625).eval()
+    model = build(arch, (3, 16, 16), 10, timesteps=3, width_mult=0.0625).eval()
     for neuron in model.neurons():
         neuron.set_factors(mu_d=-0.2, mu_s=0.1, lam_d=1.2, lam_s=0.9)
     q, _ = quantize_graph(export_model(model, input_shape=(3, 16, 16), timesteps=3))
-    factored = [n for n in q.of_kind("q_dense") if q.node(n).is_conv
-                and conv_plan(q.node(n)).factored]
-    assert len(factored) == 4  # 16 -> 8 -> 4 -> 2 -> 1: four pool -> conv pairs
+    special = [n for n in q.of_kind("q_dense") if q.node(n).is_conv
+               and (conv_plan(q.node(n)).factored or conv_plan(q.node(n)).diagonal)]
+    assert len(special) == plans
     x = fx.quantize_input(np.random.default_rng(5).random((2, 3, 16, 16)), q.node("input").scale)
     rec = simulate(q, x, 3)
     assert sum(int(s.sum()) for s in rec.spikes.values()) > 0
@@ -138,7 +141,60 @@ def test_vgg_like_net_runs_factored_and_equals_the_reference() -> None:
     assert np.array_equal(ref["logits"], rec.logits)
     for name, s in ref["spikes"].items():
         assert np.array_equal(s, rec.spikes[name]), name
+        for u, v in zip(ref["final_state"][name], rec.final_state[name]):
+            assert np.array_equal(u, v), name
     on_torch = simulate(q, x, 3, device="cpu")
     assert np.array_equal(on_torch.logits, rec.logits)
     for name, s in rec.spikes.items():
         assert np.array_equal(on_torch.spikes[name], s), name
+
+
+@pytest.mark.parametrize("case", ["diagonal", "one off-diagonal tap", "stride 2"])
+def test_diagonal_1x1_kernels_are_per_channel_products(case: str) -> None:
+    """An identity shortcut (diagonal 1 x 1 kernel, stride 1) is an elementwise product per
+    channel, zero and negative diagonal entries included; anything else stays a conv."""
+    rng = np.random.default_rng(11)
+    kernel = np.zeros((6, 6, 1, 1), np.int64)
+    kernel[np.arange(6), np.arange(6), 0, 0] = [127, -127, 0, 5, 127, -1]
+    stride = (2, 2) if case == "stride 2" else (1, 1)
+    if case == "one off-diagonal tap":
+        kernel[0, 3, 0, 0] = 1
+    node = QDense(weight_mant=kernel, weight_exp=-3, graded=False, weight_scale=1.0,
+                  conv_input_shape=(6, 5, 3), conv_stride=stride, conv_padding=(0, 0))
+    assert conv_plan(node).diagonal == (case == "diagonal")
+    pre = rng.random((7, 90)) < 0.5
+    want = _matrix_current(node, pre)
+    for way, got in _every_way(node, pre).items():
+        assert np.array_equal(got, want), way
+
+
+@settings(max_examples=30, deadline=None)
+@example(seed=1, exps=[8, 0], peak=40_000, kind="float32")  # float32 terms, total >= 2**24
+@example(seed=2, exps=[-9, -1, 3], peak=127, kind="torch float32")
+@given(seed=st.integers(0, 10_000), exps=st.lists(st.integers(-9, 8), min_size=2, max_size=3),
+       peak=st.sampled_from([3, 127, 40_000, 2 ** 40]), kind=st.sampled_from(
+           ["float32", "float64", "int64", "torch float32", "mixed"]))
+def test_residual_currents_summed_in_float_equal_int64(seed, exps, peak, kind) -> None:
+    """``sum shift(2 S_i, e_i)`` of several paths: the float pass (float32 under 2**24,
+    else float64) gives the integers of the int64 shifts, floor of negatives included."""
+    rng = np.random.default_rng(seed)
+    sums = [rng.integers(-peak, peak + 1, (2, 3, 17)) for _ in exps]
+    want = sum(fx.shift_sum(2 * s, e) for s, e in zip(sums, exps))
+    dtype = {"float32": np.float32, "float64": np.float64, "torch float32": np.float32,
+             "int64": np.int64, "mixed": np.float32}[kind]
+    parts = [(s.astype(dtype), e, float(peak)) for s, e in zip(sums, exps)]
+    if kind == "mixed":
+        parts[0] = (sums[0].astype(np.float64), exps[0], float(peak))
+    if kind == "torch float32":
+        parts = [(torch.as_tensor(s), e, b) for s, e, b in parts]
+    if dtype is np.float32 and peak > 2 ** 24:
+        return  # such sums are never float32 (SynapsePath's bound)
+    got = summed_current(parts)
+    got = got.numpy() if isinstance(got, torch.Tensor) else got
+    total = sum(2.0 * peak * 2.0 ** e + 1 for e in exps)
+    if dtype is np.int64 or total >= 2 ** 53:
+        assert got.dtype == np.int64
+    else:
+        assert got.dtype == (np.float32 if total < 2 ** 24 and kind in ("float32", "torch float32")
+                             else np.float64)
+    assert np.array_equal(got.astype(np.int64), want)
