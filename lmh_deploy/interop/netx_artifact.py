@@ -28,12 +28,13 @@ import scipy.sparse as sp
 from lmh_deploy.interop import InteropError
 from lmh_deploy.interop.netx_io import NetxLayer, write_netx_layers
 from lmh_deploy.ir import QLMH, Graph, QDense, QInput, QReadout
-from lmh_deploy.ir.synapses import qdense_matrix
+from lmh_deploy.ir.synapses import abs_row_sums, qdense_matrix
 from lmh_deploy.semantics import integer as fx
 
 ACT_SHIFT = 6
 VTH_MAX = (1 << 17) - 1
 BIAS_TOP = 1 << 12  # 13-bit signed bias mantissa
+CONV_SUM_MAX = (1 << 23) - 1
 
 
 def _chain(graph: Graph) -> list[tuple[str, QDense, Any]]:
@@ -48,11 +49,26 @@ def _chain(graph: Graph) -> list[tuple[str, QDense, Any]]:
             continue
         preds = graph.inputs_of(name)
         if len(preds) != 1:
-            raise InteropError(f"{name}: {len(preds)} synapse paths meet here; netx layers "
-                               f"form a chain")
+            raise InteropError(f"{name}: {len(preds)} synapse paths meet here (a residual "
+                               f"sum); netx layers form a chain")
         dense = graph.node(preds[0])
         out.append((name, dense, node))
     return out
+
+
+def _conv_geometry(name: str, dense: QDense) -> dict[str, Any]:
+    """A conv ``QDense``'s netx layer fields: its kernel (a cross-correlation, PyTorch's
+    (C_out, C_in, kh, kw) layout, which netx's loader turns into Lava's flipped (C_out, W,
+    H, C_in) kernel), output shape, stride and padding."""
+    kernel = fx.WEIGHT_LAVA_SCALE * np.asarray(dense.weight_mant, np.int64)
+    presyn_max = fx.INPUT_MAX if dense.graded else 1
+    worst = int(abs_row_sums(kernel).max()) * presyn_max
+    if worst > CONV_SUM_MAX:  # Lava's Conv sums in float32 and clamps to 24 bits
+        raise InteropError(f"{name}: a convolution input can reach {worst}, beyond the 24 "
+                           f"bits Lava's Conv computes exactly")
+    return {"weight": kernel, "conv_shape": tuple(int(d) for d in dense.conv_node().output_shape),
+            "stride": tuple(int(d) for d in dense.conv_stride),
+            "padding": tuple(int(d) for d in dense.conv_padding)}
 
 
 def _layer(name: str, dense: QDense, node: Any) -> NetxLayer:
@@ -60,15 +76,19 @@ def _layer(name: str, dense: QDense, node: Any) -> NetxLayer:
         raise InteropError(f"{name}: weight exponent {dense.weight_exp} has no place in netx "
                            f"(it derives its own from the written integers); compile with "
                            f"--profile loihi-lif, which keeps it 0")
-    weight = qdense_matrix(dense, fx.WEIGHT_LAVA_SCALE)
-    weight = np.asarray(weight.toarray() if sp.issparse(weight) else weight, np.int64)
+    if dense.is_conv and not isinstance(node, QReadout):
+        synapse = _conv_geometry(name, dense)
+    else:  # a dense layer, or a readout fed by a convolution: its synaptic matrix
+        weight = qdense_matrix(dense, fx.WEIGHT_LAVA_SCALE)
+        synapse = {"weight": np.asarray(weight.toarray() if sp.issparse(weight) else weight,
+                                        np.int64)}
     if isinstance(node, QReadout):
         bias = np.asarray(node.bias, np.int64)
         if np.any(np.abs(bias) >= BIAS_TOP):
             raise InteropError(f"{name}: readout bias {int(np.abs(bias).max())} exceeds netx's "
                                f"13-bit bias mantissa")
-        return NetxLayer(weight=weight, bias=bias, i_decay=fx.FACTOR_ONE, v_decay=0,
-                         v_th_mant=VTH_MAX, name=name)
+        return NetxLayer(bias=bias, i_decay=fx.FACTOR_ONE, v_decay=0, v_th_mant=VTH_MAX,
+                         name=name, **synapse)
     if node.profile != "loihi-lif":
         raise InteropError(f"{name}: profile {node.profile!r}; netx runs Lava's LIF, export "
                            f"an artifact compiled with --profile loihi-lif")
@@ -80,23 +100,49 @@ def _layer(name: str, dense: QDense, node: Any) -> NetxLayer:
     mant = bias >> ACT_SHIFT
     if np.any(mant << ACT_SHIFT != bias) or np.any(np.abs(mant) >= BIAS_TOP):
         raise InteropError(f"{name}: bias is not a 13-bit mantissa << 6 (netx's bias_exp)")
-    return NetxLayer(weight=weight, bias=mant, i_decay=fx.FACTOR_ONE - int(node.mu_d[0, 0]),
+    if "conv_shape" in synapse:  # per channel when uniform (as lava-dl writes it)
+        per_channel = mant.reshape(synapse["conv_shape"][0], -1)
+        if np.all(per_channel == per_channel[:, :1]):
+            mant = per_channel[:, 0].copy()
+    return NetxLayer(bias=mant, i_decay=fx.FACTOR_ONE - int(node.mu_d[0, 0]),
                      v_decay=fx.FACTOR_ONE - int(node.lam_s[0, 0]),
-                     v_th_mant=int(node.theta) >> ACT_SHIFT, name=name)
+                     v_th_mant=int(node.theta) >> ACT_SHIFT, name=name, **synapse)
+
+
+def _check_sequence(chain: list[tuple[str, QDense, Any]], layers: list[NetxLayer]) -> None:
+    """netx feeds each layer the previous one's output: a conv layer needs a conv (or the
+    input) before it, with exactly the shape it expects."""
+    for i, ((name, dense, _), layer) in enumerate(zip(chain, layers)):
+        if layer.conv_shape is None:
+            continue
+        before = layers[i - 1].conv_shape if i else tuple(dense.conv_input_shape)
+        if i and before is None:
+            raise InteropError(f"{name}: a convolution after the dense layer {chain[i - 1][0]}; "
+                               f"netx flattens only before dense layers")
+        if tuple(before) != tuple(dense.conv_input_shape):
+            raise InteropError(f"{name}: expects input {tuple(dense.conv_input_shape)} but "
+                               f"receives {tuple(before)}")
 
 
 def artifact_to_netx(graph: Graph, path: str | Path) -> dict[str, Any]:
-    """Write the integer ``graph`` as a netx HDF5 file; returns a short report."""
+    """Write the integer ``graph`` as a netx HDF5 file; returns a short report.
+
+    Convolutions (pooling composed into them by the quantiser) become ``conv`` layers; a
+    pooling or convolution feeding a dense layer or the readout becomes that layer's matrix.
+    """
     chain = _chain(graph)
     layers = [_layer(name, dense, node) for name, dense, node in chain]
+    _check_sequence(chain, layers)
     readout = chain[-1][2]
     timesteps = int(graph.meta.get("timesteps", 1))
-    write_netx_layers(layers, path, meta={
+    inp = graph.node(graph.order()[0])
+    write_netx_layers(layers, path, input_shape=tuple(inp.shape), meta={
         "producer": "lmh-deploy (artifact integers)", "timesteps": timesteps,
         "readout": "logits = sum_t (u[t] >> 6) of the last layer + T * its bias",
         "readout_scale": float(readout.state_scale),
-        "input_scale": float(graph.node(graph.order()[0]).scale)})
+        "input_scale": float(inp.scale)})
     return {"path": str(path), "layers": [layer.name for layer in layers],
+            "conv_layers": [layer.name for layer in layers if layer.conv_shape is not None],
             "latency_steps": len(layers), "timesteps": timesteps}
 
 
@@ -124,9 +170,11 @@ def run_netx_artifact(path: str | Path, x_int: np.ndarray, timesteps: int
     net = netx.hdf5.Network(net_config=str(path), input_message_bits=fx.INPUT_BITS)
     depth = len(net.layers)
     period = timesteps + 2 * depth + 1  # warm-up, one sample, then zeros until Dense drained
-    data = np.zeros((x_int.shape[1], batch * period), np.int32)
+    in_shape = tuple(net.inp.shape)  # (n,) or a conv's (W, H, C)
+    frames = _to_lava_order(x_int, in_shape)
+    data = np.zeros(in_shape + (batch * period,), np.int32)
     for b in range(batch):
-        data[:, b * period:b * period + timesteps] = x_int[b][:, None]
+        data[..., b * period:b * period + timesteps] = frames[b][..., None]
     source = io.source.RingBuffer(data=data)
     source.s_out.connect(net.inp)
     sinks, biases = [], []
@@ -153,7 +201,7 @@ def run_netx_artifact(path: str | Path, x_int: np.ndarray, timesteps: int
                     layer.neuron.v.set(np.zeros(layer.neuron.v.shape))
                 if not _:
                     net.run(condition=RunSteps(num_steps=depth + 1), run_cfg=cfg)
-        raw = [sink.data.get() for sink in sinks]
+        raw = [_from_lava_order(sink.data.get()) for sink in sinks]
         u_read = np.asarray(monitor.get_data()[readout.name]["u"], np.int64)
     finally:
         net.stop()
@@ -170,9 +218,27 @@ def run_netx_artifact(path: str | Path, x_int: np.ndarray, timesteps: int
     return spikes, trace, logits
 
 
+def _to_lava_order(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """(B, n) values in (C, H, W) order -> (B, *shape) in netx's (W, H, C) order."""
+    if len(shape) == 1:
+        return x
+    return x.reshape((x.shape[0],) + shape[::-1]).transpose(0, 3, 2, 1)
+
+
+def _from_lava_order(data: np.ndarray) -> np.ndarray:
+    """A sink's (*shape, steps) record -> (n, steps) in (C, H, W) order."""
+    if data.ndim == 2:
+        return data
+    return data.transpose(2, 1, 0, 3).reshape(-1, data.shape[-1])
+
+
 def _layer_names(path: str | Path, count: int) -> list[str]:
+    """The names of the groups that are network layers (those with a neuron)."""
     import h5py
 
     with h5py.File(path, "r") as f:
-        return [str(f["layer"][str(i)].attrs.get("lmh_deploy_name", f"layer{i}"))
-                for i in range(count)]
+        groups = [f["layer"][str(i)] for i in range(len(f["layer"]))]
+        names = [str(g.attrs.get("lmh_deploy_name", f"layer{i}"))
+                 for i, g in enumerate(groups) if "neuron" in g]
+    assert len(names) == count, (names, count)
+    return names

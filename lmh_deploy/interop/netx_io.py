@@ -48,7 +48,10 @@ UV_MAX = 1 << 23
 
 @dataclass
 class NetxLayer:
-    """One ``layer/<i>`` group: integer weight (out, in), bias, CUBA neuron parameters."""
+    """One ``layer/<i>`` group with a CUBA neuron: a ``dense`` layer (weight (out, in)) or,
+    when ``conv_shape`` is set, a ``conv`` layer (weight (C_out, C_in, kh, kw), a
+    cross-correlation as PyTorch's; ``conv_shape`` its output (C, H, W)). ``bias`` is per
+    neuron (a conv's in (C, H, W) order) or per output channel."""
 
     weight: np.ndarray
     bias: np.ndarray
@@ -56,10 +59,13 @@ class NetxLayer:
     v_decay: int
     v_th_mant: int
     name: str = ""
+    conv_shape: tuple[int, int, int] | None = None
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
 
     @property
     def size(self) -> int:
-        return int(self.weight.shape[0])
+        return int(np.prod(self.conv_shape)) if self.conv_shape else int(self.weight.shape[0])
 
 
 @dataclass
@@ -191,11 +197,23 @@ def graph_to_netx(graph: Graph, path: str | Path, *, timesteps: int | None = Non
     return report
 
 
-def write_netx_layers(layers: list[NetxLayer], path: str | Path,
-                      meta: dict[str, Any] | None = None) -> None:
-    """Write ``layer/0..n-1`` groups in the layout ``netx.hdf5.Network`` reads.
+def _kind_group(group: h5py.Group, kind: bytes, shape: tuple[int, ...]) -> h5py.Group:
+    g = group.create_group(str(len(group)))
+    g.create_dataset("type", (1,), "S10", [kind])
+    g.create_dataset("shape", data=np.array(shape, dtype=np.int64))
+    return g
 
-    Extra facts go to root attributes under ``lmh_deploy_*`` (netx ignores them).
+
+def write_netx_layers(layers: list[NetxLayer], path: str | Path,
+                      meta: dict[str, Any] | None = None,
+                      input_shape: tuple[int, ...] | None = None) -> None:
+    """Write ``layer/0..`` groups in the layout ``netx.hdf5.Network`` reads (lava-dl's slayer
+    exporter's layout: shapes (C, H, W), which netx reverses to Lava's (W, H, C)).
+
+    A net starting with a conv layer first gets an ``input`` group of ``input_shape``
+    (C, H, W); a dense layer after a conv layer gets a ``flatten`` group before it (netx then
+    flattens the (W, H, C) spikes in (C, H, W) order, the order of the dense weight's
+    columns). Extra facts go to root attributes under ``lmh_deploy_*`` (netx ignores them).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,10 +221,23 @@ def write_netx_layers(layers: list[NetxLayer], path: str | Path,
         for key, value in (meta or {}).items():
             f.attrs[f"lmh_deploy_{key}"] = value
         group = f.create_group("layer")
+        if layers and layers[0].conv_shape is not None:
+            assert input_shape is not None, "a conv layer first needs the input shape"
+            _kind_group(group, b"input", tuple(input_shape))
         for i, layer in enumerate(layers):
-            g = group.create_group(str(i))
-            g.create_dataset("type", (1,), "S10", [b"dense"])
-            g.create_dataset("shape", data=np.array([layer.size], dtype=np.int64))
+            if layer.conv_shape is None:
+                if i and layers[i - 1].conv_shape is not None:
+                    _kind_group(group, b"flatten", (layers[i - 1].size,))
+                g = _kind_group(group, b"dense", (layer.size,))
+            else:
+                g = _kind_group(group, b"conv", layer.conv_shape)
+                g.create_dataset("inChannels", data=int(layer.weight.shape[1]))
+                g.create_dataset("outChannels", data=int(layer.weight.shape[0]))
+                g.create_dataset("kernelSize", data=np.array(layer.weight.shape[2:], np.int64))
+                g.create_dataset("stride", data=np.array(layer.stride, np.int64))
+                g.create_dataset("padding", data=np.array(layer.padding, np.int64))
+                g.create_dataset("dilation", data=np.array([1, 1], np.int64))
+                g.create_dataset("groups", data=1)
             g.create_dataset("weight", data=layer.weight.astype(np.int64))
             g.create_dataset("bias", data=layer.bias.astype(np.int64))
             if layer.name:

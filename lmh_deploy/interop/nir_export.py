@@ -208,7 +208,11 @@ def check_exportable(graph: Graph, target: Target) -> None:
             raise InteropError(f"{name}: fed by {len(preds)} branches (a residual sum); the "
                                f"{fmt} export writes feed-forward chains only")
         if node.kind not in ("input", "lmh", "readout", *kinds):
-            raise InteropError(f"{name}: {node.kind} layers are not supported by the {fmt} export")
+            hint = "" if target == "nir" else (
+                " of a checkpoint; compile it with --profile loihi-lif and export the artifact "
+                "directory (convolutions become netx conv layers)")
+            raise InteropError(f"{name}: {node.kind} layers are not supported by the {fmt} "
+                               f"export{hint}")
 
 
 def plan_graph(graph: Graph, *, target: Target = "nir", lossy: bool = False) -> dict[str, NeuronPlan]:

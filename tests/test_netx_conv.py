@@ -1,0 +1,85 @@
+"""Intel's netx as the oracle for conv nets: `train --arch cnn --neuron lif` -> `compile
+--profile loihi-lif` -> `export BUILD_DIR --format netx` writes netx ``conv`` layers (each
+average pooling already composed into the next convolution's kernel by the quantiser) and a
+``flatten`` + ``dense`` readout; the file, loaded by ``netx.hdf5.Network(...,
+input_message_bits=8)`` and run in Lava fixed_pt, gives the same spikes of every conv layer,
+readout values and predictions as sim/, bit for bit."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from lmh_deploy.sim import simulate
+from typer.testing import CliRunner
+
+from lmh_deploy.cli import app
+from lmh_deploy.interop import InteropError
+from lmh_deploy.interop.netx_artifact import artifact_to_netx, run_netx_artifact
+from lmh_deploy.pipeline.compile import load_artifact
+from lmh_deploy.semantics import integer as fx
+
+runner = CliRunner()
+SAMPLES = 4
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def cnn_build(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("lifcnn")
+    model = work / "cnn.pt"
+    res = invoke("train", "--dataset", "digits", "--arch", "cnn", "--neuron", "lif",
+                 "--width-mult", "0.25", "--timesteps", "4", "--epochs", "1", "--out", model)
+    assert res.exit_code == 0, res.output
+    build = work / "build"
+    res = invoke("compile", model, "--profile", "loihi-lif", "--calibration-samples", "32",
+                 "-o", build)
+    assert res.exit_code == 0, res.output
+    return build
+
+
+def test_netx_conv_export_equals_sim(cnn_build: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cnn.net"
+    res = invoke("export", cnn_build, "--format", "netx", "-o", out)
+    assert res.exit_code == 0, res.output
+    q = load_artifact(cnn_build).quant_graph
+    with h5py.File(out, "r") as f:  # lava-dl's layout: (C, H, W) shapes, PyTorch kernels
+        kinds = [f["layer"][str(i)]["type"][0].decode() for i in range(len(f["layer"]))]
+        conv1 = f["layer"]["2"]
+        kernel, stride = conv1["weight"][()], conv1["stride"][()]
+        shape = tuple(conv1["shape"][()])
+    assert kinds == ["input", "conv", "conv", "flatten", "dense"]
+    dense = q.node(q.inputs_of("lmh1")[0])  # pool0 -> conv1 composed: 6x6 kernel, stride 2
+    assert dense.weight_mant.shape[2:] == (6, 6) and tuple(stride) == (2, 2)
+    np.testing.assert_array_equal(kernel, 2 * dense.weight_mant)
+    assert shape == dense.conv_node().output_shape
+    art = load_artifact(cnn_build)
+    x, _ = art.dataset_split("test")
+    x_int = fx.quantize_input(x[:SAMPLES], q.node("input").scale)
+    ref = simulate(q, x_int, art.timesteps)
+    spikes, trace, logits = run_netx_artifact(out, x_int, art.timesteps)
+    compared = 0
+    for name, s in ref.spikes.items():
+        np.testing.assert_array_equal(spikes[name], s, err_msg=name)
+        compared += s.size
+        assert 0 < s.mean() < 1, name
+    assert compared == SAMPLES * art.timesteps * sum(q.node(n).size for n in q.of_kind("q_lmh"))
+    np.testing.assert_array_equal(trace, ref.readout_trace)
+    np.testing.assert_array_equal(logits, ref.logits)
+
+
+def test_netx_refuses_a_residual_conv_net(tmp_path: Path) -> None:
+    from lmh_deploy.frontends.pytorch import export_model
+    from lmh_deploy.models.architectures import build
+    from lmh_deploy.passes.quantize import quantize_graph
+
+    model = build("resnet20", (1, 8, 8), 10, neuron="lif", timesteps=2, width_mult=0.25)
+    q, _ = quantize_graph(export_model(model.eval(), input_shape=(1, 8, 8), timesteps=2),
+                          profile="loihi-lif")
+    with pytest.raises(InteropError, match=r"^\w+: 2 synapse paths meet here \(a residual sum\)"):
+        artifact_to_netx(q, tmp_path / "res.net")
+    assert not (tmp_path / "res.net").exists()
