@@ -115,13 +115,13 @@ def _check_sequence(chain: list[tuple[str, QDense, Any]], layers: list[NetxLayer
     for i, ((name, dense, _), layer) in enumerate(zip(chain, layers)):
         if layer.conv_shape is None:
             continue
-        before = layers[i - 1].conv_shape if i else tuple(dense.conv_input_shape)
-        if i and before is None:
+        expects = tuple(dense.conv_input_shape or ())
+        before = layers[i - 1].conv_shape if i else expects
+        if before is None:
             raise InteropError(f"{name}: a convolution after the dense layer {chain[i - 1][0]}; "
                                f"netx flattens only before dense layers")
-        if tuple(before) != tuple(dense.conv_input_shape):
-            raise InteropError(f"{name}: expects input {tuple(dense.conv_input_shape)} but "
-                               f"receives {tuple(before)}")
+        if tuple(before) != expects:
+            raise InteropError(f"{name}: expects input {expects} but receives {tuple(before)}")
 
 
 def artifact_to_netx(graph: Graph, path: str | Path) -> dict[str, Any]:
