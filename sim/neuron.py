@@ -11,9 +11,11 @@ rounding of ``f * v / 4096`` and ``OV`` its overflow handling (counted)::
     s    = m >= theta   (or m > theta)
     same-step timing: v_s' = m - theta * s  (or reset_value where s); next-step: v_s' = m, s_prev = s
 
-:func:`run_neuron_chunk` picks the numba kernel (in place, int64 arithmetic, one pass over
-memory per step) for numpy arrays when numba is importable, else the array code, which
-runs unchanged on numpy arrays and on torch tensors of any device.
+:func:`run_neuron_chunk` picks the numba kernels of :mod:`lmh_deploy.sim.fused` (in place,
+vectorised int32 arithmetic with an exact int64 path for what int32 cannot hold) for numpy
+arrays when numba is importable, else the array code, which runs unchanged on numpy arrays
+and on torch tensors of any device. numpy states are int32 where every value provably
+fits (:func:`lmh_deploy.sim.fused.kernel_form`), else int64; torch states are int64.
 """
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ def array_code_only() -> Iterator[None]:
 
 @dataclass
 class NeuronState:
-    """Mutable per-layer state of a batch: int64 ``v_d``, ``v_s``; bool ``s_prev``, ``fired``.
+    """Mutable per-layer state of a batch: integer ``v_d``, ``v_s``; bool ``s_prev``, ``fired``.
 
     ``neuron_spikes`` (n,) int64 counts every spike per neuron (synaptic-event accounting).
     """
@@ -72,7 +74,8 @@ def initial_state(p: NeuronParams, batch: int, like=None) -> NeuronState:
     """States at t = 0 as numpy arrays, or torch tensors on ``like``'s device."""
     shape = (batch, p.size)
     if like is None:
-        return NeuronState(np.full(shape, p.v_d_init, np.int64), np.full(shape, p.v_s_init, np.int64),
+        dtype = _state_dtype(p)
+        return NeuronState(np.full(shape, p.v_d_init, dtype), np.full(shape, p.v_s_init, dtype),
                            np.zeros(shape, bool), np.zeros(shape, bool), np.zeros(p.size, np.int64))
     import torch
 
@@ -85,18 +88,25 @@ def initial_state(p: NeuronParams, batch: int, like=None) -> NeuronState:
 
 
 def run_neuron_chunk(p: NeuronParams, t0: int, currents, weight_exp: int | None,
-                     state: NeuronState, spikes, spikes_f=None, trace=None):
-    """Advance ``state`` over ``c = len(currents)`` steps starting at step ``t0``, in place.
+                     state: NeuronState, spikes, spikes_f=None, trace=None,
+                     steps: int | None = None, peak: float | None = None):
+    """Advance ``state`` over ``c`` steps starting at step ``t0``, in place.
 
     ``currents`` (c, B, n): the integer input ``a_in`` (``weight_exp=None``), or raw synaptic
     sums of mantissas whose Lava current is ``shift(2 * sum, weight_exp)`` (floats holding
-    exact integers are fine). Writes ``spikes`` (c, B, n) bool, optionally ``spikes_f``
-    (c, B, n) float32 copies for a following float GEMM and ``trace = (v_d, v_s)`` (c, B, n)
-    int64; returns the spike count per step (c,) int64 (numpy or torch).
+    exact integers are fine); (1, B, n) with ``steps=c`` for a current that is the same at
+    every step. Writes ``spikes`` (c, B, n) bool, optionally ``spikes_f`` (c, B, n) float32
+    copies for a following float GEMM and ``trace = (v_d, v_s)`` (c, B, n) int64; returns
+    the spike count per step (c,) int64 (numpy or torch). ``peak``: a known bound on
+    ``|currents|`` (e.g. the synapse path's); None: measured here when it matters.
     """
+    steps = currents.shape[0] if steps is None else steps
+    if currents.shape[0] not in (1, steps):
+        raise ValueError(f"currents for {currents.shape[0]} steps, {steps} steps asked")
     if isinstance(state.v_d, np.ndarray) and numba_active():
-        return _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace)
-    return _run_arrays(p, t0, currents, weight_exp, state, spikes, spikes_f, trace)
+        return _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps,
+                             peak)
+    return _run_arrays(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps)
 
 
 # --------------------------------------------------------------------------- array code
@@ -160,12 +170,14 @@ def _factor_rows(p: NeuronParams, like):
     return tuple(torch.as_tensor(np.array(r), device=like.device) for r in rows)
 
 
-def _run_arrays(p, t0, currents, weight_exp, state, spikes, spikes_f, trace):
+def _run_arrays(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps):
+    if 2 in (p.overflow_d, p.overflow_s):
+        _widen(state)  # a wrap may leave 32 bits on inputs the int32 bounds do not cover
     mu_d, mu_s, lam_d, lam_s, bias_d, bias_s = _factor_rows(p, state.v_d)
     counts = []
-    for s in range(currents.shape[0]):
+    for s in range(steps):
         k = min(t0 + s, p.rows - 1)
-        a = _lava_current(currents[s], weight_exp)
+        a = _lava_current(currents[min(s, currents.shape[0] - 1)], weight_exp)
         if p.input_shift:
             a = a << p.input_shift
         v_d = _round_product(mu_d[k], state.v_d, p.rounding)
@@ -205,126 +217,65 @@ def _run_arrays(p, t0, currents, weight_exp, state, spikes, spikes_f, trace):
 
 
 # --------------------------------------------------------------------------- numba kernel
-def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace):
-    counts = np.zeros(currents.shape[0], np.int64)
-    empty_f = np.zeros((0, 0, 0), np.float32)
-    empty_i = np.zeros((0, 0, 0), np.int64)
+def _state_dtype(p: NeuronParams):
+    """int32 where the fused kernel's bounds prove every state value fits, else int64."""
+    if numba is None:
+        return np.int64
+    return _form(p).state_dtype
+
+
+_FORMS: dict[int, tuple[NeuronParams, Any]] = {}
+
+
+def _form(p: NeuronParams):
+    """``p``'s :class:`~lmh_deploy.sim.fused.KernelForm`, prepared once per layer."""
+    cached = _FORMS.get(id(p))
+    if cached is None or cached[0] is not p:
+        from lmh_deploy.sim.fused import kernel_form
+
+        if len(_FORMS) >= 256:
+            _FORMS.pop(next(iter(_FORMS)))
+        cached = _FORMS[id(p)] = (p, kernel_form(p))  # holds p: the id stays unique
+    return cached[1]
+
+
+def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps, peak):
+    from lmh_deploy.sim import fused
+
+    form = _form(p)
+    right, left = fused.input_shifts(weight_exp, p.input_shift)
+    limit = fused.raw_limit(form, right, left)
+    use32 = (limit >= 0 and state.v_d.dtype == np.int32
+             and (peak is not None and peak <= limit or _peak(currents) <= limit))
+    if not use32:  # the kernel computes in the states' type: int64 from now on (a wrap on
+        _widen(state)  # inputs beyond the int32 bounds may leave even 32 bits)
+    counts = np.zeros(steps, np.int64)
+    empty_f = np.zeros((1, 1, 0), np.float32)
+    empty_i = np.zeros((1, 1, 0), np.int64)
     rules = _rules_of(p)
-    kernel = _compiled(rules, weight_exp is not None, spikes_f is not None, trace is not None)
-    sat = kernel(currents, 0 if weight_exp is None else int(weight_exp), t0,
-                 p.mu_d, p.mu_s, p.lam_d, p.lam_s, p.bias_d, p.bias_s, p.theta, p.reset_value,
-                 p.input_shift, np.asarray(rules, np.int64), state.v_d, state.v_s,
-                 state.s_prev, state.fired, state.neuron_spikes, spikes,
-                 empty_f if spikes_f is None else spikes_f,
+    kernel = fused.compiled(rules, spikes_f is not None, trace is not None)
+    sat = kernel(currents, steps, right, left, t0,
+                 form.factors, form.bias_d, form.bias_s, p.theta, p.reset_value,
+                 np.asarray(rules, np.int64), state.v_d, state.v_s, state.s_prev, state.fired,
+                 state.neuron_spikes, spikes, empty_f if spikes_f is None else spikes_f,
                  empty_i if trace is None else trace[0], empty_i if trace is None else trace[1],
                  counts)
     state.saturation += int(sat)
     return counts
 
 
+def _widen(state: NeuronState) -> None:
+    if isinstance(state.v_d, np.ndarray) and state.v_d.dtype != np.int64:
+        state.v_d, state.v_s = state.v_d.astype(np.int64), state.v_s.astype(np.int64)
+
+
+def _peak(currents: np.ndarray) -> float:
+    """``max |currents|`` (0 for none)."""
+    if currents.size == 0:
+        return 0.0
+    return max(float(currents.max()), -float(currents.min()))
+
+
 def _rules_of(p: NeuronParams) -> tuple[int, ...]:
     return (p.rounding, p.overflow_d, p.overflow_s, int(p.threshold_gt), int(p.reset_set),
             int(p.next_step))
-
-
-#: Rule sets compiled with the rules as constants (about 3x faster than the generic kernel,
-#: which reads them at run time): the lmh profile and Lava's CUBA-LIF (loihi-lif).
-SPECIALISED_RULES = {(0, 0, 0, 0, 0, 0), (1, 2, 1, 1, 1, 0)}
-_KERNELS: dict[tuple, Any] = {}
-
-
-def _compiled(rules: tuple[int, ...], scaled: bool, write_f: bool, write_tr: bool):
-    """The numba kernel for one rule set: specialised (rules folded in as constants, no rule
-    branches left in the inner loop) for :data:`SPECIALISED_RULES`, else the generic one
-    (one compilation for every other combination). Compiled once per process and cached on
-    disk by numba."""
-    fixed = rules if rules in SPECIALISED_RULES else None
-    key = (fixed, scaled, write_f, write_tr)
-    if key not in _KERNELS:
-        _KERNELS[key] = _build_kernel(fixed, scaled, write_f, write_tr)
-    return _KERNELS[key]
-
-
-def _build_kernel(fixed: tuple[int, ...] | None, scaled: bool,
-                  write_f: bool, write_tr: bool):
-    generic = fixed is None
-    c_round, c_ov_d, c_ov_s, c_gt, c_set, c_next = fixed or (0, 0, 0, 0, 0, 0)
-
-    @numba.njit(cache=True, nogil=True)
-    def kernel(cur, wexp, t0, mu_d, mu_s, lam_d, lam_s, bias_d, bias_s, theta, reset_value,
-               in_shift, rules, v_d, v_s, s_prev, fired, neuron_spikes, spikes, spikes_f,
-               tr_d, tr_s, counts):
-        rounding = rules[0] if generic else c_round
-        ov_d = rules[1] if generic else c_ov_d
-        ov_s = rules[2] if generic else c_ov_s
-        thr_gt = rules[3] if generic else c_gt
-        reset_set = rules[4] if generic else c_set
-        next_step = rules[5] if generic else c_next
-        # R(x) = (x + half + neg * (x < 0)) >> 12: half-up (2048, 0), floor (0, 0),
-        # toward-zero (0, 4095): trunc(x / 4096) == (x + 4095) >> 12 for negative x
-        half = 2048 if rounding == 0 else 0
-        neg = 4095 if rounding == 1 else 0
-        # wrap (Lava LIF's u): 2**23 itself is kept, -2**23 becomes 2**23
-        hi_d = 8388608 if ov_d == 2 else 8388607
-        lo_d = -8388608 if ov_d == 0 else -8388607
-        hi_s = 8388608 if ov_s == 2 else 8388607
-        lo_s = -8388608 if ov_s == 0 else -8388607
-        wrap_d = ov_d == 2
-        wrap_s = ov_s == 2
-        fire_at = theta + 1 if thr_gt else theta
-        steps, batch, n = cur.shape
-        sat = 0
-        for s in range(steps):
-            k = min(t0 + s, mu_d.shape[0] - 1)
-            total = 0
-            for b in range(batch):
-                for i in range(n):
-                    a = np.int64(cur[s, b, i])  # float sums hold exact integers
-                    if scaled:
-                        a = (2 * a) << wexp if wexp >= 0 else (2 * a) >> -wexp
-                    vd0 = v_d[b, i]
-                    vs0 = v_s[b, i]
-                    p1 = mu_d[k, i] * vd0
-                    p2 = mu_s[k, i] * vs0
-                    x = ((p1 + half + neg * (p1 < 0)) >> 12) + ((p2 + half + neg * (p2 < 0)) >> 12) \
-                        + (a << in_shift) + bias_d[i]
-                    if x > hi_d:
-                        x = x - 16777216 if wrap_d else hi_d
-                        sat += 1
-                    elif x < lo_d:
-                        x = x + 16777216 if wrap_d else lo_d
-                        sat += 1
-                    p3 = lam_s[k, i] * vs0
-                    p4 = lam_d[k, i] * x
-                    m = ((p3 + half + neg * (p3 < 0)) >> 12) + ((p4 + half + neg * (p4 < 0)) >> 12) \
-                        + bias_s[i]
-                    if next_step and not reset_set and s_prev[b, i]:
-                        m -= theta  # a delayed subtractive reset is part of the soma sum
-                    if m > hi_s:
-                        m = m - 16777216 if wrap_s else hi_s
-                        sat += 1
-                    elif m < lo_s:
-                        m = m + 16777216 if wrap_s else lo_s
-                        sat += 1
-                    if next_step and reset_set and s_prev[b, i]:
-                        m = reset_value
-                    spk = m >= fire_at
-                    if next_step:
-                        s_prev[b, i] = spk
-                    elif spk:
-                        m = reset_value if reset_set else m - theta
-                    v_d[b, i] = x
-                    v_s[b, i] = m
-                    spikes[s, b, i] = spk
-                    if write_f:
-                        spikes_f[s, b, i] = spk
-                    if write_tr:
-                        tr_d[s, b, i] = x
-                        tr_s[s, b, i] = m
-                    total += spk
-                    fired[b, i] |= spk
-                    neuron_spikes[i] += spk
-            counts[s] = total
-        return sat
-
-    return kernel

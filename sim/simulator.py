@@ -204,8 +204,12 @@ class _Run:
 
     def _neuron(self, name: str, t0: int, steps: int, values: dict) -> _Value:
         inputs = [values[src] for src in self.plan.inputs[name]]
+        peak = None
         if len(inputs) == 1:  # the kernel applies the weight exponent itself
-            currents, weight_exp = inputs[0].per_step(steps, self.xp), inputs[0].weight_exp
+            value = inputs[0]
+            currents, weight_exp, peak = value.data, value.weight_exp, value.bound
+            if value.static:  # one (1, B, n) current for every step of the chunk
+                currents = currents.reshape((1,) + tuple(currents.shape))
         else:
             currents = summed_current([(v.per_step(steps, self.xp), v.weight_exp, v.bound)
                                        for v in inputs])
@@ -226,7 +230,7 @@ class _Run:
                       torch.empty(shape, dtype=torch.int64, device=self.x.device))
                      if self.record_states else None)
         counts = run_neuron_chunk(self.params[name], t0, currents, weight_exp, state, spikes,
-                                  trace=trace)
+                                  trace=trace, steps=steps, peak=peak)
         self.counts[name][t0:t0 + steps] = _numpy(counts)
         if self.device is not None:
             if self.record_spikes:
@@ -251,7 +255,8 @@ class _Run:
                 "active_neurons": int(_numpy(state.fired).sum()),
                 "neuron_steps": self.timesteps * self.batch * self.params[name].size}
             if self.record_spikes:  # streaming keeps nothing that grows with the samples
-                rec.final_state[name] = (_numpy(state.v_d), _numpy(state.v_s))
+                rec.final_state[name] = (_numpy(state.v_d).astype(np.int64),
+                                         _numpy(state.v_s).astype(np.int64))
         rec.readout_trace = self.readout_trace
         rec.logits = self.readout_trace.sum(0) + self.timesteps * np.asarray(
             self.nodes[self.readout].bias, np.int64)

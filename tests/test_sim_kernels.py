@@ -10,6 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lmh_deploy.sim import neuron as N
+from lmh_deploy.sim.fused import SPECIALISED_RULES
 from lmh_deploy.sim.params import OVERFLOW_CODES, ROUNDING_CODES, NeuronParams
 from lmh_deploy.sim.synapse import SynapsePath, lava_current
 
@@ -82,7 +83,7 @@ def neuron_layers(draw):
 def rule_sets():
     """Any combination of rules, or one of the rule sets with specialised kernels."""
     names = ("rounding", "overflow_d", "overflow_s", "threshold_gt", "reset_set", "next_step")
-    special = st.sampled_from(sorted(N.SPECIALISED_RULES))
+    special = st.sampled_from(sorted(SPECIALISED_RULES))
     anything = st.tuples(st.sampled_from(sorted(ROUNDING_CODES.values())),
                          st.sampled_from(sorted(OVERFLOW_CODES.values())),
                          st.sampled_from(sorted(OVERFLOW_CODES.values())),

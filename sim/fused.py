@@ -1,0 +1,278 @@
+"""The fused integer neuron update as numba kernels that the compiler vectorises (SIMD).
+
+Same step as :mod:`lmh_deploy.sim.neuron` documents, bit for bit. Speed comes from three
+choices (AVX2 has no 64-bit multiply and no 64-bit arithmetic right shift, and does not
+vectorise branches with side effects):
+
+* **int32 arithmetic with split states.** With ``v = vh * 4096 + vl`` (``vh = v >> 12``,
+  ``vl = v & 4095``), ``(f * v + c) >> 12 == f * vh + ((f * vl + c) >> 12)`` exactly (the
+  first term is a multiple of 4096), so ``R(f v)`` needs only 32-bit products while
+  ``|f| < 2**13`` and ``|v| <= 2**23``. Half-up rounding has ``c = 2048``, floor ``c = 0``,
+  toward zero ``c = 4095`` where ``f * v < 0``, i.e. where the signs of ``f`` and ``v``
+  differ (for ``f * v == 0`` either ``c`` gives 0).
+* **No branches:** overflow counts as ``(x > hi) + (x < lo)``, resets and saturation as
+  selects, per-step work (factor row, bounds) outside the loop over neurons.
+* **An exact int64 path beside it.** :func:`kernel_form` checks once per layer that every
+  bound holds (factors, biases, threshold, reset value and initial states small enough that
+  every state stays within ``[-2**23, 2**23]``, also after a wrap); once per call the
+  currents' bound (the synapse path's, else their measured peak) is checked against the
+  largest input the int32 sums can hold (:func:`raw_limit`); a call that does not fit (say
+  Lava LIF's ``a << 6`` on a huge fan-in) runs the same code in int64, exact for any input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+from numba.core import types
+from numba.extending import intrinsic
+
+STATE_LIMIT = 1 << 23
+#: Magnitude bound of int32 operands beyond which the int32 path is not used.
+INT32_SAFE = 1 << 29
+FACTOR_SAFE = (1 << 13) - 1
+
+
+@dataclass(frozen=True)
+class KernelForm:
+    """A layer's parameters as the kernels take them (prepared once per layer)."""
+
+    factors: np.ndarray  # (4, K, n): mu_d, mu_s, lam_d, lam_s; int32 if ``int32_ok``
+    bias_d: np.ndarray
+    bias_s: np.ndarray
+    int32_ok: bool
+    input_limit: int  # largest |a << shifts| the int32 dendrite sum can take exactly
+
+    @property
+    def state_dtype(self):
+        return np.int32 if self.int32_ok else np.int64
+
+
+def kernel_form(p) -> KernelForm:
+    """The int32 eligibility and input bound of ``p`` (a ``NeuronParams``), derived from
+    the worst case of every term (see the module docstring)."""
+    factors = np.stack([p.mu_d, p.mu_s, p.lam_d, p.lam_s]).astype(np.int64)
+    peak_f = int(np.abs(factors).max(initial=0))
+    bias_d = int(np.abs(p.bias_d).max(initial=0))
+    bias_s = int(np.abs(p.bias_s).max(initial=0))
+    in_range = [abs(int(v)) <= STATE_LIMIT for v in (p.reset_value, p.v_d_init, p.v_s_init)]
+    ok = (peak_f <= FACTOR_SAFE and bias_d <= INT32_SAFE and bias_s <= INT32_SAFE
+          and 0 <= p.theta <= INT32_SAFE and all(in_range))
+    # |R(f v)| <= |f| * 2**23 / 4096 + 1 for |v| <= 2**23
+    dend = int((np.abs(factors[0]) + np.abs(factors[1])).max(initial=0)) * 2048 + 2 + bias_d
+    soma = int((np.abs(factors[2]) + np.abs(factors[3])).max(initial=0)) * 2048 + 2 + bias_s
+    soma += p.theta if p.next_step and not p.reset_set else 0
+    # a wrap brings x back within [-2**23, 2**23] only from |x| <= 3 * 2**23
+    wrap_span = 3 * STATE_LIMIT
+    if p.overflow_s == 2 and soma > wrap_span:
+        ok = False
+    limit = (wrap_span if p.overflow_d == 2 else (1 << 31) - 1) - dend
+    limit = min(limit, 1 << 30)
+    if limit < 0:
+        ok = False
+    dtype = np.int32 if ok else np.int64
+    return KernelForm(np.ascontiguousarray(factors, dtype), np.asarray(p.bias_d, dtype),
+                      np.asarray(p.bias_s, dtype), ok, max(limit, 0) if ok else -1)
+
+
+def input_shifts(weight_exp: int | None, input_shift: int) -> tuple[int, int]:
+    """``(r, l)`` with ``a' = (a >> r) << l`` the shifted current: ``shift(2 a, e) << s``.
+
+    ``floor(2a / 2**k) == floor(a / 2**(k-1))``, so a negative exponent is one right shift.
+    """
+    if weight_exp is None:
+        return 0, input_shift
+    if weight_exp >= -1:
+        return 0, weight_exp + 1 + input_shift
+    return -weight_exp - 1, input_shift
+
+
+def raw_limit(form: KernelForm, right: int, left: int) -> int:
+    """Largest ``|a|`` of a raw current whose shifted ``(a >> right) << left`` the int32 path
+    takes exactly (``|a >> right| <= |a|``); -1 where the layer is not int32-safe at all."""
+    if not form.int32_ok:
+        return -1
+    return form.input_limit >> left if left < 31 else 0
+
+
+@intrinsic
+def _ashr(typingctx, x, amount):
+    """``x >> amount`` in ``x``'s own width (numba would widen a variable shift to int64,
+    which AVX2 cannot shift arithmetically); ``amount`` must be below the width."""
+    if not isinstance(x, types.Integer) or not isinstance(amount, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.ashr(args[0], context.cast(builder, args[1], sig.args[1], sig.args[0]))
+
+    return x(x, amount), codegen
+
+
+@intrinsic
+def _shl(typingctx, x, amount):
+    """``x << amount`` in ``x``'s own width (``amount`` below the width)."""
+    if not isinstance(x, types.Integer) or not isinstance(amount, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.shl(args[0], context.cast(builder, args[1], sig.args[1], sig.args[0]))
+
+    return x(x, amount), codegen
+
+
+@intrinsic
+def _as(typingctx, x, like):
+    """``x`` converted to the integer type of ``like`` (sign-extended, truncated, or a float
+    truncated toward zero): numba widens int32 arithmetic to int64; wrapping every
+    operation in ``_as`` keeps it at the state's width, so LLVM emits 8-lane int32 code."""
+    if not isinstance(like, types.Integer) or not isinstance(x, (types.Integer, types.Float,
+                                                                 types.Boolean)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return context.cast(builder, args[0], sig.args[0], sig.args[1])
+
+    return like(x, like), codegen
+
+
+@intrinsic
+def _zero_of(typingctx, array):
+    """A zero of ``array``'s integer dtype (the width the kernel computes in)."""
+    if not isinstance(array, types.Array) or not isinstance(array.dtype, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(sig.return_type, 0)
+
+    return array.dtype(array), codegen
+
+
+@numba.njit(inline="always")
+def _product(f, v, half, tz_mask, sign_bit):
+    """``R(f * v / 4096)`` from the split ``v`` (all arguments of one integer type)."""
+    c = _as(half + _as(_ashr(_as(f ^ v, v), sign_bit) & tz_mask, v), v)
+    return _as(_as(f * _ashr(v, _as(12, v)), v) + _ashr(_as(_as(f * (v & 4095), v) + c, v),
+                                                      _as(12, v)), v)
+
+
+@numba.njit(inline="always")
+def _overflow(x, hi, lo, wrap):
+    """(x brought into [lo, hi] by saturation or one wrap, 1 if it was out of range)."""
+    over = x > hi
+    under = x < lo
+    span = _as(1 << 24, x)
+    wrapped = _as(_as(x - (span if over else _as(0, x)), x) + (span if under else _as(0, x)), x)
+    return (wrapped if wrap else min(max(x, lo), hi)), _as(_as(over, x) + _as(under, x), x)
+
+
+#: Rule sets compiled with the rules as constants (no rule selects left in the loop):
+#: the lmh profile and Lava's CUBA-LIF (loihi-lif); every other set runs the generic kernel
+#: (one compilation; rules read at run time, still vectorised).
+SPECIALISED_RULES = {(0, 0, 0, 0, 0, 0), (1, 2, 1, 1, 1, 0)}
+_KERNELS: dict[tuple, Any] = {}
+
+
+def compiled(rules: tuple[int, ...], write_f: bool, write_tr: bool):
+    """The kernel for one rule set (compiled once per process and per argument types: it
+    computes in the states' integer type; cached on disk by numba)."""
+    fixed = rules if rules in SPECIALISED_RULES else None
+    key = (fixed, write_f, write_tr)
+    if key not in _KERNELS:
+        _KERNELS[key] = _make_kernel(fixed, write_f, write_tr)
+    return _KERNELS[key]
+
+
+def _make_kernel(fixed, write_f: bool, write_tr: bool):
+    generic = fixed is None
+    c_round, c_ov_d, c_ov_s, c_gt, c_set, c_next = fixed or (0, 0, 0, 0, 0, 0)
+
+    @numba.njit(cache=True, nogil=True)
+    def kernel(cur, steps, right, left, t0, factors, bias_d, bias_s, theta, reset_value, rules,
+               v_d, v_s, s_prev, fired, neuron_spikes, spikes, spikes_f, tr_d, tr_s, counts):
+        """``cur`` (c, B, n), or (1, B, n) for a current that is the same every step; the
+        arithmetic is in the integer type of ``v_d`` (int32 only where the caller checked
+        the bounds)."""
+        z = _zero_of(v_d)
+        sign_bit = _as(8 * v_d.itemsize - 1, z)
+        rounding = rules[0] if generic else c_round
+        ov_d = rules[1] if generic else c_ov_d
+        ov_s = rules[2] if generic else c_ov_s
+        thr_gt = rules[3] if generic else c_gt
+        reset_set = rules[4] if generic else c_set
+        next_step = rules[5] if generic else c_next
+        half = _as(2048 if rounding == 0 else 0, z)
+        tz_mask = _as(4095 if rounding == 1 else 0, z)
+        # wrap (Lava LIF's u): 2**23 itself is kept, -2**23 becomes 2**23
+        hi_d = _as(8388608 if ov_d == 2 else 8388607, z)
+        lo_d = _as(-8388608 if ov_d == 0 else -8388607, z)
+        hi_s = _as(8388608 if ov_s == 2 else 8388607, z)
+        lo_s = _as(-8388608 if ov_s == 0 else -8388607, z)
+        wrap_d = ov_d == 2
+        wrap_s = ov_s == 2
+        th = _as(theta, z)
+        fire_at = _as(theta + 1 if thr_gt else theta, z)
+        rv = _as(reset_value, z)
+        delayed = next_step != 0
+        delayed_sub = delayed and reset_set == 0
+        delayed_set = delayed and reset_set != 0
+        same_step = not delayed
+        r = _as(min(right, sign_bit), z)
+        sh = _as(min(left, sign_bit), z)
+        batch, n = v_d.shape
+        per_neuron = np.zeros(n, np.int32)
+        sat = 0
+        for s in range(steps):
+            k = min(t0 + s, factors.shape[1] - 1)
+            mu_d, mu_s, lam_d, lam_s = factors[0, k], factors[1, k], factors[2, k], factors[3, k]
+            total = 0
+            for b in range(batch):
+                c_row = cur[s if cur.shape[0] > 1 else 0, b]
+                vd_row, vs_row, prev_row, fired_row = v_d[b], v_s[b], s_prev[b], fired[b]
+                spk_row = spikes[s, b]
+                f_row = spikes_f[s, b] if write_f else spikes_f[0, 0]
+                trd_row = tr_d[s, b] if write_tr else tr_d[0, 0]
+                trs_row = tr_s[s, b] if write_tr else tr_s[0, 0]
+                row_sat = z
+                row_count = z
+                for i in range(n):
+                    a = _shl(_ashr(_as(c_row[i], z), r), sh)
+                    vd0 = vd_row[i]
+                    vs0 = vs_row[i]
+                    x = _as(_as(_product(_as(mu_d[i], z), vd0, half, tz_mask, sign_bit)
+                                + _product(_as(mu_s[i], z), vs0, half, tz_mask, sign_bit), z)
+                            + _as(a + _as(bias_d[i], z), z), z)
+                    x, n_d = _overflow(x, hi_d, lo_d, wrap_d)
+                    m = _as(_as(_product(_as(lam_s[i], z), vs0, half, tz_mask, sign_bit)
+                                + _product(_as(lam_d[i], z), x, half, tz_mask, sign_bit), z)
+                            + _as(bias_s[i], z), z)
+                    prev = prev_row[i] if (generic or c_next) else False
+                    m = _as(m - (th if (delayed_sub & prev) else z), z)
+                    m, n_s = _overflow(m, hi_s, lo_s, wrap_s)
+                    m = rv if (delayed_set & prev) else m
+                    spk = m >= fire_at
+                    reset_to = rv if reset_set else _as(m - th, z)
+                    v_new = reset_to if (same_step & spk) else m
+                    row_sat = _as(row_sat + _as(n_d + n_s, z), z)
+                    row_count = _as(row_count + _as(spk, z), z)
+                    vd_row[i] = x
+                    vs_row[i] = v_new
+                    if generic or c_next:
+                        prev_row[i] = spk & delayed
+                    spk_row[i] = spk
+                    fired_row[i] = fired_row[i] | spk
+                    per_neuron[i] = np.int32(per_neuron[i] + np.int32(spk))
+                    if write_f:
+                        f_row[i] = spk
+                    if write_tr:
+                        trd_row[i] = x
+                        trs_row[i] = v_new
+                total += row_count
+                sat += row_sat
+            counts[s] = total
+        for i in range(n):
+            neuron_spikes[i] += per_neuron[i]
+        return sat
+
+    return kernel
