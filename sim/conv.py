@@ -119,3 +119,23 @@ def run_conv(plan: ConvPlan, x, kernel):
     if tuple(out.shape[2:]) != plan.out_hw:
         out = out[:, :, :plan.out_hw[0], :plan.out_hw[1]]
     return out.reshape(rows, -1)
+
+
+def pooled_integers(plan: ConvPlan, pre: np.ndarray) -> np.ndarray:
+    """The input of the plan's convolution as integers (rows, C, H', W'): ``pre`` (rows, n)
+    itself, or its sum-pool (uint8 for spikes, whose block sums stay <= 255, else int64)."""
+    rows = pre.shape[0]
+    x = (pre.view(np.uint8) if pre.dtype == bool else pre).reshape((rows,) + plan.input_shape)
+    if not plan.factored:
+        return x
+    sy, sx = plan.pool
+    c, h, w = plan.input_shape
+    dtype = np.uint8 if x.dtype == np.uint8 and plan.pool_area <= 255 else np.int64
+    out: np.ndarray = np.zeros((rows, c, (h + plan.pool_pad[0]) // sy,
+                                (w + plan.pool_pad[1]) // sx), dtype)
+    for dy in range(sy):
+        for dx in range(sx):
+            part = x[:, :, dy::sy, dx::sx]
+            np.add(out[:, :, :part.shape[2], :part.shape[3]], part,
+                   out=out[:, :, :part.shape[2], :part.shape[3]])
+    return out

@@ -1,4 +1,5 @@
-"""Compiled event-driven synaptic gather (numba): only active presynaptic inputs are read."""
+"""Compiled event-driven synaptic sums (numba): only active presynaptic inputs are read,
+for dense matrices (a gather of rows) and for convolutions (a scatter of kernel taps)."""
 from __future__ import annotations
 
 import numba
@@ -38,3 +39,45 @@ def gather_rows(pre: np.ndarray, w_t: np.ndarray, out: np.ndarray) -> None:
         _gather_binary(pre.view(np.uint8), w_t, out)
     else:
         _gather_values(pre.astype(np.int64, copy=False), w_t, out)
+
+
+@numba.njit(cache=True, nogil=True)
+def _conv_scatter(pre, w_t, out, sy, sx, py, px):
+    rows, c_in, h, w = pre.shape
+    kh, kw, c_out = w_t.shape[1], w_t.shape[2], w_t.shape[3]
+    h_out, w_out = out.shape[1], out.shape[2]
+    for r in range(rows):
+        for c in range(c_in):
+            for y in range(h):
+                for x in range(w):
+                    v = pre[r, c, y, x]
+                    if v == 0:
+                        continue
+                    for ky in range(kh):
+                        ny = y + py - ky  # = oy * sy for the output row this tap reaches
+                        if ny < 0:
+                            break
+                        if ny % sy or ny // sy >= h_out:
+                            continue
+                        oy = ny // sy
+                        for kx in range(kw):
+                            nx = x + px - kx
+                            if nx < 0:
+                                break
+                            if nx % sx or nx // sx >= w_out:
+                                continue
+                            ox = nx // sx
+                            for o in range(c_out):
+                                out[r, oy, ox, o] += v * w_t[c, ky, kx, o]
+
+
+def conv_scatter(pre: np.ndarray, w_t: np.ndarray, out: np.ndarray, stride: tuple[int, int],
+                 padding: tuple[int, int]) -> None:
+    """Event-driven convolution: each nonzero input adds its value times the kernel taps it
+    meets to the outputs it reaches; work proportional to the events (in place).
+
+    ``pre`` (rows, C_in, H, W) integers (uint8 spikes or counts, int32/int64 values), ``w_t``
+    the kernel as (C_in, kh, kw, C_out), ``out`` (rows, H_out, W_out, C_out) of ``w_t``'s
+    dtype, channels last, zeroed by the caller; exact while every sum fits that dtype.
+    """
+    _conv_scatter(pre, w_t, out, int(stride[0]), int(stride[1]), int(padding[0]), int(padding[1]))

@@ -13,7 +13,9 @@ weights ``2 m``). :class:`SynapsePath` computes ``S`` exactly; the ways it can d
   ``|S| <= 127 * fan_in < 2**31`` is required (checked once).
 * ``events``: only the active presynaptic columns (spikes that occurred) are read: work
   proportional to the events. Rows of ``m^T`` are summed as float32/float64 under the same
-  bound as ``gemm`` (a sparse-times-dense product).
+  bound as ``gemm`` (a sparse-times-dense product), or as int32 by a compiled gather. A
+  convolution scatters the kernel taps each event meets (compiled, int32 when
+  ``bound <= 2**31 - 1``, channels last, then transposed).
 
 A convolution whose kernel is constant over aligned ``sy x sx`` blocks at stride
 ``(sy, sx)`` (what the quantiser makes of an average pooling followed by a convolution:
@@ -33,7 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lmh_deploy.ir.synapses import qdense_fan_out
-from lmh_deploy.sim.conv import ConvPlan, conv_plan, run_conv
+from lmh_deploy.sim.conv import ConvPlan, conv_plan, pooled_integers, run_conv
 from lmh_deploy.semantics import integer as fx
 
 F32_EXACT = 2.0 ** 24
@@ -58,20 +60,21 @@ def lava_current(sums, weight_exp: int):
 def summed_current(parts: list[tuple[Any, int | None, float | None]]):
     """``a_in = sum_i shift(2 * S_i, e_i)`` of several paths into one layer (residual blocks).
 
-    ``parts`` are ``(S_i, e_i, bound_i)``: raw sums (numpy arrays or torch tensors), weight
-    exponents and bounds on ``|S_i|``. When every ``S_i`` is a float array, the sum is formed
-    in float, one pass per path: ``2 * S * 2**e`` is exact (a power of two), ``floor`` of it
-    is the arithmetic right shift, and every partial sum is an integer below ``2**24`` when
+    ``parts`` are ``(S_i, e_i, bound_i)``: raw sums (numpy arrays or torch tensors, float or
+    integer), weight exponents and bounds on ``|S_i|``. The sum is formed in float, one pass
+    per path: ``2 * S * 2**e`` is exact (a power of two), ``floor`` of it is the arithmetic
+    right shift, and every ``S_i``, term and partial sum is an integer below ``2**24`` when
     float32 is used, else below ``2**53`` in float64. Beyond that, int64 path by path.
     """
-    total = sum(2.0 * b * 2.0 ** e + 1 for _, e, b in parts  # +1: floor of a negative
-                if e is not None and b is not None)
-    if not all(e is not None and b is not None and _is_float(s) for s, e, b in parts) \
-            or total >= F64_EXACT:
+    terms = [(s, e, float(b)) for s, e, b in parts if e is not None and b is not None]
+    total = sum(2.0 * b * 2.0 ** e + 1 for _, e, b in terms)  # +1: floor of a negative
+    largest = max(b for _, _, b in terms) if terms else 0.0
+    if len(terms) < len(parts) or total >= F64_EXACT or largest >= F64_EXACT:
         return sum(lava_current(s, e) if e is not None else s for s, e, _ in parts)
-    wide = total >= F32_EXACT or any(_float_bits(s) == 64 for s, _, _ in parts)
+    wide = (total >= F32_EXACT or largest >= F32_EXACT
+            or any(_is_float(s) and _float_bits(s) == 64 for s, _, _ in parts))
     out = None
-    for sums, exp, _ in parts:
+    for sums, exp, _ in terms:
         term = _scaled(sums, 2.0 ** (exp + 1), wide)  # a new array: the sums stay untouched
         if exp + 1 < 0:
             term = term.floor_() if hasattr(term, "floor_") else np.floor(term, out=term)
@@ -86,8 +89,8 @@ def _scaled(sums, factor: float, wide: bool):
     if hasattr(sums, "floor_"):  # a torch tensor
         import torch
 
-        return sums.to(torch.float64) * factor if wide else sums * factor
-    return np.multiply(sums, factor, dtype=np.float64 if wide else sums.dtype)
+        return sums.to(torch.float64 if wide else torch.float32) * factor
+    return np.multiply(sums, factor, dtype=np.float64 if wide else np.float32)
 
 
 def _is_float(a) -> bool:
@@ -135,7 +138,9 @@ class SynapsePath:
         self.calls = 0
         self.cost = {}  # way -> seconds per unit of work (measured)
         self.warm: set[str] = set()
-        self.ways = ["gemm"] + (["events"] if not self.is_conv else [])
+        conv_events = (self.conv is not None and not self.conv.diagonal and device is None
+                       and self.bound <= INT32_LIMIT)
+        self.ways = ["gemm"] + (["events"] if not self.is_conv or conv_events else [])
 
     # ------------------------------------------------------------------ preparation
     def _prepare(self, mant) -> None:
@@ -144,6 +149,8 @@ class SynapsePath:
             import torch
 
             w = np.ascontiguousarray(self.conv.kernel, dtype=dtype)
+            # the event scatter adds (C_in, kh, kw, C_out) slabs of int32 taps
+            self.w_taps = np.ascontiguousarray(self.conv.kernel.transpose(1, 2, 3, 0), np.int32)
             self.kernel = torch.from_numpy(w) if self.device is None else \
                 torch.as_tensor(w, device=self.device)
             return
@@ -177,7 +184,13 @@ class SynapsePath:
         if len(self.ways) == 1:
             return self._gemm(pre)
         active = np.count_nonzero(pre)
-        units = {"gemm": rows * self.n_in * self.n_out, "events": active * self.n_out + pre.size}
+        if self.conv is not None:  # multiply-adds of the plan's conv; taps met by each event
+            c_out, c_in, kh, kw = self.conv.kernel.shape
+            taps = c_out * kh * kw / (self.conv.stride[0] * self.conv.stride[1])
+            units = {"gemm": rows * c_in * taps * np.prod(self.conv.out_hw),
+                     "events": active * taps + pre.size + rows * self.n_out}
+        else:
+            units = {"gemm": rows * self.n_in * self.n_out, "events": active * self.n_out + pre.size}
         way = self._choose(units)
         start = time.perf_counter()
         out = self._gemm(pre) if way == "gemm" else self._events(pre)
@@ -219,9 +232,9 @@ class SynapsePath:
         """Sum of the rows of ``m^T`` at the active inputs: work proportional to the events.
 
         Compiled (numba) for dense weights; else a sparse (events) x dense product."""
-        from lmh_deploy.sim.neuron import numba_active
-
-        if numba_active() and not self.sparse:
+        if self.conv is not None:  # without numba: the same integers by the conv
+            return self._conv_events(pre) if _numba() else self._conv(pre)
+        if _numba() and not self.sparse:
             from lmh_deploy.sim.gather import gather_rows
 
             out = np.zeros((pre.shape[0], self.n_out), self.w_t_int.dtype)
@@ -231,6 +244,15 @@ class SynapsePath:
         events = sp.csr_matrix(pre.astype(dtype) if pre.dtype == bool else pre)
         out = events @ self.w_t
         return out.toarray() if sp.issparse(out) else np.asarray(out)
+
+    def _conv_events(self, pre):
+        from lmh_deploy.sim.gather import conv_scatter
+
+        x = pooled_integers(self.conv, np.ascontiguousarray(pre))
+        rows, c_out = pre.shape[0], self.w_taps.shape[3]
+        out = np.zeros((rows,) + self.conv.out_hw + (c_out,), np.int32)
+        conv_scatter(x, self.w_taps, out, self.conv.stride, self.conv.padding)
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2)).reshape(rows, -1)
 
     def _conv(self, pre):
         import torch
@@ -274,6 +296,12 @@ class SynapsePath:
         if np.ndim(self.fan_out) == 0:
             return int(counts.sum()) * int(self.fan_out)
         return int(counts @ np.asarray(self.fan_out, np.int64))
+
+
+def _numba() -> bool:
+    from lmh_deploy.sim.neuron import numba_active
+
+    return numba_active()
 
 
 def _int_mm_fits(rows: int, n_in: int, n_out: int, device) -> bool:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from lmh_deploy.models.architectures import build
 from lmh_deploy.sim import simulate
 from lmh_deploy.sim.conv import block_constant, conv_plan
+from lmh_deploy.sim.neuron import array_code_only
 from lmh_deploy.sim.reference import simulate_reference
 from lmh_deploy.sim.synapse import SynapsePath, lava_current, summed_current
 
@@ -36,7 +37,15 @@ def _composite(small: np.ndarray, block: tuple[int, int]) -> np.ndarray:
 
 
 def _every_way(node: QDense, pre: np.ndarray) -> dict[str, np.ndarray]:
-    out = {"numpy": lava_current(SynapsePath(node).sums(pre), node.weight_exp)}
+    """Lava currents of every way: float conv (``gemm``), event scatter, automatic choice
+    (numpy), without numba, and the torch device path."""
+    path = SynapsePath(node)
+    ways = {"auto": path.sums, "gemm": path._gemm}
+    if "events" in path.ways:
+        ways["events"] = path._events
+    out = {way: lava_current(run(pre), node.weight_exp) for way, run in ways.items()}
+    with array_code_only():
+        out["no numba"] = lava_current(SynapsePath(node).sums(pre), node.weight_exp)
     torch_sums = SynapsePath(node, "cpu").sums(torch.as_tensor(pre))
     out["torch cpu"] = lava_current(torch_sums, node.weight_exp).numpy()
     return out
@@ -72,6 +81,31 @@ def test_pool_composed_kernels_run_factored_and_exact(seed, block, small_k, pad,
     assert np.array_equal(semantics, want)
     for way, got in _every_way(node, pre).items():
         assert got.shape == want.shape and np.array_equal(got, want), way
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), stride=st.sampled_from([(1, 1), (2, 2), (3, 1), (2, 3)]),
+       kernel=st.sampled_from([(1, 1), (3, 3), (2, 4)]), padding=st.sampled_from([(0, 0), (1, 1),
+                                                                               (2, 0)]),
+       h=st.integers(2, 8), w=st.integers(2, 8), graded=st.booleans(),
+       rate=st.sampled_from([0.0, 0.05, 0.5, 1.0]))
+def test_event_scatter_convolution_equals_the_matrix(seed, stride, kernel, padding, h, w, graded,
+                                                     rate) -> None:
+    """The event-driven conv (each active input scatters its kernel taps) against the full
+    integer matrix: strides, rectangular kernels, padding, 8-bit values, silent input."""
+    if h + 2 * padding[0] < kernel[0] or w + 2 * padding[1] < kernel[1]:
+        return
+    rng = np.random.default_rng(seed)
+    node = QDense(weight_mant=rng.integers(-127, 128, (5, 3) + kernel), weight_exp=-1,
+                  graded=graded, weight_scale=1.0, conv_input_shape=(3, h, w),
+                  conv_stride=stride, conv_padding=padding)
+    pre = rng.integers(0, 256 if graded else 2, (3, 3 * h * w)) * (rng.random((3, 3 * h * w)) < rate)
+    pre = pre if graded else pre.astype(bool)
+    path = SynapsePath(node)
+    assert "events" in path.ways
+    want = _matrix_current(node, pre)
+    for way, got in _every_way(node, pre).items():
+        assert np.array_equal(got, want), way
 
 
 @pytest.mark.parametrize("change", ["one tap differs", "padding not a multiple",
@@ -171,12 +205,14 @@ def test_diagonal_1x1_kernels_are_per_channel_products(case: str) -> None:
 @settings(max_examples=30, deadline=None)
 @example(seed=1, exps=[8, 0], peak=40_000, kind="float32")  # float32 terms, total >= 2**24
 @example(seed=2, exps=[-9, -1, 3], peak=127, kind="torch float32")
+@example(seed=3, exps=[-9, -9], peak=2 ** 40, kind="int64")  # small total, huge sums
 @given(seed=st.integers(0, 10_000), exps=st.lists(st.integers(-9, 8), min_size=2, max_size=3),
        peak=st.sampled_from([3, 127, 40_000, 2 ** 40]), kind=st.sampled_from(
            ["float32", "float64", "int64", "torch float32", "mixed"]))
 def test_residual_currents_summed_in_float_equal_int64(seed, exps, peak, kind) -> None:
-    """``sum shift(2 S_i, e_i)`` of several paths: the float pass (float32 under 2**24,
-    else float64) gives the integers of the int64 shifts, floor of negatives included."""
+    """``sum shift(2 S_i, e_i)`` of several paths (float or integer sums): the float pass
+    (float32 under 2**24, else float64) gives the integers of the int64 shifts, floor of
+    negatives included; beyond 2**53, int64."""
     rng = np.random.default_rng(seed)
     sums = [rng.integers(-peak, peak + 1, (2, 3, 17)) for _ in exps]
     want = sum(fx.shift_sum(2 * s, e) for s, e in zip(sums, exps))
@@ -192,9 +228,9 @@ def test_residual_currents_summed_in_float_equal_int64(seed, exps, peak, kind) -
     got = summed_current(parts)
     got = got.numpy() if isinstance(got, torch.Tensor) else got
     total = sum(2.0 * peak * 2.0 ** e + 1 for e in exps)
-    if dtype is np.int64 or total >= 2 ** 53:
+    if max(total, peak) >= 2 ** 53:
         assert got.dtype == np.int64
     else:
-        assert got.dtype == (np.float32 if total < 2 ** 24 and kind in ("float32", "torch float32")
-                             else np.float64)
+        narrow = max(total, peak) < 2 ** 24 and kind in ("float32", "torch float32", "int64")
+        assert got.dtype == (np.float32 if narrow else np.float64)
     assert np.array_equal(got.astype(np.int64), want)
