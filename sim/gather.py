@@ -45,8 +45,10 @@ def gather_rows(pre: np.ndarray, w_t: np.ndarray, out: np.ndarray) -> None:
 def _conv_scatter(pre, w_t, out, sy, sx, py, px):
     rows, c_in, h, w = pre.shape
     kh, kw, c_out = w_t.shape[1], w_t.shape[2], w_t.shape[3]
-    h_out, w_out = out.shape[1], out.shape[2]
+    h_out, w_out = out.shape[2], out.shape[3]
+    acc = np.empty((h_out, w_out, c_out), out.dtype)  # one sample, channels last: in cache
     for r in range(rows):
+        acc[:] = 0
         for c in range(c_in):
             for y in range(h):
                 for x in range(w):
@@ -68,16 +70,21 @@ def _conv_scatter(pre, w_t, out, sy, sx, py, px):
                                 continue
                             ox = nx // sx
                             for o in range(c_out):
-                                out[r, oy, ox, o] += v * w_t[c, ky, kx, o]
+                                acc[oy, ox, o] += v * w_t[c, ky, kx, o]
+        for o in range(c_out):
+            for oy in range(h_out):
+                for ox in range(w_out):
+                    out[r, o, oy, ox] = acc[oy, ox, o]
 
 
 def conv_scatter(pre: np.ndarray, w_t: np.ndarray, out: np.ndarray, stride: tuple[int, int],
                  padding: tuple[int, int]) -> None:
     """Event-driven convolution: each nonzero input adds its value times the kernel taps it
-    meets to the outputs it reaches; work proportional to the events (in place).
+    meets to the outputs it reaches; work proportional to the events.
 
     ``pre`` (rows, C_in, H, W) integers (uint8 spikes or counts, int32/int64 values), ``w_t``
-    the kernel as (C_in, kh, kw, C_out), ``out`` (rows, H_out, W_out, C_out) of ``w_t``'s
-    dtype, channels last, zeroed by the caller; exact while every sum fits that dtype.
+    the kernel as (C_in, kh, kw, C_out); writes every value of ``out`` (rows, C_out, H_out,
+    W_out) of ``w_t``'s dtype (sums of one sample gathered channels last, then transposed);
+    exact while every sum fits that dtype.
     """
     _conv_scatter(pre, w_t, out, int(stride[0]), int(stride[1]), int(padding[0]), int(padding[1]))

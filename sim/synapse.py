@@ -15,7 +15,7 @@ weights ``2 m``). :class:`SynapsePath` computes ``S`` exactly; the ways it can d
   proportional to the events. Rows of ``m^T`` are summed as float32/float64 under the same
   bound as ``gemm`` (a sparse-times-dense product), or as int32 by a compiled gather. A
   convolution scatters the kernel taps each event meets (compiled, int32 when
-  ``bound <= 2**31 - 1``, channels last, then transposed).
+  ``bound <= 2**31 - 1``; one sample channels last in cache, then transposed).
 
 A convolution whose kernel is constant over aligned ``sy x sx`` blocks at stride
 ``(sy, sx)`` (what the quantiser makes of an average pooling followed by a convolution:
@@ -250,9 +250,9 @@ class SynapsePath:
 
         x = pooled_integers(self.conv, np.ascontiguousarray(pre))
         rows, c_out = pre.shape[0], self.w_taps.shape[3]
-        out = np.zeros((rows,) + self.conv.out_hw + (c_out,), np.int32)
+        out = np.empty((rows, c_out) + self.conv.out_hw, np.int32)
         conv_scatter(x, self.w_taps, out, self.conv.stride, self.conv.padding)
-        return np.ascontiguousarray(out.transpose(0, 3, 1, 2)).reshape(rows, -1)
+        return out.reshape(rows, -1)
 
     def _conv(self, pre):
         import torch
