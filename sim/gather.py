@@ -32,8 +32,8 @@ def _gather_values(pre, w_t, out):
 def gather_rows(pre: np.ndarray, w_t: np.ndarray, out: np.ndarray) -> None:
     """``out[r] += sum_j pre[r, j] * w_t[j]`` over the nonzero ``pre[r, j]`` only (in place).
 
-    ``pre`` (rows, n_in) bool spikes or integers, ``w_t`` (n_in, n_out) int32/int64, ``out``
-    (rows, n_out) of ``w_t``'s dtype; exact while every sum fits that dtype (the caller checks).
+    ``pre`` (rows, n_in) bool spikes or integers, ``w_t`` (n_in, n_out) int8/int32/int64,
+    ``out`` (rows, n_out) int32/int64; exact while every sum fits ``out`` (the caller checks).
     """
     if pre.dtype == bool:
         _gather_binary(pre.view(np.uint8), w_t, out)

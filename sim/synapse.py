@@ -160,10 +160,13 @@ class SynapsePath:
         else:
             self.w = np.ascontiguousarray(mant, dtype=dtype)
             self.w_t = np.ascontiguousarray(self.w.T)  # (n_in, n_out): one row per input
-            # the compiled gather adds int32 rows when every sum fits (it always does for
-            # 8-bit mantissas unless fan_in * max|x| * 127 >= 2**31)
-            gather_dtype = np.int32 if self.bound <= INT32_LIMIT else np.int64
-            self.w_t_int = np.ascontiguousarray(np.asarray(mant).T, dtype=gather_dtype)
+            # the compiled gather adds into int32 when every sum fits (it always does for
+            # 8-bit mantissas unless fan_in * max|x| * 127 >= 2**31), reading int8 rows
+            # (a quarter of int32's memory traffic: measured 1.5-1.9x faster)
+            self.gather_dtype = np.int32 if self.bound <= INT32_LIMIT else np.int64
+            rows = np.asarray(mant).T
+            small = rows.size == 0 or int(np.abs(rows).max()) <= 127
+            self.w_t_int = np.ascontiguousarray(rows, dtype=np.int8 if small else self.gather_dtype)
         if self.device is not None:
             import torch
 
@@ -237,7 +240,7 @@ class SynapsePath:
         if _numba() and not self.sparse:
             from lmh_deploy.sim.gather import gather_rows
 
-            out = np.zeros((pre.shape[0], self.n_out), self.w_t_int.dtype)
+            out = np.zeros((pre.shape[0], self.n_out), self.gather_dtype)
             gather_rows(np.ascontiguousarray(pre), self.w_t_int, out)
             return out
         dtype = self.float_dtype or np.int64
