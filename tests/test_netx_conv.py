@@ -52,7 +52,10 @@ def test_netx_conv_export_equals_sim(cnn_build: Path, tmp_path: Path) -> None:
         conv1 = f["layer"]["2"]
         kernel, stride = conv1["weight"][()], conv1["stride"][()]
         shape = tuple(conv1["shape"][()])
-    assert kinds == ["input", "conv", "conv", "flatten", "dense"]
+        # bias correction makes biases differ by position (zero padding at the borders):
+        # written per neuron, (W, H, C) as netx hands it to Lava
+        bias_dims = f["layer"]["1"]["bias"].ndim
+    assert kinds == ["input", "conv", "conv", "flatten", "dense"] and bias_dims == 3
     dense = q.node(q.inputs_of("lmh1")[0])  # pool0 -> conv1 composed: 6x6 kernel, stride 2
     assert dense.weight_mant.shape[2:] == (6, 6) and tuple(stride) == (2, 2)
     np.testing.assert_array_equal(kernel, 2 * dense.weight_mant)

@@ -100,10 +100,11 @@ def _layer(name: str, dense: QDense, node: Any) -> NetxLayer:
     mant = bias >> ACT_SHIFT
     if np.any(mant << ACT_SHIFT != bias) or np.any(np.abs(mant) >= BIAS_TOP):
         raise InteropError(f"{name}: bias is not a 13-bit mantissa << 6 (netx's bias_exp)")
-    if "conv_shape" in synapse:  # per channel when uniform (as lava-dl writes it)
+    if "conv_shape" in synapse:  # per channel when uniform (as lava-dl writes it), else
+        # per neuron in the (W, H, C) order netx's Conv block takes it as it is
         per_channel = mant.reshape(synapse["conv_shape"][0], -1)
-        if np.all(per_channel == per_channel[:, :1]):
-            mant = per_channel[:, 0].copy()
+        mant = (per_channel[:, 0].copy() if np.all(per_channel == per_channel[:, :1])
+                else mant.reshape(synapse["conv_shape"]).transpose(2, 1, 0).copy())
     return NetxLayer(bias=mant, i_decay=fx.FACTOR_ONE - int(node.mu_d[0, 0]),
                      v_decay=fx.FACTOR_ONE - int(node.lam_s[0, 0]),
                      v_th_mant=int(node.theta) >> ACT_SHIFT, name=name, **synapse)

@@ -51,7 +51,8 @@ class NetxLayer:
     """One ``layer/<i>`` group with a CUBA neuron: a ``dense`` layer (weight (out, in)) or,
     when ``conv_shape`` is set, a ``conv`` layer (weight (C_out, C_in, kh, kw), a
     cross-correlation as PyTorch's; ``conv_shape`` its output (C, H, W)). ``bias`` is per
-    neuron (a conv's in (C, H, W) order) or per output channel."""
+    neuron (a conv's as a (W, H, C) array, the order netx passes on to Lava) or, for a
+    conv, per output channel."""
 
     weight: np.ndarray
     bias: np.ndarray

@@ -6,17 +6,23 @@
    exponent per layer, shared by all its paths;
 3. neuron quantisation and factor codes (:mod:`~lmh_deploy.passes.neurons`): threshold, bias,
    rules and factors at the layer's state scale, under the numeric profile;
-4. delay balancing (:mod:`~lmh_deploy.passes.delays`): parallel paths arrive together;
-5. the report (:mod:`~lmh_deploy.passes.quant_report`).
+4. bias correction (:mod:`~lmh_deploy.passes.bias_correction`), given calibration activity:
+   the weights' mean rounding current is taken off each layer's bias;
+5. delay balancing (:mod:`~lmh_deploy.passes.delays`): parallel paths arrive together;
+6. the report (:mod:`~lmh_deploy.passes.quant_report`).
 
 The arithmetic the integer graph denotes is :mod:`lmh_deploy.semantics.integer`.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
+
+import numpy as np
 
 from lmh_deploy.ir import (LMH, Graph, Input, QDense, QInput, QReadout, Readout, validate,
                            validate_quantized)
+from lmh_deploy.passes.bias_correction import correctable, rounding_current
 from lmh_deploy.passes.compose import SynapsePath, synapse_paths
 from lmh_deploy.passes.delays import balance_delays
 from lmh_deploy.passes.neurons import (quantize_neuron, to_state_int, weight_scale_cap,
@@ -40,14 +46,34 @@ def _qdense(path: SynapsePath, mant: Any, scale: float, exp: int) -> QDense:
                   **geometry)
 
 
-def _quantize_layer(graph: Graph, q: Graph, name: str, prof: NumericProfile) -> LayerQuant:
-    """Add the integer paths into float layer ``name`` and the layer itself to ``q``."""
+def _quantize_layer(graph: Graph, q: Graph, name: str, prof: NumericProfile,
+                    mean_counts: dict[str, np.ndarray] | None = None,
+                    corrections: dict[str, float] | None = None) -> LayerQuant:
+    """Add the integer paths into float layer ``name`` and the layer itself to ``q``; with
+    ``mean_counts``, correct the bias for the weights' mean rounding current and record its
+    largest magnitude (in thresholds, or logits for the readout) in ``corrections``."""
     node = graph.node(name)
     paths = synapse_paths(graph, name)
     shift = prof.input_shift if isinstance(node, LMH) else 0  # a readout sums raw a_in
-    mants, w_scale, exp = quantize_paths(paths, prof.current_headroom_bits - prof.input_shift,
-                                         prof.fixed_weight_exp, weight_scale_cap(node, prof),
-                                         wrap_limit(node, prof))
+
+    def fit(cap: float) -> tuple[list[Any], float, int]:
+        return quantize_paths(paths, prof.current_headroom_bits - prof.input_shift,
+                              prof.fixed_weight_exp, cap, wrap_limit(node, prof))
+
+    mants, w_scale, exp = fit(weight_scale_cap(node, prof))
+    for _ in range(3 if mean_counts is not None and correctable(node, prof) else 0):
+        error = rounding_current(paths, mants, w_scale, mean_counts)
+        corrected = dataclasses.replace(node, bias=node.bias - error)
+        cap = weight_scale_cap(corrected, prof)  # a fixed bias exponent bounds the scale
+        if w_scale <= cap:
+            node = corrected
+            if corrections is not None:
+                corrections[name] = float(np.abs(error).max(initial=0.0)
+                                          / (node.theta if isinstance(node, LMH) else 1.0))
+            break
+        # refit with room for the new rounding's correction (then correct it; else none)
+        top = float(np.abs(corrected.bias).max())
+        mants, w_scale, exp = fit(cap * top / (top + float(np.abs(error).max())))
     for path, mant in zip(paths, mants):
         q.add(path.name, _qdense(path, mant, w_scale, exp), (path.source,))
     layer = LayerQuant(name=name, node=node, paths=paths, mants=mants, weight_scale=w_scale,
@@ -63,27 +89,38 @@ def _quantize_layer(graph: Graph, q: Graph, name: str, prof: NumericProfile) -> 
     return layer
 
 
-def quantize_graph(graph: Graph, profile: str = DEFAULT_PROFILE) -> tuple[Graph, dict[str, Any]]:
+def quantize_graph(graph: Graph, profile: str = DEFAULT_PROFILE, *,
+                   mean_counts: dict[str, np.ndarray] | None = None
+                   ) -> tuple[Graph, dict[str, Any]]:
     """Quantise a validated float graph under numeric ``profile``; returns ``(graph, report)``.
 
     Every chain of synapse nodes between two neuron layers becomes one ``QDense`` named
     after its last node; neuron layers fed by several chains (residual blocks) quantise
     them jointly and delay the shorter ones. A layer whose factors or rules the profile
     cannot express raises :class:`IRError` naming the layer and the rule. The input graph
-    is not modified.
+    is not modified. ``mean_counts`` (mean count per step of the input and of every LM-H
+    layer on calibration data, e.g. ``pipeline.compile.mean_counts``) turns on bias
+    correction; the report's ``bias_correction`` then gives each layer's largest change.
     """
     validate(graph)
     prof = get_profile(profile)
     q = Graph(meta={**graph.meta, "profile": prof.name})
     layers = []
+    corrections: dict[str, float] = {}
     for name, node in graph.items():
         if isinstance(node, Input):
             # spikes: x in {0, x_max} -> {0, 1} (one bit); graded: 8-bit direct encoding
             q.add(name, QInput(shape=node.shape, scale=1.0 / node.unit,
                                bits=1 if node.spikes else fx.INPUT_BITS))
         elif isinstance(node, (LMH, Readout)):  # synapse chains go with the layer they feed
-            layers.append(_quantize_layer(graph, q, name, prof))
+            layers.append(_quantize_layer(graph, q, name, prof, mean_counts, corrections))
     q = balance_delays(q)
     validate_quantized(q)
     timesteps = int(graph.meta.get("timesteps", 1))
-    return q, quantization_report(layers, q, prof.as_dict(), timesteps)
+    report = quantization_report(layers, q, prof.as_dict(), timesteps)
+    if mean_counts is not None:
+        report["bias_correction"] = {
+            "what": "mean rounding current of the 8-bit weights on the calibration inputs, "
+                    "taken off each layer's bias; largest change per layer, in thresholds "
+                    "(the readout: in logits)", "layers": corrections}
+    return q, report

@@ -93,6 +93,21 @@ def calibrate(qgraph: Graph, x: np.ndarray, timesteps: int) -> dict[str, Any]:
     return {"samples": num_samples(x, shape), "layers": out}
 
 
+def mean_counts(graph: Graph, x: np.ndarray, timesteps: int) -> dict[str, np.ndarray]:
+    """Mean count per step of every presynaptic neuron of the float model on ``x`` (static
+    ``(N, *shape)`` or frames ``(T, N, *shape)``): the input in its integer units
+    (``x_max / 255``, or spikes), each LM-H layer's spikes; the bias correction's statistics."""
+    from lmh_deploy.backends.float_ir import simulate_float  # measurement, as calibrate's sim
+
+    inp = graph.node(graph.order()[0])
+    x = frames_for(np.asarray(x, np.float64), timesteps, tuple(inp.shape))
+    rec = simulate_float(graph, x, timesteps)
+    counts = {graph.order()[0]: x.reshape(-1, inp.output_size()).mean(0) / inp.unit}
+    for name, spikes in rec.spikes.items():
+        counts[name] = spikes.reshape(-1, spikes.shape[-1]).mean(0)
+    return counts
+
+
 def _from_checkpoint(model_path: Path) -> tuple[Graph, dict[str, Any]]:
     model, payload = load_checkpoint(model_path)
     ds = payload["dataset"]
@@ -186,15 +201,18 @@ def write_artifact(graph: Graph, outdir: str | Path, *, target: str,
     Returns the compile report."""
     graph.meta["target"] = target
     timesteps = int(graph.meta["timesteps"])
-    qgraph, report = quantize_graph(graph, profile)
+    shape = tuple(graph.node(graph.order()[0]).shape)
+    x = None
+    if calibration_x is not None and len(calibration_x):
+        x = (calibration_x if is_sequence(calibration_x, shape)  # (T, N, *shape) frames
+             else calibration_x.reshape((len(calibration_x), *shape)))
+    qgraph, report = quantize_graph(
+        graph, profile, mean_counts=None if x is None else mean_counts(graph, x, timesteps))
     for layer in report["layers"]:
         if layer["kind"] == "lmh" and not layer["worst_case_fits_24bit"]:
             warn(f"{layer['name']}: worst-case state {max(layer['worst_case_state'].values())} "
                  f"exceeds the 24-bit range ({fx.STATE_MAX}); saturation is possible and is counted")
-    shape = tuple(qgraph.node("input").shape)
-    if calibration_x is not None and len(calibration_x):
-        x = (calibration_x if is_sequence(calibration_x, shape)  # (T, N, *shape) frames
-             else calibration_x.reshape((len(calibration_x), *shape)))
+    if x is not None:
         report["calibration"] = calibrate(qgraph, x, timesteps)
         for name, c in report["calibration"]["layers"].items():
             if c["saturation_events"]:

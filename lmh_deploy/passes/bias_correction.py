@@ -1,0 +1,48 @@
+"""Bias correction of weight rounding (a standard post-training quantisation step): the mean
+current that a layer's rounded 8-bit weights add on calibration data is taken off its bias
+before the bias is quantised.
+
+In float units a layer's integer current is ``sum_j (m_j / s_w) x_j`` (mantissas ``m``, the
+layer's weight scale ``s_w``, presynaptic counts ``x``), the source's ``sum_j w_j x_j``. For
+a given net the difference is a fixed error per neuron times the presynaptic activity: a
+static input repeats it at every step and the neurons integrate it, so it does not average
+out over the ``T`` steps, and the spike flips it causes compound layer after layer. Its mean
+over the calibration inputs, ``sum_j (m_j / s_w - w_j) E[x_j]``, is subtracted from the
+bias. ``E[x_j]`` is the mean count per step of presynaptic neuron ``j`` in the float model
+on the calibration inputs (input pixels in counts of ``x_max / 255``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from lmh_deploy.ir import LMH
+from lmh_deploy.ir.synapses import apply_synapse
+from lmh_deploy.passes.compose import SynapsePath
+from lmh_deploy.semantics.profiles import NumericProfile
+
+
+def correctable(node: Any, prof: NumericProfile) -> bool:
+    """Whether a bias change acts exactly like a constant input current: always for a readout
+    and where the profile adds the bias to the dendrite; a soma bias only without current
+    decay (``mu_d = 0``), where the dendrite holds just this step's input."""
+    if not isinstance(node, LMH) or prof.bias_to == "dendrite":
+        return True
+    return not np.any(np.asarray(node.mu_d))
+
+
+def rounding_current(paths: list[SynapsePath], mants: list[Any], scale: float,
+                     mean_counts: dict[str, np.ndarray]) -> np.ndarray:
+    """Mean current error per postsynaptic neuron (float units) of the rounded weights."""
+    total: Any = 0.0
+    for path, mant in zip(paths, mants):
+        counts = np.asarray(mean_counts[path.source], np.float64).ravel()
+        if path.conv is not None:
+            error = dataclasses.replace(path.conv, weight=mant / scale - path.weights)
+            total = total + apply_synapse(error, counts[None])[0]
+        else:
+            error = mant / scale - path.weights
+            total = total + np.asarray(error @ counts).ravel()
+    return np.asarray(total, np.float64)

@@ -1,0 +1,87 @@
+"""Bias correction of weight rounding: with calibration activity, each layer's integer bias
+absorbs the mean current its rounded 8-bit weights add, so the deployed net's mean input
+current per neuron equals the source's (up to the bias's own rounding)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from lmh_deploy.frontends.pytorch import export_model
+from lmh_deploy.ir import LMH
+from lmh_deploy.ir.synapses import apply_synapse
+from lmh_deploy.models.architectures import build
+from lmh_deploy.passes.bias_correction import correctable
+from lmh_deploy.passes.compose import synapse_paths
+from lmh_deploy.passes.quantize import quantize_graph
+from lmh_deploy.pipeline.compile import mean_counts
+from lmh_deploy.semantics import integer as fx
+from lmh_deploy.semantics.profiles import get_profile
+
+
+def _cnn_graph():
+    torch.manual_seed(2)
+    model = build("cnn", (1, 8, 8), 10, timesteps=4, width_mult=0.25)
+    for mod in model.modules():
+        if hasattr(mod, "running_mean"):
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 1.5)
+            mod.bias.data.uniform_(-0.1, 0.3)
+    return export_model(model.eval(), input_shape=(1, 8, 8), timesteps=4)
+
+
+def _mean_current(q, graph, layer: str, counts: dict[str, np.ndarray], integer: bool):
+    """Mean input current + bias per neuron of ``layer`` (float units) for given counts."""
+    total = 0.0
+    for path in synapse_paths(graph, layer):
+        qd = q.node(path.name)
+        w = qd.weight_mant / qd.weight_scale if integer else path.weights
+        x = counts[path.source]
+        if path.conv is not None:
+            total = total + apply_synapse(dataclasses.replace(path.conv, weight=w), x[None])[0]
+        else:
+            total = total + np.asarray((sp.csr_matrix(w) if sp.issparse(w) else w) @ x).ravel()
+    node = q.node(layer)
+    bias = node.bias / node.state_scale if integer else graph.node(layer).bias
+    return total + bias
+
+
+def test_corrected_bias_cancels_the_mean_rounding_current() -> None:
+    graph = _cnn_graph()
+    x = np.random.default_rng(0).random((16, 1, 8, 8))
+    counts = mean_counts(graph, x, 4)
+    assert 0 < counts["lmh0"].mean() < 1 and 0 < counts["lmh1"].mean() < 1
+    plain, _ = quantize_graph(graph)
+    fixed, report = quantize_graph(graph, mean_counts=counts)
+    assert set(report["bias_correction"]["layers"]) == {"lmh0", "lmh1", "readout"}
+    for name in plain.of_kind("q_dense"):  # only biases change
+        a, b = fixed.node(name).weight_mant, plain.node(name).weight_mant
+        assert (abs(a - b).max() if sp.issparse(a) else np.abs(a - b).max()) == 0, name
+    for layer in ("lmh0", "lmh1"):
+        want = _mean_current(fixed, graph, layer, counts, integer=False)
+        before = np.abs(_mean_current(plain, graph, layer, counts, integer=True) - want)
+        after = np.abs(_mean_current(fixed, graph, layer, counts, integer=True) - want)
+        # what is left is the bias's own rounding: half a state unit
+        assert after.max() <= 0.5 / fixed.node(layer).state_scale + 1e-12, layer
+        assert before.max() > 20 * after.max(), layer
+
+
+def test_no_calibration_no_correction() -> None:
+    graph = _cnn_graph()
+    q, report = quantize_graph(graph)
+    assert "bias_correction" not in report
+    again, _ = quantize_graph(graph, mean_counts=None)
+    for name in q.of_kind("q_lmh"):
+        np.testing.assert_array_equal(q.node(name).bias, again.node(name).bias)
+
+
+def test_soma_bias_with_current_decay_is_left_alone() -> None:
+    """loihi-lif adds the bias to the soma: exact only without current decay (mu_d = 0)."""
+    lif = LMH(size=3, theta=1.0, mu_d=np.zeros((1, 1)), mu_s=np.zeros((1, 1)),
+              lam_d=np.ones((1, 1)), lam_s=np.full((1, 1), 0.9), bias=np.zeros(3))
+    cuba = dataclasses.replace(lif, mu_d=np.full((1, 1), 0.5))
+    assert correctable(lif, get_profile("loihi-lif")) and correctable(cuba, get_profile("lmh"))
+    assert not correctable(cuba, get_profile("loihi-lif"))
+    assert fx.WEIGHT_MANT_MAX == 127
