@@ -241,10 +241,10 @@ def test_user_registered_neuron() -> None:
 
 @pytest.mark.slow
 def test_official_resnet_deploys(tmp_path: Path) -> None:
-    """A small residual conv net in the paper's style, trained briefly: the issue's bar."""
+    """A small residual conv net in the paper's style, trained to ~92 %: the issue's bar."""
     torch.manual_seed(0)
     model = official.resnet(width=8)
-    assert train_digits(model, epochs=4) > 0.7
+    assert train_digits(model, epochs=8) > 0.88
     weights = tmp_path / "resnet_state.pt"
     torch.save(model.state_dict(), weights)
     res = invoke("compile", weights, "--model", f"{MODEL_FILE}:resnet", "--model-kwargs",
@@ -255,9 +255,13 @@ def test_official_resnet_deploys(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     result = json.loads((tmp_path / "v.json").read_text())
     assert result["lava_vs_sim"]["mismatched_spikes"] == 0
-    # Measured 0.958 (source and deployed both 77.5 % accurate after 4 epochs): short of the
-    # issue's 0.97 for this briefly trained residual net; the MLP paths reach >= 0.99.
-    assert result["float_vs_fixed"]["prediction_agreement"] >= 0.95
+    report = json.loads((tmp_path / "build" / "compile_report.json").read_text())
+    assert set(report["bias_correction"]["layers"]) == {f"lmh{i}" for i in range(5)} | {"readout"}
+    # The gap to the source is 8-bit weight rounding compounding over 5 spiking layers (last
+    # layer ~94 % of spikes agree vs 99 % in the first) on a net with many near-tie
+    # predictions; bias correction and 8 epochs instead of 4 (fewer near ties) close it:
+    # measured 0.975 here (docs/interop.md has the breakdown).
+    assert result["float_vs_fixed"]["prediction_agreement"] >= 0.97
 
 
 def test_python_api_compiles_a_module_object(tmp_path: Path, official_mlp: Path) -> None:
