@@ -2,7 +2,7 @@
 
 For ResNet-19 and VGG-13 (width 1, input 3x32x32, T = 4, non-trivial LM-H factors), runs
 float PyTorch inference and sim/ on the quantised twin, both on ``--batch`` samples with
-``--threads`` threads, ``--repeats`` times each (medians), and checks the spikes of
+``--threads`` threads, ``--repeats`` times each, alternating (medians), and checks the spikes of
 ``--check-samples`` samples against the slow reference run (:mod:`lmh_deploy.sim.reference`).
 ``firing_rate`` is the fraction of neuron-steps that spiked on those samples: sim/'s
 event-driven ways do work in proportion to it (untrained nets fire sparsely).
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 
 import numpy as np
 import torch
@@ -41,13 +42,22 @@ def bench_arch(arch: str, args) -> dict:
     xt = torch.as_tensor(x, dtype=torch.float32)
     with torch.no_grad():
         model(xt[:2], args.steps)  # warm-up
-        float_s = median_time(lambda: model(xt, args.steps), args.repeats)
     # warm-up: compiles, plans, and lets every synapse path time each of its ways (gemm,
     # events) twice, as the plan a long run reuses for all its mini-batches would have
     for _ in range(2 * 2):
         simulate(q, x_int, args.steps, record_spikes=False)
-    sim_s = median_time(lambda: simulate(q, x_int, args.steps, record_spikes=False),
-                           args.repeats)
+
+    def float_run() -> None:
+        with torch.no_grad():
+            model(xt, args.steps)
+
+    # float and sim/ alternate, so that both medians come from the same (shared) machine load
+    float_times, sim_times = [], []
+    for _ in range(args.repeats):
+        float_times.append(median_time(float_run, 1))
+        sim_times.append(median_time(
+            lambda: simulate(q, x_int, args.steps, record_spikes=False), 1))
+    float_s, sim_s = statistics.median(float_times), statistics.median(sim_times)
     k = args.check_samples
     fast = simulate(q, x_int[:k], args.steps)
     ref = simulate_reference(q, x_int[:k], args.steps)
@@ -68,7 +78,7 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--check-samples", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
