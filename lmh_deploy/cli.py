@@ -226,8 +226,13 @@ def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy 
     """Export a LIF-compatible network to NIR (other tools) or lava-dl netx HDF5."""
     result = api.export(model, out_path, format=format, dt=dt, lossy=lossy, samples=samples)
     if result.get("from_artifact"):
-        out.print(f"wrote {out_path}: {len(result['layers'])} netx layers with the "
-                  f"artifact's integers (profile loihi-lif)")
+        from lmh_deploy.interop.netx_artifact import artifact_netx_usage
+
+        convs = f" ({len(result['conv_layers'])} conv)" if result.get("conv_layers") else ""
+        out.print(f"wrote {out_path}: {len(result['layers'])} netx layers{convs} with the "
+                  f"artifact's integers (profile loihi-lif). Load it with input_message_bits=8 "
+                  f"(netx's default 0 leaves the net silent):")
+        out.print(artifact_netx_usage(out_path, result), highlight=False, soft_wrap=True)
         return
     if format == ExportFormat.NETX:
         from lmh_deploy.interop.netx_io import netx_usage

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from lmh_deploy.cli import app
 from lmh_deploy.interop import InteropError
-from lmh_deploy.interop.netx_artifact import artifact_to_netx, run_netx_artifact
+from lmh_deploy.interop.netx_artifact import artifact_to_netx
 from lmh_deploy.pipeline.compile import load_artifact
 from lmh_deploy.semantics import integer as fx
 
@@ -46,6 +46,8 @@ def test_netx_conv_export_equals_sim(cnn_build: Path, tmp_path: Path) -> None:
     out = tmp_path / "cnn.net"
     res = invoke("export", cnn_build, "--format", "netx", "-o", out)
     assert res.exit_code == 0, res.output
+    assert "2 conv" in res.output and "(W, H, C) frames" in res.output
+    assert f"netx.hdf5.Network(net_config={str(out)!r}, input_message_bits=8)" in res.output
     q = load_artifact(cnn_build).quant_graph
     with h5py.File(out, "r") as f:  # lava-dl's layout: (C, H, W) shapes, PyTorch kernels
         kinds = [f["layer"][str(i)]["type"][0].decode() for i in range(len(f["layer"]))]
@@ -64,7 +66,9 @@ def test_netx_conv_export_equals_sim(cnn_build: Path, tmp_path: Path) -> None:
     x, _ = art.dataset_split("test")
     x_int = fx.quantize_input(x[:SAMPLES], q.node("input").scale)
     ref = simulate(q, x_int, art.timesteps)
-    spikes, trace, logits = run_netx_artifact(out, x_int, art.timesteps)
+    scope = {"x_int": x_int}  # the printed lines, run as a user would paste them
+    exec(res.output[res.output.index("from lava.lib.dl import netx"):], scope)
+    spikes, trace, logits = scope["spikes"], scope["trace"], scope["logits"]
     compared = 0
     for name, s in ref.spikes.items():
         np.testing.assert_array_equal(spikes[name], s, err_msg=name)

@@ -147,6 +147,23 @@ def artifact_to_netx(graph: Graph, path: str | Path) -> dict[str, Any]:
             "latency_steps": len(layers), "timesteps": timesteps}
 
 
+def artifact_netx_usage(path: str | Path, report: dict[str, Any]) -> str:
+    """The Python lines that load the written file and run samples as sim/ does.
+
+    ``input_message_bits=8``: the first layer takes 8-bit graded pixels; netx's default (0,
+    1-bit spikes) turns each into 0 or 1 and leaves the net silent.
+    """
+    layout = "(W, H, C) frames" if report.get("conv_layers") else "flat vectors"
+    return "\n".join([
+        "from lava.lib.dl import netx",
+        f"net = netx.hdf5.Network(net_config={str(path)!r}, input_message_bits=8)",
+        f"# its input: 8-bit pixels as {layout}; to run samples exactly as sim/ does",
+        "# (biases from each layer's first input, states cleared between samples):",
+        "from lmh_deploy.interop.netx_artifact import run_netx_artifact",
+        f"spikes, trace, logits = run_netx_artifact({str(path)!r}, x_int, "
+        f"{report['timesteps']})  # x_int: (N, C*H*W) ints"])
+
+
 def run_netx_artifact(path: str | Path, x_int: np.ndarray, timesteps: int
                       ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Run each sample of ``x_int`` (B, n_in) through ``path`` loaded by netx, in Lava fixed_pt.
