@@ -43,6 +43,11 @@ F64_EXACT = 2.0 ** 53
 INT32_LIMIT = 2 ** 31 - 1
 #: Re-time the slower way every this many calls (firing rates drift during a run).
 RETIME_EVERY = 64
+#: Seconds per unit of work assumed for a way not yet timed (float conv/BLAS per multiply-add,
+#: events per tap or row added; one thread of this project's machine kind, rounded). They only
+#: order the first calls: the likelier faster way runs (and is timed) first, so a run too short
+#: to time both ways still takes it; measured costs replace them.
+PRIOR_COST = {"gemm": 6e-11, "events": 3e-10}
 
 
 def lava_current(sums, weight_exp: int):
@@ -207,10 +212,11 @@ class SynapsePath:
         return out
 
     def _choose(self, units: dict) -> str:
-        """The way with the lower predicted time; each way is timed on first use and again
-        every ``RETIME_EVERY`` calls."""
+        """The way with the lower predicted time; each way is timed on first use (ways not yet
+        timed in the order of their :data:`PRIOR_COST` prediction) and again every
+        ``RETIME_EVERY`` calls."""
         self.calls += 1
-        for way in self.ways:
+        for way in sorted(self.ways, key=lambda w: PRIOR_COST[w] * units[w]):
             if way not in self.cost:
                 return way
         if self.calls % RETIME_EVERY == 0:

@@ -234,3 +234,21 @@ def test_residual_currents_summed_in_float_equal_int64(seed, exps, peak, kind) -
         narrow = max(total, peak) < 2 ** 24 and kind in ("float32", "torch float32", "int64")
         assert got.dtype == (np.float32 if narrow else np.float64)
     assert np.array_equal(got.astype(np.int64), want)
+
+
+@pytest.mark.parametrize("rate, first", [(0.0, "events"), (0.01, "events"), (1.0, "gemm")])
+def test_untimed_ways_run_in_order_of_their_predicted_cost(rate: float, first: str) -> None:
+    """A fresh conv path takes the way its prior costs predict cheaper (silent or sparse
+    input: the event scatter; every input active: the float conv), then times the other."""
+    rng = np.random.default_rng(2)
+    node = QDense(weight_mant=rng.integers(-127, 128, (16, 8, 3, 3)), weight_exp=0,
+                  graded=False, weight_scale=1.0, conv_input_shape=(8, 12, 12),
+                  conv_stride=(1, 1), conv_padding=(1, 1))
+    path = SynapsePath(node)
+    pre = rng.random((4, 8 * 144)) < rate
+    want = _matrix_current(node, pre)
+    got = [lava_current(path.sums(pre), 0)]
+    assert path.warm == {first}
+    got += [lava_current(path.sums(pre), 0) for _ in range(3)]
+    assert all(np.array_equal(g, want) for g in got)
+    assert set(path.cost) == {"gemm", "events"}  # both timed after four calls
