@@ -67,6 +67,7 @@ def compile(model: str | Path, outdir: str | Path = "build", *,
             model_kwargs: str | dict[str, Any] | None = None,
             input_shape: str | tuple[int, ...] | None = None,
             calibration: str | Path | None = None, profile: str = "lmh",
+            bias_correction: bool = True,
             warn: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
     """Compile a model into the artifact directory ``outdir``; returns the compile report.
 
@@ -76,14 +77,17 @@ def compile(model: str | Path, outdir: str | Path = "build", *,
     are needed, ``model_kwargs`` go to FACTORY, and ``dataset`` or ``calibration`` (.npy)
     give calibration inputs). ``profile`` names the numeric profile (``lmh``: LM-H as
     trained; ``loihi-lif``: Lava's bit-accurate LIF; :mod:`lmh_deploy.semantics.profiles`).
-    ``warn`` receives warnings (possible saturation).
+    ``bias_correction`` (default on) takes each layer's mean 8-bit weight-rounding current on
+    the calibration inputs off its bias (docs/fixed-point.md); off, the biases are the
+    source's, rounded. ``warn`` receives warnings (possible saturation).
     """
     from lmh_deploy.pipeline.compile import compile_model
 
     if model_factory is None:
         return compile_model(model, outdir, target=target,
                              calibration_samples=calibration_samples, dataset=dataset,
-                             timesteps=timesteps, dt=dt, profile=profile, warn=warn)
+                             timesteps=timesteps, dt=dt, profile=profile,
+                             bias_correction=bias_correction, warn=warn)
     from lmh_deploy.pipeline.compile_torch import compile_model_file, parse_shape
 
     if input_shape is None or timesteps is None:
@@ -98,7 +102,7 @@ def compile(model: str | Path, outdir: str | Path = "build", *,
                               target=choice(Target, target, "--target").value,
                               calibration_samples=check_samples(calibration_samples,
                                                                 "--calibration-samples", lo=0),
-                              profile=profile, warn=warn)
+                              profile=profile, bias_correction=bias_correction, warn=warn)
 
 
 def verify(artifact: str | Path, *, samples: int = 100, batch_size: int | None = None,

@@ -177,7 +177,10 @@ def compile(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy
             calibration: Path | None = typer.Option(None, help="--model: a .npy of inputs to "
                                                        "calibrate on (instead of --dataset)."),
             profile: str = typer.Option("lmh", help="numeric profile: lmh (LM-H as trained) | "
-                                        "loihi-lif (Lava's bit-accurate LIF)")) -> None:
+                                        "loihi-lif (Lava's bit-accurate LIF)"),
+            bias_correction: bool = typer.Option(True, help="take each layer's mean weight-"
+                                                 "rounding current on the calibration inputs "
+                                                 "off its bias")) -> None:
     """Export, validate and quantise a model into an artifact directory."""
     start = time.perf_counter()
     with spinner(f"compiling {model} for {target}"):
@@ -186,6 +189,7 @@ def compile(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy
                              timesteps=timesteps, dt=dt, model_factory=model_spec,
                              model_kwargs=model_kwargs, input_shape=input_shape,
                              calibration=calibration, profile=profile,
+                             bias_correction=bias_correction,
                              warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
     _print_compile(report, f"compiled {model.name} -> {outdir} "
                            f"({time.perf_counter() - start:.2f} s, "

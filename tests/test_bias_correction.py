@@ -85,3 +85,27 @@ def test_soma_bias_with_current_decay_is_left_alone() -> None:
     assert correctable(lif, get_profile("loihi-lif")) and correctable(cuba, get_profile("lmh"))
     assert not correctable(cuba, get_profile("loihi-lif"))
     assert fx.WEIGHT_MANT_MAX == 127
+
+
+def test_compile_switches_bias_correction_off(zoo_checkpoint, tmp_path) -> None:
+    """`compile --no-bias-correction`: biases are the source's, rounded; the report says
+    nothing was corrected. On (the default), at least one integer bias differs."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from lmh_deploy.cli import app
+    from lmh_deploy.pipeline.compile import load_artifact
+
+    ckpt = zoo_checkpoint("mlp", "lmh")
+    biases = {}
+    for flag in ("--bias-correction", "--no-bias-correction"):
+        out = tmp_path / flag
+        res = CliRunner().invoke(app, ["compile", str(ckpt), "-o", str(out), flag])
+        assert res.exit_code == 0, res.output
+        report = json.loads((out / "compile_report.json").read_text())
+        assert ("bias_correction" in report) == (flag == "--bias-correction")
+        q = load_artifact(out).quant_graph
+        biases[flag] = {n: np.asarray(q.node(n).bias) for n in q.of_kind("q_lmh")}
+    assert any(not np.array_equal(biases["--bias-correction"][n], biases["--no-bias-correction"][n])
+               for n in biases["--no-bias-correction"])

@@ -159,7 +159,7 @@ def compile_model(model_path: str | Path, outdir: str | Path, *,
                   target: Target | str = Target.LAVA_SIM,
                   calibration_samples: int = 64, dataset: str | None = None,
                   timesteps: int | None = None, dt: float | None = None,
-                  profile: str = DEFAULT_PROFILE,
+                  profile: str = DEFAULT_PROFILE, bias_correction: bool = True,
                   warn: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
     """Compile a checkpoint (or a LIF/CubaLIF NIR file) into ``outdir`` atomically.
 
@@ -189,16 +189,18 @@ def compile_model(model_path: str | Path, outdir: str | Path, *,
                            tuple(graph.node("input").shape), bool(ds.get("frames")))
     copy_name = "source.nir" if model_path.suffix == ".nir" else CHECKPOINT_COPY
     return write_artifact(graph, outdir, target=target, calibration_x=x,
-                          files={copy_name: model_path}, profile=profile, warn=warn)
+                          files={copy_name: model_path}, profile=profile,
+                          bias_correction=bias_correction, warn=warn)
 
 
 def write_artifact(graph: Graph, outdir: str | Path, *, target: str,
                    calibration_x: np.ndarray | None, files: dict[str, Path],
-                   profile: str = DEFAULT_PROFILE,
+                   profile: str = DEFAULT_PROFILE, bias_correction: bool = True,
                    warn: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
     """Quantise ``graph`` under numeric ``profile``, calibrate on ``calibration_x`` and write
     the artifact atomically, with ``files`` (artifact name -> source path) copied in.
-    Returns the compile report."""
+    ``bias_correction``: take each layer's mean weight-rounding current on the calibration
+    inputs off its bias (:mod:`lmh_deploy.passes.bias_correction`). Returns the compile report."""
     graph.meta["target"] = target
     timesteps = int(graph.meta["timesteps"])
     shape = tuple(graph.node(graph.order()[0]).shape)
@@ -207,7 +209,8 @@ def write_artifact(graph: Graph, outdir: str | Path, *, target: str,
         x = (calibration_x if is_sequence(calibration_x, shape)  # (T, N, *shape) frames
              else calibration_x.reshape((len(calibration_x), *shape)))
     qgraph, report = quantize_graph(
-        graph, profile, mean_counts=None if x is None else mean_counts(graph, x, timesteps))
+        graph, profile,
+        mean_counts=mean_counts(graph, x, timesteps) if x is not None and bias_correction else None)
     for layer in report["layers"]:
         if layer["kind"] == "lmh" and not layer["worst_case_fits_24bit"]:
             warn(f"{layer['name']}: worst-case state {max(layer['worst_case_state'].values())} "

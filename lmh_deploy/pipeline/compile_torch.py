@@ -158,7 +158,7 @@ def compile_module(module: nn.Module, outdir: str | Path, *, input_shape: tuple[
                    calibration: np.ndarray | str | Path | None = None,
                    calibration_samples: int = 64, target: str = "lava-sim",
                    source: dict[str, Any] | None = None, files: dict[str, Path] | None = None,
-                   profile: str = DEFAULT_PROFILE,
+                   profile: str = DEFAULT_PROFILE, bias_correction: bool = True,
                    warn: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
     """Trace ``module``, quantise, calibrate (dataset train split or ``calibration`` inputs)
     and write the artifact. ``source`` describes how to rebuild the module for ``verify``."""
@@ -193,7 +193,7 @@ def compile_module(module: nn.Module, outdir: str | Path, *, input_shape: tuple[
             files[SOURCE_WEIGHTS] = Path(tmp) / SOURCE_WEIGHTS
             torch.save(module.state_dict(), files[SOURCE_WEIGHTS])
         return write_artifact(graph, outdir, target=target, calibration_x=x, files=files,
-                              profile=profile,
+                              profile=profile, bias_correction=bias_correction,
                               warn=warn)
 
 
