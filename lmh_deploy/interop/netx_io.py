@@ -96,6 +96,9 @@ def _quantize_layer(w_eff: np.ndarray, b_eff: np.ndarray, theta: float | None,
     Presynaptic values are non-negative (spikes, 8-bit pixels), so the worst case of a row
     is ``max_presyn * max(sum of its positive weights, sum of |its negative weights|)``.
     """
+    if theta is None and readout_steps is None:
+        raise TypeError("the readout's scale needs readout_steps")
+    steps = readout_steps or 0
     peak = float(np.max(np.abs(w_eff)))
     if peak == 0:
         raise InteropError(f"{where}: all weights are zero; netx cannot load such a layer")
@@ -106,7 +109,7 @@ def _quantize_layer(w_eff: np.ndarray, b_eff: np.ndarray, theta: float | None,
         limits.append(VTH_MAX / theta)
         limits.append(CURRENT_MAX / (max_presyn * rowsum))
     else:
-        limits.append(VTH_MAX / (readout_steps * (max_presyn * rowsum + bmax)))
+        limits.append(VTH_MAX / (steps * (max_presyn * rowsum + bmax)))
     if bmax > 0:
         limits.append(BIAS_MAX / bmax)
     s = min(limits)
@@ -121,7 +124,7 @@ def _quantize_layer(w_eff: np.ndarray, b_eff: np.ndarray, theta: float | None,
             ok = ok and current <= CURRENT_MAX and vth <= VTH_MAX
         else:
             vth = VTH_MAX
-            ok = ok and readout_steps * (current + int(np.abs(b).max(initial=0))) < VTH_MAX
+            ok = ok and steps * (current + int(np.abs(b).max(initial=0))) < VTH_MAX
         if ok:
             break
         s *= 0.995

@@ -304,7 +304,8 @@ class _Writer:
         """One IR synapse; ``bias`` (over its output) goes into it when it is ``last``."""
         out_shape = (node.output_shape if isinstance(node, (Conv2d, AvgPool))
                      else (node.output_size(),))
-        if isinstance(node, AvgPool) and (self.amp != 1.0 or (last and np.any(bias))):
+        if isinstance(node, AvgPool) and (self.amp != 1.0 or (last and bias is not None
+                                                              and bool(np.any(bias)))):
             c = node.input_shape[0]  # a pool that must scale or carry a bias: a diagonal conv
             kernel = np.zeros((c, c, *node.kernel))
             kernel[np.arange(c), np.arange(c)] = 1.0 / float(np.prod(node.kernel))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lmh_deploy.ir import Conv2d, Graph, Input, Node
+from lmh_deploy.ir import LMH, Conv2d, Graph, Input, Node
 from lmh_deploy.ir.synapses import chain_conv, chain_matrix, synapse_chain
 from lmh_deploy.semantics import integer as fx
 
@@ -19,7 +19,11 @@ from lmh_deploy.semantics import integer as fx
 def presynaptic_unit(source: Node) -> float:
     """Float value of one integer count sent by ``source``: ``x_max / 255`` (graded input),
     ``x_max`` (spike input, ``Input.spikes``) or ``theta`` (a neuron's spike)."""
-    return source.unit if isinstance(source, Input) else source.theta
+    if isinstance(source, Input):
+        return source.unit
+    if isinstance(source, LMH):
+        return source.theta
+    raise TypeError(f"a {source.kind} node sends no spikes or input values")
 
 
 @dataclass(frozen=True)

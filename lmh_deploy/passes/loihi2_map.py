@@ -81,7 +81,7 @@ def map_to_loihi2(graph: Graph) -> dict[str, Any]:
     threshold) are a few bytes and are not counted.
     """
     validate_quantized(graph)
-    placement = []
+    placement: list[dict[str, Any]] = []
     core = 0
     synapses_total = 0
     for name, node in graph.items():

@@ -28,7 +28,7 @@ def to_state_int(value: np.ndarray | float, scale: float, what: str, layer: str)
     return q
 
 
-def _factor_codes(name: str, node: LMH, prof: NumericProfile) -> dict[str, np.ndarray]:
+def _factor_codes(name: str, node: LMH, prof: NumericProfile) -> dict[str, Any]:
     """Full multipliers of the four factors, refused when outside the profile's range."""
     codes = {}
     for fname in ("mu_d", "mu_s", "lam_d", "lam_s"):
@@ -120,9 +120,9 @@ def quantize_neuron(name: str, node: LMH, s: float, prof: NumericProfile
     if theta < 1:
         raise IRError(f"{name}: threshold {node.theta} rounds to 0 at scale {s:.6g}")
     # An initial soma of exactly half the threshold stays theta // 2 (the paper's code).
-    v_s_init = None if node.v_s_init == node.theta / 2 else \
+    v_s_init = None if node.v_s_init is None or node.v_s_init == node.theta / 2 else \
         int(to_state_int(node.v_s_init, s, "v_s_init", name))
-    rules = {"reset": node.reset, "threshold_test": node.threshold_test,
+    rules: dict[str, Any] = {"reset": node.reset, "threshold_test": node.threshold_test,
              "reset_timing": node.reset_timing,
              "reset_value": int(to_state_int(node.reset_value, s, "reset_value", name)),
              "v_d_init": int(to_state_int(node.v_d_init, s, "v_d_init", name)),

@@ -39,7 +39,7 @@ __all__ = ["CURRENT_HEADROOM_BITS", "WeightQuant", "quantize_graph", "quantize_j
 
 def _qdense(path: SynapsePath, mant: Any, scale: float, exp: int) -> QDense:
     """The integer synapses of one path (kernels keep their geometry); delay 0 until balanced."""
-    geometry = {} if path.conv is None else {
+    geometry: dict[str, Any] = {} if path.conv is None else {
         "conv_input_shape": tuple(path.conv.input_shape), "conv_stride": tuple(path.conv.stride),
         "conv_padding": tuple(path.conv.padding)}
     return QDense(weight_mant=mant, weight_exp=exp, graded=path.graded, weight_scale=scale,
@@ -62,6 +62,7 @@ def _quantize_layer(graph: Graph, q: Graph, name: str, prof: NumericProfile,
 
     mants, w_scale, exp = fit(weight_scale_cap(node, prof))
     for _ in range(3 if mean_counts is not None and correctable(node, prof) else 0):
+        assert mean_counts is not None  # the loop runs only with calibration activity
         error = rounding_current(paths, mants, w_scale, mean_counts)
         corrected = dataclasses.replace(node, bias=node.bias - error)
         cap = weight_scale_cap(corrected, prof)  # a fixed bias exponent bounds the scale

@@ -63,7 +63,7 @@ def worst_rows(mants: list[Any], paths: list[tuple]) -> np.ndarray:
 
     Kernels give one value per output channel, repeated over its ``repeat`` positions.
     """
-    total = 0
+    total: Any = 0
     for m, path in zip(mants, paths):
         max_presyn, repeat = path[1], (path[2] if len(path) > 2 else 1)
         total = total + np.repeat(fx.WEIGHT_LAVA_SCALE * max_presyn * abs_row_sums(m), repeat)

@@ -125,7 +125,7 @@ def verify_artifact(art: Artifact, samples: int, *, split: str = "test",
     rec_sim = run_backend(q, x_int, t, "sim", batch_size=batch)
     rec_lava = run_backend(q, x_int, t, "lava", batch_size=batch)
     per_layer, weighted = spike_agreement_by_layer(rec_float.spikes, rec_sim.spikes)
-    result = {
+    result: dict[str, Any] = {
         "samples": int(samples), "timesteps": t,
         "input": "time-varying frames" if sample_axis(x, shape) else "static",
         "input_encoding": "spikes" if art.spike_input else "graded",
