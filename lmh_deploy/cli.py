@@ -397,7 +397,7 @@ def demo(workdir: Path | None = typer.Option(None, help="Where to write model an
     console.rule("2/4 compile for Lava (fixed point)")
     compile(model=model, target=Target.LAVA_SIM, outdir=artifact, calibration_samples=64,
             dataset=None, timesteps=None, dt=None, model_spec=None, model_kwargs=None,
-            input_shape=None, calibration=None, profile="lmh")
+            input_shape=None, calibration=None, profile="lmh", bias_correction=True)
     console.rule(f"3/4 verify: float vs sim vs Lava fixed_pt on {samples} test samples")
     verify(artifact=artifact, samples=samples, json_path=workdir / "verify.json", batch_size=None,
            max_accuracy_drop=None)
