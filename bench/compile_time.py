@@ -6,6 +6,7 @@ Builds mlp, cnn, resnet20, vgg13 and resnet19 (untrained, CIFAR-sized 3x32x32 in
 the conv nets), compiles each in memory and prints seconds, parameters, neurons,
 synapses and Loihi 2 cores. Goal: ResNet-19 under 10 s, growth linear in size.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,13 @@ from lmh_deploy.passes.loihi2_map import map_to_loihi2
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.models.architectures import build
 
-NETS = [("mlp", (1, 8, 8), 10), ("cnn", (1, 28, 28), 10), ("resnet20", (3, 32, 32), 10),
-        ("vgg13", (3, 32, 32), 10), ("resnet19", (3, 32, 32), 10)]
+NETS = [
+    ("mlp", (1, 8, 8), 10),
+    ("cnn", (1, 28, 28), 10),
+    ("resnet20", (3, 32, 32), 10),
+    ("vgg13", (3, 32, 32), 10),
+    ("resnet19", (3, 32, 32), 10),
+]
 
 
 def main() -> None:
@@ -39,11 +45,19 @@ def main() -> None:
         q, _ = quantize_graph(graph)
         resources = map_to_loihi2(q)
         seconds = time.perf_counter() - start
-        rows.append({"arch": arch, "input_shape": list(shape), "parameters": params,
-                     "seconds": round(seconds, 3), "neurons": resources["neurons"],
-                     "synapses": resources["synapses"], "loihi2_cores": resources["cores"],
-                     "loihi2_chips": resources["chips"],
-                     "us_per_synapse": round(1e6 * seconds / max(resources["synapses"], 1), 4)})
+        rows.append(
+            {
+                "arch": arch,
+                "input_shape": list(shape),
+                "parameters": params,
+                "seconds": round(seconds, 3),
+                "neurons": resources["neurons"],
+                "synapses": resources["synapses"],
+                "loihi2_cores": resources["cores"],
+                "loihi2_chips": resources["chips"],
+                "us_per_synapse": round(1e6 * seconds / max(resources["synapses"], 1), 4),
+            }
+        )
         print(json.dumps(rows[-1]))
     if args.json:
         with open(args.json, "w") as f:

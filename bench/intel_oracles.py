@@ -10,6 +10,7 @@ A measurement, not a speed benchmark (the closing note of issue 13 quotes it):
     lmh-deploy compile lif.pt --profile loihi-lif -o lif_build
     python bench/intel_oracles.py lif_build --samples 30
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,13 @@ def measure(build: Path, samples: int) -> dict:
     x_int = fx.quantize_input(x, q.node("input").scale)
     ref = simulate(q, x_int, steps, record_states=True)
     spikes_total = sum(s.size for s in ref.spikes.values())
-    result = {"samples": int(len(x)), "timesteps": steps, "spikes_compared": spikes_total,
-              "spike_events": int(sum(s.sum() for s in ref.spikes.values())),
-              "accuracy_sim": float(np.mean(ref.predictions == y))}
+    result = {
+        "samples": int(len(x)),
+        "timesteps": steps,
+        "spikes_compared": spikes_total,
+        "spike_events": int(sum(s.sum() for s in ref.spikes.values())),
+        "accuracy_sim": float(np.mean(ref.predictions == y)),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "net.h5"
         artifact_to_netx(q, path)
@@ -47,15 +52,20 @@ def measure(build: Path, samples: int) -> dict:
         "readout_values": int(trace.size),
         "readout_mismatches": int((trace != ref.readout_trace).sum()),
         "logit_mismatches": int((logits != ref.logits).sum()),
-        "prediction_mismatches": int((logits.argmax(1) != ref.predictions).sum())}
+        "prediction_mismatches": int((logits.argmax(1) != ref.predictions).sum()),
+    }
     lif = run_lava_lif(q, x_int, steps)
     result["lava_lif_dense"] = {
         "spike_mismatches": int(sum((lif.spikes[k] != s).sum() for k, s in ref.spikes.items())),
         "u_v_values": 2 * spikes_total,
-        "u_v_mismatches": int(sum((lif.u[k] != ref.state_trace[k][0]).sum()
-                                  + (lif.v[k] != ref.state_trace[k][1]).sum()
-                                  for k in ref.spikes)),
-        "logit_mismatches": int((lif.logits != ref.logits).sum())}
+        "u_v_mismatches": int(
+            sum(
+                (lif.u[k] != ref.state_trace[k][0]).sum() + (lif.v[k] != ref.state_trace[k][1]).sum()
+                for k in ref.spikes
+            )
+        ),
+        "logit_mismatches": int((lif.logits != ref.logits).sum()),
+    }
     return result
 
 

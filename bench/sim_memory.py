@@ -5,6 +5,7 @@ the mnist5k ``cnn`` (width 0.5, untrained), T = 4, random inputs.
 
     python bench/sim_memory.py --samples 100 1000 5000 --json bench/sim_memory.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,12 @@ def main() -> None:
     rows = []
     for n in args.samples:
         for mode in ("all", "batched", "stream"):
-            out = subprocess.run([sys.executable, "-c", CHILD, mode, str(n), str(args.batch_size)],
-                                 capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD, mode, str(n), str(args.batch_size)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
     if args.json:

@@ -6,6 +6,7 @@ For mlp (digits 8x8), cnn (28x28) and resnet20 (width 0.25, 32x32x3), untrained 
 non-trivial LM-H factors, runs sim/ on a batch for T in --steps and prints milliseconds per
 sample, neurons and synapses, measured in this one run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,17 +46,25 @@ def main() -> None:
             neuron.set_factors(mu_d=-0.2, mu_s=0.1, lam_d=1.2, lam_s=0.9)
         q, _ = quantize_graph(export_model(model, input_shape=shape, timesteps=4))
         res = map_to_loihi2(q)
-        x = fx.quantize_input(np.random.default_rng(0).random((args.batch, *shape)),
-                              q.node("input").scale)
+        x = fx.quantize_input(np.random.default_rng(0).random((args.batch, *shape)), q.node("input").scale)
         simulate(q, x[:2], 1)  # warm-up
         for steps in args.steps:
             start = time.perf_counter()
             simulate(q, x, steps, record_spikes=False)
             seconds = time.perf_counter() - start
-            rows.append({"arch": arch, "input_shape": list(shape), "width_mult": width,
-                         "neurons": res["neurons"], "synapses": res["synapses"], "T": steps,
-                         "batch": args.batch, "ms_per_sample": 1e3 * seconds / args.batch,
-                         "us_per_sample_step": 1e6 * seconds / args.batch / steps})
+            rows.append(
+                {
+                    "arch": arch,
+                    "input_shape": list(shape),
+                    "width_mult": width,
+                    "neurons": res["neurons"],
+                    "synapses": res["synapses"],
+                    "T": steps,
+                    "batch": args.batch,
+                    "ms_per_sample": 1e3 * seconds / args.batch,
+                    "us_per_sample_step": 1e6 * seconds / args.batch / steps,
+                }
+            )
             print(json.dumps(rows[-1]))
     if args.json:
         with open(args.json, "w") as f:

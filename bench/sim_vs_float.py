@@ -9,6 +9,7 @@ event-driven ways do work in proportion to it (untrained nets fire sparsely).
 
     python bench/sim_vs_float.py --json bench/sim_vs_float.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,6 @@ from timing import median_time
 from lmh_deploy.sim.reference import simulate_reference
 
 SHAPE = (3, 32, 32)
-
 
 
 def bench_arch(arch: str, args) -> dict:
@@ -55,21 +55,31 @@ def bench_arch(arch: str, args) -> dict:
     float_times, sim_times = [], []
     for _ in range(args.repeats):
         float_times.append(median_time(float_run, 1))
-        sim_times.append(median_time(
-            lambda: simulate(q, x_int, args.steps, record_spikes=False), 1))
+        sim_times.append(median_time(lambda: simulate(q, x_int, args.steps, record_spikes=False), 1))
     float_s, sim_s = statistics.median(float_times), statistics.median(sim_times)
     k = args.check_samples
     fast = simulate(q, x_int[:k], args.steps)
     ref = simulate_reference(q, x_int[:k], args.steps)
-    identical = bool(np.array_equal(ref["logits"], fast.logits) and all(
-        np.array_equal(s, fast.spikes[name]) for name, s in ref["spikes"].items()))
+    identical = bool(
+        np.array_equal(ref["logits"], fast.logits)
+        and all(np.array_equal(s, fast.spikes[name]) for name, s in ref["spikes"].items())
+    )
     neurons = sum(q.node(n).size for n in q.of_kind("q_lmh"))
     firing = sum(int(s.sum()) for s in fast.spikes.values()) / (k * args.steps * neurons)
-    return {"arch": arch, "width_mult": args.width, "input_shape": list(SHAPE), "T": args.steps,
-            "batch": args.batch, "neurons": int(neurons),
-            "sim_s_per_sample": sim_s / args.batch, "float_s_per_sample": float_s / args.batch,
-            "sim_over_float": float_s / sim_s, "spikes_identical": identical,
-            "checked_samples": k, "firing_rate": firing}
+    return {
+        "arch": arch,
+        "width_mult": args.width,
+        "input_shape": list(SHAPE),
+        "T": args.steps,
+        "batch": args.batch,
+        "neurons": int(neurons),
+        "sim_s_per_sample": sim_s / args.batch,
+        "float_s_per_sample": float_s / args.batch,
+        "sim_over_float": float_s / sim_s,
+        "spikes_identical": identical,
+        "checked_samples": k,
+        "firing_rate": firing,
+    }
 
 
 def main() -> None:
@@ -92,8 +102,12 @@ def main() -> None:
     for arch in args.archs:
         rows.append(bench_arch(arch, args))
         print(json.dumps(rows[-1]), flush=True)
-    result = {"rows": rows, "threads": args.threads, "repeats": args.repeats,
-              "unit": "seconds per sample (median of repeats); sim_over_float = float / sim time"}
+    result = {
+        "rows": rows,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "unit": "seconds per sample (median of repeats); sim_over_float = float / sim time",
+    }
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

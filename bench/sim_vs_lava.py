@@ -14,6 +14,7 @@ The spikes of the Lava samples must be identical to sim/'s (at both batch sizes)
 
     python bench/sim_vs_lava.py --json bench/sim_vs_lava.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,6 @@ from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.sim import simulate
 from timing import median_time
-
 
 
 def build_net(arch: str, shape: tuple, steps: int, seed: int, **kw):
@@ -68,29 +68,45 @@ def measure(arch: str, shape: tuple, steps: int, args, **kw) -> dict:
         simulate(q, xs[None], steps)  # warm-up at batch 1 (its own chunk length)
     sim1_s = median_time(lambda: [simulate(q, xs[None], steps) for xs in singles], args.sim_runs)
     sim1 = simulate(q, x_int[:1], steps)
-    identical = all(np.array_equal(sim.spikes[k][:, :1], lava.spikes[k])
-                    and np.array_equal(sim1.spikes[k], lava.spikes[k]) for k in lava.spikes)
+    identical = all(
+        np.array_equal(sim.spikes[k][:, :1], lava.spikes[k])
+        and np.array_equal(sim1.spikes[k], lava.spikes[k])
+        for k in lava.spikes
+    )
 
     xt = torch.as_tensor(x, dtype=torch.float32)
     with torch.no_grad():
         model(xt[:2], steps)
         float_s = median_time(lambda: model(xt, steps), args.sim_runs)
-        float1_s = median_time(lambda: [model(xt[i:i + 1], steps) for i in range(len(singles))],
-                               args.sim_runs)
+        float1_s = median_time(
+            lambda: [model(xt[i : i + 1], steps) for i in range(len(singles))], args.sim_runs
+        )
 
     sim_rate = args.batch * steps / sim_s
     sim1_rate = len(singles) * steps / sim1_s
     float_rate = args.batch * steps / float_s
     float1_rate = len(singles) * steps / float1_s
     neurons = sum(q.node(n).size for n in q.of_kind("q_lmh"))
-    return {"arch": arch, "neurons": int(neurons), "layers": len(q.of_kind("q_lmh")),
-            "steps": steps, "batch": args.batch, "spikes_identical": bool(identical),
-            "ratio": sim_rate / lava_rate, "ratio_batch1": sim1_rate / lava_rate,
-            "sim_over_float": sim_rate / float_rate, "sim_over_float_batch1": sim1_rate / float1_rate,
-            "lava_steps_per_s": lava_rate, "lava_steps_per_s_runs": lava_rates,
-            "sim_steps_per_s": sim_rate, "sim_steps_per_s_batch1": sim1_rate,
-            "float_steps_per_s": float_rate, "float_steps_per_s_batch1": float1_rate,
-            "lava_runs": args.lava_runs, "sim_runs": args.sim_runs}
+    return {
+        "arch": arch,
+        "neurons": int(neurons),
+        "layers": len(q.of_kind("q_lmh")),
+        "steps": steps,
+        "batch": args.batch,
+        "spikes_identical": bool(identical),
+        "ratio": sim_rate / lava_rate,
+        "ratio_batch1": sim1_rate / lava_rate,
+        "sim_over_float": sim_rate / float_rate,
+        "sim_over_float_batch1": sim1_rate / float1_rate,
+        "lava_steps_per_s": lava_rate,
+        "lava_steps_per_s_runs": lava_rates,
+        "sim_steps_per_s": sim_rate,
+        "sim_steps_per_s_batch1": sim1_rate,
+        "float_steps_per_s": float_rate,
+        "float_steps_per_s_batch1": float1_rate,
+        "lava_runs": args.lava_runs,
+        "sim_runs": args.sim_runs,
+    }
 
 
 def main() -> None:
@@ -105,9 +121,13 @@ def main() -> None:
     parser.add_argument("--conv-steps", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="BLAS and torch threads for sim/ and float PyTorch alike (on a "
-                             "shared 2-core machine one thread is faster and far steadier)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS and torch threads for sim/ and float PyTorch alike (on a "
+        "shared 2-core machine one thread is faster and far steadier)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from threadpoolctl import threadpool_limits

@@ -1,4 +1,5 @@
 """Shared by the bench scripts: the median wall time of repeated calls."""
+
 from __future__ import annotations
 
 import statistics

@@ -18,6 +18,7 @@ Usage::
     python bench/train_speed.py --json            # JSON on stdout
     python bench/train_speed.py --json out.json   # and to a file
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,15 @@ SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar": (3, 32, 32)}
 
 def _model(args: argparse.Namespace, neuron: str, timesteps: int) -> torch.nn.Module:
     torch.manual_seed(args.seed)
-    return build(args.arch, SHAPES[args.input], 10, neuron=neuron, timesteps=timesteps,
-                 width_mult=args.width_mult, norm=args.norm)
+    return build(
+        args.arch,
+        SHAPES[args.input],
+        10,
+        neuron=neuron,
+        timesteps=timesteps,
+        width_mult=args.width_mult,
+        norm=args.norm,
+    )
 
 
 def step_time_ratio(args: argparse.Namespace) -> dict:
@@ -53,15 +61,14 @@ def step_time_ratio(args: argparse.Namespace) -> dict:
         runs[neuron] = (model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
     times: dict[str, list[float]] = {"lmh": [], "lif": []}
     for i in range(args.warmup + args.steps):
-        for neuron in (("lmh", "lif") if i % 2 == 0 else ("lif", "lmh")):
+        for neuron in ("lmh", "lif") if i % 2 == 0 else ("lif", "lmh"):
             model, opt = runs[neuron]
             start = time.perf_counter()
             train_step(model, opt, tet_loss, x, y, timesteps=args.timesteps, time_slice=None)
             if i >= args.warmup:
                 times[neuron].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"lmh_step_s": med["lmh"], "lif_step_s": med["lif"],
-            "ratio": med["lmh"] / med["lif"], "goal": 1.3}
+    return {"lmh_step_s": med["lmh"], "lif_step_s": med["lif"], "ratio": med["lmh"] / med["lif"], "goal": 1.3}
 
 
 def memory_ratio(args: argparse.Namespace) -> dict:
@@ -72,12 +79,16 @@ def memory_ratio(args: argparse.Namespace) -> dict:
         model = _model(args, "lmh", args.slice_timesteps).train()
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
         meter = SavedTensorMeter.for_model(model)
-        train_step(model, opt, tet_loss, x, y, timesteps=args.slice_timesteps, time_slice=k,
-                   meter=meter)
+        train_step(model, opt, tet_loss, x, y, timesteps=args.slice_timesteps, time_slice=k, meter=meter)
         peaks[name] = meter.peak
-    return {"k": args.slice, "T": args.slice_timesteps,
-            "full_bptt_bytes": peaks["full_bptt"], "time_slice_bytes": peaks["time_slice"],
-            "ratio": peaks["time_slice"] / peaks["full_bptt"], "goal": 0.45}
+    return {
+        "k": args.slice,
+        "T": args.slice_timesteps,
+        "full_bptt_bytes": peaks["full_bptt"],
+        "time_slice_bytes": peaks["time_slice"],
+        "ratio": peaks["time_slice"] / peaks["full_bptt"],
+        "goal": 0.45,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -94,13 +105,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", nargs="?", const="-", default=None,
-                    help="print JSON (or write it to the given path)")
+    ap.add_argument(
+        "--json", nargs="?", const="-", default=None, help="print JSON (or write it to the given path)"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    result = {"settings": {k: v for k, v in vars(args).items() if k != "json"},
-              "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "speed": step_time_ratio(args), "memory": memory_ratio(args)}
+    result = {
+        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "speed": step_time_ratio(args),
+        "memory": memory_ratio(args),
+    }
     s, m = result["speed"], result["memory"]
     result["ok"] = s["ratio"] <= s["goal"] and m["ratio"] <= m["goal"]
     if args.json:
@@ -111,11 +127,15 @@ def main(argv: list[str] | None = None) -> dict:
             Path(args.json).write_text(text)
     if args.json != "-":
         print(f"{args.arch} {SHAPES[args.input]} width {args.width_mult} batch {args.batch_size}")
-        print(f"LM-H / LIF training step, T={args.timesteps}: {s['lmh_step_s'] * 1e3:.1f} ms / "
-              f"{s['lif_step_s'] * 1e3:.1f} ms = {s['ratio']:.3f} (goal <= {s['goal']})")
-        print(f"time-slice k={m['k']} / full BPTT, T={m['T']}: peak saved tensors "
-              f"{m['time_slice_bytes'] / 2**20:.2f} MiB / {m['full_bptt_bytes'] / 2**20:.2f} MiB"
-              f" = {m['ratio']:.3f} (goal <= {m['goal']})")
+        print(
+            f"LM-H / LIF training step, T={args.timesteps}: {s['lmh_step_s'] * 1e3:.1f} ms / "
+            f"{s['lif_step_s'] * 1e3:.1f} ms = {s['ratio']:.3f} (goal <= {s['goal']})"
+        )
+        print(
+            f"time-slice k={m['k']} / full BPTT, T={m['T']}: peak saved tensors "
+            f"{m['time_slice_bytes'] / 2**20:.2f} MiB / {m['full_bptt_bytes'] / 2**20:.2f} MiB"
+            f" = {m['ratio']:.3f} (goal <= {m['goal']})"
+        )
     return result
 
 

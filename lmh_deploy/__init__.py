@@ -8,6 +8,7 @@ The pipeline (docs/architecture.md)::
 The API is importable from here (``lmh_deploy.compile(...)``, ``.run``, ``.verify``,
 ``.train``, ``.export``, ``.report``); it loads lazily, so ``import lmh_deploy`` stays light.
 """
+
 from typing import Any
 
 from lmh_deploy import _lava_compat

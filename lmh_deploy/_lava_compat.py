@@ -14,6 +14,7 @@ release is noticed, not silently mis-patched). Lava forks its workers, so the
 hook is inherited by them. Call :func:`install` before importing lava;
 ``import lmh_deploy`` does it.
 """
+
 from __future__ import annotations
 
 import importlib.abc
@@ -45,7 +46,8 @@ def patch_var_model_source(source: str) -> str:
         raise LavaCompatError(
             f"lmh-deploy's Python 3.11 fix for {VAR_MODEL} expected {EXPECTED_REWRITES} "
             f"'ByteEncoder()' defaults but found {count}; install lava-nc==0.10.0 "
-            "(bash scripts/install.sh)")
+            "(bash scripts/install.sh)"
+        )
     # Import ``field`` on the existing dataclasses import line, so that a
     # leading ``from __future__`` import stays first in the file.
     patched, imports = _DATACLASS_IMPORT.subn(r"\1, field", patched, count=1)
@@ -105,7 +107,6 @@ def install() -> bool:
     if any(isinstance(f, LavaCompatFinder) for f in sys.meta_path):
         return True
     if VAR_MODEL in sys.modules:
-        raise LavaCompatError(
-            f"{VAR_MODEL} was imported before lmh_deploy; import lmh_deploy before lava")
+        raise LavaCompatError(f"{VAR_MODEL} was imported before lmh_deploy; import lmh_deploy before lava")
     sys.meta_path.insert(0, LavaCompatFinder())
     return True

@@ -11,6 +11,7 @@ Choices accept the Enum (:mod:`lmh_deploy.choices`) or its string. Bad inputs ra
 exception is a bug. Under torchrun, ``verify`` and ``run`` shard the samples over the
 ranks and return ``None`` on every rank but 0.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,19 @@ from typing import Any
 from collections.abc import Callable
 
 from lmh_deploy.bounds import check_samples, check_shape, check_timesteps
-from lmh_deploy.choices import (Arch, Backend, Dataset, ExportFormat, Factors, Loss, Neuron, Norm,
-                                Target, Device, choice)
+from lmh_deploy.choices import (
+    Arch,
+    Backend,
+    Dataset,
+    ExportFormat,
+    Factors,
+    Loss,
+    Neuron,
+    Norm,
+    Target,
+    Device,
+    choice,
+)
 from lmh_deploy.errors import InputError
 from lmh_deploy.models.job import DEFAULT_JOB
 
@@ -27,20 +39,33 @@ from lmh_deploy.models.job import DEFAULT_JOB
 _JOB = DEFAULT_JOB  # every training default is TrainJob's
 
 
-def train(*, out: str | Path = _JOB.out, dataset: Dataset | str = _JOB.dataset,
-          data_dir: str | Path | None = _JOB.data_dir, arch: Arch | str = _JOB.arch,
-          neuron: Neuron | str = _JOB.neuron,
-          factors: Factors | str = _JOB.factors, timesteps: int | None = _JOB.timesteps,
-          epochs: int = _JOB.epochs, batch_size: int = _JOB.batch_size, lr: float = _JOB.lr,
-          weight_decay: float = _JOB.weight_decay, loss: Loss | str = _JOB.loss,
-          width_mult: float = _JOB.width_mult, norm: Norm | str = _JOB.norm,
-          time_slice: int = _JOB.time_slice, qcfs_levels: int = _JOB.qcfs_levels,
-          lif_decay: float = _JOB.lif_decay,
-          hybrid_from: str | Path | None = _JOB.hybrid_from,
-          device: Device | str = _JOB.device, amp: bool = _JOB.amp,
-          seed: int = _JOB.seed, json_path: str | Path | None = _JOB.json_path,
-          train_samples: int = _JOB.train_samples,
-          progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+def train(
+    *,
+    out: str | Path = _JOB.out,
+    dataset: Dataset | str = _JOB.dataset,
+    data_dir: str | Path | None = _JOB.data_dir,
+    arch: Arch | str = _JOB.arch,
+    neuron: Neuron | str = _JOB.neuron,
+    factors: Factors | str = _JOB.factors,
+    timesteps: int | None = _JOB.timesteps,
+    epochs: int = _JOB.epochs,
+    batch_size: int = _JOB.batch_size,
+    lr: float = _JOB.lr,
+    weight_decay: float = _JOB.weight_decay,
+    loss: Loss | str = _JOB.loss,
+    width_mult: float = _JOB.width_mult,
+    norm: Norm | str = _JOB.norm,
+    time_slice: int = _JOB.time_slice,
+    qcfs_levels: int = _JOB.qcfs_levels,
+    lif_decay: float = _JOB.lif_decay,
+    hybrid_from: str | Path | None = _JOB.hybrid_from,
+    device: Device | str = _JOB.device,
+    amp: bool = _JOB.amp,
+    seed: int = _JOB.seed,
+    json_path: str | Path | None = _JOB.json_path,
+    train_samples: int = _JOB.train_samples,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> dict[str, Any]:
     """Train a spiking network (or a QCFS ANN) and write a checkpoint to ``out``.
 
     ``train_samples`` > 0 trains on the first N samples of the training split only (a
@@ -50,25 +75,50 @@ def train(*, out: str | Path = _JOB.out, dataset: Dataset | str = _JOB.dataset,
     from lmh_deploy.models.training_job import TrainJob, run_training_job
 
     job = TrainJob.from_options(
-        dataset=dataset, data_dir=data_dir, arch=arch, neuron=neuron, factors=factors,
-        timesteps=timesteps, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, loss=loss, width_mult=width_mult, norm=norm,
-        time_slice=time_slice, qcfs_levels=qcfs_levels, lif_decay=lif_decay,
+        dataset=dataset,
+        data_dir=data_dir,
+        arch=arch,
+        neuron=neuron,
+        factors=factors,
+        timesteps=timesteps,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        loss=loss,
+        width_mult=width_mult,
+        norm=norm,
+        time_slice=time_slice,
+        qcfs_levels=qcfs_levels,
+        lif_decay=lif_decay,
         hybrid_from=hybrid_from,
-        device=device, amp=amp, seed=seed, out=out, json_path=json_path,
-        train_samples=train_samples)
+        device=device,
+        amp=amp,
+        seed=seed,
+        out=out,
+        json_path=json_path,
+        train_samples=train_samples,
+    )
     return run_training_job(job, progress=progress)
 
 
-def compile(model: str | Path, outdir: str | Path = "build", *,
-            target: Target | str = Target.LAVA_SIM, calibration_samples: int = 64,
-            dataset: Dataset | str | None = None, timesteps: int | None = None,
-            dt: float | None = None, model_factory: str | None = None,
-            model_kwargs: str | dict[str, Any] | None = None,
-            input_shape: str | tuple[int, ...] | None = None,
-            calibration: str | Path | None = None, profile: str = "lmh",
-            bias_correction: bool = True,
-            warn: Callable[[str], None] = lambda message: None) -> dict[str, Any]:
+def compile(
+    model: str | Path,
+    outdir: str | Path = "build",
+    *,
+    target: Target | str = Target.LAVA_SIM,
+    calibration_samples: int = 64,
+    dataset: Dataset | str | None = None,
+    timesteps: int | None = None,
+    dt: float | None = None,
+    model_factory: str | None = None,
+    model_kwargs: str | dict[str, Any] | None = None,
+    input_shape: str | tuple[int, ...] | None = None,
+    calibration: str | Path | None = None,
+    profile: str = "lmh",
+    bias_correction: bool = True,
+    warn: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
     """Compile a model into the artifact directory ``outdir``; returns the compile report.
 
     ``model`` is a checkpoint from ``train``, a LIF/CubaLIF ``.nir`` file (then
@@ -84,29 +134,47 @@ def compile(model: str | Path, outdir: str | Path = "build", *,
     from lmh_deploy.pipeline.compile import compile_model
 
     if model_factory is None:
-        return compile_model(model, outdir, target=target,
-                             calibration_samples=calibration_samples, dataset=dataset,
-                             timesteps=timesteps, dt=dt, profile=profile,
-                             bias_correction=bias_correction, warn=warn)
+        return compile_model(
+            model,
+            outdir,
+            target=target,
+            calibration_samples=calibration_samples,
+            dataset=dataset,
+            timesteps=timesteps,
+            dt=dt,
+            profile=profile,
+            bias_correction=bias_correction,
+            warn=warn,
+        )
     from lmh_deploy.pipeline.compile_torch import compile_model_file, parse_shape
 
     if input_shape is None or timesteps is None:
         raise InputError("--model needs --input-shape C,H,W and --timesteps T")
     shape = parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
-    return compile_model_file(model, model_factory, outdir, model_kwargs=model_kwargs,
-                              input_shape=check_shape("--input-shape", shape),
-                              timesteps=check_timesteps(timesteps),
-                              dataset=(None if dataset is None
-                                       else choice(Dataset, dataset, "--dataset").value),
-                              calibration=calibration,
-                              target=choice(Target, target, "--target").value,
-                              calibration_samples=check_samples(calibration_samples,
-                                                                "--calibration-samples", lo=0),
-                              profile=profile, bias_correction=bias_correction, warn=warn)
+    return compile_model_file(
+        model,
+        model_factory,
+        outdir,
+        model_kwargs=model_kwargs,
+        input_shape=check_shape("--input-shape", shape),
+        timesteps=check_timesteps(timesteps),
+        dataset=(None if dataset is None else choice(Dataset, dataset, "--dataset").value),
+        calibration=calibration,
+        target=choice(Target, target, "--target").value,
+        calibration_samples=check_samples(calibration_samples, "--calibration-samples", lo=0),
+        profile=profile,
+        bias_correction=bias_correction,
+        warn=warn,
+    )
 
 
-def verify(artifact: str | Path, *, samples: int = 100, batch_size: int | None = None,
-           max_accuracy_drop: float | None = None) -> dict[str, Any] | None:
+def verify(
+    artifact: str | Path,
+    *,
+    samples: int = 100,
+    batch_size: int | None = None,
+    max_accuracy_drop: float | None = None,
+) -> dict[str, Any] | None:
     """Float model vs sim/ vs Lava fixed_pt on ``samples`` test samples.
 
     Returns the comparison (``lava_vs_sim``, ``float_vs_fixed``); it never raises on a
@@ -116,16 +184,25 @@ def verify(artifact: str | Path, *, samples: int = 100, batch_size: int | None =
     """
     from lmh_deploy.pipeline.verify import verify_path
 
-    return verify_path(artifact, samples, batch_size=batch_size,
-                       max_accuracy_drop=max_accuracy_drop)
+    return verify_path(artifact, samples, batch_size=batch_size, max_accuracy_drop=max_accuracy_drop)
 
 
-def run(artifact: str | Path, *, backend: Backend | str = Backend.SIM, samples: int = 100,
-        inputs: str | Path | None = None, labels: str | Path | None = None,
-        plots_dir: str | Path | None = None, html: str | Path | None = None,
-        sweep: str | None = None, stream: bool = False, device: str | None = None,
-        batch_size: int | None = None, save_spikes: str | Path | None = None,
-        status: Callable[[str], None] = lambda text: None) -> dict[str, Any] | None:
+def run(
+    artifact: str | Path,
+    *,
+    backend: Backend | str = Backend.SIM,
+    samples: int = 100,
+    inputs: str | Path | None = None,
+    labels: str | Path | None = None,
+    plots_dir: str | Path | None = None,
+    html: str | Path | None = None,
+    sweep: str | None = None,
+    stream: bool = False,
+    device: str | None = None,
+    batch_size: int | None = None,
+    save_spikes: str | Path | None = None,
+    status: Callable[[str], None] = lambda text: None,
+) -> dict[str, Any] | None:
     """Run a compiled artifact; accuracy, per-layer spikes, synaptic ops and energy.
 
     ``inputs``/``labels``: own ``.npy`` arrays instead of the test split. ``plots_dir``
@@ -137,14 +214,32 @@ def run(artifact: str | Path, *, backend: Backend | str = Backend.SIM, samples: 
     """
     from lmh_deploy.pipeline.run import run_artifact
 
-    return run_artifact(artifact, backend=backend, samples=samples, inputs=inputs,
-                        labels=labels, plots_dir=plots_dir, html=html, sweep=sweep,
-                        stream=stream, device=device, batch_size=batch_size,
-                        save_spikes=save_spikes, status=status)
+    return run_artifact(
+        artifact,
+        backend=backend,
+        samples=samples,
+        inputs=inputs,
+        labels=labels,
+        plots_dir=plots_dir,
+        html=html,
+        sweep=sweep,
+        stream=stream,
+        device=device,
+        batch_size=batch_size,
+        save_spikes=save_spikes,
+        status=status,
+    )
 
 
-def export(model: str | Path, out: str | Path, *, format: ExportFormat | str,
-           dt: float = 1e-4, lossy: bool = False, samples: int = 100) -> dict[str, Any]:
+def export(
+    model: str | Path,
+    out: str | Path,
+    *,
+    format: ExportFormat | str,
+    dt: float = 1e-4,
+    lossy: bool = False,
+    samples: int = 100,
+) -> dict[str, Any]:
     """Export a checkpoint to NIR or lava-dl netx HDF5, or a compiled artifact to netx
     (see :mod:`lmh_deploy.pipeline.export`)."""
     from lmh_deploy.pipeline.export import export_checkpoint

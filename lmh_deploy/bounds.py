@@ -5,6 +5,7 @@ and the value) before anything is allocated or run, so an absurd value costs
 microseconds, never a hang or a terabyte allocation attempt. The bounds are generous
 for this project's networks and name themselves in the message.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,9 @@ def check_int(name: str, value: object, *, lo: int = 1, hi: int | None = None) -
     return number
 
 
-def check_float(name: str, value: object, *, lo: float | None = None, hi: float | None = None,
-                lo_open: bool = False) -> float:
+def check_float(
+    name: str, value: object, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False
+) -> float:
     """``value`` as a finite float in range, or an :class:`InputError` naming ``name``."""
     try:
         number = float(value)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ The values are the strings the lower layers (``lmh_deploy.models``, ``pipeline/`
 ``NEURONS``, ``SUPPORTED_DATASETS``, ...), so a new dataset or architecture is added in
 both places or a test fails.
 """
+
 from __future__ import annotations
 
 from enum import Enum
@@ -26,9 +27,9 @@ class Choice(str, Enum):
 class Backend(Choice):
     """Where ``run`` executes the compiled network."""
 
-    SIM = "sim"          # our bit-exact integer simulator
-    LAVA = "lava"        # Lava's CPU simulation of the fixed_pt ProcessModels
-    LOIHI2 = "loihi2"    # Loihi 2 hardware (needs Intel's lava-loihi; refused otherwise)
+    SIM = "sim"  # our bit-exact integer simulator
+    LAVA = "lava"  # Lava's CPU simulation of the fixed_pt ProcessModels
+    LOIHI2 = "loihi2"  # Loihi 2 hardware (needs Intel's lava-loihi; refused otherwise)
 
 
 class Target(Choice):

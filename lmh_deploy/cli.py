@@ -5,6 +5,7 @@ Each command parses its options, calls one API function and prints the result. E
 :class:`~lmh_deploy.errors.CommandFailed` one line and exit 1; anything else is a bug in
 lmh-deploy and shows its traceback with a request to report it (exit 1).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,16 +25,28 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from lmh_deploy import api
-from lmh_deploy.choices import (Arch, Backend, Dataset, Device, ExportFormat, Factors, Loss, Neuron,
-                                Norm, Target)
+from lmh_deploy.choices import (
+    Arch,
+    Backend,
+    Dataset,
+    Device,
+    ExportFormat,
+    Factors,
+    Loss,
+    Neuron,
+    Norm,
+    Target,
+)
 from lmh_deploy.errors import CommandFailed, UserError
 from lmh_deploy.models.job import DEFAULT_JOB as JOB
 
 console = Console(stderr=True)
 out = Console()
 STATE = {"debug": False}
-REPORT_BUG = ("this is a bug in lmh-deploy, not a problem with your input; please report it "
-              "with the traceback above and the command you ran")
+REPORT_BUG = (
+    "this is a bug in lmh-deploy, not a problem with your input; please report it "
+    "with the traceback above and the command you ran"
+)
 
 
 class _Commands(TyperGroup):
@@ -62,15 +75,22 @@ class _Commands(TyperGroup):
             raise typer.Exit(1) from None
 
 
-app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
-                  pretty_exceptions_enable=False,
-                  help="Compile LM-H spiking networks from PyTorch to Lava fixed point "
-                       "(Lava CPU == sim/, bit for bit; Loihi 2 silicon not verified).")
+app = typer.Typer(
+    cls=_Commands,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Compile LM-H spiking networks from PyTorch to Lava fixed point "
+    "(Lava CPU == sim/, bit for bit; Loihi 2 silicon not verified).",
+)
 
 
 @app.callback()
-def main(debug: bool = typer.Option(False, "--debug", help="Raise errors with their traceback "
-                                    "instead of one line.")) -> None:
+def main(
+    debug: bool = typer.Option(
+        False, "--debug", help="Raise errors with their traceback instead of one line."
+    ),
+) -> None:
     """lmh-deploy."""
     STATE["debug"] = debug
 
@@ -78,8 +98,14 @@ def main(debug: bool = typer.Option(False, "--debug", help="Raise errors with th
 @contextmanager
 def spinner(text: str) -> Iterator[Any]:
     """A rich spinner for anything that takes more than a moment; yields ``update(text)``."""
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=True, disable=not console.is_terminal) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as progress:
         task = progress.add_task(text, total=None)
         yield lambda new: progress.update(task, description=new)
 
@@ -93,36 +119,40 @@ def _write_json(path: Path | None, data: dict[str, Any]) -> None:
 
 
 @app.command()
-def train(dataset: Dataset = typer.Option(Dataset(JOB.dataset)),
-          data_dir: Path | None = typer.Option(JOB.data_dir, help="Folder of on-disk datasets."),
-          arch: Arch = typer.Option(Arch(JOB.arch)),
-          neuron: Neuron = typer.Option(Neuron(JOB.neuron),
-                                        help="qcfs: an ANN, for --hybrid-from."),
-          factors: Factors = typer.Option(Factors(JOB.factors)),
-          timesteps: int | None = typer.Option(JOB.timesteps, help="Steps per sample (default 4; "
-                                                "event datasets: their frames per sample)."),
-          epochs: int = typer.Option(JOB.epochs),
-          batch_size: int = typer.Option(JOB.batch_size), lr: float = typer.Option(JOB.lr),
-          weight_decay: float = typer.Option(JOB.weight_decay),
-          loss: Loss = typer.Option(Loss(JOB.loss)),
-          width_mult: float = typer.Option(JOB.width_mult),
-          norm: Norm = typer.Option(Norm(JOB.norm), help="auto: none for mlp, bn otherwise."),
-          time_slice: int = typer.Option(JOB.time_slice,
-                                         help="Online training: k steps per slice (0: BPTT)."),
-          qcfs_levels: int = typer.Option(JOB.qcfs_levels, help="L of the QCFS activation."),
-          lif_decay: float = typer.Option(JOB.lif_decay, help="lam_s of --neuron lif."),
-          hybrid_from: Path | None = typer.Option(JOB.hybrid_from, help="A QCFS ANN checkpoint "
-                                                  "to convert to LM-H and fine-tune."),
-          device: Device = typer.Option(Device(JOB.device), help="Under torchrun: one GPU per "
-                                        "process, cuda:LOCAL_RANK."),
-          amp: bool = typer.Option(JOB.amp, "--amp", help="Mixed precision (autocast + "
-                                   "GradScaler); CUDA only."),
-          seed: int = typer.Option(JOB.seed),
-          out_path: Path = typer.Option(Path(JOB.out), "--out"),
-          json_path: Path | None = typer.Option(JOB.json_path, "--json"),
-          train_samples: int = typer.Option(JOB.train_samples, help="Train on the first N "
-                                            "samples of the training split only (0: all); a "
-                                            "quick run.")) -> None:
+def train(
+    dataset: Dataset = typer.Option(Dataset(JOB.dataset)),
+    data_dir: Path | None = typer.Option(JOB.data_dir, help="Folder of on-disk datasets."),
+    arch: Arch = typer.Option(Arch(JOB.arch)),
+    neuron: Neuron = typer.Option(Neuron(JOB.neuron), help="qcfs: an ANN, for --hybrid-from."),
+    factors: Factors = typer.Option(Factors(JOB.factors)),
+    timesteps: int | None = typer.Option(
+        JOB.timesteps, help="Steps per sample (default 4; event datasets: their frames per sample)."
+    ),
+    epochs: int = typer.Option(JOB.epochs),
+    batch_size: int = typer.Option(JOB.batch_size),
+    lr: float = typer.Option(JOB.lr),
+    weight_decay: float = typer.Option(JOB.weight_decay),
+    loss: Loss = typer.Option(Loss(JOB.loss)),
+    width_mult: float = typer.Option(JOB.width_mult),
+    norm: Norm = typer.Option(Norm(JOB.norm), help="auto: none for mlp, bn otherwise."),
+    time_slice: int = typer.Option(JOB.time_slice, help="Online training: k steps per slice (0: BPTT)."),
+    qcfs_levels: int = typer.Option(JOB.qcfs_levels, help="L of the QCFS activation."),
+    lif_decay: float = typer.Option(JOB.lif_decay, help="lam_s of --neuron lif."),
+    hybrid_from: Path | None = typer.Option(
+        JOB.hybrid_from, help="A QCFS ANN checkpoint to convert to LM-H and fine-tune."
+    ),
+    device: Device = typer.Option(
+        Device(JOB.device), help="Under torchrun: one GPU per process, cuda:LOCAL_RANK."
+    ),
+    amp: bool = typer.Option(JOB.amp, "--amp", help="Mixed precision (autocast + GradScaler); CUDA only."),
+    seed: int = typer.Option(JOB.seed),
+    out_path: Path = typer.Option(Path(JOB.out), "--out"),
+    json_path: Path | None = typer.Option(JOB.json_path, "--json"),
+    train_samples: int = typer.Option(
+        JOB.train_samples,
+        help="Train on the first N samples of the training split only (0: all); a quick run.",
+    ),
+) -> None:
     """Train a spiking network (or a QCFS ANN) and write a self-describing checkpoint.
 
     Under torchrun (e.g. ``torchrun --nproc-per-node=2 $(which lmh-deploy) train ...``) the
@@ -132,72 +162,117 @@ def train(dataset: Dataset = typer.Option(Dataset(JOB.dataset)),
     from lmh_deploy.parallel import is_main_process
 
     main_rank = is_main_process()  # torchrun: RANK 0 (True without torchrun)
-    with Progress(TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total} epochs"), TimeElapsedColumn(),
-                  console=console, transient=True, disable=not main_rank) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} epochs"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not main_rank,
+    ) as progress:
         task = progress.add_task(f"training {arch}/{neuron} on {dataset}", total=epochs)
 
         def on_epoch(epoch: int, total: int, acc: float) -> None:
-            progress.update(task, completed=epoch,
-                            description=f"training {arch}/{neuron} on {dataset} (acc {acc:.3f})")
+            progress.update(
+                task, completed=epoch, description=f"training {arch}/{neuron} on {dataset} (acc {acc:.3f})"
+            )
 
         metrics = api.train(
-            out=out_path, dataset=dataset, data_dir=data_dir, arch=arch, neuron=neuron,
-            factors=factors, timesteps=timesteps, epochs=epochs, batch_size=batch_size, lr=lr,
-            weight_decay=weight_decay, loss=loss, width_mult=width_mult, norm=norm,
-            time_slice=time_slice, qcfs_levels=qcfs_levels, lif_decay=lif_decay,
+            out=out_path,
+            dataset=dataset,
+            data_dir=data_dir,
+            arch=arch,
+            neuron=neuron,
+            factors=factors,
+            timesteps=timesteps,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            loss=loss,
+            width_mult=width_mult,
+            norm=norm,
+            time_slice=time_slice,
+            qcfs_levels=qcfs_levels,
+            lif_decay=lif_decay,
             hybrid_from=hybrid_from,
-            device=device, amp=amp, seed=seed, json_path=json_path,
-            train_samples=train_samples, progress=on_epoch)
+            device=device,
+            amp=amp,
+            seed=seed,
+            json_path=json_path,
+            train_samples=train_samples,
+            progress=on_epoch,
+        )
     if main_rank and metrics.get("warning"):
         console.print(f"[yellow]warning:[/yellow] {metrics['warning']}", soft_wrap=True)
     if main_rank:
-        out.print(f"trained: test accuracy {metrics['accuracy']:.4f} after {epochs} epochs "
-                  f"({metrics['seconds_per_epoch']:.2f} s/epoch) -> {out_path}")
+        out.print(
+            f"trained: test accuracy {metrics['accuracy']:.4f} after {epochs} epochs "
+            f"({metrics['seconds_per_epoch']:.2f} s/epoch) -> {out_path}"
+        )
 
 
 @app.command()
-def compile(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy train, or a "
-                                                     "LIF/CubaLIF .nir file made elsewhere."),
-            target: Target = typer.Option(Target.LAVA_SIM),
-            outdir: Path = typer.Option(Path("build"), "-o", "--outdir"),
-            calibration_samples: int = typer.Option(64),
-            dataset: Dataset | None = typer.Option(None, help="NIR input only: dataset to "
-                                                      "calibrate and evaluate on."),
-            timesteps: int | None = typer.Option(None, help="NIR input only: steps per sample."),
-            dt: float | None = typer.Option(None, help="NIR input only: Euler step (default: "
-                                               "the file's metadata dt)."),
-            model_spec: str | None = typer.Option(None, "--model", help="Your own PyTorch "
-                                                     "model: FILE.py:FACTORY; MODEL is then its "
-                                                     "state_dict (docs/interop.md)."),
-            model_kwargs: str | None = typer.Option(None, help="--model: JSON keyword "
-                                                       "arguments for FACTORY."),
-            input_shape: str | None = typer.Option(None, help="--model: one sample's shape, "
-                                                      "e.g. 1,8,8 or 64."),
-            calibration: Path | None = typer.Option(None, help="--model: a .npy of inputs to "
-                                                       "calibrate on (instead of --dataset)."),
-            profile: str = typer.Option("lmh", help="numeric profile: lmh (LM-H as trained) | "
-                                        "loihi-lif (Lava's bit-accurate LIF)"),
-            bias_correction: bool = typer.Option(True, help="take each layer's mean weight-"
-                                                 "rounding current on the calibration inputs "
-                                                 "off its bias")) -> None:
+def compile(
+    model: Path = typer.Argument(
+        ..., help="A checkpoint from lmh-deploy train, or a LIF/CubaLIF .nir file made elsewhere."
+    ),
+    target: Target = typer.Option(Target.LAVA_SIM),
+    outdir: Path = typer.Option(Path("build"), "-o", "--outdir"),
+    calibration_samples: int = typer.Option(64),
+    dataset: Dataset | None = typer.Option(
+        None, help="NIR input only: dataset to calibrate and evaluate on."
+    ),
+    timesteps: int | None = typer.Option(None, help="NIR input only: steps per sample."),
+    dt: float | None = typer.Option(
+        None, help="NIR input only: Euler step (default: the file's metadata dt)."
+    ),
+    model_spec: str | None = typer.Option(
+        None,
+        "--model",
+        help="Your own PyTorch model: FILE.py:FACTORY; MODEL is then its state_dict (docs/interop.md).",
+    ),
+    model_kwargs: str | None = typer.Option(None, help="--model: JSON keyword arguments for FACTORY."),
+    input_shape: str | None = typer.Option(None, help="--model: one sample's shape, e.g. 1,8,8 or 64."),
+    calibration: Path | None = typer.Option(
+        None, help="--model: a .npy of inputs to calibrate on (instead of --dataset)."
+    ),
+    profile: str = typer.Option(
+        "lmh", help="numeric profile: lmh (LM-H as trained) | loihi-lif (Lava's bit-accurate LIF)"
+    ),
+    bias_correction: bool = typer.Option(
+        True, help="take each layer's mean weight-rounding current on the calibration inputs off its bias"
+    ),
+) -> None:
     """Export, validate and quantise a model into an artifact directory."""
     start = time.perf_counter()
     with spinner(f"compiling {model} for {target}"):
-        report = api.compile(model, outdir, target=target,
-                             calibration_samples=calibration_samples, dataset=dataset,
-                             timesteps=timesteps, dt=dt, model_factory=model_spec,
-                             model_kwargs=model_kwargs, input_shape=input_shape,
-                             calibration=calibration, profile=profile,
-                             bias_correction=bias_correction,
-                             warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"))
-    _print_compile(report, f"compiled {model.name} -> {outdir} "
-                           f"({time.perf_counter() - start:.2f} s, "
-                           f"profile {report['profile']['name']})")
+        report = api.compile(
+            model,
+            outdir,
+            target=target,
+            calibration_samples=calibration_samples,
+            dataset=dataset,
+            timesteps=timesteps,
+            dt=dt,
+            model_factory=model_spec,
+            model_kwargs=model_kwargs,
+            input_shape=input_shape,
+            calibration=calibration,
+            profile=profile,
+            bias_correction=bias_correction,
+            warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"),
+        )
+    _print_compile(
+        report,
+        f"compiled {model.name} -> {outdir} "
+        f"({time.perf_counter() - start:.2f} s, "
+        f"profile {report['profile']['name']})",
+    )
     if target == Target.LOIHI2:
         res = json.loads((outdir / "resources.json").read_text())
-        out.print(f"Loihi 2: {res['cores']} cores on {res['chips']} chip(s); see "
-                  f"{outdir / 'resources.json'}")
+        out.print(f"Loihi 2: {res['cores']} cores on {res['chips']} chip(s); see {outdir / 'resources.json'}")
 
 
 def _print_compile(report: dict[str, Any], title: str) -> None:
@@ -207,43 +282,65 @@ def _print_compile(report: dict[str, Any], title: str) -> None:
     calib = report.get("calibration", {}).get("layers", {})
     for layer in report["layers"]:
         if layer["kind"] == "dense":
-            table.add_row(layer["name"], "dense", str(layer["weight_exp"]),
-                          f"{layer['max_weight_error_rel']:.2%} of max|W|", "")
+            table.add_row(
+                layer["name"],
+                "dense",
+                str(layer["weight_exp"]),
+                f"{layer['max_weight_error_rel']:.2%} of max|W|",
+                "",
+            )
         else:
             head = calib.get(layer["name"], {}).get("headroom_bits")
-            table.add_row(layer["name"], "lmh", str(layer["theta"]),
-                          f"{layer['max_factor_error']:.1e} (factors)",
-                          f"{head:.1f}" if head is not None else "")
+            table.add_row(
+                layer["name"],
+                "lmh",
+                str(layer["theta"]),
+                f"{layer['max_factor_error']:.1e} (factors)",
+                f"{head:.1f}" if head is not None else "",
+            )
     out.print(table)
 
 
 @app.command()
-def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy train, or (netx) "
-                                                   "a compiled artifact directory."),
-           format: ExportFormat = typer.Option(..., "--format"),
-           out_path: Path = typer.Option(..., "-o", "--out"),
-           dt: float = typer.Option(1e-4, help="NIR: Euler time step in seconds, written into "
-                                    "the file (1e-4: snnTorch's import_from_nir assumes it)."),
-           lossy: bool = typer.Option(False, "--lossy", help="NIR: approximate a general LM-H "
-                                      "net by LIF (drops the dendrite) and print its error."),
-           samples: int = typer.Option(100, help="Test samples for measuring the error.")) -> None:
+def export(
+    model: Path = typer.Argument(
+        ..., help="A checkpoint from lmh-deploy train, or (netx) a compiled artifact directory."
+    ),
+    format: ExportFormat = typer.Option(..., "--format"),
+    out_path: Path = typer.Option(..., "-o", "--out"),
+    dt: float = typer.Option(
+        1e-4,
+        help="NIR: Euler time step in seconds, written into "
+        "the file (1e-4: snnTorch's import_from_nir assumes it).",
+    ),
+    lossy: bool = typer.Option(
+        False,
+        "--lossy",
+        help="NIR: approximate a general LM-H net by LIF (drops the dendrite) and print its error.",
+    ),
+    samples: int = typer.Option(100, help="Test samples for measuring the error."),
+) -> None:
     """Export a LIF-compatible network to NIR (other tools) or lava-dl netx HDF5."""
     result = api.export(model, out_path, format=format, dt=dt, lossy=lossy, samples=samples)
     if result.get("from_artifact"):
         from lmh_deploy.interop.netx_artifact import artifact_netx_usage
 
         convs = f" ({len(result['conv_layers'])} conv)" if result.get("conv_layers") else ""
-        out.print(f"wrote {out_path}: {len(result['layers'])} netx layers{convs} with the "
-                  f"artifact's integers (profile loihi-lif). Load it with input_message_bits=8 "
-                  f"(netx's default 0 leaves the net silent):")
+        out.print(
+            f"wrote {out_path}: {len(result['layers'])} netx layers{convs} with the "
+            f"artifact's integers (profile loihi-lif). Load it with input_message_bits=8 "
+            f"(netx's default 0 leaves the net silent):"
+        )
         out.print(artifact_netx_usage(out_path, result), highlight=False, soft_wrap=True)
         return
     if format == ExportFormat.NETX:
         from lmh_deploy.interop.netx_io import netx_usage
 
-        out.print(f"wrote {out_path}: {len(result.get('layers', []))} netx layers "
-                  "(CUBA neurons: reset to zero, see docs/interop.md). Load and run it "
-                  "with input_message_bits=8 (netx's default 0 leaves the net silent):")
+        out.print(
+            f"wrote {out_path}: {len(result.get('layers', []))} netx layers "
+            "(CUBA neurons: reset to zero, see docs/interop.md). Load and run it "
+            "with input_message_bits=8 (netx's default 0 leaves the net silent):"
+        )
         out.print(netx_usage(out_path, result), highlight=False, soft_wrap=True)
         return
     out.print(f"wrote {out_path}: {'exact' if result['exact'] else 'LOSSY approximation'}")
@@ -252,21 +349,28 @@ def export(model: Path = typer.Argument(..., help="A checkpoint from lmh-deploy 
             out.print(f"  {name}: {info['approximation']}")
     for semantics, err in (result.get("error") or {}).items():
         if isinstance(err, dict) and "spike_disagreement" in err:
-            out.print(f"  {semantics} on {result['samples']} test samples: "
-                      f"{err['spike_disagreement']:.1%} of spikes differ, predictions agree "
-                      f"{err['prediction_agreement']:.1%}")
+            out.print(
+                f"  {semantics} on {result['samples']} test samples: "
+                f"{err['spike_disagreement']:.1%} of spikes differ, predictions agree "
+                f"{err['prediction_agreement']:.1%}"
+            )
 
 
 @app.command()
-def verify(artifact: Path = typer.Argument(..., help="A directory from lmh-deploy compile."),
-           samples: int = typer.Option(100),
-           json_path: Path | None = typer.Option(None, "--json"),
-           batch_size: int | None = typer.Option(None, "--batch-size", help="Samples per "
-                                                    "mini-batch (default: sized from free "
-                                                    "memory)."),
-           max_accuracy_drop: float | None = typer.Option(
-               None, "--max-accuracy-drop", metavar="PP", help="Fail when fixed-point accuracy "
-               "is more than PP percentage points below the source model's.")) -> None:
+def verify(
+    artifact: Path = typer.Argument(..., help="A directory from lmh-deploy compile."),
+    samples: int = typer.Option(100),
+    json_path: Path | None = typer.Option(None, "--json"),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Samples per mini-batch (default: sized from free memory)."
+    ),
+    max_accuracy_drop: float | None = typer.Option(
+        None,
+        "--max-accuracy-drop",
+        metavar="PP",
+        help="Fail when fixed-point accuracy is more than PP percentage points below the source model's.",
+    ),
+) -> None:
     """Float model vs fixed-point sim vs Lava fixed_pt on the same samples; fails on any mismatch.
 
     Under torchrun each rank runs a contiguous shard of the samples; rank 0 reports.
@@ -274,56 +378,90 @@ def verify(artifact: Path = typer.Argument(..., help="A directory from lmh-deplo
     from lmh_deploy.pipeline.verify import verify_failures
 
     with spinner(f"running {samples} samples on float, sim and Lava fixed_pt"):
-        result = api.verify(artifact, samples=samples, batch_size=batch_size,
-                            max_accuracy_drop=max_accuracy_drop)
+        result = api.verify(
+            artifact, samples=samples, batch_size=batch_size, max_accuracy_drop=max_accuracy_drop
+        )
     if result is None:  # a torchrun rank other than 0
         return
     _write_json(json_path, result)
     lv, ff = result["lava_vs_sim"], result["float_vs_fixed"]
-    out.print(f"Lava vs sim: {lv['mismatched_spikes']} of {lv['spikes_compared']} spikes differ, "
-              f"{lv['state_mismatches']} state and {lv['readout_mismatches']} readout mismatches")
-    out.print(f"accuracy: float {ff['accuracy_float']:.4f}, fixed {ff['accuracy_fixed']:.4f}, "
-              f"Lava {ff['accuracy_lava']:.4f}; float/fixed spike agreement "
-              f"{ff['spike_agreement']:.4f}, prediction agreement "
-              f"{ff['prediction_agreement']:.4f} (float = {ff['float_reference']})")
-    out.print(f"logits: {lv['logit_mismatches']} of {lv['logits_compared']} differ, "
-              f"{lv['prediction_mismatches']} predictions differ (Lava vs sim)")
+    out.print(
+        f"Lava vs sim: {lv['mismatched_spikes']} of {lv['spikes_compared']} spikes differ, "
+        f"{lv['state_mismatches']} state and {lv['readout_mismatches']} readout mismatches"
+    )
+    out.print(
+        f"accuracy: float {ff['accuracy_float']:.4f}, fixed {ff['accuracy_fixed']:.4f}, "
+        f"Lava {ff['accuracy_lava']:.4f}; float/fixed spike agreement "
+        f"{ff['spike_agreement']:.4f}, prediction agreement "
+        f"{ff['prediction_agreement']:.4f} (float = {ff['float_reference']})"
+    )
+    out.print(
+        f"logits: {lv['logit_mismatches']} of {lv['logits_compared']} differ, "
+        f"{lv['prediction_mismatches']} predictions differ (Lava vs sim)"
+    )
     failures = verify_failures(result)
     if failures:
         raise CommandFailed("; ".join(failures))
 
 
 @app.command()
-def run(artifact: Path = typer.Argument(...),
-        backend: Backend = typer.Option(Backend.SIM),
-        samples: int = typer.Option(100), json_path: Path | None = typer.Option(None, "--json"),
-        inputs: Path | None = typer.Option(None, help="Own inputs: a .npy of (N, *input_shape) "
-                                              "floats in [0, x_max], or time-varying frames "
-                                              "(T, N, *input_shape) (default: the test split)."),
-        labels: Path | None = typer.Option(None, help="A .npy of N integer labels for --inputs."),
-        plots_dir: Path | None = typer.Option(None, "--plots", help="Write PNG plots into this "
-                                                 "folder."),
-        html: Path | None = typer.Option(None, "--html", help="Write one self-contained HTML "
-                                            "report."),
-        sweep: str | None = typer.Option(None, "--sweep", help="T values for the accuracy/energy "
-                                            "curve, e.g. 1,2,4,8 (default 1,2,4..4T; 'none' skips)."),
-        stream: bool = typer.Option(False, "--stream", help="sim: keep only spike counts, so "
-                                    "memory does not grow with T (no raster plot)."),
-        device: Device | None = typer.Option(None, "--device", help="sim: run on a torch "
-                                                "device, integer-exact (under torchrun cuda means "
-                                                "cuda:LOCAL_RANK); default numpy."),
-        batch_size: int | None = typer.Option(None, "--batch-size", help="Samples per "
-                                                 "mini-batch (default: sized from free "
-                                                 "memory)."),
-        save_spikes: Path | None = typer.Option(None, "--save-spikes", help="Write the integer "
-                                                   "input and every spiking layer's (T, N, "
-                                                   "neurons) raster to this .npz.")) -> None:
+def run(
+    artifact: Path = typer.Argument(...),
+    backend: Backend = typer.Option(Backend.SIM),
+    samples: int = typer.Option(100),
+    json_path: Path | None = typer.Option(None, "--json"),
+    inputs: Path | None = typer.Option(
+        None,
+        help="Own inputs: a .npy of (N, *input_shape) "
+        "floats in [0, x_max], or time-varying frames "
+        "(T, N, *input_shape) (default: the test split).",
+    ),
+    labels: Path | None = typer.Option(None, help="A .npy of N integer labels for --inputs."),
+    plots_dir: Path | None = typer.Option(None, "--plots", help="Write PNG plots into this folder."),
+    html: Path | None = typer.Option(None, "--html", help="Write one self-contained HTML report."),
+    sweep: str | None = typer.Option(
+        None,
+        "--sweep",
+        help="T values for the accuracy/energy curve, e.g. 1,2,4,8 (default 1,2,4..4T; 'none' skips).",
+    ),
+    stream: bool = typer.Option(
+        False,
+        "--stream",
+        help="sim: keep only spike counts, so memory does not grow with T (no raster plot).",
+    ),
+    device: Device | None = typer.Option(
+        None,
+        "--device",
+        help="sim: run on a torch "
+        "device, integer-exact (under torchrun cuda means "
+        "cuda:LOCAL_RANK); default numpy.",
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Samples per mini-batch (default: sized from free memory)."
+    ),
+    save_spikes: Path | None = typer.Option(
+        None,
+        "--save-spikes",
+        help="Write the integer input and every spiking layer's (T, N, neurons) raster to this .npz.",
+    ),
+) -> None:
     """Run the deployed model on a backend; report accuracy, spikes, synaptic ops, energy."""
     with spinner(f"running {samples} samples on {backend}") as status:
-        summary = api.run(artifact, backend=backend, samples=samples, inputs=inputs,
-                          labels=labels, plots_dir=plots_dir, html=html, sweep=sweep,
-                          stream=stream, device=device.value if device else None,
-                          batch_size=batch_size, save_spikes=save_spikes, status=status)
+        summary = api.run(
+            artifact,
+            backend=backend,
+            samples=samples,
+            inputs=inputs,
+            labels=labels,
+            plots_dir=plots_dir,
+            html=html,
+            sweep=sweep,
+            stream=stream,
+            device=device.value if device else None,
+            batch_size=batch_size,
+            save_spikes=save_spikes,
+            status=status,
+        )
     if summary is None:  # a torchrun rank other than 0
         return
     for target in filter(None, (save_spikes, plots_dir, html)):
@@ -333,17 +471,22 @@ def run(artifact: Path = typer.Argument(...),
 
 
 @app.command()
-def report(summary_json: Path = typer.Argument(..., help="A --json file written by lmh-deploy run."),
-           html: Path = typer.Option(..., "--html", help="Where to write the HTML report.")) -> None:
+def report(
+    summary_json: Path = typer.Argument(..., help="A --json file written by lmh-deploy run."),
+    html: Path = typer.Option(..., "--html", help="Where to write the HTML report."),
+) -> None:
     """Rebuild the self-contained HTML report from a saved run summary."""
     out.print(f"report -> {api.report(summary_json, html)}")
 
 
 @app.command()
-def compare(run_a: Path = typer.Argument(..., help="A --json file of lmh-deploy run (A)."),
-            run_b: Path = typer.Argument(..., help="Another one (B), e.g. the same net with LIF."),
-            html: Path | None = typer.Option(None, "--html", help="Also write a "
-                                             "self-contained HTML page with plots.")) -> None:
+def compare(
+    run_a: Path = typer.Argument(..., help="A --json file of lmh-deploy run (A)."),
+    run_b: Path = typer.Argument(..., help="Another one (B), e.g. the same net with LIF."),
+    html: Path | None = typer.Option(
+        None, "--html", help="Also write a self-contained HTML page with plots."
+    ),
+) -> None:
     """Two deployments side by side: accuracy, spikes, synaptic ops, energy (total, per layer)."""
     from lmh_deploy.reports.compare import compare_files
     from lmh_deploy.reports.compare_text import print_comparison
@@ -357,54 +500,120 @@ def compare(run_a: Path = typer.Argument(..., help="A --json file of lmh-deploy 
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    table = Table(title=f"{summary['backend']}: {summary['samples']} samples, "
-                        f"accuracy {summary.get('accuracy', float('nan')):.4f} (per-sample counts)")
-    for col in ("layer", "kind", "neurons", "input spikes", "synops", "output spikes",
-                "firing rate", "saturations"):
+    table = Table(
+        title=f"{summary['backend']}: {summary['samples']} samples, "
+        f"accuracy {summary.get('accuracy', float('nan')):.4f} (per-sample counts)"
+    )
+    for col in (
+        "layer",
+        "kind",
+        "neurons",
+        "input spikes",
+        "synops",
+        "output spikes",
+        "firing rate",
+        "saturations",
+    ):
         table.add_column(col, justify="right")
     b = summary["samples"]
     for layer in summary["layers"]:
         spiking = layer["kind"] == "lmh"
-        table.add_row(layer["name"], layer["kind"], str(layer["neurons"]),
-                      f"{layer['input_spikes'] / b:.1f}", f"{layer['synops_per_sample']:.0f}",
-                      f"{layer['spikes_per_sample']:.1f}" if spiking else "-",
-                      f"{layer['firing_rate']:.3f}" if spiking else "-",
-                      str(layer["saturation_events"]) if spiking else "-")
+        table.add_row(
+            layer["name"],
+            layer["kind"],
+            str(layer["neurons"]),
+            f"{layer['input_spikes'] / b:.1f}",
+            f"{layer['synops_per_sample']:.0f}",
+            f"{layer['spikes_per_sample']:.1f}" if spiking else "-",
+            f"{layer['firing_rate']:.3f}" if spiking else "-",
+            str(layer["saturation_events"]) if spiking else "-",
+        )
     out.print(table)
-    out.print(f"energy estimate per sample: {summary['energy_joules'] * 1e9:.2f} nJ on Loihi "
-              f"(Davies 2018 figures) vs {summary['ann_energy_joules'] * 1e9:.2f} nJ for the "
-              f"equivalent ANN (Horowitz 2014): ratio {summary['energy_ratio_ann_over_snn']:.1f}x")
+    out.print(
+        f"energy estimate per sample: {summary['energy_joules'] * 1e9:.2f} nJ on Loihi "
+        f"(Davies 2018 figures) vs {summary['ann_energy_joules'] * 1e9:.2f} nJ for the "
+        f"equivalent ANN (Horowitz 2014): ratio {summary['energy_ratio_ann_over_snn']:.1f}x"
+    )
 
 
 @app.command()
-def demo(workdir: Path | None = typer.Option(None, help="Where to write model and artifact."),
-         epochs: int = typer.Option(JOB.epochs),
-         timesteps: int | None = typer.Option(JOB.timesteps),
-         samples: int = typer.Option(100)) -> None:
+def demo(
+    workdir: Path | None = typer.Option(None, help="Where to write model and artifact."),
+    epochs: int = typer.Option(JOB.epochs),
+    timesteps: int | None = typer.Option(JOB.timesteps),
+    samples: int = typer.Option(100),
+) -> None:
     """Train a small LM-H MLP on digits, compile it, run it on Lava and sim, print the report."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="lmh-deploy-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
     model = workdir / "model.pt"
     artifact = workdir / "build"
     console.rule("1/4 train an LM-H MLP on scikit-learn digits")
-    train(dataset=Dataset(JOB.dataset), data_dir=JOB.data_dir, arch=Arch(JOB.arch),
-          neuron=Neuron(JOB.neuron), factors=Factors(JOB.factors), timesteps=timesteps,
-          epochs=epochs, batch_size=JOB.batch_size, lr=JOB.lr, weight_decay=JOB.weight_decay,
-          loss=Loss(JOB.loss), width_mult=JOB.width_mult, norm=Norm(JOB.norm),
-          time_slice=JOB.time_slice, qcfs_levels=JOB.qcfs_levels, lif_decay=JOB.lif_decay,
-          hybrid_from=JOB.hybrid_from, device=Device(JOB.device), amp=JOB.amp, seed=JOB.seed,
-          out_path=model, json_path=workdir / "train.json", train_samples=JOB.train_samples)
+    train(
+        dataset=Dataset(JOB.dataset),
+        data_dir=JOB.data_dir,
+        arch=Arch(JOB.arch),
+        neuron=Neuron(JOB.neuron),
+        factors=Factors(JOB.factors),
+        timesteps=timesteps,
+        epochs=epochs,
+        batch_size=JOB.batch_size,
+        lr=JOB.lr,
+        weight_decay=JOB.weight_decay,
+        loss=Loss(JOB.loss),
+        width_mult=JOB.width_mult,
+        norm=Norm(JOB.norm),
+        time_slice=JOB.time_slice,
+        qcfs_levels=JOB.qcfs_levels,
+        lif_decay=JOB.lif_decay,
+        hybrid_from=JOB.hybrid_from,
+        device=Device(JOB.device),
+        amp=JOB.amp,
+        seed=JOB.seed,
+        out_path=model,
+        json_path=workdir / "train.json",
+        train_samples=JOB.train_samples,
+    )
     console.rule("2/4 compile for Lava (fixed point)")
-    compile(model=model, target=Target.LAVA_SIM, outdir=artifact, calibration_samples=64,
-            dataset=None, timesteps=None, dt=None, model_spec=None, model_kwargs=None,
-            input_shape=None, calibration=None, profile="lmh", bias_correction=True)
+    compile(
+        model=model,
+        target=Target.LAVA_SIM,
+        outdir=artifact,
+        calibration_samples=64,
+        dataset=None,
+        timesteps=None,
+        dt=None,
+        model_spec=None,
+        model_kwargs=None,
+        input_shape=None,
+        calibration=None,
+        profile="lmh",
+        bias_correction=True,
+    )
     console.rule(f"3/4 verify: float vs sim vs Lava fixed_pt on {samples} test samples")
-    verify(artifact=artifact, samples=samples, json_path=workdir / "verify.json", batch_size=None,
-           max_accuracy_drop=None)
+    verify(
+        artifact=artifact,
+        samples=samples,
+        json_path=workdir / "verify.json",
+        batch_size=None,
+        max_accuracy_drop=None,
+    )
     console.rule("4/4 report (our simulator)")
-    run(artifact=artifact, backend=Backend.SIM, samples=samples, json_path=workdir / "run.json",
-        inputs=None, labels=None, plots_dir=workdir / "plots", html=workdir / "report.html",
-        sweep=None, stream=False, device=None, batch_size=None, save_spikes=None)
+    run(
+        artifact=artifact,
+        backend=Backend.SIM,
+        samples=samples,
+        json_path=workdir / "run.json",
+        inputs=None,
+        labels=None,
+        plots_dir=workdir / "plots",
+        html=workdir / "report.html",
+        sweep=None,
+        stream=False,
+        device=None,
+        batch_size=None,
+        save_spikes=None,
+    )
     out.print(f"files in {workdir}")
 
 

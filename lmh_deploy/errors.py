@@ -9,6 +9,7 @@ asks for a report (exit 1). :class:`CommandFailed` is neither: a check the user 
 The subclasses also derive from the builtin type their callers would expect
 (``ValueError``, ``FileNotFoundError``), so ``except ValueError`` keeps working.
 """
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ A write goes to a fresh temporary sibling (same folder, so the final rename stay
 file system) and replaces the target only once it is complete; on any error the temporary
 vanishes and the target is untouched.
 """
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,9 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
 
 
 @contextmanager
-def atomic_directory(target: str | Path, *, overwrite: bool = True,
-                     exists_error: type[Exception] = FileExistsError) -> Iterator[Path]:
+def atomic_directory(
+    target: str | Path, *, overwrite: bool = True, exists_error: type[Exception] = FileExistsError
+) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces ``target``, else vanishes.
 
     With ``overwrite=False`` an existing ``target`` raises ``exists_error``.

@@ -1,4 +1,5 @@
 """Post-install check: Lava imports (with the 3.11 fix) and runs one step."""
+
 from __future__ import annotations
 
 import sys
@@ -8,8 +9,14 @@ def main() -> None:
     """Import every Lava module lmh-deploy uses; exit non-zero naming the one that fails."""
     import lmh_deploy  # noqa: F401  - installs the import hook first
 
-    modules = ["lava.magma.core.run_configs", "lava.proc.dense.process", "lava.proc.io.source",
-               "lava.proc.io.sink", "lava.lib.dl.netx", "lava.lib.dl.slayer"]
+    modules = [
+        "lava.magma.core.run_configs",
+        "lava.proc.dense.process",
+        "lava.proc.io.source",
+        "lava.proc.io.sink",
+        "lava.lib.dl.netx",
+        "lava.lib.dl.slayer",
+    ]
     import importlib
 
     for name in modules:
@@ -19,8 +26,9 @@ def main() -> None:
             sys.exit(f"lmh-deploy install check: cannot import {name}: {exc}")
     import lava  # noqa: F401
 
-    print(f"lmh-deploy install check: Lava imports on Python {sys.version.split()[0]} "
-          f"({len(modules)} modules)")
+    print(
+        f"lmh-deploy install check: Lava imports on Python {sys.version.split()[0]} ({len(modules)} modules)"
+    )
 
 
 if __name__ == "__main__":

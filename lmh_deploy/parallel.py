@@ -9,6 +9,7 @@ every helper is the identity / a no-op. Training-only parts (samplers, DDP, loss
 weights) live in :mod:`lmh_deploy.models.distributed`; sharded evaluation in
 :mod:`lmh_deploy.backends.sharding`.
 """
+
 from __future__ import annotations
 
 import os
@@ -113,9 +114,14 @@ def init_from_env(device: str = "cpu", *, timeout_s: float | None = None) -> Dis
     """
     if is_initialized():
         local = int(os.environ.get("LOCAL_RANK", "0") or 0)
-        return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                           local_rank=local, device=_device_for(device, local),
-                           backend=dist.get_backend(), owns_group=False)
+        return DistContext(
+            rank=dist.get_rank(),
+            world_size=dist.get_world_size(),
+            local_rank=local,
+            device=_device_for(device, local),
+            backend=dist.get_backend(),
+            owns_group=False,
+        )
     if not torchrun_env_present():
         return DistContext(device=_device_for(device, 0))
     if not dist.is_available():
@@ -133,8 +139,14 @@ def init_from_env(device: str = "cpu", *, timeout_s: float | None = None) -> Dis
     if backend == "nccl":
         kwargs["device_id"] = torch.device(dev)
     dist.init_process_group(**kwargs)
-    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local,
-                       device=dev, backend=backend, owns_group=True)
+    return DistContext(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        local_rank=local,
+        device=dev,
+        backend=backend,
+        owns_group=True,
+    )
 
 
 def shutdown(ctx: DistContext) -> None:

@@ -40,6 +40,7 @@ map is 1 pixel high or wide, so the same networks accept ``(1, 8, 8)``,
 paper's code. Every keyword argument is JSON-simple, so a checkpoint stores them
 as ``arch_kwargs``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -56,8 +57,16 @@ from lmh_deploy.models.qcfs import QCFS
 NEURONS = ("lmh", "lif", "qcfs")
 
 
-def make_neuron(kind: str, *, timesteps: int, theta: float = 1.0, factors: str = "progressive",
-                gamma: float = 1.0, lif_decay: float = 0.5, qcfs_levels: int = 4) -> nn.Module:
+def make_neuron(
+    kind: str,
+    *,
+    timesteps: int,
+    theta: float = 1.0,
+    factors: str = "progressive",
+    gamma: float = 1.0,
+    lif_decay: float = 0.5,
+    qcfs_levels: int = 4,
+) -> nn.Module:
     """Activation factory for ``--neuron``: ``lmh``, ``lif`` (spiking) or ``qcfs`` (ANN)."""
     if kind == "lmh":
         return LMHNeuron(theta=theta, factors=factors, timesteps=timesteps, gamma=gamma)
@@ -100,8 +109,9 @@ class ResidualBlock(nn.Module):
 
     time_major = True
 
-    def __init__(self, cin: int, cout: int, stride: int, *, norm: str,
-                 act: Callable[[], nn.Module], theta: float = 1.0) -> None:
+    def __init__(
+        self, cin: int, cout: int, stride: int, *, norm: str, act: Callable[[], nn.Module], theta: float = 1.0
+    ) -> None:
         super().__init__()
         bias = norm == "none"
         self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=bias)
@@ -201,10 +211,10 @@ def _act_factory(neuron: str, **kw: Any) -> Callable[[], nn.Module]:
     return lambda: make_neuron(neuron, **kw)
 
 
-def _conv_block(cin: int, cout: int, *, norm: str, act: Callable[[], nn.Module],
-                theta: float, stride: int = 1) -> list[nn.Module]:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride=stride, padding=1,
-                                         bias=norm == "none")]
+def _conv_block(
+    cin: int, cout: int, *, norm: str, act: Callable[[], nn.Module], theta: float, stride: int = 1
+) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=norm == "none")]
     bn = make_norm(norm, cout, theta=theta)
     if bn is not None:
         layers.append(bn)
@@ -212,16 +222,34 @@ def _conv_block(cin: int, cout: int, *, norm: str, act: Callable[[], nn.Module],
     return layers
 
 
-def mlp(input_shape: tuple[int, ...], num_classes: int, *, neuron: str = "lmh", timesteps: int = 4,
-        hidden: tuple[int, ...] = (128, 128), theta: float = 1.0, factors: str = "progressive",
-        gamma: float = 1.0, lif_decay: float = 0.5, width_mult: float = 1.0, norm: str = "none",
-        qcfs_levels: int = 4) -> SpikingNet:
+def mlp(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    neuron: str = "lmh",
+    timesteps: int = 4,
+    hidden: tuple[int, ...] = (128, 128),
+    theta: float = 1.0,
+    factors: str = "progressive",
+    gamma: float = 1.0,
+    lif_decay: float = 0.5,
+    width_mult: float = 1.0,
+    norm: str = "none",
+    qcfs_levels: int = 4,
+) -> SpikingNet:
     """Flatten -> [Linear -> (norm) -> neuron] x len(hidden) -> Linear readout."""
     n_in = 1
     for d in input_shape:
         n_in *= d
-    act = _act_factory(neuron, timesteps=timesteps, theta=theta, factors=factors, gamma=gamma,
-                       lif_decay=lif_decay, qcfs_levels=qcfs_levels)
+    act = _act_factory(
+        neuron,
+        timesteps=timesteps,
+        theta=theta,
+        factors=factors,
+        gamma=gamma,
+        lif_decay=lif_decay,
+        qcfs_levels=qcfs_levels,
+    )
     layers: list[nn.Module] = [nn.Flatten()]
     for h in hidden:
         h = _scaled(h, width_mult)
@@ -235,14 +263,32 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, *, neuron: str = "lmh", 
     return SpikingNet(layers, timesteps=timesteps)
 
 
-def cnn(input_shape: tuple[int, ...], num_classes: int, *, neuron: str = "lmh", timesteps: int = 4,
-        channels: tuple[int, ...] = (32, 64), theta: float = 1.0, factors: str = "progressive",
-        gamma: float = 1.0, lif_decay: float = 0.5, width_mult: float = 1.0, norm: str = "bn",
-        qcfs_levels: int = 4) -> SpikingNet:
+def cnn(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    neuron: str = "lmh",
+    timesteps: int = 4,
+    channels: tuple[int, ...] = (32, 64),
+    theta: float = 1.0,
+    factors: str = "progressive",
+    gamma: float = 1.0,
+    lif_decay: float = 0.5,
+    width_mult: float = 1.0,
+    norm: str = "bn",
+    qcfs_levels: int = 4,
+) -> SpikingNet:
     """[Conv3x3 -> norm -> neuron -> AvgPool2] x len(channels) -> Flatten -> Linear readout."""
     cin, h, w = _spatial(input_shape, "cnn")
-    act = _act_factory(neuron, timesteps=timesteps, theta=theta, factors=factors, gamma=gamma,
-                       lif_decay=lif_decay, qcfs_levels=qcfs_levels)
+    act = _act_factory(
+        neuron,
+        timesteps=timesteps,
+        theta=theta,
+        factors=factors,
+        gamma=gamma,
+        lif_decay=lif_decay,
+        qcfs_levels=qcfs_levels,
+    )
     layers: list[nn.Module] = []
     for c in channels:
         c = _scaled(c, width_mult)
@@ -256,14 +302,32 @@ def cnn(input_shape: tuple[int, ...], num_classes: int, *, neuron: str = "lmh", 
 VGG13_CFG: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512))
 
 
-def vgg13(input_shape: tuple[int, ...], num_classes: int, *, neuron: str = "lmh",
-          timesteps: int = 4, theta: float = 1.0, factors: str = "progressive", gamma: float = 1.0,
-          lif_decay: float = 0.5, width_mult: float = 1.0, norm: str = "bn",
-          qcfs_levels: int = 4, classifier: int = 4096) -> SpikingNet:
+def vgg13(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    neuron: str = "lmh",
+    timesteps: int = 4,
+    theta: float = 1.0,
+    factors: str = "progressive",
+    gamma: float = 1.0,
+    lif_decay: float = 0.5,
+    width_mult: float = 1.0,
+    norm: str = "bn",
+    qcfs_levels: int = 4,
+    classifier: int = 4096,
+) -> SpikingNet:
     """VGG-13 as in the QCFS / LM-H code (CIFAR classifier 4096-4096), AvgPool for MaxPool."""
     cin, h, w = _spatial(input_shape, "vgg13")
-    act = _act_factory(neuron, timesteps=timesteps, theta=theta, factors=factors, gamma=gamma,
-                       lif_decay=lif_decay, qcfs_levels=qcfs_levels)
+    act = _act_factory(
+        neuron,
+        timesteps=timesteps,
+        theta=theta,
+        factors=factors,
+        gamma=gamma,
+        lif_decay=lif_decay,
+        qcfs_levels=qcfs_levels,
+    )
     layers: list[nn.Module] = []
     for stage in VGG13_CFG:
         for c in stage:
@@ -272,26 +336,52 @@ def vgg13(input_shape: tuple[int, ...], num_classes: int, *, neuron: str = "lmh"
             cin = c
         h, w = _pool_if_possible(layers, (h, w))
     hidden = _scaled(classifier, width_mult)
-    layers += [nn.Flatten(), nn.Linear(cin * h * w, hidden), act(),
-               nn.Linear(hidden, hidden), act(), nn.Linear(hidden, num_classes)]
+    layers += [
+        nn.Flatten(),
+        nn.Linear(cin * h * w, hidden),
+        act(),
+        nn.Linear(hidden, hidden),
+        act(),
+        nn.Linear(hidden, num_classes),
+    ]
     return SpikingNet(layers, timesteps=timesteps)
 
 
-def _resnet(input_shape: tuple[int, ...], num_classes: int, *, arch: str, stem: int,
-            stages: tuple[tuple[int, int, int], ...], fc_hidden: int | None, neuron: str,
-            timesteps: int, theta: float, factors: str, gamma: float, lif_decay: float,
-            width_mult: float, norm: str, qcfs_levels: int) -> SpikingNet:
+def _resnet(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    arch: str,
+    stem: int,
+    stages: tuple[tuple[int, int, int], ...],
+    fc_hidden: int | None,
+    neuron: str,
+    timesteps: int,
+    theta: float,
+    factors: str,
+    gamma: float,
+    lif_decay: float,
+    width_mult: float,
+    norm: str,
+    qcfs_levels: int,
+) -> SpikingNet:
     cin, _, _ = _spatial(input_shape, arch)
-    act = _act_factory(neuron, timesteps=timesteps, theta=theta, factors=factors, gamma=gamma,
-                       lif_decay=lif_decay, qcfs_levels=qcfs_levels)
+    act = _act_factory(
+        neuron,
+        timesteps=timesteps,
+        theta=theta,
+        factors=factors,
+        gamma=gamma,
+        lif_decay=lif_decay,
+        qcfs_levels=qcfs_levels,
+    )
     c = _scaled(stem, width_mult)
     layers: list[nn.Module] = _conv_block(cin, c, norm=norm, act=act, theta=theta)
     cin = c
     for width, blocks, stride in stages:
         cout = _scaled(width, width_mult)
         for i in range(blocks):
-            layers.append(ResidualBlock(cin, cout, stride if i == 0 else 1, norm=norm, act=act,
-                                        theta=theta))
+            layers.append(ResidualBlock(cin, cout, stride if i == 0 else 1, norm=norm, act=act, theta=theta))
             cin = cout
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     if fc_hidden:
@@ -302,30 +392,81 @@ def _resnet(input_shape: tuple[int, ...], num_classes: int, *, arch: str, stem: 
     return SpikingNet(layers, timesteps=timesteps)
 
 
-def resnet19(input_shape: tuple[int, ...], num_classes: int, *, neuron: str = "lmh",
-             timesteps: int = 4, theta: float = 1.0, factors: str = "progressive",
-             gamma: float = 1.0, lif_decay: float = 0.5, width_mult: float = 1.0,
-             norm: str = "bn", qcfs_levels: int = 4) -> SpikingNet:
+def resnet19(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    neuron: str = "lmh",
+    timesteps: int = 4,
+    theta: float = 1.0,
+    factors: str = "progressive",
+    gamma: float = 1.0,
+    lif_decay: float = 0.5,
+    width_mult: float = 1.0,
+    norm: str = "bn",
+    qcfs_levels: int = 4,
+) -> SpikingNet:
     """ResNet-19 (tdBN / TET / LM-H papers): stem 64, (128,3,s1) (256,3,s2) (512,2,s2), fc 256."""
-    return _resnet(input_shape, num_classes, arch="resnet19", stem=64,
-                   stages=((128, 3, 1), (256, 3, 2), (512, 2, 2)), fc_hidden=256, neuron=neuron,
-                   timesteps=timesteps, theta=theta, factors=factors, gamma=gamma,
-                   lif_decay=lif_decay, width_mult=width_mult, norm=norm, qcfs_levels=qcfs_levels)
+    return _resnet(
+        input_shape,
+        num_classes,
+        arch="resnet19",
+        stem=64,
+        stages=((128, 3, 1), (256, 3, 2), (512, 2, 2)),
+        fc_hidden=256,
+        neuron=neuron,
+        timesteps=timesteps,
+        theta=theta,
+        factors=factors,
+        gamma=gamma,
+        lif_decay=lif_decay,
+        width_mult=width_mult,
+        norm=norm,
+        qcfs_levels=qcfs_levels,
+    )
 
 
-def resnet20(input_shape: tuple[int, ...], num_classes: int, *, neuron: str = "lmh",
-             timesteps: int = 4, theta: float = 1.0, factors: str = "progressive",
-             gamma: float = 1.0, lif_decay: float = 0.5, width_mult: float = 1.0,
-             norm: str = "bn", qcfs_levels: int = 4) -> SpikingNet:
+def resnet20(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    neuron: str = "lmh",
+    timesteps: int = 4,
+    theta: float = 1.0,
+    factors: str = "progressive",
+    gamma: float = 1.0,
+    lif_decay: float = 0.5,
+    width_mult: float = 1.0,
+    norm: str = "bn",
+    qcfs_levels: int = 4,
+) -> SpikingNet:
     """CIFAR ResNet-20 (QCFS / LM-H hybrid experiments): stem 16, (16,3,s1) (32,3,s2) (64,3,s2)."""
-    return _resnet(input_shape, num_classes, arch="resnet20", stem=16,
-                   stages=((16, 3, 1), (32, 3, 2), (64, 3, 2)), fc_hidden=None, neuron=neuron,
-                   timesteps=timesteps, theta=theta, factors=factors, gamma=gamma,
-                   lif_decay=lif_decay, width_mult=width_mult, norm=norm, qcfs_levels=qcfs_levels)
+    return _resnet(
+        input_shape,
+        num_classes,
+        arch="resnet20",
+        stem=16,
+        stages=((16, 3, 1), (32, 3, 2), (64, 3, 2)),
+        fc_hidden=None,
+        neuron=neuron,
+        timesteps=timesteps,
+        theta=theta,
+        factors=factors,
+        gamma=gamma,
+        lif_decay=lif_decay,
+        width_mult=width_mult,
+        norm=norm,
+        qcfs_levels=qcfs_levels,
+    )
 
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
-    "mlp": mlp, "cnn": cnn, "vgg13": vgg13, "resnet19": resnet19, "resnet20": resnet20}
+    "mlp": mlp,
+    "cnn": cnn,
+    "vgg13": vgg13,
+    "resnet19": resnet19,
+    "resnet20": resnet20,
+}
 
 #: norm of each architecture when a job asks for ``norm="auto"``.
 DEFAULT_NORM = {"mlp": "none", "cnn": "bn", "vgg13": "bn", "resnet19": "bn", "resnet20": "bn"}

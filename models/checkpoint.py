@@ -3,6 +3,7 @@
 Saved with ``torch.save`` and loaded only with ``torch.load(weights_only=True)``:
 nothing in a checkpoint can execute code when it is read.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -13,8 +14,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from lmh_deploy.bounds import (MAX_CLASSES, MAX_LAYER_WIDTH, MAX_PARAMETERS, MAX_WIDTH_MULT,
-                               check_float, check_int, check_shape, check_timesteps)
+from lmh_deploy.bounds import (
+    MAX_CLASSES,
+    MAX_LAYER_WIDTH,
+    MAX_PARAMETERS,
+    MAX_WIDTH_MULT,
+    check_float,
+    check_int,
+    check_shape,
+    check_timesteps,
+)
 from lmh_deploy.choices import Arch, Factors, Neuron, choice
 from lmh_deploy.errors import InputError, UserError
 from lmh_deploy.files import atomic_write
@@ -28,8 +37,15 @@ class CheckpointError(UserError, ValueError):
     """A model file that lmh-deploy cannot (or will not) load; the message names file and cause."""
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, *, arch: str, arch_kwargs: dict[str, Any],
-                    dataset: dict[str, Any], metrics: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    *,
+    arch: str,
+    arch_kwargs: dict[str, Any],
+    dataset: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+) -> None:
     """Write ``model`` with everything needed to rebuild it, atomically (temp file + rename)."""
     payload = {
         "format": FORMAT,
@@ -54,12 +70,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     with open(path, "rb") as f:
         head = f.read(4)
     if head[:1] == b"\x80":  # pickle protocol 2+ opcode
-        raise CheckpointError(f"{path}: refused, a raw pickle stream (pickle.dump or legacy "
-                              "torch.save); unpickling it could execute code, and lmh-deploy "
-                              "never does")
+        raise CheckpointError(
+            f"{path}: refused, a raw pickle stream (pickle.dump or legacy "
+            "torch.save); unpickling it could execute code, and lmh-deploy "
+            "never does"
+        )
     if head != b"PK\x03\x04":  # torch.save writes a zip archive
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (not a zip archive: "
-                              "random bytes or another format)")
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (not a zip archive: random bytes or another format)"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -67,20 +86,29 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         cause = cause.split(" was not an allowed global")[0]  # torch then suggests allowlisting it
         raise CheckpointError(
             f"{path}: refused, the file needs arbitrary unpickling (code execution), which "
-            f"lmh-deploy never does ({cause})") from None
+            f"lmh-deploy never does ({cause})"
+        ) from None
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or "
-                              f"corrupt): {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt): {str(exc).splitlines()[0]}"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor)
-                                                         for v in payload.values()):
-            raise CheckpointError(f"{path}: a bare state_dict, not an lmh-deploy checkpoint; "
-                                  "save it with models.checkpoint.save_checkpoint (it needs "
-                                  "the architecture and neuron config)")
+        if (
+            isinstance(payload, dict)
+            and payload
+            and all(isinstance(v, torch.Tensor) for v in payload.values())
+        ):
+            raise CheckpointError(
+                f"{path}: a bare state_dict, not an lmh-deploy checkpoint; "
+                "save it with models.checkpoint.save_checkpoint (it needs "
+                "the architecture and neuron config)"
+            )
         raise CheckpointError(f"{path}: not an lmh-deploy checkpoint (no '{FORMAT}' header)")
     if payload.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: unknown format version {payload.get('format_version')!r} "
-                              f"(this lmh-deploy reads version {FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{path}: unknown format version {payload.get('format_version')!r} "
+            f"(this lmh-deploy reads version {FORMAT_VERSION})"
+        )
     for key in ("arch", "arch_kwargs", "dataset", "state_dict"):
         if key not in payload:
             raise CheckpointError(f"{path}: checkpoint lacks '{key}'")
@@ -106,8 +134,7 @@ def check_metadata(path: str | Path, payload: dict[str, Any]) -> None:
         if "timesteps" in kw:
             check_timesteps(kw["timesteps"], "arch_kwargs.timesteps")
         if "width_mult" in kw:
-            check_float("arch_kwargs.width_mult", kw["width_mult"], lo=0.0, lo_open=True,
-                        hi=MAX_WIDTH_MULT)
+            check_float("arch_kwargs.width_mult", kw["width_mult"], lo=0.0, lo_open=True, hi=MAX_WIDTH_MULT)
         for i, width in enumerate(kw.get("hidden") or ()):
             check_int(f"arch_kwargs.hidden[{i}]", width, lo=1, hi=MAX_LAYER_WIDTH)
         for kind, key in ((Neuron, "neuron"), (Factors, "factors")):
@@ -122,8 +149,7 @@ def check_metadata(path: str | Path, payload: dict[str, Any]) -> None:
             skeleton = build(payload["arch"], shape, classes, **kw)
         count = sum(p.numel() for p in skeleton.parameters())
         if count > MAX_PARAMETERS:
-            raise InputError(f"describes a model of {count:,} parameters (at most "
-                             f"{MAX_PARAMETERS:,})")
+            raise InputError(f"describes a model of {count:,} parameters (at most {MAX_PARAMETERS:,})")
     except InputError as exc:
         raise CheckpointError(f"{path}: metadata {exc}") from None
     except TypeError as exc:  # an arch_kwargs key the architecture does not take
@@ -136,8 +162,9 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     check_metadata(path, payload)
     ds = payload["dataset"]
     try:
-        model = build(payload["arch"], tuple(ds["input_shape"]), int(ds["num_classes"]),
-                      **payload["arch_kwargs"])
+        model = build(
+            payload["arch"], tuple(ds["input_shape"]), int(ds["num_classes"]), **payload["arch_kwargs"]
+        )
         model.load_state_dict(payload["state_dict"])
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild the model: {str(exc).splitlines()[0]}") from None

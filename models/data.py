@@ -25,6 +25,7 @@ The CIFAR folders are the standard python-pickle releases (the layout
 torchvision extracts). Pickle can run arbitrary code, so they are read with
 :class:`RestrictedUnpickler`, which only lets numpy rebuild arrays.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -49,8 +50,16 @@ __all__ = [
 ]
 
 #: Names accepted by :func:`load_dataset`.
-SUPPORTED_DATASETS: tuple[str, ...] = ("digits", "mnist5k", "cifar10", "cifar100", "events",
-                                       "digits-events", "n-mnist", "dvs-cifar10")
+SUPPORTED_DATASETS: tuple[str, ...] = (
+    "digits",
+    "mnist5k",
+    "cifar10",
+    "cifar100",
+    "events",
+    "digits-events",
+    "n-mnist",
+    "dvs-cifar10",
+)
 
 _CIFAR10_DIR = "cifar-10-batches-py"
 _CIFAR100_DIR = "cifar-100-python"
@@ -126,14 +135,16 @@ class RestrictedUnpickler(pickle.Unpickler):
     #: ``(module, name)`` pairs resolved through the normal import machinery.
     #: ``numpy._core`` is numpy 2's name for ``numpy.core``; ``_frombuffer`` is
     #: how numpy rebuilds arrays pickled at protocol 5.
-    ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset({
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-    })
+    ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy.core.numeric", "_frombuffer"),
+            ("numpy._core.numeric", "_frombuffer"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+        }
+    )
 
     def __init__(self, file: Any, path: str | os.PathLike[str], **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
@@ -146,13 +157,15 @@ class RestrictedUnpickler(pickle.Unpickler):
         if (module, name) not in self.ALLOWED_GLOBALS:
             raise UnsafePickleError(
                 f"refusing to unpickle {self.path}: it references the global "
-                f"'{module}.{name}', and dataset pickles may only rebuild numpy arrays")
+                f"'{module}.{name}', and dataset pickles may only rebuild numpy arrays"
+            )
         try:
             return super().find_class(module, name)
         except (ImportError, AttributeError) as exc:  # e.g. numpy._core on numpy 1.x
             raise UnsafePickleError(
                 f"cannot unpickle {self.path}: allowed global '{module}.{name}' does not "
-                f"exist in the installed numpy {np.__version__}") from exc
+                f"exist in the installed numpy {np.__version__}"
+            ) from exc
 
 
 def _load_pickle(path: Path) -> Any:
@@ -166,32 +179,36 @@ def _load_pickle(path: Path) -> Any:
 
 def _dataset(x: np.ndarray, y: np.ndarray) -> TensorDataset:
     """Wrap images and labels as float32 / int64 tensors."""
-    return TensorDataset(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
-                         torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)))
+    return TensorDataset(
+        torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)),
+    )
 
 
-def _split(x: np.ndarray, y: np.ndarray, test_fraction: float,
-           seed: int) -> tuple[TensorDataset, TensorDataset]:
+def _split(
+    x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int
+) -> tuple[TensorDataset, TensorDataset]:
     """Stratified train/test split, so both halves keep the class balance."""
     from sklearn.model_selection import train_test_split
 
     if not 0.0 < test_fraction < 1.0:
         raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}")
     idx = np.arange(len(y))
-    train_idx, test_idx = train_test_split(idx, test_size=test_fraction, stratify=y,
-                                           random_state=seed)
+    train_idx, test_idx = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
     return _dataset(x[train_idx], y[train_idx]), _dataset(x[test_idx], y[test_idx])
 
 
 def _require_dir(data_dir: str | os.PathLike[str] | None, name: str, layout: str) -> Path:
     """Return ``data_dir`` as a Path, or raise FileNotFoundError describing ``layout``."""
     if data_dir is None:
-        raise MissingFileError(f"dataset {name!r} is read from disk and needs data_dir: "
-                                f"a folder laid out as {layout}")
+        raise MissingFileError(
+            f"dataset {name!r} is read from disk and needs data_dir: a folder laid out as {layout}"
+        )
     root = Path(data_dir)
     if not root.is_dir():
-        raise MissingFileError(f"dataset {name!r}: data_dir {root} does not exist; "
-                                f"expected a folder laid out as {layout}")
+        raise MissingFileError(
+            f"dataset {name!r}: data_dir {root} does not exist; expected a folder laid out as {layout}"
+        )
     return root
 
 
@@ -213,18 +230,20 @@ def _load_mnist5k(test_fraction: float, seed: int) -> tuple[TensorDataset, Tenso
     return _split(x.reshape(-1, 1, 28, 28) / 255.0, y, test_fraction, seed)
 
 
-def _read_cifar_batch(path: Path, label_key: bytes,
-                      num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_cifar_batch(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR pickle -> ``(N, 3, 32, 32)`` uint8 images and ``(N,)`` labels, checked."""
     batch = _load_pickle(path)
     if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
-        raise DataError(f"{path} is not a CIFAR batch: expected a dict with keys "
-                         f"b'data' and {label_key!r}")
+        raise DataError(f"{path} is not a CIFAR batch: expected a dict with keys b'data' and {label_key!r}")
     data, labels = batch[b"data"], np.asarray(batch[label_key])
     # The unpickler allows any numpy dtype (object arrays included), so check
     # the content really is what the format promises before using it.
-    if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
-            or data.shape[1] != _CIFAR_PIXELS):
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != _CIFAR_PIXELS
+    ):
         raise DataError(f"{path}: b'data' must be a uint8 array of shape (N, {_CIFAR_PIXELS})")
     if labels.shape != (len(data),) or labels.dtype.kind not in "iu":
         raise DataError(f"{path}: {label_key!r} must hold {len(data)} integer labels")
@@ -234,11 +253,13 @@ def _read_cifar_batch(path: Path, label_key: bytes,
     return data.reshape(-1, *_CIFAR_SHAPE), labels
 
 
-def _load_cifar(name: str, data_dir: str | os.PathLike[str] | None
-                ) -> tuple[TensorDataset, TensorDataset]:
+def _load_cifar(name: str, data_dir: str | os.PathLike[str] | None) -> tuple[TensorDataset, TensorDataset]:
     if name == "cifar10":
         folder, train_files, test_files = (
-            _CIFAR10_DIR, [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"])
+            _CIFAR10_DIR,
+            [f"data_batch_{i}" for i in range(1, 6)],
+            ["test_batch"],
+        )
         label_key, num_classes = b"labels", 10
     else:
         folder, train_files, test_files = _CIFAR100_DIR, ["train"], ["test"]
@@ -247,8 +268,10 @@ def _load_cifar(name: str, data_dir: str | os.PathLike[str] | None
     base = _require_dir(data_dir, name, layout) / folder
     for file in train_files + test_files:
         if not (base / file).is_file():
-            raise MissingFileError(f"dataset {name!r}: {base / file} is missing; expected "
-                                    f"the python release of {name} laid out as {layout}")
+            raise MissingFileError(
+                f"dataset {name!r}: {base / file} is missing; expected "
+                f"the python release of {name} laid out as {layout}"
+            )
 
     def read(files: list[str]) -> TensorDataset:
         parts = [_read_cifar_batch(base / f, label_key, num_classes) for f in files]
@@ -259,8 +282,9 @@ def _load_cifar(name: str, data_dir: str | os.PathLike[str] | None
     return read(train_files), read(test_files)
 
 
-def _load_events(data_dir: str | os.PathLike[str] | None
-                 ) -> tuple[TensorDataset, TensorDataset, tuple[int, ...], int, bool]:
+def _load_events(
+    data_dir: str | os.PathLike[str] | None,
+) -> tuple[TensorDataset, TensorDataset, tuple[int, ...], int, bool]:
     """Event frames from ``data_dir/{train,test}/<class>/*.npy`` (:mod:`.event_data`).
 
     Also returns the ``(T, C, H, W)`` sample shape, the number of class folders and
@@ -273,9 +297,9 @@ def _load_events(data_dir: str | os.PathLike[str] | None
     return _dataset(xtr, ytr), _dataset(xte, yte), shape, num_classes, spikes
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, *,
-                 test_fraction: float = 0.2, seed: int = 0
-                 ) -> tuple[TensorDataset, TensorDataset, DatasetSpec]:
+def load_dataset(
+    name: str, data_dir: str | os.PathLike[str] | None = None, *, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[TensorDataset, TensorDataset, DatasetSpec]:
     """Load a dataset as train/test tensors; never downloads.
 
     Parameters
@@ -323,31 +347,38 @@ def load_dataset(name: str, data_dir: str | os.PathLike[str] | None = None, *,
         return train, test, DatasetSpec(name, _CIFAR_SHAPE, 10 if name == "cifar10" else 100)
     if name == "events":
         train, test, (t, c, h, w), num_classes, spikes = _load_events(data_dir)
-        return train, test, DatasetSpec(name, (c, h, w), num_classes, timesteps=t,
-                                        spikes=spikes)
+        return train, test, DatasetSpec(name, (c, h, w), num_classes, timesteps=t, spikes=spikes)
     if name in ("n-mnist", "dvs-cifar10"):
         from lmh_deploy.models import event_formats as F
 
-        layout = {"n-mnist": "{Train,Test}/<digit>/*.bin",
-                  "dvs-cifar10": "<class>/*.aedat"}[name]
+        layout = {"n-mnist": "{Train,Test}/<digit>/*.bin", "dvs-cifar10": "<class>/*.aedat"}[name]
         root = _require_dir(data_dir, name, f"<data_dir>/{layout}")
         info = F.NMNIST if name == "n-mnist" else F.DVS_CIFAR10
         (xtr, ytr), (xte, yte) = (F.load_nmnist if name == "n-mnist" else F.load_dvs_cifar10)(root)
-        return (_dataset(xtr, ytr), _dataset(xte, yte),
-                DatasetSpec(name, (2, *info["size"]), 10, timesteps=info["frames"], spikes=True))
+        return (
+            _dataset(xtr, ytr),
+            _dataset(xte, yte),
+            DatasetSpec(name, (2, *info["size"]), 10, timesteps=info["frames"], spikes=True),
+        )
     if name == "digits-events":
         from lmh_deploy.models import event_data as E
 
         x, y = E.load_digits_events()
         train, test = _split(x, y, test_fraction, seed)
-        return train, test, DatasetSpec(name, (2, E.CANVAS, E.CANVAS), 10,
-                                        timesteps=E.FRAMES, spikes=True)
+        return train, test, DatasetSpec(name, (2, E.CANVAS, E.CANVAS), 10, timesteps=E.FRAMES, spikes=True)
     raise ValueError(f"unknown dataset {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}")
 
 
-def make_loaders(train: TensorDataset, test: TensorDataset,
-                 batch_size: int = 64, seed: int = 0, num_workers: int = 0, *,
-                 rank: int = 0, world_size: int = 1) -> tuple[DataLoader, DataLoader]:
+def make_loaders(
+    train: TensorDataset,
+    test: TensorDataset,
+    batch_size: int = 64,
+    seed: int = 0,
+    num_workers: int = 0,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[DataLoader, DataLoader]:
     """Batch a train/test pair; the train order is shuffled reproducibly.
 
     Parameters
@@ -385,18 +416,23 @@ def make_loaders(train: TensorDataset, test: TensorDataset,
         # what DataLoader(shuffle=True, generator=...) builds, then cut per rank; the
         # loader keeps the generator too (each epoch's iterator draws its worker seed
         # from it), so the sequence of shuffles is the single-process one
-        batches = BatchSampler(RandomSampler(train, generator=generator), batch_size,
-                               drop_last=False)
-        train_loader = DataLoader(train, batch_sampler=ShardedBatchSampler(batches, rank,
-                                                                           world_size),
-                                  generator=generator, num_workers=num_workers,
-                                  collate_fn=EmptySafeCollate(train))
-        test_loader = DataLoader(test, batch_size=batch_size,
-                                 sampler=ShardSampler(len(test), rank, world_size),
-                                 num_workers=num_workers)
+        batches = BatchSampler(RandomSampler(train, generator=generator), batch_size, drop_last=False)
+        train_loader = DataLoader(
+            train,
+            batch_sampler=ShardedBatchSampler(batches, rank, world_size),
+            generator=generator,
+            num_workers=num_workers,
+            collate_fn=EmptySafeCollate(train),
+        )
+        test_loader = DataLoader(
+            test,
+            batch_size=batch_size,
+            sampler=ShardSampler(len(test), rank, world_size),
+            num_workers=num_workers,
+        )
         return train_loader, test_loader
-    train_loader = DataLoader(train, batch_size=batch_size, shuffle=True, generator=generator,
-                              num_workers=num_workers)
-    test_loader = DataLoader(test, batch_size=batch_size, shuffle=False,
-                             num_workers=num_workers)
+    train_loader = DataLoader(
+        train, batch_size=batch_size, shuffle=True, generator=generator, num_workers=num_workers
+    )
+    test_loader = DataLoader(test, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     return train_loader, test_loader

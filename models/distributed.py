@@ -23,6 +23,7 @@ Semantics used by :func:`models.training_job.run_training_job` (see
 * batch-norm statistics are reduced over all ranks (:mod:`models.norm`).
 * only rank 0 writes files, logs or reports progress.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,10 +34,24 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import BatchSampler, Sampler
 
-from lmh_deploy.parallel import (TORCHRUN_ENV, DistContext, barrier, distributed_context,  # noqa: F401
-                                init_from_env, is_initialized, is_main_process, rank,
-                                shard_bounds, shutdown, split_sizes, torchrun_env_present,
-                                env_rank, world_size)
+# re-exported: models.distributed keeps the names it had before they moved to lmh_deploy.parallel
+from lmh_deploy.parallel import (
+    TORCHRUN_ENV,  # noqa: F401
+    DistContext,  # noqa: F401
+    barrier,  # noqa: F401
+    distributed_context,  # noqa: F401
+    init_from_env,  # noqa: F401
+    is_initialized,
+    is_main_process,  # noqa: F401
+    rank,  # noqa: F401
+    shard_bounds,
+    shutdown,  # noqa: F401
+    split_sizes,  # noqa: F401
+    torchrun_env_present,  # noqa: F401
+    env_rank,  # noqa: F401
+    world_size,
+)
+
 
 def all_reduce_sum(values: Sequence[float] | torch.Tensor, device: str = "cpu") -> torch.Tensor:
     """Sum a small vector over ranks (float64; returned on the CPU)."""
@@ -110,8 +125,12 @@ class ShardedBatchSampler(Sampler[list[int]]):
     shared by all epochs), so it only records the epoch.
     """
 
-    def __init__(self, batch_sampler: BatchSampler | Sampler[list[int]], rank: int,  # noqa: F811
-                 world_size: int) -> None:
+    def __init__(
+        self,
+        batch_sampler: BatchSampler | Sampler[list[int]],
+        rank: int,  # noqa: F811 - the rank this sampler serves, not the function
+        world_size: int,
+    ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
         self.batch_sampler = batch_sampler
@@ -158,8 +177,7 @@ class EmptySafeCollate:
         if batch:
             return default_collate(batch)
         sample = self.dataset[0]
-        return tuple(torch.as_tensor(v).new_empty((0, *torch.as_tensor(v).shape))
-                     for v in sample)
+        return tuple(torch.as_tensor(v).new_empty((0, *torch.as_tensor(v).shape)) for v in sample)
 
 
 class ShardSampler(Sampler[int]):
@@ -177,8 +195,7 @@ class ShardSampler(Sampler[int]):
         return self.stop - self.start
 
 
-def loss_weight(local_n: int, device: str = "cpu",
-                n_global: int | None = None) -> tuple[float, int]:
+def loss_weight(local_n: int, device: str = "cpu", n_global: int | None = None) -> tuple[float, int]:
     """``(n_local * world_size / n_global, n_global)`` for one step (1.0 single-process).
 
     DDP averages gradients over ranks; weighting each rank's batch-mean loss by this
@@ -213,8 +230,9 @@ def wrap_ddp(model: nn.Module, device: str) -> nn.Module:
 
     # torch >= 2.13 renames the flag (the old name still works but warns)
     params = inspect.signature(DDP.__init__).parameters
-    kwargs: dict[str, Any] = ({"forward_sync_buffers": False} if "forward_sync_buffers" in params
-                              else {"broadcast_buffers": False})
+    kwargs: dict[str, Any] = (
+        {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+    )
     if device.startswith("cuda"):
         idx = torch.device(device).index
         kwargs.update(device_ids=[idx], output_device=idx)

@@ -23,6 +23,7 @@ Samples are ``(FRAMES, 2, CANVAS, CANVAS)`` = ``(8, 2, 16, 16)`` float32 in {0, 
 train/test split is the stratified split of ``digits`` (same ``test_fraction``, ``seed``).
 About 19 % of the frame pixels carry an event.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,13 +35,13 @@ import numpy as np
 from lmh_deploy.errors import DataError, MissingFileError
 
 #: Sensor-model parameters of ``digits-events`` (see the module docstring).
-UPSAMPLE = 1.5          # 8x8 digit -> 12x12
-CANVAS = 16             # frame height and width in pixels
+UPSAMPLE = 1.5  # 8x8 digit -> 12x12
+CANVAS = 16  # frame height and width in pixels
 SACCADE_CORNERS = ((0.0, 0.0), (1.5, 3.0), (3.0, 0.0), (0.0, 0.0))  # (dy, dx) pixels
-FRAMES = 8              # frames per sample (the deployed network's T)
-SUBSTEPS = 4            # sensor positions integrated into one frame
-CONTRAST = 0.25         # log-intensity change per event (contrast threshold)
-LOG_EPS = 0.1           # log(I + eps): keeps dark pixels finite, as emulators do
+FRAMES = 8  # frames per sample (the deployed network's T)
+SUBSTEPS = 4  # sensor positions integrated into one frame
+CONTRAST = 0.25  # log-intensity change per event (contrast threshold)
+LOG_EPS = 0.1  # log(I + eps): keeps dark pixels finite, as emulators do
 
 
 def digit_events(images: np.ndarray) -> np.ndarray:
@@ -50,17 +51,16 @@ def digit_events(images: np.ndarray) -> np.ndarray:
     """
     from scipy import ndimage
 
-    big = np.clip(ndimage.zoom(np.asarray(images, np.float64), (1, UPSAMPLE, UPSAMPLE),
-                               order=1), 0.0, 1.0)
+    big = np.clip(ndimage.zoom(np.asarray(images, np.float64), (1, UPSAMPLE, UPSAMPLE), order=1), 0.0, 1.0)
     n, h, w = big.shape
     if h > CANVAS - 3 or w > CANVAS - 3:
-        raise DataError(f"digit of {h}x{w} pixels does not fit the {CANVAS}x{CANVAS} canvas "
-                         "with its saccades")
+        raise DataError(
+            f"digit of {h}x{w} pixels does not fit the {CANVAS}x{CANVAS} canvas with its saccades"
+        )
     corners = np.asarray(SACCADE_CORNERS)
     steps = FRAMES * SUBSTEPS
     along = np.linspace(0.0, len(corners) - 1, steps + 1)
-    path = np.stack([np.interp(along, np.arange(len(corners)), corners[:, k])
-                     for k in range(2)], axis=1)
+    path = np.stack([np.interp(along, np.arange(len(corners)), corners[:, k]) for k in range(2)], axis=1)
     # centre the path's bounding box on the canvas
     origin = (CANVAS - np.array([h, w])) / 2 - (path.max(0) + path.min(0)) / 2
     canvas = np.zeros((n, CANVAS, CANVAS))
@@ -98,9 +98,9 @@ def load_digits_events() -> tuple[np.ndarray, np.ndarray]:
     return frames, labels
 
 
-def read_event_folder(data_dir: str | os.PathLike[str] | None, require_dir
-                      ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray],
-                                 tuple[int, ...], int]:
+def read_event_folder(
+    data_dir: str | os.PathLike[str] | None, require_dir
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], tuple[int, ...], int]:
     """Event frames from ``data_dir/{train,test}/<class>/*.npy`` (the ``events`` dataset).
 
     Returns ``(x_train, y_train), (x_test, y_test)``, the ``(T, C, H, W)`` sample shape and
@@ -111,15 +111,17 @@ def read_event_folder(data_dir: str | os.PathLike[str] | None, require_dir
     root = require_dir(data_dir, "events", layout)
     for split in ("train", "test"):
         if not (root / split).is_dir():
-            raise MissingFileError(f"dataset 'events': {root / split} is missing; "
-                                    f"expected a folder laid out as {layout}")
+            raise MissingFileError(
+                f"dataset 'events': {root / split} is missing; expected a folder laid out as {layout}"
+            )
     # Labels come from the train folders, so a test folder may miss a class but
     # may not add one (it would have no label the model was trained on).
     classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
     extra = sorted({p.name for p in (root / "test").iterdir() if p.is_dir()} - set(classes))
     if extra:
-        raise DataError(f"dataset 'events': {root / 'test'} has classes {extra} "
-                         f"that {root / 'train'} does not")
+        raise DataError(
+            f"dataset 'events': {root / 'test'} has classes {extra} that {root / 'train'} does not"
+        )
 
     frame_shape: tuple[int, ...] | None = None
 
@@ -132,13 +134,17 @@ def read_event_folder(data_dir: str | os.PathLike[str] | None, require_dir
                 if frame_shape is None:
                     frame_shape = frames.shape
                 elif frames.shape != frame_shape:
-                    raise DataError(f"{file}: frames have shape {frames.shape}, but earlier "
-                                     f"files have {frame_shape}; all samples must match")
+                    raise DataError(
+                        f"{file}: frames have shape {frames.shape}, but earlier "
+                        f"files have {frame_shape}; all samples must match"
+                    )
                 xs.append(frames)
                 ys.append(label)
         if not xs:
-            raise MissingFileError(f"dataset 'events': no .npy files under {root / split}; "
-                                    f"expected a folder laid out as {layout}")
+            raise MissingFileError(
+                f"dataset 'events': no .npy files under {root / split}; "
+                f"expected a folder laid out as {layout}"
+            )
         return np.stack(xs), np.array(ys)
 
     train, test = read("train"), read("test")
@@ -158,8 +164,10 @@ def _read_frames(file: Path) -> np.ndarray:
     # Scale is the folder builder's choice (binary spikes, normalised counts);
     # rescaling here would silently change it, so refuse.
     if not (np.isfinite(frames).all() and frames.min() >= 0 and frames.max() <= 1):
-        raise DataError(f"{file}: frame values must be in [0, 1]; binarise or "
-                         f"normalise event counts when building the folder")
+        raise DataError(
+            f"{file}: frame values must be in [0, 1]; binarise or "
+            f"normalise event counts when building the folder"
+        )
     return frames
 
 

@@ -19,6 +19,7 @@ frames are 48 x 48 (each sensor pixel falls into the frame pixel ``x * 48 // 128
 the paper, which resizes event *counts* bilinearly, a frame pixel is 1 when at least one event
 of that polarity fell into it: binary frames, deployed as spikes (channel 0 ON, 1 OFF).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -31,13 +32,21 @@ from lmh_deploy.errors import DataError, MissingFileError
 #: Frames per sample and frame size of each dataset.
 NMNIST = {"frames": 10, "sensor": (34, 34), "size": (34, 34)}
 DVS_CIFAR10 = {"frames": 10, "sensor": (128, 128), "size": (48, 48)}
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                   "ship", "truck")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 TRAIN_FRACTION = 0.9
 
-_AEDAT3_HEADER = np.dtype([("type", "<i2"), ("source", "<i2"), ("size", "<i4"),
-                           ("ts_offset", "<i4"), ("ts_overflow", "<i4"), ("capacity", "<i4"),
-                           ("number", "<i4"), ("valid", "<i4")])
+_AEDAT3_HEADER = np.dtype(
+    [
+        ("type", "<i2"),
+        ("source", "<i2"),
+        ("size", "<i4"),
+        ("ts_offset", "<i4"),
+        ("ts_overflow", "<i4"),
+        ("capacity", "<i4"),
+        ("number", "<i4"),
+        ("valid", "<i4"),
+    ]
+)
 _POLARITY_EVENT = 1
 
 
@@ -45,8 +54,7 @@ def read_nmnist_bin(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     """``(t, x, y, p)`` of one N-MNIST ``.bin`` file."""
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size % 5:
-        raise DataError(f"{path}: {raw.size} bytes is not a whole number of 5-byte N-MNIST "
-                         "events")
+        raise DataError(f"{path}: {raw.size} bytes is not a whole number of 5-byte N-MNIST events")
     ev = raw.reshape(-1, 5).astype(np.int64)
     x, y = ev[:, 0], ev[:, 1]
     p = ev[:, 2] >> 7
@@ -57,7 +65,7 @@ def read_nmnist_bin(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
 def _header_end(data: bytes) -> tuple[bytes, int]:
     """The first header line and the offset of the first byte after the ``#`` lines."""
     offset, first = 0, b""
-    while offset < len(data) and data[offset:offset + 1] == b"#":
+    while offset < len(data) and data[offset : offset + 1] == b"#":
         end = data.find(b"\n", offset)
         end = len(data) if end < 0 else end + 1
         if not first:
@@ -76,8 +84,7 @@ def read_aedat(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
         return _read_aedat31(path, data, offset)
     body = data[offset:]
     if len(body) % 8:
-        raise DataError(f"{path}: AEDAT 2.0 body of {len(body)} bytes is not a whole number "
-                         "of 8-byte events")
+        raise DataError(f"{path}: AEDAT 2.0 body of {len(body)} bytes is not a whole number of 8-byte events")
     words = np.frombuffer(body, dtype=">u4").astype(np.int64)
     address, t = words[0::2], words[1::2]
     x, y, p = (address >> 1) & 0x7F, (address >> 8) & 0x7F, address & 1
@@ -95,12 +102,12 @@ def _read_aedat31(path: Path, data: bytes, offset: int):
         if size < 0 or offset + size > len(data):
             raise DataError(f"{path}: AEDAT 3.1 packet at byte {offset} runs past the file end")
         if int(head["type"]) == _POLARITY_EVENT and int(head["number"]):
-            events = np.frombuffer(data, dtype=[("data", "<u4"), ("t", "<i4")],
-                                   count=int(head["number"]), offset=offset)
+            events = np.frombuffer(
+                data, dtype=[("data", "<u4"), ("t", "<i4")], count=int(head["number"]), offset=offset
+            )
             word = events["data"].astype(np.int64)
             valid = (word & 1) == 1
-            ts.append((events["t"].astype(np.int64)
-                       | (int(head["ts_overflow"]) << 31))[valid])
+            ts.append((events["t"].astype(np.int64) | (int(head["ts_overflow"]) << 31))[valid])
             xs.append(((word >> 17) & 0x7FFF)[valid])
             ys.append(((word >> 2) & 0x7FFF)[valid])
             ps.append(((word >> 1) & 1)[valid])
@@ -110,8 +117,9 @@ def _read_aedat31(path: Path, data: bytes, offset: int):
     return tuple(np.concatenate(v) for v in (ts, xs, ys, ps))
 
 
-def integrate(events: tuple[np.ndarray, ...], frames: int, sensor: tuple[int, int],
-              size: tuple[int, int], where: Path) -> np.ndarray:
+def integrate(
+    events: tuple[np.ndarray, ...], frames: int, sensor: tuple[int, int], size: tuple[int, int], where: Path
+) -> np.ndarray:
     """Binary frames ``(frames, 2, H, W)`` of one sample's ``(t, x, y, p)`` (see the docstring)."""
     t, x, y, p = events
     h_in, w_in = sensor
@@ -127,8 +135,9 @@ def integrate(events: tuple[np.ndarray, ...], frames: int, sensor: tuple[int, in
 
 
 def _read_files(files: list[Path], reader: Callable, spec: dict) -> np.ndarray:
-    return np.stack([integrate(reader(f), spec["frames"], spec["sensor"], spec["size"], f)
-                     for f in files]).astype(np.float32)
+    return np.stack(
+        [integrate(reader(f), spec["frames"], spec["sensor"], spec["size"], f) for f in files]
+    ).astype(np.float32)
 
 
 def load_nmnist(root: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -142,22 +151,23 @@ def load_nmnist(root: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.nda
             files += found
             labels += [digit] * len(found)
         if not files:
-            raise MissingFileError(f"dataset 'n-mnist': no .bin files under {root / split}; "
-                                    f"expected {layout}")
+            raise MissingFileError(
+                f"dataset 'n-mnist': no .bin files under {root / split}; expected {layout}"
+            )
         out.append((_read_files(files, read_nmnist_bin, NMNIST), np.array(labels)))
     return out[0], out[1]
 
 
-def load_dvs_cifar10(root: Path) -> tuple[tuple[np.ndarray, np.ndarray],
-                                          tuple[np.ndarray, np.ndarray]]:
+def load_dvs_cifar10(root: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """DVS-CIFAR10 from ``root/<class>/*.aedat``, split 9:1 per class in file-name order."""
     layout = f"<data_dir>/{{{','.join(CIFAR10_CLASSES)}}}/*.aedat"
     train_files, train_y, test_files, test_y = [], [], [], []
     for label, cls in enumerate(CIFAR10_CLASSES):
         found = sorted((root / cls).glob("*.aedat"))
         if not found:
-            raise MissingFileError(f"dataset 'dvs-cifar10': no .aedat files in {root / cls}; "
-                                    f"expected {layout}")
+            raise MissingFileError(
+                f"dataset 'dvs-cifar10': no .aedat files in {root / cls}; expected {layout}"
+            )
         # 9:1, but a class with two or more files keeps at least one of each
         cut = max(1, min(len(found) - 1, int(TRAIN_FRACTION * len(found))))
         train_files += found[:cut]
@@ -165,7 +175,10 @@ def load_dvs_cifar10(root: Path) -> tuple[tuple[np.ndarray, np.ndarray],
         test_files += found[cut:]
         test_y += [label] * (len(found) - cut)
     if not test_files or not train_files:
-        raise DataError(f"dataset 'dvs-cifar10': {root} has too few files per class for a "
-                         "9:1 train/test split")
-    return ((_read_files(train_files, read_aedat, DVS_CIFAR10), np.array(train_y)),
-            (_read_files(test_files, read_aedat, DVS_CIFAR10), np.array(test_y)))
+        raise DataError(
+            f"dataset 'dvs-cifar10': {root} has too few files per class for a 9:1 train/test split"
+        )
+    return (
+        (_read_files(train_files, read_aedat, DVS_CIFAR10), np.array(train_y)),
+        (_read_files(test_files, read_aedat, DVS_CIFAR10), np.array(test_y)),
+    )

@@ -24,6 +24,7 @@ Why ``T = L``: an IF neuron from ``v = theta/2`` driven by a constant current ``
 the first spiking layer reproduces the QCFS activation exactly; deeper layers see
 uneven spike trains, so the network output matches the ANN approximately.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -40,10 +41,16 @@ from lmh_deploy.models.qcfs import QCFS
 IF_FACTORS = {"mu_d": 0.0, "mu_s": 0.0, "lam_d": 1.0, "lam_s": 1.0}
 
 
-def convert_qcfs_to_lmh(ann: nn.Module, *, arch: str, input_shape: tuple[int, ...],
-                        num_classes: int, arch_kwargs: dict[str, Any],
-                        timesteps: int | None = None,
-                        factors: str = "progressive") -> tuple[SpikingNet, dict[str, Any]]:
+def convert_qcfs_to_lmh(
+    ann: nn.Module,
+    *,
+    arch: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    arch_kwargs: dict[str, Any],
+    timesteps: int | None = None,
+    factors: str = "progressive",
+) -> tuple[SpikingNet, dict[str, Any]]:
     """Build the LM-H SNN of a QCFS ANN (same ``arch``/``arch_kwargs``).
 
     Returns ``(snn, snn_kwargs)``.
@@ -52,27 +59,30 @@ def convert_qcfs_to_lmh(ann: nn.Module, *, arch: str, input_shape: tuple[int, ..
     ``radical`` (every step starts from the same IF factors).
     """
     if arch_kwargs.get("neuron") != "qcfs":
-        raise InputError(f"hybrid conversion needs a QCFS ANN, got neuron="
-                         f"{arch_kwargs.get('neuron')!r}")
+        raise InputError(f"hybrid conversion needs a QCFS ANN, got neuron={arch_kwargs.get('neuron')!r}")
     if factors not in ("progressive", "radical"):
-        raise InputError(f"hybrid conversion needs learnable LM-H factors (progressive or "
-                         f"radical), got {factors!r}")
+        raise InputError(
+            f"hybrid conversion needs learnable LM-H factors (progressive or radical), got {factors!r}"
+        )
     levels = int(arch_kwargs.get("qcfs_levels", 4))
-    snn_kwargs = {**arch_kwargs, "neuron": "lmh", "factors": factors,
-                  "timesteps": int(timesteps or levels)}
+    snn_kwargs = {**arch_kwargs, "neuron": "lmh", "factors": factors, "timesteps": int(timesteps or levels)}
     snn = build(arch, input_shape, num_classes, **snn_kwargs)
     qcfs_layers = [m for m in ann.modules() if isinstance(m, QCFS)]
     neurons = [m for m in snn.modules() if isinstance(m, LMHNeuron)]
     if len(qcfs_layers) != len(neurons):
-        raise InputError(f"ANN has {len(qcfs_layers)} QCFS layers but the SNN {len(neurons)} "
-                         "neurons; the architectures differ")
+        raise InputError(
+            f"ANN has {len(qcfs_layers)} QCFS layers but the SNN {len(neurons)} "
+            "neurons; the architectures differ"
+        )
     state = dict(ann.state_dict())
     missing, unexpected = snn.load_state_dict(state, strict=False)
     # The only SNN entries the ANN lacks are the factor logits, which are set below.
     bad = [k for k in missing if not k.rsplit(".", 1)[-1].startswith("x_")]
     if bad or unexpected:
-        raise InputError(f"ANN and SNN state dicts differ beyond the neuron factors: "
-                         f"missing {bad}, unexpected {list(unexpected)}")
+        raise InputError(
+            f"ANN and SNN state dicts differ beyond the neuron factors: "
+            f"missing {bad}, unexpected {list(unexpected)}"
+        )
     with torch.no_grad():
         for q, n in zip(qcfs_layers, neurons):
             theta = q.theta.item()
@@ -83,17 +93,21 @@ def convert_qcfs_to_lmh(ann: nn.Module, *, arch: str, input_shape: tuple[int, ..
     return snn, snn_kwargs
 
 
-def load_and_convert(path: str, *, timesteps: int | None = None,
-                     factors: str = "progressive") -> tuple[SpikingNet, dict[str, Any],
-                                                            dict[str, Any]]:
+def load_and_convert(
+    path: str, *, timesteps: int | None = None, factors: str = "progressive"
+) -> tuple[SpikingNet, dict[str, Any], dict[str, Any]]:
     """Read a QCFS checkpoint and convert it; returns ``(snn, snn_kwargs, ann payload)``."""
     from lmh_deploy.models.checkpoint import load_checkpoint
 
     ann, payload = load_checkpoint(path)
     ds = payload["dataset"]
-    snn, kwargs = convert_qcfs_to_lmh(ann, arch=payload["arch"],
-                                      input_shape=tuple(ds["input_shape"]),
-                                      num_classes=int(ds["num_classes"]),
-                                      arch_kwargs=payload["arch_kwargs"], timesteps=timesteps,
-                                      factors=factors)
+    snn, kwargs = convert_qcfs_to_lmh(
+        ann,
+        arch=payload["arch"],
+        input_shape=tuple(ds["input_shape"]),
+        num_classes=int(ds["num_classes"]),
+        arch_kwargs=payload["arch_kwargs"],
+        timesteps=timesteps,
+        factors=factors,
+    )
     return snn, kwargs, payload

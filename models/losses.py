@@ -7,6 +7,7 @@
 With time-slicing (:func:`models.train.train`) both are applied to the outputs of one
 slice, as Algorithm 2 of the paper does.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,9 @@ def rate_ce(outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(outputs.mean(0), target)
 
 
-def tet_loss(outputs: torch.Tensor, target: torch.Tensor, *, lam: float = 0.0,
-             phi: float = 1.0) -> torch.Tensor:
+def tet_loss(
+    outputs: torch.Tensor, target: torch.Tensor, *, lam: float = 0.0, phi: float = 1.0
+) -> torch.Tensor:
     """TET: ``(1-lam) * mean_t CE(O_t, y) + lam * mean_t MSE(O_t, phi)``.
 
     ``mean_t CE(O_t, y)`` with the batch-mean CE of each step equals the CE of all

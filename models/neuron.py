@@ -5,6 +5,7 @@ One implementation serves every configuration: ``progressive`` factors
 set per time step, Eq. 7) and ``fixed`` factors (LIF: ``mu_d = mu_s = 0``,
 ``lam_d = 1``, ``lam_s = decay``). Tensors are time-major: ``(T, B, ...)``.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,11 +64,20 @@ class LMHNeuron(nn.Module):
     theta: torch.Tensor  # buffers and parameters registered in __init__
     x_mu_d: torch.Tensor
 
-    def __init__(self, *, theta: float = 1.0, factors: FactorMode = "progressive",
-                 timesteps: int | None = None, gamma: float = 1.0, lif_decay: float = 0.5,
-                 per_channel: int | None = None, reset: str = "subtract",
-                 reset_value: float = 0.0, threshold_test: str = ">=",
-                 v_s_init: float = 0.5) -> None:
+    def __init__(
+        self,
+        *,
+        theta: float = 1.0,
+        factors: FactorMode = "progressive",
+        timesteps: int | None = None,
+        gamma: float = 1.0,
+        lif_decay: float = 0.5,
+        per_channel: int | None = None,
+        reset: str = "subtract",
+        reset_value: float = 0.0,
+        threshold_test: str = ">=",
+        v_s_init: float = 0.5,
+    ) -> None:
         super().__init__()
         if not (theta > 0 and math.isfinite(theta)):
             raise InputError(f"LMHNeuron: theta must be finite and > 0, got {theta}")
@@ -78,8 +88,7 @@ class LMHNeuron(nn.Module):
         if not 0.5 <= lif_decay < 1.5:
             raise InputError(f"LMHNeuron: lif_decay must lie in [0.5, 1.5), got {lif_decay}")
         if reset not in ("subtract", "set") or threshold_test not in (">=", ">"):
-            raise InputError(f"LMHNeuron: unknown rules reset={reset!r}, "
-                             f"threshold_test={threshold_test!r}")
+            raise InputError(f"LMHNeuron: unknown rules reset={reset!r}, threshold_test={threshold_test!r}")
         self.reset = reset
         self.reset_value = float(reset_value)
         self.threshold_test = threshold_test
@@ -106,10 +115,10 @@ class LMHNeuron(nn.Module):
         """The real factors, each ``(K, C)`` (K time rows, C channels or 1)."""
         if self.factor_mode == "fixed":
             zeros = torch.zeros_like(self.x_mu_d)
-            return {"mu_d": zeros, "mu_s": zeros, "lam_d": zeros + 1.0,
-                    "lam_s": zeros + self.lif_decay}
-        return {n: SIGMOID_SCALE * torch.sigmoid(getattr(self, f"x_{n}")) + SIGMOID_SHIFT[n]
-                for n in FACTOR_NAMES}
+            return {"mu_d": zeros, "mu_s": zeros, "lam_d": zeros + 1.0, "lam_s": zeros + self.lif_decay}
+        return {
+            n: SIGMOID_SCALE * torch.sigmoid(getattr(self, f"x_{n}")) + SIGMOID_SHIFT[n] for n in FACTOR_NAMES
+        }
 
     def set_factors(self, **values: float) -> None:
         """Set real factor values (inverse sigmoid); e.g. hybrid conversion's mu_d = 0, lam_d = 1."""
@@ -154,8 +163,7 @@ class LMHNeuron(nn.Module):
         # unbind, not current[t]: indexing costs a full-size zero fill per step in backward.
         for t, current_t in enumerate(current.unbind(0)):
             k = min(self.step_offset + t, rows - 1)
-            mu_d, mu_s, lam_d, lam_s = (self._broadcast(table[n][k], current.dim() - 1)
-                                        for n in FACTOR_NAMES)
+            mu_d, mu_s, lam_d, lam_s = (self._broadcast(table[n][k], current.dim() - 1) for n in FACTOR_NAMES)
             v_d = mu_d * v_d + mu_s * v_s + current_t
             m_s = lam_s * v_s + lam_d * v_d
             spike = spike_fn(m_s - theta, self.gamma, self.threshold_test == ">")
@@ -175,13 +183,20 @@ class LMHNeuron(nn.Module):
     def rules(self) -> dict[str, Any]:
         """The neuron rules in the IR's terms (absolute reset value and initial states)."""
         theta = float(self.theta)
-        return {"reset": self.reset, "reset_value": self.reset_value,
-                "threshold_test": self.threshold_test, "reset_timing": "same-step",
-                "v_d_init": 0.0, "v_s_init": self.v_s_init * theta}
+        return {
+            "reset": self.reset,
+            "reset_value": self.reset_value,
+            "threshold_test": self.threshold_test,
+            "reset_timing": "same-step",
+            "v_d_init": 0.0,
+            "v_s_init": self.v_s_init * theta,
+        }
 
     def extra_repr(self) -> str:
-        return (f"factors={self.factor_mode}, theta={float(self.theta):g}, gamma={self.gamma:g}, "
-                f"reset={self.reset}, test='{self.threshold_test}', v_s_init={self.v_s_init:g}")
+        return (
+            f"factors={self.factor_mode}, theta={float(self.theta):g}, gamma={self.gamma:g}, "
+            f"reset={self.reset}, test='{self.threshold_test}', v_s_init={self.v_s_init:g}"
+        )
 
 
 #: The neuron Lava's LIF implements (PyLifModelBitAcc): v set to 0 on a spike, spike on

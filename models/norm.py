@@ -42,6 +42,7 @@ bias ``c`` (0 when absent) becomes ``W' = scale[:, None, ...] * W`` and
 time step is the same affine map of its input, so a folded network is exactly
 the unfolded one in eval mode.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,16 +73,23 @@ class _TimeMajorBatchNorm(_BatchNorm):
     alpha_theta: torch.Tensor
     momentum: float
 
-    def __init__(self, num_features: int, *, alpha: float = 1.0, theta: float = 1.0,
-                 eps: float = 1e-5, momentum: float = 0.1) -> None:
-        super().__init__(num_features, eps=eps, momentum=momentum, affine=True,
-                         track_running_stats=True)
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        alpha: float = 1.0,
+        theta: float = 1.0,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+    ) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=True, track_running_stats=True)
         self.register_buffer("alpha_theta", torch.tensor(float(alpha) * float(theta)))
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() not in (3, 5):
-            raise ValueError(f"{type(self).__name__}: expected (T, B, C) or (T, B, C, H, W), "
-                             f"got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"{type(self).__name__}: expected (T, B, C) or (T, B, C, H, W), got shape {tuple(x.shape)}"
+            )
 
     def effective_weight(self) -> torch.Tensor:
         """``weight * alpha * theta``: the scale applied to the normalised value."""
@@ -96,11 +104,18 @@ class _TimeMajorBatchNorm(_BatchNorm):
         t, b = x.shape[:2]
         flat = x.reshape(t * b, *x.shape[2:])
         if training:
-            y = F.batch_norm(flat, None, None, self.effective_weight(), self.bias, True, 0.0,
-                             self.eps)
+            y = F.batch_norm(flat, None, None, self.effective_weight(), self.bias, True, 0.0, self.eps)
         else:
-            y = F.batch_norm(flat, self.running_mean, self.running_var, self.effective_weight(),
-                             self.bias, False, 0.0, self.eps)
+            y = F.batch_norm(
+                flat,
+                self.running_mean,
+                self.running_var,
+                self.effective_weight(),
+                self.bias,
+                False,
+                0.0,
+                self.eps,
+            )
         return y.reshape(x.shape)
 
     @torch.no_grad()
@@ -188,8 +203,9 @@ class StepBatchNorm(_TimeMajorBatchNorm):
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         w = self.effective_weight()
-        return torch.stack([F.batch_norm(step, None, None, w, self.bias, True, 0.0, self.eps)
-                            for step in x.unbind(0)])
+        return torch.stack(
+            [F.batch_norm(step, None, None, w, self.bias, True, 0.0, self.eps) for step in x.unbind(0)]
+        )
 
 
 class ThresholdDependentBatchNorm(_TimeMajorBatchNorm):
@@ -199,8 +215,7 @@ class ThresholdDependentBatchNorm(_TimeMajorBatchNorm):
         return self._eval_or_joint(x, True)
 
 
-def make_norm(kind: str, num_features: int, *, theta: float = 1.0,
-              alpha: float = 1.0) -> nn.Module | None:
+def make_norm(kind: str, num_features: int, *, theta: float = 1.0, alpha: float = 1.0) -> nn.Module | None:
     """``"bn"`` / ``"tdbn"`` layer for ``num_features`` channels, ``None`` for ``"none"``."""
     if kind == "none":
         return None
@@ -239,8 +254,7 @@ def fold_affine(weight, bias, scale, shift):
     """
     per_out = (-1,) + (1,) * (weight.ndim - 1)
     per_channel = (-1,) + (1,) * (bias.ndim - 1)
-    return (weight * scale.reshape(per_out),
-            bias * scale.reshape(per_channel) + shift.reshape(per_channel))
+    return (weight * scale.reshape(per_out), bias * scale.reshape(per_channel) + shift.reshape(per_channel))
 
 
 def fold_into(layer: nn.Conv2d | nn.Linear, norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

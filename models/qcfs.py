@@ -11,6 +11,7 @@ A QCFS network is an ANN: it is stateless and ignores time (it is applied to eac
 frame; a static image gives outputs of shape ``(1, B, classes)``, see
 :class:`~models.architectures.SpikingNet`).
 """
+
 from __future__ import annotations
 
 import math

@@ -32,6 +32,7 @@ loader all-reduces ``correct``/``total``, so every rank reports the full test se
 accuracy. Mixed precision (``amp=True``, CUDA only): ``torch.autocast`` (float16) for
 forward and loss, ``torch.amp.GradScaler`` for backward and step.
 """
+
 from __future__ import annotations
 
 import time
@@ -142,8 +143,14 @@ def _sharded(loader: DataLoader, distributed: bool | None) -> bool:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, *, timesteps: int | None = None,
-             device: str = "cpu", distributed: bool | None = None) -> float:
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    timesteps: int | None = None,
+    device: str = "cpu",
+    distributed: bool | None = None,
+) -> float:
     """Top-1 accuracy of the time-averaged output.
 
     ``distributed``: all-reduce ``correct``/``total`` over ranks (every rank gets the
@@ -165,8 +172,14 @@ def evaluate(model: nn.Module, loader: DataLoader, *, timesteps: int | None = No
 
 
 @torch.no_grad()
-def evaluate_per_timestep(model: nn.Module, loader: DataLoader, *, timesteps: int,
-                          device: str = "cpu", distributed: bool | None = None) -> list[float]:
+def evaluate_per_timestep(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    timesteps: int,
+    device: str = "cpu",
+    distributed: bool | None = None,
+) -> list[float]:
     """Accuracy of the output averaged over the first ``t`` steps, for ``t = 1..timesteps``.
 
     One run of ``timesteps`` steps: the network is causal, so its first ``t`` outputs are
@@ -182,7 +195,8 @@ def evaluate_per_timestep(model: nn.Module, loader: DataLoader, *, timesteps: in
     for x, y in loader:
         out = model(time_major(x.to(device)), timesteps)
         csum = out.cumsum(0) / torch.arange(1, out.shape[0] + 1, device=out.device).reshape(
-            -1, *([1] * (out.dim() - 1)))
+            -1, *([1] * (out.dim() - 1))
+        )
         pred = csum.argmax(-1).cpu()  # (T', B)
         hits = (pred == y).sum(1).float()
         if hits.shape[0] < timesteps:
@@ -190,8 +204,7 @@ def evaluate_per_timestep(model: nn.Module, loader: DataLoader, *, timesteps: in
         correct += hits
         total += len(y)
     if _sharded(loader, distributed):
-        reduced = D.all_reduce_sum(torch.cat([correct.double(), torch.tensor([float(total)])]),
-                                   device)
+        reduced = D.all_reduce_sum(torch.cat([correct.double(), torch.tensor([float(total)])]), device)
         correct, total = reduced[:-1].to(correct.dtype), int(reduced[-1])
     return (correct / max(total, 1)).tolist()
 
@@ -202,11 +215,19 @@ def _autocast(device: str, amp: bool):
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.float16)
 
 
-def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, x: torch.Tensor,
-               y: torch.Tensor, *, timesteps: int | None, time_slice: int | None,
-               meter: SavedTensorMeter | None = None,
-               scaler: torch.amp.GradScaler | None = None,
-               global_n: int | None = None) -> tuple[float, int]:
+def train_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    loss_fn: Callable,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    timesteps: int | None,
+    time_slice: int | None,
+    meter: SavedTensorMeter | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    global_n: int | None = None,
+) -> tuple[float, int]:
     """One batch: full BPTT, or ``ceil(T/k)`` slice updates; returns ``(mean loss, steps)``.
 
     ``model`` may be wrapped in ``DistributedDataParallel``: the forward goes through the
@@ -258,7 +279,7 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, 
             k = min(time_slice, steps - start)
             opt.zero_grad(set_to_none=True)
             with meter, _autocast(device, amp):
-                out = model(x if static else x[start:start + k], k)
+                out = model(x if static else x[start : start + k], k)
                 loss, value = objective(out)
             update(loss)  # under DDP: one gradient all-reduce per slice (no no_sync)
             base.detach_state()
@@ -268,8 +289,13 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, loss_fn: Callable, 
     return sum(losses) / len(losses), len(losses)
 
 
-def train(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
-          cfg: TrainConfig, progress: Callable[[int, int, float], None] | None = None) -> dict:
+def train(
+    model: nn.Module,
+    train_loader: DataLoader,
+    test_loader: DataLoader,
+    cfg: TrainConfig,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> dict:
     """Train; returns ``{"accuracy", "epochs", "seconds_per_epoch", "peak_memory_bytes",
     "optimizer_steps", "history"}`` (accuracy of the last epoch, at the training ``T``)."""
     torch.manual_seed(cfg.seed)
@@ -280,14 +306,12 @@ def train(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
     if cfg.time_slice and getattr(model, "is_ann", False):
         raise InputError("time-slicing trains spiking networks; a QCFS ANN has no time steps")
     if cfg.amp and not str(cfg.device).startswith("cuda"):
-        raise InputError("mixed precision (amp) needs a CUDA device; got device "
-                         f"{cfg.device!r}")
+        raise InputError(f"mixed precision (amp) needs a CUDA device; got device {cfg.device!r}")
     loss_fn = LOSSES[cfg.loss]
     model.to(cfg.device)
     net = D.wrap_ddp(model, cfg.device)  # the model itself without a process group
     main = D.rank() == 0
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(cfg.epochs, 1))
     scaler = torch.amp.GradScaler("cuda") if cfg.amp else None
     meter = SavedTensorMeter.for_model(model)
@@ -295,20 +319,27 @@ def train(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
     acc = 0.0
     opt_steps = 0
     for epoch in range(cfg.epochs):
-        for sampler in (getattr(train_loader, "batch_sampler", None),
-                        getattr(train_loader, "sampler", None)):
+        for sampler in (getattr(train_loader, "batch_sampler", None), getattr(train_loader, "sampler", None)):
             set_epoch = getattr(sampler, "set_epoch", None)
             if set_epoch is not None:
                 set_epoch(epoch)
         net.train()
         start = time.perf_counter()
         weighted, counts = [], []  # per batch: this rank's loss * samples, samples
-        sizes = getattr(getattr(train_loader, "batch_sampler", None), "global_batch_sizes",
-                        lambda: None)()
+        sizes = getattr(getattr(train_loader, "batch_sampler", None), "global_batch_sizes", lambda: None)()
         for i, (x, y) in enumerate(train_loader):
-            loss, n = train_step(net, opt, loss_fn, x.to(cfg.device), y.to(cfg.device),
-                                 timesteps=cfg.timesteps, time_slice=cfg.time_slice, meter=meter,
-                                 scaler=scaler, global_n=sizes[i] if sizes else None)
+            loss, n = train_step(
+                net,
+                opt,
+                loss_fn,
+                x.to(cfg.device),
+                y.to(cfg.device),
+                timesteps=cfg.timesteps,
+                time_slice=cfg.time_slice,
+                meter=meter,
+                scaler=scaler,
+                global_n=sizes[i] if sizes else None,
+            )
             weighted.append(loss * len(y))
             counts.append(float(len(y)))
             opt_steps += n
@@ -316,18 +347,22 @@ def train(model: nn.Module, train_loader: DataLoader, test_loader: DataLoader,
         seconds.append(time.perf_counter() - start)
         if D.world_size() > 1:  # per-batch means over the global batches
             red = D.all_reduce_sum(weighted + counts, cfg.device)
-            weighted, counts = red[:len(weighted)].tolist(), red[len(weighted):].tolist()
+            weighted, counts = red[: len(weighted)].tolist(), red[len(weighted) :].tolist()
         batch_means = [w / c for w, c in zip(weighted, counts) if c]
         epoch_loss = sum(batch_means) / max(len(batch_means), 1)
         acc = evaluate(model, test_loader, timesteps=cfg.timesteps, device=cfg.device)
-        cfg.history.append({"epoch": epoch + 1, "loss": epoch_loss,
-                            "accuracy": acc, "seconds": seconds[-1]})
+        cfg.history.append({"epoch": epoch + 1, "loss": epoch_loss, "accuracy": acc, "seconds": seconds[-1]})
         if cfg.log and main:
-            cfg.log(f"epoch {epoch + 1}/{cfg.epochs}: loss {epoch_loss:.4f} "
-                    f"acc {acc:.4f} ({seconds[-1]:.1f} s)")
+            cfg.log(
+                f"epoch {epoch + 1}/{cfg.epochs}: loss {epoch_loss:.4f} acc {acc:.4f} ({seconds[-1]:.1f} s)"
+            )
         if progress and main:
             progress(epoch + 1, cfg.epochs, acc)
-    return {"accuracy": acc, "epochs": cfg.epochs,
-            "seconds_per_epoch": sum(seconds) / max(len(seconds), 1),
-            "peak_memory_bytes": int(D.all_reduce_max(meter.peak, cfg.device)),
-            "optimizer_steps": opt_steps, "history": cfg.history}
+    return {
+        "accuracy": acc,
+        "epochs": cfg.epochs,
+        "seconds_per_epoch": sum(seconds) / max(len(seconds), 1),
+        "peak_memory_bytes": int(D.all_reduce_max(meter.peak, cfg.device)),
+        "optimizer_steps": opt_steps,
+        "history": cfg.history,
+    }

@@ -3,6 +3,7 @@
 ``simulate`` runs one batch; ``simulate_batched`` runs any number of samples in mini-batches
 under a memory budget (same record, bit for bit).
 """
+
 from lmh_deploy.sim.batching import default_batch_size, run_in_batches, simulate_batched
 from lmh_deploy.sim.simulator import simulate
 

@@ -6,6 +6,7 @@ concatenated per-sample arrays, summed counters), bit for bit. The default mini-
 sized from the memory one sample needs (states, chunk buffers, recorded rasters and traces)
 and a budget of a quarter of the memory available now.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,14 @@ def available_memory_bytes() -> int:
         return 4 << 30
 
 
-def bytes_per_sample(graph: Graph, timesteps: int, *, record_spikes: bool = True,
-                     record_states: bool = False, chunk_steps: int | None = None) -> int:
+def bytes_per_sample(
+    graph: Graph,
+    timesteps: int,
+    *,
+    record_spikes: bool = True,
+    record_states: bool = False,
+    chunk_steps: int | None = None,
+) -> int:
     """Peak bytes one sample adds to a simulation of ``timesteps`` steps (an upper estimate).
 
     Per neuron: states and flags (8 + 8 + 1 + 1 bytes), per chunk step a spike buffer, its
@@ -64,16 +71,16 @@ def bytes_per_sample(graph: Graph, timesteps: int, *, record_spikes: bool = True
     return max(total, 1)
 
 
-def default_batch_size(graph: Graph, timesteps: int, *, budget_bytes: int | None = None,
-                       **record) -> int:
+def default_batch_size(graph: Graph, timesteps: int, *, budget_bytes: int | None = None, **record) -> int:
     """Samples per mini-batch that fit ``budget_bytes`` (default: a share of free memory)."""
     budget = budget_bytes or max(MIN_BUDGET_BYTES, int(MEMORY_FRACTION * available_memory_bytes()))
     per_sample = bytes_per_sample(graph, timesteps, **record)
     return int(min(MAX_BATCH, max(1, budget // per_sample)))
 
 
-def run_in_batches(fn: Callable[[np.ndarray], RunRecord], x: np.ndarray, batch_size: int, *,
-                   axis: int = 0) -> RunRecord:
+def run_in_batches(
+    fn: Callable[[np.ndarray], RunRecord], x: np.ndarray, batch_size: int, *, axis: int = 0
+) -> RunRecord:
     """``fn`` over consecutive mini-batches of ``x`` (samples on ``axis``), records merged.
 
     Equals :func:`lmh_deploy.backends.sharding.merge_records` of the per-batch records, but
@@ -139,8 +146,9 @@ def _add_batch(merged: RunRecord, rec: RunRecord, start: int) -> None:
             merged.spike_stats[k][key] = merged.spike_stats[k][key] + value
 
 
-def simulate_batched(graph: Graph, x_int: np.ndarray, timesteps: int, *,
-                     batch_size: int | None = None, **kwargs) -> RunRecord:
+def simulate_batched(
+    graph: Graph, x_int: np.ndarray, timesteps: int, *, batch_size: int | None = None, **kwargs
+) -> RunRecord:
     """:func:`lmh_deploy.sim.simulate` in mini-batches of ``batch_size`` samples (default:
     :func:`default_batch_size`); the merged record equals the single run's exactly."""
     from lmh_deploy.sim.simulator import simulate
@@ -148,7 +156,11 @@ def simulate_batched(graph: Graph, x_int: np.ndarray, timesteps: int, *,
     static = x_int.ndim == len(graph.node(graph.order()[0]).shape) + 1
     if batch_size is None:
         batch_size = default_batch_size(
-            graph, timesteps, record_spikes=kwargs.get("record_spikes", True),
-            record_states=kwargs.get("record_states", False))
-    return run_in_batches(lambda xs: simulate(graph, xs, timesteps, **kwargs), x_int, batch_size,
-                          axis=0 if static else 1)
+            graph,
+            timesteps,
+            record_spikes=kwargs.get("record_spikes", True),
+            record_states=kwargs.get("record_states", False),
+        )
+    return run_in_batches(
+        lambda xs: simulate(graph, xs, timesteps, **kwargs), x_int, batch_size, axis=0 if static else 1
+    )

@@ -22,6 +22,7 @@ any kernel constant over aligned stride blocks, with padding a multiple of the s
 factored. A diagonal 1 x 1 kernel at stride 1 (a residual net's identity shortcut, quantised
 as a convolution) is a per-channel product. Every other kernel runs as it is.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,8 +78,15 @@ def conv_plan(node) -> ConvPlan:
     if sy * sx == 1 or py % sy or px % sx or not block_constant(kernel, (sy, sx)):
         return ConvPlan((c, h, w), kernel, (sy, sx), (py, px), (1, 1), (0, 0), out_hw)
     pooled_h, pooled_w = -(-h // sy), -(-w // sx)
-    return ConvPlan((c, h, w), np.ascontiguousarray(kernel[:, :, ::sy, ::sx]), (1, 1),
-                    (py // sy, px // sx), (sy, sx), (pooled_h * sy - h, pooled_w * sx - w), out_hw)
+    return ConvPlan(
+        (c, h, w),
+        np.ascontiguousarray(kernel[:, :, ::sy, ::sx]),
+        (1, 1),
+        (py // sy, px // sx),
+        (sy, sx),
+        (pooled_h * sy - h, pooled_w * sx - w),
+        out_hw,
+    )
 
 
 def _diagonal(kernel: np.ndarray) -> bool:
@@ -110,14 +118,13 @@ def run_conv(plan: ConvPlan, x, kernel):
             x = F.pad(x, (0, plan.pool_pad[1], 0, plan.pool_pad[0]))
         x = F.avg_pool2d(x, plan.pool, divisor_override=1)  # a sum: integers, exact
     if kernel.dtype == torch.int64:
-        cols = F.unfold(x, tuple(kernel.shape[2:]), padding=plan.padding,
-                        stride=plan.stride).to(torch.int64)
+        cols = F.unfold(x, tuple(kernel.shape[2:]), padding=plan.padding, stride=plan.stride).to(torch.int64)
         conv_h = (x.shape[2] + 2 * plan.padding[0] - kernel.shape[2]) // plan.stride[0] + 1
         out = (kernel.reshape(kernel.shape[0], -1) @ cols).reshape(rows, kernel.shape[0], conv_h, -1)
     else:
         out = F.conv2d(x, kernel, stride=plan.stride, padding=plan.padding)
     if tuple(out.shape[2:]) != plan.out_hw:
-        out = out[:, :, :plan.out_hw[0], :plan.out_hw[1]]
+        out = out[:, :, : plan.out_hw[0], : plan.out_hw[1]]
     return out.reshape(rows, -1)
 
 
@@ -131,11 +138,13 @@ def pooled_integers(plan: ConvPlan, pre: np.ndarray) -> np.ndarray:
     sy, sx = plan.pool
     c, h, w = plan.input_shape
     dtype = np.uint8 if x.dtype == np.uint8 and plan.pool_area <= 255 else np.int64
-    out: np.ndarray = np.zeros((rows, c, (h + plan.pool_pad[0]) // sy,
-                                (w + plan.pool_pad[1]) // sx), dtype)
+    out: np.ndarray = np.zeros((rows, c, (h + plan.pool_pad[0]) // sy, (w + plan.pool_pad[1]) // sx), dtype)
     for dy in range(sy):
         for dx in range(sx):
             part = x[:, :, dy::sy, dx::sx]
-            np.add(out[:, :, :part.shape[2], :part.shape[3]], part,
-                   out=out[:, :, :part.shape[2], :part.shape[3]])
+            np.add(
+                out[:, :, : part.shape[2], : part.shape[3]],
+                part,
+                out=out[:, :, : part.shape[2], : part.shape[3]],
+            )
     return out

@@ -19,6 +19,7 @@ vectorise branches with side effects):
   largest input the int32 sums can hold (:func:`raw_limit`); a call that does not fit (say
   Lava LIF's ``a << 6`` on a huge fan-in) runs the same code in int64, exact for any input.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,8 +59,13 @@ def kernel_form(p) -> KernelForm:
     bias_d = int(np.abs(p.bias_d).max(initial=0))
     bias_s = int(np.abs(p.bias_s).max(initial=0))
     in_range = [abs(int(v)) <= STATE_LIMIT for v in (p.reset_value, p.v_d_init, p.v_s_init)]
-    ok = (peak_f <= FACTOR_SAFE and bias_d <= INT32_SAFE and bias_s <= INT32_SAFE
-          and 0 <= p.theta <= INT32_SAFE and all(in_range))
+    ok = (
+        peak_f <= FACTOR_SAFE
+        and bias_d <= INT32_SAFE
+        and bias_s <= INT32_SAFE
+        and 0 <= p.theta <= INT32_SAFE
+        and all(in_range)
+    )
     # |R(f v)| <= |f| * 2**23 / 4096 + 1 for |v| <= 2**23
     dend = int((np.abs(factors[0]) + np.abs(factors[1])).max(initial=0)) * 2048 + 2 + bias_d
     soma = int((np.abs(factors[2]) + np.abs(factors[3])).max(initial=0)) * 2048 + 2 + bias_s
@@ -73,8 +79,13 @@ def kernel_form(p) -> KernelForm:
     if limit < 0:
         ok = False
     dtype = np.int32 if ok else np.int64
-    return KernelForm(np.ascontiguousarray(factors, dtype), np.asarray(p.bias_d, dtype),
-                      np.asarray(p.bias_s, dtype), ok, max(limit, 0) if ok else -1)
+    return KernelForm(
+        np.ascontiguousarray(factors, dtype),
+        np.asarray(p.bias_d, dtype),
+        np.asarray(p.bias_s, dtype),
+        ok,
+        max(limit, 0) if ok else -1,
+    )
 
 
 def input_shifts(weight_exp: int | None, input_shift: int) -> tuple[int, int]:
@@ -127,8 +138,7 @@ def _as(typingctx, x, like):
     """``x`` converted to the integer type of ``like`` (sign-extended, truncated, or a float
     truncated toward zero): numba widens int32 arithmetic to int64; wrapping every
     operation in ``_as`` keeps it at the state's width, so LLVM emits 8-lane int32 code."""
-    if not isinstance(like, types.Integer) or not isinstance(x, (types.Integer, types.Float,
-                                                                 types.Boolean)):
+    if not isinstance(like, types.Integer) or not isinstance(x, (types.Integer, types.Float, types.Boolean)):
         return None
 
     def codegen(context, builder, sig, args):
@@ -153,8 +163,7 @@ def _zero_of(typingctx, array):
 def _product(f, v, half, tz_mask, sign_bit):
     """``R(f * v / 4096)`` from the split ``v`` (all arguments of one integer type)."""
     c = _as(half + _as(_ashr(_as(f ^ v, v), sign_bit) & tz_mask, v), v)
-    return _as(_as(f * _ashr(v, _as(12, v)), v) + _ashr(_as(_as(f * (v & 4095), v) + c, v),
-                                                      _as(12, v)), v)
+    return _as(_as(f * _ashr(v, _as(12, v)), v) + _ashr(_as(_as(f * (v & 4095), v) + c, v), _as(12, v)), v)
 
 
 @numba.njit(inline="always")
@@ -189,8 +198,29 @@ def _make_kernel(fixed, write_f: bool, write_tr: bool):
     c_round, c_ov_d, c_ov_s, c_gt, c_set, c_next = fixed or (0, 0, 0, 0, 0, 0)
 
     @numba.njit(cache=True, nogil=True)
-    def kernel(cur, steps, right, left, t0, factors, bias_d, bias_s, theta, reset_value, rules,
-               v_d, v_s, s_prev, fired, neuron_spikes, spikes, spikes_f, tr_d, tr_s, counts):
+    def kernel(
+        cur,
+        steps,
+        right,
+        left,
+        t0,
+        factors,
+        bias_d,
+        bias_s,
+        theta,
+        reset_value,
+        rules,
+        v_d,
+        v_s,
+        s_prev,
+        fired,
+        neuron_spikes,
+        spikes,
+        spikes_f,
+        tr_d,
+        tr_s,
+        counts,
+    ):
         """``cur`` (c, B, n), or (1, B, n) for a current that is the same every step; the
         arithmetic is in the integer type of ``v_d`` (int32 only where the caller checked
         the bounds)."""
@@ -240,13 +270,25 @@ def _make_kernel(fixed, write_f: bool, write_tr: bool):
                     a = _shl(_ashr(_as(c_row[i], z), r), sh)
                     vd0 = vd_row[i]
                     vs0 = vs_row[i]
-                    x = _as(_as(_product(_as(mu_d[i], z), vd0, half, tz_mask, sign_bit)
-                                + _product(_as(mu_s[i], z), vs0, half, tz_mask, sign_bit), z)
-                            + _as(a + _as(bias_d[i], z), z), z)
+                    x = _as(
+                        _as(
+                            _product(_as(mu_d[i], z), vd0, half, tz_mask, sign_bit)
+                            + _product(_as(mu_s[i], z), vs0, half, tz_mask, sign_bit),
+                            z,
+                        )
+                        + _as(a + _as(bias_d[i], z), z),
+                        z,
+                    )
                     x, n_d = _overflow(x, hi_d, lo_d, wrap_d)
-                    m = _as(_as(_product(_as(lam_s[i], z), vs0, half, tz_mask, sign_bit)
-                                + _product(_as(lam_d[i], z), x, half, tz_mask, sign_bit), z)
-                            + _as(bias_s[i], z), z)
+                    m = _as(
+                        _as(
+                            _product(_as(lam_s[i], z), vs0, half, tz_mask, sign_bit)
+                            + _product(_as(lam_d[i], z), x, half, tz_mask, sign_bit),
+                            z,
+                        )
+                        + _as(bias_s[i], z),
+                        z,
+                    )
                     prev = prev_row[i] if (generic or c_next) else False
                     m = _as(m - (th if (delayed_sub & prev) else z), z)
                     m, n_s = _overflow(m, hi_s, lo_s, wrap_s)

@@ -1,5 +1,6 @@
 """Compiled event-driven synaptic sums (numba): only active presynaptic inputs are read,
 for dense matrices (a gather of rows) and for convolutions (a scatter of kernel taps)."""
+
 from __future__ import annotations
 
 import numba
@@ -77,8 +78,9 @@ def _conv_scatter(pre, w_t, out, sy, sx, py, px):
                     out[r, o, oy, ox] = acc[oy, ox, o]
 
 
-def conv_scatter(pre: np.ndarray, w_t: np.ndarray, out: np.ndarray, stride: tuple[int, int],
-                 padding: tuple[int, int]) -> None:
+def conv_scatter(
+    pre: np.ndarray, w_t: np.ndarray, out: np.ndarray, stride: tuple[int, int], padding: tuple[int, int]
+) -> None:
     """Event-driven convolution: each nonzero input adds its value times the kernel taps it
     meets to the outputs it reaches; work proportional to the events.
 

@@ -17,6 +17,7 @@ arrays when numba is importable, else the array code, which runs unchanged on nu
 and on torch tensors of any device. numpy states are int32 where every value provably
 fits (:func:`lmh_deploy.sim.fused.kernel_form`), else int64; torch states are int64.
 """
+
 from __future__ import annotations
 
 import os
@@ -75,21 +76,37 @@ def initial_state(p: NeuronParams, batch: int, like=None) -> NeuronState:
     shape = (batch, p.size)
     if like is None:
         dtype = _state_dtype(p)
-        return NeuronState(np.full(shape, p.v_d_init, dtype), np.full(shape, p.v_s_init, dtype),
-                           np.zeros(shape, bool), np.zeros(shape, bool), np.zeros(p.size, np.int64))
+        return NeuronState(
+            np.full(shape, p.v_d_init, dtype),
+            np.full(shape, p.v_s_init, dtype),
+            np.zeros(shape, bool),
+            np.zeros(shape, bool),
+            np.zeros(p.size, np.int64),
+        )
     import torch
 
     kw = {"device": like.device}
-    return NeuronState(torch.full(shape, p.v_d_init, dtype=torch.int64, **kw),
-                       torch.full(shape, p.v_s_init, dtype=torch.int64, **kw),
-                       torch.zeros(shape, dtype=torch.bool, **kw),
-                       torch.zeros(shape, dtype=torch.bool, **kw),
-                       torch.zeros(p.size, dtype=torch.int64, **kw))
+    return NeuronState(
+        torch.full(shape, p.v_d_init, dtype=torch.int64, **kw),
+        torch.full(shape, p.v_s_init, dtype=torch.int64, **kw),
+        torch.zeros(shape, dtype=torch.bool, **kw),
+        torch.zeros(shape, dtype=torch.bool, **kw),
+        torch.zeros(p.size, dtype=torch.int64, **kw),
+    )
 
 
-def run_neuron_chunk(p: NeuronParams, t0: int, currents, weight_exp: int | None,
-                     state: NeuronState, spikes, spikes_f=None, trace=None,
-                     steps: int | None = None, peak: float | None = None):
+def run_neuron_chunk(
+    p: NeuronParams,
+    t0: int,
+    currents,
+    weight_exp: int | None,
+    state: NeuronState,
+    spikes,
+    spikes_f=None,
+    trace=None,
+    steps: int | None = None,
+    peak: float | None = None,
+):
     """Advance ``state`` over ``c`` steps starting at step ``t0``, in place.
 
     ``currents`` (c, B, n): the integer input ``a_in`` (``weight_exp=None``), or raw synaptic
@@ -104,8 +121,7 @@ def run_neuron_chunk(p: NeuronParams, t0: int, currents, weight_exp: int | None,
     if currents.shape[0] not in (1, steps):
         raise ValueError(f"currents for {currents.shape[0]} steps, {steps} steps asked")
     if isinstance(state.v_d, np.ndarray) and numba_active():
-        return _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps,
-                             peak)
+        return _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps, peak)
     return _run_arrays(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps)
 
 
@@ -245,8 +261,11 @@ def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, s
     form = _form(p)
     right, left = fused.input_shifts(weight_exp, p.input_shift)
     limit = fused.raw_limit(form, right, left)
-    use32 = (limit >= 0 and state.v_d.dtype == np.int32
-             and (peak is not None and peak <= limit or _peak(currents) <= limit))
+    use32 = (
+        limit >= 0
+        and state.v_d.dtype == np.int32
+        and (peak is not None and peak <= limit or _peak(currents) <= limit)
+    )
     if not use32:  # the kernel computes in the states' type: int64 from now on (a wrap on
         _widen(state)  # inputs beyond the int32 bounds may leave even 32 bits)
     counts = np.zeros(steps, np.int64)
@@ -254,12 +273,29 @@ def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, s
     empty_i = np.zeros((1, 1, 0), np.int64)
     rules = _rules_of(p)
     kernel = fused.compiled(rules, spikes_f is not None, trace is not None)
-    sat = kernel(currents, steps, right, left, t0,
-                 form.factors, form.bias_d, form.bias_s, p.theta, p.reset_value,
-                 np.asarray(rules, np.int64), state.v_d, state.v_s, state.s_prev, state.fired,
-                 state.neuron_spikes, spikes, empty_f if spikes_f is None else spikes_f,
-                 empty_i if trace is None else trace[0], empty_i if trace is None else trace[1],
-                 counts)
+    sat = kernel(
+        currents,
+        steps,
+        right,
+        left,
+        t0,
+        form.factors,
+        form.bias_d,
+        form.bias_s,
+        p.theta,
+        p.reset_value,
+        np.asarray(rules, np.int64),
+        state.v_d,
+        state.v_s,
+        state.s_prev,
+        state.fired,
+        state.neuron_spikes,
+        spikes,
+        empty_f if spikes_f is None else spikes_f,
+        empty_i if trace is None else trace[0],
+        empty_i if trace is None else trace[1],
+        counts,
+    )
     state.saturation += int(sat)
     return counts
 
@@ -277,5 +313,4 @@ def _peak(currents: np.ndarray) -> float:
 
 
 def _rules_of(p: NeuronParams) -> tuple[int, ...]:
-    return (p.rounding, p.overflow_d, p.overflow_s, int(p.threshold_gt), int(p.reset_set),
-            int(p.next_step))
+    return (p.rounding, p.overflow_d, p.overflow_s, int(p.threshold_gt), int(p.reset_set), int(p.next_step))

@@ -4,6 +4,7 @@ The integer step itself is defined in :mod:`lmh_deploy.semantics`; this module o
 ``QLMH`` node into the flat arrays and integer codes the compiled kernels take, so that the
 kernels never look at strings or Python objects in their inner loops.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -69,14 +70,21 @@ def neuron_params(node) -> NeuronParams:
     zero = np.zeros(n, np.int64)
     theta = int(node.theta)
     return NeuronParams(
-        mu_d=_rows(node.mu_d, n), mu_s=_rows(node.mu_s, n), lam_d=_rows(node.lam_d, n),
+        mu_d=_rows(node.mu_d, n),
+        mu_s=_rows(node.mu_s, n),
+        lam_d=_rows(node.lam_d, n),
         lam_s=_rows(node.lam_s, n),
         bias_d=bias if profile.bias_to == "dendrite" else zero,
         bias_s=bias if profile.bias_to == "soma" else zero,
-        theta=theta, reset_value=int(node.reset_value), v_d_init=int(node.v_d_init),
+        theta=theta,
+        reset_value=int(node.reset_value),
+        v_d_init=int(node.v_d_init),
         v_s_init=theta // 2 if node.v_s_init is None else int(node.v_s_init),
-        input_shift=int(profile.input_shift), rounding=ROUNDING_CODES[profile.rounding],
+        input_shift=int(profile.input_shift),
+        rounding=ROUNDING_CODES[profile.rounding],
         overflow_d=OVERFLOW_CODES[profile.overflow_v_d],
         overflow_s=OVERFLOW_CODES[profile.overflow_v_s],
-        threshold_gt=node.threshold_test == ">", reset_set=node.reset == "set",
-        next_step=node.reset_timing == "next-step")
+        threshold_gt=node.threshold_test == ">",
+        reset_set=node.reset == "set",
+        next_step=node.reset_timing == "next-step",
+    )

@@ -5,6 +5,7 @@ for every layer and :func:`~lmh_deploy.semantics.integer.dense_output` /
 :func:`~lmh_deploy.semantics.integer.conv_output` for every synapse path. The fast paths
 of :func:`lmh_deploy.sim.simulate` are tested and benchmarked against it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,14 @@ from lmh_deploy.semantics import integer as fx
 def _synapse(node: QDense, presyn: np.ndarray) -> np.ndarray:
     weights = fx.WEIGHT_LAVA_SCALE * node.weight_mant
     if node.is_conv:
-        return fx.conv_output(np.asarray(weights), node.weight_exp, presyn,
-                              node.conv_input_shape, node.conv_stride, node.conv_padding)
+        return fx.conv_output(
+            np.asarray(weights),
+            node.weight_exp,
+            presyn,
+            node.conv_input_shape,
+            node.conv_stride,
+            node.conv_padding,
+        )
     return fx.dense_output(weights, node.weight_exp, presyn)
 
 
@@ -50,6 +57,8 @@ def simulate_reference(graph: Graph, x_int: np.ndarray, timesteps: int) -> dict:
                 values[name] = s.astype(np.int64)
             elif isinstance(node, QReadout):
                 logits = logits + sum(values[src] for src in inputs) + node.bias
-    return {"spikes": {n: np.array(s) for n, s in spikes.items()},
-            "final_state": {n: (v_d, v_s) for n, (v_d, v_s, _) in state.items()},
-            "logits": np.asarray(logits, np.int64)}
+    return {
+        "spikes": {n: np.array(s) for n, s in spikes.items()},
+        "final_state": {n: (v_d, v_s) for n, (v_d, v_s, _) in state.items()},
+        "logits": np.asarray(logits, np.int64),
+    }

@@ -14,6 +14,7 @@ neuron call covers ``c`` steps. ``c = max(1, 1000 // B)`` by default: at batch 1
 layer runs over many steps at once, at large batches the chunk stays in cache.
 A static input is presented every step, so its synaptic sums are computed once per run.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,9 @@ class _Value:
     """What a node delivers for the current chunk: (c, B, n) per step, or (B, n) for every
     step (``static``); synapse nodes deliver raw sums to be scaled by ``weight_exp``."""
 
-    def __init__(self, data, static: bool = False, weight_exp: int | None = None,
-                 bound: float | None = None) -> None:
+    def __init__(
+        self, data, static: bool = False, weight_exp: int | None = None, bound: float | None = None
+    ) -> None:
         self.data, self.static, self.weight_exp = data, static, weight_exp
         self.bound = bound  # on |raw sums| (synapse values)
 
@@ -58,9 +60,16 @@ class _Value:
         return data if self.weight_exp is None else lava_current(data, self.weight_exp)
 
 
-def simulate(graph: Graph, x_int: np.ndarray, timesteps: int, *,
-             record_states: bool = False, record_spikes: bool = True,
-             device: str | None = None, chunk_steps: int | None = None) -> RunRecord:
+def simulate(
+    graph: Graph,
+    x_int: np.ndarray,
+    timesteps: int,
+    *,
+    record_states: bool = False,
+    record_spikes: bool = True,
+    device: str | None = None,
+    chunk_steps: int | None = None,
+) -> RunRecord:
     """Run ``B`` samples for ``timesteps`` steps.
 
     ``x_int`` is the quantised input: (B, *shape) static (presented every step) or
@@ -93,10 +102,12 @@ class _Plan:
         if not isinstance(q_input, QInput):
             raise TypeError(f"the first node of the graph is {q_input.kind}, not q_input")
         self.input_shape = tuple(q_input.shape)
-        self.paths = {name: SynapsePath(node, device) for name, node in self.nodes.items()
-                      if isinstance(node, QDense)}
-        self.params = {name: neuron_params(node) for name, node in self.nodes.items()
-                       if isinstance(node, QLMH)}
+        self.paths = {
+            name: SynapsePath(node, device) for name, node in self.nodes.items() if isinstance(node, QDense)
+        }
+        self.params = {
+            name: neuron_params(node) for name, node in self.nodes.items() if isinstance(node, QLMH)
+        }
         readouts = [name for name, node in self.nodes.items() if isinstance(node, QReadout)]
         if not readouts:
             raise TypeError("the graph has no q_readout node")
@@ -104,8 +115,10 @@ class _Plan:
 
 
 def _structure(graph: Graph) -> tuple:
-    return (tuple((name, id(data["node"])) for name, data in graph.nx_graph.nodes(data=True)),
-            tuple(graph.nx_graph.edges))
+    return (
+        tuple((name, id(data["node"])) for name, data in graph.nx_graph.nodes(data=True)),
+        tuple(graph.nx_graph.edges),
+    )
 
 
 _PLANS: dict[tuple, tuple[Graph, _Plan]] = {}
@@ -127,14 +140,20 @@ def _plan_for(graph: Graph, device: str | None) -> _Plan:
 class _Run:
     """The state of one simulation: states and the record under construction."""
 
-    def __init__(self, plan: _Plan, x_int: np.ndarray, timesteps: int, device: str | None,
-                 record_states: bool, record_spikes: bool) -> None:
+    def __init__(
+        self,
+        plan: _Plan,
+        x_int: np.ndarray,
+        timesteps: int,
+        device: str | None,
+        record_states: bool,
+        record_spikes: bool,
+    ) -> None:
         self.plan, self.timesteps = plan, timesteps
         self.static = x_int.ndim == len(plan.input_shape) + 1
         self.batch = x_int.shape[0] if self.static else x_int.shape[1]
         if not self.static and x_int.shape[0] < timesteps:
-            raise InputError(f"time-major input has {x_int.shape[0]} frames; cannot run "
-                             f"{timesteps} steps")
+            raise InputError(f"time-major input has {x_int.shape[0]} frames; cannot run {timesteps} steps")
         self.device = device
         if device is None:
             self.xp = np
@@ -196,8 +215,7 @@ class _Run:
         if pre.static:
             if name not in self.static_sums:
                 self.static_sums[name] = path.sums(pre.data)
-            return _Value(self.static_sums[name], static=True, weight_exp=path.weight_exp,
-                          bound=path.bound)
+            return _Value(self.static_sums[name], static=True, weight_exp=path.weight_exp, bound=path.bound)
         rows = pre.data.reshape(steps * self.batch, -1)
         sums = path.sums(rows).reshape(steps, self.batch, -1)
         return _Value(sums, weight_exp=path.weight_exp, bound=path.bound)
@@ -211,33 +229,42 @@ class _Run:
             if value.static:  # one (1, B, n) current for every step of the chunk
                 currents = currents.reshape((1,) + tuple(currents.shape))
         else:
-            currents = summed_current([(v.per_step(steps, self.xp), v.weight_exp, v.bound)
-                                       for v in inputs])
+            currents = summed_current([(v.per_step(steps, self.xp), v.weight_exp, v.bound) for v in inputs])
             weight_exp = None
         state = self.states[name]
         size = self.params[name].size
         if self.device is None:
-            spikes = (self.rec.spikes[name][t0:t0 + steps] if self.record_spikes
-                      else np.empty((steps, self.batch, size), bool))
-            trace = (tuple(a[t0:t0 + steps] for a in self.rec.state_trace[name])
-                     if self.record_states else None)
+            spikes = (
+                self.rec.spikes[name][t0 : t0 + steps]
+                if self.record_spikes
+                else np.empty((steps, self.batch, size), bool)
+            )
+            trace = (
+                tuple(a[t0 : t0 + steps] for a in self.rec.state_trace[name]) if self.record_states else None
+            )
         else:
             import torch
 
             shape = (steps, self.batch, size)
             spikes = torch.empty(shape, dtype=torch.bool, device=self.x.device)
-            trace = ((torch.empty(shape, dtype=torch.int64, device=self.x.device),
-                      torch.empty(shape, dtype=torch.int64, device=self.x.device))
-                     if self.record_states else None)
-        counts = run_neuron_chunk(self.params[name], t0, currents, weight_exp, state, spikes,
-                                  trace=trace, steps=steps, peak=peak)
-        self.counts[name][t0:t0 + steps] = _numpy(counts)
+            trace = (
+                (
+                    torch.empty(shape, dtype=torch.int64, device=self.x.device),
+                    torch.empty(shape, dtype=torch.int64, device=self.x.device),
+                )
+                if self.record_states
+                else None
+            )
+        counts = run_neuron_chunk(
+            self.params[name], t0, currents, weight_exp, state, spikes, trace=trace, steps=steps, peak=peak
+        )
+        self.counts[name][t0 : t0 + steps] = _numpy(counts)
         if self.device is not None:
             if self.record_spikes:
-                self.rec.spikes[name][t0:t0 + steps] = spikes.cpu().numpy()
+                self.rec.spikes[name][t0 : t0 + steps] = spikes.cpu().numpy()
             if self.record_states:
                 for target, part in zip(self.rec.state_trace[name], trace):
-                    target[t0:t0 + steps] = part.cpu().numpy()
+                    target[t0 : t0 + steps] = part.cpu().numpy()
         return _Value(spikes)
 
     # ------------------------------------------------------------------ the record
@@ -245,21 +272,28 @@ class _Run:
         rec = self.rec
         for name, path in self.paths.items():
             (src,) = self.plan.inputs[name]
-            active = (self.input_active if isinstance(self.nodes[src], QInput)
-                      else _numpy(self.states[src].neuron_spikes))
+            active = (
+                self.input_active
+                if isinstance(self.nodes[src], QInput)
+                else _numpy(self.states[src].neuron_spikes)
+            )
             rec.synops[name] = path.synops(active)
         for name, state in self.states.items():
             rec.saturation[name] = int(state.saturation)
             rec.spike_stats[name] = {
                 "spikes_per_step": self.counts[name],
                 "active_neurons": int(_numpy(state.fired).sum()),
-                "neuron_steps": self.timesteps * self.batch * self.params[name].size}
+                "neuron_steps": self.timesteps * self.batch * self.params[name].size,
+            }
             if self.record_spikes:  # streaming keeps nothing that grows with the samples
-                rec.final_state[name] = (_numpy(state.v_d).astype(np.int64),
-                                         _numpy(state.v_s).astype(np.int64))
+                rec.final_state[name] = (
+                    _numpy(state.v_d).astype(np.int64),
+                    _numpy(state.v_s).astype(np.int64),
+                )
         rec.readout_trace = self.readout_trace
         rec.logits = self.readout_trace.sum(0) + self.timesteps * np.asarray(
-            self.nodes[self.readout].bias, np.int64)
+            self.nodes[self.readout].bias, np.int64
+        )
         return rec
 
 

@@ -26,6 +26,7 @@ for a fraction of the multiply-adds.
 All ways give identical integers; :meth:`SynapsePath.sums` picks one per call from the
 number of rows and the measured fraction of active inputs (timing both from time to time).
 """
+
 from __future__ import annotations
 
 import time
@@ -38,9 +39,9 @@ from lmh_deploy.ir.synapses import qdense_fan_out
 from lmh_deploy.sim.conv import ConvPlan, conv_plan, pooled_integers, run_conv
 from lmh_deploy.semantics import integer as fx
 
-F32_EXACT = 2.0 ** 24
-F64_EXACT = 2.0 ** 53
-INT32_LIMIT = 2 ** 31 - 1
+F32_EXACT = 2.0**24
+F64_EXACT = 2.0**53
+INT32_LIMIT = 2**31 - 1
 #: Re-time the slower way every this many calls (firing rates drift during a run).
 RETIME_EVERY = 64
 #: Seconds per unit of work assumed for a way not yet timed (float conv/BLAS per multiply-add,
@@ -72,12 +73,15 @@ def summed_current(parts: list[tuple[Any, int | None, float | None]]):
     float32 is used, else below ``2**53`` in float64. Beyond that, int64 path by path.
     """
     terms = [(s, e, float(b)) for s, e, b in parts if e is not None and b is not None]
-    total = sum(2.0 * b * 2.0 ** e + 1 for _, e, b in terms)  # +1: floor of a negative
+    total = sum(2.0 * b * 2.0**e + 1 for _, e, b in terms)  # +1: floor of a negative
     largest = max(b for _, _, b in terms) if terms else 0.0
     if len(terms) < len(parts) or total >= F64_EXACT or largest >= F64_EXACT:
         return sum(lava_current(s, e) if e is not None else s for s, e, _ in parts)
-    wide = (total >= F32_EXACT or largest >= F32_EXACT
-            or any(_is_float(s) and _float_bits(s) == 64 for s, _, _ in parts))
+    wide = (
+        total >= F32_EXACT
+        or largest >= F32_EXACT
+        or any(_is_float(s) and _float_bits(s) == 64 for s, _, _ in parts)
+    )
     out = None
     for sums, exp, _ in terms:
         term = _scaled(sums, 2.0 ** (exp + 1), wide)  # a new array: the sums stay untouched
@@ -137,14 +141,16 @@ class SynapsePath:
             self.float_dtype = np.float64
         else:
             self.float_dtype = None  # int64 arithmetic
-        self.int8_ok = (not self.graded and not self.is_conv and not self.sparse
-                        and 127 * fan_in <= INT32_LIMIT)
+        self.int8_ok = (
+            not self.graded and not self.is_conv and not self.sparse and 127 * fan_in <= INT32_LIMIT
+        )
         self._prepare(mant)
         self.calls = 0
         self.cost = {}  # way -> seconds per unit of work (measured)
         self.warm: set[str] = set()
-        conv_events = (self.conv is not None and not self.conv.diagonal and device is None
-                       and self.bound <= INT32_LIMIT)
+        conv_events = (
+            self.conv is not None and not self.conv.diagonal and device is None and self.bound <= INT32_LIMIT
+        )
         self.ways = ["gemm"] + (["events"] if not self.is_conv or conv_events else [])
 
     # ------------------------------------------------------------------ preparation
@@ -156,8 +162,9 @@ class SynapsePath:
             w = np.ascontiguousarray(self.conv.kernel, dtype=dtype)
             # the event scatter adds (C_in, kh, kw, C_out) slabs of int32 taps
             self.w_taps = np.ascontiguousarray(self.conv.kernel.transpose(1, 2, 3, 0), np.int32)
-            self.kernel = torch.from_numpy(w) if self.device is None else \
-                torch.as_tensor(w, device=self.device)
+            self.kernel = (
+                torch.from_numpy(w) if self.device is None else torch.as_tensor(w, device=self.device)
+            )
             return
         if self.sparse:
             self.w = sp.csr_matrix(mant, dtype=dtype)
@@ -195,8 +202,10 @@ class SynapsePath:
         if self.conv is not None:  # multiply-adds of the plan's conv; taps met by each event
             c_out, c_in, kh, kw = self.conv.kernel.shape
             taps = c_out * kh * kw / (self.conv.stride[0] * self.conv.stride[1])
-            units = {"gemm": rows * c_in * taps * np.prod(self.conv.out_hw),
-                     "events": active * taps + pre.size + rows * self.n_out}
+            units = {
+                "gemm": rows * c_in * taps * np.prod(self.conv.out_hw),
+                "events": active * taps + pre.size + rows * self.n_out,
+            }
         else:
             units = {"gemm": rows * self.n_in * self.n_out, "events": active * self.n_out + pre.size}
         way = self._choose(units)
@@ -275,10 +284,15 @@ class SynapsePath:
         import torch
 
         if self.float_dtype is None:
-            raise OverflowError(f"synaptic sums up to {self.bound:.3g} exceed the exact float64 "
-                                "range of the torch device path")
-        if self.int8_ok and pre.dtype == torch.bool and _int_mm_fits(pre.shape[0], self.n_in,
-                                                                       self.n_out, pre.device):
+            raise OverflowError(
+                f"synaptic sums up to {self.bound:.3g} exceed the exact float64 "
+                "range of the torch device path"
+            )
+        if (
+            self.int8_ok
+            and pre.dtype == torch.bool
+            and _int_mm_fits(pre.shape[0], self.n_in, self.n_out, pre.device)
+        ):
             return torch._int_mm(pre.to(torch.int8), self.w_int8)
         dtype = torch.float32 if self.float_dtype is np.float32 else torch.float64
         x = pre.to(dtype)
@@ -291,8 +305,7 @@ class SynapsePath:
         import torch
 
         if not self.int8_ok:
-            raise ValueError("int8 products need binary input to a dense layer with "
-                             "127 * fan_in < 2**31")
+            raise ValueError("int8 products need binary input to a dense layer with 127 * fan_in < 2**31")
         w = getattr(self, "w_int8", None)
         if w is None:
             w = self.w_int8 = torch.as_tensor(np.asarray(self.node.weight_mant, np.int8).T.copy())

@@ -3,6 +3,7 @@
 The fixtures return builder functions (not objects) so that each test picks its
 own seed, sizes and factor configuration.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,10 +19,19 @@ from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.models.architectures import SpikingNet, mlp
 
 
-def _random_mlp(seed: int, *, n_in: int = 10, hidden: tuple[int, ...] = (12, 8),
-                classes: int = 4, timesteps: int = 5, factors: str = "progressive",
-                factor_std: float = 1.5, bias_std: float = 0.3, weight_gain: float = 3.0,
-                set_factors: dict[str, float] | None = None) -> SpikingNet:
+def _random_mlp(
+    seed: int,
+    *,
+    n_in: int = 10,
+    hidden: tuple[int, ...] = (12, 8),
+    classes: int = 4,
+    timesteps: int = 5,
+    factors: str = "progressive",
+    factor_std: float = 1.5,
+    bias_std: float = 0.3,
+    weight_gain: float = 3.0,
+    set_factors: dict[str, float] | None = None,
+) -> SpikingNet:
     """A seeded MLP whose factor logits ``x_*`` are random (or set to given real factors).
 
     ``factors='radical'`` gives every time row its own random value. Linear biases are
@@ -54,8 +64,9 @@ def make_mlp() -> Callable[..., SpikingNet]:
     return _random_mlp
 
 
-def _compile(model: SpikingNet, *, n_in: int, timesteps: int,
-             x_max: float = 1.0) -> tuple[Graph, Graph, dict]:
+def _compile(
+    model: SpikingNet, *, n_in: int, timesteps: int, x_max: float = 1.0
+) -> tuple[Graph, Graph, dict]:
     graph = export_model(model, input_shape=(n_in,), x_max=x_max, timesteps=timesteps)
     qgraph, report = quantize_graph(graph)
     return graph, qgraph, report
@@ -84,8 +95,20 @@ def one_torch_thread():
 
 # ------------------------------------------------------------- the zoo, trained once
 #: Every zoo network at a small width, trained through the CLI for one epoch on 32 digits.
-ZOO_TRAIN = ("--dataset", "digits", "--width-mult", "0.125", "--epochs", "1", "--timesteps",
-             "2", "--train-samples", "32", "--batch-size", "16")
+ZOO_TRAIN = (
+    "--dataset",
+    "digits",
+    "--width-mult",
+    "0.125",
+    "--epochs",
+    "1",
+    "--timesteps",
+    "2",
+    "--train-samples",
+    "32",
+    "--batch-size",
+    "16",
+)
 
 
 @pytest.fixture(scope="session")
@@ -101,8 +124,9 @@ def zoo_checkpoint(tmp_path_factory) -> Callable[[str, str], Path]:
     def get(arch: str, neuron: str) -> Path:
         if (arch, neuron) not in cache:
             path = root / f"{arch}-{neuron}.pt"
-            res = CliRunner().invoke(app, ["train", "--arch", arch, "--neuron", neuron,
-                                           *ZOO_TRAIN, "--out", str(path)])
+            res = CliRunner().invoke(
+                app, ["train", "--arch", arch, "--neuron", neuron, *ZOO_TRAIN, "--out", str(path)]
+            )
             assert res.exit_code == 0, res.output
             cache[arch, neuron] = path
         return cache[arch, neuron]

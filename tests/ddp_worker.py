@@ -14,6 +14,7 @@ The result file holds, per job, the metrics, the state dict, the progress calls 
 rank saw and the files this rank wrote (checkpoints and ``Path.write_text``); for
 ``sim``, the pickled merged RunRecord.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,10 +39,14 @@ def main(spec_path: str) -> None:
         for fields in spec.get("jobs", []):
             calls: list = []
             _writes.clear()
-            metrics = run_training_job(TrainJob(**fields),
-                                       progress=lambda e, t, a: calls.append((e, t, a)))
-            out["jobs"].append({"metrics": {k: v for k, v in metrics.items() if k != "job"},
-                                "progress_calls": calls, "writes": list(_writes)})
+            metrics = run_training_job(TrainJob(**fields), progress=lambda e, t, a: calls.append((e, t, a)))
+            out["jobs"].append(
+                {
+                    "metrics": {k: v for k, v in metrics.items() if k != "job"},
+                    "progress_calls": calls,
+                    "writes": list(_writes),
+                }
+            )
             out["jobs"][-1]["state_dict"] = _last_state.pop("state_dict", None)
         if "evaluate" in spec:  # a fixed model on this rank's test shard, counts reduced
             from lmh_deploy.models.checkpoint import load_checkpoint
@@ -51,12 +56,18 @@ def main(spec_path: str) -> None:
             ev = spec["evaluate"]
             model, _ = load_checkpoint(ev["checkpoint"])
             train_set, test_set, _ = load_dataset("digits", seed=0)
-            _, shard = make_loaders(train_set, test_set, batch_size=ev.get("batch_size", 64),
-                                    rank=D.rank(), world_size=D.world_size())
+            _, shard = make_loaders(
+                train_set,
+                test_set,
+                batch_size=ev.get("batch_size", 64),
+                rank=D.rank(),
+                world_size=D.world_size(),
+            )
             out["evaluate"] = {
                 "accuracy": evaluate(model, shard, timesteps=ev["timesteps"]),
                 "per_timestep": evaluate_per_timestep(model, shard, timesteps=ev["timesteps"]),
-                "shard_samples": len(shard.sampler)}
+                "shard_samples": len(shard.sampler),
+            }
         if "sim" in spec:
             import numpy as np
 
@@ -89,8 +100,7 @@ def _capture_train() -> None:
 
     def train(model, *args, **kwargs):
         metrics = original(model, *args, **kwargs)
-        _last_state["state_dict"] = {k: v.detach().cpu().clone()
-                                     for k, v in model.state_dict().items()}
+        _last_state["state_dict"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         return metrics
 
     J.train = train

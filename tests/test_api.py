@@ -1,4 +1,5 @@
 """The Python API, the CLI's error policy and the range checks at the boundary."""
+
 from __future__ import annotations
 
 import json
@@ -60,27 +61,46 @@ def test_api_is_exported_lazily_and_import_stays_light() -> None:
 
 @pytest.mark.parametrize("name", ["models", "sim"])
 def test_generic_top_level_names_are_not_installed(name: str, tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=tmp_path,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-c", f"import {name}"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert res.returncode != 0 and "ModuleNotFoundError" in res.stderr
-    ok = subprocess.run([sys.executable, "-c", f"import lmh_deploy.{name}"], cwd=tmp_path,
-                        capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-c", f"import lmh_deploy.{name}"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert ok.returncode == 0, ok.stderr
 
 
 def _summary_json(tmp_path: Path) -> Path:
     path = tmp_path / "summary.json"
-    layer = {"name": "lmh0", "kind": "lmh", "neurons": 4, "input_spikes": 3,
-             "synops_per_sample": 12.0, "spikes_per_sample": 1.0, "firing_rate": 0.1,
-             "saturation_events": 0, "spikes_per_step": [1, 0]}
-    path.write_text(json.dumps({"backend": "sim", "samples": 1, "timesteps": 2,
-                                "layers": [layer], "totals": {"synops": 12, "spikes": 1},
-                                "energy_joules": 1e-9, "ann_energy_joules": 2e-9}))
+    layer = {
+        "name": "lmh0",
+        "kind": "lmh",
+        "neurons": 4,
+        "input_spikes": 3,
+        "synops_per_sample": 12.0,
+        "spikes_per_sample": 1.0,
+        "firing_rate": 0.1,
+        "saturation_events": 0,
+        "spikes_per_step": [1, 0],
+    }
+    path.write_text(
+        json.dumps(
+            {
+                "backend": "sim",
+                "samples": 1,
+                "timesteps": 2,
+                "layers": [layer],
+                "totals": {"synops": 12, "spikes": 1},
+                "energy_joules": 1e-9,
+                "ann_energy_joules": 2e-9,
+            }
+        )
+    )
     return path
 
 
-def test_programming_error_is_a_bug_with_traceback_not_a_user_error(tmp_path: Path,
-                                                                    monkeypatch) -> None:
+def test_programming_error_is_a_bug_with_traceback_not_a_user_error(tmp_path: Path, monkeypatch) -> None:
     from lmh_deploy.reports import html
 
     def broken(*args, **kwargs):
@@ -95,8 +115,7 @@ def test_programming_error_is_a_bug_with_traceback_not_a_user_error(tmp_path: Pa
     # the same stage judging a bad input is one line, exit 2
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
-    one_line_error(invoke("report", bad, "--html", tmp_path / "r.html"), "bad.json",
-                   "not a run summary")
+    one_line_error(invoke("report", bad, "--html", tmp_path / "r.html"), "bad.json", "not a run summary")
 
 
 def test_debug_reraises_user_errors(tmp_path: Path) -> None:
@@ -129,8 +148,9 @@ ABSURD = [
 
 
 @pytest.mark.parametrize("args,needle", ABSURD, ids=[" ".join(a) for a, _ in ABSURD])
-def test_absurd_numbers_get_one_line_at_once(args: list[str], needle: str, tmp_path: Path,
-                                             monkeypatch) -> None:
+def test_absurd_numbers_get_one_line_at_once(
+    args: list[str], needle: str, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     start = time.perf_counter()
     res = invoke(*args)
@@ -146,25 +166,28 @@ def _checkpoint(tmp_path: Path, **changes) -> Path:
     for key, value in changes.items():
         (dataset if key in dataset else kwargs)[key] = value
     path = tmp_path / "m.pt"
-    save_checkpoint(path, model, arch=changes.pop("arch", "mlp"), arch_kwargs=kwargs,
-                    dataset=dataset)
+    save_checkpoint(path, model, arch=changes.pop("arch", "mlp"), arch_kwargs=kwargs, dataset=dataset)
     return path
 
 
-@pytest.mark.parametrize("field,value,needle", [
-    ("input_shape", [1, 10**9, 10**9], "dataset.input_shape"),
-    ("input_shape", [0, 8, 8], "dataset.input_shape[0]"),
-    ("num_classes", 0, "dataset.num_classes"),
-    ("num_classes", 10**12, "dataset.num_classes"),
-    ("x_max", float("nan"), "dataset.x_max"),
-    ("timesteps", 10**9, "arch_kwargs.timesteps"),
-    ("hidden", [10**9], "arch_kwargs.hidden[0]"),
-    ("hidden", [60000, 60000, 60000], "parameters"),
-    ("width_mult", -1.0, "arch_kwargs.width_mult"),
-    ("neuron", "hodgkin-huxley", "arch_kwargs.neuron"),
-])
-def test_absurd_checkpoint_metadata_is_refused_at_load(field: str, value, needle: str,
-                                                       tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "field,value,needle",
+    [
+        ("input_shape", [1, 10**9, 10**9], "dataset.input_shape"),
+        ("input_shape", [0, 8, 8], "dataset.input_shape[0]"),
+        ("num_classes", 0, "dataset.num_classes"),
+        ("num_classes", 10**12, "dataset.num_classes"),
+        ("x_max", float("nan"), "dataset.x_max"),
+        ("timesteps", 10**9, "arch_kwargs.timesteps"),
+        ("hidden", [10**9], "arch_kwargs.hidden[0]"),
+        ("hidden", [60000, 60000, 60000], "parameters"),
+        ("width_mult", -1.0, "arch_kwargs.width_mult"),
+        ("neuron", "hodgkin-huxley", "arch_kwargs.neuron"),
+    ],
+)
+def test_absurd_checkpoint_metadata_is_refused_at_load(
+    field: str, value, needle: str, tmp_path: Path
+) -> None:
     path = _checkpoint(tmp_path, **{field: value})
     start = time.perf_counter()
     with pytest.raises(CheckpointError, match="metadata"):

@@ -1,4 +1,5 @@
 """Architectures, time handling, normalisation layers (and their fold algebra) and QCFS."""
+
 from __future__ import annotations
 
 import copy
@@ -9,8 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from lmh_deploy.models.architectures import (ARCHITECTURES, ResidualBlock, SpikingNet, apply_layer, build,
-                                  mlp)
+from lmh_deploy.models.architectures import ARCHITECTURES, ResidualBlock, SpikingNet, apply_layer, build, mlp
 from lmh_deploy.models.checkpoint import load_checkpoint, save_checkpoint
 from lmh_deploy.models.neuron import LMHNeuron
 from lmh_deploy.models.norm import StepBatchNorm, ThresholdDependentBatchNorm, fold_into, make_norm
@@ -57,12 +57,16 @@ def test_every_arch_builds_and_runs_on_every_input_shape(arch: str) -> None:
 
 def test_paper_architectures_have_the_paper_depth() -> None:
     def weight_layers(model: nn.Module) -> int:
-        return sum(isinstance(m, (nn.Conv2d, nn.Linear)) and not _is_shortcut(model, m)
-                   for m in model.modules())
+        return sum(
+            isinstance(m, (nn.Conv2d, nn.Linear)) and not _is_shortcut(model, m) for m in model.modules()
+        )
 
     def _is_shortcut(model: nn.Module, layer: nn.Module) -> bool:
-        return any(b.shortcut is not None and any(layer is s for s in b.shortcut)
-                   for b in model.modules() if isinstance(b, ResidualBlock))
+        return any(
+            b.shortcut is not None and any(layer is s for s in b.shortcut)
+            for b in model.modules()
+            if isinstance(b, ResidualBlock)
+        )
 
     shape = (3, 32, 32)
     assert weight_layers(build("vgg13", shape, 10, width_mult=0.125)) == 13
@@ -82,8 +86,7 @@ def test_mlp_default_is_unchanged_and_exportable() -> None:
     """The default mlp keeps its layer list (Flatten, Linear, neuron, ..., Linear)."""
     from lmh_deploy.frontends.pytorch import export_model
 
-    model = build("mlp", (1, 8, 8), 10, neuron="lmh", factors="progressive", timesteps=4,
-                  width_mult=1.0)
+    model = build("mlp", (1, 8, 8), 10, neuron="lmh", factors="progressive", timesteps=4, width_mult=1.0)
     kinds = [type(m).__name__ for m in model.layers]
     assert kinds == ["Flatten", "Linear", "LMHNeuron", "Linear", "LMHNeuron", "Linear"]
     assert model.layers[1].out_features == 128 and model.layers[1].bias is not None
@@ -133,6 +136,7 @@ def test_residual_block_matches_its_documented_formula() -> None:
         x = (torch.rand(3, 2, cin, 6, 6) > 0.5).float()
         out = block(x)
         t, b = x.shape[:2]
+
         def flat(m, v):
             y = m(v.flatten(0, 1))
             return y.reshape(t, b, *y.shape[1:])
@@ -175,12 +179,10 @@ def test_step_bn_normalises_each_step_and_tdbn_all_steps_jointly() -> None:
     yb, yt = bn(x), td(x)
     for t in range(3):  # vanilla BN: every step has zero mean, unit variance per channel
         torch.testing.assert_close(yb[t].mean((0, 2, 3)), torch.zeros(4), atol=1e-5, rtol=0)
-        torch.testing.assert_close(yb[t].var((0, 2, 3), unbiased=False), torch.ones(4),
-                                   atol=1e-3, rtol=0)
+        torch.testing.assert_close(yb[t].var((0, 2, 3), unbiased=False), torch.ones(4), atol=1e-3, rtol=0)
     # tdBN: statistics over (T, B, H, W), scaled by alpha * theta = 1
     torch.testing.assert_close(yt.mean((0, 1, 3, 4)), torch.zeros(4), atol=1e-5, rtol=0)
-    torch.testing.assert_close(yt.var((0, 1, 3, 4), unbiased=False), torch.ones(4),
-                               atol=1e-3, rtol=0)
+    torch.testing.assert_close(yt.var((0, 1, 3, 4), unbiased=False), torch.ones(4), atol=1e-3, rtol=0)
     assert yt[0].mean() < -0.5 < 0.5 < yt[2].mean()  # the steps are not re-centred one by one
     td2 = ThresholdDependentBatchNorm(4, alpha=1 / math.sqrt(2), theta=1.5).train()
     assert td2(x).std().item() == pytest.approx(1.5 / math.sqrt(2), rel=1e-2)
@@ -245,16 +247,24 @@ def test_qcfs_by_hand_and_straight_through_gradient() -> None:
 
 def test_checkpoint_roundtrip_of_new_architectures(tmp_path) -> None:
     torch.manual_seed(0)
-    for arch, kwargs in [("cnn", {"norm": "tdbn"}), ("resnet20", {"neuron": "lif"}),
-                         ("mlp", {"neuron": "qcfs", "qcfs_levels": 8, "norm": "bn"})]:
+    for arch, kwargs in [
+        ("cnn", {"norm": "tdbn"}),
+        ("resnet20", {"neuron": "lif"}),
+        ("mlp", {"neuron": "qcfs", "qcfs_levels": 8, "norm": "bn"}),
+    ]:
         kwargs = {"timesteps": 2, "width_mult": 0.125, **kwargs}
         json.dumps(kwargs)  # arch_kwargs must be JSON-simple
         model = build(arch, (1, 8, 8), 10, **kwargs)
         _randomise_norms(model)
         model.eval()
         path = tmp_path / f"{arch}.pt"
-        save_checkpoint(path, model, arch=arch, arch_kwargs=kwargs,
-                        dataset={"name": "digits", "input_shape": [1, 8, 8], "num_classes": 10})
+        save_checkpoint(
+            path,
+            model,
+            arch=arch,
+            arch_kwargs=kwargs,
+            dataset={"name": "digits", "input_shape": [1, 8, 8], "num_classes": 10},
+        )
         again, _ = load_checkpoint(path)
         x = torch.rand(3, 1, 8, 8)
         torch.testing.assert_close(again(x), model(x))

@@ -1,6 +1,7 @@
 """Bias correction of weight rounding: with calibration activity, each layer's integer bias
 absorbs the mean current its rounded 8-bit weights add, so the deployed net's mean input
 current per neuron equals the source's (up to the bias's own rounding)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -79,8 +80,15 @@ def test_no_calibration_no_correction() -> None:
 
 def test_soma_bias_with_current_decay_is_left_alone() -> None:
     """loihi-lif adds the bias to the soma: exact only without current decay (mu_d = 0)."""
-    lif = LMH(size=3, theta=1.0, mu_d=np.zeros((1, 1)), mu_s=np.zeros((1, 1)),
-              lam_d=np.ones((1, 1)), lam_s=np.full((1, 1), 0.9), bias=np.zeros(3))
+    lif = LMH(
+        size=3,
+        theta=1.0,
+        mu_d=np.zeros((1, 1)),
+        mu_s=np.zeros((1, 1)),
+        lam_d=np.ones((1, 1)),
+        lam_s=np.full((1, 1), 0.9),
+        bias=np.zeros(3),
+    )
     cuba = dataclasses.replace(lif, mu_d=np.full((1, 1), 0.5))
     assert correctable(lif, get_profile("loihi-lif")) and correctable(cuba, get_profile("lmh"))
     assert not correctable(cuba, get_profile("loihi-lif"))
@@ -107,5 +115,7 @@ def test_compile_switches_bias_correction_off(zoo_checkpoint, tmp_path) -> None:
         assert ("bias_correction" in report) == (flag == "--bias-correction")
         q = load_artifact(out).quant_graph
         biases[flag] = {n: np.asarray(q.node(n).bias) for n in q.of_kind("q_lmh")}
-    assert any(not np.array_equal(biases["--bias-correction"][n], biases["--no-bias-correction"][n])
-               for n in biases["--no-bias-correction"])
+    assert any(
+        not np.array_equal(biases["--bias-correction"][n], biases["--no-bias-correction"][n])
+        for n in biases["--no-bias-correction"]
+    )

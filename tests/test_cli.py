@@ -1,4 +1,5 @@
 """End-to-end through the command line: train -> compile -> verify -> run, and bad inputs."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,23 @@ def invoke(*args: str):
 def trained(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("e2e")
     model = work / "model.pt"
-    res = invoke("train", "--dataset", "digits", "--arch", "mlp", "--neuron", "lmh",
-                 "--timesteps", "4", "--epochs", "6", "--out", model, "--json", work / "train.json")
+    res = invoke(
+        "train",
+        "--dataset",
+        "digits",
+        "--arch",
+        "mlp",
+        "--neuron",
+        "lmh",
+        "--timesteps",
+        "4",
+        "--epochs",
+        "6",
+        "--out",
+        model,
+        "--json",
+        work / "train.json",
+    )
     assert res.exit_code == 0, res.output
     return model
 
@@ -47,14 +63,21 @@ def test_train_writes_metrics_and_safe_checkpoint(trained: Path) -> None:
 
 def test_compile_writes_artifact(artifact: Path) -> None:
     names = {p.name for p in artifact.iterdir()}
-    assert {"ir.json", "ir.npz", "quantized.json", "quantized.npz", "model.pt",
-            "compile_report.json", "manifest.json"} <= names
+    assert {
+        "ir.json",
+        "ir.npz",
+        "quantized.json",
+        "quantized.npz",
+        "model.pt",
+        "compile_report.json",
+        "manifest.json",
+    } <= names
     report = json.loads((artifact / "compile_report.json").read_text())
     kinds = [layer["kind"] for layer in report["layers"]]
     assert kinds == ["dense", "lmh", "dense", "lmh", "dense"]
     for layer in report["layers"]:
         if layer["kind"] == "lmh":
-            assert layer["max_factor_error"] <= 2 ** -13
+            assert layer["max_factor_error"] <= 2**-13
             assert report["calibration"]["layers"][layer["name"]]["saturation_events"] == 0
         else:
             assert layer["max_weight_error_rel"] <= 0.5 / 127 + 1e-9
@@ -189,8 +212,20 @@ def test_debug_flag_shows_traceback(tmp_path: Path) -> None:
 
 
 def test_run_plots_html_and_report_rebuild(artifact: Path, tmp_path: Path) -> None:
-    res = invoke("run", artifact, "--samples", "50", "--plots", tmp_path / "plots", "--html",
-                 tmp_path / "r.html", "--json", tmp_path / "r.json", "--sweep", "1,2,4")
+    res = invoke(
+        "run",
+        artifact,
+        "--samples",
+        "50",
+        "--plots",
+        tmp_path / "plots",
+        "--html",
+        tmp_path / "r.html",
+        "--json",
+        tmp_path / "r.json",
+        "--sweep",
+        "1,2,4",
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "r.json").read_text())
     assert [row["timesteps"] for row in summary["t_sweep"]] == [1, 2, 4]
@@ -206,8 +241,9 @@ def test_export_nir_netx_and_compile_imported_nir(trained: Path, tmp_path: Path)
     res = invoke("export", trained, "--format", "nir", "-o", tmp_path / "lmh.nir")
     assert res.exit_code == 2 and "lmh0" in res.output and "--lossy" in res.output
     assert not (tmp_path / "lmh.nir").exists()
-    res = invoke("export", trained, "--format", "nir", "-o", tmp_path / "lmh.nir", "--lossy",
-                 "--samples", "20")
+    res = invoke(
+        "export", trained, "--format", "nir", "-o", tmp_path / "lmh.nir", "--lossy", "--samples", "20"
+    )
     assert res.exit_code == 0 and "LOSSY" in res.output and "of spikes differ" in res.output
     lif = tmp_path / "lif.pt"
     assert invoke("train", "--neuron", "lif", "--epochs", "1", "--out", lif).exit_code == 0
@@ -218,8 +254,7 @@ def test_export_nir_netx_and_compile_imported_nir(trained: Path, tmp_path: Path)
     graph = nir.read(tmp_path / "lif.nir")
     assert {type(n).__name__ for n in graph.nodes.values()} >= {"Input", "Affine", "LIF", "Output"}
     build = tmp_path / "from_nir"
-    res = invoke("compile", tmp_path / "lif.nir", "--dataset", "digits", "--timesteps", "4",
-                 "-o", build)
+    res = invoke("compile", tmp_path / "lif.nir", "--dataset", "digits", "--timesteps", "4", "-o", build)
     assert res.exit_code == 0, res.output
     assert (build / "source.nir").exists() and not (build / "model.pt").exists()
     res = invoke("verify", build, "--samples", "20", "--json", tmp_path / "v.json")

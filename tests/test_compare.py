@@ -1,4 +1,5 @@
 """``lmh-deploy compare`` (two deployments side by side) and the run report's rendering fixes."""
+
 from __future__ import annotations
 
 import json
@@ -40,9 +41,10 @@ def _summary(make_mlp, seed: int, **factors) -> dict:
 @pytest.fixture
 def two_runs(make_mlp, tmp_path: Path) -> tuple[Path, Path]:
     a, b = tmp_path / "lmh" / "run.json", tmp_path / "lif" / "run.json"
-    for path, summary in ((a, _summary(make_mlp, 0)),
-                          (b, _summary(make_mlp, 0, set_factors=dict(mu_d=0.0, mu_s=0.0,
-                                                                     lam_d=1.0, lam_s=0.6)))):
+    for path, summary in (
+        (a, _summary(make_mlp, 0)),
+        (b, _summary(make_mlp, 0, set_factors=dict(mu_d=0.0, mu_s=0.0, lam_d=1.0, lam_s=0.6))),
+    ):
         path.parent.mkdir()
         path.write_text(json.dumps(summary))
     return a, b
@@ -66,14 +68,13 @@ def test_compare_runs_totals_layers_and_sweep(two_runs) -> None:
     assert c["notes"] == []
 
 
-def test_compare_cli_prints_tables_and_writes_self_contained_html(two_runs,
-                                                                  tmp_path: Path) -> None:
+def test_compare_cli_prints_tables_and_writes_self_contained_html(two_runs, tmp_path: Path) -> None:
     page = tmp_path / "cmp.html"
-    res = runner.invoke(app, ["compare", str(two_runs[0]), str(two_runs[1]), "--html",
-                              str(page)], env={"COLUMNS": "200"})
+    res = runner.invoke(
+        app, ["compare", str(two_runs[0]), str(two_runs[1]), "--html", str(page)], env={"COLUMNS": "200"}
+    )
     assert res.exit_code == 0, res.output
-    for text in ("A = lmh, B = lif", "energy / sample (Loihi estimate)", "accuracy against T",
-                 "lmh1"):
+    for text in ("A = lmh, B = lif", "energy / sample (Loihi estimate)", "accuracy against T", "lmh1"):
         assert text in res.output
     html = page.read_text()
     assert len(re.findall(r'<img src="data:image/png;base64,', html)) == 2  # bars + T curve
@@ -108,7 +109,11 @@ def test_run_report_headers_run_time_and_table_width(two_runs) -> None:
     assert "spikes_per_step" not in html.split("Other fields")[0]  # lists are plotted, not tabled
     assert "2.6 ms" in html and "0.00 s" not in html
     assert [fmt_seconds(s) for s in (2.6e-5, 0.0026, 3.482, 125.0)] == [
-        "26 µs", "2.6 ms", "3.48 s", "2 min 05 s"]
+        "26 µs",
+        "2.6 ms",
+        "3.48 s",
+        "2 min 05 s",
+    ]
 
 
 def test_firing_rate_plot_keeps_its_labels_inside_the_image(two_runs) -> None:

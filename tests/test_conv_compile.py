@@ -1,4 +1,5 @@
 """Convolutional and residual networks: exact export, and Lava fixed_pt == sim/ bit for bit."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,8 +39,9 @@ def test_conv_matrix_equals_torch(stride, padding) -> None:
     rng = np.random.default_rng(0)
     w, x = rng.normal(size=(3, 2, 3, 3)), rng.normal(size=(2, 7, 6))
     node = Conv2d(weight=w, input_shape=(2, 7, 6), stride=stride, padding=padding)
-    ref = torch.nn.functional.conv2d(torch.tensor(x)[None], torch.tensor(w), stride=stride,
-                                     padding=padding)[0].numpy()
+    ref = torch.nn.functional.conv2d(torch.tensor(x)[None], torch.tensor(w), stride=stride, padding=padding)[
+        0
+    ].numpy()
     assert node.output_shape == ref.shape
     np.testing.assert_allclose(conv_matrix(node) @ x.ravel(), ref.ravel(), atol=1e-12)
 
@@ -51,8 +53,15 @@ def test_pool_matrix_equals_torch() -> None:
     np.testing.assert_allclose(pool_matrix(node) @ x.ravel(), ref.ravel(), atol=1e-12)
 
 
-@pytest.mark.parametrize("arch, kw", [("cnn", {"norm": "bn"}), ("cnn", {"norm": "tdbn"}),
-                                      ("resnet20", {"norm": "bn"}), ("mlp", {"norm": "bn"})])
+@pytest.mark.parametrize(
+    "arch, kw",
+    [
+        ("cnn", {"norm": "bn"}),
+        ("cnn", {"norm": "tdbn"}),
+        ("resnet20", {"norm": "bn"}),
+        ("mlp", {"norm": "bn"}),
+    ],
+)
 def test_export_with_folded_norm_equals_unfolded_model(arch: str, kw: dict) -> None:
     """float64 IR simulation (BN folded) reproduces every spike of the PyTorch model (BN unfolded)."""
     model = _randomised(arch, 3, **kw).double()

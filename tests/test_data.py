@@ -1,4 +1,5 @@
 """Tests for models.data: bundled datasets, CIFAR pickles, event folders, loaders."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from lmh_deploy.models.data import (SUPPORTED_DATASETS, DatasetSpec, UnsafePickleError, load_dataset,
-                         make_loaders)
+from lmh_deploy.models.data import (
+    SUPPORTED_DATASETS,
+    DatasetSpec,
+    UnsafePickleError,
+    load_dataset,
+    make_loaders,
+)
 
 # --------------------------------------------------------------------------- digits / mnist
 
@@ -66,12 +72,14 @@ def _write_pickle(path: Path, obj: object, protocol: int) -> None:
         pickle.dump(obj, f, protocol=protocol)
 
 
-def _cifar_batch(rng: np.random.Generator, n: int, label_key: bytes,
-                 num_classes: int) -> dict[bytes, object]:
+def _cifar_batch(rng: np.random.Generator, n: int, label_key: bytes, num_classes: int) -> dict[bytes, object]:
     """A batch in the released format: bytes keys, (N, 3072) uint8, list of int labels."""
-    return {b"batch_label": b"fake", b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            label_key: rng.integers(0, num_classes, n).tolist(),
-            b"filenames": [b"x.png"] * n}
+    return {
+        b"batch_label": b"fake",
+        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        label_key: rng.integers(0, num_classes, n).tolist(),
+        b"filenames": [b"x.png"] * n,
+    }
 
 
 def _fake_cifar10(root: Path, protocol: int = 2) -> dict[str, dict[bytes, object]]:
@@ -98,8 +106,9 @@ def test_cifar10_from_fake_folder(tmp_path: Path, protocol: int) -> None:
     assert test.tensors[1].tolist() == batches["test_batch"][b"labels"]
     # Channel-first reshape of the R, G, B planes, scaled by 1/255.
     raw = batches["data_batch_2"][b"data"]
-    np.testing.assert_allclose(train.tensors[0][4:8].numpy(),
-                               raw.reshape(4, 3, 32, 32).astype(np.float32) / 255, rtol=1e-6)
+    np.testing.assert_allclose(
+        train.tensors[0][4:8].numpy(), raw.reshape(4, 3, 32, 32).astype(np.float32) / 255, rtol=1e-6
+    )
     red_pixel_0 = raw[0, 0] / 255
     assert train.tensors[0][4, 0, 0, 0].item() == pytest.approx(red_pixel_0)
     assert train.tensors[0][4, 2, 31, 31].item() == pytest.approx(raw[0, 3071] / 255)
@@ -117,8 +126,9 @@ def test_cifar100_from_fake_folder(tmp_path: Path) -> None:
     assert spec == DatasetSpec("cifar100", (3, 32, 32), 100)
     assert train.tensors[0].shape == (4, 3, 32, 32) and test.tensors[0].shape == (2, 3, 32, 32)
     assert train.tensors[1].tolist() == train_b[b"fine_labels"]
-    np.testing.assert_allclose(test.tensors[0].numpy().reshape(2, -1),
-                               test_b[b"data"].astype(np.float32) / 255, rtol=1e-6)
+    np.testing.assert_allclose(
+        test.tensors[0].numpy().reshape(2, -1), test_b[b"data"].astype(np.float32) / 255, rtol=1e-6
+    )
 
 
 class _RunsShell:
@@ -153,8 +163,7 @@ def test_codecs_global_only_allows_latin1(tmp_path: Path) -> None:
     """_codecs.encode is allowed for protocol-2 bytes, but not with other codecs."""
     _fake_cifar10(tmp_path)
     # Hand-written protocol-2 pickle: _codecs.encode('x', 'rot13').
-    payload = (b"\x80\x02c_codecs\nencode\nq\x00X\x01\x00\x00\x00xX\x05\x00\x00\x00rot13"
-               b"\x86R.")
+    payload = b"\x80\x02c_codecs\nencode\nq\x00X\x01\x00\x00\x00xX\x05\x00\x00\x00rot13\x86R."
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(payload)
     with pytest.raises(UnsafePickleError, match="rot13"):
         load_dataset("cifar10", tmp_path)
@@ -165,8 +174,7 @@ def test_cifar_object_array_is_rejected(tmp_path: Path) -> None:
     _fake_cifar10(tmp_path)
     data = np.empty((1, 3072), dtype=object)
     data[:] = 0
-    _write_pickle(tmp_path / "cifar-10-batches-py" / "data_batch_1",
-                  {b"data": data, b"labels": [0]}, 2)
+    _write_pickle(tmp_path / "cifar-10-batches-py" / "data_batch_1", {b"data": data, b"labels": [0]}, 2)
     with pytest.raises(ValueError, match="uint8"):
         load_dataset("cifar10", tmp_path)
 
@@ -199,8 +207,9 @@ def test_cifar_folder_missing_inside_data_dir(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- events
 
 
-def _write_events(root: Path, spec: dict[str, dict[str, int]], shape=(5, 2, 4, 4),
-                  seed: int = 0) -> dict[tuple[str, str], list[np.ndarray]]:
+def _write_events(
+    root: Path, spec: dict[str, dict[str, int]], shape=(5, 2, 4, 4), seed: int = 0
+) -> dict[tuple[str, str], list[np.ndarray]]:
     """Write ``spec[split][class] = count`` binary frame files; return them by (split, class)."""
     rng = np.random.default_rng(seed)
     written: dict[tuple[str, str], list[np.ndarray]] = {}
@@ -216,8 +225,9 @@ def _write_events(root: Path, spec: dict[str, dict[str, int]], shape=(5, 2, 4, 4
 
 
 def test_events_from_fake_folder(tmp_path: Path) -> None:
-    written = _write_events(tmp_path, {"train": {"walk": 2, "clap": 3, "wave": 1},
-                                       "test": {"clap": 1, "wave": 2}})
+    written = _write_events(
+        tmp_path, {"train": {"walk": 2, "clap": 3, "wave": 1}, "test": {"clap": 1, "wave": 2}}
+    )
     train, test, spec = load_dataset("events", tmp_path)
     # binary frames: deployed, they are sent as spikes
     assert spec == DatasetSpec("events", (2, 4, 4), 3, timesteps=5, spikes=True)
@@ -285,8 +295,16 @@ def test_unknown_dataset_lists_supported() -> None:
         load_dataset("imagenet")
     for name in SUPPORTED_DATASETS:
         assert name in str(info.value)
-    assert set(SUPPORTED_DATASETS) == {"digits", "mnist5k", "cifar10", "cifar100", "events",
-                                       "digits-events", "n-mnist", "dvs-cifar10"}
+    assert set(SUPPORTED_DATASETS) == {
+        "digits",
+        "mnist5k",
+        "cifar10",
+        "cifar100",
+        "events",
+        "digits-events",
+        "n-mnist",
+        "dvs-cifar10",
+    }
 
 
 def test_make_loaders_seeded_shuffle() -> None:

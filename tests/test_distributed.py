@@ -15,6 +15,7 @@ BN statistics sync the same comparison is off by > 1e-2, which
 ``test_without_bn_sync_ddp_differs`` checks so that the tolerance is known to
 discriminate.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,12 +73,26 @@ def launch(spec: dict, tmp_path: Path, *, world: int = WORLD, timeout: float = 1
     procs = []
     for rank in range(world):
         env = {k: v for k, v in os.environ.items() if k not in D.TORCHRUN_ENV}
-        env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                   LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
-                   OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-        procs.append(subprocess.Popen([sys.executable, str(WORKER), str(spec_path)], env=env,
-                                      cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))
+        env.update(
+            RANK=str(rank),
+            WORLD_SIZE=str(world),
+            LOCAL_RANK=str(rank),
+            LOCAL_WORLD_SIZE=str(world),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=port,
+            OMP_NUM_THREADS="1",
+            PYTHONPATH=str(ROOT),
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(WORKER), str(spec_path)],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     logs = []
     try:
         for p in procs:
@@ -94,8 +109,7 @@ def launch(spec: dict, tmp_path: Path, *, world: int = WORLD, timeout: float = 1
 
 def _float_diff(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
-    return max(float((a[k].double() - b[k].double()).abs().max())
-               for k in a if a[k].is_floating_point())
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
 
 
 def _single(job: dict, tmp_path: Path, name: str) -> tuple[dict, dict]:
@@ -110,8 +124,7 @@ JOBS = {
     # mlp without norm, full BPTT, rate CE; last global batch 29 = 15 + 14 (loss weights)
     "mlp-bptt": dict(epochs=1, width_mult=0.5),
     # vanilla BN synced per step, TET, time-slicing (2 all-reduces per batch)
-    "cnn-bn-tet-slice2": dict(arch="cnn", width_mult=0.25, norm="bn", loss="tet", time_slice=2,
-                              epochs=1),
+    "cnn-bn-tet-slice2": dict(arch="cnn", width_mult=0.25, norm="bn", loss="tet", time_slice=2, epochs=1),
     # tdBN synced jointly, radical factors
     "mlp-tdbn-radical": dict(width_mult=0.5, norm="tdbn", factors="radical", epochs=1),
     # 1437 = 4 * 359 + 1: the last global batch has one sample, rank 1's part is empty
@@ -124,8 +137,7 @@ JOBS = {
 def ann_checkpoint(tmp_path_factory) -> str:
     """A QCFS ANN for the hybrid job (one epoch, single process)."""
     path = tmp_path_factory.mktemp("ann") / "ann.pt"
-    run_training_job(TrainJob(neuron="qcfs", width_mult=0.5, norm="bn", epochs=1,
-                              out=str(path)))
+    run_training_job(TrainJob(neuron="qcfs", width_mult=0.5, norm="bn", epochs=1, out=str(path)))
     return str(path)
 
 
@@ -151,8 +163,7 @@ def test_ddp_two_processes_match_one_process(tmp_path, ann_checkpoint) -> None:
         # accuracy over the whole test set, reported identically by both ranks
         assert m0["accuracy"] == m1["accuracy"]
         assert abs(m0["accuracy"] - metrics["accuracy"]) <= 2 / 360, name
-        assert m0["history"][0]["loss"] == pytest.approx(metrics["history"][0]["loss"],
-                                                         rel=1e-4)
+        assert m0["history"][0]["loss"] == pytest.approx(metrics["history"][0]["loss"], rel=1e-4)
         if name == "hybrid":
             for key in ("ann_accuracy", "converted_accuracy"):
                 assert m0["hybrid"][key] == m1["hybrid"][key] == metrics["hybrid"][key]
@@ -161,8 +172,7 @@ def test_ddp_two_processes_match_one_process(tmp_path, ann_checkpoint) -> None:
 def test_without_bn_sync_ddp_differs(tmp_path) -> None:
     """Negative control: per-rank BN statistics break the equality the test above checks."""
     job = JOBS["cnn-bn-tet-slice2"]
-    ranks = launch({"jobs": [{**job, "out": str(tmp_path / "m.pt")}], "sync_stats": False},
-                   tmp_path)
+    ranks = launch({"jobs": [{**job, "out": str(tmp_path / "m.pt")}], "sync_stats": False}, tmp_path)
     _, ref = _single(job, tmp_path, "ref")
     assert _float_diff(ranks[0]["jobs"][0]["state_dict"], ref) > 100 * WEIGHT_ATOL
 
@@ -170,8 +180,7 @@ def test_without_bn_sync_ddp_differs(tmp_path) -> None:
 def test_only_rank_zero_writes_and_reports(tmp_path) -> None:
     """run_training_job joins the group from the environment alone; rank 0 alone writes."""
     out_dir = tmp_path / "out"
-    job = dict(epochs=2, width_mult=0.25, out=str(out_dir / "m.pt"),
-               json_path=str(out_dir / "m.json"))
+    job = dict(epochs=2, width_mult=0.25, out=str(out_dir / "m.pt"), json_path=str(out_dir / "m.json"))
     ranks = launch({"jobs": [job], "own_group": True}, tmp_path)
     assert sorted(p.name for p in out_dir.iterdir()) == ["m.json", "m.pt"]
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["rank0.pt", "rank1.pt"]
@@ -190,8 +199,7 @@ def test_sharded_evaluation_counts_the_whole_test_set(tmp_path) -> None:
     model, _ = load_checkpoint(tmp_path / "m.pt")
     train_set, test_set, _ = load_dataset("digits", seed=0)
     _, full = make_loaders(train_set, test_set, batch_size=64)
-    ranks = launch({"evaluate": {"checkpoint": str(tmp_path / "m.pt"), "timesteps": 4}},
-                   tmp_path)
+    ranks = launch({"evaluate": {"checkpoint": str(tmp_path / "m.pt"), "timesteps": 4}}, tmp_path)
     assert [r["evaluate"]["shard_samples"] for r in ranks] == [180, 180]
     for r in ranks:
         assert r["evaluate"]["accuracy"] == evaluate(model, full, timesteps=4)
@@ -263,13 +271,11 @@ def test_merged_shards_equal_the_unsharded_run_exactly(qgraph_and_inputs, world:
     qgraph, x_int = qgraph_and_inputs
     full = simulate(qgraph, x_int, 4, record_states=True)
     assert sum(full.synops.values()) > 0 and all(s.any() for s in full.spikes.values())
-    shards = [simulate_shard(qgraph, x_int, 4, r, world, record_states=True)
-              for r in range(world)]
+    shards = [simulate_shard(qgraph, x_int, 4, r, world, record_states=True) for r in range(world)]
     assert (shards[-1] is None) == (world > len(x_int))
     _assert_same_record(merge_records(shards), full)
     # streaming runs (no rasters, spike counts only) merge to the streaming run
-    stream = [simulate_shard(qgraph, x_int, 4, r, world, record_spikes=False)
-              for r in range(world)]
+    stream = [simulate_shard(qgraph, x_int, 4, r, world, record_spikes=False) for r in range(world)]
     _assert_same_record(merge_records(stream), simulate(qgraph, x_int, 4, record_spikes=False))
 
 
@@ -282,11 +288,13 @@ def test_merge_sums_counters_and_keeps_sample_order() -> None:
         r.readout_trace = np.array(logits)[None]
         return r
 
-    merged = merge_records([rec([[1, 2]], [[[1]]], 3, 10), None, rec([[3, 4], [5, 6]],
-                                                                      [[[0], [1]]], 4, 7)])
+    merged = merge_records([rec([[1, 2]], [[[1]]], 3, 10), None, rec([[3, 4], [5, 6]], [[[0], [1]]], 4, 7)])
     assert merged.logits.tolist() == [[1, 2], [3, 4], [5, 6]]
     assert merged.spikes["l"].shape == (1, 3, 1) and merged.spikes["l"][0, :, 0].tolist() == [
-        True, False, True]
+        True,
+        False,
+        True,
+    ]
     assert merged.saturation == {"l": 7} and merged.synops == {"d": 17}
     assert merged.final_state["l"][0][-1].tolist() == [5, 6]  # row -1: the last sample
     with pytest.raises(ValueError):
@@ -296,8 +304,7 @@ def test_merge_sums_counters_and_keeps_sample_order() -> None:
 def test_single_process_run_sharded_is_the_plain_run(qgraph_and_inputs) -> None:
     qgraph, x_int = qgraph_and_inputs
     assert not D.is_initialized()
-    _assert_same_record(run_sharded(lambda xs: simulate(qgraph, xs, 4), x_int),
-                        simulate(qgraph, x_int, 4))
+    _assert_same_record(run_sharded(lambda xs: simulate(qgraph, xs, 4), x_int), simulate(qgraph, x_int, 4))
 
 
 def test_two_process_sharded_sim_equals_unsharded(qgraph_and_inputs, tmp_path) -> None:
@@ -305,8 +312,9 @@ def test_two_process_sharded_sim_equals_unsharded(qgraph_and_inputs, tmp_path) -
     qgraph, x_int = qgraph_and_inputs
     (tmp_path / "g.pkl").write_bytes(pickle.dumps(qgraph))
     np.save(tmp_path / "x.npy", x_int)
-    ranks = launch({"sim": {"graph": str(tmp_path / "g.pkl"), "x": str(tmp_path / "x.npy"),
-                            "timesteps": 4}}, tmp_path)
+    ranks = launch(
+        {"sim": {"graph": str(tmp_path / "g.pkl"), "x": str(tmp_path / "x.npy"), "timesteps": 4}}, tmp_path
+    )
     full = simulate(qgraph, x_int, 4)
     for r in ranks:
         _assert_same_record(pickle.loads(r["sim"]), full)
@@ -325,8 +333,7 @@ def test_without_torchrun_everything_is_single_process(monkeypatch) -> None:
     model = torch.nn.Linear(2, 2)
     assert D.wrap_ddp(model, "cpu") is model and D.unwrap(model) is model
     assert D.is_main_process()
-    env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "h",
-           "MASTER_PORT": "1"}
+    env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "h", "MASTER_PORT": "1"}
     assert D.torchrun_env_present(env) and not D.torchrun_env_present({**env, "RANK": ""})
 
 
@@ -342,8 +349,7 @@ def test_sharded_loaders_reproduce_the_single_process_batches() -> None:
     """Every epoch, the parts of step i over 3 ranks are the i-th single-process batch."""
     train_set, test_set, _ = load_dataset("digits", seed=0)
     single, single_test = make_loaders(train_set, test_set, batch_size=64, seed=5)
-    ranks = [make_loaders(train_set, test_set, batch_size=64, seed=5, rank=r, world_size=3)
-             for r in range(3)]
+    ranks = [make_loaders(train_set, test_set, batch_size=64, seed=5, rank=r, world_size=3) for r in range(3)]
     sizes = ranks[0][0].batch_sampler.global_batch_sizes()  # the loss weights' n_global
     for _ in range(2):
         parts = [iter(train) for train, _ in ranks]

@@ -1,5 +1,6 @@
 """N-MNIST (.bin) and DVS-CIFAR10 (.aedat, AEDAT 3.1 and jAER 2.0) read from tiny files written
 here in each format, integrated into binary frames by event count as the paper does."""
+
 from __future__ import annotations
 
 import struct
@@ -25,8 +26,7 @@ def _aedat31_file(path: Path, events: list[tuple[int, int, int, int]]) -> None:
     out = bytearray(b"#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n#!END-HEADER\r\n")
     # an IMU packet (type 3) first: skipped
     out += struct.pack("<hhiiiiii", 3, 1, 8, 4, 0, 1, 1, 1) + b"\0" * 8
-    records = b"".join(struct.pack("<Ii", (x << 17) | (y << 2) | (p << 1) | 1, t)
-                       for t, x, y, p in events)
+    records = b"".join(struct.pack("<Ii", (x << 17) | (y << 2) | (p << 1) | 1, t) for t, x, y, p in events)
     n = len(events)
     out += struct.pack("<hhiiiiii", 1, 1, 8, 4, 0, n, n, n) + records
     path.write_bytes(bytes(out))
@@ -59,8 +59,7 @@ def test_aedat_31_and_20_give_the_same_events(tmp_path: Path) -> None:
     assert list(zip(t, x, y, p)) == events
     # the 2.0 file holds the sensor's raw DVS128 address; the reader orients it as tonic and
     # spikingjelly do: x' = 127 - y, y' = 127 - x, p' = 1 - p
-    _aedat20_file(tmp_path / "v2.aedat", [(t0, 127 - y0, 127 - x0, 1 - p0)
-                                          for t0, x0, y0, p0 in events])
+    _aedat20_file(tmp_path / "v2.aedat", [(t0, 127 - y0, 127 - x0, 1 - p0) for t0, x0, y0, p0 in events])
     assert list(zip(*F.read_aedat(tmp_path / "v2.aedat"))) == events
     frames = F.integrate(F.read_aedat(tmp_path / "v3.aedat"), 3, (128, 128), (48, 48), tmp_path)
     # 48x48 frames: sensor pixel x lands in x * 48 // 128
@@ -71,14 +70,15 @@ def test_load_n_mnist_and_dvs_cifar10_folders(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
 
     def random_events(n: int, side: int) -> list[tuple[int, int, int, int]]:
-        return [(int(i * 100), int(rng.integers(side)), int(rng.integers(side)),
-                 int(rng.integers(2))) for i in range(n)]
+        return [
+            (int(i * 100), int(rng.integers(side)), int(rng.integers(side)), int(rng.integers(2)))
+            for i in range(n)
+        ]
 
     for split, count in (("Train", 2), ("Test", 1)):
         for digit in range(10):
             for i in range(count):
-                _nmnist_file(tmp_path / "nm" / split / str(digit) / f"{i:05d}.bin",
-                             random_events(40, 34))
+                _nmnist_file(tmp_path / "nm" / split / str(digit) / f"{i:05d}.bin", random_events(40, 34))
     train, test, spec = load_dataset("n-mnist", tmp_path / "nm")
     assert spec == DatasetSpec("n-mnist", (2, 34, 34), 10, timesteps=10, spikes=True)
     assert train.tensors[0].shape == (20, 10, 2, 34, 34) and len(test) == 10
@@ -104,7 +104,6 @@ def test_event_format_errors_name_the_file(tmp_path: Path) -> None:
         F.read_aedat(tmp_path / "x.aedat")
     _aedat31_file(tmp_path / "far.aedat", [(1, 300, 2, 1)])
     with pytest.raises(ValueError, match="far.aedat: event coordinates outside the 128x128"):
-        F.integrate(F.read_aedat(tmp_path / "far.aedat"), 2, (128, 128), (48, 48),
-                    tmp_path / "far.aedat")
+        F.integrate(F.read_aedat(tmp_path / "far.aedat"), 2, (128, 128), (48, 48), tmp_path / "far.aedat")
     with pytest.raises(FileNotFoundError, match="dataset 'dvs-cifar10': no .aedat files"):
         load_dataset("dvs-cifar10", tmp_path)

@@ -1,6 +1,7 @@
 """Time-varying inputs (event streams) through every stage: the digits-events dataset, spike
 inputs in the IR and the quantiser, sim/ and Lava fixed_pt bit-exact with one frame per step,
 the float model and float IR on frames, synops counted from the events, sharded runs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -138,12 +139,13 @@ def test_float_model_and_float_ir_agree_on_frames() -> None:
 
 def test_sharded_time_varying_run_equals_unsharded() -> None:
     t = 4
-    q, _ = quantize_graph(export_model(_random_cnn(5, t), input_shape=(2, 8, 8), timesteps=t,
-                                       spikes=True))
+    q, _ = quantize_graph(export_model(_random_cnn(5, t), input_shape=(2, 8, 8), timesteps=t, spikes=True))
     x_int = quantize(q, _event_frames(6, t, 5))
     whole = simulate(q, x_int, t)
-    parts = [run_sharded(lambda xs: simulate(q, xs, t), x_int, axis=1, rank=r, world_size=2,
-                         gather=False) for r in range(2)]
+    parts = [
+        run_sharded(lambda xs: simulate(q, xs, t), x_int, axis=1, rank=r, world_size=2, gather=False)
+        for r in range(2)
+    ]
     merged = merge_records(parts)
     assert np.array_equal(merged.logits, whole.logits)
     for name in whole.spikes:

@@ -1,4 +1,5 @@
 """lmh_deploy.files: the one atomic-write helper (checkpoints, JSON, HTML, plots, artifacts)."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,7 @@ def test_atomic_directory(tmp_path) -> None:
         (d / "x").write_text("2")
         raise KeyError("interrupted")
     assert (target / "x").read_text() == "1"
-    with pytest.raises(FileExistsError, match="exists already"), \
-            atomic_directory(target, overwrite=False):
+    with pytest.raises(FileExistsError, match="exists already"), atomic_directory(target, overwrite=False):
         pass
     with atomic_directory(target) as d:
         (d / "y").write_text("3")

@@ -3,6 +3,7 @@
 Hand examples carry their expected integers literally (worked out in the comments),
 so a change of rounding, saturation or update order fails here first.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,23 +27,26 @@ def test_format_constants() -> None:
 # --------------------------------------------------------------------------- mul_shift
 
 
-@pytest.mark.parametrize("f, v, expected", [
-    # (f*v + 2048) >> 12, i.e. round(f*v/4096) with halves going up (towards +inf).
-    (2048, 3, 2),          # 0.5*3 = 1.5     -> 2   (half up)
-    (2048, -3, -1),        # 0.5*-3 = -1.5   -> -1  (half up, not away from zero)
-    (2048, 1, 1),          # 0.5             -> 1
-    (2048, -1, 0),         # -0.5            -> 0
-    (-2048, 5, -2),        # -2.5            -> -2
-    (-2048, -5, 3),        # 2.5             -> 3
-    (1000, 7, 2),          # 1.709           -> 2
-    (1000, -7, -2),        # -1.709          -> -2  (floor of -1.209)
-    (1, 2047, 0),          # 0.49976         -> 0
-    (1, -2049, -1),        # -0.50024        -> -1
-    (0, 8388607, 0),
-    (2047, 8388607, 4192256),    # 4192255.75  -> 4192256 (no overflow: int64)
-    (-2048, 8388607, -4194303),  # -4194303.5  -> -4194303
-    (-2048, -8388608, 4194304),  # exactly 2**22
-])
+@pytest.mark.parametrize(
+    "f, v, expected",
+    [
+        # (f*v + 2048) >> 12, i.e. round(f*v/4096) with halves going up (towards +inf).
+        (2048, 3, 2),  # 0.5*3 = 1.5     -> 2   (half up)
+        (2048, -3, -1),  # 0.5*-3 = -1.5   -> -1  (half up, not away from zero)
+        (2048, 1, 1),  # 0.5             -> 1
+        (2048, -1, 0),  # -0.5            -> 0
+        (-2048, 5, -2),  # -2.5            -> -2
+        (-2048, -5, 3),  # 2.5             -> 3
+        (1000, 7, 2),  # 1.709           -> 2
+        (1000, -7, -2),  # -1.709          -> -2  (floor of -1.209)
+        (1, 2047, 0),  # 0.49976         -> 0
+        (1, -2049, -1),  # -0.50024        -> -1
+        (0, 8388607, 0),
+        (2047, 8388607, 4192256),  # 4192255.75  -> 4192256 (no overflow: int64)
+        (-2048, 8388607, -4194303),  # -4194303.5  -> -4194303
+        (-2048, -8388608, 4194304),  # exactly 2**22
+    ],
+)
 def test_mul_shift_hand_examples(f: int, v: int, expected: int) -> None:
     assert int(fx.mul_shift(A(f), A(v))) == expected
 
@@ -61,8 +65,13 @@ def test_mul_shift_equals_python_floor(f: int, v: int) -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.integers(fx.FACTOR_MIN, fx.FACTOR_MAX),
-                          st.integers(fx.STATE_MIN, fx.STATE_MAX)), min_size=1, max_size=20))
+@given(
+    st.lists(
+        st.tuples(st.integers(fx.FACTOR_MIN, fx.FACTOR_MAX), st.integers(fx.STATE_MIN, fx.STATE_MAX)),
+        min_size=1,
+        max_size=20,
+    )
+)
 def test_mul_shift_vectorised_matches_scalars(pairs: list[tuple[int, int]]) -> None:
     fs, vs = A([p[0] for p in pairs]), A([p[1] for p in pairs])
     assert fx.mul_shift(fs, vs).tolist() == [(f * v + 2048) // 4096 for f, v in pairs]
@@ -92,14 +101,14 @@ def test_quantize_factor_hand_values() -> None:
     assert fx.quantize_factor(-0.5).item() == -2048
     assert fx.quantize_factor(1.25, offset=1.0).item() == 1024  # lambda stored as lambda - 1
     assert fx.quantize_factor(0.5, offset=1.0).item() == -2048  # lambda = 0.5 is the lowest code
-    assert fx.quantize_factor(1.0, offset=1.0).item() == 0      # lambda = 1 is exact
+    assert fx.quantize_factor(1.0, offset=1.0).item() == 0  # lambda = 1 is exact
     # numpy rounding: halves go to the even code.
     assert fx.quantize_factor(0.5 / 4096).item() == 0
     assert fx.quantize_factor(1.5 / 4096).item() == 2
 
 
 def test_quantize_factor_clamps() -> None:
-    assert fx.quantize_factor(0.5).item() == 2047          # top of [-0.5, 0.5) is not a code
+    assert fx.quantize_factor(0.5).item() == 2047  # top of [-0.5, 0.5) is not a code
     assert fx.quantize_factor(0.7).item() == 2047
     assert fx.quantize_factor(-0.9).item() == -2048
     assert fx.quantize_factor(1.6, offset=1.0).item() == 2047
@@ -143,9 +152,14 @@ def test_quantize_factor_monotone_and_sign_preserving(a: float, b: float) -> Non
 def _params(mu_d, mu_s, lam_d_off, lam_s_off, theta, bias) -> fx.LMHFixedParams:
     """Lambdas given as offsets from one (lam - 4096); the params hold full multipliers."""
     col = lambda v: np.atleast_2d(A(v, dtype=np.int64))
-    return fx.LMHFixedParams(mu_d=col(mu_d), mu_s=col(mu_s), lam_d=col(lam_d_off) + 4096,
-                             lam_s=col(lam_s_off) + 4096, theta=theta,
-                             bias=np.atleast_1d(A(bias, dtype=np.int64)))
+    return fx.LMHFixedParams(
+        mu_d=col(mu_d),
+        mu_s=col(mu_s),
+        lam_d=col(lam_d_off) + 4096,
+        lam_s=col(lam_s_off) + 4096,
+        theta=theta,
+        bias=np.atleast_1d(A(bias, dtype=np.int64)),
+    )
 
 
 def test_lmh_three_steps_by_hand() -> None:
@@ -190,8 +204,14 @@ def test_lmh_step_saturation_hand_example() -> None:
 
 def test_lmh_step_radical_rows_and_last_row_reuse() -> None:
     # Two rows: row 0 is IF, row 1 halves the dendrite; step 5 reuses row 1.
-    p = fx.LMHFixedParams(mu_d=A([[0], [2048]]), mu_s=A([[0], [0]]), lam_d=A([[4096], [4096]]),
-                          lam_s=A([[4096], [4096]]), theta=1000, bias=A([0]))
+    p = fx.LMHFixedParams(
+        mu_d=A([[0], [2048]]),
+        mu_s=A([[0], [0]]),
+        lam_d=A([[4096], [4096]]),
+        lam_s=A([[4096], [4096]]),
+        theta=1000,
+        bias=A([0]),
+    )
     assert [int(x) for x in p.factors_at(0)] == [0, 0, 4096, 4096]
     assert [int(x) for x in p.factors_at(1)] == [2048, 0, 4096, 4096]
     assert [int(x) for x in p.factors_at(5)] == [2048, 0, 4096, 4096]
@@ -202,11 +222,15 @@ def test_lmh_step_radical_rows_and_last_row_reuse() -> None:
 
 
 def test_lmh_step_per_neuron_factors_broadcast() -> None:
-    p = fx.LMHFixedParams(mu_d=A([[0, 2048, -2048]]), mu_s=A([[0, 0, 0]]),
-                          lam_d=A([[4096] * 3]), lam_s=A([[4096] * 3]), theta=10**6,
-                          bias=A([1, 2, 3]))
-    v_d, _, _, _ = fx.lmh_step(p, 0, A([[100, 100, 100], [7, 7, 7]]), A([[0, 0, 0]] * 2),
-                               A([[0, 0, 0]] * 2))
+    p = fx.LMHFixedParams(
+        mu_d=A([[0, 2048, -2048]]),
+        mu_s=A([[0, 0, 0]]),
+        lam_d=A([[4096] * 3]),
+        lam_s=A([[4096] * 3]),
+        theta=10**6,
+        bias=A([1, 2, 3]),
+    )
+    v_d, _, _, _ = fx.lmh_step(p, 0, A([[100, 100, 100], [7, 7, 7]]), A([[0, 0, 0]] * 2), A([[0, 0, 0]] * 2))
     assert v_d.tolist() == [[1, 52, -47], [1, 6, 0]]  # +-50 exact; 3.5 -> 4, -3.5 -> -3 (half up)
 
 
@@ -228,13 +252,13 @@ def _if_reference(theta: int, bias: list[int], inputs: list[list[int]]):
 
 
 @settings(max_examples=100, deadline=None)
-@given(data=st.data(), n=st.integers(1, 4), steps=st.integers(1, 6),
-       theta=st.integers(1, fx.STATE_MAX))
+@given(data=st.data(), n=st.integers(1, 4), steps=st.integers(1, 6), theta=st.integers(1, fx.STATE_MAX))
 def test_lmh_step_identity_factors_reduce_to_if(data, n: int, steps: int, theta: int) -> None:
     big = 2**23 + 2**20  # beyond the state range, so saturation is exercised too
     bias = data.draw(st.lists(st.integers(-(2**21), 2**21), min_size=n, max_size=n))
-    inputs = data.draw(st.lists(st.lists(st.integers(-big, big), min_size=n, max_size=n),
-                                min_size=steps, max_size=steps))
+    inputs = data.draw(
+        st.lists(st.lists(st.integers(-big, big), min_size=n, max_size=n), min_size=steps, max_size=steps)
+    )
     p = _params([0] * n, [0] * n, [0] * n, [0] * n, theta=theta, bias=bias)
     v_d, v_s = p.initial_state((1, n))
     spikes, events = [], 0

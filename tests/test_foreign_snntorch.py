@@ -4,6 +4,7 @@ snnTorch's semantics were read from its source (docs/interop.md): strict ``>`` s
 from 0, subtract reset one step late (``reset_delay=True``), zero reset = the same-step set
 rule for Leaky, a one-step-late zeroing for Synaptic. These tests run snnTorch itself.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,15 +36,18 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
-@pytest.mark.parametrize("factory, kwargs, rules", [
-    ("leaky_mlp", {"reset": "subtract"}, ("subtract", "next-step")),
-    ("leaky_mlp", {"reset": "zero"}, ("set", "same-step")),
-    ("leaky_mlp", {"reset": "zero", "spiking_output": True}, ("set", "same-step")),
-    ("synaptic_mlp", {"reset": "subtract"}, ("subtract", "next-step")),
-    ("synaptic_mlp", {"reset": "zero"}, ("set", "next-step")),
-    ("synaptic_mlp", {"reset": "zero", "reset_delay": False}, ("set", "same-step")),
-    ("leaky_convnet", {"reset": "zero"}, ("set", "same-step")),
-])
+@pytest.mark.parametrize(
+    "factory, kwargs, rules",
+    [
+        ("leaky_mlp", {"reset": "subtract"}, ("subtract", "next-step")),
+        ("leaky_mlp", {"reset": "zero"}, ("set", "same-step")),
+        ("leaky_mlp", {"reset": "zero", "spiking_output": True}, ("set", "same-step")),
+        ("synaptic_mlp", {"reset": "subtract"}, ("subtract", "next-step")),
+        ("synaptic_mlp", {"reset": "zero"}, ("set", "next-step")),
+        ("synaptic_mlp", {"reset": "zero", "reset_delay": False}, ("set", "same-step")),
+        ("leaky_convnet", {"reset": "zero"}, ("set", "same-step")),
+    ],
+)
 def test_float_ir_reproduces_snntorch_exactly(factory: str, kwargs: dict, rules: tuple) -> None:
     torch.manual_seed(0)
     model = getattr(style, factory)(**kwargs)
@@ -53,11 +57,15 @@ def test_float_ir_reproduces_snntorch_exactly(factory: str, kwargs: dict, rules:
                 m.weight.mul_(3.0)
     graph = module_to_graph(model, input_shape=(1, 8, 8), timesteps=6)
     node = graph.node("lmh0")
-    assert (node.reset, node.reset_timing, node.threshold_test, node.v_s_init) == \
-        (*rules, ">", 0.0)
+    assert (node.reset, node.reset_timing, node.threshold_test, node.v_s_init) == (*rules, ">", 0.0)
     x = load_dataset("digits")[1].tensors[0][:60].numpy() * 2.0
-    src = run_source(model, x, 6, source_neurons=graph.meta["source_neurons"],
-                     output_index=graph.meta["source_output_index"])
+    src = run_source(
+        model,
+        x,
+        6,
+        source_neurons=graph.meta["source_neurons"],
+        output_index=graph.meta["source_output_index"],
+    )
     ref = simulate_float(graph, x, 6)
     for name, spikes in ref.spikes.items():
         assert 0.05 < spikes.mean() < 0.95, name
@@ -65,15 +73,21 @@ def test_float_ir_reproduces_snntorch_exactly(factory: str, kwargs: dict, rules:
     np.testing.assert_allclose(src.logits, ref.logits, atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"reset_mechanism": "subtract", "reset_delay": False}, "reset_delay=False"),
-    ({"reset_mechanism": "none"}, "never resets"),
-    ({"inhibition": True}, "inhibition"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"reset_mechanism": "subtract", "reset_delay": False}, "reset_delay=False"),
+        ({"reset_mechanism": "none"}, "never resets"),
+        ({"inhibition": True}, "inhibition"),
+    ],
+)
 def test_unrepresentable_snntorch_rules_refused(kwargs: dict, match: str) -> None:
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8),
-                                snn.Leaky(beta=0.9, init_hidden=True, **kwargs),
-                                torch.nn.Linear(8, 3))
+    model = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 8),
+        snn.Leaky(beta=0.9, init_hidden=True, **kwargs),
+        torch.nn.Linear(8, 3),
+    )
     with pytest.raises(NeuronError, match=rf"^2 \(Leaky\): snn.Leaky.*{match}") as info:
         module_to_graph(model, input_shape=(64,), timesteps=4)
     assert "\n" not in str(info.value)
@@ -86,9 +100,22 @@ def _deploy(tmp_path: Path, factory: str, kwargs: dict, *, epochs: int, samples:
     weights = tmp_path / f"{factory}.pt"
     torch.save(model.state_dict(), weights)
     out = tmp_path / f"build_{factory}"
-    res = invoke("compile", weights, "--model", f"{MODEL_FILE}:{factory}", "--model-kwargs",
-                 json.dumps(kwargs), "--input-shape", "1,8,8", "--timesteps", "4",
-                 "--dataset", "digits", "-o", out)
+    res = invoke(
+        "compile",
+        weights,
+        "--model",
+        f"{MODEL_FILE}:{factory}",
+        "--model-kwargs",
+        json.dumps(kwargs),
+        "--input-shape",
+        "1,8,8",
+        "--timesteps",
+        "4",
+        "--dataset",
+        "digits",
+        "-o",
+        out,
+    )
     assert res.exit_code == 0, res.output
     res = invoke("verify", out, "--samples", samples, "--json", out / "verify.json")
     assert res.exit_code == 0, res.output
@@ -106,12 +133,16 @@ def test_snntorch_leaky_subtract_one_command(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("factory, kwargs, epochs", [
-    ("leaky_mlp", {"reset": "subtract"}, 3),
-    ("leaky_mlp", {"reset": "zero"}, 3),
-    ("synaptic_mlp", {"reset": "zero"}, 3),
-    ("leaky_convnet", {"reset": "zero"}, 6),
-])
-def test_snntorch_nets_deploy_on_all_test_digits(tmp_path: Path, factory: str, kwargs: dict,
-                                                 epochs: int) -> None:
+@pytest.mark.parametrize(
+    "factory, kwargs, epochs",
+    [
+        ("leaky_mlp", {"reset": "subtract"}, 3),
+        ("leaky_mlp", {"reset": "zero"}, 3),
+        ("synaptic_mlp", {"reset": "zero"}, 3),
+        ("leaky_convnet", {"reset": "zero"}, 6),
+    ],
+)
+def test_snntorch_nets_deploy_on_all_test_digits(
+    tmp_path: Path, factory: str, kwargs: dict, epochs: int
+) -> None:
     _deploy(tmp_path, factory, kwargs, epochs=epochs, samples=360)

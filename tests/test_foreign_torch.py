@@ -3,6 +3,7 @@
 Models are written the way their own tools write them (tests/foreign/): a ReLU ANN whose
 ReLUs are swapped for a per-step LearnableNeuron, saved as a bare state_dict.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,8 +77,20 @@ def official_mlp(tmp_path_factory) -> Path:
 
 def test_official_mlp_one_command_verify_against_source(official_mlp: Path) -> None:
     out = official_mlp.parent / "build"
-    res = invoke("compile", official_mlp, "--model", f"{MODEL_FILE}:mlp", "--input-shape",
-                 "1,8,8", "--timesteps", "4", "--dataset", "digits", "-o", out)
+    res = invoke(
+        "compile",
+        official_mlp,
+        "--model",
+        f"{MODEL_FILE}:mlp",
+        "--input-shape",
+        "1,8,8",
+        "--timesteps",
+        "4",
+        "--dataset",
+        "digits",
+        "-o",
+        out,
+    )
     assert res.exit_code == 0, res.output
     assert (out / "source_model.py").is_file() and (out / "source_weights.pt").is_file()
     res = invoke("verify", out, "--samples", "100", "--json", out / "verify.json")
@@ -140,17 +153,34 @@ class Branchy(nn.Module):
         return self.neuron(self.fc(x))
 
 
-@pytest.mark.parametrize("model, match", [
-    (lambda: nn.Sequential(nn.Conv2d(1, 4, 3), official.LearnableNeuron(), nn.MaxPool2d(2),
-                           nn.Flatten(), nn.Linear(36, 3)), r"^2 \(MaxPool2d\): max pooling"),
-    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 3)),
-     r"^2 \(ReLU\): an ANN activation left in the model; swap it"),
-    (lambda: Branchy(), r"^<root> \(Branchy\): torch.fx cannot trace it"),
-    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Softmax(1), nn.Linear(8, 3)),
-     r"^2 \(Softmax\): unsupported layer type"),
-    (lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 8), official.LearnableNeuron(),
-                           nn.LSTM(8, 3)), r"^3 \(LSTM\): unsupported layer type"),
-])
+@pytest.mark.parametrize(
+    "model, match",
+    [
+        (
+            lambda: nn.Sequential(
+                nn.Conv2d(1, 4, 3),
+                official.LearnableNeuron(),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                nn.Linear(36, 3),
+            ),
+            r"^2 \(MaxPool2d\): max pooling",
+        ),
+        (
+            lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 3)),
+            r"^2 \(ReLU\): an ANN activation left in the model; swap it",
+        ),
+        (lambda: Branchy(), r"^<root> \(Branchy\): torch.fx cannot trace it"),
+        (
+            lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Softmax(1), nn.Linear(8, 3)),
+            r"^2 \(Softmax\): unsupported layer type",
+        ),
+        (
+            lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 8), official.LearnableNeuron(), nn.LSTM(8, 3)),
+            r"^3 \(LSTM\): unsupported layer type",
+        ),
+    ],
+)
 def test_unmappable_constructs_refused_in_one_line(model, match: str) -> None:
     with pytest.raises((FrontendError, NeuronError, IRError), match=match) as info:
         module_to_graph(model(), input_shape=(1, 8, 8), timesteps=2)
@@ -170,22 +200,32 @@ def test_bad_weights_and_specs_one_line(tmp_path: Path, official_mlp: Path) -> N
     pickled.write_bytes(pickle.dumps({"w": object()}))
     wrong = tmp_path / "wrong.pt"
     torch.save({"fc.weight": torch.zeros(2, 2)}, wrong)
-    base = ["--input-shape", "1,8,8", "--timesteps", "4", "--dataset", "digits", "-o",
-            tmp_path / "out"]
+    base = ["--input-shape", "1,8,8", "--timesteps", "4", "--dataset", "digits", "-o", tmp_path / "out"]
     cases = [
         ([pickled, "--model", f"{MODEL_FILE}:mlp"], "not a weights-only state_dict"),
         ([wrong, "--model", f"{MODEL_FILE}:mlp"], "does not fit the model (missing"),
         ([official_mlp, "--model", f"{MODEL_FILE}:nothing"], "has no function or class"),
         ([official_mlp, "--model", "missing.py:mlp"], "does not exist"),
-        ([official_mlp, "--model", f"{MODEL_FILE}:mlp", "--model-kwargs", "[1]"],
-         "expected a JSON object"),
+        ([official_mlp, "--model", f"{MODEL_FILE}:mlp", "--model-kwargs", "[1]"], "expected a JSON object"),
     ]
     for args, message in cases:
         res = invoke("compile", *args, *base)
         assert res.exit_code == 2, res.output
         assert message in res.output and "Traceback" not in res.output
-    res = invoke("compile", official_mlp, "--model", f"{MODEL_FILE}:mlp", "--input-shape", "3,8,8",
-                 "--timesteps", "4", "--dataset", "digits", "-o", tmp_path / "out")
+    res = invoke(
+        "compile",
+        official_mlp,
+        "--model",
+        f"{MODEL_FILE}:mlp",
+        "--input-shape",
+        "3,8,8",
+        "--timesteps",
+        "4",
+        "--dataset",
+        "digits",
+        "-o",
+        tmp_path / "out",
+    )
     assert res.exit_code == 2 and "does not fit dataset digits" in res.output
     assert not (tmp_path / "out").exists()
 
@@ -215,9 +255,12 @@ class PlainIFAdapter(NeuronAdapter):
 
     def spec(self, module, where):
         zero, one = np.zeros((1, 1)), np.ones((1, 1))
-        return NeuronSpec(theta=module.threshold, amplitude=module.threshold, v_s_init=0.5 *
-                          module.threshold, factors={"mu_d": zero, "mu_s": zero, "lam_d": one,
-                                                     "lam_s": one})
+        return NeuronSpec(
+            theta=module.threshold,
+            amplitude=module.threshold,
+            v_s_init=0.5 * module.threshold,
+            factors={"mu_d": zero, "mu_s": zero, "lam_d": one, "lam_s": one},
+        )
 
     def reset(self, module):
         module.v = None
@@ -247,9 +290,22 @@ def test_official_resnet_deploys(tmp_path: Path) -> None:
     assert train_digits(model, epochs=8) > 0.88
     weights = tmp_path / "resnet_state.pt"
     torch.save(model.state_dict(), weights)
-    res = invoke("compile", weights, "--model", f"{MODEL_FILE}:resnet", "--model-kwargs",
-                 '{"width": 8}', "--input-shape", "1,8,8", "--timesteps", "4", "--dataset",
-                 "digits", "-o", tmp_path / "build")
+    res = invoke(
+        "compile",
+        weights,
+        "--model",
+        f"{MODEL_FILE}:resnet",
+        "--model-kwargs",
+        '{"width": 8}',
+        "--input-shape",
+        "1,8,8",
+        "--timesteps",
+        "4",
+        "--dataset",
+        "digits",
+        "-o",
+        tmp_path / "build",
+    )
     assert res.exit_code == 0, res.output
     res = invoke("verify", tmp_path / "build", "--samples", "360", "--json", tmp_path / "v.json")
     assert res.exit_code == 0, res.output
@@ -273,14 +329,17 @@ def test_python_api_compiles_a_module_object(tmp_path: Path, official_mlp: Path)
     model = official.mlp()
     model.load_state_dict(torch.load(official_mlp, weights_only=True))
     calib = load_dataset("digits")[0].tensors[0][:32].numpy()
-    compile_module(model, tmp_path / "api", input_shape=(1, 8, 8), timesteps=4,
-                   calibration=calib)
+    compile_module(model, tmp_path / "api", input_shape=(1, 8, 8), timesteps=4, calibration=calib)
     art = load_artifact(tmp_path / "api")
     assert art.report["calibration"]["samples"] == 32
     with pytest.raises(ValueError, match="compiled without a dataset"):
         verify_artifact(art, 10)
     art.float_graph.meta["dataset"] = art.quant_graph.meta["dataset"] = {
-        "name": "digits", "input_shape": [1, 8, 8], "num_classes": 10, "seed": 0}
+        "name": "digits",
+        "input_shape": [1, 8, 8],
+        "num_classes": 10,
+        "seed": 0,
+    }
     result = verify_artifact(art, 20, source=model)
     assert result["float_vs_fixed"]["float_reference"] == "source module (PyTorch)"
     assert result["lava_vs_sim"]["mismatched_spikes"] == 0

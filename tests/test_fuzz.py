@@ -1,4 +1,5 @@
 """Fuzzing: generated malformed graphs and generated bad files only ever get clear errors."""
+
 from __future__ import annotations
 
 import tempfile
@@ -16,8 +17,15 @@ FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 
 
 def _lmh(n: int, **over) -> LMH:
-    base = dict(size=n, theta=1.0, mu_d=np.zeros((1, 1)), mu_s=np.zeros((1, 1)),
-                lam_d=np.ones((1, 1)), lam_s=np.ones((1, 1)), bias=np.zeros(n))
+    base = dict(
+        size=n,
+        theta=1.0,
+        mu_d=np.zeros((1, 1)),
+        mu_s=np.zeros((1, 1)),
+        lam_d=np.ones((1, 1)),
+        lam_s=np.ones((1, 1)),
+        bias=np.zeros(n),
+    )
     base.update(over)
     return LMH(**base)
 
@@ -32,13 +40,30 @@ def _valid_graph(n_in: int, hidden: int, classes: int) -> Graph:
     return g
 
 
-MUTATIONS = ["weight_shape", "nan_weight", "inf_factor", "factor_range", "theta", "bias_shape",
-             "factor_shape", "readout_size", "extra_edge", "input_shape", "x_max", "wrong_kind_edge"]
+MUTATIONS = [
+    "weight_shape",
+    "nan_weight",
+    "inf_factor",
+    "factor_range",
+    "theta",
+    "bias_shape",
+    "factor_shape",
+    "readout_size",
+    "extra_edge",
+    "input_shape",
+    "x_max",
+    "wrong_kind_edge",
+]
 
 
 @FUZZ
-@given(n_in=st.integers(1, 6), hidden=st.integers(1, 6), classes=st.integers(1, 4),
-       mutation=st.sampled_from(MUTATIONS), value=st.floats(allow_nan=True, allow_infinity=True))
+@given(
+    n_in=st.integers(1, 6),
+    hidden=st.integers(1, 6),
+    classes=st.integers(1, 4),
+    mutation=st.sampled_from(MUTATIONS),
+    value=st.floats(allow_nan=True, allow_infinity=True),
+)
 def test_malformed_graphs_raise_irerror_naming_the_node(n_in, hidden, classes, mutation, value):
     g = _valid_graph(n_in, hidden, classes)
     validate(g)  # the unmutated graph is fine
@@ -98,11 +123,13 @@ runner = CliRunner()
 
 
 @FUZZ
-@given(content=st.one_of(
-    st.binary(min_size=0, max_size=512),
-    st.binary(max_size=256).map(lambda b: b"PK\x03\x04" + b),  # zip magic, garbage after
-    st.binary(max_size=256).map(lambda b: b"\x80\x04" + b),    # pickle magic, garbage after
-))
+@given(
+    content=st.one_of(
+        st.binary(min_size=0, max_size=512),
+        st.binary(max_size=256).map(lambda b: b"PK\x03\x04" + b),  # zip magic, garbage after
+        st.binary(max_size=256).map(lambda b: b"\x80\x04" + b),  # pickle magic, garbage after
+    )
+)
 def test_generated_bad_files_get_one_line_and_no_output(content: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "fuzz.pt"

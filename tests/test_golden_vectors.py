@@ -4,6 +4,7 @@
 R_half-up(x) = (x + 2048) >> 12 (floor shift), R_toward-zero(x) = sign(x) * (|x| >> 12),
 R_floor(x) = x >> 12, with x = f * v.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,16 +19,16 @@ A = np.asarray
 
 # f, v, half-up, toward-zero, floor                       x = f*v, x / 4096
 ROUNDING = [
-    (2048, 1, 1, 0, 0),           # 2048: +0.5, tie: half-up 1, toward zero 0, floor 0
-    (2048, -1, 0, 0, -1),         # -2048: -0.5, tie: half-up 0 (up), toward zero 0, floor -1
-    (2048, 3, 2, 1, 1),           # 6144: +1.5, tie
-    (2048, -3, -1, -1, -2),       # -6144: -1.5, tie: half-up -1, toward zero -1, floor -2
-    (-2048, 5, -2, -2, -3),       # -10240: -2.5 (negative factor), tie: up -2, tz -2, floor -3
-    (-2048, -5, 3, 2, 2),         # 10240: +2.5: half-up 3
-    (2047, 2, 1, 0, 0),           # 4094: 0.9995: half-up (4094+2048)>>12 = 1
-    (1, -1, 0, 0, -1),            # -1: -0.0002
-    (-1, 2048, 0, 0, -1),         # -2048: tie from the other operand
-    (-1, 2049, -1, 0, -1),        # -2049: just below -0.5: half-up (-1)>>12 = -1
+    (2048, 1, 1, 0, 0),  # 2048: +0.5, tie: half-up 1, toward zero 0, floor 0
+    (2048, -1, 0, 0, -1),  # -2048: -0.5, tie: half-up 0 (up), toward zero 0, floor -1
+    (2048, 3, 2, 1, 1),  # 6144: +1.5, tie
+    (2048, -3, -1, -1, -2),  # -6144: -1.5, tie: half-up -1, toward zero -1, floor -2
+    (-2048, 5, -2, -2, -3),  # -10240: -2.5 (negative factor), tie: up -2, tz -2, floor -3
+    (-2048, -5, 3, 2, 2),  # 10240: +2.5: half-up 3
+    (2047, 2, 1, 0, 0),  # 4094: 0.9995: half-up (4094+2048)>>12 = 1
+    (1, -1, 0, 0, -1),  # -1: -0.0002
+    (-1, 2048, 0, 0, -1),  # -2048: tie from the other operand
+    (-1, 2049, -1, 0, -1),  # -2049: just below -0.5: half-up (-1)>>12 = -1
     (4096, -8388608, -8388608, -8388608, -8388608),  # factor one is exact at the state minimum
     (6143, 4096, 6143, 6143, 6143),  # lmh's largest lambda code times 4096: exact
     (4095, -4097, -4096, -4095, -4096),  # -16777215: -4095.99976: up -4096, tz -4095, floor -4096
@@ -45,11 +46,11 @@ def test_product_rounding_golden(f: int, v: int, half_up: int, toward_zero: int,
 # wrap (loihi-lif u: x - 2**24 where x > 2**23, then x + 2**24 where that is <= -2**23)
 OVERFLOW = [
     (8388607, 8388607, 8388607, 8388607),
-    (8388608, 8388607, 8388607, 8388608),       # 2**23: wrap keeps it (Lava's '>' test)
-    (8388609, 8388607, 8388607, -8388607),      # 2**23 + 1 - 2**24
+    (8388608, 8388607, 8388607, 8388608),  # 2**23: wrap keeps it (Lava's '>' test)
+    (8388609, 8388607, 8388607, -8388607),  # 2**23 + 1 - 2**24
     (-8388607, -8388607, -8388607, -8388607),
-    (-8388608, -8388608, -8388607, 8388608),    # -2**23: symmetric clips, wrap adds 2**24
-    (-8388613, -8388608, -8388607, 8388603),    # -2**23 - 5 + 2**24
+    (-8388608, -8388608, -8388607, 8388608),  # -2**23: symmetric clips, wrap adds 2**24
+    (-8388613, -8388608, -8388607, 8388603),  # -2**23 - 5 + 2**24
     (0, 0, 0, 0),
 ]
 
@@ -63,12 +64,20 @@ def test_overflow_golden_at_both_ends(x: int, sat: int, sat_sym: int, wrap: int)
 
 
 # ----------------------------------------------------------------------------- full steps
-def _params(profile: str, *, theta: int, mu_d=0, mu_s=0, lam_d=4096, lam_s=4096, bias=0,
-            **rules) -> fx.LMHFixedParams:
+def _params(
+    profile: str, *, theta: int, mu_d=0, mu_s=0, lam_d=4096, lam_s=4096, bias=0, **rules
+) -> fx.LMHFixedParams:
     col = lambda v: A([[v]], np.int64)
-    return fx.LMHFixedParams(mu_d=col(mu_d), mu_s=col(mu_s), lam_d=col(lam_d), lam_s=col(lam_s),
-                             theta=theta, bias=A([bias], np.int64), profile=get_profile(profile),
-                             **rules)
+    return fx.LMHFixedParams(
+        mu_d=col(mu_d),
+        mu_s=col(mu_s),
+        lam_d=col(lam_d),
+        lam_s=col(lam_s),
+        theta=theta,
+        bias=A([bias], np.int64),
+        profile=get_profile(profile),
+        **rules,
+    )
 
 
 def _steps(p: fx.LMHFixedParams, v_d: int, v_s: int, inputs: list[int]) -> list[tuple]:
@@ -99,8 +108,9 @@ RESET_RULES = [
 
 @pytest.mark.parametrize("reset, test, timing, reset_value, expected", RESET_RULES)
 def test_reset_rules_golden(reset, test, timing, reset_value, expected) -> None:
-    p = _params("lmh", theta=100, reset=reset, threshold_test=test, reset_timing=timing,
-                reset_value=reset_value)
+    p = _params(
+        "lmh", theta=100, reset=reset, threshold_test=test, reset_timing=timing, reset_value=reset_value
+    )
     assert _steps(p, 0, 50, [50, 0]) == expected
 
 
@@ -135,8 +145,9 @@ def test_loihi_lif_full_steps_golden() -> None:
     step 1 (a = 93): u' = tz(2048*398/4096 = 199) + 5952 = 6151
       v' = tz(3072*1212/4096 = 909) + 6151 + 64 = 7124 > 6400: spike, v = 0
     """
-    p = _params("loihi-lif", theta=6400, mu_d=2048, lam_s=3072, bias=64, reset="set",
-                threshold_test=">", v_s_init=0)
+    p = _params(
+        "loihi-lif", theta=6400, mu_d=2048, lam_s=3072, bias=64, reset="set", threshold_test=">", v_s_init=0
+    )
     assert _steps(p, -101, 1001, [7, 93]) == [(398, 1212, False, 0), (6151, 0, True, 0)]
 
 
@@ -144,18 +155,15 @@ def test_loihi_lif_threshold_equality_and_wrap_golden() -> None:
     """theta = 6400: v' == 6400 does not spike ('>'), 6401 does. Then u wraps:
     u = 2**23 - 64 (mu_d = 4095: tz(4095*(2**23 - 64)/4096) = 8388543 - 2047.98.. -> 8386496),
     a = 40: + 2560 = 8389056 > 2**23 -> 8389056 - 2**24 = -8388160 (1 event)."""
-    p = _params("loihi-lif", theta=6400, lam_s=4096, reset="set", threshold_test=">",
-                v_s_init=0)
+    p = _params("loihi-lif", theta=6400, lam_s=4096, reset="set", threshold_test=">", v_s_init=0)
     assert _steps(p, 0, 0, [100]) == [(6400, 6400, False, 0)]
-    p1 = _params("loihi-lif", theta=6400, lam_s=4096, bias=1, reset="set", threshold_test=">",
-                 v_s_init=0)
+    p1 = _params("loihi-lif", theta=6400, lam_s=4096, bias=1, reset="set", threshold_test=">", v_s_init=0)
     assert _steps(p1, 0, 0, [100]) == [(6400, 0, True, 0)]
-    p2 = _params("loihi-lif", theta=6400, mu_d=4095, lam_s=1, reset="set", threshold_test=">",
-                 v_s_init=0)
+    p2 = _params("loihi-lif", theta=6400, mu_d=4095, lam_s=1, reset="set", threshold_test=">", v_s_init=0)
     u = 8388608 - 64
     assert int(fx.product(A(4095), A(u), "toward-zero")) == 8386496  # 34351447 .. by hand:
     # 4095 * 8388544 = 34351087680; / 4096 = 8386496.015 -> 8386496
-    (v_d, v_s, spike, events), = _steps(p2, u, 0, [40])
+    ((v_d, v_s, spike, events),) = _steps(p2, u, 0, [40])
     assert (v_d, events >= 1) == (-8388160, True)
     # v: tz(1 * 0) + (-8388160) + 0 = -8388160 (inside +-(2**23 - 1)): no spike
     assert (v_s, spike) == (-8388160, False)
@@ -163,8 +171,15 @@ def test_loihi_lif_threshold_equality_and_wrap_golden() -> None:
 
 # ----------------------------------------------------------------------------- factor codes
 def _one_layer(**factors) -> Graph:
-    node = {"mu_d": np.zeros((1, 1)), "mu_s": np.zeros((1, 1)), "lam_d": np.ones((1, 1)),
-                "lam_s": np.ones((1, 1)), "reset": "set", "threshold_test": ">", "v_s_init": 0.0}
+    node = {
+        "mu_d": np.zeros((1, 1)),
+        "mu_s": np.zeros((1, 1)),
+        "lam_d": np.ones((1, 1)),
+        "lam_s": np.ones((1, 1)),
+        "reset": "set",
+        "threshold_test": ">",
+        "v_s_init": 0.0,
+    }
     node.update({k: np.full((1, 1), v) for k, v in factors.items()})
     g = Graph(meta={"timesteps": 2})
     g.add("input", Input(shape=(2,)))
@@ -179,10 +194,16 @@ def _one_layer(**factors) -> Graph:
 # closed top end stored as the largest code; loihi-lif: mu_d in [0, 4095] (du = 4095 - code),
 # lam_s in [1, 4096] (dv = 4096 - code))
 FACTOR_CODES = [
-    ("lmh", "mu_d", -0.5, -2048), ("lmh", "mu_d", 0.5, 2047), ("lmh", "mu_s", 0.25, 1024),
-    ("lmh", "lam_s", 0.5, 2048), ("lmh", "lam_s", 1.5, 6143), ("lmh", "lam_d", 1.25, 5120),
-    ("loihi-lif", "mu_d", 0.0, 0), ("loihi-lif", "mu_d", 4095 / 4096, 4095),
-    ("loihi-lif", "lam_s", 1 / 4096, 1), ("loihi-lif", "lam_s", 1.0, 4096),
+    ("lmh", "mu_d", -0.5, -2048),
+    ("lmh", "mu_d", 0.5, 2047),
+    ("lmh", "mu_s", 0.25, 1024),
+    ("lmh", "lam_s", 0.5, 2048),
+    ("lmh", "lam_s", 1.5, 6143),
+    ("lmh", "lam_d", 1.25, 5120),
+    ("loihi-lif", "mu_d", 0.0, 0),
+    ("loihi-lif", "mu_d", 4095 / 4096, 4095),
+    ("loihi-lif", "lam_s", 1 / 4096, 1),
+    ("loihi-lif", "lam_s", 1.0, 4096),
 ]
 
 
@@ -192,11 +213,21 @@ def test_factor_codes_at_both_ends(profile: str, factor: str, value: float, code
     assert getattr(q.node("lmh0"), factor).tolist() == [[code]]
 
 
-@pytest.mark.parametrize("profile, factor, value", [
-    ("lmh", "mu_d", 0.6), ("lmh", "lam_s", 0.3), ("loihi-lif", "mu_d", 1.0),
-    ("loihi-lif", "mu_d", -0.1), ("loihi-lif", "lam_s", 0.0), ("loihi-lif", "mu_s", 0.1)])
-def test_factor_codes_outside_the_profile_are_refused(profile: str, factor: str,
-                                                      value: float) -> None:
-    with pytest.raises(IRError, match=rf"lmh0: numeric profile {profile} cannot express "
-                                      rf"factor {factor}="):
+@pytest.mark.parametrize(
+    "profile, factor, value",
+    [
+        ("lmh", "mu_d", 0.6),
+        ("lmh", "lam_s", 0.3),
+        ("loihi-lif", "mu_d", 1.0),
+        ("loihi-lif", "mu_d", -0.1),
+        ("loihi-lif", "lam_s", 0.0),
+        ("loihi-lif", "mu_s", 0.1),
+    ],
+)
+def test_factor_codes_outside_the_profile_are_refused(profile: str, factor: str, value: float) -> None:
+    with pytest.raises(
+        IRError,
+        match=rf"lmh0: numeric profile {profile} cannot express "
+        rf"factor {factor}=",
+    ):
         quantize_graph(_one_layer(**{factor: value}), profile)

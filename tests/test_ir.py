@@ -1,4 +1,5 @@
 """Tests of the graph IR: JSON + npz round trips and validation errors that name the node."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +10,25 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from lmh_deploy.ir import (IR_FORMAT_VERSION, LMH, NODE_TYPES, AvgPool, Conv2d, Dense, Graph,
-                           Input, IRError, QDense, QInput, QLMH, QReadout, Readout, load_graph,
-                           save_graph, validate)
+from lmh_deploy.ir import (
+    IR_FORMAT_VERSION,
+    LMH,
+    NODE_TYPES,
+    AvgPool,
+    Conv2d,
+    Dense,
+    Graph,
+    Input,
+    IRError,
+    QDense,
+    QInput,
+    QLMH,
+    QReadout,
+    Readout,
+    load_graph,
+    save_graph,
+    validate,
+)
 
 
 def _float_graph(rows: int = 1, per_neuron: bool = False) -> Graph:
@@ -20,11 +37,19 @@ def _float_graph(rows: int = 1, per_neuron: bool = False) -> Graph:
     g.add("input", Input(shape=(1, 2, 3), x_max=2.5))
     g.add("dense0", Dense(weight=rng.normal(size=(4, 6))), ("input",))
     cols = 4 if per_neuron else 1
-    g.add("lmh0", LMH(size=4, theta=1.25, mu_d=rng.uniform(-0.5, 0.49, (rows, cols)),
-                      mu_s=rng.uniform(-0.5, 0.49, (rows, cols)),
-                      lam_d=rng.uniform(0.5, 1.49, (rows, cols)),
-                      lam_s=rng.uniform(0.5, 1.49, (rows, cols)), bias=rng.normal(size=4)),
-          ("dense0",))
+    g.add(
+        "lmh0",
+        LMH(
+            size=4,
+            theta=1.25,
+            mu_d=rng.uniform(-0.5, 0.49, (rows, cols)),
+            mu_s=rng.uniform(-0.5, 0.49, (rows, cols)),
+            lam_d=rng.uniform(0.5, 1.49, (rows, cols)),
+            lam_s=rng.uniform(0.5, 1.49, (rows, cols)),
+            bias=rng.normal(size=4),
+        ),
+        ("dense0",),
+    )
     g.add("dense1", Dense(weight=rng.normal(size=(3, 4))), ("lmh0",))
     g.add("readout", Readout(bias=np.array([0.5, -1.0, 0.0])), ("dense1",))
     return g
@@ -34,11 +59,24 @@ def _conv_graph() -> Graph:
     rng = np.random.default_rng(2)
     g = Graph(meta={"timesteps": 2})
     g.add("input", Input(shape=(1, 4, 4)))
-    g.add("conv0", Conv2d(weight=rng.normal(size=(2, 1, 3, 3)), input_shape=(1, 4, 4),
-                          stride=(1, 1), padding=(1, 1)), ("input",))
-    g.add("lmh0", LMH(size=32, theta=1.0, mu_d=np.zeros((1, 1)), mu_s=np.zeros((1, 1)),
-                      lam_d=np.ones((1, 1)), lam_s=np.ones((1, 1)), bias=rng.normal(size=32)),
-          ("conv0",))
+    g.add(
+        "conv0",
+        Conv2d(weight=rng.normal(size=(2, 1, 3, 3)), input_shape=(1, 4, 4), stride=(1, 1), padding=(1, 1)),
+        ("input",),
+    )
+    g.add(
+        "lmh0",
+        LMH(
+            size=32,
+            theta=1.0,
+            mu_d=np.zeros((1, 1)),
+            mu_s=np.zeros((1, 1)),
+            lam_d=np.ones((1, 1)),
+            lam_s=np.ones((1, 1)),
+            bias=rng.normal(size=32),
+        ),
+        ("conv0",),
+    )
     g.add("pool0", AvgPool(input_shape=(2, 4, 4), kernel=(2, 2), stride=(2, 2)), ("lmh0",))
     g.add("dense1", Dense(weight=rng.normal(size=(3, 8))), ("pool0",))
     g.add("readout", Readout(bias=np.zeros(3)), ("dense1",))
@@ -55,14 +93,31 @@ def _int_graph() -> Graph:
     rng = np.random.default_rng(1)
     g = Graph(meta={"timesteps": 4})
     g.add("input", QInput(shape=(6,), scale=127.5, bits=8))
-    g.add("dense0", QDense(weight_mant=rng.integers(-127, 128, (4, 6)), weight_exp=5,
-                           graded=True, weight_scale=321.5), ("input",))
+    g.add(
+        "dense0",
+        QDense(weight_mant=rng.integers(-127, 128, (4, 6)), weight_exp=5, graded=True, weight_scale=321.5),
+        ("input",),
+    )
     codes = lambda: rng.integers(-2048, 2048, (4, 1))
-    g.add("lmh0", QLMH(size=4, theta=12345, mu_d=codes(), mu_s=codes(), lam_d=codes() + 4096,
-                       lam_s=codes() + 4096, bias=rng.integers(-99, 99, 4), state_scale=20576.0),
-          ("dense0",))
-    g.add("dense1", QDense(weight_mant=rng.integers(-127, 128, (3, 4)), weight_exp=11,
-                           graded=False, weight_scale=88.25), ("lmh0",))
+    g.add(
+        "lmh0",
+        QLMH(
+            size=4,
+            theta=12345,
+            mu_d=codes(),
+            mu_s=codes(),
+            lam_d=codes() + 4096,
+            lam_s=codes() + 4096,
+            bias=rng.integers(-99, 99, 4),
+            state_scale=20576.0,
+        ),
+        ("dense0",),
+    )
+    g.add(
+        "dense1",
+        QDense(weight_mant=rng.integers(-127, 128, (3, 4)), weight_exp=11, graded=False, weight_scale=88.25),
+        ("lmh0",),
+    )
     g.add("readout", QReadout(bias=np.array([7, -8, 0]), state_scale=361472.0), ("dense1",))
     return g
 
@@ -87,9 +142,11 @@ def _assert_same_graph(a: Graph, b: Graph) -> None:
                 assert type(va) is type(vb) and va == vb, (name, f.name, va, vb)
 
 
-@pytest.mark.parametrize("build", [_float_graph, lambda: _float_graph(rows=5, per_neuron=True),
-                                   _int_graph, _conv_graph, _sparse_int_graph],
-                         ids=["float", "float-radical-per-neuron", "int", "conv", "int-sparse"])
+@pytest.mark.parametrize(
+    "build",
+    [_float_graph, lambda: _float_graph(rows=5, per_neuron=True), _int_graph, _conv_graph, _sparse_int_graph],
+    ids=["float", "float-radical-per-neuron", "int", "conv", "int-sparse"],
+)
 def test_save_load_round_trip(tmp_path, build) -> None:
     g = build()
     paths = save_graph(g, tmp_path, "net")
@@ -144,8 +201,11 @@ def test_old_format_version_1_asks_to_recompile(tmp_path) -> None:
     # Version 1 stored lambda - 1 and no neuron rules: reading it as version 2 would be wrong.
     save_graph(_float_graph(), tmp_path, "net")
     _rewrite_json(tmp_path, format_version=1)
-    with pytest.raises(IRError, match=r"net\.json: IR format version 1 was written by an older "
-                                      r"lmh-deploy .*recompile"):
+    with pytest.raises(
+        IRError,
+        match=r"net\.json: IR format version 1 was written by an older "
+        r"lmh-deploy .*recompile",
+    ):
         load_graph(tmp_path, "net")
 
 
@@ -187,34 +247,47 @@ def _set_item(g: Graph, name: str, field: str, index, value) -> None:
     g.replace(name, **{field: arr})
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda g: g.replace("dense0", weight=np.zeros((4, 5))),
-     r"edge 'input' -> 'dense0': dense expects 5 inputs, source gives 6"),
-    (lambda g: g.replace("dense1", weight=np.zeros((3, 2))),
-     r"edge 'lmh0' -> 'dense1': dense expects 2 inputs"),
-    (lambda g: g.replace("dense0", weight=np.zeros(6)),
-     r"dense0: dense weight must be a non-empty 2-D matrix"),
-    (lambda g: g.replace("lmh0", size=5),
-     r"lmh0: bias shape \(4,\) != \(5,\)"),
-    (lambda g: g.replace("lmh0", bias=np.zeros(3)),
-     r"lmh0: bias shape \(3,\) != \(4,\)"),
-    (lambda g: g.replace("lmh0", mu_s=np.zeros((2, 1))),
-     r"lmh0: factor mu_s must be \(K, 1\) or \(K, 4\)"),
-    (lambda g: g.replace("lmh0", lam_d=np.ones((1, 3))),
-     r"lmh0: factor lam_d must be"),
-    (lambda g: g.replace("readout", bias=np.zeros(5)),
-     r"edge 'dense1' -> 'readout': readout of size 5 fed by 3 synapses"),
-    (lambda g: g.replace("input", shape=(0, 3)), r"input: input shape"),
-    (lambda g: g.replace("input", x_max=0.0), r"input: x_max must be"),
-    (lambda g: _set_item(g, "dense1", "weight", (2, 1), np.nan),
-     r"dense1: weight has a non-finite value nan at index \[2, 1\]"),
-    (lambda g: _set_item(g, "lmh0", "lam_s", (0, 0), np.nan),
-     r"lmh0: lam_s has a non-finite value nan"),
-    (lambda g: _set_item(g, "readout", "bias", 1, np.inf), r"readout: bias has a non-finite"),
-    (lambda g: g.replace("lmh0", theta=float("nan")), r"lmh0: threshold theta"),
-    (lambda g: g.replace("lmh0", mu_d=np.full((1, 1), -0.6)),
-     r"lmh0: factor mu_d=-0.6 outside its representable range \[-0\.5, 1\.0\]"),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (
+            lambda g: g.replace("dense0", weight=np.zeros((4, 5))),
+            r"edge 'input' -> 'dense0': dense expects 5 inputs, source gives 6",
+        ),
+        (
+            lambda g: g.replace("dense1", weight=np.zeros((3, 2))),
+            r"edge 'lmh0' -> 'dense1': dense expects 2 inputs",
+        ),
+        (
+            lambda g: g.replace("dense0", weight=np.zeros(6)),
+            r"dense0: dense weight must be a non-empty 2-D matrix",
+        ),
+        (lambda g: g.replace("lmh0", size=5), r"lmh0: bias shape \(4,\) != \(5,\)"),
+        (lambda g: g.replace("lmh0", bias=np.zeros(3)), r"lmh0: bias shape \(3,\) != \(4,\)"),
+        (
+            lambda g: g.replace("lmh0", mu_s=np.zeros((2, 1))),
+            r"lmh0: factor mu_s must be \(K, 1\) or \(K, 4\)",
+        ),
+        (lambda g: g.replace("lmh0", lam_d=np.ones((1, 3))), r"lmh0: factor lam_d must be"),
+        (
+            lambda g: g.replace("readout", bias=np.zeros(5)),
+            r"edge 'dense1' -> 'readout': readout of size 5 fed by 3 synapses",
+        ),
+        (lambda g: g.replace("input", shape=(0, 3)), r"input: input shape"),
+        (lambda g: g.replace("input", x_max=0.0), r"input: x_max must be"),
+        (
+            lambda g: _set_item(g, "dense1", "weight", (2, 1), np.nan),
+            r"dense1: weight has a non-finite value nan at index \[2, 1\]",
+        ),
+        (lambda g: _set_item(g, "lmh0", "lam_s", (0, 0), np.nan), r"lmh0: lam_s has a non-finite value nan"),
+        (lambda g: _set_item(g, "readout", "bias", 1, np.inf), r"readout: bias has a non-finite"),
+        (lambda g: g.replace("lmh0", theta=float("nan")), r"lmh0: threshold theta"),
+        (
+            lambda g: g.replace("lmh0", mu_d=np.full((1, 1), -0.6)),
+            r"lmh0: factor mu_d=-0.6 outside its representable range \[-0\.5, 1\.0\]",
+        ),
+    ],
+)
 def test_validate_errors_name_the_node(mutate, match: str) -> None:
     g = _float_graph()
     mutate(g)
@@ -224,8 +297,9 @@ def test_validate_errors_name_the_node(mutate, match: str) -> None:
 
 def test_validate_rejects_unsupported_kind() -> None:
     g = _float_graph()
-    g.nx_graph.nodes["dense1"]["node"] = QDense(weight_mant=np.zeros((3, 4), np.int64),
-                                                weight_exp=0, graded=False, weight_scale=1.0)
+    g.nx_graph.nodes["dense1"]["node"] = QDense(
+        weight_mant=np.zeros((3, 4), np.int64), weight_exp=0, graded=False, weight_scale=1.0
+    )
     with pytest.raises(IRError, match=r"dense1: node kind 'q_dense' is not supported in a float"):
         validate(g)
 
@@ -233,18 +307,35 @@ def test_validate_rejects_unsupported_kind() -> None:
 def test_validate_rejects_wrong_wiring() -> None:
     g = Graph()
     g.add("input", Input(shape=(4,)))
-    g.add("lmh0", LMH(size=4, theta=1.0, mu_d=np.zeros((1, 1)), mu_s=np.zeros((1, 1)),
-                      lam_d=np.ones((1, 1)), lam_s=np.ones((1, 1)), bias=np.zeros(4)), ("input",))
-    with pytest.raises(IRError, match=r"edge 'input' -> 'lmh0': a lmh node takes a dense or "
-                                      r"conv2d or avgpool input"):
+    g.add(
+        "lmh0",
+        LMH(
+            size=4,
+            theta=1.0,
+            mu_d=np.zeros((1, 1)),
+            mu_s=np.zeros((1, 1)),
+            lam_d=np.ones((1, 1)),
+            lam_s=np.ones((1, 1)),
+            bias=np.zeros(4),
+        ),
+        ("input",),
+    )
+    with pytest.raises(
+        IRError,
+        match=r"edge 'input' -> 'lmh0': a lmh node takes a dense or "
+        r"conv2d or avgpool input",
+    ):
         validate(g)
 
 
 def test_validate_rejects_cycle() -> None:
     g = _float_graph()
     g.nx_graph.add_edge("lmh0", "dense0")
-    with pytest.raises(IRError, match=r"graph has a cycle: .*'dense0'.*'lmh0'|"
-                                      r"graph has a cycle: .*'lmh0'.*'dense0'"):
+    with pytest.raises(
+        IRError,
+        match=r"graph has a cycle: .*'dense0'.*'lmh0'|"
+        r"graph has a cycle: .*'lmh0'.*'dense0'",
+    ):
         validate(g)
     assert not nx.is_directed_acyclic_graph(g.nx_graph)
 
@@ -268,8 +359,11 @@ def test_graph_add_errors() -> None:
 
 
 # --------------------------------------------------------------------------- immutability
-@pytest.mark.parametrize("build", [_float_graph, _int_graph, _conv_graph, _sparse_int_graph],
-                         ids=["float", "int", "conv", "int-sparse"])
+@pytest.mark.parametrize(
+    "build",
+    [_float_graph, _int_graph, _conv_graph, _sparse_int_graph],
+    ids=["float", "int", "conv", "int-sparse"],
+)
 def test_nodes_are_immutable_and_copies_protect_the_original(build) -> None:
     g = build()
     before = build()
@@ -279,8 +373,13 @@ def test_nodes_are_immutable_and_copies_protect_the_original(build) -> None:
             node.kind_of_change = 1  # any attribute: frozen dataclass
         for f in dataclasses.fields(node):
             value = getattr(node, f.name)
-            arrays = ((value.data, value.indices, value.indptr) if sp.issparse(value)
-                      else (value,) if isinstance(value, np.ndarray) else ())
+            arrays = (
+                (value.data, value.indices, value.indptr)
+                if sp.issparse(value)
+                else (value,)
+                if isinstance(value, np.ndarray)
+                else ()
+            )
             for arr in arrays:
                 with pytest.raises(ValueError, match="read-only"):
                     arr[(0,) * arr.ndim] = 1
@@ -288,8 +387,7 @@ def test_nodes_are_immutable_and_copies_protect_the_original(build) -> None:
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(node, first, getattr(node, first))
     # A change to the copy is a new node in the copy only; meta is copied too.
-    weighted = next(n for n, node in copy.items() if hasattr(node, "weight")
-                    or hasattr(node, "weight_mant"))
+    weighted = next(n for n, node in copy.items() if hasattr(node, "weight") or hasattr(node, "weight_mant"))
     field = "weight" if hasattr(copy.node(weighted), "weight") else "weight_mant"
     copy.replace(weighted, **{field: getattr(copy.node(weighted), field) * 0})
     copy.meta["timesteps"] = 99

@@ -1,6 +1,7 @@
 """The compiled network as a Lava hierarchical Process (``inp``/``out`` ports): the program in
 docs/interop.md, run as written against an artifact, gives the same spikes and logits as
 ``run --backend lava`` (and sim/), bit for bit."""
+
 from __future__ import annotations
 
 import re
@@ -19,10 +20,16 @@ from lmh_deploy.pipeline.compile import compile_model, load_artifact
 from lmh_deploy.pipeline.inputs import quantize
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "interop.md"
-DATASET = {"name": "digits-events", "input_shape": [2, 16, 16], "num_classes": 10,
-           "x_max": 1.0, "seed": 0, "frames": 8, "spikes": True}
-ARCH = {"neuron": "lmh", "factors": "progressive", "timesteps": 8, "width_mult": 0.125,
-        "norm": "none"}
+DATASET = {
+    "name": "digits-events",
+    "input_shape": [2, 16, 16],
+    "num_classes": 10,
+    "x_max": 1.0,
+    "seed": 0,
+    "frames": 8,
+    "spikes": True,
+}
+ARCH = {"neuron": "lmh", "factors": "progressive", "timesteps": 8, "width_mult": 0.125, "norm": "none"}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +71,7 @@ def test_doc_program_equals_run_backend_lava(event_artifact: Path, capsys) -> No
     first = scope["first_layer"]
     t = art.timesteps
     start = net.layers.start_step[first]
-    got = scope["spike_trace"][:, start:start + n * t].reshape(-1, n, t).transpose(2, 1, 0)
+    got = scope["spike_trace"][:, start : start + n * t].reshape(-1, n, t).transpose(2, 1, 0)
     assert got.shape == lava.spikes[first].shape == (t, n, art.quant_graph.node(first).size)
     assert np.array_equal(got != 0, lava.spikes[first])
     assert 0 < lava.spikes[first].mean() < 1, "the first layer should fire, not always"

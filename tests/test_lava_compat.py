@@ -3,6 +3,7 @@
 Import behaviour is checked in fresh interpreters (subprocesses), because this test
 process has long since imported lava.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -25,8 +26,7 @@ def _var_model_path() -> Path:
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
 # --------------------------------------------------------------------------- source rewrite
@@ -47,9 +47,11 @@ def test_patch_rewrites_exactly_eight_defaults_and_compiles() -> None:
     imports = [b for a, b in changed if a.startswith("from dataclasses import")]
     assert len(imports) == 1 and imports[0].endswith(", field")
     fields = [(a, b) for a, b in changed if a not in imports and b not in imports]
-    assert all(a.endswith(" = ByteEncoder()") and
-               b == a.replace("ByteEncoder()", "field(default_factory=ByteEncoder)")
-               for a, b in fields)
+    assert all(
+        a.endswith(" = ByteEncoder()")
+        and b == a.replace("ByteEncoder()", "field(default_factory=ByteEncoder)")
+        for a, b in fields
+    )
     compile(patched, str(_var_model_path()), "exec", dont_inherit=True)
 
 
@@ -62,13 +64,13 @@ def test_patch_keeps_line_numbers() -> None:
 def test_patch_fails_loudly_on_unexpected_text() -> None:
     source = _var_model_path().read_text()
     one_less = source.replace("= ByteEncoder()", "= None", 1)
-    with pytest.raises(compat.LavaCompatError, match="expected 8 'ByteEncoder\\(\\)' defaults "
-                                                     "but found 7"):
+    with pytest.raises(compat.LavaCompatError, match="expected 8 'ByteEncoder\\(\\)' defaults but found 7"):
         compat.patch_var_model_source(one_less)
     with pytest.raises(compat.LavaCompatError, match="found 0"):
         compat.patch_var_model_source("x = 1\n")
-    no_import = "\n".join(line for line in source.splitlines()
-                          if not line.startswith("from dataclasses import"))
+    no_import = "\n".join(
+        line for line in source.splitlines() if not line.startswith("from dataclasses import")
+    )
     with pytest.raises(compat.LavaCompatError, match="no 'from dataclasses import"):
         compat.patch_var_model_source(no_import)
     assert issubclass(compat.LavaCompatError, ImportError)
@@ -86,8 +88,10 @@ def test_install_is_idempotent() -> None:
 
 
 def test_import_hook_gives_each_instance_its_own_encoder() -> None:
-    result = _python("import lmh_deploy; import lava.magma.compiler.var_model as v; "
-                     "print(v.CoreEncoder().x is not v.CoreEncoder().x)")
+    result = _python(
+        "import lmh_deploy; import lava.magma.compiler.var_model as v; "
+        "print(v.CoreEncoder().x is not v.CoreEncoder().x)"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"
 
@@ -103,9 +107,11 @@ def test_stock_lava_needs_the_hook() -> None:
 
 
 def test_lava_imported_first_is_reported() -> None:
-    result = _python("import sys, types; "
-                     "sys.modules['lava.magma.compiler.var_model'] = types.ModuleType('v'); "
-                     "import lmh_deploy")
+    result = _python(
+        "import sys, types; "
+        "sys.modules['lava.magma.compiler.var_model'] = types.ModuleType('v'); "
+        "import lmh_deploy"
+    )
     if compat.needs_fix():
         assert result.returncode != 0
         assert "LavaCompatError" in result.stderr
@@ -115,9 +121,11 @@ def test_lava_imported_first_is_reported() -> None:
 
 
 def test_slayer_object_detection_stand_in() -> None:
-    result = _python("import lmh_deploy; import lava.lib.dl.slayer as s; "
-                     "import lava.lib.dl.slayer.object_detection as od; "
-                     "print(od.__doc__); print(hasattr(s, 'neuron'), hasattr(s, 'block'))")
+    result = _python(
+        "import lmh_deploy; import lava.lib.dl.slayer as s; "
+        "import lava.lib.dl.slayer.object_detection as od; "
+        "print(od.__doc__); print(hasattr(s, 'neuron'), hasattr(s, 'block'))"
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("Stand-in by lmh-deploy")

@@ -4,6 +4,7 @@ versus the PyTorch float model.
 Every ``run_lava`` call compiles and runs a real Lava network on the CPU (about a second),
 so each test batches several samples into one run.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,21 +21,18 @@ from lmh_deploy.backends.lava.run import run_lava
 from lmh_deploy.sim.simulator import simulate
 
 
-def assert_bit_exact(qgraph: Graph, x_int: np.ndarray, timesteps: int) -> tuple[RunRecord,
-                                                                                RunRecord]:
+def assert_bit_exact(qgraph: Graph, x_int: np.ndarray, timesteps: int) -> tuple[RunRecord, RunRecord]:
     """Run sim and Lava fixed_pt on the same inputs; every observable must be identical."""
     ref = simulate(qgraph, x_int, timesteps)
     got = run_lava(qgraph, x_int, timesteps, "fixed_pt")
     batch = x_int.shape[0]
     assert set(got.spikes) == set(ref.spikes) == set(qgraph.of_kind("q_lmh"))
     for name in ref.spikes:
-        assert got.spikes[name].shape == ref.spikes[name].shape == (
-            timesteps, batch, qgraph.node(name).size)
+        assert got.spikes[name].shape == ref.spikes[name].shape == (timesteps, batch, qgraph.node(name).size)
         mismatch = np.argwhere(got.spikes[name] != ref.spikes[name])
         assert mismatch.size == 0, f"{name}: first spike mismatch at (t, b, i) = {mismatch[0]}"
         # Lava's final state is the last sample's; sim keeps every sample's.
-        for which, lava_v, sim_v in zip(("v_d", "v_s"), got.final_state[name],
-                                        ref.final_state[name]):
+        for which, lava_v, sim_v in zip(("v_d", "v_s"), got.final_state[name], ref.final_state[name]):
             assert lava_v.dtype == np.int64
             assert np.array_equal(lava_v, sim_v[-1:]), f"{name}: final {which}"
         assert got.saturation[name] == ref.saturation[name], f"{name}: saturation count"
@@ -73,8 +71,13 @@ def test_random_progressive_mlps(make_mlp, compile_model, seed: int) -> None:
 
 def test_negative_mu_and_lambda_above_one(make_mlp, compile_model) -> None:
     timesteps = 7
-    model = make_mlp(11, n_in=8, hidden=(12, 10), timesteps=timesteps,
-                     set_factors=dict(mu_d=-0.45, mu_s=-0.3, lam_d=1.45, lam_s=1.4))
+    model = make_mlp(
+        11,
+        n_in=8,
+        hidden=(12, 10),
+        timesteps=timesteps,
+        set_factors=dict(mu_d=-0.45, mu_s=-0.3, lam_d=1.45, lam_s=1.4),
+    )
     _, q, _ = compile_model(model, n_in=8, timesteps=timesteps)
     lmh0 = q.node("lmh0")
     assert lmh0.mu_d.item() < 0 and lmh0.mu_s.item() < 0
@@ -85,8 +88,7 @@ def test_negative_mu_and_lambda_above_one(make_mlp, compile_model) -> None:
 
 def test_radical_per_step_factors(make_mlp, compile_model) -> None:
     timesteps = 5
-    model = make_mlp(21, n_in=9, hidden=(13, 7), timesteps=timesteps, factors="radical",
-                     factor_std=2.0)
+    model = make_mlp(21, n_in=9, hidden=(13, 7), timesteps=timesteps, factors="radical", factor_std=2.0)
     _, q, _ = compile_model(model, n_in=9, timesteps=timesteps)
     for name in q.of_kind("q_lmh"):
         node = q.node(name)
@@ -107,12 +109,33 @@ def _per_neuron_float_graph(seed: int, timesteps: int) -> Graph:
     g.add("dense0", Dense(weight=rng.normal(size=(n0, n_in)) * 0.6), ("input",))
     mu = lambda k, n: rng.uniform(-0.5, 0.499, (k, n))
     lam = lambda k, n: rng.uniform(0.5, 1.499, (k, n))
-    g.add("lmh0", LMH(size=n0, theta=1.0, mu_d=mu(1, n0), mu_s=mu(1, n0), lam_d=lam(1, n0),
-                      lam_s=lam(1, n0), bias=rng.normal(size=n0) * 0.3), ("dense0",))
+    g.add(
+        "lmh0",
+        LMH(
+            size=n0,
+            theta=1.0,
+            mu_d=mu(1, n0),
+            mu_s=mu(1, n0),
+            lam_d=lam(1, n0),
+            lam_s=lam(1, n0),
+            bias=rng.normal(size=n0) * 0.3,
+        ),
+        ("dense0",),
+    )
     g.add("dense1", Dense(weight=rng.normal(size=(n1, n0)) * 0.8), ("lmh0",))
-    g.add("lmh1", LMH(size=n1, theta=0.7, mu_d=mu(timesteps, n1), mu_s=mu(timesteps, n1),
-                      lam_d=lam(timesteps, n1), lam_s=lam(timesteps, n1),
-                      bias=rng.normal(size=n1) * 0.3), ("dense1",))
+    g.add(
+        "lmh1",
+        LMH(
+            size=n1,
+            theta=0.7,
+            mu_d=mu(timesteps, n1),
+            mu_s=mu(timesteps, n1),
+            lam_d=lam(timesteps, n1),
+            lam_s=lam(timesteps, n1),
+            bias=rng.normal(size=n1) * 0.3,
+        ),
+        ("dense1",),
+    )
     g.add("dense2", Dense(weight=rng.normal(size=(classes, n1))), ("lmh1",))
     g.add("readout", Readout(bias=rng.normal(size=classes)), ("dense2",))
     return g
@@ -139,22 +162,51 @@ def _saturating_graph(timesteps: int) -> Graph:
     codes = lambda shape: rng.integers(-2048, 2048, shape)
     g = Graph(meta={"timesteps": timesteps})
     g.add("input", QInput(shape=(n_in,), scale=255.0, bits=8))
-    g.add("dense0", QDense(weight_mant=rng.integers(-127, 128, (n0, n_in)), weight_exp=4,
-                           graded=True, weight_scale=1.0), ("input",))
-    g.add("lmh0", QLMH(size=n0, theta=3_000_000, mu_d=np.array([[1500]]),
-                       mu_s=np.array([[-800]]), lam_d=np.array([[1800 + 4096]]),
-                       lam_s=np.array([[1200 + 4096]]),
-                       bias=rng.integers(-2_000_000, 2_000_000, n0), state_scale=1.0),
-          ("dense0",))
-    g.add("dense1", QDense(weight_mant=rng.integers(-127, 128, (n1, n0)), weight_exp=14,
-                           graded=False, weight_scale=1.0), ("lmh0",))
-    g.add("lmh1", QLMH(size=n1, theta=fx.STATE_MAX - 5, mu_d=codes((timesteps, n1)),
-                       mu_s=codes((timesteps, n1)), lam_d=codes((timesteps, n1)) + 4096,
-                       lam_s=codes((timesteps, n1)) + 4096,
-                       bias=rng.integers(-3_000_000, 3_000_000, n1), state_scale=1.0),
-          ("dense1",))
-    g.add("dense2", QDense(weight_mant=rng.integers(-127, 128, (classes, n1)), weight_exp=10,
-                           graded=False, weight_scale=1.0), ("lmh1",))
+    g.add(
+        "dense0",
+        QDense(weight_mant=rng.integers(-127, 128, (n0, n_in)), weight_exp=4, graded=True, weight_scale=1.0),
+        ("input",),
+    )
+    g.add(
+        "lmh0",
+        QLMH(
+            size=n0,
+            theta=3_000_000,
+            mu_d=np.array([[1500]]),
+            mu_s=np.array([[-800]]),
+            lam_d=np.array([[1800 + 4096]]),
+            lam_s=np.array([[1200 + 4096]]),
+            bias=rng.integers(-2_000_000, 2_000_000, n0),
+            state_scale=1.0,
+        ),
+        ("dense0",),
+    )
+    g.add(
+        "dense1",
+        QDense(weight_mant=rng.integers(-127, 128, (n1, n0)), weight_exp=14, graded=False, weight_scale=1.0),
+        ("lmh0",),
+    )
+    g.add(
+        "lmh1",
+        QLMH(
+            size=n1,
+            theta=fx.STATE_MAX - 5,
+            mu_d=codes((timesteps, n1)),
+            mu_s=codes((timesteps, n1)),
+            lam_d=codes((timesteps, n1)) + 4096,
+            lam_s=codes((timesteps, n1)) + 4096,
+            bias=rng.integers(-3_000_000, 3_000_000, n1),
+            state_scale=1.0,
+        ),
+        ("dense1",),
+    )
+    g.add(
+        "dense2",
+        QDense(
+            weight_mant=rng.integers(-127, 128, (classes, n1)), weight_exp=10, graded=False, weight_scale=1.0
+        ),
+        ("lmh1",),
+    )
     g.add("readout", QReadout(bias=np.array([5, -7, 0]), state_scale=1.0), ("dense2",))
     return g
 
@@ -181,8 +233,13 @@ def test_saturation_through_a_compiled_model(make_mlp, compile_model) -> None:
     """Scaled-up biases of a compiled model: the quantiser accepts them, the states saturate,
     and Lava still agrees with sim bit for bit (one sample, so counts compare one to one)."""
     timesteps = 6
-    model = make_mlp(31, n_in=8, hidden=(10, 6), timesteps=timesteps,
-                     set_factors=dict(mu_d=0.45, mu_s=-0.45, lam_d=1.45, lam_s=1.45))
+    model = make_mlp(
+        31,
+        n_in=8,
+        hidden=(10, 6),
+        timesteps=timesteps,
+        set_factors=dict(mu_d=0.45, mu_s=-0.45, lam_d=1.45, lam_s=1.45),
+    )
     _, q, _ = compile_model(model, n_in=8, timesteps=timesteps)
     for name in q.of_kind("q_lmh"):
         size = q.node(name).size
@@ -230,8 +287,9 @@ def test_floating_pt_lava_equals_pytorch(make_mlp) -> None:
     x = np.random.default_rng(41).uniform(0, 1, size=(batch, n_in))
 
     captured: list[torch.Tensor] = []
-    hooks = [n.register_forward_hook(lambda m, i, o: captured.append(o.detach() != 0))
-             for n in model.neurons()]
+    hooks = [
+        n.register_forward_hook(lambda m, i, o: captured.append(o.detach() != 0)) for n in model.neurons()
+    ]
     model.set_stateful(True)
     with torch.no_grad():
         out = model(torch.from_numpy(x)).numpy()  # (T, B, classes)

@@ -6,6 +6,7 @@ status != 0, one line, and a cause listed in ``REFUSALS``; anything else fails t
 The default suite runs a residual LM-H net offline and a LIF MLP through Lava (about a
 minute); ``-m slow`` runs the rest of the 5 x 2 x 2 matrix.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,11 @@ RESIDUAL = ("resnet19", "resnet20")
 REFUSALS = {
     # LM-H's dendrite and soma coupling has no NIR/netx equivalent (use --lossy for NIR);
     # netx takes no conv/pool layers; neither format takes a residual sum
-    "export": re.compile(r"cannot export to (NIR|netx) exactly|layers are not supported by "
-                         r"the (NIR|netx) export|branches \(a residual sum\); the (NIR|netx) "
-                         r"export writes feed-forward chains only"),
+    "export": re.compile(
+        r"cannot export to (NIR|netx) exactly|layers are not supported by "
+        r"the (NIR|netx) export|branches \(a residual sum\); the (NIR|netx) "
+        r"export writes feed-forward chains only"
+    ),
     # Loihi 2 hardware needs Intel's closed lava-loihi
     "run --backend loihi2": re.compile(r"lava-loihi"),
 }
@@ -40,22 +43,24 @@ runner = CliRunner()
 
 
 def _pairs(fast: set[tuple[str, str]]) -> list:
-    return [pytest.param(a, n, id=f"{a}-{n}",
-                         marks=() if (a, n) in fast else (pytest.mark.slow,))
-            for a in ARCHS for n in NEURONS]
+    return [
+        pytest.param(a, n, id=f"{a}-{n}", marks=() if (a, n) in fast else (pytest.mark.slow,))
+        for a in ARCHS
+        for n in NEURONS
+    ]
 
 
 def command(name: str, *args: object) -> str:
     """Run ``lmh-deploy name args``; "ok", or the refusal line (checked to be by design)."""
-    res = runner.invoke(app, [*name.split()[:1], *[str(a) for a in args],
-                              *name.split()[1:]])
+    res = runner.invoke(app, [*name.split()[:1], *[str(a) for a in args], *name.split()[1:]])
     if res.exit_code == 0:
         return "ok"
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1, f"{name}: not a one-line refusal:\n{res.output}"
     pattern = REFUSALS.get(name)
-    assert pattern is not None and pattern.search(lines[0]), \
+    assert pattern is not None and pattern.search(lines[0]), (
         f"{name}: refused, and not by design:\n{res.output}"
+    )
     assert res.exit_code in (1, 2), res.output
     return lines[0]
 
@@ -65,8 +70,12 @@ def test_offline_commands(arch: str, neuron: str, zoo_checkpoint, tmp_path: Path
     model = zoo_checkpoint(arch, neuron)  # train, through the CLI
     build = tmp_path / "build"
     assert command("compile", model, "-o", build, "--calibration-samples", "4") == "ok"
-    assert command("compile", model, "-o", tmp_path / "loihi2", "--target", "loihi2",
-                   "--calibration-samples", "4") == "ok"
+    assert (
+        command(
+            "compile", model, "-o", tmp_path / "loihi2", "--target", "loihi2", "--calibration-samples", "4"
+        )
+        == "ok"
+    )
     assert (tmp_path / "loihi2" / "resources.json").is_file()
     summaries = {}
     for mode in ("sim", "stream", "device"):
@@ -82,8 +91,7 @@ def test_offline_commands(arch: str, neuron: str, zoo_checkpoint, tmp_path: Path
     residual = [layer for layer in layers if "synops_per_path" in layer]
     if arch in RESIDUAL:  # both paths of every residual block are counted
         assert residual and all(len(layer["synops_per_path"]) == 2 for layer in residual)
-        assert all(sum(layer["synops_per_path"].values()) == layer["synops"]
-                   for layer in residual)
+        assert all(sum(layer["synops_per_path"].values()) == layer["synops"] for layer in residual)
     else:
         assert not residual
     assert command("report", tmp_path / "sim.json", "--html", tmp_path / "r.html") == "ok"
@@ -97,12 +105,12 @@ def test_offline_commands(arch: str, neuron: str, zoo_checkpoint, tmp_path: Path
 @pytest.mark.parametrize("arch,neuron", _pairs(FAST_LAVA))
 def test_lava_commands(arch: str, neuron: str, zoo_checkpoint, tmp_path: Path) -> None:
     build = tmp_path / "build"
-    assert command("compile", zoo_checkpoint(arch, neuron), "-o", build,
-                   "--calibration-samples", "4") == "ok"
+    assert command("compile", zoo_checkpoint(arch, neuron), "-o", build, "--calibration-samples", "4") == "ok"
     # verify exits 1 on any Lava/sim difference, so "ok" means bit-exact
     assert command("verify", build, "--samples", "2", "--json", tmp_path / "v.json") == "ok"
-    assert command("run", build, "--backend", "lava", "--samples", "2", "--json",
-                   tmp_path / "lava.json") == "ok"
+    assert (
+        command("run", build, "--backend", "lava", "--samples", "2", "--json", tmp_path / "lava.json") == "ok"
+    )
     assert command("run", build, "--samples", "2", "--json", tmp_path / "sim.json") == "ok"
     lava, sim = (json.loads((tmp_path / f"{b}.json").read_text()) for b in ("lava", "sim"))
     assert lava["totals"] == sim["totals"] and lava["layers"] == sim["layers"]

@@ -1,4 +1,5 @@
 """lava-dl netx HDF5 export (lmh_deploy.interop.netx_io), loaded and run by netx itself."""
+
 from __future__ import annotations
 
 import h5py
@@ -48,12 +49,19 @@ def test_netx_file_layout_and_mapping(tmp_path) -> None:
             assert g["type"][0] == b"dense" and g["neuron"]["type"][0] == b"CUBA"
             assert list(g["shape"][()]) == [n_out]
             assert np.issubdtype(g["weight"].dtype, np.integer)
-            assert set(g["neuron"].keys()) == {"type", "iDecay", "vDecay", "vThMant", "refDelay",
-                                               "gradedSpike"}
+            assert set(g["neuron"].keys()) == {
+                "type",
+                "iDecay",
+                "vDecay",
+                "vThMant",
+                "refDelay",
+                "gradedSpike",
+            }
     layers = read_netx(path)
     assert [layer.name for layer in layers] == ["lmh0", "lmh1", "readout"]
-    for layer, entry, (lmh, dense) in zip(layers[:2], report["layers"][:2],
-                                          (("lmh0", "dense0"), ("lmh1", "dense1"))):
+    for layer, entry, (lmh, dense) in zip(
+        layers[:2], report["layers"][:2], (("lmh0", "dense0"), ("lmh1", "dense1"))
+    ):
         node, w = graph.node(lmh), graph.node(dense).weight
         s = entry["scale"]
         amp = 1 / 255 if dense == "dense0" else 1.5  # graded 8-bit input, or spike amplitude theta
@@ -66,14 +74,17 @@ def test_netx_file_layout_and_mapping(tmp_path) -> None:
         # Worst-case input of a row (presynaptic values >= 0): a_in << 6 must not wrap u (24 bit).
         worst = (255 if dense == "dense0" else 1) * max(
             np.clip(layer.weight, 0, None).sum(axis=1).max(),
-            np.clip(-layer.weight, 0, None).sum(axis=1).max())
-        assert worst << 6 < 2 ** 23
+            np.clip(-layer.weight, 0, None).sum(axis=1).max(),
+        )
+        assert worst << 6 < 2**23
     readout = layers[2]
     assert (readout.i_decay, readout.v_decay, readout.v_th_mant) == (DECAY_ONE, 0, VTH_MAX)
     s = report["readout_scale"]
     assert np.max(np.abs(readout.weight - s * graph.node("dense2").weight * 1.5)) <= 0.5
-    worst = max(np.clip(readout.weight, 0, None).sum(axis=1).max(),
-                np.clip(-readout.weight, 0, None).sum(axis=1).max())
+    worst = max(
+        np.clip(readout.weight, 0, None).sum(axis=1).max(),
+        np.clip(-readout.weight, 0, None).sum(axis=1).max(),
+    )
     assert report["readout_steps"] * (worst + np.abs(readout.bias).max()) < VTH_MAX
 
 
@@ -92,7 +103,7 @@ def test_netx_network_loads_and_runs_in_lava(tmp_path) -> None:
     # What netx loaded equals what was written (netx rescales by 2**-weight_exp; Lava then
     # clips and truncates on the first step: the effective weights must still be ours).
     for w_loaded, exp, layer in zip(lava.extra["weights"], lava.extra["weight_exp"], written):
-        np.testing.assert_array_equal(w_loaded * 2.0 ** exp, layer.weight)
+        np.testing.assert_array_equal(w_loaded * 2.0**exp, layer.weight)
     # Lava's run is exactly the documented CUBA update (the NumPy reference).
     ref = netx_reference(path, frames)
     for i in range(3):
@@ -127,8 +138,11 @@ def test_netx_refuses_non_lif_layers() -> None:
     for neuron in model.neurons():
         neuron.set_factors(mu_d=0.2, mu_s=0.0, lam_d=1.0, lam_s=0.9)
     graph = export_model(model.eval(), input_shape=(10,), timesteps=T)
-    with pytest.raises(InteropError, match=r"lmh0: mu_d = 0\.2 != 0; the netx export covers the "
-                                           r"LIF case only"):
+    with pytest.raises(
+        InteropError,
+        match=r"lmh0: mu_d = 0\.2 != 0; the netx export covers the "
+        r"LIF case only",
+    ):
         graph_to_netx(graph, "/nonexistent/never-written.net")
     for neuron in model.neurons():
         neuron.set_factors(mu_d=0.0, lam_s=1.2)
@@ -143,11 +157,24 @@ def test_netx_refuses_non_dense_graphs() -> None:
     g = Graph(meta={"timesteps": 3})
     g.add("input", Input(shape=(1, 4, 4)))
     g.add("pool0", AvgPool(input_shape=(1, 4, 4), kernel=(2, 2), stride=(2, 2)), ("input",))
-    g.add("lmh0", LMH(size=4, theta=1.0, mu_d=np.zeros((1, 1)), mu_s=np.zeros((1, 1)),
-                      lam_d=np.ones((1, 1)), lam_s=np.full((1, 1), 0.9), bias=np.zeros(4)),
-          ("pool0",))
+    g.add(
+        "lmh0",
+        LMH(
+            size=4,
+            theta=1.0,
+            mu_d=np.zeros((1, 1)),
+            mu_s=np.zeros((1, 1)),
+            lam_d=np.ones((1, 1)),
+            lam_s=np.full((1, 1), 0.9),
+            bias=np.zeros(4),
+        ),
+        ("pool0",),
+    )
     g.add("dense0", Dense(weight=np.ones((2, 4))), ("lmh0",))
     g.add("readout", Readout(bias=np.zeros(2)), ("dense0",))
-    with pytest.raises(InteropError, match=r"pool0: avgpool layers are not supported by the netx "
-                                           r"export"):
+    with pytest.raises(
+        InteropError,
+        match=r"pool0: avgpool layers are not supported by the netx "
+        r"export",
+    ):
         graph_to_netx(g, "/nonexistent/never-written.net")

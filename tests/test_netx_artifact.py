@@ -2,6 +2,7 @@
 `export BUILD_DIR --format netx` writes the artifact's integers; the file, loaded by
 ``netx.hdf5.Network(..., input_message_bits=8)`` and run in Lava fixed_pt, gives the same
 hidden spikes (aligned by the netx layer delay), readout values and predictions as sim/."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,23 @@ def lif_build(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("lif")
     model = work / "lif.pt"
     # --norm bn: without it an mlp LIF does not learn digits in a few epochs (BN folds away).
-    res = invoke("train", "--dataset", "digits", "--arch", "mlp", "--neuron", "lif", "--norm",
-                 "bn", "--timesteps", "4", "--epochs", "2", "--out", model)
+    res = invoke(
+        "train",
+        "--dataset",
+        "digits",
+        "--arch",
+        "mlp",
+        "--neuron",
+        "lif",
+        "--norm",
+        "bn",
+        "--timesteps",
+        "4",
+        "--epochs",
+        "2",
+        "--out",
+        model,
+    )
     assert res.exit_code == 0, res.output
     build = work / "build"
     res = invoke("compile", model, "--profile", "loihi-lif", "-o", build)
@@ -49,8 +65,7 @@ def test_compile_records_the_profile(lif_build: Path) -> None:
     art = load_artifact(lif_build)
     for name in art.quant_graph.of_kind("q_lmh"):
         node = art.quant_graph.node(name)
-        assert (node.profile, node.reset, node.threshold_test, node.v_s_init) == \
-            ("loihi-lif", "set", ">", 0)
+        assert (node.profile, node.reset, node.threshold_test, node.v_s_init) == ("loihi-lif", "set", ">", 0)
 
 
 def test_netx_export_of_the_artifact_equals_sim(lif_build: Path, tmp_path: Path) -> None:
@@ -85,8 +100,7 @@ def test_netx_export_refuses_other_profiles(tmp_path: Path) -> None:
     from lmh_deploy.frontends.pytorch import export_model
     from lmh_deploy.passes.quantize import quantize_graph
 
-    graph = export_model(mlp((6,), 3, hidden=(5,), timesteps=3).eval(), input_shape=(6,),
-                         timesteps=3)
+    graph = export_model(mlp((6,), 3, hidden=(5,), timesteps=3).eval(), input_shape=(6,), timesteps=3)
     q, _ = quantize_graph(graph)  # lmh profile
     with pytest.raises(InteropError, match=r"lmh0: .*weight exponent|lmh0: profile 'lmh'"):
         artifact_to_netx(q, tmp_path / "x.net")

@@ -4,6 +4,7 @@ average pooling already composed into the next convolution's kernel by the quant
 ``flatten`` + ``dense`` readout; the file, loaded by ``netx.hdf5.Network(...,
 input_message_bits=8)`` and run in Lava fixed_pt, gives the same spikes of every conv layer,
 readout values and predictions as sim/, bit for bit."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,12 +33,26 @@ def invoke(*args):
 def cnn_build(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("lifcnn")
     model = work / "cnn.pt"
-    res = invoke("train", "--dataset", "digits", "--arch", "cnn", "--neuron", "lif",
-                 "--width-mult", "0.25", "--timesteps", "4", "--epochs", "1", "--out", model)
+    res = invoke(
+        "train",
+        "--dataset",
+        "digits",
+        "--arch",
+        "cnn",
+        "--neuron",
+        "lif",
+        "--width-mult",
+        "0.25",
+        "--timesteps",
+        "4",
+        "--epochs",
+        "1",
+        "--out",
+        model,
+    )
     assert res.exit_code == 0, res.output
     build = work / "build"
-    res = invoke("compile", model, "--profile", "loihi-lif", "--calibration-samples", "32",
-                 "-o", build)
+    res = invoke("compile", model, "--profile", "loihi-lif", "--calibration-samples", "32", "-o", build)
     assert res.exit_code == 0, res.output
     return build
 
@@ -67,7 +82,7 @@ def test_netx_conv_export_equals_sim(cnn_build: Path, tmp_path: Path) -> None:
     x_int = fx.quantize_input(x[:SAMPLES], q.node("input").scale)
     ref = simulate(q, x_int, art.timesteps)
     scope = {"x_int": x_int}  # the printed lines, run as a user would paste them
-    exec(res.output[res.output.index("from lava.lib.dl import netx"):], scope)
+    exec(res.output[res.output.index("from lava.lib.dl import netx") :], scope)
     spikes, trace, logits = scope["spikes"], scope["trace"], scope["logits"]
     compared = 0
     for name, s in ref.spikes.items():
@@ -85,8 +100,7 @@ def test_netx_refuses_a_residual_conv_net(tmp_path: Path) -> None:
     from lmh_deploy.passes.quantize import quantize_graph
 
     model = build("resnet20", (1, 8, 8), 10, neuron="lif", timesteps=2, width_mult=0.25)
-    q, _ = quantize_graph(export_model(model.eval(), input_shape=(1, 8, 8), timesteps=2),
-                          profile="loihi-lif")
+    q, _ = quantize_graph(export_model(model.eval(), input_shape=(1, 8, 8), timesteps=2), profile="loihi-lif")
     with pytest.raises(InteropError, match=r"^\w+: 2 synapse paths meet here \(a residual sum\)"):
         artifact_to_netx(q, tmp_path / "res.net")
     assert not (tmp_path / "res.net").exists()

@@ -1,4 +1,5 @@
 """Tests of the float LM-H neuron (models.neuron) against Eq. 4 of the paper, by hand."""
+
 from __future__ import annotations
 
 import pytest
@@ -39,10 +40,9 @@ def test_three_steps_by_hand() -> None:
     # The same run one step at a time (stateful), checking both compartments.
     n.stateful = True
     n.reset_state()
-    expected = [(1.475, 0.59375), (0.89453125, 1.5634765625),
-                (1.8281982421875, 1.457855224609375)]
+    expected = [(1.475, 0.59375), (0.89453125, 1.5634765625), (1.8281982421875, 1.457855224609375)]
     for t, (v_d, v_s) in enumerate(expected):
-        n(current[t:t + 1])
+        n(current[t : t + 1])
         assert float(n.v_d.detach()) == pytest.approx(v_d, abs=1e-12), f"vD at t={t + 1}"
         assert float(n.v_s.detach()) == pytest.approx(v_s, abs=1e-12), f"vS at t={t + 1}"
     assert n.step_offset == 3
@@ -127,8 +127,13 @@ def test_set_factors_round_trip_and_errors() -> None:
             n.set_factors(**bad)
 
 
-def _reference(current: torch.Tensor, table: dict[str, torch.Tensor], theta: float,
-               detach_reset: bool = True, gamma: float = 1.0) -> torch.Tensor:
+def _reference(
+    current: torch.Tensor,
+    table: dict[str, torch.Tensor],
+    theta: float,
+    detach_reset: bool = True,
+    gamma: float = 1.0,
+) -> torch.Tensor:
     """Eq. 4 written out, step t using factor row min(t, K-1) (per-layer factors)."""
     v_d = torch.zeros_like(current[0])
     v_s = torch.full_like(current[0], theta / 2)
@@ -149,8 +154,12 @@ def _reference(current: torch.Tensor, table: dict[str, torch.Tensor], theta: flo
 def test_radical_factors_differ_per_step() -> None:
     timesteps = 4
     n = _neuron(theta=1.0, factors="radical", timesteps=timesteps)
-    rows = {"mu_d": [-2.0, 1.0, 2.5, -0.5], "mu_s": [1.5, -2.0, 0.0, 2.0],
-            "lam_d": [0.0, 2.0, -1.5, 1.0], "lam_s": [-1.0, 1.5, 0.5, -2.5]}
+    rows = {
+        "mu_d": [-2.0, 1.0, 2.5, -0.5],
+        "mu_s": [1.5, -2.0, 0.0, 2.0],
+        "lam_d": [0.0, 2.0, -1.5, 1.0],
+        "lam_s": [-1.0, 1.5, 0.5, -2.5],
+    }
     with torch.no_grad():
         for name, xs in rows.items():
             getattr(n, f"x_{name}").copy_(torch.tensor(xs, dtype=torch.float64).reshape(-1, 1))

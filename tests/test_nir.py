@@ -3,6 +3,7 @@
 The NIR side is checked by running the NIR graph itself (the reference executor, which
 follows the NIR equations node by node), not by the conversion code.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,8 +77,7 @@ def _with_rules(graph, **rules):
 def _same_run(nir_graph: nir.NIRGraph, graph, x: np.ndarray, steps: int = T) -> None:
     """The NIR graph, run by the reference executor, spikes exactly as the float IR."""
     names = {n: n for n in graph.of_kind("lmh")}
-    ref = run_nir_reference(nir_graph, x, steps, float(nir_graph.metadata["dt"]),
-                            source_neurons=names)
+    ref = run_nir_reference(nir_graph, x, steps, float(nir_graph.metadata["dt"]), source_neurons=names)
     ours = simulate_float(graph, x, steps)
     for name in names:
         np.testing.assert_array_equal(ref.spikes[name], ours.spikes[name], err_msg=name)
@@ -93,8 +93,14 @@ def test_lif_round_trip_through_nir_file(tmp_path) -> None:
     assert summary["exact"] and summary["nir_native_rules"] and summary["error"] is None
     g = nir.read(tmp_path / "lif.nir")
     assert {k: type(v).__name__ for k, v in g.nodes.items()} == {
-        "input": "Input", "dense0": "Affine", "lmh0": "LIF", "dense1": "Affine", "lmh1": "LIF",
-        "dense2": "Affine", "output": "Output"}
+        "input": "Input",
+        "dense0": "Affine",
+        "lmh0": "LIF",
+        "dense1": "Affine",
+        "lmh1": "LIF",
+        "dense2": "Affine",
+        "output": "Output",
+    }
     assert float(g.metadata["dt"]) == 1e-4 and int(g.metadata["timesteps"]) == T
     assert "lmh_rules" not in g.nodes["lmh0"].metadata  # NIR's own rules: nothing extra
     np.testing.assert_allclose(g.nodes["lmh0"].tau, 1e-4 / (1 - 0.75), rtol=1e-6)
@@ -104,8 +110,13 @@ def test_lif_round_trip_through_nir_file(tmp_path) -> None:
     for name in graph.of_kind("lmh"):
         assert back.node(name).rules() == graph.node(name).rules()
         for f in ("mu_d", "mu_s", "lam_d", "lam_s", "bias"):
-            np.testing.assert_allclose(getattr(back.node(name), f), getattr(graph.node(name), f),
-                                       rtol=1e-12, atol=1e-15, err_msg=f"{name}.{f}")
+            np.testing.assert_allclose(
+                getattr(back.node(name), f),
+                getattr(graph.node(name), f),
+                rtol=1e-12,
+                atol=1e-15,
+                err_msg=f"{name}.{f}",
+            )
     for name in graph.of_kind("dense"):
         np.testing.assert_allclose(back.node(name).weight, graph.node(name).weight, rtol=1e-12)
     q_ref, q_back = quantize_graph(graph)[0], quantize_graph(back)[0]
@@ -121,8 +132,9 @@ def test_lif_round_trip_through_nir_file(tmp_path) -> None:
 def test_lmh_rules_travel_in_node_metadata(tmp_path, decay: float, theta: float) -> None:
     """LM-H's rules (subtract, >=, theta/2) are written per node and honoured on the way back;
     the export measures how far a plain NIR backend's run would be."""
-    graph = _with_rules(export_model(_lif_model(5, decay=decay, theta=theta), input_shape=(10,),
-                                     timesteps=T), **LMH_RULES)
+    graph = _with_rules(
+        export_model(_lif_model(5, decay=decay, theta=theta), input_shape=(10,), timesteps=T), **LMH_RULES
+    )
     write_nir(graph, tmp_path / "m.nir", dt=5e-4)
     g = nir.read(tmp_path / "m.nir")
     assert type(g.nodes["lmh0"]).__name__ == ("IF" if decay == 1.0 else "LIF")
@@ -134,8 +146,10 @@ def test_lmh_rules_travel_in_node_metadata(tmp_path, decay: float, theta: float)
 
 
 def test_cubalif_export_for_positive_dendrite_decay(tmp_path) -> None:
-    graph = _with_rules(export_model(_lmh_model(7, mu_d=0.3, mu_s=0.0, lam_d=1.2, lam_s=0.8),
-                                     input_shape=(10,), timesteps=T), **LMH_RULES)
+    graph = _with_rules(
+        export_model(_lmh_model(7, mu_d=0.3, mu_s=0.0, lam_d=1.2, lam_s=0.8), input_shape=(10,), timesteps=T),
+        **LMH_RULES,
+    )
     write_nir(graph, tmp_path / "c.nir", dt=1e-3)
     g = nir.read(tmp_path / "c.nir")
     node = g.nodes["lmh0"]
@@ -165,15 +179,19 @@ def test_conv_net_exports_with_conv_pool_flatten(tmp_path) -> None:
     x = load_dataset("digits")[1].tensors[0][:24].numpy()
     _same_run(g, graph, x)
     back = nir_to_graph(g)
-    np.testing.assert_array_equal(simulate_float(back, x, T).spikes["lmh0"],
-                                  simulate_float(graph, x, T).spikes["lmh0"])
+    np.testing.assert_array_equal(
+        simulate_float(back, x, T).spikes["lmh0"], simulate_float(graph, x, T).spikes["lmh0"]
+    )
 
 
-@pytest.mark.parametrize("factors, expected", [
-    ({"mu_d": -0.21, "mu_s": 0.0, "lam_d": 1.0, "lam_s": 0.9}, "lmh0: mu_d = -0.21 != 0"),
-    ({"mu_d": 0.0, "mu_s": 0.15, "lam_d": 1.0, "lam_s": 0.9}, "lmh0: mu_s = 0.15 != 0"),
-    ({"mu_d": 0.0, "mu_s": 0.0, "lam_d": 1.0, "lam_s": 1.25}, "lmh0: lam_s = 1.25 > 1"),
-])
+@pytest.mark.parametrize(
+    "factors, expected",
+    [
+        ({"mu_d": -0.21, "mu_s": 0.0, "lam_d": 1.0, "lam_s": 0.9}, "lmh0: mu_d = -0.21 != 0"),
+        ({"mu_d": 0.0, "mu_s": 0.15, "lam_d": 1.0, "lam_s": 0.9}, "lmh0: mu_s = 0.15 != 0"),
+        ({"mu_d": 0.0, "mu_s": 0.0, "lam_d": 1.0, "lam_s": 1.25}, "lmh0: lam_s = 1.25 > 1"),
+    ],
+)
 def test_general_lmh_is_refused_naming_layer_and_factor(factors, expected) -> None:
     graph = export_model(_lmh_model(21, **factors), input_shape=(10,), timesteps=T)
     with pytest.raises(InteropError) as info:
@@ -190,8 +208,9 @@ def test_lossy_export_reports_its_measured_error(tmp_path, make_mlp) -> None:
     assert "dendrite memory dropped" in str(g.nodes["lmh0"].metadata["lmh_approximation"])
     approx = graph.copy()
     for name in approx.of_kind("lmh"):
-        approx.replace(name, mu_d=np.zeros((1, 1)), mu_s=np.zeros((1, 1)),
-                       lam_s=np.minimum(approx.node(name).lam_s, 1.0))
+        approx.replace(
+            name, mu_d=np.zeros((1, 1)), mu_s=np.zeros((1, 1)), lam_s=np.minimum(approx.node(name).lam_s, 1.0)
+        )
     expected = spike_disagreement(simulate_float(graph, x, 5), simulate_float(approx, x, 5))
     reported = summary["error"]["lmh_semantics"]
     assert float(reported["spike_disagreement"]) == pytest.approx(expected["spike_disagreement"])
@@ -201,22 +220,30 @@ def test_lossy_export_reports_its_measured_error(tmp_path, make_mlp) -> None:
 def test_residual_graphs_are_refused_naming_the_neuron(tmp_path) -> None:
     from lmh_deploy.models.architectures import resnet20
 
-    graph = export_model(resnet20((1, 8, 8), 10, neuron="lif", width_mult=0.25, timesteps=2),
-                         input_shape=(1, 8, 8), timesteps=2)
+    graph = export_model(
+        resnet20((1, 8, 8), 10, neuron="lif", width_mult=0.25, timesteps=2),
+        input_shape=(1, 8, 8),
+        timesteps=2,
+    )
     with pytest.raises(InteropError, match=r"lmh\d+: fed by 2 branches \(a residual sum\)"):
         graph_to_nir(graph)
 
 
 # --------------------------------------------------------------------------- import
-def hand_made_conv_graph(seed: int = 0, *, dt: float | None = 1e-4, channels: int = 4,
-                         weights: dict | None = None) -> nir.NIRGraph:
+def hand_made_conv_graph(
+    seed: int = 0, *, dt: float | None = 1e-4, channels: int = 4, weights: dict | None = None
+) -> nir.NIRGraph:
     """Input (1, 8, 8) -> Conv2d -> LIF -> SumPool2d -> Flatten -> Affine -> CubaLIF ->
     Affine -> Output, written with the nir package (per-neuron thresholds included)."""
     rng = np.random.default_rng(seed)
-    w = weights or {"conv": rng.normal(0, 0.8, (channels, 1, 3, 3)),
-                    "conv_b": rng.normal(0.1, 0.1, channels),
-                    "fc": rng.normal(0, 0.3, (20, channels * 16)), "fc_b": rng.normal(0, 0.1, 20),
-                    "out": rng.normal(0, 1, (10, 20)), "out_b": np.zeros(10)}
+    w = weights or {
+        "conv": rng.normal(0, 0.8, (channels, 1, 3, 3)),
+        "conv_b": rng.normal(0.1, 0.1, channels),
+        "fc": rng.normal(0, 0.3, (20, channels * 16)),
+        "fc_b": rng.normal(0, 0.1, 20),
+        "out": rng.normal(0, 1, (10, 20)),
+        "out_b": np.zeros(10),
+    }
     c, step = channels, dt or 1e-4
     hid = w["fc"].shape[0]
     tau = step / (1 - 0.8)
@@ -224,20 +251,31 @@ def hand_made_conv_graph(seed: int = 0, *, dt: float | None = 1e-4, channels: in
     tau_syn, tau_mem = step / (1 - 0.3), step / (1 - 0.9)
     nodes = [
         nir.Input(input_type=np.array([1, 8, 8])),
-        nir.Conv2d(input_shape=(8, 8), weight=w["conv"], stride=1, padding=1, dilation=1,
-                   groups=1, bias=w["conv_b"]),
-        nir.LIF(tau=np.full(shape, tau), r=np.full(shape, tau / step), v_leak=np.zeros(shape),
-                v_threshold=np.ones(shape), v_reset=np.zeros(shape)),
-        nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
-                      padding=np.array([0, 0])),
+        nir.Conv2d(
+            input_shape=(8, 8), weight=w["conv"], stride=1, padding=1, dilation=1, groups=1, bias=w["conv_b"]
+        ),
+        nir.LIF(
+            tau=np.full(shape, tau),
+            r=np.full(shape, tau / step),
+            v_leak=np.zeros(shape),
+            v_threshold=np.ones(shape),
+            v_reset=np.zeros(shape),
+        ),
+        nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
         nir.Flatten(input_type={"input": np.array([c, 4, 4])}, start_dim=0, end_dim=-1),
         nir.Affine(weight=w["fc"], bias=w["fc_b"]),
-        nir.CubaLIF(tau_syn=np.full(hid, tau_syn), tau_mem=np.full(hid, tau_mem),
-                    r=np.full(hid, 1.2 * tau_mem / step), v_leak=np.zeros(hid),
-                    v_threshold=rng.uniform(0.5, 1.0, hid), v_reset=np.zeros(hid),
-                    w_in=np.full(hid, tau_syn / step)),
+        nir.CubaLIF(
+            tau_syn=np.full(hid, tau_syn),
+            tau_mem=np.full(hid, tau_mem),
+            r=np.full(hid, 1.2 * tau_mem / step),
+            v_leak=np.zeros(hid),
+            v_threshold=rng.uniform(0.5, 1.0, hid),
+            v_reset=np.zeros(hid),
+            w_in=np.full(hid, tau_syn / step),
+        ),
         nir.Affine(weight=w["out"], bias=w["out_b"]),
-        nir.Output(output_type=np.array([10]))]
+        nir.Output(output_type=np.array([10])),
+    ]
     g = nir.NIRGraph.from_list(*nodes)
     if dt:
         g.metadata["dt"] = dt
@@ -248,11 +286,24 @@ def test_hand_made_conv_graph_imports_with_nir_semantics() -> None:
     g = hand_made_conv_graph()
     ir = nir_to_graph(g, timesteps=T)
     assert [ir.node(n).kind for n in ir.order()] == [
-        "input", "conv2d", "lmh", "conv2d", "dense", "lmh", "dense", "readout"]
+        "input",
+        "conv2d",
+        "lmh",
+        "conv2d",
+        "dense",
+        "lmh",
+        "dense",
+        "readout",
+    ]
     for name in ("lmh0", "lmh1"):
-        assert ir.node(name).rules() == {"reset": "set", "reset_value": 0.0,
-                                         "threshold_test": ">", "reset_timing": "same-step",
-                                         "v_d_init": 0.0, "v_s_init": 0.0}
+        assert ir.node(name).rules() == {
+            "reset": "set",
+            "reset_value": 0.0,
+            "threshold_test": ">",
+            "reset_timing": "same-step",
+            "v_d_init": 0.0,
+            "v_s_init": 0.0,
+        }
     np.testing.assert_allclose(ir.node("lmh1").mu_d, [[0.3]], atol=1e-12)
     x = load_dataset("digits")[1].tensors[0][:40].numpy()
     ref = run_nir_reference(g, x, T, 1e-4, source_neurons=ir.meta["source_neurons"])
@@ -270,14 +321,19 @@ def test_nir_cli_compile_verify_flat_input_and_dt(tmp_path) -> None:
     flat = nir.NIRGraph.from_list(
         nir.Input(input_type=np.array([64])),
         nir.Affine(weight=rng.normal(0, 0.5, (16, 64)), bias=rng.normal(0.2, 0.1, 16)),
-        nir.LIF(tau=np.full(16, tau), r=np.full(16, tau / 1e-4), v_leak=np.zeros(16),
-                v_threshold=np.ones(16), v_reset=np.zeros(16)),
+        nir.LIF(
+            tau=np.full(16, tau),
+            r=np.full(16, tau / 1e-4),
+            v_leak=np.zeros(16),
+            v_threshold=np.ones(16),
+            v_reset=np.zeros(16),
+        ),
         nir.Affine(weight=rng.normal(0, 1, (10, 16)), bias=np.zeros(10)),
-        nir.Output(output_type=np.array([10])))
+        nir.Output(output_type=np.array([10])),
+    )
     nir.write(tmp_path / "flat.nir", flat)
     out = tmp_path / "build"
-    res = invoke("compile", tmp_path / "flat.nir", "--dataset", "digits", "--timesteps", "4",
-                 "-o", out)
+    res = invoke("compile", tmp_path / "flat.nir", "--dataset", "digits", "--timesteps", "4", "-o", out)
     assert res.exit_code == 0, res.output
     assert "assumed dt = 0.0001" in res.output
     report = json.loads((out / "compile_report.json").read_text())
@@ -293,8 +349,18 @@ def test_nir_cli_compile_verify_flat_input_and_dt(tmp_path) -> None:
     assert ff["float_reference"].startswith("source NIR graph")
     assert ff["prediction_agreement"] >= 0.9
     # a wrong dt leaves the network silent: said so in one warning
-    res = invoke("compile", tmp_path / "flat.nir", "--dataset", "digits", "--timesteps", "4",
-                 "--dt", "1e-7", "-o", tmp_path / "silent")
+    res = invoke(
+        "compile",
+        tmp_path / "flat.nir",
+        "--dataset",
+        "digits",
+        "--timesteps",
+        "4",
+        "--dt",
+        "1e-7",
+        "-o",
+        tmp_path / "silent",
+    )
     assert "(nearly) silent; check --dt" in res.output
 
 
@@ -302,10 +368,12 @@ def test_import_refusals_name_the_node() -> None:
     g = hand_made_conv_graph()
     with pytest.raises(InteropError, match=r"NIR node 'lif' \(LIF\): tau = .* < dt = 0.01"):
         nir_to_graph(g, dt=1e-2)
-    li = nir.NIRGraph.from_list(nir.Input(input_type=np.array([3])),
-                                nir.Affine(weight=np.ones((2, 3)), bias=np.zeros(2)),
-                                nir.LI(tau=np.ones(2), r=np.ones(2), v_leak=np.zeros(2)),
-                                nir.Output(output_type=np.array([2])))
+    li = nir.NIRGraph.from_list(
+        nir.Input(input_type=np.array([3])),
+        nir.Affine(weight=np.ones((2, 3)), bias=np.zeros(2)),
+        nir.LI(tau=np.ones(2), r=np.ones(2), v_leak=np.zeros(2)),
+        nir.Output(output_type=np.array([2])),
+    )
     with pytest.raises(InteropError, match=r"'li' \(LI\): node type LI cannot be imported"):
         nir_to_graph(li, dt=1e-3)
     rec = hand_made_conv_graph()
@@ -320,12 +388,22 @@ def test_snntorch_export_to_nir_imports_as_snntorch_ran_it() -> None:
     from snntorch.export_nir import export_to_nir
 
     def leaky(n: int, **kw):  # per-neuron tensors: snnTorch 1.0's export needs them with nir 1.0
-        return snn.Leaky(beta=torch.full((n,), 0.85), threshold=torch.ones(n), init_hidden=True,
-                         reset_mechanism="zero", **kw)
+        return snn.Leaky(
+            beta=torch.full((n,), 0.85),
+            threshold=torch.ones(n),
+            init_hidden=True,
+            reset_mechanism="zero",
+            **kw,
+        )
 
     torch.manual_seed(2)
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 24), leaky(24),
-                              torch.nn.Linear(24, 10), leaky(10, output=True))
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 24),
+        leaky(24),
+        torch.nn.Linear(24, 10),
+        leaky(10, output=True),
+    )
     with torch.no_grad():
         net[1].weight.mul_(3.0)
     g = export_to_nir(net, torch.zeros(1, 1, 8, 8), ignore_dims=[0])
@@ -360,22 +438,34 @@ def test_trained_conv_net_written_by_hand_in_nir_deploys(tmp_path) -> None:
     shape = (6, 4, 4)
     g = nir.NIRGraph.from_list(
         nir.Input(input_type=np.array([1, 8, 8])),
-        nir.Conv2d(input_shape=(8, 8), weight=conv.weight.detach().numpy().astype(np.float64),
-                   stride=1, padding=1, dilation=1, groups=1,
-                   bias=conv.bias.detach().numpy().astype(np.float64)),
-        nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
-                      padding=np.array([0, 0])),
-        nir.LIF(tau=np.full(shape, tau), r=np.full(shape, tau / dt), v_leak=np.zeros(shape),
-                v_threshold=np.ones(shape), v_reset=np.zeros(shape)),
+        nir.Conv2d(
+            input_shape=(8, 8),
+            weight=conv.weight.detach().numpy().astype(np.float64),
+            stride=1,
+            padding=1,
+            dilation=1,
+            groups=1,
+            bias=conv.bias.detach().numpy().astype(np.float64),
+        ),
+        nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+        nir.LIF(
+            tau=np.full(shape, tau),
+            r=np.full(shape, tau / dt),
+            v_leak=np.zeros(shape),
+            v_threshold=np.ones(shape),
+            v_reset=np.zeros(shape),
+        ),
         nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1),
-        nir.Affine(weight=fc.weight.detach().numpy().astype(np.float64),
-                   bias=fc.bias.detach().numpy().astype(np.float64)),
-        nir.Output(output_type=np.array([10])))
+        nir.Affine(
+            weight=fc.weight.detach().numpy().astype(np.float64),
+            bias=fc.bias.detach().numpy().astype(np.float64),
+        ),
+        nir.Output(output_type=np.array([10])),
+    )
     g.metadata["dt"] = dt
     nir.write(tmp_path / "conv.nir", g)
     out = tmp_path / "build"
-    res = invoke("compile", tmp_path / "conv.nir", "--dataset", "digits", "--timesteps", "4",
-                 "-o", out)
+    res = invoke("compile", tmp_path / "conv.nir", "--dataset", "digits", "--timesteps", "4", "-o", out)
     assert res.exit_code == 0, res.output
     res = invoke("verify", out, "--samples", "360", "--json", tmp_path / "v.json")
     assert res.exit_code == 0, res.output

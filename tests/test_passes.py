@@ -1,4 +1,5 @@
 """Passes as functions graph -> new graph: delay balancing, and the shared helpers they use."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,8 +42,9 @@ def test_balance_delays_is_a_pass(resnet) -> None:
     for name in broken.of_kind("q_dense"):
         broken.replace(name, delay=0)
     fixed = balance_delays(broken)
-    assert {n: fixed.node(n).delay for n in q.of_kind("q_dense")} == \
-        {n: q.node(n).delay for n in q.of_kind("q_dense")}
+    assert {n: fixed.node(n).delay for n in q.of_kind("q_dense")} == {
+        n: q.node(n).delay for n in q.of_kind("q_dense")
+    }
     assert all(broken.node(n).delay == 0 for n in broken.of_kind("q_dense"))  # input untouched
 
 

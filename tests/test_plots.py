@@ -1,4 +1,5 @@
 """Plots and the self-contained HTML report of a run (lmh_deploy.reports.plots, lmh_deploy.reports.html)."""
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,7 @@ def run():
     rec = simulate(qgraph, x_int, T)
     summary = summarize(qgraph, rec, y) | {"backend": "sim", "seconds": 0.01, "timesteps": T}
     rec_float = run_float(model, x, T)
-    return {"qgraph": qgraph, "x_int": x_int, "y": y, "rec": rec, "summary": summary,
-            "rec_float": rec_float}
+    return {"qgraph": qgraph, "x_int": x_int, "y": y, "rec": rec, "summary": summary, "rec_float": rec_float}
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +63,7 @@ def sweep(run):
 @pytest.fixture(scope="module")
 def made(run, sweep, tmp_path_factory):
     out = tmp_path_factory.mktemp("plots")
-    paths = plots.make_plots(run["summary"], run["rec"], out, sweep=sweep,
-                             rec_float=run["rec_float"])
+    paths = plots.make_plots(run["summary"], run["rec"], out, sweep=sweep, rec_float=run["rec_float"])
     return out, paths
 
 
@@ -112,8 +111,9 @@ def test_raster_has_one_panel_per_layer_and_one_point_per_spike(run) -> None:
             xy = np.asarray(points.get_offsets())
             steps, neurons = np.nonzero(spikes[:, sample, :])
             assert len(xy) == spikes[:, sample, :].sum() > 0
-            assert sorted(zip(xy[:, 0].astype(int), xy[:, 1].astype(int))) == \
-                sorted(zip((steps + 1).tolist(), neurons.tolist()))
+            assert sorted(zip(xy[:, 0].astype(int), xy[:, 1].astype(int))) == sorted(
+                zip((steps + 1).tolist(), neurons.tolist())
+            )
         assert fig.axes[-1].get_xlabel() == "inference step t"
     # the two samples really differ, so the test above checks the sample is honoured
     assert not np.array_equal(rec.spikes["lmh0"][:, 0], rec.spikes["lmh0"][:, 5])
@@ -156,8 +156,9 @@ def test_accuracy_energy_curve_plots_the_sweep(sweep) -> None:
     assert list(acc_line.get_xdata()) == [1, 2, 4, 8]
     assert list(acc_line.get_ydata()) == pytest.approx([100 * r["accuracy"] for r in sweep])
     unit, factor = plots.energy_unit(max(r["energy_joules"] for r in sweep))
-    assert list(energy_ax.get_lines()[0].get_ydata()) == \
-        pytest.approx([factor * r["energy_joules"] for r in sweep])
+    assert list(energy_ax.get_lines()[0].get_ydata()) == pytest.approx(
+        [factor * r["energy_joules"] for r in sweep]
+    )
     assert unit in energy_ax.get_ylabel() and energy_ax.get_xlabel() == "inference steps T"
     # without labels: energy only
     no_acc = [dict(r, accuracy=None) for r in sweep]
@@ -180,8 +181,7 @@ def test_spike_agreement_values(run) -> None:
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights == pytest.approx([100 * values[n] for n in rec.spikes])
     with pytest.raises(ValueError, match="lmh1"):
-        plots.spike_agreement_values(RunRecord(logits=rec.logits,
-                                               spikes={"lmh0": rec.spikes["lmh0"]}), rec)
+        plots.spike_agreement_values(RunRecord(logits=rec.logits, spikes={"lmh0": rec.spikes["lmh0"]}), rec)
 
 
 class _Refs(HTMLParser):
@@ -214,14 +214,24 @@ def test_html_is_self_contained_and_complete(run, made, tmp_path) -> None:
     parser.feed(page)
     assert parser.refs, "no images found"
     for tag, key, value in parser.refs:
-        assert tag == "img" and key == "src" and value.startswith("data:image/png;base64,"), \
-            (tag, key, value[:60])
+        assert tag == "img" and key == "src" and value.startswith("data:image/png;base64,"), (
+            tag,
+            key,
+            value[:60],
+        )
     assert page.count("data:image/png;base64,") == len(images) == 4
     assert "link" not in parser.tags and "script" not in parser.tags and "style" in parser.tags
     assert _layer_rows(page) == [layer["name"] for layer in summary["layers"]]
     # headers a person reads, not JSON keys; per-sample columns, so the table fits its box
-    for header in ("input events / sample", "mean fan\u2011out", "synaptic ops / sample",
-                   "spikes / sample", "firing rate", "saturations", "energy / sample"):
+    for header in (
+        "input events / sample",
+        "mean fan\u2011out",
+        "synaptic ops / sample",
+        "spikes / sample",
+        "firing rate",
+        "saturations",
+        "energy / sample",
+    ):
         assert f"<th>{header}</th>" in page
     assert "<th>synops_per_sample</th>" not in page and "<th>spikes_per_step</th>" not in page
     for source in summary["energy_sources"].values():
@@ -264,12 +274,15 @@ def test_report_from_json_round_trip(run, sweep, made, tmp_path) -> None:
     assert 'alt="spike_raster"' in page and 'alt="spike_agreement"' in page
 
 
-@pytest.mark.parametrize("content,cause", [
-    (None, "no such file"),
-    ("{not json", "not valid JSON"),
-    ('["a", "list"]', "not a run summary"),
-    ('{"samples": 3}', "not a run summary"),
-])
+@pytest.mark.parametrize(
+    "content,cause",
+    [
+        (None, "no such file"),
+        ("{not json", "not valid JSON"),
+        ('["a", "list"]', "not a run summary"),
+        ('{"samples": 3}', "not a run summary"),
+    ],
+)
 def test_report_from_bad_json_names_the_file(tmp_path, content, cause) -> None:
     json_path = tmp_path / "broken_run.json"
     if content is not None:

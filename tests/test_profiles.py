@@ -1,5 +1,6 @@
 """Numeric profiles and neuron rules: Lava (fixed_pt / floating_pt) == sim / float reference for
 every rule and profile combination, and one-line refusals of what a profile cannot express."""
+
 from __future__ import annotations
 
 import itertools
@@ -29,20 +30,33 @@ from lmh_deploy.semantics.profiles import PROFILES, get_profile
 RULE_COMBOS = list(itertools.product(("subtract", "set"), (">=", ">"), ("same-step", "next-step")))
 
 
-def _chain_graph(rng: np.random.Generator, layers: list[dict], n_in: int = 6, width: int = 7,
-                 classes: int = 3) -> Graph:
+def _chain_graph(
+    rng: np.random.Generator, layers: list[dict], n_in: int = 6, width: int = 7, classes: int = 3
+) -> Graph:
     """Input -> (dense -> q_lmh)* -> dense -> readout; ``layers`` holds each QLMH's fields."""
     g = Graph(meta={"timesteps": 6})
     prev = g.add("input", QInput(shape=(n_in,), scale=255.0, bits=8))
     size = n_in
     for i, fields in enumerate(layers):
-        d = g.add(f"dense{i}", QDense(weight_mant=rng.integers(-127, 128, (width, size)),
-                                      weight_exp=fields.pop("weight_exp", 4),
-                                      graded=i == 0, weight_scale=1.0), (prev,))
+        d = g.add(
+            f"dense{i}",
+            QDense(
+                weight_mant=rng.integers(-127, 128, (width, size)),
+                weight_exp=fields.pop("weight_exp", 4),
+                graded=i == 0,
+                weight_scale=1.0,
+            ),
+            (prev,),
+        )
         prev = g.add(f"lmh{i}", QLMH(size=width, state_scale=1.0, **fields), (d,))
         size = width
-    d = g.add(f"dense{len(layers)}", QDense(weight_mant=rng.integers(-127, 128, (classes, size)),
-                                             weight_exp=3, graded=False, weight_scale=1.0), (prev,))
+    d = g.add(
+        f"dense{len(layers)}",
+        QDense(
+            weight_mant=rng.integers(-127, 128, (classes, size)), weight_exp=3, graded=False, weight_scale=1.0
+        ),
+        (prev,),
+    )
     g.add("readout", QReadout(bias=np.array([5, -7, 0]), state_scale=1.0), (d,))
     return g
 
@@ -67,16 +81,23 @@ def test_lava_fixed_pt_equals_sim_for_every_rule_combination() -> None:
     rng = np.random.default_rng(6)
     layers = []
     for reset, test, timing in RULE_COMBOS:
-        layers.append({"theta": int(rng.integers(20_000, 60_000)),
-                           "mu_d": rng.integers(-2048, 2048, (1, 7)),
-                           "mu_s": rng.integers(-1000, 1000, (1, 1)),
-                           "lam_d": rng.integers(3500, 6144, (1, 1)),
-                           "lam_s": rng.integers(2048, 6144, (1, 7)),
-                           "bias": rng.integers(-2000, 8000, 7), "reset": reset,
-                           "reset_value": int(rng.integers(-5000, 5000)), "threshold_test": test,
-                           "reset_timing": timing, "v_d_init": int(rng.integers(-900, 900)),
-                           "v_s_init": None if reset == "subtract" else int(rng.integers(0, 9000)),
-                           "weight_exp": 4 if not layers else 9})
+        layers.append(
+            {
+                "theta": int(rng.integers(20_000, 60_000)),
+                "mu_d": rng.integers(-2048, 2048, (1, 7)),
+                "mu_s": rng.integers(-1000, 1000, (1, 1)),
+                "lam_d": rng.integers(3500, 6144, (1, 1)),
+                "lam_s": rng.integers(2048, 6144, (1, 7)),
+                "bias": rng.integers(-2000, 8000, 7),
+                "reset": reset,
+                "reset_value": int(rng.integers(-5000, 5000)),
+                "threshold_test": test,
+                "reset_timing": timing,
+                "v_d_init": int(rng.integers(-900, 900)),
+                "v_s_init": None if reset == "subtract" else int(rng.integers(0, 9000)),
+                "weight_exp": 4 if not layers else 9,
+            }
+        )
     g = _chain_graph(rng, layers)
     x = rng.integers(0, 256, (2, 6))
     rates = _assert_lava_equals_sim(g, x, 6)
@@ -87,13 +108,34 @@ def test_lava_fixed_pt_equals_sim_under_loihi_lif_with_wrap_and_clip() -> None:
     """loihi-lif: toward-zero products, u wraps, v clips symmetric, a_in << 6, bias on the soma;
     the first layer's input is large enough that u wraps and v clips."""
     rng = np.random.default_rng(7)
-    lif = {"mu_s": np.zeros((1, 1), np.int64), "lam_d": np.full((1, 1), 4096), "profile": "loihi-lif",
-               "reset": "set", "reset_value": 0, "threshold_test": ">", "v_d_init": 0, "v_s_init": 0}
-    layers = [dict(theta=100_000 << 6, mu_d=rng.integers(0, 4096, (1, 7)),
-                   lam_s=rng.integers(1, 4097, (1, 7)), bias=rng.integers(-4096, 4096, 7) << 3,
-                   weight_exp=2, **lif),
-              dict(theta=900 << 6, mu_d=np.full((1, 1), 2000), lam_s=np.full((1, 1), 3500),
-                   bias=np.zeros(7, np.int64), weight_exp=3, **lif)]
+    lif = {
+        "mu_s": np.zeros((1, 1), np.int64),
+        "lam_d": np.full((1, 1), 4096),
+        "profile": "loihi-lif",
+        "reset": "set",
+        "reset_value": 0,
+        "threshold_test": ">",
+        "v_d_init": 0,
+        "v_s_init": 0,
+    }
+    layers = [
+        dict(
+            theta=100_000 << 6,
+            mu_d=rng.integers(0, 4096, (1, 7)),
+            lam_s=rng.integers(1, 4097, (1, 7)),
+            bias=rng.integers(-4096, 4096, 7) << 3,
+            weight_exp=2,
+            **lif,
+        ),
+        dict(
+            theta=900 << 6,
+            mu_d=np.full((1, 1), 2000),
+            lam_s=np.full((1, 1), 3500),
+            bias=np.zeros(7, np.int64),
+            weight_exp=3,
+            **lif,
+        ),
+    ]
     g = _chain_graph(rng, layers)
     x = rng.integers(0, 256, (1, 6))
     ref = simulate(g, x, 6, record_states=True)
@@ -108,10 +150,20 @@ def _float_graph(rng: np.random.Generator, rules: list[dict]) -> Graph:
     size = 5
     for i, r in enumerate(rules):
         d = g.add(f"dense{i}", Dense(weight=rng.normal(0, 0.8, (6, size))), (prev,))
-        prev = g.add(f"lmh{i}", LMH(size=6, theta=1.0, mu_d=np.full((1, 1), 0.2),
-                                    mu_s=np.full((1, 1), -0.1), lam_d=np.full((1, 1), 1.1),
-                                    lam_s=np.full((1, 1), 0.9), bias=rng.normal(0.1, 0.2, 6), **r),
-                     (d,))
+        prev = g.add(
+            f"lmh{i}",
+            LMH(
+                size=6,
+                theta=1.0,
+                mu_d=np.full((1, 1), 0.2),
+                mu_s=np.full((1, 1), -0.1),
+                lam_d=np.full((1, 1), 1.1),
+                lam_s=np.full((1, 1), 0.9),
+                bias=rng.normal(0.1, 0.2, 6),
+                **r,
+            ),
+            (d,),
+        )
         size = 6
     d = g.add(f"dense{len(rules)}", Dense(weight=rng.normal(0, 1, (3, size))), (prev,))
     g.add("readout", Readout(bias=np.zeros(3)), (d,))
@@ -120,8 +172,10 @@ def _float_graph(rng: np.random.Generator, rules: list[dict]) -> Graph:
 
 def test_lava_floating_pt_equals_the_float_reference_for_every_rule_combination() -> None:
     rng = np.random.default_rng(11)
-    rules = [{"reset": r, "threshold_test": t, "reset_timing": m, "reset_value": -0.2, "v_s_init": 0.3}
-             for r, t, m in RULE_COMBOS]
+    rules = [
+        {"reset": r, "threshold_test": t, "reset_timing": m, "reset_value": -0.2, "v_s_init": 0.3}
+        for r, t, m in RULE_COMBOS
+    ]
     g = _float_graph(rng, rules)
     x = rng.uniform(0, 1, (3, 5))
     ref = simulate_float(g, x, 5)
@@ -136,8 +190,13 @@ def test_lava_floating_pt_equals_the_float_reference_for_every_rule_combination(
 def _lif_float(**overrides) -> Graph:
     rng = np.random.default_rng(0)
     rules = {"reset": "set", "reset_value": 0.0, "threshold_test": ">", "v_s_init": 0.0}
-    node = {"mu_d": np.zeros((1, 1)), "mu_s": np.zeros((1, 1)), "lam_d": np.ones((1, 1)),
-                "lam_s": np.full((1, 1), 0.9), "bias": np.zeros(6)}
+    node = {
+        "mu_d": np.zeros((1, 1)),
+        "mu_s": np.zeros((1, 1)),
+        "lam_d": np.ones((1, 1)),
+        "lam_s": np.full((1, 1), 0.9),
+        "bias": np.zeros(6),
+    }
     node.update(rules)
     node.update(overrides)
     g = Graph(meta={"timesteps": 4})
@@ -149,15 +208,18 @@ def _lif_float(**overrides) -> Graph:
     return g
 
 
-@pytest.mark.parametrize("overrides, match", [
-    ({"reset": "subtract"}, r"lmh0: numeric profile loihi-lif cannot express reset 'subtract'"),
-    ({"threshold_test": ">="}, r"lmh0: .* cannot express threshold test '>='"),
-    ({"v_s_init": 0.5}, r"lmh0: .* cannot express v_s_init"),
-    ({"reset_value": 0.25}, r"lmh0: .* cannot express reset value"),
-    ({"mu_s": np.full((1, 1), 0.1)}, r"lmh0: .* cannot express factor mu_s=0\.1"),
-    ({"lam_d": np.full((1, 1), 1.2)}, r"lmh0: .* cannot express factor lam_d=1\.2"),
-    ({"mu_d": np.full((1, 1), 0.3), "bias": np.full(6, 0.1)}, r"lmh0: .*bias with mu_d != 0"),
-])
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"reset": "subtract"}, r"lmh0: numeric profile loihi-lif cannot express reset 'subtract'"),
+        ({"threshold_test": ">="}, r"lmh0: .* cannot express threshold test '>='"),
+        ({"v_s_init": 0.5}, r"lmh0: .* cannot express v_s_init"),
+        ({"reset_value": 0.25}, r"lmh0: .* cannot express reset value"),
+        ({"mu_s": np.full((1, 1), 0.1)}, r"lmh0: .* cannot express factor mu_s=0\.1"),
+        ({"lam_d": np.full((1, 1), 1.2)}, r"lmh0: .* cannot express factor lam_d=1\.2"),
+        ({"mu_d": np.full((1, 1), 0.3), "bias": np.full(6, 0.1)}, r"lmh0: .*bias with mu_d != 0"),
+    ],
+)
 def test_loihi_lif_refuses_what_lava_lif_cannot_express(overrides, match: str) -> None:
     with pytest.raises(IRError, match=match):
         quantize_graph(_lif_float(**overrides), "loihi-lif")
@@ -168,13 +230,17 @@ def test_profile_is_stored_and_reported_and_unknown_names_refused() -> None:
     node = q.node("lmh0")
     assert node.profile == "loihi-lif" and q.meta["profile"] == "loihi-lif"
     assert report["profile"]["name"] == "loihi-lif" and report["profile"]["rounding"] == "toward-zero"
-    assert node.theta % 64 == 0 and node.theta >> 6 < 2 ** 17  # vth << 6
+    assert node.theta % 64 == 0 and node.theta >> 6 < 2**17  # vth << 6
     assert node.lam_d.tolist() == [[4096]] and node.mu_s.tolist() == [[0]]
-    exps = [next(e for e in range(8) if (b >> e) << e == b and -4096 <= b >> e < 4096)
-            for b in node.bias.tolist()]
+    exps = [
+        next(e for e in range(8) if (b >> e) << e == b and -4096 <= b >> e < 4096) for b in node.bias.tolist()
+    ]
     assert max(exps) <= 7  # every bias is a 13-bit mantissa << a 3-bit exponent
-    with pytest.raises(ValueError, match=r"unknown numeric profile 'loihi'; choose one of lmh, "
-                                         r"loihi-lif"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown numeric profile 'loihi'; choose one of lmh, "
+        r"loihi-lif",
+    ):
         get_profile("loihi")
     assert set(PROFILES) == {"lmh", "loihi-lif"}
 
@@ -190,16 +256,42 @@ def test_lmh_profile_keeps_lambda_as_full_multiplier_identical_to_offset_form() 
 def test_sim_on_torch_equals_numpy_for_every_profile_and_rule() -> None:
     """One code path for numpy and torch: the same integers under both profiles and all rules."""
     rng = np.random.default_rng(6)
-    layers = [dict(theta=int(rng.integers(20_000, 60_000)), mu_d=rng.integers(-2048, 2048, (1, 7)),
-                   mu_s=rng.integers(-1000, 1000, (1, 1)), lam_d=rng.integers(3500, 6144, (1, 1)),
-                   lam_s=rng.integers(2048, 6144, (1, 7)), bias=rng.integers(-2000, 8000, 7),
-                   reset=r, reset_value=-321, threshold_test=t, reset_timing=m,
-                   weight_exp=4 if i == 0 else 9)
-              for i, (r, t, m) in enumerate(RULE_COMBOS)]
-    lif = dict(mu_s=np.zeros((1, 1), np.int64), lam_d=np.full((1, 1), 4096), profile="loihi-lif",
-               reset="set", reset_value=0, threshold_test=">", v_d_init=0, v_s_init=0)
-    layers.append(dict(theta=900 << 6, mu_d=np.full((1, 1), 2000), lam_s=np.full((1, 1), 3500),
-                       bias=rng.integers(-4096, 4096, 7) << 6, weight_exp=3, **lif))
+    layers = [
+        dict(
+            theta=int(rng.integers(20_000, 60_000)),
+            mu_d=rng.integers(-2048, 2048, (1, 7)),
+            mu_s=rng.integers(-1000, 1000, (1, 1)),
+            lam_d=rng.integers(3500, 6144, (1, 1)),
+            lam_s=rng.integers(2048, 6144, (1, 7)),
+            bias=rng.integers(-2000, 8000, 7),
+            reset=r,
+            reset_value=-321,
+            threshold_test=t,
+            reset_timing=m,
+            weight_exp=4 if i == 0 else 9,
+        )
+        for i, (r, t, m) in enumerate(RULE_COMBOS)
+    ]
+    lif = dict(
+        mu_s=np.zeros((1, 1), np.int64),
+        lam_d=np.full((1, 1), 4096),
+        profile="loihi-lif",
+        reset="set",
+        reset_value=0,
+        threshold_test=">",
+        v_d_init=0,
+        v_s_init=0,
+    )
+    layers.append(
+        dict(
+            theta=900 << 6,
+            mu_d=np.full((1, 1), 2000),
+            lam_s=np.full((1, 1), 3500),
+            bias=rng.integers(-4096, 4096, 7) << 6,
+            weight_exp=3,
+            **lif,
+        )
+    )
     g = _chain_graph(rng, layers)
     x = rng.integers(0, 256, (4, 6))
     ref = simulate(g, x, 6, record_states=True)
@@ -229,9 +321,14 @@ def test_training_neuron_with_lava_lif_rules_equals_the_float_reference() -> Non
             if isinstance(layer, torch.nn.Linear):
                 layer.weight.mul_(2.5)
     graph = export_model(model.eval(), input_shape=(9,), timesteps=6)
-    assert graph.node("lmh0").rules() == {"reset": "set", "reset_value": 0.0,
-                                         "threshold_test": ">", "reset_timing": "same-step",
-                                         "v_d_init": 0.0, "v_s_init": 0.0}
+    assert graph.node("lmh0").rules() == {
+        "reset": "set",
+        "reset_value": 0.0,
+        "threshold_test": ">",
+        "reset_timing": "same-step",
+        "v_d_init": 0.0,
+        "v_s_init": 0.0,
+    }
     x = np.random.default_rng(3).uniform(0, 1, (10, 9))
     ref = simulate_float(graph, x, 6)
     torch_rec = run_float(model, x, 6)
@@ -265,8 +362,17 @@ def test_both_pytorch_frontends_keep_the_lif_rules() -> None:
     a = export_model(model, input_shape=(5,), timesteps=3)
     b = module_to_graph(Net(), input_shape=(5,), timesteps=3)
     (la,), (lb,) = a.of_kind("lmh"), b.of_kind("lmh")
-    assert a.node(la).rules() == b.node(lb).rules() == {
-        "reset": "set", "reset_value": 0.0, "threshold_test": ">", "reset_timing": "same-step",
-        "v_d_init": 0.0, "v_s_init": 0.0}
+    assert (
+        a.node(la).rules()
+        == b.node(lb).rules()
+        == {
+            "reset": "set",
+            "reset_value": 0.0,
+            "threshold_test": ">",
+            "reset_timing": "same-step",
+            "v_d_init": 0.0,
+            "v_s_init": 0.0,
+        }
+    )
     q, _ = quantize_graph(b, "loihi-lif")
     assert q.node(lb).profile == "loihi-lif"

@@ -1,4 +1,5 @@
 """Tests of lmh_deploy.passes.quantize: Lava-proof weights, error bounds, scales, errors."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,8 +13,7 @@ from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_w
 
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.ir import LMH, Dense, Graph, Input, IRError, QDense, QLMH, QReadout, Readout
-from lmh_deploy.passes.quantize import (CURRENT_HEADROOM_BITS, quantize_graph, quantize_weights,
-                                 state_scale)
+from lmh_deploy.passes.quantize import CURRENT_HEADROOM_BITS, quantize_graph, quantize_weights, state_scale
 
 
 def _lava_dense_weights(w: np.ndarray) -> np.ndarray:
@@ -43,8 +43,13 @@ def test_lava_leaves_quantized_weights_unchanged(sign: str, seed: int) -> None:
 
 
 def test_lava_leaves_extreme_and_zero_weights_unchanged() -> None:
-    for w in (np.array([[127, -127]]), np.array([[127, 0]]), np.array([[-127, 0]]),
-              np.zeros((2, 3), np.int64), np.array([[1, -1, 0]])):
+    for w in (
+        np.array([[127, -127]]),
+        np.array([[127, 0]]),
+        np.array([[-127, 0]]),
+        np.zeros((2, 3), np.int64),
+        np.array([[1, -1, 0]]),
+    ):
         lava_w = fx.WEIGHT_LAVA_SCALE * w
         assert np.array_equal(_lava_dense_weights(lava_w), lava_w)
 
@@ -92,9 +97,14 @@ def test_state_scale_definition() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=2, max_dims=2, max_side=12),
-                  elements=st.one_of(st.just(0.0), st.floats(1e-6, 50), st.floats(-50, -1e-6))),
-       st.sampled_from([1, 255]))
+@given(
+    hnp.arrays(
+        np.float64,
+        hnp.array_shapes(min_dims=2, max_dims=2, max_side=12),
+        elements=st.one_of(st.just(0.0), st.floats(1e-6, 50), st.floats(-50, -1e-6)),
+    ),
+    st.sampled_from([1, 255]),
+)
 def test_quantize_weights_properties(w: np.ndarray, max_presyn: int) -> None:
     wq = quantize_weights(w, max_presyn)
     mant = wq.mant
@@ -103,8 +113,9 @@ def test_quantize_weights_properties(w: np.ndarray, max_presyn: int) -> None:
     assert np.all(np.abs(mant / wq.scale - w) <= 0.5 / wq.scale * (1 + 1e-9))
     # sign preserved (small weights may become 0, never flip)
     assert np.all(mant * w >= 0)
-    assert np.all(np.sign(mant[np.abs(w) * wq.scale > 0.5 + 1e-9])
-                  == np.sign(w[np.abs(w) * wq.scale > 0.5 + 1e-9]))
+    assert np.all(
+        np.sign(mant[np.abs(w) * wq.scale > 0.5 + 1e-9]) == np.sign(w[np.abs(w) * wq.scale > 0.5 + 1e-9])
+    )
     # monotone: a larger weight never gets a smaller mantissa
     order = np.argsort(w, axis=None, kind="stable")
     assert np.all(np.diff(mant.flatten()[order]) >= 0)
@@ -116,16 +127,32 @@ def test_quantize_weights_properties(w: np.ndarray, max_presyn: int) -> None:
 # --------------------------------------------------------------------------- whole graphs
 
 
-def _float_graph(*, theta: float = 1.0, weight: np.ndarray | None = None,
-                 mu_d: float = 0.1, lam_s: float = 0.9, bias: float = 0.05) -> Graph:
+def _float_graph(
+    *,
+    theta: float = 1.0,
+    weight: np.ndarray | None = None,
+    mu_d: float = 0.1,
+    lam_s: float = 0.9,
+    bias: float = 0.05,
+) -> Graph:
     rng = np.random.default_rng(7)
     g = Graph(meta={"timesteps": 4})
     g.add("input", Input(shape=(6,), x_max=2.0))
-    g.add("dense0", Dense(weight=rng.normal(size=(5, 6)) if weight is None else weight),
-          ("input",))
+    g.add("dense0", Dense(weight=rng.normal(size=(5, 6)) if weight is None else weight), ("input",))
     ones = np.ones((1, 1))
-    g.add("lmh0", LMH(size=5, theta=theta, mu_d=mu_d * ones, mu_s=-0.2 * ones,
-                      lam_d=1.2 * ones, lam_s=lam_s * ones, bias=np.full(5, bias)), ("dense0",))
+    g.add(
+        "lmh0",
+        LMH(
+            size=5,
+            theta=theta,
+            mu_d=mu_d * ones,
+            mu_s=-0.2 * ones,
+            lam_d=1.2 * ones,
+            lam_s=lam_s * ones,
+            bias=np.full(5, bias),
+        ),
+        ("dense0",),
+    )
     g.add("dense1", Dense(weight=rng.normal(size=(3, 5))), ("lmh0",))
     g.add("readout", Readout(bias=np.array([0.1, -0.2, 0.3])), ("dense1",))
     return g
@@ -134,8 +161,7 @@ def _float_graph(*, theta: float = 1.0, weight: np.ndarray | None = None,
 def test_quantize_graph_scales_and_report() -> None:
     g = _float_graph(theta=1.5)
     q, report = quantize_graph(g)
-    assert [n.kind for _, n in q.items()] == ["q_input", "q_dense", "q_lmh", "q_dense",
-                                              "q_readout"]
+    assert [n.kind for _, n in q.items()] == ["q_input", "q_dense", "q_lmh", "q_dense", "q_readout"]
     assert q.node("input").scale == 255 / 2.0
     d0, l0, d1, ro = (q.node(n) for n in ("dense0", "lmh0", "dense1", "readout"))
     assert isinstance(d0, QDense) and d0.graded and not d1.graded
@@ -181,19 +207,22 @@ def _set_item(g: Graph, name: str, field: str, index, value) -> None:
     g.replace(name, **{field: arr})
 
 
-@pytest.mark.parametrize("mutate, match", [
-    (lambda g: g.replace("lmh0", theta=0.0), r"lmh0: threshold theta must be .*> 0"),
-    (lambda g: g.replace("lmh0", theta=-1.0), r"lmh0: threshold"),
-    (lambda g: _set_item(g, "dense0", "weight", (1, 2), np.nan), r"dense0: weight .*non-finite"),
-    (lambda g: _set_item(g, "dense1", "weight", (0, 0), np.inf), r"dense1: weight .*non-finite"),
-    (lambda g: g.replace("lmh0", mu_d=np.full((1, 1), 0.51)), r"lmh0: .*factor mu_d=0.51"),
-    (lambda g: g.replace("lmh0", lam_s=np.full((1, 1), 0.49)), r"lmh0: .*factor lam_s=0.49"),
-    (lambda g: g.replace("lmh0", lam_d=np.full((1, 1), 1.51)), r"lmh0: factor lam_d"),
-    (lambda g: _set_item(g, "lmh0", "bias", 0, np.nan), r"lmh0: bias .*non-finite"),
-    (lambda g: g.replace("lmh0", theta=1e-9), r"lmh0: threshold .* rounds to 0"),
-    (lambda g: g.replace("lmh0", bias=np.full(5, 1e6)), r"lmh0: bias does not fit 24-bit"),
-    (lambda g: g.replace("readout", bias=np.full(3, 1e9)), r"readout: bias does not fit"),
-])
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda g: g.replace("lmh0", theta=0.0), r"lmh0: threshold theta must be .*> 0"),
+        (lambda g: g.replace("lmh0", theta=-1.0), r"lmh0: threshold"),
+        (lambda g: _set_item(g, "dense0", "weight", (1, 2), np.nan), r"dense0: weight .*non-finite"),
+        (lambda g: _set_item(g, "dense1", "weight", (0, 0), np.inf), r"dense1: weight .*non-finite"),
+        (lambda g: g.replace("lmh0", mu_d=np.full((1, 1), 0.51)), r"lmh0: .*factor mu_d=0.51"),
+        (lambda g: g.replace("lmh0", lam_s=np.full((1, 1), 0.49)), r"lmh0: .*factor lam_s=0.49"),
+        (lambda g: g.replace("lmh0", lam_d=np.full((1, 1), 1.51)), r"lmh0: factor lam_d"),
+        (lambda g: _set_item(g, "lmh0", "bias", 0, np.nan), r"lmh0: bias .*non-finite"),
+        (lambda g: g.replace("lmh0", theta=1e-9), r"lmh0: threshold .* rounds to 0"),
+        (lambda g: g.replace("lmh0", bias=np.full(5, 1e6)), r"lmh0: bias does not fit 24-bit"),
+        (lambda g: g.replace("readout", bias=np.full(3, 1e9)), r"readout: bias does not fit"),
+    ],
+)
 def test_invalid_graphs_raise_naming_the_layer(mutate, match: str) -> None:
     g = _float_graph()
     mutate(g)
@@ -212,11 +241,14 @@ def test_valid_edge_factors_are_accepted() -> None:
 # --------------------------------------------------------------------------- worst-case bound
 
 
-@pytest.mark.parametrize("factors, fits", [
-    (dict(mu_d=0.0, mu_s=0.0, lam_d=1.0, lam_s=1.0), True),     # IF: grows linearly
-    (dict(mu_d=0.1, mu_s=-0.1, lam_d=1.1, lam_s=0.9), True),
-    (dict(mu_d=0.45, mu_s=0.45, lam_d=1.45, lam_s=1.45), False),  # grows ~2.4x per step
-])
+@pytest.mark.parametrize(
+    "factors, fits",
+    [
+        (dict(mu_d=0.0, mu_s=0.0, lam_d=1.0, lam_s=1.0), True),  # IF: grows linearly
+        (dict(mu_d=0.1, mu_s=-0.1, lam_d=1.1, lam_s=0.9), True),
+        (dict(mu_d=0.45, mu_s=0.45, lam_d=1.45, lam_s=1.45), False),  # grows ~2.4x per step
+    ],
+)
 def test_worst_case_state_bound_holds_and_flags(factors: dict[str, float], fits: bool) -> None:
     """All-negative weights and a full-scale input are the worst case for the (reset-free)
     negative side; the report's bound must cover the states sim actually reaches."""
@@ -228,8 +260,11 @@ def test_worst_case_state_bound_holds_and_flags(factors: dict[str, float], fits:
     g.add("input", Input(shape=(8,), x_max=1.0))
     g.add("dense0", Dense(weight=-rng.uniform(0.1, 1.0, (6, 8))), ("input",))
     ones = np.ones((1, 1))
-    g.add("lmh0", LMH(size=6, theta=2.0, bias=np.full(6, -0.5),
-                      **{k: v * ones for k, v in factors.items()}), ("dense0",))
+    g.add(
+        "lmh0",
+        LMH(size=6, theta=2.0, bias=np.full(6, -0.5), **{k: v * ones for k, v in factors.items()}),
+        ("dense0",),
+    )
     g.add("dense1", Dense(weight=rng.normal(size=(2, 6))), ("lmh0",))
     g.add("readout", Readout(bias=np.zeros(2)), ("dense1",))
     q, report = quantize_graph(g)

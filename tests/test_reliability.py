@@ -1,4 +1,5 @@
 """Bad values inside well-formed checkpoints, bad run-time inputs, Lava runtime hygiene."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -29,19 +30,37 @@ def _checkpoint(path: Path, edit=None) -> Path:
     return path
 
 
-@pytest.mark.parametrize("case, edit, cause", [
-    ("nan_weight", lambda m: m.layers[1].weight.__setitem__((0, 3), float("nan")),
-     "dense0: weight has a non-finite value nan at index [0, 3]"),
-    ("inf_bias", lambda m: m.layers[3].bias.__setitem__(2, float("inf")),
-     "lmh1: bias has a non-finite value inf"),
-    ("zero_threshold", lambda m: m.layers[2].theta.fill_(0.0),
-     "lmh0: threshold theta must be finite and > 0, got 0.0"),
-    ("negative_threshold", lambda m: m.layers[4].theta.fill_(-1.0),
-     "lmh1: threshold theta must be finite and > 0, got -1.0"),
-    ("saturated_factor_is_accepted_and_clamped", lambda m: m.layers[2].x_lam_s.fill_(60.0), None),
-    ("nan_factor", lambda m: m.layers[4].x_mu_d.fill_(float("nan")),
-     "lmh1: mu_d has a non-finite value nan"),
-])
+@pytest.mark.parametrize(
+    "case, edit, cause",
+    [
+        (
+            "nan_weight",
+            lambda m: m.layers[1].weight.__setitem__((0, 3), float("nan")),
+            "dense0: weight has a non-finite value nan at index [0, 3]",
+        ),
+        (
+            "inf_bias",
+            lambda m: m.layers[3].bias.__setitem__(2, float("inf")),
+            "lmh1: bias has a non-finite value inf",
+        ),
+        (
+            "zero_threshold",
+            lambda m: m.layers[2].theta.fill_(0.0),
+            "lmh0: threshold theta must be finite and > 0, got 0.0",
+        ),
+        (
+            "negative_threshold",
+            lambda m: m.layers[4].theta.fill_(-1.0),
+            "lmh1: threshold theta must be finite and > 0, got -1.0",
+        ),
+        ("saturated_factor_is_accepted_and_clamped", lambda m: m.layers[2].x_lam_s.fill_(60.0), None),
+        (
+            "nan_factor",
+            lambda m: m.layers[4].x_mu_d.fill_(float("nan")),
+            "lmh1: mu_d has a non-finite value nan",
+        ),
+    ],
+)
 def test_bad_values_are_refused_by_layer(tmp_path: Path, case: str, edit, cause: str) -> None:
     model = _checkpoint(tmp_path / f"{case}.pt", edit)
     outdir = tmp_path / "out"
@@ -61,8 +80,11 @@ def test_unsupported_layer_is_named_with_supported_list(tmp_path: Path) -> None:
 
     model = mlp((1, 8, 8), 10, **ARCH)
     model.layers.insert(2, torch.nn.Tanh())
-    with pytest.raises(IRError, match=r"layers.2 \(Tanh\): unsupported layer type Tanh; "
-                                      r"supported: Flatten, Linear, Conv2d"):
+    with pytest.raises(
+        IRError,
+        match=r"layers.2 \(Tanh\): unsupported layer type Tanh; "
+        r"supported: Flatten, Linear, Conv2d",
+    ):
         export_model(model, input_shape=(1, 8, 8), timesteps=4)
 
 
@@ -78,8 +100,9 @@ def test_run_with_user_inputs_and_wrong_shape(artifact: Path, tmp_path: Path) ->
     good = tmp_path / "x.npy"
     np.save(good, np.random.default_rng(0).random((6, 1, 8, 8)))
     np.save(tmp_path / "y.npy", np.arange(6) % 10)
-    res = runner.invoke(app, ["run", str(artifact), "--inputs", str(good), "--labels",
-                              str(tmp_path / "y.npy")])
+    res = runner.invoke(
+        app, ["run", str(artifact), "--inputs", str(good), "--labels", str(tmp_path / "y.npy")]
+    )
     assert res.exit_code == 0, res.output
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((6, 64)))

@@ -1,6 +1,7 @@
 """sim/'s convolution plans bit for bit: pool-composed kernels run as a sum-pool followed by
 the small kernel (numpy and torch device path) give the integers of the composite kernel's
 full synaptic matrix; kernels that are not block-constant are left as they are."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,12 +53,20 @@ def _every_way(node: QDense, pre: np.ndarray) -> dict[str, np.ndarray]:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), block=st.sampled_from([(2, 2), (3, 3), (2, 1), (1, 3)]),
-       small_k=st.sampled_from([(1, 1), (3, 3), (2, 3)]), pad=st.integers(0, 2),
-       h=st.integers(1, 9), w=st.integers(1, 9), graded=st.booleans(), exp=st.integers(-5, 3),
-       rate=st.sampled_from([0.0, 0.3, 1.0]))
-def test_pool_composed_kernels_run_factored_and_exact(seed, block, small_k, pad, h, w, graded,
-                                                      exp, rate) -> None:
+@given(
+    seed=st.integers(0, 10_000),
+    block=st.sampled_from([(2, 2), (3, 3), (2, 1), (1, 3)]),
+    small_k=st.sampled_from([(1, 1), (3, 3), (2, 3)]),
+    pad=st.integers(0, 2),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    graded=st.booleans(),
+    exp=st.integers(-5, 3),
+    rate=st.sampled_from([0.0, 0.3, 1.0]),
+)
+def test_pool_composed_kernels_run_factored_and_exact(
+    seed, block, small_k, pad, h, w, graded, exp, rate
+) -> None:
     """Any block-constant kernel at stride = block, padding a multiple of the block: odd
     input sizes (not divisible by the block, rows beyond the last full block reached by the
     padding), 8-bit graded input, saturated and silent input."""
@@ -67,38 +76,62 @@ def test_pool_composed_kernels_run_factored_and_exact(seed, block, small_k, pad,
     if h + 2 * pad * sy < kh or w + 2 * pad * sx < kw:
         return  # no output position
     kernel = _composite(rng.integers(-127, 128, (3, 2) + small_k), block)
-    node = QDense(weight_mant=kernel, weight_exp=exp, graded=graded, weight_scale=1.0,
-                  conv_input_shape=(2, h, w), conv_stride=block,
-                  conv_padding=(pad * sy, pad * sx))
+    node = QDense(
+        weight_mant=kernel,
+        weight_exp=exp,
+        graded=graded,
+        weight_scale=1.0,
+        conv_input_shape=(2, h, w),
+        conv_stride=block,
+        conv_padding=(pad * sy, pad * sx),
+    )
     node.check("conv")
     assert conv_plan(node).factored
     pre = rng.integers(0, 256 if graded else 2, (4, 2 * h * w)) * (rng.random((4, 2 * h * w)) < rate)
     if not graded:
         pre = pre.astype(bool)
     want = _matrix_current(node, pre)
-    semantics = fx.conv_output(fx.WEIGHT_LAVA_SCALE * kernel, exp, pre.astype(np.int64),
-                               node.conv_input_shape, block, node.conv_padding)
+    semantics = fx.conv_output(
+        fx.WEIGHT_LAVA_SCALE * kernel,
+        exp,
+        pre.astype(np.int64),
+        node.conv_input_shape,
+        block,
+        node.conv_padding,
+    )
     assert np.array_equal(semantics, want)
     for way, got in _every_way(node, pre).items():
         assert got.shape == want.shape and np.array_equal(got, want), way
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), stride=st.sampled_from([(1, 1), (2, 2), (3, 1), (2, 3)]),
-       kernel=st.sampled_from([(1, 1), (3, 3), (2, 4)]), padding=st.sampled_from([(0, 0), (1, 1),
-                                                                               (2, 0)]),
-       h=st.integers(2, 8), w=st.integers(2, 8), graded=st.booleans(),
-       rate=st.sampled_from([0.0, 0.05, 0.5, 1.0]))
-def test_event_scatter_convolution_equals_the_matrix(seed, stride, kernel, padding, h, w, graded,
-                                                     rate) -> None:
+@given(
+    seed=st.integers(0, 10_000),
+    stride=st.sampled_from([(1, 1), (2, 2), (3, 1), (2, 3)]),
+    kernel=st.sampled_from([(1, 1), (3, 3), (2, 4)]),
+    padding=st.sampled_from([(0, 0), (1, 1), (2, 0)]),
+    h=st.integers(2, 8),
+    w=st.integers(2, 8),
+    graded=st.booleans(),
+    rate=st.sampled_from([0.0, 0.05, 0.5, 1.0]),
+)
+def test_event_scatter_convolution_equals_the_matrix(
+    seed, stride, kernel, padding, h, w, graded, rate
+) -> None:
     """The event-driven conv (each active input scatters its kernel taps) against the full
     integer matrix: strides, rectangular kernels, padding, 8-bit values, silent input."""
     if h + 2 * padding[0] < kernel[0] or w + 2 * padding[1] < kernel[1]:
         return
     rng = np.random.default_rng(seed)
-    node = QDense(weight_mant=rng.integers(-127, 128, (5, 3) + kernel), weight_exp=-1,
-                  graded=graded, weight_scale=1.0, conv_input_shape=(3, h, w),
-                  conv_stride=stride, conv_padding=padding)
+    node = QDense(
+        weight_mant=rng.integers(-127, 128, (5, 3) + kernel),
+        weight_exp=-1,
+        graded=graded,
+        weight_scale=1.0,
+        conv_input_shape=(3, h, w),
+        conv_stride=stride,
+        conv_padding=padding,
+    )
     pre = rng.integers(0, 256 if graded else 2, (3, 3 * h * w)) * (rng.random((3, 3 * h * w)) < rate)
     pre = pre if graded else pre.astype(bool)
     path = SynapsePath(node)
@@ -108,8 +141,9 @@ def test_event_scatter_convolution_equals_the_matrix(seed, stride, kernel, paddi
         assert np.array_equal(got, want), way
 
 
-@pytest.mark.parametrize("change", ["one tap differs", "padding not a multiple",
-                                    "kernel not a multiple", "stride 1"])
+@pytest.mark.parametrize(
+    "change", ["one tap differs", "padding not a multiple", "kernel not a multiple", "stride 1"]
+)
 def test_kernels_that_are_not_pool_composites_run_as_they_are(change: str) -> None:
     rng = np.random.default_rng(7)
     kernel = _composite(rng.integers(-127, 128, (4, 3, 2, 2)), (2, 2))
@@ -122,8 +156,15 @@ def test_kernels_that_are_not_pool_composites_run_as_they_are(change: str) -> No
         kernel = kernel[:, :, :3, :]
     else:
         stride = (1, 1)
-    node = QDense(weight_mant=kernel, weight_exp=1, graded=False, weight_scale=1.0,
-                  conv_input_shape=(3, 7, 8), conv_stride=stride, conv_padding=padding)
+    node = QDense(
+        weight_mant=kernel,
+        weight_exp=1,
+        graded=False,
+        weight_scale=1.0,
+        conv_input_shape=(3, 7, 8),
+        conv_stride=stride,
+        conv_padding=padding,
+    )
     plan = conv_plan(node)
     assert not plan.factored and plan.kernel.shape == kernel.shape and plan.stride == stride
     pre = rng.random((5, 3 * 7 * 8)) < 0.4
@@ -144,11 +185,18 @@ def test_factored_sums_beyond_float32_use_float64_and_stay_exact() -> None:
     small kernel is >= 2**24, so float64 is chosen; the same integers."""
     rng = np.random.default_rng(3)
     kernel = _composite(rng.integers(100, 128, (2, 40, 3, 3)), (2, 2))
-    node = QDense(weight_mant=kernel, weight_exp=-2, graded=True, weight_scale=1.0,
-                  conv_input_shape=(40, 6, 6), conv_stride=(2, 2), conv_padding=(2, 2))
+    node = QDense(
+        weight_mant=kernel,
+        weight_exp=-2,
+        graded=True,
+        weight_scale=1.0,
+        conv_input_shape=(40, 6, 6),
+        conv_stride=(2, 2),
+        conv_padding=(2, 2),
+    )
     path = SynapsePath(node)
     assert path.conv.factored and path.bound == 127 * 255 * 4 * 40 * 9
-    assert path.bound >= 2 ** 24 and path.float_dtype is np.float64
+    assert path.bound >= 2**24 and path.float_dtype is np.float64
     pre = np.full((2, 40 * 36), 255)
     for way, got in _every_way(node, pre).items():
         assert np.array_equal(got, _matrix_current(node, pre)), way
@@ -165,8 +213,11 @@ def test_nets_run_their_plans_and_equal_the_reference(arch: str, plans: int) -> 
     for neuron in model.neurons():
         neuron.set_factors(mu_d=-0.2, mu_s=0.1, lam_d=1.2, lam_s=0.9)
     q, _ = quantize_graph(export_model(model, input_shape=(3, 16, 16), timesteps=3))
-    special = [n for n in q.of_kind("q_dense") if q.node(n).is_conv
-               and (conv_plan(q.node(n)).factored or conv_plan(q.node(n)).diagonal)]
+    special = [
+        n
+        for n in q.of_kind("q_dense")
+        if q.node(n).is_conv and (conv_plan(q.node(n)).factored or conv_plan(q.node(n)).diagonal)
+    ]
     assert len(special) == plans
     x = fx.quantize_input(np.random.default_rng(5).random((2, 3, 16, 16)), q.node("input").scale)
     rec = simulate(q, x, 3)
@@ -193,8 +244,15 @@ def test_diagonal_1x1_kernels_are_per_channel_products(case: str) -> None:
     stride = (2, 2) if case == "stride 2" else (1, 1)
     if case == "one off-diagonal tap":
         kernel[0, 3, 0, 0] = 1
-    node = QDense(weight_mant=kernel, weight_exp=-3, graded=False, weight_scale=1.0,
-                  conv_input_shape=(6, 5, 3), conv_stride=stride, conv_padding=(0, 0))
+    node = QDense(
+        weight_mant=kernel,
+        weight_exp=-3,
+        graded=False,
+        weight_scale=1.0,
+        conv_input_shape=(6, 5, 3),
+        conv_stride=stride,
+        conv_padding=(0, 0),
+    )
     assert conv_plan(node).diagonal == (case == "diagonal")
     pre = rng.random((7, 90)) < 0.5
     want = _matrix_current(node, pre)
@@ -205,10 +263,13 @@ def test_diagonal_1x1_kernels_are_per_channel_products(case: str) -> None:
 @settings(max_examples=30, deadline=None)
 @example(seed=1, exps=[8, 0], peak=40_000, kind="float32")  # float32 terms, total >= 2**24
 @example(seed=2, exps=[-9, -1, 3], peak=127, kind="torch float32")
-@example(seed=3, exps=[-9, -9], peak=2 ** 40, kind="int64")  # small total, huge sums
-@given(seed=st.integers(0, 10_000), exps=st.lists(st.integers(-9, 8), min_size=2, max_size=3),
-       peak=st.sampled_from([3, 127, 40_000, 2 ** 40]), kind=st.sampled_from(
-           ["float32", "float64", "int64", "torch float32", "mixed"]))
+@example(seed=3, exps=[-9, -9], peak=2**40, kind="int64")  # small total, huge sums
+@given(
+    seed=st.integers(0, 10_000),
+    exps=st.lists(st.integers(-9, 8), min_size=2, max_size=3),
+    peak=st.sampled_from([3, 127, 40_000, 2**40]),
+    kind=st.sampled_from(["float32", "float64", "int64", "torch float32", "mixed"]),
+)
 def test_residual_currents_summed_in_float_equal_int64(seed, exps, peak, kind) -> None:
     """``sum shift(2 S_i, e_i)`` of several paths (float or integer sums): the float pass
     (float32 under 2**24, else float64) gives the integers of the int64 shifts, floor of
@@ -216,22 +277,27 @@ def test_residual_currents_summed_in_float_equal_int64(seed, exps, peak, kind) -
     rng = np.random.default_rng(seed)
     sums = [rng.integers(-peak, peak + 1, (2, 3, 17)) for _ in exps]
     want = sum(fx.shift_sum(2 * s, e) for s, e in zip(sums, exps))
-    dtype = {"float32": np.float32, "float64": np.float64, "torch float32": np.float32,
-             "int64": np.int64, "mixed": np.float32}[kind]
+    dtype = {
+        "float32": np.float32,
+        "float64": np.float64,
+        "torch float32": np.float32,
+        "int64": np.int64,
+        "mixed": np.float32,
+    }[kind]
     parts = [(s.astype(dtype), e, float(peak)) for s, e in zip(sums, exps)]
     if kind == "mixed":
         parts[0] = (sums[0].astype(np.float64), exps[0], float(peak))
     if kind == "torch float32":
         parts = [(torch.as_tensor(s), e, b) for s, e, b in parts]
-    if dtype is np.float32 and peak > 2 ** 24:
+    if dtype is np.float32 and peak > 2**24:
         return  # such sums are never float32 (SynapsePath's bound)
     got = summed_current(parts)
     got = got.numpy() if isinstance(got, torch.Tensor) else got
-    total = sum(2.0 * peak * 2.0 ** e + 1 for e in exps)
-    if max(total, peak) >= 2 ** 53:
+    total = sum(2.0 * peak * 2.0**e + 1 for e in exps)
+    if max(total, peak) >= 2**53:
         assert got.dtype == np.int64
     else:
-        narrow = max(total, peak) < 2 ** 24 and kind in ("float32", "torch float32", "int64")
+        narrow = max(total, peak) < 2**24 and kind in ("float32", "torch float32", "int64")
         assert got.dtype == (np.float32 if narrow else np.float64)
     assert np.array_equal(got.astype(np.int64), want)
 
@@ -241,9 +307,15 @@ def test_untimed_ways_run_in_order_of_their_predicted_cost(rate: float, first: s
     """A fresh conv path takes the way its prior costs predict cheaper (silent or sparse
     input: the event scatter; every input active: the float conv), then times the other."""
     rng = np.random.default_rng(2)
-    node = QDense(weight_mant=rng.integers(-127, 128, (16, 8, 3, 3)), weight_exp=0,
-                  graded=False, weight_scale=1.0, conv_input_shape=(8, 12, 12),
-                  conv_stride=(1, 1), conv_padding=(1, 1))
+    node = QDense(
+        weight_mant=rng.integers(-127, 128, (16, 8, 3, 3)),
+        weight_exp=0,
+        graded=False,
+        weight_scale=1.0,
+        conv_input_shape=(8, 12, 12),
+        conv_stride=(1, 1),
+        conv_padding=(1, 1),
+    )
     path = SynapsePath(node)
     pre = rng.random((4, 8 * 144)) < rate
     want = _matrix_current(node, pre)

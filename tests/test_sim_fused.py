@@ -7,6 +7,7 @@ unscaled currents of every dtype the simulator hands it, static (one row for eve
 and per-step currents, against the shared design's integer step in Python ints and
 against the array code.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -24,15 +25,20 @@ from lmh_deploy.ir import QLMH
 
 # the reference step and layer strategy of test_sim_kernels (pytest's importlib mode does not
 # put tests/ on the path)
-_spec = importlib.util.spec_from_file_location("_sim_kernel_tests",
-                                               Path(__file__).with_name("test_sim_kernels.py"))
+_spec = importlib.util.spec_from_file_location(
+    "_sim_kernel_tests", Path(__file__).with_name("test_sim_kernels.py")
+)
 _kernel_tests = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_kernel_tests)
-LIMIT, neuron_layers, python_step = (_kernel_tests.LIMIT, _kernel_tests.neuron_layers,
-                                     _kernel_tests.python_step)
+LIMIT, neuron_layers, python_step = (
+    _kernel_tests.LIMIT,
+    _kernel_tests.neuron_layers,
+    _kernel_tests.python_step,
+)
 
-SETTINGS = settings(max_examples=40, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 EDGES = [-LIMIT, -LIMIT + 1, -4097, -4096, -1, 0, 1, 4095, 4096, LIMIT - 1, LIMIT]
 
 
@@ -43,8 +49,14 @@ def lava_shift(c: int, weight_exp: int | None) -> int:
     return (2 * c) << weight_exp if weight_exp >= 0 else (2 * c) >> -weight_exp
 
 
-def expected(p: NeuronParams, currents: np.ndarray, steps: int, weight_exp: int | None,
-             v_d0: np.ndarray, v_s0: np.ndarray):
+def expected(
+    p: NeuronParams,
+    currents: np.ndarray,
+    steps: int,
+    weight_exp: int | None,
+    v_d0: np.ndarray,
+    v_s0: np.ndarray,
+):
     """Spikes, traces and saturation count from :func:`python_step`, element by element."""
     _, batch, n = currents.shape
     spikes = np.zeros((steps, batch, n), bool)
@@ -55,8 +67,9 @@ def expected(p: NeuronParams, currents: np.ndarray, steps: int, weight_exp: int 
             v_d, v_s, prev = int(v_d0[b, i]), int(v_s0[b, i]), False
             for t in range(steps):
                 c = int(currents[min(t, currents.shape[0] - 1), b, i])
-                v_d, v_s, prev, spike, events = python_step(p, t, v_d, v_s, prev,
-                                                            lava_shift(c, weight_exp), i)
+                v_d, v_s, prev, spike, events = python_step(
+                    p, t, v_d, v_s, prev, lava_shift(c, weight_exp), i
+                )
                 spikes[t, b, i], tr_d[t, b, i], tr_s[t, b, i] = spike, v_d, v_s
                 sat += events
     return spikes, tr_d, tr_s, sat
@@ -70,11 +83,13 @@ def run(p: NeuronParams, currents, steps: int, weight_exp, v_d0, v_s0, peak, arr
     trace = (np.zeros(shape, np.int64), np.zeros(shape, np.int64))
     if arrays:
         with N.array_code_only():
-            counts = N.run_neuron_chunk(p, 0, currents, weight_exp, state, spikes, trace=trace,
-                                        steps=steps, peak=peak)
+            counts = N.run_neuron_chunk(
+                p, 0, currents, weight_exp, state, spikes, trace=trace, steps=steps, peak=peak
+            )
     else:
-        counts = N.run_neuron_chunk(p, 0, currents, weight_exp, state, spikes, trace=trace,
-                                    steps=steps, peak=peak)
+        counts = N.run_neuron_chunk(
+            p, 0, currents, weight_exp, state, spikes, trace=trace, steps=steps, peak=peak
+        )
     return state, spikes, trace, counts
 
 
@@ -86,22 +101,29 @@ def edge_layers(draw):
 
 
 @SETTINGS
-@given(layer=edge_layers(), steps=st.integers(1, 5), batch=st.integers(1, 3),
-       weight_exp=st.one_of(st.none(), st.integers(-8, 6)),
-       dtype=st.sampled_from([np.float32, np.int32, np.int64]),
-       where=st.sampled_from(["limit", "small", "beyond"]), static=st.booleans(),
-       known_peak=st.booleans(), seed=st.integers(0, 2 ** 32 - 1))
+@given(
+    layer=edge_layers(),
+    steps=st.integers(1, 5),
+    batch=st.integers(1, 3),
+    weight_exp=st.one_of(st.none(), st.integers(-8, 6)),
+    dtype=st.sampled_from([np.float32, np.int32, np.int64]),
+    where=st.sampled_from(["limit", "small", "beyond"]),
+    static=st.booleans(),
+    known_peak=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_fused_kernel_equals_the_integer_step_at_and_beyond_its_bounds(
-        layer, steps, batch, weight_exp, dtype, where, static, known_peak, seed) -> None:
-    """"limit": currents of exactly +-(the largest magnitude the int32 path takes), so any
+    layer, steps, batch, weight_exp, dtype, where, static, known_peak, seed
+) -> None:
+    """ "limit": currents of exactly +-(the largest magnitude the int32 path takes), so any
     slack missing from the bounds overflows int32 and shows; "beyond": the int64 path."""
     p, v_d_edge, v_s_edge = layer
     rng = np.random.default_rng(seed)
     form = N._form(p)
     right, left = fused.input_shifts(weight_exp, p.input_shift)
     limit = fused.raw_limit(form, right, left)
-    cap = 2 ** 24 if dtype is np.float32 else 2 ** 30  # float32 holds integers below 2**24
-    cap = min(cap, 2 ** 40 >> left)  # wrapped states stay small enough for int64 products
+    cap = 2**24 if dtype is np.float32 else 2**30  # float32 holds integers below 2**24
+    cap = min(cap, 2**40 >> left)  # wrapped states stay small enough for int64 products
     top = {"limit": max(limit, 0), "small": 3000, "beyond": 2 * max(limit, 1) + 5}[where]
     top = min(top, cap)
     currents = rng.choice([-top, top, 0, 1, -1], (1 if static else steps, batch, p.size))
@@ -114,8 +136,7 @@ def test_fused_kernel_equals_the_integer_step_at_and_beyond_its_bounds(
     want = expected(p, currents.astype(np.int64), steps, weight_exp, v_d0, v_s0)
     peak = float(top) if known_peak else None
     for arrays in (False, True):
-        state, spikes, trace, counts = run(p, currents, steps, weight_exp, v_d0, v_s0, peak,
-                                           arrays)
+        state, spikes, trace, counts = run(p, currents, steps, weight_exp, v_d0, v_s0, peak, arrays)
         assert np.array_equal(spikes, want[0]), arrays
         assert np.array_equal(trace[0], want[1]) and np.array_equal(trace[1], want[2]), arrays
         assert np.array_equal(state.v_d, want[1][-1]), arrays
@@ -135,8 +156,16 @@ def _layer(profile: str, **rules) -> NeuronParams:
     if profile == "lmh":
         kw = dict(mu_d=[[-819]], mu_s=[[410]], lam_d=[[4915]], lam_s=[[3277]], bias=[0] * n)
     else:  # Lava CUBA-LIF: du = 0.1, dv = 0.05 (4096 - d)
-        kw = dict(mu_d=[[3686]], mu_s=[[0]], lam_d=[[4096]], lam_s=[[3891]],
-                  bias=[64 * 50] * n, reset="set", threshold_test=">", v_s_init=0)
+        kw = dict(
+            mu_d=[[3686]],
+            mu_s=[[0]],
+            lam_d=[[4096]],
+            lam_s=[[3891]],
+            bias=[64 * 50] * n,
+            reset="set",
+            threshold_test=">",
+            v_s_init=0,
+        )
     kw.update(rules)
     theta = 6400 if profile == "lmh" else 64 * 1000
     return neuron_params(QLMH(size=n, theta=theta, state_scale=1.0, profile=profile, **kw))
@@ -152,14 +181,27 @@ def test_deployed_layers_run_the_specialised_int32_kernel(profile: str) -> None:
     rng = np.random.default_rng(3)
     for dtype, weight_exp in ((np.float32, -2), (np.int32, 4)):
         currents = rng.integers(-2000, 6000, (4, 5, p.size)).astype(dtype)
-        got = run(p, currents, 4, weight_exp, np.zeros((5, p.size)), np.zeros((5, p.size)),
-                  127.0 * 100, arrays=False)
-        want = run(p, currents, 4, weight_exp, np.zeros((5, p.size)), np.zeros((5, p.size)),
-                   None, arrays=True)
+        got = run(
+            p,
+            currents,
+            4,
+            weight_exp,
+            np.zeros((5, p.size)),
+            np.zeros((5, p.size)),
+            127.0 * 100,
+            arrays=False,
+        )
+        want = run(
+            p, currents, 4, weight_exp, np.zeros((5, p.size)), np.zeros((5, p.size)), None, arrays=True
+        )
         assert got[0].v_d.dtype == np.int32
         assert got[1].any() and not got[1].all()  # spiking, not saturated
-        for a, b in ((got[1], want[1]), (got[2][0], want[2][0]), (got[2][1], want[2][1]),
-                     (got[0].v_s, want[0].v_s)):
+        for a, b in (
+            (got[1], want[1]),
+            (got[2][0], want[2][0]),
+            (got[2][1], want[2][1]),
+            (got[0].v_s, want[0].v_s),
+        ):
             assert np.array_equal(a, b)
 
 
@@ -167,8 +209,11 @@ def test_layers_beyond_the_int32_bounds_keep_int64_states() -> None:
     """A factor, bias or reset value too large for the int32 proof: int64 from the start."""
     base = _layer("lmh")
     assert N.initial_state(base, 2).v_d.dtype == np.int32
-    for change in (dict(bias_d=np.full(base.size, 2 ** 30)), dict(reset_value=LIMIT + 1),
-                   dict(mu_d=np.full((1, base.size), 9000))):
+    for change in (
+        dict(bias_d=np.full(base.size, 2**30)),
+        dict(reset_value=LIMIT + 1),
+        dict(mu_d=np.full((1, base.size), 9000)),
+    ):
         p = NeuronParams(**{**base.__dict__, **change})
         assert not fused.kernel_form(p).int32_ok
         assert N.initial_state(p, 2).v_d.dtype == np.int64
@@ -192,10 +237,19 @@ def test_int32_path_is_exact_at_its_input_bound(overflow_d: int, input_shift: in
     n = len(EDGES)
     base = _layer("lmh")
     rows = lambda v: np.full((1, n), v)
-    p = NeuronParams(**{**base.__dict__, "mu_d": rows(-2048), "mu_s": rows(4096),
-                        "lam_d": rows(6143), "lam_s": rows(6143), "bias_d": np.full(n, -999),
-                        "bias_s": np.full(n, 777), "input_shift": input_shift,
-                        "overflow_d": overflow_d})
+    p = NeuronParams(
+        **{
+            **base.__dict__,
+            "mu_d": rows(-2048),
+            "mu_s": rows(4096),
+            "lam_d": rows(6143),
+            "lam_s": rows(6143),
+            "bias_d": np.full(n, -999),
+            "bias_s": np.full(n, 777),
+            "input_shift": input_shift,
+            "overflow_d": overflow_d,
+        }
+    )
     v_d0 = np.array([EDGES, EDGES[::-1]])
     v_s0 = np.array([EDGES[::-1], EDGES])
     for weight_exp in (None, -8, -2, -1, 0, 3, 15):

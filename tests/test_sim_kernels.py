@@ -1,5 +1,6 @@
 """sim/ kernels bit for bit: the fused numba loop and the array code (numpy, torch) against
 the integer step of the semantics, for every profile and rule; synaptic sums every way."""
+
 from __future__ import annotations
 
 
@@ -18,8 +19,9 @@ from lmh_deploy.ir import QLMH, QDense
 from lmh_deploy.ir.synapses import qdense_matrix
 from lmh_deploy.semantics import integer as fx
 
-SETTINGS = settings(max_examples=20, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 LIMIT = 1 << 23
 
 
@@ -43,11 +45,17 @@ def python_step(p: NeuronParams, t: int, v_d: int, v_s: int, s_prev: bool, a: in
         return min(max(x, lo), LIMIT - 1), int(x < lo or x > LIMIT - 1)
 
     f = lambda rows: int(rows[k][i])
-    d, o1 = over(rnd(f(p.mu_d) * v_d) + rnd(f(p.mu_s) * v_s) + (a << p.input_shift)
-                 + int(p.bias_d[i]), p.overflow_d)
+    d, o1 = over(
+        rnd(f(p.mu_d) * v_d) + rnd(f(p.mu_s) * v_s) + (a << p.input_shift) + int(p.bias_d[i]), p.overflow_d
+    )
     delayed = p.next_step and s_prev
-    m, o2 = over(rnd(f(p.lam_s) * v_s) + rnd(f(p.lam_d) * d) + int(p.bias_s[i])
-                 - (p.theta if delayed and not p.reset_set else 0), p.overflow_s)
+    m, o2 = over(
+        rnd(f(p.lam_s) * v_s)
+        + rnd(f(p.lam_d) * d)
+        + int(p.bias_s[i])
+        - (p.theta if delayed and not p.reset_set else 0),
+        p.overflow_s,
+    )
     if delayed and p.reset_set:
         m = p.reset_value
     spike = m > p.theta if p.threshold_gt else m >= p.theta
@@ -62,34 +70,46 @@ def neuron_layers(draw):
     n = draw(st.integers(1, 6))
     rows = draw(st.integers(1, 4))
     per_neuron = draw(st.booleans())
-    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
 
     def factors(lo, hi):
-        return rng.integers(lo, hi + 1, (rows, n if per_neuron else 1)).repeat(
-            1 if per_neuron else n, axis=1)
+        return rng.integers(lo, hi + 1, (rows, n if per_neuron else 1)).repeat(1 if per_neuron else n, axis=1)
 
-    theta = int(draw(st.sampled_from([1, 2, 1000, 2 ** 20, LIMIT - 1])))
+    theta = int(draw(st.sampled_from([1, 2, 1000, 2**20, LIMIT - 1])))
     bias = rng.integers(-theta, theta + 1, n) * draw(st.sampled_from([0, 1, 64]))
     to_soma = draw(st.booleans())
     zero = np.zeros(n, np.int64)
     return NeuronParams(
-        mu_d=factors(-2048, 4096), mu_s=factors(-2048, 4096), lam_d=factors(0, 6143),
-        lam_s=factors(0, 6143), bias_d=zero if to_soma else bias, bias_s=bias if to_soma else zero,
-        theta=theta, reset_value=int(rng.integers(-theta, theta + 1)),
-        v_d_init=int(rng.integers(-LIMIT, LIMIT)), v_s_init=int(rng.integers(-LIMIT, LIMIT)),
-        input_shift=draw(st.sampled_from([0, 6])), **draw(rule_sets()))
+        mu_d=factors(-2048, 4096),
+        mu_s=factors(-2048, 4096),
+        lam_d=factors(0, 6143),
+        lam_s=factors(0, 6143),
+        bias_d=zero if to_soma else bias,
+        bias_s=bias if to_soma else zero,
+        theta=theta,
+        reset_value=int(rng.integers(-theta, theta + 1)),
+        v_d_init=int(rng.integers(-LIMIT, LIMIT)),
+        v_s_init=int(rng.integers(-LIMIT, LIMIT)),
+        input_shift=draw(st.sampled_from([0, 6])),
+        **draw(rule_sets()),
+    )
 
 
 def rule_sets():
     """Any combination of rules, or one of the rule sets with specialised kernels."""
     names = ("rounding", "overflow_d", "overflow_s", "threshold_gt", "reset_set", "next_step")
     special = st.sampled_from(sorted(SPECIALISED_RULES))
-    anything = st.tuples(st.sampled_from(sorted(ROUNDING_CODES.values())),
-                         st.sampled_from(sorted(OVERFLOW_CODES.values())),
-                         st.sampled_from(sorted(OVERFLOW_CODES.values())),
-                         st.booleans(), st.booleans(), st.booleans())
+    anything = st.tuples(
+        st.sampled_from(sorted(ROUNDING_CODES.values())),
+        st.sampled_from(sorted(OVERFLOW_CODES.values())),
+        st.sampled_from(sorted(OVERFLOW_CODES.values())),
+        st.booleans(),
+        st.booleans(),
+        st.booleans(),
+    )
     return st.one_of(special, anything).map(
-        lambda r: {k: (bool(v) if k in names[3:] else int(v)) for k, v in zip(names, r)})
+        lambda r: {k: (bool(v) if k in names[3:] else int(v)) for k, v in zip(names, r)}
+    )
 
 
 def _run_kernel(p: NeuronParams, currents: np.ndarray, chunk: int, where: str):
@@ -110,19 +130,26 @@ def _run_kernel(p: NeuronParams, currents: np.ndarray, chunk: int, where: str):
             trace[0][t0:t1], trace[1][t0:t1] = tr_t[0].numpy(), tr_t[1].numpy()
         elif where == "arrays":
             with N.array_code_only():
-                N.run_neuron_chunk(p, t0, cur, None, state, spikes[t0:t1],
-                                   trace=(trace[0][t0:t1], trace[1][t0:t1]))
+                N.run_neuron_chunk(
+                    p, t0, cur, None, state, spikes[t0:t1], trace=(trace[0][t0:t1], trace[1][t0:t1])
+                )
         else:
-            N.run_neuron_chunk(p, t0, cur, None, state, spikes[t0:t1],
-                               trace=(trace[0][t0:t1], trace[1][t0:t1]))
+            N.run_neuron_chunk(
+                p, t0, cur, None, state, spikes[t0:t1], trace=(trace[0][t0:t1], trace[1][t0:t1])
+            )
     as_np = lambda a: a if isinstance(a, np.ndarray) else a.numpy()
     return spikes, trace, as_np(state.v_d), as_np(state.v_s), state.saturation
 
 
 @SETTINGS
-@given(p=neuron_layers(), steps=st.integers(1, 7), batch=st.integers(1, 3),
-       chunk=st.integers(1, 7), scale=st.sampled_from([1, 1000, 2 ** 22, 2 ** 26]),
-       seed=st.integers(0, 2 ** 32 - 1))
+@given(
+    p=neuron_layers(),
+    steps=st.integers(1, 7),
+    batch=st.integers(1, 3),
+    chunk=st.integers(1, 7),
+    scale=st.sampled_from([1, 1000, 2**22, 2**26]),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_neuron_kernels_equal_the_integer_step(p, steps, batch, chunk, scale, seed) -> None:
     """Every kernel (numba, numpy array code, torch array code), any chunking, every rule."""
     currents = np.random.default_rng(seed).integers(-scale, scale + 1, (steps, batch, p.size))
@@ -133,8 +160,7 @@ def test_neuron_kernels_equal_the_integer_step(p, steps, batch, chunk, scale, se
         for i in range(p.size):
             v_d, v_s, s_prev = p.v_d_init, p.v_s_init, False
             for t in range(steps):
-                v_d, v_s, s_prev, spike, sat = python_step(p, t, v_d, v_s, s_prev,
-                                                           int(currents[t, b, i]), i)
+                v_d, v_s, s_prev, spike, sat = python_step(p, t, v_d, v_s, s_prev, int(currents[t, b, i]), i)
                 want_spikes[t, b, i], want_d[t, b, i], want_s[t, b, i] = spike, v_d, v_s
                 want_sat += sat
     ways = ["arrays", "torch"] + (["numba"] if N.numba is not None else [])
@@ -147,20 +173,37 @@ def test_neuron_kernels_equal_the_integer_step(p, steps, batch, chunk, scale, se
 
 
 @SETTINGS
-@given(seed=st.integers(0, 10_000), rows=st.integers(1, 4), steps=st.integers(1, 6),
-       batch=st.integers(1, 4), per_neuron=st.booleans(), big=st.booleans())
-def test_lmh_profile_kernels_equal_semantics_lmh_step(seed, rows, steps, batch, per_neuron,
-                                                      big) -> None:
+@given(
+    seed=st.integers(0, 10_000),
+    rows=st.integers(1, 4),
+    steps=st.integers(1, 6),
+    batch=st.integers(1, 4),
+    per_neuron=st.booleans(),
+    big=st.booleans(),
+)
+def test_lmh_profile_kernels_equal_semantics_lmh_step(seed, rows, steps, batch, per_neuron, big) -> None:
     """The lmh profile against the semantics module's own step (radical rows, saturation)."""
     rng = np.random.default_rng(seed)
     n = 5
     shape = (rows, n if per_neuron else 1)
-    fp = fx.LMHFixedParams(mu_d=rng.integers(-2048, 2048, shape), mu_s=rng.integers(-2048, 2048, shape),
-                           lam_d=rng.integers(2048, 6144, shape),
-                           lam_s=rng.integers(2048, 6144, shape),
-                           theta=int(rng.integers(1, 1 << 22)), bias=rng.integers(-500, 500, n))
-    node = QLMH(size=n, theta=fp.theta, mu_d=fp.mu_d, mu_s=fp.mu_s, lam_d=fp.lam_d,
-                lam_s=fp.lam_s, bias=fp.bias, state_scale=1.0)
+    fp = fx.LMHFixedParams(
+        mu_d=rng.integers(-2048, 2048, shape),
+        mu_s=rng.integers(-2048, 2048, shape),
+        lam_d=rng.integers(2048, 6144, shape),
+        lam_s=rng.integers(2048, 6144, shape),
+        theta=int(rng.integers(1, 1 << 22)),
+        bias=rng.integers(-500, 500, n),
+    )
+    node = QLMH(
+        size=n,
+        theta=fp.theta,
+        mu_d=fp.mu_d,
+        mu_s=fp.mu_s,
+        lam_d=fp.lam_d,
+        lam_s=fp.lam_s,
+        bias=fp.bias,
+        state_scale=1.0,
+    )
     from lmh_deploy.sim.params import neuron_params
 
     p = neuron_params(node)
@@ -181,8 +224,10 @@ def test_lmh_profile_kernels_equal_semantics_lmh_step(seed, rows, steps, batch, 
 
 def test_numba_is_installed_and_used() -> None:
     """numba is a declared dependency: the fused kernel is what runs by default."""
-    assert N.numba is not None, ("numba is not installed here: run `bash scripts/install.sh` "
-                                 "(numba is pinned in scripts/requirements.lock)")
+    assert N.numba is not None, (
+        "numba is not installed here: run `bash scripts/install.sh` "
+        "(numba is pinned in scripts/requirements.lock)"
+    )
     assert N.numba_active()
     with N.array_code_only():
         assert not N.numba_active()
@@ -205,19 +250,34 @@ def _reference_current(node: QDense, pre: np.ndarray) -> np.ndarray:
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), rows=st.integers(1, 40), n_in=st.integers(1, 70),
-       n_out=st.integers(1, 30), exp=st.integers(-8, 6), graded=st.booleans(),
-       sparse=st.booleans(), rate=st.sampled_from([0.0, 0.02, 0.3, 1.0]))
-def test_synaptic_sums_every_way_equal_the_integer_sum(seed, rows, n_in, n_out, exp, graded,
-                                                      sparse, rate) -> None:
+@given(
+    seed=st.integers(0, 10_000),
+    rows=st.integers(1, 40),
+    n_in=st.integers(1, 70),
+    n_out=st.integers(1, 30),
+    exp=st.integers(-8, 6),
+    graded=st.booleans(),
+    sparse=st.booleans(),
+    rate=st.sampled_from([0.0, 0.02, 0.3, 1.0]),
+)
+def test_synaptic_sums_every_way_equal_the_integer_sum(
+    seed, rows, n_in, n_out, exp, graded, sparse, rate
+) -> None:
     rng = np.random.default_rng(seed)
     node = _dense_node(rng, n_out, n_in, exp, graded, sparse)
-    pre = (rng.integers(0, 256, (rows, n_in)) * (rng.random((rows, n_in)) < rate)) if graded \
+    pre = (
+        (rng.integers(0, 256, (rows, n_in)) * (rng.random((rows, n_in)) < rate))
+        if graded
         else rng.random((rows, n_in)) < rate
+    )
     want = _reference_current(node, pre)
     path = SynapsePath(node)
-    got = {"gemm": path._gemm(pre), "events": path._events(pre), "auto": path.sums(pre),
-           "torch": SynapsePath(node, "cpu")._sums_torch(torch.as_tensor(pre)).numpy()}
+    got = {
+        "gemm": path._gemm(pre),
+        "events": path._events(pre),
+        "auto": path.sums(pre),
+        "torch": SynapsePath(node, "cpu")._sums_torch(torch.as_tensor(pre)).numpy(),
+    }
     if path.int8_ok:
         got["int8"] = path.int8_sums(pre).numpy()
     for way, sums in got.items():
@@ -229,12 +289,12 @@ def test_synaptic_sums_beyond_float32_and_float64_stay_exact() -> None:
     rng = np.random.default_rng(1)
     node = _dense_node(rng, 3, 600, 0, graded=True)
     path = SynapsePath(node)
-    assert path.bound >= 2 ** 24 and path.float_dtype is np.float64
+    assert path.bound >= 2**24 and path.float_dtype is np.float64
     pre = np.full((2, 600), 255)
     assert np.array_equal(lava_current(path.sums(pre), 0), _reference_current(node, pre))
     huge = QDense(weight_mant=np.full((2, 3), 127), weight_exp=0, graded=True, weight_scale=1.0)
     path = SynapsePath(huge)
-    path.bound = 2.0 ** 60  # as if the fan-in were astronomically wide
+    path.bound = 2.0**60  # as if the fan-in were astronomically wide
     path.float_dtype = None
     path._prepare(huge.weight_mant)
     pre = np.array([[255, 255, 1]])
@@ -242,14 +302,25 @@ def test_synaptic_sums_beyond_float32_and_float64_stay_exact() -> None:
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), stride=st.sampled_from([1, 2]), padding=st.integers(0, 2),
-       graded=st.booleans(), exp=st.integers(-4, 3))
+@given(
+    seed=st.integers(0, 10_000),
+    stride=st.sampled_from([1, 2]),
+    padding=st.integers(0, 2),
+    graded=st.booleans(),
+    exp=st.integers(-4, 3),
+)
 def test_convolution_sums_equal_the_integer_matrix(seed, stride, padding, graded, exp) -> None:
     rng = np.random.default_rng(seed)
     kernel = rng.integers(-127, 128, (3, 2, 3, 3))
-    node = QDense(weight_mant=kernel, weight_exp=exp, graded=graded, weight_scale=1.0,
-                  conv_input_shape=(2, 5, 6), conv_stride=(stride, stride),
-                  conv_padding=(padding, padding))
+    node = QDense(
+        weight_mant=kernel,
+        weight_exp=exp,
+        graded=graded,
+        weight_scale=1.0,
+        conv_input_shape=(2, 5, 6),
+        conv_stride=(stride, stride),
+        conv_padding=(padding, padding),
+    )
     pre = rng.integers(0, 256 if graded else 2, (4, 60))
     want = _reference_current(node, pre)
     for device in (None, "cpu"):
@@ -283,28 +354,58 @@ def test_int8_products_refuse_what_they_cannot_hold_exactly(rows: int) -> None:
 
 
 @SETTINGS
-@given(seed=st.integers(0, 10_000), steps=st.integers(1, 6), batch=st.integers(1, 3),
-       rules=st.sampled_from([("lmh", r, t, m) for r in ("subtract", "set") for t in (">=", ">")
-                              for m in ("same-step", "next-step")] + [("loihi-lif", "set", ">",
-                                                                       "same-step")]),
-       big=st.booleans())
-def test_kernels_equal_semantics_lmh_step_for_every_profile_and_rule(seed, steps, batch, rules,
-                                                                    big) -> None:
+@given(
+    seed=st.integers(0, 10_000),
+    steps=st.integers(1, 6),
+    batch=st.integers(1, 3),
+    rules=st.sampled_from(
+        [
+            ("lmh", r, t, m)
+            for r in ("subtract", "set")
+            for t in (">=", ">")
+            for m in ("same-step", "next-step")
+        ]
+        + [("loihi-lif", "set", ">", "same-step")]
+    ),
+    big=st.booleans(),
+)
+def test_kernels_equal_semantics_lmh_step_for_every_profile_and_rule(seed, steps, batch, rules, big) -> None:
     """Every profile and rule against the semantics module's own step (h13's definition)."""
     profile, reset, test, timing = rules
     rng = np.random.default_rng(seed)
     n = 5
     if profile == "lmh":
-        f = dict(mu_d=rng.integers(-2048, 2048, (1, n)), mu_s=rng.integers(-2048, 2048, (1, 1)),
-                 lam_d=rng.integers(2048, 6144, (1, 1)), lam_s=rng.integers(2048, 6144, (1, n)),
-                 bias=rng.integers(-500, 500, n), reset_value=int(rng.integers(-999, 999)),
-                 v_d_init=int(rng.integers(-99, 99)), v_s_init=int(rng.integers(-99, 999)))
+        f = dict(
+            mu_d=rng.integers(-2048, 2048, (1, n)),
+            mu_s=rng.integers(-2048, 2048, (1, 1)),
+            lam_d=rng.integers(2048, 6144, (1, 1)),
+            lam_s=rng.integers(2048, 6144, (1, n)),
+            bias=rng.integers(-500, 500, n),
+            reset_value=int(rng.integers(-999, 999)),
+            v_d_init=int(rng.integers(-99, 99)),
+            v_s_init=int(rng.integers(-99, 999)),
+        )
     else:
-        f = dict(mu_d=rng.integers(0, 4096, (1, 1)), mu_s=np.zeros((1, 1), np.int64),
-                 lam_d=np.full((1, 1), 4096), lam_s=rng.integers(1, 4097, (1, 1)),
-                 bias=rng.integers(-4096, 4096, n) << 6, reset_value=0, v_d_init=0, v_s_init=0)
-    node = QLMH(size=n, theta=int(rng.integers(1, 1 << 16)) << 6, state_scale=1.0,
-                profile=profile, reset=reset, threshold_test=test, reset_timing=timing, **f)
+        f = dict(
+            mu_d=rng.integers(0, 4096, (1, 1)),
+            mu_s=np.zeros((1, 1), np.int64),
+            lam_d=np.full((1, 1), 4096),
+            lam_s=rng.integers(1, 4097, (1, 1)),
+            bias=rng.integers(-4096, 4096, n) << 6,
+            reset_value=0,
+            v_d_init=0,
+            v_s_init=0,
+        )
+    node = QLMH(
+        size=n,
+        theta=int(rng.integers(1, 1 << 16)) << 6,
+        state_scale=1.0,
+        profile=profile,
+        reset=reset,
+        threshold_test=test,
+        reset_timing=timing,
+        **f,
+    )
     from lmh_deploy.sim.params import neuron_params
 
     fp = fx.layer_params(node)

@@ -1,6 +1,7 @@
 """Whole-network sim/ runs: every execution path gives the same record, bit for bit
 (numba kernels vs the pure numpy fallback, torch device, chunk lengths, mini-batches,
 time-varying input), on MLP, convolutional and residual nets driven into saturation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,9 @@ from lmh_deploy.semantics import integer as fx
 
 def _net(arch: str, shape: tuple, steps: int = 4, radical: bool = False, seed: int = 3):
     torch.manual_seed(seed)
-    model = build(arch, shape, 10, timesteps=steps, width_mult=0.25,
-                  **({"factors": "radical"} if radical else {})).eval()
+    model = build(
+        arch, shape, 10, timesteps=steps, width_mult=0.25, **({"factors": "radical"} if radical else {})
+    ).eval()
     with torch.no_grad():
         for neuron in model.neurons():
             for name in ("x_mu_d", "x_mu_s", "x_lam_d", "x_lam_s"):
@@ -61,10 +63,12 @@ def test_every_path_gives_the_same_record(arch: str, shape: tuple, radical: bool
     x = fx.quantize_input(np.random.default_rng(3).random((5, *shape)), q.node("input").scale)
     want = simulate(q, x, 6, record_states=True, chunk_steps=1)
     assert sum(want.saturation.values()) > 0
-    runs = {"default chunks": simulate(q, x, 6, record_states=True),
-            "chunks of 4": simulate(q, x, 6, record_states=True, chunk_steps=4),
-            "torch cpu": simulate(q, x, 6, record_states=True, device="cpu", chunk_steps=4),
-            "mini-batches of 2": simulate_batched(q, x, 6, record_states=True, batch_size=2)}
+    runs = {
+        "default chunks": simulate(q, x, 6, record_states=True),
+        "chunks of 4": simulate(q, x, 6, record_states=True, chunk_steps=4),
+        "torch cpu": simulate(q, x, 6, record_states=True, device="cpu", chunk_steps=4),
+        "mini-batches of 2": simulate_batched(q, x, 6, record_states=True, batch_size=2),
+    }
     with N.array_code_only():
         runs["numpy fallback"] = simulate(q, x, 6, record_states=True, chunk_steps=3)
     for label, rec in runs.items():
@@ -76,8 +80,9 @@ def test_every_path_gives_the_same_record(arch: str, shape: tuple, radical: bool
     assert np.array_equal(ref["logits"], want.logits)
     for name, s in ref["spikes"].items():
         assert np.array_equal(s, want.spikes[name]), name
-        assert all(np.array_equal(u, v) for u, v in zip(ref["final_state"][name],
-                                                        want.final_state[name])), name
+        assert all(np.array_equal(u, v) for u, v in zip(ref["final_state"][name], want.final_state[name])), (
+            name
+        )
     streamed = simulate(q, x, 6, record_spikes=False)
     assert not streamed.spikes and np.array_equal(streamed.logits, want.logits)
     for name, s in want.spikes.items():

@@ -1,4 +1,5 @@
 """sim/ against a slow, obviously-correct reference loop written with Python integers."""
+
 from __future__ import annotations
 
 
@@ -20,8 +21,7 @@ def reference(q, x_int: np.ndarray, steps: int) -> tuple[dict, list, dict]:
     """Eq. 4 with Python ints, one neuron and one synapse at a time (no numpy arithmetic)."""
     order = q.order()
     mats = {n: qdense_matrix(q.node(n), fx.WEIGHT_LAVA_SCALE) for n in q.of_kind("q_dense")}
-    mats = {n: (m.toarray() if hasattr(m, "toarray") else np.asarray(m)).tolist()
-            for n, m in mats.items()}
+    mats = {n: (m.toarray() if hasattr(m, "toarray") else np.asarray(m)).tolist() for n, m in mats.items()}
     lo, hi = -(1 << 23), (1 << 23) - 1
 
     def sat(v: int) -> int:
@@ -32,8 +32,9 @@ def reference(q, x_int: np.ndarray, steps: int) -> tuple[dict, list, dict]:
 
     spikes_out, logits, finals = {}, [], {}
     for sample in x_int.reshape(x_int.shape[0], -1).tolist():
-        state = {n: ([0] * q.node(n).size, [q.node(n).theta // 2] * q.node(n).size)
-                 for n in q.of_kind("q_lmh")}
+        state = {
+            n: ([0] * q.node(n).size, [q.node(n).theta // 2] * q.node(n).size) for n in q.of_kind("q_lmh")
+        }
         total = None
         for t in range(steps):
             values = {order[0]: sample}
@@ -56,10 +57,13 @@ def reference(q, x_int: np.ndarray, steps: int) -> tuple[dict, list, dict]:
                 out = []
                 for i in range(node.size):
                     col = lambda arr: int(arr[k][i if arr.shape[1] > 1 else 0])
-                    d = sat(mul(col(node.mu_d), v_d[i]) + mul(col(node.mu_s), v_s[i]) + a_in[i]
-                            + int(node.bias[i]))
-                    m = sat(v_s[i] + mul(col(node.lam_s) - 4096, v_s[i]) + d
-                            + mul(col(node.lam_d) - 4096, d))
+                    d = sat(
+                        mul(col(node.mu_d), v_d[i])
+                        + mul(col(node.mu_s), v_s[i])
+                        + a_in[i]
+                        + int(node.bias[i])
+                    )
+                    m = sat(v_s[i] + mul(col(node.lam_s) - 4096, v_s[i]) + d + mul(col(node.lam_d) - 4096, d))
                     s = int(m >= node.theta)
                     v_d[i], v_s[i] = d, m - s * node.theta
                     out.append(s)
@@ -79,18 +83,25 @@ def assert_final_states(rec, finals: dict) -> None:
             assert rec.final_state[name][1][b].tolist() == v_s, (name, b)
 
 
-SETTINGS = settings(max_examples=12, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
 
 @SETTINGS
-@given(seed=st.integers(0, 10_000), hidden=st.lists(st.integers(1, 7), min_size=1, max_size=3),
-       steps=st.integers(1, 5), radical=st.booleans(), gain=st.sampled_from([1.0, 30.0]),
-       batch=st.integers(1, 3))
+@given(
+    seed=st.integers(0, 10_000),
+    hidden=st.lists(st.integers(1, 7), min_size=1, max_size=3),
+    steps=st.integers(1, 5),
+    radical=st.booleans(),
+    gain=st.sampled_from([1.0, 30.0]),
+    batch=st.integers(1, 3),
+)
 def test_sim_equals_reference_on_random_mlps(seed, hidden, steps, radical, gain, batch) -> None:
     torch.manual_seed(seed)
-    model = mlp((1, 2, 3), 3, timesteps=steps, hidden=tuple(hidden),
-                factors="radical" if radical else "progressive")
+    model = mlp(
+        (1, 2, 3), 3, timesteps=steps, hidden=tuple(hidden), factors="radical" if radical else "progressive"
+    )
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad and p.dim() == 2:  # linear weights; gain drives saturation
@@ -99,8 +110,7 @@ def test_sim_equals_reference_on_random_mlps(seed, hidden, steps, radical, gain,
             for name in ("x_mu_d", "x_mu_s", "x_lam_d", "x_lam_s"):
                 getattr(neuron, name).uniform_(-3, 3)  # negative mu, lam > 1 included
     q, _ = quantize_graph(export_model(model, input_shape=(1, 2, 3), timesteps=steps))
-    x = fx.quantize_input(np.random.default_rng(seed).random((batch, 1, 2, 3)),
-                          q.node("input").scale)
+    x = fx.quantize_input(np.random.default_rng(seed).random((batch, 1, 2, 3)), q.node("input").scale)
     rec = simulate(q, x, steps)
     ref_spikes, ref_logits, finals = reference(q, x, steps)
     assert_final_states(rec, finals)
@@ -129,8 +139,9 @@ def test_sim_equals_reference_on_conv_and_residual(seed) -> None:
 
 def test_streaming_keeps_the_same_statistics() -> None:
     torch.manual_seed(0)
-    q, _ = quantize_graph(export_model(mlp((1, 8, 8), 10, timesteps=6, hidden=(16, 8)),
-                                       input_shape=(1, 8, 8), timesteps=6))
+    q, _ = quantize_graph(
+        export_model(mlp((1, 8, 8), 10, timesteps=6, hidden=(16, 8)), input_shape=(1, 8, 8), timesteps=6)
+    )
     x = fx.quantize_input(np.random.default_rng(0).random((4, 1, 8, 8)), q.node("input").scale)
     full = simulate(q, x, 6)
     streamed = simulate(q, x, 6, record_spikes=False)
@@ -142,8 +153,7 @@ def test_streaming_keeps_the_same_statistics() -> None:
         assert stats["active_neurons"] == int(s.any(axis=0).sum())
 
 
-@pytest.mark.parametrize("arch, shape", [("mlp", (1, 8, 8)), ("resnet20", (1, 8, 8)),
-                                         ("cnn", (1, 8, 8))])
+@pytest.mark.parametrize("arch, shape", [("mlp", (1, 8, 8)), ("resnet20", (1, 8, 8)), ("cnn", (1, 8, 8))])
 def test_torch_device_backend_equals_numpy_sim(arch: str, shape: tuple) -> None:
     """The torch path (CPU here; CUDA where present) is integer-exact against numpy."""
     torch.manual_seed(3)

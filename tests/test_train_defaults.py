@@ -1,5 +1,6 @@
 """Training defaults are defined once (TrainJob): the CLI, the API, the demo and the training
 loop's TrainConfig read them from there."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,11 +21,14 @@ def _plain(value):
 
 def test_every_train_default_is_trainjobs() -> None:
     job = {f.name: getattr(DEFAULT_JOB, f.name) for f in dataclasses.fields(TrainJob)}
-    api_defaults = {k: _plain(p.default) for k, p in inspect.signature(api.train).parameters.items()
-                    if k != "progress"}
+    api_defaults = {
+        k: _plain(p.default) for k, p in inspect.signature(api.train).parameters.items() if k != "progress"
+    }
     assert api_defaults == job
-    cli_defaults = {("out" if k == "out_path" else k): _plain(p.default)
-                    for k, p in inspect.signature(cli.train).parameters.items()}
+    cli_defaults = {
+        ("out" if k == "out_path" else k): _plain(p.default)
+        for k, p in inspect.signature(cli.train).parameters.items()
+    }
     assert cli_defaults == job
     demo = {k: _plain(p.default) for k, p in inspect.signature(cli.demo).parameters.items()}
     assert demo["epochs"] == job["epochs"] and demo["timesteps"] == job["timesteps"]

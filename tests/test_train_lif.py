@@ -1,4 +1,5 @@
 """`train --neuron lif` with its defaults learns; a run stuck at chance says so."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +18,10 @@ def test_lif_defaults_train_above_chance(tmp_path: Path) -> None:
 
 
 def test_training_stuck_at_chance_warns(tmp_path: Path) -> None:
-    res = CliRunner().invoke(app, ["train", "--neuron", "lif", "--epochs", "1", "--lr", "1e-7",
-                                   "--out", str(tmp_path / "m.pt")], catch_exceptions=False)
+    res = CliRunner().invoke(
+        app,
+        ["train", "--neuron", "lif", "--epochs", "1", "--lr", "1e-7", "--out", str(tmp_path / "m.pt")],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     assert "is at chance level (1/10 = 0.100): the network did not learn" in res.output

@@ -1,4 +1,5 @@
 """Trained convolutional nets deploy within 1 pp of float and bit-exact on Lava (slow: CI only)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,10 +17,14 @@ from lmh_deploy.sim import simulate
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("job", [
-    TrainJob(dataset="mnist5k", arch="cnn", width_mult=0.5, epochs=4, loss="tet"),
-    TrainJob(dataset="digits", arch="resnet20", width_mult=0.25, epochs=30, lr=0.05, loss="tet"),
-], ids=["cnn-mnist5k", "resnet20-digits"])
+@pytest.mark.parametrize(
+    "job",
+    [
+        TrainJob(dataset="mnist5k", arch="cnn", width_mult=0.5, epochs=4, loss="tet"),
+        TrainJob(dataset="digits", arch="resnet20", width_mult=0.25, epochs=30, lr=0.05, loss="tet"),
+    ],
+    ids=["cnn-mnist5k", "resnet20-digits"],
+)
 def test_trained_net_deploys(tmp_path: Path, job: TrainJob) -> None:
     job.out = str(tmp_path / "model.pt")
     metrics = run_training_job(job)
@@ -34,9 +39,10 @@ def test_trained_net_deploys(tmp_path: Path, job: TrainJob) -> None:
     x_int = fx.quantize_input(x, art.quant_graph.node("input").scale)
     pf, ps = [], []
     for i in range(0, len(x), 200):
-        pf.append(run_float(model, x[i:i + 200], art.timesteps).predictions)
-        ps.append(simulate(art.quant_graph, x_int[i:i + 200], art.timesteps,
-                           record_spikes=False).predictions)
+        pf.append(run_float(model, x[i : i + 200], art.timesteps).predictions)
+        ps.append(
+            simulate(art.quant_graph, x_int[i : i + 200], art.timesteps, record_spikes=False).predictions
+        )
     acc_float = np.mean(np.concatenate(pf) == y)
     acc_fixed = np.mean(np.concatenate(ps) == y)
     assert abs(acc_fixed - acc_float) <= 0.01, (acc_float, acc_fixed)
@@ -48,8 +54,9 @@ def test_event_cnn_deploys_with_time_varying_spike_inputs(tmp_path: Path) -> Non
     from lmh_deploy.pipeline.inputs import quantize
     from lmh_deploy.sim import simulate_batched
 
-    job = TrainJob(dataset="digits-events", arch="cnn", width_mult=0.25, epochs=4,
-                   out=str(tmp_path / "model.pt"))
+    job = TrainJob(
+        dataset="digits-events", arch="cnn", width_mult=0.25, epochs=4, out=str(tmp_path / "model.pt")
+    )
     metrics = run_training_job(job)
     assert metrics["accuracy"] >= 0.7
     compile_model(job.out, tmp_path / "build")
@@ -61,7 +68,6 @@ def test_event_cnn_deploys_with_time_varying_spike_inputs(tmp_path: Path) -> Non
     assert lv["mismatched_spikes"] == lv["state_mismatches"] == lv["readout_mismatches"] == 0
     x, y = art.dataset_split("test")  # (T, N, 2, 16, 16)
     acc_float = np.mean(run_float(art.load_model(), x, art.timesteps).predictions == y)
-    rec = simulate_batched(art.quant_graph, quantize(art.quant_graph, x), art.timesteps,
-                           record_spikes=False)
+    rec = simulate_batched(art.quant_graph, quantize(art.quant_graph, x), art.timesteps, record_spikes=False)
     acc_fixed = np.mean(rec.predictions == y)
     assert abs(acc_fixed - acc_float) <= 0.01 and acc_fixed >= 0.7, (acc_float, acc_fixed)

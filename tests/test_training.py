@@ -1,4 +1,5 @@
 """Training framework: losses, every training option on digits, time-slicing, hybrid, memory."""
+
 from __future__ import annotations
 
 import copy
@@ -17,8 +18,14 @@ from lmh_deploy.models.hybrid import IF_FACTORS, convert_qcfs_to_lmh
 from lmh_deploy.models.losses import rate_ce, tet_loss
 from lmh_deploy.models.neuron import spike_fn
 from lmh_deploy.models.qcfs import QCFS
-from lmh_deploy.models.train import (SavedTensorMeter, TrainConfig, evaluate, evaluate_per_timestep, train,
-                          train_step)
+from lmh_deploy.models.train import (
+    SavedTensorMeter,
+    TrainConfig,
+    evaluate,
+    evaluate_per_timestep,
+    train,
+    train_step,
+)
 from lmh_deploy.models.training_job import TrainJob, run_training_job
 
 JSON_KEYS = {"accuracy", "epochs", "peak_memory_bytes", "seconds_per_epoch"}
@@ -51,8 +58,9 @@ def test_tet_matches_its_definition_on_a_hand_example() -> None:
     assert tet_loss(out, y).item() == pytest.approx(math.log(8 / 3) / 2, abs=1e-12)
     mse = (3 + (math.log(3.0) - 1) ** 2) / 4
     assert tet_loss(out, y, lam=0.5, phi=1.0).item() == pytest.approx(
-        0.5 * math.log(8 / 3) / 2 + 0.5 * mse, abs=1e-12)
-    assert rate_ce(out, y).item() == pytest.approx(math.log(1 + 3 ** -0.5), abs=1e-12)
+        0.5 * math.log(8 / 3) / 2 + 0.5 * mse, abs=1e-12
+    )
+    assert rate_ce(out, y).item() == pytest.approx(math.log(1 + 3**-0.5), abs=1e-12)
     # TET is the time mean of per-step CEs, for any batch
     torch.manual_seed(0)
     o, t = torch.randn(5, 7, 4), torch.randint(0, 4, (7,))
@@ -70,20 +78,27 @@ OPTIONS = {
     "qcfs-progressive-ce-bn": dict(neuron="qcfs", factors="progressive", loss="ce", norm="bn"),
     "qcfs-radical-tet-tdbn": dict(neuron="qcfs", factors="radical", loss="tet", norm="tdbn"),
     "lmh-progressive-ce-tdbn": dict(neuron="lmh", loss="ce", norm="tdbn"),
-    "lmh-radical-tet-tdbn-slice2": dict(neuron="lmh", factors="radical", loss="tet", norm="tdbn",
-                                        time_slice=2),
+    "lmh-radical-tet-tdbn-slice2": dict(
+        neuron="lmh", factors="radical", loss="tet", norm="tdbn", time_slice=2
+    ),
     "cnn-lmh-tet-bn": dict(arch="cnn", width_mult=0.5, loss="tet", norm="bn"),
-    "cnn-lif-ce-tdbn-slice1": dict(arch="cnn", width_mult=0.5, neuron="lif", loss="ce",
-                                   norm="tdbn", time_slice=1),
+    "cnn-lif-ce-tdbn-slice1": dict(
+        arch="cnn", width_mult=0.5, neuron="lif", loss="ce", norm="tdbn", time_slice=1
+    ),
 }
 
 
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_every_option_trains_on_digits(name: str, tmp_path) -> None:
-    opts = {"arch": "mlp", "width_mult": 0.5, "neuron": "lmh", "factors": "progressive",
-            **OPTIONS[name]}
-    job = TrainJob(dataset="digits", epochs=1, timesteps=4, out=str(tmp_path / "m.pt"),
-                   json_path=str(tmp_path / "m.json"), **opts)
+    opts = {"arch": "mlp", "width_mult": 0.5, "neuron": "lmh", "factors": "progressive", **OPTIONS[name]}
+    job = TrainJob(
+        dataset="digits",
+        epochs=1,
+        timesteps=4,
+        out=str(tmp_path / "m.pt"),
+        json_path=str(tmp_path / "m.json"),
+        **opts,
+    )
     metrics = run_training_job(job)
     # chance is 0.1; one epoch of any configuration gets well above it
     assert metrics["accuracy"] >= 0.45, (name, metrics["accuracy"])
@@ -112,23 +127,35 @@ def test_norm_auto_keeps_the_mlp_without_norm(tmp_path) -> None:
     assert metrics["arch_kwargs"]["norm"] == "none"
     model, _ = load_checkpoint(job.out)
     assert [type(m).__name__ for m in model.layers] == [
-        "Flatten", "Linear", "LMHNeuron", "Linear", "LMHNeuron", "Linear"]
+        "Flatten",
+        "Linear",
+        "LMHNeuron",
+        "Linear",
+        "LMHNeuron",
+        "Linear",
+    ]
     cnn_job = TrainJob(arch="cnn", epochs=0, width_mult=0.25, out=str(tmp_path / "c.pt"))
     assert run_training_job(cnn_job)["arch_kwargs"]["norm"] == "bn"
 
 
 def test_invalid_options_are_rejected(tmp_path) -> None:
-    for bad in [dict(neuron="relu"), dict(factors="fixed"), dict(loss="mse"), dict(norm="ln"),
-                dict(time_slice=-1), dict(neuron="qcfs", time_slice=2), dict(arch="resnet99"),
-                dict(neuron="lif", hybrid_from="x.pt")]:
+    for bad in [
+        dict(neuron="relu"),
+        dict(factors="fixed"),
+        dict(loss="mse"),
+        dict(norm="ln"),
+        dict(time_slice=-1),
+        dict(neuron="qcfs", time_slice=2),
+        dict(arch="resnet99"),
+        dict(neuron="lif", hybrid_from="x.pt"),
+    ]:
         with pytest.raises(ValueError):
             run_training_job(TrainJob(epochs=0, out=str(tmp_path / "m.pt"), **bad))
 
 
 def test_seed_makes_training_repeatable(tmp_path) -> None:
     def run(seed: int, name: str) -> tuple[float, dict]:
-        job = TrainJob(epochs=1, width_mult=0.25, norm="bn", seed=seed,
-                       out=str(tmp_path / f"{name}.pt"))
+        job = TrainJob(epochs=1, width_mult=0.25, norm="bn", seed=seed, out=str(tmp_path / f"{name}.pt"))
         acc = run_training_job(job)["accuracy"]
         return acc, load_checkpoint(job.out)[1]["state_dict"]
 
@@ -147,8 +174,7 @@ def test_radical_factors_differ_per_step_and_lif_factors_stay_fixed(digits) -> N
     train_set, test_set, spec = digits
     tl, vl = make_loaders(train_set, test_set, seed=0)
     torch.manual_seed(0)
-    radical = build("mlp", spec.input_shape, 10, factors="radical", timesteps=4, width_mult=0.25,
-                    norm="bn")
+    radical = build("mlp", spec.input_shape, 10, factors="radical", timesteps=4, width_mult=0.25, norm="bn")
     train(radical, tl, vl, TrainConfig(epochs=1, loss="tet"))
     for neuron in radical.neurons():
         table = {k: v.detach() for k, v in neuron.factor_table().items()}
@@ -246,8 +272,7 @@ def _saved_bytes(timesteps: int, time_slice: int | None) -> int:
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     meter = SavedTensorMeter.for_model(model)
     x, y = torch.rand(16, 1, 8, 8), torch.randint(0, 10, (16,))
-    steps = train_step(model, opt, tet_loss, x, y, timesteps=timesteps, time_slice=time_slice,
-                       meter=meter)[1]
+    steps = train_step(model, opt, tet_loss, x, y, timesteps=timesteps, time_slice=time_slice, meter=meter)[1]
     assert steps == (math.ceil(timesteps / time_slice) if time_slice else 1)
     return meter.peak
 
@@ -256,8 +281,8 @@ def test_activation_memory_grows_with_the_slice_not_with_T() -> None:
     s4, s8 = _saved_bytes(4, 2), _saved_bytes(8, 2)
     f4, f8 = _saved_bytes(4, None), _saved_bytes(8, None)
     assert s8 == pytest.approx(s4, rel=0.05), (s4, s8)  # k = 2 at T = 4 and T = 8
-    assert 1.8 <= f8 / f4 <= 2.2, (f4, f8)               # full BPTT doubles
-    assert s8 / f8 < 0.35                                  # 2 of 8 steps, plus a little
+    assert 1.8 <= f8 / f4 <= 2.2, (f4, f8)  # full BPTT doubles
+    assert s8 / f8 < 0.35  # 2 of 8 steps, plus a little
     assert _saved_bytes(5, 2) == pytest.approx(s4, rel=0.05)  # 2 + 2 + 1 steps
 
 
@@ -293,8 +318,7 @@ def test_frame_sequences_are_time_major_and_sliced() -> None:
     model = build("mlp", (1, 4, 4), 2, timesteps=3, hidden=(16,))
     seen = []
     model.layers[0].register_forward_pre_hook(lambda m, a: seen.append(tuple(a[0].shape)))
-    metrics = train(model, loader, loader,
-                    TrainConfig(epochs=8, lr=0.05, loss="tet", time_slice=2))
+    metrics = train(model, loader, loader, TrainConfig(epochs=8, lr=0.05, loss="tet", time_slice=2))
     assert metrics["optimizer_steps"] == 8 * 4 * 2  # 8 epochs, 4 batches, slices of 2 + 1 frames
     # Flatten sees (T*B, C, H, W): 2 frames, then the third, in training; 3 in evaluation
     assert seen[:3] == [(32, 1, 4, 4), (16, 1, 4, 4), (32, 1, 4, 4)]
@@ -335,8 +359,9 @@ def qcfs_mlp(digits):
 
 def test_conversion_copies_theta_and_sets_if_factors(qcfs_mlp, digits) -> None:
     ann, kwargs, _ = qcfs_mlp
-    snn, snn_kwargs = convert_qcfs_to_lmh(ann, arch="mlp", input_shape=(1, 8, 8), num_classes=10,
-                                          arch_kwargs=kwargs)
+    snn, snn_kwargs = convert_qcfs_to_lmh(
+        ann, arch="mlp", input_shape=(1, 8, 8), num_classes=10, arch_kwargs=kwargs
+    )
     assert snn_kwargs["neuron"] == "lmh" and snn_kwargs["timesteps"] == 4  # T = L
     thetas = [q.theta.item() for q in ann.modules() if isinstance(q, QCFS)]
     assert [float(n.theta) for n in snn.neurons()] == pytest.approx(thetas)
@@ -367,8 +392,7 @@ def test_converted_snn_reproduces_the_qcfs_ann(qcfs_mlp, digits) -> None:
     ann, kwargs, _ = qcfs_mlp
     _, test_set, _ = digits
     x = test_set.tensors[0]
-    snn, _ = convert_qcfs_to_lmh(ann, arch="mlp", input_shape=(1, 8, 8), num_classes=10,
-                                 arch_kwargs=kwargs)
+    snn, _ = convert_qcfs_to_lmh(ann, arch="mlp", input_shape=(1, 8, 8), num_classes=10, arch_kwargs=kwargs)
     snn.eval()
     with torch.no_grad():
         # first hidden layer, exactly
@@ -386,7 +410,7 @@ def test_converted_snn_reproduces_the_qcfs_ann(qcfs_mlp, digits) -> None:
         clip_ann = copy.deepcopy(ann)
         for q in clip_ann.modules():
             if isinstance(q, QCFS):
-                q.levels = 10 ** 7
+                q.levels = 10**7
         y_clip = clip_ann(x)[0]
         errs = [float((snn(x, 4 * m).mean(0) - y_clip).abs().mean()) for m in (1, 4, 16, 64)]
     assert all(b < a for a, b in zip(errs, errs[1:])), errs
@@ -395,11 +419,23 @@ def test_converted_snn_reproduces_the_qcfs_ann(qcfs_mlp, digits) -> None:
 
 def test_hybrid_job_converts_then_fine_tunes(qcfs_mlp, digits, tmp_path) -> None:
     ann, kwargs, ann_acc = qcfs_mlp
-    save_checkpoint(tmp_path / "ann.pt", ann, arch="mlp", arch_kwargs=kwargs,
-                    dataset={"name": "digits", "input_shape": [1, 8, 8], "num_classes": 10})
-    job = TrainJob(dataset="digits", hybrid_from=str(tmp_path / "ann.pt"), epochs=1, lr=0.002,
-                   loss="tet", timesteps=4, out=str(tmp_path / "snn.pt"),
-                   json_path=str(tmp_path / "snn.json"))
+    save_checkpoint(
+        tmp_path / "ann.pt",
+        ann,
+        arch="mlp",
+        arch_kwargs=kwargs,
+        dataset={"name": "digits", "input_shape": [1, 8, 8], "num_classes": 10},
+    )
+    job = TrainJob(
+        dataset="digits",
+        hybrid_from=str(tmp_path / "ann.pt"),
+        epochs=1,
+        lr=0.002,
+        loss="tet",
+        timesteps=4,
+        out=str(tmp_path / "snn.pt"),
+        json_path=str(tmp_path / "snn.json"),
+    )
     metrics = run_training_job(job)
     h = metrics["hybrid"]
     assert h["ann_accuracy"] == pytest.approx(ann_acc)
@@ -409,8 +445,13 @@ def test_hybrid_job_converts_then_fine_tunes(qcfs_mlp, digits, tmp_path) -> None
     snn, payload = load_checkpoint(job.out)
     assert payload["arch_kwargs"]["neuron"] == "lmh" and payload["arch"] == "mlp"
     # fine-tuning moved the factors away from the IF point
-    assert any(v.detach().abs().max().item() > 0 for n in snn.neurons()
-               for k, v in n.named_parameters() if k.startswith("x_"))
+    assert any(
+        v.detach().abs().max().item() > 0
+        for n in snn.neurons()
+        for k, v in n.named_parameters()
+        if k.startswith("x_")
+    )
     with pytest.raises(ValueError, match="QCFS"):
-        run_training_job(TrainJob(dataset="digits", hybrid_from=job.out, epochs=0,
-                                  out=str(tmp_path / "x.pt")))
+        run_training_job(
+            TrainJob(dataset="digits", hybrid_from=job.out, epochs=0, out=str(tmp_path / "x.pt"))
+        )

@@ -1,6 +1,7 @@
 """An exception inside the user's own model code is their bug: one line naming their file and
 line (exit 2), not an lmh-deploy traceback asking for a bug report; our own bugs still show
 their traceback."""
+
 from __future__ import annotations
 
 import re
@@ -18,7 +19,7 @@ from lmh_deploy.pipeline.user_code import users_code
 FOREIGN = Path(__file__).parent / "foreign"
 runner = CliRunner()
 
-MODEL_FILE = f'''
+MODEL_FILE = f"""
 import os
 import sys
 
@@ -45,7 +46,7 @@ def broken_factory(hidden=16):
 
 def refusing_factory(hidden=16):
     raise ValueError("hidden must be a multiple of 8")
-'''
+"""
 
 
 @pytest.fixture()
@@ -64,20 +65,49 @@ def model_file(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def compile_args(weights: Path, spec: str, out: Path, *extra: str) -> list[str]:
-    return ["compile", str(weights), "--model", spec, *extra, "--input-shape", "1,8,8",
-            "--timesteps", "2", "--dataset", "digits", "-o", str(out)]
+    return [
+        "compile",
+        str(weights),
+        "--model",
+        spec,
+        *extra,
+        "--input-shape",
+        "1,8,8",
+        "--timesteps",
+        "2",
+        "--dataset",
+        "digits",
+        "-o",
+        str(out),
+    ]
 
 
-@pytest.mark.parametrize("factory, extra, expected", [
-    ("broken_factory", (), r"my_model\.py:\d+ in broken_factory: NameError: name "
-                           r"'undefined_layer' is not defined"),
-    ("refusing_factory", (), r"my_model\.py:\d+ in refusing_factory: ValueError: hidden must "
-                             r"be a multiple of 8"),
-    ("Fragile", ("--model-kwargs", '{"hiden": 8}'), r"TypeError: .*unexpected keyword "
-                                                      r"argument 'hiden'"),
-])
-def test_errors_in_the_factory_name_the_users_file(model_file, tmp_path: Path, factory: str,
-                                                   extra: tuple, expected: str) -> None:
+@pytest.mark.parametrize(
+    "factory, extra, expected",
+    [
+        (
+            "broken_factory",
+            (),
+            r"my_model\.py:\d+ in broken_factory: NameError: name "
+            r"'undefined_layer' is not defined",
+        ),
+        (
+            "refusing_factory",
+            (),
+            r"my_model\.py:\d+ in refusing_factory: ValueError: hidden must "
+            r"be a multiple of 8",
+        ),
+        (
+            "Fragile",
+            ("--model-kwargs", '{"hiden": 8}'),
+            r"TypeError: .*unexpected keyword "
+            r"argument 'hiden'",
+        ),
+    ],
+)
+def test_errors_in_the_factory_name_the_users_file(
+    model_file, tmp_path: Path, factory: str, extra: tuple, expected: str
+) -> None:
     path, weights = model_file
     out = tmp_path / "build"
     res = runner.invoke(app, compile_args(weights, f"{path}:{factory}", out, *extra))
@@ -98,8 +128,7 @@ def test_syntax_error_in_the_model_file(tmp_path: Path, model_file) -> None:
     assert "typo.py:1: SyntaxError" in " ".join(res.output.split())
 
 
-def test_error_in_forward_during_verify(model_file, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_error_in_forward_during_verify(model_file, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path, weights = model_file
     out = tmp_path / "build"
     res = runner.invoke(app, compile_args(weights, f"{path}:Fragile", out))
@@ -119,6 +148,8 @@ def test_our_own_bugs_keep_their_traceback(tmp_path: Path) -> None:
     users.write_text("")
     with pytest.raises(KeyError), users_code("running your model", [users]):
         {}["missing"]
-    with pytest.raises(UserCodeError, match="running your model: RuntimeError"), \
-            users_code("running your model", [users], always=True):
+    with (
+        pytest.raises(UserCodeError, match="running your model: RuntimeError"),
+        users_code("running your model", [users], always=True),
+    ):
         nn.Linear(2, 2)(torch.zeros(3))  # shapes mismatch: raised in torch

@@ -1,5 +1,6 @@
 """Integer graphs are validated at every stage boundary: quantize's output, load_graph,
 lower (fixed_pt) and simulate refuse an invalid graph in one line naming the node."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,16 @@ import torch
 
 from lmh_deploy.backends.lava.lower import lower
 from lmh_deploy.frontends.pytorch import export_model
-from lmh_deploy.ir import (Dense, Graph, IRError, QDense, load_graph, save_graph, validate_any,
-                           validate_quantized)
+from lmh_deploy.ir import (
+    Dense,
+    Graph,
+    IRError,
+    QDense,
+    load_graph,
+    save_graph,
+    validate_any,
+    validate_quantized,
+)
 from lmh_deploy.models.architectures import build, mlp
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
@@ -55,53 +64,91 @@ def _set(g: Graph, name: str, field: str, index, value) -> Graph:
 
 
 BROKEN = {
-    "mantissa": (lambda g: _set(g, "dense0", "weight_mant", (0, 0), 128),
-                 r"dense0: weight_mant=128 outside its integer range \[-127, 127\]"),
-    "float mantissa": (lambda g: _with(g, "dense0", weight_mant=g.node("dense0").weight_mant * 1.0),
-                       r"dense0: weight_mant must be integer, got float64"),
-    "exponent": (lambda g: _with(g, "dense1", weight_exp=fx.WEIGHT_EXP_MAX + 1),
-                 r"dense1: weight_exp=16 outside its integer range \[-8, 15\]"),
+    "mantissa": (
+        lambda g: _set(g, "dense0", "weight_mant", (0, 0), 128),
+        r"dense0: weight_mant=128 outside its integer range \[-127, 127\]",
+    ),
+    "float mantissa": (
+        lambda g: _with(g, "dense0", weight_mant=g.node("dense0").weight_mant * 1.0),
+        r"dense0: weight_mant must be integer, got float64",
+    ),
+    "exponent": (
+        lambda g: _with(g, "dense1", weight_exp=fx.WEIGHT_EXP_MAX + 1),
+        r"dense1: weight_exp=16 outside its integer range \[-8, 15\]",
+    ),
     "delay": (lambda g: _with(g, "dense1", delay=-1), r"dense1: delay=-1 outside"),
-    "graded": (lambda g: _with(g, "dense1", graded=True),
-               r"edge 'lmh0' -> 'dense1': graded=True but the source is a q_lmh node"),
-    "weight scale": (lambda g: _with(g, "dense0", weight_scale=float("nan")),
-                     r"dense0: weight_scale must be finite and > 0"),
+    "graded": (
+        lambda g: _with(g, "dense1", graded=True),
+        r"edge 'lmh0' -> 'dense1': graded=True but the source is a q_lmh node",
+    ),
+    "weight scale": (
+        lambda g: _with(g, "dense0", weight_scale=float("nan")),
+        r"dense0: weight_scale must be finite and > 0",
+    ),
     "theta 0": (lambda g: _with(g, "lmh0", theta=0), r"lmh0: threshold theta=0 outside"),
-    "theta wide": (lambda g: _with(g, "lmh0", theta=fx.STATE_MAX + 1),
-                   r"lmh0: threshold theta=8388608 outside its integer range \[1, 8388607\]"),
-    "theta float": (lambda g: _with(g, "lmh0", theta=1000.5),
-                    r"lmh0: threshold theta must be integer, got float64"),
-    "factor code": (lambda g: _set(g, "lmh0", "mu_s", (0, 0), fx.FACTOR_MAX + 1),
-                    r"lmh0: factor mu_s \(profile lmh\)=2048 outside its integer range "
-                    r"\[-2048, 2047\]"),
-    "lambda code": (lambda g: _set(g, "lmh0", "lam_s", (0, 0), 6144),
-                    r"lmh0: factor lam_s \(profile lmh\)=6144 outside its integer range "
-                    r"\[2048, 6143\]"),
-    "loihi-lif rules": (lambda g: _with(g, "lmh0", profile="loihi-lif"),
-                        r"lmh0: numeric profile loihi-lif cannot express reset 'subtract'"),
-    "loihi-lif code": (lambda g: _set(_with(g, "lmh0", profile="loihi-lif", reset="set",
-                                            threshold_test=">", v_s_init=0),
-                                      "lmh0", "mu_s", (0, 0), 5),
-                       r"lmh0: factor mu_s \(profile loihi-lif\)=5 outside .*\[0, 0\]"),
-    "profile": (lambda g: _with(g, "lmh0", profile="loihi"),
-                r"lmh0: unknown numeric profile 'loihi' \(known: lmh, loihi-lif\)"),
-    "rule": (lambda g: _with(g, "lmh0", reset="zero"),
-             r"lmh0: reset 'zero' is not one of subtract \| set"),
-    "factor rows": (lambda g: _with(g, "lmh0", lam_d=np.full((1, 1), 4096, np.int64)),
-                    r"lmh0: factor lam_d must be \(K, 1\) or \(K, 5\) with the same K"),
-    "bias": (lambda g: _set(g, "lmh0", "bias", 2, fx.STATE_MIN - 1),
-             r"lmh0: bias=-8388609 outside its integer range"),
-    "bias shape": (lambda g: _with(g, "lmh0", bias=np.zeros(4, np.int64)),
-                   r"lmh0: bias shape \(4,\) != \(5,\)"),
-    "state scale": (lambda g: _with(g, "lmh0", state_scale=0.0),
-                    r"lmh0: state_scale must be finite and > 0"),
-    "readout bias": (lambda g: _set(g, "readout", "bias", 0, fx.STATE_MAX + 1),
-                     r"readout: bias=8388608 outside"),
+    "theta wide": (
+        lambda g: _with(g, "lmh0", theta=fx.STATE_MAX + 1),
+        r"lmh0: threshold theta=8388608 outside its integer range \[1, 8388607\]",
+    ),
+    "theta float": (
+        lambda g: _with(g, "lmh0", theta=1000.5),
+        r"lmh0: threshold theta must be integer, got float64",
+    ),
+    "factor code": (
+        lambda g: _set(g, "lmh0", "mu_s", (0, 0), fx.FACTOR_MAX + 1),
+        r"lmh0: factor mu_s \(profile lmh\)=2048 outside its integer range "
+        r"\[-2048, 2047\]",
+    ),
+    "lambda code": (
+        lambda g: _set(g, "lmh0", "lam_s", (0, 0), 6144),
+        r"lmh0: factor lam_s \(profile lmh\)=6144 outside its integer range "
+        r"\[2048, 6143\]",
+    ),
+    "loihi-lif rules": (
+        lambda g: _with(g, "lmh0", profile="loihi-lif"),
+        r"lmh0: numeric profile loihi-lif cannot express reset 'subtract'",
+    ),
+    "loihi-lif code": (
+        lambda g: _set(
+            _with(g, "lmh0", profile="loihi-lif", reset="set", threshold_test=">", v_s_init=0),
+            "lmh0",
+            "mu_s",
+            (0, 0),
+            5,
+        ),
+        r"lmh0: factor mu_s \(profile loihi-lif\)=5 outside .*\[0, 0\]",
+    ),
+    "profile": (
+        lambda g: _with(g, "lmh0", profile="loihi"),
+        r"lmh0: unknown numeric profile 'loihi' \(known: lmh, loihi-lif\)",
+    ),
+    "rule": (lambda g: _with(g, "lmh0", reset="zero"), r"lmh0: reset 'zero' is not one of subtract \| set"),
+    "factor rows": (
+        lambda g: _with(g, "lmh0", lam_d=np.full((1, 1), 4096, np.int64)),
+        r"lmh0: factor lam_d must be \(K, 1\) or \(K, 5\) with the same K",
+    ),
+    "bias": (
+        lambda g: _set(g, "lmh0", "bias", 2, fx.STATE_MIN - 1),
+        r"lmh0: bias=-8388609 outside its integer range",
+    ),
+    "bias shape": (
+        lambda g: _with(g, "lmh0", bias=np.zeros(4, np.int64)),
+        r"lmh0: bias shape \(4,\) != \(5,\)",
+    ),
+    "state scale": (lambda g: _with(g, "lmh0", state_scale=0.0), r"lmh0: state_scale must be finite and > 0"),
+    "readout bias": (
+        lambda g: _set(g, "readout", "bias", 0, fx.STATE_MAX + 1),
+        r"readout: bias=8388608 outside",
+    ),
     "input bits": (lambda g: _with(g, "input", bits=9), r"input: bits=9 outside .*\[1, 8\]"),
-    "size": (lambda g: _with(g, "dense1", weight_mant=np.ones((3, 4), np.int64)),
-             r"edge 'lmh0' -> 'dense1': q_dense expects 4 inputs, source gives 5"),
-    "float node": (lambda g: _float_node(g),
-                   r"dense1: node kind 'dense' is not supported in an integer graph"),
+    "size": (
+        lambda g: _with(g, "dense1", weight_mant=np.ones((3, 4), np.int64)),
+        r"edge 'lmh0' -> 'dense1': q_dense expects 4 inputs, source gives 5",
+    ),
+    "float node": (
+        lambda g: _float_node(g),
+        r"dense1: node kind 'dense' is not supported in an integer graph",
+    ),
 }
 
 
@@ -124,8 +171,11 @@ def test_sparse_and_conv_mantissas_are_range_checked(resnet_q: Graph) -> None:
     kernel[0, 0, 0, 0] = -200
     with pytest.raises(IRError, match=rf"{conv}: weight_mant=-200 outside"):
         validate_quantized(_with(resnet_q, conv, weight_mant=kernel))
-    with pytest.raises(IRError, match=rf"{conv}: conv weight has 1 input channels, input shape "
-                                      r"is \(9, 8, 8\)"):
+    with pytest.raises(
+        IRError,
+        match=rf"{conv}: conv weight has 1 input channels, input shape "
+        r"is \(9, 8, 8\)",
+    ):
         validate_quantized(_with(resnet_q, conv, conv_input_shape=(9, 8, 8)))
     m = sp.csr_matrix(np.array([[1, 0], [0, 300]], np.int64))
     node = QDense(weight_mant=m, weight_exp=0, graded=False, weight_scale=1.0)
@@ -144,8 +194,11 @@ def test_load_graph_validates_what_it_reads(tmp_path, mlp_q: Graph) -> None:
         load_graph(tmp_path, "quantized")
     lmh["fields"]["theta"] = "12"
     (tmp_path / "quantized.json").write_text(json.dumps(doc))
-    with pytest.raises(IRError, match=r"quantized\.json: node 'lmh0' \(q_lmh\): field theta "
-                                      r"should be int, got str"):
+    with pytest.raises(
+        IRError,
+        match=r"quantized\.json: node 'lmh0' \(q_lmh\): field theta "
+        r"should be int, got str",
+    ):
         load_graph(tmp_path, "quantized")
     lmh["fields"]["theta"] = 12
     lmh["inputs"] = ["nowhere"]
@@ -185,8 +238,7 @@ def test_float_reference_and_loihi2_map_refuse_invalid_graphs(mlp_q: Graph) -> N
     with pytest.raises(IRError, match=r"^lmh0: threshold theta=0 outside"):
         map_to_loihi2(_with(mlp_q, "lmh0", theta=0))
     torch.manual_seed(3)
-    graph = export_model(mlp((6,), 3, hidden=(5,), timesteps=3).eval(), input_shape=(6,),
-                         timesteps=3)
+    graph = export_model(mlp((6,), 3, hidden=(5,), timesteps=3).eval(), input_shape=(6,), timesteps=3)
     bad = _with(graph, "dense0", weight=np.full((5, 6), np.nan))
     with pytest.raises(IRError, match=r"^dense0: weight has a non-finite value nan"):
         simulate_float(bad, np.zeros((1, 6)), 3)

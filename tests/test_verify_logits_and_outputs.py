@@ -1,5 +1,6 @@
 """verify compares logits and predictions (Lava vs sim) and gates on accuracy; run --json
 writes predictions and run --save-spikes writes the integer input and every spike raster."""
+
 from __future__ import annotations
 
 import json
@@ -39,17 +40,22 @@ def build(tmp_path_factory) -> Path:
             if isinstance(layer, torch.nn.Linear):
                 layer.weight.mul_(3.0)
     ckpt = work / "m.pt"
-    save_checkpoint(ckpt, model.eval(), arch="mlp", arch_kwargs={"hidden": [16], "timesteps": T},
-                    dataset={"name": "digits", "input_shape": [64], "num_classes": 10,
-                             "x_max": 1.0, "seed": 0})
+    save_checkpoint(
+        ckpt,
+        model.eval(),
+        arch="mlp",
+        arch_kwargs={"hidden": [16], "timesteps": T},
+        dataset={"name": "digits", "input_shape": [64], "num_classes": 10, "x_max": 1.0, "seed": 0},
+    )
     res = invoke("compile", ckpt, "-o", work / "build", "--calibration-samples", "8")
     assert res.exit_code == 0, res.output
     return work / "build"
 
 
 def test_verify_compares_logits_and_gates_accuracy(build: Path, tmp_path: Path) -> None:
-    res = invoke("verify", build, "--samples", "12", "--json", tmp_path / "v.json",
-                 "--max-accuracy-drop", "100")
+    res = invoke(
+        "verify", build, "--samples", "12", "--json", tmp_path / "v.json", "--max-accuracy-drop", "100"
+    )
     assert res.exit_code == 0, res.output
     v = json.loads((tmp_path / "v.json").read_text())
     lv = v["lava_vs_sim"]
@@ -64,7 +70,7 @@ def test_verify_compares_logits_and_gates_accuracy(build: Path, tmp_path: Path) 
 
 
 def test_accuracy_gate_arithmetic() -> None:
-    assert accuracy_gate(0.75, 0.5, 25.0)["passed"]       # 25 points: allowed at PP = 25
+    assert accuracy_gate(0.75, 0.5, 25.0)["passed"]  # 25 points: allowed at PP = 25
     assert not accuracy_gate(0.75, 0.5, 24.5)["passed"]
     assert accuracy_gate(0.5, 0.75, 0.0)["drop_points"] == -25.0
 
@@ -78,9 +84,13 @@ def test_a_logit_fault_alone_fails_the_comparison(build: Path) -> None:
     rec = simulate(q, fx.quantize_input(x[:5], q.node("input").scale), T)
     bias = q.node("readout").bias
     assert np.any(bias != 0)
-    faulty = RunRecord(logits=rec.readout_trace.sum(0) - T * bias, spikes=rec.spikes,
-                       final_state=rec.final_state, readout_trace=rec.readout_trace,
-                       saturation=rec.saturation)
+    faulty = RunRecord(
+        logits=rec.readout_trace.sum(0) - T * bias,
+        spikes=rec.spikes,
+        final_state=rec.final_state,
+        readout_trace=rec.readout_trace,
+        saturation=rec.saturation,
+    )
     result = {"lava_vs_sim": compare_lava_sim(rec, faulty)}
     assert result["lava_vs_sim"]["mismatched_spikes"] == 0
     assert result["lava_vs_sim"]["readout_mismatches"] == 0
@@ -90,8 +100,9 @@ def test_a_logit_fault_alone_fails_the_comparison(build: Path) -> None:
 
 def test_run_json_predictions_and_saved_spikes(build: Path, tmp_path: Path) -> None:
     out = tmp_path / "spikes.npz"
-    res = invoke("run", build, "--samples", "7", "--json", tmp_path / "r.json",
-                 "--save-spikes", out, "--sweep", "none")
+    res = invoke(
+        "run", build, "--samples", "7", "--json", tmp_path / "r.json", "--save-spikes", out, "--sweep", "none"
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "r.json").read_text())
     art = load_artifact(build)
@@ -106,8 +117,7 @@ def test_run_json_predictions_and_saved_spikes(build: Path, tmp_path: Path) -> N
         for name, spikes in rec.spikes.items():
             assert npz[name].dtype == bool and npz[name].shape == (T, 7, q.node(name).size)
             np.testing.assert_array_equal(npz[name], spikes)
-    res = invoke("run", build, "--samples", "3", "--stream", "--save-spikes", out,
-                 "--sweep", "none")
+    res = invoke("run", build, "--samples", "3", "--stream", "--save-spikes", out, "--sweep", "none")
     assert res.exit_code != 0 and "drop --stream" in " ".join(res.output.split())
 
 

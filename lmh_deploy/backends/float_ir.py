@@ -4,6 +4,7 @@ Checks the export (BN folding, bias propagation, residual wiring) against the
 PyTorch model, and measures what quantisation changes. Same call shape as
 :func:`sim.simulate`; logits are ``mean_t I[t] + bias`` like the PyTorch model.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,9 +44,9 @@ def simulate_float(graph: Graph, x: np.ndarray, timesteps: int) -> RunRecord:
                 values[name] = apply_synapse(node, values[inputs[0]])
             elif isinstance(node, LMH):
                 prev = rec.spikes[name][t - 1] if t else None
-                v_d, v_s, spikes = lmh_float_step(node, t, *state[name],
-                                                  np.sum([values[src] for src in inputs], axis=0),
-                                                  prev)
+                v_d, v_s, spikes = lmh_float_step(
+                    node, t, *state[name], np.sum([values[src] for src in inputs], axis=0), prev
+                )
                 state[name] = (v_d, v_s)
                 rec.spikes[name][t] = spikes
                 values[name] = spikes * node.theta

@@ -20,6 +20,7 @@ The exchange is ``torch.distributed.all_gather_object`` on the default group (gl
 is enough; with nccl it is routed through the current CUDA device), so every rank
 ends with the whole record; typically only rank 0 then prints and writes.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -30,8 +31,17 @@ import numpy as np
 from lmh_deploy.reports.record import RunRecord
 from lmh_deploy.parallel import is_initialized, shard_bounds, split_sizes
 
-__all__ = ["shard_bounds", "split_sizes", "shard_inputs", "merge_records", "gather_records",
-           "run_sharded", "simulate_shard", "simulate_sharded", "dist_rank_world"]
+__all__ = [
+    "shard_bounds",
+    "split_sizes",
+    "shard_inputs",
+    "merge_records",
+    "gather_records",
+    "run_sharded",
+    "simulate_shard",
+    "simulate_sharded",
+    "dist_rank_world",
+]
 
 
 def dist_rank_world() -> tuple[int, int]:
@@ -75,22 +85,24 @@ def merge_records(records: Sequence[RunRecord | None]) -> RunRecord:
     for name in first.spikes:
         merged.spikes[name] = _cat([r.spikes[name] for r in recs], 1)
     for name in first.final_state:
-        merged.final_state[name] = (_cat([r.final_state[name][0] for r in recs], 0),
-                                    _cat([r.final_state[name][1] for r in recs], 0))
+        merged.final_state[name] = (
+            _cat([r.final_state[name][0] for r in recs], 0),
+            _cat([r.final_state[name][1] for r in recs], 0),
+        )
     for name in first.state_trace:
-        merged.state_trace[name] = (_cat([r.state_trace[name][0] for r in recs], 1),
-                                    _cat([r.state_trace[name][1] for r in recs], 1))
+        merged.state_trace[name] = (
+            _cat([r.state_trace[name][0] for r in recs], 1),
+            _cat([r.state_trace[name][1] for r in recs], 1),
+        )
     for name in first.saturation:
         merged.saturation[name] = _sum([r.saturation[name] for r in recs])
     for name in first.synops:
         merged.synops[name] = _sum([r.synops[name] for r in recs])
     if first.readout_trace is not None:
-        merged.readout_trace = _cat([r.readout_trace for r in recs
-                                     if r.readout_trace is not None], 1)
+        merged.readout_trace = _cat([r.readout_trace for r in recs if r.readout_trace is not None], 1)
     for name, stats in getattr(first, "spike_stats", {}).items():
         # counts over samples (per-step spike counts, active neurons, neuron-steps): sums
-        merged.spike_stats[name] = {key: _sum([r.spike_stats[name][key] for r in recs])
-                                    for key in stats}
+        merged.spike_stats[name] = {key: _sum([r.spike_stats[name][key] for r in recs]) for key in stats}
     return merged
 
 
@@ -112,20 +124,38 @@ def gather_records(rec: RunRecord | None) -> RunRecord:
 
 
 @overload
-def run_sharded(fn: Callable[[np.ndarray], RunRecord], x: np.ndarray, *, axis: int = 0,
-                rank: int | None = None, world_size: int | None = None,
-                gather: Literal[True] = True) -> RunRecord: ...
+def run_sharded(
+    fn: Callable[[np.ndarray], RunRecord],
+    x: np.ndarray,
+    *,
+    axis: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+    gather: Literal[True] = True,
+) -> RunRecord: ...
 
 
 @overload
-def run_sharded(fn: Callable[[np.ndarray], RunRecord], x: np.ndarray, *, axis: int = 0,
-                rank: int | None = None, world_size: int | None = None,
-                gather: Literal[False]) -> RunRecord | None: ...
+def run_sharded(
+    fn: Callable[[np.ndarray], RunRecord],
+    x: np.ndarray,
+    *,
+    axis: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+    gather: Literal[False],
+) -> RunRecord | None: ...
 
 
-def run_sharded(fn: Callable[[np.ndarray], RunRecord], x: np.ndarray, *, axis: int = 0,
-                rank: int | None = None, world_size: int | None = None,
-                gather: bool = True) -> RunRecord | None:
+def run_sharded(
+    fn: Callable[[np.ndarray], RunRecord],
+    x: np.ndarray,
+    *,
+    axis: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+    gather: bool = True,
+) -> RunRecord | None:
     """Run ``fn`` on this rank's shard of ``x`` and (``gather``) merge all ranks' records.
 
     ``fn`` is any backend taking the samples of one shard, e.g.
@@ -148,17 +178,23 @@ def _batch_axis(graph, x_int: np.ndarray) -> int:
     return 0 if x_int.ndim == len(q_input.shape) + 1 else 1
 
 
-def simulate_shard(graph, x_int: np.ndarray, timesteps: int, rank: int, world_size: int,
-                   **sim_kwargs) -> RunRecord | None:
+def simulate_shard(
+    graph, x_int: np.ndarray, timesteps: int, rank: int, world_size: int, **sim_kwargs
+) -> RunRecord | None:
     """``sim.simulate`` on shard ``rank`` of ``world_size`` (``None`` if that shard is empty).
 
     ``sim_kwargs`` go to ``simulate`` (e.g. ``record_states=True``).
     """
     from lmh_deploy.sim import simulate
 
-    return run_sharded(lambda xs: simulate(graph, xs, timesteps, **sim_kwargs),
-                       x_int, axis=_batch_axis(graph, x_int), rank=rank,
-                       world_size=world_size, gather=False)
+    return run_sharded(
+        lambda xs: simulate(graph, xs, timesteps, **sim_kwargs),
+        x_int,
+        axis=_batch_axis(graph, x_int),
+        rank=rank,
+        world_size=world_size,
+        gather=False,
+    )
 
 
 def simulate_sharded(graph, x_int: np.ndarray, timesteps: int, **sim_kwargs) -> RunRecord:
@@ -169,5 +205,6 @@ def simulate_sharded(graph, x_int: np.ndarray, timesteps: int, **sim_kwargs) -> 
     """
     from lmh_deploy.sim import simulate
 
-    return run_sharded(lambda xs: simulate(graph, xs, timesteps, **sim_kwargs),
-                       x_int, axis=_batch_axis(graph, x_int))
+    return run_sharded(
+        lambda xs: simulate(graph, xs, timesteps, **sim_kwargs), x_int, axis=_batch_axis(graph, x_int)
+    )

@@ -1,4 +1,5 @@
 """Stage 4c: the float PyTorch model, recorded in the same shape as the other backends."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,9 @@ from lmh_deploy.models.neuron import LMHNeuron
 
 
 @torch.no_grad()
-def run_float(model: nn.Module, x: np.ndarray, timesteps: int, *,
-              time_varying: bool | None = None) -> RunRecord:
+def run_float(
+    model: nn.Module, x: np.ndarray, timesteps: int, *, time_varying: bool | None = None
+) -> RunRecord:
     """Run ``x`` through ``model``; spikes of the i-th neuron layer as ``lmh{i}``.
 
     ``x`` is static ``(B, *shape)`` (presented every step) or time-major frames
@@ -20,9 +22,10 @@ def run_float(model: nn.Module, x: np.ndarray, timesteps: int, *,
     """
     neurons = [m for m in model.modules() if isinstance(m, LMHNeuron)]
     captured: dict[str, torch.Tensor] = {}
-    hooks = [n.register_forward_hook(
-        lambda mod, inp, out, key=f"lmh{i}": captured.__setitem__(key, out))
-        for i, n in enumerate(neurons)]
+    hooks = [
+        n.register_forward_hook(lambda mod, inp, out, key=f"lmh{i}": captured.__setitem__(key, out))
+        for i, n in enumerate(neurons)
+    ]
     try:
         model.eval()
         dtype = next(model.parameters()).dtype  # float64 models give a float64 reference

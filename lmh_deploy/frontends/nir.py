@@ -15,6 +15,7 @@ rules in its node metadata (``lmh_rules``) and those are used instead. Synapses:
 Linear, Conv2d, SumPool2d (an exact per-channel convolution of ones), AvgPool2d, Flatten.
 Anything else, or a value the IR cannot hold, is refused in one line naming the NIR node.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,17 @@ from lmh_deploy.ir import LMH, Conv2d, Dense, Graph, Input, IRError, Readout, va
 #: snnTorch's export_to_nir and import_from_nir both use this step (hard-coded).
 DEFAULT_DT = 1e-4
 NEURON_TYPES = ("LIF", "IF", "CubaLIF")
-SUPPORTED = ("Input", "Output", "Affine", "Linear", "Conv2d", "SumPool2d", "AvgPool2d",
-             "Flatten", *NEURON_TYPES)
+SUPPORTED = (
+    "Input",
+    "Output",
+    "Affine",
+    "Linear",
+    "Conv2d",
+    "SumPool2d",
+    "AvgPool2d",
+    "Flatten",
+    *NEURON_TYPES,
+)
 RULE_KEYS = ("reset", "reset_value", "threshold_test", "reset_timing", "v_d_init", "v_s_init")
 
 
@@ -63,8 +73,9 @@ def nir_chain(g: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
     inputs = [k for k, v in g.nodes.items() if isinstance(v, nir.Input)]
     outputs = [k for k, v in g.nodes.items() if isinstance(v, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
-        raise InteropError(f"NIR graph needs exactly one Input and one Output node, has "
-                           f"{len(inputs)} and {len(outputs)}")
+        raise InteropError(
+            f"NIR graph needs exactly one Input and one Output node, has {len(inputs)} and {len(outputs)}"
+        )
     succ: dict[str, list[str]] = {k: [] for k in g.nodes}
     pred: dict[str, list[str]] = {k: [] for k in g.nodes}
     for a, b in g.edges:
@@ -74,9 +85,11 @@ def nir_chain(g: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
         pred[b].append(a)
     for k in g.nodes:
         if len(succ[k]) > 1 or len(pred[k]) > 1:
-            raise InteropError(f"NIR node {k!r} has {len(pred[k])} inputs and {len(succ[k])} "
-                               f"outputs; only feed-forward chains import (no recurrence or "
-                               f"branches)")
+            raise InteropError(
+                f"NIR node {k!r} has {len(pred[k])} inputs and {len(succ[k])} "
+                f"outputs; only feed-forward chains import (no recurrence or "
+                f"branches)"
+            )
     chain, cur, seen = [], inputs[0], set()
     while True:
         if cur in seen:
@@ -111,21 +124,38 @@ def neuron_params(where: str, node: nir.NIRNode, n: int, dt: float) -> dict[str,
     kind = type(node).__name__
     thr = _vec(node, "v_threshold", n, where)
     if np.any(thr <= 0):
-        raise InteropError(f"{where}: v_threshold must be > 0 (thresholds are positive), "
-                           f"got {float(thr.min()):.4g}")
+        raise InteropError(
+            f"{where}: v_threshold must be > 0 (thresholds are positive), got {float(thr.min()):.4g}"
+        )
     v_reset = _vec(node, "v_reset", n, where)
     zeros, ones = np.zeros(n), np.ones(n)
     if kind == "IF":
-        return {"mu_d": zeros, "a": ones, "lam_s": ones, "g": dt * _vec(node, "r", n, where),
-                "c": zeros, "thr": thr, "v_reset": v_reset}
+        return {
+            "mu_d": zeros,
+            "a": ones,
+            "lam_s": ones,
+            "g": dt * _vec(node, "r", n, where),
+            "c": zeros,
+            "thr": thr,
+            "v_reset": v_reset,
+        }
     tau_name = "tau" if kind == "LIF" else "tau_mem"
     tau = _vec(node, tau_name, n, where)
     if np.any(tau < dt):
-        raise InteropError(f"{where}: {tau_name} = {float(tau.min()):.4g} < dt = {dt:g}; the "
-                           f"Euler step would overshoot (decay 1 - dt/{tau_name} < 0)")
+        raise InteropError(
+            f"{where}: {tau_name} = {float(tau.min()):.4g} < dt = {dt:g}; the "
+            f"Euler step would overshoot (decay 1 - dt/{tau_name} < 0)"
+        )
     r, v_leak = _vec(node, "r", n, where), _vec(node, "v_leak", n, where)
-    out = {"mu_d": zeros, "a": ones, "lam_s": 1.0 - dt / tau, "g": dt * r / tau,
-           "c": dt * v_leak / tau, "thr": thr, "v_reset": v_reset}
+    out = {
+        "mu_d": zeros,
+        "a": ones,
+        "lam_s": 1.0 - dt / tau,
+        "g": dt * r / tau,
+        "c": dt * v_leak / tau,
+        "thr": thr,
+        "v_reset": v_reset,
+    }
     if kind == "CubaLIF":
         tau_syn = _vec(node, "tau_syn", n, where)
         if np.any(tau_syn < dt):
@@ -150,16 +180,18 @@ def _pair(v: Any) -> tuple[int, int]:
 class _Importer:
     """Walks the chain, emitting IR nodes through the shared exporter (biases pushed)."""
 
-    def __init__(self, graph: Graph, in_shape: tuple[int, ...], dt: float,
-                 graph_rules: dict[str, Any]) -> None:
+    def __init__(
+        self, graph: Graph, in_shape: tuple[int, ...], dt: float, graph_rules: dict[str, Any]
+    ) -> None:
         self.g, self.ex, self.dt = graph, _Exporter(graph), dt
         self.cur = Cursor("input", in_shape, np.zeros(in_shape))
         self.amp = 1.0  # IR value of one NIR unit of the current signal (theta after a neuron)
         self.graph_rules = graph_rules
         self.source_neurons: dict[str, str] = {}
 
-    def synapse(self, prefix: str, node: Any, out_shape: tuple[int, ...],
-                own_bias: np.ndarray | None = None) -> None:
+    def synapse(
+        self, prefix: str, node: Any, out_shape: tuple[int, ...], own_bias: np.ndarray | None = None
+    ) -> None:
         self.cur = self.ex.synapse(self.cur, prefix, node, out_shape, own_bias, weight=True)
         self.amp = 1.0
 
@@ -184,11 +216,16 @@ class _Importer:
             if pad == "same" and (w.shape[2] % 2 == 0 or w.shape[3] % 2 == 0):
                 raise InteropError(f"{where}: padding 'same' with an even kernel is asymmetric")
             pad = (0, 0) if pad == "valid" else (w.shape[2] // 2, w.shape[3] // 2)
-        conv = Conv2d(weight=w / self.amp, input_shape=tuple(self.cur.shape),
-                      stride=_pair(node.stride), padding=_pair(pad))
+        conv = Conv2d(
+            weight=w / self.amp,
+            input_shape=tuple(self.cur.shape),
+            stride=_pair(node.stride),
+            padding=_pair(pad),
+        )
         bias = np.asarray(node.bias, dtype=np.float64).reshape(-1)
-        own = np.broadcast_to(bias.reshape(-1, 1, 1) if bias.size > 1 else bias.reshape(1, 1, 1),
-                              conv.output_shape).copy()
+        own = np.broadcast_to(
+            bias.reshape(-1, 1, 1) if bias.size > 1 else bias.reshape(1, 1, 1), conv.output_shape
+        ).copy()
         self.synapse("conv", conv, conv.output_shape, own)
 
     def pool(self, node: nir.NIRNode, where: str, average: bool) -> None:
@@ -200,25 +237,27 @@ class _Importer:
         kh, kw = _pair(node.kernel_size)
         kernel = np.zeros((c, c, kh, kw))
         kernel[np.arange(c), np.arange(c)] = 1.0 / (kh * kw) if average else 1.0
-        conv = Conv2d(weight=kernel / self.amp, input_shape=tuple(self.cur.shape),
-                      stride=_pair(node.stride))
+        conv = Conv2d(weight=kernel / self.amp, input_shape=tuple(self.cur.shape), stride=_pair(node.stride))
         self.synapse("conv", conv, conv.output_shape)
 
     def affine(self, node: nir.NIRNode, where: str) -> None:
         w = np.asarray(node.weight, dtype=np.float64)
         n_in = int(np.prod(self.cur.shape))
-        b = (np.asarray(node.bias, dtype=np.float64).reshape(-1) if isinstance(node, nir.Affine)
-             else np.zeros(w.shape[0]))
+        b = (
+            np.asarray(node.bias, dtype=np.float64).reshape(-1)
+            if isinstance(node, nir.Affine)
+            else np.zeros(w.shape[0])
+        )
         if w.ndim != 2 or w.shape[1] != n_in or b.shape != (w.shape[0],):
-            raise InteropError(f"{where}: weight {w.shape} / bias {b.shape} do not fit an input "
-                               f"of {n_in}")
+            raise InteropError(f"{where}: weight {w.shape} / bias {b.shape} do not fit an input of {n_in}")
         self.cur = Cursor(self.cur.node, (n_in,), self.cur.bias.reshape(-1), self.cur.weight_node)
         self.synapse("dense", Dense(weight=w / self.amp), (w.shape[0],), b)
 
     def neuron(self, name: str, node: nir.NIRNode, where: str) -> None:
         if self.cur.weight_node is None:
-            raise InteropError(f"{where}: a neuron must follow a weight layer (Affine, Linear, "
-                               f"Conv2d or pooling)")
+            raise InteropError(
+                f"{where}: a neuron must follow a weight layer (Affine, Linear, Conv2d or pooling)"
+            )
         shape = tuple(self.cur.shape)
         n = int(np.prod(shape))
         p = neuron_params(where, node, n, self.dt)
@@ -229,19 +268,34 @@ class _Importer:
         row = q * (p["g"] / lam_d) * p["a"]
         reset_value = p["v_reset"] * q
         if not np.allclose(reset_value, reset_value[0], rtol=0, atol=1e-12 * theta):
-            raise InteropError(f"{where}: v_reset differs between neurons in a way the layer's "
-                               f"single reset value cannot hold")
+            raise InteropError(
+                f"{where}: v_reset differs between neurons in a way the layer's "
+                f"single reset value cannot hold"
+            )
         self._scale_rows(row, shape, where)
         bias = row * self.cur.bias.reshape(-1) + q * p["c"] / lam_d
-        rules: dict[str, Any] = {"reset": "set", "reset_value": float(reset_value[0]), "threshold_test": ">",
-                 "reset_timing": "same-step", "v_d_init": 0.0, "v_s_init": 0.0}
+        rules: dict[str, Any] = {
+            "reset": "set",
+            "reset_value": float(reset_value[0]),
+            "threshold_test": ">",
+            "reset_timing": "same-step",
+            "v_d_init": 0.0,
+            "v_s_init": 0.0,
+        }
         own = plain(dict(node.metadata or {})).get("lmh_rules") or self.graph_rules.get(name)
         if own:  # written by lmh-deploy: the layer's own rules
             rules = {k: plain(own[k]) for k in RULE_KEYS if k in own}
         try:
-            lmh = LMH(size=n, theta=theta, bias=bias, mu_d=_factor(p["mu_d"]),
-                      mu_s=np.zeros((1, 1)), lam_d=_factor(lam_d), lam_s=_factor(p["lam_s"]),
-                      **rules)
+            lmh = LMH(
+                size=n,
+                theta=theta,
+                bias=bias,
+                mu_d=_factor(p["mu_d"]),
+                mu_s=np.zeros((1, 1)),
+                lam_d=_factor(lam_d),
+                lam_s=_factor(p["lam_s"]),
+                **rules,
+            )
             lmh.check(where)
         except (IRError, TypeError) as exc:
             raise InteropError(f"{where}: {exc}") from None
@@ -261,8 +315,10 @@ class _Importer:
             return
         per_channel = row.reshape(shape).reshape(shape[0], -1)
         if not np.allclose(per_channel, per_channel[:, :1], rtol=1e-12, atol=0):
-            raise InteropError(f"{where}: thresholds or gains vary within a channel after a "
-                               f"convolution; only per-channel values can be folded")
+            raise InteropError(
+                f"{where}: thresholds or gains vary within a channel after a "
+                f"convolution; only per-channel values can be folded"
+            )
         self.g.replace(name, weight=w * per_channel[:, 0].reshape(-1, 1, 1, 1))
 
     def output(self) -> None:
@@ -270,10 +326,12 @@ class _Importer:
             n = int(np.prod(self.cur.shape))
             self.affine(nir.Linear(weight=np.eye(n)), "Output")
             self.g.meta.setdefault("import_notes", []).append(
-                "the graph ends in a spiking layer: logits are its firing rates")
+                "the graph ends in a spiking layer: logits are its firing rates"
+            )
         if self.g.node(self.cur.node).kind != "dense" or len(self.cur.shape) != 1:
-            raise InteropError("NIR graph must end in an Affine/Linear layer or a spiking layer "
-                               "before its Output")
+            raise InteropError(
+                "NIR graph must end in an Affine/Linear layer or a spiking layer before its Output"
+            )
         self.g.add("readout", Readout(bias=self.cur.bias.reshape(-1).copy()), (self.cur.node,))
 
 
@@ -291,9 +349,14 @@ def resolve_dt(dt: float | None, gmeta: dict[str, Any]) -> tuple[float, str]:
     return dt, origin
 
 
-def nir_to_graph(source: str | Path | nir.NIRGraph, *, dt: float | None = None,
-                 timesteps: int | None = None, x_max: float | None = None,
-                 warn: Callable[[str], None] = lambda msg: None) -> Graph:
+def nir_to_graph(
+    source: str | Path | nir.NIRGraph,
+    *,
+    dt: float | None = None,
+    timesteps: int | None = None,
+    x_max: float | None = None,
+    warn: Callable[[str], None] = lambda msg: None,
+) -> Graph:
     """Import a feed-forward NIR graph into a validated float IR graph (module docstring).
 
     ``dt`` defaults to the file's ``metadata["dt"]``, else :data:`DEFAULT_DT` with a warning.
@@ -303,13 +366,21 @@ def nir_to_graph(source: str | Path | nir.NIRGraph, *, dt: float | None = None,
     gmeta = plain(dict(g.metadata)) if isinstance(g.metadata, dict) else {}
     dt, origin = resolve_dt(dt, gmeta)
     if origin == "assumed":
-        warn(f"the NIR graph records no time step: assumed dt = {dt:g} s (snnTorch's "
-             f"convention); pass --dt if it was exported with another")
+        warn(
+            f"the NIR graph records no time step: assumed dt = {dt:g} s (snnTorch's "
+            f"convention); pass --dt if it was exported with another"
+        )
     chain = nir_chain(g)
     in_shape = tuple(int(d) for d in np.asarray(chain[0][1].input_type["input"]).reshape(-1))
     x_max = float(x_max if x_max is not None else gmeta.get("x_max", 1.0))
-    ir = Graph(meta={"dt": dt, "dt_origin": origin, "x_max": x_max,
-                     "timesteps": int(timesteps or gmeta.get("timesteps") or 4)})
+    ir = Graph(
+        meta={
+            "dt": dt,
+            "dt_origin": origin,
+            "x_max": x_max,
+            "timesteps": int(timesteps or gmeta.get("timesteps") or 4),
+        }
+    )
     ir.add("input", Input(shape=in_shape, x_max=x_max))
     imp = _Importer(ir, in_shape, dt, gmeta.get("lmh_deploy_rules") or {})
     for name, node in chain[1:]:
@@ -329,8 +400,9 @@ def nir_to_graph(source: str | Path | nir.NIRGraph, *, dt: float | None = None,
         elif isinstance(node, nir.Output):
             imp.output()
         else:
-            raise InteropError(f"{where}: node type {kind} cannot be imported; supported: "
-                               f"{', '.join(SUPPORTED)}")
+            raise InteropError(
+                f"{where}: node type {kind} cannot be imported; supported: {', '.join(SUPPORTED)}"
+            )
     ir.meta["num_classes"] = ir.node("readout").output_size()
     ir.meta["source_neurons"] = imp.source_neurons
     ir.meta["source"] = {"format": "nir", "producer": str(gmeta.get("producer", "unknown"))}

@@ -7,6 +7,7 @@ for files written by lmh-deploy, each layer's own rules from its ``lmh_rules`` m
 A node with several inputs sums them. The input is presented at every step; the logits are
 the mean of the Output over the steps.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -28,8 +29,7 @@ def _order(g: nir.NIRGraph) -> list[str]:
     while len(order) < len(g.nodes):
         ready = [k for k in g.nodes if k not in order and all(p in order for p in preds[k])]
         if not ready:
-            raise ValueError("NIR graph has a cycle; the reference executor runs feed-forward "
-                             "graphs only")
+            raise ValueError("NIR graph has a cycle; the reference executor runs feed-forward graphs only")
         order.extend(ready)
     return order
 
@@ -50,23 +50,29 @@ def _synapse(node: nir.NIRNode, x: np.ndarray) -> np.ndarray:
     if isinstance(node, nir.Conv2d):
         shape = (w.shape[1], *_pair(node.input_shape))
         pad = node.padding if isinstance(node.padding, str) else _pair(node.padding)
-        out = F.conv2d(torch.from_numpy(x.reshape(len(x), *shape)), torch.from_numpy(w),
-                     torch.from_numpy(np.asarray(node.bias, dtype=np.float64).reshape(-1)),
-                     stride=_pair(node.stride), padding=pad, dilation=_pair(node.dilation),
-                     groups=int(node.groups))
+        out = F.conv2d(
+            torch.from_numpy(x.reshape(len(x), *shape)),
+            torch.from_numpy(w),
+            torch.from_numpy(np.asarray(node.bias, dtype=np.float64).reshape(-1)),
+            stride=_pair(node.stride),
+            padding=pad,
+            dilation=_pair(node.dilation),
+            groups=int(node.groups),
+        )
         return out.numpy()
     kernel, stride = _pair(node.kernel_size), _pair(node.stride)
-    y = F.avg_pool2d(torch.from_numpy(x), kernel, stride, _pair(node.padding),
-                     count_include_pad=True).numpy()
+    y = F.avg_pool2d(torch.from_numpy(x), kernel, stride, _pair(node.padding), count_include_pad=True).numpy()
     return y * (kernel[0] * kernel[1]) if isinstance(node, nir.SumPool2d) else y
 
 
 class _Neuron:
     """Euler-step state of one NIR neuron node (rules: NIR's, or lmh-deploy's metadata)."""
 
-    def __init__(self, node: nir.NIRNode, shape: tuple[int, ...], dt: float,
-                 rules: dict[str, Any] | None) -> None:
+    def __init__(
+        self, node: nir.NIRNode, shape: tuple[int, ...], dt: float, rules: dict[str, Any] | None
+    ) -> None:
         self.node, self.dt = node, dt
+
         def get(attr: str) -> np.ndarray:
             return np.broadcast_to(np.asarray(getattr(node, attr), dtype=np.float64), shape)
 
@@ -89,12 +95,10 @@ class _Neuron:
                 tau = get("tau")
             v = self.v + dt / tau * (get("v_leak") - self.v + get("r") * current)
         reset = self.rules.get("reset", "set")
-        reset_value = float(self.rules["reset_value"]) if "reset_value" in self.rules \
-            else self.v_reset
+        reset_value = float(self.rules["reset_value"]) if "reset_value" in self.rules else self.v_reset
         next_step = self.rules.get("reset_timing") == "next-step"
         if next_step:
-            v = v - self.thr * self.s_prev if reset == "subtract" \
-                else np.where(self.s_prev, reset_value, v)
+            v = v - self.thr * self.s_prev if reset == "subtract" else np.where(self.s_prev, reset_value, v)
         spikes = v >= self.thr if self.rules.get("threshold_test") == ">=" else v > self.thr
         if not next_step:
             v = v - self.thr * spikes if reset == "subtract" else np.where(spikes, reset_value, v)
@@ -102,8 +106,9 @@ class _Neuron:
         return spikes.astype(np.float64)
 
 
-def run_nir_reference(g: nir.NIRGraph, x: np.ndarray, timesteps: int, dt: float, *,
-                      source_neurons: dict[str, str]) -> RunRecord:
+def run_nir_reference(
+    g: nir.NIRGraph, x: np.ndarray, timesteps: int, dt: float, *, source_neurons: dict[str, str]
+) -> RunRecord:
     """Run ``x`` (B, *input shape) through ``g``; spikes (T, B, n) under the IR layer names."""
     order = _order(g)
     preds = {k: [a for a, b in g.edges if b == k] for k in g.nodes}
@@ -127,8 +132,7 @@ def run_nir_reference(g: nir.NIRGraph, x: np.ndarray, timesteps: int, dt: float,
             inp = np.sum([values[p] for p in preds[name]], axis=0)
             if isinstance(node, NEURONS):
                 if name not in state:
-                    rules = plain(dict(node.metadata or {})).get("lmh_rules") \
-                        or graph_rules.get(name)
+                    rules = plain(dict(node.metadata or {})).get("lmh_rules") or graph_rules.get(name)
                     state[name] = _Neuron(node, inp.shape[1:], dt, rules)
                 out = state[name].step(inp)
                 if name in ir_of:

@@ -7,6 +7,7 @@ feature map and pushed through each following linear op (``L(x + b) = Lx + Lb``)
 then handed to the neuron they reach (Loihi neurons have a bias, synapses have
 none). The last Linear becomes the readout.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,9 +32,20 @@ from lmh_deploy.ir.synapses import apply_synapse
 from lmh_deploy.models.neuron import LMHNeuron
 from lmh_deploy.models.norm import fold_affine, norm_affine
 
-SUPPORTED_LAYERS = ("Flatten", "Linear", "Conv2d", "BatchNorm1d/2d", "StepBatchNorm",
-                    "ThresholdDependentBatchNorm", "AvgPool2d", "AdaptiveAvgPool2d(1)",
-                    "LMHNeuron", "ResidualBlock", "Dropout", "Identity")
+SUPPORTED_LAYERS = (
+    "Flatten",
+    "Linear",
+    "Conv2d",
+    "BatchNorm1d/2d",
+    "StepBatchNorm",
+    "ThresholdDependentBatchNorm",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d(1)",
+    "LMHNeuron",
+    "ResidualBlock",
+    "Dropout",
+    "Identity",
+)
 
 
 def _np(t) -> np.ndarray:
@@ -64,8 +76,15 @@ class _Exporter:
         self.counts[prefix] = index + 1
         return self.g.add(f"{prefix}{index}", node, inputs)
 
-    def synapse(self, cur: Cursor, prefix: str, node: Node, out_shape: tuple[int, ...],
-                own_bias: np.ndarray | None = None, weight: bool = False) -> Cursor:
+    def synapse(
+        self,
+        cur: Cursor,
+        prefix: str,
+        node: Node,
+        out_shape: tuple[int, ...],
+        own_bias: np.ndarray | None = None,
+        weight: bool = False,
+    ) -> Cursor:
         """Append a synapse node; push the pending bias through it."""
         name = self.add(prefix, node, (cur.node,))
         bias = apply_synapse(node, cur.bias.reshape(1, -1)).reshape(out_shape)
@@ -80,8 +99,9 @@ class _Exporter:
         scale, shift = (_np(t) for t in norm_affine(layer))
         node = self.g.node(cur.weight_node)
         if len(scale) != node.weight.shape[0]:
-            raise IRError(f"{where}: batch norm has {len(scale)} channels, "
-                          f"{cur.weight_node} has {node.weight.shape[0]}")
+            raise IRError(
+                f"{where}: batch norm has {len(scale)} channels, {cur.weight_node} has {node.weight.shape[0]}"
+            )
         folded, bias = fold_affine(node.weight, cur.bias, scale, shift)
         self.g.replace(cur.weight_node, weight=folded)
         return Cursor(cur.node, cur.shape, bias, cur.weight_node)
@@ -94,9 +114,11 @@ class _Exporter:
         bias = np.sum([c.bias for c in inputs], axis=0)
         size = int(np.prod(shape))
         rules = layer.rules() if hasattr(layer, "rules") else {}  # the model's own neuron rules
-        name = self.add("lmh", LMH(size=size, theta=float(layer.theta), bias=bias.ravel(),
-                                   **table, **rules),
-                        tuple(c.node for c in inputs))
+        name = self.add(
+            "lmh",
+            LMH(size=size, theta=float(layer.theta), bias=bias.ravel(), **table, **rules),
+            tuple(c.node for c in inputs),
+        )
         return Cursor(name, shape, np.zeros(shape))
 
     def walk(self, layers, cur: Cursor, where: str) -> Cursor:
@@ -115,15 +137,27 @@ class _Exporter:
             if len(cur.shape) != 1:
                 raise IRError(f"{here}: Linear needs a flattened input, got shape {cur.shape}")
             own: np.ndarray | None = _np(layer.bias) if layer.bias is not None else None
-            return self.synapse(cur, "dense", Dense(weight=_np(layer.weight)),
-                                (layer.out_features,), own, weight=True)
+            return self.synapse(
+                cur, "dense", Dense(weight=_np(layer.weight)), (layer.out_features,), own, weight=True
+            )
         if isinstance(layer, nn.Conv2d):
-            if len(cur.shape) != 3 or layer.groups != 1 or _pair(layer.dilation) != (1, 1) \
-                    or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
-                raise IRError(f"{here}: only zero-padded, ungrouped, undilated Conv2d with "
-                              f"numeric padding on (C, H, W) maps is supported")
-            node: Conv2d | AvgPool = Conv2d(weight=_np(layer.weight), input_shape=tuple(cur.shape),
-                          stride=_pair(layer.stride), padding=_pair(layer.padding))
+            if (
+                len(cur.shape) != 3
+                or layer.groups != 1
+                or _pair(layer.dilation) != (1, 1)
+                or layer.padding_mode != "zeros"
+                or isinstance(layer.padding, str)
+            ):
+                raise IRError(
+                    f"{here}: only zero-padded, ungrouped, undilated Conv2d with "
+                    f"numeric padding on (C, H, W) maps is supported"
+                )
+            node: Conv2d | AvgPool = Conv2d(
+                weight=_np(layer.weight),
+                input_shape=tuple(cur.shape),
+                stride=_pair(layer.stride),
+                padding=_pair(layer.padding),
+            )
             own = None
             if layer.bias is not None:
                 own = np.broadcast_to(_np(layer.bias)[:, None, None], node.output_shape)
@@ -152,8 +186,9 @@ class _Exporter:
             return self.residual(layer, cur, here)
         if isinstance(layer, nn.Sequential):
             return self.walk(layer, cur, here)
-        raise IRError(f"{here}: unsupported layer type {type(layer).__name__}; "
-                      f"supported: {', '.join(SUPPORTED_LAYERS)}")
+        raise IRError(
+            f"{here}: unsupported layer type {type(layer).__name__}; supported: {', '.join(SUPPORTED_LAYERS)}"
+        )
 
     def residual(self, block: nn.Module, x: Cursor, here: str) -> Cursor:
         """``neuron2(bn2(conv2(neuron1(bn1(conv1(x))))) + shortcut(x))`` as two synapse chains."""
@@ -171,9 +206,15 @@ class _Exporter:
         return self.neuron([h, s], block.neuron2, f"{here}.neuron2")
 
 
-def export_model(model: nn.Module, *, input_shape: tuple[int, ...], x_max: float = 1.0,
-                 timesteps: int, meta: dict[str, Any] | None = None,
-                 spikes: bool = False) -> Graph:
+def export_model(
+    model: nn.Module,
+    *,
+    input_shape: tuple[int, ...],
+    x_max: float = 1.0,
+    timesteps: int,
+    meta: dict[str, Any] | None = None,
+    spikes: bool = False,
+) -> Graph:
     """Export ``model`` to a validated float :class:`~lmh_deploy.ir.Graph`.
 
     ``spikes``: the inputs are binary event frames (``Input.spikes``), sent as spikes.
@@ -186,8 +227,9 @@ def export_model(model: nn.Module, *, input_shape: tuple[int, ...], x_max: float
         raise IRError(f"model {type(model).__name__} has no 'layers' Sequential to export")
     g = Graph(meta={"timesteps": int(timesteps), **(meta or {})})
     shape = tuple(int(d) for d in input_shape)
-    start = Cursor(g.add("input", Input(shape=shape, x_max=float(x_max),
-                                             spikes=bool(spikes))), shape, np.zeros(shape))
+    start = Cursor(
+        g.add("input", Input(shape=shape, x_max=float(x_max), spikes=bool(spikes))), shape, np.zeros(shape)
+    )
     exporter = _Exporter(g)
     end = exporter.walk(layers, start, "layers")
     if end.weight_node is None or g.node(end.node).kind != "dense":

@@ -11,6 +11,7 @@ Linear, Conv2d, BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten / view 
 Dropout, Identity, and residual sums ``neuron(branch + shortcut)``. Everything else is refused
 in one line naming the module path and type.
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,16 +34,32 @@ from lmh_deploy.frontends.neurons import (
 from lmh_deploy.frontends.pytorch import Cursor, _Exporter
 from lmh_deploy.ir import LMH, Conv2d, Dense, Graph, Input, IRError, Readout, validate
 
-SYNAPSE_MODULES = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d,
-                   nn.AdaptiveAvgPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+SYNAPSE_MODULES = (
+    nn.Linear,
+    nn.Conv2d,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.Flatten,
+    nn.Dropout,
+    nn.Identity,
+)
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardtanh)
 MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool2d)
-MAXPOOL_WHY = ("max pooling is not supported: spikes cannot be max-pooled by Loihi synapses; "
-               "use AvgPool2d (the paper's code swaps MaxPool2d for AvgPool2d)")
+MAXPOOL_WHY = (
+    "max pooling is not supported: spikes cannot be max-pooled by Loihi synapses; "
+    "use AvgPool2d (the paper's code swaps MaxPool2d for AvgPool2d)"
+)
 PASS_FUNCTIONS = (F.dropout, torch.nn.functional.dropout)
 RULE_FIELDS = ("reset", "reset_value", "threshold_test", "reset_timing", "v_d_init", "v_s_init")
-LMH_DEFAULT_RULES = {"reset": "subtract", "reset_value": 0.0, "threshold_test": ">=",
-                     "reset_timing": "same-step", "v_d_init": 0.0}
+LMH_DEFAULT_RULES = {
+    "reset": "subtract",
+    "reset_value": 0.0,
+    "threshold_test": ">=",
+    "reset_timing": "same-step",
+    "v_d_init": 0.0,
+}
 
 
 class FrontendError(IRError):
@@ -121,8 +138,10 @@ def _per_neuron(arr: np.ndarray, shape: tuple[int, ...], what: str, where: str) 
     elif flat.shape[1] == shape[0]:  # per channel
         out = np.repeat(flat, n // shape[0], axis=1)
     else:
-        raise NeuronError(f"{where}: {what} has {flat.shape[1]} values per step; the layer has "
-                          f"{shape[0]} channels and {n} neurons")
+        raise NeuronError(
+            f"{where}: {what} has {flat.shape[1]} values per step; the layer has "
+            f"{shape[0]} channels and {n} neurons"
+        )
     if out.shape[1] > 1 and np.all(out == out[:, :1]):
         out = out[:, :1]
     return np.ascontiguousarray(out, dtype=np.float64)
@@ -130,20 +149,24 @@ def _per_neuron(arr: np.ndarray, shape: tuple[int, ...], what: str, where: str) 
 
 def make_lmh(spec: NeuronSpec, shape: tuple[int, ...], bias: np.ndarray, where: str) -> LMH:
     """The LM-H IR node of one neuron layer, with the source's rules (checked)."""
-    factors: dict[str, Any] = {k: _per_neuron(np.asarray(v, dtype=np.float64), shape, k, where)
-                               for k, v in spec.factors.items()}
+    factors: dict[str, Any] = {
+        k: _per_neuron(np.asarray(v, dtype=np.float64), shape, k, where) for k, v in spec.factors.items()
+    }
     rows = {a.shape[0] for a in factors.values()}
     if len(rows) > 1:
         raise NeuronError(f"{where}: factors have different numbers of time rows {sorted(rows)}")
     have = {f.name for f in fields(LMH)}
     rules: dict[str, Any] = {k: v for k, v in spec.rules.items() if k in have}
-    missing = {k: v for k, v in spec.rules.items()
-               if k not in have and LMH_DEFAULT_RULES.get(k, spec.theta / 2) != v}
+    missing = {
+        k: v for k, v in spec.rules.items() if k not in have and LMH_DEFAULT_RULES.get(k, spec.theta / 2) != v
+    }
     if missing:
-        raise NeuronError(f"{where}: the neuron's rules {missing} need the IR's neuron-rule "
-                          f"fields, which this build lacks")
-    node = LMH(size=int(np.prod(shape)), theta=float(spec.theta), bias=bias.ravel().copy(),
-               **factors, **rules)
+        raise NeuronError(
+            f"{where}: the neuron's rules {missing} need the IR's neuron-rule fields, which this build lacks"
+        )
+    node = LMH(
+        size=int(np.prod(shape)), theta=float(spec.theta), bias=bias.ravel().copy(), **factors, **rules
+    )
     try:
         node.check(where)
     except IRError as exc:
@@ -174,11 +197,14 @@ class _Walker:
         if isinstance(value, Signal):
             return value
         if isinstance(value, NeuronTuple):
-            raise FrontendError(f"{where}: uses the tuple output of {value.where} as a tensor; "
-                                f"unpack it (spk, mem = ...) and pass the spikes on")
+            raise FrontendError(
+                f"{where}: uses the tuple output of {value.where} as a tensor; "
+                f"unpack it (spk, mem = ...) and pass the spikes on"
+            )
         if isinstance(value, Sum):
-            raise FrontendError(f"{where}: a sum of branches (residual add) must go straight "
-                                f"into a spiking neuron")
+            raise FrontendError(
+                f"{where}: a sum of branches (residual add) must go straight into a spiking neuron"
+            )
         raise FrontendError(f"{where}: expects a tensor, got {type(value).__name__}")
 
     def identity_synapse(self, sig: Signal, where: str) -> Signal:
@@ -210,15 +236,14 @@ class _Walker:
 
     def neuron(self, module: nn.Module, value: Any, path: str, here: str) -> Any:
         terms = value.terms if isinstance(value, Sum) else [self.signal(value, here)]
-        terms = [self.identity_synapse(t, here) if t.neuron or t.cur.node == "input" else t
-                 for t in terms]
+        terms = [self.identity_synapse(t, here) if t.neuron or t.cur.node == "input" else t for t in terms]
         shape = terms[0].cur.shape
         if any(t.cur.shape != shape for t in terms):
-            raise FrontendError(f"{here}: summed branches have shapes "
-                                f"{[t.cur.shape for t in terms]}")
+            raise FrontendError(f"{here}: summed branches have shapes {[t.cur.shape for t in terms]}")
         if any(t.gain != 1.0 for t in terms):
-            raise FrontendError(f"{here}: a pooled spike signal reaches a neuron without a weight "
-                                f"layer in between")
+            raise FrontendError(
+                f"{here}: a pooled spike signal reaches a neuron without a weight layer in between"
+            )
         spec = adapter_for(module, here).spec(module, here)
         bias = sum(t.cur.bias for t in terms)
         node = make_lmh(spec, shape, np.asarray(bias), here)
@@ -248,20 +273,26 @@ class _Walker:
         if isinstance(module, MAXPOOL):
             raise FrontendError(f"{here}: {MAXPOOL_WHY}")
         if isinstance(module, ACTIVATIONS):
-            raise FrontendError(f"{here}: an ANN activation left in the model; swap it for a "
-                                f"spiking neuron (recognised: {', '.join(registered_names())})")
+            raise FrontendError(
+                f"{here}: an ANN activation left in the model; swap it for a "
+                f"spiking neuron (recognised: {', '.join(registered_names())})"
+            )
         if not isinstance(module, SYNAPSE_MODULES):
-            raise FrontendError(f"{here}: unsupported layer type; supported: Linear, Conv2d, "
-                                f"BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten, "
-                                f"Dropout, Identity, residual add, and neurons "
-                                f"({', '.join(registered_names())})")
+            raise FrontendError(
+                f"{here}: unsupported layer type; supported: Linear, Conv2d, "
+                f"BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten, "
+                f"Dropout, Identity, residual add, and neurons "
+                f"({', '.join(registered_names())})"
+            )
         return self.module_op(module, self.signal(args[0], here), here)
 
     def reshape(self, sig: Signal, dims: list[Any], here: str) -> Signal:
         n = int(np.prod(sig.cur.shape))
         if not dims or not (isinstance(dims[0], _Batch) or dims[0] == -1):
-            raise FrontendError(f"{here}: view/reshape must keep the batch dimension first "
-                                f"(x.view(x.size(0), -1)), got {dims}")
+            raise FrontendError(
+                f"{here}: view/reshape must keep the batch dimension first "
+                f"(x.view(x.size(0), -1)), got {dims}"
+            )
         rest = list(dims[1:])
         if any(not isinstance(d, int) for d in rest):
             raise FrontendError(f"{here}: view/reshape sizes must be numbers, got {dims}")
@@ -305,8 +336,10 @@ class _Walker:
             return _Shape(self.signal(args[0], here).cur.shape)
         if fn in (F.max_pool2d, torch.max_pool2d):
             raise FrontendError(f"{here}: {MAXPOOL_WHY}")
-        raise FrontendError(f"{here} in forward() cannot be mapped; use layer modules "
-                            f"(nn.Linear, nn.Conv2d, ...) or register the module as a neuron")
+        raise FrontendError(
+            f"{here} in forward() cannot be mapped; use layer modules "
+            f"(nn.Linear, nn.Conv2d, ...) or register the module as a neuron"
+        )
 
     def call_method(self, node: fx.Node) -> Any:
         method = str(node.target)
@@ -320,8 +353,7 @@ class _Walker:
         if method == "contiguous":
             return sig
         if method in ("view", "reshape"):
-            dims = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) \
-                else list(args[1:])
+            dims = list(args[1]) if len(args) == 2 and isinstance(args[1], (list, tuple)) else list(args[1:])
             return self.reshape(sig, dims, here)
         if method == "flatten":
             if list(args[1:]) not in ([1], [1, -1]) or node.kwargs:
@@ -331,33 +363,46 @@ class _Walker:
 
     def output(self, node: fx.Node) -> None:
         value = self.arg(node.args[0], "output")
-        if isinstance(value, (tuple, list)) and value and isinstance(value[0], Signal) \
-                and all(isinstance(v, _State) for v in value[1:]):
+        if (
+            isinstance(value, (tuple, list))
+            and value
+            and isinstance(value[0], Signal)
+            and all(isinstance(v, _State) for v in value[1:])
+        ):
             value, self.output_index = value[0], 0  # (spikes, mem) of the last neuron
         elif isinstance(value, NeuronTuple):
             value, self.output_index = value.spikes, 0
         sig = self.signal(value, "model output")
         if sig.neuron:  # spikes out: logits = firing rates (times the spike amplitude)
             n = int(np.prod(sig.cur.shape))
-            sig = Signal(self.ex.synapse(sig.cur, "dense", Dense(weight=np.eye(n) * sig.gain),
-                                         (n,), weight=True))
-        if sig.cur.weight_node is None or self.g.node(sig.cur.node).kind != "dense" \
-                or len(sig.cur.shape) != 1:
-            raise FrontendError("model output: must be a Linear layer (the readout) or the "
-                                "spikes of a neuron layer")
+            sig = Signal(
+                self.ex.synapse(sig.cur, "dense", Dense(weight=np.eye(n) * sig.gain), (n,), weight=True)
+            )
+        if (
+            sig.cur.weight_node is None
+            or self.g.node(sig.cur.node).kind != "dense"
+            or len(sig.cur.shape) != 1
+        ):
+            raise FrontendError(
+                "model output: must be a Linear layer (the readout) or the spikes of a neuron layer"
+            )
         self.g.add("readout", Readout(bias=sig.cur.bias.ravel().copy()), (sig.cur.node,))
 
     def run(self) -> None:
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
                 if self.env:
-                    raise FrontendError(f"forward() takes a second input {node.name!r}; only "
-                                        f"forward(x) (one time step) is supported")
+                    raise FrontendError(
+                        f"forward() takes a second input {node.name!r}; only "
+                        f"forward(x) (one time step) is supported"
+                    )
                 shape = self.input_shape
                 self.env[node.name] = Signal(Cursor("input", shape, np.zeros(shape)))
             elif node.op == "get_attr":
-                raise FrontendError(f"{node.target}: forward() uses a parameter or buffer "
-                                    f"directly; only layer modules can be mapped")
+                raise FrontendError(
+                    f"{node.target}: forward() uses a parameter or buffer "
+                    f"directly; only layer modules can be mapped"
+                )
             elif node.op == "output":
                 self.output(node)
             else:
@@ -371,8 +416,14 @@ class _State:
     where: str
 
 
-def module_to_graph(module: nn.Module, *, input_shape: tuple[int, ...], timesteps: int,
-                    x_max: float = 1.0, meta: dict[str, Any] | None = None) -> Graph:
+def module_to_graph(
+    module: nn.Module,
+    *,
+    input_shape: tuple[int, ...],
+    timesteps: int,
+    x_max: float = 1.0,
+    meta: dict[str, Any] | None = None,
+) -> Graph:
     """Trace ``module`` (eval mode) and map it to a validated float IR graph.
 
     ``graph.meta["source_neurons"]`` maps each LM-H node to the module path of its neuron;
@@ -387,9 +438,11 @@ def module_to_graph(module: nn.Module, *, input_shape: tuple[int, ...], timestep
     walker = _Walker(gm, graph, shape)
     walker.run()
     if not walker.source_neurons:
-        raise FrontendError(f"{type(module).__name__}: no spiking neuron found (recognised: "
-                            f"{', '.join(registered_names())}); register yours with "
-                            f"lmh_deploy.frontends.neurons.register_neuron")
+        raise FrontendError(
+            f"{type(module).__name__}: no spiking neuron found (recognised: "
+            f"{', '.join(registered_names())}); register yours with "
+            f"lmh_deploy.frontends.neurons.register_neuron"
+        )
     graph.meta["source_neurons"] = dict(walker.source_neurons)
     graph.meta["source_output_index"] = walker.output_index
     validate(graph)

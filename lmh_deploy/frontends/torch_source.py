@@ -6,6 +6,7 @@ adapter, the same input is presented for ``T`` calls, and the logits are the mea
 over the steps. Spikes of each neuron module are recorded under the name of the LM-H IR
 node it became (``graph.meta["source_neurons"]``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,8 +20,14 @@ from lmh_deploy.reports.record import RunRecord
 
 
 @torch.no_grad()
-def run_source(module: nn.Module, x: np.ndarray, timesteps: int, *,
-               source_neurons: dict[str, str], output_index: int | None = None) -> RunRecord:
+def run_source(
+    module: nn.Module,
+    x: np.ndarray,
+    timesteps: int,
+    *,
+    source_neurons: dict[str, str],
+    output_index: int | None = None,
+) -> RunRecord:
     """Run ``x`` (B, *input_shape) for ``timesteps`` steps; spikes (T, B, n) per IR neuron."""
     module.eval()
     neurons = {ir_name: module.get_submodule(path) for ir_name, path in source_neurons.items()}

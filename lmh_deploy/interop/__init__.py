@@ -9,6 +9,7 @@
 ``docs/interop.md`` gives every discretisation and the known differences.
 Nothing here imports Lava at module level; only ``netx_io.run_netx_lava`` does.
 """
+
 from __future__ import annotations
 from lmh_deploy.errors import UserError
 

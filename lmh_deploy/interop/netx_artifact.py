@@ -17,6 +17,7 @@ bias that is not ``mant << 6``, per-neuron or per-step factors, residual paths).
 :func:`run_netx_artifact` runs the file in Lava ``fixed_pt`` (loaded by
 ``netx.hdf5.Network(..., input_message_bits=8)``) and returns spikes on sim/'s timeline.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,8 +50,9 @@ def _chain(graph: Graph) -> list[tuple[str, QDense, Any]]:
             continue
         preds = graph.inputs_of(name)
         if len(preds) != 1:
-            raise InteropError(f"{name}: {len(preds)} synapse paths meet here (a residual "
-                               f"sum); netx layers form a chain")
+            raise InteropError(
+                f"{name}: {len(preds)} synapse paths meet here (a residual sum); netx layers form a chain"
+            )
         dense = graph.node(preds[0])
         out.append((name, dense, node))
     return out
@@ -64,38 +66,44 @@ def _conv_geometry(name: str, dense: QDense) -> dict[str, Any]:
     presyn_max = fx.INPUT_MAX if dense.graded else 1
     worst = int(abs_row_sums(kernel).max()) * presyn_max
     if worst > CONV_SUM_MAX:  # Lava's Conv sums in float32 and clamps to 24 bits
-        raise InteropError(f"{name}: a convolution input can reach {worst}, beyond the 24 "
-                           f"bits Lava's Conv computes exactly")
-    return {"weight": kernel, "conv_shape": tuple(int(d) for d in dense.conv_node().output_shape),
-            "stride": tuple(int(d) for d in dense.conv_stride),
-            "padding": tuple(int(d) for d in dense.conv_padding)}
+        raise InteropError(
+            f"{name}: a convolution input can reach {worst}, beyond the 24 bits Lava's Conv computes exactly"
+        )
+    return {
+        "weight": kernel,
+        "conv_shape": tuple(int(d) for d in dense.conv_node().output_shape),
+        "stride": tuple(int(d) for d in dense.conv_stride),
+        "padding": tuple(int(d) for d in dense.conv_padding),
+    }
 
 
 def _layer(name: str, dense: QDense, node: Any) -> NetxLayer:
     if dense.weight_exp != 0:
-        raise InteropError(f"{name}: weight exponent {dense.weight_exp} has no place in netx "
-                           f"(it derives its own from the written integers); compile with "
-                           f"--profile loihi-lif, which keeps it 0")
+        raise InteropError(
+            f"{name}: weight exponent {dense.weight_exp} has no place in netx "
+            f"(it derives its own from the written integers); compile with "
+            f"--profile loihi-lif, which keeps it 0"
+        )
     if dense.is_conv and not isinstance(node, QReadout):
         synapse = _conv_geometry(name, dense)
     else:  # a dense layer, or a readout fed by a convolution: its synaptic matrix
         weight = qdense_matrix(dense, fx.WEIGHT_LAVA_SCALE)
-        synapse = {"weight": np.asarray(weight.toarray() if sp.issparse(weight) else weight,
-                                        np.int64)}
+        synapse = {"weight": np.asarray(weight.toarray() if sp.issparse(weight) else weight, np.int64)}
     if isinstance(node, QReadout):
         bias = np.asarray(node.bias, np.int64)
         if np.any(np.abs(bias) >= BIAS_TOP):
-            raise InteropError(f"{name}: readout bias {int(np.abs(bias).max())} exceeds netx's "
-                               f"13-bit bias mantissa")
-        return NetxLayer(bias=bias, i_decay=fx.FACTOR_ONE, v_decay=0, v_th_mant=VTH_MAX,
-                         name=name, **synapse)
+            raise InteropError(
+                f"{name}: readout bias {int(np.abs(bias).max())} exceeds netx's 13-bit bias mantissa"
+            )
+        return NetxLayer(bias=bias, i_decay=fx.FACTOR_ONE, v_decay=0, v_th_mant=VTH_MAX, name=name, **synapse)
     if node.profile != "loihi-lif":
-        raise InteropError(f"{name}: profile {node.profile!r}; netx runs Lava's LIF, export "
-                           f"an artifact compiled with --profile loihi-lif")
+        raise InteropError(
+            f"{name}: profile {node.profile!r}; netx runs Lava's LIF, export "
+            f"an artifact compiled with --profile loihi-lif"
+        )
     for fname in ("mu_d", "lam_s"):
         if np.asarray(getattr(node, fname)).shape != (1, 1):
-            raise InteropError(f"{name}: netx has one {fname} per layer and no per-step "
-                               f"factors")
+            raise InteropError(f"{name}: netx has one {fname} per layer and no per-step factors")
     bias = np.asarray(node.bias, np.int64)
     mant = bias >> ACT_SHIFT
     if np.any(mant << ACT_SHIFT != bias) or np.any(np.abs(mant) >= BIAS_TOP):
@@ -103,11 +111,19 @@ def _layer(name: str, dense: QDense, node: Any) -> NetxLayer:
     if "conv_shape" in synapse:  # per channel when uniform (as lava-dl writes it), else
         # per neuron in the (W, H, C) order netx's Conv block takes it as it is
         per_channel = mant.reshape(synapse["conv_shape"][0], -1)
-        mant = (per_channel[:, 0].copy() if np.all(per_channel == per_channel[:, :1])
-                else mant.reshape(synapse["conv_shape"]).transpose(2, 1, 0).copy())
-    return NetxLayer(bias=mant, i_decay=fx.FACTOR_ONE - int(node.mu_d[0, 0]),
-                     v_decay=fx.FACTOR_ONE - int(node.lam_s[0, 0]),
-                     v_th_mant=int(node.theta) >> ACT_SHIFT, name=name, **synapse)
+        mant = (
+            per_channel[:, 0].copy()
+            if np.all(per_channel == per_channel[:, :1])
+            else mant.reshape(synapse["conv_shape"]).transpose(2, 1, 0).copy()
+        )
+    return NetxLayer(
+        bias=mant,
+        i_decay=fx.FACTOR_ONE - int(node.mu_d[0, 0]),
+        v_decay=fx.FACTOR_ONE - int(node.lam_s[0, 0]),
+        v_th_mant=int(node.theta) >> ACT_SHIFT,
+        name=name,
+        **synapse,
+    )
 
 
 def _check_sequence(chain: list[tuple[str, QDense, Any]], layers: list[NetxLayer]) -> None:
@@ -119,8 +135,10 @@ def _check_sequence(chain: list[tuple[str, QDense, Any]], layers: list[NetxLayer
         expects = tuple(dense.conv_input_shape or ())
         before = layers[i - 1].conv_shape if i else expects
         if before is None:
-            raise InteropError(f"{name}: a convolution after the dense layer {chain[i - 1][0]}; "
-                               f"netx flattens only before dense layers")
+            raise InteropError(
+                f"{name}: a convolution after the dense layer {chain[i - 1][0]}; "
+                f"netx flattens only before dense layers"
+            )
         if tuple(before) != expects:
             raise InteropError(f"{name}: expects input {expects} but receives {tuple(before)}")
 
@@ -137,14 +155,25 @@ def artifact_to_netx(graph: Graph, path: str | Path) -> dict[str, Any]:
     readout = chain[-1][2]
     timesteps = int(graph.meta.get("timesteps", 1))
     inp = graph.node(graph.order()[0])
-    write_netx_layers(layers, path, input_shape=tuple(inp.shape), meta={
-        "producer": "lmh-deploy (artifact integers)", "timesteps": timesteps,
-        "readout": "logits = sum_t (u[t] >> 6) of the last layer + T * its bias",
-        "readout_scale": float(readout.state_scale),
-        "input_scale": float(inp.scale)})
-    return {"path": str(path), "layers": [layer.name for layer in layers],
-            "conv_layers": [layer.name for layer in layers if layer.conv_shape is not None],
-            "latency_steps": len(layers), "timesteps": timesteps}
+    write_netx_layers(
+        layers,
+        path,
+        input_shape=tuple(inp.shape),
+        meta={
+            "producer": "lmh-deploy (artifact integers)",
+            "timesteps": timesteps,
+            "readout": "logits = sum_t (u[t] >> 6) of the last layer + T * its bias",
+            "readout_scale": float(readout.state_scale),
+            "input_scale": float(inp.scale),
+        },
+    )
+    return {
+        "path": str(path),
+        "layers": [layer.name for layer in layers],
+        "conv_layers": [layer.name for layer in layers if layer.conv_shape is not None],
+        "latency_steps": len(layers),
+        "timesteps": timesteps,
+    }
 
 
 def artifact_netx_usage(path: str | Path, report: dict[str, Any]) -> str:
@@ -154,18 +183,22 @@ def artifact_netx_usage(path: str | Path, report: dict[str, Any]) -> str:
     1-bit spikes) turns each into 0 or 1 and leaves the net silent.
     """
     layout = "(W, H, C) frames" if report.get("conv_layers") else "flat vectors"
-    return "\n".join([
-        "from lava.lib.dl import netx",
-        f"net = netx.hdf5.Network(net_config={str(path)!r}, input_message_bits=8)",
-        f"# its input: 8-bit pixels as {layout}; to run samples exactly as sim/ does",
-        "# (biases from each layer's first input, states cleared between samples):",
-        "from lmh_deploy.interop.netx_artifact import run_netx_artifact",
-        f"spikes, trace, logits = run_netx_artifact({str(path)!r}, x_int, "
-        f"{report['timesteps']})  # x_int: (N, C*H*W) ints"])
+    return "\n".join(
+        [
+            "from lava.lib.dl import netx",
+            f"net = netx.hdf5.Network(net_config={str(path)!r}, input_message_bits=8)",
+            f"# its input: 8-bit pixels as {layout}; to run samples exactly as sim/ does",
+            "# (biases from each layer's first input, states cleared between samples):",
+            "from lmh_deploy.interop.netx_artifact import run_netx_artifact",
+            f"spikes, trace, logits = run_netx_artifact({str(path)!r}, x_int, "
+            f"{report['timesteps']})  # x_int: (N, C*H*W) ints",
+        ]
+    )
 
 
-def run_netx_artifact(path: str | Path, x_int: np.ndarray, timesteps: int
-                      ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def run_netx_artifact(
+    path: str | Path, x_int: np.ndarray, timesteps: int
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Run each sample of ``x_int`` (B, n_in) through ``path`` loaded by netx, in Lava fixed_pt.
 
     Returns ``(spikes per hidden layer (T, B, n), readout trace (T, B, classes), logits)`` on
@@ -192,7 +225,7 @@ def run_netx_artifact(path: str | Path, x_int: np.ndarray, timesteps: int
     frames = _to_lava_order(x_int, in_shape)
     data = np.zeros(in_shape + (batch * period,), np.int32)
     for b in range(batch):
-        data[..., b * period:b * period + timesteps] = frames[b][..., None]
+        data[..., b * period : b * period + timesteps] = frames[b][..., None]
     source = io.source.RingBuffer(data=data)
     source.s_out.connect(net.inp)
     sinks, biases = [], []
@@ -226,11 +259,13 @@ def run_netx_artifact(path: str | Path, x_int: np.ndarray, timesteps: int
     spikes: dict[str, np.ndarray] = {}
     names = _layer_names(path, depth)
     for i, name in enumerate(names[:-1]):
-        cols = np.concatenate([np.arange(b * period + i + 1, b * period + i + 1 + timesteps)
-                               for b in range(batch)])
+        cols = np.concatenate(
+            [np.arange(b * period + i + 1, b * period + i + 1 + timesteps) for b in range(batch)]
+        )
         spikes[name] = (raw[i][:, cols] != 0).T.reshape(batch, timesteps, -1).transpose(1, 0, 2)
-    cols = np.concatenate([np.arange(b * period + depth, b * period + depth + timesteps)
-                           for b in range(batch)])
+    cols = np.concatenate(
+        [np.arange(b * period + depth, b * period + depth + timesteps) for b in range(batch)]
+    )
     trace = (u_read[cols] >> ACT_SHIFT).reshape(batch, timesteps, -1).transpose(1, 0, 2)
     logits = trace.sum(0) + timesteps * biases[-1].astype(np.int64)
     return spikes, trace, logits
@@ -256,7 +291,8 @@ def _layer_names(path: str | Path, count: int) -> list[str]:
 
     with h5py.File(path, "r") as f:
         groups = [f["layer"][str(i)] for i in range(len(f["layer"]))]
-        names = [str(g.attrs.get("lmh_deploy_name", f"layer{i}"))
-                 for i, g in enumerate(groups) if "neuron" in g]
+        names = [
+            str(g.attrs.get("lmh_deploy_name", f"layer{i}")) for i, g in enumerate(groups) if "neuron" in g
+        ]
     assert len(names) == count, (names, count)
     return names

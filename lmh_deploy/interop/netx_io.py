@@ -18,6 +18,7 @@ reset to zero (LM-H subtracts theta), ``v`` starts at 0 (LM-H: theta/2), fire at
 from step 0. ``docs/interop.md`` has the details; :func:`netx_reference` reproduces
 Lava's run of a written file exactly (the tests check this).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -85,9 +86,14 @@ def _row_bound(w: np.ndarray) -> np.ndarray:
     return np.maximum(np.clip(w, 0, None).sum(axis=1), np.clip(-w, 0, None).sum(axis=1))
 
 
-def _quantize_layer(w_eff: np.ndarray, b_eff: np.ndarray, theta: float | None,
-                    max_presyn: int, where: str,
-                    readout_steps: int | None = None) -> tuple[np.ndarray, np.ndarray, int, float]:
+def _quantize_layer(
+    w_eff: np.ndarray,
+    b_eff: np.ndarray,
+    theta: float | None,
+    max_presyn: int,
+    where: str,
+    readout_steps: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, int, float]:
     """Integer weights, bias, vThMant and the scale s (integer units per float unit).
 
     ``s`` is the largest value keeping |w| <= 254, vThMant <= 2**17-1, the bias in 13 bits
@@ -117,8 +123,7 @@ def _quantize_layer(w_eff: np.ndarray, b_eff: np.ndarray, theta: float | None,
         w = np.round(w_eff * s).astype(np.int64)
         b = np.round(b_eff * s).astype(np.int64)
         current = max_presyn * int(_row_bound(w).max())
-        ok = (np.abs(w).max() <= WEIGHT_MAX and b.min(initial=0) >= BIAS_MIN
-              and b.max(initial=0) <= BIAS_MAX)
+        ok = np.abs(w).max() <= WEIGHT_MAX and b.min(initial=0) >= BIAS_MIN and b.max(initial=0) <= BIAS_MAX
         if theta is not None:
             vth = int(round(theta * s))
             ok = ok and current <= CURRENT_MAX and vth <= VTH_MAX
@@ -154,10 +159,15 @@ def graph_to_netx(graph: Graph, path: str | Path, *, timesteps: int | None = Non
     denses = graph.of_kind("dense")
     readout_steps = steps + len(denses)
     layers: list[NetxLayer] = []
-    report: dict[str, Any] = {"path": str(path), "input_scale": fx.INPUT_MAX / inp.x_max,
-                              "input_message_bits": fx.INPUT_BITS, "timesteps": steps,
-                              "latency_steps": len(denses), "readout_steps": readout_steps,
-                              "layers": []}
+    report: dict[str, Any] = {
+        "path": str(path),
+        "input_scale": fx.INPUT_MAX / inp.x_max,
+        "input_message_bits": fx.INPUT_BITS,
+        "timesteps": steps,
+        "latency_steps": len(denses),
+        "readout_steps": readout_steps,
+        "layers": [],
+    }
     for name in denses:
         dense = graph.node(name)
         assert isinstance(dense, Dense)
@@ -170,34 +180,51 @@ def graph_to_netx(graph: Graph, path: str | Path, *, timesteps: int | None = Non
         if isinstance(post, LMH):
             plan = plans[dst]
             w_eff = dense.weight * amp * plan.lam_d[:, None]
-            w, b, vth, s = _quantize_layer(w_eff, post.bias * plan.lam_d, post.theta,
-                                           max_presyn, dst)
+            w, b, vth, s = _quantize_layer(w_eff, post.bias * plan.lam_d, post.theta, max_presyn, dst)
             v_decay = int(round(DECAY_ONE * (1.0 - float(plan.lam_s[0]))))
-            entry = {"name": dst, "kind": "hidden", "size": post.size,
-                     "lam_s_effective": 1.0 - v_decay / DECAY_ONE,
-                     "theta_rel_error": abs(vth / s - post.theta) / post.theta}
+            entry = {
+                "name": dst,
+                "kind": "hidden",
+                "size": post.size,
+                "lam_s_effective": 1.0 - v_decay / DECAY_ONE,
+                "theta_rel_error": abs(vth / s - post.theta) / post.theta,
+            }
         else:
             assert isinstance(post, Readout)
             w_eff = dense.weight * amp
-            w, b, vth, s = _quantize_layer(w_eff, post.bias, None, max_presyn, dst,
-                                           readout_steps=readout_steps)
+            w, b, vth, s = _quantize_layer(
+                w_eff, post.bias, None, max_presyn, dst, readout_steps=readout_steps
+            )
             v_decay = 0
             entry = {"name": dst, "kind": "readout", "size": post.output_size()}
             report["readout_scale"] = s
-        layer = NetxLayer(weight=w, bias=b, i_decay=DECAY_ONE, v_decay=v_decay, v_th_mant=vth,
-                          name=dst)
-        entry.update({"scale": s, "iDecay": DECAY_ONE, "vDecay": v_decay, "vThMant": vth,
-                      "graded_input": graded, "weight_min": int(w.min()),
-                      "weight_max": int(w.max()),
-                      "max_weight_error_rel": float(np.max(np.abs(w / s - w_eff))
-                                                    / np.max(np.abs(w_eff))),
-                      "max_input_current": max_presyn * int(_row_bound(w).max())})
+        layer = NetxLayer(weight=w, bias=b, i_decay=DECAY_ONE, v_decay=v_decay, v_th_mant=vth, name=dst)
+        entry.update(
+            {
+                "scale": s,
+                "iDecay": DECAY_ONE,
+                "vDecay": v_decay,
+                "vThMant": vth,
+                "graded_input": graded,
+                "weight_min": int(w.min()),
+                "weight_max": int(w.max()),
+                "max_weight_error_rel": float(np.max(np.abs(w / s - w_eff)) / np.max(np.abs(w_eff))),
+                "max_input_current": max_presyn * int(_row_bound(w).max()),
+            }
+        )
         layers.append(layer)
         report["layers"].append(entry)
-    write_netx_layers(layers, path, meta={"producer": "lmh-deploy", "timesteps": steps,
-                                          "input_scale": report["input_scale"],
-                                          "readout_scale": report["readout_scale"],
-                                          "readout_steps": readout_steps})
+    write_netx_layers(
+        layers,
+        path,
+        meta={
+            "producer": "lmh-deploy",
+            "timesteps": steps,
+            "input_scale": report["input_scale"],
+            "readout_scale": report["readout_scale"],
+            "readout_steps": readout_steps,
+        },
+    )
     return report
 
 
@@ -208,9 +235,12 @@ def _kind_group(group: h5py.Group, kind: bytes, shape: tuple[int, ...]) -> h5py.
     return g
 
 
-def write_netx_layers(layers: list[NetxLayer], path: str | Path,
-                      meta: dict[str, Any] | None = None,
-                      input_shape: tuple[int, ...] | None = None) -> None:
+def write_netx_layers(
+    layers: list[NetxLayer],
+    path: str | Path,
+    meta: dict[str, Any] | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> None:
     """Write ``layer/0..`` groups in the layout ``netx.hdf5.Network`` reads (lava-dl's slayer
     exporter's layout: shapes (C, H, W), which netx reverses to Lava's (W, H, C)).
 
@@ -268,11 +298,18 @@ def read_netx(path: str | Path) -> list[NetxLayer]:
             if kind != "dense" or ntype != "CUBA":
                 raise InteropError(f"{path}: layer {i} is {kind}/{ntype}; only dense/CUBA is read")
             nrn = g["neuron"]
-            layers.append(NetxLayer(
-                weight=g["weight"][()].astype(np.int64), bias=g["bias"][()].astype(np.int64)
-                if "bias" in g else np.zeros(int(g["shape"][0]), np.int64),
-                i_decay=int(nrn["iDecay"][()]), v_decay=int(nrn["vDecay"][()]),
-                v_th_mant=int(nrn["vThMant"][()]), name=str(g.attrs.get("lmh_deploy_name", ""))))
+            layers.append(
+                NetxLayer(
+                    weight=g["weight"][()].astype(np.int64),
+                    bias=g["bias"][()].astype(np.int64)
+                    if "bias" in g
+                    else np.zeros(int(g["shape"][0]), np.int64),
+                    i_decay=int(nrn["iDecay"][()]),
+                    v_decay=int(nrn["vDecay"][()]),
+                    v_th_mant=int(nrn["vThMant"][()]),
+                    name=str(g.attrs.get("lmh_deploy_name", "")),
+                )
+            )
     return layers
 
 
@@ -290,22 +327,27 @@ def netx_usage(path: str | Path, report: dict[str, Any]) -> str:
     ``input_message_bits=8`` is required: the input layer is ``dense`` on 8-bit graded values,
     and netx's default (0: 1-bit spikes) silently turns every pixel into 0 or 1 (a silent net).
     """
-    return "\n".join([
-        "import numpy as np",
-        "from lava.lib.dl import netx",
-        "from lava.magma.core.run_conditions import RunSteps",
-        "from lava.magma.core.run_configs import Loihi2SimCfg",
-        "from lava.proc import io",
-        f"net = netx.hdf5.Network(net_config={str(path)!r}, input_message_bits=8)",
-        "# x: one sample, floats in [0, x_max]; the same 8-bit frame at every step",
-        f"pixels = np.clip(np.floor(np.ravel(x) * {report['input_scale']!r} + 0.5), 0, 255)",
-        f"frames = np.repeat(pixels.astype(int)[:, None], {report['readout_steps']}, axis=1)",
-        "source = io.source.RingBuffer(data=frames)",
-        "source.s_out.connect(net.inp)",
-        (f"net.run(condition=RunSteps(num_steps={report['readout_steps']}), "
-         "run_cfg=Loihi2SimCfg(select_tag='fixed_pt'))"),
-        f"logits = net.layers[-1].neuron.v.get() / (64 * {report['readout_scale']!r})",
-        "net.stop()"])
+    return "\n".join(
+        [
+            "import numpy as np",
+            "from lava.lib.dl import netx",
+            "from lava.magma.core.run_conditions import RunSteps",
+            "from lava.magma.core.run_configs import Loihi2SimCfg",
+            "from lava.proc import io",
+            f"net = netx.hdf5.Network(net_config={str(path)!r}, input_message_bits=8)",
+            "# x: one sample, floats in [0, x_max]; the same 8-bit frame at every step",
+            f"pixels = np.clip(np.floor(np.ravel(x) * {report['input_scale']!r} + 0.5), 0, 255)",
+            f"frames = np.repeat(pixels.astype(int)[:, None], {report['readout_steps']}, axis=1)",
+            "source = io.source.RingBuffer(data=frames)",
+            "source.s_out.connect(net.inp)",
+            (
+                f"net.run(condition=RunSteps(num_steps={report['readout_steps']}), "
+                "run_cfg=Loihi2SimCfg(select_tag='fixed_pt'))"
+            ),
+            f"logits = net.layers[-1].neuron.v.get() / (64 * {report['readout_scale']!r})",
+            "net.stop()",
+        ]
+    )
 
 
 # =============================================================================== reference
@@ -348,8 +390,13 @@ def netx_reference(layers: list[NetxLayer] | str | Path, frames: np.ndarray) -> 
     return NetxRun(spikes=spikes, v=v, u=u)
 
 
-def run_netx_lava(path: str | Path, frames: np.ndarray, *, input_message_bits: int = fx.INPUT_BITS,
-                  select_tag: str = "fixed_pt") -> NetxRun:
+def run_netx_lava(
+    path: str | Path,
+    frames: np.ndarray,
+    *,
+    input_message_bits: int = fx.INPUT_BITS,
+    select_tag: str = "fixed_pt",
+) -> NetxRun:
     """Load ``path`` with ``netx.hdf5.Network`` and run ``frames`` (steps, n_in) under
     ``Loihi2SimCfg``; spikes of every layer come from sinks, ``u``/``v`` from the neurons.
 
@@ -382,5 +429,6 @@ def run_netx_lava(path: str | Path, frames: np.ndarray, *, input_message_bits: i
         exps = [int(layer.synapse.proc_params.get("weight_exp", 0)) for layer in net.layers]
     finally:
         net.stop()
-    return NetxRun(spikes=spikes, v=v, u=u,
-                   extra={"weights": weights, "weight_exp": exps, "description": str(net)})
+    return NetxRun(
+        spikes=spikes, v=v, u=u, extra={"weights": weights, "weight_exp": exps, "description": str(net)}
+    )

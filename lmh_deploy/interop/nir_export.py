@@ -18,6 +18,7 @@ those rules exports exactly; a layer with other rules (LM-H's subtractive reset,
 by lmh-deploy) and the export reports how far a plain NIR backend's run is from it.
 ``metadata["dt"]`` records the time step.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,14 @@ FACTOR_TOL = 1e-9
 DEFAULT_MEASURE_SAMPLES = 64
 #: snnTorch's export_to_nir / import_from_nir step.
 DEFAULT_DT = 1e-4
-NIR_RULES = {"reset": "set", "reset_value": 0.0, "threshold_test": ">", "reset_timing": "same-step",
-             "v_d_init": 0.0, "v_s_init": 0.0}
+NIR_RULES = {
+    "reset": "set",
+    "reset_value": 0.0,
+    "threshold_test": ">",
+    "reset_timing": "same-step",
+    "v_d_init": 0.0,
+    "v_s_init": 0.0,
+}
 Target = Literal["nir", "netx"]
 
 
@@ -57,21 +64,27 @@ def spike_disagreement(a, b) -> dict[str, Any]:
     per_layer = {name: float(np.mean(a.spikes[name] != b.spikes[name])) for name in a.spikes}
     total = sum(int(np.sum(a.spikes[n] != b.spikes[n])) for n in a.spikes)
     count = sum(a.spikes[n].size for n in a.spikes)
-    return {"spike_disagreement": total / max(count, 1), "per_layer": per_layer,
-            "prediction_agreement": float(np.mean(a.predictions == b.predictions))}
+    return {
+        "spike_disagreement": total / max(count, 1),
+        "per_layer": per_layer,
+        "prediction_agreement": float(np.mean(a.predictions == b.predictions)),
+    }
 
 
 def nir_semantics(graph: Graph) -> Graph:
     """``graph`` with every layer's rules replaced by what a plain NIR backend does."""
     out = graph.copy()
     for name in out.of_kind("lmh"):
-        out.replace(name, **{k: v for k, v in NIR_RULES.items()
-                             if k != "reset_value" or out.node(name).reset != "set"})
+        out.replace(
+            name,
+            **{k: v for k, v in NIR_RULES.items() if k != "reset_value" or out.node(name).reset != "set"},
+        )
     return out
 
 
-def measure_approximation(graph: Graph, approx: Graph, x: np.ndarray,
-                          timesteps: int | None = None) -> dict[str, Any]:
+def measure_approximation(
+    graph: Graph, approx: Graph, x: np.ndarray, timesteps: int | None = None
+) -> dict[str, Any]:
     """How far ``approx`` (an exportable graph) is from ``graph`` on inputs ``x``.
 
     ``lmh_semantics``: both with the graph's own rules (the factor approximation alone);
@@ -85,9 +98,12 @@ def measure_approximation(graph: Graph, approx: Graph, x: np.ndarray,
     ref = simulate_float(graph, x, steps)
     same = simulate_float(approx, x, steps)
     nir_like = simulate_float(nir_semantics(approx), x, steps)
-    return {"samples": len(x), "timesteps": steps,
-            "lmh_semantics": spike_disagreement(ref, same),
-            "nir_backend_semantics": spike_disagreement(ref, nir_like)}
+    return {
+        "samples": len(x),
+        "timesteps": steps,
+        "lmh_semantics": spike_disagreement(ref, same),
+        "nir_backend_semantics": spike_disagreement(ref, nir_like),
+    }
 
 
 # =============================================================================== LIF plans
@@ -143,8 +159,10 @@ def plan_layer(name: str, node: LMH, *, target: Target = "nir", lossy: bool = Fa
     for fname in ("mu_d", "mu_s", "lam_d", "lam_s"):
         arr = getattr(node, fname)
         if rows > 1 and float(np.max(np.ptp(arr, axis=0))) > FACTOR_TOL:
-            problems.append(f"{name}: radical factors: {fname} changes over the {rows} time "
-                            f"steps ({_describe(arr)}); {fmt} neurons have constant parameters")
+            problems.append(
+                f"{name}: radical factors: {fname} changes over the {rows} time "
+                f"steps ({_describe(arr)}); {fmt} neurons have constant parameters"
+            )
             break
 
     def per_neuron(fname: str) -> np.ndarray:
@@ -152,32 +170,44 @@ def plan_layer(name: str, node: LMH, *, target: Target = "nir", lossy: bool = Fa
 
     mu_d, mu_s, lam_d, lam_s = (per_neuron(f) for f in ("mu_d", "mu_s", "lam_d", "lam_s"))
     if np.any(np.abs(mu_s) > FACTOR_TOL):
-        problems.append(f"{name}: mu_s = {_worst(mu_s, 0):.4g} != 0; {fmt} has no soma->dendrite "
-                        f"feedback (LM-H's second compartment coupling)")
+        problems.append(
+            f"{name}: mu_s = {_worst(mu_s, 0):.4g} != 0; {fmt} has no soma->dendrite "
+            f"feedback (LM-H's second compartment coupling)"
+        )
     growing = bool(np.any(lam_s > 1 + FACTOR_TOL))
     if target == "nir":
         if np.any(mu_d < -FACTOR_TOL):
-            problems.append(f"{name}: mu_d = {_worst(mu_d, 0):.4g} != 0; NIR has no dendrite->soma "
-                            f"two-compartment neuron with a negative dendrite decay (a CubaLIF "
-                            f"would need tau_syn = dt/(1 - mu_d) < dt)")
+            problems.append(
+                f"{name}: mu_d = {_worst(mu_d, 0):.4g} != 0; NIR has no dendrite->soma "
+                f"two-compartment neuron with a negative dendrite decay (a CubaLIF "
+                f"would need tau_syn = dt/(1 - mu_d) < dt)"
+            )
         elif np.any(mu_d > FACTOR_TOL) and np.any(lam_s >= 1 - FACTOR_TOL) and not growing:
-            problems.append(f"{name}: mu_d = {_worst(mu_d, 0):.4g} with lam_s = "
-                            f"{_worst(lam_s, 0):.4g} >= 1; NIR has no current-based IF neuron "
-                            f"(CubaLIF needs a finite tau_mem, i.e. lam_s < 1)")
+            problems.append(
+                f"{name}: mu_d = {_worst(mu_d, 0):.4g} with lam_s = "
+                f"{_worst(lam_s, 0):.4g} >= 1; NIR has no current-based IF neuron "
+                f"(CubaLIF needs a finite tau_mem, i.e. lam_s < 1)"
+            )
     elif np.any(np.abs(mu_d) > FACTOR_TOL):
-        problems.append(f"{name}: mu_d = {_worst(mu_d, 0):.4g} != 0; the netx export covers the "
-                        f"LIF case only (iDecay = 4096: the CUBA current keeps no memory)")
+        problems.append(
+            f"{name}: mu_d = {_worst(mu_d, 0):.4g} != 0; the netx export covers the "
+            f"LIF case only (iDecay = 4096: the CUBA current keeps no memory)"
+        )
     if growing:
-        problems.append(f"{name}: lam_s = {_worst(lam_s, 1):.4g} > 1; a growing soma is a negative "
-                        f"time constant, which {fmt}'s leaky neurons cannot express")
+        problems.append(
+            f"{name}: lam_s = {_worst(lam_s, 1):.4g} > 1; a growing soma is a negative "
+            f"time constant, which {fmt}'s leaky neurons cannot express"
+        )
     elif target == "nir" and np.any(lam_s >= 1 - FACTOR_TOL) and np.any(lam_s < 1 - FACTOR_TOL):
-        problems.append(f"{name}: lam_s is 1 for some neurons and < 1 for others; NIR needs one "
-                        f"node type (IF or LIF) per layer")
+        problems.append(
+            f"{name}: lam_s is 1 for some neurons and < 1 for others; NIR needs one "
+            f"node type (IF or LIF) per layer"
+        )
     if target == "netx" and float(np.ptp(lam_s)) > FACTOR_TOL:
-        problems.append(f"{name}: per-neuron lam_s ({_describe(lam_s)}); netx CUBA has one vDecay "
-                        f"per layer")
-    plan = NeuronPlan(name=name, mu_d=_snap(mu_d, 0.0), lam_d=_snap(lam_d, 1.0),
-                      lam_s=_snap(lam_s, 1.0), problems=problems)
+        problems.append(f"{name}: per-neuron lam_s ({_describe(lam_s)}); netx CUBA has one vDecay per layer")
+    plan = NeuronPlan(
+        name=name, mu_d=_snap(mu_d, 0.0), lam_d=_snap(lam_d, 1.0), lam_s=_snap(lam_s, 1.0), problems=problems
+    )
     if problems and lossy:
         if rows > 1:
             plan.approximations.append(f"time rows of the {rows} radical factor sets averaged")
@@ -188,7 +218,7 @@ def plan_layer(name: str, node: LMH, *, target: Target = "nir", lossy: bool = Fa
         plan.mu_d = np.zeros(n)
         new_lam_s = np.minimum(plan.lam_s, 1.0)
         if np.any(new_lam_s >= 1.0) and np.any(new_lam_s < 1.0):
-            new_lam_s = np.minimum(new_lam_s, 1.0 - 2.0 ** -12)
+            new_lam_s = np.minimum(new_lam_s, 1.0 - 2.0**-12)
         if target == "netx":
             new_lam_s = np.full(n, float(new_lam_s.mean()))
         if np.any(np.abs(new_lam_s - plan.lam_s) > FACTOR_TOL):
@@ -205,14 +235,20 @@ def check_exportable(graph: Graph, target: Target) -> None:
     for name, node in graph.items():
         preds = graph.inputs_of(name)
         if node.kind in ("lmh", "readout") and len(preds) != 1:
-            raise InteropError(f"{name}: fed by {len(preds)} branches (a residual sum); the "
-                               f"{fmt} export writes feed-forward chains only")
+            raise InteropError(
+                f"{name}: fed by {len(preds)} branches (a residual sum); the "
+                f"{fmt} export writes feed-forward chains only"
+            )
         if node.kind not in ("input", "lmh", "readout", *kinds):
-            hint = "" if target == "nir" else (
-                " of a checkpoint; compile it with --profile loihi-lif and export the artifact "
-                "directory (convolutions become netx conv layers)")
-            raise InteropError(f"{name}: {node.kind} layers are not supported by the {fmt} "
-                               f"export{hint}")
+            hint = (
+                ""
+                if target == "nir"
+                else (
+                    " of a checkpoint; compile it with --profile loihi-lif and export the artifact "
+                    "directory (convolutions become netx conv layers)"
+                )
+            )
+            raise InteropError(f"{name}: {node.kind} layers are not supported by the {fmt} export{hint}")
 
 
 def plan_graph(graph: Graph, *, target: Target = "nir", lossy: bool = False) -> dict[str, NeuronPlan]:
@@ -223,14 +259,23 @@ def plan_graph(graph: Graph, *, target: Target = "nir", lossy: bool = False) -> 
     except IRError as exc:
         raise InteropError(f"invalid graph: {exc}") from None
     check_exportable(graph, target)
-    plans = {name: plan_layer(name, node, target=target, lossy=lossy)
-             for name, node in graph.items() if isinstance(node, LMH)}
+    plans = {
+        name: plan_layer(name, node, target=target, lossy=lossy)
+        for name, node in graph.items()
+        if isinstance(node, LMH)
+    }
     problems = [p for plan in plans.values() for p in plan.problems]
     if problems and not lossy:
-        hint = ("pass allow_lossy=True (--lossy) for a LIF approximation whose measured error "
-                "is reported" if target == "nir" else "only LIF-compatible networks export to netx")
-        raise InteropError(f"cannot export to {'NIR' if target == 'nir' else 'netx'} exactly: "
-                           + "; ".join(problems) + f". {hint}")
+        hint = (
+            "pass allow_lossy=True (--lossy) for a LIF approximation whose measured error is reported"
+            if target == "nir"
+            else "only LIF-compatible networks export to netx"
+        )
+        raise InteropError(
+            f"cannot export to {'NIR' if target == 'nir' else 'netx'} exactly: "
+            + "; ".join(problems)
+            + f". {hint}"
+        )
     return plans
 
 
@@ -246,17 +291,22 @@ def lif_approximation(graph: Graph, plans: dict[str, NeuronPlan]) -> Graph:
     out = graph.copy()
     for name, plan in plans.items():
         assert isinstance(out.node(name), LMH)
-        out.replace(name, mu_d=_factor(plan.mu_d), lam_d=_factor(plan.lam_d),
-                    lam_s=_factor(plan.lam_s), mu_s=np.zeros((1, 1)))
+        out.replace(
+            name,
+            mu_d=_factor(plan.mu_d),
+            lam_d=_factor(plan.lam_d),
+            lam_s=_factor(plan.lam_s),
+            mu_s=np.zeros((1, 1)),
+        )
     return out
 
 
-
-
 # =============================================================================== export
-def _neuron_node(plan: NeuronPlan, node: LMH, dt: float, shape: tuple[int, ...],
-                 meta: dict[str, Any]) -> nir.NIRNode:
+def _neuron_node(
+    plan: NeuronPlan, node: LMH, dt: float, shape: tuple[int, ...], meta: dict[str, Any]
+) -> nir.NIRNode:
     """The NIR neuron of one layer; arrays shaped like the layer's output (as snnTorch does)."""
+
     def full(values) -> np.ndarray:
         return np.broadcast_to(np.asarray(values, dtype=np.float64), (node.size,)).reshape(shape)
 
@@ -267,12 +317,25 @@ def _neuron_node(plan: NeuronPlan, node: LMH, dt: float, shape: tuple[int, ...],
         if np.all(plan.lam_s == 1):
             return nir.IF(r=full(plan.lam_d / dt), v_threshold=thr, v_reset=v_reset, metadata=meta)
         tau = dt / (1.0 - plan.lam_s)
-        return nir.LIF(tau=full(tau), r=full(plan.lam_d * tau / dt), v_leak=zeros,
-                       v_threshold=thr, v_reset=v_reset, metadata=meta)
+        return nir.LIF(
+            tau=full(tau),
+            r=full(plan.lam_d * tau / dt),
+            v_leak=zeros,
+            v_threshold=thr,
+            v_reset=v_reset,
+            metadata=meta,
+        )
     tau_syn, tau_mem = dt / (1.0 - plan.mu_d), dt / (1.0 - plan.lam_s)
-    return nir.CubaLIF(tau_syn=full(tau_syn), tau_mem=full(tau_mem),
-                       r=full(plan.lam_d * tau_mem / dt), v_leak=zeros, v_threshold=thr,
-                       v_reset=v_reset, w_in=full(tau_syn / dt), metadata=meta)
+    return nir.CubaLIF(
+        tau_syn=full(tau_syn),
+        tau_mem=full(tau_mem),
+        r=full(plan.lam_d * tau_mem / dt),
+        v_leak=zeros,
+        v_threshold=thr,
+        v_reset=v_reset,
+        w_in=full(tau_syn / dt),
+        metadata=meta,
+    )
 
 
 def _rules(node: LMH) -> dict[str, Any]:
@@ -302,35 +365,51 @@ class _Writer:
 
     def synapse(self, name: str, node: Any, bias: np.ndarray | None, last: bool) -> None:
         """One IR synapse; ``bias`` (over its output) goes into it when it is ``last``."""
-        out_shape = (node.output_shape if isinstance(node, (Conv2d, AvgPool))
-                     else (node.output_size(),))
-        if isinstance(node, AvgPool) and (self.amp != 1.0 or (last and bias is not None
-                                                              and bool(np.any(bias)))):
+        out_shape = node.output_shape if isinstance(node, (Conv2d, AvgPool)) else (node.output_size(),)
+        if isinstance(node, AvgPool) and (
+            self.amp != 1.0 or (last and bias is not None and bool(np.any(bias)))
+        ):
             c = node.input_shape[0]  # a pool that must scale or carry a bias: a diagonal conv
             kernel = np.zeros((c, c, *node.kernel))
             kernel[np.arange(c), np.arange(c)] = 1.0 / float(np.prod(node.kernel))
             node = Conv2d(weight=kernel, input_shape=node.input_shape, stride=node.stride)
         if isinstance(node, AvgPool):
-            self.emit(name, nir.AvgPool2d(kernel_size=np.array(node.kernel),
-                                          stride=np.array(node.stride), padding=np.zeros(2, int)))
+            self.emit(
+                name,
+                nir.AvgPool2d(
+                    kernel_size=np.array(node.kernel), stride=np.array(node.stride), padding=np.zeros(2, int)
+                ),
+            )
             self.shape = out_shape
             return
         b = np.zeros(out_shape) if bias is None or not last else np.asarray(bias).reshape(out_shape)
         if isinstance(node, Dense):
             if len(self.shape) > 1:
-                self.emit(f"{name}_flatten", nir.Flatten(
-                    input_type={"input": np.array(self.shape)}, start_dim=0, end_dim=-1))
+                self.emit(
+                    f"{name}_flatten",
+                    nir.Flatten(input_type={"input": np.array(self.shape)}, start_dim=0, end_dim=-1),
+                )
             self.emit(name, nir.Affine(weight=node.weight * self.amp, bias=b.reshape(-1).copy()))
         else:
             per_channel = b.reshape(out_shape[0], -1)
             if not np.allclose(per_channel, per_channel[:, :1], rtol=1e-9, atol=1e-12):
-                raise InteropError(f"{name}: the neuron bias after this convolution varies "
-                                   f"within a channel (a pushed bias meeting zero padding); "
-                                   f"NIR Conv2d biases are per channel")
-            self.emit(name, nir.Conv2d(input_shape=tuple(node.input_shape[1:]),
-                                       weight=node.weight * self.amp, stride=node.stride,
-                                       padding=node.padding, dilation=1, groups=1,
-                                       bias=per_channel[:, 0].copy()))
+                raise InteropError(
+                    f"{name}: the neuron bias after this convolution varies "
+                    f"within a channel (a pushed bias meeting zero padding); "
+                    f"NIR Conv2d biases are per channel"
+                )
+            self.emit(
+                name,
+                nir.Conv2d(
+                    input_shape=tuple(node.input_shape[1:]),
+                    weight=node.weight * self.amp,
+                    stride=node.stride,
+                    padding=node.padding,
+                    dilation=1,
+                    groups=1,
+                    bias=per_channel[:, 0].copy(),
+                ),
+            )
         self.shape, self.amp = out_shape, 1.0
 
     def chain_into(self, name: str) -> list[str]:
@@ -352,19 +431,23 @@ class _Writer:
         plan = self.plans[name]
         meta: dict[str, Any] = {"lmh_theta": float(node.theta), "lmh_exact": int(plan.exact)}
         if not _is_nir_native(node):
-            meta["lmh_rules"] = {k: (float(v) if isinstance(v, (int, float, np.floating)) else v)
-                                 for k, v in _rules(node).items()}
+            meta["lmh_rules"] = {
+                k: (float(v) if isinstance(v, (int, float, np.floating)) else v)
+                for k, v in _rules(node).items()
+            }
             if "v_s_init" not in meta["lmh_rules"]:
-                meta["lmh_rules"].update({"reset": "subtract", "threshold_test": ">=",
-                                          "v_s_init": float(node.theta) / 2})
+                meta["lmh_rules"].update(
+                    {"reset": "subtract", "threshold_test": ">=", "v_s_init": float(node.theta) / 2}
+                )
         if plan.approximations:
             meta["lmh_approximation"] = "; ".join(plan.approximations)
         self.emit(name, _neuron_node(plan, node, self.dt, self.shape, meta))
         self.amp = float(node.theta)
 
 
-def graph_to_nir(graph: Graph, *, dt: float = DEFAULT_DT, allow_lossy: bool = False,
-                 inputs: np.ndarray | None = None) -> nir.NIRGraph:
+def graph_to_nir(
+    graph: Graph, *, dt: float = DEFAULT_DT, allow_lossy: bool = False, inputs: np.ndarray | None = None
+) -> nir.NIRGraph:
     """Export a float IR graph to a :class:`nir.NIRGraph` (see the module docstring).
 
     Raises :class:`InteropError` naming each layer and factor that prevents an exact
@@ -390,12 +473,16 @@ def graph_to_nir(graph: Graph, *, dt: float = DEFAULT_DT, allow_lossy: bool = Fa
     from lmh_deploy import __version__
 
     meta: dict[str, Any] = {
-        "producer": f"lmh-deploy {__version__}", "dt": float(dt),
-        "timesteps": int(graph.meta.get("timesteps", 1)), "x_max": float(inp.x_max),
-        "exact": int(exact), "nir_native_rules": int(native),
+        "producer": f"lmh-deploy {__version__}",
+        "dt": float(dt),
+        "timesteps": int(graph.meta.get("timesteps", 1)),
+        "x_max": float(inp.x_max),
+        "exact": int(exact),
+        "nir_native_rules": int(native),
         "discretisation": "forward Euler, one step = dt: lam = 1 - dt/tau, r = lam_d*tau/dt "
-                          "(snnTorch convention); CubaLIF: mu_d = 1 - dt/tau_syn, w_in = tau_syn/dt",
-        "readout": "logits = mean over the timesteps of the output (Affine incl. bias)"}
+        "(snnTorch convention); CubaLIF: mu_d = 1 - dt/tau_syn, w_in = tau_syn/dt",
+        "readout": "logits = mean over the timesteps of the output (Affine incl. bias)",
+    }
     if allow_lossy or inputs is not None or not native:
         x = inputs
         if x is None:
@@ -417,8 +504,14 @@ def _nir_safe(value: Any) -> Any:
     return value
 
 
-def write_nir(graph: Graph, path: str | Path, *, dt: float = DEFAULT_DT, allow_lossy: bool = False,
-              inputs: np.ndarray | None = None) -> dict[str, Any]:
+def write_nir(
+    graph: Graph,
+    path: str | Path,
+    *,
+    dt: float = DEFAULT_DT,
+    allow_lossy: bool = False,
+    inputs: np.ndarray | None = None,
+) -> dict[str, Any]:
     """:func:`graph_to_nir` then ``nir.write``; returns a summary (node types, exactness, error)."""
     nir_graph = graph_to_nir(graph, dt=dt, allow_lossy=allow_lossy, inputs=inputs)
     path = Path(path)
@@ -431,6 +524,11 @@ def write_nir(graph: Graph, path: str | Path, *, dt: float = DEFAULT_DT, allow_l
             entry["exact"] = bool(node.metadata["lmh_exact"])
             entry["approximation"] = node.metadata.get("lmh_approximation", "")
         layers[name] = entry
-    return {"path": str(path), "dt": dt, "exact": bool(nir_graph.metadata["exact"]),
-            "nir_native_rules": bool(nir_graph.metadata["nir_native_rules"]),
-            "nodes": layers, "error": nir_graph.metadata.get("lmh_deploy_error")}
+    return {
+        "path": str(path),
+        "dt": dt,
+        "exact": bool(nir_graph.metadata["exact"]),
+        "nir_native_rules": bool(nir_graph.metadata["nir_native_rules"]),
+        "nodes": layers,
+        "error": nir_graph.metadata.get("lmh_deploy_error"),
+    }

@@ -4,6 +4,7 @@ Nodes are immutable: frozen dataclasses whose numpy arrays (and the data/indices
 scipy CSR matrices) are read-only. Passes therefore share nodes between graphs safely and
 build changed nodes with :func:`dataclasses.replace` (or :meth:`Graph.replace`).
 """
+
 from __future__ import annotations
 
 import dataclasses

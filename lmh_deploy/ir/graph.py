@@ -1,4 +1,5 @@
 """The graph: named nodes on a networkx DAG; node kinds by registry key."""
+
 from __future__ import annotations
 
 import copy
@@ -14,8 +15,8 @@ from lmh_deploy.ir.nodes import LMH, AvgPool, Conv2d, Dense, Input, Readout
 from lmh_deploy.ir.qnodes import QLMH, QDense, QInput, QReadout
 
 NODE_TYPES: dict[str, type[Node]] = {
-    cls.kind: cls for cls in (Input, Dense, Conv2d, AvgPool, LMH, Readout,
-                              QInput, QDense, QLMH, QReadout)}
+    cls.kind: cls for cls in (Input, Dense, Conv2d, AvgPool, LMH, Readout, QInput, QDense, QLMH, QReadout)
+}
 SYNAPSE_KINDS = ("dense", "conv2d", "avgpool")
 FLOAT_KINDS = ("input", *SYNAPSE_KINDS, "lmh", "readout")
 

@@ -1,4 +1,5 @@
 """Float IR nodes, as the frontends produce them (units of the trained model)."""
+
 from __future__ import annotations
 
 import math
@@ -63,16 +64,20 @@ class Dense(Node):
 
     def check(self, name: str) -> None:
         if self.weight.ndim != 2 or 0 in self.weight.shape:
-            raise IRError(f"{name}: dense weight must be a non-empty 2-D matrix, "
-                          f"got shape {self.weight.shape}")
+            raise IRError(
+                f"{name}: dense weight must be a non-empty 2-D matrix, got shape {self.weight.shape}"
+            )
         _check_finite(name, "weight", self.weight)
 
 
-def conv_output_hw(h: int, w: int, kernel: Sequence[int], stride: Sequence[int],
-                   padding: Sequence[int]) -> tuple[int, int]:
+def conv_output_hw(
+    h: int, w: int, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int]
+) -> tuple[int, int]:
     """Output height and width of a 2-D convolution or pooling window."""
-    return ((h + 2 * padding[0] - kernel[0]) // stride[0] + 1,
-            (w + 2 * padding[1] - kernel[1]) // stride[1] + 1)
+    return (
+        (h + 2 * padding[0] - kernel[0]) // stride[0] + 1,
+        (w + 2 * padding[1] - kernel[1]) // stride[1] + 1,
+    )
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,9 @@ class Conv2d(Node):
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
-        h, w = conv_output_hw(self.input_shape[1], self.input_shape[2], self.weight.shape[2:],
-                              self.stride, self.padding)
+        h, w = conv_output_hw(
+            self.input_shape[1], self.input_shape[2], self.weight.shape[2:], self.stride, self.padding
+        )
         return (int(self.weight.shape[0]), h, w)
 
     def output_size(self) -> int:
@@ -104,11 +110,14 @@ class Conv2d(Node):
         if self.weight.ndim != 4 or 0 in self.weight.shape:
             raise IRError(f"{name}: conv weight must be (C_out, C_in, kh, kw), got {self.weight.shape}")
         if len(self.input_shape) != 3 or self.weight.shape[1] != self.input_shape[0]:
-            raise IRError(f"{name}: conv weight has {self.weight.shape[1]} input channels, "
-                          f"input shape is {self.input_shape}")
+            raise IRError(
+                f"{name}: conv weight has {self.weight.shape[1]} input channels, "
+                f"input shape is {self.input_shape}"
+            )
         if min(self.stride) < 1 or min(self.padding) < 0 or min(self.output_shape) < 1:
-            raise IRError(f"{name}: invalid stride {self.stride} / padding {self.padding} "
-                          f"for input {self.input_shape}")
+            raise IRError(
+                f"{name}: invalid stride {self.stride} / padding {self.padding} for input {self.input_shape}"
+            )
         _check_finite(name, "weight", self.weight)
 
 
@@ -123,8 +132,7 @@ class AvgPool(Node):
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
-        h, w = conv_output_hw(self.input_shape[1], self.input_shape[2], self.kernel, self.stride,
-                              (0, 0))
+        h, w = conv_output_hw(self.input_shape[1], self.input_shape[2], self.kernel, self.stride, (0, 0))
         return (int(self.input_shape[0]), h, w)
 
     def output_size(self) -> int:
@@ -134,10 +142,16 @@ class AvgPool(Node):
         return int(np.prod(self.input_shape))
 
     def check(self, name: str) -> None:
-        if len(self.input_shape) != 3 or min(self.kernel) < 1 or min(self.stride) < 1 \
-                or min(self.output_shape) < 1:
-            raise IRError(f"{name}: invalid pooling kernel {self.kernel} / stride {self.stride} "
-                          f"for input {self.input_shape}")
+        if (
+            len(self.input_shape) != 3
+            or min(self.kernel) < 1
+            or min(self.stride) < 1
+            or min(self.output_shape) < 1
+        ):
+            raise IRError(
+                f"{name}: invalid pooling kernel {self.kernel} / stride {self.stride} "
+                f"for input {self.input_shape}"
+            )
 
 
 #: The neuron rules every spiking layer declares (see :class:`LMH`), with their choices.
@@ -183,7 +197,11 @@ class LMH(Node):
     #: The union of what the numeric profiles can hold (the quantize pass checks the chosen
     #: profile's own range): mu_d up to 1 for Loihi's current decay, lam_s down to 0 for LIF.
     FACTOR_RANGES: ClassVar[dict[str, tuple[float, float]]] = {
-        "mu_d": (-0.5, 1.0), "mu_s": (-0.5, 0.5), "lam_d": (0.5, 1.5), "lam_s": (0.0, 1.5)}
+        "mu_d": (-0.5, 1.0),
+        "mu_s": (-0.5, 0.5),
+        "lam_d": (0.5, 1.5),
+        "lam_s": (0.0, 1.5),
+    }
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -195,9 +213,14 @@ class LMH(Node):
 
     def rules(self) -> dict[str, object]:
         """The neuron rules as a plain dict (reports, adapters)."""
-        return {"reset": self.reset, "reset_value": self.reset_value,
-                "threshold_test": self.threshold_test, "reset_timing": self.reset_timing,
-                "v_d_init": self.v_d_init, "v_s_init": self.v_s_init}
+        return {
+            "reset": self.reset,
+            "reset_value": self.reset_value,
+            "threshold_test": self.threshold_test,
+            "reset_timing": self.reset_timing,
+            "v_d_init": self.v_d_init,
+            "v_s_init": self.v_s_init,
+        }
 
     def check(self, name: str) -> None:
         if self.size <= 0:
@@ -208,31 +231,35 @@ class LMH(Node):
         for fname, (lo, hi) in self.FACTOR_RANGES.items():
             arr = getattr(self, fname)
             if arr.ndim != 2 or arr.shape[0] != rows or arr.shape[1] not in (1, self.size):
-                raise IRError(f"{name}: factor {fname} must be (K, 1) or (K, {self.size}) with "
-                              f"the same K as mu_d, got {arr.shape}")
+                raise IRError(
+                    f"{name}: factor {fname} must be (K, 1) or (K, {self.size}) with "
+                    f"the same K as mu_d, got {arr.shape}"
+                )
             _check_finite(name, fname, arr)
             # Closed range: a float32 sigmoid saturates to exactly lo or hi; the top value is
             # then stored as the largest 12-bit code (hi - 2**-12), see quantize_multiplier.
             if arr.min() < lo or arr.max() > hi:
                 bad = arr.min() if arr.min() < lo else arr.max()
-                raise IRError(f"{name}: factor {fname}={bad:.6g} outside its representable "
-                              f"range [{lo}, {hi}]")
+                raise IRError(
+                    f"{name}: factor {fname}={bad:.6g} outside its representable range [{lo}, {hi}]"
+                )
         if self.bias.shape != (self.size,):
             raise IRError(f"{name}: bias shape {self.bias.shape} != ({self.size},)")
         _check_finite(name, "bias", self.bias)
         check_rules(name, self.reset, self.threshold_test, self.reset_timing)
         for what in ("reset_value", "v_d_init", "v_s_init"):
             value = getattr(self, what)
-            if not isinstance(value, (int, float, np.integer, np.floating)) \
-                    or not math.isfinite(value):
+            if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
                 raise IRError(f"{name}: {what} must be a finite number, got {value!r}")
 
 
 def check_rules(name: str, reset: str, threshold_test: str, reset_timing: str) -> None:
     """Raise :class:`IRError` naming the layer for an unknown neuron rule."""
-    for what, value, choices in (("reset", reset, RESET_RULES),
-                                 ("threshold_test", threshold_test, THRESHOLD_TESTS),
-                                 ("reset_timing", reset_timing, RESET_TIMINGS)):
+    for what, value, choices in (
+        ("reset", reset, RESET_RULES),
+        ("threshold_test", threshold_test, THRESHOLD_TESTS),
+        ("reset_timing", reset_timing, RESET_TIMINGS),
+    ):
         if value not in choices:
             raise IRError(f"{name}: {what} {value!r} is not one of {' | '.join(choices)}")
 

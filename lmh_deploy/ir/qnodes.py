@@ -1,4 +1,5 @@
 """Integer IR nodes, as the quantise pass produces them (Loihi 2 fixed point)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,9 +68,12 @@ class QDense(Node):
         """The float Conv2d node with this geometry (``weight`` defaults to the mantissas)."""
         if self.conv_input_shape is None:
             raise TypeError("conv_node() of a q_dense that is not a convolution")
-        return Conv2d(weight=self.weight_mant if weight is None else weight,
-                      input_shape=tuple(self.conv_input_shape), stride=tuple(self.conv_stride),
-                      padding=tuple(self.conv_padding))
+        return Conv2d(
+            weight=self.weight_mant if weight is None else weight,
+            input_shape=tuple(self.conv_input_shape),
+            stride=tuple(self.conv_stride),
+            padding=tuple(self.conv_padding),
+        )
 
     def output_size(self) -> int:
         if self.is_conv:
@@ -130,13 +134,13 @@ class QLMH(Node):
 
     def check(self, name: str) -> None:
         if self.profile not in PROFILES:
-            raise IRError(f"{name}: unknown numeric profile {self.profile!r} "
-                          f"(known: {', '.join(PROFILES)})")
+            raise IRError(f"{name}: unknown numeric profile {self.profile!r} (known: {', '.join(PROFILES)})")
         profile = PROFILES[self.profile]
         check_rules(name, self.reset, self.threshold_test, self.reset_timing)
         v_s_init = int(self.theta) // 2 if self.v_s_init is None else self.v_s_init
-        problem = profile.rule_problem(self.reset, self.threshold_test, self.reset_timing,
-                                       self.reset_value, self.v_d_init, v_s_init)
+        problem = profile.rule_problem(
+            self.reset, self.threshold_test, self.reset_timing, self.reset_value, self.v_d_init, v_s_init
+        )
         if problem:
             raise IRError(f"{name}: numeric profile {self.profile} cannot express {problem}")
         _check_integers(name, "size", self.size, 1, np.iinfo(np.int64).max)
@@ -145,8 +149,10 @@ class QLMH(Node):
         for fname in ("mu_d", "mu_s", "lam_d", "lam_s"):
             arr = getattr(self, fname)
             if arr.ndim != 2 or arr.shape[0] != rows or arr.shape[1] not in (1, self.size):
-                raise IRError(f"{name}: factor {fname} must be (K, 1) or (K, {self.size}) with "
-                              f"the same K as mu_d, got {arr.shape}")
+                raise IRError(
+                    f"{name}: factor {fname} must be (K, 1) or (K, {self.size}) with "
+                    f"the same K as mu_d, got {arr.shape}"
+                )
             lo, hi = profile.factor_range(fname)
             _check_integers(name, f"factor {fname} (profile {self.profile})", arr, lo, hi)
         if self.bias.shape != (self.size,):

@@ -1,4 +1,5 @@
 """JSON + npz serialisation of graphs (arrays read with ``allow_pickle=False``)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,9 +26,14 @@ def _split_fields(node: Node) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         value = getattr(node, f.name)
         if sp.issparse(value):  # CSR as its three arrays plus shape, no pickling
             csr = sp.csr_matrix(value)
-            arrays.update({f"{f.name}.csr_data": csr.data, f"{f.name}.csr_indices": csr.indices,
-                           f"{f.name}.csr_indptr": csr.indptr,
-                           f"{f.name}.csr_shape": np.asarray(csr.shape)})
+            arrays.update(
+                {
+                    f"{f.name}.csr_data": csr.data,
+                    f"{f.name}.csr_indices": csr.indices,
+                    f"{f.name}.csr_indptr": csr.indptr,
+                    f"{f.name}.csr_shape": np.asarray(csr.shape),
+                }
+            )
         elif isinstance(value, np.ndarray):
             arrays[f.name] = value
         elif isinstance(value, tuple):
@@ -46,11 +52,17 @@ def save_graph(graph: Graph, directory: str | Path, stem: str) -> list[Path]:
     for name in graph.order():
         node = graph.node(name)
         scalars, node_arrays = _split_fields(node)
-        nodes.append({"name": name, "kind": node.kind, "inputs": graph.inputs_of(name),
-                      "fields": scalars, "arrays": sorted(node_arrays)})
+        nodes.append(
+            {
+                "name": name,
+                "kind": node.kind,
+                "inputs": graph.inputs_of(name),
+                "fields": scalars,
+                "arrays": sorted(node_arrays),
+            }
+        )
         arrays.update({f"{name}/{k}": v for k, v in node_arrays.items()})
-    doc = {"format": "lmh-deploy/ir", "format_version": IR_FORMAT_VERSION,
-           "meta": graph.meta, "nodes": nodes}
+    doc = {"format": "lmh-deploy/ir", "format_version": IR_FORMAT_VERSION, "meta": graph.meta, "nodes": nodes}
     json_path, npz_path = directory / f"{stem}.json", directory / f"{stem}.npz"
     json_path.write_text(json.dumps(doc, indent=1))
     np.savez(npz_path, **arrays)
@@ -68,8 +80,9 @@ def _has_declared_type(value: Any, declared: str) -> bool:
         return isinstance(value, bool)
     if declared.startswith("tuple[int"):
         return (value is None and declared.endswith("None")) or (
-            isinstance(value, tuple) and all(isinstance(d, Integral) and not isinstance(d, bool)
-                                             for d in value))
+            isinstance(value, tuple)
+            and all(isinstance(d, Integral) and not isinstance(d, bool) for d in value)
+        )
     return True
 
 
@@ -78,21 +91,29 @@ def _read_node(entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> Node:
     cls = NODE_TYPES.get(entry["kind"])
     if cls is None:
         raise IRError(f"node {entry['name']!r} has unknown kind {entry['kind']!r}")
-    fields = {key: tuple(value) if isinstance(value, list) else value
-              for key, value in dict(entry["fields"]).items()}
+    fields = {
+        key: tuple(value) if isinstance(value, list) else value
+        for key, value in dict(entry["fields"]).items()
+    }
     for key in entry["arrays"]:
         if key.endswith(".csr_data"):
             base = key.removesuffix(".csr_data")
-            parts = {part: arrays[f"{entry['name']}/{base}.csr_{part}"]
-                     for part in ("data", "indices", "indptr", "shape")}
-            fields[base] = sp.csr_matrix((parts["data"], parts["indices"], parts["indptr"]),
-                                         shape=tuple(int(d) for d in parts["shape"]))
+            parts = {
+                part: arrays[f"{entry['name']}/{base}.csr_{part}"]
+                for part in ("data", "indices", "indptr", "shape")
+            }
+            fields[base] = sp.csr_matrix(
+                (parts["data"], parts["indices"], parts["indptr"]),
+                shape=tuple(int(d) for d in parts["shape"]),
+            )
         elif ".csr_" not in key:
             fields[key] = arrays[f"{entry['name']}/{key}"]
     for f in dataclasses.fields(cls):
         if f.name in fields and not _has_declared_type(fields[f.name], str(f.type)):
-            raise IRError(f"node {entry['name']!r} ({entry['kind']}): field {f.name} should be "
-                          f"{f.type}, got {type(fields[f.name]).__name__}")
+            raise IRError(
+                f"node {entry['name']!r} ({entry['kind']}): field {f.name} should be "
+                f"{f.type}, got {type(fields[f.name]).__name__}"
+            )
     try:
         return cls(**fields)
     except TypeError as exc:
@@ -114,12 +135,16 @@ def load_graph(directory: str | Path, stem: str) -> Graph:
     if not isinstance(doc, dict) or doc.get("format") != "lmh-deploy/ir":
         raise IRError(f"{json_path}: not an lmh-deploy IR file")
     if doc.get("format_version") == 1:
-        raise IRError(f"{json_path}: IR format version 1 was written by an older lmh-deploy "
-                      f"(factors stored as lambda - 1, no neuron rules or numeric profile); "
-                      f"recompile the model with this version")
+        raise IRError(
+            f"{json_path}: IR format version 1 was written by an older lmh-deploy "
+            f"(factors stored as lambda - 1, no neuron rules or numeric profile); "
+            f"recompile the model with this version"
+        )
     if doc.get("format_version") != IR_FORMAT_VERSION:
-        raise IRError(f"{json_path}: unknown IR format version {doc.get('format_version')!r} "
-                      f"(this lmh-deploy reads version {IR_FORMAT_VERSION})")
+        raise IRError(
+            f"{json_path}: unknown IR format version {doc.get('format_version')!r} "
+            f"(this lmh-deploy reads version {IR_FORMAT_VERSION})"
+        )
     try:
         with np.load(npz_path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -138,8 +163,7 @@ def load_graph(directory: str | Path, stem: str) -> Graph:
         except IRError as exc:
             raise IRError(f"{json_path}: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
-            raise IRError(f"{json_path}: node {name!r} is malformed: {type(exc).__name__}: "
-                          f"{exc}") from None
+            raise IRError(f"{json_path}: node {name!r} is malformed: {type(exc).__name__}: {exc}") from None
     try:
         validate_any(graph)
     except IRError as exc:

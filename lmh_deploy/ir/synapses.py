@@ -3,6 +3,7 @@
 Composing the maps of a chain (e.g. pool -> conv) gives the one synaptic matrix that
 connects two neuron layers; :mod:`lmh_deploy.passes.quantize` quantises that matrix.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -13,11 +14,17 @@ import scipy.sparse as sp
 from lmh_deploy.ir import SYNAPSE_KINDS, AvgPool, Conv2d, Dense, Graph, Node
 
 
-def _window_map(in_shape: Sequence[int], out_hw: Sequence[int], kernel: Sequence[int],
-                stride: Sequence[int], padding: Sequence[int]):
+def _window_map(
+    in_shape: Sequence[int],
+    out_hw: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+):
     """For every (out y, out x, ky, kx): the input row/col and a validity mask."""
-    oy, ox, ky, kx = np.meshgrid(np.arange(out_hw[0]), np.arange(out_hw[1]), np.arange(kernel[0]),
-                                 np.arange(kernel[1]), indexing="ij")
+    oy, ox, ky, kx = np.meshgrid(
+        np.arange(out_hw[0]), np.arange(out_hw[1]), np.arange(kernel[0]), np.arange(kernel[1]), indexing="ij"
+    )
     iy = oy * stride[0] - padding[0] + ky
     ix = ox * stride[1] - padding[1] + kx
     valid = (iy >= 0) & (iy < in_shape[1]) & (ix >= 0) & (ix < in_shape[2])
@@ -29,32 +36,36 @@ def conv_matrix(node: Conv2d) -> sp.csr_matrix:
     c_out, c_in, kh, kw = node.weight.shape
     _, h_out, w_out = node.output_shape
     _, h, w = node.input_shape
-    oy, ox, ky, kx, iy, ix, valid = _window_map(node.input_shape, (h_out, w_out), (kh, kw),
-                                                node.stride, node.padding)
+    oy, ox, ky, kx, iy, ix, valid = _window_map(
+        node.input_shape, (h_out, w_out), (kh, kw), node.stride, node.padding
+    )
     oy, ox, ky, kx, iy, ix = (a[valid] for a in (oy, ox, ky, kx, iy, ix))
     co = np.arange(c_out)[:, None, None]
     ci = np.arange(c_in)[None, :, None]
-    rows = (co * h_out * w_out + (oy * w_out + ox)[None, None, :])
-    cols = (ci * h * w + (iy * w + ix)[None, None, :])
+    rows = co * h_out * w_out + (oy * w_out + ox)[None, None, :]
+    cols = ci * h * w + (iy * w + ix)[None, None, :]
     vals = node.weight[:, :, ky, kx]  # (C_out, C_in, windows)
     rows, cols = np.broadcast_to(rows, vals.shape), np.broadcast_to(cols, vals.shape)
-    return sp.csr_matrix((vals.ravel(), (rows.ravel(), cols.ravel())),
-                         shape=(node.output_size(), node.input_size()))
+    return sp.csr_matrix(
+        (vals.ravel(), (rows.ravel(), cols.ravel())), shape=(node.output_size(), node.input_size())
+    )
 
 
 def pool_matrix(node: AvgPool) -> sp.csr_matrix:
     """Average pooling: each output is the mean of its kernel window, per channel."""
     c, h, w = node.input_shape
     _, h_out, w_out = node.output_shape
-    oy, ox, ky, kx, iy, ix, valid = _window_map(node.input_shape, (h_out, w_out), node.kernel,
-                                                node.stride, (0, 0))
+    oy, ox, ky, kx, iy, ix, valid = _window_map(
+        node.input_shape, (h_out, w_out), node.kernel, node.stride, (0, 0)
+    )
     oy, ox, iy, ix = (a[valid] for a in (oy, ox, iy, ix))
     ch = np.arange(c)[:, None]
     rows = ch * h_out * w_out + (oy * w_out + ox)[None, :]
     cols = ch * h * w + (iy * w + ix)[None, :]
     vals = np.full(rows.shape, 1.0 / (node.kernel[0] * node.kernel[1]))
-    return sp.csr_matrix((vals.ravel(), (rows.ravel(), cols.ravel())),
-                         shape=(node.output_size(), node.input_size()))
+    return sp.csr_matrix(
+        (vals.ravel(), (rows.ravel(), cols.ravel())), shape=(node.output_size(), node.input_size())
+    )
 
 
 def synapse_matrix(node: Node) -> sp.csr_matrix:
@@ -105,8 +116,12 @@ def pool_conv_kernel(pool: AvgPool, conv: Conv2d) -> Conv2d | None:
         return None
     kk = k[0]
     weight = np.repeat(np.repeat(conv.weight, kk, axis=2), kk, axis=3) / (kk * kk)
-    return Conv2d(weight=weight, input_shape=pool.input_shape, stride=(kk, kk),
-                  padding=(conv.padding[0] * kk, conv.padding[1] * kk))
+    return Conv2d(
+        weight=weight,
+        input_shape=pool.input_shape,
+        stride=(kk, kk),
+        padding=(conv.padding[0] * kk, conv.padding[1] * kk),
+    )
 
 
 def chain_conv(graph: Graph, chain: list[str]) -> Conv2d | None:
@@ -129,8 +144,9 @@ def qdense_matrix(node, scale: int = 1):
 def _conv_tap_counts(conv: Conv2d) -> tuple[np.ndarray, np.ndarray]:
     """Valid kernel taps per output position (H_out, W_out) and uses per input position (H, W)."""
     _, h_out, w_out = conv.output_shape
-    oy, ox, _, _, iy, ix, valid = _window_map(conv.input_shape, (h_out, w_out),
-                                              conv.weight.shape[2:], conv.stride, conv.padding)
+    oy, ox, _, _, iy, ix, valid = _window_map(
+        conv.input_shape, (h_out, w_out), conv.weight.shape[2:], conv.stride, conv.padding
+    )
     per_out = valid.sum(axis=(2, 3))
     per_in = np.zeros(conv.input_shape[1:], np.int64)
     np.add.at(per_in, (iy[valid], ix[valid]), 1)
@@ -143,8 +159,7 @@ def _qdense_degrees(node, incoming: bool) -> np.ndarray:
         conv = node.conv_node()
         per_out, per_in = _conv_tap_counts(conv)
         c_out, c_in = conv.weight.shape[:2]
-        return (np.tile(per_out.ravel() * c_in, c_out) if incoming
-                else np.tile(per_in.ravel() * c_out, c_in))
+        return np.tile(per_out.ravel() * c_in, c_out) if incoming else np.tile(per_in.ravel() * c_out, c_in)
     m = node.weight_mant
     if sp.issparse(m):
         return np.diff((sp.csr_matrix(m) if incoming else sp.csc_matrix(m)).indptr)
@@ -179,10 +194,12 @@ def apply_synapse(node: Node, x: np.ndarray) -> np.ndarray:
     if not isinstance(node, (Conv2d, AvgPool)):
         raise TypeError(f"{node.kind} is not a synapse node")
     flat = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)).reshape(
-        (-1,) + tuple(node.input_shape))
+        (-1,) + tuple(node.input_shape)
+    )
     if isinstance(node, Conv2d):
-        out = torch.nn.functional.conv2d(flat, torch.from_numpy(node.weight.astype(np.float64)),
-                                         stride=node.stride, padding=node.padding)
+        out = torch.nn.functional.conv2d(
+            flat, torch.from_numpy(node.weight.astype(np.float64)), stride=node.stride, padding=node.padding
+        )
     else:
         out = torch.nn.functional.avg_pool2d(flat, node.kernel, node.stride)
     return out.reshape(lead + (-1,)).numpy()

@@ -1,4 +1,5 @@
 """Structural and range validation of float and integer graphs (run at every stage boundary)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,10 +28,8 @@ class _Family:
         return (self.input, *self.synapses, self.neuron, self.readout)
 
 
-_FLOAT = _Family("a float", "input", SYNAPSE_KINDS, "lmh", "readout",
-                 ("input", "lmh", *SYNAPSE_KINDS))
-_QUANTIZED = _Family("an integer", "q_input", ("q_dense",), "q_lmh", "q_readout",
-                     ("q_input", "q_lmh"))
+_FLOAT = _Family("a float", "input", SYNAPSE_KINDS, "lmh", "readout", ("input", "lmh", *SYNAPSE_KINDS))
+_QUANTIZED = _Family("an integer", "q_input", ("q_dense",), "q_lmh", "q_readout", ("q_input", "q_lmh"))
 
 
 def _validate(graph: Graph, family: _Family) -> None:
@@ -40,8 +39,10 @@ def _validate(graph: Graph, family: _Family) -> None:
         raise IRError(f"graph has a cycle: {nx.find_cycle(graph.nx_graph)}")
     for name, node in graph.items():
         if node.kind not in family.kinds:
-            raise IRError(f"{name}: node kind {node.kind!r} is not supported in {family.what} "
-                          f"graph; supported: {', '.join(family.kinds)}")
+            raise IRError(
+                f"{name}: node kind {node.kind!r} is not supported in {family.what} "
+                f"graph; supported: {', '.join(family.kinds)}"
+            )
         node.check(name)
         preds = graph.inputs_of(name)
         if node.kind == family.input:
@@ -57,23 +58,31 @@ def _validate(graph: Graph, family: _Family) -> None:
         for pred in preds:
             src = graph.node(pred)
             if src.kind not in want:
-                raise IRError(f"edge {pred!r} -> {name!r}: a {node.kind} node takes a "
-                              f"{' or '.join(want)} input, not {src.kind}")
+                raise IRError(
+                    f"edge {pred!r} -> {name!r}: a {node.kind} node takes a "
+                    f"{' or '.join(want)} input, not {src.kind}"
+                )
             n_in = src.output_size()
             if synapse and node.input_size() != n_in:
-                raise IRError(f"edge {pred!r} -> {name!r}: {node.kind} expects "
-                              f"{node.input_size()} inputs, source gives {n_in}")
+                raise IRError(
+                    f"edge {pred!r} -> {name!r}: {node.kind} expects "
+                    f"{node.input_size()} inputs, source gives {n_in}"
+                )
             if not synapse and node.output_size() != n_in:
-                raise IRError(f"edge {pred!r} -> {name!r}: {node.kind} of size "
-                              f"{node.output_size()} fed by {n_in} synapses")
+                raise IRError(
+                    f"edge {pred!r} -> {name!r}: {node.kind} of size "
+                    f"{node.output_size()} fed by {n_in} synapses"
+                )
             # graded: multi-bit input values; spike inputs (1-bit event frames) and neurons
             # send spikes
             graded_source = src.kind == family.input and getattr(src, "bits", 2) > 1
             graded = getattr(node, "graded", None)  # q_dense only
             if graded is not None and bool(graded) != graded_source:
-                raise IRError(f"edge {pred!r} -> {name!r}: graded={graded} but the source "
-                              f"is a {src.kind} node"
-                              + (f" of {src.bits}-bit values" if src.kind == family.input else ""))
+                raise IRError(
+                    f"edge {pred!r} -> {name!r}: graded={graded} but the source "
+                    f"is a {src.kind} node"
+                    + (f" of {src.bits}-bit values" if src.kind == family.input else "")
+                )
     if len(graph.of_kind(family.input)) != 1 or len(graph.of_kind(family.readout)) != 1:
         raise IRError("graph needs exactly one input node and one readout node")
 

@@ -11,6 +11,7 @@ over the calibration inputs, ``sum_j (m_j / s_w - w_j) E[x_j]``, is subtracted f
 bias. ``E[x_j]`` is the mean count per step of presynaptic neuron ``j`` in the float model
 on the calibration inputs (input pixels in counts of ``x_max / 255``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,8 +34,9 @@ def correctable(node: Any, prof: NumericProfile) -> bool:
     return not np.any(np.asarray(node.mu_d))
 
 
-def rounding_current(paths: list[SynapsePath], mants: list[Any], scale: float,
-                     mean_counts: dict[str, np.ndarray]) -> np.ndarray:
+def rounding_current(
+    paths: list[SynapsePath], mants: list[Any], scale: float, mean_counts: dict[str, np.ndarray]
+) -> np.ndarray:
     """Mean current error per postsynaptic neuron (float units) of the rounded weights."""
     total: Any = 0.0
     for path, mant in zip(paths, mants):

@@ -6,6 +6,7 @@ The presynaptic unit is what one integer count means in float: ``theta`` of a sp
 convolution (or pool -> convolution) stays a kernel, so large networks never materialise
 their synaptic matrices.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -61,9 +62,15 @@ def synapse_paths(graph: Graph, layer: str, *, keep_kernels: bool = True) -> lis
         unit = presynaptic_unit(source)
         conv = chain_conv(graph, chain) if keep_kernels else None
         weights = conv.weight * unit if conv is not None else chain_matrix(graph, chain) * unit
-        paths.append(SynapsePath(name=chain[-1], source=src,
-                                 ops=tuple(graph.node(c).kind for c in chain),
-                                 graded=isinstance(source, Input) and not source.spikes,
-                                 unit=unit, weights=weights,
-                                 conv=conv))
+        paths.append(
+            SynapsePath(
+                name=chain[-1],
+                source=src,
+                ops=tuple(graph.node(c).kind for c in chain),
+                graded=isinstance(source, Input) and not source.spikes,
+                unit=unit,
+                weights=weights,
+                conv=conv,
+            )
+        )
     return paths

@@ -6,6 +6,7 @@ so a layer ``d`` hops from the input starts at global step ``d`` and a path from
 depth ``d_src`` into a layer at depth ``d`` needs ``d - d_src - 1`` extra steps. Works on
 float graphs (a path is a chain of synapse nodes) and integer graphs (one ``q_dense``).
 """
+
 from __future__ import annotations
 
 from lmh_deploy.ir import SYNAPSE_KINDS, Graph
@@ -39,8 +40,11 @@ def layer_depths(graph: Graph) -> dict[str, int]:
 def path_delays(graph: Graph, depths: dict[str, int] | None = None) -> dict[str, int]:
     """Extra delay of every synapse path, keyed by the path's last node (``q_dense`` name)."""
     depths = layer_depths(graph) if depths is None else depths
-    return {pred: depths[name] - depths[path_source(graph, pred)] - 1
-            for name in depths for pred in graph.inputs_of(name)}
+    return {
+        pred: depths[name] - depths[path_source(graph, pred)] - 1
+        for name in depths
+        for pred in graph.inputs_of(name)
+    }
 
 
 def balance_delays(graph: Graph) -> Graph:

@@ -8,6 +8,7 @@ fan-in and fan-out limits and axon-table sizes are not published: they are repor
 never invented. The budget per core counts one byte per stored 8-bit weight and, per neuron,
 its two 24-bit states and its 24-bit bias (and its factor table when factors are per neuron).
 """
+
 from __future__ import annotations
 
 import math
@@ -29,11 +30,17 @@ STATE_BYTES_PER_NEURON = 2 * 3  # v_d, v_s: 24 bits each
 BIAS_BYTES_PER_NEURON = 3
 FACTOR_BYTES = 2  # one 12-bit (lmh) or 13-bit multiplier, rounded up to bytes
 SYNAPSE_BYTES = 1  # one 8-bit weight
-UNKNOWN_LIMITS = ("fan-in per neuron", "fan-out per neuron", "axon / routing table sizes",
-                  "how a core's 192 KB is split between synapses, state and routing",
-                  "microcode program size of a two-compartment neuron")
-LAVA_LOIHI_HINT = ("Loihi 2 hardware needs Intel's lava-loihi extension (INRC members); it is "
-                   "not installed, so nothing ran on hardware. Use --backend sim or lava.")
+UNKNOWN_LIMITS = (
+    "fan-in per neuron",
+    "fan-out per neuron",
+    "axon / routing table sizes",
+    "how a core's 192 KB is split between synapses, state and routing",
+    "microcode program size of a two-compartment neuron",
+)
+LAVA_LOIHI_HINT = (
+    "Loihi 2 hardware needs Intel's lava-loihi extension (INRC members); it is "
+    "not installed, so nothing ran on hardware. Use --backend sim or lava."
+)
 
 
 @dataclass(frozen=True)
@@ -45,8 +52,10 @@ class Rule:
     unit: str
 
 
-RULES = (Rule("memory_bytes_per_core", MEMORY_BYTES_PER_CORE, "bytes"),
-         Rule("neurons_per_core_max", NEURONS_PER_CORE_MAX, "neurons"))
+RULES = (
+    Rule("memory_bytes_per_core", MEMORY_BYTES_PER_CORE, "bytes"),
+    Rule("neurons_per_core_max", NEURONS_PER_CORE_MAX, "neurons"),
+)
 
 
 def lava_loihi_available() -> bool:
@@ -66,8 +75,9 @@ def _neuron_bytes(node: Any) -> int:
     """Bytes of state and parameters one neuron of ``node`` keeps on its core."""
     if not isinstance(node, QLMH):
         return STATE_BYTES_PER_NEURON  # a readout integrates its input: one accumulator pair
-    per_neuron_factors = sum(getattr(node, f).shape[0] for f in ("mu_d", "mu_s", "lam_d", "lam_s")
-                             if getattr(node, f).shape[1] > 1)
+    per_neuron_factors = sum(
+        getattr(node, f).shape[0] for f in ("mu_d", "mu_s", "lam_d", "lam_s") if getattr(node, f).shape[1] > 1
+    )
     return STATE_BYTES_PER_NEURON + BIAS_BYTES_PER_NEURON + FACTOR_BYTES * per_neuron_factors
 
 
@@ -93,22 +103,42 @@ def map_to_loihi2(graph: Graph) -> dict[str, Any]:
         cost = SYNAPSE_BYTES * fan_in + _neuron_bytes(node)
         per_core = min(NEURONS_PER_CORE_MAX, MEMORY_BYTES_PER_CORE // cost)
         if per_core < 1:
-            raise IRError(f"{name}: one neuron needs {cost} bytes (fan-in {fan_in}), more than "
-                          f"a core's {MEMORY_BYTES_PER_CORE} bytes (rule memory_bytes_per_core)")
+            raise IRError(
+                f"{name}: one neuron needs {cost} bytes (fan-in {fan_in}), more than "
+                f"a core's {MEMORY_BYTES_PER_CORE} bytes (rule memory_bytes_per_core)"
+            )
         cores = math.ceil(n / per_core)
         synapses = int(per_neuron.sum())
-        placement.append({"layer": name, "neurons": n, "max_fan_in": fan_in, "synapses": synapses,
-                          "bytes_per_neuron": cost, "neurons_per_core": min(per_core, n),
-                          "cores": cores, "first_core": core,
-                          "memory_bytes_used_first_core": min(per_core, n) * cost,
-                          "limited_by": None if cores == 1 else "neurons_per_core_max"
-                          if per_core == NEURONS_PER_CORE_MAX else "memory_bytes_per_core"})
+        placement.append(
+            {
+                "layer": name,
+                "neurons": n,
+                "max_fan_in": fan_in,
+                "synapses": synapses,
+                "bytes_per_neuron": cost,
+                "neurons_per_core": min(per_core, n),
+                "cores": cores,
+                "first_core": core,
+                "memory_bytes_used_first_core": min(per_core, n) * cost,
+                "limited_by": None
+                if cores == 1
+                else "neurons_per_core_max"
+                if per_core == NEURONS_PER_CORE_MAX
+                else "memory_bytes_per_core",
+            }
+        )
         core += cores
         synapses_total += synapses
     neurons = int(sum(p["neurons"] for p in placement))
     chips = max(math.ceil(core / CORES_PER_CHIP), math.ceil(neurons / NEURONS_PER_CHIP), 1)
-    return {"cores": core, "chips": chips, "synapses": synapses_total, "neurons": neurons,
-            "limits": {r.name: r.limit for r in RULES} | {"cores_per_chip": CORES_PER_CHIP,
-                                                          "neurons_per_chip": NEURONS_PER_CHIP},
-            "unknown_limits": list(UNKNOWN_LIMITS),
-            "layers": placement, "lava_loihi_installed": lava_loihi_available()}
+    return {
+        "cores": core,
+        "chips": chips,
+        "synapses": synapses_total,
+        "neurons": neurons,
+        "limits": {r.name: r.limit for r in RULES}
+        | {"cores_per_chip": CORES_PER_CHIP, "neurons_per_chip": NEURONS_PER_CHIP},
+        "unknown_limits": list(UNKNOWN_LIMITS),
+        "layers": placement,
+        "lava_loihi_installed": lava_loihi_available(),
+    }

@@ -4,6 +4,7 @@ layer at its state scale, under a numeric profile (:mod:`lmh_deploy.semantics.pr
 A layer whose factors or rules the profile cannot express raises :class:`IRError` naming the
 layer and the rule.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,10 @@ def to_state_int(value: np.ndarray | float, scale: float, what: str, layer: str)
     """``round(value * scale)`` as int64; :class:`IRError` naming ``layer`` if it overflows."""
     q = np.round(np.asarray(value, dtype=np.float64) * scale).astype(np.int64)
     if q.size and (q.max() > fx.STATE_MAX or q.min() < fx.STATE_MIN):
-        raise IRError(f"{layer}: {what} does not fit {fx.STATE_BITS}-bit states at scale "
-                      f"{scale:.6g} (integer value {int(np.abs(q).max())})")
+        raise IRError(
+            f"{layer}: {what} does not fit {fx.STATE_BITS}-bit states at scale "
+            f"{scale:.6g} (integer value {int(np.abs(q).max())})"
+        )
     return q
 
 
@@ -40,8 +43,10 @@ def _factor_codes(name: str, node: LMH, prof: NumericProfile) -> dict[str, Any]:
         scaled = value * fx.FACTOR_ONE
         if scaled.min() < lo - 0.5 or scaled.max() > top:
             bad = float(value.min() if scaled.min() < lo - 0.5 else value.max())
-            raise IRError(f"{name}: numeric profile {prof.name} cannot express factor "
-                          f"{fname}={bad:.6g} (its range is [{lo}, {hi}] / 4096)")
+            raise IRError(
+                f"{name}: numeric profile {prof.name} cannot express factor "
+                f"{fname}={bad:.6g} (its range is [{lo}, {hi}] / 4096)"
+            )
         codes[fname] = fx.quantize_multiplier(value, lo, hi)
     return codes
 
@@ -50,8 +55,10 @@ def _soma_bias(name: str, node: LMH, bias: np.ndarray, prof: NumericProfile) -> 
     """The integer bias where the profile adds it, as ``mant << exp`` when the profile says so."""
     if prof.bias_to == "soma":
         if np.any(bias != 0) and np.any(node.mu_d != 0):
-            raise IRError(f"{name}: numeric profile {prof.name} adds the bias to the soma; a "
-                          f"bias with mu_d != 0 builds up in the dendrite and cannot move there")
+            raise IRError(
+                f"{name}: numeric profile {prof.name} adds the bias to the soma; a "
+                f"bias with mu_d != 0 builds up in the dendrite and cannot move there"
+            )
         bias = np.round(bias * node.lam_d.reshape(-1)[0])  # lam_d is exactly 1 there
     if prof.bias_mantissa_bits is None:
         return bias.astype(np.int64)
@@ -62,8 +69,10 @@ def _soma_bias(name: str, node: LMH, bias: np.ndarray, prof: NumericProfile) -> 
         mant = np.round(bias / (1 << e))
         exps = np.where((mant >= -top) & (mant < top), e, exps)
     if np.any(exps < 0):
-        raise IRError(f"{name}: bias {int(np.abs(bias).max())} does not fit profile "
-                      f"{prof.name}'s {prof.bias_mantissa_bits}-bit mantissa << 3-bit exponent")
+        raise IRError(
+            f"{name}: bias {int(np.abs(bias).max())} does not fit profile "
+            f"{prof.name}'s {prof.bias_mantissa_bits}-bit mantissa << 3-bit exponent"
+        )
     return np.round(bias / (1 << exps)).astype(np.int64) << exps
 
 
@@ -84,7 +93,7 @@ def weight_scale_cap(node: Any, prof: NumericProfile) -> float:
     mantissa representable (profiles with a fixed weight exponent cannot shift instead)."""
     if prof.fixed_weight_exp is None:
         return math.inf
-    per_scale = float(1 << prof.input_shift) * fx.WEIGHT_LAVA_SCALE * 2.0 ** prof.fixed_weight_exp
+    per_scale = float(1 << prof.input_shift) * fx.WEIGHT_LAVA_SCALE * 2.0**prof.fixed_weight_exp
     caps = [math.inf]
     bias = float(np.abs(node.bias).max(initial=0.0))
     if isinstance(node, LMH):
@@ -96,13 +105,17 @@ def weight_scale_cap(node: Any, prof: NumericProfile) -> float:
         per_scale /= 1 << prof.input_shift  # the readout's scale has no input shift
     if prof.bias_mantissa_bits is not None and prof.fixed_bias_exp is not None and bias > 0:
         top = ((1 << (prof.bias_mantissa_bits - 1)) - 1) << prof.fixed_bias_exp
-        caps.append(0.999 * top / bias if isinstance(node, LMH) else
-                    0.999 * ((1 << (prof.bias_mantissa_bits - 1)) - 1) / bias)
+        caps.append(
+            0.999 * top / bias
+            if isinstance(node, LMH)
+            else 0.999 * ((1 << (prof.bias_mantissa_bits - 1)) - 1) / bias
+        )
     return min(caps) / per_scale
 
 
-def quantize_neuron(name: str, node: LMH, s: float, prof: NumericProfile
-                    ) -> tuple[QLMH, dict[str, np.ndarray], dict[str, Any]]:
+def quantize_neuron(
+    name: str, node: LMH, s: float, prof: NumericProfile
+) -> tuple[QLMH, dict[str, np.ndarray], dict[str, Any]]:
     """The integer layer of float ``node`` at state scale ``s`` under ``prof``.
 
     Returns ``(QLMH, factor codes, report entries)``; raises :class:`IRError` naming the
@@ -114,27 +127,38 @@ def quantize_neuron(name: str, node: LMH, s: float, prof: NumericProfile
     else:  # theta = vth << input_shift, vth an unsigned mantissa
         vth = int(np.round(node.theta * s / (1 << prof.input_shift)))
         if vth >= 1 << prof.threshold_mantissa_bits:
-            raise IRError(f"{name}: threshold mantissa {vth} exceeds profile {prof.name}'s "
-                          f"{prof.threshold_mantissa_bits} bits at scale {s:.6g}")
+            raise IRError(
+                f"{name}: threshold mantissa {vth} exceeds profile {prof.name}'s "
+                f"{prof.threshold_mantissa_bits} bits at scale {s:.6g}"
+            )
         theta = vth << prof.input_shift
     if theta < 1:
         raise IRError(f"{name}: threshold {node.theta} rounds to 0 at scale {s:.6g}")
     # An initial soma of exactly half the threshold stays theta // 2 (the paper's code).
-    v_s_init = None if node.v_s_init is None or node.v_s_init == node.theta / 2 else \
-        int(to_state_int(node.v_s_init, s, "v_s_init", name))
-    rules: dict[str, Any] = {"reset": node.reset, "threshold_test": node.threshold_test,
-             "reset_timing": node.reset_timing,
-             "reset_value": int(to_state_int(node.reset_value, s, "reset_value", name)),
-             "v_d_init": int(to_state_int(node.v_d_init, s, "v_d_init", name)),
-             "v_s_init": v_s_init}
-    problem = prof.rule_problem(rules["reset"], rules["threshold_test"], rules["reset_timing"],
-                                rules["reset_value"], rules["v_d_init"],
-                                theta // 2 if v_s_init is None else v_s_init)
+    v_s_init = (
+        None
+        if node.v_s_init is None or node.v_s_init == node.theta / 2
+        else int(to_state_int(node.v_s_init, s, "v_s_init", name))
+    )
+    rules: dict[str, Any] = {
+        "reset": node.reset,
+        "threshold_test": node.threshold_test,
+        "reset_timing": node.reset_timing,
+        "reset_value": int(to_state_int(node.reset_value, s, "reset_value", name)),
+        "v_d_init": int(to_state_int(node.v_d_init, s, "v_d_init", name)),
+        "v_s_init": v_s_init,
+    }
+    problem = prof.rule_problem(
+        rules["reset"],
+        rules["threshold_test"],
+        rules["reset_timing"],
+        rules["reset_value"],
+        rules["v_d_init"],
+        theta // 2 if v_s_init is None else v_s_init,
+    )
     if problem:
         raise IRError(f"{name}: numeric profile {prof.name} cannot express {problem}")
     bias = _soma_bias(name, node, np.round(np.asarray(node.bias, np.float64) * s), prof)
     to_state_int(bias, 1.0, "bias", name)
-    qn = QLMH(size=node.size, theta=theta, bias=bias, state_scale=s, profile=prof.name,
-              **codes, **rules)
+    qn = QLMH(size=node.size, theta=theta, bias=bias, state_scale=s, profile=prof.name, **codes, **rules)
     return qn, codes, {"profile": prof.name, "rules": {**node.rules(), "v_s_init_int": v_s_init}}
-

@@ -1,5 +1,6 @@
 """The quantisation report: per synapse path the weight error, per neuron layer the scales,
 factor error and a worst-case state bound (``compile_report.json``'s ``layers``)."""
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,9 @@ def worst_case_state_bound(node: QLMH, max_current: int, timesteps: int) -> dict
 
     ``max_current`` is in state units (after the profile's input shift).
     """
-    mu_d, mu_s, lam_d, lam_s = (float(np.abs(getattr(node, f)).max()) / fx.FACTOR_ONE
-                                for f in ("mu_d", "mu_s", "lam_d", "lam_s"))
+    mu_d, mu_s, lam_d, lam_s = (
+        float(np.abs(getattr(node, f)).max()) / fx.FACTOR_ONE for f in ("mu_d", "mu_s", "lam_d", "lam_s")
+    )
     drive = max_current + float(np.abs(node.bias).max(initial=0))
     v_d = float(abs(node.v_d_init))
     v_s = float(abs(node.theta / 2 if node.v_s_init is None else node.v_s_init))
@@ -54,33 +56,53 @@ def _path_row(path: SynapsePath, mant: Any, q: Graph, layer: LayerQuant) -> dict
     qd = q.node(path.name)
     err = float(abs(mant / layer.weight_scale - path.weights).max()) / path.unit
     peak = float(abs(path.weights).max()) / path.unit
-    return {"name": path.name, "kind": "dense", "ops": list(path.ops),
-            "shape": [qd.output_size(), qd.input_size()], "conv": path.conv is not None,
-            "sparse": bool(sp.issparse(mant)), "synapses": int(qdense_fan_in(qd).sum()),
-            "weight_exp": layer.weight_exp, "weight_scale": layer.weight_scale,
-            "graded_input": path.graded, "delay": qd.delay, "max_weight_error": err,
-            "max_weight_error_rel": err / max(peak, 1e-30)}
+    return {
+        "name": path.name,
+        "kind": "dense",
+        "ops": list(path.ops),
+        "shape": [qd.output_size(), qd.input_size()],
+        "conv": path.conv is not None,
+        "sparse": bool(sp.issparse(mant)),
+        "synapses": int(qdense_fan_in(qd).sum()),
+        "weight_exp": layer.weight_exp,
+        "weight_scale": layer.weight_scale,
+        "graded_input": path.graded,
+        "delay": qd.delay,
+        "max_weight_error": err,
+        "max_weight_error_rel": err / max(peak, 1e-30),
+    }
 
 
 def _neuron_row(layer: LayerQuant, qn: QLMH, start_step: int, timesteps: int) -> dict[str, Any]:
     node = layer.node
-    factor_err = max(float(np.abs(layer.codes[f] / fx.FACTOR_ONE - getattr(node, f)).max())
-                     for f in layer.codes)
+    factor_err = max(
+        float(np.abs(layer.codes[f] / fx.FACTOR_ONE - getattr(node, f)).max()) for f in layer.codes
+    )
     rows = worst_rows(layer.mants, [(p.weights, p.max_presyn, p.repeat) for p in layer.paths])
     max_current = fx.shift_sum(int(np.max(rows, initial=0)), layer.weight_exp) << layer.input_shift
     bound = worst_case_state_bound(qn, max_current, timesteps)
-    return {"name": layer.name, "kind": "lmh", "size": node.size, "state_scale": qn.state_scale,
-            "theta": qn.theta, "theta_float": node.theta, **layer.neuron_entries,
-            "factor_rows": int(node.mu_d.shape[0]),
-            "start_step": start_step, "max_factor_error": factor_err,
-            "factors": {k: np.round(getattr(node, k), 6).tolist() for k in LMH.FACTOR_RANGES},
-            "max_current": max_current, "worst_case_state": bound,
-            "state_limit": fx.STATE_MAX,
-            "worst_case_fits_24bit": max(bound.values()) <= fx.STATE_MAX}
+    return {
+        "name": layer.name,
+        "kind": "lmh",
+        "size": node.size,
+        "state_scale": qn.state_scale,
+        "theta": qn.theta,
+        "theta_float": node.theta,
+        **layer.neuron_entries,
+        "factor_rows": int(node.mu_d.shape[0]),
+        "start_step": start_step,
+        "max_factor_error": factor_err,
+        "factors": {k: np.round(getattr(node, k), 6).tolist() for k in LMH.FACTOR_RANGES},
+        "max_current": max_current,
+        "worst_case_state": bound,
+        "state_limit": fx.STATE_MAX,
+        "worst_case_fits_24bit": max(bound.values()) <= fx.STATE_MAX,
+    }
 
 
-def quantization_report(layers: list[LayerQuant], q: Graph, profile: dict[str, Any],
-                        timesteps: int) -> dict[str, Any]:
+def quantization_report(
+    layers: list[LayerQuant], q: Graph, profile: dict[str, Any], timesteps: int
+) -> dict[str, Any]:
     """The report of a quantised graph ``q``: per layer its synapse paths' rows, then its own."""
     depths = layer_depths(q)
     rows = []

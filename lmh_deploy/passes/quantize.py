@@ -13,6 +13,7 @@
 
 The arithmetic the integer graph denotes is :mod:`lmh_deploy.semantics.integer`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,35 +21,56 @@ from typing import Any
 
 import numpy as np
 
-from lmh_deploy.ir import (LMH, Graph, Input, QDense, QInput, QReadout, Readout, validate,
-                           validate_quantized)
+from lmh_deploy.ir import LMH, Graph, Input, QDense, QInput, QReadout, Readout, validate, validate_quantized
 from lmh_deploy.passes.bias_correction import correctable, rounding_current
 from lmh_deploy.passes.compose import SynapsePath, synapse_paths
 from lmh_deploy.passes.delays import balance_delays
-from lmh_deploy.passes.neurons import (quantize_neuron, to_state_int, weight_scale_cap,
-                                       wrap_limit)
+from lmh_deploy.passes.neurons import quantize_neuron, to_state_int, weight_scale_cap, wrap_limit
 from lmh_deploy.passes.quant_report import LayerQuant, quantization_report, worst_case_state_bound
-from lmh_deploy.passes.weights import (CURRENT_HEADROOM_BITS, WeightQuant, quantize_joint,
-                                       quantize_paths, quantize_weights, state_scale)
+from lmh_deploy.passes.weights import (
+    CURRENT_HEADROOM_BITS,
+    WeightQuant,
+    quantize_joint,
+    quantize_paths,
+    quantize_weights,
+    state_scale,
+)
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import DEFAULT_PROFILE, NumericProfile, get_profile
 
-__all__ = ["CURRENT_HEADROOM_BITS", "WeightQuant", "quantize_graph", "quantize_joint",
-           "quantize_weights", "state_scale", "worst_case_state_bound"]
+__all__ = [
+    "CURRENT_HEADROOM_BITS",
+    "WeightQuant",
+    "quantize_graph",
+    "quantize_joint",
+    "quantize_weights",
+    "state_scale",
+    "worst_case_state_bound",
+]
 
 
 def _qdense(path: SynapsePath, mant: Any, scale: float, exp: int) -> QDense:
     """The integer synapses of one path (kernels keep their geometry); delay 0 until balanced."""
-    geometry: dict[str, Any] = {} if path.conv is None else {
-        "conv_input_shape": tuple(path.conv.input_shape), "conv_stride": tuple(path.conv.stride),
-        "conv_padding": tuple(path.conv.padding)}
-    return QDense(weight_mant=mant, weight_exp=exp, graded=path.graded, weight_scale=scale,
-                  **geometry)
+    geometry: dict[str, Any] = (
+        {}
+        if path.conv is None
+        else {
+            "conv_input_shape": tuple(path.conv.input_shape),
+            "conv_stride": tuple(path.conv.stride),
+            "conv_padding": tuple(path.conv.padding),
+        }
+    )
+    return QDense(weight_mant=mant, weight_exp=exp, graded=path.graded, weight_scale=scale, **geometry)
 
 
-def _quantize_layer(graph: Graph, q: Graph, name: str, prof: NumericProfile,
-                    mean_counts: dict[str, np.ndarray] | None = None,
-                    corrections: dict[str, float] | None = None) -> LayerQuant:
+def _quantize_layer(
+    graph: Graph,
+    q: Graph,
+    name: str,
+    prof: NumericProfile,
+    mean_counts: dict[str, np.ndarray] | None = None,
+    corrections: dict[str, float] | None = None,
+) -> LayerQuant:
     """Add the integer paths into float layer ``name`` and the layer itself to ``q``; with
     ``mean_counts``, correct the bias for the weights' mean rounding current and record its
     largest magnitude (in thresholds, or logits for the readout) in ``corrections``."""
@@ -57,8 +79,13 @@ def _quantize_layer(graph: Graph, q: Graph, name: str, prof: NumericProfile,
     shift = prof.input_shift if isinstance(node, LMH) else 0  # a readout sums raw a_in
 
     def fit(cap: float) -> tuple[list[Any], float, int]:
-        return quantize_paths(paths, prof.current_headroom_bits - prof.input_shift,
-                              prof.fixed_weight_exp, cap, wrap_limit(node, prof))
+        return quantize_paths(
+            paths,
+            prof.current_headroom_bits - prof.input_shift,
+            prof.fixed_weight_exp,
+            cap,
+            wrap_limit(node, prof),
+        )
 
     mants, w_scale, exp = fit(weight_scale_cap(node, prof))
     for _ in range(3 if mean_counts is not None and correctable(node, prof) else 0):
@@ -69,16 +96,24 @@ def _quantize_layer(graph: Graph, q: Graph, name: str, prof: NumericProfile,
         if w_scale <= cap:
             node = corrected
             if corrections is not None:
-                corrections[name] = float(np.abs(error).max(initial=0.0)
-                                          / (node.theta if isinstance(node, LMH) else 1.0))
+                corrections[name] = float(
+                    np.abs(error).max(initial=0.0) / (node.theta if isinstance(node, LMH) else 1.0)
+                )
             break
         # refit with room for the new rounding's correction (then correct it; else none)
         top = float(np.abs(corrected.bias).max())
         mants, w_scale, exp = fit(cap * top / (top + float(np.abs(error).max())))
     for path, mant in zip(paths, mants):
         q.add(path.name, _qdense(path, mant, w_scale, exp), (path.source,))
-    layer = LayerQuant(name=name, node=node, paths=paths, mants=mants, weight_scale=w_scale,
-                       weight_exp=exp, input_shift=shift)
+    layer = LayerQuant(
+        name=name,
+        node=node,
+        paths=paths,
+        mants=mants,
+        weight_scale=w_scale,
+        weight_exp=exp,
+        input_shift=shift,
+    )
     s = state_scale(WeightQuant(mants[0], w_scale, exp))
     inputs = tuple(p.name for p in paths)
     if isinstance(node, Readout):
@@ -90,9 +125,9 @@ def _quantize_layer(graph: Graph, q: Graph, name: str, prof: NumericProfile,
     return layer
 
 
-def quantize_graph(graph: Graph, profile: str = DEFAULT_PROFILE, *,
-                   mean_counts: dict[str, np.ndarray] | None = None
-                   ) -> tuple[Graph, dict[str, Any]]:
+def quantize_graph(
+    graph: Graph, profile: str = DEFAULT_PROFILE, *, mean_counts: dict[str, np.ndarray] | None = None
+) -> tuple[Graph, dict[str, Any]]:
     """Quantise a validated float graph under numeric ``profile``; returns ``(graph, report)``.
 
     Every chain of synapse nodes between two neuron layers becomes one ``QDense`` named
@@ -111,8 +146,10 @@ def quantize_graph(graph: Graph, profile: str = DEFAULT_PROFILE, *,
     for name, node in graph.items():
         if isinstance(node, Input):
             # spikes: x in {0, x_max} -> {0, 1} (one bit); graded: 8-bit direct encoding
-            q.add(name, QInput(shape=node.shape, scale=1.0 / node.unit,
-                               bits=1 if node.spikes else fx.INPUT_BITS))
+            q.add(
+                name,
+                QInput(shape=node.shape, scale=1.0 / node.unit, bits=1 if node.spikes else fx.INPUT_BITS),
+            )
         elif isinstance(node, (LMH, Readout)):  # synapse chains go with the layer they feed
             layers.append(_quantize_layer(graph, q, name, prof, mean_counts, corrections))
     q = balance_delays(q)
@@ -122,6 +159,8 @@ def quantize_graph(graph: Graph, profile: str = DEFAULT_PROFILE, *,
     if mean_counts is not None:
         report["bias_correction"] = {
             "what": "mean rounding current of the 8-bit weights on the calibration inputs, "
-                    "taken off each layer's bias; largest change per layer, in thresholds "
-                    "(the readout: in logits)", "layers": corrections}
+            "taken off each layer's bias; largest change per layer, in thresholds "
+            "(the readout: in logits)",
+            "layers": corrections,
+        }
     return q, report

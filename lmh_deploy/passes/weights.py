@@ -8,6 +8,7 @@ The quantity quantised is the float current per integer presynaptic unit, ``W * 
 exponent is the largest that keeps the worst-case current within the headroom (negative, a
 floor shift of the sum, for very wide layers).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,6 +25,8 @@ from lmh_deploy.semantics import integer as fx
 #: Worst-case |synaptic input| per step is kept below 2**20: states integrate several steps
 #: of input (and lam, mu gains), so 3 bits are left between one step's input and 24 bits.
 CURRENT_HEADROOM_BITS = fx.STATE_BITS - 4
+
+
 @dataclass(frozen=True)
 class WeightQuant:
     """An 8-bit mantissa matrix with its per-layer scale and exponent."""
@@ -44,8 +47,7 @@ def _round_mantissa(w_eff, scale: float):
     return np.clip(np.round(w_eff * scale), -fx.WEIGHT_MANT_MAX, fx.WEIGHT_MANT_MAX).astype(np.int64)
 
 
-def _exponent(worst: int, headroom_bits: int = CURRENT_HEADROOM_BITS,
-              limit: int | None = None) -> int:
+def _exponent(worst: int, headroom_bits: int = CURRENT_HEADROOM_BITS, limit: int | None = None) -> int:
     """Largest exponent keeping ``worst`` (unshifted worst-case current) within the headroom
     (``2**headroom_bits``, or ``limit`` when given)."""
     limit = (1 << headroom_bits) if limit is None else limit
@@ -70,9 +72,13 @@ def worst_rows(mants: list[Any], paths: list[tuple]) -> np.ndarray:
     return np.asarray(total)
 
 
-def quantize_joint(paths: list[tuple], headroom_bits: int = CURRENT_HEADROOM_BITS,
-                   fixed_exp: int | None = None, max_scale: float = math.inf,
-                   limit: int | None = None) -> tuple[list[Any], float, int]:
+def quantize_joint(
+    paths: list[tuple],
+    headroom_bits: int = CURRENT_HEADROOM_BITS,
+    fixed_exp: int | None = None,
+    max_scale: float = math.inf,
+    limit: int | None = None,
+) -> tuple[list[Any], float, int]:
     """Quantise the synaptic weights of all paths into one neuron layer together.
 
     ``paths`` holds ``(w_eff, max_presyn[, repeat])`` per path: dense or CSR matrices, or
@@ -105,12 +111,17 @@ def quantize_weights(w_eff: np.ndarray, max_presyn: int) -> WeightQuant:
 
 def state_scale(wq: WeightQuant) -> float:
     """Integer state units per float unit of the layer fed by ``wq``."""
-    return float(fx.WEIGHT_LAVA_SCALE * 2.0 ** wq.exp * wq.scale)
+    return float(fx.WEIGHT_LAVA_SCALE * 2.0**wq.exp * wq.scale)
 
 
-def quantize_paths(paths: list[SynapsePath], headroom_bits: int = CURRENT_HEADROOM_BITS,
-                   fixed_exp: int | None = None, max_scale: float = math.inf,
-                   limit: int | None = None) -> tuple[list[Any], float, int]:
+def quantize_paths(
+    paths: list[SynapsePath],
+    headroom_bits: int = CURRENT_HEADROOM_BITS,
+    fixed_exp: int | None = None,
+    max_scale: float = math.inf,
+    limit: int | None = None,
+) -> tuple[list[Any], float, int]:
     """:func:`quantize_joint` of composed synapse paths: ``(mantissas, scale, exp)``."""
-    return quantize_joint([(p.weights, p.max_presyn, p.repeat) for p in paths], headroom_bits,
-                          fixed_exp, max_scale, limit)
+    return quantize_joint(
+        [(p.weights, p.max_presyn, p.repeat) for p in paths], headroom_bits, fixed_exp, max_scale, limit
+    )

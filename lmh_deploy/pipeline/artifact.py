@@ -1,4 +1,5 @@
 """The compiled artifact directory: written atomically, checked by a manifest of checksums."""
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,7 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def atomic_directory(target: str | Path, *, overwrite: bool = True
-                     ) -> AbstractContextManager[Path]:
+def atomic_directory(target: str | Path, *, overwrite: bool = True) -> AbstractContextManager[Path]:
     """:func:`lmh_deploy.files.atomic_directory`; an existing ``target`` without ``overwrite``
     raises :class:`ArtifactError`."""
     return files.atomic_directory(target, overwrite=overwrite, exists_error=ArtifactError)
@@ -37,8 +37,7 @@ def atomic_directory(target: str | Path, *, overwrite: bool = True
 
 def write_manifest(directory: Path, meta: dict[str, Any]) -> None:
     """Record every file's checksum (call last, inside :func:`atomic_directory`)."""
-    files = {p.name: sha256(p) for p in sorted(directory.iterdir())
-             if p.is_file() and p.name != MANIFEST}
+    files = {p.name: sha256(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != MANIFEST}
     doc = {"format": ARTIFACT_FORMAT, "format_version": ARTIFACT_VERSION, "files": files, **meta}
     (directory / MANIFEST).write_text(json.dumps(doc, indent=1))
 
@@ -60,6 +59,7 @@ def check_artifact(directory: str | Path) -> dict[str, Any]:
         if not file.is_file():
             raise ArtifactError(f"{file}: listed in the manifest but missing")
         if sha256(file) != digest:
-            raise ArtifactError(f"{file}: modified after compile (checksum differs from "
-                                f"{MANIFEST}); recompile")
+            raise ArtifactError(
+                f"{file}: modified after compile (checksum differs from {MANIFEST}); recompile"
+            )
     return doc

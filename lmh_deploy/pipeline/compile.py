@@ -1,4 +1,5 @@
 """The compile driver: checkpoint -> export -> quantize -> calibrate -> artifact directory."""
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,10 @@ class Artifact:
         """
         ds = self.quant_graph.meta.get("dataset")
         if not ds:
-            raise InputError(f"{self.directory}: compiled without a dataset (e.g. from NIR); "
-                             "pass --inputs/--labels or recompile with --dataset")
+            raise InputError(
+                f"{self.directory}: compiled without a dataset (e.g. from NIR); "
+                "pass --inputs/--labels or recompile with --dataset"
+            )
         train, test, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
         data = test if split == "test" else train
         x = dataset_inputs(data.tensors[0].numpy(), self.input_shape, bool(ds.get("frames")))
@@ -82,14 +85,15 @@ def calibrate(qgraph: Graph, x: np.ndarray, timesteps: int) -> dict[str, Any]:
     from lmh_deploy.sim import simulate  # the run stage; compile only uses it for measurement
 
     shape = tuple(qgraph.node(qgraph.order()[0]).shape)
-    rec = simulate(qgraph, quantize(qgraph, frames_for(x, timesteps, shape)), timesteps,
-                   record_states=True)
+    rec = simulate(qgraph, quantize(qgraph, frames_for(x, timesteps, shape)), timesteps, record_states=True)
     out = {}
     for name, (v_d, v_s) in rec.state_trace.items():
-        out[name] = {"max_abs_v_d": int(np.abs(v_d).max()), "max_abs_v_s": int(np.abs(v_s).max()),
-                     "saturation_events": rec.saturation[name],
-                     "headroom_bits": float(np.log2(fx.STATE_MAX / max(1, np.abs(v_d).max(),
-                                                                        np.abs(v_s).max())))}
+        out[name] = {
+            "max_abs_v_d": int(np.abs(v_d).max()),
+            "max_abs_v_s": int(np.abs(v_s).max()),
+            "saturation_events": rec.saturation[name],
+            "headroom_bits": float(np.log2(fx.STATE_MAX / max(1, np.abs(v_d).max(), np.abs(v_s).max()))),
+        }
     return {"samples": num_samples(x, shape), "layers": out}
 
 
@@ -112,16 +116,25 @@ def _from_checkpoint(model_path: Path) -> tuple[Graph, dict[str, Any]]:
     model, payload = load_checkpoint(model_path)
     ds = payload["dataset"]
     timesteps = int(payload["arch_kwargs"].get("timesteps", 4))
-    meta = {"num_classes": int(ds["num_classes"]), "dataset": ds,
-            "source": {"file": model_path.name, "sha256": sha256(model_path), "format": "checkpoint"}}
-    graph = export_model(model, input_shape=tuple(ds["input_shape"]),
-                         x_max=float(ds.get("x_max", 1.0)), timesteps=timesteps, meta=meta,
-                         spikes=bool(ds.get("spikes", False)))
+    meta = {
+        "num_classes": int(ds["num_classes"]),
+        "dataset": ds,
+        "source": {"file": model_path.name, "sha256": sha256(model_path), "format": "checkpoint"},
+    }
+    graph = export_model(
+        model,
+        input_shape=tuple(ds["input_shape"]),
+        x_max=float(ds.get("x_max", 1.0)),
+        timesteps=timesteps,
+        meta=meta,
+        spikes=bool(ds.get("spikes", False)),
+    )
     return graph, ds
 
 
-def _from_nir(path: Path, dataset: str | None, timesteps: int | None, dt: float | None,
-              warn: Callable[[str], None]) -> tuple[Graph, dict[str, Any] | None]:
+def _from_nir(
+    path: Path, dataset: str | None, timesteps: int | None, dt: float | None, warn: Callable[[str], None]
+) -> tuple[Graph, dict[str, Any] | None]:
     from lmh_deploy.frontends.nir import nir_to_graph
 
     graph = nir_to_graph(path, dt=dt, timesteps=timesteps, x_max=1.0, warn=warn)
@@ -130,14 +143,21 @@ def _from_nir(path: Path, dataset: str | None, timesteps: int | None, dt: float 
         train, _, spec = load_dataset(dataset)
         n_in = int(np.prod(spec.input_shape))
         if graph.node("input").output_size() != n_in:
-            raise InputError(f"{path}: the NIR graph takes {graph.node('input').output_size()} "
-                             f"inputs, dataset {dataset} has {n_in}")
-        ds = {"name": spec.name, "input_shape": list(graph.node("input").shape),
-              "num_classes": spec.num_classes, "x_max": 1.0, "seed": 0}
+            raise InputError(
+                f"{path}: the NIR graph takes {graph.node('input').output_size()} "
+                f"inputs, dataset {dataset} has {n_in}"
+            )
+        ds = {
+            "name": spec.name,
+            "input_shape": list(graph.node("input").shape),
+            "num_classes": spec.num_classes,
+            "x_max": 1.0,
+            "seed": 0,
+        }
         _warn_if_silent(graph, train.tensors[0][:64].numpy(), warn)
-    graph.meta.update({"dataset": ds,
-                       "source": {**graph.meta["source"], "file": path.name,
-                                  "sha256": sha256(path)}})
+    graph.meta.update(
+        {"dataset": ds, "source": {**graph.meta["source"], "file": path.name, "sha256": sha256(path)}}
+    )
     return graph, ds
 
 
@@ -149,18 +169,27 @@ def _warn_if_silent(graph: Graph, x: np.ndarray, warn: Callable[[str], None]) ->
     rec = simulate_float(graph, x, int(graph.meta["timesteps"]))
     for name, spikes in rec.spikes.items():
         if spikes.mean() < 1e-3:
-            warn(f"{name}: {spikes.mean():.2%} spikes per neuron and step on {len(x)} training "
-                 f"samples with dt = {graph.meta['dt']:g} s ({graph.meta['dt_origin']}): the "
-                 f"network is (nearly) silent; check --dt")
+            warn(
+                f"{name}: {spikes.mean():.2%} spikes per neuron and step on {len(x)} training "
+                f"samples with dt = {graph.meta['dt']:g} s ({graph.meta['dt_origin']}): the "
+                f"network is (nearly) silent; check --dt"
+            )
             return
 
 
-def compile_model(model_path: str | Path, outdir: str | Path, *,
-                  target: Target | str = Target.LAVA_SIM,
-                  calibration_samples: int = 64, dataset: str | None = None,
-                  timesteps: int | None = None, dt: float | None = None,
-                  profile: str = DEFAULT_PROFILE, bias_correction: bool = True,
-                  warn: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+def compile_model(
+    model_path: str | Path,
+    outdir: str | Path,
+    *,
+    target: Target | str = Target.LAVA_SIM,
+    calibration_samples: int = 64,
+    dataset: str | None = None,
+    timesteps: int | None = None,
+    dt: float | None = None,
+    profile: str = DEFAULT_PROFILE,
+    bias_correction: bool = True,
+    warn: Callable[[str], None] = lambda msg: None,
+) -> dict[str, Any]:
     """Compile a checkpoint (or a LIF/CubaLIF NIR file) into ``outdir`` atomically.
 
     Returns the compile report. ``dataset``/``timesteps``/``dt`` only apply to NIR input
@@ -185,18 +214,35 @@ def compile_model(model_path: str | Path, outdir: str | Path, *,
     x = None
     if calibration_samples > 0 and ds:
         train_set, _, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
-        x = dataset_inputs(train_set.tensors[0][:calibration_samples].numpy(),
-                           tuple(graph.node("input").shape), bool(ds.get("frames")))
+        x = dataset_inputs(
+            train_set.tensors[0][:calibration_samples].numpy(),
+            tuple(graph.node("input").shape),
+            bool(ds.get("frames")),
+        )
     copy_name = "source.nir" if model_path.suffix == ".nir" else CHECKPOINT_COPY
-    return write_artifact(graph, outdir, target=target, calibration_x=x,
-                          files={copy_name: model_path}, profile=profile,
-                          bias_correction=bias_correction, warn=warn)
+    return write_artifact(
+        graph,
+        outdir,
+        target=target,
+        calibration_x=x,
+        files={copy_name: model_path},
+        profile=profile,
+        bias_correction=bias_correction,
+        warn=warn,
+    )
 
 
-def write_artifact(graph: Graph, outdir: str | Path, *, target: str,
-                   calibration_x: np.ndarray | None, files: dict[str, Path],
-                   profile: str = DEFAULT_PROFILE, bias_correction: bool = True,
-                   warn: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+def write_artifact(
+    graph: Graph,
+    outdir: str | Path,
+    *,
+    target: str,
+    calibration_x: np.ndarray | None,
+    files: dict[str, Path],
+    profile: str = DEFAULT_PROFILE,
+    bias_correction: bool = True,
+    warn: Callable[[str], None] = lambda msg: None,
+) -> dict[str, Any]:
     """Quantise ``graph`` under numeric ``profile``, calibrate on ``calibration_x`` and write
     the artifact atomically, with ``files`` (artifact name -> source path) copied in.
     ``bias_correction``: take each layer's mean weight-rounding current on the calibration
@@ -206,22 +252,35 @@ def write_artifact(graph: Graph, outdir: str | Path, *, target: str,
     shape = tuple(graph.node(graph.order()[0]).shape)
     x = None
     if calibration_x is not None and len(calibration_x):
-        x = (calibration_x if is_sequence(calibration_x, shape)  # (T, N, *shape) frames
-             else calibration_x.reshape((len(calibration_x), *shape)))
+        x = (
+            calibration_x
+            if is_sequence(calibration_x, shape)  # (T, N, *shape) frames
+            else calibration_x.reshape((len(calibration_x), *shape))
+        )
     qgraph, report = quantize_graph(
-        graph, profile,
-        mean_counts=mean_counts(graph, x, timesteps) if x is not None and bias_correction else None)
+        graph,
+        profile,
+        mean_counts=mean_counts(graph, x, timesteps) if x is not None and bias_correction else None,
+    )
     for layer in report["layers"]:
         if layer["kind"] == "lmh" and not layer["worst_case_fits_24bit"]:
-            warn(f"{layer['name']}: worst-case state {max(layer['worst_case_state'].values())} "
-                 f"exceeds the 24-bit range ({fx.STATE_MAX}); saturation is possible and is counted")
+            warn(
+                f"{layer['name']}: worst-case state {max(layer['worst_case_state'].values())} "
+                f"exceeds the 24-bit range ({fx.STATE_MAX}); saturation is possible and is counted"
+            )
     if x is not None:
         report["calibration"] = calibrate(qgraph, x, timesteps)
         for name, c in report["calibration"]["layers"].items():
             if c["saturation_events"]:
                 warn(f"{name}: {c['saturation_events']} saturation events on calibration data")
-    report.update({"target": target, "timesteps": timesteps, "lmh_deploy_version": __version__,
-                   "source": graph.meta["source"]})
+    report.update(
+        {
+            "target": target,
+            "timesteps": timesteps,
+            "lmh_deploy_version": __version__,
+            "source": graph.meta["source"],
+        }
+    )
     if target == "loihi2":
         from lmh_deploy.passes.loihi2_map import map_to_loihi2
 
@@ -234,8 +293,10 @@ def write_artifact(graph: Graph, outdir: str | Path, *, target: str,
         (tmp / "compile_report.json").write_text(json.dumps(report, indent=1))
         if target == "loihi2":
             (tmp / "resources.json").write_text(json.dumps(resources, indent=1))
-        write_manifest(tmp, {"target": target, "timesteps": timesteps, "profile": profile,
-                             "lmh_deploy_version": __version__})
+        write_manifest(
+            tmp,
+            {"target": target, "timesteps": timesteps, "profile": profile, "lmh_deploy_version": __version__},
+        )
     return report
 
 
@@ -243,7 +304,10 @@ def load_artifact(directory: str | Path) -> Artifact:
     """Check the manifest, then load both graphs and the report."""
     directory = Path(directory)
     manifest = check_artifact(directory)
-    return Artifact(directory=directory, manifest=manifest,
-                    float_graph=load_graph(directory, "ir"),
-                    quant_graph=load_graph(directory, "quantized"),
-                    report=json.loads((directory / "compile_report.json").read_text()))
+    return Artifact(
+        directory=directory,
+        manifest=manifest,
+        float_graph=load_graph(directory, "ir"),
+        quant_graph=load_graph(directory, "quantized"),
+        report=json.loads((directory / "compile_report.json").read_text()),
+    )

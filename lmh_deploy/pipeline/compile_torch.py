@@ -5,6 +5,7 @@
 are a bare ``state_dict`` loaded with ``weights_only=True`` (never unpickled). The artifact
 keeps a copy of FILE.py and of the weights, so ``verify`` can run the source model itself.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -46,8 +47,9 @@ def import_factory(spec: str) -> tuple[Path, str, Callable[..., Any]]:
     """``FILE.py:FACTORY`` -> (file, name, the callable), importing FILE.py as a module."""
     file_text, sep, name = str(spec).rpartition(":")
     if not sep or not file_text.endswith(".py") or not name.isidentifier():
-        raise InputError(f"--model {spec!r}: expected FILE.py:FACTORY (a function or class "
-                         f"in your model file)")
+        raise InputError(
+            f"--model {spec!r}: expected FILE.py:FACTORY (a function or class in your model file)"
+        )
     path = Path(file_text).resolve()
     if not path.is_file():
         raise MissingFileError(f"--model {spec!r}: {path} does not exist")
@@ -117,16 +119,17 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: not a weights-only state_dict ({first})") from None
     if isinstance(state, dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
-        nested = [k for k in ("state_dict", "model", "model_state_dict") if isinstance(
-            state.get(k), dict)]
+        nested = [k for k in ("state_dict", "model", "model_state_dict") if isinstance(state.get(k), dict)]
         if not nested:
-            raise InputError(f"{path}: a dict but not a state_dict (keys {sorted(state)[:5]}); "
-                             f"save it with torch.save(model.state_dict(), ...)")
+            raise InputError(
+                f"{path}: a dict but not a state_dict (keys {sorted(state)[:5]}); "
+                f"save it with torch.save(model.state_dict(), ...)"
+            )
         state = state[nested[0]]
     if not isinstance(state, dict):
         raise InputError(f"{path}: holds a {type(state).__name__}, not a state_dict")
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     result = module.load_state_dict(state, strict=False)
     problems = []
     if result.missing_keys:
@@ -145,71 +148,110 @@ def calibration_inputs(path: str | Path, input_shape: tuple[int, ...]) -> np.nda
         raise InputError(f"{path}: not a readable .npy array ({exc})") from None
     n = int(np.prod(input_shape))
     if x.ndim < 2 or int(np.prod(x.shape[1:])) != n:
-        raise InputError(f"{path}: calibration data has shape {tuple(x.shape)}, the model takes "
-                         f"(N, {', '.join(map(str, input_shape))})")
+        raise InputError(
+            f"{path}: calibration data has shape {tuple(x.shape)}, the model takes "
+            f"(N, {', '.join(map(str, input_shape))})"
+        )
     if not np.all(np.isfinite(x)) or x.min() < 0:
-        raise InputError(f"{path}: calibration data must be finite and >= 0 (inputs are sent as "
-                         f"unsigned 8-bit values), min {float(np.nanmin(x)):.4g}")
+        raise InputError(
+            f"{path}: calibration data must be finite and >= 0 (inputs are sent as "
+            f"unsigned 8-bit values), min {float(np.nanmin(x)):.4g}"
+        )
     return x.reshape((len(x), *input_shape)).astype(np.float64)
 
 
-def compile_module(module: nn.Module, outdir: str | Path, *, input_shape: tuple[int, ...],
-                   timesteps: int, dataset: str | None = None,
-                   calibration: np.ndarray | str | Path | None = None,
-                   calibration_samples: int = 64, target: str = "lava-sim",
-                   source: dict[str, Any] | None = None, files: dict[str, Path] | None = None,
-                   profile: str = DEFAULT_PROFILE, bias_correction: bool = True,
-                   warn: Callable[[str], None] = lambda msg: None) -> dict[str, Any]:
+def compile_module(
+    module: nn.Module,
+    outdir: str | Path,
+    *,
+    input_shape: tuple[int, ...],
+    timesteps: int,
+    dataset: str | None = None,
+    calibration: np.ndarray | str | Path | None = None,
+    calibration_samples: int = 64,
+    target: str = "lava-sim",
+    source: dict[str, Any] | None = None,
+    files: dict[str, Path] | None = None,
+    profile: str = DEFAULT_PROFILE,
+    bias_correction: bool = True,
+    warn: Callable[[str], None] = lambda msg: None,
+) -> dict[str, Any]:
     """Trace ``module``, quantise, calibrate (dataset train split or ``calibration`` inputs)
     and write the artifact. ``source`` describes how to rebuild the module for ``verify``."""
     input_shape = tuple(int(d) for d in input_shape)
     if int(timesteps) < 1:
         raise InputError(f"--timesteps must be >= 1, got {timesteps}")
     if dataset is None and calibration is None:
-        raise InputError("give --dataset NAME or --calibration X.npy (inputs to measure the "
-                         "state ranges on)")
+        raise InputError("give --dataset NAME or --calibration X.npy (inputs to measure the state ranges on)")
     ds, x = None, None
     if dataset is not None:
         train, _, spec = load_dataset(dataset)
         if int(np.prod(spec.input_shape)) != int(np.prod(input_shape)):
-            raise InputError(f"--input-shape {','.join(map(str, input_shape))} does not fit "
-                             f"dataset {dataset} (samples of shape {spec.input_shape})")
-        ds = {"name": spec.name, "input_shape": list(input_shape),
-              "num_classes": spec.num_classes, "x_max": 1.0, "seed": 0}
+            raise InputError(
+                f"--input-shape {','.join(map(str, input_shape))} does not fit "
+                f"dataset {dataset} (samples of shape {spec.input_shape})"
+            )
+        ds = {
+            "name": spec.name,
+            "input_shape": list(input_shape),
+            "num_classes": spec.num_classes,
+            "x_max": 1.0,
+            "seed": 0,
+        }
         x = train.tensors[0][:calibration_samples].numpy()
     if calibration is not None:
-        x = (calibration_inputs(calibration, input_shape) if isinstance(calibration, (str, Path))
-             else np.asarray(calibration, dtype=np.float64).reshape((-1, *input_shape)))
+        x = (
+            calibration_inputs(calibration, input_shape)
+            if isinstance(calibration, (str, Path))
+            else np.asarray(calibration, dtype=np.float64).reshape((-1, *input_shape))
+        )
         x = x[:calibration_samples]
     assert x is not None  # dataset or calibration, checked above
     x_max = 1.0 if ds else max(1.0, float(x.max()))
-    meta = {"dataset": ds, "source": source or {"format": "pytorch-module",
-                                                  "class": type(module).__name__}}
-    graph = module_to_graph(module, input_shape=input_shape, timesteps=timesteps, x_max=x_max,
-                            meta=meta)
+    meta = {"dataset": ds, "source": source or {"format": "pytorch-module", "class": type(module).__name__}}
+    graph = module_to_graph(module, input_shape=input_shape, timesteps=timesteps, x_max=x_max, meta=meta)
     files = dict(files or {})
     with tempfile.TemporaryDirectory(prefix="lmh-weights-") as tmp:
         if SOURCE_WEIGHTS not in files:  # keep the weights: verify runs the source model
             files[SOURCE_WEIGHTS] = Path(tmp) / SOURCE_WEIGHTS
             torch.save(module.state_dict(), files[SOURCE_WEIGHTS])
-        return write_artifact(graph, outdir, target=target, calibration_x=x, files=files,
-                              profile=profile, bias_correction=bias_correction,
-                              warn=warn)
+        return write_artifact(
+            graph,
+            outdir,
+            target=target,
+            calibration_x=x,
+            files=files,
+            profile=profile,
+            bias_correction=bias_correction,
+            warn=warn,
+        )
 
 
-def compile_model_file(weights: str | Path, model_spec: str, outdir: str | Path, *,
-                       model_kwargs: str | dict[str, Any] | None = None,
-                       **options: Any) -> dict[str, Any]:
+def compile_model_file(
+    weights: str | Path,
+    model_spec: str,
+    outdir: str | Path,
+    *,
+    model_kwargs: str | dict[str, Any] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
     """The ``compile WEIGHTS --model FILE.py:FACTORY`` path: build, load, compile."""
     path, name, factory = import_factory(model_spec)
     kwargs = model_kwargs if isinstance(model_kwargs, dict) else parse_kwargs(model_kwargs)
     module = build_module(factory, kwargs, f"--model {model_spec}")
     load_weights(module, weights)
-    source = {"format": "pytorch-module", "file": path.name, "factory": name, "kwargs": kwargs,
-              "search_dir": str(path.parent), "weights": Path(weights).name,
-              "sha256": sha256(Path(weights))}
-    return compile_module(module, outdir, source=source,
-                          files={SOURCE_FILE: path, SOURCE_WEIGHTS: Path(weights)}, **options)
+    source = {
+        "format": "pytorch-module",
+        "file": path.name,
+        "factory": name,
+        "kwargs": kwargs,
+        "search_dir": str(path.parent),
+        "weights": Path(weights).name,
+        "sha256": sha256(Path(weights)),
+    }
+    return compile_module(
+        module, outdir, source=source, files={SOURCE_FILE: path, SOURCE_WEIGHTS: Path(weights)}, **options
+    )
 
 
 def load_source_module(art: Artifact) -> nn.Module | None:
@@ -218,8 +260,9 @@ def load_source_module(art: Artifact) -> nn.Module | None:
     if src.get("format") != "pytorch-module" or not src.get("factory"):
         return None
     path = art.directory / SOURCE_FILE
-    module = _import_file(path, f"lmh_user_model_{sha256(path)[:12]}",
-                          Path(src.get("search_dir") or art.directory))
+    module = _import_file(
+        path, f"lmh_user_model_{sha256(path)[:12]}", Path(src.get("search_dir") or art.directory)
+    )
     factory = getattr(module, src["factory"])
     model = build_module(factory, src.get("kwargs") or {}, f"{path}:{src['factory']}")
     load_weights(model, art.directory / SOURCE_WEIGHTS)

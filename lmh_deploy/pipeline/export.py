@@ -1,4 +1,5 @@
 """The export stage: a checkpoint -> NIR (for other tools) or lava-dl netx HDF5."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +10,15 @@ from lmh_deploy.bounds import check_float, check_samples
 from lmh_deploy.errors import InputError, require_file
 
 
-def export_checkpoint(model: str | Path, out: str | Path, *, format: ExportFormat | str,
-                      dt: float = 1e-4, lossy: bool = False, samples: int = 100) -> dict[str, Any]:
+def export_checkpoint(
+    model: str | Path,
+    out: str | Path,
+    *,
+    format: ExportFormat | str,
+    dt: float = 1e-4,
+    lossy: bool = False,
+    samples: int = 100,
+) -> dict[str, Any]:
     """Write ``model`` (an ``lmh-deploy train`` checkpoint) as ``format`` to ``out``; a
     compiled artifact directory exports to netx with exactly its integers (profile
     loihi-lif).
@@ -31,13 +39,15 @@ def export_checkpoint(model: str | Path, out: str | Path, *, format: ExportForma
 
         if format != ExportFormat.NETX:
             raise InputError(f"{model}: an artifact directory exports to netx only")
-        return dict(artifact_to_netx(load_artifact(model).quant_graph, Path(out)),
-                    from_artifact=True)
+        return dict(artifact_to_netx(load_artifact(model).quant_graph, Path(out)), from_artifact=True)
     net, payload = load_checkpoint(require_file(model, "checkpoint"))
     ds = payload["dataset"]
-    graph = export_model(net, input_shape=tuple(ds["input_shape"]),
-                         x_max=float(ds.get("x_max", 1.0)),
-                         timesteps=int(payload["arch_kwargs"].get("timesteps", 4)))
+    graph = export_model(
+        net,
+        input_shape=tuple(ds["input_shape"]),
+        x_max=float(ds.get("x_max", 1.0)),
+        timesteps=int(payload["arch_kwargs"].get("timesteps", 4)),
+    )
     if format == ExportFormat.NETX:
         from lmh_deploy.interop.netx_io import graph_to_netx
 

@@ -3,6 +3,7 @@ static inputs ``(N, *shape)`` and time-varying frames ``(T, N, *shape)`` (event 
 
 Numbers are checked with :mod:`lmh_deploy.bounds`.
 """
+
 from __future__ import annotations
 
 import re
@@ -38,8 +39,7 @@ def parse_sweep(text: str | None, timesteps: int) -> list[int]:
     try:
         values = sorted({int(v) for v in text.split(",")})
     except ValueError:
-        raise InputError(f"--sweep {text!r}: expected comma-separated integers such as "
-                         "1,2,4,8") from None
+        raise InputError(f"--sweep {text!r}: expected comma-separated integers such as 1,2,4,8") from None
     if values[0] < 1 or values[-1] > MAX_TIMESTEPS:
         raise InputError(f"--sweep {text!r}: inference steps must be in 1..{MAX_TIMESTEPS}")
     if len(values) > MAX_SWEEP_VALUES:
@@ -56,8 +56,9 @@ def _read_npy(path: Path, what: str) -> np.ndarray:
         raise InputError(f"{path}: not a readable .npy array ({exc})") from None
 
 
-def load_inputs(inputs: str | Path, labels: str | Path | None, input_shape: tuple[int, ...],
-                samples: int) -> tuple[np.ndarray, np.ndarray | None]:
+def load_inputs(
+    inputs: str | Path, labels: str | Path | None, input_shape: tuple[int, ...], samples: int
+) -> tuple[np.ndarray, np.ndarray | None]:
     """User inputs for ``run``: the first ``samples`` samples, checked, never unpickled.
 
     ``inputs`` is ``(N, *input_shape)`` floats or time-varying frames
@@ -67,10 +68,11 @@ def load_inputs(inputs: str | Path, labels: str | Path | None, input_shape: tupl
     x = _read_npy(inputs, "inputs")
     shape = tuple(input_shape)
     dims = ", ".join(map(str, shape))
-    if (x.ndim not in (len(shape) + 1, len(shape) + 2)
-            or tuple(x.shape[x.ndim - len(shape):]) != shape):
-        raise InputError(f"{inputs}: inputs have shape {tuple(x.shape)}, the model expects "
-                         f"(N, {dims}) or time-varying frames (T, N, {dims})")
+    if x.ndim not in (len(shape) + 1, len(shape) + 2) or tuple(x.shape[x.ndim - len(shape) :]) != shape:
+        raise InputError(
+            f"{inputs}: inputs have shape {tuple(x.shape)}, the model expects "
+            f"(N, {dims}) or time-varying frames (T, N, {dims})"
+        )
     if x.dtype.kind not in "fiub":
         raise InputError(f"{inputs}: inputs have dtype {x.dtype}, expected numbers")
     total = num_samples(x, shape)
@@ -133,8 +135,9 @@ def time_major(x: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
     return x
 
 
-def check_inputs(x: np.ndarray, input_shape: tuple[int, ...], timesteps: int, *,
-                 spikes: bool = False, what: str = "inputs") -> None:
+def check_inputs(
+    x: np.ndarray, input_shape: tuple[int, ...], timesteps: int, *, spikes: bool = False, what: str = "inputs"
+) -> None:
     """Raise InputError (naming ``what``) unless ``x`` fits a network of ``input_shape``.
 
     ``x`` is ``(N, *shape)`` or ``(T', N, *shape)`` with at least ``timesteps`` frames, all
@@ -142,18 +145,23 @@ def check_inputs(x: np.ndarray, input_shape: tuple[int, ...], timesteps: int, *,
     """
     shape = tuple(int(d) for d in input_shape)
     dims = ", ".join(map(str, shape))
-    if x.ndim not in (len(shape) + 1, len(shape) + 2) or tuple(x.shape[x.ndim - len(shape):]) != shape:
-        raise InputError(f"{what}: inputs have shape {tuple(x.shape)}, the model expects "
-                         f"(N, {dims}) or time-varying frames (T, N, {dims})")
+    if x.ndim not in (len(shape) + 1, len(shape) + 2) or tuple(x.shape[x.ndim - len(shape) :]) != shape:
+        raise InputError(
+            f"{what}: inputs have shape {tuple(x.shape)}, the model expects "
+            f"(N, {dims}) or time-varying frames (T, N, {dims})"
+        )
     if is_sequence(x, shape) and x.shape[0] < timesteps:
-        raise InputError(f"{what}: {x.shape[0]} frames per sample, the network runs "
-                         f"{timesteps} steps (one frame per step)")
+        raise InputError(
+            f"{what}: {x.shape[0]} frames per sample, the network runs {timesteps} steps (one frame per step)"
+        )
     if not np.all(np.isfinite(x)):
         raise InputError(f"{what}: inputs contain NaN or inf")
     if spikes and not np.all((x == 0) | (x == 1)):
         bad = x[(x != 0) & (x != 1)].flat[0]
-        raise InputError(f"{what}: the model takes binary event frames (sent as spikes), "
-                         f"but the inputs hold the value {bad}")
+        raise InputError(
+            f"{what}: the model takes binary event frames (sent as spikes), "
+            f"but the inputs hold the value {bad}"
+        )
 
 
 def quantize(qgraph: Any, x: np.ndarray) -> np.ndarray:

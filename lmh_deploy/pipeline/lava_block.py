@@ -1,4 +1,5 @@
 """The compiled network as a Lava building block, built from an artifact directory."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,6 +21,9 @@ def lava_network(artifact: str | Path, *, precision: str = "fixed_pt", samples: 
         raise ValueError(f"unknown precision {precision!r}; supported: fixed_pt, floating_pt")
     art = load_artifact(artifact)
     graph = art.quant_graph if precision == "fixed_pt" else art.float_graph
-    return LMHNetwork(graph=graph, timesteps=art.timesteps,
-                      precision="fixed_pt" if precision == "fixed_pt" else "floating_pt",
-                      samples=samples)
+    return LMHNetwork(
+        graph=graph,
+        timesteps=art.timesteps,
+        precision="fixed_pt" if precision == "fixed_pt" else "floating_pt",
+        samples=samples,
+    )

@@ -2,6 +2,7 @@
 
 Reports and plots only draw what this stage measured; they never run a network.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,17 +18,32 @@ from lmh_deploy.bounds import check_samples
 from lmh_deploy.choices import Backend, choice
 from lmh_deploy.errors import CommandFailed, InputError
 from lmh_deploy.files import atomic_write
-from lmh_deploy.pipeline.inputs import (check_inputs, check_sim_device, first_samples,
-                                        frames_for, is_sequence, load_inputs, num_samples,
-                                        parse_sweep, quantize)
+from lmh_deploy.pipeline.inputs import (
+    check_inputs,
+    check_sim_device,
+    first_samples,
+    frames_for,
+    is_sequence,
+    load_inputs,
+    num_samples,
+    parse_sweep,
+    quantize,
+)
 from lmh_deploy.reports.record import RunRecord
 from lmh_deploy.reports.summary import summarize
 from lmh_deploy.sim import default_batch_size, run_in_batches, simulate_batched
 
 
-def run_backend(qgraph, x_int: np.ndarray, timesteps: int, backend: str = "sim", *,
-                batch_size: int | None = None, record_spikes: bool = True,
-                device: str | None = None) -> RunRecord:
+def run_backend(
+    qgraph,
+    x_int: np.ndarray,
+    timesteps: int,
+    backend: str = "sim",
+    *,
+    batch_size: int | None = None,
+    record_spikes: bool = True,
+    device: str | None = None,
+) -> RunRecord:
     """All samples of ``x_int`` on ``backend`` ("sim" or "lava"), in mini-batches.
 
     ``x_int``: static ``(N, *shape)`` or time-major frames ``(T, N, *shape)``.
@@ -45,20 +61,34 @@ def run_backend(qgraph, x_int: np.ndarray, timesteps: int, backend: str = "sim",
     # time-varying inputs (T, N, ...): shards and mini-batches cut samples, never frames
     axis = sample_axis(x_int, tuple(qgraph.node(qgraph.order()[0]).shape))
     if backend == "sim":
-        return run_sharded(lambda xs: simulate_batched(
-            qgraph, xs, timesteps, batch_size=batch_size, record_spikes=record_spikes,
-            device=device), x_int, axis=axis)
+        return run_sharded(
+            lambda xs: simulate_batched(
+                qgraph, xs, timesteps, batch_size=batch_size, record_spikes=record_spikes, device=device
+            ),
+            x_int,
+            axis=axis,
+        )
     if backend == "lava":
         from lmh_deploy.backends.lava.run import run_lava
 
-        return run_sharded(lambda xs: run_in_batches(
-            lambda b: run_lava(qgraph, b, timesteps, "fixed_pt"), xs, batch_size, axis=axis),
-            x_int, axis=axis)
+        return run_sharded(
+            lambda xs: run_in_batches(
+                lambda b: run_lava(qgraph, b, timesteps, "fixed_pt"), xs, batch_size, axis=axis
+            ),
+            x_int,
+            axis=axis,
+        )
     raise InputError(f"unknown backend {backend!r}; supported: sim, lava")
 
 
-def t_sweep(qgraph, x_int: np.ndarray, labels: np.ndarray | None,
-            t_values: Iterable[int], *, batch_size: int | None = None) -> list[dict[str, Any]]:
+def t_sweep(
+    qgraph,
+    x_int: np.ndarray,
+    labels: np.ndarray | None,
+    t_values: Iterable[int],
+    *,
+    batch_size: int | None = None,
+) -> list[dict[str, Any]]:
     """Run the integer simulator once per ``T`` in ``t_values``; one summary row per ``T``.
 
     Rows: ``timesteps``, ``accuracy`` (None without labels), ``energy_joules`` (Loihi estimate
@@ -73,22 +103,27 @@ def t_sweep(qgraph, x_int: np.ndarray, labels: np.ndarray | None,
         raise InputError(f"inference steps must be >= 1, got {bad}")
     input_shape = tuple(qgraph.node(qgraph.order()[0]).shape)
     if x_int.ndim != len(input_shape) + 1 and max(values) > x_int.shape[0]:
-        raise InputError(f"time-major input has {x_int.shape[0]} frames; cannot run "
-                         f"T = {max(values)} steps")
+        raise InputError(f"time-major input has {x_int.shape[0]} frames; cannot run T = {max(values)} steps")
     rows = []
     for t in values:
         rec = simulate_batched(qgraph, x_int, t, batch_size=batch_size, record_spikes=False)
         s = summarize(qgraph, rec, labels)
-        rows.append({"timesteps": t, "accuracy": s.get("accuracy"),
-                     "energy_joules": s["energy_joules"],
-                     "synops_per_sample": s["totals"]["synops"] / s["samples"],
-                     "spikes_per_sample": s["totals"]["spikes"] / s["samples"],
-                     "ann_energy_joules": s["ann_energy_joules"]})
+        rows.append(
+            {
+                "timesteps": t,
+                "accuracy": s.get("accuracy"),
+                "energy_joules": s["energy_joules"],
+                "synops_per_sample": s["totals"]["synops"] / s["samples"],
+                "spikes_per_sample": s["totals"]["spikes"] / s["samples"],
+                "ann_energy_joules": s["ann_energy_joules"],
+            }
+        )
     return rows
 
 
-def save_spike_rasters(path: str | Path, x_int: np.ndarray, rec: RunRecord,
-                       input_shape: tuple[int, ...]) -> Path:
+def save_spike_rasters(
+    path: str | Path, x_int: np.ndarray, rec: RunRecord, input_shape: tuple[int, ...]
+) -> Path:
     """Write ``input`` (the integer input: (N, features) static or (T, N, features)) and one
     (T, N, neurons) bool raster per spiking layer, keyed by IR layer name, to ``path`` (.npz).
 
@@ -109,13 +144,22 @@ def save_spike_rasters(path: str | Path, x_int: np.ndarray, rec: RunRecord,
     return path
 
 
-def run_artifact(artifact: str | Path, *, backend: Backend | str = Backend.SIM,
-                 samples: int = 100, inputs: str | Path | None = None,
-                 labels: str | Path | None = None, plots_dir: str | Path | None = None,
-                 html: str | Path | None = None, sweep: str | None = None,
-                 stream: bool = False, device: str | None = None,
-                 batch_size: int | None = None, save_spikes: str | Path | None = None,
-                 status: Callable[[str], None] = lambda text: None) -> dict[str, Any] | None:
+def run_artifact(
+    artifact: str | Path,
+    *,
+    backend: Backend | str = Backend.SIM,
+    samples: int = 100,
+    inputs: str | Path | None = None,
+    labels: str | Path | None = None,
+    plots_dir: str | Path | None = None,
+    html: str | Path | None = None,
+    sweep: str | None = None,
+    stream: bool = False,
+    device: str | None = None,
+    batch_size: int | None = None,
+    save_spikes: str | Path | None = None,
+    status: Callable[[str], None] = lambda text: None,
+) -> dict[str, Any] | None:
     """Run a compiled artifact on ``backend``; the summary (see :func:`summarize`).
 
     ``sweep`` (with ``plots_dir`` or ``html``) adds an accuracy/energy-vs-T curve, always
@@ -154,27 +198,50 @@ def run_artifact(artifact: str | Path, *, backend: Backend | str = Backend.SIM,
             x, y = art.dataset_split("test")  # time-major (T, N, ...) for event frames
             x, y = first_samples(x, samples, shape), y[:samples]
         x = frames_for(x, art.timesteps, shape)
-        check_inputs(x, shape, art.timesteps, spikes=art.spike_input,
-                     what=str(inputs) if inputs is not None else "test split")
+        check_inputs(
+            x,
+            shape,
+            art.timesteps,
+            spikes=art.spike_input,
+            what=str(inputs) if inputs is not None else "test split",
+        )
         x_int = quantize(q, x)
         frames = x.shape[0] if is_sequence(x, shape) else None
         # time-varying inputs: a sweep cannot run past the frames given
-        t_values = ([t for t in parse_sweep(sweep, art.timesteps) if frames is None
-                     or t <= frames or sweep is not None] if plots_dir or html else [])
+        t_values = (
+            [
+                t
+                for t in parse_sweep(sweep, art.timesteps)
+                if frames is None or t <= frames or sweep is not None
+            ]
+            if plots_dir or html
+            else []
+        )
         status(f"running {num_samples(x, shape)} samples on {backend}")
         start = time.perf_counter()
-        rec = run_backend(q, x_int, art.timesteps, backend.value, batch_size=batch_size,
-                          record_spikes=not stream, device=_rank_device(device))
+        rec = run_backend(
+            q,
+            x_int,
+            art.timesteps,
+            backend.value,
+            batch_size=batch_size,
+            record_spikes=not stream,
+            device=_rank_device(device),
+        )
         seconds = time.perf_counter() - start
         if not dctx.is_main:
             return None
-        summary = summarize(q, rec, y) | {"backend": str(backend), "seconds": seconds,
-                                          "timesteps": art.timesteps,
-                                          "processes": dctx.world_size,
-                                          "predictions": rec.predictions.tolist()}
+        summary = summarize(q, rec, y) | {
+            "backend": str(backend),
+            "seconds": seconds,
+            "timesteps": art.timesteps,
+            "processes": dctx.world_size,
+            "predictions": rec.predictions.tolist(),
+        }
         if save_spikes is not None:
-            summary["spikes_file"] = str(save_spike_rasters(save_spikes, x_int, rec,
-                                                            tuple(q.node("input").shape)))
+            summary["spikes_file"] = str(
+                save_spike_rasters(save_spikes, x_int, rec, tuple(q.node("input").shape))
+            )
         if plots_dir is not None or html is not None:
             status("T sweep (sim), float run and plots")
             _plots(summary, rec, art, x, x_int, y, t_values, plots_dir, html, batch_size)
@@ -186,14 +253,25 @@ def _refuse_loihi2() -> None:
 
     if not lava_loihi_available():
         raise CommandFailed(LAVA_LOIHI_HINT)
-    raise CommandFailed("lava-loihi is installed, but the LMHNeuron Process has CPU "
-                        "ProcessModels only; Loihi 2 needs a neuro-core (microcode) model of "
-                        "it, built with lava-loihi's tools. Nothing ran.")
+    raise CommandFailed(
+        "lava-loihi is installed, but the LMHNeuron Process has CPU "
+        "ProcessModels only; Loihi 2 needs a neuro-core (microcode) model of "
+        "it, built with lava-loihi's tools. Nothing ran."
+    )
 
 
-def _plots(summary: dict[str, Any], rec: Any, art: Any, x: np.ndarray, x_int: np.ndarray,
-           y: np.ndarray | None, t_values: list[int], plots_dir: str | Path | None,
-           html: str | Path | None, batch_size: int | None) -> None:
+def _plots(
+    summary: dict[str, Any],
+    rec: Any,
+    art: Any,
+    x: np.ndarray,
+    x_int: np.ndarray,
+    y: np.ndarray | None,
+    t_values: list[int],
+    plots_dir: str | Path | None,
+    html: str | Path | None,
+    batch_size: int | None,
+) -> None:
     """Add ``t_sweep`` (and ``plots``) to ``summary``; write the PNGs and/or the HTML page."""
     from lmh_deploy.backends.torch_ref import run_float
     from lmh_deploy.reports import plots as P
@@ -204,11 +282,11 @@ def _plots(summary: dict[str, Any], rec: Any, art: Any, x: np.ndarray, x_int: np
         summary["t_sweep_backend"] = "sim"
     model = art.load_model()
     time_varying = is_sequence(x, art.input_shape)
-    rec_float = (run_float(model, x, art.timesteps, time_varying=time_varying)
-                 if model is not None else None)
+    rec_float = run_float(model, x, art.timesteps, time_varying=time_varying) if model is not None else None
     with tempfile.TemporaryDirectory(prefix="lmh-plots-") as tmp:
-        images = P.make_plots(summary, rec, plots_dir or tmp, sweep=summary.get("t_sweep"),
-                              rec_float=rec_float)
+        images = P.make_plots(
+            summary, rec, plots_dir or tmp, sweep=summary.get("t_sweep"), rec_float=rec_float
+        )
         if plots_dir is not None:
             summary["plots"] = images
         if html is not None:

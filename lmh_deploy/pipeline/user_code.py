@@ -7,6 +7,7 @@ line naming the user's file, line and exception (``lmh-deploy --debug`` keeps th
 traceback). An exception raised in our code or torch's, with no frame of the user's file,
 stays what it is.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -50,8 +51,7 @@ def users_code(action: str, files: Sequence[Path | None], *, always: bool = Fals
         raise
     except Exception as exc:
         mine = {f.resolve() for f in files if f is not None}
-        frames = [fr for fr in traceback.extract_tb(exc.__traceback__)
-                  if Path(fr.filename).resolve() in mine]
+        frames = [fr for fr in traceback.extract_tb(exc.__traceback__) if Path(fr.filename).resolve() in mine]
         if frames:
             where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name}: "
         elif isinstance(exc, SyntaxError) and exc.filename:
@@ -60,5 +60,7 @@ def users_code(action: str, files: Sequence[Path | None], *, always: bool = Fals
             where = ""
         else:
             raise
-        raise UserCodeError(f"{action}: {where}{type(exc).__name__}: {exc} (raised by your model "
-                            "code; `lmh-deploy --debug ...` shows the traceback)") from exc
+        raise UserCodeError(
+            f"{action}: {where}{type(exc).__name__}: {exc} (raised by your model "
+            "code; `lmh-deploy --debug ...` shows the traceback)"
+        ) from exc

@@ -6,6 +6,7 @@ the Loihi energy estimate next to each other, in total and per layer (layers mat
 name), plus accuracy against T where both runs carry a T sweep. Values are per sample;
 ``ratio`` is B / A. :mod:`lmh_deploy.reports.compare_html` renders the HTML page.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,15 +16,20 @@ from typing import Any
 from lmh_deploy.errors import InputError, MissingFileError
 
 #: Totals compared, as ``(key, label, unit)``; every value is per sample.
-TOTALS = (("accuracy", "accuracy", "%"),
-          ("spikes_per_sample", "spikes / sample", ""),
-          ("synops_per_sample", "synaptic ops / sample", ""),
-          ("energy_joules", "energy / sample (Loihi estimate)", "J"),
-          ("ann_energy_joules", "energy / sample, equivalent ANN", "J"))
+TOTALS = (
+    ("accuracy", "accuracy", "%"),
+    ("spikes_per_sample", "spikes / sample", ""),
+    ("synops_per_sample", "synaptic ops / sample", ""),
+    ("energy_joules", "energy / sample (Loihi estimate)", "J"),
+    ("ann_energy_joules", "energy / sample, equivalent ANN", "J"),
+)
 #: Per-layer quantities compared, as ``(key, label)``.
-LAYER_FIELDS = (("spikes_per_sample", "spikes / sample"), ("firing_rate", "firing rate"),
-                ("synops_per_sample", "synaptic ops / sample"),
-                ("energy_joules", "energy / sample"))
+LAYER_FIELDS = (
+    ("spikes_per_sample", "spikes / sample"),
+    ("firing_rate", "firing rate"),
+    ("synops_per_sample", "synaptic ops / sample"),
+    ("energy_joules", "energy / sample"),
+)
 
 
 def load_run(path: str | Path) -> dict[str, Any]:
@@ -37,11 +43,16 @@ def load_run(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    missing = [k for k in ("samples", "layers", "totals", "energy_joules")
-               if not isinstance(doc, dict) or k not in doc]
+    missing = [
+        k
+        for k in ("samples", "layers", "totals", "energy_joules")
+        if not isinstance(doc, dict) or k not in doc
+    ]
     if missing:
-        raise InputError(f"{path}: not a run summary (missing {', '.join(missing)}; expected "
-                         "the output of `lmh-deploy run --json`)")
+        raise InputError(
+            f"{path}: not a run summary (missing {', '.join(missing)}; expected "
+            "the output of `lmh-deploy run --json`)"
+        )
     if not isinstance(doc["samples"], int) or doc["samples"] < 1:
         raise InputError(f"{path}: 'samples' must be a positive integer, got {doc['samples']!r}")
     return doc
@@ -49,11 +60,13 @@ def load_run(path: str | Path) -> dict[str, Any]:
 
 def _totals(run: dict[str, Any]) -> dict[str, float | None]:
     n = run["samples"]
-    return {"accuracy": run.get("accuracy"),
-            "spikes_per_sample": run["totals"]["spikes"] / n,
-            "synops_per_sample": run["totals"]["synops"] / n,
-            "energy_joules": run["energy_joules"],
-            "ann_energy_joules": run.get("ann_energy_joules")}
+    return {
+        "accuracy": run.get("accuracy"),
+        "spikes_per_sample": run["totals"]["spikes"] / n,
+        "synops_per_sample": run["totals"]["synops"] / n,
+        "energy_joules": run["energy_joules"],
+        "ann_energy_joules": run.get("ann_energy_joules"),
+    }
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -67,20 +80,31 @@ def _layer_value(layer: dict[str, Any], key: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def compare_runs(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str] = ("A", "B")
-                 ) -> dict[str, Any]:
+def compare_runs(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str] = ("A", "B")) -> dict[str, Any]:
     """The comparison of two run summaries (see the module docstring for the schema)."""
     ta, tb = _totals(a), _totals(b)
-    totals = [{"key": key, "label": label, "unit": unit, "a": ta[key], "b": tb[key],
-               "ratio": _ratio(ta[key], tb[key])} for key, label, unit in TOTALS]
+    totals = [
+        {
+            "key": key,
+            "label": label,
+            "unit": unit,
+            "a": ta[key],
+            "b": tb[key],
+            "ratio": _ratio(ta[key], tb[key]),
+        }
+        for key, label, unit in TOTALS
+    ]
     by_name_a = {layer["name"]: layer for layer in a["layers"]}
     by_name_b = {layer["name"]: layer for layer in b["layers"]}
     order = list(by_name_a) + [n for n in by_name_b if n not in by_name_a]
     layers = []
     for name in order:
         la, lb = by_name_a.get(name, {}), by_name_b.get(name, {})
-        row: dict[str, Any] = {"name": name, "kind": la.get("kind") or lb.get("kind"),
-                               "neurons": la.get("neurons", lb.get("neurons"))}
+        row: dict[str, Any] = {
+            "name": name,
+            "kind": la.get("kind") or lb.get("kind"),
+            "neurons": la.get("neurons", lb.get("neurons")),
+        }
         for key, _ in LAYER_FIELDS:
             va, vb = _layer_value(la, key), _layer_value(lb, key)
             row[key] = {"a": va, "b": vb, "ratio": _ratio(va, vb)}
@@ -89,18 +113,29 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str] = 
     sa = {r["timesteps"]: r for r in a.get("t_sweep") or []}
     sb = {r["timesteps"]: r for r in b.get("t_sweep") or []}
     for t in sorted(set(sa) & set(sb)):
-        sweep.append({"timesteps": t, "accuracy_a": sa[t].get("accuracy"),
-                      "accuracy_b": sb[t].get("accuracy"),
-                      "energy_a": sa[t].get("energy_joules"),
-                      "energy_b": sb[t].get("energy_joules")})
+        sweep.append(
+            {
+                "timesteps": t,
+                "accuracy_a": sa[t].get("accuracy"),
+                "accuracy_b": sb[t].get("accuracy"),
+                "energy_a": sa[t].get("energy_joules"),
+                "energy_b": sb[t].get("energy_joules"),
+            }
+        )
     notes = []
     for key in ("timesteps", "samples", "backend"):
         if a.get(key) != b.get(key):
             notes.append(f"the runs differ in {key}: {a.get(key)} vs {b.get(key)}")
-    return {"names": list(names), "samples": [a["samples"], b["samples"]],
-            "timesteps": [a.get("timesteps"), b.get("timesteps")],
-            "backends": [a.get("backend"), b.get("backend")],
-            "totals": totals, "layers": layers, "t_sweep": sweep, "notes": notes}
+    return {
+        "names": list(names),
+        "samples": [a["samples"], b["samples"]],
+        "timesteps": [a.get("timesteps"), b.get("timesteps")],
+        "backends": [a.get("backend"), b.get("backend")],
+        "totals": totals,
+        "layers": layers,
+        "t_sweep": sweep,
+        "notes": notes,
+    }
 
 
 def compare_files(path_a: str | Path, path_b: str | Path) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 Plots are drawn with matplotlib (Agg, no pyplot) into PNGs embedded as base64, and the page
 reuses the run report's style (:mod:`lmh_deploy.reports.html`), so it opens offline.
 """
+
 from __future__ import annotations
 
 import base64
@@ -61,14 +62,17 @@ def layer_bars_figure(comparison: dict[str, Any]) -> Figure:
     """Grouped bars per layer (A vs B): spikes, synaptic ops and energy per sample."""
     name_a, name_b = comparison["names"]
     layers = comparison["layers"]
-    panels = [("spikes_per_sample", "spikes / sample", 1.0, ""),
-              ("synops_per_sample", "synaptic ops / sample", 1.0, ""),
-              ("energy_joules", "energy / sample", None, "J")]
+    panels = [
+        ("spikes_per_sample", "spikes / sample", 1.0, ""),
+        ("synops_per_sample", "synaptic ops / sample", 1.0, ""),
+        ("energy_joules", "energy / sample", None, "J"),
+    ]
     # a quantity neither run recorded (e.g. per-layer energy of an older summary) is left out
     panels = [p for p in panels if any(row[p[0]][k] is not None for row in layers for k in "ab")]
     with matplotlib.rc_context(STYLE):
-        fig = Figure(figsize=(max(8.0, 1.6 * len(layers) + 3.0), 1.0 + 2.5 * len(panels)),
-                     layout="constrained")
+        fig = Figure(
+            figsize=(max(8.0, 1.6 * len(layers) + 3.0), 1.0 + 2.5 * len(panels)), layout="constrained"
+        )
         axes = np.atleast_1d(fig.subplots(len(panels), 1, sharex=True))
         x = np.arange(len(layers))
         for ax, (key, label, scale, unit) in zip(axes, panels):
@@ -84,8 +88,9 @@ def layer_bars_figure(comparison: dict[str, Any]) -> Figure:
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_compact(v)))
         axes[0].legend(loc="upper right", frameon=False, ncols=2)
         what = {True: "outputs", False: "neurons"}
-        axes[-1].set_xticks(x, [f"{row['name']}\n{row['neurons']} {what[row['kind'] == 'readout']}"
-                                for row in layers])
+        axes[-1].set_xticks(
+            x, [f"{row['name']}\n{row['neurons']} {what[row['kind'] == 'readout']}" for row in layers]
+        )
         fig.suptitle(f"Per layer: {name_a} vs {name_b}")
     return fig
 
@@ -101,13 +106,25 @@ def accuracy_vs_t_figure(comparison: dict[str, Any]) -> Figure:
         for key, name, color in (("a", name_a, BLUE), ("b", name_b, ORANGE)):
             acc = [r[f"accuracy_{key}"] for r in sweep]
             if any(a is not None for a in acc):
-                ax_acc.plot(ts, [100 * a if a is not None else np.nan for a in acc], "o-",
-                            color=color, lw=2, label=name)
+                ax_acc.plot(
+                    ts,
+                    [100 * a if a is not None else np.nan for a in acc],
+                    "o-",
+                    color=color,
+                    lw=2,
+                    label=name,
+                )
         top = max((r[f"energy_{k}"] or 0.0) for r in sweep for k in "ab")
         unit, factor = energy_unit(top or 1e-9)
         for key, name, color in (("a", name_a, BLUE), ("b", name_b, ORANGE)):
-            ax_e.plot(ts, [(r[f"energy_{key}"] or np.nan) * factor for r in sweep], "o-",
-                      color=color, lw=2, label=name)
+            ax_e.plot(
+                ts,
+                [(r[f"energy_{key}"] or np.nan) * factor for r in sweep],
+                "o-",
+                color=color,
+                lw=2,
+                label=name,
+            )
         ax_acc.set_ylabel("accuracy (%)")
         ax_acc.grid(True)
         ax_acc.legend(frameon=False)
@@ -123,43 +140,58 @@ def _totals_table(comparison: dict[str, Any]) -> str:
     name_a, name_b = comparison["names"]
     rows = "".join(
         f'<tr><td class="text">{_e(r["label"])}</td><td>{_e(fmt_value(r["a"], r["unit"]))}</td>'
-        f'<td>{_e(fmt_value(r["b"], r["unit"]))}</td><td>{_e(fmt_ratio(r["ratio"]))}</td></tr>'
-        for r in comparison["totals"])
-    return (f'<div class="scroll"><table><thead><tr><th>quantity (per sample)</th>'
-            f'<th>{_e(name_a)}</th><th>{_e(name_b)}</th><th>{_e(name_b)} / {_e(name_a)}</th>'
-            f"</tr></thead><tbody>{rows}</tbody></table></div>")
+        f"<td>{_e(fmt_value(r['b'], r['unit']))}</td><td>{_e(fmt_ratio(r['ratio']))}</td></tr>"
+        for r in comparison["totals"]
+    )
+    return (
+        f'<div class="scroll"><table><thead><tr><th>quantity (per sample)</th>'
+        f"<th>{_e(name_a)}</th><th>{_e(name_b)}</th><th>{_e(name_b)} / {_e(name_a)}</th>"
+        f"</tr></thead><tbody>{rows}</tbody></table></div>"
+    )
 
 
 def _layers_table(comparison: dict[str, Any]) -> str:
     name_a, name_b = comparison["names"]
     top = "".join(f'<th colspan="3" class="group">{_e(label)}</th>' for _, label in LAYER_FIELDS)
-    sub = "".join(f"<th>{_e(name_a)}</th><th>{_e(name_b)}</th><th>ratio</th>"
-                  for _ in LAYER_FIELDS)
+    sub = "".join(f"<th>{_e(name_a)}</th><th>{_e(name_b)}</th><th>ratio</th>" for _ in LAYER_FIELDS)
     body = []
     for row in comparison["layers"]:
-        cells = [f'<td class="text">{_e(row["name"])}</td>', f'<td class="text">{_e(row["kind"])}</td>',
-                 f"<td>{_e(fmt(row['neurons']))}</td>"]
+        cells = [
+            f'<td class="text">{_e(row["name"])}</td>',
+            f'<td class="text">{_e(row["kind"])}</td>',
+            f"<td>{_e(fmt(row['neurons']))}</td>",
+        ]
         for key, _ in LAYER_FIELDS:
             unit = "J" if key == "energy_joules" else ""
-            cells += [f"<td>{_e(fmt_value(row[key]['a'], unit))}</td>",
-                      f"<td>{_e(fmt_value(row[key]['b'], unit))}</td>",
-                      f"<td>{_e(fmt_ratio(row[key]['ratio']))}</td>"]
+            cells += [
+                f"<td>{_e(fmt_value(row[key]['a'], unit))}</td>",
+                f"<td>{_e(fmt_value(row[key]['b'], unit))}</td>",
+                f"<td>{_e(fmt_ratio(row[key]['ratio']))}</td>",
+            ]
         body.append(f"<tr>{''.join(cells)}</tr>")
-    return ('<div class="scroll"><table><thead><tr><th rowspan="2">layer</th>'
-            '<th rowspan="2">kind</th><th rowspan="2">neurons</th>' + top + "</tr><tr>" + sub
-            + f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+    return (
+        '<div class="scroll"><table><thead><tr><th rowspan="2">layer</th>'
+        '<th rowspan="2">kind</th><th rowspan="2">neurons</th>'
+        + top
+        + "</tr><tr>"
+        + sub
+        + f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _sweep_table(comparison: dict[str, Any]) -> str:
     name_a, name_b = comparison["names"]
     rows = "".join(
-        f"<tr><td class=\"text\">{r['timesteps']}</td>"
+        f'<tr><td class="text">{r["timesteps"]}</td>'
         f"<td>{_e(fmt_value(r['accuracy_a'], '%'))}</td><td>{_e(fmt_value(r['accuracy_b'], '%'))}</td>"
         f"<td>{_e(fmt_energy(r['energy_a']))}</td><td>{_e(fmt_energy(r['energy_b']))}</td></tr>"
-        for r in comparison["t_sweep"])
-    return (f'<div class="scroll"><table><thead><tr><th>T</th><th>accuracy {_e(name_a)}</th>'
-            f"<th>accuracy {_e(name_b)}</th><th>energy {_e(name_a)}</th>"
-            f"<th>energy {_e(name_b)}</th></tr></thead><tbody>{rows}</tbody></table></div>")
+        for r in comparison["t_sweep"]
+    )
+    return (
+        f'<div class="scroll"><table><thead><tr><th>T</th><th>accuracy {_e(name_a)}</th>'
+        f"<th>accuracy {_e(name_b)}</th><th>energy {_e(name_a)}</th>"
+        f"<th>energy {_e(name_b)}</th></tr></thead><tbody>{rows}</tbody></table></div>"
+    )
 
 
 def render_compare_html(comparison: dict[str, Any]) -> str:
@@ -170,33 +202,52 @@ def render_compare_html(comparison: dict[str, Any]) -> str:
     title = f"lmh-deploy comparison: {name_a} vs {name_b}"
     cards = []
     for r in comparison["totals"][:4]:
-        cards.append(f'<div class="card"><div class="k">{_e(r["label"])}</div>'
-                     f'<div class="v">{_e(fmt_compact(r["a"], r["unit"]))} '
-                     f'<span class="vs">vs</span> {_e(fmt_compact(r["b"], r["unit"]))}</div></div>')
-    runs = [f'{k} = <b>{_e(name)}</b> ({_e(comparison["samples"][i])} samples, '
-            f'T = {_e(comparison["timesteps"][i])}, {_e(comparison["backends"][i])})'
-            for i, (k, name) in enumerate((("A", name_a), ("B", name_b)))]
-    parts = [f"<h1>{_e(title)}</h1>",
-             f'<p class="sub">{", ".join(runs)}. Values per sample; ratios are B / A.</p>',
-             f'<div class="cards">{"".join(cards)}</div>']
+        cards.append(
+            f'<div class="card"><div class="k">{_e(r["label"])}</div>'
+            f'<div class="v">{_e(fmt_compact(r["a"], r["unit"]))} '
+            f'<span class="vs">vs</span> {_e(fmt_compact(r["b"], r["unit"]))}</div></div>'
+        )
+    runs = [
+        f"{k} = <b>{_e(name)}</b> ({_e(comparison['samples'][i])} samples, "
+        f"T = {_e(comparison['timesteps'][i])}, {_e(comparison['backends'][i])})"
+        for i, (k, name) in enumerate((("A", name_a), ("B", name_b)))
+    ]
+    parts = [
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="sub">{", ".join(runs)}. Values per sample; ratios are B / A.</p>',
+        f'<div class="cards">{"".join(cards)}</div>',
+    ]
     parts += [f'<p class="note">Note: {_e(n)}.</p>' for n in comparison["notes"]]
-    bars = (f'<figure><img src="{_png(layer_bars_figure(comparison))}" alt="per-layer bars">'
-            "<figcaption>Spikes, synaptic ops and Loihi energy estimate per sample, per layer "
-            "(the readout's row: its synaptic ops).</figcaption></figure>")
-    parts += ["<h2>Totals</h2>", _totals_table(comparison),
-              "<h2>Per layer</h2>", _layers_table(comparison), bars]
+    bars = (
+        f'<figure><img src="{_png(layer_bars_figure(comparison))}" alt="per-layer bars">'
+        "<figcaption>Spikes, synaptic ops and Loihi energy estimate per sample, per layer "
+        "(the readout's row: its synaptic ops).</figcaption></figure>"
+    )
+    parts += [
+        "<h2>Totals</h2>",
+        _totals_table(comparison),
+        "<h2>Per layer</h2>",
+        _layers_table(comparison),
+        bars,
+    ]
     if comparison["t_sweep"]:
-        curve = (f'<figure><img src="{_png(accuracy_vs_t_figure(comparison))}" '
-                 'alt="accuracy and energy against T"><figcaption>Both runs at every T of '
-                 "their sweeps.</figcaption></figure>")
+        curve = (
+            f'<figure><img src="{_png(accuracy_vs_t_figure(comparison))}" '
+            'alt="accuracy and energy against T"><figcaption>Both runs at every T of '
+            "their sweeps.</figcaption></figure>"
+        )
         parts += ["<h2>Accuracy against T</h2>", _sweep_table(comparison), curve]
-    parts.append(f"<footer>Generated by lmh-deploy {_e(__version__)}. Energy: estimates from "
-                 "counted events and published per-operation figures (docs/energy.md), not "
-                 "measurements.</footer>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{_e(title)}</title><style>{CSS}</style></head>"
-            f"<body><main>{''.join(parts)}</main></body></html>\n")
+    parts.append(
+        f"<footer>Generated by lmh-deploy {_e(__version__)}. Energy: estimates from "
+        "counted events and published per-operation figures (docs/energy.md), not "
+        "measurements.</footer>"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{CSS}</style></head>"
+        f"<body><main>{''.join(parts)}</main></body></html>\n"
+    )
 
 
 def write_compare_html(comparison: dict[str, Any], path: str | Path) -> Path:

@@ -1,4 +1,5 @@
 """The comparison of two deployments as terminal tables (rich)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,8 +18,9 @@ def print_comparison(comparison: dict[str, Any], console: Console) -> None:
     for col in ("quantity", "A", "B", "B / A"):
         totals.add_column(col, justify="left" if col == "quantity" else "right")
     for r in comparison["totals"]:
-        totals.add_row(r["label"], fmt_value(r["a"], r["unit"]), fmt_value(r["b"], r["unit"]),
-                       fmt_ratio(r["ratio"]))
+        totals.add_row(
+            r["label"], fmt_value(r["a"], r["unit"]), fmt_value(r["b"], r["unit"]), fmt_ratio(r["ratio"])
+        )
     console.print(totals)
     layers = Table(title="per layer (per sample): A | B | B / A")
     layers.add_column("layer")
@@ -29,8 +31,7 @@ def print_comparison(comparison: dict[str, Any], console: Console) -> None:
         for key, _ in LAYER_FIELDS:
             unit = "J" if key == "energy_joules" else ""
             v = row[key]
-            cells.append(f"{fmt_value(v['a'], unit)} | {fmt_value(v['b'], unit)} | "
-                         f"{fmt_ratio(v['ratio'])}")
+            cells.append(f"{fmt_value(v['a'], unit)} | {fmt_value(v['b'], unit)} | {fmt_ratio(v['ratio'])}")
         layers.add_row(row["name"], *cells)
     console.print(layers)
     if comparison["t_sweep"]:
@@ -38,8 +39,9 @@ def print_comparison(comparison: dict[str, Any], console: Console) -> None:
         for col in ("T", f"A: {a}", f"B: {b}"):
             sweep.add_column(col, justify="right")
         for r in comparison["t_sweep"]:
-            sweep.add_row(str(r["timesteps"]), fmt_value(r["accuracy_a"], "%"),
-                          fmt_value(r["accuracy_b"], "%"))
+            sweep.add_row(
+                str(r["timesteps"]), fmt_value(r["accuracy_a"], "%"), fmt_value(r["accuracy_b"], "%")
+            )
         console.print(sweep)
     for note in comparison["notes"]:
         console.print(f"note: {note}")

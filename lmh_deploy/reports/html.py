@@ -3,6 +3,7 @@
 The page needs nothing but itself: CSS is inline and every image is a base64 ``data:`` URI, so
 it can be mailed, attached to an issue or opened offline. It is written atomically.
 """
+
 from __future__ import annotations
 
 import base64
@@ -30,13 +31,26 @@ CAPTIONS = {
     "spike_raster": "Spike raster of one sample: neuron index against step, one panel per LM-H layer.",
     "firing_rates": "Firing rate per LM-H layer: spikes per neuron per step, over all samples.",
     "accuracy_energy_vs_T": "Accuracy and energy per sample against the number of inference "
-                            "steps T (integer simulator).",
+    "steps T (integer simulator).",
     "spike_agreement": "Float model vs fixed-point run: fraction of equal spike entries per layer.",
 }
 #: Summary keys rendered by their own sections (everything else goes to "other fields").
-_SHOWN = {"backend", "samples", "accuracy", "timesteps", "seconds", "layers", "totals",
-          "energy_joules", "ann_energy_joules", "energy_ratio_ann_over_snn",
-          "snn_energy_45nm_joules", "energy_sources", "t_sweep", "plots"}
+_SHOWN = {
+    "backend",
+    "samples",
+    "accuracy",
+    "timesteps",
+    "seconds",
+    "layers",
+    "totals",
+    "energy_joules",
+    "ann_energy_joules",
+    "energy_ratio_ann_over_snn",
+    "snn_energy_45nm_joules",
+    "energy_sources",
+    "t_sweep",
+    "plots",
+}
 
 CSS = """
 :root { --fg:#1d2330; --muted:#5b6475; --line:#dde2ea; --accent:#1f5fa8; --bg:#f6f8fb; }
@@ -132,44 +146,68 @@ def fmt_seconds(seconds: float) -> str:
 
 #: Per-layer table: summary key -> column header (per sample where the key is a total).
 LAYER_COLUMNS = {
-    "name": "layer", "kind": "kind", "neurons": "neurons", "fan_in": "fan\u2011in",
-    "fan_out": "mean fan\u2011out", "input_spikes": "input events / sample",
-    "synops_per_sample": "synaptic ops / sample", "spikes_per_sample": "spikes / sample",
-    "firing_rate": "firing rate", "saturation_events": "saturations",
-    "energy_joules": "energy / sample", "ann_macs": "ANN MACs / sample",
+    "name": "layer",
+    "kind": "kind",
+    "neurons": "neurons",
+    "fan_in": "fan\u2011in",
+    "fan_out": "mean fan\u2011out",
+    "input_spikes": "input events / sample",
+    "synops_per_sample": "synaptic ops / sample",
+    "spikes_per_sample": "spikes / sample",
+    "firing_rate": "firing rate",
+    "saturation_events": "saturations",
+    "energy_joules": "energy / sample",
+    "ann_macs": "ANN MACs / sample",
 }
 #: Keys whose layer value is summed over samples, shown divided by the sample count.
 _PER_SAMPLE = {"input_spikes", "ann_macs"}
 #: Layer keys not shown as columns: totals shown per sample above, per-step lists (plotted).
 _LAYER_HIDDEN = {"synops", "output_spikes", "spikes_per_step", "synapses"}
-TOTAL_LABELS = {"synops": "synaptic ops", "spikes": "spikes",
-                "neuron_updates": "neuron updates", "saturation_events": "saturation events"}
+TOTAL_LABELS = {
+    "synops": "synaptic ops",
+    "spikes": "spikes",
+    "neuron_updates": "neuron updates",
+    "saturation_events": "saturation events",
+}
 
 
 def _table(columns: list[str], rows: list[list[Any]], *, text_cols: int = 1) -> str:
-    head = "".join(f'<th class="text">{_e(c)}</th>' if i < text_cols else f"<th>{_e(c)}</th>"
-                   for i, c in enumerate(columns))
+    head = "".join(
+        f'<th class="text">{_e(c)}</th>' if i < text_cols else f"<th>{_e(c)}</th>"
+        for i, c in enumerate(columns)
+    )
     body = []
     for row in rows:
-        cells = "".join(f'<td class="text">{_e(fmt(v))}</td>' if i < text_cols
-                        else f"<td>{_e(fmt(v))}</td>" for i, v in enumerate(row))
+        cells = "".join(
+            f'<td class="text">{_e(fmt(v))}</td>' if i < text_cols else f"<td>{_e(fmt(v))}</td>"
+            for i, v in enumerate(row)
+        )
         body.append(f"<tr>{cells}</tr>")
-    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table></div>')
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _headline(summary: dict[str, Any]) -> str:
     acc = summary.get("accuracy")
-    cards = [("backend", summary.get("backend", "–")),
-             ("samples", fmt(summary.get("samples"))),
-             ("accuracy", f"{100 * acc:.2f} %" if isinstance(acc, (int, float)) else "– (no labels)"),
-             ("inference steps T", fmt(summary.get("timesteps"))),
-             ("energy / sample", fmt_energy(summary.get("energy_joules")))]
+    cards = [
+        ("backend", summary.get("backend", "–")),
+        ("samples", fmt(summary.get("samples"))),
+        ("accuracy", f"{100 * acc:.2f} %" if isinstance(acc, (int, float)) else "– (no labels)"),
+        ("inference steps T", fmt(summary.get("timesteps"))),
+        ("energy / sample", fmt_energy(summary.get("energy_joules"))),
+    ]
     if isinstance(summary.get("seconds"), (int, float)):
         cards.append(("run time", fmt_seconds(summary["seconds"])))
-    return '<div class="cards">' + "".join(
-        f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{_e(v)}</div></div>'
-        for k, v in cards) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card"><div class="k">{_e(k)}</div><div class="v">{_e(v)}</div></div>'
+            for k, v in cards
+        )
+        + "</div>"
+    )
 
 
 def _layers(summary: dict[str, Any]) -> str:
@@ -177,8 +215,11 @@ def _layers(summary: dict[str, Any]) -> str:
     samples = summary.get("samples") or 1
     keys = [k for k in LAYER_COLUMNS if any(k in layer for layer in layers)]
     for layer in layers:  # fields of newer summaries, shown as they are
-        keys += [k for k, v in layer.items() if k not in keys and k not in _LAYER_HIDDEN
-                 and not isinstance(v, (list, dict))]
+        keys += [
+            k
+            for k, v in layer.items()
+            if k not in keys and k not in _LAYER_HIDDEN and not isinstance(v, (list, dict))
+        ]
 
     def cell(layer: dict[str, Any], key: str) -> Any:
         value = layer.get(key)
@@ -209,46 +250,63 @@ def _energy(summary: dict[str, Any]) -> str:
     for field, source_key, what in ENERGY_FIELDS:
         if field in summary:
             used.add(source_key)
-            rows.append(f'<tr><td class="text"><code>{_e(field)}</code></td><td class="text">'
-                        f'{_e(what)}</td><td>{_e(fmt_energy(summary[field]))}</td>'
-                        f'<td class="src">{_e(sources.get(source_key, "–"))}</td></tr>')
+            rows.append(
+                f'<tr><td class="text"><code>{_e(field)}</code></td><td class="text">'
+                f"{_e(what)}</td><td>{_e(fmt_energy(summary[field]))}</td>"
+                f'<td class="src">{_e(sources.get(source_key, "–"))}</td></tr>'
+            )
     for key, source in sources.items():
         if key not in used:
-            rows.append(f'<tr><td class="text"><code>{_e(key)}</code></td><td class="text"></td>'
-                        f'<td></td><td class="src">{_e(source)}</td></tr>')
+            rows.append(
+                f'<tr><td class="text"><code>{_e(key)}</code></td><td class="text"></td>'
+                f'<td></td><td class="src">{_e(source)}</td></tr>'
+            )
     ratio = summary.get("energy_ratio_ann_over_snn")
     note = ""
     if isinstance(ratio, (int, float)):
-        note = (f'<p>ANN / Loihi energy ratio: <b>{ratio:.2f}×</b> '
-                f'({"the SNN estimate is lower" if ratio > 1 else "the SNN estimate is higher"}). '
-                "Estimates from counted events and published per-operation figures, not "
-                "measurements.</p>")
-    return (note + '<div class="scroll"><table><thead><tr><th class="text">field</th>'
-            '<th class="text">what</th><th>per sample</th><th class="text">source</th></tr>'
-            '</thead><tbody>' + "".join(rows)
-            + "</tbody></table></div>")
+        note = (
+            f"<p>ANN / Loihi energy ratio: <b>{ratio:.2f}×</b> "
+            f"({'the SNN estimate is lower' if ratio > 1 else 'the SNN estimate is higher'}). "
+            "Estimates from counted events and published per-operation figures, not "
+            "measurements.</p>"
+        )
+    return (
+        note + '<div class="scroll"><table><thead><tr><th class="text">field</th>'
+        '<th class="text">what</th><th>per sample</th><th class="text">source</th></tr>'
+        "</thead><tbody>" + "".join(rows) + "</tbody></table></div>"
+    )
 
 
 def _sweep(sweep: list[dict[str, Any]]) -> str:
     rows = []
     for r in sorted(sweep, key=lambda r: r.get("timesteps", 0)):
         acc = r.get("accuracy")
-        rows.append([r.get("timesteps"), f"{100 * acc:.2f} %" if isinstance(acc, (int, float)) else None,
-                     fmt_energy(r.get("energy_joules")), r.get("synops_per_sample"),
-                     r.get("spikes_per_sample")])
-    return _table(["T", "accuracy", "energy / sample", "synaptic ops / sample", "spikes / sample"],
-                  rows)
+        rows.append(
+            [
+                r.get("timesteps"),
+                f"{100 * acc:.2f} %" if isinstance(acc, (int, float)) else None,
+                fmt_energy(r.get("energy_joules")),
+                r.get("synops_per_sample"),
+                r.get("spikes_per_sample"),
+            ]
+        )
+    return _table(["T", "accuracy", "energy / sample", "synaptic ops / sample", "spikes / sample"], rows)
 
 
 def _others(summary: dict[str, Any]) -> str:
     rows = [[k, v] for k, v in summary.items() if k not in _SHOWN]
     if not rows:
         return ""
-    cells = "".join(f'<tr><td class="text"><code>{_e(k)}</code></td>'
-                    f'<td class="src"><code>{_e(_short_json(v))}</code></td></tr>' for k, v in rows)
-    return ('<h2>Other fields</h2><div class="scroll"><table><thead><tr><th class="text">'
-            f'field</th><th class="text">value</th></tr></thead><tbody>{cells}</tbody>'
-            '</table></div>')
+    cells = "".join(
+        f'<tr><td class="text"><code>{_e(k)}</code></td>'
+        f'<td class="src"><code>{_e(_short_json(v))}</code></td></tr>'
+        for k, v in rows
+    )
+    return (
+        '<h2>Other fields</h2><div class="scroll"><table><thead><tr><th class="text">'
+        f'field</th><th class="text">value</th></tr></thead><tbody>{cells}</tbody>'
+        "</table></div>"
+    )
 
 
 def _short_json(value: Any, limit: int = 600) -> str:
@@ -263,12 +321,15 @@ def render_html(summary: dict[str, Any], images: dict[str, str] | None = None) -
     if not isinstance(summary, dict) or not isinstance(summary.get("layers"), list):
         raise InputError("not a run summary: no 'layers' list")
     title = f"lmh-deploy run report: {summary.get('backend', 'run')}"
-    parts = [f"<h1>{_e(title)}</h1>",
-             f'<p class="sub">{_e(fmt(summary.get("samples")))} samples, '
-             f'T = {_e(fmt(summary.get("timesteps")))} inference steps; '
-             "counts are summed over samples unless marked per sample.</p>",
-             _headline(summary),
-             "<h2>Layers</h2>", _layers(summary)]
+    parts = [
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="sub">{_e(fmt(summary.get("samples")))} samples, '
+        f"T = {_e(fmt(summary.get('timesteps')))} inference steps; "
+        "counts are summed over samples unless marked per sample.</p>",
+        _headline(summary),
+        "<h2>Layers</h2>",
+        _layers(summary),
+    ]
     if summary.get("totals"):
         parts += ["<h2>Totals</h2>", _totals(summary)]
     parts += ["<h2>Energy per sample</h2>", _energy(summary)]
@@ -278,19 +339,23 @@ def render_html(summary: dict[str, Any], images: dict[str, str] | None = None) -
         parts.append("<h2>Plots</h2>")
         for name, path in images.items():
             caption = CAPTIONS.get(name, name)
-            parts.append(f'<figure><img src="{png_data_uri(path)}" alt="{_e(name)}">'
-                         f"<figcaption>{_e(caption)}</figcaption></figure>")
+            parts.append(
+                f'<figure><img src="{png_data_uri(path)}" alt="{_e(name)}">'
+                f"<figcaption>{_e(caption)}</figcaption></figure>"
+            )
     parts.append(_others(summary))
-    parts.append(f"<footer>Generated by lmh-deploy {_e(__version__)}. Energy figures: see "
-                 "docs/energy.md.</footer>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{_e(title)}</title><style>{CSS}</style></head>"
-            f"<body><main>{''.join(parts)}</main></body></html>\n")
+    parts.append(
+        f"<footer>Generated by lmh-deploy {_e(__version__)}. Energy figures: see docs/energy.md.</footer>"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{CSS}</style></head>"
+        f"<body><main>{''.join(parts)}</main></body></html>\n"
+    )
 
 
-def write_html(summary: dict[str, Any], path: str | Path, *,
-               images: dict[str, str] | None = None) -> Path:
+def write_html(summary: dict[str, Any], path: str | Path, *, images: dict[str, str] | None = None) -> Path:
     """Write ONE self-contained HTML report of ``summary`` to ``path`` (atomically).
 
     ``images`` maps plot names (see :data:`CAPTIONS`) to PNG files, embedded as base64.
@@ -332,11 +397,14 @@ def report_from_json(json_path: str | Path, html_path: str | Path) -> Path:
     try:
         summary = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(f"{json_path}: not valid JSON ({exc.msg} at line {exc.lineno}, "
-                         f"column {exc.colno})") from None
+        raise InputError(
+            f"{json_path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from None
     if not isinstance(summary, dict) or not isinstance(summary.get("layers"), list):
-        raise InputError(f"{json_path}: not a run summary (no 'layers' list; expected the "
-                         "output of `lmh-deploy run --json`)")
+        raise InputError(
+            f"{json_path}: not a run summary (no 'layers' list; expected the "
+            "output of `lmh-deploy run --json`)"
+        )
     images: dict[str, str] = {}
     saved = summary.get("plots")
     if isinstance(saved, dict):
@@ -348,16 +416,20 @@ def report_from_json(json_path: str | Path, html_path: str | Path) -> Path:
         sweep = summary.get("t_sweep")
         try:
             if isinstance(sweep, list) and sweep:
-                images["accuracy_energy_vs_T"] = str(plots.accuracy_energy_vs_T(
-                    sweep, Path(tmp) / "accuracy_energy_vs_T.png",
-                    trained_timesteps=summary.get("timesteps")))
+                images["accuracy_energy_vs_T"] = str(
+                    plots.accuracy_energy_vs_T(
+                        sweep,
+                        Path(tmp) / "accuracy_energy_vs_T.png",
+                        trained_timesteps=summary.get("timesteps"),
+                    )
+                )
             if "firing_rates" not in images:
-                images["firing_rates"] = str(plots.firing_rates(summary,
-                                                                Path(tmp) / "firing_rates.png"))
+                images["firing_rates"] = str(plots.firing_rates(summary, Path(tmp) / "firing_rates.png"))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{json_path}: cannot re-plot the summary ({exc})") from None
-        order = [n for n in plots.PLOT_FILES if n in images] + \
-                [n for n in images if n not in plots.PLOT_FILES]
+        order = [n for n in plots.PLOT_FILES if n in images] + [
+            n for n in images if n not in plots.PLOT_FILES
+        ]
         try:
             page = render_html(summary, {n: images[n] for n in order})
         except ValueError as exc:

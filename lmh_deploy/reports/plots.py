@@ -5,6 +5,7 @@ no global figure state, no display needed. PNGs are written atomically (temp fil
 The ``*_figure`` functions return the figure itself so that callers (and tests) can inspect
 what was drawn; the plain names write the PNG and return its path.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,17 +27,29 @@ from lmh_deploy.reports.summary import energy_unit
 DPI = 130
 #: Readable defaults for every figure in this module (applied locally, never globally).
 STYLE: Any = {  # rc parameters (matplotlib types the keys as literals)
-    "font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "figure.titlesize": 13,
-    "xtick.labelsize": 10, "ytick.labelsize": 10, "legend.fontsize": 10,
-    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": False,
-    "grid.alpha": 0.3, "savefig.facecolor": "white", "figure.facecolor": "white",
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "figure.titlesize": 13,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "legend.fontsize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": False,
+    "grid.alpha": 0.3,
+    "savefig.facecolor": "white",
+    "figure.facecolor": "white",
 }
 BLUE, ORANGE, GREY, RED = "#1f5fa8", "#d9731a", "#7a7a7a", "#c0392b"
 
 #: File names :func:`make_plots` writes, by plot name.
-PLOT_FILES = {"spike_raster": "spike_raster.png", "firing_rates": "firing_rates.png",
-              "accuracy_energy_vs_T": "accuracy_energy_vs_T.png",
-              "spike_agreement": "spike_agreement.png"}
+PLOT_FILES = {
+    "spike_raster": "spike_raster.png",
+    "firing_rates": "firing_rates.png",
+    "accuracy_energy_vs_T": "accuracy_energy_vs_T.png",
+    "spike_agreement": "spike_agreement.png",
+}
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -49,6 +62,7 @@ def _save(fig: Figure, path: str | Path) -> Path:
 
 
 # --------------------------------------------------------------------------- spike raster
+
 
 def raster_data(rec: RunRecord, sample: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per LM-H layer, ``(steps, neurons)`` of every spike of ``sample``; steps are 1-based."""
@@ -79,8 +93,9 @@ def raster_figure(rec: RunRecord, sample: int = 0) -> Figure:
     width = 9.0
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(width, height), layout="constrained")
-        axes = fig.subplots(len(names), 1, sharex=True, squeeze=False,
-                            gridspec_kw={"height_ratios": ratios})[:, 0]
+        axes = fig.subplots(len(names), 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": ratios})[
+            :, 0
+        ]
         plot_h_pt = (height - 1.1) * 72 / sum(ratios)
         plot_w_pt = (width - 2.2) * 72
         for ax, name, ratio, n in zip(axes, names, ratios, sizes):
@@ -89,18 +104,20 @@ def raster_figure(rec: RunRecord, sample: int = 0) -> Figure:
             cell_h = ratio * plot_h_pt / n
             cell_w = plot_w_pt / steps_total
             w, h = max(1.0, 0.75 * cell_w), min(max(0.8, 0.8 * cell_h), 0.75 * cell_w)
-            bar = [(-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2),
-                   (-w / 2, -h / 2)]
-            ax.scatter(steps, neurons, s=max(w, h) ** 2, marker=bar, c=BLUE, linewidths=0,
-                       label=name)
+            bar = [(-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2), (-w / 2, -h / 2)]
+            ax.scatter(steps, neurons, s=max(w, h) ** 2, marker=bar, c=BLUE, linewidths=0, label=name)
             ax.set_ylim(-0.5, n - 0.5)
             ax.invert_yaxis()
             ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
             ax.set_ylabel(f"{name}\nneuron")
             count = len(steps)
             rate = count / max(n * steps_total, 1)
-            ax.set_title(f"{name}: {n} neurons, {count} spikes (rate {rate:.3f})", loc="left",
-                         fontsize=10, color="#333333")
+            ax.set_title(
+                f"{name}: {n} neurons, {count} spikes (rate {rate:.3f})",
+                loc="left",
+                fontsize=10,
+                color="#333333",
+            )
         axes[-1].set_xlim(0.5, steps_total + 0.5)
         axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(steps_total, 12)))
         axes[-1].set_xlabel("inference step t")
@@ -116,6 +133,7 @@ def spike_raster(rec: RunRecord, sample: int, path: str | Path) -> Path:
 
 
 # --------------------------------------------------------------------------- firing rates
+
 
 def _spiking_layers(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return [layer for layer in summary.get("layers", []) if "firing_rate" in layer]
@@ -151,12 +169,20 @@ def firing_rates_figure(summary: dict[str, Any]) -> Figure:
             ax.grid(True, axis="y")
             for xi, layer in zip(x, layers):
                 if layer.get("saturation_events"):
-                    ax.annotate(f"{layer['saturation_events']} saturations", (xi, 0),
-                                xytext=(0, 4), textcoords="offset points", ha="center",
-                                color=RED, fontsize=9)
+                    ax.annotate(
+                        f"{layer['saturation_events']} saturations",
+                        (xi, 0),
+                        xytext=(0, 4),
+                        textcoords="offset points",
+                        ha="center",
+                        color=RED,
+                        fontsize=9,
+                    )
         where = f" on {summary['backend']}" if summary.get("backend") else ""
-        fig.suptitle(f"Firing rate per layer{where} ({summary.get('samples', '?')} samples, "
-                     f"T = {summary.get('timesteps', '?')})")
+        fig.suptitle(
+            f"Firing rate per layer{where} ({summary.get('samples', '?')} samples, "
+            f"T = {summary.get('timesteps', '?')})"
+        )
     return fig
 
 
@@ -167,6 +193,7 @@ def firing_rates(summary: dict[str, Any], path: str | Path) -> Path:
 
 # --------------------------------------------------------------------------- T sweep
 
+
 def default_t_values(timesteps: int, *, most: int = 64) -> list[int]:
     """Powers of two up to ``4 * timesteps`` (at most ``most``), plus ``timesteps`` itself."""
     top = min(max(4 * timesteps, 2), most)
@@ -174,8 +201,9 @@ def default_t_values(timesteps: int, *, most: int = 64) -> list[int]:
     return sorted(v for v in values if v >= 1)
 
 
-def accuracy_energy_figure(sweep: Sequence[dict[str, Any]], *,
-                           trained_timesteps: int | None = None) -> Figure:
+def accuracy_energy_figure(
+    sweep: Sequence[dict[str, Any]], *, trained_timesteps: int | None = None
+) -> Figure:
     """Accuracy (top, if known) and energy per sample (bottom) against inference steps T."""
     if not sweep:
         raise ValueError("the T sweep is empty: nothing to plot")
@@ -196,11 +224,16 @@ def accuracy_energy_figure(sweep: Sequence[dict[str, Any]], *,
         if has_acc:
             ax = axes[0]
             pts = [(t, a) for t, a in zip(ts, acc) if a is not None]
-            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "o-", color=BLUE, lw=2,
-                    label="accuracy")
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], "o-", color=BLUE, lw=2, label="accuracy")
             for t, a in pts:
-                ax.annotate(f"{100 * a:.1f}", (t, 100 * a), xytext=(0, 7),
-                            textcoords="offset points", ha="center", fontsize=9)
+                ax.annotate(
+                    f"{100 * a:.1f}",
+                    (t, 100 * a),
+                    xytext=(0, 7),
+                    textcoords="offset points",
+                    ha="center",
+                    fontsize=9,
+                )
             ax.set_ylabel("accuracy (%)")
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
             lo = math.floor(max(0.0, min(100 * p[1] for p in pts) - 5) / 5) * 5
@@ -211,8 +244,13 @@ def accuracy_energy_figure(sweep: Sequence[dict[str, Any]], *,
         ax = axes[-1]
         ax.plot(ts, energy * factor, "s-", color=ORANGE, lw=2, label="LM-H on Loihi (estimate)")
         if ann:
-            ax.axhline(ann[0] * factor, color=GREY, ls="--", lw=1.5,
-                       label="equivalent ANN, 45 nm fp32 (once per sample)")
+            ax.axhline(
+                ann[0] * factor,
+                color=GREY,
+                ls="--",
+                lw=1.5,
+                label="equivalent ANN, 45 nm fp32 (once per sample)",
+            )
         ax.set_ylabel(f"energy per sample ({unit})")
         ax.set_ylim(0, None)
         ax.grid(True)
@@ -228,21 +266,30 @@ def accuracy_energy_figure(sweep: Sequence[dict[str, Any]], *,
             a.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             a.xaxis.set_minor_locator(NullLocator())
         if trained_timesteps is not None:
-            axes[0].annotate(f"deployed T = {trained_timesteps}", (trained_timesteps, 1),
-                             xycoords=("data", "axes fraction"), xytext=(4, -12),
-                             textcoords="offset points", fontsize=9, color=GREY)
-        fig.suptitle("Accuracy and energy against inference steps T" if has_acc
-                     else "Energy against inference steps T")
+            axes[0].annotate(
+                f"deployed T = {trained_timesteps}",
+                (trained_timesteps, 1),
+                xycoords=("data", "axes fraction"),
+                xytext=(4, -12),
+                textcoords="offset points",
+                fontsize=9,
+                color=GREY,
+            )
+        fig.suptitle(
+            "Accuracy and energy against inference steps T" if has_acc else "Energy against inference steps T"
+        )
     return fig
 
 
-def accuracy_energy_vs_T(sweep: Sequence[dict[str, Any]], path: str | Path, *,
-                         trained_timesteps: int | None = None) -> Path:
+def accuracy_energy_vs_T(
+    sweep: Sequence[dict[str, Any]], path: str | Path, *, trained_timesteps: int | None = None
+) -> Path:
     """The "long-range reward" curve: accuracy and energy per sample against T."""
     return _save(accuracy_energy_figure(sweep, trained_timesteps=trained_timesteps), path)
 
 
 # --------------------------------------------------------------------------- float vs fixed
+
 
 def spike_agreement_values(rec_float: RunRecord, rec_fixed: RunRecord) -> dict[str, float]:
     """Per layer of ``rec_fixed``: the fraction of (step, sample, neuron) spike entries equal."""
@@ -265,8 +312,9 @@ def spike_agreement_figure(rec_float: RunRecord, rec_fixed: RunRecord) -> Figure
             ax.set_ylim(lo, 100 + 0.08 * (100 - lo))
             ax.set_yticks([v for v in ax.get_yticks() if lo <= v <= 100])
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
-            ax.set_ylabel("equal spike entries (%)" if lo == 0
-                          else f"equal spike entries (%)\naxis from {lo:g}%")
+            ax.set_ylabel(
+                "equal spike entries (%)" if lo == 0 else f"equal spike entries (%)\naxis from {lo:g}%"
+            )
             ax.grid(True, axis="y")
         t, b = next(iter(rec_fixed.spikes.values())).shape[:2] if names else ("?", "?")
         fig.suptitle(f"Float vs fixed-point spike agreement ({b} samples, T = {t})")
@@ -280,9 +328,16 @@ def spike_agreement(rec_float: RunRecord, rec_fixed: RunRecord, path: str | Path
 
 # --------------------------------------------------------------------------- all of them
 
-def make_plots(summary: dict[str, Any], rec: RunRecord | None, plots_dir: str | Path, *,
-               sweep: Sequence[dict[str, Any]] | None = None,
-               rec_float: RunRecord | None = None, sample: int = 0) -> dict[str, str]:
+
+def make_plots(
+    summary: dict[str, Any],
+    rec: RunRecord | None,
+    plots_dir: str | Path,
+    *,
+    sweep: Sequence[dict[str, Any]] | None = None,
+    rec_float: RunRecord | None = None,
+    sample: int = 0,
+) -> dict[str, str]:
     """Write every plot the inputs allow into ``plots_dir``; returns ``{name: path}``.
 
     Always ``firing_rates``; ``spike_raster`` (of ``sample``) when ``rec`` has spikes;
@@ -295,10 +350,15 @@ def make_plots(summary: dict[str, Any], rec: RunRecord | None, plots_dir: str | 
         out["spike_raster"] = str(spike_raster(rec, sample, plots_dir / PLOT_FILES["spike_raster"]))
     out["firing_rates"] = str(firing_rates(summary, plots_dir / PLOT_FILES["firing_rates"]))
     if sweep:
-        out["accuracy_energy_vs_T"] = str(accuracy_energy_vs_T(
-            sweep, plots_dir / PLOT_FILES["accuracy_energy_vs_T"],
-            trained_timesteps=summary.get("timesteps")))
+        out["accuracy_energy_vs_T"] = str(
+            accuracy_energy_vs_T(
+                sweep,
+                plots_dir / PLOT_FILES["accuracy_energy_vs_T"],
+                trained_timesteps=summary.get("timesteps"),
+            )
+        )
     if rec_float is not None and rec is not None:
-        out["spike_agreement"] = str(spike_agreement(rec_float, rec,
-                                                     plots_dir / PLOT_FILES["spike_agreement"]))
+        out["spike_agreement"] = str(
+            spike_agreement(rec_float, rec, plots_dir / PLOT_FILES["spike_agreement"])
+        )
     return out

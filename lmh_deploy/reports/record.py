@@ -1,4 +1,5 @@
 """What a run returns, whichever backend ran it (PyTorch float, sim/, Lava)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -35,8 +36,9 @@ class RunRecord:
         return np.argmax(self.logits, axis=1)
 
 
-def spike_agreement_by_layer(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]
-                    ) -> tuple[dict[str, float], float]:
+def spike_agreement_by_layer(
+    reference: dict[str, np.ndarray], other: dict[str, np.ndarray]
+) -> tuple[dict[str, float], float]:
     """Fraction of equal (step, sample, neuron) spike entries per layer of ``other``, and over all.
 
     The overall value weights each layer by its entries. Raises :class:`ValueError` naming a
@@ -45,11 +47,12 @@ def spike_agreement_by_layer(reference: dict[str, np.ndarray], other: dict[str, 
     per_layer, equal, total = {}, 0, 0
     for name, spikes in other.items():
         if name not in reference:
-            raise ValueError(f"layer {name!r} is missing from the reference run "
-                             f"(it has {', '.join(reference) or 'no layers'})")
+            raise ValueError(
+                f"layer {name!r} is missing from the reference run "
+                f"(it has {', '.join(reference) or 'no layers'})"
+            )
         if reference[name].shape != spikes.shape:
-            raise ValueError(f"layer {name!r}: reference spikes {reference[name].shape} vs "
-                             f"{spikes.shape}")
+            raise ValueError(f"layer {name!r}: reference spikes {reference[name].shape} vs {spikes.shape}")
         same = int(np.count_nonzero(reference[name] == spikes))
         per_layer[name] = same / max(spikes.size, 1)
         equal, total = equal + same, total + spikes.size
@@ -67,8 +70,9 @@ def dense_synops(fan_out, presyn: np.ndarray) -> int:
     return int(active.sum(axis=0) @ np.asarray(fan_out, np.int64))
 
 
-def synops_from_spikes(graph, x_int: np.ndarray, spikes: dict[str, np.ndarray],
-                       timesteps: int) -> dict[str, int]:
+def synops_from_spikes(
+    graph, x_int: np.ndarray, spikes: dict[str, np.ndarray], timesteps: int
+) -> dict[str, int]:
     """Event-driven synops per synapse path for a backend that records spikes but does not count.
 
     ``x_int`` is the quantised input: static (B, *shape), presented every step, or

@@ -2,6 +2,7 @@
 
 Energy constants are published per-operation figures; see ``docs/energy.md``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,8 +28,11 @@ def layer_spike_stats(rec: RunRecord, name: str) -> dict[str, Any]:
     """Per-step counts, fired-neuron count and neuron-steps of a layer, from rasters or stats."""
     if name in rec.spikes:
         s = rec.spikes[name]  # (T, B, n)
-        return {"spikes_per_step": s.sum(axis=(1, 2)), "active_neurons": int(s.any(axis=0).sum()),
-                "neuron_steps": int(s.size)}
+        return {
+            "spikes_per_step": s.sum(axis=(1, 2)),
+            "active_neurons": int(s.any(axis=0).sum()),
+            "neuron_steps": int(s.size),
+        }
     return rec.spike_stats[name]
 
 
@@ -41,11 +45,17 @@ def _synapse_paths(graph: Graph, rec: RunRecord, name: str, batch: int) -> list[
             raise TypeError(f"{name}: input {dense_name} is a {dense.kind}, not synapses")
         fan_out = float(np.mean(qdense_fan_out(dense)))
         synops = int(rec.synops[dense_name])
-        paths.append({"synapses": dense_name, "fan_in": int(dense.input_size()),
-                      "fan_out": fan_out, "synops": synops,
-                      "input_spikes": int(round(synops / fan_out)) if fan_out else 0,
-                      # the ANN runs each layer once per sample
-                      "ann_macs": int(qdense_fan_in(dense).sum()) * batch})
+        paths.append(
+            {
+                "synapses": dense_name,
+                "fan_in": int(dense.input_size()),
+                "fan_out": fan_out,
+                "synops": synops,
+                "input_spikes": int(round(synops / fan_out)) if fan_out else 0,
+                # the ANN runs each layer once per sample
+                "ann_macs": int(qdense_fan_in(dense).sum()) * batch,
+            }
+        )
     return paths
 
 
@@ -72,52 +82,78 @@ def summarize(graph: Graph, rec: RunRecord, labels: np.ndarray | None = None) ->
         synops = sum(p["synops"] for p in paths)
         macs = sum(p["ann_macs"] for p in paths)
         input_spikes = sum(p["input_spikes"] for p in paths)
-        fan_out = (sum(p["input_spikes"] * p["fan_out"] for p in paths) / input_spikes
-                   if input_spikes else float(np.mean([p["fan_out"] for p in paths])))
+        fan_out = (
+            sum(p["input_spikes"] * p["fan_out"] for p in paths) / input_spikes
+            if input_spikes
+            else float(np.mean([p["fan_out"] for p in paths]))
+        )
         entry: dict[str, Any] = {
-            "name": name, "kind": node.kind.removeprefix("q_"),
+            "name": name,
+            "kind": node.kind.removeprefix("q_"),
             "synapses": " + ".join(p["synapses"] for p in paths),
-            "neurons": int(node.output_size()), "fan_in": sum(p["fan_in"] for p in paths),
-            "fan_out": fan_out, "input_spikes": input_spikes, "synops": synops,
-            "synops_per_sample": synops / batch, "ann_macs": macs}
+            "neurons": int(node.output_size()),
+            "fan_in": sum(p["fan_in"] for p in paths),
+            "fan_out": fan_out,
+            "input_spikes": input_spikes,
+            "synops": synops,
+            "synops_per_sample": synops / batch,
+            "ann_macs": macs,
+        }
         if len(paths) > 1:  # a residual block: the main path and the shortcut
             entry["synops_per_path"] = {p["synapses"]: p["synops"] for p in paths}
         layer_joules = synops * LOIHI_SYNOP_J
         if isinstance(node, QLMH):
             stats = layer_spike_stats(rec, name)
             count = int(stats["spikes_per_step"].sum())
-            entry.update({
-                "output_spikes": count, "spikes_per_sample": count / batch,
-                "firing_rate": count / max(stats["neuron_steps"], 1),
-                "spikes_per_step": stats["spikes_per_step"].astype(int).tolist(),
-                "saturation_events": int(rec.saturation.get(name, 0))})
+            entry.update(
+                {
+                    "output_spikes": count,
+                    "spikes_per_sample": count / batch,
+                    "firing_rate": count / max(stats["neuron_steps"], 1),
+                    "spikes_per_step": stats["spikes_per_step"].astype(int).tolist(),
+                    "saturation_events": int(rec.saturation.get(name, 0)),
+                }
+            )
             neuron_updates += stats["neuron_steps"]
             active_updates += stats["active_neurons"] * steps
             spikes_total += count
             active = stats["active_neurons"] * steps
-            layer_joules += (active * LOIHI_NEURON_UPDATE_ACTIVE_J + count * LOIHI_SPIKE_IN_TILE_J
-                             + (stats["neuron_steps"] - active) * LOIHI_NEURON_UPDATE_INACTIVE_J)
+            layer_joules += (
+                active * LOIHI_NEURON_UPDATE_ACTIVE_J
+                + count * LOIHI_SPIKE_IN_TILE_J
+                + (stats["neuron_steps"] - active) * LOIHI_NEURON_UPDATE_INACTIVE_J
+            )
         # this layer's share of energy_joules: its synaptic ops, neuron updates and spikes
         entry["energy_joules"] = layer_joules / batch
         layers.append(entry)
         synops_total += synops
         macs_total += macs
-    energy = (synops_total * LOIHI_SYNOP_J
-              + active_updates * LOIHI_NEURON_UPDATE_ACTIVE_J
-              + (neuron_updates - active_updates) * LOIHI_NEURON_UPDATE_INACTIVE_J
-              + spikes_total * LOIHI_SPIKE_IN_TILE_J) / batch
+    energy = (
+        synops_total * LOIHI_SYNOP_J
+        + active_updates * LOIHI_NEURON_UPDATE_ACTIVE_J
+        + (neuron_updates - active_updates) * LOIHI_NEURON_UPDATE_INACTIVE_J
+        + spikes_total * LOIHI_SPIKE_IN_TILE_J
+    ) / batch
     ann_energy = macs_total * ANN_MAC_J / batch
     out: dict[str, Any] = {
-        "samples": batch, "timesteps": steps, "layers": layers,
-        "totals": {"synops": int(synops_total), "spikes": int(spikes_total),
-                   "neuron_updates": int(neuron_updates),
-                   "saturation_events": int(sum(rec.saturation.values()))},
-        "energy_joules": energy, "ann_energy_joules": ann_energy,
+        "samples": batch,
+        "timesteps": steps,
+        "layers": layers,
+        "totals": {
+            "synops": int(synops_total),
+            "spikes": int(spikes_total),
+            "neuron_updates": int(neuron_updates),
+            "saturation_events": int(sum(rec.saturation.values())),
+        },
+        "energy_joules": energy,
+        "ann_energy_joules": ann_energy,
         "energy_ratio_ann_over_snn": ann_energy / energy if energy else None,
         "snn_energy_45nm_joules": synops_total * SNN_AC_45NM_J / batch,
-        "energy_sources": {"snn": "Davies et al. 2018 (Loihi, Table 2)",
-                           "ann": "Horowitz 2014, 45 nm fp32 MAC = 4.6 pJ",
-                           "snn_45nm": "Horowitz 2014, 45 nm fp32 add = 0.9 pJ per synaptic op"},
+        "energy_sources": {
+            "snn": "Davies et al. 2018 (Loihi, Table 2)",
+            "ann": "Horowitz 2014, 45 nm fp32 MAC = 4.6 pJ",
+            "snn_45nm": "Horowitz 2014, 45 nm fp32 add = 0.9 pJ per synaptic op",
+        },
     }
     if labels is not None:
         out["accuracy"] = float(np.mean(rec.predictions == labels))

@@ -18,6 +18,7 @@ Conventions
   per-layer exponent: ``a_in = (sum 2*m*s) << weight_exp`` (an arithmetic right shift,
   i.e. floor, of the sum when the exponent is negative, as Lava's Dense).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -107,8 +108,8 @@ def dense_output(weight_lava, weight_exp: int, presyn: np.ndarray) -> np.ndarray
     peak_w = float(abs(weight_lava).max()) if weight_lava.shape[0] * weight_lava.shape[1] else 0.0
     bound = peak_w * float(np.abs(presyn).max(initial=0)) * weight_lava.shape[1]
     flat = presyn.reshape(-1, presyn.shape[-1])
-    exact_dtype = np.float32 if bound < 2.0 ** 24 else np.float64
-    if bound < 2.0 ** 53:
+    exact_dtype = np.float32 if bound < 2.0**24 else np.float64
+    if bound < 2.0**53:
         w = weight_lava if weight_lava.dtype == exact_dtype else weight_lava.astype(exact_dtype)
         acc = np.rint(np.asarray((w @ flat.astype(exact_dtype).T).T)).astype(np.int64)
     else:
@@ -117,9 +118,14 @@ def dense_output(weight_lava, weight_exp: int, presyn: np.ndarray) -> np.ndarray
     return shift_sum(acc, weight_exp)
 
 
-def conv_output(kernel_lava: np.ndarray, weight_exp: int, presyn: np.ndarray,
-                input_shape: tuple[int, int, int], stride: tuple[int, int],
-                padding: tuple[int, int]) -> np.ndarray:
+def conv_output(
+    kernel_lava: np.ndarray,
+    weight_exp: int,
+    presyn: np.ndarray,
+    input_shape: tuple[int, int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> np.ndarray:
     """Integer input of a convolution: the same sums as the synaptic matrix, computed as a conv.
 
     ``kernel_lava`` (C_out, C_in, kh, kw) holds Lava's integer weights; ``presyn`` is
@@ -127,13 +133,15 @@ def conv_output(kernel_lava: np.ndarray, weight_exp: int, presyn: np.ndarray,
     """
     import torch
 
-    bound = float(np.abs(kernel_lava).max(initial=0)) * float(np.abs(presyn).max(initial=0)) \
+    bound = (
+        float(np.abs(kernel_lava).max(initial=0))
+        * float(np.abs(presyn).max(initial=0))
         * int(np.prod(kernel_lava.shape[1:]))
-    if bound >= 2.0 ** 53:
+    )
+    if bound >= 2.0**53:
         raise OverflowError(f"convolution sums up to {bound:.3g} exceed exact float64 range")
-    dtype = np.float32 if bound < 2.0 ** 24 else np.float64  # exact either way
-    x = torch.from_numpy(np.ascontiguousarray(presyn, dtype=dtype)).reshape(
-        (-1,) + tuple(input_shape))
+    dtype = np.float32 if bound < 2.0**24 else np.float64  # exact either way
+    x = torch.from_numpy(np.ascontiguousarray(presyn, dtype=dtype)).reshape((-1,) + tuple(input_shape))
     w = torch.from_numpy(np.ascontiguousarray(kernel_lava, dtype=dtype))
     acc = torch.nn.functional.conv2d(x, w, stride=tuple(stride), padding=tuple(padding))
     acc = np.rint(acc.reshape(acc.shape[0], -1).numpy()).astype(np.int64)
@@ -191,11 +199,20 @@ def layer_params(node, convert=None) -> LMHFixedParams:
     """
     conv = convert or (lambda a: a)
     return LMHFixedParams(
-        mu_d=conv(node.mu_d), mu_s=conv(node.mu_s), lam_d=conv(node.lam_d),
-        lam_s=conv(node.lam_s), theta=int(node.theta), bias=conv(node.bias),
-        profile=get_profile(node.profile), reset=node.reset, reset_value=int(node.reset_value),
-        threshold_test=node.threshold_test, reset_timing=node.reset_timing,
-        v_d_init=int(node.v_d_init), v_s_init=None if node.v_s_init is None else int(node.v_s_init))
+        mu_d=conv(node.mu_d),
+        mu_s=conv(node.mu_s),
+        lam_d=conv(node.lam_d),
+        lam_s=conv(node.lam_s),
+        theta=int(node.theta),
+        bias=conv(node.bias),
+        profile=get_profile(node.profile),
+        reset=node.reset,
+        reset_value=int(node.reset_value),
+        threshold_test=node.threshold_test,
+        reset_timing=node.reset_timing,
+        v_d_init=int(node.v_d_init),
+        v_s_init=None if node.v_s_init is None else int(node.v_s_init),
+    )
 
 
 def product(factor, value, rounding: str = "half-up"):
@@ -250,6 +267,7 @@ def overflow(x, mode: str):
 def _where_for(x):
     if _is_tensor(x):
         import torch
+
         return torch.where
     return np.where
 

@@ -5,6 +5,7 @@ which factor multipliers are legal (and how hardware stores them), where the bia
 and which neuron rules it can express. ``docs/fixed-point.md`` describes each profile and
 why it exists; :func:`lmh_deploy.semantics.integer.lmh_step` implements all of them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -62,8 +63,15 @@ class NumericProfile:
                 return lo, hi
         raise KeyError(factor)
 
-    def rule_problem(self, reset: str, threshold_test: str, reset_timing: str,
-                     reset_value: float, v_d_init: float, v_s_init: float) -> str | None:
+    def rule_problem(
+        self,
+        reset: str,
+        threshold_test: str,
+        reset_timing: str,
+        reset_value: float,
+        v_d_init: float,
+        v_s_init: float,
+    ) -> str | None:
         """Why this profile cannot express these neuron rules, or None if it can.
 
         Values are in integer state units (the set-reset target and initial states).
@@ -71,59 +79,94 @@ class NumericProfile:
         if reset not in self.resets:
             return f"reset '{reset}' (profile {self.name} supports {' | '.join(self.resets)})"
         if threshold_test not in self.threshold_tests:
-            return (f"threshold test '{threshold_test}' (profile {self.name} supports "
-                    f"{' | '.join(self.threshold_tests)})")
+            return (
+                f"threshold test '{threshold_test}' (profile {self.name} supports "
+                f"{' | '.join(self.threshold_tests)})"
+            )
         if reset_timing not in self.reset_timings:
-            return (f"reset timing '{reset_timing}' (profile {self.name} supports "
-                    f"{' | '.join(self.reset_timings)})")
-        if reset == "set" and self.fixed_reset_value is not None \
-                and reset_value != self.fixed_reset_value:
-            return (f"reset value {reset_value:g} (profile {self.name} resets to "
-                    f"{self.fixed_reset_value})")
+            return (
+                f"reset timing '{reset_timing}' (profile {self.name} supports "
+                f"{' | '.join(self.reset_timings)})"
+            )
+        if reset == "set" and self.fixed_reset_value is not None and reset_value != self.fixed_reset_value:
+            return f"reset value {reset_value:g} (profile {self.name} resets to {self.fixed_reset_value})"
         if self.fixed_initial_state is not None:
             for what, value in (("v_d_init", v_d_init), ("v_s_init", v_s_init)):
                 if value != self.fixed_initial_state:
-                    return (f"{what} {value:g} (profile {self.name} starts every state at "
-                            f"{self.fixed_initial_state})")
+                    return (
+                        f"{what} {value:g} (profile {self.name} starts every state at "
+                        f"{self.fixed_initial_state})"
+                    )
         return None
 
     def as_dict(self) -> dict:
         """JSON-friendly description (stored in the artifact, shown in compile_report.json)."""
-        return {"name": self.name, "rounding": self.rounding, "overflow_v_d": self.overflow_v_d,
-                "overflow_v_s": self.overflow_v_s, "factor_encoding": self.factor_encoding,
-                "factor_ranges": {n: [lo, hi] for n, lo, hi in self.factor_ranges},
-                "input_shift": self.input_shift, "bias_to": self.bias_to,
-                "fixed_weight_exp": self.fixed_weight_exp, "fixed_bias_exp": self.fixed_bias_exp,
-                "current_headroom_bits": self.current_headroom_bits,
-                "resets": list(self.resets), "threshold_tests": list(self.threshold_tests),
-                "reset_timings": list(self.reset_timings), "summary": self.summary}
+        return {
+            "name": self.name,
+            "rounding": self.rounding,
+            "overflow_v_d": self.overflow_v_d,
+            "overflow_v_s": self.overflow_v_s,
+            "factor_encoding": self.factor_encoding,
+            "factor_ranges": {n: [lo, hi] for n, lo, hi in self.factor_ranges},
+            "input_shift": self.input_shift,
+            "bias_to": self.bias_to,
+            "fixed_weight_exp": self.fixed_weight_exp,
+            "fixed_bias_exp": self.fixed_bias_exp,
+            "current_headroom_bits": self.current_headroom_bits,
+            "resets": list(self.resets),
+            "threshold_tests": list(self.threshold_tests),
+            "reset_timings": list(self.reset_timings),
+            "summary": self.summary,
+        }
 
 
 LMH_PROFILE = NumericProfile(
-    name="lmh", rounding="half-up", overflow_v_d="saturate", overflow_v_s="saturate",
-    factor_encoding="lmh", input_shift=0, bias_to="dendrite",
-    resets=RESETS, threshold_tests=THRESHOLD_TESTS, reset_timings=RESET_TIMINGS,
+    name="lmh",
+    rounding="half-up",
+    overflow_v_d="saturate",
+    overflow_v_s="saturate",
+    factor_encoding="lmh",
+    input_shift=0,
+    bias_to="dendrite",
+    resets=RESETS,
+    threshold_tests=THRESHOLD_TESTS,
+    reset_timings=RESET_TIMINGS,
     # mu stored as signed 12 bits; lam stored as signed 12-bit lam - 4096.
-    factor_ranges=(("mu_d", -2048, 2047), ("mu_s", -2048, 2047),
-                   ("lam_d", 2048, 6143), ("lam_s", 2048, 6143)),
+    factor_ranges=(
+        ("mu_d", -2048, 2047),
+        ("mu_s", -2048, 2047),
+        ("lam_d", 2048, 6143),
+        ("lam_s", 2048, 6143),
+    ),
     summary="LM-H as trained: products rounded half up, 24-bit states saturate (counted), "
-            "signed 12-bit factors (lambda stored as lambda - 1)")
+    "signed 12-bit factors (lambda stored as lambda - 1)",
+)
 
 LOIHI_LIF_PROFILE = NumericProfile(
-    name="loihi-lif", rounding="toward-zero", overflow_v_d="wrap",
+    name="loihi-lif",
+    rounding="toward-zero",
+    overflow_v_d="wrap",
     overflow_v_s="saturate-symmetric",
-    factor_encoding="loihi-decay", input_shift=6, bias_to="soma",
-    resets=("set",), threshold_tests=(">",), reset_timings=("same-step",),
+    factor_encoding="loihi-decay",
+    input_shift=6,
+    bias_to="soma",
+    resets=("set",),
+    threshold_tests=(">",),
+    reset_timings=("same-step",),
     # Lava's LIF: current factor 4096 - (du + 1), voltage factor 4096 - dv, du, dv in [0, 4095].
-    factor_ranges=(("mu_d", 0, 4095), ("mu_s", 0, 0), ("lam_d", 4096, 4096),
-                   ("lam_s", 1, 4096)),
-    fixed_reset_value=0, fixed_initial_state=0, threshold_mantissa_bits=17,
-    bias_mantissa_bits=13, fixed_bias_exp=6, fixed_weight_exp=0,
+    factor_ranges=(("mu_d", 0, 4095), ("mu_s", 0, 0), ("lam_d", 4096, 4096), ("lam_s", 1, 4096)),
+    fixed_reset_value=0,
+    fixed_initial_state=0,
+    threshold_mantissa_bits=17,
+    bias_mantissa_bits=13,
+    fixed_bias_exp=6,
+    fixed_weight_exp=0,
     # u = a_in << 6 must stay inside 24 bits (it wraps otherwise): one bit left for the decay.
     current_headroom_bits=22,
     summary="Lava's PyLifModelBitAcc (CUBA LIF, lava-nc 0.10) bit for bit: products rounded "
-            "toward zero, current u wraps at 24 bits, voltage v clips to +-(2**23 - 1), "
-            "a_in << 6, theta = vth << 6, bias on the soma, spike on v > theta, v set to 0")
+    "toward zero, current u wraps at 24 bits, voltage v clips to +-(2**23 - 1), "
+    "a_in << 6, theta = vth << 6, bias on the soma, spike on v > theta, v set to 0",
+)
 
 PROFILES: dict[str, NumericProfile] = {p.name: p for p in (LMH_PROFILE, LOIHI_LIF_PROFILE)}
 DEFAULT_PROFILE = "lmh"
@@ -134,5 +177,4 @@ def get_profile(name: str) -> NumericProfile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise InputError(f"unknown numeric profile {name!r}; choose one of "
-                         f"{', '.join(PROFILES)}") from None
+        raise InputError(f"unknown numeric profile {name!r}; choose one of {', '.join(PROFILES)}") from None

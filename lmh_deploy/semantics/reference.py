@@ -5,6 +5,7 @@ Lava ``floating_pt`` ProcessModel all call :func:`lmh_float_step`, so the float 
 every comparison is one piece of code, as the integer side is
 :func:`lmh_deploy.semantics.integer.lmh_step`.
 """
+
 from __future__ import annotations
 
 from typing import Protocol
@@ -59,9 +60,14 @@ def float_initial_state(layer: NeuronLayer, shape: tuple[int, ...]) -> tuple[np.
     return np.full(shape, float(layer.v_d_init)), np.full(shape, float(v_s))
 
 
-def lmh_float_step(layer: NeuronLayer, step: int, v_d: np.ndarray, v_s: np.ndarray,
-                   current: np.ndarray, s_prev: np.ndarray | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def lmh_float_step(
+    layer: NeuronLayer,
+    step: int,
+    v_d: np.ndarray,
+    v_s: np.ndarray,
+    current: np.ndarray,
+    s_prev: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One real-valued update of ``layer`` at 0-based ``step``; returns ``(v_d, v_s, spikes)``.
 
     ``current`` is the synaptic input (bias excluded); ``s_prev`` the previous step's spikes

@@ -5,6 +5,7 @@ An ordinary ANN with nn.ReLU; every ReLU is swapped for a per-step ``LearnableNe
 per time step, keeps its state, ``reset()`` starts over); training saves a bare state_dict.
 Written for these tests (not copied); only the neuron's documented behaviour is the same.
 """
+
 import torch
 from torch import nn
 
@@ -59,8 +60,9 @@ def swap_relu(model, scale=1.0):
 
 
 def mlp(hidden=64, classes=10):
-    ann = nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Dropout(0.1),
-                        nn.Linear(hidden, classes))
+    ann = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Dropout(0.1), nn.Linear(hidden, classes)
+    )
     return swap_relu(ann)
 
 
@@ -68,13 +70,17 @@ class BasicBlock(nn.Module):
     def __init__(self, cin, cout, stride=1):
         super().__init__()
         self.residual_function = nn.Sequential(
-            nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
+            nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout))
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
         self.shortcut = nn.Sequential()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
-                                          nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x):
@@ -84,8 +90,9 @@ class BasicBlock(nn.Module):
 class TinyResNet(nn.Module):
     def __init__(self, classes=10, width=8):
         super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False),
-                                   nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
         self.layer1 = BasicBlock(width, width)
         self.layer2 = BasicBlock(width, 2 * width, stride=2)
         self.avg_pool = nn.AdaptiveAvgPool2d((1, 1))

@@ -1,4 +1,5 @@
 """Train a per-step spiking module briefly on digits, as its own framework's users would."""
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,15 @@ def run_steps(model: torch.nn.Module, x: torch.Tensor, timesteps: int) -> torch.
     return out
 
 
-def train_digits(model: torch.nn.Module, *, timesteps: int = 4, epochs: int = 2,
-                 lr: float = 3e-3, seed: int = 0, batches: int | None = None) -> float:
+def train_digits(
+    model: torch.nn.Module,
+    *,
+    timesteps: int = 4,
+    epochs: int = 2,
+    lr: float = 3e-3,
+    seed: int = 0,
+    batches: int | None = None,
+) -> float:
     """BPTT with Adam on digits; returns the test accuracy of the trained model."""
     train, test, _ = load_dataset("digits")
     torch.manual_seed(seed)
@@ -35,9 +43,8 @@ def train_digits(model: torch.nn.Module, *, timesteps: int = 4, epochs: int = 2,
         for i, start in enumerate(range(0, len(perm), 64)):
             if batches is not None and i >= batches:
                 break
-            idx = perm[start:start + 64]
-            loss = torch.nn.functional.cross_entropy(run_steps(model, x_all[idx], timesteps),
-                                                     y_all[idx])
+            idx = perm[start : start + 64]
+            loss = torch.nn.functional.cross_entropy(run_steps(model, x_all[idx], timesteps), y_all[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()

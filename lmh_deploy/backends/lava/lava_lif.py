@@ -15,6 +15,7 @@ input at global step ``d + 1``. Lava's LIF integrates its bias from global step 
 therefore keeps each layer's ``bias_mant`` at 0 until the layer's first input arrives
 (``Var.set`` between steps; the arithmetic is untouched), which is when sim/ starts the layer.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,13 +58,17 @@ class LifRun:
 def lif_parameters(name: str, node: QLMH) -> dict[str, object]:
     """Lava ``LIF`` arguments for one layer; :class:`IRError` naming what does not map."""
     if node.profile != "loihi-lif":
-        raise IRError(f"{name}: Lava's LIF runs profile loihi-lif only; this layer uses "
-                      f"{node.profile!r} (compile with --profile loihi-lif)")
+        raise IRError(
+            f"{name}: Lava's LIF runs profile loihi-lif only; this layer uses "
+            f"{node.profile!r} (compile with --profile loihi-lif)"
+        )
     for fname in ("mu_d", "mu_s", "lam_d", "lam_s"):
         table = np.asarray(getattr(node, fname))
         if table.shape != (1, 1):
-            raise IRError(f"{name}: Lava's LIF has one {fname} per population and no per-step "
-                          f"factors; this layer's table is {table.shape}")
+            raise IRError(
+                f"{name}: Lava's LIF has one {fname} per population and no per-step "
+                f"factors; this layer's table is {table.shape}"
+            )
     bias = np.asarray(node.bias, np.int64)
     exp = np.zeros(bias.shape, np.int64)
     while True:  # the smallest exponent whose mantissa fits 13 bits (the quantiser made one)
@@ -73,11 +78,14 @@ def lif_parameters(name: str, node: QLMH) -> dict[str, object]:
             break
         exp = np.where(fits, exp, exp + 1)
     if not fits.all():
-        raise IRError(f"{name}: bias {int(bias[~fits][0])} is not a 13-bit mantissa << 3-bit "
-                      f"exponent")
-    return {"du": fx.FACTOR_ONE - 1 - int(node.mu_d[0, 0]),
-            "dv": fx.FACTOR_ONE - int(node.lam_s[0, 0]),
-            "vth": int(node.theta) >> 6, "bias_mant": bias >> exp, "bias_exp": exp}
+        raise IRError(f"{name}: bias {int(bias[~fits][0])} is not a 13-bit mantissa << 3-bit exponent")
+    return {
+        "du": fx.FACTOR_ONE - 1 - int(node.mu_d[0, 0]),
+        "dv": fx.FACTOR_ONE - int(node.lam_s[0, 0]),
+        "vth": int(node.theta) >> 6,
+        "bias_mant": bias >> exp,
+        "bias_exp": exp,
+    }
 
 
 def _synapses(graph: Graph, name: str, batch: int) -> tuple[str, Any, int, bool]:
@@ -85,8 +93,9 @@ def _synapses(graph: Graph, name: str, batch: int) -> tuple[str, Any, int, bool]
     node = graph.node(pred)
     assert isinstance(node, QDense)
     if node.delay:
-        raise IRError(f"{name}: parallel synapse paths (residual delays) are not lowered to "
-                      f"Lava's LIF network")
+        raise IRError(
+            f"{name}: parallel synapse paths (residual delays) are not lowered to Lava's LIF network"
+        )
     (src,) = graph.inputs_of(pred)
     w = qdense_matrix(node, fx.WEIGHT_LAVA_SCALE)
     w = sp.kron(sp.identity(batch, dtype=np.int64), sp.csr_matrix(w)).toarray()
@@ -102,8 +111,9 @@ def run_lava_lif(graph: Graph, x_int: np.ndarray, timesteps: int) -> LifRun:
     flat = x_int.reshape(-1).astype(np.int32)  # sample-major, as the block-diagonal weights
     layers = [n for n in order if isinstance(graph.node(n), (QLMH, QReadout))]
     depth = {order[0]: 0}
-    params: dict[str, dict[str, Any]] = {n: lif_parameters(n, graph.node(n)) for n in layers
-                                         if isinstance(graph.node(n), QLMH)}
+    params: dict[str, dict[str, Any]] = {
+        n: lif_parameters(n, graph.node(n)) for n in layers if isinstance(graph.node(n), QLMH)
+    }
     plans = {n: _synapses(graph, n, batch) for n in layers}
     for name in layers:
         depth[name] = depth[plans[name][0]] + 1
@@ -115,8 +125,13 @@ def run_lava_lif(graph: Graph, x_int: np.ndarray, timesteps: int) -> LifRun:
     readout_sink = None
     for name in layers:
         src, w, exp, graded = plans[name]
-        dense = LavaDense(weights=w, weight_exp=exp, num_weight_bits=8,
-                          num_message_bits=fx.INPUT_BITS if graded else 0, name=f"{name}/dense")
+        dense = LavaDense(
+            weights=w,
+            weight_exp=exp,
+            num_weight_bits=8,
+            num_message_bits=fx.INPUT_BITS if graded else 0,
+            name=f"{name}/dense",
+        )
         ports[src].connect(dense.s_in)
         if name not in params:
             readout_sink = SinkBuffer(shape=(w.shape[0],), buffer=total)
@@ -124,8 +139,15 @@ def run_lava_lif(graph: Graph, x_int: np.ndarray, timesteps: int) -> LifRun:
             continue
         p = params[name]
         n = w.shape[0]
-        lif = LIF(shape=(n,), du=p["du"], dv=p["dv"], vth=p["vth"], bias_mant=np.zeros(n),
-                  bias_exp=np.tile(p["bias_exp"], batch), name=name)
+        lif = LIF(
+            shape=(n,),
+            du=p["du"],
+            dv=p["dv"],
+            vth=p["vth"],
+            bias_mant=np.zeros(n),
+            bias_exp=np.tile(p["bias_exp"], batch),
+            name=name,
+        )
         dense.a_out.connect(lif.a_in)
         sinks[name] = SinkBuffer(shape=(n,), buffer=total)
         lif.s_out.connect(sinks[name].a_in)
@@ -159,7 +181,7 @@ def run_lava_lif(graph: Graph, x_int: np.ndarray, timesteps: int) -> LifRun:
         run.u[name] = _per_sample(np.asarray(probes[name, "u"])[cols], batch).astype(np.int64)
         run.v[name] = _per_sample(np.asarray(probes[name, "v"])[cols], batch).astype(np.int64)
     start = depth[layers[-1]]
-    run.readout_trace = _per_sample(readout[:, start:start + timesteps].T, batch).astype(np.int64)
+    run.readout_trace = _per_sample(readout[:, start : start + timesteps].T, batch).astype(np.int64)
     bias = graph.node(layers[-1]).bias
     run.logits = run.readout_trace.sum(0) + timesteps * bias
     return run

@@ -11,6 +11,7 @@ run evaluates a whole batch. Readout and spikes of each layer feed sinks
 (:func:`lower`); :func:`build_layers` gives the network without source and sinks, which
 :mod:`lmh_deploy.backends.lava.network` wraps as one hierarchical Process.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -26,8 +27,19 @@ from lava.proc.io.source import RingBuffer as SourceBuffer
 from lava.proc.sparse.process import DelaySparse, Sparse
 
 from lmh_deploy.semantics import integer as fx
-from lmh_deploy.ir import (LMH, Graph, Input, IRError, QDense, QInput, QLMH, QReadout, Readout,
-                           validate, validate_quantized)
+from lmh_deploy.ir import (
+    LMH,
+    Graph,
+    Input,
+    IRError,
+    QDense,
+    QInput,
+    QLMH,
+    QReadout,
+    Readout,
+    validate,
+    validate_quantized,
+)
 from lmh_deploy.backends.lava.procs.lmh.process import LMHNeuron
 from lmh_deploy.ir.synapses import qdense_matrix
 from lmh_deploy.passes.compose import synapse_paths
@@ -70,15 +82,20 @@ def _paths(graph: Graph, name: str, precision: Precision, delays: dict[str, int]
     come from :func:`~lmh_deploy.passes.delays.path_delays` (``delays``).
     """
     if precision == "floating_pt":  # the presynaptic unit (theta, x_max / 255) folds into W
-        return [Path(p.name, p.source, p.weights, 0, p.graded, delays[p.name])
-                for p in synapse_paths(graph, name, keep_kernels=False)]
+        return [
+            Path(p.name, p.source, p.weights, 0, p.graded, delays[p.name])
+            for p in synapse_paths(graph, name, keep_kernels=False)
+        ]
     paths = []
     for pred in graph.inputs_of(name):
         node = graph.node(pred)
         assert isinstance(node, QDense)
         (src,) = graph.inputs_of(pred)
-        paths.append(Path(pred, src, qdense_matrix(node, fx.WEIGHT_LAVA_SCALE),
-                          node.weight_exp, node.graded, node.delay))
+        paths.append(
+            Path(
+                pred, src, qdense_matrix(node, fx.WEIGHT_LAVA_SCALE), node.weight_exp, node.graded, node.delay
+            )
+        )
     return paths
 
 
@@ -119,8 +136,9 @@ class LavaLayers:
     input_graded: bool = True
 
 
-def build_layers(graph: Graph, timesteps: int, precision: Precision = "fixed_pt", *,
-                 samples: int = 0) -> LavaLayers:
+def build_layers(
+    graph: Graph, timesteps: int, precision: Precision = "fixed_pt", *, samples: int = 0
+) -> LavaLayers:
     """Create and connect the neuron and synapse Processes of ``graph``.
 
     Every neuron layer resets its state every ``timesteps`` active steps (one sample after
@@ -145,17 +163,30 @@ def build_layers(graph: Graph, timesteps: int, precision: Precision = "fixed_pt"
         node = graph.node(name)
         if isinstance(node, (QLMH, LMH)):
             number = int if isinstance(node, QLMH) else float
-            args: dict[str, Any] = dict(theta=number(node.theta), mu_d=node.mu_d, mu_s=node.mu_s,
-                        lam_d=node.lam_d, lam_s=node.lam_s, bias=node.bias,
-                        reset=node.reset, reset_value=number(node.reset_value),
-                        threshold_test=node.threshold_test, reset_timing=node.reset_timing,
-                        v_d_init=number(node.v_d_init),
-                        v_s_init=None if node.v_s_init is None else number(node.v_s_init))
+            args: dict[str, Any] = dict(
+                theta=number(node.theta),
+                mu_d=node.mu_d,
+                mu_s=node.mu_s,
+                lam_d=node.lam_d,
+                lam_s=node.lam_s,
+                bias=node.bias,
+                reset=node.reset,
+                reset_value=number(node.reset_value),
+                threshold_test=node.threshold_test,
+                reset_timing=node.reset_timing,
+                v_d_init=number(node.v_d_init),
+                v_s_init=None if node.v_s_init is None else number(node.v_s_init),
+            )
             if isinstance(node, QLMH):
                 args["profile"] = node.profile
-            proc = LMHNeuron(shape=(node.size,), start_step=depth[name], reset_interval=timesteps,
-                             end_step=depth[name] + samples * timesteps if samples else 0,
-                             name=name, **args)
+            proc = LMHNeuron(
+                shape=(node.size,),
+                start_step=depth[name],
+                reset_interval=timesteps,
+                end_step=depth[name] + samples * timesteps if samples else 0,
+                name=name,
+                **args,
+            )
             out_ports[name] = proc.s_out
             net.neurons[name] = proc
             net.start_step[name] = depth[name]
@@ -176,8 +207,7 @@ def build_layers(graph: Graph, timesteps: int, precision: Precision = "fixed_pt"
     return net
 
 
-def lower(graph: Graph, inputs: np.ndarray, timesteps: int,
-          precision: Precision = "fixed_pt") -> LavaNetwork:
+def lower(graph: Graph, inputs: np.ndarray, timesteps: int, precision: Precision = "fixed_pt") -> LavaNetwork:
     """Build the Lava network for ``inputs``: static (B, *shape) or frames (T', B, *shape).
 
     The source presents sample ``b``'s step ``t`` at global step ``b*T + t``: the same
@@ -198,17 +228,24 @@ def lower(graph: Graph, inputs: np.ndarray, timesteps: int,
     data = np.zeros((layers.input_size, total), dtype)
     if static:
         frames = inputs.reshape(samples, -1).T.astype(dtype)  # (n_in, samples)
-        data[:, :samples * timesteps] = np.repeat(frames, timesteps, axis=1)
+        data[:, : samples * timesteps] = np.repeat(frames, timesteps, axis=1)
     else:
         if inputs.shape[0] < timesteps:
-            raise ValueError(f"inputs have {inputs.shape[0]} frames per sample; the network "
-                             f"runs {timesteps} steps")
+            raise ValueError(
+                f"inputs have {inputs.shape[0]} frames per sample; the network runs {timesteps} steps"
+            )
         # column b*T + t <- frame t of sample b
         seq = inputs[:timesteps].reshape(timesteps, samples, -1).astype(dtype)
-        data[:, :samples * timesteps] = seq.transpose(2, 1, 0).reshape(seq.shape[2], -1)
-    net = LavaNetwork(source=SourceBuffer(data=data), connections=layers.connections,
-                      neurons=layers.neurons, start_step=layers.start_step, samples=samples,
-                      timesteps=timesteps, total_steps=total)
+        data[:, : samples * timesteps] = seq.transpose(2, 1, 0).reshape(seq.shape[2], -1)
+    net = LavaNetwork(
+        source=SourceBuffer(data=data),
+        connections=layers.connections,
+        neurons=layers.neurons,
+        start_step=layers.start_step,
+        samples=samples,
+        timesteps=timesteps,
+        total_steps=total,
+    )
     for conn in layers.input_connections:
         net.source.s_out.connect(conn.s_in)
     for name, proc in layers.neurons.items():

@@ -17,6 +17,7 @@ samples stream back to back. Its readout current leaves ``out`` at global step
 ``g + start_step['readout']`` (one step per synaptic hop, :attr:`LMHNetwork.out_delay`).
 Layers are reachable as ``net.neurons[name]`` (Vars ``v_d``, ``v_s``; port ``s_out``).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,13 +45,22 @@ class LMHNetwork(AbstractProcess):
     samples : freeze every layer after this many samples (0: run as long as the input).
     """
 
-    def __init__(self, *, graph: Graph, timesteps: int, precision: Precision = "fixed_pt",
-                 samples: int = 0, name: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        graph: Graph,
+        timesteps: int,
+        precision: Precision = "fixed_pt",
+        samples: int = 0,
+        name: str | None = None,
+    ) -> None:
         super().__init__(timesteps=timesteps, precision=precision, name=name)
         layers = build_layers(graph, timesteps, precision, samples=samples)
         if len(layers.readout_connections) != 1:
-            raise ValueError(f"LMHNetwork: the readout has {len(layers.readout_connections)} "
-                             "synapse paths; a single one is supported as the out port")
+            raise ValueError(
+                f"LMHNetwork: the readout has {len(layers.readout_connections)} "
+                "synapse paths; a single one is supported as the out port"
+            )
         self.layers = layers
         self.neurons = layers.neurons
         self.timesteps = int(timesteps)
@@ -72,7 +82,7 @@ class LMHNetwork(AbstractProcess):
         ``g - 1`` for global step ``g``.
         """
         t = self.timesteps
-        cols = out_trace[:, self.out_delay:self.out_delay + samples * t]
+        cols = out_trace[:, self.out_delay : self.out_delay + samples * t]
         per_step = cols.reshape(cols.shape[0], samples, t)
         return per_step.sum(axis=2).T + t * self.readout_bias
 

@@ -1,4 +1,5 @@
 """Stage 4a: run a lowered network on Lava's CPU simulator (or Loihi 2 when available)."""
+
 from __future__ import annotations
 
 import warnings
@@ -17,7 +18,7 @@ from lmh_deploy.reports.record import RunRecord, synops_from_spikes
 
 def _per_sample(trace: np.ndarray, start: int, samples: int, timesteps: int) -> np.ndarray:
     """Sink data (n, total) -> (T, B, n): sample b step t sits at column start + b*T + t."""
-    cols = trace[:, start:start + samples * timesteps]
+    cols = trace[:, start : start + samples * timesteps]
     return cols.reshape(cols.shape[0], samples, timesteps).transpose(2, 1, 0)
 
 
@@ -39,8 +40,9 @@ def read_back(net: LavaNetwork, readout_bias: np.ndarray) -> RunRecord:
     return rec
 
 
-def run_lava(graph: Graph, inputs: np.ndarray, timesteps: int,
-             precision: Precision = "fixed_pt") -> RunRecord:
+def run_lava(
+    graph: Graph, inputs: np.ndarray, timesteps: int, precision: Precision = "fixed_pt"
+) -> RunRecord:
     """Lower ``graph`` for ``inputs`` (B, *shape) or frames (T', B, *shape), run it under
     ``Loihi2SimCfg`` and read back.
 
@@ -54,15 +56,17 @@ def run_lava(graph: Graph, inputs: np.ndarray, timesteps: int,
         with warnings.catch_warnings():
             # Lava's DelaySparse rebuilds its delay-0 matrix by assignment (harmless, noisy).
             warnings.simplefilter("ignore", SparseEfficiencyWarning)
-            net.source.run(condition=RunSteps(num_steps=net.total_steps),
-                           run_cfg=Loihi2SimCfg(select_tag=precision))
+            net.source.run(
+                condition=RunSteps(num_steps=net.total_steps), run_cfg=Loihi2SimCfg(select_tag=precision)
+            )
             rec = read_back(net, readout.bias)
     finally:
         net.source.stop()
     if precision == "fixed_pt":
         rec.logits = rec.logits.astype(np.int64)
         rec.readout_trace = np.asarray(rec.readout_trace).astype(np.int64)
-        rec.final_state = {k: (a.astype(np.int64), c.astype(np.int64))
-                           for k, (a, c) in rec.final_state.items()}
+        rec.final_state = {
+            k: (a.astype(np.int64), c.astype(np.int64)) for k, (a, c) in rec.final_state.items()
+        }
         rec.synops = synops_from_spikes(graph, inputs, rec.spikes, timesteps)
     return rec

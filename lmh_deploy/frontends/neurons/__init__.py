@@ -20,6 +20,7 @@ its state before a new batch. Users add their own with :func:`register_neuron`::
 
 docs/interop.md lists every adapter's mapping.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -37,8 +38,12 @@ from lmh_deploy.frontends.neurons.snntorch_leaky import LeakyAdapter
 from lmh_deploy.frontends.neurons.snntorch_synaptic import SynapticAdapter
 
 #: tried in this order; register_neuron puts user adapters first
-ADAPTERS: list[NeuronAdapter] = [LMHNeuronAdapter(), LearnableNeuronAdapter(), SynapticAdapter(),
-                                 LeakyAdapter()]
+ADAPTERS: list[NeuronAdapter] = [
+    LMHNeuronAdapter(),
+    LearnableNeuronAdapter(),
+    SynapticAdapter(),
+    LeakyAdapter(),
+]
 
 
 def register_neuron(adapter: NeuronAdapter, *, first: bool = True) -> NeuronAdapter:
@@ -58,8 +63,10 @@ def adapter_for(module: nn.Module, where: str) -> NeuronAdapter:
     """The adapter of a module known to be a neuron; one line naming it if none (any more)."""
     adapter = find_adapter(module)
     if adapter is None:
-        raise NeuronError(f"{where} ({type(module).__name__}): no registered neuron adapter "
-                          f"recognises it (registered: {', '.join(registered_names())})")
+        raise NeuronError(
+            f"{where} ({type(module).__name__}): no registered neuron adapter "
+            f"recognises it (registered: {', '.join(registered_names())})"
+        )
     return adapter
 
 
@@ -68,5 +75,15 @@ def registered_names() -> list[str]:
     return [a.name for a in ADAPTERS]
 
 
-__all__ = ["ADAPTERS", "NeuronAdapter", "NeuronError", "NeuronSpec", "adapter_for", "as_factor",
-           "find_adapter", "register_neuron", "registered_names", "scalar"]
+__all__ = [
+    "ADAPTERS",
+    "NeuronAdapter",
+    "NeuronError",
+    "NeuronSpec",
+    "adapter_for",
+    "as_factor",
+    "find_adapter",
+    "register_neuron",
+    "registered_names",
+    "scalar",
+]

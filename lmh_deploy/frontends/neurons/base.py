@@ -1,4 +1,5 @@
 """Base types of the neuron adapters (see :mod:`lmh_deploy.frontends.neurons`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,10 +32,10 @@ class NeuronSpec:
     factors: dict[str, np.ndarray]
     v_s_init: float
     v_d_init: float = 0.0
-    reset: str = "subtract"           # subtract theta | set to reset_value
+    reset: str = "subtract"  # subtract theta | set to reset_value
     reset_value: float = 0.0
-    threshold_test: str = ">="        # ">=" | ">"
-    reset_timing: str = "same-step"   # "same-step" | "next-step" (see TEAM design / docs)
+    threshold_test: str = ">="  # ">=" | ">"
+    reset_timing: str = "same-step"  # "same-step" | "next-step" (see TEAM design / docs)
     #: the module returns a tuple (spikes, state...) instead of spikes alone
     tuple_output: bool = False
     notes: list[str] = field(default_factory=list)
@@ -42,9 +43,14 @@ class NeuronSpec:
     @property
     def rules(self) -> dict[str, Any]:
         """The rule fields as the IR's LM-H node names them."""
-        return {"reset": self.reset, "reset_value": float(self.reset_value),
-                "threshold_test": self.threshold_test, "reset_timing": self.reset_timing,
-                "v_d_init": float(self.v_d_init), "v_s_init": float(self.v_s_init)}
+        return {
+            "reset": self.reset,
+            "reset_value": float(self.reset_value),
+            "threshold_test": self.threshold_test,
+            "reset_timing": self.reset_timing,
+            "v_d_init": float(self.v_d_init),
+            "v_s_init": float(self.v_s_init),
+        }
 
 
 class NeuronAdapter:
@@ -81,16 +87,13 @@ def own_tensor(module: nn.Module, name: str) -> Any:
 
 def scalar(value: Any, what: str, where: str) -> float:
     """A tensor/number that must be one value per layer (e.g. a threshold)."""
-    arr = np.asarray(value.detach().cpu().double() if hasattr(value, "detach") else value,
-                     dtype=np.float64)
+    arr = np.asarray(value.detach().cpu().double() if hasattr(value, "detach") else value, dtype=np.float64)
     if arr.size != 1 or not np.all(np.isfinite(arr)):
-        raise NeuronError(f"{where}: {what} must be one finite value per layer, got shape "
-                          f"{arr.shape}")
+        raise NeuronError(f"{where}: {what} must be one finite value per layer, got shape {arr.shape}")
     return float(arr.reshape(()))
 
 
 def as_factor(value: Any) -> np.ndarray:
     """A per-layer scalar or per-neuron tensor as a (1, *b) factor array."""
-    arr = np.asarray(value.detach().cpu().double() if hasattr(value, "detach") else value,
-                     dtype=np.float64)
+    arr = np.asarray(value.detach().cpu().double() if hasattr(value, "detach") else value, dtype=np.float64)
     return arr.reshape((1,) + (arr.shape or (1,)))

@@ -11,6 +11,7 @@ with ``v_d = 0``, ``v_s = v_threshold / 2`` on the first call after ``reset()``.
 ``alpha_1 -> mu_d``, ``beta_1 -> mu_s``, ``alpha_2 -> lam_s``, ``beta_2 -> lam_d``,
 ``v_threshold -> theta`` (also the spike amplitude): exactly LM-H's default rules.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,8 +27,12 @@ from lmh_deploy.frontends.neurons.base import (
 )
 
 #: parameter -> (LM-H factor, shift added to its sigmoid)
-PARAMETERS = {"alpha_1": ("mu_d", -0.5), "beta_1": ("mu_s", -0.5),
-              "alpha_2": ("lam_s", 0.5), "beta_2": ("lam_d", 0.5)}
+PARAMETERS = {
+    "alpha_1": ("mu_d", -0.5),
+    "beta_1": ("mu_s", -0.5),
+    "alpha_2": ("lam_s", 0.5),
+    "beta_2": ("lam_d", 0.5),
+}
 
 
 class LearnableNeuronAdapter(NeuronAdapter):
@@ -36,22 +41,24 @@ class LearnableNeuronAdapter(NeuronAdapter):
     name = "stbp-lmh-learnable"
 
     def matches(self, module: Any) -> bool:
-        return all(isinstance(own_tensor(module, p), torch.Tensor)
-                   for p in ("v_threshold", *PARAMETERS))
+        return all(isinstance(own_tensor(module, p), torch.Tensor) for p in ("v_threshold", *PARAMETERS))
 
     def spec(self, module: Any, where: str) -> NeuronSpec:
         for mode in ("use_TEBN", "use_SEW"):
             if getattr(module, mode, False):
-                raise NeuronError(f"{where}: {mode}=True runs all time steps in one call "
-                                  f"(time-batched mode); only the per-step mode deploys")
+                raise NeuronError(
+                    f"{where}: {mode}=True runs all time steps in one call "
+                    f"(time-batched mode); only the per-step mode deploys"
+                )
         theta = scalar(module.v_threshold, "v_threshold", where)
         if theta <= 0:
             raise NeuronError(f"{where}: v_threshold must be > 0, got {theta:g}")
         factors = {}
         for param, (factor, shift) in PARAMETERS.items():
             value = scalar(getattr(module, param), param, where)
-            factors[factor] = torch.sigmoid(torch.tensor(value, dtype=torch.float64)).numpy() \
-                .reshape(1, 1) + shift
+            factors[factor] = (
+                torch.sigmoid(torch.tensor(value, dtype=torch.float64)).numpy().reshape(1, 1) + shift
+            )
         return NeuronSpec(theta=theta, amplitude=theta, factors=factors, v_s_init=theta / 2)
 
     def reset(self, module: Any) -> None:

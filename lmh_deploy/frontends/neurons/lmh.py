@@ -5,6 +5,7 @@ C channels or 1); theta is the threshold and the spike amplitude; the rules are 
 module's own (``rules()``: LM-H's subtractive reset, ``>=``, ``v_s = theta / 2`` at the start,
 or, for ``--neuron lif``, Lava LIF's set to 0, ``>``, start at 0).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,5 +34,7 @@ class LMHNeuronAdapter(NeuronAdapter):
     def step_hooks(self, module: Any) -> list[Any]:
         """LMHNeuron integrates a (T, B, ...) tensor: feed it one step at a time, keeping state."""
         module.stateful = True
-        return [module.register_forward_pre_hook(lambda mod, args: (args[0].unsqueeze(0),)),
-                module.register_forward_hook(lambda mod, args, out: out.squeeze(0))]
+        return [
+            module.register_forward_pre_hook(lambda mod, args: (args[0].unsqueeze(0),)),
+            module.register_forward_hook(lambda mod, args, out: out.squeeze(0)),
+        ]

@@ -11,6 +11,7 @@ start at 0, a spike sends ``graded_spikes_factor``. LM-H form: ``mu_d = mu_s = 0
   leaves U > threshold raise the next test to 2 threshold; no IR rule expresses it);
 * ``none``, ``inhibition``, ``state_quant``: refused.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,34 +39,44 @@ def snntorch_class(name: str) -> type | None:
 
 def common_spec(module: Any, where: str, kind: str) -> dict:
     """Threshold, amplitude, reset rules and tuple-ness shared by Leaky and Synaptic."""
-    for flag, why in (("inhibition", "winner-take-all inhibition couples the neurons of a layer"),
-                      ("state_quant", "state quantisation in the forward pass")):
+    for flag, why in (
+        ("inhibition", "winner-take-all inhibition couples the neurons of a layer"),
+        ("state_quant", "state quantisation in the forward pass"),
+    ):
         if getattr(module, flag, False):
             raise NeuronError(f"{where}: snn.{kind}({flag}=...) cannot be deployed: {why}")
     mechanism = RESETS.get(int(module.reset_mechanism_val), "?")
     delay = bool(getattr(module, "reset_delay", True))
     if mechanism == "none":
-        raise NeuronError(f"{where}: snn.{kind}(reset_mechanism='none') never resets; the "
-                          f"deployed neuron needs a reset (subtract or zero)")
+        raise NeuronError(
+            f"{where}: snn.{kind}(reset_mechanism='none') never resets; the "
+            f"deployed neuron needs a reset (subtract or zero)"
+        )
     if mechanism == "subtract" and not delay:
-        raise NeuronError(f"{where}: snn.{kind}(reset_mechanism='subtract', reset_delay=False) "
-                          f"skips the spike after a reset that leaves mem > threshold (snnTorch's "
-                          f"'avoid double reset'); no deployable rule matches: use reset_delay=True "
-                          f"(the default) or reset_mechanism='zero'")
+        raise NeuronError(
+            f"{where}: snn.{kind}(reset_mechanism='subtract', reset_delay=False) "
+            f"skips the spike after a reset that leaves mem > threshold (snnTorch's "
+            f"'avoid double reset'); no deployable rule matches: use reset_delay=True "
+            f"(the default) or reset_mechanism='zero'"
+        )
     theta = scalar(module.threshold, "threshold", where)
     if theta <= 0:
         raise NeuronError(f"{where}: threshold must be > 0, got {theta:g}")
-    amplitude = scalar(getattr(module, "graded_spikes_factor", 1.0), "graded_spikes_factor",
-                       where)
+    amplitude = scalar(getattr(module, "graded_spikes_factor", 1.0), "graded_spikes_factor", where)
     if amplitude == 0:
         raise NeuronError(f"{where}: graded_spikes_factor = 0 sends nothing")
     if mechanism == "subtract":
         rules: dict[str, Any] = {"reset": "subtract", "reset_timing": "next-step"}
     else:
         rules = {"reset": "set", "reset_value": 0.0, "reset_timing": "same-step"}
-    return {"theta": theta, "amplitude": amplitude, "threshold_test": ">", "v_s_init": 0.0,
-            "tuple_output": bool(getattr(module, "output", False)
-                                 or not getattr(module, "init_hidden", False)), **rules}
+    return {
+        "theta": theta,
+        "amplitude": amplitude,
+        "threshold_test": ">",
+        "v_s_init": 0.0,
+        "tuple_output": bool(getattr(module, "output", False) or not getattr(module, "init_hidden", False)),
+        **rules,
+    }
 
 
 def decay(value, name: str) -> np.ndarray:
@@ -85,8 +96,12 @@ class LeakyAdapter(NeuronAdapter):
     def spec(self, module: Any, where: str) -> NeuronSpec:
         common = common_spec(module, where, "Leaky")
         zeros = np.zeros((1, 1))
-        factors = {"mu_d": zeros, "mu_s": zeros, "lam_d": np.ones((1, 1)),
-                   "lam_s": decay(module.beta, "beta")}
+        factors = {
+            "mu_d": zeros,
+            "mu_s": zeros,
+            "lam_d": np.ones((1, 1)),
+            "lam_s": decay(module.beta, "beta"),
+        }
         return NeuronSpec(factors=factors, **common)
 
     def reset(self, module: Any) -> None:

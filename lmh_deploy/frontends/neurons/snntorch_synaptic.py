@@ -10,6 +10,7 @@ current: ``mu_d = alpha``, ``mu_s = 0``, ``lam_d = 1``, ``lam_s = beta``. Resets
 * ``zero``, ``reset_delay=False``: U set to 0 at the spike (same-step set 0);
 * ``subtract`` with ``reset_delay=False``, ``none``, ``inhibition``: refused (see Leaky).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -37,8 +38,12 @@ class SynapticAdapter(NeuronAdapter):
         common = common_spec(module, where, "Synaptic")
         if common["reset"] == "set" and getattr(module, "reset_delay", True):
             common["reset_timing"] = "next-step"
-        factors = {"mu_d": decay(module.alpha, "alpha"), "mu_s": np.zeros((1, 1)),
-                   "lam_d": np.ones((1, 1)), "lam_s": decay(module.beta, "beta")}
+        factors = {
+            "mu_d": decay(module.alpha, "alpha"),
+            "mu_s": np.zeros((1, 1)),
+            "lam_d": np.ones((1, 1)),
+            "lam_s": decay(module.beta, "beta"),
+        }
         return NeuronSpec(factors=factors, **common)
 
     def reset(self, module: Any) -> None:

@@ -4,6 +4,7 @@ The fixed-point arithmetic is :func:`lmh_deploy.semantics.integer.lmh_step`, the
 function :mod:`sim` calls, under the layer's numeric profile and rules; the real-valued one
 is :func:`lmh_deploy.semantics.reference.lmh_float_step`, the float IR simulator's.
 """
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -81,12 +82,20 @@ class PyLMHModelFloat(AbstractLMHModel):
 
     def update(self, step: int, a_in: np.ndarray) -> np.ndarray:
         layer = SimpleNamespace(
-            theta=float(self.theta[0]), mu_d=self.mu_d, mu_s=self.mu_s, lam_d=self.lam_d,
-            lam_s=self.lam_s, bias=self.bias, reset=self.rule("reset"),
-            reset_value=float(self.reset_value[0]), threshold_test=self.rule("threshold_test"),
-            reset_timing=self.rule("reset_timing"))
-        v_d, v_s, spikes = lmh_float_step(layer, step, self.v_d, self.v_s, a_in,
-                                          self.s_prev.astype(bool) if step else None)
+            theta=float(self.theta[0]),
+            mu_d=self.mu_d,
+            mu_s=self.mu_s,
+            lam_d=self.lam_d,
+            lam_s=self.lam_s,
+            bias=self.bias,
+            reset=self.rule("reset"),
+            reset_value=float(self.reset_value[0]),
+            threshold_test=self.rule("threshold_test"),
+            reset_timing=self.rule("reset_timing"),
+        )
+        v_d, v_s, spikes = lmh_float_step(
+            layer, step, self.v_d, self.v_s, a_in, self.s_prev.astype(bool) if step else None
+        )
         self.v_d[:] = v_d
         self.v_s[:] = v_s
         return spikes
@@ -121,15 +130,28 @@ class PyLMHModelFixed(AbstractLMHModel):
 
     def update(self, step: int, a_in: np.ndarray) -> np.ndarray:
         layer = SimpleNamespace(
-            mu_d=self.mu_d, mu_s=self.mu_s, lam_d=self.lam_d, lam_s=self.lam_s,
-            theta=int(self.theta[0]), bias=self.bias.astype(np.int64),
-            profile=self.rule("profile"), reset=self.rule("reset"),
-            reset_value=int(self.reset_value[0]), threshold_test=self.rule("threshold_test"),
-            reset_timing=self.rule("reset_timing"), v_d_init=int(self.v_d_init[0]),
-            v_s_init=int(self.v_s_init[0]))
+            mu_d=self.mu_d,
+            mu_s=self.mu_s,
+            lam_d=self.lam_d,
+            lam_s=self.lam_s,
+            theta=int(self.theta[0]),
+            bias=self.bias.astype(np.int64),
+            profile=self.rule("profile"),
+            reset=self.rule("reset"),
+            reset_value=int(self.reset_value[0]),
+            threshold_test=self.rule("threshold_test"),
+            reset_timing=self.rule("reset_timing"),
+            v_d_init=int(self.v_d_init[0]),
+            v_s_init=int(self.v_s_init[0]),
+        )
         v_d, v_s, spikes, saturated = fx.lmh_step(
-            fx.layer_params(layer), step, self.v_d.astype(np.int64), self.v_s.astype(np.int64),
-            a_in.astype(np.int64), self.s_prev.astype(bool) if step else None)
+            fx.layer_params(layer),
+            step,
+            self.v_d.astype(np.int64),
+            self.v_s.astype(np.int64),
+            a_in.astype(np.int64),
+            self.s_prev.astype(bool) if step else None,
+        )
         self.v_d[:] = v_d
         self.v_s[:] = v_s
         self.saturation_count[0] += saturated

@@ -1,4 +1,5 @@
 """Declaration of the LM-H neuron Process: ports and Vars only."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,13 +32,28 @@ class LMHNeuron(AbstractProcess):
         sample's.
     """
 
-    def __init__(self, *, shape: tuple[int, ...], theta: float, mu_d: np.ndarray,
-                 mu_s: np.ndarray, lam_d: np.ndarray, lam_s: np.ndarray, bias: np.ndarray,
-                 start_step: int = 0, reset_interval: int = 0, end_step: int = 0,
-                 profile: str = "lmh", reset: str = "subtract", reset_value: float = 0,
-                 threshold_test: str = ">=", reset_timing: str = "same-step",
-                 v_d_init: float = 0, v_s_init: float | None = None,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        shape: tuple[int, ...],
+        theta: float,
+        mu_d: np.ndarray,
+        mu_s: np.ndarray,
+        lam_d: np.ndarray,
+        lam_s: np.ndarray,
+        bias: np.ndarray,
+        start_step: int = 0,
+        reset_interval: int = 0,
+        end_step: int = 0,
+        profile: str = "lmh",
+        reset: str = "subtract",
+        reset_value: float = 0,
+        threshold_test: str = ">=",
+        reset_timing: str = "same-step",
+        v_d_init: float = 0,
+        v_s_init: float | None = None,
+        name: str | None = None,
+    ) -> None:
         tables = {"mu_d": mu_d, "mu_s": mu_s, "lam_d": lam_d, "lam_s": lam_s}
         rows = np.asarray(mu_d).shape[0]
         for key, table in tables.items():
@@ -51,8 +67,14 @@ class LMHNeuron(AbstractProcess):
         if v_s_init is None:
             v_s_init = theta / 2 if isinstance(theta, float) else theta // 2
         # The rules travel as process parameters: strings the models read once.
-        super().__init__(shape=shape, name=name, profile=profile, reset=reset,
-                         threshold_test=threshold_test, reset_timing=reset_timing)
+        super().__init__(
+            shape=shape,
+            name=name,
+            profile=profile,
+            reset=reset,
+            threshold_test=threshold_test,
+            reset_timing=reset_timing,
+        )
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
         self.v_d = Var(shape=shape, init=v_d_init)
