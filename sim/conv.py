@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lmh_deploy.ir.nodes import conv_output_hw
+
 
 @dataclass(frozen=True)
 class ConvPlan:
@@ -71,7 +73,7 @@ def conv_plan(node) -> ConvPlan:
     sy, sx = (int(s) for s in node.conv_stride)
     py, px = (int(p) for p in node.conv_padding)
     kh, kw = kernel.shape[2:]
-    out_hw = ((h + 2 * py - kh) // sy + 1, (w + 2 * px - kw) // sx + 1)
+    out_hw = conv_output_hw(h, w, (kh, kw), (sy, sx), (py, px))
     if _diagonal(kernel) and (sy, sx, py, px) == (1, 1, 0, 0):
         scale = np.ascontiguousarray(np.diagonal(kernel[:, :, 0, 0]).reshape(-1, 1, 1, 1))
         return ConvPlan((c, h, w), scale, (1, 1), (0, 0), (1, 1), (0, 0), out_hw, diagonal=True)
@@ -119,7 +121,7 @@ def run_conv(plan: ConvPlan, x, kernel):
         x = F.avg_pool2d(x, plan.pool, divisor_override=1)  # a sum: integers, exact
     if kernel.dtype == torch.int64:
         cols = F.unfold(x, tuple(kernel.shape[2:]), padding=plan.padding, stride=plan.stride).to(torch.int64)
-        conv_h = (x.shape[2] + 2 * plan.padding[0] - kernel.shape[2]) // plan.stride[0] + 1
+        conv_h, _ = conv_output_hw(x.shape[2], x.shape[3], kernel.shape[2:], plan.stride, plan.padding)
         out = (kernel.reshape(kernel.shape[0], -1) @ cols).reshape(rows, kernel.shape[0], conv_h, -1)
     else:
         out = F.conv2d(x, kernel, stride=plan.stride, padding=plan.padding)

@@ -25,7 +25,7 @@ from lmh_deploy.frontends.torch_fx import module_to_graph
 from lmh_deploy.models.data import load_dataset
 from lmh_deploy.pipeline.artifact import sha256
 from lmh_deploy.pipeline.compile import Artifact, write_artifact
-from lmh_deploy.pipeline.user_code import users_code
+from lmh_deploy.pipeline.user_code import defining_file, users_code
 from lmh_deploy.semantics.profiles import DEFAULT_PROFILE
 
 SOURCE_FILE = "source_model.py"
@@ -83,16 +83,11 @@ def _import_file(path: Path, module_name: str, search_dir: Path):
 
 def build_module(factory: Callable[..., Any], kwargs: dict[str, Any], where: str) -> nn.Module:
     """Call the user's factory; it must return an nn.Module."""
-    with users_code(where, [_defining_file(factory)], always=True):
+    with users_code(where, [defining_file(factory)], always=True):
         module = factory(**kwargs)
     if not isinstance(module, nn.Module):
         raise InputError(f"{where} returned {type(module).__name__}, not a torch.nn.Module")
     return module
-
-
-def _defining_file(obj: Any) -> Path | None:
-    code = getattr(obj, "__code__", None) or getattr(getattr(obj, "__init__", None), "__code__", None)
-    return Path(code.co_filename) if code is not None else None
 
 
 def parse_kwargs(text: str | None) -> dict[str, Any]:

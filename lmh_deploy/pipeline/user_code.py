@@ -15,11 +15,18 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import lmh_deploy
 from lmh_deploy.errors import UserCodeError, UserError
+
+
+def defining_file(obj: Any) -> Path | None:
+    """The file of a function, or of a class's ``__init__`` (a FACTORY may be either)."""
+    code = getattr(obj, "__code__", None) or getattr(getattr(obj, "__init__", None), "__code__", None)
+    return Path(code.co_filename) if code is not None else None
 
 
 def model_files(module: object) -> list[Path]:
