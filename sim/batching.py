@@ -16,7 +16,7 @@ import numpy as np
 from lmh_deploy.sim.simulator import CHUNK_SAMPLE_STEPS
 
 from lmh_deploy.ir import QLMH, Graph, QDense
-from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.backends.record import RunRecord
 
 #: Fraction of the currently available memory a run may plan to use.
 MEMORY_FRACTION = 0.25

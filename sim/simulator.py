@@ -25,7 +25,7 @@ from lmh_deploy.sim.params import neuron_params
 from lmh_deploy.sim.synapse import SynapsePath, lava_current, summed_current
 
 from lmh_deploy.ir import QLMH, Graph, QDense, QInput, QReadout, validate_quantized
-from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.backends.record import RunRecord
 
 #: Sample-steps per chunk (see the module docstring).
 CHUNK_SAMPLE_STEPS = 1000

@@ -33,7 +33,7 @@ import torch
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.passes.quantize import quantize_graph
-from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.backends.record import RunRecord
 from lmh_deploy.backends.sharding import merge_records, run_sharded, shard_inputs, simulate_shard
 from lmh_deploy.models import distributed as D
 from lmh_deploy.models.architectures import mlp

@@ -16,7 +16,7 @@ from lmh_deploy.semantics import integer as fx
 from lmh_deploy.ir import LMH, Dense, Graph, Input, QDense, QInput, QLMH, QReadout, Readout
 from lmh_deploy.backends.lava.lower import lower
 from lmh_deploy.passes.quantize import quantize_graph
-from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.backends.record import RunRecord
 from lmh_deploy.backends.lava.run import run_lava
 from lmh_deploy.sim.simulator import simulate
 

@@ -10,7 +10,7 @@ from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.models.architectures import build
 from lmh_deploy.passes.delays import balance_delays, layer_depths, path_delays
 from lmh_deploy.passes.quantize import quantize_graph
-from lmh_deploy.reports.record import spike_agreement_by_layer
+from lmh_deploy.backends.record import spike_agreement_by_layer
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from lmh_deploy.models.architectures import mlp
 from lmh_deploy.models.checkpoint import save_checkpoint
 from lmh_deploy.pipeline.compile import load_artifact
 from lmh_deploy.pipeline.verify import accuracy_gate, compare_lava_sim, lava_sim_disagree
-from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.backends.record import RunRecord
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.sim import simulate
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from lmh_deploy.ir import LMH, SYNAPSE_KINDS, Graph, Input, Readout, validate
-from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.backends.record import RunRecord
 from lmh_deploy.ir.synapses import apply_synapse
 from lmh_deploy.semantics.reference import float_initial_state, lmh_float_step
 

@@ -4,7 +4,7 @@ The samples of a run are independent: sample ``b`` of a batch run equals the sam
 sample run alone, on every integer backend (``sim/``, Lava ``fixed_pt``). So ``N``
 samples can be cut into ``world_size`` contiguous shards (:func:`shard_bounds`, the
 first ``N % world_size`` shards one sample longer), each rank runs its shard, and
-the per-rank :class:`~lmh_deploy.reports.record.RunRecord` are merged in rank order
+the per-rank :class:`~lmh_deploy.backends.record.RunRecord` are merged in rank order
 (:func:`merge_records`): per-sample arrays are concatenated along their sample axis
 (``logits`` axis 0; ``spikes``, ``state_trace``, ``readout_trace`` axis 1 of
 ``(T, B, ...)``; ``final_state`` axis 0), per-layer counters (``synops``,
@@ -28,7 +28,7 @@ from typing import Literal, overload
 
 import numpy as np
 
-from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.backends.record import RunRecord
 from lmh_deploy.parallel import is_initialized, shard_bounds, split_sizes
 
 __all__ = [

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.backends.record import RunRecord
 from lmh_deploy.models.neuron import LMHNeuron
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from lmh_deploy.frontends.nir import plain
-from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.backends.record import RunRecord
 
 NEURONS = (nir.LIF, nir.IF, nir.CubaLIF)
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lmh_deploy.frontends.neurons import adapter_for
-from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.backends.record import RunRecord
 
 
 @torch.no_grad()

@@ -29,7 +29,7 @@ from lmh_deploy.pipeline.inputs import (
     parse_sweep,
     quantize,
 )
-from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.backends.record import RunRecord
 from lmh_deploy.reports.summary import summarize
 from lmh_deploy.sim import default_batch_size, run_in_batches, simulate_batched
 

@@ -18,7 +18,7 @@ from lmh_deploy.pipeline.inputs import (
     quantize,
     sample_axis,
 )
-from lmh_deploy.reports.record import RunRecord, spike_agreement_by_layer
+from lmh_deploy.backends.record import RunRecord, spike_agreement_by_layer
 
 
 def compare_lava_sim(sim: RunRecord, lava: RunRecord) -> dict[str, int]:

@@ -21,7 +21,7 @@ from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from lmh_deploy.files import atomic_write
-from lmh_deploy.reports.record import RunRecord, spike_agreement_by_layer
+from lmh_deploy.backends.record import RunRecord, spike_agreement_by_layer
 from lmh_deploy.reports.summary import energy_unit
 
 DPI = 130

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from lmh_deploy.ir import Graph, QDense, QLMH, QReadout
-from lmh_deploy.reports.record import RunRecord
+from lmh_deploy.backends.record import RunRecord
 from lmh_deploy.ir.synapses import qdense_fan_in, qdense_fan_out
 
 #: Loihi, Davies et al., IEEE Micro 38(1), 2018, Table 2 (pre-silicon figures), joules.

@@ -13,7 +13,7 @@ from lava.magma.core.run_configs import Loihi2SimCfg
 
 from lmh_deploy.ir import Graph, QReadout, Readout
 from lmh_deploy.backends.lava.lower import LavaNetwork, Precision, lower
-from lmh_deploy.reports.record import RunRecord, synops_from_spikes
+from lmh_deploy.backends.record import RunRecord, synops_from_spikes
 
 
 def _per_sample(trace: np.ndarray, start: int, samples: int, timesteps: int) -> np.ndarray:
