@@ -101,7 +101,7 @@ def test_verify_lava_equals_sim_and_fixed_tracks_float(artifact: Path, tmp_path:
 
 def test_fixed_accuracy_within_one_point_on_whole_test_split(artifact: Path, tmp_path: Path) -> None:
     from lmh_deploy.pipeline.compile import load_artifact
-    from lmh_deploy.backends.torch_ref import run_float
+    from lmh_deploy.backends.float.torch_model import run_float
     from lmh_deploy.semantics import integer as fx
     from lmh_deploy.sim import simulate
 

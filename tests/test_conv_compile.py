@@ -11,12 +11,12 @@ from lmh_deploy.semantics import integer as fx
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir import AvgPool, Conv2d
 from lmh_deploy.passes.quantize import quantize_graph
-from lmh_deploy.backends.torch_ref import run_float
+from lmh_deploy.backends.float.torch_model import run_float
 from lmh_deploy.backends.lava.run import run_lava
 from lmh_deploy.ir.synapses import conv_matrix, pool_matrix
 from lmh_deploy.models.architectures import build
 from lmh_deploy.sim import simulate
-from lmh_deploy.backends.float_ir import simulate_float
+from lmh_deploy.backends.float.ir import simulate_float
 
 
 def _randomised(arch: str, seed: int, **kw) -> torch.nn.Module:

@@ -13,10 +13,10 @@ from lmh_deploy.models.data import DatasetSpec, load_dataset
 from lmh_deploy.sim import simulate
 
 import lmh_deploy  # noqa: F401  - Python 3.11 Lava import fix
-from lmh_deploy.backends.float_ir import simulate_float
+from lmh_deploy.backends.float.ir import simulate_float
 from lmh_deploy.backends.lava.run import run_lava
 from lmh_deploy.backends.sharding import merge_records, run_sharded
-from lmh_deploy.backends.torch_ref import run_float
+from lmh_deploy.backends.float.torch_model import run_float
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir.synapses import qdense_fan_out
 from lmh_deploy.passes.quantize import quantize_graph

@@ -18,11 +18,11 @@ import torch
 from lmh_deploy.models.data import load_dataset
 from typer.testing import CliRunner
 
-from lmh_deploy.backends.float_ir import simulate_float
+from lmh_deploy.backends.float.ir import simulate_float
 from lmh_deploy.cli import app
 from lmh_deploy.frontends.neurons import NeuronError
 from lmh_deploy.frontends.torch_fx import module_to_graph
-from lmh_deploy.frontends.torch_source import run_source
+from lmh_deploy.backends.float.torch_source import run_source
 
 sys.path.insert(0, str(Path(__file__).parent))
 from foreign import snntorch_style as style

@@ -18,7 +18,7 @@ from lmh_deploy.models.data import load_dataset
 from torch import nn
 from typer.testing import CliRunner
 
-from lmh_deploy.backends.float_ir import simulate_float
+from lmh_deploy.backends.float.ir import simulate_float
 from lmh_deploy.cli import app
 from lmh_deploy.frontends.neurons import (
     ADAPTERS,
@@ -28,7 +28,7 @@ from lmh_deploy.frontends.neurons import (
     register_neuron,
 )
 from lmh_deploy.frontends.torch_fx import FrontendError, module_to_graph
-from lmh_deploy.frontends.torch_source import run_source
+from lmh_deploy.backends.float.torch_source import run_source
 from lmh_deploy.ir import IRError
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -1,4 +1,4 @@
-"""NIR both ways, convolutions included (frontends.nir, interop.nir_export, frontends.nir_reference).
+"""NIR both ways, convolutions included (frontends.nir, interop.nir_export, backends.float.nir_graph).
 
 The NIR side is checked by running the NIR graph itself (the reference executor, which
 follows the NIR equations node by node), not by the conversion code.
@@ -18,10 +18,10 @@ from lmh_deploy.models.data import load_dataset
 from lmh_deploy.sim import simulate
 from typer.testing import CliRunner
 
-from lmh_deploy.backends.float_ir import simulate_float
+from lmh_deploy.backends.float.ir import simulate_float
 from lmh_deploy.cli import app
 from lmh_deploy.frontends.nir import nir_to_graph
-from lmh_deploy.frontends.nir_reference import run_nir_reference
+from lmh_deploy.backends.float.nir_graph import run_nir_reference
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.interop import InteropError
 from lmh_deploy.interop.nir_export import graph_to_nir, spike_disagreement, write_nir

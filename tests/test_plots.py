@@ -25,7 +25,7 @@ from lmh_deploy.reports.html import report_from_json, write_html
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.backends.record import RunRecord
 from lmh_deploy.reports.summary import summarize
-from lmh_deploy.backends.torch_ref import run_float
+from lmh_deploy.backends.float.torch_model import run_float
 from lmh_deploy.models.architectures import mlp
 from lmh_deploy.sim import simulate
 

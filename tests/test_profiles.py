@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from lmh_deploy.sim import simulate
 
-from lmh_deploy.backends.float_ir import simulate_float
+from lmh_deploy.backends.float.ir import simulate_float
 from lmh_deploy.backends.lava.run import run_lava
 from lmh_deploy.ir import (
     LMH,
@@ -310,7 +310,7 @@ def test_training_neuron_with_lava_lif_rules_equals_the_float_reference() -> Non
     gives the same spikes as the one float reference (float64, so no rounding differs)."""
     import torch
 
-    from lmh_deploy.backends.torch_ref import run_float
+    from lmh_deploy.backends.float.torch_model import run_float
     from lmh_deploy.frontends.pytorch import export_model
     from lmh_deploy.models.architectures import mlp
 

@@ -9,7 +9,7 @@ import pytest
 
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.pipeline.compile import compile_model, load_artifact
-from lmh_deploy.backends.torch_ref import run_float
+from lmh_deploy.backends.float.torch_model import run_float
 from lmh_deploy.pipeline.verify import verify_artifact
 from lmh_deploy.models.training_job import TrainJob, run_training_job
 from lmh_deploy.sim import simulate

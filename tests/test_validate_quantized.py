@@ -232,7 +232,7 @@ def test_lower_and_simulate_refuse_an_invalid_graph(mlp_q: Graph) -> None:
 
 
 def test_float_reference_and_loihi2_map_refuse_invalid_graphs(mlp_q: Graph) -> None:
-    from lmh_deploy.backends.float_ir import simulate_float
+    from lmh_deploy.backends.float.ir import simulate_float
     from lmh_deploy.passes.loihi2_map import map_to_loihi2
 
     with pytest.raises(IRError, match=r"^lmh0: threshold theta=0 outside"):

@@ -26,7 +26,7 @@ from typing import Any
 import nir
 import numpy as np
 
-from lmh_deploy.frontends.pytorch import Cursor, _Exporter
+from lmh_deploy.frontends.pytorch import Cursor, GraphBuilder
 from lmh_deploy.interop import InteropError
 from lmh_deploy.ir import LMH, Conv2d, Dense, Graph, Input, IRError, Readout, validate
 
@@ -183,7 +183,7 @@ class _Importer:
     def __init__(
         self, graph: Graph, in_shape: tuple[int, ...], dt: float, graph_rules: dict[str, Any]
     ) -> None:
-        self.g, self.ex, self.dt = graph, _Exporter(graph), dt
+        self.g, self.ex, self.dt = graph, GraphBuilder(graph), dt
         self.cur = Cursor("input", in_shape, np.zeros(in_shape))
         self.amp = 1.0  # IR value of one NIR unit of the current signal (theta after a neuron)
         self.graph_rules = graph_rules

@@ -66,7 +66,9 @@ class Cursor:
     weight_node: str | None = None  # last Linear/Conv since a neuron (target of BN folding)
 
 
-class _Exporter:
+class GraphBuilder:
+    """Adds IR nodes under numbered names (`dense0`, `lmh0`, ...); shared by every frontend."""
+
     def __init__(self, graph: Graph) -> None:
         self.g = graph
         self.counts: dict[str, int] = {}
@@ -230,7 +232,7 @@ def export_model(
     start = Cursor(
         g.add("input", Input(shape=shape, x_max=float(x_max), spikes=bool(spikes))), shape, np.zeros(shape)
     )
-    exporter = _Exporter(g)
+    exporter = GraphBuilder(g)
     end = exporter.walk(layers, start, "layers")
     if end.weight_node is None or g.node(end.node).kind != "dense":
         raise IRError("model must end with a Linear readout layer")

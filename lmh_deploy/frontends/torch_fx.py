@@ -31,7 +31,7 @@ from lmh_deploy.frontends.neurons import (
     find_adapter,
     registered_names,
 )
-from lmh_deploy.frontends.pytorch import Cursor, _Exporter
+from lmh_deploy.frontends.pytorch import Cursor, GraphBuilder
 from lmh_deploy.ir import LMH, Conv2d, Dense, Graph, Input, IRError, Readout, validate
 
 SYNAPSE_MODULES = (
@@ -179,7 +179,7 @@ class _Walker:
 
     def __init__(self, gm: fx.GraphModule, graph: Graph, input_shape: tuple[int, ...]) -> None:
         self.gm, self.g = gm, graph
-        self.ex = _Exporter(graph)
+        self.ex = GraphBuilder(graph)
         self.input_shape = input_shape
         self.env: dict[str, Any] = {}
         self.source_neurons: dict[str, str] = {}

@@ -91,7 +91,7 @@ def measure_approximation(
     ``nir_backend_semantics``: ``approx`` run as a plain NIR backend runs the file
     (reset to ``v_reset``, ``v > theta``, states from 0).
     """
-    from lmh_deploy.backends.float_ir import simulate_float
+    from lmh_deploy.backends.float.ir import simulate_float
 
     steps = int(timesteps if timesteps is not None else graph.meta.get("timesteps", 1))
     x = np.asarray(x, dtype=np.float64).reshape((len(x), *graph.node("input").shape))

@@ -23,7 +23,7 @@ class IRError(UserError, ValueError):
     """An invalid graph; the message names the node or edge at fault."""
 
 
-def _check_finite(owner: str, name: str, arr: np.ndarray) -> None:
+def check_finite(owner: str, name: str, arr: np.ndarray) -> None:
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number):
         raise IRError(f"{owner}: {name} must be numeric, got {arr.dtype}")
     if not np.all(np.isfinite(arr)):
@@ -31,7 +31,7 @@ def _check_finite(owner: str, name: str, arr: np.ndarray) -> None:
         raise IRError(f"{owner}: {name} has a non-finite value {arr[tuple(bad)]} at index {bad}")
 
 
-def _check_integers(owner: str, name: str, value: Any, lo: int, hi: int) -> None:
+def check_integers(owner: str, name: str, value: Any, lo: int, hi: int) -> None:
     """``value`` (a scalar, array or CSR matrix) holds integers within ``[lo, hi]``."""
     arr = value.data if sp.issparse(value) else np.asarray(value)
     if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
@@ -41,7 +41,7 @@ def _check_integers(owner: str, name: str, value: Any, lo: int, hi: int) -> None
         raise IRError(f"{owner}: {name}={int(bad)} outside its integer range [{lo}, {hi}]")
 
 
-def _check_positive(owner: str, name: str, value: Any) -> None:
+def check_positive(owner: str, name: str, value: Any) -> None:
     """A finite scale > 0."""
     if not (isinstance(value, Real) and math.isfinite(value) and float(value) > 0):
         raise IRError(f"{owner}: {name} must be finite and > 0, got {value!r}")

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from lmh_deploy.ir.base import IRError, Node, _check_finite
+from lmh_deploy.ir.base import IRError, Node, check_finite
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Dense(Node):
             raise IRError(
                 f"{name}: dense weight must be a non-empty 2-D matrix, got shape {self.weight.shape}"
             )
-        _check_finite(name, "weight", self.weight)
+        check_finite(name, "weight", self.weight)
 
 
 def conv_output_hw(
@@ -118,7 +118,7 @@ class Conv2d(Node):
             raise IRError(
                 f"{name}: invalid stride {self.stride} / padding {self.padding} for input {self.input_shape}"
             )
-        _check_finite(name, "weight", self.weight)
+        check_finite(name, "weight", self.weight)
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,7 @@ class LMH(Node):
                     f"{name}: factor {fname} must be (K, 1) or (K, {self.size}) with "
                     f"the same K as mu_d, got {arr.shape}"
                 )
-            _check_finite(name, fname, arr)
+            check_finite(name, fname, arr)
             # Closed range: a float32 sigmoid saturates to exactly lo or hi; the top value is
             # then stored as the largest 12-bit code (hi - 2**-12), see quantize_multiplier.
             if arr.min() < lo or arr.max() > hi:
@@ -245,7 +245,7 @@ class LMH(Node):
                 )
         if self.bias.shape != (self.size,):
             raise IRError(f"{name}: bias shape {self.bias.shape} != ({self.size},)")
-        _check_finite(name, "bias", self.bias)
+        check_finite(name, "bias", self.bias)
         check_rules(name, self.reset, self.threshold_test, self.reset_timing)
         for what in ("reset_value", "v_d_init", "v_s_init"):
             value = getattr(self, what)
@@ -277,4 +277,4 @@ class Readout(Node):
     def check(self, name: str) -> None:
         if self.bias.ndim != 1:
             raise IRError(f"{name}: readout bias must be 1-D, got {self.bias.shape}")
-        _check_finite(name, "bias", self.bias)
+        check_finite(name, "bias", self.bias)

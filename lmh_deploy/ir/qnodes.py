@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from lmh_deploy.ir.base import IRError, Node, _check_integers, _check_positive
+from lmh_deploy.ir.base import IRError, Node, check_integers, check_positive
 from lmh_deploy.ir.nodes import Conv2d, check_rules
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import PROFILES
@@ -29,8 +29,8 @@ class QInput(Node):
     def check(self, name: str) -> None:
         if not self.shape or any(int(d) <= 0 for d in self.shape):
             raise IRError(f"{name}: input shape {self.shape} must be non-empty and positive")
-        _check_positive(name, "scale", self.scale)
-        _check_integers(name, "bits", self.bits, 1, fx.INPUT_BITS)
+        check_positive(name, "scale", self.scale)
+        check_integers(name, "bits", self.bits, 1, fx.INPUT_BITS)
 
 
 @dataclass(frozen=True)
@@ -93,12 +93,12 @@ class QDense(Node):
             self.conv_node().check(name)  # kernel shape and geometry, as the float Conv2d
         elif m.ndim != 2 or 0 in m.shape:
             raise IRError(f"{name}: weight_mant must be a non-empty 2-D matrix, got {m.shape}")
-        _check_integers(name, "weight_mant", m, -fx.WEIGHT_MANT_MAX, fx.WEIGHT_MANT_MAX)
-        _check_integers(name, "weight_exp", self.weight_exp, fx.WEIGHT_EXP_MIN, fx.WEIGHT_EXP_MAX)
-        _check_integers(name, "delay", self.delay, 0, fx.STATE_MAX)
+        check_integers(name, "weight_mant", m, -fx.WEIGHT_MANT_MAX, fx.WEIGHT_MANT_MAX)
+        check_integers(name, "weight_exp", self.weight_exp, fx.WEIGHT_EXP_MIN, fx.WEIGHT_EXP_MAX)
+        check_integers(name, "delay", self.delay, 0, fx.STATE_MAX)
         if not isinstance(self.graded, (bool, np.bool_)):
             raise IRError(f"{name}: graded must be true or false, got {self.graded!r}")
-        _check_positive(name, "weight_scale", self.weight_scale)
+        check_positive(name, "weight_scale", self.weight_scale)
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,8 @@ class QLMH(Node):
         )
         if problem:
             raise IRError(f"{name}: numeric profile {self.profile} cannot express {problem}")
-        _check_integers(name, "size", self.size, 1, np.iinfo(np.int64).max)
-        _check_integers(name, "threshold theta", self.theta, 1, fx.STATE_MAX)
+        check_integers(name, "size", self.size, 1, np.iinfo(np.int64).max)
+        check_integers(name, "threshold theta", self.theta, 1, fx.STATE_MAX)
         rows = self.mu_d.shape[0] if self.mu_d.ndim == 2 else -1
         for fname in ("mu_d", "mu_s", "lam_d", "lam_s"):
             arr = getattr(self, fname)
@@ -154,14 +154,14 @@ class QLMH(Node):
                     f"the same K as mu_d, got {arr.shape}"
                 )
             lo, hi = profile.factor_range(fname)
-            _check_integers(name, f"factor {fname} (profile {self.profile})", arr, lo, hi)
+            check_integers(name, f"factor {fname} (profile {self.profile})", arr, lo, hi)
         if self.bias.shape != (self.size,):
             raise IRError(f"{name}: bias shape {self.bias.shape} != ({self.size},)")
-        _check_integers(name, "bias", self.bias, fx.STATE_MIN, fx.STATE_MAX)
+        check_integers(name, "bias", self.bias, fx.STATE_MIN, fx.STATE_MAX)
         for what in ("reset_value", "v_d_init", "v_s_init"):
             if getattr(self, what) is not None:
-                _check_integers(name, what, getattr(self, what), fx.STATE_MIN, fx.STATE_MAX)
-        _check_positive(name, "state_scale", self.state_scale)
+                check_integers(name, what, getattr(self, what), fx.STATE_MIN, fx.STATE_MAX)
+        check_positive(name, "state_scale", self.state_scale)
 
 
 @dataclass(frozen=True)
@@ -178,5 +178,5 @@ class QReadout(Node):
     def check(self, name: str) -> None:
         if self.bias.ndim != 1:
             raise IRError(f"{name}: readout bias must be 1-D, got {self.bias.shape}")
-        _check_integers(name, "bias", self.bias, fx.STATE_MIN, fx.STATE_MAX)
-        _check_positive(name, "state_scale", self.state_scale)
+        check_integers(name, "bias", self.bias, fx.STATE_MIN, fx.STATE_MAX)
+        check_positive(name, "state_scale", self.state_scale)

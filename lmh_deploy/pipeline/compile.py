@@ -101,7 +101,7 @@ def mean_counts(graph: Graph, x: np.ndarray, timesteps: int) -> dict[str, np.nda
     """Mean count per step of every presynaptic neuron of the float model on ``x`` (static
     ``(N, *shape)`` or frames ``(T, N, *shape)``): the input in its integer units
     (``x_max / 255``, or spikes), each LM-H layer's spikes; the bias correction's statistics."""
-    from lmh_deploy.backends.float_ir import simulate_float  # measurement, as calibrate's sim
+    from lmh_deploy.backends.float.ir import simulate_float  # measurement, as calibrate's sim
 
     inp = graph.node(graph.order()[0])
     x = frames_for(np.asarray(x, np.float64), timesteps, tuple(inp.shape))
@@ -163,7 +163,7 @@ def _from_nir(
 
 def _warn_if_silent(graph: Graph, x: np.ndarray, warn: Callable[[str], None]) -> None:
     """A wrong dt can leave an imported network silent: say so (its rate per layer)."""
-    from lmh_deploy.backends.float_ir import simulate_float
+    from lmh_deploy.backends.float.ir import simulate_float
 
     x = x.reshape((len(x), *graph.node("input").shape))
     rec = simulate_float(graph, x, int(graph.meta["timesteps"]))

@@ -273,7 +273,7 @@ def _plots(
     batch_size: int | None,
 ) -> None:
     """Add ``t_sweep`` (and ``plots``) to ``summary``; write the PNGs and/or the HTML page."""
-    from lmh_deploy.backends.torch_ref import run_float
+    from lmh_deploy.backends.float.torch_model import run_float
     from lmh_deploy.reports import plots as P
     from lmh_deploy.reports.html import write_html
 

@@ -60,7 +60,7 @@ def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any, batch: int) -
     meta = art.float_graph.meta
     module = source if source is not None else load_source_module(art)
     if module is not None:
-        from lmh_deploy.frontends.torch_source import run_source
+        from lmh_deploy.backends.float.torch_source import run_source
 
         from lmh_deploy.pipeline.user_code import model_files, users_code
 
@@ -82,7 +82,7 @@ def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any, batch: int) -
             ), "source module (PyTorch)"
     if meta.get("source", {}).get("format") == "nir" and (art.directory / "source.nir").is_file():
         from lmh_deploy.frontends.nir import read_nir
-        from lmh_deploy.frontends.nir_reference import run_nir_reference
+        from lmh_deploy.backends.float.nir_graph import run_nir_reference
 
         g = read_nir(art.directory / "source.nir")
         return batched(
@@ -90,13 +90,13 @@ def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any, batch: int) -
         ), "source NIR graph (reference executor)"
     model = art.load_model()
     if model is not None:
-        from lmh_deploy.backends.torch_ref import run_float
+        from lmh_deploy.backends.float.torch_model import run_float
 
         return (
             batched(lambda xs: run_float(model, xs, t, time_varying=bool(axis))),
             "source checkpoint (PyTorch)",
         )
-    from lmh_deploy.backends.float_ir import simulate_float
+    from lmh_deploy.backends.float.ir import simulate_float
 
     return (
         batched(lambda xs: simulate_float(art.float_graph, xs, t)),

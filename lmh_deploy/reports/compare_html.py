@@ -20,7 +20,7 @@ from matplotlib.ticker import FuncFormatter
 
 from lmh_deploy.files import write_text_atomic
 from lmh_deploy.reports.compare import LAYER_FIELDS
-from lmh_deploy.reports.html import CSS, _e, fmt, fmt_energy
+from lmh_deploy.reports.html import CSS, esc, fmt, fmt_energy
 from lmh_deploy.reports.plots import BLUE, DPI, ORANGE, STYLE
 from lmh_deploy.reports.summary import energy_unit
 
@@ -139,34 +139,34 @@ def accuracy_vs_t_figure(comparison: dict[str, Any]) -> Figure:
 def _totals_table(comparison: dict[str, Any]) -> str:
     name_a, name_b = comparison["names"]
     rows = "".join(
-        f'<tr><td class="text">{_e(r["label"])}</td><td>{_e(fmt_value(r["a"], r["unit"]))}</td>'
-        f"<td>{_e(fmt_value(r['b'], r['unit']))}</td><td>{_e(fmt_ratio(r['ratio']))}</td></tr>"
+        f'<tr><td class="text">{esc(r["label"])}</td><td>{esc(fmt_value(r["a"], r["unit"]))}</td>'
+        f"<td>{esc(fmt_value(r['b'], r['unit']))}</td><td>{esc(fmt_ratio(r['ratio']))}</td></tr>"
         for r in comparison["totals"]
     )
     return (
         f'<div class="scroll"><table><thead><tr><th>quantity (per sample)</th>'
-        f"<th>{_e(name_a)}</th><th>{_e(name_b)}</th><th>{_e(name_b)} / {_e(name_a)}</th>"
+        f"<th>{esc(name_a)}</th><th>{esc(name_b)}</th><th>{esc(name_b)} / {esc(name_a)}</th>"
         f"</tr></thead><tbody>{rows}</tbody></table></div>"
     )
 
 
 def _layers_table(comparison: dict[str, Any]) -> str:
     name_a, name_b = comparison["names"]
-    top = "".join(f'<th colspan="3" class="group">{_e(label)}</th>' for _, label in LAYER_FIELDS)
-    sub = "".join(f"<th>{_e(name_a)}</th><th>{_e(name_b)}</th><th>ratio</th>" for _ in LAYER_FIELDS)
+    top = "".join(f'<th colspan="3" class="group">{esc(label)}</th>' for _, label in LAYER_FIELDS)
+    sub = "".join(f"<th>{esc(name_a)}</th><th>{esc(name_b)}</th><th>ratio</th>" for _ in LAYER_FIELDS)
     body = []
     for row in comparison["layers"]:
         cells = [
-            f'<td class="text">{_e(row["name"])}</td>',
-            f'<td class="text">{_e(row["kind"])}</td>',
-            f"<td>{_e(fmt(row['neurons']))}</td>",
+            f'<td class="text">{esc(row["name"])}</td>',
+            f'<td class="text">{esc(row["kind"])}</td>',
+            f"<td>{esc(fmt(row['neurons']))}</td>",
         ]
         for key, _ in LAYER_FIELDS:
             unit = "J" if key == "energy_joules" else ""
             cells += [
-                f"<td>{_e(fmt_value(row[key]['a'], unit))}</td>",
-                f"<td>{_e(fmt_value(row[key]['b'], unit))}</td>",
-                f"<td>{_e(fmt_ratio(row[key]['ratio']))}</td>",
+                f"<td>{esc(fmt_value(row[key]['a'], unit))}</td>",
+                f"<td>{esc(fmt_value(row[key]['b'], unit))}</td>",
+                f"<td>{esc(fmt_ratio(row[key]['ratio']))}</td>",
             ]
         body.append(f"<tr>{''.join(cells)}</tr>")
     return (
@@ -183,14 +183,14 @@ def _sweep_table(comparison: dict[str, Any]) -> str:
     name_a, name_b = comparison["names"]
     rows = "".join(
         f'<tr><td class="text">{r["timesteps"]}</td>'
-        f"<td>{_e(fmt_value(r['accuracy_a'], '%'))}</td><td>{_e(fmt_value(r['accuracy_b'], '%'))}</td>"
-        f"<td>{_e(fmt_energy(r['energy_a']))}</td><td>{_e(fmt_energy(r['energy_b']))}</td></tr>"
+        f"<td>{esc(fmt_value(r['accuracy_a'], '%'))}</td><td>{esc(fmt_value(r['accuracy_b'], '%'))}</td>"
+        f"<td>{esc(fmt_energy(r['energy_a']))}</td><td>{esc(fmt_energy(r['energy_b']))}</td></tr>"
         for r in comparison["t_sweep"]
     )
     return (
-        f'<div class="scroll"><table><thead><tr><th>T</th><th>accuracy {_e(name_a)}</th>'
-        f"<th>accuracy {_e(name_b)}</th><th>energy {_e(name_a)}</th>"
-        f"<th>energy {_e(name_b)}</th></tr></thead><tbody>{rows}</tbody></table></div>"
+        f'<div class="scroll"><table><thead><tr><th>T</th><th>accuracy {esc(name_a)}</th>'
+        f"<th>accuracy {esc(name_b)}</th><th>energy {esc(name_a)}</th>"
+        f"<th>energy {esc(name_b)}</th></tr></thead><tbody>{rows}</tbody></table></div>"
     )
 
 
@@ -203,21 +203,21 @@ def render_compare_html(comparison: dict[str, Any]) -> str:
     cards = []
     for r in comparison["totals"][:4]:
         cards.append(
-            f'<div class="card"><div class="k">{_e(r["label"])}</div>'
-            f'<div class="v">{_e(fmt_compact(r["a"], r["unit"]))} '
-            f'<span class="vs">vs</span> {_e(fmt_compact(r["b"], r["unit"]))}</div></div>'
+            f'<div class="card"><div class="k">{esc(r["label"])}</div>'
+            f'<div class="v">{esc(fmt_compact(r["a"], r["unit"]))} '
+            f'<span class="vs">vs</span> {esc(fmt_compact(r["b"], r["unit"]))}</div></div>'
         )
     runs = [
-        f"{k} = <b>{_e(name)}</b> ({_e(comparison['samples'][i])} samples, "
-        f"T = {_e(comparison['timesteps'][i])}, {_e(comparison['backends'][i])})"
+        f"{k} = <b>{esc(name)}</b> ({esc(comparison['samples'][i])} samples, "
+        f"T = {esc(comparison['timesteps'][i])}, {esc(comparison['backends'][i])})"
         for i, (k, name) in enumerate((("A", name_a), ("B", name_b)))
     ]
     parts = [
-        f"<h1>{_e(title)}</h1>",
+        f"<h1>{esc(title)}</h1>",
         f'<p class="sub">{", ".join(runs)}. Values per sample; ratios are B / A.</p>',
         f'<div class="cards">{"".join(cards)}</div>',
     ]
-    parts += [f'<p class="note">Note: {_e(n)}.</p>' for n in comparison["notes"]]
+    parts += [f'<p class="note">Note: {esc(n)}.</p>' for n in comparison["notes"]]
     bars = (
         f'<figure><img src="{_png(layer_bars_figure(comparison))}" alt="per-layer bars">'
         "<figcaption>Spikes, synaptic ops and Loihi energy estimate per sample, per layer "
@@ -238,14 +238,14 @@ def render_compare_html(comparison: dict[str, Any]) -> str:
         )
         parts += ["<h2>Accuracy against T</h2>", _sweep_table(comparison), curve]
     parts.append(
-        f"<footer>Generated by lmh-deploy {_e(__version__)}. Energy: estimates from "
+        f"<footer>Generated by lmh-deploy {esc(__version__)}. Energy: estimates from "
         "counted events and published per-operation figures (docs/energy.md), not "
         "measurements.</footer>"
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{CSS}</style></head>"
+        f"<title>{esc(title)}</title><style>{CSS}</style></head>"
         f"<body><main>{''.join(parts)}</main></body></html>\n"
     )
 

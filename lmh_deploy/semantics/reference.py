@@ -1,6 +1,6 @@
 """The real-valued reference of Eq. 4 with the neuron rules, defined once.
 
-The float IR simulator (:mod:`lmh_deploy.backends.float_ir`), the NIR executor and the
+The float IR simulator (:mod:`lmh_deploy.backends.float.ir`), the NIR executor and the
 Lava ``floating_pt`` ProcessModel all call :func:`lmh_float_step`, so the float side of
 every comparison is one piece of code, as the integer side is
 :func:`lmh_deploy.semantics.integer.lmh_step`.
