@@ -1,9 +1,11 @@
 """Compile the user's own PyTorch module (any module the fx frontend maps) into an artifact.
 
-``--model FILE.py:FACTORY`` names trusted code, as ``python train.py`` would run it: FACTORY
-(a function or class in FILE.py) returns the module with its neurons in place; the weights
-are a bare ``state_dict`` loaded with ``weights_only=True`` (never unpickled). The artifact
-keeps a copy of FILE.py and of the weights, so ``verify`` can run the source model itself.
+``--model FILE.py:FACTORY`` names trusted code, as ``python FILE.py`` would run it: FILE.py
+is imported where it is, its folder first on ``sys.path`` (it may import its own clone's
+modules), and FACTORY (a function or class in it) returns the module with its neurons in
+place; the weights are a bare ``state_dict`` loaded with ``weights_only=True`` (never
+unpickled). The artifact records FILE.py's path and SHA-256 and keeps a copy of the
+weights, so ``verify`` can run the source model itself from any working directory.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import importlib.util
 import json
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from torch import nn
 from lmh_deploy.errors import InputError, MissingFileError
 from lmh_deploy.frontends.torch_fx import module_to_graph
 from lmh_deploy.models.data import load_dataset
-from lmh_deploy.pipeline.artifact import sha256
+from lmh_deploy.pipeline.artifact import ArtifactError, sha256
 from lmh_deploy.pipeline.compile import Artifact, write_artifact
 from lmh_deploy.pipeline.user_code import defining_file, users_code
 from lmh_deploy.semantics.profiles import DEFAULT_PROFILE
@@ -43,8 +46,8 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def import_factory(spec: str) -> tuple[Path, str, Callable[..., Any]]:
-    """``FILE.py:FACTORY`` -> (file, name, the callable), importing FILE.py as a module."""
+def parse_model_spec(spec: str) -> tuple[Path, str]:
+    """``FILE.py:FACTORY`` -> (the file's absolute path, FACTORY); one line otherwise."""
     file_text, sep, name = str(spec).rpartition(":")
     if not sep or not file_text.endswith(".py") or not name.isidentifier():
         raise InputError(
@@ -53,32 +56,59 @@ def import_factory(spec: str) -> tuple[Path, str, Callable[..., Any]]:
     path = Path(file_text).resolve()
     if not path.is_file():
         raise MissingFileError(f"--model {spec!r}: {path} does not exist")
-    module = _import_file(path, f"lmh_user_model_{sha256(path)[:12]}", path.parent)
-    factory = getattr(module, name, None)
-    if not callable(factory):
-        raise InputError(f"--model {spec!r}: {path.name} has no function or class {name!r}")
-    return path, name, factory
+    return path, name
 
 
-def _import_file(path: Path, module_name: str, search_dir: Path):
+def build_from_file(path: Path, name: str, kwargs: dict[str, Any], where: str) -> nn.Module:
+    """Import ``path`` where it is and call its ``name`` with ``kwargs``, as ``python FILE.py``
+    would run it: its folder first on ``sys.path``, whatever the working directory, so that
+    ``from utils import *`` finds the ``utils.py`` beside it."""
+    with model_folder_first(path.parent):
+        module = _import_file(path, f"lmh_user_model_{sha256(path)[:12]}")
+        factory = getattr(module, name, None)
+        if not callable(factory):
+            raise InputError(f"{where}: {path.name} has no function or class {name!r}")
+        return build_module(factory, kwargs, where)
+
+
+@contextmanager
+def model_folder_first(folder: Path) -> Iterator[None]:
+    """``folder`` first on ``sys.path``; modules of the same top-level name imported from
+    elsewhere (another ``utils``) leave ``sys.modules`` meanwhile and come back after."""
+    local = {p.stem for p in folder.glob("*.py")} | {p.name for p in folder.iterdir() if p.is_dir()}
+    shadowed = {
+        name: sys.modules.pop(name)
+        for name in list(sys.modules)
+        if name.partition(".")[0] in local and not _lives_in(sys.modules[name], folder)
+    }
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.update(shadowed)
+
+
+def _lives_in(module: Any, folder: Path) -> bool:
+    places = [getattr(module, "__file__", None), *(getattr(module, "__path__", None) or [])]
+    return any(p is not None and Path(p).resolve().is_relative_to(folder) for p in places)
+
+
+def _import_file(path: Path, module_name: str) -> Any:
     if module_name in sys.modules:
         return sys.modules[module_name]
-    sys.path.insert(0, str(search_dir))  # the model file may import its sibling modules
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise InputError(f"{path}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
     try:
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise InputError(f"{path}: cannot be imported as a Python module")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        try:
-            with users_code(f"importing {path.name}", [path], always=True):
-                spec.loader.exec_module(module)
-        except BaseException:
-            sys.modules.pop(module_name, None)
-            raise
-        return module
-    finally:
-        sys.path.remove(str(search_dir))
+        with users_code(f"importing {path.name}", [path], always=True):
+            spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
 
 
 def build_module(factory: Callable[..., Any], kwargs: dict[str, Any], where: str) -> nn.Module:
@@ -230,17 +260,20 @@ def compile_model_file(
     model_kwargs: str | dict[str, Any] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """The ``compile WEIGHTS --model FILE.py:FACTORY`` path: build, load, compile."""
-    path, name, factory = import_factory(model_spec)
+    """The ``compile WEIGHTS --model FILE.py:FACTORY`` path: build, load, compile. The
+    artifact records the model file's absolute path and SHA-256 (``verify`` imports it from
+    there and refuses it once changed) and keeps a copy of it for the record."""
+    path, name = parse_model_spec(model_spec)
     kwargs = model_kwargs if isinstance(model_kwargs, dict) else parse_kwargs(model_kwargs)
-    module = build_module(factory, kwargs, f"--model {model_spec}")
+    module = build_from_file(path, name, kwargs, f"--model {model_spec}")
     load_weights(module, weights)
     source = {
         "format": "pytorch-module",
         "file": path.name,
+        "model_file": str(path),
+        "model_file_sha256": sha256(path),
         "factory": name,
         "kwargs": kwargs,
-        "search_dir": str(path.parent),
         "weights": Path(weights).name,
         "sha256": sha256(Path(weights)),
     }
@@ -250,15 +283,30 @@ def compile_model_file(
 
 
 def load_source_module(art: Artifact) -> nn.Module | None:
-    """The source module of a ``--model`` artifact, rebuilt from its copies; else None."""
+    """The source module of a ``--model`` artifact, rebuilt from the model file where it was
+    at compile time (refused once changed or gone) and the weights' copy; else None."""
     src = art.float_graph.meta.get("source") or {}
     if src.get("format") != "pytorch-module" or not src.get("factory"):
         return None
-    path = art.directory / SOURCE_FILE
-    module = _import_file(
-        path, f"lmh_user_model_{sha256(path)[:12]}", Path(src.get("search_dir") or art.directory)
-    )
-    factory = getattr(module, src["factory"])
-    model = build_module(factory, src.get("kwargs") or {}, f"{path}:{src['factory']}")
+    path = check_model_file(art)
+    assert path is not None  # a pytorch-module source names its model file
+    model = build_from_file(path, src["factory"], src.get("kwargs") or {}, f"{path}:{src['factory']}")
     load_weights(model, art.directory / SOURCE_WEIGHTS)
     return model
+
+
+def check_model_file(art: Artifact) -> Path | None:
+    """The model file (``--model FILE.py``) an artifact was compiled from, checked unchanged
+    since compile; None for other sources. One line if it is gone or changed."""
+    src = art.float_graph.meta.get("source") or {}
+    if src.get("format") != "pytorch-module" or not src.get("model_file"):
+        return None
+    path = Path(src["model_file"])
+    again = f"recompile, or restore it from the copy {art.directory / SOURCE_FILE}"
+    if not path.is_file():
+        raise ArtifactError(f"{path}: the model file {art.directory} was compiled from is gone; {again}")
+    if sha256(path) != src.get("model_file_sha256"):
+        raise ArtifactError(
+            f"{path}: changed since {art.directory} was compiled from it (SHA-256 differs); {again}"
+        )
+    return path

@@ -172,6 +172,7 @@ def run_artifact(
     """
     from lmh_deploy.parallel import distributed_context
     from lmh_deploy.pipeline.compile import load_artifact
+    from lmh_deploy.pipeline.compile_torch import check_model_file
 
     backend = choice(Backend, backend, "--backend")
     samples = check_samples(samples)
@@ -186,6 +187,7 @@ def run_artifact(
         raise InputError("--save-spikes needs the spike rasters; drop --stream")
     with distributed_context("cpu") as dctx:
         art = load_artifact(artifact)
+        check_model_file(art)  # the deployed net is the one the user's model file still builds
         if backend == Backend.LOIHI2:
             _refuse_loihi2()
         q = art.quant_graph

@@ -65,11 +65,7 @@ def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any, batch: int) -
         from lmh_deploy.pipeline.user_code import model_files, users_code
 
         src = meta.get("source") or {}
-        action = (
-            f"running your model {src['file']} (copied into the artifact)"
-            if src.get("file")
-            else "running your model"
-        )
+        action = f"running your model {src['file']}" if src.get("file") else "running your model"
         with users_code(action, model_files(module)):
             return batched(
                 lambda xs: run_source(
