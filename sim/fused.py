@@ -1,6 +1,11 @@
 """The fused integer neuron update as numba kernels that the compiler vectorises (SIMD).
 
-Same step as :mod:`lmh_deploy.sim.neuron` documents, bit for bit. Speed comes from three
+A fast copy of the reference rule :func:`lmh_deploy.semantics.integer.lmh_step` (the step
+:mod:`lmh_deploy.sim.neuron` writes out), tested bit for bit against it on every numeric
+profile and rule (``test_kernels_equal_semantics_lmh_step_for_every_profile_and_rule`` in
+``tests/test_sim_kernels.py``; at the int32 bounds, ``tests/test_sim_fused.py``).
+
+Speed comes from three
 choices (AVX2 has no 64-bit multiply and no 64-bit arithmetic right shift, and does not
 vectorise branches with side effects):
 

@@ -1,7 +1,14 @@
 """The integer neuron update over a chunk of steps: one fused compiled loop, or array code.
 
-Both implementations compute exactly the integer step of :mod:`lmh_deploy.semantics`
-(tested bit for bit against it): per step ``t`` and neuron, with ``R`` the profile's
+**A fast copy, not the definition.** The reference rule is
+:func:`lmh_deploy.semantics.integer.lmh_step` (the Lava ProcessModels run it too); this module
+and :mod:`lmh_deploy.sim.fused` restate it for speed (whole chunks, no per-step dispatch).
+``tests/test_sim_kernels.py::test_kernels_equal_semantics_lmh_step_for_every_profile_and_rule``
+keeps the copies equal: on every numeric profile and every reset / threshold / timing rule it
+allows, all three (numba, numpy, torch) must give the reference's spikes, states and
+saturation count at every step. A change to the rule goes into ``semantics/`` first.
+
+Per step ``t`` and neuron, with ``R`` the profile's
 rounding of ``f * v / 4096`` and ``OV`` its overflow handling (counted)::
 
     a    = currents[t]                  (or (2 * currents[t]) shifted by the weight exponent)

@@ -18,6 +18,7 @@ from lmh_deploy.sim.synapse import SynapsePath, lava_current
 from lmh_deploy.ir import QLMH, QDense
 from lmh_deploy.ir.synapses import qdense_matrix
 from lmh_deploy.semantics import integer as fx
+from lmh_deploy.semantics.profiles import PROFILES
 
 SETTINGS = settings(
     max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
@@ -353,24 +354,23 @@ def test_int8_products_refuse_what_they_cannot_hold_exactly(rows: int) -> None:
         graded.int8_sums(np.ones((rows, 8), np.int64))
 
 
-@SETTINGS
-@given(
-    seed=st.integers(0, 10_000),
-    steps=st.integers(1, 6),
-    batch=st.integers(1, 3),
-    rules=st.sampled_from(
-        [
-            ("lmh", r, t, m)
-            for r in ("subtract", "set")
-            for t in (">=", ">")
-            for m in ("same-step", "next-step")
-        ]
-        + [("loihi-lif", "set", ">", "same-step")]
-    ),
-    big=st.booleans(),
-)
-def test_kernels_equal_semantics_lmh_step_for_every_profile_and_rule(seed, steps, batch, rules, big) -> None:
-    """Every profile and rule against the semantics module's own step (h13's definition)."""
+#: Every numeric profile with every rule combination it allows.
+PROFILE_RULES = [
+    (profile.name, reset, test, timing)
+    for profile in PROFILES.values()
+    for reset in profile.resets
+    for test in profile.threshold_tests
+    for timing in profile.reset_timings
+]
+
+
+@pytest.mark.parametrize("rules", PROFILE_RULES, ids="-".join)
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), steps=st.integers(1, 6), batch=st.integers(1, 3), big=st.booleans())
+def test_kernels_equal_semantics_lmh_step_for_every_profile_and_rule(rules, seed, steps, batch, big) -> None:
+    """sim/'s fast neuron copies (numba kernels of sim/fused.py, numpy and torch array code of
+    sim/neuron.py) equal the reference rule :func:`lmh_deploy.semantics.integer.lmh_step`
+    at every step (spikes, both states, saturation count), on every profile and rule."""
     profile, reset, test, timing = rules
     rng = np.random.default_rng(seed)
     n = 5
@@ -412,15 +412,19 @@ def test_kernels_equal_semantics_lmh_step_for_every_profile_and_rule(seed, steps
     scale = (1 << 22) if big else 3000
     currents = rng.integers(-scale, scale, (steps, batch, n))
     v_d, v_s = fp.initial_state((batch, n))
-    want, sat_total, prev = [], 0, None
+    want, want_d, want_s, sat_total, prev = [], [], [], 0, None
     for t in range(steps):
         v_d, v_s, spikes, sat = fx.lmh_step(fp, t, v_d, v_s, currents[t], prev)
         want.append(spikes)
+        want_d.append(v_d)
+        want_s.append(v_s)
         prev = spikes
         sat_total += sat
     p = neuron_params(node)
     for where in ["arrays", "torch"] + (["numba"] if N.numba is not None else []):
-        spikes, _, got_d, got_s, sat = _run_kernel(p, currents, 2, where)
+        spikes, trace, got_d, got_s, sat = _run_kernel(p, currents, 2, where)
         assert np.array_equal(spikes, np.array(want)), where
+        assert np.array_equal(trace[0], np.array(want_d)), where
+        assert np.array_equal(trace[1], np.array(want_s)), where
         assert np.array_equal(got_d, v_d) and np.array_equal(got_s, v_s), where
         assert sat == sat_total, where
