@@ -41,6 +41,11 @@ class UserCodeError(UserError):
     their bug, not ours; the message names their file, line and the exception."""
 
 
+class InteropError(UserError, ValueError):
+    """A graph that cannot be converted faithfully to or from an exchange format (NIR, netx);
+    the message names the layer and the cause."""
+
+
 class CommandFailed(Exception):
     """The command could not do what was asked, and no input is to blame: a check the user
     asked for ran and failed (Lava and sim/ disagree), or hardware is absent (Loihi 2)."""

@@ -27,7 +27,7 @@ import nir
 import numpy as np
 
 from lmh_deploy.frontends.pytorch import Cursor, GraphBuilder
-from lmh_deploy.interop import InteropError
+from lmh_deploy.errors import InteropError
 from lmh_deploy.ir import LMH, Conv2d, Dense, Graph, Input, IRError, Readout, validate
 
 #: snnTorch's export_to_nir and import_from_nir both use this step (hard-coded).

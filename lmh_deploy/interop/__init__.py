@@ -11,11 +11,7 @@ Nothing here imports Lava at module level; only ``netx_io.run_netx_lava`` does.
 """
 
 from __future__ import annotations
-from lmh_deploy.errors import UserError
 
-
-class InteropError(UserError, ValueError):
-    """A graph that cannot be converted faithfully; the message names the layer and the cause."""
-
+from lmh_deploy.errors import InteropError  # defined with the other user errors; frontends raise it too
 
 __all__ = ["InteropError"]
