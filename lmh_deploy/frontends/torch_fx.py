@@ -30,8 +30,10 @@ from lmh_deploy.frontends.neurons import (
     adapter_for,
     find_adapter,
     registered_names,
+    unsupported_neuron,
 )
 from lmh_deploy.frontends.pytorch import Cursor, GraphBuilder
+from lmh_deploy.frontends.time_loop import first_step
 from lmh_deploy.ir import LMH, Conv2d, Dense, Graph, Input, IRError, Readout, validate
 
 SYNAPSE_MODULES = (
@@ -107,7 +109,11 @@ class _Tracer(fx.Tracer):
         self.stack: list[tuple[str, str]] = []
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return find_adapter(m) is not None or super().is_leaf_module(m, qualname)
+        return (
+            find_adapter(m) is not None
+            or unsupported_neuron(m) is not None
+            or super().is_leaf_module(m, qualname)
+        )
 
     def call_module(self, m, forward, args, kwargs):
         self.stack.append((self.path_of_module(m) or "<root>", type(m).__name__))
@@ -270,6 +276,9 @@ class _Walker:
         args = self.arg(node.args, here)
         if find_adapter(module) is not None:
             return self.neuron(module, args[0], path, here)
+        why = unsupported_neuron(module)
+        if why is not None:
+            raise NeuronError(f"{here}: {why}")
         if isinstance(module, MAXPOOL):
             raise FrontendError(f"{here}: {MAXPOOL_WHY}")
         if isinstance(module, ACTIVATIONS):
@@ -427,12 +436,25 @@ def module_to_graph(
     """Trace ``module`` (eval mode) and map it to a validated float IR graph.
 
     ``graph.meta["source_neurons"]`` maps each LM-H node to the module path of its neuron;
-    ``graph.meta["source_output_index"]`` is 0 when the module returns (spikes, state).
+    ``graph.meta["source_output_index"]`` is 0 when the module returns (spikes, state);
+    ``graph.meta["source_time_loop"]`` is the step count of a forward() that loops over time
+    itself (:mod:`lmh_deploy.frontends.time_loop`; one call then returns all steps' records).
     Raises :class:`FrontendError` / :class:`NeuronError` (one line, module path and type).
     """
     module = module.eval()
     shape = tuple(int(d) for d in input_shape)
     gm = trace(module)
+    try:
+        loop = first_step(gm, lambda m: find_adapter(m) is not None or unsupported_neuron(m) is not None)
+    except IRError as exc:
+        raise FrontendError(str(exc)) from None
+    if loop is not None:
+        gm = loop[0]
+        if loop[1].steps != int(timesteps):
+            raise FrontendError(
+                f"{type(module).__name__}.forward() loops over {loop[1].steps} time steps "
+                f"itself; compile it with --timesteps {loop[1].steps}"
+            )
     graph = Graph(meta={"timesteps": int(timesteps), **(meta or {})})
     graph.add("input", Input(shape=shape, x_max=float(x_max)))
     walker = _Walker(gm, graph, shape)
@@ -445,5 +467,8 @@ def module_to_graph(
         )
     graph.meta["source_neurons"] = dict(walker.source_neurons)
     graph.meta["source_output_index"] = walker.output_index
+    if loop is not None:  # the source runs all steps in one call and returns records
+        graph.meta["source_time_loop"] = loop[1].steps
+        graph.meta["source_output_index"] = loop[1].output_index
     validate(graph)
     return graph

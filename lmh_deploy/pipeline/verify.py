@@ -74,6 +74,7 @@ def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any, batch: int) -
                     t,
                     source_neurons=meta["source_neurons"],
                     output_index=meta.get("source_output_index"),
+                    time_loop=meta.get("source_time_loop"),
                 )
             ), "source module (PyTorch)"
     if meta.get("source", {}).get("format") == "nir" and (art.directory / "source.nir").is_file():

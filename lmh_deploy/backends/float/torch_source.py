@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lmh_deploy.errors import InputError
 from lmh_deploy.frontends.neurons import adapter_for
 from lmh_deploy.backends.record import RunRecord
 
@@ -27,8 +28,17 @@ def run_source(
     *,
     source_neurons: dict[str, str],
     output_index: int | None = None,
+    time_loop: int | None = None,
 ) -> RunRecord:
-    """Run ``x`` (B, *input_shape) for ``timesteps`` steps; spikes (T, B, n) per IR neuron."""
+    """Run ``x`` (B, *input_shape) for ``timesteps`` steps; spikes (T, B, n) per IR neuron.
+
+    ``time_loop``: the module's forward() loops over this many steps itself and returns
+    records stacked over time (one call runs all steps)."""
+    if time_loop is not None and time_loop != timesteps:
+        raise InputError(
+            f"{type(module).__name__}.forward() runs {time_loop} time steps itself; it cannot "
+            f"be run for {timesteps} (use --timesteps {time_loop})"
+        )
     module.eval()
     neurons = {ir_name: module.get_submodule(path) for ir_name, path in source_neurons.items()}
     adapters = {ir_name: adapter_for(m, source_neurons[ir_name]) for ir_name, m in neurons.items()}
@@ -49,11 +59,14 @@ def run_source(
         for name, m in neurons.items():
             adapters[name].reset(m)
         outputs = []
-        for _ in range(timesteps):
+        for _ in range(1 if time_loop else timesteps):
             out = module(xt)
             if output_index is not None:
                 out = out[output_index]
-            outputs.append(out.reshape(out.shape[0], -1).double())
+            if time_loop:  # (T, B, ...) records
+                outputs.extend(out.reshape(out.shape[0], out.shape[1], -1).double())
+            else:
+                outputs.append(out.reshape(out.shape[0], -1).double())
         for name, m in neurons.items():
             adapters[name].reset(m)
     finally:

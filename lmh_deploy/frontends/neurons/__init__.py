@@ -34,7 +34,7 @@ from lmh_deploy.frontends.neurons.base import (
 )
 from lmh_deploy.frontends.neurons.learnable import LearnableNeuronAdapter
 from lmh_deploy.frontends.neurons.lmh import LMHNeuronAdapter
-from lmh_deploy.frontends.neurons.snntorch_leaky import LeakyAdapter
+from lmh_deploy.frontends.neurons.snntorch_leaky import LeakyAdapter, snntorch_class
 from lmh_deploy.frontends.neurons.snntorch_synaptic import SynapticAdapter
 
 #: tried in this order; register_neuron puts user adapters first
@@ -70,6 +70,26 @@ def adapter_for(module: nn.Module, where: str) -> NeuronAdapter:
     return adapter
 
 
+#: spiking neurons of known libraries that no adapter maps, and why
+UNSUPPORTED_NEURONS: dict[str, str] = {
+    "RLeaky": "recurrent feedback of the layer's own spikes (all-to-all or one-to-one) has no IR "
+    "synapse; use snn.Leaky (feed-forward)",
+    "RSynaptic": "recurrent feedback of the layer's own spikes (all-to-all or one-to-one) has no IR "
+    "synapse; use snn.Synaptic (feed-forward)",
+}
+
+
+def unsupported_neuron(module: nn.Module) -> str | None:
+    """Why a known library's spiking neuron without an adapter cannot be deployed; None if
+    ``module`` is not such a neuron."""
+    base = snntorch_class("SpikingNeuron")
+    if base is None or not isinstance(module, base) or find_adapter(module) is not None:
+        return None
+    kind = type(module).__name__
+    why = UNSUPPORTED_NEURONS.get(kind, "no adapter maps this neuron")
+    return f"snn.{kind} cannot be deployed: {why} (supported neurons: {', '.join(registered_names())})"
+
+
 def registered_names() -> list[str]:
     """Adapter names, in the order they are tried."""
     return [a.name for a in ADAPTERS]
@@ -86,4 +106,5 @@ __all__ = [
     "register_neuron",
     "registered_names",
     "scalar",
+    "unsupported_neuron",
 ]

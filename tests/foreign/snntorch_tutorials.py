@@ -1,0 +1,121 @@
+"""Nets written as snnTorch's tutorials write them, and trained the way they train them.
+
+Tutorial 5 ("Training Spiking Neural Networks with snntorch"): a ``nn.Module`` whose
+``forward`` initialises the membranes with ``init_leaky()``, loops over ``num_steps`` itself
+and returns the spike and membrane records stacked over time; the loss sums cross-entropy of
+the output membrane over the steps and the prediction is the output neuron with most spikes.
+Written for these tests; ``snn.Leaky`` / ``snn.Synaptic`` are snnTorch's own classes.
+"""
+
+import snntorch as snn
+import torch
+from torch import nn
+
+NUM_STEPS = 4
+
+
+class Tutorial5Net(nn.Module):
+    """fc1 -> lif1 -> fc2 -> lif2, looping over ``num_steps`` inside forward (tutorial 5)."""
+
+    def __init__(self, num_inputs=64, num_hidden=64, num_outputs=10, beta=0.9, num_steps=NUM_STEPS):
+        super().__init__()
+        self.num_steps = num_steps
+        self.fc1 = nn.Linear(num_inputs, num_hidden)
+        self.lif1 = snn.Leaky(beta=beta)
+        self.fc2 = nn.Linear(num_hidden, num_outputs)
+        self.lif2 = snn.Leaky(beta=beta)
+
+    def forward(self, x):
+        mem1 = self.lif1.init_leaky()
+        mem2 = self.lif2.init_leaky()
+        spk2_rec = []
+        mem2_rec = []
+        for _step in range(self.num_steps):
+            cur1 = self.fc1(x)
+            spk1, mem1 = self.lif1(cur1, mem1)
+            cur2 = self.fc2(spk1)
+            spk2, mem2 = self.lif2(cur2, mem2)
+            spk2_rec.append(spk2)
+            mem2_rec.append(mem2)
+        return torch.stack(spk2_rec, dim=0), torch.stack(mem2_rec, dim=0)
+
+
+class SynapticLoopNet(nn.Module):
+    """Tutorial 5's loop with ``snn.Synaptic`` (``init_synaptic()`` returns syn, mem)."""
+
+    def __init__(self, num_hidden=64, alpha=0.5, beta=0.9, num_steps=NUM_STEPS):
+        super().__init__()
+        self.num_steps = num_steps
+        self.fc1 = nn.Linear(64, num_hidden)
+        self.lif1 = snn.Synaptic(alpha=alpha, beta=beta)
+        self.fc2 = nn.Linear(num_hidden, 10)
+        self.lif2 = snn.Synaptic(alpha=alpha, beta=beta)
+
+    def forward(self, x):
+        syn1, mem1 = self.lif1.init_synaptic()
+        syn2, mem2 = self.lif2.init_synaptic()
+        spk2_rec, mem2_rec = [], []
+        for _step in range(self.num_steps):
+            spk1, syn1, mem1 = self.lif1(self.fc1(x.flatten(1)), syn1, mem1)
+            spk2, syn2, mem2 = self.lif2(self.fc2(spk1), syn2, mem2)
+            spk2_rec.append(spk2)
+            mem2_rec.append(mem2)
+        return torch.stack(spk2_rec), torch.stack(mem2_rec)
+
+
+class RecurrentNet(nn.Module):
+    """snn.RLeaky (all-to-all recurrent): not deployable, refused by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(64, 16)
+        self.lif1 = snn.RLeaky(beta=0.9, linear_features=16)
+        self.fc2 = nn.Linear(16, 10)
+
+    def forward(self, x):
+        spk1, mem1 = self.lif1.init_rleaky()
+        rec = []
+        for _step in range(NUM_STEPS):
+            spk1, mem1 = self.lif1(self.fc1(x), spk1, mem1)
+            rec.append(self.fc2(spk1))
+        return torch.stack(rec)
+
+
+def conv_net(beta=0.8):
+    """Tutorials 6/7: Conv2d -> MaxPool2d -> Leaky(init_hidden=True) ..., output Leaky."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.MaxPool2d(2),
+        snn.Leaky(beta=beta, init_hidden=True),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.MaxPool2d(2),
+        snn.Leaky(beta=beta, init_hidden=True),
+        nn.Flatten(),
+        nn.Linear(16 * 2 * 2, 10),
+        snn.Leaky(beta=beta, init_hidden=True, output=True),
+    )
+
+
+def train_loop_net(model, x, y, *, epochs=3, lr=5e-3, seed=0):
+    """Tutorial 5's training: sum over steps of CE(mem record[step], y); Adam; batches of 64."""
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
+    loss_fn = nn.CrossEntropyLoss()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x))
+        for start in range(0, len(x), 64):
+            idx = perm[start : start + 64]
+            model.train()
+            _spk_rec, mem_rec = model(x[idx])
+            loss = sum(loss_fn(mem_rec[step], y[idx]) for step in range(mem_rec.shape[0]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+
+
+@torch.no_grad()
+def loop_net_accuracy(model, x, y):
+    """Tutorial 5's test: the output neuron with the most spikes."""
+    spk_rec, _ = model(x)
+    return float((spk_rec.sum(0).argmax(1) == y).float().mean())

@@ -1,0 +1,105 @@
+"""snnTorch nets written as its tutorials write them, deployed with one ``lmh-deploy compile``.
+
+Tutorial 5 style: the module loops over ``num_steps`` in its own ``forward`` (``init_leaky()``,
+stacked spike/membrane records); the frontend finds the loop and deploys one step of it
+(:mod:`lmh_deploy.frontends.time_loop`). ``verify`` runs the module itself, once per sample
+batch, and compares its records with the deployed network's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lmh_deploy.models.data import load_dataset
+from typer.testing import CliRunner
+
+from lmh_deploy.backends.float.ir import simulate_float
+from lmh_deploy.cli import app
+from lmh_deploy.frontends.neurons import NeuronError
+from lmh_deploy.frontends.torch_fx import FrontendError, module_to_graph
+from lmh_deploy.backends.float.torch_source import run_source
+
+sys.path.insert(0, str(Path(__file__).parent))
+from foreign import snntorch_tutorials as tut
+
+MODEL_FILE = Path(__file__).parent / "foreign" / "snntorch_tutorials.py"
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train, test, _ = load_dataset("digits")
+    return train.tensors[0].flatten(1), train.tensors[1], test.tensors[0].flatten(1), test.tensors[1]
+
+
+@pytest.mark.parametrize("cls", [tut.Tutorial5Net, tut.SynapticLoopNet])
+def test_loop_in_forward_float_ir_equals_the_module(cls, digits) -> None:
+    torch.manual_seed(0)
+    model = cls()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.mul_(3.0)
+    graph = module_to_graph(model, input_shape=(64,), timesteps=tut.NUM_STEPS)
+    assert graph.meta["source_time_loop"] == tut.NUM_STEPS
+    assert graph.meta["source_output_index"] == 0
+    x = digits[2][:80].numpy()
+    src = run_source(
+        model,
+        x,
+        tut.NUM_STEPS,
+        source_neurons=graph.meta["source_neurons"],
+        output_index=0,
+        time_loop=tut.NUM_STEPS,
+    )
+    ref = simulate_float(graph, x, tut.NUM_STEPS)
+    assert set(ref.spikes) == {"lmh0", "lmh1"}
+    for name, spikes in ref.spikes.items():
+        assert 0.02 < spikes.mean() < 0.95, name
+        assert np.array_equal(src.spikes[name], spikes), name
+    np.testing.assert_allclose(src.logits, ref.logits, atol=1e-6)
+
+
+def test_loop_step_count_must_match_timesteps() -> None:
+    match = r"loops over 4 time steps itself; compile it with --timesteps 4$"
+    with pytest.raises(FrontendError, match=match):
+        module_to_graph(tut.Tutorial5Net(), input_shape=(64,), timesteps=6)
+
+
+def test_recurrent_leaky_refused_by_name() -> None:
+    match = r"^lif1 \(RLeaky\): snn.RLeaky cannot be deployed: recurrent"
+    with pytest.raises(NeuronError, match=match) as info:
+        module_to_graph(tut.RecurrentNet(), input_shape=(64,), timesteps=tut.NUM_STEPS)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_tutorial5_net_one_command(tmp_path: Path, digits) -> None:
+    torch.manual_seed(0)
+    model = tut.Tutorial5Net()
+    tut.train_loop_net(model, digits[0], digits[1], epochs=3)
+    assert tut.loop_net_accuracy(model, digits[2], digits[3]) > 0.85
+    weights = tmp_path / "tutorial5.pt"
+    torch.save(model.state_dict(), weights)
+    out = tmp_path / "build"
+    res = invoke(
+        "compile", weights, "--model", f"{MODEL_FILE}:Tutorial5Net", "--input-shape", "64",
+        "--timesteps", tut.NUM_STEPS, "--dataset", "digits", "-o", out,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = invoke("verify", out, "--samples", 50, "--json", out / "verify.json")
+    assert res.exit_code == 0, res.output
+    result = json.loads((out / "verify.json").read_text())
+    lv, ff = result["lava_vs_sim"], result["float_vs_fixed"]
+    assert lv["spikes_compared"] > 0 and lv["mismatched_spikes"] == 0 and lv["state_mismatches"] == 0
+    assert ff["float_reference"].startswith("source module")
+    assert ff["prediction_agreement"] >= 0.95, ff
