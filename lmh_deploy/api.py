@@ -171,20 +171,34 @@ def compile(
 def verify(
     artifact: str | Path,
     *,
-    samples: int = 100,
+    samples: int | None = None,
+    inputs: str | Path | None = None,
+    labels: str | Path | None = None,
+    lava_samples: int | None = None,
     batch_size: int | None = None,
     max_accuracy_drop: float | None = None,
 ) -> dict[str, Any] | None:
-    """Float model vs sim/ vs Lava fixed_pt on ``samples`` test samples.
+    """Float source vs sim/ on ``samples`` samples, Lava fixed_pt vs sim/ on the first
+    ``lava_samples`` of them (default: as many as fit ~1M neuron-steps; 0: no Lava).
 
-    Returns the comparison (``lava_vs_sim``, ``float_vs_fixed``); it never raises on a
+    The samples are ``inputs`` (a .npy of the shape the network was compiled for, ``labels``
+    optional) or the test split (100 by default). Returns the comparison (``lava_vs_sim``,
+    ``float_vs_fixed``, ``ran``: which backends ran on which samples); it never raises on a
     mismatch: :func:`lmh_deploy.pipeline.verify.verify_failures` says whether it passed.
     Every backend runs in mini-batches of ``batch_size`` samples (default: sized from the
     free memory). ``max_accuracy_drop`` (percentage points) adds an ``accuracy_gate``.
     """
     from lmh_deploy.pipeline.verify import verify_path
 
-    return verify_path(artifact, samples, batch_size=batch_size, max_accuracy_drop=max_accuracy_drop)
+    return verify_path(
+        artifact,
+        samples,
+        inputs=inputs,
+        labels=labels,
+        lava_samples=lava_samples,
+        batch_size=batch_size,
+        max_accuracy_drop=max_accuracy_drop,
+    )
 
 
 def run(

@@ -99,6 +99,67 @@ def test_verify_lava_equals_sim_and_fixed_tracks_float(artifact: Path, tmp_path:
     assert ff["spike_agreement"] >= 0.95
 
 
+def test_verify_own_inputs_with_lava_on_the_first_k(artifact: Path, tmp_path: Path) -> None:
+    """--inputs without labels: agreement on every sample (sim), Lava == sim on the first K."""
+    from lmh_deploy.pipeline.compile import load_artifact
+
+    x, y = load_artifact(artifact).dataset_split("test")
+    np.save(tmp_path / "x.npy", x[:30])
+    np.save(tmp_path / "y.npy", y[:30])
+    out = tmp_path / "v.json"
+    res = invoke("verify", artifact, "--inputs", tmp_path / "x.npy", "--lava-samples", "3", "--json", out)
+    assert res.exit_code == 0, res.output
+    v = json.loads(out.read_text())
+    assert (v["samples"], v["lava_samples"], v["labels"]) == (30, 3, False)
+    assert v["lava_vs_sim"]["samples"] == 3 and v["lava_vs_sim"]["spikes_compared"] == 3 * 4 * 256
+    assert v["lava_vs_sim"]["mismatched_spikes"] == 0
+    ff = v["float_vs_fixed"]
+    assert ff["accuracy_float"] is None and ff["prediction_agreement"] >= 0.9
+    assert "first 3 samples" in res.output and "all 30 samples" in res.output
+    res = invoke(
+        "verify", artifact, "--inputs", tmp_path / "x.npy", "--labels", tmp_path / "y.npy",
+        "--lava-samples", "0", "--json", out,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    v = json.loads(out.read_text())
+    assert v["lava_samples"] == 0 and v["lava_vs_sim"] == {"samples": 0}
+    assert v["float_vs_fixed"]["accuracy_fixed"] >= 0.85 and v["float_vs_fixed"]["accuracy_lava"] is None
+    assert "Lava not run" in res.output
+
+
+def test_own_inputs_bad_input_is_one_line_and_writes_nothing(artifact: Path, tmp_path: Path) -> None:
+    from lmh_deploy.pipeline.compile import load_artifact
+
+    x, y = load_artifact(artifact).dataset_split("test")
+    x, y = x[:10], y[:10]
+    files = {
+        "nan.npy": np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x),
+        "shape.npy": x.reshape(10, 64),
+        "x.npy": x,
+        "short.npy": y[:9],
+        "outside.npy": np.where(np.arange(10) == 4, 10, y),
+        "negative.npy": np.where(np.arange(10) == 4, -1, y),
+    }
+    for name, arr in files.items():
+        np.save(tmp_path / name, arr)
+    cases = [
+        (("--inputs", "nan.npy"), "nan.npy: inputs contain NaN or inf"),
+        (("--inputs", "shape.npy"), "shape.npy: inputs have shape (10, 64)"),
+        (("--inputs", "x.npy", "--labels", "short.npy"), "short.npy: labels have shape (9,), expected (10,)"),
+        (("--inputs", "x.npy", "--labels", "outside.npy"), "outside.npy: label 10 is outside"),
+        (("--inputs", "x.npy", "--labels", "negative.npy"), "negative.npy: label -1 is outside"),
+        (("--labels", "x.npy"), "--labels needs --inputs"),
+    ]
+    out = tmp_path / "out.json"
+    for command in ("verify", "run"):
+        for args, message in cases:
+            paths = [str(tmp_path / a) if a.endswith(".npy") else a for a in args]
+            res = invoke(command, artifact, *paths, "--json", out)
+            assert res.exit_code == 2, (command, args, res.output)
+            assert message in res.output and len(res.output.strip().splitlines()) == 1, res.output
+            assert not out.exists()
+
+
 def test_fixed_accuracy_within_one_point_on_whole_test_split(artifact: Path, tmp_path: Path) -> None:
     from lmh_deploy.pipeline.compile import load_artifact
     from lmh_deploy.backends.float.torch_model import run_float

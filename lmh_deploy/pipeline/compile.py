@@ -56,6 +56,17 @@ class Artifact:
         return tuple(self.quant_graph.node(self.quant_graph.order()[0]).shape)
 
     @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """One sample's shape as the calibration inputs had it (a flat-input network
+        calibrated on images remembers the image shape); else :attr:`input_shape`."""
+        given = self.quant_graph.meta.get("sample_shape")
+        return tuple(int(d) for d in given) if given else self.input_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self.quant_graph.node(self.quant_graph.order()[-1]).output_size()
+
+    @property
     def spike_input(self) -> bool:
         """True when the network takes binary event frames, sent as spikes."""
         return int(self.quant_graph.node(self.quant_graph.order()[0]).bits) == 1
@@ -214,6 +225,8 @@ def compile_model(
     x = None
     if calibration_samples > 0 and ds:
         train_set, _, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
+        raw = train_set.tensors[0]
+        graph.meta["sample_shape"] = list(raw.shape[2:] if ds.get("frames") else raw.shape[1:])
         x = dataset_inputs(
             train_set.tensors[0][:calibration_samples].numpy(),
             tuple(graph.node("input").shape),

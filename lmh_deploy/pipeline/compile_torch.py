@@ -208,7 +208,7 @@ def compile_module(
         raise InputError(f"--timesteps must be >= 1, got {timesteps}")
     if dataset is None and calibration is None:
         raise InputError("give --dataset NAME or --calibration X.npy (inputs to measure the state ranges on)")
-    ds, x = None, None
+    ds, x, sample_shape = None, None, input_shape
     if dataset is not None:
         train, _, spec = load_dataset(dataset)
         if int(np.prod(spec.input_shape)) != int(np.prod(input_shape)):
@@ -224,16 +224,22 @@ def compile_module(
             "seed": 0,
         }
         x = train.tensors[0][:calibration_samples].numpy()
+        sample_shape = tuple(x.shape[1:])
     if calibration is not None:
-        x = (
-            calibration_inputs(calibration, input_shape)
-            if isinstance(calibration, (str, Path))
-            else np.asarray(calibration, dtype=np.float64).reshape((-1, *input_shape))
-        )
+        if isinstance(calibration, (str, Path)):
+            x = calibration_inputs(calibration, input_shape)
+            sample_shape = tuple(np.load(calibration, mmap_mode="r", allow_pickle=False).shape[1:])
+        else:
+            sample_shape = tuple(np.shape(calibration)[1:])
+            x = np.asarray(calibration, dtype=np.float64).reshape((-1, *input_shape))
         x = x[:calibration_samples]
     assert x is not None  # dataset or calibration, checked above
     x_max = 1.0 if ds else max(1.0, float(x.max()))
-    meta = {"dataset": ds, "source": source or {"format": "pytorch-module", "class": type(module).__name__}}
+    meta = {
+        "dataset": ds,
+        "source": source or {"format": "pytorch-module", "class": type(module).__name__},
+        "sample_shape": list(sample_shape),
+    }
     graph = module_to_graph(module, input_shape=input_shape, timesteps=timesteps, x_max=x_max, meta=meta)
     files = dict(files or {})
     with tempfile.TemporaryDirectory(prefix="lmh-weights-") as tmp:

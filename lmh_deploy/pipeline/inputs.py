@@ -1,5 +1,6 @@
-"""User inputs of ``run`` (own .npy arrays, a T sweep, a torch device), checked at entry;
-static inputs ``(N, *shape)`` and time-varying frames ``(T, N, *shape)`` (event streams).
+"""User inputs of ``run`` and ``verify`` (own arrays or .npy files, a T sweep, a torch
+device), checked at entry; static inputs ``(N, *shape)`` and time-varying frames
+``(T, N, *shape)`` (event streams).
 
 Numbers are checked with :mod:`lmh_deploy.bounds`.
 """
@@ -47,49 +48,101 @@ def parse_sweep(text: str | None, timesteps: int) -> list[int]:
     return values
 
 
-def _read_npy(path: Path, what: str) -> np.ndarray:
-    """Open a .npy memory-mapped (the header is checked before any data is read)."""
-    require_file(path, f"{what} file (.npy)")
+def read_npy(path: str | Path, what: str) -> np.ndarray:
+    """Open a .npy memory-mapped (the header is checked before any data is read; never
+    unpickled)."""
+    path = require_file(path, f"{what} file (.npy)")
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r")
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: not a readable .npy array ({exc})") from None
 
 
-def load_inputs(
-    inputs: str | Path, labels: str | Path | None, input_shape: tuple[int, ...], samples: int
+def accept_inputs(
+    x: np.ndarray,
+    y: np.ndarray | None,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    sample_shape: tuple[int, ...] | None = None,
+    samples: int | None = None,
+    x_name: str = "inputs",
+    y_name: str = "labels",
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """User inputs for ``run``: the first ``samples`` samples, checked, never unpickled.
+    """The user's own inputs (and optional labels), checked, as the network takes them.
 
-    ``inputs`` is ``(N, *input_shape)`` floats or time-varying frames
-    ``(T, N, *input_shape)``; ``labels`` (optional) ``N`` integers.
+    ``x`` is static ``(N, *s)`` or time-varying frames ``(T, N, *s)``, where ``s`` is the
+    network's ``input_shape`` or the ``sample_shape`` it was calibrated on (reshaped to
+    ``input_shape``); at most the first ``samples`` samples are kept, as float64. ``y``
+    holds ``N`` integer labels in ``0 .. num_classes - 1``. Every rule broken raises one
+    :class:`InputError` naming ``x_name`` / ``y_name`` (the file) and the rule.
     """
-    inputs = Path(inputs)
-    x = _read_npy(inputs, "inputs")
-    shape = tuple(input_shape)
-    dims = ", ".join(map(str, shape))
-    if x.ndim not in (len(shape) + 1, len(shape) + 2) or tuple(x.shape[x.ndim - len(shape) :]) != shape:
+    shape = tuple(int(d) for d in input_shape)
+    shapes = [shape]
+    if sample_shape is not None and tuple(sample_shape) != shape:
+        shapes.append(tuple(int(d) for d in sample_shape))
+    given = next(
+        (s for s in shapes if x.ndim in (len(s) + 1, len(s) + 2) and tuple(x.shape[x.ndim - len(s) :]) == s),
+        None,
+    )
+    if given is None:
+        dims = ", ".join(map(str, shapes[-1]))
         raise InputError(
-            f"{inputs}: inputs have shape {tuple(x.shape)}, the model expects "
+            f"{x_name}: inputs have shape {tuple(x.shape)}, the network was compiled for "
             f"(N, {dims}) or time-varying frames (T, N, {dims})"
         )
     if x.dtype.kind not in "fiub":
-        raise InputError(f"{inputs}: inputs have dtype {x.dtype}, expected numbers")
-    total = num_samples(x, shape)
+        raise InputError(f"{x_name}: inputs have dtype {x.dtype}, expected numbers")
+    total = num_samples(x, given)
     if total == 0:
-        raise InputError(f"{inputs}: holds no samples")
-    x = np.asarray(first_samples(x, samples, shape), dtype=np.float64)
+        raise InputError(f"{x_name}: holds no samples")
+    count = total if samples is None else min(samples, total)
+    x = np.asarray(first_samples(x, count, given), dtype=np.float64)
+    x = x.reshape((*x.shape[: x.ndim - len(given)], *shape))
     if not np.all(np.isfinite(x)):
-        raise InputError(f"{inputs}: inputs contain NaN or inf")
-    if labels is None:
+        raise InputError(f"{x_name}: inputs contain NaN or inf; every value must be finite")
+    if y is None:
         return x, None
-    labels = Path(labels)
-    y_all = _read_npy(labels, "labels")
-    if y_all.shape != (total,):
-        raise InputError(f"{labels}: labels have shape {tuple(y_all.shape)}, expected ({total},)")
-    if y_all.dtype.kind not in "iu":
-        raise InputError(f"{labels}: labels have dtype {y_all.dtype}, expected integers")
-    return x, np.asarray(y_all[:samples])
+    if y.shape != (total,):
+        raise InputError(
+            f"{y_name}: labels have shape {tuple(y.shape)}, expected ({total},): "
+            f"one label per sample of {x_name}"
+        )
+    if y.dtype.kind not in "iu":
+        raise InputError(f"{y_name}: labels have dtype {y.dtype}, expected integers")
+    y = np.asarray(y[:count], dtype=np.int64)
+    outside = y[(y < 0) | (y >= num_classes)]
+    if outside.size:
+        raise InputError(
+            f"{y_name}: label {int(outside[0])} is outside the network's {num_classes} classes "
+            f"(labels must be 0..{num_classes - 1})"
+        )
+    return x, y
+
+
+def load_inputs(
+    inputs: str | Path,
+    labels: str | Path | None,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    sample_shape: tuple[int, ...] | None = None,
+    samples: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``--inputs X.npy [--labels Y.npy]`` read (never unpickled) and checked by
+    :func:`accept_inputs`."""
+    x = read_npy(inputs, "inputs")
+    y = None if labels is None else read_npy(labels, "labels")
+    return accept_inputs(
+        x,
+        y,
+        input_shape=input_shape,
+        num_classes=num_classes,
+        sample_shape=sample_shape,
+        samples=samples,
+        x_name=str(inputs),
+        y_name=str(labels),
+    )
 
 
 # --------------------------------------------------------------------------- frames

@@ -193,7 +193,14 @@ def run_artifact(
         q = art.quant_graph
         shape = art.input_shape
         if inputs is not None:
-            x, y = load_inputs(inputs, labels, shape, samples)
+            x, y = load_inputs(
+                inputs,
+                labels,
+                input_shape=shape,
+                num_classes=art.num_classes,
+                sample_shape=art.sample_shape,
+                samples=samples,
+            )
         elif labels is not None:
             raise InputError("--labels needs --inputs (the test split brings its own labels)")
         else:

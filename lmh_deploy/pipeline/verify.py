@@ -11,11 +11,13 @@ from lmh_deploy.bounds import check_float, check_samples
 from lmh_deploy.errors import InputError
 from lmh_deploy.pipeline.compile import Artifact
 from lmh_deploy.pipeline.inputs import (
+    accept_inputs,
     check_inputs,
     first_samples,
     frames_for,
     num_samples,
     quantize,
+    read_npy,
     sample_axis,
 )
 from lmh_deploy.backends.record import RunRecord, spike_agreement_by_layer
@@ -102,10 +104,11 @@ def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any, batch: int) -
 
 
 def lava_sim_disagree(result: dict[str, Any]) -> bool:
-    """True when :func:`verify_artifact` found any difference between Lava and sim/."""
+    """True when :func:`verify_artifact` found any difference between Lava and sim/ (on the
+    samples Lava ran)."""
     lv = result["lava_vs_sim"]
     return any(
-        lv[k]
+        lv.get(k, 0)
         for k in (
             "mismatched_spikes",
             "state_mismatches",
@@ -127,50 +130,119 @@ def accuracy_gate(accuracy_source: float, accuracy_fixed: float, max_drop_points
     }
 
 
+#: Lava's CPU run costs about 1.3e-4 s per neuron and step (ResNet-20 on CIFAR, T = 4: ~100 s
+#: a sample, nearly all of it reading the rasters back); the default Lava share of ``verify``
+#: stays within this many neuron-steps: every sample of a small net, 1 of that ResNet-20.
+LAVA_BUDGET_NEURON_STEPS = 1_000_000
+
+
+def default_lava_samples(qgraph: Any, timesteps: int, samples: int) -> int:
+    """How many of ``samples`` the default ``verify`` runs on Lava: as many as fit
+    :data:`LAVA_BUDGET_NEURON_STEPS`, at least 1."""
+    neurons = sum(qgraph.node(n).output_size() for n in qgraph.order() if qgraph.node(n).kind == "q_lmh")
+    return max(1, min(samples, LAVA_BUDGET_NEURON_STEPS // max(1, neurons * timesteps)))
+
+
+def _accuracy(predictions: np.ndarray, y: np.ndarray | None) -> float | None:
+    return None if y is None or not len(predictions) else float(np.mean(predictions == y[: len(predictions)]))
+
+
 def verify_artifact(
     art: Artifact,
-    samples: int,
+    samples: int | None = None,
     *,
     split: str = "test",
+    inputs: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    inputs_name: str = "inputs",
+    labels_name: str = "labels",
+    lava_samples: int | None = None,
     source: Any = None,
     batch_size: int | None = None,
     max_accuracy_drop: float | None = None,
 ) -> dict[str, Any]:
-    """Run ``samples`` samples on all three backends and compare; see the CLI for the schema.
+    """Float source vs sim/ on ``samples`` samples, Lava fixed_pt vs sim/ on the first
+    ``lava_samples`` of them; see the CLI for the schema.
 
-    The float side is the source model run in its own framework (``source``: the module
-    itself, for artifacts compiled from a module object), else the float IR. Every backend
-    runs in mini-batches of ``batch_size`` samples (default: sized from the free memory),
-    so memory does not grow with ``samples`` beyond the records. Lava and sim/ are compared
-    in spikes, final states, readout values, logits and predictions; ``max_accuracy_drop``
-    (percentage points) adds ``accuracy_gate``."""
+    The samples are ``inputs`` (checked by :func:`~lmh_deploy.pipeline.inputs.accept_inputs`;
+    ``labels`` optional: without them the accuracies are None, agreement needs none) or the
+    dataset's ``split`` (100 samples by default). ``lava_samples`` None: as many as fit
+    :data:`LAVA_BUDGET_NEURON_STEPS`; 0 runs no Lava. The float side is the source model run
+    in its own framework (``source``: the module itself, for artifacts compiled from a module
+    object), else the float IR. Every backend runs in mini-batches of ``batch_size`` samples
+    (default: sized from the free memory). Lava and sim/ are compared in spikes, final
+    states, readout values, logits and predictions; ``max_accuracy_drop`` (percentage
+    points, needs labels) adds ``accuracy_gate``."""
     from lmh_deploy.pipeline.run import run_backend
     from lmh_deploy.sim import default_batch_size
 
-    x, y = art.dataset_split(split)  # time-major (T, N, ...) for event frames
     shape, t, q = art.input_shape, art.timesteps, art.quant_graph
-    available = num_samples(x, shape)
-    if samples > available:
-        raise InputError(f"--samples {samples} exceeds the {available} samples of the {split} split")
-    x, y = frames_for(first_samples(x, samples, shape), t, shape), y[:samples]
-    check_inputs(x, shape, t, spikes=art.spike_input, what=f"{split} split")
+    if inputs is None:
+        if labels is not None:
+            raise InputError("--labels needs --inputs (the dataset brings its own labels)")
+        x, y = art.dataset_split(split)  # time-major (T, N, ...) for event frames
+        what = f"{split} split"
+        available = num_samples(x, shape)
+        samples = 100 if samples is None else samples
+        if samples > available:
+            raise InputError(f"--samples {samples} exceeds the {available} samples of the {split} split")
+        x, y = first_samples(x, samples, shape), y[:samples]
+    else:
+        x, y = accept_inputs(
+            inputs,
+            labels,
+            input_shape=shape,
+            num_classes=art.num_classes,
+            sample_shape=art.sample_shape,
+            samples=samples,
+            x_name=inputs_name,
+            y_name=labels_name,
+        )
+        what = inputs_name
+        samples = num_samples(x, shape)
+    if max_accuracy_drop is not None and y is None:
+        raise InputError("--max-accuracy-drop compares accuracies: give --labels with --inputs")
+    x = frames_for(x, t, shape)
+    check_inputs(x, shape, t, spikes=art.spike_input, what=what)
+    if lava_samples is None:
+        lava_samples = default_lava_samples(q, t, samples)
+    elif lava_samples > samples:
+        raise InputError(f"--lava-samples {lava_samples} exceeds the {samples} samples verified")
     x_int = quantize(q, x)
     batch = batch_size or default_batch_size(q, t)
     rec_float, reference = _run_source(art, x, t, source, batch)
     rec_sim = run_backend(q, x_int, t, "sim", batch_size=batch)
-    rec_lava = run_backend(q, x_int, t, "lava", batch_size=batch)
+    lava_vs_sim: dict[str, Any] = {"samples": lava_samples}
+    accuracy_lava = None
+    if lava_samples:
+        x_lava = first_samples(x_int, lava_samples, shape)
+        rec_lava = run_backend(q, x_lava, t, "lava", batch_size=batch)
+        # the same samples on sim/ again: a record is compared whole (states, readout trace)
+        lava_vs_sim.update(compare_lava_sim(run_backend(q, x_lava, t, "sim", batch_size=batch), rec_lava))
+        accuracy_lava = _accuracy(rec_lava.predictions, y)
     per_layer, weighted = spike_agreement_by_layer(rec_float.spikes, rec_sim.spikes)
     result: dict[str, Any] = {
         "samples": int(samples),
+        "lava_samples": int(lava_samples),
+        "labels": y is not None,
+        "ran": {
+            "float_vs_fixed": f"{reference} and sim/ on all {samples} samples",
+            "lava_vs_sim": (
+                f"Lava fixed_pt and sim/ on the first {lava_samples} samples"
+                if lava_samples
+                else "Lava not run (lava_samples 0)"
+            ),
+        },
         "timesteps": t,
         "input": "time-varying frames" if sample_axis(x, shape) else "static",
         "input_encoding": "spikes" if art.spike_input else "graded",
-        "lava_vs_sim": compare_lava_sim(rec_sim, rec_lava),
+        "lava_vs_sim": lava_vs_sim,
         "float_vs_fixed": {
+            "samples": int(samples),
             "float_reference": reference,
-            "accuracy_float": float(np.mean(rec_float.predictions == y)),
-            "accuracy_fixed": float(np.mean(rec_sim.predictions == y)),
-            "accuracy_lava": float(np.mean(rec_lava.predictions == y)),
+            "accuracy_float": _accuracy(rec_float.predictions, y),
+            "accuracy_fixed": _accuracy(rec_sim.predictions, y),
+            "accuracy_lava": accuracy_lava,
             "prediction_agreement": float(np.mean(rec_float.predictions == rec_sim.predictions)),
             "spike_agreement": weighted,
             "spike_agreement_per_layer": per_layer,
@@ -185,12 +257,16 @@ def verify_artifact(
 
 def verify_path(
     artifact: str | Path,
-    samples: int = 100,
+    samples: int | None = None,
     *,
+    inputs: str | Path | None = None,
+    labels: str | Path | None = None,
+    lava_samples: int | None = None,
     batch_size: int | None = None,
     max_accuracy_drop: float | None = None,
 ) -> dict[str, Any] | None:
-    """Load and verify an artifact directory (:func:`verify_artifact`).
+    """Load and verify an artifact directory (:func:`verify_artifact`) on the test split or
+    on ``inputs`` (a .npy, with optional ``labels``).
 
     Under torchrun each rank runs a contiguous shard of the samples; rank 0 returns the
     result, the other ranks ``None``.
@@ -198,14 +274,28 @@ def verify_path(
     from lmh_deploy.parallel import distributed_context
     from lmh_deploy.pipeline.compile import load_artifact
 
-    samples = check_samples(samples)
+    if samples is not None:
+        samples = check_samples(samples)
+    if lava_samples is not None:
+        lava_samples = check_samples(lava_samples, "--lava-samples", lo=0)
     if batch_size is not None:
         batch_size = check_samples(batch_size, "--batch-size")
     if max_accuracy_drop is not None:
         max_accuracy_drop = check_float("--max-accuracy-drop", max_accuracy_drop, lo=-100.0, hi=100.0)
+    art = load_artifact(artifact)
+    x = None if inputs is None else read_npy(inputs, "inputs")
+    y = None if labels is None else read_npy(labels, "labels")
     with distributed_context("cpu") as dctx:
         result = verify_artifact(
-            load_artifact(artifact), samples, batch_size=batch_size, max_accuracy_drop=max_accuracy_drop
+            art,
+            samples,
+            inputs=x,
+            labels=y,
+            inputs_name=str(inputs),
+            labels_name=str(labels),
+            lava_samples=lava_samples,
+            batch_size=batch_size,
+            max_accuracy_drop=max_accuracy_drop,
         )
         return result if dctx.is_main else None
 
