@@ -7,8 +7,11 @@ what :mod:`sim` computes at step ``t``. Where parallel paths of different length
 meet (residual shortcuts), the shorter path is a ``DelaySparse`` with the extra
 delay (``QDense.delay``). Samples are presented one after another, ``T`` steps
 each, and every layer resets its state at its own sample boundary, so one Lava
-run evaluates a whole batch. Readout and spikes of each layer feed sinks
-(:func:`lower`); :func:`build_layers` gives the network without source and sinks, which
+run evaluates a whole batch. :func:`lower` has every neuron layer send its spikes and final
+state to the host through channels (``LMHNeuron(record=True)``) and the readout currents
+reach the host through Lava's ``io.extractor.Extractor``: whole arrays per message, where a
+``Var.get()`` of a sink buffer moves one element per message (lava-nc issue 52).
+:func:`build_layers` gives the network without source and recording, which
 :mod:`lmh_deploy.backends.lava.network` wraps as one hierarchical Process.
 """
 
@@ -22,7 +25,7 @@ import scipy.sparse as sp
 
 import lmh_deploy  # noqa: F401  - installs the Python 3.11 Lava import fix first
 from lava.proc.dense.process import Dense as LavaDense
-from lava.proc.io.sink import RingBuffer as SinkBuffer
+from lava.proc.io.extractor import Extractor
 from lava.proc.io.source import RingBuffer as SourceBuffer
 from lava.proc.sparse.process import DelaySparse, Sparse
 
@@ -53,10 +56,9 @@ class LavaNetwork:
     """Handles of a lowered network plus the timing needed to read it back."""
 
     source: SourceBuffer
+    readout: Extractor  # the readout currents of every global step
     connections: dict[str, object] = field(default_factory=dict)
-    neurons: dict[str, LMHNeuron] = field(default_factory=dict)
-    spike_sinks: dict[str, SinkBuffer] = field(default_factory=dict)
-    readout_sink: SinkBuffer | None = None
+    neurons: dict[str, LMHNeuron] = field(default_factory=dict)  # recording spikes and state
     start_step: dict[str, int] = field(default_factory=dict)  # per neuron layer and 'readout'
     samples: int = 0
     timesteps: int = 0
@@ -137,13 +139,14 @@ class LavaLayers:
 
 
 def build_layers(
-    graph: Graph, timesteps: int, precision: Precision = "fixed_pt", *, samples: int = 0
+    graph: Graph, timesteps: int, precision: Precision = "fixed_pt", *, samples: int = 0, record: bool = False
 ) -> LavaLayers:
     """Create and connect the neuron and synapse Processes of ``graph``.
 
     Every neuron layer resets its state every ``timesteps`` active steps (one sample after
     another); with ``samples > 0`` it freezes after that many samples, so its final state is
-    the last sample's (0: it runs as long as the input does).
+    the last sample's (0: it runs as long as the input does). ``record`` (needs
+    ``samples``): every neuron layer sends its spikes and final state to the host.
     """
     order = graph.order()
     first = graph.node(order[0])
@@ -184,6 +187,7 @@ def build_layers(
                 start_step=depth[name],
                 reset_interval=timesteps,
                 end_step=depth[name] + samples * timesteps if samples else 0,
+                record=record,
                 name=name,
                 **args,
             )
@@ -222,7 +226,7 @@ def lower(graph: Graph, inputs: np.ndarray, timesteps: int, precision: Precision
     first = graph.node(graph.order()[0])
     static = inputs.ndim == len(first.shape) + 1
     samples = inputs.shape[0] if static else inputs.shape[1]
-    layers = build_layers(graph, timesteps, precision, samples=samples)
+    layers = build_layers(graph, timesteps, precision, samples=samples, record=True)
     total = samples * timesteps + max(layers.start_step.values())  # the last sample drains
     dtype = np.int32 if precision == "fixed_pt" else np.float64
     data = np.zeros((layers.input_size, total), dtype)
@@ -239,6 +243,7 @@ def lower(graph: Graph, inputs: np.ndarray, timesteps: int, precision: Precision
         data[:, : samples * timesteps] = seq.transpose(2, 1, 0).reshape(seq.shape[2], -1)
     net = LavaNetwork(
         source=SourceBuffer(data=data),
+        readout=Extractor(shape=(layers.readout_size,), buffer_size=total),
         connections=layers.connections,
         neurons=layers.neurons,
         start_step=layers.start_step,
@@ -248,10 +253,6 @@ def lower(graph: Graph, inputs: np.ndarray, timesteps: int, precision: Precision
     )
     for conn in layers.input_connections:
         net.source.s_out.connect(conn.s_in)
-    for name, proc in layers.neurons.items():
-        net.spike_sinks[name] = SinkBuffer(shape=proc.s_out.shape, buffer=total)
-        proc.s_out.connect(net.spike_sinks[name].a_in)
-    net.readout_sink = SinkBuffer(shape=(layers.readout_size,), buffer=total)
     for conn in layers.readout_connections:
-        conn.a_out.connect(net.readout_sink.a_in)
+        conn.a_out.connect(net.readout.in_port)
     return net

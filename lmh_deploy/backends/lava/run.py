@@ -10,6 +10,7 @@ from scipy.sparse import SparseEfficiencyWarning
 import lmh_deploy  # noqa: F401  - installs the Python 3.11 Lava import fix first
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 
 from lmh_deploy.ir import Graph, QReadout, Readout
 from lmh_deploy.backends.lava.lower import LavaNetwork, Precision, lower
@@ -17,24 +18,24 @@ from lmh_deploy.backends.record import RunRecord, synops_from_spikes
 
 
 def _per_sample(trace: np.ndarray, start: int, samples: int, timesteps: int) -> np.ndarray:
-    """Sink data (n, total) -> (T, B, n): sample b step t sits at column start + b*T + t."""
-    cols = trace[:, start : start + samples * timesteps]
-    return cols.reshape(cols.shape[0], samples, timesteps).transpose(2, 1, 0)
+    """Per-step values (total, n) -> (T, B, n): sample b step t sits at row start + b*T + t."""
+    rows = trace[start : start + samples * timesteps]
+    return rows.reshape(samples, timesteps, rows.shape[1]).transpose(1, 0, 2)
 
 
 def read_back(net: LavaNetwork, readout_bias: np.ndarray) -> RunRecord:
-    """Collect sinks and final states of a network that has run ``net.total_steps`` steps."""
+    """Collect what a network that has run ``net.total_steps`` steps sent to the host: each
+    layer's spikes and final state (the last sample's: each layer freezes after its window),
+    and the readout currents."""
     b, t = net.samples, net.timesteps
     rec = RunRecord(logits=np.zeros((b, 0)))
-    for name, sink in net.spike_sinks.items():
-        rec.spikes[name] = _per_sample(sink.data.get(), net.start_step[name], b, t) != 0
-        neuron = net.neurons[name]
-        # Final states are the last sample's (each layer freezes after its window).
-        v_d, v_s = neuron.v_d.get(), neuron.v_s.get()
+    for name, neuron in net.neurons.items():
+        rec.spikes[name] = _per_sample(neuron.recorded_spikes(), 0, b, t)
+        v_d, v_s, saturated = neuron.recorded_state()
         rec.final_state[name] = (v_d[None, :], v_s[None, :])
-        rec.saturation[name] = int(neuron.saturation_count.get()[0])
-    assert net.readout_sink is not None, "lower() connects the readout"
-    readout = _per_sample(net.readout_sink.data.get(), net.start_step["readout"], b, t)
+        rec.saturation[name] = saturated
+    trace = np.stack([net.readout.receive() for _ in range(net.total_steps)])
+    readout = _per_sample(trace, net.start_step["readout"], b, t)
     rec.readout_trace = readout
     rec.logits = readout.sum(0) + t * readout_bias
     return rec
@@ -57,7 +58,11 @@ def run_lava(
             # Lava's DelaySparse rebuilds its delay-0 matrix by assignment (harmless, noisy).
             warnings.simplefilter("ignore", SparseEfficiencyWarning)
             net.source.run(
-                condition=RunSteps(num_steps=net.total_steps), run_cfg=Loihi2SimCfg(select_tag=precision)
+                condition=RunSteps(num_steps=net.total_steps),
+                # Lava's Extractor model carries no precision tag: name it.
+                run_cfg=Loihi2SimCfg(
+                    select_tag=precision, exception_proc_model_map={Extractor: PyLoihiExtractorModel}
+                ),
             )
             rec = read_back(net, readout.bias)
     finally:

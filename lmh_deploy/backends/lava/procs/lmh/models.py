@@ -46,6 +46,10 @@ class AbstractLMHModel(PyLoihiProcessModel):
         spikes = self.update(step, a_in)
         self.s_prev[:] = spikes
         self.s_out.send(spikes)
+        if self.proc_params["record"]:
+            self.spikes_to_host.send(spikes)
+            if self.time_step == int(self.end_step[0]):
+                self.state_to_host.send(np.concatenate([self.v_d, self.v_s, self.saturation_count]))
 
     def rule(self, key: str) -> str:
         """A neuron rule from the process parameters."""
@@ -63,6 +67,8 @@ class PyLMHModelFloat(AbstractLMHModel):
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, bool, precision=1)
+    spikes_to_host: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, bool, precision=1)
+    state_to_host: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     v_d: np.ndarray = LavaPyType(np.ndarray, float)
     v_s: np.ndarray = LavaPyType(np.ndarray, float)
     theta: np.ndarray = LavaPyType(np.ndarray, float)
@@ -109,6 +115,8 @@ class PyLMHModelFixed(AbstractLMHModel):
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, bool, precision=1)
+    spikes_to_host: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, bool, precision=1)
+    state_to_host: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=32)
     v_d: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     v_s: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
     theta: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)

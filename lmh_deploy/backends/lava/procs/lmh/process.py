@@ -30,6 +30,11 @@ class LMHNeuron(AbstractProcess):
         steps (one sample after another in one run); 0 never resets.
     end_step : idle again after this global step (0: never), so final states are the last
         sample's.
+    record : send this layer's spikes and final state to the host through two channels
+        (``spikes_to_host``: one message per active step; ``state_to_host``: one message at
+        ``end_step``), read with :meth:`recorded_spikes` and :meth:`recorded_state` after
+        the run. Needs ``end_step``. Far faster than ``Var.get()``, which moves one
+        element per channel message in Lava 0.10.
     """
 
     def __init__(
@@ -52,6 +57,7 @@ class LMHNeuron(AbstractProcess):
         reset_timing: str = "same-step",
         v_d_init: float = 0,
         v_s_init: float | None = None,
+        record: bool = False,
         name: str | None = None,
     ) -> None:
         tables = {"mu_d": mu_d, "mu_s": mu_s, "lam_d": lam_d, "lam_s": lam_s}
@@ -64,6 +70,8 @@ class LMHNeuron(AbstractProcess):
             raise ValueError(f"LMHNeuron: theta must be > 0, got {theta}")
         if min(start_step, reset_interval, end_step) < 0:
             raise ValueError("LMHNeuron: start_step, reset_interval and end_step must be >= 0")
+        if record and not end_step:
+            raise ValueError("LMHNeuron: record needs an end_step (a finite number of samples)")
         if v_s_init is None:
             v_s_init = theta / 2 if isinstance(theta, float) else theta // 2
         # The rules travel as process parameters: strings the models read once.
@@ -74,9 +82,17 @@ class LMHNeuron(AbstractProcess):
             reset=reset,
             threshold_test=threshold_test,
             reset_timing=reset_timing,
+            record=record,
         )
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
+        size = int(np.prod(shape))
+        self.recorded_steps = end_step - start_step if record else 0
+        self.spikes_to_host = OutPort(shape=(size,))
+        self.state_to_host = OutPort(shape=(2 * size + 1,))  # v_d, v_s, saturation count
+        if record:
+            self.spikes_to_host.flag_external_pipe(buffer_size=self.recorded_steps)
+            self.state_to_host.flag_external_pipe(buffer_size=1)
         self.v_d = Var(shape=shape, init=v_d_init)
         self.v_s = Var(shape=shape, init=v_s_init)
         self.s_prev = Var(shape=shape, init=0)  # last step's spikes (next-step reset timing)
@@ -91,3 +107,15 @@ class LMHNeuron(AbstractProcess):
         self.reset_interval = Var(shape=(1,), init=reset_interval)
         self.end_step = Var(shape=(1,), init=end_step)
         self.saturation_count = Var(shape=(1,), init=0)
+
+    def recorded_spikes(self) -> np.ndarray:
+        """``(steps, n)`` bool: the spikes of every active step, in order (after a run with
+        ``record``)."""
+        port = self.spikes_to_host.external_pipe_csp_recv_port
+        return np.stack([port.recv() for _ in range(self.recorded_steps)]).astype(bool)
+
+    def recorded_state(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(v_d, v_s, saturation_count)`` at ``end_step`` (after a run with ``record``)."""
+        values = self.state_to_host.external_pipe_csp_recv_port.recv()
+        n = (values.size - 1) // 2
+        return values[:n], values[n : 2 * n], int(values[-1])
