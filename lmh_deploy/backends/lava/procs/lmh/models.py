@@ -109,9 +109,10 @@ class PyLMHModelFloat(AbstractLMHModel):
 
 @implements(proc=LMHNeuron, protocol=LoihiProtocol)
 @requires(CPU)
-@tag("fixed_pt", "bit_accurate_loihi")
+@tag("fixed_pt")  # not Lava's "bit_accurate_loihi": no Loihi 2 silicon has checked these bits
 class PyLMHModelFixed(AbstractLMHModel):
-    """Bit-accurate integer model: 24-bit states, 12-bit factors, see lmh_deploy.semantics.integer."""
+    """Integer model: 24-bit states, 12-bit factors, lmh_deploy.semantics.integer's step; equal to
+    sim/ bit for bit (tests), not verified against Loihi 2 hardware (README)."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, bool, precision=1)
