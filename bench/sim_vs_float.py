@@ -1,11 +1,22 @@
-"""sim/ against float PyTorch of the same untrained net at the paper's scale (CIFAR size).
+"""sim/ against float PyTorch at its best, for every shape the project reports (one harness).
 
-For ResNet-19 and VGG-13 (width 1, input 3x32x32, T = 4, non-trivial LM-H factors), runs
-float PyTorch inference and sim/ on the quantised twin, both on ``--batch`` samples with
-``--threads`` threads, ``--repeats`` times each, alternating (medians), and checks the spikes of
-``--check-samples`` samples against the slow reference run (:mod:`lmh_deploy.sim.reference`).
-``firing_rate`` is the fraction of neuron-steps that spiked on those samples: sim/'s
-event-driven ways do work in proportion to it (untrained nets fire sparsely).
+Rows (``--rows``; all by default):
+
+* ``mlp``: random LM-H MLP 64-400-400-400-10 (digits 8x8 input), T = 100, batch 256;
+* ``mlp-b1``: the same net, 20 samples run one at a time (batch 1);
+* ``cnn``: the mnist5k ``cnn`` (width 0.5, 28x28), T = 8, batch 256;
+* ``resnet19``, ``vgg13``: width 1, 3x32x32, T = 4, batch 16, BN-calibrated so that every
+  layer fires ``--rate`` of its neuron-steps in float (:mod:`calibrate`; the rates sim/ then
+  has are measured and reported per layer).
+
+Every net has non-trivial LM-H factors. Float PyTorch is the fastest of the variants in
+:mod:`float_baselines` (the model as built, a lean in-place loop, channels-last; one thread and
+all threads), picked on warm-up runs; sim/ runs streaming (``record_spikes=False``) at
+``--threads`` threads, and a third side, ``sim dense``, is the same sim/ with its event-driven
+ways switched off (float BLAS / convolution only). The three sides alternate over ``--rounds``
+rounds (:func:`timing.alternate`); every ratio is the median of the per-round ratios, with its
+spread. Spikes of ``--check-samples`` samples are compared with the slow reference run
+(:mod:`lmh_deploy.sim.reference`) and the two sim/ sides' logits with each other.
 
     python bench/sim_vs_float.py --json bench/sim_vs_float.json
 """
@@ -13,100 +24,180 @@ event-driven ways do work in proportion to it (untrained nets fire sparsely).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
-import statistics
+import sys
 
 import numpy as np
 import torch
 
 import lmh_deploy  # noqa: F401  - Lava import fix
+from calibrate import calibrate
+from float_baselines import best_float
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.models.architectures import build
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.sim import simulate
-from timing import median_time
 from lmh_deploy.sim.reference import simulate_reference
+from lmh_deploy.sim.simulator import _plan_for
+from timing import alternate, environment, finish, set_threads
 
-SHAPE = (3, 32, 32)
+MLP = {"arch": "mlp", "shape": (1, 8, 8), "kw": {"hidden": (400, 400, 400)}, "steps": 100, "lam_s": 0.8}
+ROWS = {
+    "mlp": MLP | {"batch": 256},
+    "mlp-b1": MLP | {"batch": 1, "samples": 20},
+    "cnn": {
+        "arch": "cnn",
+        "shape": (1, 28, 28),
+        "kw": {"width_mult": 0.5},
+        "steps": 8,
+        "batch": 256,
+        "lam_s": 0.8,
+    },
+    "resnet19": {
+        "arch": "resnet19",
+        "shape": (3, 32, 32),
+        "kw": {},
+        "steps": 4,
+        "batch": 16,
+        "calibrated": True,
+    },
+    "vgg13": {"arch": "vgg13", "shape": (3, 32, 32), "kw": {}, "steps": 4, "batch": 16, "calibrated": True},
+}
 
 
-def bench_arch(arch: str, args) -> dict:
+def dense_only(q):
+    """A copy of graph ``q`` whose sim/ plan uses float BLAS / convolution only (no events)."""
+    twin = copy.copy(q)  # a different graph object: its own cached plan, same nodes
+    for path in _plan_for(twin, None).paths.values():
+        path.ways = ["gemm"]
+    return twin
+
+
+def bench_row(name: str, args) -> dict:
+    spec = ROWS[name]
+    steps, shape, batch = spec["steps"], spec["shape"], spec["batch"]
+    samples = spec.get("samples", batch)
     torch.manual_seed(args.seed)
-    model = build(arch, SHAPE, 10, timesteps=args.steps, width_mult=args.width).eval()
+    model = build(spec["arch"], shape, 10, timesteps=steps, **spec["kw"]).eval()
     for neuron in model.neurons():
-        neuron.set_factors(mu_d=-0.2, mu_s=0.1, lam_d=1.2, lam_s=0.9)
-    q, _ = quantize_graph(export_model(model, input_shape=SHAPE, timesteps=args.steps))
-    x = np.random.default_rng(args.seed).random((args.batch, *SHAPE))
+        neuron.set_factors(mu_d=-0.2, mu_s=0.1, lam_d=1.2, lam_s=spec.get("lam_s", 0.9))
+    rng = np.random.default_rng(args.seed)
+    float_rates = None
+    if spec.get("calibrated"):
+        calib = torch.as_tensor(rng.random((args.calibration_batch, *shape)), dtype=torch.float32)
+        float_rates = calibrate(model, calib, steps, args.rate)
+    q, _ = quantize_graph(export_model(model, input_shape=shape, timesteps=steps))
+    x = rng.random((samples, *shape))
     x_int = fx.quantize_input(x, q.node("input").scale)
     xt = torch.as_tensor(x, dtype=torch.float32)
-    with torch.no_grad():
-        model(xt[:2], args.steps)  # warm-up
-    # warm-up: compiles, plans, and lets every synapse path time each of its ways (gemm,
-    # events) twice, as the plan a long run reuses for all its mini-batches would have
-    for _ in range(2 * 2):
-        simulate(q, x_int, args.steps, record_spikes=False)
+    conv = spec["arch"] != "mlp"
+    dense = dense_only(q)
 
-    def float_run() -> None:
-        with torch.no_grad():
-            model(xt, args.steps)
+    chunks = [slice(i, i + batch) for i in range(0, samples, batch)]
+    first = chunks[0]
+    variant, float_fn, float_warm, float_checks = best_float(
+        model, xt[first], steps, conv=conv, threads=args.threads
+    )
+    records: dict[str, list] = {}
 
-    # float and sim/ alternate, so that both medians come from the same (shared) machine load
-    float_times, sim_times = [], []
-    for _ in range(args.repeats):
-        float_times.append(median_time(float_run, 1))
-        sim_times.append(median_time(lambda: simulate(q, x_int, args.steps, record_spikes=False), 1))
-    float_s, sim_s = statistics.median(float_times), statistics.median(sim_times)
-    k = args.check_samples
-    fast = simulate(q, x_int[:k], args.steps)
-    ref = simulate_reference(q, x_int[:k], args.steps)
+    def sim_side(graph, key):
+        def run() -> None:
+            records[key] = [simulate(graph, x_int[c], steps, record_spikes=False) for c in chunks]
+
+        return run
+
+    sides = {
+        "float": lambda: [float_fn(xt[c]) for c in chunks],
+        "sim": sim_side(q, "sim"),
+        "sim dense": sim_side(dense, "sim dense"),
+    }
+    # warm-up beyond the harness's: compiles, plans, and lets every synapse path time each of
+    # its ways twice, as the plan a long run reuses for all its mini-batches would have
+    for _ in range(3):
+        sides["sim"]()
+        sides["sim dense"]()
+    timed = alternate(
+        sides,
+        rounds=args.rounds,
+        warmup=1,
+        ratios={"sim_over_float": ("float", "sim"), "sim_dense_over_float": ("float", "sim dense")},
+    )
+
+    k = min(args.check_samples, samples)
+    fast = simulate(q, x_int[:k], steps)
+    ref = simulate_reference(q, x_int[:k], steps)
     identical = bool(
         np.array_equal(ref["logits"], fast.logits)
-        and all(np.array_equal(s, fast.spikes[name]) for name, s in ref["spikes"].items())
+        and all(np.array_equal(s, fast.spikes[n]) for n, s in ref["spikes"].items())
+        and all(
+            np.array_equal(a.logits, b.logits)
+            for a, b in zip(records["sim"], records["sim dense"], strict=True)
+        )
     )
-    neurons = sum(q.node(n).size for n in q.of_kind("q_lmh"))
-    firing = sum(int(s.sum()) for s in fast.spikes.values()) / (k * args.steps * neurons)
+    per_layer = {}
+    for layer in q.of_kind("q_lmh"):
+        fired = sum(int(r.spike_stats[layer]["spikes_per_step"].sum()) for r in records["sim"])
+        total = sum(r.spike_stats[layer]["neuron_steps"] for r in records["sim"])
+        per_layer[layer] = fired / total
+    neurons = {n: q.node(n).size for n in q.of_kind("q_lmh")}
+    overall = sum(per_layer[n] * neurons[n] for n in neurons) / sum(neurons.values())
+    per_sample = {side: {k: v / samples for k, v in s.items()} for side, s in timed["seconds"].items()}
     return {
-        "arch": arch,
-        "width_mult": args.width,
-        "input_shape": list(SHAPE),
-        "T": args.steps,
-        "batch": args.batch,
-        "neurons": int(neurons),
-        "sim_s_per_sample": sim_s / args.batch,
-        "float_s_per_sample": float_s / args.batch,
-        "sim_over_float": float_s / sim_s,
+        "row": name,
+        "arch": spec["arch"],
+        "arch_kwargs": spec["kw"],
+        "input_shape": list(shape),
+        "T": steps,
+        "batch": batch,
+        "samples": samples,
+        "neurons": int(sum(neurons.values())),
+        "calibrated_rate": args.rate if spec.get("calibrated") else None,
+        "float_rate_per_layer": float_rates,
+        "firing_rate": overall,
+        "firing_rate_per_layer": per_layer,
+        "float_variant": variant,
+        "float_warmup_s": float_warm,
+        "float_variant_outputs_differing": float_checks,
+        "seconds_per_sample": per_sample,
+        "sim_over_float": timed["ratios"]["sim_over_float"],
+        "sim_dense_over_float": timed["ratios"]["sim_dense_over_float"],
+        "timing": {k: timed[k] for k in ("rounds", "warmup", "order", "per_round", "load_per_round")},
         "spikes_identical": identical,
         "checked_samples": k,
-        "firing_rate": firing,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", nargs="+", default=["resnet19", "vgg13"])
-    parser.add_argument("--width", type=float, default=1.0)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rate", type=float, default=0.15, help="calibrated firing rate of the conv nets")
+    parser.add_argument("--calibration-batch", type=int, default=4)
     parser.add_argument("--check-samples", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="sim/ threads; float also tries all threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(args.threads)
+    set_threads(args.threads)
+    env = environment(args.threads)
     rows = []
-    for arch in args.archs:
-        rows.append(bench_arch(arch, args))
-        print(json.dumps(rows[-1]), flush=True)
+    for name in args.rows:
+        rows.append(bench_row(name, args))
+        row = rows[-1]
+        print(
+            f"{name}: sim/float {row['sim_over_float']['median']:.2f}x "
+            f"[{row['sim_over_float']['min']:.2f}-{row['sim_over_float']['max']:.2f}], dense-only "
+            f"{row['sim_dense_over_float']['median']:.2f}x, float {row['float_variant']}, "
+            f"firing {row['firing_rate']:.3f}, identical {row['spikes_identical']}",
+            flush=True,
+        )
     result = {
+        "command": "python bench/" + " ".join([sys.argv[0].rsplit("/", 1)[-1], *sys.argv[1:]]),
+        "environment": finish(env),
+        "unit": "seconds per sample; ratios = float time / sim time within a round, median over rounds",
         "rows": rows,
-        "threads": args.threads,
-        "repeats": args.repeats,
-        "unit": "seconds per sample (median of repeats); sim_over_float = float / sim time",
     }
     if args.json:
         with open(args.json, "w") as f:

@@ -1,18 +1,154 @@
-"""Shared by the bench scripts: the median wall time of repeated calls."""
+"""The one timing harness of the bench scripts.
+
+Every ratio a bench reports comes from :func:`alternate`: the sides being compared (A, B, ...)
+run in turns, A B A B ... (the order reversed every other round, A B B A ..., so neither side
+always runs first), after warm-up calls of each; each round gives one time per side and one
+ratio per pair of sides, and the reported figure is the **median over the rounds** with its
+spread (min, max, interquartile range). A load burst on this shared machine then slows the
+sides of the same round alike instead of one side's whole series. :func:`environment`
+records what a reader needs to judge the numbers (load average at start and end, threads,
+CPU model, versions, git commit); every bench JSON carries it.
+"""
 
 from __future__ import annotations
 
+import datetime
+import os
+import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    """Median seconds of ``repeats`` calls of ``fn``."""
+    """Median seconds of ``repeats`` calls of ``fn`` (single-sided timings, no ratio)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """Median, min, max and interquartile range of ``values``."""
+    ordered = sorted(values)
+    if len(ordered) >= 2:
+        q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
+    else:
+        q1 = q3 = ordered[0]
+    return {"median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1], "q1": q1, "q3": q3}
+
+
+def load_average() -> list[float]:
+    """1-, 5- and 15-minute load averages (runnable processes, not CPU percent)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def alternate(
+    sides: dict[str, Callable[[], Any]],
+    *,
+    rounds: int = 5,
+    warmup: int = 1,
+    ratios: dict[str, tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """Time ``sides`` in alternation; medians and spreads of the times and of ``ratios``.
+
+    ``ratios`` maps a name to ``(slow, fast)``: the ratio of a round is ``time[slow] /
+    time[fast]`` (how many times faster ``fast`` is), taken within the round.
+    Returns ``{"seconds": {side: summary}, "ratios": {name: summary}, "rounds": n,
+    "per_round": {side: [s, ...]}, "load_per_round": [[1, 5, 15 min], ...]}``.
+    """
+    if rounds < 1:
+        raise ValueError("alternate: rounds must be >= 1")
+    names = list(sides)
+    for _ in range(warmup):
+        for name in names:
+            sides[name]()
+    per_round: dict[str, list[float]] = {name: [] for name in names}
+    loads = []
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            sides[name]()
+            per_round[name].append(time.perf_counter() - start)
+        loads.append(load_average())
+    result: dict[str, Any] = {
+        "rounds": rounds,
+        "warmup": warmup,
+        "order": "A B, B A, A B, ... (alternating, reversed every other round)",
+        "seconds": {name: summary(ts) for name, ts in per_round.items()},
+        "per_round": per_round,
+        "load_per_round": loads,
+        "ratios": {},
+    }
+    for label, (slow, fast) in (ratios or {}).items():
+        values = [s / f for s, f in zip(per_round[slow], per_round[fast], strict=True)]
+        result["ratios"][label] = summary(values) | {"per_round": values}
+    return result
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment(threads: int) -> dict[str, Any]:
+    """What a reader needs to judge a bench's numbers; call at the start of a run."""
+    return {
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "cpu_model": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "threads": threads,
+        "load_average_start": load_average(),
+        "python": platform.python_version(),
+        "versions": {p: _version(p) for p in ("numpy", "numba", "torch", "lava-nc", "lava-dl")},
+    }
+
+
+def finish(env: dict[str, Any]) -> dict[str, Any]:
+    """``env`` with the load average at the end of the run added."""
+    return env | {"load_average_end": load_average()}
+
+
+def set_threads(threads: int) -> None:
+    """torch, BLAS and numba threads for the whole run (both sides of every ratio alike)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:
+        pass

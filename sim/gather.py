@@ -8,14 +8,48 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
-def _gather_binary(pre, w_t, out):
+def _gather_binary(pre, w_t, out, peak):
     rows, n_in = pre.shape
     n_out = w_t.shape[1]
+    idx = np.empty(n_in, np.int64)
+    acc = np.empty(n_out, np.int16)
     for r in range(rows):
+        k = 0
         for j in range(n_in):
             if pre[r, j]:
+                idx[k] = j
+                k += 1
+        if k == 0:
+            continue
+        out_row = out[r]
+        if k * peak <= 32767:  # every partial sum fits 16 bits: twice the lanes of int32
+            for o in range(n_out):
+                acc[o] = 0
+            q = 0
+            while q + 4 <= k:
+                a, b, c, d = w_t[idx[q]], w_t[idx[q + 1]], w_t[idx[q + 2]], w_t[idx[q + 3]]
                 for o in range(n_out):
-                    out[r, o] += w_t[j, o]
+                    acc[o] += np.int16(a[o]) + np.int16(b[o]) + np.int16(c[o]) + np.int16(d[o])
+                q += 4
+            while q < k:
+                a = w_t[idx[q]]
+                for o in range(n_out):
+                    acc[o] += np.int16(a[o])
+                q += 1
+            for o in range(n_out):
+                out_row[o] += acc[o]
+        else:
+            q = 0
+            while q + 4 <= k:
+                a, b, c, d = w_t[idx[q]], w_t[idx[q + 1]], w_t[idx[q + 2]], w_t[idx[q + 3]]
+                for o in range(n_out):
+                    out_row[o] += a[o] + b[o] + c[o] + d[o]
+                q += 4
+            while q < k:
+                a = w_t[idx[q]]
+                for o in range(n_out):
+                    out_row[o] += a[o]
+                q += 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -30,14 +64,19 @@ def _gather_values(pre, w_t, out):
                     out[r, o] += v * w_t[j, o]
 
 
-def gather_rows(pre: np.ndarray, w_t: np.ndarray, out: np.ndarray) -> None:
+def gather_rows(pre: np.ndarray, w_t: np.ndarray, out: np.ndarray, peak: int | None = None) -> None:
     """``out[r] += sum_j pre[r, j] * w_t[j]`` over the nonzero ``pre[r, j]`` only (in place).
 
     ``pre`` (rows, n_in) bool spikes or integers, ``w_t`` (n_in, n_out) int8/int32/int64,
     ``out`` (rows, n_out) int32/int64; exact while every sum fits ``out`` (the caller checks).
+    ``peak``: ``max |w_t|`` if known. Binary rows with ``k`` events and ``k * peak < 2**15``
+    (every partial sum then fits 16 bits) are summed in an int16 row (twice the lanes of
+    int32), four weight rows per pass over it, then added to ``out``.
     """
     if pre.dtype == bool:
-        _gather_binary(pre.view(np.uint8), w_t, out)
+        if peak is None:
+            peak = int(np.abs(w_t.astype(np.int64)).max()) if w_t.size else 0
+        _gather_binary(pre.view(np.uint8), w_t, out, peak)
     else:
         _gather_values(pre.astype(np.int64, copy=False), w_t, out)
 

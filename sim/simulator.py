@@ -41,10 +41,16 @@ class _Value:
     step (``static``); synapse nodes deliver raw sums to be scaled by ``weight_exp``."""
 
     def __init__(
-        self, data, static: bool = False, weight_exp: int | None = None, bound: float | None = None
+        self,
+        data,
+        static: bool = False,
+        weight_exp: int | None = None,
+        bound: float | None = None,
+        active: int | None = None,
     ) -> None:
         self.data, self.static, self.weight_exp = data, static, weight_exp
         self.bound = bound  # on |raw sums| (synapse values)
+        self.active = active  # number of nonzero values, where known (spikes of a layer)
 
     def per_step(self, steps: int, xp):
         """(c, B, n) data (a static value repeated)."""
@@ -217,7 +223,7 @@ class _Run:
                 self.static_sums[name] = path.sums(pre.data)
             return _Value(self.static_sums[name], static=True, weight_exp=path.weight_exp, bound=path.bound)
         rows = pre.data.reshape(steps * self.batch, -1)
-        sums = path.sums(rows).reshape(steps, self.batch, -1)
+        sums = path.sums(rows, pre.active).reshape(steps, self.batch, -1)
         return _Value(sums, weight_exp=path.weight_exp, bound=path.bound)
 
     def _neuron(self, name: str, t0: int, steps: int, values: dict) -> _Value:
@@ -265,7 +271,7 @@ class _Run:
             if self.record_states:
                 for target, part in zip(self.rec.state_trace[name], trace):
                     target[t0 : t0 + steps] = part.cpu().numpy()
-        return _Value(spikes)
+        return _Value(spikes, active=int(counts.sum()))
 
     # ------------------------------------------------------------------ the record
     def finish(self) -> RunRecord:

@@ -179,6 +179,7 @@ class SynapsePath:
             rows = np.asarray(mant).T
             small = rows.size == 0 or int(np.abs(rows).max()) <= 127
             self.w_t_int = np.ascontiguousarray(rows, dtype=np.int8 if small else self.gather_dtype)
+            self.gather_peak = int(np.abs(rows).max()) if rows.size else 0
         if self.device is not None:
             import torch
 
@@ -188,17 +189,20 @@ class SynapsePath:
                 self.w_int8 = torch.as_tensor(np.asarray(mant, np.int8).T.copy(), device=self.device)
 
     # ------------------------------------------------------------------ the sums
-    def sums(self, pre):
+    def sums(self, pre, active: int | None = None):
         """``S`` for presynaptic values ``pre`` (rows, n_in): (rows, n_out), exact integers.
 
-        The result is float32/float64 holding integers, or int64 / int32.
+        The result is float32/float64 holding integers, or int64 / int32. ``active``: the
+        number of nonzero values in ``pre`` if the caller knows it (a neuron layer counts its
+        spikes), else counted here.
         """
         if self.device is not None:
             return self._sums_torch(pre)
         rows = pre.shape[0]
         if len(self.ways) == 1:
             return self._gemm(pre)
-        active = np.count_nonzero(pre)
+        if active is None:
+            active = np.count_nonzero(pre)
         if self.conv is not None:  # multiply-adds of the plan's conv; taps met by each event
             c_out, c_in, kh, kw = self.conv.kernel.shape
             taps = c_out * kh * kw / (self.conv.stride[0] * self.conv.stride[1])
@@ -256,7 +260,7 @@ class SynapsePath:
             from lmh_deploy.sim.gather import gather_rows
 
             out = np.zeros((pre.shape[0], self.n_out), self.gather_dtype)
-            gather_rows(np.ascontiguousarray(pre), self.w_t_int, out)
+            gather_rows(np.ascontiguousarray(pre), self.w_t_int, out, self.gather_peak)
             return out
         dtype = self.float_dtype or np.int64
         events = sp.csr_matrix(pre.astype(dtype) if pre.dtype == bool else pre)

@@ -428,3 +428,28 @@ def test_kernels_equal_semantics_lmh_step_for_every_profile_and_rule(rules, seed
         assert np.array_equal(trace[1], np.array(want_s)), where
         assert np.array_equal(got_d, v_d) and np.array_equal(got_s, v_s), where
         assert sat == sat_total, where
+
+
+def test_event_gather_exact_on_both_sides_of_its_int16_bound() -> None:
+    """Rows with k events are summed in int16 while k * max|w| < 2**15, else in int32: both
+    sides of that bound, extreme weights (all +127, all -128, random) and every remainder of
+    the four-rows-at-a-time pass."""
+    from lmh_deploy.sim.gather import gather_rows
+
+    rng = np.random.default_rng(3)
+    n_in, n_out = 600, 37
+    events = [0, 1, 2, 3, 4, 5, 7, 254, 255, 256, 257, 258, 259, 300, 600]
+    pre = np.zeros((len(events), n_in), bool)
+    for row, k in enumerate(events):
+        pre[row, rng.choice(n_in, k, replace=False)] = True
+    for w in (
+        np.full((n_in, n_out), 127),
+        np.full((n_in, n_out), -128),
+        rng.integers(-128, 128, (n_in, n_out)),
+    ):
+        w8 = w.astype(np.int8)
+        want = pre.astype(np.int64) @ w.astype(np.int64)
+        for peak in (None, int(np.abs(w).max())):
+            out = np.zeros((len(events), n_out), np.int32)
+            gather_rows(pre, w8, out, peak)
+            assert np.array_equal(out, want)
