@@ -9,6 +9,7 @@ lmh-deploy and shows its traceback with a request to report it (exit 1).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -22,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 
 from lmh_deploy import api
 from lmh_deploy.choices import (
@@ -49,14 +50,52 @@ REPORT_BUG = (
 )
 
 
+def _metavar(param: Any) -> str:
+    """What a value looks like in help (``PATH``, ``N``, ``lava-sim|loihi2``), not typer's
+    ``<path>`` / ``{model}``: a choice lists its values, a name says what to give."""
+    kind = param.type_descriptor  # typer's parameters describe their annotation here
+    if kind.is_choice:
+        return "|".join(str(getattr(c, "value", c)) for c in kind.choices)
+    if kind.is_path:
+        return "PATH"
+    if kind.annotation is int:
+        return "N"
+    if kind.annotation is float:
+        return "X"
+    return str(param.name or "value").upper()
+
+
 class _Commands(TyperGroup):
-    """Runs every command (also those added later) inside the error policy above."""
+    """Runs every command (also those added later) inside the error policy above, and gives
+    every option and argument a metavar that says what to type (:func:`_metavar`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():
+            for param in command.params:
+                if getattr(param, "is_flag", False) or getattr(param, "count", False) or param.metavar:
+                    continue
+                if isinstance(param, TyperArgument):
+                    # its name (ARTIFACT) says what it is; typer would add "{...}" and "<path>"
+                    name = param.metavar = str(param.name).upper()
+                    param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+                    param._usage_display_name = lambda name=name: name  # type: ignore[method-assign]
+                else:
+                    param.metavar = _metavar(param)
+                    if len(param.metavar) > 30:  # a long choice list goes into the help text
+                        param.help = f"{param.help or ''} One of: {param.metavar.replace('|', ', ')}.".strip()
+                        param.metavar = str(param.name).upper()
 
     def invoke(self, ctx: Any) -> Any:  # typer's click Context
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
+            return result
         except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
             raise
+        except BrokenPipeError:  # the reader closed the pipe (``| head``): stop without a word
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(141) from None  # 128 + SIGPIPE, as a tool killed by the signal reports
         except CommandFailed as exc:
             if STATE["debug"]:
                 raise
@@ -80,6 +119,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     help="Compile LM-H spiking networks from PyTorch to Lava fixed point "
     "(Lava CPU == sim/, bit for bit; Loihi 2 silicon not verified).",
 )
@@ -231,15 +271,22 @@ def compile(
     model_spec: str | None = typer.Option(
         None,
         "--model",
+        metavar="FILE.py:FACTORY",
         help="Your own PyTorch model: FILE.py:FACTORY; MODEL is then its state_dict (docs/interop.md).",
     ),
-    model_kwargs: str | None = typer.Option(None, help="--model: JSON keyword arguments for FACTORY."),
-    input_shape: str | None = typer.Option(None, help="--model: one sample's shape, e.g. 1,8,8 or 64."),
+    model_kwargs: str | None = typer.Option(
+        None, metavar="JSON", help="--model: JSON keyword arguments for FACTORY."
+    ),
+    input_shape: str | None = typer.Option(
+        None, metavar="C,H,W", help="--model: one sample's shape, e.g. 1,8,8 or 64."
+    ),
     calibration: Path | None = typer.Option(
         None, help="--model: a .npy of inputs to calibrate on (instead of --dataset)."
     ),
     profile: str = typer.Option(
-        "lmh", help="numeric profile: lmh (LM-H as trained) | loihi-lif (Lava's bit-accurate LIF)"
+        "lmh",
+        metavar="lmh|loihi-lif",
+        help="numeric profile: lmh (LM-H as trained) | loihi-lif (Lava's bit-accurate LIF)",
     ),
     bias_correction: bool = typer.Option(
         True, help="take each layer's mean weight-rounding current on the calibration inputs off its bias"

@@ -61,7 +61,8 @@ def test_netx_conv_export_equals_sim(cnn_build: Path, tmp_path: Path) -> None:
     out = tmp_path / "cnn.net"
     res = invoke("export", cnn_build, "--format", "netx", "-o", out)
     assert res.exit_code == 0, res.output
-    assert "2 conv" in res.output and "(W, H, C) frames" in res.output
+    said = " ".join(res.output.split())  # the sentence, however the terminal wrapped it
+    assert "2 conv" in said and "(W, H, C) frames" in said
     assert f"netx.hdf5.Network(net_config={str(out)!r}, input_message_bits=8)" in res.output
     q = load_artifact(cnn_build).quant_graph
     with h5py.File(out, "r") as f:  # lava-dl's layout: (C, H, W) shapes, PyTorch kernels

@@ -338,7 +338,7 @@ def test_nir_cli_compile_verify_flat_input_and_dt(tmp_path) -> None:
     assert "assumed dt = 0.0001" in res.output
     report = json.loads((out / "compile_report.json").read_text())
     assert report["calibration"]["samples"] == 64
-    res = invoke("run", out, "--samples", "20", "--sweep", "none", "--json", tmp_path / "run.json")
+    res = invoke("run", out, "--samples", "20", "--json", tmp_path / "run.json")
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "run.json").read_text())["samples"] == 20
     res = invoke("verify", out, "--samples", "30", "--json", tmp_path / "v.json")
