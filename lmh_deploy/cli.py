@@ -50,6 +50,11 @@ REPORT_BUG = (
 )
 
 
+def _typer_param(param: object) -> Any:
+    """typer's parameter classes (help, metavar, type_descriptor), untyped for mypy."""
+    return param
+
+
 def _metavar(param: Any) -> str:
     """What a value looks like in help (``PATH``, ``N``, ``lava-sim|loihi2``), not typer's
     ``<path>`` / ``{model}``: a choice lists its values, a name says what to give."""
@@ -72,14 +77,15 @@ class _Commands(TyperGroup):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for command in self.commands.values():
-            for param in command.params:
+            for param in map(_typer_param, command.params):
                 if getattr(param, "is_flag", False) or getattr(param, "count", False) or param.metavar:
                     continue
                 if isinstance(param, TyperArgument):
                     # its name (ARTIFACT) says what it is; typer would add "{...}" and "<path>"
                     name = param.metavar = str(param.name).upper()
-                    param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
-                    param._usage_display_name = lambda name=name: name  # type: ignore[method-assign]
+                    vars(param).update(
+                        display_type_rich=lambda ctx: None, _usage_display_name=lambda name=name: name
+                    )
                 else:
                     param.metavar = _metavar(param)
                     if len(param.metavar) > 30:  # a long choice list goes into the help text
