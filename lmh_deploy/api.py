@@ -125,8 +125,10 @@ def compile(
     ``dataset``, ``timesteps`` and ``dt`` apply), or, with ``model_factory="FILE.py:FACTORY"``,
     the ``state_dict`` of your own PyTorch module (then ``input_shape`` and ``timesteps``
     are needed, ``model_kwargs`` go to FACTORY, and ``dataset`` or ``calibration`` (.npy)
-    give calibration inputs). ``profile`` names the numeric profile (``lmh``: LM-H as
-    trained; ``loihi-lif``: Lava's bit-accurate LIF; :mod:`lmh_deploy.semantics.profiles`).
+    give calibration inputs; a checkpoint or NIR file takes ``calibration`` too). Calibration
+    inputs with negative values (normalised images) make the input signed 8-bit. ``profile``
+    names the numeric profile (``lmh``: LM-H as trained; ``loihi-lif``: Lava's bit-accurate
+    LIF; :mod:`lmh_deploy.semantics.profiles`).
     ``bias_correction`` (default on) takes each layer's mean 8-bit weight-rounding current on
     the calibration inputs off its bias (docs/fixed-point.md); off, the biases are the
     source's, rounded. ``warn`` receives warnings (possible saturation).
@@ -144,6 +146,7 @@ def compile(
             dt=dt,
             profile=profile,
             bias_correction=bias_correction,
+            calibration=calibration,
             warn=warn,
         )
     from lmh_deploy.pipeline.compile_torch import compile_model_file, parse_shape

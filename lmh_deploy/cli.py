@@ -287,7 +287,9 @@ def compile(
         None, metavar="C,H,W", help="--model: one sample's shape, e.g. 1,8,8 or 64."
     ),
     calibration: Path | None = typer.Option(
-        None, help="--model: a .npy of inputs to calibrate on (instead of --dataset)."
+        None,
+        help="a .npy of inputs (N, *shape) to calibrate on (instead of --dataset); negative values "
+        "(normalised images) are sent as signed 8-bit inputs.",
     ),
     profile: str = typer.Option(
         "lmh",

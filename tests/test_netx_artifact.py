@@ -105,3 +105,34 @@ def test_netx_export_refuses_other_profiles(tmp_path: Path) -> None:
     with pytest.raises(InteropError, match=r"lmh0: .*weight exponent|lmh0: profile 'lmh'"):
         artifact_to_netx(q, tmp_path / "x.net")
     assert not (tmp_path / "x.net").exists()
+
+
+def test_netx_export_carries_signed_inputs(lif_build: Path, tmp_path: Path) -> None:
+    """Normalised (negative) inputs: signed 8-bit messages reach netx's Dense unchanged."""
+    x = (load_artifact(lif_build).dataset_split("test")[0][:SAMPLES] - 0.45) / 0.25
+    np.save(tmp_path / "calib.npy", x)
+    build = tmp_path / "signed"
+    res = invoke(
+        "compile",
+        lif_build.parent / "lif.pt",
+        "--profile",
+        "loihi-lif",
+        "--calibration",
+        tmp_path / "calib.npy",
+        "-o",
+        build,
+    )
+    assert res.exit_code == 0, res.output
+    q = load_artifact(build).quant_graph
+    assert q.node("input").signed
+    res = invoke("export", build, "--format", "netx", "-o", tmp_path / "signed.net")
+    assert res.exit_code == 0, res.output
+    x_int = q.node("input").quantize(x)
+    assert x_int.min() < 0
+    ref = simulate(q, x_int, 4)
+    spikes, trace, logits = run_netx_artifact(tmp_path / "signed.net", x_int, 4)
+    for name, s in ref.spikes.items():
+        np.testing.assert_array_equal(spikes[name], s, err_msg=name)
+        assert 0 < s.mean() < 1, name
+    np.testing.assert_array_equal(trace, ref.readout_trace)
+    np.testing.assert_array_equal(logits, ref.logits)

@@ -381,7 +381,7 @@ def nir_to_graph(
             "timesteps": int(timesteps or gmeta.get("timesteps") or 4),
         }
     )
-    ir.add("input", Input(shape=in_shape, x_max=x_max))
+    ir.add("input", Input(shape=in_shape, x_max=x_max, signed=bool(gmeta.get("input_signed", 0))))
     imp = _Importer(ir, in_shape, dt, gmeta.get("lmh_deploy_rules") or {})
     for name, node in chain[1:]:
         kind = type(node).__name__

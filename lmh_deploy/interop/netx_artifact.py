@@ -165,6 +165,7 @@ def artifact_to_netx(graph: Graph, path: str | Path) -> dict[str, Any]:
             "readout": "logits = sum_t (u[t] >> 6) of the last layer + T * its bias",
             "readout_scale": float(readout.state_scale),
             "input_scale": float(inp.scale),
+            "input_range": list(fx.input_range(int(inp.bits), bool(inp.signed))),
         },
     )
     return {
@@ -187,7 +188,8 @@ def artifact_netx_usage(path: str | Path, report: dict[str, Any]) -> str:
         [
             "from lava.lib.dl import netx",
             f"net = netx.hdf5.Network(net_config={str(path)!r}, input_message_bits=8)",
-            f"# its input: 8-bit pixels as {layout}; to run samples exactly as sim/ does",
+            f"# its input: 8-bit pixels as {layout} (signed -127..127 when the artifact's input is "
+            "signed); to run samples exactly as sim/ does",
             "# (biases from each layer's first input, states cleared between samples):",
             "from lmh_deploy.interop.netx_artifact import run_netx_artifact",
             f"spikes, trace, logits = run_netx_artifact({str(path)!r}, x_int, "

@@ -161,8 +161,9 @@ def graph_to_netx(graph: Graph, path: str | Path, *, timesteps: int | None = Non
     layers: list[NetxLayer] = []
     report: dict[str, Any] = {
         "path": str(path),
-        "input_scale": fx.INPUT_MAX / inp.x_max,
+        "input_scale": 1.0 / inp.unit,
         "input_message_bits": fx.INPUT_BITS,
+        "input_range": list(fx.input_range(fx.INPUT_BITS, inp.signed)),
         "timesteps": steps,
         "latency_steps": len(denses),
         "readout_steps": readout_steps,
@@ -176,7 +177,7 @@ def graph_to_netx(graph: Graph, path: str | Path, *, timesteps: int | None = Non
         pre, post = graph.node(src), graph.node(dst)
         graded = isinstance(pre, Input)
         amp = presynaptic_unit(pre)
-        max_presyn = fx.INPUT_MAX if graded else 1
+        max_presyn = pre.levels if isinstance(pre, Input) else 1
         if isinstance(post, LMH):
             plan = plans[dst]
             w_eff = dense.weight * amp * plan.lam_d[:, None]
@@ -318,7 +319,7 @@ def netx_input(graph: Graph, x: np.ndarray) -> np.ndarray:
     inp = graph.node(graph.order()[0])
     assert isinstance(inp, Input)
     x = np.asarray(x, dtype=np.float64)
-    return fx.quantize_input(x, fx.INPUT_MAX / inp.x_max).reshape(x.shape[0], -1)
+    return fx.quantize_input(x, 1.0 / inp.unit, fx.INPUT_BITS, inp.signed).reshape(x.shape[0], -1)
 
 
 def netx_usage(path: str | Path, report: dict[str, Any]) -> str:
@@ -335,8 +336,9 @@ def netx_usage(path: str | Path, report: dict[str, Any]) -> str:
             "from lava.magma.core.run_configs import Loihi2SimCfg",
             "from lava.proc import io",
             f"net = netx.hdf5.Network(net_config={str(path)!r}, input_message_bits=8)",
-            "# x: one sample, floats in [0, x_max]; the same 8-bit frame at every step",
-            f"pixels = np.clip(np.floor(np.ravel(x) * {report['input_scale']!r} + 0.5), 0, 255)",
+            "# x: one sample of floats; the same 8-bit frame at every step",
+            f"pixels = np.clip(np.floor(np.ravel(x) * {report['input_scale']!r} + 0.5), "
+            f"{report['input_range'][0]}, {report['input_range'][1]})",
             f"frames = np.repeat(pixels.astype(int)[:, None], {report['readout_steps']}, axis=1)",
             "source = io.source.RingBuffer(data=frames)",
             "source.s_out.connect(net.inp)",

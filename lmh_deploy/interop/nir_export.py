@@ -477,6 +477,7 @@ def graph_to_nir(
         "dt": float(dt),
         "timesteps": int(graph.meta.get("timesteps", 1)),
         "x_max": float(inp.x_max),
+        "input_signed": int(inp.signed),
         "exact": int(exact),
         "nir_native_rules": int(native),
         "discretisation": "forward Euler, one step = dt: lam = 1 - dt/tau, r = lam_d*tau/dt "
@@ -487,8 +488,10 @@ def graph_to_nir(
         x = inputs
         if x is None:
             rng = np.random.default_rng(0)
-            x = rng.uniform(0.0, inp.x_max, (DEFAULT_MEASURE_SAMPLES, *inp.shape))
-            meta["error_inputs"] = f"{DEFAULT_MEASURE_SAMPLES} seeded uniform samples in [0, x_max]"
+            low = -inp.x_max if inp.signed else 0.0
+            x = rng.uniform(low, inp.x_max, (DEFAULT_MEASURE_SAMPLES, *inp.shape))
+            low_name = "-x_max" if inp.signed else "0"
+            meta["error_inputs"] = f"{DEFAULT_MEASURE_SAMPLES} seeded uniform samples in [{low_name}, x_max]"
         else:
             meta["error_inputs"] = f"{np.asarray(x).shape[0]} given samples"
         meta["lmh_deploy_error"] = _nir_safe(measure_approximation(graph, approx, x))

@@ -17,22 +17,25 @@ class Input(Node):
     """The network input: one frame per step, the same frame every step (static images) or
     a new frame every step (event streams).
 
-    ``shape`` is one frame's shape (C, H, W) or (n,); values lie in ``[0, x_max]``.
+    ``shape`` is one frame's shape (C, H, W) or (n,); values lie in ``[0, x_max]``, or in
+    ``[-x_max, x_max]`` when ``signed`` (e.g. normalised images).
     ``spikes``: every value is 0 or ``x_max`` (binary event frames), sent to the first
-    synapses as spikes (one bit); otherwise values are sent graded (8 bits, direct encoding).
+    synapses as spikes (one bit); otherwise values are sent graded (8-bit direct encoding:
+    unsigned 0..255, or signed -127..127).
     """
 
     kind: ClassVar[str] = "input"
     shape: tuple[int, ...]
     x_max: float = 1.0
     spikes: bool = False
+    signed: bool = False
 
     @property
     def levels(self) -> int:
-        """Largest integer input value: 1 (a spike) or 255 (an 8-bit graded value)."""
-        from lmh_deploy.semantics.integer import INPUT_MAX
+        """Largest integer input magnitude: 1 (a spike), 255 (unsigned 8-bit) or 127 (signed)."""
+        from lmh_deploy.semantics.integer import INPUT_MAX, INPUT_SIGNED_MAX
 
-        return 1 if self.spikes else INPUT_MAX
+        return 1 if self.spikes else INPUT_SIGNED_MAX if self.signed else INPUT_MAX
 
     @property
     def unit(self) -> float:
@@ -47,6 +50,8 @@ class Input(Node):
             raise IRError(f"{name}: input shape {self.shape} must be non-empty and positive")
         if not (self.x_max > 0 and math.isfinite(self.x_max)):
             raise IRError(f"{name}: x_max must be finite and > 0, got {self.x_max}")
+        if self.spikes and self.signed:
+            raise IRError(f"{name}: a spike input (0 or x_max) cannot be signed")
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,23 @@ from lmh_deploy.semantics.profiles import PROFILES
 
 @dataclass(frozen=True)
 class QInput(Node):
-    """Input quantised to unsigned ``bits``: ``x_int = clip(floor(x * scale + 1/2), 0, 2**bits - 1)``."""
+    """Input quantised to ``bits``: ``x_int = clip(floor(x * scale + 1/2), lo, hi)`` with
+    ``[lo, hi] = [0, 2**bits - 1]``, or ``[-(2**(bits-1) - 1), 2**(bits-1) - 1]`` when ``signed``."""
 
     kind: ClassVar[str] = "q_input"
     shape: tuple[int, ...]
     scale: float
     bits: int
+    signed: bool = False
+
+    @property
+    def max_value(self) -> int:
+        """Largest magnitude of an integer input value."""
+        return max(abs(v) for v in fx.input_range(self.bits, self.signed))
+
+    def quantize(self, x: Any) -> np.ndarray:
+        """Float inputs -> the integer messages this input sends (:func:`fx.quantize_input`)."""
+        return fx.quantize_input(x, self.scale, self.bits, self.signed)
 
     def output_size(self) -> int:
         return int(np.prod(self.shape))
@@ -31,6 +42,8 @@ class QInput(Node):
             raise IRError(f"{name}: input shape {self.shape} must be non-empty and positive")
         check_positive(name, "scale", self.scale)
         check_integers(name, "bits", self.bits, 1, fx.INPUT_BITS)
+        if self.signed and self.bits < 2:
+            raise IRError(f"{name}: a signed input needs at least 2 bits, got {self.bits}")
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 linear map it computes, in float current per integer presynaptic unit.
 
 The presynaptic unit is what one integer count means in float: ``theta`` of a spiking source
-(the paper's ``I = W s theta``), ``x_max / 255`` of the graded 8-bit input. A single
-convolution (or pool -> convolution) stays a kernel, so large networks never materialise
-their synaptic matrices.
+(the paper's ``I = W s theta``), ``x_max / 255`` of the graded 8-bit input (``x_max / 127``
+when it is signed). A single convolution (or pool -> convolution) stays a kernel, so large
+networks never materialise their synaptic matrices.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 
 from lmh_deploy.ir import LMH, Conv2d, Graph, Input, Node
 from lmh_deploy.ir.synapses import chain_conv, chain_matrix, synapse_chain
-from lmh_deploy.semantics import integer as fx
 
 
 def presynaptic_unit(source: Node) -> float:
@@ -38,11 +37,8 @@ class SynapsePath:
     unit: float  # float value of one presynaptic count (see presynaptic_unit)
     weights: Any  # float current per presynaptic count: dense, CSR, or a conv kernel
     conv: Conv2d | None  # the chain as one convolution (geometry of ``weights``), if it is one
-
-    @property
-    def max_presyn(self) -> int:
-        """Largest presynaptic count per step: 255 for the graded input, 1 for a spike."""
-        return fx.INPUT_MAX if self.graded else 1
+    #: largest |presynaptic count| per step: 255 (unsigned graded input), 127 (signed), 1 (spike)
+    max_presyn: int = 1
 
     @property
     def repeat(self) -> int:
@@ -71,6 +67,7 @@ def synapse_paths(graph: Graph, layer: str, *, keep_kernels: bool = True) -> lis
                 unit=unit,
                 weights=weights,
                 conv=conv,
+                max_presyn=source.levels if isinstance(source, Input) else 1,
             )
         )
     return paths

@@ -145,10 +145,16 @@ def quantize_graph(
     corrections: dict[str, float] = {}
     for name, node in graph.items():
         if isinstance(node, Input):
-            # spikes: x in {0, x_max} -> {0, 1} (one bit); graded: 8-bit direct encoding
+            # spikes: x in {0, x_max} -> {0, 1} (one bit); graded: 8-bit direct encoding,
+            # unsigned [0, x_max] -> 0..255 or signed [-x_max, x_max] -> -127..127
             q.add(
                 name,
-                QInput(shape=node.shape, scale=1.0 / node.unit, bits=1 if node.spikes else fx.INPUT_BITS),
+                QInput(
+                    shape=node.shape,
+                    scale=1.0 / node.unit,
+                    bits=1 if node.spikes else fx.INPUT_BITS,
+                    signed=node.signed,
+                ),
             )
         elif isinstance(node, (LMH, Readout)):  # synapse chains go with the layer they feed
             layers.append(_quantize_layer(graph, q, name, prof, mean_counts, corrections))

@@ -18,7 +18,14 @@ from lmh_deploy import __version__
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import DEFAULT_PROFILE, get_profile
 from lmh_deploy.pipeline.artifact import atomic_directory, check_artifact, sha256, write_manifest
-from lmh_deploy.pipeline.inputs import dataset_inputs, frames_for, is_sequence, num_samples, quantize
+from lmh_deploy.pipeline.inputs import (
+    dataset_inputs,
+    fit_input_range,
+    frames_for,
+    is_sequence,
+    num_samples,
+    quantize,
+)
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir import Graph, load_graph, save_graph
 from lmh_deploy.passes.quantize import quantize_graph
@@ -199,12 +206,15 @@ def compile_model(
     dt: float | None = None,
     profile: str = DEFAULT_PROFILE,
     bias_correction: bool = True,
+    calibration: str | Path | None = None,
     warn: Callable[[str], None] = lambda msg: None,
 ) -> dict[str, Any]:
     """Compile a checkpoint (or a LIF/CubaLIF NIR file) into ``outdir`` atomically.
 
     Returns the compile report. ``dataset``/``timesteps``/``dt`` only apply to NIR input
-    (a checkpoint records them). ``profile`` names the numeric profile
+    (a checkpoint records them). ``calibration`` (a .npy of ``(N, *input_shape)``) replaces
+    the dataset's training samples as calibration inputs; negative values make the input
+    signed (docs/fixed-point.md §7). ``profile`` names the numeric profile
     (:mod:`lmh_deploy.semantics.profiles`); it is stored in the integer graph, the manifest
     and the report.
     """
@@ -223,7 +233,11 @@ def compile_model(
     else:
         graph, ds = _from_checkpoint(model_path)
     x = None
-    if calibration_samples > 0 and ds:
+    if calibration is not None:
+        from lmh_deploy.pipeline.compile_torch import calibration_inputs
+
+        x = calibration_inputs(calibration, tuple(graph.node("input").shape))[:calibration_samples]
+    elif calibration_samples > 0 and ds:
         train_set, _, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
         raw = train_set.tensors[0]
         graph.meta["sample_shape"] = list(raw.shape[2:] if ds.get("frames") else raw.shape[1:])
@@ -270,6 +284,7 @@ def write_artifact(
             if is_sequence(calibration_x, shape)  # (T, N, *shape) frames
             else calibration_x.reshape((len(calibration_x), *shape))
         )
+    fit_input_range(graph, x)
     qgraph, report = quantize_graph(
         graph,
         profile,

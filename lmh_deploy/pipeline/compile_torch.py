@@ -166,7 +166,8 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
 
 
 def calibration_inputs(path: str | Path, input_shape: tuple[int, ...]) -> np.ndarray:
-    """A .npy of (N, *input_shape) non-negative finite floats (never unpickled)."""
+    """A .npy of (N, *input_shape) finite floats (never unpickled); negative values make the
+    input signed (:func:`lmh_deploy.pipeline.inputs.fit_input_range`)."""
     try:
         x = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -177,11 +178,8 @@ def calibration_inputs(path: str | Path, input_shape: tuple[int, ...]) -> np.nda
             f"{path}: calibration data has shape {tuple(x.shape)}, the model takes "
             f"(N, {', '.join(map(str, input_shape))})"
         )
-    if not np.all(np.isfinite(x)) or x.min() < 0:
-        raise InputError(
-            f"{path}: calibration data must be finite and >= 0 (inputs are sent as "
-            f"unsigned 8-bit values), min {float(np.nanmin(x)):.4g}"
-        )
+    if not np.all(np.isfinite(x)):
+        raise InputError(f"{path}: calibration data must be finite (it holds NaN or inf)")
     return x.reshape((len(x), *input_shape)).astype(np.float64)
 
 
@@ -234,7 +232,7 @@ def compile_module(
             x = np.asarray(calibration, dtype=np.float64).reshape((-1, *input_shape))
         x = x[:calibration_samples]
     assert x is not None  # dataset or calibration, checked above
-    x_max = 1.0 if ds else max(1.0, float(x.max()))
+    x_max = 1.0 if ds else max(1.0, float(np.abs(x).max()))
     meta = {
         "dataset": ds,
         "source": source or {"format": "pytorch-module", "class": type(module).__name__},

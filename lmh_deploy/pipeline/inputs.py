@@ -15,7 +15,6 @@ import numpy as np
 
 from lmh_deploy.bounds import MAX_SWEEP_VALUES, MAX_TIMESTEPS
 from lmh_deploy.errors import InputError, require_file
-from lmh_deploy.semantics import integer as fx
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d{1,2})?)$")
 
@@ -217,10 +216,26 @@ def check_inputs(
         )
 
 
+def fit_input_range(graph: Any, x: np.ndarray | None, what: str = "calibration data") -> None:
+    """Declare the float graph's input signed when the calibration inputs ``x`` hold a negative
+    value (e.g. normalised images): it is then sent as signed 8-bit messages -127..127 standing
+    for ``[-x_max, x_max]``, with ``x_max`` grown to ``max|x|`` (docs/fixed-point.md §7).
+    Non-negative inputs keep their unsigned range and the graph is left as it is."""
+    if x is None or not len(x) or float(np.min(x)) >= 0:
+        return
+    name = graph.order()[0]
+    node = graph.node(name)
+    if node.spikes:
+        raise InputError(
+            f"{what}: the model takes binary event frames (sent as spikes), "
+            f"but the inputs hold the value {float(np.min(x)):.4g}"
+        )
+    graph.replace(name, signed=True, x_max=max(float(node.x_max), float(np.abs(x).max())))
+
+
 def quantize(qgraph: Any, x: np.ndarray) -> np.ndarray:
     """Integer inputs of ``qgraph``: spikes 0/1, or 8-bit graded values (``QInput``)."""
-    node = qgraph.node(qgraph.order()[0])
-    return fx.quantize_input(x, node.scale, node.bits)
+    return qgraph.node(qgraph.order()[0]).quantize(x)
 
 
 def frames_for(x: np.ndarray, timesteps: int, input_shape: tuple[int, ...]) -> np.ndarray:

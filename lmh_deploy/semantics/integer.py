@@ -43,9 +43,11 @@ WEIGHT_LAVA_SCALE = 2
 #: Per-layer weight exponent range (Loihi's synaptic weight exponent is a small signed field).
 WEIGHT_EXP_MIN = -8
 WEIGHT_EXP_MAX = 15
-#: Graded input values (direct encoding of pixels) are unsigned 8-bit.
+#: Graded input values (direct encoding of pixels) are 8-bit messages: unsigned [0, 255] when
+#: the inputs are non-negative, else signed and symmetric [-127, 127] (docs/fixed-point.md §7).
 INPUT_BITS = 8
 INPUT_MAX = (1 << INPUT_BITS) - 1
+INPUT_SIGNED_MAX = (1 << (INPUT_BITS - 1)) - 1
 
 
 def _is_tensor(x) -> bool:
@@ -318,6 +320,16 @@ def lmh_step(params: LMHFixedParams, step: int, v_d, v_s, a_in, s_prev=None):
     return v_d_new, v_s_new, spikes, events_d + events_s
 
 
-def quantize_input(x: np.ndarray, scale: float, bits: int = INPUT_BITS) -> np.ndarray:
-    """Graded input: ``clip(floor(x * scale + 1/2), 0, 2**bits - 1)`` as int64."""
-    return np.clip(np.floor(np.asarray(x, np.float64) * scale + 0.5), 0, (1 << bits) - 1).astype(np.int64)
+def input_range(bits: int = INPUT_BITS, signed: bool = False) -> tuple[int, int]:
+    """Integer range of an input message: ``[0, 2**bits - 1]``, or ``[-(2**(bits-1) - 1),
+    2**(bits-1) - 1]`` when signed (symmetric: ``-2**(bits-1)`` is never sent)."""
+    if signed:
+        top = (1 << (bits - 1)) - 1
+        return -top, top
+    return 0, (1 << bits) - 1
+
+
+def quantize_input(x: np.ndarray, scale: float, bits: int = INPUT_BITS, signed: bool = False) -> np.ndarray:
+    """Graded input: ``clip(floor(x * scale + 1/2), lo, hi)`` as int64 (:func:`input_range`)."""
+    lo, hi = input_range(bits, signed)
+    return np.clip(np.floor(np.asarray(x, np.float64) * scale + 0.5), lo, hi).astype(np.int64)

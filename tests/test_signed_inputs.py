@@ -1,0 +1,156 @@
+"""Signed real-valued inputs (normalised images, values below 0) through every stage.
+
+Calibration inputs with a negative value make the input signed: 8-bit messages -127..127
+standing for ``[-x_max, x_max]`` (docs/fixed-point.md §7). Each frontend (a foreign module
+traced by torch.fx, our own checkpoint, a NIR file) compiles with negative calibration data;
+sim/ and Lava fixed_pt agree bit for bit on negative inputs, netx carries them, and the
+deployed network agrees with its source model. Non-negative inputs keep their unsigned range.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nir
+import numpy as np
+import pytest
+import torch
+from lmh_deploy.models.architectures import mlp
+from lmh_deploy.models.checkpoint import save_checkpoint
+from lmh_deploy.sim import simulate
+
+from lmh_deploy.backends.float_ir import simulate_float
+from lmh_deploy.errors import InputError
+from lmh_deploy.frontends.torch_source import run_source
+from lmh_deploy.ir import Input, IRError, QInput
+from lmh_deploy.pipeline.compile import compile_model, load_artifact
+from lmh_deploy.pipeline.compile_torch import compile_module
+from lmh_deploy.pipeline.inputs import quantize
+from lmh_deploy.semantics import integer as fx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from foreign import official_style as official
+from test_foreign_torch import randomise
+from test_lava_equivalence import assert_bit_exact
+from test_nir import hand_made_conv_graph
+
+T = 4
+
+
+def normalised(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """CIFAR-like normalised pixels: (u - 0.48) / 0.2 for u uniform in [0, 1] (-2.4 .. 2.6)."""
+    return (np.random.default_rng(seed).uniform(0, 1, (n, *shape)) - 0.48) / 0.2
+
+
+def test_signed_quantisation_rule_and_unsigned_unchanged() -> None:
+    x = np.array([-3.0, -2.0, -0.0079, -0.0078, 0.0, 0.0078, 1.0, 2.0, 5.0])
+    scale = 127 / 2.0
+    assert fx.quantize_input(x, scale, signed=True).tolist() == [-127, -127, -1, 0, 0, 0, 64, 127, 127]
+    # Halves round up (towards +inf), as for unsigned inputs.
+    assert fx.quantize_input(np.array([-0.5, 0.5, -1.5]), 1.0, signed=True).tolist() == [0, 1, -1]
+    assert fx.quantize_input(x, 255 / 2.0).tolist() == [0, 0, 0, 0, 0, 1, 128, 255, 255]
+    assert fx.input_range(8, signed=True) == (-127, 127) and fx.input_range(8) == (0, 255)
+    inp = Input(shape=(3,), x_max=2.0, signed=True)
+    assert (inp.levels, inp.unit) == (127, 2.0 / 127)
+    assert Input(shape=(3,), x_max=2.0).levels == 255
+    assert QInput(shape=(9,), scale=scale, bits=8, signed=True).max_value == 127
+    with pytest.raises(IRError, match="spike input .* cannot be signed"):
+        Input(shape=(3,), spikes=True, signed=True).check("input")
+
+
+@pytest.fixture(scope="module")
+def fx_build(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
+    """The paper's style residual conv net (zero-padded convs), compiled on normalised inputs."""
+    torch.manual_seed(0)
+    model = randomise(official.resnet(width=4))
+    out = tmp_path_factory.mktemp("signed") / "fx"
+    compile_module(model, out, input_shape=(1, 8, 8), timesteps=T, calibration=normalised(32, (1, 8, 8)))
+    return model, out
+
+
+def test_fx_module_signed_inputs_lava_equals_sim_and_source(fx_build) -> None:
+    model, out = fx_build
+    art = load_artifact(out)
+    q = art.quant_graph
+    assert art.float_graph.node("input").signed and q.node("input").signed
+    x = normalised(48, (1, 8, 8), seed=1)
+    x_int = quantize(q, x)
+    assert x_int.min() < -100 and x_int.max() > 100
+    assert_bit_exact(q, x_int[:2], T)
+    # The float IR reproduces the source module on the same negative inputs exactly; the
+    # deployed integers agree with it up to 8-bit rounding.
+    src = run_source(model, x, T, source_neurons=art.float_graph.meta["source_neurons"])
+    ir = simulate_float(art.float_graph, x, T)
+    for name, spikes in src.spikes.items():
+        np.testing.assert_array_equal(ir.spikes[name], spikes, err_msg=name)
+    fixed = simulate(q, x_int, T)
+    agree = np.mean([np.mean(fixed.spikes[n] == s) for n, s in src.spikes.items()])
+    assert agree > 0.95, agree
+    assert np.mean(fixed.predictions == src.predictions) >= 0.85
+
+
+def _agreement(source, fixed) -> tuple[float, float]:
+    """Mean spike agreement over the source's layers, and prediction agreement."""
+    spikes = float(np.mean([np.mean(fixed.spikes[n] == s) for n, s in source.spikes.items()]))
+    return spikes, float(np.mean(fixed.predictions == source.predictions))
+
+
+def test_own_checkpoint_with_signed_calibration(tmp_path: Path) -> None:
+    from lmh_deploy.backends.torch_ref import run_float
+
+    torch.manual_seed(0)
+    model = mlp((64,), 10, hidden=(16,), timesteps=T)
+    with torch.no_grad():
+        for layer in model.layers:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.mul_(3.0)
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(
+        ckpt,
+        model.eval(),
+        arch="mlp",
+        arch_kwargs={"hidden": [16], "timesteps": T},
+        dataset={"name": "digits", "input_shape": [64], "num_classes": 10, "x_max": 1.0, "seed": 0},
+    )
+    np.save(tmp_path / "calib.npy", normalised(16, (64,)))
+    report = compile_model(ckpt, tmp_path / "build", calibration=tmp_path / "calib.npy")
+    assert report["calibration"]["samples"] == 16
+    art = load_artifact(tmp_path / "build")
+    q = art.quant_graph
+    assert q.node("input").signed and q.node("input").scale == pytest.approx(127 / (0.52 / 0.2), rel=0.01)
+    x = normalised(40, (64,), seed=2)
+    assert_bit_exact(q, quantize(q, x[:3]), T)
+    spikes, predictions = _agreement(run_float(art.load_model(), x, T), simulate(q, quantize(q, x), T))
+    assert spikes > 0.95 and predictions >= 0.85, (spikes, predictions)
+
+
+def test_nir_file_with_signed_calibration(tmp_path: Path) -> None:
+    from lmh_deploy.frontends.nir_reference import run_nir_reference
+
+    g = hand_made_conv_graph(seed=3)
+    nir.write(tmp_path / "conv.nir", g)
+    np.save(tmp_path / "calib.npy", normalised(16, (1, 8, 8)))
+    compile_model(tmp_path / "conv.nir", tmp_path / "build", timesteps=T, calibration=tmp_path / "calib.npy")
+    art = load_artifact(tmp_path / "build")
+    q = art.quant_graph
+    assert q.node("input").signed
+    x = normalised(40, (1, 8, 8), seed=3)
+    assert_bit_exact(q, quantize(q, x[:2]), T)
+    source = run_nir_reference(
+        g, x, T, float(art.float_graph.meta["dt"]), source_neurons=art.float_graph.meta["source_neurons"]
+    )
+    spikes, predictions = _agreement(source, simulate(q, quantize(q, x), T))
+    assert spikes > 0.95 and predictions >= 0.85, (spikes, predictions)
+
+
+def test_non_finite_calibration_is_one_line(tmp_path: Path, fx_build) -> None:
+    model, _ = fx_build
+    bad = normalised(4, (1, 8, 8))
+    bad[1, 0, 2, 2] = np.nan
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(InputError, match=r"bad.npy: calibration data must be finite"):
+        compile_module(
+            model, tmp_path / "out", input_shape=(1, 8, 8), timesteps=T, calibration=tmp_path / "bad.npy"
+        )
+    assert not (tmp_path / "out").exists()
