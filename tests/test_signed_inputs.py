@@ -20,9 +20,9 @@ from lmh_deploy.models.architectures import mlp
 from lmh_deploy.models.checkpoint import save_checkpoint
 from lmh_deploy.sim import simulate
 
-from lmh_deploy.backends.float_ir import simulate_float
+from lmh_deploy.backends.float.ir import simulate_float
 from lmh_deploy.errors import InputError
-from lmh_deploy.frontends.torch_source import run_source
+from lmh_deploy.backends.float.torch_source import run_source
 from lmh_deploy.ir import Input, IRError, QInput
 from lmh_deploy.pipeline.compile import compile_model, load_artifact
 from lmh_deploy.pipeline.compile_torch import compile_module
@@ -97,7 +97,7 @@ def _agreement(source, fixed) -> tuple[float, float]:
 
 
 def test_own_checkpoint_with_signed_calibration(tmp_path: Path) -> None:
-    from lmh_deploy.backends.torch_ref import run_float
+    from lmh_deploy.backends.float.torch_model import run_float
 
     torch.manual_seed(0)
     model = mlp((64,), 10, hidden=(16,), timesteps=T)
@@ -126,7 +126,7 @@ def test_own_checkpoint_with_signed_calibration(tmp_path: Path) -> None:
 
 
 def test_nir_file_with_signed_calibration(tmp_path: Path) -> None:
-    from lmh_deploy.frontends.nir_reference import run_nir_reference
+    from lmh_deploy.backends.float.nir_graph import run_nir_reference
 
     g = hand_made_conv_graph(seed=3)
     nir.write(tmp_path / "conv.nir", g)
