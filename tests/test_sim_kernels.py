@@ -453,3 +453,21 @@ def test_event_gather_exact_on_both_sides_of_its_int16_bound() -> None:
             out = np.zeros((len(events), n_out), np.int32)
             gather_rows(pre, w8, out, peak)
             assert np.array_equal(out, want)
+
+
+def test_nearly_dense_csr_weights_run_dense_with_the_same_integers() -> None:
+    """A CSR matrix at >= DENSE_ENOUGH density (pool-composed classifier layers) is kept dense
+    by the simulator; sparser ones stay CSR; every way gives the integer sum either way."""
+    from lmh_deploy.sim.synapse import DENSE_ENOUGH
+
+    rng = np.random.default_rng(5)
+    for density, stays_sparse in ((0.99, False), (DENSE_ENOUGH / 2, True)):
+        mant = rng.integers(-127, 128, (30, 50)) * (rng.random((30, 50)) < density)
+        node = QDense(weight_mant=sp.csr_matrix(mant), weight_exp=-2, graded=False, weight_scale=1.0)
+        path = SynapsePath(node)
+        assert path.sparse is stays_sparse
+        pre = rng.random((9, 50)) < 0.3
+        want = _reference_current(node, pre)
+        sums = [path._gemm(pre), path._events(pre)] + ([] if stays_sparse else [path.int8_sums(pre).numpy()])
+        for got in sums:
+            assert np.array_equal(lava_current(got, -2), want)
