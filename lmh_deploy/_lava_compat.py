@@ -1,11 +1,18 @@
-"""Make lava-nc 0.10 / lava-dl 0.6 importable on Python >= 3.11.
+"""Make lava-nc 0.10 / lava-dl 0.6 work on Python 3.11-3.13 and numpy 2.
 
-Why: ``lava/magma/compiler/var_model.py`` declares dataclass fields whose
-default is a mutable dataclass *instance* (``x: ByteEncoder = ByteEncoder()``).
-Python 3.11 rejects that with ``ValueError: mutable default``, and 78 of
-Lava's 139 modules fail to import through it. ``lava.lib.dl.slayer`` also
-imports its ``object_detection`` submodule eagerly, which needs torchvision
-and OpenCV; lmh-deploy never uses it.
+Why, one rewrite per incompatibility:
+
+* ``lava/magma/compiler/var_model.py`` declares dataclass fields whose default
+  is a mutable dataclass *instance* (``x: ByteEncoder = ByteEncoder()``).
+  Python >= 3.11 rejects that with ``ValueError: mutable default``, and 78 of
+  Lava's 139 modules fail to import through it.
+* ``lava/magma/core/process/ports/ports.py`` reshapes virtual ports with
+  ``ft.partial(np.reshape, newshape=...)`` (twice). numpy 2.4 removed the
+  ``newshape`` keyword: the call raises ``TypeError`` inside a Lava worker.
+  The rewrite calls a module-level helper appended to the file, which passes
+  the shape positionally (right on numpy 1 and 2, and picklable).
+* ``lava.lib.dl.slayer`` imports its ``object_detection`` submodule eagerly,
+  which needs torchvision and OpenCV; lmh-deploy never uses it.
 
 Instead of patching site-packages (undone by any reinstall), we install a
 ``sys.meta_path`` finder that rewrites that one module's source while it is
@@ -27,6 +34,7 @@ from collections.abc import Sequence
 from lmh_deploy.errors import UserError
 
 VAR_MODEL = "lava.magma.compiler.var_model"
+PORTS = "lava.magma.core.process.ports.ports"
 OBJECT_DETECTION = "lava.lib.dl.slayer.object_detection"
 #: ``name: ByteEncoder = ByteEncoder()`` -> ``field(default_factory=...)``.
 _MUTABLE_DEFAULT = re.compile(r"^([ \t]+\w+: ByteEncoder) = ByteEncoder\(\)[ \t]*$", re.M)
@@ -56,13 +64,46 @@ def patch_var_model_source(source: str) -> str:
     return patched
 
 
+#: ``ft.partial(np.reshape, newshape=X)`` -> ``ft.partial(_lmh_reshape, X)``.
+_RESHAPE_NEWSHAPE = re.compile(r"ft\.partial\(np\.reshape, newshape=(self\.\w+)\)")
+#: ReshapePort.get_transform_func_fwd and _bwd in lava-nc 0.10.0.
+EXPECTED_RESHAPES = 2
+_RESHAPE_HELPER = """
+
+def _lmh_reshape(shape, data):  # added by lmh_deploy._lava_compat (numpy 2: no newshape=)
+    return np.reshape(data, shape)
+"""
+
+
+def patch_ports_source(source: str) -> str:
+    """Return ``ports.py`` source whose reshape transforms work on numpy 1 and 2.
+
+    The helper is appended at the end, so every line keeps its number (tracebacks
+    inside Lava still point at the right lines of the installed file).
+    """
+    patched, count = _RESHAPE_NEWSHAPE.subn(r"ft.partial(_lmh_reshape, \1)", source)
+    if count != EXPECTED_RESHAPES:
+        raise LavaCompatError(
+            f"lmh-deploy's numpy 2 fix for {PORTS} expected {EXPECTED_RESHAPES} "
+            f"'ft.partial(np.reshape, newshape=...)' calls but found {count}; install lava-nc==0.10.0 "
+            "(bash scripts/install.sh)"
+        )
+    if not re.search(r"^import numpy as np$", source, re.M):
+        raise LavaCompatError(f"{PORTS}: no 'import numpy as np' line; the reshape fix needs it")
+    return patched.rstrip("\n") + "\n" + _RESHAPE_HELPER
+
+
+#: Module name -> the function that rewrites its source.
+SOURCE_PATCHES = {VAR_MODEL: patch_var_model_source, PORTS: patch_ports_source}
+
+
 class _PatchedSourceLoader(importlib.machinery.SourceFileLoader):
-    """Loads one module from its file with :func:`patch_var_model_source` applied."""
+    """Loads one module from its file with its entry of :data:`SOURCE_PATCHES` applied."""
 
     def get_data(self, path: str) -> bytes:
         data = super().get_data(path)
         if path.endswith(".py"):
-            return patch_var_model_source(data.decode("utf-8")).encode("utf-8")
+            return SOURCE_PATCHES[self.name](data.decode("utf-8")).encode("utf-8")
         return data
 
     def get_code(self, fullname: str) -> types.CodeType:  # bypass stale .pyc of the unpatched file
@@ -81,12 +122,12 @@ class _EmptyModuleLoader(importlib.abc.Loader):
 
 
 class LavaCompatFinder(importlib.abc.MetaPathFinder):
-    """Meta-path finder applying the two fixes above, and nothing else."""
+    """Meta-path finder applying the fixes above, and nothing else."""
 
     def find_spec(self, fullname: str, path: Sequence[str] | None, target=None):
         if fullname == OBJECT_DETECTION:
             return importlib.util.spec_from_loader(fullname, _EmptyModuleLoader())
-        if fullname != VAR_MODEL:
+        if fullname not in SOURCE_PATCHES:
             return None
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.origin is None:
@@ -96,7 +137,7 @@ class LavaCompatFinder(importlib.abc.MetaPathFinder):
 
 
 def needs_fix() -> bool:
-    """True on the Python versions where stock lava-nc 0.10 cannot import."""
+    """True on every Python lmh-deploy supports (3.11-3.13): stock lava-nc 0.10 cannot import there."""
     return sys.version_info >= (3, 11)
 
 
@@ -106,7 +147,8 @@ def install() -> bool:
         return False
     if any(isinstance(f, LavaCompatFinder) for f in sys.meta_path):
         return True
-    if VAR_MODEL in sys.modules:
-        raise LavaCompatError(f"{VAR_MODEL} was imported before lmh_deploy; import lmh_deploy before lava")
+    for module in SOURCE_PATCHES:
+        if module in sys.modules:
+            raise LavaCompatError(f"{module} was imported before lmh_deploy; import lmh_deploy before lava")
     sys.meta_path.insert(0, LavaCompatFinder())
     return True

@@ -1,4 +1,4 @@
-"""Post-install check: Lava imports (with the 3.11 fix) and runs one step."""
+"""Post-install check: Lava imports (with the fixes of lmh_deploy._lava_compat)."""
 
 from __future__ import annotations
 

@@ -179,11 +179,11 @@ def test_lmh_three_steps_by_hand() -> None:
     """
     p = _params(1000, -700, 300, -1500, theta=100, bias=3)
     v_d, v_s = p.initial_state((1, 1))
-    assert (int(v_d), int(v_s)) == (0, 50)
+    assert (v_d.item(), v_s.item()) == (0, 50)
     expected = [(91, 30, True), (61, 84, False), (-16, 36, False)]
     for t, (a_in, want) in enumerate(zip([97, 41, -20], expected)):
         v_d, v_s, s, sat = fx.lmh_step(p, t, v_d, v_s, A([[a_in]]))
-        assert (int(v_d), int(v_s), bool(s)) == want, f"step {t}"
+        assert (v_d.item(), v_s.item(), s.item()) == want, f"step {t}"
         assert sat == 0
         assert v_d.dtype == np.int64 and v_s.dtype == np.int64
 
@@ -212,13 +212,13 @@ def test_lmh_step_radical_rows_and_last_row_reuse() -> None:
         theta=1000,
         bias=A([0]),
     )
-    assert [int(x) for x in p.factors_at(0)] == [0, 0, 4096, 4096]
-    assert [int(x) for x in p.factors_at(1)] == [2048, 0, 4096, 4096]
-    assert [int(x) for x in p.factors_at(5)] == [2048, 0, 4096, 4096]
+    assert [x.item() for x in p.factors_at(0)] == [0, 0, 4096, 4096]
+    assert [x.item() for x in p.factors_at(1)] == [2048, 0, 4096, 4096]
+    assert [x.item() for x in p.factors_at(5)] == [2048, 0, 4096, 4096]
     v_d, v_s, _, _ = fx.lmh_step(p, 5, A([[101]]), A([[0]]), A([[0]]))
-    assert int(v_d) == 51  # (2048*101 + 2048) >> 12 = 51 (50.5 rounds up)
+    assert v_d.item() == 51  # (2048*101 + 2048) >> 12 = 51 (50.5 rounds up)
     v_d, v_s, _, _ = fx.lmh_step(p, 0, A([[101]]), A([[0]]), A([[0]]))
-    assert int(v_d) == 0
+    assert v_d.item() == 0
 
 
 def test_lmh_step_per_neuron_factors_broadcast() -> None:

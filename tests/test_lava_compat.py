@@ -130,3 +130,72 @@ def test_slayer_object_detection_stand_in() -> None:
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("Stand-in by lmh-deploy")
     assert lines[-1] == "True True"
+
+
+# --------------------------------------------------------------------------- numpy 2: ports.py
+
+
+def _ports_path() -> Path:
+    (root,) = importlib.util.find_spec("lava").submodule_search_locations
+    path = Path(root) / "magma" / "core" / "process" / "ports" / "ports.py"
+    assert path.is_file(), path
+    return path
+
+
+def test_ports_patch_rewrites_both_reshapes_and_keeps_line_numbers() -> None:
+    source = _ports_path().read_text()
+    patched = compat.patch_ports_source(source)
+    assert source.count("newshape=") == compat.EXPECTED_RESHAPES == 2
+    assert "newshape=self" not in patched
+    assert patched.count("ft.partial(_lmh_reshape, self.shape)") == 1
+    assert patched.count("ft.partial(_lmh_reshape, self.old_shape)") == 1
+    # Only the two lines change; the helper is appended after the last line.
+    src_lines, new_lines = source.splitlines(), patched.splitlines()
+    changed = [i for i, (a, b) in enumerate(zip(src_lines, new_lines)) if a != b]
+    assert len(changed) == 2 and all("np.reshape, newshape=" in src_lines[i] for i in changed)
+    assert patched.endswith(compat._RESHAPE_HELPER)
+    assert len(patched[: -len(compat._RESHAPE_HELPER)].splitlines()) == len(src_lines)
+    compile(patched, str(_ports_path()), "exec", dont_inherit=True)
+
+
+def test_ports_patch_fails_loudly_on_unexpected_text() -> None:
+    source = _ports_path().read_text()
+    with pytest.raises(compat.LavaCompatError, match="expected 2 .* but found 1"):
+        compat.patch_ports_source(source.replace("newshape=self.shape", "self.shape", 1))
+    with pytest.raises(compat.LavaCompatError, match="no 'import numpy as np' line"):
+        compat.patch_ports_source(source.replace("import numpy as np\n", "import numpy\n"))
+
+
+def test_reshape_port_runs_in_a_lava_worker() -> None:
+    """Lava's reshape ports work on this numpy (2.x: ``np.reshape`` has no ``newshape=``).
+
+    A RingBuffer (2, 3) -> reshape (6,) -> Dense -> sink, run by Lava's own runtime in
+    its worker processes, against numpy's product. Before the fix the worker raised
+    ``TypeError`` on numpy 2.4 and the run hung; the subprocess timeout keeps this test
+    from hanging if it comes back.
+    """
+    code = """
+import lmh_deploy, numpy as np
+from lava.magma.core.run_conditions import RunSteps
+from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.proc.dense.process import Dense
+from lava.proc.io.sink import RingBuffer as Sink
+from lava.proc.io.source import RingBuffer as Source
+rng = np.random.default_rng(0)
+data = rng.integers(0, 2, size=(2, 3, 4))
+weights = 2 * rng.integers(-5, 6, size=(2, 6))  # even: Dense keeps 7 bits of mixed-sign weights
+src, dense, sink = Source(data=data), Dense(weights=weights), Sink(shape=(2,), buffer=4)
+src.s_out.reshape((6,)).connect(dense.s_in)
+dense.a_out.connect(sink.a_in)
+src.run(condition=RunSteps(num_steps=4), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+got = sink.data.get()
+src.stop()
+expected = np.stack([weights @ data[:, :, t].reshape(6) for t in range(3)], axis=1)
+assert np.array_equal(got[:, 1:], expected), (got, expected)
+print("ok", np.__version__)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("ok")
