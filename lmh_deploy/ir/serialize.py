@@ -48,7 +48,8 @@ def _split_fields(node: Node) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
 def save_graph(graph: Graph, directory: str | Path, stem: str) -> list[Path]:
     """Write ``stem.json`` + ``stem.npz`` into ``directory``; returns the paths written."""
     directory = Path(directory)
-    nodes, arrays = [], {}
+    nodes: list[dict[str, Any]] = []
+    arrays: dict[str, Any] = {}  # Any: numpy 2 stubs type savez(**kw) values as bool
     for name in graph.order():
         node = graph.node(name)
         scalars, node_arrays = _split_fields(node)

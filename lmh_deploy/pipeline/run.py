@@ -136,7 +136,9 @@ def save_spike_rasters(
     x = np.asarray(x_int)
     static = x.ndim == len(input_shape) + 1  # else time-major frames (T, N, *shape)
     flat = x.reshape(x.shape[0], -1) if static else x.reshape(x.shape[0], x.shape[1], -1)
-    arrays = {"input": flat.astype(np.int64)}
+    arrays: dict[str, Any] = {
+        "input": flat.astype(np.int64)
+    }  # Any: numpy 2 stubs type savez(**kw) values as bool
     arrays.update({name: np.asarray(s, bool) for name, s in rec.spikes.items()})
     path = Path(path)
     with atomic_write(path) as f:
