@@ -307,3 +307,47 @@ def test_floating_pt_lava_equals_pytorch(make_mlp) -> None:
     for name, neuron in zip(["lmh0", "lmh1"], model.neurons()):
         assert np.allclose(got.final_state[name][0], neuron.v_d[-1:].numpy(), atol=1e-9)
         assert np.allclose(got.final_state[name][1], neuron.v_s[-1:].numpy(), atol=1e-9)
+
+
+# --------------------------------------------------------------------------- delayed paths
+
+
+def _skip_graph(timesteps: int) -> Graph:
+    """Shortcuts of delay 1 from the input and of delay 2 from a hidden layer."""
+    rng = np.random.default_rng(11)
+    g = Graph(meta={"timesteps": timesteps})
+    g.add("input", Input(shape=(6,), x_max=1.0))
+
+    def f(value: float) -> np.ndarray:
+        return np.full((1, 1), value)
+
+    def layer(name: str, n: int, sources: dict[str, int]) -> None:
+        for src, n_src in sources.items():
+            g.add(f"{src}_to_{name}", Dense(weight=rng.normal(size=(n, n_src)) * 0.9), (src,))
+        g.add(
+            name,
+            LMH(size=n, theta=0.8, mu_d=f(0.2), mu_s=f(0.1), lam_d=f(1.1), lam_s=f(0.9), bias=np.zeros(n)),
+            tuple(f"{src}_to_{name}" for src in sources),
+        )
+
+    layer("lmh0", 8, {"input": 6})
+    layer("lmh1", 8, {"lmh0": 8, "input": 6})  # input path: 1 step late
+    layer("lmh2", 8, {"lmh1": 8})
+    layer("lmh3", 8, {"lmh2": 8, "lmh0": 8})  # lmh0 path: 2 steps late
+    g.add("dense_out", Dense(weight=rng.normal(size=(3, 8))), ("lmh3",))
+    g.add("readout", Readout(bias=np.zeros(3)), ("dense_out",))
+    return g
+
+
+def test_delayed_paths_from_delay_lines_and_delay_sparse() -> None:
+    """A hidden layer's delayed shortcut leaves through its s_out_delayed (a delay line),
+    the input's through Lava's DelaySparse; both equal sim/ bit for bit."""
+    from lava.proc.sparse.process import DelaySparse
+
+    q, _ = quantize_graph(_skip_graph(timesteps=5))
+    net = lower(q, np.zeros((1, 6), np.int64), 5)
+    assert isinstance(net.connections["input_to_lmh1"], DelaySparse)
+    assert not isinstance(net.connections["lmh0_to_lmh3"], DelaySparse)
+    assert net.neurons["lmh0"].proc_params["output_delay"] == 2
+    ref, _ = assert_bit_exact(q, _inputs(q, 6, batch=3, seed=2), 5)
+    assert all(0 < r < 1 for r in _firing_rates(ref).values())

@@ -101,12 +101,13 @@ def _paths(graph: Graph, name: str, precision: Precision, delays: dict[str, int]
     return paths
 
 
-def _connection(path: Path, precision: Precision):
-    """A Lava Dense, Sparse or DelaySparse for one path."""
+def _connection(path: Path, precision: Precision, delayed_source: bool):
+    """A Lava Dense, Sparse or DelaySparse for one path (``delayed_source``: the path's
+    spikes come already delayed from its source's ``s_out_delayed``)."""
     kwargs = {"num_message_bits": fx.INPUT_BITS if path.graded else 0, "name": path.name}
     if precision == "fixed_pt":
         kwargs.update(weight_exp=path.weight_exp, num_weight_bits=8)
-    if path.delay > 0:
+    if path.delay > 0 and not delayed_source:
         w = sp.csr_matrix(path.weights)
         delays = w.copy()
         # Lava's DelaySparse delivers a delay-k synapse k + 1 steps later (Sparse: 1 step).
@@ -159,6 +160,12 @@ def build_layers(
     depth = layer_depths(graph)
     delays = path_delays(graph, depth) if precision == "floating_pt" else {}
     plans = {name: _paths(graph, name, precision, delays) for name in layers}
+    # A neuron layer whose outgoing delayed paths all wait the same d steps sends them its
+    # spikes d steps late (s_out_delayed); other delayed paths are Lava DelaySparse.
+    out_delays: dict[str, set[int]] = {}
+    for path in (p for name in layers for p in plans[name] if p.delay > 0):
+        out_delays.setdefault(path.source, set()).add(path.delay)
+    output_delay = {src: ds.pop() for src, ds in out_delays.items() if len(ds) == 1 and src != order[0]}
     graded = (int(first.bits) > 1) if isinstance(first, QInput) else not first.spikes
     net = LavaLayers(input_size=first.output_size(), input_graded=graded)
     out_ports: dict[str, Any] = {}  # Lava OutPorts
@@ -187,6 +194,7 @@ def build_layers(
                 start_step=depth[name],
                 reset_interval=timesteps,
                 end_step=depth[name] + samples * timesteps if samples else 0,
+                output_delay=output_delay.get(name, 0),
                 record=record,
                 name=name,
                 **args,
@@ -198,9 +206,12 @@ def build_layers(
             net.readout_size = node.output_size()
             net.start_step["readout"] = depth[name]
         for path in plans[name]:
-            conn = _connection(path, precision)
+            delayed_source = path.delay > 0 and path.source in output_delay
+            conn = _connection(path, precision, delayed_source)
             if path.source == order[0]:
                 net.input_connections.append(conn)
+            elif delayed_source:
+                net.neurons[path.source].s_out_delayed.connect(conn.s_in)
             else:
                 out_ports[path.source].connect(conn.s_in)
             if isinstance(node, (QLMH, LMH)):

@@ -38,15 +38,19 @@ class AbstractLMHModel(PyLoihiProcessModel):
         a_in = self.a_in.recv()
         step = self.local_step()
         if step is None:
-            self.s_out.send(np.zeros(self.s_out.shape, dtype=bool))
-            return
-        if step == 0:  # a new sample starts from the initial state
-            self.v_d[:] = self.v_d_init[0]
-            self.v_s[:] = self.v_s_init[0]
-        spikes = self.update(step, a_in)
-        self.s_prev[:] = spikes
+            spikes = np.zeros(self.s_out.shape, dtype=bool)
+        else:
+            if step == 0:  # a new sample starts from the initial state
+                self.v_d[:] = self.v_d_init[0]
+                self.v_s[:] = self.v_s_init[0]
+            spikes = self.update(step, a_in)
+            self.s_prev[:] = spikes
         self.s_out.send(spikes)
-        if self.proc_params["record"]:
+        if self.proc_params["output_delay"]:
+            self.s_out_delayed.send(self.delay_line[0])
+            self.delay_line[:-1] = self.delay_line[1:]
+            self.delay_line[-1] = spikes
+        if step is not None and self.proc_params["record"]:
             self.spikes_to_host.send(spikes)
             if self.time_step == int(self.end_step[0]):
                 self.state_to_host.send(np.concatenate([self.v_d, self.v_s, self.saturation_count]))
@@ -67,6 +71,8 @@ class PyLMHModelFloat(AbstractLMHModel):
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, bool, precision=1)
+    s_out_delayed: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, bool, precision=1)
+    delay_line: np.ndarray = LavaPyType(np.ndarray, bool, precision=1)
     spikes_to_host: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, bool, precision=1)
     state_to_host: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     v_d: np.ndarray = LavaPyType(np.ndarray, float)
@@ -116,6 +122,8 @@ class PyLMHModelFixed(AbstractLMHModel):
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, bool, precision=1)
+    s_out_delayed: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, bool, precision=1)
+    delay_line: np.ndarray = LavaPyType(np.ndarray, bool, precision=1)
     spikes_to_host: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, bool, precision=1)
     state_to_host: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=32)
     v_d: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)

@@ -30,6 +30,10 @@ class LMHNeuron(AbstractProcess):
         steps (one sample after another in one run); 0 never resets.
     end_step : idle again after this global step (0: never), so final states are the last
         sample's.
+    output_delay : ``s_out_delayed`` sends the spikes of ``output_delay`` steps ago (0: the
+        port is unused). A residual shortcut that must arrive ``d`` steps late connects to it
+        (then Lava's ``Sparse``) instead of a ``DelaySparse``, whose CPU model rebuilds its
+        delay matrix every step (about a second per step for a 16k-neuron shortcut).
     record : send this layer's spikes and final state to the host through two channels
         (``spikes_to_host``: one message per active step; ``state_to_host``: one message at
         ``end_step``), read with :meth:`recorded_spikes` and :meth:`recorded_state` after
@@ -57,6 +61,7 @@ class LMHNeuron(AbstractProcess):
         reset_timing: str = "same-step",
         v_d_init: float = 0,
         v_s_init: float | None = None,
+        output_delay: int = 0,
         record: bool = False,
         name: str | None = None,
     ) -> None:
@@ -68,8 +73,8 @@ class LMHNeuron(AbstractProcess):
                 raise ValueError(f"LMHNeuron: {key} must be (K, 1) or (K, n), got {table.shape}")
         if theta <= 0:
             raise ValueError(f"LMHNeuron: theta must be > 0, got {theta}")
-        if min(start_step, reset_interval, end_step) < 0:
-            raise ValueError("LMHNeuron: start_step, reset_interval and end_step must be >= 0")
+        if min(start_step, reset_interval, end_step, output_delay) < 0:
+            raise ValueError("LMHNeuron: start_step, reset_interval, end_step and output_delay must be >= 0")
         if record and not end_step:
             raise ValueError("LMHNeuron: record needs an end_step (a finite number of samples)")
         if v_s_init is None:
@@ -82,11 +87,14 @@ class LMHNeuron(AbstractProcess):
             reset=reset,
             threshold_test=threshold_test,
             reset_timing=reset_timing,
+            output_delay=output_delay,
             record=record,
         )
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
         size = int(np.prod(shape))
+        self.s_out_delayed = OutPort(shape=shape)
+        self.delay_line = Var(shape=(max(output_delay, 1), size), init=0)  # oldest first
         self.recorded_steps = end_step - start_step if record else 0
         self.spikes_to_host = OutPort(shape=(size,))
         self.state_to_host = OutPort(shape=(2 * size + 1,))  # v_d, v_s, saturation count
