@@ -617,11 +617,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
             str(layer["saturation_events"]) if spiking else "-",
         )
     out.print(table)
-    out.print(
-        f"energy estimate per sample: {summary['energy_joules'] * 1e9:.2f} nJ on Loihi "
-        f"(Davies 2018 figures) vs {summary['ann_energy_joules'] * 1e9:.2f} nJ for the "
-        f"equivalent ANN (Horowitz 2014): ratio {summary['energy_ratio_ann_over_snn']:.1f}x"
-    )
+    from lmh_deploy.reports.summary import energy_sentence
+
+    out.print(energy_sentence(summary))
 
 
 @app.command()

@@ -58,6 +58,10 @@ def test_compare_runs_totals_layers_and_sweep(two_runs) -> None:
     assert totals["spikes_per_sample"]["b"] == b["totals"]["spikes"] / b["samples"]
     ratio = totals["synops_per_sample"]["ratio"]
     assert ratio == pytest.approx(b["totals"]["synops"] / a["totals"]["synops"])
+    # accuracy differs by points, not by a factor
+    accuracy = totals["accuracy"]
+    assert accuracy["ratio"] is None
+    assert accuracy["points"] == pytest.approx(100 * (b["accuracy"] - a["accuracy"]))
     assert [row["name"] for row in c["layers"]] == ["lmh0", "lmh1", "readout"]
     # per-layer energies add up to the total energy of each run
     for key, run in (("a", a), ("b", b)):
@@ -76,6 +80,8 @@ def test_compare_cli_prints_tables_and_writes_self_contained_html(two_runs, tmp_
     assert res.exit_code == 0, res.output
     for text in ("A = lmh, B = lif", "energy / sample (Loihi estimate)", "accuracy against T", "lmh1"):
         assert text in res.output
+    accuracy_row = next(line for line in res.output.splitlines() if line.strip("│ ").startswith("accuracy "))
+    assert re.search(r"\d+\.\d+ % .* [+-]\d+\.\d points", accuracy_row), accuracy_row
     html = page.read_text()
     assert len(re.findall(r'<img src="data:image/png;base64,', html)) == 2  # bars + T curve
     assert not re.search(r'(src|href)="(http|file|/)', html)  # nothing outside the page
@@ -128,3 +134,14 @@ def test_firing_rate_plot_keeps_its_labels_inside_the_image(two_runs) -> None:
     for artist in (ax.yaxis.label, ax.xaxis.label, fig._suptitle):
         box = artist.get_window_extent(renderer)
         assert box.x0 >= 2 and box.y0 >= 0 and box.x1 <= width - 2 and box.y1 <= height, artist
+
+
+@pytest.mark.parametrize(
+    "snn, ann, words",
+    [(12.3e-9, 1.5e-9, "8.2 times the energy of the equivalent ANN"), (2e-9, 5e-9, "2.5 times less than")],
+)
+def test_energy_line_says_which_way_the_ratio_goes(snn: float, ann: float, words: str) -> None:
+    from lmh_deploy.reports.summary import energy_sentence
+
+    line = energy_sentence({"energy_joules": snn, "ann_energy_joules": ann})
+    assert words in line and "nJ per sample on Loihi" in line and "ratio" not in line

@@ -4,7 +4,8 @@ The inputs are run summaries (``lmh-deploy run --json``), e.g. the same architec
 with LM-H and with LIF neurons. :func:`compare_runs` puts accuracy, spikes, synaptic ops and
 the Loihi energy estimate next to each other, in total and per layer (layers matched by
 name), plus accuracy against T where both runs carry a T sweep. Values are per sample;
-``ratio`` is B / A. :mod:`lmh_deploy.reports.compare_html` renders the HTML page.
+``ratio`` is B / A, and for accuracy ``points`` is B - A in percentage points.
+:mod:`lmh_deploy.reports.compare_html` renders the HTML page.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return b / a
 
 
+def _points(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else 100 * (b - a)
+
+
 def _layer_value(layer: dict[str, Any], key: str) -> float | None:
     value = layer.get(key)
     return float(value) if isinstance(value, (int, float)) else None
@@ -90,7 +95,9 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str] = 
             "unit": unit,
             "a": ta[key],
             "b": tb[key],
-            "ratio": _ratio(ta[key], tb[key]),
+            # a share (accuracy) changes by points; a count or an energy by a factor
+            "ratio": None if unit == "%" else _ratio(ta[key], tb[key]),
+            "points": _points(ta[key], tb[key]) if unit == "%" else None,
         }
         for key, label, unit in TOTALS
     ]

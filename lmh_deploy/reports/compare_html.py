@@ -46,6 +46,13 @@ def fmt_compact(value: float | None, unit: str = "") -> str:
     return fmt(value)
 
 
+def fmt_change(row: dict[str, Any]) -> str:
+    """B against A: a difference in points for a percentage, else the ratio B / A."""
+    if row.get("points") is not None:
+        return f"{row['points']:+.1f} points"
+    return fmt_ratio(row.get("ratio"))
+
+
 def fmt_ratio(ratio: float | None) -> str:
     """B / A as ``0.62×``."""
     return "–" if ratio is None or not math.isfinite(ratio) else f"{ratio:.3g}×"
@@ -140,12 +147,12 @@ def _totals_table(comparison: dict[str, Any]) -> str:
     name_a, name_b = comparison["names"]
     rows = "".join(
         f'<tr><td class="text">{esc(r["label"])}</td><td>{esc(fmt_value(r["a"], r["unit"]))}</td>'
-        f"<td>{esc(fmt_value(r['b'], r['unit']))}</td><td>{esc(fmt_ratio(r['ratio']))}</td></tr>"
+        f"<td>{esc(fmt_value(r['b'], r['unit']))}</td><td>{esc(fmt_change(r))}</td></tr>"
         for r in comparison["totals"]
     )
     return (
         f'<div class="scroll"><table><thead><tr><th>quantity (per sample)</th>'
-        f"<th>{esc(name_a)}</th><th>{esc(name_b)}</th><th>{esc(name_b)} / {esc(name_a)}</th>"
+        f"<th>{esc(name_a)}</th><th>{esc(name_b)}</th><th>{esc(name_b)} vs {esc(name_a)}</th>"
         f"</tr></thead><tbody>{rows}</tbody></table></div>"
     )
 
@@ -214,7 +221,8 @@ def render_compare_html(comparison: dict[str, Any]) -> str:
     ]
     parts = [
         f"<h1>{esc(title)}</h1>",
-        f'<p class="sub">{", ".join(runs)}. Values per sample; ratios are B / A.</p>',
+        f'<p class="sub">{", ".join(runs)}. Values per sample; B vs A is B / A, '
+        "or B - A in points for accuracy.</p>",
         f'<div class="cards">{"".join(cards)}</div>',
     ]
     parts += [f'<p class="note">Note: {esc(n)}.</p>' for n in comparison["notes"]]

@@ -8,19 +8,17 @@ from rich.console import Console
 from rich.table import Table
 
 from lmh_deploy.reports.compare import LAYER_FIELDS
-from lmh_deploy.reports.compare_html import fmt_ratio, fmt_value
+from lmh_deploy.reports.compare_html import fmt_change, fmt_ratio, fmt_value
 
 
 def print_comparison(comparison: dict[str, Any], console: Console) -> None:
     """Totals, per-layer and accuracy-vs-T tables of :func:`~.compare.compare_runs`."""
     a, b = comparison["names"]
     totals = Table(title=f"A = {a}, B = {b} (per sample)")
-    for col in ("quantity", "A", "B", "B / A"):
+    for col in ("quantity", "A", "B", "B vs A"):
         totals.add_column(col, justify="left" if col == "quantity" else "right")
     for r in comparison["totals"]:
-        totals.add_row(
-            r["label"], fmt_value(r["a"], r["unit"]), fmt_value(r["b"], r["unit"]), fmt_ratio(r["ratio"])
-        )
+        totals.add_row(r["label"], fmt_value(r["a"], r["unit"]), fmt_value(r["b"], r["unit"]), fmt_change(r))
     console.print(totals)
     layers = Table(title="per layer (per sample): A | B | B / A")
     layers.add_column("layer")

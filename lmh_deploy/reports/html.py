@@ -16,7 +16,7 @@ from typing import Any
 from lmh_deploy.errors import InputError, MissingFileError
 
 from lmh_deploy.files import write_text_atomic
-from lmh_deploy.reports.summary import energy_unit
+from lmh_deploy.reports.summary import energy_sentence, energy_unit
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -261,15 +261,10 @@ def _energy(summary: dict[str, Any]) -> str:
                 f'<tr><td class="text"><code>{esc(key)}</code></td><td class="text"></td>'
                 f'<td></td><td class="src">{esc(source)}</td></tr>'
             )
-    ratio = summary.get("energy_ratio_ann_over_snn")
-    note = ""
-    if isinstance(ratio, (int, float)):
-        note = (
-            f"<p>ANN / Loihi energy ratio: <b>{ratio:.2f}×</b> "
-            f"({'the SNN estimate is lower' if ratio > 1 else 'the SNN estimate is higher'}). "
-            "Estimates from counted events and published per-operation figures, not "
-            "measurements.</p>"
-        )
+    note = (
+        f"<p><b>{esc(energy_sentence(summary).capitalize())}</b>. Estimates from counted events "
+        "and published per-operation figures, not measurements.</p>"
+    )
     return (
         note + '<div class="scroll"><table><thead><tr><th class="text">field</th>'
         '<th class="text">what</th><th>per sample</th><th class="text">source</th></tr>'

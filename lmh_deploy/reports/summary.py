@@ -160,6 +160,26 @@ def summarize(graph: Graph, rec: RunRecord, labels: np.ndarray | None = None) ->
     return out
 
 
+def energy_sentence(summary: dict[str, Any]) -> str:
+    """The energy estimate in words, its direction said: "12.3 nJ per sample on Loihi (...),
+    8.3 times the energy of the equivalent ANN (1.5 nJ, ...)" or "... 2.5 times less than ..."."""
+    snn, ann = summary["energy_joules"], summary.get("ann_energy_joules")
+    head = f"energy estimate: {_joules(snn)} per sample on Loihi (Davies 2018 figures)"
+    if not ann or not snn:
+        return head
+    ratio = snn / ann
+    if ratio >= 1:
+        how = f"{ratio:.1f} times the energy of"
+    else:
+        how = f"{1 / ratio:.1f} times less than"
+    return f"{head}, {how} the equivalent ANN ({_joules(ann)}, Horowitz 2014)"
+
+
+def _joules(joules: float) -> str:
+    unit, factor = energy_unit(joules)
+    return f"{joules * factor:.3g} {unit}"
+
+
 def energy_unit(joules: float) -> tuple[str, float]:
     """A readable unit for ``joules``: ``("nJ", 1e9)`` means multiply by 1e9 to get nJ."""
     for unit, factor in (("pJ", 1e12), ("nJ", 1e9), ("µJ", 1e6), ("mJ", 1e3)):
