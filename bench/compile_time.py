@@ -20,6 +20,7 @@ from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.passes.loihi2_map import map_to_loihi2
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.models.architectures import build
+from timing import environment, save
 
 NETS = [
     ("mlp", (1, 8, 8), 10),
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--width-mult", type=float, default=1.0)
     args = parser.parse_args()
+    env = environment(1)
     rows = []
     for arch, shape, classes in NETS:
         torch.manual_seed(0)
@@ -59,9 +61,7 @@ def main() -> None:
             }
         )
         print(json.dumps(rows[-1]))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"width_mult": args.width_mult, "rows": rows}, f, indent=1)
+    save(args.json, {"width_mult": args.width_mult, "rows": rows}, env)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import json
 import subprocess
 import sys
 
+from timing import environment, save
+
 CHILD = """
 import json, resource, sys
 import numpy as np, torch
@@ -42,6 +44,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    env = environment(1)
     rows = []
     for n in args.samples:
         for mode in ("all", "batched", "stream"):
@@ -53,9 +56,7 @@ def main() -> None:
             ).stdout
             rows.append(json.loads(out.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rows": rows}, f, indent=1)
+    save(args.json, {"rows": rows}, env)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from lmh_deploy.passes.loihi2_map import map_to_loihi2
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.models.architectures import build
 from lmh_deploy.sim import simulate
+from timing import environment, save
 
 NETS = [("mlp", (1, 8, 8), 1.0), ("cnn", (1, 28, 28), 0.5), ("resnet20", (3, 32, 32), 0.25)]
 
@@ -34,6 +35,7 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    env = environment(args.threads)
     torch.set_num_threads(args.threads)
     from threadpoolctl import threadpool_limits
 
@@ -66,9 +68,7 @@ def main() -> None:
                 }
             )
             print(json.dumps(rows[-1]))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"rows": rows}, f, indent=1)
+    save(args.json, {"rows": rows}, env)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import sys
 
 import numpy as np
 import torch
@@ -41,7 +39,7 @@ from lmh_deploy.semantics import integer as fx
 from lmh_deploy.sim import simulate
 from lmh_deploy.sim.reference import simulate_reference
 from lmh_deploy.sim.simulator import _plan_for
-from timing import alternate, environment, finish, set_threads
+from timing import alternate, environment, save, set_threads
 
 MLP = {"arch": "mlp", "shape": (1, 8, 8), "kw": {"hidden": (400, 400, 400)}, "steps": 100, "lam_s": 0.8}
 ROWS = {
@@ -75,10 +73,11 @@ def dense_only(q):
     return twin
 
 
-def bench_row(name: str, args) -> dict:
+def prepared(name: str, args) -> tuple:
+    """The float model (calibrated where the row says), its quantised graph, and the row's
+    inputs as floats and as quantised integers; the float rates of calibration, or None."""
     spec = ROWS[name]
-    steps, shape, batch = spec["steps"], spec["shape"], spec["batch"]
-    samples = spec.get("samples", batch)
+    steps, shape = spec["steps"], spec["shape"]
     torch.manual_seed(args.seed)
     model = build(spec["arch"], shape, 10, timesteps=steps, **spec["kw"]).eval()
     for neuron in model.neurons():
@@ -89,8 +88,15 @@ def bench_row(name: str, args) -> dict:
         calib = torch.as_tensor(rng.random((args.calibration_batch, *shape)), dtype=torch.float32)
         float_rates = calibrate(model, calib, steps, args.rate)
     q, _ = quantize_graph(export_model(model, input_shape=shape, timesteps=steps))
-    x = rng.random((samples, *shape))
-    x_int = fx.quantize_input(x, q.node("input").scale)
+    x = rng.random((spec.get("samples", spec["batch"]), *shape))
+    return model, q, x, fx.quantize_input(x, q.node("input").scale), float_rates
+
+
+def bench_row(name: str, args) -> dict:
+    spec = ROWS[name]
+    steps, shape, batch = spec["steps"], spec["shape"], spec["batch"]
+    model, q, x, x_int, float_rates = prepared(name, args)
+    samples = len(x)
     xt = torch.as_tensor(x, dtype=torch.float32)
     conv = spec["arch"] != "mlp"
     dense = dense_only(q)
@@ -163,7 +169,15 @@ def bench_row(name: str, args) -> dict:
         "seconds_per_sample": per_sample,
         "sim_over_float": timed["ratios"]["sim_over_float"],
         "sim_dense_over_float": timed["ratios"]["sim_dense_over_float"],
-        "timing": {k: timed[k] for k in ("rounds", "warmup", "order", "per_round", "load_per_round")},
+        "cpu_seconds_per_sample": {
+            side: {k: v / samples for k, v in s.items()} for side, s in timed["cpu_seconds"].items()
+        },
+        # CPU time sums all threads: compare it only where the float variant has one thread
+        "cpu_sim_over_float": timed["cpu_ratios"]["sim_over_float"],
+        "cpu_sim_dense_over_float": timed["cpu_ratios"]["sim_dense_over_float"],
+        "timing": {
+            k: timed[k] for k in ("rounds", "warmup", "order", "per_round", "cpu_per_round", "load_per_round")
+        },
         "spikes_identical": identical,
         "checked_samples": k,
     }
@@ -189,19 +203,14 @@ def main() -> None:
         print(
             f"{name}: sim/float {row['sim_over_float']['median']:.2f}x "
             f"[{row['sim_over_float']['min']:.2f}-{row['sim_over_float']['max']:.2f}], dense-only "
-            f"{row['sim_dense_over_float']['median']:.2f}x, float {row['float_variant']}, "
+            f"{row['sim_dense_over_float']['median']:.2f}x; CPU time: "
+            f"{row['cpu_sim_over_float']['median']:.2f}x, "
+            f"dense-only {row['cpu_sim_dense_over_float']['median']:.2f}x; float {row['float_variant']}, "
             f"firing {row['firing_rate']:.3f}, identical {row['spikes_identical']}",
             flush=True,
         )
-    result = {
-        "command": "python bench/" + " ".join([sys.argv[0].rsplit("/", 1)[-1], *sys.argv[1:]]),
-        "environment": finish(env),
-        "unit": "seconds per sample; ratios = float time / sim time within a round, median over rounds",
-        "rows": rows,
-    }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+    unit = "seconds per sample; ratios = float time / sim time within a round, median over rounds"
+    save(args.json, {"unit": unit, "rows": rows}, env)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,12 @@ CPU model, versions, git commit); every bench JSON carries it.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from importlib import metadata
@@ -63,7 +65,10 @@ def alternate(
     ``ratios`` maps a name to ``(slow, fast)``: the ratio of a round is ``time[slow] /
     time[fast]`` (how many times faster ``fast`` is), taken within the round.
     Returns ``{"seconds": {side: summary}, "ratios": {name: summary}, "rounds": n,
-    "per_round": {side: [s, ...]}, "load_per_round": [[1, 5, 15 min], ...]}``.
+    "per_round": {side: [s, ...]}, "load_per_round": [[1, 5, 15 min], ...]}`` and the same
+    for the process's CPU time (``cpu_seconds``, ``cpu_ratios``, ``cpu_per_round``): wall
+    time is what a user waits; CPU time leaves out the waits for a core on a loaded
+    machine (with one thread per side it is the steadier measure of the code itself).
     """
     if rounds < 1:
         raise ValueError("alternate: rounds must be >= 1")
@@ -72,25 +77,31 @@ def alternate(
         for name in names:
             sides[name]()
     per_round: dict[str, list[float]] = {name: [] for name in names}
+    cpu_per_round: dict[str, list[float]] = {name: [] for name in names}
     loads = []
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            start = time.perf_counter()
+            cpu, start = time.process_time(), time.perf_counter()
             sides[name]()
             per_round[name].append(time.perf_counter() - start)
+            cpu_per_round[name].append(time.process_time() - cpu)
         loads.append(load_average())
     result: dict[str, Any] = {
         "rounds": rounds,
         "warmup": warmup,
         "order": "A B, B A, A B, ... (alternating, reversed every other round)",
         "seconds": {name: summary(ts) for name, ts in per_round.items()},
+        "cpu_seconds": {name: summary(ts) for name, ts in cpu_per_round.items()},
         "per_round": per_round,
+        "cpu_per_round": cpu_per_round,
         "load_per_round": loads,
         "ratios": {},
+        "cpu_ratios": {},
     }
     for label, (slow, fast) in (ratios or {}).items():
-        values = [s / f for s, f in zip(per_round[slow], per_round[fast], strict=True)]
-        result["ratios"][label] = summary(values) | {"per_round": values}
+        for key, times in (("ratios", per_round), ("cpu_ratios", cpu_per_round)):
+            values = [s / f for s, f in zip(times[slow], times[fast], strict=True)]
+            result[key][label] = summary(values) | {"per_round": values}
     return result
 
 
@@ -137,6 +148,22 @@ def environment(threads: int) -> dict[str, Any]:
 def finish(env: dict[str, Any]) -> dict[str, Any]:
     """``env`` with the load average at the end of the run added."""
     return env | {"load_average_end": load_average()}
+
+
+def command_line() -> str:
+    """The command that ran this bench, as a reader would type it from the repository root."""
+    script = Path(sys.argv[0]).resolve()
+    where = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
+    return " ".join(["python", str(where), *sys.argv[1:]])
+
+
+def save(path: str | Path | None, result: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the command and :func:`environment` (end load added) first; written
+    as JSON to ``path`` unless it is None. Returns the full record."""
+    record = {"command": command_line(), "environment": finish(env)} | result
+    if path is not None:
+        Path(path).write_text(json.dumps(record, indent=1) + "\n")
+    return record
 
 
 def set_threads(threads: int) -> None:

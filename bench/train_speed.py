@@ -4,9 +4,9 @@ Prints
 
 * the LM-H / LIF training-step time ratio (goal <= 1.3): the same network, batch and
   ``T`` with ``neuron="lmh"`` (progressive factors) and ``neuron="lif"``; full STBP
-  steps (forward, TET loss, backward, SGD step) alternate between the two models and
-  the medians of ``--steps`` timed steps each are compared, so load on a shared
-  machine hits both alike;
+  steps (forward, TET loss, backward, SGD step) alternate between the two models
+  (:func:`timing.alternate`, ``--steps`` rounds): the median of the per-round ratios, with
+  its spread, so load on a shared machine hits both alike;
 * the time-slicing / full-BPTT peak memory ratio (goal <= 0.45 at k = 2, T = 6): peak
   bytes of tensors saved for backward (:class:`models.train.SavedTensorMeter`, the
   ``peak_memory_bytes`` of ``lmh-deploy train``) of one training step of the LM-H
@@ -23,18 +23,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
 
 from lmh_deploy.models.architectures import build
 from lmh_deploy.models.losses import tet_loss
 from lmh_deploy.models.train import SavedTensorMeter, train_step
+from timing import alternate, environment, save
 
 SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar": (3, 32, 32)}
 
@@ -59,16 +59,27 @@ def step_time_ratio(args: argparse.Namespace) -> dict:
     for neuron in ("lmh", "lif"):
         model = _model(args, neuron, args.timesteps).train()
         runs[neuron] = (model, torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
-    times: dict[str, list[float]] = {"lmh": [], "lif": []}
-    for i in range(args.warmup + args.steps):
-        for neuron in ("lmh", "lif") if i % 2 == 0 else ("lif", "lmh"):
-            model, opt = runs[neuron]
-            start = time.perf_counter()
-            train_step(model, opt, tet_loss, x, y, timesteps=args.timesteps, time_slice=None)
-            if i >= args.warmup:
-                times[neuron].append(time.perf_counter() - start)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    return {"lmh_step_s": med["lmh"], "lif_step_s": med["lif"], "ratio": med["lmh"] / med["lif"], "goal": 1.3}
+
+    def step(neuron: str):
+        model, opt = runs[neuron]
+        return lambda: train_step(model, opt, tet_loss, x, y, timesteps=args.timesteps, time_slice=None)
+
+    timed = alternate(
+        {"lmh": step("lmh"), "lif": step("lif")},
+        rounds=args.steps,
+        warmup=args.warmup,
+        ratios={"lmh_over_lif": ("lmh", "lif")},
+    )
+    ratio = timed["ratios"]["lmh_over_lif"]
+    return {
+        "lmh_step_s": timed["seconds"]["lmh"],
+        "lif_step_s": timed["seconds"]["lif"],
+        "ratio": ratio["median"],
+        "ratio_spread": {k: ratio[k] for k in ("min", "q1", "q3", "max")},
+        "rounds": timed["rounds"],
+        "load_per_round": timed["load_per_round"],
+        "goal": 1.3,
+    }
 
 
 def memory_ratio(args: argparse.Namespace) -> dict:
@@ -110,26 +121,23 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    env = environment(args.threads)
     result = {
         "settings": {k: v for k, v in vars(args).items() if k != "json"},
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
         "speed": step_time_ratio(args),
         "memory": memory_ratio(args),
     }
     s, m = result["speed"], result["memory"]
     result["ok"] = s["ratio"] <= s["goal"] and m["ratio"] <= m["goal"]
-    if args.json:
-        text = json.dumps(result, indent=1)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text)
+    result = save(None if args.json in (None, "-") else args.json, result, env)
+    if args.json == "-":
+        print(json.dumps(result, indent=1))
     if args.json != "-":
         print(f"{args.arch} {SHAPES[args.input]} width {args.width_mult} batch {args.batch_size}")
         print(
-            f"LM-H / LIF training step, T={args.timesteps}: {s['lmh_step_s'] * 1e3:.1f} ms / "
-            f"{s['lif_step_s'] * 1e3:.1f} ms = {s['ratio']:.3f} (goal <= {s['goal']})"
+            f"LM-H / LIF training step, T={args.timesteps}: {s['lmh_step_s']['median'] * 1e3:.1f} ms / "
+            f"{s['lif_step_s']['median'] * 1e3:.1f} ms; median of per-round ratios {s['ratio']:.3f} "
+            f"[{s['ratio_spread']['min']:.3f}-{s['ratio_spread']['max']:.3f}] (goal <= {s['goal']})"
         )
         print(
             f"time-slice k={m['k']} / full BPTT, T={m['T']}: peak saved tensors "

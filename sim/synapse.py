@@ -228,7 +228,10 @@ class SynapsePath:
         elif units[way]:
             per_unit = elapsed / units[way]
             old = self.cost.get(way)
-            self.cost[way] = per_unit if old is None else 0.7 * old + 0.3 * per_unit
+            # a lower time is taken at once, a higher one only through the average: on a
+            # shared machine a load burst inflates a timing, nothing deflates one (a way
+            # mistimed under a burst once was otherwise shunned for RETIME_EVERY calls)
+            self.cost[way] = per_unit if old is None else min(per_unit, 0.7 * old + 0.3 * per_unit)
         return out
 
     def _choose(self, units: dict) -> str:
