@@ -4,7 +4,7 @@ Samples are independent on every backend, so a run over ``N`` samples equals the
 consecutive mini-batches merged in order (:func:`lmh_deploy.backends.sharding.merge_records`:
 concatenated per-sample arrays, summed counters), bit for bit. The default mini-batch is
 sized from the memory one sample needs (states, chunk buffers, recorded rasters and traces)
-and a budget of a quarter of the memory available now.
+and a budget of a quarter of the memory available now, at most 1 GiB.
 """
 
 from __future__ import annotations
@@ -22,6 +22,10 @@ from lmh_deploy.backends.record import RunRecord
 MEMORY_FRACTION = 0.25
 #: Never plan with less than this, even on a machine that reports little free memory.
 MIN_BUDGET_BYTES = 256 << 20
+#: Nor with more: beyond a few hundred MB per mini-batch the products are as efficient, and
+#: a paper-scale network (ResNet-19 at 32 x 32: ~120 MB per sample) would otherwise take
+#: gigabytes on a machine that happens to have them free.
+MAX_BUDGET_BYTES = 1 << 30
 MAX_BATCH = 4096
 
 
@@ -73,7 +77,9 @@ def bytes_per_sample(
 
 def default_batch_size(graph: Graph, timesteps: int, *, budget_bytes: int | None = None, **record) -> int:
     """Samples per mini-batch that fit ``budget_bytes`` (default: a share of free memory)."""
-    budget = budget_bytes or max(MIN_BUDGET_BYTES, int(MEMORY_FRACTION * available_memory_bytes()))
+    budget = budget_bytes or min(
+        MAX_BUDGET_BYTES, max(MIN_BUDGET_BYTES, int(MEMORY_FRACTION * available_memory_bytes()))
+    )
     per_sample = bytes_per_sample(graph, timesteps, **record)
     return int(min(MAX_BATCH, max(1, budget // per_sample)))
 

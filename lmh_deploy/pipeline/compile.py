@@ -25,6 +25,7 @@ from lmh_deploy.pipeline.inputs import (
     is_sequence,
     num_samples,
     quantize,
+    sample_axis,
 )
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir import Graph, load_graph, save_graph
@@ -95,38 +96,90 @@ class Artifact:
         return x, data.tensors[1].numpy()
 
 
-def calibrate(qgraph: Graph, x: np.ndarray, timesteps: int) -> dict[str, Any]:
-    """Observed state ranges and saturation on real samples, via the integer simulator.
+#: Memory a compile-time measurement (calibration, bias-correction counts) may plan per
+#: mini-batch: a paper-scale network (ResNet-19 at 32 x 32: 1.4 M neurons) holds about
+#: 90 MB of states per sample, so whole calibration sets never sit in memory at once.
+MEASURE_BATCH_BYTES = 256 << 20
+
+
+def _batches(x: np.ndarray, shape: tuple[int, ...], batch: int):
+    """Consecutive mini-batches of ``batch`` samples (static or time-major ``x``)."""
+    axis = sample_axis(x, shape)
+    for start in range(0, x.shape[axis], batch):
+        yield x[:, start : start + batch] if axis else x[start : start + batch]
+
+
+def calibrate(
+    qgraph: Graph, x: np.ndarray, timesteps: int, *, batch_size: int | None = None
+) -> dict[str, Any]:
+    """Observed state ranges and saturation on real samples, via the integer simulator, in
+    mini-batches of ``batch_size`` samples (default: :data:`MEASURE_BATCH_BYTES` of states).
 
     ``x``: static ``(N, *shape)`` or time-major frames ``(T, N, *shape)``.
     """
-    from lmh_deploy.sim import simulate  # the run stage; compile only uses it for measurement
+    from lmh_deploy.sim import default_batch_size, simulate  # the run stage, used to measure
 
     shape = tuple(qgraph.node(qgraph.order()[0]).shape)
-    rec = simulate(qgraph, quantize(qgraph, frames_for(x, timesteps, shape)), timesteps, record_states=True)
+    batch = batch_size or default_batch_size(
+        qgraph, timesteps, budget_bytes=MEASURE_BATCH_BYTES, record_spikes=False, record_states=True
+    )
+    peaks: dict[str, list[int]] = {}
+    saturation: dict[str, int] = {}
+    for part in _batches(quantize(qgraph, frames_for(x, timesteps, shape)), shape, batch):
+        rec = simulate(qgraph, part, timesteps, record_states=True, record_spikes=False)
+        for name, (v_d, v_s) in rec.state_trace.items():
+            old = peaks.get(name, [0, 0])
+            peaks[name] = [max(old[0], int(np.abs(v_d).max())), max(old[1], int(np.abs(v_s).max()))]
+            saturation[name] = saturation.get(name, 0) + int(rec.saturation[name])
+        del rec
     out = {}
-    for name, (v_d, v_s) in rec.state_trace.items():
+    for name, (max_v_d, max_v_s) in peaks.items():
         out[name] = {
-            "max_abs_v_d": int(np.abs(v_d).max()),
-            "max_abs_v_s": int(np.abs(v_s).max()),
-            "saturation_events": rec.saturation[name],
-            "headroom_bits": float(np.log2(fx.STATE_MAX / max(1, np.abs(v_d).max(), np.abs(v_s).max()))),
+            "max_abs_v_d": max_v_d,
+            "max_abs_v_s": max_v_s,
+            "saturation_events": saturation[name],
+            "headroom_bits": float(np.log2(fx.STATE_MAX / max(1, max_v_d, max_v_s))),
         }
     return {"samples": num_samples(x, shape), "layers": out}
 
 
-def mean_counts(graph: Graph, x: np.ndarray, timesteps: int) -> dict[str, np.ndarray]:
+#: A float run of a batch of inputs (static or frames) recording every LM-H layer's spikes.
+FloatRun = Callable[[np.ndarray], Any]
+
+
+def mean_counts(
+    graph: Graph,
+    x: np.ndarray,
+    timesteps: int,
+    *,
+    run_float: FloatRun | None = None,
+    batch_size: int | None = None,
+) -> dict[str, np.ndarray]:
     """Mean count per step of every presynaptic neuron of the float model on ``x`` (static
     ``(N, *shape)`` or frames ``(T, N, *shape)``): the input in its integer units
-    (``x_max / 255``, or spikes), each LM-H layer's spikes; the bias correction's statistics."""
+    (``x_max / 255``, or spikes), each LM-H layer's spikes; the bias correction's statistics.
+
+    ``run_float`` runs the float model on a mini-batch (default: the float IR in float64;
+    the source module itself is faster where there is one); mini-batches of ``batch_size``
+    samples (default: about :data:`MEASURE_BATCH_BYTES` of float states), counts summed."""
     from lmh_deploy.backends.float.ir import simulate_float  # measurement, as calibrate's sim
 
     inp = graph.node(graph.order()[0])
-    x = frames_for(np.asarray(x, np.float64), timesteps, tuple(inp.shape))
-    rec = simulate_float(graph, x, timesteps)
+    shape = tuple(inp.shape)
+    x = frames_for(np.asarray(x, np.float64), timesteps, shape)
+    run = run_float or (lambda xs: simulate_float(graph, xs, timesteps))
+    neurons = sum(int(graph.node(n).size) for n in graph.of_kind("lmh"))
+    batch = batch_size or max(1, MEASURE_BATCH_BYTES // (40 * max(neurons, 1)))
+    sums: dict[str, np.ndarray] = {}
+    for part in _batches(x, shape, batch):
+        rec = run(part)
+        for name, spikes in rec.spikes.items():
+            total = spikes.reshape(-1, spikes.shape[-1]).sum(0, dtype=np.int64)
+            sums[name] = sums[name] + total if name in sums else total
+        del rec
+    steps_samples = timesteps * num_samples(x, shape)
     counts = {graph.order()[0]: x.reshape(-1, inp.output_size()).mean(0) / inp.unit}
-    for name, spikes in rec.spikes.items():
-        counts[name] = spikes.reshape(-1, spikes.shape[-1]).mean(0)
+    counts.update({name: total / steps_samples for name, total in sums.items()})
     return counts
 
 
@@ -268,12 +321,14 @@ def write_artifact(
     files: dict[str, Path],
     profile: str = DEFAULT_PROFILE,
     bias_correction: bool = True,
+    run_float: FloatRun | None = None,
     warn: Callable[[str], None] = lambda msg: None,
 ) -> dict[str, Any]:
     """Quantise ``graph`` under numeric ``profile``, calibrate on ``calibration_x`` and write
     the artifact atomically, with ``files`` (artifact name -> source path) copied in.
     ``bias_correction``: take each layer's mean weight-rounding current on the calibration
-    inputs off its bias (:mod:`lmh_deploy.passes.bias_correction`). Returns the compile report."""
+    inputs off its bias (:mod:`lmh_deploy.passes.bias_correction`), measured with ``run_float``
+    (see :func:`mean_counts`). Returns the compile report."""
     graph.meta["target"] = target
     timesteps = int(graph.meta["timesteps"])
     shape = tuple(graph.node(graph.order()[0]).shape)
@@ -288,7 +343,11 @@ def write_artifact(
     qgraph, report = quantize_graph(
         graph,
         profile,
-        mean_counts=mean_counts(graph, x, timesteps) if x is not None and bias_correction else None,
+        mean_counts=(
+            mean_counts(graph, x, timesteps, run_float=run_float)
+            if x is not None and bias_correction
+            else None
+        ),
     )
     for layer in report["layers"]:
         if layer["kind"] == "lmh" and not layer["worst_case_fits_24bit"]:

@@ -27,8 +27,10 @@ from lmh_deploy.errors import InputError, MissingFileError
 from lmh_deploy.frontends.torch_fx import module_to_graph
 from lmh_deploy.models.data import load_dataset
 from lmh_deploy.pipeline.artifact import ArtifactError, sha256
-from lmh_deploy.pipeline.compile import Artifact, write_artifact
-from lmh_deploy.pipeline.user_code import defining_file, users_code
+from lmh_deploy.ir import Graph
+from lmh_deploy.pipeline.compile import Artifact, FloatRun, write_artifact
+from lmh_deploy.pipeline.inputs import is_sequence
+from lmh_deploy.pipeline.user_code import defining_file, model_files, users_code
 from lmh_deploy.semantics.profiles import DEFAULT_PROFILE
 
 SOURCE_FILE = "source_model.py"
@@ -252,8 +254,32 @@ def compile_module(
             files=files,
             profile=profile,
             bias_correction=bias_correction,
+            run_float=_source_run(module, graph, timesteps),
             warn=warn,
         )
+
+
+def _source_run(module: nn.Module, graph: Graph, timesteps: int) -> FloatRun:
+    """The float model for the bias correction's counts: the module itself (in its own
+    dtype, typically float32: several times faster than the float64 IR on convolutions)
+    for static inputs; the float IR for frames, which the module's one-call-per-step
+    convention does not cover."""
+    from lmh_deploy.backends.float.ir import simulate_float
+    from lmh_deploy.backends.float.torch_source import run_source
+
+    def run(xs: np.ndarray) -> Any:
+        if is_sequence(xs, tuple(graph.node(graph.order()[0]).shape)):
+            return simulate_float(graph, xs, timesteps)
+        with users_code("running your model", model_files(module)):
+            return run_source(
+                module,
+                xs,
+                timesteps,
+                source_neurons=graph.meta["source_neurons"],
+                output_index=graph.meta.get("source_output_index"),
+            )
+
+    return run
 
 
 def compile_model_file(
