@@ -191,7 +191,7 @@ def test_time_batched_learnable_neuron_refused() -> None:
     neuron = official.LearnableNeuron()
     neuron.use_TEBN = True
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), neuron, nn.Linear(8, 3))
-    with pytest.raises(NeuronError, match=r"2 \(LearnableNeuron\): use_TEBN=True"):
+    with pytest.raises(NeuronError, match=r"2 \(LearnableNeuron\): use_TEBN=True but no step count T"):
         module_to_graph(model, input_shape=(1, 8, 8), timesteps=2)
 
 

@@ -8,8 +8,12 @@ output over the steps. Spiking neurons are recognised by the adapters of
 :mod:`lmh_deploy.frontends.neurons`; the synaptic layers are those of our own checkpoints
 (:mod:`lmh_deploy.frontends.pytorch` maps them, BN folded, biases pushed to the neurons):
 Linear, Conv2d, BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten / view / reshape,
-Dropout, Identity, and residual sums ``neuron(branch + shortcut)``. Everything else is refused
-in one line naming the module path and type.
+Dropout, Identity, and residual sums ``neuron(branch + shortcut)``; after the last neuron
+layer a fixed average over groups of outputs (the paper's ``VotingLayer``, ``AvgPool1d``)
+folds into the readout. Networks that take all steps in one ``(T*N, ...)`` call (the paper's
+TEBN mode) are traced as their per-step equivalent (:mod:`.time_batched`). Everything else is
+refused in one line naming the module path and type; an ANN still holding its QCFS
+activations is refused naming the conversion it needs.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from lmh_deploy.frontends.neurons import (
     registered_names,
     unsupported_neuron,
 )
+from lmh_deploy.frontends.time_batched import per_step_copy, time_batched_steps
 from lmh_deploy.frontends.pytorch import Cursor, GraphBuilder
 from lmh_deploy.frontends.time_loop import first_step
 from lmh_deploy.ir import LMH, Conv2d, Dense, Graph, Input, IRError, Readout, validate
@@ -54,6 +59,25 @@ MAXPOOL_WHY = (
     "use AvgPool2d (the paper's code swaps MaxPool2d for AvgPool2d)"
 )
 PASS_FUNCTIONS = (F.dropout, torch.nn.functional.dropout)
+AVG_POOL_1D = (F.avg_pool1d, torch.avg_pool1d)
+QCFS_WHY = (
+    "a QCFS activation: this is the ANN as trained, before conversion; build the SNN as the "
+    "paper's main.py does (replace_QCFS_by_Lneuron(model, use_TEBN, use_SEW, T), or "
+    "replace_QCFS_by_Oneuron for online training) and load the SNN's state_dict"
+)
+
+
+def _first(value: Any) -> int:
+    """A 1-D pooling size given as ``k`` or ``(k,)``."""
+    return int(value[0] if isinstance(value, (list, tuple)) else value)
+
+
+def is_qcfs(module: nn.Module) -> bool:
+    """The paper's QCFS activation (clip-floor-shift, ``up`` threshold, ``t`` levels)."""
+    up = module._parameters.get("up") if isinstance(module, nn.Module) else None
+    return up is not None and up.numel() == 1 and isinstance(getattr(module, "t", None), int)
+
+
 RULE_FIELDS = ("reset", "reset_value", "threshold_test", "reset_timing", "v_d_init", "v_s_init")
 LMH_DEFAULT_RULES = {
     "reset": "subtract",
@@ -101,6 +125,13 @@ class _Shape:
     shape: tuple[int, ...]
 
 
+@dataclass
+class _Channel:
+    """``x.unsqueeze(1)`` of a flat signal: one channel of ``n`` values (before avg_pool1d)."""
+
+    sig: Signal
+
+
 class _Tracer(fx.Tracer):
     """Neurons (adapters) and torch.nn layers are leaves; remembers where tracing was."""
 
@@ -112,6 +143,7 @@ class _Tracer(fx.Tracer):
         return (
             find_adapter(m) is not None
             or unsupported_neuron(m) is not None
+            or is_qcfs(m)
             or super().is_leaf_module(m, qualname)
         )
 
@@ -211,6 +243,10 @@ class _Walker:
             raise FrontendError(
                 f"{where}: a sum of branches (residual add) must go straight into a spiking neuron"
             )
+        if isinstance(value, _Channel):
+            raise FrontendError(
+                f"{where}: x.unsqueeze(1) is supported only before avg_pool1d (a VotingLayer)"
+            )
         raise FrontendError(f"{where}: expects a tensor, got {type(value).__name__}")
 
     def identity_synapse(self, sig: Signal, where: str) -> Signal:
@@ -281,6 +317,12 @@ class _Walker:
             raise NeuronError(f"{here}: {why}")
         if isinstance(module, MAXPOOL):
             raise FrontendError(f"{here}: {MAXPOOL_WHY}")
+        if is_qcfs(module):
+            raise FrontendError(f"{here}: {QCFS_WHY}")
+        if isinstance(module, nn.AvgPool1d):
+            return self.avg_pool1d(
+                args[0], _first(module.kernel_size), _first(module.stride), _first(module.padding), here
+            )
         if isinstance(module, ACTIVATIONS):
             raise FrontendError(
                 f"{here}: an ANN activation left in the model; swap it for a "
@@ -294,6 +336,27 @@ class _Walker:
                 f"({', '.join(registered_names())})"
             )
         return self.module_op(module, self.signal(args[0], here), here)
+
+    def avg_pool1d(self, value: Any, kernel: int, stride: int | None, padding: int, here: str) -> Any:
+        """A fixed average over groups of a flat signal (the paper's VotingLayer): a Linear
+        whose rows average ``kernel`` neighbours, folded into the readout like any Linear."""
+        channel = isinstance(value, _Channel)
+        sig = self.signal(value.sig if channel else value, here)
+        stride = int(stride or kernel)
+        n = int(np.prod(sig.cur.shape))
+        if len(sig.cur.shape) != 1 or padding != 0 or kernel > n:
+            raise FrontendError(
+                f"{here}: only avg_pool1d over the features of a flat signal, without padding, is "
+                f"supported (got shape {sig.cur.shape}, kernel {kernel}, padding {padding})"
+            )
+        n_out = (n - kernel) // stride + 1
+        pool = nn.Linear(n, n_out, bias=False)
+        with torch.no_grad():
+            pool.weight.zero_()
+            for i in range(n_out):
+                pool.weight[i, i * stride : i * stride + kernel] = 1.0 / kernel
+        out = self.module_op(pool, sig, here)
+        return _Channel(out) if channel else out
 
     def reshape(self, sig: Signal, dims: list[Any], here: str) -> Signal:
         n = int(np.prod(sig.cur.shape))
@@ -341,6 +404,17 @@ class _Walker:
             return self.module_op(nn.Flatten(), self.signal(args[0], here), here)
         if fn in PASS_FUNCTIONS:
             return self.signal(args[0], here)
+        if fn in AVG_POOL_1D:
+            names = ("input", "kernel_size", "stride", "padding")
+            given = {**dict(zip(names, args)), **kwargs}
+            stride = given.get("stride") or None  # None or []: the kernel size
+            return self.avg_pool1d(
+                given["input"],
+                _first(given["kernel_size"]),
+                None if stride is None else _first(stride),
+                _first(given.get("padding", 0)),
+                here,
+            )
         if fn is getattr and args[1] == "shape":
             return _Shape(self.signal(args[0], here).cur.shape)
         if fn in (F.max_pool2d, torch.max_pool2d):
@@ -358,6 +432,10 @@ class _Walker:
             if len(args) == 2 and args[1] == 0:
                 return _Batch()
             return _Shape(self.signal(args[0], here).cur.shape)
+        if method == "unsqueeze" and list(args[1:]) == [1] and not isinstance(args[0], _Channel):
+            return _Channel(self.signal(args[0], here))
+        if method == "squeeze" and list(args[1:]) == [1] and isinstance(args[0], _Channel):
+            return args[0].sig
         sig = self.signal(args[0], here)
         if method == "contiguous":
             return sig
@@ -438,10 +516,14 @@ def module_to_graph(
     ``graph.meta["source_neurons"]`` maps each LM-H node to the module path of its neuron;
     ``graph.meta["source_output_index"]`` is 0 when the module returns (spikes, state);
     ``graph.meta["source_time_loop"]`` is the step count of a forward() that loops over time
-    itself (:mod:`lmh_deploy.frontends.time_loop`; one call then returns all steps' records).
+    itself (:mod:`lmh_deploy.frontends.time_loop`; one call then returns all steps' records);
+    ``graph.meta["source_time_batched"]`` is ``T`` for a module that runs all steps in one
+    ``(T*N, ...)`` call (the paper's TEBN mode, traced as its per-step equivalent), else None.
     Raises :class:`FrontendError` / :class:`NeuronError` (one line, module path and type).
     """
     module = module.eval()
+    steps = time_batched_steps(module)
+    module = per_step_copy(module, timesteps)
     shape = tuple(int(d) for d in input_shape)
     gm = trace(module)
     try:
@@ -470,5 +552,6 @@ def module_to_graph(
     if loop is not None:  # the source runs all steps in one call and returns records
         graph.meta["source_time_loop"] = loop[1].steps
         graph.meta["source_output_index"] = loop[1].output_index
+    graph.meta["source_time_batched"] = steps
     validate(graph)
     return graph

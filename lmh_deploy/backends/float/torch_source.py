@@ -17,6 +17,7 @@ from torch import nn
 
 from lmh_deploy.errors import InputError
 from lmh_deploy.frontends.neurons import adapter_for
+from lmh_deploy.frontends.time_batched import time_batched_steps
 from lmh_deploy.backends.record import RunRecord
 
 
@@ -33,12 +34,17 @@ def run_source(
     """Run ``x`` (B, *input_shape) for ``timesteps`` steps; spikes (T, B, n) per IR neuron.
 
     ``time_loop``: the module's forward() loops over this many steps itself and returns
-    records stacked over time (one call runs all steps)."""
-    if time_loop is not None and time_loop != timesteps:
-        raise InputError(
-            f"{type(module).__name__}.forward() runs {time_loop} time steps itself; it cannot "
-            f"be run for {timesteps} (use --timesteps {time_loop})"
-        )
+    records stacked over time (one call runs all steps). A module that takes all steps in
+    one call with time merged into the batch (the paper's TEBN mode) is fed as the paper's
+    ``eval_snn`` feeds it: the input repeated ``T`` times and merged to ``(T*B, ...)``, its
+    output ``(T*B, classes)`` split back into steps."""
+    batched = time_batched_steps(module)
+    for own_steps, how in ((time_loop, "itself"), (batched, "in one call (use_TEBN)")):
+        if own_steps is not None and own_steps != timesteps:
+            raise InputError(
+                f"{type(module).__name__}.forward() runs {own_steps} time steps {how}; it cannot "
+                f"be run for {timesteps} (use --timesteps {own_steps})"
+            )
     module.eval()
     neurons = {ir_name: module.get_submodule(path) for ir_name, path in source_neurons.items()}
     adapters = {ir_name: adapter_for(m, source_neurons[ir_name]) for ir_name, m in neurons.items()}
@@ -49,7 +55,11 @@ def run_source(
 
         def record(mod, args, out, key=ir_name):
             spikes = out[0] if isinstance(out, tuple) else out
-            captured[key].append(spikes.reshape(spikes.shape[0], -1) != 0)
+            spikes = spikes.reshape(spikes.shape[0], -1) != 0
+            if batched is None:
+                captured[key].append(spikes)
+            else:  # (T*B, n), step-major as MergeTemporalDim leaves it
+                captured[key].extend(spikes.reshape(batched, -1, spikes.shape[1]).unbind(0))
 
         hooks.append(m.register_forward_hook(record))
     try:
@@ -59,12 +69,16 @@ def run_source(
         for name, m in neurons.items():
             adapters[name].reset(m)
         outputs = []
-        for _ in range(1 if time_loop else timesteps):
+        if batched is not None:
+            xt = xt.unsqueeze(0).repeat(batched, *([1] * xt.ndim)).flatten(0, 1)
+        for _ in range(1 if time_loop or batched else timesteps):
             out = module(xt)
             if output_index is not None:
                 out = out[output_index]
             if time_loop:  # (T, B, ...) records
                 outputs.extend(out.reshape(out.shape[0], out.shape[1], -1).double())
+            elif batched:  # (T*B, ...), step-major
+                outputs.extend(out.reshape(batched, -1, out[0].numel()).double())
             else:
                 outputs.append(out.reshape(out.shape[0], -1).double())
         for name, m in neurons.items():

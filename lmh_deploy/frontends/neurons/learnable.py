@@ -1,4 +1,6 @@
-"""The paper's own neuron (hzc1208/STBP_LMH ``modules.LearnableNeuron``), per-step mode.
+"""The paper's own neurons (hzc1208/STBP_LMH ``modules.LearnableNeuron`` and
+``OnlineNeuron``, whose eval dynamics and state_dict are the same), per-step mode (the
+time-batched ``use_TEBN`` mode is rewritten to it by :mod:`lmh_deploy.frontends.time_batched`).
 
 Recognised by its parameters ``v_threshold, alpha_1, beta_1, alpha_2, beta_2`` (each of
 shape [1]), not by its class name. The official forward is, per call (one time step)::
@@ -44,12 +46,16 @@ class LearnableNeuronAdapter(NeuronAdapter):
         return all(isinstance(own_tensor(module, p), torch.Tensor) for p in ("v_threshold", *PARAMETERS))
 
     def spec(self, module: Any, where: str) -> NeuronSpec:
-        for mode in ("use_TEBN", "use_SEW"):
-            if getattr(module, mode, False):
-                raise NeuronError(
-                    f"{where}: {mode}=True runs all time steps in one call "
-                    f"(time-batched mode); only the per-step mode deploys"
-                )
+        if getattr(module, "use_SEW", False):
+            raise NeuronError(
+                f"{where}: use_SEW=True (SEW ResNet's multi-step mode on spikingjelly containers) "
+                f"is not supported; build the network per step or with use_TEBN=True"
+            )
+        if getattr(module, "use_TEBN", False):
+            raise NeuronError(
+                f"{where}: use_TEBN=True runs all time steps in one call; trace the whole "
+                f"network (module_to_graph rewrites it to its per-step equivalent)"
+            )
         theta = scalar(module.v_threshold, "v_threshold", where)
         if theta <= 0:
             raise NeuronError(f"{where}: v_threshold must be > 0, got {theta:g}")
