@@ -41,6 +41,7 @@ KINDS = {
     "resnet20 per step": dict(arch="resnet20"),
     "resnet20 TEBN": dict(arch="resnet20", use_TEBN=True),
     "cifarnet VotingLayer": dict(arch="cifarnet"),
+    "resnet20 online per step": dict(arch="resnet20", online=True),
     "resnet20 online TEBN": dict(arch="resnet20", online=True, use_TEBN=True),
 }
 
@@ -147,6 +148,16 @@ def test_cli_compiles_a_tebn_net_from_the_builder_in_the_clone(builder, tmp_path
         assert res.exit_code == 2 and "compile it with --timesteps 4, not 2" in " ".join(res.output.split())
     finally:
         _forget_clone()
+
+
+def test_qcfs_ann_weights_refused_naming_the_conversion(builder, tmp_path: Path) -> None:
+    from lmh_deploy.errors import InputError
+    from lmh_deploy.pipeline.compile_torch import load_weights
+
+    torch.save(builder.build(snn=False).state_dict(), tmp_path / "ann.pth")
+    with pytest.raises(InputError, match=r"ann.pth: does not fit .*QCFS .*replace_QCFS_by_Lneuron") as info:
+        load_weights(builder.build(), tmp_path / "ann.pth")
+    assert "\n" not in str(info.value)
 
 
 def test_qcfs_ann_and_sew_refused_in_one_line(builder) -> None:

@@ -163,6 +163,11 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
         problems.append(f"missing {', '.join(result.missing_keys[:4])}")
     if result.unexpected_keys:
         problems.append(f"unexpected {', '.join(result.unexpected_keys[:4])}")
+    if any(k.endswith(".up") for k in result.unexpected_keys):  # the paper's QCFS threshold
+        problems.append(
+            "its '.up' entries are QCFS thresholds of the ANN as trained: convert it with "
+            "replace_QCFS_by_Lneuron(model, use_TEBN, use_SEW, T) and save that model's state_dict"
+        )
     if problems:
         raise InputError(f"{path}: does not fit the model ({'; '.join(problems)})")
 

@@ -65,7 +65,7 @@ def run_source(
     try:
         param = next(module.parameters(), None)
         dtype = param.dtype if param is not None else torch.float32
-        xt = torch.as_tensor(x, dtype=dtype)
+        xt = torch.as_tensor(np.array(x), dtype=dtype)  # a copy: --inputs may be read-only (mmap)
         for name, m in neurons.items():
             adapters[name].reset(m)
         outputs = []
