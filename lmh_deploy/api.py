@@ -33,6 +33,7 @@ from lmh_deploy.choices import (
     choice,
 )
 from lmh_deploy.errors import InputError
+from lmh_deploy.pipeline.results import RunResult, VerifyResult
 from lmh_deploy.models.job import DEFAULT_JOB
 
 
@@ -103,72 +104,132 @@ def train(
 
 
 def compile(
-    model: str | Path,
-    outdir: str | Path = "build",
+    model: Any,
+    outdir: str | Path | None = None,
     *,
+    example_input: Any = None,
+    input_shape: str | tuple[int, ...] | None = None,
+    timesteps: int | None = None,
+    calibration: Any = None,
     target: Target | str = Target.LAVA_SIM,
+    profile: str = "lmh",
     calibration_samples: int = 64,
     dataset: Dataset | str | None = None,
-    timesteps: int | None = None,
     dt: float | None = None,
     model_factory: str | None = None,
     model_kwargs: str | dict[str, Any] | None = None,
-    input_shape: str | tuple[int, ...] | None = None,
-    calibration: str | Path | None = None,
-    profile: str = "lmh",
     bias_correction: bool = True,
     warn: Callable[[str], None] = lambda message: None,
-) -> dict[str, Any]:
-    """Compile a model into the artifact directory ``outdir``; returns the compile report.
+) -> Any:
+    """Compile a model. Without ``outdir``: a :class:`~lmh_deploy.deployment.Deployment`,
+    nothing written (``.save(path)`` writes the artifact folder). With ``outdir``: the
+    artifact folder is written there and the compile report returned (the CLI's way).
 
-    ``model`` is a checkpoint from ``train``, a LIF/CubaLIF ``.nir`` file (then
-    ``dataset``, ``timesteps`` and ``dt`` apply), or, with ``model_factory="FILE.py:FACTORY"``,
-    the ``state_dict`` of your own PyTorch module (then ``input_shape`` and ``timesteps``
-    are needed, ``model_kwargs`` go to FACTORY, and ``dataset`` or ``calibration`` (.npy)
-    give calibration inputs; a checkpoint or NIR file takes ``calibration`` too). Calibration
-    inputs with negative values (normalised images) make the input signed 8-bit. ``profile``
-    names the numeric profile (``lmh``: LM-H as trained; ``loihi-lif``: Lava's bit-accurate
-    LIF; :mod:`lmh_deploy.semantics.profiles`).
+    ``model`` is a live ``torch.nn.Module`` (our own nets, the paper's style, snnTorch
+    ``nn.Sequential`` ...: every module the torch.fx frontend maps; give ``example_input``
+    (one batch, ``(1, *shape)``) or ``input_shape``, and ``timesteps``), a checkpoint from
+    ``train``, a LIF/CubaLIF ``.nir`` file (then ``dataset``, ``timesteps`` and ``dt``
+    apply), or, with ``model_factory="FILE.py:FACTORY"``, the ``state_dict`` of your own
+    module (then ``input_shape`` and ``timesteps`` are needed, ``model_kwargs`` go to
+    FACTORY). ``calibration`` (a tensor, numpy array, ``.npy`` path or DataLoader) or
+    ``dataset`` give the inputs the state ranges are measured on (the first
+    ``calibration_samples``; negative values, e.g. normalised images, make the input signed
+    8-bit). ``profile`` names the numeric profile (``lmh``: LM-H as trained;
+    ``loihi-lif``: Lava's bit-accurate LIF; :mod:`lmh_deploy.semantics.profiles`).
     ``bias_correction`` (default on) takes each layer's mean 8-bit weight-rounding current on
-    the calibration inputs off its bias (docs/fixed-point.md); off, the biases are the
-    source's, rounded. ``warn`` receives warnings (possible saturation).
+    the calibration inputs off its bias (docs/fixed-point.md). ``warn`` receives warnings
+    (possible saturation).
     """
-    from lmh_deploy.pipeline.compile import compile_model
+    from torch import nn
 
-    if model_factory is None:
-        return compile_model(
-            model,
-            outdir,
-            target=target,
-            calibration_samples=calibration_samples,
-            dataset=dataset,
-            timesteps=timesteps,
-            dt=dt,
-            profile=profile,
-            bias_correction=bias_correction,
-            calibration=calibration,
-            warn=warn,
+    from lmh_deploy.deployment import Deployment, as_arrays
+
+    options: dict[str, Any] = {
+        "target": choice(Target, target, "--target").value,
+        "calibration_samples": check_samples(calibration_samples, "--calibration-samples", lo=0),
+        "profile": profile,
+        "bias_correction": bias_correction,
+        "warn": warn,
+    }
+    if isinstance(model, nn.Module) or model_factory is not None:
+        from lmh_deploy.pipeline.compile_torch import (
+            compile_model_file,
+            module_artifact,
+            parse_shape,
+            save_module_artifact,
         )
-    from lmh_deploy.pipeline.compile_torch import compile_model_file, parse_shape
 
-    if input_shape is None or timesteps is None:
-        raise InputError("--model needs --input-shape C,H,W and --timesteps T")
-    shape = parse_shape(input_shape) if isinstance(input_shape, str) else tuple(input_shape)
-    return compile_model_file(
+        if example_input is not None:
+            shape: tuple[int, ...] | None = tuple(as_arrays(example_input, what="example_input")[0].shape[1:])
+        elif isinstance(input_shape, str):
+            shape = parse_shape(input_shape)
+        else:
+            shape = None if input_shape is None else tuple(input_shape)
+        if timesteps is None and isinstance(model, nn.Module):
+            timesteps = getattr(model, "timesteps", None)  # our own nets know theirs
+        if shape is None or timesteps is None:
+            raise InputError(
+                "a module needs its input shape (example_input=x[:1] or input_shape=(C, H, W)) "
+                "and timesteps=T"
+            )
+        options.update(
+            input_shape=check_shape("--input-shape", shape),
+            timesteps=check_timesteps(timesteps),
+            dataset=None if dataset is None else choice(Dataset, dataset, "--dataset").value,
+        )
+        if calibration is not None:
+            options["calibration"] = (
+                calibration if isinstance(calibration, (str, Path)) else as_arrays(calibration)[0]
+            )
+        if model_factory is not None:
+            if outdir is None:
+                raise InputError("model_factory= compiles a weights file into outdir; give outdir")
+            return compile_model_file(model, model_factory, outdir, model_kwargs=model_kwargs, **options)
+        art = module_artifact(model, **options)
+        if outdir is None:
+            return Deployment(art, source=model)
+        save_module_artifact(art, model, outdir)
+        return art.report
+    if Path(model).suffix in (".net", ".h5", ".hdf5"):
+        raise InputError(
+            f"{model}: netx files are not a compile input (no netx frontend); compile the "
+            "source network, or export it to NIR"
+        )
+    from lmh_deploy.pipeline.compile import build_artifact, compile_model, source_graph
+
+    if outdir is not None:
+        return compile_model(
+            model, outdir, dataset=dataset, timesteps=timesteps, dt=dt, calibration=calibration, **options
+        )
+    graph, x, files = source_graph(
         model,
-        model_factory,
-        outdir,
-        model_kwargs=model_kwargs,
-        input_shape=check_shape("--input-shape", shape),
-        timesteps=check_timesteps(timesteps),
-        dataset=(None if dataset is None else choice(Dataset, dataset, "--dataset").value),
+        calibration_samples=options.pop("calibration_samples"),
+        dataset=dataset,
+        timesteps=timesteps,
+        dt=dt,
         calibration=calibration,
-        target=choice(Target, target, "--target").value,
-        calibration_samples=check_samples(calibration_samples, "--calibration-samples", lo=0),
-        profile=profile,
-        bias_correction=bias_correction,
         warn=warn,
     )
+    art = build_artifact(graph, calibration_x=x, **options)
+    return Deployment(art, source=_source_of(files), files=files)
+
+
+def _source_of(files: dict[str, Path]) -> Any:
+    """The source model of a checkpoint or NIR compile (verify's float side)."""
+    from lmh_deploy.frontends.nir import read_nir
+    from lmh_deploy.models.checkpoint import load_checkpoint
+
+    if "source.nir" in files:
+        return read_nir(files["source.nir"])
+    model, _ = load_checkpoint(files["model.pt"])
+    return model
+
+
+def load(path: str | Path) -> Any:
+    """A saved artifact folder as a :class:`~lmh_deploy.deployment.Deployment`."""
+    from lmh_deploy.deployment import load as load_deployment
+
+    return load_deployment(path)
 
 
 def verify(
@@ -180,14 +241,15 @@ def verify(
     lava_samples: int | None = None,
     batch_size: int | None = None,
     max_accuracy_drop: float | None = None,
-) -> dict[str, Any] | None:
+) -> VerifyResult | None:
     """Float source vs sim/ on ``samples`` samples, Lava fixed_pt vs sim/ on the first
     ``lava_samples`` of them (default: as many as fit ~1M neuron-steps; 0: no Lava).
 
     The samples are ``inputs`` (a .npy of the shape the network was compiled for, ``labels``
     optional) or the test split (100 by default). Returns the comparison (``lava_vs_sim``,
-    ``float_vs_fixed``, ``ran``: which backends ran on which samples); it never raises on a
-    mismatch: :func:`lmh_deploy.pipeline.verify.verify_failures` says whether it passed.
+    ``float_vs_fixed``, ``ran``: which backends ran on which samples) as a
+    :class:`~lmh_deploy.pipeline.results.VerifyResult`; it never raises on a mismatch:
+    ``result.ok`` and ``result.failures`` say whether it passed.
     Every backend runs in mini-batches of ``batch_size`` samples (default: sized from the
     free memory). ``max_accuracy_drop`` (percentage points) adds an ``accuracy_gate``.
     """
@@ -219,8 +281,9 @@ def run(
     batch_size: int | None = None,
     save_spikes: str | Path | None = None,
     status: Callable[[str], None] = lambda text: None,
-) -> dict[str, Any] | None:
-    """Run a compiled artifact; accuracy, per-layer spikes, synaptic ops and energy.
+) -> RunResult | None:
+    """Run a compiled artifact; accuracy, per-layer spikes, synaptic ops and energy as a
+    :class:`~lmh_deploy.pipeline.results.RunResult`.
 
     ``inputs``/``labels``: own ``.npy`` arrays instead of the test split. ``plots_dir``
     and ``html`` write figures and a self-contained report (with a T ``sweep`` on sim/).
@@ -271,4 +334,4 @@ def report(summary_json: str | Path, html: str | Path) -> Path:
     return report_from_json(summary_json, html)
 
 
-__all__ = ["compile", "export", "report", "run", "train", "verify"]
+__all__ = ["compile", "export", "load", "report", "run", "train", "verify"]

@@ -39,6 +39,7 @@ from lmh_deploy.choices import (
     Target,
 )
 from lmh_deploy.errors import CommandFailed, UserError
+from lmh_deploy.pipeline.results import RunResult
 from lmh_deploy.models.job import DEFAULT_JOB as JOB
 
 console = Console(stderr=True)
@@ -448,8 +449,6 @@ def verify(
 
     Under torchrun each rank runs a contiguous shard of the samples; rank 0 reports.
     """
-    from lmh_deploy.pipeline.verify import verify_failures
-
     with spinner("verifying: float vs sim on every sample, Lava vs sim on the first --lava-samples"):
         result = api.verify(
             artifact,
@@ -462,11 +461,10 @@ def verify(
         )
     if result is None:  # a torchrun rank other than 0
         return
-    _write_json(json_path, result)
-    _print_verify(result)
-    failures = verify_failures(result)
-    if failures:
-        raise CommandFailed("; ".join(failures))
+    _write_json(json_path, result.to_dict())
+    _print_verify(result.to_dict())
+    if not result.ok:
+        raise CommandFailed("; ".join(result.failures))
 
 
 def _fraction(value: float | None) -> str:
@@ -535,7 +533,7 @@ def run(
 ) -> None:
     """Run the deployed model on a backend; report accuracy, spikes, synaptic ops, energy."""
     with spinner(f"running {samples} samples on {backend}") as status:
-        summary = api.run(
+        result = api.run(
             artifact,
             backend=backend,
             samples=samples,
@@ -550,12 +548,12 @@ def run(
             save_spikes=save_spikes,
             status=status,
         )
-    if summary is None:  # a torchrun rank other than 0
+    if result is None:  # a torchrun rank other than 0
         return
     for target in filter(None, (save_spikes, plots_dir, html)):
         out.print(f"wrote {target}")
-    _write_json(json_path, summary)  # after the plots: carries "t_sweep" and "plots"
-    _print_summary(summary)
+    _write_json(json_path, result.to_dict())  # after the plots: carries "t_sweep" and "plots"
+    _print_summary(result)
 
 
 @app.command()
@@ -587,10 +585,10 @@ def compare(
         out.print(f"wrote {write_compare_html(comparison, html)}")
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
+def _print_summary(result: RunResult) -> None:
     table = Table(
-        title=f"{summary['backend']}: {summary['samples']} samples, "
-        f"accuracy {summary.get('accuracy', float('nan')):.4f} (per-sample counts)"
+        title=f"{result.backend}: {result.samples} samples, accuracy "
+        f"{result.accuracy if result.accuracy is not None else float('nan'):.4f} (per-sample counts)"
     )
     for col in (
         "layer",
@@ -603,8 +601,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         "saturations",
     ):
         table.add_column(col, justify="right")
-    b = summary["samples"]
-    for layer in summary["layers"]:
+    b = result.samples
+    for layer in result.layers:
         spiking = layer["kind"] == "lmh"
         table.add_row(
             layer["name"],
@@ -619,7 +617,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     out.print(table)
     from lmh_deploy.reports.summary import energy_sentence
 
-    out.print(energy_sentence(summary))
+    out.print(energy_sentence(result.to_dict()))
 
 
 @app.command()

@@ -34,17 +34,20 @@ from lmh_deploy.models.checkpoint import load_checkpoint
 from lmh_deploy.models.data import load_dataset
 
 CHECKPOINT_COPY = "model.pt"
+RESOURCES = "resources.json"
 
 
 @dataclass
 class Artifact:
-    """A loaded, checksum-verified artifact directory."""
+    """A compiled network: loaded from a checksum-verified artifact directory, or built in
+    memory by :func:`build_artifact` (``directory`` None until it is saved)."""
 
-    directory: Path
+    directory: Path | None
     manifest: dict[str, Any]
     float_graph: Graph
     quant_graph: Graph
     report: dict[str, Any]
+    resources: dict[str, Any] | None = None  # the Loihi 2 mapping (target loihi2)
 
     @property
     def timesteps(self) -> int:
@@ -52,6 +55,8 @@ class Artifact:
 
     def load_model(self):
         """The float PyTorch model (weights-only load), or None for imported NIR graphs."""
+        if self.directory is None:
+            return None
         path = self.directory / CHECKPOINT_COPY
         if not path.exists():
             return None
@@ -248,31 +253,20 @@ def _warn_if_silent(graph: Graph, x: np.ndarray, warn: Callable[[str], None]) ->
             return
 
 
-def compile_model(
+def source_graph(
     model_path: str | Path,
-    outdir: str | Path,
     *,
-    target: Target | str = Target.LAVA_SIM,
     calibration_samples: int = 64,
     dataset: str | None = None,
     timesteps: int | None = None,
     dt: float | None = None,
-    profile: str = DEFAULT_PROFILE,
-    bias_correction: bool = True,
     calibration: str | Path | None = None,
     warn: Callable[[str], None] = lambda msg: None,
-) -> dict[str, Any]:
-    """Compile a checkpoint (or a LIF/CubaLIF NIR file) into ``outdir`` atomically.
-
-    Returns the compile report. ``dataset``/``timesteps``/``dt`` only apply to NIR input
-    (a checkpoint records them). ``calibration`` (a .npy of ``(N, *input_shape)``) replaces
-    the dataset's training samples as calibration inputs; negative values make the input
-    signed (docs/fixed-point.md §7). ``profile`` names the numeric profile
-    (:mod:`lmh_deploy.semantics.profiles`); it is stored in the integer graph, the manifest
-    and the report.
-    """
-    get_profile(profile)  # an unknown name fails before any work
-    target = choice(Target, target, "--target").value
+) -> tuple[Graph, np.ndarray | None, dict[str, Path]]:
+    """A checkpoint (or a LIF/CubaLIF NIR file) as a float graph, its calibration inputs
+    (``calibration``, a .npy of ``(N, *input_shape)``: negative values make the input signed,
+    docs/fixed-point.md §7; else the dataset's training split) and the files an artifact
+    keeps a copy of."""
     calibration_samples = check_samples(calibration_samples, "--calibration-samples", lo=0)
     if dataset is not None:
         dataset = choice(Dataset, dataset, "--dataset").value
@@ -300,35 +294,70 @@ def compile_model(
             bool(ds.get("frames")),
         )
     copy_name = "source.nir" if model_path.suffix == ".nir" else CHECKPOINT_COPY
+    return graph, x, {copy_name: model_path}
+
+
+def compile_model(
+    model_path: str | Path,
+    outdir: str | Path,
+    *,
+    target: Target | str = Target.LAVA_SIM,
+    calibration_samples: int = 64,
+    dataset: str | None = None,
+    timesteps: int | None = None,
+    dt: float | None = None,
+    profile: str = DEFAULT_PROFILE,
+    bias_correction: bool = True,
+    calibration: str | Path | None = None,
+    warn: Callable[[str], None] = lambda msg: None,
+) -> dict[str, Any]:
+    """Compile a checkpoint (or a LIF/CubaLIF NIR file) into ``outdir`` atomically
+    (``calibration``: see :func:`source_graph`).
+
+    Returns the compile report. ``dataset``/``timesteps``/``dt`` only apply to NIR input
+    (a checkpoint records them). ``profile`` names the numeric profile
+    (:mod:`lmh_deploy.semantics.profiles`); it is stored in the integer graph, the manifest
+    and the report.
+    """
+    get_profile(profile)  # an unknown name fails before any work
+    target = choice(Target, target, "--target").value
+    graph, x, files = source_graph(
+        model_path,
+        calibration_samples=calibration_samples,
+        dataset=dataset,
+        timesteps=timesteps,
+        dt=dt,
+        calibration=calibration,
+        warn=warn,
+    )
     return write_artifact(
         graph,
         outdir,
         target=target,
         calibration_x=x,
-        files={copy_name: model_path},
+        files=files,
         profile=profile,
         bias_correction=bias_correction,
         warn=warn,
     )
 
 
-def write_artifact(
+def build_artifact(
     graph: Graph,
-    outdir: str | Path,
     *,
     target: str,
     calibration_x: np.ndarray | None,
-    files: dict[str, Path],
     profile: str = DEFAULT_PROFILE,
     bias_correction: bool = True,
     run_float: FloatRun | None = None,
     warn: Callable[[str], None] = lambda msg: None,
-) -> dict[str, Any]:
-    """Quantise ``graph`` under numeric ``profile``, calibrate on ``calibration_x`` and write
-    the artifact atomically, with ``files`` (artifact name -> source path) copied in.
-    ``bias_correction``: take each layer's mean weight-rounding current on the calibration
-    inputs off its bias (:mod:`lmh_deploy.passes.bias_correction`), measured with ``run_float``
-    (see :func:`mean_counts`). Returns the compile report."""
+) -> Artifact:
+    """Quantise ``graph`` under numeric ``profile`` and calibrate on ``calibration_x``, in
+    memory (nothing is written). ``bias_correction``: take each layer's mean weight-rounding
+    current on the calibration inputs off its bias (:mod:`lmh_deploy.passes.bias_correction`),
+    measured with ``run_float`` (see :func:`mean_counts`)."""
+    get_profile(profile)  # an unknown name fails before any work
+    target = choice(Target, target, "--target").value
     graph.meta["target"] = target
     timesteps = int(graph.meta["timesteps"])
     shape = tuple(graph.node(graph.order()[0]).shape)
@@ -368,33 +397,71 @@ def write_artifact(
             "source": graph.meta["source"],
         }
     )
+    resources = None
     if target == "loihi2":
         from lmh_deploy.passes.loihi2_map import map_to_loihi2
 
         resources = map_to_loihi2(qgraph)
+    manifest = {
+        "target": target,
+        "timesteps": timesteps,
+        "profile": profile,
+        "lmh_deploy_version": __version__,
+    }
+    return Artifact(None, manifest, graph, qgraph, report, resources)
+
+
+def save_artifact(art: Artifact, outdir: str | Path, files: dict[str, Path]) -> Path:
+    """Write ``art`` to ``outdir`` atomically, with ``files`` (artifact name -> source path)
+    copied in and a manifest of checksums; returns ``outdir``."""
     with atomic_directory(outdir) as tmp:
-        save_graph(graph, tmp, "ir")
-        save_graph(qgraph, tmp, "quantized")
+        save_graph(art.float_graph, tmp, "ir")
+        save_graph(art.quant_graph, tmp, "quantized")
         for name, path in files.items():
             shutil.copyfile(path, tmp / name)
-        (tmp / "compile_report.json").write_text(json.dumps(report, indent=1))
-        if target == "loihi2":
-            (tmp / "resources.json").write_text(json.dumps(resources, indent=1))
-        write_manifest(
-            tmp,
-            {"target": target, "timesteps": timesteps, "profile": profile, "lmh_deploy_version": __version__},
-        )
-    return report
+        (tmp / "compile_report.json").write_text(json.dumps(art.report, indent=1))
+        if art.resources is not None:
+            (tmp / RESOURCES).write_text(json.dumps(art.resources, indent=1))
+        write_manifest(tmp, art.manifest)
+    return Path(outdir)
+
+
+def write_artifact(
+    graph: Graph,
+    outdir: str | Path,
+    *,
+    target: str,
+    calibration_x: np.ndarray | None,
+    files: dict[str, Path],
+    profile: str = DEFAULT_PROFILE,
+    bias_correction: bool = True,
+    run_float: FloatRun | None = None,
+    warn: Callable[[str], None] = lambda msg: None,
+) -> dict[str, Any]:
+    """:func:`build_artifact` then :func:`save_artifact`; returns the compile report."""
+    art = build_artifact(
+        graph,
+        target=target,
+        calibration_x=calibration_x,
+        profile=profile,
+        bias_correction=bias_correction,
+        run_float=run_float,
+        warn=warn,
+    )
+    save_artifact(art, outdir, files)
+    return art.report
 
 
 def load_artifact(directory: str | Path) -> Artifact:
     """Check the manifest, then load both graphs and the report."""
     directory = Path(directory)
     manifest = check_artifact(directory)
+    resources = directory / RESOURCES
     return Artifact(
         directory=directory,
         manifest=manifest,
         float_graph=load_graph(directory, "ir"),
         quant_graph=load_graph(directory, "quantized"),
         report=json.loads((directory / "compile_report.json").read_text()),
+        resources=json.loads(resources.read_text()) if resources.is_file() else None,
     )

@@ -28,7 +28,7 @@ from lmh_deploy.frontends.torch_fx import module_to_graph
 from lmh_deploy.models.data import load_dataset
 from lmh_deploy.pipeline.artifact import ArtifactError, sha256
 from lmh_deploy.ir import Graph
-from lmh_deploy.pipeline.compile import Artifact, FloatRun, write_artifact
+from lmh_deploy.pipeline.compile import Artifact, FloatRun, build_artifact, save_artifact
 from lmh_deploy.pipeline.inputs import is_sequence
 from lmh_deploy.pipeline.user_code import defining_file, model_files, users_code
 from lmh_deploy.semantics.profiles import DEFAULT_PROFILE
@@ -190,9 +190,8 @@ def calibration_inputs(path: str | Path, input_shape: tuple[int, ...]) -> np.nda
     return x.reshape((len(x), *input_shape)).astype(np.float64)
 
 
-def compile_module(
+def module_artifact(
     module: nn.Module,
-    outdir: str | Path,
     *,
     input_shape: tuple[int, ...],
     timesteps: int,
@@ -201,13 +200,16 @@ def compile_module(
     calibration_samples: int = 64,
     target: str = "lava-sim",
     source: dict[str, Any] | None = None,
-    files: dict[str, Path] | None = None,
     profile: str = DEFAULT_PROFILE,
     bias_correction: bool = True,
     warn: Callable[[str], None] = lambda msg: None,
-) -> dict[str, Any]:
-    """Trace ``module``, quantise, calibrate (dataset train split or ``calibration`` inputs)
-    and write the artifact. ``source`` describes how to rebuild the module for ``verify``."""
+) -> Artifact:
+    """Trace ``module``, quantise and calibrate (dataset train split or ``calibration``
+    inputs) in memory. ``source`` describes how to rebuild the module for ``verify``.
+    Our own nets (:class:`~lmh_deploy.models.architectures.SpikingNet`) are exported by
+    their layer list, every other module by torch.fx."""
+    from lmh_deploy.models.architectures import SpikingNet
+
     input_shape = tuple(int(d) for d in input_shape)
     if int(timesteps) < 1:
         raise InputError(f"--timesteps must be >= 1, got {timesteps}")
@@ -245,23 +247,49 @@ def compile_module(
         "source": source or {"format": "pytorch-module", "class": type(module).__name__},
         "sample_shape": list(sample_shape),
     }
-    graph = module_to_graph(module, input_shape=input_shape, timesteps=timesteps, x_max=x_max, meta=meta)
+    if isinstance(module, SpikingNet):
+        from lmh_deploy.frontends.pytorch import export_model
+
+        graph = export_model(module, input_shape=input_shape, x_max=x_max, timesteps=timesteps, meta=meta)
+    else:
+        graph = module_to_graph(module, input_shape=input_shape, timesteps=timesteps, x_max=x_max, meta=meta)
+    return build_artifact(
+        graph,
+        target=target,
+        calibration_x=x,
+        profile=profile,
+        bias_correction=bias_correction,
+        # our own nets' float side is the float IR (their layer list is what it exports)
+        run_float=None if isinstance(module, SpikingNet) else _source_run(module, graph, timesteps),
+        warn=warn,
+    )
+
+
+def save_module_artifact(
+    art: Artifact, module: nn.Module, outdir: str | Path, files: dict[str, Path] | None = None
+) -> Path:
+    """Save ``art`` with the module's weights (``verify`` runs the source model) and
+    ``files`` (artifact name -> source path) copied in."""
     files = dict(files or {})
     with tempfile.TemporaryDirectory(prefix="lmh-weights-") as tmp:
-        if SOURCE_WEIGHTS not in files:  # keep the weights: verify runs the source model
+        if SOURCE_WEIGHTS not in files:
             files[SOURCE_WEIGHTS] = Path(tmp) / SOURCE_WEIGHTS
             torch.save(module.state_dict(), files[SOURCE_WEIGHTS])
-        return write_artifact(
-            graph,
-            outdir,
-            target=target,
-            calibration_x=x,
-            files=files,
-            profile=profile,
-            bias_correction=bias_correction,
-            run_float=_source_run(module, graph, timesteps),
-            warn=warn,
-        )
+        return save_artifact(art, outdir, files)
+
+
+def compile_module(
+    module: nn.Module,
+    outdir: str | Path,
+    *,
+    files: dict[str, Path] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """:func:`module_artifact` written to ``outdir`` (:func:`save_module_artifact`); returns
+    the compile report."""
+    art = module_artifact(module, **options)
+    save_module_artifact(art, module, outdir, files)
+    return art.report
 
 
 def _source_run(module: nn.Module, graph: Graph, timesteps: int) -> FloatRun:
@@ -324,7 +352,7 @@ def load_source_module(art: Artifact) -> nn.Module | None:
     if src.get("format") != "pytorch-module" or not src.get("factory"):
         return None
     path = check_model_file(art)
-    assert path is not None  # a pytorch-module source names its model file
+    assert path is not None and art.directory is not None  # a --model artifact on disk
     model = build_from_file(path, src["factory"], src.get("kwargs") or {}, f"{path}:{src['factory']}")
     load_weights(model, art.directory / SOURCE_WEIGHTS)
     return model
@@ -337,7 +365,9 @@ def check_model_file(art: Artifact) -> Path | None:
     if src.get("format") != "pytorch-module" or not src.get("model_file"):
         return None
     path = Path(src["model_file"])
-    again = f"recompile, or restore it from the copy {art.directory / SOURCE_FILE}"
+    again = "recompile" + (
+        "" if art.directory is None else f", or restore it from the copy {art.directory / SOURCE_FILE}"
+    )
     if not path.is_file():
         raise ArtifactError(f"{path}: the model file {art.directory} was compiled from is gone; {again}")
     if sha256(path) != src.get("model_file_sha256"):

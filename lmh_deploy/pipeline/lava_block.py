@@ -1,13 +1,14 @@
-"""The compiled network as a Lava building block, built from an artifact directory."""
+"""The compiled network as a Lava building block, built from an artifact."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from lmh_deploy.pipeline.compile import load_artifact
+from lmh_deploy.pipeline.compile import Artifact, load_artifact
 
 
-def lava_network(artifact: str | Path, *, precision: str = "fixed_pt", samples: int = 0):
+def lava_process(art: Artifact, *, precision: str = "fixed_pt", samples: int = 0) -> Any:
     """An :class:`~lmh_deploy.backends.lava.network.LMHNetwork` of a compiled artifact.
 
     ``fixed_pt`` uses the integer graph (bit-exact with ``run --backend lava`` and sim/),
@@ -19,7 +20,6 @@ def lava_network(artifact: str | Path, *, precision: str = "fixed_pt", samples: 
 
     if precision not in ("fixed_pt", "floating_pt"):
         raise ValueError(f"unknown precision {precision!r}; supported: fixed_pt, floating_pt")
-    art = load_artifact(artifact)
     graph = art.quant_graph if precision == "fixed_pt" else art.float_graph
     return LMHNetwork(
         graph=graph,
@@ -27,3 +27,8 @@ def lava_network(artifact: str | Path, *, precision: str = "fixed_pt", samples: 
         precision="fixed_pt" if precision == "fixed_pt" else "floating_pt",
         samples=samples,
     )
+
+
+def lava_network(artifact: str | Path, *, precision: str = "fixed_pt", samples: int = 0) -> Any:
+    """:func:`lava_process` of an artifact directory."""
+    return lava_process(load_artifact(artifact), precision=precision, samples=samples)

@@ -30,6 +30,7 @@ from lmh_deploy.pipeline.inputs import (
     quantize,
 )
 from lmh_deploy.backends.record import RunRecord
+from lmh_deploy.pipeline.results import RunResult
 from lmh_deploy.reports.summary import summarize
 from lmh_deploy.sim import default_batch_size, run_in_batches, simulate_batched
 
@@ -161,8 +162,9 @@ def run_artifact(
     batch_size: int | None = None,
     save_spikes: str | Path | None = None,
     status: Callable[[str], None] = lambda text: None,
-) -> dict[str, Any] | None:
-    """Run a compiled artifact on ``backend``; the summary (see :func:`summarize`).
+) -> RunResult | None:
+    """Run a compiled artifact on ``backend``; a :class:`RunResult` (its ``to_dict()``: the
+    summary of :func:`summarize`).
 
     ``sweep`` (with ``plots_dir`` or ``html``) adds an accuracy/energy-vs-T curve, always
     run on sim/ (the bit-exact twin of the Lava model). Under torchrun each rank runs a
@@ -193,7 +195,7 @@ def run_artifact(
         art = load_artifact(artifact)
         check_model_file(art)  # the deployed net is the one the user's model file still builds
         if backend == Backend.LOIHI2:
-            _refuse_loihi2()
+            refuse_loihi2()
         q = art.quant_graph
         shape = art.input_shape
         if inputs is not None:
@@ -231,26 +233,21 @@ def run_artifact(
             else []
         )
         status(f"running {num_samples(x, shape)} samples on {backend}")
-        start = time.perf_counter()
-        rec = run_backend(
+        result = execute(
             q,
             x_int,
+            y,
             art.timesteps,
             backend.value,
             batch_size=batch_size,
             record_spikes=not stream,
             device=_rank_device(device),
+            processes=dctx.world_size,
         )
-        seconds = time.perf_counter() - start
         if not dctx.is_main:
             return None
-        summary = summarize(q, rec, y) | {
-            "backend": str(backend),
-            "seconds": seconds,
-            "timesteps": art.timesteps,
-            "processes": dctx.world_size,
-            "predictions": rec.predictions.tolist(),
-        }
+        summary, rec = result.summary, result.record
+        assert rec is not None
         if save_spikes is not None:
             summary["spikes_file"] = str(
                 save_spike_rasters(save_spikes, x_int, rec, tuple(q.node("input").shape))
@@ -258,10 +255,62 @@ def run_artifact(
         if plots_dir is not None or html is not None:
             status("T sweep (sim), float run and plots")
             _plots(summary, rec, art, x, x_int, y, t_values, plots_dir, html, batch_size)
-        return summary
+        return result
 
 
-def _refuse_loihi2() -> None:
+def execute(
+    qgraph: Any,
+    x_int: np.ndarray,
+    labels: np.ndarray | None,
+    timesteps: int,
+    backend: str,
+    *,
+    batch_size: int | None = None,
+    record_spikes: bool = True,
+    device: str | None = None,
+    processes: int = 1,
+    on_batch: Callable[[int], None] | None = None,
+) -> RunResult:
+    """:func:`run_backend`, timed and summarised (:func:`summarize`) as a
+    :class:`~lmh_deploy.pipeline.results.RunResult`. ``on_batch(samples)`` is called after
+    every mini-batch (a progress bar); without it the backend batches on its own."""
+    start = time.perf_counter()
+    if on_batch is None:
+        rec = run_backend(
+            qgraph,
+            x_int,
+            timesteps,
+            backend,
+            batch_size=batch_size,
+            record_spikes=record_spikes,
+            device=device,
+        )
+    else:
+        from lmh_deploy.pipeline.inputs import sample_axis
+
+        axis = sample_axis(x_int, tuple(qgraph.node(qgraph.order()[0]).shape))
+        batch = batch_size or default_batch_size(qgraph, timesteps, record_spikes=record_spikes)
+
+        def one_batch(xs: np.ndarray) -> RunRecord:
+            part = run_backend(
+                qgraph, xs, timesteps, backend, batch_size=batch, record_spikes=record_spikes, device=device
+            )
+            on_batch(xs.shape[axis])
+            return part
+
+        rec = run_in_batches(one_batch, x_int, batch, axis=axis)
+    seconds = time.perf_counter() - start
+    summary = summarize(qgraph, rec, labels) | {
+        "backend": backend,
+        "seconds": seconds,
+        "timesteps": timesteps,
+        "processes": processes,
+        "predictions": rec.predictions.tolist(),
+    }
+    return RunResult.from_record(summary, rec)
+
+
+def refuse_loihi2() -> None:
     from lmh_deploy.passes.loihi2_map import LAVA_LOIHI_HINT, lava_loihi_available
 
     if not lava_loihi_available():

@@ -21,6 +21,7 @@ from lmh_deploy.pipeline.inputs import (
     sample_axis,
 )
 from lmh_deploy.backends.record import RunRecord, spike_agreement_by_layer
+from lmh_deploy.pipeline.results import VerifyResult
 
 
 def compare_lava_sim(sim: RunRecord, lava: RunRecord) -> dict[str, int]:
@@ -60,8 +61,16 @@ def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any, batch: int) -
         return run_sharded(lambda xs: run_in_batches(fn, xs, batch, axis=axis), x, axis=axis)
 
     meta = art.float_graph.meta
-    module = source if source is not None else load_source_module(art)
-    if module is not None:
+    is_nir = meta.get("source", {}).get("format") == "nir"
+    module = source if source is not None or is_nir or art.directory is None else load_source_module(art)
+    if module is not None and not is_nir and "source_neurons" not in meta:  # our own SpikingNet
+        from lmh_deploy.backends.float.torch_model import run_float
+
+        return (
+            batched(lambda xs: run_float(module, xs, t, time_varying=bool(axis))),
+            "source module (PyTorch)",
+        )
+    if module is not None and not is_nir:
         from lmh_deploy.backends.float.torch_source import run_source
 
         from lmh_deploy.pipeline.user_code import model_files, users_code
@@ -79,11 +88,12 @@ def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any, batch: int) -
                     time_loop=meta.get("source_time_loop"),
                 )
             ), "source module (PyTorch)"
-    if meta.get("source", {}).get("format") == "nir" and (art.directory / "source.nir").is_file():
+    nir_copy = None if art.directory is None else art.directory / "source.nir"
+    if is_nir and (source is not None or (nir_copy is not None and nir_copy.is_file())):
         from lmh_deploy.frontends.nir import read_nir
         from lmh_deploy.backends.float.nir_graph import run_nir_reference
 
-        g = read_nir(art.directory / "source.nir")
+        g = read_nir(source if source is not None else nir_copy)
         return batched(
             lambda xs: run_nir_reference(g, xs, t, float(meta["dt"]), source_neurons=meta["source_neurons"])
         ), "source NIR graph (reference executor)"
@@ -264,9 +274,9 @@ def verify_path(
     lava_samples: int | None = None,
     batch_size: int | None = None,
     max_accuracy_drop: float | None = None,
-) -> dict[str, Any] | None:
+) -> VerifyResult | None:
     """Load and verify an artifact directory (:func:`verify_artifact`) on the test split or
-    on ``inputs`` (a .npy, with optional ``labels``).
+    on ``inputs`` (a .npy, with optional ``labels``); a :class:`VerifyResult`.
 
     Under torchrun each rank runs a contiguous shard of the samples; rank 0 returns the
     result, the other ranks ``None``.
@@ -297,7 +307,7 @@ def verify_path(
             batch_size=batch_size,
             max_accuracy_drop=max_accuracy_drop,
         )
-        return result if dctx.is_main else None
+        return VerifyResult.from_dict(result) if dctx.is_main else None
 
 
 def verify_failures(result: dict[str, Any]) -> list[str]:
