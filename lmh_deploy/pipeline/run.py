@@ -189,7 +189,7 @@ def run_artifact(
         raise InputError("--stream: only the sim backend streams (Lava records every step)")
     if stream and save_spikes is not None:
         raise InputError("--save-spikes needs the spike rasters; drop --stream")
-    if sweep is not None and not (plots_dir or html):
+    if sweep is not None and sweep.strip().lower() != "none" and not (plots_dir or html):
         raise InputError("--sweep draws its curve into --plots or --html: add one of them, or drop --sweep")
     with distributed_context("cpu") as dctx:
         art = load_artifact(artifact)
