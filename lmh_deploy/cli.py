@@ -3,15 +3,19 @@
 Each command parses its options, calls one API function and prints the result. Errors
 (:class:`_Commands`): a :class:`~lmh_deploy.errors.UserError` is one line and exit 2, a
 :class:`~lmh_deploy.errors.CommandFailed` one line and exit 1; anything else is a bug in
-lmh-deploy and shows its traceback with a request to report it (exit 1).
+lmh-deploy and shows its traceback with a request to report it (exit 1). Ctrl-C (SIGINT) and
+SIGTERM end a command through the same cleanup as an error (Lava's workers are killed, no
+output is half-written) with one line, ``interrupted; nothing written``, and exit 130 / 143.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from contextlib import contextmanager
@@ -71,6 +75,14 @@ def _metavar(param: Any) -> str:
     return str(param.name or "value").upper()
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM as an exception in the main thread, so that cleanup runs as for Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
 class _Commands(TyperGroup):
     """Runs every command (also those added later) inside the error policy above, and gives
     every option and argument a metavar that says what to type (:func:`_metavar`)."""
@@ -94,12 +106,19 @@ class _Commands(TyperGroup):
                         param.metavar = str(param.name).upper()
 
     def invoke(self, ctx: Any) -> Any:  # typer's click Context
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
         try:
             result = super().invoke(ctx)
             sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
             return result
-        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
+        except (typer.Exit, typer.Abort, typer.TyperException):
             raise
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (_Terminated)
+            if STATE["debug"]:
+                raise
+            console.print("interrupted; nothing written", highlight=False)
+            raise typer.Exit(143 if isinstance(exc, _Terminated) else 130) from None
         except BrokenPipeError:  # the reader closed the pipe (``| head``): stop without a word
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(141) from None  # 128 + SIGPIPE, as a tool killed by the signal reports
@@ -119,6 +138,9 @@ class _Commands(TyperGroup):
             console.print(traceback.format_exc(), highlight=False, soft_wrap=True, markup=False)
             console.print(f"[red]internal error:[/red] {REPORT_BUG}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
 
 
 app = typer.Typer(

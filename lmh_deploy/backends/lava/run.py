@@ -14,6 +14,7 @@ from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 
 from lmh_deploy.ir import Graph, QReadout, Readout
 from lmh_deploy.backends.lava.lower import LavaNetwork, Precision, lower
+from lmh_deploy.backends.lava.supervise import supervised
 from lmh_deploy.backends.record import RunRecord, synops_from_spikes
 
 
@@ -47,13 +48,15 @@ def run_lava(
     """Lower ``graph`` for ``inputs`` (B, *shape) or frames (T', B, *shape), run it under
     ``Loihi2SimCfg`` and read back.
 
-    The runtime is always stopped, also on errors, so no worker processes are left behind.
-    Fixed-point results are integers (cast from Lava's float64 ``Var.get()``).
+    Runs under :func:`~lmh_deploy.backends.lava.supervise.supervised`: a worker's exception
+    ends the run with that exception (no hang), and on any error or interruption every
+    worker process is killed, so none outlives the call. Fixed-point results are integers
+    (cast from the float64 values Lava's host channels carry).
     """
     net = lower(graph, inputs, timesteps, precision)
     readout = graph.node(graph.order()[-1])
     assert isinstance(readout, (QReadout, Readout))
-    try:
+    with supervised(net.source) as watchdog:
         with warnings.catch_warnings():
             # Lava's DelaySparse rebuilds its delay-0 matrix by assignment (harmless, noisy).
             warnings.simplefilter("ignore", SparseEfficiencyWarning)
@@ -65,7 +68,7 @@ def run_lava(
                 ),
             )
             rec = read_back(net, readout.bias)
-    finally:
+        watchdog.stopping.set()
         net.source.stop()
     if precision == "fixed_pt":
         rec.logits = rec.logits.astype(np.int64)
