@@ -359,10 +359,10 @@ def _print_compile(report: dict[str, Any], title: str) -> None:
         table.add_column(col)
     calib = report.get("calibration", {}).get("layers", {})
     for layer in report["layers"]:
-        if layer["kind"] == "dense":
+        if layer["kind"] == "dense":  # a synapse path: say which kind of layer it is
             table.add_row(
                 layer["name"],
-                "dense",
+                "conv" if layer.get("conv") else "dense",
                 str(layer["weight_exp"]),
                 f"{layer['max_weight_error_rel']:.2%} of max|W|",
                 "",

@@ -140,14 +140,14 @@ def test_netx_refuses_non_lif_layers() -> None:
     graph = export_model(model.eval(), input_shape=(10,), timesteps=T)
     with pytest.raises(
         InteropError,
-        match=r"lmh0: mu_d = 0\.2 != 0; the netx export covers the "
-        r"LIF case only",
+        match=r"mu_d != 0 in lmh0 \(0\.2\), lmh1 \(0\.2\): netx's CUBA current keeps no memory\. "
+        r"Fix: train with --neuron lif",
     ):
         graph_to_netx(graph, "/nonexistent/never-written.net")
     for neuron in model.neurons():
         neuron.set_factors(mu_d=0.0, lam_s=1.2)
     graph = export_model(model.eval(), input_shape=(10,), timesteps=T)
-    with pytest.raises(InteropError, match=r"lmh1: lam_s = 1\.2 > 1"):
+    with pytest.raises(InteropError, match=r"lam_s > 1 in lmh0 \(1\.2\), lmh1 \(1\.2\): a growing soma"):
         graph_to_netx(graph, "/nonexistent/never-written.net")
 
 

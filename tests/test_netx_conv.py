@@ -7,6 +7,7 @@ readout values and predictions as sim/, bit for bit."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import h5py
@@ -54,6 +55,8 @@ def cnn_build(tmp_path_factory) -> Path:
     build = work / "build"
     res = invoke("compile", model, "--profile", "loihi-lif", "--calibration-samples", "32", "-o", build)
     assert res.exit_code == 0, res.output
+    kinds = re.findall(r"^\W*(dense\d+)\W+(\w+)", res.output, re.M)  # the compile table's rows
+    assert [kind for _, kind in kinds] == ["conv", "conv", "dense"], res.output
     return build
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import nir
 import numpy as np
@@ -107,6 +107,24 @@ def measure_approximation(
 
 
 # =============================================================================== LIF plans
+class Problem(NamedTuple):
+    """One rule a layer breaks: ``rule`` (``mu_s != 0``), the layer, its value, and why the
+    format cannot hold it; a refusal names each rule once with all the layers that break it."""
+
+    rule: str
+    layer: str
+    value: str
+    reason: str
+
+
+def describe_problems(problems: list[Problem]) -> str:
+    """``mu_s != 0 in lmh0 (-0.05), lmh1 (0.06): netx has no ...; lam_s > 1 in lmh1 (1.07): ...``"""
+    by_rule: dict[tuple[str, str], list[str]] = {}
+    for p in problems:
+        by_rule.setdefault((p.rule, p.reason), []).append(f"{p.layer} ({p.value})" if p.value else p.layer)
+    return "; ".join(f"{rule} in {', '.join(layers)}: {reason}" for (rule, reason), layers in by_rule.items())
+
+
 @dataclass
 class NeuronPlan:
     """How one LM-H layer maps onto a standard neuron: per-neuron (n,) factor values.
@@ -119,7 +137,7 @@ class NeuronPlan:
     mu_d: np.ndarray
     lam_d: np.ndarray
     lam_s: np.ndarray
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
     approximations: list[str] = field(default_factory=list)
 
     @property
@@ -154,14 +172,18 @@ def plan_layer(name: str, node: LMH, *, target: Target = "nir", lossy: bool = Fa
     """
     n = node.size
     fmt = "NIR" if target == "nir" else "netx"
-    problems: list[str] = []
+    problems: list[Problem] = []
     rows = node.mu_d.shape[0]
     for fname in ("mu_d", "mu_s", "lam_d", "lam_s"):
         arr = getattr(node, fname)
         if rows > 1 and float(np.max(np.ptp(arr, axis=0))) > FACTOR_TOL:
             problems.append(
-                f"{name}: radical factors: {fname} changes over the {rows} time "
-                f"steps ({_describe(arr)}); {fmt} neurons have constant parameters"
+                Problem(
+                    "radical (per-step) factors",
+                    name,
+                    f"{fname} {_describe(arr)} over {rows} steps",
+                    f"{fmt} neurons have constant parameters",
+                )
             )
             break
 
@@ -171,40 +193,49 @@ def plan_layer(name: str, node: LMH, *, target: Target = "nir", lossy: bool = Fa
     mu_d, mu_s, lam_d, lam_s = (per_neuron(f) for f in ("mu_d", "mu_s", "lam_d", "lam_s"))
     if np.any(np.abs(mu_s) > FACTOR_TOL):
         problems.append(
-            f"{name}: mu_s = {_worst(mu_s, 0):.4g} != 0; {fmt} has no soma->dendrite "
-            f"feedback (LM-H's second compartment coupling)"
+            Problem("mu_s != 0", name, f"{_worst(mu_s, 0):.4g}", f"{fmt} has no soma->dendrite feedback")
         )
     growing = bool(np.any(lam_s > 1 + FACTOR_TOL))
     if target == "nir":
         if np.any(mu_d < -FACTOR_TOL):
             problems.append(
-                f"{name}: mu_d = {_worst(mu_d, 0):.4g} != 0; NIR has no dendrite->soma "
-                f"two-compartment neuron with a negative dendrite decay (a CubaLIF "
-                f"would need tau_syn = dt/(1 - mu_d) < dt)"
+                Problem(
+                    "mu_d < 0",
+                    name,
+                    f"{_worst(mu_d, 0):.4g}",
+                    "a CubaLIF would need tau_syn = dt/(1 - mu_d) < dt",
+                )
             )
         elif np.any(mu_d > FACTOR_TOL) and np.any(lam_s >= 1 - FACTOR_TOL) and not growing:
             problems.append(
-                f"{name}: mu_d = {_worst(mu_d, 0):.4g} with lam_s = "
-                f"{_worst(lam_s, 0):.4g} >= 1; NIR has no current-based IF neuron "
-                f"(CubaLIF needs a finite tau_mem, i.e. lam_s < 1)"
+                Problem(
+                    "mu_d > 0 with lam_s >= 1",
+                    name,
+                    f"mu_d {_worst(mu_d, 0):.4g}, lam_s {_worst(lam_s, 0):.4g}",
+                    "NIR has no current-based IF neuron (CubaLIF needs lam_s < 1)",
+                )
             )
     elif np.any(np.abs(mu_d) > FACTOR_TOL):
         problems.append(
-            f"{name}: mu_d = {_worst(mu_d, 0):.4g} != 0; the netx export covers the "
-            f"LIF case only (iDecay = 4096: the CUBA current keeps no memory)"
+            Problem("mu_d != 0", name, f"{_worst(mu_d, 0):.4g}", "netx's CUBA current keeps no memory")
         )
     if growing:
         problems.append(
-            f"{name}: lam_s = {_worst(lam_s, 1):.4g} > 1; a growing soma is a negative "
-            f"time constant, which {fmt}'s leaky neurons cannot express"
+            Problem(
+                "lam_s > 1",
+                name,
+                f"{_worst(lam_s, 1):.4g}",
+                f"a growing soma, which {fmt} neurons cannot express",
+            )
         )
     elif target == "nir" and np.any(lam_s >= 1 - FACTOR_TOL) and np.any(lam_s < 1 - FACTOR_TOL):
         problems.append(
-            f"{name}: lam_s is 1 for some neurons and < 1 for others; NIR needs one "
-            f"node type (IF or LIF) per layer"
+            Problem("lam_s both 1 and < 1", name, "", "NIR has one node type (IF or LIF) per layer")
         )
     if target == "netx" and float(np.ptp(lam_s)) > FACTOR_TOL:
-        problems.append(f"{name}: per-neuron lam_s ({_describe(lam_s)}); netx CUBA has one vDecay per layer")
+        problems.append(
+            Problem("per-neuron lam_s", name, _describe(lam_s), "netx CUBA has one vDecay per layer")
+        )
     plan = NeuronPlan(
         name=name, mu_d=_snap(mu_d, 0.0), lam_d=_snap(lam_d, 1.0), lam_s=_snap(lam_s, 1.0), problems=problems
     )
@@ -266,15 +297,14 @@ def plan_graph(graph: Graph, *, target: Target = "nir", lossy: bool = False) -> 
     }
     problems = [p for plan in plans.values() for p in plan.problems]
     if problems and not lossy:
-        hint = (
-            "pass allow_lossy=True (--lossy) for a LIF approximation whose measured error is reported"
+        fix = (
+            "--lossy exports a LIF approximation and prints its error"
             if target == "nir"
-            else "only LIF-compatible networks export to netx"
+            else "train with --neuron lif (or export its --profile loihi-lif artifact)"
         )
         raise InteropError(
             f"cannot export to {'NIR' if target == 'nir' else 'netx'} exactly: "
-            + "; ".join(problems)
-            + f". {hint}"
+            f"{describe_problems(problems)}. Fix: {fix}"
         )
     return plans
 
