@@ -55,7 +55,7 @@ def cnn_build(tmp_path_factory) -> Path:
     build = work / "build"
     res = invoke("compile", model, "--profile", "loihi-lif", "--calibration-samples", "32", "-o", build)
     assert res.exit_code == 0, res.output
-    kinds = re.findall(r"^\W*(dense\d+)\W+(\w+)", res.output, re.M)  # the compile table's rows
+    kinds = re.findall(r"^\W*((?:conv|dense)\d+)\W+(\w+)", res.output, re.M)  # the compile table's rows
     assert [kind for _, kind in kinds] == ["conv", "conv", "dense"], res.output
     return build
 
