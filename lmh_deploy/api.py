@@ -14,11 +14,13 @@ ranks and return ``None`` on every rank but 0.
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
-from lmh_deploy.bounds import check_samples, check_shape, check_timesteps
+from lmh_deploy.bounds import check_float, check_samples, check_shape, check_timesteps
 from lmh_deploy.choices import (
     Arch,
     Backend,
@@ -32,7 +34,8 @@ from lmh_deploy.choices import (
     Device,
     choice,
 )
-from lmh_deploy.errors import InputError
+from lmh_deploy.errors import InputError, require_file
+from lmh_deploy.files import check_output, check_outputs
 from lmh_deploy.pipeline.results import RunResult, VerifyResult
 from lmh_deploy.models.job import DEFAULT_JOB
 
@@ -73,6 +76,7 @@ def train(
     quick run). Returns the metrics (``accuracy``, ``epochs``, ``seconds_per_epoch``, ...); see
     :mod:`lmh_deploy.models.training_job` for the modes (hybrid, time-slicing, torchrun).
     """
+    check_outputs({"--out": (out, "file"), "--json": (json_path, "file")}, inputs=[hybrid_from, data_dir])
     from lmh_deploy.models.training_job import TrainJob, run_training_job
 
     job = TrainJob.from_options(
@@ -119,6 +123,7 @@ def compile(
     model_factory: str | None = None,
     model_kwargs: str | dict[str, Any] | None = None,
     bias_correction: bool = True,
+    force: bool = False,
     warn: Callable[[str], None] = lambda message: None,
 ) -> Any:
     """Compile a model. Without ``outdir``: a :class:`~lmh_deploy.deployment.Deployment`,
@@ -137,9 +142,33 @@ def compile(
     8-bit). ``profile`` names the numeric profile (``lmh``: LM-H as trained;
     ``loihi-lif``: Lava's bit-accurate LIF; :mod:`lmh_deploy.semantics.profiles`).
     ``bias_correction`` (default on) takes each layer's mean 8-bit weight-rounding current on
-    the calibration inputs off its bias (docs/fixed-point.md). ``warn`` receives warnings
+    the calibration inputs off its bias (docs/fixed-point.md). An existing ``outdir`` is
+    replaced only when empty or an lmh-deploy artifact (``force``: any folder, never a file
+    nor an input; :func:`lmh_deploy.files.check_output`). ``warn`` receives warnings
     (possible saturation).
     """
+    # options and paths first, before torch is imported: a mistake costs milliseconds
+    choice(Target, target, "--target")
+    check_samples(calibration_samples, "--calibration-samples", lo=0)
+    if dataset is not None:
+        choice(Dataset, dataset, "--dataset")
+    if timesteps is not None:
+        check_timesteps(timesteps)
+    if dt is not None:
+        check_float("--dt", dt, lo=0.0, lo_open=True, hi=1.0)
+    from_file = isinstance(model, (str, os.PathLike))
+    if outdir is not None:
+        sources = [model if from_file else None, model_factory.rpartition(":")[0] if model_factory else None]
+        if isinstance(calibration, (str, os.PathLike)):
+            sources.append(calibration)
+        check_output(outdir, "-o", kind="artifact", inputs=sources, force=force)
+    if from_file and Path(model).suffix in (".net", ".h5", ".hdf5"):
+        raise InputError(
+            f"{model}: netx files are not a compile input (no netx frontend); compile the "
+            "source network, or export it to NIR"
+        )
+    if from_file:
+        require_file(model)
     from torch import nn
 
     from lmh_deploy.deployment import Deployment, as_arrays
@@ -184,22 +213,26 @@ def compile(
         if model_factory is not None:
             if outdir is None:
                 raise InputError("model_factory= compiles a weights file into outdir; give outdir")
-            return compile_model_file(model, model_factory, outdir, model_kwargs=model_kwargs, **options)
+            return compile_model_file(
+                model, model_factory, outdir, model_kwargs=model_kwargs, force=force, **options
+            )
         art = module_artifact(model, **options)
         if outdir is None:
             return Deployment(art, source=model)
-        save_module_artifact(art, model, outdir)
+        save_module_artifact(art, model, outdir, force=force)
         return art.report
-    if Path(model).suffix in (".net", ".h5", ".hdf5"):
-        raise InputError(
-            f"{model}: netx files are not a compile input (no netx frontend); compile the "
-            "source network, or export it to NIR"
-        )
     from lmh_deploy.pipeline.compile import build_artifact, compile_model, source_graph
 
     if outdir is not None:
         return compile_model(
-            model, outdir, dataset=dataset, timesteps=timesteps, dt=dt, calibration=calibration, **options
+            model,
+            outdir,
+            dataset=dataset,
+            timesteps=timesteps,
+            dt=dt,
+            calibration=calibration,
+            force=force,
+            **options,
         )
     graph, x, files = source_graph(
         model,
@@ -253,6 +286,15 @@ def verify(
     Every backend runs in mini-batches of ``batch_size`` samples (default: sized from the
     free memory). ``max_accuracy_drop`` (percentage points) adds an ``accuracy_gate``.
     """
+    if samples is not None:
+        check_samples(samples)
+    if lava_samples is not None:
+        check_samples(lava_samples, "--lava-samples", lo=0)
+    if batch_size is not None:
+        check_samples(batch_size, "--batch-size")
+    if max_accuracy_drop is not None:
+        check_float("--max-accuracy-drop", max_accuracy_drop, lo=-100.0, hi=100.0)
+    _check_artifact(artifact, inputs, labels)
     from lmh_deploy.pipeline.verify import verify_path
 
     return verify_path(
@@ -292,6 +334,18 @@ def run(
     from the free memory). ``save_spikes``: a .npz of the integer input and every spiking
     layer's raster.
     """
+    from lmh_deploy.pipeline.inputs import check_sim_device
+
+    choice(Backend, backend, "--backend")
+    check_sim_device(device)
+    check_samples(samples)
+    if batch_size is not None:
+        check_samples(batch_size, "--batch-size")
+    check_outputs(
+        {"--plots": (plots_dir, "folder"), "--html": (html, "file"), "--save-spikes": (save_spikes, "file")},
+        inputs=[artifact, inputs, labels],
+    )
+    _check_artifact(artifact, inputs, labels)
     from lmh_deploy.pipeline.run import run_artifact
 
     return run_artifact(
@@ -322,13 +376,40 @@ def export(
 ) -> dict[str, Any]:
     """Export a checkpoint to NIR or lava-dl netx HDF5, or a compiled artifact to netx
     (see :mod:`lmh_deploy.pipeline.export`)."""
+    choice(ExportFormat, format, "--format")
+    check_float("--dt", dt, lo=0.0, lo_open=True, hi=1.0)
+    check_samples(samples)
+    check_output(out, "-o", inputs=[model])
+    if Path(model).is_dir():
+        _check_artifact(model)
+    else:
+        require_file(model, "checkpoint")
     from lmh_deploy.pipeline.export import export_checkpoint
 
     return export_checkpoint(model, out, format=format, dt=dt, lossy=lossy, samples=samples)
 
 
+def _check_artifact(
+    artifact: str | Path, inputs: str | Path | None = None, labels: str | Path | None = None
+) -> None:
+    """The artifact is whole (:func:`~lmh_deploy.pipeline.artifact.check_artifact`), its
+    graphs' meta and nodes fit the schema, and the ``--inputs``/``--labels`` files exist:
+    checked before torch and Lava are imported, so that a bad path or value is refused at once."""
+    from lmh_deploy.ir.serialize import read_graph_document
+    from lmh_deploy.pipeline.artifact import check_artifact
+
+    check_artifact(artifact)
+    for stem in ("ir", "quantized"):  # the meta and nodes against the schema, no arrays yet
+        read_graph_document(Path(artifact) / f"{stem}.json")
+    for path, option in ((inputs, "--inputs"), (labels, "--labels")):
+        if path is not None:
+            require_file(path, f"{option} file")
+
+
 def report(summary_json: str | Path, html: str | Path) -> Path:
     """Rebuild the self-contained HTML report from a saved ``run`` summary."""
+    check_output(html, "--html", inputs=[summary_json])
+    require_file(summary_json)
     from lmh_deploy.reports.html import report_from_json
 
     return report_from_json(summary_json, html)

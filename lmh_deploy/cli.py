@@ -44,6 +44,7 @@ from lmh_deploy.choices import (
 )
 from lmh_deploy.errors import CommandFailed, UserError
 from lmh_deploy.pipeline.results import RunResult
+from lmh_deploy.files import check_outputs, write_json_atomic
 from lmh_deploy.models.job import DEFAULT_JOB as JOB
 
 console = Console(stderr=True)
@@ -181,10 +182,7 @@ def spinner(text: str) -> Iterator[Any]:
 
 def _write_json(path: Path | None, data: dict[str, Any]) -> None:
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(path)
+        write_json_atomic(path, data)
 
 
 @app.command()
@@ -322,6 +320,11 @@ def compile(
     bias_correction: bool = typer.Option(
         True, help="take each layer's mean weight-rounding current on the calibration inputs off its bias"
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Replace an -o folder that is not an lmh-deploy artifact (never a file, never an input).",
+    ),
 ) -> None:
     """Export, validate and quantise a model into an artifact directory."""
     start = time.perf_counter()
@@ -340,6 +343,7 @@ def compile(
             calibration=calibration,
             profile=profile,
             bias_correction=bias_correction,
+            force=force,
             warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"),
         )
     _print_compile(
@@ -471,6 +475,7 @@ def verify(
 
     Under torchrun each rank runs a contiguous shard of the samples; rank 0 reports.
     """
+    check_outputs({"--json": (json_path, "file")}, inputs=[artifact, inputs, labels])
     with spinner("verifying: float vs sim on every sample, Lava vs sim on the first --lava-samples"):
         result = api.verify(
             artifact,
@@ -554,6 +559,15 @@ def run(
     ),
 ) -> None:
     """Run the deployed model on a backend; report accuracy, spikes, synaptic ops, energy."""
+    check_outputs(
+        {
+            "--json": (json_path, "file"),
+            "--plots": (plots_dir, "folder"),
+            "--html": (html, "file"),
+            "--save-spikes": (save_spikes, "file"),
+        },
+        inputs=[artifact, inputs, labels],
+    )
     with spinner(f"running {samples} samples on {backend}") as status:
         result = api.run(
             artifact,
@@ -596,6 +610,7 @@ def compare(
     ),
 ) -> None:
     """Two deployments side by side: accuracy, spikes, synaptic ops, energy (total, per layer)."""
+    check_outputs({"--html": (html, "file")}, inputs=[run_a, run_b])
     from lmh_deploy.reports.compare import compare_files
     from lmh_deploy.reports.compare_text import print_comparison
 
@@ -695,6 +710,7 @@ def demo(
         calibration=None,
         profile="lmh",
         bias_correction=True,
+        force=False,
     )
     console.rule(f"3/4 verify: float vs sim vs Lava fixed_pt on {samples} test samples")
     verify(

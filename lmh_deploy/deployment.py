@@ -25,6 +25,7 @@ import numpy as np
 
 from lmh_deploy.choices import Backend, ExportFormat, choice
 from lmh_deploy.errors import InputError
+from lmh_deploy.files import check_output
 from lmh_deploy.pipeline.artifact import ArtifactError
 from lmh_deploy.pipeline.compile import Artifact
 from lmh_deploy.pipeline.results import RunResult, VerifyResult
@@ -277,11 +278,12 @@ class Deployment:
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the artifact folder (what ``lmh-deploy compile`` writes) atomically. An
         existing ``path`` is refused, unless ``overwrite`` and it is an lmh-deploy artifact
-        (a folder this tool wrote); nothing else is ever replaced."""
+        (a folder this tool wrote); nothing else is ever replaced (nor written inside an
+        artifact, nor over a source file: :func:`lmh_deploy.files.check_output`)."""
         from lmh_deploy.pipeline.artifact import check_artifact
         from lmh_deploy.pipeline.compile import save_artifact
 
-        path = Path(path)
+        path = check_output(path, "path", kind="artifact", inputs=self._files.values())
         if path.exists():
             if not overwrite:
                 raise ArtifactError(f"{path}: exists already; save elsewhere or pass overwrite=True")
@@ -302,6 +304,7 @@ class Deployment:
         then approximated by LIF) or ``netx`` (lava-dl HDF5 of the integer graph, profile
         loihi-lif). Returns the exporter's report."""
         format = choice(ExportFormat, format, "format")
+        check_output(path, "path", inputs=self._files.values())
         if format == ExportFormat.NETX:
             from lmh_deploy.interop.netx_artifact import artifact_to_netx
 

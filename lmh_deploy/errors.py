@@ -32,6 +32,11 @@ class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named (or a dataset needs) does not exist."""
 
 
+class OutputError(UserError, ValueError):
+    """An output path lmh-deploy will not write: writing it would destroy data the user
+    (or another command) owns, or the place cannot hold it."""
+
+
 class UnavailableError(UserError, RuntimeError):
     """Something the user asked for is not available here (a CUDA device, lava-loihi)."""
 

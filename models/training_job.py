@@ -29,15 +29,14 @@ precision.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, replace
-from pathlib import Path
 from collections.abc import Callable
 
 import torch
 from torch.utils.data import TensorDataset
 
 from lmh_deploy.errors import InputError
+from lmh_deploy.files import write_json_atomic
 from lmh_deploy.models import distributed as D
 from lmh_deploy.models.architectures import DEFAULT_NORM, build
 from lmh_deploy.models.checkpoint import save_checkpoint
@@ -167,9 +166,7 @@ def _run(job: TrainJob, ctx: D.DistContext, progress: Callable[[int, int, float]
             metrics={k: v for k, v in metrics.items() if k != "history"},
         )
         if job.json_path:
-            path = Path(job.json_path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(metrics, indent=1))
+            write_json_atomic(job.json_path, metrics)
     else:
         model.cpu()
     D.barrier()  # on return, on any rank, the files exist

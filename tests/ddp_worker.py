@@ -11,7 +11,7 @@ test, one process per rank. ``SPEC`` is JSON::
      "sim": {"graph": "<pickle>", "x": "<npy>", "timesteps": T}}  # optional sharded sim
 
 The result file holds, per job, the metrics, the state dict, the progress calls this
-rank saw and the files this rank wrote (checkpoints and ``Path.write_text``); for
+rank saw and the files this rank wrote (checkpoints, JSON and ``Path.write_text``); for
 ``sim``, the pickled merged RunRecord.
 """
 
@@ -111,6 +111,13 @@ def _capture_train() -> None:
         return save(path, *args, **kwargs)
 
     J.save_checkpoint = save_checkpoint
+    write_json = J.write_json_atomic
+
+    def write_json_atomic(path, *args, **kwargs):
+        _writes.append(str(path))
+        return write_json(path, *args, **kwargs)
+
+    J.write_json_atomic = write_json_atomic
     write_text = Path.write_text
 
     def recording_write_text(self, *args, **kwargs):

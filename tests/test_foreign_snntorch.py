@@ -117,9 +117,9 @@ def _deploy(tmp_path: Path, factory: str, kwargs: dict, *, epochs: int, samples:
         out,
     )
     assert res.exit_code == 0, res.output
-    res = invoke("verify", out, "--samples", samples, "--json", out / "verify.json")
+    res = invoke("verify", out, "--samples", samples, "--json", out.parent / "verify.json")
     assert res.exit_code == 0, res.output
-    result = json.loads((out / "verify.json").read_text())
+    result = json.loads((out.parent / "verify.json").read_text())
     lv, ff = result["lava_vs_sim"], result["float_vs_fixed"]
     assert lv["spikes_compared"] > 0 and lv["mismatched_spikes"] == 0
     assert lv["state_mismatches"] == 0 and lv["readout_mismatches"] == 0

@@ -96,9 +96,9 @@ def test_tutorial5_net_one_command(tmp_path: Path, digits) -> None:
         "--timesteps", tut.NUM_STEPS, "--dataset", "digits", "-o", out,
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    res = invoke("verify", out, "--samples", 50, "--json", out / "verify.json")
+    res = invoke("verify", out, "--samples", 50, "--json", out.parent / "verify.json")
     assert res.exit_code == 0, res.output
-    result = json.loads((out / "verify.json").read_text())
+    result = json.loads((out.parent / "verify.json").read_text())
     lv, ff = result["lava_vs_sim"], result["float_vs_fixed"]
     assert lv["spikes_compared"] > 0 and lv["mismatched_spikes"] == 0 and lv["state_mismatches"] == 0
     assert ff["float_reference"].startswith("source module")

@@ -93,9 +93,9 @@ def test_official_mlp_one_command_verify_against_source(official_mlp: Path) -> N
     )
     assert res.exit_code == 0, res.output
     assert (out / "source_model.py").is_file() and (out / "source_weights.pt").is_file()
-    res = invoke("verify", out, "--samples", "100", "--json", out / "verify.json")
+    res = invoke("verify", out, "--samples", "100", "--json", out.parent / "verify.json")
     assert res.exit_code == 0, res.output
-    result = json.loads((out / "verify.json").read_text())
+    result = json.loads((out.parent / "verify.json").read_text())
     lv, ff = result["lava_vs_sim"], result["float_vs_fixed"]
     assert lv["spikes_compared"] > 0 and lv["mismatched_spikes"] == 0
     assert lv["state_mismatches"] == 0 and lv["readout_mismatches"] == 0

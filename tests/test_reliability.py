@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import time
 from pathlib import Path
@@ -139,3 +140,257 @@ def test_failed_lava_run_leaves_no_processes(artifact: Path, monkeypatch) -> Non
             break
         time.sleep(0.2)
     assert not leftover
+
+
+# --- artifact trust: check_artifact, one test per rule (issue 20) -----------------------
+
+
+def _copy(artifact: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(artifact, tmp_path / "build"))
+
+
+def _manifest(build: Path) -> dict:
+    return json.loads((build / "manifest.json").read_text())
+
+
+def _rewrite_manifest(build: Path, edit=None) -> None:
+    """What a buggy writer or a careless hand leaves: the manifest rewritten to fit."""
+    from lmh_deploy.pipeline.artifact import sha256
+
+    doc = _manifest(build)
+    doc["files"] = {p.name: sha256(p) for p in sorted(build.iterdir()) if p.name != "manifest.json"}
+    if edit:
+        edit(doc)
+    (build / "manifest.json").write_text(json.dumps(doc))
+
+
+def _refused(build: Path, match: str) -> None:
+    from lmh_deploy.pipeline.artifact import ArtifactError, check_artifact
+
+    with pytest.raises(ArtifactError, match=match):
+        check_artifact(build)
+
+
+def test_trust_rule_the_folder_and_its_manifest_exist(tmp_path: Path) -> None:
+    _refused(tmp_path / "nothing", "no such artifact directory")
+    (tmp_path / "empty").mkdir()
+    _refused(tmp_path / "empty", "no manifest.json; not an lmh-deploy artifact")
+
+
+def test_trust_rule_the_manifest_is_an_object_of_this_format(artifact: Path, tmp_path: Path) -> None:
+    build = _copy(artifact, tmp_path)
+    (build / "manifest.json").write_text("[1, 2]")
+    _refused(build, "must be a JSON object, got list")
+    (build / "manifest.json").write_text('{"format": "other"}')
+    _refused(build, "not an lmh-deploy artifact of version 1")
+    (build / "manifest.json").write_text("{not json")
+    _refused(build, "unreadable manifest")
+
+
+def test_trust_rule_files_is_an_object_of_digests(artifact: Path, tmp_path: Path) -> None:
+    build = _copy(artifact, tmp_path)
+    _rewrite_manifest(build, lambda doc: doc.update(files=sorted(doc["files"])))
+    _refused(build, "'files' must be an object of file name -> sha256, got list")
+    _rewrite_manifest(build, lambda doc: doc["files"].update({"ir.json": 42}))
+    _refused(build, "entry 'ir.json' has no SHA-256 digest")
+
+
+@pytest.mark.parametrize(
+    "name", ["../../../../etc/hostname", "/etc/hostname", "sub/ir.json", ".hidden", "..", ""]
+)
+def test_trust_rule_entries_are_plain_names_inside_the_folder(
+    artifact: Path, tmp_path: Path, name: str
+) -> None:
+    from lmh_deploy.pipeline.artifact import sha256
+
+    build = _copy(artifact, tmp_path)
+    digest = sha256(Path("/etc/hostname")) if Path("/etc/hostname").is_file() else "0" * 64
+    _rewrite_manifest(build, lambda doc: doc["files"].update({name: digest}))
+    _refused(build, "is not a plain file name inside the folder")
+
+
+def test_trust_rule_every_file_the_loader_reads_is_listed(artifact: Path, tmp_path: Path) -> None:
+    build = _copy(artifact, tmp_path)
+    _rewrite_manifest(build, lambda doc: doc.update(files={}))
+    _refused(build, "does not list ir.json, which every artifact has")
+    (build / "quantized.npz").unlink()
+    _rewrite_manifest(build)
+    _refused(build, "does not list quantized.npz")
+
+
+def test_trust_rule_every_file_present_is_listed(artifact: Path, tmp_path: Path) -> None:
+    build = _copy(artifact, tmp_path)
+    (build / "notes.txt").write_text("added later")
+    _refused(build, "notes.txt: not listed in manifest.json")
+
+
+def test_trust_rule_every_listed_file_is_present(artifact: Path, tmp_path: Path) -> None:
+    build = _copy(artifact, tmp_path)
+    (build / "compile_report.json").unlink()
+    _refused(build, "compile_report.json: listed in manifest.json but missing")
+
+
+def test_trust_rule_no_links_or_special_files(artifact: Path, tmp_path: Path) -> None:
+    import os
+
+    build = _copy(artifact, tmp_path)
+    outside = tmp_path / "outside.npz"
+    (build / "quantized.npz").rename(outside)
+    (build / "quantized.npz").symlink_to(outside)  # same content, same hash, outside the folder
+    _refused(build, "quantized.npz: not a regular file")
+    (build / "quantized.npz").unlink()
+    os.mkfifo(build / "quantized.npz")  # reading it would block forever: never opened
+    _refused(build, "quantized.npz: not a regular file")
+
+
+def test_trust_rule_every_digest_matches(artifact: Path, tmp_path: Path) -> None:
+    build = _copy(artifact, tmp_path)
+    with open(build / "ir.npz", "ab") as fh:
+        fh.write(b"\0")
+    _refused(build, "ir.npz: modified after compile")
+
+
+def _invoke_one_line(*args: str) -> str:
+    res = runner.invoke(app, list(args))
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    return lines[0]
+
+
+def test_regression_other_weights_with_their_manifest_line_deleted_are_refused(
+    artifact: Path, tmp_path: Path
+) -> None:
+    build = _copy(artifact, tmp_path)
+    other = tmp_path / "other.npz"
+    np.savez(other, w=np.ones(3))
+    other.replace(build / "quantized.npz")
+    _rewrite_manifest(build, lambda doc: doc["files"].pop("quantized.npz"))
+    for command in ("run", "verify"):
+        assert "does not list quantized.npz" in _invoke_one_line(command, str(build), "--samples", "2")
+    _rewrite_manifest(build, lambda doc: doc.update(files={}))
+    assert "does not list" in _invoke_one_line("run", str(build), "--samples", "2")
+
+
+def test_regression_wrong_array_shape_is_one_line(artifact: Path, tmp_path: Path) -> None:
+    build = _copy(artifact, tmp_path)
+    with np.load(build / "quantized.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    key = next(k for k in arrays if k.endswith("weight_mant"))
+    arrays[key] = arrays[key][:, :-1]
+    np.savez(build / "quantized.npz", **arrays)
+    _rewrite_manifest(build)
+    assert "quantized.json" in _invoke_one_line("run", str(build), "--samples", "2")
+
+
+def test_regression_manifest_whose_files_is_a_list_is_one_line(artifact: Path, tmp_path: Path) -> None:
+    build = _copy(artifact, tmp_path)
+    _rewrite_manifest(build, lambda doc: doc.update(files=sorted(doc["files"])))
+    assert "'files' must be an object" in _invoke_one_line("run", str(build))
+
+
+# --- outputs never destroy data (issue 20): the careless user's commands ------------------
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_regression_compile_never_replaces_a_users_folder_a_file_or_its_input(
+    artifact: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    model = Path(artifact).parent / "model.pt"
+    (tmp_path / "m.pt").write_bytes(model.read_bytes())
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    (tmp_path / "existing.txt").write_text("hi")
+    before = _tree(tmp_path)
+    cases = {
+        "notes": "folder holds 1 entry and is not an lmh-deploy artifact (todo.txt)",
+        "m.pt": "-o m.pt: is an input of this command",
+        "existing.txt": "is a file, not a folder; lmh-deploy never replaces it",
+        ".": "holds m.pt, an input of this command",
+    }
+    for out, cause in cases.items():
+        assert cause in _invoke_one_line("compile", "m.pt", "-o", out), out
+        assert _tree(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            ["m.pt", "notes", "existing.txt"]
+        )
+    assert "not even with --force" in _invoke_one_line("compile", "m.pt", "-o", "existing.txt", "--force")
+
+
+def test_regression_run_and_verify_never_write_into_the_artifact(artifact: Path, tmp_path: Path) -> None:
+    build = _copy(artifact, tmp_path)
+    before = _tree(build)
+    for option, path in (
+        ("--json", build / "quantized.json"),
+        ("--save-spikes", build / "model.pt"),
+        ("--html", build / "report.html"),
+        ("--plots", build),
+        ("--plots", build / "plots"),
+    ):
+        line = _invoke_one_line("run", str(build), "--samples", "2", option, str(path))
+        assert option in line and ("inside the lmh-deploy artifact" in line or "input of this" in line), line
+    line = _invoke_one_line("verify", str(build), "--samples", "2", "--json", str(build / "ir.json"))
+    assert "inside the lmh-deploy artifact" in line
+    assert _tree(build) == before
+
+
+def test_regression_report_paths_that_cannot_be_written_are_one_line(artifact: Path, tmp_path: Path) -> None:
+    (tmp_path / "m.pt").write_bytes(b"x")
+    assert "m.pt is a file, not a folder" in _invoke_one_line(
+        "run", str(artifact), "--json", str(tmp_path / "m.pt" / "r.json")
+    )
+    assert "cannot write into /proc" in _invoke_one_line("run", str(artifact), "--html", "/proc/x/r.html")
+    assert "overlaps --json" in _invoke_one_line(
+        "run", str(artifact), "--json", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.json")
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_regression_labels_outside_the_classes_are_refused(artifact: Path, tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((6, 1, 8, 8)))
+    for label, index in ((99, 3), (-1, 3)):
+        y = np.arange(6) % 10
+        y[index] = label
+        np.save(tmp_path / "y.npy", y)
+        line = _invoke_one_line(
+            "run", str(artifact), "--inputs", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy")
+        )
+        assert f"y.npy: label {label} is outside the network's 10 classes (labels must be 0..9)" in line
+
+
+# --- metadata edited inside an artifact (manifest recomputed): one line, nothing written -----
+
+
+@pytest.mark.parametrize(
+    "key, value, cause",
+    [
+        ("timesteps", 10**9, "meta.timesteps: input should be less than or equal to 1024"),
+        ("timesteps", 0, "meta.timesteps: input should be greater than or equal to 1"),
+        ("timesteps", -3, "meta.timesteps: input should be greater than or equal to 1"),
+        ("timesteps", "four", "meta.timesteps: input should be a valid integer"),
+        ("timesteps", float("nan"), "meta.timesteps: input should be a valid integer"),
+        ("num_classes", -1, "meta.num_classes: input should be greater than or equal to 1"),
+        ("dataset", "imagenet", "meta.dataset: input should be a valid dictionary"),
+        ("dataset.name", "imagenet", "meta.dataset.name: unknown 'imagenet'; known: digits"),
+    ],
+)
+def test_regression_bad_meta_is_one_line_before_any_work(
+    artifact: Path, tmp_path: Path, key: str, value, cause: str
+) -> None:
+    build = _copy(artifact, tmp_path)
+    doc = json.loads((build / "quantized.json").read_text())
+    if key.startswith("dataset."):
+        doc["meta"]["dataset"]["name"] = value
+    else:
+        doc["meta"][key] = value
+    (build / "quantized.json").write_text(json.dumps(doc))
+    _rewrite_manifest(build)
+    report = tmp_path / "r.json"
+    for command in ("run", "verify"):
+        line = _invoke_one_line(command, str(build), "--samples", "2", "--json", str(report))
+        assert "quantized.json: " + cause in line, line
+    assert not report.exists()

@@ -28,6 +28,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from lmh_deploy.files import atomic_path
 from lmh_deploy.interop import InteropError
 from lmh_deploy.interop.nir_export import plan_graph
 from lmh_deploy.ir import LMH, Dense, Graph, Input, Readout
@@ -251,8 +252,7 @@ def write_netx_layers(
     columns). Extra facts go to root attributes under ``lmh_deploy_*`` (netx ignores them).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:  # readers never see half a file
         for key, value in (meta or {}).items():
             f.attrs[f"lmh_deploy_{key}"] = value
         group = f.create_group("layer")

@@ -29,6 +29,7 @@ from typing import Any, Literal, NamedTuple
 import nir
 import numpy as np
 
+from lmh_deploy.files import atomic_path
 from lmh_deploy.interop import InteropError
 from lmh_deploy.ir import (
     LMH,
@@ -548,8 +549,8 @@ def write_nir(
     """:func:`graph_to_nir` then ``nir.write``; returns a summary (node types, exactness, error)."""
     nir_graph = graph_to_nir(graph, dt=dt, allow_lossy=allow_lossy, inputs=inputs)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nir.write(path, nir_graph)
+    with atomic_path(path) as tmp:  # readers never see half a file
+        nir.write(tmp, nir_graph)
     layers = {}
     for name, node in nir_graph.nodes.items():
         entry: dict[str, Any] = {"type": type(node).__name__}

@@ -13,7 +13,7 @@ from lmh_deploy.ir.base import IRError, Node
 from lmh_deploy.ir.graph import FLOAT_KINDS, NODE_TYPES, SYNAPSE_KINDS, Graph
 from lmh_deploy.ir.nodes import LMH, AvgPool, Conv2d, Dense, Input, Readout, conv_output_hw
 from lmh_deploy.ir.qnodes import QLMH, QDense, QInput, QReadout
-from lmh_deploy.ir.serialize import IR_FORMAT_VERSION, load_graph, save_graph
+from lmh_deploy.ir.serialize import IR_FORMAT_VERSION, load_graph, read_graph_document, save_graph
 from lmh_deploy.ir.validate import QUANTIZED_KINDS, is_quantized, validate, validate_any, validate_quantized
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "QReadout",
     "IR_FORMAT_VERSION",
     "load_graph",
+    "read_graph_document",
     "save_graph",
     "validate",
     "validate_quantized",

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from lmh_deploy.ir.base import IRError, Node
 from lmh_deploy.ir.graph import NODE_TYPES, Graph
+from lmh_deploy.ir.schema import check_graph_document
 from lmh_deploy.ir.validate import validate_any
 
 #: 2: integer LM-H layers store full factor multipliers, neuron rules and a numeric profile.
@@ -89,9 +90,7 @@ def _has_declared_type(value: Any, declared: str) -> bool:
 
 def _read_node(entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> Node:
     """One node from its JSON entry and the npz arrays (CSR matrices from their parts)."""
-    cls = NODE_TYPES.get(entry["kind"])
-    if cls is None:
-        raise IRError(f"node {entry['name']!r} has unknown kind {entry['kind']!r}")
+    cls = NODE_TYPES[entry["kind"]]  # a known kind: the schema checked the entry
     fields = {
         key: tuple(value) if isinstance(value, list) else value
         for key, value in dict(entry["fields"]).items()
@@ -121,17 +120,14 @@ def _read_node(entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> Node:
         raise IRError(f"node {entry['name']!r} ({entry['kind']}) has bad fields: {exc}") from None
 
 
-def load_graph(directory: str | Path, stem: str) -> Graph:
-    """Read and validate a graph written by :func:`save_graph`.
-
-    Raises :class:`IRError` naming the file (and the node) when it cannot be read or the
-    graph it holds is invalid (:func:`~lmh_deploy.ir.validate.validate_any`).
-    """
-    directory = Path(directory)
-    json_path, npz_path = directory / f"{stem}.json", directory / f"{stem}.npz"
+def read_graph_document(json_path: str | Path) -> dict[str, Any]:
+    """The JSON half of a saved graph, checked: readable, this format and version, and the
+    meta and every node entry valid under :mod:`lmh_deploy.ir.schema`. No array is read, so
+    this is cheap enough to run before anything heavy (the CLI does, for an artifact)."""
+    json_path = Path(json_path)
     try:
         doc = json.loads(json_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IRError(f"{json_path}: cannot read IR: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != "lmh-deploy/ir":
         raise IRError(f"{json_path}: not an lmh-deploy IR file")
@@ -146,6 +142,20 @@ def load_graph(directory: str | Path, stem: str) -> Graph:
             f"{json_path}: unknown IR format version {doc.get('format_version')!r} "
             f"(this lmh-deploy reads version {IR_FORMAT_VERSION})"
         )
+    check_graph_document(doc, str(json_path))
+    return doc
+
+
+def load_graph(directory: str | Path, stem: str) -> Graph:
+    """Read and validate a graph written by :func:`save_graph`.
+
+    Raises :class:`IRError` naming the file (and the node) when it cannot be read, breaks
+    the schema (checked before any array is read: :func:`read_graph_document`) or the
+    graph it holds is invalid (:func:`~lmh_deploy.ir.validate.validate_any`).
+    """
+    directory = Path(directory)
+    json_path, npz_path = directory / f"{stem}.json", directory / f"{stem}.npz"
+    doc = read_graph_document(json_path)
     try:
         with np.load(npz_path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -153,10 +163,7 @@ def load_graph(directory: str | Path, stem: str) -> Graph:
         raise IRError(f"{npz_path}: cannot read IR arrays: {exc}") from None
     for arr in arrays.values():
         arr.setflags(write=False)  # freshly read: the nodes can own them without a copy
-    meta = doc.get("meta", {})
-    if not isinstance(meta, dict) or not isinstance(doc.get("nodes"), list):
-        raise IRError(f"{json_path}: 'meta' must be an object and 'nodes' a list")
-    graph = Graph(meta=meta)
+    graph = Graph(meta=doc["meta"])
     for index, entry in enumerate(doc["nodes"]):
         name = entry.get("name", f"#{index}") if isinstance(entry, dict) else f"#{index}"
         try:

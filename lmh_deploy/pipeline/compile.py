@@ -309,10 +309,11 @@ def compile_model(
     profile: str = DEFAULT_PROFILE,
     bias_correction: bool = True,
     calibration: str | Path | None = None,
+    force: bool = False,
     warn: Callable[[str], None] = lambda msg: None,
 ) -> dict[str, Any]:
     """Compile a checkpoint (or a LIF/CubaLIF NIR file) into ``outdir`` atomically
-    (``calibration``: see :func:`source_graph`).
+    (``calibration``: see :func:`source_graph`; ``force``: see :func:`save_artifact`).
 
     Returns the compile report. ``dataset``/``timesteps``/``dt`` only apply to NIR input
     (a checkpoint records them). ``profile`` names the numeric profile
@@ -338,6 +339,7 @@ def compile_model(
         files=files,
         profile=profile,
         bias_correction=bias_correction,
+        force=force,
         warn=warn,
     )
 
@@ -411,10 +413,12 @@ def build_artifact(
     return Artifact(None, manifest, graph, qgraph, report, resources)
 
 
-def save_artifact(art: Artifact, outdir: str | Path, files: dict[str, Path]) -> Path:
+def save_artifact(art: Artifact, outdir: str | Path, files: dict[str, Path], *, force: bool = False) -> Path:
     """Write ``art`` to ``outdir`` atomically, with ``files`` (artifact name -> source path)
-    copied in and a manifest of checksums; returns ``outdir``."""
-    with atomic_directory(outdir) as tmp:
+    copied in and a manifest of checksums; returns ``outdir``. An existing ``outdir`` is
+    replaced only when empty or an artifact, or with ``force`` any folder
+    (:func:`lmh_deploy.files.check_output`)."""
+    with atomic_directory(outdir, force=force) as tmp:
         save_graph(art.float_graph, tmp, "ir")
         save_graph(art.quant_graph, tmp, "quantized")
         for name, path in files.items():
@@ -436,6 +440,7 @@ def write_artifact(
     profile: str = DEFAULT_PROFILE,
     bias_correction: bool = True,
     run_float: FloatRun | None = None,
+    force: bool = False,
     warn: Callable[[str], None] = lambda msg: None,
 ) -> dict[str, Any]:
     """:func:`build_artifact` then :func:`save_artifact`; returns the compile report."""
@@ -448,7 +453,7 @@ def write_artifact(
         run_float=run_float,
         warn=warn,
     )
-    save_artifact(art, outdir, files)
+    save_artifact(art, outdir, files, force=force)
     return art.report
 
 

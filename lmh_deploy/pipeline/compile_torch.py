@@ -266,16 +266,22 @@ def module_artifact(
 
 
 def save_module_artifact(
-    art: Artifact, module: nn.Module, outdir: str | Path, files: dict[str, Path] | None = None
+    art: Artifact,
+    module: nn.Module,
+    outdir: str | Path,
+    files: dict[str, Path] | None = None,
+    *,
+    force: bool = False,
 ) -> Path:
     """Save ``art`` with the module's weights (``verify`` runs the source model) and
-    ``files`` (artifact name -> source path) copied in."""
+    ``files`` (artifact name -> source path) copied in (``force``: see
+    :func:`~lmh_deploy.pipeline.compile.save_artifact`)."""
     files = dict(files or {})
     with tempfile.TemporaryDirectory(prefix="lmh-weights-") as tmp:
         if SOURCE_WEIGHTS not in files:
             files[SOURCE_WEIGHTS] = Path(tmp) / SOURCE_WEIGHTS
             torch.save(module.state_dict(), files[SOURCE_WEIGHTS])
-        return save_artifact(art, outdir, files)
+        return save_artifact(art, outdir, files, force=force)
 
 
 def compile_module(
@@ -283,12 +289,13 @@ def compile_module(
     outdir: str | Path,
     *,
     files: dict[str, Path] | None = None,
+    force: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """:func:`module_artifact` written to ``outdir`` (:func:`save_module_artifact`); returns
     the compile report."""
     art = module_artifact(module, **options)
-    save_module_artifact(art, module, outdir, files)
+    save_module_artifact(art, module, outdir, files, force=force)
     return art.report
 
 
