@@ -291,3 +291,24 @@ def test_quantize_input_rounding_and_clipping() -> None:
     assert fx.quantize_input(x, 4.0).tolist() == [0, 1, 2, 0, 0, 40, 255, 255, 255]
     assert fx.quantize_input(A([0.5, 1.5, 2.5]), 1.0).tolist() == [1, 2, 3]  # halves go up
     assert fx.quantize_input(A([1.0]), 255.0).dtype == np.int64
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("presyn_peak", [1, 1 << 12, 1 << 40])  # sums below 2**24, below 2**53, beyond
+def test_dense_output_is_the_exact_integer_sum_whatever_arithmetic_it_picks(
+    sparse: bool, presyn_peak: int
+) -> None:
+    """dense_output picks float32, float64 or int64 by a bound on the partial sums; a wrong
+    bound (or dtype) shows as an inexact sum once the sums pass 2**24 or 2**53."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(7)
+    w = 2 * rng.integers(-127, 128, (5, 300))
+    presyn = rng.integers(-presyn_peak, presyn_peak + 1, (2, 3, 300), dtype=np.int64)
+    presyn[0, 0, :] = presyn_peak  # the largest sums: every input at its peak
+    want = np.einsum("oi,...i->...o", w.astype(object), presyn.astype(object))
+    for exp in (-3, 0, 4):
+        got = fx.dense_output(sp.csr_matrix(w) if sparse else w, exp, presyn)
+        expected = np.vectorize(lambda v: int(v) << exp if exp >= 0 else int(v) >> -exp)(want)
+        assert got.dtype == np.int64 and got.shape == (2, 3, 5)
+        np.testing.assert_array_equal(got, expected.astype(np.int64))
