@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
@@ -42,8 +43,26 @@ def read_back(net: LavaNetwork, readout_bias: np.ndarray) -> RunRecord:
     return rec
 
 
+class _Clock:
+    """Wall seconds of consecutive parts into ``phases`` (nothing when it is None)."""
+
+    def __init__(self, phases: dict[str, float] | None) -> None:
+        self.phases, self.last = phases, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.phases is not None:
+            self.phases[name] = now - self.last
+        self.last = now
+
+
 def run_lava(
-    graph: Graph, inputs: np.ndarray, timesteps: int, precision: Precision = "fixed_pt"
+    graph: Graph,
+    inputs: np.ndarray,
+    timesteps: int,
+    precision: Precision = "fixed_pt",
+    *,
+    phases: dict[str, float] | None = None,
 ) -> RunRecord:
     """Lower ``graph`` for ``inputs`` (B, *shape) or frames (T', B, *shape), run it under
     ``Loihi2SimCfg`` and read back.
@@ -51,25 +70,35 @@ def run_lava(
     Runs under :func:`~lmh_deploy.backends.lava.supervise.supervised`: a worker's exception
     ends the run with that exception (no hang), and on any error or interruption every
     worker process is killed, so none outlives the call. Fixed-point results are integers
-    (cast from the float64 values Lava's host channels carry).
+    (cast from the float64 values Lava's host channels carry). ``phases``, if given, receives
+    the wall seconds of each part: ``lower`` (our Processes), ``compile`` (Lava's compiler),
+    ``start`` (fork the workers, build their ProcessModels), ``steps`` (Lava's run of
+    all global steps), ``read_back``, ``stop``; and ``steps_run``, the number of steps.
     """
+    clock = _Clock(phases)
     net = lower(graph, inputs, timesteps, precision)
     readout = graph.node(graph.order()[-1])
     assert isinstance(readout, (QReadout, Readout))
+    clock.lap("lower")
+    # Lava's Extractor model carries no precision tag: name it.
+    cfg = Loihi2SimCfg(select_tag=precision, exception_proc_model_map={Extractor: PyLoihiExtractorModel})
     with supervised(net.source) as watchdog:
         with warnings.catch_warnings():
             # Lava's DelaySparse rebuilds its delay-0 matrix by assignment (harmless, noisy).
             warnings.simplefilter("ignore", SparseEfficiencyWarning)
-            net.source.run(
-                condition=RunSteps(num_steps=net.total_steps),
-                # Lava's Extractor model carries no precision tag: name it.
-                run_cfg=Loihi2SimCfg(
-                    select_tag=precision, exception_proc_model_map={Extractor: PyLoihiExtractorModel}
-                ),
-            )
+            executable = net.source.compile(cfg)
+            clock.lap("compile")
+            net.source.create_runtime(executable=executable)
+            clock.lap("start")
+            net.source.run(condition=RunSteps(num_steps=net.total_steps))
+            clock.lap("steps")
             rec = read_back(net, readout.bias)
+            clock.lap("read_back")
         watchdog.stopping.set()
         net.source.stop()
+        clock.lap("stop")
+    if phases is not None:
+        phases["steps_run"] = net.total_steps
     if precision == "fixed_pt":
         rec.logits = rec.logits.astype(np.int64)
         rec.readout_trace = np.asarray(rec.readout_trace).astype(np.int64)
