@@ -42,7 +42,12 @@ fi
 # 3. The two Lava wheels alone: they declare Python <3.11, numpy <2 and lava-dl pins an old
 #    torch. lmh_deploy/_lava_compat.py makes them import and run on 3.11-3.13 with numpy 2.
 "${PIP[@]}" --no-deps --ignore-requires-python lava-nc==0.10.0 lava-dl==0.6.0
-# 4. The project itself, editable, with its dev extras (deps already satisfied).
+# 4. SNN libraries whose networks the tests deploy, without their declared dependencies:
+#    norse 1.1.0 declares torchvision/torchaudio, whose default wheels do not load against
+#    this CPU build of torch (norse imports and trains without them).
+#    spikingjelly 2.0.0 likewise (torchvision, torchaudio); it needs loguru (pinned in the lock).
+"${PIP[@]}" --no-deps norse==1.1.0 spikingjelly==2.0.0
+# 5. The project itself, editable, with its dev extras (deps already satisfied).
 "${PIP[@]}" --no-build-isolation --no-deps -e ".[dev]"
 
 "$PYTHON" -c "import lmh_deploy.lava_check as c; c.main()"

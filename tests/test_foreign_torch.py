@@ -159,12 +159,12 @@ class Branchy(nn.Module):
         (
             lambda: nn.Sequential(
                 nn.Conv2d(1, 4, 3),
-                official.LearnableNeuron(),
                 nn.MaxPool2d(2),
+                official.LearnableNeuron(),
                 nn.Flatten(),
                 nn.Linear(36, 3),
             ),
-            r"^2 \(MaxPool2d\): max pooling",
+            r"^1 \(MaxPool2d\): max pooling of currents",
         ),
         (
             lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 3)),

@@ -8,12 +8,15 @@ output over the steps. Spiking neurons are recognised by the adapters of
 :mod:`lmh_deploy.frontends.neurons`; the synaptic layers are those of our own checkpoints
 (:mod:`lmh_deploy.frontends.pytorch` maps them, BN folded, biases pushed to the neurons):
 Linear, Conv2d, BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten / view / reshape,
-Dropout, Identity, and residual sums ``neuron(branch + shortcut)``; after the last neuron
-layer a fixed average over groups of outputs (the paper's ``VotingLayer``, ``AvgPool1d``)
-folds into the readout. Networks that take all steps in one ``(T*N, ...)`` call (the paper's
-TEBN mode) are traced as their per-step equivalent (:mod:`.time_batched`). Everything else is
-refused in one line naming the module path and type; an ANN still holding its QCFS
-activations is refused naming the conversion it needs.
+Dropout, Identity, and residual sums ``neuron(branch + shortcut)``; MaxPool2d over spikes (an
+exact OR layer, :meth:`_Walker.max_pool`); other libraries' subclasses of these layers
+(SpikingJelly's ``layer.*``) and SpikingJelly's multi-step form (input repeated over a time
+axis, mean over it at the end); after the last neuron layer a fixed average over groups of
+outputs (the paper's ``VotingLayer``, ``AvgPool1d``) folds into the readout. Networks that
+take all steps in one ``(T*N, ...)`` call (the paper's TEBN mode) are traced as their
+per-step equivalent (:mod:`.time_batched`). Everything else is refused in one line naming the
+module path and type; an ANN still holding its QCFS activations is refused naming the
+conversion it needs.
 """
 
 from __future__ import annotations
@@ -55,9 +58,11 @@ SYNAPSE_MODULES = (
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardtanh)
 MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool2d)
 MAXPOOL_WHY = (
-    "max pooling is not supported: spikes cannot be max-pooled by Loihi synapses; "
-    "use AvgPool2d (the paper's code swaps MaxPool2d for AvgPool2d)"
+    "max pooling of currents (a MaxPool2d before the neuron) has no exact synaptic lowering; "
+    "put the MaxPool2d after the neuron (max-pooling spikes is exact) or use AvgPool2d"
 )
+#: threshold of the integrate-and-fire layer that max-pools spikes: fires on >= 1 input spike
+OR_THETA = 0.5
 PASS_FUNCTIONS = (F.dropout, torch.nn.functional.dropout)
 AVG_POOL_1D = (F.avg_pool1d, torch.avg_pool1d)
 QCFS_WHY = (
@@ -86,6 +91,11 @@ LMH_DEFAULT_RULES = {
     "reset_timing": "same-step",
     "v_d_init": 0.0,
 }
+
+
+def pair(value: Any) -> tuple[int, int]:
+    """A torch kernel/stride/padding argument (int or pair) as a pair."""
+    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 class FrontendError(IRError):
@@ -144,6 +154,7 @@ class _Tracer(fx.Tracer):
             find_adapter(m) is not None
             or unsupported_neuron(m) is not None
             or is_qcfs(m)
+            or isinstance(m, (*SYNAPSE_MODULES, *MAXPOOL))  # also other libraries' subclasses
             or super().is_leaf_module(m, qualname)
         )
 
@@ -222,6 +233,8 @@ class _Walker:
         self.env: dict[str, Any] = {}
         self.source_neurons: dict[str, str] = {}
         self.output_index: int | None = None
+        #: T of a multi-step forward that repeats its input over a leading time axis
+        self.time_repeat: int | None = None
 
     # ------------------------------------------------------------------ helpers
     def arg(self, a: Any, where: str) -> Any:
@@ -247,6 +260,10 @@ class _Walker:
             raise FrontendError(
                 f"{where}: x.unsqueeze(1) is supported only before avg_pool1d (a VotingLayer)"
             )
+        if isinstance(value, _TimeMean):
+            raise FrontendError(f"{where}: a mean over time (x_seq.mean(0)) must be the model output")
+        if isinstance(value, _NewAxis):
+            raise FrontendError(f"{where}: x.unsqueeze(0) must be followed by .repeat(T, 1, ...)")
         raise FrontendError(f"{where}: expects a tensor, got {type(value).__name__}")
 
     def identity_synapse(self, sig: Signal, where: str) -> Signal:
@@ -276,6 +293,51 @@ class _Walker:
             raise FrontendError(str(exc)) from None
         return Signal(cur, gain, sig.neuron and cur.node == sig.cur.node)
 
+    def max_pool(self, module: nn.Module, sig: Signal, path: str, here: str) -> Signal:
+        """MaxPool2d over spikes = a logical OR per window: a sum pool of spike counts into
+        memoryless integrate-and-fire neurons that fire on >= 1 input spike (exact)."""
+        if not sig.neuron or np.any(sig.cur.bias) or self.g.node(sig.cur.node).kind != "lmh":
+            raise FrontendError(f"{here}: {MAXPOOL_WHY}")
+        if not isinstance(module, nn.MaxPool2d) or len(sig.cur.shape) != 3:
+            raise FrontendError(f"{here}: only nn.MaxPool2d over (C, H, W) spike maps is supported")
+        if module.ceil_mode or pair(module.dilation) != (1, 1) or module.return_indices:
+            raise FrontendError(
+                f"{here}: MaxPool2d with ceil_mode, dilation or return_indices is not supported"
+            )
+        c = sig.cur.shape[0]
+        kh, kw = pair(module.kernel_size)
+        kernel = np.zeros((c, c, kh, kw))
+        # zero padding is exact: spikes are >= 0, so a padded zero never wins the max
+        kernel[np.arange(c), np.arange(c)] = 1.0 / self.g.node(sig.cur.node).theta  # spike counts
+        conv = Conv2d(
+            weight=kernel,
+            input_shape=tuple(sig.cur.shape),
+            stride=pair(module.stride or module.kernel_size),
+            padding=pair(module.padding),
+        )
+        cur = self.ex.synapse(sig.cur, "conv", conv, conv.output_shape)
+        # an integrate-and-fire neuron, reset to 0: its input is a whole number of spikes,
+        # so it fires on >= 1 and is back at exactly 0 after every step (no memory)
+        zeros, ones = np.zeros((1, 1)), np.ones((1, 1))
+        node = LMH(
+            size=int(np.prod(conv.output_shape)),
+            theta=OR_THETA,
+            mu_d=zeros,
+            mu_s=zeros,
+            lam_d=ones,
+            lam_s=ones,
+            bias=np.zeros(int(np.prod(conv.output_shape))),
+            reset="set",
+            threshold_test=">",
+            v_s_init=0.0,
+        )
+        name = self.ex.add("lmh", node, (cur.node,))
+        self.source_neurons[name] = path
+        source_spike = sig.gain * self.g.node(sig.cur.node).theta
+        return Signal(
+            Cursor(name, conv.output_shape, np.zeros(conv.output_shape)), source_spike / OR_THETA, True
+        )
+
     def neuron(self, module: nn.Module, value: Any, path: str, here: str) -> Any:
         terms = value.terms if isinstance(value, Sum) else [self.signal(value, here)]
         terms = [self.identity_synapse(t, here) if t.neuron or t.cur.node == "input" else t for t in terms]
@@ -287,7 +349,7 @@ class _Walker:
                 f"{here}: a pooled spike signal reaches a neuron without a weight layer in between"
             )
         spec = adapter_for(module, here).spec(module, here)
-        bias = sum(t.cur.bias for t in terms)
+        bias = sum(t.cur.bias for t in terms) + spec.bias
         node = make_lmh(spec, shape, np.asarray(bias), here)
         name = self.ex.add("lmh", node, tuple(t.cur.node for t in terms))
         self.source_neurons[name] = path
@@ -316,7 +378,7 @@ class _Walker:
         if why is not None:
             raise NeuronError(f"{here}: {why}")
         if isinstance(module, MAXPOOL):
-            raise FrontendError(f"{here}: {MAXPOOL_WHY}")
+            return self.max_pool(module, self.signal(args[0], here), path, here)
         if is_qcfs(module):
             raise FrontendError(f"{here}: {QCFS_WHY}")
         if isinstance(module, nn.AvgPool1d):
@@ -418,7 +480,7 @@ class _Walker:
         if fn is getattr and args[1] == "shape":
             return _Shape(self.signal(args[0], here).cur.shape)
         if fn in (F.max_pool2d, torch.max_pool2d):
-            raise FrontendError(f"{here}: {MAXPOOL_WHY}")
+            raise FrontendError(f"{here}: use the nn.MaxPool2d module (max-pooling spikes is exact)")
         raise FrontendError(
             f"{here} in forward() cannot be mapped; use layer modules "
             f"(nn.Linear, nn.Conv2d, ...) or register the module as a neuron"
@@ -436,7 +498,16 @@ class _Walker:
             return _Channel(self.signal(args[0], here))
         if method == "squeeze" and list(args[1:]) == [1] and isinstance(args[0], _Channel):
             return args[0].sig
+        if method == "repeat" and isinstance(args[0], _NewAxis):
+            return self.repeat_over_time(args[0], list(args[1:]), here)
+        if method == "mean" and self.time_repeat and isinstance(args[0], Signal):
+            dims = list(args[1:]) or [node.kwargs.get("dim")]
+            if dims not in ([0], [(0,)]):
+                raise FrontendError(f"{here}: only the mean over time, x_seq.mean(0), is supported")
+            return _TimeMean(args[0])
         sig = self.signal(args[0], here)
+        if method == "unsqueeze" and list(args[1:]) == [0] and sig.cur.node == "input":
+            return _NewAxis(sig)
         if method == "contiguous":
             return sig
         if method in ("view", "reshape"):
@@ -448,8 +519,22 @@ class _Walker:
             return self.module_op(nn.Flatten(), sig, here)
         raise FrontendError(f"{here} in forward() cannot be mapped")
 
+    def repeat_over_time(self, value: _NewAxis, repeats: list[Any], here: str) -> Signal:
+        """``x.unsqueeze(0).repeat(T, 1, ...)``: SpikingJelly's multi-step input, the same
+        frame at every step, which is what the deployed network presents."""
+        if len(repeats) == 1 and isinstance(repeats[0], (list, tuple)):
+            repeats = list(repeats[0])
+        if not repeats or not isinstance(repeats[0], int) or any(r != 1 for r in repeats[1:]):
+            raise FrontendError(
+                f"{here}: only x.unsqueeze(0).repeat(T, 1, ...) over a new time axis is supported"
+            )
+        self.time_repeat = int(repeats[0])
+        return value.sig
+
     def output(self, node: fx.Node) -> None:
         value = self.arg(node.args[0], "output")
+        if isinstance(value, _TimeMean):  # the deployed logits are the mean over the steps
+            value = value.sig
         if (
             isinstance(value, (tuple, list))
             and value
@@ -494,6 +579,20 @@ class _Walker:
                 self.output(node)
             else:
                 self.env[node.name] = getattr(self, node.op)(node)
+
+
+@dataclass
+class _NewAxis:
+    """``x.unsqueeze(0)`` of the input: a time axis about to be repeated."""
+
+    sig: Signal
+
+
+@dataclass
+class _TimeMean:
+    """``x_seq.mean(0)``: the mean over a multi-step forward's time axis (the output)."""
+
+    sig: Signal
 
 
 @dataclass
@@ -553,5 +652,12 @@ def module_to_graph(
         graph.meta["source_time_loop"] = loop[1].steps
         graph.meta["source_output_index"] = loop[1].output_index
     graph.meta["source_time_batched"] = steps
+    if walker.time_repeat is not None:  # multi-step: one call runs all steps, returns the mean
+        if walker.time_repeat != int(timesteps):
+            raise FrontendError(
+                f"{type(module).__name__}.forward() repeats its input over {walker.time_repeat} "
+                f"time steps itself; compile it with --timesteps {walker.time_repeat}"
+            )
+        graph.meta["source_time_repeat"] = walker.time_repeat
     validate(graph)
     return graph

@@ -81,19 +81,57 @@ class RecurrentNet(nn.Module):
         return torch.stack(rec)
 
 
-def conv_net(beta=0.8):
-    """Tutorials 6/7: Conv2d -> MaxPool2d -> Leaky(init_hidden=True) ..., output Leaky."""
+def conv_net(beta=0.8, pool_spikes=True):
+    """Tutorials 6/7: Conv2d, MaxPool2d, Leaky(init_hidden=True), ..., output Leaky(output=True).
+
+    ``pool_spikes``: MaxPool2d after the Leaky (pools spikes: exact); False is the tutorial's
+    own order, Conv2d -> MaxPool2d -> Leaky (pools currents)."""
+
+    def block(c_in, c_out):
+        conv, pool = nn.Conv2d(c_in, c_out, 3, padding=1), nn.MaxPool2d(2)
+        lif = snn.Leaky(beta=beta, init_hidden=True)
+        return [conv, lif, pool] if pool_spikes else [conv, pool, lif]
+
     return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.MaxPool2d(2),
-        snn.Leaky(beta=beta, init_hidden=True),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.MaxPool2d(2),
-        snn.Leaky(beta=beta, init_hidden=True),
+        *block(1, 8),
+        *block(8, 16),
         nn.Flatten(),
         nn.Linear(16 * 2 * 2, 10),
         snn.Leaky(beta=beta, init_hidden=True, output=True),
     )
+
+
+def forward_pass(net, data, num_steps=NUM_STEPS):
+    """Tutorial 6's loop outside the net: reset the hidden states, call once per step."""
+    from snntorch import utils
+
+    spk_rec, mem_rec = [], []
+    utils.reset(net)
+    for _step in range(num_steps):
+        spk_out, mem_out = net(data)
+        spk_rec.append(spk_out)
+        mem_rec.append(mem_out)
+    return torch.stack(spk_rec), torch.stack(mem_rec)
+
+
+def train_conv_net(net, x, y, *, epochs=4, lr=1e-2, seed=0):
+    """Tutorial 6's training: ``SF.ce_rate_loss`` on the output spikes, Adam."""
+    import snntorch.functional as SF
+
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.999))
+    loss_fn = SF.ce_rate_loss()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x))
+        for start in range(0, len(x), 64):
+            idx = perm[start : start + 64]
+            net.train()
+            spk_rec, _ = forward_pass(net, x[idx])
+            loss = loss_fn(spk_rec, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
 
 
 def train_loop_net(model, x, y, *, epochs=3, lr=5e-3, seed=0):

@@ -30,31 +30,41 @@ def run_source(
     source_neurons: dict[str, str],
     output_index: int | None = None,
     time_loop: int | None = None,
+    time_repeat: int | None = None,
 ) -> RunRecord:
     """Run ``x`` (B, *input_shape) for ``timesteps`` steps; spikes (T, B, n) per IR neuron.
 
     ``time_loop``: the module's forward() loops over this many steps itself and returns
-    records stacked over time (one call runs all steps). A module that takes all steps in
+    records stacked over time (one call runs all steps; snnTorch tutorial 5). ``time_repeat``:
+    it repeats its input over a leading time axis itself, its layers run multi-step on
+    (T, B, ...) and it returns the mean over time (SpikingJelly 'm' mode: only that mean is
+    observable, so every step of the readout trace holds it). A module that takes all steps in
     one call with time merged into the batch (the paper's TEBN mode) is fed as the paper's
     ``eval_snn`` feeds it: the input repeated ``T`` times and merged to ``(T*B, ...)``, its
     output ``(T*B, classes)`` split back into steps."""
     batched = time_batched_steps(module)
-    for own_steps, how in ((time_loop, "itself"), (batched, "in one call (use_TEBN)")):
+    for own_steps, how in ((time_loop or time_repeat, "itself"), (batched, "in one call (use_TEBN)")):
         if own_steps is not None and own_steps != timesteps:
             raise InputError(
                 f"{type(module).__name__}.forward() runs {own_steps} time steps {how}; it cannot "
                 f"be run for {timesteps} (use --timesteps {own_steps})"
             )
     module.eval()
-    neurons = {ir_name: module.get_submodule(path) for ir_name, path in source_neurons.items()}
+    layers = {ir_name: module.get_submodule(path) for ir_name, path in source_neurons.items()}
+    captured: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    # a MaxPool2d over spikes became an OR layer of neurons: its output is recorded, no state
+    neurons = {name: m for name, m in layers.items() if not isinstance(m, nn.MaxPool2d)}
     adapters = {ir_name: adapter_for(m, source_neurons[ir_name]) for ir_name, m in neurons.items()}
-    captured: dict[str, list[torch.Tensor]] = {name: [] for name in neurons}
     hooks: list[Any] = []
-    for ir_name, m in neurons.items():
-        hooks += adapters[ir_name].step_hooks(m)
+    for ir_name, m in layers.items():
+        if ir_name in adapters:
+            hooks += adapters[ir_name].step_hooks(m)
 
         def record(mod, args, out, key=ir_name):
             spikes = out[0] if isinstance(out, tuple) else out
+            if time_repeat:  # a multi-step layer: (T, B, ...) in one call
+                captured[key].extend(spikes.reshape(spikes.shape[0], spikes.shape[1], -1) != 0)
+                return
             spikes = spikes.reshape(spikes.shape[0], -1) != 0
             if batched is None:
                 captured[key].append(spikes)
@@ -71,12 +81,14 @@ def run_source(
         outputs = []
         if batched is not None:
             xt = xt.unsqueeze(0).repeat(batched, *([1] * xt.ndim)).flatten(0, 1)
-        for _ in range(1 if time_loop or batched else timesteps):
+        for _ in range(1 if time_loop or time_repeat or batched else timesteps):
             out = module(xt)
             if output_index is not None:
                 out = out[output_index]
             if time_loop:  # (T, B, ...) records
                 outputs.extend(out.reshape(out.shape[0], out.shape[1], -1).double())
+            elif time_repeat:  # the mean over the steps
+                outputs.extend([out.reshape(out.shape[0], -1).double()] * timesteps)
             elif batched:  # (T*B, ...), step-major
                 outputs.extend(out.reshape(batched, -1, out[0].numel()).double())
             else:

@@ -36,6 +36,7 @@ from lmh_deploy.frontends.neurons.learnable import LearnableNeuronAdapter
 from lmh_deploy.frontends.neurons.lmh import LMHNeuronAdapter
 from lmh_deploy.frontends.neurons.snntorch_leaky import LeakyAdapter, snntorch_class
 from lmh_deploy.frontends.neurons.snntorch_synaptic import SynapticAdapter
+from lmh_deploy.frontends.neurons.spikingjelly import SpikingJellyAdapter
 
 #: tried in this order; register_neuron puts user adapters first
 ADAPTERS: list[NeuronAdapter] = [
@@ -43,6 +44,7 @@ ADAPTERS: list[NeuronAdapter] = [
     LearnableNeuronAdapter(),
     SynapticAdapter(),
     LeakyAdapter(),
+    SpikingJellyAdapter(),
 ]
 
 

@@ -36,6 +36,8 @@ class NeuronSpec:
     reset_value: float = 0.0
     threshold_test: str = ">="  # ">=" | ">"
     reset_timing: str = "same-step"  # "same-step" | "next-step" (see TEAM design / docs)
+    #: constant input per step added to the dendrite (e.g. a leak toward a nonzero rest)
+    bias: float = 0.0
     #: the module returns a tuple (spikes, state...) instead of spikes alone
     tuple_output: bool = False
     notes: list[str] = field(default_factory=list)

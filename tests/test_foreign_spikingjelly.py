@@ -1,0 +1,140 @@
+"""SpikingJelly nets (activation_based ``layer.*`` + ``neuron.*``) deployed with one command.
+
+The adapter (``lmh_deploy/frontends/neurons/spikingjelly.py``) was written from
+spikingjelly 2.0.0's source; these tests run SpikingJelly itself, single-step (one call per
+step) and multi-step (``set_step_mode(net, 'm')``, the input repeated over T inside forward).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lmh_deploy.models.data import load_dataset
+from typer.testing import CliRunner
+
+from lmh_deploy.backends.float.ir import simulate_float
+from lmh_deploy.backends.float.torch_source import run_source
+from lmh_deploy.cli import app
+from lmh_deploy.frontends.torch_fx import FrontendError, module_to_graph
+
+sys.path.insert(0, str(Path(__file__).parent))
+from foreign import spikingjelly_style as sj
+
+MODEL_FILE = Path(__file__).parent / "foreign" / "spikingjelly_style.py"
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train, test, _ = load_dataset("digits")
+    return train.tensors[0], train.tensors[1], test.tensors[0], test.tensors[1]
+
+
+def _strong(model: torch.nn.Module) -> torch.nn.Module:
+    """Weights x3 and non-trivial BN statistics: membranes cross 2x threshold, resets matter."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                m.weight.mul_(3.0)
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def _assert_exact(model: torch.nn.Module, x: np.ndarray) -> None:
+    graph = module_to_graph(model, input_shape=(1, 8, 8), timesteps=sj.T)
+    src = run_source(
+        model,
+        x,
+        sj.T,
+        source_neurons=graph.meta["source_neurons"],
+        time_repeat=graph.meta.get("source_time_repeat"),
+    )
+    ref = simulate_float(graph, x, sj.T)
+    assert ref.spikes["lmh0"].mean() > 0.05
+    for name, spikes in ref.spikes.items():
+        assert np.array_equal(src.spikes[name], spikes), name
+    np.testing.assert_allclose(src.logits, ref.logits, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"kind": "IF"},
+        {"kind": "IF", "v_reset": None},
+        {"kind": "LIF"},
+        {"kind": "LIF", "decay_input": False},
+        {"kind": "LIF", "v_reset": None},
+        {"kind": "LIF", "tau": 2.5, "v_reset": -0.1},
+        {"kind": "PLIF"},
+    ],
+)
+def test_single_step_float_ir_equals_spikingjelly(kwargs: dict, digits) -> None:
+    torch.manual_seed(0)
+    _assert_exact(_strong(sj.mlp(**kwargs)), digits[2][:60].numpy() * 2.0)
+
+
+def test_multi_step_conv_bn_maxpool_float_ir_equals_spikingjelly(digits) -> None:
+    torch.manual_seed(0)
+    model = _strong(sj.CSNN())
+    graph = module_to_graph(model, input_shape=(1, 8, 8), timesteps=sj.T)
+    assert graph.meta["source_time_repeat"] == sj.T
+    _assert_exact(model, digits[2][:40].numpy() * 2.0)
+
+
+def test_multi_step_repeat_count_must_match_timesteps() -> None:
+    with pytest.raises(FrontendError, match=r"repeats its input over 4 time steps .* --timesteps 4$"):
+        module_to_graph(sj.CSNN(), input_shape=(1, 8, 8), timesteps=6)
+
+
+def _deploy(tmp_path: Path, factory: str, kwargs: dict, *, multi_step: bool, epochs: int, digits) -> dict:
+    torch.manual_seed(0)
+    model = getattr(sj, factory)(**kwargs)
+    sj.train(model, digits[0], digits[1], multi_step=multi_step, epochs=epochs)
+    assert sj.accuracy(model, digits[2], digits[3], multi_step) > 0.8
+    weights = tmp_path / "sj.pt"
+    torch.save(model.state_dict(), weights)
+    out = tmp_path / "build"
+    res = invoke(
+        "compile", weights, "--model", f"{MODEL_FILE}:{factory}", "--model-kwargs", json.dumps(kwargs),
+        "--input-shape", "1,8,8", "--timesteps", sj.T, "--dataset", "digits", "-o", out,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    res = invoke("verify", out, "--samples", 50, "--json", out / "verify.json")
+    assert res.exit_code == 0, res.output
+    result = json.loads((out / "verify.json").read_text())
+    lv, ff = result["lava_vs_sim"], result["float_vs_fixed"]
+    print(factory, kwargs, lv, ff)
+    assert lv["spikes_compared"] > 0 and lv["mismatched_spikes"] == 0 and lv["state_mismatches"] == 0
+    assert ff["float_reference"].startswith("source module")
+    assert ff["prediction_agreement"] >= 0.95, ff
+    return result
+
+
+def test_spikingjelly_lif_mlp_one_command(tmp_path: Path, digits) -> None:
+    _deploy(tmp_path, "mlp", {"kind": "LIF"}, multi_step=False, epochs=2, digits=digits)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "factory, kwargs, multi_step",
+    [
+        ("mlp", {"kind": "IF", "v_reset": None}, False),
+        ("mlp", {"kind": "PLIF"}, False),
+        ("CSNN", {}, True),
+    ],
+)
+def test_spikingjelly_nets_one_command(
+    tmp_path: Path, factory: str, kwargs: dict, multi_step: bool, digits
+) -> None:
+    _deploy(tmp_path, factory, kwargs, multi_step=multi_step, epochs=3, digits=digits)
