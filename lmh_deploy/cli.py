@@ -352,6 +352,11 @@ def compile(
         f"({time.perf_counter() - start:.2f} s, "
         f"profile {report['profile']['name']})",
     )
+    if report.get("dt"):
+        out.print(
+            f"NIR time constants read with dt = {report['dt']['seconds']:g} s "
+            f"({report['dt']['origin']}); change it with --dt SECONDS"
+        )
     if target == Target.LOIHI2:
         res = json.loads((outdir / "resources.json").read_text())
         out.print(f"Loihi 2: {res['cores']} cores on {res['chips']} chip(s); see {outdir / 'resources.json'}")

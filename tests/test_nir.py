@@ -364,6 +364,41 @@ def test_nir_cli_compile_verify_flat_input_and_dt(tmp_path) -> None:
     assert "(nearly) silent; check --dt" in res.output
 
 
+def test_batch_dimension_input_output_types_import(tmp_path) -> None:
+    """norse and rockpool type Input/Output with the batch: [1, 64] before an Affine of 64."""
+    rng = np.random.default_rng(5)
+    tau = 1e-3 / (1 - 0.9)
+    nodes = {
+        "input": nir.Input(input_type=np.array([1, 64])),
+        "0": nir.Affine(weight=rng.normal(0, 0.5, (16, 64)), bias=rng.normal(0.2, 0.1, 16)),
+        "1": nir.LIF(
+            tau=np.full(16, tau),
+            r=np.full(16, tau / 1e-3),
+            v_leak=np.zeros(16),
+            v_threshold=np.ones(16),
+            v_reset=np.zeros(16),
+        ),
+        "2": nir.Affine(weight=rng.normal(0, 1, (10, 16)), bias=np.zeros(10)),
+        "output": nir.Output(output_type=np.array([1, 10])),
+    }
+    edges = [("input", "0"), ("0", "1"), ("1", "2"), ("2", "output")]
+    nir.write(tmp_path / "batched.nir", nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+    with pytest.raises(ValueError, match="type"):
+        nir.read(tmp_path / "batched.nir")  # nir's own type check refuses the batch dimension
+    out = tmp_path / "build"
+    args = ("--dataset", "digits", "--timesteps", 4, "--dt", "1e-3", "-o", out)
+    res = invoke("compile", tmp_path / "batched.nir", *args)
+    assert res.exit_code == 0, res.output
+    assert "NIR time constants read with dt = 0.001 s (given); change it with --dt SECONDS" in res.output
+    assert json.loads((out / "compile_report.json").read_text())["dt"] == {"seconds": 1e-3, "origin": "given"}
+    res = invoke("verify", out, "--samples", "30", "--json", tmp_path / "v.json")
+    assert res.exit_code == 0, res.output
+    result = json.loads((tmp_path / "v.json").read_text())
+    assert result["lava_vs_sim"]["mismatched_spikes"] == 0
+    assert result["float_vs_fixed"]["float_reference"].startswith("source NIR graph")
+    assert result["float_vs_fixed"]["prediction_agreement"] >= 0.9
+
+
 def test_import_refusals_name_the_node() -> None:
     g = hand_made_conv_graph()
     with pytest.raises(InteropError, match=r"NIR node 'lif' \(LIF\): tau = .* < dt = 0.01"):

@@ -59,13 +59,35 @@ def plain(value: Any) -> Any:
 
 
 def read_nir(source: str | Path | nir.NIRGraph) -> nir.NIRGraph:
-    """A NIR graph from a file (one error line if unreadable) or as given."""
+    """A NIR graph from a file (one error line if unreadable) or as given.
+
+    Files whose ``Input``/``Output`` types include a batch dimension (norse's and rockpool's
+    exports: ``Input`` typed ``[1, 64]`` before an ``Affine`` of 64 inputs) fail nir's own
+    type check; they are read without it, and the chain's shapes are checked on import
+    (:func:`input_shape` drops the batch dimension)."""
     if isinstance(source, nir.NIRGraph):
         return source
     try:
-        return nir.read(source)
+        try:
+            return nir.read(source)
+        except ValueError as exc:
+            if "type" not in str(exc).lower():
+                raise
+            return nir.read(source, type_check=False)
     except (OSError, ValueError, KeyError, AssertionError, TypeError) as exc:
-        raise InteropError(f"{source}: cannot read NIR file: {exc}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InteropError(f"{source}: cannot read NIR file: {first}") from None
+
+
+def input_shape(g: nir.NIRGraph, name: str) -> tuple[int, ...]:
+    """One sample's shape from the ``Input`` node ``name``: a leading batch dimension of 1 in
+    a 2-d ``[1, n]`` or 4-d ``[1, C, H, W]`` type (norse, rockpool) is dropped."""
+    shape = tuple(int(d) for d in np.asarray(g.nodes[name].input_type["input"]).reshape(-1))
+    if len(shape) in (2, 4) and shape[0] == 1:
+        shape = shape[1:]
+    if not shape or min(shape) < 1:
+        raise InteropError(f"NIR node {name!r} (Input): input type {list(shape)} is not a sample shape")
+    return shape
 
 
 def nir_chain(g: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
@@ -371,7 +393,7 @@ def nir_to_graph(
             f"convention); pass --dt if it was exported with another"
         )
     chain = nir_chain(g)
-    in_shape = tuple(int(d) for d in np.asarray(chain[0][1].input_type["input"]).reshape(-1))
+    in_shape = input_shape(g, chain[0][0])
     x_max = float(x_max if x_max is not None else gmeta.get("x_max", 1.0))
     ir = Graph(
         meta={

@@ -400,6 +400,8 @@ def build_artifact(
         }
     )
     resources = None
+    if "dt" in graph.meta:  # a NIR import: the Euler step its time constants were read with
+        report["dt"] = {"seconds": float(graph.meta["dt"]), "origin": graph.meta.get("dt_origin", "given")}
     if target == "loihi2":
         from lmh_deploy.passes.loihi2_map import map_to_loihi2
 

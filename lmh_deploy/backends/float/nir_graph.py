@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmh_deploy.frontends.nir import plain
+from lmh_deploy.frontends.nir import input_shape, plain
 from lmh_deploy.backends.record import RunRecord
 
 NEURONS = (nir.LIF, nir.IF, nir.CubaLIF)
@@ -116,7 +116,7 @@ def run_nir_reference(
     batch = len(x)
     x = np.asarray(x, dtype=np.float64)
     in_name = next(k for k in order if isinstance(g.nodes[k], nir.Input))
-    in_shape = tuple(int(d) for d in np.asarray(g.nodes[in_name].input_type["input"]).reshape(-1))
+    in_shape = input_shape(g, in_name)
     frame = x.reshape(batch, *in_shape)
     state: dict[str, _Neuron] = {}
     ir_of = {nir_name: ir_name for ir_name, nir_name in source_neurons.items()}
