@@ -146,3 +146,32 @@ def test_snntorch_nets_deploy_on_all_test_digits(
     tmp_path: Path, factory: str, kwargs: dict, epochs: int
 ) -> None:
     _deploy(tmp_path, factory, kwargs, epochs=epochs, samples=360)
+
+
+def test_our_nir_export_imports_into_snntorch_batched(tmp_path: Path) -> None:
+    """The reverse: a deployed snnTorch net exported to NIR and loaded with snnTorch's own
+    import_from_nir runs a whole batch at once (a flat Input type, no Flatten node whose
+    per-sample start_dim snnTorch would apply to the batch) and gives snnTorch's outputs."""
+    import nir
+    from snntorch.import_nir import import_from_nir
+
+    from lmh_deploy.interop.nir_export import write_nir
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from foreign.training import reset_neurons, run_steps
+
+    torch.manual_seed(0)
+    model = style.leaky_mlp(reset="zero")
+    train_digits(model, epochs=1)
+    graph = module_to_graph(model, input_shape=(1, 8, 8), timesteps=4)
+    summary = write_nir(graph, tmp_path / "net.nir")
+    assert summary["exact"] and summary["nir_native_rules"]
+    net = import_from_nir(nir.read(tmp_path / "net.nir"))
+    x = load_dataset("digits")[1].tensors[0][:200]
+    with torch.no_grad():
+        source = run_steps(model, x, 4)
+        reset_neurons(net)
+        imported = sum(net(x.flatten(1))[0] for _ in range(4)) / 4
+    assert source.shape == imported.shape == (200, 10)
+    assert float((source.argmax(1) == imported.argmax(1)).float().mean()) == 1.0
+    torch.testing.assert_close(imported, source, atol=1e-5, rtol=0)

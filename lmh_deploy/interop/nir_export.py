@@ -260,13 +260,13 @@ def plan_layer(name: str, node: LMH, *, target: Target = "nir", lossy: bool = Fa
 
 
 def check_exportable(graph: Graph, target: Target) -> None:
-    """Raise :class:`InteropError` unless every neuron has one synaptic chain in (no
-    residual sums) and the chains hold what ``target`` writes, naming the first culprit."""
+    """Raise :class:`InteropError` unless the synaptic chains hold what ``target`` writes and,
+    for netx, every neuron has one chain in (no residual sums), naming the first culprit."""
     fmt = "NIR" if target == "nir" else "netx"
     kinds = ("dense", "conv2d", "avgpool") if target == "nir" else ("dense",)
     for name, node in graph.items():
         preds = graph.inputs_of(name)
-        if node.kind in ("lmh", "readout") and len(preds) != 1:
+        if node.kind in ("lmh", "readout") and len(preds) != 1 and target != "nir":
             raise InteropError(
                 f"{name}: fed by {len(preds)} branches (a residual sum); the "
                 f"{fmt} export writes feed-forward chains only"
@@ -388,10 +388,13 @@ class _Writer:
         self.tail = "input"  # NIR node carrying the current signal
         self.shape: tuple[int, ...] = ()
         self.amp = 1.0  # IR value of one NIR unit on the current signal
+        #: per written IR neuron (and the input): its NIR node, output shape and amplitude
+        self.sources: dict[str, tuple[str, tuple[int, ...], float]] = {}
 
-    def emit(self, name: str, node: nir.NIRNode) -> None:
+    def emit(self, name: str, node: nir.NIRNode, inputs: tuple[str, ...] | None = None) -> None:
+        """Add ``node``, fed by ``inputs`` (NIR sums converging edges), by default the tail."""
         self.nodes[name] = node
-        self.edges.append((self.tail, name))
+        self.edges.extend((src, name) for src in (inputs or (self.tail,)))
         self.tail = name
 
     def synapse(self, name: str, node: Any, bias: np.ndarray | None, last: bool) -> None:
@@ -443,21 +446,34 @@ class _Writer:
             )
         self.shape, self.amp = out_shape, 1.0
 
-    def chain_into(self, name: str) -> list[str]:
-        """The synapse nodes between the previous neuron (or input) and ``name``."""
-        chain, cur = [], self.g.inputs_of(name)[0]
+    def chain_from(self, last: str) -> tuple[str, list[str]]:
+        """The neuron (or input) a synapse chain starts at, and its synapses up to ``last``."""
+        chain, cur = [], last
         while self.g.node(cur).kind not in ("input", "lmh"):
             chain.append(cur)
             cur = self.g.inputs_of(cur)[0]
-        return chain[::-1]
+        return cur, chain[::-1]
 
     def layer(self, name: str) -> None:
+        """One neuron layer (or the readout) and the synaptic chains into it: one for a
+        feed-forward layer, one per branch of a residual sum (NIR sums converging edges;
+        the layer's bias rides on the first branch)."""
         node = self.g.node(name)
-        chain = self.chain_into(name)
-        for i, syn in enumerate(chain):
-            self.synapse(syn, self.g.node(syn), node.bias, last=i == len(chain) - 1)
+        ends, shapes = [], []
+        for branch, last in enumerate(self.g.inputs_of(name)):
+            source, chain = self.chain_from(last)
+            self.tail, self.shape, self.amp = self.sources[source]
+            for i, syn in enumerate(chain):
+                bias = node.bias if branch == 0 else None
+                self.synapse(syn, self.g.node(syn), bias, last=i == len(chain) - 1)
+            ends.append(self.tail)
+            shapes.append(self.shape)
+        if len(set(shapes)) > 1:
+            raise InteropError(f"{name}: its branches end in different shapes {shapes}")
         if isinstance(node, Readout):
-            self.emit("output", nir.Output(output_type={"output": np.array([node.output_size()])}))
+            self.emit(
+                "output", nir.Output(output_type={"output": np.array([node.output_size()])}), tuple(ends)
+            )
             return
         plan = self.plans[name]
         meta: dict[str, Any] = {"lmh_theta": float(node.theta), "lmh_exact": int(plan.exact)}
@@ -472,8 +488,9 @@ class _Writer:
                 )
         if plan.approximations:
             meta["lmh_approximation"] = "; ".join(plan.approximations)
-        self.emit(name, _neuron_node(plan, node, self.dt, self.shape, meta))
+        self.emit(name, _neuron_node(plan, node, self.dt, self.shape, meta), tuple(ends))
         self.amp = float(node.theta)
+        self.sources[name] = (name, self.shape, self.amp)
 
 
 def graph_to_nir(
@@ -494,8 +511,14 @@ def graph_to_nir(
     inp = graph.node("input")
     assert isinstance(inp, Input)
     writer = _Writer(approx, plans, dt)
-    writer.nodes["input"] = nir.Input(input_type={"input": np.array(inp.shape)})
-    writer.shape = tuple(inp.shape)
+    shape = tuple(inp.shape)
+    if all(approx.node(n).kind == "dense" for n in approx.nx_graph.successors("input")):
+        # a flat input type: no Flatten node, which importers apply to batched tensors with
+        # NIR's per-sample start_dim (snnTorch's import_from_nir flattens the batch too)
+        shape = (int(np.prod(shape)),)
+    writer.nodes["input"] = nir.Input(input_type={"input": np.array(shape)})
+    writer.shape = shape
+    writer.sources["input"] = ("input", shape, 1.0)
     for name in approx.order():
         if approx.node(name).kind in ("lmh", "readout"):
             writer.layer(name)
