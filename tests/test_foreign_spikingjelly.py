@@ -121,6 +121,7 @@ def _deploy(tmp_path: Path, factory: str, kwargs: dict, *, multi_step: bool, epo
     return result
 
 
+@pytest.mark.slow
 def test_spikingjelly_lif_mlp_one_command(tmp_path: Path, digits) -> None:
     _deploy(tmp_path, "mlp", {"kind": "LIF"}, multi_step=False, epochs=2, digits=digits)
 

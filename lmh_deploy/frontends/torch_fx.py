@@ -22,6 +22,7 @@ conversion it needs.
 from __future__ import annotations
 
 import copy
+import inspect
 import operator
 from dataclasses import dataclass, fields
 from typing import Any
@@ -168,8 +169,11 @@ class _Tracer(fx.Tracer):
 def trace(module: nn.Module) -> fx.GraphModule:
     """torch.fx graph of ``module``; untraceable code is refused naming the innermost module."""
     tracer = _Tracer()
+    # forward(x, state=None) (norse's SequentialState): traced with the state left at None
+    params = list(inspect.signature(module.forward).parameters.values())[1:]
+    concrete = {p.name: None for p in params if p.default is None}
     try:
-        graph = tracer.trace(module)
+        graph = tracer.trace(module, concrete_args=concrete or None)
     except Exception as exc:
         where, kind = tracer.stack[-1] if tracer.stack else ("<root>", type(module).__name__)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -477,6 +481,8 @@ class _Walker:
                 _first(given.get("padding", 0)),
                 here,
             )
+        if name == "_assert_is_none" and args and args[0] is None:  # fx's guard of a None arg
+            return None
         if fn is getattr and args[1] == "shape":
             return _Shape(self.signal(args[0], here).cur.shape)
         if fn in (F.max_pool2d, torch.max_pool2d):
@@ -542,6 +548,14 @@ class _Walker:
             and all(isinstance(v, _State) for v in value[1:])
         ):
             value, self.output_index = value[0], 0  # (spikes, mem) of the last neuron
+        elif (
+            isinstance(value, tuple)
+            and len(value) == 2
+            and isinstance(value[0], Signal)
+            and isinstance(value[1], list)
+            and all(v is None or isinstance(v, _State) for v in value[1])
+        ):
+            value, self.output_index = value[0], 0  # (output, state list): norse SequentialState
         elif isinstance(value, NeuronTuple):
             value, self.output_index = value.spikes, 0
         sig = self.signal(value, "model output")
@@ -563,6 +577,9 @@ class _Walker:
     def run(self) -> None:
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
+                if self.env and node.args == (None,):  # an optional state traced as None
+                    self.env[node.name] = None
+                    continue
                 if self.env:
                     raise FrontendError(
                         f"forward() takes a second input {node.name!r}; only "

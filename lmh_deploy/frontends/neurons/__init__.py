@@ -34,6 +34,7 @@ from lmh_deploy.frontends.neurons.base import (
 )
 from lmh_deploy.frontends.neurons.learnable import LearnableNeuronAdapter
 from lmh_deploy.frontends.neurons.lmh import LMHNeuronAdapter
+from lmh_deploy.frontends.neurons.norse import NorseLIFBoxAdapter
 from lmh_deploy.frontends.neurons.snntorch_leaky import LeakyAdapter, snntorch_class
 from lmh_deploy.frontends.neurons.snntorch_synaptic import SynapticAdapter
 from lmh_deploy.frontends.neurons.spikingjelly import SpikingJellyAdapter
@@ -45,6 +46,7 @@ ADAPTERS: list[NeuronAdapter] = [
     SynapticAdapter(),
     LeakyAdapter(),
     SpikingJellyAdapter(),
+    NorseLIFBoxAdapter(),
 ]
 
 
@@ -81,15 +83,29 @@ UNSUPPORTED_NEURONS: dict[str, str] = {
 }
 
 
+#: norse cells that no adapter maps, and why
+UNSUPPORTED_NORSE = {
+    "LIFCell": "its membrane integrates the previous step's synaptic current (one step of delay "
+    "per layer, which no IR rule expresses); use norse.torch.LIFBoxCell",
+    "LICell": "a leaky integrator without spikes; use a Linear readout",
+    "LIBoxCell": "a leaky integrator without spikes; use a Linear readout",
+}
+
+
 def unsupported_neuron(module: nn.Module) -> str | None:
     """Why a known library's spiking neuron without an adapter cannot be deployed; None if
     ``module`` is not such a neuron."""
-    base = snntorch_class("SpikingNeuron")
-    if base is None or not isinstance(module, base) or find_adapter(module) is not None:
+    if find_adapter(module) is not None:
         return None
     kind = type(module).__name__
-    why = UNSUPPORTED_NEURONS.get(kind, "no adapter maps this neuron")
-    return f"snn.{kind} cannot be deployed: {why} (supported neurons: {', '.join(registered_names())})"
+    supported = f"(supported neurons: {', '.join(registered_names())})"
+    base = snntorch_class("SpikingNeuron")
+    if base is not None and isinstance(module, base):
+        why = UNSUPPORTED_NEURONS.get(kind, "no adapter maps this neuron")
+        return f"snn.{kind} cannot be deployed: {why} {supported}"
+    if type(module).__module__.startswith("norse.") and kind in UNSUPPORTED_NORSE:
+        return f"norse {kind} cannot be deployed: {UNSUPPORTED_NORSE[kind]} {supported}"
+    return None
 
 
 def registered_names() -> list[str]:
