@@ -16,7 +16,7 @@ from lmh_deploy import _lava_compat
 _lava_compat.install()
 
 __version__ = "0.1.0"
-_API = ("compile", "export", "load", "report", "run", "train", "verify")
+_API = ("compare", "compile", "export", "load", "report", "run", "train", "verify")
 
 
 def __getattr__(name: str) -> Any:

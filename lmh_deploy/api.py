@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
-from lmh_deploy.bounds import check_float, check_samples, check_shape, check_timesteps
+from lmh_deploy.bounds import check_shape
 from lmh_deploy.choices import (
     Arch,
     Backend,
@@ -34,6 +34,7 @@ from lmh_deploy.choices import (
     Device,
     choice,
 )
+from lmh_deploy import options as O
 from lmh_deploy.errors import InputError, require_file
 from lmh_deploy.files import check_output, check_outputs
 from lmh_deploy.pipeline.results import RunResult, VerifyResult
@@ -113,16 +114,16 @@ def compile(
     *,
     example_input: Any = None,
     input_shape: str | tuple[int, ...] | None = None,
-    timesteps: int | None = None,
+    timesteps: int | None = O.TIMESTEPS.default,
     calibration: Any = None,
     target: Target | str = Target.LAVA_SIM,
-    profile: str = "lmh",
-    calibration_samples: int = 64,
+    profile: str = O.PROFILE.default,
+    calibration_samples: int = O.CALIBRATION_SAMPLES.default,
     dataset: Dataset | str | None = None,
-    dt: float | None = None,
+    dt: float | None = O.DT.default,
     model_factory: str | None = None,
     model_kwargs: str | dict[str, Any] | None = None,
-    bias_correction: bool = True,
+    bias_correction: bool = O.BIAS_CORRECTION.default,
     force: bool = False,
     warn: Callable[[str], None] = lambda message: None,
 ) -> Any:
@@ -149,13 +150,11 @@ def compile(
     """
     # options and paths first, before torch is imported: a mistake costs milliseconds
     choice(Target, target, "--target")
-    check_samples(calibration_samples, "--calibration-samples", lo=0)
+    O.CALIBRATION_SAMPLES.check(calibration_samples)
     if dataset is not None:
         choice(Dataset, dataset, "--dataset")
-    if timesteps is not None:
-        check_timesteps(timesteps)
-    if dt is not None:
-        check_float("--dt", dt, lo=0.0, lo_open=True, hi=1.0)
+    O.TIMESTEPS.check(timesteps)
+    O.DT.check(dt)
     from_file = isinstance(model, (str, os.PathLike))
     if outdir is not None:
         sources = [model if from_file else None, model_factory.rpartition(":")[0] if model_factory else None]
@@ -175,7 +174,7 @@ def compile(
 
     options: dict[str, Any] = {
         "target": choice(Target, target, "--target").value,
-        "calibration_samples": check_samples(calibration_samples, "--calibration-samples", lo=0),
+        "calibration_samples": O.CALIBRATION_SAMPLES.check(calibration_samples),
         "profile": profile,
         "bias_correction": bias_correction,
         "warn": warn,
@@ -203,7 +202,7 @@ def compile(
             )
         options.update(
             input_shape=check_shape("--input-shape", shape),
-            timesteps=check_timesteps(timesteps),
+            timesteps=O.TIMESTEPS.check(timesteps),
             dataset=None if dataset is None else choice(Dataset, dataset, "--dataset").value,
         )
         if calibration is not None:
@@ -268,12 +267,12 @@ def load(path: str | Path) -> Any:
 def verify(
     artifact: str | Path,
     *,
-    samples: int | None = None,
-    inputs: str | Path | None = None,
-    labels: str | Path | None = None,
-    lava_samples: int | None = None,
-    batch_size: int | None = None,
-    max_accuracy_drop: float | None = None,
+    samples: int | None = O.SAMPLES.default,
+    inputs: str | Path | None = O.INPUTS.default,
+    labels: str | Path | None = O.LABELS.default,
+    lava_samples: int | None = O.LAVA_SAMPLES.default,
+    batch_size: int | None = O.BATCH_SIZE.default,
+    max_accuracy_drop: float | None = O.MAX_ACCURACY_DROP.default,
 ) -> VerifyResult | None:
     """Float source vs sim/ on ``samples`` samples, Lava fixed_pt vs sim/ on the first
     ``lava_samples`` of them (default: as many as fit ~1M neuron-steps; 0: no Lava).
@@ -286,14 +285,10 @@ def verify(
     Every backend runs in mini-batches of ``batch_size`` samples (default: sized from the
     free memory). ``max_accuracy_drop`` (percentage points) adds an ``accuracy_gate``.
     """
-    if samples is not None:
-        check_samples(samples)
-    if lava_samples is not None:
-        check_samples(lava_samples, "--lava-samples", lo=0)
-    if batch_size is not None:
-        check_samples(batch_size, "--batch-size")
-    if max_accuracy_drop is not None:
-        check_float("--max-accuracy-drop", max_accuracy_drop, lo=-100.0, hi=100.0)
+    O.SAMPLES.check(samples)
+    O.LAVA_SAMPLES.check(lava_samples)
+    O.BATCH_SIZE.check(batch_size)
+    O.MAX_ACCURACY_DROP.check(max_accuracy_drop)
     _check_artifact(artifact, inputs, labels)
     from lmh_deploy.pipeline.verify import verify_path
 
@@ -312,15 +307,15 @@ def run(
     artifact: str | Path,
     *,
     backend: Backend | str = Backend.SIM,
-    samples: int = 100,
-    inputs: str | Path | None = None,
-    labels: str | Path | None = None,
+    samples: int | None = O.SAMPLES.default,
+    inputs: str | Path | None = O.INPUTS.default,
+    labels: str | Path | None = O.LABELS.default,
     plots_dir: str | Path | None = None,
     html: str | Path | None = None,
     sweep: str | None = None,
     stream: bool = False,
     device: str | None = None,
-    batch_size: int | None = None,
+    batch_size: int | None = O.BATCH_SIZE.default,
     save_spikes: str | Path | None = None,
     status: Callable[[str], None] = lambda text: None,
 ) -> RunResult | None:
@@ -338,9 +333,8 @@ def run(
 
     choice(Backend, backend, "--backend")
     check_sim_device(device)
-    check_samples(samples)
-    if batch_size is not None:
-        check_samples(batch_size, "--batch-size")
+    O.SAMPLES.check(samples)
+    O.BATCH_SIZE.check(batch_size)
     check_outputs(
         {"--plots": (plots_dir, "folder"), "--html": (html, "file"), "--save-spikes": (save_spikes, "file")},
         inputs=[artifact, inputs, labels],
@@ -370,15 +364,15 @@ def export(
     out: str | Path,
     *,
     format: ExportFormat | str,
-    dt: float = 1e-4,
+    dt: float | None = O.DT.default,
     lossy: bool = False,
-    samples: int = 100,
+    samples: int = O.EXPORT_SAMPLES.default,
 ) -> dict[str, Any]:
     """Export a checkpoint to NIR or lava-dl netx HDF5, or a compiled artifact to netx
     (see :mod:`lmh_deploy.pipeline.export`)."""
     choice(ExportFormat, format, "--format")
-    check_float("--dt", dt, lo=0.0, lo_open=True, hi=1.0)
-    check_samples(samples)
+    O.DT.check(dt)
+    O.EXPORT_SAMPLES.check(samples)
     check_output(out, "-o", inputs=[model])
     if Path(model).is_dir():
         _check_artifact(model)
@@ -406,6 +400,20 @@ def _check_artifact(
             require_file(path, f"{option} file")
 
 
+def compare(run_a: str | Path, run_b: str | Path, *, html: str | Path | None = None) -> dict[str, Any]:
+    """Two saved ``run`` summaries (``--json`` files) side by side: accuracy, spikes, synaptic
+    ops, energy, total and per layer; ``html`` also writes a self-contained page with plots
+    (its path is returned under ``"html"``)."""
+    from lmh_deploy.reports.compare import compare_files
+
+    comparison = compare_files(run_a, run_b)
+    if html is not None:
+        from lmh_deploy.reports.compare_html import write_compare_html
+
+        comparison["html"] = str(write_compare_html(comparison, html))
+    return comparison
+
+
 def report(summary_json: str | Path, html: str | Path) -> Path:
     """Rebuild the self-contained HTML report from a saved ``run`` summary."""
     check_output(html, "--html", inputs=[summary_json])
@@ -415,4 +423,4 @@ def report(summary_json: str | Path, html: str | Path) -> Path:
     return report_from_json(summary_json, html)
 
 
-__all__ = ["compile", "export", "load", "report", "run", "train", "verify"]
+__all__ = ["compare", "compile", "export", "load", "report", "run", "train", "verify"]

@@ -42,6 +42,7 @@ from lmh_deploy.choices import (
     Norm,
     Target,
 )
+from lmh_deploy import options as O
 from lmh_deploy.errors import CommandFailed, UserError
 from lmh_deploy.pipeline.results import RunResult
 from lmh_deploy.files import check_outputs, write_json_atomic
@@ -163,6 +164,15 @@ def main(
 ) -> None:
     """lmh-deploy."""
     STATE["debug"] = debug
+
+
+def option(opt: O.Option, default: Any = ..., **extra: Any) -> Any:
+    """The typer option of a shared option (:mod:`lmh_deploy.options`), declared there once;
+    ``default`` overrides its default for one command."""
+    value = opt.default if default is ... else default
+    if isinstance(value, bool):  # --flag/--no-flag
+        return typer.Option(value, f"{opt.flag}/--no-{opt.flag[2:]}", help=opt.help, **extra)
+    return typer.Option(value, opt.flag, help=opt.help, metavar=opt.metavar, **extra)
 
 
 @contextmanager
@@ -287,14 +297,12 @@ def compile(
     ),
     target: Target = typer.Option(Target.LAVA_SIM),
     outdir: Path = typer.Option(Path("build"), "-o", "--outdir"),
-    calibration_samples: int = typer.Option(64),
+    calibration_samples: int = option(O.CALIBRATION_SAMPLES),
     dataset: Dataset | None = typer.Option(
         None, help="NIR input only: dataset to calibrate and evaluate on."
     ),
-    timesteps: int | None = typer.Option(None, help="NIR input only: steps per sample."),
-    dt: float | None = typer.Option(
-        None, help="NIR input only: Euler step (default: the file's metadata dt)."
-    ),
+    timesteps: int | None = option(O.TIMESTEPS),
+    dt: float | None = option(O.DT),
     model_spec: str | None = typer.Option(
         None,
         "--model",
@@ -312,14 +320,8 @@ def compile(
         help="a .npy of inputs (N, *shape) to calibrate on (instead of --dataset); negative values "
         "(normalised images) are sent as signed 8-bit inputs.",
     ),
-    profile: str = typer.Option(
-        "lmh",
-        metavar="lmh|loihi-lif",
-        help="numeric profile: lmh (LM-H as trained) | loihi-lif (Lava's bit-accurate LIF)",
-    ),
-    bias_correction: bool = typer.Option(
-        True, help="take each layer's mean weight-rounding current on the calibration inputs off its bias"
-    ),
+    profile: str = option(O.PROFILE),
+    bias_correction: bool = option(O.BIAS_CORRECTION),
     force: bool = typer.Option(
         False,
         "--force",
@@ -395,17 +397,13 @@ def export(
     ),
     format: ExportFormat = typer.Option(..., "--format"),
     out_path: Path = typer.Option(..., "-o", "--out"),
-    dt: float = typer.Option(
-        1e-4,
-        help="NIR: Euler time step in seconds, written into "
-        "the file (1e-4: snnTorch's import_from_nir assumes it).",
-    ),
+    dt: float | None = option(O.DT),
     lossy: bool = typer.Option(
         False,
         "--lossy",
         help="NIR: approximate a general LM-H net by LIF (drops the dendrite) and print its error.",
     ),
-    samples: int = typer.Option(100, help="Test samples for measuring the error."),
+    samples: int = option(O.EXPORT_SAMPLES),
 ) -> None:
     """Export a LIF-compatible network to NIR (other tools) or lava-dl netx HDF5."""
     result = api.export(model, out_path, format=format, dt=dt, lossy=lossy, samples=samples)
@@ -446,34 +444,13 @@ def export(
 @app.command()
 def verify(
     artifact: Path = typer.Argument(..., help="A directory from lmh-deploy compile."),
-    samples: int | None = typer.Option(
-        None, help="Samples to verify (default: 100 of the test split, or all of --inputs)."
-    ),
-    inputs: Path | None = typer.Option(
-        None,
-        help="Own inputs instead of the test split: a .npy of (N, *input_shape) or "
-        "time-varying frames (T, N, *input_shape), the shape the network was compiled for.",
-    ),
-    labels: Path | None = typer.Option(
-        None, help="A .npy of N integer labels for --inputs (optional: agreement needs none)."
-    ),
-    lava_samples: int | None = typer.Option(
-        None,
-        "--lava-samples",
-        metavar="K",
-        help="Run Lava (== sim/ check) on the first K samples only; 0: none. Default: as many as "
-        "fit ~1M neuron-steps (all samples of a small net; 1 of a CIFAR ResNet-20, ~100 s).",
-    ),
+    samples: int | None = option(O.SAMPLES),
+    inputs: Path | None = option(O.INPUTS),
+    labels: Path | None = option(O.LABELS),
+    lava_samples: int | None = option(O.LAVA_SAMPLES),
     json_path: Path | None = typer.Option(None, "--json"),
-    batch_size: int | None = typer.Option(
-        None, "--batch-size", help="Samples per mini-batch (default: sized from free memory)."
-    ),
-    max_accuracy_drop: float | None = typer.Option(
-        None,
-        "--max-accuracy-drop",
-        metavar="PP",
-        help="Fail when fixed-point accuracy is more than PP percentage points below the source model's.",
-    ),
+    batch_size: int | None = option(O.BATCH_SIZE),
+    max_accuracy_drop: float | None = option(O.MAX_ACCURACY_DROP),
 ) -> None:
     """Float source vs fixed-point sim on every sample, Lava fixed_pt vs sim on the first
     --lava-samples; fails on any Lava/sim mismatch.
@@ -526,15 +503,10 @@ def _print_verify(result: dict[str, Any]) -> None:
 def run(
     artifact: Path = typer.Argument(...),
     backend: Backend = typer.Option(Backend.SIM),
-    samples: int = typer.Option(100),
+    samples: int | None = option(O.SAMPLES),
     json_path: Path | None = typer.Option(None, "--json"),
-    inputs: Path | None = typer.Option(
-        None,
-        help="Own inputs: a .npy of (N, *input_shape) "
-        "floats in [0, x_max], or time-varying frames "
-        "(T, N, *input_shape) (default: the test split).",
-    ),
-    labels: Path | None = typer.Option(None, help="A .npy of N integer labels for --inputs."),
+    inputs: Path | None = option(O.INPUTS),
+    labels: Path | None = option(O.LABELS),
     plots_dir: Path | None = typer.Option(None, "--plots", help="Write PNG plots into this folder."),
     html: Path | None = typer.Option(None, "--html", help="Write one self-contained HTML report."),
     sweep: str | None = typer.Option(
@@ -554,9 +526,7 @@ def run(
         "device, integer-exact (under torchrun cuda means "
         "cuda:LOCAL_RANK); default numpy.",
     ),
-    batch_size: int | None = typer.Option(
-        None, "--batch-size", help="Samples per mini-batch (default: sized from free memory)."
-    ),
+    batch_size: int | None = option(O.BATCH_SIZE),
     save_spikes: Path | None = typer.Option(
         None,
         "--save-spikes",
@@ -573,7 +543,7 @@ def run(
         },
         inputs=[artifact, inputs, labels],
     )
-    with spinner(f"running {samples} samples on {backend}") as status:
+    with spinner(f"running {samples or 'the'} samples on {backend}") as status:
         result = api.run(
             artifact,
             backend=backend,
@@ -616,15 +586,12 @@ def compare(
 ) -> None:
     """Two deployments side by side: accuracy, spikes, synaptic ops, energy (total, per layer)."""
     check_outputs({"--html": (html, "file")}, inputs=[run_a, run_b])
-    from lmh_deploy.reports.compare import compare_files
     from lmh_deploy.reports.compare_text import print_comparison
 
-    comparison = compare_files(run_a, run_b)
+    comparison = api.compare(run_a, run_b, html=html)
     print_comparison(comparison, out)
     if html is not None:
-        from lmh_deploy.reports.compare_html import write_compare_html
-
-        out.print(f"wrote {write_compare_html(comparison, html)}")
+        out.print(f"wrote {comparison['html']}")
 
 
 def _print_summary(result: RunResult) -> None:

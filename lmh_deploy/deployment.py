@@ -255,11 +255,10 @@ class Deployment:
         """The source model vs the deployed fixed point (sim/) on every sample, Lava vs sim/
         on the first ``lava_samples`` (default: as many as fit ~1M neuron-steps; 0: none).
         ``labels`` are optional (agreement needs none)."""
-        from lmh_deploy.bounds import check_samples
+        from lmh_deploy.options import LAVA_SAMPLES
         from lmh_deploy.pipeline.verify import verify_artifact
 
-        if lava_samples is not None:
-            lava_samples = check_samples(lava_samples, "lava_samples", lo=0)
+        lava_samples = LAVA_SAMPLES.check(lava_samples)
         x, y = as_arrays(inputs, labels)
         with progress_bar(1, "verify (source, sim, Lava)", progress) as advance:
             result = verify_artifact(

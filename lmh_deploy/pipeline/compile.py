@@ -13,7 +13,7 @@ import numpy as np
 
 from lmh_deploy.choices import Dataset, Target, choice
 from lmh_deploy.errors import InputError, require_file
-from lmh_deploy.bounds import check_float, check_samples, check_timesteps
+from lmh_deploy.options import BIAS_CORRECTION, CALIBRATION_SAMPLES, DT, PROFILE, TIMESTEPS
 from lmh_deploy import __version__
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import DEFAULT_PROFILE, get_profile
@@ -256,7 +256,7 @@ def _warn_if_silent(graph: Graph, x: np.ndarray, warn: Callable[[str], None]) ->
 def source_graph(
     model_path: str | Path,
     *,
-    calibration_samples: int = 64,
+    calibration_samples: int = CALIBRATION_SAMPLES.default,
     dataset: str | None = None,
     timesteps: int | None = None,
     dt: float | None = None,
@@ -267,13 +267,10 @@ def source_graph(
     (``calibration``, a .npy of ``(N, *input_shape)``: negative values make the input signed,
     docs/fixed-point.md §7; else the dataset's training split) and the files an artifact
     keeps a copy of."""
-    calibration_samples = check_samples(calibration_samples, "--calibration-samples", lo=0)
+    calibration_samples = CALIBRATION_SAMPLES.check(calibration_samples)
     if dataset is not None:
         dataset = choice(Dataset, dataset, "--dataset").value
-    if timesteps is not None:
-        timesteps = check_timesteps(timesteps)
-    if dt is not None:
-        dt = check_float("--dt", dt, lo=0.0, lo_open=True, hi=1.0)
+    timesteps, dt = TIMESTEPS.check(timesteps), DT.check(dt)
     model_path = Path(model_path)
     if model_path.suffix == ".nir":
         graph, ds = _from_nir(require_file(model_path), dataset, timesteps, dt, warn)
@@ -302,7 +299,7 @@ def compile_model(
     outdir: str | Path,
     *,
     target: Target | str = Target.LAVA_SIM,
-    calibration_samples: int = 64,
+    calibration_samples: int = CALIBRATION_SAMPLES.default,
     dataset: str | None = None,
     timesteps: int | None = None,
     dt: float | None = None,
@@ -409,7 +406,8 @@ def build_artifact(
     manifest = {
         "target": target,
         "timesteps": timesteps,
-        "profile": profile,
+        PROFILE.name: profile,  # the options as given, under their API names
+        BIAS_CORRECTION.name: bias_correction,
         "lmh_deploy_version": __version__,
     }
     return Artifact(None, manifest, graph, qgraph, report, resources)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from lmh_deploy.choices import ExportFormat, choice
-from lmh_deploy.bounds import check_float, check_samples
+from lmh_deploy.options import DT, EXPORT_SAMPLES, NIR_DEFAULT_DT
 from lmh_deploy.errors import InputError, require_file
 
 
@@ -15,24 +15,24 @@ def export_checkpoint(
     out: str | Path,
     *,
     format: ExportFormat | str,
-    dt: float = 1e-4,
+    dt: float | None = DT.default,
     lossy: bool = False,
-    samples: int = 100,
+    samples: int = EXPORT_SAMPLES.default,
 ) -> dict[str, Any]:
     """Write ``model`` (an ``lmh-deploy train`` checkpoint) as ``format`` to ``out``; a
     compiled artifact directory exports to netx with exactly its integers (profile
     loihi-lif).
 
-    NIR: ``dt`` is the Euler step in seconds; a general LM-H net is refused unless
-    ``lossy`` (then it is approximated by LIF and its error is measured on ``samples``
+    NIR: ``dt`` is the Euler step in seconds (default ``NIR_DEFAULT_DT``); a general LM-H
+    net is refused unless ``lossy`` (then it is approximated by LIF and its error is measured on ``samples``
     test samples). Returns the exporter's report; NIR reports add ``"samples"``.
     """
     from lmh_deploy.frontends.pytorch import export_model
     from lmh_deploy.models.checkpoint import load_checkpoint
 
     format = choice(ExportFormat, format, "--format")
-    dt = check_float("--dt", dt, lo=0.0, lo_open=True, hi=1.0)
-    samples = check_samples(samples)
+    dt = NIR_DEFAULT_DT if dt is None else DT.check(dt)
+    samples = EXPORT_SAMPLES.check(samples)
     if Path(model).is_dir():  # a compiled artifact: write exactly its integers
         from lmh_deploy.interop.netx_artifact import artifact_to_netx
         from lmh_deploy.pipeline.compile import load_artifact

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lmh_deploy.bounds import check_samples
+from lmh_deploy.options import BATCH_SIZE, SAMPLES
 from lmh_deploy.choices import Backend, choice
 from lmh_deploy.errors import CommandFailed, InputError
 from lmh_deploy.files import atomic_write
@@ -33,6 +33,10 @@ from lmh_deploy.backends.record import RunRecord
 from lmh_deploy.pipeline.results import RunResult
 from lmh_deploy.reports.summary import summarize
 from lmh_deploy.sim import default_batch_size, run_in_batches, simulate_batched
+
+#: Samples of the test split ``run`` and ``verify`` take when ``samples`` is not given
+#: (own ``inputs``: all of them).
+DEFAULT_SAMPLES = 100
 
 
 def run_backend(
@@ -151,7 +155,7 @@ def run_artifact(
     artifact: str | Path,
     *,
     backend: Backend | str = Backend.SIM,
-    samples: int = 100,
+    samples: int | None = SAMPLES.default,
     inputs: str | Path | None = None,
     labels: str | Path | None = None,
     plots_dir: str | Path | None = None,
@@ -179,9 +183,8 @@ def run_artifact(
     from lmh_deploy.pipeline.compile_torch import check_model_file
 
     backend = choice(Backend, backend, "--backend")
-    samples = check_samples(samples)
-    if batch_size is not None:
-        batch_size = check_samples(batch_size, "--batch-size")
+    samples = SAMPLES.check(samples)
+    batch_size = BATCH_SIZE.check(batch_size)
     device = check_sim_device(device)
     if device is not None and backend != Backend.SIM:
         raise InputError(f"--device {device}: only the sim backend runs on a torch device")
@@ -211,7 +214,8 @@ def run_artifact(
             raise InputError("--labels needs --inputs (the test split brings its own labels)")
         else:
             x, y = art.dataset_split("test")  # time-major (T, N, ...) for event frames
-            x, y = first_samples(x, samples, shape), y[:samples]
+            count = DEFAULT_SAMPLES if samples is None else samples
+            x, y = first_samples(x, count, shape), y[:count]
         x = frames_for(x, art.timesteps, shape)
         check_inputs(
             x,

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from lmh_deploy.bounds import check_float, check_samples
+from lmh_deploy.options import BATCH_SIZE, LAVA_SAMPLES, MAX_ACCURACY_DROP, SAMPLES
 from lmh_deploy.errors import InputError
 from lmh_deploy.pipeline.compile import Artifact
 from lmh_deploy.pipeline.inputs import (
@@ -184,7 +184,7 @@ def verify_artifact(
     (default: sized from the free memory). Lava and sim/ are compared in spikes, final
     states, readout values, logits and predictions; ``max_accuracy_drop`` (percentage
     points, needs labels) adds ``accuracy_gate``."""
-    from lmh_deploy.pipeline.run import run_backend
+    from lmh_deploy.pipeline.run import DEFAULT_SAMPLES, run_backend
     from lmh_deploy.sim import default_batch_size
 
     shape, t, q = art.input_shape, art.timesteps, art.quant_graph
@@ -194,7 +194,7 @@ def verify_artifact(
         x, y = art.dataset_split(split)  # time-major (T, N, ...) for event frames
         what = f"{split} split"
         available = num_samples(x, shape)
-        samples = 100 if samples is None else samples
+        samples = DEFAULT_SAMPLES if samples is None else samples
         if samples > available:
             raise InputError(f"--samples {samples} exceeds the {available} samples of the {split} split")
         x, y = first_samples(x, samples, shape), y[:samples]
@@ -285,14 +285,10 @@ def verify_path(
     from lmh_deploy.parallel import distributed_context
     from lmh_deploy.pipeline.compile import load_artifact
 
-    if samples is not None:
-        samples = check_samples(samples)
-    if lava_samples is not None:
-        lava_samples = check_samples(lava_samples, "--lava-samples", lo=0)
-    if batch_size is not None:
-        batch_size = check_samples(batch_size, "--batch-size")
-    if max_accuracy_drop is not None:
-        max_accuracy_drop = check_float("--max-accuracy-drop", max_accuracy_drop, lo=-100.0, hi=100.0)
+    samples = SAMPLES.check(samples)
+    lava_samples = LAVA_SAMPLES.check(lava_samples)
+    batch_size = BATCH_SIZE.check(batch_size)
+    max_accuracy_drop = MAX_ACCURACY_DROP.check(max_accuracy_drop)
     art = load_artifact(artifact)
     x = None if inputs is None else read_npy(inputs, "inputs")
     y = None if labels is None else read_npy(labels, "labels")

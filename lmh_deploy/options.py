@@ -1,0 +1,152 @@
+"""Every option shared by commands, declared once: its flag, default, metavar, help and check.
+
+The CLI builds its typer options from these (:func:`lmh_deploy.cli.option`), the API takes
+their defaults, and the pipeline checks values with :meth:`Option.check` (one
+:class:`~lmh_deploy.errors.InputError` naming the flag). ``tests/test_options.py`` checks
+that the CLI and the API agree with this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lmh_deploy.bounds import check_float, check_samples, check_timesteps
+
+#: The Euler step snnTorch's ``import_from_nir`` assumes (seconds).
+NIR_DEFAULT_DT = 1e-4
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: ``name`` (the Python keyword), ``flag`` (the CLI's), ``default``,
+    ``metavar``, ``help`` and the function that checks a value (``None`` always passes)."""
+
+    name: str
+    flag: str
+    default: Any
+    help: str
+    metavar: str | None = None
+    checker: Callable[[Any, str], Any] | None = None
+
+    def check(self, value: Any) -> Any:
+        """``value`` checked and normalised (``None`` passes: "not given")."""
+        if value is None or self.checker is None:
+            return value
+        return self.checker(value, self.flag)
+
+
+def _dt(value: Any, flag: str) -> float:
+    return check_float(flag, value, lo=0.0, lo_open=True, hi=1.0)
+
+
+def _drop(value: Any, flag: str) -> float:
+    return check_float(flag, value, lo=-100.0, hi=100.0)
+
+
+def _count(lo: int) -> Callable[[Any, str], int]:
+    return lambda value, flag: check_samples(value, flag, lo=lo)
+
+
+def _timesteps(value: Any, flag: str) -> int:
+    return check_timesteps(value, flag)
+
+
+DT = Option(
+    "dt",
+    "--dt",
+    None,
+    "NIR: Euler step in seconds (compile: default the file's metadata dt; export: written into "
+    f"the file, default {NIR_DEFAULT_DT:g}, what snnTorch's import_from_nir assumes).",
+    "SECONDS",
+    _dt,
+)
+TIMESTEPS = Option("timesteps", "--timesteps", None, "Steps per sample.", "T", _timesteps)
+SAMPLES = Option(
+    "samples",
+    "--samples",
+    None,
+    "Samples to use (default: 100 of the test split, or all of --inputs).",
+    "N",
+    _count(1),
+)
+LAVA_SAMPLES = Option(
+    "lava_samples",
+    "--lava-samples",
+    None,
+    "Run Lava (== sim/ check) on the first K samples only; 0: none. Default: as many as fit "
+    "~1M neuron-steps (all samples of a small net; 1 of a CIFAR ResNet-20).",
+    "K",
+    _count(0),
+)
+BATCH_SIZE = Option(
+    "batch_size",
+    "--batch-size",
+    None,
+    "Samples per mini-batch (default: sized from free memory).",
+    "N",
+    _count(1),
+)
+CALIBRATION_SAMPLES = Option(
+    "calibration_samples",
+    "--calibration-samples",
+    64,
+    "Calibration inputs to measure the state ranges on.",
+    "N",
+    _count(0),
+)
+PROFILE = Option(
+    "profile",
+    "--profile",
+    "lmh",
+    "Numeric profile: lmh (LM-H as trained) | loihi-lif (Lava's bit-accurate LIF).",
+    "lmh|loihi-lif",
+)
+BIAS_CORRECTION = Option(
+    "bias_correction",
+    "--bias-correction",
+    True,
+    "Take each layer's mean weight-rounding current on the calibration inputs off its bias.",
+)
+MAX_ACCURACY_DROP = Option(
+    "max_accuracy_drop",
+    "--max-accuracy-drop",
+    None,
+    "Fail when fixed-point accuracy is more than PP percentage points below the source model's.",
+    "PP",
+    _drop,
+)
+EXPORT_SAMPLES = Option(
+    "samples", "--samples", 100, "export: test samples for measuring a lossy NIR's error.", "N", _count(1)
+)
+INPUTS = Option(
+    "inputs",
+    "--inputs",
+    None,
+    "Own inputs instead of the test split: a .npy of (N, *input_shape) or time-varying frames "
+    "(T, N, *input_shape), the shape the network was compiled for.",
+    "X.npy",
+)
+LABELS = Option(
+    "labels",
+    "--labels",
+    None,
+    "A .npy of N integer labels for --inputs (optional for verify: agreement needs none).",
+    "Y.npy",
+)
+
+ALL = (
+    DT,
+    TIMESTEPS,
+    SAMPLES,
+    EXPORT_SAMPLES,
+    LAVA_SAMPLES,
+    BATCH_SIZE,
+    CALIBRATION_SAMPLES,
+    PROFILE,
+    BIAS_CORRECTION,
+    MAX_ACCURACY_DROP,
+    INPUTS,
+    LABELS,
+)
