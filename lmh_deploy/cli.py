@@ -388,6 +388,10 @@ def _print_compile(report: dict[str, Any], title: str) -> None:
                 f"{head:.1f}" if head is not None else "",
             )
     out.print(table)
+    from lmh_deploy.passes.quant_report import weight_error_notes
+
+    for note in weight_error_notes(report):
+        out.print(f"note: {note}", highlight=False)
 
 
 @app.command()

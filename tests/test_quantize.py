@@ -280,3 +280,18 @@ def test_worst_case_state_bound_holds_and_flags(factors: dict[str, float], fits:
         assert np.abs(v_s).max() > layer["worst_case_state"]["v_s"] / 4
     else:
         assert rec.saturation["lmh0"] > 0
+
+
+def test_a_coarse_weight_rounding_comes_with_why_and_the_option_that_helps() -> None:
+    from lmh_deploy.passes.quant_report import weight_error_notes
+    from lmh_deploy.semantics.profiles import get_profile
+
+    rows = [
+        {"name": "conv0", "kind": "dense", "max_weight_error_rel": 0.2155},
+        {"name": "lmh0", "kind": "lmh"},
+        {"name": "dense1", "kind": "dense", "max_weight_error_rel": 0.0039},
+    ]
+    notes = weight_error_notes({"profile": get_profile("loihi-lif").as_dict(), "layers": rows})
+    assert len(notes) == 1 and notes[0].startswith("conv0: weights rounded by up to 21.6% of max|W|: ")
+    assert "no weight exponent" in notes[0] and "--profile lmh" in notes[0] and "\n" not in notes[0]
+    assert weight_error_notes({"profile": get_profile("lmh").as_dict(), "layers": rows[1:]}) == []

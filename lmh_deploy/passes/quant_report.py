@@ -111,3 +111,32 @@ def quantization_report(
         if isinstance(layer.node, LMH):
             rows.append(_neuron_row(layer, q.node(layer.name), depths[layer.name], timesteps))
     return {"profile": profile, "layers": rows}
+
+
+#: A synapse path whose weights round by more than this share of max|W| gets a note (the
+#: best an 8-bit mantissa does is 0.5 / 127 = 0.39 %).
+LARGE_WEIGHT_ERROR = 0.02
+
+
+def weight_error_notes(report: dict[str, Any]) -> list[str]:
+    """One line per synapse path whose weights round coarsely: why, and the option that helps."""
+    profile = report["profile"]
+    fixed = profile.get("fixed_weight_exp") is not None
+    notes = []
+    for row in report["layers"]:
+        rel = row.get("max_weight_error_rel")
+        if row["kind"] != "dense" or rel is None or rel <= LARGE_WEIGHT_ERROR:
+            continue
+        why = (
+            f"profile {profile['name']} has no weight exponent, so the worst-case input current "
+            "(and the threshold and bias) must fit its fixed-point widths with small mantissas"
+            if fixed
+            else "the layer's weights span more than its 8-bit mantissas can hold"
+        )
+        fix = (
+            "--profile lmh picks an exponent per layer (at most 0.39 %)"
+            if fixed
+            else "train with weight decay or a norm (--norm bn) for an even range"
+        )
+        notes.append(f"{row['name']}: weights rounded by up to {rel:.1%} of max|W|: {why}; {fix}")
+    return notes
