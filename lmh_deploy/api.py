@@ -330,9 +330,11 @@ def run(
     layer's raster.
     """
     from lmh_deploy.pipeline.inputs import check_sim_device
+    from lmh_deploy.pipeline.run import check_sweep
 
     choice(Backend, backend, "--backend")
     check_sim_device(device)
+    check_sweep(sweep, plots_dir, html)
     O.SAMPLES.check(samples)
     O.BATCH_SIZE.check(batch_size)
     check_outputs(

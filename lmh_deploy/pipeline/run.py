@@ -151,6 +151,12 @@ def save_spike_rasters(
     return path
 
 
+def check_sweep(sweep: str | None, plots_dir: str | Path | None, html: str | Path | None) -> None:
+    """``--sweep`` draws a curve into ``--plots`` or ``--html``; alone it would do nothing."""
+    if sweep is not None and sweep.strip().lower() != "none" and not (plots_dir or html):
+        raise InputError("--sweep draws its curve into --plots or --html: add one of them, or drop --sweep")
+
+
 def run_artifact(
     artifact: str | Path,
     *,
@@ -192,8 +198,7 @@ def run_artifact(
         raise InputError("--stream: only the sim backend streams (Lava records every step)")
     if stream and save_spikes is not None:
         raise InputError("--save-spikes needs the spike rasters; drop --stream")
-    if sweep is not None and sweep.strip().lower() != "none" and not (plots_dir or html):
-        raise InputError("--sweep draws its curve into --plots or --html: add one of them, or drop --sweep")
+    check_sweep(sweep, plots_dir, html)
     with distributed_context("cpu") as dctx:
         art = load_artifact(artifact)
         check_model_file(art)  # the deployed net is the one the user's model file still builds
