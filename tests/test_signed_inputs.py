@@ -142,6 +142,12 @@ def test_nir_file_with_signed_calibration(tmp_path: Path) -> None:
     )
     spikes, predictions = _agreement(source, simulate(q, quantize(q, x), T))
     assert spikes > 0.95 and predictions >= 0.85, (spikes, predictions)
+    # The signed input range travels through a NIR export and back.
+    from lmh_deploy.frontends.nir import nir_to_graph
+    from lmh_deploy.interop.nir_export import write_nir
+
+    write_nir(art.float_graph, tmp_path / "again.nir", dt=float(art.float_graph.meta["dt"]), allow_lossy=True)
+    assert nir_to_graph(tmp_path / "again.nir").node("input").signed
 
 
 def test_non_finite_calibration_is_one_line(tmp_path: Path, fx_build) -> None:
