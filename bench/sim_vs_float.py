@@ -16,7 +16,9 @@ all threads), picked on warm-up runs; sim/ runs streaming (``record_spikes=False
 ways switched off (float BLAS / convolution only). The three sides alternate over ``--rounds``
 rounds (:func:`timing.alternate`); every ratio is the median of the per-round ratios, with its
 spread. Spikes of ``--check-samples`` samples are compared with the slow reference run
-(:mod:`lmh_deploy.sim.reference`) and the two sim/ sides' logits with each other.
+(:mod:`lmh_deploy.sim.reference`) and the two sim/ sides' logits with each other. Each row
+records its own run (command, date, commit, load); ``--update`` re-measures only ``--rows``
+in an existing JSON.
 
     python bench/sim_vs_float.py --json bench/sim_vs_float.json
 """
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -104,7 +108,7 @@ def bench_row(name: str, args) -> dict:
     chunks = [slice(i, i + batch) for i in range(0, samples, batch)]
     first = chunks[0]
     variant, float_fn, float_warm, float_checks = best_float(
-        model, xt[first], steps, conv=conv, threads=args.threads
+        model, xt[first], steps, conv=conv, threads=args.threads, warmup=1 if conv else 2
     )
     records: dict[str, list] = {}
 
@@ -193,12 +197,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="sim/ threads; float also tries all threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="replace only these rows in the existing --json file (each row keeps its own run's record)",
+    )
     args = parser.parse_args()
     set_threads(args.threads)
     env = environment(args.threads)
     rows = []
     for name in args.rows:
-        rows.append(bench_row(name, args))
+        row_env = environment(args.threads)
+        rows.append(bench_row(name, args) | {"run": save(None, {}, row_env)})
         row = rows[-1]
         print(
             f"{name}: sim/float {row['sim_over_float']['median']:.2f}x "
@@ -209,6 +219,12 @@ def main() -> None:
             f"firing {row['firing_rate']:.3f}, identical {row['spikes_identical']}",
             flush=True,
         )
+    if args.update and args.json and Path(args.json).exists():
+        old = json.loads(Path(args.json).read_text())
+        run = {"command": old["command"], "environment": old["environment"]}
+        kept = {row["row"]: {"run": run} | row for row in old["rows"]}
+        kept |= {row["row"]: row for row in rows}
+        rows = [kept[name] for name in ROWS if name in kept]
     unit = "seconds per sample; ratios = float time / sim time within a round, median over rounds"
     save(args.json, {"unit": unit, "rows": rows}, env)
 

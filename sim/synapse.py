@@ -228,10 +228,13 @@ class SynapsePath:
         elif units[way]:
             per_unit = elapsed / units[way]
             old = self.cost.get(way)
-            # a lower time is taken at once, a higher one only through the average: on a
-            # shared machine a load burst inflates a timing, nothing deflates one (a way
-            # mistimed under a burst once was otherwise shunned for RETIME_EVERY calls)
-            self.cost[way] = per_unit if old is None else min(per_unit, 0.7 * old + 0.3 * per_unit)
+            # a lower time is taken at once, a higher one only through the average and at
+            # most twice the estimate: on a shared machine a call that loses its core for a
+            # time slice measures 10-100x its cost, nothing measures less than the cost (one
+            # such call made a way look 20x dearer and shunned for RETIME_EVERY calls)
+            if old is not None:
+                per_unit = min(per_unit, 0.7 * old + 0.3 * min(per_unit, 2 * old))
+            self.cost[way] = per_unit
         return out
 
     def _choose(self, units: dict) -> str:

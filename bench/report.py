@@ -1,0 +1,234 @@
+"""Render BENCHMARKS.md's tables from the JSON the bench scripts write.
+
+Every table of BENCHMARKS.md sits between ``<!-- table: NAME -->`` and ``<!-- /table -->``;
+this script rewrites those blocks from ``bench/NAME.json`` (the prose around them is
+written by hand and only explains). A JSON that is missing leaves its block as it is.
+
+    python bench/report.py            # rewrite BENCHMARKS.md in place
+    python bench/report.py --check    # exit 1 if BENCHMARKS.md differs from the JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BLOCK = re.compile(r"(<!-- table: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+
+
+def _spread(s: dict[str, float], unit: str = "x", digits: int = 2) -> str:
+    return f"**{s['median']:.{digits}f}{unit}** [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
+
+
+def _ms(s: dict[str, float]) -> str:
+    return f"{1e3 * s['median']:.3g}"
+
+
+def _stamp(record: dict[str, Any]) -> str:
+    env = record["environment"]
+    dirty = " (uncommitted changes)" if env.get("git_dirty") else ""
+    return (
+        f"`{record['command']}` - {env['date_utc']}, commit {env['git_commit']}{dirty}, "
+        f"{env['cpus']} CPUs ({env['cpu_model']}), {env['threads']} thread(s), load average "
+        f"{env['load_average_start'][0]:.1f} at the start, {env['load_average_end'][0]:.1f} at the end\n\n"
+    )
+
+
+def _run(row: dict[str, Any], record: dict[str, Any]) -> str:
+    """Date and commit of the run that measured a row (``--update`` merges rows of several)."""
+    env = row.get("run", record)["environment"]
+    return f"{env['date_utc']}, {env['git_commit']}{' (dirty)' if env.get('git_dirty') else ''}"
+
+
+def _layers(row: dict[str, Any]) -> str:
+    rates = list(row["firing_rate_per_layer"].values())
+    if len(rates) <= 4:
+        return ", ".join(f"{100 * r:.1f}" for r in rates)
+    return f"{100 * min(rates):.1f}-{100 * max(rates):.1f} (see below)"
+
+
+def sim_vs_float(record: dict[str, Any]) -> str:
+    out = [
+        _stamp(record),
+        "| row | T | batch | firing % (per layer) | float: fastest variant | sim ms/sample | "
+        "float ms/sample | **sim / float** (wall) | dense-only sim / float | sim / float, CPU time | "
+        "spikes = reference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in record["rows"]:
+        secs = row["seconds_per_sample"]
+        cpu = _spread(row["cpu_sim_over_float"]) if "1 thread" in row["float_variant"] else "-"
+        out.append(
+            f"| {row['row']} | {row['T']} | {row['batch']} | {100 * row['firing_rate']:.1f} "
+            f"({_layers(row)}) | {row['float_variant']} | {_ms(secs['sim'])} | {_ms(secs['float'])} | "
+            f"{_spread(row['sim_over_float'])} | {_spread(row['sim_dense_over_float'])} | {cpu} | "
+            f"{'yes' if row['spikes_identical'] else '**no**'} ({row['checked_samples']} samples) |"
+        )
+    calibrated = [row for row in record["rows"] if row["calibrated_rate"] is not None]
+    for row in calibrated:
+        rates = ", ".join(f"{100 * r:.1f}" for r in row["firing_rate_per_layer"].values())
+        out.append(
+            f"\n{row['row']} (BN-calibrated to {100 * row['calibrated_rate']:.0f} % per layer in "
+            f"float), firing % per LM-H layer in sim/, in network order: {rates}"
+        )
+    rounds = record["rows"][0]["timing"]["rounds"]
+    out.append(f"\nRatios: median [min-max] of {rounds} alternated rounds.")
+    for row in record["rows"]:
+        env = row.get("run", record)["environment"]
+        out.append(
+            f"`{row['row']}` measured {_run(row, record)}, load average "
+            f"{env['load_average_start'][0]:.1f} -> {env['load_average_end'][0]:.1f}."
+        )
+    return "\n".join(out) + "\n"
+
+
+GOALS = {"mlp": 6.0, "mlp-b1": 15.0, "resnet19": 3.0, "vgg13": 3.0}
+
+
+def sim_vs_float_goals(record: dict[str, Any]) -> str:
+    """Issue 22's goals: per row sim/ over float (wall, median of alternated rounds) at least
+    the row's goal, and every row, dense-only included, at least 1x."""
+    out = [
+        _stamp(record),
+        "| goal | measured: median [min-max] of alternated rounds, wall | CPU time | load average | run "
+        "| met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in record["rows"]:
+        loads = [load[0] for load in row["timing"]["load_per_round"]]
+        load = f"{min(loads):.0f}-{max(loads):.0f}"
+        one_thread = "1 thread" in row["float_variant"]
+        for key, label, goal in (
+            ("sim_over_float", f"{row['row']}: sim/ / float", GOALS.get(row["row"], 1.0)),
+            ("sim_dense_over_float", f"{row['row']}: dense-only sim/ / float", 1.0),
+        ):
+            ratio = row[key]
+            cpu = _spread(row["cpu_" + key]) if one_thread else "-"
+            met = "yes" if ratio["median"] >= goal else "**no**"
+            run = _run(row, record)
+            out.append(f"| {label} >= {goal:g}x | {_spread(ratio)} | {cpu} | {load} | {run} | {met} |")
+    return "\n".join(out) + "\n"
+
+
+def sim_profile(record: dict[str, Any]) -> str:
+    out = [
+        _stamp(record),
+        "| row | side | CPU s per run | parts (share of the run) | ns per neuron-step, neuron part |",
+        "|---|---|---|---|---|",
+    ]
+    for row in record["rows"]:
+        for side, key, ns_key in (
+            ("sim/", "sim", "sim neuron kernel"),
+            ("lean float", "float_lean", "float LM-H update"),
+        ):
+            prof = row[key]
+            parts = ", ".join(f"{name} {100 * share:.0f} %" for name, share in prof["fractions"].items())
+            out.append(
+                f"| {row['row']} | {side} | {prof['cpu_s_per_run']:.4g} | {parts} | "
+                f"{row['ns_per_neuron_step'][ns_key]:.2f} |"
+            )
+    return "\n".join(out) + "\n"
+
+
+def compile_time(record: dict[str, Any]) -> str:
+    out = [
+        _stamp(record),
+        "| net (input) | parameters | seconds (wall) | CPU seconds | neurons | synapses | Loihi 2 cores "
+        "| chips |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in record["rows"]:
+        shape = "x".join(str(d) for d in r["input_shape"])
+        out.append(
+            f"| {r['arch']} ({shape}) | {r['parameters']:,} | {r['seconds']:.3g} | "
+            f"{r.get('cpu_seconds', float('nan')):.3g} | {r['neurons']:,} | "
+            f"{r['synapses']:,} | {r['loihi2_cores']:,} | {r['loihi2_chips']} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def sim_scaling(record: dict[str, Any]) -> str:
+    out = [
+        _stamp(record),
+        "| net | neurons | synapses | T | batch | ms per sample | us per sample-step |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in record["rows"]:
+        out.append(
+            f"| {r['arch']} (width {r['width_mult']:g}) | {r['neurons']:,} | {r['synapses']:,} | {r['T']} | "
+            f"{r['batch']} | {r['ms_per_sample']:.3g} | {r['us_per_sample_step']:.3g} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def sim_memory(record: dict[str, Any]) -> str:
+    out = [_stamp(record), "| samples | mode | batch size | peak RSS GB |", "|---|---|---|---|"]
+    modes = {"all": "all at once, spikes recorded", "batched": "mini-batches, spikes recorded"}
+    for r in record["rows"]:
+        mode = modes.get(r["mode"], "mini-batches, `--stream`")
+        out.append(f"| {r['samples']} | {mode} | {r['batch_size']} | {r['peak_rss_gb']:.2f} |")
+    return "\n".join(out) + "\n"
+
+
+def train_speed(record: dict[str, Any]) -> str:
+    s, m = record["speed"], record["memory"]
+    spread = s["ratio_spread"]
+    return (
+        _stamp(record)
+        + "| measure | value | goal |\n|---|---|---|\n"
+        + f"| LM-H / LIF training step time (median of {s['rounds']} alternated rounds) | "
+        f"{1e3 * s['lmh_step_s']['median']:.1f} ms / {1e3 * s['lif_step_s']['median']:.1f} ms: "
+        f"**{s['ratio']:.3f}** [{spread['min']:.3f}-{spread['max']:.3f}] | <= {s['goal']} |\n"
+        f"| time-slice (k = {m['k']}) / full BPTT peak saved-tensor memory, T = {m['T']} | "
+        f"{m['time_slice_bytes'] / 2**20:.2f} / {m['full_bptt_bytes'] / 2**20:.2f} MiB = "
+        f"**{m['ratio']:.3f}** | <= {m['goal']} |\n"
+    )
+
+
+RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
+    "sim_vs_float": sim_vs_float,
+    "sim_vs_float-goals": sim_vs_float_goals,
+    "sim_profile": sim_profile,
+    "compile_time": compile_time,
+    "sim_scaling": sim_scaling,
+    "sim_memory": sim_memory,
+    "train_speed": train_speed,
+}
+
+
+def render(text: str) -> str:
+    """``text`` with every known table block rewritten from its JSON."""
+
+    def block(match: re.Match) -> str:
+        name = match["name"]
+        path = ROOT / "bench" / f"{name.split('-')[0]}.json"  # NAME-part: another view of NAME.json
+        if name not in RENDER or not path.exists():
+            return match[0]
+        return match[1] + RENDER[name](json.loads(path.read_text())) + match[4]
+
+    return BLOCK.sub(block, text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only check that the tables are current")
+    parser.add_argument("--file", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+    text = args.file.read_text()
+    new = render(text)
+    if args.check:
+        if new != text:
+            print(f"{args.file}: tables differ from bench/*.json; run python bench/report.py")
+            sys.exit(1)
+        return
+    args.file.write_text(new)
+
+
+if __name__ == "__main__":
+    main()
