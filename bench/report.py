@@ -36,7 +36,7 @@ def _stamp(record: dict[str, Any]) -> str:
     return (
         f"`{record['command']}` - {env['date_utc']}, commit {env['git_commit']}{dirty}, "
         f"{env['cpus']} CPUs ({env['cpu_model']}), {env['threads']} thread(s), load average "
-        f"{env['load_average_start'][0]:.1f} at the start, {env['load_average_end'][0]:.1f} at the end\n\n"
+        f"{env['load_average_start'][0]:.1f} at the start, {env['load_average_end'][0]:.1f} at the end\n"
     )
 
 
@@ -50,7 +50,7 @@ def _layers(row: dict[str, Any]) -> str:
     rates = list(row["firing_rate_per_layer"].values())
     if len(rates) <= 4:
         return ", ".join(f"{100 * r:.1f}" for r in rates)
-    return f"{100 * min(rates):.1f}-{100 * max(rates):.1f} (see below)"
+    return f"layers {100 * min(rates):.1f}-{100 * max(rates):.1f}, each below"
 
 
 def sim_vs_float(record: dict[str, Any]) -> str:
@@ -181,7 +181,7 @@ def train_speed(record: dict[str, Any]) -> str:
     spread = s["ratio_spread"]
     return (
         _stamp(record)
-        + "| measure | value | goal |\n|---|---|---|\n"
+        + "\n| measure | value | goal |\n|---|---|---|\n"
         + f"| LM-H / LIF training step time (median of {s['rounds']} alternated rounds) | "
         f"{1e3 * s['lmh_step_s']['median']:.1f} ms / {1e3 * s['lif_step_s']['median']:.1f} ms: "
         f"**{s['ratio']:.3f}** [{spread['min']:.3f}-{spread['max']:.3f}] | <= {s['goal']} |\n"

@@ -135,7 +135,10 @@ def environment(threads: int) -> dict[str, Any]:
     return {
         "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "git_commit": _git("rev-parse", "--short", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        # uncommitted changes to tracked code (bench outputs and Markdown do not count)
+        "git_dirty": bool(
+            _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!*.json", ":!*.md")
+        ),
         "cpu_model": _cpu_model(),
         "cpus": os.cpu_count(),
         "threads": threads,
