@@ -84,7 +84,7 @@ def time_batched_steps(module: nn.Module) -> int | None:
 def _bn2d_of(bn3d: nn.BatchNorm3d) -> nn.BatchNorm2d:
     """The BatchNorm2d that computes what ``bn3d`` does at eval, per channel."""
     bn = nn.BatchNorm2d(bn3d.num_features, eps=bn3d.eps, affine=bn3d.affine)
-    bn.load_state_dict(bn3d.state_dict(), strict=False)
+    bn.load_state_dict(bn3d.state_dict())  # the same keys: weight, bias, running stats
     return bn.eval()
 
 
