@@ -90,43 +90,53 @@ def input_shape(g: nir.NIRGraph, name: str) -> tuple[int, ...]:
     return shape
 
 
-def nir_chain(g: nir.NIRGraph) -> list[tuple[str, nir.NIRNode]]:
-    """The nodes as one Input -> ... -> Output chain, or InteropError naming the culprit."""
+def nir_order(g: nir.NIRGraph) -> tuple[list[str], dict[str, list[str]]]:
+    """The nodes in topological order from the one Input to the one Output, and each node's
+    inputs; InteropError naming the culprit for recurrence, a missing node or a stray one.
+    Only neurons may have several inputs (a residual sum: NIR sums converging edges)."""
     inputs = [k for k, v in g.nodes.items() if isinstance(v, nir.Input)]
     outputs = [k for k, v in g.nodes.items() if isinstance(v, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
         raise InteropError(
             f"NIR graph needs exactly one Input and one Output node, has {len(inputs)} and {len(outputs)}"
         )
-    succ: dict[str, list[str]] = {k: [] for k in g.nodes}
     pred: dict[str, list[str]] = {k: [] for k in g.nodes}
     for a, b in g.edges:
         if a not in g.nodes or b not in g.nodes:
             raise InteropError(f"NIR edge ({a!r}, {b!r}) names a missing node")
-        succ[a].append(b)
         pred[b].append(a)
-    for k in g.nodes:
-        if len(succ[k]) > 1 or len(pred[k]) > 1:
+    order: list[str] = []
+    done: set[str] = set()
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:  # depth-first from the Output: its ancestors in order
+        if name in done:
+            return
+        if name in visiting:
             raise InteropError(
-                f"NIR node {k!r} has {len(pred[k])} inputs and {len(succ[k])} "
-                f"outputs; only feed-forward chains import (no recurrence or "
-                f"branches)"
+                f"NIR graph has a cycle through {name!r} (recurrence); only feed-forward graphs import"
             )
-    chain, cur, seen = [], inputs[0], set()
-    while True:
-        if cur in seen:
-            raise InteropError(f"NIR graph has a cycle through {cur!r}")
-        seen.add(cur)
-        chain.append((cur, g.nodes[cur]))
-        if cur == outputs[0]:
-            break
-        if not succ[cur]:
-            raise InteropError(f"NIR node {cur!r} leads nowhere; the Input does not reach the Output")
-        cur = succ[cur][0]
-    stray = set(g.nodes) - seen
+        visiting.add(name)
+        for p in pred[name]:
+            visit(p)
+        visiting.discard(name)
+        done.add(name)
+        order.append(name)
+
+    visit(outputs[0])
+    if inputs[0] not in done:
+        raise InteropError("the NIR Input does not reach the Output")
+    stray = set(g.nodes) - done
     if stray:
-        raise InteropError(f"NIR nodes {sorted(stray)} are not on the Input -> Output chain")
-    return chain
+        raise InteropError(f"NIR nodes {sorted(stray)} do not lead to the Output")
+    for name in order:
+        kind = type(g.nodes[name]).__name__
+        if len(pred[name]) > 1 and kind not in NEURON_TYPES:
+            raise InteropError(
+                f"NIR node {name!r} ({kind}) has {len(pred[name])} inputs; only a neuron may sum "
+                f"branches (a residual sum)"
+            )
+    return order, pred
 
 
 def _vec(node: nir.NIRNode, attr: str, n: int, where: str) -> np.ndarray:
@@ -275,12 +285,15 @@ class _Importer:
         self.cur = Cursor(self.cur.node, (n_in,), self.cur.bias.reshape(-1), self.cur.weight_node)
         self.synapse("dense", Dense(weight=w / self.amp), (w.shape[0],), b)
 
-    def neuron(self, name: str, node: nir.NIRNode, where: str) -> None:
-        if self.cur.weight_node is None:
+    def neuron(self, name: str, node: nir.NIRNode, where: str, branches: list[Cursor]) -> None:
+        """A neuron layer fed by one synaptic chain, or by several (a residual sum)."""
+        if any(b.weight_node is None for b in branches):
             raise InteropError(
                 f"{where}: a neuron must follow a weight layer (Affine, Linear, Conv2d or pooling)"
             )
-        shape = tuple(self.cur.shape)
+        if len({tuple(b.shape) for b in branches}) > 1:
+            raise InteropError(f"{where}: its inputs have shapes {[tuple(b.shape) for b in branches]}")
+        shape = tuple(branches[0].shape)
         n = int(np.prod(shape))
         p = neuron_params(where, node, n, self.dt)
         in_range = bool(np.all((p["g"] >= 0.5) & (p["g"] < 1.5)))
@@ -294,8 +307,10 @@ class _Importer:
                 f"{where}: v_reset differs between neurons in a way the layer's "
                 f"single reset value cannot hold"
             )
-        self._scale_rows(row, shape, where)
-        bias = row * self.cur.bias.reshape(-1) + q * p["c"] / lam_d
+        for branch in branches:
+            self.cur = branch
+            self._scale_rows(row, shape, where)
+        bias = row * np.sum([b.bias.reshape(-1) for b in branches], axis=0) + q * p["c"] / lam_d
         rules: dict[str, Any] = {
             "reset": "set",
             "reset_value": float(reset_value[0]),
@@ -321,7 +336,7 @@ class _Importer:
             lmh.check(where)
         except (IRError, TypeError) as exc:
             raise InteropError(f"{where}: {exc}") from None
-        ir_name = self.ex.add("lmh", lmh, (self.cur.node,))
+        ir_name = self.ex.add("lmh", lmh, tuple(b.node for b in branches))
         self.source_neurons[ir_name] = name
         self.cur = Cursor(ir_name, shape, np.zeros(shape))
         self.amp = theta
@@ -392,8 +407,8 @@ def nir_to_graph(
             f"the NIR graph records no time step: assumed dt = {dt:g} s (snnTorch's "
             f"convention); pass --dt if it was exported with another"
         )
-    chain = nir_chain(g)
-    in_shape = input_shape(g, chain[0][0])
+    order, pred = nir_order(g)
+    in_shape = input_shape(g, order[0])
     x_max = float(x_max if x_max is not None else gmeta.get("x_max", 1.0))
     ir = Graph(
         meta={
@@ -405,9 +420,12 @@ def nir_to_graph(
     )
     ir.add("input", Input(shape=in_shape, x_max=x_max, signed=bool(gmeta.get("input_signed", 0))))
     imp = _Importer(ir, in_shape, dt, gmeta.get("lmh_deploy_rules") or {})
-    for name, node in chain[1:]:
+    signals: dict[str, tuple[Cursor, float]] = {order[0]: (imp.cur, imp.amp)}  # per NIR node
+    for name in order[1:]:
+        node = g.nodes[name]
         kind = type(node).__name__
         where = f"NIR node {name!r} ({kind})"
+        imp.cur, imp.amp = signals[pred[name][0]]
         if isinstance(node, nir.Flatten):
             n = int(np.prod(imp.cur.shape))
             imp.cur = Cursor(imp.cur.node, (n,), imp.cur.bias.reshape(-1), imp.cur.weight_node)
@@ -418,13 +436,14 @@ def nir_to_graph(
         elif isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
             imp.pool(node, where, average=isinstance(node, nir.AvgPool2d))
         elif kind in NEURON_TYPES:
-            imp.neuron(name, node, where)
+            imp.neuron(name, node, where, [signals[p][0] for p in pred[name]])
         elif isinstance(node, nir.Output):
             imp.output()
         else:
             raise InteropError(
                 f"{where}: node type {kind} cannot be imported; supported: {', '.join(SUPPORTED)}"
             )
+        signals[name] = (imp.cur, imp.amp)
     ir.meta["num_classes"] = ir.node("readout").output_size()
     ir.meta["source_neurons"] = imp.source_neurons
     ir.meta["source"] = {"format": "nir", "producer": str(gmeta.get("producer", "unknown"))}
