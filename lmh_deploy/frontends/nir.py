@@ -13,7 +13,8 @@ states start at 0. The imported LM-H layers say exactly that (reset "set" to ``v
 test ">", same-step, initial states 0); a file written by lmh-deploy carries each layer's own
 rules in its node metadata (``lmh_rules``) and those are used instead. Synapses: Affine,
 Linear, Conv2d, SumPool2d (an exact per-channel convolution of ones), AvgPool2d, Flatten; a
-neuron with several input edges sums them (a residual graph). Anything else, or a value the IR cannot hold, is refused in one line naming the NIR node.
+neuron with several input edges sums them (a residual graph). Anything else, or a value the
+IR cannot hold, is refused in one line naming the NIR node.
 """
 
 from __future__ import annotations
