@@ -1,6 +1,7 @@
 """A Lava run ends cleanly, whatever happens: a worker's exception ends ``run --backend lava``
-within seconds with that exception, Ctrl-C and SIGTERM end it with one line and exit 130 /
-143, and no Lava worker outlives the command, even when the command itself is SIGKILLed.
+within seconds with that exception, Ctrl-C and SIGTERM end it (and a sim/ run) with one line
+and exit 130 / 143, and no Lava worker outlives the command, even when the command itself is
+SIGKILLed.
 
 Each case runs the real command in a subprocess (its own session, so that a Ctrl-C can go to
 its whole process group) under a timeout, so that a hang fails the test instead of hanging it.
@@ -35,8 +36,19 @@ import lmh_deploy
 from lmh_deploy.backends.lava.procs.lmh import models
 from lmh_deploy.errors import InputError
 
-mode, artifact = sys.argv[1], sys.argv[2]
+mode, artifact, marker = sys.argv[1], sys.argv[2], sys.argv[3:]
 slow_update = models.PyLMHModelFixed.update
+backend = "lava"
+if mode == "slow-sim":  # sim/ runs in this process: it signals its start, then takes minutes
+    from pathlib import Path
+    import lmh_deploy.pipeline.run as pipeline_run
+
+    def slow_sim(*args, **kwargs):
+        Path(marker[0]).write_text("started")
+        time.sleep(600)
+
+    pipeline_run.simulate_batched = slow_sim
+    backend = "sim"
 
 def update(self, step, a_in):
     if mode == "bug":
@@ -48,7 +60,7 @@ def update(self, step, a_in):
 
 models.PyLMHModelFixed.update = update
 from lmh_deploy.cli import app
-sys.argv = ["lmh-deploy", "run", artifact, "--backend", "lava", "--samples", "2"]
+sys.argv = ["lmh-deploy", "run", artifact, "--backend", backend, "--samples", "2"]
 app()
 """
 
@@ -63,10 +75,10 @@ def driver(tmp_path_factory) -> tuple[Path, Path]:
     return work / "driver.py", work / "build"
 
 
-def _start(driver: tuple[Path, Path], mode: str) -> subprocess.Popen:
+def _start(driver: tuple[Path, Path], mode: str, *extra: str) -> subprocess.Popen:
     script, artifact = driver
     return subprocess.Popen(
-        [sys.executable, str(script), mode, str(artifact)],
+        [sys.executable, str(script), mode, str(artifact), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -114,7 +126,8 @@ def _wait_for_workers(proc: subprocess.Popen, at_least: int = 5, timeout: float 
         if len(kids) >= at_least:
             time.sleep(1.0)  # let the runtime finish starting all of them
             return _descendants(proc.pid)
-        assert proc.poll() is None, proc.communicate()
+        if proc.poll() is not None:
+            raise AssertionError(f"the command ended before its Lava run started: {proc.communicate()}")
         time.sleep(0.2)
     proc.kill()
     raise AssertionError("the Lava run did not start")
@@ -177,3 +190,26 @@ def test_no_worker_outlives_a_killed_command(driver) -> None:
     proc.kill()  # SIGKILL: no cleanup runs in the main process
     proc.wait(timeout=30)
     _assert_gone(workers)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_interrupt_stops_the_sim_with_one_line(driver, how: str, tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    proc = _start(driver, "slow-sim", str(started))
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the sim run did not start: {proc.communicate()}")
+        time.sleep(0.2)
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"{how} did not stop the sim run") from None
+    assert proc.returncode == (130 if how == "ctrl-c" else 143), err
+    assert err == "interrupted; nothing written\n" and out == ""
