@@ -108,11 +108,16 @@ def test_comparison_notes_differing_runs(two_runs) -> None:
 
 def test_run_report_headers_run_time_and_table_width(two_runs) -> None:
     summary = load_run(two_runs[0])
+    summary.update(predictions=[3, 1, 4, 1, 5], t_sweep_backend="sim")  # as run --json writes them
     html = render_html(summary)
     headers = re.findall(r"<th[^>]*>(.*?)</th>", html)
     assert "synaptic ops / sample" in headers and "energy / sample" in headers
     assert not [h for h in headers if re.fullmatch(r"[a-z]+(_[a-z]+)+", h)], headers
     assert "spikes_per_step" not in html.split("Other fields")[0]  # lists are plotted, not tabled
+    # what a reader sees carries labels, not keys; the raw rest (predictions, ...) is folded away
+    seen, folded = html.split("<details>")
+    assert not re.findall(r">[a-z]+(?:_[a-z]+)+<", seen), re.findall(r">[a-z]+(?:_[a-z]+)+<", seen)
+    assert "predictions" in folded and "predictions" not in seen
     assert "2.6 ms" in html and "0.00 s" not in html
     assert [fmt_seconds(s) for s in (2.6e-5, 0.0026, 3.482, 125.0)] == [
         "26 µs",

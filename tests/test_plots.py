@@ -21,7 +21,7 @@ from lmh_deploy.semantics import integer as fx
 from lmh_deploy.reports import plots
 from lmh_deploy.pipeline.run import t_sweep
 from lmh_deploy.frontends.pytorch import export_model
-from lmh_deploy.reports.html import report_from_json, write_html
+from lmh_deploy.reports.html import CAPTIONS, esc, report_from_json, write_html
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.backends.record import RunRecord
 from lmh_deploy.reports.summary import summarize
@@ -255,7 +255,7 @@ def test_report_from_json_round_trip(run, sweep, made, tmp_path) -> None:
     page = html_path.read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == 4
     assert _layer_rows(page) == [layer["name"] for layer in summary["layers"]]
-    assert "<h2>Accuracy and energy against T</h2>" in page
+    assert "<h2>Accuracy and energy against T (run on sim)</h2>" in page
     for row in sweep:
         assert f"{100 * row['accuracy']:.2f} %" in page
 
@@ -264,14 +264,15 @@ def test_report_from_json_round_trip(run, sweep, made, tmp_path) -> None:
     json_path.write_text(json.dumps(summary | {"plots": gone}))
     page = report_from_json(json_path, html_path).read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == 2
-    assert 'alt="firing_rates"' in page and 'alt="accuracy_energy_vs_T"' in page
-    assert 'alt="spike_raster"' not in page
+    alt = {name: f'alt="{esc(caption)}"' for name, caption in CAPTIONS.items()}
+    assert alt["firing_rates"] in page and alt["accuracy_energy_vs_T"] in page
+    assert alt["spike_raster"] not in page
 
     # plot paths relative to the JSON's folder are found
     rel = {name: os.path.relpath(path, tmp_path) for name, path in images.items()}
     json_path.write_text(json.dumps(summary | {"plots": rel}))
     page = report_from_json(json_path, html_path).read_text(encoding="utf-8")
-    assert 'alt="spike_raster"' in page and 'alt="spike_agreement"' in page
+    assert alt["spike_raster"] in page and alt["spike_agreement"] in page
 
 
 @pytest.mark.parametrize(
