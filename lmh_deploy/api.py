@@ -32,6 +32,7 @@ from lmh_deploy.choices import (
     Norm,
     Target,
     Device,
+    check_sim_device,
     choice,
 )
 from lmh_deploy import options as O
@@ -329,12 +330,9 @@ def run(
     from the free memory). ``save_spikes``: a .npz of the integer input and every spiking
     layer's raster.
     """
-    from lmh_deploy.pipeline.inputs import check_sim_device
-    from lmh_deploy.pipeline.run import check_sweep
-
     choice(Backend, backend, "--backend")
     check_sim_device(device)
-    check_sweep(sweep, plots_dir, html)
+    O.check_sweep(sweep, plots_dir, html)
     O.SAMPLES.check(samples)
     O.BATCH_SIZE.check(batch_size)
     check_outputs(
@@ -391,10 +389,11 @@ def _check_artifact(
     """The artifact is whole (:func:`~lmh_deploy.pipeline.artifact.check_artifact`), its
     graphs' meta and nodes fit the schema, and the ``--inputs``/``--labels`` files exist:
     checked before torch and Lava are imported, so that a bad path or value is refused at once."""
-    from lmh_deploy.ir.serialize import read_graph_document
     from lmh_deploy.pipeline.artifact import check_artifact
 
     check_artifact(artifact)
+    from lmh_deploy.ir.serialize import read_graph_document  # numpy, no torch: after the cheap checks
+
     for stem in ("ir", "quantized"):  # the meta and nodes against the schema, no arrays yet
         read_graph_document(Path(artifact) / f"{stem}.json")
     for path, option in ((inputs, "--inputs"), (labels, "--labels")):

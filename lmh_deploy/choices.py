@@ -8,6 +8,7 @@ both places or a test fails.
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from typing import TypeVar
 
@@ -119,3 +120,15 @@ def choice(kind: type[E], value: str | E, name: str) -> E:
     except ValueError:
         options = ", ".join(m.value for m in kind)
         raise InputError(f"{name}: unknown value {value!r}; supported: {options}") from None
+
+
+_TORCH_DEVICE = re.compile(r"^(cpu|cuda(:\d{1,2})?)$")
+
+
+def check_sim_device(device: str | None) -> str | None:
+    """``None`` (numpy), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if device is None:
+        return None
+    if not isinstance(device, str) or not _TORCH_DEVICE.match(device):
+        raise InputError(f"--device: unknown device {device!r}; supported: cpu, cuda, cuda:N")
+    return device

@@ -9,10 +9,12 @@ that the CLI and the API agree with this table.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
 from lmh_deploy.bounds import check_float, check_samples, check_timesteps
+from lmh_deploy.errors import InputError
 
 #: The Euler step snnTorch's ``import_from_nir`` assumes (seconds).
 NIR_DEFAULT_DT = 1e-4
@@ -150,3 +152,9 @@ ALL = (
     INPUTS,
     LABELS,
 )
+
+
+def check_sweep(sweep: str | None, plots_dir: str | Path | None, html: str | Path | None) -> None:
+    """``--sweep`` draws a curve into ``--plots`` or ``--html``; alone it would do nothing."""
+    if sweep is not None and sweep.strip().lower() != "none" and not (plots_dir or html):
+        raise InputError("--sweep draws its curve into --plots or --html: add one of them, or drop --sweep")

@@ -4,7 +4,7 @@
 under a memory budget (same record, bit for bit).
 """
 
-from lmh_deploy.sim.batching import default_batch_size, run_in_batches, simulate_batched
+from lmh_deploy.sim.batching import check_run_fits, default_batch_size, run_in_batches, simulate_batched
 from lmh_deploy.sim.simulator import simulate
 
-__all__ = ["default_batch_size", "run_in_batches", "simulate", "simulate_batched"]
+__all__ = ["check_run_fits", "default_batch_size", "run_in_batches", "simulate", "simulate_batched"]

@@ -17,6 +17,7 @@ from lmh_deploy.sim.simulator import CHUNK_SAMPLE_STEPS
 
 from lmh_deploy.ir import QLMH, Graph, QDense
 from lmh_deploy.backends.record import RunRecord
+from lmh_deploy.errors import InputError
 
 #: Fraction of the currently available memory a run may plan to use.
 MEMORY_FRACTION = 0.25
@@ -27,6 +28,8 @@ MIN_BUDGET_BYTES = 256 << 20
 #: gigabytes on a machine that happens to have them free.
 MAX_BUDGET_BYTES = 1 << 30
 MAX_BATCH = 4096
+#: Fraction of the available memory a whole run's merged record may take.
+RECORD_FRACTION = 0.6
 
 
 def available_memory_bytes() -> int:
@@ -73,6 +76,43 @@ def bytes_per_sample(
         else:
             total += 8 * chunk * int(node.output_size()) + 8 * timesteps * int(node.output_size())
     return max(total, 1)
+
+
+def kept_bytes_per_sample(graph: Graph, timesteps: int, *, record_spikes: bool = True) -> int:
+    """Bytes one sample keeps in a whole run's merged record (an estimate from the graph's
+    sizes alone): the spike rasters (1 byte per neuron and step of each LM-H layer, when
+    recorded), the final states (16 bytes per neuron), the readout trace (8 bytes per class
+    and step), the logits and the integer input."""
+    total = 0
+    for name in graph.order():
+        node = graph.node(name)
+        if isinstance(node, QLMH):
+            total += int(node.size) * ((timesteps if record_spikes else 0) + 16)
+        elif name == graph.order()[-1]:
+            total += 8 * int(node.output_size()) * (timesteps + 1)
+        elif name == graph.order()[0]:
+            total += 8 * int(node.output_size())
+    return max(total, 1)
+
+
+def check_run_fits(
+    graph: Graph, samples: int, timesteps: int, *, record_spikes: bool = True, available: int | None = None
+) -> None:
+    """Refuse, before anything is allocated, a run whose merged record cannot fit the memory
+    available now (:func:`kept_bytes_per_sample`), naming the options that make it fit."""
+    per_sample = kept_bytes_per_sample(graph, timesteps, record_spikes=record_spikes)
+    need = samples * per_sample
+    free = available if available is not None else available_memory_bytes()
+    if need <= RECORD_FRACTION * free:
+        return
+    fits = max(0, int(RECORD_FRACTION * free) // per_sample)
+    fixes = f"run at most --samples {fits}" + (
+        ", or pass --stream (spike counts only)" if record_spikes else ""
+    )
+    raise InputError(
+        f"--samples {samples}: this run would keep about {need / 2**30:.1f} GiB ({per_sample} bytes per "
+        f"sample over {timesteps} steps), more than the {free / 2**30:.1f} GiB of memory available; {fixes}"
+    )
 
 
 def default_batch_size(graph: Graph, timesteps: int, *, budget_bytes: int | None = None, **record) -> int:

@@ -394,3 +394,43 @@ def test_regression_bad_meta_is_one_line_before_any_work(
         line = _invoke_one_line(command, str(build), "--samples", "2", "--json", str(report))
         assert "quantized.json: " + cause in line, line
     assert not report.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "nothere"],
+        ["verify", "nothere"],
+        ["compile", "nothere.pt", "-o", "out"],
+        ["export", "nothere.pt", "--format", "nir", "-o", "m.nir"],
+        ["report", "nothere.json", "--html", "r.html"],
+    ],
+)
+def test_fast_refusals_import_neither_torch_nor_lava(tmp_path: Path, args: list[str]) -> None:
+    # what makes a refusal fast (bench/refusal_time.py measures it): nothing heavy loads first
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom lmh_deploy.cli import app\ntry:\n    app(sys.argv[1:])\n"
+        "except SystemExit as exc:\n"
+        "    print(exc.code, 'torch' in sys.modules, any(m.split('.')[0] == 'lava' for m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.stdout.split() == ["2", "False", "False"], proc.stdout + proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_run_that_cannot_fit_is_refused_naming_the_options(
+    artifact: Path, tmp_path: Path, monkeypatch
+) -> None:
+    # memory estimated from the graph and the sample count before anything is allocated
+    import lmh_deploy.sim.batching as batching
+
+    monkeypatch.setattr(batching, "available_memory_bytes", lambda: 50_000)
+    report = tmp_path / "r.json"
+    line = _invoke_one_line("run", str(artifact), "--samples", "300", "--json", str(report))
+    assert "--samples 300: this run would keep about" in line and "GiB of memory available" in line
+    assert "run at most --samples " in line and "or pass --stream" in line
+    assert not report.exists()
+    assert runner.invoke(app, ["run", str(artifact), "--samples", "3", "--json", str(report)]).exit_code == 0

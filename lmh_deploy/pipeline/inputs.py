@@ -7,7 +7,6 @@ Numbers are checked with :mod:`lmh_deploy.bounds`.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +14,6 @@ import numpy as np
 
 from lmh_deploy.bounds import MAX_SWEEP_VALUES, MAX_TIMESTEPS
 from lmh_deploy.errors import InputError, require_file
-
-_DEVICE = re.compile(r"^(cpu|cuda(:\d{1,2})?)$")
-
-
-def check_sim_device(device: str | None) -> str | None:
-    """``None`` (numpy), ``cpu``, ``cuda`` or ``cuda:N``."""
-    if device is None:
-        return None
-    if not isinstance(device, str) or not _DEVICE.match(device):
-        raise InputError(f"--device: unknown device {device!r}; supported: cpu, cuda, cuda:N")
-    return device
 
 
 def parse_sweep(text: str | None, timesteps: int) -> list[int]:

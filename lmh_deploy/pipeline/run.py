@@ -14,13 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from lmh_deploy.options import BATCH_SIZE, SAMPLES
-from lmh_deploy.choices import Backend, choice
+from lmh_deploy.options import BATCH_SIZE, SAMPLES, check_sweep
+from lmh_deploy.choices import Backend, check_sim_device, choice
 from lmh_deploy.errors import CommandFailed, InputError
 from lmh_deploy.files import atomic_write
 from lmh_deploy.pipeline.inputs import (
     check_inputs,
-    check_sim_device,
     first_samples,
     frames_for,
     is_sequence,
@@ -32,7 +31,7 @@ from lmh_deploy.pipeline.inputs import (
 from lmh_deploy.backends.record import RunRecord
 from lmh_deploy.pipeline.results import RunResult
 from lmh_deploy.reports.summary import summarize
-from lmh_deploy.sim import default_batch_size, run_in_batches, simulate_batched
+from lmh_deploy.sim import check_run_fits, default_batch_size, run_in_batches, simulate_batched
 
 #: Samples of the test split ``run`` and ``verify`` take when ``samples`` is not given
 #: (own ``inputs``: all of them).
@@ -151,12 +150,6 @@ def save_spike_rasters(
     return path
 
 
-def check_sweep(sweep: str | None, plots_dir: str | Path | None, html: str | Path | None) -> None:
-    """``--sweep`` draws a curve into ``--plots`` or ``--html``; alone it would do nothing."""
-    if sweep is not None and sweep.strip().lower() != "none" and not (plots_dir or html):
-        raise InputError("--sweep draws its curve into --plots or --html: add one of them, or drop --sweep")
-
-
 def run_artifact(
     artifact: str | Path,
     *,
@@ -229,6 +222,7 @@ def run_artifact(
             spikes=art.spike_input,
             what=str(inputs) if inputs is not None else "test split",
         )
+        check_run_fits(q, num_samples(x, shape), art.timesteps, record_spikes=not stream)
         x_int = quantize(q, x)
         frames = x.shape[0] if is_sequence(x, shape) else None
         # time-varying inputs: a sweep cannot run past the frames given
