@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from lmh_deploy.backends.lava.supervise import lava_session
 from lmh_deploy.interop import InteropError
 from lmh_deploy.interop.netx_io import NetxLayer, write_netx_layers
 from lmh_deploy.ir import QLMH, Graph, QDense, QInput, QReadout
@@ -241,7 +242,7 @@ def run_netx_artifact(
     readout = net.layers[-1].neuron
     monitor.probe(target=readout.u, num_steps=batch * period)
     cfg = Loihi2SimCfg(select_tag="fixed_pt")
-    try:
+    with lava_session(net):
         for _sample in range(batch):
             for step in range(1, depth + 1):  # layer i's first input arrives at step i + 2
                 net.run(condition=RunSteps(num_steps=1), run_cfg=cfg)
@@ -256,8 +257,6 @@ def run_netx_artifact(
                     net.run(condition=RunSteps(num_steps=depth + 1), run_cfg=cfg)
         raw = [_from_lava_order(sink.data.get()) for sink in sinks]
         u_read = np.asarray(monitor.get_data()[readout.name]["u"], np.int64)
-    finally:
-        net.stop()
     spikes: dict[str, np.ndarray] = {}
     names = _layer_names(path, depth)
     for i, name in enumerate(names[:-1]):

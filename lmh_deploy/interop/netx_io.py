@@ -28,6 +28,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from lmh_deploy.backends.lava.supervise import lava_session
 from lmh_deploy.files import atomic_path
 from lmh_deploy.interop import InteropError
 from lmh_deploy.interop.nir_export import plan_graph
@@ -422,15 +423,13 @@ def run_netx_lava(
         sink = io.sink.RingBuffer(shape=layer.out.shape, buffer=steps)
         layer.out.connect(sink.a_in)
         sinks.append(sink)
-    try:
+    with lava_session(net):
         net.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag=select_tag))
         spikes = [s.data.get().T != 0 for s in sinks]
         v = [layer.neuron.v.get().astype(np.int64) for layer in net.layers]
         u = [layer.neuron.u.get().astype(np.int64) for layer in net.layers]
         weights = [layer.synapse.weights.get().astype(np.int64) for layer in net.layers]
         exps = [int(layer.synapse.proc_params.get("weight_exp", 0)) for layer in net.layers]
-    finally:
-        net.stop()
     return NetxRun(
         spikes=spikes, v=v, u=u, extra={"weights": weights, "weight_exp": exps, "description": str(net)}
     )

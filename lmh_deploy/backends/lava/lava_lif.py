@@ -32,6 +32,7 @@ from lava.proc.lif.process import LIF
 from lava.proc.monitor.process import Monitor
 
 import lmh_deploy  # noqa: F401  - installs the Python 3.11 Lava import fix first
+from lmh_deploy.backends.lava.supervise import lava_session
 from lmh_deploy.ir import QLMH, Graph, IRError, QDense, QInput, QReadout
 from lmh_deploy.ir.synapses import qdense_matrix
 from lmh_deploy.passes.neurons import BIAS_EXP_MAX
@@ -156,7 +157,7 @@ def run_lava_lif(graph: Graph, x_int: np.ndarray, timesteps: int) -> LifRun:
             monitors[name, var].probe(target=getattr(lif, var), num_steps=total)
         lifs[name], ports[name] = lif, lif.s_out
     cfg = Loihi2SimCfg(select_tag="fixed_pt")
-    try:
+    with lava_session(source):
         done = 0
         for step in range(1, max(depth.values()) + 2):  # switch biases on as inputs arrive
             for name, lif in lifs.items():
@@ -171,8 +172,6 @@ def run_lava_lif(graph: Graph, x_int: np.ndarray, timesteps: int) -> LifRun:
         probes = {key: mon.get_data()[lifs[key[0]].name][key[1]] for key, mon in monitors.items()}
         assert readout_sink is not None, "a quantised graph has one readout"
         readout = readout_sink.data.get()
-    finally:
-        source.stop()
     run = LifRun(spikes={}, u={}, v={}, readout_trace=np.zeros(0), logits=np.zeros(0))
     for name in lifs:
         start = depth[name]

@@ -15,7 +15,7 @@ from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 
 from lmh_deploy.ir import Graph, QReadout, Readout
 from lmh_deploy.backends.lava.lower import LavaNetwork, Precision, lower
-from lmh_deploy.backends.lava.supervise import supervised
+from lmh_deploy.backends.lava.supervise import lava_session
 from lmh_deploy.backends.record import RunRecord, synops_from_spikes
 
 
@@ -67,7 +67,7 @@ def run_lava(
     """Lower ``graph`` for ``inputs`` (B, *shape) or frames (T', B, *shape), run it under
     ``Loihi2SimCfg`` and read back.
 
-    Runs under :func:`~lmh_deploy.backends.lava.supervise.supervised`: a worker's exception
+    Runs under :func:`~lmh_deploy.backends.lava.supervise.lava_session`: a worker's exception
     ends the run with that exception (no hang), and on any error or interruption every
     worker process is killed, so none outlives the call. Fixed-point results are integers
     (cast from the float64 values Lava's host channels carry). ``phases``, if given, receives
@@ -82,21 +82,18 @@ def run_lava(
     clock.lap("lower")
     # Lava's Extractor model carries no precision tag: name it.
     cfg = Loihi2SimCfg(select_tag=precision, exception_proc_model_map={Extractor: PyLoihiExtractorModel})
-    with supervised(net.source) as watchdog:
-        with warnings.catch_warnings():
-            # Lava's DelaySparse rebuilds its delay-0 matrix by assignment (harmless, noisy).
-            warnings.simplefilter("ignore", SparseEfficiencyWarning)
-            executable = net.source.compile(cfg)
-            clock.lap("compile")
-            net.source.create_runtime(executable=executable)
-            clock.lap("start")
-            net.source.run(condition=RunSteps(num_steps=net.total_steps))
-            clock.lap("steps")
-            rec = read_back(net, readout.bias)
-            clock.lap("read_back")
-        watchdog.stopping.set()
-        net.source.stop()
-        clock.lap("stop")
+    with lava_session(net.source), warnings.catch_warnings():
+        # Lava's DelaySparse rebuilds its delay-0 matrix by assignment (harmless, noisy).
+        warnings.simplefilter("ignore", SparseEfficiencyWarning)
+        executable = net.source.compile(cfg)
+        clock.lap("compile")
+        net.source.create_runtime(executable=executable)
+        clock.lap("start")
+        net.source.run(condition=RunSteps(num_steps=net.total_steps))
+        clock.lap("steps")
+        rec = read_back(net, readout.bias)
+        clock.lap("read_back")
+    clock.lap("stop")
     if phases is not None:
         phases["steps_run"] = net.total_steps
     if precision == "fixed_pt":

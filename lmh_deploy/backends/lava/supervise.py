@@ -157,3 +157,13 @@ def supervised(process: Any) -> Iterator[_Watchdog]:
             signal.signal(signal.SIGUSR1, previous)
         if not clean:
             kill_workers(process)
+
+
+@contextmanager
+def lava_session(process: Any) -> Iterator[None]:
+    """:func:`supervised` around the block, whose Lava runtime (created by ``process.run``) is
+    stopped normally when the block succeeds, and its workers killed when it does not."""
+    with supervised(process) as watchdog:
+        yield
+        watchdog.stopping.set()
+        process.stop()
