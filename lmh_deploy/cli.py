@@ -114,7 +114,17 @@ class _Commands(TyperGroup):
             result = super().invoke(ctx)
             sys.stdout.flush()  # a reader that went away shows here, not at interpreter exit
             return result
-        except (typer.Exit, typer.Abort, typer.TyperException):
+        except typer.TyperException as exc:
+            # a bad option value or a missing argument of a command: one line, as every refusal
+            if getattr(exc, "exit_code", None) != 2 or not hasattr(exc, "format_message") or STATE["debug"]:
+                raise
+            console.print(
+                f"[red]error:[/red] {exc.format_message()} (lmh-deploy {ctx.invoked_subcommand} --help)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort):
             raise
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (_Terminated)
             if STATE["debug"]:

@@ -434,3 +434,17 @@ def test_a_run_that_cannot_fit_is_refused_naming_the_options(
     assert "run at most --samples " in line and "or pass --stream" in line
     assert not report.exists()
     assert runner.invoke(app, ["run", str(artifact), "--samples", "3", "--json", str(report)]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "args, cause",
+    [
+        (["run", "build", "--samples", "abc"], "Invalid value for '--samples'"),
+        (["run", "build", "--bogus"], "No such option: --bogus"),
+        (["run"], "Missing argument 'ARTIFACT'"),
+        (["compile", "m.pt", "--target", "gpu"], "Invalid value for '--target'"),
+    ],
+)
+def test_usage_errors_are_one_line_too(args: list[str], cause: str) -> None:
+    line = _invoke_one_line(*args)
+    assert cause in line and f"(lmh-deploy {args[0]} --help)" in line, line
