@@ -253,8 +253,9 @@ def _energy(summary: dict[str, Any]) -> str:
         for field, source_key, what in ENERGY_FIELDS
         if field in summary
     ]
+    sentence = energy_sentence(summary)
     note = (
-        f"<p><b>{esc(energy_sentence(summary).capitalize())}</b>. Estimates from counted events "
+        f"<p><b>{esc(sentence[:1].upper() + sentence[1:])}</b>. Estimates from counted events "
         "and published per-operation figures, not measurements.</p>"
     )
     return (
