@@ -32,23 +32,26 @@ def _window_map(
 
 
 def conv_matrix(node: Conv2d) -> sp.csr_matrix:
-    """(C_out*H_out*W_out, C_in*H*W) matrix of a zero-padded 2-D cross-correlation."""
+    """(C_out*H_out*W_out, C_in*H*W) matrix of a zero-padded 2-D cross-correlation.
+
+    Built in CSR order directly (row ``(c_out, y, x)``, then ``c_in`` and the kernel taps
+    inside the image), without a COO detour: a CIFAR ResNet-20 has 17 million entries."""
     c_out, c_in, kh, kw = node.weight.shape
     _, h_out, w_out = node.output_shape
     _, h, w = node.input_shape
-    oy, ox, ky, kx, iy, ix, valid = _window_map(
+    _, _, _, _, iy, ix, valid = _window_map(
         node.input_shape, (h_out, w_out), (kh, kw), node.stride, node.padding
     )
-    oy, ox, ky, kx, iy, ix = (a[valid] for a in (oy, ox, ky, kx, iy, ix))
-    co = np.arange(c_out)[:, None, None]
-    ci = np.arange(c_in)[None, :, None]
-    rows = co * h_out * w_out + (oy * w_out + ox)[None, None, :]
-    cols = ci * h * w + (iy * w + ix)[None, None, :]
-    vals = node.weight[:, :, ky, kx]  # (C_out, C_in, windows)
-    rows, cols = np.broadcast_to(rows, vals.shape), np.broadcast_to(cols, vals.shape)
-    return sp.csr_matrix(
-        (vals.ravel(), (rows.ravel(), cols.ravel())), shape=(node.output_size(), node.input_size())
-    )
+    positions, taps = h_out * w_out, kh * kw
+    pixel = (iy * w + ix).reshape(positions, taps)
+    valid = valid.reshape(positions, taps)
+    keep = np.broadcast_to(valid[None, :, None, :], (c_out, positions, c_in, taps))
+    cols = np.arange(c_in)[None, None, :, None] * (h * w) + pixel[None, :, None, :]
+    cols = np.broadcast_to(cols, keep.shape)[keep]
+    vals = np.broadcast_to(node.weight.reshape(c_out, 1, c_in, taps), keep.shape)[keep]
+    per_row = np.tile(valid.sum(axis=1) * c_in, c_out)
+    indptr = np.concatenate([[0], np.cumsum(per_row)])
+    return sp.csr_matrix((vals, cols, indptr), shape=(node.output_size(), node.input_size()))
 
 
 def pool_matrix(node: AvgPool) -> sp.csr_matrix:
