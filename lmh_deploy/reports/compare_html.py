@@ -20,7 +20,7 @@ from matplotlib.ticker import FuncFormatter
 
 from lmh_deploy.files import write_text_atomic
 from lmh_deploy.reports.compare import LAYER_FIELDS
-from lmh_deploy.reports.html import CSS, esc, fmt, fmt_energy
+from lmh_deploy.reports.html import CSS, esc, fmt, fmt_energy, html_table
 from lmh_deploy.reports.plots import BLUE, DPI, ORANGE, STYLE
 from lmh_deploy.reports.summary import energy_unit
 
@@ -145,16 +145,11 @@ def accuracy_vs_t_figure(comparison: dict[str, Any]) -> Figure:
 
 def _totals_table(comparison: dict[str, Any]) -> str:
     name_a, name_b = comparison["names"]
-    rows = "".join(
-        f'<tr><td class="text">{esc(r["label"])}</td><td>{esc(fmt_value(r["a"], r["unit"]))}</td>'
-        f"<td>{esc(fmt_value(r['b'], r['unit']))}</td><td>{esc(fmt_change(r))}</td></tr>"
+    rows = [
+        [r["label"], fmt_value(r["a"], r["unit"]), fmt_value(r["b"], r["unit"]), fmt_change(r)]
         for r in comparison["totals"]
-    )
-    return (
-        f'<div class="scroll"><table><thead><tr><th>quantity (per sample)</th>'
-        f"<th>{esc(name_a)}</th><th>{esc(name_b)}</th><th>{esc(name_b)} vs {esc(name_a)}</th>"
-        f"</tr></thead><tbody>{rows}</tbody></table></div>"
-    )
+    ]
+    return html_table(["quantity (per sample)", name_a, name_b, f"{name_b} vs {name_a}"], rows)
 
 
 def _layers_table(comparison: dict[str, Any]) -> str:
@@ -188,17 +183,18 @@ def _layers_table(comparison: dict[str, Any]) -> str:
 
 def _sweep_table(comparison: dict[str, Any]) -> str:
     name_a, name_b = comparison["names"]
-    rows = "".join(
-        f'<tr><td class="text">{r["timesteps"]}</td>'
-        f"<td>{esc(fmt_value(r['accuracy_a'], '%'))}</td><td>{esc(fmt_value(r['accuracy_b'], '%'))}</td>"
-        f"<td>{esc(fmt_energy(r['energy_a']))}</td><td>{esc(fmt_energy(r['energy_b']))}</td></tr>"
+    rows = [
+        [
+            r["timesteps"],
+            fmt_value(r["accuracy_a"], "%"),
+            fmt_value(r["accuracy_b"], "%"),
+            fmt_energy(r["energy_a"]),
+            fmt_energy(r["energy_b"]),
+        ]
         for r in comparison["t_sweep"]
-    )
-    return (
-        f'<div class="scroll"><table><thead><tr><th>T</th><th>accuracy {esc(name_a)}</th>'
-        f"<th>accuracy {esc(name_b)}</th><th>energy {esc(name_a)}</th>"
-        f"<th>energy {esc(name_b)}</th></tr></thead><tbody>{rows}</tbody></table></div>"
-    )
+    ]
+    columns = ["T", f"accuracy {name_a}", f"accuracy {name_b}", f"energy {name_a}", f"energy {name_b}"]
+    return html_table(columns, rows)
 
 
 def render_compare_html(comparison: dict[str, Any]) -> str:

@@ -172,7 +172,9 @@ TOTAL_LABELS = {
 }
 
 
-def _table(columns: list[str], rows: list[list[Any]], *, text_cols: int = 1) -> str:
+def html_table(columns: list[str], rows: list[list[Any]], *, text_cols: int = 1) -> str:
+    """A scrollable table; the first ``text_cols`` columns are text (left), the rest numbers
+    (:func:`fmt`, right)."""
     head = "".join(
         f'<th class="text">{esc(c)}</th>' if i < text_cols else f"<th>{esc(c)}</th>"
         for i, c in enumerate(columns)
@@ -232,7 +234,7 @@ def _layers(summary: dict[str, Any]) -> str:
 
     rows = [[cell(layer, k) for k in keys] for layer in layers]
     headers = [LAYER_COLUMNS.get(k, k.replace("_", " ")) for k in keys]
-    return _table(headers, rows, text_cols=2 if keys[:2] == ["name", "kind"] else 1)
+    return html_table(headers, rows, text_cols=2 if keys[:2] == ["name", "kind"] else 1)
 
 
 def _totals(summary: dict[str, Any]) -> str:
@@ -242,7 +244,7 @@ def _totals(summary: dict[str, Any]) -> str:
     for key, value in totals.items():
         per = value / samples if isinstance(value, (int, float)) and samples else None
         rows.append([TOTAL_LABELS.get(key, key.replace("_", " ")), value, per])
-    return _table(["quantity", "total", "per sample"], rows)
+    return html_table(["quantity", "total", "per sample"], rows)
 
 
 def _energy(summary: dict[str, Any]) -> str:
@@ -278,7 +280,7 @@ def _sweep(sweep: list[dict[str, Any]]) -> str:
                 r.get("spikes_per_sample"),
             ]
         )
-    return _table(["T", "accuracy", "energy / sample", "synaptic ops / sample", "spikes / sample"], rows)
+    return html_table(["T", "accuracy", "energy / sample", "synaptic ops / sample", "spikes / sample"], rows)
 
 
 def _others(summary: dict[str, Any]) -> str:
