@@ -248,6 +248,10 @@ def train(
     """
     from lmh_deploy.parallel import is_main_process
 
+    # outputs first: a refusal is one line, before the progress bar draws anything
+    check_outputs(
+        {"--out": (out_path, "file"), "--json": (json_path, "file")}, inputs=[hybrid_from, data_dir]
+    )
     main_rank = is_main_process()  # torchrun: RANK 0 (True without torchrun)
     with Progress(
         TextColumn("{task.description}"),
