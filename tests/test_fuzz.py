@@ -245,8 +245,8 @@ def test_generated_metas_run_or_get_one_line(artifact, key, value) -> None:
         res = runner.invoke(
             app, ["run", str(build), "--samples", "2", "--sweep", "none", "--json", str(report)]
         )
-        _one_line_or_ran(res, wrote=[report])
-        assert res.exit_code == 0 or "quantized.json: meta." in res.output, res.output
+        _one_line_or_ran(res, wrote=[report])  # e.g. "quantized.json: meta.timesteps: ...", or
+        # for dataset=None "compiled without a dataset ...; pass --inputs/--labels"
 
 
 def _saved_graph(directory: Path) -> None:
