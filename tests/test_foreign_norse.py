@@ -63,9 +63,9 @@ def test_norse_mlp_one_command(tmp_path: Path, digits) -> None:
     args = ("--input-shape", "1,8,8", "--timesteps", ns.T, "--dataset", "digits", "-o", out)
     res = runner.invoke(app, [str(a) for a in ("compile", weights, "--model", f"{MODEL_FILE}:mlp", *args)])
     assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["verify", str(out), "--samples", "50", "--json", str(out / "verify.json")])
+    res = runner.invoke(app, ["verify", str(out), "--samples", "50", "--json", str(tmp_path / "verify.json")])
     assert res.exit_code == 0, res.output
-    result = json.loads((out / "verify.json").read_text())
+    result = json.loads((tmp_path / "verify.json").read_text())
     lv, ff = result["lava_vs_sim"], result["float_vs_fixed"]
     print("norse", lv, ff)
     assert lv["spikes_compared"] > 0 and lv["mismatched_spikes"] == 0 and lv["state_mismatches"] == 0

@@ -110,9 +110,9 @@ def _deploy(tmp_path: Path, factory: str, kwargs: dict, *, multi_step: bool, epo
         "--input-shape", "1,8,8", "--timesteps", sj.T, "--dataset", "digits", "-o", out,
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    res = invoke("verify", out, "--samples", 50, "--json", out / "verify.json")
+    res = invoke("verify", out, "--samples", 50, "--json", tmp_path / "verify.json")
     assert res.exit_code == 0, res.output
-    result = json.loads((out / "verify.json").read_text())
+    result = json.loads((tmp_path / "verify.json").read_text())
     lv, ff = result["lava_vs_sim"], result["float_vs_fixed"]
     print(factory, kwargs, lv, ff)
     assert lv["spikes_compared"] > 0 and lv["mismatched_spikes"] == 0 and lv["state_mismatches"] == 0
