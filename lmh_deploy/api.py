@@ -276,7 +276,7 @@ def verify(
     max_accuracy_drop: float | None = O.MAX_ACCURACY_DROP.default,
 ) -> VerifyResult | None:
     """Float source vs sim/ on ``samples`` samples, Lava fixed_pt vs sim/ on the first
-    ``lava_samples`` of them (default: as many as fit ~1M neuron-steps; 0: no Lava).
+    ``lava_samples`` of them (default: as many as fit 12M neuron-steps; 0: no Lava).
 
     The samples are ``inputs`` (a .npy of the shape the network was compiled for, ``labels``
     optional) or the test split (100 by default). Returns the comparison (``lava_vs_sim``,

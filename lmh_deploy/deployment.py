@@ -253,7 +253,7 @@ class Deployment:
         progress: bool = False,
     ) -> VerifyResult:
         """The source model vs the deployed fixed point (sim/) on every sample, Lava vs sim/
-        on the first ``lava_samples`` (default: as many as fit ~1M neuron-steps; 0: none).
+        on the first ``lava_samples`` (default: as many as fit 12M neuron-steps; 0: none).
         ``labels`` are optional (agreement needs none)."""
         from lmh_deploy.options import LAVA_SAMPLES
         from lmh_deploy.pipeline.verify import verify_artifact

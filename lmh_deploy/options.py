@@ -78,7 +78,7 @@ LAVA_SAMPLES = Option(
     "--lava-samples",
     None,
     "Run Lava (== sim/ check) on the first K samples only; 0: none. Default: as many as fit "
-    "~1M neuron-steps (all samples of a small net; 1 of a CIFAR ResNet-20).",
+    "12M neuron-steps (all samples of a small net; 15 of a CIFAR ResNet-20, ~1.5 min).",
     "K",
     _count(0),
 )
