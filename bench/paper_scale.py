@@ -14,9 +14,13 @@ rates like a trained network's (the mean rate per layer is printed).
 
 Every command runs as its own child process, as a user runs it, from a working directory
 outside the clone; its peak resident memory is the child's ``ru_maxrss`` (``os.wait4``),
-its time the wall-clock time of the whole process (imports included). ``--repeats``
-gives the median of several runs. Inputs: synthetic CIFAR-shaped images, normalised with
-the paper's CIFAR-10 mean and std (``--pixels`` sends raw [0, 1] pixels instead).
+its time the wall-clock time of the whole process (imports included) and its CPU time
+(user + system, children included): on a shared machine the wall time grows with the load,
+the CPU time much less (on an idle machine the wall time is at most the CPU time for a
+process that keeps at least one core busy). ``--repeats`` gives the median of several runs.
+Inputs: synthetic CIFAR-shaped images, normalised with the paper's CIFAR-10 mean and std
+(``--pixels`` sends raw [0, 1] pixels instead). Each command gets ``--threads`` torch, BLAS
+and numba threads (default 1: on a shared machine more threads spin on one another).
 
 Commands (N = ``--samples``, default 64)::
 
@@ -37,6 +41,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import timing
 
 HERE = Path(__file__).resolve().parent
 CLONE = HERE / "paper_clone"
@@ -70,57 +76,35 @@ reset_net(model)
 torch.save(model.state_dict(), out + "/weights.pt")
 """
 
-VERIFY_SIM_ONLY = """
-import json, sys, numpy as np
-from lmh_deploy.pipeline.compile import load_artifact
-from lmh_deploy.pipeline.inputs import quantize
-from lmh_deploy.pipeline.verify import _run_source
-from lmh_deploy.pipeline.run import run_backend
-from lmh_deploy.sim import default_batch_size
-art = load_artifact(sys.argv[1])
-x = np.load(sys.argv[2])[: int(sys.argv[3])].astype(np.float64)
-q, t = art.quant_graph, art.timesteps
-batch = default_batch_size(q, t)
-rec_float, _ = _run_source(art, x, t, None, batch)
-rec_sim = run_backend(q, quantize(q, x), t, "sim", batch_size=batch)
-print(json.dumps({"prediction_agreement": float(np.mean(rec_float.predictions == rec_sim.predictions))}))
-"""
+
+def thread_env(threads: int) -> dict[str, str]:
+    """The environment that gives each command ``threads`` torch / BLAS / numba threads."""
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+    return {**os.environ, **dict.fromkeys(names, str(threads))}
 
 
-def measured(cmd: list[str], cwd: Path) -> dict:
-    """Run ``cmd`` as a child process: wall seconds, its peak RSS (GB), exit code, output tail."""
+def measured(cmd: list[str], cwd: Path, env: dict[str, str]) -> dict:
+    """Run ``cmd`` as a child process: wall and CPU seconds, its peak RSS (GB), exit code,
+    output tail."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     out = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return {
         "seconds": time.perf_counter() - start,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
         "peak_rss_gb": usage.ru_maxrss / 2**20,  # KiB on Linux
         "exit_code": proc.returncode,
         "tail": out.strip().splitlines()[-3:],
     }
 
 
-def cli_has(command: str, option: str) -> bool:
-    """Whether the installed ``lmh-deploy COMMAND`` takes ``option``."""
-    out = subprocess.run(
-        [sys.executable, "-m", "lmh_deploy.cli", command, "--help"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "200"},
-    ).stdout
-    return option in out
-
-
 def commands(net: str, work: Path, samples: int, calibration: int) -> dict[str, list[str]]:
     cli = [sys.executable, "-m", "lmh_deploy.cli"]
     build, x = work / "build", work / "inputs.npy"
-    verify = [*cli, "verify", build, "--inputs", x, "--samples", samples, "--json", work / "verify.json"]
-    if cli_has("verify", "--lava-samples"):
-        verify += ["--lava-samples", "0"]
-    if not cli_has("verify", "--inputs"):  # before own inputs on verify: its float + sim part
-        verify = [sys.executable, "-c", VERIFY_SIM_ONLY, build, x, samples]
     cmds = {
         "compile": [
             *cli,
@@ -139,7 +123,19 @@ def commands(net: str, work: Path, samples: int, calibration: int) -> dict[str, 
             "-o",
             build,
         ],
-        "verify": verify,
+        "verify": [
+            *cli,
+            "verify",
+            build,
+            "--inputs",
+            x,
+            "--samples",
+            samples,
+            "--lava-samples",
+            "0",
+            "--json",
+            work / "verify.json",
+        ],
         "run": [
             *cli,
             "run",
@@ -164,8 +160,13 @@ def main() -> None:
     parser.add_argument("--calibration-samples", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=1, help="runs of each command (median)")
     parser.add_argument("--pixels", action="store_true", help="raw [0, 1] pixels, not normalised")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch/BLAS/numba threads per command (default 1)"
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    env = timing.environment(threads=args.threads)
+    child_env = thread_env(args.threads)
     setup = SETUP.replace("{mean}", repr(CIFAR10_MEAN)).replace("{std}", repr(CIFAR10_STD))
     rows = []
     with tempfile.TemporaryDirectory(prefix="paper-scale-") as tmp:
@@ -179,10 +180,11 @@ def main() -> None:
             )
             row: dict = {"net": net}
             for name, cmd in commands(net, work, args.samples, args.calibration_samples).items():
-                runs = [measured(cmd, cwd=Path(tmp)) for _ in range(args.repeats)]
+                runs = [measured(cmd, Path(tmp), child_env) for _ in range(args.repeats)]
                 failed = [r for r in runs if r["exit_code"] != 0]
                 row[name] = {
                     "seconds": round(statistics.median(r["seconds"] for r in runs), 1),
+                    "cpu_seconds": round(statistics.median(r["cpu_seconds"] for r in runs), 1),
                     "peak_rss_gb": round(statistics.median(r["peak_rss_gb"] for r in runs), 2),
                     "exit_code": failed[0]["exit_code"] if failed else 0,
                     "command": " ".join(cmd),
@@ -193,13 +195,17 @@ def main() -> None:
                 print(net, name, json.dumps(shown), flush=True)
                 if failed and name == "compile":
                     break
-            for name in ("verify", "run"):
-                path = work / f"{name}.json"
-                if path.is_file():
-                    row[name]["result"] = json.loads(path.read_text())
+            if (work / "verify.json").is_file():
+                ff = json.loads((work / "verify.json").read_text())["float_vs_fixed"]
+                row["verify"]["prediction_agreement"] = ff["prediction_agreement"]
+                row["verify"]["spike_agreement"] = ff["spike_agreement"]
+            if (work / "run.json").is_file():
+                layers = json.loads((work / "run.json").read_text())["layers"]
+                row["firing_rate_per_layer"] = [
+                    round(layer["firing_rate"], 4) for layer in layers if "firing_rate" in layer
+                ]
             rows.append(row)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "load_average": os.getloadavg()}, indent=1))
+    timing.save(args.json, {"rows": rows}, env)
 
 
 if __name__ == "__main__":

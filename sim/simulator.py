@@ -73,6 +73,7 @@ def simulate(
     *,
     record_states: bool = False,
     record_spikes: bool = True,
+    record_final_state: bool = True,
     device: str | None = None,
     chunk_steps: int | None = None,
 ) -> RunRecord:
@@ -81,12 +82,14 @@ def simulate(
     ``x_int`` is the quantised input: (B, *shape) static (presented every step) or
     (T, B, *shape) time-major frames. With ``record_spikes=False`` the run streams: memory
     grows with neither T nor B beyond logits and readout (only per-step spike counts,
-    ``spike_stats``, are kept; no ``final_state``).
+    ``spike_stats``, are kept; no ``final_state``). ``record_final_state=False`` keeps the
+    spikes but not the final states (two int64 per neuron and sample: the largest part of a
+    record when T is small).
     ``device`` (e.g. ``"cuda"``, ``"cpu"``) runs the same integer semantics on torch tensors
     there; ``None`` uses numpy (and numba). ``chunk_steps`` overrides the chunk length.
     """
     plan = _plan_for(graph, device)
-    run = _Run(plan, x_int, timesteps, device, record_states, record_spikes)
+    run = _Run(plan, x_int, timesteps, device, record_states, record_spikes, record_final_state)
     chunk = chunk_steps or default_chunk_steps(run.batch)
     for t0 in range(0, timesteps, chunk):
         run.chunk(t0, min(timesteps, t0 + chunk))
@@ -154,6 +157,7 @@ class _Run:
         device: str | None,
         record_states: bool,
         record_spikes: bool,
+        record_final_state: bool = True,
     ) -> None:
         self.plan, self.timesteps = plan, timesteps
         self.static = x_int.ndim == len(plan.input_shape) + 1
@@ -170,6 +174,7 @@ class _Run:
             self.xp = torch
             self.x = torch.as_tensor(np.asarray(x_int, np.int64), device=torch.device(device))
         self.record_states, self.record_spikes = record_states, record_spikes
+        self.record_final_state = record_final_state
         self.nodes, self.paths, self.params = plan.nodes, plan.paths, plan.params
         self.readout = plan.readout
         self.states, self.counts = {}, {}
@@ -291,7 +296,7 @@ class _Run:
                 "active_neurons": int(_numpy(state.fired).sum()),
                 "neuron_steps": self.timesteps * self.batch * self.params[name].size,
             }
-            if self.record_spikes:  # streaming keeps nothing that grows with the samples
+            if self.record_spikes and self.record_final_state:  # streaming keeps nothing per sample
                 rec.final_state[name] = (
                     _numpy(state.v_d).astype(np.int64),
                     _numpy(state.v_s).astype(np.int64),

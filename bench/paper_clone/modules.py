@@ -1,6 +1,7 @@
-"""The LM-H neuron the way the paper's public code (hzc1208/STBP_LMH) writes it: called once
-per time step, keeps its state between calls, ``reset()`` starts over. Written for this
-benchmark (not copied); the documented behaviour is the same."""
+"""The activations of the paper's public code (hzc1208/STBP_LMH), written for this benchmark
+in its style (not copied): ``QCFS``, the quantised clip-floor-shift ANN activation with a
+trainable threshold ``up``, and ``LearnableNeuron``, the LM-H neuron that replaces it,
+called once per time step, keeping its state between calls (``reset()`` starts over)."""
 
 import torch
 from torch import nn
@@ -19,14 +20,26 @@ class ZIF(torch.autograd.Function):
         return grad * (ctx.gamma - x.abs()).clamp(min=0) / ctx.gamma**2, None
 
 
+class QCFS(nn.Module):
+    def __init__(self, up=8.0, t=4):
+        super().__init__()
+        self.up = nn.Parameter(torch.tensor([up]), requires_grad=True)
+        self.t = t
+
+    def forward(self, x):
+        x = torch.clamp(x / self.up, 0, 1)
+        return torch.floor(x * self.t + 0.5) / self.t * self.up
+
+
 class LearnableNeuron(nn.Module):
-    def __init__(self, scale=1.0):
+    def __init__(self, scale=1.0, use_TEBN=False, use_SEW=False, T=4):
         super().__init__()
         self.v_threshold = nn.Parameter(torch.tensor([scale]), requires_grad=False)
         self.alpha_1 = nn.Parameter(torch.tensor([0.0]))
         self.beta_1 = nn.Parameter(torch.tensor([0.0]))
         self.alpha_2 = nn.Parameter(torch.tensor([0.0]))
         self.beta_2 = nn.Parameter(torch.tensor([0.0]))
+        self.use_TEBN, self.use_SEW, self.T = use_TEBN, use_SEW, T
         self.t = 0
 
     def forward(self, x):
