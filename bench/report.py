@@ -191,6 +191,37 @@ def train_speed(record: dict[str, Any]) -> str:
     )
 
 
+def paper_scale(record: dict[str, Any]) -> str:
+    out = [
+        _stamp(record),
+        "| network | command | peak RSS GB | CPU s | wall s | firing % per layer | prediction agreement |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in record["rows"]:
+        rates = row.get("firing_rate_per_layer") or []
+        firing = f"{100 * min(rates):.1f}-{100 * max(rates):.1f}" if rates else "-"
+        for name in ("compile", "verify", "run"):
+            cmd = row.get(name)
+            if cmd is None:
+                continue
+            args = cmd["command"].split(" lmh_deploy.cli ")[-1].split()
+            shown = name + "".join(
+                f" {a} {b}" for a, b in zip(args, args[1:]) if a in ("--samples", "--lava-samples")
+            )
+            if name == "compile":
+                shown += f" ({args[args.index('--calibration-samples') + 1]} calibration samples)"
+            if cmd["exit_code"]:
+                out.append(f"| {row['net']} | `{name}` | refused: {cmd['error'][-1]} | | | | |")
+                continue
+            agreement = cmd.get("prediction_agreement")
+            out.append(
+                f"| {row['net']} | `{shown}` | {cmd['peak_rss_gb']:.2f} | {cmd['cpu_seconds']:.1f} | "
+                f"{cmd['seconds']:.0f} | {firing if name == 'run' else ''} | "
+                f"{'' if agreement is None else f'{agreement:.2f}'} |"
+            )
+    return "\n".join(out) + "\n"
+
+
 RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
     "sim_vs_float": sim_vs_float,
     "sim_vs_float-goals": sim_vs_float_goals,
@@ -199,6 +230,7 @@ RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
     "sim_scaling": sim_scaling,
     "sim_memory": sim_memory,
     "train_speed": train_speed,
+    "paper_scale": paper_scale,
 }
 
 

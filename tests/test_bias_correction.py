@@ -119,3 +119,22 @@ def test_compile_switches_bias_correction_off(zoo_checkpoint, tmp_path) -> None:
         not np.array_equal(biases["--bias-correction"][n], biases["--no-bias-correction"][n])
         for n in biases["--no-bias-correction"]
     )
+
+
+def test_compile_measurements_in_mini_batches_equal_the_whole_set() -> None:
+    """Calibration and the bias correction's counts run in mini-batches (memory bounded at
+    paper scale): any batch size gives what one pass over every sample gives."""
+    from lmh_deploy.backends.float.ir import simulate_float
+    from lmh_deploy.pipeline.compile import calibrate
+
+    graph = _cnn_graph()
+    x = np.random.default_rng(3).random((10, 1, 8, 8))
+    whole = simulate_float(graph, x, 4)
+    counts = mean_counts(graph, x, 4, batch_size=3)
+    for name, spikes in whole.spikes.items():
+        assert spikes.sum() > 0
+        np.testing.assert_allclose(counts[name], spikes.reshape(-1, spikes.shape[-1]).mean(0), rtol=1e-12)
+    q, _ = quantize_graph(graph, mean_counts=counts)
+    one = calibrate(q, x, 4, batch_size=len(x))
+    assert calibrate(q, x, 4, batch_size=3) == one and calibrate(q, x, 4, batch_size=1) == one
+    assert all(layer["max_abs_v_s"] > 0 for layer in one["layers"].values())
