@@ -162,11 +162,6 @@ def compile(
         if isinstance(calibration, (str, os.PathLike)):
             sources.append(calibration)
         check_output(outdir, "-o", kind="artifact", inputs=sources, force=force)
-    if from_file and Path(model).suffix in (".net", ".h5", ".hdf5"):
-        raise InputError(
-            f"{model}: netx files are not a compile input (no netx frontend); compile the "
-            "source network, or export it to NIR"
-        )
     if from_file:
         require_file(model)
     from torch import nn
@@ -248,12 +243,14 @@ def compile(
 
 
 def _source_of(files: dict[str, Path]) -> Any:
-    """The source model of a checkpoint or NIR compile (verify's float side)."""
+    """The source model of a checkpoint or NIR compile (verify's float side; None for netx)."""
     from lmh_deploy.frontends.nir import read_nir
     from lmh_deploy.models.checkpoint import load_checkpoint
 
     if "source.nir" in files:
         return read_nir(files["source.nir"])
+    if "source.net" in files:  # a netx file: its float graph is the reference
+        return None
     model, _ = load_checkpoint(files["model.pt"])
     return model
 

@@ -21,7 +21,19 @@ from typing import Any
 
 import numpy as np
 
-from lmh_deploy.ir import LMH, Graph, Input, QDense, QInput, QReadout, Readout, validate, validate_quantized
+from lmh_deploy.ir import (
+    LMH,
+    QLMH,
+    Graph,
+    Input,
+    IRError,
+    QDense,
+    QInput,
+    QReadout,
+    Readout,
+    validate,
+    validate_quantized,
+)
 from lmh_deploy.passes.bias_correction import correctable, rounding_current
 from lmh_deploy.passes.compose import SynapsePath, synapse_paths
 from lmh_deploy.passes.delays import balance_delays
@@ -61,6 +73,14 @@ def _qdense(path: SynapsePath, mant: Any, scale: float, exp: int) -> QDense:
         }
     )
     return QDense(weight_mant=mant, weight_exp=exp, graded=path.graded, weight_scale=scale, **geometry)
+
+
+def _qinput(node: Input) -> QInput:
+    """spikes: x in {0, x_max} -> {0, 1} (one bit); graded: 8-bit direct encoding, unsigned
+    [0, x_max] -> 0..255 or signed [-x_max, x_max] -> -127..127."""
+    return QInput(
+        shape=node.shape, scale=1.0 / node.unit, bits=1 if node.spikes else fx.INPUT_BITS, signed=node.signed
+    )
 
 
 def _quantize_layer(
@@ -145,17 +165,7 @@ def quantize_graph(
     corrections: dict[str, float] = {}
     for name, node in graph.items():
         if isinstance(node, Input):
-            # spikes: x in {0, x_max} -> {0, 1} (one bit); graded: 8-bit direct encoding,
-            # unsigned [0, x_max] -> 0..255 or signed [-x_max, x_max] -> -127..127
-            q.add(
-                name,
-                QInput(
-                    shape=node.shape,
-                    scale=1.0 / node.unit,
-                    bits=1 if node.spikes else fx.INPUT_BITS,
-                    signed=node.signed,
-                ),
-            )
+            q.add(name, _qinput(node))
         elif isinstance(node, (LMH, Readout)):  # synapse chains go with the layer they feed
             layers.append(_quantize_layer(graph, q, name, prof, mean_counts, corrections))
     q = balance_delays(q)
@@ -170,3 +180,76 @@ def quantize_graph(
             "layers": corrections,
         }
     return q, report
+
+
+def _exact_ints(name: str, what: str, value: Any) -> np.ndarray:
+    """``value`` (float) as the integers it holds; an IRError if it holds none."""
+    ints = np.rint(np.asarray(value, np.float64))
+    if not np.allclose(ints, value, rtol=0, atol=1e-6):
+        raise IRError(f"{name}: {what} is not an integer at the imported file's scale")
+    return ints.astype(np.int64)
+
+
+def exact_graph(graph: Graph) -> tuple[Graph, dict[str, Any]]:
+    """The integer graph whose integers a float graph holds exactly (an imported netx file,
+    ``graph.meta["exact_weight_scale"]``: weight mantissas are ``weight * unit * scale``),
+    under ``loihi-lif``, not re-quantised; returns ``(graph, report)`` as
+    :func:`quantize_graph` does."""
+    validate(graph)
+    prof = get_profile("loihi-lif")
+    w_scale = float(graph.meta["exact_weight_scale"])
+    q = Graph(meta={**graph.meta, "profile": prof.name})
+    layers = []
+    for name, node in graph.items():
+        if isinstance(node, Input):
+            q.add(name, _qinput(node))
+            continue
+        if not isinstance(node, (LMH, Readout)):
+            continue
+        paths = synapse_paths(graph, name)
+        mants = [_exact_ints(p.name, "weight", p.weights * w_scale) for p in paths]
+        for path, mant in zip(paths, mants):
+            q.add(path.name, _qdense(path, mant, w_scale, 0), (path.source,))
+        s = state_scale(WeightQuant(mants[0], w_scale, 0))
+        inputs = tuple(p.name for p in paths)
+        if isinstance(node, Readout):
+            q.add(name, QReadout(bias=_exact_ints(name, "bias", node.bias * s), state_scale=s), inputs)
+            layers.append(
+                LayerQuant(name=name, node=node, paths=paths, mants=mants, weight_scale=w_scale, weight_exp=0)
+            )
+            continue
+        s *= 1 << prof.input_shift
+        factors = {f: _exact_ints(name, f, getattr(node, f) * fx.FACTOR_ONE) for f in LMH.FACTOR_RANGES}
+        q.add(
+            name,
+            QLMH(
+                size=node.size,
+                theta=int(_exact_ints(name, "theta", node.theta * s)),
+                bias=_exact_ints(name, "bias", node.bias * s),
+                state_scale=s,
+                profile=prof.name,
+                reset=node.reset,
+                reset_value=int(_exact_ints(name, "reset_value", node.reset_value * s)),
+                threshold_test=node.threshold_test,
+                reset_timing=node.reset_timing,
+                v_d_init=int(_exact_ints(name, "v_d_init", node.v_d_init * s)),
+                v_s_init=int(_exact_ints(name, "v_s_init", float(node.v_s_init or 0.0) * s)),
+                **factors,
+            ),
+            inputs,
+        )
+        layers.append(
+            LayerQuant(
+                name=name,
+                node=node,
+                paths=paths,
+                mants=mants,
+                weight_scale=w_scale,
+                weight_exp=0,
+                input_shift=prof.input_shift,
+                codes=factors,
+            )
+        )
+    q = balance_delays(q)
+    validate_quantized(q)
+    return q, quantization_report(layers, q, prof.as_dict(), int(graph.meta.get("timesteps", 1)))

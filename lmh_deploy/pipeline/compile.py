@@ -27,9 +27,10 @@ from lmh_deploy.pipeline.inputs import (
     quantize,
     sample_axis,
 )
+from lmh_deploy.frontends.netx import is_netx_file
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir import Graph, load_graph, save_graph
-from lmh_deploy.passes.quantize import quantize_graph
+from lmh_deploy.passes.quantize import exact_graph, quantize_graph
 from lmh_deploy.models.checkpoint import load_checkpoint
 from lmh_deploy.models.data import load_dataset
 
@@ -214,13 +215,30 @@ def _from_nir(
     from lmh_deploy.frontends.nir import nir_to_graph
 
     graph = nir_to_graph(path, dt=dt, timesteps=timesteps, x_max=1.0, warn=warn)
+    return graph, _imported_dataset(graph, path, dataset, "NIR graph", warn)
+
+
+def _from_netx(
+    path: Path, dataset: str | None, timesteps: int | None, warn: Callable[[str], None]
+) -> tuple[Graph, dict[str, Any] | None]:
+    from lmh_deploy.frontends.netx import netx_to_graph
+
+    graph = netx_to_graph(path, timesteps=timesteps)
+    return graph, _imported_dataset(graph, path, dataset, "netx network", warn)
+
+
+def _imported_dataset(
+    graph: Graph, path: Path, dataset: str | None, what: str, warn: Callable[[str], None]
+) -> dict[str, Any] | None:
+    """The dataset record of an imported graph (None without ``dataset``); records the
+    source file's name and checksum in ``graph.meta``."""
     ds = None
     if dataset:
         train, _, spec = load_dataset(dataset)
         n_in = int(np.prod(spec.input_shape))
         if graph.node("input").output_size() != n_in:
             raise InputError(
-                f"{path}: the NIR graph takes {graph.node('input').output_size()} "
+                f"{path}: the {what} takes {graph.node('input').output_size()} "
                 f"inputs, dataset {dataset} has {n_in}"
             )
         ds = {
@@ -234,7 +252,7 @@ def _from_nir(
     graph.meta.update(
         {"dataset": ds, "source": {**graph.meta["source"], "file": path.name, "sha256": sha256(path)}}
     )
-    return graph, ds
+    return ds
 
 
 def _warn_if_silent(graph: Graph, x: np.ndarray, warn: Callable[[str], None]) -> None:
@@ -274,6 +292,8 @@ def source_graph(
     model_path = Path(model_path)
     if model_path.suffix == ".nir":
         graph, ds = _from_nir(require_file(model_path), dataset, timesteps, dt, warn)
+    elif is_netx_file(model_path):
+        graph, ds = _from_netx(model_path, dataset, timesteps, warn)
     else:
         graph, ds = _from_checkpoint(model_path)
     x = None
@@ -290,7 +310,9 @@ def source_graph(
             tuple(graph.node("input").shape),
             bool(ds.get("frames")),
         )
-    copy_name = "source.nir" if model_path.suffix == ".nir" else CHECKPOINT_COPY
+    copy_name = {"nir": "source.nir", "netx": "source.net"}.get(
+        graph.meta.get("source", {}).get("format"), CHECKPOINT_COPY
+    )
     return graph, x, {copy_name: model_path}
 
 
@@ -368,15 +390,19 @@ def build_artifact(
             else calibration_x.reshape((len(calibration_x), *shape))
         )
     fit_input_range(graph, x)
-    qgraph, report = quantize_graph(
-        graph,
-        profile,
-        mean_counts=(
-            mean_counts(graph, x, timesteps, run_float=run_float)
-            if x is not None and bias_correction
-            else None
-        ),
-    )
+    if "exact_weight_scale" in graph.meta:  # an imported netx file: its own integers, loihi-lif
+        qgraph, report = exact_graph(graph)
+        profile, bias_correction = qgraph.meta["profile"], False
+    else:
+        qgraph, report = quantize_graph(
+            graph,
+            profile,
+            mean_counts=(
+                mean_counts(graph, x, timesteps, run_float=run_float)
+                if x is not None and bias_correction
+                else None
+            ),
+        )
     for layer in report["layers"]:
         if layer["kind"] == "lmh" and not layer["worst_case_fits_24bit"]:
             warn(
