@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 import lmh_deploy  # noqa: F401  - the Python 3.11 Lava import fix, before any lava import
 from lmh_deploy.backends.lava.run import run_lava
+from lmh_deploy.backends.lava.supervise import lava_session
 from lmh_deploy.cli import app
 from lmh_deploy.errors import InteropError
 from lmh_deploy.frontends.netx import netx_to_graph
@@ -131,11 +132,9 @@ def run_netx_free(path: Path, spikes: np.ndarray, steps: int) -> list[np.ndarray
         sink = io.sink.RingBuffer(shape=layer.out.shape, buffer=total)
         layer.out.connect(sink.a_in)
         sinks.append(sink)
-    try:
+    with lava_session(net):  # no worker outlives the run, even on an error
         net.run(condition=RunSteps(num_steps=total), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
         raw = [np.asarray(sink.data.get()) for sink in sinks]
-    finally:
-        net.stop()
     out = []
     for i, rec in enumerate(raw):
         cols = np.array([[b * period + i + 1 + t for b in range(batch)] for t in range(steps)])
