@@ -60,7 +60,7 @@ class SlayerNet(torch.nn.Module):
 
 
 def spike_inputs(x: np.ndarray) -> np.ndarray:
-    """digits pixels in [0, 1] as the one-bit spikes the compiled input sends (>= 0.5)."""
+    """digits pixels in [0, 1] as the 0/1 payloads the compiled input sends (1 where >= 0.5)."""
     return (x >= 0.5).astype(np.float32)
 
 

@@ -11,7 +11,8 @@ the ``loihi-lif`` profile (Lava's LIF bit for bit, docs/fixed-point.md §11):
 * weight mantissa ``m = weight / 2`` (Lava weight ``2 m``), float weight ``m / 32``;
 * ``theta = vThMant << 6``, ``mu_d = 4096 - iDecay``, ``lam_s = 4096 - vDecay``,
   ``mu_s = 0``, ``lam_d = 4096``; spike on ``v > theta``, ``v`` set to 0;
-* the input is one-bit spikes (netx's default ``input_message_bits=0``);
+* an input value is a count of spike payloads, rounded to 0..255: data in ``[0, 1]`` sends
+  0/1, exactly netx's default one-bit input (``input_message_bits=0``; 8 for larger counts);
 * the last layer's spikes are counted by a readout (an identity synapse): the class is the
   neuron that spikes most.
 
@@ -161,7 +162,9 @@ def netx_to_graph(path: str | Path, *, timesteps: int | None = None) -> Graph:
                 f"{path}: layer {keys[0]} is a {_text(first['type'][()])!r} layer; supported: {SUPPORTED}"
             )
         n_in = int(np.asarray(first["weight"]).shape[-1]) if "weight" in first else 0
-        ir.add("input", Input(shape=(n_in,), x_max=1.0, spikes=True))
+        # one integer input unit is one spike's payload (x_max = 255 levels of 1): values
+        # round to 0..255, so [0, 1] data sends 0/1, what netx's default 1-bit input carries
+        ir.add("input", Input(shape=(n_in,), x_max=float(fx.INPUT_MAX)))
         prev, unit = "input", 1.0  # a presynaptic spike's float value: 1, then theta
         for i, key in enumerate(keys):
             group = groups[key]
