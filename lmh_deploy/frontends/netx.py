@@ -40,7 +40,6 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 WEIGHT_SCALE = 32
 #: Integer state units per float unit: Lava weight (2 m) << 6.
 STATE_SCALE = fx.WEIGHT_LAVA_SCALE * WEIGHT_SCALE * (1 << 6)
-NEURON_FIELDS = ("type", "iDecay", "vDecay", "vThMant")
 SUPPORTED = "'dense' layers with 'CUBA' neurons (lava-dl slayer block.cuba.Dense), no input layer"
 VTH_MAX = (1 << 17) - 1
 
@@ -68,6 +67,8 @@ def _text(value: Any) -> str:
 def _field(group: Any, key: str, where: str) -> Any:
     if key not in group:
         raise InteropError(f"{where}: field {key!r} is missing; {SUPPORTED} carry it")
+    if not hasattr(group[key], "shape"):  # a group (e.g. complex weight/real, weight/imag)
+        raise InteropError(f"{where}: field {key!r} is a group, not an array; {SUPPORTED}")
     return group[key][()]
 
 
@@ -94,7 +95,7 @@ def _dense_layer(group: Any, where: str, n_in: int) -> tuple[np.ndarray, dict[st
             f"{where}: weights must be even integers in [-254, 254] (slayer's 8-bit weights, "
             f"Lava's weight 2 m); found range [{weight.min():g}, {weight.max():g}]"
         )
-    for key in ("delay", "weight_rec", "weight/imag"):
+    for key in ("delay", "weight_rec"):
         if key in group and np.any(np.asarray(group[key][()]) != 0):
             raise InteropError(f"{where}: field {key!r} is not supported; {SUPPORTED}")
     if "bias" in group and np.any(np.asarray(group["bias"][()]) != 0):
