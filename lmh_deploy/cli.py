@@ -379,28 +379,14 @@ def compile(
 
 
 def _print_compile(report: dict[str, Any], title: str) -> None:
+    from lmh_deploy.deployment import compile_rows
+
+    rows = compile_rows(report)
     table = Table(title=title)
-    for col in ("layer", "kind", "exp / theta", "max quant. error", "state headroom (bits)"):
+    for col in rows[0] if rows else ():
         table.add_column(col)
-    calib = report.get("calibration", {}).get("layers", {})
-    for layer in report["layers"]:
-        if layer["kind"] == "dense":  # a synapse path: say which kind of layer it is
-            table.add_row(
-                layer["name"],
-                "conv" if layer.get("conv") else "dense",
-                str(layer["weight_exp"]),
-                f"{layer['max_weight_error_rel']:.2%} of max|W|",
-                "",
-            )
-        else:
-            head = calib.get(layer["name"], {}).get("headroom_bits")
-            table.add_row(
-                layer["name"],
-                "lmh",
-                str(layer["theta"]),
-                f"{layer['max_factor_error']:.1e} (factors)",
-                f"{head:.1f}" if head is not None else "",
-            )
+    for row in rows:
+        table.add_row(*row.values())
     out.print(table)
     from lmh_deploy.passes.quant_report import weight_error_notes
 

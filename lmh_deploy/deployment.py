@@ -109,11 +109,11 @@ def compile_rows(report: dict[str, Any]) -> list[dict[str, str]]:
     calib = report.get("calibration", {}).get("layers", {})
     rows = []
     for layer in report["layers"]:
-        if layer["kind"] == "dense":
+        if layer["kind"] == "dense":  # a synapse path: say which kind of layer it is
             rows.append(
                 {
                     "layer": layer["name"],
-                    "kind": "dense",
+                    "kind": "conv" if layer.get("conv") else "dense",
                     "exp / theta": str(layer["weight_exp"]),
                     "max quant. error": f"{layer['max_weight_error_rel']:.2%} of max|W|",
                     "state headroom (bits)": "",
