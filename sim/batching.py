@@ -96,18 +96,27 @@ def kept_bytes_per_sample(graph: Graph, timesteps: int, *, record_spikes: bool =
 
 
 def check_run_fits(
-    graph: Graph, samples: int, timesteps: int, *, record_spikes: bool = True, available: int | None = None
+    graph: Graph,
+    samples: int,
+    timesteps: int,
+    *,
+    record_spikes: bool = True,
+    records: int = 1,
+    stream_hint: bool = True,
+    available: int | None = None,
 ) -> None:
-    """Refuse, before anything is allocated, a run whose merged record cannot fit the memory
-    available now (:func:`kept_bytes_per_sample`), naming the options that make it fit."""
-    per_sample = kept_bytes_per_sample(graph, timesteps, record_spikes=record_spikes)
+    """Refuse, before anything is allocated, a run whose merged records cannot fit the memory
+    available now (:func:`kept_bytes_per_sample` per sample and record; ``verify`` keeps two,
+    the source's and sim/'s), naming the options that make it fit (``--stream`` only where
+    the command has it: ``stream_hint``)."""
+    per_sample = records * kept_bytes_per_sample(graph, timesteps, record_spikes=record_spikes)
     need = samples * per_sample
     free = available if available is not None else available_memory_bytes()
     if need <= RECORD_FRACTION * free:
         return
     fits = max(0, int(RECORD_FRACTION * free) // per_sample)
     fixes = f"run at most --samples {fits}" + (
-        ", or pass --stream (spike counts only)" if record_spikes else ""
+        ", or pass --stream (spike counts only)" if record_spikes and stream_hint else ""
     )
     raise InputError(
         f"--samples {samples}: this run would keep about {need / 2**30:.1f} GiB ({per_sample} bytes per "

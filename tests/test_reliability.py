@@ -436,6 +436,27 @@ def test_a_run_that_cannot_fit_is_refused_naming_the_options(
     assert runner.invoke(app, ["run", str(artifact), "--samples", "3", "--json", str(report)]).exit_code == 0
 
 
+def test_a_verify_that_cannot_fit_is_refused_naming_the_option(
+    artifact: Path, tmp_path: Path, monkeypatch
+) -> None:
+    # verify keeps the source's and sim/'s whole records: twice a run's, and it has no --stream
+    import lmh_deploy.sim.batching as batching
+
+    monkeypatch.setattr(batching, "available_memory_bytes", lambda: 50_000)
+    report = tmp_path / "v.json"
+    line = _invoke_one_line("verify", str(artifact), "--samples", "300", "--json", str(report))
+    assert "--samples 300: this run would keep about" in line and "run at most --samples " in line
+    assert "--stream" not in line
+    assert not report.exists()
+    fits = int(line.split("run at most --samples ")[1].split()[0].rstrip(",;"))
+    run_fits = int(
+        _invoke_one_line("run", str(artifact), "--samples", "300")
+        .split("run at most --samples ")[1]
+        .split(",")[0]
+    )
+    assert abs(2 * fits - run_fits) <= 1  # two records per sample
+
+
 @pytest.mark.parametrize(
     "args, cause",
     [

@@ -186,7 +186,7 @@ def verify_artifact(
     states, readout values, logits and predictions; ``max_accuracy_drop`` (percentage
     points, needs labels) adds ``accuracy_gate``."""
     from lmh_deploy.pipeline.run import DEFAULT_SAMPLES, run_backend
-    from lmh_deploy.sim import default_batch_size
+    from lmh_deploy.sim import check_run_fits, default_batch_size
 
     shape, t, q = art.input_shape, art.timesteps, art.quant_graph
     if inputs is None:
@@ -220,6 +220,8 @@ def verify_artifact(
         lava_samples = default_lava_samples(q, t, samples)
     elif lava_samples > samples:
         raise InputError(f"--lava-samples {lava_samples} exceeds the {samples} samples verified")
+    # the source's and sim/'s whole records (spike rasters) are kept to compare them
+    check_run_fits(q, num_samples(x, shape), t, records=2, stream_hint=False)
     x_int = quantize(q, x)
     batch = batch_size or default_batch_size(q, t)
     rec_float, reference = _run_source(art, x, t, source, batch)
