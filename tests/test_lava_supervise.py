@@ -83,6 +83,10 @@ def _start(driver: tuple[Path, Path], mode: str, *extra: str) -> subprocess.Pope
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # a terminal's Ctrl-C: SIGINT at its default, as in a foreground job (a shell without job
+        # control starts background jobs, and so this test run, with SIGINT ignored; the child
+        # would inherit that and Python would install no KeyboardInterrupt handler)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
