@@ -180,7 +180,10 @@ def mean_counts(
     for part in _batches(x, shape, batch):
         rec = run(part)
         for name, spikes in rec.spikes.items():
-            total = spikes.reshape(-1, spikes.shape[-1]).sum(0, dtype=np.int64)
+            # a source module may record (T, N, C, H, W) or merged (T*N, ...): sum over all
+            # but the layer's neurons, which every layout keeps last in the IR's order
+            size = int(graph.node(name).size)
+            total = np.asarray(spikes).reshape(-1, size).sum(0, dtype=np.int64)
             sums[name] = sums[name] + total if name in sums else total
         del rec
     steps_samples = timesteps * num_samples(x, shape)
