@@ -15,7 +15,7 @@ Why, one rewrite per incompatibility:
   which needs torchvision and OpenCV; lmh-deploy never uses it.
 
 Instead of patching site-packages (undone by any reinstall), we install a
-``sys.meta_path`` finder that rewrites that one module's source while it is
+``sys.meta_path`` finder that rewrites each of those modules' source while it is
 loaded, and fails loudly if the expected text is not there (so a changed Lava
 release is noticed, not silently mis-patched). Lava forks its workers, so the
 hook is inherited by them. Call :func:`install` before importing lava;
