@@ -362,7 +362,6 @@ def export(
     *,
     format: ExportFormat | str,
     dt: float | None = O.DT.default,
-    lossy: bool = False,
     samples: int = O.EXPORT_SAMPLES.default,
 ) -> dict[str, Any]:
     """Export a checkpoint to NIR or lava-dl netx HDF5, or a compiled artifact to netx
@@ -377,7 +376,7 @@ def export(
         require_file(model, "checkpoint")
     from lmh_deploy.pipeline.export import export_checkpoint
 
-    return export_checkpoint(model, out, format=format, dt=dt, lossy=lossy, samples=samples)
+    return export_checkpoint(model, out, format=format, dt=dt, samples=samples)
 
 
 def _check_artifact(

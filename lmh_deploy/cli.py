@@ -402,15 +402,10 @@ def export(
     format: ExportFormat = typer.Option(..., "--format"),
     out_path: Path = typer.Option(..., "-o", "--out"),
     dt: float | None = option(O.DT),
-    lossy: bool = typer.Option(
-        False,
-        "--lossy",
-        help="NIR: approximate a general LM-H net by LIF (drops the dendrite) and print its error.",
-    ),
     samples: int = option(O.EXPORT_SAMPLES),
 ) -> None:
     """Export a LIF-compatible network to NIR (other tools) or lava-dl netx HDF5."""
-    result = api.export(model, out_path, format=format, dt=dt, lossy=lossy, samples=samples)
+    result = api.export(model, out_path, format=format, dt=dt, samples=samples)
     if result.get("from_artifact"):
         from lmh_deploy.interop.netx_artifact import artifact_netx_usage
 
@@ -432,7 +427,13 @@ def export(
         )
         out.print(netx_usage(out_path, result), highlight=False, soft_wrap=True)
         return
-    out.print(f"wrote {out_path}: {'exact' if result['exact'] else 'LOSSY approximation'}")
+    if result["exact"]:
+        out.print(f"wrote {out_path}: exact (every layer is a NIR neuron)")
+    else:
+        out.print(
+            f"wrote {out_path}: NIR has no LM-H neuron; other NIR tools run the layers below as "
+            f"their nearest LIF, lmh-deploy reads the exact layers back (lmh_factors metadata)"
+        )
     for name, info in result["nodes"].items():
         if info.get("approximation"):
             out.print(f"  {name}: {info['approximation']}")

@@ -295,13 +295,12 @@ class Deployment:
             save_artifact(self.artifact, path, self._files)
         return path
 
-    def export(
-        self, format: ExportFormat | str, path: str | Path, *, dt: float = 1e-4, lossy: bool = False
-    ) -> dict[str, Any]:
+    def export(self, format: ExportFormat | str, path: str | Path, *, dt: float = 1e-4) -> dict[str, Any]:
         """Write the network as ``nir`` (the float graph, for other tools, with Euler step
-        ``dt``: LIF-compatible nets exactly; a general LM-H net is refused unless ``lossy``,
-        then approximated by LIF) or ``netx`` (lava-dl HDF5 of the integer graph, profile
-        loihi-lif). Returns the exporter's report."""
+        ``dt``: LIF-compatible nets exactly; a general LM-H layer as its nearest LIF, its
+        exact factors in metadata, with the measured difference in the report's ``error``)
+        or ``netx`` (lava-dl HDF5 of the integer graph, profile loihi-lif). Returns the
+        exporter's report."""
         format = choice(ExportFormat, format, "format")
         check_output(path, "path", inputs=self._files.values())
         if format == ExportFormat.NETX:
@@ -310,7 +309,7 @@ class Deployment:
             return dict(artifact_to_netx(self.artifact.quant_graph, Path(path)))
         from lmh_deploy.interop.nir_export import write_nir
 
-        return dict(write_nir(self.artifact.float_graph, Path(path), dt=dt, allow_lossy=lossy))
+        return dict(write_nir(self.artifact.float_graph, Path(path), dt=dt))
 
     def lava_process(self, precision: str = "fixed_pt", samples: int = 0) -> Any:
         """The network as a Lava hierarchical Process

@@ -120,7 +120,7 @@ MAX_ACCURACY_DROP = Option(
     _drop,
 )
 EXPORT_SAMPLES = Option(
-    "samples", "--samples", 100, "export: test samples for measuring a lossy NIR's error.", "N", _count(1)
+    "samples", "--samples", 100, "export: test samples to measure a NIR file's LIF layers on.", "N", _count(1)
 )
 INPUTS = Option(
     "inputs",

@@ -299,13 +299,9 @@ def test_run_plots_html_and_report_rebuild(artifact: Path, tmp_path: Path) -> No
 
 
 def test_export_nir_netx_and_compile_imported_nir(trained: Path, tmp_path: Path) -> None:
-    res = invoke("export", trained, "--format", "nir", "-o", tmp_path / "lmh.nir")
-    assert res.exit_code == 2 and "lmh0" in res.output and "--lossy" in res.output
-    assert not (tmp_path / "lmh.nir").exists()
-    res = invoke(
-        "export", trained, "--format", "nir", "-o", tmp_path / "lmh.nir", "--lossy", "--samples", "20"
-    )
-    assert res.exit_code == 0 and "LOSSY" in res.output and "of spikes differ" in res.output
+    res = invoke("export", trained, "--format", "nir", "-o", tmp_path / "lmh.nir", "--samples", "20")
+    assert res.exit_code == 0 and "NIR has no LM-H neuron" in res.output, res.output
+    assert "lmh0: " in res.output and "of spikes differ" in res.output
     lif = tmp_path / "lif.pt"
     assert invoke("train", "--neuron", "lif", "--epochs", "1", "--out", lif).exit_code == 0
     res = invoke("export", lif, "--format", "nir", "-o", tmp_path / "lif.nir", "--samples", "20")

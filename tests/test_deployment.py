@@ -69,9 +69,9 @@ def test_done_when_snippet(which: str, request, digits, tmp_path: Path, monkeypa
     assert list(tmp_path.iterdir()) == []  # nothing written until save/export
     dep.save("build")
     assert (lmh_deploy.load("build").run(x[:8]).predictions == r.predictions[:8]).all()
-    # NIR has no LM-H neuron: a general LM-H net exports as a LIF approximation (lossy);
-    # the snnTorch Leaky net is LIF and exports exactly
-    assert dep.export("nir", "net.nir", lossy=which == "our_net")["exact"] == (which != "our_net")
+    # NIR has no LM-H neuron: a general LM-H net exports as its nearest LIF (exact factors in
+    # metadata); the snnTorch Leaky net is LIF and exports exactly
+    assert dep.export("nir", "net.nir")["exact"] == (which != "our_net")
     proc = dep.lava_process()
     assert proc.inp.shape and proc.out.shape
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build", "net.nir"]

@@ -23,7 +23,7 @@ NEURONS = ("lmh", "lif")
 RESIDUAL = ("resnet19", "resnet20")
 #: The refusals that are by design, per command; the message must match.
 REFUSALS = {
-    # LM-H's dendrite and soma coupling has no NIR/netx equivalent (use --lossy for NIR);
+    # LM-H's dendrite and soma coupling has no netx equivalent (NIR writes the nearest LIF);
     # netx takes no conv/pool layers; neither format takes a residual sum
     "export": re.compile(
         r"cannot export to (NIR|netx) exactly|layers are not supported by "

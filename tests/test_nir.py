@@ -24,7 +24,7 @@ from lmh_deploy.frontends.nir import nir_to_graph
 from lmh_deploy.backends.float.nir_graph import run_nir_reference
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.interop import InteropError
-from lmh_deploy.interop.nir_export import graph_to_nir, spike_disagreement, write_nir
+from lmh_deploy.interop.nir_export import spike_disagreement, write_nir
 from lmh_deploy.ir import LMH, Dense
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
@@ -187,22 +187,56 @@ def test_conv_net_exports_with_conv_pool_flatten(tmp_path) -> None:
 @pytest.mark.parametrize(
     "factors, expected",
     [
-        ({"mu_d": -0.21, "mu_s": 0.0, "lam_d": 1.0, "lam_s": 0.9}, "mu_d < 0 in lmh0 (-0.21)"),
-        ({"mu_d": 0.0, "mu_s": 0.15, "lam_d": 1.0, "lam_s": 0.9}, "mu_s != 0 in lmh0 (0.15)"),
-        ({"mu_d": 0.0, "mu_s": 0.0, "lam_d": 1.0, "lam_s": 1.25}, "lam_s > 1 in lmh0 (1.25)"),
+        ({"mu_d": -0.21, "mu_s": 0.0, "lam_d": 1.0, "lam_s": 0.9}, "memory dropped: mu_d -0.21 -> 0"),
+        ({"mu_d": 0.0, "mu_s": 0.15, "lam_d": 1.0, "lam_s": 0.9}, "feedback dropped: mu_s 0.15"),
+        ({"mu_d": 0.0, "mu_s": 0.0, "lam_d": 1.0, "lam_s": 1.25}, "lam_s 1.25 -> 1"),
     ],
 )
-def test_general_lmh_is_refused_naming_layer_and_factor(factors, expected) -> None:
+def test_general_lmh_exports_as_lif_and_imports_back_exactly(tmp_path, factors, expected) -> None:
+    """NIR has no LM-H neuron: the node is the nearest LIF (what other NIR tools run, its
+    distance measured), the exact factors ride in metadata and lmh-deploy reads the same
+    network back, spike for spike."""
     graph = export_model(_lmh_model(21, **factors), input_shape=(10,), timesteps=T)
-    with pytest.raises(InteropError) as info:
-        graph_to_nir(graph)
-    assert expected in str(info.value) and "--lossy" in str(info.value)
+    summary = write_nir(graph, tmp_path / "lmh.nir")
+    assert not summary["exact"] and expected in summary["nodes"]["lmh0"]["approximation"]
+    assert 0.0 < summary["error"]["nir_backend_semantics"]["spike_disagreement"] < 1.0
+    g = nir.read(tmp_path / "lmh.nir")
+    assert type(g.nodes["lmh0"]).__name__ in ("LIF", "IF")
+    x = _inputs(22, n=40)
+    back, ours = simulate_float(nir_to_graph(g), x, T), simulate_float(graph, x, T)
+    assert 0.05 < float(np.mean(ours.spikes["lmh0"])) < 0.95
+    for name in ours.spikes:
+        np.testing.assert_array_equal(back.spikes[name], ours.spikes[name], err_msg=name)
+
+
+def test_per_step_factors_travel_in_metadata(tmp_path) -> None:
+    graph = export_model(_lmh_model(24), input_shape=(10,), timesteps=T)
+    rows = np.linspace(0.6, 1.0, T).reshape(T, 1)
+    for name in graph.of_kind("lmh"):
+        graph.replace(name, lam_s=rows, mu_s=0.1 * rows, mu_d=np.full((T, 1), -0.1), lam_d=np.ones((T, 1)))
+    summary = write_nir(graph, tmp_path / "radical.nir")
+    assert f"time rows of the {T} radical factor sets averaged" in summary["nodes"]["lmh0"]["approximation"]
+    back = nir_to_graph(tmp_path / "radical.nir")
+    np.testing.assert_array_equal(back.node("lmh1").lam_s, rows)
+    x = _inputs(25, n=16)
+    np.testing.assert_array_equal(
+        simulate_float(back, x, T).spikes["lmh1"], simulate_float(graph, x, T).spikes["lmh1"]
+    )
+
+
+def test_malformed_lmh_factors_metadata_is_one_line(tmp_path) -> None:
+    graph = export_model(_lmh_model(26, mu_s=0.2), input_shape=(10,), timesteps=T)
+    write_nir(graph, tmp_path / "lmh.nir")
+    g = nir.read(tmp_path / "lmh.nir")
+    del g.nodes["lmh0"].metadata["lmh_factors"]["mu_s"]
+    with pytest.raises(InteropError, match="lmh0.*lmh_factors metadata lacks mu_s"):
+        nir_to_graph(g)
 
 
 def test_lossy_export_reports_its_measured_error(tmp_path, make_mlp) -> None:
     graph = export_model(make_mlp(23), input_shape=(10,), timesteps=5)
     x = _inputs(24, n=48)
-    summary = write_nir(graph, tmp_path / "lossy.nir", allow_lossy=True, inputs=x)
+    summary = write_nir(graph, tmp_path / "lossy.nir", inputs=x)
     assert not summary["exact"]
     g = nir.read(tmp_path / "lossy.nir")
     assert "dendrite memory dropped" in str(g.nodes["lmh0"].metadata["lmh_approximation"])

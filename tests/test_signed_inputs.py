@@ -146,7 +146,7 @@ def test_nir_file_with_signed_calibration(tmp_path: Path) -> None:
     from lmh_deploy.frontends.nir import nir_to_graph
     from lmh_deploy.interop.nir_export import write_nir
 
-    write_nir(art.float_graph, tmp_path / "again.nir", dt=float(art.float_graph.meta["dt"]), allow_lossy=True)
+    write_nir(art.float_graph, tmp_path / "again.nir", dt=float(art.float_graph.meta["dt"]))
     assert nir_to_graph(tmp_path / "again.nir").node("input").signed
 
 

@@ -297,10 +297,16 @@ class _Importer:
         shape = tuple(branches[0].shape)
         n = int(np.prod(shape))
         p = neuron_params(where, node, n, self.dt)
-        in_range = bool(np.all((p["g"] >= 0.5) & (p["g"] < 1.5)))
+        own = plain(dict(node.metadata or {}))
+        # a layer lmh-deploy wrote as a LIF approximation carries its exact LM-H factors:
+        # lam_d stays a factor (not folded into the weights), since mu_s feeds v_s back
+        exact_factors = own.get("lmh_factors") if isinstance(own.get("lmh_factors"), dict) else None
+        in_range = exact_factors is not None or bool(np.all((p["g"] >= 0.5) & (p["g"] < 1.5)))
         lam_d = p["g"] if in_range else np.ones(n)
         theta = float(np.max(p["thr"]))
         q = theta / p["thr"]  # per-neuron thresholds normalised into the inputs
+        if exact_factors is not None and not np.allclose(q, 1.0, rtol=1e-12, atol=0):
+            raise InteropError(f"{where}: lmh_factors metadata needs one threshold per layer")
         row = q * (p["g"] / lam_d) * p["a"]
         reset_value = p["v_reset"] * q
         if not np.allclose(reset_value, reset_value[0], rtol=0, atol=1e-12 * theta):
@@ -320,18 +326,29 @@ class _Importer:
             "v_d_init": 0.0,
             "v_s_init": 0.0,
         }
-        own = plain(dict(node.metadata or {})).get("lmh_rules") or self.graph_rules.get(name)
-        if own:  # written by lmh-deploy: the layer's own rules
-            rules = {k: plain(own[k]) for k in RULE_KEYS if k in own}
+        own_rules = own.get("lmh_rules") or self.graph_rules.get(name)
+        if own_rules:  # written by lmh-deploy: the layer's own rules
+            rules = {k: plain(own_rules[k]) for k in RULE_KEYS if k in own_rules}
+        factors = {
+            "mu_d": _factor(p["mu_d"]),
+            "mu_s": np.zeros((1, 1)),
+            "lam_d": _factor(lam_d),
+            "lam_s": _factor(p["lam_s"]),
+        }
+        if exact_factors is not None:
+            missing = sorted(set(factors) - set(exact_factors))
+            if missing:
+                raise InteropError(f"{where}: lmh_factors metadata lacks {', '.join(missing)}")
+            factors = {k: np.atleast_2d(np.asarray(exact_factors[k], dtype=np.float64)) for k in factors}
         try:
             lmh = LMH(
                 size=n,
                 theta=theta,
                 bias=bias,
-                mu_d=_factor(p["mu_d"]),
-                mu_s=np.zeros((1, 1)),
-                lam_d=_factor(lam_d),
-                lam_s=_factor(p["lam_s"]),
+                mu_d=factors["mu_d"],
+                mu_s=factors["mu_s"],
+                lam_d=factors["lam_d"],
+                lam_s=factors["lam_s"],
                 **rules,
             )
             lmh.check(where)

@@ -1,7 +1,7 @@
 """Exchange formats: NIR (read and write) and lava-dl netx HDF5 (write).
 
 * :mod:`lmh_deploy.interop.nir_export` -- float IR -> NIR graphs (``graph_to_nir``,
-  ``write_nir``), convolutions included, and the measured error of the lossy LIF
+  ``write_nir``), convolutions included, and the measured error of the LIF
   approximation. The import side is a frontend: :mod:`lmh_deploy.frontends.nir`.
 * :mod:`lmh_deploy.interop.netx_io` -- float IR -> netx HDF5 (``graph_to_netx``),
   its reader and a NumPy reference of how Lava runs a netx CUBA network.

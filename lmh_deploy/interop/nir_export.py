@@ -16,7 +16,13 @@ NIR neurons fire at ``v > v_threshold``, reset to ``v_reset`` and start at 0. A 
 those rules exports exactly; a layer with other rules (LM-H's subtractive reset, ``>=``,
 ``v_s = theta/2``) is written with its rules in the node's ``lmh_rules`` metadata (read back
 by lmh-deploy) and the export reports how far a plain NIR backend's run is from it.
-``metadata["dt"]`` records the time step.
+
+A general LM-H layer (``mu_s != 0``, ``mu_d < 0``, ``lam_s > 1``, per-step factors: NIR has
+no neuron for them) is written the same way: the NIR node holds its nearest LIF (dendrite
+memory dropped, time rows averaged, ``lam_s`` clamped to 1), its exact factors go into the
+node's ``lmh_factors`` metadata (lmh-deploy reads the exact layer back), and the export
+measures how far the LIF a plain NIR backend runs is from the layer
+(``metadata["lmh_deploy_error"]``). ``metadata["dt"]`` records the time step.
 """
 
 from __future__ import annotations
@@ -45,7 +51,9 @@ from lmh_deploy.ir import (
 
 #: |factor - exact value| below this counts as exact (the 12-bit factor quantum is 2.4e-4).
 FACTOR_TOL = 1e-9
-#: Number of random samples used to measure a lossy export when no inputs are given.
+#: The LM-H factors a layer the NIR node only approximates keeps in ``lmh_factors`` metadata.
+FACTOR_NAMES = ("mu_d", "mu_s", "lam_d", "lam_s")
+#: Number of random samples used to measure an approximate export when no inputs are given.
 DEFAULT_MEASURE_SAMPLES = 64
 #: snnTorch's export_to_nir / import_from_nir step.
 DEFAULT_DT = 1e-4
@@ -298,14 +306,10 @@ def plan_graph(graph: Graph, *, target: Target = "nir", lossy: bool = False) -> 
     }
     problems = [p for plan in plans.values() for p in plan.problems]
     if problems and not lossy:
-        fix = (
-            "--lossy exports a LIF approximation and prints its error"
-            if target == "nir"
-            else "train with --neuron lif (or export its --profile loihi-lif artifact)"
-        )
         raise InteropError(
             f"cannot export to {'NIR' if target == 'nir' else 'netx'} exactly: "
-            f"{describe_problems(problems)}. Fix: {fix}"
+            f"{describe_problems(problems)}. Fix: train with --neuron lif (or export its "
+            f"--profile loihi-lif artifact)"
         )
     return plans
 
@@ -381,8 +385,8 @@ def _is_nir_native(node: LMH) -> bool:
 class _Writer:
     """Emits NIR nodes for an exportable IR graph (see :func:`graph_to_nir`)."""
 
-    def __init__(self, graph: Graph, plans: dict[str, NeuronPlan], dt: float) -> None:
-        self.g, self.plans, self.dt = graph, plans, dt
+    def __init__(self, graph: Graph, original: Graph, plans: dict[str, NeuronPlan], dt: float) -> None:
+        self.g, self.original, self.plans, self.dt = graph, original, plans, dt
         self.nodes: dict[str, nir.NIRNode] = {}
         self.edges: list[tuple[str, str]] = []
         self.tail = "input"  # NIR node carrying the current signal
@@ -488,29 +492,32 @@ class _Writer:
                 )
         if plan.approximations:
             meta["lmh_approximation"] = "; ".join(plan.approximations)
+        if not plan.exact:  # the layer itself, for lmh-deploy's import
+            own = self.original.node(name)
+            meta["lmh_factors"] = {
+                f: np.asarray(getattr(own, f), dtype=np.float64).copy() for f in FACTOR_NAMES
+            }
         self.emit(name, _neuron_node(plan, node, self.dt, self.shape, meta), tuple(ends))
         self.amp = float(node.theta)
         self.sources[name] = (name, self.shape, self.amp)
 
 
-def graph_to_nir(
-    graph: Graph, *, dt: float = DEFAULT_DT, allow_lossy: bool = False, inputs: np.ndarray | None = None
-) -> nir.NIRGraph:
+def graph_to_nir(graph: Graph, *, dt: float = DEFAULT_DT, inputs: np.ndarray | None = None) -> nir.NIRGraph:
     """Export a float IR graph to a :class:`nir.NIRGraph` (see the module docstring).
 
-    Raises :class:`InteropError` naming each layer and factor that prevents an exact
-    export, unless ``allow_lossy``: then non-representable layers become LIF neurons with
-    decay ``lam_s`` and input gain ``lam_d`` (dendrite memory dropped), and the measured
-    error (:func:`measure_approximation` on ``inputs``, or on :data:`DEFAULT_MEASURE_SAMPLES`
-    seeded uniform samples) is stored in ``metadata["lmh_deploy_error"]``.
+    Layers NIR cannot hold become LIF neurons with decay ``lam_s`` and input gain ``lam_d``
+    (dendrite memory dropped) carrying their exact factors in ``lmh_factors`` metadata;
+    how far a plain NIR backend's run is from the graph (:func:`measure_approximation` on
+    ``inputs``, or on :data:`DEFAULT_MEASURE_SAMPLES` seeded uniform samples) is stored in
+    ``metadata["lmh_deploy_error"]``. Layer kinds NIR lacks are refused naming the layer.
     """
     if not (dt > 0 and math.isfinite(dt)):
         raise InteropError(f"dt must be finite and > 0, got {dt}")
-    plans = plan_graph(graph, target="nir", lossy=allow_lossy)
+    plans = plan_graph(graph, target="nir", lossy=True)
     approx = lif_approximation(graph, plans)
     inp = graph.node("input")
     assert isinstance(inp, Input)
-    writer = _Writer(approx, plans, dt)
+    writer = _Writer(approx, graph, plans, dt)
     shape = tuple(inp.shape)
     if all(approx.node(n).kind == "dense" for n in approx.nx_graph.successors("input")):
         # a flat input type: no Flatten node, which importers apply to batched tensors with
@@ -538,7 +545,7 @@ def graph_to_nir(
         "(snnTorch convention); CubaLIF: mu_d = 1 - dt/tau_syn, w_in = tau_syn/dt",
         "readout": "logits = mean over the timesteps of the output (Affine incl. bias)",
     }
-    if allow_lossy or inputs is not None or not native:
+    if not exact or inputs is not None or not native:
         x = inputs
         if x is None:
             rng = np.random.default_rng(0)
@@ -566,11 +573,10 @@ def write_nir(
     path: str | Path,
     *,
     dt: float = DEFAULT_DT,
-    allow_lossy: bool = False,
     inputs: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """:func:`graph_to_nir` then ``nir.write``; returns a summary (node types, exactness, error)."""
-    nir_graph = graph_to_nir(graph, dt=dt, allow_lossy=allow_lossy, inputs=inputs)
+    nir_graph = graph_to_nir(graph, dt=dt, inputs=inputs)
     path = Path(path)
     with atomic_path(path) as tmp:  # readers never see half a file
         nir.write(tmp, nir_graph)
