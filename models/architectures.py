@@ -43,8 +43,10 @@ as ``arch_kwargs``.
 
 from __future__ import annotations
 
-from typing import Any
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypedDict, Unpack
 
 import torch
 from torch import nn
@@ -56,25 +58,8 @@ from lmh_deploy.models.qcfs import QCFS
 
 NEURONS = ("lmh", "lif", "qcfs")
 
-
-def make_neuron(
-    kind: str,
-    *,
-    timesteps: int,
-    theta: float = 1.0,
-    factors: str = "progressive",
-    gamma: float = 1.0,
-    lif_decay: float = 0.5,
-    qcfs_levels: int = 4,
-) -> nn.Module:
-    """Activation factory for ``--neuron``: ``lmh``, ``lif`` (spiking) or ``qcfs`` (ANN)."""
-    if kind == "lmh":
-        return LMHNeuron(theta=theta, factors=factors, timesteps=timesteps, gamma=gamma)
-    if kind == "lif":  # the neuron Lava's LIF implements (deployable with --profile loihi-lif)
-        return lif_neuron(theta=theta, decay=lif_decay, gamma=gamma)
-    if kind == "qcfs":
-        return QCFS(levels=qcfs_levels, theta=theta)
-    raise InputError(f"unknown neuron kind {kind!r}; expected one of {', '.join(NEURONS)}")
+#: an input shape or a list of layer widths
+Sizes = tuple[int, ...]
 
 
 def _time_major(layer: nn.Module) -> bool:
@@ -194,10 +179,6 @@ def _pool_if_possible(layers: list[nn.Module], hw: tuple[int, int]) -> tuple[int
     return hw[0] // 2, hw[1] // 2
 
 
-def _scaled(c: int, width_mult: float) -> int:
-    return max(1, int(round(c * width_mult)))
-
-
 def _spatial(input_shape: tuple[int, ...], arch: str) -> tuple[int, int, int]:
     if len(input_shape) != 3:
         raise InputError(f"{arch}: needs (C, H, W) inputs, got input_shape {input_shape}")
@@ -205,259 +186,166 @@ def _spatial(input_shape: tuple[int, ...], arch: str) -> tuple[int, int, int]:
     return c, h, w
 
 
-def _act_factory(neuron: str, **kw: Any) -> Callable[[], nn.Module]:
-    if neuron not in NEURONS:
-        raise InputError(f"unknown neuron kind {neuron!r}; expected one of {', '.join(NEURONS)}")
-    return lambda: make_neuron(neuron, **kw)
+class LayerKwargs(TypedDict, total=False):
+    """The keywords every architecture takes besides its own (see :class:`LayerOptions`)."""
+
+    neuron: str
+    timesteps: int
+    theta: float
+    factors: str
+    gamma: float
+    lif_decay: float
+    width_mult: float
+    norm: str
+    qcfs_levels: int
 
 
-def _conv_block(
-    cin: int, cout: int, *, norm: str, act: Callable[[], nn.Module], theta: float, stride: int = 1
-) -> list[nn.Module]:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=norm == "none")]
-    bn = make_norm(norm, cout, theta=theta)
-    if bn is not None:
-        layers.append(bn)
-    layers.append(act())
-    return layers
+@dataclass(frozen=True)
+class LayerOptions:
+    """How every architecture builds its layers: which neuron and its options,
+    the width multiplier and the normalisation (default: the architecture's ``DEFAULT_NORM``)."""
+
+    neuron: str = "lmh"
+    timesteps: int = 4
+    theta: float = 1.0
+    factors: str = "progressive"
+    gamma: float = 1.0
+    lif_decay: float = 0.5
+    width_mult: float = 1.0
+    norm: str = "bn"
+    qcfs_levels: int = 4
+
+    @classmethod
+    def of(cls, arch: str, options: LayerKwargs) -> LayerOptions:
+        """The options an architecture was called with, its default norm where none is given."""
+        with_norm: LayerKwargs = {"norm": DEFAULT_NORM[arch], **options}
+        resolved = cls(**with_norm)
+        if resolved.neuron not in NEURONS:
+            raise InputError(f"unknown neuron kind {resolved.neuron!r}; expected one of {', '.join(NEURONS)}")
+        return resolved
+
+    def act(self) -> nn.Module:
+        """A new activation of ``--neuron``'s kind: ``lmh``, ``lif`` (spiking) or ``qcfs`` (ANN)."""
+        if self.neuron == "lmh":
+            return LMHNeuron(
+                theta=self.theta, factors=self.factors, timesteps=self.timesteps, gamma=self.gamma
+            )
+        if self.neuron == "lif":  # the neuron Lava's LIF implements (deployable with --profile loihi-lif)
+            return lif_neuron(theta=self.theta, decay=self.lif_decay, gamma=self.gamma)
+        return QCFS(levels=self.qcfs_levels, theta=self.theta)
+
+    def scaled(self, c: int) -> int:
+        """A width multiplied by ``width_mult`` (at least 1)."""
+        return max(1, int(round(c * self.width_mult)))
+
+    def norm_layer(self, c: int) -> list[nn.Module]:
+        """The normalisation of ``c`` channels or features, or nothing (``norm="none"``)."""
+        layer = make_norm(self.norm, c, theta=self.theta)
+        return [] if layer is None else [layer]
+
+    def conv_block(self, cin: int, cout: int) -> list[nn.Module]:
+        """Conv3x3 (biased only without norm) -> norm -> neuron."""
+        conv = nn.Conv2d(cin, cout, 3, padding=1, bias=self.norm == "none")
+        return [conv, *self.norm_layer(cout), self.act()]
+
+    def net(self, layers: list[nn.Module]) -> SpikingNet:
+        return SpikingNet(layers, timesteps=self.timesteps)
 
 
 def mlp(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    neuron: str = "lmh",
-    timesteps: int = 4,
-    hidden: tuple[int, ...] = (128, 128),
-    theta: float = 1.0,
-    factors: str = "progressive",
-    gamma: float = 1.0,
-    lif_decay: float = 0.5,
-    width_mult: float = 1.0,
-    norm: str = "none",
-    qcfs_levels: int = 4,
+    input_shape: Sizes, num_classes: int, *, hidden: Sizes = (128, 128), **options: Unpack[LayerKwargs]
 ) -> SpikingNet:
     """Flatten -> [Linear -> (norm) -> neuron] x len(hidden) -> Linear readout."""
-    n_in = 1
-    for d in input_shape:
-        n_in *= d
-    act = _act_factory(
-        neuron,
-        timesteps=timesteps,
-        theta=theta,
-        factors=factors,
-        gamma=gamma,
-        lif_decay=lif_decay,
-        qcfs_levels=qcfs_levels,
-    )
+    o = LayerOptions.of("mlp", options)
+    n_in = math.prod(input_shape)
     layers: list[nn.Module] = [nn.Flatten()]
     for h in hidden:
-        h = _scaled(h, width_mult)
-        layers.append(nn.Linear(n_in, h, bias=norm == "none"))
-        bn = make_norm(norm, h, theta=theta)
-        if bn is not None:
-            layers.append(bn)
-        layers.append(act())
+        h = o.scaled(h)
+        layers += [nn.Linear(n_in, h, bias=o.norm == "none"), *o.norm_layer(h), o.act()]
         n_in = h
     layers.append(nn.Linear(n_in, num_classes))
-    return SpikingNet(layers, timesteps=timesteps)
+    return o.net(layers)
 
 
 def cnn(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    neuron: str = "lmh",
-    timesteps: int = 4,
-    channels: tuple[int, ...] = (32, 64),
-    theta: float = 1.0,
-    factors: str = "progressive",
-    gamma: float = 1.0,
-    lif_decay: float = 0.5,
-    width_mult: float = 1.0,
-    norm: str = "bn",
-    qcfs_levels: int = 4,
+    input_shape: Sizes, num_classes: int, *, channels: Sizes = (32, 64), **options: Unpack[LayerKwargs]
 ) -> SpikingNet:
     """[Conv3x3 -> norm -> neuron -> AvgPool2] x len(channels) -> Flatten -> Linear readout."""
+    o = LayerOptions.of("cnn", options)
     cin, h, w = _spatial(input_shape, "cnn")
-    act = _act_factory(
-        neuron,
-        timesteps=timesteps,
-        theta=theta,
-        factors=factors,
-        gamma=gamma,
-        lif_decay=lif_decay,
-        qcfs_levels=qcfs_levels,
-    )
     layers: list[nn.Module] = []
     for c in channels:
-        c = _scaled(c, width_mult)
-        layers += _conv_block(cin, c, norm=norm, act=act, theta=theta)
+        c = o.scaled(c)
+        layers += o.conv_block(cin, c)
         h, w = _pool_if_possible(layers, (h, w))
         cin = c
     layers += [nn.Flatten(), nn.Linear(cin * h * w, num_classes)]
-    return SpikingNet(layers, timesteps=timesteps)
+    return o.net(layers)
 
 
 VGG13_CFG: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512))
 
 
 def vgg13(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    neuron: str = "lmh",
-    timesteps: int = 4,
-    theta: float = 1.0,
-    factors: str = "progressive",
-    gamma: float = 1.0,
-    lif_decay: float = 0.5,
-    width_mult: float = 1.0,
-    norm: str = "bn",
-    qcfs_levels: int = 4,
-    classifier: int = 4096,
+    input_shape: Sizes, num_classes: int, *, classifier: int = 4096, **options: Unpack[LayerKwargs]
 ) -> SpikingNet:
     """VGG-13 as in the QCFS / LM-H code (CIFAR classifier 4096-4096), AvgPool for MaxPool."""
+    o = LayerOptions.of("vgg13", options)
     cin, h, w = _spatial(input_shape, "vgg13")
-    act = _act_factory(
-        neuron,
-        timesteps=timesteps,
-        theta=theta,
-        factors=factors,
-        gamma=gamma,
-        lif_decay=lif_decay,
-        qcfs_levels=qcfs_levels,
-    )
     layers: list[nn.Module] = []
     for stage in VGG13_CFG:
         for c in stage:
-            c = _scaled(c, width_mult)
-            layers += _conv_block(cin, c, norm=norm, act=act, theta=theta)
+            c = o.scaled(c)
+            layers += o.conv_block(cin, c)
             cin = c
         h, w = _pool_if_possible(layers, (h, w))
-    hidden = _scaled(classifier, width_mult)
-    layers += [
-        nn.Flatten(),
-        nn.Linear(cin * h * w, hidden),
-        act(),
-        nn.Linear(hidden, hidden),
-        act(),
-        nn.Linear(hidden, num_classes),
-    ]
-    return SpikingNet(layers, timesteps=timesteps)
+    hidden = o.scaled(classifier)
+    layers += [nn.Flatten(), nn.Linear(cin * h * w, hidden), o.act(), nn.Linear(hidden, hidden), o.act()]
+    layers.append(nn.Linear(hidden, num_classes))
+    return o.net(layers)
 
 
 def _resnet(
     input_shape: tuple[int, ...],
     num_classes: int,
+    o: LayerOptions,
     *,
     arch: str,
     stem: int,
     stages: tuple[tuple[int, int, int], ...],
     fc_hidden: int | None,
-    neuron: str,
-    timesteps: int,
-    theta: float,
-    factors: str,
-    gamma: float,
-    lif_decay: float,
-    width_mult: float,
-    norm: str,
-    qcfs_levels: int,
 ) -> SpikingNet:
     cin, _, _ = _spatial(input_shape, arch)
-    act = _act_factory(
-        neuron,
-        timesteps=timesteps,
-        theta=theta,
-        factors=factors,
-        gamma=gamma,
-        lif_decay=lif_decay,
-        qcfs_levels=qcfs_levels,
-    )
-    c = _scaled(stem, width_mult)
-    layers: list[nn.Module] = _conv_block(cin, c, norm=norm, act=act, theta=theta)
+    c = o.scaled(stem)
+    layers: list[nn.Module] = o.conv_block(cin, c)
     cin = c
     for width, blocks, stride in stages:
-        cout = _scaled(width, width_mult)
+        cout = o.scaled(width)
         for i in range(blocks):
-            layers.append(ResidualBlock(cin, cout, stride if i == 0 else 1, norm=norm, act=act, theta=theta))
+            block_stride = stride if i == 0 else 1
+            layers.append(ResidualBlock(cin, cout, block_stride, norm=o.norm, act=o.act, theta=o.theta))
             cin = cout
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     if fc_hidden:
-        hidden = _scaled(fc_hidden, width_mult)
-        layers += [nn.Linear(cin, hidden), act()]
+        hidden = o.scaled(fc_hidden)
+        layers += [nn.Linear(cin, hidden), o.act()]
         cin = hidden
     layers.append(nn.Linear(cin, num_classes))
-    return SpikingNet(layers, timesteps=timesteps)
+    return o.net(layers)
 
 
-def resnet19(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    neuron: str = "lmh",
-    timesteps: int = 4,
-    theta: float = 1.0,
-    factors: str = "progressive",
-    gamma: float = 1.0,
-    lif_decay: float = 0.5,
-    width_mult: float = 1.0,
-    norm: str = "bn",
-    qcfs_levels: int = 4,
-) -> SpikingNet:
+def resnet19(input_shape: tuple[int, ...], num_classes: int, **options: Unpack[LayerKwargs]) -> SpikingNet:
     """ResNet-19 (tdBN / TET / LM-H papers): stem 64, (128,3,s1) (256,3,s2) (512,2,s2), fc 256."""
-    return _resnet(
-        input_shape,
-        num_classes,
-        arch="resnet19",
-        stem=64,
-        stages=((128, 3, 1), (256, 3, 2), (512, 2, 2)),
-        fc_hidden=256,
-        neuron=neuron,
-        timesteps=timesteps,
-        theta=theta,
-        factors=factors,
-        gamma=gamma,
-        lif_decay=lif_decay,
-        width_mult=width_mult,
-        norm=norm,
-        qcfs_levels=qcfs_levels,
-    )
+    o = LayerOptions.of("resnet19", options)
+    stages = ((128, 3, 1), (256, 3, 2), (512, 2, 2))
+    return _resnet(input_shape, num_classes, o, arch="resnet19", stem=64, stages=stages, fc_hidden=256)
 
 
-def resnet20(
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    *,
-    neuron: str = "lmh",
-    timesteps: int = 4,
-    theta: float = 1.0,
-    factors: str = "progressive",
-    gamma: float = 1.0,
-    lif_decay: float = 0.5,
-    width_mult: float = 1.0,
-    norm: str = "bn",
-    qcfs_levels: int = 4,
-) -> SpikingNet:
+def resnet20(input_shape: tuple[int, ...], num_classes: int, **options: Unpack[LayerKwargs]) -> SpikingNet:
     """CIFAR ResNet-20 (QCFS / LM-H hybrid experiments): stem 16, (16,3,s1) (32,3,s2) (64,3,s2)."""
-    return _resnet(
-        input_shape,
-        num_classes,
-        arch="resnet20",
-        stem=16,
-        stages=((16, 3, 1), (32, 3, 2), (64, 3, 2)),
-        fc_hidden=None,
-        neuron=neuron,
-        timesteps=timesteps,
-        theta=theta,
-        factors=factors,
-        gamma=gamma,
-        lif_decay=lif_decay,
-        width_mult=width_mult,
-        norm=norm,
-        qcfs_levels=qcfs_levels,
-    )
+    o = LayerOptions.of("resnet20", options)
+    stages = ((16, 3, 1), (32, 3, 2), (64, 3, 2))
+    return _resnet(input_shape, num_classes, o, arch="resnet20", stem=16, stages=stages, fc_hidden=None)
 
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
