@@ -78,34 +78,11 @@ def train(
     quick run). Returns the metrics (``accuracy``, ``epochs``, ``seconds_per_epoch``, ...); see
     :mod:`lmh_deploy.models.training_job` for the modes (hybrid, time-slicing, torchrun).
     """
+    options = {name: value for name, value in locals().items() if name != "progress"}  # TrainJob's fields
     check_outputs({"--out": (out, "file"), "--json": (json_path, "file")}, inputs=[hybrid_from, data_dir])
     from lmh_deploy.models.training_job import TrainJob, run_training_job
 
-    job = TrainJob.from_options(
-        dataset=dataset,
-        data_dir=data_dir,
-        arch=arch,
-        neuron=neuron,
-        factors=factors,
-        timesteps=timesteps,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        loss=loss,
-        width_mult=width_mult,
-        norm=norm,
-        time_slice=time_slice,
-        qcfs_levels=qcfs_levels,
-        lif_decay=lif_decay,
-        hybrid_from=hybrid_from,
-        device=device,
-        amp=amp,
-        seed=seed,
-        out=out,
-        json_path=json_path,
-        train_samples=train_samples,
-    )
+    job = TrainJob.from_options(**options)
     return run_training_job(job, progress=progress)
 
 

@@ -10,6 +10,7 @@ output is half-written) with one line, ``interrupted; nothing written``, and exi
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import typer
 from rich.console import Console
@@ -185,6 +186,16 @@ def option(opt: O.Option, default: Any = ..., **extra: Any) -> Any:
     return typer.Option(value, opt.flag, help=opt.help, metavar=opt.metavar, **extra)
 
 
+def with_defaults(command: Callable[..., Any], **given: Any) -> Any:
+    """Call another command as its command line would: its own default for every option not given."""
+    defaults = {
+        name: getattr(param.default, "default", param.default)
+        for name, param in inspect.signature(command).parameters.items()
+        if name not in given
+    }
+    return command(**defaults, **given)
+
+
 @contextmanager
 def spinner(text: str) -> Iterator[Any]:
     """A rich spinner for anything that takes more than a moment; yields ``update(text)``."""
@@ -246,6 +257,8 @@ def train(
     job trains with DistributedDataParallel; --batch-size is the global batch; only rank 0
     writes and reports (docs/distributed.md).
     """
+    options = dict(locals())  # every option goes to the API as given
+    options["out"] = options.pop("out_path")
     from lmh_deploy.parallel import is_main_process
 
     # outputs first: a refusal is one line, before the progress bar draws anything
@@ -269,32 +282,7 @@ def train(
                 task, completed=epoch, description=f"training {arch}/{neuron} on {dataset} (acc {acc:.3f})"
             )
 
-        metrics = api.train(
-            out=out_path,
-            dataset=dataset,
-            data_dir=data_dir,
-            arch=arch,
-            neuron=neuron,
-            factors=factors,
-            timesteps=timesteps,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            weight_decay=weight_decay,
-            loss=loss,
-            width_mult=width_mult,
-            norm=norm,
-            time_slice=time_slice,
-            qcfs_levels=qcfs_levels,
-            lif_decay=lif_decay,
-            hybrid_from=hybrid_from,
-            device=device,
-            amp=amp,
-            seed=seed,
-            json_path=json_path,
-            train_samples=train_samples,
-            progress=on_epoch,
-        )
+        metrics = api.train(**options, progress=on_epoch)
     if main_rank and metrics.get("warning"):
         console.print(f"[yellow]warning:[/yellow] {metrics['warning']}", soft_wrap=True)
     if main_rank:
@@ -647,75 +635,18 @@ def demo(
     model = workdir / "model.pt"
     artifact = workdir / "build"
     console.rule("1/4 train an LM-H MLP on scikit-learn digits")
-    train(
-        dataset=Dataset(JOB.dataset),
-        data_dir=JOB.data_dir,
-        arch=Arch(JOB.arch),
-        neuron=Neuron(JOB.neuron),
-        factors=Factors(JOB.factors),
-        timesteps=timesteps,
-        epochs=epochs,
-        batch_size=JOB.batch_size,
-        lr=JOB.lr,
-        weight_decay=JOB.weight_decay,
-        loss=Loss(JOB.loss),
-        width_mult=JOB.width_mult,
-        norm=Norm(JOB.norm),
-        time_slice=JOB.time_slice,
-        qcfs_levels=JOB.qcfs_levels,
-        lif_decay=JOB.lif_decay,
-        hybrid_from=JOB.hybrid_from,
-        device=Device(JOB.device),
-        amp=JOB.amp,
-        seed=JOB.seed,
-        out_path=model,
-        json_path=workdir / "train.json",
-        train_samples=JOB.train_samples,
-    )
+    with_defaults(train, out_path=model, json_path=workdir / "train.json", epochs=epochs, timesteps=timesteps)
     console.rule("2/4 compile for Lava (fixed point)")
-    compile(
-        model=model,
-        target=Target.LAVA_SIM,
-        outdir=artifact,
-        calibration_samples=64,
-        dataset=None,
-        timesteps=None,
-        dt=None,
-        model_spec=None,
-        model_kwargs=None,
-        input_shape=None,
-        calibration=None,
-        profile="lmh",
-        bias_correction=True,
-        force=False,
-    )
+    with_defaults(compile, model=model, target=Target.LAVA_SIM, outdir=artifact)
     console.rule(f"3/4 verify: float vs sim vs Lava fixed_pt on {samples} test samples")
-    verify(
-        artifact=artifact,
-        samples=samples,
-        inputs=None,
-        labels=None,
-        lava_samples=None,
-        json_path=workdir / "verify.json",
-        batch_size=None,
-        max_accuracy_drop=None,
-    )
+    with_defaults(verify, artifact=artifact, samples=samples, json_path=workdir / "verify.json")
     console.rule("4/4 report (our simulator)")
-    run(
-        artifact=artifact,
-        backend=Backend.SIM,
-        samples=samples,
-        json_path=workdir / "run.json",
-        inputs=None,
-        labels=None,
-        plots_dir=workdir / "plots",
-        html=workdir / "report.html",
-        sweep=None,
-        stream=False,
-        device=None,
-        batch_size=None,
-        save_spikes=None,
-    )
+    run_files = {
+        "json_path": workdir / "run.json",
+        "plots_dir": workdir / "plots",
+        "html": workdir / "report.html",
+    }
+    with_defaults(run, artifact=artifact, backend=Backend.SIM, samples=samples, **run_files)
     out.print(f"files in {workdir}")
 
 
