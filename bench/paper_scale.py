@@ -5,9 +5,10 @@
 ResNet-19 (the paper's Tab. 1 network), VGG-13 and the paper's CIFAR10Net (``cifarnet``:
 six 256-channel convolutions, fc 2048, 100 spiking outputs and a VotingLayer), 3 x 32 x 32
 inputs, T = 4, built as a user of the paper's code builds them: the builder file
-``bench/paper_clone/build_snn.py`` inside a clone laid out like the paper's repository
-(``from utils import *``, ``from Models.ResNet import *``; MaxPool -> AvgPool, every ReLU ->
-the per-step ``LearnableNeuron``), weights saved as a bare state_dict. The networks are
+``tests/paper_clone/deploy_model.py`` (``build``, the architecture and its size given by
+``--model-kwargs``) inside the fake clone laid out like the paper's repository that the tests
+use too (``from utils import *``, ``from Models.ResNet import *``; MaxPool -> AvgPool, every
+ReLU -> QCFS -> the per-step ``LearnableNeuron``), weights saved as a bare state_dict. The networks are
 untrained; their BatchNorm statistics are set from one training-mode pass over the
 calibration images, so that every layer's input is normalised and the layers fire at
 rates like a trained network's (the mean rate per layer is printed).
@@ -24,7 +25,7 @@ and numba threads (default 1: on a shared machine more threads spin on one anoth
 
 Commands (N = ``--samples``, default 64)::
 
-    compile W.pt --model .../build_snn.py:FACTORY --input-shape 3,32,32 --timesteps 4
+    compile W.pt --model .../deploy_model.py:build --model-kwargs ARCH --input-shape 3,32,32 --timesteps 4
             --calibration calib.npy --calibration-samples 64 -o build
     verify build --inputs x.npy --samples N --lava-samples 0
     run build --inputs x.npy --labels y.npy --samples N
@@ -45,17 +46,22 @@ from pathlib import Path
 import timing
 
 HERE = Path(__file__).resolve().parent
-CLONE = HERE / "paper_clone"
-NETS = {"resnet19": "resnet19_snn", "vgg13": "vgg13_snn", "cifarnet": "cifarnet_snn"}
+CLONE = HERE.parent / "tests" / "paper_clone"
+#: ``build``'s keywords of each network: the architecture at the paper's size
+NETS = {
+    "resnet19": {"arch": "resnet19"},
+    "vgg13": {"arch": "vgg13"},
+    "cifarnet": {"arch": "cifarnet", "channels": 256, "hw": 32, "convs": 3, "hidden": 2048},
+}
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 
 SETUP = """
 import sys, numpy as np, torch
 sys.path.insert(0, sys.argv[1])
-import build_snn
+import json, deploy_model
 from utils import reset_net
-factory, out, n, pixels = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
+kwargs, out, n, pixels = json.loads(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
 mean, std = np.array({mean}).reshape(3, 1, 1), np.array({std}).reshape(3, 1, 1)
 rng = np.random.default_rng(0)
 # smooth random images (8 x 8 blocks upsampled), pixels in [0, 1]
@@ -65,7 +71,7 @@ x = img if pixels else (img - mean) / std
 np.save(out + "/inputs.npy", x.astype(np.float32))
 np.save(out + "/labels.npy", rng.integers(0, 10, n))
 torch.manual_seed(0)
-model = getattr(build_snn, factory)()
+model = deploy_model.build(**kwargs)
 for m in model.modules():
     if isinstance(m, torch.nn.BatchNorm2d):
         m.momentum = None  # running statistics = this batch's
@@ -111,7 +117,9 @@ def commands(net: str, work: Path, samples: int, calibration: int) -> dict[str, 
             "compile",
             work / "weights.pt",
             "--model",
-            f"{CLONE / 'build_snn.py'}:{NETS[net]}",
+            f"{CLONE / 'deploy_model.py'}:build",
+            "--model-kwargs",
+            json.dumps(NETS[net]),
             "--input-shape",
             "3,32,32",
             "--timesteps",
@@ -175,7 +183,16 @@ def main() -> None:
             work.mkdir()
             n = max(args.samples, args.calibration_samples)
             subprocess.run(
-                [sys.executable, "-c", setup, CLONE, NETS[net], work, str(n), "1" if args.pixels else "0"],
+                [
+                    sys.executable,
+                    "-c",
+                    setup,
+                    CLONE,
+                    json.dumps(NETS[net]),
+                    work,
+                    str(n),
+                    "1" if args.pixels else "0",
+                ],
                 check=True,
             )
             row: dict = {"net": net}

@@ -6,6 +6,7 @@ own seed, sizes and factor configuration.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from collections.abc import Callable
 
@@ -17,6 +18,8 @@ from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir import Graph
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.models.architectures import SpikingNet, mlp
+
+sys.path.insert(0, str(Path(__file__).parent))  # the test modules import shared.py, foreign/
 
 
 def _random_mlp(
@@ -79,6 +82,15 @@ def compile_model() -> Callable[..., tuple[Graph, Graph, dict]]:
     Returns ``(float graph, integer graph, quantisation report)``.
     """
     return _compile
+
+
+@pytest.fixture(scope="session")
+def digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn digits (8x8, one channel): train images, labels, test images, labels."""
+    from lmh_deploy.models.data import load_dataset
+
+    train, test, _ = load_dataset("digits")
+    return train.tensors[0], train.tensors[1], test.tensors[0], test.tensors[1]
 
 
 @pytest.fixture(scope="module")

@@ -6,32 +6,20 @@ these tests run norse itself, the way its users do (``out, state = model(x, stat
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from lmh_deploy.models.data import load_dataset
-from typer.testing import CliRunner
 
 from lmh_deploy.backends.float.ir import simulate_float
 from lmh_deploy.backends.float.torch_source import run_source
-from lmh_deploy.cli import app
 from lmh_deploy.frontends.torch_fx import module_to_graph
 
-sys.path.insert(0, str(Path(__file__).parent))
 from foreign import norse_style as ns
+from shared import deploy_source
 
 MODEL_FILE = Path(__file__).parent / "foreign" / "norse_style.py"
-runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def digits():
-    train, test, _ = load_dataset("digits")
-    return train.tensors[0], train.tensors[1], test.tensors[0], test.tensors[1]
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"subtract": True}, {"v_leak": 0.05}, {"tau_mem_inv": 100.0}])
@@ -57,20 +45,7 @@ def test_norse_mlp_one_command(tmp_path: Path, digits) -> None:
     model = ns.mlp()
     ns.train(model, digits[0], digits[1], epochs=2)
     assert ns.accuracy(model, digits[2], digits[3]) > 0.8
-    weights = tmp_path / "norse.pt"
-    torch.save(model.state_dict(), weights)
-    out = tmp_path / "build"
-    args = ("--input-shape", "1,8,8", "--timesteps", ns.T, "--dataset", "digits", "-o", out)
-    res = runner.invoke(app, [str(a) for a in ("compile", weights, "--model", f"{MODEL_FILE}:mlp", *args)])
-    assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["verify", str(out), "--samples", "50", "--json", str(tmp_path / "verify.json")])
-    assert res.exit_code == 0, res.output
-    result = json.loads((tmp_path / "verify.json").read_text())
-    lv, ff = result["lava_vs_sim"], result["float_vs_fixed"]
-    print("norse", lv, ff)
-    assert lv["spikes_compared"] > 0 and lv["mismatched_spikes"] == 0 and lv["state_mismatches"] == 0
-    assert ff["float_reference"].startswith("source module")
-    assert ff["prediction_agreement"] >= 0.95, ff
+    deploy_source(model, f"{MODEL_FILE}:mlp", tmp_path, timesteps=ns.T)
 
 
 def test_norse_lif_cell_refused_by_name() -> None:

@@ -7,7 +7,6 @@ rule for Leaky, a one-step-late zeroing for Synaptic. These tests run snnTorch i
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -16,24 +15,17 @@ import pytest
 import snntorch as snn
 import torch
 from lmh_deploy.models.data import load_dataset
-from typer.testing import CliRunner
 
 from lmh_deploy.backends.float.ir import simulate_float
-from lmh_deploy.cli import app
 from lmh_deploy.frontends.neurons import NeuronError
 from lmh_deploy.frontends.torch_fx import module_to_graph
 from lmh_deploy.backends.float.torch_source import run_source
 
-sys.path.insert(0, str(Path(__file__).parent))
 from foreign import snntorch_style as style
 from foreign.training import train_digits
+from shared import deploy_source
 
 MODEL_FILE = Path(__file__).parent / "foreign" / "snntorch_style.py"
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.mark.parametrize(
@@ -97,35 +89,8 @@ def _deploy(tmp_path: Path, factory: str, kwargs: dict, *, epochs: int, samples:
     torch.manual_seed(0)
     model = getattr(style, factory)(**kwargs)
     assert train_digits(model, epochs=epochs) > 0.8
-    weights = tmp_path / f"{factory}.pt"
-    torch.save(model.state_dict(), weights)
-    out = tmp_path / f"build_{factory}"
-    res = invoke(
-        "compile",
-        weights,
-        "--model",
-        f"{MODEL_FILE}:{factory}",
-        "--model-kwargs",
-        json.dumps(kwargs),
-        "--input-shape",
-        "1,8,8",
-        "--timesteps",
-        "4",
-        "--dataset",
-        "digits",
-        "-o",
-        out,
-    )
-    assert res.exit_code == 0, res.output
-    res = invoke("verify", out, "--samples", samples, "--json", out.parent / "verify.json")
-    assert res.exit_code == 0, res.output
-    result = json.loads((out.parent / "verify.json").read_text())
-    lv, ff = result["lava_vs_sim"], result["float_vs_fixed"]
-    assert lv["spikes_compared"] > 0 and lv["mismatched_spikes"] == 0
-    assert lv["state_mismatches"] == 0 and lv["readout_mismatches"] == 0
-    assert ff["float_reference"].startswith("source module")
-    assert ff["prediction_agreement"] >= 0.97, ff
-    return result
+    spec = f"{MODEL_FILE}:{factory}"
+    return deploy_source(model, spec, tmp_path, samples=samples, agreement=0.97, kwargs=kwargs)
 
 
 def test_snntorch_leaky_subtract_one_command(tmp_path: Path) -> None:

@@ -7,36 +7,20 @@ step) and multi-step (``set_step_mode(net, 'm')``, the input repeated over T ins
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from lmh_deploy.models.data import load_dataset
-from typer.testing import CliRunner
 
 from lmh_deploy.backends.float.ir import simulate_float
 from lmh_deploy.backends.float.torch_source import run_source
-from lmh_deploy.cli import app
 from lmh_deploy.frontends.torch_fx import FrontendError, module_to_graph
 
-sys.path.insert(0, str(Path(__file__).parent))
 from foreign import spikingjelly_style as sj
+from shared import deploy_source
 
 MODEL_FILE = Path(__file__).parent / "foreign" / "spikingjelly_style.py"
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    train, test, _ = load_dataset("digits")
-    return train.tensors[0], train.tensors[1], test.tensors[0], test.tensors[1]
 
 
 def _strong(model: torch.nn.Module) -> torch.nn.Module:
@@ -102,23 +86,7 @@ def _deploy(tmp_path: Path, factory: str, kwargs: dict, *, multi_step: bool, epo
     model = getattr(sj, factory)(**kwargs)
     sj.train(model, digits[0], digits[1], multi_step=multi_step, epochs=epochs)
     assert sj.accuracy(model, digits[2], digits[3], multi_step) > 0.7
-    weights = tmp_path / "sj.pt"
-    torch.save(model.state_dict(), weights)
-    out = tmp_path / "build"
-    res = invoke(
-        "compile", weights, "--model", f"{MODEL_FILE}:{factory}", "--model-kwargs", json.dumps(kwargs),
-        "--input-shape", "1,8,8", "--timesteps", sj.T, "--dataset", "digits", "-o", out,
-    )  # fmt: skip
-    assert res.exit_code == 0, res.output
-    res = invoke("verify", out, "--samples", 50, "--json", tmp_path / "verify.json")
-    assert res.exit_code == 0, res.output
-    result = json.loads((tmp_path / "verify.json").read_text())
-    lv, ff = result["lava_vs_sim"], result["float_vs_fixed"]
-    print(factory, kwargs, lv, ff)
-    assert lv["spikes_compared"] > 0 and lv["mismatched_spikes"] == 0 and lv["state_mismatches"] == 0
-    assert ff["float_reference"].startswith("source module")
-    assert ff["prediction_agreement"] >= 0.95, ff
-    return result
+    return deploy_source(model, f"{MODEL_FILE}:{factory}", tmp_path, timesteps=sj.T, kwargs=kwargs)
 
 
 @pytest.mark.slow

@@ -1,14 +1,13 @@
 """Foreign PyTorch modules (the paper's code style, user neurons): one command to deploy.
 
-Models are written the way their own tools write them (tests/foreign/): a ReLU ANN whose
-ReLUs are swapped for a per-step LearnableNeuron, saved as a bare state_dict.
+The paper's-style models come from the fake clone (tests/paper_clone/digits_model.py): a ReLU
+ANN whose ReLUs are swapped for a per-step LearnableNeuron, saved as a bare state_dict.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,8 @@ import pytest
 import torch
 from lmh_deploy.models.data import load_dataset
 from torch import nn
-from typer.testing import CliRunner
 
 from lmh_deploy.backends.float.ir import simulate_float
-from lmh_deploy.cli import app
 from lmh_deploy.frontends.neurons import (
     ADAPTERS,
     NeuronAdapter,
@@ -31,16 +28,9 @@ from lmh_deploy.frontends.torch_fx import FrontendError, module_to_graph
 from lmh_deploy.backends.float.torch_source import run_source
 from lmh_deploy.ir import IRError
 
-sys.path.insert(0, str(Path(__file__).parent))
-from foreign import official_style as official
 from foreign.training import train_digits
-
-MODEL_FILE = Path(__file__).parent / "foreign" / "official_style.py"
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+from shared import DIGITS_MODEL as MODEL_FILE
+from shared import compile_source, invoke, paper_clone
 
 
 def digits_test(n: int) -> np.ndarray:
@@ -67,7 +57,7 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
 def official_mlp(tmp_path_factory) -> Path:
     """The paper's style: ReLU MLP, ReLUs swapped, trained briefly, bare state_dict."""
     torch.manual_seed(0)
-    model = official.mlp()
+    model = paper_clone("mlp")
     accuracy = train_digits(model, epochs=2)
     assert accuracy > 0.8
     path = tmp_path_factory.mktemp("official") / "mlp_state.pt"
@@ -77,21 +67,7 @@ def official_mlp(tmp_path_factory) -> Path:
 
 def test_official_mlp_one_command_verify_against_source(official_mlp: Path) -> None:
     out = official_mlp.parent / "build"
-    res = invoke(
-        "compile",
-        official_mlp,
-        "--model",
-        f"{MODEL_FILE}:mlp",
-        "--input-shape",
-        "1,8,8",
-        "--timesteps",
-        "4",
-        "--dataset",
-        "digits",
-        "-o",
-        out,
-    )
-    assert res.exit_code == 0, res.output
+    compile_source(official_mlp, f"{MODEL_FILE}:mlp", out)
     assert (out / "source_model.py").is_file() and (out / "source_weights.pt").is_file()
     res = invoke("verify", out, "--samples", "100", "--json", out.parent / "verify.json")
     assert res.exit_code == 0, res.output
@@ -108,7 +84,7 @@ def test_official_mlp_one_command_verify_against_source(official_mlp: Path) -> N
 def test_trace_reproduces_the_source_exactly(factory: str) -> None:
     """Float IR (BN folded, residual shortcuts, AdaptiveAvgPool, view) == the module itself."""
     torch.manual_seed(1)
-    model = randomise(getattr(official, factory)()).double()
+    model = randomise(paper_clone(factory)).double()
     graph = module_to_graph(model, input_shape=(1, 8, 8), timesteps=4)
     x = digits_test(40) * 2.0
     src = run_source(model, x, 4, source_neurons=graph.meta["source_neurons"])
@@ -124,7 +100,7 @@ def test_trace_reproduces_the_source_exactly(factory: str) -> None:
 
 
 def test_neuron_recognised_by_parameters_not_class_name() -> None:
-    class SomethingElse(official.LearnableNeuron):
+    class SomethingElse(type(paper_clone("LearnableNeuron"))):
         pass
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), SomethingElse(), nn.Linear(8, 3))
@@ -144,7 +120,7 @@ class Branchy(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(64, 4)
-        self.neuron = official.LearnableNeuron()
+        self.neuron = paper_clone("LearnableNeuron")
 
     def forward(self, x):
         x = x.flatten(1)
@@ -160,7 +136,7 @@ class Branchy(nn.Module):
             lambda: nn.Sequential(
                 nn.Conv2d(1, 4, 3),
                 nn.MaxPool2d(2),
-                official.LearnableNeuron(),
+                paper_clone("LearnableNeuron"),
                 nn.Flatten(),
                 nn.Linear(36, 3),
             ),
@@ -176,7 +152,9 @@ class Branchy(nn.Module):
             r"^2 \(Softmax\): unsupported layer type",
         ),
         (
-            lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 8), official.LearnableNeuron(), nn.LSTM(8, 3)),
+            lambda: nn.Sequential(
+                nn.Flatten(), nn.Linear(64, 8), paper_clone("LearnableNeuron"), nn.LSTM(8, 3)
+            ),
             r"^3 \(LSTM\): unsupported layer type",
         ),
     ],
@@ -188,8 +166,9 @@ def test_unmappable_constructs_refused_in_one_line(model, match: str) -> None:
 
 
 def test_time_batched_learnable_neuron_refused() -> None:
-    neuron = official.LearnableNeuron()
+    neuron = paper_clone("LearnableNeuron")
     neuron.use_TEBN = True
+    del neuron.T  # a look-alike that takes all steps in one call but does not say how many
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), neuron, nn.Linear(8, 3))
     with pytest.raises(NeuronError, match=r"2 \(LearnableNeuron\): use_TEBN=True but no step count T"):
         module_to_graph(model, input_shape=(1, 8, 8), timesteps=2)
@@ -286,27 +265,11 @@ def test_user_registered_neuron() -> None:
 def test_official_resnet_deploys(tmp_path: Path) -> None:
     """A small residual conv net in the paper's style, trained to ~92 %: the issue's bar."""
     torch.manual_seed(0)
-    model = official.resnet(width=8)
+    model = paper_clone("resnet", width=8)
     assert train_digits(model, epochs=8) > 0.88
     weights = tmp_path / "resnet_state.pt"
     torch.save(model.state_dict(), weights)
-    res = invoke(
-        "compile",
-        weights,
-        "--model",
-        f"{MODEL_FILE}:resnet",
-        "--model-kwargs",
-        '{"width": 8}',
-        "--input-shape",
-        "1,8,8",
-        "--timesteps",
-        "4",
-        "--dataset",
-        "digits",
-        "-o",
-        tmp_path / "build",
-    )
-    assert res.exit_code == 0, res.output
+    compile_source(weights, f"{MODEL_FILE}:resnet", tmp_path / "build", kwargs={"width": 8})
     res = invoke("verify", tmp_path / "build", "--samples", "360", "--json", tmp_path / "v.json")
     assert res.exit_code == 0, res.output
     result = json.loads((tmp_path / "v.json").read_text())
@@ -326,7 +289,7 @@ def test_python_api_compiles_a_module_object(tmp_path: Path, official_mlp: Path)
     from lmh_deploy.pipeline.compile_torch import compile_module
     from lmh_deploy.pipeline.verify import verify_artifact
 
-    model = official.mlp()
+    model = paper_clone("mlp")
     model.load_state_dict(torch.load(official_mlp, weights_only=True))
     calib = load_dataset("digits")[0].tensors[0][:32].numpy()
     compile_module(model, tmp_path / "api", input_shape=(1, 8, 8), timesteps=4, calibration=calib)

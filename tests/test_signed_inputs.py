@@ -30,7 +30,7 @@ from lmh_deploy.pipeline.inputs import quantize
 from lmh_deploy.semantics import integer as fx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from foreign import official_style as official
+from shared import paper_clone
 from test_foreign_torch import randomise
 from test_lava_equivalence import assert_bit_exact
 from test_nir import hand_made_conv_graph
@@ -63,7 +63,7 @@ def test_signed_quantisation_rule_and_unsigned_unchanged() -> None:
 def fx_build(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
     """The paper's style residual conv net (zero-padded convs), compiled on normalised inputs."""
     torch.manual_seed(0)
-    model = randomise(official.resnet(width=4))
+    model = randomise(paper_clone("resnet", width=4))
     out = tmp_path_factory.mktemp("signed") / "fx"
     compile_module(model, out, input_shape=(1, 8, 8), timesteps=T, calibration=normalised(32, (1, 8, 8)))
     return model, out

@@ -16,7 +16,7 @@ from lmh_deploy.cli import app
 from lmh_deploy.errors import UserCodeError
 from lmh_deploy.pipeline.user_code import users_code
 
-FOREIGN = Path(__file__).parent / "foreign"
+CLONE = Path(__file__).parent / "paper_clone"
 runner = CliRunner()
 
 MODEL_FILE = f"""
@@ -25,14 +25,14 @@ import sys
 
 from torch import nn
 
-sys.path.insert(0, {str(FOREIGN)!r})
-import official_style as official
+sys.path.insert(0, {str(CLONE)!r})
+import digits_model
 
 
 class Fragile(nn.Module):
     def __init__(self, hidden=16):
         super().__init__()
-        self.net = official.mlp(hidden=hidden)
+        self.net = digits_model.mlp(hidden=hidden)
 
     def forward(self, x):
         if os.environ.get("LMH_TEST_BREAK_MODEL"):

@@ -1,4 +1,6 @@
-"""A CIFAR ResNet in the style of the paper's ``Models/ResNet.py`` (tiny widths for tests)."""
+"""ResNets in the style of the paper's ``Models/ResNet.py``: ResNet-19 at the paper's size
+(``bench/paper_scale.py``) and a CIFAR ResNet at tiny widths for tests (``resnet20``;
+``in_channels=1`` for 8x8 digits)."""
 
 import torch.nn as nn
 
@@ -27,19 +29,28 @@ class BasicBlock(nn.Module):
         return self.relu(self.residual_function(x) + self.shortcut(x))
 
 
-class ResNet4Cifar(nn.Module):
-    def __init__(self, block, num_block, num_classes=10, width=16):
+class ResNet(nn.Module):
+    """A 3x3 stem of ``stem`` channels, stages of blocks (``stages``: width, blocks, first
+    stride), global average pooling and the classifier (a hidden layer of ``fc_hidden``)."""
+
+    def __init__(self, block, stem, stages, num_classes=10, in_channels=3, fc_hidden=None):
         super().__init__()
-        self.in_channels = width
+        self.in_channels = stem
         self.conv1 = nn.Sequential(
-            nn.Conv2d(3, width, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(width),
+            nn.Conv2d(in_channels, stem, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(stem),
             nn.ReLU(inplace=True),
         )
-        self.conv2_x = self._make_layer(block, width, num_block[0], 1)
-        self.conv3_x = self._make_layer(block, 2 * width, num_block[1], 2)
+        self.stages = nn.Sequential(*[self._make_layer(block, *stage) for stage in stages])
         self.avg_pool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(2 * width, num_classes)
+        if fc_hidden:
+            self.fc = nn.Sequential(
+                nn.Linear(self.in_channels, fc_hidden),
+                nn.ReLU(inplace=True),
+                nn.Linear(fc_hidden, num_classes),
+            )
+        else:
+            self.fc = nn.Linear(self.in_channels, num_classes)
 
     def _make_layer(self, block, out_channels, num_blocks, stride):
         layers = []
@@ -49,13 +60,18 @@ class ResNet4Cifar(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x):
-        output = self.conv1(x)
-        output = self.conv2_x(output)
-        output = self.conv3_x(output)
+        output = self.stages(self.conv1(x))
         output = self.avg_pool(output)
         output = output.view(output.size(0), -1)
         return self.fc(output)
 
 
-def resnet20(num_classes=10, width=4, **kargs):
-    return ResNet4Cifar(BasicBlock, [1, 1], num_classes=num_classes, width=width)
+def resnet19(num_classes=10, width=64, **kargs):
+    """The paper's ResNet-19: stem 64; stages 128 x3, 256 x3, 512 x2; fc 256."""
+    stages = [(2 * width, 3, 1), (4 * width, 3, 2), (8 * width, 2, 2)]
+    return ResNet(BasicBlock, width, stages, num_classes, fc_hidden=256)
+
+
+def resnet20(num_classes=10, width=4, in_channels=3, **kargs):
+    """Tiny: a block of ``width`` and a strided block of ``2 * width`` channels."""
+    return ResNet(BasicBlock, width, [(width, 1, 1), (2 * width, 1, 2)], num_classes, in_channels)
