@@ -222,6 +222,100 @@ def paper_scale(record: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _loads(loads: list[list[float]]) -> str:
+    ones = [load[0] for load in loads]
+    return f"{min(ones):.0f}-{max(ones):.0f}"
+
+
+def sim_vs_lava(record: dict[str, Any]) -> str:
+    out = [
+        _stamp(record),
+        "| row | LM-H neurons (layers) | T | Lava: samples, steps timed | Lava ms per sample-step, "
+        "wall / CPU | sim/ ms per sample-step (batch), wall / CPU | **sim / Lava**, wall | "
+        "sim / Lava, CPU | sim b1 / Lava, wall | sim b1 / Lava, CPU | spikes = Lava |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for r in record["rows"]:
+        wall, cpu = r["seconds_per_sample_step"], r["cpu_seconds_per_sample_step"]
+
+        def both(side: str, wall: dict = wall, cpu: dict = cpu) -> str:
+            shown = f"{1e3 * wall[side]['median']:.3g}"
+            return shown + (f" / {1e3 * cpu[side]['median']:.3g}" if side in cpu else " / -")
+
+        def ratio(key: str, r: dict = r) -> str:
+            if r["refused"]:
+                return "refused"
+            return _spread(r[key], digits=0) if r.get(key) else "-"
+
+        checked = r["checked_runs"]
+        out.append(
+            f"| {r['row']} | {r['neurons']:,} ({r['layers']}) | {r['T']} | {r['lava_samples']}, "
+            f"{r['lava_steps_timed']} | {both('lava')} | {both('sim')} ({r['batch']}) | "
+            f"{ratio('sim_over_lava')} | {ratio('cpu_sim_over_lava')} | {ratio('sim_b1_over_lava')} | "
+            f"{ratio('cpu_sim_b1_over_lava')} | {'yes' if r['spikes_identical'] else '**no**'} "
+            f"({sum(c['spikes_compared'] for c in checked):,} spikes, {len(checked)} runs) |"
+        )
+        start, steps = r["lava_startup_seconds"], r["lava_steps_seconds"]
+        notes.append(
+            f"`{r['row']}`: Lava's start-up (lowering, compiler, workers, first {r['lava_startup_steps']} "
+            f"steps) {start['median']:.2f} s [{start['min']:.2f}-{start['max']:.2f}], its timed steps "
+            f"{steps['median']:.2f} s [{steps['min']:.2f}-{steps['max']:.2f}]; load average "
+            f"{_loads(r['timing']['load_per_round'])} over the rounds."
+            + (f" Ratios refused: {r['refused']}." if r["refused"] else "")
+        )
+    rounds = record["rows"][0]["timing"]["rounds"]
+    out.append(f"\nRatios: median [min-max] of {rounds} alternated rounds (after one warm-up round).")
+    out.extend(notes)
+    return "\n".join(out) + "\n"
+
+
+def lava_cifar(record: dict[str, Any]) -> str:
+    cmd, run = record["command_runs"], record["in_process"]
+    k = cmd["samples"]
+    one, cpu_one = cmd["seconds"]["1 sample"], cmd["cpu_seconds_all_processes"]["1 sample"]
+
+    def seconds(s: dict[str, float]) -> str:
+        return f"**{s['median']:.2f} s** [{s['min']:.2f}-{s['max']:.2f}]"
+
+    def further(key: str) -> tuple[str, float | None]:
+        value = cmd[f"{key}per_further_sample_seconds"]
+        if value is None:
+            return f"refused: {cmd[f'{key}per_further_sample_refused']}", None
+        return seconds(value), value["median"]
+
+    further_wall, further_median = further("")
+    further_cpu, _ = further("cpu_")
+    met_one = "yes" if one["median"] <= 30 else "**no**"
+    met_further = "-" if further_median is None else ("yes" if further_median <= 5 else "**no**")
+    cpu_step = run["lava_cpu_seconds_per_step"]
+    procs = run["lava_processes"]
+    parts = ", ".join(f"{name.replace('_', ' ')} {sec:.2f} s" for name, sec in run["startup_seconds"].items())
+    return (
+        _stamp(record)
+        + "\n| measure (ResNet-20, 3x32x32, T = 4) | median [min-max] | goal | met |\n|---|---|---|---|\n"
+        + f"| `run --backend lava --samples 1`, wall | {seconds(one)} | <= 30 s | {met_one} |\n"
+        + f"| the same, CPU of all its processes | {seconds(cpu_one)} | | |\n"
+        + f"| each further sample, wall (`(t_{k} - t_1) / {k - 1}` per round) | {further_wall} | <= 5 s "
+        f"| {met_further} |\n"
+        + f"| each further sample, CPU of all processes | {further_cpu} | | |\n"
+        + f"| Lava's time per step, its run of {run['lava_steps_timed']} steps / {run['lava_steps_timed']} "
+        f"(start-up apart), wall / CPU | {run['lava_seconds_per_step']:.3f} s / "
+        + ("-" if cpu_step is None else f"{cpu_step:.3f} s")
+        + " | | |\n"
+        + f"| spikes differing from sim/ (every layer, sample and step of {k} samples) | "
+        f"{run['spikes_differing']:,} of {run['spikes_compared']:,}; final states "
+        f"{run['state_mismatches']}; logits {'identical' if run['logits_identical'] else '**differ**'} "
+        "| 0 | "
+        + ("yes" if run["spikes_differing"] == run["state_mismatches"] == 0 else "**no**")
+        + " |\n"
+        + f"\nCommand rounds: {cmd['rounds']}, alternated, load average {_loads(cmd['load_per_round'])}. "
+        f"Where a 1-sample run's time goes (in-process, wall): {parts}; Lava's CPU runtime runs "
+        f"{procs['all']} OS processes ({procs['LM-H layers']} LM-H layers, {procs['connections']} "
+        f"connections, source and readout) plus its runtime service. {run['neurons']:,} LM-H neurons.\n"
+    )
+
+
 RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
     "sim_vs_float": sim_vs_float,
     "sim_vs_float-goals": sim_vs_float_goals,
@@ -231,6 +325,8 @@ RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
     "sim_memory": sim_memory,
     "train_speed": train_speed,
     "paper_scale": paper_scale,
+    "sim_vs_lava": sim_vs_lava,
+    "lava_cifar": lava_cifar,
 }
 
 

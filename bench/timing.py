@@ -21,11 +21,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Timed:
+    """What a side of :func:`alternate` returns when it times itself (e.g. Lava's steps
+    without its start-up, or seconds per sample-step): used in place of the call's own wall
+    and CPU time. ``cpu_seconds`` None: not measurable (work in other processes)."""
+
+    seconds: float
+    cpu_seconds: float | None = None
 
 
 def median_time(fn: Callable[[], Any], repeats: int) -> float:
@@ -63,7 +74,9 @@ def alternate(
     """Time ``sides`` in alternation; medians and spreads of the times and of ``ratios``.
 
     ``ratios`` maps a name to ``(slow, fast)``: the ratio of a round is ``time[slow] /
-    time[fast]`` (how many times faster ``fast`` is), taken within the round.
+    time[fast]`` (how many times faster ``fast`` is), taken within the round. A side that
+    returns a :class:`Timed` gives its own times (a CPU ratio is left out where a side has
+    none).
     Returns ``{"seconds": {side: summary}, "ratios": {name: summary}, "rounds": n,
     "per_round": {side: [s, ...]}, "load_per_round": [[1, 5, 15 min], ...]}`` and the same
     for the process's CPU time (``cpu_seconds``, ``cpu_ratios``, ``cpu_per_round``): wall
@@ -77,21 +90,25 @@ def alternate(
         for name in names:
             sides[name]()
     per_round: dict[str, list[float]] = {name: [] for name in names}
-    cpu_per_round: dict[str, list[float]] = {name: [] for name in names}
+    cpu_per_round: dict[str, list[Any]] = {name: [] for name in names}
     loads = []
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            cpu, start = time.process_time(), time.perf_counter()
-            sides[name]()
-            per_round[name].append(time.perf_counter() - start)
-            cpu_per_round[name].append(time.process_time() - cpu)
+            cpu_start, start = time.process_time(), time.perf_counter()
+            own = sides[name]()
+            wall: float = time.perf_counter() - start
+            cpu: float | None = time.process_time() - cpu_start
+            if isinstance(own, Timed):
+                wall, cpu = own.seconds, own.cpu_seconds
+            per_round[name].append(wall)
+            cpu_per_round[name].append(cpu)
         loads.append(load_average())
     result: dict[str, Any] = {
         "rounds": rounds,
         "warmup": warmup,
         "order": "A B, B A, A B, ... (alternating, reversed every other round)",
         "seconds": {name: summary(ts) for name, ts in per_round.items()},
-        "cpu_seconds": {name: summary(ts) for name, ts in cpu_per_round.items()},
+        "cpu_seconds": {name: summary(ts) for name, ts in cpu_per_round.items() if None not in ts},
         "per_round": per_round,
         "cpu_per_round": cpu_per_round,
         "load_per_round": loads,
@@ -100,6 +117,8 @@ def alternate(
     }
     for label, (slow, fast) in (ratios or {}).items():
         for key, times in (("ratios", per_round), ("cpu_ratios", cpu_per_round)):
+            if None in times[slow] or None in times[fast]:
+                continue
             values = [s / f for s, f in zip(times[slow], times[fast], strict=True)]
             result[key][label] = summary(values) | {"per_round": values}
     return result

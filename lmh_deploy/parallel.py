@@ -13,14 +13,13 @@ weights) live in :mod:`lmh_deploy.models.distributed`; sharded evaluation in
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any
 from collections.abc import Iterator
 
-import torch
-import torch.distributed as dist
 from lmh_deploy.errors import InputError, UnavailableError
 
 #: Variables torchrun sets for every worker; all must be present to go distributed.
@@ -73,27 +72,39 @@ def env_rank() -> int:
 def is_main_process() -> bool:
     """Rank 0 of the initialised group, else of torchrun's environment, else True."""
     if is_initialized():
-        return dist.get_rank() == 0
+        return _dist().get_rank() == 0
     return env_rank() == 0
 
 
+def _dist() -> Any:
+    """``torch.distributed``, imported on first use: a run outside torchrun (e.g. a Lava
+    run, which needs no torch) does not pay torch's import for it."""
+    import torch.distributed
+
+    return torch.distributed
+
+
 def is_initialized() -> bool:
-    """A default process group exists."""
-    return dist.is_available() and dist.is_initialized()
+    """A default process group exists (none can before torch.distributed is imported)."""
+    if "torch.distributed" not in sys.modules:
+        return False
+    return _dist().is_available() and _dist().is_initialized()
 
 
 def world_size() -> int:
     """Processes in the default group (1 when there is none)."""
-    return dist.get_world_size() if is_initialized() else 1
+    return _dist().get_world_size() if is_initialized() else 1
 
 
 def rank() -> int:
     """Rank in the default group (0 when there is none)."""
-    return dist.get_rank() if is_initialized() else 0
+    return _dist().get_rank() if is_initialized() else 0
 
 
 def _device_for(device: str, local_rank: int) -> str:
     if device.startswith("cuda"):
+        import torch
+
         if not torch.cuda.is_available():
             raise UnavailableError("device 'cuda' requested but torch.cuda is not available")
         if ":" in device:  # an explicit index is only meaningful single-process
@@ -115,20 +126,22 @@ def init_from_env(device: str = "cpu", *, timeout_s: float | None = None) -> Dis
     if is_initialized():
         local = int(os.environ.get("LOCAL_RANK", "0") or 0)
         return DistContext(
-            rank=dist.get_rank(),
-            world_size=dist.get_world_size(),
+            rank=_dist().get_rank(),
+            world_size=_dist().get_world_size(),
             local_rank=local,
             device=_device_for(device, local),
-            backend=dist.get_backend(),
+            backend=_dist().get_backend(),
             owns_group=False,
         )
     if not torchrun_env_present():
         return DistContext(device=_device_for(device, 0))
-    if not dist.is_available():
+    if not _dist().is_available():
         raise UnavailableError("torchrun environment found but this torch has no torch.distributed")
     local = int(os.environ["LOCAL_RANK"])
     dev = _device_for(device, local)
     backend = "nccl" if dev.startswith("cuda") else "gloo"
+    import torch
+
     if backend == "nccl":
         torch.cuda.set_device(torch.device(dev))
     kwargs: dict[str, Any] = {"backend": backend, "init_method": "env://"}
@@ -138,10 +151,10 @@ def init_from_env(device: str = "cpu", *, timeout_s: float | None = None) -> Dis
         kwargs["timeout"] = timedelta(seconds=timeout_s)
     if backend == "nccl":
         kwargs["device_id"] = torch.device(dev)
-    dist.init_process_group(**kwargs)
+    _dist().init_process_group(**kwargs)
     return DistContext(
-        rank=dist.get_rank(),
-        world_size=dist.get_world_size(),
+        rank=_dist().get_rank(),
+        world_size=_dist().get_world_size(),
         local_rank=local,
         device=dev,
         backend=backend,
@@ -155,7 +168,7 @@ def shutdown(ctx: DistContext) -> None:
         import gc
 
         gc.collect()  # DDP wrappers left in reference cycles go before their group does
-        dist.destroy_process_group()
+        _dist().destroy_process_group()
 
 
 @contextmanager
@@ -170,8 +183,8 @@ def distributed_context(device: str = "cpu") -> Iterator[DistContext]:
 
 def barrier() -> None:
     """Wait for every rank (no-op without a group)."""
-    if is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
+    if is_initialized() and _dist().get_world_size() > 1:
+        _dist().barrier()
 
 
 def split_sizes(n: int, parts: int) -> list[int]:

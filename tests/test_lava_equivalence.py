@@ -351,3 +351,43 @@ def test_delayed_paths_from_delay_lines_and_delay_sparse() -> None:
     assert net.neurons["lmh0"].proc_params["output_delay"] == 2
     ref, _ = assert_bit_exact(q, _inputs(q, 6, batch=3, seed=2), 5)
     assert all(0 < r < 1 for r in _firing_rates(ref).values())
+
+
+def test_a_run_split_after_its_first_steps_is_the_same_run(make_mlp, compile_model) -> None:
+    # bench/sim_vs_lava.py times Lava's steps apart from its first ones (first_steps)
+    timesteps = 5
+    model = make_mlp(3, n_in=10, hidden=(14, 9), classes=4, timesteps=timesteps)
+    _, q, _ = compile_model(model, n_in=10, timesteps=timesteps)
+    x_int = _inputs(q, 10, batch=3, seed=3)
+    ref, _ = assert_bit_exact(q, x_int, timesteps)
+    phases: dict[str, float] = {}
+    got = run_lava(q, x_int, timesteps, phases=phases, first_steps=3)
+    for name in ref.spikes:
+        assert np.array_equal(got.spikes[name], ref.spikes[name]), name
+        assert np.array_equal(got.final_state[name][1], ref.final_state[name][1][-1:]), name
+    assert np.array_equal(got.logits, ref.logits)
+    total = 3 * timesteps + 3  # samples x T plus the depth of the readout
+    assert phases["steps_run"] == total - 3 and phases["first_steps"] > 0 and phases["steps"] > 0
+    assert phases["steps_cpu"] >= 0  # this process and every worker (Linux /proc)
+
+
+def test_conv_weights_go_to_lava_in_int32_only_where_no_sum_can_overflow() -> None:
+    from lmh_deploy.backends.lava.lower import _accumulator_dtype
+    from lmh_deploy.ir.synapses import qdense_matrix
+
+    def conv(c_in: int, k: int, graded: bool) -> QDense:
+        return QDense(
+            weight_mant=np.full((2, c_in, k, k), 127),
+            weight_exp=0,
+            graded=graded,
+            weight_scale=1.0,
+            conv_input_shape=(c_in, k, k),
+            conv_padding=(k // 2, k // 2),
+        )
+
+    small, huge = conv(3, 3, graded=True), conv(300, 11, graded=True)  # 2*127*255*36300 > 2**31
+    assert _accumulator_dtype(small) == np.int32 and _accumulator_dtype(huge) == np.int64
+    assert _accumulator_dtype(conv(300, 11, graded=False)) == np.int32  # 0/1 spikes
+    m = qdense_matrix(small, fx.WEIGHT_LAVA_SCALE, conv_dtype=np.int32)
+    assert m.dtype == np.int32 and m.indices.dtype == np.int32
+    assert np.array_equal(m.toarray(), qdense_matrix(small, fx.WEIGHT_LAVA_SCALE).toarray())

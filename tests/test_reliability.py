@@ -421,6 +421,22 @@ def test_fast_refusals_import_neither_torch_nor_lava(tmp_path: Path, args: list[
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_a_lava_run_imports_no_torch(artifact: Path, tmp_path: Path) -> None:
+    # what keeps `run --backend lava` lean (bench/lava_cifar.py): torch would add its import
+    # time and ~125 MB that every one of Lava's forked workers inherits
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((2, 1, 8, 8)))
+    code = (
+        "import sys\nfrom lmh_deploy.cli import app\ntry:\n    app(sys.argv[1:])\n"
+        "except SystemExit as exc:\n    print('exit', exc.code, 'torch' in sys.modules)"
+    )
+    args = ["run", str(artifact), "--backend", "lava", "--inputs", str(tmp_path / "x.npy")]
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.stdout.split()[-3:] == ["exit", "0", "False"], proc.stdout[-2000:] + proc.stderr
+
+
 def test_a_run_that_cannot_fit_is_refused_naming_the_options(
     artifact: Path, tmp_path: Path, monkeypatch
 ) -> None:

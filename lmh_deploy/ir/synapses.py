@@ -7,6 +7,7 @@ connects two neuron layers; :mod:`lmh_deploy.passes.quantize` quantises that mat
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -31,11 +32,13 @@ def _window_map(
     return oy, ox, ky, kx, iy, ix, valid
 
 
-def conv_matrix(node: Conv2d) -> sp.csr_matrix:
+def conv_matrix(node: Conv2d, dtype: Any = None) -> sp.csr_matrix:
     """(C_out*H_out*W_out, C_in*H*W) matrix of a zero-padded 2-D cross-correlation.
 
     Built in CSR order directly (row ``(c_out, y, x)``, then ``c_in`` and the kernel taps
-    inside the image), without a COO detour: a CIFAR ResNet-20 has 17 million entries."""
+    inside the image), without a COO detour and in the entries' final ``dtype`` (default:
+    the kernel's) with 32-bit indices where they fit: a CIFAR ResNet-20 has 39 million
+    entries, and every copy of them is memory the Lava workers' fork inherits."""
     c_out, c_in, kh, kw = node.weight.shape
     _, h_out, w_out = node.output_shape
     _, h, w = node.input_shape
@@ -45,13 +48,15 @@ def conv_matrix(node: Conv2d) -> sp.csr_matrix:
     positions, taps = h_out * w_out, kh * kw
     pixel = (iy * w + ix).reshape(positions, taps)
     valid = valid.reshape(positions, taps)
-    keep = np.broadcast_to(valid[None, :, None, :], (c_out, positions, c_in, taps))
-    cols = np.arange(c_in)[None, None, :, None] * (h * w) + pixel[None, :, None, :]
-    cols = np.broadcast_to(cols, keep.shape)[keep]
-    vals = np.broadcast_to(node.weight.reshape(c_out, 1, c_in, taps), keep.shape)[keep]
     per_row = np.tile(valid.sum(axis=1) * c_in, c_out)
-    indptr = np.concatenate([[0], np.cumsum(per_row)])
-    return sp.csr_matrix((vals, cols, indptr), shape=(node.output_size(), node.input_size()))
+    index = np.int32 if max(node.input_size(), int(per_row.sum())) < 2**31 else np.int64
+    keep = np.broadcast_to(valid[None, :, None, :], (c_out, positions, c_in, taps))
+    cols = (np.arange(c_in)[None, None, :, None] * (h * w) + pixel[None, :, None, :]).astype(index)
+    cols = np.broadcast_to(cols, keep.shape)[keep]
+    kernel = node.weight.reshape(c_out, 1, c_in, taps).astype(dtype or node.weight.dtype, copy=False)
+    vals = np.broadcast_to(kernel, keep.shape)[keep]
+    indptr = np.concatenate([[0], np.cumsum(per_row)]).astype(index)
+    return sp.csr_matrix((vals, cols, indptr), shape=(node.output_size(), node.input_size()), copy=False)
 
 
 def pool_matrix(node: AvgPool) -> sp.csr_matrix:
@@ -137,10 +142,11 @@ def chain_conv(graph: Graph, chain: list[str]) -> Conv2d | None:
     return None
 
 
-def qdense_matrix(node, scale: int = 1):
-    """The (n_out, n_in) integer matrix of a ``QDense`` times ``scale`` (dense or CSR)."""
+def qdense_matrix(node, scale: int = 1, conv_dtype: Any = np.int64):
+    """The (n_out, n_in) integer matrix of a ``QDense`` times ``scale`` (dense or CSR; a
+    convolution's CSR has ``conv_dtype`` entries)."""
     if node.is_conv:
-        return sp.csr_matrix(conv_matrix(node.conv_node(scale * node.weight_mant)).astype(np.int64))
+        return conv_matrix(node.conv_node(scale * node.weight_mant), dtype=conv_dtype)
     return scale * node.weight_mant
 
 

@@ -17,7 +17,13 @@ from lmh_deploy.options import BIAS_CORRECTION, CALIBRATION_SAMPLES, DT, PROFILE
 from lmh_deploy import __version__
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import DEFAULT_PROFILE, get_profile
-from lmh_deploy.pipeline.artifact import atomic_directory, check_artifact, sha256, write_manifest
+from lmh_deploy.pipeline.artifact import (
+    ArtifactError,
+    atomic_directory,
+    check_artifact,
+    sha256,
+    write_manifest,
+)
 from lmh_deploy.pipeline.inputs import (
     dataset_inputs,
     fit_input_range,
@@ -28,13 +34,11 @@ from lmh_deploy.pipeline.inputs import (
     sample_axis,
 )
 from lmh_deploy.frontends.netx import is_netx_file
-from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir import Graph, load_graph, save_graph
 from lmh_deploy.passes.quantize import exact_graph, quantize_graph
-from lmh_deploy.models.checkpoint import load_checkpoint
-from lmh_deploy.models.data import load_dataset
 
 CHECKPOINT_COPY = "model.pt"
+SOURCE_FILE = "source_model.py"  # the copy of a --model FILE.py
 RESOURCES = "resources.json"
 
 
@@ -61,6 +65,8 @@ class Artifact:
         path = self.directory / CHECKPOINT_COPY
         if not path.exists():
             return None
+        from lmh_deploy.models.checkpoint import load_checkpoint  # torch, imported when needed
+
         model, _ = load_checkpoint(path)
         return model
 
@@ -96,6 +102,8 @@ class Artifact:
                 f"{self.directory}: compiled without a dataset (e.g. from NIR); "
                 "pass --inputs/--labels or recompile with --dataset"
             )
+        from lmh_deploy.models.data import load_dataset  # torch, imported when needed
+
         train, test, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
         data = test if split == "test" else train
         x = dataset_inputs(data.tensors[0].numpy(), self.input_shape, bool(ds.get("frames")))
@@ -193,6 +201,8 @@ def mean_counts(
 
 
 def _from_checkpoint(model_path: Path) -> tuple[Graph, dict[str, Any]]:
+    from lmh_deploy.models.checkpoint import load_checkpoint  # torch, imported when needed
+
     model, payload = load_checkpoint(model_path)
     ds = payload["dataset"]
     timesteps = int(payload["arch_kwargs"].get("timesteps", 4))
@@ -201,6 +211,8 @@ def _from_checkpoint(model_path: Path) -> tuple[Graph, dict[str, Any]]:
         "dataset": ds,
         "source": {"file": model_path.name, "sha256": sha256(model_path), "format": "checkpoint"},
     }
+    from lmh_deploy.frontends.pytorch import export_model  # torch: not for loading an artifact
+
     graph = export_model(
         model,
         input_shape=tuple(ds["input_shape"]),
@@ -237,6 +249,8 @@ def _imported_dataset(
     source file's name and checksum in ``graph.meta``."""
     ds = None
     if dataset:
+        from lmh_deploy.models.data import load_dataset  # torch, imported when needed
+
         train, _, spec = load_dataset(dataset)
         n_in = int(np.prod(spec.input_shape))
         if graph.node("input").output_size() != n_in:
@@ -305,6 +319,8 @@ def source_graph(
 
         x = calibration_inputs(calibration, tuple(graph.node("input").shape))[:calibration_samples]
     elif calibration_samples > 0 and ds:
+        from lmh_deploy.models.data import load_dataset  # torch, imported when needed
+
         train_set, _, _ = load_dataset(ds["name"], ds.get("data_dir"), seed=int(ds.get("seed", 0)))
         raw = train_set.tensors[0]
         graph.meta["sample_shape"] = list(raw.shape[2:] if ds.get("frames") else raw.shape[1:])
@@ -499,3 +515,22 @@ def load_artifact(directory: str | Path) -> Artifact:
         report=json.loads((directory / "compile_report.json").read_text()),
         resources=json.loads(resources.read_text()) if resources.is_file() else None,
     )
+
+
+def check_model_file(art: Artifact) -> Path | None:
+    """The model file (``--model FILE.py``) an artifact was compiled from, checked unchanged
+    since compile; None for other sources. One line if it is gone or changed."""
+    src = art.float_graph.meta.get("source") or {}
+    if src.get("format") != "pytorch-module" or not src.get("model_file"):
+        return None
+    path = Path(src["model_file"])
+    again = "recompile" + (
+        "" if art.directory is None else f", or restore it from the copy {art.directory / SOURCE_FILE}"
+    )
+    if not path.is_file():
+        raise ArtifactError(f"{path}: the model file {art.directory} was compiled from is gone; {again}")
+    if sha256(path) != src.get("model_file_sha256"):
+        raise ArtifactError(
+            f"{path}: changed since {art.directory} was compiled from it (SHA-256 differs); {again}"
+        )
+    return path

@@ -26,14 +26,20 @@ from torch import nn
 from lmh_deploy.errors import InputError, MissingFileError
 from lmh_deploy.frontends.torch_fx import module_to_graph
 from lmh_deploy.models.data import load_dataset
-from lmh_deploy.pipeline.artifact import ArtifactError, sha256
+from lmh_deploy.pipeline.artifact import sha256
 from lmh_deploy.ir import Graph
-from lmh_deploy.pipeline.compile import Artifact, FloatRun, build_artifact, save_artifact
+from lmh_deploy.pipeline.compile import (
+    SOURCE_FILE,
+    Artifact,
+    FloatRun,
+    build_artifact,
+    check_model_file,
+    save_artifact,
+)
 from lmh_deploy.pipeline.inputs import is_sequence
 from lmh_deploy.pipeline.user_code import defining_file, model_files, users_code
 from lmh_deploy.semantics.profiles import DEFAULT_PROFILE
 
-SOURCE_FILE = "source_model.py"
 SOURCE_WEIGHTS = "source_weights.pt"
 
 
@@ -363,22 +369,3 @@ def load_source_module(art: Artifact) -> nn.Module | None:
     model = build_from_file(path, src["factory"], src.get("kwargs") or {}, f"{path}:{src['factory']}")
     load_weights(model, art.directory / SOURCE_WEIGHTS)
     return model
-
-
-def check_model_file(art: Artifact) -> Path | None:
-    """The model file (``--model FILE.py``) an artifact was compiled from, checked unchanged
-    since compile; None for other sources. One line if it is gone or changed."""
-    src = art.float_graph.meta.get("source") or {}
-    if src.get("format") != "pytorch-module" or not src.get("model_file"):
-        return None
-    path = Path(src["model_file"])
-    again = "recompile" + (
-        "" if art.directory is None else f", or restore it from the copy {art.directory / SOURCE_FILE}"
-    )
-    if not path.is_file():
-        raise ArtifactError(f"{path}: the model file {art.directory} was compiled from is gone; {again}")
-    if sha256(path) != src.get("model_file_sha256"):
-        raise ArtifactError(
-            f"{path}: changed since {art.directory} was compiled from it (SHA-256 differs); {again}"
-        )
-    return path

@@ -188,7 +188,7 @@ def run_artifact(
     """
     from lmh_deploy.parallel import distributed_context
     from lmh_deploy.pipeline.compile import load_artifact
-    from lmh_deploy.pipeline.compile_torch import check_model_file
+    from lmh_deploy.pipeline.compile import check_model_file
 
     backend = choice(Backend, backend, "--backend")
     samples = SAMPLES.check(samples)

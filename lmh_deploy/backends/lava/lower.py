@@ -44,7 +44,7 @@ from lmh_deploy.ir import (
     validate_quantized,
 )
 from lmh_deploy.backends.lava.procs.lmh.process import LMHNeuron
-from lmh_deploy.ir.synapses import qdense_matrix
+from lmh_deploy.ir.synapses import abs_row_sums, qdense_matrix
 from lmh_deploy.passes.compose import synapse_paths
 from lmh_deploy.passes.delays import layer_depths, path_delays
 
@@ -93,12 +93,24 @@ def _paths(graph: Graph, name: str, precision: Precision, delays: dict[str, int]
         node = graph.node(pred)
         assert isinstance(node, QDense)
         (src,) = graph.inputs_of(pred)
-        paths.append(
-            Path(
-                pred, src, qdense_matrix(node, fx.WEIGHT_LAVA_SCALE), node.weight_exp, node.graded, node.delay
-            )
-        )
+        weights = qdense_matrix(node, fx.WEIGHT_LAVA_SCALE, conv_dtype=_accumulator_dtype(node))
+        paths.append(Path(pred, src, weights, node.weight_exp, node.graded, node.delay))
     return paths
+
+
+def _accumulator_dtype(node: QDense) -> type:
+    """int32 for a convolution's CSR when no sum ``W @ x`` can leave int32, else int64.
+
+    Lava's Sparse keeps the CSR in the dtype it is given and accumulates in it (its Dense
+    converts to the int32 its model declares); int32 entries take a third less memory than
+    int64 and its copies (the fork of every Lava worker inherits them), and give the same
+    sums whenever none overflows, which the bound here guarantees."""
+    largest_input = 2**fx.INPUT_BITS - 1 if node.graded else 1
+    if node.is_conv:
+        bound = fx.WEIGHT_LAVA_SCALE * float(abs_row_sums(node.weight_mant).max()) * largest_input
+        if bound < 2**31:
+            return np.int32
+    return np.int64
 
 
 def _connection(path: Path, precision: Precision, delayed_source: bool):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 from scipy.sparse import SparseEfficiencyWarning
@@ -43,16 +46,38 @@ def read_back(net: LavaNetwork, readout_bias: np.ndarray) -> RunRecord:
     return rec
 
 
-class _Clock:
-    """Wall seconds of consecutive parts into ``phases`` (nothing when it is None)."""
+def _cpu_with_workers() -> float | None:
+    """CPU seconds so far of this process and its live worker processes (Linux's /proc;
+    None where it cannot be read)."""
+    total = time.process_time()
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        for child in multiprocessing.active_children():
+            # fields after the command's ")": state is field 3, utime 14, stime 15
+            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
 
-    def __init__(self, phases: dict[str, float] | None) -> None:
-        self.phases, self.last = phases, time.perf_counter()
+
+class _Clock:
+    """Wall seconds of consecutive parts into ``phases`` (nothing when it is None); for
+    ``cpu_of`` parts also the CPU seconds of this process and its workers (``NAME_cpu``)."""
+
+    def __init__(self, phases: dict[str, float] | None, cpu_of: tuple[str, ...] = ()) -> None:
+        self.phases, self.cpu_of, self.last = phases, cpu_of, time.perf_counter()
+        self.cpu = _cpu_with_workers() if phases is not None and cpu_of else None
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         if self.phases is not None:
             self.phases[name] = now - self.last
+            if self.cpu_of:
+                cpu = _cpu_with_workers()
+                if name in self.cpu_of and cpu is not None and self.cpu is not None:
+                    self.phases[f"{name}_cpu"] = cpu - self.cpu
+                self.cpu = cpu
         self.last = now
 
 
@@ -63,6 +88,7 @@ def run_lava(
     precision: Precision = "fixed_pt",
     *,
     phases: dict[str, float] | None = None,
+    first_steps: int = 0,
 ) -> RunRecord:
     """Lower ``graph`` for ``inputs`` (B, *shape) or frames (T', B, *shape), run it under
     ``Loihi2SimCfg`` and read back.
@@ -73,9 +99,15 @@ def run_lava(
     (cast from the float64 values Lava's host channels carry). ``phases``, if given, receives
     the wall seconds of each part: ``lower`` (our Processes), ``compile`` (Lava's compiler),
     ``start`` (fork the workers, build their ProcessModels), ``steps`` (Lava's run of
-    all global steps), ``read_back``, ``stop``; and ``steps_run``, the number of steps.
+    all global steps), ``read_back``, ``stop``; and ``steps_run``, the number of steps
+    ``steps`` timed.
+    ``first_steps`` > 0 runs the first that many global steps as a call of their own
+    (``phases['first_steps']``: what the workers set up on their first step is in it), so
+    ``phases['steps']`` times Lava's run of the remaining ``steps_run`` steps alone (the
+    record is the same: the run only pauses). ``steps_cpu``: the CPU seconds of this process
+    and every worker during ``steps`` (Linux; to 1/100 s per worker).
     """
-    clock = _Clock(phases)
+    clock = _Clock(phases, cpu_of=("steps",))
     net = lower(graph, inputs, timesteps, precision)
     readout = graph.node(graph.order()[-1])
     assert isinstance(readout, (QReadout, Readout))
@@ -89,13 +121,18 @@ def run_lava(
         clock.lap("compile")
         net.source.create_runtime(executable=executable)
         clock.lap("start")
-        net.source.run(condition=RunSteps(num_steps=net.total_steps))
+        remaining = net.total_steps
+        if 0 < first_steps < net.total_steps:
+            net.source.run(condition=RunSteps(num_steps=first_steps))
+            clock.lap("first_steps")
+            remaining -= first_steps
+        net.source.run(condition=RunSteps(num_steps=remaining))
         clock.lap("steps")
         rec = read_back(net, readout.bias)
         clock.lap("read_back")
     clock.lap("stop")
     if phases is not None:
-        phases["steps_run"] = net.total_steps
+        phases["steps_run"] = remaining
     if precision == "fixed_pt":
         rec.logits = rec.logits.astype(np.int64)
         rec.readout_trace = np.asarray(rec.readout_trace).astype(np.int64)
