@@ -394,26 +394,21 @@ def export(
 ) -> None:
     """Export a LIF-compatible network to NIR (other tools) or lava-dl netx HDF5."""
     result = api.export(model, out_path, format=format, dt=dt, samples=samples)
-    if result.get("from_artifact"):
+    if format == ExportFormat.NETX:
         from lmh_deploy.interop.netx_artifact import artifact_netx_usage
 
         convs = f" ({len(result['conv_layers'])} conv)" if result.get("conv_layers") else ""
+        source = (
+            "the artifact's integers (profile loihi-lif)"
+            if result.get("from_artifact")
+            else "the integers `compile --profile loihi-lif` gives it"
+        )
         out.print(
-            f"wrote {out_path}: {len(result['layers'])} netx layers{convs} with the "
-            f"artifact's integers (profile loihi-lif). Load it with input_message_bits=8 "
-            f"(netx's default 0 leaves the net silent):"
+            f"wrote {out_path}: {len(result['layers'])} netx layers{convs} with {source}. "
+            f"Load it with input_message_bits=8 (netx's default 0 leaves the net silent) and "
+            f"netx's per-sample reset:"
         )
         out.print(artifact_netx_usage(out_path, result), highlight=False, soft_wrap=True)
-        return
-    if format == ExportFormat.NETX:
-        from lmh_deploy.interop.netx_io import netx_usage
-
-        out.print(
-            f"wrote {out_path}: {len(result.get('layers', []))} netx layers "
-            "(CUBA neurons: reset to zero, see docs/interop.md). Load and run it "
-            "with input_message_bits=8 (netx's default 0 leaves the net silent):"
-        )
-        out.print(netx_usage(out_path, result), highlight=False, soft_wrap=True)
         return
     if result["exact"]:
         out.print(f"wrote {out_path}: exact (every layer is a NIR neuron)")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 
@@ -144,3 +145,19 @@ def zoo_checkpoint(tmp_path_factory) -> Callable[[str, str], Path]:
         return cache[arch, neuron]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def h5_datasets() -> Callable[[Path], dict[str, np.ndarray]]:
+    """``h5_datasets(path)``: every dataset of an HDF5 file by its path in the file."""
+    import h5py
+
+    def read(path: Path) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        with h5py.File(path, "r") as f:
+            f.visititems(
+                lambda name, obj: out.update({name: obj[()]}) if isinstance(obj, h5py.Dataset) else None
+            )
+        return out
+
+    return read

@@ -23,12 +23,12 @@ NEURONS = ("lmh", "lif")
 RESIDUAL = ("resnet19", "resnet20")
 #: The refusals that are by design, per command; the message must match.
 REFUSALS = {
-    # LM-H's dendrite and soma coupling has no netx equivalent (NIR writes the nearest LIF);
-    # netx takes no conv/pool layers; neither format takes a residual sum
+    # LM-H's dendrite and soma coupling has no place in netx's CUBA LIF (NIR writes the
+    # nearest LIF); netx layers form a chain (no residual sum); Lava's Conv sums 24 bits exactly
     "export": re.compile(
-        r"cannot export to (NIR|netx) exactly|layers are not supported by "
-        r"the (NIR|netx) export|branches \(a residual sum\); the (NIR|netx) "
-        r"export writes feed-forward chains only"
+        r"netx holds only Lava's CUBA LIF|"
+        r"synapse paths meet here \(a residual sum\); netx layers form a chain|"
+        r"beyond the 24 bits Lava's Conv computes exactly"
     ),
     # Loihi 2 hardware needs Intel's closed lava-loihi
     "run --backend loihi2": re.compile(r"lava-loihi"),

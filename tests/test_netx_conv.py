@@ -2,8 +2,10 @@
 --profile loihi-lif` -> `export BUILD_DIR --format netx` writes netx ``conv`` layers (each
 average pooling already composed into the next convolution's kernel by the quantiser) and a
 ``flatten`` + ``dense`` readout; the file, loaded by ``netx.hdf5.Network(...,
-input_message_bits=8)`` and run in Lava fixed_pt, gives the same spikes of every conv layer,
-readout values and predictions as sim/, bit for bit."""
+input_message_bits=8, reset_interval=T, reset_offset=1)`` and run freely in Lava fixed_pt
+(samples back to back through its ``inp`` port, biases from the file, no host writes), gives
+the same spikes of every conv layer on every step, readout values and predictions as sim/,
+bit for bit."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typer.testing import CliRunner
 
 from lmh_deploy.cli import app
 from lmh_deploy.interop import InteropError
-from lmh_deploy.interop.netx_artifact import artifact_to_netx
+from lmh_deploy.interop.netx_artifact import artifact_to_netx, netx_network_line
 from lmh_deploy.pipeline.compile import load_artifact
 from lmh_deploy.semantics import integer as fx
 
@@ -53,7 +55,7 @@ def cnn_build(tmp_path_factory) -> Path:
     )
     assert res.exit_code == 0, res.output
     build = work / "build"
-    res = invoke("compile", model, "--profile", "loihi-lif", "--calibration-samples", "32", "-o", build)
+    res = invoke("compile", model, "--profile", "loihi-lif", "-o", build)
     assert res.exit_code == 0, res.output
     kinds = re.findall(r"^\W*((?:conv|dense)\d+)\W+(\w+)", res.output, re.M)  # the compile table's rows
     assert [kind for _, kind in kinds] == ["conv", "conv", "dense"], res.output
@@ -66,7 +68,7 @@ def test_netx_conv_export_equals_sim(cnn_build: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     said = " ".join(res.output.split())  # the sentence, however the terminal wrapped it
     assert "2 conv" in said and "(W, H, C) frames" in said
-    assert f"netx.hdf5.Network(net_config={str(out)!r}, input_message_bits=8)" in res.output
+    assert netx_network_line(out, 4) in res.output
     q = load_artifact(cnn_build).quant_graph
     with h5py.File(out, "r") as f:  # lava-dl's layout: (C, H, W) shapes, PyTorch kernels
         kinds = [f["layer"][str(i)]["type"][0].decode() for i in range(len(f["layer"]))]
@@ -76,7 +78,9 @@ def test_netx_conv_export_equals_sim(cnn_build: Path, tmp_path: Path) -> None:
         # bias correction makes biases differ by position (zero padding at the borders):
         # written per neuron, (W, H, C) as netx hands it to Lava
         bias_dims = f["layer"]["1"]["bias"].ndim
+        biases = [f["layer"][str(i)]["bias"][()] for i in (1, 2, 4)]
     assert kinds == ["input", "conv", "conv", "flatten", "dense"] and bias_dims == 3
+    assert all(np.any(b != 0) for b in biases)  # the run below takes them from the file
     dense = q.node(q.inputs_of("lmh1")[0])  # pool0 -> conv1 composed: 6x6 kernel, stride 2
     assert dense.weight_mant.shape[2:] == (6, 6) and tuple(stride) == (2, 2)
     np.testing.assert_array_equal(kernel, 2 * dense.weight_mant)
@@ -96,6 +100,20 @@ def test_netx_conv_export_equals_sim(cnn_build: Path, tmp_path: Path) -> None:
     assert compared == SAMPLES * art.timesteps * sum(q.node(n).size for n in q.of_kind("q_lmh"))
     np.testing.assert_array_equal(trace, ref.readout_trace)
     np.testing.assert_array_equal(logits, ref.logits)
+
+
+def test_netx_export_of_the_conv_checkpoint_is_the_artifacts(
+    cnn_build: Path, h5_datasets, tmp_path: Path
+) -> None:
+    """`export cnn.pt --format netx` writes what `compile cnn.pt --profile loihi-lif` and
+    `export BUILD` write, dataset for dataset (so the free run above holds for it)."""
+    res = invoke("export", cnn_build.parent / "cnn.pt", "--format", "netx", "-o", tmp_path / "ckpt.net")
+    assert res.exit_code == 0, res.output
+    assert invoke("export", cnn_build, "--format", "netx", "-o", tmp_path / "art.net").exit_code == 0
+    written, expected = h5_datasets(tmp_path / "ckpt.net"), h5_datasets(tmp_path / "art.net")
+    assert written.keys() == expected.keys() and "layer/1/weight" in written
+    for key, value in expected.items():
+        np.testing.assert_array_equal(written[key], value, err_msg=key)
 
 
 def test_netx_refuses_a_residual_conv_net(tmp_path: Path) -> None:

@@ -3,11 +3,12 @@
 * :mod:`lmh_deploy.interop.nir_export` -- float IR -> NIR graphs (``graph_to_nir``,
   ``write_nir``), convolutions included, and the measured error of the LIF
   approximation. The import side is a frontend: :mod:`lmh_deploy.frontends.nir`.
-* :mod:`lmh_deploy.interop.netx_io` -- float IR -> netx HDF5 (``graph_to_netx``),
-  its reader and a NumPy reference of how Lava runs a netx CUBA network.
+* :mod:`lmh_deploy.interop.netx_io` -- the netx HDF5 layout (``write_netx_layers``);
+  :mod:`lmh_deploy.interop.netx_artifact` -- a compiled loihi-lif artifact -> netx HDF5,
+  and its free run in Lava.
 
 ``docs/interop.md`` gives every discretisation and the known differences.
-Nothing here imports Lava at module level; only ``netx_io.run_netx_lava`` does.
+Nothing here imports Lava at module level; only ``netx_artifact.run_netx_artifact`` does.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A compiled ``loihi-lif`` artifact as a lava-dl netx HDF5 file, with exactly its integers.
 
-Unlike :func:`lmh_deploy.interop.netx_io.graph_to_netx` (which re-quantises a float graph),
-this writes the integer graph as it is, so Lava's netx network computes what sim/ computes:
+This writes the integer graph as it is (a checkpoint is compiled with ``--profile loihi-lif``
+first), so Lava's netx network computes what sim/ computes:
 
 * each ``QDense -> QLMH`` pair becomes a ``dense`` layer with a ``CUBA`` neuron:
   ``weight = 2 * mantissa`` (netx re-derives a weight exponent that leaves these integers
@@ -14,8 +14,10 @@ this writes the integer graph as it is, so Lava's netx network computes what sim
 
 What netx cannot hold is refused naming the layer (another profile, a weight exponent, a
 bias that is not ``mant << 6``, per-neuron or per-step factors, residual paths).
-:func:`run_netx_artifact` runs the file in Lava ``fixed_pt`` (loaded by
-``netx.hdf5.Network(..., input_message_bits=8)``) and returns spikes on sim/'s timeline.
+:func:`run_netx_artifact` runs the file freely in Lava ``fixed_pt`` (loaded by
+``netx.hdf5.Network(..., input_message_bits=8, reset_interval=T, reset_offset=1)``, samples
+back to back through its ``inp`` port, biases from the file, no host writes) and returns
+every layer's spikes on sim/'s timeline.
 """
 
 from __future__ import annotations
@@ -178,20 +180,31 @@ def artifact_to_netx(graph: Graph, path: str | Path) -> dict[str, Any]:
     }
 
 
+def netx_network_line(path: str | Path, timesteps: int) -> str:
+    """How to load the written file: 8-bit graded input and netx's own per-sample reset."""
+    return (
+        f"net = netx.hdf5.Network(net_config={str(path)!r}, input_message_bits=8, "
+        f"reset_interval={int(timesteps)}, reset_offset=1)"
+    )
+
+
 def artifact_netx_usage(path: str | Path, report: dict[str, Any]) -> str:
     """The Python lines that load the written file and run samples as sim/ does.
 
     ``input_message_bits=8``: the first layer takes 8-bit graded pixels; netx's default (0,
-    1-bit spikes) turns each into 0 or 1 and leaves the net silent.
+    1-bit spikes) turns each into 0 or 1 and leaves the net silent. ``reset_interval=T,
+    reset_offset=1``: netx clears each layer's ``u``, ``v`` on the step its first input of a
+    sample arrives (layer ``i`` at step ``i + 2`` of every ``T``), so samples run back to back
+    and the biases in the file act from each layer's first input, as in sim/.
     """
     layout = "(W, H, C) frames" if report.get("conv_layers") else "flat vectors"
     return "\n".join(
         [
             "from lava.lib.dl import netx",
-            f"net = netx.hdf5.Network(net_config={str(path)!r}, input_message_bits=8)",
+            netx_network_line(path, report["timesteps"]),
             f"# its input: 8-bit pixels as {layout} (signed -127..127 when the artifact's input is "
-            "signed); to run samples exactly as sim/ does",
-            "# (biases from each layer's first input, states cleared between samples):",
+            f"signed), each sample for {report['timesteps']} steps, back to back; to run samples that way",
+            "# and read every layer's spikes and the readout on sim/'s timeline (no host writes):",
             "from lmh_deploy.interop.netx_artifact import run_netx_artifact",
             f"spikes, trace, logits = run_netx_artifact({str(path)!r}, x_int, "
             f"{report['timesteps']})  # x_int: (N, C*H*W) ints",
@@ -202,14 +215,15 @@ def artifact_netx_usage(path: str | Path, report: dict[str, Any]) -> str:
 def run_netx_artifact(
     path: str | Path, x_int: np.ndarray, timesteps: int
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Run each sample of ``x_int`` (B, n_in) through ``path`` loaded by netx, in Lava fixed_pt.
+    """Run the samples of ``x_int`` (B, n_in) through ``path`` loaded by netx, in Lava
+    fixed_pt, freely: the samples go in through ``net.inp`` back to back (each for
+    ``timesteps`` steps), netx's ``reset_interval`` clears the states between samples, and
+    the host only reads (sinks on every layer's ``out``, a Monitor on the readout's ``u``).
 
     Returns ``(spikes per hidden layer (T, B, n), readout trace (T, B, classes), logits)`` on
-    sim/'s timeline: layer ``i`` (0-based) sees its first input at global step ``i + 2``, so
-    its local step ``t`` is column ``i + 1 + t``. Lava's LIF adds its bias from global step 1;
-    the host keeps each layer's ``bias_mant`` at 0 until its first input arrives and, between
-    samples, zeroes ``u``/``v`` and lets the pipeline drain (``Var.set``; the arithmetic is
-    Lava's own throughout).
+    sim/'s timeline: layer ``i`` (0-based) sees local step ``t`` of sample ``b`` at global
+    step ``b T + i + 2 + t`` (one step of synaptic delay per layer), i.e. sink column
+    ``b T + i + 1 + t``; the logits are ``sum_t (u[t] >> 6) + T * bias`` of the last layer.
     """
     from lava.lib.dl import netx
     from lava.magma.core.run_conditions import RunSteps
@@ -221,54 +235,40 @@ def run_netx_artifact(
 
     x_int = np.asarray(x_int, np.int64).reshape(x_int.shape[0], -1)
     batch = x_int.shape[0]
-    net = netx.hdf5.Network(net_config=str(path), input_message_bits=fx.INPUT_BITS)
+    net = netx.hdf5.Network(
+        net_config=str(path), input_message_bits=fx.INPUT_BITS, reset_interval=timesteps, reset_offset=1
+    )
     depth = len(net.layers)
-    period = timesteps + 2 * depth + 1  # warm-up, one sample, then zeros until Dense drained
+    total = batch * timesteps + depth  # the last sample drains through every layer
     in_shape = tuple(net.inp.shape)  # (n,) or a conv's (W, H, C)
     frames = _to_lava_order(x_int, in_shape)
-    data = np.zeros(in_shape + (batch * period,), np.int32)
+    data = np.zeros(in_shape + (total,), np.int32)
     for b in range(batch):
-        data[..., b * period : b * period + timesteps] = frames[b][..., None]
+        data[..., b * timesteps : (b + 1) * timesteps] = frames[b][..., None]
     source = io.source.RingBuffer(data=data)
     source.s_out.connect(net.inp)
-    sinks, biases = [], []
+    sinks = []
     for layer in net.layers:
-        sink = io.sink.RingBuffer(shape=layer.out.shape, buffer=batch * period)
+        sink = io.sink.RingBuffer(shape=layer.out.shape, buffer=total)
         layer.out.connect(sink.a_in)
         sinks.append(sink)
-        biases.append(np.asarray(layer.neuron.bias_mant.init, np.float64).copy())
-        layer.neuron.bias_mant.init = np.zeros_like(biases[-1])
-    monitor = Monitor()
     readout = net.layers[-1].neuron
-    monitor.probe(target=readout.u, num_steps=batch * period)
-    cfg = Loihi2SimCfg(select_tag="fixed_pt")
+    readout_bias = np.asarray(readout.bias_mant.init, np.int64)
+    monitor = Monitor()
+    monitor.probe(target=readout.u, num_steps=total)
     with lava_session(net):
-        for _sample in range(batch):
-            for step in range(1, depth + 1):  # layer i's first input arrives at step i + 2
-                net.run(condition=RunSteps(num_steps=1), run_cfg=cfg)
-                net.layers[step - 1].neuron.bias_mant.set(biases[step - 1])
-            net.run(condition=RunSteps(num_steps=timesteps), run_cfg=cfg)
-            for _ in range(2):  # drain with no bias and zero input, then start from zero again
-                for layer in net.layers:
-                    layer.neuron.bias_mant.set(np.zeros(layer.neuron.bias_mant.shape))
-                    layer.neuron.u.set(np.zeros(layer.neuron.u.shape))
-                    layer.neuron.v.set(np.zeros(layer.neuron.v.shape))
-                if not _:
-                    net.run(condition=RunSteps(num_steps=depth + 1), run_cfg=cfg)
+        net.run(condition=RunSteps(num_steps=total), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
         raw = [_from_lava_order(sink.data.get()) for sink in sinks]
         u_read = np.asarray(monitor.get_data()[readout.name]["u"], np.int64)
+
+    def columns(layer: int) -> np.ndarray:  # (B, T) sink columns of a layer's local steps
+        return np.arange(batch)[:, None] * timesteps + layer + 1 + np.arange(timesteps)[None, :]
+
     spikes: dict[str, np.ndarray] = {}
-    names = _layer_names(path, depth)
-    for i, name in enumerate(names[:-1]):
-        cols = np.concatenate(
-            [np.arange(b * period + i + 1, b * period + i + 1 + timesteps) for b in range(batch)]
-        )
-        spikes[name] = (raw[i][:, cols] != 0).T.reshape(batch, timesteps, -1).transpose(1, 0, 2)
-    cols = np.concatenate(
-        [np.arange(b * period + depth, b * period + depth + timesteps) for b in range(batch)]
-    )
-    trace = (u_read[cols] >> ACT_SHIFT).reshape(batch, timesteps, -1).transpose(1, 0, 2)
-    logits = trace.sum(0) + timesteps * biases[-1].astype(np.int64)
+    for i, name in enumerate(_layer_names(path, depth)[:-1]):
+        spikes[name] = (raw[i][:, columns(i)] != 0).transpose(2, 1, 0)
+    trace = (u_read[columns(depth - 1)] >> ACT_SHIFT).transpose(1, 0, 2)
+    logits = trace.sum(0) + timesteps * readout_bias
     return spikes, trace, logits
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import nir
 import numpy as np
@@ -65,7 +65,6 @@ NIR_RULES = {
     "v_d_init": 0.0,
     "v_s_init": 0.0,
 }
-Target = Literal["nir", "netx"]
 
 
 def spike_disagreement(a, b) -> dict[str, Any]:
@@ -126,14 +125,6 @@ class Problem(NamedTuple):
     reason: str
 
 
-def describe_problems(problems: list[Problem]) -> str:
-    """``mu_s != 0 in lmh0 (-0.05), lmh1 (0.06): netx has no ...; lam_s > 1 in lmh1 (1.07): ...``"""
-    by_rule: dict[tuple[str, str], list[str]] = {}
-    for p in problems:
-        by_rule.setdefault((p.rule, p.reason), []).append(f"{p.layer} ({p.value})" if p.value else p.layer)
-    return "; ".join(f"{rule} in {', '.join(layers)}: {reason}" for (rule, reason), layers in by_rule.items())
-
-
 @dataclass
 class NeuronPlan:
     """How one LM-H layer maps onto a standard neuron: per-neuron (n,) factor values.
@@ -170,17 +161,15 @@ def _snap(arr: np.ndarray, value: float) -> np.ndarray:
     return out
 
 
-def plan_layer(name: str, node: LMH, *, target: Target = "nir", lossy: bool = False) -> NeuronPlan:
-    """Check one LM-H layer against the LIF family of ``target`` and plan its mapping.
+def plan_layer(name: str, node: LMH) -> NeuronPlan:
+    """Check one LM-H layer against NIR's LIF family and plan its mapping.
 
-    Exact when ``mu_s = 0``, factors constant in time, and (NIR) ``0 <= mu_d < 0.5`` with
-    ``lam_s <= 1`` (``mu_d > 0`` needs ``lam_s < 1``), or (netx) ``mu_d = 0``, ``lam_s <= 1``,
-    one ``lam_s`` per layer. ``lam_d`` is always exact (an input gain). With ``lossy`` the
-    plan drops the dendrite memory (``mu_d = mu_s = 0``), averages time rows and clamps
-    ``lam_s`` to 1, recording each change.
+    Exact when ``mu_s = 0``, factors constant in time, ``0 <= mu_d < 0.5`` with
+    ``lam_s <= 1`` (``mu_d > 0`` needs ``lam_s < 1``). ``lam_d`` is always exact (an input
+    gain). Otherwise the plan drops the dendrite memory (``mu_d = mu_s = 0``), averages time
+    rows and clamps ``lam_s`` to 1, recording each change.
     """
     n = node.size
-    fmt = "NIR" if target == "nir" else "netx"
     problems: list[Problem] = []
     rows = node.mu_d.shape[0]
     for fname in ("mu_d", "mu_s", "lam_d", "lam_s"):
@@ -191,7 +180,7 @@ def plan_layer(name: str, node: LMH, *, target: Target = "nir", lossy: bool = Fa
                     "radical (per-step) factors",
                     name,
                     f"{fname} {_describe(arr)} over {rows} steps",
-                    f"{fmt} neurons have constant parameters",
+                    "NIR neurons have constant parameters",
                 )
             )
             break
@@ -202,31 +191,26 @@ def plan_layer(name: str, node: LMH, *, target: Target = "nir", lossy: bool = Fa
     mu_d, mu_s, lam_d, lam_s = (per_neuron(f) for f in ("mu_d", "mu_s", "lam_d", "lam_s"))
     if np.any(np.abs(mu_s) > FACTOR_TOL):
         problems.append(
-            Problem("mu_s != 0", name, f"{_worst(mu_s, 0):.4g}", f"{fmt} has no soma->dendrite feedback")
+            Problem("mu_s != 0", name, f"{_worst(mu_s, 0):.4g}", "NIR has no soma->dendrite feedback")
         )
     growing = bool(np.any(lam_s > 1 + FACTOR_TOL))
-    if target == "nir":
-        if np.any(mu_d < -FACTOR_TOL):
-            problems.append(
-                Problem(
-                    "mu_d < 0",
-                    name,
-                    f"{_worst(mu_d, 0):.4g}",
-                    "a CubaLIF would need tau_syn = dt/(1 - mu_d) < dt",
-                )
-            )
-        elif np.any(mu_d > FACTOR_TOL) and np.any(lam_s >= 1 - FACTOR_TOL) and not growing:
-            problems.append(
-                Problem(
-                    "mu_d > 0 with lam_s >= 1",
-                    name,
-                    f"mu_d {_worst(mu_d, 0):.4g}, lam_s {_worst(lam_s, 0):.4g}",
-                    "NIR has no current-based IF neuron (CubaLIF needs lam_s < 1)",
-                )
-            )
-    elif np.any(np.abs(mu_d) > FACTOR_TOL):
+    if np.any(mu_d < -FACTOR_TOL):
         problems.append(
-            Problem("mu_d != 0", name, f"{_worst(mu_d, 0):.4g}", "netx's CUBA current keeps no memory")
+            Problem(
+                "mu_d < 0",
+                name,
+                f"{_worst(mu_d, 0):.4g}",
+                "a CubaLIF would need tau_syn = dt/(1 - mu_d) < dt",
+            )
+        )
+    elif np.any(mu_d > FACTOR_TOL) and np.any(lam_s >= 1 - FACTOR_TOL) and not growing:
+        problems.append(
+            Problem(
+                "mu_d > 0 with lam_s >= 1",
+                name,
+                f"mu_d {_worst(mu_d, 0):.4g}, lam_s {_worst(lam_s, 0):.4g}",
+                "NIR has no current-based IF neuron (CubaLIF needs lam_s < 1)",
+            )
         )
     if growing:
         problems.append(
@@ -234,21 +218,17 @@ def plan_layer(name: str, node: LMH, *, target: Target = "nir", lossy: bool = Fa
                 "lam_s > 1",
                 name,
                 f"{_worst(lam_s, 1):.4g}",
-                f"a growing soma, which {fmt} neurons cannot express",
+                "a growing soma, which NIR neurons cannot express",
             )
         )
-    elif target == "nir" and np.any(lam_s >= 1 - FACTOR_TOL) and np.any(lam_s < 1 - FACTOR_TOL):
+    elif np.any(lam_s >= 1 - FACTOR_TOL) and np.any(lam_s < 1 - FACTOR_TOL):
         problems.append(
             Problem("lam_s both 1 and < 1", name, "", "NIR has one node type (IF or LIF) per layer")
-        )
-    if target == "netx" and float(np.ptp(lam_s)) > FACTOR_TOL:
-        problems.append(
-            Problem("per-neuron lam_s", name, _describe(lam_s), "netx CUBA has one vDecay per layer")
         )
     plan = NeuronPlan(
         name=name, mu_d=_snap(mu_d, 0.0), lam_d=_snap(lam_d, 1.0), lam_s=_snap(lam_s, 1.0), problems=problems
     )
-    if problems and lossy:
+    if problems:
         if rows > 1:
             plan.approximations.append(f"time rows of the {rows} radical factor sets averaged")
         if np.any(np.abs(mu_d) > FACTOR_TOL):
@@ -259,59 +239,28 @@ def plan_layer(name: str, node: LMH, *, target: Target = "nir", lossy: bool = Fa
         new_lam_s = np.minimum(plan.lam_s, 1.0)
         if np.any(new_lam_s >= 1.0) and np.any(new_lam_s < 1.0):
             new_lam_s = np.minimum(new_lam_s, 1.0 - 2.0**-12)
-        if target == "netx":
-            new_lam_s = np.full(n, float(new_lam_s.mean()))
         if np.any(np.abs(new_lam_s - plan.lam_s) > FACTOR_TOL):
             plan.approximations.append(f"lam_s {_describe(plan.lam_s)} -> {_describe(new_lam_s)}")
         plan.lam_s = new_lam_s
     return plan
 
 
-def check_exportable(graph: Graph, target: Target) -> None:
-    """Raise :class:`InteropError` unless the synaptic chains hold what ``target`` writes and,
-    for netx, every neuron has one chain in (no residual sums), naming the first culprit."""
-    fmt = "NIR" if target == "nir" else "netx"
-    kinds = ("dense", "conv2d", "avgpool") if target == "nir" else ("dense",)
+def check_exportable(graph: Graph) -> None:
+    """Raise :class:`InteropError` unless every synapse is one NIR writes, naming the first
+    culprit."""
     for name, node in graph.items():
-        preds = graph.inputs_of(name)
-        if node.kind in ("lmh", "readout") and len(preds) != 1 and target != "nir":
-            raise InteropError(
-                f"{name}: fed by {len(preds)} branches (a residual sum); the "
-                f"{fmt} export writes feed-forward chains only"
-            )
-        if node.kind not in ("input", "lmh", "readout", *kinds):
-            hint = (
-                ""
-                if target == "nir"
-                else (
-                    " of a checkpoint; compile it with --profile loihi-lif and export the artifact "
-                    "directory (convolutions become netx conv layers)"
-                )
-            )
-            raise InteropError(f"{name}: {node.kind} layers are not supported by the {fmt} export{hint}")
+        if node.kind not in ("input", "lmh", "readout", "dense", "conv2d", "avgpool"):
+            raise InteropError(f"{name}: {node.kind} layers are not supported by the NIR export")
 
 
-def plan_graph(graph: Graph, *, target: Target = "nir", lossy: bool = False) -> dict[str, NeuronPlan]:
-    """Plans for every LM-H layer; raise :class:`InteropError` listing all problems if any
-    layer is not exactly representable and ``lossy`` is false."""
+def plan_graph(graph: Graph) -> dict[str, NeuronPlan]:
+    """Plans for every LM-H layer (:func:`plan_layer`)."""
     try:
         validate(graph)
     except IRError as exc:
         raise InteropError(f"invalid graph: {exc}") from None
-    check_exportable(graph, target)
-    plans = {
-        name: plan_layer(name, node, target=target, lossy=lossy)
-        for name, node in graph.items()
-        if isinstance(node, LMH)
-    }
-    problems = [p for plan in plans.values() for p in plan.problems]
-    if problems and not lossy:
-        raise InteropError(
-            f"cannot export to {'NIR' if target == 'nir' else 'netx'} exactly: "
-            f"{describe_problems(problems)}. Fix: train with --neuron lif (or export its "
-            f"--profile loihi-lif artifact)"
-        )
-    return plans
+    check_exportable(graph)
+    return {name: plan_layer(name, node) for name, node in graph.items() if isinstance(node, LMH)}
 
 
 def _factor(values: np.ndarray) -> np.ndarray:
@@ -513,7 +462,7 @@ def graph_to_nir(graph: Graph, *, dt: float = DEFAULT_DT, inputs: np.ndarray | N
     """
     if not (dt > 0 and math.isfinite(dt)):
         raise InteropError(f"dt must be finite and > 0, got {dt}")
-    plans = plan_graph(graph, target="nir", lossy=True)
+    plans = plan_graph(graph)
     approx = lif_approximation(graph, plans)
     inp = graph.node("input")
     assert isinstance(inp, Input)

@@ -7,7 +7,7 @@ from typing import Any
 
 from lmh_deploy.choices import ExportFormat, choice
 from lmh_deploy.options import DT, EXPORT_SAMPLES, NIR_DEFAULT_DT
-from lmh_deploy.errors import InputError, require_file
+from lmh_deploy.errors import InputError, InteropError, require_file
 
 
 def export_checkpoint(
@@ -20,7 +20,8 @@ def export_checkpoint(
 ) -> dict[str, Any]:
     """Write ``model`` (an ``lmh-deploy train`` checkpoint) as ``format`` to ``out``; a
     compiled artifact directory exports to netx with exactly its integers (profile
-    loihi-lif).
+    loihi-lif), a checkpoint to netx with the integers ``compile --profile loihi-lif``
+    gives it (:func:`checkpoint_to_netx`).
 
     NIR: ``dt`` is the Euler step in seconds (default ``NIR_DEFAULT_DT``); a general LM-H
     layer is written as its nearest LIF with its exact factors in metadata, and how far other
@@ -40,6 +41,8 @@ def export_checkpoint(
         if format != ExportFormat.NETX:
             raise InputError(f"{model}: an artifact directory exports to netx only")
         return dict(artifact_to_netx(load_artifact(model).quant_graph, Path(out)), from_artifact=True)
+    if format == ExportFormat.NETX:
+        return checkpoint_to_netx(require_file(model, "checkpoint"), Path(out))
     net, payload = load_checkpoint(require_file(model, "checkpoint"))
     ds = payload["dataset"]
     graph = export_model(
@@ -48,10 +51,6 @@ def export_checkpoint(
         x_max=float(ds.get("x_max", 1.0)),
         timesteps=int(payload["arch_kwargs"].get("timesteps", 4)),
     )
-    if format == ExportFormat.NETX:
-        from lmh_deploy.interop.netx_io import graph_to_netx
-
-        return dict(graph_to_netx(graph, Path(out)))
     from lmh_deploy.interop.nir_export import write_nir
     from lmh_deploy.models.data import load_dataset
 
@@ -60,3 +59,24 @@ def export_checkpoint(
     result = dict(write_nir(graph, Path(out), dt=dt, inputs=x))
     result["samples"] = len(x)
     return result
+
+
+def checkpoint_to_netx(model: Path, out: Path) -> dict[str, Any]:
+    """Compile the checkpoint in memory exactly as ``compile MODEL --profile loihi-lif`` does
+    (Lava's CUBA LIF bit for bit; calibration and bias correction on the checkpoint's
+    dataset) and write that artifact's integers as netx layers, so that the file run by
+    netx equals sim/ of that artifact. A layer netx cannot hold (LM-H's dendrite or
+    soma-coupling factors, per-step factors, another reset rule) is refused naming it."""
+    from lmh_deploy.interop.netx_artifact import artifact_to_netx
+    from lmh_deploy.ir import IRError
+    from lmh_deploy.pipeline.compile import build_artifact, source_graph
+
+    graph, x, _ = source_graph(model)
+    try:
+        art = build_artifact(graph, target="lava-sim", calibration_x=x, profile="loihi-lif")
+    except IRError as exc:
+        raise InteropError(
+            f"{exc}: netx holds only Lava's CUBA LIF; train with --neuron lif "
+            f"(compile --profile loihi-lif shows the same)"
+        ) from None
+    return dict(artifact_to_netx(art.quant_graph, out), from_checkpoint=True)
