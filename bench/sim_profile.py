@@ -3,11 +3,12 @@
 
 sim/: CPU seconds (``time.process_time``: on a shared machine, time waiting for a core is
 not counted) in the synaptic sums by way (``gemm``: float BLAS / convolution; ``events``:
-the compiled gather or scatter), in the fused neuron kernel, and the rest (chunk
-bookkeeping, currents of residual sums, record). Float (:class:`float_baselines.LeanNet`):
-in the Linear / Conv2d layers, in the in-place LM-H update, and the rest. ``ns per
-neuron-step`` divides the neuron part by T x batch x neurons. Totals are medians of
-``--runs`` runs after warm-up; the parts are summed over those runs.
+the compiled gather or scatter; ``int8``: the CPU's int8 matrix units), in the fused
+neuron kernel, and the rest (chunk bookkeeping, currents of residual sums, record). Float
+(:class:`float_baselines.LeanNet`): in the Linear / Conv2d layers, in the in-place LM-H
+update, and the rest. ``ns per neuron-step`` divides the neuron part by T x batch x
+neurons. Totals are medians of ``--runs`` runs after warm-up; the parts are summed over
+those runs.
 
     python bench/sim_profile.py --json bench/sim_profile.json
 """
@@ -26,7 +27,7 @@ from float_baselines import LeanNet, _Neuron
 from lmh_deploy.sim import simulate
 from lmh_deploy.sim import simulator as sim_module
 from lmh_deploy.sim.synapse import SynapsePath
-from sim_vs_float import ROWS, prepared
+from sim_vs_float import ROWS, prepared, warm_runs
 from timing import environment, save, set_threads
 
 CLOCK = time.process_time
@@ -35,7 +36,7 @@ LAYERS = "layers (Linear / Conv2d, pooling, residual sums)"
 
 def _timed_sim(parts: dict[str, float]):
     """Patch sim/'s synapse ways and neuron kernel to add their CPU time to ``parts``."""
-    originals = {"gemm": SynapsePath._gemm, "events": SynapsePath._events}
+    originals = {"gemm": SynapsePath._gemm, "events": SynapsePath._events, "int8": SynapsePath._int8}
 
     def wrap(way, fn):
         def timed(self, pre):
@@ -61,7 +62,8 @@ def _timed_sim(parts: dict[str, float]):
     sim_module.run_neuron_chunk = timed_neuron
 
     def restore() -> None:
-        SynapsePath._gemm, SynapsePath._events = originals["gemm"], originals["events"]
+        for way, fn in originals.items():
+            setattr(SynapsePath, f"_{way}", fn)
         sim_module.run_neuron_chunk = neuron
 
     return restore
@@ -112,13 +114,15 @@ def profile_row(name: str, args) -> dict:
     steps, batch = spec["steps"], spec["batch"]
     chunks = [slice(i, i + batch) for i in range(0, len(x), batch)]
     sim_parts: dict[str, float] = defaultdict(float)
-    sim_parts.update({"synaptic sums (gemm)": 0.0, "synaptic sums (events)": 0.0, "neuron kernel": 0.0})
+    sim_parts.update(
+        {f"synaptic sums ({way})": 0.0 for way in ("gemm", "events", "int8")} | {"neuron kernel": 0.0}
+    )
 
     def sim_run() -> None:
         for c in chunks:
             simulate(q, x_int[c], steps, record_spikes=False)
 
-    for _ in range(3):
+    for _ in range(warm_runs(q)):
         sim_run()
     restore = _timed_sim(sim_parts)
     try:

@@ -77,6 +77,12 @@ def dense_only(q):
     return twin
 
 
+def warm_runs(q) -> int:
+    """Runs after which every synapse path of ``q`` has used each of its ways twice (the
+    first use of a way is not timed: it may compile), even with one call per run."""
+    return 2 * max((len(p.ways) for p in _plan_for(q, None).paths.values()), default=1) + 1
+
+
 def prepared(name: str, args) -> tuple:
     """The float model (calibrated where the row says), its quantised graph, and the row's
     inputs as floats and as quantised integers; the float rates of calibration, or None."""
@@ -125,7 +131,7 @@ def bench_row(name: str, args) -> dict:
     }
     # warm-up beyond the harness's: compiles, plans, and lets every synapse path time each of
     # its ways twice, as the plan a long run reuses for all its mini-batches would have
-    for _ in range(3):
+    for _ in range(warm_runs(q)):
         sides["sim"]()
         sides["sim dense"]()
     timed = alternate(

@@ -9,8 +9,14 @@ weights ``2 m``). :class:`SynapsePath` computes ``S`` exactly; the ways it can d
   an integer of magnitude <= ``bound = max|m| * max|x| * fan_in``: float32 when
   ``bound < 2**24``, float64 when ``bound < 2**53`` (on torch devices other than the CPU
   always float64: cuDNN may use TF32 for float32), int64 arithmetic beyond that.
-* ``int8``: ``torch._int_mm`` (int8 x int8 -> int32) for binary input to a dense layer:
-  ``|S| <= 127 * fan_in < 2**31`` is required (checked once).
+* ``int8``: integer matrix products of the CPU's int8 units (VNNI / AMX through oneDNN: on
+  this project's machine 7-20x the float32 multiply-adds per second), for binary input:
+  ``torch._int_mm`` (int8 x int8 -> int32) for a dense layer, ``|S| <= 127 * fan_in < 2**31``
+  required (checked once); oneDNN's u8 x s8 convolution (``torch.ops.onednn``, int32
+  accumulation, written out as float32) for a convolution whose (sum-pooled) input values
+  are at most 129 and whose sums stay below ``2**24``: every u8 x s8 pair then sums below
+  ``2**15`` too, so even a CPU without VNNI (whose int8 kernels add pairs of products in
+  saturating 16 bits) computes the exact integers.
 * ``events``: only the active presynaptic columns (spikes that occurred) are read: work
   proportional to the events. Rows of ``m^T`` are summed as float32/float64 under the same
   bound as ``gemm`` (a sparse-times-dense product), or as int32 by a compiled gather. A
@@ -48,7 +54,9 @@ RETIME_EVERY = 64
 #: events per tap or row added; one thread of this project's machine kind, rounded). They only
 #: order the first calls: the likelier faster way runs (and is timed) first, so a run too short
 #: to time both ways still takes it; measured costs replace them.
-PRIOR_COST = {"gemm": 6e-11, "events": 3e-10}
+PRIOR_COST = {"gemm": 6e-11, "events": 3e-10, "int8": 1e-11}
+#: Largest (sum-pooled) input value of the int8 convolution: ``2 * 129 * 127 < 2**15``.
+INT8_CONV_INPUT_MAX = 129
 #: A CSR weight matrix at least this dense is kept dense here (the same integers): scipy's
 #: sparse product runs a scalar loop, ~50x slower per nonzero than float BLAS per
 #: multiply-add (VGG-13's pool-composed first classifier layer is CSR at 99.6 % density), and
@@ -159,6 +167,25 @@ class SynapsePath:
             self.conv is not None and not self.conv.diagonal and device is None and self.bound <= INT32_LIMIT
         )
         self.ways = ["gemm"] + (["events"] if not self.is_conv or conv_events else [])
+        if device is None and (self.int8_ok or self._int8_conv_ok(peak_w, max_x)):
+            self.ways.append("int8")
+
+    def _int8_conv_ok(self, peak_w: float, max_x: int) -> bool:
+        """The int8 convolution computes this path's sums exactly (module docstring).
+
+        oneDNN 3.x's int8 convolution gives wrong sums where a stride above 1 meets an output
+        one row or column wide (measured: every such failure of a sweep over 9,477 shapes at
+        64 and 256 rows, and no other); those paths keep the other ways."""
+        return (
+            self.conv is not None
+            and not self.conv.diagonal
+            and not (self.conv.stride != (1, 1) and min(self.conv.out_hw) == 1)
+            and not self.graded
+            and peak_w <= 127
+            and max_x <= INT8_CONV_INPUT_MAX
+            and self.bound < F32_EXACT
+            and _onednn_conv()
+        )
 
     # ------------------------------------------------------------------ preparation
     def _prepare(self, mant) -> None:
@@ -207,7 +234,7 @@ class SynapsePath:
             return self._sums_torch(pre)
         rows = pre.shape[0]
         if len(self.ways) == 1:
-            return self._gemm(pre)
+            return self._run(self.ways[0], pre)
         if active is None:
             active = np.count_nonzero(pre)
         if self.conv is not None:  # multiply-adds of the plan's conv; taps met by each event
@@ -219,9 +246,10 @@ class SynapsePath:
             }
         else:
             units = {"gemm": rows * self.n_in * self.n_out, "events": active * self.n_out + pre.size}
+        units["int8"] = units["gemm"]
         way = self._choose(units)
         start = time.perf_counter()
-        out = self._gemm(pre) if way == "gemm" else self._events(pre)
+        out = self._run(way, pre)
         elapsed = time.perf_counter() - start
         if way not in self.warm:  # the first use may include compiling: not a measurement
             self.warm.add(way)
@@ -249,6 +277,9 @@ class SynapsePath:
             return max(self.ways, key=lambda w: self.cost[w] * units[w])  # re-time the other
         return min(self.ways, key=lambda w: self.cost[w] * units[w])
 
+    def _run(self, way: str, pre):
+        return self._gemm(pre) if way == "gemm" else self._events(pre) if way == "events" else self._int8(pre)
+
     def _as(self, pre, dtype):
         return pre if pre.dtype == dtype else pre.astype(dtype)
 
@@ -262,6 +293,67 @@ class SynapsePath:
         if self.sparse:
             return np.asarray((self.w @ x.T).T)
         return x @ self.w_t
+
+    def _int8(self, pre):
+        """The sums by the CPU's int8 matrix units (binary ``pre``; exact, module docstring)."""
+        pre = np.ascontiguousarray(pre)
+        if self.conv is None:
+            return self.int8_sums(pre).numpy()
+        if getattr(self, "qconv", None) is None and not self._prepare_int8_conv():
+            return self._gemm(pre)
+        return self._int8_conv(pre)
+
+    def _prepare_int8_conv(self) -> bool:
+        """Pack the kernel for oneDNN and check it once against the float convolution on
+        this path's shapes (a guard beyond :meth:`_int8_conv_ok`'s known failure); a path
+        that fails drops the way."""
+        import torch
+
+        plan = self.conv
+        kernel = torch.from_numpy(np.ascontiguousarray(plan.kernel, np.int8))
+        c_out = kernel.shape[0]
+        self.qconv_scale = torch.ones(c_out, dtype=torch.float32)
+        self.qconv_zero = torch.zeros(c_out, dtype=torch.int64)
+        self.qconv = torch.ops.onednn.qconv_prepack(
+            kernel, self.qconv_scale, 1.0, 0, list(plan.stride), list(plan.padding), [1, 1], 1, None
+        )
+        probe = np.random.default_rng(0).random((32, self.n_in)) < 0.5
+        probe[0] = True
+        if np.array_equal(self._int8_conv(probe), self._conv(probe)):
+            return True
+        self.ways.remove("int8")
+        return False
+
+    def _int8_conv(self, pre):
+        import torch
+
+        plan, rows = self.conv, pre.shape[0]
+        pooled = pooled_integers(plan, pre)  # values <= INT8_CONV_INPUT_MAX (binary input)
+        x = torch.from_numpy(pooled.astype(np.uint8, copy=False)).contiguous(
+            memory_format=torch.channels_last
+        )
+        out = torch.ops.onednn.qconv2d_pointwise(
+            x,
+            1.0,
+            0,
+            self.qconv,
+            self.qconv_scale,
+            self.qconv_zero,
+            None,
+            list(plan.stride),
+            list(plan.padding),
+            [1, 1],
+            1,
+            1.0,
+            0,
+            torch.float32,
+            "none",
+            [],
+            "",
+        )
+        if tuple(out.shape[2:]) != plan.out_hw:
+            out = out[:, :, : plan.out_hw[0], : plan.out_hw[1]]
+        return out.contiguous().reshape(rows, -1).numpy()
 
     def _events(self, pre):
         """Sum of the rows of ``m^T`` at the active inputs: work proportional to the events.
@@ -328,7 +420,10 @@ class SynapsePath:
             mant = self.node.weight_mant
             mant = mant.toarray() if sp.issparse(mant) else mant
             w = self.w_int8 = torch.as_tensor(np.asarray(mant, np.int8).T.copy())
-        x = torch.as_tensor(np.asarray(pre, np.int8)) if isinstance(pre, np.ndarray) else pre.to(torch.int8)
+        if isinstance(pre, np.ndarray):
+            x = torch.from_numpy(pre.view(np.int8) if pre.dtype == bool else np.asarray(pre, np.int8))
+        else:
+            x = pre.to(torch.int8)
         return torch._int_mm(x, w.to(x.device))
 
     def synops(self, active_per_input) -> int:
@@ -337,6 +432,22 @@ class SynapsePath:
         if np.ndim(self.fan_out) == 0:
             return int(counts.sum()) * int(self.fan_out)
         return int(counts @ np.asarray(self.fan_out, np.int64))
+
+
+_ONEDNN_CONV: list[bool] = []
+
+
+def _onednn_conv() -> bool:
+    """torch has oneDNN's quantised convolution (``torch.ops.onednn.qconv2d_pointwise``)."""
+    if not _ONEDNN_CONV:
+        try:
+            import torch
+
+            ok = torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qconv2d_pointwise")
+        except (ImportError, RuntimeError, AttributeError):
+            ok = False
+        _ONEDNN_CONV.append(bool(ok))
+    return _ONEDNN_CONV[0]
 
 
 def _numba() -> bool:

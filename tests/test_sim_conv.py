@@ -15,7 +15,7 @@ from lmh_deploy.sim import simulate
 from lmh_deploy.sim.conv import block_constant, conv_plan
 from lmh_deploy.sim.neuron import array_code_only
 from lmh_deploy.sim.reference import simulate_reference
-from lmh_deploy.sim.synapse import SynapsePath, lava_current, summed_current
+from lmh_deploy.sim.synapse import SynapsePath, _onednn_conv, lava_current, summed_current
 
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir import QDense
@@ -38,12 +38,14 @@ def _composite(small: np.ndarray, block: tuple[int, int]) -> np.ndarray:
 
 
 def _every_way(node: QDense, pre: np.ndarray) -> dict[str, np.ndarray]:
-    """Lava currents of every way: float conv (``gemm``), event scatter, automatic choice
-    (numpy), without numba, and the torch device path."""
+    """Lava currents of every way: float conv (``gemm``), event scatter, int8 convolution,
+    automatic choice (numpy), without numba, and the torch device path."""
     path = SynapsePath(node)
     ways = {"auto": path.sums, "gemm": path._gemm}
     if "events" in path.ways:
         ways["events"] = path._events
+    if "int8" in path.ways:
+        ways["int8"] = path._int8
     out = {way: lava_current(run(pre), node.weight_exp) for way, run in ways.items()}
     with array_code_only():
         out["no numba"] = lava_current(SynapsePath(node).sums(pre), node.weight_exp)
@@ -302,10 +304,11 @@ def test_residual_currents_summed_in_float_equal_int64(seed, exps, peak, kind) -
     assert np.array_equal(got.astype(np.int64), want)
 
 
-@pytest.mark.parametrize("rate, first", [(0.0, "events"), (0.01, "events"), (1.0, "gemm")])
+@pytest.mark.parametrize("rate, first", [(0.0, "events"), (0.01, "events"), (1.0, "int8")])
 def test_untimed_ways_run_in_order_of_their_predicted_cost(rate: float, first: str) -> None:
-    """A fresh conv path takes the way its prior costs predict cheaper (silent or sparse
-    input: the event scatter; every input active: the float conv), then times the other."""
+    """A fresh conv path takes the way its prior costs predict cheapest (silent input: the
+    event scatter; else the int8 convolution where torch has it, else the float conv),
+    then times the others."""
     rng = np.random.default_rng(2)
     node = QDense(
         weight_mant=rng.integers(-127, 128, (16, 8, 3, 3)),
@@ -317,10 +320,44 @@ def test_untimed_ways_run_in_order_of_their_predicted_cost(rate: float, first: s
         conv_padding=(1, 1),
     )
     path = SynapsePath(node)
+    if "int8" not in path.ways:
+        assert not _onednn_conv()
+        first = "gemm" if first == "int8" else first
     pre = rng.random((4, 8 * 144)) < rate
     want = _matrix_current(node, pre)
     got = [lava_current(path.sums(pre), 0)]
     assert path.warm == {first}
-    got += [lava_current(path.sums(pre), 0) for _ in range(3)]
+    got += [lava_current(path.sums(pre), 0) for _ in range(2 * len(path.ways) - 1)]
     assert all(np.array_equal(g, want) for g in got)
-    assert set(path.cost) == {"gemm", "events"}  # both timed after four calls
+    assert set(path.cost) == set(path.ways)  # every way timed after two calls of each
+
+
+def test_int8_convolution_keeps_off_what_it_cannot_sum_exactly() -> None:
+    """oneDNN's int8 convolution is left out where a stride above 1 meets a one-wide output
+    (it gives wrong sums there), and a path whose first int8 sums disagree with the float
+    convolution drops the way and still returns the exact integers."""
+    rng = np.random.default_rng(4)
+
+    def node(width: int, stride: int) -> QDense:
+        return QDense(
+            weight_mant=rng.integers(-127, 128, (6, 4, 2, 4)),
+            weight_exp=0,
+            graded=False,
+            weight_scale=1.0,
+            conv_input_shape=(4, 8, width),
+            conv_stride=(stride, stride),
+            conv_padding=(1, 1),
+        )
+
+    assert "int8" not in SynapsePath(node(2, 2)).ways  # output 1 column wide at stride 2
+    path = SynapsePath(node(8, 1))
+    if not _onednn_conv():
+        assert "int8" not in path.ways
+        return
+    assert "int8" in path.ways
+    pre = rng.random((64, path.n_in)) < 0.5
+    want = _matrix_current(path.node, pre)
+    path._int8_conv = lambda rows: np.zeros((rows.shape[0], path.n_out), np.float32)  # a broken kernel
+    assert np.array_equal(lava_current(path._int8(pre), 0), want)
+    assert "int8" not in path.ways
+    assert np.array_equal(lava_current(path.sums(pre), 0), want)
