@@ -8,11 +8,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from click.testing import Result
 from typer.testing import CliRunner
 
 from lmh_deploy.cli import app
+from lmh_deploy.ir import LMH, QLMH, Graph, QDense, QInput, QReadout
+from lmh_deploy.models.architectures import SpikingNet, mlp
+from lmh_deploy.models.checkpoint import save_checkpoint
 from lmh_deploy.pipeline.compile_torch import build_from_file
 
 PAPER_CLONE = Path(__file__).parent / "paper_clone"
@@ -81,3 +85,107 @@ def paper_clone(factory: str, **kwargs: Any) -> Any:
     """``factory(**kwargs)`` of the clone's digits_model.py, imported as lmh-deploy imports a
     user's builder file (its folder first on ``sys.path``); a class gives an instance."""
     return build_from_file(DIGITS_MODEL, factory, kwargs, f"{DIGITS_MODEL.name}:{factory}")
+
+
+#: The integer rules of a ``loihi-lif`` layer as Lava's own LIF runs it (no current decay
+#: factor ``mu_s``, a voltage that keeps all of ``v_d``, set reset to 0, strict ``>``, states from 0).
+QLIF_RULES = {
+    "mu_s": np.zeros((1, 1), np.int64),
+    "lam_d": np.full((1, 1), 4096),
+    "profile": "loihi-lif",
+    "reset": "set",
+    "reset_value": 0,
+    "threshold_test": ">",
+    "v_d_init": 0,
+    "v_s_init": 0,
+}
+
+
+def integer_chain(
+    rng: np.random.Generator,
+    layers: list[dict[str, Any]],
+    *,
+    n_in: int = 6,
+    width: int = 7,
+    classes: int = 3,
+    timesteps: int = 6,
+    readout_exp: int = 3,
+) -> Graph:
+    """An integer graph built directly: input -> (dense -> q_lmh)* -> dense -> readout, each
+    ``layers`` entry the QLMH's fields (plus ``size``, default ``width``, and the dense's
+    ``weight_exp``, default 4); random 8-bit weight mantissas, the first dense graded."""
+    g = Graph(meta={"timesteps": timesteps})
+    prev = g.add("input", QInput(shape=(n_in,), scale=255.0, bits=8))
+    size = n_in
+    for i, given in enumerate(layers):
+        fields = dict(given)
+        out, exp = fields.pop("size", width), fields.pop("weight_exp", 4)
+        mant = rng.integers(-127, 128, (out, size))
+        d = g.add(f"dense{i}", QDense(mant, weight_exp=exp, graded=i == 0, weight_scale=1.0), (prev,))
+        prev = g.add(f"lmh{i}", QLMH(size=out, state_scale=1.0, **fields), (d,))
+        size = out
+    mant = rng.integers(-127, 128, (classes, size))
+    d = g.add(
+        f"dense{len(layers)}", QDense(mant, weight_exp=readout_exp, graded=False, weight_scale=1.0), (prev,)
+    )
+    g.add("readout", QReadout(bias=np.array([5, -7, 0]), state_scale=1.0), (d,))
+    return g
+
+
+def digits_mlp_checkpoint(path: Path, timesteps: int, *, hidden: int = 16) -> Path:
+    """A seeded, untrained digits MLP (64 -> ``hidden`` -> 10, weights x3 so that it fires)
+    saved as a checkpoint of ``train``: for tests that compare backends, not accuracy."""
+    torch.manual_seed(0)
+    model = mlp((64,), 10, hidden=(hidden,), timesteps=timesteps)
+    with torch.no_grad():
+        for layer in model.layers:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.mul_(3.0)
+    dataset = {"name": "digits", "input_shape": [64], "num_classes": 10, "x_max": 1.0, "seed": 0}
+    arch_kwargs = {"hidden": [hidden], "timesteps": timesteps}
+    save_checkpoint(path, model.eval(), arch="mlp", arch_kwargs=arch_kwargs, dataset=dataset)
+    return path
+
+
+def lif_mlp(
+    seed: int,
+    timesteps: int,
+    *,
+    decay: float = 0.75,
+    theta: float = 1.0,
+    gain: float = 3.0,
+    bias_std: float = 0.2,
+) -> SpikingNet:
+    """A seeded LIF MLP 10 -> 12 -> 8 -> 4 (Lava LIF's rules = NIR's: set to 0, '>', states
+    from 0), weights times ``gain`` and biases redrawn as N(0, ``bias_std``) so that it fires."""
+    torch.manual_seed(seed)
+    model = mlp((10,), 4, neuron="lif", hidden=(12, 8), timesteps=timesteps, lif_decay=decay, theta=theta)
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for layer in model.layers:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.mul_(gain)
+                layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen) * bias_std)
+    return model.eval()
+
+
+def plain_lmh(n: int, **over: Any) -> LMH:
+    """A float LM-H layer of ``n`` neurons with no coupling between the compartments (mu 0,
+    lam 1: integrate and fire), theta 1, no bias; ``over`` replaces any field."""
+    fields: dict[str, Any] = dict(
+        size=n,
+        theta=1.0,
+        mu_d=np.zeros((1, 1)),
+        mu_s=np.zeros((1, 1)),
+        lam_d=np.ones((1, 1)),
+        lam_s=np.ones((1, 1)),
+        bias=np.zeros(n),
+    )
+    return LMH(**{**fields, **over})
+
+
+def set_item(g: Graph, name: str, field: str, index: Any, value: Any) -> None:
+    """Replace node ``name`` by one whose array ``field`` has ``value`` at ``index``."""
+    arr = getattr(g.node(name), field).copy()
+    arr[index] = value
+    g.replace(name, **{field: arr})

@@ -21,13 +21,10 @@ from lmh_deploy.models.checkpoint import CheckpointError, save_checkpoint
 from lmh_deploy.models.data import SUPPORTED_DATASETS
 from lmh_deploy.models.losses import LOSSES
 from lmh_deploy.models.norm import NORMS
+from shared import invoke
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
-
-
-def invoke(*args: object):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def one_line_error(res, *needles: str) -> None:

@@ -11,7 +11,6 @@ import scipy.sparse as sp
 import torch
 
 from lmh_deploy.frontends.pytorch import export_model
-from lmh_deploy.ir import LMH
 from lmh_deploy.ir.synapses import apply_synapse
 from lmh_deploy.models.architectures import build
 from lmh_deploy.passes.bias_correction import correctable
@@ -20,6 +19,7 @@ from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.pipeline.compile import mean_counts
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import get_profile
+from shared import plain_lmh
 
 
 def _cnn_graph():
@@ -80,15 +80,7 @@ def test_no_calibration_no_correction() -> None:
 
 def test_soma_bias_with_current_decay_is_left_alone() -> None:
     """loihi-lif adds the bias to the soma: exact only without current decay (mu_d = 0)."""
-    lif = LMH(
-        size=3,
-        theta=1.0,
-        mu_d=np.zeros((1, 1)),
-        mu_s=np.zeros((1, 1)),
-        lam_d=np.ones((1, 1)),
-        lam_s=np.full((1, 1), 0.9),
-        bias=np.zeros(3),
-    )
+    lif = plain_lmh(3, lam_s=np.full((1, 1), 0.9))
     cuba = dataclasses.replace(lif, mu_d=np.full((1, 1), 0.5))
     assert correctable(lif, get_profile("loihi-lif")) and correctable(cuba, get_profile("lmh"))
     assert not correctable(cuba, get_profile("loihi-lif"))

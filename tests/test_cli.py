@@ -13,36 +13,17 @@ import torch
 from typer.testing import CliRunner
 
 from lmh_deploy.cli import app
+from shared import invoke, invoke_ok
 
 runner = CliRunner()
-
-
-def invoke(*args: str):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("e2e")
     model = work / "model.pt"
-    res = invoke(
-        "train",
-        "--dataset",
-        "digits",
-        "--arch",
-        "mlp",
-        "--neuron",
-        "lmh",
-        "--timesteps",
-        "4",
-        "--epochs",
-        "6",
-        "--out",
-        model,
-        "--json",
-        work / "train.json",
-    )
-    assert res.exit_code == 0, res.output
+    options = ["--arch", "mlp", "--neuron", "lmh", "--timesteps", "4", "--epochs", "6"]
+    invoke_ok("train", "--dataset", "digits", *options, "--out", model, "--json", work / "train.json")
     return model
 
 

@@ -17,34 +17,21 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from lmh_deploy.cli import app
-from lmh_deploy.ir import LMH, Dense, Graph, Input, IRError, Readout, load_graph, save_graph, validate
+from lmh_deploy.ir import Dense, Graph, Input, IRError, Readout, load_graph, save_graph, validate
 from lmh_deploy.ir.schema import NODE_FIELDS
 from lmh_deploy.models.architectures import mlp
 from lmh_deploy.models.checkpoint import save_checkpoint
 from lmh_deploy.pipeline.artifact import REQUIRED_FILES, ArtifactError, check_artifact, sha256
+from shared import plain_lmh
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def _lmh(n: int, **over) -> LMH:
-    base = dict(
-        size=n,
-        theta=1.0,
-        mu_d=np.zeros((1, 1)),
-        mu_s=np.zeros((1, 1)),
-        lam_d=np.ones((1, 1)),
-        lam_s=np.ones((1, 1)),
-        bias=np.zeros(n),
-    )
-    base.update(over)
-    return LMH(**base)
 
 
 def _valid_graph(n_in: int, hidden: int, classes: int) -> Graph:
     g = Graph(meta={"timesteps": 4})
     g.add("input", Input(shape=(n_in,)))
     g.add("dense0", Dense(weight=np.ones((hidden, n_in))), ("input",))
-    g.add("lmh0", _lmh(hidden), ("dense0",))
+    g.add("lmh0", plain_lmh(hidden), ("dense0",))
     g.add("dense1", Dense(weight=np.ones((classes, hidden))), ("lmh0",))
     g.add("readout", Readout(bias=np.zeros(classes)), ("dense1",))
     return g
@@ -88,22 +75,22 @@ def test_malformed_graphs_raise_irerror_naming_the_node(n_in, hidden, classes, m
         nodes["dense0"]["node"] = Dense(weight=w)
         expect = "dense0"
     elif mutation == "inf_factor":
-        nodes["lmh0"]["node"] = _lmh(hidden, mu_s=np.full((1, 1), np.inf))
+        nodes["lmh0"]["node"] = plain_lmh(hidden, mu_s=np.full((1, 1), np.inf))
         expect = "lmh0"
     elif mutation == "factor_range":
         bad = value if np.isfinite(value) and not (-0.5 <= value <= 0.5) else 0.75
         # mu_s: its float range is [-0.5, 0.5] for every profile (mu_d reaches 1 for Loihi's LIF)
-        nodes["lmh0"]["node"] = _lmh(hidden, mu_s=np.full((1, 1), bad))
+        nodes["lmh0"]["node"] = plain_lmh(hidden, mu_s=np.full((1, 1), bad))
         expect = "lmh0"
     elif mutation == "theta":
         bad = value if not (value > 0 and np.isfinite(value)) else -abs(value)
-        nodes["lmh0"]["node"] = _lmh(hidden, theta=bad)
+        nodes["lmh0"]["node"] = plain_lmh(hidden, theta=bad)
         expect = "lmh0"
     elif mutation == "bias_shape":
-        nodes["lmh0"]["node"] = _lmh(hidden, bias=np.zeros(hidden + 1))
+        nodes["lmh0"]["node"] = plain_lmh(hidden, bias=np.zeros(hidden + 1))
         expect = "lmh0"
     elif mutation == "factor_shape":
-        nodes["lmh0"]["node"] = _lmh(hidden, lam_s=np.ones((2, 1)))
+        nodes["lmh0"]["node"] = plain_lmh(hidden, lam_s=np.ones((2, 1)))
         expect = "lmh0"
     elif mutation == "readout_size":
         nodes["readout"]["node"] = Readout(bias=np.zeros(classes + 1))
@@ -253,7 +240,7 @@ def _saved_graph(directory: Path) -> None:
     g = Graph(meta={"timesteps": 4})
     g.add("input", Input(shape=(3,)))
     g.add("dense0", Dense(weight=np.ones((2, 3))), ("input",))
-    g.add("lmh0", _lmh(2), ("dense0",))
+    g.add("lmh0", plain_lmh(2), ("dense0",))
     g.add("dense1", Dense(weight=np.ones((2, 2))), ("lmh0",))
     g.add("readout", Readout(bias=np.zeros(2)), ("dense1",))
     save_graph(g, directory, "g")

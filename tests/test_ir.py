@@ -29,6 +29,7 @@ from lmh_deploy.ir import (
     save_graph,
     validate,
 )
+from shared import plain_lmh, set_item
 
 
 def _float_graph(rows: int = 1, per_neuron: bool = False) -> Graph:
@@ -66,15 +67,7 @@ def _conv_graph() -> Graph:
     )
     g.add(
         "lmh0",
-        LMH(
-            size=32,
-            theta=1.0,
-            mu_d=np.zeros((1, 1)),
-            mu_s=np.zeros((1, 1)),
-            lam_d=np.ones((1, 1)),
-            lam_s=np.ones((1, 1)),
-            bias=rng.normal(size=32),
-        ),
+        plain_lmh(32, bias=rng.normal(size=32)),
         ("conv0",),
     )
     g.add("pool0", AvgPool(input_shape=(2, 4, 4), kernel=(2, 2), stride=(2, 2)), ("lmh0",))
@@ -240,13 +233,6 @@ def test_valid_graph_passes() -> None:
     validate(_float_graph(rows=3, per_neuron=True))
 
 
-def _set_item(g: Graph, name: str, field: str, index, value) -> None:
-    """Replace node ``name`` by one whose array ``field`` has ``value`` at ``index``."""
-    arr = getattr(g.node(name), field).copy()
-    arr[index] = value
-    g.replace(name, **{field: arr})
-
-
 @pytest.mark.parametrize(
     "mutate, match",
     [
@@ -276,11 +262,11 @@ def _set_item(g: Graph, name: str, field: str, index, value) -> None:
         (lambda g: g.replace("input", shape=(0, 3)), r"input: input shape"),
         (lambda g: g.replace("input", x_max=0.0), r"input: x_max must be"),
         (
-            lambda g: _set_item(g, "dense1", "weight", (2, 1), np.nan),
+            lambda g: set_item(g, "dense1", "weight", (2, 1), np.nan),
             r"dense1: weight has a non-finite value nan at index \[2, 1\]",
         ),
-        (lambda g: _set_item(g, "lmh0", "lam_s", (0, 0), np.nan), r"lmh0: lam_s has a non-finite value nan"),
-        (lambda g: _set_item(g, "readout", "bias", 1, np.inf), r"readout: bias has a non-finite"),
+        (lambda g: set_item(g, "lmh0", "lam_s", (0, 0), np.nan), r"lmh0: lam_s has a non-finite value nan"),
+        (lambda g: set_item(g, "readout", "bias", 1, np.inf), r"readout: bias has a non-finite"),
         (lambda g: g.replace("lmh0", theta=float("nan")), r"lmh0: threshold theta"),
         (
             lambda g: g.replace("lmh0", mu_d=np.full((1, 1), -0.6)),
@@ -309,15 +295,7 @@ def test_validate_rejects_wrong_wiring() -> None:
     g.add("input", Input(shape=(4,)))
     g.add(
         "lmh0",
-        LMH(
-            size=4,
-            theta=1.0,
-            mu_d=np.zeros((1, 1)),
-            mu_s=np.zeros((1, 1)),
-            lam_d=np.ones((1, 1)),
-            lam_s=np.ones((1, 1)),
-            bias=np.zeros(4),
-        ),
+        plain_lmh(4),
         ("input",),
     )
     with pytest.raises(

@@ -10,20 +10,10 @@ from lmh_deploy.sim import simulate
 
 from lmh_deploy.backends.lava.lava_lif import run_lava_lif
 from lmh_deploy.frontends.pytorch import export_model
-from lmh_deploy.ir import QLMH, Graph, QDense, QInput, QReadout
+from lmh_deploy.ir import Graph
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
-
-LIF_RULES = {
-    "mu_s": np.zeros((1, 1), np.int64),
-    "lam_d": np.full((1, 1), 4096),
-    "profile": "loihi-lif",
-    "reset": "set",
-    "reset_value": 0,
-    "threshold_test": ">",
-    "v_d_init": 0,
-    "v_s_init": 0,
-}
+from shared import QLIF_RULES, integer_chain
 
 
 def _assert_oracle_equal(g: Graph, x: np.ndarray, steps: int) -> dict[str, int]:
@@ -45,50 +35,13 @@ def _assert_oracle_equal(g: Graph, x: np.ndarray, steps: int) -> dict[str, int]:
 def test_hand_graph_with_wrap_clip_and_soma_bias_equals_lavas_own_lif() -> None:
     """Current decay, voltage decay, 13-bit biases with exponents, u wrapping and v clipping."""
     rng = np.random.default_rng(7)
-    g = Graph(meta={"timesteps": 6})
-    g.add("input", QInput(shape=(6,), scale=255.0, bits=8))
-    g.add(
-        "dense0",
-        QDense(weight_mant=rng.integers(-127, 128, (7, 6)), weight_exp=2, graded=True, weight_scale=1.0),
-        ("input",),
-    )
-    g.add(
-        "lmh0",
-        QLMH(
-            size=7,
-            theta=100_000 << 6,
-            mu_d=np.full((1, 1), 3000),
-            lam_s=np.full((1, 1), 3900),
-            bias=rng.integers(-4096, 4096, 7) << 3,
-            state_scale=1.0,
-            **LIF_RULES,
-        ),
-        ("dense0",),
-    )
-    g.add(
-        "dense1",
-        QDense(weight_mant=rng.integers(-127, 128, (7, 7)), weight_exp=3, graded=False, weight_scale=1.0),
-        ("lmh0",),
-    )
-    g.add(
-        "lmh1",
-        QLMH(
-            size=7,
-            theta=900 << 6,
-            mu_d=np.full((1, 1), 2000),
-            lam_s=np.full((1, 1), 3500),
-            bias=rng.integers(-4096, 4096, 7),
-            state_scale=1.0,
-            **LIF_RULES,
-        ),
-        ("dense1",),
-    )
-    g.add(
-        "dense2",
-        QDense(weight_mant=rng.integers(-127, 128, (3, 7)), weight_exp=3, graded=False, weight_scale=1.0),
-        ("lmh1",),
-    )
-    g.add("readout", QReadout(bias=np.array([5, -7, 0]), state_scale=1.0), ("dense2",))
+    layers = [
+        dict(theta=100_000 << 6, mu_d=np.full((1, 1), 3000), lam_s=np.full((1, 1), 3900), weight_exp=2),
+        dict(theta=900 << 6, mu_d=np.full((1, 1), 2000), lam_s=np.full((1, 1), 3500), weight_exp=3),
+    ]
+    layers[0]["bias"] = rng.integers(-4096, 4096, 7) << 3
+    layers[1]["bias"] = rng.integers(-4096, 4096, 7)
+    g = integer_chain(rng, [{**layer, **QLIF_RULES} for layer in layers])
     x = rng.integers(0, 256, (3, 6))
     ref = simulate(g, x, 6, record_states=True)
     assert ref.saturation["lmh0"] > 0  # u wraps / v clips on this input: exercised, and equal

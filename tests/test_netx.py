@@ -9,20 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 from lmh_deploy.sim import simulate
-from typer.testing import CliRunner
 
 import lmh_deploy  # noqa: F401  - Python 3.11 Lava import fix before any lava import
-from lmh_deploy.cli import app
 from lmh_deploy.interop.netx_artifact import netx_network_line, run_netx_artifact
 from lmh_deploy.pipeline.compile import load_artifact
 from lmh_deploy.semantics import integer as fx
+from shared import invoke
 
-runner = CliRunner()
 SAMPLES = 6
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def test_checkpoint_export_is_the_loihi_lif_artifact_and_runs_freely_as_sim(

@@ -12,20 +12,14 @@ import h5py
 import numpy as np
 import pytest
 from lmh_deploy.sim import simulate
-from typer.testing import CliRunner
 
-from lmh_deploy.cli import app
 from lmh_deploy.interop import InteropError
 from lmh_deploy.interop.netx_artifact import artifact_to_netx, run_netx_artifact
 from lmh_deploy.pipeline.compile import load_artifact
 from lmh_deploy.semantics import integer as fx
+from shared import invoke, invoke_ok
 
-runner = CliRunner()
 SAMPLES = 6
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -33,28 +27,10 @@ def lif_build(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("lif")
     model = work / "lif.pt"
     # --norm bn: without it an mlp LIF does not learn digits in a few epochs (BN folds away).
-    res = invoke(
-        "train",
-        "--dataset",
-        "digits",
-        "--arch",
-        "mlp",
-        "--neuron",
-        "lif",
-        "--norm",
-        "bn",
-        "--timesteps",
-        "4",
-        "--epochs",
-        "2",
-        "--out",
-        model,
-    )
-    assert res.exit_code == 0, res.output
-    build = work / "build"
-    res = invoke("compile", model, "--profile", "loihi-lif", "-o", build)
-    assert res.exit_code == 0, res.output
-    return build
+    options = ["--arch", "mlp", "--neuron", "lif", "--norm", "bn", "--timesteps", "4", "--epochs", "2"]
+    invoke_ok("train", "--dataset", "digits", *options, "--out", model)
+    invoke_ok("compile", model, "--profile", "loihi-lif", "-o", work / "build")
+    return work / "build"
 
 
 def test_compile_records_the_profile(lif_build: Path) -> None:

@@ -16,30 +16,21 @@ import h5py
 import numpy as np
 import pytest
 from lmh_deploy.sim import simulate
-from typer.testing import CliRunner
 
-from lmh_deploy.cli import app
 from lmh_deploy.interop import InteropError
 from lmh_deploy.interop.netx_artifact import artifact_to_netx, netx_network_line
 from lmh_deploy.pipeline.compile import load_artifact
 from lmh_deploy.semantics import integer as fx
+from shared import invoke, invoke_ok
 
-runner = CliRunner()
 SAMPLES = 4
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
 def cnn_build(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("lifcnn")
     model = work / "cnn.pt"
-    res = invoke(
-        "train",
-        "--dataset",
-        "digits",
+    options = [
         "--arch",
         "cnn",
         "--neuron",
@@ -50,13 +41,10 @@ def cnn_build(tmp_path_factory) -> Path:
         "4",
         "--epochs",
         "1",
-        "--out",
-        model,
-    )
-    assert res.exit_code == 0, res.output
+    ]
+    invoke_ok("train", "--dataset", "digits", *options, "--out", model)
     build = work / "build"
-    res = invoke("compile", model, "--profile", "loihi-lif", "-o", build)
-    assert res.exit_code == 0, res.output
+    res = invoke_ok("compile", model, "--profile", "loihi-lif", "-o", build)
     kinds = re.findall(r"^\W*((?:conv|dense)\d+)\W+(\w+)", res.output, re.M)  # the compile table's rows
     assert [kind for _, kind in kinds] == ["conv", "conv", "dense"], res.output
     return build

@@ -13,25 +13,19 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import lmh_deploy  # noqa: F401  - the Python 3.11 Lava import fix, before any lava import
 from lmh_deploy.backends.lava.run import run_lava
 from lmh_deploy.backends.lava.supervise import lava_session
-from lmh_deploy.cli import app
 from lmh_deploy.errors import InteropError
 from lmh_deploy.frontends.netx import netx_to_graph
 from lmh_deploy.models.data import load_dataset
 from lmh_deploy.pipeline.compile import load_artifact
 from lmh_deploy.sim import simulate
+from shared import invoke
 
-runner = CliRunner()
 SAMPLES = 12
 STEPS = 8
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 class SlayerNet(torch.nn.Module):

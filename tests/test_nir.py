@@ -16,26 +16,20 @@ import torch
 from lmh_deploy.models.architectures import cnn, mlp
 from lmh_deploy.models.data import load_dataset
 from lmh_deploy.sim import simulate
-from typer.testing import CliRunner
 
 from lmh_deploy.backends.float.ir import simulate_float
-from lmh_deploy.cli import app
 from lmh_deploy.frontends.nir import nir_to_graph
 from lmh_deploy.backends.float.nir_graph import run_nir_reference
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.interop import InteropError
-from lmh_deploy.interop.nir_export import spike_disagreement, write_nir
+from lmh_deploy.interop.nir_export import NIR_RULES, spike_disagreement, write_nir
 from lmh_deploy.ir import LMH, Dense
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
+from shared import invoke, lif_mlp
 
 T = 6
-runner = CliRunner()
 LMH_RULES = {"reset": "subtract", "threshold_test": ">=", "v_s_init": 0.5}
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def _inputs(seed: int, n: int = 32, shape=(10,)) -> np.ndarray:
@@ -43,16 +37,7 @@ def _inputs(seed: int, n: int = 32, shape=(10,)) -> np.ndarray:
 
 
 def _lif_model(seed: int, *, decay: float = 0.75, theta: float = 1.0):
-    """The LIF baseline (Lava LIF's rules = NIR's: set to 0, '>', states from 0)."""
-    torch.manual_seed(seed)
-    model = mlp((10,), 4, neuron="lif", hidden=(12, 8), timesteps=T, lif_decay=decay, theta=theta)
-    gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for layer in model.layers:
-            if isinstance(layer, torch.nn.Linear):
-                layer.weight.mul_(2.5)
-                layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen) * 0.3)
-    return model.eval()
+    return lif_mlp(seed, T, decay=decay, theta=theta, gain=2.5, bias_std=0.3)
 
 
 def _lmh_model(seed: int, **factors: float):
@@ -352,14 +337,7 @@ def test_hand_made_conv_graph_imports_with_nir_semantics() -> None:
         "readout",
     ]
     for name in ("lmh0", "lmh1"):
-        assert ir.node(name).rules() == {
-            "reset": "set",
-            "reset_value": 0.0,
-            "threshold_test": ">",
-            "reset_timing": "same-step",
-            "v_d_init": 0.0,
-            "v_s_init": 0.0,
-        }
+        assert ir.node(name).rules() == NIR_RULES
     np.testing.assert_allclose(ir.node("lmh1").mu_d, [[0.3]], atol=1e-12)
     x = load_dataset("digits")[1].tensors[0][:40].numpy()
     ref = run_nir_reference(g, x, T, 1e-4, source_neurons=ir.meta["source_neurons"])

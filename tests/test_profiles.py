@@ -13,52 +13,19 @@ from lmh_deploy.backends.float.ir import simulate_float
 from lmh_deploy.backends.lava.run import run_lava
 from lmh_deploy.ir import (
     LMH,
-    QLMH,
     Dense,
     Graph,
     Input,
     IRError,
-    QDense,
-    QInput,
-    QReadout,
     Readout,
 )
+from lmh_deploy.interop.nir_export import NIR_RULES
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import PROFILES, get_profile
+from shared import QLIF_RULES, integer_chain
 
 RULE_COMBOS = list(itertools.product(("subtract", "set"), (">=", ">"), ("same-step", "next-step")))
-
-
-def _chain_graph(
-    rng: np.random.Generator, layers: list[dict], n_in: int = 6, width: int = 7, classes: int = 3
-) -> Graph:
-    """Input -> (dense -> q_lmh)* -> dense -> readout; ``layers`` holds each QLMH's fields."""
-    g = Graph(meta={"timesteps": 6})
-    prev = g.add("input", QInput(shape=(n_in,), scale=255.0, bits=8))
-    size = n_in
-    for i, fields in enumerate(layers):
-        d = g.add(
-            f"dense{i}",
-            QDense(
-                weight_mant=rng.integers(-127, 128, (width, size)),
-                weight_exp=fields.pop("weight_exp", 4),
-                graded=i == 0,
-                weight_scale=1.0,
-            ),
-            (prev,),
-        )
-        prev = g.add(f"lmh{i}", QLMH(size=width, state_scale=1.0, **fields), (d,))
-        size = width
-    d = g.add(
-        f"dense{len(layers)}",
-        QDense(
-            weight_mant=rng.integers(-127, 128, (classes, size)), weight_exp=3, graded=False, weight_scale=1.0
-        ),
-        (prev,),
-    )
-    g.add("readout", QReadout(bias=np.array([5, -7, 0]), state_scale=1.0), (d,))
-    return g
 
 
 def _assert_lava_equals_sim(g: Graph, x: np.ndarray, steps: int) -> dict[str, float]:
@@ -98,7 +65,7 @@ def test_lava_fixed_pt_equals_sim_for_every_rule_combination() -> None:
                 "weight_exp": 4 if not layers else 9,
             }
         )
-    g = _chain_graph(rng, layers)
+    g = integer_chain(rng, layers)
     x = rng.integers(0, 256, (2, 6))
     rates = _assert_lava_equals_sim(g, x, 6)
     assert all(0 < r < 1 for r in rates.values()), rates  # every layer spikes, not always
@@ -108,16 +75,6 @@ def test_lava_fixed_pt_equals_sim_under_loihi_lif_with_wrap_and_clip() -> None:
     """loihi-lif: toward-zero products, u wraps, v clips symmetric, a_in << 6, bias on the soma;
     the first layer's input is large enough that u wraps and v clips."""
     rng = np.random.default_rng(7)
-    lif = {
-        "mu_s": np.zeros((1, 1), np.int64),
-        "lam_d": np.full((1, 1), 4096),
-        "profile": "loihi-lif",
-        "reset": "set",
-        "reset_value": 0,
-        "threshold_test": ">",
-        "v_d_init": 0,
-        "v_s_init": 0,
-    }
     layers = [
         dict(
             theta=100_000 << 6,
@@ -125,7 +82,7 @@ def test_lava_fixed_pt_equals_sim_under_loihi_lif_with_wrap_and_clip() -> None:
             lam_s=rng.integers(1, 4097, (1, 7)),
             bias=rng.integers(-4096, 4096, 7) << 3,
             weight_exp=2,
-            **lif,
+            **QLIF_RULES,
         ),
         dict(
             theta=900 << 6,
@@ -133,10 +90,10 @@ def test_lava_fixed_pt_equals_sim_under_loihi_lif_with_wrap_and_clip() -> None:
             lam_s=np.full((1, 1), 3500),
             bias=np.zeros(7, np.int64),
             weight_exp=3,
-            **lif,
+            **QLIF_RULES,
         ),
     ]
-    g = _chain_graph(rng, layers)
+    g = integer_chain(rng, layers)
     x = rng.integers(0, 256, (1, 6))
     ref = simulate(g, x, 6, record_states=True)
     assert ref.saturation["lmh0"] > 0  # wrap/clip events happen and are counted
@@ -272,16 +229,6 @@ def test_sim_on_torch_equals_numpy_for_every_profile_and_rule() -> None:
         )
         for i, (r, t, m) in enumerate(RULE_COMBOS)
     ]
-    lif = dict(
-        mu_s=np.zeros((1, 1), np.int64),
-        lam_d=np.full((1, 1), 4096),
-        profile="loihi-lif",
-        reset="set",
-        reset_value=0,
-        threshold_test=">",
-        v_d_init=0,
-        v_s_init=0,
-    )
     layers.append(
         dict(
             theta=900 << 6,
@@ -289,10 +236,10 @@ def test_sim_on_torch_equals_numpy_for_every_profile_and_rule() -> None:
             lam_s=np.full((1, 1), 3500),
             bias=rng.integers(-4096, 4096, 7) << 6,
             weight_exp=3,
-            **lif,
+            **QLIF_RULES,
         )
     )
-    g = _chain_graph(rng, layers)
+    g = integer_chain(rng, layers)
     x = rng.integers(0, 256, (4, 6))
     ref = simulate(g, x, 6, record_states=True)
     dev = simulate(g, x, 6, record_states=True, device="cpu")
@@ -321,14 +268,7 @@ def test_training_neuron_with_lava_lif_rules_equals_the_float_reference() -> Non
             if isinstance(layer, torch.nn.Linear):
                 layer.weight.mul_(2.5)
     graph = export_model(model.eval(), input_shape=(9,), timesteps=6)
-    assert graph.node("lmh0").rules() == {
-        "reset": "set",
-        "reset_value": 0.0,
-        "threshold_test": ">",
-        "reset_timing": "same-step",
-        "v_d_init": 0.0,
-        "v_s_init": 0.0,
-    }
+    assert graph.node("lmh0").rules() == NIR_RULES
     x = np.random.default_rng(3).uniform(0, 1, (10, 9))
     ref = simulate_float(graph, x, 6)
     torch_rec = run_float(model, x, 6)
@@ -362,17 +302,6 @@ def test_both_pytorch_frontends_keep_the_lif_rules() -> None:
     a = export_model(model, input_shape=(5,), timesteps=3)
     b = module_to_graph(Net(), input_shape=(5,), timesteps=3)
     (la,), (lb,) = a.of_kind("lmh"), b.of_kind("lmh")
-    assert (
-        a.node(la).rules()
-        == b.node(lb).rules()
-        == {
-            "reset": "set",
-            "reset_value": 0.0,
-            "threshold_test": ">",
-            "reset_timing": "same-step",
-            "v_d_init": 0.0,
-            "v_s_init": 0.0,
-        }
-    )
+    assert a.node(la).rules() == b.node(lb).rules() == NIR_RULES
     q, _ = quantize_graph(b, "loihi-lif")
     assert q.node(lb).profile == "loihi-lif"

@@ -13,6 +13,7 @@ from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_w
 
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.ir import LMH, Dense, Graph, Input, IRError, QDense, QLMH, QReadout, Readout
+from shared import set_item
 from lmh_deploy.passes.quantize import CURRENT_HEADROOM_BITS, quantize_graph, quantize_weights, state_scale
 
 
@@ -200,24 +201,17 @@ def test_integer_current_matches_float_current() -> None:
     assert np.all(np.abs(current_int / s - current_float) <= bound + 1e-12)
 
 
-def _set_item(g: Graph, name: str, field: str, index, value) -> None:
-    """Replace node ``name`` by one whose array ``field`` has ``value`` at ``index``."""
-    arr = getattr(g.node(name), field).copy()
-    arr[index] = value
-    g.replace(name, **{field: arr})
-
-
 @pytest.mark.parametrize(
     "mutate, match",
     [
         (lambda g: g.replace("lmh0", theta=0.0), r"lmh0: threshold theta must be .*> 0"),
         (lambda g: g.replace("lmh0", theta=-1.0), r"lmh0: threshold"),
-        (lambda g: _set_item(g, "dense0", "weight", (1, 2), np.nan), r"dense0: weight .*non-finite"),
-        (lambda g: _set_item(g, "dense1", "weight", (0, 0), np.inf), r"dense1: weight .*non-finite"),
+        (lambda g: set_item(g, "dense0", "weight", (1, 2), np.nan), r"dense0: weight .*non-finite"),
+        (lambda g: set_item(g, "dense1", "weight", (0, 0), np.inf), r"dense1: weight .*non-finite"),
         (lambda g: g.replace("lmh0", mu_d=np.full((1, 1), 0.51)), r"lmh0: .*factor mu_d=0.51"),
         (lambda g: g.replace("lmh0", lam_s=np.full((1, 1), 0.49)), r"lmh0: .*factor lam_s=0.49"),
         (lambda g: g.replace("lmh0", lam_d=np.full((1, 1), 1.51)), r"lmh0: factor lam_d"),
-        (lambda g: _set_item(g, "lmh0", "bias", 0, np.nan), r"lmh0: bias .*non-finite"),
+        (lambda g: set_item(g, "lmh0", "bias", 0, np.nan), r"lmh0: bias .*non-finite"),
         (lambda g: g.replace("lmh0", theta=1e-9), r"lmh0: threshold .* rounds to 0"),
         (lambda g: g.replace("lmh0", bias=np.full(5, 1e6)), r"lmh0: bias does not fit 24-bit"),
         (lambda g: g.replace("readout", bias=np.full(3, 1e9)), r"readout: bias does not fit"),

@@ -16,8 +16,6 @@ import nir
 import numpy as np
 import pytest
 import torch
-from lmh_deploy.models.architectures import mlp
-from lmh_deploy.models.checkpoint import save_checkpoint
 from lmh_deploy.sim import simulate
 
 from lmh_deploy.backends.float.ir import simulate_float
@@ -30,7 +28,7 @@ from lmh_deploy.pipeline.inputs import quantize
 from lmh_deploy.semantics import integer as fx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from shared import paper_clone
+from shared import digits_mlp_checkpoint, paper_clone
 from test_foreign_torch import randomise
 from test_lava_equivalence import assert_bit_exact
 from test_nir import hand_made_conv_graph
@@ -99,20 +97,7 @@ def _agreement(source, fixed) -> tuple[float, float]:
 def test_own_checkpoint_with_signed_calibration(tmp_path: Path) -> None:
     from lmh_deploy.backends.float.torch_model import run_float
 
-    torch.manual_seed(0)
-    model = mlp((64,), 10, hidden=(16,), timesteps=T)
-    with torch.no_grad():
-        for layer in model.layers:
-            if isinstance(layer, torch.nn.Linear):
-                layer.weight.mul_(3.0)
-    ckpt = tmp_path / "m.pt"
-    save_checkpoint(
-        ckpt,
-        model.eval(),
-        arch="mlp",
-        arch_kwargs={"hidden": [16], "timesteps": T},
-        dataset={"name": "digits", "input_shape": [64], "num_classes": 10, "x_max": 1.0, "seed": 0},
-    )
+    ckpt = digits_mlp_checkpoint(tmp_path / "m.pt", T)
     np.save(tmp_path / "calib.npy", normalised(16, (64,)))
     report = compile_model(ckpt, tmp_path / "build", calibration=tmp_path / "calib.npy")
     assert report["calibration"]["samples"] == 16

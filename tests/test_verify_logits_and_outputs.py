@@ -8,24 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from typer.testing import CliRunner
 
-from lmh_deploy.cli import app
-from lmh_deploy.models.architectures import mlp
-from lmh_deploy.models.checkpoint import save_checkpoint
 from lmh_deploy.pipeline.compile import load_artifact
 from lmh_deploy.pipeline.verify import accuracy_gate, compare_lava_sim, lava_sim_disagree
 from lmh_deploy.backends.record import RunRecord
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.sim import simulate
+from shared import digits_mlp_checkpoint, invoke
 
-runner = CliRunner()
 T = 3
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -33,20 +24,7 @@ def build(tmp_path_factory) -> Path:
     """A seeded, untrained digits MLP compiled with the default profile (no training needed:
     the tests compare backends, they do not need accuracy)."""
     work = tmp_path_factory.mktemp("verify")
-    torch.manual_seed(0)
-    model = mlp((64,), 10, hidden=(16,), timesteps=T)
-    with torch.no_grad():
-        for layer in model.layers:
-            if isinstance(layer, torch.nn.Linear):
-                layer.weight.mul_(3.0)
-    ckpt = work / "m.pt"
-    save_checkpoint(
-        ckpt,
-        model.eval(),
-        arch="mlp",
-        arch_kwargs={"hidden": [16], "timesteps": T},
-        dataset={"name": "digits", "input_shape": [64], "num_classes": 10, "x_max": 1.0, "seed": 0},
-    )
+    ckpt = digits_mlp_checkpoint(work / "m.pt", T)
     res = invoke("compile", ckpt, "-o", work / "build", "--calibration-samples", "8")
     assert res.exit_code == 0, res.output
     return work / "build"
