@@ -260,6 +260,7 @@ def verify(
     Every backend runs in mini-batches of ``batch_size`` samples (default: sized from the
     free memory). ``max_accuracy_drop`` (percentage points) adds an ``accuracy_gate``.
     """
+    options = dict(locals())  # verify_path's parameters, by name
     O.SAMPLES.check(samples)
     O.LAVA_SAMPLES.check(lava_samples)
     O.BATCH_SIZE.check(batch_size)
@@ -267,15 +268,7 @@ def verify(
     _check_artifact(artifact, inputs, labels)
     from lmh_deploy.pipeline.verify import verify_path
 
-    return verify_path(
-        artifact,
-        samples,
-        inputs=inputs,
-        labels=labels,
-        lava_samples=lava_samples,
-        batch_size=batch_size,
-        max_accuracy_drop=max_accuracy_drop,
-    )
+    return verify_path(**options)
 
 
 def run(
@@ -304,6 +297,7 @@ def run(
     from the free memory). ``save_spikes``: a .npz of the integer input and every spiking
     layer's raster.
     """
+    options = dict(locals())  # run_artifact's parameters, by name
     choice(Backend, backend, "--backend")
     check_sim_device(device)
     O.check_sweep(sweep, plots_dir, html)
@@ -316,21 +310,7 @@ def run(
     _check_artifact(artifact, inputs, labels)
     from lmh_deploy.pipeline.run import run_artifact
 
-    return run_artifact(
-        artifact,
-        backend=backend,
-        samples=samples,
-        inputs=inputs,
-        labels=labels,
-        plots_dir=plots_dir,
-        html=html,
-        sweep=sweep,
-        stream=stream,
-        device=device,
-        batch_size=batch_size,
-        save_spikes=save_spikes,
-        status=status,
-    )
+    return run_artifact(**options)
 
 
 def export(

@@ -1,9 +1,9 @@
 """Every closed set of choices a user makes, as Enums (the CLI shows them as click choices).
 
 The values are the strings the lower layers (``lmh_deploy.models``, ``pipeline/``) take;
-``tests/test_api.py`` checks that each Enum lists exactly its registry (``ARCHITECTURES``,
-``NEURONS``, ``SUPPORTED_DATASETS``, ...), so a new dataset or architecture is added in
-both places or a test fails.
+``NEURONS`` and ``SUPPORTED_DATASETS`` are read from these Enums, and ``tests/test_api.py``
+checks that each Enum lists exactly its registry (``ARCHITECTURES``, ...), so a new
+architecture is added in both places or a test fails.
 """
 
 from __future__ import annotations

@@ -196,6 +196,13 @@ def with_defaults(command: Callable[..., Any], **given: Any) -> Any:
     return command(**defaults, **given)
 
 
+def forward(function: Callable[..., Any], options: dict[str, Any], **given: Any) -> Any:
+    """Call the API's ``function`` with each of its parameters that the command has, by name
+    (a command's options are its API call's, plus what the CLI alone does: ``--json``)."""
+    names = inspect.signature(function).parameters
+    return function(**{**{k: v for k, v in options.items() if k in names}, **given})
+
+
 @contextmanager
 def spinner(text: str) -> Iterator[Any]:
     """A rich spinner for anything that takes more than a moment; yields ``update(text)``."""
@@ -258,7 +265,6 @@ def train(
     writes and reports (docs/distributed.md).
     """
     options = dict(locals())  # every option goes to the API as given
-    options["out"] = options.pop("out_path")
     from lmh_deploy.parallel import is_main_process
 
     # outputs first: a refusal is one line, before the progress bar draws anything
@@ -282,7 +288,7 @@ def train(
                 task, completed=epoch, description=f"training {arch}/{neuron} on {dataset} (acc {acc:.3f})"
             )
 
-        metrics = api.train(**options, progress=on_epoch)
+        metrics = forward(api.train, options, out=out_path, progress=on_epoch)
     if main_rank and metrics.get("warning"):
         console.print(f"[yellow]warning:[/yellow] {metrics['warning']}", soft_wrap=True)
     if main_rank:
@@ -445,17 +451,10 @@ def verify(
 
     Under torchrun each rank runs a contiguous shard of the samples; rank 0 reports.
     """
+    options = dict(locals())
     check_outputs({"--json": (json_path, "file")}, inputs=[artifact, inputs, labels])
     with spinner("verifying: float vs sim on every sample, Lava vs sim on the first --lava-samples"):
-        result = api.verify(
-            artifact,
-            samples=samples,
-            inputs=inputs,
-            labels=labels,
-            lava_samples=lava_samples,
-            batch_size=batch_size,
-            max_accuracy_drop=max_accuracy_drop,
-        )
+        result = forward(api.verify, options)
     if result is None:  # a torchrun rank other than 0
         return
     _write_json(json_path, result.to_dict())
@@ -522,6 +521,7 @@ def run(
     ),
 ) -> None:
     """Run the deployed model on a backend; report accuracy, spikes, synaptic ops, energy."""
+    options = dict(locals())
     check_outputs(
         {
             "--json": (json_path, "file"),
@@ -532,21 +532,7 @@ def run(
         inputs=[artifact, inputs, labels],
     )
     with spinner(f"running {samples or 'the'} samples on {backend}") as status:
-        result = api.run(
-            artifact,
-            backend=backend,
-            samples=samples,
-            inputs=inputs,
-            labels=labels,
-            plots_dir=plots_dir,
-            html=html,
-            sweep=sweep,
-            stream=stream,
-            device=device.value if device else None,
-            batch_size=batch_size,
-            save_spikes=save_spikes,
-            status=status,
-        )
+        result = forward(api.run, options, device=device.value if device else None, status=status)
     if result is None:  # a torchrun rank other than 0
         return
     for target in filter(None, (save_spikes, plots_dir, html)):

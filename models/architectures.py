@@ -51,12 +51,13 @@ from typing import Any, TypedDict, Unpack
 import torch
 from torch import nn
 
+from lmh_deploy.choices import Neuron
 from lmh_deploy.errors import InputError
 from lmh_deploy.models.neuron import LMHNeuron, lif_neuron
 from lmh_deploy.models.norm import RESIDUAL_ALPHA, make_norm
 from lmh_deploy.models.qcfs import QCFS
 
-NEURONS = ("lmh", "lif", "qcfs")
+NEURONS: tuple[str, ...] = tuple(n.value for n in Neuron)
 
 #: an input shape or a list of layer widths
 Sizes = tuple[int, ...]

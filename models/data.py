@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+from lmh_deploy.choices import Dataset
 from lmh_deploy.errors import DataError, InputError, MissingFileError, UserError
 
 __all__ = [
@@ -49,17 +50,8 @@ __all__ = [
     "make_loaders",
 ]
 
-#: Names accepted by :func:`load_dataset`.
-SUPPORTED_DATASETS: tuple[str, ...] = (
-    "digits",
-    "mnist5k",
-    "cifar10",
-    "cifar100",
-    "events",
-    "digits-events",
-    "n-mnist",
-    "dvs-cifar10",
-)
+#: Names accepted by :func:`load_dataset` (the ``--dataset`` choices).
+SUPPORTED_DATASETS: tuple[str, ...] = tuple(d.value for d in Dataset)
 
 _CIFAR10_DIR = "cifar-10-batches-py"
 _CIFAR100_DIR = "cifar-100-python"

@@ -18,54 +18,16 @@ import lmh_deploy  # noqa: F401  - the Python 3.11 Lava import fix, before any l
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir import Graph
 from lmh_deploy.passes.quantize import quantize_graph
-from lmh_deploy.models.architectures import SpikingNet, mlp
+from lmh_deploy.models.architectures import SpikingNet
 
 sys.path.insert(0, str(Path(__file__).parent))  # the test modules import shared.py, foreign/
-
-
-def _random_mlp(
-    seed: int,
-    *,
-    n_in: int = 10,
-    hidden: tuple[int, ...] = (12, 8),
-    classes: int = 4,
-    timesteps: int = 5,
-    factors: str = "progressive",
-    factor_std: float = 1.5,
-    bias_std: float = 0.3,
-    weight_gain: float = 3.0,
-    set_factors: dict[str, float] | None = None,
-) -> SpikingNet:
-    """A seeded MLP whose factor logits ``x_*`` are random (or set to given real factors).
-
-    ``factors='radical'`` gives every time row its own random value. Linear biases are
-    redrawn as N(0, bias_std) so that every neuron has its own, clearly non-zero bias; weights
-    are scaled by ``weight_gain`` (PyTorch's default init is too weak to make deep layers fire).
-    """
-    torch.manual_seed(seed)
-    model = mlp((n_in,), classes, hidden=hidden, timesteps=timesteps, factors=factors)
-    gen = torch.Generator().manual_seed(seed + 1000)
-    with torch.no_grad():
-        for layer in model.layers:
-            if isinstance(layer, torch.nn.Linear):
-                layer.weight.mul_(weight_gain)
-                layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen) * bias_std)
-        for neuron in model.neurons():
-            if neuron.factor_mode == "fixed":
-                continue
-            if set_factors is not None:
-                neuron.set_factors(**set_factors)
-                continue
-            for name in ("mu_d", "mu_s", "lam_d", "lam_s"):
-                p = getattr(neuron, f"x_{name}")
-                p.copy_(torch.randn(p.shape, generator=gen) * factor_std)
-    return model.eval()
+from shared import random_mlp
 
 
 @pytest.fixture
 def make_mlp() -> Callable[..., SpikingNet]:
-    """Builder ``make_mlp(seed, **options)`` of a seeded random LM-H MLP (see ``_random_mlp``)."""
-    return _random_mlp
+    """Builder ``make_mlp(seed, **options)`` of a seeded random LM-H MLP (``shared.random_mlp``)."""
+    return random_mlp
 
 
 def _compile(

@@ -147,25 +147,44 @@ def digits_mlp_checkpoint(path: Path, timesteps: int, *, hidden: int = 16) -> Pa
     return path
 
 
-def lif_mlp(
+def random_mlp(
     seed: int,
-    timesteps: int,
     *,
-    decay: float = 0.75,
-    theta: float = 1.0,
-    gain: float = 3.0,
-    bias_std: float = 0.2,
+    n_in: int = 10,
+    hidden: tuple[int, ...] = (12, 8),
+    classes: int = 4,
+    timesteps: int = 5,
+    factors: str = "progressive",
+    factor_std: float = 1.5,
+    bias_std: float = 0.3,
+    weight_gain: float = 3.0,
+    set_factors: dict[str, float] | None = None,
+    **arch: Any,
 ) -> SpikingNet:
-    """A seeded LIF MLP 10 -> 12 -> 8 -> 4 (Lava LIF's rules = NIR's: set to 0, '>', states
-    from 0), weights times ``gain`` and biases redrawn as N(0, ``bias_std``) so that it fires."""
+    """A seeded MLP whose factor logits ``x_*`` are random (or set to given real factors).
+
+    ``factors='radical'`` gives every time row its own random value. Linear biases are
+    redrawn as N(0, bias_std) so that every neuron has its own, clearly non-zero bias; weights
+    are scaled by ``weight_gain`` (PyTorch's default init is too weak to make deep layers fire).
+    ``arch``: more options of the architecture (``neuron="lif"``, ``lif_decay``, ``theta``).
+    """
     torch.manual_seed(seed)
-    model = mlp((10,), 4, neuron="lif", hidden=(12, 8), timesteps=timesteps, lif_decay=decay, theta=theta)
-    gen = torch.Generator().manual_seed(seed + 1)
+    model = mlp((n_in,), classes, hidden=hidden, timesteps=timesteps, factors=factors, **arch)
+    gen = torch.Generator().manual_seed(seed + 1000)
     with torch.no_grad():
         for layer in model.layers:
             if isinstance(layer, torch.nn.Linear):
-                layer.weight.mul_(gain)
+                layer.weight.mul_(weight_gain)
                 layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen) * bias_std)
+        for neuron in model.neurons():
+            if neuron.factor_mode == "fixed":
+                continue
+            if set_factors is not None:
+                neuron.set_factors(**set_factors)
+                continue
+            for name in ("mu_d", "mu_s", "lam_d", "lam_s"):
+                p = getattr(neuron, f"x_{name}")
+                p.copy_(torch.randn(p.shape, generator=gen) * factor_std)
     return model.eval()
 
 

@@ -26,7 +26,7 @@ from lmh_deploy.interop.nir_export import NIR_RULES, spike_disagreement, write_n
 from lmh_deploy.ir import LMH, Dense
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
-from shared import invoke, lif_mlp
+from shared import invoke, random_mlp
 
 T = 6
 LMH_RULES = {"reset": "subtract", "threshold_test": ">=", "v_s_init": 0.5}
@@ -37,7 +37,7 @@ def _inputs(seed: int, n: int = 32, shape=(10,)) -> np.ndarray:
 
 
 def _lif_model(seed: int, *, decay: float = 0.75, theta: float = 1.0):
-    return lif_mlp(seed, T, decay=decay, theta=theta, gain=2.5, bias_std=0.3)
+    return random_mlp(seed, timesteps=T, neuron="lif", lif_decay=decay, theta=theta, weight_gain=2.5)
 
 
 def _lmh_model(seed: int, **factors: float):
