@@ -99,22 +99,48 @@ def _diagonal(kernel: np.ndarray) -> bool:
     return bool(np.array_equal(square, np.diag(np.diagonal(square))))
 
 
-def run_conv(plan: ConvPlan, x, kernel):
+def channels_last_order(shape: tuple[int, int, int]) -> np.ndarray:
+    """For a (C, H, W) layer, the (C, H, W)-order index of each position of its (H, W, C)
+    order: ``nhwc = nchw[..., order]``, ``nchw[..., order] = nhwc``."""
+    c, h, w = shape
+    return np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).ravel()
+
+
+def as_images(rows, shape: tuple[int, int, int], channels_last: bool):
+    """Flat rows (rows, C * H * W) of a numpy array or torch tensor as (rows, C, H, W): a
+    view, strided channels last where the rows hold the (H, W, C) order."""
+    c, h, w = shape
+    if not channels_last:
+        return rows.reshape(rows.shape[0], c, h, w)
+    images = rows.reshape(rows.shape[0], h, w, c)
+    return images.permute(0, 3, 1, 2) if hasattr(images, "permute") else images.transpose(0, 3, 1, 2)
+
+
+def flat_rows(images, channels_last: bool):
+    """(rows, C, H, W) torch tensor -> flat rows in (C, H, W) or (H, W, C) order (a view
+    where the memory is already in that order)."""
+    if channels_last:
+        images = images.permute(0, 2, 3, 1)
+    return images.contiguous().reshape(images.shape[0], -1)
+
+
+def run_conv(plan: ConvPlan, x, kernel, channels_last_in: bool = False, channels_last_out: bool = False):
     """The sums ``(rows, C_out * H_out * W_out)`` for input rows ``x`` (rows, C * H * W).
 
     ``x`` is a float32/float64 torch tensor of integers; ``kernel`` the plan's kernel as a
     tensor of that dtype (exact float conv), or int64 (an int64 im2col product, for sums
-    beyond float64's exact range; ``x`` is then float64).
+    beyond float64's exact range; ``x`` is then float64). ``channels_last_in`` / ``_out``:
+    the rows hold (H, W, C) order (:func:`as_images`), in and out.
     """
     import torch
     import torch.nn.functional as F
 
     rows = x.shape[0]
+    x = as_images(x, plan.input_shape, channels_last_in)
     if plan.diagonal:
         if kernel.dtype == torch.int64:
             x = x.to(torch.int64)
-        return (x.reshape(rows, plan.input_shape[0], -1) * kernel.reshape(-1, 1)).reshape(rows, -1)
-    x = x.reshape((rows,) + plan.input_shape)
+        return flat_rows(x * kernel.reshape(1, -1, 1, 1), channels_last_out)
     if plan.factored:
         if any(plan.pool_pad):
             x = F.pad(x, (0, plan.pool_pad[1], 0, plan.pool_pad[0]))
@@ -127,20 +153,26 @@ def run_conv(plan: ConvPlan, x, kernel):
         out = F.conv2d(x, kernel, stride=plan.stride, padding=plan.padding)
     if tuple(out.shape[2:]) != plan.out_hw:
         out = out[:, :, : plan.out_hw[0], : plan.out_hw[1]]
-    return out.reshape(rows, -1)
+    return flat_rows(out, channels_last_out)
 
 
-def pooled_integers(plan: ConvPlan, pre: np.ndarray) -> np.ndarray:
+def pooled_integers(plan: ConvPlan, pre: np.ndarray, channels_last: bool = False) -> np.ndarray:
     """The input of the plan's convolution as integers (rows, C, H', W'): ``pre`` (rows, n)
-    itself, or its sum-pool (uint8 for spikes, whose block sums stay <= 255, else int64)."""
+    itself, or its sum-pool (uint8 for spikes, whose block sums stay <= 255, else int64);
+    a channels-last strided view where ``pre`` holds (H, W, C) order (``channels_last``)."""
     rows = pre.shape[0]
-    x = (pre.view(np.uint8) if pre.dtype == bool else pre).reshape((rows,) + plan.input_shape)
+    x = as_images(pre.view(np.uint8) if pre.dtype == bool else pre, plan.input_shape, channels_last)
     if not plan.factored:
         return x
     sy, sx = plan.pool
     c, h, w = plan.input_shape
     dtype = np.uint8 if x.dtype == np.uint8 and plan.pool_area <= 255 else np.int64
-    out: np.ndarray = np.zeros((rows, c, (h + plan.pool_pad[0]) // sy, (w + plan.pool_pad[1]) // sx), dtype)
+    pooled_hw = ((h + plan.pool_pad[0]) // sy, (w + plan.pool_pad[1]) // sx)
+    out: np.ndarray = (
+        np.zeros((rows,) + pooled_hw + (c,), dtype).transpose(0, 3, 1, 2)
+        if channels_last
+        else np.zeros((rows, c) + pooled_hw, dtype)
+    )
     for dy in range(sy):
         for dx in range(sx):
             part = x[:, :, dy::sy, dx::sx]

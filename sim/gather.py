@@ -1,5 +1,6 @@
 """Compiled event-driven synaptic sums (numba): only active presynaptic inputs are read,
-for dense matrices (a gather of rows) and for convolutions (a scatter of kernel taps)."""
+for dense matrices (a gather of rows) and for convolutions (a scatter of kernel taps); and
+the one-pass sum of two paths' shifted currents (residual layers)."""
 
 from __future__ import annotations
 
@@ -129,3 +130,20 @@ def conv_scatter(
     exact while every sum fits that dtype.
     """
     _conv_scatter(pre, w_t, out, int(stride[0]), int(stride[1]), int(padding[0]), int(padding[1]))
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_shifted(a, ra, la, b, rb, lb, out):
+    fa, fb, fo = a.reshape(-1), b.reshape(-1), out.reshape(-1)
+    for i in range(fo.size):
+        fo[i] = ((np.int64(fa[i]) >> ra) << la) + ((np.int64(fb[i]) >> rb) << lb)
+
+
+def add_shifted(
+    a: np.ndarray, shifts_a: tuple[int, int], b: np.ndarray, shifts_b: tuple[int, int], out
+) -> None:
+    """``out = ((a >> r_a) << l_a) + ((b >> r_b) << l_b)`` elementwise in int64 arithmetic, in
+    one pass (two paths' currents into a residual layer). ``a``, ``b``: integers, or floats
+    holding exact integers (truncated exactly); all three arrays contiguous, one shape;
+    exact while every value fits int64 and the sum fits ``out``'s dtype (the caller checks)."""
+    _add_shifted(a, shifts_a[0], shifts_a[1], b, shifts_b[0], shifts_b[1], out)

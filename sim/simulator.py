@@ -13,18 +13,29 @@ steps before the next node: one synaptic product covers ``c * B`` rows, and one 
 neuron call covers ``c`` steps. ``c = max(1, 1000 // B)`` by default: at batch 1 a whole
 layer runs over many steps at once, at large batches the chunk stays in cache.
 A static input is presented every step, so its synaptic sums are computed once per run.
+
+**Channels last inside.** On numpy, a layer fed only by convolutions and read only by
+synapse paths keeps its states and spikes in (H, W, C) order (its neuron parameters
+reordered once): the int8 convolution reads and writes that order, so no layer's spikes or
+sums are transposed on the way; a dense layer after it reads its weight columns in that
+order. The record (spikes, state traces, final states, per-neuron counts) is in the graph's
+(C, H, W) order as always.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from lmh_deploy.errors import InputError
+from lmh_deploy.sim.conv import channels_last_order
 from lmh_deploy.sim.neuron import initial_state, run_neuron_chunk
 from lmh_deploy.sim.params import neuron_params
-from lmh_deploy.sim.synapse import SynapsePath, lava_current, summed_current
+from lmh_deploy.sim.synapse import SynapsePath, lava_current, summed_bound, summed_current
 
 from lmh_deploy.ir import QLMH, Graph, QDense, QInput, QReadout, validate_quantized
+from lmh_deploy.ir.nodes import conv_output_hw
 from lmh_deploy.backends.record import RunRecord
 
 #: Sample-steps per chunk (see the module docstring).
@@ -111,16 +122,84 @@ class _Plan:
         if not isinstance(q_input, QInput):
             raise TypeError(f"the first node of the graph is {q_input.kind}, not q_input")
         self.input_shape = tuple(q_input.shape)
-        self.paths = {
-            name: SynapsePath(node, device) for name, node in self.nodes.items() if isinstance(node, QDense)
-        }
-        self.params = {
-            name: neuron_params(node) for name, node in self.nodes.items() if isinstance(node, QLMH)
-        }
+        #: layers kept in (H, W, C) order: name -> (C, H, W), and the order's index map
+        self.channels_last = _channels_last_layers(self.nodes, self.inputs) if device is None else {}
+        self.paths = {}
+        for name, node in self.nodes.items():
+            if isinstance(node, QDense):
+                (src,) = self.inputs[name]
+                to_cl = any(name in self.inputs[layer] for layer in self.channels_last)
+                self.paths[name] = SynapsePath(node, device, self.channels_last.get(src), to_cl)
+        self.params = {}
+        for name, node in self.nodes.items():
+            if isinstance(node, QLMH):
+                p = neuron_params(node)
+                layout = self.channels_last.get(name)
+                self.params[name] = p if layout is None else _reordered(p, channels_last_order(layout))
         readouts = [name for name, node in self.nodes.items() if isinstance(node, QReadout)]
         if not readouts:
             raise TypeError("the graph has no q_readout node")
         self.readout = readouts[0]
+
+
+def _conv_output_shape(node: QDense) -> tuple[int, int, int]:
+    c, h, w = (int(d) for d in node.conv_input_shape)
+    kernel = tuple(np.asarray(node.weight_mant).shape[2:])
+    return (int(np.asarray(node.weight_mant).shape[0]),) + conv_output_hw(
+        h, w, kernel, node.conv_stride, node.conv_padding
+    )
+
+
+def _channels_last_layers(nodes: dict, inputs: dict) -> dict[str, tuple[int, int, int]]:
+    """The neuron layers that run in (H, W, C) order: every input a convolution feeding only
+    this layer, every reader a synapse path (a convolution of this shape, or dense)."""
+    readers: dict[str, list[str]] = {name: [] for name in nodes}
+    for name, sources in inputs.items():
+        for src in sources:
+            readers[src].append(name)
+    found = {}
+    for name, node in nodes.items():
+        sources = inputs[name]
+        if not isinstance(node, QLMH) or not sources:
+            continue
+        if not all(
+            isinstance(nodes[s], QDense) and nodes[s].is_conv and readers[s] == [name] for s in sources
+        ):
+            continue
+        shapes = {_conv_output_shape(nodes[s]) for s in sources}
+        if len(shapes) != 1:
+            continue
+        shape = shapes.pop()
+        if all(
+            isinstance(nodes[r], QDense)
+            and (not nodes[r].is_conv or tuple(nodes[r].conv_input_shape) == shape)
+            for r in readers[name]
+        ):
+            found[name] = shape
+    return found
+
+
+def _reordered(p, order: np.ndarray):
+    """Neuron parameters ``p`` for neurons in ``order`` (per-neuron arrays reindexed)."""
+    return replace(
+        p,
+        mu_d=np.ascontiguousarray(p.mu_d[:, order]),
+        mu_s=np.ascontiguousarray(p.mu_s[:, order]),
+        lam_d=np.ascontiguousarray(p.lam_d[:, order]),
+        lam_s=np.ascontiguousarray(p.lam_s[:, order]),
+        bias_d=np.ascontiguousarray(p.bias_d[order]),
+        bias_s=np.ascontiguousarray(p.bias_s[order]),
+    )
+
+
+def _graph_order(a: np.ndarray, shape: tuple[int, int, int] | None) -> np.ndarray:
+    """``a`` (..., n) from the (H, W, C) order of a (C, H, W) layer back to the graph's
+    order (``shape`` None: ``a`` as it is)."""
+    if shape is None:
+        return a
+    c, h, w = shape
+    images = a.reshape(a.shape[:-1] + (h, w, c))
+    return np.ascontiguousarray(np.moveaxis(images, -1, -3)).reshape(a.shape)
 
 
 def _structure(graph: Graph) -> tuple:
@@ -240,18 +319,24 @@ class _Run:
             if value.static:  # one (1, B, n) current for every step of the chunk
                 currents = currents.reshape((1,) + tuple(currents.shape))
         else:
-            currents = summed_current([(v.per_step(steps, self.xp), v.weight_exp, v.bound) for v in inputs])
-            weight_exp = None
+            parts = [(v.per_step(steps, self.xp), v.weight_exp, v.bound) for v in inputs]
+            currents, weight_exp, peak = summed_current(parts), None, summed_bound(parts)
         state = self.states[name]
         size = self.params[name].size
+        layout = self.plan.channels_last.get(name)
         if self.device is None:
             spikes = (
                 self.rec.spikes[name][t0 : t0 + steps]
-                if self.record_spikes
+                if self.record_spikes and layout is None
                 else np.empty((steps, self.batch, size), bool)
             )
             trace = (
-                tuple(a[t0 : t0 + steps] for a in self.rec.state_trace[name]) if self.record_states else None
+                tuple(
+                    a[t0 : t0 + steps] if layout is None else np.empty_like(a[t0 : t0 + steps])
+                    for a in self.rec.state_trace[name]
+                )
+                if self.record_states
+                else None
             )
         else:
             import torch
@@ -270,6 +355,12 @@ class _Run:
             self.params[name], t0, currents, weight_exp, state, spikes, trace=trace, steps=steps, peak=peak
         )
         self.counts[name][t0 : t0 + steps] = _numpy(counts)
+        if layout is not None:
+            if self.record_spikes:
+                self.rec.spikes[name][t0 : t0 + steps] = _graph_order(spikes, layout)
+            if self.record_states:
+                for target, part in zip(self.rec.state_trace[name], trace):
+                    target[t0 : t0 + steps] = _graph_order(part, layout)
         if self.device is not None:
             if self.record_spikes:
                 self.rec.spikes[name][t0 : t0 + steps] = spikes.cpu().numpy()
@@ -286,7 +377,7 @@ class _Run:
             active = (
                 self.input_active
                 if isinstance(self.nodes[src], QInput)
-                else _numpy(self.states[src].neuron_spikes)
+                else _graph_order(_numpy(self.states[src].neuron_spikes), self.plan.channels_last.get(src))
             )
             rec.synops[name] = path.synops(active)
         for name, state in self.states.items():
@@ -297,9 +388,10 @@ class _Run:
                 "neuron_steps": self.timesteps * self.batch * self.params[name].size,
             }
             if self.record_spikes and self.record_final_state:  # streaming keeps nothing per sample
+                layout = self.plan.channels_last.get(name)
                 rec.final_state[name] = (
-                    _numpy(state.v_d).astype(np.int64),
-                    _numpy(state.v_s).astype(np.int64),
+                    _graph_order(_numpy(state.v_d).astype(np.int64), layout),
+                    _graph_order(_numpy(state.v_s).astype(np.int64), layout),
                 )
         rec.readout_trace = self.readout_trace
         rec.logits = self.readout_trace.sum(0) + self.timesteps * np.asarray(

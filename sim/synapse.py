@@ -42,7 +42,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from lmh_deploy.ir.synapses import qdense_fan_out
-from lmh_deploy.sim.conv import ConvPlan, conv_plan, pooled_integers, run_conv
+from lmh_deploy.sim.conv import (
+    ConvPlan,
+    channels_last_order,
+    conv_plan,
+    flat_rows,
+    pooled_integers,
+    run_conv,
+)
 from lmh_deploy.semantics import integer as fx
 
 F32_EXACT = 2.0**24
@@ -84,12 +91,23 @@ def summed_current(parts: list[tuple[Any, int | None, float | None]]):
     per path: ``2 * S * 2**e`` is exact (a power of two), ``floor`` of it is the arithmetic
     right shift, and every ``S_i``, term and partial sum is an integer below ``2**24`` when
     float32 is used, else below ``2**53`` in float64. Beyond that, int64 path by path.
+    Two numpy parts with numba: one compiled pass in int64 arithmetic
+    (:func:`lmh_deploy.sim.gather.add_shifted`), int32 out where the sum's bound fits.
     """
     terms = [(s, e, float(b)) for s, e, b in parts if e is not None and b is not None]
     total = sum(2.0 * b * 2.0**e + 1 for _, e, b in terms)  # +1: floor of a negative
     largest = max(b for _, _, b in terms) if terms else 0.0
     if len(terms) < len(parts) or total >= F64_EXACT or largest >= F64_EXACT:
         return sum(lava_current(s, e) if e is not None else s for s, e, _ in parts)
+    if len(terms) == 2 and all(isinstance(s, np.ndarray) for s, _, _ in terms) and _numba():
+        from lmh_deploy.sim.fused import input_shifts
+        from lmh_deploy.sim.gather import add_shifted
+
+        (a, e_a, _), (b, e_b, _) = terms
+        out = np.empty(np.broadcast_shapes(a.shape, b.shape), np.int32 if total <= INT32_LIMIT else np.int64)
+        a, b = (np.ascontiguousarray(np.broadcast_to(x, out.shape)) for x in (a, b))
+        add_shifted(a, input_shifts(e_a, 0), b, input_shifts(e_b, 0), out)
+        return out
     wide = (
         total >= F32_EXACT
         or largest >= F32_EXACT
@@ -105,6 +123,13 @@ def summed_current(parts: list[tuple[Any, int | None, float | None]]):
         else:
             out += term
     return out
+
+
+def summed_bound(parts: list[tuple[Any, int | None, float | None]]) -> float | None:
+    """A bound on ``|summed_current(parts)|``, None where a part has no bound."""
+    if any(e is None or b is None for _, e, b in parts):
+        return None
+    return sum(2.0 * float(b) * 2.0**e + 1 for _, e, b in parts)
 
 
 def _scaled(sums, factor: float, wide: bool):
@@ -127,17 +152,33 @@ class SynapsePath:
     """Exact synaptic sums of one ``QDense`` (prepared once: weights, bounds, dtypes).
 
     ``device=None`` works on numpy arrays; a torch device string works on tensors there.
+    ``input_layout``: the (C, H, W) shape of the presynaptic layer where its rows hold the
+    (H, W, C) order (channels last, :func:`lmh_deploy.sim.conv.channels_last_order`; a dense
+    layer's weight columns are reordered to match); ``channels_last_out``: deliver the sums
+    of a convolution in (H, W, C) order. The integers are the same in every order.
     """
 
-    def __init__(self, node, device: str | None = None) -> None:
+    def __init__(
+        self,
+        node,
+        device: str | None = None,
+        input_layout: tuple[int, int, int] | None = None,
+        channels_last_out: bool = False,
+    ) -> None:
         self.node = node
         self.weight_exp = int(node.weight_exp)
         self.graded = bool(node.graded)
         self.is_conv = bool(node.is_conv)
         self.device = device
+        self.in_cl, self.out_cl = input_layout is not None, bool(channels_last_out and node.is_conv)
+        if self.is_conv and input_layout is not None and tuple(input_layout) != tuple(node.conv_input_shape):
+            raise ValueError(f"input layout {input_layout} is not the conv input {node.conv_input_shape}")
         mant = node.weight_mant
         if sp.issparse(mant) and mant.nnz >= DENSE_ENOUGH * np.prod(mant.shape):
             mant = mant.toarray()
+        if input_layout is not None and not self.is_conv:
+            mant = mant[:, channels_last_order(input_layout)]
+        self.mant = mant
         self.sparse = sp.issparse(mant)
         max_x = fx.INPUT_MAX if self.graded else 1
         self.conv: ConvPlan | None = conv_plan(node) if self.is_conv else None
@@ -327,8 +368,8 @@ class SynapsePath:
     def _int8_conv(self, pre):
         import torch
 
-        plan, rows = self.conv, pre.shape[0]
-        pooled = pooled_integers(plan, pre)  # values <= INT8_CONV_INPUT_MAX (binary input)
+        plan = self.conv
+        pooled = pooled_integers(plan, pre, self.in_cl)  # values <= INT8_CONV_INPUT_MAX (binary)
         x = torch.from_numpy(pooled.astype(np.uint8, copy=False)).contiguous(
             memory_format=torch.channels_last
         )
@@ -353,7 +394,7 @@ class SynapsePath:
         )
         if tuple(out.shape[2:]) != plan.out_hw:
             out = out[:, :, : plan.out_hw[0], : plan.out_hw[1]]
-        return out.contiguous().reshape(rows, -1).numpy()
+        return flat_rows(out, self.out_cl).numpy()
 
     def _events(self, pre):
         """Sum of the rows of ``m^T`` at the active inputs: work proportional to the events.
@@ -375,11 +416,15 @@ class SynapsePath:
     def _conv_events(self, pre):
         from lmh_deploy.sim.gather import conv_scatter
 
-        x = pooled_integers(self.conv, np.ascontiguousarray(pre))
+        x = pooled_integers(self.conv, np.ascontiguousarray(pre), self.in_cl)
         rows, c_out = pre.shape[0], self.w_taps.shape[3]
-        out = np.empty((rows, c_out) + self.conv.out_hw, np.int32)
+        if self.out_cl:  # the same (rows, C, H, W) indexing over (H, W, C) memory
+            flat = np.empty((rows,) + self.conv.out_hw + (c_out,), np.int32)
+            out = flat.transpose(0, 3, 1, 2)
+        else:
+            flat = out = np.empty((rows, c_out) + self.conv.out_hw, np.int32)
         conv_scatter(x, self.w_taps, out, self.conv.stride, self.conv.padding)
-        return out.reshape(rows, -1)
+        return flat.reshape(rows, -1)
 
     def _conv(self, pre):
         import torch
@@ -387,7 +432,7 @@ class SynapsePath:
         # beyond exact float64 the values still go in as float64 (exact: <= 255 * pool area)
         dtype = self.float_dtype or np.float64
         x = torch.from_numpy(self._as(np.ascontiguousarray(pre), dtype))
-        return run_conv(self.conv, x, self.kernel).numpy()
+        return run_conv(self.conv, x, self.kernel, self.in_cl, self.out_cl).numpy()
 
     def _sums_torch(self, pre):
         import torch
@@ -406,7 +451,7 @@ class SynapsePath:
         dtype = torch.float32 if self.float_dtype is np.float32 else torch.float64
         x = pre.to(dtype)
         if self.is_conv:
-            return run_conv(self.conv, x, self.kernel.to(dtype))
+            return run_conv(self.conv, x, self.kernel.to(dtype), self.in_cl, self.out_cl)
         return x @ self.w_dev.to(dtype).T
 
     def int8_sums(self, pre):
@@ -417,8 +462,7 @@ class SynapsePath:
             raise ValueError("int8 products need binary input to a dense layer with 127 * fan_in < 2**31")
         w = getattr(self, "w_int8", None)
         if w is None:
-            mant = self.node.weight_mant
-            mant = mant.toarray() if sp.issparse(mant) else mant
+            mant = self.mant.toarray() if sp.issparse(self.mant) else self.mant
             w = self.w_int8 = torch.as_tensor(np.asarray(mant, np.int8).T.copy())
         if isinstance(pre, np.ndarray):
             x = torch.from_numpy(pre.view(np.int8) if pre.dtype == bool else np.asarray(pre, np.int8))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from lmh_deploy.models.architectures import build
 from lmh_deploy.sim import simulate
 from lmh_deploy.sim.conv import block_constant, conv_plan
-from lmh_deploy.sim.neuron import array_code_only
+from lmh_deploy.sim.neuron import array_code_only, numba_active
 from lmh_deploy.sim.reference import simulate_reference
 from lmh_deploy.sim.synapse import SynapsePath, _onednn_conv, lava_current, summed_current
 
@@ -274,8 +274,8 @@ def test_diagonal_1x1_kernels_are_per_channel_products(case: str) -> None:
 )
 def test_residual_currents_summed_in_float_equal_int64(seed, exps, peak, kind) -> None:
     """``sum shift(2 S_i, e_i)`` of several paths (float or integer sums): the float pass
-    (float32 under 2**24, else float64) gives the integers of the int64 shifts, floor of
-    negatives included; beyond 2**53, int64."""
+    (float32 under 2**24, else float64) or, for two numpy parts, the compiled int64 pass give
+    the integers of the int64 shifts, floor of negatives included; beyond 2**53, int64."""
     rng = np.random.default_rng(seed)
     sums = [rng.integers(-peak, peak + 1, (2, 3, 17)) for _ in exps]
     want = sum(fx.shift_sum(2 * s, e) for s, e in zip(sums, exps))
@@ -298,6 +298,8 @@ def test_residual_currents_summed_in_float_equal_int64(seed, exps, peak, kind) -
     total = sum(2.0 * peak * 2.0**e + 1 for e in exps)
     if max(total, peak) >= 2**53:
         assert got.dtype == np.int64
+    elif len(exps) == 2 and kind != "torch float32" and numba_active():  # one compiled pass
+        assert got.dtype == (np.int32 if total <= 2**31 - 1 else np.int64)
     else:
         narrow = max(total, peak) < 2**24 and kind in ("float32", "torch float32", "int64")
         assert got.dtype == (np.float32 if narrow else np.float64)

@@ -1,6 +1,7 @@
 """Whole-network sim/ runs: every execution path gives the same record, bit for bit
 (numba kernels vs the pure numpy fallback, torch device, chunk lengths, mini-batches,
-time-varying input), on MLP, convolutional and residual nets driven into saturation."""
+time-varying input, channels-last layers inside vs the graph's order), on MLP,
+convolutional and residual nets driven into saturation."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from lmh_deploy.sim import default_batch_size, simulate, simulate_batched
 from lmh_deploy.sim import neuron as N
 from lmh_deploy.sim.batching import bytes_per_sample
 from lmh_deploy.sim.reference import simulate_reference
+from lmh_deploy.sim.simulator import _plan_for
 
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.passes.quantize import quantize_graph
@@ -63,6 +65,8 @@ def test_every_path_gives_the_same_record(arch: str, shape: tuple, radical: bool
     x = fx.quantize_input(np.random.default_rng(3).random((5, *shape)), q.node("input").scale)
     want = simulate(q, x, 6, record_states=True, chunk_steps=1)
     assert sum(want.saturation.values()) > 0
+    # numpy runs keep conv-fed layers channels last inside (the torch run does not)
+    assert bool(_plan_for(q, None).channels_last) == (arch != "mlp")
     runs = {
         "default chunks": simulate(q, x, 6, record_states=True),
         "chunks of 4": simulate(q, x, 6, record_states=True, chunk_steps=4),
