@@ -47,15 +47,26 @@ class LavaCompatError(UserError, ImportError):
     """The installed Lava does not look like the release this fix was written for."""
 
 
+def _rewrite(
+    source: str, pattern: re.Pattern[str], replacement: str, expected: int, fix: str, what: str
+) -> str:
+    """``source`` with every match of ``pattern`` replaced; exactly ``expected`` of them, or
+    the installed Lava is not the release the fix was written for."""
+    patched, count = pattern.subn(replacement, source)
+    if count != expected:
+        raise LavaCompatError(
+            f"lmh-deploy's {fix} expected {expected} {what} but found {count}; "
+            "install lava-nc==0.10.0 (bash scripts/install.sh)"
+        )
+    return patched
+
+
 def patch_var_model_source(source: str) -> str:
     """Return ``var_model.py`` source with mutable dataclass defaults replaced."""
-    patched, count = _MUTABLE_DEFAULT.subn(r"\1 = field(default_factory=ByteEncoder)", source)
-    if count != EXPECTED_REWRITES:
-        raise LavaCompatError(
-            f"lmh-deploy's Python 3.11 fix for {VAR_MODEL} expected {EXPECTED_REWRITES} "
-            f"'ByteEncoder()' defaults but found {count}; install lava-nc==0.10.0 "
-            "(bash scripts/install.sh)"
-        )
+    patched = _rewrite(
+        source, _MUTABLE_DEFAULT, r"\1 = field(default_factory=ByteEncoder)", EXPECTED_REWRITES,
+        f"Python 3.11 fix for {VAR_MODEL}", "'ByteEncoder()' defaults",
+    )  # fmt: skip
     # Import ``field`` on the existing dataclasses import line, so that a
     # leading ``from __future__`` import stays first in the file.
     patched, imports = _DATACLASS_IMPORT.subn(r"\1, field", patched, count=1)
@@ -81,13 +92,10 @@ def patch_ports_source(source: str) -> str:
     The helper is appended at the end, so every line keeps its number (tracebacks
     inside Lava still point at the right lines of the installed file).
     """
-    patched, count = _RESHAPE_NEWSHAPE.subn(r"ft.partial(_lmh_reshape, \1)", source)
-    if count != EXPECTED_RESHAPES:
-        raise LavaCompatError(
-            f"lmh-deploy's numpy 2 fix for {PORTS} expected {EXPECTED_RESHAPES} "
-            f"'ft.partial(np.reshape, newshape=...)' calls but found {count}; install lava-nc==0.10.0 "
-            "(bash scripts/install.sh)"
-        )
+    patched = _rewrite(
+        source, _RESHAPE_NEWSHAPE, r"ft.partial(_lmh_reshape, \1)", EXPECTED_RESHAPES,
+        f"numpy 2 fix for {PORTS}", "'ft.partial(np.reshape, newshape=...)' calls",
+    )  # fmt: skip
     if not re.search(r"^import numpy as np$", source, re.M):
         raise LavaCompatError(f"{PORTS}: no 'import numpy as np' line; the reshape fix needs it")
     return patched.rstrip("\n") + "\n" + _RESHAPE_HELPER

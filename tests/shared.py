@@ -54,6 +54,25 @@ def compile_source(
     )  # fmt: skip
 
 
+def verified(
+    build: Path, report: Path, *, samples: int, agreement: float, reference: str = "source module"
+) -> dict[str, Any]:
+    """``verify BUILD --samples N --json REPORT``, checked: Lava equals sim/ spike for spike,
+    state for state and in the readout, the float side is ``reference`` (what the network was
+    compiled from), and the deployed predictions agree with it on at least ``agreement`` of
+    the samples. Returns verify's JSON."""
+    printed = invoke_ok("verify", build, "--samples", samples, "--json", report).output
+    assert "prediction agreement" in printed, printed
+    result = json.loads(report.read_text())
+    lv, ff = result["lava_vs_sim"], result["float_vs_fixed"]
+    print(build, lv, ff)
+    assert lv["spikes_compared"] > 0 and lv["mismatched_spikes"] == 0, lv
+    assert lv["state_mismatches"] == 0 and lv["readout_mismatches"] == 0, lv
+    assert ff["float_reference"].startswith(reference), ff
+    assert ff["prediction_agreement"] >= agreement, ff
+    return result
+
+
 def deploy_source(
     model: torch.nn.Module,
     spec: str,
@@ -63,22 +82,12 @@ def deploy_source(
     agreement: float = 0.95,
     **compile: Any,
 ) -> dict[str, Any]:
-    """Save ``model``'s state_dict, compile it with ``--model SPEC`` (:func:`compile_source`),
-    verify it on ``samples`` test digits and check the result: Lava equals sim/ spike for spike
-    and state for state, and the deployed predictions agree with the source module's on at
-    least ``agreement`` of them. Returns verify's JSON."""
-    weights, out, report = work / "source.pt", work / "build", work / "verify.json"
+    """Save ``model``'s state_dict, compile it with ``--model SPEC`` (:func:`compile_source`)
+    and check it with :func:`verified` on ``samples`` test digits. Returns verify's JSON."""
+    weights, out = work / "source.pt", work / "build"
     torch.save(model.state_dict(), weights)
     compile_source(weights, spec, out, **compile)
-    invoke_ok("verify", out, "--samples", samples, "--json", report)
-    result = json.loads(report.read_text())
-    lv, ff = result["lava_vs_sim"], result["float_vs_fixed"]
-    print(spec, lv, ff)
-    assert lv["spikes_compared"] > 0 and lv["mismatched_spikes"] == 0, lv
-    assert lv["state_mismatches"] == 0 and lv["readout_mismatches"] == 0, lv
-    assert ff["float_reference"].startswith("source module")
-    assert ff["prediction_agreement"] >= agreement, ff
-    return result
+    return verified(out, work / "verify.json", samples=samples, agreement=agreement)
 
 
 def paper_clone(factory: str, **kwargs: Any) -> Any:

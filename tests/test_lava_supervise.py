@@ -167,12 +167,10 @@ def test_worker_exception_ends_the_command(driver, mode: str) -> None:
     assert not _descendants(proc.pid)
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
-def test_interrupt_stops_lava_with_one_line(driver, how: str) -> None:
-    proc = _start(driver, "slow")
-    workers = _wait_for_workers(proc)
-    start = time.monotonic()
-    if how == "ctrl-c":  # the terminal sends SIGINT to the whole foreground process group
+def _interrupt_ends_with_one_line(proc, how: str, what: str, on_timeout=lambda: None) -> None:
+    """Ctrl-C (the terminal sends SIGINT to the whole foreground process group) or SIGTERM:
+    the command exits 130 / 143 within 30 s, saying one line and writing nothing."""
+    if how == "ctrl-c":
         os.killpg(proc.pid, signal.SIGINT)
     else:
         proc.send_signal(signal.SIGTERM)
@@ -180,11 +178,19 @@ def test_interrupt_stops_lava_with_one_line(driver, how: str) -> None:
         out, err = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-        _assert_gone(workers)
-        raise AssertionError(f"{how} did not stop the Lava run") from None
-    assert time.monotonic() - start < 15
+        on_timeout()
+        raise AssertionError(f"{how} did not stop {what}") from None
     assert proc.returncode == (130 if how == "ctrl-c" else 143), err
     assert err == "interrupted; nothing written\n" and out == ""
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_interrupt_stops_lava_with_one_line(driver, how: str) -> None:
+    proc = _start(driver, "slow")
+    workers = _wait_for_workers(proc)
+    start = time.monotonic()
+    _interrupt_ends_with_one_line(proc, how, "the Lava run", lambda: _assert_gone(workers))
+    assert time.monotonic() - start < 15
     _assert_gone(workers)
 
 
@@ -206,14 +212,4 @@ def test_interrupt_stops_the_sim_with_one_line(driver, how: str, tmp_path: Path)
             proc.kill()
             raise AssertionError(f"the sim run did not start: {proc.communicate()}")
         time.sleep(0.2)
-    if how == "ctrl-c":
-        os.killpg(proc.pid, signal.SIGINT)
-    else:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        out, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError(f"{how} did not stop the sim run") from None
-    assert proc.returncode == (130 if how == "ctrl-c" else 143), err
-    assert err == "interrupted; nothing written\n" and out == ""
+    _interrupt_ends_with_one_line(proc, how, "the sim run")

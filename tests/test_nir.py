@@ -26,7 +26,7 @@ from lmh_deploy.interop.nir_export import NIR_RULES, spike_disagreement, write_n
 from lmh_deploy.ir import LMH, Dense
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
-from shared import invoke, random_mlp
+from shared import invoke, random_mlp, verified
 
 T = 6
 LMH_RULES = {"reset": "subtract", "threshold_test": ">=", "v_s_init": 0.5}
@@ -34,6 +34,18 @@ LMH_RULES = {"reset": "subtract", "threshold_test": ">=", "v_s_init": 0.5}
 
 def _inputs(seed: int, n: int = 32, shape=(10,)) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0.0, 1.0, (n, *shape))
+
+
+def unit_lif(shape, tau: float, dt: float) -> nir.LIF:
+    """A NIR LIF as snnTorch exports one: r = tau / dt (a unit input gain per step), no leak
+    potential, threshold 1, reset to 0."""
+    return nir.LIF(
+        tau=np.full(shape, tau),
+        r=np.full(shape, tau / dt),
+        v_leak=np.zeros(shape),
+        v_threshold=np.ones(shape),
+        v_reset=np.zeros(shape),
+    )
 
 
 def _lif_model(seed: int, *, decay: float = 0.75, theta: float = 1.0):
@@ -295,13 +307,7 @@ def hand_made_conv_graph(
         nir.Conv2d(
             input_shape=(8, 8), weight=w["conv"], stride=1, padding=1, dilation=1, groups=1, bias=w["conv_b"]
         ),
-        nir.LIF(
-            tau=np.full(shape, tau),
-            r=np.full(shape, tau / step),
-            v_leak=np.zeros(shape),
-            v_threshold=np.ones(shape),
-            v_reset=np.zeros(shape),
-        ),
+        unit_lif(shape, tau, step),
         nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
         nir.Flatten(input_type={"input": np.array([c, 4, 4])}, start_dim=0, end_dim=-1),
         nir.Affine(weight=w["fc"], bias=w["fc_b"]),
@@ -355,13 +361,7 @@ def test_nir_cli_compile_verify_flat_input_and_dt(tmp_path) -> None:
     flat = nir.NIRGraph.from_list(
         nir.Input(input_type=np.array([64])),
         nir.Affine(weight=rng.normal(0, 0.5, (16, 64)), bias=rng.normal(0.2, 0.1, 16)),
-        nir.LIF(
-            tau=np.full(16, tau),
-            r=np.full(16, tau / 1e-4),
-            v_leak=np.zeros(16),
-            v_threshold=np.ones(16),
-            v_reset=np.zeros(16),
-        ),
+        unit_lif(16, tau, 1e-4),
         nir.Affine(weight=rng.normal(0, 1, (10, 16)), bias=np.zeros(10)),
         nir.Output(output_type=np.array([10])),
     )
@@ -375,13 +375,7 @@ def test_nir_cli_compile_verify_flat_input_and_dt(tmp_path) -> None:
     res = invoke("run", out, "--samples", "20", "--json", tmp_path / "run.json")
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "run.json").read_text())["samples"] == 20
-    res = invoke("verify", out, "--samples", "30", "--json", tmp_path / "v.json")
-    assert res.exit_code == 0, res.output
-    result = json.loads((tmp_path / "v.json").read_text())
-    assert result["lava_vs_sim"]["mismatched_spikes"] == 0
-    ff = result["float_vs_fixed"]
-    assert ff["float_reference"].startswith("source NIR graph")
-    assert ff["prediction_agreement"] >= 0.9
+    verified(out, tmp_path / "v.json", samples=30, agreement=0.9, reference="source NIR graph")
     # a wrong dt leaves the network silent: said so in one warning
     res = invoke(
         "compile",
@@ -405,13 +399,7 @@ def test_batch_dimension_input_output_types_import(tmp_path) -> None:
     nodes = {
         "input": nir.Input(input_type=np.array([1, 64])),
         "0": nir.Affine(weight=rng.normal(0, 0.5, (16, 64)), bias=rng.normal(0.2, 0.1, 16)),
-        "1": nir.LIF(
-            tau=np.full(16, tau),
-            r=np.full(16, tau / 1e-3),
-            v_leak=np.zeros(16),
-            v_threshold=np.ones(16),
-            v_reset=np.zeros(16),
-        ),
+        "1": unit_lif(16, tau, 1e-3),
         "2": nir.Affine(weight=rng.normal(0, 1, (10, 16)), bias=np.zeros(10)),
         "output": nir.Output(output_type=np.array([1, 10])),
     }
@@ -425,12 +413,7 @@ def test_batch_dimension_input_output_types_import(tmp_path) -> None:
     assert res.exit_code == 0, res.output
     assert "NIR time constants read with dt = 0.001 s (given); change it with --dt SECONDS" in res.output
     assert json.loads((out / "compile_report.json").read_text())["dt"] == {"seconds": 1e-3, "origin": "given"}
-    res = invoke("verify", out, "--samples", "30", "--json", tmp_path / "v.json")
-    assert res.exit_code == 0, res.output
-    result = json.loads((tmp_path / "v.json").read_text())
-    assert result["lava_vs_sim"]["mismatched_spikes"] == 0
-    assert result["float_vs_fixed"]["float_reference"].startswith("source NIR graph")
-    assert result["float_vs_fixed"]["prediction_agreement"] >= 0.9
+    verified(out, tmp_path / "v.json", samples=30, agreement=0.9, reference="source NIR graph")
 
 
 def test_import_refusals_name_the_node() -> None:
@@ -517,13 +500,7 @@ def test_trained_conv_net_written_by_hand_in_nir_deploys(tmp_path) -> None:
             bias=conv.bias.detach().numpy().astype(np.float64),
         ),
         nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
-        nir.LIF(
-            tau=np.full(shape, tau),
-            r=np.full(shape, tau / dt),
-            v_leak=np.zeros(shape),
-            v_threshold=np.ones(shape),
-            v_reset=np.zeros(shape),
-        ),
+        unit_lif(shape, tau, dt),
         nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1),
         nir.Affine(
             weight=fc.weight.detach().numpy().astype(np.float64),
@@ -536,9 +513,4 @@ def test_trained_conv_net_written_by_hand_in_nir_deploys(tmp_path) -> None:
     out = tmp_path / "build"
     res = invoke("compile", tmp_path / "conv.nir", "--dataset", "digits", "--timesteps", "4", "-o", out)
     assert res.exit_code == 0, res.output
-    res = invoke("verify", out, "--samples", "360", "--json", tmp_path / "v.json")
-    assert res.exit_code == 0, res.output
-    result = json.loads((tmp_path / "v.json").read_text())
-    assert result["lava_vs_sim"]["mismatched_spikes"] == 0
-    assert result["float_vs_fixed"]["float_reference"].startswith("source NIR graph")
-    assert result["float_vs_fixed"]["prediction_agreement"] >= 0.97
+    verified(out, tmp_path / "v.json", samples=360, agreement=0.97, reference="source NIR graph")

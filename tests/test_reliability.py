@@ -437,16 +437,23 @@ def test_a_lava_run_imports_no_torch(artifact: Path, tmp_path: Path) -> None:
     assert proc.stdout.split()[-3:] == ["exit", "0", "False"], proc.stdout[-2000:] + proc.stderr
 
 
+def _refused_for_memory(monkeypatch, command: str, artifact: Path, report: Path) -> str:
+    """``command ARTIFACT --samples 300`` with 50 kB of memory available: its one-line refusal."""
+    import lmh_deploy.sim.batching as batching
+
+    monkeypatch.setattr(batching, "available_memory_bytes", lambda: 50_000)
+    line = _invoke_one_line(command, str(artifact), "--samples", "300", "--json", str(report))
+    assert "--samples 300: this run would keep about" in line
+    return line
+
+
 def test_a_run_that_cannot_fit_is_refused_naming_the_options(
     artifact: Path, tmp_path: Path, monkeypatch
 ) -> None:
     # memory estimated from the graph and the sample count before anything is allocated
-    import lmh_deploy.sim.batching as batching
-
-    monkeypatch.setattr(batching, "available_memory_bytes", lambda: 50_000)
     report = tmp_path / "r.json"
-    line = _invoke_one_line("run", str(artifact), "--samples", "300", "--json", str(report))
-    assert "--samples 300: this run would keep about" in line and "GiB of memory available" in line
+    line = _refused_for_memory(monkeypatch, "run", artifact, report)
+    assert "GiB of memory available" in line
     assert "run at most --samples " in line and "or pass --stream" in line
     assert not report.exists()
     assert runner.invoke(app, ["run", str(artifact), "--samples", "3", "--json", str(report)]).exit_code == 0
@@ -456,12 +463,9 @@ def test_a_verify_that_cannot_fit_is_refused_naming_the_option(
     artifact: Path, tmp_path: Path, monkeypatch
 ) -> None:
     # verify keeps the source's and sim/'s whole records: twice a run's, and it has no --stream
-    import lmh_deploy.sim.batching as batching
-
-    monkeypatch.setattr(batching, "available_memory_bytes", lambda: 50_000)
     report = tmp_path / "v.json"
-    line = _invoke_one_line("verify", str(artifact), "--samples", "300", "--json", str(report))
-    assert "--samples 300: this run would keep about" in line and "run at most --samples " in line
+    line = _refused_for_memory(monkeypatch, "verify", artifact, report)
+    assert "run at most --samples " in line
     assert "--stream" not in line
     assert not report.exists()
     fits = int(line.split("run at most --samples ")[1].split()[0].rstrip(",;"))

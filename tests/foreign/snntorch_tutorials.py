@@ -114,42 +114,43 @@ def forward_pass(net, data, num_steps=NUM_STEPS):
     return torch.stack(spk_rec), torch.stack(mem_rec)
 
 
-def train_conv_net(net, x, y, *, epochs=4, lr=1e-2, seed=0):
-    """Tutorial 6's training: ``SF.ce_rate_loss`` on the output spikes, Adam."""
-    import snntorch.functional as SF
-
+def _train(net, x, y, loss, *, epochs, lr, seed):
+    """The tutorials' loop: Adam, shuffled batches of 64, ``loss(net, x, y)`` per batch."""
     torch.manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9, 0.999))
-    loss_fn = SF.ce_rate_loss()
     for _ in range(epochs):
         perm = torch.randperm(len(x))
         for start in range(0, len(x), 64):
             idx = perm[start : start + 64]
             net.train()
-            spk_rec, _ = forward_pass(net, x[idx])
-            loss = loss_fn(spk_rec, y[idx])
+            value = loss(net, x[idx], y[idx])
             opt.zero_grad()
-            loss.backward()
+            value.backward()
             opt.step()
     net.eval()
 
 
+def train_conv_net(net, x, y, *, epochs=4, lr=1e-2, seed=0):
+    """Tutorial 6's training: ``SF.ce_rate_loss`` on the output spikes."""
+    import snntorch.functional as SF
+
+    rate_loss = SF.ce_rate_loss()
+
+    def loss(net, xb, yb):
+        return rate_loss(forward_pass(net, xb)[0], yb)
+
+    _train(net, x, y, loss, epochs=epochs, lr=lr, seed=seed)
+
+
 def train_loop_net(model, x, y, *, epochs=3, lr=5e-3, seed=0):
-    """Tutorial 5's training: sum over steps of CE(mem record[step], y); Adam; batches of 64."""
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
-    loss_fn = nn.CrossEntropyLoss()
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
-        for start in range(0, len(x), 64):
-            idx = perm[start : start + 64]
-            model.train()
-            _spk_rec, mem_rec = model(x[idx])
-            loss = sum(loss_fn(mem_rec[step], y[idx]) for step in range(mem_rec.shape[0]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
+    """Tutorial 5's training: sum over steps of CE(mem record[step], y)."""
+    ce = nn.CrossEntropyLoss()
+
+    def loss(net, xb, yb):
+        mem_rec = net(xb)[1]
+        return sum(ce(mem_rec[step], yb) for step in range(mem_rec.shape[0]))
+
+    _train(model, x, y, loss, epochs=epochs, lr=lr, seed=seed)
 
 
 @torch.no_grad()
