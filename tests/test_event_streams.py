@@ -15,7 +15,7 @@ from lmh_deploy.sim import simulate
 import lmh_deploy  # noqa: F401  - Python 3.11 Lava import fix
 from lmh_deploy.backends.float.ir import simulate_float
 from lmh_deploy.backends.lava.run import run_lava
-from lmh_deploy.backends.sharding import merge_records, run_sharded
+from lmh_deploy.backends.sharding import merge_records, run_shard
 from lmh_deploy.backends.float.torch_model import run_float
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir.synapses import qdense_fan_out
@@ -142,10 +142,7 @@ def test_sharded_time_varying_run_equals_unsharded() -> None:
     q, _ = quantize_graph(export_model(_random_cnn(5, t), input_shape=(2, 8, 8), timesteps=t, spikes=True))
     x_int = quantize(q, _event_frames(6, t, 5))
     whole = simulate(q, x_int, t)
-    parts = [
-        run_sharded(lambda xs: simulate(q, xs, t), x_int, axis=1, rank=r, world_size=2, gather=False)
-        for r in range(2)
-    ]
+    parts = [run_shard(lambda xs: simulate(q, xs, t), x_int, axis=1, rank=r, world_size=2) for r in range(2)]
     merged = merge_records(parts)
     assert np.array_equal(merged.logits, whole.logits)
     for name in whole.spikes:

@@ -24,7 +24,6 @@ ends with the whole record; typically only rank 0 then prints and writes.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal, overload
 
 import numpy as np
 
@@ -123,53 +122,31 @@ def gather_records(rec: RunRecord | None) -> RunRecord:
     return merge_records(parts)
 
 
-@overload
-def run_sharded(
+def run_shard(
     fn: Callable[[np.ndarray], RunRecord],
     x: np.ndarray,
     *,
     axis: int = 0,
     rank: int | None = None,
     world_size: int | None = None,
-    gather: Literal[True] = True,
-) -> RunRecord: ...
-
-
-@overload
-def run_sharded(
-    fn: Callable[[np.ndarray], RunRecord],
-    x: np.ndarray,
-    *,
-    axis: int = 0,
-    rank: int | None = None,
-    world_size: int | None = None,
-    gather: Literal[False],
-) -> RunRecord | None: ...
-
-
-def run_sharded(
-    fn: Callable[[np.ndarray], RunRecord],
-    x: np.ndarray,
-    *,
-    axis: int = 0,
-    rank: int | None = None,
-    world_size: int | None = None,
-    gather: bool = True,
 ) -> RunRecord | None:
-    """Run ``fn`` on this rank's shard of ``x`` and (``gather``) merge all ranks' records.
+    """Run ``fn`` on this rank's shard of ``x``: this rank's record (``None`` for an empty
+    shard, where ``fn`` is not called).
 
     ``fn`` is any backend taking the samples of one shard, e.g.
     ``lambda xs: simulate(graph, xs, T)`` or ``lambda xs: run_lava(graph, xs, T)``.
-    ``rank``/``world_size`` default to the default process group's (one process: all of
-    ``x``). A rank whose shard is empty does not call ``fn``. ``gather=False`` returns
-    only this rank's record (``None`` for an empty shard).
+    ``rank``/``world_size`` default to the default process group's (one process: all of ``x``).
     """
     g_rank, g_world = dist_rank_world()
     rank = g_rank if rank is None else rank
     world_size = g_world if world_size is None else world_size
     shard = shard_inputs(x, rank, world_size, axis=axis)
-    rec = fn(shard) if shard.shape[axis] else None
-    return gather_records(rec) if gather else rec
+    return fn(shard) if shard.shape[axis] else None
+
+
+def run_sharded(fn: Callable[[np.ndarray], RunRecord], x: np.ndarray, *, axis: int = 0) -> RunRecord:
+    """:func:`run_shard` on every rank of the default group, all ranks' records merged."""
+    return gather_records(run_shard(fn, x, axis=axis))
 
 
 def _batch_axis(graph, x_int: np.ndarray) -> int:
@@ -187,13 +164,12 @@ def simulate_shard(
     """
     from lmh_deploy.sim import simulate
 
-    return run_sharded(
+    return run_shard(
         lambda xs: simulate(graph, xs, timesteps, **sim_kwargs),
         x_int,
         axis=_batch_axis(graph, x_int),
         rank=rank,
         world_size=world_size,
-        gather=False,
     )
 
 
