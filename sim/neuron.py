@@ -276,9 +276,7 @@ def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, s
     if not use32:  # the kernel computes in the states' type: int64 from now on (a wrap on
         _widen(state)  # inputs beyond the int32 bounds may leave even 32 bits)
     counts = np.zeros(steps, np.int64)
-    empty_f = np.zeros((1, 1, 0), np.float32)
-    empty_i = np.zeros((1, 1, 0), np.int64)
-    rules = _rules_of(p)
+    rules, rule_codes = _rules(p)
     kernel = fused.compiled(rules, spikes_f is not None, trace is not None)
     sat = kernel(
         currents,
@@ -291,16 +289,16 @@ def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, s
         form.bias_s,
         p.theta,
         p.reset_value,
-        np.asarray(rules, np.int64),
+        rule_codes,
         state.v_d,
         state.v_s,
         state.s_prev,
         state.fired,
         state.neuron_spikes,
         spikes,
-        empty_f if spikes_f is None else spikes_f,
-        empty_i if trace is None else trace[0],
-        empty_i if trace is None else trace[1],
+        _EMPTY_F if spikes_f is None else spikes_f,
+        _EMPTY_I if trace is None else trace[0],
+        _EMPTY_I if trace is None else trace[1],
         counts,
     )
     state.saturation += int(sat)
@@ -317,6 +315,20 @@ def _peak(currents: np.ndarray) -> float:
     if currents.size == 0:
         return 0.0
     return max(float(currents.max()), -float(currents.min()))
+
+
+#: Placeholders for the kernel outputs a call does not write (empty: nothing to write).
+_EMPTY_F = np.zeros((1, 1, 0), np.float32)
+_EMPTY_I = np.zeros((1, 1, 0), np.int64)
+_RULES: dict[tuple[int, ...], np.ndarray] = {}
+
+
+def _rules(p: NeuronParams) -> tuple[tuple[int, ...], np.ndarray]:
+    """``p``'s rule codes as a tuple and as the int64 array the kernel takes (one per set)."""
+    rules = _rules_of(p)
+    if rules not in _RULES:
+        _RULES[rules] = np.asarray(rules, np.int64)
+    return rules, _RULES[rules]
 
 
 def _rules_of(p: NeuronParams) -> tuple[int, ...]:
