@@ -129,13 +129,18 @@ class AvgPoolFields(_Strict):
     stride: Pair
 
 
-class LMHFields(_Strict):
-    size: Size
-    theta: Positive
+class _RuleFields(_Strict):
+    """The neuron rules both LM-H nodes store: the same choices, float or integer values."""
+
     reset: Reset = "subtract"
-    reset_value: Finite = 0.0
     threshold_test: ThresholdTest = ">="
     reset_timing: ResetTiming = "same-step"
+
+
+class LMHFields(_RuleFields):
+    size: Size
+    theta: Positive
+    reset_value: Finite = 0.0
     v_d_init: Finite = 0.0
     v_s_init: Finite | None = None
 
@@ -157,15 +162,12 @@ class QDenseFields(_Strict):
     conv_padding: Padding = [0, 0]
 
 
-class QLMHFields(_Strict):
+class QLMHFields(_RuleFields):
     size: Size
     theta: Annotated[StrictInt, Field(ge=1, le=MAX_STORED_INT)]
     state_scale: Positive
     profile: ProfileName
-    reset: Reset = "subtract"
     reset_value: StoredInt = 0
-    threshold_test: ThresholdTest = ">="
-    reset_timing: ResetTiming = "same-step"
     v_d_init: StoredInt = 0
     v_s_init: StoredInt | None = None
 
