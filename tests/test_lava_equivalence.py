@@ -13,12 +13,13 @@ import torch
 
 import lmh_deploy  # noqa: F401  - Python 3.11 Lava import fix
 from lmh_deploy.semantics import integer as fx
-from lmh_deploy.ir import LMH, Dense, Graph, Input, QDense, QInput, QLMH, QReadout, Readout
+from lmh_deploy.ir import LMH, Dense, Graph, Input, QDense, Readout
 from lmh_deploy.backends.lava.lower import lower
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.backends.record import RunRecord
 from lmh_deploy.backends.lava.run import run_lava
 from lmh_deploy.sim.simulator import simulate
+from shared import integer_chain
 
 
 def assert_bit_exact(qgraph: Graph, x_int: np.ndarray, timesteps: int) -> tuple[RunRecord, RunRecord]:
@@ -158,57 +159,13 @@ def _saturating_graph(timesteps: int) -> Graph:
     """An integer graph built directly, with currents and biases that drive 24-bit states
     into saturation (both signs), lambda > 1 and per-step, per-neuron factor codes."""
     rng = np.random.default_rng(99)
-    n_in, n0, n1, classes = 6, 12, 5, 3
-    codes = lambda shape: rng.integers(-2048, 2048, shape)
-    g = Graph(meta={"timesteps": timesteps})
-    g.add("input", QInput(shape=(n_in,), scale=255.0, bits=8))
-    g.add(
-        "dense0",
-        QDense(weight_mant=rng.integers(-127, 128, (n0, n_in)), weight_exp=4, graded=True, weight_scale=1.0),
-        ("input",),
-    )
-    g.add(
-        "lmh0",
-        QLMH(
-            size=n0,
-            theta=3_000_000,
-            mu_d=np.array([[1500]]),
-            mu_s=np.array([[-800]]),
-            lam_d=np.array([[1800 + 4096]]),
-            lam_s=np.array([[1200 + 4096]]),
-            bias=rng.integers(-2_000_000, 2_000_000, n0),
-            state_scale=1.0,
-        ),
-        ("dense0",),
-    )
-    g.add(
-        "dense1",
-        QDense(weight_mant=rng.integers(-127, 128, (n1, n0)), weight_exp=14, graded=False, weight_scale=1.0),
-        ("lmh0",),
-    )
-    g.add(
-        "lmh1",
-        QLMH(
-            size=n1,
-            theta=fx.STATE_MAX - 5,
-            mu_d=codes((timesteps, n1)),
-            mu_s=codes((timesteps, n1)),
-            lam_d=codes((timesteps, n1)) + 4096,
-            lam_s=codes((timesteps, n1)) + 4096,
-            bias=rng.integers(-3_000_000, 3_000_000, n1),
-            state_scale=1.0,
-        ),
-        ("dense1",),
-    )
-    g.add(
-        "dense2",
-        QDense(
-            weight_mant=rng.integers(-127, 128, (classes, n1)), weight_exp=10, graded=False, weight_scale=1.0
-        ),
-        ("lmh1",),
-    )
-    g.add("readout", QReadout(bias=np.array([5, -7, 0]), state_scale=1.0), ("dense2",))
-    return g
+    codes = lambda: rng.integers(-2048, 2048, (timesteps, 5))
+    first = dict(size=12, weight_exp=4, theta=3_000_000, mu_d=np.array([[1500]]), mu_s=np.array([[-800]]))
+    first.update(lam_d=np.array([[1800 + 4096]]), lam_s=np.array([[1200 + 4096]]))
+    first.update(bias=rng.integers(-2_000_000, 2_000_000, 12))
+    second = dict(size=5, weight_exp=14, theta=fx.STATE_MAX - 5, mu_d=codes(), mu_s=codes())
+    second.update(lam_d=codes() + 4096, lam_s=codes() + 4096, bias=rng.integers(-3_000_000, 3_000_000, 5))
+    return integer_chain(rng, [first, second], timesteps=timesteps, readout_exp=10)
 
 
 @pytest.mark.parametrize("batch", [1, 3])

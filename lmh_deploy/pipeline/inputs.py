@@ -107,29 +107,12 @@ def accept_inputs(
     return x, y
 
 
-def load_inputs(
-    inputs: str | Path,
-    labels: str | Path | None,
-    *,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    sample_shape: tuple[int, ...] | None = None,
-    samples: int | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """``--inputs X.npy [--labels Y.npy]`` read (never unpickled) and checked by
-    :func:`accept_inputs`."""
-    x = read_npy(inputs, "inputs")
-    y = None if labels is None else read_npy(labels, "labels")
-    return accept_inputs(
-        x,
-        y,
-        input_shape=input_shape,
-        num_classes=num_classes,
-        sample_shape=sample_shape,
-        samples=samples,
-        x_name=str(inputs),
-        y_name=str(labels),
-    )
+def read_inputs(
+    inputs: str | Path | None, labels: str | Path | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``--inputs X.npy [--labels Y.npy]`` read (never unpickled); None where not given."""
+    x = None if inputs is None else read_npy(inputs, "inputs")
+    return x, None if labels is None else read_npy(labels, "labels")
 
 
 # --------------------------------------------------------------------------- frames
@@ -155,6 +138,47 @@ def num_samples(x: np.ndarray, input_shape: tuple[int, ...]) -> int:
 def first_samples(x: np.ndarray, count: int, input_shape: tuple[int, ...]) -> np.ndarray:
     """The first ``count`` samples (all frames of each)."""
     return x[:, :count] if is_sequence(x, input_shape) else x[:count]
+
+
+#: Samples of the test split ``run`` and ``verify`` take when ``samples`` is not given
+#: (own ``inputs``: all of them).
+DEFAULT_SAMPLES = 100
+
+
+def select_samples(
+    art: Any,
+    x: np.ndarray | None,
+    y: np.ndarray | None,
+    samples: int | None,
+    *,
+    split: str = "test",
+    x_name: str = "inputs",
+    y_name: str = "labels",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The samples a command runs on: the user's own ``x`` (labels ``y`` optional), checked
+    by :func:`accept_inputs`, or the first ``samples`` (:data:`DEFAULT_SAMPLES` when None) of
+    the artifact's dataset ``split``. ``--labels`` without ``--inputs`` and more samples than
+    the split holds are refused in one line."""
+    shape = art.input_shape
+    if x is not None:
+        return accept_inputs(
+            x,
+            y,
+            input_shape=shape,
+            num_classes=art.num_classes,
+            sample_shape=art.sample_shape,
+            samples=samples,
+            x_name=x_name,
+            y_name=y_name,
+        )
+    if y is not None:
+        raise InputError(f"--labels needs --inputs (the {split} split brings its own labels)")
+    x, y = art.dataset_split(split)  # time-major (T, N, ...) for event frames
+    count = DEFAULT_SAMPLES if samples is None else samples
+    available = num_samples(x, shape)
+    if count > available:
+        raise InputError(f"--samples {count} exceeds the {available} samples of the {split} split")
+    return first_samples(x, count, shape), y[:count]
 
 
 def dataset_inputs(x: np.ndarray, input_shape: tuple[int, ...], frames: bool) -> np.ndarray:

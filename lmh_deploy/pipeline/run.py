@@ -20,22 +20,18 @@ from lmh_deploy.errors import CommandFailed, InputError
 from lmh_deploy.files import atomic_write
 from lmh_deploy.pipeline.inputs import (
     check_inputs,
-    first_samples,
     frames_for,
     is_sequence,
-    load_inputs,
     num_samples,
     parse_sweep,
     quantize,
+    read_inputs,
+    select_samples,
 )
 from lmh_deploy.backends.record import RunRecord
 from lmh_deploy.pipeline.results import RunResult
 from lmh_deploy.reports.summary import summarize
 from lmh_deploy.sim import check_run_fits, default_batch_size, run_in_batches, simulate_batched
-
-#: Samples of the test split ``run`` and ``verify`` take when ``samples`` is not given
-#: (own ``inputs``: all of them).
-DEFAULT_SAMPLES = 100
 
 
 def run_backend(
@@ -208,21 +204,9 @@ def run_artifact(
             refuse_loihi2()
         q = art.quant_graph
         shape = art.input_shape
-        if inputs is not None:
-            x, y = load_inputs(
-                inputs,
-                labels,
-                input_shape=shape,
-                num_classes=art.num_classes,
-                sample_shape=art.sample_shape,
-                samples=samples,
-            )
-        elif labels is not None:
-            raise InputError("--labels needs --inputs (the test split brings its own labels)")
-        else:
-            x, y = art.dataset_split("test")  # time-major (T, N, ...) for event frames
-            count = DEFAULT_SAMPLES if samples is None else samples
-            x, y = first_samples(x, count, shape), y[:count]
+        x, y = select_samples(
+            art, *read_inputs(inputs, labels), samples, x_name=str(inputs), y_name=str(labels)
+        )
         x = frames_for(x, art.timesteps, shape)
         check_inputs(
             x,

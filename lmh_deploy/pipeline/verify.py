@@ -12,14 +12,14 @@ from lmh_deploy.options import BATCH_SIZE, LAVA_SAMPLES, MAX_ACCURACY_DROP, SAMP
 from lmh_deploy.errors import InputError
 from lmh_deploy.pipeline.compile import Artifact
 from lmh_deploy.pipeline.inputs import (
-    accept_inputs,
     check_inputs,
     first_samples,
     frames_for,
     num_samples,
     quantize,
-    read_npy,
+    read_inputs,
     sample_axis,
+    select_samples,
 )
 from lmh_deploy.backends.record import RunRecord, spike_agreement_by_layer
 from lmh_deploy.pipeline.results import VerifyResult
@@ -185,33 +185,13 @@ def verify_artifact(
     (default: sized from the free memory). Lava and sim/ are compared in spikes, final
     states, readout values, logits and predictions; ``max_accuracy_drop`` (percentage
     points, needs labels) adds ``accuracy_gate``."""
-    from lmh_deploy.pipeline.run import DEFAULT_SAMPLES, run_backend
+    from lmh_deploy.pipeline.run import run_backend
     from lmh_deploy.sim import check_run_fits, default_batch_size
 
     shape, t, q = art.input_shape, art.timesteps, art.quant_graph
-    if inputs is None:
-        if labels is not None:
-            raise InputError("--labels needs --inputs (the dataset brings its own labels)")
-        x, y = art.dataset_split(split)  # time-major (T, N, ...) for event frames
-        what = f"{split} split"
-        available = num_samples(x, shape)
-        samples = DEFAULT_SAMPLES if samples is None else samples
-        if samples > available:
-            raise InputError(f"--samples {samples} exceeds the {available} samples of the {split} split")
-        x, y = first_samples(x, samples, shape), y[:samples]
-    else:
-        x, y = accept_inputs(
-            inputs,
-            labels,
-            input_shape=shape,
-            num_classes=art.num_classes,
-            sample_shape=art.sample_shape,
-            samples=samples,
-            x_name=inputs_name,
-            y_name=labels_name,
-        )
-        what = inputs_name
-        samples = num_samples(x, shape)
+    x, y = select_samples(art, inputs, labels, samples, split=split, x_name=inputs_name, y_name=labels_name)
+    what = f"{split} split" if inputs is None else inputs_name
+    samples = num_samples(x, shape)
     if max_accuracy_drop is not None and y is None:
         raise InputError("--max-accuracy-drop compares accuracies: give --labels with --inputs")
     x = frames_for(x, t, shape)
@@ -294,8 +274,7 @@ def verify_path(
     batch_size = BATCH_SIZE.check(batch_size)
     max_accuracy_drop = MAX_ACCURACY_DROP.check(max_accuracy_drop)
     art = load_artifact(artifact)
-    x = None if inputs is None else read_npy(inputs, "inputs")
-    y = None if labels is None else read_npy(labels, "labels")
+    x, y = read_inputs(inputs, labels)
     with distributed_context("cpu") as dctx:
         result = verify_artifact(
             art,
