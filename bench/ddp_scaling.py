@@ -1,25 +1,26 @@
-"""Training throughput on 1 vs 2 CPU processes (DDP over gloo), printed as JSON.
+"""Training throughput on 1 vs 2 CPU processes (DDP over gloo), on the one timing harness.
 
-    python bench/ddp_scaling.py [--epochs 3] [--repeats 2] [--json out.json]
+    python bench/ddp_scaling.py --json bench/ddp_scaling.json
 
 For each workload (``--workloads``) it runs ``lmh-deploy``'s training job as
 
-* ``1proc-1thread``: one process, one intra-op thread (the per-rank setting of DDP);
-* ``1proc-Nthreads``: one process using all cores with intra-op threads;
-* ``2proc-1thread``: two processes started with torchrun's environment (gloo), one
-  thread each, ``batch_size`` the same *global* batch (so the same optimisation);
-* ``2indep-1thread``: two independent single-process trainings at once, no
-  communication (throughput of both together): the parallelism the machine itself
-  offers, i.e. the ceiling for ``2proc-1thread``.
+* ``1 proc, 1 thread``: one process, one intra-op thread (the per-rank setting of DDP);
+* ``1 proc, N threads``: one process using all N cores with intra-op threads;
+* ``2 procs (DDP)``: two processes with torchrun's environment (gloo), one thread each,
+  ``batch_size`` the same *global* batch (so the same optimisation);
+* ``2 independent``: two independent single-process trainings at once, no communication
+  (throughput of both together): the parallelism the machine itself offers, the ceiling
+  for DDP.
 
-Throughput is training samples per second of the fastest epoch after the first
-(``train samples / epoch seconds``, evaluation excluded), best of ``--repeats`` runs.
-``cpu_us_per_sample`` is the CPU time (``time.process_time``, all ranks together)
-spent inside ``train_step`` per training sample: it shows the work DDP adds
-(communication, BN synchronisation) independently of how busy the machine is,
-whereas samples/s on a loaded machine mostly shows the contention.
-The machine's core count and load average are recorded with the numbers: on a shared
-machine, concurrent work slows every configuration.
+The four sides alternate over ``--rounds`` rounds (:func:`timing.alternate`; each side a
+fresh set of processes, so no warm-up round). A side's time is the seconds per training
+sample of its epochs after the first (evaluation excluded), its CPU time the CPU seconds
+(``time.process_time``, all ranks together) spent inside ``train_step`` per training
+sample: the work DDP adds (communication, BN synchronisation) apart from how busy the
+machine is. Ratios are the medians of the per-round speed-ups over ``1 proc, 1 thread``.
+Only on an otherwise idle machine does it measure the machine's parallelism: under load,
+two processes get twice one process's share of the cores, whatever they do (each run
+records the load average per round).
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from timing import Timed, alternate, environment, save
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,75 +143,56 @@ def _run(job: dict, *, procs: int, threads: int, tmp: Path, independent: bool = 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--epochs", type=int, default=2, help="epochs per run; the first is not timed")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--workloads", default="mlp-mnist5k,cnn-digits", help=f"of {','.join(WORKLOADS)}")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         _worker(args.worker)
         return
+    if args.epochs < 2:
+        ap.error("--epochs must be >= 2 (the first epoch is not timed)")
     cores = os.cpu_count() or 1
-    configs = [
-        ("1proc-1thread", 1, 1, False),
-        (f"1proc-{cores}threads", 1, cores, False),
-        ("2proc-1thread", 2, 1, False),
-        ("2indep-1thread", 2, 1, True),
-    ]
-    import torch
-
-    out: dict = {
-        "cores": cores,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "backend": "gloo",
-        "epochs": args.epochs,
-        "repeats": args.repeats,
-        "metric": "train samples/s of the fastest epoch after the first, best of "
-        "repeats (evaluation excluded)",
-        "load_average_before": list(os.getloadavg()),
-        "workloads": {},
+    configs = {
+        "1 proc, 1 thread": (1, 1, False),
+        f"1 proc, {cores} threads": (1, cores, False),
+        "2 procs (DDP)": (2, 1, False),
+        "2 independent": (2, 1, True),
     }
+    env = environment(threads=1)
+    rows = []
     with tempfile.TemporaryDirectory(prefix="ddp-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
         for name in args.workloads.split(","):
             job = {**WORKLOADS[name], "epochs": args.epochs}
             n = TRAIN_SAMPLES[job["dataset"]]
-            row: dict = {"job": job, "train_samples": n}
-            for label, procs, threads, independent in configs:
-                best, acc, cpu = float("inf"), None, float("inf")
-                for _ in range(args.repeats):
-                    start = time.perf_counter()
+            accuracy: dict[str, list[float]] = {label: [] for label in configs}
+
+            def side(label: str, procs: int, threads: int, independent: bool, job=job, n=n, acc=accuracy):
+                def call() -> Timed:
                     res = _run(job, procs=procs, threads=threads, tmp=tmp, independent=independent)
-                    epochs = res["epoch_seconds"][1:] or res["epoch_seconds"]
-                    best, acc = min(best, min(epochs)), res["accuracy"]
-                    cpu = min(cpu, res["cpu_us_per_sample"])
-                    print(
-                        f"{name} {label}: {n / min(epochs):.0f} samples/s, "
-                        f"{res['cpu_us_per_sample']:.0f} cpu-us/sample "
-                        f"({time.perf_counter() - start:.1f} s wall)",
-                        file=sys.stderr,
-                    )
-                row[label] = {
-                    "samples_per_s": round(n / best, 1),
-                    "epoch_s": round(best, 3),
-                    "cpu_us_per_sample": round(cpu, 1),
-                    "accuracy": acc,
-                }
-            base = row["1proc-1thread"]["samples_per_s"]
-            row["speedup_2proc_vs_1proc_1thread"] = round(row["2proc-1thread"]["samples_per_s"] / base, 2)
-            threaded = row[f"1proc-{cores}threads"]["samples_per_s"]
-            row[f"speedup_2proc_vs_1proc_{cores}threads"] = round(
-                row["2proc-1thread"]["samples_per_s"] / threaded, 2
+                    acc[label].append(res["accuracy"])
+                    per_epoch = statistics.mean(res["epoch_seconds"][1:])
+                    return Timed(per_epoch / n, 1e-6 * res["cpu_us_per_sample"])
+
+                return call
+
+            timed = alternate(
+                {label: side(label, *config) for label, config in configs.items()},
+                rounds=args.rounds,
+                warmup=0,
+                ratios={
+                    "ddp_speedup": ("1 proc, 1 thread", "2 procs (DDP)"),
+                    "threads_speedup": ("1 proc, 1 thread", f"1 proc, {cores} threads"),
+                    "independent_speedup": ("1 proc, 1 thread", "2 independent"),
+                },
             )
-            row["speedup_2indep_vs_1proc_1thread"] = round(row["2indep-1thread"]["samples_per_s"] / base, 2)
-            out["workloads"][name] = row
-    out["load_average_after"] = list(os.getloadavg())
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text)
+            rows.append({"workload": name, "job": job, "train_samples": n, "accuracy": accuracy} | timed)
+            ddp = timed["ratios"]["ddp_speedup"]
+            print(f"{name}: DDP / 1 proc, 1 thread: {ddp['median']:.2f}x [{ddp['min']:.2f}-{ddp['max']:.2f}]")
+    save(args.json, {"backend": "gloo", "cores": cores, "rows": rows}, env)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import environment, load_average
+from timing import environment, load_average, save
 
 CLI = [sys.executable, "-m", "lmh_deploy.cli"]
 
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", type=Path)
     opts = parser.parse_args()
-    load_start = load_average()
+    env = environment(threads=1)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         os.chdir(work)
@@ -103,9 +103,8 @@ def main() -> None:
                 f"{name:34s} wall {rows[name]['wall_s']:.2f} s  cpu {rows[name]['cpu_s']:.2f} s  "
                 f"torch/Lava imported: {rows[name]['torch_or_lava_imported']}"
             )
-    print(f"load average {load_start} -> {load_average()}")
-    if opts.json:
-        opts.json.write_text(json.dumps({"cases": rows, "repeats": opts.repeats, **environment(1)}, indent=1))
+    print(f"load average {env['load_average_start']} -> {load_average()}")
+    save(opts.json, {"cases": rows, "repeats": opts.repeats}, env)
 
 
 if __name__ == "__main__":

@@ -316,6 +316,47 @@ def lava_cifar(record: dict[str, Any]) -> str:
     )
 
 
+def ddp_scaling(record: dict[str, Any]) -> str:
+    labels = list(record["rows"][0]["seconds"])
+    out = [
+        _stamp(record),
+        "| workload | "
+        + " | ".join(labels)
+        + " | **DDP speed-up** | threads speed-up | independent speed-up | load average |",
+        "|---" * (len(labels) + 5) + "|",
+    ]
+    for r in record["rows"]:
+        job = r["job"]
+        cells = [
+            f"{1 / r['seconds'][label]['median']:,.0f} ({1e6 * r['cpu_seconds'][label]['median']:.0f})"
+            for label in labels
+        ]
+        ratios = [_spread(r["ratios"][k]) for k in ("ddp_speedup", "threads_speedup", "independent_speedup")]
+        out.append(
+            f"| {r['workload']} ({job['arch']}, {job['dataset']}, T = {job['timesteps']}, batch "
+            f"{job['batch_size']}) | " + " | ".join(cells + ratios) + f" | {_loads(r['load_per_round'])} |"
+        )
+    rounds = record["rows"][0]["rounds"]
+    out.append(
+        f"\nTraining samples per second (median of {rounds} alternated rounds; in brackets CPU "
+        "microseconds per training sample inside `train_step`, all processes together); speed-ups "
+        "over `1 proc, 1 thread`: median [min-max] of the per-round ratios."
+    )
+    return "\n".join(out) + "\n"
+
+
+def refusal_time(record: dict[str, Any]) -> str:
+    out = [
+        _stamp(record),
+        f"| case (median of {record['repeats']} fresh processes) | CPU s | wall s | torch/Lava imported |",
+        "|---|---|---|---|",
+    ]
+    for name, case in record["cases"].items():
+        imported = "yes" if case["torch_or_lava_imported"] else "no"
+        out.append(f"| {name} | {case['cpu_s']:.2f} | {case['wall_s']:.2f} | {imported} |")
+    return "\n".join(out) + "\n"
+
+
 RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
     "sim_vs_float": sim_vs_float,
     "sim_vs_float-goals": sim_vs_float_goals,
@@ -327,6 +368,8 @@ RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
     "paper_scale": paper_scale,
     "sim_vs_lava": sim_vs_lava,
     "lava_cifar": lava_cifar,
+    "ddp_scaling": ddp_scaling,
+    "refusal_time": refusal_time,
 }
 
 

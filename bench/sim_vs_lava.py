@@ -4,7 +4,7 @@ Each row builds a random LM-H network (seeded; factors mu_d -0.2, mu_s 0.1, lam_
 lam_s 0.8), quantises it and runs three sides in alternation (:func:`timing.alternate`,
 median and spread over ``--rounds`` rounds after a warm-up):
 
-* ``lava``: :func:`run_lava` (``Loihi2SimCfg``, fixed_pt) on the row's samples (mlp 4,
+* ``lava``: :func:`run_lava` (``Loihi2SimCfg``, fixed_pt) on the row's samples (mlp 16,
   cnn 32; ``--lava-samples``), one after another. Its start-up (our lowering, Lava's
   compiler, starting the workers) and its first ``depth + 1`` global steps (every worker's
   first active step, where Lava's models set themselves up) run as calls of their own; the
