@@ -12,8 +12,8 @@ measures, on random images:
 * **Where a run's time goes**: one in-process run of 1 and one of K samples with
   ``run_lava(..., phases=...)``: our lowering, Lava's compiler, the start of the worker
   processes, the first ``depth + 1`` global steps (every worker's first active step), Lava's
-  run of the remaining N steps, read-back, stop. Lava's time per step is the K-sample run's N
-  steps divided by N (wall, and CPU of this process and all workers), start-up timed apart.
+  run of the remaining N steps, read-back, stop, each in wall and in CPU time of this process
+  and all workers. Lava's time per step is the K-sample run's N steps divided by N.
 * **Lava == sim/**: the K-sample run's spikes (every layer, sample and step), final states and
   logits against sim/'s.
 
@@ -45,6 +45,7 @@ from lmh_deploy.sim import simulate
 from timing import alternate, environment, save, summary
 
 SHAPE = (3, 32, 32)
+STARTUP = ("lower", "compile", "start", "first_steps", "stop")  # run_lava's parts besides its steps
 TIMESTEPS = 4
 
 
@@ -137,7 +138,8 @@ def in_process(build_dir: Path, x: np.ndarray, k: int) -> dict:
         "lava_steps_timed": many["steps_run"],
         "lava_seconds_per_step": many["steps"] / many["steps_run"],
         "lava_cpu_seconds_per_step": None if cpu is None else cpu / many["steps_run"],
-        "startup_seconds": {p: one[p] for p in ("lower", "compile", "start", "first_steps", "stop")},
+        "startup_seconds": {p: one[p] for p in STARTUP},
+        "startup_cpu_seconds": {p: one.get(f"{p}_cpu") for p in STARTUP},
         "neurons": int(sum(q.node(n).size for n in q.of_kind("q_lmh"))),
         "lava_processes": lava_processes(q),
         "spikes_compared": int(compared),

@@ -290,7 +290,12 @@ def lava_cifar(record: dict[str, Any]) -> str:
     met_further = "-" if further_median is None else ("yes" if further_median <= 5 else "**no**")
     cpu_step = run["lava_cpu_seconds_per_step"]
     procs = run["lava_processes"]
-    parts = ", ".join(f"{name.replace('_', ' ')} {sec:.2f} s" for name, sec in run["startup_seconds"].items())
+    cpu_parts = run.get("startup_cpu_seconds", {})
+    parts = ", ".join(
+        f"{name.replace('_', ' ')} {sec:.2f} s"
+        + ("" if cpu_parts.get(name) is None else f" / {cpu_parts[name]:.2f} s")
+        for name, sec in run["startup_seconds"].items()
+    )
     return (
         _stamp(record)
         + "\n| measure (ResNet-20, 3x32x32, T = 4) | median [min-max] | goal | met |\n|---|---|---|---|\n"
@@ -310,7 +315,8 @@ def lava_cifar(record: dict[str, Any]) -> str:
         + ("yes" if run["spikes_differing"] == run["state_mismatches"] == 0 else "**no**")
         + " |\n"
         + f"\nCommand rounds: {cmd['rounds']}, alternated, load average {_loads(cmd['load_per_round'])}. "
-        f"Where a 1-sample run's time goes (in-process, wall): {parts}; Lava's CPU runtime runs "
+        f"Where a 1-sample run's time goes (in-process, wall / CPU of all processes): {parts}; "
+        "Lava's CPU runtime runs "
         f"{procs['all']} OS processes ({procs['LM-H layers']} LM-H layers, {procs['connections']} "
         f"connections, source and readout) plus its runtime service. {run['neurons']:,} LM-H neurons.\n"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import resource
 import time
 import warnings
 from pathlib import Path
@@ -47,37 +48,39 @@ def read_back(net: LavaNetwork, readout_bias: np.ndarray) -> RunRecord:
 
 
 def _cpu_with_workers() -> float | None:
-    """CPU seconds so far of this process and its live worker processes (Linux's /proc;
-    None where it cannot be read)."""
-    total = time.process_time()
-    try:
-        ticks = os.sysconf("SC_CLK_TCK")
-        for child in multiprocessing.active_children():
+    """CPU seconds so far of this process and its child processes: the live ones from
+    Linux's /proc, the ended ones from ``RUSAGE_CHILDREN`` (None where /proc is unreadable)."""
+    ended = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = time.process_time() + ended.ru_utime + ended.ru_stime
+    ticks = os.sysconf("SC_CLK_TCK")
+    for child in multiprocessing.active_children():
+        try:
             # fields after the command's ")": state is field 3, utime 14, stime 15
             fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks
-    except (OSError, ValueError, IndexError):
-        return None
+        except FileNotFoundError:
+            continue  # ended since the listing: counted in RUSAGE_CHILDREN from now on
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) / ticks
     return total
 
 
 class _Clock:
-    """Wall seconds of consecutive parts into ``phases`` (nothing when it is None); for
-    ``cpu_of`` parts also the CPU seconds of this process and its workers (``NAME_cpu``)."""
+    """Wall seconds of consecutive parts into ``phases`` (nothing when it is None), and the
+    CPU seconds of this process and its workers in each (``NAME_cpu``)."""
 
-    def __init__(self, phases: dict[str, float] | None, cpu_of: tuple[str, ...] = ()) -> None:
-        self.phases, self.cpu_of, self.last = phases, cpu_of, time.perf_counter()
-        self.cpu = _cpu_with_workers() if phases is not None and cpu_of else None
+    def __init__(self, phases: dict[str, float] | None) -> None:
+        self.phases, self.last = phases, time.perf_counter()
+        self.cpu = _cpu_with_workers() if phases is not None else None
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         if self.phases is not None:
             self.phases[name] = now - self.last
-            if self.cpu_of:
-                cpu = _cpu_with_workers()
-                if name in self.cpu_of and cpu is not None and self.cpu is not None:
-                    self.phases[f"{name}_cpu"] = cpu - self.cpu
-                self.cpu = cpu
+            cpu = _cpu_with_workers()
+            if cpu is not None and self.cpu is not None:
+                self.phases[f"{name}_cpu"] = cpu - self.cpu
+            self.cpu = cpu
         self.last = now
 
 
@@ -104,10 +107,10 @@ def run_lava(
     ``first_steps`` > 0 runs the first that many global steps as a call of their own
     (``phases['first_steps']``: what the workers set up on their first step is in it), so
     ``phases['steps']`` times Lava's run of the remaining ``steps_run`` steps alone (the
-    record is the same: the run only pauses). ``steps_cpu``: the CPU seconds of this process
-    and every worker during ``steps`` (Linux; to 1/100 s per worker).
+    record is the same: the run only pauses). ``NAME_cpu`` for each part: the CPU seconds of
+    this process and every worker in it (Linux; to 1/100 s per worker).
     """
-    clock = _Clock(phases, cpu_of=("steps",))
+    clock = _Clock(phases)
     net = lower(graph, inputs, timesteps, precision)
     readout = graph.node(graph.order()[-1])
     assert isinstance(readout, (QReadout, Readout))
