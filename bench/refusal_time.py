@@ -82,6 +82,7 @@ def main() -> None:
     env = environment(threads=1)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        home = Path.cwd()  # back before the folder goes: the JSON's command is relative to it
         os.chdir(work)
         build = _artifact(work)
         cases = {
@@ -103,6 +104,7 @@ def main() -> None:
                 f"{name:34s} wall {rows[name]['wall_s']:.2f} s  cpu {rows[name]['cpu_s']:.2f} s  "
                 f"torch/Lava imported: {rows[name]['torch_or_lava_imported']}"
             )
+        os.chdir(home)
     print(f"load average {env['load_average_start']} -> {load_average()}")
     save(opts.json, {"cases": rows, "repeats": opts.repeats}, env)
 
