@@ -51,7 +51,7 @@ ROWS: dict[str, dict[str, Any]] = {
         "shape": (1, 8, 8),
         "T": 100,
         "kw": {"hidden": (400, 400, 400)},
-        "lava_samples": 4,
+        "lava_samples": 16,
     },
     "cnn": {"arch": "cnn", "shape": (1, 28, 28), "T": 8, "kw": {"width_mult": 0.5}, "lava_samples": 32},
 }
