@@ -31,14 +31,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import lmh_deploy  # noqa: F401  - Lava import fix
 from lmh_deploy.backends.lava.lower import build_layers
 from lmh_deploy.backends.lava.run import run_lava
-from lmh_deploy.models.architectures import build
-from lmh_deploy.models.checkpoint import save_checkpoint
-from lmh_deploy.pipeline.compile import compile_model, load_artifact
+from lmh_deploy.pipeline.compile import load_artifact
 from lmh_deploy.passes.delays import layer_depths
 from lmh_deploy.pipeline.inputs import quantize
 from lmh_deploy.sim import simulate
@@ -50,6 +47,14 @@ TIMESTEPS = 4
 
 
 def make_artifact(work: Path, seed: int) -> Path:
+    """Build and compile the network; run in a child process (``--make-artifact``), so that
+    this process, whose Lava runs are profiled, holds no torch, as ``run --backend lava``."""
+    import torch
+
+    from lmh_deploy.models.architectures import build
+    from lmh_deploy.models.checkpoint import save_checkpoint
+    from lmh_deploy.pipeline.compile import compile_model
+
     torch.manual_seed(seed)
     model = build("resnet20", SHAPE, 10, timesteps=TIMESTEPS).eval()
     dataset = {"name": "cifar10", "input_shape": list(SHAPE), "num_classes": 10, "x_max": 1.0, "seed": seed}
@@ -163,11 +168,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternated rounds of the command")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--make-artifact", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.make_artifact is not None:
+        make_artifact(args.make_artifact, args.seed)
+        return
     env = environment(threads=0)
     with tempfile.TemporaryDirectory(prefix="lava-cifar-") as tmp:
         work = Path(tmp)
-        build_dir = make_artifact(work, args.seed)
+        child = [sys.executable, __file__, "--make-artifact", str(work), "--seed", str(args.seed)]
+        subprocess.run(child, check=True)
+        build_dir = work / "build"
         x = np.random.default_rng(args.seed).random((args.samples, *SHAPE)).astype(np.float32)
         np.save(work / "x.npy", x)
         result = {"network": "resnet20 3x32x32, T=4, random weights (seeded), untrained"}
