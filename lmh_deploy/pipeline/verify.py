@@ -144,7 +144,7 @@ def accuracy_gate(accuracy_source: float, accuracy_fixed: float, max_drop_points
 
 #: The default Lava share of ``verify``, in neuron-steps: every sample of a small net, 15
 #: samples of the paper's ResNet-20 on CIFAR (188,416 neurons, T = 4), which
-#: bench/lava_cifar.py puts at ~50 s of Lava start-up plus ~1.7 s per sample (BENCHMARKS.md).
+#: bench/lava_cifar.py puts at ~9 s of CPU for a 1-sample run plus ~0.7 s per further sample.
 LAVA_BUDGET_NEURON_STEPS = 12_000_000
 
 
