@@ -2,7 +2,8 @@
 
 Runs the artifact's integer graph on sim/, on Lava's own ``LIF`` + ``Dense`` processes
 (``lmh_deploy.backends.lava.lava_lif``) and, exported with exactly its integers, on lava-dl's
-``netx.hdf5.Network(..., input_message_bits=8)`` in Lava fixed_pt; prints how many spikes,
+``netx.hdf5.Network(..., input_message_bits=8, reset_interval=T, reset_offset=1)`` run freely
+in Lava fixed_pt (``run_netx_artifact``: biases from the file, no host writes); prints how many spikes,
 ``u``/``v`` values, readout values, logits and predictions were compared and how many differ.
 A measurement, not a speed benchmark (the closing note of issue 13 quotes it):
 

@@ -238,7 +238,14 @@ def _from_netx(
 ) -> tuple[Graph, dict[str, Any] | None]:
     from lmh_deploy.frontends.netx import netx_to_graph
 
-    graph = netx_to_graph(path, timesteps=timesteps)
+    # a file whose first layer is a conv or pool and has no 'input' layer takes the dataset's
+    # (C, H, W), as netx takes input_shape
+    shape = None
+    if dataset:
+        from lmh_deploy.models.data import load_dataset  # torch, imported when needed
+
+        shape = tuple(load_dataset(dataset)[2].input_shape)
+    graph = netx_to_graph(path, timesteps=timesteps, input_shape=shape)
     return graph, _imported_dataset(graph, path, dataset, "netx network", warn)
 
 
