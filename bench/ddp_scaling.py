@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,8 @@ import time
 from pathlib import Path
 
 from timing import Timed, alternate, environment, save
+
+from lmh_deploy.parallel import TORCHRUN_ENV, free_port, rank_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,12 +84,6 @@ def _worker(spec_path: str) -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(job: dict, *, procs: int, threads: int, tmp: Path, independent: bool = False) -> dict:
     spec = tmp / "spec.json"
     result = tmp / "result.json"
@@ -107,25 +102,12 @@ def _run(job: dict, *, procs: int, threads: int, tmp: Path, independent: bool = 
                 )
             )
             specs.append(one)
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-    }
-    base.update(OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
-    port = str(_free_port())
+    alone = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
+    port = free_port()
     children = []
     for rank in range(procs):
-        env = dict(base, BENCH_INDEX=str(rank))
-        if procs > 1 and not independent:
-            env.update(
-                RANK=str(rank),
-                WORLD_SIZE=str(procs),
-                LOCAL_RANK=str(rank),
-                LOCAL_WORLD_SIZE=str(procs),
-                MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=port,
-            )
+        env = rank_env(rank, procs, port) if procs > 1 and not independent else dict(alone)
+        env.update(OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT), BENCH_INDEX=str(rank))
         path = specs[rank] if independent else spec
         children.append(
             subprocess.Popen([sys.executable, __file__, "--worker", str(path)], env=env, cwd=ROOT)

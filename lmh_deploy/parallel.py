@@ -13,6 +13,7 @@ weights) live in :mod:`lmh_deploy.models.distributed`; sharded evaluation in
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +54,23 @@ class DistContext:
     def as_dict(self) -> dict[str, Any]:
         """JSON-simple summary stored in the training metrics."""
         return {"world_size": self.world_size, "backend": self.backend, "device": self.device}
+
+
+def free_port() -> int:
+    """A TCP port free on this host now (for a process group's ``MASTER_PORT``)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rank_env(rank: int, world: int, port: int) -> dict[str, str]:
+    """This process's environment as torchrun gives it to rank ``rank`` of ``world`` ranks on
+    this host (no torchrun variable of our own kept): how benchmarks and tests start ranks
+    without torchrun."""
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_ENV}
+    env.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world))
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    return env
 
 
 def torchrun_env_present(env: dict[str, str] | None = None) -> bool:

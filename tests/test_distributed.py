@@ -19,9 +19,7 @@ discriminate.
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +34,7 @@ from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.backends.record import RunRecord
 from lmh_deploy.backends.sharding import merge_records, run_sharded, shard_inputs, simulate_shard
 from lmh_deploy.models import distributed as D
+from lmh_deploy.parallel import free_port, rank_env
 from lmh_deploy.models.architectures import mlp
 from lmh_deploy.models.checkpoint import load_checkpoint
 from lmh_deploy.models.data import load_dataset, make_loaders
@@ -57,32 +56,17 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(spec: dict, tmp_path: Path, *, world: int = WORLD, timeout: float = 150) -> list[dict]:
     """Run ``ddp_worker.py`` on ``world`` ranks as torchrun would; return each rank's results."""
     results = tmp_path / "results"
     results.mkdir()
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps({**spec, "results": str(results)}))
-    port = str(_free_port())
+    port = free_port()
     procs = []
     for rank in range(world):
-        env = {k: v for k, v in os.environ.items() if k not in D.TORCHRUN_ENV}
-        env.update(
-            RANK=str(rank),
-            WORLD_SIZE=str(world),
-            LOCAL_RANK=str(rank),
-            LOCAL_WORLD_SIZE=str(world),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=port,
-            OMP_NUM_THREADS="1",
-            PYTHONPATH=str(ROOT),
-        )
+        env = rank_env(rank, world, port)
+        env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
         procs.append(
             subprocess.Popen(
                 [sys.executable, str(WORKER), str(spec_path)],
