@@ -12,6 +12,7 @@ import numpy as np
 
 from lmh_deploy.ir import QLMH, Graph, QDense, QInput, QReadout
 from lmh_deploy.semantics import integer as fx
+from lmh_deploy.semantics.readout import readout_sum
 
 
 def _synapse(node: QDense, presyn: np.ndarray) -> np.ndarray:
@@ -38,7 +39,7 @@ def simulate_reference(graph: Graph, x_int: np.ndarray, timesteps: int) -> dict:
     params = {n: fx.layer_params(graph.node(n)) for n in order if isinstance(graph.node(n), QLMH)}
     state = {n: (*p.initial_state((batch, graph.node(n).size)), None) for n, p in params.items()}
     spikes = {n: [] for n in params}
-    logits = 0
+    trace, readout = [], None
     for t in range(timesteps):
         values = {}
         for name in order:
@@ -56,9 +57,10 @@ def simulate_reference(graph: Graph, x_int: np.ndarray, timesteps: int) -> dict:
                 spikes[name].append(s)
                 values[name] = s.astype(np.int64)
             elif isinstance(node, QReadout):
-                logits = logits + sum(values[src] for src in inputs) + node.bias
+                trace.append(sum(values[src] for src in inputs))
+                readout = node
     return {
         "spikes": {n: np.array(s) for n, s in spikes.items()},
         "final_state": {n: (v_d, v_s) for n, (v_d, v_s, _) in state.items()},
-        "logits": np.asarray(logits, np.int64),
+        "logits": readout_sum(np.array(trace, np.int64), readout.bias, readout.leaky) if readout else 0,
     }

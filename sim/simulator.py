@@ -34,6 +34,7 @@ from lmh_deploy.sim.neuron import initial_state, run_neuron_chunk
 from lmh_deploy.sim.params import neuron_params
 from lmh_deploy.sim.synapse import SynapsePath, lava_current, summed_bound, summed_current
 
+from lmh_deploy.semantics.readout import readout_sum
 from lmh_deploy.ir import QLMH, Graph, QDense, QInput, QReadout, validate_quantized
 from lmh_deploy.ir.nodes import conv_output_hw
 from lmh_deploy.backends.record import RunRecord
@@ -394,9 +395,8 @@ class _Run:
                     _graph_order(_numpy(state.v_s).astype(np.int64), layout),
                 )
         rec.readout_trace = self.readout_trace
-        rec.logits = self.readout_trace.sum(0) + self.timesteps * np.asarray(
-            self.nodes[self.readout].bias, np.int64
-        )
+        readout = self.nodes[self.readout]
+        rec.logits = readout_sum(self.readout_trace, np.asarray(readout.bias, np.int64), readout.leaky)
         return rec
 
 

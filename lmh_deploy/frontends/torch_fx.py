@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from lmh_deploy.frontends.neurons import (
+    LEAKY_READOUT,
     NeuronError,
     NeuronSpec,
     adapter_for,
@@ -127,6 +128,22 @@ class NeuronTuple:
     where: str
 
 
+@dataclass
+class LeakyOut:
+    """The voltage of a leaky-integrator cell (norse ``LICell``): only the model output."""
+
+    sig: Signal
+    leaky: np.ndarray
+    where: str
+
+
+@dataclass
+class LeakyTuple:
+    """A leaky-integrator cell's ``(voltage, state)``."""
+
+    out: LeakyOut
+
+
 class _Batch:
     """``x.size(0)`` / ``x.shape[0]``: the batch dimension in a view/reshape."""
 
@@ -153,6 +170,7 @@ class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return (
             find_adapter(m) is not None
+            or LEAKY_READOUT.matches(m)
             or unsupported_neuron(m) is not None
             or is_qcfs(m)
             or isinstance(m, (*SYNAPSE_MODULES, *MAXPOOL))  # also other libraries' subclasses
@@ -239,6 +257,8 @@ class _Walker:
         self.output_index: int | None = None
         #: T of a multi-step forward that repeats its input over a leading time axis
         self.time_repeat: int | None = None
+        #: module path of a leaky-integrator readout cell (norse LICell)
+        self.readout_cell: str | None = None
 
     # ------------------------------------------------------------------ helpers
     def arg(self, a: Any, where: str) -> Any:
@@ -266,6 +286,12 @@ class _Walker:
             )
         if isinstance(value, _TimeMean):
             raise FrontendError(f"{where}: a mean over time (x_seq.mean(0)) must be the model output")
+        if isinstance(value, (LeakyOut, LeakyTuple)):
+            cell = value.where if isinstance(value, LeakyOut) else value.out.where
+            raise FrontendError(
+                f"{where}: uses the voltage of the leaky integrator {cell}, which can only be the "
+                f"model output (the readout)"
+            )
         if isinstance(value, _NewAxis):
             raise FrontendError(f"{where}: x.unsqueeze(0) must be followed by .repeat(T, 1, ...)")
         raise FrontendError(f"{where}: expects a tensor, got {type(value).__name__}")
@@ -378,6 +404,12 @@ class _Walker:
         args = self.arg(node.args, here)
         if find_adapter(module) is not None:
             return self.neuron(module, args[0], path, here)
+        if LEAKY_READOUT.matches(module):
+            if self.readout_cell is not None:
+                raise FrontendError(f"{here}: a second leaky integrator; only the readout may be one")
+            self.readout_cell = path
+            leaky = LEAKY_READOUT.leaky(module, here)
+            return LeakyTuple(LeakyOut(self.signal(args[0], here), leaky, here))
         why = unsupported_neuron(module)
         if why is not None:
             raise NeuronError(f"{here}: {why}")
@@ -460,6 +492,8 @@ class _Walker:
                 if index == 0:
                     return base.spikes
                 return _State(base.where)
+            if isinstance(base, LeakyTuple):
+                return base.out if index == 0 else _State(base.out.where)
             if isinstance(base, _Shape):
                 return _Batch() if index == 0 else base.shape[index - 1]
         if fn is torch.flatten:
@@ -541,24 +575,27 @@ class _Walker:
         value = self.arg(node.args[0], "output")
         if isinstance(value, _TimeMean):  # the deployed logits are the mean over the steps
             value = value.sig
+        if isinstance(value, LeakyTuple):
+            value, self.output_index = value.out, 0
         if (
             isinstance(value, (tuple, list))
             and value
-            and isinstance(value[0], Signal)
+            and isinstance(value[0], (Signal, LeakyOut))
             and all(isinstance(v, _State) for v in value[1:])
         ):
             value, self.output_index = value[0], 0  # (spikes, mem) of the last neuron
         elif (
             isinstance(value, tuple)
             and len(value) == 2
-            and isinstance(value[0], Signal)
+            and isinstance(value[0], (Signal, LeakyOut))
             and isinstance(value[1], list)
             and all(v is None or isinstance(v, _State) for v in value[1])
         ):
             value, self.output_index = value[0], 0  # (output, state list): norse SequentialState
         elif isinstance(value, NeuronTuple):
             value, self.output_index = value.spikes, 0
-        sig = self.signal(value, "model output")
+        leaky = value.leaky if isinstance(value, LeakyOut) else np.zeros(0)
+        sig = self.signal(value.sig if isinstance(value, LeakyOut) else value, "model output")
         if sig.neuron:  # spikes out: logits = firing rates (times the spike amplitude)
             n = int(np.prod(sig.cur.shape))
             sig = Signal(
@@ -572,7 +609,7 @@ class _Walker:
             raise FrontendError(
                 "model output: must be a Linear layer (the readout) or the spikes of a neuron layer"
             )
-        self.g.add("readout", Readout(bias=sig.cur.bias.ravel().copy()), (sig.cur.node,))
+        self.g.add("readout", Readout(bias=sig.cur.bias.ravel().copy(), leaky=leaky), (sig.cur.node,))
 
     def run(self) -> None:
         for node in self.gm.graph.nodes:
@@ -665,6 +702,8 @@ def module_to_graph(
         )
     graph.meta["source_neurons"] = dict(walker.source_neurons)
     graph.meta["source_output_index"] = walker.output_index
+    if walker.readout_cell is not None:  # its state is kept between the per-step calls
+        graph.meta["source_readout_cell"] = walker.readout_cell
     if loop is not None:  # the source runs all steps in one call and returns records
         graph.meta["source_time_loop"] = loop[1].steps
         graph.meta["source_output_index"] = loop[1].output_index

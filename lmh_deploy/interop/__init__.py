@@ -15,4 +15,13 @@ from __future__ import annotations
 
 from lmh_deploy.errors import InteropError  # defined with the other user errors; frontends raise it too
 
-__all__ = ["InteropError"]
+
+def leaky_readout_refusal(name: str, fmt: str) -> str:
+    """The one line that refuses exporting a leaky-integrator readout."""
+    return (
+        f"{name}: a leaky-integrator readout (norse LICell) cannot be exported to {fmt} yet; "
+        f"deploy the artifact itself (sim/, Lava)"
+    )
+
+
+__all__ = ["InteropError", "leaky_readout_refusal"]

@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lmh_deploy.backends.lava.supervise import lava_session
-from lmh_deploy.interop import InteropError
+from lmh_deploy.interop import InteropError, leaky_readout_refusal
 from lmh_deploy.interop.netx_io import NetxLayer, write_netx_layers
 from lmh_deploy.ir import QLMH, Graph, QDense, QInput, QReadout
 from lmh_deploy.ir.synapses import abs_row_sums, qdense_matrix
@@ -51,6 +51,8 @@ def _chain(graph: Graph) -> list[tuple[str, QDense, Any]]:
         node = graph.node(name)
         if not isinstance(node, (QLMH, QReadout)):
             continue
+        if isinstance(node, QReadout) and node.leaky.size:
+            raise InteropError(leaky_readout_refusal(name, "netx"))
         preds = graph.inputs_of(name)
         if len(preds) != 1:
             raise InteropError(

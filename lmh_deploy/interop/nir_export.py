@@ -36,7 +36,7 @@ import nir
 import numpy as np
 
 from lmh_deploy.files import atomic_path
-from lmh_deploy.interop import InteropError
+from lmh_deploy.interop import InteropError, leaky_readout_refusal
 from lmh_deploy.ir import (
     LMH,
     AvgPool,
@@ -298,12 +298,13 @@ def _neuron_node(
     v_reset = full(node.reset_value if getattr(node, "reset", "subtract") == "set" else 0.0)
     zeros = full(0.0)
     if np.all(plan.mu_d == 0):
+        r = input_gain(plan, dt)
         if np.all(plan.lam_s == 1):
-            return nir.IF(r=full(plan.lam_d / dt), v_threshold=thr, v_reset=v_reset, metadata=meta)
+            return nir.IF(r=full(plan.lam_d / dt / r), v_threshold=thr, v_reset=v_reset, metadata=meta)
         tau = dt / (1.0 - plan.lam_s)
         return nir.LIF(
             tau=full(tau),
-            r=full(plan.lam_d * tau / dt),
+            r=full(plan.lam_d * tau / dt / r),
             v_leak=zeros,
             v_threshold=thr,
             v_reset=v_reset,
@@ -320,6 +321,23 @@ def _neuron_node(
         w_in=full(tau_syn / dt),
         metadata=meta,
     )
+
+
+def input_gain(plan: NeuronPlan, dt: float) -> float:
+    """The gain an `IF`/`LIF` layer's synapses carry so that its NIR ``r`` is 1: ``lam_d tau /
+    dt`` (``lam_d / dt`` for IF) when it is one value per layer, else 1 (``r`` keeps it).
+
+    NIR's LIF ``v += dt/tau (v_leak - v + r I)`` leaves the input gain to ``r``; norse's
+    ``from_nir`` ignores ``r`` (it assumes 1), and snnTorch's ``import_from_nir`` accepts any
+    uniform ``r dt / tau`` (``hack_w_scale``: it divides the threshold instead). With ``r = 1``
+    and the gain in the weights both importers run the file as NIR defines it."""
+    if np.any(plan.mu_d != 0):
+        return 1.0  # CubaLIF: both importers apply w_in and r
+    if np.all(plan.lam_s == 1):
+        gains = np.ravel(plan.lam_d) / dt
+    else:
+        gains = np.ravel(plan.lam_d / (1.0 - plan.lam_s))  # lam_d tau / dt
+    return float(gains[0]) if np.allclose(gains, gains[0], rtol=1e-12, atol=0) else 1.0
 
 
 def _rules(node: LMH) -> dict[str, Any]:
@@ -350,11 +368,14 @@ class _Writer:
         self.edges.extend((src, name) for src in (inputs or (self.tail,)))
         self.tail = name
 
-    def synapse(self, name: str, node: Any, bias: np.ndarray | None, last: bool) -> None:
-        """One IR synapse; ``bias`` (over its output) goes into it when it is ``last``."""
+    def synapse(self, name: str, node: Any, bias: np.ndarray | None, last: bool, gain: float = 1.0) -> None:
+        """One IR synapse; ``bias`` (over its output) goes into it when it is ``last``, and
+        so does ``gain`` (weights and bias times it: the neuron's input gain, see
+        :func:`input_gain`)."""
         out_shape = node.output_shape if isinstance(node, (Conv2d, AvgPool)) else (node.output_size(),)
+        gain = gain if last else 1.0
         if isinstance(node, AvgPool) and (
-            self.amp != 1.0 or (last and bias is not None and bool(np.any(bias)))
+            self.amp != 1.0 or gain != 1.0 or (last and bias is not None and bool(np.any(bias)))
         ):
             c = node.input_shape[0]  # a pool that must scale or carry a bias: a diagonal conv
             kernel = np.zeros((c, c, *node.kernel))
@@ -369,14 +390,14 @@ class _Writer:
             )
             self.shape = out_shape
             return
-        b = np.zeros(out_shape) if bias is None or not last else np.asarray(bias).reshape(out_shape)
+        b = np.zeros(out_shape) if bias is None or not last else np.asarray(bias).reshape(out_shape) * gain
         if isinstance(node, Dense):
             if len(self.shape) > 1:
                 self.emit(
                     f"{name}_flatten",
                     nir.Flatten(input_type={"input": np.array(self.shape)}, start_dim=0, end_dim=-1),
                 )
-            self.emit(name, nir.Affine(weight=node.weight * self.amp, bias=b.reshape(-1).copy()))
+            self.emit(name, nir.Affine(weight=node.weight * (self.amp * gain), bias=b.reshape(-1).copy()))
         else:
             per_channel = b.reshape(out_shape[0], -1)
             if not np.allclose(per_channel, per_channel[:, :1], rtol=1e-9, atol=1e-12):
@@ -389,7 +410,7 @@ class _Writer:
                 name,
                 nir.Conv2d(
                     input_shape=tuple(node.input_shape[1:]),
-                    weight=node.weight * self.amp,
+                    weight=node.weight * (self.amp * gain),
                     stride=node.stride,
                     padding=node.padding,
                     dilation=1,
@@ -412,18 +433,21 @@ class _Writer:
         feed-forward layer, one per branch of a residual sum (NIR sums converging edges;
         the layer's bias rides on the first branch)."""
         node = self.g.node(name)
+        gain = 1.0 if isinstance(node, Readout) else input_gain(self.plans[name], self.dt)
         ends, shapes = [], []
         for branch, last in enumerate(self.g.inputs_of(name)):
             source, chain = self.chain_from(last)
             self.tail, self.shape, self.amp = self.sources[source]
             for i, syn in enumerate(chain):
                 bias = node.bias if branch == 0 else None
-                self.synapse(syn, self.g.node(syn), bias, last=i == len(chain) - 1)
+                self.synapse(syn, self.g.node(syn), bias, last=i == len(chain) - 1, gain=gain)
             ends.append(self.tail)
             shapes.append(self.shape)
         if len(set(shapes)) > 1:
             raise InteropError(f"{name}: its branches end in different shapes {shapes}")
         if isinstance(node, Readout):
+            if node.leaky.size:
+                raise InteropError(leaky_readout_refusal(name, "NIR"))
             self.emit(
                 "output", nir.Output(output_type={"output": np.array([node.output_size()])}), tuple(ends)
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -269,12 +269,31 @@ def check_rules(name: str, reset: str, threshold_test: str, reset_timing: str) -
             raise IRError(f"{name}: {what} {value!r} is not one of {' | '.join(choices)}")
 
 
+def no_leak() -> np.ndarray:
+    """An empty ``leaky``: the readout averages its current."""
+    return np.zeros(0)
+
+
+def check_leaky(name: str, leaky: np.ndarray) -> None:
+    """``leaky`` is empty or ``(mu, lam, gain)`` with both decays in [0, 1]."""
+    if leaky.shape not in ((0,), (3,)):
+        raise IRError(f"{name}: readout leaky must be empty or (mu, lam, gain), got shape {leaky.shape}")
+    check_finite(name, "leaky", leaky)
+    if leaky.size and not (0 <= leaky[0] <= 1 and 0 <= leaky[1] <= 1):
+        raise IRError(f"{name}: readout leaky decays {leaky[:2].tolist()} must lie in [0, 1]")
+
+
 @dataclass(frozen=True)
 class Readout(Node):
-    """Non-spiking output: ``logits = mean_t I[t] + bias``; argmax is the class."""
+    """Non-spiking output: ``logits = mean_t I[t] + bias``; argmax is the class.
+
+    ``leaky`` = ``(mu, lam, gain)`` makes it a leaky integrator of ``x[t] = I[t] + bias``
+    (norse's ``LICell``): ``i = mu i + x``, ``v = lam v + gain i``, logits ``mean_t v[t]``
+    (:func:`lmh_deploy.semantics.readout.readout_sum`)."""
 
     kind: ClassVar[str] = "readout"
     bias: np.ndarray
+    leaky: np.ndarray = field(default_factory=no_leak)
 
     def output_size(self) -> int:
         return int(self.bias.shape[0])
@@ -283,3 +302,4 @@ class Readout(Node):
         if self.bias.ndim != 1:
             raise IRError(f"{name}: readout bias must be 1-D, got {self.bias.shape}")
         check_finite(name, "bias", self.bias)
+        check_leaky(name, self.leaky)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
 from lmh_deploy.ir.base import IRError, Node, check_integers, check_positive
-from lmh_deploy.ir.nodes import Conv2d, check_rules
+from lmh_deploy.ir.nodes import Conv2d, check_leaky, check_rules, no_leak
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import PROFILES
 
@@ -179,11 +179,15 @@ class QLMH(Node):
 
 @dataclass(frozen=True)
 class QReadout(Node):
-    """Integer readout: ``logits_int = sum_t a[t] + T * bias``; float logits = that / (T*scale)."""
+    """Integer readout: ``logits_int = sum_t a[t] + T * bias``; float logits = that / (T*scale).
+
+    ``leaky`` as :class:`~lmh_deploy.ir.nodes.Readout`'s: the host filters ``a[t] + bias``
+    (float64) and ``logits_int`` is the sum of the filtered values."""
 
     kind: ClassVar[str] = "q_readout"
     bias: np.ndarray
     state_scale: float
+    leaky: np.ndarray = field(default_factory=no_leak)
 
     def output_size(self) -> int:
         return int(self.bias.shape[0])
@@ -193,3 +197,4 @@ class QReadout(Node):
             raise IRError(f"{name}: readout bias must be 1-D, got {self.bias.shape}")
         check_integers(name, "bias", self.bias, fx.STATE_MIN, fx.STATE_MAX)
         check_positive(name, "state_scale", self.state_scale)
+        check_leaky(name, self.leaky)

@@ -43,9 +43,14 @@ def _factor_codes(name: str, node: LMH, prof: NumericProfile) -> dict[str, Any]:
         scaled = value * fx.FACTOR_ONE
         if scaled.min() < lo - 0.5 or scaled.max() > top:
             bad = float(value.min() if scaled.min() < lo - 0.5 else value.max())
+            hint = (
+                "; --profile loihi-lif holds current decays up to 4095/4096"
+                if fname == "mu_d" and bad > 0 and prof.name != "loihi-lif"
+                else ""
+            )
             raise IRError(
                 f"{name}: numeric profile {prof.name} cannot express factor "
-                f"{fname}={bad:.6g} (its range is [{lo}, {hi}] / 4096)"
+                f"{fname}={bad:.6g} (its range is [{lo}, {hi}] / 4096){hint}"
             )
         codes[fname] = fx.quantize_multiplier(value, lo, hi)
     return codes

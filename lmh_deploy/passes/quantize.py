@@ -137,7 +137,11 @@ def _quantize_layer(
     s = state_scale(WeightQuant(mants[0], w_scale, exp))
     inputs = tuple(p.name for p in paths)
     if isinstance(node, Readout):
-        q.add(name, QReadout(bias=to_state_int(node.bias, s, "bias", name), state_scale=s), inputs)
+        q.add(
+            name,
+            QReadout(bias=to_state_int(node.bias, s, "bias", name), state_scale=s, leaky=node.leaky),
+            inputs,
+        )
         return layer
     s *= 1 << shift  # the neuron sees a_in << input_shift
     qn, layer.codes, layer.neuron_entries = quantize_neuron(name, node, s, prof)
@@ -213,7 +217,11 @@ def exact_graph(graph: Graph) -> tuple[Graph, dict[str, Any]]:
         s = state_scale(WeightQuant(mants[0], w_scale, 0))
         inputs = tuple(p.name for p in paths)
         if isinstance(node, Readout):
-            q.add(name, QReadout(bias=_exact_ints(name, "bias", node.bias * s), state_scale=s), inputs)
+            q.add(
+                name,
+                QReadout(bias=_exact_ints(name, "bias", node.bias * s), state_scale=s, leaky=node.leaky),
+                inputs,
+            )
             layers.append(
                 LayerQuant(name=name, node=node, paths=paths, mants=mants, weight_scale=w_scale, weight_exp=0)
             )

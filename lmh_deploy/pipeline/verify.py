@@ -88,6 +88,7 @@ def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any, batch: int) -
                     output_index=meta.get("source_output_index"),
                     time_loop=meta.get("source_time_loop"),
                     time_repeat=meta.get("source_time_repeat"),
+                    readout_cell=meta.get("source_readout_cell"),
                 )
             ), "source module (PyTorch)"
     nir_copy = None if art.directory is None else art.directory / "source.nir"

@@ -49,3 +49,59 @@ def train(model, x, y, *, epochs=3, lr=5e-3, seed=0):
 @torch.no_grad()
 def accuracy(model, x, y):
     return float((rate(model, x).argmax(1) == y).float().mean())
+
+
+# ---------------------------------------------------------------- norse's tutorial recipe
+#: steps of the tutorial-style net (norse's default time constants: 5 ms synapse, 10 ms membrane)
+TUTORIAL_T = 8
+
+
+def tutorial_mlp(hidden=64):
+    """``SequentialState(Flatten, Linear, LIFCell, Linear, LICell)`` with norse's default
+    parameters (dt = 1e-3), as norse's MNIST tutorial builds it; the hidden Linear has no bias
+    (as in norse's own cifar10/cartpole tasks): a bias into a decaying synaptic current has no
+    Loihi mapping (``--profile loihi-lif`` adds biases to the membrane)."""
+    from norse.torch import LICell, LIFCell
+
+    return SequentialState(
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, hidden, bias=False),
+        LIFCell(),
+        torch.nn.Linear(hidden, 10),
+        LICell(),
+    )
+
+
+def voltages(model, x, steps=TUTORIAL_T):
+    """The readout voltage per step, ``(T, B, 10)`` (the tutorial's loop over time)."""
+    state, out = None, []
+    for _ in range(steps):
+        v, state = model(x, state)
+        out.append(v)
+    return torch.stack(out)
+
+
+def decode(v):
+    """norse's tutorial decoder: the largest voltage over time, log-softmax."""
+    return torch.nn.functional.log_softmax(v.max(0).values, dim=1)
+
+
+def train_tutorial(model, x, y, *, epochs=3, lr=1e-2, seed=0):
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(epochs):
+        perm = torch.randperm(len(x))
+        for start in range(0, len(x), 32):
+            idx = perm[start : start + 32]
+            loss = torch.nn.functional.nll_loss(decode(voltages(model, x[idx])), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+
+
+@torch.no_grad()
+def tutorial_accuracy(model, x, y, how="max"):
+    v = voltages(model, x)
+    logits = v.max(0).values if how == "max" else v.mean(0)
+    return float((logits.argmax(1) == y).float().mean())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lmh_deploy.semantics.readout import readout_sum
 from lmh_deploy.ir import LMH, SYNAPSE_KINDS, Graph, Input, Readout, validate
 from lmh_deploy.backends.record import RunRecord
 from lmh_deploy.ir.synapses import apply_synapse
@@ -54,5 +55,7 @@ def simulate_float(graph: Graph, x: np.ndarray, timesteps: int) -> RunRecord:
                 trace[t] = sum(values[src] for src in inputs) + node.bias
     rec.final_state = state
     rec.readout_trace = trace
-    rec.logits = trace.mean(0)
+    readout = graph.node(readout_name)
+    assert isinstance(readout, Readout)
+    rec.logits = readout_sum(trace, np.zeros(1), readout.leaky) / timesteps
     return rec

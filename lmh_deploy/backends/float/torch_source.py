@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lmh_deploy.errors import InputError
-from lmh_deploy.frontends.neurons import adapter_for
+from lmh_deploy.frontends.neurons import LEAKY_READOUT, adapter_for
 from lmh_deploy.frontends.time_batched import time_batched_steps
 from lmh_deploy.backends.record import RunRecord
 
@@ -31,6 +31,7 @@ def run_source(
     output_index: int | None = None,
     time_loop: int | None = None,
     time_repeat: int | None = None,
+    readout_cell: str | None = None,
 ) -> RunRecord:
     """Run ``x`` (B, *input_shape) for ``timesteps`` steps; spikes (T, B, n) per IR neuron.
 
@@ -41,7 +42,8 @@ def run_source(
     observable, so every step of the readout trace holds it). A module that takes all steps in
     one call with time merged into the batch (the paper's TEBN mode) is fed as the paper's
     ``eval_snn`` feeds it: the input repeated ``T`` times and merged to ``(T*B, ...)``, its
-    output ``(T*B, classes)`` split back into steps."""
+    output ``(T*B, classes)`` split back into steps. ``readout_cell``: the module path of a
+    leaky-integrator readout (norse ``LICell``) whose state is kept between the steps."""
     batched = time_batched_steps(module)
     for own_steps, how in ((time_loop or time_repeat, "itself"), (batched, "in one call (use_TEBN)")):
         if own_steps is not None and own_steps != timesteps:
@@ -56,6 +58,9 @@ def run_source(
     neurons = {name: m for name, m in layers.items() if not isinstance(m, nn.MaxPool2d)}
     adapters = {ir_name: adapter_for(m, source_neurons[ir_name]) for ir_name, m in neurons.items()}
     hooks: list[Any] = []
+    cell = None if readout_cell is None else module.get_submodule(readout_cell)
+    if cell is not None:
+        hooks += LEAKY_READOUT.step_hooks(cell)
     for ir_name, m in layers.items():
         if ir_name in adapters:
             hooks += adapters[ir_name].step_hooks(m)
@@ -78,6 +83,8 @@ def run_source(
         xt = torch.as_tensor(np.array(x), dtype=dtype)  # a copy: --inputs may be read-only (mmap)
         for name, m in neurons.items():
             adapters[name].reset(m)
+        if cell is not None:
+            LEAKY_READOUT.reset(cell)
         outputs = []
         if batched is not None:
             xt = xt.unsqueeze(0).repeat(batched, *([1] * xt.ndim)).flatten(0, 1)
@@ -95,6 +102,8 @@ def run_source(
                 outputs.append(out.reshape(out.shape[0], -1).double())
         for name, m in neurons.items():
             adapters[name].reset(m)
+        if cell is not None:
+            LEAKY_READOUT.reset(cell)
     finally:
         for h in hooks:
             h.remove()

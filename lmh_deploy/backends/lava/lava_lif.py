@@ -37,6 +37,7 @@ from lmh_deploy.ir import QLMH, Graph, IRError, QDense, QInput, QReadout
 from lmh_deploy.ir.synapses import qdense_matrix
 from lmh_deploy.passes.neurons import BIAS_EXP_MAX
 from lmh_deploy.semantics import integer as fx
+from lmh_deploy.semantics.readout import readout_sum
 
 BIAS_MANT_BITS = 13
 
@@ -181,8 +182,8 @@ def run_lava_lif(graph: Graph, x_int: np.ndarray, timesteps: int) -> LifRun:
         run.v[name] = _per_sample(np.asarray(probes[name, "v"])[cols], batch).astype(np.int64)
     start = depth[layers[-1]]
     run.readout_trace = _per_sample(readout[:, start : start + timesteps].T, batch).astype(np.int64)
-    bias = graph.node(layers[-1]).bias
-    run.logits = run.readout_trace.sum(0) + timesteps * bias
+    readout = graph.node(layers[-1])
+    run.logits = readout_sum(run.readout_trace, readout.bias, readout.leaky)
     return run
 
 

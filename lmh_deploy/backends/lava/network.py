@@ -8,8 +8,9 @@
   (binary event frames) takes 0/1 events; a graded-input one takes 8-bit integers
   (``fixed_pt``; see :func:`lmh_deploy.pipeline.inputs.quantize`).
 * ``out`` (``classes`` values per step): the readout's synaptic current. A sample's logits
-  are ``sum_t out[t] + T * readout_bias`` (:attr:`LMHNetwork.readout_bias`), its prediction
-  their argmax.
+  are ``sum_t out[t] + T * readout_bias`` (:attr:`LMHNetwork.readout_bias`; a leaky
+  readout filters ``out[t] + readout_bias`` first,
+  :func:`~lmh_deploy.semantics.readout.readout_sum`), its prediction their argmax.
 
 Timing: the frame a source sends at global step ``g`` (Lava counts from 1) is step
 ``(g - 1) % T`` of sample ``(g - 1) // T``; every layer resets at its own sample boundary, so
@@ -31,6 +32,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from lmh_deploy.backends.lava.lower import Precision, build_layers
 from lmh_deploy.ir import Graph
+from lmh_deploy.semantics.readout import readout_sum
 
 
 class LMHNetwork(AbstractProcess):
@@ -69,6 +71,7 @@ class LMHNetwork(AbstractProcess):
         self.out_delay = int(layers.start_step["readout"])
         readout = graph.node(graph.order()[-1])
         self.readout_bias = np.asarray(readout.bias)
+        self.readout_leaky = np.asarray(readout.leaky)
         self.inp = InPort(shape=(layers.input_size,))
         self.out = OutPort(shape=(layers.readout_size,))
         for conn in layers.input_connections:
@@ -84,7 +87,7 @@ class LMHNetwork(AbstractProcess):
         t = self.timesteps
         cols = out_trace[:, self.out_delay : self.out_delay + samples * t]
         per_step = cols.reshape(cols.shape[0], samples, t)
-        return per_step.sum(axis=2).T + t * self.readout_bias
+        return readout_sum(per_step.transpose(2, 1, 0), self.readout_bias, self.readout_leaky)
 
 
 @implements(proc=LMHNetwork, protocol=LoihiProtocol)

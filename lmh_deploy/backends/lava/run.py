@@ -21,6 +21,7 @@ from lmh_deploy.ir import Graph, QReadout, Readout
 from lmh_deploy.backends.lava.lower import LavaNetwork, Precision, lower
 from lmh_deploy.backends.lava.supervise import lava_session
 from lmh_deploy.backends.record import RunRecord, synops_from_spikes
+from lmh_deploy.semantics.readout import readout_sum
 
 
 def _per_sample(trace: np.ndarray, start: int, samples: int, timesteps: int) -> np.ndarray:
@@ -29,7 +30,7 @@ def _per_sample(trace: np.ndarray, start: int, samples: int, timesteps: int) -> 
     return rows.reshape(samples, timesteps, rows.shape[1]).transpose(1, 0, 2)
 
 
-def read_back(net: LavaNetwork, readout_bias: np.ndarray) -> RunRecord:
+def read_back(net: LavaNetwork, readout: QReadout | Readout, integer: bool) -> RunRecord:
     """Collect what a network that has run ``net.total_steps`` steps sent to the host: each
     layer's spikes and final state (the last sample's: each layer freezes after its window),
     and the readout currents."""
@@ -41,9 +42,11 @@ def read_back(net: LavaNetwork, readout_bias: np.ndarray) -> RunRecord:
         rec.final_state[name] = (v_d[None, :], v_s[None, :])
         rec.saturation[name] = saturated
     trace = np.stack([net.readout.receive() for _ in range(net.total_steps)])
-    readout = _per_sample(trace, net.start_step["readout"], b, t)
-    rec.readout_trace = readout
-    rec.logits = readout.sum(0) + t * readout_bias
+    currents = _per_sample(trace, net.start_step["readout"], b, t)
+    if integer:  # fixed_pt: Lava's host channels carry the integers as float64
+        currents = currents.astype(np.int64)
+    rec.readout_trace = currents
+    rec.logits = readout_sum(currents, np.asarray(readout.bias), readout.leaky)
     return rec
 
 
@@ -131,14 +134,14 @@ def run_lava(
             remaining -= first_steps
         net.source.run(condition=RunSteps(num_steps=remaining))
         clock.lap("steps")
-        rec = read_back(net, readout.bias)
+        rec = read_back(net, readout, precision == "fixed_pt")
         clock.lap("read_back")
     clock.lap("stop")
     if phases is not None:
         phases["steps_run"] = remaining
     if precision == "fixed_pt":
-        rec.logits = rec.logits.astype(np.int64)
-        rec.readout_trace = np.asarray(rec.readout_trace).astype(np.int64)
+        if not readout.leaky.size:  # a leaky readout's logits are float sums of integers
+            rec.logits = rec.logits.astype(np.int64)
         rec.final_state = {
             k: (a.astype(np.int64), c.astype(np.int64)) for k, (a, c) in rec.final_state.items()
         }

@@ -23,6 +23,8 @@ docs/interop.md lists every adapter's mapping.
 
 from __future__ import annotations
 
+import sys
+
 from torch import nn
 
 from lmh_deploy.frontends.neurons.base import (
@@ -34,7 +36,7 @@ from lmh_deploy.frontends.neurons.base import (
 )
 from lmh_deploy.frontends.neurons.learnable import LearnableNeuronAdapter
 from lmh_deploy.frontends.neurons.lmh import LMHNeuronAdapter
-from lmh_deploy.frontends.neurons.norse import NorseLIFBoxAdapter
+from lmh_deploy.frontends.neurons.norse import LEAKY_READOUT, NorseLIFAdapter, NorseLIFBoxAdapter
 from lmh_deploy.frontends.neurons.snntorch_leaky import LeakyAdapter, snntorch_class
 from lmh_deploy.frontends.neurons.snntorch_synaptic import SynapticAdapter
 from lmh_deploy.frontends.neurons.spikingjelly import SpikingJellyAdapter
@@ -47,6 +49,7 @@ ADAPTERS: list[NeuronAdapter] = [
     LeakyAdapter(),
     SpikingJellyAdapter(),
     NorseLIFBoxAdapter(),
+    NorseLIFAdapter(),
 ]
 
 
@@ -85,10 +88,12 @@ UNSUPPORTED_NEURONS: dict[str, str] = {
 
 #: norse cells that no adapter maps, and why
 UNSUPPORTED_NORSE = {
-    "LIFCell": "its membrane integrates the previous step's synaptic current (one step of delay "
-    "per layer, which no IR rule expresses); use norse.torch.LIFBoxCell",
-    "LICell": "a leaky integrator without spikes; use a Linear readout",
-    "LIBoxCell": "a leaky integrator without spikes; use a Linear readout",
+    "LIF": "it runs all time steps in one call (time-major input); use norse.torch.LIFCell in "
+    "SequentialState called once per step",
+    "LIFRecurrentCell": "recurrent feedback of the layer's own spikes has no IR synapse; use "
+    "norse.torch.LIFCell",
+    "LILinearCell": "a leaky integrator with its own weights; use torch.nn.Linear followed by "
+    "norse.torch.LICell",
 }
 
 
@@ -103,8 +108,15 @@ def unsupported_neuron(module: nn.Module) -> str | None:
     if base is not None and isinstance(module, base):
         why = UNSUPPORTED_NEURONS.get(kind, "no adapter maps this neuron")
         return f"snn.{kind} cannot be deployed: {why} {supported}"
-    if type(module).__module__.startswith("norse.") and kind in UNSUPPORTED_NORSE:
-        return f"norse {kind} cannot be deployed: {UNSUPPORTED_NORSE[kind]} {supported}"
+    if LEAKY_READOUT.matches(module):
+        return None  # a readout (the frontend maps it there)
+    snn = sys.modules.get("norse.torch.module.snn")
+    cells = (
+        tuple(getattr(snn, c) for c in ("SNNCell", "SNNRecurrentCell", "SNN", "SNNRecurrent")) if snn else ()
+    )
+    if kind in UNSUPPORTED_NORSE or (cells and isinstance(module, cells)):
+        why = UNSUPPORTED_NORSE.get(kind, "no adapter maps this cell")
+        return f"norse {kind} cannot be deployed: {why} {supported}"
     return None
 
 
@@ -115,6 +127,7 @@ def registered_names() -> list[str]:
 
 __all__ = [
     "ADAPTERS",
+    "LEAKY_READOUT",
     "NeuronAdapter",
     "NeuronError",
     "NeuronSpec",
