@@ -301,7 +301,11 @@ class _Importer:
         # a layer lmh-deploy wrote as a LIF approximation carries its exact LM-H factors:
         # lam_d stays a factor (not folded into the weights), since mu_s feeds v_s back
         exact_factors = own.get("lmh_factors") if isinstance(own.get("lmh_factors"), dict) else None
-        in_range = exact_factors is not None or bool(np.all((p["g"] >= 0.5) & (p["g"] < 1.5)))
+        # a current decay >= 0.5 deploys only under loihi-lif, whose lam_d is 1: the soma gain
+        # then goes into the weights (as it does when it lies outside lam_d's range)
+        in_range = exact_factors is not None or bool(
+            np.all((p["g"] >= 0.5) & (p["g"] < 1.5)) and np.all(p["mu_d"] < 0.5)
+        )
         lam_d = p["g"] if in_range else np.ones(n)
         theta = float(np.max(p["thr"]))
         q = theta / p["thr"]  # per-neuron thresholds normalised into the inputs

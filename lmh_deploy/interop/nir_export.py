@@ -331,8 +331,10 @@ def input_gain(plan: NeuronPlan, dt: float) -> float:
     ``from_nir`` ignores ``r`` (it assumes 1), and snnTorch's ``import_from_nir`` accepts any
     uniform ``r dt / tau`` (``hack_w_scale``: it divides the threshold instead). With ``r = 1``
     and the gain in the weights both importers run the file as NIR defines it."""
-    if np.any(plan.mu_d != 0):
-        return 1.0  # CubaLIF: both importers apply w_in and r
+    if np.any(plan.mu_d != 0) or not plan.exact:
+        # CubaLIF: both importers apply w_in and r; an approximated layer carries its exact
+        # factors (lmh_factors), which lmh-deploy's import reads with the weights as they are
+        return 1.0
     if np.all(plan.lam_s == 1):
         gains = np.ravel(plan.lam_d) / dt
     else:
