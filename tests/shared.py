@@ -44,10 +44,12 @@ def compile_source(
     input_shape: str = "1,8,8",
     timesteps: int = 4,
     kwargs: Any = None,
+    profile: str | None = None,
 ) -> Result:
     """``compile WEIGHTS --model FILE.py:FACTORY`` of a digits-sized source model, calibrated on
-    digits (``kwargs``: ``--model-kwargs``)."""
+    digits (``kwargs``: ``--model-kwargs``; ``profile``: ``--profile``)."""
     more = ["--model-kwargs", json.dumps(kwargs)] if kwargs else []
+    more += ["--profile", profile] if profile else []
     return invoke_ok(
         "compile", weights, "--model", model, *more, "--input-shape", input_shape,
         "--timesteps", timesteps, "--dataset", "digits", "-o", out,

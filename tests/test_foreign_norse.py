@@ -104,40 +104,11 @@ def test_norse_tutorial_lif_cell_net_one_command(tmp_path: Path, digits) -> None
     model = ns.tutorial_mlp()
     ns.train_tutorial(model, digits[0], digits[1], epochs=3)
     assert ns.tutorial_accuracy(model, digits[2], digits[3]) > 0.8
-    weights = tmp_path / "norse_lif.pt"
-    torch.save(model.state_dict(), weights)
-    out = tmp_path / "build"
-    res = runner.invoke(
-        app,
-        [
-            str(a)
-            for a in (
-                "compile",
-                weights,
-                "--model",
-                f"{MODEL_FILE}:tutorial_mlp",
-                "--input-shape",
-                "1,8,8",
-                "--timesteps",
-                ns.TUTORIAL_T,
-                "--dataset",
-                "digits",
-                "--profile",
-                "loihi-lif",
-                "-o",
-                out,
-            )
-        ],
+    result = deploy_source(
+        model, f"{MODEL_FILE}:tutorial_mlp", tmp_path, timesteps=ns.TUTORIAL_T, profile="loihi-lif"
     )
-    assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["verify", str(out), "--samples", "50", "--json", str(tmp_path / "verify.json")])
-    assert res.exit_code == 0, res.output
-    result = json.loads((tmp_path / "verify.json").read_text())
-    lv, ff = result["lava_vs_sim"], result["float_vs_fixed"]
-    print("norse LIFCell", lv, ff)
-    assert lv["spikes_compared"] > 0 and lv["mismatched_spikes"] == 0 and lv["logit_mismatches"] == 0
-    assert ff["float_reference"].startswith("source module")
-    assert ff["prediction_agreement"] >= 0.95, ff
+    print("norse LIFCell", result["lava_vs_sim"], result["float_vs_fixed"])
+    assert result["lava_vs_sim"]["logit_mismatches"] == 0  # the leaky readout, filtered alike
 
 
 def test_norse_lif_cell_under_lmh_profile_names_loihi_lif(tmp_path: Path) -> None:
