@@ -66,8 +66,12 @@ def is_netx_file(path: str | Path) -> bool:
             return False
     import h5py
 
-    with h5py.File(path, "r") as f:
-        return isinstance(f.get("layer"), h5py.Group)
+    try:
+        with h5py.File(path, "r") as f:
+            return isinstance(f.get("layer"), h5py.Group)
+    except OSError as exc:  # an HDF5 signature but a truncated or damaged file
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InteropError(f"{path}: an HDF5 file h5py cannot open ({first})") from None
 
 
 def _text(value: Any) -> str:
