@@ -127,7 +127,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=2, help="epochs per run; the first is not timed")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--workloads", default="mlp-mnist5k,cnn-digits", help=f"of {','.join(WORKLOADS)}")
+    ap.add_argument("--workloads", default="mlp-mnist5k", help=f"comma-separated, of {','.join(WORKLOADS)}")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()

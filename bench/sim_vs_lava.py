@@ -12,7 +12,7 @@ median and spread over ``--rounds`` rounds after a warm-up):
   advances every layer by one step of some sample). A row's ratios are refused (null, with
   the reason) when the median time of those N steps is not above the spread (max - min
   over the rounds) of the start-up before them: then a load burst alone could have made it.
-* ``sim``: :func:`simulate` as ``run`` streams it (``record_spikes=False``) at batch
+* ``sim``: :func:`simulate` streaming (``record_spikes=False``, as ``run --stream``) at batch
   ``--batch``; ``sim b1``: the same on ``--batch1-samples`` samples one at a time.
 
 Every round checks Lava's spikes against sim/'s (recorded run) on every layer, sample and
