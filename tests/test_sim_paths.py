@@ -1,7 +1,10 @@
 """Whole-network sim/ runs: every execution path gives the same record, bit for bit
 (numba kernels vs the pure numpy fallback, torch device, chunk lengths, mini-batches,
 time-varying input, channels-last layers inside vs the graph's order), on MLP,
-convolutional and residual nets driven into saturation."""
+convolutional and residual nets driven into saturation; and each synaptic path (dense gemm,
+int8 ``_int_mm``, int8 event gather, CSR, conv gemm, conv event scatter) and neuron kernel
+(fused int32/int64, array code) forced on every layer it can serve, against the reference
+run."""
 
 from __future__ import annotations
 
@@ -141,3 +144,97 @@ def test_run_backend_in_mini_batches_equals_one_batch() -> None:
     assert np.array_equal(lava.logits, whole.logits[:2])
     with pytest.raises(ValueError, match="unknown backend 'loihi'"):
         run_backend(q, x, 3, "loihi")
+
+
+# --------------------------------------------------------------------------- forced paths
+# Each synaptic path and neuron kernel of sim/, forced on every layer it can serve, against
+# the reference run (sim/reference.py: the semantics functions, one step at a time). The
+# automatic choice picks one way per call from timings, so without forcing a way may never
+# run in a test; here every one runs on the same saturating nets and must give the
+# reference's spikes, states and logits bit for bit.
+def _as_csr_matrices(q):
+    """The same graph with every synapse path (convolutions unrolled) as a CSR matrix."""
+    import scipy.sparse as sp
+
+    from lmh_deploy.ir.synapses import qdense_matrix
+
+    out = q.copy()
+    for name in out.of_kind("q_dense"):
+        node = out.node(name)
+        out.replace(name, weight_mant=sp.csr_matrix(qdense_matrix(node)), conv_input_shape=None)
+    return out
+
+
+def _forced_sums(way: str, used: dict):
+    def sums(self, pre, active=None):
+        if way == "int8" and self.int8_ok:
+            chosen = "int8"
+        elif way == "events" and ("events" in self.ways or self.sparse):
+            chosen = "csr events" if self.sparse else "conv events" if self.is_conv else "events"
+        else:
+            chosen = "csr gemm" if self.sparse else "conv gemm" if self.is_conv else "gemm"
+        used[chosen] = used.get(chosen, 0) + 1
+        if chosen == "int8":
+            return self.int8_sums(pre).numpy()
+        return self._events(pre) if "events" in chosen else self._gemm(pre)
+
+    return sums
+
+
+#: path -> (synapse way forced, neuron code, graph as CSR matrices, ways that must have run)
+FORCED = {
+    "dense gemm, fused kernel": ("gemm", "fused", False, {"gemm"}),
+    "int8 _int_mm, fused kernel": ("int8", "fused", False, {"int8"}),
+    "int8 event gather, fused kernel": ("events", "fused", False, {"events"}),
+    "dense gemm, fused kernel in int64": ("gemm", "fused int64", False, {"gemm"}),
+    "dense gemm, array neuron code": ("gemm", "arrays", False, {"gemm"}),
+    "CSR matrices, sparse product": ("gemm", "fused", True, {"csr gemm"}),
+    "CSR matrices, sparse events": ("events", "arrays", True, {"csr events"}),
+}
+CONV_FORCED = {
+    "conv gemm, fused kernel": ("gemm", "fused", False, {"conv gemm"}),
+    "conv event scatter, fused kernel": ("events", "fused", False, {"conv events"}),
+}
+_REFERENCES: dict = {}
+
+
+def _net_and_reference(arch: str, shape: tuple, radical: bool):
+    key = (arch, shape, radical)
+    if key not in _REFERENCES:
+        q = _net(arch, shape, radical=radical)
+        x = fx.quantize_input(np.random.default_rng(3).random((4, *shape)), q.node("input").scale)
+        _REFERENCES[key] = q, x, simulate_reference(q, x, 5)
+    return _REFERENCES[key]
+
+
+FORCED_CASES = [(*net, path) for net in NETS for path in [*FORCED, *(CONV_FORCED if net[0] != "mlp" else [])]]
+
+
+@pytest.mark.parametrize("arch, shape, radical, path", FORCED_CASES)
+def test_each_synaptic_path_forced_gives_the_reference_spikes(
+    arch: str, shape: tuple, radical: bool, path: str, monkeypatch
+) -> None:
+    from lmh_deploy.sim import fused, synapse
+
+    way, neuron_code, as_csr, must_run = {**FORCED, **CONV_FORCED}[path]
+    q, x, ref = _net_and_reference(arch, shape, radical)
+    used: dict = {}
+    monkeypatch.setattr(synapse.SynapsePath, "sums", _forced_sums(way, used))
+    if as_csr:
+        monkeypatch.setattr(synapse, "DENSE_ENOUGH", 2.0)  # keep even a full matrix CSR
+        q = _as_csr_matrices(q)
+    if neuron_code == "fused int64":
+        monkeypatch.setattr(fused, "raw_limit", lambda form, right, left: -1)
+    if neuron_code == "arrays":
+        with N.array_code_only():
+            rec = simulate(q, x, 5, chunk_steps=2)
+    else:
+        assert N.numba_active()
+        rec = simulate(q, x, 5, chunk_steps=2)
+    assert must_run <= set(used), (must_run, used)
+    assert sum(rec.saturation.values()) > 0
+    assert np.array_equal(rec.logits, ref["logits"])
+    for name, s in ref["spikes"].items():
+        assert np.array_equal(rec.spikes[name], s), name
+        for got, want in zip(rec.final_state[name], ref["final_state"][name]):
+            assert np.array_equal(got, want), name
