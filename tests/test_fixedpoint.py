@@ -6,6 +6,8 @@ so a change of rounding, saturation or update order fails here first.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -312,3 +314,305 @@ def test_dense_output_is_the_exact_integer_sum_whatever_arithmetic_it_picks(
         expected = np.vectorize(lambda v: int(v) << exp if exp >= 0 else int(v) >> -exp)(want)
         assert got.dtype == np.int64 and got.shape == (2, 3, 5)
         np.testing.assert_array_equal(got, expected.astype(np.int64))
+
+
+# --------------------------------------------------------------------------- edges (mutation testing)
+# Each test below kills mutants that scripts/mutation.sh found surviving (docs/testing.md).
+
+
+def test_overflow_counts_only_the_elements_it_changes_at_both_ends() -> None:
+    lo, hi = fx.STATE_MIN, fx.STATE_MAX
+    out, events = fx.overflow(A([lo, hi + 5], np.int64), "saturate")  # lo itself is kept
+    assert out.tolist() == [lo, hi] and events == 1
+    out, events = fx.overflow(A([hi, lo - 1], np.int64), "saturate")  # hi itself is kept
+    assert out.tolist() == [hi, lo] and events == 1
+    out, events = fx.overflow(A([lo + 1, hi, lo], np.int64), "saturate-symmetric")
+    assert out.tolist() == [lo + 1, hi, lo + 1] and events == 1
+    out, events = fx.overflow(A([hi + 1, hi + 6], np.int64), "wrap")  # Lava keeps 2**23 itself
+    assert out.tolist() == [hi + 1, lo + 5] and events == 1
+    for mode in ("saturate", "saturate-symmetric", "wrap"):
+        empty = np.zeros((0, 3), np.int64)
+        out, events = fx.overflow(empty, mode)
+        assert out.shape == (0, 3) and events == 0, mode
+    with pytest.raises(ValueError, match="unknown overflow mode 'clip'"):
+        fx.overflow(A([hi + 1]), "clip")
+
+
+def test_dense_output_of_empty_matrices_and_batches() -> None:
+    assert fx.dense_output(np.zeros((0, 4), np.int64), 0, np.ones((2, 4), np.int64)).shape == (2, 0)
+    got = fx.dense_output(np.zeros((3, 4), np.int64), 2, np.ones((2, 4), np.int64))
+    assert got.tolist() == [[0, 0, 0]] * 2 and got.dtype == np.int64
+    assert fx.dense_output(A([[2, 4]]), 0, np.zeros((0, 2), np.int64)).shape == (0, 1)
+    assert fx.dense_output(A([[2, 4]]), 0, np.zeros((3, 5, 2), np.int64)).shape == (3, 5, 1)
+
+
+def test_dense_output_is_exact_just_past_the_float32_and_float64_limits() -> None:
+    """Sums that float32 (or float64) cannot hold, under bounds just past 2**24 (2**53):
+    odd integers above 2**24 are not float32 values, 2**53 + 1 is not a float64 value."""
+    rng = np.random.default_rng(1)
+    # all-positive weights and inputs: every partial sum grows, far past 2**24
+    w = rng.integers(200, 255, (3, 4096))
+    x = rng.integers(200, 256, (2, 4096))
+    want = (w.astype(object) @ x.T.astype(object)).T
+    np.testing.assert_array_equal(fx.dense_output(w, 0, x), want.astype(np.int64))
+    # bound 255 * 99_999 < 2**25, sum 25_499_745 > 2**24 and odd
+    got = fx.dense_output(np.ones((1, 99_999), np.int64), 0, np.full((1, 99_999), 255))
+    assert got.tolist() == [[25_499_745]]
+    # bound 2 * (2**53 - 1) < 2**54, sum 2**53 + 1
+    got = fx.dense_output(A([[1, 1]]), 0, A([[2**53 - 1, 2]], np.int64))
+    assert got.tolist() == [[2**53 + 1]]
+
+
+def test_layer_params_carries_every_field_of_the_node() -> None:
+    node = SimpleNamespace(
+        mu_d=A([[1]]),
+        mu_s=A([[2]]),
+        lam_d=A([[4096]]),
+        lam_s=A([[4]]),
+        bias=A([5, 6]),
+        theta=np.float64(640.0),
+        profile="loihi-lif",
+        reset="set",
+        reset_value=np.int64(-3),
+        threshold_test=">",
+        reset_timing="next-step",
+        v_d_init=np.int64(7),
+        v_s_init=np.int64(9),
+    )
+    p = fx.layer_params(node, convert=lambda a: 10 * a)
+    assert [p.mu_d.tolist(), p.mu_s.tolist(), p.lam_d.tolist(), p.lam_s.tolist(), p.bias.tolist()] == [
+        [[10]],
+        [[20]],
+        [[40960]],
+        [[40]],
+        [50, 60],
+    ]
+    assert (p.theta, p.reset_value, p.v_d_init, p.v_s_init) == (640, -3, 7, 9)
+    assert all(type(v) is int for v in (p.theta, p.reset_value, p.v_d_init, p.v_s_init))
+    assert (p.profile.name, p.reset, p.threshold_test, p.reset_timing) == (
+        "loihi-lif",
+        "set",
+        ">",
+        "next-step",
+    )
+    assert p.initial_values() == (7, 9)
+    v_d, v_s = p.initial_state((2, 3))
+    assert v_d.tolist() == [[7] * 3] * 2 and v_s.tolist() == [[9] * 3] * 2
+    assert v_d.dtype == v_s.dtype == np.int64
+    default = fx.layer_params(SimpleNamespace(**{**vars(node), "v_s_init": None, "theta": 641}))
+    assert default.v_s_init is None and default.initial_values() == (7, 320)  # theta // 2
+    assert default.mu_d is node.mu_d  # no convert: the arrays themselves
+
+
+def _lmh_params(**rules) -> fx.LMHFixedParams:
+    one = A([[4096]])
+    return fx.LMHFixedParams(A([[0]]), A([[0]]), one, one, theta=10, bias=A([0, 0]), **rules)
+
+
+def test_lmh_step_reads_s_prev_only_under_next_step_timing() -> None:
+    v_d, v_s, a_in = A([[0, 0]]), A([[4, 4]]), A([[0, 7]])  # m_s = 4, then 11 >= 10
+    prev = A([[True, False]])
+    for reset in ("set", "subtract"):
+        p = _lmh_params(reset=reset, reset_value=-5)
+        _, v_s_new, spikes, _ = fx.lmh_step(p, 1, v_d, v_s, a_in, prev)  # same-step: prev ignored
+        assert spikes.tolist() == [[False, True]]
+        assert v_s_new.tolist() == [[4, -5 if reset == "set" else 1]], reset
+    p = _lmh_params(reset="set", reset_value=-5, reset_timing="next-step")
+    _, v_s_new, spikes, _ = fx.lmh_step(p, 1, v_d, v_s, a_in, prev)
+    assert v_s_new.tolist() == [[-5, 11]] and spikes.tolist() == [[False, True]]
+    p = _lmh_params(reset="subtract", reset_timing="next-step")
+    _, v_s_new, spikes, _ = fx.lmh_step(p, 1, v_d, v_s, a_in, prev)
+    assert v_s_new.tolist() == [[-6, 11]] and spikes.tolist() == [[False, True]]
+
+
+def test_quantize_factor_gives_int64_codes() -> None:
+    assert fx.quantize_factor(A([0.25, -0.25])).dtype == np.int64
+    assert fx.quantize_factor(1.25, offset=1.0).dtype == np.int64
+    assert fx.quantize_multiplier(A([1.25]), 2048, 6143).dtype == np.int64
+
+
+PROFILE_RULE_SETS = [
+    (name, reset, test, timing)
+    for name, prof in (("lmh", fx.LMH_PROFILE), ("loihi-lif", fx.get_profile("loihi-lif")))
+    for reset in prof.resets
+    for test in prof.threshold_tests
+    for timing in prof.reset_timings
+]
+
+
+@pytest.mark.parametrize("profile, reset, test, timing", PROFILE_RULE_SETS)
+def test_int64_torch_tensors_give_the_numpy_integers(profile, reset, test, timing) -> None:
+    """The semantics run on int64 torch tensors too (any device): the same integers, spikes
+    and overflow counts as on numpy, tensors in and tensors out, with states driven past
+    both 24-bit ends (saturation and wrap)."""
+    import torch
+
+    rng = np.random.default_rng(4)
+    n, lif = 6, profile == "loihi-lif"
+    factors = (
+        dict(mu_d=A([[3000]]), mu_s=A([[0]]), lam_d=A([[4096]]), lam_s=A([[4000]]))
+        if lif
+        else dict(mu_d=A([[-1500] * n]), mu_s=A([[2047]]), lam_d=A([[6143]]), lam_s=A([[2500] * n]))
+    )
+    p = fx.LMHFixedParams(
+        **factors,
+        theta=1 << 20,
+        bias=rng.integers(-(1 << 18), 1 << 18, n),
+        profile=fx.get_profile(profile),
+        reset=reset,
+        reset_value=0 if lif else -77,
+        threshold_test=test,
+        reset_timing=timing,
+    )
+    as_t = lambda a: torch.as_tensor(np.asarray(a, np.int64))
+    tp = fx.layer_params(
+        SimpleNamespace(**{**vars(p), "profile": profile, "v_s_init": p.v_s_init}), convert=as_t
+    )
+    v_d, v_s = p.initial_state((3, n))
+    t_d, t_s, prev, t_prev, events = as_t(v_d), as_t(v_s), None, None, 0
+    for t in range(6):
+        a_in = rng.integers(-(1 << 23), 1 << 23, (3, n)) * (t % 3)
+        v_d, v_s, s, e = fx.lmh_step(p, t, v_d, v_s, a_in, prev)
+        t_d, t_s, t_spk, t_e = fx.lmh_step(tp, t, t_d, t_s, as_t(a_in), t_prev)
+        assert all(isinstance(a, torch.Tensor) for a in (t_d, t_s, t_spk))
+        assert t_d.tolist() == v_d.tolist() and t_s.tolist() == v_s.tolist() and t_spk.tolist() == s.tolist()
+        assert t_e == e
+        prev, t_prev, events = s, t_spk, events + e
+    assert events > 0  # states left 24 bits
+    # the building blocks on tensors, at the edges
+    x = as_t([fx.STATE_MIN - 1, fx.STATE_MIN, 0, fx.STATE_MAX, fx.STATE_MAX + 1])
+    for mode in ("saturate", "saturate-symmetric", "wrap"):
+        out, count = fx.overflow(x, mode)
+        want, want_count = fx.overflow(x.numpy(), mode)
+        assert isinstance(out, torch.Tensor) and out.tolist() == want.tolist() and count == want_count
+    clipped, mask = fx.saturate(x)
+    assert isinstance(clipped, torch.Tensor)
+    assert clipped.tolist() == [fx.STATE_MIN, fx.STATE_MIN, 0, fx.STATE_MAX, fx.STATE_MAX]
+    assert mask.tolist() == [True, False, False, False, True]
+    assert fx.overflow(as_t(np.zeros(0)), "saturate")[1] == 0
+    f, v = as_t([4095, -4095, 2048]), as_t([-(2**23), 2**23 - 1, -3])
+    got = fx.mul_shift(f, v)
+    assert isinstance(got, torch.Tensor) and got.tolist() == fx.mul_shift(f.numpy(), v.numpy()).tolist()
+    for rounding in ("half-up", "floor", "toward-zero"):
+        got = fx.product(f, v, rounding)
+        assert isinstance(got, torch.Tensor)
+        assert got.tolist() == fx.product(f.numpy(), v.numpy(), rounding).tolist(), rounding
+
+
+def test_input_ranges_and_signed_quantisation() -> None:
+    assert fx.input_range() == (0, 255) and fx.input_range(4) == (0, 15)
+    assert fx.input_range(signed=True) == (-127, 127) and fx.input_range(4, signed=True) == (-7, 7)
+    x = A([-2.0, -0.5, -0.375, 0.375, 2.0])
+    assert fx.quantize_input(x, 100.0, signed=True).tolist() == [-127, -50, -37, 38, 127]
+    assert fx.quantize_input(x, 100.0).tolist() == [0, 0, 0, 38, 200]
+    # float32 pixels are scaled in float64: 0.60980391502 * 255 = 155.49999833 -> 155
+    # (in float32 arithmetic the product rounds to 155.5 -> 156)
+    assert fx.quantize_input(np.float32([0.6098039150238037]), 255.0).tolist() == [155]
+
+
+def test_quantize_multiplier_clips_to_the_profile_range() -> None:
+    assert fx.quantize_multiplier(A([0.1, 1.0, 1.25, 1.9]), 2048, 6143).tolist() == [2048, 4096, 5120, 6143]
+
+
+def test_product_default_rounding_and_errors() -> None:
+    assert fx.product(A([1]), A([2048])).tolist() == [1]  # half up by default: 0.5 -> 1
+    assert fx.product(A([1]), A([-2048])).tolist() == [0]  # -0.5 -> 0
+    with pytest.raises(ValueError, match="unknown rounding 'up'"):
+        fx.product(A([1]), A([1]), "up")
+
+
+def test_product_with_one_tensor_operand_gives_a_tensor() -> None:
+    """A tensor factor with a numpy value, or a Python int factor with a tensor value."""
+    import torch
+
+    f, v = A([4095, -3]), A([-4095, 2049])
+    got = fx.product(torch.as_tensor(f), v, "toward-zero")
+    assert isinstance(got, torch.Tensor) and got.tolist() == fx.product(f, v, "toward-zero").tolist()
+    got = fx.product(4095, torch.as_tensor(v), "floor")
+    assert isinstance(got, torch.Tensor) and got.tolist() == fx.product(4095, v, "floor").tolist()
+
+
+def test_conv_output_is_exact_past_the_float32_limit_and_refuses_past_float64() -> None:
+    rng = np.random.default_rng(2)
+    kernel = rng.integers(200, 255, (2, 64, 3, 3))  # all positive: sums ~ 3e7 > 2**24
+    x = rng.integers(200, 256, (1, 64 * 5 * 5))
+    cols = np.lib.stride_tricks.sliding_window_view(x.reshape(64, 5, 5), (3, 3), axis=(1, 2))
+    want = np.einsum("oikl,ihwkl->ohw", kernel.astype(object), cols.astype(object)).reshape(1, -1)
+    got = fx.conv_output(kernel, 0, x, (64, 5, 5), (1, 1), (0, 0))
+    np.testing.assert_array_equal(got, want.astype(np.int64))
+    # 1 x 1 conv over 99_999 channels: bound 255 * 99_999 < 2**25, sum 25_499_745 odd > 2**24
+    got = fx.conv_output(
+        np.ones((1, 99_999, 1, 1), np.int64), 0, np.full((1, 99_999), 255), (99_999, 1, 1), (1, 1), (0, 0)
+    )
+    assert got.tolist() == [[25_499_745]]
+    with pytest.raises(OverflowError, match="convolution sums up to 1.8e\\+16 exceed exact float64 range"):
+        fx.conv_output(np.ones((1, 1, 1, 2), np.int64), 0, A([[2**53 - 1, 2]]), (1, 1, 2), (1, 1), (0, 0))
+
+
+def test_profile_description_rules_and_lookup() -> None:
+    from lmh_deploy.errors import UserError
+    from lmh_deploy.semantics.profiles import LOIHI_LIF_PROFILE, LMH_PROFILE, get_profile
+
+    assert LMH_PROFILE.as_dict() == {
+        "name": "lmh",
+        "rounding": "half-up",
+        "overflow_v_d": "saturate",
+        "overflow_v_s": "saturate",
+        "factor_encoding": "lmh",
+        "factor_ranges": {
+            "mu_d": [-2048, 2047],
+            "mu_s": [-2048, 2047],
+            "lam_d": [2048, 6143],
+            "lam_s": [2048, 6143],
+        },
+        "input_shift": 0,
+        "bias_to": "dendrite",
+        "fixed_weight_exp": None,
+        "fixed_bias_exp": None,
+        "current_headroom_bits": 20,
+        "resets": ["subtract", "set"],
+        "threshold_tests": [">=", ">"],
+        "reset_timings": ["same-step", "next-step"],
+        "summary": LMH_PROFILE.summary,
+    }
+    lif = LOIHI_LIF_PROFILE.as_dict()
+    assert (lif["rounding"], lif["overflow_v_d"], lif["overflow_v_s"]) == (
+        "toward-zero",
+        "wrap",
+        "saturate-symmetric",
+    )
+    assert (lif["input_shift"], lif["bias_to"], lif["fixed_weight_exp"], lif["fixed_bias_exp"]) == (
+        6,
+        "soma",
+        0,
+        6,
+    )
+    assert lif["factor_ranges"]["lam_s"] == [1, 4096] and lif["current_headroom_bits"] == 22
+    assert LOIHI_LIF_PROFILE.factor_range("lam_s") == (1, 4096)
+    with pytest.raises(KeyError, match="theta"):
+        LOIHI_LIF_PROFILE.factor_range("theta")
+    ok = ("set", ">", "same-step", 0, 0, 0)
+    assert LOIHI_LIF_PROFILE.rule_problem(*ok) is None
+    assert LMH_PROFILE.rule_problem("subtract", ">=", "next-step", -3, 5, 7) is None
+    problems = {
+        ("subtract", ">", "same-step", 0, 0, 0): "reset 'subtract' (profile loihi-lif supports set)",
+        ("set", ">=", "same-step", 0, 0, 0): "threshold test '>=' (profile loihi-lif supports >)",
+        ("set", ">", "next-step", 0, 0, 0): "reset timing 'next-step' (profile loihi-lif supports same-step)",
+        ("set", ">", "same-step", 5, 0, 0): "reset value 5 (profile loihi-lif resets to 0)",
+        ("set", ">", "same-step", 0, 3, 0): "v_d_init 3 (profile loihi-lif starts every state at 0)",
+        ("set", ">", "same-step", 0, 0, -2): "v_s_init -2 (profile loihi-lif starts every state at 0)",
+    }
+    for rules, message in problems.items():
+        assert LOIHI_LIF_PROFILE.rule_problem(*rules) == message
+    assert LMH_PROFILE.rule_problem("reset", ">", "same-step", 0, 0, 0) == (
+        "reset 'reset' (profile lmh supports subtract | set)"
+    )
+    assert LMH_PROFILE.rule_problem("set", "<", "same-step", 0, 0, 0) == (
+        "threshold test '<' (profile lmh supports >= | >)"
+    )
+    assert LMH_PROFILE.rule_problem("set", ">", "later", 0, 0, 0) == (
+        "reset timing 'later' (profile lmh supports same-step | next-step)"
+    )
+    assert get_profile("loihi-lif") is LOIHI_LIF_PROFILE
+    with pytest.raises(UserError, match=r"^unknown numeric profile 'loihi'; choose one of lmh, loihi-lif$"):
+        get_profile("loihi")

@@ -289,3 +289,89 @@ def test_a_coarse_weight_rounding_comes_with_why_and_the_option_that_helps() -> 
     assert len(notes) == 1 and notes[0].startswith("conv0: weights rounded by up to 21.6% of max|W|: ")
     assert "no weight exponent" in notes[0] and "--profile lmh" in notes[0] and "\n" not in notes[0]
     assert weight_error_notes({"profile": get_profile("lmh").as_dict(), "layers": rows[1:]}) == []
+
+
+# --------------------------------------------------------------------------- exact (imported) graphs
+
+
+def _exact_float_graph(theta: float = 2.0) -> Graph:
+    """A float graph holding integers at weight scale 4 (as an imported netx file does):
+    state scale 2 * 4 = 8 at the readout, 8 << 6 = 512 in the loihi-lif neurons."""
+    g = Graph(meta={"timesteps": 3, "exact_weight_scale": 4.0})
+    g.add("input", Input(shape=(3,), x_max=1.0, spikes=True))
+    g.add("dense0", Dense(weight=np.array([[0.25, -0.5, 1.0], [0.75, 0.0, -1.25]])), ("input",))
+    g.add(
+        "lif",
+        LMH(
+            size=2,
+            theta=theta,
+            mu_d=np.full((1, 2), 0.25),
+            mu_s=np.zeros((1, 2)),
+            lam_d=np.ones((1, 2)),
+            lam_s=np.full((1, 2), 0.75),
+            bias=np.array([0.25, -0.5]),
+            reset="set",
+            threshold_test=">",
+            v_s_init=0.0,  # netx's LIF starts at 0, not at half the threshold
+        ),
+        ("dense0",),
+    )
+    g.add("dense1", Dense(weight=np.array([[1.5, -0.25]])), ("lif",))
+    g.add("readout", Readout(bias=np.array([0.5])), ("dense1",))
+    return g
+
+
+def test_exact_graph_keeps_the_files_integers() -> None:
+    from lmh_deploy.passes.quantize import exact_graph
+
+    q, report = exact_graph(_exact_float_graph())
+    assert q.meta["profile"] == "loihi-lif" and q.meta["exact_weight_scale"] == 4.0
+    assert [n.kind for _, n in q.items()] == ["q_input", "q_dense", "q_lmh", "q_dense", "q_readout"]
+    assert q.node("input").bits == 1
+    d0, lif, d1, ro = (q.node(n) for n in ("dense0", "lif", "dense1", "readout"))
+    assert d0.weight_mant.tolist() == [[1, -2, 4], [3, 0, -5]] and d0.weight_mant.dtype == np.int64
+    assert (d0.weight_exp, d0.weight_scale, d0.graded) == (0, 4.0, False)
+    assert d1.weight_mant.tolist() == [[12, -2]] and d1.weight_exp == 0  # a spike carries theta = 2
+    assert lif.state_scale == 512.0 and lif.theta == 1024
+    assert lif.bias.tolist() == [128, -256]
+    assert (lif.reset, lif.threshold_test, lif.reset_value, lif.v_d_init, lif.v_s_init) == (
+        "set",
+        ">",
+        0,
+        0,
+        0,
+    )
+    assert lif.profile == "loihi-lif"
+    assert lif.mu_d.tolist() == [[1024, 1024]] and lif.mu_s.tolist() == [[0, 0]]
+    assert lif.lam_d.tolist() == [[4096, 4096]] and lif.lam_s.tolist() == [[3072, 3072]]
+    assert ro.state_scale == 8.0 and ro.bias.tolist() == [4]
+    layers = {r["name"]: r for r in report["layers"]}
+    assert list(layers) == ["dense0", "lif", "dense1"]
+    assert layers["dense0"]["max_weight_error"] == layers["dense1"]["max_weight_error"] == 0.0
+    assert (layers["dense1"]["weight_exp"], layers["dense1"]["weight_scale"]) == (0, 4.0)
+    # a file's float round-off (within 1e-6 of an integer) is accepted
+    q, _ = exact_graph(_exact_float_graph(theta=2.0 + 2e-10))
+    assert q.node("lif").theta == 1024
+    assert layers["lif"]["max_factor_error"] == 0.0
+    assert layers["lif"]["max_current"] == (2 * 8) << 6  # 2 * largest |row| sum of dense0, a_in << 6
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda g: _set_item(g, "dense0", "weight", (0, 0), 0.3), r"dense0: weight is not an integer"),
+        (lambda g: g.replace("lif", theta=2.0001), r"lif: theta is not an integer"),
+        (lambda g: _set_item(g, "lif", "bias", 1, 0.001), r"lif: bias is not an integer"),
+        (lambda g: g.replace("readout", bias=np.array([0.01])), r"readout: bias is not an integer"),
+        (lambda g: g.replace("lif", mu_d=np.full((1, 2), 0.1)), r"lif: mu_d is not an integer"),
+        # 1953.1259765625 * 512 = 1_000_000.5: off by a half however large (no relative tolerance)
+        (lambda g: _set_item(g, "lif", "bias", 0, 1953.1259765625), r"lif: bias is not an integer"),
+    ],
+)
+def test_exact_graph_refuses_values_that_are_not_integers(mutate, match: str) -> None:
+    from lmh_deploy.passes.quantize import exact_graph
+
+    g = _exact_float_graph()
+    mutate(g)
+    with pytest.raises(IRError, match=match):
+        exact_graph(g)

@@ -1,0 +1,103 @@
+"""Edges of sim/'s synapse and convolution code that the whole-net tests do not reach (each
+test kills mutants that scripts/mutation.sh found surviving; docs/testing.md): the int64
+im2col convolution for sums beyond float64, the torch device path past float32's exact
+range, the int8 product on tensors, and which shapes ``torch._int_mm`` takes on CUDA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lmh_deploy.ir import QDense
+from lmh_deploy.semantics import integer as fx
+from lmh_deploy.sim.conv import conv_plan, run_conv
+from lmh_deploy.sim.synapse import SynapsePath, _int_mm_fits
+
+
+def _conv_node(kernel: np.ndarray, shape, stride=(1, 1), padding=(0, 0), graded=True) -> QDense:
+    return QDense(
+        weight_mant=kernel,
+        weight_exp=0,
+        graded=graded,
+        weight_scale=1.0,
+        conv_input_shape=shape,
+        conv_stride=stride,
+        conv_padding=padding,
+    )
+
+
+@pytest.mark.parametrize(
+    "kernel_shape, shape, stride, padding",
+    [
+        ((3, 2, 3, 2), (2, 5, 6), (1, 1), (1, 0)),  # plain, padded, not square
+        ((2, 2, 2, 2), (2, 6, 5), (2, 2), (0, 0)),  # pool-composed: factored into a sum-pool
+        ((3, 3, 1, 1), (3, 4, 4), (1, 1), (0, 0)),  # diagonal 1 x 1: per-channel products
+    ],
+)
+def test_int64_convolution_equals_the_float_one(kernel_shape, shape, stride, padding) -> None:
+    """run_conv's int64 im2col product (for sums beyond float64's exact range) gives the
+    float convolution's integers on every plan kind."""
+    rng = np.random.default_rng(5)
+    kernel = rng.integers(-127, 128, kernel_shape)
+    if kernel_shape[2:] == (1, 1):
+        kernel = np.einsum("oi,o->oi", np.eye(3, dtype=np.int64), rng.integers(1, 128, 3))[:, :, None, None]
+    if stride == (2, 2):
+        kernel = np.repeat(np.repeat(kernel[:, :, :1, :1], 2, 2), 2, 3)  # constant 2 x 2 blocks
+    plan = conv_plan(_conv_node(kernel, shape, stride, padding))
+    x = torch.as_tensor(rng.integers(0, 256, (3, int(np.prod(shape)))), dtype=torch.float64)
+    want = run_conv(plan, x, torch.as_tensor(plan.kernel, dtype=torch.float64))
+    got = run_conv(plan, x, torch.as_tensor(plan.kernel, dtype=torch.int64))
+    assert got.dtype == torch.int64 and got.shape == want.shape
+    assert torch.equal(got, want.to(torch.int64))
+    ref = fx.conv_output(kernel, 0, x.numpy().astype(np.int64), shape, stride, padding)
+    assert np.array_equal(got.numpy(), ref)
+
+
+def test_torch_device_sums_past_float32_are_exact() -> None:
+    """Bound 127 * 255 * 999 > 2**24 picks float64 on the torch path too: the odd sum
+    32_352_615 is not a float32 value."""
+    node = QDense(weight_mant=np.full((2, 999), 127), weight_exp=0, graded=True, weight_scale=1.0)
+    path = SynapsePath(node, device="cpu")
+    got = path.sums(torch.full((1, 999), 255))
+    assert got.tolist() == [[32_352_615, 32_352_615]]
+
+
+def test_int8_products_on_arrays_and_tensors() -> None:
+    rng = np.random.default_rng(1)
+    mant = rng.integers(-127, 128, (5, 24))
+    pre = rng.random((4, 24)) < 0.5
+    want = pre.astype(np.int64) @ mant.T
+    path = SynapsePath(QDense(weight_mant=mant, weight_exp=0, graded=False, weight_scale=1.0))
+    assert path.int8_ok
+    assert path.int8_sums(pre).tolist() == want.tolist()
+    assert path.int8_sums(torch.as_tensor(pre)).tolist() == want.tolist()  # a bool tensor
+    graded = SynapsePath(QDense(weight_mant=mant, weight_exp=0, graded=True, weight_scale=1.0))
+    with pytest.raises(ValueError, match=r"^int8 products need binary input to a dense layer"):
+        graded.int8_sums(pre)
+
+
+def test_int_mm_shapes_by_device() -> None:
+    """CUDA's ``torch._int_mm`` needs more than 16 rows and multiples of 8; on CPUs it is
+    never chosen (slower than float BLAS without VNNI)."""
+    assert _int_mm_fits(17, 8, 16, "cuda")
+    assert _int_mm_fits(17, 8, 16, "cuda:1")
+    assert not _int_mm_fits(16, 8, 16, "cuda")
+    assert not _int_mm_fits(17, 12, 16, "cuda")
+    assert not _int_mm_fits(17, 8, 12, "cuda")
+    assert not _int_mm_fits(64, 64, 64, "cpu")
+
+
+def test_summed_current_without_bounds_or_beyond_float64_is_int64() -> None:
+    """Parts that are currents already (no exponent) or whose bound passes 2**53 are summed
+    path by path in int64: ``shift(2 * S, e)`` each, a floor for negative exponents."""
+    from lmh_deploy.sim.synapse import summed_current
+
+    currents = [(np.array([3, -5]), None, None), (np.array([4, 4]), None, None)]
+    assert summed_current(currents).tolist() == [7, -1]
+    big = 2**53
+    parts = [(np.array([big + 1, -3]), 1, float(big + 1)), (np.array([5, -5]), -2, 5.0)]
+    got = summed_current(parts)
+    assert got.dtype == np.int64
+    # (2 * (2**53 + 1)) << 1 + floor(10 / 4) ; (2 * -3) << 1 + floor(-10 / 4)
+    assert got.tolist() == [4 * (big + 1) + 2, -12 - 3]
