@@ -359,13 +359,13 @@ def test_exact_graph_keeps_the_files_integers() -> None:
 @pytest.mark.parametrize(
     "mutate, match",
     [
-        (lambda g: _set_item(g, "dense0", "weight", (0, 0), 0.3), r"dense0: weight is not an integer"),
+        (lambda g: set_item(g, "dense0", "weight", (0, 0), 0.3), r"dense0: weight is not an integer"),
         (lambda g: g.replace("lif", theta=2.0001), r"lif: theta is not an integer"),
-        (lambda g: _set_item(g, "lif", "bias", 1, 0.001), r"lif: bias is not an integer"),
+        (lambda g: set_item(g, "lif", "bias", 1, 0.001), r"lif: bias is not an integer"),
         (lambda g: g.replace("readout", bias=np.array([0.01])), r"readout: bias is not an integer"),
         (lambda g: g.replace("lif", mu_d=np.full((1, 2), 0.1)), r"lif: mu_d is not an integer"),
         # 1953.1259765625 * 512 = 1_000_000.5: off by a half however large (no relative tolerance)
-        (lambda g: _set_item(g, "lif", "bias", 0, 1953.1259765625), r"lif: bias is not an integer"),
+        (lambda g: set_item(g, "lif", "bias", 0, 1953.1259765625), r"lif: bias is not an integer"),
     ],
 )
 def test_exact_graph_refuses_values_that_are_not_integers(mutate, match: str) -> None:
