@@ -31,7 +31,7 @@ from lmh_deploy.models.neuron import FACTOR_NAMES, LMHNeuron
 from lmh_deploy.models.norm import fold_into
 
 
-class _Neuron:
+class LeanNeuron:
     """The LM-H update of one layer, in place on preallocated buffers."""
 
     def __init__(self, neuron: LMHNeuron) -> None:
@@ -125,7 +125,7 @@ class LeanNet:
         return self._flat(module)
 
     def _neuron(self, neuron: LMHNeuron) -> Callable[[torch.Tensor], torch.Tensor]:
-        lean = _Neuron(neuron)
+        lean = LeanNeuron(neuron)
         return lambda x: lean(x, self.steps)
 
     def _block(self, block: ResidualBlock) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -23,7 +23,7 @@ from collections import defaultdict
 import torch
 
 import lmh_deploy  # noqa: F401  - Lava import fix
-from float_baselines import LeanNet, _Neuron
+from float_baselines import LeanNet, LeanNeuron
 from lmh_deploy.sim import simulate
 from lmh_deploy.sim import simulator as sim_module
 from lmh_deploy.sim.synapse import SynapsePath
@@ -82,7 +82,7 @@ def _timed_float(lean: LeanNet, parts: dict[str, float]) -> None:
 
         return timed
 
-    original = _Neuron.__call__
+    original = LeanNeuron.__call__
 
     def neuron_call(self, current, steps):
         start = CLOCK()
@@ -91,7 +91,7 @@ def _timed_float(lean: LeanNet, parts: dict[str, float]) -> None:
         finally:
             parts["LM-H update"] += CLOCK() - start
 
-    _Neuron.__call__ = neuron_call  # type: ignore[method-assign]
+    LeanNeuron.__call__ = neuron_call  # type: ignore[method-assign]
     lean.ops = [wrap(op, LAYERS) for op in lean.ops]
 
 
@@ -133,7 +133,7 @@ def profile_row(name: str, args) -> dict:
 
     lean = LeanNet(model, steps, channels_last=spec["arch"] != "mlp")
     float_parts: dict[str, float] = defaultdict(float)
-    original = _Neuron.__call__
+    original = LeanNeuron.__call__
     _timed_float(lean, float_parts)
     try:
         with torch.inference_mode():
@@ -146,7 +146,7 @@ def profile_row(name: str, args) -> dict:
             float_run()
             flt = _profile(float_run, float_parts, args.runs)
     finally:
-        _Neuron.__call__ = original  # type: ignore[method-assign]
+        LeanNeuron.__call__ = original  # type: ignore[method-assign]
     layers = flt["fractions"].pop("layers (Linear / Conv2d, pooling, residual sums)")
     flt["fractions"]["layers (Linear / Conv2d, pooling, residual sums)"] = (
         layers - flt["fractions"]["LM-H update"]

@@ -42,7 +42,7 @@ from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.sim import simulate
 from lmh_deploy.sim.reference import simulate_reference
-from lmh_deploy.sim.simulator import _plan_for
+from lmh_deploy.sim.simulator import plan_for
 from timing import alternate, environment, save, set_threads
 
 MLP = {"arch": "mlp", "shape": (1, 8, 8), "kw": {"hidden": (400, 400, 400)}, "steps": 100, "lam_s": 0.8}
@@ -72,7 +72,7 @@ ROWS = {
 def dense_only(q):
     """A copy of graph ``q`` whose sim/ plan uses float BLAS / convolution only (no events)."""
     twin = copy.copy(q)  # a different graph object: its own cached plan, same nodes
-    for path in _plan_for(twin, None).paths.values():
+    for path in plan_for(twin, None).paths.values():
         path.ways = ["gemm"]
     return twin
 
@@ -80,7 +80,7 @@ def dense_only(q):
 def warm_runs(q) -> int:
     """Runs after which every synapse path of ``q`` has used each of its ways twice (the
     first use of a way is not timed: it may compile), even with one call per run."""
-    return 2 * max((len(p.ways) for p in _plan_for(q, None).paths.values()), default=1) + 1
+    return 2 * max((len(p.ways) for p in plan_for(q, None).paths.values()), default=1) + 1
 
 
 def prepared(name: str, args) -> tuple:

@@ -60,7 +60,7 @@ from lmh_deploy.models.distributed import differentiable_all_reduce, sync_batchn
 NORMS = ("none", "bn", "tdbn")
 
 
-class _TimeMajorBatchNorm(_BatchNorm):
+class TimeMajorBatchNorm(_BatchNorm):
     """Shared part: takes ``(T, B, C, ...)``; buffer ``alpha_theta`` scales the normalised value."""
 
     time_major = True
@@ -195,7 +195,7 @@ class _TimeMajorBatchNorm(_BatchNorm):
         return f"{self.num_features}, alpha_theta={float(self.alpha_theta):g}, eps={self.eps}"
 
 
-class StepBatchNorm(_TimeMajorBatchNorm):
+class StepBatchNorm(TimeMajorBatchNorm):
     """Vanilla BN, training statistics per time step (see module docstring); ``alpha_theta = 1``."""
 
     def __init__(self, num_features: int, *, eps: float = 1e-5, momentum: float = 0.1) -> None:
@@ -208,7 +208,7 @@ class StepBatchNorm(_TimeMajorBatchNorm):
         )
 
 
-class ThresholdDependentBatchNorm(_TimeMajorBatchNorm):
+class ThresholdDependentBatchNorm(TimeMajorBatchNorm):
     """tdBN: joint statistics over ``(T, B, H, W)``, normalised value times ``alpha * theta``."""
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
@@ -233,7 +233,7 @@ RESIDUAL_ALPHA = 1.0 / math.sqrt(2.0)
 def norm_affine(norm: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval-mode ``y = scale * x + shift`` per channel of any batch norm (torch's or ours).
 
-    Ours know their own form (:meth:`_TimeMajorBatchNorm.scale_shift`); for torch's
+    Ours know their own form (:meth:`TimeMajorBatchNorm.scale_shift`); for torch's
     ``BatchNorm1d/2d`` the same algebra runs in float64.
     """
     if hasattr(norm, "scale_shift"):

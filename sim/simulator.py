@@ -100,7 +100,7 @@ def simulate(
     ``device`` (e.g. ``"cuda"``, ``"cpu"``) runs the same integer semantics on torch tensors
     there; ``None`` uses numpy (and numba). ``chunk_steps`` overrides the chunk length.
     """
-    plan = _plan_for(graph, device)
+    plan = plan_for(graph, device)
     run = _Run(plan, x_int, timesteps, device, record_states, record_spikes, record_final_state)
     chunk = chunk_steps or default_chunk_steps(run.batch)
     for t0 in range(0, timesteps, chunk):
@@ -214,7 +214,7 @@ _PLANS: dict[tuple, tuple[Graph, _Plan]] = {}
 _MAX_PLANS = 8
 
 
-def _plan_for(graph: Graph, device: str | None) -> _Plan:
+def plan_for(graph: Graph, device: str | None) -> _Plan:
     key = (id(graph), device)
     cached = _PLANS.get(key)
     if cached is not None and cached[0] is graph and cached[1].key == _structure(graph):

@@ -29,10 +29,10 @@ def main(spec_path: str) -> None:
     torch.set_num_threads(1)  # 2 cores shared by 2 ranks
     spec = json.loads(Path(spec_path).read_text())
     from lmh_deploy.models import distributed as D
-    from lmh_deploy.models.norm import _TimeMajorBatchNorm
+    from lmh_deploy.models.norm import TimeMajorBatchNorm
     from lmh_deploy.models.training_job import TrainJob, run_training_job
 
-    _TimeMajorBatchNorm.sync_stats = bool(spec.get("sync_stats", True))
+    TimeMajorBatchNorm.sync_stats = bool(spec.get("sync_stats", True))
     ctx = None if spec.get("own_group") else D.init_from_env("cpu", timeout_s=120)
     out: dict = {"jobs": []}
     try:

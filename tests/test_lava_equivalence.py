@@ -329,7 +329,7 @@ def test_a_run_split_after_its_first_steps_is_the_same_run(make_mlp, compile_mod
 
 
 def test_conv_weights_go_to_lava_in_int32_only_where_no_sum_can_overflow() -> None:
-    from lmh_deploy.backends.lava.lower import _accumulator_dtype
+    from lmh_deploy.backends.lava.lower import accumulator_dtype
     from lmh_deploy.ir.synapses import qdense_matrix
 
     def conv(c_in: int, k: int, graded: bool) -> QDense:
@@ -343,8 +343,8 @@ def test_conv_weights_go_to_lava_in_int32_only_where_no_sum_can_overflow() -> No
         )
 
     small, huge = conv(3, 3, graded=True), conv(300, 11, graded=True)  # 2*127*255*36300 > 2**31
-    assert _accumulator_dtype(small) == np.int32 and _accumulator_dtype(huge) == np.int64
-    assert _accumulator_dtype(conv(300, 11, graded=False)) == np.int32  # 0/1 spikes
+    assert accumulator_dtype(small) == np.int32 and accumulator_dtype(huge) == np.int64
+    assert accumulator_dtype(conv(300, 11, graded=False)) == np.int32  # 0/1 spikes
     m = qdense_matrix(small, fx.WEIGHT_LAVA_SCALE, conv_dtype=np.int32)
     assert m.dtype == np.int32 and m.indices.dtype == np.int32
     assert np.array_equal(m.toarray(), qdense_matrix(small, fx.WEIGHT_LAVA_SCALE).toarray())

@@ -16,7 +16,7 @@ from lmh_deploy.sim import default_batch_size, simulate, simulate_batched
 from lmh_deploy.sim import neuron as N
 from lmh_deploy.sim.batching import bytes_per_sample
 from lmh_deploy.sim.reference import simulate_reference
-from lmh_deploy.sim.simulator import _plan_for
+from lmh_deploy.sim.simulator import plan_for
 
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.passes.quantize import quantize_graph
@@ -69,7 +69,7 @@ def test_every_path_gives_the_same_record(arch: str, shape: tuple, radical: bool
     want = simulate(q, x, 6, record_states=True, chunk_steps=1)
     assert sum(want.saturation.values()) > 0
     # numpy runs keep conv-fed layers channels last inside (the torch run does not)
-    assert bool(_plan_for(q, None).channels_last) == (arch != "mlp")
+    assert bool(plan_for(q, None).channels_last) == (arch != "mlp")
     runs = {
         "default chunks": simulate(q, x, 6, record_states=True),
         "chunks of 4": simulate(q, x, 6, record_states=True, chunk_steps=4),

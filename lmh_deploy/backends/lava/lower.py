@@ -93,12 +93,12 @@ def _paths(graph: Graph, name: str, precision: Precision, delays: dict[str, int]
         node = graph.node(pred)
         assert isinstance(node, QDense)
         (src,) = graph.inputs_of(pred)
-        weights = qdense_matrix(node, fx.WEIGHT_LAVA_SCALE, conv_dtype=_accumulator_dtype(node))
+        weights = qdense_matrix(node, fx.WEIGHT_LAVA_SCALE, conv_dtype=accumulator_dtype(node))
         paths.append(Path(pred, src, weights, node.weight_exp, node.graded, node.delay))
     return paths
 
 
-def _accumulator_dtype(node: QDense) -> type:
+def accumulator_dtype(node: QDense) -> type:
     """int32 for a convolution's CSR when no sum ``W @ x`` can leave int32, else int64.
 
     Lava's Sparse keeps the CSR in the dtype it is given and accumulates in it (its Dense
