@@ -123,7 +123,7 @@ class _Plan:
         if not isinstance(q_input, QInput):
             raise TypeError(f"the first node of the graph is {q_input.kind}, not q_input")
         self.input_shape = tuple(q_input.shape)
-        #: layers kept in (H, W, C) order: name -> (C, H, W), and the order's index map
+        #: layers kept in (H, W, C) order inside: name -> their (C, H, W) shape
         self.channels_last = _channels_last_layers(self.nodes, self.inputs) if device is None else {}
         self.paths = {}
         for name, node in self.nodes.items():
