@@ -72,6 +72,8 @@ def resnet19(num_classes=10, width=64, **kargs):
     return ResNet(BasicBlock, width, stages, num_classes, fc_hidden=256)
 
 
-def resnet20(num_classes=10, width=4, in_channels=3, **kargs):
-    """Tiny: a block of ``width`` and a strided block of ``2 * width`` channels."""
-    return ResNet(BasicBlock, width, [(width, 1, 1), (2 * width, 1, 2)], num_classes, in_channels)
+def resnet20(num_classes=10, width=4, in_channels=3, blocks=(1, 1), **kargs):
+    """Tiny: stages of ``blocks[i]`` blocks of ``width * 2**i`` channels, every stage but the
+    first strided (the paper's ResNet-20: ``width=16, blocks=(3, 3, 3)``)."""
+    stages = [(width << i, n, 1 if i == 0 else 2) for i, n in enumerate(blocks)]
+    return ResNet(BasicBlock, width, stages, num_classes, in_channels)
