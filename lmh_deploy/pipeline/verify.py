@@ -145,7 +145,8 @@ def accuracy_gate(accuracy_source: float, accuracy_fixed: float, max_drop_points
 
 #: The default Lava share of ``verify``, in neuron-steps: every sample of a small net, 15
 #: samples of the paper's ResNet-20 on CIFAR (188,416 neurons, T = 4), which
-#: bench/lava_cifar.py puts at ~9 s of CPU for a 1-sample run plus ~0.7 s per further sample.
+#: bench/lava_cifar.py puts at 4.4 s wall for a 1-sample run plus 0.26 s per further sample
+#: (idle 2-core machine).
 LAVA_BUDGET_NEURON_STEPS = 12_000_000
 
 
