@@ -471,3 +471,59 @@ def test_nearly_dense_csr_weights_run_dense_with_the_same_integers() -> None:
         sums = [path._gemm(pre), path._events(pre)] + ([] if stays_sparse else [path.int8_sums(pre).numpy()])
         for got in sums:
             assert np.array_equal(lava_current(got, -2), want)
+
+
+@pytest.mark.parametrize("rules", PROFILE_RULES, ids="-".join)
+def test_kernels_equal_lmh_step_at_the_threshold_and_the_state_edges(rules) -> None:
+    """Hand-picked edges the random test above rarely hits: with neutral factors (no decay,
+    unit gain, no feedback) a current of exactly ``theta`` puts ``v_s`` on the threshold (a
+    spike under ``>=``, none under ``>``), and currents at ``STATE_MAX``, ``STATE_MAX + 1``,
+    ``STATE_MIN`` and one beyond (and 2**17, which loihi-lif's 6-bit input shift makes 2**23)
+    drive both states to the 24-bit edges, where wrap, saturation and the saturation count
+    must agree with the reference too."""
+    profile, reset, test, timing = rules
+    n, theta = 12, 1 << 12
+    lif = profile != "lmh"
+    node = QLMH(
+        size=n,
+        theta=theta,
+        state_scale=1.0,
+        profile=profile,
+        reset=reset,
+        threshold_test=test,
+        reset_timing=timing,
+        mu_d=np.zeros((1, 1), np.int64),
+        mu_s=np.zeros((1, 1), np.int64),
+        lam_d=np.full((1, 1), 4096),
+        lam_s=np.full((1, 1), 4096 if not lif else 1),
+        bias=np.zeros(n, np.int64),
+        reset_value=0,
+        v_d_init=0,
+        v_s_init=0,
+    )
+    wrap = (fx.STATE_MAX + 1) >> 6  # loihi-lif shifts its input by 6: 2**23 after the shift
+    edge = [theta, theta - 1, theta + 1, fx.STATE_MAX, fx.STATE_MAX + 1, fx.STATE_MIN, fx.STATE_MIN - 1, 0]
+    edge += [wrap, wrap - 1, -wrap, -wrap - 1]
+    currents = np.array([[edge], [edge[::-1]], [edge], [[-c for c in edge]]], dtype=np.int64)
+    fp = fx.layer_params(node)
+    v_d, v_s = fp.initial_state((1, n))
+    want, want_d, want_s, sat_total, prev = [], [], [], 0, None
+    for t in range(len(currents)):
+        v_d, v_s, spikes, sat = fx.lmh_step(fp, t, v_d, v_s, currents[t], prev)
+        want.append(spikes)
+        want_d.append(v_d)
+        want_s.append(v_s)
+        prev = spikes
+        sat_total += sat
+    if not lif:  # the neutral factors did what the docstring says: theta itself sits on the threshold
+        assert bool(want[0][0, 0]) == (test == ">=") and not want[0][0, 1] and want[0][0, 2]
+    from lmh_deploy.sim.params import neuron_params
+
+    p = neuron_params(node)
+    for where in ["arrays", "torch"] + (["numba"] if N.numba is not None else []):
+        spikes, trace, got_d, got_s, sat = _run_kernel(p, currents, 2, where)
+        assert np.array_equal(spikes, np.array(want)), where
+        assert np.array_equal(trace[0], np.array(want_d)), where
+        assert np.array_equal(trace[1], np.array(want_s)), where
+        assert np.array_equal(got_d, v_d) and np.array_equal(got_s, v_s), where
+        assert sat == sat_total, where
