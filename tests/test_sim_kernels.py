@@ -364,6 +364,33 @@ PROFILE_RULES = [
 ]
 
 
+def _assert_kernels_equal_lmh_step(node: QLMH, currents: np.ndarray) -> np.ndarray:
+    """sim/'s neuron copies (array code, torch, numba where installed) run ``node`` on
+    ``currents`` (steps, batch, n) exactly as :func:`lmh_step` does at every step: spikes,
+    both states, final states and saturation count. Returns the reference spikes."""
+    from lmh_deploy.sim.params import neuron_params
+
+    fp = fx.layer_params(node)
+    v_d, v_s = fp.initial_state(currents.shape[1:])
+    want, want_d, want_s, sat_total, prev = [], [], [], 0, None
+    for t in range(len(currents)):
+        v_d, v_s, spikes, sat = fx.lmh_step(fp, t, v_d, v_s, currents[t], prev)
+        want.append(spikes)
+        want_d.append(v_d)
+        want_s.append(v_s)
+        prev = spikes
+        sat_total += sat
+    p = neuron_params(node)
+    for where in ["arrays", "torch"] + (["numba"] if N.numba is not None else []):
+        spikes, trace, got_d, got_s, sat = _run_kernel(p, currents, 2, where)
+        assert np.array_equal(spikes, np.array(want)), where
+        assert np.array_equal(trace[0], np.array(want_d)), where
+        assert np.array_equal(trace[1], np.array(want_s)), where
+        assert np.array_equal(got_d, v_d) and np.array_equal(got_s, v_s), where
+        assert sat == sat_total, where
+    return np.array(want)
+
+
 @pytest.mark.parametrize("rules", PROFILE_RULES, ids="-".join)
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), steps=st.integers(1, 6), batch=st.integers(1, 3), big=st.booleans())
@@ -406,28 +433,8 @@ def test_kernels_equal_semantics_lmh_step_for_every_profile_and_rule(rules, seed
         reset_timing=timing,
         **f,
     )
-    from lmh_deploy.sim.params import neuron_params
-
-    fp = fx.layer_params(node)
     scale = (1 << 22) if big else 3000
-    currents = rng.integers(-scale, scale, (steps, batch, n))
-    v_d, v_s = fp.initial_state((batch, n))
-    want, want_d, want_s, sat_total, prev = [], [], [], 0, None
-    for t in range(steps):
-        v_d, v_s, spikes, sat = fx.lmh_step(fp, t, v_d, v_s, currents[t], prev)
-        want.append(spikes)
-        want_d.append(v_d)
-        want_s.append(v_s)
-        prev = spikes
-        sat_total += sat
-    p = neuron_params(node)
-    for where in ["arrays", "torch"] + (["numba"] if N.numba is not None else []):
-        spikes, trace, got_d, got_s, sat = _run_kernel(p, currents, 2, where)
-        assert np.array_equal(spikes, np.array(want)), where
-        assert np.array_equal(trace[0], np.array(want_d)), where
-        assert np.array_equal(trace[1], np.array(want_s)), where
-        assert np.array_equal(got_d, v_d) and np.array_equal(got_s, v_s), where
-        assert sat == sat_total, where
+    _assert_kernels_equal_lmh_step(node, rng.integers(-scale, scale, (steps, batch, n)))
 
 
 def test_event_gather_exact_on_both_sides_of_its_int16_bound() -> None:
@@ -505,25 +512,6 @@ def test_kernels_equal_lmh_step_at_the_threshold_and_the_state_edges(rules) -> N
     edge = [theta, theta - 1, theta + 1, fx.STATE_MAX, fx.STATE_MAX + 1, fx.STATE_MIN, fx.STATE_MIN - 1, 0]
     edge += [wrap, wrap - 1, -wrap, -wrap - 1]
     currents = np.array([[edge], [edge[::-1]], [edge], [[-c for c in edge]]], dtype=np.int64)
-    fp = fx.layer_params(node)
-    v_d, v_s = fp.initial_state((1, n))
-    want, want_d, want_s, sat_total, prev = [], [], [], 0, None
-    for t in range(len(currents)):
-        v_d, v_s, spikes, sat = fx.lmh_step(fp, t, v_d, v_s, currents[t], prev)
-        want.append(spikes)
-        want_d.append(v_d)
-        want_s.append(v_s)
-        prev = spikes
-        sat_total += sat
+    want = _assert_kernels_equal_lmh_step(node, currents)
     if not lif:  # the neutral factors did what the docstring says: theta itself sits on the threshold
         assert bool(want[0][0, 0]) == (test == ">=") and not want[0][0, 1] and want[0][0, 2]
-    from lmh_deploy.sim.params import neuron_params
-
-    p = neuron_params(node)
-    for where in ["arrays", "torch"] + (["numba"] if N.numba is not None else []):
-        spikes, trace, got_d, got_s, sat = _run_kernel(p, currents, 2, where)
-        assert np.array_equal(spikes, np.array(want)), where
-        assert np.array_equal(trace[0], np.array(want_d)), where
-        assert np.array_equal(trace[1], np.array(want_s)), where
-        assert np.array_equal(got_d, v_d) and np.array_equal(got_s, v_s), where
-        assert sat == sat_total, where
