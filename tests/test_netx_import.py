@@ -22,9 +22,9 @@ import torch
 
 import lmh_deploy  # noqa: F401  - the Python 3.11 Lava import fix, before any lava import
 from lmh_deploy.backends.lava.run import run_lava
-from lmh_deploy.backends.lava.supervise import lava_session
 from lmh_deploy.errors import InteropError
 from lmh_deploy.frontends.netx import netx_to_graph
+from lmh_deploy.interop.netx_artifact import run_netx_free as netx_free_run
 from lmh_deploy.models.data import load_dataset
 from lmh_deploy.pipeline.compile import load_artifact
 from lmh_deploy.sim import simulate
@@ -187,39 +187,15 @@ def netx_runnable(src: Path, dst: Path) -> Path:
 
 def run_netx_free(path: Path, spikes: np.ndarray, steps: int) -> list[np.ndarray]:
     """Each sample's spikes (B, *input shape) through ``netx.hdf5.Network`` for ``steps``
-    steps, back to back; per layer its spikes (T, B, n), n in (C, H, W) order, on each layer's
-    own timeline (layer i receives step t of sample b at global step b T + i + 2 + t)."""
+    steps, back to back (:func:`lmh_deploy.interop.netx_artifact.run_netx_free`); per layer
+    its spikes (T, B, n), n in (C, H, W) order, on each layer's own timeline."""
     from lava.lib.dl import netx
-    from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc import io
 
-    batch, shape = spikes.shape[0], spikes.shape[1:]
-    lava_shape = shape[::-1]  # (W, H, C), as netx takes input_shape
     net = netx.hdf5.Network(
-        net_config=str(path), reset_interval=steps, reset_offset=1, input_shape=lava_shape
+        net_config=str(path), reset_interval=steps, reset_offset=1, input_shape=spikes.shape[1:][::-1]
     )
-    depth = len(net.layers)
-    total = batch * steps + depth
-    data = np.zeros((*lava_shape, total), np.int32)
-    for b in range(batch):
-        data[..., b * steps : (b + 1) * steps] = spikes[b].transpose()[..., None]
-    source = io.source.RingBuffer(data=data)
-    source.s_out.connect(net.inp)
-    sinks = []
-    for layer in net.layers:
-        sink = io.sink.RingBuffer(shape=layer.out.shape, buffer=total)
-        layer.out.connect(sink.a_in)
-        sinks.append(sink)
-    with lava_session(net):  # no worker outlives the run, even on an error
-        net.run(condition=RunSteps(num_steps=total), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-        raw = [np.asarray(sink.data.get()) for sink in sinks]
-    out = []
-    for i, rec in enumerate(raw):
-        rec = rec.transpose(*range(rec.ndim - 2, -1, -1), rec.ndim - 1)  # (*(C, H, W), total)
-        cols = np.arange(batch)[:, None] * steps + i + 1 + np.arange(steps)[None, :]
-        out.append(rec.reshape(-1, total)[:, cols].transpose(2, 1, 0) != 0)
-    return out
+    records, _ = netx_free_run(net, spikes, steps)
+    return [rec != 0 for rec in records]
 
 
 def assert_netx_equals_sim_and_lava(path: Path, build: Path) -> int:

@@ -218,28 +218,50 @@ def run_netx_artifact(
     path: str | Path, x_int: np.ndarray, timesteps: int
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Run the samples of ``x_int`` (B, n_in) through ``path`` loaded by netx, in Lava
-    fixed_pt, freely: the samples go in through ``net.inp`` back to back (each for
-    ``timesteps`` steps), netx's ``reset_interval`` clears the states between samples, and
-    the host only reads (sinks on every layer's ``out``, a Monitor on the readout's ``u``).
+    fixed_pt, freely (:func:`run_netx_free`, with 8-bit graded input messages and a Monitor
+    on the readout's ``u``).
 
     Returns ``(spikes per hidden layer (T, B, n), readout trace (T, B, classes), logits)`` on
-    sim/'s timeline: layer ``i`` (0-based) sees local step ``t`` of sample ``b`` at global
-    step ``b T + i + 2 + t`` (one step of synaptic delay per layer), i.e. sink column
-    ``b T + i + 1 + t``; the logits are ``sum_t (u[t] >> 6) + T * bias`` of the last layer.
+    sim/'s timeline; the logits are ``sum_t (u[t] >> 6) + T * bias`` of the last layer.
     """
     from lava.lib.dl import netx
+
+    import lmh_deploy  # noqa: F401  - the Python 3.11 Lava import fix, before any lava import
+
+    net = netx.hdf5.Network(
+        net_config=str(path), input_message_bits=fx.INPUT_BITS, reset_interval=timesteps, reset_offset=1
+    )
+    records, u = run_netx_free(net, x_int, timesteps, readout_u=True)
+    assert u is not None
+    readout_bias = np.asarray(net.layers[-1].neuron.bias_mant.init, np.int64)
+    names = _layer_names(path, len(records))[:-1]
+    spikes = {name: records[i] != 0 for i, name in enumerate(names)}
+    trace = u >> ACT_SHIFT
+    logits = trace.sum(0) + timesteps * readout_bias
+    return spikes, trace, logits
+
+
+def run_netx_free(
+    net: Any, x_int: np.ndarray, timesteps: int, *, readout_u: bool = False
+) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """Run the samples of ``x_int`` (B, ...) through a built ``netx.hdf5.Network`` (loaded with
+    ``reset_interval=timesteps, reset_offset=1``) in Lava fixed_pt, freely: the samples go in
+    through ``net.inp`` back to back (each for ``timesteps`` steps), netx's reset clears the
+    states between samples, and the host only reads (sinks on every layer's ``out``, with
+    ``readout_u`` a Monitor on the last layer's ``u``).
+
+    Returns every layer's output values (T, B, n) in (C, H, W) order and, with ``readout_u``,
+    the last layer's ``u`` (T, B, n), on sim/'s timeline: layer ``i`` (0-based) sees local step
+    ``t`` of sample ``b`` at global step ``b T + i + 2 + t`` (one step of synaptic delay per
+    layer), i.e. sink column ``b T + i + 1 + t``.
+    """
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc import io
     from lava.proc.monitor.process import Monitor
 
-    import lmh_deploy  # noqa: F401  - the Python 3.11 Lava import fix, before any lava import
-
     x_int = np.asarray(x_int, np.int64).reshape(x_int.shape[0], -1)
     batch = x_int.shape[0]
-    net = netx.hdf5.Network(
-        net_config=str(path), input_message_bits=fx.INPUT_BITS, reset_interval=timesteps, reset_offset=1
-    )
     depth = len(net.layers)
     total = batch * timesteps + depth  # the last sample drains through every layer
     in_shape = tuple(net.inp.shape)  # (n,) or a conv's (W, H, C)
@@ -255,23 +277,20 @@ def run_netx_artifact(
         layer.out.connect(sink.a_in)
         sinks.append(sink)
     readout = net.layers[-1].neuron
-    readout_bias = np.asarray(readout.bias_mant.init, np.int64)
-    monitor = Monitor()
-    monitor.probe(target=readout.u, num_steps=total)
-    with lava_session(net):
+    monitor = Monitor() if readout_u else None
+    if monitor is not None:
+        monitor.probe(target=readout.u, num_steps=total)
+    with lava_session(net):  # no worker outlives the run, even on an error
         net.run(condition=RunSteps(num_steps=total), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
         raw = [_from_lava_order(sink.data.get()) for sink in sinks]
-        u_read = np.asarray(monitor.get_data()[readout.name]["u"], np.int64)
+        u_read = None if monitor is None else np.asarray(monitor.get_data()[readout.name]["u"], np.int64)
 
     def columns(layer: int) -> np.ndarray:  # (B, T) sink columns of a layer's local steps
         return np.arange(batch)[:, None] * timesteps + layer + 1 + np.arange(timesteps)[None, :]
 
-    spikes: dict[str, np.ndarray] = {}
-    for i, name in enumerate(_layer_names(path, depth)[:-1]):
-        spikes[name] = (raw[i][:, columns(i)] != 0).transpose(2, 1, 0)
-    trace = (u_read[columns(depth - 1)] >> ACT_SHIFT).transpose(1, 0, 2)
-    logits = trace.sum(0) + timesteps * readout_bias
-    return spikes, trace, logits
+    records = [raw[i][:, columns(i)].transpose(2, 1, 0) for i in range(depth)]
+    trace = None if u_read is None else u_read[columns(depth - 1)].transpose(1, 0, 2)
+    return records, trace
 
 
 def _to_lava_order(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
