@@ -32,17 +32,25 @@ def rate(model, x):
     return torch.stack(outs).mean(0)
 
 
-def train(model, x, y, *, epochs=3, lr=5e-3, seed=0):
+def _fit(model, x, y, loss_of, *, epochs, lr, batch, seed):
+    """Adam over shuffled mini-batches; ``loss_of(model, x_batch, y_batch)``."""
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(epochs):
         perm = torch.randperm(len(x))
-        for start in range(0, len(x), 64):
-            idx = perm[start : start + 64]
-            loss = torch.nn.functional.cross_entropy(rate(model, x[idx]), y[idx])
+        for start in range(0, len(x), batch):
+            idx = perm[start : start + batch]
+            loss = loss_of(model, x[idx], y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
+
+
+def train(model, x, y, *, epochs=3, lr=5e-3, seed=0):
+    def loss_of(m, xb, yb):
+        return torch.nn.functional.cross_entropy(rate(m, xb), yb)
+
+    _fit(model, x, y, loss_of, epochs=epochs, lr=lr, batch=64, seed=seed)
     model.eval()
 
 
@@ -87,16 +95,10 @@ def decode(v):
 
 
 def train_tutorial(model, x, y, *, epochs=3, lr=1e-2, seed=0):
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
-        for start in range(0, len(x), 32):
-            idx = perm[start : start + 32]
-            loss = torch.nn.functional.nll_loss(decode(voltages(model, x[idx])), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    def loss_of(m, xb, yb):
+        return torch.nn.functional.nll_loss(decode(voltages(m, xb)), yb)
+
+    _fit(model, x, y, loss_of, epochs=epochs, lr=lr, batch=32, seed=seed)
     model.eval()
 
 
