@@ -171,13 +171,13 @@ def _overflow(x, mode: int):
 
 
 def _lava_current(cur, weight_exp: int | None):
-    """int64 ``a_in`` from one step of ``currents``."""
+    """int64 ``a_in`` from one step of ``currents`` (floats hold exact integers: a cast)."""
     if _is_torch(cur):
         import torch
 
-        a = torch.round(cur).to(torch.int64) if cur.is_floating_point() else cur.to(torch.int64)
+        a = cur.to(torch.int64)
     else:
-        a = np.rint(cur).astype(np.int64) if cur.dtype.kind == "f" else cur.astype(np.int64)
+        a = cur.astype(np.int64)
     if weight_exp is None:
         return a
     a = a * 2

@@ -72,13 +72,14 @@ DENSE_ENOUGH = 0.5
 
 
 def lava_current(sums, weight_exp: int):
-    """``a_in = shift(2 * S, weight_exp)`` as int64 (numpy array or torch tensor)."""
+    """``a_in = shift(2 * S, weight_exp)`` as int64 (numpy array or torch tensor); float sums
+    hold exact integers (the paths keep them below 2**24 in float32, 2**53 in float64)."""
     if type(sums).__module__.startswith("torch"):
         import torch
 
-        a = sums.to(torch.int64) if not sums.is_floating_point() else torch.round(sums).to(torch.int64)
+        a = sums.to(torch.int64)
     else:
-        a = sums.astype(np.int64) if sums.dtype.kind != "f" else np.rint(sums).astype(np.int64)
+        a = sums.astype(np.int64)
     a = a * 2
     return a << weight_exp if weight_exp >= 0 else a >> -weight_exp
 
@@ -464,9 +465,8 @@ class SynapsePath:
         if not self.int8_ok:
             raise ValueError("int8 products need binary input to a dense layer with 127 * fan_in < 2**31")
         w = getattr(self, "w_int8", None)
-        if w is None:
-            mant = self.mant.toarray() if sp.issparse(self.mant) else self.mant
-            w = self.w_int8 = torch.as_tensor(np.asarray(mant, np.int8).T.copy())
+        if w is None:  # int8_ok: a dense mantissa matrix
+            w = self.w_int8 = torch.as_tensor(np.asarray(self.mant, np.int8).T.copy())
         if isinstance(pre, np.ndarray):
             x = torch.from_numpy(pre.view(np.int8) if pre.dtype == bool else np.asarray(pre, np.int8))
         else:

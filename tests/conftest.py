@@ -6,6 +6,7 @@ own seed, sizes and factor configuration.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from collections.abc import Callable
@@ -123,3 +124,17 @@ def h5_datasets() -> Callable[[Path], dict[str, np.ndarray]]:
         return out
 
     return read
+
+
+# ------------------------------------------------------------- mutation testing (mutmut)
+@pytest.fixture(autouse=os.environ.get("MUTANT_UNDER_TEST") == "stats")
+def _sim_memos_cleared_per_test() -> None:
+    """While mutmut records which tests call which function ("stats", scripts/mutation.sh),
+    empty sim/'s per-process memos (compiled kernels, kernel forms, plans) before each test:
+    otherwise only the first test to build a kernel or plan counts as calling the code that
+    builds it, and its mutants run against that one test alone."""
+    from lmh_deploy.sim import fused, neuron, simulator
+
+    fused._KERNELS.clear()
+    neuron._FORMS.clear()
+    simulator._PLANS.clear()

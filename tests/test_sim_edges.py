@@ -72,6 +72,8 @@ def test_int8_products_on_arrays_and_tensors() -> None:
     assert path.int8_ok
     assert path.int8_sums(pre).tolist() == want.tolist()
     assert path.int8_sums(torch.as_tensor(pre)).tolist() == want.tolist()  # a bool tensor
+    for dtype in (np.float32, np.int64, np.int8):  # 0/1 spikes of other types
+        assert path.int8_sums(pre.astype(dtype)).tolist() == want.tolist(), dtype
     graded = SynapsePath(QDense(weight_mant=mant, weight_exp=0, graded=True, weight_scale=1.0))
     with pytest.raises(ValueError, match=r"^int8 products need binary input to a dense layer"):
         graded.int8_sums(pre)
@@ -101,3 +103,66 @@ def test_summed_current_without_bounds_or_beyond_float64_is_int64() -> None:
     assert got.dtype == np.int64
     # (2 * (2**53 + 1)) << 1 + floor(10 / 4) ; (2 * -3) << 1 + floor(-10 / 4)
     assert got.tolist() == [4 * (big + 1) + 2, -12 - 3]
+    # sums beyond 2**53 whose exponent brings the current back under it: still int64, not
+    # float64, where 2**53 + 3 would round to 2**53 + 4 (floor((2**54 + 6) / 4) = 2**52 + 1)
+    got = summed_current([(np.array([big + 3]), -2, float(big + 3))])
+    assert got.tolist() == [big // 2 + 1]
+
+
+def test_summed_bound_holds_at_the_parts_bounds_and_is_tight() -> None:
+    """The neuron takes ``summed_bound`` as its current's peak to choose int32 arithmetic: it
+    must hold for every sum at its part's bound (floors of negative exponents included) and
+    be within one per part of the largest current (a looser one needlessly picks int64)."""
+    from lmh_deploy.sim.synapse import summed_bound, summed_current
+
+    for exps in ((0, 0), (3, -1), (-3, 2), (-1, -4), (5,)):
+        bounds = [1000.0, 7.0, 1.0][: len(exps)]
+        grid = np.array(np.meshgrid(*[[-b, -b + 1, 0, b - 1, b] for b in bounds])).reshape(len(exps), -1)
+        parts = [(grid[i].astype(np.int64), e, b) for i, (e, b) in enumerate(zip(exps, bounds))]
+        bound = summed_bound(parts)
+        peak = int(np.abs(summed_current(parts)).max())
+        assert peak <= bound <= peak + len(parts), (exps, peak, bound)
+    assert summed_bound([(np.zeros(2), 0, 4.0), (np.zeros(2), None, 4.0)]) is None
+    assert summed_bound([(np.zeros(2), 0, 4.0), (np.zeros(2), 1, None)]) is None
+
+
+def test_summed_current_with_one_unbounded_or_exponentless_part() -> None:
+    """A part without a bound, or a current already (no exponent), sends the whole sum to
+    the int64 path; the other parts are still shifted by their exponents."""
+    from lmh_deploy.sim.synapse import summed_current
+
+    s = np.array([5, -5, 0])
+    for other in ((np.array([3, -4, 1]), None, 9.0), (np.array([3, -4, 1]), 1, None)):
+        got = summed_current([(s, -1, 5.0), other])
+        shifted = other[0] if other[1] is None else other[0] * 4
+        assert got.tolist() == (s + shifted).tolist()  # floor(2 * +-5 / 2) = +-5
+
+
+def test_summed_current_float32_int32_and_broadcast_margins() -> None:
+    """``summed_current`` picks float32, float64, int32 or int64 from the parts' bounds: a
+    part beyond float32's exact integers whose exponent shrinks the sum still goes float64
+    (2**24 + 3 would round to 2**24 + 4 in float32); two parts (the compiled add) give int32
+    exactly while the bound fits (2**31 - 1 at most) and int64 from one more on, exact at
+    2**31; a static (1, n) part broadcasts against per-step rows on either side; a
+    negative exponent of -2 is a floor."""
+    from lmh_deploy.sim.synapse import INT32_LIMIT, summed_current
+
+    odd = 2**24 + 3
+    got = summed_current([(np.array([odd, -odd]), -3, float(odd))])
+    assert got.tolist() == [odd // 4, -((odd + 3) // 4)]  # floor(+-(2**25 + 6) / 8)
+    for total in (INT32_LIMIT, INT32_LIMIT + 1, INT32_LIMIT + 3):  # bound (2 b + 1) + (b2 + 1)
+        b = (total - 2 - 1000) // 2
+        b2 = total - 2 - 2 * b
+        parts = [(np.array([b, -b, 0]), 0, float(b)), (np.array([b2, 0, -b2]), -1, float(b2))]
+        got = summed_current(parts)
+        assert got.dtype == (np.int32 if total <= INT32_LIMIT else np.int64), total
+        assert got.tolist() == [2 * b + b2, -2 * b, -b2], total
+    step_rows = np.array([[1, 2, 3], [4, 5, 6]])
+    static = np.array([[10, -20, 30]])
+    for parts in (
+        [(static, 0, 30.0), (step_rows, 1, 6.0)],
+        [(step_rows, 1, 6.0), (static, 0, 30.0)],
+    ):
+        assert summed_current(parts).tolist() == (2 * static + 4 * step_rows).tolist()
+    three = [(np.array([5, -5]), -2, 5.0), (np.array([1, 1]), 0, 1.0), (np.array([0, 0]), 0, 1.0)]
+    assert summed_current(three).tolist() == [2 + 2, -3 + 2]  # floor(+-10 / 4)

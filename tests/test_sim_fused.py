@@ -11,6 +11,7 @@ against the array code.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -263,3 +264,100 @@ def test_int32_path_is_exact_at_its_input_bound(overflow_d: int, input_shift: in
         assert np.array_equal(spikes, want[0]), weight_exp
         assert np.array_equal(trace[0], want[1]) and np.array_equal(trace[1], want[2]), weight_exp
         assert state.saturation == want[3], weight_exp
+
+
+def _worst_case(p: NeuronParams, a_max: int) -> tuple[int, int, int]:
+    """Over extreme states (+-2**23, the most a 24-bit state holds after a wrap) and inputs
+    (+-a_max), by enumeration in Python ints: the largest |sum| the kernel forms in the
+    state's type (either state's sum, and ``a + bias_d``), and the largest |v_d|, |v_s| left
+    after the layer's overflow handling (saturation or one wrap)."""
+    lim = 1 << 23
+
+    def handled(x: int, mode: int) -> int:
+        if mode == 2:  # one wrap, as Lava LIF and the kernel do
+            return x - 2 * lim if x > lim else x + 2 * lim if x <= -lim else x
+        return min(max(x, -lim), lim - 1)
+
+    top = {"sum": 0, "v_d": 0, "v_s": 0}
+    states = (-lim, lim)
+    for k in range(p.rows):
+        for i in range(p.size):
+            f = [int(rows[k, i]) for rows in (p.mu_d, p.mu_s, p.lam_d, p.lam_s)]
+            rnd = lambda g, v: (g * v + 2048) >> 12  # f * 2**23 is a multiple of 4096: exact
+            for v_d, v_s, a, prev in itertools.product(states, states, (-a_max, a_max), (0, 1)):
+                part = a + int(p.bias_d[i])
+                x = rnd(f[0], v_d) + rnd(f[1], v_s) + part
+                x_new = handled(x, p.overflow_d)
+                for v in (x_new, -lim, lim):  # the soma sees the handled v_d (or any 24-bit one)
+                    delayed = p.theta if p.next_step and not p.reset_set and prev else 0
+                    m = rnd(f[3], v_s) + rnd(f[2], v) + int(p.bias_s[i]) - delayed
+                    top["sum"] = max(top["sum"], abs(part), abs(x), abs(m))
+                    top["v_s"] = max(top["v_s"], abs(handled(m, p.overflow_s)))
+                top["v_d"] = max(top["v_d"], abs(x_new))
+    return top["sum"], top["v_d"], top["v_s"]
+
+
+def _margin_layer(overflow_d: int, overflow_s: int, soma_factors: int, **change) -> NeuronParams:
+    """Two neurons, two factor rows: the largest factors sit in neuron 1's second row (so a
+    bound must take the maximum over both), mu_d and mu_s of opposite signs."""
+    rows = lambda small, big: np.array([[small, small], [small, big]])
+    lam_d = soma_factors // 3
+    base = dict(
+        mu_d=rows(5, -4000),
+        mu_s=rows(-7, 3000),
+        lam_d=rows(9, lam_d),
+        lam_s=rows(11, soma_factors - lam_d),
+        bias_d=np.array([1, -70_000]),
+        bias_s=np.array([3, -90_000]),
+        theta=1 << 20,
+        reset_value=0,
+        v_d_init=0,
+        v_s_init=0,
+        input_shift=0,
+        rounding=0,
+        overflow_d=overflow_d,
+        overflow_s=overflow_s,
+        threshold_gt=False,
+        reset_set=False,
+        next_step=True,
+    )
+    return NeuronParams(**{**base, **change})
+
+
+@pytest.mark.parametrize("overflow_d", [0, 1, 2])
+@pytest.mark.parametrize("overflow_s", [0, 2])
+@pytest.mark.parametrize("next_step, reset_set", [(True, False), (True, True), (False, False)])
+def test_int32_bounds_are_sound_and_tight_at_their_margins(overflow_d, overflow_s, next_step, reset_set):
+    """kernel_form's int32 verdict and input bound against the worst case by enumeration:
+    at the bound every sum fits int32 and every state stays within 24 bits (the int32
+    kernel's premise); where a wrap makes a margin exact, a little beyond it (the bound's
+    slack of 2 from rounding, plus 1) breaks that. So a bound off by a term, a sign, an
+    index or a comparison is caught: it lets the int32 path take what it cannot hold, or
+    sends layers it could hold to int64."""
+    lim = 1 << 23
+    theta = 1 << 20
+    delayed = theta if next_step and not reset_set else 0  # the next-step subtraction
+    for soma_factors in (11_000, 11_500):
+        p = _margin_layer(
+            overflow_d, overflow_s, soma_factors, theta=theta, next_step=next_step, reset_set=reset_set
+        )
+        if soma_factors == 11_500:  # the soma's bound exactly 3 * 2**23: the most one wrap brings back
+            bias = 3 * lim - 2 - soma_factors * 2048 - delayed
+            p = NeuronParams(**{**p.__dict__, "bias_s": np.array([3, -bias])})
+        for over_by in (0, 1, 3) if soma_factors == 11_500 else (0,):
+            q = NeuronParams(**{**p.__dict__, "bias_s": p.bias_s - [0, over_by]})
+            form = fused.kernel_form(q)
+            if overflow_s == 2 and over_by:
+                assert not form.int32_ok, over_by  # beyond the margin: int64 states
+                if over_by == 3:  # and rightly so: one wrap is not enough
+                    assert _worst_case(q, 0)[2] > lim
+                continue
+            assert form.int32_ok, (soma_factors, over_by)
+            assert N._form(q).state_dtype == np.int32
+            limit = fused.raw_limit(form, 0, 0)
+            biggest, v_d, v_s = _worst_case(q, limit)
+            assert biggest < 2**31 and v_d <= lim and v_s <= lim, (limit, biggest, v_d, v_s)
+            if overflow_d == 2:  # an exact margin: 3 more break the dendrite's wrap
+                assert _worst_case(q, limit + 3)[1] > lim
+            else:  # saturation: the cap of 2**30 is the bound
+                assert limit == 1 << 30

@@ -487,9 +487,10 @@ def test_kernels_equal_lmh_step_at_the_threshold_and_the_state_edges(rules) -> N
     spike under ``>=``, none under ``>``), and currents at ``STATE_MAX``, ``STATE_MAX + 1``,
     ``STATE_MIN`` and one beyond (and 2**17, which loihi-lif's 6-bit input shift makes 2**23)
     drive both states to the 24-bit edges, where wrap, saturation and the saturation count
-    must agree with the reference too."""
+    must agree with the reference too. +-2**26 (2**32 after the 6-bit shift) is a value one
+    wrap leaves beyond 32 bits: int32 states must be widened before it is stored."""
     profile, reset, test, timing = rules
-    n, theta = 12, 1 << 12
+    n, theta = 14, 1 << 12
     lif = profile != "lmh"
     node = QLMH(
         size=n,
@@ -510,7 +511,7 @@ def test_kernels_equal_lmh_step_at_the_threshold_and_the_state_edges(rules) -> N
     )
     wrap = (fx.STATE_MAX + 1) >> 6  # loihi-lif shifts its input by 6: 2**23 after the shift
     edge = [theta, theta - 1, theta + 1, fx.STATE_MAX, fx.STATE_MAX + 1, fx.STATE_MIN, fx.STATE_MIN - 1, 0]
-    edge += [wrap, wrap - 1, -wrap, -wrap - 1]
+    edge += [wrap, wrap - 1, -wrap, -wrap - 1, 1 << 26, -(1 << 26)]
     currents = np.array([[edge], [edge[::-1]], [edge], [[-c for c in edge]]], dtype=np.int64)
     want = _assert_kernels_equal_lmh_step(node, currents)
     if not lif:  # the neutral factors did what the docstring says: theta itself sits on the threshold
