@@ -2,20 +2,27 @@
 
 No chunking, no compiled kernels, no choice of ways: :func:`lmh_deploy.semantics.integer.lmh_step`
 for every layer and :func:`~lmh_deploy.semantics.integer.dense_output` /
-:func:`~lmh_deploy.semantics.integer.conv_output` for every synapse path. The fast paths
+:func:`~lmh_deploy.semantics.integer.conv_output` for every synapse path (then
+:func:`~lmh_deploy.semantics.pooling.max_pool` where it pools). The fast paths
 of :func:`lmh_deploy.sim.simulate` are tested and benchmarked against it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from lmh_deploy.ir import QLMH, Graph, QDense, QInput, QReadout
 from lmh_deploy.semantics import integer as fx
+from lmh_deploy.semantics.pooling import max_pool
 from lmh_deploy.semantics.readout import readout_sum
 
 
 def _synapse(node: QDense, presyn: np.ndarray) -> np.ndarray:
+    pool = node.max_pool
+    if pool is not None:
+        return max_pool(_synapse(dataclasses.replace(node, pool_kernel=None), presyn), pool.windows())
     weights = fx.WEIGHT_LAVA_SCALE * node.weight_mant
     if node.is_conv:
         return fx.conv_output(

@@ -152,8 +152,9 @@ def _conv_output_shape(node: QDense) -> tuple[int, int, int]:
 
 
 def _channels_last_layers(nodes: dict, inputs: dict) -> dict[str, tuple[int, int, int]]:
-    """The neuron layers that run in (H, W, C) order: every input a convolution feeding only
-    this layer, every reader a synapse path (a convolution of this shape, or dense)."""
+    """The neuron layers that run in (H, W, C) order: every input a convolution (not max
+    pooled) feeding only this layer, every reader a synapse path (a convolution of this
+    shape, or dense)."""
     readers: dict[str, list[str]] = {name: [] for name in nodes}
     for name, sources in inputs.items():
         for src in sources:
@@ -164,7 +165,11 @@ def _channels_last_layers(nodes: dict, inputs: dict) -> dict[str, tuple[int, int
         if not isinstance(node, QLMH) or not sources:
             continue
         if not all(
-            isinstance(nodes[s], QDense) and nodes[s].is_conv and readers[s] == [name] for s in sources
+            isinstance(nodes[s], QDense)
+            and nodes[s].is_conv
+            and nodes[s].max_pool is None
+            and readers[s] == [name]
+            for s in sources
         ):
             continue
         shapes = {_conv_output_shape(nodes[s]) for s in sources}

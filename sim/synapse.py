@@ -31,6 +31,9 @@ for a fraction of the multiply-adds.
 
 All ways give identical integers; :meth:`SynapsePath.sums` picks one per call from the
 number of rows and the measured fraction of active inputs (timing both from time to time).
+A path with a max pool of currents (``QDense.max_pool``) pools the sums last
+(:func:`lmh_deploy.semantics.pooling.max_pool`: the maximum commutes with the weight
+exponent's monotone shift, so pooling ``S`` pools ``a_in``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from lmh_deploy.sim.conv import (
     run_conv,
 )
 from lmh_deploy.semantics import integer as fx
+from lmh_deploy.semantics.pooling import max_pool
 
 F32_EXACT = 2.0**24
 F64_EXACT = 2.0**53
@@ -188,8 +192,12 @@ class SynapsePath:
         peak_w = float(abs(mant).max()) if np.prod(mant.shape) else 0.0
         fan_in = int(np.prod(mant.shape[1:]))
         self.bound = peak_w * max_x * fan_in
-        self.n_out = int(node.output_size())
+        self.n_out = int(node.sums_size())  # before the max pool, if any
         self.n_in = int(node.input_size())
+        pool = node.max_pool
+        self.pool_windows = None if pool is None else pool.windows()
+        if pool is not None and self.out_cl:
+            raise ValueError("a max-pooled path delivers its sums in (C, H, W) order only")
         self.fan_out = qdense_fan_out(node)
         on_cpu = device is None or str(device).startswith("cpu")
         if self.bound < F32_EXACT and on_cpu:
@@ -266,12 +274,17 @@ class SynapsePath:
 
     # ------------------------------------------------------------------ the sums
     def sums(self, pre, active: int | None = None):
-        """``S`` for presynaptic values ``pre`` (rows, n_in): (rows, n_out), exact integers.
+        """``S`` for presynaptic values ``pre`` (rows, n_in): (rows, n_out), exact integers
+        (max-pooled where the path pools: (rows, pooled size)).
 
         The result is float32/float64 holding integers, or int64 / int32. ``active``: the
         number of nonzero values in ``pre`` if the caller knows it (a neuron layer counts its
         spikes), else counted here.
         """
+        out = self._sums(pre, active)
+        return out if self.pool_windows is None else max_pool(out, self.pool_windows)
+
+    def _sums(self, pre, active: int | None = None):
         if self.device is not None:
             return self._sums_torch(pre)
         rows = pre.shape[0]

@@ -101,9 +101,24 @@ def test_maxpool_over_spikes_is_exact(digits) -> None:
     np.testing.assert_allclose(src.logits, ref.logits, atol=1e-6)
 
 
-def test_maxpool_over_currents_refused_naming_the_layer() -> None:
-    with pytest.raises(FrontendError, match=r"^1 \(MaxPool2d\): max pooling of currents .* after the neuron"):
-        module_to_graph(tut.conv_net(pool_spikes=False), input_shape=(1, 8, 8), timesteps=tut.NUM_STEPS)
+def test_maxpool_over_currents_is_exact(digits) -> None:
+    """The tutorial's own order, Conv2d -> MaxPool2d -> Leaky: the float IR pools the
+    convolution's currents (a MaxPool node before the neuron) and equals the net, all steps."""
+    torch.manual_seed(0)
+    model = tut.conv_net(pool_spikes=False)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                m.weight.mul_(3.0)
+    graph = module_to_graph(model, input_shape=(1, 8, 8), timesteps=tut.NUM_STEPS)
+    assert graph.meta["source_max_pools"] == {"maxpool0": "1", "maxpool1": "4"}
+    x = digits[2][:60].numpy() * 2.0
+    src = run_source(model, x, tut.NUM_STEPS, source_neurons=graph.meta["source_neurons"], output_index=0)
+    ref = simulate_float(graph, x, tut.NUM_STEPS)
+    for name, spikes in ref.spikes.items():
+        assert 0.02 < spikes.mean() < 0.95, name
+        assert np.array_equal(src.spikes[name], spikes), name
+    np.testing.assert_allclose(src.logits, ref.logits, atol=1e-6)
 
 
 @pytest.mark.slow

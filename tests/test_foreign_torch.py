@@ -125,16 +125,6 @@ class Branchy(nn.Module):
     "model, match",
     [
         (
-            lambda: nn.Sequential(
-                nn.Conv2d(1, 4, 3),
-                nn.MaxPool2d(2),
-                paper_clone("LearnableNeuron"),
-                nn.Flatten(),
-                nn.Linear(36, 3),
-            ),
-            r"^1 \(MaxPool2d\): max pooling of currents",
-        ),
-        (
             lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 3)),
             r"^2 \(ReLU\): an ANN activation left in the model; swap it",
         ),

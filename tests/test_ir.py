@@ -16,6 +16,7 @@ from lmh_deploy.ir import (
     NODE_TYPES,
     AvgPool,
     Conv2d,
+    MaxPool,
     Dense,
     Graph,
     Input,
@@ -73,6 +74,38 @@ def _conv_graph() -> Graph:
     g.add("pool0", AvgPool(input_shape=(2, 4, 4), kernel=(2, 2), stride=(2, 2)), ("lmh0",))
     g.add("dense1", Dense(weight=rng.normal(size=(3, 8))), ("pool0",))
     g.add("readout", Readout(bias=np.zeros(3)), ("dense1",))
+    return g
+
+
+def _max_pool_graph() -> Graph:
+    """conv -> max pool of its currents (padding, stride != kernel, ceil_mode) -> LM-H."""
+    rng = np.random.default_rng(3)
+    g = Graph(meta={"timesteps": 2})
+    g.add("input", Input(shape=(1, 5, 5)))
+    g.add("conv0", Conv2d(weight=rng.normal(size=(2, 1, 3, 3)), input_shape=(1, 5, 5)), ("input",))
+    pool = MaxPool(input_shape=(2, 3, 3), kernel=(2, 2), stride=(1, 2), padding=(1, 0), ceil_mode=True)
+    g.add("maxpool0", pool, ("conv0",))
+    g.add("lmh0", plain_lmh(pool.output_size(), bias=rng.normal(size=pool.output_size())), ("maxpool0",))
+    g.add("dense1", Dense(weight=rng.normal(size=(3, pool.output_size()))), ("lmh0",))
+    g.add("readout", Readout(bias=np.zeros(3)), ("dense1",))
+    return g
+
+
+def _max_pool_int_graph() -> Graph:
+    """The integer graph with a convolution whose currents are max-pooled into lmh0."""
+    g = _int_graph()
+    g.replace("input", shape=(1, 4, 4))
+    g.replace(
+        "dense0",
+        weight_mant=np.arange(-4, 5).reshape(1, 1, 3, 3),
+        conv_input_shape=(1, 4, 4),
+        conv_padding=(1, 1),
+        pool_kernel=(3, 3),
+        pool_stride=(3, 3),
+        pool_padding=(1, 1),
+        pool_ceil_mode=True,
+    )
+    assert g.node("dense0").sums_size() == 16 and g.node("dense0").output_size() == 4
     return g
 
 
@@ -137,8 +170,16 @@ def _assert_same_graph(a: Graph, b: Graph) -> None:
 
 @pytest.mark.parametrize(
     "build",
-    [_float_graph, lambda: _float_graph(rows=5, per_neuron=True), _int_graph, _conv_graph, _sparse_int_graph],
-    ids=["float", "float-radical-per-neuron", "int", "conv", "int-sparse"],
+    [
+        _float_graph,
+        lambda: _float_graph(rows=5, per_neuron=True),
+        _int_graph,
+        _conv_graph,
+        _sparse_int_graph,
+        _max_pool_graph,
+        _max_pool_int_graph,
+    ],
+    ids=["float", "float-radical-per-neuron", "int", "conv", "int-sparse", "max-pool", "int-max-pool"],
 )
 def test_save_load_round_trip(tmp_path, build) -> None:
     g = build()
@@ -154,7 +195,7 @@ def test_save_load_round_trip(tmp_path, build) -> None:
 
 def test_every_node_type_is_round_tripped(tmp_path) -> None:
     kinds = set()
-    for i, g in enumerate((_float_graph(), _int_graph(), _conv_graph())):
+    for i, g in enumerate((_float_graph(), _int_graph(), _conv_graph(), _max_pool_graph())):
         save_graph(g, tmp_path, f"g{i}")
         kinds |= {n.kind for _, n in load_graph(tmp_path, f"g{i}").items()}
     assert kinds == set(NODE_TYPES)
@@ -301,7 +342,7 @@ def test_validate_rejects_wrong_wiring() -> None:
     with pytest.raises(
         IRError,
         match=r"edge 'input' -> 'lmh0': a lmh node takes a dense or "
-        r"conv2d or avgpool input",
+        r"conv2d or avgpool or maxpool input",
     ):
         validate(g)
 

@@ -24,6 +24,7 @@ from lmh_deploy.ir import (
     Graph,
     Input,
     IRError,
+    MaxPool,
     Node,
     Readout,
     validate,
@@ -41,6 +42,7 @@ SUPPORTED_LAYERS = (
     "ThresholdDependentBatchNorm",
     "AvgPool2d",
     "AdaptiveAvgPool2d(1)",
+    "MaxPool2d (after a Conv2d, before the neuron)",
     "LMHNeuron",
     "ResidualBlock",
     "Dropout",
@@ -99,6 +101,14 @@ class GraphBuilder:
         if cur.weight_node is None:
             raise IRError(f"{where}: batch norm must follow a Linear or Conv2d to be folded")
         scale, shift = (_np(t) for t in norm_affine(layer))
+        if self.g.node(cur.node).kind == "maxpool" and np.any(scale < 0):
+            # BN(max x) = max(BN x) only where the scale is >= 0 (else it is a min)
+            channel = int(np.flatnonzero(scale < 0)[0])
+            raise IRError(
+                f"{where}: batch norm after a max pool has a negative scale {scale[channel]:.4g} "
+                f"in channel {channel} (it would turn the max into a min); put the batch norm "
+                f"before the MaxPool2d"
+            )
         node = self.g.node(cur.weight_node)
         if len(scale) != node.weight.shape[0]:
             raise IRError(
@@ -107,6 +117,35 @@ class GraphBuilder:
         folded, bias = fold_affine(node.weight, cur.bias, scale, shift)
         self.g.replace(cur.weight_node, weight=folded)
         return Cursor(cur.node, cur.shape, bias, cur.weight_node)
+
+    def max_pool(self, layer: nn.MaxPool2d, cur: Cursor, where: str) -> Cursor:
+        """A ``MaxPool2d`` of the currents of the convolution before it (a ``MaxPool`` node
+        ending the synapse chain): exact where the pending bias is one value per channel,
+        ``max(x + b) = max(x) + b``; the BN before it is already in the weights."""
+        if len(cur.shape) != 3 or self.g.node(cur.node).kind != "conv2d":
+            raise IRError(
+                f"{where}: a MaxPool2d of currents must follow a Conv2d (and its BatchNorm2d), "
+                f"got a {self.g.node(cur.node).kind} output of shape {cur.shape}"
+            )
+        if layer.return_indices:
+            raise IRError(f"{where}: MaxPool2d with return_indices is not supported")
+        per_channel = cur.bias.reshape(cur.shape[0], -1)
+        if not np.allclose(per_channel, per_channel[:, :1], rtol=0, atol=1e-12):
+            raise IRError(
+                f"{where}: the bias before the max pool varies within a channel; only a "
+                f"per-channel bias (Conv2d bias, BatchNorm2d) passes through the max exactly"
+            )
+        node = MaxPool(
+            input_shape=tuple(cur.shape),
+            kernel=_pair(layer.kernel_size),
+            stride=_pair(layer.stride or layer.kernel_size),
+            padding=_pair(layer.padding),
+            dilation=_pair(layer.dilation),
+            ceil_mode=bool(layer.ceil_mode),
+        )
+        node.check(where)
+        pooled = self.synapse(cur, "maxpool", node, node.output_shape)
+        return Cursor(pooled.node, pooled.shape, pooled.bias, cur.weight_node)
 
     def neuron(self, inputs: list[Cursor], layer: LMHNeuron, where: str) -> Cursor:
         shape = inputs[0].shape
@@ -132,6 +171,14 @@ class GraphBuilder:
     def layer(self, layer: nn.Module, cur: Cursor, here: str) -> Cursor:
         if layer is None or isinstance(layer, (nn.Dropout, nn.Identity)):
             return cur
+        pooled = self.g.node(cur.node).kind == "maxpool"
+        if pooled and isinstance(layer, (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            raise IRError(
+                f"{here}: follows a MaxPool2d of currents ({cur.node}); a max pool of currents "
+                f"must feed a spiking neuron directly"
+            )
+        if isinstance(layer, nn.MaxPool2d):
+            return self.max_pool(layer, cur, here)
         if isinstance(layer, nn.Flatten):
             n = int(np.prod(cur.shape))
             return Cursor(cur.node, (n,), cur.bias.reshape(n), cur.weight_node)

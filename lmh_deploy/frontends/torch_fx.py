@@ -9,7 +9,8 @@ output over the steps. Spiking neurons are recognised by the adapters of
 (:mod:`lmh_deploy.frontends.pytorch` maps them, BN folded, biases pushed to the neurons):
 Linear, Conv2d, BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten / view / reshape,
 Dropout, Identity, and residual sums ``neuron(branch + shortcut)``; MaxPool2d over spikes (an
-exact OR layer, :meth:`_Walker.max_pool`); other libraries' subclasses of these layers
+exact OR layer, :meth:`_Walker.max_pool`) and over the currents of a convolution before a
+neuron (a ``MaxPool`` node); other libraries' subclasses of these layers
 (SpikingJelly's ``layer.*``) and SpikingJelly's multi-step form (input repeated over a time
 axis, mean over it at the end); after the last neuron layer a fixed average over groups of
 outputs (the paper's ``VotingLayer``, ``AvgPool1d``) folds into the readout. Networks that
@@ -60,8 +61,8 @@ SYNAPSE_MODULES = (
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardtanh)
 MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool2d)
 MAXPOOL_WHY = (
-    "max pooling of currents (a MaxPool2d before the neuron) has no exact synaptic lowering; "
-    "put the MaxPool2d after the neuron (max-pooling spikes is exact) or use AvgPool2d"
+    "only nn.MaxPool2d is deployed: over the spikes of a neuron layer, or over the currents "
+    "of a Conv2d (and its BatchNorm2d) straight into a neuron"
 )
 #: threshold of the integrate-and-fire layer that max-pools spikes: fires on >= 1 input spike
 OR_THETA = 0.5
@@ -254,6 +255,8 @@ class _Walker:
         self.input_shape = input_shape
         self.env: dict[str, Any] = {}
         self.source_neurons: dict[str, str] = {}
+        #: module path of every MaxPool2d of currents, by its IR node
+        self.source_max_pools: dict[str, str] = {}
         self.output_index: int | None = None
         #: T of a multi-step forward that repeats its input over a leading time axis
         self.time_repeat: int | None = None
@@ -325,10 +328,20 @@ class _Walker:
 
     def max_pool(self, module: nn.Module, sig: Signal, path: str, here: str) -> Signal:
         """MaxPool2d over spikes = a logical OR per window: a sum pool of spike counts into
-        memoryless integrate-and-fire neurons that fire on >= 1 input spike (exact)."""
-        if not sig.neuron or np.any(sig.cur.bias) or self.g.node(sig.cur.node).kind != "lmh":
+        memoryless integrate-and-fire neurons that fire on >= 1 input spike (exact). Over the
+        currents of a convolution it is a ``MaxPool`` node before the neuron (exact)."""
+        if not isinstance(module, nn.MaxPool2d):
             raise FrontendError(f"{here}: {MAXPOOL_WHY}")
-        if not isinstance(module, nn.MaxPool2d) or len(sig.cur.shape) != 3:
+        if not sig.neuron:  # currents: max(gain * x) = gain * max(x), the gain is > 0
+            try:
+                cur = self.ex.max_pool(module, sig.cur, here)
+            except IRError as exc:
+                raise FrontendError(str(exc)) from None
+            self.source_max_pools[cur.node] = path
+            return Signal(cur, sig.gain)
+        if np.any(sig.cur.bias) or self.g.node(sig.cur.node).kind != "lmh":
+            raise FrontendError(f"{here}: {MAXPOOL_WHY}")
+        if len(sig.cur.shape) != 3:
             raise FrontendError(f"{here}: only nn.MaxPool2d over (C, H, W) spike maps is supported")
         if module.ceil_mode or pair(module.dilation) != (1, 1) or module.return_indices:
             raise FrontendError(
@@ -520,7 +533,7 @@ class _Walker:
         if fn is getattr and args[1] == "shape":
             return _Shape(self.signal(args[0], here).cur.shape)
         if fn in (F.max_pool2d, torch.max_pool2d):
-            raise FrontendError(f"{here}: use the nn.MaxPool2d module (max-pooling spikes is exact)")
+            raise FrontendError(f"{here}: use the nn.MaxPool2d module (deployed exactly)")
         raise FrontendError(
             f"{here} in forward() cannot be mapped; use layer modules "
             f"(nn.Linear, nn.Conv2d, ...) or register the module as a neuron"
@@ -667,7 +680,8 @@ def module_to_graph(
     """Trace ``module`` (eval mode) and map it to a validated float IR graph.
 
     ``graph.meta["source_neurons"]`` maps each LM-H node to the module path of its neuron;
-    ``graph.meta["source_output_index"]`` is 0 when the module returns (spikes, state);
+    ``graph.meta["source_max_pools"]`` (if any) maps each ``MaxPool`` node to the module path of
+    its MaxPool2d; ``graph.meta["source_output_index"]`` is 0 when the module returns (spikes, state);
     ``graph.meta["source_time_loop"]`` is the step count of a forward() that loops over time
     itself (:mod:`lmh_deploy.frontends.time_loop`; one call then returns all steps' records);
     ``graph.meta["source_time_batched"]`` is ``T`` for a module that runs all steps in one
@@ -701,6 +715,8 @@ def module_to_graph(
             f"lmh_deploy.frontends.neurons.register_neuron"
         )
     graph.meta["source_neurons"] = dict(walker.source_neurons)
+    if walker.source_max_pools:
+        graph.meta["source_max_pools"] = dict(walker.source_max_pools)
     graph.meta["source_output_index"] = walker.output_index
     if walker.readout_cell is not None:  # its state is kept between the per-step calls
         graph.meta["source_readout_cell"] = walker.readout_cell

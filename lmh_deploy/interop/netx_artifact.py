@@ -83,6 +83,11 @@ def _conv_geometry(name: str, dense: QDense) -> dict[str, Any]:
 
 
 def _layer(name: str, dense: QDense, node: Any) -> NetxLayer:
+    if dense.max_pool is not None:
+        raise InteropError(
+            f"{name}: netx has no max pool of currents (its pool layer sums); use AvgPool2d, "
+            f"or put the MaxPool2d after the neuron"
+        )
     if dense.weight_exp != 0:
         raise InteropError(
             f"{name}: weight exponent {dense.weight_exp} has no place in netx "

@@ -11,7 +11,7 @@ the arrays (read with ``allow_pickle=False``), plus a format version.
 
 from lmh_deploy.ir.base import IRError, Node
 from lmh_deploy.ir.graph import FLOAT_KINDS, NODE_TYPES, SYNAPSE_KINDS, Graph
-from lmh_deploy.ir.nodes import LMH, AvgPool, Conv2d, Dense, Input, Readout, conv_output_hw
+from lmh_deploy.ir.nodes import LMH, AvgPool, Conv2d, Dense, Input, MaxPool, Readout, conv_output_hw
 from lmh_deploy.ir.qnodes import QLMH, QDense, QInput, QReadout
 from lmh_deploy.ir.serialize import IR_FORMAT_VERSION, load_graph, read_graph_document, save_graph
 from lmh_deploy.ir.validate import QUANTIZED_KINDS, is_quantized, validate, validate_any, validate_quantized
@@ -25,6 +25,7 @@ __all__ = [
     "Graph",
     "LMH",
     "AvgPool",
+    "MaxPool",
     "Conv2d",
     "Dense",
     "Input",

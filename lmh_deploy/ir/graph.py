@@ -11,13 +11,15 @@ from collections.abc import Iterator
 import networkx as nx
 
 from lmh_deploy.ir.base import IRError, Node
-from lmh_deploy.ir.nodes import LMH, AvgPool, Conv2d, Dense, Input, Readout
+from lmh_deploy.ir.nodes import LMH, AvgPool, Conv2d, Dense, Input, MaxPool, Readout
 from lmh_deploy.ir.qnodes import QLMH, QDense, QInput, QReadout
 
 NODE_TYPES: dict[str, type[Node]] = {
-    cls.kind: cls for cls in (Input, Dense, Conv2d, AvgPool, LMH, Readout, QInput, QDense, QLMH, QReadout)
+    cls.kind: cls
+    for cls in (Input, Dense, Conv2d, AvgPool, MaxPool, LMH, Readout, QInput, QDense, QLMH, QReadout)
 }
-SYNAPSE_KINDS = ("dense", "conv2d", "avgpool")
+#: a synapse chain's nodes; "maxpool" (not linear) only ends a chain (``validate``)
+SYNAPSE_KINDS = ("dense", "conv2d", "avgpool", "maxpool")
 FLOAT_KINDS = ("input", *SYNAPSE_KINDS, "lmh", "readout")
 
 

@@ -159,6 +159,68 @@ class AvgPool(Node):
             )
 
 
+@dataclass(frozen=True)
+class MaxPool(Node):
+    """Max pooling of the currents of the convolution before it, as ``torch.nn.MaxPool2d``
+    (padded taps never win): not linear, so it ends a synapse chain and feeds a neuron layer
+    or the readout directly; the neuron's per-channel bias adds after the max
+    (:mod:`lmh_deploy.semantics.pooling`)."""
+
+    kind: ClassVar[str] = "maxpool"
+    input_shape: tuple[int, ...]
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...] = (0, 0)
+    dilation: tuple[int, ...] = (1, 1)
+    ceil_mode: bool = False
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        from lmh_deploy.semantics.pooling import pooled_length
+
+        c, h, w = (int(d) for d in self.input_shape)
+        return (
+            c,
+            pooled_length(
+                h, self.kernel[0], self.stride[0], self.padding[0], self.dilation[0], self.ceil_mode
+            ),
+            pooled_length(
+                w, self.kernel[1], self.stride[1], self.padding[1], self.dilation[1], self.ceil_mode
+            ),
+        )
+
+    def output_size(self) -> int:
+        return int(np.prod(self.output_shape))
+
+    def input_size(self) -> int:
+        return int(np.prod(self.input_shape))
+
+    def windows(self) -> np.ndarray:
+        """The flat input index of every tap of every output
+        (:func:`~lmh_deploy.semantics.pooling.pool_windows`)."""
+        from lmh_deploy.semantics.pooling import pool_windows
+
+        return pool_windows(
+            self.input_shape, self.kernel, self.stride, self.padding, self.dilation, self.ceil_mode
+        )
+
+    def check(self, name: str) -> None:
+        geometry = (self.kernel, self.stride, self.padding, self.dilation)
+        if len(self.input_shape) != 3 or any(len(g) != 2 for g in geometry):
+            raise IRError(f"{name}: max pooling needs a (C, H, W) input and pairs, got {self.input_shape}")
+        if min(self.kernel) < 1 or min(self.stride) < 1 or min(self.dilation) < 1 or min(self.padding) < 0:
+            raise IRError(
+                f"{name}: invalid max pooling kernel {self.kernel} / stride {self.stride} / "
+                f"padding {self.padding} / dilation {self.dilation}"
+            )
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel)):
+            raise IRError(f"{name}: max pooling padding {self.padding} exceeds half the kernel {self.kernel}")
+        try:
+            self.windows()
+        except ValueError as exc:
+            raise IRError(f"{name}: {exc}") from None
+
+
 #: The neuron rules every spiking layer declares (see :class:`LMH`), with their choices.
 RESET_RULES = ("subtract", "set")
 THRESHOLD_TESTS = (">=", ">")

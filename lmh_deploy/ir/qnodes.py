@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lmh_deploy.ir.base import IRError, Node, check_integers, check_positive
-from lmh_deploy.ir.nodes import Conv2d, check_leaky, check_rules, no_leak
+from lmh_deploy.ir.nodes import Conv2d, MaxPool, check_leaky, check_rules, no_leak
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import PROFILES
 
@@ -61,6 +61,12 @@ class QDense(Node):
     ``conv_stride``, ``conv_padding`` give its geometry, so large networks never
     materialise their synaptic matrices (``lmh_deploy.ir.synapses.qdense_matrix`` does,
     on demand).
+
+    ``pool_kernel`` (with ``pool_stride``, ``pool_padding``, ``pool_dilation``,
+    ``pool_ceil_mode``, torch's ``MaxPool2d`` arguments) makes a convolution's path deliver
+    the max pool of its integer currents (:attr:`max_pool`,
+    :mod:`lmh_deploy.semantics.pooling`): ``output_size`` is then the pooled size and
+    :meth:`sums_size` the convolution's.
     """
 
     kind: ClassVar[str] = "q_dense"
@@ -72,10 +78,29 @@ class QDense(Node):
     conv_input_shape: tuple[int, ...] | None = None
     conv_stride: tuple[int, ...] = (1, 1)
     conv_padding: tuple[int, ...] = (0, 0)
+    pool_kernel: tuple[int, ...] | None = None
+    pool_stride: tuple[int, ...] = (1, 1)
+    pool_padding: tuple[int, ...] = (0, 0)
+    pool_dilation: tuple[int, ...] = (1, 1)
+    pool_ceil_mode: bool = False
 
     @property
     def is_conv(self) -> bool:
         return self.conv_input_shape is not None
+
+    @property
+    def max_pool(self) -> MaxPool | None:
+        """The max pool of this convolution's currents, or None (no pooling)."""
+        if self.pool_kernel is None:
+            return None
+        return MaxPool(
+            input_shape=self.conv_node().output_shape,
+            kernel=tuple(self.pool_kernel),
+            stride=tuple(self.pool_stride),
+            padding=tuple(self.pool_padding),
+            dilation=tuple(self.pool_dilation),
+            ceil_mode=bool(self.pool_ceil_mode),
+        )
 
     def conv_node(self, weight=None) -> Conv2d:
         """The float Conv2d node with this geometry (``weight`` defaults to the mantissas)."""
@@ -88,10 +113,15 @@ class QDense(Node):
             padding=tuple(self.conv_padding),
         )
 
-    def output_size(self) -> int:
+    def sums_size(self) -> int:
+        """Synaptic sums per step (rows of the synaptic matrix), before any max pool."""
         if self.is_conv:
             return self.conv_node().output_size()
         return int(self.weight_mant.shape[0])
+
+    def output_size(self) -> int:
+        pool = self.max_pool
+        return self.sums_size() if pool is None else pool.output_size()
 
     def input_size(self) -> int:
         if self.conv_input_shape is not None:
@@ -112,6 +142,12 @@ class QDense(Node):
         if not isinstance(self.graded, (bool, np.bool_)):
             raise IRError(f"{name}: graded must be true or false, got {self.graded!r}")
         check_positive(name, "weight_scale", self.weight_scale)
+        if self.pool_kernel is not None:
+            if not self.is_conv:
+                raise IRError(f"{name}: a max pool of currents needs a convolution's geometry")
+            pool = self.max_pool
+            assert pool is not None
+            pool.check(name)
 
 
 @dataclass(frozen=True)

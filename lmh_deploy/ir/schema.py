@@ -129,6 +129,15 @@ class AvgPoolFields(_Strict):
     stride: Pair
 
 
+class MaxPoolFields(_Strict):
+    input_shape: Chw
+    kernel: Pair
+    stride: Pair
+    padding: Padding = [0, 0]
+    dilation: Pair = [1, 1]
+    ceil_mode: StrictBool = False
+
+
 class _RuleFields(_Strict):
     """The neuron rules both LM-H nodes store: the same choices, float or integer values."""
 
@@ -160,6 +169,11 @@ class QDenseFields(_Strict):
     conv_input_shape: Chw | None = None
     conv_stride: Pair = [1, 1]
     conv_padding: Padding = [0, 0]
+    pool_kernel: Pair | None = None
+    pool_stride: Pair = [1, 1]
+    pool_padding: Padding = [0, 0]
+    pool_dilation: Pair = [1, 1]
+    pool_ceil_mode: StrictBool = False
 
 
 class QLMHFields(_RuleFields):
@@ -182,6 +196,7 @@ NODE_FIELDS: dict[str, type[_Strict]] = {
     "dense": NoFields,
     "conv2d": Conv2dFields,
     "avgpool": AvgPoolFields,
+    "maxpool": MaxPoolFields,
     "lmh": LMHFields,
     "readout": NoFields,
     "q_input": QInputFields,

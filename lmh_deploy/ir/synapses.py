@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from lmh_deploy.ir import SYNAPSE_KINDS, AvgPool, Conv2d, Dense, Graph, Node
+from lmh_deploy.ir import SYNAPSE_KINDS, AvgPool, Conv2d, Dense, Graph, MaxPool, Node
 
 
 def _window_map(
@@ -194,12 +194,17 @@ def abs_row_sums(node_or_matrix) -> np.ndarray:
 
 
 def apply_synapse(node: Node, x: np.ndarray) -> np.ndarray:
-    """``synapse_matrix(node) @ x`` for (..., n_in) float inputs without building the matrix."""
+    """``synapse_matrix(node) @ x`` for (..., n_in) float inputs without building the matrix
+    (a ``MaxPool``: the pooled values)."""
     import torch
 
     lead = x.shape[:-1]
     if isinstance(node, Dense):
         return x @ node.weight.T
+    if isinstance(node, MaxPool):  # the one definition the integer backends use too
+        from lmh_deploy.semantics.pooling import max_pool
+
+        return max_pool(np.asarray(x, np.float64), node.windows())
     if not isinstance(node, (Conv2d, AvgPool)):
         raise TypeError(f"{node.kind} is not a synapse node")
     flat = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)).reshape(

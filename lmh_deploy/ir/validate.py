@@ -83,8 +83,27 @@ def _validate(graph: Graph, family: _Family) -> None:
                     f"is a {src.kind} node"
                     + (f" of {src.bits}-bit values" if src.kind == family.input else "")
                 )
+    for name in graph.of_kind("maxpool"):
+        _check_max_pool_place(graph, name)
     if len(graph.of_kind(family.input)) != 1 or len(graph.of_kind(family.readout)) != 1:
         raise IRError("graph needs exactly one input node and one readout node")
+
+
+def _check_max_pool_place(graph: Graph, name: str) -> None:
+    """A max pool of currents sits between a linear synapse node and the neuron layers (or
+    readout) it feeds: max is not linear, so nothing may compose with it after it."""
+    (pred,) = graph.inputs_of(name)
+    if graph.node(pred).kind not in ("dense", "conv2d", "avgpool"):
+        raise IRError(
+            f"{name}: max pooling of currents needs a synaptic layer (a convolution) before it, "
+            f"not {graph.node(pred).kind}"
+        )
+    for reader in graph.nx_graph.successors(name):
+        if graph.node(reader).kind not in ("lmh", "readout"):
+            raise IRError(
+                f"{name}: max pooling of currents must feed a neuron layer directly, "
+                f"not {graph.node(reader).kind} {reader!r}"
+            )
 
 
 def validate(graph: Graph) -> None:

@@ -9,7 +9,9 @@ static input repeats it at every step and the neurons integrate it, so it does n
 out over the ``T`` steps, and the spike flips it causes compound layer after layer. Its mean
 over the calibration inputs, ``sum_j (m_j / s_w - w_j) E[x_j]``, is subtracted from the
 bias. ``E[x_j]`` is the mean count per step of presynaptic neuron ``j`` in the float model
-on the calibration inputs (input pixels in counts of ``x_max / 255``).
+on the calibration inputs (input pixels in counts of ``x_max / 255``). Behind a max pool of
+currents the error is the winning tap's; not knowing which tap wins, the pooled neuron takes
+its window's mean error.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from lmh_deploy.ir import LMH
 from lmh_deploy.ir.synapses import apply_synapse
 from lmh_deploy.passes.compose import SynapsePath
+from lmh_deploy.semantics.pooling import mean_over_windows
 from lmh_deploy.semantics.profiles import NumericProfile
 
 
@@ -43,7 +46,10 @@ def rounding_current(
         counts = np.asarray(mean_counts[path.source], np.float64).ravel()
         if path.conv is not None:
             error = dataclasses.replace(path.conv, weight=mant / scale - path.weights)
-            total = total + apply_synapse(error, counts[None])[0]
+            current = apply_synapse(error, counts[None])[0]
+            if path.pool is not None:
+                current = mean_over_windows(current, path.pool.windows())
+            total = total + current
         else:
             error = mant / scale - path.weights
             total = total + np.asarray(error @ counts).ravel()

@@ -4,7 +4,10 @@ linear map it computes, in float current per integer presynaptic unit.
 The presynaptic unit is what one integer count means in float: ``theta`` of a spiking source
 (the paper's ``I = W s theta``), ``x_max / 255`` of the graded 8-bit input (``x_max / 127``
 when it is signed). A single convolution (or pool -> convolution) stays a kernel, so large
-networks never materialise their synaptic matrices.
+networks never materialise their synaptic matrices. A chain that ends in a max pool of
+currents (``conv -> maxpool``) is its convolution's path with the pool kept beside it
+(``SynapsePath.pool``): the integer synapses deliver the convolution's currents and the pool
+takes their maximum before the neuron (:mod:`lmh_deploy.semantics.pooling`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lmh_deploy.ir import LMH, Conv2d, Graph, Input, Node
+from lmh_deploy.ir import LMH, Conv2d, Graph, Input, IRError, MaxPool, Node
 from lmh_deploy.ir.synapses import chain_conv, chain_matrix, synapse_chain
 
 
@@ -39,11 +42,17 @@ class SynapsePath:
     conv: Conv2d | None  # the chain as one convolution (geometry of ``weights``), if it is one
     #: largest |presynaptic count| per step: 255 (unsigned graded input), 127 (signed), 1 (spike)
     max_presyn: int = 1
+    #: the max pool of the convolution's currents that ends the chain, if one does
+    pool: MaxPool | None = None
 
     @property
     def repeat(self) -> int:
-        """Output positions sharing each kernel row (1 for a matrix)."""
-        return 1 if self.conv is None else self.conv.output_shape[1] * self.conv.output_shape[2]
+        """Postsynaptic positions sharing each kernel row (1 for a matrix): the pooled ones
+        where a max pool ends the chain (the worst case of a max is the worst of its taps)."""
+        if self.conv is None:
+            return 1
+        shape = self.conv.output_shape if self.pool is None else self.pool.output_shape
+        return shape[1] * shape[2]
 
 
 def synapse_paths(graph: Graph, layer: str, *, keep_kernels: bool = True) -> list[SynapsePath]:
@@ -56,8 +65,15 @@ def synapse_paths(graph: Graph, layer: str, *, keep_kernels: bool = True) -> lis
         src, chain = synapse_chain(graph, pred)
         source = graph.node(src)
         unit = presynaptic_unit(source)
-        conv = chain_conv(graph, chain) if keep_kernels else None
-        weights = conv.weight * unit if conv is not None else chain_matrix(graph, chain) * unit
+        pool = graph.node(chain[-1]) if graph.node(chain[-1]).kind == "maxpool" else None
+        linear = chain[:-1] if pool is not None else chain
+        if pool is not None and chain_conv(graph, linear) is None:
+            raise IRError(
+                f"{chain[-1]}: max pooling of currents is lowered after one convolution; "
+                f"here it follows {' -> '.join(graph.node(c).kind for c in linear)}"
+            )
+        conv = chain_conv(graph, linear) if keep_kernels else None
+        weights = conv.weight * unit if conv is not None else chain_matrix(graph, linear) * unit
         paths.append(
             SynapsePath(
                 name=chain[-1],
@@ -68,6 +84,7 @@ def synapse_paths(graph: Graph, layer: str, *, keep_kernels: bool = True) -> lis
                 weights=weights,
                 conv=conv,
                 max_presyn=source.levels if isinstance(source, Input) else 1,
+                pool=pool,
             )
         )
     return paths

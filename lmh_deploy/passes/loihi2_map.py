@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lmh_deploy.ir import QLMH, Graph, IRError, QReadout, validate_quantized
+from lmh_deploy.ir import QLMH, Graph, IRError, QDense, QReadout, validate_quantized
 from lmh_deploy.ir.synapses import qdense_fan_in
 
 CORES_PER_CHIP = 128
@@ -81,6 +81,21 @@ def _neuron_bytes(node: Any) -> int:
     return STATE_BYTES_PER_NEURON + BIAS_BYTES_PER_NEURON + FACTOR_BYTES * per_neuron_factors
 
 
+def refuse_max_pools(graph: Graph) -> None:
+    """A max pool of currents (``MaxPool2d`` before a neuron) has no Loihi 2 mapping: a
+    neuro-core adds the synaptic input of a neuron's dendrite, and no public neuron model takes
+    a maximum over it (``docs/loihi2.md``); refused naming the layer."""
+    pools = graph.meta.get("source_max_pools", {})
+    for name, node in graph.items():
+        if isinstance(node, QDense) and node.max_pool is not None:
+            source = f" (source layer {pools[name]})" if name in pools else ""
+            raise IRError(
+                f"{name}{source}: a MaxPool2d over currents has no Loihi 2 mapping (neuro-cores "
+                f"sum synaptic input; no public neuron model takes its maximum); use AvgPool2d, "
+                f"or put the MaxPool2d after the neuron (exact over spikes), or --target lava-sim"
+            )
+
+
 def map_to_loihi2(graph: Graph) -> dict[str, Any]:
     """Split every neuron layer (with its input synapses) over as few cores as the budget allows.
 
@@ -91,6 +106,7 @@ def map_to_loihi2(graph: Graph) -> dict[str, Any]:
     threshold) are a few bytes and are not counted.
     """
     validate_quantized(graph)
+    refuse_max_pools(graph)
     placement: list[dict[str, Any]] = []
     core = 0
     synapses_total = 0

@@ -72,6 +72,14 @@ def _qdense(path: SynapsePath, mant: Any, scale: float, exp: int) -> QDense:
             "conv_padding": tuple(path.conv.padding),
         }
     )
+    if path.pool is not None:  # the pooled current keeps the convolution's scale
+        geometry.update(
+            pool_kernel=tuple(path.pool.kernel),
+            pool_stride=tuple(path.pool.stride),
+            pool_padding=tuple(path.pool.padding),
+            pool_dilation=tuple(path.pool.dilation),
+            pool_ceil_mode=bool(path.pool.ceil_mode),
+        )
     return QDense(weight_mant=mant, weight_exp=exp, graded=path.graded, weight_scale=scale, **geometry)
 
 

@@ -81,16 +81,18 @@ class RecurrentNet(nn.Module):
         return torch.stack(rec)
 
 
-def conv_net(beta=0.8, pool_spikes=True):
+def conv_net(beta=0.8, pool_spikes=True, norm=False):
     """Tutorials 6/7: Conv2d, MaxPool2d, Leaky(init_hidden=True), ..., output Leaky(output=True).
 
-    ``pool_spikes``: MaxPool2d after the Leaky (pools spikes: exact); False is the tutorial's
-    own order, Conv2d -> MaxPool2d -> Leaky (pools currents)."""
+    ``pool_spikes``: MaxPool2d after the Leaky (pools spikes); False is the tutorial's own
+    order, Conv2d -> MaxPool2d -> Leaky (pools currents). ``norm``: a BatchNorm2d after each
+    Conv2d (``Conv2d -> BatchNorm2d -> MaxPool2d -> Leaky``)."""
 
     def block(c_in, c_out):
         conv, pool = nn.Conv2d(c_in, c_out, 3, padding=1), nn.MaxPool2d(2)
+        convs = [conv, nn.BatchNorm2d(c_out)] if norm else [conv]
         lif = snn.Leaky(beta=beta, init_hidden=True)
-        return [conv, lif, pool] if pool_spikes else [conv, pool, lif]
+        return [*convs, lif, pool] if pool_spikes else [*convs, pool, lif]
 
     return nn.Sequential(
         *block(1, 8),

@@ -21,6 +21,19 @@ def mlp(hidden=64, classes=10):
     )
 
 
+def cnn(channels=8, classes=10):
+    """VGG-style blocks before main.py's ``replace_maxpool2d_by_avgpool2d``: Conv2d ->
+    BatchNorm2d -> MaxPool2d -> ReLU (the pool over the currents), twice, then a Linear."""
+    c = channels
+    return snn(
+        nn.Sequential(
+            nn.Conv2d(1, c, 3, padding=1), nn.BatchNorm2d(c), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Conv2d(c, 2 * c, 3, padding=1), nn.BatchNorm2d(2 * c), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Flatten(), nn.Linear(2 * c * 4, classes),
+        )
+    )  # fmt: skip
+
+
 def resnet(classes=10, width=8):
     """Two blocks (one identity shortcut, one 1x1 conv + BN), AdaptiveAvgPool, ``view``."""
     return snn(resnet20(classes, width=width, in_channels=1))

@@ -94,6 +94,8 @@ def _synapses(graph: Graph, name: str, batch: int) -> tuple[str, Any, int, bool]
     (pred,) = graph.inputs_of(name)
     node = graph.node(pred)
     assert isinstance(node, QDense)
+    if node.max_pool is not None:
+        raise IRError(f"{name}: a max pool of currents is not lowered to Lava's LIF network")
     if node.delay:
         raise IRError(
             f"{name}: parallel synapse paths (residual delays) are not lowered to Lava's LIF network"

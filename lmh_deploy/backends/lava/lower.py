@@ -1,18 +1,19 @@
 """Stage 3: graph IR -> a network of Lava Processes.
 
-Every Lava connection process (``Dense``, ``Sparse``) delivers its output one step
-late (``a(t) = W s(t-1)``), so a neuron layer ``d`` synaptic hops from the input
-starts at global step ``start_step = d``: its local step ``t`` then sees exactly
-what :mod:`sim` computes at step ``t``. Where parallel paths of different length
-meet (residual shortcuts), the shorter path is a ``DelaySparse`` with the extra
-delay (``QDense.delay``). Samples are presented one after another, ``T`` steps
-each, and every layer resets its state at its own sample boundary, so one Lava
-run evaluates a whole batch. :func:`lower` has every neuron layer send its spikes and final
-state to the host through channels (``LMHNeuron(record=True)``) and the readout currents
-reach the host through Lava's ``io.extractor.Extractor``: whole arrays per message, where a
-``Var.get()`` of a sink buffer moves one element per message (lava-nc issue 52).
-:func:`build_layers` gives the network without source and recording, which
-:mod:`lmh_deploy.backends.lava.network` wraps as one hierarchical Process.
+Every Lava connection process (``Dense``, ``Sparse``) delivers its output one step late
+(``a(t) = W s(t-1)``), so a neuron layer ``d`` synaptic hops from the input starts at global
+step ``start_step = d``: its local step ``t`` then sees exactly what :mod:`sim` computes at
+step ``t``. Where parallel paths of different length meet (residual shortcuts), the shorter
+path is a ``DelaySparse`` with the extra delay (``QDense.delay``); a path that max-pools its
+currents (``QDense.max_pool``) feeds its neuron through a ``MaxPoolCurrents`` Process, which
+adds no step. Samples are presented one after another, ``T`` steps each, and every layer
+resets its state at its own sample boundary, so one Lava run evaluates a whole batch.
+:func:`lower` has every neuron layer send its spikes and final state to the host through
+channels (``LMHNeuron(record=True)``) and the readout currents reach the host through Lava's
+``io.extractor.Extractor``: whole arrays per message, where a ``Var.get()`` of a sink buffer
+moves one element per message (lava-nc issue 52). :func:`build_layers` gives the network
+without source and recording, which :mod:`lmh_deploy.backends.lava.network` wraps as one
+hierarchical Process.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from lmh_deploy.ir import (
     validate_quantized,
 )
 from lmh_deploy.backends.lava.procs.lmh.process import LMHNeuron
+from lmh_deploy.backends.lava.procs.maxpool.process import MaxPoolCurrents
 from lmh_deploy.ir.synapses import abs_row_sums, qdense_matrix
 from lmh_deploy.passes.compose import synapse_paths
 from lmh_deploy.passes.delays import layer_depths, path_delays
@@ -71,10 +73,11 @@ class Path:
 
     name: str
     source: str
-    weights: object  # dense array or CSR
+    weights: Any  # dense array or CSR
     weight_exp: int
     graded: bool
     delay: int
+    pool_windows: np.ndarray | None = None  # the max pool of the currents, if any
 
 
 def _paths(graph: Graph, name: str, precision: Precision, delays: dict[str, int]) -> list[Path]:
@@ -85,7 +88,15 @@ def _paths(graph: Graph, name: str, precision: Precision, delays: dict[str, int]
     """
     if precision == "floating_pt":  # the presynaptic unit (theta, x_max / 255) folds into W
         return [
-            Path(p.name, p.source, p.weights, 0, p.graded, delays[p.name])
+            Path(
+                p.name,
+                p.source,
+                p.weights,
+                0,
+                p.graded,
+                delays[p.name],
+                None if p.pool is None else p.pool.windows(),
+            )
             for p in synapse_paths(graph, name, keep_kernels=False)
         ]
     paths = []
@@ -94,7 +105,9 @@ def _paths(graph: Graph, name: str, precision: Precision, delays: dict[str, int]
         assert isinstance(node, QDense)
         (src,) = graph.inputs_of(pred)
         weights = qdense_matrix(node, fx.WEIGHT_LAVA_SCALE, conv_dtype=accumulator_dtype(node))
-        paths.append(Path(pred, src, weights, node.weight_exp, node.graded, node.delay))
+        pool = node.max_pool
+        windows = None if pool is None else pool.windows()
+        paths.append(Path(pred, src, weights, node.weight_exp, node.graded, node.delay, windows))
     return paths
 
 
@@ -144,6 +157,8 @@ class LavaLayers:
     connections: dict[str, object] = field(default_factory=dict)
     neurons: dict[str, LMHNeuron] = field(default_factory=dict)
     start_step: dict[str, int] = field(default_factory=dict)
+    #: the max pools of currents, by the name of their path
+    pools: dict[str, MaxPoolCurrents] = field(default_factory=dict)
     input_connections: list = field(default_factory=list)
     readout_connections: list = field(default_factory=list)
     input_size: int = 0
@@ -226,10 +241,17 @@ def build_layers(
                 net.neurons[path.source].s_out_delayed.connect(conn.s_in)
             else:
                 out_ports[path.source].connect(conn.s_in)
+            last: Any = conn
+            if path.pool_windows is not None:  # receives and sends in the same step
+                last = MaxPoolCurrents(
+                    windows=path.pool_windows, in_size=path.weights.shape[0], name=f"{path.name}.pool"
+                )
+                conn.a_out.connect(last.a_in)
+                net.pools[path.name] = last
             if isinstance(node, (QLMH, LMH)):
-                conn.a_out.connect(net.neurons[name].a_in)
+                last.a_out.connect(net.neurons[name].a_in)
             else:
-                net.readout_connections.append(conn)
+                net.readout_connections.append(last)
             net.connections[path.name] = conn
     return net
 

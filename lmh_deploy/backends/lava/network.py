@@ -97,5 +97,6 @@ class LMHNetworkModel(AbstractSubProcessModel):
     def __init__(self, proc: LMHNetwork) -> None:
         # Registered as attributes so that Lava's compiler finds them as this model's
         # sub-Processes (AbstractSubProcessModel.find_sub_procs).
-        for name, sub in {**proc.layers.neurons, **proc.layers.connections}.items():
+        pools = {f"{name}.pool": pool for name, pool in proc.layers.pools.items()}
+        for name, sub in {**proc.layers.neurons, **proc.layers.connections, **pools}.items():
             setattr(self, f"sub_{name.replace('.', '_')}", sub)
