@@ -32,7 +32,6 @@ from lmh_deploy.choices import (
     Norm,
     Target,
     Device,
-    check_sim_device,
     choice,
 )
 from lmh_deploy import options as O
@@ -127,12 +126,10 @@ def compile(
     (possible saturation).
     """
     # options and paths first, before torch is imported: a mistake costs milliseconds
-    choice(Target, target, "--target")
-    O.CALIBRATION_SAMPLES.check(calibration_samples)
-    if dataset is not None:
-        choice(Dataset, dataset, "--dataset")
-    O.TIMESTEPS.check(timesteps)
-    O.DT.check(dt)
+    target = choice(Target, target, "--target")
+    calibration_samples = O.CALIBRATION_SAMPLES.check(calibration_samples)
+    dataset = None if dataset is None else choice(Dataset, dataset, "--dataset").value
+    timesteps, dt = O.TIMESTEPS.check(timesteps), O.DT.check(dt)
     from_file = isinstance(model, (str, os.PathLike))
     if outdir is not None:
         sources = [model if from_file else None, model_factory.rpartition(":")[0] if model_factory else None]
@@ -146,8 +143,8 @@ def compile(
     from lmh_deploy.deployment import Deployment, as_arrays
 
     options: dict[str, Any] = {
-        "target": choice(Target, target, "--target").value,
-        "calibration_samples": O.CALIBRATION_SAMPLES.check(calibration_samples),
+        "target": target.value,
+        "calibration_samples": calibration_samples,
         "profile": profile,
         "bias_correction": bias_correction,
         "warn": warn,
@@ -167,7 +164,7 @@ def compile(
         else:
             shape = None if input_shape is None else tuple(input_shape)
         if timesteps is None and isinstance(model, nn.Module):
-            timesteps = getattr(model, "timesteps", None)  # our own nets know theirs
+            timesteps = O.TIMESTEPS.check(getattr(model, "timesteps", None))  # our own nets know theirs
         if shape is None or timesteps is None:
             raise InputError(
                 "a module needs its input shape (example_input=x[:1] or input_shape=(C, H, W)) "
@@ -175,8 +172,8 @@ def compile(
             )
         options.update(
             input_shape=check_shape("--input-shape", shape),
-            timesteps=O.TIMESTEPS.check(timesteps),
-            dataset=None if dataset is None else choice(Dataset, dataset, "--dataset").value,
+            timesteps=timesteps,
+            dataset=dataset,
         )
         if calibration is not None:
             options["calibration"] = (
@@ -260,12 +257,7 @@ def verify(
     Every backend runs in mini-batches of ``batch_size`` samples (default: sized from the
     free memory). ``max_accuracy_drop`` (percentage points) adds an ``accuracy_gate``.
     """
-    options = dict(locals())  # verify_path's parameters, by name
-    O.SAMPLES.check(samples)
-    O.LAVA_SAMPLES.check(lava_samples)
-    O.BATCH_SIZE.check(batch_size)
-    O.MAX_ACCURACY_DROP.check(max_accuracy_drop)
-    _check_artifact(artifact, inputs, labels)
+    options = dict(locals())  # verify_path's parameters, by name; it checks them before loading
     from lmh_deploy.pipeline.verify import verify_path
 
     return verify_path(**options)
@@ -297,17 +289,7 @@ def run(
     from the free memory). ``save_spikes``: a .npz of the integer input and every spiking
     layer's raster.
     """
-    options = dict(locals())  # run_artifact's parameters, by name
-    choice(Backend, backend, "--backend")
-    check_sim_device(device)
-    O.check_sweep(sweep, plots_dir, html)
-    O.SAMPLES.check(samples)
-    O.BATCH_SIZE.check(batch_size)
-    check_outputs(
-        {"--plots": (plots_dir, "folder"), "--html": (html, "file"), "--save-spikes": (save_spikes, "file")},
-        inputs=[artifact, inputs, labels],
-    )
-    _check_artifact(artifact, inputs, labels)
+    options = dict(locals())  # run_artifact's parameters, by name; it checks them before loading
     from lmh_deploy.pipeline.run import run_artifact
 
     return run_artifact(**options)
@@ -323,35 +305,9 @@ def export(
 ) -> dict[str, Any]:
     """Export a checkpoint to NIR or lava-dl netx HDF5, or a compiled artifact to netx
     (see :mod:`lmh_deploy.pipeline.export`)."""
-    choice(ExportFormat, format, "--format")
-    O.DT.check(dt)
-    O.EXPORT_SAMPLES.check(samples)
-    check_output(out, "-o", inputs=[model])
-    if Path(model).is_dir():
-        _check_artifact(model)
-    else:
-        require_file(model, "checkpoint")
-    from lmh_deploy.pipeline.export import export_checkpoint
+    from lmh_deploy.pipeline.export import export_checkpoint  # it checks before loading torch
 
     return export_checkpoint(model, out, format=format, dt=dt, samples=samples)
-
-
-def _check_artifact(
-    artifact: str | Path, inputs: str | Path | None = None, labels: str | Path | None = None
-) -> None:
-    """The artifact is whole (:func:`~lmh_deploy.pipeline.artifact.check_artifact`), its
-    graphs' meta and nodes fit the schema, and the ``--inputs``/``--labels`` files exist:
-    checked before torch and Lava are imported, so that a bad path or value is refused at once."""
-    from lmh_deploy.pipeline.artifact import check_artifact
-
-    check_artifact(artifact)
-    from lmh_deploy.ir.serialize import read_graph_document  # numpy, no torch: after the cheap checks
-
-    for stem in ("ir", "quantized"):  # the meta and nodes against the schema, no arrays yet
-        read_graph_document(Path(artifact) / f"{stem}.json")
-    for path, option in ((inputs, "--inputs"), (labels, "--labels")):
-        if path is not None:
-            require_file(path, f"{option} file")
 
 
 def compare(run_a: str | Path, run_b: str | Path, *, html: str | Path | None = None) -> dict[str, Any]:

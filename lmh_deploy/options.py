@@ -2,8 +2,10 @@
 
 The CLI builds its typer options from these (:func:`lmh_deploy.cli.option`), the API takes
 their defaults, and the pipeline checks values with :meth:`Option.check` (one
-:class:`~lmh_deploy.errors.InputError` naming the flag). ``tests/test_options.py`` checks
-that the CLI and the API agree with this table.
+:class:`~lmh_deploy.errors.InputError` naming the flag): ``verify_path``, ``run_artifact``
+and ``export_checkpoint`` check their options, outputs and artifact first, before anything
+heavy is imported, and the API passes the values on unchecked. ``tests/test_options.py``
+checks that the CLI and the API agree with this table.
 """
 
 from __future__ import annotations

@@ -227,8 +227,22 @@ THRESHOLD_TESTS = (">=", ">")
 RESET_TIMINGS = ("same-step", "next-step")
 
 
+@dataclass(frozen=True, kw_only=True)
+class RuleChoices(Node):
+    """The neuron rules' choices, declared once for both LM-H nodes (:class:`LMH`'s
+    docstring; their values, ``reset_value`` and the initial states, are floats there and
+    integers in ``QLMH``); keyword-only, so that the subclasses' fields keep their order."""
+
+    reset: str = "subtract"
+    threshold_test: str = ">="
+    reset_timing: str = "same-step"
+
+    def check(self, name: str) -> None:
+        check_rules(name, self.reset, self.threshold_test, self.reset_timing)
+
+
 @dataclass(frozen=True)
-class LMH(Node):
+class LMH(RuleChoices):
     """LM-H neurons (Eq. 4) with the source model's rules::
 
         vD[t] = mu_d vD[t-1] + mu_s vS[t-1] + I[t] + bias
@@ -254,10 +268,7 @@ class LMH(Node):
     lam_d: np.ndarray
     lam_s: np.ndarray
     bias: np.ndarray
-    reset: str = "subtract"
     reset_value: float = 0.0
-    threshold_test: str = ">="
-    reset_timing: str = "same-step"
     v_d_init: float = 0.0
     v_s_init: float | None = None
 
@@ -313,7 +324,7 @@ class LMH(Node):
         if self.bias.shape != (self.size,):
             raise IRError(f"{name}: bias shape {self.bias.shape} != ({self.size},)")
         check_finite(name, "bias", self.bias)
-        check_rules(name, self.reset, self.threshold_test, self.reset_timing)
+        super().check(name)  # the rules
         for what in ("reset_value", "v_d_init", "v_s_init"):
             value = getattr(self, what)
             if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
@@ -346,16 +357,13 @@ def check_leaky(name: str, leaky: np.ndarray) -> None:
 
 
 @dataclass(frozen=True)
-class Readout(Node):
-    """Non-spiking output: ``logits = mean_t I[t] + bias``; argmax is the class.
+class ReadoutFields(Node):
+    """The fields the float and the integer readout share, declared once: one ``bias`` per
+    class and the optional ``leaky`` filter (keyword-only, so that a subclass may add fields
+    without defaults); ``check`` checks their shapes, a subclass the bias's values."""
 
-    ``leaky`` = ``(mu, lam, gain)`` makes it a leaky integrator of ``x[t] = I[t] + bias``
-    (norse's ``LICell``): ``i = mu i + x``, ``v = lam v + gain i``, logits ``mean_t v[t]``
-    (:func:`lmh_deploy.semantics.readout.readout_sum`)."""
-
-    kind: ClassVar[str] = "readout"
     bias: np.ndarray
-    leaky: np.ndarray = field(default_factory=no_leak)
+    leaky: np.ndarray = field(default_factory=no_leak, kw_only=True)
 
     def output_size(self) -> int:
         return int(self.bias.shape[0])
@@ -363,5 +371,19 @@ class Readout(Node):
     def check(self, name: str) -> None:
         if self.bias.ndim != 1:
             raise IRError(f"{name}: readout bias must be 1-D, got {self.bias.shape}")
-        check_finite(name, "bias", self.bias)
         check_leaky(name, self.leaky)
+
+
+@dataclass(frozen=True)
+class Readout(ReadoutFields):
+    """Non-spiking output: ``logits = mean_t I[t] + bias``; argmax is the class.
+
+    ``leaky`` = ``(mu, lam, gain)`` makes it a leaky integrator of ``x[t] = I[t] + bias``
+    (norse's ``LICell``): ``i = mu i + x``, ``v = lam v + gain i``, logits ``mean_t v[t]``
+    (:func:`lmh_deploy.semantics.readout.readout_sum`)."""
+
+    kind: ClassVar[str] = "readout"
+
+    def check(self, name: str) -> None:
+        super().check(name)
+        check_finite(name, "bias", self.bias)

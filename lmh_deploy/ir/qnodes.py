@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
 from lmh_deploy.ir.base import IRError, Node, check_integers, check_positive
-from lmh_deploy.ir.nodes import Conv2d, MaxPool, check_leaky, check_rules, no_leak
+from lmh_deploy.ir.nodes import Conv2d, MaxPool, ReadoutFields, RuleChoices
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import PROFILES
 
@@ -151,7 +151,7 @@ class QDense(Node):
 
 
 @dataclass(frozen=True)
-class QLMH(Node):
+class QLMH(RuleChoices):
     """Integer LM-H layer; see :mod:`lmh_deploy.semantics.integer` for the exact arithmetic.
 
     ``mu_d, mu_s, lam_d, lam_s`` are FULL integer multipliers over 4096 (``lam = 1.25`` is
@@ -171,10 +171,7 @@ class QLMH(Node):
     bias: np.ndarray
     state_scale: float
     profile: str = "lmh"
-    reset: str = "subtract"
     reset_value: int = 0
-    threshold_test: str = ">="
-    reset_timing: str = "same-step"
     v_d_init: int = 0
     v_s_init: int | None = None
 
@@ -185,7 +182,7 @@ class QLMH(Node):
         if self.profile not in PROFILES:
             raise IRError(f"{name}: unknown numeric profile {self.profile!r} (known: {', '.join(PROFILES)})")
         profile = PROFILES[self.profile]
-        check_rules(name, self.reset, self.threshold_test, self.reset_timing)
+        super().check(name)  # the rules
         v_s_init = int(self.theta) // 2 if self.v_s_init is None else self.v_s_init
         problem = profile.rule_problem(
             self.reset, self.threshold_test, self.reset_timing, self.reset_value, self.v_d_init, v_s_init
@@ -214,23 +211,16 @@ class QLMH(Node):
 
 
 @dataclass(frozen=True)
-class QReadout(Node):
+class QReadout(ReadoutFields):
     """Integer readout: ``logits_int = sum_t a[t] + T * bias``; float logits = that / (T*scale).
 
     ``leaky`` as :class:`~lmh_deploy.ir.nodes.Readout`'s: the host filters ``a[t] + bias``
     (float64) and ``logits_int`` is the sum of the filtered values."""
 
     kind: ClassVar[str] = "q_readout"
-    bias: np.ndarray
     state_scale: float
-    leaky: np.ndarray = field(default_factory=no_leak)
-
-    def output_size(self) -> int:
-        return int(self.bias.shape[0])
 
     def check(self, name: str) -> None:
-        if self.bias.ndim != 1:
-            raise IRError(f"{name}: readout bias must be 1-D, got {self.bias.shape}")
+        super().check(name)
         check_integers(name, "bias", self.bias, fx.STATE_MIN, fx.STATE_MAX)
         check_positive(name, "state_scale", self.state_scale)
-        check_leaky(name, self.leaky)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from lmh_deploy import files
-from lmh_deploy.errors import UserError
+from lmh_deploy.errors import UserError, require_file
 from lmh_deploy.files import ARTIFACT_FORMAT, MANIFEST
 
 ARTIFACT_VERSION = 1
@@ -135,3 +135,19 @@ def check_artifact(directory: str | Path) -> dict[str, Any]:
                 f"{file}: modified after compile (checksum differs from {MANIFEST}); recompile"
             )
     return doc
+
+
+def check_artifact_and_inputs(
+    artifact: str | Path, inputs: str | Path | None = None, labels: str | Path | None = None
+) -> None:
+    """The artifact is whole (:func:`check_artifact`), its graphs' meta and nodes fit the
+    schema, and the ``--inputs``/``--labels`` files exist: checked before torch and Lava are
+    imported, so that a bad path or value is refused at once."""
+    check_artifact(artifact)
+    from lmh_deploy.ir.serialize import read_graph_document  # numpy, no torch: after the cheap checks
+
+    for stem in ("ir", "quantized"):  # the meta and nodes against the schema, no arrays yet
+        read_graph_document(Path(artifact) / f"{stem}.json")
+    for path, option in ((inputs, "--inputs"), (labels, "--labels")):
+        if path is not None:
+            require_file(path, f"{option} file")

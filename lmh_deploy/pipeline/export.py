@@ -8,6 +8,8 @@ from typing import Any
 from lmh_deploy.choices import ExportFormat, choice
 from lmh_deploy.options import DT, EXPORT_SAMPLES, NIR_DEFAULT_DT
 from lmh_deploy.errors import InputError, InteropError, require_file
+from lmh_deploy.files import check_output
+from lmh_deploy.pipeline.artifact import check_artifact_and_inputs
 
 
 def export_checkpoint(
@@ -28,22 +30,26 @@ def export_checkpoint(
     NIR tools' run is from the net is measured on ``samples`` test samples. Returns the
     exporter's report; NIR reports add ``"samples"``.
     """
-    from lmh_deploy.frontends.pytorch import export_model
-    from lmh_deploy.models.checkpoint import load_checkpoint
-
     format = choice(ExportFormat, format, "--format")
     dt = NIR_DEFAULT_DT if dt is None else DT.check(dt)
     samples = EXPORT_SAMPLES.check(samples)
+    check_output(out, "-o", inputs=[model])
     if Path(model).is_dir():  # a compiled artifact: write exactly its integers
+        check_artifact_and_inputs(model)
+        if format != ExportFormat.NETX:
+            raise InputError(f"{model}: an artifact directory exports to netx only")
         from lmh_deploy.interop.netx_artifact import artifact_to_netx
         from lmh_deploy.pipeline.compile import load_artifact
 
-        if format != ExportFormat.NETX:
-            raise InputError(f"{model}: an artifact directory exports to netx only")
         return dict(artifact_to_netx(load_artifact(model).quant_graph, Path(out)), from_artifact=True)
+    checkpoint = require_file(model, "checkpoint")
     if format == ExportFormat.NETX:
-        return checkpoint_to_netx(require_file(model, "checkpoint"), Path(out))
-    net, payload = load_checkpoint(require_file(model, "checkpoint"))
+        return checkpoint_to_netx(checkpoint, Path(out))
+    # torch after the cheap checks: a mistake is refused in milliseconds
+    from lmh_deploy.frontends.pytorch import export_model
+    from lmh_deploy.models.checkpoint import load_checkpoint
+
+    net, payload = load_checkpoint(checkpoint)
     ds = payload["dataset"]
     graph = export_model(
         net,

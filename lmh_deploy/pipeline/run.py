@@ -17,7 +17,8 @@ import numpy as np
 from lmh_deploy.options import BATCH_SIZE, SAMPLES, check_sweep
 from lmh_deploy.choices import Backend, check_sim_device, choice
 from lmh_deploy.errors import CommandFailed, InputError
-from lmh_deploy.files import atomic_write
+from lmh_deploy.files import atomic_write, check_outputs
+from lmh_deploy.pipeline.artifact import check_artifact_and_inputs
 from lmh_deploy.pipeline.inputs import (
     check_inputs,
     frames_for,
@@ -183,8 +184,7 @@ def run_artifact(
     (:func:`save_spike_rasters`); the summary then names it under ``"spikes_file"``.
     """
     from lmh_deploy.parallel import distributed_context
-    from lmh_deploy.pipeline.compile import load_artifact
-    from lmh_deploy.pipeline.compile import check_model_file
+    from lmh_deploy.pipeline.compile import check_model_file, load_artifact
 
     backend = choice(Backend, backend, "--backend")
     samples = SAMPLES.check(samples)
@@ -197,6 +197,11 @@ def run_artifact(
     if stream and save_spikes is not None:
         raise InputError("--save-spikes needs the spike rasters; drop --stream")
     check_sweep(sweep, plots_dir, html)
+    check_outputs(
+        {"--plots": (plots_dir, "folder"), "--html": (html, "file"), "--save-spikes": (save_spikes, "file")},
+        inputs=[artifact, inputs, labels],
+    )
+    check_artifact_and_inputs(artifact, inputs, labels)  # before anything heavy loads
     with distributed_context("cpu") as dctx:
         art = load_artifact(artifact)
         check_model_file(art)  # the deployed net is the one the user's model file still builds

@@ -10,6 +10,7 @@ import numpy as np
 
 from lmh_deploy.options import BATCH_SIZE, LAVA_SAMPLES, MAX_ACCURACY_DROP, SAMPLES
 from lmh_deploy.errors import InputError
+from lmh_deploy.pipeline.artifact import check_artifact_and_inputs
 from lmh_deploy.pipeline.compile import Artifact
 from lmh_deploy.pipeline.inputs import (
     check_inputs,
@@ -275,6 +276,7 @@ def verify_path(
     lava_samples = LAVA_SAMPLES.check(lava_samples)
     batch_size = BATCH_SIZE.check(batch_size)
     max_accuracy_drop = MAX_ACCURACY_DROP.check(max_accuracy_drop)
+    check_artifact_and_inputs(artifact, inputs, labels)  # before anything heavy loads
     art = load_artifact(artifact)
     x, y = read_inputs(inputs, labels)
     with distributed_context("cpu") as dctx:
