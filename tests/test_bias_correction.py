@@ -7,10 +7,12 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 
 from lmh_deploy.frontends.pytorch import export_model
+from lmh_deploy.ir import Dense, Graph, Input, Readout
 from lmh_deploy.ir.synapses import apply_synapse
 from lmh_deploy.models.architectures import build
 from lmh_deploy.passes.bias_correction import correctable
@@ -130,3 +132,119 @@ def test_compile_measurements_in_mini_batches_equal_the_whole_set() -> None:
     one = calibrate(q, x, 4, batch_size=len(x))
     assert calibrate(q, x, 4, batch_size=3) == one and calibrate(q, x, 4, batch_size=1) == one
     assert all(layer["max_abs_v_s"] > 0 for layer in one["layers"].values())
+
+
+# --------------------------------------------------------------------------- hand-derived corrections
+
+
+def _two_neuron_graph() -> Graph:
+    """2 spike inputs -> 2 LM-H neurons (theta 2) -> 1 readout, weights whose 8-bit roundings
+    are derived by hand below."""
+    g = Graph(meta={"timesteps": 2})
+    g.add("input", Input(shape=(2,), spikes=True))
+    g.add("dense0", Dense(weight=np.array([[1.0, 0.3], [0.5, -0.2]])), ("input",))
+    g.add("lmh0", plain_lmh(2, theta=2.0, bias=np.array([0.1, -0.1])), ("dense0",))
+    g.add("dense1", Dense(weight=np.array([[0.5, 0.15]])), ("lmh0",))  # x theta: [1.0, 0.3]
+    g.add("readout", Readout(bias=np.zeros(1)), ("dense1",))
+    return g
+
+
+def test_corrections_by_hand_in_thresholds_and_logits() -> None:
+    """Scale 127 / max|W| = 127: mantissas [[127, 38], [64, -25]] (63.5 rounds to even),
+    errors [[0, -0.1], [0.5, 0.4]] / 127 per spike; with mean counts (1/2, 1/4) the neurons'
+    mean rounding currents are -0.025 / 127 and 0.35 / 127. The exponent is 11 (worst row
+    2 * 165 << 11 = 675840 <= 2**20), so the state scale is 2**12 * 127 = 520192."""
+    counts = {"input": np.array([0.5, 0.25]), "lmh0": np.array([0.5, 0.5])}
+    q, report = quantize_graph(_two_neuron_graph(), mean_counts=counts)
+    assert q.node("dense0").weight_mant.tolist() == [[127, 38], [64, -25]]
+    assert q.node("lmh0").state_scale == 520192.0
+    # (bias - error) * S = [0.1 * S + 0.025 * 4096, -0.1 * S - 0.35 * 4096] = [52121.6, -53452.8]
+    assert q.node("lmh0").bias.tolist() == [52122, -53453]
+    # the readout's one error: (38 / 127 - 0.3) * 1/2 = -0.05 / 127 logits; bias 0.05 * 4096
+    assert q.node("readout").bias.tolist() == [205]
+    assert report["bias_correction"]["layers"] == {
+        "lmh0": pytest.approx(0.35 / 127 / 2, rel=1e-12),  # in thresholds
+        "readout": pytest.approx(0.05 / 127, rel=1e-12),  # in logits
+    }
+    assert report["bias_correction"]["what"] == (
+        "mean rounding current of the 8-bit weights on the calibration inputs, taken off each "
+        "layer's bias; largest change per layer, in thresholds (the readout: in logits)"
+    )
+
+
+def _lif_readout_graph(weight: list[list[float]], bias: list[float]) -> Graph:
+    """One spike input -> LIF neurons (weight 1, no bias) -> a readout with ``weight``."""
+    n = len(weight[0])
+    g = Graph(meta={"timesteps": 2})
+    g.add("input", Input(shape=(1,), spikes=True))
+    g.add("dense0", Dense(weight=np.ones((n, 1))), ("input",))
+    g.add("lif", plain_lmh(n, reset="set", threshold_test=">", v_s_init=0.0), ("dense0",))
+    g.add("dense1", Dense(weight=np.array(weight)), ("lif",))
+    g.add("readout", Readout(bias=np.array(bias)), ("dense1",))
+    return g
+
+
+#: loihi-lif's largest readout weight scale for a bias of 1: the bias mantissa is 12 bits and
+#: signed (4095) and the readout's state scale is 2 * weight scale; 0.999 keeps a margin.
+_CAP = 0.999 * 4095 / 2
+
+
+def test_loihi_lif_readout_at_its_bias_cap_is_corrected_in_place() -> None:
+    """The 8-bit scale 127 / 0.05 is over the cap, so the weights sit at it: mantissa
+    round(0.05 * 2045.45) = 102. Class 0's bias (the largest) has no rounding error, so the
+    corrected bias keeps the cap exactly where it was: accepted as is (cap <= cap)."""
+    counts = {"input": np.ones(1), "lif": np.ones(2)}
+    q, report = quantize_graph(
+        _lif_readout_graph([[0.0, 0.0], [0.05, 0.0]], [1.0, 0.0]), "loihi-lif", mean_counts=counts
+    )
+    assert q.node("dense1").weight_mant.tolist() == [[0, 0], [102, 0]]
+    assert q.node("dense1").weight_scale == _CAP
+    error = 102 / _CAP - 0.05  # -0.000133 logits
+    assert q.node("readout").bias.tolist() == [round(2 * _CAP), round(-error * 2 * _CAP)] == [4091, 1]
+    assert report["bias_correction"]["layers"]["readout"] == pytest.approx(-error, rel=1e-12)
+
+
+def test_loihi_lif_readout_over_its_bias_cap_is_refit_then_corrected() -> None:
+    """As above, but class 0 carries both the bias 1 and the rounding error e0 = 102 / cap -
+    0.05 < 0: its corrected bias 1 - e0 lowers the cap below the scale. The weights are refit
+    at cap / (1 - e0) * (1 - e0) / (1 - e0 + |e0|) = cap / (1 + 2 |e0|): mantissa still 102,
+    error e1 = 102 / scale - 0.05, and 1 - e1 fits: the bias is round((1 - e1) * 2 * scale)."""
+    counts = {"input": np.ones(1), "lif": np.ones(2)}
+    q, report = quantize_graph(
+        _lif_readout_graph([[0.05, 0.0], [0.0, 0.0]], [1.0, 0.0]), "loihi-lif", mean_counts=counts
+    )
+    e0 = 102 / _CAP - 0.05
+    scale = _CAP / (1 + 2 * abs(e0))
+    e1 = 102 / scale - 0.05
+    assert q.node("dense1").weight_mant.tolist() == [[102, 0], [0, 0]]
+    assert q.node("dense1").weight_scale == pytest.approx(scale, rel=1e-12)
+    assert q.node("readout").bias.tolist() == [round((1 - e1) * 2 * scale), 0] == [4090, 0]
+    assert report["bias_correction"]["layers"]["readout"] == pytest.approx(-e1, rel=1e-12)
+
+
+def test_loihi_lif_readout_whose_refits_keep_failing_stays_uncorrected() -> None:
+    """Three refits at most: here each new rounding's correction lifts the largest bias over
+    the cap again (found by a random search), so the bias stays the source's, rounded at
+    the last scale, and the report lists no correction for the readout. (The third refit
+    is not looked at again: a fourth look would accept it here.)"""
+    weight = [
+        [0.0002268, 0.01372, 0.0092, -0.004984, 0.0174],
+        [0.004777, 0.01446, 0.006049, 0.007779, -0.007423],
+    ]
+    bias = [-0.6986, 0.07707]
+    counts = {"input": np.ones(1), "lif": np.array([47.93, 27.01, 0.3844, 31.29, 37.82])}
+    q, report = quantize_graph(_lif_readout_graph(weight, bias), "loihi-lif", mean_counts=counts)
+    assert "readout" not in report["bias_correction"]["layers"]
+    scale = q.node("dense1").weight_scale
+    assert scale < _CAP / 0.6986  # refit below the first cap
+    assert q.node("readout").bias.tolist() == np.round(np.array(bias) * 2 * scale).astype(int).tolist()
+
+
+def test_cuba_layer_under_loihi_lif_keeps_its_zero_bias_with_calibration() -> None:
+    """A soma bias with current decay is not corrected (it would not act as a constant
+    current) and loihi-lif refuses any bias there: calibration must leave the layer alone."""
+    g = _lif_readout_graph([[0.5, -0.3]], [0.2])
+    g.replace("lif", mu_d=np.full((1, 1), 0.5))
+    q, report = quantize_graph(g, "loihi-lif", mean_counts={"input": np.ones(1), "lif": np.array([0.5, 0.5])})
+    assert set(report["bias_correction"]["layers"]) == {"readout"}
+    assert q.node("lif").bias.tolist() == [0, 0]

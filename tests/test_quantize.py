@@ -13,7 +13,7 @@ from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_w
 
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.ir import LMH, Dense, Graph, Input, IRError, QDense, QLMH, QReadout, Readout
-from shared import set_item
+from shared import plain_lmh, set_item
 from lmh_deploy.passes.quantize import CURRENT_HEADROOM_BITS, quantize_graph, quantize_weights, state_scale
 
 
@@ -232,6 +232,74 @@ def test_valid_edge_factors_are_accepted() -> None:
     assert q.node("lmh0").lam_s.tolist() == [[2048]]
 
 
+def test_meta_signed_input_and_leaky_readout_are_carried_over() -> None:
+    g = _float_graph()
+    g.replace("input", signed=True)
+    g.replace("readout", leaky=np.array([0.5, 0.25, 2.0]))
+    q, report = quantize_graph(g)
+    assert q.meta == {"timesteps": 4, "profile": "lmh"} and report["profile"]["name"] == "lmh"
+    qi = q.node("input")
+    assert (qi.signed, qi.bits, qi.scale) == (True, 8, 127 / 2.0)  # -2..2 -> -127..127
+    # the synapses quantise the current per input step, x_max / 127 now
+    assert q.node("dense0").weight_scale == pytest.approx(
+        127 / np.abs(g.node("dense0").weight * 2 / 127).max()
+    )
+    assert q.node("readout").leaky.tolist() == [0.5, 0.25, 2.0]
+
+
+def test_a_graph_without_timesteps_is_bounded_over_one_step() -> None:
+    from lmh_deploy.passes.quant_report import worst_case_state_bound
+
+    g = _float_graph()
+    bounds = {}
+    for meta in ({}, {"timesteps": 2}):
+        g.meta.clear()
+        g.meta.update(meta)
+        q, report = quantize_graph(g)
+        (row,) = [r for r in report["layers"] if r["kind"] == "lmh"]
+        bounds[len(meta)] = row["worst_case_state"]
+        assert row["worst_case_state"] == worst_case_state_bound(
+            q.node("lmh0"), row["max_current"], meta.get("timesteps", 1)
+        )
+    assert bounds[0] != bounds[1]  # the step count matters
+
+
+# --------------------------------------------------------------------------- loihi-lif widths
+
+
+def _lif_graph() -> Graph:
+    """200 spike inputs -> 300 CUBA LIF neurons (current decay 3/4) -> one readout, every
+    weight equal: each row's mantissas are one number, derived by hand below."""
+    g = Graph(meta={"timesteps": 2})
+    g.add("input", Input(shape=(200,), spikes=True))
+    g.add("dense0", Dense(weight=np.full((300, 200), 0.01)), ("input",))
+    lif = dict(mu_d=np.full((1, 1), 0.75), lam_s=np.full((1, 1), 0.5), reset="set", threshold_test=">")
+    g.add("lif", plain_lmh(300, v_s_init=0.0, **lif), ("dense0",))
+    g.add("dense1", Dense(weight=np.full((1, 300), 0.5)), ("lif",))
+    g.add("readout", Readout(bias=np.zeros(1)), ("dense1",))
+    return g
+
+
+def test_loihi_lif_weights_fit_its_fixed_exponent_wrap_limit_and_readout_headroom() -> None:
+    """loihi-lif has no weight exponent (always 0): the mantissas shrink until the worst-case
+    current fits. Into the LIF layer the limit is the wrapping current's (u may wrap at 24
+    bits): (2**23 - 1) * (1 - 3/4) = 2097151 -> >> 6 = 32767 per a_in; at full scale
+    (mantissa 127) the worst row is 2 * 127 * 200 = 50800, so the scale shrinks by
+    32767 / 50800 (mantissa round(81.92) = 82, worst 32800, still over) and then by 0.99
+    (round(81.10) = 81, worst 32400). Into the readout the limit is the headroom,
+    2**(22 - 6) = 65536: 2 * 127 * 300 = 76200 -> 127 * 65536 / 76200 = 109.23 -> 109."""
+    q, report = quantize_graph(_lif_graph(), "loihi-lif")
+    d0, d1 = q.node("dense0"), q.node("dense1")
+    assert np.unique(d0.weight_mant).tolist() == [81] and d0.weight_exp == 0
+    assert d0.weight_scale == pytest.approx(12700 * 32767 / 50800 * 0.99, rel=1e-12)
+    assert np.unique(d1.weight_mant).tolist() == [109] and d1.weight_exp == 0
+    assert d1.weight_scale == pytest.approx(254 * 65536 / 76200, rel=1e-12)
+    (row,) = [r for r in report["layers"] if r["kind"] == "lmh"]
+    assert row["max_current"] == (2 * 81 * 200) << 6  # the LIF layer sees a_in << 6
+    assert q.node("lif").state_scale == pytest.approx(2 * d0.weight_scale * 64, rel=1e-12)
+    assert q.node("readout").state_scale == pytest.approx(2 * d1.weight_scale, rel=1e-12)  # no shift
+
+
 # --------------------------------------------------------------------------- worst-case bound
 
 
@@ -354,6 +422,23 @@ def test_exact_graph_keeps_the_files_integers() -> None:
     assert q.node("lif").theta == 1024
     assert layers["lif"]["max_factor_error"] == 0.0
     assert layers["lif"]["max_current"] == (2 * 8) << 6  # 2 * largest |row| sum of dense0, a_in << 6
+    assert report["profile"]["name"] == "loihi-lif"
+    # the worst case over the file's 3 steps, drive = max current + max |bias| = 1024 + 256:
+    # vD = 1/4 vD + 1280 -> 1280, 1600, 1680; vS = 3/4 vS + vD -> 1280, 2560, 3600
+    assert layers["lif"]["worst_case_state"] == {"v_d": 1680, "v_s": 3600}
+    g = _exact_float_graph()
+    del g.meta["timesteps"]  # no step count: one step
+    (row,) = [r for r in exact_graph(g)[1]["layers"] if r["name"] == "lif"]
+    assert row["worst_case_state"] == {"v_d": 1280, "v_s": 1280}
+
+
+def test_exact_graph_keeps_a_leaky_readout() -> None:
+    from lmh_deploy.passes.quantize import exact_graph
+
+    g = _exact_float_graph()
+    g.replace("readout", leaky=np.array([0.5, 0.75, 1.0]))
+    q, _ = exact_graph(g)
+    assert q.node("readout").leaky.tolist() == [0.5, 0.75, 1.0] and q.node("readout").bias.tolist() == [4]
 
 
 @pytest.mark.parametrize(
@@ -366,6 +451,17 @@ def test_exact_graph_keeps_the_files_integers() -> None:
         (lambda g: g.replace("lif", mu_d=np.full((1, 2), 0.1)), r"lif: mu_d is not an integer"),
         # 1953.1259765625 * 512 = 1_000_000.5: off by a half however large (no relative tolerance)
         (lambda g: set_item(g, "lif", "bias", 0, 1953.1259765625), r"lif: bias is not an integer"),
+        (lambda g: g.replace("lif", reset_value=0.001), r"lif: reset_value is not an integer"),
+        (lambda g: g.replace("lif", v_d_init=0.001), r"lif: v_d_init is not an integer"),
+        (lambda g: g.replace("lif", v_s_init=0.001), r"lif: v_s_init is not an integer"),
+        # integers (2 * 512) that Lava's LIF cannot hold: refused by the profile, by value
+        (lambda g: g.replace("lif", reset_value=2.0), r"lif: .*loihi-lif cannot express reset value 1024 "),
+        (lambda g: g.replace("lif", v_d_init=2.0), r"lif: .*loihi-lif cannot express v_d_init 1024 "),
+        (lambda g: g.replace("lif", v_s_init=2.0), r"lif: .*loihi-lif cannot express v_s_init 1024 "),
+        (
+            lambda g: g.replace("lif", reset_timing="next-step"),
+            r"lif: .*cannot express reset timing 'next-step'",
+        ),
     ],
 )
 def test_exact_graph_refuses_values_that_are_not_integers(mutate, match: str) -> None:

@@ -104,7 +104,6 @@ def _quantize_layer(
     largest magnitude (in thresholds, or logits for the readout) in ``corrections``."""
     node = graph.node(name)
     paths = synapse_paths(graph, name)
-    shift = prof.input_shift if isinstance(node, LMH) else 0  # a readout sums raw a_in
 
     def fit(cap: float) -> tuple[list[Any], float, int]:
         return quantize_paths(
@@ -125,7 +124,7 @@ def _quantize_layer(
             node = corrected
             if corrections is not None:
                 corrections[name] = float(
-                    np.abs(error).max(initial=0.0) / (node.theta if isinstance(node, LMH) else 1.0)
+                    np.abs(error).max() / (node.theta if isinstance(node, LMH) else 1.0)
                 )
             break
         # refit with room for the new rounding's correction (then correct it; else none)
@@ -133,25 +132,15 @@ def _quantize_layer(
         mants, w_scale, exp = fit(cap * top / (top + float(np.abs(error).max())))
     for path, mant in zip(paths, mants):
         q.add(path.name, _qdense(path, mant, w_scale, exp), (path.source,))
-    layer = LayerQuant(
-        name=name,
-        node=node,
-        paths=paths,
-        mants=mants,
-        weight_scale=w_scale,
-        weight_exp=exp,
-        input_shift=shift,
-    )
+    layer = LayerQuant(name=name, node=node, paths=paths, mants=mants, weight_scale=w_scale, weight_exp=exp)
     s = state_scale(WeightQuant(mants[0], w_scale, exp))
     inputs = tuple(p.name for p in paths)
-    if isinstance(node, Readout):
-        q.add(
-            name,
-            QReadout(bias=to_state_int(node.bias, s, "bias", name), state_scale=s, leaky=node.leaky),
-            inputs,
-        )
+    if isinstance(node, Readout):  # a readout sums raw a_in
+        bias = to_state_int(node.bias, s, "bias", name)
+        q.add(name, QReadout(bias=bias, state_scale=s, leaky=node.leaky), inputs)
         return layer
-    s *= 1 << shift  # the neuron sees a_in << input_shift
+    layer.input_shift = prof.input_shift
+    s *= 1 << prof.input_shift  # the neuron sees a_in << input_shift
     qn, layer.codes, layer.neuron_entries = quantize_neuron(name, node, s, prof)
     q.add(name, qn, inputs)
     return layer
@@ -202,6 +191,45 @@ def _exact_ints(name: str, what: str, value: Any) -> np.ndarray:
     return ints.astype(np.int64)
 
 
+def _exact_layer(graph: Graph, q: Graph, name: str, w_scale: float, prof: NumericProfile) -> LayerQuant:
+    """Add the integer paths into float layer ``name`` and the layer itself to ``q``, with the
+    integers its float values hold at weight scale ``w_scale`` (:func:`exact_graph`)."""
+    node = graph.node(name)
+    paths = synapse_paths(graph, name)
+    mants = [_exact_ints(p.name, "weight", p.weights * w_scale) for p in paths]
+    for path, mant in zip(paths, mants):
+        q.add(path.name, _qdense(path, mant, w_scale, 0), (path.source,))
+    layer = LayerQuant(name=name, node=node, paths=paths, mants=mants, weight_scale=w_scale, weight_exp=0)
+    s = state_scale(WeightQuant(mants[0], w_scale, 0))
+    inputs = tuple(p.name for p in paths)
+    if isinstance(node, Readout):
+        bias = _exact_ints(name, "bias", node.bias * s)
+        q.add(name, QReadout(bias=bias, state_scale=s, leaky=node.leaky), inputs)
+        return layer
+    layer.input_shift = prof.input_shift
+    s *= 1 << prof.input_shift
+    layer.codes = {f: _exact_ints(name, f, getattr(node, f) * fx.FACTOR_ONE) for f in LMH.FACTOR_RANGES}
+    q.add(
+        name,
+        QLMH(
+            size=node.size,
+            theta=int(_exact_ints(name, "theta", node.theta * s)),
+            bias=_exact_ints(name, "bias", node.bias * s),
+            state_scale=s,
+            profile=prof.name,
+            reset=node.reset,
+            reset_value=int(_exact_ints(name, "reset_value", node.reset_value * s)),
+            threshold_test=node.threshold_test,
+            reset_timing=node.reset_timing,
+            v_d_init=int(_exact_ints(name, "v_d_init", node.v_d_init * s)),
+            v_s_init=int(_exact_ints(name, "v_s_init", float(node.v_s_init or 0.0) * s)),
+            **layer.codes,
+        ),
+        inputs,
+    )
+    return layer
+
+
 def exact_graph(graph: Graph) -> tuple[Graph, dict[str, Any]]:
     """The integer graph whose integers a float graph holds exactly (an imported netx file,
     ``graph.meta["exact_weight_scale"]``: weight mantissas are ``weight * unit * scale``),
@@ -215,57 +243,8 @@ def exact_graph(graph: Graph) -> tuple[Graph, dict[str, Any]]:
     for name, node in graph.items():
         if isinstance(node, Input):
             q.add(name, _qinput(node))
-            continue
-        if not isinstance(node, (LMH, Readout)):
-            continue
-        paths = synapse_paths(graph, name)
-        mants = [_exact_ints(p.name, "weight", p.weights * w_scale) for p in paths]
-        for path, mant in zip(paths, mants):
-            q.add(path.name, _qdense(path, mant, w_scale, 0), (path.source,))
-        s = state_scale(WeightQuant(mants[0], w_scale, 0))
-        inputs = tuple(p.name for p in paths)
-        if isinstance(node, Readout):
-            q.add(
-                name,
-                QReadout(bias=_exact_ints(name, "bias", node.bias * s), state_scale=s, leaky=node.leaky),
-                inputs,
-            )
-            layers.append(
-                LayerQuant(name=name, node=node, paths=paths, mants=mants, weight_scale=w_scale, weight_exp=0)
-            )
-            continue
-        s *= 1 << prof.input_shift
-        factors = {f: _exact_ints(name, f, getattr(node, f) * fx.FACTOR_ONE) for f in LMH.FACTOR_RANGES}
-        q.add(
-            name,
-            QLMH(
-                size=node.size,
-                theta=int(_exact_ints(name, "theta", node.theta * s)),
-                bias=_exact_ints(name, "bias", node.bias * s),
-                state_scale=s,
-                profile=prof.name,
-                reset=node.reset,
-                reset_value=int(_exact_ints(name, "reset_value", node.reset_value * s)),
-                threshold_test=node.threshold_test,
-                reset_timing=node.reset_timing,
-                v_d_init=int(_exact_ints(name, "v_d_init", node.v_d_init * s)),
-                v_s_init=int(_exact_ints(name, "v_s_init", float(node.v_s_init or 0.0) * s)),
-                **factors,
-            ),
-            inputs,
-        )
-        layers.append(
-            LayerQuant(
-                name=name,
-                node=node,
-                paths=paths,
-                mants=mants,
-                weight_scale=w_scale,
-                weight_exp=0,
-                input_shift=prof.input_shift,
-                codes=factors,
-            )
-        )
+        elif isinstance(node, (LMH, Readout)):  # synapse chains go with the layer they feed
+            layers.append(_exact_layer(graph, q, name, w_scale, prof))
     q = balance_delays(q)
     validate_quantized(q)
     return q, quantization_report(layers, q, prof.as_dict(), int(graph.meta.get("timesteps", 1)))
