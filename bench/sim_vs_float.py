@@ -72,7 +72,9 @@ ROWS = {
 def dense_only(q):
     """A copy of graph ``q`` whose sim/ plan uses float BLAS / convolution only (no events)."""
     twin = copy.copy(q)  # a different graph object: its own cached plan, same nodes
-    for path in plan_for(twin, None).paths.values():
+    plan = plan_for(twin, None)
+    plan.chain = None  # the whole-run MLP kernel sums by events
+    for path in plan.paths.values():
         path.ways = ["gemm"]
     return twin
 

@@ -9,17 +9,18 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True)
-def _gather_binary(pre, w_t, out, peak):
+def gather_binary(pre, w_t, out, peak):
+    """:func:`gather_rows` of binary ``pre`` (rows, n_in) uint8 or bool, compiled (callable
+    from other compiled code: sim/chain.py)."""
     rows, n_in = pre.shape
     n_out = w_t.shape[1]
     idx = np.empty(n_in, np.int64)
     acc = np.empty(n_out, np.int16)
     for r in range(rows):
         k = 0
-        for j in range(n_in):
-            if pre[r, j]:
-                idx[k] = j
-                k += 1
+        for j in range(n_in):  # branch-free: a spike is not predictable (measured 1.4x faster)
+            idx[k] = j
+            k += pre[r, j] != 0
         if k == 0:
             continue
         out_row = out[r]
@@ -77,7 +78,7 @@ def gather_rows(pre: np.ndarray, w_t: np.ndarray, out: np.ndarray, peak: int | N
     if pre.dtype == bool:
         if peak is None:
             peak = int(np.abs(w_t.astype(np.int64)).max()) if w_t.size else 0
-        _gather_binary(pre.view(np.uint8), w_t, out, peak)
+        gather_binary(pre.view(np.uint8), w_t, out, peak)
     else:
         _gather_values(pre.astype(np.int64, copy=False), w_t, out)
 

@@ -244,13 +244,13 @@ def _state_dtype(p: NeuronParams):
     """int32 where the fused kernel's bounds prove every state value fits, else int64."""
     if numba is None:
         return np.int64
-    return _form(p).state_dtype
+    return layer_form(p).state_dtype
 
 
 _FORMS: dict[int, tuple[NeuronParams, Any]] = {}
 
 
-def _form(p: NeuronParams):
+def layer_form(p: NeuronParams):
     """``p``'s :class:`~lmh_deploy.sim.fused.KernelForm`, prepared once per layer."""
     cached = _FORMS.get(id(p))
     if cached is None or cached[0] is not p:
@@ -262,12 +262,22 @@ def _form(p: NeuronParams):
     return cached[1]
 
 
+def int32_input_limit(p: NeuronParams, weight_exp: int | None) -> int:
+    """Largest ``|raw current|`` (synaptic sums of a path with ``weight_exp``, or ``a_in``
+    for None) that the int32 kernel takes exactly for layer ``p``; -1 where ``p`` is not
+    int32-safe at all (:func:`lmh_deploy.sim.fused.kernel_form`)."""
+    from lmh_deploy.sim import fused
+
+    right, left = fused.input_shifts(weight_exp, p.input_shift)
+    return fused.raw_limit(layer_form(p), right, left)
+
+
 def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps, peak):
     from lmh_deploy.sim import fused
 
-    form = _form(p)
+    form = layer_form(p)
     right, left = fused.input_shifts(weight_exp, p.input_shift)
-    limit = fused.raw_limit(form, right, left)
+    limit = int32_input_limit(p, weight_exp)
     use32 = (
         limit >= 0
         and state.v_d.dtype == np.int32
@@ -276,7 +286,7 @@ def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, s
     if not use32:  # the kernel computes in the states' type: int64 from now on (a wrap on
         _widen(state)  # inputs beyond the int32 bounds may leave even 32 bits)
     counts = np.zeros(steps, np.int64)
-    rules, rule_codes = _rules(p)
+    rules, rule_codes = rule_set(p)
     kernel = fused.compiled(rules, spikes_f is not None, trace is not None)
     sat = kernel(
         currents,
@@ -323,7 +333,7 @@ _EMPTY_I = np.zeros((1, 1, 0), np.int64)
 _RULES: dict[tuple[int, ...], np.ndarray] = {}
 
 
-def _rules(p: NeuronParams) -> tuple[tuple[int, ...], np.ndarray]:
+def rule_set(p: NeuronParams) -> tuple[tuple[int, ...], np.ndarray]:
     """``p``'s rule codes as a tuple and as the int64 array the kernel takes (one per set)."""
     rules = _rules_of(p)
     if rules not in _RULES:

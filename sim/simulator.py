@@ -30,7 +30,8 @@ import numpy as np
 
 from lmh_deploy.errors import InputError
 from lmh_deploy.sim.conv import channels_last_order
-from lmh_deploy.sim.neuron import initial_state, run_neuron_chunk
+from lmh_deploy.sim.chain import chain_layers
+from lmh_deploy.sim.neuron import initial_state, numba_active, run_neuron_chunk
 from lmh_deploy.sim.params import neuron_params
 from lmh_deploy.sim.synapse import SynapsePath, lava_current, summed_bound, summed_current
 
@@ -102,6 +103,9 @@ def simulate(
     """
     plan = plan_for(graph, device)
     run = _Run(plan, x_int, timesteps, device, record_states, record_spikes, record_final_state)
+    if plan.chain is not None and run.static and not record_states and chunk_steps is None:
+        run.whole_chain()  # an MLP: one compiled call for the whole run (sim/chain.py)
+        return run.finish()
     chunk = chunk_steps or default_chunk_steps(run.batch)
     for t0 in range(0, timesteps, chunk):
         run.chunk(t0, min(timesteps, t0 + chunk))
@@ -141,6 +145,12 @@ class _Plan:
         if not readouts:
             raise TypeError("the graph has no q_readout node")
         self.readout = readouts[0]
+        #: the dense chain run whole (sim/chain.py), None where the graph is not one
+        self.chain = (
+            chain_layers(self.order, self.nodes, self.inputs, self.paths, self.params)
+            if device is None and numba_active()
+            else None
+        )
 
 
 def _conv_output_shape(node: QDense) -> tuple[int, int, int]:
@@ -280,6 +290,23 @@ class _Run:
             self.rec.spikes[name] = np.zeros(shape, bool)
         if self.record_states:
             self.rec.state_trace[name] = (np.zeros(shape, np.int64), np.zeros(shape, np.int64))
+
+    # ------------------------------------------------------------------ a dense chain
+    def whole_chain(self) -> None:
+        """All ``T`` steps of a dense chain in one compiled call (static input)."""
+        from lmh_deploy.sim.chain import run_chain
+
+        chain = self.plan.chain
+        out_path = self.paths[self.plan.inputs[self.readout][0]]
+        inputs = self._input(0, self.timesteps)
+        spikes = self.rec.spikes if self.record_spikes else None
+        counts, raw, sat = run_chain(
+            chain, out_path, self.params, self.states, inputs.data, self.timesteps, spikes
+        )
+        for layer, per_step, clipped in zip(chain, counts, sat, strict=True):
+            self.counts[layer.neuron][:] = per_step
+            self.states[layer.neuron].saturation += int(clipped)
+        self.readout_trace[:] = lava_current(raw, out_path.weight_exp)
 
     # ------------------------------------------------------------------ one chunk
     def chunk(self, t0: int, t1: int) -> None:

@@ -120,7 +120,7 @@ def test_fused_kernel_equals_the_integer_step_at_and_beyond_its_bounds(
     slack missing from the bounds overflows int32 and shows; "beyond": the int64 path."""
     p, v_d_edge, v_s_edge = layer
     rng = np.random.default_rng(seed)
-    form = N._form(p)
+    form = N.layer_form(p)
     right, left = fused.input_shifts(weight_exp, p.input_shift)
     limit = fused.raw_limit(form, right, left)
     cap = 2**24 if dtype is np.float32 else 2**30  # float32 holds integers below 2**24
@@ -178,7 +178,7 @@ def test_deployed_layers_run_the_specialised_int32_kernel(profile: str) -> None:
     weight exponent) takes the int32 path of a kernel specialised to the profile's rules,
     and matches the array code bit for bit."""
     p = _layer(profile)
-    assert N._rules_of(p) in fused.SPECIALISED_RULES and N._form(p).int32_ok
+    assert N._rules_of(p) in fused.SPECIALISED_RULES and N.layer_form(p).int32_ok
     rng = np.random.default_rng(3)
     for dtype, weight_exp in ((np.float32, -2), (np.int32, 4)):
         currents = rng.integers(-2000, 6000, (4, 5, p.size)).astype(dtype)
@@ -255,7 +255,7 @@ def test_int32_path_is_exact_at_its_input_bound(overflow_d: int, input_shift: in
     v_s0 = np.array([EDGES[::-1], EDGES])
     for weight_exp in (None, -8, -2, -1, 0, 3, 15):
         right, left = fused.input_shifts(weight_exp, input_shift)
-        limit = fused.raw_limit(N._form(p), right, left)
+        limit = fused.raw_limit(N.layer_form(p), right, left)
         assert limit >= 0
         currents = np.array([[[limit, -limit] * (n // 2) + [limit]] * 2] * 2, np.int64)
         want = expected(p, currents, 2, weight_exp, v_d0, v_s0)

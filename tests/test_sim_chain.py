@@ -1,0 +1,91 @@
+"""The whole-run kernel of a dense chain (sim/chain.py) gives the chunked run's record bit for
+bit (spikes, final states, readout, counts, saturation, synaptic events), and the reference
+run's spikes, on MLPs of one and three hidden layers with graded input, driven into
+saturation; graphs it cannot serve exactly run chunked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from lmh_deploy.models.architectures import build
+from lmh_deploy.sim import simulate, simulate_batched
+from lmh_deploy.sim.reference import simulate_reference
+from lmh_deploy.sim.simulator import plan_for
+from shared import QLIF_RULES, integer_chain
+from test_sim_paths import assert_same_record
+
+from lmh_deploy.frontends.pytorch import export_model
+from lmh_deploy.passes.quantize import quantize_graph
+from lmh_deploy.semantics import integer as fx
+
+SHAPE = (1, 6, 6)
+
+
+def _mlp(hidden: tuple[int, ...], arch: str = "mlp"):
+    torch.manual_seed(7)
+    kw = {"hidden": hidden} if arch == "mlp" else {"width_mult": 0.25}
+    model = build(arch, SHAPE, 10, timesteps=9, **kw).eval()
+    with torch.no_grad():
+        for neuron in model.neurons():
+            for name in ("x_mu_d", "x_mu_s", "x_lam_d", "x_lam_s"):
+                getattr(neuron, name).uniform_(-1, 1)
+    q, _ = quantize_graph(export_model(model, input_shape=SHAPE, timesteps=9))
+    first = q.of_kind("q_lmh")[0]  # drive the first layer into saturation, both signs
+    q.replace(first, bias=np.where(np.arange(q.node(first).size) % 2 == 0, 8_300_000, -8_300_000))
+    return q
+
+
+@pytest.mark.parametrize("hidden", [(24,), (40, 24, 16)])
+def test_chain_equals_the_chunked_run_and_the_reference(hidden: tuple[int, ...]) -> None:
+    q = _mlp(hidden)
+    assert plan_for(q, None).chain is not None
+    x = fx.quantize_input(np.random.default_rng(1).random((6, *SHAPE)), q.node("input").scale)
+    assert q.node(q.of_kind("q_dense")[0]).graded
+    whole = simulate(q, x, 9)
+    chunked = simulate(q, x, 9, chunk_steps=2)  # an explicit chunk length runs chunked
+    assert sum(whole.saturation.values()) > 0
+    assert all(s.any() for s in whole.spikes.values())
+    assert_same_record(whole, chunked)
+    assert_same_record(simulate_batched(q, x, 9, batch_size=4), chunked)
+    ref = simulate_reference(q, x, 9)
+    assert np.array_equal(ref["logits"], whole.logits)
+    for name, spikes in ref["spikes"].items():
+        assert np.array_equal(spikes, whole.spikes[name]), name
+        for u, v in zip(ref["final_state"][name], whole.final_state[name], strict=True):
+            assert np.array_equal(u, v), name
+    streamed = simulate(q, x, 9, record_spikes=False)
+    assert not streamed.spikes and np.array_equal(streamed.logits, whole.logits)
+    assert streamed.synops == whole.synops
+    for name, spikes in whole.spikes.items():
+        stats = streamed.spike_stats[name]
+        assert stats["spikes_per_step"].tolist() == spikes.sum((1, 2)).tolist()
+        assert stats["active_neurons"] == int(spikes.any(0).sum())
+
+
+@pytest.mark.parametrize(
+    "why, kw",
+    [
+        ("currents beyond the int32 kernel's input bound", {"weight_exp": 14}),
+        ("another rule set", {"profile": "loihi-lif"}),
+        ("convolutions", {"arch": "cnn"}),
+    ],
+)
+def test_graphs_the_chain_cannot_serve_run_chunked(why: str, kw: dict) -> None:
+    rng = np.random.default_rng(2)
+    layer = dict(theta=900 << 6, mu_d=np.full((1, 1), 3000), lam_s=np.full((1, 1), 3900), weight_exp=2)
+    layer["bias"] = rng.integers(-4096, 4096, 7)
+    if "weight_exp" in kw:  # the lmh profile's rules
+        lmh = layer | {"mu_d": np.full((1, 1), 1000), "mu_s": np.full((1, 1), 100), "weight_exp": 14}
+        lmh |= {"lam_d": np.full((1, 1), 4096)}
+        q = integer_chain(rng, [lmh], n_in=36, timesteps=9)
+        x = rng.integers(0, 256, (3, 36))
+    elif "profile" in kw:  # Lava's own LIF rules (tests/shared.py)
+        q = integer_chain(rng, [layer | QLIF_RULES], n_in=36, timesteps=9)
+        x = rng.integers(0, 256, (3, 36))
+    else:
+        q = _mlp((24,), **kw)
+        x = fx.quantize_input(rng.random((3, *SHAPE)), q.node("input").scale)
+    assert plan_for(q, None).chain is None, why
+    ref = simulate_reference(q, x, 9)
+    assert np.array_equal(ref["logits"], simulate(q, x, 9).logits)
