@@ -9,7 +9,7 @@ Python runs between layers, steps or samples. The neuron update is the fused ker
 :mod:`lmh_deploy.sim.fused` itself (called from the compiled loop, not a copy), the gather
 the one the chunked run uses: the same integers, so the same spikes, states and logits.
 
-Eligible (:func:`chain_layers`): every dense layer's binary-input sums fit int32 with int8
+Eligible (:func:`chain_of`): every dense layer's binary-input sums fit int32 with int8
 weight rows (``SynapsePath.gather_dtype``, ``w_t_int``), the first layer's (possibly graded)
 sums too, every neuron layer is int32-safe for its synapse path's bound
 (:func:`lmh_deploy.sim.neuron.int32_input_limit`, the margins of
@@ -27,6 +27,7 @@ import numpy as np
 
 from lmh_deploy.ir import QLMH, QDense, QInput, QReadout
 from lmh_deploy.sim import fused
+from lmh_deploy.sim.fused import wide_vectors
 from lmh_deploy.sim.gather import gather_binary
 from lmh_deploy.sim.neuron import int32_input_limit, layer_form, rule_set
 from lmh_deploy.sim.synapse import INT32_LIMIT, SynapsePath
@@ -42,9 +43,9 @@ class ChainLayer:
     shifts: tuple[int, int]  # (right, left) of the kernel's input shift
 
 
-def chain_layers(order: list[str], nodes: dict, inputs: dict, paths: dict, params: dict):
-    """The layers of ``order`` as a dense chain ending in a dense path into the readout, or
-    None where the graph is not one or a bound does not hold (module docstring)."""
+def chain_of(order: list[str], nodes: dict, inputs: dict, paths: dict, params: dict) -> Chain | None:
+    """The graph in ``order`` as a dense chain ending in a dense path into the readout, or
+    None where it is not one or a bound does not hold (module docstring)."""
     if (
         len(order) < 4
         or not isinstance(nodes[order[0]], QInput)
@@ -76,7 +77,7 @@ def chain_layers(order: list[str], nodes: dict, inputs: dict, paths: dict, param
         return None
     if not _fits(paths[last], first=False):
         return None
-    return chain
+    return Chain(chain, paths[last], params)
 
 
 def _fits(path: SynapsePath, first: bool) -> bool:
@@ -122,6 +123,7 @@ def _run(
     out_raw,
 ):
     """The whole run, sample by sample."""
+    wide_vectors()  # as in the kernel: the kernel may be inlined here
     batch = cur0.shape[0]
     steps = counts.shape[1]
     layers = len(v_d)
@@ -179,55 +181,59 @@ def _run(
     return sat
 
 
-def run_chain(
-    chain: list[ChainLayer],
-    out_path: SynapsePath,
-    params: dict,
-    states: dict,
-    x_flat,
-    steps: int,
-    spikes: dict | None,
-):
-    """Run every layer of ``chain`` over ``steps`` steps for the static input ``x_flat``
-    (B, n_in), in place on ``states`` (int32 :class:`~lmh_deploy.sim.neuron.NeuronState`);
-    ``spikes``: layer -> (T, B, n) bool records to fill, or None (streaming).
+class Chain:
+    """A dense chain ready to run: its layers and the compiled loop's fixed arguments
+    (prepared once per plan; a run adds only its states and buffers)."""
 
-    Returns (spike counts per layer and step (L, T), the readout path's raw sums
-    (T, B, classes) int32, saturation count per layer)."""
-    first = chain[0]
-    cur0 = np.ascontiguousarray(np.asarray(first.path.sums(x_flat)).astype(np.int32))
-    batch = x_flat.shape[0]
-    names = [layer.neuron for layer in chain]
-    forms = [layer_form(params[name]) for name in names]
-    ps = [params[name] for name in names]
-    st = [states[name] for name in names]
-    counts = np.zeros((len(chain), steps), np.int64)
-    out_raw = np.empty((steps, batch, out_path.n_out), np.int32)
-    record = spikes is not None
-    placeholder = np.zeros((1, 1, 0), bool)
-    sat = _run(
-        cur0,
-        tuple(layer.path.w_t_int for layer in chain[1:]) or (out_path.w_t_int,),
-        np.asarray([layer.path.gather_peak for layer in chain[1:]] or [0], np.int64),
-        np.asarray([layer.shifts for layer in chain], np.int64),
-        tuple(f.factors for f in forms),
-        tuple(f.bias_d for f in forms),
-        tuple(f.bias_s for f in forms),
-        np.asarray([p.theta for p in ps], np.int64),
-        np.asarray([p.reset_value for p in ps], np.int64),
-        rule_set(ps[0])[1],
-        tuple(s.v_d for s in st),
-        tuple(s.v_s for s in st),
-        tuple(s.s_prev for s in st),
-        tuple(s.fired for s in st),
-        tuple(s.neuron_spikes for s in st),
-        record,
-        tuple(spikes[name] for name in names) if spikes is not None else tuple(placeholder for _ in names),
-        tuple(np.empty((steps, 1, p.size), bool) for p in ps),
-        tuple(np.empty((steps, 1, p.size), np.int32) for p in ps[1:]) or (np.empty((steps, 1, 0), np.int32),),
-        counts,
-        out_path.w_t_int,
-        out_path.gather_peak,
-        out_raw,
-    )
-    return counts, out_raw, sat
+    def __init__(self, layers: list[ChainLayer], out_path: SynapsePath, params: dict) -> None:
+        self.layers, self.out_path = layers, out_path
+        self.names = [layer.neuron for layer in layers]
+        ps = [params[name] for name in self.names]
+        forms = [layer_form(p) for p in ps]
+        self.sizes = [p.size for p in ps]
+        hidden = [layer.path for layer in layers[1:]]
+        self.fixed = (
+            tuple(path.w_t_int for path in hidden) or (out_path.w_t_int,),  # a placeholder
+            np.asarray([path.gather_peak for path in hidden] or [0], np.int64),
+            np.asarray([layer.shifts for layer in layers], np.int64),
+            tuple(f.factors for f in forms),
+            tuple(f.bias_d for f in forms),
+            tuple(f.bias_s for f in forms),
+            np.asarray([p.theta for p in ps], np.int64),
+            np.asarray([p.reset_value for p in ps], np.int64),
+            rule_set(ps[0])[1],
+        )
+        self.placeholders = tuple(np.zeros((1, 1, 0), bool) for _ in ps)
+
+    def run(self, states: dict, x_flat: np.ndarray, steps: int, spikes: dict | None):
+        """All layers over ``steps`` steps for the static input ``x_flat`` (B, n_in), in
+        place on ``states`` (int32 :class:`~lmh_deploy.sim.neuron.NeuronState` per layer);
+        ``spikes``: layer -> (T, B, n) bool records to fill, or None (streaming).
+
+        Returns (spike counts per layer and step (L, T), the readout path's raw sums
+        (T, B, classes) int32, saturation count per layer)."""
+        sums = self.layers[0].path.sums(x_flat)  # static: once per run
+        cur0 = np.ascontiguousarray(sums.astype(np.int32, copy=False))
+        batch = x_flat.shape[0]
+        st = [states[name] for name in self.names]
+        counts = np.zeros((len(st), steps), np.int64)
+        out_raw = np.empty((steps, batch, self.out_path.n_out), np.int32)
+        sat = _run(
+            cur0,
+            *self.fixed,
+            tuple(s.v_d for s in st),
+            tuple(s.v_s for s in st),
+            tuple(s.s_prev for s in st),
+            tuple(s.fired for s in st),
+            tuple(s.neuron_spikes for s in st),
+            spikes is not None,
+            self.placeholders if spikes is None else tuple(spikes[name] for name in self.names),
+            tuple(np.empty((steps, 1, n), bool) for n in self.sizes),
+            tuple(np.empty((steps, 1, n), np.int32) for n in self.sizes[1:])
+            or (np.empty((steps, 1, 0), np.int32),),
+            counts,
+            self.out_path.w_t_int,
+            self.out_path.gather_peak,
+            out_raw,
+        )
+        return counts, out_raw, sat

@@ -164,6 +164,18 @@ def _zero_of(typingctx, array):
     return array.dtype(array), codegen
 
 
+@intrinsic
+def wide_vectors(typingctx):
+    """Let LLVM use 512-bit vectors in the calling function where the CPU has them (its
+    default on AVX-512 CPUs is 256: measured 1.2x faster kernels with 512)."""
+
+    def codegen(context, builder, sig, args):
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')  # a string attribute
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
 @numba.njit(inline="always")
 def _product(f, v, half, tz_mask, sign_bit):
     """``R(f * v / 4096)`` from the split ``v`` (all arguments of one integer type)."""
@@ -229,6 +241,7 @@ def _make_kernel(fixed, write_f: bool, write_tr: bool):
         """``cur`` (c, B, n), or (1, B, n) for a current that is the same every step; the
         arithmetic is in the integer type of ``v_d`` (int32 only where the caller checked
         the bounds)."""
+        wide_vectors()
         z = _zero_of(v_d)
         sign_bit = _as(8 * v_d.itemsize - 1, z)
         rounding = rules[0] if generic else c_round

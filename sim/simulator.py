@@ -30,7 +30,7 @@ import numpy as np
 
 from lmh_deploy.errors import InputError
 from lmh_deploy.sim.conv import channels_last_order
-from lmh_deploy.sim.chain import chain_layers
+from lmh_deploy.sim.chain import chain_of
 from lmh_deploy.sim.neuron import initial_state, numba_active, run_neuron_chunk
 from lmh_deploy.sim.params import neuron_params
 from lmh_deploy.sim.synapse import SynapsePath, lava_current, summed_bound, summed_current
@@ -147,7 +147,7 @@ class _Plan:
         self.readout = readouts[0]
         #: the dense chain run whole (sim/chain.py), None where the graph is not one
         self.chain = (
-            chain_layers(self.order, self.nodes, self.inputs, self.paths, self.params)
+            chain_of(self.order, self.nodes, self.inputs, self.paths, self.params)
             if device is None and numba_active()
             else None
         )
@@ -294,19 +294,14 @@ class _Run:
     # ------------------------------------------------------------------ a dense chain
     def whole_chain(self) -> None:
         """All ``T`` steps of a dense chain in one compiled call (static input)."""
-        from lmh_deploy.sim.chain import run_chain
-
         chain = self.plan.chain
-        out_path = self.paths[self.plan.inputs[self.readout][0]]
         inputs = self._input(0, self.timesteps)
         spikes = self.rec.spikes if self.record_spikes else None
-        counts, raw, sat = run_chain(
-            chain, out_path, self.params, self.states, inputs.data, self.timesteps, spikes
-        )
-        for layer, per_step, clipped in zip(chain, counts, sat, strict=True):
-            self.counts[layer.neuron][:] = per_step
-            self.states[layer.neuron].saturation += int(clipped)
-        self.readout_trace[:] = lava_current(raw, out_path.weight_exp)
+        counts, raw, sat = chain.run(self.states, inputs.data, self.timesteps, spikes)
+        for name, per_step, clipped in zip(chain.names, counts, sat, strict=True):
+            self.counts[name][:] = per_step
+            self.states[name].saturation += int(clipped)
+        self.readout_trace[:] = lava_current(raw, chain.out_path.weight_exp)
 
     # ------------------------------------------------------------------ one chunk
     def chunk(self, t0: int, t1: int) -> None:
