@@ -353,7 +353,7 @@ def test_int32_bounds_are_sound_and_tight_at_their_margins(overflow_d, overflow_
                     assert _worst_case(q, 0)[2] > lim
                 continue
             assert form.int32_ok, (soma_factors, over_by)
-            assert N._form(q).state_dtype == np.int32
+            assert N.layer_form(q).state_dtype == np.int32
             limit = fused.raw_limit(form, 0, 0)
             biggest, v_d, v_s = _worst_case(q, limit)
             assert biggest < 2**31 and v_d <= lim and v_s <= lim, (limit, biggest, v_d, v_s)
