@@ -6,9 +6,8 @@
 #   bash scripts/mutation.sh                     # every target below, one after the other
 #   bash scripts/mutation.sh sim                 # one of them
 #   MUTATION_KEEP=1 bash scripts/mutation.sh sim # keep the scratch copy (mutmut show/browse)
-#   MUTATION_SAMPLE=400 bash scripts/mutation.sh sim  # every mutant of the target's core (CORE
-#       below), plus a random sample (seed 0) of 400 of its other mutants
-#   MUTATION_PART=core|sample ...               # only one of those two parts
+#   MUTATION_SAMPLE=400 bash scripts/mutation.sh sim  # a random sample (seed 0) of 400 mutants
+#   MUTATION_CORE=1 MUTATION_SAMPLE=400 ...     # and every mutant of the target's core (CORE below)
 #   MUTATION_CHILDREN=1 ...                      # mutants tested at once (default 2)
 # Slow: see docs/testing.md for the duration of each target on 2 shared cores.
 set -euo pipefail
@@ -19,7 +18,7 @@ declare -A TESTS=(
   [sim]="lmh_deploy/sim/neuron.py lmh_deploy/sim/synapse.py lmh_deploy/sim/fused.py lmh_deploy/sim/conv.py|tests/test_sim_edges.py tests/test_sim_kernels.py tests/test_sim_fused.py tests/test_sim_reference.py tests/test_sim_conv.py tests/test_sim_paths.py --deselect tests/test_sim_paths.py::test_run_backend_in_mini_batches_equals_one_batch"
   [quantize]="lmh_deploy/passes/quantize.py|tests/test_quantize.py tests/test_bias_correction.py tests/test_passes.py tests/test_golden_vectors.py --deselect tests/test_bias_correction.py::test_compile_switches_bias_correction_off"
 )
-# The numeric core of a target: with MUTATION_SAMPLE, all of its mutants run (mutmut globs).
+# The numeric core of a target (mutmut globs): with MUTATION_CORE=1, all of its mutants run.
 declare -A CORE=(
   [sim]="lmh_deploy.sim.neuron.* lmh_deploy.sim.fused.* lmh_deploy.sim.synapse.x_lava_current__* lmh_deploy.sim.synapse.x_summed_current__* lmh_deploy.sim.synapse.x_summed_bound__* lmh_deploy.sim.synapse.x__int_mm_fits__* lmh_deploy.sim.synapse.xǁSynapsePathǁint8_sums__*"
 )
@@ -65,19 +64,19 @@ PY
     (cd "$work" && export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \
        NUMBA_CACHE_DIR="$work/.numba-cache" || exit 1
      names=()
-     if [ -n "${MUTATION_SAMPLE:-}" ]; then  # the core's mutants and a random sample (seed 0) of the rest
+     if [ -n "${MUTATION_SAMPLE:-}${MUTATION_CORE:-}" ]; then  # a random sample (seed 0), the core
        # a name that matches nothing: mutmut generates the mutants, collects stats, then stops
        "$PYTHON" -m mutmut run --max-children "${MUTATION_CHILDREN:-2}" no-such-mutant >mutmut.log 2>&1 || true
-       mapfile -t names < <("$PYTHON" - "$MUTATION_SAMPLE" "${CORE[$t]:-}" <<'PY'
-import fnmatch, glob, json, os, random, sys
+       core="${CORE[$t]:-}"
+       [ -n "${MUTATION_CORE:-}" ] || core=""
+       mapfile -t names < <("$PYTHON" - "${MUTATION_SAMPLE:-0}" "$core" <<'PY'
+import fnmatch, glob, json, random, sys
 names = sorted(k for f in glob.glob("mutants/**/*.py.meta", recursive=True) for k in json.load(open(f))["exit_code_by_key"])
-core = [n for n in names if any(fnmatch.fnmatch(n, g) for g in sys.argv[2].split())]
-rest = sorted(set(names) - set(core))
 random.seed(0)
-sample = random.sample(rest, min(int(sys.argv[1]), len(rest)))
+sample = random.sample(names, min(int(sys.argv[1]), len(names)))
 open("sampled.txt", "w").write("\n".join(sample))
-part = os.environ.get("MUTATION_PART", "")
-print("\n".join(sorted((core if part != "sample" else []) + (sample if part != "core" else []))))
+core = [n for n in names if any(fnmatch.fnmatch(n, g) for g in sys.argv[2].split())]
+print("\n".join(sorted(set(core + sample))))
 PY
 )
      fi
@@ -95,8 +94,8 @@ for line in open(sys.argv[1]):
     match = re.match(r"\s*(([\w.]+)\.x[_ǁ]\S*__mutmut_\d+): (.+)$", line.strip())
     if match:
         counts[match[2]][match[3]] += 1
-        if sampled and match[3] != "not checked":  # the two parts of a MUTATION_SAMPLE run
-            counts["(others, sampled)" if match[1] in sampled else "(core, every mutant)"][match[3]] += 1
+        if match[1] in sampled:  # the random sample, alone (the core may add to the modules' lines)
+            counts["(the random sample)"][match[3]] += 1
 for module, c in sorted(counts.items()):
     done = c["killed"] + c["survived"]
     score = f"{100 * c['killed'] / done:.1f} %" if done else "-"

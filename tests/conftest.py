@@ -127,14 +127,19 @@ def h5_datasets() -> Callable[[Path], dict[str, np.ndarray]]:
 
 
 # ------------------------------------------------------------- mutation testing (mutmut)
-@pytest.fixture(autouse=os.environ.get("MUTANT_UNDER_TEST") == "stats")
-def _sim_memos_cleared_per_test() -> None:
-    """While mutmut records which tests call which function ("stats", scripts/mutation.sh),
-    empty sim/'s per-process memos (compiled kernels, kernel forms, plans) before each test:
-    otherwise only the first test to build a kernel or plan counts as calling the code that
-    builds it, and its mutants run against that one test alone."""
+@pytest.fixture(autouse=True)
+def _sim_memos_cleared_under_mutmut() -> None:
+    """Under mutmut (scripts/mutation.sh; mutmut sets MUTANT_UNDER_TEST), empty
+    sim/'s per-process memos (compiled kernels, rule arrays, kernel forms, plans) before each
+    test. mutmut forks every mutant's run from a process that ran the clean tests: without
+    this, a mutant of the code that builds a kernel never runs (the memo has the kernel), and
+    while it records which tests call which function only the first test to build a kernel
+    counts as calling that code."""
+    if not os.environ.get("MUTANT_UNDER_TEST"):
+        return
     from lmh_deploy.sim import fused, neuron, simulator
 
     fused._KERNELS.clear()
+    neuron._RULES.clear()
     neuron._FORMS.clear()
     simulator._PLANS.clear()

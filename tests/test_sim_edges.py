@@ -166,3 +166,21 @@ def test_summed_current_float32_int32_and_broadcast_margins() -> None:
         assert summed_current(parts).tolist() == (2 * static + 4 * step_rows).tolist()
     three = [(np.array([5, -5]), -2, 5.0), (np.array([1, 1]), 0, 1.0), (np.array([0, 0]), 0, 1.0)]
     assert summed_current(three).tolist() == [2 + 2, -3 + 2]  # floor(+-10 / 4)
+    tensors = [(torch.as_tensor(s), e, b) for s, e, b in three]  # the torch device path
+    got = summed_current(tensors)
+    assert isinstance(got, torch.Tensor) and got.tolist() == [2 + 2, -3 + 2]
+
+
+def test_lava_current_of_int32_sums_is_int64() -> None:
+    """``torch._int_mm`` and the int32 gather give int32 sums: ``shift(2 * S, e)`` of them is
+    formed in int64 (2**30 doubled and shifted left passes 2**31), a floor for ``e < 0``."""
+    from lmh_deploy.sim.synapse import lava_current
+
+    sums = [2**30, -(2**30), 5, -5]
+    for e, want in ((2, [2**33, -(2**33), 40, -40]), (-3, [2**28, -(2**28), 1, -2])):
+        for got in (
+            lava_current(torch.tensor(sums, dtype=torch.int32), e),
+            lava_current(np.array(sums, np.int32), e),
+            lava_current(np.array(sums, np.float32), e),
+        ):
+            assert str(got.dtype).endswith("int64") and got.tolist() == want, (e, got)
