@@ -68,11 +68,13 @@ def test_single_step_float_ir_equals_spikingjelly(kwargs: dict, digits) -> None:
     _assert_exact(_strong(sj.mlp(**kwargs)), digits[2][:60].numpy() * 2.0)
 
 
-def test_multi_step_conv_bn_maxpool_float_ir_equals_spikingjelly(digits) -> None:
+@pytest.mark.parametrize("pool_currents", [False, True], ids=["pool-spikes", "pool-currents"])
+def test_multi_step_conv_bn_maxpool_float_ir_equals_spikingjelly(pool_currents: bool, digits) -> None:
     torch.manual_seed(0)
-    model = _strong(sj.CSNN())
+    model = _strong(sj.CSNN(pool_currents=pool_currents))
     graph = module_to_graph(model, input_shape=(1, 8, 8), timesteps=sj.T)
     assert graph.meta["source_time_repeat"] == sj.T
+    assert len(graph.of_kind("maxpool")) == (2 if pool_currents else 0)
     _assert_exact(model, digits[2][:40].numpy() * 2.0)
 
 
@@ -101,6 +103,7 @@ def test_spikingjelly_lif_mlp_one_command(tmp_path: Path, digits) -> None:
         ("mlp", {"kind": "IF", "v_reset": None}, False),
         ("mlp", {"kind": "PLIF", "tau": 4.0}, False),  # learned 1/tau must stay <= 0.5 (profile lmh)
         ("CSNN", {"channels": 12}, True),
+        ("CSNN", {"channels": 12, "pool_currents": True}, True),
     ],
 )
 def test_spikingjelly_nets_one_command(

@@ -18,6 +18,9 @@ from lmh_deploy.backends.float.ir import simulate_float
 from lmh_deploy.backends.float.torch_source import run_source
 from lmh_deploy.backends.lava.run import run_lava
 from lmh_deploy.frontends.torch_fx import FrontendError, module_to_graph
+from lmh_deploy.errors import InteropError
+from lmh_deploy.interop.netx_artifact import artifact_to_netx
+from lmh_deploy.interop.nir_export import check_exportable
 from lmh_deploy.ir import IRError, MaxPool
 from lmh_deploy.ir.serialize import load_graph, save_graph
 from lmh_deploy.passes.loihi2_map import map_to_loihi2
@@ -187,9 +190,15 @@ def test_lava_equals_sim_with_pooled_currents(inputs, tmp_path) -> None:
         assert np.array_equal(floating.spikes[name], ref.spikes[name]), name
 
 
-def test_loihi2_refuses_a_max_pool_of_currents_naming_the_layer() -> None:
+def test_loihi2_refuses_a_max_pool_of_currents_naming_the_layer(tmp_path: Path) -> None:
+    """So do the NIR export (NIR has no max pool) and the netx export (netx's pool sums)."""
     graph = module_to_graph(_randomised(EDGE_POOLS[0], seed=1), input_shape=(1, 8, 8), timesteps=2)
+    with pytest.raises(InteropError, match=r"^maxpool0: NIR has no max pooling"):
+        check_exportable(graph)
     q, _ = quantize_graph(graph)
+    with pytest.raises(InteropError, match=r"^lmh0: netx has no max pool of currents"):
+        artifact_to_netx(q, tmp_path / "net.net")
+    assert not (tmp_path / "net.net").exists()
     with pytest.raises(
         IRError, match=r"^maxpool0 \(source layer features\.2\): a MaxPool2d over currents"
     ) as e:
@@ -263,6 +272,10 @@ def test_snntorch_tutorial_conv_bn_maxpool_over_currents_deploys(tmp_path: Path,
     verified at >= 95 % agreement on 50 samples with Lava == sim."""
     torch.manual_seed(0)
     model = tut.conv_net(pool_spikes=False, norm=True)
-    tut.train_conv_net(model, digits[0], digits[1], epochs=2)
+    tut.train_conv_net(model, digits[0], digits[1], epochs=6)
+    with torch.no_grad():
+        assert (
+            float((tut.forward_pass(model, digits[2])[0].sum(0).argmax(1) == digits[3]).float().mean()) > 0.9
+        )
     spec = f"{Path(tut.__file__)}:conv_net"
     deploy_source(model, spec, tmp_path, timesteps=tut.NUM_STEPS, kwargs={"pool_spikes": False, "norm": True})

@@ -249,6 +249,11 @@ def check_exportable(graph: Graph) -> None:
     """Raise :class:`InteropError` unless every synapse is one NIR writes, naming the first
     culprit."""
     for name, node in graph.items():
+        if node.kind == "maxpool":
+            raise InteropError(
+                f"{name}: NIR has no max pooling (its pools sum or average); use AvgPool2d, or "
+                f"put the MaxPool2d after the neuron"
+            )
         if node.kind not in ("input", "lmh", "readout", "dense", "conv2d", "avgpool"):
             raise InteropError(f"{name}: {node.kind} layers are not supported by the NIR export")
 

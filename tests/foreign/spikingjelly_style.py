@@ -39,20 +39,22 @@ def mlp(kind="LIF", tau=2.0, decay_input=True, v_reset=0.0, hidden=64):
 
 
 class CSNN(nn.Module):
-    """Multi-step conv net: [Conv-BN-IF-MaxPool] x 2 -> Flatten -> Linear-IF -> Linear-IF."""
+    """Multi-step conv net: [Conv-BN-IF-MaxPool] x 2 -> Flatten -> Linear-IF -> Linear-IF.
 
-    def __init__(self, T=T, channels=8, kind="IF"):
+    ``pool_currents``: [Conv-BN-MaxPool-IF] instead (the pool over the BN's output)."""
+
+    def __init__(self, T=T, channels=8, kind="IF", pool_currents=False):
         super().__init__()
         self.T = T
+
+        def block(c_in):
+            conv = layer.Conv2d(c_in, channels, kernel_size=3, padding=1, bias=False)
+            norm, pool = layer.BatchNorm2d(channels), layer.MaxPool2d(2, 2)
+            return [conv, norm, pool, node(kind)] if pool_currents else [conv, norm, node(kind), pool]
+
         self.conv_fc = nn.Sequential(
-            layer.Conv2d(1, channels, kernel_size=3, padding=1, bias=False),
-            layer.BatchNorm2d(channels),
-            node(kind),
-            layer.MaxPool2d(2, 2),
-            layer.Conv2d(channels, channels, kernel_size=3, padding=1, bias=False),
-            layer.BatchNorm2d(channels),
-            node(kind),
-            layer.MaxPool2d(2, 2),
+            *block(1),
+            *block(channels),
             layer.Flatten(),
             layer.Linear(channels * 2 * 2, 32, bias=False),
             node(kind),
