@@ -183,7 +183,6 @@ class SynapsePath:
             mant = mant.toarray()
         if input_layout is not None and not self.is_conv:
             mant = mant[:, channels_last_order(input_layout)]
-        self.mant = mant
         self.sparse = sp.issparse(mant)
         max_x = fx.INPUT_MAX if self.graded else 1
         self.conv: ConvPlan | None = conv_plan(node) if self.is_conv else None
@@ -254,8 +253,9 @@ class SynapsePath:
             self.w = sp.csr_matrix(mant, dtype=dtype)
             self.w_t = sp.csr_matrix(self.w.T)
         else:
-            self.w = np.ascontiguousarray(mant, dtype=dtype)
-            self.w_t = np.ascontiguousarray(self.w.T)  # (n_in, n_out): one row per input
+            # only the (n_in, n_out) copy, one row per input: ``x @ w_t`` is the gemm (a
+            # (n_out, n_in) copy as well would double the largest array of a wide layer)
+            self.w_t = np.ascontiguousarray(np.asarray(mant).T, dtype=dtype)
             # the compiled gather adds into int32 when every sum fits (it always does for
             # 8-bit mantissas unless fan_in * max|x| * 127 >= 2**31), reading int8 rows
             # (a quarter of int32's memory traffic: measured 1.5-1.9x faster)
@@ -267,7 +267,7 @@ class SynapsePath:
         if self.device is not None:
             import torch
 
-            dense = self.w.toarray() if self.sparse else self.w
+            dense = self.w.toarray() if self.sparse else np.asarray(mant, dtype)
             self.w_dev = torch.as_tensor(dense, device=self.device)
             if self.int8_ok:
                 self.w_int8 = torch.as_tensor(np.asarray(mant, np.int8).T.copy(), device=self.device)
@@ -344,10 +344,7 @@ class SynapsePath:
     def _gemm(self, pre):
         if self.is_conv:
             return self._conv(pre)
-        if self.float_dtype is None:
-            w = self.w.astype(np.int64)
-            return np.asarray(w @ pre.astype(np.int64).T).T
-        x = self._as(pre, self.float_dtype)
+        x = self._as(pre, self.float_dtype or np.int64)  # w_t is int64 without a float dtype
         if self.sparse:
             return np.asarray((self.w @ x.T).T)
         return x @ self.w_t
@@ -478,8 +475,8 @@ class SynapsePath:
         if not self.int8_ok:
             raise ValueError("int8 products need binary input to a dense layer with 127 * fan_in < 2**31")
         w = getattr(self, "w_int8", None)
-        if w is None:  # int8_ok: a dense mantissa matrix
-            w = self.w_int8 = torch.as_tensor(np.asarray(self.mant, np.int8).T.copy())
+        if w is None:  # int8_ok: a dense path, whose w_t_int holds the int8 rows
+            w = self.w_int8 = torch.from_numpy(np.require(self.w_t_int, np.int8, ["C", "W"]))
         if isinstance(pre, np.ndarray):
             x = torch.from_numpy(pre.view(np.int8) if pre.dtype == bool else np.asarray(pre, np.int8))
         else:

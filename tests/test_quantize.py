@@ -12,6 +12,7 @@ import lmh_deploy  # noqa: F401  - Python 3.11 Lava import fix
 from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
 
 from lmh_deploy.semantics import integer as fx
+from lmh_deploy.ir.synapses import MANT_DTYPE
 from lmh_deploy.ir import LMH, Dense, Graph, Input, IRError, QDense, QLMH, QReadout, Readout
 from shared import plain_lmh, set_item
 from lmh_deploy.passes.quantize import CURRENT_HEADROOM_BITS, quantize_graph, quantize_weights, state_scale
@@ -109,7 +110,7 @@ def test_state_scale_definition() -> None:
 def test_quantize_weights_properties(w: np.ndarray, max_presyn: int) -> None:
     wq = quantize_weights(w, max_presyn)
     mant = wq.mant
-    assert mant.dtype == np.int64 and np.abs(mant).max() <= fx.WEIGHT_MANT_MAX
+    assert mant.dtype == MANT_DTYPE and np.abs(mant).max() <= fx.WEIGHT_MANT_MAX  # compact
     # round trip: within half an LSB of the layer's scale
     assert np.all(np.abs(mant / wq.scale - w) <= 0.5 / wq.scale * (1 + 1e-9))
     # sign preserved (small weights may become 0, never flip)
@@ -397,7 +398,7 @@ def test_exact_graph_keeps_the_files_integers() -> None:
     assert [n.kind for _, n in q.items()] == ["q_input", "q_dense", "q_lmh", "q_dense", "q_readout"]
     assert q.node("input").bits == 1
     d0, lif, d1, ro = (q.node(n) for n in ("dense0", "lif", "dense1", "readout"))
-    assert d0.weight_mant.tolist() == [[1, -2, 4], [3, 0, -5]] and d0.weight_mant.dtype == np.int64
+    assert d0.weight_mant.tolist() == [[1, -2, 4], [3, 0, -5]] and d0.weight_mant.dtype == MANT_DTYPE
     assert (d0.weight_exp, d0.weight_scale, d0.graded) == (0, 4.0, False)
     assert d1.weight_mant.tolist() == [[12, -2]] and d1.weight_exp == 0  # a spike carries theta = 2
     assert lif.state_scale == 512.0 and lif.theta == 1024

@@ -111,6 +111,33 @@ def chain_matrix(graph: Graph, chain: list[str]):
 
 
 # ------------------------------------------------------------------ quantised synapses
+#: dtype of weight mantissas (|m| <= 127), a network's largest arrays: the narrowest that also
+#: holds Lava's weights ``2 * m`` and other small multiples exactly, so that arithmetic in the
+#: mantissas' own dtype (``2 * weight_mant``, as the backends and users write it) never wraps
+#: as int8 would; an eighth of int64's memory
+MANT_DTYPE = np.int16
+#: a CSR matrix with at least this share of its entries set is held dense (CSR costs 6 bytes
+#: per int16 entry, dense 2 per position; sim/ computes such a path densely anyway)
+DENSE_ENOUGH = 0.5
+
+
+def compact_mantissa(m: Any) -> Any:
+    """Integer mantissas (dense, CSR or a kernel) as :data:`MANT_DTYPE`, a CSR matrix dense
+    where it is :data:`DENSE_ENOUGH`; the integers are unchanged. Non-integers and values
+    beyond its range come back as they are, for the node's check to name."""
+    values = m.data if sp.issparse(m) else np.asarray(m)
+    if not np.issubdtype(values.dtype, np.integer) or (
+        values.size and int(np.abs(values).max()) > np.iinfo(MANT_DTYPE).max
+    ):
+        return m
+    if sp.issparse(m):
+        csr = sp.csr_matrix(m)
+        if csr.nnz >= DENSE_ENOUGH * np.prod(csr.shape, dtype=np.float64):
+            return csr.astype(MANT_DTYPE).toarray()
+        return csr.astype(MANT_DTYPE)
+    return np.asarray(m).astype(MANT_DTYPE, copy=False)
+
+
 def pool_conv_kernel(pool: AvgPool, conv: Conv2d) -> Conv2d | None:
     """``conv(avgpool(x))`` as one convolution on ``x``, or None when that is not exact.
 
@@ -143,11 +170,12 @@ def chain_conv(graph: Graph, chain: list[str]) -> Conv2d | None:
 
 
 def qdense_matrix(node, scale: int = 1, conv_dtype: Any = np.int64):
-    """The (n_out, n_in) integer matrix of a ``QDense`` times ``scale`` (dense or CSR; a
-    convolution's CSR has ``conv_dtype`` entries)."""
+    """The (n_out, n_in) integer matrix of a ``QDense`` times ``scale`` (dense or CSR, int64
+    entries; a convolution's CSR has ``conv_dtype`` entries)."""
+    mant = node.weight_mant.astype(np.int64)
     if node.is_conv:
-        return conv_matrix(node.conv_node(scale * node.weight_mant), dtype=conv_dtype)
-    return scale * node.weight_mant
+        return conv_matrix(node.conv_node(scale * mant), dtype=conv_dtype)
+    return scale * mant
 
 
 def _conv_tap_counts(conv: Conv2d) -> tuple[np.ndarray, np.ndarray]:

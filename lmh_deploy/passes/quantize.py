@@ -34,6 +34,7 @@ from lmh_deploy.ir import (
     validate,
     validate_quantized,
 )
+from lmh_deploy.ir.synapses import compact_mantissa
 from lmh_deploy.passes.bias_correction import correctable, rounding_current
 from lmh_deploy.passes.compose import SynapsePath, synapse_paths
 from lmh_deploy.passes.delays import balance_delays
@@ -80,7 +81,9 @@ def _qdense(path: SynapsePath, mant: Any, scale: float, exp: int) -> QDense:
             pool_dilation=tuple(path.pool.dilation),
             pool_ceil_mode=bool(path.pool.ceil_mode),
         )
-    return QDense(weight_mant=mant, weight_exp=exp, graded=path.graded, weight_scale=scale, **geometry)
+    return QDense(
+        weight_mant=compact_mantissa(mant), weight_exp=exp, graded=path.graded, weight_scale=scale, **geometry
+    )
 
 
 def _qinput(node: Input) -> QInput:

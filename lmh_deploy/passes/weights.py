@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from lmh_deploy.ir.synapses import abs_row_sums
+from lmh_deploy.ir.synapses import MANT_DTYPE, abs_row_sums, compact_mantissa
 from lmh_deploy.passes.compose import SynapsePath
 from lmh_deploy.semantics import integer as fx
 
@@ -36,15 +36,34 @@ class WeightQuant:
     exp: int
 
 
+#: entries rounded at a time: bounds the float temporaries of a large matrix (a few MB)
+_ROUND_CHUNK = 1 << 20
+
+
+def _rounded(values: np.ndarray, scale: float, out: np.ndarray) -> np.ndarray:
+    """``out[:] = clip(round(values * scale), -127, 127)``, a chunk at a time."""
+    flat_in, flat_out = values.reshape(-1), out.reshape(-1)
+    for start in range(0, flat_in.size, _ROUND_CHUNK):
+        part = flat_in[start : start + _ROUND_CHUNK] * scale
+        np.round(part, out=part)
+        np.clip(part, -fx.WEIGHT_MANT_MAX, fx.WEIGHT_MANT_MAX, out=part)
+        flat_out[start : start + _ROUND_CHUNK] = part
+    return out
+
+
 def _round_mantissa(w_eff, scale: float):
-    """``clip(round(w * scale), -127, 127)`` as int64, dense or CSR (zeros dropped)."""
-    if sp.issparse(w_eff):
-        m = sp.csr_matrix(w_eff, dtype=np.float64, copy=True)
-        m.data = np.clip(np.round(m.data * scale), -fx.WEIGHT_MANT_MAX, fx.WEIGHT_MANT_MAX)
-        m = m.astype(np.int64)
-        m.eliminate_zeros()
-        return m
-    return np.clip(np.round(w_eff * scale), -fx.WEIGHT_MANT_MAX, fx.WEIGHT_MANT_MAX).astype(np.int64)
+    """``clip(round(w * scale), -127, 127)`` as :data:`~lmh_deploy.ir.synapses.MANT_DTYPE`,
+    dense, or CSR with its zeros dropped (dense again where at least
+    :data:`~lmh_deploy.ir.synapses.DENSE_ENOUGH` of its entries are set: a pool -> dense chain
+    composes to a full matrix, which CSR would hold in three times the memory)."""
+    if not sp.issparse(w_eff):
+        w = np.asarray(w_eff)  # in its own dtype: float32 * scale rounds in float32
+        return _rounded(w, scale, np.empty(w.shape, MANT_DTYPE))
+    csr = sp.csr_matrix(w_eff)
+    data = _rounded(np.asarray(csr.data, np.float64), scale, np.empty(csr.data.shape, MANT_DTYPE))
+    m = sp.csr_matrix((data, csr.indices.copy(), csr.indptr.copy()), shape=csr.shape)
+    m.eliminate_zeros()
+    return compact_mantissa(m)
 
 
 def _exponent(worst: int, headroom_bits: int = CURRENT_HEADROOM_BITS, limit: int | None = None) -> int:
