@@ -472,3 +472,25 @@ def test_exact_graph_refuses_values_that_are_not_integers(mutate, match: str) ->
     mutate(g)
     with pytest.raises(IRError, match=match):
         exact_graph(g)
+
+
+def test_weights_tiny_beside_the_threshold_lower_the_exponent_not_refuse() -> None:
+    """A layer fed by one weight of 1e-4 (theta 1, inputs 0..255 standing for [0, 1]): at
+    s_w = 127 / (1e-4 / 255) the threshold would need ~2**29 state units; the state scale is
+    capped so theta fits the 24-bit states, first by a smaller exponent (down to 0), then by
+    fewer mantissa bits (here 127 -> 2)."""
+    g = Graph()
+    g.add("input", Input(shape=(1,), x_max=1.0))
+    g.add("dense0", Dense(weight=np.array([[1e-4]])), ("input",))
+    g.add("lmh0", plain_lmh(1), ("dense0",))
+    g.add("dense1", Dense(weight=np.array([[1.0]])), ("lmh0",))
+    g.add("readout", Readout(bias=np.zeros(1)), ("dense1",))
+    q, _ = quantize_graph(g)
+    d0, l0 = q.node("dense0"), q.node("lmh0")
+    cap = 0.999 * fx.STATE_MAX  # theta = 1
+    assert d0.weight_exp == 0
+    # S = 2 * 2**0 * s_w = cap, s_w = cap / 2; the mantissa is round(1e-4 / 255 * s_w) = 2
+    assert d0.weight_scale == pytest.approx(cap / 2)
+    assert l0.state_scale == pytest.approx(cap)
+    assert l0.theta == round(cap) <= fx.STATE_MAX
+    assert d0.weight_mant.tolist() == [[2]]

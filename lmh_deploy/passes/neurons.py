@@ -118,6 +118,18 @@ def weight_scale_cap(node: Any, prof: NumericProfile) -> float:
     return min(caps) / per_scale
 
 
+def state_scale_cap(node: Any, prof: NumericProfile) -> float:
+    """Largest state scale of the weights into ``node`` (before the profile's input shift) at
+    which its threshold, reset value and initial states fit the states. (A bias beyond the
+    states stays refused by :func:`to_state_int`: it means a broken layer, not fine weights.)"""
+    if not isinstance(node, LMH):
+        return math.inf
+    values = [float(node.theta), abs(float(node.reset_value)), abs(float(node.v_d_init))]
+    values += [] if node.v_s_init is None else [abs(float(node.v_s_init))]
+    # 0.999: round(value * cap) must not round up past STATE_MAX
+    return 0.999 * fx.STATE_MAX / max(values) / (1 << prof.input_shift)
+
+
 def quantize_neuron(
     name: str, node: LMH, s: float, prof: NumericProfile
 ) -> tuple[QLMH, dict[str, np.ndarray], dict[str, Any]]:

@@ -38,7 +38,13 @@ from lmh_deploy.ir.synapses import compact_mantissa
 from lmh_deploy.passes.bias_correction import correctable, rounding_current
 from lmh_deploy.passes.compose import SynapsePath, synapse_paths
 from lmh_deploy.passes.delays import balance_delays
-from lmh_deploy.passes.neurons import quantize_neuron, to_state_int, weight_scale_cap, wrap_limit
+from lmh_deploy.passes.neurons import (
+    quantize_neuron,
+    state_scale_cap,
+    to_state_int,
+    weight_scale_cap,
+    wrap_limit,
+)
 from lmh_deploy.passes.quant_report import LayerQuant, quantization_report, worst_case_state_bound
 from lmh_deploy.passes.weights import (
     CURRENT_HEADROOM_BITS,
@@ -115,6 +121,7 @@ def _quantize_layer(
             prof.fixed_weight_exp,
             cap,
             wrap_limit(node, prof),
+            state_scale_cap(node, prof),
         )
 
     mants, w_scale, exp = fit(weight_scale_cap(node, prof))

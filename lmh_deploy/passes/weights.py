@@ -97,13 +97,16 @@ def quantize_joint(
     fixed_exp: int | None = None,
     max_scale: float = math.inf,
     limit: int | None = None,
+    max_state_scale: float = math.inf,
 ) -> tuple[list[Any], float, int]:
     """Quantise the synaptic weights of all paths into one neuron layer together.
 
     ``paths`` holds ``(w_eff, max_presyn[, repeat])`` per path: dense or CSR matrices, or
     4-D conv kernels (``repeat`` = output positions per channel), of the float current per
     presynaptic unit. All paths share one scale and exponent, so their integer currents
-    add exactly in the neuron. Returns ``(mantissas, scale, exp)``.
+    add exactly in the neuron. ``max_state_scale`` bounds the layer's state scale
+    (:func:`state_scale`) so that its threshold and bias fit the states. Returns
+    ``(mantissas, scale, exp)``.
     """
     peak = max((float(abs(p[0]).max()) if np.prod(p[0].shape) else 0.0) for p in paths)
     scale = fx.WEIGHT_MANT_MAX / peak if peak > 0 else 1.0
@@ -111,7 +114,17 @@ def quantize_joint(
     mants = [_round_mantissa(p[0], scale) for p in paths]
     worst = int(np.max(worst_rows(mants, paths), initial=0))
     if fixed_exp is None:
-        return mants, scale, _exponent(worst, headroom_bits, limit)
+        exp = _exponent(worst, headroom_bits, limit)
+        # Weights tiny beside the threshold: a smaller exponent (not below 0 unless the
+        # headroom asked for it), then fewer mantissa bits, rather than a threshold that
+        # overflows the states.
+        floor = min(exp, 0)
+        while exp > floor and fx.WEIGHT_LAVA_SCALE * 2.0**exp * scale > max_state_scale:
+            exp -= 1
+        if fx.WEIGHT_LAVA_SCALE * 2.0**exp * scale > max_state_scale:
+            scale = max_state_scale / (fx.WEIGHT_LAVA_SCALE * 2.0**exp)
+            mants = [_round_mantissa(p[0], scale) for p in paths]
+        return mants, scale, exp
     # A fixed exponent (netx derives its own from the written integers): shrink the mantissas
     # until the worst case fits, as netx's own exporter does.
     limit = (1 << headroom_bits) if limit is None else limit
@@ -139,8 +152,14 @@ def quantize_paths(
     fixed_exp: int | None = None,
     max_scale: float = math.inf,
     limit: int | None = None,
+    max_state_scale: float = math.inf,
 ) -> tuple[list[Any], float, int]:
     """:func:`quantize_joint` of composed synapse paths: ``(mantissas, scale, exp)``."""
     return quantize_joint(
-        [(p.weights, p.max_presyn, p.repeat) for p in paths], headroom_bits, fixed_exp, max_scale, limit
+        [(p.weights, p.max_presyn, p.repeat) for p in paths],
+        headroom_bits,
+        fixed_exp,
+        max_scale,
+        limit,
+        max_state_scale,
     )
