@@ -279,3 +279,65 @@ def test_snntorch_tutorial_conv_bn_maxpool_over_currents_deploys(tmp_path: Path,
         )
     spec = f"{Path(tut.__file__)}:conv_net"
     deploy_source(model, spec, tmp_path, timesteps=tut.NUM_STEPS, kwargs={"pool_spikes": False, "norm": True})
+
+
+class PooledResidual(nn.Module):
+    """``n1(maxpool(bn(conv(s))) + shortcut(s))``: a pooled branch summed with a strided 1x1
+    shortcut in one neuron (two synapse paths, one of them max-pooled)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0, self.n0 = nn.Conv2d(1, 4, 3, padding=1), paper_clone("LearnableNeuron")
+        self.conv1, self.bn1, self.pool = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.MaxPool2d(2)
+        self.shortcut, self.n1 = nn.Conv2d(4, 4, 1, stride=2), paper_clone("LearnableNeuron")
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        s = self.n0(self.conv0(x))
+        return self.fc(self.n1(self.pool(self.bn1(self.conv1(s))) + self.shortcut(s)).flatten(1))
+
+
+def test_residual_sum_with_a_pooled_branch(inputs) -> None:
+    torch.manual_seed(0)
+    model = PooledResidual().eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.mul_(2.5)
+    model = model.double()
+    graph = module_to_graph(model, input_shape=(1, 8, 8), timesteps=4)
+    assert graph.inputs_of("lmh1") == ["maxpool0", "conv2"]
+    src = run_source(model, inputs, 4, source_neurons=graph.meta["source_neurons"])
+    ref = simulate_float(graph, inputs, 4)
+    for name, spikes in ref.spikes.items():
+        assert 0.05 < spikes.mean() < 0.95, name
+        assert np.array_equal(src.spikes[name], spikes), name
+    q, _ = quantize_graph(graph)
+    x_int = q.node("input").quantize(inputs[:4])
+    sim, lava = simulate(q, x_int, 4), run_lava(q, x_int, 4)
+    for name in sim.spikes:
+        assert np.array_equal(lava.spikes[name], sim.spikes[name]), name
+    assert np.array_equal(lava.logits, sim.logits)
+
+
+def test_batch_norm_after_the_pool_folds_where_its_scales_are_not_negative(inputs) -> None:
+    """``Conv2d -> MaxPool2d -> BatchNorm2d -> neuron``: gamma * max = max(gamma * x) for
+    gamma >= 0 (a zero scale included), so the fold is exact; negative scales are refused above."""
+    torch.manual_seed(2)
+    norm = nn.BatchNorm2d(3)
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([1.5, 0.0, 0.7]))
+        norm.bias.uniform_(-0.2, 0.4)
+        norm.running_mean.uniform_(-0.3, 0.3)
+    conv = nn.Conv2d(1, 3, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.mul_(3.0)
+    neuron = paper_clone("LearnableNeuron")
+    model = nn.Sequential(conv, nn.MaxPool2d(2), norm, neuron, nn.Flatten(), nn.Linear(48, 10))
+    model = model.eval().double()
+    graph = module_to_graph(model, input_shape=(1, 8, 8), timesteps=4)
+    src = run_source(model, inputs, 4, source_neurons=graph.meta["source_neurons"])
+    ref = simulate_float(graph, inputs, 4)
+    assert 0.05 < ref.spikes["lmh0"].mean() < 0.95
+    assert np.array_equal(src.spikes["lmh0"], ref.spikes["lmh0"])
+    assert np.abs(src.logits - ref.logits).max() < 1e-9
