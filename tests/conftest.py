@@ -130,16 +130,18 @@ def h5_datasets() -> Callable[[Path], dict[str, np.ndarray]]:
 @pytest.fixture(autouse=True)
 def _sim_memos_cleared_under_mutmut() -> None:
     """Under mutmut (scripts/mutation.sh; mutmut sets MUTANT_UNDER_TEST), empty
-    sim/'s per-process memos (compiled kernels, rule arrays, kernel forms, plans) before each
+    sim/'s per-process memos (compiled kernels, rule arrays, kernel forms, plans, the oneDNN
+    probe) before each
     test. mutmut forks every mutant's run from a process that ran the clean tests: without
     this, a mutant of the code that builds a kernel never runs (the memo has the kernel), and
     while it records which tests call which function only the first test to build a kernel
     counts as calling that code."""
     if not os.environ.get("MUTANT_UNDER_TEST"):
         return
-    from lmh_deploy.sim import fused, neuron, simulator
+    from lmh_deploy.sim import fused, neuron, simulator, synapse
 
     fused._KERNELS.clear()
+    synapse._ONEDNN_CONV.clear()
     neuron._RULES.clear()
     neuron._FORMS.clear()
     simulator._PLANS.clear()

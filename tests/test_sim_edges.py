@@ -184,3 +184,27 @@ def test_lava_current_of_int32_sums_is_int64() -> None:
             lava_current(np.array(sums, np.float32), e),
         ):
             assert str(got.dtype).endswith("int64") and got.tolist() == want, (e, got)
+
+
+def test_array_neuron_code_takes_int32_torch_currents_in_int64() -> None:
+    """The torch array code's ``a_in`` from int32 sums (``torch._int_mm``) is int64 before
+    it is doubled and shifted (2**30 * 2 << 2 passes 2**31)."""
+    from lmh_deploy.sim import neuron as N
+
+    got = N._lava_current(torch.tensor([2**30, -(2**30), 3], dtype=torch.int32), 2)
+    assert got.dtype == torch.int64 and got.tolist() == [2**33, -(2**33), 24]
+
+
+def test_conv_paths_refuse_a_wrong_layout_and_onednn_int8_where_it_errs() -> None:
+    """A channels-last layout must be the convolution's input shape (said in the error), and
+    the int8 convolution is offered for stride 1 even where the output is one column wide,
+    never for a larger stride with such an output (oneDNN 3.x's wrong sums there)."""
+    from lmh_deploy.sim.synapse import _onednn_conv
+
+    kernel = np.ones((2, 1, 1, 3), np.int64)
+    with pytest.raises(ValueError, match=r"^input layout \(1, 2, 2\) is not the conv input \(1, 4, 3\)$"):
+        SynapsePath(_conv_node(kernel, (1, 4, 3), graded=False), input_layout=(1, 2, 2))
+    for stride, int8_offered in (((1, 1), _onednn_conv()), ((2, 1), False)):
+        path = SynapsePath(_conv_node(kernel, (1, 4, 3), stride=stride, graded=False))
+        assert path.conv.out_hw[1] == 1
+        assert ("int8" in path.ways) == int8_offered, stride
