@@ -265,6 +265,39 @@ def test_a_graph_without_timesteps_is_bounded_over_one_step() -> None:
     assert bounds[0] != bounds[1]  # the step count matters
 
 
+def test_a_max_pool_of_currents_keeps_its_geometry_and_the_convolutions_scale() -> None:
+    """conv (1 -> 2 channels, 3x3, padding 1) on 5x5 -> max pool (kernel 3x2, stride 2x1,
+    padding 1x0, dilation 1x2, ceil mode) -> 2 * 3 * 3 neurons: the path's QDense carries
+    every pool argument, and its mantissas are the kernel's alone (127 / max|W| = 127)."""
+    from lmh_deploy.ir import Conv2d, MaxPool
+
+    rng = np.random.default_rng(5)
+    weight = np.round(rng.uniform(-1, 1, (2, 1, 3, 3)), 1)
+    weight[0, 0, 0, 0] = 1.0
+    pool = MaxPool(
+        input_shape=(2, 5, 5), kernel=(3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), ceil_mode=True
+    )
+    g = Graph(meta={"timesteps": 2})
+    g.add("input", Input(shape=(1, 5, 5), spikes=True))
+    g.add("conv", Conv2d(weight=weight, input_shape=(1, 5, 5), padding=(1, 1)), ("input",))
+    g.add("pool", pool, ("conv",))
+    g.add("lmh0", plain_lmh(pool.output_size()), ("pool",))
+    g.add("dense", Dense(weight=rng.normal(size=(2, pool.output_size()))), ("lmh0",))
+    g.add("readout", Readout(bias=np.zeros(2)), ("dense",))
+    q, _ = quantize_graph(g)
+    qd = q.node("pool")
+    assert (qd.pool_kernel, qd.pool_stride, qd.pool_padding, qd.pool_dilation, qd.pool_ceil_mode) == (
+        (3, 2),
+        (2, 1),
+        (1, 0),
+        (1, 2),
+        True,
+    )
+    assert qd.max_pool == pool and qd.output_size() == pool.output_size() == 2 * 3 * 3
+    assert (qd.conv_input_shape, qd.conv_padding) == ((1, 5, 5), (1, 1))
+    assert qd.weight_mant.tolist() == np.round(weight * 127).astype(int).tolist() and qd.weight_scale == 127
+
+
 # --------------------------------------------------------------------------- loihi-lif widths
 
 
