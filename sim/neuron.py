@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -127,6 +127,8 @@ def run_neuron_chunk(
     steps = currents.shape[0] if steps is None else steps
     if currents.shape[0] not in (1, steps):
         raise ValueError(f"currents for {currents.shape[0]} steps, {steps} steps asked")
+    if p.max_spikes > 1:
+        return _run_graded(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps)
     if isinstance(state.v_d, np.ndarray) and numba_active():
         return _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps, peak)
     return _run_arrays(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps)
@@ -231,6 +233,48 @@ def _run_arrays(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, ste
         if trace is not None:
             trace[0][s] = v_d
             trace[1][s] = m
+        counts.append(spk.sum())
+    if _is_torch(state.v_d):
+        import torch
+
+        return torch.stack(counts).to(torch.int64)
+    return np.asarray(counts, np.int64)
+
+
+def _run_graded(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps):
+    """A graded-spike layer (``max_spikes > 1``): the reference step
+    :func:`lmh_deploy.semantics.integer.lmh_step` itself, one step at a time (no fast copy
+    of the count rule exists); ``spikes`` receive the counts, the returned per-step totals count
+    every spike, ``neuron_spikes`` the messages (a graded spike is one synaptic event)."""
+    from lmh_deploy.semantics.integer import lmh_step
+
+    _widen(state)
+    fixed = p.fixed_params()
+    if _is_torch(state.v_d):
+        import torch
+
+        fixed = replace(
+            fixed,
+            **{
+                k: torch.as_tensor(np.array(getattr(fixed, k)), device=state.v_d.device)
+                for k in ("mu_d", "mu_s", "lam_d", "lam_s", "bias")
+            },
+        )
+    counts = []
+    for s in range(steps):
+        a = _lava_current(currents[min(s, currents.shape[0] - 1)], weight_exp)
+        v_d, v_s, spk, events = lmh_step(fixed, t0 + s, state.v_d, state.v_s, a)
+        state.v_d, state.v_s = v_d, v_s
+        state.saturation += events
+        sent = spk > 0  # one graded message per neuron that fires: the synaptic events
+        state.fired |= sent
+        state.neuron_spikes += sent.sum(0)
+        spikes[s] = spk
+        if spikes_f is not None:
+            spikes_f[s] = spk
+        if trace is not None:
+            trace[0][s] = v_d
+            trace[1][s] = v_s
         counts.append(spk.sum())
     if _is_torch(state.v_d):
         import torch

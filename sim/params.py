@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lmh_deploy.semantics.integer import LMHFixedParams
 from lmh_deploy.semantics.profiles import get_profile
 
 #: Rounding of a factor product ``f * v / 4096`` (codes shared by every kernel).
@@ -44,6 +45,29 @@ class NeuronParams:
     threshold_gt: bool  # spike when m > theta (else m >= theta)
     reset_set: bool  # v_s := reset_value on a spike (else subtract theta)
     next_step: bool  # the reset of step t applies at step t + 1 (snnTorch's reset_delay)
+    profile: str = "lmh"
+    max_spikes: int = 1  # > 1: graded spikes (counts), run by the semantics' own step
+
+    def fixed_params(self) -> LMHFixedParams:
+        """The same layer as :mod:`lmh_deploy.semantics`' parameter bundle (graded layers run
+        :func:`~lmh_deploy.semantics.integer.lmh_step` itself)."""
+        bias_to_soma = get_profile(self.profile).bias_to == "soma"
+        return LMHFixedParams(
+            mu_d=self.mu_d,
+            mu_s=self.mu_s,
+            lam_d=self.lam_d,
+            lam_s=self.lam_s,
+            theta=self.theta,
+            bias=self.bias_s if bias_to_soma else self.bias_d,
+            profile=get_profile(self.profile),
+            reset="set" if self.reset_set else "subtract",
+            reset_value=self.reset_value,
+            threshold_test=">" if self.threshold_gt else ">=",
+            reset_timing="next-step" if self.next_step else "same-step",
+            v_d_init=self.v_d_init,
+            v_s_init=self.v_s_init,
+            max_spikes=self.max_spikes,
+        )
 
     @property
     def size(self) -> int:
@@ -87,4 +111,6 @@ def neuron_params(node) -> NeuronParams:
         threshold_gt=node.threshold_test == ">",
         reset_set=node.reset == "set",
         next_step=node.reset_timing == "next-step",
+        profile=profile.name,
+        max_spikes=int(node.max_spikes),
     )

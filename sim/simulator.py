@@ -44,6 +44,11 @@ from lmh_deploy.backends.record import RunRecord
 CHUNK_SAMPLE_STEPS = 1000
 
 
+def spike_dtype(p) -> type:
+    """What a layer's spikes are held in: bool, or int16 counts for graded spikes."""
+    return np.int16 if p.max_spikes > 1 else bool
+
+
 def default_chunk_steps(batch: int) -> int:
     """Steps per chunk at this batch size: about ``CHUNK_SAMPLE_STEPS / batch``."""
     return max(1, CHUNK_SAMPLE_STEPS // max(batch, 1))
@@ -172,7 +177,7 @@ def _channels_last_layers(nodes: dict, inputs: dict) -> dict[str, tuple[int, int
     found = {}
     for name, node in nodes.items():
         sources = inputs[name]
-        if not isinstance(node, QLMH) or not sources:
+        if not isinstance(node, QLMH) or not sources or node.max_spikes > 1:
             continue
         if not all(
             isinstance(nodes[s], QDense)
@@ -287,7 +292,7 @@ class _Run:
         self.counts[name] = np.zeros(self.timesteps, np.int64)
         shape = (self.timesteps, self.batch, p.size)
         if self.record_spikes:
-            self.rec.spikes[name] = np.zeros(shape, bool)
+            self.rec.spikes[name] = np.zeros(shape, spike_dtype(p))
         if self.record_states:
             self.rec.state_trace[name] = (np.zeros(shape, np.int64), np.zeros(shape, np.int64))
 
@@ -356,7 +361,7 @@ class _Run:
             spikes = (
                 self.rec.spikes[name][t0 : t0 + steps]
                 if self.record_spikes and layout is None
-                else np.empty((steps, self.batch, size), bool)
+                else np.empty((steps, self.batch, size), spike_dtype(self.params[name]))
             )
             trace = (
                 tuple(
@@ -370,7 +375,8 @@ class _Run:
             import torch
 
             shape = (steps, self.batch, size)
-            spikes = torch.empty(shape, dtype=torch.bool, device=self.x.device)
+            graded = self.params[name].max_spikes > 1
+            spikes = torch.empty(shape, dtype=torch.int16 if graded else torch.bool, device=self.x.device)
             trace = (
                 (
                     torch.empty(shape, dtype=torch.int64, device=self.x.device),

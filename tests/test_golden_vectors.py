@@ -231,3 +231,33 @@ def test_factor_codes_outside_the_profile_are_refused(profile: str, factor: str,
         rf"factor {factor}=",
     ):
         quantize_graph(_one_layer(**{factor: value}), profile)
+
+
+# Graded spikes (max_spikes K = 3): lmh profile, identity factors, theta = 100, v_s = 0.
+#   '>=' count = clip(floor(m / 100), 0, 3); '>' count = clip(ceil(m / 100) - 1, 0, 3)
+#   a = 250: m = 250 -> >= 2 (v_s 50), > 2 (v_s 50)
+#   a = 30:  m = 80  -> 0 (v_s 80)
+#   a = 420: m = 500 -> >= 5 capped 3 (v_s 200); > 4 capped 3 (v_s 200)
+#   a = -50: m = 150 -> 1 (v_s 50)
+#   a = 50:  m = 100 -> >= 1 (v_s 0); > 0 (v_s 100: exactly one theta does not pass '>')
+#   a = -300: m = -300 (or -200) -> 0 (no negative counts)
+GRADED = [
+    (">=", "subtract", [(250, 50, 2), (30, 80, 0), (420, 200, 3), (-50, 50, 1), (50, 0, 1), (-300, -300, 0)]),
+    (
+        ">",
+        "subtract",
+        [(250, 50, 2), (30, 80, 0), (420, 200, 3), (-50, 50, 1), (50, 100, 0), (-300, -200, 0)],
+    ),
+    # set reset to 0: any count > 0 sets v_s (250 -> 2 spikes, v_s 0; 30 -> 30; 420 -> 450: 3)
+    (">=", "set", [(250, 0, 2), (30, 30, 0), (420, 0, 3), (-50, -50, 0), (50, 0, 0), (-300, -300, 0)]),
+]
+
+
+@pytest.mark.parametrize("test, reset, expected", GRADED)
+def test_graded_spike_counts_golden(test: str, reset: str, expected: list[tuple[int, int, int]]) -> None:
+    p = _params("lmh", theta=100, threshold_test=test, reset=reset, v_s_init=0, max_spikes=3)
+    d, s = A([[0]]), A([[0]])
+    for t, (a, v_s, count) in enumerate(expected):
+        d, s, spikes, _ = fx.lmh_step(p, t, d, s, A([[a]]))
+        assert spikes.dtype == np.int64
+        assert (int(d[0, 0]), int(s[0, 0]), int(spikes[0, 0])) == (a, v_s, count), f"step {t}"

@@ -10,6 +10,7 @@ from typing import ClassVar
 import numpy as np
 
 from lmh_deploy.ir.base import IRError, Node, check_finite
+from lmh_deploy.semantics.integer import MAX_SPIKES
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,11 @@ class LMH(RuleChoices):
     ``reset_delay``: the reset of a spike at t is applied at t+1 after the integration
     and before the threshold test); initial states ``v_d_init``, ``v_s_init`` (None is
     the paper's theta / 2, filled in on construction).
+
+    ``max_spikes`` K > 1 makes the layer emit graded spikes (sinabs ``MultiSpike``, rockpool
+    ``max_spikes_per_dt``): up to K spikes a step, as many as multiples of theta the soma
+    holds (:func:`lmh_deploy.semantics.integer.spike_count`); the output is that count times
+    theta and a subtractive reset takes count * theta off (a set reset still sets).
     """
 
     kind: ClassVar[str] = "lmh"
@@ -271,6 +277,7 @@ class LMH(RuleChoices):
     reset_value: float = 0.0
     v_d_init: float = 0.0
     v_s_init: float | None = None
+    max_spikes: int = 1
 
     #: The union of what the numeric profiles can hold (the quantize pass checks the chosen
     #: profile's own range): mu_d up to 1 for Loihi's current decay, lam_s down to 0 for LIF.
@@ -301,6 +308,7 @@ class LMH(RuleChoices):
         }
 
     def check(self, name: str) -> None:
+        check_max_spikes(name, self.max_spikes, self.reset_timing)
         if self.size <= 0:
             raise IRError(f"{name}: size must be positive, got {self.size}")
         if not (self.theta > 0 and math.isfinite(self.theta)):
@@ -329,6 +337,20 @@ class LMH(RuleChoices):
             value = getattr(self, what)
             if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
                 raise IRError(f"{name}: {what} must be a finite number, got {value!r}")
+
+
+def check_max_spikes(name: str, max_spikes: object, reset_timing: str) -> None:
+    """Raise :class:`IRError` naming the layer unless ``1 <= max_spikes <= MAX_SPIKES`` (and
+    same-step reset timing where it is above 1: no source has graded spikes with a delayed reset)."""
+    if not isinstance(max_spikes, (int, np.integer)) or isinstance(max_spikes, bool):
+        raise IRError(f"{name}: max_spikes must be an integer, got {max_spikes!r}")
+    if not 1 <= int(max_spikes) <= MAX_SPIKES:
+        raise IRError(
+            f"{name}: max_spikes {max_spikes} outside [1, {MAX_SPIKES}] (a graded spike is an "
+            f"{MAX_SPIKES.bit_length()}-bit message)"
+        )
+    if max_spikes > 1 and reset_timing != "same-step":
+        raise IRError(f"{name}: max_spikes {max_spikes} needs reset_timing 'same-step', got {reset_timing!r}")
 
 
 def check_rules(name: str, reset: str, threshold_test: str, reset_timing: str) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lmh_deploy.ir.base import IRError, Node, check_integers, check_positive
-from lmh_deploy.ir.nodes import Conv2d, MaxPool, ReadoutFields, RuleChoices
+from lmh_deploy.ir.nodes import Conv2d, MaxPool, ReadoutFields, RuleChoices, check_max_spikes
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import PROFILES
 
@@ -174,11 +174,13 @@ class QLMH(RuleChoices):
     reset_value: int = 0
     v_d_init: int = 0
     v_s_init: int | None = None
+    max_spikes: int = 1
 
     def output_size(self) -> int:
         return self.size
 
     def check(self, name: str) -> None:
+        check_max_spikes(name, self.max_spikes, self.reset_timing)
         if self.profile not in PROFILES:
             raise IRError(f"{name}: unknown numeric profile {self.profile!r} (known: {', '.join(PROFILES)})")
         profile = PROFILES[self.profile]

@@ -27,6 +27,7 @@ from pydantic import (
 from lmh_deploy.bounds import MAX_CLASSES, MAX_INPUT_SIZE, MAX_TIMESTEPS
 from lmh_deploy.choices import Dataset, Target
 from lmh_deploy.ir.base import IRError
+from lmh_deploy.semantics.integer import MAX_SPIKES
 from lmh_deploy.semantics.profiles import PROFILES
 
 #: Largest |integer| a stored integer field may hold (states and thresholds are 24-bit).
@@ -144,6 +145,7 @@ class _RuleFields(_Strict):
     reset: Reset = "subtract"
     threshold_test: ThresholdTest = ">="
     reset_timing: ResetTiming = "same-step"
+    max_spikes: Annotated[StrictInt, Field(ge=1, le=MAX_SPIKES)] = 1
 
 
 class LMHFields(_RuleFields):

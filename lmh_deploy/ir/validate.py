@@ -73,9 +73,11 @@ def _validate(graph: Graph, family: _Family) -> None:
                     f"edge {pred!r} -> {name!r}: {node.kind} of size "
                     f"{node.output_size()} fed by {n_in} synapses"
                 )
-            # graded: multi-bit input values; spike inputs (1-bit event frames) and neurons
-            # send spikes
-            graded_source = src.kind == family.input and getattr(src, "bits", 2) > 1
+            # graded: multi-bit input values or graded spikes (max_spikes > 1); spike inputs
+            # (1-bit event frames) and other neurons send spikes
+            graded_source = (src.kind == family.input and getattr(src, "bits", 2) > 1) or (
+                getattr(src, "max_spikes", 1) > 1
+            )
             graded = getattr(node, "graded", None)  # q_dense only
             if graded is not None and bool(graded) != graded_source:
                 raise IRError(

@@ -29,6 +29,13 @@ def presynaptic_unit(source: Node) -> float:
     raise TypeError(f"a {source.kind} node sends no spikes or input values")
 
 
+def _graded(source: Node) -> bool:
+    """The source sends integers, not 0/1: the graded input, or graded spikes (max_spikes > 1)."""
+    if isinstance(source, Input):
+        return not source.spikes
+    return isinstance(source, LMH) and source.max_spikes > 1
+
+
 @dataclass(frozen=True)
 class SynapsePath:
     """One synapse chain into a layer, composed; named after its last node."""
@@ -36,11 +43,12 @@ class SynapsePath:
     name: str
     source: str
     ops: tuple[str, ...]  # the kinds of the chain's nodes, source side first
-    graded: bool  # the source is the graded input (8-bit counts), not spikes (neurons, events)
+    graded: bool  # the source sends integers (8-bit input, graded spikes), not 0/1 spikes
     unit: float  # float value of one presynaptic count (see presynaptic_unit)
     weights: Any  # float current per presynaptic count: dense, CSR, or a conv kernel
     conv: Conv2d | None  # the chain as one convolution (geometry of ``weights``), if it is one
-    #: largest |presynaptic count| per step: 255 (unsigned graded input), 127 (signed), 1 (spike)
+    #: largest |presynaptic count| per step: 255 (unsigned graded input), 127 (signed), 1 (spike),
+    #: K (graded spikes of a layer with max_spikes K)
     max_presyn: int = 1
     #: the max pool of the convolution's currents that ends the chain, if one does
     pool: MaxPool | None = None
@@ -79,11 +87,11 @@ def synapse_paths(graph: Graph, layer: str, *, keep_kernels: bool = True) -> lis
                 name=chain[-1],
                 source=src,
                 ops=tuple(graph.node(c).kind for c in chain),
-                graded=isinstance(source, Input) and not source.spikes,
+                graded=_graded(source),
                 unit=unit,
                 weights=weights,
                 conv=conv,
-                max_presyn=source.levels if isinstance(source, Input) else 1,
+                max_presyn=source.levels if isinstance(source, Input) else source.max_spikes,
                 pool=pool,
             )
         )

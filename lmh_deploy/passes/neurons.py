@@ -164,6 +164,7 @@ def quantize_neuron(
         "reset_value": int(to_state_int(node.reset_value, s, "reset_value", name)),
         "v_d_init": int(to_state_int(node.v_d_init, s, "v_d_init", name)),
         "v_s_init": v_s_init,
+        "max_spikes": int(node.max_spikes),
     }
     problem = prof.rule_problem(
         rules["reset"],

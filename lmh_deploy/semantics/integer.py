@@ -48,6 +48,10 @@ WEIGHT_EXP_MAX = 15
 INPUT_BITS = 8
 INPUT_MAX = (1 << INPUT_BITS) - 1
 INPUT_SIGNED_MAX = (1 << (INPUT_BITS - 1)) - 1
+#: A graded spike (a layer with ``max_spikes > 1``) is an unsigned count message of these bits;
+#: Lava's Dense/Sparse/Conv then read it with ``num_message_bits = SPIKE_COUNT_BITS``.
+SPIKE_COUNT_BITS = 8
+MAX_SPIKES = (1 << SPIKE_COUNT_BITS) - 1
 
 
 def _is_tensor(x) -> bool:
@@ -177,6 +181,7 @@ class LMHFixedParams:
     reset_timing: str = "same-step"
     v_d_init: int = 0
     v_s_init: int | None = None  # None: theta // 2 (the paper's code starts at half threshold)
+    max_spikes: int = 1  # K > 1: graded spikes, up to K a step (spike_count)
 
     def factors_at(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The four factor multipliers used at 0-based step ``step``."""
@@ -214,6 +219,7 @@ def layer_params(node, convert=None) -> LMHFixedParams:
         reset_timing=node.reset_timing,
         v_d_init=int(node.v_d_init),
         v_s_init=None if node.v_s_init is None else int(node.v_s_init),
+        max_spikes=int(getattr(node, "max_spikes", 1)),
     )
 
 
@@ -274,6 +280,30 @@ def _where_for(x):
     return np.where
 
 
+def spike_count(m_s, theta, threshold_test: str, max_spikes: int):
+    """Spikes of one step: ``m_s >= theta`` (or ``>``) as bool for ``max_spikes == 1``; else
+    the number of multiples of theta that pass the test, capped, as int64::
+
+        >=: clip(floor(m_s / theta), 0, K)        (sinabs MultiSpike, rockpool LIFTorch)
+        > : clip(ceil(m_s / theta) - 1, 0, K)
+
+    The same function serves integer states (numpy int64 or torch) and the float reference.
+    """
+    if max_spikes == 1:
+        return m_s >= theta if threshold_test == ">=" else m_s > theta
+    if _is_tensor(m_s):
+        import torch
+
+        q = torch.div(m_s, theta, rounding_mode="floor")
+        if threshold_test == ">":
+            q = torch.where(q * theta == m_s, q - 1, q)
+        return q.clamp(0, max_spikes).to(torch.int64)
+    q = np.floor_divide(m_s, theta)
+    if threshold_test == ">":
+        q = np.where(q * theta == m_s, q - 1, q)
+    return np.clip(q, 0, max_spikes).astype(np.int64)
+
+
 def lmh_step(params: LMHFixedParams, step: int, v_d, v_s, a_in, s_prev=None):
     """One integer LM-H update (Eq. 4) under ``params.profile`` and the layer's rules.
 
@@ -287,6 +317,8 @@ def lmh_step(params: LMHFixedParams, step: int, v_d, v_s, a_in, s_prev=None):
         s    = m_s >= theta   (or m_s > theta)
         v_s' = m_s - theta s  (or reset_value where s; next-step timing: v_s' = m_s)
 
+    With ``max_spikes`` K > 1, ``s`` is the spike count of :func:`spike_count` (int64, up to
+    K), and the subtractive reset takes ``theta s`` off: a graded spike.
     ``R`` rounds as the profile says, ``OVd``/``OVs`` saturate or wrap (each out-of-range
     element counts as one event); ``[+ bias]`` goes to the dendrite or the soma.
     """
@@ -310,13 +342,13 @@ def lmh_step(params: LMHFixedParams, step: int, v_d, v_s, a_in, s_prev=None):
     where = _where_for(m_s)
     if delayed and params.reset == "set":
         m_s = where(s_prev, params.reset_value, m_s)
-    spikes = m_s >= params.theta if params.threshold_test == ">=" else m_s > params.theta
+    spikes = spike_count(m_s, params.theta, params.threshold_test, params.max_spikes)
     if params.reset_timing == "next-step":
         v_s_new = m_s
     elif params.reset == "subtract":
         v_s_new = m_s - params.theta * spikes
     else:
-        v_s_new = where(spikes, params.reset_value, m_s)
+        v_s_new = where(spikes > 0, params.reset_value, m_s)
     return v_d_new, v_s_new, spikes, events_d + events_s
 
 

@@ -12,10 +12,13 @@ from typing import Protocol
 
 import numpy as np
 
+from lmh_deploy.semantics.integer import spike_count
+
 
 class NeuronLayer(Protocol):
     """What the reference reads from a layer (the float ``LMH`` IR node has all of it;
-    read-only, as the frozen node's fields are)."""
+    read-only, as the frozen node's fields are). ``max_spikes`` (graded spikes) is read where
+    the layer has it, else 1."""
 
     @property
     def theta(self) -> float: ...
@@ -75,7 +78,7 @@ def lmh_float_step(
 
         v_d' = mu_d v_d + mu_s v_s + (current + bias)
         m_s  = lam_s v_s + lam_d v_d'      (next-step: - theta s_prev, or reset_value where s_prev)
-        s    = m_s >= theta  (or >)
+        s    = m_s >= theta  (or >; with max_spikes K > 1 a count up to K, spike_count)
         v_s' = m_s - theta s  (or reset_value where s; next-step timing: m_s)
     """
     k = min(step, layer.mu_d.shape[0] - 1)
@@ -87,11 +90,11 @@ def lmh_float_step(
             m_s = m_s - s_prev * layer.theta
         else:
             m_s = np.where(s_prev, layer.reset_value, m_s)
-    spikes = m_s >= layer.theta if layer.threshold_test == ">=" else m_s > layer.theta
+    spikes = spike_count(m_s, layer.theta, layer.threshold_test, getattr(layer, "max_spikes", 1))
     if next_step:
         v_s = m_s
     elif layer.reset == "subtract":
         v_s = m_s - spikes * layer.theta
     else:
-        v_s = np.where(spikes, layer.reset_value, m_s)
+        v_s = np.where(spikes > 0, layer.reset_value, m_s)
     return v_d, v_s, spikes

@@ -33,7 +33,7 @@ def simulate_float(graph: Graph, x: np.ndarray, timesteps: int) -> RunRecord:
     for name in graph.of_kind("lmh"):
         node = graph.node(name)
         state[name] = float_initial_state(node, (batch, node.size))
-        rec.spikes[name] = np.zeros((timesteps, batch, node.size), bool)
+        rec.spikes[name] = np.zeros((timesteps, batch, node.size), np.int16 if node.max_spikes > 1 else bool)
     for t in range(timesteps):
         values: dict[str, np.ndarray] = {}
         for name in order:

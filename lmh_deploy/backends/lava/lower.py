@@ -44,7 +44,7 @@ from lmh_deploy.ir import (
     validate,
     validate_quantized,
 )
-from lmh_deploy.backends.lava.procs.lmh.process import LMHNeuron
+from lmh_deploy.backends.lava.procs.lmh.process import LMHNeuron, neuron_process
 from lmh_deploy.backends.lava.procs.maxpool.process import MaxPoolCurrents
 from lmh_deploy.ir.synapses import abs_row_sums, qdense_matrix
 from lmh_deploy.passes.compose import synapse_paths
@@ -213,10 +213,11 @@ def build_layers(
                 reset_timing=node.reset_timing,
                 v_d_init=number(node.v_d_init),
                 v_s_init=None if node.v_s_init is None else number(node.v_s_init),
+                max_spikes=int(node.max_spikes),
             )
             if isinstance(node, QLMH):
                 args["profile"] = node.profile
-            proc = LMHNeuron(
+            proc = neuron_process(
                 shape=(node.size,),
                 start_step=depth[name],
                 reset_interval=timesteps,

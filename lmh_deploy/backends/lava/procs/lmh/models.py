@@ -18,7 +18,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from lmh_deploy.semantics import integer as fx
-from lmh_deploy.backends.lava.procs.lmh.process import LMHNeuron
+from lmh_deploy.backends.lava.procs.lmh.process import LMHGradedNeuron, LMHNeuron
 from lmh_deploy.semantics.reference import lmh_float_step
 
 
@@ -38,7 +38,8 @@ class AbstractLMHModel(PyLoihiProcessModel):
         a_in = self.a_in.recv()
         step = self.local_step()
         if step is None:
-            spikes = np.zeros(self.s_out.shape, dtype=bool)
+            graded = self.proc_params["max_spikes"] > 1
+            spikes = np.zeros(self.s_out.shape, dtype=np.int32 if graded else bool)
         else:
             if step == 0:  # a new sample starts from the initial state
                 self.v_d[:] = self.v_d_init[0]
@@ -63,10 +64,7 @@ class AbstractLMHModel(PyLoihiProcessModel):
         raise NotImplementedError
 
 
-@implements(proc=LMHNeuron, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PyLMHModelFloat(AbstractLMHModel):
+class _LMHFloat(AbstractLMHModel):
     """Real-valued Eq. 4, for checking a float IR on Lava against PyTorch."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
@@ -104,6 +102,7 @@ class PyLMHModelFloat(AbstractLMHModel):
             reset_value=float(self.reset_value[0]),
             threshold_test=self.rule("threshold_test"),
             reset_timing=self.rule("reset_timing"),
+            max_spikes=int(self.proc_params["max_spikes"]),
         )
         v_d, v_s, spikes = lmh_float_step(
             layer, step, self.v_d, self.v_s, a_in, self.s_prev.astype(bool) if step else None
@@ -113,10 +112,7 @@ class PyLMHModelFloat(AbstractLMHModel):
         return spikes
 
 
-@implements(proc=LMHNeuron, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")  # not Lava's "bit_accurate_loihi": no Loihi 2 silicon has checked these bits
-class PyLMHModelFixed(AbstractLMHModel):
+class _LMHFixed(AbstractLMHModel):
     """Integer model: 24-bit states, 12-bit factors, lmh_deploy.semantics.integer's step; equal to
     sim/ bit for bit (tests), not verified against Loihi 2 hardware (README)."""
 
@@ -160,6 +156,7 @@ class PyLMHModelFixed(AbstractLMHModel):
             reset_timing=self.rule("reset_timing"),
             v_d_init=int(self.v_d_init[0]),
             v_s_init=int(self.v_s_init[0]),
+            max_spikes=int(self.proc_params["max_spikes"]),
         )
         v_d, v_s, spikes, saturated = fx.lmh_step(
             fx.layer_params(layer),
@@ -173,3 +170,50 @@ class PyLMHModelFixed(AbstractLMHModel):
         self.v_s[:] = v_s
         self.saturation_count[0] += saturated
         return spikes
+
+
+@implements(proc=LMHNeuron, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyLMHModelFloat(_LMHFloat):
+    """Real-valued Eq. 4, for checking a float IR on Lava against PyTorch."""
+
+
+@implements(proc=LMHNeuron, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")  # not Lava's "bit_accurate_loihi": no Loihi 2 silicon has checked these bits
+class PyLMHModelFixed(_LMHFixed):
+    """Integer model: 24-bit states, 12-bit factors, lmh_deploy.semantics.integer's step; equal to
+    sim/ bit for bit (tests), not verified against Loihi 2 hardware (README)."""
+
+
+# Graded spikes (max_spikes > 1): the same models with integer count ports, read downstream by
+# Dense/Sparse with num_message_bits = SPIKE_COUNT_BITS (Loihi 2's graded spikes).
+_COUNT = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=fx.SPIKE_COUNT_BITS)
+_COUNT_LINE = LavaPyType(np.ndarray, np.int32, precision=fx.SPIKE_COUNT_BITS)
+
+
+@implements(proc=LMHGradedNeuron, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyLMHGradedModelFloat(_LMHFloat):
+    """:class:`PyLMHModelFloat` sending spike counts."""
+
+    s_out: PyOutPort = _COUNT
+    s_out_delayed: PyOutPort = _COUNT
+    delay_line: np.ndarray = _COUNT_LINE
+    spikes_to_host: PyOutPort = _COUNT
+    s_prev: np.ndarray = _COUNT_LINE
+
+
+@implements(proc=LMHGradedNeuron, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyLMHGradedModelFixed(_LMHFixed):
+    """:class:`PyLMHModelFixed` sending spike counts."""
+
+    s_out: PyOutPort = _COUNT
+    s_out_delayed: PyOutPort = _COUNT
+    delay_line: np.ndarray = _COUNT_LINE
+    spikes_to_host: PyOutPort = _COUNT
+    s_prev: np.ndarray = _COUNT_LINE

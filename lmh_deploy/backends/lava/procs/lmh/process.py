@@ -61,6 +61,7 @@ class LMHNeuron(AbstractProcess):
         reset_timing: str = "same-step",
         v_d_init: float = 0,
         v_s_init: float | None = None,
+        max_spikes: int = 1,
         output_delay: int = 0,
         record: bool = False,
         name: str | None = None,
@@ -87,6 +88,7 @@ class LMHNeuron(AbstractProcess):
             reset=reset,
             threshold_test=threshold_test,
             reset_timing=reset_timing,
+            max_spikes=int(max_spikes),
             output_delay=output_delay,
             record=record,
         )
@@ -120,10 +122,25 @@ class LMHNeuron(AbstractProcess):
         """``(steps, n)`` bool: the spikes of every active step, in order (after a run with
         ``record``)."""
         port = self.spikes_to_host.external_pipe_csp_recv_port
-        return np.stack([port.recv() for _ in range(self.recorded_steps)]).astype(bool)
+        spikes = np.stack([port.recv() for _ in range(self.recorded_steps)])
+        return spikes.astype(bool if self.proc_params["max_spikes"] == 1 else np.int16)
 
     def recorded_state(self) -> tuple[np.ndarray, np.ndarray, int]:
         """``(v_d, v_s, saturation_count)`` at ``end_step`` (after a run with ``record``)."""
         values = self.state_to_host.external_pipe_csp_recv_port.recv()
         n = (values.size - 1) // 2
         return values[:n], values[n : 2 * n], int(values[-1])
+
+
+class LMHGradedNeuron(LMHNeuron):
+    """:class:`LMHNeuron` with ``max_spikes > 1``: its ports carry spike counts (graded spikes)."""
+
+    def __init__(self, **kwargs) -> None:
+        if int(kwargs.get("max_spikes", 1)) < 2:
+            raise ValueError("LMHGradedNeuron: max_spikes must be > 1 (use LMHNeuron)")
+        super().__init__(**kwargs)
+
+
+def neuron_process(**kwargs) -> LMHNeuron:
+    """An :class:`LMHNeuron`, or an :class:`LMHGradedNeuron` where ``max_spikes > 1``."""
+    return (LMHGradedNeuron if int(kwargs.get("max_spikes", 1)) > 1 else LMHNeuron)(**kwargs)
