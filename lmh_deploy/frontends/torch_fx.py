@@ -174,7 +174,7 @@ class _Tracer(fx.Tracer):
             or LEAKY_READOUT.matches(m)
             or unsupported_neuron(m) is not None
             or is_qcfs(m)
-            or isinstance(m, (*SYNAPSE_MODULES, *MAXPOOL))  # also other libraries' subclasses
+            or isinstance(m, (*SYNAPSE_MODULES, *MAXPOOL, nn.LPPool2d))  # also other libraries' subclasses
             or super().is_leaf_module(m, qualname)
         )
 
@@ -381,6 +381,19 @@ class _Walker:
             Cursor(name, conv.output_shape, np.zeros(conv.output_shape)), source_spike / OR_THETA, True
         )
 
+    def sum_pool(self, module: nn.LPPool2d, sig: Signal, here: str) -> Signal:
+        """``LPPool2d`` with ``p = 1`` (sinabs ``SumPool2d``): a sum over each window, which is
+        the window's average times its area (the area goes into the signal's gain)."""
+        if float(module.norm_type) != 1.0:
+            raise FrontendError(
+                f"{here}: LPPool2d with norm_type={module.norm_type} is not supported; only p = 1 "
+                f"(a sum pool, sinabs.layers.SumPool2d)"
+            )
+        kh, kw = pair(module.kernel_size)
+        avg = nn.AvgPool2d((kh, kw), stride=module.stride or (kh, kw), ceil_mode=bool(module.ceil_mode))
+        out = self.module_op(avg, sig, here)
+        return Signal(out.cur, out.gain * kh * kw, out.neuron)
+
     def neuron(self, module: nn.Module, value: Any, path: str, here: str) -> Any:
         terms = value.terms if isinstance(value, Sum) else [self.signal(value, here)]
         terms = [self.identity_synapse(t, here) if t.neuron or t.cur.node == "input" else t for t in terms]
@@ -430,6 +443,8 @@ class _Walker:
             return self.max_pool(module, self.signal(args[0], here), path, here)
         if is_qcfs(module):
             raise FrontendError(f"{here}: {QCFS_WHY}")
+        if isinstance(module, nn.LPPool2d):
+            return self.sum_pool(module, self.signal(args[0], here), here)
         if isinstance(module, nn.AvgPool1d):
             return self.avg_pool1d(
                 args[0], _first(module.kernel_size), _first(module.stride), _first(module.padding), here

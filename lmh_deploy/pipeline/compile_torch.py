@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from lmh_deploy.errors import InputError, MissingFileError
+from lmh_deploy.frontends.neurons import find_adapter
 from lmh_deploy.frontends.torch_fx import module_to_graph
 from lmh_deploy.models.data import load_dataset
 from lmh_deploy.pipeline.artifact import sha256
@@ -141,6 +142,16 @@ def parse_kwargs(text: str | None) -> dict[str, Any]:
     return value
 
 
+def neuron_state_keys(module: nn.Module) -> set[str]:
+    """state_dict keys of the neurons' run state (their adapters' ``state_buffers``)."""
+    keys: set[str] = set()
+    for path, m in module.named_modules():
+        adapter = find_adapter(m)
+        if adapter is not None:
+            keys.update(f"{path}.{name}" if path else name for name in adapter.state_buffers(m))
+    return keys
+
+
 def load_weights(module: nn.Module, path: str | Path) -> None:
     """Load a bare state_dict (weights_only=True) into ``module``; one line on any mismatch."""
     path = Path(path)
@@ -163,10 +174,13 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
         raise InputError(f"{path}: holds a {type(state).__name__}, not a state_dict")
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
         state = {k[len("module.") :]: v for k, v in state.items()}
+    run_state = neuron_state_keys(module)  # e.g. sinabs's v_mem, sized for the last batch
+    state = {k: v for k, v in state.items() if k not in run_state}
     result = module.load_state_dict(state, strict=False)
     problems = []
-    if result.missing_keys:
-        problems.append(f"missing {', '.join(result.missing_keys[:4])}")
+    missing = [k for k in result.missing_keys if k not in run_state]
+    if missing:
+        problems.append(f"missing {', '.join(missing[:4])}")
     if result.unexpected_keys:
         problems.append(f"unexpected {', '.join(result.unexpected_keys[:4])}")
     if any(k.endswith(".up") for k in result.unexpected_keys):  # the paper's QCFS threshold

@@ -57,6 +57,8 @@ def run_source(
     # a MaxPool2d over spikes became an OR layer of neurons: its output is recorded, no state
     neurons = {name: m for name, m in layers.items() if not isinstance(m, nn.MaxPool2d)}
     adapters = {ir_name: adapter_for(m, source_neurons[ir_name]) for ir_name, m in neurons.items()}
+    # graded-spike layers (max_spikes > 1) are recorded as their spike counts, others as 0/1
+    graded = {n: adapters[n].spec(m, source_neurons[n]).max_spikes > 1 for n, m in neurons.items()}
     hooks: list[Any] = []
     cell = None if readout_cell is None else module.get_submodule(readout_cell)
     if cell is not None:
@@ -67,10 +69,11 @@ def run_source(
 
         def record(mod, args, out, key=ir_name):
             spikes = out[0] if isinstance(out, tuple) else out
+            spikes = torch.round(spikes).to(torch.int16) if graded.get(key) else spikes != 0
             if time_repeat:  # a multi-step layer: (T, B, ...) in one call
-                captured[key].extend(spikes.reshape(spikes.shape[0], spikes.shape[1], -1) != 0)
+                captured[key].extend(spikes.reshape(spikes.shape[0], spikes.shape[1], -1))
                 return
-            spikes = spikes.reshape(spikes.shape[0], -1) != 0
+            spikes = spikes.reshape(spikes.shape[0], -1)
             if batched is None:
                 captured[key].append(spikes)
             else:  # (T*B, n), step-major as MergeTemporalDim leaves it

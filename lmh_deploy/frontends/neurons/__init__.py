@@ -39,6 +39,8 @@ from lmh_deploy.frontends.neurons.lmh import LMHNeuronAdapter
 from lmh_deploy.frontends.neurons.norse import LEAKY_READOUT, NorseLIFAdapter, NorseLIFBoxAdapter
 from lmh_deploy.frontends.neurons.snntorch_leaky import LeakyAdapter, snntorch_class
 from lmh_deploy.frontends.neurons.snntorch_synaptic import SynapticAdapter
+from lmh_deploy.frontends.neurons.sinabs import SUPPORTED as SINABS_SUPPORTED
+from lmh_deploy.frontends.neurons.sinabs import SinabsAdapter, sinabs_class
 from lmh_deploy.frontends.neurons.spikingjelly import SpikingJellyAdapter
 
 #: tried in this order; register_neuron puts user adapters first
@@ -50,6 +52,7 @@ ADAPTERS: list[NeuronAdapter] = [
     SpikingJellyAdapter(),
     NorseLIFBoxAdapter(),
     NorseLIFAdapter(),
+    SinabsAdapter(),
 ]
 
 
@@ -114,6 +117,9 @@ def unsupported_neuron(module: nn.Module) -> str | None:
     cells = (
         tuple(getattr(snn, c) for c in ("SNNCell", "SNNRecurrentCell", "SNN", "SNNRecurrent")) if snn else ()
     )
+    stateful = sinabs_class("StatefulLayer")
+    if stateful is not None and isinstance(module, stateful):
+        return f"sinabs {kind} cannot be deployed: no adapter maps this layer; supported: {SINABS_SUPPORTED}"
     if kind in UNSUPPORTED_NORSE or (cells and isinstance(module, cells)):
         why = UNSUPPORTED_NORSE.get(kind, "no adapter maps this cell")
         return f"norse {kind} cannot be deployed: {why} {supported}"

@@ -36,6 +36,8 @@ class NeuronSpec:
     reset_value: float = 0.0
     threshold_test: str = ">="  # ">=" | ">"
     reset_timing: str = "same-step"  # "same-step" | "next-step" (see TEAM design / docs)
+    #: up to this many spikes a step (graded spikes: sinabs MultiSpike, rockpool LIFTorch)
+    max_spikes: int = 1
     #: constant input per step added to the dendrite (e.g. a leak toward a nonzero rest)
     bias: float = 0.0
     #: the module returns a tuple (spikes, state...) instead of spikes alone
@@ -52,6 +54,7 @@ class NeuronSpec:
             "reset_timing": self.reset_timing,
             "v_d_init": float(self.v_d_init),
             "v_s_init": float(self.v_s_init),
+            "max_spikes": int(self.max_spikes),
         }
 
 
@@ -74,6 +77,11 @@ class NeuronAdapter:
 
     def step_hooks(self, module: nn.Module) -> list[Any]:
         """Hooks that make a time-major neuron callable per step (removed after the run)."""
+        return []
+
+    def state_buffers(self, module: nn.Module) -> list[str]:
+        """Buffers of ``module`` that hold its run state, not weights: a saved state_dict may
+        carry them (sized for the last batch it ran); loading the weights skips them."""
         return []
 
 

@@ -1,0 +1,108 @@
+"""sinabs nets (``IAF``, ``IAFSqueeze``, ``LIF``, ``SumPool2d``) deployed with one command.
+
+The adapter (``lmh_deploy/frontends/neurons/sinabs.py``) was written from sinabs 3.1.3's
+source; these tests run sinabs itself, in its own ``(batch, time, ...)`` and
+``(batch * time, ...)`` layouts, against the float IR (every spike count equal) and deploy
+nets trained the sinabs way (graded spikes: several a step, subtractive reset).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sinabs.activation as sa
+import sinabs.layers as sl
+import torch
+
+from lmh_deploy.backends.float.ir import simulate_float
+from lmh_deploy.backends.float.torch_source import run_source
+from lmh_deploy.frontends.neurons import NeuronError
+from lmh_deploy.frontends.torch_fx import module_to_graph
+
+from foreign import sinabs_style as ss
+from shared import deploy_source
+
+MODEL_FILE = Path(__file__).parent / "foreign" / "sinabs_style.py"
+SHAPES = {"iaf_mlp": (64,), "lif_mlp": (64,), "conv_net": (1, 8, 8)}
+
+
+def _strong(model: torch.nn.Module, gain: float = 3.0) -> torch.nn.Module:
+    """Weights x ``gain``: membranes cross several thresholds a step (graded spikes)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+                m.weight.mul_(gain)
+    return model.eval()
+
+
+@pytest.mark.parametrize("factory", ["iaf_mlp", "lif_mlp", "conv_net"])
+def test_float_ir_equals_sinabs_spike_counts(factory: str, digits) -> None:
+    torch.manual_seed(0)
+    model = _strong(getattr(ss, factory)(), 20.0 if factory == "lif_mlp" else 3.0)  # LIF: input x (1 - alpha)
+    shape = SHAPES[factory]
+    x = digits[2][:40]
+    graph = module_to_graph(model, input_shape=shape, timesteps=ss.T)
+    src = run_source(
+        model, x.numpy().reshape((40, *shape)), ss.T, source_neurons=graph.meta["source_neurons"]
+    )
+    ref = simulate_float(graph, x.numpy().reshape((40, *shape)), ss.T)
+    assert max(int(s.max()) for s in ref.spikes.values()) > 1  # several spikes a step occur
+    for name, spikes in ref.spikes.items():
+        assert np.array_equal(src.spikes[name], spikes), name
+    np.testing.assert_allclose(src.logits, ref.logits, atol=1e-5)
+    # and the per-step run is sinabs's own run of the whole sequence
+    with torch.no_grad():
+        own = ss.run(model, x).mean(1).numpy()
+    np.testing.assert_allclose(src.logits, own, atol=1e-5)
+
+
+def test_max_spike_caps_the_count(digits) -> None:
+    torch.manual_seed(0)
+    model = _strong(ss.iaf_mlp())
+    model[1] = sl.IAF(spike_fn=sa.MaxSpike(2))
+    graph = module_to_graph(model, input_shape=(64,), timesteps=ss.T)
+    assert graph.node("lmh0").max_spikes == 2
+    x = digits[2][:20].numpy().reshape(20, 64)
+    src = run_source(model, x, ss.T, source_neurons=graph.meta["source_neurons"])
+    assert int(src.spikes["lmh0"].max()) == 2
+    assert np.array_equal(src.spikes["lmh0"], simulate_float(graph, x, ss.T).spikes["lmh0"])
+
+
+@pytest.mark.parametrize(
+    "layer, message",
+    [
+        (lambda: sl.IAF(min_v_mem=-1.0), r"^1 \(IAF\): min_v_mem is not supported; supported: sinabs"),
+        (lambda: sl.LIF(tau_mem=8.0, tau_syn=4.0), r"^1 \(LIF\): a synaptic current \(tau_syn\) is not"),
+        (
+            lambda: sl.IAF(reset_fn=sa.MembraneSubtract(subtract_value=2.0)),
+            r"^1 \(IAF\): MembraneSubtract\(subtract_value=2.0\) differs from the threshold",
+        ),
+        (lambda: sl.ExpLeak(tau_mem=8.0), r"^1 \(ExpLeak\): sinabs ExpLeak cannot be deployed"),
+    ],
+)
+def test_unsupported_sinabs_options_are_refused_in_one_line(layer, message: str) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(64, 8), layer(), torch.nn.Linear(8, 3))
+    with pytest.raises(NeuronError, match=message) as info:
+        module_to_graph(model, input_shape=(64,), timesteps=ss.T)
+    assert "\n" not in str(info.value)
+
+
+def _deploy(tmp_path: Path, factory: str, digits) -> dict:
+    torch.manual_seed(0)
+    model = getattr(ss, factory)()
+    ss.train(model, digits[0], digits[1], epochs=3)
+    assert ss.accuracy(model, digits[2], digits[3]) > 0.6
+    # the state_dict as sinabs users save it: with each layer's v_mem of the last batch
+    assert any(k.endswith("v_mem") for k in model.state_dict())
+    shape = ",".join(map(str, SHAPES[factory]))
+    return deploy_source(model, f"{MODEL_FILE}:{factory}", tmp_path, timesteps=ss.T, input_shape=shape)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("factory", ["iaf_mlp", "lif_mlp", "conv_net"])
+def test_sinabs_nets_one_command(tmp_path: Path, factory: str, digits) -> None:
+    """Trained 3 epochs the sinabs way, deployed by ``compile --model``, verified on 50 test
+    digits: >= 95 % of predictions equal sinabs's own, Lava == sim spike for spike."""
+    _deploy(tmp_path, factory, digits)
