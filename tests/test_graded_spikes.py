@@ -97,3 +97,17 @@ def test_max_spikes_round_trips_and_is_checked(tmp_path) -> None:
         LMH(**{**node.__dict__, "max_spikes": 256}).check("l1")
     with pytest.raises(IRError, match="needs reset_timing 'same-step'"):
         LMH(**{**node.__dict__, "reset_timing": "next-step"}).check("l1")
+
+
+def test_exports_refuse_graded_layers(tmp_path) -> None:
+    """NIR and netx neurons send one spike a step: a graded layer is refused naming it."""
+    from lmh_deploy.errors import InteropError
+    from lmh_deploy.interop.netx_artifact import artifact_to_netx
+    from lmh_deploy.interop.nir_export import graph_to_nir
+
+    with pytest.raises(InteropError, match=r"^l1: graded spikes \(up to 5 a step, max_spikes\) have no NIR"):
+        graph_to_nir(_graph())
+    q, _ = quantize_graph(_graph())
+    with pytest.raises(InteropError, match=r"^l1: graded spikes \(up to 5 a step, max_spikes\); netx"):
+        artifact_to_netx(q, tmp_path / "g.net")
+    assert not (tmp_path / "g.net").exists()

@@ -194,6 +194,10 @@ def trace(module: nn.Module) -> fx.GraphModule:
     try:
         graph = tracer.trace(module, concrete_args=concrete or None)
     except Exception as exc:
+        for path, m in module.named_modules():  # a known library's neuron that cannot deploy
+            why = unsupported_neuron(m)
+            if why is not None:
+                raise NeuronError(f"{path} ({type(m).__name__}): {why}") from None
         where, kind = tracer.stack[-1] if tracer.stack else ("<root>", type(module).__name__)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FrontendError(f"{where} ({kind}): torch.fx cannot trace it: {first}") from None

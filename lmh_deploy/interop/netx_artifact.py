@@ -83,6 +83,11 @@ def _conv_geometry(name: str, dense: QDense) -> dict[str, Any]:
 
 
 def _layer(name: str, dense: QDense, node: Any) -> NetxLayer:
+    if isinstance(node, QLMH) and node.max_spikes > 1:
+        raise InteropError(
+            f"{name}: graded spikes (up to {node.max_spikes} a step, max_spikes); netx's CUBA "
+            f"neurons send one spike a step"
+        )
     if dense.max_pool is not None:
         raise InteropError(
             f"{name}: netx has no max pool of currents (its pool layer sums); use AvgPool2d, "

@@ -493,6 +493,13 @@ def graph_to_nir(graph: Graph, *, dt: float = DEFAULT_DT, inputs: np.ndarray | N
     """
     if not (dt > 0 and math.isfinite(dt)):
         raise InteropError(f"dt must be finite and > 0, got {dt}")
+    for name in graph.of_kind("lmh"):
+        k = getattr(graph.node(name), "max_spikes", 1)
+        if k > 1:
+            raise InteropError(
+                f"{name}: graded spikes (up to {k} a step, max_spikes) have no NIR node (NIR "
+                f"neurons send one spike a step); deploy the source module instead"
+            )
     plans = plan_graph(graph)
     approx = lif_approximation(graph, plans)
     inp = graph.node("input")

@@ -57,8 +57,8 @@ def run_source(
     # a MaxPool2d over spikes became an OR layer of neurons: its output is recorded, no state
     neurons = {name: m for name, m in layers.items() if not isinstance(m, nn.MaxPool2d)}
     adapters = {ir_name: adapter_for(m, source_neurons[ir_name]) for ir_name, m in neurons.items()}
-    # graded-spike layers (max_spikes > 1) are recorded as their spike counts, others as 0/1
-    graded = {n: adapters[n].spec(m, source_neurons[n]).max_spikes > 1 for n, m in neurons.items()}
+    # neurons that may send several spikes a step are recorded as their counts, others as 0/1
+    graded = {n: adapters[n].graded_spikes for n in neurons}
     hooks: list[Any] = []
     cell = None if readout_cell is None else module.get_submodule(readout_cell)
     if cell is not None:

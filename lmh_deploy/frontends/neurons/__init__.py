@@ -100,6 +100,15 @@ UNSUPPORTED_NORSE = {
 }
 
 
+#: why rockpool's LIFTorch has no deployment (docs/interop.md, "Not yet")
+ROCKPOOL_WHY = (
+    "its subtractive multi-spike membrane under a synaptic current decaying by exp(-dt/tau_syn) "
+    "(0.95 at its default 20 ms) and a membrane bias fit no numeric profile (lmh holds current "
+    "decays below 0.5, loihi-lif only Lava LIF's reset to 0, one spike a step), and it keeps one "
+    "sample's state between calls; see docs/interop.md"
+)
+
+
 def unsupported_neuron(module: nn.Module) -> str | None:
     """Why a known library's spiking neuron without an adapter cannot be deployed; None if
     ``module`` is not such a neuron."""
@@ -117,6 +126,9 @@ def unsupported_neuron(module: nn.Module) -> str | None:
     cells = (
         tuple(getattr(snn, c) for c in ("SNNCell", "SNNRecurrentCell", "SNN", "SNNRecurrent")) if snn else ()
     )
+    rockpool = sys.modules.get("rockpool.nn.modules.torch.lif_torch")
+    if rockpool is not None and isinstance(module, rockpool.LIFBaseTorch):
+        return f"rockpool {kind} cannot be deployed: {ROCKPOOL_WHY} {supported}"
     stateful = sinabs_class("StatefulLayer")
     if stateful is not None and isinstance(module, stateful):
         return f"sinabs {kind} cannot be deployed: no adapter maps this layer; supported: {SINABS_SUPPORTED}"

@@ -64,6 +64,8 @@ class NeuronAdapter:
     name = "abstract"
     #: the module is called once per time step on a (B, ...) tensor (False: time-major input)
     per_step = True
+    #: its output may count several spikes a step (the source run records counts, not 0/1)
+    graded_spikes = False
 
     def matches(self, module: nn.Module) -> bool:
         raise NotImplementedError

@@ -85,6 +85,7 @@ class SinabsAdapter(NeuronAdapter):
     """sinabs IAF, IAFSqueeze, LIF, LIFSqueeze (exact classes, not subclasses)."""
 
     name = "sinabs-iaf-lif"
+    graded_spikes = True
 
     def matches(self, module: Any) -> bool:
         return any(type(module) is sinabs_class(kind) for kind in KINDS)

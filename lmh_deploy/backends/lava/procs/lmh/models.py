@@ -65,7 +65,7 @@ class AbstractLMHModel(PyLoihiProcessModel):
 
 
 class _LMHFloat(AbstractLMHModel):
-    """Real-valued Eq. 4, for checking a float IR on Lava against PyTorch."""
+    """The real-valued update of :class:`PyLMHModelFloat` and :class:`PyLMHGradedModelFloat`."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, bool, precision=1)
@@ -113,8 +113,7 @@ class _LMHFloat(AbstractLMHModel):
 
 
 class _LMHFixed(AbstractLMHModel):
-    """Integer model: 24-bit states, 12-bit factors, lmh_deploy.semantics.integer's step; equal to
-    sim/ bit for bit (tests), not verified against Loihi 2 hardware (README)."""
+    """The integer update of :class:`PyLMHModelFixed` and :class:`PyLMHGradedModelFixed`."""
 
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, bool, precision=1)
