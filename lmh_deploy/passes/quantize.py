@@ -233,7 +233,10 @@ def _exact_layer(graph: Graph, q: Graph, name: str, w_scale: float, prof: Numeri
             reset_timing=node.reset_timing,
             v_d_init=int(_exact_ints(name, "v_d_init", node.v_d_init * s)),
             v_s_init=int(_exact_ints(name, "v_s_init", float(node.v_s_init or 0.0) * s)),
-            **layer.codes,
+            mu_d=layer.codes["mu_d"],
+            mu_s=layer.codes["mu_s"],
+            lam_d=layer.codes["lam_d"],
+            lam_s=layer.codes["lam_s"],
         ),
         inputs,
     )
