@@ -4,7 +4,9 @@
 sim/: CPU seconds (``time.process_time``: on a shared machine, time waiting for a core is
 not counted) in the synaptic sums by way (``gemm``: float BLAS / convolution; ``events``:
 the compiled gather or scatter; ``int8``: the CPU's int8 matrix units), in the fused
-neuron kernel, and the rest (chunk bookkeeping, currents of residual sums, record). Float
+neuron kernel, and the rest (chunk bookkeeping, currents of residual sums, record); an MLP
+runs whole in one compiled call (:mod:`lmh_deploy.sim.chain`), its neuron updates and
+event gathers timed together as one part (and its ns per neuron-step includes both). Float
 (:class:`float_baselines.LeanNet`): in the Linear / Conv2d layers, in the in-place LM-H
 update, and the rest. ``ns per neuron-step`` divides the neuron part by T x batch x
 neurons. Totals are medians of ``--runs`` runs after warm-up; the parts are summed over
@@ -25,13 +27,18 @@ import torch
 import lmh_deploy  # noqa: F401  - Lava import fix
 from float_baselines import LeanNet, LeanNeuron
 from lmh_deploy.sim import simulate
+from lmh_deploy.sim import chain as chain_module
 from lmh_deploy.sim import simulator as sim_module
 from lmh_deploy.sim.synapse import SynapsePath
+from lmh_deploy.sim.simulator import plan_for
 from sim_vs_float import ROWS, prepared, warm_runs
 from timing import environment, save, set_threads
 
 CLOCK = time.process_time
 LAYERS = "layers (Linear / Conv2d, pooling, residual sums)"
+#: an MLP's whole run in one compiled call (sim/chain.py): neuron updates and the event
+#: gathers of the hidden and readout layers together
+CHAIN = "chain kernel (neuron kernel + event gathers)"
 
 
 def _timed_sim(parts: dict[str, float]):
@@ -60,11 +67,22 @@ def _timed_sim(parts: dict[str, float]):
             parts["neuron kernel"] += CLOCK() - start
 
     sim_module.run_neuron_chunk = timed_neuron
+    whole = chain_module._run
+
+    def timed_chain(*args):
+        start = CLOCK()
+        try:
+            return whole(*args)
+        finally:
+            parts[CHAIN] += CLOCK() - start
+
+    chain_module._run = timed_chain
 
     def restore() -> None:
         for way, fn in originals.items():
             setattr(SynapsePath, f"_{way}", fn)
         sim_module.run_neuron_chunk = neuron
+        chain_module._run = whole
 
     return restore
 
@@ -117,6 +135,8 @@ def profile_row(name: str, args) -> dict:
     sim_parts.update(
         {f"synaptic sums ({way})": 0.0 for way in ("gemm", "events", "int8")} | {"neuron kernel": 0.0}
     )
+    if plan_for(q, None).chain is not None:
+        sim_parts[CHAIN] = 0.0
 
     def sim_run() -> None:
         for c in chunks:
@@ -157,10 +177,10 @@ def profile_row(name: str, args) -> dict:
         "sim": sim,
         "float_lean": flt,
         "neuron_steps_per_run": neuron_steps,
-        "ns_per_neuron_step": {
+        "ns_per_neuron_step": {  # an MLP's chain: neuron updates and gathers together
             "sim neuron kernel": 1e9
             * sim["cpu_s_per_run"]
-            * sim["fractions"]["neuron kernel"]
+            * (sim["fractions"]["neuron kernel"] + sim["fractions"].get(CHAIN, 0.0))
             / neuron_steps,
             "float LM-H update": 1e9 * flt["cpu_s_per_run"] * flt["fractions"]["LM-H update"] / neuron_steps,
         },
