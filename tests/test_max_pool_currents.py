@@ -341,3 +341,33 @@ def test_batch_norm_after_the_pool_folds_where_its_scales_are_not_negative(input
     assert 0.05 < ref.spikes["lmh0"].mean() < 0.95
     assert np.array_equal(src.spikes["lmh0"], ref.spikes["lmh0"])
     assert np.abs(src.logits - ref.logits).max() < 1e-9
+
+
+def test_lava_block_with_pooled_currents_equals_sim(inputs) -> None:
+    """The compiled network as one hierarchical Lava Process (``LMHNetwork``, its pools among
+    its sub-Processes), fed by a Lava source as a user's program feeds it: logits == sim."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+
+    from lmh_deploy.backends.lava.network import LMHNetwork
+
+    graph = module_to_graph(_randomised(EDGE_POOLS[1], seed=5), input_shape=(1, 8, 8), timesteps=4)
+    q, _ = quantize_graph(graph)
+    x_int = q.node("input").quantize(inputs[:3]).reshape(3, -1)
+    n, t = x_int.shape[0], 4
+    net = LMHNetwork(graph=q, timesteps=t)
+    assert set(net.layers.pools) == {"maxpool0", "maxpool1"}
+    steps = n * t + net.out_delay
+    stream = np.zeros((x_int.shape[1], steps))
+    stream[:, : n * t] = np.repeat(x_int.T, t, axis=1)  # each sample's frame for T steps
+    source, sink = Source(data=stream), Sink(shape=net.out.shape, buffer=steps)
+    source.s_out.connect(net.inp)
+    net.out.connect(sink.a_in)
+    try:
+        source.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        trace = sink.data.get()
+    finally:
+        source.stop()
+    assert np.array_equal(net.logits(trace, n), simulate(q, x_int.reshape(n, 1, 8, 8), t).logits)
