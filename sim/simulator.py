@@ -108,7 +108,7 @@ def simulate(
     """
     plan = plan_for(graph, device)
     run = _Run(plan, x_int, timesteps, device, record_states, record_spikes, record_final_state)
-    if plan.chain is not None and run.static and not record_states and chunk_steps is None:
+    if plan.chain is not None and run.static and not record_states and chunk_steps is None and numba_active():
         run.whole_chain()  # an MLP: one compiled call for the whole run (sim/chain.py)
         return run.finish()
     chunk = chunk_steps or default_chunk_steps(run.batch)

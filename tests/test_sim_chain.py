@@ -89,3 +89,22 @@ def test_graphs_the_chain_cannot_serve_run_chunked(why: str, kw: dict) -> None:
     assert plan_for(q, None).chain is None, why
     ref = simulate_reference(q, x, 9)
     assert np.array_equal(ref["logits"], simulate(q, x, 9).logits)
+
+
+def test_array_code_only_runs_without_the_compiled_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan made while numba was in use does not run the chain once the array code is
+    asked for (``neuron.array_code_only``, as ``LMH_DEPLOY_SIM_NO_NUMBA`` does)."""
+    from lmh_deploy.sim import chain
+    from lmh_deploy.sim import neuron as N
+
+    q = _mlp((24,))
+    x = fx.quantize_input(np.random.default_rng(3).random((2, *SHAPE)), q.node("input").scale)
+    want = simulate(q, x, 9)
+    assert plan_for(q, None).chain is not None
+
+    def refuse(*args):
+        raise AssertionError("the compiled chain ran")
+
+    monkeypatch.setattr(chain, "_run", refuse)
+    with N.array_code_only():
+        assert_same_record(simulate(q, x, 9), want)
