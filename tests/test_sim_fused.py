@@ -10,6 +10,7 @@ against the array code.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 from pathlib import Path
@@ -361,3 +362,35 @@ def test_int32_bounds_are_sound_and_tight_at_their_margins(overflow_d, overflow_
                 assert _worst_case(q, limit + 3)[1] > lim
             else:  # saturation: the cap of 2**30 is the bound
                 assert limit == 1 << 30
+
+
+def test_shifts_of_31_or_more_leave_no_int32_input() -> None:
+    """A weight exponent of 30 or more shifts a raw current of 1 to 2**31 or beyond: the int32
+    path takes no input then (raw limit 0), and +-1 runs in int64, equal to the step."""
+    p = _layer("lmh")
+    form = N.layer_form(p)
+    for weight_exp in (29, 30, 31):
+        right, left = fused.input_shifts(weight_exp, p.input_shift)
+        assert fused.raw_limit(form, right, left) == (form.input_limit >> left if left < 31 else 0)
+        currents = np.array([[[1, -1, 0, 1, -1, 0]]], np.int64)
+        zeros = np.zeros((1, p.size), np.int64)
+        want = expected(p, currents, 2, weight_exp, zeros, zeros)
+        state, spikes, trace, _ = run(p, currents, 2, weight_exp, zeros, zeros, None, False)
+        assert state.v_d.dtype == (np.int32 if left < 31 else np.int64), weight_exp
+        assert np.array_equal(spikes, want[0]) and np.array_equal(trace[0], want[1]), weight_exp
+        assert state.saturation == want[3], weight_exp
+
+
+def test_float_spike_copies_equal_the_spikes() -> None:
+    """``spikes_f``: float32 copies of the spikes (for a following float GEMM), written by
+    the compiled kernel and the array code alike."""
+    p = _layer("lmh")
+    currents = np.random.default_rng(4).integers(-2000, 9000, (3, 2, p.size)).astype(np.float32)
+    for arrays in (False, True):
+        state = N.initial_state(p, 2)
+        spikes = np.zeros(currents.shape, bool)
+        spikes_f = np.full(currents.shape, -1.0, np.float32)
+        with N.array_code_only() if arrays else contextlib.nullcontext():
+            N.run_neuron_chunk(p, 0, currents, None, state, spikes, spikes_f)
+        assert spikes.any() and not spikes.all(), arrays
+        assert np.array_equal(spikes_f, spikes.astype(np.float32)), arrays
