@@ -173,13 +173,13 @@ def _overflow(x, mode: int):
 
 
 def _lava_current(cur, weight_exp: int | None):
-    """int64 ``a_in`` from one step of ``currents`` (floats hold exact integers: a cast)."""
+    """int64 ``a_in`` from one step of ``currents`` (floats rounded: see ``lava_current``)."""
     if _is_torch(cur):
         import torch
 
-        a = cur.to(torch.int64)
+        a = torch.round(cur).to(torch.int64) if cur.is_floating_point() else cur.to(torch.int64)
     else:
-        a = cur.astype(np.int64)
+        a = np.rint(cur).astype(np.int64) if cur.dtype.kind == "f" else cur.astype(np.int64)
     if weight_exp is None:
         return a
     a = a * 2

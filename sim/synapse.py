@@ -76,14 +76,16 @@ DENSE_ENOUGH = 0.5
 
 
 def lava_current(sums, weight_exp: int):
-    """``a_in = shift(2 * S, weight_exp)`` as int64 (numpy array or torch tensor); float sums
-    hold exact integers (the paths keep them below 2**24 in float32, 2**53 in float64)."""
+    """``a_in = shift(2 * S, weight_exp)`` as int64 (numpy array or torch tensor). Float sums
+    hold integers (the paths keep them below 2**24 in float32, 2**53 in float64); they are
+    rounded, not truncated, so that a device convolution algorithm that missed an integer by
+    a rounding error would still give it (no test here can produce such a sum: CPU only)."""
     if type(sums).__module__.startswith("torch"):
         import torch
 
-        a = sums.to(torch.int64)
+        a = sums.to(torch.int64) if not sums.is_floating_point() else torch.round(sums).to(torch.int64)
     else:
-        a = sums.astype(np.int64)
+        a = sums.astype(np.int64) if sums.dtype.kind != "f" else np.rint(sums).astype(np.int64)
     a = a * 2
     return a << weight_exp if weight_exp >= 0 else a >> -weight_exp
 
