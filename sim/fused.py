@@ -27,6 +27,7 @@ vectorise branches with side effects):
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,7 +171,10 @@ def wide_vectors(typingctx):
     default on AVX-512 CPUs is 256: measured 1.2x faster kernels with 512)."""
 
     def codegen(context, builder, sig, args):
-        set.add(builder.function.attributes, '"prefer-vector-width"="512"')  # a string attribute
+        # a string attribute (llvmlite's add() knows only keyword ones); with another
+        # llvmlite's attribute set, LLVM's default width
+        with contextlib.suppress(AttributeError, TypeError):
+            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
         return context.get_dummy_value()
 
     return types.none(), codegen
