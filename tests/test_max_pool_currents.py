@@ -371,3 +371,31 @@ def test_lava_block_with_pooled_currents_equals_sim(inputs) -> None:
     finally:
         source.stop()
     assert np.array_equal(net.logits(trace, n), simulate(q, x_int.reshape(n, 1, 8, 8), t).logits)
+
+
+def test_bias_correction_gives_a_pooled_neuron_its_windows_mean_rounding_error() -> None:
+    """A 1x1 convolution's weight 0.1234 (beside the largest, 0.3, mantissa 127) rounds to
+    mantissa 52 (0.1234 / 0.3 * 127 = 52.24); each position's rounding current is e * E[x];
+    a 2x2 max pool's neuron gets the mean of its window's four (which tap wins is not known
+    ahead)."""
+    from lmh_deploy.passes.bias_correction import rounding_current
+    from lmh_deploy.passes.compose import synapse_paths
+    from lmh_deploy.passes.quantize import quantize_paths
+
+    conv = nn.Conv2d(1, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([0.3, 0.1234]).reshape(2, 1, 1, 1))
+    neuron = paper_clone("LearnableNeuron")
+    model = nn.Sequential(conv, nn.MaxPool2d(2), neuron, nn.Flatten(), nn.Linear(2, 2))
+    graph = module_to_graph(model.eval(), input_shape=(1, 2, 2), timesteps=2)
+    paths = synapse_paths(graph, "lmh0")
+    assert paths[0].pool is not None and paths[0].repeat == 1
+    mants, scale, _ = quantize_paths(paths)
+    unit = graph.node("input").unit
+    assert mants[0].ravel().tolist() == [127, 52]
+    error_per_count = 52 / scale - float(conv.weight.detach()[1]) * unit  # float current per input count
+    counts = np.array([10.0, 20.0, 30.0, 60.0])  # mean input counts per step
+    got = rounding_current(paths, mants, scale, {"input": counts})
+    assert got.shape == (2,) and abs(got[0]) < 1e-12
+    assert got[1] == pytest.approx(error_per_count * counts.mean(), rel=1e-9)
+    assert abs(got[1]) > 1e-5  # not zero: the check above has something to compare
