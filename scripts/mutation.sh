@@ -23,7 +23,7 @@ declare -A CORE=(
   [sim]="lmh_deploy.sim.neuron.* lmh_deploy.sim.fused.* lmh_deploy.sim.synapse.x_lava_current__* lmh_deploy.sim.synapse.x_summed_current__* lmh_deploy.sim.synapse.x_summed_bound__* lmh_deploy.sim.synapse.x__int_mm_fits__* lmh_deploy.sim.synapse.xǁSynapsePathǁint8_sums__*"
 )
 work=""
-trap '[ -n "$work" ] && rm -rf "$work"' EXIT
+trap 'if [ -n "$work" ] && [ -z "${MUTATION_KEEP:-}" ]; then rm -rf "$work"; fi' EXIT  # kept if asked, even when interrupted
 for target in "${@:-semantics sim quantize}"; do
   for t in $target; do
     modules="${TESTS[$t]%%|*}"

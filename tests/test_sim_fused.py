@@ -217,8 +217,11 @@ def test_layers_beyond_the_int32_bounds_keep_int64_states() -> None:
         dict(mu_d=np.full((1, base.size), 9000)),
     ):
         p = NeuronParams(**{**base.__dict__, **change})
-        assert not fused.kernel_form(p).int32_ok
+        form = fused.kernel_form(p)
+        assert not form.int32_ok
         assert N.initial_state(p, 2).v_d.dtype == np.int64
+        # the kernel then takes int64 factors and biases too (a bias past 2**31 stays whole)
+        assert form.factors.dtype == form.bias_d.dtype == form.bias_s.dtype == np.int64
 
 
 def test_shifted_current_is_one_shift_each_way() -> None:
@@ -362,6 +365,11 @@ def test_int32_bounds_are_sound_and_tight_at_their_margins(overflow_d, overflow_
                 assert _worst_case(q, limit + 3)[1] > lim
             else:  # saturation: the cap of 2**30 is the bound
                 assert limit == 1 << 30
+    # dendrite factors whose worst case alone passes 3 * 2**23: no int32 under a wrap
+    q = NeuronParams(**{**p.__dict__, "mu_d": p.mu_d * 2, "mu_s": p.mu_s * 2})
+    assert fused.kernel_form(q).int32_ok == (overflow_d != 2)
+    if overflow_d == 2:
+        assert _worst_case(q, 0)[1] > lim
 
 
 def test_shifts_of_31_or_more_leave_no_int32_input() -> None:
