@@ -66,7 +66,7 @@ def chain_of(order: list[str], nodes: dict, inputs: dict, paths: dict, params: d
         if not _fits(path, first=not chain):
             return None
         p = params[neuron]
-        if p.max_spikes > 1:  # graded spikes run the semantics' own step (sim/neuron.py)
+        if p.by_semantics:  # graded spikes, a soma floor: the semantics' own step (sim/neuron.py)
             return None
         if p.size != path.n_out or int32_input_limit(p, path.weight_exp) < path.bound:
             return None

@@ -127,8 +127,8 @@ def run_neuron_chunk(
     steps = currents.shape[0] if steps is None else steps
     if currents.shape[0] not in (1, steps):
         raise ValueError(f"currents for {currents.shape[0]} steps, {steps} steps asked")
-    if p.max_spikes > 1:
-        return _run_graded(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps)
+    if p.by_semantics:
+        return _run_semantics(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps)
     if isinstance(state.v_d, np.ndarray) and numba_active():
         return _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps, peak)
     return _run_arrays(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps)
@@ -241,11 +241,11 @@ def _run_arrays(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, ste
     return np.asarray(counts, np.int64)
 
 
-def _run_graded(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps):
-    """A graded-spike layer (``max_spikes > 1``): the reference step
-    :func:`lmh_deploy.semantics.integer.lmh_step` itself, one step at a time (no fast copy
-    of the count rule exists); ``spikes`` receive the counts, the returned per-step totals count
-    every spike, ``neuron_spikes`` the messages (a graded spike is one synaptic event)."""
+def _run_semantics(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps):
+    """A layer with graded spikes (``max_spikes > 1``) or a soma floor (``v_s_min``): the
+    reference step :func:`lmh_deploy.semantics.integer.lmh_step` itself, one step at a time (no
+    fast copy of these rules exists); ``spikes`` receive the counts, the returned per-step totals
+    count every spike, ``neuron_spikes`` the messages (a graded spike is one synaptic event)."""
     from lmh_deploy.semantics.integer import lmh_step
 
     _widen(state)

@@ -47,6 +47,13 @@ class NeuronParams:
     next_step: bool  # the reset of step t applies at step t + 1 (snnTorch's reset_delay)
     profile: str = "lmh"
     max_spikes: int = 1  # > 1: graded spikes (counts), run by the semantics' own step
+    v_s_min: int | None = None  # a soma floor (sinabs's min_v_mem), run by the semantics too
+
+    @property
+    def by_semantics(self) -> bool:
+        """Rules the fast kernels do not restate (graded spikes, a soma floor): this layer runs
+        :func:`~lmh_deploy.semantics.integer.lmh_step` itself."""
+        return self.max_spikes > 1 or self.v_s_min is not None
 
     def fixed_params(self) -> LMHFixedParams:
         """The same layer as :mod:`lmh_deploy.semantics`' parameter bundle (graded layers run
@@ -67,6 +74,7 @@ class NeuronParams:
             v_d_init=self.v_d_init,
             v_s_init=self.v_s_init,
             max_spikes=self.max_spikes,
+            v_s_min=self.v_s_min,
         )
 
     @property
@@ -113,4 +121,5 @@ def neuron_params(node) -> NeuronParams:
         next_step=node.reset_timing == "next-step",
         profile=profile.name,
         max_spikes=int(node.max_spikes),
+        v_s_min=None if node.v_s_min is None else int(node.v_s_min),
     )

@@ -73,7 +73,10 @@ def test_max_spike_caps_the_count(digits) -> None:
 @pytest.mark.parametrize(
     "layer, message",
     [
-        (lambda: sl.IAF(min_v_mem=-1.0), r"^1 \(IAF\): min_v_mem is not supported; supported: sinabs"),
+        (
+            lambda: sl.IAF(spike_fn=sa.MaxSpike(300)),
+            r"^1 \(IAF\): MaxSpike\(max_num_spikes_per_bin=300\) outside",
+        ),
         (lambda: sl.LIF(tau_mem=8.0, tau_syn=4.0), r"^1 \(LIF\): a synaptic current \(tau_syn\) is not"),
         (
             lambda: sl.IAF(reset_fn=sa.MembraneSubtract(subtract_value=2.0)),
@@ -106,3 +109,34 @@ def test_sinabs_nets_one_command(tmp_path: Path, factory: str, digits) -> None:
     """Trained 3 epochs the sinabs way, deployed by ``compile --model``, verified on 50 test
     digits: >= 95 % of predictions equal sinabs's own, Lava == sim spike for spike."""
     _deploy(tmp_path, factory, digits)
+
+
+def test_from_model_conversion_with_min_v_mem_equals_sinabs(digits) -> None:
+    """``sinabs.from_model``'s IAFSqueeze layers (``min_v_mem=-1``: a soma floor, ``v_s_min``)."""
+    torch.manual_seed(0)
+    model = _strong(ss.converted())
+    assert model[1].min_v_mem is not None
+    x = digits[2][:40]
+    graph = module_to_graph(model, input_shape=(1, 8, 8), timesteps=ss.T)
+    assert graph.node("lmh0").v_s_min == -1.0
+    src = run_source(model, x.numpy(), ss.T, source_neurons=graph.meta["source_neurons"])
+    ref = simulate_float(graph, x.numpy(), ss.T)
+    for name, spikes in ref.spikes.items():
+        assert np.array_equal(src.spikes[name], spikes), name
+    with torch.no_grad():
+        own = ss.run(model, x).mean(1).numpy()
+    np.testing.assert_allclose(src.logits, own, atol=1e-5)
+    np.testing.assert_allclose(ref.logits, own, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_sinabs_from_model_one_command(tmp_path: Path, digits) -> None:
+    """An ANN trained 3 epochs, converted by ``sinabs.from_model`` (its default ``min_v_mem``),
+    deployed from the converted network's ``state_dict``: >= 95 % of 50 predictions equal
+    sinabs's own run, Lava == sim."""
+    torch.manual_seed(0)
+    ann = ss.ann_conv()
+    ss.train_ann(ann, digits[0], digits[1])
+    model = ss.converted(ann).eval()
+    assert ss.accuracy(model, digits[2], digits[3]) > 0.6
+    deploy_source(model, f"{MODEL_FILE}:converted", tmp_path, timesteps=ss.T, input_shape="1,8,8")

@@ -261,3 +261,15 @@ def test_graded_spike_counts_golden(test: str, reset: str, expected: list[tuple[
         d, s, spikes, _ = fx.lmh_step(p, t, d, s, A([[a]]))
         assert spikes.dtype == np.int64
         assert (int(d[0, 0]), int(s[0, 0]), int(spikes[0, 0])) == (a, v_s, count), f"step {t}"
+
+
+def test_soma_floor_golden() -> None:
+    """v_s_min = -30 (sinabs's min_v_mem), identity factors, theta = 100, v_s = 0:
+    a = -50: m = -50, no spike, v_s = max(-50, -30) = -30;  a = 20: m = -10 -> -10;
+    a = 150: m = 140 -> 1 spike, v_s 40;  a = -100: m = -60 -> -30."""
+    p = _params("lmh", theta=100, v_s_init=0, v_s_min=-30)
+    d, s, out = A([[0]]), A([[0]]), []
+    for t, a in enumerate([-50, 20, 150, -100]):
+        d, s, spikes, _ = fx.lmh_step(p, t, d, s, A([[a]]))
+        out.append((int(s[0, 0]), bool(spikes[0, 0])))
+    assert out == [(-30, False), (-10, False), (40, True), (-30, False)]

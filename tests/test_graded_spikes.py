@@ -4,13 +4,15 @@ the Lava ProcessModels; the quantiser bounds the next layer's current for counts
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 import lmh_deploy  # noqa: F401  - Python 3.11 Lava import fix
 from lmh_deploy.backends.float.ir import simulate_float
 from lmh_deploy.backends.lava.run import run_lava
-from lmh_deploy.ir import LMH, Dense, Graph, Input, IRError, Readout
+from lmh_deploy.ir import LMH, QLMH, Dense, Graph, Input, IRError, Readout
 from lmh_deploy.ir.serialize import load_graph, save_graph
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
@@ -111,3 +113,29 @@ def test_exports_refuse_graded_layers(tmp_path) -> None:
     with pytest.raises(InteropError, match=r"^l1: graded spikes \(up to 5 a step, max_spikes\); netx"):
         artifact_to_netx(q, tmp_path / "g.net")
     assert not (tmp_path / "g.net").exists()
+
+
+@pytest.mark.parametrize("k1", [1, 5])
+def test_soma_floor_sim_equals_lava(k1: int) -> None:
+    """``v_s_min`` (sinabs's ``min_v_mem``) on one and on several spikes a step: the floor binds
+    (negative currents) and sim == Lava in spikes and final states."""
+    g = _graph(k1=k1)
+    node = g.node("l1")
+    g.nx_graph.nodes["l1"]["node"] = dataclasses.replace(node, v_s_min=-0.3)
+    g.nx_graph.nodes["d1"]["node"] = Dense(weight=np.random.default_rng(3).normal(0.0, 1.0, (8, 6)))
+    q, _ = quantize_graph(g)
+    floor = q.node("l1").v_s_min
+    assert floor is not None and floor < 0
+    x_int = fx.quantize_input(np.random.default_rng(4).uniform(0, 1, (4, 6)), q.node("input").scale)
+    ref = simulate(q, x_int, T, record_states=True)
+    assert int(ref.state_trace["l1"][1].min()) == floor  # the floor binds
+    got = run_lava(q, x_int, T, "fixed_pt")
+    for name in ("l1", "l2"):
+        assert np.array_equal(ref.spikes[name], got.spikes[name]), name
+        assert np.array_equal(got.final_state[name][1], ref.final_state[name][1][-1:]), name
+    col = lambda v: np.full((1, 1), v, np.int64)
+    lif = QLMH(size=1, theta=64, mu_d=col(0), mu_s=col(0), lam_d=col(4096), lam_s=col(4096),
+               bias=np.zeros(1, np.int64), state_scale=1.0, profile="loihi-lif", reset="set",
+               threshold_test=">", v_s_init=0, v_s_min=-5)  # fmt: skip
+    with pytest.raises(IRError, match="^l: numeric profile loihi-lif cannot express a soma floor"):
+        lif.check("l")

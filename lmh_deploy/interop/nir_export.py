@@ -494,6 +494,8 @@ def graph_to_nir(graph: Graph, *, dt: float = DEFAULT_DT, inputs: np.ndarray | N
     if not (dt > 0 and math.isfinite(dt)):
         raise InteropError(f"dt must be finite and > 0, got {dt}")
     for name in graph.of_kind("lmh"):
+        if getattr(graph.node(name), "v_s_min", None) is not None:
+            raise InteropError(f"{name}: a soma floor (v_s_min, sinabs's min_v_mem) has no NIR field")
         k = getattr(graph.node(name), "max_spikes", 1)
         if k > 1:
             raise InteropError(

@@ -264,6 +264,8 @@ class LMH(RuleChoices):
     ``max_spikes_per_dt``): up to K spikes a step, as many as multiples of theta the soma
     holds (:func:`lmh_deploy.semantics.integer.spike_count`); the output is that count times
     theta and a subtractive reset takes count * theta off (a set reset still sets).
+    ``v_s_min`` (None: none) is a floor the soma is clipped to after the reset (sinabs's
+    ``min_v_mem``).
     """
 
     kind: ClassVar[str] = "lmh"
@@ -278,6 +280,7 @@ class LMH(RuleChoices):
     v_d_init: float = 0.0
     v_s_init: float | None = None
     max_spikes: int = 1
+    v_s_min: float | None = None
 
     #: The union of what the numeric profiles can hold (the quantize pass checks the chosen
     #: profile's own range): mu_d up to 1 for Loihi's current decay, lam_s down to 0 for LIF.
@@ -333,8 +336,10 @@ class LMH(RuleChoices):
             raise IRError(f"{name}: bias shape {self.bias.shape} != ({self.size},)")
         check_finite(name, "bias", self.bias)
         super().check(name)  # the rules
-        for what in ("reset_value", "v_d_init", "v_s_init"):
+        for what in ("reset_value", "v_d_init", "v_s_init", "v_s_min"):
             value = getattr(self, what)
+            if what == "v_s_min" and value is None:
+                continue
             if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
                 raise IRError(f"{name}: {what} must be a finite number, got {value!r}")
 

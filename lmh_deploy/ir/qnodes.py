@@ -175,6 +175,7 @@ class QLMH(RuleChoices):
     v_d_init: int = 0
     v_s_init: int | None = None
     max_spikes: int = 1
+    v_s_min: int | None = None
 
     def output_size(self) -> int:
         return self.size
@@ -191,6 +192,8 @@ class QLMH(RuleChoices):
         )
         if problem:
             raise IRError(f"{name}: numeric profile {self.profile} cannot express {problem}")
+        if self.v_s_min is not None and not profile.soma_floor:
+            raise IRError(f"{name}: numeric profile {self.profile} cannot express a soma floor (v_s_min)")
         check_integers(name, "size", self.size, 1, np.iinfo(np.int64).max)
         check_integers(name, "threshold theta", self.theta, 1, fx.STATE_MAX)
         rows = self.mu_d.shape[0] if self.mu_d.ndim == 2 else -1
@@ -206,7 +209,7 @@ class QLMH(RuleChoices):
         if self.bias.shape != (self.size,):
             raise IRError(f"{name}: bias shape {self.bias.shape} != ({self.size},)")
         check_integers(name, "bias", self.bias, fx.STATE_MIN, fx.STATE_MAX)
-        for what in ("reset_value", "v_d_init", "v_s_init"):
+        for what in ("reset_value", "v_d_init", "v_s_init", "v_s_min"):
             if getattr(self, what) is not None:
                 check_integers(name, what, getattr(self, what), fx.STATE_MIN, fx.STATE_MAX)
         check_positive(name, "state_scale", self.state_scale)

@@ -154,6 +154,7 @@ class LMHFields(_RuleFields):
     reset_value: Finite = 0.0
     v_d_init: Finite = 0.0
     v_s_init: Finite | None = None
+    v_s_min: Finite | None = None
 
 
 class QInputFields(_Strict):
@@ -186,6 +187,7 @@ class QLMHFields(_RuleFields):
     reset_value: StoredInt = 0
     v_d_init: StoredInt = 0
     v_s_init: StoredInt | None = None
+    v_s_min: StoredInt | None = None
 
 
 class QReadoutFields(_Strict):

@@ -165,6 +165,7 @@ def quantize_neuron(
         "v_d_init": int(to_state_int(node.v_d_init, s, "v_d_init", name)),
         "v_s_init": v_s_init,
         "max_spikes": int(node.max_spikes),
+        "v_s_min": None if node.v_s_min is None else int(to_state_int(node.v_s_min, s, "v_s_min", name)),
     }
     problem = prof.rule_problem(
         rules["reset"],
@@ -176,6 +177,8 @@ def quantize_neuron(
     )
     if problem:
         raise IRError(f"{name}: numeric profile {prof.name} cannot express {problem}")
+    if node.v_s_min is not None and not prof.soma_floor:
+        raise IRError(f"{name}: numeric profile {prof.name} cannot express a soma floor (v_s_min)")
     bias = _soma_bias(name, node, np.round(np.asarray(node.bias, np.float64) * s), prof)
     to_state_int(bias, 1.0, "bias", name)
     qn = QLMH(size=node.size, theta=theta, bias=bias, state_scale=s, profile=prof.name, **codes, **rules)

@@ -182,6 +182,7 @@ class LMHFixedParams:
     v_d_init: int = 0
     v_s_init: int | None = None  # None: theta // 2 (the paper's code starts at half threshold)
     max_spikes: int = 1  # K > 1: graded spikes, up to K a step (spike_count)
+    v_s_min: int | None = None  # a floor v_s is clipped to after the reset (None: none)
 
     def factors_at(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The four factor multipliers used at 0-based step ``step``."""
@@ -220,6 +221,7 @@ def layer_params(node, convert=None) -> LMHFixedParams:
         v_d_init=int(node.v_d_init),
         v_s_init=None if node.v_s_init is None else int(node.v_s_init),
         max_spikes=int(getattr(node, "max_spikes", 1)),
+        v_s_min=None if getattr(node, "v_s_min", None) is None else int(node.v_s_min),
     )
 
 
@@ -318,7 +320,8 @@ def lmh_step(params: LMHFixedParams, step: int, v_d, v_s, a_in, s_prev=None):
         v_s' = m_s - theta s  (or reset_value where s; next-step timing: v_s' = m_s)
 
     With ``max_spikes`` K > 1, ``s`` is the spike count of :func:`spike_count` (int64, up to
-    K), and the subtractive reset takes ``theta s`` off: a graded spike.
+    K), and the subtractive reset takes ``theta s`` off: a graded spike. ``v_s_min`` (if set)
+    is a floor: ``v_s' = max(v_s', v_s_min)`` after the reset (sinabs's ``min_v_mem``).
     ``R`` rounds as the profile says, ``OVd``/``OVs`` saturate or wrap (each out-of-range
     element counts as one event); ``[+ bias]`` goes to the dendrite or the soma.
     """
@@ -349,6 +352,8 @@ def lmh_step(params: LMHFixedParams, step: int, v_d, v_s, a_in, s_prev=None):
         v_s_new = m_s - params.theta * spikes
     else:
         v_s_new = where(spikes > 0, params.reset_value, m_s)
+    if params.v_s_min is not None:
+        v_s_new = where(v_s_new < params.v_s_min, params.v_s_min, v_s_new)
     return v_d_new, v_s_new, spikes, events_d + events_s
 
 

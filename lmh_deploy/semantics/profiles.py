@@ -54,6 +54,8 @@ class NumericProfile:
     fixed_weight_exp: int | None = None
     #: Worst-case ``|a_in << input_shift|`` per step stays within ``2**current_headroom_bits``.
     current_headroom_bits: int = 20
+    #: a soma floor (v_s_min, sinabs's min_v_mem) can be expressed
+    soma_floor: bool = True
     summary: str = ""
 
     def factor_range(self, factor: str) -> tuple[int, int]:
@@ -163,6 +165,7 @@ LOIHI_LIF_PROFILE = NumericProfile(
     fixed_weight_exp=0,
     # u = a_in << 6 must stay inside 24 bits (it wraps otherwise): one bit left for the decay.
     current_headroom_bits=22,
+    soma_floor=False,  # Lava's LIF clips v only at +-(2**23 - 1)
     summary="Lava's PyLifModelBitAcc (CUBA LIF, lava-nc 0.10) bit for bit: products rounded "
     "toward zero, current u wraps at 24 bits, voltage v clips to +-(2**23 - 1), "
     "a_in << 6, theta = vth << 6, bias on the soma, spike on v > theta, v set to 0",

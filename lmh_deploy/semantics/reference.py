@@ -18,7 +18,7 @@ from lmh_deploy.semantics.integer import spike_count
 class NeuronLayer(Protocol):
     """What the reference reads from a layer (the float ``LMH`` IR node has all of it;
     read-only, as the frozen node's fields are). ``max_spikes`` (graded spikes) is read where
-    the layer has it, else 1."""
+    the layer has it, else 1; ``v_s_min`` (a soma floor) likewise, else none."""
 
     @property
     def theta(self) -> float: ...
@@ -97,4 +97,7 @@ def lmh_float_step(
         v_s = m_s - spikes * layer.theta
     else:
         v_s = np.where(spikes > 0, layer.reset_value, m_s)
+    floor = getattr(layer, "v_s_min", None)
+    if floor is not None:
+        v_s = np.maximum(v_s, floor)
     return v_d, v_s, spikes

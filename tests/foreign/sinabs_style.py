@@ -71,3 +71,38 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 3
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return float((run(model, x).mean(1).argmax(1) == y).float().mean())
+
+
+def ann_conv() -> nn.Sequential:
+    """The ANN sinabs's "from_model" tutorial converts: ReLUs where the spiking layers go."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1, bias=False),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1, bias=False),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64, 10, bias=False),
+    )
+
+
+def converted(ann: nn.Module | None = None) -> nn.Sequential:
+    """``sinabs.from_model(ann)``'s spiking model: each ReLU an ``IAFSqueeze`` (its default
+    ``min_v_mem=-1``, ``MultiSpike``, ``MembraneSubtract``); input ``(batch * T, 1, 8, 8)``."""
+    return sinabs.from_model(ann or ann_conv(), input_shape=(1, 8, 8), num_timesteps=T).spiking_model
+
+
+def train_ann(ann: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 3, lr: float = 3e-3) -> None:
+    """The ANN trained as any torch classifier (before conversion)."""
+    torch.manual_seed(0)
+    opt = torch.optim.Adam(ann.parameters(), lr=lr)
+    for _ in range(epochs):
+        perm = torch.randperm(len(x))
+        for start in range(0, len(x), 64):
+            idx = perm[start : start + 64]
+            loss = nn.functional.cross_entropy(ann(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    ann.eval()

@@ -214,6 +214,7 @@ def build_layers(
                 v_d_init=number(node.v_d_init),
                 v_s_init=None if node.v_s_init is None else number(node.v_s_init),
                 max_spikes=int(node.max_spikes),
+                v_s_min=None if node.v_s_min is None else number(node.v_s_min),
             )
             if isinstance(node, QLMH):
                 args["profile"] = node.profile

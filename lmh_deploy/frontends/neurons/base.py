@@ -38,6 +38,8 @@ class NeuronSpec:
     reset_timing: str = "same-step"  # "same-step" | "next-step" (see TEAM design / docs)
     #: up to this many spikes a step (graded spikes: sinabs MultiSpike, rockpool LIFTorch)
     max_spikes: int = 1
+    #: a floor the membrane is clipped to after the reset (sinabs min_v_mem; None: none)
+    v_s_min: float | None = None
     #: constant input per step added to the dendrite (e.g. a leak toward a nonzero rest)
     bias: float = 0.0
     #: the module returns a tuple (spikes, state...) instead of spikes alone
@@ -55,6 +57,7 @@ class NeuronSpec:
             "v_d_init": float(self.v_d_init),
             "v_s_init": float(self.v_s_init),
             "max_spikes": int(self.max_spikes),
+            "v_s_min": None if self.v_s_min is None else float(self.v_s_min),
         }
 
 

@@ -9,13 +9,15 @@ IAF: ``tau_mem = inf``, ``alpha = 1``)::
     MultiSpike (default):      s = (v > 0) * trunc(v / thr)     (= clip(floor(v / thr), 0, inf))
     MaxSpike(n):               the same, capped at n;   SingleSpike: s = v - thr >= 0
     MembraneSubtract (default): v = v - s thr;   MembraneReset(r): v = r where s > 0
+    min_v_mem (if set):         v = max(v, min_v_mem)
 
 ``v`` starts at 0; a spike sends 1 (several spikes send their count). LM-H form
 (``mu_d = mu_s = 0``, ``lam_d = 1``): ``lam_s = alpha``, the membrane in units of
 ``v / (1 - alpha)`` under ``norm_input`` (the input then enters with gain 1; threshold and
 reset value scale alike), ``>=`` test, same-step reset, and graded spikes
 (:attr:`~lmh_deploy.ir.LMH.max_spikes`): ``MaxSpike(n)`` caps at n, ``MultiSpike`` (no cap in
-sinabs) at :data:`MULTI_SPIKE_CAP`, the most one 8-bit graded message holds.
+sinabs) at :data:`MULTI_SPIKE_CAP`, the most one 8-bit graded message holds; ``min_v_mem``
+is the soma floor ``v_s_min``.
 
 sinabs layers run all steps of a ``(batch, time, ...)`` input in one call (``IAF``, ``LIF``),
 or of a ``(batch * time, ...)`` one (the ``Squeeze`` variants, reshaped by their
@@ -40,7 +42,7 @@ KINDS = ("IAF", "IAFSqueeze", "LIF", "LIFSqueeze")
 #: Graded spikes of an uncapped ``MultiSpike`` layer: the largest count one message holds.
 MULTI_SPIKE_CAP = MAX_SPIKES
 SUPPORTED = (
-    "sinabs.layers.IAF/IAFSqueeze/LIF/LIFSqueeze with tau_syn=None, min_v_mem=None, spike_fn "
+    "sinabs.layers.IAF/IAFSqueeze/LIF/LIFSqueeze with tau_syn=None, spike_fn "
     "MultiSpike, MaxSpike(n) or SingleSpike, reset_fn MembraneSubtract() or MembraneReset()"
 )
 
@@ -91,9 +93,10 @@ class SinabsAdapter(NeuronAdapter):
         return any(type(module) is sinabs_class(kind) for kind in KINDS)
 
     def spec(self, module: Any, where: str) -> NeuronSpec:
-        for attr, why in (("tau_syn", "a synaptic current (tau_syn)"), ("min_v_mem", "min_v_mem")):
-            if getattr(module, attr, None) is not None:
-                raise NeuronError(f"{where}: {why} is not supported; supported: {SUPPORTED}")
+        if module.tau_syn is not None:
+            raise NeuronError(
+                f"{where}: a synaptic current (tau_syn) is not supported; supported: {SUPPORTED}"
+            )
         if module.spike_threshold is None:
             raise NeuronError(f"{where}: spike_threshold=None is not supported; supported: {SUPPORTED}")
         thr = scalar(module.spike_threshold, "spike_threshold", where)
@@ -135,6 +138,9 @@ class SinabsAdapter(NeuronAdapter):
             threshold_test=">=",
             reset_timing="same-step",
             max_spikes=k,
+            v_s_min=None
+            if module.min_v_mem is None
+            else scale * scalar(module.min_v_mem, "min_v_mem", where),
             **rules,
         )
 

@@ -103,6 +103,7 @@ class _LMHFloat(AbstractLMHModel):
             threshold_test=self.rule("threshold_test"),
             reset_timing=self.rule("reset_timing"),
             max_spikes=int(self.proc_params["max_spikes"]),
+            v_s_min=self.proc_params["v_s_min"],
         )
         v_d, v_s, spikes = lmh_float_step(
             layer, step, self.v_d, self.v_s, a_in, self.s_prev.astype(bool) if step else None
@@ -156,6 +157,7 @@ class _LMHFixed(AbstractLMHModel):
             v_d_init=int(self.v_d_init[0]),
             v_s_init=int(self.v_s_init[0]),
             max_spikes=int(self.proc_params["max_spikes"]),
+            v_s_min=self.proc_params["v_s_min"],
         )
         v_d, v_s, spikes, saturated = fx.lmh_step(
             fx.layer_params(layer),

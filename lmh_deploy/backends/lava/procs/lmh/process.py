@@ -62,6 +62,7 @@ class LMHNeuron(AbstractProcess):
         v_d_init: float = 0,
         v_s_init: float | None = None,
         max_spikes: int = 1,
+        v_s_min: float | None = None,
         output_delay: int = 0,
         record: bool = False,
         name: str | None = None,
@@ -89,6 +90,7 @@ class LMHNeuron(AbstractProcess):
             threshold_test=threshold_test,
             reset_timing=reset_timing,
             max_spikes=int(max_spikes),
+            v_s_min=v_s_min,
             output_delay=output_delay,
             record=record,
         )
