@@ -73,6 +73,12 @@ INT8_CONV_INPUT_MAX = 129
 #: multiply-add (VGG-13's pool-composed first classifier layer is CSR at 99.6 % density), and
 #: from this density on dense float32 takes no more memory than CSR's 12 bytes a nonzero.
 DENSE_ENOUGH = 0.5
+#: A dense layer whose float weights would take more bytes than this keeps only its int8 rows
+#: and converts a block of them at a time for the float product (exact: every partial sum is
+#: an integer below the float's exact range, as the whole sum is)
+FLOAT_COPY_BYTES = 64 << 20
+#: Weight entries converted per block of that product
+GEMM_BLOCK_ENTRIES = 1 << 22
 
 
 def lava_current(sums, weight_exp: int):
@@ -257,7 +263,11 @@ class SynapsePath:
         else:
             # only the (n_in, n_out) copy, one row per input: ``x @ w_t`` is the gemm (a
             # (n_out, n_in) copy as well would double the largest array of a wide layer)
-            self.w_t = np.ascontiguousarray(np.asarray(mant).T, dtype=dtype)
+            self.w_t = (
+                np.ascontiguousarray(np.asarray(mant).T, dtype=dtype)
+                if not self._blocked_gemm(mant)
+                else None
+            )
             # the compiled gather adds into int32 when every sum fits (it always does for
             # 8-bit mantissas unless fan_in * max|x| * 127 >= 2**31), reading int8 rows
             # (a quarter of int32's memory traffic: measured 1.5-1.9x faster)
@@ -273,6 +283,19 @@ class SynapsePath:
             self.w_dev = torch.as_tensor(dense, device=self.device)
             if self.int8_ok:
                 self.w_int8 = torch.as_tensor(np.asarray(mant, np.int8).T.copy(), device=self.device)
+
+    def _blocked_gemm(self, mant) -> bool:
+        """Whether the float product converts int8 row blocks (:data:`FLOAT_COPY_BYTES`)."""
+        return (
+            self.float_dtype is not None
+            and self.device is None
+            and int(np.abs(mant).max(initial=0)) <= 127
+            and np.prod(mant.shape) * np.dtype(self.float_dtype).itemsize > FLOAT_COPY_BYTES
+        )
+
+    def _float_rows(self):
+        """``w_t``: kept, or converted from the int8 rows for one use."""
+        return self.w_t if self.w_t is not None else self.w_t_int.astype(self.float_dtype)
 
     # ------------------------------------------------------------------ the sums
     def sums(self, pre, active: int | None = None):
@@ -349,7 +372,13 @@ class SynapsePath:
         x = self._as(pre, self.float_dtype or np.int64)  # w_t is int64 without a float dtype
         if self.sparse:
             return np.asarray((self.w @ x.T).T)
-        return x @ self.w_t
+        if self.w_t is not None:
+            return x @ self.w_t
+        out = np.zeros((x.shape[0], self.n_out), self.float_dtype)
+        step = max(1, GEMM_BLOCK_ENTRIES // self.n_out)
+        for k in range(0, self.n_in, step):
+            out += x[:, k : k + step] @ self.w_t_int[k : k + step].astype(self.float_dtype)
+        return out
 
     def _int8(self, pre):
         """The sums by the CPU's int8 matrix units (binary ``pre``; exact, module docstring)."""
@@ -426,7 +455,7 @@ class SynapsePath:
             return out
         dtype = self.float_dtype or np.int64
         events = sp.csr_matrix(pre.astype(dtype) if pre.dtype == bool else pre)
-        out = events @ self.w_t
+        out = events @ self._float_rows()
         return out.toarray() if sp.issparse(out) else np.asarray(out)
 
     def _conv_events(self, pre):

@@ -13,10 +13,10 @@ import torch
 
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir import Dense, Graph, Input, Readout
-from lmh_deploy.ir.synapses import apply_synapse
+from lmh_deploy.ir.synapses import MANT_DTYPE, DenseChain, apply_synapse
 from lmh_deploy.models.architectures import build
 from lmh_deploy.passes.bias_correction import correctable
-from lmh_deploy.passes.compose import synapse_paths
+from lmh_deploy.passes.compose import path_matrix, synapse_paths
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.pipeline.compile import mean_counts
 from lmh_deploy.semantics import integer as fx
@@ -40,7 +40,7 @@ def _mean_current(q, graph, layer: str, counts: dict[str, np.ndarray], integer: 
     total = 0.0
     for path in synapse_paths(graph, layer):
         qd = q.node(path.name)
-        w = qd.weight_mant / qd.weight_scale if integer else path.weights
+        w = qd.weight_mant / qd.weight_scale if integer else path_matrix(path.weights)
         x = counts[path.source]
         if path.conv is not None:
             total = total + apply_synapse(dataclasses.replace(path.conv, weight=w), x[None])[0]
@@ -69,6 +69,42 @@ def test_corrected_bias_cancels_the_mean_rounding_current() -> None:
         # what is left is the bias's own rounding: half a state unit
         assert after.max() <= 0.5 / fixed.node(layer).state_scale + 1e-12, layer
         assert before.max() > 20 * after.max(), layer
+
+
+def test_pool_then_dense_in_row_blocks_equals_the_whole_matrix(monkeypatch) -> None:
+    """avgpool -> fc composes to a full matrix, which is never held whole as floats (a
+    DenseChain, here cut into blocks of 7 rows): the mantissas, rounding currents, corrected
+    biases and report equal those of the whole composed CSR bit for bit, the mantissas stored
+    dense in int16."""
+    import lmh_deploy.passes.compose as compose
+    from lmh_deploy.ir import AvgPool
+    from lmh_deploy.passes.bias_correction import rounding_current
+    from lmh_deploy.passes.weights import quantize_paths
+
+    rng = np.random.default_rng(4)
+    graph = Graph(meta={"timesteps": 4})
+    graph.add("input", Input(shape=(4, 16, 16), x_max=1.0))
+    graph.add("pool", AvgPool(input_shape=(4, 16, 16), kernel=(2, 2), stride=(2, 2)), ("input",))
+    graph.add("fc", Dense(weight=rng.normal(size=(60, 256))), ("pool",))
+    graph.add("readout", Readout(bias=rng.normal(size=60)), ("fc",))
+    counts = {"input": rng.random(1024) * 200}
+    monkeypatch.setattr(DenseChain, "BLOCK_ENTRIES", 7 * 1024)
+    runs = {}
+    for route in ("blocks", "whole"):
+        if route == "whole":  # the composed CSR, as a chain without a Dense composes
+            monkeypatch.setattr(compose, "composes_dense", lambda graph, chain: False)
+        paths = synapse_paths(graph, "readout")
+        mants, scale, _ = quantize_paths(paths)
+        current = rounding_current(paths, mants, scale, counts)
+        runs[route] = (paths[0].weights, mants[0], current, *quantize_graph(graph, mean_counts=counts))
+    (chain, mant, current, q, report), (csr, whole_mant, whole_current, q_whole, report_whole) = runs.values()
+    assert isinstance(chain, DenseChain) and sp.issparse(csr)
+    assert isinstance(mant, np.ndarray) and mant.dtype == MANT_DTYPE
+    assert np.array_equal(mant, whole_mant.toarray())
+    assert np.array_equal(current, whole_current)  # the same sums, term by term in order
+    assert report == report_whole
+    assert np.array_equal(q.node("fc").weight_mant, q_whole.node("fc").weight_mant)
+    assert np.array_equal(q.node("readout").bias, q_whole.node("readout").bias)
 
 
 def test_no_calibration_no_correction() -> None:

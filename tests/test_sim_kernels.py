@@ -480,6 +480,29 @@ def test_nearly_dense_csr_weights_run_dense_with_the_same_integers() -> None:
             assert np.array_equal(lava_current(got, -2), want)
 
 
+@pytest.mark.parametrize("graded", [False, True])
+def test_wide_dense_layer_keeps_no_float_copy_and_the_same_integers(monkeypatch, graded) -> None:
+    """A dense layer above FLOAT_COPY_BYTES (here all) keeps only its int8 rows: the float
+    product converts blocks of them (here 5 rows of 40), exact as the whole copy's."""
+    import lmh_deploy.sim.synapse as S
+
+    rng = np.random.default_rng(11)
+    node = _dense_node(rng, 40, 37, -3, graded, False)
+    pre = (
+        rng.integers(0, 256, (13, 37)) * (rng.random((13, 37)) < 0.5)
+        if graded
+        else rng.random((13, 37)) < 0.4
+    )
+    whole = SynapsePath(node)
+    monkeypatch.setattr(S, "FLOAT_COPY_BYTES", 0)
+    monkeypatch.setattr(S, "GEMM_BLOCK_ENTRIES", 5 * 40)
+    blocked = SynapsePath(node)
+    assert whole.w_t is not None and blocked.w_t is None and blocked.w_t_int.dtype == np.int8
+    want = _reference_current(node, pre)
+    for got in (blocked._gemm(pre), blocked._events(pre), blocked.sums(pre), whole._gemm(pre)):
+        assert np.array_equal(lava_current(got, -3), want)
+
+
 @pytest.mark.parametrize("rules", PROFILE_RULES, ids="-".join)
 def test_kernels_equal_lmh_step_at_the_threshold_and_the_state_edges(rules) -> None:
     """Hand-picked edges the random test above rarely hits: with neutral factors (no decay,

@@ -6,7 +6,8 @@ connects two neuron layers; :mod:`lmh_deploy.passes.quantize` quantises that mat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -108,6 +109,56 @@ def chain_matrix(graph: Graph, chain: list[str]):
         m = synapse_matrix(graph.node(name))
         matrix = m if matrix is None else m @ matrix
     return sp.csr_matrix(matrix)
+
+
+@dataclass(frozen=True)
+class DenseChain:
+    """The composed map of a chain that ends in a Dense (avgpool -> flatten -> fc), times
+    ``unit``: ``(W @ M) * unit`` with ``M`` the chain before the Dense, as CSR.
+
+    Every input reaches every output through ``W``, so the product is a full matrix: VGG's or
+    the paper's CIFAR10Net's first classifier layer after its pool (2048 x 65536) holds 134
+    million entries, 1.6 GB as float CSR. It is handed out a block of rows at a time, each the
+    rows :func:`chain_matrix` would compute (the same entries; the consumers compute what they
+    computed on the whole matrix, row by row in the same order: the same floats)."""
+
+    weight: np.ndarray  # W (n_out, k)
+    maps: sp.csr_matrix  # M (k, n_in)
+    unit: float = 1.0
+
+    #: entries per block of rows (32 MB of float64)
+    BLOCK_ENTRIES = 1 << 22
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.weight.shape[0]), int(self.maps.shape[1]))
+
+    def row_blocks(self) -> Iterator[tuple[slice, sp.csr_matrix]]:
+        """``(rows, block)``: the composed rows ``rows`` as canonical CSR (sorted indices, as
+        scipy leaves the whole product after its first ``abs``), top to bottom."""
+        n_out, n_in = self.shape
+        step = max(1, self.BLOCK_ENTRIES // max(n_in, 1))
+        for start in range(0, n_out, step):
+            rows = slice(start, min(start + step, n_out))
+            block = sp.csr_matrix(sp.csr_matrix(self.weight[rows]) @ self.maps) * self.unit
+            block.sum_duplicates()
+            yield rows, block
+
+    def toarray(self) -> np.ndarray:
+        """The whole matrix, dense (small chains and tests only)."""
+        out = np.zeros(self.shape)
+        for rows, block in self.row_blocks():
+            out[rows] = block.toarray()
+        return out
+
+
+def composes_dense(graph: Graph, chain: list[str]) -> bool:
+    """Whether ``chain`` ends in a Dense after sparse maps only (pooling, convolution):
+    its composed map is then a :class:`DenseChain`."""
+    nodes = [graph.node(n) for n in chain]
+    return (
+        len(nodes) > 1 and isinstance(nodes[-1], Dense) and not any(isinstance(n, Dense) for n in nodes[:-1])
+    )
 
 
 # ------------------------------------------------------------------ quantised synapses

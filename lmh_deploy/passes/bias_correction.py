@@ -20,9 +20,10 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from lmh_deploy.ir import LMH
-from lmh_deploy.ir.synapses import apply_synapse
+from lmh_deploy.ir.synapses import DenseChain, apply_synapse
 from lmh_deploy.passes.compose import SynapsePath
 from lmh_deploy.semantics.pooling import mean_over_windows
 from lmh_deploy.semantics.profiles import NumericProfile
@@ -50,7 +51,19 @@ def rounding_current(
             if path.pool is not None:
                 current = mean_over_windows(current, path.pool.windows())
             total = total + current
+        elif isinstance(path.weights, DenseChain):
+            total = total + _chain_rounding_current(path.weights, mant, scale, counts)
         else:
             error = mant / scale - path.weights
             total = total + np.asarray(error @ counts).ravel()
     return np.asarray(total, np.float64)
+
+
+def _chain_rounding_current(chain: DenseChain, mant: np.ndarray, scale: float, counts: np.ndarray):
+    """``(mant / scale - W) @ counts`` a block of rows at a time, each block's error the CSR
+    that the whole composed matrix gave (canonical, zero mantissas dropped), so that every row
+    sums the same terms in the same order."""
+    out = np.empty(chain.shape[0])
+    for rows, w in chain.row_blocks():
+        out[rows] = (sp.csr_matrix(mant[rows]) / scale - w) @ counts
+    return out

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmh_deploy.ir import LMH, Conv2d, Graph, Input, IRError, MaxPool, Node
-from lmh_deploy.ir.synapses import chain_conv, chain_matrix, synapse_chain
+from lmh_deploy.ir.synapses import DenseChain, chain_conv, chain_matrix, composes_dense, synapse_chain
 
 
 def presynaptic_unit(source: Node) -> float:
@@ -45,7 +45,7 @@ class SynapsePath:
     ops: tuple[str, ...]  # the kinds of the chain's nodes, source side first
     graded: bool  # the source sends integers (8-bit input, graded spikes), not 0/1 spikes
     unit: float  # float value of one presynaptic count (see presynaptic_unit)
-    weights: Any  # float current per presynaptic count: dense, CSR, or a conv kernel
+    weights: Any  # float current per presynaptic count: dense, CSR, DenseChain or a conv kernel
     conv: Conv2d | None  # the chain as one convolution (geometry of ``weights``), if it is one
     #: largest |presynaptic count| per step: 255 (unsigned graded input), 127 (signed), 1 (spike),
     #: K (graded spikes of a layer with max_spikes K)
@@ -66,7 +66,9 @@ class SynapsePath:
 def synapse_paths(graph: Graph, layer: str, *, keep_kernels: bool = True) -> list[SynapsePath]:
     """The composed synapse paths into neuron or readout ``layer``, in input order.
 
-    ``keep_kernels=False`` always composes a matrix (dense, or CSR for convolutions).
+    A chain that ends in a Dense after pooling composes to a :class:`DenseChain` (a full
+    matrix, handed out in row blocks). ``keep_kernels=False`` always composes a matrix (dense,
+    or CSR for convolutions and pooling).
     """
     paths = []
     for pred in graph.inputs_of(layer):
@@ -81,7 +83,13 @@ def synapse_paths(graph: Graph, layer: str, *, keep_kernels: bool = True) -> lis
                 f"here it follows {' -> '.join(graph.node(c).kind for c in linear)}"
             )
         conv = chain_conv(graph, linear) if keep_kernels else None
-        weights = conv.weight * unit if conv is not None else chain_matrix(graph, linear) * unit
+        weights: Any
+        if conv is not None:
+            weights = conv.weight * unit
+        elif keep_kernels and composes_dense(graph, linear):
+            weights = DenseChain(graph.node(linear[-1]).weight, chain_matrix(graph, linear[:-1]), unit)
+        else:
+            weights = chain_matrix(graph, linear) * unit
         paths.append(
             SynapsePath(
                 name=chain[-1],
@@ -96,3 +104,8 @@ def synapse_paths(graph: Graph, layer: str, *, keep_kernels: bool = True) -> lis
             )
         )
     return paths
+
+
+def path_matrix(weights: Any) -> Any:
+    """A path's weights as an array or CSR matrix (a :class:`DenseChain` made whole)."""
+    return weights.toarray() if isinstance(weights, DenseChain) else weights

@@ -11,10 +11,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from lmh_deploy.ir import LMH, QLMH, Graph
-from lmh_deploy.ir.synapses import qdense_fan_in
+from lmh_deploy.ir.synapses import DenseChain, qdense_fan_in
 from lmh_deploy.passes.compose import SynapsePath
 from lmh_deploy.passes.delays import layer_depths
-from lmh_deploy.passes.weights import worst_rows
+from lmh_deploy.passes.weights import abs_max, worst_rows
 from lmh_deploy.semantics import integer as fx
 
 
@@ -54,15 +54,22 @@ def worst_case_state_bound(node: QLMH, max_current: int, timesteps: int) -> dict
 
 def _path_row(path: SynapsePath, mant: Any, q: Graph, layer: LayerQuant) -> dict[str, Any]:
     qd = q.node(path.name)
-    err = float(abs(mant / layer.weight_scale - path.weights).max()) / path.unit
-    peak = float(abs(path.weights).max()) / path.unit
+    if isinstance(path.weights, DenseChain):
+        err = max(
+            float(abs(sp.csr_matrix(mant[rows]) / layer.weight_scale - w).max())
+            for rows, w in path.weights.row_blocks()
+        )
+    else:
+        err = float(abs(mant / layer.weight_scale - path.weights).max())
+    err /= path.unit
+    peak = abs_max(path.weights) / path.unit
     return {
         "name": path.name,
         "kind": "dense",
         "ops": list(path.ops),
         "shape": [qd.output_size(), qd.input_size()],
         "conv": path.conv is not None,
-        "sparse": bool(sp.issparse(mant)),
+        "sparse": bool(sp.issparse(qd.weight_mant)),
         "synapses": int(qdense_fan_in(qd).sum()),
         "weight_exp": layer.weight_exp,
         "weight_scale": layer.weight_scale,

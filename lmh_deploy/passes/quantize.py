@@ -36,7 +36,7 @@ from lmh_deploy.ir import (
 )
 from lmh_deploy.ir.synapses import compact_mantissa
 from lmh_deploy.passes.bias_correction import correctable, rounding_current
-from lmh_deploy.passes.compose import SynapsePath, synapse_paths
+from lmh_deploy.passes.compose import SynapsePath, path_matrix, synapse_paths
 from lmh_deploy.passes.delays import balance_delays
 from lmh_deploy.passes.neurons import (
     quantize_neuron,
@@ -206,7 +206,7 @@ def _exact_layer(graph: Graph, q: Graph, name: str, w_scale: float, prof: Numeri
     integers its float values hold at weight scale ``w_scale`` (:func:`exact_graph`)."""
     node = graph.node(name)
     paths = synapse_paths(graph, name)
-    mants = [_exact_ints(p.name, "weight", p.weights * w_scale) for p in paths]
+    mants = [_exact_ints(p.name, "weight", path_matrix(p.weights) * w_scale) for p in paths]
     for path, mant in zip(paths, mants):
         q.add(path.name, _qdense(path, mant, w_scale, 0), (path.source,))
     layer = LayerQuant(name=name, node=node, paths=paths, mants=mants, weight_scale=w_scale, weight_exp=0)

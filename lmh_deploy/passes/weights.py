@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from lmh_deploy.ir.synapses import MANT_DTYPE, abs_row_sums, compact_mantissa
+from lmh_deploy.ir.synapses import MANT_DTYPE, DenseChain, abs_row_sums
 from lmh_deploy.passes.compose import SynapsePath
 from lmh_deploy.semantics import integer as fx
 
@@ -52,10 +52,14 @@ def _rounded(values: np.ndarray, scale: float, out: np.ndarray) -> np.ndarray:
 
 
 def _round_mantissa(w_eff, scale: float):
-    """``clip(round(w * scale), -127, 127)`` as :data:`~lmh_deploy.ir.synapses.MANT_DTYPE`,
-    dense, or CSR with its zeros dropped (dense again where at least
-    :data:`~lmh_deploy.ir.synapses.DENSE_ENOUGH` of its entries are set: a pool -> dense chain
-    composes to a full matrix, which CSR would hold in three times the memory)."""
+    """``clip(round(w * scale), -127, 127)`` as :data:`~lmh_deploy.ir.synapses.MANT_DTYPE`:
+    dense (a :class:`DenseChain` too, filled a block of rows at a time), or CSR with its zeros
+    dropped."""
+    if isinstance(w_eff, DenseChain):
+        out = np.empty(w_eff.shape, MANT_DTYPE)
+        for rows, block in w_eff.row_blocks():
+            _rounded(block.toarray(), scale, out[rows])
+        return out
     if not sp.issparse(w_eff):
         w = np.asarray(w_eff)  # in its own dtype: float32 * scale rounds in float32
         return _rounded(w, scale, np.empty(w.shape, MANT_DTYPE))
@@ -63,7 +67,14 @@ def _round_mantissa(w_eff, scale: float):
     data = _rounded(np.asarray(csr.data, np.float64), scale, np.empty(csr.data.shape, MANT_DTYPE))
     m = sp.csr_matrix((data, csr.indices.copy(), csr.indptr.copy()), shape=csr.shape)
     m.eliminate_zeros()
-    return compact_mantissa(m)
+    return m
+
+
+def abs_max(w_eff) -> float:
+    """``max |w|`` of a path's weights (dense, CSR, kernel or :class:`DenseChain`); 0 if empty."""
+    if isinstance(w_eff, DenseChain):
+        return max((float(abs(block).max()) for _, block in w_eff.row_blocks()), default=0.0)
+    return float(abs(w_eff).max()) if np.prod(w_eff.shape) else 0.0
 
 
 def _exponent(worst: int, headroom_bits: int = CURRENT_HEADROOM_BITS, limit: int | None = None) -> int:
@@ -101,14 +112,14 @@ def quantize_joint(
 ) -> tuple[list[Any], float, int]:
     """Quantise the synaptic weights of all paths into one neuron layer together.
 
-    ``paths`` holds ``(w_eff, max_presyn[, repeat])`` per path: dense or CSR matrices, or
-    4-D conv kernels (``repeat`` = output positions per channel), of the float current per
-    presynaptic unit. All paths share one scale and exponent, so their integer currents
-    add exactly in the neuron. ``max_state_scale`` bounds the layer's state scale
-    (:func:`state_scale`) so that its threshold and bias fit the states. Returns
-    ``(mantissas, scale, exp)``.
+    ``paths`` holds ``(w_eff, max_presyn[, repeat])`` per path: dense or CSR matrices,
+    :class:`~lmh_deploy.ir.synapses.DenseChain`, or 4-D conv kernels (``repeat`` = output
+    positions per channel), of the float current per presynaptic unit. All paths share one
+    scale and exponent, so their integer currents add exactly in the neuron.
+    ``max_state_scale`` bounds the layer's state scale (:func:`state_scale`) so that its
+    threshold and bias fit the states. Returns ``(mantissas, scale, exp)``.
     """
-    peak = max((float(abs(p[0]).max()) if np.prod(p[0].shape) else 0.0) for p in paths)
+    peak = max(abs_max(p[0]) for p in paths)
     scale = fx.WEIGHT_MANT_MAX / peak if peak > 0 else 1.0
     scale = min(scale, max_scale)
     mants = [_round_mantissa(p[0], scale) for p in paths]
