@@ -372,7 +372,6 @@ RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
     "sim_memory": sim_memory,
     "train_speed": train_speed,
     "paper_scale": paper_scale,
-    "paper_scale_cifarnet": paper_scale,
     "sim_vs_lava": sim_vs_lava,
     "lava_cifar": lava_cifar,
     "ddp_scaling": ddp_scaling,
