@@ -101,6 +101,7 @@ def compile(
     model_factory: str | None = None,
     model_kwargs: str | dict[str, Any] | None = None,
     bias_correction: bool = O.BIAS_CORRECTION.default,
+    input_bits: int | None = O.INPUT_BITS.default,
     force: bool = False,
     warn: Callable[[str], None] = lambda message: None,
 ) -> Any:
@@ -116,8 +117,9 @@ def compile(
     module (then ``input_shape`` and ``timesteps`` are needed, ``model_kwargs`` go to
     FACTORY). ``calibration`` (a tensor, numpy array, ``.npy`` path or DataLoader) or
     ``dataset`` give the inputs the state ranges are measured on (the first
-    ``calibration_samples``; negative values, e.g. normalised images, make the input signed
-    8-bit). ``profile`` names the numeric profile (``lmh``: LM-H as trained;
+    ``calibration_samples``; negative values, e.g. normalised images, make the input signed:
+    16-bit messages under ``lmh``). ``input_bits`` sets the graded input messages' width
+    (1..24; docs/fixed-point.md §7). ``profile`` names the numeric profile (``lmh``: LM-H as trained;
     ``loihi-lif``: Lava's bit-accurate LIF; :mod:`lmh_deploy.semantics.profiles`).
     ``bias_correction`` (default on) takes each layer's mean 8-bit weight-rounding current on
     the calibration inputs off its bias (docs/fixed-point.md). An existing ``outdir`` is
@@ -147,6 +149,7 @@ def compile(
         "calibration_samples": calibration_samples,
         "profile": profile,
         "bias_correction": bias_correction,
+        "input_bits": O.INPUT_BITS.check(input_bits),
         "warn": warn,
     }
     if isinstance(model, nn.Module) or model_factory is not None:

@@ -326,9 +326,10 @@ def compile(
     calibration: Path | None = typer.Option(
         None,
         help="a .npy of inputs (N, *shape) to calibrate on (instead of --dataset); negative values "
-        "(normalised images) are sent as signed 8-bit inputs.",
+        "(normalised images) are sent as signed inputs (16-bit messages under --profile lmh).",
     ),
     profile: str = option(O.PROFILE),
+    input_bits: int | None = option(O.INPUT_BITS),
     bias_correction: bool = option(O.BIAS_CORRECTION),
     force: bool = typer.Option(
         False,
@@ -353,6 +354,7 @@ def compile(
             calibration=calibration,
             profile=profile,
             bias_correction=bias_correction,
+            input_bits=input_bits,
             force=force,
             warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"),
         )
@@ -411,7 +413,8 @@ def export(
         )
         out.print(
             f"wrote {out_path}: {len(result['layers'])} netx layers{convs} with {source}. "
-            f"Load it with input_message_bits=8 (netx's default 0 leaves the net silent) and "
+            f"Load it with input_message_bits={result['input_message_bits']} "
+            f"(netx's default 0 leaves the net silent) and "
             f"netx's per-sample reset:"
         )
         out.print(artifact_netx_usage(out_path, result), highlight=False, soft_wrap=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
-from lmh_deploy.bounds import check_float, check_samples, check_timesteps
+from lmh_deploy.bounds import check_float, check_int, check_samples, check_timesteps
 from lmh_deploy.errors import InputError
 
 #: The Euler step snnTorch's ``import_from_nir`` assumes (seconds).
@@ -107,6 +107,18 @@ PROFILE = Option(
     "Numeric profile: lmh (LM-H as trained) | loihi-lif (Lava's bit-accurate LIF).",
     "lmh|loihi-lif",
 )
+#: Widest graded input message: semantics.integer.INPUT_BITS_MAX (Lava's 24-bit graded spike
+#: payload), repeated here because options come before semantics (tests/test_options.py).
+INPUT_BITS_MAX = 24
+INPUT_BITS = Option(
+    "input_bits",
+    "--input-bits",
+    None,
+    "Width of the graded input messages, 1..24 bits (default: 8 for inputs >= 0, 16 for signed "
+    "inputs under profile lmh, 8 under loihi-lif; docs/fixed-point.md §7).",
+    "N",
+    lambda value, flag: check_int(flag, value, lo=1, hi=INPUT_BITS_MAX),
+)
 BIAS_CORRECTION = Option(
     "bias_correction",
     "--bias-correction",
@@ -149,6 +161,7 @@ ALL = (
     BATCH_SIZE,
     CALIBRATION_SAMPLES,
     PROFILE,
+    INPUT_BITS,
     BIAS_CORRECTION,
     MAX_ACCURACY_DROP,
     INPUTS,

@@ -14,8 +14,9 @@ of the input followed by ``k`` at stride 1 with padding ``(p_y, p_x)``, ``sy * s
 fewer multiply-adds. The pooled grid is ``ceil(H / sy)`` high (an input not divisible by
 the stride is padded with zeros at the bottom/right), and the result cropped to the
 composite's ``floor((H + 2 sy p_y - K_h) / sy) + 1`` rows (likewise columns). Every value is
-an integer: the pool sums at most ``sy * sx`` inputs of at most 255, so float32 holds them
-exactly, and the conv's partial sums are bounded as the composite's (the caller's check).
+an integer: the pool sums ``sy * sx`` inputs (int64), and the pooled values and the conv's
+partial sums are bounded as the composite's (the caller's check picks float32, float64 or
+integers from that bound).
 
 :func:`conv_plan` detects the block structure from the integer kernel alone (no IR flag):
 any kernel constant over aligned stride blocks, with padding a multiple of the stride, is

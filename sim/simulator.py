@@ -38,6 +38,7 @@ from lmh_deploy.sim.synapse import SynapsePath, lava_current, summed_bound, summ
 from lmh_deploy.semantics.readout import readout_sum
 from lmh_deploy.ir import QLMH, Graph, QDense, QInput, QReadout, validate_quantized
 from lmh_deploy.ir.nodes import conv_output_hw
+from lmh_deploy.ir.synapses import largest_presynaptic
 from lmh_deploy.backends.record import RunRecord
 
 #: Sample-steps per chunk (see the module docstring).
@@ -139,7 +140,13 @@ class _Plan:
             if isinstance(node, QDense):
                 (src,) = self.inputs[name]
                 to_cl = any(name in self.inputs[layer] for layer in self.channels_last)
-                self.paths[name] = SynapsePath(node, device, self.channels_last.get(src), to_cl)
+                self.paths[name] = SynapsePath(
+                    node,
+                    device,
+                    self.channels_last.get(src),
+                    to_cl,
+                    largest_input=largest_presynaptic(graph, name),
+                )
         self.params = {}
         for name, node in self.nodes.items():
             if isinstance(node, QLMH):

@@ -1,7 +1,7 @@
 """The synaptic sum of one integer synapse path, defined once for every backend and device.
 
 A ``QDense`` path delivers ``a_in = shift(2 * S, weight_exp)`` with ``S = sum_j m_ij x_j``
-(``m`` the 8-bit mantissas, ``x`` spikes 0/1 or unsigned 8-bit input values, ``shift`` a left
+(``m`` the 8-bit mantissas, ``x`` spikes 0/1 or graded input values, ``shift`` a left
 shift or an arithmetic right shift, i.e. floor, for a negative exponent: Lava's Dense with
 weights ``2 m``). :class:`SynapsePath` computes ``S`` exactly; the ways it can do so:
 
@@ -53,7 +53,6 @@ from lmh_deploy.sim.conv import (
     pooled_integers,
     run_conv,
 )
-from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.pooling import max_pool
 
 F32_EXACT = 2.0**24
@@ -169,6 +168,9 @@ class SynapsePath:
     (H, W, C) order (channels last, :func:`lmh_deploy.sim.conv.channels_last_order`; a dense
     layer's weight columns are reordered to match); ``channels_last_out``: deliver the sums
     of a convolution in (H, W, C) order. The integers are the same in every order.
+    ``largest_input`` (required for a graded path): the largest ``|x|`` its input sends
+    (``QInput.max_value``: 255 for unsigned 8-bit messages, 32767 for signed 16-bit ones),
+    which bounds the sums and so picks the exact float or integer way.
     """
 
     def __init__(
@@ -177,10 +179,13 @@ class SynapsePath:
         device: str | None = None,
         input_layout: tuple[int, int, int] | None = None,
         channels_last_out: bool = False,
+        largest_input: int | None = None,
     ) -> None:
         self.node = node
         self.weight_exp = int(node.weight_exp)
         self.graded = bool(node.graded)
+        if self.graded and largest_input is None:
+            raise ValueError("a graded path needs largest_input (QInput.max_value)")
         self.is_conv = bool(node.is_conv)
         self.device = device
         self.in_cl, self.out_cl = input_layout is not None, bool(channels_last_out and node.is_conv)
@@ -192,7 +197,7 @@ class SynapsePath:
         if input_layout is not None and not self.is_conv:
             mant = mant[:, channels_last_order(input_layout)]
         self.sparse = sp.issparse(mant)
-        max_x = fx.INPUT_MAX if self.graded else 1
+        max_x = int(largest_input) if self.graded and largest_input is not None else 1
         self.conv: ConvPlan | None = conv_plan(node) if self.is_conv else None
         if self.conv is not None:  # bound on the partial sums of the (possibly factored) conv
             mant, max_x = self.conv.kernel, max_x * self.conv.pool_area
@@ -474,7 +479,7 @@ class SynapsePath:
     def _conv(self, pre):
         import torch
 
-        # beyond exact float64 the values still go in as float64 (exact: <= 255 * pool area)
+        # beyond exact float64 the values still go in as float64 (exact: <= 2**24 * pool area)
         dtype = self.float_dtype or np.float64
         x = torch.from_numpy(self._as(np.ascontiguousarray(pre), dtype))
         return run_conv(self.conv, x, self.kernel, self.in_cl, self.out_cl).numpy()

@@ -23,7 +23,11 @@ A = np.array
 def test_format_constants() -> None:
     assert (fx.STATE_MIN, fx.STATE_MAX) == (-8388608, 8388607)  # 24-bit signed
     assert (fx.FACTOR_MIN, fx.FACTOR_MAX, fx.FACTOR_ONE) == (-2048, 2047, 4096)  # 12-bit / 4096
-    assert (fx.WEIGHT_MANT_MAX, fx.WEIGHT_LAVA_SCALE, fx.INPUT_MAX) == (127, 2, 255)
+    assert (fx.WEIGHT_MANT_MAX, fx.WEIGHT_LAVA_SCALE, fx.input_levels(fx.INPUT_BITS_UNSIGNED)) == (
+        127,
+        2,
+        255,
+    )
 
 
 # --------------------------------------------------------------------------- mul_shift

@@ -254,7 +254,7 @@ def test_floating_pt_lava_equals_pytorch(make_mlp) -> None:
         h.remove()
 
     # floating_pt inputs are in units of the input LSB (x * 255 / x_max), unrounded.
-    got = run_lava(graph, x * fx.INPUT_MAX / 1.0, timesteps, "floating_pt")
+    got = run_lava(graph, x / graph.node("input").unit, timesteps, "floating_pt")
     for name, torch_spikes in zip(["lmh0", "lmh1"], captured):
         assert np.array_equal(got.spikes[name], torch_spikes.numpy()), name
         assert 0 < got.spikes[name].mean() < 1
@@ -343,8 +343,9 @@ def test_conv_weights_go_to_lava_in_int32_only_where_no_sum_can_overflow() -> No
         )
 
     small, huge = conv(3, 3, graded=True), conv(300, 11, graded=True)  # 2*127*255*36300 > 2**31
-    assert accumulator_dtype(small) == np.int32 and accumulator_dtype(huge) == np.int64
-    assert accumulator_dtype(conv(300, 11, graded=False)) == np.int32  # 0/1 spikes
+    assert accumulator_dtype(small, 255) == np.int32 and accumulator_dtype(huge, 255) == np.int64
+    assert accumulator_dtype(small, 32767) == np.int32  # 2*127*32767*27 < 2**31: 16-bit inputs too
+    assert accumulator_dtype(conv(300, 11, graded=False), 1) == np.int32  # 0/1 spikes
     m = qdense_matrix(small, fx.WEIGHT_LAVA_SCALE, conv_dtype=np.int32)
     assert m.dtype == np.int32 and m.indices.dtype == np.int32
     assert np.array_equal(m.toarray(), qdense_matrix(small, fx.WEIGHT_LAVA_SCALE).toarray())

@@ -83,8 +83,11 @@ def test_netx_export_refuses_other_profiles(tmp_path: Path) -> None:
     assert not (tmp_path / "x.net").exists()
 
 
-def test_netx_export_carries_signed_inputs(lif_build: Path, tmp_path: Path) -> None:
-    """Normalised (negative) inputs: signed 8-bit messages reach netx's Dense unchanged."""
+@pytest.mark.parametrize("input_bits", [None, 9])
+def test_netx_export_carries_signed_inputs(lif_build: Path, tmp_path: Path, input_bits: int | None) -> None:
+    """Normalised (negative) inputs: signed messages of the artifact's width (8 bits by default
+    under loihi-lif, whose fixed weight exponent would pay every wider bit with a mantissa
+    bit; 9 when asked) reach netx's Dense unchanged; the file and the load line say the width."""
     x = (load_artifact(lif_build).dataset_split("test")[0][:SAMPLES] - 0.45) / 0.25
     np.save(tmp_path / "calib.npy", x)
     build = tmp_path / "signed"
@@ -97,14 +100,19 @@ def test_netx_export_carries_signed_inputs(lif_build: Path, tmp_path: Path) -> N
         tmp_path / "calib.npy",
         "-o",
         build,
+        *(["--input-bits", str(input_bits)] if input_bits else []),
     )
     assert res.exit_code == 0, res.output
     q = load_artifact(build).quant_graph
-    assert q.node("input").signed
+    bits = input_bits or 8
+    assert q.node("input").signed and q.node("input").bits == bits
     res = invoke("export", build, "--format", "netx", "-o", tmp_path / "signed.net")
     assert res.exit_code == 0, res.output
+    assert f"input_message_bits={bits}" in res.output
+    with h5py.File(tmp_path / "signed.net", "r") as f:
+        assert f.attrs["lmh_deploy_input_message_bits"] == bits
     x_int = q.node("input").quantize(x)
-    assert x_int.min() < 0
+    assert x_int.min() < 0 and np.abs(x_int).max() == 2 ** (bits - 1) - 1
     ref = simulate(q, x_int, 4)
     spikes, trace, logits = run_netx_artifact(tmp_path / "signed.net", x_int, 4)
     for name, s in ref.spikes.items():
@@ -112,3 +120,21 @@ def test_netx_export_carries_signed_inputs(lif_build: Path, tmp_path: Path) -> N
         assert 0 < s.mean() < 1, name
     np.testing.assert_array_equal(trace, ref.readout_trace)
     np.testing.assert_array_equal(logits, ref.logits)
+
+
+def test_netx_export_refuses_a_first_layer_left_without_weights(lif_build: Path, tmp_path: Path) -> None:
+    """16-bit inputs under loihi-lif (fixed weight exponent 0, |a << 6| <= 2**22): the first
+    layer's mantissas must keep 2 * 32767 * sum|m| <= 2**16, so they all round to 0; the
+    compile says so in a note, and the export refuses in one line naming the cause."""
+    x = (load_artifact(lif_build).dataset_split("test")[0][:SAMPLES] - 0.45) / 0.25
+    np.save(tmp_path / "calib.npy", x)
+    model, build = lif_build.parent / "lif.pt", tmp_path / "wide"
+    res = invoke(
+        "compile", model, "--profile", "loihi-lif", "--calibration", tmp_path / "calib.npy",
+        "--input-bits", "16", "-o", build,
+    )  # fmt: skip
+    assert res.exit_code == 0 and "fewer than 16 --input-bits" in res.output, res.output
+    res = invoke("export", build, "--format", "netx", "-o", tmp_path / "wide.net")
+    assert res.exit_code == 2, res.output
+    assert "every weight rounds to 0" in res.output and "fewer --input-bits" in res.output, res.output
+    assert not (tmp_path / "wide.net").exists()

@@ -46,3 +46,12 @@ def test_checks_name_the_flag() -> None:
     with pytest.raises(InputError, match="--lava-samples"):
         options.LAVA_SAMPLES.check(-1)
     assert options.LAVA_SAMPLES.check(0) == 0 and options.SAMPLES.check(None) is None
+
+
+def test_input_bits_limit_is_the_semantics_one() -> None:
+    from lmh_deploy.semantics.integer import INPUT_BITS_MAX
+
+    assert options.INPUT_BITS_MAX == INPUT_BITS_MAX
+    assert options.INPUT_BITS.check(INPUT_BITS_MAX) == INPUT_BITS_MAX
+    with pytest.raises(InputError, match="--input-bits"):
+        options.INPUT_BITS.check(INPUT_BITS_MAX + 1)

@@ -11,12 +11,13 @@ the clone. Checked: Lava == sim/ on the Lava samples (0 spikes, states and reado
 differ) and the source module (PyTorch, as the paper's ``eval_snn`` runs it) vs the deployed
 integers (sim/) on 128 test images.
 
-Issue 21 asks >= 95 % prediction agreement. The VotingLayer net (cifarnet) meets it (98.4 %).
-The narrow residual nets do not yet: 93.0 % (ResNet-20 shape with TEBN, 64.8 % accurate),
-93.8 % (the same per step with OnlineNeuron); the bound below for them is that measured level,
-a guard, not the goal. The float IR fed the 8-bit quantised inputs already loses about half of
-that agreement (docs/interop.md): the signed 8-bit input step (x_max / 127, 0.022 for
-normalised CIFAR) is coarser than the images' own 8-bit pixel step (about 0.019).
+Issue 21 asks >= 95 % prediction agreement. Measured with 16-bit signed input messages (one
+run each, 128 images; bench/paper_agreement.py runs the same): cifarnet with its VotingLayer
+100 % (6 epochs, 71 % accurate); the narrow ResNet-20 shape trained 10 epochs 99.2 % per step
+(91 % accurate), 96.9 % with TEBN (88 %) and 96.9 % with OnlineNeuron (88 %). Trained 6 epochs
+the residual nets agreed on only 93.8 %, 89.1 % and 94.5 % (55-65 % accurate): on nets this
+little trained most disagreements are near-ties of the summed output, which the remaining
+roundings (8-bit weights, 12-bit factors, thresholds; not measured one by one) flip.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,13 +46,17 @@ LAVA_SAMPLES = 4
 # narrow nets: the paper's ResNet-20 has stages (3, 3, 3) of width 16, 32, 64; one block per
 # stage at width 8 keeps its shape (three stages, strided shortcuts) at a CI budget
 RESNET = {"arch": "resnet20", "width": 8, "blocks": [1, 1, 1]}
-KINDS = {  # the per-step residual nets (LearnableNeuron, OnlineNeuron) take the TEBN net's path
-    "resnet20-TEBN": {**RESNET, "use_TEBN": True},
+KINDS = {
+    "resnet20": RESNET,  # called once per step (the paper's default)
+    "resnet20-TEBN": {**RESNET, "use_TEBN": True},  # all T steps in one (T*N, ...) call
+    "resnet20-online": {**RESNET, "online": True},  # OnlineNeuron (time-slicing online training)
     "cifarnet-VotingLayer": {"arch": "cifarnet", "channels": 8, "hw": 32},
 }
-#: least prediction agreement: issue 21's 95 %, met by cifarnet; the residual net's measured
-#: 93.0 % (119 of 128) less 3 samples, below the goal (see the module doc)
-AGREEMENT = {"resnet20-TEBN": 0.9, "cifarnet-VotingLayer": 0.95}
+#: training epochs: the residual nets 10 (about 90 % accurate; at 6, 55-65 %, most
+#: disagreements were near-ties), cifarnet 6
+EPOCHS = {"resnet20": 10, "resnet20-TEBN": 10, "resnet20-online": 10, "cifarnet-VotingLayer": 6}
+#: least prediction agreement: issue 21's 95 % (measured 96.9-100 %, see the module doc)
+AGREEMENT = dict.fromkeys(KINDS, 0.95)
 
 
 def digits_cifar(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -110,43 +116,68 @@ def lmh_deploy(*args: object, cwd: Path) -> None:
     assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stdout}\n{res.stderr}"
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_trained_paper_net_deploys_from_another_directory(builder, kind: str, tmp_path: Path) -> None:  # noqa: F811
+def train_and_deploy(
+    build_module: Any,
+    kwargs: dict[str, Any],
+    work: Path,
+    *,
+    epochs: int = 6,
+    samples: int = SAMPLES,
+    lava_samples: int = LAVA_SAMPLES,
+    train_samples: int = 1200,
+    extra: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Train ``build_module.build(**kwargs)`` on :func:`digits_cifar`, save its state_dict, and
+    compile, verify and run it with the ``lmh-deploy`` command from ``work/elsewhere``
+    (``extra``: more compile options). Returns the verify and run JSON, the compile report
+    and the CPU seconds the training took (bench/paper_agreement.py runs it too)."""
     started = time.process_time()
     x, y = digits_cifar()
-    train_x, train_y, test_x, test_y = x[:1200], y[:1200], x[1200:], y[1200:]
-    kwargs = KINDS[kind]
+    train_x, train_y, test_x, test_y = x[:train_samples], y[:train_samples], x[1200:], y[1200:]
     torch.manual_seed(0)
-    model = builder.build(**kwargs)
-    train(model, train_x, train_y, time_batched=bool(kwargs.get("use_TEBN")), epochs=6)
-    print(f"{kind}: trained in {time.process_time() - started:.0f} s CPU")
-    torch.save(model.state_dict(), tmp_path / "snn.pth")
-    np.save(tmp_path / "calib.npy", train_x[:64])
-    np.save(tmp_path / "x_test.npy", test_x[:SAMPLES])
-    np.save(tmp_path / "y_test.npy", test_y[:SAMPLES])
-    user = tmp_path / "elsewhere"  # the working directory: neither the clone nor the tests
+    model = build_module.build(**kwargs)
+    train(model, train_x, train_y, time_batched=bool(kwargs.get("use_TEBN")), epochs=epochs)
+    train_cpu = time.process_time() - started
+    torch.save(model.state_dict(), work / "snn.pth")
+    np.save(work / "calib.npy", train_x[:64])
+    np.save(work / "x_test.npy", test_x[:samples])
+    np.save(work / "y_test.npy", test_y[:samples])
+    user = work / "elsewhere"  # the working directory: neither the clone nor the tests
     user.mkdir()
     lmh_deploy(
-        *("compile", tmp_path / "snn.pth", "--model", f"{BUILDER}:build"),
+        *("compile", work / "snn.pth", "--model", f"{BUILDER}:build"),
         *("--model-kwargs", json.dumps(kwargs)),
-        *("--input-shape", "3,32,32", "--timesteps", T, "--calibration", tmp_path / "calib.npy"),
-        *("-o", "build"),
+        *("--input-shape", "3,32,32", "--timesteps", T, "--calibration", work / "calib.npy"),
+        *("-o", "build", *extra),
         cwd=user,
     )
     lmh_deploy(
-        *("verify", "build", "--inputs", tmp_path / "x_test.npy", "--labels", tmp_path / "y_test.npy"),
-        *("--samples", SAMPLES, "--lava-samples", LAVA_SAMPLES, "--json", "verify.json"),
+        *("verify", "build", "--inputs", work / "x_test.npy", "--labels", work / "y_test.npy"),
+        *("--samples", samples, "--lava-samples", lava_samples, "--json", "verify.json"),
         cwd=user,
     )
     lmh_deploy(
-        *("run", "build", "--inputs", tmp_path / "x_test.npy", "--labels", tmp_path / "y_test.npy"),
-        *("--samples", SAMPLES, "--json", "run.json"),
+        *("run", "build", "--inputs", work / "x_test.npy", "--labels", work / "y_test.npy"),
+        *("--samples", samples, "--json", "run.json"),
         cwd=user,
     )
-    check = json.loads((user / "verify.json").read_text())
+    return {
+        "verify": json.loads((user / "verify.json").read_text()),
+        "run": json.loads((user / "run.json").read_text()),
+        "compile": json.loads((user / "build" / "compile_report.json").read_text()),
+        "train_cpu_s": train_cpu,
+    }
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_trained_paper_net_deploys_from_another_directory(builder, kind: str, tmp_path: Path) -> None:  # noqa: F811
+    out = train_and_deploy(builder, KINDS[kind], tmp_path, epochs=EPOCHS[kind])
+    print(f"{kind}: trained in {out['train_cpu_s']:.0f} s CPU")
+    check = out["verify"]
     lava, ff = check["lava_vs_sim"], check["float_vs_fixed"]
     assert check["samples"] == SAMPLES and lava["samples"] == LAVA_SAMPLES
     assert lava["mismatched_spikes"] == lava["state_mismatches"] == lava["readout_mismatches"] == 0
+    assert out["compile"]["input"]["bits"] == 16 and out["compile"]["input"]["signed"]
     print(
         f"{kind}: accuracy source {ff['accuracy_float']:.3f} deployed {ff['accuracy_fixed']:.3f}, "
         f"prediction agreement {ff['prediction_agreement']:.3f}, spike agreement {ff['spike_agreement']:.4f}"
@@ -154,5 +185,4 @@ def test_trained_paper_net_deploys_from_another_directory(builder, kind: str, tm
     assert ff["float_reference"] == "source module (PyTorch)"
     assert ff["accuracy_float"] >= 0.4  # trained: far above chance (10 %)
     assert ff["prediction_agreement"] >= AGREEMENT[kind]
-    ran = json.loads((user / "run.json").read_text())
-    assert ran["accuracy"] == pytest.approx(ff["accuracy_fixed"])
+    assert out["run"]["accuracy"] == pytest.approx(ff["accuracy_fixed"])

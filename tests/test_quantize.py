@@ -59,23 +59,27 @@ def test_lava_leaves_extreme_and_zero_weights_unchanged() -> None:
 # --------------------------------------------------------------------------- error and exponent
 
 
-@pytest.mark.parametrize("max_presyn", [1, fx.INPUT_MAX])
+@pytest.mark.parametrize("max_presyn", [1, 255, 32767])
 @pytest.mark.parametrize("shape", [(5, 3), (64, 200), (10, 784)])
 def test_weight_error_and_exponent(max_presyn: int, shape: tuple[int, int]) -> None:
     rng = np.random.default_rng(sum(shape) + max_presyn)
     w = rng.normal(size=shape) * 0.1
     wq = quantize_weights(w, max_presyn)
-    assert wq.scale == pytest.approx(fx.WEIGHT_MANT_MAX / np.abs(w).max())
     assert np.abs(wq.mant / wq.scale - w).max() <= 0.5 / wq.scale * (1 + 1e-12)  # half an LSB
     worst = fx.WEIGHT_LAVA_SCALE * max_presyn * int(np.abs(wq.mant).sum(axis=1).max())
     limit = 2**CURRENT_HEADROOM_BITS
     assert limit <= 2**22  # at most half the 24-bit state range per step
     assert fx.WEIGHT_EXP_MIN <= wq.exp <= fx.WEIGHT_EXP_MAX
     # The worst-case current fits the headroom (a negative exponent floor-shifts the sum of
-    # wide layers), unless even the smallest exponent cannot bring it down ...
-    assert fx.shift_sum(worst, wq.exp) <= limit or wq.exp == fx.WEIGHT_EXP_MIN
-    # ... and the exponent is the largest such one.
+    # wide layers) and the unshifted sum Lava's int32 accumulator ...
+    assert fx.shift_sum(worst, wq.exp) <= limit and worst <= fx.ACCUMULATOR_MAX
+    # ... with the exponent the largest such one ...
     assert wq.exp == fx.WEIGHT_EXP_MAX or fx.shift_sum(worst, wq.exp + 1) > limit
+    # ... and full 8-bit mantissas, unless even the smallest exponent could not hold them.
+    full = fx.WEIGHT_MANT_MAX / np.abs(w).max()
+    full_worst = fx.WEIGHT_LAVA_SCALE * max_presyn * int(np.abs(np.round(w * full)).sum(axis=1).max())
+    fits = fx.shift_sum(full_worst, fx.WEIGHT_EXP_MIN) <= limit and full_worst <= fx.ACCUMULATOR_MAX
+    assert wq.scale == pytest.approx(full) if fits else wq.scale < full
 
 
 def test_exponent_hand_examples() -> None:
@@ -89,6 +93,15 @@ def test_exponent_hand_examples() -> None:
     # 50.8e6 >> 6 = 793e3 <= 2**20 < 50.8e6 >> 5; a huge one stops at WEIGHT_EXP_MIN.
     assert quantize_weights(np.full((1, 784), 0.1), 255).exp == -6
     assert quantize_weights(np.full((1, 20000), 0.1), 255).exp == fx.WEIGHT_EXP_MIN
+    # ... and its mantissas shrink until 2*255*sum|m| >> 8 <= 2**20: sum|m| <= 526344, 26 each.
+    assert quantize_weights(np.full((1, 20000), 0.1), 255).mant.max() == 26
+    # Signed 16-bit input (32767) into a 3x3x3 convolution's 27 weights of 127:
+    # 2*32767*127*27 = 224712186 < 2**31, >> 8 = 877782 <= 2**20 < its >> 7: exp -8, full mantissas.
+    wq = quantize_weights(np.full((1, 27), 0.5), 32767)
+    assert (wq.exp, int(wq.mant.max())) == (-8, 127)
+    # 33 such weights need 2*32767*4191 >> 8 = 1072916 > 2**20: mantissas shrink to 124
+    # (124*33 = 4092 <= 4096, the most 2*32767*s >> 8 <= 2**20 allows).
+    assert int(quantize_weights(np.full((1, 33), 0.5), 32767).mant.max()) == 124
     # The cap is WEIGHT_EXP_MAX for tiny ones.
     assert quantize_weights(np.zeros((2, 2)), 1).exp == fx.WEIGHT_EXP_MAX
 

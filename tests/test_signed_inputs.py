@@ -1,10 +1,12 @@
 """Signed real-valued inputs (normalised images, values below 0) through every stage.
 
-Calibration inputs with a negative value make the input signed: 8-bit messages -127..127
-standing for ``[-x_max, x_max]`` (docs/fixed-point.md §7). Each frontend (a foreign module
-traced by torch.fx, our own checkpoint, a NIR file) compiles with negative calibration data;
-sim/ and Lava fixed_pt agree bit for bit on negative inputs, netx carries them, and the
-deployed network agrees with its source model. Non-negative inputs keep their unsigned range.
+Calibration inputs with a negative value make the input signed: 16-bit messages
+-32767..32767 under profile ``lmh`` (8-bit -127..127 under ``loihi-lif``; any width 2..24 with
+``input_bits``) standing for ``[-x_max, x_max]`` (docs/fixed-point.md §7). Each frontend (a
+foreign module traced by torch.fx, our own checkpoint, a NIR file) compiles with negative
+calibration data; sim/ and Lava fixed_pt agree bit for bit on negative inputs, Lava
+floating_pt equals the float IR, netx carries them (tests/test_netx_artifact.py), and the
+deployed network agrees with its source model. Non-negative inputs keep their unsigned 8 bits.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from lmh_deploy.pipeline.compile import compile_model, load_artifact
 from lmh_deploy.pipeline.compile_torch import compile_module
 from lmh_deploy.pipeline.inputs import quantize
 from lmh_deploy.semantics import integer as fx
+from lmh_deploy.backends.lava.run import run_lava
 
 sys.path.insert(0, str(Path(__file__).parent))
-from shared import digits_mlp_checkpoint, paper_clone
+from shared import digits_mlp_checkpoint, invoke, paper_clone
 from test_foreign_torch import randomise
 from test_lava_equivalence import assert_bit_exact
 from test_nir import hand_made_conv_graph
@@ -49,12 +52,22 @@ def test_signed_quantisation_rule_and_unsigned_unchanged() -> None:
     assert fx.quantize_input(np.array([-0.5, 0.5, -1.5]), 1.0, signed=True).tolist() == [0, 1, -1]
     assert fx.quantize_input(x, 255 / 2.0).tolist() == [0, 0, 0, 0, 0, 1, 128, 255, 255]
     assert fx.input_range(8, signed=True) == (-127, 127) and fx.input_range(8) == (0, 255)
+    assert fx.input_range(16, signed=True) == (-32767, 32767) and fx.input_range(24, True)[1] == 2**23 - 1
+    # 16-bit: floor(x * 16383.5 + 1/2): -0.0079 -> floor(-128.93) = -129, 0.0078 -> floor(128.29)
+    x16 = fx.quantize_input(x, 32767 / 2.0, 16, signed=True).tolist()
+    assert x16 == [-32767, -32767, -129, -128, 0, 128, 16384, 32767, 32767]
     inp = Input(shape=(3,), x_max=2.0, signed=True)
-    assert (inp.levels, inp.unit) == (127, 2.0 / 127)
+    assert (inp.bits, inp.levels, inp.unit) == (8, 127, 2.0 / 127)  # a bare node: 8 bits
+    assert Input(shape=(3,), x_max=2.0, signed=True, bits=16).levels == 32767
     assert Input(shape=(3,), x_max=2.0).levels == 255
     assert QInput(shape=(9,), scale=scale, bits=8, signed=True).max_value == 127
+    assert QInput(shape=(9,), scale=scale, bits=16, signed=True).max_value == 32767
+    assert (fx.default_input_bits(True), fx.default_input_bits(True, "loihi-lif")) == (16, 8)
+    assert fx.default_input_bits(False) == 8
     with pytest.raises(IRError, match="spike input .* cannot be signed"):
         Input(shape=(3,), spikes=True, signed=True).check("input")
+    with pytest.raises(IRError, match="input: signed input messages of 25 bits; use 2 to 24"):
+        Input(shape=(3,), signed=True, bits=25).check("input")
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +85,24 @@ def test_fx_module_signed_inputs_lava_equals_sim_and_source(fx_build) -> None:
     art = load_artifact(out)
     q = art.quant_graph
     assert art.float_graph.node("input").signed and q.node("input").signed
+    assert q.node("input").bits == art.float_graph.node("input").bits == 16
+    assert art.report["input"] == {
+        "bits": 16,
+        "signed": True,
+        "range": [-32767, 32767],
+        "unit": pytest.approx(art.float_graph.node("input").x_max / 32767),
+    }
+    assert art.manifest["input_bits"] == 16
     x = normalised(48, (1, 8, 8), seed=1)
     x_int = quantize(q, x)
-    assert x_int.min() < -100 and x_int.max() > 100
+    assert x_int.min() < -20000 and x_int.max() > 20000
     assert_bit_exact(q, x_int[:2], T)
+    # The float reference backends on the same negative inputs: Lava floating_pt (inputs in
+    # units of the input step, unrounded) gives the float IR's spikes.
+    lava_float = run_lava(art.float_graph, x[:2] / art.float_graph.node("input").unit, T, "floating_pt")
+    ir2 = simulate_float(art.float_graph, x[:2], T)
+    for name, spikes in ir2.spikes.items():
+        np.testing.assert_array_equal(lava_float.spikes[name], spikes, err_msg=name)
     # The float IR reproduces the source module on the same negative inputs exactly; the
     # deployed integers agree with it up to 8-bit rounding.
     src = run_source(model, x, T, source_neurons=art.float_graph.meta["source_neurons"])
@@ -103,7 +130,7 @@ def test_own_checkpoint_with_signed_calibration(tmp_path: Path) -> None:
     assert report["calibration"]["samples"] == 16
     art = load_artifact(tmp_path / "build")
     q = art.quant_graph
-    assert q.node("input").signed and q.node("input").scale == pytest.approx(127 / (0.52 / 0.2), rel=0.01)
+    assert q.node("input").signed and q.node("input").scale == pytest.approx(32767 / (0.52 / 0.2), rel=0.01)
     x = normalised(40, (64,), seed=2)
     assert_bit_exact(q, quantize(q, x[:3]), T)
     spikes, predictions = _agreement(run_float(art.load_model(), x, T), simulate(q, quantize(q, x), T))
@@ -132,7 +159,8 @@ def test_nir_file_with_signed_calibration(tmp_path: Path) -> None:
     from lmh_deploy.interop.nir_export import write_nir
 
     write_nir(art.float_graph, tmp_path / "again.nir", dt=float(art.float_graph.meta["dt"]))
-    assert nir_to_graph(tmp_path / "again.nir").node("input").signed
+    again = nir_to_graph(tmp_path / "again.nir").node("input")
+    assert again.signed and again.bits == 16
 
 
 def test_non_finite_calibration_is_one_line(tmp_path: Path, fx_build) -> None:
@@ -145,3 +173,35 @@ def test_non_finite_calibration_is_one_line(tmp_path: Path, fx_build) -> None:
             model, tmp_path / "out", input_shape=(1, 8, 8), timesteps=T, calibration=tmp_path / "bad.npy"
         )
     assert not (tmp_path / "out").exists()
+
+
+def test_input_bits_keyword_and_flag(tmp_path: Path) -> None:
+    """``input_bits`` (API) / ``--input-bits`` (CLI) sets the width, signed or not; what no
+    message can carry is one line, exit 2, nothing written."""
+    from lmh_deploy import api
+
+    ckpt = digits_mlp_checkpoint(tmp_path / "m.pt", T)
+    x = normalised(16, (64,))
+    np.save(tmp_path / "calib.npy", x)
+    np.save(tmp_path / "pixels.npy", np.clip(x * 0.2 + 0.48, 0, 1))
+    for calib, bits, signed in (("calib.npy", 10, True), ("pixels.npy", 12, False)):
+        out = tmp_path / f"b{bits}"
+        report = api.compile(ckpt, out, calibration=tmp_path / calib, input_bits=bits)
+        art = load_artifact(out)
+        q = art.quant_graph
+        levels = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
+        assert (q.node("input").bits, q.node("input").signed, report["input"]["bits"]) == (bits, signed, bits)
+        assert q.node("input").scale == pytest.approx(levels / art.float_graph.node("input").x_max)
+        x_int = quantize(q, np.load(tmp_path / calib))
+        assert levels // 2 < np.abs(x_int).max() <= levels
+        assert_bit_exact(q, x_int[:2], T)
+    with pytest.raises(
+        InputError, match=r"^--input-bits 1: signed inputs \(values below 0\) need at least 2 bits$"
+    ):
+        api.compile(ckpt, tmp_path / "one", calibration=tmp_path / "calib.npy", input_bits=1)
+    assert not (tmp_path / "one").exists()
+    res = invoke(
+        "compile", ckpt, "--calibration", tmp_path / "calib.npy", "--input-bits", "25", "-o", tmp_path / "x"
+    )
+    assert res.exit_code == 2 and "--input-bits" in res.output and "24" in res.output, res.output
+    assert not (tmp_path / "x").exists()

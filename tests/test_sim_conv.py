@@ -37,10 +37,12 @@ def _composite(small: np.ndarray, block: tuple[int, int]) -> np.ndarray:
     return np.repeat(np.repeat(small, block[0], axis=2), block[1], axis=3)
 
 
-def _every_way(node: QDense, pre: np.ndarray) -> dict[str, np.ndarray]:
+def _every_way(node: QDense, pre: np.ndarray, largest: int | None = None) -> dict[str, np.ndarray]:
     """Lava currents of every way: float conv (``gemm``), event scatter, int8 convolution,
-    automatic choice (numpy), without numba, and the torch device path."""
-    path = SynapsePath(node)
+    automatic choice (numpy), without numba, and the torch device path (``largest``: a
+    graded input's largest |value|, 255 when not given)."""
+    largest = (largest or 255) if node.graded else None
+    path = SynapsePath(node, largest_input=largest)
     ways = {"auto": path.sums, "gemm": path._gemm}
     if "events" in path.ways:
         ways["events"] = path._events
@@ -48,8 +50,8 @@ def _every_way(node: QDense, pre: np.ndarray) -> dict[str, np.ndarray]:
         ways["int8"] = path._int8
     out = {way: lava_current(run(pre), node.weight_exp) for way, run in ways.items()}
     with array_code_only():
-        out["no numba"] = lava_current(SynapsePath(node).sums(pre), node.weight_exp)
-    torch_sums = SynapsePath(node, "cpu").sums(torch.as_tensor(pre))
+        out["no numba"] = lava_current(SynapsePath(node, largest_input=largest).sums(pre), node.weight_exp)
+    torch_sums = SynapsePath(node, "cpu", largest_input=largest).sums(torch.as_tensor(pre))
     out["torch cpu"] = lava_current(torch_sums, node.weight_exp).numpy()
     return out
 
@@ -121,7 +123,7 @@ def test_event_scatter_convolution_equals_the_matrix(
     seed, stride, kernel, padding, h, w, graded, rate
 ) -> None:
     """The event-driven conv (each active input scatters its kernel taps) against the full
-    integer matrix: strides, rectangular kernels, padding, 8-bit values, silent input."""
+    integer matrix: strides, rectangular kernels, padding, signed 16-bit values, silent input."""
     if h + 2 * padding[0] < kernel[0] or w + 2 * padding[1] < kernel[1]:
         return
     rng = np.random.default_rng(seed)
@@ -134,12 +136,14 @@ def test_event_scatter_convolution_equals_the_matrix(
         conv_stride=stride,
         conv_padding=padding,
     )
-    pre = rng.integers(0, 256 if graded else 2, (3, 3 * h * w)) * (rng.random((3, 3 * h * w)) < rate)
+    # graded: signed 16-bit messages (normalised images), past float32's exact sums
+    lo, hi = (-32767, 32767) if graded else (0, 1)
+    pre = rng.integers(lo, hi + 1, (3, 3 * h * w)) * (rng.random((3, 3 * h * w)) < rate)
     pre = pre if graded else pre.astype(bool)
-    path = SynapsePath(node)
+    path = SynapsePath(node, largest_input=hi if graded else None)
     assert "events" in path.ways
     want = _matrix_current(node, pre)
-    for way, got in _every_way(node, pre).items():
+    for way, got in _every_way(node, pre, hi).items():
         assert np.array_equal(got, want), way
 
 
@@ -196,7 +200,7 @@ def test_factored_sums_beyond_float32_use_float64_and_stay_exact() -> None:
         conv_stride=(2, 2),
         conv_padding=(2, 2),
     )
-    path = SynapsePath(node)
+    path = SynapsePath(node, largest_input=255)
     assert path.conv.factored and path.bound == 127 * 255 * 4 * 40 * 9
     assert path.bound >= 2**24 and path.float_dtype is np.float64
     pre = np.full((2, 40 * 36), 255)

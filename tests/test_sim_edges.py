@@ -58,7 +58,7 @@ def test_torch_device_sums_past_float32_are_exact() -> None:
     """Bound 127 * 255 * 999 > 2**24 picks float64 on the torch path too: the odd sum
     32_352_615 is not a float32 value."""
     node = QDense(weight_mant=np.full((2, 999), 127), weight_exp=0, graded=True, weight_scale=1.0)
-    path = SynapsePath(node, device="cpu")
+    path = SynapsePath(node, device="cpu", largest_input=255)
     got = path.sums(torch.full((1, 999), 255))
     assert got.tolist() == [[32_352_615, 32_352_615]]
 
@@ -74,7 +74,9 @@ def test_int8_products_on_arrays_and_tensors() -> None:
     assert path.int8_sums(torch.as_tensor(pre)).tolist() == want.tolist()  # a bool tensor
     for dtype in (np.float32, np.int64, np.int8):  # 0/1 spikes of other types
         assert path.int8_sums(pre.astype(dtype)).tolist() == want.tolist(), dtype
-    graded = SynapsePath(QDense(weight_mant=mant, weight_exp=0, graded=True, weight_scale=1.0))
+    graded = SynapsePath(
+        QDense(weight_mant=mant, weight_exp=0, graded=True, weight_scale=1.0), largest_input=255
+    )
     with pytest.raises(ValueError, match=r"^int8 products need binary input to a dense layer"):
         graded.int8_sums(pre)
 

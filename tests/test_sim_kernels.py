@@ -257,27 +257,32 @@ def _reference_current(node: QDense, pre: np.ndarray) -> np.ndarray:
     n_in=st.integers(1, 70),
     n_out=st.integers(1, 30),
     exp=st.integers(-8, 6),
-    graded=st.booleans(),
+    graded=st.sampled_from([None, (8, False), (8, True), (16, True), (24, True)]),
     sparse=st.booleans(),
     rate=st.sampled_from([0.0, 0.02, 0.3, 1.0]),
 )
 def test_synaptic_sums_every_way_equal_the_integer_sum(
     seed, rows, n_in, n_out, exp, graded, sparse, rate
 ) -> None:
+    """Spikes, or graded inputs of every width and sign (signed 16- and 24-bit messages
+    push the sums past float32's and int32's exact range)."""
     rng = np.random.default_rng(seed)
-    node = _dense_node(rng, n_out, n_in, exp, graded, sparse)
-    pre = (
-        (rng.integers(0, 256, (rows, n_in)) * (rng.random((rows, n_in)) < rate))
-        if graded
-        else rng.random((rows, n_in)) < rate
-    )
+    node = _dense_node(rng, n_out, n_in, exp, graded is not None, sparse)
+    largest = None if graded is None else fx.input_levels(*graded)
+    if graded is None:
+        pre = rng.random((rows, n_in)) < rate
+    else:
+        lo, hi = fx.input_range(*graded)
+        pre = rng.integers(lo, hi + 1, (rows, n_in)) * (rng.random((rows, n_in)) < rate)
+        pre[0] = hi  # the extremes of the range
+        pre[-1] = lo
     want = _reference_current(node, pre)
-    path = SynapsePath(node)
+    path = SynapsePath(node, largest_input=largest)
     got = {
         "gemm": path._gemm(pre),
         "events": path._events(pre),
         "auto": path.sums(pre),
-        "torch": SynapsePath(node, "cpu")._sums_torch(torch.as_tensor(pre)).numpy(),
+        "torch": SynapsePath(node, "cpu", largest_input=largest)._sums_torch(torch.as_tensor(pre)).numpy(),
     }
     if path.int8_ok:
         assert "int8" in path.ways
@@ -290,12 +295,12 @@ def test_synaptic_sums_beyond_float32_and_float64_stay_exact() -> None:
     """Graded input with wide fan-in: float64 (bound >= 2**24) and int64 (>= 2**53) ways."""
     rng = np.random.default_rng(1)
     node = _dense_node(rng, 3, 600, 0, graded=True)
-    path = SynapsePath(node)
+    path = SynapsePath(node, largest_input=255)
     assert path.bound >= 2**24 and path.float_dtype is np.float64
     pre = np.full((2, 600), 255)
     assert np.array_equal(lava_current(path.sums(pre), 0), _reference_current(node, pre))
     huge = QDense(weight_mant=np.full((2, 3), 127), weight_exp=0, graded=True, weight_scale=1.0)
-    path = SynapsePath(huge)
+    path = SynapsePath(huge, largest_input=255)
     path.bound = 2.0**60  # as if the fan-in were astronomically wide
     path.float_dtype = None
     path._prepare(huge.weight_mant)
@@ -326,7 +331,7 @@ def test_convolution_sums_equal_the_integer_matrix(seed, stride, padding, graded
     pre = rng.integers(0, 256 if graded else 2, (4, 60))
     want = _reference_current(node, pre)
     for device in (None, "cpu"):
-        path = SynapsePath(node, device)
+        path = SynapsePath(node, device, largest_input=255 if graded else None)
         sums = path.sums(pre if device is None else torch.as_tensor(pre))
         sums = sums if isinstance(sums, np.ndarray) else sums.numpy()
         assert np.array_equal(lava_current(sums, exp), want), device
@@ -349,7 +354,7 @@ def test_way_choice_follows_the_measured_costs() -> None:
 @pytest.mark.parametrize("rows", [1, 17])
 def test_int8_products_refuse_what_they_cannot_hold_exactly(rows: int) -> None:
     rng = np.random.default_rng(0)
-    graded = SynapsePath(_dense_node(rng, 4, 8, 0, graded=True))
+    graded = SynapsePath(_dense_node(rng, 4, 8, 0, graded=True), largest_input=255)
     with pytest.raises(ValueError, match="int8 products need binary input"):
         graded.int8_sums(np.ones((rows, 8), np.int64))
 
@@ -493,10 +498,10 @@ def test_wide_dense_layer_keeps_no_float_copy_and_the_same_integers(monkeypatch,
         if graded
         else rng.random((13, 37)) < 0.4
     )
-    whole = SynapsePath(node)
+    whole = SynapsePath(node, largest_input=255 if graded else None)
     monkeypatch.setattr(S, "FLOAT_COPY_BYTES", 0)
     monkeypatch.setattr(S, "GEMM_BLOCK_ENTRIES", 5 * 40)
-    blocked = SynapsePath(node)
+    blocked = SynapsePath(node, largest_input=255 if graded else None)
     assert whole.w_t is not None and blocked.w_t is None and blocked.w_t_int.dtype == np.int8
     want = _reference_current(node, pre)
     for got in (blocked._gemm(pre), blocked._events(pre), blocked.sums(pre), whole._gemm(pre)):

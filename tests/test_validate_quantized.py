@@ -140,7 +140,7 @@ BROKEN = {
         lambda g: _set(g, "readout", "bias", 0, fx.STATE_MAX + 1),
         r"readout: bias=8388608 outside",
     ),
-    "input bits": (lambda g: _with(g, "input", bits=9), r"input: bits=9 outside .*\[1, 8\]"),
+    "input bits": (lambda g: _with(g, "input", bits=25), r"input: bits=25 outside .*\[1, 24\]"),
     "size": (
         lambda g: _with(g, "dense1", weight_mant=np.ones((3, 4), np.int64)),
         r"edge 'lmh0' -> 'dense1': q_dense expects 4 inputs, source gives 5",

@@ -283,7 +283,7 @@ def netx_to_graph(
             raise InteropError(f"{where0}: layer type {first!r} is not supported first; {SUPPORTED}")
         # one integer input unit is one spike's payload (x_max = 255 levels of 1): values
         # round to 0..255, so [0, 1] data sends 0/1, what netx's default 1-bit input carries
-        prev = ir.add("input", Input(shape=shape, x_max=float(fx.INPUT_MAX)))
+        prev = ir.add("input", Input(shape=shape, x_max=float(fx.input_levels(fx.INPUT_BITS_UNSIGNED))))
         unit = 1.0  # a presynaptic spike's float value: 1, then theta
         for i, (key, kind) in enumerate(zip(keys, kinds)):
             group, where = groups[key], f"{path.name}: layer {key}"

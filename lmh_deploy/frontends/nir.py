@@ -440,7 +440,9 @@ def nir_to_graph(
             "timesteps": int(timesteps or gmeta.get("timesteps") or 4),
         }
     )
-    ir.add("input", Input(shape=in_shape, x_max=x_max, signed=bool(gmeta.get("input_signed", 0))))
+    # our own exports say how their inputs are sent (files without input_bits: 8-bit messages)
+    signed, bits = bool(gmeta.get("input_signed", 0)), int(gmeta.get("input_bits", 8))
+    ir.add("input", Input(shape=in_shape, x_max=x_max, signed=signed, bits=bits))
     imp = _Importer(ir, in_shape, dt, gmeta.get("lmh_deploy_rules") or {})
     signals: dict[str, tuple[Cursor, float]] = {order[0]: (imp.cur, imp.amp)}  # per NIR node
     for name in order[1:]:

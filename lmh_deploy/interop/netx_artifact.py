@@ -15,7 +15,8 @@ first), so Lava's netx network computes what sim/ computes:
 What netx cannot hold is refused naming the layer (another profile, a weight exponent, a
 bias that is not ``mant << 6``, per-neuron or per-step factors, residual paths).
 :func:`run_netx_artifact` runs the file freely in Lava ``fixed_pt`` (loaded by
-``netx.hdf5.Network(..., input_message_bits=8, reset_interval=T, reset_offset=1)``, samples
+``netx.hdf5.Network(..., input_message_bits=B, reset_interval=T, reset_offset=1)``, ``B`` the
+artifact's input width (``QInput.bits``, 8 for pixels; written into the file), samples
 back to back through its ``inp`` port, biases from the file, no host writes) and returns
 every layer's spikes on sim/'s timeline.
 """
@@ -63,16 +64,17 @@ def _chain(graph: Graph) -> list[tuple[str, QDense, Any]]:
     return out
 
 
-def _conv_geometry(name: str, dense: QDense) -> dict[str, Any]:
+def _conv_geometry(name: str, dense: QDense, inp: QInput) -> dict[str, Any]:
     """A conv ``QDense``'s netx layer fields: its kernel (a cross-correlation, PyTorch's
     (C_out, C_in, kh, kw) layout, which netx's loader turns into Lava's flipped (C_out, W,
     H, C_in) kernel), output shape, stride and padding."""
     kernel = fx.WEIGHT_LAVA_SCALE * np.asarray(dense.weight_mant, np.int64)
-    presyn_max = fx.INPUT_MAX if dense.graded else 1
+    presyn_max = inp.max_value if dense.graded else 1
     worst = int(abs_row_sums(kernel).max()) * presyn_max
     if worst > CONV_SUM_MAX:  # Lava's Conv sums in float32 and clamps to 24 bits
         raise InteropError(
             f"{name}: a convolution input can reach {worst}, beyond the 24 bits Lava's Conv computes exactly"
+            + (f" (its {inp.bits}-bit inputs; compile with fewer --input-bits)" if dense.graded else "")
         )
     return {
         "weight": kernel,
@@ -82,7 +84,7 @@ def _conv_geometry(name: str, dense: QDense) -> dict[str, Any]:
     }
 
 
-def _layer(name: str, dense: QDense, node: Any) -> NetxLayer:
+def _layer(name: str, dense: QDense, node: Any, inp: QInput) -> NetxLayer:
     if isinstance(node, QLMH) and node.max_spikes > 1:
         raise InteropError(
             f"{name}: graded spikes (up to {node.max_spikes} a step, max_spikes); netx's CUBA "
@@ -99,8 +101,18 @@ def _layer(name: str, dense: QDense, node: Any) -> NetxLayer:
             f"(it derives its own from the written integers); compile with "
             f"--profile loihi-lif, which keeps it 0"
         )
+    if int(np.max(abs_row_sums(dense.weight_mant), initial=0)) == 0:
+        raise InteropError(
+            f"{name}: every weight rounds to 0, and netx's loader divides by the largest one"
+            + (
+                f" (its {inp.bits}-bit inputs left no mantissa bits under the fixed weight exponent; "
+                f"compile with fewer --input-bits)"
+                if dense.graded
+                else ""
+            )
+        )
     if dense.is_conv and not isinstance(node, QReadout):
-        synapse = _conv_geometry(name, dense)
+        synapse = _conv_geometry(name, dense, inp)
     else:  # a dense layer, or a readout fed by a convolution: its synaptic matrix
         weight = qdense_matrix(dense, fx.WEIGHT_LAVA_SCALE)
         synapse = {"weight": np.asarray(weight.toarray() if sp.issparse(weight) else weight, np.int64)}
@@ -165,11 +177,11 @@ def artifact_to_netx(graph: Graph, path: str | Path) -> dict[str, Any]:
     pooling or convolution feeding a dense layer or the readout becomes that layer's matrix.
     """
     chain = _chain(graph)
-    layers = [_layer(name, dense, node) for name, dense, node in chain]
+    inp = graph.node(graph.order()[0])
+    layers = [_layer(name, dense, node, inp) for name, dense, node in chain]
     _check_sequence(chain, layers)
     readout = chain[-1][2]
     timesteps = int(graph.meta.get("timesteps", 1))
-    inp = graph.node(graph.order()[0])
     write_netx_layers(
         layers,
         path,
@@ -181,9 +193,12 @@ def artifact_to_netx(graph: Graph, path: str | Path) -> dict[str, Any]:
             "readout_scale": float(readout.state_scale),
             "input_scale": float(inp.scale),
             "input_range": list(fx.input_range(int(inp.bits), bool(inp.signed))),
+            "input_message_bits": int(inp.bits),
         },
     )
     return {
+        "input_message_bits": int(inp.bits),
+        "input_range": list(fx.input_range(int(inp.bits), bool(inp.signed))),
         "path": str(path),
         "layers": [layer.name for layer in layers],
         "conv_layers": [layer.name for layer in layers if layer.conv_shape is not None],
@@ -192,10 +207,11 @@ def artifact_to_netx(graph: Graph, path: str | Path) -> dict[str, Any]:
     }
 
 
-def netx_network_line(path: str | Path, timesteps: int) -> str:
-    """How to load the written file: 8-bit graded input and netx's own per-sample reset."""
+def netx_network_line(path: str | Path, timesteps: int, input_bits: int = fx.INPUT_BITS_UNSIGNED) -> str:
+    """How to load the written file: graded input of the artifact's width and netx's own
+    per-sample reset."""
     return (
-        f"net = netx.hdf5.Network(net_config={str(path)!r}, input_message_bits=8, "
+        f"net = netx.hdf5.Network(net_config={str(path)!r}, input_message_bits={int(input_bits)}, "
         f"reset_interval={int(timesteps)}, reset_offset=1)"
     )
 
@@ -203,19 +219,22 @@ def netx_network_line(path: str | Path, timesteps: int) -> str:
 def artifact_netx_usage(path: str | Path, report: dict[str, Any]) -> str:
     """The Python lines that load the written file and run samples as sim/ does.
 
-    ``input_message_bits=8``: the first layer takes 8-bit graded pixels; netx's default (0,
-    1-bit spikes) turns each into 0 or 1 and leaves the net silent. ``reset_interval=T,
+    ``input_message_bits=B`` (the artifact's input width, 8 for pixels): the first layer takes
+    graded values; netx's default (0, 1-bit spikes) turns each into 0 or 1 and leaves the net
+    silent. ``reset_interval=T,
     reset_offset=1``: netx clears each layer's ``u``, ``v`` on the step its first input of a
     sample arrives (layer ``i`` at step ``i + 2`` of every ``T``), so samples run back to back
     and the biases in the file act from each layer's first input, as in sim/.
     """
     layout = "(W, H, C) frames" if report.get("conv_layers") else "flat vectors"
+    bits = int(report.get("input_message_bits", fx.INPUT_BITS_UNSIGNED))
+    lo, hi = report.get("input_range", fx.input_range(bits))
     return "\n".join(
         [
             "from lava.lib.dl import netx",
-            netx_network_line(path, report["timesteps"]),
-            f"# its input: 8-bit pixels as {layout} (signed -127..127 when the artifact's input is "
-            f"signed), each sample for {report['timesteps']} steps, back to back; to run samples that way",
+            netx_network_line(path, report["timesteps"], bits),
+            f"# its input: {bits}-bit integers {lo}..{hi} as {layout}, "
+            f"each sample for {report['timesteps']} steps, back to back; to run samples that way",
             "# and read every layer's spikes and the readout on sim/'s timeline (no host writes):",
             "from lmh_deploy.interop.netx_artifact import run_netx_artifact",
             f"spikes, trace, logits = run_netx_artifact({str(path)!r}, x_int, "
@@ -228,18 +247,21 @@ def run_netx_artifact(
     path: str | Path, x_int: np.ndarray, timesteps: int
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Run the samples of ``x_int`` (B, n_in) through ``path`` loaded by netx, in Lava
-    fixed_pt, freely (:func:`run_netx_free`, with 8-bit graded input messages and a Monitor
-    on the readout's ``u``).
+    fixed_pt, freely (:func:`run_netx_free`, with graded input messages of the width written
+    into the file, 8 bits when it names none, and a Monitor on the readout's ``u``).
 
     Returns ``(spikes per hidden layer (T, B, n), readout trace (T, B, classes), logits)`` on
     sim/'s timeline; the logits are ``sum_t (u[t] >> 6) + T * bias`` of the last layer.
     """
+    import h5py
     from lava.lib.dl import netx
 
     import lmh_deploy  # noqa: F401  - the Python 3.11 Lava import fix, before any lava import
 
+    with h5py.File(path, "r") as f:
+        bits = int(f.attrs.get("lmh_deploy_input_message_bits", fx.INPUT_BITS_UNSIGNED))
     net = netx.hdf5.Network(
-        net_config=str(path), input_message_bits=fx.INPUT_BITS, reset_interval=timesteps, reset_offset=1
+        net_config=str(path), input_message_bits=bits, reset_interval=timesteps, reset_offset=1
     )
     records, u = run_netx_free(net, x_int, timesteps, readout_u=True)
     assert u is not None

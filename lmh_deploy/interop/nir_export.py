@@ -528,6 +528,7 @@ def graph_to_nir(graph: Graph, *, dt: float = DEFAULT_DT, inputs: np.ndarray | N
         "timesteps": int(graph.meta.get("timesteps", 1)),
         "x_max": float(inp.x_max),
         "input_signed": int(inp.signed),
+        "input_bits": int(inp.bits),  # the graded input messages' width (lmh-deploy's deployment)
         "exact": int(exact),
         "nir_native_rules": int(native),
         "discretisation": "forward Euler, one step = dt: lam = 1 - dt/tau, r = lam_d*tau/dt "

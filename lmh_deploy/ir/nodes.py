@@ -21,8 +21,9 @@ class Input(Node):
     ``shape`` is one frame's shape (C, H, W) or (n,); values lie in ``[0, x_max]``, or in
     ``[-x_max, x_max]`` when ``signed`` (e.g. normalised images).
     ``spikes``: every value is 0 or ``x_max`` (binary event frames), sent to the first
-    synapses as spikes (one bit); otherwise values are sent graded (8-bit direct encoding:
-    unsigned 0..255, or signed -127..127).
+    synapses as spikes (one bit); otherwise values are sent graded as ``bits``-wide
+    messages (direct encoding: unsigned 0..2**bits - 1, or signed symmetric, e.g. 8-bit
+    0..255 and 16-bit -32767..32767; docs/fixed-point.md §7).
     """
 
     kind: ClassVar[str] = "input"
@@ -30,13 +31,14 @@ class Input(Node):
     x_max: float = 1.0
     spikes: bool = False
     signed: bool = False
+    bits: int = 8
 
     @property
     def levels(self) -> int:
-        """Largest integer input magnitude: 1 (a spike), 255 (unsigned 8-bit) or 127 (signed)."""
-        from lmh_deploy.semantics.integer import INPUT_MAX, INPUT_SIGNED_MAX
+        """Largest integer input magnitude: 1 (a spike), else that of a ``bits``-wide message."""
+        from lmh_deploy.semantics.integer import input_levels
 
-        return 1 if self.spikes else INPUT_SIGNED_MAX if self.signed else INPUT_MAX
+        return 1 if self.spikes else input_levels(self.bits, self.signed)
 
     @property
     def unit(self) -> float:
@@ -53,6 +55,13 @@ class Input(Node):
             raise IRError(f"{name}: x_max must be finite and > 0, got {self.x_max}")
         if self.spikes and self.signed:
             raise IRError(f"{name}: a spike input (0 or x_max) cannot be signed")
+        from lmh_deploy.semantics.integer import INPUT_BITS_MAX
+
+        if not (int(self.signed) + 1 <= self.bits <= INPUT_BITS_MAX):
+            raise IRError(
+                f"{name}: {'signed ' if self.signed else ''}input messages of {self.bits} bits; "
+                f"use {int(self.signed) + 1} to {INPUT_BITS_MAX} (Lava's graded spike payload)"
+            )
 
 
 @dataclass(frozen=True)

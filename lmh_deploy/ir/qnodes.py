@@ -28,7 +28,7 @@ class QInput(Node):
     @property
     def max_value(self) -> int:
         """Largest magnitude of an integer input value."""
-        return max(abs(v) for v in fx.input_range(self.bits, self.signed))
+        return fx.input_levels(self.bits, self.signed)
 
     def quantize(self, x: Any) -> np.ndarray:
         """Float inputs -> the integer messages this input sends (:func:`fx.quantize_input`)."""
@@ -41,7 +41,7 @@ class QInput(Node):
         if not self.shape or any(int(d) <= 0 for d in self.shape):
             raise IRError(f"{name}: input shape {self.shape} must be non-empty and positive")
         check_positive(name, "scale", self.scale)
-        check_integers(name, "bits", self.bits, 1, fx.INPUT_BITS)
+        check_integers(name, "bits", self.bits, 1, fx.INPUT_BITS_MAX)
         if self.signed and self.bits < 2:
             raise IRError(f"{name}: a signed input needs at least 2 bits, got {self.bits}")
 

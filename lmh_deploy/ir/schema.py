@@ -112,6 +112,7 @@ class InputFields(_Strict):
     x_max: Positive = 1.0
     spikes: StrictBool = False
     signed: StrictBool = False
+    bits: Annotated[StrictInt, Field(ge=1, le=32)] = 8  # files before it had 8-bit inputs
 
 
 class NoFields(_Strict):

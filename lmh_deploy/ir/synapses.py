@@ -296,3 +296,14 @@ def apply_synapse(node: Node, x: np.ndarray) -> np.ndarray:
     else:
         out = torch.nn.functional.avg_pool2d(flat, node.kernel, node.stride)
     return out.reshape(lead + (-1,)).numpy()
+
+
+def largest_presynaptic(graph: Graph, dense: str) -> int:
+    """Largest ``|value|`` the source of integer synapse path ``dense`` sends per step: the
+    graded input's largest message (``QInput.max_value``: 255 for 8-bit pixels, 32767 for
+    signed 16-bit messages), a graded-spike layer's ``max_spikes``, or 1 (binary spikes)."""
+    if not graph.node(dense).graded:
+        return 1
+    (src,) = graph.inputs_of(dense)
+    source = graph.node(src)
+    return int(source.max_value if source.kind == "q_input" else source.max_spikes)

@@ -2,12 +2,13 @@
 linear map it computes, in float current per integer presynaptic unit.
 
 The presynaptic unit is what one integer count means in float: ``theta`` of a spiking source
-(the paper's ``I = W s theta``), ``x_max / 255`` of the graded 8-bit input (``x_max / 127``
-when it is signed). A single convolution (or pool -> convolution) stays a kernel, so large
-networks never materialise their synaptic matrices. A chain that ends in a max pool of
-currents (``conv -> maxpool``) is its convolution's path with the pool kept beside it
-(``SynapsePath.pool``): the integer synapses deliver the convolution's currents and the pool
-takes their maximum before the neuron (:mod:`lmh_deploy.semantics.pooling`).
+(the paper's ``I = W s theta``), ``x_max / levels`` of the graded input (``Input.levels``: 255
+for unsigned 8-bit messages, 32767 for signed 16-bit ones). A single convolution (or pool ->
+convolution) stays a kernel, so large networks never materialise their synaptic matrices. A
+chain that ends in a max pool of currents (``conv -> maxpool``) is its convolution's path
+with the pool kept beside it (``SynapsePath.pool``): the integer synapses deliver the
+convolution's currents and the pool takes their maximum before the neuron
+(:mod:`lmh_deploy.semantics.pooling`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from lmh_deploy.ir.synapses import DenseChain, chain_conv, chain_matrix, compose
 
 
 def presynaptic_unit(source: Node) -> float:
-    """Float value of one integer count sent by ``source``: ``x_max / 255`` (graded input),
+    """Float value of one integer count sent by ``source``: ``x_max / levels`` (graded input),
     ``x_max`` (spike input, ``Input.spikes``) or ``theta`` (a neuron's spike)."""
     if isinstance(source, Input):
         return source.unit
@@ -43,12 +44,12 @@ class SynapsePath:
     name: str
     source: str
     ops: tuple[str, ...]  # the kinds of the chain's nodes, source side first
-    graded: bool  # the source sends integers (8-bit input, graded spikes), not 0/1 spikes
+    graded: bool  # the source sends integers (the graded input, graded spikes), not 0/1 spikes
     unit: float  # float value of one presynaptic count (see presynaptic_unit)
     weights: Any  # float current per presynaptic count: dense, CSR, DenseChain or a conv kernel
     conv: Conv2d | None  # the chain as one convolution (geometry of ``weights``), if it is one
-    #: largest |presynaptic count| per step: 255 (unsigned graded input), 127 (signed), 1 (spike),
-    #: K (graded spikes of a layer with max_spikes K)
+    #: largest |presynaptic count| per step: ``Input.levels`` of the graded input (255 for 8-bit
+    #: pixels, 32767 signed 16-bit), 1 (spike), K (graded spikes of a layer with max_spikes K)
     max_presyn: int = 1
     #: the max pool of the convolution's currents that ends the chain, if one does
     pool: MaxPool | None = None

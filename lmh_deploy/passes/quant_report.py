@@ -74,6 +74,8 @@ def _path_row(path: SynapsePath, mant: Any, q: Graph, layer: LayerQuant) -> dict
         "weight_exp": layer.weight_exp,
         "weight_scale": layer.weight_scale,
         "graded_input": path.graded,
+        # the width of the messages the path takes: the graded input's, graded spike counts, 1 bit
+        "input_bits": (int(getattr(q.node(path.source), "bits", fx.SPIKE_COUNT_BITS)) if path.graded else 1),
         "delay": qd.delay,
         "max_weight_error": err,
         "max_weight_error_rel": err / max(peak, 1e-30),
@@ -134,16 +136,24 @@ def weight_error_notes(report: dict[str, Any]) -> list[str]:
         rel = row.get("max_weight_error_rel")
         if row["kind"] != "dense" or rel is None or rel <= LARGE_WEIGHT_ERROR:
             continue
-        why = (
-            f"profile {profile['name']} has no weight exponent, so the worst-case input current "
-            "(and the threshold and bias) must fit its fixed-point widths with small mantissas"
-            if fixed
-            else "the layer's weights span more than its 8-bit mantissas can hold"
-        )
-        fix = (
-            "--profile lmh picks an exponent per layer (at most 0.39 %)"
-            if fixed
-            else "train with weight decay or a norm (--norm bn) for an even range"
-        )
+        bits = int(row.get("input_bits", 1))
+        wide = bits > fx.INPUT_BITS_UNSIGNED
+        if fixed:
+            why = (
+                f"profile {profile['name']} has no weight exponent, so the worst-case input current "
+                "(and the threshold and bias) must fit its fixed-point widths with small mantissas"
+            )
+            fix = "--profile lmh picks an exponent per layer (at most 0.39 %)" + (
+                f", or fewer than {bits} --input-bits" if wide else ""
+            )
+        elif wide:
+            why = (
+                f"its {bits}-bit inputs' worst-case sum must fit Lava's int32 accumulator and, "
+                f"shifted by the lowest weight exponent ({fx.WEIGHT_EXP_MIN}), the current headroom"
+            )
+            fix = f"fewer --input-bits (e.g. {max(bits - 4, fx.INPUT_BITS_UNSIGNED)}) keep more weight bits"
+        else:
+            why = "the layer's weights span more than its 8-bit mantissas can hold"
+            fix = "train with weight decay or a norm (--norm bn) for an even range"
         notes.append(f"{row['name']}: weights rounded by up to {rel:.1%} of max|W|: {why}; {fix}")
     return notes

@@ -93,10 +93,10 @@ def _qdense(path: SynapsePath, mant: Any, scale: float, exp: int) -> QDense:
 
 
 def _qinput(node: Input) -> QInput:
-    """spikes: x in {0, x_max} -> {0, 1} (one bit); graded: 8-bit direct encoding, unsigned
-    [0, x_max] -> 0..255 or signed [-x_max, x_max] -> -127..127."""
+    """spikes: x in {0, x_max} -> {0, 1} (one bit); graded: ``node.bits``-wide direct encoding,
+    unsigned [0, x_max] -> 0..2**bits - 1 or signed [-x_max, x_max] -> +-(2**(bits-1) - 1)."""
     return QInput(
-        shape=node.shape, scale=1.0 / node.unit, bits=1 if node.spikes else fx.INPUT_BITS, signed=node.signed
+        shape=node.shape, scale=1.0 / node.unit, bits=1 if node.spikes else node.bits, signed=node.signed
     )
 
 

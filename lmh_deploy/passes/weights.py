@@ -118,6 +118,11 @@ def quantize_joint(
     scale and exponent, so their integer currents add exactly in the neuron.
     ``max_state_scale`` bounds the layer's state scale (:func:`state_scale`) so that its
     threshold and bias fit the states. Returns ``(mantissas, scale, exp)``.
+
+    The exponent is the largest that keeps the worst-case current within the headroom
+    (``fixed_exp`` when given). Where even ``WEIGHT_EXP_MIN`` (or the fixed exponent) leaves
+    it above, or the unshifted worst-case sum leaves Lava's int32 accumulator
+    (``fx.ACCUMULATOR_MAX``; wide graded inputs), the mantissas shrink until both fit.
     """
     peak = max(abs_max(p[0]) for p in paths)
     scale = fx.WEIGHT_MANT_MAX / peak if peak > 0 else 1.0
@@ -135,15 +140,16 @@ def quantize_joint(
         if fx.WEIGHT_LAVA_SCALE * 2.0**exp * scale > max_state_scale:
             scale = max_state_scale / (fx.WEIGHT_LAVA_SCALE * 2.0**exp)
             mants = [_round_mantissa(p[0], scale) for p in paths]
-        return mants, scale, exp
-    # A fixed exponent (netx derives its own from the written integers): shrink the mantissas
-    # until the worst case fits, as netx's own exporter does.
+            worst = int(np.max(worst_rows(mants, paths), initial=0))
+    else:
+        exp = fixed_exp
     limit = (1 << headroom_bits) if limit is None else limit
-    while fx.shift_sum(worst, fixed_exp) > limit and scale > 0:
-        scale *= min(0.99, limit / fx.shift_sum(worst, fixed_exp))
+    # As netx's own exporter does for its fixed exponent: shrink until the worst case fits.
+    while (fx.shift_sum(worst, exp) > limit or worst > fx.ACCUMULATOR_MAX) and scale > 0:
+        scale *= min(0.99, limit / fx.shift_sum(worst, exp), fx.ACCUMULATOR_MAX / worst)
         mants = [_round_mantissa(p[0], scale) for p in paths]
         worst = int(np.max(worst_rows(mants, paths), initial=0))
-    return mants, scale, fixed_exp
+    return mants, scale, exp
 
 
 def quantize_weights(w_eff: np.ndarray, max_presyn: int) -> WeightQuant:

@@ -13,7 +13,7 @@ import numpy as np
 
 from lmh_deploy.choices import Dataset, Target, choice
 from lmh_deploy.errors import InputError, require_file
-from lmh_deploy.options import BIAS_CORRECTION, CALIBRATION_SAMPLES, DT, PROFILE, TIMESTEPS
+from lmh_deploy.options import BIAS_CORRECTION, CALIBRATION_SAMPLES, DT, INPUT_BITS, PROFILE, TIMESTEPS
 from lmh_deploy import __version__
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import DEFAULT_PROFILE, get_profile
@@ -354,6 +354,7 @@ def compile_model(
     profile: str = DEFAULT_PROFILE,
     bias_correction: bool = True,
     calibration: str | Path | None = None,
+    input_bits: int | None = None,
     force: bool = False,
     warn: Callable[[str], None] = lambda msg: None,
 ) -> dict[str, Any]:
@@ -384,6 +385,7 @@ def compile_model(
         files=files,
         profile=profile,
         bias_correction=bias_correction,
+        input_bits=input_bits,
         force=force,
         warn=warn,
     )
@@ -396,13 +398,15 @@ def build_artifact(
     calibration_x: np.ndarray | None,
     profile: str = DEFAULT_PROFILE,
     bias_correction: bool = True,
+    input_bits: int | None = None,
     run_float: FloatRun | None = None,
     warn: Callable[[str], None] = lambda msg: None,
 ) -> Artifact:
     """Quantise ``graph`` under numeric ``profile`` and calibrate on ``calibration_x``, in
     memory (nothing is written). ``bias_correction``: take each layer's mean weight-rounding
     current on the calibration inputs off its bias (:mod:`lmh_deploy.passes.bias_correction`),
-    measured with ``run_float`` (see :func:`mean_counts`)."""
+    measured with ``run_float`` (see :func:`mean_counts`). ``input_bits``: the graded input
+    messages' width (default :func:`~lmh_deploy.semantics.integer.default_input_bits`)."""
     get_profile(profile)  # an unknown name fails before any work
     target = choice(Target, target, "--target").value
     graph.meta["target"] = target
@@ -415,7 +419,7 @@ def build_artifact(
             if is_sequence(calibration_x, shape)  # (T, N, *shape) frames
             else calibration_x.reshape((len(calibration_x), *shape))
         )
-    fit_input_range(graph, x)
+    fit_input_range(graph, x, profile=profile, bits=input_bits)
     if "exact_weight_scale" in graph.meta:  # an imported netx file: its own integers, loihi-lif
         qgraph, report = exact_graph(graph)
         profile, bias_correction = qgraph.meta["profile"], False
@@ -440,8 +444,15 @@ def build_artifact(
         for name, c in report["calibration"]["layers"].items():
             if c["saturation_events"]:
                 warn(f"{name}: {c['saturation_events']} saturation events on calibration data")
+    q_input = qgraph.node(qgraph.order()[0])
     report.update(
         {
+            "input": {  # the graded input messages (docs/fixed-point.md §7)
+                "bits": int(q_input.bits),
+                "signed": bool(q_input.signed),
+                "range": list(fx.input_range(int(q_input.bits), bool(q_input.signed))),
+                "unit": 1.0 / float(q_input.scale),
+            },
             "target": target,
             "timesteps": timesteps,
             "lmh_deploy_version": __version__,
@@ -460,6 +471,7 @@ def build_artifact(
         "timesteps": timesteps,
         PROFILE.name: profile,  # the options as given, under their API names
         BIAS_CORRECTION.name: bias_correction,
+        INPUT_BITS.name: int(q_input.bits),  # as chosen (given or the default)
         "lmh_deploy_version": __version__,
     }
     return Artifact(None, manifest, graph, qgraph, report, resources)
@@ -491,6 +503,7 @@ def write_artifact(
     files: dict[str, Path],
     profile: str = DEFAULT_PROFILE,
     bias_correction: bool = True,
+    input_bits: int | None = None,
     run_float: FloatRun | None = None,
     force: bool = False,
     warn: Callable[[str], None] = lambda msg: None,
@@ -502,6 +515,7 @@ def write_artifact(
         calibration_x=calibration_x,
         profile=profile,
         bias_correction=bias_correction,
+        input_bits=input_bits,
         run_float=run_float,
         warn=warn,
     )

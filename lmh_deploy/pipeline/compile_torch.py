@@ -222,6 +222,7 @@ def module_artifact(
     source: dict[str, Any] | None = None,
     profile: str = DEFAULT_PROFILE,
     bias_correction: bool = True,
+    input_bits: int | None = None,
     warn: Callable[[str], None] = lambda msg: None,
 ) -> Artifact:
     """Trace ``module``, quantise and calibrate (dataset train split or ``calibration``
@@ -279,6 +280,7 @@ def module_artifact(
         calibration_x=x,
         profile=profile,
         bias_correction=bias_correction,
+        input_bits=input_bits,
         # our own nets' float side is the float IR (their layer list is what it exports)
         run_float=None if isinstance(module, SpikingNet) else _source_run(module, graph, timesteps),
         warn=warn,

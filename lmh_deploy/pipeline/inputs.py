@@ -14,6 +14,8 @@ import numpy as np
 
 from lmh_deploy.bounds import MAX_SWEEP_VALUES, MAX_TIMESTEPS
 from lmh_deploy.errors import InputError, require_file
+from lmh_deploy.semantics import integer as fx
+from lmh_deploy.semantics.profiles import DEFAULT_PROFILE
 
 
 def parse_sweep(text: str | None, timesteps: int) -> list[int]:
@@ -228,25 +230,62 @@ def check_inputs(
         )
 
 
-def fit_input_range(graph: Any, x: np.ndarray | None, what: str = "calibration data") -> None:
-    """Declare the float graph's input signed when the calibration inputs ``x`` hold a negative
-    value (e.g. normalised images): it is then sent as signed 8-bit messages -127..127 standing
-    for ``[-x_max, x_max]``, with ``x_max`` grown to ``max|x|`` (docs/fixed-point.md §7).
-    Non-negative inputs keep their unsigned range and the graph is left as it is."""
-    if x is None or not len(x) or float(np.min(x)) >= 0:
-        return
+def fit_input_range(
+    graph: Any,
+    x: np.ndarray | None,
+    what: str = "calibration data",
+    *,
+    profile: str = DEFAULT_PROFILE,
+    bits: int | None = None,
+) -> None:
+    """Declare the float graph's input range and message width (docs/fixed-point.md §7).
+
+    Calibration inputs ``x`` holding a negative value (e.g. normalised images) make the
+    input signed, standing for ``[-x_max, x_max]`` with ``x_max`` grown to ``max|x|``; it then
+    gets :func:`~lmh_deploy.semantics.integer.default_input_bits` under ``profile`` (16-bit
+    messages -32767..32767 under ``lmh``) unless ``bits`` says otherwise. Non-negative inputs
+    keep their unsigned range and width (8 bits: 0..255) unless ``bits`` is given."""
     name = graph.order()[0]
     node = graph.node(name)
+    lowest = float(np.min(x)) if x is not None and len(x) else 0.0
+    negative = lowest < 0
     if node.spikes:
-        raise InputError(
-            f"{what}: the model takes binary event frames (sent as spikes), "
-            f"but the inputs hold the value {float(np.min(x)):.4g}"
-        )
-    graph.replace(name, signed=True, x_max=max(float(node.x_max), float(np.abs(x).max())))
+        if negative:
+            raise InputError(
+                f"{what}: the model takes binary event frames (sent as spikes), "
+                f"but the inputs hold the value {lowest:.4g}"
+            )
+        if bits is not None:
+            raise InputError(
+                f"--input-bits {bits}: the model takes binary event frames, sent as one-bit spikes; "
+                f"leave --input-bits out"
+            )
+        return
+    changes: dict[str, Any] = {}
+    if negative:
+        assert x is not None
+        changes = {"signed": True, "x_max": max(float(node.x_max), float(np.abs(x).max()))}
+        if not node.signed:
+            changes["bits"] = fx.default_input_bits(True, profile)
+    if bits is not None:
+        changes["bits"] = check_input_bits(bits, bool(changes.get("signed", node.signed)))
+    if changes:
+        graph.replace(name, **changes)
+
+
+def check_input_bits(bits: Any, signed: bool) -> int:
+    """``--input-bits``: a width a graded input message can have (``options.INPUT_BITS``: 1 to
+    Lava's 24-bit graded spike payload; 2 at least when signed)."""
+    from lmh_deploy.options import INPUT_BITS
+
+    bits = INPUT_BITS.check(bits)
+    if signed and bits < 2:
+        raise InputError(f"--input-bits {bits}: signed inputs (values below 0) need at least 2 bits")
+    return int(bits)
 
 
 def quantize(qgraph: Any, x: np.ndarray) -> np.ndarray:
-    """Integer inputs of ``qgraph``: spikes 0/1, or 8-bit graded values (``QInput``)."""
+    """Integer inputs of ``qgraph``: spikes 0/1, or graded values of its width (``QInput``)."""
     return qgraph.node(qgraph.order()[0]).quantize(x)
 
 

@@ -43,11 +43,20 @@ WEIGHT_LAVA_SCALE = 2
 #: Per-layer weight exponent range (Loihi's synaptic weight exponent is a small signed field).
 WEIGHT_EXP_MIN = -8
 WEIGHT_EXP_MAX = 15
-#: Graded input values (direct encoding of pixels) are 8-bit messages: unsigned [0, 255] when
-#: the inputs are non-negative, else signed and symmetric [-127, 127] (docs/fixed-point.md §7).
-INPUT_BITS = 8
-INPUT_MAX = (1 << INPUT_BITS) - 1
-INPUT_SIGNED_MAX = (1 << (INPUT_BITS - 1)) - 1
+#: Graded input values (direct encoding) are messages of a width declared per network
+#: (``Input.bits``, ``QInput.bits``; docs/fixed-point.md §7): unsigned ``[0, 2**bits - 1]`` when
+#: the inputs are non-negative, else signed and symmetric ``[-(2**(bits-1) - 1), 2**(bits-1) - 1]``.
+#: Defaults (:func:`default_input_bits`): 8 bits for unsigned pixels; 16 for signed inputs
+#: (normalised images), whose extra bits the first layer's weight exponent absorbs (a floor
+#: shift of the sum), so they cost no weight precision; 8 under a profile with a fixed weight
+#: exponent (``loihi-lif``), where every input bit would take one off the first layer's mantissas.
+INPUT_BITS_UNSIGNED = 8
+INPUT_BITS_SIGNED = 16
+#: Widest graded message: Lava's graded spike payloads carry up to 24 bits.
+INPUT_BITS_MAX = 24
+#: Lava's Dense sums ``weights.dot(s_in)`` in int32 before its exponent shift: every
+#: worst-case unshifted synaptic sum stays within this.
+ACCUMULATOR_MAX = (1 << 31) - 1
 #: A graded spike (a layer with ``max_spikes > 1``) is an unsigned count message of these bits;
 #: Lava's Dense/Sparse/Conv then read it with ``num_message_bits = SPIKE_COUNT_BITS``.
 SPIKE_COUNT_BITS = 8
@@ -357,7 +366,18 @@ def lmh_step(params: LMHFixedParams, step: int, v_d, v_s, a_in, s_prev=None):
     return v_d_new, v_s_new, spikes, events_d + events_s
 
 
-def input_range(bits: int = INPUT_BITS, signed: bool = False) -> tuple[int, int]:
+def default_input_bits(signed: bool, profile: str | NumericProfile = LMH_PROFILE) -> int:
+    """The graded input width a network gets unless told otherwise (see ``INPUT_BITS_SIGNED``)."""
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    return INPUT_BITS_SIGNED if signed and prof.fixed_weight_exp is None else INPUT_BITS_UNSIGNED
+
+
+def input_levels(bits: int, signed: bool = False) -> int:
+    """Largest magnitude of a ``bits``-wide input message (255 unsigned 8-bit, 32767 signed 16-bit)."""
+    return max(abs(v) for v in input_range(bits, signed))
+
+
+def input_range(bits: int = INPUT_BITS_UNSIGNED, signed: bool = False) -> tuple[int, int]:
     """Integer range of an input message: ``[0, 2**bits - 1]``, or ``[-(2**(bits-1) - 1),
     2**(bits-1) - 1]`` when signed (symmetric: ``-2**(bits-1)`` is never sent)."""
     if signed:
@@ -366,7 +386,9 @@ def input_range(bits: int = INPUT_BITS, signed: bool = False) -> tuple[int, int]
     return 0, (1 << bits) - 1
 
 
-def quantize_input(x: np.ndarray, scale: float, bits: int = INPUT_BITS, signed: bool = False) -> np.ndarray:
+def quantize_input(
+    x: np.ndarray, scale: float, bits: int = INPUT_BITS_UNSIGNED, signed: bool = False
+) -> np.ndarray:
     """Graded input: ``clip(floor(x * scale + 1/2), lo, hi)`` as int64 (:func:`input_range`)."""
     lo, hi = input_range(bits, signed)
     return np.clip(np.floor(np.asarray(x, np.float64) * scale + 0.5), lo, hi).astype(np.int64)

@@ -133,7 +133,7 @@ def run_lava_lif(graph: Graph, x_int: np.ndarray, timesteps: int) -> LifRun:
             weights=w,
             weight_exp=exp,
             num_weight_bits=8,
-            num_message_bits=fx.INPUT_BITS if graded else 0,
+            num_message_bits=int(graph.node(order[0]).bits) if graded else 0,
             name=f"{name}/dense",
         )
         ports[src].connect(dense.s_in)

@@ -46,7 +46,7 @@ from lmh_deploy.ir import (
 )
 from lmh_deploy.backends.lava.procs.lmh.process import LMHNeuron, neuron_process
 from lmh_deploy.backends.lava.procs.maxpool.process import MaxPoolCurrents
-from lmh_deploy.ir.synapses import abs_row_sums, qdense_matrix
+from lmh_deploy.ir.synapses import abs_row_sums, largest_presynaptic, qdense_matrix
 from lmh_deploy.passes.compose import synapse_paths
 from lmh_deploy.passes.delays import layer_depths, path_delays
 
@@ -104,21 +104,22 @@ def _paths(graph: Graph, name: str, precision: Precision, delays: dict[str, int]
         node = graph.node(pred)
         assert isinstance(node, QDense)
         (src,) = graph.inputs_of(pred)
-        weights = qdense_matrix(node, fx.WEIGHT_LAVA_SCALE, conv_dtype=accumulator_dtype(node))
+        dtype = accumulator_dtype(node, largest_presynaptic(graph, pred))
+        weights = qdense_matrix(node, fx.WEIGHT_LAVA_SCALE, conv_dtype=dtype)
         pool = node.max_pool
         windows = None if pool is None else pool.windows()
         paths.append(Path(pred, src, weights, node.weight_exp, node.graded, node.delay, windows))
     return paths
 
 
-def accumulator_dtype(node: QDense) -> type:
-    """int32 for a convolution's CSR when no sum ``W @ x`` can leave int32, else int64.
+def accumulator_dtype(node: QDense, largest_input: int) -> type:
+    """int32 for a convolution's CSR when no sum ``W @ x`` can leave int32 (``|x| <=
+    largest_input``), else int64.
 
     Lava's Sparse keeps the CSR in the dtype it is given and accumulates in it (its Dense
     converts to the int32 its model declares); int32 entries take a third less memory than
     int64 and its copies (the fork of every Lava worker inherits them), and give the same
     sums whenever none overflows, which the bound here guarantees."""
-    largest_input = 2**fx.INPUT_BITS - 1 if node.graded else 1
     if node.is_conv:
         bound = fx.WEIGHT_LAVA_SCALE * float(abs_row_sums(node.weight_mant).max()) * largest_input
         if bound < 2**31:
@@ -126,10 +127,11 @@ def accumulator_dtype(node: QDense) -> type:
     return np.int64
 
 
-def _connection(path: Path, precision: Precision, delayed_source: bool):
+def _connection(path: Path, precision: Precision, delayed_source: bool, message_bits: int):
     """A Lava Dense, Sparse or DelaySparse for one path (``delayed_source``: the path's
-    spikes come already delayed from its source's ``s_out_delayed``)."""
-    kwargs = {"num_message_bits": fx.INPUT_BITS if path.graded else 0, "name": path.name}
+    spikes come already delayed from its source's ``s_out_delayed``; ``message_bits``: the
+    width of its source's graded messages, 0 for binary spikes)."""
+    kwargs = {"num_message_bits": message_bits, "name": path.name}
     if precision == "fixed_pt":
         kwargs.update(weight_exp=path.weight_exp, num_weight_bits=8)
     if path.delay > 0 and not delayed_source:
@@ -236,7 +238,9 @@ def build_layers(
             net.start_step["readout"] = depth[name]
         for path in plans[name]:
             delayed_source = path.delay > 0 and path.source in output_delay
-            conn = _connection(path, precision, delayed_source)
+            # graded messages: the input's own width, or a graded-spike layer's counts
+            bits = int(first.bits) if path.source == order[0] else fx.SPIKE_COUNT_BITS
+            conn = _connection(path, precision, delayed_source, bits if path.graded else 0)
             if path.source == order[0]:
                 net.input_connections.append(conn)
             elif delayed_source:

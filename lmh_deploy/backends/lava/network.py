@@ -5,8 +5,8 @@
 ``netx.hdf5.Network`` does:
 
 * ``inp`` (``n_in`` values per step): one input frame per step. A spike-input network
-  (binary event frames) takes 0/1 events; a graded-input one takes 8-bit integers
-  (``fixed_pt``; see :func:`lmh_deploy.pipeline.inputs.quantize`).
+  (binary event frames) takes 0/1 events; a graded-input one takes integers of its input
+  width, ``QInput.bits`` (``fixed_pt``; see :func:`lmh_deploy.pipeline.inputs.quantize`).
 * ``out`` (``classes`` values per step): the readout's synaptic current. A sample's logits
   are ``sum_t out[t] + T * readout_bias`` (:attr:`LMHNetwork.readout_bias`; a leaky
   readout filters ``out[t] + readout_bias`` first,

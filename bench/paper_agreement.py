@@ -1,0 +1,93 @@
+"""Source vs deployed prediction agreement of a trained network of the paper's kinds.
+
+    nice -n 10 python bench/paper_agreement.py --kind resnet19-TEBN --epochs 2 --json out.json
+
+Trains the network as ``tests/test_paper_trained.py`` does (built by the builder file inside
+the fake clone ``tests/paper_clone``, as the paper's main.py builds it; surrogate gradients on
+scikit-learn's digits upsampled to 3 x 32 x 32 colour images normalised with CIFAR-10's mean
+and std), saves its state_dict, and compiles, verifies and runs it with the ``lmh-deploy``
+command from a working directory outside the clone. Prints the source (PyTorch, as the
+paper's ``eval_snn`` runs it) and deployed accuracy, their prediction agreement on
+``--samples`` test images and Lava == sim/ on the first ``--lava-samples``.
+
+Kinds: those of the test (``resnet20``, ``resnet20-TEBN``, ``resnet20-online``,
+``cifarnet-VotingLayer``: narrow, CI-sized) and ``resnet19-TEBN``, the paper's Tab. 1
+network at its full width (stem 64; stages 128, 256, 512) with TEBN. It is not in the test
+suite: training it takes CPU-hours at 1200 images x 6 epochs, so ``--epochs`` and
+``--train-samples`` make it brief.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TESTS = HERE.parent / "tests"
+CLONE = TESTS / "paper_clone"
+EXTRA_KINDS = {"resnet19-TEBN": {"arch": "resnet19", "use_TEBN": True}}
+
+
+def main() -> None:
+    sys.path.insert(0, str(TESTS))
+    import test_paper_trained as paper  # the test's training and deployment, not a copy
+
+    kinds = {**paper.KINDS, **EXTRA_KINDS}
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kind", choices=sorted(kinds), default="resnet19-TEBN")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--train-samples", type=int, default=1200, help="of the 1797 digits; the rest test")
+    ap.add_argument("--samples", type=int, default=64, help="test images verified and run (<= 597)")
+    ap.add_argument("--lava-samples", type=int, default=1)
+    ap.add_argument("--input-bits", type=int, default=None, help="compile --input-bits (default: its own)")
+    ap.add_argument("--json", type=Path, default=None, help="write the numbers here")
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sys.path.insert(0, str(CLONE))
+    builder = importlib.import_module("deploy_model")
+    extra = ("--input-bits", str(args.input_bits)) if args.input_bits else ()
+    started = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = paper.train_and_deploy(
+            builder,
+            kinds[args.kind],
+            Path(tmp),
+            epochs=args.epochs,
+            samples=args.samples,
+            lava_samples=args.lava_samples,
+            train_samples=args.train_samples,
+            extra=extra,
+        )
+    ff, lava = out["verify"]["float_vs_fixed"], out["verify"]["lava_vs_sim"]
+    first = next(r for r in out["compile"]["layers"] if r["kind"] == "dense")
+    result = {
+        "kind": args.kind,
+        "build": kinds[args.kind],
+        "epochs": args.epochs,
+        "train_samples": args.train_samples,
+        "samples": out["verify"]["samples"],
+        "input": out["compile"]["input"],
+        "first_layer_weight_error_rel": first["max_weight_error_rel"],
+        "first_layer_weight_exp": first["weight_exp"],
+        "accuracy_source": ff["accuracy_float"],
+        "accuracy_deployed": ff["accuracy_fixed"],
+        "prediction_agreement": ff["prediction_agreement"],
+        "spike_agreement": ff["spike_agreement"],
+        "lava_samples": lava["samples"],
+        "lava_mismatches": lava["mismatched_spikes"] + lava["state_mismatches"] + lava["readout_mismatches"],
+        "train_cpu_s": round(out["train_cpu_s"], 1),
+        "wall_s": round(time.time() - started, 1),
+    }
+    print(json.dumps(result, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
