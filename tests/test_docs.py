@@ -144,3 +144,19 @@ def test_every_command_and_option_shown_exists(doc: Path) -> None:
             if opt not in options[command] and opt != "--help":
                 wrong.append(f"{command} has no {opt}: {piece.strip()}")
     assert not wrong, f"{doc.name}:\n" + "\n".join(wrong)
+
+
+def test_no_merge_conflict_markers_in_the_tree() -> None:
+    """A conflict resolved by `git stash pop` once left `<<<<<<< Updated upstream` in README.md
+    for a day: no text file of the project may hold a line that git's conflict markers start."""
+    folders = ["lmh_deploy", "models", "sim", "tests", "bench", "scripts", "docs", "examples", ".ci"]
+    files = [p for p in ROOT.glob("*") if p.is_file()]
+    files += [p for d in folders if (ROOT / d).is_dir() for p in (ROOT / d).rglob("*") if p.is_file()]
+    text = {".md", ".py", ".sh", ".toml", ".ipynb", ".lock", ".txt", ".cfg", ".yml", ".yaml", ""}
+    marker = re.compile(r"^(?:<{7}|>{7})(?: |$)|^={7}$", re.M)
+    bad = [
+        p.relative_to(ROOT).as_posix()
+        for p in files
+        if p.suffix in text and "__pycache__" not in p.parts and marker.search(p.read_text(errors="replace"))
+    ]
+    assert not bad, f"merge conflict markers in {bad}"
