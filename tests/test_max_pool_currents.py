@@ -253,7 +253,7 @@ def test_paper_style_conv_bn_maxpool_net_deploys_and_loihi2_refuses_it(tmp_path:
     >= 95 % agreement with Lava == sim; ``--target loihi2`` refuses it in one line."""
     torch.manual_seed(0)
     model = paper_clone("cnn")
-    assert train_digits(model, epochs=3) > 0.85
+    assert train_digits(model, epochs=6) > 0.85
     deploy_source(model, f"{DIGITS_MODEL}:cnn", tmp_path)
     res = invoke(
         "compile", tmp_path / "source.pt", "--model", f"{DIGITS_MODEL}:cnn", "--input-shape", "1,8,8",
