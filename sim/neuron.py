@@ -225,16 +225,27 @@ def _run_arrays(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, ste
         state.v_d[...] = v_d
         state.v_s[...] = m
         state.saturation += sat_d + sat_s
-        state.fired |= spk
-        state.neuron_spikes += spk.sum(0)
-        spikes[s] = spk
-        if spikes_f is not None:
-            spikes_f[s] = spk
-        if trace is not None:
-            trace[0][s] = v_d
-            trace[1][s] = m
-        counts.append(spk.sum())
-    if _is_torch(state.v_d):
+        _record_step(state, s, spk, spk, v_d, m, spikes, spikes_f, trace, counts)
+    return _step_totals(counts, state.v_d)
+
+
+def _record_step(state, s, spk, sent, v_d, v_s, spikes, spikes_f, trace, counts) -> None:
+    """Book step ``s``: ``sent`` (the neurons that sent a message; ``spk`` itself for binary
+    spikes) into the state's counters, ``spk`` into the outputs, the states into ``trace``."""
+    state.fired |= sent
+    state.neuron_spikes += sent.sum(0)
+    spikes[s] = spk
+    if spikes_f is not None:
+        spikes_f[s] = spk
+    if trace is not None:
+        trace[0][s] = v_d
+        trace[1][s] = v_s
+    counts.append(spk.sum())
+
+
+def _step_totals(counts: list, like):
+    """The per-step spike totals as one int64 array (a tensor when the states are)."""
+    if _is_torch(like):
         import torch
 
         return torch.stack(counts).to(torch.int64)
@@ -267,20 +278,8 @@ def _run_semantics(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, 
         state.v_d, state.v_s = v_d, v_s
         state.saturation += events
         sent = spk > 0  # one graded message per neuron that fires: the synaptic events
-        state.fired |= sent
-        state.neuron_spikes += sent.sum(0)
-        spikes[s] = spk
-        if spikes_f is not None:
-            spikes_f[s] = spk
-        if trace is not None:
-            trace[0][s] = v_d
-            trace[1][s] = v_s
-        counts.append(spk.sum())
-    if _is_torch(state.v_d):
-        import torch
-
-        return torch.stack(counts).to(torch.int64)
-    return np.asarray(counts, np.int64)
+        _record_step(state, s, spk, sent, v_d, v_s, spikes, spikes_f, trace, counts)
+    return _step_totals(counts, state.v_d)
 
 
 # --------------------------------------------------------------------------- numba kernel
