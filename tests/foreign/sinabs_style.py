@@ -53,19 +53,24 @@ def run(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x.flatten(1).unsqueeze(1).repeat(1, T, 1))  # (B, T, 64)
 
 
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 3, lr: float = 3e-3) -> None:
-    """BPTT with Adam, cross-entropy on the mean readout over T."""
+def _fit(model: nn.Module, logits_of, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float) -> None:
+    """Adam over shuffled mini-batches of 64 (seed 0), cross-entropy on ``logits_of(x_batch)``."""
     torch.manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(epochs):
         perm = torch.randperm(len(x))
         for start in range(0, len(x), 64):
             idx = perm[start : start + 64]
-            loss = nn.functional.cross_entropy(run(model, x[idx]).mean(1), y[idx])
+            loss = nn.functional.cross_entropy(logits_of(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
     model.eval()
+
+
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 3, lr: float = 3e-3) -> None:
+    """BPTT with Adam, cross-entropy on the mean readout over T."""
+    _fit(model, lambda xb: run(model, xb).mean(1), x, y, epochs=epochs, lr=lr)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -95,14 +100,4 @@ def converted(ann: nn.Module | None = None) -> nn.Sequential:
 
 def train_ann(ann: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 3, lr: float = 3e-3) -> None:
     """The ANN trained as any torch classifier (before conversion)."""
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(ann.parameters(), lr=lr)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x))
-        for start in range(0, len(x), 64):
-            idx = perm[start : start + 64]
-            loss = nn.functional.cross_entropy(ann(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    ann.eval()
+    _fit(ann, ann, x, y, epochs=epochs, lr=lr)
