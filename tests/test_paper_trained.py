@@ -26,6 +26,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,35 +85,54 @@ def mean_output(model: torch.nn.Module, x: torch.Tensor, time_batched: bool) -> 
     return torch.stack([model(x) for _ in range(T)]).mean(0)
 
 
-def train(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, time_batched: bool, epochs: int) -> None:
-    """Adam on the cross-entropy of the mean output, mini-batches of 64, the learning rate
-    cosine-annealed from 0.01, one torch thread (on a shared 2-core machine a second thread
-    made these small tensors 10x slower in CPU time)."""
+def train(
+    model: torch.nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    time_batched: bool,
+    epochs: int,
+    *,
+    batch: int = 64,
+    micro_batch: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> None:
+    """Adam on the cross-entropy of the mean output, mini-batches of ``batch`` images, the
+    learning rate cosine-annealed from 0.01, one torch thread (on a shared 2-core machine a
+    second thread made these small tensors 10x slower in CPU time). ``micro_batch`` splits
+    each mini-batch into parts whose gradients add up before the step (the same step, but
+    BatchNorm's batch statistics come from each part), so that a wide net's autograd keeps only
+    one part's activations; ``log`` gets each epoch's mean loss."""
     torch.manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    steps = epochs * -(-len(x) // 64)
+    steps = epochs * -(-len(x) // batch)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     model.train()
     try:
-        for _ in range(epochs):
-            for idx in torch.randperm(len(xt)).split(64):
-                loss = torch.nn.functional.cross_entropy(mean_output(model, xt[idx], time_batched), yt[idx])
+        for epoch in range(epochs):
+            total = 0.0
+            for idx in torch.randperm(len(xt)).split(batch):
                 opt.zero_grad()
-                loss.backward()
+                for part in idx.split(micro_batch or batch):
+                    out = mean_output(model, xt[part], time_batched)
+                    loss = torch.nn.functional.cross_entropy(out, yt[part]) * (len(part) / len(idx))
+                    loss.backward()
+                    total += loss.item() * len(idx)
                 opt.step()
                 schedule.step()
+            if log:
+                log(f"epoch {epoch + 1}/{epochs}: mean loss {total / len(xt):.4f}")
     finally:
         torch.set_num_threads(threads)
     model.eval()
 
 
-def lmh_deploy(*args: object, cwd: Path) -> None:
+def lmh_deploy(*args: object, cwd: Path, timeout: float = 600) -> None:
     """The installed command, as a user runs it, from ``cwd``."""
     cmd = [sys.executable, "-m", "lmh_deploy.cli", *map(str, args)]
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, f"{' '.join(cmd)}\n{res.stdout}\n{res.stderr}"
 
 
@@ -125,19 +145,27 @@ def train_and_deploy(
     samples: int = SAMPLES,
     lava_samples: int = LAVA_SAMPLES,
     train_samples: int = 1200,
+    batch: int = 64,
+    micro_batch: int | None = None,
+    log: Callable[[str], None] | None = None,
     extra: tuple[str, ...] = (),
+    timeout: float = 600,
 ) -> dict[str, Any]:
     """Train ``build_module.build(**kwargs)`` on :func:`digits_cifar`, save its state_dict, and
     compile, verify and run it with the ``lmh-deploy`` command from ``work/elsewhere``
-    (``extra``: more compile options). Returns the verify and run JSON, the compile report
+    (``batch``, ``micro_batch``, ``log``: :func:`train`'s; ``extra``: more compile options;
+    ``timeout``: seconds each command may take). Returns the verify and run JSON, the compile report
     and the CPU seconds the training took (bench/paper_agreement.py runs it too)."""
     started = time.process_time()
     x, y = digits_cifar()
     train_x, train_y, test_x, test_y = x[:train_samples], y[:train_samples], x[1200:], y[1200:]
     torch.manual_seed(0)
     model = build_module.build(**kwargs)
-    train(model, train_x, train_y, time_batched=bool(kwargs.get("use_TEBN")), epochs=epochs)
+    time_batched = bool(kwargs.get("use_TEBN"))
+    train(model, train_x, train_y, time_batched, epochs, batch=batch, micro_batch=micro_batch, log=log)
     train_cpu = time.process_time() - started
+    if log:
+        log(f"trained in {train_cpu:.0f} s CPU; compile, verify and run")
     torch.save(model.state_dict(), work / "snn.pth")
     np.save(work / "calib.npy", train_x[:64])
     np.save(work / "x_test.npy", test_x[:samples])
@@ -150,16 +178,19 @@ def train_and_deploy(
         *("--input-shape", "3,32,32", "--timesteps", T, "--calibration", work / "calib.npy"),
         *("-o", "build", *extra),
         cwd=user,
+        timeout=timeout,
     )
     lmh_deploy(
         *("verify", "build", "--inputs", work / "x_test.npy", "--labels", work / "y_test.npy"),
         *("--samples", samples, "--lava-samples", lava_samples, "--json", "verify.json"),
         cwd=user,
+        timeout=timeout,
     )
     lmh_deploy(
         *("run", "build", "--inputs", work / "x_test.npy", "--labels", work / "y_test.npy"),
         *("--samples", samples, "--json", "run.json"),
         cwd=user,
+        timeout=timeout,
     )
     return {
         "verify": json.loads((user / "verify.json").read_text()),
