@@ -38,6 +38,7 @@ from lmh_deploy import options as O
 from lmh_deploy.errors import InputError, require_file
 from lmh_deploy.files import check_output, check_outputs
 from lmh_deploy.pipeline.results import RunResult, VerifyResult
+from lmh_deploy.semantics.profiles import get_profile
 from lmh_deploy.models.job import DEFAULT_JOB
 
 
@@ -127,7 +128,8 @@ def compile(
     nor an input; :func:`lmh_deploy.files.check_output`). ``warn`` receives warnings
     (possible saturation).
     """
-    # options and paths first, before torch is imported: a mistake costs milliseconds
+    # options and paths first, before torch is imported: a mistake costs milliseconds. Here
+    # only: the pipeline takes them as checked (inputs.check_input_bits adds the sign's rule)
     target = choice(Target, target, "--target")
     calibration_samples = O.CALIBRATION_SAMPLES.check(calibration_samples)
     dataset = None if dataset is None else choice(Dataset, dataset, "--dataset").value
@@ -140,6 +142,7 @@ def compile(
         check_output(outdir, "-o", kind="artifact", inputs=sources, force=force)
     if from_file:
         require_file(model)
+    get_profile(profile)
     from torch import nn
 
     from lmh_deploy.deployment import Deployment, as_arrays

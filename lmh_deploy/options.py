@@ -4,7 +4,9 @@ The CLI builds its typer options from these (:func:`lmh_deploy.cli.option`), the
 their defaults, and the pipeline checks values with :meth:`Option.check` (one
 :class:`~lmh_deploy.errors.InputError` naming the flag): ``verify_path``, ``run_artifact``
 and ``export_checkpoint`` check their options, outputs and artifact first, before anything
-heavy is imported, and the API passes the values on unchecked. ``tests/test_options.py``
+heavy is imported, and the API passes the values on unchecked; ``compile``'s are checked by
+:func:`lmh_deploy.api.compile` alone (a module and a file start there, before torch loads), and
+the pipeline takes them as checked. ``tests/test_options.py``
 checks that the CLI and the API agree with this table.
 """
 

@@ -11,12 +11,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lmh_deploy.choices import Dataset, Target, choice
+from lmh_deploy.choices import Target
 from lmh_deploy.errors import InputError, require_file
-from lmh_deploy.options import BIAS_CORRECTION, CALIBRATION_SAMPLES, DT, INPUT_BITS, PROFILE, TIMESTEPS
+from lmh_deploy.options import BIAS_CORRECTION, CALIBRATION_SAMPLES, INPUT_BITS, PROFILE
 from lmh_deploy import __version__
 from lmh_deploy.semantics import integer as fx
-from lmh_deploy.semantics.profiles import DEFAULT_PROFILE, get_profile
+from lmh_deploy.semantics.profiles import DEFAULT_PROFILE
 from lmh_deploy.pipeline.artifact import (
     ArtifactError,
     atomic_directory,
@@ -309,10 +309,6 @@ def source_graph(
     (``calibration``, a .npy of ``(N, *input_shape)``: negative values make the input signed,
     docs/fixed-point.md §7; else the dataset's training split) and the files an artifact
     keeps a copy of."""
-    calibration_samples = CALIBRATION_SAMPLES.check(calibration_samples)
-    if dataset is not None:
-        dataset = choice(Dataset, dataset, "--dataset").value
-    timesteps, dt = TIMESTEPS.check(timesteps), DT.check(dt)
     model_path = Path(model_path)
     if model_path.suffix == ".nir":
         graph, ds = _from_nir(require_file(model_path), dataset, timesteps, dt, warn)
@@ -346,7 +342,7 @@ def compile_model(
     model_path: str | Path,
     outdir: str | Path,
     *,
-    target: Target | str = Target.LAVA_SIM,
+    target: str = Target.LAVA_SIM.value,
     calibration_samples: int = CALIBRATION_SAMPLES.default,
     dataset: str | None = None,
     timesteps: int | None = None,
@@ -366,8 +362,6 @@ def compile_model(
     (:mod:`lmh_deploy.semantics.profiles`); it is stored in the integer graph, the manifest
     and the report.
     """
-    get_profile(profile)  # an unknown name fails before any work
-    target = choice(Target, target, "--target").value
     graph, x, files = source_graph(
         model_path,
         calibration_samples=calibration_samples,
@@ -407,8 +401,6 @@ def build_artifact(
     current on the calibration inputs off its bias (:mod:`lmh_deploy.passes.bias_correction`),
     measured with ``run_float`` (see :func:`mean_counts`). ``input_bits``: the graded input
     messages' width (default :func:`~lmh_deploy.semantics.integer.default_input_bits`)."""
-    get_profile(profile)  # an unknown name fails before any work
-    target = choice(Target, target, "--target").value
     graph.meta["target"] = target
     timesteps = int(graph.meta["timesteps"])
     shape = tuple(graph.node(graph.order()[0]).shape)

@@ -273,12 +273,10 @@ def fit_input_range(
         graph.replace(name, **changes)
 
 
-def check_input_bits(bits: Any, signed: bool) -> int:
-    """``--input-bits``: a width a graded input message can have (``options.INPUT_BITS``: 1 to
-    Lava's 24-bit graded spike payload; 2 at least when signed)."""
-    from lmh_deploy.options import INPUT_BITS
-
-    bits = INPUT_BITS.check(bits)
+def check_input_bits(bits: int, signed: bool) -> int:
+    """``--input-bits`` against the input's sign: 2 at least when signed (its range, 1 to Lava's
+    24-bit graded spike payload, ``options.INPUT_BITS``, is checked by :func:`lmh_deploy.api.compile`
+    before torch loads)."""
     if signed and bits < 2:
         raise InputError(f"--input-bits {bits}: signed inputs (values below 0) need at least 2 bits")
     return int(bits)
