@@ -248,7 +248,7 @@ def _step_totals(counts: list, like):
     if _is_torch(like):
         import torch
 
-        return torch.stack(counts).to(torch.int64)
+        return torch.stack(counts)  # sums of bool or int tensors: int64 already
     return np.asarray(counts, np.int64)
 
 
@@ -274,10 +274,11 @@ def _run_semantics(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, 
     counts = []
     for s in range(steps):
         a = _lava_current(currents[min(s, currents.shape[0] - 1)], weight_exp)
-        v_d, v_s, spk, events = lmh_step(fixed, t0 + s, state.v_d, state.v_s, a)
+        v_d, v_s, spk, events = lmh_step(fixed, t0 + s, state.v_d, state.v_s, a, state.s_prev)
         state.v_d, state.v_s = v_d, v_s
         state.saturation += events
         sent = spk > 0  # one graded message per neuron that fires: the synaptic events
+        state.s_prev[...] = sent  # read by a delayed (next-step) reset only
         _record_step(state, s, spk, sent, v_d, v_s, spikes, spikes_f, trace, counts)
     return _step_totals(counts, state.v_d)
 

@@ -224,6 +224,24 @@ def test_layers_beyond_the_int32_bounds_keep_int64_states() -> None:
         assert form.factors.dtype == form.bias_d.dtype == form.bias_s.dtype == np.int64
 
 
+def test_a_lone_or_negative_current_past_the_int32_bound_runs_int64() -> None:
+    """The int32 path is chosen from ``max |currents|``: a single current (one step, sample and
+    neuron) and a current whose magnitude is only in its minimum, -(2**33 + 5) (its low 32
+    bits read -5), must both send the layer to int64 states, which saturate at -2**23."""
+    base = _layer("lmh")
+    p = NeuronParams(**{k: v[..., :1] if isinstance(v, np.ndarray) else v for k, v in base.__dict__.items()})
+    zero = np.zeros((1, 1), np.int64)
+    for currents in (np.array([[[-(2**33) - 5]]]), np.array([[[-(2**33) - 5]], [[7]]])):
+        steps = len(currents)
+        assert 0 <= fused.raw_limit(N.layer_form(p), 0, 0) < 2**31
+        want = expected(p, currents, steps, None, zero, zero)
+        state, spikes, trace, _ = run(p, currents, steps, None, zero, zero, None, False)
+        assert state.v_d.dtype == np.int64 and trace[0][0, 0, 0] == -LIMIT
+        assert np.array_equal(spikes, want[0])
+        assert np.array_equal(trace[0], want[1]) and np.array_equal(trace[1], want[2])
+        assert state.saturation == want[3]
+
+
 def test_shifted_current_is_one_shift_each_way() -> None:
     """``shift(2 a, e) << s == (a >> r) << l`` for every exponent and sign."""
     for e in range(-8, 16):

@@ -3,6 +3,7 @@ the integer step of the semantics, for every profile and rule; synaptic sums eve
 
 from __future__ import annotations
 
+import contextlib
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lmh_deploy.sim import neuron as N
 from lmh_deploy.sim.fused import SPECIALISED_RULES
-from lmh_deploy.sim.params import OVERFLOW_CODES, ROUNDING_CODES, NeuronParams
+from lmh_deploy.sim.params import OVERFLOW_CODES, ROUNDING_CODES, NeuronParams, neuron_params
 from lmh_deploy.sim.synapse import SynapsePath, lava_current
 
 from lmh_deploy.ir import QLMH, QDense
@@ -126,7 +127,8 @@ def _run_kernel(p: NeuronParams, currents: np.ndarray, chunk: int, where: str):
         if where == "torch":
             sp_t = torch.zeros(cur.shape, dtype=torch.bool)
             tr_t = (torch.zeros(cur.shape, dtype=torch.int64), torch.zeros(cur.shape, dtype=torch.int64))
-            N.run_neuron_chunk(p, t0, torch.as_tensor(cur), None, state, sp_t, trace=tr_t)
+            got = N.run_neuron_chunk(p, t0, torch.as_tensor(cur), None, state, sp_t, trace=tr_t)
+            assert got.dtype == torch.int64 and torch.equal(got, sp_t.sum((1, 2)))  # totals: a tensor
             spikes[t0:t1] = sp_t.numpy()
             trace[0][t0:t1], trace[1][t0:t1] = tr_t[0].numpy(), tr_t[1].numpy()
         elif where == "arrays":
@@ -544,3 +546,131 @@ def test_kernels_equal_lmh_step_at_the_threshold_and_the_state_edges(rules) -> N
     want = _assert_kernels_equal_lmh_step(node, currents)
     if not lif:  # the neutral factors did what the docstring says: theta itself sits on the threshold
         assert bool(want[0][0, 0]) == (test == ">=") and not want[0][0, 1] and want[0][0, 2]
+
+
+# ---------------------------------------------------------------------------------------------
+# Edges of sim/neuron.py that the tests above do not reach (each kills mutants that
+# scripts/mutation.sh found surviving; docs/testing.md).
+
+
+def _run_chunks(p: NeuronParams, currents, weight_exp, where: str, chunk: int, steps: int):
+    """``p`` over ``steps`` steps in chunks of ``chunk`` (``currents`` (1, B, n): the same at
+    every step), with float spike copies and a trace; returns spikes, float copies, trace,
+    per-step totals (checked to be int64, a tensor on torch states) and the final state."""
+    batch, n = currents.shape[1:]
+    torch_states = where == "torch"
+    state = N.initial_state(p, batch, torch.zeros(1) if torch_states else None)
+    new = (lambda shape, dt: torch.zeros(shape, dtype=dt)) if torch_states else np.zeros
+    spikes = new((steps, batch, n), torch.int16 if torch_states else np.int16)
+    spikes_f = new((steps, batch, n), torch.float32 if torch_states else np.float32)
+    trace = tuple(new((steps, batch, n), torch.int64 if torch_states else np.int64) for _ in "ds")
+    totals = []
+    for t0 in range(0, steps, chunk):
+        t1 = min(steps, t0 + chunk)
+        cur = currents if len(currents) == 1 else currents[t0:t1]
+        cur = torch.as_tensor(cur) if torch_states else cur
+        with N.array_code_only() if where == "arrays" else contextlib.nullcontext():
+            got = N.run_neuron_chunk(
+                p, t0, cur, weight_exp, state, spikes[t0:t1], spikes_f[t0:t1],
+                (trace[0][t0:t1], trace[1][t0:t1]), steps=t1 - t0,
+            )  # fmt: skip
+        assert isinstance(got, torch.Tensor) == torch_states and got.dtype in (np.int64, torch.int64)
+        totals.append(np.asarray(got))
+    as_np = lambda a: a.numpy() if isinstance(a, torch.Tensor) else a
+    return as_np(spikes), as_np(spikes_f), tuple(map(as_np, trace)), np.concatenate(totals), state, as_np
+
+
+@pytest.mark.parametrize(
+    "max_spikes, v_s_min, reset, timing",
+    [
+        (3, None, "subtract", "same-step"),  # graded spikes
+        (3, -300, "subtract", "same-step"),  # graded spikes on a floor
+        (1, -300, "subtract", "next-step"),  # a floor under a delayed reset
+        (1, -300, "set", "next-step"),
+    ],
+)
+def test_graded_and_floored_layers_step_as_lmh_step(max_spikes, v_s_min, reset, timing) -> None:
+    """Layers with graded spikes or a soma floor run :func:`lmh_step` itself, one step at a time
+    (sim/neuron.py ``_run_semantics``): in chunks of 2 from step ``t0`` (factors differ per
+    step, so a wrong ``t0`` shows) and as one static current, on numpy and torch states, with
+    raw sums shifted by a weight exponent, they give lmh_step's counts, float copies, both
+    states, saturation count, per-step totals (all spikes) and synaptic events (one per neuron
+    that fires, whatever its count). A delayed reset reaches the next step (``s_prev``)."""
+    rng = np.random.default_rng(11)
+    n, batch, steps, theta, weight_exp = 6, 2, 5, 1000, 1
+    node = QLMH(
+        size=n,
+        theta=theta,
+        state_scale=1.0,
+        profile="lmh",
+        reset=reset,
+        reset_timing=timing,
+        mu_d=rng.integers(-2048, 2048, (3, n)),
+        mu_s=rng.integers(-2048, 2048, (3, 1)),
+        lam_d=rng.integers(2048, 6144, (3, 1)),
+        lam_s=rng.integers(2048, 6144, (3, n)),
+        bias=rng.integers(-200, 200, n),
+        reset_value=-7,
+        v_d_init=5,
+        v_s_init=-3,
+        max_spikes=max_spikes,
+        v_s_min=v_s_min,
+    )
+    node.check("l")
+    p = neuron_params(node)
+    assert p.by_semantics
+    varying = rng.choice([-2_500_000, -900, -200, 0, 300, 800, 1500, 2_500_000], (steps, batch, n))
+    for currents in (varying, varying[:1]):
+        fp = fx.layer_params(node)
+        v_d, v_s = fp.initial_state((batch, n))
+        want, want_d, want_s, sat, prev = [], [], [], 0, None
+        for t in range(steps):
+            a_in = (currents[min(t, len(currents) - 1)].astype(np.int64) * 2) << weight_exp
+            v_d, v_s, prev, events = fx.lmh_step(fp, t, v_d, v_s, a_in, prev)
+            want.append(prev)
+            want_d.append(v_d)
+            want_s.append(v_s)
+            sat += events
+        want = np.array(want)
+        assert sat > 0 and want.any() and (max_spikes == 1 or want.max() > 1)
+        assert v_s_min is None or np.array(want_s).min() == v_s_min  # the floor binds
+        for where in ("arrays", "torch", "numba"):
+            chunk = 2 if len(currents) > 1 else steps
+            spikes, spikes_f, trace, totals, state, as_np = _run_chunks(
+                p, currents.astype(np.float32), weight_exp, where, chunk, steps
+            )
+            assert np.array_equal(spikes, want) and np.array_equal(spikes_f, want), where
+            assert np.array_equal(trace[0], want_d) and np.array_equal(trace[1], want_s), where
+            assert np.array_equal(as_np(state.v_d), v_d) and np.array_equal(as_np(state.v_s), v_s), where
+            assert state.saturation == sat, where
+            assert np.array_equal(totals, want.sum((1, 2))), where
+            assert np.array_equal(as_np(state.neuron_spikes), (want > 0).sum((0, 1))), where
+            assert np.array_equal(as_np(state.fired), (want > 0).any(0)), where
+
+
+def test_lava_current_rounds_float_sums_and_keeps_int64_exact() -> None:
+    """``a_in`` from one step of sums: a float sum a rounding error off an integer (what a
+    device convolution may return) is rounded to the nearest, not truncated, on numpy and
+    torch; an int64 sum is taken as it is, even past float64's exact range (2**53 + 1)."""
+    near = [2.9999, -2.9999, 3.0001, -3.0001]
+    assert N._lava_current(np.array(near), None).tolist() == [3, -3, 3, -3]
+    assert N._lava_current(torch.tensor(near, dtype=torch.float64), None).tolist() == [3, -3, 3, -3]
+    assert N._lava_current(np.array(near, np.float32), 1).tolist() == [12, -12, 12, -12]  # 2 a << 1
+    big = [2**53 + 1, -(2**53) - 1]
+    assert N._lava_current(np.array(big), None).tolist() == big
+    assert N._lava_current(torch.tensor(big), None).tolist() == big
+
+
+@pytest.mark.parametrize("where", ["arrays", "numba"])
+def test_no_steps_give_empty_int64_totals(where: str) -> None:
+    """A chunk of no steps changes nothing and returns an empty int64 total (not float64)."""
+    p = neuron_params(
+        QLMH(size=3, theta=100, state_scale=1.0, profile="lmh", mu_d=np.zeros((1, 1), np.int64),
+             mu_s=np.zeros((1, 1), np.int64), lam_d=np.full((1, 1), 4096), lam_s=np.full((1, 1), 4096),
+             bias=np.zeros(3, np.int64), v_s_init=0)
+    )  # fmt: skip
+    state = N.initial_state(p, 2)
+    with N.array_code_only() if where == "arrays" else contextlib.nullcontext():
+        got = N.run_neuron_chunk(p, 0, np.zeros((0, 2, 3), np.int64), None, state, np.zeros((0, 2, 3), bool))
+    assert got.dtype == np.int64 and got.shape == (0,)
+    assert not state.v_s.any() and state.saturation == 0
