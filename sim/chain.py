@@ -8,6 +8,10 @@ currents are the compiled row gather of those spikes (:mod:`lmh_deploy.sim.gathe
 Python runs between layers, steps or samples. The neuron update is the fused kernel of
 :mod:`lmh_deploy.sim.fused` itself (called from the compiled loop, not a copy), the gather
 the one the chunked run uses: the same integers, so the same spikes, states and logits.
+The samples of a mini-batch are independent: they are split over numba's thread count
+(``numba.set_num_threads``; each thread runs the compiled loop, which releases the GIL, on
+its own samples and its own spike counts, added up afterwards), so any split gives the same
+integers.
 
 Eligible (:func:`chain_of`): every dense layer's binary-input sums fit int32 with int8
 weight rows (``SynapsePath.gather_dtype``, ``w_t_int``), the first layer's (possibly graded)
@@ -20,6 +24,7 @@ cached on disk). Anything else runs chunked, unchanged.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -79,12 +84,12 @@ def chain_of(order: list[str], nodes: dict, inputs: dict, paths: dict, params: d
         return None
     if not _fits(paths[last], first=False):
         return None
-    return Chain(chain, paths[last], params)
+    return Chain(chain, last, paths[last], params)
 
 
 def _fits(path: SynapsePath, first: bool) -> bool:
     """``path`` is dense and its sums fit int32 (binary input, int8 rows, unless ``first``)."""
-    if path.is_conv or path.sparse or path.bound > INT32_LIMIT:
+    if path.is_conv or path.sparse or path.pool_windows is not None or path.bound > INT32_LIMIT:
         return False
     if first:
         return True
@@ -100,6 +105,8 @@ _KERNEL = fused.compiled(CHAIN_RULES, False, False)
 
 @numba.njit(cache=True, nogil=True)
 def _run(
+    lo,
+    hi,
     cur0,
     weights,
     peaks,
@@ -112,35 +119,40 @@ def _run(
     rule_codes,
     v_d,
     v_s,
-    s_prev,
     fired,
-    neuron_spikes,
     record,
     spikes_out,
-    spike_buf,
-    cur_buf,
-    counts,
     out_w,
     out_peak,
     out_raw,
 ):
-    """The whole run, sample by sample."""
+    """Samples ``lo`` to ``hi`` of the run, one after another, in place on their rows of the
+    states, ``spikes_out`` (when ``record``) and ``out_raw``; returns their spike counts per
+    layer and step, spikes per layer and neuron, and saturation counts per layer (each
+    thread of :meth:`Chain.run` adds up its own)."""
     wide_vectors()  # as in the kernel: the kernel may be inlined here
-    batch = cur0.shape[0]
-    steps = counts.shape[1]
+    steps = out_raw.shape[0]
     layers = len(v_d)
+    sizes = np.array([v.shape[1] for v in v_d])
+    counts = np.zeros((layers, steps), np.int64)
+    neuron_spikes = np.zeros((layers, sizes.max()), np.int64)
+    sat = np.zeros(layers, np.int64)
     step_counts = np.zeros(steps, np.int64)
+    spike_buf = [np.empty((steps, 1, n), np.bool_) for n in sizes]
+    cur_buf = [np.empty((steps, 1, n), np.int32) for n in sizes]
+    # the reset of the previous step's spikes (next-step timing) is not in CHAIN_RULES: the
+    # kernel never reads or writes these
+    no_prev = [np.zeros((1, n), np.bool_) for n in sizes]
     out_buf = np.zeros((steps, out_w.shape[1]), np.int32)
     empty_f = np.zeros((1, 1, 0), np.float32)
     empty_i = np.zeros((1, 1, 0), np.int64)
-    sat = np.zeros(layers, np.int64)
-    for b in range(batch):
+    for b in range(lo, hi):
         for k in range(layers):
-            n = v_d[k].shape[1]
+            n = sizes[k]
             if k == 0:
                 cur = cur0[b].reshape((1, 1, n))
             else:
-                cur = cur_buf[k - 1]
+                cur = cur_buf[k]
                 flat = cur.reshape((steps, n))
                 flat[:] = 0
                 pre = spike_buf[k - 1]
@@ -160,9 +172,9 @@ def _run(
                 rule_codes,
                 v_d[k][b].reshape((1, n)),
                 v_s[k][b].reshape((1, n)),
-                s_prev[k][b].reshape((1, n)),
+                no_prev[k],
                 fired[k][b].reshape((1, n)),
-                neuron_spikes[k],
+                neuron_spikes[k, :n],
                 spk,
                 empty_f,
                 empty_i,
@@ -180,19 +192,45 @@ def _run(
         gather_binary(last.reshape((steps, last.shape[2])), out_w, out_buf, out_peak)
         for t in range(steps):
             out_raw[t, b] = out_buf[t]
-    return sat
+    return counts, neuron_spikes, sat
+
+
+#: Samples per thread below which a run is not split (thread start-up against the work)
+MIN_SAMPLES_PER_THREAD = 2
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Worker threads for :meth:`Chain.run` (started once; the compiled loop releases the
+    GIL, so they run on separate cores)."""
+    if not _POOL:
+        threads = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+        _POOL.append(ThreadPoolExecutor(threads, thread_name_prefix="lmh-chain"))
+    return _POOL[0]
+
+
+@dataclass
+class ChainResult:
+    """What a chain run gives back (per layer in chain order)."""
+
+    counts: np.ndarray  # (L, T) spikes per layer and step
+    raw: np.ndarray  # (T, B, classes) int32: the readout path's raw sums
+    saturation: np.ndarray  # (L,)
+    neuron_spikes: list[np.ndarray]  # (n,) int64 spikes per neuron, summed over the batch
+    states: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # final (v_d, v_s, fired), (B, n)
 
 
 class Chain:
     """A dense chain ready to run: its layers and the compiled loop's fixed arguments
     (prepared once per plan; a run adds only its states and buffers)."""
 
-    def __init__(self, layers: list[ChainLayer], out_path: SynapsePath, params: dict) -> None:
-        self.layers, self.out_path = layers, out_path
+    def __init__(self, layers: list[ChainLayer], out_dense: str, out_path: SynapsePath, params: dict) -> None:
+        self.layers, self.out_dense, self.out_path = layers, out_dense, out_path
         self.names = [layer.neuron for layer in layers]
         ps = [params[name] for name in self.names]
         forms = [layer_form(p) for p in ps]
         self.sizes = [p.size for p in ps]
+        self.initial = [(p.v_d_init, p.v_s_init, f.state_dtype) for p, f in zip(ps, forms, strict=True)]
         hidden = [layer.path for layer in layers[1:]]
         self.fixed = (
             tuple(path.w_t_int for path in hidden) or (out_path.w_t_int,),  # a placeholder
@@ -207,35 +245,47 @@ class Chain:
         )
         self.placeholders = tuple(np.zeros((1, 1, 0), bool) for _ in ps)
 
-    def run(self, states: dict, x_flat: np.ndarray, steps: int, spikes: dict | None):
-        """All layers over ``steps`` steps for the static input ``x_flat`` (B, n_in), in
-        place on ``states`` (int32 :class:`~lmh_deploy.sim.neuron.NeuronState` per layer);
-        ``spikes``: layer -> (T, B, n) bool records to fill, or None (streaming).
-
-        Returns (spike counts per layer and step (L, T), the readout path's raw sums
-        (T, B, classes) int32, saturation count per layer)."""
+    def run(
+        self, x_flat: np.ndarray, steps: int, spikes: dict | None, threads: int | None = None
+    ) -> ChainResult:
+        """All layers over ``steps`` steps for the static input ``x_flat`` (B, n_in), from the
+        initial states; ``spikes``: layer -> (T, B, n) bool records to fill, or None
+        (streaming). The samples are split over ``threads`` threads (default: numba's
+        thread count, ``numba.set_num_threads``), each running the compiled loop on its
+        own samples: the same integers whatever the split."""
         sums = self.layers[0].path.sums(x_flat)  # static: once per run
         cur0 = np.ascontiguousarray(sums.astype(np.int32, copy=False))
         batch = x_flat.shape[0]
-        st = [states[name] for name in self.names]
-        counts = np.zeros((len(st), steps), np.int64)
+        states = [
+            (np.full((batch, n), vd, dtype), np.full((batch, n), vs, dtype), np.zeros((batch, n), bool))
+            for n, (vd, vs, dtype) in zip(self.sizes, self.initial, strict=True)
+        ]
         out_raw = np.empty((steps, batch, self.out_path.n_out), np.int32)
-        sat = _run(
+        args = (
             cur0,
             *self.fixed,
-            tuple(s.v_d for s in st),
-            tuple(s.v_s for s in st),
-            tuple(s.s_prev for s in st),
-            tuple(s.fired for s in st),
-            tuple(s.neuron_spikes for s in st),
+            tuple(s[0] for s in states),
+            tuple(s[1] for s in states),
+            tuple(s[2] for s in states),
             spikes is not None,
             self.placeholders if spikes is None else tuple(spikes[name] for name in self.names),
-            tuple(np.empty((steps, 1, n), bool) for n in self.sizes),
-            tuple(np.empty((steps, 1, n), np.int32) for n in self.sizes[1:])
-            or (np.empty((steps, 1, 0), np.int32),),
-            counts,
             self.out_path.w_t_int,
             self.out_path.gather_peak,
             out_raw,
         )
-        return counts, out_raw, sat
+        if threads is None:
+            threads = numba.get_num_threads()
+        workers = max(1, min(threads, batch // MIN_SAMPLES_PER_THREAD))
+        if workers == 1:
+            parts = [_run(0, batch, *args)]
+        else:
+            ends = [batch * (i + 1) // workers for i in range(workers)]
+            parts = list(_pool().map(lambda lo, hi: _run(lo, hi, *args), [0, *ends[:-1]], ends))
+        counts, neuron_spikes, sat = (sum(p[i] for p in parts) for i in range(3))
+        return ChainResult(
+            counts,
+            out_raw,
+            sat,
+            [neuron_spikes[k, :n] for k, n in enumerate(self.sizes)],
+            states,
+        )

@@ -108,14 +108,53 @@ def simulate(
     there; ``None`` uses numpy (and numba). ``chunk_steps`` overrides the chunk length.
     """
     plan = plan_for(graph, device)
+    if (
+        plan.chain is not None
+        and not record_states
+        and chunk_steps is None
+        and np.shape(x_int)[1:] == plan.input_shape
+        and numba_active()
+    ):  # an MLP: one compiled call for the whole run (sim/chain.py)
+        return _whole_chain(plan, np.asarray(x_int, np.int64), timesteps, record_spikes, record_final_state)
     run = _Run(plan, x_int, timesteps, device, record_states, record_spikes, record_final_state)
-    if plan.chain is not None and run.static and not record_states and chunk_steps is None and numba_active():
-        run.whole_chain()  # an MLP: one compiled call for the whole run (sim/chain.py)
-        return run.finish()
     chunk = chunk_steps or default_chunk_steps(run.batch)
     for t0 in range(0, timesteps, chunk):
         run.chunk(t0, min(timesteps, t0 + chunk))
     return run.finish()
+
+
+def _whole_chain(plan: _Plan, x: np.ndarray, timesteps: int, record_spikes: bool, record_final_state: bool):
+    """The record of a dense chain's run on the static input ``x`` (B, *shape), all ``T``
+    steps in one compiled call (:class:`lmh_deploy.sim.chain.Chain`): the same record as
+    the chunked run's (:meth:`_Run.finish`), made without its per-chunk machinery (at batch
+    1 that machinery cost as much as a third of the run)."""
+    chain, batch = plan.chain, x.shape[0]
+    flat = x.reshape(batch, -1)
+    rec = RunRecord(logits=np.zeros((batch, 0), np.int64))
+    if record_spikes:
+        rec.spikes = {
+            name: np.empty((timesteps, batch, n), bool) for name, n in zip(chain.names, chain.sizes)
+        }
+    run = chain.run(flat, timesteps, rec.spikes if record_spikes else None)
+    sources = [(chain.layers[0].dense, timesteps * np.count_nonzero(flat, axis=0))]
+    sources += [(layer.dense, ns) for layer, ns in zip(chain.layers[1:], run.neuron_spikes)]
+    sources.append((chain.out_dense, run.neuron_spikes[-1]))
+    for name, active in sources:
+        rec.synops[name] = plan.paths[name].synops(active)
+    for k, (name, n) in enumerate(zip(chain.names, chain.sizes, strict=True)):
+        v_d, v_s, fired = run.states[k]
+        rec.saturation[name] = int(run.saturation[k])
+        rec.spike_stats[name] = {
+            "spikes_per_step": run.counts[k],
+            "active_neurons": int(np.count_nonzero(fired)),
+            "neuron_steps": timesteps * batch * n,
+        }
+        if record_spikes and record_final_state:
+            rec.final_state[name] = (v_d.astype(np.int64), v_s.astype(np.int64))
+    rec.readout_trace = lava_current(run.raw, chain.out_path.weight_exp)
+    readout = plan.nodes[plan.readout]
+    rec.logits = readout_sum(rec.readout_trace, np.asarray(readout.bias, np.int64), readout.leaky)
+    return rec
 
 
 class _Plan:
@@ -302,18 +341,6 @@ class _Run:
             self.rec.spikes[name] = np.zeros(shape, spike_dtype(p))
         if self.record_states:
             self.rec.state_trace[name] = (np.zeros(shape, np.int64), np.zeros(shape, np.int64))
-
-    # ------------------------------------------------------------------ a dense chain
-    def whole_chain(self) -> None:
-        """All ``T`` steps of a dense chain in one compiled call (static input)."""
-        chain = self.plan.chain
-        inputs = self._input(0, self.timesteps)
-        spikes = self.rec.spikes if self.record_spikes else None
-        counts, raw, sat = chain.run(self.states, inputs.data, self.timesteps, spikes)
-        for name, per_step, clipped in zip(chain.names, counts, sat, strict=True):
-            self.counts[name][:] = per_step
-            self.states[name].saturation += int(clipped)
-        self.readout_trace[:] = lava_current(raw, chain.out_path.weight_exp)
 
     # ------------------------------------------------------------------ one chunk
     def chunk(self, t0: int, t1: int) -> None:

@@ -1,10 +1,12 @@
 """The whole-run kernel of a dense chain (sim/chain.py) gives the chunked run's record bit for
 bit (spikes, final states, readout, counts, saturation, synaptic events), and the reference
-run's spikes, on MLPs of one and three hidden layers with graded input, driven into
-saturation; graphs it cannot serve exactly run chunked."""
+run's spikes, on MLPs of one and three hidden layers with unsigned 8-bit, signed 16-bit and
+binary (spike) input, driven into saturation, whatever the number of threads the samples are
+split over (ragged splits included); graphs it cannot serve exactly run chunked."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -22,7 +24,9 @@ from lmh_deploy.semantics import integer as fx
 SHAPE = (1, 6, 6)
 
 
-def _mlp(hidden: tuple[int, ...], arch: str = "mlp"):
+def _mlp(hidden: tuple[int, ...], arch: str = "mlp", inputs: str = "unsigned"):
+    """A random net with random LM-H factors; ``inputs``: unsigned 8-bit, signed 16-bit or
+    binary spikes."""
     torch.manual_seed(7)
     kw = {"hidden": hidden} if arch == "mlp" else {"width_mult": 0.25}
     model = build(arch, SHAPE, 10, timesteps=9, **kw).eval()
@@ -30,18 +34,34 @@ def _mlp(hidden: tuple[int, ...], arch: str = "mlp"):
         for neuron in model.neurons():
             for name in ("x_mu_d", "x_mu_s", "x_lam_d", "x_lam_s"):
                 getattr(neuron, name).uniform_(-1, 1)
-    q, _ = quantize_graph(export_model(model, input_shape=SHAPE, timesteps=9))
+    graph = export_model(model, input_shape=SHAPE, timesteps=9, spikes=inputs == "spikes")
+    if inputs == "signed":
+        graph.replace("input", signed=True, bits=16)
+    q, _ = quantize_graph(graph)
     first = q.of_kind("q_lmh")[0]  # drive the first layer into saturation, both signs
     q.replace(first, bias=np.where(np.arange(q.node(first).size) % 2 == 0, 8_300_000, -8_300_000))
     return q
 
 
-@pytest.mark.parametrize("hidden", [(24,), (40, 24, 16)])
-def test_chain_equals_the_chunked_run_and_the_reference(hidden: tuple[int, ...]) -> None:
-    q = _mlp(hidden)
+def _inputs(q, n: int, seed: int) -> np.ndarray:
+    node, rng = q.node("input"), np.random.default_rng(seed)
+    if node.bits == 1:
+        return (rng.random((n, *SHAPE)) < 0.3).astype(np.int64)
+    return fx.quantize_input(
+        rng.uniform(-1 if node.signed else 0, 1, (n, *SHAPE)), node.scale, node.bits, node.signed
+    )
+
+
+@pytest.mark.parametrize(
+    "hidden, inputs",
+    [((24,), "unsigned"), ((40, 24, 16), "unsigned"), ((24,), "signed"), ((24, 16), "spikes")],
+)
+def test_chain_equals_the_chunked_run_and_the_reference(hidden: tuple[int, ...], inputs: str) -> None:
+    q = _mlp(hidden, inputs=inputs)
     assert plan_for(q, None).chain is not None
-    x = fx.quantize_input(np.random.default_rng(1).random((6, *SHAPE)), q.node("input").scale)
-    assert q.node(q.of_kind("q_dense")[0]).graded
+    x = _inputs(q, 7, 1)  # 7 samples: a ragged split over the threads
+    assert q.node(q.of_kind("q_dense")[0]).graded == (inputs != "spikes")
+    assert (x < 0).any() == (inputs == "signed")
     whole = simulate(q, x, 9)
     chunked = simulate(q, x, 9, chunk_steps=2)  # an explicit chunk length runs chunked
     assert sum(whole.saturation.values()) > 0
@@ -108,3 +128,35 @@ def test_array_code_only_runs_without_the_compiled_chain(monkeypatch: pytest.Mon
     monkeypatch.setattr(chain, "_run", refuse)
     with N.array_code_only():
         assert_same_record(simulate(q, x, 9), want)
+
+
+def test_any_split_over_threads_gives_the_same_run() -> None:
+    """The samples split over 1-4 threads (5 samples: ragged and one-sample splits) give the
+    same integers, and simulate gives the same record at one thread and at numba's
+    thread count."""
+    q = _mlp((24, 16))
+    x = _inputs(q, 5, 4)
+    chain = plan_for(q, None).chain
+    flat = x.reshape(len(x), -1).astype(np.int64)
+    runs = []
+    for threads in (1, 2, 3, 4):
+        spikes = {name: np.zeros((9, len(x), n), bool) for name, n in zip(chain.names, chain.sizes)}
+        runs.append((chain.run(flat, 9, spikes, threads=threads), spikes))
+    (first, first_spikes), *others = runs
+    assert first.counts.any()
+    for run, spikes in others:
+        for name in chain.names:
+            assert np.array_equal(spikes[name], first_spikes[name])
+        for a, b in [(run.counts, first.counts), (run.raw, first.raw), (run.saturation, first.saturation)]:
+            assert np.array_equal(a, b)
+        for a, b in zip(run.neuron_spikes, first.neuron_spikes, strict=True):
+            assert np.array_equal(a, b)
+        for states, want in zip(run.states, first.states, strict=True):
+            assert all(np.array_equal(u, v) for u, v in zip(states, want, strict=True))
+    default = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        one = simulate(q, x, 9)
+    finally:
+        numba.set_num_threads(default)
+    assert_same_record(simulate(q, x, 9), one)
