@@ -57,6 +57,7 @@ def main() -> None:
         default=None,
         help="images per forward/backward pass, gradients added up over the mini-batch (peak memory)",
     )
+    ap.add_argument("--lr", type=float, default=0.01, help="Adam's initial learning rate (cosine-annealed)")
     ap.add_argument("--input-bits", type=int, default=None, help="compile --input-bits (default: its own)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds each lmh-deploy command may take")
     ap.add_argument("--keep", type=Path, default=None, help="work in this new folder, not a temporary one")
@@ -88,6 +89,7 @@ def main() -> None:
             train_samples=args.train_samples,
             batch=args.batch,
             micro_batch=args.micro_batch,
+            lr=args.lr,
             log=log,
             extra=extra,
             timeout=args.timeout,
@@ -102,6 +104,7 @@ def main() -> None:
         "train_samples": args.train_samples,
         "batch": args.batch,
         "micro_batch": args.micro_batch,
+        "lr": args.lr,
         "samples": out["verify"]["samples"],
         "input": out["compile"]["input"],
         "first_layer_weight_error_rel": first["max_weight_error_rel"],

@@ -94,16 +94,17 @@ def train(
     *,
     batch: int = 64,
     micro_batch: int | None = None,
+    lr: float = 0.01,
     log: Callable[[str], None] | None = None,
 ) -> None:
     """Adam on the cross-entropy of the mean output, mini-batches of ``batch`` images, the
-    learning rate cosine-annealed from 0.01, one torch thread (on a shared 2-core machine a
+    learning rate cosine-annealed from ``lr``, one torch thread (on a shared 2-core machine a
     second thread made these small tensors 10x slower in CPU time). ``micro_batch`` splits
     each mini-batch into parts whose gradients add up before the step (the same step, but
     BatchNorm's batch statistics come from each part), so that a wide net's autograd keeps only
     one part's activations; ``log`` gets each epoch's mean loss."""
     torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * -(-len(x) // batch)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     xt, yt = torch.as_tensor(x), torch.as_tensor(y)
@@ -147,13 +148,14 @@ def train_and_deploy(
     train_samples: int = 1200,
     batch: int = 64,
     micro_batch: int | None = None,
+    lr: float = 0.01,
     log: Callable[[str], None] | None = None,
     extra: tuple[str, ...] = (),
     timeout: float = 600,
 ) -> dict[str, Any]:
     """Train ``build_module.build(**kwargs)`` on :func:`digits_cifar`, save its state_dict, and
     compile, verify and run it with the ``lmh-deploy`` command from ``work/elsewhere``
-    (``batch``, ``micro_batch``, ``log``: :func:`train`'s; ``extra``: more compile options;
+    (``batch``, ``micro_batch``, ``lr``, ``log``: :func:`train`'s; ``extra``: more compile options;
     ``timeout``: seconds each command may take). Returns the verify and run JSON, the compile report
     and the CPU seconds the training took (bench/paper_agreement.py runs it too)."""
     started = time.process_time()
@@ -162,7 +164,7 @@ def train_and_deploy(
     torch.manual_seed(0)
     model = build_module.build(**kwargs)
     time_batched = bool(kwargs.get("use_TEBN"))
-    train(model, train_x, train_y, time_batched, epochs, batch=batch, micro_batch=micro_batch, log=log)
+    train(model, train_x, train_y, time_batched, epochs, batch=batch, micro_batch=micro_batch, lr=lr, log=log)
     train_cpu = time.process_time() - started
     if log:
         log(f"trained in {train_cpu:.0f} s CPU; compile, verify and run")
