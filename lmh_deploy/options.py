@@ -106,8 +106,9 @@ PROFILE = Option(
     "profile",
     "--profile",
     "lmh",
-    "Numeric profile: lmh (LM-H as trained) | loihi-lif (Lava's bit-accurate LIF).",
-    "lmh|loihi-lif",
+    "Numeric profile: lmh (LM-H as trained) | loihi-lif (Lava's bit-accurate LIF) | cuba "
+    "(lmh with synaptic current decays up to 4095/4096: rockpool LIFTorch, norse LIFCell).",
+    "lmh|loihi-lif|cuba",
 )
 #: Widest graded input message: semantics.integer.INPUT_BITS_MAX (Lava's 24-bit graded spike
 #: payload), repeated here because options come before semantics (tests/test_options.py).

@@ -124,20 +124,21 @@ def integer_chain(
 ) -> Graph:
     """An integer graph built directly: input -> (dense -> q_lmh)* -> dense -> readout, each
     ``layers`` entry the QLMH's fields (plus ``size``, default ``width``, and the dense's
-    ``weight_exp``, default 4); random 8-bit weight mantissas, the first dense graded."""
+    ``weight_exp``, default 4); random 8-bit weight mantissas, the first dense graded, and
+    each dense after a layer with graded spikes (``max_spikes > 1``)."""
     g = Graph(meta={"timesteps": timesteps})
     prev = g.add("input", QInput(shape=(n_in,), scale=255.0, bits=8))
-    size = n_in
+    size, graded = n_in, True
     for i, given in enumerate(layers):
         fields = dict(given)
         out, exp = fields.pop("size", width), fields.pop("weight_exp", 4)
         mant = rng.integers(-127, 128, (out, size))
-        d = g.add(f"dense{i}", QDense(mant, weight_exp=exp, graded=i == 0, weight_scale=1.0), (prev,))
+        d = g.add(f"dense{i}", QDense(mant, weight_exp=exp, graded=graded, weight_scale=1.0), (prev,))
         prev = g.add(f"lmh{i}", QLMH(size=out, state_scale=1.0, **fields), (d,))
-        size = out
+        size, graded = out, fields.get("max_spikes", 1) > 1
     mant = rng.integers(-127, 128, (classes, size))
     d = g.add(
-        f"dense{len(layers)}", QDense(mant, weight_exp=readout_exp, graded=False, weight_scale=1.0), (prev,)
+        f"dense{len(layers)}", QDense(mant, weight_exp=readout_exp, graded=graded, weight_scale=1.0), (prev,)
     )
     g.add("readout", QReadout(bias=np.array([5, -7, 0]), state_scale=1.0), (d,))
     return g

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmh_deploy.semantics import integer as fx
+from lmh_deploy.semantics.profiles import get_profile
 
 A = np.array
 
@@ -192,6 +193,45 @@ def test_lmh_three_steps_by_hand() -> None:
         assert (v_d.item(), v_s.item(), s.item()) == want, f"step {t}"
         assert sat == 0
         assert v_d.dtype == np.int64 and v_s.dtype == np.int64
+
+
+def test_cuba_three_steps_by_hand() -> None:
+    """Profile cuba (lmh's arithmetic, mu_d up to 4095/4096): a rockpool LIFTorch neuron in
+    LM-H form, states in units of theta / 1000: beta = 0.95 -> mu_d = 3891, alpha = 0.9 ->
+    lam_s = 3686, mu_s = 0, lam_d = 4096, its bias 1 threshold as v_d_init = 1000 and the
+    dendrite drive round(1000 (1 - 3891/4096)) = 50; graded spikes up to K = 3, '>=',
+    subtract; v_s starts at 0. Inputs 3000, 0, -6000.
+
+    ms(f, v) = (f*v + 2048) >> 12.  Start: vD = 1000, vS = 0.
+    t=0: vD = ms(3891,1000)=950 + 3000 + 50 = 4000              [3893048>>12 = 950]
+         mS = ms(3686,0)=0 + ms(4096,4000)=4000 = 4000          [16386048>>12 = 4000]
+         s = min(floor(4000/1000), 3) = 3, vS = 4000 - 3000 = 1000
+    t=1: vD = ms(3891,4000)=3800 + 0 + 50 = 3850                [15566048>>12 = 3800]
+         mS = ms(3686,1000)=900 + ms(4096,3850)=3850 = 4750     [3688048>>12 = 900]
+         s = min(4, 3) = 3, vS = 4750 - 3000 = 1750
+    t=2: vD = ms(3891,3850)=3657 - 6000 + 50 = -2293            [14982398>>12 = 3657]
+         mS = ms(3686,1750)=1575 + ms(4096,-2293)=-2293 = -718  [6452548>>12 = 1575,
+                                                                 -9390080>>12 = -2293]
+         s = 0, vS = -718
+    """
+    p = fx.LMHFixedParams(
+        mu_d=A([[3891]]),
+        mu_s=A([[0]]),
+        lam_d=A([[4096]]),
+        lam_s=A([[3686]]),
+        theta=1000,
+        bias=A([50]),
+        profile=get_profile("cuba"),
+        v_d_init=1000,
+        v_s_init=0,
+        max_spikes=3,
+    )
+    v_d, v_s = p.initial_state((1, 1))
+    expected = [(4000, 1000, 3), (3850, 1750, 3), (-2293, -718, 0)]
+    for t, (a_in, want) in enumerate(zip([3000, 0, -6000], expected)):
+        v_d, v_s, s, sat = fx.lmh_step(p, t, v_d, v_s, A([[a_in]]))
+        assert (v_d.item(), v_s.item(), s.item()) == want, f"step {t}"
+        assert sat == 0
 
 
 def test_lmh_step_saturation_hand_example() -> None:
@@ -618,5 +658,7 @@ def test_profile_description_rules_and_lookup() -> None:
         "reset timing 'later' (profile lmh supports same-step | next-step)"
     )
     assert get_profile("loihi-lif") is LOIHI_LIF_PROFILE
-    with pytest.raises(UserError, match=r"^unknown numeric profile 'loihi'; choose one of lmh, loihi-lif$"):
+    with pytest.raises(
+        UserError, match=r"^unknown numeric profile 'loihi'; choose one of lmh, loihi-lif, cuba$"
+    ):
         get_profile("loihi")

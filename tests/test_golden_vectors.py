@@ -204,6 +204,12 @@ FACTOR_CODES = [
     ("loihi-lif", "mu_d", 4095 / 4096, 4095),
     ("loihi-lif", "lam_s", 1 / 4096, 1),
     ("loihi-lif", "lam_s", 1.0, 4096),
+    # cuba: lmh's codes, mu_d a signed 13-bit code [-4096, 4095] (the float IR holds mu_d >= -0.5;
+    # no closed top end: mu_d = 1.0 is refused)
+    ("cuba", "mu_d", 0.951229, 3896),
+    ("cuba", "mu_d", 4095 / 4096, 4095),
+    ("cuba", "mu_d", -0.5, -2048),
+    ("cuba", "lam_s", 1.5, 6143),
 ]
 
 
@@ -218,6 +224,8 @@ def test_factor_codes_at_both_ends(profile: str, factor: str, value: float, code
     [
         ("lmh", "mu_d", 0.6),
         ("lmh", "lam_s", 0.3),
+        ("cuba", "mu_d", 1.0),
+        ("cuba", "lam_s", 0.3),
         ("loihi-lif", "mu_d", 1.0),
         ("loihi-lif", "mu_d", -0.1),
         ("loihi-lif", "lam_s", 0.0),

@@ -101,6 +101,45 @@ def test_lava_fixed_pt_equals_sim_under_loihi_lif_with_wrap_and_clip() -> None:
     assert rates["lmh1"] > 0
 
 
+def test_lava_fixed_pt_equals_sim_under_cuba_with_current_decays_near_one() -> None:
+    """cuba: lmh's arithmetic with synaptic current decays up to 4095/4096 (rockpool's
+    LIFTorch, 0.95 at its defaults), a dendrite offset (v_d_init) and drive, graded spikes and
+    binary ones; large inputs saturate the slowly decaying current, counted alike."""
+    rng = np.random.default_rng(11)
+    layers = [
+        dict(
+            theta=30_000,
+            mu_d=rng.integers(3000, 4096, (1, 7)),
+            mu_s=np.zeros((1, 1), np.int64),
+            lam_d=np.full((1, 1), 4096),
+            lam_s=rng.integers(3000, 4096, (1, 7)),
+            bias=rng.integers(-300, 300, 7),
+            v_d_init=2000,
+            v_s_init=0,
+            max_spikes=9,
+            profile="cuba",
+            weight_exp=9,
+        ),
+        dict(
+            theta=900_000,
+            mu_d=np.full((1, 1), 3891),
+            mu_s=np.zeros((1, 1), np.int64),
+            lam_d=np.full((1, 1), 4096),
+            lam_s=np.full((1, 1), 3686),
+            bias=np.zeros(7, np.int64),
+            v_s_init=0,
+            profile="cuba",
+            weight_exp=12,
+        ),
+    ]
+    g = integer_chain(rng, layers)
+    x = rng.integers(0, 256, (2, 6))
+    ref = simulate(g, x, 6, record_states=True)
+    assert ref.saturation["lmh0"] > 0 and int(ref.spikes["lmh0"].max()) > 1
+    rates = _assert_lava_equals_sim(g, x, 6)
+    assert rates["lmh1"] > 0
+
+
 def _float_graph(rng: np.random.Generator, rules: list[dict]) -> Graph:
     g = Graph(meta={"timesteps": 5})
     prev = g.add("input", Input(shape=(5,), x_max=1.0))
@@ -199,7 +238,7 @@ def test_profile_is_stored_and_reported_and_unknown_names_refused() -> None:
         r"loihi-lif",
     ):
         get_profile("loihi")
-    assert set(PROFILES) == {"lmh", "loihi-lif"}
+    assert set(PROFILES) == {"lmh", "loihi-lif", "cuba"}
 
 
 def test_lmh_profile_keeps_lambda_as_full_multiplier_identical_to_offset_form() -> None:

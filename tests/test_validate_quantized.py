@@ -120,7 +120,7 @@ BROKEN = {
     ),
     "profile": (
         lambda g: _with(g, "lmh0", profile="loihi"),
-        r"lmh0: unknown numeric profile 'loihi' \(known: lmh, loihi-lif\)",
+        r"lmh0: unknown numeric profile 'loihi' \(known: lmh, loihi-lif, cuba\)",
     ),
     "rule": (lambda g: _with(g, "lmh0", reset="zero"), r"lmh0: reset 'zero' is not one of subtract \| set"),
     "factor rows": (

@@ -38,14 +38,17 @@ def _factor_codes(name: str, node: LMH, prof: NumericProfile) -> dict[str, Any]:
         lo, hi = prof.factor_range(fname)
         value = np.asarray(getattr(node, fname), np.float64)
         # The lmh encoding's ranges are half-open in float ([-0.5, 0.5)): a sigmoid saturated
-        # to the closed top end is stored as the largest code, as before profiles existed.
-        top = hi + (1.0 if prof.factor_encoding == "lmh" else 0.5)
+        # to the closed top end is stored as the largest code, as before profiles existed
+        # (cuba keeps that for the lmh-encoded factors; its mu_d = 1, an undecaying current,
+        # is refused rather than stored as 4095/4096).
+        lmh_coded = prof.factor_encoding == "lmh" or (prof.factor_encoding == "cuba" and fname != "mu_d")
+        top = hi + (1.0 if lmh_coded else 0.5)
         scaled = value * fx.FACTOR_ONE
         if scaled.min() < lo - 0.5 or scaled.max() > top:
             bad = float(value.min() if scaled.min() < lo - 0.5 else value.max())
             hint = (
-                "; --profile loihi-lif holds current decays up to 4095/4096"
-                if fname == "mu_d" and bad > 0 and prof.name != "loihi-lif"
+                "; --profile cuba (or loihi-lif) holds current decays up to 4095/4096"
+                if fname == "mu_d" and bad > 0 and prof.name == "lmh"
                 else ""
             )
             raise IRError(
@@ -82,15 +85,23 @@ def _soma_bias(name: str, node: LMH, bias: np.ndarray, prof: NumericProfile) -> 
 
 
 def wrap_limit(node: Any, prof: NumericProfile) -> int | None:
-    """Largest worst-case ``a_in`` whose dendrite can never wrap, for a wrapping dendrite.
+    """Largest worst-case ``a_in`` per step whose dendrite stays inside its range, for a
+    dendrite decaying by more than 1/2 (None: the profile's current headroom alone).
 
-    ``v_d' = R(mu_d v_d) + (a_in << shift)`` with toward-zero products stays within
-    ``max|a_in << shift| / (1 - mu_d)``, so that bound may reach 2**23 - 1 itself: the full
-    24 bits, not the saturating profiles' 20-bit headroom (which leaves room for lambda > 1)."""
-    if not isinstance(node, LMH) or prof.overflow_v_d != "wrap" or prof.rounding != "toward-zero":
+    ``v_d' = R(mu_d v_d) + (a_in << shift)`` stays within ``max|a_in << shift| / (1 - mu_d)``.
+    A wrapping dendrite (toward-zero products) may use the full 24 bits, not the saturating
+    profiles' 20-bit headroom (which leaves room for lambda > 1). A saturating one keeps the
+    bound ``2 * 2**headroom`` that ``|mu_d| <= 1/2`` gives under ``lmh``: with a current decay
+    near 1 (``cuba``; steady state ``a / (1 - mu_d)``, 20x the input at 0.95) the current
+    shrinks by ``2 (1 - mu_d)`` instead of saturating the dendrite."""
+    if not isinstance(node, LMH):
         return None
     decay = min(float(np.abs(node.mu_d).max()), 1.0)
-    return int(fx.STATE_MAX * (1.0 - decay)) >> prof.input_shift
+    if prof.overflow_v_d == "wrap" and prof.rounding == "toward-zero":
+        return int(fx.STATE_MAX * (1.0 - decay)) >> prof.input_shift
+    if decay <= 0.5:
+        return None
+    return int((1 << (prof.current_headroom_bits - prof.input_shift + 1)) * (1.0 - decay))
 
 
 def weight_scale_cap(node: Any, prof: NumericProfile) -> float:

@@ -16,7 +16,7 @@ from lmh_deploy.errors import InputError
 Rounding = Literal["half-up", "toward-zero", "floor"]
 DendriteOverflow = Literal["saturate", "wrap"]
 SomaOverflow = Literal["saturate", "saturate-symmetric", "wrap"]
-FactorEncoding = Literal["lmh", "loihi-decay"]
+FactorEncoding = Literal["lmh", "cuba", "loihi-decay"]
 
 RESETS = ("subtract", "set")
 THRESHOLD_TESTS = (">=", ">")
@@ -171,7 +171,32 @@ LOIHI_LIF_PROFILE = NumericProfile(
     "a_in << 6, theta = vth << 6, bias on the soma, spike on v > theta, v set to 0",
 )
 
-PROFILES: dict[str, NumericProfile] = {p.name: p for p in (LMH_PROFILE, LOIHI_LIF_PROFILE)}
+CUBA_PROFILE = NumericProfile(
+    name="cuba",
+    rounding="half-up",
+    overflow_v_d="saturate",
+    overflow_v_s="saturate",
+    factor_encoding="cuba",
+    input_shift=0,
+    bias_to="dendrite",
+    resets=RESETS,
+    threshold_tests=THRESHOLD_TESTS,
+    reset_timings=RESET_TIMINGS,
+    # lmh's, but mu_d a signed 13-bit code: a synaptic current decaying by up to 4095/4096
+    # (rockpool LIFTorch's exp(-dt/tau_syn), norse LIFCell's 1 - dt/tau_syn); the product
+    # stays below 2**13 * 2**23, as lmh's.
+    factor_ranges=(
+        ("mu_d", -4096, 4095),
+        ("mu_s", -2048, 2047),
+        ("lam_d", 2048, 6143),
+        ("lam_s", 2048, 6143),
+    ),
+    summary="lmh's arithmetic and rules (products rounded half up, 24-bit states saturate, "
+    "bias on the dendrite) with a current-based dendrite: mu_d a signed 13-bit code "
+    "[-4096, 4095] / 4096, synaptic current decays up to 0.9998",
+)
+
+PROFILES: dict[str, NumericProfile] = {p.name: p for p in (LMH_PROFILE, LOIHI_LIF_PROFILE, CUBA_PROFILE)}
 DEFAULT_PROFILE = "lmh"
 
 
