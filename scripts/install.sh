@@ -48,7 +48,7 @@ fi
 #    spikingjelly 2.0.0 likewise (torchvision, torchaudio); it needs loguru (pinned in the lock).
 #    sinabs 3.1.3 and rockpool 3.1.0 pin nir <= 1.0.4 (for their NIR export only; their modules
 #    import and run with the lock's nir 1.0.8); sinabs reads its version with pbr (in the lock).
-#    rockpool is here for the test that its LIFTorch is refused in one line (docs/interop.md).
+#    rockpool's LinearTorch/LIFTorch nets are deployed by tests/test_foreign_rockpool.py.
 "${PIP[@]}" --no-deps norse==1.1.0 spikingjelly==2.0.0 sinabs==3.1.3 rockpool==3.1.0
 # 5. The project itself, editable, with its dev extras (deps already satisfied).
 "${PIP[@]}" --no-build-isolation --no-deps -e ".[dev]"

@@ -42,6 +42,7 @@ from lmh_deploy.frontends.neurons import (
     registered_names,
     unsupported_neuron,
 )
+from lmh_deploy.frontends.rockpool import is_rockpool_network, per_step_view
 from lmh_deploy.frontends.time_batched import per_step_copy, time_batched_steps
 from lmh_deploy.frontends.pytorch import Cursor, GraphBuilder
 from lmh_deploy.frontends.time_loop import first_step
@@ -704,14 +705,20 @@ def module_to_graph(
     ``graph.meta["source_time_loop"]`` is the step count of a forward() that loops over time
     itself (:mod:`lmh_deploy.frontends.time_loop`; one call then returns all steps' records);
     ``graph.meta["source_time_batched"]`` is ``T`` for a module that runs all steps in one
-    ``(T*N, ...)`` call (the paper's TEBN mode, traced as its per-step equivalent), else None.
+    ``(T*N, ...)`` call (the paper's TEBN mode, traced as its per-step equivalent), else None;
+    ``graph.meta["source_batch_time"]`` is True for a rockpool network, which runs all steps of
+    a ``(B, T, ...)`` input in one call (traced as its per-step view, :mod:`.rockpool`).
     Raises :class:`FrontendError` / :class:`NeuronError` (one line, module path and type).
     """
     module = module.eval()
     steps = time_batched_steps(module)
-    module = per_step_copy(module, timesteps)
+    rockpool = is_rockpool_network(module)
+    module = per_step_copy(per_step_view(module), timesteps)
     shape = tuple(int(d) for d in input_shape)
     gm = trace(module)
+    if rockpool:  # a rockpool module's call also reads its states (unused): not the network
+        for node in [n for n in gm.graph.nodes if n.op == "get_attr" and not n.users]:
+            gm.graph.erase_node(node)
     try:
         loop = first_step(gm, lambda m: find_adapter(m) is not None or unsupported_neuron(m) is not None)
     except IRError as exc:
@@ -743,6 +750,9 @@ def module_to_graph(
         graph.meta["source_time_loop"] = loop[1].steps
         graph.meta["source_output_index"] = loop[1].output_index
     graph.meta["source_time_batched"] = steps
+    if rockpool:  # one call of (B, T, ...) returns (output, state, record)
+        graph.meta["source_batch_time"] = True
+        graph.meta["source_output_index"] = 0
     if walker.time_repeat is not None:  # multi-step: one call runs all steps, returns the mean
         if walker.time_repeat != int(timesteps):
             raise FrontendError(

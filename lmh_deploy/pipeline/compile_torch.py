@@ -25,6 +25,7 @@ from torch import nn
 
 from lmh_deploy.errors import InputError, MissingFileError
 from lmh_deploy.frontends.neurons import find_adapter
+from lmh_deploy.frontends.rockpool import load_json
 from lmh_deploy.frontends.torch_fx import module_to_graph
 from lmh_deploy.models.data import load_dataset
 from lmh_deploy.pipeline.artifact import sha256
@@ -157,6 +158,9 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"{path}: no such weights file")
+    if path.suffix == ".json":  # rockpool's net.save(path): parameters as JSON
+        load_json(module, path)
+        return
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -339,6 +343,7 @@ def _source_run(module: nn.Module, graph: Graph, timesteps: int) -> FloatRun:
                 timesteps,
                 source_neurons=graph.meta["source_neurons"],
                 output_index=graph.meta.get("source_output_index"),
+                batch_time=bool(graph.meta.get("source_batch_time")),
             )
 
     return run
@@ -369,9 +374,10 @@ def compile_model_file(
         "weights": Path(weights).name,
         "sha256": sha256(Path(weights)),
     }
-    return compile_module(
-        module, outdir, source=source, files={SOURCE_FILE: path, SOURCE_WEIGHTS: Path(weights)}, **options
-    )
+    files = {SOURCE_FILE: path}
+    if Path(weights).suffix != ".json":  # a rockpool JSON file: the loaded state_dict is kept
+        files[SOURCE_WEIGHTS] = Path(weights)
+    return compile_module(module, outdir, source=source, files=files, **options)
 
 
 def load_source_module(art: Artifact) -> nn.Module | None:

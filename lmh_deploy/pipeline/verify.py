@@ -90,6 +90,7 @@ def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any, batch: int) -
                     time_loop=meta.get("source_time_loop"),
                     time_repeat=meta.get("source_time_repeat"),
                     readout_cell=meta.get("source_readout_cell"),
+                    batch_time=bool(meta.get("source_batch_time")),
                 )
             ), "source module (PyTorch)"
     nir_copy = None if art.directory is None else art.directory / "source.nir"

@@ -32,6 +32,7 @@ def run_source(
     time_loop: int | None = None,
     time_repeat: int | None = None,
     readout_cell: str | None = None,
+    batch_time: bool = False,
 ) -> RunRecord:
     """Run ``x`` (B, *input_shape) for ``timesteps`` steps; spikes (T, B, n) per IR neuron.
 
@@ -43,7 +44,9 @@ def run_source(
     one call with time merged into the batch (the paper's TEBN mode) is fed as the paper's
     ``eval_snn`` feeds it: the input repeated ``T`` times and merged to ``(T*B, ...)``, its
     output ``(T*B, classes)`` split back into steps. ``readout_cell``: the module path of a
-    leaky-integrator readout (norse ``LICell``) whose state is kept between the steps."""
+    leaky-integrator readout (norse ``LICell``) whose state is kept between the steps.
+    ``batch_time``: the module takes ``(B, T, ...)`` in one call and returns ``(B, T, ...)``
+    (rockpool: the input repeated over ``T``, one call from a fresh state)."""
     batched = time_batched_steps(module)
     for own_steps, how in ((time_loop or time_repeat, "itself"), (batched, "in one call (use_TEBN)")):
         if own_steps is not None and own_steps != timesteps:
@@ -73,6 +76,9 @@ def run_source(
             if time_repeat:  # a multi-step layer: (T, B, ...) in one call
                 captured[key].extend(spikes.reshape(spikes.shape[0], spikes.shape[1], -1))
                 return
+            if batch_time:  # (B, T, ...) in one call
+                captured[key].extend(spikes.transpose(0, 1).reshape(spikes.shape[1], spikes.shape[0], -1))
+                return
             spikes = spikes.reshape(spikes.shape[0], -1)
             if batched is None:
                 captured[key].append(spikes)
@@ -81,7 +87,7 @@ def run_source(
 
         hooks.append(m.register_forward_hook(record))
     try:
-        param = next(module.parameters(), None)
+        param = next(nn.Module.parameters(module), None)  # rockpool overrides parameters()
         dtype = param.dtype if param is not None else torch.float32
         xt = torch.as_tensor(np.array(x), dtype=dtype)  # a copy: --inputs may be read-only (mmap)
         for name, m in neurons.items():
@@ -91,7 +97,9 @@ def run_source(
         outputs = []
         if batched is not None:
             xt = xt.unsqueeze(0).repeat(batched, *([1] * xt.ndim)).flatten(0, 1)
-        for _ in range(1 if time_loop or time_repeat or batched else timesteps):
+        if batch_time:
+            xt = xt.unsqueeze(1).repeat(1, timesteps, *([1] * (xt.ndim - 1)))
+        for _ in range(1 if time_loop or time_repeat or batched or batch_time else timesteps):
             out = module(xt)
             if output_index is not None:
                 out = out[output_index]
@@ -99,6 +107,8 @@ def run_source(
                 outputs.extend(out.reshape(out.shape[0], out.shape[1], -1).double())
             elif time_repeat:  # the mean over the steps
                 outputs.extend([out.reshape(out.shape[0], -1).double()] * timesteps)
+            elif batch_time:  # (B, T, ...)
+                outputs.extend(out.transpose(0, 1).reshape(timesteps, out.shape[0], -1).double())
             elif batched:  # (T*B, ...), step-major
                 outputs.extend(out.reshape(batched, -1, out[0].numel()).double())
             else:

@@ -37,6 +37,8 @@ from lmh_deploy.frontends.neurons.base import (
 from lmh_deploy.frontends.neurons.learnable import LearnableNeuronAdapter
 from lmh_deploy.frontends.neurons.lmh import LMHNeuronAdapter
 from lmh_deploy.frontends.neurons.norse import LEAKY_READOUT, NorseLIFAdapter, NorseLIFBoxAdapter
+from lmh_deploy.frontends.neurons.rockpool import SUPPORTED as ROCKPOOL_SUPPORTED
+from lmh_deploy.frontends.neurons.rockpool import RockpoolLIFAdapter, lif_class
 from lmh_deploy.frontends.neurons.snntorch_leaky import LeakyAdapter, snntorch_class
 from lmh_deploy.frontends.neurons.snntorch_synaptic import SynapticAdapter
 from lmh_deploy.frontends.neurons.sinabs import SUPPORTED as SINABS_SUPPORTED
@@ -53,6 +55,7 @@ ADAPTERS: list[NeuronAdapter] = [
     NorseLIFBoxAdapter(),
     NorseLIFAdapter(),
     SinabsAdapter(),
+    RockpoolLIFAdapter(),
 ]
 
 
@@ -100,15 +103,6 @@ UNSUPPORTED_NORSE = {
 }
 
 
-#: why rockpool's LIFTorch has no deployment (docs/interop.md, "Not yet")
-ROCKPOOL_WHY = (
-    "its subtractive multi-spike membrane under a synaptic current decaying by exp(-dt/tau_syn) "
-    "(0.95 at its default 20 ms) and a membrane bias fit no numeric profile (lmh holds current "
-    "decays below 0.5, loihi-lif only Lava LIF's reset to 0, one spike a step), and it keeps one "
-    "sample's state between calls; see docs/interop.md"
-)
-
-
 def unsupported_neuron(module: nn.Module) -> str | None:
     """Why a known library's spiking neuron without an adapter cannot be deployed; None if
     ``module`` is not such a neuron."""
@@ -126,9 +120,9 @@ def unsupported_neuron(module: nn.Module) -> str | None:
     cells = (
         tuple(getattr(snn, c) for c in ("SNNCell", "SNNRecurrentCell", "SNN", "SNNRecurrent")) if snn else ()
     )
-    rockpool = sys.modules.get("rockpool.nn.modules.torch.lif_torch")
-    if rockpool is not None and isinstance(module, rockpool.LIFBaseTorch):
-        return f"rockpool {kind} cannot be deployed: {ROCKPOOL_WHY} {supported}"
+    rockpool_neurons = tuple(c for c in (lif_class("LIFBaseTorch"), *_rockpool_others()) if c is not None)
+    if rockpool_neurons and isinstance(module, rockpool_neurons):
+        return f"rockpool {kind} cannot be deployed: no adapter maps it; supported: {ROCKPOOL_SUPPORTED}"
     stateful = sinabs_class("StatefulLayer")
     if stateful is not None and isinstance(module, stateful):
         return f"sinabs {kind} cannot be deployed: no adapter maps this layer; supported: {SINABS_SUPPORTED}"
@@ -136,6 +130,21 @@ def unsupported_neuron(module: nn.Module) -> str | None:
         why = UNSUPPORTED_NORSE.get(kind, "no adapter maps this cell")
         return f"norse {kind} cannot be deployed: {why} {supported}"
     return None
+
+
+def _rockpool_others() -> list[type | None]:
+    """rockpool's other torch neurons and synapses (LIFNeuronTorch, ExpSynTorch, ...)."""
+    found: list[type | None] = []
+    for module, name in (
+        ("lif_neuron_torch", "LIFNeuronTorch"),
+        ("exp_syn_torch", "ExpSynTorch"),
+        ("rate_torch", "RateTorch"),
+        ("updown_torch", "UpDownTorch"),
+        ("lowpass", "LowPass"),
+    ):
+        mod = sys.modules.get(f"rockpool.nn.modules.torch.{module}")
+        found.append(getattr(mod, name, None) if mod is not None else None)
+    return found
 
 
 def registered_names() -> list[str]:

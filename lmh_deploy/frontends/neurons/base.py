@@ -40,8 +40,9 @@ class NeuronSpec:
     max_spikes: int = 1
     #: a floor the membrane is clipped to after the reset (sinabs min_v_mem; None: none)
     v_s_min: float | None = None
-    #: constant input per step added to the dendrite (e.g. a leak toward a nonzero rest)
-    bias: float = 0.0
+    #: constant input per step added to the dendrite (e.g. a leak toward a nonzero rest); a
+    #: number or one value per neuron
+    bias: float | np.ndarray = 0.0
     #: the module returns a tuple (spikes, state...) instead of spikes alone
     tuple_output: bool = False
     notes: list[str] = field(default_factory=list)
