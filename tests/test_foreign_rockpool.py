@@ -22,9 +22,11 @@ from rockpool.nn.modules import ExpSynTorch, LIFBitshiftTorch, LIFTorch, LinearT
 from rockpool.parameters import Constant
 
 from lmh_deploy.backends.float.ir import simulate_float
+from lmh_deploy.errors import InputError
 from lmh_deploy.backends.float.torch_source import run_source
 from lmh_deploy.frontends.neurons import NeuronError
 from lmh_deploy.frontends.torch_fx import module_to_graph
+from lmh_deploy.pipeline.compile_torch import load_weights
 
 from foreign import rockpool_style as rs
 from shared import compile_source, invoke, verified
@@ -121,7 +123,8 @@ def test_unsupported_rockpool_modules_are_refused_in_one_line(build, message: st
 
 def test_lmh_profile_refusal_names_cuba_and_json_mismatch_is_one_line(tmp_path: Path) -> None:
     """Under the default profile the current decay (0.951) is refused naming --profile cuba;
-    a JSON file of another network is refused in one line; nothing is written."""
+    a JSON file of another network, or into a model that is not rockpool's, is refused in one
+    line; nothing is written."""
     torch.manual_seed(0)
     weights = tmp_path / "net.json"
     rs.mlp().save(str(weights))  # type: ignore[attr-defined]
@@ -136,6 +139,8 @@ def test_lmh_profile_refusal_names_cuba_and_json_mismatch_is_one_line(tmp_path: 
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert f"{other}: does not fit the model" in res.output
     assert not (tmp_path / "build").exists()
+    with pytest.raises(InputError, match=r"a JSON file loads only into a rockpool network"):
+        load_weights(torch.nn.Linear(64, 10), weights)
 
 
 @pytest.mark.slow
