@@ -79,7 +79,7 @@ def test_pool_then_dense_in_row_blocks_equals_the_whole_matrix(monkeypatch) -> N
     import lmh_deploy.passes.compose as compose
     from lmh_deploy.ir import AvgPool
     from lmh_deploy.passes.bias_correction import rounding_current
-    from lmh_deploy.passes.weights import quantize_paths
+    from lmh_deploy.passes.weights import quantize_joint
 
     rng = np.random.default_rng(4)
     graph = Graph(meta={"timesteps": 4})
@@ -94,7 +94,7 @@ def test_pool_then_dense_in_row_blocks_equals_the_whole_matrix(monkeypatch) -> N
         if route == "whole":  # the composed CSR, as a chain without a Dense composes
             monkeypatch.setattr(compose, "composes_dense", lambda graph, chain: False)
         paths = synapse_paths(graph, "readout")
-        mants, scale, _ = quantize_paths(paths)
+        mants, scale, _ = quantize_joint(paths)
         current = rounding_current(paths, mants, scale, counts)
         runs[route] = (paths[0].weights, mants[0], current, *quantize_graph(graph, mean_counts=counts))
     (chain, mant, current, q, report), (csr, whole_mant, whole_current, q_whole, report_whole) = runs.values()

@@ -380,7 +380,7 @@ def test_bias_correction_gives_a_pooled_neuron_its_windows_mean_rounding_error()
     ahead)."""
     from lmh_deploy.passes.bias_correction import rounding_current
     from lmh_deploy.passes.compose import synapse_paths
-    from lmh_deploy.passes.quantize import quantize_paths
+    from lmh_deploy.passes.quantize import quantize_joint
 
     conv = nn.Conv2d(1, 2, 1, bias=False)
     with torch.no_grad():
@@ -390,7 +390,7 @@ def test_bias_correction_gives_a_pooled_neuron_its_windows_mean_rounding_error()
     graph = module_to_graph(model.eval(), input_shape=(1, 2, 2), timesteps=2)
     paths = synapse_paths(graph, "lmh0")
     assert paths[0].pool is not None and paths[0].repeat == 1
-    mants, scale, _ = quantize_paths(paths)
+    mants, scale, _ = quantize_joint(paths)
     unit = graph.node("input").unit
     assert mants[0].ravel().tolist() == [127, 52]
     error_per_count = 52 / scale - float(conv.weight.detach()[1]) * unit  # float current per input count

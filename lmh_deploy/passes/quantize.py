@@ -50,7 +50,6 @@ from lmh_deploy.passes.weights import (
     CURRENT_HEADROOM_BITS,
     WeightQuant,
     quantize_joint,
-    quantize_paths,
     quantize_weights,
     state_scale,
 )
@@ -115,7 +114,7 @@ def _quantize_layer(
     paths = synapse_paths(graph, name)
 
     def fit(cap: float) -> tuple[list[Any], float, int]:
-        return quantize_paths(
+        return quantize_joint(
             paths,
             prof.current_headroom_bits - prof.input_shift,
             prof.fixed_weight_exp,

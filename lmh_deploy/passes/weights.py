@@ -103,7 +103,7 @@ def worst_rows(mants: list[Any], paths: list[tuple]) -> np.ndarray:
 
 
 def quantize_joint(
-    paths: list[tuple],
+    paths: list[tuple] | list[SynapsePath],
     headroom_bits: int = CURRENT_HEADROOM_BITS,
     fixed_exp: int | None = None,
     max_scale: float = math.inf,
@@ -123,7 +123,9 @@ def quantize_joint(
     (``fixed_exp`` when given). Where even ``WEIGHT_EXP_MIN`` (or the fixed exponent) leaves
     it above, or the unshifted worst-case sum leaves Lava's int32 accumulator
     (``fx.ACCUMULATOR_MAX``; wide graded inputs), the mantissas shrink until both fit.
+    Composed :class:`SynapsePath` objects may stand for the tuples.
     """
+    paths = [(p.weights, p.max_presyn, p.repeat) if isinstance(p, SynapsePath) else p for p in paths]
     peak = max(abs_max(p[0]) for p in paths)
     scale = fx.WEIGHT_MANT_MAX / peak if peak > 0 else 1.0
     scale = min(scale, max_scale)
@@ -161,22 +163,3 @@ def quantize_weights(w_eff: np.ndarray, max_presyn: int) -> WeightQuant:
 def state_scale(wq: WeightQuant) -> float:
     """Integer state units per float unit of the layer fed by ``wq``."""
     return float(fx.WEIGHT_LAVA_SCALE * 2.0**wq.exp * wq.scale)
-
-
-def quantize_paths(
-    paths: list[SynapsePath],
-    headroom_bits: int = CURRENT_HEADROOM_BITS,
-    fixed_exp: int | None = None,
-    max_scale: float = math.inf,
-    limit: int | None = None,
-    max_state_scale: float = math.inf,
-) -> tuple[list[Any], float, int]:
-    """:func:`quantize_joint` of composed synapse paths: ``(mantissas, scale, exp)``."""
-    return quantize_joint(
-        [(p.weights, p.max_presyn, p.repeat) for p in paths],
-        headroom_bits,
-        fixed_exp,
-        max_scale,
-        limit,
-        max_state_scale,
-    )

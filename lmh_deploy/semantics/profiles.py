@@ -8,7 +8,7 @@ why it exists; :func:`lmh_deploy.semantics.integer.lmh_step` implements all of t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from lmh_deploy.errors import InputError
@@ -171,26 +171,14 @@ LOIHI_LIF_PROFILE = NumericProfile(
     "a_in << 6, theta = vth << 6, bias on the soma, spike on v > theta, v set to 0",
 )
 
-CUBA_PROFILE = NumericProfile(
+# lmh's arithmetic and rules, but mu_d a signed 13-bit code: a synaptic current decaying by up
+# to 4095/4096 (rockpool LIFTorch's exp(-dt/tau_syn), norse LIFCell's 1 - dt/tau_syn); the
+# product stays below 2**13 * 2**23, as lmh's.
+CUBA_PROFILE = replace(
+    LMH_PROFILE,
     name="cuba",
-    rounding="half-up",
-    overflow_v_d="saturate",
-    overflow_v_s="saturate",
     factor_encoding="cuba",
-    input_shift=0,
-    bias_to="dendrite",
-    resets=RESETS,
-    threshold_tests=THRESHOLD_TESTS,
-    reset_timings=RESET_TIMINGS,
-    # lmh's, but mu_d a signed 13-bit code: a synaptic current decaying by up to 4095/4096
-    # (rockpool LIFTorch's exp(-dt/tau_syn), norse LIFCell's 1 - dt/tau_syn); the product
-    # stays below 2**13 * 2**23, as lmh's.
-    factor_ranges=(
-        ("mu_d", -4096, 4095),
-        ("mu_s", -2048, 2047),
-        ("lam_d", 2048, 6143),
-        ("lam_s", 2048, 6143),
-    ),
+    factor_ranges=(("mu_d", -4096, 4095), *LMH_PROFILE.factor_ranges[1:]),
     summary="lmh's arithmetic and rules (products rounded half up, 24-bit states saturate, "
     "bias on the dendrite) with a current-based dendrite: mu_d a signed 13-bit code "
     "[-4096, 4095] / 4096, synaptic current decays up to 0.9998",
