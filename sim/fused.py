@@ -106,9 +106,10 @@ def input_shifts(weight_exp: int | None, input_shift: int) -> tuple[int, int]:
     return -weight_exp - 1, input_shift
 
 
-def raw_limit(form: KernelForm, right: int, left: int) -> int:
+def raw_limit(form: KernelForm, left: int) -> int:
     """Largest ``|a|`` of a raw current whose shifted ``(a >> right) << left`` the int32 path
-    takes exactly (``|a >> right| <= |a|``); -1 where the layer is not int32-safe at all."""
+    takes exactly, for any ``right`` (``|a >> right| <= |a|``); -1 where the layer is not
+    int32-safe at all."""
     if not form.int32_ok:
         return -1
     return form.input_limit >> left if left < 31 else 0

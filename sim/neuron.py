@@ -312,8 +312,7 @@ def int32_input_limit(p: NeuronParams, weight_exp: int | None) -> int:
     int32-safe at all (:func:`lmh_deploy.sim.fused.kernel_form`)."""
     from lmh_deploy.sim import fused
 
-    right, left = fused.input_shifts(weight_exp, p.input_shift)
-    return fused.raw_limit(layer_form(p), right, left)
+    return fused.raw_limit(layer_form(p), fused.input_shifts(weight_exp, p.input_shift)[1])
 
 
 def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps, peak):

@@ -122,8 +122,8 @@ def test_fused_kernel_equals_the_integer_step_at_and_beyond_its_bounds(
     p, v_d_edge, v_s_edge = layer
     rng = np.random.default_rng(seed)
     form = N.layer_form(p)
-    right, left = fused.input_shifts(weight_exp, p.input_shift)
-    limit = fused.raw_limit(form, right, left)
+    left = fused.input_shifts(weight_exp, p.input_shift)[1]
+    limit = fused.raw_limit(form, left)
     cap = 2**24 if dtype is np.float32 else 2**30  # float32 holds integers below 2**24
     cap = min(cap, 2**40 >> left)  # wrapped states stay small enough for int64 products
     top = {"limit": max(limit, 0), "small": 3000, "beyond": 2 * max(limit, 1) + 5}[where]
@@ -233,7 +233,7 @@ def test_a_lone_or_negative_current_past_the_int32_bound_runs_int64() -> None:
     zero = np.zeros((1, 1), np.int64)
     for currents in (np.array([[[-(2**33) - 5]]]), np.array([[[-(2**33) - 5]], [[7]]])):
         steps = len(currents)
-        assert 0 <= fused.raw_limit(N.layer_form(p), 0, 0) < 2**31
+        assert 0 <= fused.raw_limit(N.layer_form(p), 0) < 2**31
         want = expected(p, currents, steps, None, zero, zero)
         state, spikes, trace, _ = run(p, currents, steps, None, zero, zero, None, False)
         assert state.v_d.dtype == np.int64 and trace[0][0, 0, 0] == -LIMIT
@@ -276,8 +276,8 @@ def test_int32_path_is_exact_at_its_input_bound(overflow_d: int, input_shift: in
     v_d0 = np.array([EDGES, EDGES[::-1]])
     v_s0 = np.array([EDGES[::-1], EDGES])
     for weight_exp in (None, -8, -2, -1, 0, 3, 15):
-        right, left = fused.input_shifts(weight_exp, input_shift)
-        limit = fused.raw_limit(N.layer_form(p), right, left)
+        left = fused.input_shifts(weight_exp, input_shift)[1]
+        limit = fused.raw_limit(N.layer_form(p), left)
         assert limit >= 0
         currents = np.array([[[limit, -limit] * (n // 2) + [limit]] * 2] * 2, np.int64)
         want = expected(p, currents, 2, weight_exp, v_d0, v_s0)
@@ -376,7 +376,7 @@ def test_int32_bounds_are_sound_and_tight_at_their_margins(overflow_d, overflow_
                 continue
             assert form.int32_ok, (soma_factors, over_by)
             assert N.layer_form(q).state_dtype == np.int32
-            limit = fused.raw_limit(form, 0, 0)
+            limit = fused.raw_limit(form, 0)
             biggest, v_d, v_s = _worst_case(q, limit)
             assert biggest < 2**31 and v_d <= lim and v_s <= lim, (limit, biggest, v_d, v_s)
             if overflow_d == 2:  # an exact margin: 3 more break the dendrite's wrap
@@ -396,8 +396,8 @@ def test_shifts_of_31_or_more_leave_no_int32_input() -> None:
     p = _layer("lmh")
     form = N.layer_form(p)
     for weight_exp in (29, 30, 31):
-        right, left = fused.input_shifts(weight_exp, p.input_shift)
-        assert fused.raw_limit(form, right, left) == (form.input_limit >> left if left < 31 else 0)
+        left = fused.input_shifts(weight_exp, p.input_shift)[1]
+        assert fused.raw_limit(form, left) == (form.input_limit >> left if left < 31 else 0)
         currents = np.array([[[1, -1, 0, 1, -1, 0]]], np.int64)
         zeros = np.zeros((1, p.size), np.int64)
         want = expected(p, currents, 2, weight_exp, zeros, zeros)

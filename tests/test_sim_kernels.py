@@ -4,6 +4,7 @@ the integer step of the semantics, for every profile and rule; synaptic sums eve
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import numpy as np
 import pytest
@@ -661,16 +662,64 @@ def test_lava_current_rounds_float_sums_and_keeps_int64_exact() -> None:
     assert N._lava_current(torch.tensor(big), None).tolist() == big
 
 
+def _integrator(n: int) -> NeuronParams:
+    """``n`` lmh neurons that add their input (no decay, no feedback), threshold 100."""
+    one, zero = np.full((1, 1), 4096), np.zeros((1, 1), np.int64)
+    return neuron_params(
+        QLMH(size=n, theta=100, state_scale=1.0, profile="lmh", mu_d=zero, mu_s=zero, lam_d=one, lam_s=one,
+             bias=np.zeros(n, np.int64), v_s_init=0)
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("where", ["arrays", "numba"])
 def test_no_steps_give_empty_int64_totals(where: str) -> None:
     """A chunk of no steps changes nothing and returns an empty int64 total (not float64)."""
-    p = neuron_params(
-        QLMH(size=3, theta=100, state_scale=1.0, profile="lmh", mu_d=np.zeros((1, 1), np.int64),
-             mu_s=np.zeros((1, 1), np.int64), lam_d=np.full((1, 1), 4096), lam_s=np.full((1, 1), 4096),
-             bias=np.zeros(3, np.int64), v_s_init=0)
-    )  # fmt: skip
+    p = _integrator(3)
     state = N.initial_state(p, 2)
     with N.array_code_only() if where == "arrays" else contextlib.nullcontext():
         got = N.run_neuron_chunk(p, 0, np.zeros((0, 2, 3), np.int64), None, state, np.zeros((0, 2, 3), bool))
     assert got.dtype == np.int64 and got.shape == (0,)
     assert not state.v_s.any() and state.saturation == 0
+
+
+def test_currents_for_another_step_count_are_refused() -> None:
+    """Currents must cover one step (static) or every step asked: the error names both counts."""
+    p = _integrator(2)
+    state = N.initial_state(p, 4)
+    with pytest.raises(ValueError, match=r"^currents for 3 steps, 2 steps asked$"):
+        N.run_neuron_chunk(p, 0, np.zeros((3, 4, 2)), None, state, np.zeros((2, 4, 2), bool), steps=2)
+
+
+def test_initial_states_have_the_declared_types(monkeypatch) -> None:
+    """:class:`NeuronState`'s types: ``v_d``, ``v_s`` at their initial values, int32 where the
+    fused kernel's bounds prove it (int64 for a layer beyond them, for torch, and without
+    numba, which then runs the array code), bool ``s_prev`` and ``fired``, int64
+    ``neuron_spikes``: the int32 kernel needs int32 states, and counts must not be floats."""
+    base = _integrator(3)
+    wide = NeuronParams(**{**base.__dict__, "bias_d": np.full(3, 2**30)})  # no int32 proof
+    cases = [(base, None, np.int32), (wide, None, np.int64), (base, torch.zeros(1), torch.int64)]
+    for p, like, state_dtype in cases:
+        state = N.initial_state(dataclasses.replace(p, v_d_init=5, v_s_init=-7), 2, like)
+        assert state.v_d.dtype == state.v_s.dtype == state_dtype
+        assert state.v_d.tolist() == [[5] * 3] * 2 and state.v_s.tolist() == [[-7] * 3] * 2
+        assert state.s_prev.dtype == state.fired.dtype == (bool if like is None else torch.bool)
+        assert state.s_prev.shape == state.fired.shape == (2, 3) and not state.fired.any()
+        assert state.neuron_spikes.dtype == (np.int64 if like is None else torch.int64)
+        assert tuple(state.neuron_spikes.shape) == (3,) and not state.neuron_spikes.any()
+    monkeypatch.setattr(N, "numba", None)
+    assert not N.numba_active() and N.initial_state(base, 2).v_d.dtype == np.int64
+
+
+def test_kernel_form_memo_stays_bounded_past_its_size() -> None:
+    """``layer_form`` keeps the forms of at most 256 layers (the oldest goes first) and goes on
+    answering past that: 300 distinct layers, each form equal to a fresh ``kernel_form``."""
+    from lmh_deploy.sim.fused import kernel_form
+
+    base = _integrator(2)
+    N._FORMS.clear()
+    for i in range(300):
+        p = dataclasses.replace(base, theta=100 + i)
+        form = N.layer_form(p)
+        assert form.input_limit == kernel_form(p).input_limit and N.layer_form(p) is form
+        assert len(N._FORMS) <= 256
+    assert len(N._FORMS) == 256

@@ -224,7 +224,7 @@ def test_each_synaptic_path_forced_gives_the_reference_spikes(
         monkeypatch.setattr(synapse, "DENSE_ENOUGH", 2.0)  # keep even a full matrix CSR
         q = _as_csr_matrices(q)
     if neuron_code == "fused int64":
-        monkeypatch.setattr(fused, "raw_limit", lambda form, right, left: -1)
+        monkeypatch.setattr(fused, "raw_limit", lambda form, left: -1)
     if neuron_code == "arrays":
         with N.array_code_only():
             rec = simulate(q, x, 5, chunk_steps=2)
