@@ -81,17 +81,17 @@ def test_tutorial5_net_one_command(tmp_path: Path, flat) -> None:
     deploy_source(model, f"{MODEL_FILE}:Tutorial5Net", tmp_path, input_shape="64", timesteps=tut.NUM_STEPS)
 
 
-def test_maxpool_over_spikes_is_exact(digits) -> None:
-    """Conv -> Leaky -> MaxPool2d: the OR layer's spikes equal the pooled spikes, all steps."""
-    torch.manual_seed(0)
-    model = tut.conv_net()
+def _graph_of_scaled(model: torch.nn.Module):
+    """The float IR of ``model`` with its weights tripled (every layer spikes at init)."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
                 m.weight.mul_(3.0)
-    graph = module_to_graph(model, input_shape=(1, 8, 8), timesteps=tut.NUM_STEPS)
-    pools = {n: p for n, p in graph.meta["source_neurons"].items() if p in ("2", "5")}
-    assert len(pools) == 2 and all(graph.node(n).theta == 0.5 for n in pools)
+    return module_to_graph(model, input_shape=(1, 8, 8), timesteps=tut.NUM_STEPS)
+
+
+def _assert_net_equals_float_ir(model: torch.nn.Module, graph, digits) -> None:
+    """Every layer's spikes, every step, and the logits of snnTorch's run equal the float IR's."""
     x = digits[2][:60].numpy() * 2.0
     src = run_source(model, x, tut.NUM_STEPS, source_neurons=graph.meta["source_neurons"], output_index=0)
     ref = simulate_float(graph, x, tut.NUM_STEPS)
@@ -99,6 +99,16 @@ def test_maxpool_over_spikes_is_exact(digits) -> None:
         assert 0.02 < spikes.mean() < 0.95, name
         assert np.array_equal(src.spikes[name], spikes), name
     np.testing.assert_allclose(src.logits, ref.logits, atol=1e-6)
+
+
+def test_maxpool_over_spikes_is_exact(digits) -> None:
+    """Conv -> Leaky -> MaxPool2d: the OR layer's spikes equal the pooled spikes, all steps."""
+    torch.manual_seed(0)
+    model = tut.conv_net()
+    graph = _graph_of_scaled(model)
+    pools = {n: p for n, p in graph.meta["source_neurons"].items() if p in ("2", "5")}
+    assert len(pools) == 2 and all(graph.node(n).theta == 0.5 for n in pools)
+    _assert_net_equals_float_ir(model, graph, digits)
 
 
 def test_maxpool_over_currents_is_exact(digits) -> None:
@@ -106,19 +116,9 @@ def test_maxpool_over_currents_is_exact(digits) -> None:
     convolution's currents (a MaxPool node before the neuron) and equals the net, all steps."""
     torch.manual_seed(0)
     model = tut.conv_net(pool_spikes=False)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
-                m.weight.mul_(3.0)
-    graph = module_to_graph(model, input_shape=(1, 8, 8), timesteps=tut.NUM_STEPS)
+    graph = _graph_of_scaled(model)
     assert graph.meta["source_max_pools"] == {"maxpool0": "1", "maxpool1": "4"}
-    x = digits[2][:60].numpy() * 2.0
-    src = run_source(model, x, tut.NUM_STEPS, source_neurons=graph.meta["source_neurons"], output_index=0)
-    ref = simulate_float(graph, x, tut.NUM_STEPS)
-    for name, spikes in ref.spikes.items():
-        assert 0.02 < spikes.mean() < 0.95, name
-        assert np.array_equal(src.spikes[name], spikes), name
-    np.testing.assert_allclose(src.logits, ref.logits, atol=1e-6)
+    _assert_net_equals_float_ir(model, graph, digits)
 
 
 @pytest.mark.slow

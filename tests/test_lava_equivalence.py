@@ -70,16 +70,22 @@ def test_random_progressive_mlps(make_mlp, compile_model, seed: int) -> None:
     assert all(0 < r < 1 for r in rates.values()), rates  # spikes happen, not everywhere
 
 
+def _factored_mlp(make_mlp, compile_model, seed: int, hidden: tuple, timesteps: int, factors: tuple):
+    """The integer graph of an 8-input MLP whose LM-H factors are set to
+    ``(mu_d, mu_s, lam_d, lam_s)``."""
+    model = make_mlp(
+        seed,
+        n_in=8,
+        hidden=hidden,
+        timesteps=timesteps,
+        set_factors=dict(zip(("mu_d", "mu_s", "lam_d", "lam_s"), factors)),
+    )
+    return compile_model(model, n_in=8, timesteps=timesteps)[1]
+
+
 def test_negative_mu_and_lambda_above_one(make_mlp, compile_model) -> None:
     timesteps = 7
-    model = make_mlp(
-        11,
-        n_in=8,
-        hidden=(12, 10),
-        timesteps=timesteps,
-        set_factors=dict(mu_d=-0.45, mu_s=-0.3, lam_d=1.45, lam_s=1.4),
-    )
-    _, q, _ = compile_model(model, n_in=8, timesteps=timesteps)
+    q = _factored_mlp(make_mlp, compile_model, 11, (12, 10), timesteps, (-0.45, -0.3, 1.45, 1.4))
     lmh0 = q.node("lmh0")
     assert lmh0.mu_d.item() < 0 and lmh0.mu_s.item() < 0
     assert lmh0.lam_d.item() > 4096 and lmh0.lam_s.item() > 4096  # lambda > 1
@@ -190,14 +196,7 @@ def test_saturation_through_a_compiled_model(make_mlp, compile_model) -> None:
     """Scaled-up biases of a compiled model: the quantiser accepts them, the states saturate,
     and Lava still agrees with sim bit for bit (one sample, so counts compare one to one)."""
     timesteps = 6
-    model = make_mlp(
-        31,
-        n_in=8,
-        hidden=(10, 6),
-        timesteps=timesteps,
-        set_factors=dict(mu_d=0.45, mu_s=-0.45, lam_d=1.45, lam_s=1.45),
-    )
-    _, q, _ = compile_model(model, n_in=8, timesteps=timesteps)
+    q = _factored_mlp(make_mlp, compile_model, 31, (10, 6), timesteps, (0.45, -0.45, 1.45, 1.45))
     for name in q.of_kind("q_lmh"):
         size = q.node(name).size
         q.replace(name, bias=np.where(np.arange(size) % 2 == 0, -1, 1) * (fx.STATE_MAX // 2))
