@@ -1,13 +1,16 @@
 """A dense chain (an MLP) run whole: one compiled call per mini-batch, sample by sample.
 
 For a graph ``input -> dense -> lmh -> dense -> lmh ... -> dense -> readout`` of dense
-(non-convolution) layers whose int32 bounds hold (below), :func:`run_chain` replaces the
-chunked run of :mod:`lmh_deploy.sim.simulator`: for each sample, each layer runs all ``T``
-steps at once (its states, spikes and currents stay in the L1/L2 cache), the next layer's
-currents are the compiled row gather of those spikes (:mod:`lmh_deploy.sim.gather`), and no
-Python runs between layers, steps or samples. The neuron update is the fused kernel of
-:mod:`lmh_deploy.sim.fused` itself (called from the compiled loop, not a copy), the gather
-the one the chunked run uses: the same integers, so the same spikes, states and logits.
+(non-convolution) layers whose int32 bounds hold (below), :meth:`Chain.run` replaces the
+chunked run of :mod:`lmh_deploy.sim.simulator` for a static input: for each sample, the
+first layer's sums are formed once (the input is the same every step), each layer runs all
+``T`` steps at once (its states, spikes and currents stay in the L1/L2 cache), the next
+layer's currents are the compiled row gather of those spikes (:mod:`lmh_deploy.sim.gather`,
+told each step's spike count by the kernel: it skips silent steps and finds sparse steps'
+spikes a word at a time), and no Python runs between layers, steps or samples. The neuron
+update is the fused kernel of :mod:`lmh_deploy.sim.fused` itself (called from the compiled
+loop, not a copy), the gather the one the chunked run uses: the same integers, so the same
+spikes, states and logits.
 The samples of a mini-batch are independent: they are split over numba's thread count
 (``numba.set_num_threads``; each thread runs the compiled loop, which releases the GIL, on
 its own samples and its own spike counts, added up afterwards), so any split gives the same
@@ -107,7 +110,8 @@ _KERNEL = fused.compiled(CHAIN_RULES, False, False)
 def _run(
     lo,
     hi,
-    cur0,
+    x,
+    w_in,
     weights,
     peaks,
     shifts,
@@ -126,10 +130,10 @@ def _run(
     out_peak,
     out_raw,
 ):
-    """Samples ``lo`` to ``hi`` of the run, one after another, in place on their rows of the
-    states, ``spikes_out`` (when ``record``) and ``out_raw``; returns their spike counts per
-    layer and step, spikes per layer and neuron, and saturation counts per layer (each
-    thread of :meth:`Chain.run` adds up its own)."""
+    """Samples ``lo`` to ``hi`` of the static input ``x`` (B, n_in), one after another, in
+    place on their rows of the states, ``spikes_out`` (when ``record``) and ``out_raw``;
+    returns their spike counts per layer and step, spikes per layer and neuron, and
+    saturation counts per layer (each thread of :meth:`Chain.run` adds up its own)."""
     wide_vectors()  # as in the kernel: the kernel may be inlined here
     steps = out_raw.shape[0]
     layers = len(v_d)
@@ -143,20 +147,25 @@ def _run(
     # the reset of the previous step's spikes (next-step timing) is not in CHAIN_RULES: the
     # kernel never reads or writes these
     no_prev = [np.zeros((1, n), np.bool_) for n in sizes]
+    cur0 = np.empty((1, 1, sizes[0]), np.int32)
     out_buf = np.zeros((steps, out_w.shape[1]), np.int32)
     empty_f = np.zeros((1, 1, 0), np.float32)
     empty_i = np.zeros((1, 1, 0), np.int64)
     for b in range(lo, hi):
         for k in range(layers):
             n = sizes[k]
-            if k == 0:
-                cur = cur0[b].reshape((1, 1, n))
+            if k == 0:  # the first layer's sums: the same every step (static input)
+                cur = cur0
+                _static_sums(x[b], w_in, cur.reshape(n))
             else:
                 cur = cur_buf[k]
                 flat = cur.reshape((steps, n))
                 flat[:] = 0
                 pre = spike_buf[k - 1]
-                gather_binary(pre.reshape((steps, pre.shape[2])), weights[k - 1], flat, peaks[k - 1])
+                # the previous layer's kernel left its spikes per step in step_counts
+                gather_binary(
+                    pre.reshape((steps, pre.shape[2])), weights[k - 1], flat, peaks[k - 1], step_counts
+                )
             spk = spike_buf[k]
             sat[k] += _KERNEL(
                 cur,
@@ -189,10 +198,23 @@ def _run(
                     out[t, b] = spk[t, 0]
         last = spike_buf[layers - 1]
         out_buf[:] = 0
-        gather_binary(last.reshape((steps, last.shape[2])), out_w, out_buf, out_peak)
+        gather_binary(last.reshape((steps, last.shape[2])), out_w, out_buf, out_peak, step_counts)
         for t in range(steps):
             out_raw[t, b] = out_buf[t]
     return counts, neuron_spikes, sat
+
+
+@numba.njit(inline="always")
+def _static_sums(x_row, w_in, out):
+    """``out = sum_j x_row[j] * w_in[j]`` in int32 (exact: the first path's bound is within
+    int32, :func:`_fits`, and so is every partial sum)."""
+    out[:] = 0
+    for j in range(x_row.shape[0]):
+        v = np.int32(x_row[j])
+        if v != 0:
+            w = w_in[j]
+            for o in range(out.shape[0]):
+                out[o] += v * np.int32(w[o])
 
 
 #: Samples per thread below which a run is not split (thread start-up against the work)
@@ -253,16 +275,15 @@ class Chain:
         (streaming). The samples are split over ``threads`` threads (default: numba's
         thread count, ``numba.set_num_threads``), each running the compiled loop on its
         own samples: the same integers whatever the split."""
-        sums = self.layers[0].path.sums(x_flat)  # static: once per run
-        cur0 = np.ascontiguousarray(sums.astype(np.int32, copy=False))
         batch = x_flat.shape[0]
         states = [
-            (np.full((batch, n), vd, dtype), np.full((batch, n), vs, dtype), np.zeros((batch, n), bool))
+            (_filled(batch, n, vd, dtype), _filled(batch, n, vs, dtype), np.zeros((batch, n), bool))
             for n, (vd, vs, dtype) in zip(self.sizes, self.initial, strict=True)
         ]
         out_raw = np.empty((steps, batch, self.out_path.n_out), np.int32)
         args = (
-            cur0,
+            np.ascontiguousarray(x_flat),
+            self.layers[0].path.w_t_int,
             *self.fixed,
             tuple(s[0] for s in states),
             tuple(s[1] for s in states),
@@ -281,11 +302,15 @@ class Chain:
         else:
             ends = [batch * (i + 1) // workers for i in range(workers)]
             parts = list(_pool().map(lambda lo, hi: _run(lo, hi, *args), [0, *ends[:-1]], ends))
-        counts, neuron_spikes, sat = (sum(p[i] for p in parts) for i in range(3))
-        return ChainResult(
-            counts,
-            out_raw,
-            sat,
-            [neuron_spikes[k, :n] for k, n in enumerate(self.sizes)],
-            states,
+        counts, neuron_spikes, sat = (
+            parts[0] if len(parts) == 1 else (sum(p[i] for p in parts) for i in range(3))
         )
+        spikes_per_neuron = [neuron_spikes[k, :n] for k, n in enumerate(self.sizes)]
+        return ChainResult(counts, out_raw, sat, spikes_per_neuron, states)
+
+
+def _filled(batch: int, n: int, value: int, dtype) -> np.ndarray:
+    """A (batch, n) array of ``value`` (``np.full`` costs a few microseconds more)."""
+    a = np.empty((batch, n), dtype)
+    a.fill(value)
+    return a

@@ -6,23 +6,75 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
+
+
+@intrinsic
+def _word(typingctx, row, start):
+    """Bytes ``start`` to ``start + 7`` of the contiguous byte row ``row`` (bool or uint8) as
+    one integer (one unaligned load; the caller checks the bounds)."""
+    bytes_ = isinstance(row, types.Array) and row.dtype in (types.boolean, types.uint8, types.int8)
+    if not (bytes_ and row.ndim == 1 and row.layout == "C" and isinstance(start, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        first = builder.gep(data, [args[1]])
+        return builder.load(builder.bitcast(first, ir.IntType(64).as_pointer()), align=1)
+
+    return types.uint64(row, start), codegen
+
+
+@numba.njit(inline="always")
+def _active_words(row, idx, count):
+    """The indices of the ``count`` nonzero entries of the contiguous byte row ``row`` into
+    ``idx``, a word (8 bytes) at a time: zero words skipped, stopping at the last entry
+    (the MLP row of bench/sim_vs_float.py: its readout's gather of a layer firing 0.3 % 2.8x
+    faster than a byte at a time; at 3.5 % about 5 % slower, hence :data:`SPARSE_ROW`)."""
+    n = row.shape[0]
+    k = 0
+    j = 0
+    while k < count and j + 8 <= n:
+        if _word(row, j) != 0:
+            for q in range(8):
+                idx[k] = j + q
+                k += row[j + q] != 0
+        j += 8
+    while k < count and j < n:
+        idx[k] = j
+        k += row[j] != 0
+        j += 1
+    return k
+
+
+#: Rows with at most ``n_in / SPARSE_ROW`` nonzero entries (1.6 %) are searched a word at a time
+SPARSE_ROW = 64
 
 
 @numba.njit(cache=True, nogil=True)
-def gather_binary(pre, w_t, out, peak):
+def gather_binary(pre, w_t, out, peak, counts=None):
     """:func:`gather_rows` of binary ``pre`` (rows, n_in) uint8 or bool, compiled (callable
-    from other compiled code: sim/chain.py)."""
+    from other compiled code: sim/chain.py). ``counts``: the number of nonzero entries of
+    each row where known (a neuron layer's spikes per step; ``pre`` then C-contiguous): rows
+    without any are skipped, sparse rows searched a word at a time (:func:`_active_words`)."""
     rows, n_in = pre.shape
     n_out = w_t.shape[1]
     idx = np.empty(n_in, np.int64)
     acc = np.empty(n_out, np.int16)
     for r in range(rows):
-        k = 0
-        for j in range(n_in):  # branch-free: a spike is not predictable (measured 1.4x faster)
-            idx[k] = j
-            k += pre[r, j] != 0
-        if k == 0:
-            continue
+        if counts is not None and counts[r] * SPARSE_ROW <= n_in:
+            if counts[r] == 0:
+                continue
+            k = _active_words(pre[r], idx, counts[r])
+        else:
+            k = 0
+            for j in range(n_in):  # branch-free: a spike is not predictable (measured 1.4x faster)
+                idx[k] = j
+                k += pre[r, j] != 0
+            if k == 0:
+                continue
         out_row = out[r]
         if k * peak <= 32767:  # every partial sum fits 16 bits: twice the lanes of int32
             for o in range(n_out):

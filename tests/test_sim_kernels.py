@@ -723,3 +723,25 @@ def test_kernel_form_memo_stays_bounded_past_its_size() -> None:
         assert form.input_limit == kernel_form(p).input_limit and N.layer_form(p) is form
         assert len(N._FORMS) <= 256
     assert len(N._FORMS) == 256
+
+
+def test_event_gather_with_known_row_counts_is_exact() -> None:
+    """Given each row's number of events (sim/chain.py passes a layer's spikes per step), the
+    gather skips empty rows and finds the events of sparse rows a word (8 bytes) at a time:
+    exact for row lengths around and between whole words, every density from none to all,
+    events in the last bytes of a row."""
+    from lmh_deploy.sim.gather import SPARSE_ROW, gather_binary
+
+    rng = np.random.default_rng(4)
+    for n_in in (1, 7, 8, 9, 63, 64, 65, 600):
+        for density in (0.0, 0.003, 0.03, 0.1, 0.5, 1.0):
+            pre = rng.random((40, n_in)) < density
+            pre[0, -1] = True  # an event in the last byte, alone
+            pre[1, :] = False
+            pre[1, -min(n_in, 3) :] = True  # the last bytes, after empty words
+            counts = pre.sum(1).astype(np.int64)
+            assert density >= 0.1 or (counts * SPARSE_ROW <= n_in).any()
+            w = rng.integers(-128, 128, (n_in, 21)).astype(np.int8)
+            out = np.zeros((40, 21), np.int32)
+            gather_binary(pre.view(np.uint8), w, out, 128, counts)
+            assert np.array_equal(out, pre.astype(np.int64) @ w.astype(np.int64)), (n_in, density)
