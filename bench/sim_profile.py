@@ -5,8 +5,9 @@ sim/: CPU seconds (``time.process_time``: on a shared machine, time waiting for 
 not counted) in the synaptic sums by way (``gemm``: float BLAS / convolution; ``events``:
 the compiled gather or scatter; ``int8``: the CPU's int8 matrix units), in the fused
 neuron kernel, and the rest (chunk bookkeeping, currents of residual sums, record); an MLP
-runs whole in one compiled call (:mod:`lmh_deploy.sim.chain`), its neuron updates and
-event gathers timed together as one part (and its ns per neuron-step includes both). Float
+runs whole in one compiled call (:mod:`lmh_deploy.sim.chain`), its neuron updates, event
+gathers and first layer's sums timed together as one part (and its ns per neuron-step
+includes them all). Float
 (:class:`float_baselines.LeanNet`): in the Linear / Conv2d layers, in the in-place LM-H
 update, and the rest. ``ns per neuron-step`` divides the neuron part by T x batch x
 neurons. Totals are medians of ``--runs`` runs after warm-up; the parts are summed over

@@ -121,37 +121,45 @@ def _run(
     thetas,
     resets,
     rule_codes,
+    fans,
     v_d,
     v_s,
-    fired,
     record,
     spikes_out,
     out_w,
     out_peak,
-    out_raw,
+    out_exp,
+    trace,
 ):
     """Samples ``lo`` to ``hi`` of the static input ``x`` (B, n_in), one after another, in
-    place on their rows of the states, ``spikes_out`` (when ``record``) and ``out_raw``;
-    returns their spike counts per layer and step, spikes per layer and neuron, and
-    saturation counts per layer (each thread of :meth:`Chain.run` adds up its own)."""
+    place on their rows of the states, ``spikes_out`` (when ``record``) and the readout's
+    input ``trace`` (T, B, classes) int64; returns their spike counts per layer and step,
+    saturation counts and neurons that fired (summed over the samples) per layer, and the
+    synaptic events of every path (each thread of :meth:`Chain.run` adds up its own)."""
     wide_vectors()  # as in the kernel: the kernel may be inlined here
-    steps = out_raw.shape[0]
+    steps = trace.shape[0]
     layers = len(v_d)
     sizes = np.array([v.shape[1] for v in v_d])
     counts = np.zeros((layers, steps), np.int64)
     neuron_spikes = np.zeros((layers, sizes.max()), np.int64)
     sat = np.zeros(layers, np.int64)
+    active = np.zeros(layers, np.int64)
+    synops = np.zeros(layers + 1, np.int64)
     step_counts = np.zeros(steps, np.int64)
     spike_buf = [np.empty((steps, 1, n), np.bool_) for n in sizes]
     cur_buf = [np.empty((steps, 1, n), np.int32) for n in sizes]
     # the reset of the previous step's spikes (next-step timing) is not in CHAIN_RULES: the
     # kernel never reads or writes these
     no_prev = [np.zeros((1, n), np.bool_) for n in sizes]
+    fired = [np.zeros((1, n), np.bool_) for n in sizes]  # per sample: its active neurons
     cur0 = np.empty((1, 1, sizes[0]), np.int32)
     out_buf = np.zeros((steps, out_w.shape[1]), np.int32)
     empty_f = np.zeros((1, 1, 0), np.float32)
     empty_i = np.zeros((1, 1, 0), np.int64)
     for b in range(lo, hi):
+        for j in range(x.shape[1]):
+            if x[b, j] != 0:
+                synops[0] += steps * fans[0][j]
         for k in range(layers):
             n = sizes[k]
             if k == 0:  # the first layer's sums: the same every step (static input)
@@ -182,7 +190,7 @@ def _run(
                 v_d[k][b].reshape((1, n)),
                 v_s[k][b].reshape((1, n)),
                 no_prev[k],
-                fired[k][b].reshape((1, n)),
+                fired[k],
                 neuron_spikes[k, :n],
                 spk,
                 empty_f,
@@ -192,6 +200,9 @@ def _run(
             )
             for t in range(steps):
                 counts[k, t] += step_counts[t]
+            for i in range(n):
+                active[k] += fired[k][0, i]
+                fired[k][0, i] = False
             if record:
                 out = spikes_out[k]
                 for t in range(steps):
@@ -199,9 +210,14 @@ def _run(
         last = spike_buf[layers - 1]
         out_buf[:] = 0
         gather_binary(last.reshape((steps, last.shape[2])), out_w, out_buf, out_peak, step_counts)
-        for t in range(steps):
-            out_raw[t, b] = out_buf[t]
-    return counts, neuron_spikes, sat
+        for t in range(steps):  # the readout's input a = shift(2 S, e) (synapse.lava_current)
+            for o in range(out_buf.shape[1]):
+                a = np.int64(out_buf[t, o]) * 2
+                trace[t, b, o] = a << out_exp if out_exp >= 0 else a >> -out_exp
+    for k in range(layers):  # events of the path reading layer k: its spikes x fan-out
+        for i in range(sizes[k]):
+            synops[k + 1] += neuron_spikes[k, i] * fans[k + 1][i]
+    return counts, sat, active, synops
 
 
 @numba.njit(inline="always")
@@ -236,10 +252,11 @@ class ChainResult:
     """What a chain run gives back (per layer in chain order)."""
 
     counts: np.ndarray  # (L, T) spikes per layer and step
-    raw: np.ndarray  # (T, B, classes) int32: the readout path's raw sums
+    trace: np.ndarray  # (T, B, classes) int64: the readout's input
     saturation: np.ndarray  # (L,)
-    neuron_spikes: list[np.ndarray]  # (n,) int64 spikes per neuron, summed over the batch
-    states: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # final (v_d, v_s, fired), (B, n)
+    active: np.ndarray  # (L,) neurons that fired in a sample, summed over the samples
+    synops: np.ndarray  # (L + 1,) synaptic events per dense path, in graph order
+    states: list[tuple[np.ndarray, np.ndarray]]  # final (v_d, v_s), each (B, n)
 
 
 class Chain:
@@ -253,6 +270,12 @@ class Chain:
         forms = [layer_form(p) for p in ps]
         self.sizes = [p.size for p in ps]
         self.initial = [(p.v_d_init, p.v_s_init, f.state_dtype) for p, f in zip(ps, forms, strict=True)]
+        #: every dense path's synapses per presynaptic input (SynapsePath.synops's fan-out)
+        self.fans = tuple(
+            np.ascontiguousarray(np.broadcast_to(np.asarray(path.fan_out, np.int64), (path.n_in,)))
+            for path in [layer.path for layer in layers] + [out_path]
+        )
+        self.dense = [layer.dense for layer in layers] + [out_dense]
         hidden = [layer.path for layer in layers[1:]]
         self.fixed = (
             tuple(path.w_t_int for path in hidden) or (out_path.w_t_int,),  # a placeholder
@@ -273,40 +296,51 @@ class Chain:
         """All layers over ``steps`` steps for the static input ``x_flat`` (B, n_in), from the
         initial states; ``spikes``: layer -> (T, B, n) bool records to fill, or None
         (streaming). The samples are split over ``threads`` threads (default: numba's
-        thread count, ``numba.set_num_threads``), each running the compiled loop on its
+        thread count, ``numba.set_num_threads``, :func:`_thread_count`), each running the compiled loop on its
         own samples: the same integers whatever the split."""
         batch = x_flat.shape[0]
         states = [
-            (_filled(batch, n, vd, dtype), _filled(batch, n, vs, dtype), np.zeros((batch, n), bool))
+            (_filled(batch, n, vd, dtype), _filled(batch, n, vs, dtype))
             for n, (vd, vs, dtype) in zip(self.sizes, self.initial, strict=True)
         ]
-        out_raw = np.empty((steps, batch, self.out_path.n_out), np.int32)
+        trace = np.empty((steps, batch, self.out_path.n_out), np.int64)
         args = (
             np.ascontiguousarray(x_flat),
             self.layers[0].path.w_t_int,
             *self.fixed,
+            self.fans,
             tuple(s[0] for s in states),
             tuple(s[1] for s in states),
-            tuple(s[2] for s in states),
             spikes is not None,
             self.placeholders if spikes is None else tuple(spikes[name] for name in self.names),
             self.out_path.w_t_int,
             self.out_path.gather_peak,
-            out_raw,
+            self.out_path.weight_exp,
+            trace,
         )
         if threads is None:
-            threads = numba.get_num_threads()
+            threads = _thread_count()
         workers = max(1, min(threads, batch // MIN_SAMPLES_PER_THREAD))
         if workers == 1:
             parts = [_run(0, batch, *args)]
         else:
             ends = [batch * (i + 1) // workers for i in range(workers)]
             parts = list(_pool().map(lambda lo, hi: _run(lo, hi, *args), [0, *ends[:-1]], ends))
-        counts, neuron_spikes, sat = (
-            parts[0] if len(parts) == 1 else (sum(p[i] for p in parts) for i in range(3))
+        counts, sat, active, synops = (
+            parts[0] if len(parts) == 1 else (sum(p[i] for p in parts) for i in range(4))
         )
-        spikes_per_neuron = [neuron_spikes[k, :n] for k, n in enumerate(self.sizes)]
-        return ChainResult(counts, out_raw, sat, spikes_per_neuron, states)
+        return ChainResult(counts, trace, sat, active, synops, states)
+
+
+def _thread_count() -> int:
+    """numba's thread count (``numba.set_num_threads``) without starting numba's threading
+    layer where nothing has: starting it fixes multiprocessing's start method, after which
+    Lava, setting ``fork`` when imported, fails."""
+    from numba.np.ufunc import parallel
+
+    if getattr(parallel, "_is_initialized", False):
+        return numba.get_num_threads()
+    return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
 
 
 def _filled(batch: int, n: int, value: int, dtype) -> np.ndarray:

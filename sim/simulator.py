@@ -136,22 +136,18 @@ def _whole_chain(plan: _Plan, x: np.ndarray, timesteps: int, record_spikes: bool
             name: np.empty((timesteps, batch, n), bool) for name, n in zip(chain.names, chain.sizes)
         }
     run = chain.run(flat, timesteps, rec.spikes if record_spikes else None)
-    sources = [(chain.layers[0].dense, timesteps * np.count_nonzero(flat, axis=0))]
-    sources += [(layer.dense, ns) for layer, ns in zip(chain.layers[1:], run.neuron_spikes)]
-    sources.append((chain.out_dense, run.neuron_spikes[-1]))
-    for name, active in sources:
-        rec.synops[name] = plan.paths[name].synops(active)
+    rec.synops = dict(zip(chain.dense, run.synops.tolist(), strict=True))
     for k, (name, n) in enumerate(zip(chain.names, chain.sizes, strict=True)):
-        v_d, v_s, fired = run.states[k]
         rec.saturation[name] = int(run.saturation[k])
         rec.spike_stats[name] = {
             "spikes_per_step": run.counts[k],
-            "active_neurons": int(np.count_nonzero(fired)),
+            "active_neurons": int(run.active[k]),
             "neuron_steps": timesteps * batch * n,
         }
         if record_spikes and record_final_state:
+            v_d, v_s = run.states[k]
             rec.final_state[name] = (v_d.astype(np.int64), v_s.astype(np.int64))
-    rec.readout_trace = lava_current(run.raw, chain.out_path.weight_exp)
+    rec.readout_trace = run.trace
     readout = plan.nodes[plan.readout]
     rec.logits = readout_sum(rec.readout_trace, np.asarray(readout.bias, np.int64), readout.leaky)
     return rec

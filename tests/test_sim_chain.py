@@ -6,7 +6,10 @@ split over (ragged splits included); graphs it cannot serve exactly run chunked.
 
 from __future__ import annotations
 
-import numba
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -130,10 +133,11 @@ def test_array_code_only_runs_without_the_compiled_chain(monkeypatch: pytest.Mon
         assert_same_record(simulate(q, x, 9), want)
 
 
-def test_any_split_over_threads_gives_the_same_run() -> None:
+def test_any_split_over_threads_gives_the_same_run(monkeypatch: pytest.MonkeyPatch) -> None:
     """The samples split over 1-4 threads (5 samples: ragged and one-sample splits) give the
-    same integers, and simulate gives the same record at one thread and at numba's
-    thread count."""
+    same integers, and simulate gives the same record at one thread and at two or more
+    (numba's thread count; set here without starting numba's threading layer, which would
+    fix multiprocessing's start method before Lava's tests import it)."""
     q = _mlp((24, 16))
     x = _inputs(q, 5, 4)
     chain = plan_for(q, None).chain
@@ -147,16 +151,33 @@ def test_any_split_over_threads_gives_the_same_run() -> None:
     for run, spikes in others:
         for name in chain.names:
             assert np.array_equal(spikes[name], first_spikes[name])
-        for a, b in [(run.counts, first.counts), (run.raw, first.raw), (run.saturation, first.saturation)]:
-            assert np.array_equal(a, b)
-        for a, b in zip(run.neuron_spikes, first.neuron_spikes, strict=True):
-            assert np.array_equal(a, b)
+        for field in ("counts", "trace", "saturation", "active", "synops"):
+            assert np.array_equal(getattr(run, field), getattr(first, field)), field
         for states, want in zip(run.states, first.states, strict=True):
             assert all(np.array_equal(u, v) for u, v in zip(states, want, strict=True))
-    default = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        one = simulate(q, x, 9)
-    finally:
-        numba.set_num_threads(default)
+    from lmh_deploy.sim import chain as chain_module
+
+    threads = chain_module._thread_count()
+    monkeypatch.setattr(chain_module, "_thread_count", lambda: 1)
+    one = simulate(q, x, 9)
+    monkeypatch.setattr(chain_module, "_thread_count", lambda: max(threads, 2))
     assert_same_record(simulate(q, x, 9), one)
+
+
+def test_a_chain_run_leaves_the_multiprocessing_start_method_to_lava() -> None:
+    """Splitting a run over threads does not start numba's threading layer, which would fix
+    multiprocessing's start method so that Lava, importing afterwards (``verify`` runs sim/
+    first), could not set ``fork``: in a fresh process, an MLP's run, then Lava's runtime."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import multiprocessing, numpy as np\n"
+        "from test_sim_chain import _inputs, _mlp\n"
+        "from lmh_deploy.sim import simulate\n"
+        "from lmh_deploy.sim.simulator import plan_for\n"
+        "q = _mlp((24,))\n"
+        "assert plan_for(q, None).chain is not None\n"
+        "simulate(q, _inputs(q, 4, 0), 3)\n"
+        "assert multiprocessing.get_start_method(allow_none=True) is None\n"
+        "import lava.magma.runtime.runtime\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
