@@ -242,10 +242,15 @@ def _make_kernel(fixed, write_f: bool, write_tr: bool):
         tr_d,
         tr_s,
         counts,
+        b_lo=0,
+        b_hi=-1,
     ):
         """``cur`` (c, B, n), or (1, B, n) for a current that is the same every step; the
         arithmetic is in the integer type of ``v_d`` (int32 only where the caller checked
-        the bounds)."""
+        the bounds). ``b_lo:b_hi`` (default: all): the batch rows to update; only those are
+        written, and their spikes counted into ``counts`` and ``neuron_spikes``, so calls on
+        disjoint rows, each with its own ``counts`` and ``neuron_spikes``, may run in
+        parallel threads (the kernel releases the GIL)."""
         wide_vectors()
         z = _zero_of(v_d)
         sign_bit = _as(8 * v_d.itemsize - 1, z)
@@ -273,14 +278,15 @@ def _make_kernel(fixed, write_f: bool, write_tr: bool):
         same_step = not delayed
         r = _as(min(right, sign_bit), z)
         sh = _as(min(left, sign_bit), z)
-        batch, n = v_d.shape
+        n = v_d.shape[1]
+        rows_end = v_d.shape[0] if b_hi < 0 else b_hi
         per_neuron = np.zeros(n, np.int32)
         sat = 0
         for s in range(steps):
             k = min(t0 + s, factors.shape[1] - 1)
             mu_d, mu_s, lam_d, lam_s = factors[0, k], factors[1, k], factors[2, k], factors[3, k]
             total = 0
-            for b in range(batch):
+            for b in range(b_lo, rows_end):
                 c_row = cur[s if cur.shape[0] > 1 else 0, b]
                 vd_row, vs_row, prev_row, fired_row = v_d[b], v_s[b], s_prev[b], fired[b]
                 spk_row = spikes[s, b]

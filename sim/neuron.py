@@ -23,12 +23,20 @@ vectorised int32 arithmetic with an exact int64 path for what int32 cannot hold)
 arrays when numba is importable, else the array code, which runs unchanged on numpy arrays
 and on torch tensors of any device. numpy states are int32 where every value provably
 fits (:func:`lmh_deploy.sim.fused.kernel_form`), else int64; torch states are int64.
+
+**Threads.** The compiled kernel releases the GIL, and samples are independent: a chunk's
+batch rows are cut into contiguous ranges (:func:`row_ranges`), one per thread, each range
+updated by its own kernel call with its own spike counters, summed afterwards, so the bits
+do not depend on the thread count. The kernel uses numba's thread count
+(:func:`sim_threads`; ``numba.set_num_threads``), the convolutions torch's
+(``torch.set_num_threads``); both default to every CPU.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -328,34 +336,67 @@ def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, s
     )
     if not use32:  # the kernel computes in the states' type: int64 from now on (a wrap on
         _widen(state)  # inputs beyond the int32 bounds may leave even 32 bits)
-    counts = np.zeros(steps, np.int64)
     rules, rule_codes = rule_set(p)
-    kernel = fused.compiled(rules, spikes_f is not None, trace is not None)
-    sat = kernel(
-        currents,
-        steps,
-        right,
-        left,
-        t0,
-        form.factors,
-        form.bias_d,
-        form.bias_s,
-        p.theta,
-        p.reset_value,
-        rule_codes,
-        state.v_d,
-        state.v_s,
-        state.s_prev,
-        state.fired,
-        state.neuron_spikes,
+    write_f, write_tr = spikes_f is not None, trace is not None
+    before = (currents, steps, right, left, t0, form.factors, form.bias_d, form.bias_s)
+    before += (p.theta, p.reset_value, rule_codes, state.v_d, state.v_s, state.s_prev, state.fired)
+    after = (
         spikes,
         _EMPTY_F if spikes_f is None else spikes_f,
         _EMPTY_I if trace is None else trace[0],
         _EMPTY_I if trace is None else trace[1],
-        counts,
     )
+    parts = row_ranges(state.v_d.shape[0], steps * p.size, sim_threads())
+    kernel = fused.compiled(rules, write_f, write_tr)
+    if len(parts) == 1:  # every argument given: numba's fast dispatch (an omitted default
+        counts = np.zeros(steps, np.int64)  # takes its slow path, ~1 ms a call)
+        sat = kernel(*before, state.neuron_spikes, *after, counts, 0, state.v_d.shape[0])
+    else:  # disjoint batch rows in threads (the kernel releases the GIL); bits unchanged
+
+        def run(lo: int, hi: int) -> tuple[int, np.ndarray, np.ndarray]:
+            own_counts, own_spikes = np.zeros(steps, np.int64), np.zeros(p.size, np.int64)
+            return kernel(*before, own_spikes, *after, own_counts, lo, hi), own_counts, own_spikes
+
+        done = _in_threads(run, parts)
+        sat = sum(s for s, _, _ in done)
+        counts = np.sum([c for _, c, _ in done], axis=0)
+        state.neuron_spikes += np.sum([n for _, _, n in done], axis=0)
     state.saturation += int(sat)
     return counts
+
+
+#: Neuron-steps of one batch row below which a chunk's rows are not split over threads
+#: (a thread hand-off costs some 10-50 us; the kernel takes about 1-2 ns a neuron-step)
+MIN_THREAD_WORK = 1 << 16
+
+
+def sim_threads() -> int:
+    """Threads sim/'s compiled code may use: numba's thread count (``numba.set_num_threads``,
+    default every CPU; the dense chain of :mod:`lmh_deploy.sim.chain` follows it too)."""
+    return int(numba.get_num_threads()) if numba is not None else 1
+
+
+def row_ranges(batch: int, row_work: int, threads: int) -> list[tuple[int, int]]:
+    """``batch`` rows cut into at most ``threads`` contiguous ranges of near-equal size, each
+    with at least :data:`MIN_THREAD_WORK` neuron-steps (one range: no threads)."""
+    parts = max(1, min(threads, batch, batch * row_work // max(MIN_THREAD_WORK, 1)))
+    bounds = [batch * k // parts for k in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+_POOL: list[tuple[int, ThreadPoolExecutor]] = []  # (workers, pool): one pool, grown on demand
+
+
+def _in_threads(fn, parts: list[tuple[int, int]]) -> list:
+    """``fn(lo, hi)`` for every range, the first in this thread, the others in a pool; results
+    in order."""
+    if not _POOL or _POOL[0][0] < len(parts) - 1:
+        if _POOL:
+            _POOL.pop()[1].shutdown(wait=True)
+        _POOL.append((len(parts) - 1, ThreadPoolExecutor(len(parts) - 1, thread_name_prefix="lmh-sim")))
+    futures = [_POOL[0][1].submit(fn, lo, hi) for lo, hi in parts[1:]]
+    first = fn(*parts[0])
+    return [first] + [f.result() for f in futures]
 
 
 def _widen(state: NeuronState) -> None:

@@ -5,6 +5,8 @@ fake clone of the paper's code (tests/paper_clone) as a user's builder file load
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +222,19 @@ def set_item(g: Graph, name: str, field: str, index: Any, value: Any) -> None:
     arr = getattr(g.node(name), field).copy()
     arr[index] = value
     g.replace(name, **{field: arr})
+
+
+@contextmanager
+def threads_at_any_size(threads: int) -> Iterator[None]:
+    """sim/'s compiled code at ``threads`` threads (more than numba's limit, the CPU count,
+    allows: ``sim_threads`` replaced), splitting the batch rows of every neuron update,
+    however small (``MIN_THREAD_WORK`` 0)."""
+    from lmh_deploy.sim import neuron
+
+    saved = neuron.sim_threads, neuron.MIN_THREAD_WORK
+    neuron.sim_threads = lambda: threads
+    neuron.MIN_THREAD_WORK = 0
+    try:
+        yield
+    finally:
+        neuron.sim_threads, neuron.MIN_THREAD_WORK = saved

@@ -21,6 +21,7 @@ from lmh_deploy.ir import QLMH, QDense
 from lmh_deploy.ir.synapses import qdense_matrix
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import PROFILES
+from shared import threads_at_any_size
 
 SETTINGS = settings(
     max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
@@ -116,6 +117,11 @@ def rule_sets():
 
 
 def _run_kernel(p: NeuronParams, currents: np.ndarray, chunk: int, where: str):
+    """``where``: "numba", "arrays", "torch", or "numba-threads" (the compiled kernel over
+    batch rows split between 3 threads, however little the work)."""
+    if where == "numba-threads":
+        with threads_at_any_size(3):
+            return _run_kernel(p, currents, chunk, "numba")
     batch = currents.shape[1]
     like = None if where != "torch" else torch.zeros(1)
     state = N.initial_state(p, batch, like)
@@ -167,7 +173,7 @@ def test_neuron_kernels_equal_the_integer_step(p, steps, batch, chunk, scale, se
                 v_d, v_s, s_prev, spike, sat = python_step(p, t, v_d, v_s, s_prev, int(currents[t, b, i]), i)
                 want_spikes[t, b, i], want_d[t, b, i], want_s[t, b, i] = spike, v_d, v_s
                 want_sat += sat
-    ways = ["arrays", "torch"] + (["numba"] if N.numba is not None else [])
+    ways = ["arrays", "torch"] + (["numba", "numba-threads"] if N.numba is not None else [])
     for where in ways:
         spikes, trace, v_d, v_s, sat = _run_kernel(p, currents, chunk, where)
         assert np.array_equal(spikes, want_spikes), where
@@ -219,7 +225,7 @@ def test_lmh_profile_kernels_equal_semantics_lmh_step(seed, rows, steps, batch, 
         v_d, v_s, spikes, sat = fx.lmh_step(fp, t, v_d, v_s, currents[t])
         want.append(spikes)
         sat_total += sat
-    for where in ["arrays", "torch"] + (["numba"] if N.numba is not None else []):
+    for where in ["arrays", "torch"] + (["numba", "numba-threads"] if N.numba is not None else []):
         spikes, _, got_d, got_s, sat = _run_kernel(p, currents, 2, where)
         assert np.array_equal(spikes, np.array(want)), where
         assert np.array_equal(got_d, v_d) and np.array_equal(got_s, v_s), where
@@ -389,7 +395,7 @@ def _assert_kernels_equal_lmh_step(node: QLMH, currents: np.ndarray) -> np.ndarr
         prev = spikes
         sat_total += sat
     p = neuron_params(node)
-    for where in ["arrays", "torch"] + (["numba"] if N.numba is not None else []):
+    for where in ["arrays", "torch"] + (["numba", "numba-threads"] if N.numba is not None else []):
         spikes, trace, got_d, got_s, sat = _run_kernel(p, currents, 2, where)
         assert np.array_equal(spikes, np.array(want)), where
         assert np.array_equal(trace[0], np.array(want_d)), where
@@ -745,3 +751,19 @@ def test_event_gather_with_known_row_counts_is_exact() -> None:
             out = np.zeros((40, 21), np.int32)
             gather_binary(pre.view(np.uint8), w, out, 128, counts)
             assert np.array_equal(out, pre.astype(np.int64) @ w.astype(np.int64)), (n_in, density)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5, 16])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_thread_row_ranges_cover_the_batch_once(batch: int, threads: int) -> None:
+    """The batch rows of a neuron update split between threads: contiguous, disjoint, every
+    row once, at most one range per thread and row, near-equal sizes; one range (no thread)
+    when a row's work is below ``MIN_THREAD_WORK``."""
+    parts = N.row_ranges(batch, N.MIN_THREAD_WORK, threads)
+    assert parts[0][0] == 0 and parts[-1][1] == batch
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+    assert len(parts) == min(threads, batch)
+    sizes = [hi - lo for lo, hi in parts]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+    small = (N.MIN_THREAD_WORK - 1) // batch  # the whole batch below one thread's share
+    assert N.row_ranges(batch, small, threads) == [(0, batch)]

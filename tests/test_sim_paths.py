@@ -1,6 +1,7 @@
 """Whole-network sim/ runs: every execution path gives the same record, bit for bit
 (numba kernels vs the pure numpy fallback, torch device, chunk lengths, mini-batches,
-time-varying input, channels-last layers inside vs the graph's order), on MLP,
+time-varying input, channels-last layers inside vs the graph's order, batch rows split
+between threads), on MLP,
 convolutional and residual nets driven into saturation; and each synaptic path (dense gemm,
 int8 ``_int_mm``, int8 event gather, CSR, conv gemm, conv event scatter) and neuron kernel
 (fused int32/int64, array code) forced on every layer it can serve, against the reference
@@ -21,6 +22,7 @@ from lmh_deploy.sim.simulator import plan_for
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
+from shared import threads_at_any_size
 
 
 def _net(arch: str, shape: tuple, steps: int = 4, radical: bool = False, seed: int = 3):
@@ -76,6 +78,9 @@ def test_every_path_gives_the_same_record(arch: str, shape: tuple, radical: bool
         "torch cpu": simulate(q, x, 6, record_states=True, device="cpu", chunk_steps=4),
         "mini-batches of 2": simulate_batched(q, x, 6, record_states=True, batch_size=2),
     }
+    for threads in (2, 3):  # 5 rows split 2 + 3 and 1 + 2 + 2 (ragged)
+        with threads_at_any_size(threads):
+            runs[f"{threads} threads"] = simulate(q, x, 6, record_states=True)
     with N.array_code_only():
         runs["numpy fallback"] = simulate(q, x, 6, record_states=True, chunk_steps=3)
     for label, rec in runs.items():
