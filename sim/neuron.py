@@ -372,8 +372,20 @@ MIN_THREAD_WORK = 1 << 16
 
 def sim_threads() -> int:
     """Threads sim/'s compiled code may use: numba's thread count (``numba.set_num_threads``,
-    default every CPU; the dense chain of :mod:`lmh_deploy.sim.chain` follows it too)."""
-    return int(numba.get_num_threads()) if numba is not None else 1
+    default ``NUMBA_NUM_THREADS``, every CPU), for the neuron kernel and the dense chain of
+    :mod:`lmh_deploy.sim.chain` alike.
+
+    Read without starting numba's threading layer (sim/ runs its own Python threads, never a
+    numba parallel loop): ``numba.get_num_threads()`` would start it, and starting it fixes
+    the multiprocessing start method, after which importing Lava (``mp.set_start_method``)
+    fails, e.g. a ``verify`` that runs sim/ before Lava in one process."""
+    if numba is None:
+        return 1
+    from numba.np.ufunc import parallel
+
+    if parallel._is_initialized:  # someone set (or read) the count: the layer runs already
+        return int(numba.get_num_threads())
+    return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
 
 
 def row_ranges(batch: int, row_work: int, threads: int) -> list[tuple[int, int]]:

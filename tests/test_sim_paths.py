@@ -9,6 +9,11 @@ run."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -243,3 +248,26 @@ def test_each_synaptic_path_forced_gives_the_reference_spikes(
         assert np.array_equal(rec.spikes[name], s), name
         for got, want in zip(rec.final_state[name], ref["final_state"][name]):
             assert np.array_equal(got, want), name
+
+
+def test_sim_runs_leave_the_multiprocessing_start_method_unset() -> None:
+    """A sim/ run (neuron kernel in threads, the dense chain) reads numba's thread count
+    without starting numba's threading layer, which would fix the multiprocessing start
+    method: Lava's import sets it (``mp.set_start_method('fork')``) and fails where it is set
+    already (``verify`` runs sim/ and then Lava in one process). A fresh process: this test
+    process may have imported Lava already."""
+    code = (
+        "import multiprocessing as mp, numpy as np\n"
+        "from lmh_deploy.sim.neuron import sim_threads\n"
+        "import test_sim_paths as t\n"
+        "for arch in ('mlp', 'cnn'):\n"
+        "    q = t._net(arch, (1, 8, 8))\n"
+        "    x = np.ones((4, 1, 8, 8), np.int64)\n"
+        "    t.simulate(q, x, 4)\n"
+        "assert sim_threads() >= 1\n"
+        "assert mp.get_start_method(allow_none=True) is None, mp.get_start_method()\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])}
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
