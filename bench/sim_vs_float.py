@@ -11,12 +11,14 @@ Rows (``--rows``; all by default):
 
 Every net has non-trivial LM-H factors. Float PyTorch is the fastest of the variants in
 :mod:`float_baselines` (the model as built, a lean in-place loop, channels-last; one thread and
-all threads), picked on warm-up runs; sim/ runs streaming (``record_spikes=False``) at
-``--threads`` threads, and a third side, ``sim dense``, is the same sim/ with its event-driven
-ways switched off (float BLAS / convolution only). The three sides alternate over ``--rounds``
-rounds (:func:`timing.alternate`); every ratio is the median of the per-round ratios, with its
-spread. Spikes of ``--check-samples`` samples are compared with the slow reference run
-(:mod:`lmh_deploy.sim.reference`) and the two sim/ sides' logits with each other. Each row
+all threads), picked on warm-up runs; sim/ runs streaming (``record_spikes=False``), at its
+best too: at ``--threads`` threads and at all threads (torch, BLAS and numba alike), the
+faster on warm-up runs; a third side, ``sim dense``, is the same sim/ with its event-driven
+ways switched off (float BLAS / convolution only), picked the same way. The three sides
+alternate over ``--rounds`` rounds (:func:`timing.alternate`); every ratio is the median of
+the per-round ratios, with its spread. Spikes of ``--check-samples`` samples are compared
+with the slow reference run (:mod:`lmh_deploy.sim.reference`) at every thread count sim/
+tried, and the two sim/ sides' logits with each other. Each row
 records its own run (command, date, commit, load); ``--update`` re-measures only ``--rows``
 in an existing JSON.
 
@@ -28,7 +30,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
+import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +50,7 @@ from lmh_deploy.semantics import integer as fx
 from lmh_deploy.sim import simulate
 from lmh_deploy.sim.reference import simulate_reference
 from lmh_deploy.sim.simulator import plan_for
-from timing import alternate, environment, save, set_threads
+from timing import alternate, environment, save, set_threads, threaded
 
 MLP = {"arch": "mlp", "shape": (1, 8, 8), "kw": {"hidden": (400, 400, 400)}, "steps": 100, "lam_s": 0.8}
 ROWS = {
@@ -104,6 +111,31 @@ def prepared(name: str, args) -> tuple:
     return model, q, x, fx.quantize_input(x, q.node("input").scale), float_rates
 
 
+def thread_counts(threads: int) -> list[int]:
+    """The thread counts each side tries: ``threads`` and every CPU this process may use."""
+    return sorted({threads, len(os.sched_getaffinity(0))})
+
+
+def best_sim(
+    twin: Callable[[], Any], run: Callable[[Any], Any], counts: list[int], warm: int
+) -> tuple[str, Callable[[], Any], dict[str, float]]:
+    """sim/ at its best, as float's variants are picked: ``run(graph)`` at each thread count
+    of ``counts``, each on its own graph ``twin()`` (a copy: its own plan and measured way
+    costs), warmed up ``warm`` times in turns; the fastest by its best time over the second
+    half of the warm-up (the first calls compile and time every synapse way). Returns its
+    name, the run, and every variant's best warm-up seconds."""
+    runs = {f"{n} thread{'s' if n > 1 else ''}": threaded(partial(run, twin()), n) for n in counts}
+    best: dict[str, float] = {}
+    for i in range(warm):
+        for label, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            if 2 * i >= warm - 1:
+                best[label] = min(best.get(label, float("inf")), time.perf_counter() - start)
+    pick = min(best, key=best.__getitem__)
+    return pick, runs[pick], best
+
+
 def bench_row(name: str, args) -> dict:
     spec = ROWS[name]
     steps, shape, batch = spec["steps"], spec["shape"], spec["batch"]
@@ -111,7 +143,7 @@ def bench_row(name: str, args) -> dict:
     samples = len(x)
     xt = torch.as_tensor(x, dtype=torch.float32)
     conv = spec["arch"] != "mlp"
-    dense = dense_only(q)
+    counts = thread_counts(args.threads)
 
     chunks = [slice(i, i + batch) for i in range(0, samples, batch)]
     first = chunks[0]
@@ -120,22 +152,17 @@ def bench_row(name: str, args) -> dict:
     )
     records: dict[str, list] = {}
 
-    def sim_side(graph, key):
-        def run() -> None:
-            records[key] = [simulate(graph, x_int[c], steps, record_spikes=False) for c in chunks]
+    def sim_run(key: str, graph) -> None:
+        records[key] = [simulate(graph, x_int[c], steps, record_spikes=False) for c in chunks]
 
-        return run
-
-    sides = {
-        "float": lambda: [float_fn(xt[c]) for c in chunks],
-        "sim": sim_side(q, "sim"),
-        "sim dense": sim_side(dense, "sim dense"),
-    }
     # warm-up beyond the harness's: compiles, plans, and lets every synapse path time each of
     # its ways twice, as the plan a long run reuses for all its mini-batches would have
-    for _ in range(warm_runs(q)):
-        sides["sim"]()
-        sides["sim dense"]()
+    warm = warm_runs(q)
+    sim_variant, sim_fn, sim_warm = best_sim(partial(copy.copy, q), partial(sim_run, "sim"), counts, warm)
+    dense_variant, dense_fn, dense_warm = best_sim(
+        partial(dense_only, q), partial(sim_run, "sim dense"), counts, warm
+    )
+    sides = {"float": lambda: [float_fn(xt[c]) for c in chunks], "sim": sim_fn, "sim dense": dense_fn}
     timed = alternate(
         sides,
         rounds=args.rounds,
@@ -144,16 +171,16 @@ def bench_row(name: str, args) -> dict:
     )
 
     k = min(args.check_samples, samples)
-    fast = simulate(q, x_int[:k], steps)
     ref = simulate_reference(q, x_int[:k], steps)
-    identical = bool(
-        np.array_equal(ref["logits"], fast.logits)
-        and all(np.array_equal(s, fast.spikes[n]) for n, s in ref["spikes"].items())
-        and all(
-            np.array_equal(a.logits, b.logits)
-            for a, b in zip(records["sim"], records["sim dense"], strict=True)
-        )
+    identical = all(
+        np.array_equal(a.logits, b.logits) for a, b in zip(records["sim"], records["sim dense"], strict=True)
     )
+    for n in counts:  # the reference's spikes at every thread count sim/ tried
+        fast = threaded(lambda: simulate(q, x_int[:k], steps), n)()
+        identical &= bool(
+            np.array_equal(ref["logits"], fast.logits)
+            and all(np.array_equal(s, fast.spikes[layer]) for layer, s in ref["spikes"].items())
+        )
     per_layer = {}
     for layer in q.of_kind("q_lmh"):
         fired = sum(int(r.spike_stats[layer]["spikes_per_step"].sum()) for r in records["sim"])
@@ -178,13 +205,17 @@ def bench_row(name: str, args) -> dict:
         "float_variant": variant,
         "float_warmup_s": float_warm,
         "float_variant_outputs_differing": float_checks,
+        "sim_variant": sim_variant,
+        "sim_warmup_s": sim_warm,
+        "sim_dense_variant": dense_variant,
+        "sim_dense_warmup_s": dense_warm,
         "seconds_per_sample": per_sample,
         "sim_over_float": timed["ratios"]["sim_over_float"],
         "sim_dense_over_float": timed["ratios"]["sim_dense_over_float"],
         "cpu_seconds_per_sample": {
             side: {k: v / samples for k, v in s.items()} for side, s in timed["cpu_seconds"].items()
         },
-        # CPU time sums all threads: compare it only where the float variant has one thread
+        # CPU time sums all threads: compare it only where both sides ran one thread
         "cpu_sim_over_float": timed["cpu_ratios"]["sim_over_float"],
         "cpu_sim_dense_over_float": timed["cpu_ratios"]["sim_dense_over_float"],
         "timing": {
@@ -192,6 +223,7 @@ def bench_row(name: str, args) -> dict:
         },
         "spikes_identical": identical,
         "checked_samples": k,
+        "checked_threads": counts,
     }
 
 
@@ -202,7 +234,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.15, help="calibrated firing rate of the conv nets")
     parser.add_argument("--calibration-batch", type=int, default=4)
     parser.add_argument("--check-samples", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1, help="sim/ threads; float also tries all threads")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="threads each side tries besides all threads (at its best)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     parser.add_argument(
@@ -224,6 +258,7 @@ def main() -> None:
             f"{row['sim_dense_over_float']['median']:.2f}x; CPU time: "
             f"{row['cpu_sim_over_float']['median']:.2f}x, "
             f"dense-only {row['cpu_sim_dense_over_float']['median']:.2f}x; float {row['float_variant']}, "
+            f"sim {row['sim_variant']}, dense-only {row['sim_dense_variant']}, "
             f"firing {row['firing_rate']:.3f}, identical {row['spikes_identical']}",
             flush=True,
         )

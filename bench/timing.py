@@ -188,6 +188,26 @@ def save(path: str | Path | None, result: dict[str, Any], env: dict[str, Any]) -
     return record
 
 
+def threaded(fn: Callable[[], Any], threads: int) -> Callable[[], Any]:
+    """``fn`` run with torch, BLAS and numba at ``threads`` threads (restored after the call)."""
+    import numba
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    def run() -> Any:
+        saved = torch.get_num_threads(), numba.get_num_threads()
+        torch.set_num_threads(threads)
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            with threadpool_limits(threads):
+                return fn()
+        finally:
+            torch.set_num_threads(saved[0])
+            numba.set_num_threads(saved[1])
+
+    return run
+
+
 def set_threads(threads: int) -> None:
     """torch, BLAS and numba threads for the whole run (both sides of every ratio alike)."""
     import torch

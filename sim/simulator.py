@@ -448,7 +448,7 @@ class _Run:
             rec.saturation[name] = int(state.saturation)
             rec.spike_stats[name] = {
                 "spikes_per_step": self.counts[name],
-                "active_neurons": int(_numpy(state.fired).sum()),
+                "active_neurons": int(np.count_nonzero(_numpy(state.fired))),
                 "neuron_steps": self.timesteps * self.batch * self.params[name].size,
             }
             if self.record_spikes and self.record_final_state:  # streaming keeps nothing per sample

@@ -65,6 +65,9 @@ RETIME_EVERY = 64
 #: order the first calls: the likelier faster way runs (and is timed) first, so a run too short
 #: to time both ways still takes it; measured costs replace them.
 PRIOR_COST = {"gemm": 6e-11, "events": 3e-10, "int8": 1e-11}
+#: Output positions (H x W) up to which the int8 convolution is one matrix product of its
+#: columns (:meth:`SynapsePath._int8_columns`)
+SMALL_CONV_OUTPUTS = 16
 #: Largest (sum-pooled) input value of the int8 convolution: ``2 * 129 * 127 < 2**15``.
 INT8_CONV_INPUT_MAX = 129
 #: A CSR weight matrix at least this dense is kept dense here (the same integers): scipy's
@@ -222,6 +225,13 @@ class SynapsePath:
             not self.graded and not self.is_conv and not self.sparse and 127 * fan_in <= INT32_LIMIT
         )
         self._prepare(mant)
+        #: a diagonal convolution of binary input in one layout: its channel scales, int16
+        #: where they fit (the sums are the scales themselves), for a compiled select
+        self.diagonal_spikes = None
+        if self.conv is not None and self.conv.diagonal and not self.graded and self.in_cl == self.out_cl:
+            scale = self.conv.kernel.reshape(-1)
+            small = int(np.abs(scale).max(initial=0)) <= np.iinfo(np.int16).max
+            self.diagonal_spikes = np.ascontiguousarray(scale, np.int16 if small else np.int64)
         self.calls = 0
         self.cost = {}  # way -> seconds per unit of work (measured)
         self.warm: set[str] = set()
@@ -389,15 +399,50 @@ class SynapsePath:
         """The sums by the CPU's int8 matrix units (binary ``pre``; exact, module docstring)."""
         pre = np.ascontiguousarray(pre)
         if self.conv is None:
-            return self.int8_sums(pre).numpy()
-        if getattr(self, "qconv", None) is None and not self._prepare_int8_conv():
+            if getattr(self, "qlinear", None) is None:
+                self._prepare_int8_linear(pre.shape[0])
+            return self.int8_sums(pre).numpy() if self.qlinear is False else self._int8_linear(pre)
+        if getattr(self, "qconv", None) is None and not self._prepare_int8_conv(pre.shape[0]):
             return self._gemm(pre)
         return self._int8_conv(pre)
 
-    def _prepare_int8_conv(self) -> bool:
+    def _prepare_int8_linear(self, rows: int) -> None:
+        """Pack the int8 weight rows once for oneDNN's u8 x s8 matrix product (``torch._int_mm``
+        repacks its weight operand on every call: 5x slower at 64 x 4096 x 4096) and check it
+        once against ``_int_mm``; ``qlinear`` False (``_int_mm`` kept) where the check fails,
+        the sums may reach ``2**24`` (float32 output) or torch lacks the operator."""
+        import torch
+
+        self.qlinear = False
+        if self.bound >= F32_EXACT or not _onednn_linear():
+            return
+
+        w = torch.from_numpy(np.ascontiguousarray(self.w_t_int.T, np.int8))  # (n_out, n_in)
+        self.qlinear_scale = torch.ones(self.n_out, dtype=torch.float32)
+        self.qlinear_zero = torch.zeros(self.n_out, dtype=torch.int64)
+        self.qlinear = torch.ops.onednn.qlinear_prepack(w, [rows, self.n_in])
+        probe = np.random.default_rng(0).random((32, self.n_in)) < 0.5
+        probe[0] = True
+        if not np.array_equal(self._int8_linear(probe), self.int8_sums(probe).numpy()):
+            self.qlinear = False
+
+    def _int8_linear(self, pre):
+        """``S`` (rows, n_out) float32 by the packed u8 x s8 product (int32 sums, exact in
+        float32 below ``2**24``: ``bound`` is checked by the caller)."""
+        import torch
+
+        x = torch.from_numpy(pre.view(np.uint8) if pre.dtype == bool else pre.astype(np.uint8))
+        scale, zero = self.qlinear_scale, self.qlinear_zero
+        return torch.ops.onednn.qlinear_pointwise(
+            x, 1.0, 0, self.qlinear, scale, zero, None, 1.0, 0, torch.float32, "none", [], ""
+        ).numpy()
+
+    def _prepare_int8_conv(self, rows: int) -> bool:
         """Pack the kernel for oneDNN and check it once against the float convolution on
         this path's shapes (a guard beyond :meth:`_int8_conv_ok`'s known failure); a path
-        that fails drops the way."""
+        that fails drops the way. Packed for an input of ``rows`` rows (the first call's):
+        packed without an input shape, oneDNN reorders the weights again on every call for
+        some shapes (measured: 512 x 512 x 3 x 3 at 4 x 4, 1.3 ms a call)."""
         import torch
 
         plan = self.conv
@@ -405,8 +450,24 @@ class SynapsePath:
         c_out = kernel.shape[0]
         self.qconv_scale = torch.ones(c_out, dtype=torch.float32)
         self.qconv_zero = torch.zeros(c_out, dtype=torch.int64)
+        c, h, w = plan.input_shape
+        pooled = [c, -(-h // plan.pool[0]), -(-w // plan.pool[1])]  # what the conv itself reads
+        self.qconv_cols = None
+        small = plan.out_hw[0] * plan.out_hw[1] <= SMALL_CONV_OUTPUTS
+        if plan.stride == (1, 1) and small and _onednn_linear():
+            # (c_out, kh * kw * c_in) in the (ky, kx, c) order of the columns
+            rows_of_taps = kernel.permute(0, 2, 3, 1).reshape(c_out, -1).contiguous()
+            self.qconv_cols = torch.ops.onednn.qlinear_prepack(rows_of_taps, None)
         self.qconv = torch.ops.onednn.qconv_prepack(
-            kernel, self.qconv_scale, 1.0, 0, list(plan.stride), list(plan.padding), [1, 1], 1, None
+            kernel,
+            self.qconv_scale,
+            1.0,
+            0,
+            list(plan.stride),
+            list(plan.padding),
+            [1, 1],
+            1,
+            [rows, *pooled],
         )
         probe = np.random.default_rng(0).random((32, self.n_in)) < 0.5
         probe[0] = True
@@ -415,11 +476,34 @@ class SynapsePath:
         self.ways.remove("int8")
         return False
 
+    def _int8_columns(self, pooled):
+        """The int8 convolution of ``pooled`` (rows, C, H, W) as one packed u8 x s8 matrix
+        product of its (ky, kx, c) columns (stride 1): for outputs of at most
+        :data:`SMALL_CONV_OUTPUTS` positions, where oneDNN's direct int8 convolution is slow
+        (measured at 64 rows, one thread: 512 channels 4 x 4, 5.9 -> 3.6 ms; 2 x 2, 4.0 -> 1.0)."""
+        import torch
+
+        plan = self.conv
+        rows, c, h, w = pooled.shape
+        kh, kw = plan.kernel.shape[2:]
+        (py, px), (oh, ow) = plan.padding, plan.out_hw
+        padded = np.zeros((rows, h + 2 * py, w + 2 * px, c), np.uint8)
+        padded[:, py : py + h, px : px + w] = pooled.transpose(0, 2, 3, 1)
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(1, 2))[:, :oh, :ow]
+        cols = np.ascontiguousarray(windows.transpose(0, 1, 2, 4, 5, 3)).reshape(rows * oh * ow, -1)
+        out = torch.ops.onednn.qlinear_pointwise(
+            torch.from_numpy(cols), 1.0, 0, self.qconv_cols, self.qconv_scale, self.qconv_zero,
+            None, 1.0, 0, torch.float32, "none", [], "",
+        ).numpy().reshape(rows, oh, ow, -1)  # fmt: skip
+        return (out if self.out_cl else np.ascontiguousarray(out.transpose(0, 3, 1, 2))).reshape(rows, -1)
+
     def _int8_conv(self, pre):
         import torch
 
         plan = self.conv
         pooled = pooled_integers(plan, pre, self.in_cl)  # values <= INT8_CONV_INPUT_MAX (binary)
+        if self.qconv_cols is not None:
+            return self._int8_columns(pooled)
         x = torch.from_numpy(pooled.astype(np.uint8, copy=False)).contiguous(
             memory_format=torch.channels_last
         )
@@ -479,6 +563,13 @@ class SynapsePath:
     def _conv(self, pre):
         import torch
 
+        if self.diagonal_spikes is not None and _numba():  # an identity shortcut of spikes
+            from lmh_deploy.sim.gather import scale_spikes
+
+            out = np.empty(pre.shape, self.diagonal_spikes.dtype)
+            scale_spikes(np.ascontiguousarray(pre), self.diagonal_spikes, out, self.in_cl)
+            return out
+
         # beyond exact float64 the values still go in as float64 (exact: <= 2**24 * pool area)
         dtype = self.float_dtype or np.float64
         x = torch.from_numpy(self._as(np.ascontiguousarray(pre), dtype))
@@ -528,6 +619,20 @@ class SynapsePath:
 
 
 _ONEDNN_CONV: list[bool] = []
+_ONEDNN_LINEAR: list[bool] = []
+
+
+def _onednn_linear() -> bool:
+    """torch has oneDNN's quantised matrix product (``torch.ops.onednn.qlinear_pointwise``)."""
+    if not _ONEDNN_LINEAR:
+        try:
+            import torch
+
+            ok = torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+        except (ImportError, RuntimeError, AttributeError):
+            ok = False
+        _ONEDNN_LINEAR.append(bool(ok))
+    return _ONEDNN_LINEAR[0]
 
 
 def _onednn_conv() -> bool:
