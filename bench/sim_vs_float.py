@@ -49,6 +49,7 @@ from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.sim import simulate
 from lmh_deploy.sim.reference import simulate_reference
+from lmh_deploy.sim import simulator
 from lmh_deploy.sim.simulator import plan_for
 from timing import alternate, environment, save, set_threads, threaded
 
@@ -124,7 +125,8 @@ def best_sim(
     costs), warmed up ``warm`` times in turns; the fastest by its best time over the second
     half of the warm-up (the first calls compile and time every synapse way). Returns its
     name, the run, and every variant's best warm-up seconds."""
-    runs = {f"{n} thread{'s' if n > 1 else ''}": threaded(partial(run, twin()), n) for n in counts}
+    graphs = {f"{n} thread{'s' if n > 1 else ''}": (n, twin()) for n in counts}
+    runs = {label: threaded(partial(run, graph), n) for label, (n, graph) in graphs.items()}
     best: dict[str, float] = {}
     for i in range(warm):
         for label, fn in runs.items():
@@ -133,6 +135,9 @@ def best_sim(
             if 2 * i >= warm - 1:
                 best[label] = min(best.get(label, float("inf")), time.perf_counter() - start)
     pick = min(best, key=best.__getitem__)
+    for label, (_, graph) in graphs.items():  # the other variants' plans: memory not needed
+        if label != pick:
+            simulator._PLANS.pop((id(graph), None), None)
     return pick, runs[pick], best
 
 
