@@ -371,9 +371,9 @@ MIN_THREAD_WORK = 1 << 16
 
 
 def sim_threads() -> int:
-    """Threads sim/'s compiled code may use: numba's thread count (``numba.set_num_threads``,
-    default ``NUMBA_NUM_THREADS``, every CPU), for the neuron kernel and the dense chain of
-    :mod:`lmh_deploy.sim.chain` alike.
+    """Threads the neuron kernel may use: numba's thread count (``numba.set_num_threads``,
+    default ``NUMBA_NUM_THREADS``, every CPU), the rule the dense chain of
+    :mod:`lmh_deploy.sim.chain` follows too (its ``_thread_count``).
 
     Read without starting numba's threading layer (sim/ runs its own Python threads, never a
     numba parallel loop): ``numba.get_num_threads()`` would start it, and starting it fixes
