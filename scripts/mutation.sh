@@ -8,6 +8,7 @@
 #   MUTATION_KEEP=1 bash scripts/mutation.sh sim # keep the scratch copy (mutmut show/browse)
 #   MUTATION_SAMPLE=400 bash scripts/mutation.sh sim  # a random sample (seed 0) of 400 mutants
 #   MUTATION_CORE=1 MUTATION_SAMPLE=400 ...     # and every mutant of the target's core (CORE below)
+#   MUTATION_ONLY='lmh_deploy.sim.chain.*' bash scripts/mutation.sh sim  # only these mutants (globs)
 #   MUTATION_CHILDREN=1 ...                      # mutants tested at once (default 2)
 # Slow: see docs/testing.md for the duration of each target on 2 shared cores.
 set -euo pipefail
@@ -15,12 +16,12 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 declare -A TESTS=(
   [semantics]="lmh_deploy/semantics/*.py|tests/test_fixedpoint.py tests/test_golden_vectors.py tests/test_quantize.py tests/test_sim_reference.py tests/test_sim_conv.py tests/test_neuron.py tests/test_float_reference.py tests/test_sim_kernels.py"
-  [sim]="lmh_deploy/sim/neuron.py lmh_deploy/sim/synapse.py lmh_deploy/sim/fused.py lmh_deploy/sim/conv.py|tests/test_sim_edges.py tests/test_sim_kernels.py tests/test_sim_fused.py tests/test_sim_reference.py tests/test_sim_conv.py tests/test_sim_paths.py --deselect tests/test_sim_paths.py::test_run_backend_in_mini_batches_equals_one_batch"
+  [sim]="lmh_deploy/sim/neuron.py lmh_deploy/sim/synapse.py lmh_deploy/sim/fused.py lmh_deploy/sim/conv.py lmh_deploy/sim/chain.py|tests/test_sim_edges.py tests/test_sim_kernels.py tests/test_sim_fused.py tests/test_sim_reference.py tests/test_sim_conv.py tests/test_sim_paths.py tests/test_sim_chain.py --deselect tests/test_sim_paths.py::test_run_backend_in_mini_batches_equals_one_batch"
   [quantize]="lmh_deploy/passes/quantize.py|tests/test_quantize.py tests/test_bias_correction.py tests/test_passes.py tests/test_golden_vectors.py --deselect tests/test_bias_correction.py::test_compile_switches_bias_correction_off"
 )
 # The numeric core of a target (mutmut globs): with MUTATION_CORE=1, all of its mutants run.
 declare -A CORE=(
-  [sim]="lmh_deploy.sim.neuron.* lmh_deploy.sim.fused.* lmh_deploy.sim.synapse.x_lava_current__* lmh_deploy.sim.synapse.x_summed_current__* lmh_deploy.sim.synapse.x_summed_bound__* lmh_deploy.sim.synapse.x__int_mm_fits__* lmh_deploy.sim.synapse.xǁSynapsePathǁint8_sums__*"
+  [sim]="lmh_deploy.sim.neuron.* lmh_deploy.sim.fused.* lmh_deploy.sim.chain.* lmh_deploy.sim.synapse.x_lava_current__* lmh_deploy.sim.synapse.x_summed_current__* lmh_deploy.sim.synapse.x_summed_bound__* lmh_deploy.sim.synapse.x__int_mm_fits__* lmh_deploy.sim.synapse.xǁSynapsePathǁint8_sums__*"
 )
 work=""
 trap 'if [ -n "$work" ] && [ -z "${MUTATION_KEEP:-}" ]; then rm -rf "$work"; fi' EXIT  # kept if asked, even when interrupted
@@ -64,7 +65,9 @@ PY
     (cd "$work" && export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \
        NUMBA_CACHE_DIR="$work/.numba-cache" || exit 1
      names=()
-     if [ -n "${MUTATION_SAMPLE:-}${MUTATION_CORE:-}" ]; then  # a random sample (seed 0), the core
+     if [ -n "${MUTATION_ONLY:-}" ]; then  # mutmut matches these globs itself
+       read -ra names <<<"$MUTATION_ONLY"
+     elif [ -n "${MUTATION_SAMPLE:-}${MUTATION_CORE:-}" ]; then  # a random sample (seed 0), the core
        # a name that matches nothing: mutmut generates the mutants, collects stats, then stops
        "$PYTHON" -m mutmut run --max-children "${MUTATION_CHILDREN:-2}" no-such-mutant >mutmut.log 2>&1 || true
        core="${CORE[$t]:-}"

@@ -21,6 +21,7 @@ from shared import QLIF_RULES, integer_chain
 from test_sim_paths import assert_same_record
 
 from lmh_deploy.frontends.pytorch import export_model
+from lmh_deploy.ir import LMH, Dense, Graph, Input, Readout
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
 
@@ -134,12 +135,13 @@ def test_array_code_only_runs_without_the_compiled_chain(monkeypatch: pytest.Mon
 
 
 def test_any_split_over_threads_gives_the_same_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The samples split over 1-4 threads (5 samples: ragged and one-sample splits) give the
-    same integers, and simulate gives the same record at one thread and at two or more
-    (numba's thread count; set here without starting numba's threading layer, which would
-    fix multiprocessing's start method before Lava's tests import it)."""
+    """The samples split over 1-4 threads (9 samples: ragged splits into up to 4 parts, at
+    least MIN_SAMPLES_PER_THREAD = 2 samples each) give the same integers, and simulate gives
+    the same record at one thread and at two or more (numba's thread count; set here without
+    starting numba's threading layer, which would fix multiprocessing's start method before
+    Lava's tests import it)."""
     q = _mlp((24, 16))
-    x = _inputs(q, 5, 4)
+    x = _inputs(q, 9, 4)
     chain = plan_for(q, None).chain
     flat = x.reshape(len(x), -1).astype(np.int64)
     runs = []
@@ -181,3 +183,43 @@ def test_a_chain_run_leaves_the_multiprocessing_start_method_to_lava() -> None:
         "import lava.magma.runtime.runtime\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_hidden_sums_past_int16_take_the_int32_gather() -> None:
+    """The chain's gather adds a step's rows in int16 only while ``spikes * peak <= 32767``:
+    300 first-layer neurons that all fire into mantissas of 127 sum to 38100 (past 32767), so
+    a hidden layer's peak read as 0 would wrap; the chain equals the chunked run and the
+    reference run."""
+    q = _mlp((300, 8))
+    first, second = q.of_kind("q_lmh")[0], q.of_kind("q_dense")[1]
+    q.replace(first, bias=np.full(300, 8_300_000))  # every neuron fires at every step
+    q.replace(second, weight_mant=np.full_like(q.node(second).weight_mant, 127))
+    assert plan_for(q, None).chain is not None
+    x = _inputs(q, 2, 5)
+    whole = simulate(q, x, 3)
+    assert whole.spikes[first].all()
+    assert_same_record(whole, simulate(q, x, 3, chunk_steps=2))
+    assert np.array_equal(simulate_reference(q, x, 3)["logits"], whole.logits)
+
+
+def test_a_readout_fed_by_two_paths_runs_chunked() -> None:
+    """A readout fed by two dense paths is no chain: its order's body (input | d1, l1, d2, l2,
+    d3 | d4, out) has an odd length, refused before the pairing (whose first two pairs fit);
+    the chunked run equals the reference."""
+    rng = np.random.default_rng(0)
+    one, zero = np.ones((1, 1)), np.zeros((1, 1))
+    lmh = lambda n: LMH(size=n, theta=1.0, mu_d=zero, mu_s=zero, lam_d=one, lam_s=one, bias=np.zeros(n))
+    g = Graph(meta={"timesteps": 4})
+    g.add("input", Input(shape=(6,)))
+    g.add("d1", Dense(weight=rng.normal(0.6, 0.5, (8, 6))), ("input",))
+    g.add("l1", lmh(8), ("d1",))
+    g.add("d2", Dense(weight=rng.normal(0.3, 0.5, (5, 8))), ("l1",))
+    g.add("l2", lmh(5), ("d2",))
+    g.add("d3", Dense(weight=rng.normal(0, 0.5, (3, 5))), ("l2",))
+    g.add("d4", Dense(weight=rng.normal(0, 0.5, (3, 5))), ("l2",))
+    g.add("out", Readout(bias=np.zeros(3)), ("d3", "d4"))
+    q, _ = quantize_graph(g)
+    assert q.order() == ["input", "d1", "l1", "d2", "l2", "d3", "d4", "out"]
+    assert plan_for(q, None).chain is None
+    x = fx.quantize_input(rng.uniform(0, 1, (3, 6)), q.node("input").scale)
+    assert np.array_equal(simulate(q, x, 4).logits, simulate_reference(q, x, 4)["logits"])
