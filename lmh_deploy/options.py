@@ -82,7 +82,8 @@ LAVA_SAMPLES = Option(
     "--lava-samples",
     None,
     "Run Lava (== sim/ check) on the first K samples only; 0: none. Default: as many as fit "
-    "12M neuron-steps (all samples of a small net; 15 of a CIFAR ResNet-20, ~1.5 min).",
+    "12M neuron-steps (all samples of a small net; 15 of a CIFAR ResNet-20, ~1.5 min); "
+    "none where Lava's weight matrices would not fit the free memory (the output says so).",
     "K",
     _count(0),
 )

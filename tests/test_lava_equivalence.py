@@ -328,7 +328,7 @@ def test_a_run_split_after_its_first_steps_is_the_same_run(make_mlp, compile_mod
 
 
 def test_conv_weights_go_to_lava_in_int32_only_where_no_sum_can_overflow() -> None:
-    from lmh_deploy.backends.lava.lower import accumulator_dtype
+    from lmh_deploy.backends.lava.memory import accumulator_dtype
     from lmh_deploy.ir.synapses import qdense_matrix
 
     def conv(c_in: int, k: int, graded: bool) -> QDense:

@@ -79,6 +79,10 @@ def run_backend(
             axis=axis,
         )
     if backend == "lava":
+        from lmh_deploy.backends.lava.memory import check_lava_fits
+        from lmh_deploy.sim.batching import available_memory_bytes
+
+        check_lava_fits(qgraph, available_memory_bytes())  # before Lava is imported
         from lmh_deploy.backends.lava.run import run_lava
 
         return run_sharded(

@@ -190,7 +190,9 @@ def verify_artifact(
     states, readout values, logits and predictions; ``max_accuracy_drop`` (percentage
     points, needs labels) adds ``accuracy_gate``."""
     from lmh_deploy.pipeline.run import run_backend
+    from lmh_deploy.backends.lava.memory import check_lava_fits, lava_fits
     from lmh_deploy.sim import check_run_fits, default_batch_size
+    from lmh_deploy.sim.batching import available_memory_bytes
 
     shape, t, q = art.input_shape, art.timesteps, art.quant_graph
     x, y = select_samples(art, inputs, labels, samples, split=split, x_name=inputs_name, y_name=labels_name)
@@ -200,10 +202,14 @@ def verify_artifact(
         raise InputError("--max-accuracy-drop compares accuracies: give --labels with --inputs")
     x = frames_for(x, t, shape)
     check_inputs(x, shape, t, spikes=art.spike_input, what=what)
+    lava_skipped = None  # why the default Lava share is 0
     if lava_samples is None:
-        lava_samples = default_lava_samples(q, t, samples)
+        lava_skipped = lava_fits(q, available_memory_bytes())
+        lava_samples = 0 if lava_skipped else default_lava_samples(q, t, samples)
     elif lava_samples > samples:
         raise InputError(f"--lava-samples {lava_samples} exceeds the {samples} samples verified")
+    elif lava_samples:
+        check_lava_fits(q, available_memory_bytes(), f"--lava-samples {lava_samples}")
     # the source's and sim/'s whole records (spike rasters) are kept to compare them
     check_run_fits(q, num_samples(x, shape), t, records=2, stream_hint=False)
     x_int = quantize(q, x)
@@ -229,6 +235,8 @@ def verify_artifact(
             "lava_vs_sim": (
                 f"Lava fixed_pt and sim/ on the first {lava_samples} samples"
                 if lava_samples
+                else f"Lava not run: {lava_skipped}"
+                if lava_skipped
                 else "Lava not run (lava_samples 0)"
             ),
         },

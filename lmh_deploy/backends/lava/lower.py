@@ -45,8 +45,9 @@ from lmh_deploy.ir import (
     validate_quantized,
 )
 from lmh_deploy.backends.lava.procs.lmh.process import LMHNeuron, neuron_process
+from lmh_deploy.backends.lava.memory import accumulator_dtype
 from lmh_deploy.backends.lava.procs.maxpool.process import MaxPoolCurrents
-from lmh_deploy.ir.synapses import abs_row_sums, largest_presynaptic, qdense_matrix
+from lmh_deploy.ir.synapses import largest_presynaptic, qdense_matrix
 from lmh_deploy.passes.compose import synapse_paths
 from lmh_deploy.passes.delays import layer_depths, path_delays
 
@@ -110,21 +111,6 @@ def _paths(graph: Graph, name: str, precision: Precision, delays: dict[str, int]
         windows = None if pool is None else pool.windows()
         paths.append(Path(pred, src, weights, node.weight_exp, node.graded, node.delay, windows))
     return paths
-
-
-def accumulator_dtype(node: QDense, largest_input: int) -> type:
-    """int32 for a convolution's CSR when no sum ``W @ x`` can leave int32 (``|x| <=
-    largest_input``), else int64.
-
-    Lava's Sparse keeps the CSR in the dtype it is given and accumulates in it (its Dense
-    converts to the int32 its model declares); int32 entries take a third less memory than
-    int64 and its copies (the fork of every Lava worker inherits them), and give the same
-    sums whenever none overflows, which the bound here guarantees."""
-    if node.is_conv:
-        bound = fx.WEIGHT_LAVA_SCALE * float(abs_row_sums(node.weight_mant).max()) * largest_input
-        if bound < 2**31:
-            return np.int32
-    return np.int64
 
 
 def _connection(path: Path, precision: Precision, delayed_source: bool, message_bits: int):
