@@ -37,7 +37,7 @@ from lmh_deploy.ir import QLMH, QDense, QInput, QReadout
 from lmh_deploy.sim import fused
 from lmh_deploy.sim.fused import wide_vectors
 from lmh_deploy.sim.gather import gather_binary
-from lmh_deploy.sim.neuron import int32_input_limit, layer_form, rule_set
+from lmh_deploy.sim.neuron import int32_input_limit, layer_form, rule_set, sim_threads
 from lmh_deploy.sim.synapse import INT32_LIMIT, SynapsePath
 
 
@@ -295,9 +295,9 @@ class Chain:
     ) -> ChainResult:
         """All layers over ``steps`` steps for the static input ``x_flat`` (B, n_in), from the
         initial states; ``spikes``: layer -> (T, B, n) bool records to fill, or None
-        (streaming). The samples are split over ``threads`` threads (default: numba's
-        thread count, ``numba.set_num_threads``, :func:`_thread_count`), each running the compiled loop on its
-        own samples: the same integers whatever the split."""
+        (streaming). The samples are split over ``threads`` threads (default: numba's thread
+        count, :func:`~lmh_deploy.sim.neuron.sim_threads`), each running the compiled loop on
+        its own samples: the same integers whatever the split."""
         batch = x_flat.shape[0]
         states = [
             (_filled(batch, n, vd, dtype), _filled(batch, n, vs, dtype))
@@ -319,7 +319,7 @@ class Chain:
             trace,
         )
         if threads is None:
-            threads = _thread_count()
+            threads = sim_threads()
         workers = max(1, min(threads, batch // MIN_SAMPLES_PER_THREAD))
         if workers == 1:
             parts = [_run(0, batch, *args)]
@@ -330,17 +330,6 @@ class Chain:
             parts[0] if len(parts) == 1 else (sum(p[i] for p in parts) for i in range(4))
         )
         return ChainResult(counts, trace, sat, active, synops, states)
-
-
-def _thread_count() -> int:
-    """numba's thread count (``numba.set_num_threads``) without starting numba's threading
-    layer where nothing has: starting it fixes multiprocessing's start method, after which
-    Lava, setting ``fork`` when imported, fails."""
-    from numba.np.ufunc import parallel
-
-    if getattr(parallel, "_is_initialized", False):
-        return numba.get_num_threads()
-    return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
 
 
 def _filled(batch: int, n: int, value: int, dtype) -> np.ndarray:

@@ -372,8 +372,8 @@ MIN_THREAD_WORK = 1 << 16
 
 def sim_threads() -> int:
     """Threads the neuron kernel may use: numba's thread count (``numba.set_num_threads``,
-    default ``NUMBA_NUM_THREADS``, every CPU), the rule the dense chain of
-    :mod:`lmh_deploy.sim.chain` follows too (its ``_thread_count``).
+    default ``NUMBA_NUM_THREADS``, every CPU); the dense chain of :mod:`lmh_deploy.sim.chain`
+    splits its mini-batch by it too.
 
     Read without starting numba's threading layer (sim/ runs its own Python threads, never a
     numba parallel loop): ``numba.get_num_threads()`` would start it, and starting it fixes
@@ -383,7 +383,7 @@ def sim_threads() -> int:
         return 1
     from numba.np.ufunc import parallel
 
-    if parallel._is_initialized:  # someone set (or read) the count: the layer runs already
+    if getattr(parallel, "_is_initialized", False):  # someone set (or read) the count: the layer runs already
         return int(numba.get_num_threads())
     return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
 

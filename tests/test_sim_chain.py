@@ -159,10 +159,10 @@ def test_any_split_over_threads_gives_the_same_run(monkeypatch: pytest.MonkeyPat
             assert all(np.array_equal(u, v) for u, v in zip(states, want, strict=True))
     from lmh_deploy.sim import chain as chain_module
 
-    threads = chain_module._thread_count()
-    monkeypatch.setattr(chain_module, "_thread_count", lambda: 1)
+    threads = chain_module.sim_threads()
+    monkeypatch.setattr(chain_module, "sim_threads", lambda: 1)
     one = simulate(q, x, 9)
-    monkeypatch.setattr(chain_module, "_thread_count", lambda: max(threads, 2))
+    monkeypatch.setattr(chain_module, "sim_threads", lambda: max(threads, 2))
     assert_same_record(simulate(q, x, 9), one)
 
 
