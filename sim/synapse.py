@@ -490,7 +490,8 @@ class SynapsePath:
         padded = np.zeros((rows, h + 2 * py, w + 2 * px, c), np.uint8)
         padded[:, py : py + h, px : px + w] = pooled.transpose(0, 2, 3, 1)
         windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(1, 2))[:, :oh, :ow]
-        cols = np.ascontiguousarray(windows.transpose(0, 1, 2, 4, 5, 3)).reshape(rows * oh * ow, -1)
+        # a copy: the window view is read-only, and torch warns for (and must not get) such arrays
+        cols = windows.transpose(0, 1, 2, 4, 5, 3).copy(order="C").reshape(rows * oh * ow, -1)
         out = torch.ops.onednn.qlinear_pointwise(
             torch.from_numpy(cols), 1.0, 0, self.qconv_cols, self.qconv_scale, self.qconv_zero,
             None, 1.0, 0, torch.float32, "none", [], "",
