@@ -256,7 +256,7 @@ class SynapsePath:
             and peak_w <= 127
             and max_x <= INT8_CONV_INPUT_MAX
             and self.bound < F32_EXACT
-            and _onednn_conv()
+            and _onednn_has("qconv2d_pointwise")
         )
 
     # ------------------------------------------------------------------ preparation
@@ -414,7 +414,7 @@ class SynapsePath:
         import torch
 
         self.qlinear = False
-        if self.bound >= F32_EXACT or not _onednn_linear():
+        if self.bound >= F32_EXACT or not _onednn_has("qlinear_pointwise"):
             return
 
         w = torch.from_numpy(np.ascontiguousarray(self.w_t_int.T, np.int8))  # (n_out, n_in)
@@ -454,7 +454,7 @@ class SynapsePath:
         pooled = [c, -(-h // plan.pool[0]), -(-w // plan.pool[1])]  # what the conv itself reads
         self.qconv_cols = None
         small = plan.out_hw[0] * plan.out_hw[1] <= SMALL_CONV_OUTPUTS
-        if plan.stride == (1, 1) and small and _onednn_linear():
+        if plan.stride == (1, 1) and small and _onednn_has("qlinear_pointwise"):
             # (c_out, kh * kw * c_in) in the (ky, kx, c) order of the columns
             rows_of_taps = kernel.permute(0, 2, 3, 1).reshape(c_out, -1).contiguous()
             self.qconv_cols = torch.ops.onednn.qlinear_prepack(rows_of_taps, None)
@@ -619,34 +619,22 @@ class SynapsePath:
         return int(counts @ np.asarray(self.fan_out, np.int64))
 
 
-_ONEDNN_CONV: list[bool] = []
-_ONEDNN_LINEAR: list[bool] = []
+#: op name -> whether this torch has it (probed once per op)
+_ONEDNN_OPS: dict[str, bool] = {}
 
 
-def _onednn_linear() -> bool:
-    """torch has oneDNN's quantised matrix product (``torch.ops.onednn.qlinear_pointwise``)."""
-    if not _ONEDNN_LINEAR:
+def _onednn_has(op: str) -> bool:
+    """torch has oneDNN's quantised op ``torch.ops.onednn.<op>`` (``qlinear_pointwise``: the
+    matrix product, ``qconv2d_pointwise``: the convolution)."""
+    if op not in _ONEDNN_OPS:
         try:
             import torch
 
-            ok = torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+            ok = torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, op)
         except (ImportError, RuntimeError, AttributeError):
             ok = False
-        _ONEDNN_LINEAR.append(bool(ok))
-    return _ONEDNN_LINEAR[0]
-
-
-def _onednn_conv() -> bool:
-    """torch has oneDNN's quantised convolution (``torch.ops.onednn.qconv2d_pointwise``)."""
-    if not _ONEDNN_CONV:
-        try:
-            import torch
-
-            ok = torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qconv2d_pointwise")
-        except (ImportError, RuntimeError, AttributeError):
-            ok = False
-        _ONEDNN_CONV.append(bool(ok))
-    return _ONEDNN_CONV[0]
+        _ONEDNN_OPS[op] = bool(ok)
+    return _ONEDNN_OPS[op]
 
 
 def _numba() -> bool:

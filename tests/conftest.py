@@ -146,7 +146,7 @@ def _sim_memos_cleared_under_mutmut() -> None:
     neuron._POOL.clear()
 
     fused._KERNELS.clear()
-    synapse._ONEDNN_CONV.clear()
+    synapse._ONEDNN_OPS.clear()
     neuron._RULES.clear()
     neuron._FORMS.clear()
     simulator._PLANS.clear()

@@ -15,7 +15,7 @@ from lmh_deploy.sim import simulate
 from lmh_deploy.sim.conv import block_constant, conv_plan
 from lmh_deploy.sim.neuron import array_code_only, numba_active
 from lmh_deploy.sim.reference import simulate_reference
-from lmh_deploy.sim.synapse import SynapsePath, _onednn_conv, lava_current, summed_current
+from lmh_deploy.sim.synapse import SynapsePath, _onednn_has, lava_current, summed_current
 
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.ir import QDense
@@ -327,7 +327,7 @@ def test_untimed_ways_run_in_order_of_their_predicted_cost(rate: float, first: s
     )
     path = SynapsePath(node)
     if "int8" not in path.ways:
-        assert not _onednn_conv()
+        assert not _onednn_has("qconv2d_pointwise")
         first = "gemm" if first == "int8" else first
     pre = rng.random((4, 8 * 144)) < rate
     want = _matrix_current(node, pre)
@@ -357,7 +357,7 @@ def test_int8_convolution_keeps_off_what_it_cannot_sum_exactly() -> None:
 
     assert "int8" not in SynapsePath(node(2, 2)).ways  # output 1 column wide at stride 2
     path = SynapsePath(node(8, 1))
-    if not _onednn_conv():
+    if not _onednn_has("qconv2d_pointwise"):
         assert "int8" not in path.ways
         return
     assert "int8" in path.ways

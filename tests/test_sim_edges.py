@@ -201,12 +201,12 @@ def test_conv_paths_refuse_a_wrong_layout_and_onednn_int8_where_it_errs() -> Non
     """A channels-last layout must be the convolution's input shape (said in the error), and
     the int8 convolution is offered for stride 1 even where the output is one column wide,
     never for a larger stride with such an output (oneDNN 3.x's wrong sums there)."""
-    from lmh_deploy.sim.synapse import _onednn_conv
+    from lmh_deploy.sim.synapse import _onednn_has
 
     kernel = np.ones((2, 1, 1, 3), np.int64)
     with pytest.raises(ValueError, match=r"^input layout \(1, 2, 2\) is not the conv input \(1, 4, 3\)$"):
         SynapsePath(_conv_node(kernel, (1, 4, 3), graded=False), input_layout=(1, 2, 2))
-    for stride, int8_offered in (((1, 1), _onednn_conv()), ((2, 1), False)):
+    for stride, int8_offered in (((1, 1), _onednn_has("qconv2d_pointwise")), ((2, 1), False)):
         path = SynapsePath(_conv_node(kernel, (1, 4, 3), stride=stride, graded=False))
         assert path.conv.out_hw[1] == 1
         assert ("int8" in path.ways) == int8_offered, stride
