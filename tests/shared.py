@@ -238,3 +238,14 @@ def threads_at_any_size(threads: int) -> Iterator[None]:
         yield
     finally:
         neuron.sim_threads, neuron.MIN_THREAD_WORK = saved
+
+
+def assert_source_and_float_ir_equal_own(
+    src: Any, ref: Any, own_logits: np.ndarray, atol: float = 1e-5
+) -> None:
+    """A library net's source run (``run_source``) and the float IR's (``simulate_float``) have
+    the same spikes in every layer and step, and both give the library's own run's logits."""
+    for name, spikes in ref.spikes.items():
+        assert np.array_equal(src.spikes[name], spikes), name
+    np.testing.assert_allclose(src.logits, own_logits, atol=atol)
+    np.testing.assert_allclose(ref.logits, own_logits, atol=atol)

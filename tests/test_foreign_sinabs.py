@@ -22,7 +22,7 @@ from lmh_deploy.frontends.neurons import NeuronError
 from lmh_deploy.frontends.torch_fx import module_to_graph
 
 from foreign import sinabs_style as ss
-from shared import deploy_source
+from shared import assert_source_and_float_ir_equal_own, deploy_source
 
 MODEL_FILE = Path(__file__).parent / "foreign" / "sinabs_style.py"
 SHAPES = {"iaf_mlp": (64,), "lif_mlp": (64,), "conv_net": (1, 8, 8)}
@@ -121,12 +121,9 @@ def test_from_model_conversion_with_min_v_mem_equals_sinabs(digits) -> None:
     assert graph.node("lmh0").v_s_min == -1.0
     src = run_source(model, x.numpy(), ss.T, source_neurons=graph.meta["source_neurons"])
     ref = simulate_float(graph, x.numpy(), ss.T)
-    for name, spikes in ref.spikes.items():
-        assert np.array_equal(src.spikes[name], spikes), name
     with torch.no_grad():
         own = ss.run(model, x).mean(1).numpy()
-    np.testing.assert_allclose(src.logits, own, atol=1e-5)
-    np.testing.assert_allclose(ref.logits, own, atol=1e-5)
+    assert_source_and_float_ir_equal_own(src, ref, own)
 
 
 @pytest.mark.slow
