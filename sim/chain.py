@@ -27,7 +27,6 @@ cached on disk). Anything else runs chunked, unchanged.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -37,7 +36,14 @@ from lmh_deploy.ir import QLMH, QDense, QInput, QReadout
 from lmh_deploy.sim import fused
 from lmh_deploy.sim.fused import wide_vectors
 from lmh_deploy.sim.gather import gather_binary
-from lmh_deploy.sim.neuron import int32_input_limit, layer_form, rule_set, sim_threads
+from lmh_deploy.sim.neuron import (
+    contiguous_ranges,
+    int32_input_limit,
+    layer_form,
+    rule_set,
+    run_in_threads,
+    sim_threads,
+)
 from lmh_deploy.sim.synapse import INT32_LIMIT, SynapsePath
 
 
@@ -235,16 +241,6 @@ def _static_sums(x_row, w_in, out):
 
 #: Samples per thread below which a run is not split (thread start-up against the work)
 MIN_SAMPLES_PER_THREAD = 2
-_POOL: list[ThreadPoolExecutor] = []
-
-
-def _pool() -> ThreadPoolExecutor:
-    """Worker threads for :meth:`Chain.run` (started once; the compiled loop releases the
-    GIL, so they run on separate cores)."""
-    if not _POOL:
-        threads = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
-        _POOL.append(ThreadPoolExecutor(threads, thread_name_prefix="lmh-chain"))
-    return _POOL[0]
 
 
 @dataclass
@@ -321,11 +317,7 @@ class Chain:
         if threads is None:
             threads = sim_threads()
         workers = max(1, min(threads, batch // MIN_SAMPLES_PER_THREAD))
-        if workers == 1:
-            parts = [_run(0, batch, *args)]
-        else:
-            ends = [batch * (i + 1) // workers for i in range(workers)]
-            parts = list(_pool().map(lambda lo, hi: _run(lo, hi, *args), [0, *ends[:-1]], ends))
+        parts = run_in_threads(lambda lo, hi: _run(lo, hi, *args), contiguous_ranges(batch, workers))
         counts, sat, active, synops = (
             parts[0] if len(parts) == 1 else (sum(p[i] for p in parts) for i in range(4))
         )

@@ -357,7 +357,7 @@ def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, s
             own_counts, own_spikes = np.zeros(steps, np.int64), np.zeros(p.size, np.int64)
             return kernel(*before, own_spikes, *after, own_counts, lo, hi), own_counts, own_spikes
 
-        done = _in_threads(run, parts)
+        done = run_in_threads(run, parts)
         sat = sum(s for s, _, _ in done)
         counts = np.sum([c for _, c, _ in done], axis=0)
         state.neuron_spikes += np.sum([n for _, _, n in done], axis=0)
@@ -391,7 +391,11 @@ def sim_threads() -> int:
 def row_ranges(batch: int, row_work: int, threads: int) -> list[tuple[int, int]]:
     """``batch`` rows cut into at most ``threads`` contiguous ranges of near-equal size, each
     with at least :data:`MIN_THREAD_WORK` neuron-steps (one range: no threads)."""
-    parts = max(1, min(threads, batch, batch * row_work // max(MIN_THREAD_WORK, 1)))
+    return contiguous_ranges(batch, max(1, min(threads, batch, batch * row_work // max(MIN_THREAD_WORK, 1))))
+
+
+def contiguous_ranges(batch: int, parts: int) -> list[tuple[int, int]]:
+    """``batch`` rows cut into ``parts`` contiguous ``(lo, hi)`` ranges of near-equal size."""
     bounds = [batch * k // parts for k in range(parts + 1)]
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
@@ -399,9 +403,11 @@ def row_ranges(batch: int, row_work: int, threads: int) -> list[tuple[int, int]]
 _POOL: list[tuple[int, ThreadPoolExecutor]] = []  # (workers, pool): one pool, grown on demand
 
 
-def _in_threads(fn, parts: list[tuple[int, int]]) -> list:
-    """``fn(lo, hi)`` for every range, the first in this thread, the others in a pool; results
-    in order."""
+def run_in_threads(fn, parts: list[tuple[int, int]]) -> list:
+    """``fn(lo, hi)`` for every range, the first in this thread, the others in a pool (the
+    compiled kernels release the GIL: they run on separate cores); results in order."""
+    if len(parts) == 1:
+        return [fn(*parts[0])]
     if not _POOL or _POOL[0][0] < len(parts) - 1:
         if _POOL:
             _POOL.pop()[1].shutdown(wait=True)

@@ -135,14 +135,13 @@ def _sim_memos_cleared_under_mutmut() -> None:
     test. mutmut forks every mutant's run from a process that ran the clean tests: without
     this, a mutant of the code that builds a kernel never runs (the memo has the kernel), and
     while it records which tests call which function only the first test to build a kernel
-    counts as calling that code. The chain's and the neuron kernel's thread pools go too: a
+    counts as calling that code. sim/'s thread pool (the chain's and the neuron kernel's) goes too: a
     forked child has none of its parent's threads, so work given to a pool made before the
     fork never ran (the run hung)."""
     if not os.environ.get("MUTANT_UNDER_TEST"):
         return
-    from lmh_deploy.sim import chain, fused, neuron, simulator, synapse
+    from lmh_deploy.sim import fused, neuron, simulator, synapse
 
-    chain._POOL.clear()
     neuron._POOL.clear()
 
     fused._KERNELS.clear()
