@@ -7,6 +7,8 @@ foreign module traced by torch.fx, our own checkpoint, a NIR file) compiles with
 calibration data; sim/ and Lava fixed_pt agree bit for bit on negative inputs, Lava
 floating_pt equals the float IR, netx carries them (tests/test_netx_artifact.py), and the
 deployed network agrees with its source model. Non-negative inputs keep their unsigned 8 bits.
+The tests that need no Lava (the quantisation rule, non-finite calibration) are in
+tests/test_signed_inputs_lava_free.py.
 """
 
 from __future__ import annotations
@@ -23,11 +25,9 @@ from lmh_deploy.sim import simulate
 from lmh_deploy.backends.float.ir import simulate_float
 from lmh_deploy.errors import InputError
 from lmh_deploy.backends.float.torch_source import run_source
-from lmh_deploy.ir import Input, IRError, QInput
 from lmh_deploy.pipeline.compile import compile_model, load_artifact
 from lmh_deploy.pipeline.compile_torch import compile_module
 from lmh_deploy.pipeline.inputs import quantize
-from lmh_deploy.semantics import integer as fx
 from lmh_deploy.backends.lava.run import run_lava
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -35,39 +35,9 @@ from shared import digits_mlp_checkpoint, invoke, paper_clone
 from test_foreign_torch import randomise
 from test_lava_equivalence import assert_bit_exact
 from test_nir import hand_made_conv_graph
+from test_signed_inputs_lava_free import normalised
 
 T = 4
-
-
-def normalised(n: int, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
-    """CIFAR-like normalised pixels: (u - 0.48) / 0.2 for u uniform in [0, 1] (-2.4 .. 2.6)."""
-    return (np.random.default_rng(seed).uniform(0, 1, (n, *shape)) - 0.48) / 0.2
-
-
-def test_signed_quantisation_rule_and_unsigned_unchanged() -> None:
-    x = np.array([-3.0, -2.0, -0.0079, -0.0078, 0.0, 0.0078, 1.0, 2.0, 5.0])
-    scale = 127 / 2.0
-    assert fx.quantize_input(x, scale, signed=True).tolist() == [-127, -127, -1, 0, 0, 0, 64, 127, 127]
-    # Halves round up (towards +inf), as for unsigned inputs.
-    assert fx.quantize_input(np.array([-0.5, 0.5, -1.5]), 1.0, signed=True).tolist() == [0, 1, -1]
-    assert fx.quantize_input(x, 255 / 2.0).tolist() == [0, 0, 0, 0, 0, 1, 128, 255, 255]
-    assert fx.input_range(8, signed=True) == (-127, 127) and fx.input_range(8) == (0, 255)
-    assert fx.input_range(16, signed=True) == (-32767, 32767) and fx.input_range(24, True)[1] == 2**23 - 1
-    # 16-bit: floor(x * 16383.5 + 1/2): -0.0079 -> floor(-128.93) = -129, 0.0078 -> floor(128.29)
-    x16 = fx.quantize_input(x, 32767 / 2.0, 16, signed=True).tolist()
-    assert x16 == [-32767, -32767, -129, -128, 0, 128, 16384, 32767, 32767]
-    inp = Input(shape=(3,), x_max=2.0, signed=True)
-    assert (inp.bits, inp.levels, inp.unit) == (8, 127, 2.0 / 127)  # a bare node: 8 bits
-    assert Input(shape=(3,), x_max=2.0, signed=True, bits=16).levels == 32767
-    assert Input(shape=(3,), x_max=2.0).levels == 255
-    assert QInput(shape=(9,), scale=scale, bits=8, signed=True).max_value == 127
-    assert QInput(shape=(9,), scale=scale, bits=16, signed=True).max_value == 32767
-    assert (fx.default_input_bits(True), fx.default_input_bits(True, "loihi-lif")) == (16, 8)
-    assert fx.default_input_bits(False) == 8
-    with pytest.raises(IRError, match="spike input .* cannot be signed"):
-        Input(shape=(3,), spikes=True, signed=True).check("input")
-    with pytest.raises(IRError, match="input: signed input messages of 25 bits; use 2 to 24"):
-        Input(shape=(3,), signed=True, bits=25).check("input")
 
 
 @pytest.fixture(scope="module")
@@ -161,18 +131,6 @@ def test_nir_file_with_signed_calibration(tmp_path: Path) -> None:
     write_nir(art.float_graph, tmp_path / "again.nir", dt=float(art.float_graph.meta["dt"]))
     again = nir_to_graph(tmp_path / "again.nir").node("input")
     assert again.signed and again.bits == 16
-
-
-def test_non_finite_calibration_is_one_line(tmp_path: Path, fx_build) -> None:
-    model, _ = fx_build
-    bad = normalised(4, (1, 8, 8))
-    bad[1, 0, 2, 2] = np.nan
-    np.save(tmp_path / "bad.npy", bad)
-    with pytest.raises(InputError, match=r"bad.npy: calibration data must be finite"):
-        compile_module(
-            model, tmp_path / "out", input_shape=(1, 8, 8), timesteps=T, calibration=tmp_path / "bad.npy"
-        )
-    assert not (tmp_path / "out").exists()
 
 
 def test_input_bits_keyword_and_flag(tmp_path: Path) -> None:
