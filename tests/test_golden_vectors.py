@@ -284,6 +284,19 @@ def test_soma_floor_golden() -> None:
 
 
 # ----------------------------------------------------------------------------- signed 16-bit input
+def signed_16bit_first_layer() -> Graph:
+    """input (3, signed, 16 bits, x_max 2) -> dense (0.3, -0.2, 0.1) -> readout, two steps."""
+    g = Graph(meta={"timesteps": 2})
+    g.add("input", Input(shape=(3,), x_max=2.0, signed=True, bits=16))
+    g.add("dense0", Dense(weight=np.array([[0.3, -0.2, 0.1]])), ("input",))
+    g.add("readout", Readout(bias=np.zeros(1)), ("dense0",))
+    return g
+
+
+SIGNED_16BIT_X = np.array([[-2.0, 0.5, 1e-4]])
+SIGNED_16BIT_TRACE = [[[-607206]], [[-607206]]]  # the readout's current at both steps
+
+
 def test_signed_16bit_first_layer_current_golden() -> None:
     """The first layer's integer current from a signed 16-bit input (docs/fixed-point.md §5, §7),
     by hand. x_max = 2, 16 bits: levels 32767, scale 32767 / 2 = 16383.5;
@@ -292,25 +305,19 @@ def test_signed_16bit_first_layer_current_golden() -> None:
     Worst case 2 * 32767 * (127 + 85 + 42) = 16645636; >> 4 = 1040352 <= 2**20 < its >> 3 =
     2080704: exponent -4, and 16645636 < 2**31 (Lava's int32 sum): the mantissas stay full.
     a = (2 * (127 * -32767 - 85 * 8192 + 42 * 2)) >> 4 = -9715290 >> 4 = floor(-607205.6) = -607206,
-    and a / S with S = 2**(e + 1) * 127 / (0.3 * 2 / 32767) is -0.7004 (float: -0.69999)."""
-    from lmh_deploy.backends.lava.run import run_lava
+    and a / S with S = 2**(e + 1) * 127 / (0.3 * 2 / 32767) is -0.7004 (float: -0.69999).
+    Lava gives the same trace: tests/test_signed_inputs.py."""
     from lmh_deploy.sim.simulator import simulate
 
-    g = Graph(meta={"timesteps": 2})
-    g.add("input", Input(shape=(3,), x_max=2.0, signed=True, bits=16))
-    g.add("dense0", Dense(weight=np.array([[0.3, -0.2, 0.1]])), ("input",))
-    g.add("readout", Readout(bias=np.zeros(1)), ("dense0",))
-    q, _ = quantize_graph(g)
+    q, _ = quantize_graph(signed_16bit_first_layer())
     inp, dense = q.node("input"), q.node("dense0")
     assert (inp.bits, inp.signed, inp.scale) == (16, True, 16383.5)
     assert dense.weight_mant.tolist() == [[127, -85, 42]] and dense.weight_exp == -4
-    x_int = inp.quantize(np.array([[-2.0, 0.5, 1e-4]]))
+    x_int = inp.quantize(SIGNED_16BIT_X)
     assert x_int.tolist() == [[-32767, 8192, 2]]
     sim = simulate(q, x_int, 2)
-    lava = run_lava(q, x_int, 2)
-    for rec in (sim, lava):
-        assert rec.readout_trace.tolist() == [[[-607206]], [[-607206]]]
-        assert rec.logits.tolist() == [[-1214412]]
+    assert sim.readout_trace.tolist() == SIGNED_16BIT_TRACE
+    assert sim.logits.tolist() == [[-1214412]]
     s = q.node("readout").state_scale
     assert s == pytest.approx(2**-3 * 127 / (0.3 * 2 / 32767))
     assert -607206 / s == pytest.approx(-0.70039, abs=1e-5)

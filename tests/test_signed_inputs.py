@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from shared import digits_mlp_checkpoint, invoke, paper_clone
 from test_foreign_torch import randomise
 from test_lava_equivalence import assert_bit_exact
+from test_golden_vectors import SIGNED_16BIT_TRACE, SIGNED_16BIT_X, signed_16bit_first_layer
 from test_nir import hand_made_conv_graph
 from test_signed_inputs_lava_free import normalised
 
@@ -163,3 +164,15 @@ def test_input_bits_keyword_and_flag(tmp_path: Path) -> None:
     )
     assert res.exit_code == 2 and "--input-bits" in res.output and "24" in res.output, res.output
     assert not (tmp_path / "x").exists()
+
+
+def test_signed_16bit_first_layer_current_golden_on_lava() -> None:
+    """Lava fixed_pt gives the hand-derived readout current of
+    test_golden_vectors.py::test_signed_16bit_first_layer_current_golden (-607206 at both
+    steps, logit -1214412) from a signed 16-bit input."""
+    from lmh_deploy.passes.quantize import quantize_graph
+
+    q, _ = quantize_graph(signed_16bit_first_layer())
+    lava = run_lava(q, q.node("input").quantize(SIGNED_16BIT_X), 2)
+    assert lava.readout_trace.tolist() == SIGNED_16BIT_TRACE
+    assert lava.logits.tolist() == [[-1214412]]
