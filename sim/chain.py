@@ -324,8 +324,12 @@ class Chain:
         return ChainResult(counts, trace, sat, active, synops, states)
 
 
-def _filled(batch: int, n: int, value: int, dtype) -> np.ndarray:
-    """A (batch, n) array of ``value`` (``np.full`` costs a few microseconds more)."""
+def _filled(batch: int, n: int, value: int | np.ndarray, dtype) -> np.ndarray:
+    """A (batch, n) array of ``value``, one number or (n,) per neuron (``np.full`` costs a
+    few microseconds more)."""
     a = np.empty((batch, n), dtype)
-    a.fill(value)
+    if np.ndim(value):
+        a[:] = value
+    else:
+        a.fill(value)
     return a

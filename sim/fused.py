@@ -64,7 +64,7 @@ def kernel_form(p) -> KernelForm:
     peak_f = int(np.abs(factors).max(initial=0))
     bias_d = int(np.abs(p.bias_d).max(initial=0))
     bias_s = int(np.abs(p.bias_s).max(initial=0))
-    in_range = [abs(int(v)) <= STATE_LIMIT for v in (p.reset_value, p.v_d_init, p.v_s_init)]
+    in_range = [int(np.abs(v).max()) <= STATE_LIMIT for v in (p.reset_value, p.v_d_init, p.v_s_init)]
     ok = (
         peak_f <= FACTOR_SAFE
         and bias_d <= INT32_SAFE

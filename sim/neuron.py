@@ -102,7 +102,7 @@ def initial_state(p: NeuronParams, batch: int, like=None) -> NeuronState:
 
     kw = {"device": like.device}
     return NeuronState(
-        torch.full(shape, p.v_d_init, dtype=torch.int64, **kw),
+        torch.as_tensor(np.full(shape, p.v_d_init, np.int64), **kw),
         torch.full(shape, p.v_s_init, dtype=torch.int64, **kw),
         torch.zeros(shape, dtype=torch.bool, **kw),
         torch.zeros(shape, dtype=torch.bool, **kw),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lmh_deploy.semantics.integer import LMHFixedParams
+from lmh_deploy.semantics.integer import LMHFixedParams, initial_ints
 from lmh_deploy.semantics.profiles import get_profile
 
 #: Rounding of a factor product ``f * v / 4096`` (codes shared by every kernel).
@@ -36,7 +36,7 @@ class NeuronParams:
     bias_s: np.ndarray  # (n,) int64 added to the soma
     theta: int
     reset_value: int
-    v_d_init: int
+    v_d_init: int | np.ndarray  # one value per layer, or (n,) per neuron
     v_s_init: int
     input_shift: int
     rounding: int  # ROUNDING_CODES
@@ -110,7 +110,7 @@ def neuron_params(node) -> NeuronParams:
         bias_s=bias if profile.bias_to == "soma" else zero,
         theta=theta,
         reset_value=int(node.reset_value),
-        v_d_init=int(node.v_d_init),
+        v_d_init=initial_ints(node.v_d_init),
         v_s_init=theta // 2 if node.v_s_init is None else int(node.v_s_init),
         input_shift=int(profile.input_shift),
         rounding=ROUNDING_CODES[profile.rounding],

@@ -44,7 +44,8 @@ def _assert_lava_equals_sim(g: Graph, x: np.ndarray, steps: int) -> dict[str, fl
 
 def test_lava_fixed_pt_equals_sim_for_every_rule_combination() -> None:
     """One chain of 8 LM-H layers under the lmh profile, each with another rule combination
-    (reset x threshold test x timing) and its own initial states and reset value."""
+    (reset x threshold test x timing) and its own initial states (every other layer's initial
+    dendrite per neuron) and reset value."""
     rng = np.random.default_rng(6)
     layers = []
     for reset, test, timing in RULE_COMBOS:
@@ -60,7 +61,7 @@ def test_lava_fixed_pt_equals_sim_for_every_rule_combination() -> None:
                 "reset_value": int(rng.integers(-5000, 5000)),
                 "threshold_test": test,
                 "reset_timing": timing,
-                "v_d_init": int(rng.integers(-900, 900)),
+                "v_d_init": rng.integers(-900, 900, 7) if len(layers) % 2 else int(rng.integers(-900, 900)),
                 "v_s_init": None if reset == "subtract" else int(rng.integers(0, 9000)),
                 "weight_exp": 4 if not layers else 9,
             }
@@ -103,7 +104,8 @@ def test_lava_fixed_pt_equals_sim_under_loihi_lif_with_wrap_and_clip() -> None:
 
 def test_lava_fixed_pt_equals_sim_under_cuba_with_current_decays_near_one() -> None:
     """cuba: lmh's arithmetic with synaptic current decays up to 4095/4096 (rockpool's
-    LIFTorch, 0.95 at its defaults), a dendrite offset (v_d_init) and drive, graded spikes and
+    LIFTorch, 0.95 at its defaults), a dendrite offset per neuron (v_d_init: rockpool's trained
+    per-neuron bias) and drive, graded spikes and
     binary ones; large inputs saturate the slowly decaying current, counted alike."""
     rng = np.random.default_rng(11)
     layers = [
@@ -114,7 +116,7 @@ def test_lava_fixed_pt_equals_sim_under_cuba_with_current_decays_near_one() -> N
             lam_d=np.full((1, 1), 4096),
             lam_s=rng.integers(3000, 4096, (1, 7)),
             bias=rng.integers(-300, 300, 7),
-            v_d_init=2000,
+            v_d_init=rng.integers(-3000, 3000, 7),
             v_s_init=0,
             max_spikes=9,
             profile="cuba",

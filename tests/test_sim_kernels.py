@@ -423,7 +423,7 @@ def test_kernels_equal_semantics_lmh_step_for_every_profile_and_rule(rules, seed
             lam_s=rng.integers(2048, 6144, (1, n)),
             bias=rng.integers(-500, 500, n),
             reset_value=int(rng.integers(-999, 999)),
-            v_d_init=int(rng.integers(-99, 99)),
+            v_d_init=rng.integers(-99, 99, n),  # per neuron (a rockpool bias)
             v_s_init=int(rng.integers(-99, 999)),
         )
     else:

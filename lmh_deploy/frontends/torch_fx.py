@@ -234,6 +234,8 @@ def make_lmh(spec: NeuronSpec, shape: tuple[int, ...], bias: np.ndarray, where: 
         raise NeuronError(f"{where}: factors have different numbers of time rows {sorted(rows)}")
     have = {f.name for f in fields(LMH)}
     rules: dict[str, Any] = {k: v for k, v in spec.rules.items() if k in have}
+    if np.ndim(rules.get("v_d_init", 0.0)):  # per neuron (or per channel)
+        rules["v_d_init"] = _per_neuron(np.asarray(rules["v_d_init"])[None], shape, "v_d_init", where)[0]
     missing = {
         k: v for k, v in spec.rules.items() if k not in have and LMH_DEFAULT_RULES.get(k, spec.theta / 2) != v
     }

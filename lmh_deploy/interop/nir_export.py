@@ -353,7 +353,7 @@ def _rules(node: LMH) -> dict[str, Any]:
 
 def _is_nir_native(node: LMH) -> bool:
     rules = _rules(node)
-    return bool(rules) and all(rules[k] == v for k, v in NIR_RULES.items() if k != "reset_value")
+    return bool(rules) and all(np.all(rules[k] == v) for k, v in NIR_RULES.items() if k != "reset_value")
 
 
 class _Writer:
@@ -462,7 +462,7 @@ class _Writer:
         plan = self.plans[name]
         meta: dict[str, Any] = {"lmh_theta": float(node.theta), "lmh_exact": int(plan.exact)}
         if not _is_nir_native(node):
-            meta["lmh_rules"] = {
+            meta["lmh_rules"] = {  # a per-neuron v_d_init as its array
                 k: (float(v) if isinstance(v, (int, float, np.floating)) else v)
                 for k, v in _rules(node).items()
             }

@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 
 from lmh_deploy.ir.base import IRError, Node, check_finite
-from lmh_deploy.semantics.integer import MAX_SPIKES
+from lmh_deploy.semantics.integer import MAX_SPIKES, per_neuron_or_one
 
 
 @dataclass(frozen=True)
@@ -267,7 +267,9 @@ class LMH(RuleChoices):
     ``reset_timing`` "same-step" (a spike at t resets vS at t) or "next-step" (snnTorch's
     ``reset_delay``: the reset of a spike at t is applied at t+1 after the integration
     and before the threshold test); initial states ``v_d_init``, ``v_s_init`` (None is
-    the paper's theta / 2, filled in on construction).
+    the paper's theta / 2, filled in on construction). ``v_d_init`` may differ per neuron, an
+    (n,) array (rockpool's per-neuron bias starts the dendrite; an array holding one value
+    is stored as that number).
 
     ``max_spikes`` K > 1 makes the layer emit graded spikes (sinabs ``MultiSpike``, rockpool
     ``max_spikes_per_dt``): up to K spikes a step, as many as multiples of theta the soma
@@ -286,7 +288,7 @@ class LMH(RuleChoices):
     lam_s: np.ndarray
     bias: np.ndarray
     reset_value: float = 0.0
-    v_d_init: float = 0.0
+    v_d_init: float | np.ndarray = 0.0
     v_s_init: float | None = None
     max_spikes: int = 1
     v_s_min: float | None = None
@@ -301,6 +303,7 @@ class LMH(RuleChoices):
     }
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "v_d_init", per_neuron_or_one(self.v_d_init))
         super().__post_init__()
         if self.v_s_init is None:
             object.__setattr__(self, "v_s_init", float(self.theta) / 2)
@@ -315,7 +318,7 @@ class LMH(RuleChoices):
             "reset_value": self.reset_value,
             "threshold_test": self.threshold_test,
             "reset_timing": self.reset_timing,
-            "v_d_init": self.v_d_init,
+            "v_d_init": self.v_d_init.tolist() if isinstance(self.v_d_init, np.ndarray) else self.v_d_init,
             "v_s_init": self.v_s_init,
         }
 
@@ -345,12 +348,23 @@ class LMH(RuleChoices):
             raise IRError(f"{name}: bias shape {self.bias.shape} != ({self.size},)")
         check_finite(name, "bias", self.bias)
         super().check(name)  # the rules
+        if isinstance(self.v_d_init, np.ndarray):
+            check_per_neuron(name, "v_d_init", self.v_d_init, self.size)
+            check_finite(name, "v_d_init", self.v_d_init)
         for what in ("reset_value", "v_d_init", "v_s_init", "v_s_min"):
             value = getattr(self, what)
-            if what == "v_s_min" and value is None:
+            if (what == "v_s_min" and value is None) or isinstance(value, np.ndarray):
                 continue
             if not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
                 raise IRError(f"{name}: {what} must be a finite number, got {value!r}")
+
+
+def check_per_neuron(name: str, what: str, value: np.ndarray, size: int) -> None:
+    """Raise :class:`IRError` naming the layer unless ``value`` holds one entry per neuron."""
+    if value.shape != (size,):
+        raise IRError(
+            f"{name}: {what} must be one number or one per neuron ({size},), got shape {value.shape}"
+        )
 
 
 def check_max_spikes(name: str, max_spikes: object, reset_timing: str) -> None:

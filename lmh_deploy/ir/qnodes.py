@@ -9,7 +9,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from lmh_deploy.ir.base import IRError, Node, check_integers, check_positive
-from lmh_deploy.ir.nodes import Conv2d, MaxPool, ReadoutFields, RuleChoices, check_max_spikes
+from lmh_deploy.ir.nodes import (
+    Conv2d,
+    MaxPool,
+    ReadoutFields,
+    RuleChoices,
+    check_max_spikes,
+    check_per_neuron,
+)
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import PROFILES
 
@@ -172,10 +179,14 @@ class QLMH(RuleChoices):
     state_scale: float
     profile: str = "lmh"
     reset_value: int = 0
-    v_d_init: int = 0
+    v_d_init: int | np.ndarray = 0  # one value, or one per neuron (as the float node's)
     v_s_init: int | None = None
     max_spikes: int = 1
     v_s_min: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "v_d_init", fx.per_neuron_or_one(self.v_d_init))
+        super().__post_init__()
 
     def output_size(self) -> int:
         return self.size
@@ -209,6 +220,8 @@ class QLMH(RuleChoices):
         if self.bias.shape != (self.size,):
             raise IRError(f"{name}: bias shape {self.bias.shape} != ({self.size},)")
         check_integers(name, "bias", self.bias, fx.STATE_MIN, fx.STATE_MAX)
+        if isinstance(self.v_d_init, np.ndarray):
+            check_per_neuron(name, "v_d_init", self.v_d_init, self.size)
         for what in ("reset_value", "v_d_init", "v_s_init", "v_s_min"):
             if getattr(self, what) is not None:
                 check_integers(name, what, getattr(self, what), fx.STATE_MIN, fx.STATE_MAX)

@@ -135,7 +135,7 @@ def state_scale_cap(node: Any, prof: NumericProfile) -> float:
     states stays refused by :func:`to_state_int`: it means a broken layer, not fine weights.)"""
     if not isinstance(node, LMH):
         return math.inf
-    values = [float(node.theta), abs(float(node.reset_value)), abs(float(node.v_d_init))]
+    values = [float(node.theta), abs(float(node.reset_value)), float(np.abs(node.v_d_init).max())]
     values += [] if node.v_s_init is None else [abs(float(node.v_s_init))]
     # 0.999: round(value * cap) must not round up past STATE_MAX
     return 0.999 * fx.STATE_MAX / max(values) / (1 << prof.input_shift)
@@ -173,7 +173,7 @@ def quantize_neuron(
         "threshold_test": node.threshold_test,
         "reset_timing": node.reset_timing,
         "reset_value": int(to_state_int(node.reset_value, s, "reset_value", name)),
-        "v_d_init": int(to_state_int(node.v_d_init, s, "v_d_init", name)),
+        "v_d_init": fx.initial_ints(to_state_int(node.v_d_init, s, "v_d_init", name)),
         "v_s_init": v_s_init,
         "max_spikes": int(node.max_spikes),
         "v_s_min": None if node.v_s_min is None else int(to_state_int(node.v_s_min, s, "v_s_min", name)),

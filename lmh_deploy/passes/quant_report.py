@@ -42,7 +42,7 @@ def worst_case_state_bound(node: QLMH, max_current: int, timesteps: int) -> dict
         float(np.abs(getattr(node, f)).max()) / fx.FACTOR_ONE for f in ("mu_d", "mu_s", "lam_d", "lam_s")
     )
     drive = max_current + float(np.abs(node.bias).max(initial=0))
-    v_d = float(abs(node.v_d_init))
+    v_d = float(np.abs(node.v_d_init).max())
     v_s = float(abs(node.theta / 2 if node.v_s_init is None else node.v_s_init))
     peak_d, peak_s = v_d, v_s
     for _ in range(timesteps):

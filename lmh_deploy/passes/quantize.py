@@ -230,7 +230,7 @@ def _exact_layer(graph: Graph, q: Graph, name: str, w_scale: float, prof: Numeri
             reset_value=int(_exact_ints(name, "reset_value", node.reset_value * s)),
             threshold_test=node.threshold_test,
             reset_timing=node.reset_timing,
-            v_d_init=int(_exact_ints(name, "v_d_init", node.v_d_init * s)),
+            v_d_init=fx.initial_ints(_exact_ints(name, "v_d_init", np.asarray(node.v_d_init) * s)),
             v_s_init=int(_exact_ints(name, "v_s_init", float(node.v_s_init or 0.0) * s)),
             mu_d=layer.codes["mu_d"],
             mu_s=layer.codes["mu_s"],

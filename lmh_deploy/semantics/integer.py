@@ -188,7 +188,7 @@ class LMHFixedParams:
     reset_value: int = 0
     threshold_test: str = ">="
     reset_timing: str = "same-step"
-    v_d_init: int = 0
+    v_d_init: int | np.ndarray = 0  # one value per layer, or (n,) per neuron (a per-neuron offset)
     v_s_init: int | None = None  # None: theta // 2 (the paper's code starts at half threshold)
     max_spikes: int = 1  # K > 1: graded spikes, up to K a step (spike_count)
     v_s_min: int | None = None  # a floor v_s is clipped to after the reset (None: none)
@@ -198,15 +198,32 @@ class LMHFixedParams:
         k = min(step, self.mu_d.shape[0] - 1)
         return self.mu_d[k], self.mu_s[k], self.lam_d[k], self.lam_s[k]
 
-    def initial_values(self) -> tuple[int, int]:
-        """``(v_d, v_s)`` every neuron starts a sample with."""
+    def initial_values(self) -> tuple[int | np.ndarray, int]:
+        """``(v_d, v_s)`` every sample starts with (``v_d`` an (n,) array where it is per neuron)."""
         v_s = self.theta // 2 if self.v_s_init is None else self.v_s_init
-        return int(self.v_d_init), int(v_s)
+        return initial_ints(self.v_d_init), int(v_s)
 
     def initial_state(self, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """Initial ``(v_d, v_s)`` as int64 numpy arrays of ``shape``."""
+        """Initial ``(v_d, v_s)`` as int64 numpy arrays of ``shape`` (..., n)."""
         v_d, v_s = self.initial_values()
         return np.full(shape, v_d, np.int64), np.full(shape, v_s, np.int64)
+
+
+def per_neuron_or_one(value: Any) -> Any:
+    """A per-neuron value (an initial state) as the one number it holds where every neuron
+    holds the same (a layer's usual case, stored and reported as before), else its 1-D array.
+    Scalars pass unchanged."""
+    if np.ndim(value) == 0:
+        return value
+    arr = np.asarray(value).reshape(-1)
+    if arr.size and np.all(arr == arr[0]):
+        return arr[0].item()
+    return arr
+
+
+def initial_ints(value: Any) -> int | np.ndarray:
+    """An integer initial state, one per layer (an ``int``) or per neuron (an int64 array)."""
+    return int(value) if np.ndim(value) == 0 else np.asarray(value, np.int64)
 
 
 def layer_params(node, convert=None) -> LMHFixedParams:
@@ -227,7 +244,7 @@ def layer_params(node, convert=None) -> LMHFixedParams:
         reset_value=int(node.reset_value),
         threshold_test=node.threshold_test,
         reset_timing=node.reset_timing,
-        v_d_init=int(node.v_d_init),
+        v_d_init=initial_ints(node.v_d_init),
         v_s_init=None if node.v_s_init is None else int(node.v_s_init),
         max_spikes=int(getattr(node, "max_spikes", 1)),
         v_s_min=None if getattr(node, "v_s_min", None) is None else int(node.v_s_min),

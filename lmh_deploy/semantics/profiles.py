@@ -9,7 +9,9 @@ why it exists; :func:`lmh_deploy.semantics.integer.lmh_step` implements all of t
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
 
 from lmh_deploy.errors import InputError
 
@@ -71,7 +73,7 @@ class NumericProfile:
         threshold_test: str,
         reset_timing: str,
         reset_value: float,
-        v_d_init: float,
+        v_d_init: Any,
         v_s_init: float,
     ) -> str | None:
         """Why this profile cannot express these neuron rules, or None if it can.
@@ -94,10 +96,12 @@ class NumericProfile:
             return f"reset value {reset_value:g} (profile {self.name} resets to {self.fixed_reset_value})"
         if self.fixed_initial_state is not None:
             for what, value in (("v_d_init", v_d_init), ("v_s_init", v_s_init)):
-                if value != self.fixed_initial_state:
+                values = np.asarray(value).reshape(-1)
+                if np.any(values != self.fixed_initial_state):
+                    shown = f"{values[values != self.fixed_initial_state][0]:g}"
                     return (
-                        f"{what} {value:g} (profile {self.name} starts every state at "
-                        f"{self.fixed_initial_state})"
+                        f"{what} {shown}{' (per neuron)' if values.size > 1 else ''} (profile "
+                        f"{self.name} starts every state at {self.fixed_initial_state})"
                     )
         return None
 

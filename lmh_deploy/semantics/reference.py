@@ -51,16 +51,17 @@ class NeuronLayer(Protocol):
     def reset_timing(self) -> str: ...
 
     @property
-    def v_d_init(self) -> float: ...
+    def v_d_init(self) -> float | np.ndarray: ...
 
     @property
     def v_s_init(self) -> float | None: ...
 
 
 def float_initial_state(layer: NeuronLayer, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """``(v_d, v_s)`` every sample starts from, as float64 arrays of ``shape``."""
+    """``(v_d, v_s)`` every sample starts from, as float64 arrays of ``shape`` (..., n)
+    (``v_d`` per neuron where ``v_d_init`` is an (n,) array)."""
     v_s = layer.theta / 2 if layer.v_s_init is None else layer.v_s_init
-    return np.full(shape, float(layer.v_d_init)), np.full(shape, float(v_s))
+    return np.full(shape, np.asarray(layer.v_d_init, np.float64)), np.full(shape, float(v_s))
 
 
 def lmh_float_step(

@@ -30,6 +30,13 @@ def mlp(hidden: int = 32, tau: float = 20e-3, bias: float = 0.0) -> object:
     return Sequential(LinearTorch((64, hidden)), lif, LinearTorch((hidden, 10)))
 
 
+def mlp_trained_bias(hidden: int = 32, tau: float = 20e-3) -> object:
+    """``mlp`` with ``LIFTorch``'s default bias (no ``bias=`` argument): a trainable
+    per-neuron parameter, 0 at first, that training leaves different for every neuron."""
+    lif = LIFTorch(hidden, tau_mem=Constant(tau), tau_syn=Constant(tau))
+    return Sequential(LinearTorch((64, hidden)), lif, LinearTorch((hidden, 10)))
+
+
 def tutorial_mlp(hidden: int = 32) -> object:
     """The Hello-MNIST network: two ``LinearTorch -> LIFTorch`` layers with the tutorial's
     constants (dt = 10 ms, tau_mem = 100 ms, tau_syn = 50 ms: alpha = 0.905, beta = 0.819);

@@ -79,7 +79,8 @@ class _Neuron:
         self.thr, self.v_reset = get("v_threshold"), get("v_reset")
         self.rules = rules or {}
         self.v = np.full(shape, float(self.rules.get("v_s_init", 0.0)))
-        self.i = np.full(shape, float(self.rules.get("v_d_init", 0.0)))
+        v_d_init = np.asarray(self.rules.get("v_d_init", 0.0), np.float64)  # one, or per neuron
+        self.i = np.full(shape, v_d_init if v_d_init.ndim == 0 else v_d_init.reshape(shape))
         self.s_prev = np.zeros(shape, bool)
         self.get = get
 

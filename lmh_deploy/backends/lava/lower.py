@@ -199,7 +199,7 @@ def build_layers(
                 reset_value=number(node.reset_value),
                 threshold_test=node.threshold_test,
                 reset_timing=node.reset_timing,
-                v_d_init=number(node.v_d_init),
+                v_d_init=np.asarray(node.v_d_init, np.int64 if number is int else np.float64),
                 v_s_init=None if node.v_s_init is None else number(node.v_s_init),
                 max_spikes=int(node.max_spikes),
                 v_s_min=None if node.v_s_min is None else number(node.v_s_min),

@@ -31,7 +31,8 @@ class NeuronSpec:
     amplitude: float
     factors: dict[str, np.ndarray]
     v_s_init: float
-    v_d_init: float = 0.0
+    #: the initial dendrite: a number, or one value per neuron (rockpool's per-neuron bias)
+    v_d_init: float | np.ndarray = 0.0
     reset: str = "subtract"  # subtract theta | set to reset_value
     reset_value: float = 0.0
     threshold_test: str = ">="  # ">=" | ">"
@@ -55,7 +56,9 @@ class NeuronSpec:
             "reset_value": float(self.reset_value),
             "threshold_test": self.threshold_test,
             "reset_timing": self.reset_timing,
-            "v_d_init": float(self.v_d_init),
+            "v_d_init": np.asarray(self.v_d_init, np.float64)
+            if np.ndim(self.v_d_init)
+            else float(self.v_d_init),
             "v_s_init": float(self.v_s_init),
             "max_spikes": int(self.max_spikes),
             "v_s_min": None if self.v_s_min is None else float(self.v_s_min),

@@ -14,12 +14,13 @@ calls (``self.vmem = vmem[0]``), so one call of a ``(B, T, N)`` batch from a fre
 the run that is deployed (:func:`lmh_deploy.frontends.rockpool.per_step_view`).
 
 LM-H form, in units of the neuron's threshold (``thr``): the dendrite is the synaptic current
-plus the bias, ``v_d = (isyn + bias) / thr``: ``mu_d = beta``, a constant drive
-``bias (1 - beta) / thr`` per step, initial ``bias / thr`` (one value per layer: the IR's
-``v_d_init``); ``mu_s = 0``, ``lam_d = 1``, ``lam_s = alpha``, theta 1, ``>=``, subtractive
-reset, graded spikes (``max_spikes``: ``max_spikes_per_dt``, the default 2**16 capped at
-:data:`~lmh_deploy.semantics.integer.MAX_SPIKES`, the most one 8-bit message holds). The
-input gain ``beta / thr`` is folded into the rows of the ``LinearTorch`` before the neuron by
+plus the bias, ``v_d = (isyn + bias) / thr``: ``mu_d = beta``, a constant drive ``bias (1 -
+beta) / thr`` per step, initial ``bias / thr`` (the IR's ``v_d_init``, one value per neuron
+where the bias is trained, rockpool's default); ``mu_s = 0``, ``lam_d = 1``, ``lam_s =
+alpha``, theta 1, ``>=``, subtractive reset, graded spikes (``max_spikes``:
+``max_spikes_per_dt``, the default 2**16 capped at
+:data:`~lmh_deploy.semantics.integer.MAX_SPIKES`, the most one 8-bit message holds). The input
+gain ``beta / thr`` is folded into the rows of the ``LinearTorch`` before the neuron by
 ``per_step_view``; the spec below assumes it. A current decay above 1/2 (0.95 at rockpool's
 default 20 ms and dt = 1 ms) deploys under ``--profile cuba`` (docs/fixed-point.md §11).
 """
@@ -111,12 +112,6 @@ class RockpoolLIFAdapter(NeuronAdapter):
         alpha, beta = decays(module, where)
         n = int(module.size_out)
         offset = _values(module.bias, n) / thresholds(module, where)  # the bias in thresholds
-        if np.ptp(offset) > 0:
-            raise NeuronError(
-                f"{where}: bias / threshold varies per neuron ({offset.min():g}..{offset.max():g}); "
-                f"LM-H's dendrite holds the bias as one initial offset per layer: hold it fixed "
-                f"with bias=Constant(b) as rockpool's tutorials do"
-            )
         cap = float(module.max_spikes_per_dt)
         if cap < 1:
             raise NeuronError(f"{where}: max_spikes_per_dt={cap:g} must be >= 1")
@@ -126,7 +121,7 @@ class RockpoolLIFAdapter(NeuronAdapter):
             amplitude=1.0,
             factors={"mu_d": beta[None], "mu_s": zeros, "lam_d": ones, "lam_s": alpha[None]},
             v_s_init=0.0,
-            v_d_init=float(offset[0]),
+            v_d_init=offset,  # per neuron (a trained bias); one number where all are equal
             bias=offset * (1.0 - beta),
             threshold_test=">=",
             reset="subtract",

@@ -42,7 +42,7 @@ class AbstractLMHModel(PyLoihiProcessModel):
             spikes = np.zeros(self.s_out.shape, dtype=np.int32 if graded else bool)
         else:
             if step == 0:  # a new sample starts from the initial state
-                self.v_d[:] = self.v_d_init[0]
+                self.v_d[:] = self.v_d_init
                 self.v_s[:] = self.v_s_init[0]
             spikes = self.update(step, a_in)
             self.s_prev[:] = spikes
@@ -154,7 +154,7 @@ class _LMHFixed(AbstractLMHModel):
             reset_value=int(self.reset_value[0]),
             threshold_test=self.rule("threshold_test"),
             reset_timing=self.rule("reset_timing"),
-            v_d_init=int(self.v_d_init[0]),
+            v_d_init=self.v_d_init.astype(np.int64),
             v_s_init=int(self.v_s_init[0]),
             max_spikes=int(self.proc_params["max_spikes"]),
             v_s_min=self.proc_params["v_s_min"],

@@ -23,7 +23,7 @@ class LMHNeuron(AbstractProcess):
     profile : numeric profile name (``fixed_pt``: rounding, overflow, input shift, bias).
     reset, reset_value, threshold_test, reset_timing, v_d_init, v_s_init : the neuron
         rules (see :class:`lmh_deploy.ir.LMH`); ``v_s_init`` None is ``theta / 2``
-        (``theta // 2`` in integers).
+        (``theta // 2`` in integers); ``v_d_init`` one value or (n,), one per neuron.
     start_step : the neuron is idle (no update, no spike) for global steps ``<= start_step``;
         compensates the one-step delay of each upstream Dense.
     reset_interval : states return to ``v_d = 0, v_s = theta/2`` every this many active
@@ -59,7 +59,7 @@ class LMHNeuron(AbstractProcess):
         reset_value: float = 0,
         threshold_test: str = ">=",
         reset_timing: str = "same-step",
-        v_d_init: float = 0,
+        v_d_init: float | np.ndarray = 0,
         v_s_init: float | None = None,
         max_spikes: int = 1,
         v_s_min: float | None = None,
@@ -105,11 +105,12 @@ class LMHNeuron(AbstractProcess):
         if record:
             self.spikes_to_host.flag_external_pipe(buffer_size=self.recorded_steps)
             self.state_to_host.flag_external_pipe(buffer_size=1)
+        v_d_init = np.broadcast_to(np.asarray(v_d_init).reshape(-1), (size,)).reshape(shape).copy()
         self.v_d = Var(shape=shape, init=v_d_init)
         self.v_s = Var(shape=shape, init=v_s_init)
         self.s_prev = Var(shape=shape, init=0)  # last step's spikes (next-step reset timing)
         self.reset_value = Var(shape=(1,), init=reset_value)
-        self.v_d_init = Var(shape=(1,), init=v_d_init)
+        self.v_d_init = Var(shape=shape, init=v_d_init)  # per neuron (a rockpool bias, say)
         self.v_s_init = Var(shape=(1,), init=v_s_init)
         self.theta = Var(shape=(1,), init=theta)
         self.bias = Var(shape=shape, init=np.asarray(bias).reshape(shape))
