@@ -108,7 +108,7 @@ def test_exponent_hand_examples() -> None:
 
 def test_state_scale_definition() -> None:
     wq = quantize_weights(np.array([[0.5, -0.25]]), 1)
-    assert state_scale(wq) == 2 ** (wq.exp + 1) * wq.scale  # S = 2^(exp+1) * s_w
+    assert state_scale(wq.scale, wq.exp) == 2 ** (wq.exp + 1) * wq.scale  # S = 2^(exp+1) * s_w
 
 
 @settings(max_examples=150, deadline=None)

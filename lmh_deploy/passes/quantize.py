@@ -142,7 +142,7 @@ def _quantize_layer(
     for path, mant in zip(paths, mants):
         q.add(path.name, _qdense(path, mant, w_scale, exp), (path.source,))
     layer = LayerQuant(name=name, node=node, paths=paths, mants=mants, weight_scale=w_scale, weight_exp=exp)
-    s = state_scale(WeightQuant(mants[0], w_scale, exp))
+    s = state_scale(w_scale, exp)
     inputs = tuple(p.name for p in paths)
     if isinstance(node, Readout):  # a readout sums raw a_in
         bias = to_state_int(node.bias, s, "bias", name)
@@ -194,7 +194,7 @@ def quantize_graph(
 
 def _exact_ints(name: str, what: str, value: Any) -> np.ndarray:
     """``value`` (float) as the integers it holds; an IRError if it holds none."""
-    ints = np.rint(np.asarray(value, np.float64))
+    ints = np.rint(value)
     if not np.allclose(ints, value, rtol=0, atol=1e-6):
         raise IRError(f"{name}: {what} is not an integer at the imported file's scale")
     return ints.astype(np.int64)
@@ -209,7 +209,7 @@ def _exact_layer(graph: Graph, q: Graph, name: str, w_scale: float, prof: Numeri
     for path, mant in zip(paths, mants):
         q.add(path.name, _qdense(path, mant, w_scale, 0), (path.source,))
     layer = LayerQuant(name=name, node=node, paths=paths, mants=mants, weight_scale=w_scale, weight_exp=0)
-    s = state_scale(WeightQuant(mants[0], w_scale, 0))
+    s = state_scale(w_scale, 0)
     inputs = tuple(p.name for p in paths)
     if isinstance(node, Readout):
         bias = _exact_ints(name, "bias", node.bias * s)

@@ -160,6 +160,7 @@ def quantize_weights(w_eff: np.ndarray, max_presyn: int) -> WeightQuant:
     return WeightQuant(mant=mant, scale=scale, exp=exp)
 
 
-def state_scale(wq: WeightQuant) -> float:
-    """Integer state units per float unit of the layer fed by ``wq``."""
-    return float(fx.WEIGHT_LAVA_SCALE * 2.0**wq.exp * wq.scale)
+def state_scale(weight_scale: float, weight_exp: int) -> float:
+    """Integer state units per float unit of a layer whose weights were quantised at
+    ``weight_scale`` (mantissa units per float unit) and exponent ``weight_exp``."""
+    return float(fx.WEIGHT_LAVA_SCALE * 2.0**weight_exp * weight_scale)
