@@ -1,7 +1,7 @@
 """Source vs deployed prediction agreement of a trained network of the paper's kinds.
 
-    nice -n 10 python bench/paper_agreement.py --kind resnet19-TEBN --epochs 3 --train-samples 400 \
-        --batch 8 --lr 0.001 --keep DIR --json out.json
+    nice -n 10 python bench/paper_agreement.py --kind resnet19-TEBN --hybrid-ann-epochs 5 --epochs 0 \
+        --train-samples 600 --batch 16 --ann-lr 0.05 --ann-thresh 2 --samples 64 --keep DIR --json out.json
 
 Trains the network as ``tests/test_paper_trained.py`` does (built by the builder file inside
 the fake clone ``tests/paper_clone``, as the paper's main.py builds it; surrogate gradients on
@@ -18,6 +18,11 @@ suite: training it takes CPU-hours at 1200 images x 6 epochs (about 0.7 CPU s pe
 epoch, one thread), so ``--epochs`` and ``--train-samples`` make it brief; and with TEBN all
 T = 4 steps of a mini-batch go through autograd at once (about 0.35 GB per image: 64 images
 took 13 GB), so ``--micro-batch 8`` adds up the gradients of parts of 8 images (3.2 GB).
+``--hybrid-ann-epochs N`` takes the paper's cheaper hybrid route instead (its main.py): the
+QCFS ANN (TEBN in place already) trained N epochs with the paper's SGD, one pass per image and
+no T loop (about 0.14 CPU s per image and epoch for ResNet-19), converted in place by
+``replace_QCFS_by_Lneuron`` (each learnt QCFS threshold becomes its neuron's threshold; the
+weights and TEBN statistics carry over), then ``--epochs`` of SNN training (0: none).
 The JSON records the training's CPU and wall time and peak RSS and the largest peak RSS of
 the ``lmh-deploy`` commands; ``--keep DIR`` keeps the state_dict and the artifact.
 ``--lava-samples`` defaults to 0: one Lava sample of ResNet-19 was OOM-killed at 17.7 GB
@@ -60,7 +65,20 @@ def main() -> None:
         default=None,
         help="images per forward/backward pass, gradients added up over the mini-batch (peak memory)",
     )
-    ap.add_argument("--lr", type=float, default=0.01, help="Adam's initial learning rate (cosine-annealed)")
+    ap.add_argument(
+        "--lr", type=float, default=0.01, help="SNN training's initial learning rate (cosine-annealed)"
+    )
+    ap.add_argument(
+        "--sgd", action="store_true", help="SNN training with the paper's SGD (momentum 0.9), not Adam"
+    )
+    ap.add_argument(
+        "--hybrid-ann-epochs",
+        type=int,
+        default=0,
+        help="the paper's hybrid route: train the QCFS ANN this many epochs, convert, then --epochs of SNN",
+    )
+    ap.add_argument("--ann-lr", type=float, default=0.05, help="the ANN's initial SGD learning rate")
+    ap.add_argument("--ann-thresh", type=float, default=2.0, help="the QCFS ANN's initial threshold (learnt)")
     ap.add_argument("--input-bits", type=int, default=None, help="compile --input-bits (default: its own)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds each lmh-deploy command may take")
     ap.add_argument("--keep", type=Path, default=None, help="work in this new folder, not a temporary one")
@@ -93,6 +111,10 @@ def main() -> None:
             batch=args.batch,
             micro_batch=args.micro_batch,
             lr=args.lr,
+            sgd=args.sgd,
+            ann_epochs=args.hybrid_ann_epochs,
+            ann_lr=args.ann_lr,
+            ann_thresh=args.ann_thresh,
             log=log,
             extra=extra,
             timeout=args.timeout,
@@ -108,14 +130,27 @@ def main() -> None:
         "batch": args.batch,
         "micro_batch": args.micro_batch,
         "lr": args.lr,
+        "optimiser": "SGD" if args.sgd else "Adam",
+        "hybrid": None
+        if not args.hybrid_ann_epochs
+        else {
+            "ann_epochs": args.hybrid_ann_epochs,
+            "ann_lr": args.ann_lr,
+            "ann_thresh": args.ann_thresh,
+            "ann_accuracy": out["ann_accuracy"],
+            "converted_accuracy": out["converted_accuracy"],
+            "ann_cpu_s": round(out["ann_cpu_s"], 1),
+        },
         "samples": out["verify"]["samples"],
         "input": out["compile"]["input"],
         "first_layer_weight_error_rel": first["max_weight_error_rel"],
         "first_layer_weight_exp": first["weight_exp"],
         "accuracy_source": ff["accuracy_float"],
         "accuracy_deployed": ff["accuracy_fixed"],
+        "source_classes_predicted": len(set(out["source_predictions"].tolist())),
         "prediction_agreement": ff["prediction_agreement"],
         "spike_agreement": ff["spike_agreement"],
+        "run_accuracy": out["run"]["accuracy"],
         "lava_samples": lava["samples"],
         "lava_mismatches": lava["mismatched_spikes"] + lava["state_mismatches"] + lava["readout_mismatches"],
         "train_cpu_s": round(out["train_cpu_s"], 1),

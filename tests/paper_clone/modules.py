@@ -103,7 +103,23 @@ class OnlineNeuron(_TwoCompartment):
         return super().forward(x)
 
 
+class StraightThroughFloor(torch.autograd.Function):
+    """floor() whose gradient passes unchanged, so that a QCFS ANN trains (the paper's
+    ``FloorLayer``; torch.floor's own gradient is 0 everywhere)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.floor()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return grad_output
+
+
 class QCFS(nn.Module):
+    """Clip-floor-shift with ``t`` levels below the learnt threshold ``up`` (trained by
+    gradient, too: ``replace_QCFS_by_Lneuron`` makes it the neuron's threshold)."""
+
     def __init__(self, up=1.0, t=4):
         super().__init__()
         self.up = nn.Parameter(torch.tensor([up]))
@@ -111,7 +127,7 @@ class QCFS(nn.Module):
 
     def forward(self, x):
         x = x / self.up
-        x = torch.clamp(torch.floor(x * self.t + 0.5) / self.t, 0, 1)
+        x = torch.clamp(StraightThroughFloor.apply(x * self.t + 0.5) / self.t, 0, 1)
         return x * self.up
 
 
