@@ -49,6 +49,7 @@ def _float_graph(rows: int = 1, per_neuron: bool = False) -> Graph:
             lam_d=rng.uniform(0.5, 1.49, (rows, cols)),
             lam_s=rng.uniform(0.5, 1.49, (rows, cols)),
             bias=rng.normal(size=4),
+            v_d_init=rng.normal(size=4) if per_neuron else 0.0,
         ),
         ("dense0",),
     )
@@ -136,6 +137,7 @@ def _int_graph() -> Graph:
             lam_s=codes() + 4096,
             bias=rng.integers(-99, 99, 4),
             state_scale=20576.0,
+            v_d_init=rng.integers(-99, 99, 4),  # one per neuron
         ),
         ("dense0",),
     )
@@ -297,6 +299,14 @@ def test_valid_graph_passes() -> None:
         ),
         (lambda g: g.replace("lmh0", lam_d=np.ones((1, 3))), r"lmh0: factor lam_d must be"),
         (
+            lambda g: g.replace("lmh0", v_d_init=np.arange(3.0)),
+            r"lmh0: v_d_init must be one number or one per neuron \(4,\), got shape \(3,\)",
+        ),
+        (
+            lambda g: g.replace("lmh0", v_d_init=np.array([0.0, 1.0, np.nan, 2.0])),
+            r"lmh0: v_d_init has a non-finite value nan at index \[2\]",
+        ),
+        (
             lambda g: g.replace("readout", bias=np.zeros(5)),
             r"edge 'dense1' -> 'readout': readout of size 5 fed by 3 synapses",
         ),
@@ -320,6 +330,17 @@ def test_validate_errors_name_the_node(mutate, match: str) -> None:
     mutate(g)
     with pytest.raises(IRError, match=match):
         validate(g)
+
+
+def test_a_per_neuron_initial_dendrite_holding_one_value_is_that_number() -> None:
+    """``v_d_init`` per neuron is an array only where neurons differ: one value is stored,
+    compared and reported as before (a number)."""
+    g = _float_graph()
+    g.replace("lmh0", v_d_init=np.full(4, 0.25))
+    assert type(g.node("lmh0").v_d_init) is float and g.node("lmh0").v_d_init == 0.25
+    g.replace("lmh0", v_d_init=np.array([0.25, 0.5, 0.0, 1.0]))
+    assert g.node("lmh0").rules()["v_d_init"] == [0.25, 0.5, 0.0, 1.0]
+    assert not g.node("lmh0").v_d_init.flags.writeable
 
 
 def test_validate_rejects_unsupported_kind() -> None:

@@ -157,6 +157,24 @@ def test_cubalif_export_for_positive_dendrite_decay(tmp_path) -> None:
     np.testing.assert_allclose(back.node("lmh1").lam_d, [[1.2]], atol=1e-7)
 
 
+def test_per_neuron_initial_dendrite_travels_in_node_metadata(tmp_path) -> None:
+    """An initial dendrite that differs per neuron (rockpool's trained bias) is written in the
+    node's lmh_rules as its array and read back exactly; the NIR run honours it."""
+    graph = _with_rules(
+        export_model(_lmh_model(7, mu_d=0.3, mu_s=0.0, lam_d=1.2, lam_s=0.8), input_shape=(10,), timesteps=T),
+        **LMH_RULES,
+    )
+    v_d_init = np.linspace(-0.4, 0.6, graph.node("lmh0").size)
+    graph.replace("lmh0", v_d_init=v_d_init)
+    write_nir(graph, tmp_path / "c.nir", dt=1e-3)
+    g = nir.read(tmp_path / "c.nir")
+    np.testing.assert_array_equal(g.nodes["lmh0"].metadata["lmh_rules"]["v_d_init"], v_d_init)
+    _same_run(g, graph, _inputs(8))
+    back = nir_to_graph(g)
+    np.testing.assert_array_equal(back.node("lmh0").v_d_init, v_d_init)
+    assert back.node("lmh1").v_d_init == graph.node("lmh1").v_d_init == 0.0
+
+
 def test_conv_net_exports_with_conv_pool_flatten(tmp_path) -> None:
     """A conv net (conv, BN folded, avg pool, linear readout) -> Conv2d, AvgPool2d, Flatten."""
     torch.manual_seed(9)

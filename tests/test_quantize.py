@@ -500,10 +500,15 @@ def test_exact_graph_keeps_a_leaky_readout() -> None:
         (lambda g: set_item(g, "lif", "bias", 0, 1953.1259765625), r"lif: bias is not an integer"),
         (lambda g: g.replace("lif", reset_value=0.001), r"lif: reset_value is not an integer"),
         (lambda g: g.replace("lif", v_d_init=0.001), r"lif: v_d_init is not an integer"),
+        (lambda g: g.replace("lif", v_d_init=np.array([0.0, 0.001])), r"lif: v_d_init is not an integer"),
         (lambda g: g.replace("lif", v_s_init=0.001), r"lif: v_s_init is not an integer"),
         # integers (2 * 512) that Lava's LIF cannot hold: refused by the profile, by value
         (lambda g: g.replace("lif", reset_value=2.0), r"lif: .*loihi-lif cannot express reset value 1024 "),
         (lambda g: g.replace("lif", v_d_init=2.0), r"lif: .*loihi-lif cannot express v_d_init 1024 "),
+        (
+            lambda g: g.replace("lif", v_d_init=np.array([0.0, 2.0])),
+            r"lif: .*loihi-lif cannot express v_d_init 1024 \(per neuron\) \(profile loihi-lif starts",
+        ),
         (lambda g: g.replace("lif", v_s_init=2.0), r"lif: .*loihi-lif cannot express v_s_init 1024 "),
         (
             lambda g: g.replace("lif", reset_timing="next-step"),
