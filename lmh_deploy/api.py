@@ -95,7 +95,7 @@ def compile(
     timesteps: int | None = O.TIMESTEPS.default,
     calibration: Any = None,
     target: Target | str = Target.LAVA_SIM,
-    profile: str = O.PROFILE.default,
+    profile: str | None = O.PROFILE.default,
     calibration_samples: int = O.CALIBRATION_SAMPLES.default,
     dataset: Dataset | str | None = None,
     dt: float | None = O.DT.default,
@@ -121,7 +121,9 @@ def compile(
     ``calibration_samples``; negative values, e.g. normalised images, make the input signed:
     16-bit messages under ``lmh``). ``input_bits`` sets the graded input messages' width
     (1..24; docs/fixed-point.md §7). ``profile`` names the numeric profile (``lmh``: LM-H as trained;
-    ``loihi-lif``: Lava's bit-accurate LIF; :mod:`lmh_deploy.semantics.profiles`).
+    ``loihi-lif``: Lava's bit-accurate LIF; :mod:`lmh_deploy.semantics.profiles`); None: ``lmh``,
+    or ``cuba`` where only it holds a layer's synaptic current decay
+    (:func:`~lmh_deploy.passes.neurons.default_profile`; the report's ``profile_choice`` says so).
     ``bias_correction`` (default on) takes each layer's mean 8-bit weight-rounding current on
     the calibration inputs off its bias (docs/fixed-point.md). An existing ``outdir`` is
     replaced only when empty or an lmh-deploy artifact (``force``: any folder, never a file
@@ -142,7 +144,8 @@ def compile(
         check_output(outdir, "-o", kind="artifact", inputs=sources, force=force)
     if from_file:
         require_file(model)
-    get_profile(profile)
+    if profile is not None:
+        get_profile(profile)
     from torch import nn
 
     from lmh_deploy.deployment import Deployment, as_arrays

@@ -328,7 +328,7 @@ def compile(
         help="a .npy of inputs (N, *shape) to calibrate on (instead of --dataset); negative values "
         "(normalised images) are sent as signed inputs (16-bit messages under --profile lmh).",
     ),
-    profile: str = option(O.PROFILE),
+    profile: str | None = option(O.PROFILE),
     input_bits: int | None = option(O.INPUT_BITS),
     bias_correction: bool = option(O.BIAS_CORRECTION),
     force: bool = typer.Option(
@@ -364,6 +364,8 @@ def compile(
         f"({time.perf_counter() - start:.2f} s, "
         f"profile {report['profile']['name']})",
     )
+    if report.get("profile_choice"):
+        out.print(report["profile_choice"])
     if report.get("dt"):
         out.print(
             f"NIR time constants read with dt = {report['dt']['seconds']:g} s "

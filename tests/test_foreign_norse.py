@@ -117,14 +117,19 @@ def test_norse_tutorial_lif_cell_net_one_command(tmp_path: Path, digits) -> None
 
 def test_norse_lif_cell_under_lmh_profile_names_cuba_and_loihi_lif(tmp_path: Path) -> None:
     """mu_d = 1 - dt tau_syn_inv = 0.8 is outside the lmh profile's range: one line naming
-    the layer, the factor and the profiles that hold it."""
+    the layer, the factor and the profiles that hold it; without a profile, compile takes
+    cuba and says why."""
     from lmh_deploy.api import compile as compile_api
     from lmh_deploy.errors import UserError
 
     model = lif_cell_net()
+    kw = dict(input_shape=(1, 8, 8), timesteps=4, dataset="digits")
     with pytest.raises(UserError, match=r"lmh0: .*mu_d=0\.8.*--profile cuba \(or loihi-lif\)"):
-        compile_api(model, tmp_path / "b", input_shape=(1, 8, 8), timesteps=4, dataset="digits")
+        compile_api(model, tmp_path / "b", profile="lmh", **kw)
     assert not (tmp_path / "b").exists()
+    report = compile_api(model, tmp_path / "b", **kw)
+    assert report["profile"]["name"] == "cuba"
+    assert report["profile_choice"].startswith("profile cuba (no --profile given): lmh0's synaptic current")
 
 
 def test_norse_unsupported_cells_refused_by_name() -> None:

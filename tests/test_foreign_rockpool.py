@@ -12,6 +12,7 @@ float IR (every spike count equal) and deploy nets trained and saved the rockpoo
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -134,17 +135,26 @@ def test_unsupported_rockpool_modules_are_refused_in_one_line(build, message: st
 
 
 def test_lmh_profile_refusal_names_cuba_and_json_mismatch_is_one_line(tmp_path: Path) -> None:
-    """Under the default profile the current decay (0.951) is refused naming --profile cuba;
-    a JSON file of another network, or into a model that is not rockpool's, is refused in one
-    line; nothing is written."""
+    """Under profile lmh the current decay (0.951) is refused naming --profile cuba; without
+    --profile, compile picks cuba and says so in one line; a JSON file of another network, or
+    into a model that is not rockpool's, is refused in one line; nothing is written."""
     torch.manual_seed(0)
     weights = tmp_path / "net.json"
     rs.mlp().save(str(weights))  # type: ignore[attr-defined]
     args = ["--input-shape", "64", "--timesteps", rs.T, "--dataset", "digits", "-o", tmp_path / "build"]
-    res = invoke("compile", weights, "--model", f"{MODEL_FILE}:mlp", *args)
+    res = invoke("compile", weights, "--model", f"{MODEL_FILE}:mlp", "--profile", "lmh", *args)
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert "lmh0: numeric profile lmh cannot express factor mu_d=0.951229" in res.output
     assert "--profile cuba" in res.output
+    assert not (tmp_path / "build").exists()
+    res = invoke("compile", weights, "--model", f"{MODEL_FILE}:mlp", *args)
+    assert res.exit_code == 0, res.output
+    said = "profile cuba (no --profile given): lmh0's synaptic current decays by 0.9512 a step"
+    assert said in " ".join(res.output.split())  # the console wraps long lines
+    report = json.loads((tmp_path / "build" / "compile_report.json").read_text())
+    assert report["profile"]["name"] == "cuba" and report["profile_choice"].startswith(said)
+    assert load_artifact(tmp_path / "build").manifest["profile"] == "cuba"
+    shutil.rmtree(tmp_path / "build")
     other = tmp_path / "other.json"
     rs.mlp(hidden=16).save(str(other))  # type: ignore[attr-defined]
     res = invoke("compile", other, "--model", f"{MODEL_FILE}:mlp", "--profile", "cuba", *args)

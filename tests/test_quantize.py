@@ -545,3 +545,28 @@ def test_weights_tiny_beside_the_threshold_lower_the_exponent_not_refuse() -> No
     assert l0.state_scale == pytest.approx(cap)
     assert l0.theta == round(cap) <= fx.STATE_MAX
     assert d0.weight_mant.tolist() == [[2]]
+
+
+def test_default_profile_is_lmh_unless_only_cuba_holds_a_current_decay() -> None:
+    """Without --profile a net gets lmh, as always, wherever lmh holds it; cuba where lmh
+    refuses a layer's synaptic current decay (rockpool, norse) and cuba holds it, with one
+    line saying so; lmh (and so its refusal) where cuba cannot hold the layer either."""
+    from lmh_deploy.passes.neurons import default_profile
+
+    def net(**over: np.ndarray) -> Graph:
+        g = Graph()
+        g.add("input", Input(shape=(2,), x_max=1.0))
+        g.add("dense0", Dense(weight=np.ones((3, 2))), ("input",))
+        g.add("lmh0", plain_lmh(3), ("dense0",))
+        g.add("dense1", Dense(weight=np.ones((3, 3))), ("lmh0",))
+        g.add("lmh1", plain_lmh(3, **over), ("dense1",))
+        g.add("dense2", Dense(weight=np.ones((2, 3))), ("lmh1",))
+        g.add("readout", Readout(bias=np.zeros(2)), ("dense2",))
+        return g
+
+    assert default_profile(net()) == ("lmh", None)
+    assert default_profile(net(mu_d=np.full((1, 1), 0.5))) == ("lmh", None)  # lmh's top code
+    name, why = default_profile(net(mu_d=np.array([[0.2, 0.95, 0.9]])))
+    assert name == "cuba" and why is not None and "\n" not in why
+    assert why.startswith("profile cuba (no --profile given): lmh1's synaptic current decays by 0.95 a step")
+    assert default_profile(net(mu_d=np.array([[0.95, 1.0, 0.9]]))) == ("lmh", None)  # cuba refuses 1

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from lmh_deploy.ir import LMH, QLMH, IRError
+from lmh_deploy.ir import LMH, QLMH, Graph, IRError
 from lmh_deploy.semantics import integer as fx
-from lmh_deploy.semantics.profiles import NumericProfile
+from lmh_deploy.semantics.profiles import DEFAULT_PROFILE, PROFILES, NumericProfile
 
 #: Loihi's bias exponent is an unsigned 3-bit field.
 BIAS_EXP_MAX = 7
@@ -57,6 +57,32 @@ def _factor_codes(name: str, node: LMH, prof: NumericProfile) -> dict[str, Any]:
             )
         codes[fname] = fx.quantize_multiplier(value, lo, hi)
     return codes
+
+
+def _holds(name: str, node: LMH, prof: NumericProfile) -> bool:
+    """Whether ``prof`` holds every factor of ``node``."""
+    try:
+        _factor_codes(name, node, prof)
+    except IRError:
+        return False
+    return True
+
+
+def default_profile(graph: Graph) -> tuple[str, str | None]:
+    """The numeric profile a compile without one uses, and a line saying why where it is not
+    ``lmh``: ``cuba`` where ``lmh`` cannot hold some layer's synaptic current decay (``mu_d``
+    above 1/2: rockpool's ``LIFTorch``, norse's ``LIFCell``) and ``cuba`` holds every such
+    layer; ``lmh`` otherwise (then its own refusal names the layer). cuba is lmh with a wider
+    ``mu_d``, so a net that lmh holds gets lmh."""
+    lmh, cuba = PROFILES[DEFAULT_PROFILE], PROFILES["cuba"]
+    refused = [name for name in graph.of_kind("lmh") if not _holds(name, graph.node(name), lmh)]
+    if not refused or not all(_holds(name, graph.node(name), cuba) for name in refused):
+        return lmh.name, None
+    decay = float(np.max(graph.node(refused[0]).mu_d))
+    return cuba.name, (
+        f"profile cuba (no --profile given): {refused[0]}'s synaptic current decays by {decay:.4g} "
+        f"a step, more than profile lmh holds (1/2)"
+    )
 
 
 def _soma_bias(name: str, node: LMH, bias: np.ndarray, prof: NumericProfile) -> np.ndarray:

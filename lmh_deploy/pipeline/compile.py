@@ -17,6 +17,7 @@ from lmh_deploy.options import BIAS_CORRECTION, CALIBRATION_SAMPLES, INPUT_BITS,
 from lmh_deploy import __version__
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import DEFAULT_PROFILE
+from lmh_deploy.passes.neurons import default_profile
 from lmh_deploy.pipeline.artifact import (
     ArtifactError,
     atomic_directory,
@@ -347,7 +348,7 @@ def compile_model(
     dataset: str | None = None,
     timesteps: int | None = None,
     dt: float | None = None,
-    profile: str = DEFAULT_PROFILE,
+    profile: str | None = None,
     bias_correction: bool = True,
     calibration: str | Path | None = None,
     input_bits: int | None = None,
@@ -359,8 +360,8 @@ def compile_model(
 
     Returns the compile report. ``dataset``/``timesteps``/``dt`` only apply to NIR input
     (a checkpoint records them). ``profile`` names the numeric profile
-    (:mod:`lmh_deploy.semantics.profiles`); it is stored in the integer graph, the manifest
-    and the report.
+    (:mod:`lmh_deploy.semantics.profiles`; None: :func:`~lmh_deploy.passes.neurons.default_profile`);
+    it is stored in the integer graph, the manifest and the report.
     """
     graph, x, files = source_graph(
         model_path,
@@ -390,13 +391,15 @@ def build_artifact(
     *,
     target: str,
     calibration_x: np.ndarray | None,
-    profile: str = DEFAULT_PROFILE,
+    profile: str | None = None,
     bias_correction: bool = True,
     input_bits: int | None = None,
     run_float: FloatRun | None = None,
     warn: Callable[[str], None] = lambda msg: None,
 ) -> Artifact:
-    """Quantise ``graph`` under numeric ``profile`` and calibrate on ``calibration_x``, in
+    """Quantise ``graph`` under numeric ``profile`` (None: the one the net needs,
+    :func:`~lmh_deploy.passes.neurons.default_profile`, named in the report's
+    ``profile_choice`` where it is not the default) and calibrate on ``calibration_x``, in
     memory (nothing is written). ``bias_correction``: take each layer's mean weight-rounding
     current on the calibration inputs off its bias (:mod:`lmh_deploy.passes.bias_correction`),
     measured with ``run_float`` (see :func:`mean_counts`). ``input_bits``: the graded input
@@ -411,8 +414,12 @@ def build_artifact(
             if is_sequence(calibration_x, shape)  # (T, N, *shape) frames
             else calibration_x.reshape((len(calibration_x), *shape))
         )
+    exact = "exact_weight_scale" in graph.meta  # an imported netx file: its own integers, loihi-lif
+    choice = None
+    if profile is None:
+        profile, choice = (DEFAULT_PROFILE, None) if exact else default_profile(graph)
     fit_input_range(graph, x, profile=profile, bits=input_bits)
-    if "exact_weight_scale" in graph.meta:  # an imported netx file: its own integers, loihi-lif
+    if exact:
         qgraph, report = exact_graph(graph)
         profile, bias_correction = qgraph.meta["profile"], False
     else:
@@ -425,6 +432,8 @@ def build_artifact(
                 else None
             ),
         )
+    if choice:
+        report["profile_choice"] = choice
     for layer in report["layers"]:
         if layer["kind"] == "lmh" and not layer["worst_case_fits_24bit"]:
             warn(
@@ -493,7 +502,7 @@ def write_artifact(
     target: str,
     calibration_x: np.ndarray | None,
     files: dict[str, Path],
-    profile: str = DEFAULT_PROFILE,
+    profile: str | None = None,
     bias_correction: bool = True,
     input_bits: int | None = None,
     run_float: FloatRun | None = None,

@@ -40,7 +40,6 @@ from lmh_deploy.pipeline.compile import (
 )
 from lmh_deploy.pipeline.inputs import is_sequence
 from lmh_deploy.pipeline.user_code import defining_file, model_files, users_code
-from lmh_deploy.semantics.profiles import DEFAULT_PROFILE
 
 SOURCE_WEIGHTS = "source_weights.pt"
 
@@ -224,7 +223,7 @@ def module_artifact(
     calibration_samples: int = 64,
     target: str = "lava-sim",
     source: dict[str, Any] | None = None,
-    profile: str = DEFAULT_PROFILE,
+    profile: str | None = None,
     bias_correction: bool = True,
     input_bits: int | None = None,
     warn: Callable[[str], None] = lambda msg: None,
