@@ -174,6 +174,7 @@ def test_lava_floating_pt_equals_the_float_reference_for_every_rule_combination(
         {"reset": r, "threshold_test": t, "reset_timing": m, "reset_value": -0.2, "v_s_init": 0.3}
         for r, t, m in RULE_COMBOS
     ]
+    rules[0]["v_d_init"] = np.linspace(-0.5, 0.5, 6)  # an initial dendrite per neuron
     g = _float_graph(rng, rules)
     x = rng.uniform(0, 1, (3, 5))
     ref = simulate_float(g, x, 5)

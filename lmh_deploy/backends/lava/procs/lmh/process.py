@@ -26,7 +26,7 @@ class LMHNeuron(AbstractProcess):
         (``theta // 2`` in integers); ``v_d_init`` one value or (n,), one per neuron.
     start_step : the neuron is idle (no update, no spike) for global steps ``<= start_step``;
         compensates the one-step delay of each upstream Dense.
-    reset_interval : states return to ``v_d = 0, v_s = theta/2`` every this many active
+    reset_interval : states return to ``v_d_init, v_s_init`` every this many active
         steps (one sample after another in one run); 0 never resets.
     end_step : idle again after this global step (0: never), so final states are the last
         sample's.
