@@ -60,18 +60,14 @@ class ChainLayer:
 def chain_of(order: list[str], nodes: dict, inputs: dict, paths: dict, params: dict) -> Chain | None:
     """The graph in ``order`` as a dense chain ending in a dense path into the readout, or
     None where it is not one or a bound does not hold (module docstring)."""
-    if (
-        len(order) < 4
-        or not isinstance(nodes[order[0]], QInput)
-        or not isinstance(nodes[order[-1]], QReadout)
-    ):
+    if not isinstance(nodes[order[0]], QInput) or not isinstance(nodes[order[-1]], QReadout):
         return None
-    body, last, readout = order[1:-2], order[-2], order[-1]
+    body, last, readout = order[1:-2], order[-2], order[-1]  # no body: fewer than 5 nodes
     if len(body) % 2 or not body:
         return None
     chain: list[ChainLayer] = []
     previous = order[0]
-    for dense, neuron in zip(body[::2], body[1::2], strict=True):
+    for dense, neuron in zip(body[::2], body[1::2]):
         if not isinstance(nodes[dense], QDense) or not isinstance(nodes[neuron], QLMH):
             return None
         if inputs[dense] != [previous] or inputs[neuron] != [dense]:
@@ -241,6 +237,8 @@ def _static_sums(x_row, w_in, out):
 
 #: Samples per thread below which a run is not split (thread start-up against the work)
 MIN_SAMPLES_PER_THREAD = 2
+#: the spike records of a run that records none (the compiled loop never reads them)
+_NO_SPIKES = np.zeros((1, 1, 0), bool)
 
 
 @dataclass
@@ -265,26 +263,27 @@ class Chain:
         ps = [params[name] for name in self.names]
         forms = [layer_form(p) for p in ps]
         self.sizes = [p.size for p in ps]
-        self.initial = [(p.v_d_init, p.v_s_init, f.state_dtype) for p, f in zip(ps, forms, strict=True)]
-        #: every dense path's synapses per presynaptic input (SynapsePath.synops's fan-out)
-        self.fans = tuple(
-            np.ascontiguousarray(np.broadcast_to(np.asarray(path.fan_out, np.int64), (path.n_in,)))
-            for path in [layer.path for layer in layers] + [out_path]
-        )
+        self.initial = [(p.v_d_init, p.v_s_init, f.state_dtype) for p, f in zip(ps, forms)]
+        #: every dense path's synapses per presynaptic input (SynapsePath.synops's fan-out: a
+        #: dense path's is an (n_in,) int64 array)
+        self.fans = tuple(path.fan_out for path in [layer.path for layer in layers] + [out_path])
         self.dense = [layer.dense for layer in layers] + [out_dense]
-        hidden = [layer.path for layer in layers[1:]]
+        # the paths between hidden layers; a one-hidden-layer chain has none, and the compiled
+        # loop (typed for a non-empty tuple) gets the readout's path, never read, in their place
+        hidden = [layer.path for layer in layers[1:]] or [out_path]
+        # np.asarray of Python ints (shifts, peaks, theta, reset value) is int64
         self.fixed = (
-            tuple(path.w_t_int for path in hidden) or (out_path.w_t_int,),  # a placeholder
-            np.asarray([path.gather_peak for path in hidden] or [0], np.int64),
-            np.asarray([layer.shifts for layer in layers], np.int64),
+            tuple(path.w_t_int for path in hidden),
+            np.asarray([path.gather_peak for path in hidden]),
+            np.asarray([layer.shifts for layer in layers]),
             tuple(f.factors for f in forms),
             tuple(f.bias_d for f in forms),
             tuple(f.bias_s for f in forms),
-            np.asarray([p.theta for p in ps], np.int64),
-            np.asarray([p.reset_value for p in ps], np.int64),
+            np.asarray([p.theta for p in ps]),
+            np.asarray([p.reset_value for p in ps]),
             rule_set(ps[0])[1],
         )
-        self.placeholders = tuple(np.zeros((1, 1, 0), bool) for _ in ps)
+        self.placeholders = (_NO_SPIKES,) * len(ps)
 
     def run(
         self, x_flat: np.ndarray, steps: int, spikes: dict | None, threads: int | None = None
@@ -297,7 +296,7 @@ class Chain:
         batch = x_flat.shape[0]
         states = [
             (_filled(batch, n, vd, dtype), _filled(batch, n, vs, dtype))
-            for n, (vd, vs, dtype) in zip(self.sizes, self.initial, strict=True)
+            for n, (vd, vs, dtype) in zip(self.sizes, self.initial)
         ]
         trace = np.empty((steps, batch, self.out_path.n_out), np.int64)
         args = (
@@ -318,9 +317,7 @@ class Chain:
             threads = sim_threads()
         workers = max(1, min(threads, batch // MIN_SAMPLES_PER_THREAD))
         parts = run_in_threads(lambda lo, hi: _run(lo, hi, *args), contiguous_ranges(batch, workers))
-        counts, sat, active, synops = (
-            parts[0] if len(parts) == 1 else (sum(p[i] for p in parts) for i in range(4))
-        )
+        counts, sat, active, synops = (sum(p[i] for p in parts) for i in range(4))
         return ChainResult(counts, trace, sat, active, synops, states)
 
 

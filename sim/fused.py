@@ -50,7 +50,7 @@ class KernelForm:
     bias_d: np.ndarray
     bias_s: np.ndarray
     int32_ok: bool
-    input_limit: int  # largest |a << shifts| the int32 dendrite sum can take exactly
+    input_limit: int  # largest |a << shifts| the int32 dendrite sum takes exactly; -1: not int32_ok
 
     @property
     def state_dtype(self):
@@ -60,37 +60,32 @@ class KernelForm:
 def kernel_form(p) -> KernelForm:
     """The int32 eligibility and input bound of ``p`` (a ``NeuronParams``), derived from
     the worst case of every term (see the module docstring)."""
-    factors = np.stack([p.mu_d, p.mu_s, p.lam_d, p.lam_s]).astype(np.int64)
-    peak_f = int(np.abs(factors).max(initial=0))
-    bias_d = int(np.abs(p.bias_d).max(initial=0))
-    bias_s = int(np.abs(p.bias_s).max(initial=0))
-    in_range = [int(np.abs(v).max()) <= STATE_LIMIT for v in (p.reset_value, p.v_d_init, p.v_s_init)]
+    factors = np.stack([p.mu_d, p.mu_s, p.lam_d, p.lam_s])  # int64 (4, K, n): params' rows
+    bias_d, bias_s = int(np.abs(p.bias_d).max()), int(np.abs(p.bias_s).max())  # n >= 1
+    # |R(f v)| <= |f| * 2**23 / 4096 + 1 for |v| <= 2**23
+    dend = int((np.abs(factors[0]) + np.abs(factors[1])).max()) * 2048 + 2 + bias_d
+    soma = int((np.abs(factors[2]) + np.abs(factors[3])).max()) * 2048 + 2 + bias_s
+    soma += p.theta if p.next_step and not p.reset_set else 0
+    # a wrap brings x back within [-2**23, 2**23] only from |x| <= 3 * 2**23; saturation
+    # needs |a| + dend < 2**31, and where the premises below hold dend < 2**30: 2**30 fits
+    wrap_span = 3 * STATE_LIMIT
+    limit = wrap_span - dend if p.overflow_d == 2 else 1 << 30
     ok = (
-        peak_f <= FACTOR_SAFE
+        int(np.abs(factors).max()) <= FACTOR_SAFE
         and bias_d <= INT32_SAFE
         and bias_s <= INT32_SAFE
         and 0 <= p.theta <= INT32_SAFE
-        and all(in_range)
+        and all(int(np.abs(v).max()) <= STATE_LIMIT for v in (p.reset_value, p.v_d_init, p.v_s_init))
+        and (p.overflow_s != 2 or soma <= wrap_span)
+        and limit >= 0
     )
-    # |R(f v)| <= |f| * 2**23 / 4096 + 1 for |v| <= 2**23
-    dend = int((np.abs(factors[0]) + np.abs(factors[1])).max(initial=0)) * 2048 + 2 + bias_d
-    soma = int((np.abs(factors[2]) + np.abs(factors[3])).max(initial=0)) * 2048 + 2 + bias_s
-    soma += p.theta if p.next_step and not p.reset_set else 0
-    # a wrap brings x back within [-2**23, 2**23] only from |x| <= 3 * 2**23
-    wrap_span = 3 * STATE_LIMIT
-    if p.overflow_s == 2 and soma > wrap_span:
-        ok = False
-    limit = (wrap_span if p.overflow_d == 2 else (1 << 31) - 1) - dend
-    limit = min(limit, 1 << 30)
-    if limit < 0:
-        ok = False
     dtype = np.int32 if ok else np.int64
     return KernelForm(
         np.ascontiguousarray(factors, dtype),
         np.asarray(p.bias_d, dtype),
         np.asarray(p.bias_s, dtype),
         ok,
-        max(limit, 0) if ok else -1,
+        limit if ok else -1,  # ok: limit >= 0
     )
 
 
@@ -101,18 +96,16 @@ def input_shifts(weight_exp: int | None, input_shift: int) -> tuple[int, int]:
     """
     if weight_exp is None:
         return 0, input_shift
-    if weight_exp >= -1:
-        return 0, weight_exp + 1 + input_shift
-    return -weight_exp - 1, input_shift
+    e = weight_exp + 1  # shift(2a, weight_exp) = a shifted by e (left where e > 0)
+    return max(-e, 0), max(e, 0) + input_shift
 
 
 def raw_limit(form: KernelForm, left: int) -> int:
     """Largest ``|a|`` of a raw current whose shifted ``(a >> right) << left`` the int32 path
     takes exactly, for any ``right`` (``|a >> right| <= |a|``); -1 where the layer is not
-    int32-safe at all."""
-    if not form.int32_ok:
-        return -1
-    return form.input_limit >> left if left < 31 else 0
+    int32-safe at all (its ``input_limit``, -1, shifts to -1). The limit is at most 2**30:
+    from ``left`` = 31 on, 0."""
+    return form.input_limit >> left
 
 
 @intrinsic
@@ -217,7 +210,8 @@ def compiled(rules: tuple[int, ...], write_f: bool, write_tr: bool):
 
 def _make_kernel(fixed, write_f: bool, write_tr: bool):
     generic = fixed is None
-    c_round, c_ov_d, c_ov_s, c_gt, c_set, c_next = fixed or (0, 0, 0, 0, 0, 0)
+    # the generic kernel reads its rules at run time; these constants are then placeholders
+    c_round, c_ov_d, c_ov_s, c_gt, c_set, c_next = fixed or (0,) * 6
 
     @numba.njit(cache=True, nogil=True)
     def kernel(

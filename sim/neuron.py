@@ -391,7 +391,7 @@ def sim_threads() -> int:
 def row_ranges(batch: int, row_work: int, threads: int) -> list[tuple[int, int]]:
     """``batch`` rows cut into at most ``threads`` contiguous ranges of near-equal size, each
     with at least :data:`MIN_THREAD_WORK` neuron-steps (one range: no threads)."""
-    return contiguous_ranges(batch, max(1, min(threads, batch, batch * row_work // max(MIN_THREAD_WORK, 1))))
+    return contiguous_ranges(batch, max(1, min(threads, batch, batch * row_work // MIN_THREAD_WORK)))
 
 
 def contiguous_ranges(batch: int, parts: int) -> list[tuple[int, int]]:

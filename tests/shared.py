@@ -228,12 +228,12 @@ def set_item(g: Graph, name: str, field: str, index: Any, value: Any) -> None:
 def threads_at_any_size(threads: int) -> Iterator[None]:
     """sim/'s compiled code at ``threads`` threads (more than numba's limit, the CPU count,
     allows: ``sim_threads`` replaced), splitting the batch rows of every neuron update,
-    however small (``MIN_THREAD_WORK`` 0)."""
+    however small (``MIN_THREAD_WORK`` 1: one neuron-step)."""
     from lmh_deploy.sim import neuron
 
     saved = neuron.sim_threads, neuron.MIN_THREAD_WORK
     neuron.sim_threads = lambda: threads
-    neuron.MIN_THREAD_WORK = 0
+    neuron.MIN_THREAD_WORK = 1
     try:
         yield
     finally:

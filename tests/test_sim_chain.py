@@ -223,3 +223,105 @@ def test_a_readout_fed_by_two_paths_runs_chunked() -> None:
     assert plan_for(q, None).chain is None
     x = fx.quantize_input(rng.uniform(0, 1, (3, 6)), q.node("input").scale)
     assert np.array_equal(simulate(q, x, 4).logits, simulate_reference(q, x, 4)["logits"])
+
+
+def _chain_parts(q):
+    """``chain_of``'s arguments for ``q``'s plan."""
+    plan = plan_for(q, None)
+    return plan.order, plan.nodes, plan.inputs, plan.paths, plan.params
+
+
+def _changed(path, **fields):
+    """A copy of the synapse path ``path`` with ``fields`` replaced."""
+    import copy
+
+    new = copy.copy(path)
+    new.__dict__.update(fields)
+    return new
+
+
+def test_chain_of_refuses_each_break_of_the_pattern() -> None:
+    """chain_of takes ``input, (dense, neuron)+, dense, readout``, each node reading the one
+    before, every path within its bounds; each single break of that, made in the plan's own
+    dictionaries while every other check passes, gives None: the order not ending in the
+    readout, a pair's neuron or the last path of another kind, a dense path or the readout
+    reading another node, a later path with graded input, the first path's bound one past its
+    layer's int32 input limit (at the limit: chained)."""
+    from lmh_deploy.sim.chain import chain_of
+    from lmh_deploy.sim.neuron import int32_input_limit
+
+    q = _mlp((24, 16))
+    order, nodes, inputs, paths, params = _chain_parts(q)
+    input_, d1, l1, d2, l2, d3, out = order
+    assert chain_of(order, nodes, inputs, paths, params) is not None
+    assert chain_of([input_, d1, l1, d2, l2], nodes, inputs, paths, params) is None
+    assert chain_of(order, nodes | {l1: nodes[d1]}, inputs, paths, params) is None
+    assert chain_of(order, nodes | {d3: nodes[l2]}, inputs, paths, params) is None
+    for reads in ({d2: [input_]}, {out: [d2]}):
+        assert chain_of(order, nodes, inputs | reads, paths, params) is None, reads
+    assert chain_of(order, nodes, inputs, paths | {d3: _changed(paths[d3], graded=True)}, params) is None
+    limit = int32_input_limit(params[l1], paths[d1].weight_exp)
+    assert 0 < paths[d1].bound < limit
+    for bound, chained in ((limit, True), (limit + 1, False)):
+        at = paths | {d1: _changed(paths[d1], bound=bound)}
+        assert (chain_of(order, nodes, inputs, at, params) is not None) == chained, bound
+
+
+def test_a_path_is_chained_only_while_its_sums_fit_int32() -> None:
+    """``_fits`` at its margins, on copies of a chain's paths: sums bounded by 2**31 - 1 fit
+    int32, 2**31 does not; a later path takes binary spikes through int8 rows (graded input or
+    int16 rows: refused), the first path any input."""
+    from lmh_deploy.sim.chain import _fits
+    from lmh_deploy.sim.synapse import INT32_LIMIT
+
+    chain = plan_for(_mlp((24, 16)), None).chain
+    first, later = chain.layers[0].path, chain.layers[1].path
+    assert INT32_LIMIT == 2**31 - 1
+    for path, is_first in ((first, True), (later, False)):
+        assert _fits(_changed(path, bound=2**31 - 1), is_first)
+        assert not _fits(_changed(path, bound=2**31), is_first)
+    assert _fits(later, False) and not _fits(_changed(later, graded=True), False)
+    assert not _fits(_changed(later, w_t_int=later.w_t_int.astype(np.int16)), False)
+    assert _fits(_changed(first, graded=True, w_t_int=first.w_t_int.astype(np.int16)), True)
+
+
+def test_a_run_splits_its_samples_into_parts_of_two_or_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``min(threads, batch // MIN_SAMPLES_PER_THREAD)`` contiguous parts, at least one."""
+    from lmh_deploy.sim import chain as chain_module
+
+    q = _mlp((24,))
+    chain = plan_for(q, None).chain
+    assert chain_module.MIN_SAMPLES_PER_THREAD == 2
+    split = chain_module.run_in_threads
+    seen: list = []
+
+    def recorded(fn, parts: list) -> list:
+        seen.append(parts)
+        return split(fn, parts)
+
+    monkeypatch.setattr(chain_module, "run_in_threads", recorded)
+    for batch, threads, want in (
+        (1, 4, [(0, 1)]),
+        (8, 1, [(0, 8)]),
+        (5, 4, [(0, 2), (2, 5)]),
+        (9, 3, [(0, 3), (3, 6), (6, 9)]),
+    ):
+        x = _inputs(q, batch, 0).reshape(batch, -1).astype(np.int64)
+        chain.run(x, 3, None, threads=threads)
+        assert seen.pop() == want, (batch, threads)
+
+
+def test_a_chain_run_keeps_its_layers_state_dtype_and_an_int64_readout() -> None:
+    """The states in the dtype of each layer's kernel form (int32 here: the SIMD width), the
+    readout's input in int64 (as the chunked run's)."""
+    from lmh_deploy.sim.neuron import layer_form
+
+    q = _mlp((24, 16))
+    plan = plan_for(q, None)
+    x = _inputs(q, 3, 2)
+    run = plan.chain.run(x.reshape(3, -1).astype(np.int64), 4, None)
+    dtypes = [layer_form(plan.params[name]).state_dtype for name in plan.chain.names]
+    assert dtypes == [np.int32, np.int32]
+    assert [(v_d.dtype, v_s.dtype) for v_d, v_s in run.states] == [(d, d) for d in dtypes]
+    assert run.trace.dtype == np.int64
+    assert simulate(q, x, 4, chunk_steps=2).readout_trace.dtype == np.int64

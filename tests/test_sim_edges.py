@@ -188,6 +188,24 @@ def test_lava_current_of_int32_sums_is_int64() -> None:
             assert str(got.dtype).endswith("int64") and got.tolist() == want, (e, got)
 
 
+def test_lava_current_rounds_float_sums_to_the_nearest_integer() -> None:
+    """A float sum a rounding error off an integer (what a device convolution may return)
+    gives that integer's current, on numpy and torch, float32 and float64: 2.9999 is 3, not
+    2 (``shift(2 * 3, 1) = 12``, ``shift(2 * 3, -2) = floor(6 / 4) = 1``; -3: -12, -2)."""
+    from lmh_deploy.sim.synapse import lava_current
+
+    near = [2.9999, -2.9999, 3.0001, -3.0001]
+    for e, want in ((1, [12, -12, 12, -12]), (-2, [1, -2, 1, -2])):
+        for sums in (
+            np.array(near),
+            np.array(near, np.float32),
+            torch.tensor(near, dtype=torch.float64),
+            torch.tensor(near, dtype=torch.float32),
+        ):
+            got = lava_current(sums, e)
+            assert str(got.dtype).endswith("int64") and got.tolist() == want, (e, sums.dtype)
+
+
 def test_array_neuron_code_takes_int32_torch_currents_in_int64() -> None:
     """The torch array code's ``a_in`` from int32 sums (``torch._int_mm``) is int64 before
     it is doubled and shifted (2**30 * 2 << 2 passes 2**31)."""

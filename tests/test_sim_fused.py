@@ -218,7 +218,8 @@ def test_layers_beyond_the_int32_bounds_keep_int64_states() -> None:
     ):
         p = NeuronParams(**{**base.__dict__, **change})
         form = fused.kernel_form(p)
-        assert not form.int32_ok
+        assert not form.int32_ok and form.input_limit == -1
+        assert fused.raw_limit(form, 0) == fused.raw_limit(form, 40) == -1  # any shift
         assert N.initial_state(p, 2).v_d.dtype == np.int64
         # the kernel then takes int64 factors and biases too (a bias past 2**31 stays whole)
         assert form.factors.dtype == form.bias_d.dtype == form.bias_s.dtype == np.int64
@@ -395,9 +396,11 @@ def test_shifts_of_31_or_more_leave_no_int32_input() -> None:
     path takes no input then (raw limit 0), and +-1 runs in int64, equal to the step."""
     p = _layer("lmh")
     form = N.layer_form(p)
+    assert p.input_shift == 0 and form.input_limit == 2**30
     for weight_exp in (29, 30, 31):
         left = fused.input_shifts(weight_exp, p.input_shift)[1]
-        assert fused.raw_limit(form, left) == (form.input_limit >> left if left < 31 else 0)
+        # the input limit is 2**30 (its cap): 1 from a left shift of 30, 0 from 31 on
+        assert fused.raw_limit(form, left) == (1 if left == 30 else 0), left
         currents = np.array([[[1, -1, 0, 1, -1, 0]]], np.int64)
         zeros = np.zeros((1, p.size), np.int64)
         want = expected(p, currents, 2, weight_exp, zeros, zeros)
@@ -420,3 +423,88 @@ def test_float_spike_copies_equal_the_spikes() -> None:
             N.run_neuron_chunk(p, 0, currents, None, state, spikes, spikes_f)
         assert spikes.any() and not spikes.all(), arrays
         assert np.array_equal(spikes_f, spikes.astype(np.float32)), arrays
+
+
+def test_kernel_form_bounds_are_inclusive_and_its_arrays_in_the_state_width() -> None:
+    """Every premise of the int32 proof at its exact bound still gives the int32 path: a
+    factor of +-(2**13 - 1), biases of +-2**29, theta 0 and 2**29, reset value and initial
+    states of +-2**23; a saturating dendrite's input limit is then the cap 2**30, and the
+    form's factors and biases are int32 (the kernel's width). One past any bound: int64."""
+    from dataclasses import replace
+
+    at = NeuronParams(
+        mu_d=np.array([[fused.FACTOR_SAFE, -fused.FACTOR_SAFE]]),
+        mu_s=np.array([[-fused.FACTOR_SAFE, 0]]),
+        lam_d=np.array([[0, fused.FACTOR_SAFE]]),
+        lam_s=np.array([[fused.FACTOR_SAFE, 1]]),
+        bias_d=np.array([2**29, -(2**29)]),
+        bias_s=np.array([-(2**29), 2**29]),
+        theta=2**29,
+        reset_value=-(2**23),
+        v_d_init=2**23,
+        v_s_init=-(2**23),
+        input_shift=0,
+        rounding=0,
+        overflow_d=0,
+        overflow_s=1,
+        threshold_gt=False,
+        reset_set=False,
+        next_step=False,
+    )
+    assert fused.FACTOR_SAFE == 2**13 - 1 and fused.INT32_SAFE == 2**29 and fused.STATE_LIMIT == 2**23
+    for p in (at, replace(at, theta=0)):
+        form = fused.kernel_form(p)
+        assert form.int32_ok and form.input_limit == 2**30 and form.state_dtype == np.int32
+        assert form.factors.dtype == form.bias_d.dtype == form.bias_s.dtype == np.int32
+        assert form.factors.tolist() == [p.mu_d.tolist(), p.mu_s.tolist(), p.lam_d.tolist(), p.lam_s.tolist()]
+        assert form.bias_d.tolist() == p.bias_d.tolist() and form.bias_s.tolist() == p.bias_s.tolist()
+    past = [dict(theta=2**29 + 1), dict(theta=-1)]
+    past += [{k: np.array([[2**13, 0]])} for k in ("mu_d", "mu_s", "lam_d", "lam_s")]
+    past += [{k: np.array([0, -(2**29) - 1])} for k in ("bias_d", "bias_s")]
+    past += [{k: v} for k in ("reset_value", "v_d_init", "v_s_init") for v in (2**23 + 1, -(2**23) - 1)]
+    for change in past:
+        form = fused.kernel_form(replace(at, **change))
+        assert not form.int32_ok and form.state_dtype == np.int64, change
+        assert form.factors.dtype == form.bias_d.dtype == np.int64 and form.input_limit == -1, change
+
+
+def test_a_wrapping_dendrite_at_its_margin_takes_only_zero_currents_in_int32() -> None:
+    """No factors, a wrapping dendrite: its worst case is ``2 + bias_d`` (the bound's rounding
+    slack, the bias); at ``bias_d = 3 * 2**23 - 2`` that is exactly the most one wrap brings
+    back, so the int32 path takes only currents of 0 (input limit 0); at 3 * 2**23 - 3, +-1;
+    one bias more (3 * 2**23 - 1): int64. The same margin on a wrapping soma, where the
+    delayed subtraction of theta adds to the bound: 2 + bias_s + theta <= 3 * 2**23."""
+    from dataclasses import replace
+
+    zero = np.zeros((1, 1), np.int64)
+    base = NeuronParams(
+        mu_d=zero, mu_s=zero, lam_d=zero, lam_s=zero, bias_d=np.array([0]), bias_s=np.array([0]),
+        theta=100, reset_value=0, v_d_init=0, v_s_init=0, input_shift=0, rounding=0,
+        overflow_d=2, overflow_s=2, threshold_gt=False, reset_set=False, next_step=True,
+    )  # fmt: skip
+    margin = 3 * 2**23 - 2
+    for bias, ok, limit in ((margin - 1, True, 1), (margin, True, 0), (margin + 1, False, -1)):
+        form = fused.kernel_form(replace(base, bias_d=np.array([-bias])))
+        assert (form.int32_ok, form.input_limit) == (ok, limit), bias
+    for bias, ok in ((margin - 100, True), (margin - 99, False)):  # theta 100 (next-step subtract)
+        assert fused.kernel_form(replace(base, bias_s=np.array([bias]))).int32_ok == ok, bias
+    # the subtraction is in the soma only under a next-step subtract reset
+    assert fused.kernel_form(replace(base, bias_s=np.array([margin]), reset_set=True)).int32_ok
+
+
+def test_the_profiles_rule_sets_get_kernels_of_their_own() -> None:
+    """The lmh profile's and Lava LIF's rule sets run kernels compiled with their rules as
+    constants (one each); every other set shares the one generic kernel, which reads the
+    rules at run time (its ``generic`` flag, a constant of the compiled closure)."""
+
+    def generic(kernel) -> bool:
+        cells = dict(zip(kernel.py_func.__code__.co_freevars, kernel.py_func.__closure__, strict=True))
+        return cells["generic"].cell_contents
+
+    lmh, lif = (0, 0, 0, 0, 0, 0), (1, 2, 1, 1, 1, 0)
+    assert {lmh, lif} == fused.SPECIALISED_RULES
+    sets = (lmh, lif, (2, 1, 0, 0, 0, 0), (0, 1, 0, 0, 0, 0))
+    kernels = [fused.compiled(rules, False, False) for rules in sets]
+    assert [generic(k) for k in kernels] == [False, False, True, True]
+    assert kernels[2] is kernels[3] and len({id(k) for k in kernels}) == 3
+    assert fused.compiled(lmh, True, False) is not kernels[0]  # the spike copies: another kernel

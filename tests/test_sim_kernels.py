@@ -767,3 +767,67 @@ def test_thread_row_ranges_cover_the_batch_once(batch: int, threads: int) -> Non
     assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
     small = (N.MIN_THREAD_WORK - 1) // batch  # the whole batch below one thread's share
     assert N.row_ranges(batch, small, threads) == [(0, batch)]
+
+
+def test_thread_ranges_by_hand() -> None:
+    """``contiguous_ranges``: the bounds ``batch * k // parts``; ``row_ranges``: as many parts
+    as threads, rows and whole ``MIN_THREAD_WORK`` (2**16 neuron-steps) shares allow, at least
+    one."""
+    assert N.contiguous_ranges(3, 1) == [(0, 3)]
+    assert N.contiguous_ranges(5, 2) == [(0, 2), (2, 5)]
+    assert N.contiguous_ranges(7, 3) == [(0, 2), (2, 4), (4, 7)]  # 7 // 3, 14 // 3
+    assert N.contiguous_ranges(4, 4) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert N.MIN_THREAD_WORK == 2**16
+    assert N.row_ranges(8, 2**16, 4) == [(0, 2), (2, 4), (4, 6), (6, 8)]  # 4 threads
+    assert N.row_ranges(8, 2**14, 4) == [(0, 4), (4, 8)]  # 8 * 2**14 = 2 shares
+    assert N.row_ranges(8, 2**13 - 1, 4) == [(0, 8)]  # less than one share
+    assert N.row_ranges(3, 2**20, 8) == [(0, 1), (1, 2), (2, 3)]  # 3 rows
+
+
+def test_sim_threads_reads_numbas_count_without_starting_its_threading_layer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """numba's configured count while its threading layer has not started; the layer's own
+    count once it has (``numba.set_num_threads`` was called); 1 without numba."""
+    import numba
+    from numba.np.ufunc import parallel
+
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 5)
+    monkeypatch.setattr(numba, "get_num_threads", lambda: 3)
+    monkeypatch.setattr(parallel, "_is_initialized", False)
+    assert N.sim_threads() == 5
+    monkeypatch.setattr(parallel, "_is_initialized", True)
+    assert N.sim_threads() == 3
+    monkeypatch.setattr(N, "numba", None)
+    assert N.sim_threads() == 1
+
+
+def test_run_in_threads_runs_the_first_range_here_and_the_others_in_one_named_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One range: called here, no pool. More: the first here, the others in a pool of
+    ``len(parts) - 1`` threads named ``lmh-sim_*``, results in the ranges' order; the pool is
+    kept for fewer ranges and replaced (the old one shut down) by a larger one for more."""
+    import threading
+
+    monkeypatch.setattr(N, "_POOL", [])
+    here = threading.current_thread().name
+
+    def where(lo: int, hi: int) -> tuple[int, int, str]:
+        return lo, hi, threading.current_thread().name
+
+    assert N.run_in_threads(where, [(0, 5)]) == [(0, 5, here)] and N._POOL == []
+    got = N.run_in_threads(where, [(0, 1), (1, 3), (3, 4)])
+    assert [g[:2] for g in got] == [(0, 1), (1, 3), (3, 4)] and got[0][2] == here
+    assert all(name.startswith("lmh-sim_") for _, _, name in got[1:]), got
+    ((workers, pool),) = N._POOL
+    assert workers == 2 and pool._max_workers == 2
+    assert [g[:2] for g in N.run_in_threads(where, [(0, 1), (1, 2)])] == [(0, 1), (1, 2)]
+    assert [(2, pool)] == N._POOL
+    try:
+        assert len(N.run_in_threads(where, [(0, 1), (1, 2), (2, 3), (3, 4)])) == 4
+        ((workers, bigger),) = N._POOL
+        assert workers == bigger._max_workers == 3 and pool._shutdown and not bigger._shutdown
+    finally:
+        for _, executor in N._POOL:
+            executor.shutdown()
