@@ -422,6 +422,8 @@ def test_layer_params_carries_every_field_of_the_node() -> None:
         reset_timing="next-step",
         v_d_init=np.int64(7),
         v_s_init=np.int64(9),
+        max_spikes=np.int64(3),
+        v_s_min=np.int64(-2),
     )
     p = fx.layer_params(node, convert=lambda a: 10 * a)
     assert [p.mu_d.tolist(), p.mu_s.tolist(), p.lam_d.tolist(), p.lam_s.tolist(), p.bias.tolist()] == [
@@ -432,7 +434,10 @@ def test_layer_params_carries_every_field_of_the_node() -> None:
         [50, 60],
     ]
     assert (p.theta, p.reset_value, p.v_d_init, p.v_s_init) == (640, -3, 7, 9)
-    assert all(type(v) is int for v in (p.theta, p.reset_value, p.v_d_init, p.v_s_init))
+    assert (p.max_spikes, p.v_s_min) == (3, -2)
+    assert all(
+        type(v) is int for v in (p.theta, p.reset_value, p.v_d_init, p.v_s_init, p.max_spikes, p.v_s_min)
+    )
     assert (p.profile.name, p.reset, p.threshold_test, p.reset_timing) == (
         "loihi-lif",
         "set",
@@ -443,8 +448,11 @@ def test_layer_params_carries_every_field_of_the_node() -> None:
     v_d, v_s = p.initial_state((2, 3))
     assert v_d.tolist() == [[7] * 3] * 2 and v_s.tolist() == [[9] * 3] * 2
     assert v_d.dtype == v_s.dtype == np.int64
-    default = fx.layer_params(SimpleNamespace(**{**vars(node), "v_s_init": None, "theta": 641}))
+    default = fx.layer_params(
+        SimpleNamespace(**{**vars(node), "v_s_init": None, "theta": 641, "v_s_min": None})
+    )
     assert default.v_s_init is None and default.initial_values() == (7, 320)  # theta // 2
+    assert default.v_s_min is None
     assert default.mu_d is node.mu_d  # no convert: the arrays themselves
 
 
@@ -662,3 +670,22 @@ def test_profile_description_rules_and_lookup() -> None:
         UserError, match=r"^unknown numeric profile 'loihi'; choose one of lmh, loihi-lif, cuba$"
     ):
         get_profile("loihi")
+
+
+def test_spike_count_of_int64_arrays_and_tensors_by_hand() -> None:
+    """theta 3, K 5 on m_s = -4, 0, 2, 3, 5, 6, 7, 40:
+    '>=': clip(floor(m_s / 3), 0, 5) = clip(-2, 0, 0, 1, 1, 2, 2, 13) = 0, 0, 0, 1, 1, 2, 2, 5;
+    '>' : clip(ceil(m_s / 3) - 1, 0, 5) = clip(-2, -1, 0, 0, 1, 1, 2, 13) = 0, 0, 0, 0, 1, 1, 2, 5
+    (an exact multiple, 3 or 6, counts one fewer). Numpy and torch alike, int64, the input's type."""
+    import torch
+
+    m_s = A([-4, 0, 2, 3, 5, 6, 7, 40])
+    want = {">=": [0, 0, 0, 1, 1, 2, 2, 5], ">": [0, 0, 0, 0, 1, 1, 2, 5]}
+    for test, expected in want.items():
+        got = fx.spike_count(m_s, 3, test, 5)
+        assert isinstance(got, np.ndarray) and got.dtype == np.int64 and got.tolist() == expected
+        got_t = fx.spike_count(torch.from_numpy(m_s), 3, test, 5)
+        assert isinstance(got_t, torch.Tensor) and got_t.dtype == torch.int64 and got_t.tolist() == expected
+    # K = 1: one bool per neuron
+    assert fx.spike_count(m_s, 3, ">", 1).tolist() == [False] * 4 + [True] * 4
+    assert fx.spike_count(m_s, 3, ">=", 1).tolist() == [False] * 3 + [True] * 5

@@ -26,6 +26,8 @@ def _layer(reset="subtract", threshold_test=">=", reset_timing="same-step", **kw
         reset_timing=reset_timing,
         v_d_init=-1.0,
         v_s_init=None,
+        max_spikes=1,
+        v_s_min=None,
     )
     return SimpleNamespace(**{**fields, **kw})
 
@@ -96,3 +98,28 @@ def test_float_initial_state() -> None:
     v_d, v_s = float_initial_state(_layer(v_s_init=0.25, v_d_init=0.0), (1,))
     assert v_d.tolist() == [0.0] and v_s.tolist() == [0.25]
     assert v_d.dtype == v_s.dtype == np.float64
+
+
+def test_float_step_clips_the_soma_at_its_floor_after_the_reset() -> None:
+    """``v_s_min`` -1 (sinabs's ``min_v_mem``), step 0 from v_d 1, v_s 0.5:
+    current -4: v_d' = 0.5 + 0.125 - 4 + 0.125 = -3.25, m_s = 0.25 - 3.25 = -3: no spike, the floor
+    binds: v_s' = -1 (-3 without it); current 2: m_s = 3 >= theta, subtracted to 0, above the floor;
+    current -1.5: m_s = 0.25 + (0.625 - 1.375) = -0.5, above the floor, unchanged."""
+    layer = _layer(v_s_min=-1.0)
+    current = np.array([-4.0, 2.0, -1.5])
+    v_d, v_s, s = lmh_float_step(layer, 0, np.full(3, 1.0), np.full(3, 0.5), current)
+    assert v_d.tolist() == [-3.25, 2.75, -0.75]
+    assert s.tolist() == [False, True, False]
+    assert v_s.tolist() == [-1.0, 0.0, -0.5]
+    _, v_s, _ = lmh_float_step(_layer(), 0, np.full(3, 1.0), np.full(3, 0.5), current)
+    assert v_s.tolist() == [-3.0, 0.0, -0.5]  # no floor
+
+
+def test_float_step_counts_graded_spikes() -> None:
+    """``max_spikes`` 2, theta 3: current 5 gives v_d' = 0.625 + 5.125 = 5.75, m_s = 6 = 2 theta:
+    two spikes, subtracted to 0 (one spike under K = 1, leaving 3)."""
+    v_d = np.array([1.0])
+    _, v_s, s = lmh_float_step(_layer(max_spikes=2), 0, v_d, np.array([0.5]), np.array([5.0]))
+    assert (s.tolist(), v_s.tolist()) == ([2], [0.0])
+    _, v_s, s = lmh_float_step(_layer(), 0, v_d, np.array([0.5]), np.array([5.0]))
+    assert (s.tolist(), v_s.tolist()) == ([True], [3.0])

@@ -26,7 +26,7 @@ from lmh_deploy.interop.nir_export import check_exportable
 from lmh_deploy.ir import IRError, MaxPool
 from lmh_deploy.passes.loihi2_map import map_to_loihi2
 from lmh_deploy.passes.quantize import quantize_graph
-from lmh_deploy.semantics.pooling import max_pool, pool_windows
+from lmh_deploy.semantics.pooling import max_pool, mean_over_windows, pool_windows
 from lmh_deploy.sim import simulate
 from lmh_deploy.sim.reference import simulate_reference
 
@@ -60,9 +60,45 @@ GOLDEN = [
 def test_max_pool_golden_vectors(geometry, expected) -> None:
     windows = pool_windows((1, 4, 4), **geometry)
     for x in (X.reshape(1, 16), torch.from_numpy(X.reshape(1, 16))):
-        got = np.asarray(max_pool(x, windows)).ravel().tolist()
-        assert got == expected
+        got = max_pool(x, windows)
+        assert type(got) is type(x)  # numpy in, numpy out; torch in, torch out
+        assert np.asarray(got).ravel().tolist() == expected
     assert MaxPool(input_shape=(1, 4, 4), **geometry).output_size() == len(expected)
+
+
+def test_max_pool_golden_vector_of_a_geometry_that_differs_per_axis() -> None:
+    """kernel (3, 2), stride (2, 1), padding (1, 0), dilation (1, 2) on X: rows
+    (4 + 2 - 2 - 1) // 2 + 1 = 2 windows, rows {-1, 0, 1} and {1, 2, 3} (row -1 is padding);
+    columns (4 - 2 - 1) // 1 + 1 = 2 windows, taps {0, 2} and {1, 3}.
+    (0, 0): rows 0-1, cols 0, 2: 1, 2, -5, -1 -> 2;  (0, 1): cols 1, 3: -3, 0, 4, 7 -> 7;
+    (1, 0): rows 1-3, cols 0, 2: -5, -1, 3, -2, -4, 5 -> 5;  (1, 1): 4, 7, 3, -6, 0, -8 -> 7.
+    A second channel (X + 100) follows the first in the flat order."""
+    geometry = dict(kernel=(3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2))
+    windows = pool_windows((2, 4, 4), **geometry)
+    assert windows.shape == (8, 6) and windows.dtype == np.int64
+    x = np.concatenate([X.ravel(), X.ravel() + 100])[None]
+    assert max_pool(x, windows).tolist() == [[2, 7, 5, 7, 102, 107, 105, 107]]
+    assert MaxPool(input_shape=(2, 4, 4), **geometry).output_shape == (2, 2, 2)
+
+
+def test_pool_windows_refuses_geometry_with_no_window_or_an_empty_one() -> None:
+    """Rows (1 - 1 - 1) // 1 + 1 = 0 windows while columns have 3: no output at all. Padding 1
+    around a 2x2 input with a 1x1 kernel: 4x4 windows, the first (row -1, column -1) wholly in
+    the padding while others are not (torch refuses padding > kernel / 2 before it gets here)."""
+    with pytest.raises(ValueError, match=r"^the pooling window does not fit the input \(1, 1, 4\)$"):
+        pool_windows((1, 1, 4), kernel=(2, 2), stride=(1, 1))
+    with pytest.raises(
+        ValueError, match=r"^a pooling window of input \(1, 2, 2\) lies wholly in the padding$"
+    ):
+        pool_windows((1, 2, 2), kernel=(1, 1), stride=(1, 1), padding=(1, 1))
+
+
+def test_mean_over_windows_of_a_batch_by_hand() -> None:
+    """x (2 samples, 4 positions), windows {0, 1}, {2, 3}, {0, 3}: the mean over each window's
+    taps, per sample: (1 + 2) / 2 = 1.5, (3 + 4) / 2 = 3.5, (1 + 4) / 2 = 2.5; ten times that."""
+    x = np.array([[1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 40.0]])
+    got = mean_over_windows(x, np.array([[0, 1], [2, 3], [0, 3]]))
+    assert got.tolist() == [[1.5, 3.5, 2.5], [15.0, 35.0, 25.0]]
 
 
 def test_max_pool_windows_equal_torch_on_every_geometry() -> None:

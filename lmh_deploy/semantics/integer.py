@@ -246,8 +246,8 @@ def layer_params(node, convert=None) -> LMHFixedParams:
         reset_timing=node.reset_timing,
         v_d_init=initial_ints(node.v_d_init),
         v_s_init=None if node.v_s_init is None else int(node.v_s_init),
-        max_spikes=int(getattr(node, "max_spikes", 1)),
-        v_s_min=None if getattr(node, "v_s_min", None) is None else int(node.v_s_min),
+        max_spikes=int(node.max_spikes),
+        v_s_min=None if node.v_s_min is None else int(node.v_s_min),
     )
 
 

@@ -17,8 +17,7 @@ from lmh_deploy.semantics.integer import spike_count
 
 class NeuronLayer(Protocol):
     """What the reference reads from a layer (the float ``LMH`` IR node has all of it;
-    read-only, as the frozen node's fields are). ``max_spikes`` (graded spikes) is read where
-    the layer has it, else 1; ``v_s_min`` (a soma floor) likewise, else none."""
+    read-only, as the frozen node's fields are)."""
 
     @property
     def theta(self) -> float: ...
@@ -56,6 +55,12 @@ class NeuronLayer(Protocol):
     @property
     def v_s_init(self) -> float | None: ...
 
+    @property
+    def max_spikes(self) -> int: ...  # K > 1: graded spikes (spike_count)
+
+    @property
+    def v_s_min(self) -> float | None: ...  # a soma floor, or None
+
 
 def float_initial_state(layer: NeuronLayer, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """``(v_d, v_s)`` every sample starts from, as float64 arrays of ``shape`` (..., n)
@@ -91,14 +96,13 @@ def lmh_float_step(
             m_s = m_s - s_prev * layer.theta
         else:
             m_s = np.where(s_prev, layer.reset_value, m_s)
-    spikes = spike_count(m_s, layer.theta, layer.threshold_test, getattr(layer, "max_spikes", 1))
+    spikes = spike_count(m_s, layer.theta, layer.threshold_test, layer.max_spikes)
     if next_step:
         v_s = m_s
     elif layer.reset == "subtract":
         v_s = m_s - spikes * layer.theta
     else:
         v_s = np.where(spikes > 0, layer.reset_value, m_s)
-    floor = getattr(layer, "v_s_min", None)
-    if floor is not None:
-        v_s = np.maximum(v_s, floor)
+    if layer.v_s_min is not None:
+        v_s = np.maximum(v_s, layer.v_s_min)
     return v_d, v_s, spikes
