@@ -11,7 +11,13 @@ import pytest
 import scipy.sparse as sp
 
 import lmh_deploy
-from lmh_deploy.backends.lava.memory import LAVA_COPIES, lava_weight_bytes
+from lmh_deploy.backends.lava.memory import (
+    KERNEL_ENTRY_BYTES,
+    LAVA_COPIES,
+    delay_lines,
+    lava_weight_bytes,
+    qdense_delays,
+)
 from lmh_deploy.models.architectures import build
 from shared import invoke
 
@@ -30,18 +36,27 @@ def cnn_build(tmp_path_factory) -> Path:
     return out
 
 
-def test_estimate_equals_the_matrices_lowering_builds(cnn_build: Path) -> None:
+def test_estimate_equals_the_weights_lowering_builds(cnn_build: Path) -> None:
+    """Convolutions on Lava's Conv cost their kernel; one forced off it (a negative weight
+    exponent, which Conv cannot apply) and the dense readout hold every synapse."""
     from lmh_deploy.backends.lava.lower import _paths
 
-    q = lmh_deploy.load(cnn_build).artifact.quant_graph
+    q = lmh_deploy.load(cnn_build).artifact.quant_graph.copy()
+    assert q.node("conv1").weight_exp > 0
+    q.replace("conv1", weight_exp=-1)
+    lines = delay_lines(q, qdense_delays(q))
     built = synapses = 0
     kinds = set()
     for name in q.order():
         if q.node(name).kind not in ("q_lmh", "q_readout"):
             continue
-        for path in _paths(q, name, "fixed_pt", {}):
+        for path in _paths(q, name, "fixed_pt", {}, lines):
             w = path.weights
-            if sp.issparse(w):  # Lava's Sparse keeps the CSR: entries and column indices
+            if path.conv is not None:  # Lava's Conv holds the kernel alone
+                kinds.add("conv")
+                assert w.size == q.node(path.name).weight_mant.size
+                built += w.size * KERNEL_ENTRY_BYTES
+            elif sp.issparse(w):  # Lava's Sparse keeps the CSR: entries and column indices
                 kinds.add("sparse")
                 built += w.data.nbytes + w.indices.nbytes
                 synapses += w.nnz
@@ -50,7 +65,7 @@ def test_estimate_equals_the_matrices_lowering_builds(cnn_build: Path) -> None:
                 w = np.asarray(w)
                 built += w.size * 8  # lowering hands Lava's Dense int64 entries
                 synapses += w.size
-    assert kinds == {"sparse", "dense"}
+    assert kinds == {"conv", "sparse", "dense"}
     assert lava_weight_bytes(q) == (built, synapses)
 
 

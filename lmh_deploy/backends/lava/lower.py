@@ -1,13 +1,18 @@
 """Stage 3: graph IR -> a network of Lava Processes.
 
-Every Lava connection process (``Dense``, ``Sparse``) delivers its output one step late
+Every Lava connection process (``Dense``, ``Sparse``, ``Conv``) delivers its output one step late
 (``a(t) = W s(t-1)``), so a neuron layer ``d`` synaptic hops from the input starts at global
 step ``start_step = d``: its local step ``t`` then sees exactly what :mod:`sim` computes at
 step ``t``. Where parallel paths of different length meet (residual shortcuts), the shorter
 path is a ``DelaySparse`` with the extra delay (``QDense.delay``); a path that max-pools its
 currents (``QDense.max_pool``) feeds its neuron through a ``MaxPoolCurrents`` Process, which
-adds no step. Samples are presented one after another, ``T`` steps each, and every layer
-resets its state at its own sample boundary, so one Lava run evaluates a whole batch.
+adds no step. A ``fixed_pt`` convolution runs on Lava's own ``Conv`` process (its kernel only,
+in Lava's (W, H, C) layout, reached from our flat (C, H, W) ports through Lava's virtual
+``reshape``/``transpose`` ports) wherever that computes our sums exactly
+(:func:`~lmh_deploy.backends.lava.memory.runs_on_lava_conv`); other paths hold their synapses
+as a ``Sparse`` or ``Dense`` matrix. Samples are presented one after another, ``T`` steps
+each, and every layer resets its state at its own sample boundary, so one Lava run evaluates
+a whole batch.
 :func:`lower` has every neuron layer send its spikes and final state to the host through
 channels (``LMHNeuron(record=True)``) and the readout currents reach the host through Lava's
 ``io.extractor.Extractor``: whole arrays per message, where a ``Var.get()`` of a sink buffer
@@ -25,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 import lmh_deploy  # noqa: F401  - installs the Python 3.11 Lava import fix first
+from lava.proc.conv.process import Conv
 from lava.proc.dense.process import Dense as LavaDense
 from lava.proc.io.extractor import Extractor
 from lava.proc.io.source import RingBuffer as SourceBuffer
@@ -45,7 +51,13 @@ from lmh_deploy.ir import (
     validate_quantized,
 )
 from lmh_deploy.backends.lava.procs.lmh.process import LMHNeuron, neuron_process
-from lmh_deploy.backends.lava.memory import accumulator_dtype
+from lmh_deploy.backends.lava.memory import (
+    accumulator_dtype,
+    delay_lines,
+    lava_conv_kernel,
+    qdense_delays,
+    runs_on_lava_conv,
+)
 from lmh_deploy.backends.lava.procs.maxpool.process import MaxPoolCurrents
 from lmh_deploy.ir.synapses import largest_presynaptic, qdense_matrix
 from lmh_deploy.passes.compose import synapse_paths
@@ -74,18 +86,22 @@ class Path:
 
     name: str
     source: str
-    weights: Any  # dense array or CSR
+    weights: Any  # dense array or CSR; a kernel in Lava's layout where ``conv`` is set
     weight_exp: int
     graded: bool
     delay: int
     pool_windows: np.ndarray | None = None  # the max pool of the currents, if any
+    conv: QDense | None = None  # the convolution Lava's Conv runs (weights: its kernel)
 
 
-def _paths(graph: Graph, name: str, precision: Precision, delays: dict[str, int]) -> list[Path]:
+def _paths(
+    graph: Graph, name: str, precision: Precision, delays: dict[str, int], lines: dict[str, int]
+) -> list[Path]:
     """The synaptic paths into neuron/readout ``name``, for either precision.
 
     An integer graph records each path's balancing delay (``QDense.delay``); a float graph's
-    come from :func:`~lmh_deploy.passes.delays.path_delays` (``delays``).
+    come from :func:`~lmh_deploy.passes.delays.path_delays` (``delays``). ``lines``: the
+    layers that send delayed spikes (:func:`~lmh_deploy.backends.lava.memory.delay_lines`).
     """
     if precision == "floating_pt":  # the presynaptic unit (theta, x_max / 255) folds into W
         return [
@@ -105,6 +121,9 @@ def _paths(graph: Graph, name: str, precision: Precision, delays: dict[str, int]
         node = graph.node(pred)
         assert isinstance(node, QDense)
         (src,) = graph.inputs_of(pred)
+        if runs_on_lava_conv(graph, pred, lines):  # the exponent is folded into the kernel
+            paths.append(Path(pred, src, lava_conv_kernel(node), 0, node.graded, node.delay, conv=node))
+            continue
         dtype = accumulator_dtype(node, largest_presynaptic(graph, pred))
         weights = qdense_matrix(node, fx.WEIGHT_LAVA_SCALE, conv_dtype=dtype)
         pool = node.max_pool
@@ -114,10 +133,26 @@ def _paths(graph: Graph, name: str, precision: Precision, delays: dict[str, int]
 
 
 def _connection(path: Path, precision: Precision, delayed_source: bool, message_bits: int):
-    """A Lava Dense, Sparse or DelaySparse for one path (``delayed_source``: the path's
+    """A Lava Conv, Dense, Sparse or DelaySparse for one path (``delayed_source``: the path's
     spikes come already delayed from its source's ``s_out_delayed``; ``message_bits``: the
     width of its source's graded messages, 0 for binary spikes)."""
     kwargs = {"num_message_bits": message_bits, "name": path.name}
+    if path.conv is not None:
+        assert path.conv.conv_input_shape is not None
+        c, h, w = path.conv.conv_input_shape
+        sy, sx = path.conv.conv_stride
+        py, px = path.conv.conv_padding
+        # Lava's geometry is (X, Y) = (W, H); its model ignores num_weight_bits and weight_exp
+        # (folded into the kernel): the width given is the kernel's true one.
+        bits = int(np.abs(path.weights).max(initial=0)).bit_length() + 1
+        return Conv(
+            weight=path.weights,
+            input_shape=(w, h, c),
+            stride=(sx, sy),
+            padding=(px, py),
+            num_weight_bits=bits,
+            **kwargs,
+        )
     if precision == "fixed_pt":
         kwargs.update(weight_exp=path.weight_exp, num_weight_bits=8)
     if path.delay > 0 and not delayed_source:
@@ -131,13 +166,31 @@ def _connection(path: Path, precision: Precision, delayed_source: bool, message_
     return LavaDense(weights=np.asarray(path.weights), **kwargs)
 
 
+def feed(port: Any, conn: Any) -> None:
+    """Connect a flat (n,) port holding (C, H, W) values in C order to a connection's
+    ``s_in``: through Lava's virtual ports to a ``Conv``'s (W, H, C) input."""
+    if isinstance(conn, Conv):
+        w, h, c = conn.input_shape
+        port = port.reshape((c, h, w)).transpose((2, 1, 0))
+    port.connect(conn.s_in)
+
+
+def flat_output(conn: Any) -> Any:
+    """A connection's output as a flat (n,) port of (C, H, W) values in C order: a ``Conv``'s
+    (W', H', C') ``a_out`` through Lava's virtual ports, any other's ``a_out`` itself."""
+    if not isinstance(conn, Conv):
+        return conn.a_out
+    w, h, c = (int(d) for d in conn.output_shape)
+    return conn.a_out.transpose((2, 1, 0)).reshape((c * h * w,))
+
+
 @dataclass
 class LavaLayers:
     """The network's Lava Processes without source or sinks (a building block).
 
-    ``input_connections`` take the input frames at their ``s_in``; ``readout_connections``
-    deliver the readout currents at their ``a_out`` (``sum_t`` of them plus ``T * bias`` are
-    the logits). ``start_step`` holds each neuron layer's and the readout's (key
+    ``input_connections`` take the input frames (connect a flat port with :func:`feed`);
+    ``readout_ports`` (flat OutPorts) deliver the readout currents (``sum_t`` of them plus
+    ``T * bias`` are the logits). ``start_step`` holds each neuron layer's and the readout's (key
     ``'readout'``) synaptic depth: the global step at which its sample-0 step 0 arrives is
     ``start_step + 1``.
     """
@@ -148,7 +201,7 @@ class LavaLayers:
     #: the max pools of currents, by the name of their path
     pools: dict[str, MaxPoolCurrents] = field(default_factory=dict)
     input_connections: list = field(default_factory=list)
-    readout_connections: list = field(default_factory=list)
+    readout_ports: list = field(default_factory=list)
     input_size: int = 0
     readout_size: int = 0
     input_graded: bool = True
@@ -173,14 +226,11 @@ def build_layers(
     (validate_quantized if precision == "fixed_pt" else validate)(graph)
     layers = [n for n in order if isinstance(graph.node(n), (QLMH, LMH, QReadout, Readout))]
     depth = layer_depths(graph)
-    delays = path_delays(graph, depth) if precision == "floating_pt" else {}
-    plans = {name: _paths(graph, name, precision, delays) for name in layers}
+    delays = path_delays(graph, depth) if precision == "floating_pt" else qdense_delays(graph)
     # A neuron layer whose outgoing delayed paths all wait the same d steps sends them its
     # spikes d steps late (s_out_delayed); other delayed paths are Lava DelaySparse.
-    out_delays: dict[str, set[int]] = {}
-    for path in (p for name in layers for p in plans[name] if p.delay > 0):
-        out_delays.setdefault(path.source, set()).add(path.delay)
-    output_delay = {src: ds.pop() for src, ds in out_delays.items() if len(ds) == 1 and src != order[0]}
+    output_delay = delay_lines(graph, delays)
+    plans = {name: _paths(graph, name, precision, delays, output_delay) for name in layers}
     graded = (int(first.bits) > 1) if isinstance(first, QInput) else not first.spikes
     net = LavaLayers(input_size=first.output_size(), input_graded=graded)
     out_ports: dict[str, Any] = {}  # Lava OutPorts
@@ -230,20 +280,21 @@ def build_layers(
             if path.source == order[0]:
                 net.input_connections.append(conn)
             elif delayed_source:
-                net.neurons[path.source].s_out_delayed.connect(conn.s_in)
+                feed(net.neurons[path.source].s_out_delayed, conn)
             else:
-                out_ports[path.source].connect(conn.s_in)
-            last: Any = conn
+                feed(out_ports[path.source], conn)
+            current = flat_output(conn)
             if path.pool_windows is not None:  # receives and sends in the same step
-                last = MaxPoolCurrents(
+                pool = MaxPoolCurrents(
                     windows=path.pool_windows, in_size=path.weights.shape[0], name=f"{path.name}.pool"
                 )
-                conn.a_out.connect(last.a_in)
-                net.pools[path.name] = last
+                current.connect(pool.a_in)
+                current = pool.a_out
+                net.pools[path.name] = pool
             if isinstance(node, (QLMH, LMH)):
-                last.a_out.connect(net.neurons[name].a_in)
+                current.connect(net.neurons[name].a_in)
             else:
-                net.readout_connections.append(last)
+                net.readout_ports.append(current)
             net.connections[path.name] = conn
     return net
 
@@ -289,7 +340,7 @@ def lower(graph: Graph, inputs: np.ndarray, timesteps: int, precision: Precision
         total_steps=total,
     )
     for conn in layers.input_connections:
-        net.source.s_out.connect(conn.s_in)
-    for conn in layers.readout_connections:
-        conn.a_out.connect(net.readout.in_port)
+        feed(net.source.s_out, conn)
+    for port in layers.readout_ports:
+        port.connect(net.readout.in_port)
     return net

@@ -30,7 +30,7 @@ from lava.magma.core.process.ports.ports import InPort, OutPort
 from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from lmh_deploy.backends.lava.lower import Precision, build_layers
+from lmh_deploy.backends.lava.lower import Precision, build_layers, feed
 from lmh_deploy.ir import Graph
 from lmh_deploy.semantics.readout import readout_sum
 
@@ -58,9 +58,9 @@ class LMHNetwork(AbstractProcess):
     ) -> None:
         super().__init__(timesteps=timesteps, precision=precision, name=name)
         layers = build_layers(graph, timesteps, precision, samples=samples)
-        if len(layers.readout_connections) != 1:
+        if len(layers.readout_ports) != 1:
             raise ValueError(
-                f"LMHNetwork: the readout has {len(layers.readout_connections)} "
+                f"LMHNetwork: the readout has {len(layers.readout_ports)} "
                 "synapse paths; a single one is supported as the out port"
             )
         self.layers = layers
@@ -75,8 +75,8 @@ class LMHNetwork(AbstractProcess):
         self.inp = InPort(shape=(layers.input_size,))
         self.out = OutPort(shape=(layers.readout_size,))
         for conn in layers.input_connections:
-            self.inp.connect(conn.s_in)
-        layers.readout_connections[0].a_out.connect(self.out)
+            feed(self.inp, conn)
+        layers.readout_ports[0].connect(self.out)
 
     def logits(self, out_trace: np.ndarray, samples: int) -> np.ndarray:
         """Logits ``(samples, classes)`` from the ``out`` values a sink recorded.
