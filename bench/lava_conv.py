@@ -119,7 +119,7 @@ def measured(args: list[str], cwd: Path) -> dict:
         "peak_tree_pss_gib": peak[0] / 2**30,
         "peak_process_rss_gib": peak[1] / 2**30,
         "exit_code": code,
-        "tail": out.strip().splitlines()[-3:],
+        "tail": out.strip().splitlines()[-40:],
     }
 
 
@@ -169,13 +169,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of the run command")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--keep", type=Path, default=None, help="work in this folder; reuse its build")
     args = parser.parse_args()
     env = timing.environment(threads=1)
     threads_env = dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1")
     os.environ.update(threads_env)  # every command and its workers: one thread each
     with tempfile.TemporaryDirectory(prefix="lava-conv-") as tmp:
-        work = Path(tmp)
-        build, x = make_resnet20(work, args.seed) if args.net == "resnet20" else make_resnet19(work)
+        work = Path(tmp) if args.keep is None else args.keep
+        work.mkdir(parents=True, exist_ok=True)
+        if (work / "build").is_dir():
+            build, x = work / "build", work / ("x.npy" if args.net == "resnet20" else "inputs.npy")
+        else:
+            build, x = make_resnet20(work, args.seed) if args.net == "resnet20" else make_resnet19(work)
         result: dict = {"net": args.net, "threads_env": threads_env, "routes": routes(build)}
         print("routes", result["routes"], flush=True)
         runs: dict[str, list[dict]] = {side: [] for side in args.sides}

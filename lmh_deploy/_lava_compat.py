@@ -11,6 +11,13 @@ Why, one rewrite per incompatibility:
   ``newshape`` keyword: the call raises ``TypeError`` inside a Lava worker.
   The rewrite calls a module-level helper appended to the file, which passes
   the shape positionally (right on numpy 1 and 2, and picklable).
+* ``lava/proc/conv/models.py`` hands its geometry Vars, numpy int8 (``kernel_size``,
+  ``stride``, ``padding``, ``dilation``, ``groups``), to ``utils.conv``, which computes with
+  them and the input's Python-int shape. numpy 2 (NEP 50) keeps such sums in int8: 128 or
+  more input channels raise ``OverflowError: Python integer 128 out of bounds for int8``
+  inside a Lava worker (``input_.shape[-1] % groups``), and spatial sizes near 128 would wrap.
+  The rewrite hands them over as Python ints (``.tolist()``, ``int(...)``), which is what
+  numpy 1's value-based casting computed; the same line count.
 * ``lava.lib.dl.slayer`` imports its ``object_detection`` submodule eagerly,
   which needs torchvision and OpenCV; lmh-deploy never uses it.
 
@@ -101,8 +108,33 @@ def patch_ports_source(source: str) -> str:
     return patched.rstrip("\n") + "\n" + _RESHAPE_HELPER
 
 
+CONV_MODELS = "lava.proc.conv.models"
+#: ``utils.conv``'s geometry arguments in ``AbstractPyConvModel.run_spk`` (lava-nc 0.10.0).
+_CONV_GEOMETRY = re.compile(
+    r"^([ \t]+)self\.kernel_size, self\.stride, self\.padding, self\.dilation,\n"
+    r"[ \t]+self\.groups\[0\]\n",
+    re.M,
+)
+_CONV_GEOMETRY_INTS = (
+    r"\1self.kernel_size.tolist(), self.stride.tolist(), self.padding.tolist(), "
+    r"self.dilation.tolist(),\n\1int(self.groups[0])\n"
+)
+
+
+def patch_conv_models_source(source: str) -> str:
+    """Return ``conv/models.py`` source that gives ``utils.conv`` its geometry as Python ints."""
+    return _rewrite(
+        source, _CONV_GEOMETRY, _CONV_GEOMETRY_INTS, 1,
+        f"numpy 2 fix for {CONV_MODELS}", "'utils.conv(...)' geometry arguments",
+    )  # fmt: skip
+
+
 #: Module name -> the function that rewrites its source.
-SOURCE_PATCHES = {VAR_MODEL: patch_var_model_source, PORTS: patch_ports_source}
+SOURCE_PATCHES = {
+    VAR_MODEL: patch_var_model_source,
+    PORTS: patch_ports_source,
+    CONV_MODELS: patch_conv_models_source,
+}
 
 
 class _PatchedSourceLoader(importlib.machinery.SourceFileLoader):

@@ -166,6 +166,23 @@ def test_ports_patch_fails_loudly_on_unexpected_text() -> None:
         compat.patch_ports_source(source.replace("import numpy as np\n", "import numpy\n"))
 
 
+def test_conv_models_patch_hands_utils_conv_python_ints_and_keeps_line_numbers() -> None:
+    (root,) = importlib.util.find_spec("lava").submodule_search_locations
+    path = Path(root) / "proc" / "conv" / "models.py"
+    source = path.read_text()
+    patched = compat.patch_conv_models_source(source)
+    src_lines, new_lines = source.splitlines(), patched.splitlines()
+    assert len(src_lines) == len(new_lines)
+    changed = [new_lines[i].strip() for i, (a, b) in enumerate(zip(src_lines, new_lines)) if a != b]
+    assert changed == [
+        "self.kernel_size.tolist(), self.stride.tolist(), self.padding.tolist(), self.dilation.tolist(),",
+        "int(self.groups[0])",
+    ]
+    compile(patched, str(path), "exec", dont_inherit=True)
+    with pytest.raises(compat.LavaCompatError, match="expected 1 .* but found 0"):
+        compat.patch_conv_models_source(source.replace("self.groups[0]\n", "groups\n"))
+
+
 def test_reshape_port_runs_in_a_lava_worker() -> None:
     """Lava's reshape ports work on this numpy (2.x: ``np.reshape`` has no ``newshape=``).
 

@@ -116,6 +116,10 @@ def test_conv_route_is_taken_exactly_where_conv_computes_our_sums() -> None:
     assert not runs_on_lava_conv(g, "d", {})
     g.replace("input", bits=8)
     assert runs_on_lava_conv(g, "d", {})
+    g.replace("d", conv_padding=(0, 128))  # Lava's Conv keeps its padding in int8
+    assert not runs_on_lava_conv(g, "d", {})
+    g.replace("d", conv_padding=(0, 127))
+    assert runs_on_lava_conv(g, "d", {})
     g.replace("d", pool_kernel=(1, 1))  # a max pool of the currents stays on Sparse
     assert not runs_on_lava_conv(g, "d", {})
 
@@ -199,3 +203,28 @@ def test_lava_block_with_a_conv_readout_equals_sim() -> None:
     finally:
         source.stop()
     assert np.array_equal(net.logits(trace, n), simulate(q, x, T).logits)
+
+
+def test_lava_conv_runs_with_128_or_more_input_channels() -> None:
+    """Lava's Conv model computes with its int8 geometry Vars and the input's shape: on numpy 2
+    that overflowed from 128 input channels (``256 % np.int8(1)``) in a Lava worker until
+    ``lmh_deploy._lava_compat`` handed the geometry over as Python ints."""
+    from lmh_deploy.backends.lava.lower import build_layers
+    from lmh_deploy.backends.lava.run import run_lava
+
+    rng = np.random.default_rng(5)
+    shape = (130, 3, 2)
+    g = Graph(meta={"timesteps": T})
+    g.add("input", QInput(shape=shape, scale=1.0, bits=1))  # 0/1 spikes
+    g.add("d", _conv(rng, 2, shape, (3, 3), (1, 1), (1, 1), 0, False), ("input",))
+    g.add("n", _lmh(2 * 3 * 2, 3000), ("d",))
+    readout = QDense(rng.integers(-127, 128, (3, 12)), weight_exp=0, graded=False, weight_scale=1.0)
+    g.add("out", readout, ("n",))
+    g.add("readout", QReadout(bias=np.zeros(3, np.int64), state_scale=1.0), ("out",))
+    assert type(build_layers(g, T, samples=1).connections["d"]).__name__ == "Conv"
+    x = rng.integers(0, 2, (2, *shape))
+    want = simulate(g, x, T)
+    got = run_lava(g, x, T, "fixed_pt")
+    assert 0 < want.spikes["n"].mean() < 1
+    assert np.array_equal(got.spikes["n"], want.spikes["n"])
+    assert np.array_equal(got.logits, want.logits)

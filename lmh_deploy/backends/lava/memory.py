@@ -35,6 +35,8 @@ LAVA_COPIES = 3
 KERNEL_ENTRY_BYTES = 16
 #: Lava's Conv sends its sums wrapped to signed 24 bits (``PyConvModelFixed.clamp_precision``).
 CONV_OUTPUT_MAX = (1 << 23) - 1
+#: Lava's Conv model holds kernel size, stride and padding in int8 Vars.
+CONV_GEOMETRY_MAX = 127
 
 
 def delay_lines(graph: Graph, delays: dict[str, int]) -> dict[str, int]:
@@ -67,14 +69,18 @@ def runs_on_lava_conv(graph: Graph, dense: str, lines: dict[str, int]) -> bool:
     Lava 0.10's ``PyConvModelFixed`` computes each sum exactly (scipy's ``convolve2d`` in
     float64: integers below 2**53), ignores its ``weight_exp`` and sends the sum wrapped to
     signed 24 bits one step later, as ``Sparse`` sends ``(W s) << weight_exp``. So the path
-    must be a plain convolution (no max pool of its currents), not a ``DelaySparse``, with a
-    non-negative exponent (folded exactly into the kernel: ``(2m << e)``; a negative one floors
-    the whole sum and cannot be folded), and every sum it can send must fit 24 bits:
+    must be a plain convolution (no max pool of its currents; kernel, stride and padding
+    within Lava's int8 Vars), not a ``DelaySparse``, with a non-negative exponent (folded
+    exactly into the kernel: ``(2m << e)``; a negative one floors the whole sum and cannot
+    be folded), and every sum it can send must fit 24 bits:
     ``2 * max_row(sum |m|) * largest_input << e <= 2**23 - 1``. Then every partial sum is
     below 2**23 as well, exact even in float32."""
     node = graph.node(dense)
     assert isinstance(node, QDense)
     if not node.is_conv or node.max_pool is not None or node.weight_exp < 0:
+        return False
+    geometry = (*node.weight_mant.shape[2:], *node.conv_stride, *node.conv_padding)
+    if max(geometry) > CONV_GEOMETRY_MAX:
         return False
     if node.delay > 0 and path_source(graph, dense) not in lines:
         return False
