@@ -18,6 +18,10 @@ run each, 128 images; bench/paper_agreement.py runs the same): cifarnet with its
 the residual nets agreed on only 93.8 %, 89.1 % and 94.5 % (55-65 % accurate): on nets this
 little trained most disagreements are near-ties of the summed output, which the remaining
 roundings (8-bit weights, 12-bit factors, thresholds; not measured one by one) flip.
+
+The paper's hybrid route (QCFS ANN trained, then ``replace_QCFS_by_Lneuron``; main.py) is
+tested on the narrow ResNet-20 with TEBN: 6 ANN epochs, no SNN training, source and deployed
+99.2 % accurate on 128 images, 100 % agreement.
 """
 
 from __future__ import annotations
