@@ -10,6 +10,8 @@
 #   MUTATION_CORE=1 MUTATION_SAMPLE=400 ...     # and every mutant of the target's core (CORE below)
 #   MUTATION_ONLY='lmh_deploy.sim.chain.*' bash scripts/mutation.sh sim  # only these mutants (globs)
 #   MUTATION_CHILDREN=1 ...                      # mutants tested at once (default 2)
+#   MUTATION_TESTS='tests/test_sim_fused.py' ... # a narrower test subset (quicker; what it
+#                                                # kills the target's subset kills too)
 # Slow: see docs/testing.md for the duration of each target on 2 shared cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +30,7 @@ trap 'if [ -n "$work" ] && [ -z "${MUTATION_KEEP:-}" ]; then rm -rf "$work"; fi'
 for target in "${@:-semantics sim quantize}"; do
   for t in $target; do
     modules="${TESTS[$t]%%|*}"
-    tests="${TESTS[$t]#*|}"
+    tests="${MUTATION_TESTS:-${TESTS[$t]#*|}}"
     work="$(mktemp -d)"
     git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} cp --parents {} "$work"
     # The installed package maps lmh_deploy.sim and lmh_deploy.models onto the top-level sim/ and

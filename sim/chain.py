@@ -73,7 +73,7 @@ def chain_of(order: list[str], nodes: dict, inputs: dict, paths: dict, params: d
         if inputs[dense] != [previous] or inputs[neuron] != [dense]:
             return None
         path = paths[dense]
-        if not _fits(path, first=not chain):
+        if not _fits(path, later=bool(chain)):
             return None
         p = params[neuron]
         if p.by_semantics:  # graded spikes, a soma floor: the semantics' own step (sim/neuron.py)
@@ -87,18 +87,17 @@ def chain_of(order: list[str], nodes: dict, inputs: dict, paths: dict, params: d
         previous = neuron
     if not isinstance(nodes[last], QDense) or inputs[last] != [previous] or inputs[readout] != [last]:
         return None
-    if not _fits(paths[last], first=False):
+    if not _fits(paths[last], later=True):
         return None
     return Chain(chain, last, paths[last], params)
 
 
-def _fits(path: SynapsePath, first: bool) -> bool:
-    """``path`` is dense and its sums fit int32 (binary input, int8 rows, unless ``first``)."""
+def _fits(path: SynapsePath, later: bool) -> bool:
+    """``path`` is dense and its sums fit int32; a ``later`` path (not the first) also takes
+    binary input through int8 rows (the compiled gather's)."""
     if path.is_conv or path.sparse or path.pool_windows is not None or path.bound > INT32_LIMIT:
         return False
-    if first:
-        return True
-    return not path.graded and path.w_t_int.dtype == np.int8
+    return not later or (not path.graded and path.w_t_int.dtype == np.int8)
 
 
 #: The rule set the chain runs: the lmh profile's (half-up rounding, saturation, ``>=``,

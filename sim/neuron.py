@@ -410,7 +410,7 @@ def run_in_threads(fn, parts: list[tuple[int, int]]) -> list:
         return [fn(*parts[0])]
     if not _POOL or _POOL[0][0] < len(parts) - 1:
         if _POOL:
-            _POOL.pop()[1].shutdown(wait=True)
+            _POOL.pop()[1].shutdown()
         _POOL.append((len(parts) - 1, ThreadPoolExecutor(len(parts) - 1, thread_name_prefix="lmh-sim")))
     futures = [_POOL[0][1].submit(fn, lo, hi) for lo, hi in parts[1:]]
     first = fn(*parts[0])

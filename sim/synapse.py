@@ -603,8 +603,9 @@ class SynapsePath:
         if not self.int8_ok:
             raise ValueError("int8 products need binary input to a dense layer with 127 * fan_in < 2**31")
         w = getattr(self, "w_int8", None)
-        if w is None:  # int8_ok: a dense path, whose w_t_int holds the int8 rows
-            w = self.w_int8 = torch.from_numpy(np.require(self.w_t_int, np.int8, ["C", "W"]))
+        if w is None:  # int8_ok: a dense path, whose w_t_int holds the rows (a fresh array:
+            # contiguous, writable), int8 unless a mantissa is -128 (then int32, cast here)
+            w = self.w_int8 = torch.from_numpy(np.asarray(self.w_t_int, np.int8))
         if isinstance(pre, np.ndarray):
             x = torch.from_numpy(pre.view(np.int8) if pre.dtype == bool else np.asarray(pre, np.int8))
         else:

@@ -245,8 +245,9 @@ def test_chain_of_refuses_each_break_of_the_pattern() -> None:
     before, every path within its bounds; each single break of that, made in the plan's own
     dictionaries while every other check passes, gives None: the order not ending in the
     readout, a pair's neuron or the last path of another kind, a dense path or the readout
-    reading another node, a later path with graded input, the first path's bound one past its
-    layer's int32 input limit (at the limit: chained)."""
+    reading another node, a later path (hidden or last) with graded input, a body of odd
+    length (a dense path that no node reads, beside the last: its events would be lost), the
+    first path's bound one past its layer's int32 input limit (at the limit: chained)."""
     from lmh_deploy.sim.chain import chain_of
     from lmh_deploy.sim.neuron import int32_input_limit
 
@@ -259,7 +260,12 @@ def test_chain_of_refuses_each_break_of_the_pattern() -> None:
     assert chain_of(order, nodes | {d3: nodes[l2]}, inputs, paths, params) is None
     for reads in ({d2: [input_]}, {out: [d2]}):
         assert chain_of(order, nodes, inputs | reads, paths, params) is None, reads
-    assert chain_of(order, nodes, inputs, paths | {d3: _changed(paths[d3], graded=True)}, params) is None
+    for path in (d2, d3):
+        graded = paths | {path: _changed(paths[path], graded=True)}
+        assert chain_of(order, nodes, inputs, graded, params) is None, path
+    dead_end = [input_, d1, l1, d2, l2, "unread", d3, out]
+    with_it = (nodes | {"unread": nodes[d3]}, inputs | {"unread": [l2]}, paths | {"unread": paths[d3]})
+    assert chain_of(dead_end, *with_it, params) is None
     limit = int32_input_limit(params[l1], paths[d1].weight_exp)
     assert 0 < paths[d1].bound < limit
     for bound, chained in ((limit, True), (limit + 1, False)):
@@ -277,12 +283,12 @@ def test_a_path_is_chained_only_while_its_sums_fit_int32() -> None:
     chain = plan_for(_mlp((24, 16)), None).chain
     first, later = chain.layers[0].path, chain.layers[1].path
     assert INT32_LIMIT == 2**31 - 1
-    for path, is_first in ((first, True), (later, False)):
-        assert _fits(_changed(path, bound=2**31 - 1), is_first)
-        assert not _fits(_changed(path, bound=2**31), is_first)
-    assert _fits(later, False) and not _fits(_changed(later, graded=True), False)
-    assert not _fits(_changed(later, w_t_int=later.w_t_int.astype(np.int16)), False)
-    assert _fits(_changed(first, graded=True, w_t_int=first.w_t_int.astype(np.int16)), True)
+    for path, is_later in ((first, False), (later, True)):
+        assert _fits(_changed(path, bound=2**31 - 1), is_later)
+        assert not _fits(_changed(path, bound=2**31), is_later)
+    assert _fits(later, True) and not _fits(_changed(later, graded=True), True)
+    assert not _fits(_changed(later, w_t_int=later.w_t_int.astype(np.int16)), True)
+    assert _fits(_changed(first, graded=True, w_t_int=first.w_t_int.astype(np.int16)), False)
 
 
 def test_a_run_splits_its_samples_into_parts_of_two_or_more(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -71,9 +71,17 @@ def test_int8_products_on_arrays_and_tensors() -> None:
     path = SynapsePath(QDense(weight_mant=mant, weight_exp=0, graded=False, weight_scale=1.0))
     assert path.int8_ok
     assert path.int8_sums(pre).tolist() == want.tolist()
+    weights = path.w_int8  # made once per path, on the first call
+    assert weights.dtype == torch.int8 and weights.tolist() == mant.T.tolist()
     assert path.int8_sums(torch.as_tensor(pre)).tolist() == want.tolist()  # a bool tensor
     for dtype in (np.float32, np.int64, np.int8):  # 0/1 spikes of other types
         assert path.int8_sums(pre.astype(dtype)).tolist() == want.tolist(), dtype
+    assert path.w_int8 is weights
+    # a mantissa of -128: the rows are kept wider (int32, |w| > 127), the products still int8
+    mant[2, 3] = -128
+    wide = SynapsePath(QDense(weight_mant=mant, weight_exp=0, graded=False, weight_scale=1.0))
+    assert wide.int8_ok and wide.w_t_int.dtype == np.int32
+    assert wide.int8_sums(pre).tolist() == (pre.astype(np.int64) @ mant.T).tolist()
     graded = SynapsePath(
         QDense(weight_mant=mant, weight_exp=0, graded=True, weight_scale=1.0), largest_input=255
     )

@@ -823,6 +823,7 @@ def test_run_in_threads_runs_the_first_range_here_and_the_others_in_one_named_po
     ((workers, pool),) = N._POOL
     assert workers == 2 and pool._max_workers == 2
     assert [g[:2] for g in N.run_in_threads(where, [(0, 1), (1, 2)])] == [(0, 1), (1, 2)]
+    assert len(N.run_in_threads(where, [(0, 1), (1, 2), (2, 3)])) == 3  # as many: kept too
     assert [(2, pool)] == N._POOL
     try:
         assert len(N.run_in_threads(where, [(0, 1), (1, 2), (2, 3), (3, 4)])) == 4
