@@ -17,6 +17,7 @@ import torch
 from lmh_deploy.backends.float.ir import simulate_float
 from lmh_deploy.frontends.neurons import NeuronError
 from lmh_deploy.frontends.torch_fx import FrontendError, module_to_graph
+from lmh_deploy.ir import IRError
 from lmh_deploy.backends.float.torch_source import run_source
 
 from foreign import snntorch_tutorials as tut
@@ -70,6 +71,18 @@ def test_recurrent_leaky_refused_by_name() -> None:
     with pytest.raises(NeuronError, match=match) as info:
         module_to_graph(tut.RecurrentNet(), input_shape=(64,), timesteps=tut.NUM_STEPS)
     assert "\n" not in str(info.value)
+
+
+def test_conv_net_given_a_flat_input_shape_says_so() -> None:
+    """`--input-shape 64` for the conv net (as for the tutorial-5 MLP) names the first Conv2d,
+    the shape it got and the C,H,W form to give, not a list of Conv2d options."""
+    match = r"^0 \(Conv2d\): Conv2d needs a \(C, H, W\) input, got shape \(64,\); give --input-shape as C,H,W"
+    with pytest.raises(IRError, match=match) as info:
+        module_to_graph(tut.conv_net(), input_shape=(64,), timesteps=tut.NUM_STEPS)
+    assert "\n" not in str(info.value)
+    flat_first = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Conv2d(1, 4, 3))
+    with pytest.raises(IRError, match=r"^1 \(Conv2d\): .* got shape \(64,\); a Conv2d after a Flatten"):
+        module_to_graph(flat_first, input_shape=(1, 8, 8), timesteps=tut.NUM_STEPS)
 
 
 @pytest.mark.slow

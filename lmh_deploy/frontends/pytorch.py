@@ -190,16 +190,22 @@ class GraphBuilder:
                 cur, "dense", Dense(weight=_np(layer.weight)), (layer.out_features,), own, weight=True
             )
         if isinstance(layer, nn.Conv2d):
+            if len(cur.shape) != 3:
+                # most often a flat --input-shape (64) given for a net that starts with a conv
+                fix = (
+                    "; give --input-shape as C,H,W (e.g. 1,8,8)"
+                    if cur.node in self.g.of_kind("input") and cur.shape == self.g.node(cur.node).shape
+                    else "; a Conv2d after a Flatten or Linear has no map to convolve"
+                )
+                raise IRError(f"{here}: Conv2d needs a (C, H, W) input, got shape {cur.shape}{fix}")
             if (
-                len(cur.shape) != 3
-                or layer.groups != 1
+                layer.groups != 1
                 or _pair(layer.dilation) != (1, 1)
                 or layer.padding_mode != "zeros"
                 or isinstance(layer.padding, str)
             ):
                 raise IRError(
-                    f"{here}: only zero-padded, ungrouped, undilated Conv2d with "
-                    f"numeric padding on (C, H, W) maps is supported"
+                    f"{here}: only zero-padded, ungrouped, undilated Conv2d with numeric padding is supported"
                 )
             node: Conv2d | AvgPool = Conv2d(
                 weight=_np(layer.weight),
