@@ -98,6 +98,9 @@ def test_float_initial_state() -> None:
     v_d, v_s = float_initial_state(_layer(v_s_init=0.25, v_d_init=0.0), (1,))
     assert v_d.tolist() == [0.0] and v_s.tolist() == [0.25]
     assert v_d.dtype == v_s.dtype == np.float64
+    # per neuron, from integers (an imported file's): float64 all the same
+    v_d, _ = float_initial_state(_layer(v_d_init=np.array([1, -2])), (2, 2))
+    assert v_d.dtype == np.float64 and v_d.tolist() == [[1.0, -2.0], [1.0, -2.0]]
 
 
 def test_float_step_clips_the_soma_at_its_floor_after_the_reset() -> None:

@@ -15,8 +15,7 @@ import numpy as np
 def leaky_voltage(x: np.ndarray, leaky: np.ndarray) -> np.ndarray:
     """``(T, B, n)`` per-step inputs -> the integrator's voltage per step (float64)."""
     mu, lam, gain = (float(v) for v in leaky)
-    i = np.zeros(x.shape[1:])
-    v = np.zeros(x.shape[1:])
+    i = v = 0.0  # from zero; broadcast to the (B, n) inputs at the first step
     out = np.empty(x.shape)
     for t in range(x.shape[0]):
         i = mu * i + x[t]
