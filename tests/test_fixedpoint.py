@@ -686,6 +686,25 @@ def test_spike_count_of_int64_arrays_and_tensors_by_hand() -> None:
         assert isinstance(got, np.ndarray) and got.dtype == np.int64 and got.tolist() == expected
         got_t = fx.spike_count(torch.from_numpy(m_s), 3, test, 5)
         assert isinstance(got_t, torch.Tensor) and got_t.dtype == torch.int64 and got_t.tolist() == expected
+    # float states (a float tensor or array) count as int64 too
+    assert fx.spike_count(torch.tensor([7.0, 2.5]), 3, ">=", 5).dtype == torch.int64
+    assert fx.spike_count(A([7.0, 2.5]), 3, ">=", 5).tolist() == [2, 0]
     # K = 1: one bool per neuron
     assert fx.spike_count(m_s, 3, ">", 1).tolist() == [False] * 4 + [True] * 4
     assert fx.spike_count(m_s, 3, ">=", 1).tolist() == [False] * 3 + [True] * 5
+
+
+def test_per_neuron_values_stored_as_one_where_all_are_equal() -> None:
+    """``per_neuron_or_one``: a scalar passes unchanged; an array whose elements are all equal
+    becomes that one Python number (one element or several, 1-D or 2-D); else its 1-D array.
+    ``initial_ints``: an int for one value, an int64 array per neuron."""
+    assert fx.per_neuron_or_one(0.5) == 0.5 and fx.per_neuron_or_one(np.int64(-3)) == -3
+    for same, want in ((A([3, 3, 3]), 3), (A([7]), 7), (A([[2.5], [2.5]]), 2.5)):
+        got = fx.per_neuron_or_one(same)
+        assert got == want and type(got) is type(want)
+    differ = fx.per_neuron_or_one(A([[1], [2], [2]]))
+    assert differ.shape == (3,) and differ.tolist() == [1, 2, 2]
+    assert fx.per_neuron_or_one(A([])).shape == (0,)
+    assert fx.initial_ints(np.float64(3.0)) == 3 and type(fx.initial_ints(np.float64(3.0))) is int
+    ints = fx.initial_ints(A([7.0, -2.0]))
+    assert ints.dtype == np.int64 and ints.tolist() == [7, -2]

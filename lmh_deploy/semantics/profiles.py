@@ -96,7 +96,7 @@ class NumericProfile:
             return f"reset value {reset_value:g} (profile {self.name} resets to {self.fixed_reset_value})"
         if self.fixed_initial_state is not None:
             for what, value in (("v_d_init", v_d_init), ("v_s_init", v_s_init)):
-                values = np.asarray(value).reshape(-1)
+                values = np.asarray(value)  # one value or one per neuron; a mask indexes either
                 if np.any(values != self.fixed_initial_state):
                     shown = f"{values[values != self.fixed_initial_state][0]:g}"
                     return (

@@ -32,4 +32,4 @@ def readout_sum(trace: np.ndarray, bias: np.ndarray, leaky: np.ndarray) -> np.nd
     timesteps = trace.shape[0]
     if not np.asarray(leaky).size:
         return trace.sum(0) + timesteps * np.asarray(bias)
-    return leaky_voltage(trace.astype(np.float64) + bias, leaky).sum(0)
+    return leaky_voltage(trace + bias, leaky).sum(0)  # float64: the filter's factors are floats
