@@ -224,6 +224,19 @@ def test_loihi_lif_refuses_what_lava_lif_cannot_express(overrides, match: str) -
         quantize_graph(_lif_float(**overrides), "loihi-lif")
 
 
+@pytest.mark.parametrize("profile", ["lmh", "cuba"])
+def test_a_membrane_decay_below_one_half_is_refused_saying_what_to_keep(profile: str) -> None:
+    """lam_s = 1 - 1/tau = 0.3934: a SpikingJelly ParametricLIFNode(init_tau=2.0) whose tau
+    training moved to 1.65 (found on a trained conv net); the line says what to keep."""
+    match = (
+        rf"^lmh0: numeric profile {profile} cannot express factor lam_s=0\.3934 \(its range is "
+        r"\[2048, 6143\] / 4096\); a membrane decay below 0\.5 \(SpikingJelly tau < 2, snnTorch "
+        r"beta < 0\.5\) is outside profiles lmh and cuba: keep it >= 0\.5"
+    )
+    with pytest.raises(IRError, match=match):
+        quantize_graph(_lif_float(lam_s=np.full((1, 1), 0.3934)), profile)
+
+
 def test_profile_is_stored_and_reported_and_unknown_names_refused() -> None:
     q, report = quantize_graph(_lif_float(bias=np.full(6, 0.05)), "loihi-lif")
     node = q.node("lmh0")

@@ -46,11 +46,15 @@ def _factor_codes(name: str, node: LMH, prof: NumericProfile) -> dict[str, Any]:
         scaled = value * fx.FACTOR_ONE
         if scaled.min() < lo - 0.5 or scaled.max() > top:
             bad = float(value.min() if scaled.min() < lo - 0.5 else value.max())
-            hint = (
-                "; --profile cuba (or loihi-lif) holds current decays up to 4095/4096"
-                if fname == "mu_d" and bad > 0 and prof.name == "lmh"
-                else ""
-            )
+            hint = ""
+            if fname == "mu_d" and bad > 0 and prof.name == "lmh":
+                hint = "; --profile cuba (or loihi-lif) holds current decays up to 4095/4096"
+            elif fname == "lam_s" and bad < 0.5 and prof.name != "loihi-lif":
+                # a trained SpikingJelly ParametricLIFNode(init_tau=2.0) moves tau below 2
+                hint = (
+                    "; a membrane decay below 0.5 (SpikingJelly tau < 2, snnTorch beta < 0.5) is "
+                    "outside profiles lmh and cuba: keep it >= 0.5 (clamp a trained tau or beta)"
+                )
             raise IRError(
                 f"{name}: numeric profile {prof.name} cannot express factor "
                 f"{fname}={bad:.6g} (its range is [{lo}, {hi}] / 4096){hint}"
