@@ -166,7 +166,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--net", choices=("resnet20", "resnet19"), default="resnet20")
     parser.add_argument("--sides", nargs="+", choices=("conv", "sparse"), default=["conv", "sparse"])
-    parser.add_argument("--rounds", type=int, default=3, help="alternated rounds of the run command")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternated rounds of the run command (0: verify only)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder; reuse its build")
@@ -200,6 +202,7 @@ def main() -> None:
             }
             | {"per_round": got}
             for side, got in runs.items()
+            if got
         }
         report = work / "verify.json"
         verify = [

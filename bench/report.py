@@ -343,6 +343,43 @@ def lava_cifar(record: dict[str, Any]) -> str:
     )
 
 
+def lava_conv(record: dict[str, Any]) -> str:
+    runs = record["run_1_sample"]
+    rows = [
+        _stamp(record),
+        f"| {record['net']}, 3x32x32, T = 4, 1 sample | wall | CPU, all processes | peak PSS, "
+        "process tree | peak RSS, one process |",
+        "|---|---|---|---|---|",
+    ]
+    for side, got in runs.items():
+        what = "Lava's Conv" if side == "conv" else "Sparse only (before)"
+        rows.append(
+            f"| `run --backend lava`, {what} | {got['seconds']:.1f} s | {got['cpu_seconds']:.1f} s | "
+            f"{got['peak_tree_pss_gib']:.2f} GiB | {got['peak_process_rss_gib']:.2f} GiB |"
+        )
+    checked = record["verify_lava_1_sample"]
+    rows.append(
+        f"| `verify --samples 1 --lava-samples 1`, Lava's Conv | {checked['seconds']:.1f} s | "
+        f"{checked['cpu_seconds']:.1f} s | {checked['peak_tree_pss_gib']:.2f} GiB | "
+        f"{checked['peak_process_rss_gib']:.2f} GiB |"
+    )
+    same = checked.get("lava_vs_sim") or {}
+    routes = ", ".join(f"{n} {k}" for k, n in sorted(record["routes"].items()))
+    rounds = ""
+    if runs:
+        loads = [g["load"] for got in runs.values() for g in got["per_round"]]
+        count = len(next(iter(runs.values()))["per_round"])
+        rounds = f"Run: medians of {count} alternated round(s), load average {_loads(loads)}. "
+    return (
+        "\n".join(rows)
+        + f"\n\n{rounds}Paths: {routes}. "
+        + "Lava == sim/ on the verified sample (every layer and step): "
+        + f"{same.get('mismatched_spikes', '-')} of {same.get('spikes_compared', 0):,} spikes differ, "
+        + f"final states {same.get('state_mismatches', '-')}, readout values "
+        + f"{same.get('readout_mismatches', '-')}, logits {same.get('logit_mismatches', '-')}.\n"
+    )
+
+
 def ddp_scaling(record: dict[str, Any]) -> str:
     labels = list(record["rows"][0]["seconds"])
     out = [
@@ -395,6 +432,8 @@ RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
     "paper_scale": paper_scale,
     "sim_vs_lava": sim_vs_lava,
     "lava_cifar": lava_cifar,
+    "lava_conv": lava_conv,
+    "lava_conv_resnet19": lava_conv,
     "ddp_scaling": ddp_scaling,
     "refusal_time": refusal_time,
 }
