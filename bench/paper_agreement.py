@@ -26,7 +26,8 @@ weights and TEBN statistics carry over), then ``--epochs`` of SNN training (0: n
 The JSON records the training's CPU and wall time and peak RSS and the largest peak RSS of
 the ``lmh-deploy`` commands; ``--keep DIR`` keeps the state_dict and the artifact.
 ``--lava-samples`` defaults to 0: one Lava sample of ResNet-19 was OOM-killed at 17.7 GB
-(Lava's CPU processes take each convolution as a CSR matrix, 2.1 billion synapses).
+while Lava took each convolution as a CSR matrix; on Lava's own Conv (now) one sample takes
+about 2 GB and 9 CPU minutes (``bench/lava_conv.py``).
 """
 
 from __future__ import annotations
