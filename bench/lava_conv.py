@@ -1,7 +1,7 @@
 """A Lava run with convolutions on Lava's own ``Conv`` against the same run on ``Sparse``.
 
     nice -n 10 python bench/lava_conv.py --json bench/lava_conv.json
-    nice -n 10 python bench/lava_conv.py --net resnet19 --sides conv --rounds 1 \\
+    nice -n 10 python bench/lava_conv.py --net resnet19 --sides conv --rounds 0 \\
         --json bench/lava_conv_resnet19.json
 
 Networks (3 x 32 x 32, T = 4, untrained): ``resnet20``, the ResNet-20 of
