@@ -329,11 +329,8 @@ def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, s
     form = layer_form(p)
     right, left = fused.input_shifts(weight_exp, p.input_shift)
     limit = int32_input_limit(p, weight_exp)
-    use32 = (
-        limit >= 0
-        and state.v_d.dtype == np.int32
-        and (peak is not None and peak <= limit or _peak(currents) <= limit)
-    )
+    # a layer that is not int32-safe has limit -1, which no peak (a magnitude) is below
+    use32 = state.v_d.dtype == np.int32 and (peak is not None and peak <= limit or _peak(currents) <= limit)
     if not use32:  # the kernel computes in the states' type: int64 from now on (a wrap on
         _widen(state)  # inputs beyond the int32 bounds may leave even 32 bits)
     rules, rule_codes = rule_set(p)
@@ -383,7 +380,7 @@ def sim_threads() -> int:
         return 1
     from numba.np.ufunc import parallel
 
-    if getattr(parallel, "_is_initialized", False):  # someone set (or read) the count: the layer runs already
+    if parallel._is_initialized:  # someone set (or read) the count: the layer runs already
         return int(numba.get_num_threads())
     return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
 
@@ -397,7 +394,7 @@ def row_ranges(batch: int, row_work: int, threads: int) -> list[tuple[int, int]]
 def contiguous_ranges(batch: int, parts: int) -> list[tuple[int, int]]:
     """``batch`` rows cut into ``parts`` contiguous ``(lo, hi)`` ranges of near-equal size."""
     bounds = [batch * k // parts for k in range(parts + 1)]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 _POOL: list[tuple[int, ThreadPoolExecutor]] = []  # (workers, pool): one pool, grown on demand

@@ -225,6 +225,30 @@ def test_layers_beyond_the_int32_bounds_keep_int64_states() -> None:
         assert form.factors.dtype == form.bias_d.dtype == form.bias_s.dtype == np.int64
 
 
+def test_currents_exactly_at_the_int32_limit_stay_int32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The int32 path takes ``|a| <= limit``: currents exactly at the layer's raw limit keep
+    int32 states (one more: int64), equal to the integer step; a known peak exactly at the
+    limit is enough (the currents are then not measured)."""
+    p = _layer("lmh")
+    limit = N.int32_input_limit(p, None)
+    assert limit == 2**30  # the cap (lmh: no input shift)
+    zero = np.zeros((1, p.size), np.int64)
+    for top, dtype in ((limit, np.int32), (limit + 1, np.int64)):
+        currents = np.zeros((2, 1, p.size), np.int64)
+        currents[0, 0, :2] = top, -top
+        want = expected(p, currents, 2, None, zero, zero)
+        state, spikes, trace, _ = run(p, currents, 2, None, zero, zero, None, False)
+        assert state.v_d.dtype == dtype, top
+        assert np.array_equal(spikes, want[0]) and np.array_equal(trace[1], want[2]), top
+
+    def unmeasured(currents):
+        raise AssertionError("currents measured, though their known peak is within the limit")
+
+    monkeypatch.setattr(N, "_peak", unmeasured)
+    state = run(p, currents * 0 + limit, 2, None, zero, zero, limit, False)[0]
+    assert state.v_d.dtype == np.int32
+
+
 def test_a_lone_or_negative_current_past_the_int32_bound_runs_int64() -> None:
     """The int32 path is chosen from ``max |currents|``: a single current (one step, sample and
     neuron) and a current whose magnitude is only in its minimum, -(2**33 + 5) (its low 32

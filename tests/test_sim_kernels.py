@@ -784,6 +784,19 @@ def test_thread_ranges_by_hand() -> None:
     assert N.row_ranges(3, 2**20, 8) == [(0, 1), (1, 2), (2, 3)]  # 3 rows
 
 
+def test_a_chunk_is_split_by_its_neuron_steps_per_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compiled update asks ``row_ranges`` for its batch rows, each row's work (steps x
+    neurons: 4 x 3 here) and ``sim_threads()`` threads."""
+    p = _integrator(3)
+    state = N.initial_state(p, 5)
+    asked = []
+    real = N.row_ranges
+    monkeypatch.setattr(N, "sim_threads", lambda: 7)
+    monkeypatch.setattr(N, "row_ranges", lambda *args: asked.append(args) or real(*args))
+    N.run_neuron_chunk(p, 0, np.ones((4, 5, 3), np.int64), None, state, np.zeros((4, 5, 3), bool))
+    assert asked == [(5, 12, 7)]
+
+
 def test_sim_threads_reads_numbas_count_without_starting_its_threading_layer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
