@@ -331,3 +331,19 @@ def test_a_chain_run_keeps_its_layers_state_dtype_and_an_int64_readout() -> None
     assert [(v_d.dtype, v_s.dtype) for v_d, v_s in run.states] == [(d, d) for d in dtypes]
     assert run.trace.dtype == np.int64
     assert simulate(q, x, 4, chunk_steps=2).readout_trace.dtype == np.int64
+
+
+def test_a_per_neuron_initial_dendrite_starts_every_sample_of_the_chain() -> None:
+    """A first layer whose initial dendrite differs per neuron (an (n,) ``v_d_init``) starts
+    each sample's row from it: the chain equals the chunked run and the reference run."""
+    q = _mlp((24, 16))
+    first = q.of_kind("q_lmh")[0]
+    q.replace(first, v_d_init=np.arange(24) * 50_000 - 600_000)
+    assert plan_for(q, None).chain is not None
+    x = _inputs(q, 3, 6)
+    whole = simulate(q, x, 4)
+    assert_same_record(whole, simulate(q, x, 4, chunk_steps=2))
+    ref = simulate_reference(q, x, 4)
+    assert np.array_equal(ref["logits"], whole.logits)
+    for u, v in zip(ref["final_state"][first], whole.final_state[first], strict=True):
+        assert np.array_equal(u, v)
