@@ -144,10 +144,14 @@ def _run_kernel(p: NeuronParams, currents: np.ndarray, chunk: int, where: str):
                     p, t0, cur, None, state, spikes[t0:t1], trace=(trace[0][t0:t1], trace[1][t0:t1])
                 )
         else:
-            N.run_neuron_chunk(
+            got = N.run_neuron_chunk(
                 p, t0, cur, None, state, spikes[t0:t1], trace=(trace[0][t0:t1], trace[1][t0:t1])
             )
+            # the totals per step, int64 however the rows were split over threads
+            assert got.dtype == np.int64 and np.array_equal(got, spikes[t0:t1].sum((1, 2)))
     as_np = lambda a: a if isinstance(a, np.ndarray) else a.numpy()
+    # each neuron's spike count adds up over the chunks (a split run adds its threads' counts)
+    assert np.array_equal(as_np(state.neuron_spikes), spikes.sum((0, 1))), where
     return spikes, trace, as_np(state.v_d), as_np(state.v_s), state.saturation
 
 
