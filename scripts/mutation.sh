@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 declare -A TESTS=(
   [semantics]="lmh_deploy/semantics/*.py|tests/test_fixedpoint.py tests/test_golden_vectors.py tests/test_quantize.py tests/test_sim_reference.py tests/test_sim_conv.py tests/test_neuron.py tests/test_float_reference.py tests/test_sim_kernels.py tests/test_max_pool_currents_lava_free.py tests/test_graded_spikes_lava_free.py tests/test_signed_inputs_lava_free.py tests/test_readout.py"
-  [sim]="lmh_deploy/sim/neuron.py lmh_deploy/sim/synapse.py lmh_deploy/sim/fused.py lmh_deploy/sim/conv.py lmh_deploy/sim/chain.py|tests/test_sim_edges.py tests/test_sim_kernels.py tests/test_sim_fused.py tests/test_sim_reference.py tests/test_sim_conv.py tests/test_sim_paths.py tests/test_sim_chain.py --deselect tests/test_sim_paths.py::test_run_backend_in_mini_batches_equals_one_batch"
+  [sim]="lmh_deploy/sim/neuron.py lmh_deploy/sim/synapse.py lmh_deploy/sim/fused.py lmh_deploy/sim/conv.py lmh_deploy/sim/chain.py|tests/test_sim_edges.py tests/test_sim_kernels.py tests/test_sim_fused.py tests/test_sim_reference.py tests/test_sim_conv.py tests/test_sim_paths.py tests/test_sim_chain.py tests/test_max_pool_currents_lava_free.py --deselect tests/test_sim_paths.py::test_run_backend_in_mini_batches_equals_one_batch"
   [quantize]="lmh_deploy/passes/quantize.py|tests/test_quantize.py tests/test_bias_correction.py tests/test_passes.py tests/test_golden_vectors.py --deselect tests/test_bias_correction.py::test_compile_switches_bias_correction_off"
 )
 # The numeric core of a target (mutmut globs): with MUTATION_CORE=1, all of its mutants run.
