@@ -5,11 +5,13 @@ For a graph ``input -> dense -> lmh -> dense -> lmh ... -> dense -> readout`` of
 chunked run of :mod:`lmh_deploy.sim.simulator` for a static input: for each sample, the
 first layer's sums are formed once (the input is the same every step), each layer runs all
 ``T`` steps at once (its states, spikes and currents stay in the L1/L2 cache), the next
-layer's currents are the compiled row gather of those spikes (:mod:`lmh_deploy.sim.gather`,
-told each step's spike count by the kernel: it skips silent steps and finds sparse steps'
-spikes a word at a time), and no Python runs between layers, steps or samples. The neuron
-update is the fused kernel of :mod:`lmh_deploy.sim.fused` itself (called from the compiled
-loop, not a copy), the gather the one the chunked run uses: the same integers, so the same
+layer's currents are the blocked event gather of those spikes over all ``T`` steps
+(:func:`lmh_deploy.sim.gather.gather_blocks`: each step's active inputs listed once, then
+32 outputs at a time, their int16 weight rows held in the L1 cache, summed in one vector
+register; told each step's spike count by the kernel, it skips silent steps), and no Python
+runs between layers, steps or samples. The neuron update is the fused kernel of
+:mod:`lmh_deploy.sim.fused` itself (called from the compiled loop, not a copy), and the
+gather's sums are exact integer sums like the chunked run's: the same integers, so the same
 spikes, states and logits.
 The samples of a mini-batch are independent: they are split over numba's thread count
 (``numba.set_num_threads``; each thread runs the compiled loop, which releases the GIL, on
@@ -35,7 +37,7 @@ import numpy as np
 from lmh_deploy.ir import QLMH, QDense, QInput, QReadout
 from lmh_deploy.sim import fused
 from lmh_deploy.sim.fused import wide_vectors
-from lmh_deploy.sim.gather import gather_binary
+from lmh_deploy.sim.gather import BLOCK, block_rows, gather_blocks, padded_inputs
 from lmh_deploy.sim.neuron import (
     contiguous_ranges,
     int32_input_limit,
@@ -113,7 +115,7 @@ def _run(
     hi,
     x,
     w_in,
-    weights,
+    blocks,
     peaks,
     shifts,
     factors,
@@ -127,7 +129,7 @@ def _run(
     v_s,
     record,
     spikes_out,
-    out_w,
+    out_blocks,
     out_peak,
     out_exp,
     trace,
@@ -147,14 +149,18 @@ def _run(
     active = np.zeros(layers, np.int64)
     synops = np.zeros(layers + 1, np.int64)
     step_counts = np.zeros(steps, np.int64)
-    spike_buf = [np.empty((steps, 1, n), np.bool_) for n in sizes]
-    cur_buf = [np.empty((steps, 1, n), np.int32) for n in sizes]
+    # spikes zero beyond the neurons (the gather reads whole 16-byte steps), currents of
+    # whole blocks of outputs (the kernel reads the first n)
+    spike_buf = [np.zeros((steps, 1, padded_inputs(n)), np.bool_) for n in sizes]
+    cur_buf = [np.empty((steps, 1, -(-n // BLOCK) * BLOCK), np.int32) for n in sizes]
+    idx = np.empty(steps * padded_inputs(sizes.max()), np.int32)
+    starts = np.empty(steps + 1, np.int64)
     # the reset of the previous step's spikes (next-step timing) is not in CHAIN_RULES: the
     # kernel never reads or writes these
     no_prev = [np.zeros((1, n), np.bool_) for n in sizes]
     fired = [np.zeros((1, n), np.bool_) for n in sizes]  # per sample: its active neurons
     cur0 = np.empty((1, 1, sizes[0]), np.int32)
-    out_buf = np.zeros((steps, out_w.shape[1]), np.int32)
+    out_buf = np.empty((steps, out_blocks.shape[0] * BLOCK), np.int32)
     empty_f = np.zeros((1, 1, 0), np.float32)
     empty_i = np.zeros((1, 1, 0), np.int64)
     for b in range(lo, hi):
@@ -168,12 +174,16 @@ def _run(
                 _static_sums(x[b], w_in, cur.reshape(n))
             else:
                 cur = cur_buf[k]
-                flat = cur.reshape((steps, n))
-                flat[:] = 0
                 pre = spike_buf[k - 1]
                 # the previous layer's kernel left its spikes per step in step_counts
-                gather_binary(
-                    pre.reshape((steps, pre.shape[2])), weights[k - 1], flat, peaks[k - 1], step_counts
+                gather_blocks(
+                    pre.reshape((steps, pre.shape[2])),
+                    step_counts,
+                    blocks[k - 1],
+                    peaks[k - 1],
+                    cur.reshape((steps, cur.shape[2])),
+                    idx,
+                    starts,
                 )
             spk = spike_buf[k]
             sat[k] += _KERNEL(
@@ -207,12 +217,12 @@ def _run(
             if record:
                 out = spikes_out[k]
                 for t in range(steps):
-                    out[t, b] = spk[t, 0]
+                    out[t, b] = spk[t, 0, :n]
         last = spike_buf[layers - 1]
-        out_buf[:] = 0
-        gather_binary(last.reshape((steps, last.shape[2])), out_w, out_buf, out_peak, step_counts)
+        last = last.reshape((steps, last.shape[2]))
+        gather_blocks(last, step_counts, out_blocks, out_peak, out_buf, idx, starts)
         for t in range(steps):  # the readout's input a = shift(2 S, e) (synapse.lava_current)
-            for o in range(out_buf.shape[1]):
+            for o in range(trace.shape[2]):
                 a = np.int64(out_buf[t, o]) * 2
                 trace[t, b, o] = a << out_exp if out_exp >= 0 else a >> -out_exp
     for k in range(layers):  # events of the path reading layer k: its spikes x fan-out
@@ -272,7 +282,7 @@ class Chain:
         hidden = [layer.path for layer in layers[1:]] or [out_path]
         # np.asarray of Python ints (shifts, peaks, theta, reset value) is int64
         self.fixed = (
-            tuple(path.w_t_int for path in hidden),
+            tuple(block_rows(path.w_t_int) for path in hidden),
             np.asarray([path.gather_peak for path in hidden]),
             np.asarray([layer.shifts for layer in layers]),
             tuple(f.factors for f in forms),
@@ -283,6 +293,7 @@ class Chain:
             rule_set(ps[0])[1],
         )
         self.placeholders = (_NO_SPIKES,) * len(ps)
+        self.out_blocks = block_rows(out_path.w_t_int)
 
     def run(
         self, x_flat: np.ndarray, steps: int, spikes: dict | None, threads: int | None = None
@@ -307,7 +318,7 @@ class Chain:
             tuple(s[1] for s in states),
             spikes is not None,
             self.placeholders if spikes is None else tuple(spikes[name] for name in self.names),
-            self.out_path.w_t_int,
+            self.out_blocks,
             self.out_path.gather_peak,
             self.out_path.weight_exp,
             trace,

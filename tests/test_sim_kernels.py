@@ -735,12 +735,11 @@ def test_kernel_form_memo_stays_bounded_past_its_size() -> None:
     assert len(N._FORMS) == 256
 
 
-def test_event_gather_with_known_row_counts_is_exact() -> None:
-    """Given each row's number of events (sim/chain.py passes a layer's spikes per step), the
-    gather skips empty rows and finds the events of sparse rows a word (8 bytes) at a time:
-    exact for row lengths around and between whole words, every density from none to all,
-    events in the last bytes of a row."""
-    from lmh_deploy.sim.gather import SPARSE_ROW, gather_binary
+def test_event_gather_is_exact() -> None:
+    """The compiled gather of binary rows (the chunked run's events way): exact for row
+    lengths around and between whole words, every density from none to all, events in the
+    last bytes of a row."""
+    from lmh_deploy.sim.gather import gather_binary
 
     rng = np.random.default_rng(4)
     for n_in in (1, 7, 8, 9, 63, 64, 65, 600):
@@ -749,11 +748,9 @@ def test_event_gather_with_known_row_counts_is_exact() -> None:
             pre[0, -1] = True  # an event in the last byte, alone
             pre[1, :] = False
             pre[1, -min(n_in, 3) :] = True  # the last bytes, after empty words
-            counts = pre.sum(1).astype(np.int64)
-            assert density >= 0.1 or (counts * SPARSE_ROW <= n_in).any()
             w = rng.integers(-128, 128, (n_in, 21)).astype(np.int8)
             out = np.zeros((40, 21), np.int32)
-            gather_binary(pre.view(np.uint8), w, out, 128, counts)
+            gather_binary(pre.view(np.uint8), w, out, 128)
             assert np.array_equal(out, pre.astype(np.int64) @ w.astype(np.int64)), (n_in, density)
 
 
@@ -849,3 +846,48 @@ def test_run_in_threads_runs_the_first_range_here_and_the_others_in_one_named_po
     finally:
         for _, executor in N._POOL:
             executor.shutdown()
+
+
+def test_blocked_event_gather_is_exact() -> None:
+    """The blocked gather of a dense chain (sim/chain.py) writes every output of every block,
+    whatever was in ``out`` before: exact for input and output counts around the 16-byte
+    steps and 32-output blocks, every density from none (rows skipped) over sparse rows
+    (a word at a time) to all inputs active (more events than an int16 sum holds: 600 x 128
+    in parts of 255 rows), events in the last input alone; outputs past the last block's
+    columns untouched."""
+    from lmh_deploy.sim.gather import BLOCK, block_rows, gather_blocks, padded_inputs
+
+    rng = np.random.default_rng(5)
+    for n_in in (1, 15, 16, 17, 65, 600):
+        n_pad = padded_inputs(n_in)
+        assert n_pad % 16 == 0 and n_in <= n_pad < n_in + 16
+        for n_out in (1, 32, 33, 70):
+            for density in (0.0, 0.003, 0.1, 1.0):
+                pre = rng.random((9, n_in)) < density
+                pre[0, :] = False
+                pre[0, -1] = True
+                w = rng.integers(-128, 128, (n_in, n_out)).astype(np.int8)
+                w[0, 0] = -128
+                blocks = block_rows(w)
+                assert blocks.shape == (-(-n_out // BLOCK), n_in, BLOCK) and blocks.dtype == np.int16
+                padded = np.zeros((9, n_pad), np.uint8)
+                padded[:, :n_in] = pre
+                out = np.full((9, blocks.shape[0] * BLOCK + 5), 99, np.int32)
+                idx, starts = np.empty(9 * n_pad, np.int32), np.empty(10, np.int64)
+                gather_blocks(padded, pre.sum(1).astype(np.int64), blocks, 128, out, idx, starts)
+                expected = pre.astype(np.int64) @ w.astype(np.int64)
+                assert np.array_equal(out[:, :n_out], expected), (n_in, n_out, density)
+                assert not out[:, n_out : blocks.shape[0] * BLOCK].any()
+                assert (out[:, blocks.shape[0] * BLOCK :] == 99).all()
+    # every partial sum at its largest: 600 events of 127 (or -128) in parts of exactly
+    # 32767 // peak rows, the most an int16 sum holds
+    for value, peak in ((127, 127), (-128, 128)):
+        w = np.full((600, 40), value, np.int8)
+        pre = np.zeros((2, 608), np.uint8)
+        pre[:, :600] = 1
+        out = np.zeros((2, 64), np.int32)
+        scratch = np.empty(2 * 608, np.int32), np.empty(3, np.int64)
+        gather_blocks(pre, np.full(2, 600), block_rows(w), peak, out, *scratch)
+        assert (out[:, :40] == 600 * value).all()
+    with pytest.raises(ValueError, match="padded"):  # rows the compress store would overrun
+        gather_blocks(np.ones((2, 600), np.uint8), np.full(2, 600), block_rows(w), 128, out, *scratch)
