@@ -641,6 +641,21 @@ def test_profile_description_rules_and_lookup() -> None:
     )
     assert lif["factor_ranges"]["lam_s"] == [1, 4096] and lif["current_headroom_bits"] == 22
     assert LOIHI_LIF_PROFILE.factor_range("lam_s") == (1, 4096)
+    # cuba: lmh with mu_d and lam_s - 4096 as signed 13-bit codes (lam_s's top stays lmh's)
+    cuba = get_profile("cuba").as_dict()
+    assert cuba["factor_ranges"] == {
+        "mu_d": [-4096, 4095],
+        "mu_s": [-2048, 2047],
+        "lam_d": [2048, 6143],
+        "lam_s": [0, 6143],
+    }
+    assert {
+        k: v for k, v in cuba.items() if k not in ("name", "factor_encoding", "factor_ranges", "summary")
+    } == {
+        k: v
+        for k, v in LMH_PROFILE.as_dict().items()
+        if k not in ("name", "factor_encoding", "factor_ranges", "summary")
+    }
     with pytest.raises(KeyError, match="theta"):
         LOIHI_LIF_PROFILE.factor_range("theta")
     ok = ("set", ">", "same-step", 0, 0, 0)

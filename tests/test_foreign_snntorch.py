@@ -7,6 +7,8 @@ rule for Leaky, a one-step-late zeroing for Synaptic. These tests run snnTorch i
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -95,6 +97,21 @@ def _deploy(tmp_path: Path, factory: str, kwargs: dict, *, epochs: int, samples:
 
 def test_snntorch_leaky_subtract_one_command(tmp_path: Path) -> None:
     _deploy(tmp_path, "leaky_mlp", {"reset": "subtract"}, epochs=2, samples=100)
+
+
+def test_snntorch_leaky_with_a_learned_beta_below_one_half_deploys_under_cuba(tmp_path: Path) -> None:
+    """``Leaky(beta=0.3, learn_beta=True)`` trains to beta 0.44: lam_s below profile lmh's
+    1/2; a compile without --profile picks cuba, says so, and deploys it (subtract reset,
+    next-step, ``>``: snnTorch's defaults, which profile loihi-lif cannot express)."""
+    kwargs = {"reset": "subtract", "beta": 0.3, "learn_beta": True}
+    _deploy(tmp_path, "leaky_mlp", kwargs, epochs=2, samples=50)
+    report = json.loads((tmp_path / "build" / "compile_report.json").read_text())
+    assert report["profile"]["name"] == "cuba"
+    assert re.fullmatch(
+        r"profile cuba \(no --profile given\): lmh0's membrane decay factor lam_s is 0\.4\d+, below "
+        r"the 1/2 profile lmh holds \(SpikingJelly tau < 2, snnTorch beta < 0\.5\)",
+        report["profile_choice"],
+    )
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ step) and multi-step (``set_step_mode(net, 'm')``, the input repeated over T ins
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from lmh_deploy.backends.float.torch_source import run_source
 from lmh_deploy.frontends.torch_fx import FrontendError, module_to_graph
 
 from foreign import spikingjelly_style as sj
-from shared import deploy_source
+from shared import deploy_source, invoke
 
 MODEL_FILE = Path(__file__).parent / "foreign" / "spikingjelly_style.py"
 
@@ -110,3 +111,40 @@ def test_spikingjelly_nets_one_command(
     tmp_path: Path, factory: str, kwargs: dict, multi_step: bool, digits
 ) -> None:
     _deploy(tmp_path, factory, kwargs, multi_step=multi_step, epochs=6 if multi_step else 3, digits=digits)
+
+
+def test_plif_conv_net_whose_trained_tau_fell_below_two_deploys_under_cuba(
+    tmp_path: Path, digits, one_torch_thread
+) -> None:
+    """The conv tutorial's ``ParametricLIFNode(init_tau=2.0)`` in the multi-step ``CSNN``:
+    training moves every tau below 2, so ``lam_s = 1 - 1/tau < 1/2`` is outside profile lmh.
+    A compile without --profile picks cuba (lmh's arithmetic, lam_s down to 0), says why, and
+    the deployed net agrees with SpikingJelly's own run on >= 95 % of 50 samples with Lava ==
+    sim; an explicit --profile lmh refuses in one line naming cuba."""
+    kwargs = {"channels": 8, "kind": "PLIF"}
+    torch.manual_seed(0)
+    model = sj.CSNN(**kwargs)
+    sj.train(model, digits[0], digits[1], multi_step=True, epochs=10)
+    assert sj.accuracy(model, digits[2], digits[3], multi_step=True) > 0.85
+    taus = [1.0 + float(torch.exp(-m.w.detach())) for m in model.modules() if hasattr(m, "w")]
+    assert len(taus) == 4 and max(taus) < 1.9, taus
+    deploy_source(model, f"{MODEL_FILE}:CSNN", tmp_path, timesteps=sj.T, kwargs=kwargs)
+    report = json.loads((tmp_path / "build" / "compile_report.json").read_text())
+    lam_s = 1.0 - 1.0 / taus[0]
+    assert report["profile"]["name"] == "cuba"
+    assert report["profile_choice"] == (
+        f"profile cuba (no --profile given): lmh0's membrane decay factor lam_s is {lam_s:.4g}, "
+        "below the 1/2 profile lmh holds (SpikingJelly tau < 2, snnTorch beta < 0.5)"
+    )
+    res = invoke(
+        "compile", tmp_path / "source.pt", "--model", f"{MODEL_FILE}:CSNN", "--model-kwargs",
+        json.dumps(kwargs), "--input-shape", "1,8,8", "--timesteps", sj.T, "--dataset", "digits",
+        "--profile", "lmh", "-o", tmp_path / "refused",
+    )  # fmt: skip
+    assert res.exit_code == 2 and not (tmp_path / "refused").exists()
+    line = res.output.strip()
+    assert "\n" not in line and line.startswith(
+        "error: lmh0: numeric profile lmh cannot express factor lam_s="
+    )
+    assert line.endswith("; --profile cuba holds membrane decays down to 0 (SpikingJelly tau < 2, "
+                         "snnTorch beta < 0.5), and a compile without --profile picks it")  # fmt: skip

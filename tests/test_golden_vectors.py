@@ -205,10 +205,15 @@ FACTOR_CODES = [
     ("loihi-lif", "lam_s", 1 / 4096, 1),
     ("loihi-lif", "lam_s", 1.0, 4096),
     # cuba: lmh's codes, mu_d a signed 13-bit code [-4096, 4095] (the float IR holds mu_d >= -0.5;
-    # no closed top end: mu_d = 1.0 is refused)
+    # no closed top end: mu_d = 1.0 is refused), lam_s in [0, 6143] (lam_s - 4096 a signed
+    # 13-bit code; the float IR holds lam_s >= 0, so its bottom code 0 is reached from 0.0)
     ("cuba", "mu_d", 0.951229, 3896),
     ("cuba", "mu_d", 4095 / 4096, 4095),
     ("cuba", "mu_d", -0.5, -2048),
+    ("cuba", "lam_s", 0.0, 0),
+    ("cuba", "lam_s", 1 / 4096, 1),
+    ("cuba", "lam_s", 0.3934, 1611),  # SpikingJelly tau 1.65: 1 - 1/1.65
+    ("cuba", "lam_s", 2047.4 / 4096, 2047),
     ("cuba", "lam_s", 1.5, 6143),
 ]
 
@@ -224,8 +229,8 @@ def test_factor_codes_at_both_ends(profile: str, factor: str, value: float, code
     [
         ("lmh", "mu_d", 0.6),
         ("lmh", "lam_s", 0.3),
+        ("lmh", "lam_s", 2047.4 / 4096),  # more than half a code below 2048 (cuba: 2047)
         ("cuba", "mu_d", 1.0),
-        ("cuba", "lam_s", 0.3),
         ("loihi-lif", "mu_d", 1.0),
         ("loihi-lif", "mu_d", -0.1),
         ("loihi-lif", "lam_s", 0.0),

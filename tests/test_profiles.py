@@ -142,6 +142,48 @@ def test_lava_fixed_pt_equals_sim_under_cuba_with_current_decays_near_one() -> N
     assert rates["lmh1"] > 0
 
 
+def test_lava_fixed_pt_equals_sim_under_cuba_with_membrane_decays_below_one_half() -> None:
+    """cuba's lam_s below lmh's 2048 (a trained SpikingJelly tau < 2: 1 - 1/1.65 is 1611),
+    down to its bottom code 0 (a membrane that keeps nothing), per neuron, under SpikingJelly's
+    rules (>=, hard reset to 0, same-step) and a subtractive one that leaves negative membranes
+    (half-up products of negative states); Lava's fixed_pt model equals sim/."""
+    rng = np.random.default_rng(2)
+    codes = np.array([[0, 1, 1611, 2047, 2048, 700, 1200]])
+    layers = [
+        dict(
+            theta=20_000,
+            mu_d=np.zeros((1, 1), np.int64),
+            mu_s=np.zeros((1, 1), np.int64),
+            lam_d=np.full((1, 1), 4096),
+            lam_s=codes,
+            bias=rng.integers(-500, 500, 7),
+            reset="set",
+            reset_value=0,
+            v_s_init=0,
+            profile="cuba",
+            weight_exp=1,
+        ),
+        dict(
+            theta=3_000,
+            mu_d=np.zeros((1, 1), np.int64),
+            mu_s=np.zeros((1, 1), np.int64),
+            lam_d=np.full((1, 1), 4096),
+            lam_s=codes[:, ::-1].copy(),
+            bias=np.zeros(7, np.int64),
+            v_s_init=0,
+            profile="cuba",
+            weight_exp=4,
+        ),
+    ]
+    g = integer_chain(rng, layers)
+    x = rng.integers(0, 256, (3, 6))
+    ref = simulate(g, x, 6, record_states=True)
+    assert ref.spikes["lmh0"][..., [0, 2, 3]].sum(axis=(0, 1)).min() > 0  # lam_s 0, 1611, 2047 fire
+    assert ref.final_state["lmh1"][1].min() < 0  # v_s over the steps: negative membranes
+    rates = _assert_lava_equals_sim(g, x, 6)
+    assert rates["lmh1"] > 0
+
+
 def _float_graph(rng: np.random.Generator, rules: list[dict]) -> Graph:
     g = Graph(meta={"timesteps": 5})
     prev = g.add("input", Input(shape=(5,), x_max=1.0))
@@ -224,17 +266,19 @@ def test_loihi_lif_refuses_what_lava_lif_cannot_express(overrides, match: str) -
         quantize_graph(_lif_float(**overrides), "loihi-lif")
 
 
-@pytest.mark.parametrize("profile", ["lmh", "cuba"])
-def test_a_membrane_decay_below_one_half_is_refused_saying_what_to_keep(profile: str) -> None:
+def test_a_membrane_decay_below_one_half_lmh_refuses_naming_cuba_which_holds_it() -> None:
     """lam_s = 1 - 1/tau = 0.3934: a SpikingJelly ParametricLIFNode(init_tau=2.0) whose tau
-    training moved to 1.65 (found on a trained conv net); the line says what to keep."""
+    training moved to 1.65 (found on a trained conv net). An explicit --profile lmh refuses it
+    in one line naming cuba; cuba holds it as the code round(4096 lam_s)."""
     match = (
-        rf"^lmh0: numeric profile {profile} cannot express factor lam_s=0\.3934 \(its range is "
-        r"\[2048, 6143\] / 4096\); a membrane decay below 0\.5 \(SpikingJelly tau < 2, snnTorch "
-        r"beta < 0\.5\) is outside profiles lmh and cuba: keep it >= 0\.5"
+        r"^lmh0: numeric profile lmh cannot express factor lam_s=0\.3934 \(its range is "
+        r"\[2048, 6143\] / 4096\); --profile cuba holds membrane decays down to 0 \(SpikingJelly "
+        r"tau < 2, snnTorch beta < 0\.5\), and a compile without --profile picks it$"
     )
     with pytest.raises(IRError, match=match):
-        quantize_graph(_lif_float(lam_s=np.full((1, 1), 0.3934)), profile)
+        quantize_graph(_lif_float(lam_s=np.full((1, 1), 0.3934)), "lmh")
+    q, report = quantize_graph(_lif_float(lam_s=np.full((1, 1), 0.3934)), "cuba")
+    assert q.node("lmh0").lam_s.tolist() == [[1611]] and report["profile"]["name"] == "cuba"
 
 
 def test_profile_is_stored_and_reported_and_unknown_names_refused() -> None:

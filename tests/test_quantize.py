@@ -547,10 +547,11 @@ def test_weights_tiny_beside_the_threshold_lower_the_exponent_not_refuse() -> No
     assert d0.weight_mant.tolist() == [[2]]
 
 
-def test_default_profile_is_lmh_unless_only_cuba_holds_a_current_decay() -> None:
+def test_default_profile_is_lmh_unless_only_cuba_holds_a_current_or_membrane_decay() -> None:
     """Without --profile a net gets lmh, as always, wherever lmh holds it; cuba where lmh
-    refuses a layer's synaptic current decay (rockpool, norse) and cuba holds it, with one
-    line saying so; lmh (and so its refusal) where cuba cannot hold the layer either."""
+    refuses a layer's synaptic current decay (rockpool, norse) or membrane decay (a trained
+    SpikingJelly tau < 2) and cuba holds it, with one line saying so; lmh (and so its refusal)
+    where cuba cannot hold the layer either."""
     from lmh_deploy.passes.neurons import default_profile
 
     def net(**over: np.ndarray) -> Graph:
@@ -570,3 +571,12 @@ def test_default_profile_is_lmh_unless_only_cuba_holds_a_current_decay() -> None
     assert name == "cuba" and why is not None and "\n" not in why
     assert why.startswith("profile cuba (no --profile given): lmh1's synaptic current decays by 0.95 a step")
     assert default_profile(net(mu_d=np.array([[0.95, 1.0, 0.9]]))) == ("lmh", None)  # cuba refuses 1
+    # a membrane decay below 1/2 (SpikingJelly tau < 2): cuba holds lam_s down to 0
+    assert default_profile(net(lam_s=np.full((1, 1), 2047.6 / 4096))) == ("lmh", None)  # code 2048
+    name, why = default_profile(net(lam_s=np.full((1, 1), 0.3934)))
+    assert name == "cuba" and why == (
+        "profile cuba (no --profile given): lmh1's membrane decay factor lam_s is 0.3934, below "
+        "the 1/2 profile lmh holds (SpikingJelly tau < 2, snnTorch beta < 0.5)"
+    )
+    assert default_profile(net(lam_s=np.zeros((1, 1)), mu_d=np.full((1, 1), 0.9)))[0] == "cuba"
+    assert default_profile(net(lam_s=np.zeros((1, 1)), mu_d=np.full((1, 1), 1.0))) == ("lmh", None)

@@ -14,7 +14,7 @@ import numpy as np
 
 from lmh_deploy.ir import LMH, QLMH, Graph, IRError
 from lmh_deploy.semantics import integer as fx
-from lmh_deploy.semantics.profiles import DEFAULT_PROFILE, PROFILES, NumericProfile
+from lmh_deploy.semantics.profiles import DEFAULT_PROFILE, FACTOR_NAMES, PROFILES, NumericProfile
 
 #: Loihi's bias exponent is an unsigned 3-bit field.
 BIAS_EXP_MAX = 7
@@ -31,10 +31,9 @@ def to_state_int(value: np.ndarray | float, scale: float, what: str, layer: str)
     return q
 
 
-def _factor_codes(name: str, node: LMH, prof: NumericProfile) -> dict[str, Any]:
-    """Full multipliers of the four factors, refused when outside the profile's range."""
-    codes = {}
-    for fname in ("mu_d", "mu_s", "lam_d", "lam_s"):
+def _outside(node: LMH, prof: NumericProfile) -> tuple[str, float] | None:
+    """The first factor of ``node`` (and its offending value) outside ``prof``'s range."""
+    for fname in FACTOR_NAMES:
         lo, hi = prof.factor_range(fname)
         value = np.asarray(getattr(node, fname), np.float64)
         # The lmh encoding's ranges are half-open in float ([-0.5, 0.5)): a sigmoid saturated
@@ -44,49 +43,62 @@ def _factor_codes(name: str, node: LMH, prof: NumericProfile) -> dict[str, Any]:
         lmh_coded = prof.factor_encoding == "lmh" or (prof.factor_encoding == "cuba" and fname != "mu_d")
         top = hi + (1.0 if lmh_coded else 0.5)
         scaled = value * fx.FACTOR_ONE
-        if scaled.min() < lo - 0.5 or scaled.max() > top:
-            bad = float(value.min() if scaled.min() < lo - 0.5 else value.max())
-            hint = ""
-            if fname == "mu_d" and bad > 0 and prof.name == "lmh":
-                hint = "; --profile cuba (or loihi-lif) holds current decays up to 4095/4096"
-            elif fname == "lam_s" and bad < 0.5 and prof.name != "loihi-lif":
-                # a trained SpikingJelly ParametricLIFNode(init_tau=2.0) moves tau below 2
-                hint = (
-                    "; a membrane decay below 0.5 (SpikingJelly tau < 2, snnTorch beta < 0.5) is "
-                    "outside profiles lmh and cuba: keep it >= 0.5 (clamp a trained tau or beta)"
-                )
-            raise IRError(
-                f"{name}: numeric profile {prof.name} cannot express factor "
-                f"{fname}={bad:.6g} (its range is [{lo}, {hi}] / 4096){hint}"
+        if scaled.min() < lo - 0.5:
+            return fname, float(value.min())
+        if scaled.max() > top:
+            return fname, float(value.max())
+    return None
+
+
+def _factor_codes(name: str, node: LMH, prof: NumericProfile) -> dict[str, Any]:
+    """Full multipliers of the four factors, refused when outside the profile's range."""
+    outside = _outside(node, prof)
+    if outside is not None:
+        fname, bad = outside
+        lo, hi = prof.factor_range(fname)
+        hint = ""
+        if prof.name == DEFAULT_PROFILE and fname == "mu_d" and bad > 0:
+            hint = "; --profile cuba (or loihi-lif) holds current decays up to 4095/4096"
+        elif prof.name == DEFAULT_PROFILE and fname == "lam_s" and bad < 0.5:
+            # a trained SpikingJelly ParametricLIFNode(init_tau=2.0) moves tau below 2
+            hint = (
+                "; --profile cuba holds membrane decays down to 0 (SpikingJelly tau < 2, "
+                "snnTorch beta < 0.5), and a compile without --profile picks it"
             )
-        codes[fname] = fx.quantize_multiplier(value, lo, hi)
-    return codes
-
-
-def _holds(name: str, node: LMH, prof: NumericProfile) -> bool:
-    """Whether ``prof`` holds every factor of ``node``."""
-    try:
-        _factor_codes(name, node, prof)
-    except IRError:
-        return False
-    return True
+        raise IRError(
+            f"{name}: numeric profile {prof.name} cannot express factor "
+            f"{fname}={bad:.6g} (its range is [{lo}, {hi}] / 4096){hint}"
+        )
+    return {
+        fname: fx.quantize_multiplier(getattr(node, fname), *prof.factor_range(fname))
+        for fname in FACTOR_NAMES
+    }
 
 
 def default_profile(graph: Graph) -> tuple[str, str | None]:
     """The numeric profile a compile without one uses, and a line saying why where it is not
     ``lmh``: ``cuba`` where ``lmh`` cannot hold some layer's synaptic current decay (``mu_d``
-    above 1/2: rockpool's ``LIFTorch``, norse's ``LIFCell``) and ``cuba`` holds every such
-    layer; ``lmh`` otherwise (then its own refusal names the layer). cuba is lmh with a wider
-    ``mu_d``, so a net that lmh holds gets lmh."""
+    above 1/2: rockpool's ``LIFTorch``, norse's ``LIFCell``) or membrane decay (``lam_s`` below
+    1/2: a trained SpikingJelly ``ParametricLIFNode`` with tau < 2, snnTorch ``Leaky`` with
+    beta < 0.5) and ``cuba`` holds every such layer; ``lmh`` otherwise (then its own refusal
+    names the layer). cuba is lmh with wider ``mu_d`` and ``lam_s``, so a net that lmh holds
+    gets lmh."""
     lmh, cuba = PROFILES[DEFAULT_PROFILE], PROFILES["cuba"]
-    refused = [name for name in graph.of_kind("lmh") if not _holds(name, graph.node(name), lmh)]
-    if not refused or not all(_holds(name, graph.node(name), cuba) for name in refused):
+    refused = {
+        name: outside
+        for name in graph.of_kind("lmh")
+        if (outside := _outside(graph.node(name), lmh)) is not None
+    }
+    if not refused or any(_outside(graph.node(name), cuba) for name in refused):
         return lmh.name, None
-    decay = float(np.max(graph.node(refused[0]).mu_d))
-    return cuba.name, (
-        f"profile cuba (no --profile given): {refused[0]}'s synaptic current decays by {decay:.4g} "
-        f"a step, more than profile lmh holds (1/2)"
+    name, (fname, value) = next(iter(refused.items()))
+    why = (
+        f"{name}'s synaptic current decays by {value:.4g} a step, more than profile lmh holds (1/2)"
+        if fname == "mu_d"
+        else f"{name}'s membrane decay factor lam_s is {value:.4g}, below the 1/2 profile lmh holds "
+        f"(SpikingJelly tau < 2, snnTorch beta < 0.5)"
     )
+    return cuba.name, f"profile cuba (no --profile given): {why}"
 
 
 def _soma_bias(name: str, node: LMH, bias: np.ndarray, prof: NumericProfile) -> np.ndarray:

@@ -176,16 +176,19 @@ LOIHI_LIF_PROFILE = NumericProfile(
 )
 
 # lmh's arithmetic and rules, but mu_d a signed 13-bit code: a synaptic current decaying by up
-# to 4095/4096 (rockpool LIFTorch's exp(-dt/tau_syn), norse LIFCell's 1 - dt/tau_syn); the
-# product stays below 2**13 * 2**23, as lmh's.
+# to 4095/4096 (rockpool LIFTorch's exp(-dt/tau_syn), norse LIFCell's 1 - dt/tau_syn), and
+# lam_s's offset lam_s - 4096 a signed 13-bit code too, so that a membrane may keep less than
+# half of itself a step (a trained SpikingJelly tau < 2, snnTorch beta < 0.5); both products
+# stay below 2**13 * 2**23, as lmh's.
 CUBA_PROFILE = replace(
     LMH_PROFILE,
     name="cuba",
     factor_encoding="cuba",
-    factor_ranges=(("mu_d", -4096, 4095), *LMH_PROFILE.factor_ranges[1:]),
+    factor_ranges=(("mu_d", -4096, 4095), *LMH_PROFILE.factor_ranges[1:3], ("lam_s", 0, 6143)),
     summary="lmh's arithmetic and rules (products rounded half up, 24-bit states saturate, "
     "bias on the dendrite) with a current-based dendrite: mu_d a signed 13-bit code "
-    "[-4096, 4095] / 4096, synaptic current decays up to 0.9998",
+    "[-4096, 4095] / 4096, synaptic current decays up to 0.9998, and membrane decays "
+    "lam_s in [0, 6143] / 4096 (lam_s - 4096 a signed 13-bit code)",
 )
 
 PROFILES: dict[str, NumericProfile] = {p.name: p for p in (LMH_PROFILE, LOIHI_LIF_PROFILE, CUBA_PROFILE)}

@@ -7,12 +7,15 @@ import snntorch as snn
 from torch import nn
 
 
-def leaky_mlp(reset="subtract", beta=0.9, hidden=64, spiking_output=False, threshold=1.0):
-    """Flatten -> Linear -> Leaky -> Linear [-> Leaky(output=True)]: rate or current readout."""
+def leaky_mlp(reset="subtract", beta=0.9, hidden=64, spiking_output=False, threshold=1.0, learn_beta=False):
+    """Flatten -> Linear -> Leaky -> Linear [-> Leaky(output=True)]: rate or current readout
+    (``learn_beta``: the hidden layer's beta is trained, as snnTorch's tutorials allow)."""
     layers = [
         nn.Flatten(),
         nn.Linear(64, hidden),
-        snn.Leaky(beta=beta, threshold=threshold, init_hidden=True, reset_mechanism=reset),
+        snn.Leaky(
+            beta=beta, threshold=threshold, init_hidden=True, reset_mechanism=reset, learn_beta=learn_beta
+        ),
         nn.Linear(hidden, 10),
     ]
     if spiking_output:

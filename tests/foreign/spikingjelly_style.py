@@ -41,25 +41,28 @@ def mlp(kind="LIF", tau=2.0, decay_input=True, v_reset=0.0, hidden=64):
 class CSNN(nn.Module):
     """Multi-step conv net: [Conv-BN-IF-MaxPool] x 2 -> Flatten -> Linear-IF -> Linear-IF.
 
-    ``pool_currents``: [Conv-BN-MaxPool-IF] instead (the pool over the BN's output)."""
+    ``pool_currents``: [Conv-BN-MaxPool-IF] instead (the pool over the BN's output); ``kind``
+    another neuron (``"PLIF"``: ``ParametricLIFNode(init_tau=tau)``, the conv tutorial's)."""
 
-    def __init__(self, T=T, channels=8, kind="IF", pool_currents=False):
+    def __init__(self, T=T, channels=8, kind="IF", pool_currents=False, tau=2.0):
         super().__init__()
         self.T = T
 
         def block(c_in):
             conv = layer.Conv2d(c_in, channels, kernel_size=3, padding=1, bias=False)
             norm, pool = layer.BatchNorm2d(channels), layer.MaxPool2d(2, 2)
-            return [conv, norm, pool, node(kind)] if pool_currents else [conv, norm, node(kind), pool]
+            return (
+                [conv, norm, pool, node(kind, tau)] if pool_currents else [conv, norm, node(kind, tau), pool]
+            )
 
         self.conv_fc = nn.Sequential(
             *block(1),
             *block(channels),
             layer.Flatten(),
             layer.Linear(channels * 2 * 2, 32, bias=False),
-            node(kind),
+            node(kind, tau),
             layer.Linear(32, 10, bias=False),
-            node(kind),
+            node(kind, tau),
         )
         functional.set_step_mode(self, step_mode="m")
 
