@@ -189,3 +189,30 @@ def test_our_nir_export_imports_into_norse_batched(tmp_path: Path, digits) -> No
     assert source.shape == imported.shape == (200, 10)
     assert float((source.argmax(1) == imported.argmax(1)).float().mean()) == 1.0
     torch.testing.assert_close(imported, source, atol=1e-4, rtol=0)
+
+
+def test_our_conv_nir_export_imports_into_norse_batched(lif_cnn_nir) -> None:
+    """The reverse for a conv net (Conv2d, AvgPool2d, Flatten, Linear, LIF), exported with
+    ``lmh-deploy export --format nir``: norse's ``from_nir`` (the file's dt) runs 200 digits
+    as one batch and predicts as the checkpoint does. norse imports no AvgPool2d (its map has
+    SumPool2d only): the export writes each average pool as a Conv2d of 1/(kh kw) per channel;
+    its Flatten counts dims from the end (norse builds ``torch.nn.Flatten`` from them as
+    written and calls it on the batch)."""
+    import nir
+    import norse.torch
+
+    g = nir.read(lif_cnn_nir.nir_file)
+    flatten = [n for n in g.nodes.values() if isinstance(n, nir.Flatten)]
+    assert len(flatten) == 1 and (flatten[0].start_dim, flatten[0].end_dim) == (-3, -1)
+    net = norse.torch.from_nir(g, dt=float(g.metadata["dt"]))
+    with torch.no_grad():
+        state, outs = None, []
+        for _ in range(lif_cnn_nir.timesteps):
+            out, state = net(lif_cnn_nir.x, state)
+            outs.append(out)
+    imported = torch.stack(outs).mean(0)
+    source = lif_cnn_nir.source
+    assert imported.shape == source.shape == (200, 10)
+    assert len(set(source.argmax(1).tolist())) >= 5  # a net that tells digits apart
+    assert float((imported.argmax(1) == source.argmax(1)).float().mean()) >= 0.95
+    torch.testing.assert_close(imported, source, atol=1e-4, rtol=0)

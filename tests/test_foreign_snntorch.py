@@ -157,3 +157,29 @@ def test_our_nir_export_imports_into_snntorch_batched(tmp_path: Path) -> None:
     assert source.shape == imported.shape == (200, 10)
     assert float((source.argmax(1) == imported.argmax(1)).float().mean()) == 1.0
     torch.testing.assert_close(imported, source, atol=1e-5, rtol=0)
+
+
+def test_our_conv_nir_export_imports_into_snntorch_batched(lif_cnn_nir) -> None:
+    """The reverse for a conv net (Conv2d, AvgPool2d, Flatten, Linear, LIF), exported with
+    ``lmh-deploy export --format nir``: snnTorch's import_from_nir runs 200 digits as one
+    batch and predicts as the checkpoint does. The file's Flatten counts its dims from the end
+    (snnTorch builds ``torch.nn.Flatten(start_dim, end_dim)`` as written and calls it on the
+    batch) and its pools are Conv2d nodes (one node kind snnTorch and norse both import)."""
+    import nir
+    from snntorch.import_nir import import_from_nir
+
+    from foreign.training import reset_neurons
+
+    g = nir.read(lif_cnn_nir.nir_file)
+    kinds = {type(n).__name__ for n in g.nodes.values()}
+    assert {"Conv2d", "Flatten", "Affine", "LIF"} <= kinds and "AvgPool2d" not in kinds
+    net = import_from_nir(g)
+    with torch.no_grad():
+        reset_neurons(net)
+        outs = [net(lif_cnn_nir.x) for _ in range(lif_cnn_nir.timesteps)]
+    imported = torch.stack([o[0] if isinstance(o, tuple) else o for o in outs]).mean(0)
+    source = lif_cnn_nir.source
+    assert imported.shape == source.shape == (200, 10)
+    assert len(set(source.argmax(1).tolist())) >= 5  # a net that tells digits apart
+    assert float((imported.argmax(1) == source.argmax(1)).float().mean()) >= 0.95
+    torch.testing.assert_close(imported, source, atol=1e-4, rtol=0)

@@ -7,8 +7,10 @@ snnTorch's default dt = 1e-4, so its ``import_from_nir`` rebuilds the same netwo
 * ``mu_d = 0``, ``lam_s = 1``:  ``IF(r = lam_d/dt)``;
 * ``0 < mu_d``, ``lam_s < 1``:  ``CubaLIF(tau_syn = dt/(1-mu_d), w_in = tau_syn/dt,
   tau_mem = dt/(1-lam_s), r = lam_d*tau_mem/dt)`` (the dendrite is the synaptic current);
-* ``Dense`` -> ``Affine`` (with a ``Flatten`` before it after a map), ``Conv2d`` ->
-  ``Conv2d``, ``AvgPool`` -> ``AvgPool2d``; weights are multiplied by the presynaptic spike
+* ``Dense`` -> ``Affine`` (after a map with a ``Flatten`` before it, its dims counted from
+  the end so that importers flatten a batch per sample), ``Conv2d`` -> ``Conv2d``,
+  ``AvgPool`` -> a ``Conv2d`` of ``1/(kh kw)`` per channel (the pooling node that norse,
+  snnTorch and sinabs all import); weights are multiplied by the presynaptic spike
   amplitude ``theta_pre`` (LM-H spikes carry theta, NIR spikes are 1); a neuron's bias goes
   into the bias of the synapse before it (per channel for a convolution).
 
@@ -356,6 +358,34 @@ def _is_nir_native(node: LMH) -> bool:
     return bool(rules) and all(np.all(rules[k] == v) for k, v in NIR_RULES.items() if k != "reset_value")
 
 
+def average_pool_as_conv(pool: AvgPool) -> Conv2d:
+    """An average pool as the convolution it is: kernel ``1/(kh kw)`` from each channel to
+    itself, zero across channels, no bias.
+
+    Written so because it is the one pooling node every NIR importer here maps: norse's
+    ``from_nir`` has no ``AvgPool2d`` (only ``SumPool2d``, as ``LPPool2d``), snnTorch's
+    ``import_from_nir`` has no ``SumPool2d``, sinabs's ``from_nir`` neither ``AvgPool2d``;
+    all three map ``Conv2d``. A dense (not grouped) kernel, since nir up to 1.0.4 types a
+    ``Conv2d``'s input with ``weight.shape[1]`` channels, which a depthwise kernel breaks."""
+    c = pool.input_shape[0]
+    kernel = np.zeros((c, c, *pool.kernel))
+    kernel[np.arange(c), np.arange(c)] = 1.0 / float(np.prod(pool.kernel))
+    return Conv2d(weight=kernel, input_shape=pool.input_shape, stride=pool.stride)
+
+
+def batch_safe_flatten(shape: tuple[int, ...]) -> nir.Flatten:
+    """A NIR ``Flatten`` of one sample of ``shape`` into a vector, with negative dims.
+
+    NIR's ``start_dim``/``end_dim`` count a sample's dimensions, but snnTorch's
+    ``import_from_nir`` and norse's ``from_nir`` build ``torch.nn.Flatten(start_dim,
+    end_dim)`` from them as written and call it on a batch: ``start_dim = 0`` (what earlier
+    exports and snnTorch's own ``export_to_nir`` write) flattens the batch into one row.
+    Counted from the end, ``-len(shape) .. -1`` names the same dimensions of one sample and of
+    a batch (sinabs's importer keeps negative dims as they are), and nir's
+    ``calc_flatten_output`` (1.0.4 through 1.0.8) types it as ``[prod(shape)]``."""
+    return nir.Flatten(input_type={"input": np.array(shape)}, start_dim=-len(shape), end_dim=-1)
+
+
 class _Writer:
     """Emits NIR nodes for an exportable IR graph (see :func:`graph_to_nir`)."""
 
@@ -381,29 +411,12 @@ class _Writer:
         :func:`input_gain`)."""
         out_shape = node.output_shape if isinstance(node, (Conv2d, AvgPool)) else (node.output_size(),)
         gain = gain if last else 1.0
-        if isinstance(node, AvgPool) and (
-            self.amp != 1.0 or gain != 1.0 or (last and bias is not None and bool(np.any(bias)))
-        ):
-            c = node.input_shape[0]  # a pool that must scale or carry a bias: a diagonal conv
-            kernel = np.zeros((c, c, *node.kernel))
-            kernel[np.arange(c), np.arange(c)] = 1.0 / float(np.prod(node.kernel))
-            node = Conv2d(weight=kernel, input_shape=node.input_shape, stride=node.stride)
         if isinstance(node, AvgPool):
-            self.emit(
-                name,
-                nir.AvgPool2d(
-                    kernel_size=np.array(node.kernel), stride=np.array(node.stride), padding=np.zeros(2, int)
-                ),
-            )
-            self.shape = out_shape
-            return
+            node = average_pool_as_conv(node)
         b = np.zeros(out_shape) if bias is None or not last else np.asarray(bias).reshape(out_shape) * gain
         if isinstance(node, Dense):
             if len(self.shape) > 1:
-                self.emit(
-                    f"{name}_flatten",
-                    nir.Flatten(input_type={"input": np.array(self.shape)}, start_dim=0, end_dim=-1),
-                )
+                self.emit(f"{name}_flatten", batch_safe_flatten(self.shape))
             self.emit(name, nir.Affine(weight=node.weight * (self.amp * gain), bias=b.reshape(-1).copy()))
         else:
             per_channel = b.reshape(out_shape[0], -1)
@@ -570,6 +583,7 @@ def write_nir(
     path = Path(path)
     with atomic_path(path) as tmp:  # readers never see half a file
         nir.write(tmp, nir_graph)
+        nonzero_resets = drop_zero_v_reset(tmp)
     layers = {}
     for name, node in nir_graph.nodes.items():
         entry: dict[str, Any] = {"type": type(node).__name__}
@@ -584,4 +598,36 @@ def write_nir(
         "nir_native_rules": bool(nir_graph.metadata["nir_native_rules"]),
         "nodes": layers,
         "error": nir_graph.metadata.get("lmh_deploy_error"),
+        # nir 1.0.4 (sinabs's and rockpool's pin) has no v_reset and refuses a file with one
+        "nir_versions": ">= 1.0.5 (v_reset != 0: " + ", ".join(nonzero_resets) + ")"
+        if nonzero_resets
+        else ">= 1.0.4",
     }
+
+
+def drop_zero_v_reset(path: str | Path) -> list[str]:
+    """Delete every all-zero ``v_reset`` dataset from the NIR file at ``path``; return the
+    nodes whose ``v_reset`` is not zero (kept).
+
+    nir 1.0.5 added ``v_reset`` to ``LIF``/``IF``/``CubaLIF`` and reads a node without it as
+    ``v_reset = 0``; nir 1.0.4 (still pinned by sinabs 3.1.3 and rockpool 3.1.0) builds the
+    node from every field in the file and refuses one it does not know. Without a zero
+    ``v_reset`` the file reads the same in both."""
+    import h5py
+
+    kept: list[str] = []
+    with h5py.File(path, "r+") as f:
+
+        def walk(group: h5py.Group, where: str) -> None:
+            for key, item in list(group.items()):
+                if isinstance(item, h5py.Group):
+                    if key != "metadata":
+                        walk(item, f"{where}/{key}" if where else key)
+                elif key == "v_reset":
+                    if np.any(item[()] != 0):
+                        kept.append(where)
+                    else:
+                        del group[key]
+
+        walk(f["node"]["nodes"], "")
+    return kept
