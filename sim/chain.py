@@ -107,6 +107,8 @@ def _fits(path: SynapsePath, later: bool) -> bool:
 CHAIN_RULES = (0, 0, 0, 0, 0, 0)
 #: referenced as a global, so that the chain's compiled code is cached on disk
 _KERNEL = fused.compiled(CHAIN_RULES, False, False)
+#: the same for a layer whose factors are one number for all neurons (KernelForm.uniform)
+_UNIFORM_KERNEL = fused.compiled(CHAIN_RULES, False, False, True)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -124,6 +126,7 @@ def _run(
     thetas,
     resets,
     rule_codes,
+    uniform,
     fans,
     v_d,
     v_s,
@@ -186,7 +189,7 @@ def _run(
                     starts,
                 )
             spk = spike_buf[k]
-            sat[k] += _KERNEL(
+            update = (
                 cur,
                 steps,
                 shifts[k, 0],
@@ -209,6 +212,7 @@ def _run(
                 empty_i,
                 step_counts,
             )
+            sat[k] += _UNIFORM_KERNEL(*update) if uniform[k] else _KERNEL(*update)
             for t in range(steps):
                 counts[k, t] += step_counts[t]
             for i in range(n):
@@ -291,6 +295,7 @@ class Chain:
             np.asarray([p.theta for p in ps]),
             np.asarray([p.reset_value for p in ps]),
             rule_set(ps[0])[1],
+            np.asarray([f.uniform for f in forms]),
         )
         self.placeholders = (_NO_SPIKES,) * len(ps)
         self.out_blocks = block_rows(out_path.w_t_int)

@@ -344,7 +344,7 @@ def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, s
         _EMPTY_I if trace is None else trace[1],
     )
     parts = row_ranges(state.v_d.shape[0], steps * p.size, sim_threads())
-    kernel = fused.compiled(rules, write_f, write_tr)
+    kernel = fused.compiled(rules, write_f, write_tr, form.uniform)
     if len(parts) == 1:  # every argument given: numba's fast dispatch (an omitted default
         counts = np.zeros(steps, np.int64)  # takes its slow path, ~1 ms a call)
         sat = kernel(*before, state.neuron_spikes, *after, counts, 0, state.v_d.shape[0])

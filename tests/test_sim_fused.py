@@ -532,3 +532,61 @@ def test_the_profiles_rule_sets_get_kernels_of_their_own() -> None:
     assert [generic(k) for k in kernels] == [False, False, True, True]
     assert kernels[2] is kernels[3] and len({id(k) for k in kernels}) == 3
     assert fused.compiled(lmh, True, False) is not kernels[0]  # the spike copies: another kernel
+    # factors read once a step (uniform): another kernel per set, the generic one's too
+    uniform = [fused.compiled(rules, False, False, True) for rules in sets]
+    assert [generic(k) for k in uniform] == [False, False, True, True]
+    assert not {id(k) for k in uniform} & {id(k) for k in kernels}
+    assert [
+        dict(zip(k.py_func.__code__.co_freevars, k.py_func.__closure__))["uniform"].cell_contents
+        for k in uniform
+    ] == [True] * 4
+
+
+def test_out_of_range_count_is_exact_over_the_whole_integer_range() -> None:
+    """The overflow count (one unsigned compare of ``x - lo``): 1 exactly outside
+    ``[lo, hi]``, for saturation's and the wrap's bounds, at their edges and at the ends of
+    int32 and int64 (where ``x - lo`` wraps)."""
+    import numba
+
+    @numba.njit
+    def counts(xs, lo, hi):
+        out = np.empty(xs.shape, xs.dtype)
+        for i in range(xs.size):
+            out[i] = fused._outside(xs[i], xs.dtype.type(lo), xs.dtype.type(hi))
+        return out
+
+    for dtype in (np.int32, np.int64):
+        info = np.iinfo(dtype)
+        for lo, hi in ((-(2**23), 2**23 - 1), (-(2**23) + 1, 2**23), (-(2**23) + 1, 2**23 - 1)):
+            xs = np.array(
+                [
+                    info.min,
+                    info.min + 1,
+                    lo - 2,
+                    lo - 1,
+                    lo,
+                    lo + 1,
+                    0,
+                    hi - 1,
+                    hi,
+                    hi + 1,
+                    info.max - 1,
+                    info.max,
+                ],
+                dtype,
+            )
+            want = ((xs < lo) | (xs > hi)).astype(dtype)
+            assert np.array_equal(counts(xs, lo, hi), want), (dtype, lo, hi)
+
+
+def test_a_layer_with_one_factor_each_is_uniform() -> None:
+    """``KernelForm.uniform``: every factor one number for all neurons (at every step), not
+    where one neuron's differs."""
+    from dataclasses import replace
+
+    p = _layer("lmh")
+    assert fused.kernel_form(p).uniform
+    mu_d = np.full((1, p.size), -819)
+    mu_d[0, -1] = -818
+    assert not fused.kernel_form(replace(p, mu_d=mu_d)).uniform
+    assert fused.kernel_form(replace(p, mu_d=np.full((1, p.size), 7))).uniform

@@ -411,20 +411,30 @@ def _assert_kernels_equal_lmh_step(node: QLMH, currents: np.ndarray) -> np.ndarr
 
 @pytest.mark.parametrize("rules", PROFILE_RULES, ids="-".join)
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 10_000), steps=st.integers(1, 6), batch=st.integers(1, 3), big=st.booleans())
-def test_kernels_equal_semantics_lmh_step_for_every_profile_and_rule(rules, seed, steps, batch, big) -> None:
+@given(
+    seed=st.integers(0, 10_000),
+    steps=st.integers(1, 6),
+    batch=st.integers(1, 3),
+    big=st.booleans(),
+    same=st.booleans(),
+)
+def test_kernels_equal_semantics_lmh_step_for_every_profile_and_rule(
+    rules, seed, steps, batch, big, same
+) -> None:
     """sim/'s fast neuron copies (numba kernels of sim/fused.py, numpy and torch array code of
     sim/neuron.py) equal the reference rule :func:`lmh_deploy.semantics.integer.lmh_step`
-    at every step (spikes, both states, saturation count), on every profile and rule."""
+    at every step (spikes, both states, saturation count), on every profile and rule, with
+    factors per neuron and (``same``) one per layer (the kernel that reads them once a step)."""
     profile, reset, test, timing = rules
     rng = np.random.default_rng(seed)
     n = 5
+    per = 1 if same else n
     if profile == "lmh":
         f = dict(
-            mu_d=rng.integers(-2048, 2048, (1, n)),
+            mu_d=rng.integers(-2048, 2048, (1, per)),
             mu_s=rng.integers(-2048, 2048, (1, 1)),
             lam_d=rng.integers(2048, 6144, (1, 1)),
-            lam_s=rng.integers(2048, 6144, (1, n)),
+            lam_s=rng.integers(2048, 6144, (1, per)),
             bias=rng.integers(-500, 500, n),
             reset_value=int(rng.integers(-999, 999)),
             v_d_init=rng.integers(-99, 99, n),  # per neuron (a rockpool bias)
@@ -451,6 +461,7 @@ def test_kernels_equal_semantics_lmh_step_for_every_profile_and_rule(rules, seed
         reset_timing=timing,
         **f,
     )
+    assert N.layer_form(neuron_params(node)).uniform == (same or profile != "lmh")
     scale = (1 << 22) if big else 3000
     _assert_kernels_equal_lmh_step(node, rng.integers(-scale, scale, (steps, batch, n)))
 
