@@ -122,7 +122,7 @@ def compile(
     16-bit messages under ``lmh``). ``input_bits`` sets the graded input messages' width
     (1..24; docs/fixed-point.md §7). ``profile`` names the numeric profile (``lmh``: LM-H as trained;
     ``loihi-lif``: Lava's bit-accurate LIF; :mod:`lmh_deploy.semantics.profiles`); None: ``lmh``,
-    or ``cuba`` where only it holds a layer's synaptic current decay
+    or ``cuba`` where only it holds a layer's synaptic current decay or membrane decay below 1/2
     (:func:`~lmh_deploy.passes.neurons.default_profile`; the report's ``profile_choice`` says so).
     ``bias_correction`` (default on) takes each layer's mean 8-bit weight-rounding current on
     the calibration inputs off its bias (docs/fixed-point.md). An existing ``outdir`` is

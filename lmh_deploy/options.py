@@ -108,8 +108,9 @@ PROFILE = Option(
     "--profile",
     None,
     "Numeric profile: lmh (LM-H as trained) | loihi-lif (Lava's bit-accurate LIF) | cuba "
-    "(lmh with synaptic current decays up to 4095/4096: rockpool LIFTorch, norse LIFCell). "
-    "Default: lmh, or cuba where only it holds a layer's current decay (the summary says so).",
+    "(lmh with synaptic current decays up to 4095/4096: rockpool LIFTorch, norse LIFCell; and "
+    "membrane decays down to 0: SpikingJelly tau < 2, snnTorch beta < 0.5). Default: lmh, or "
+    "cuba where only it holds a layer's current or membrane decay (the summary says so).",
     "lmh|loihi-lif|cuba",
 )
 #: Widest graded input message: semantics.integer.INPUT_BITS_MAX (Lava's 24-bit graded spike
