@@ -19,6 +19,8 @@ from lmh_deploy.passes.bias_correction import correctable
 from lmh_deploy.passes.compose import path_matrix, synapse_paths
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.pipeline.compile import mean_counts
+from lmh_deploy.pipeline.inputs import quantize
+from lmh_deploy.pipeline.run import run_backend
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import get_profile
 from shared import plain_lmh
@@ -284,3 +286,69 @@ def test_cuba_layer_under_loihi_lif_keeps_its_zero_bias_with_calibration() -> No
     q, report = quantize_graph(g, "loihi-lif", mean_counts={"input": np.ones(1), "lif": np.array([0.5, 0.5])})
     assert set(report["bias_correction"]["layers"]) == {"readout"}
     assert q.node("lif").bias.tolist() == [0, 0]
+
+
+# --------------------------------------------------------------------------- a silent input's class
+
+
+def _spike_readout_graph(weight: list[list[float]], bias: list[float]) -> Graph:
+    """2 spike inputs -> a 2-class readout with ``weight`` and ``bias``."""
+    g = Graph(meta={"timesteps": 2})
+    g.add("input", Input(shape=(2,), spikes=True))
+    g.add("dense0", Dense(weight=np.array(weight)), ("input",))
+    g.add("readout", Readout(bias=np.array(bias)), ("dense0",))
+    return g
+
+
+#: the readout's state scale below: 8-bit scale 127 / max|W| = 127, exponent 11 (worst row
+#: 2 * (127 + 38) << 11 = 675840 <= 2**20 < 2 * 165 << 12), so S = 2 * 2**11 * 127
+_S = 520192
+#: (38 / 127 - 0.3) * 1/2 * S = -0.05 * 4096 = -204.8: the row with 0.3 gets +204.8, rounded 205
+_COUNTS = {"input": np.array([0.5, 0.5])}
+
+
+@pytest.mark.parametrize(
+    "weight, bias_int, corrected, expected",
+    [
+        # no bias: a silent input ties, class 0 wins; the correction goes to class 0: kept
+        ([[1.0, 0.3], [1.0, 0.0]], [0, 0], True, [205, 0]),
+        # ... to class 1: class 1 would win the silent input: not corrected, the tie stays
+        ([[1.0, 0.0], [1.0, 0.3]], [0, 0], False, [0, 0]),
+        # the edge: class 0's bias 205 and class 1's corrected 205 tie, class 0 still wins
+        ([[1.0, 0.0], [1.0, 0.3]], [205, 0], True, [205, 205]),
+        # one state unit less and class 1 would win: not corrected
+        ([[1.0, 0.0], [1.0, 0.3]], [204, 0], False, [204, 0]),
+    ],
+)
+def test_readout_correction_keeps_the_class_of_a_silent_input(
+    weight: list[list[float]], bias_int: list[int], corrected: bool, expected: list[int]
+) -> None:
+    """Where nothing reaches the readout (a silent hidden layer) the source's logits are its
+    bias; the corrected integer bias must predict the same class (argmax, the first of
+    equal logits), else the readout keeps the source's bias and the report says why."""
+    graph = _spike_readout_graph(weight, [b / _S for b in bias_int])
+    q, report = quantize_graph(graph, mean_counts=_COUNTS)
+    assert q.node("dense0").weight_mant.tolist() == np.round(np.array(weight) * 127).astype(int).tolist()
+    assert q.node("readout").state_scale == _S
+    assert q.node("readout").bias.tolist() == expected
+    layers, skipped = report["bias_correction"]["layers"], report["bias_correction"].get("not_corrected")
+    if corrected:
+        assert layers == {"readout": pytest.approx(0.05 / 127, rel=1e-12)} and skipped is None
+    else:
+        assert layers == {}
+        assert skipped == {"readout": "its correction would change the class that a silent input predicts"}
+    # sim/ on a silent input predicts the float readout's class
+    silent = quantize(q, np.zeros((1, 2)))
+    assert run_backend(q, silent, 2, "sim").predictions.tolist() == [int(np.argmax(bias_int))]
+
+
+def test_silent_class_of_a_leaky_readout_follows_its_filter() -> None:
+    """A leaky readout (norse's LICell) sums the filtered bias: with a negative gain the
+    smallest bias wins a silent input; ties go to the first class."""
+    from lmh_deploy.passes.bias_correction import silent_class
+
+    plain = Readout(bias=np.array([0.0, 2.0, 2.0]))
+    assert silent_class(plain, plain.bias, 4) == 1
+    assert silent_class(plain, np.zeros(3), 4) == 0
+    leaky = Readout(bias=plain.bias, leaky=np.array([0.5, 0.9, -1.0]))
+    assert silent_class(leaky, leaky.bias, 4) == 0

@@ -203,3 +203,32 @@ def test_rockpool_net_one_command(
         assert np.ndim(v_d_init) == 0
     result = verified(build, tmp_path / "verify.json", samples=50, agreement=0.95)
     assert result["lava_vs_sim"]["saturation_sim"] == 0
+
+
+@pytest.mark.slow
+def test_two_hidden_lif_layers_deploy_with_silent_digits(tmp_path: Path, digits) -> None:
+    """Two hidden ``LinearTorch -> LIFTorch`` layers and a bias-free ``LinearTorch`` readout
+    (``rs.two_hidden``), trained 8 epochs the rockpool way (cross-entropy on the output summed
+    over time), saved with ``net.save``, deployed with one ``compile`` (profile cuba chosen by
+    itself) and verified on 50 test digits: >= 95 % agreement and Lava == sim. On some of the
+    digits the second hidden layer stays silent, so every logit is 0 in rockpool (a tie the
+    first class wins); the readout's bias correction would break that tie (0.86 agreement
+    before it was refused), so the readout keeps rockpool's (zero) bias."""
+    torch.manual_seed(0)
+    net = rs.two_hidden()
+    rs.train(net, digits[0], digits[1], epochs=8, lr=1e-3, over_time="sum")
+    assert rs.accuracy(net, digits[2], digits[3]) > 0.45
+    with torch.no_grad():
+        out = rs.run(net, digits[2][:50].reshape(50, 64))
+    assert int((out == 0).all(2).all(1).sum()) >= 3  # digits whose logits all tie at 0
+    weights, build = tmp_path / "net.json", tmp_path / "build"
+    net.save(str(weights))  # type: ignore[attr-defined]
+    compile_source(weights, f"{MODEL_FILE}:two_hidden", build, input_shape="64", timesteps=rs.T)
+    report = json.loads((build / "compile_report.json").read_text())
+    assert report["profile"]["name"] == "cuba"
+    assert report["bias_correction"]["not_corrected"] == {
+        "readout": "its correction would change the class that a silent input predicts"
+    }
+    assert not load_artifact(build).quant_graph.node("readout").bias.any()
+    result = verified(build, tmp_path / "verify.json", samples=50, agreement=0.95)
+    assert result["lava_vs_sim"]["saturation_sim"] == 0

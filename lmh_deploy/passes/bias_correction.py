@@ -12,6 +12,13 @@ bias. ``E[x_j]`` is the mean count per step of presynaptic neuron ``j`` in the f
 on the calibration inputs (input pixels in counts of ``x_max / 255``). Behind a max pool of
 currents the error is the winning tap's; not knowing which tap wins, the pooled neuron takes
 its window's mean error.
+
+A readout's correction is a constant per class, also where nothing reaches the readout (a
+hidden layer that stays silent on a sample): the source's logits are then its bias alone
+(all equal, 0, for a readout without bias: a tie the first class wins), the corrected
+integer bias is not, and the tie breaks another way. So a readout is corrected only where
+its corrected integer bias predicts, for a silent input, the class the float bias predicts
+(:func:`keeps_silent_class`).
 """
 
 from __future__ import annotations
@@ -22,11 +29,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from lmh_deploy.ir import LMH
+from lmh_deploy.ir import LMH, Readout
 from lmh_deploy.ir.synapses import DenseChain, apply_synapse
 from lmh_deploy.passes.compose import SynapsePath
 from lmh_deploy.semantics.pooling import mean_over_windows
 from lmh_deploy.semantics.profiles import NumericProfile
+from lmh_deploy.semantics.readout import readout_sum
 
 
 def correctable(node: Any, prof: NumericProfile) -> bool:
@@ -36,6 +44,19 @@ def correctable(node: Any, prof: NumericProfile) -> bool:
     if not isinstance(node, LMH) or prof.bias_to == "dendrite":
         return True
     return not np.any(np.asarray(node.mu_d))
+
+
+def silent_class(readout: Readout, bias: np.ndarray, timesteps: int) -> int:
+    """The class ``readout`` predicts with ``bias`` in place of its own when no current reaches
+    it for ``timesteps`` steps (argmax of its logits: the first of equal ones)."""
+    silence = np.zeros((timesteps, 1, bias.size))
+    return int(np.argmax(readout_sum(silence, np.asarray(bias, np.float64), readout.leaky)[0]))
+
+
+def keeps_silent_class(readout: Readout, corrected_int: np.ndarray, timesteps: int) -> bool:
+    """Whether the corrected integer bias ``corrected_int`` (any positive state scale) predicts,
+    for a silent input, the class the float readout predicts."""
+    return silent_class(readout, corrected_int, timesteps) == silent_class(readout, readout.bias, timesteps)
 
 
 def rounding_current(

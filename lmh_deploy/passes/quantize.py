@@ -35,7 +35,7 @@ from lmh_deploy.ir import (
     validate_quantized,
 )
 from lmh_deploy.ir.synapses import compact_mantissa
-from lmh_deploy.passes.bias_correction import correctable, rounding_current
+from lmh_deploy.passes.bias_correction import correctable, keeps_silent_class, rounding_current
 from lmh_deploy.passes.compose import SynapsePath, path_matrix, synapse_paths
 from lmh_deploy.passes.delays import balance_delays
 from lmh_deploy.passes.neurons import (
@@ -106,11 +106,14 @@ def _quantize_layer(
     prof: NumericProfile,
     mean_counts: dict[str, np.ndarray] | None = None,
     corrections: dict[str, float] | None = None,
+    skipped: dict[str, str] | None = None,
 ) -> LayerQuant:
     """Add the integer paths into float layer ``name`` and the layer itself to ``q``; with
     ``mean_counts``, correct the bias for the weights' mean rounding current and record its
-    largest magnitude (in thresholds, or logits for the readout) in ``corrections``."""
+    largest magnitude (in thresholds, or logits for the readout) in ``corrections``, or in
+    ``skipped`` why a readout is left uncorrected (``keeps_silent_class``)."""
     node = graph.node(name)
+    timesteps = int(graph.meta.get("timesteps", 1))
     paths = synapse_paths(graph, name)
 
     def fit(cap: float) -> tuple[list[Any], float, int]:
@@ -128,6 +131,12 @@ def _quantize_layer(
         assert mean_counts is not None  # the loop runs only with calibration activity
         error = rounding_current(paths, mants, w_scale, mean_counts)
         corrected = dataclasses.replace(node, bias=node.bias - error)
+        if isinstance(node, Readout) and not keeps_silent_class(
+            node, np.round(corrected.bias * state_scale(w_scale, exp)), timesteps
+        ):
+            if skipped is not None:
+                skipped[name] = "its correction would change the class that a silent input predicts"
+            break
         cap = weight_scale_cap(corrected, prof)  # a fixed bias exponent bounds the scale
         if w_scale <= cap:
             node = corrected
@@ -173,11 +182,12 @@ def quantize_graph(
     q = Graph(meta={**graph.meta, "profile": prof.name})
     layers = []
     corrections: dict[str, float] = {}
+    skipped: dict[str, str] = {}
     for name, node in graph.items():
         if isinstance(node, Input):
             q.add(name, _qinput(node))
         elif isinstance(node, (LMH, Readout)):  # synapse chains go with the layer they feed
-            layers.append(_quantize_layer(graph, q, name, prof, mean_counts, corrections))
+            layers.append(_quantize_layer(graph, q, name, prof, mean_counts, corrections, skipped))
     q = balance_delays(q)
     validate_quantized(q)
     timesteps = int(graph.meta.get("timesteps", 1))
@@ -189,6 +199,8 @@ def quantize_graph(
             "(the readout: in logits)",
             "layers": corrections,
         }
+        if skipped:  # a readout whose correction would break the tie of a silent input
+            report["bias_correction"]["not_corrected"] = skipped
     return q, report
 
 
