@@ -17,6 +17,9 @@ measures, on random images:
 * **Lava == sim/**: the K-sample run's spikes (every layer, sample and step), final states and
   logits against sim/'s.
 
+Both use the default ``--lava-conv auto`` (every convolution on Sparse while the run's estimate
+fits the budget); the JSON records the plan (``lava_plan``: budget, estimate, paths on Conv).
+
     python bench/lava_cifar.py --json bench/lava_cifar.json
 """
 
@@ -34,6 +37,7 @@ import numpy as np
 
 import lmh_deploy  # noqa: F401  - Lava import fix
 from lmh_deploy.backends.lava.lower import build_layers
+from lmh_deploy.backends.lava.plan import LavaPlan, plan_lowering
 from lmh_deploy.backends.lava.run import run_lava
 from lmh_deploy.pipeline.compile import load_artifact
 from lmh_deploy.passes.delays import layer_depths
@@ -120,11 +124,12 @@ def in_process(build_dir: Path, x: np.ndarray, k: int) -> dict:
     q = art.quant_graph
     x_int = quantize(q, x[:k])
     first = max(layer_depths(q).values()) + 1  # every worker's first active step
+    plan = plan_lowering(q)
     runs = {}
     for samples in (1, k):
         phases: dict[str, float] = {}
         before = children_cpu()
-        rec = run_lava(q, x_int[:samples], TIMESTEPS, phases=phases, first_steps=first)
+        rec = run_lava(q, x_int[:samples], TIMESTEPS, phases=phases, first_steps=first, plan=plan)
         runs[samples] = (rec, phases | {"workers_cpu": children_cpu() - before})
     rec, many = runs[k]
     sim = simulate(q, x_int, TIMESTEPS)
@@ -146,7 +151,13 @@ def in_process(build_dir: Path, x: np.ndarray, k: int) -> dict:
         "startup_seconds": {p: one[p] for p in STARTUP},
         "startup_cpu_seconds": {p: one.get(f"{p}_cpu") for p in STARTUP},
         "neurons": int(sum(q.node(n).size for n in q.of_kind("q_lmh"))),
-        "lava_processes": lava_processes(q),
+        "lava_processes": lava_processes(q, plan),
+        "lava_plan": {
+            "route": plan.route.value,
+            "budget_bytes": plan.budget,
+            "estimated_bytes": plan.need,
+            "paths_on_conv": sorted(plan.conv),
+        },
         "spikes_compared": int(compared),
         "spikes_differing": int(differ),
         "state_mismatches": int(states),
@@ -155,9 +166,9 @@ def in_process(build_dir: Path, x: np.ndarray, k: int) -> dict:
     }
 
 
-def lava_processes(q) -> dict[str, int]:
+def lava_processes(q, plan: LavaPlan) -> dict[str, int]:
     """Lava Processes of a run (each one OS process on Lava's CPU runtime)."""
-    layers = build_layers(q, TIMESTEPS, samples=1, record=True)
+    layers = build_layers(q, TIMESTEPS, samples=1, record=True, plan=plan)
     counts = {"LM-H layers": len(layers.neurons), "connections": len(layers.connections)}
     return counts | {"source and readout": 2, "all": sum(counts.values()) + 2}
 

@@ -10,20 +10,18 @@ network at full width as ``bench/paper_scale.py`` builds and compiles it (the bu
 the fake clone of the paper's repository, BatchNorm statistics from one pass over the
 calibration images, normalised inputs: 16-bit signed input messages).
 
-Sides: ``conv`` is lmh-deploy as it is (every convolution that Lava's Conv computes exactly
-runs on it); ``sparse`` the lowering before Conv: every convolution a ``Sparse`` CSR matrix
-(``runs_on_lava_conv`` replaced by ``False`` in that command's process, nothing else
-changed). For each side, alternated over ``--rounds`` rounds, each a fresh process as a user
-runs it::
+Sides: ``conv`` is ``--lava-conv always`` (every convolution that Lava's Conv computes exactly
+runs on it); ``sparse`` is ``--lava-conv never`` (every convolution a ``Sparse`` CSR matrix).
+For each side, alternated over ``--rounds`` rounds, each a fresh process as a user runs it::
 
-    lmh-deploy run BUILD --backend lava --inputs x.npy --samples 1
+    lmh-deploy run BUILD --backend lava --inputs x.npy --samples 1 --lava-conv always|never
 
 measured: wall seconds, CPU seconds of the command and all its Lava workers, and peak memory:
 the largest sum over the command's process tree of the proportional set size (PSS: shared
 pages split between the processes sharing them; sampled every 0.5 s from /proc) and the
 largest single-process RSS. Then, once, with the ``conv`` side::
 
-    lmh-deploy verify BUILD --inputs x.npy --samples 1 --lava-samples 1
+    lmh-deploy verify BUILD --inputs x.npy --samples 1 --lava-samples 1 --lava-conv always
 
 whose JSON holds Lava == sim/ (mismatched spikes over every layer and step), with its time
 and memory measured the same way. The JSON also records which Lava process each path became.
@@ -48,16 +46,10 @@ import numpy as np
 import timing
 
 HERE = Path(__file__).resolve().parent
-#: the CLI, with the Conv route turned off in the ``sparse`` side's process
-COMMAND = """
-import sys
-if sys.argv[1] == "sparse":
-    import lmh_deploy.backends.lava.lower as lower
-    lower.runs_on_lava_conv = lambda *args: False
-from lmh_deploy.cli import app
-sys.argv = ["lmh-deploy", *sys.argv[2:]]
-app()
-"""
+#: the CLI
+COMMAND = [sys.executable, "-m", "lmh_deploy.cli"]
+#: each side's ``--lava-conv``
+ROUTE = {"conv": "always", "sparse": "never"}
 
 
 def _stat(pid: str) -> tuple[int, int] | None:
@@ -150,12 +142,14 @@ def make_resnet19(work: Path) -> tuple[Path, Path]:
 
 
 def routes(build: Path) -> dict[str, int]:
-    """How many paths lowering gives each Lava process kind (no Lava run)."""
+    """How many paths lowering gives each Lava process kind on the ``conv`` side (no Lava run)."""
     from lmh_deploy.backends.lava.lower import build_layers
+    from lmh_deploy.backends.lava.plan import plan_lowering
     from lmh_deploy.pipeline.compile import load_artifact
 
     art = load_artifact(build)
-    layers = build_layers(art.quant_graph, art.timesteps, samples=1)
+    plan = plan_lowering(art.quant_graph, ROUTE["conv"])
+    layers = build_layers(art.quant_graph, art.timesteps, samples=1, plan=plan)
     kinds: dict[str, int] = {}
     for conn in layers.connections.values():
         kinds[type(conn).__name__] = kinds.get(type(conn).__name__, 0) + 1
@@ -188,7 +182,7 @@ def main() -> None:
         runs: dict[str, list[dict]] = {side: [] for side in args.sides}
         for r in range(args.rounds):
             for side in args.sides if r % 2 == 0 else args.sides[::-1]:
-                cmd = [sys.executable, "-c", COMMAND, side, "run", str(build), "--backend", "lava"]
+                cmd = [*COMMAND, "run", str(build), "--backend", "lava", "--lava-conv", ROUTE[side]]
                 got = measured([*cmd, "--inputs", str(x), "--samples", "1"], work)
                 got["load"] = timing.load_average()
                 runs[side].append(got)
@@ -216,7 +210,7 @@ def main() -> None:
             "--json",
             str(report),
         ]
-        checked = measured([sys.executable, "-c", COMMAND, "conv", "verify", *verify], work)
+        checked = measured([*COMMAND, "verify", *verify, "--lava-conv", ROUTE["conv"]], work)
         print("verify", json.dumps({k: v for k, v in checked.items() if k != "tail"}), flush=True)
         if checked["exit_code"] == 0:
             doc = json.loads(report.read_text())

@@ -421,6 +421,28 @@ def refusal_time(record: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def lava_memory(record: dict[str, Any]) -> str:
+    fixed, mib = record["fixed_cost"], 2.0**20
+    rows = [
+        _stamp(record),
+        "| MLP, 64 inputs, hidden LM-H layers of 32, 1 sample | OS processes besides the command | "
+        "PSS added by the run | per process | RSS of one process |",
+        "|---|---|---|---|---|",
+    ]
+    for row in fixed["rows"]:
+        rows.append(
+            f"| {row['hidden_layers']} hidden layers | {row['workers']:g} | "
+            f"{row['pss_added_median'] / mib:.0f} MiB | **{row['pss_added_per_worker'] / mib:.1f} MiB** | "
+            f"{row['worker_rss_median'] / mib:.0f} MiB |"
+        )
+    rounds = len(fixed["rows"][0]["per_round"])
+    return (
+        "\n".join(rows)
+        + f"\n\nMedians of {rounds} alternated rounds. Least-squares slope of the peak PSS over the "
+        f"process count: {fixed['slope_bytes_per_worker'] / mib:.1f} MiB a process.\n"
+    )
+
+
 RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
     "sim_vs_float": sim_vs_float,
     "sim_vs_float-goals": sim_vs_float_goals,
@@ -434,6 +456,7 @@ RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
     "lava_cifar": lava_cifar,
     "lava_conv": lava_conv,
     "lava_conv_resnet19": lava_conv,
+    "lava_memory": lava_memory,
     "ddp_scaling": ddp_scaling,
     "refusal_time": refusal_time,
 }

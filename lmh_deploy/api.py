@@ -254,6 +254,7 @@ def verify(
     lava_samples: int | None = O.LAVA_SAMPLES.default,
     batch_size: int | None = O.BATCH_SIZE.default,
     max_accuracy_drop: float | None = O.MAX_ACCURACY_DROP.default,
+    lava_conv: str = O.LAVA_CONV.default,
 ) -> VerifyResult | None:
     """Float source vs sim/ on ``samples`` samples, Lava fixed_pt vs sim/ on the first
     ``lava_samples`` of them (default: as many as fit 12M neuron-steps; 0: no Lava).
@@ -265,6 +266,8 @@ def verify(
     ``result.ok`` and ``result.failures`` say whether it passed.
     Every backend runs in mini-batches of ``batch_size`` samples (default: sized from the
     free memory). ``max_accuracy_drop`` (percentage points) adds an ``accuracy_gate``.
+    ``lava_conv``: which convolutions Lava runs on its own Conv (``auto``: Sparse, faster,
+    within a memory budget; ``always``; ``never``), the same results either way.
     """
     options = dict(locals())  # verify_path's parameters, by name; it checks them before loading
     from lmh_deploy.pipeline.verify import verify_path
@@ -286,6 +289,7 @@ def run(
     device: str | None = None,
     batch_size: int | None = O.BATCH_SIZE.default,
     save_spikes: str | Path | None = None,
+    lava_conv: str = O.LAVA_CONV.default,
     status: Callable[[str], None] = lambda text: None,
 ) -> RunResult | None:
     """Run a compiled artifact; accuracy, per-layer spikes, synaptic ops and energy as a
@@ -296,7 +300,7 @@ def run(
     sim/ only: ``stream`` keeps spike counts instead of rasters, ``device`` runs on a
     torch device (integer-exact). ``batch_size``: samples per mini-batch (default: sized
     from the free memory). ``save_spikes``: a .npz of the integer input and every spiking
-    layer's raster.
+    layer's raster. ``lava_conv`` (lava): as :func:`verify`.
     """
     options = dict(locals())  # run_artifact's parameters, by name; it checks them before loading
     from lmh_deploy.pipeline.run import run_artifact

@@ -33,6 +33,15 @@ class Backend(Choice):
     LOIHI2 = "loihi2"  # Loihi 2 hardware (needs Intel's lava-loihi; refused otherwise)
 
 
+class LavaConv(Choice):
+    """Which convolutions a Lava run puts on Lava's own ``Conv`` process (those it computes
+    exactly; the others are ``Sparse`` matrices): see :mod:`lmh_deploy.backends.lava.plan`."""
+
+    AUTO = "auto"  # Sparse (faster) within a memory budget, Conv only where needed to fit it
+    ALWAYS = "always"  # every one Conv computes exactly (least memory)
+    NEVER = "never"  # none (every convolution a Sparse matrix)
+
+
 class Target(Choice):
     """What ``compile`` prepares the artifact for."""
 

@@ -450,6 +450,7 @@ def verify(
     json_path: Path | None = typer.Option(None, "--json"),
     batch_size: int | None = option(O.BATCH_SIZE),
     max_accuracy_drop: float | None = option(O.MAX_ACCURACY_DROP),
+    lava_conv: str = option(O.LAVA_CONV),
 ) -> None:
     """Float source vs fixed-point sim on every sample, Lava fixed_pt vs sim on the first
     --lava-samples; fails on any Lava/sim mismatch.
@@ -524,6 +525,7 @@ def run(
         "--save-spikes",
         help="Write the integer input and every spiking layer's (T, N, neurons) raster to this .npz.",
     ),
+    lava_conv: str = option(O.LAVA_CONV),
 ) -> None:
     """Run the deployed model on a backend; report accuracy, spikes, synaptic ops, energy."""
     options = dict(locals())

@@ -207,14 +207,19 @@ class Deployment:
         samples: int | None = None,
         batch_size: int | None = None,
         progress: bool = False,
+        lava_conv: str = "auto",
     ) -> RunResult:
         """Run ``inputs`` on ``backend`` (``sim``: our bit-exact simulator; ``lava``: Lava's
         CPU fixed_pt models). ``record=()`` keeps spike counts only (sim, memory independent
-        of T); ``("spikes",)`` also the (T, N, neurons) rasters."""
+        of T); ``("spikes",)`` also the (T, N, neurons) rasters. ``lava_conv``: which
+        convolutions Lava runs on its own Conv (``auto``, ``always``, ``never``: the CLI's
+        ``--lava-conv``)."""
+        from lmh_deploy.options import LAVA_CONV
         from lmh_deploy.pipeline.inputs import num_samples, quantize
         from lmh_deploy.pipeline.run import execute
 
         backend = choice(Backend, backend, "backend")
+        lava_conv = LAVA_CONV.check(lava_conv)
         if backend == Backend.LOIHI2:
             from lmh_deploy.pipeline.run import refuse_loihi2
 
@@ -239,6 +244,7 @@ class Deployment:
                 batch_size=batch_size,
                 record_spikes=bool(record),
                 on_batch=advance if progress else None,
+                lava_conv=lava_conv,
             )
 
     def verify(
@@ -251,14 +257,16 @@ class Deployment:
         batch_size: int | None = None,
         max_accuracy_drop: float | None = None,
         progress: bool = False,
+        lava_conv: str = "auto",
     ) -> VerifyResult:
         """The source model vs the deployed fixed point (sim/) on every sample, Lava vs sim/
         on the first ``lava_samples`` (default: as many as fit 12M neuron-steps; 0: none).
-        ``labels`` are optional (agreement needs none)."""
-        from lmh_deploy.options import LAVA_SAMPLES
+        ``labels`` are optional (agreement needs none). ``lava_conv``: as :meth:`run`."""
+        from lmh_deploy.options import LAVA_CONV, LAVA_SAMPLES
         from lmh_deploy.pipeline.verify import verify_artifact
 
         lava_samples = LAVA_SAMPLES.check(lava_samples)
+        lava_conv = LAVA_CONV.check(lava_conv)
         x, y = as_arrays(inputs, labels)
         with progress_bar(1, "verify (source, sim, Lava)", progress) as advance:
             result = verify_artifact(
@@ -270,6 +278,7 @@ class Deployment:
                 source=self.source,
                 batch_size=batch_size,
                 max_accuracy_drop=max_accuracy_drop,
+                lava_conv=lava_conv,
             )
             advance(1)
         return VerifyResult.from_dict(result)
@@ -311,13 +320,13 @@ class Deployment:
 
         return dict(write_nir(self.artifact.float_graph, Path(path), dt=dt))
 
-    def lava_process(self, precision: str = "fixed_pt", samples: int = 0) -> Any:
+    def lava_process(self, precision: str = "fixed_pt", samples: int = 0, lava_conv: str = "auto") -> Any:
         """The network as a Lava hierarchical Process
         (:class:`~lmh_deploy.backends.lava.network.LMHNetwork`) with ``inp``/``out`` ports
         for your own Lava program; see :func:`lmh_deploy.pipeline.lava_block.lava_network`."""
         from lmh_deploy.pipeline.lava_block import lava_process
 
-        return lava_process(self.artifact, precision=precision, samples=samples)
+        return lava_process(self.artifact, precision=precision, samples=samples, lava_conv=lava_conv)
 
 
 def load(path: str | Path) -> Deployment:

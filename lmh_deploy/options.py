@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmh_deploy.bounds import check_float, check_int, check_samples, check_timesteps
+from lmh_deploy.choices import LavaConv, choice
 from lmh_deploy.errors import InputError
 
 #: The Euler step snnTorch's ``import_from_nir`` assumes (seconds).
@@ -86,6 +87,17 @@ LAVA_SAMPLES = Option(
     "none where Lava's weight matrices would not fit the free memory (the output says so).",
     "K",
     _count(0),
+)
+LAVA_CONV = Option(
+    "lava_conv",
+    "--lava-conv",
+    "auto",
+    "Lava: which convolutions run on Lava's Conv (kernel only; slower per step) instead of a "
+    "Sparse matrix, among those it computes exactly. auto: Sparse while the run's estimated "
+    "memory fits min(4 GiB, half the free memory), Conv for the largest ones beyond; always; never. "
+    "Results are the same bit for bit.",
+    "auto|always|never",
+    lambda value, flag: choice(LavaConv, value, flag).value,
 )
 BATCH_SIZE = Option(
     "batch_size",
@@ -164,6 +176,7 @@ ALL = (
     SAMPLES,
     EXPORT_SAMPLES,
     LAVA_SAMPLES,
+    LAVA_CONV,
     BATCH_SIZE,
     CALIBRATION_SAMPLES,
     PROFILE,

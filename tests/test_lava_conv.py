@@ -1,8 +1,9 @@
-"""Convolutions on Lava's own ``Conv`` process: where lowering takes that route (exactly what
-``Sparse`` would compute, so only there), the kernel layout Lava expects, and Lava == sim/ bit
-for bit on a network whose paths take every route (Conv from graded input, graded spikes and
-a delay line, into neurons and into the readout; Sparse and DelaySparse where Conv is not
-exact)."""
+"""Convolutions on Lava's own ``Conv`` process: where lowering may take that route (exactly
+what ``Sparse`` would compute, so only there), where ``--lava-conv auto`` takes it (a memory
+budget, at its exact bounds), the kernel layout Lava expects, and Lava == sim/ bit for bit on a
+network whose paths take every route (Conv from graded input, graded spikes and a delay line,
+into neurons and into the readout; Sparse and DelaySparse where Conv is not exact), with the
+route forced either way and with both routes in one run."""
 
 from __future__ import annotations
 
@@ -10,13 +11,18 @@ import numpy as np
 import pytest
 
 import lmh_deploy  # noqa: F401  - Python 3.11 Lava import fix
-from lmh_deploy.backends.lava.memory import (
+from lmh_deploy.backends.lava.memory import LAVA_COPIES, lava_need_bytes, path_weight_bytes
+from lmh_deploy.backends.lava.plan import (
     CONV_OUTPUT_MAX,
+    SPARSE_BUDGET_BYTES,
     delay_lines,
+    lava_conv_exact,
     lava_conv_kernel,
+    plan_lowering,
     qdense_delays,
-    runs_on_lava_conv,
+    sparse_budget,
 )
+from lmh_deploy.errors import InputError
 from lmh_deploy.ir import Graph, QDense, QInput, QLMH, QReadout
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.sim import simulate
@@ -82,7 +88,7 @@ def mixed_routes_graph() -> Graph:
     return g
 
 
-#: the Lava process each path of :func:`mixed_routes_graph` becomes
+#: the Lava process each path of :func:`mixed_routes_graph` becomes with ``--lava-conv always``
 ROUTES = {
     "in_a": "Conv",
     "a_b": "Conv",
@@ -98,7 +104,7 @@ def test_conv_route_is_taken_exactly_where_conv_computes_our_sums() -> None:
     q = mixed_routes_graph()
     lines = delay_lines(q, qdense_delays(q))
     assert lines == {"a": 1}  # the input has no delay line: input -> c is a DelaySparse
-    assert {n: runs_on_lava_conv(q, n, lines) for n in ROUTES} == {n: r == "Conv" for n, r in ROUTES.items()}
+    assert {n: lava_conv_exact(q, n, lines) for n in ROUTES} == {n: r == "Conv" for n, r in ROUTES.items()}
     # the bound: every sum Conv can send fits its 24-bit output
     ones = np.full((1, 1, 1, 1), 127, np.int16)
     g = Graph(meta={"timesteps": T})
@@ -106,22 +112,22 @@ def test_conv_route_is_taken_exactly_where_conv_computes_our_sums() -> None:
     g.add("d", _conv(rng, 1, (1, 1, 1), (1, 1), (1, 1), (0, 0), 0, True, mant=ones), ("input",))
     g.add("n", _lmh(1, 1000), ("d",))
     assert 2 * 127 * (2**15 - 1) <= CONV_OUTPUT_MAX < 2 * 127 * (2**16 - 1)
-    assert runs_on_lava_conv(g, "d", {})
+    assert lava_conv_exact(g, "d", {})
     g.replace("input", bits=16)
-    assert not runs_on_lava_conv(g, "d", {})
+    assert not lava_conv_exact(g, "d", {})
     g.replace("d", weight_exp=2)  # the exponent counts: folded into the kernel, it shifts the sums
     g.replace("input", bits=13)
-    assert runs_on_lava_conv(g, "d", {})
+    assert lava_conv_exact(g, "d", {})
     g.replace("input", bits=14)
-    assert not runs_on_lava_conv(g, "d", {})
+    assert not lava_conv_exact(g, "d", {})
     g.replace("input", bits=8)
-    assert runs_on_lava_conv(g, "d", {})
+    assert lava_conv_exact(g, "d", {})
     g.replace("d", conv_padding=(0, 128))  # Lava's Conv keeps its padding in int8
-    assert not runs_on_lava_conv(g, "d", {})
+    assert not lava_conv_exact(g, "d", {})
     g.replace("d", conv_padding=(0, 127))
-    assert runs_on_lava_conv(g, "d", {})
+    assert lava_conv_exact(g, "d", {})
     g.replace("d", pool_kernel=(1, 1))  # a max pool of the currents stays on Sparse
-    assert not runs_on_lava_conv(g, "d", {})
+    assert not lava_conv_exact(g, "d", {})
 
 
 @pytest.mark.parametrize("stride, padding", [((1, 1), (0, 0)), ((2, 1), (1, 2)), ((1, 3), (2, 0))])
@@ -149,24 +155,72 @@ def test_lava_conv_model_on_our_kernel_equals_the_semantics(stride, padding) -> 
     assert np.array_equal(got.transpose(2, 1, 0).reshape(-1), want[0])
 
 
-def test_lava_equals_sim_on_every_route() -> None:
+def test_auto_keeps_sparse_within_the_budget_and_moves_the_largest_savings_to_conv() -> None:
+    q = mixed_routes_graph()
+    saved = {
+        n: path_weight_bytes(q, n, on_conv=False) - path_weight_bytes(q, n, on_conv=True) for n in ROUTES
+    }
+    assert saved["in_a"] > saved["a_b"] == saved["a_c"] > 0 > saved["c_out"]  # c_out: kernel > CSR
+    all_sparse = lava_need_bytes(q, frozenset())
+    assert plan_lowering(q, "never").conv == frozenset() and plan_lowering(q, "never").need == all_sparse
+    assert plan_lowering(q, "always").conv == {n for n, r in ROUTES.items() if r == "Conv"}
+
+    def conv(budget: int) -> set[str]:
+        plan = plan_lowering(q, "auto", budget=budget)
+        assert plan.need == lava_need_bytes(q, plan.conv) and plan.budget == budget
+        return set(plan.conv)
+
+    assert conv(all_sparse) == set()  # fits: every convolution on Sparse
+    assert conv(all_sparse - 1) == {"in_a"}  # the largest saving first
+    one = all_sparse - LAVA_COPIES * saved["in_a"]
+    assert conv(one) == {"in_a"}
+    assert conv(one - 1) == {"in_a", "a_b"}  # equal savings: graph order
+    two = one - LAVA_COPIES * saved["a_b"]
+    assert conv(two) == {"in_a", "a_b"} and conv(two - 1) == {"in_a", "a_b", "a_c"}
+    assert conv(0) == {"in_a", "a_b", "a_c"}  # c_out's kernel takes more than its matrix: never moved
+    # the default budget: at most SPARSE_BUDGET_BYTES, at most half the available memory
+    assert sparse_budget(2 * SPARSE_BUDGET_BYTES + 2) == SPARSE_BUDGET_BYTES
+    assert sparse_budget(2 * SPARSE_BUDGET_BYTES - 2) == SPARSE_BUDGET_BYTES - 1
+    assert plan_lowering(q).conv == frozenset()  # a small net on any machine with 240 MB free
+    with pytest.raises(InputError, match="--lava-conv: unknown value 'sometimes'"):
+        plan_lowering(q, "sometimes")
+
+
+#: ``--lava-conv always``, ``never``, and ``auto`` at a budget that puts one path on Conv
+FORCED = {
+    "always": ROUTES,
+    "never": {n: "DelaySparse" if r == "DelaySparse" else "Sparse" for n, r in ROUTES.items()},
+    "mixed": {
+        n: "Conv" if n == "in_a" else "DelaySparse" if r == "DelaySparse" else "Sparse"
+        for n, r in ROUTES.items()
+    },
+}
+
+
+@pytest.mark.parametrize("route", list(FORCED))
+def test_lava_equals_sim_on_every_route(route: str) -> None:
     from lava.proc.conv.process import Conv
 
     from lmh_deploy.backends.lava.lower import build_layers
     from lmh_deploy.backends.lava.run import run_lava
 
     q = mixed_routes_graph()
-    layers = build_layers(q, T, samples=1)
-    assert {n: type(c).__name__ for n, c in layers.connections.items()} == ROUTES
+    if route == "mixed":
+        plan = plan_lowering(q, "auto", budget=lava_need_bytes(q, frozenset()) - 1)
+    else:
+        plan = plan_lowering(q, route)
+    layers = build_layers(q, T, samples=1, plan=plan)
+    assert {n: type(c).__name__ for n, c in layers.connections.items()} == FORCED[route]
     assert int(layers.connections["a_b"].num_message_bits.init) == fx.SPIKE_COUNT_BITS  # graded spikes
     assert int(layers.connections["in_a"].num_message_bits.init) == 8  # graded input
     assert int(layers.connections["c_out"].num_message_bits.init) == 0  # binary spikes
-    conv = layers.connections["a_c"]
-    assert isinstance(conv, Conv) and tuple(conv.input_shape) == (7, 4, 5)  # (W, H, C)
+    if route == "always":
+        conv = layers.connections["a_c"]
+        assert isinstance(conv, Conv) and tuple(conv.input_shape) == (7, 4, 5)  # (W, H, C)
     x = np.random.default_rng(3).integers(0, 256, (4, *INPUT_SHAPE))
     x[0, 0] = 255
     want = simulate(q, x, T)
-    got = run_lava(q, x, T, "fixed_pt")
+    got = run_lava(q, x, T, "fixed_pt", plan=plan)
     for name in want.spikes:
         assert 0 < (want.spikes[name] > 0).mean() < 1, name  # every layer fires, not always
         assert np.array_equal(got.spikes[name], want.spikes[name]), name
@@ -188,7 +242,7 @@ def test_lava_block_with_a_conv_readout_equals_sim() -> None:
     from lmh_deploy.backends.lava.network import LMHNetwork
 
     q = mixed_routes_graph()
-    net = LMHNetwork(graph=q, timesteps=T)
+    net = LMHNetwork(graph=q, timesteps=T, lava_conv="always")
     x = np.random.default_rng(4).integers(0, 256, (2, *INPUT_SHAPE))
     n = x.shape[0]
     steps = n * T + net.out_delay
@@ -221,10 +275,11 @@ def test_lava_conv_runs_with_128_or_more_input_channels() -> None:
     readout = QDense(rng.integers(-127, 128, (3, 12)), weight_exp=0, graded=False, weight_scale=1.0)
     g.add("out", readout, ("n",))
     g.add("readout", QReadout(bias=np.zeros(3, np.int64), state_scale=1.0), ("out",))
-    assert type(build_layers(g, T, samples=1).connections["d"]).__name__ == "Conv"
+    plan = plan_lowering(g, "always")
+    assert type(build_layers(g, T, samples=1, plan=plan).connections["d"]).__name__ == "Conv"
     x = rng.integers(0, 2, (2, *shape))
     want = simulate(g, x, T)
-    got = run_lava(g, x, T, "fixed_pt")
+    got = run_lava(g, x, T, "fixed_pt", plan=plan)
     assert 0 < want.spikes["n"].mean() < 1
     assert np.array_equal(got.spikes["n"], want.spikes["n"])
     assert np.array_equal(got.logits, want.logits)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lmh_deploy.options import BATCH_SIZE, SAMPLES, check_sweep
+from lmh_deploy.options import BATCH_SIZE, LAVA_CONV, SAMPLES, check_sweep
 from lmh_deploy.choices import Backend, check_sim_device, choice
 from lmh_deploy.errors import CommandFailed, InputError
 from lmh_deploy.files import atomic_write, check_outputs
@@ -45,10 +45,12 @@ def run_backend(
     record_spikes: bool = True,
     record_final_state: bool = True,
     device: str | None = None,
+    lava_conv: str = LAVA_CONV.default,
 ) -> RunRecord:
     """All samples of ``x_int`` on ``backend`` ("sim" or "lava"), in mini-batches.
     ``record_final_state=False``: sim/ keeps no final states (only a Lava comparison needs
-    them; at 1.4 M neurons they are 1.4 GB per 64 samples).
+    them; at 1.4 M neurons they are 1.4 GB per 64 samples). ``lava_conv``: which
+    convolutions Lava runs on its Conv (:func:`~lmh_deploy.backends.lava.plan.plan_lowering`).
 
     ``x_int``: static ``(N, *shape)`` or time-major frames ``(T, N, *shape)``.
 
@@ -79,20 +81,29 @@ def run_backend(
             axis=axis,
         )
     if backend == "lava":
-        from lmh_deploy.backends.lava.memory import check_lava_fits
-        from lmh_deploy.sim.batching import available_memory_bytes
-
-        check_lava_fits(qgraph, available_memory_bytes())  # before Lava is imported
+        plan = check_lava_plan(qgraph, lava_conv)  # before Lava is imported
         from lmh_deploy.backends.lava.run import run_lava
 
         return run_sharded(
             lambda xs: run_in_batches(
-                lambda b: run_lava(qgraph, b, timesteps, "fixed_pt"), xs, batch_size, axis=axis
+                lambda b: run_lava(qgraph, b, timesteps, "fixed_pt", plan=plan), xs, batch_size, axis=axis
             ),
             x_int,
             axis=axis,
         )
     raise InputError(f"unknown backend {backend!r}; supported: sim, lava")
+
+
+def check_lava_plan(qgraph: Any, lava_conv: str, what: str = "--backend lava") -> Any:
+    """The :class:`~lmh_deploy.backends.lava.plan.LavaPlan` of ``qgraph`` under ``lava_conv``,
+    after refusing in one line a run that cannot fit the memory available now."""
+    from lmh_deploy.backends.lava.memory import check_lava_fits
+    from lmh_deploy.backends.lava.plan import plan_lowering
+    from lmh_deploy.sim.batching import available_memory_bytes
+
+    plan = plan_lowering(qgraph, lava_conv)
+    check_lava_fits(qgraph, plan.conv, available_memory_bytes(), what, forced_off=lava_conv == "never")
+    return plan
 
 
 def t_sweep(
@@ -174,6 +185,7 @@ def run_artifact(
     device: str | None = None,
     batch_size: int | None = None,
     save_spikes: str | Path | None = None,
+    lava_conv: str = LAVA_CONV.default,
     status: Callable[[str], None] = lambda text: None,
 ) -> RunResult | None:
     """Run a compiled artifact on ``backend``; a :class:`RunResult` (its ``to_dict()``: the
@@ -186,6 +198,7 @@ def run_artifact(
     ``batch_size``: samples per mini-batch (default: sized from the free memory).
     ``save_spikes``: write the integer input and every spiking layer's raster to this .npz
     (:func:`save_spike_rasters`); the summary then names it under ``"spikes_file"``.
+    ``lava_conv`` (lava): which convolutions run on Lava's Conv (``auto``, ``always``, ``never``).
     """
     from lmh_deploy.parallel import distributed_context
     from lmh_deploy.pipeline.compile import check_model_file, load_artifact
@@ -193,6 +206,11 @@ def run_artifact(
     backend = choice(Backend, backend, "--backend")
     samples = SAMPLES.check(samples)
     batch_size = BATCH_SIZE.check(batch_size)
+    lava_conv = LAVA_CONV.check(lava_conv)
+    if lava_conv != LAVA_CONV.default and backend != Backend.LAVA:
+        raise InputError(
+            f"--lava-conv {lava_conv}: only the lava backend runs convolutions on Lava; add --backend lava"
+        )
     device = check_sim_device(device)
     if device is not None and backend != Backend.SIM:
         raise InputError(f"--device {device}: only the sim backend runs on a torch device")
@@ -248,6 +266,7 @@ def run_artifact(
             record_spikes=not stream,
             device=_rank_device(device),
             processes=dctx.world_size,
+            lava_conv=lava_conv,
         )
         if not dctx.is_main:
             return None
@@ -275,6 +294,7 @@ def execute(
     device: str | None = None,
     processes: int = 1,
     on_batch: Callable[[int], None] | None = None,
+    lava_conv: str = LAVA_CONV.default,
 ) -> RunResult:
     """:func:`run_backend`, timed and summarised (:func:`summarize`) as a
     :class:`~lmh_deploy.pipeline.results.RunResult`. ``on_batch(samples)`` is called after
@@ -291,6 +311,7 @@ def execute(
             record_spikes=record_spikes,
             record_final_state=False,
             device=device,
+            lava_conv=lava_conv,
         )
     else:
         from lmh_deploy.pipeline.inputs import sample_axis
@@ -308,6 +329,7 @@ def execute(
                 record_spikes=record_spikes,
                 record_final_state=False,
                 device=device,
+                lava_conv=lava_conv,
             )
             on_batch(xs.shape[axis])
             return part

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from lmh_deploy.options import BATCH_SIZE, LAVA_SAMPLES, MAX_ACCURACY_DROP, SAMPLES
+from lmh_deploy.options import BATCH_SIZE, LAVA_CONV, LAVA_SAMPLES, MAX_ACCURACY_DROP, SAMPLES
 from lmh_deploy.errors import InputError
 from lmh_deploy.pipeline.artifact import check_artifact_and_inputs
 from lmh_deploy.pipeline.compile import Artifact
@@ -189,6 +189,7 @@ def verify_artifact(
     source: Any = None,
     batch_size: int | None = None,
     max_accuracy_drop: float | None = None,
+    lava_conv: str = LAVA_CONV.default,
 ) -> dict[str, Any]:
     """Float source vs sim/ on ``samples`` samples, Lava fixed_pt vs sim/ on the first
     ``lava_samples`` of them; see the CLI for the schema.
@@ -201,9 +202,11 @@ def verify_artifact(
     object), else the float IR. Every backend runs in mini-batches of ``batch_size`` samples
     (default: sized from the free memory). Lava and sim/ are compared in spikes, final
     states, readout values, logits and predictions; ``max_accuracy_drop`` (percentage
-    points, needs labels) adds ``accuracy_gate``."""
-    from lmh_deploy.pipeline.run import run_backend
-    from lmh_deploy.backends.lava.memory import check_lava_fits, lava_fits
+    points, needs labels) adds ``accuracy_gate``. ``lava_conv``: which convolutions Lava runs
+    on its Conv (:func:`~lmh_deploy.backends.lava.plan.plan_lowering`)."""
+    from lmh_deploy.pipeline.run import check_lava_plan, run_backend
+    from lmh_deploy.backends.lava.memory import lava_fits
+    from lmh_deploy.backends.lava.plan import plan_lowering
     from lmh_deploy.sim import check_run_fits, default_batch_size
     from lmh_deploy.sim.batching import available_memory_bytes
 
@@ -217,12 +220,12 @@ def verify_artifact(
     check_inputs(x, shape, t, spikes=art.spike_input, what=what)
     lava_skipped = None  # why the default Lava share is 0
     if lava_samples is None:
-        lava_skipped = lava_fits(q, available_memory_bytes())
+        lava_skipped = lava_fits(q, plan_lowering(q, lava_conv).conv, available_memory_bytes())
         lava_samples = 0 if lava_skipped else default_lava_samples(q, t, samples)
     elif lava_samples > samples:
         raise InputError(f"--lava-samples {lava_samples} exceeds the {samples} samples verified")
     elif lava_samples:
-        check_lava_fits(q, available_memory_bytes(), f"--lava-samples {lava_samples}")
+        check_lava_plan(q, lava_conv, f"--lava-samples {lava_samples}")
     # the source's and sim/'s whole records (spike rasters) are kept to compare them
     check_run_fits(q, num_samples(x, shape), t, records=2, stream_hint=False)
     x_int = quantize(q, x)
@@ -234,7 +237,7 @@ def verify_artifact(
     accuracy_lava = None
     if lava_samples:
         x_lava = first_samples(x_int, lava_samples, shape)
-        rec_lava = run_backend(q, x_lava, t, "lava", batch_size=batch)
+        rec_lava = run_backend(q, x_lava, t, "lava", batch_size=batch, lava_conv=lava_conv)
         # the same samples on sim/ again: a record is compared whole (states, readout trace)
         lava_vs_sim.update(compare_lava_sim(run_backend(q, x_lava, t, "sim", batch_size=batch), rec_lava))
         accuracy_lava = _accuracy(rec_lava.predictions, y)
@@ -284,6 +287,7 @@ def verify_path(
     lava_samples: int | None = None,
     batch_size: int | None = None,
     max_accuracy_drop: float | None = None,
+    lava_conv: str = LAVA_CONV.default,
 ) -> VerifyResult | None:
     """Load and verify an artifact directory (:func:`verify_artifact`) on the test split or
     on ``inputs`` (a .npy, with optional ``labels``); a :class:`VerifyResult`.
@@ -298,6 +302,7 @@ def verify_path(
     lava_samples = LAVA_SAMPLES.check(lava_samples)
     batch_size = BATCH_SIZE.check(batch_size)
     max_accuracy_drop = MAX_ACCURACY_DROP.check(max_accuracy_drop)
+    lava_conv = LAVA_CONV.check(lava_conv)
     check_artifact_and_inputs(artifact, inputs, labels)  # before anything heavy loads
     art = load_artifact(artifact)
     x, y = read_inputs(inputs, labels)
@@ -312,6 +317,7 @@ def verify_path(
             lava_samples=lava_samples,
             batch_size=batch_size,
             max_accuracy_drop=max_accuracy_drop,
+            lava_conv=lava_conv,
         )
         return VerifyResult.from_dict(result) if dctx.is_main else None
 

@@ -6,13 +6,13 @@ step ``start_step = d``: its local step ``t`` then sees exactly what :mod:`sim` 
 step ``t``. Where parallel paths of different length meet (residual shortcuts), the shorter
 path is a ``DelaySparse`` with the extra delay (``QDense.delay``); a path that max-pools its
 currents (``QDense.max_pool``) feeds its neuron through a ``MaxPoolCurrents`` Process, which
-adds no step. A ``fixed_pt`` convolution runs on Lava's own ``Conv`` process (its kernel only,
-in Lava's (W, H, C) layout, reached from our flat (C, H, W) ports through Lava's virtual
-``reshape``/``transpose`` ports) wherever that computes our sums exactly
-(:func:`~lmh_deploy.backends.lava.memory.runs_on_lava_conv`); other paths hold their synapses
-as a ``Sparse`` or ``Dense`` matrix. Samples are presented one after another, ``T`` steps
-each, and every layer resets its state at its own sample boundary, so one Lava run evaluates
-a whole batch.
+adds no step. A ``fixed_pt`` convolution that the lowering plan puts on Lava's own ``Conv``
+process (:func:`~lmh_deploy.backends.lava.plan.plan_lowering`: only where that computes our
+sums exactly) holds its kernel only, in Lava's (W, H, C) layout, reached from our flat
+(C, H, W) ports through Lava's virtual ``reshape``/``transpose`` ports; other paths hold their
+synapses as a ``Sparse`` or ``Dense`` matrix (``floating_pt``: every path). Samples are
+presented one after another, ``T`` steps each, and every layer resets its state at its own
+sample boundary, so one Lava run evaluates a whole batch.
 :func:`lower` has every neuron layer send its spikes and final state to the host through
 channels (``LMHNeuron(record=True)``) and the readout currents reach the host through Lava's
 ``io.extractor.Extractor``: whole arrays per message, where a ``Var.get()`` of a sink buffer
@@ -51,12 +51,13 @@ from lmh_deploy.ir import (
     validate_quantized,
 )
 from lmh_deploy.backends.lava.procs.lmh.process import LMHNeuron, neuron_process
-from lmh_deploy.backends.lava.memory import (
-    accumulator_dtype,
+from lmh_deploy.backends.lava.memory import accumulator_dtype
+from lmh_deploy.backends.lava.plan import (
+    LavaPlan,
     delay_lines,
     lava_conv_kernel,
+    plan_lowering,
     qdense_delays,
-    runs_on_lava_conv,
 )
 from lmh_deploy.backends.lava.procs.maxpool.process import MaxPoolCurrents
 from lmh_deploy.ir.synapses import largest_presynaptic, qdense_matrix
@@ -95,13 +96,13 @@ class Path:
 
 
 def _paths(
-    graph: Graph, name: str, precision: Precision, delays: dict[str, int], lines: dict[str, int]
+    graph: Graph, name: str, precision: Precision, delays: dict[str, int], conv: frozenset[str]
 ) -> list[Path]:
     """The synaptic paths into neuron/readout ``name``, for either precision.
 
     An integer graph records each path's balancing delay (``QDense.delay``); a float graph's
-    come from :func:`~lmh_deploy.passes.delays.path_delays` (``delays``). ``lines``: the
-    layers that send delayed spikes (:func:`~lmh_deploy.backends.lava.memory.delay_lines`).
+    come from :func:`~lmh_deploy.passes.delays.path_delays` (``delays``). ``conv``: the
+    integer paths on Lava's Conv (:class:`~lmh_deploy.backends.lava.plan.LavaPlan`).
     """
     if precision == "floating_pt":  # the presynaptic unit (theta, x_max / 255) folds into W
         return [
@@ -121,7 +122,7 @@ def _paths(
         node = graph.node(pred)
         assert isinstance(node, QDense)
         (src,) = graph.inputs_of(pred)
-        if runs_on_lava_conv(graph, pred, lines):  # the exponent is folded into the kernel
+        if pred in conv:  # the exponent is folded into the kernel
             paths.append(Path(pred, src, lava_conv_kernel(node), 0, node.graded, node.delay, conv=node))
             continue
         dtype = accumulator_dtype(node, largest_presynaptic(graph, pred))
@@ -208,7 +209,13 @@ class LavaLayers:
 
 
 def build_layers(
-    graph: Graph, timesteps: int, precision: Precision = "fixed_pt", *, samples: int = 0, record: bool = False
+    graph: Graph,
+    timesteps: int,
+    precision: Precision = "fixed_pt",
+    *,
+    samples: int = 0,
+    record: bool = False,
+    plan: LavaPlan | None = None,
 ) -> LavaLayers:
     """Create and connect the neuron and synapse Processes of ``graph``.
 
@@ -216,6 +223,8 @@ def build_layers(
     another); with ``samples > 0`` it freezes after that many samples, so its final state is
     the last sample's (0: it runs as long as the input does). ``record`` (needs
     ``samples``): every neuron layer sends its spikes and final state to the host.
+    ``plan`` (``fixed_pt``): which convolutions run on Lava's Conv (default:
+    :func:`~lmh_deploy.backends.lava.plan.plan_lowering`'s ``auto`` now).
     """
     order = graph.order()
     first = graph.node(order[0])
@@ -230,7 +239,10 @@ def build_layers(
     # A neuron layer whose outgoing delayed paths all wait the same d steps sends them its
     # spikes d steps late (s_out_delayed); other delayed paths are Lava DelaySparse.
     output_delay = delay_lines(graph, delays)
-    plans = {name: _paths(graph, name, precision, delays, output_delay) for name in layers}
+    conv: frozenset[str] = frozenset()
+    if precision == "fixed_pt":
+        conv = (plan or plan_lowering(graph)).conv
+    plans = {name: _paths(graph, name, precision, delays, conv) for name in layers}
     graded = (int(first.bits) > 1) if isinstance(first, QInput) else not first.spikes
     net = LavaLayers(input_size=first.output_size(), input_graded=graded)
     out_ports: dict[str, Any] = {}  # Lava OutPorts
@@ -299,7 +311,13 @@ def build_layers(
     return net
 
 
-def lower(graph: Graph, inputs: np.ndarray, timesteps: int, precision: Precision = "fixed_pt") -> LavaNetwork:
+def lower(
+    graph: Graph,
+    inputs: np.ndarray,
+    timesteps: int,
+    precision: Precision = "fixed_pt",
+    plan: LavaPlan | None = None,
+) -> LavaNetwork:
     """Build the Lava network for ``inputs``: static (B, *shape) or frames (T', B, *shape).
 
     The source presents sample ``b``'s step ``t`` at global step ``b*T + t``: the same
@@ -309,12 +327,12 @@ def lower(graph: Graph, inputs: np.ndarray, timesteps: int, precision: Precision
     ``fixed_pt`` takes an integer graph (from :func:`~lmh_deploy.passes.quantize.quantize_graph`) and
     quantised inputs; ``floating_pt`` takes a float graph and inputs in input units
     ``x / Input.unit`` (not rounded): the unit is folded into the first weights.
-    Processes are created and connected, not run.
+    ``plan``: as :func:`build_layers`. Processes are created and connected, not run.
     """
     first = graph.node(graph.order()[0])
     static = inputs.ndim == len(first.shape) + 1
     samples = inputs.shape[0] if static else inputs.shape[1]
-    layers = build_layers(graph, timesteps, precision, samples=samples, record=True)
+    layers = build_layers(graph, timesteps, precision, samples=samples, record=True, plan=plan)
     total = samples * timesteps + max(layers.start_step.values())  # the last sample drains
     dtype = np.int32 if precision == "fixed_pt" else np.float64
     data = np.zeros((layers.input_size, total), dtype)

@@ -1,13 +1,15 @@
-"""What the Lava backend's weight matrices take in memory, and which Lava process each synapse
-path becomes, known before Lava is imported.
+"""What a Lava run of an integer graph takes in memory, known before Lava is imported.
 
-A convolution runs on Lava's own ``Conv`` process, which holds only its kernel, wherever that
-computes exactly our integer sums (:func:`runs_on_lava_conv`); any other path holds every
+A path on Lava's own ``Conv`` process holds only its kernel; any other path holds every
 synapse explicitly (``Sparse``: one CSR entry per kernel tap and output position; ``Dense``).
-Before ``Conv``, the paper's ResNet-19 at CIFAR size (2.1 billion synapses, 15.9 GiB of CSR)
-needed about 48 GiB once Lava's compiler and workers held their copies.
-:func:`check_lava_fits` refuses a run whose matrices cannot fit in one line before it starts,
-instead of letting the operating system kill it.
+Which convolutions take ``Conv`` is the lowering plan's choice
+(:mod:`lmh_deploy.backends.lava.plan`, which weighs these estimates): with every convolution
+on ``Sparse`` the paper's ResNet-19 at CIFAR size (2.1 billion synapses, 15.9 GiB of CSR)
+needs about 48 GiB once Lava's compiler and workers hold their copies.
+A run's estimate (:func:`lava_need_bytes`) is its weights held :data:`LAVA_COPIES` times
+plus :data:`LAVA_PROCESS_BYTES` for each OS process of the run. :func:`check_lava_fits`
+refuses a run that cannot fit in one line before it starts, instead of letting the operating
+system kill it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from lmh_deploy.errors import InputError
-from lmh_deploy.ir import Graph, QDense
+from lmh_deploy.ir import QLMH, Graph, QDense
 from lmh_deploy.ir.synapses import abs_row_sums, largest_presynaptic, qdense_fan_in
-from lmh_deploy.passes.delays import path_source
 from lmh_deploy.semantics import integer as fx
 
 #: A CSR column index (Lava's Sparse keeps scipy's int32 indices).
@@ -30,72 +31,16 @@ DENSE_ENTRY_BYTES = 8
 #: 1-sample fixed_pt runs of the paper's ResNet-20 (3 x 32 x 32, T = 4) at widths 1 and 2:
 #: 1.37 and 4.03 GiB for 0.29 and 1.16 GiB of matrices, 3.07 bytes per byte between them.
 LAVA_COPIES = 3
+#: What each OS process of a Lava run adds beyond the weights (proportional set size):
+#: measured by ``bench/lava_memory.py --fixed`` as 6.3 to 7.6 MiB a worker over runs of
+#: 4 to 54 workers of a tiny MLP through ``run --backend lava``, rounded up.
+LAVA_PROCESS_BYTES = 8 << 20
+#: OS processes of a Lava run besides one per Lava Process: Lava's runtime service, its
+#: shared-memory manager and the multiprocessing resource tracker (same measurement).
+LAVA_RUNTIME_PROCESSES = 3
 #: A kernel entry of a path on Lava's Conv: int32 in our process and in its worker, and the
 #: float64 copy its model builds every step (``lava.proc.conv.utils.conv_scipy``), rounded up.
 KERNEL_ENTRY_BYTES = 16
-#: Lava's Conv sends its sums wrapped to signed 24 bits (``PyConvModelFixed.clamp_precision``).
-CONV_OUTPUT_MAX = (1 << 23) - 1
-#: Lava's Conv model holds kernel size, stride and padding in int8 Vars.
-CONV_GEOMETRY_MAX = 127
-
-
-def delay_lines(graph: Graph, delays: dict[str, int]) -> dict[str, int]:
-    """The layers that send their spikes ``d`` steps late on a second port (``s_out_delayed``):
-    those, other than the input, whose outgoing delayed paths all wait the same ``d`` steps
-    (``delays``: each path's extra delay, by its last node). A delayed path from any other
-    source is a Lava ``DelaySparse``."""
-    waits: dict[str, set[int]] = {}
-    for path, delay in delays.items():
-        if delay > 0:
-            waits.setdefault(path_source(graph, path), set()).add(delay)
-    first = graph.order()[0]
-    return {src: ds.pop() for src, ds in waits.items() if len(ds) == 1 and src != first}
-
-
-def qdense_delays(graph: Graph) -> dict[str, int]:
-    """Every integer synapse path's extra delay as the graph records it (``QDense.delay``)."""
-    delays = {}
-    for name in graph.of_kind("q_dense"):
-        node = graph.node(name)
-        assert isinstance(node, QDense)
-        delays[name] = int(node.delay)
-    return delays
-
-
-def runs_on_lava_conv(graph: Graph, dense: str, lines: dict[str, int]) -> bool:
-    """Whether integer path ``dense`` runs on Lava's own ``Conv`` process (its kernel only),
-    given the layers with :func:`delay_lines` ``lines``.
-
-    Lava 0.10's ``PyConvModelFixed`` computes each sum exactly (scipy's ``convolve2d`` in
-    float64: integers below 2**53), ignores its ``weight_exp`` and sends the sum wrapped to
-    signed 24 bits one step later, as ``Sparse`` sends ``(W s) << weight_exp``. So the path
-    must be a plain convolution (no max pool of its currents; kernel, stride and padding
-    within Lava's int8 Vars), not a ``DelaySparse``, with a non-negative exponent (folded
-    exactly into the kernel: ``(2m << e)``; a negative one floors the whole sum and cannot
-    be folded), and every sum it can send must fit 24 bits:
-    ``2 * max_row(sum |m|) * largest_input << e <= 2**23 - 1``. Then every partial sum is
-    below 2**23 as well, exact even in float32."""
-    node = graph.node(dense)
-    assert isinstance(node, QDense)
-    if not node.is_conv or node.max_pool is not None or node.weight_exp < 0:
-        return False
-    geometry = (*node.weight_mant.shape[2:], *node.conv_stride, *node.conv_padding)
-    if max(geometry) > CONV_GEOMETRY_MAX:
-        return False
-    if node.delay > 0 and path_source(graph, dense) not in lines:
-        return False
-    largest = largest_presynaptic(graph, dense)
-    bound = fx.WEIGHT_LAVA_SCALE * int(abs_row_sums(node.weight_mant).max()) * largest
-    return (bound << int(node.weight_exp)) <= CONV_OUTPUT_MAX
-
-
-def lava_conv_kernel(node: QDense) -> np.ndarray:
-    """The ``weight`` of Lava's ``Conv`` for an integer convolution path: Lava's weights
-    ``2 m`` with the exponent folded in (``<< weight_exp``), as int32, in Lava's layout
-    (C_out, W, H, C_in) and flipped in both spatial axes (Lava convolves, torch and our
-    semantics cross-correlate)."""
-    kernel = (fx.WEIGHT_LAVA_SCALE * node.weight_mant.astype(np.int64)) << int(node.weight_exp)
-    return np.ascontiguousarray(kernel[:, :, ::-1, ::-1].transpose(0, 3, 2, 1), dtype=np.int32)
 
 
 def accumulator_dtype(node: QDense, largest_input: int) -> type:
@@ -113,55 +58,88 @@ def accumulator_dtype(node: QDense, largest_input: int) -> type:
     return np.int64
 
 
-def lava_weight_bytes(graph: Graph) -> tuple[int, int]:
-    """``(bytes, synapses)``: the synapses of the integer ``graph`` that Lava holds
-    explicitly and the memory the lowered weights take, in this process alone (a lower bound
-    of a Lava run's need: Lava's compiler and workers copy them). A path on Lava's ``Conv``
-    (:func:`runs_on_lava_conv`) is its kernel (:data:`KERNEL_ENTRY_BYTES` an entry, no
-    synapse held explicitly); another convolution or sparse path is a CSR (its entry dtype,
-    :func:`accumulator_dtype`, plus a column index per synapse), a dense path a matrix of
-    8-byte entries."""
+def path_weight_bytes(graph: Graph, name: str, *, on_conv: bool) -> int:
+    """The bytes the lowered weights of integer path ``name`` take in this process: on Lava's
+    ``Conv`` (``on_conv``) its kernel (:data:`KERNEL_ENTRY_BYTES` an entry); else a
+    convolution or sparse path is a CSR (its entry dtype, :func:`accumulator_dtype`, plus a
+    column index per synapse), a dense path a matrix of 8-byte entries."""
+    node = graph.node(name)
+    assert isinstance(node, QDense)
+    if on_conv:
+        return int(node.weight_mant.size) * KERNEL_ENTRY_BYTES
+    return _explicit_synapses(node) * _entry_bytes(graph, name, node)
+
+
+def _explicit_synapses(node: QDense) -> int:
+    return int(qdense_fan_in(node).sum())
+
+
+def _entry_bytes(graph: Graph, name: str, node: QDense) -> int:
+    if node.is_conv:
+        return np.dtype(accumulator_dtype(node, largest_presynaptic(graph, name))).itemsize + INDEX_BYTES
+    if sp.issparse(node.weight_mant):
+        return DENSE_ENTRY_BYTES + INDEX_BYTES
+    return DENSE_ENTRY_BYTES
+
+
+def lava_weight_bytes(graph: Graph, conv: frozenset[str]) -> tuple[int, int]:
+    """``(bytes, synapses)``: the memory the lowered weights of the integer ``graph`` take in
+    this process alone (a lower bound of a Lava run's need: Lava's compiler and workers copy
+    them) with the paths ``conv`` on Lava's ``Conv``, and the synapses held explicitly (those
+    of every other path)."""
     total = synapses = 0
-    lines = delay_lines(graph, qdense_delays(graph))
     for name in graph.of_kind("q_dense"):
-        node = graph.node(name)
-        assert isinstance(node, QDense)
-        if runs_on_lava_conv(graph, name, lines):
-            total += int(node.weight_mant.size) * KERNEL_ENTRY_BYTES
-            continue
-        count = int(qdense_fan_in(node).sum())
-        if node.is_conv:
-            entry = np.dtype(accumulator_dtype(node, largest_presynaptic(graph, name))).itemsize + INDEX_BYTES
-        elif sp.issparse(node.weight_mant):
-            entry = DENSE_ENTRY_BYTES + INDEX_BYTES
-        else:
-            entry = DENSE_ENTRY_BYTES
-        total += count * entry
-        synapses += count
+        on_conv = name in conv
+        total += path_weight_bytes(graph, name, on_conv=on_conv)
+        if not on_conv:
+            node = graph.node(name)
+            assert isinstance(node, QDense)
+            synapses += _explicit_synapses(node)
     return total, synapses
 
 
-def lava_fits(graph: Graph, available: int) -> str | None:
-    """None when a Lava run of the integer ``graph`` fits ``available`` bytes, else why not
-    (one clause, for a refusal or a note): its weight matrices (:func:`lava_weight_bytes`)
-    held :data:`LAVA_COPIES` times."""
-    matrices, synapses = lava_weight_bytes(graph)
-    need = LAVA_COPIES * matrices
+def lava_processes(graph: Graph) -> int:
+    """The OS processes of a Lava run of the integer ``graph``: one per Lava Process that
+    lowering creates (the input source, the readout's extractor, each neuron layer, synapse
+    path and max pool of currents) and :data:`LAVA_RUNTIME_PROCESSES`."""
+    paths = [graph.node(n) for n in graph.of_kind("q_dense")]
+    pools = sum(1 for node in paths if isinstance(node, QDense) and node.max_pool is not None)
+    neurons = sum(1 for n in graph.order() if isinstance(graph.node(n), QLMH))
+    return 2 + neurons + len(paths) + pools + LAVA_RUNTIME_PROCESSES
+
+
+def lava_need_bytes(graph: Graph, conv: frozenset[str]) -> int:
+    """A Lava run's estimated memory with the paths ``conv`` on Lava's ``Conv``: the lowered
+    weights (:func:`lava_weight_bytes`) held :data:`LAVA_COPIES` times plus
+    :data:`LAVA_PROCESS_BYTES` for each of its :func:`lava_processes`."""
+    return LAVA_COPIES * lava_weight_bytes(graph, conv)[0] + LAVA_PROCESS_BYTES * lava_processes(graph)
+
+
+def lava_fits(graph: Graph, conv: frozenset[str], available: int) -> str | None:
+    """None when a Lava run of the integer ``graph`` with the paths ``conv`` on Lava's Conv
+    fits ``available`` bytes (:func:`lava_need_bytes`), else why not (one clause, for a
+    refusal or a note)."""
+    need = lava_need_bytes(graph, conv)
     if need <= available:
         return None
+    _, synapses = lava_weight_bytes(graph, conv)
     return (
         f"Lava holds each of this network's {synapses:,} synapses outside its Conv processes "
-        f"explicitly (a convolution Conv cannot run exactly as a sparse matrix): about "
-        f"{need / 2**30:.1f} GiB with its copies, more than the "
+        f"explicitly (a convolution off Conv as a sparse matrix): about "
+        f"{need / 2**30:.1f} GiB with its copies and workers, more than the "
         f"{available / 2**30:.1f} GiB of memory available"
     )
 
 
-def check_lava_fits(graph: Graph, available: int, what: str = "--backend lava") -> None:
-    """Refuse a Lava run that :func:`lava_fits` finds too big for ``available`` bytes."""
-    why = lava_fits(graph, available)
+def check_lava_fits(
+    graph: Graph, conv: frozenset[str], available: int, what: str = "--backend lava", forced_off: bool = False
+) -> None:
+    """Refuse a Lava run that :func:`lava_fits` finds too big for ``available`` bytes
+    (``forced_off``: ``--lava-conv never`` kept convolutions off Conv; the fix says so)."""
+    why = lava_fits(graph, conv, available)
     if why is not None:
+        fix = "--lava-conv auto runs convolutions on Lava's Conv where exact; " if forced_off else ""
         raise InputError(
-            f"{what}: {why}; sim/ runs the same integers bit for bit (--backend sim, "
+            f"{what}: {why}; {fix}sim/ runs the same integers bit for bit (--backend sim, "
             f"or verify --lava-samples 0)"
         )

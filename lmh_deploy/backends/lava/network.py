@@ -31,6 +31,7 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from lmh_deploy.backends.lava.lower import Precision, build_layers, feed
+from lmh_deploy.backends.lava.plan import plan_lowering
 from lmh_deploy.ir import Graph
 from lmh_deploy.semantics.readout import readout_sum
 
@@ -45,6 +46,8 @@ class LMHNetwork(AbstractProcess):
     precision : which LM-H ProcessModel the run configuration must select
         (``Loihi2SimCfg(select_tag=precision)``).
     samples : freeze every layer after this many samples (0: run as long as the input).
+    lava_conv : ``fixed_pt``: which convolutions run on Lava's own Conv (``auto``, ``always``,
+        ``never``; :func:`~lmh_deploy.backends.lava.plan.plan_lowering`).
     """
 
     def __init__(
@@ -54,10 +57,12 @@ class LMHNetwork(AbstractProcess):
         timesteps: int,
         precision: Precision = "fixed_pt",
         samples: int = 0,
+        lava_conv: str = "auto",
         name: str | None = None,
     ) -> None:
         super().__init__(timesteps=timesteps, precision=precision, name=name)
-        layers = build_layers(graph, timesteps, precision, samples=samples)
+        plan = plan_lowering(graph, lava_conv) if precision == "fixed_pt" else None
+        layers = build_layers(graph, timesteps, precision, samples=samples, plan=plan)
         if len(layers.readout_ports) != 1:
             raise ValueError(
                 f"LMHNetwork: the readout has {len(layers.readout_ports)} "

@@ -19,6 +19,7 @@ from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
 
 from lmh_deploy.ir import Graph, QReadout, Readout
 from lmh_deploy.backends.lava.lower import LavaNetwork, Precision, lower
+from lmh_deploy.backends.lava.plan import LavaPlan
 from lmh_deploy.backends.lava.supervise import lava_session
 from lmh_deploy.backends.record import RunRecord, synops_from_spikes
 from lmh_deploy.semantics.readout import readout_sum
@@ -95,6 +96,7 @@ def run_lava(
     *,
     phases: dict[str, float] | None = None,
     first_steps: int = 0,
+    plan: LavaPlan | None = None,
 ) -> RunRecord:
     """Lower ``graph`` for ``inputs`` (B, *shape) or frames (T', B, *shape), run it under
     ``Loihi2SimCfg`` and read back.
@@ -111,10 +113,12 @@ def run_lava(
     (``phases['first_steps']``: what the workers set up on their first step is in it), so
     ``phases['steps']`` times Lava's run of the remaining ``steps_run`` steps alone (the
     record is the same: the run only pauses). ``NAME_cpu`` for each part: the CPU seconds of
-    this process and every worker in it (Linux; to 1/100 s per worker).
+    this process and every worker in it (Linux; to 1/100 s per worker). ``plan``: which
+    convolutions run on Lava's Conv (:func:`~lmh_deploy.backends.lava.plan.plan_lowering`;
+    default its ``auto`` now).
     """
     clock = _Clock(phases)
-    net = lower(graph, inputs, timesteps, precision)
+    net = lower(graph, inputs, timesteps, precision, plan)
     readout = graph.node(graph.order()[-1])
     assert isinstance(readout, (QReadout, Readout))
     clock.lap("lower")
