@@ -15,12 +15,12 @@ it.
 ``--fixed D ...``: the fixed cost of Lava's worker processes. For each D, an MLP of D hidden
 LM-H layers of 32 neurons (64 inputs, 10 classes; weights a few kB) is compiled to an artifact
 and ``lmh-deploy run BUILD --backend lava --inputs x.npy --samples 1`` runs as a user runs it,
-in a fresh process, ``--rounds`` times. Its process tree is sampled every 0.05 s from /proc:
-the PSS of the whole tree when it holds the most processes (at its largest then), the
-command's own PSS just before its first worker appears, and that number of processes.
-``(peak - before) / workers`` is what one Lava process adds beyond the matrices; the
-least-squares slope of the peak over the worker count says the same without the intercept.
-``LAVA_PROCESS_BYTES`` rounds it up.
+in a fresh process (the command's own code, with two hooks), ``--rounds`` times. While Lava
+reads back (every worker up, every step run) the hook reads from /proc the PSS of the
+process tree and its number of processes; the other hook, the command's own PSS when the run
+began. ``(tree - before) / workers`` is what one Lava worker adds beyond the matrices; the
+least-squares slope of the tree's PSS over the worker count says the same without the
+intercept. ``LAVA_PROCESS_BYTES`` rounds it up.
 """
 
 from __future__ import annotations
@@ -37,11 +37,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 import lmh_deploy
 from lmh_deploy.backends.lava.memory import LAVA_COPIES, LAVA_PROCESS_BYTES, lava_weight_bytes
-from lmh_deploy.models.architectures import build
 from lmh_deploy.pipeline.inputs import quantize
 from lmh_deploy.pipeline.run import run_backend
 
@@ -66,6 +64,10 @@ def tree_pss() -> int:
 
 def measure(width: float) -> tuple[int, int, float]:
     """(matrix bytes, PSS above the start, Lava wall seconds) of a 1-sample run."""
+    import torch
+
+    from lmh_deploy.models.architectures import build
+
     torch.manual_seed(0)
     model = build("resnet20", (3, 32, 32), 10, timesteps=4, width_mult=width).eval()
     x = np.random.default_rng(0).random((4, 3, 32, 32)).astype(np.float32)
@@ -114,45 +116,64 @@ def _pss(pid: int) -> int:
         return 0
 
 
-def fixed_run(build: Path, x: Path) -> dict:
-    """One ``run --backend lava`` of ``build``: its peak tree PSS, its own PSS before the first
-    worker, its peak process count, the median RSS of a worker at the peak (bytes)."""
-    cmd = [sys.executable, "-m", "lmh_deploy.cli", "run", str(build), "--backend", "lava"]
-    proc = subprocess.Popen(
-        [*cmd, "--inputs", str(x), "--samples", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    peak = before = processes = 0
-    worker_rss: list[int] = []
-    page = os.sysconf("SC_PAGE_SIZE")
-    while proc.poll() is None:
-        tree = _tree(proc.pid)
-        if len(tree) == 1:
-            before = _pss(proc.pid)
-        total = sum(_pss(p) for p in tree)
-        # the fullest tree seen (workers start one after another), at its largest PSS
-        if len(tree) > processes or (len(tree) == processes and total > peak):
-            peak, processes = total, len(tree)
-            worker_rss = []
-            for p in tree[1:]:
-                try:
-                    with open(f"/proc/{p}/statm") as f:
-                        worker_rss.append(int(f.read().split()[1]) * page)
-                except (OSError, ValueError, IndexError):
-                    continue
-        time.sleep(0.05)
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    if proc.returncode:
-        raise SystemExit(f"run failed: {out[-2000:]}")
-    return {
-        "peak_pss": peak,
-        "pss_before_workers": before,
-        "processes": processes,
-        "worker_rss_median": int(np.median(worker_rss)) if worker_rss else 0,
-    }
+def hooked_run(build_dir: str, x: str) -> None:
+    """``lmh-deploy run BUILD --backend lava --inputs X --samples 1`` in this process (which,
+    like the command, has not imported torch), printing one JSON line measured while Lava
+    reads back, when every worker is up and has run every step: the PSS of this process's
+    tree then and this process's own PSS when the run began, the number of processes in the
+    tree and the median RSS of a worker (bytes)."""
+    import lmh_deploy.backends.lava.run as lava_run
+    from lmh_deploy.cli import app
+
+    page, me = os.sysconf("SC_PAGE_SIZE"), os.getpid()
+    start: dict[str, int] = {}
+    run_lava, read_back = lava_run.run_lava, lava_run.read_back
+
+    def run_measured(*args, **kwargs):
+        start["pss"] = _pss(me)
+        return run_lava(*args, **kwargs)
+
+    def read_back_measured(*args, **kwargs):
+        tree = _tree(me)
+        rss = []
+        for pid in tree[1:]:
+            with open(f"/proc/{pid}/statm") as f:
+                rss.append(int(f.read().split()[1]) * page)
+        got = {
+            "peak_pss": sum(_pss(p) for p in tree),
+            "pss_before_workers": start["pss"],
+            "processes": len(tree),
+            "worker_rss_median": int(np.median(rss)),
+        }
+        print("MEASURED " + json.dumps(got), flush=True)
+        return read_back(*args, **kwargs)
+
+    lava_run.run_lava, lava_run.read_back = run_measured, read_back_measured
+    import lmh_deploy.pipeline.run as pipeline_run  # it imports run_lava when a run starts
+
+    assert not hasattr(pipeline_run, "run_lava")
+    sys.argv = ["lmh-deploy", "run", build_dir, "--backend", "lava", "--inputs", x, "--samples", "1"]
+    app()
+
+
+def fixed_run(build_dir: Path, x: Path) -> dict:
+    """:func:`hooked_run` in a fresh process."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--hooked", str(build_dir), str(x)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    (line,) = [s for s in out.splitlines() if s.startswith("MEASURED ")]
+    return json.loads(line.removeprefix("MEASURED "))
 
 
 def fixed_cost(depths: list[int], rounds: int, work: Path) -> dict:
     """:func:`fixed_run` of an MLP of each hidden depth, alternated over ``rounds``."""
+    import torch
+
+    from lmh_deploy.models.architectures import build
+
     builds = {}
     x = np.random.default_rng(0).random((4, 64)).astype(np.float32)
     np.save(work / "x.npy", x[:1])
@@ -194,7 +215,13 @@ def main() -> None:
     parser.add_argument("--fixed", type=int, nargs="+", default=None, help="hidden depths (see above)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--hooked", nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.hooked is not None:  # one measured run of the command (no torch imported)
+        hooked_run(*args.hooked)
+        return
+    import torch
+
     torch.set_num_threads(1)
     if args.fixed is not None:
         env = timing.environment(threads=1)
