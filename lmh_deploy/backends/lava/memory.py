@@ -32,8 +32,9 @@ DENSE_ENTRY_BYTES = 8
 #: 1.37 and 4.03 GiB for 0.29 and 1.16 GiB of matrices, 3.07 bytes per byte between them.
 LAVA_COPIES = 3
 #: What each OS process of a Lava run adds beyond the weights (proportional set size):
-#: measured by ``bench/lava_memory.py --fixed`` as 6.3 to 7.6 MiB a worker over runs of
-#: 4 to 54 workers of a tiny MLP through ``run --backend lava``, rounded up.
+#: ``bench/lava_memory.py --fixed`` measured ``run --backend lava`` of MLPs with 14, 30 and
+#: 54 workers: 7.6 MiB a worker (the slope), 7.7 to 8.4 MiB with the command's own growth
+#: shared out (medians of 3 rounds, BENCHMARKS.md); 8 MiB.
 LAVA_PROCESS_BYTES = 8 << 20
 #: OS processes of a Lava run besides one per Lava Process: Lava's runtime service, its
 #: shared-memory manager and the multiprocessing resource tracker (same measurement).
