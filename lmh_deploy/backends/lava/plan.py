@@ -9,7 +9,8 @@ before Lava is imported.
 * Where both are exact, the route is a trade (:func:`plan_lowering`, ``--lava-conv``): ``Sparse``
   takes one CSR entry per kernel tap and output position but one sparse product a step;
   ``Conv`` holds the kernel alone but runs one scipy ``convolve2d`` per channel pair a step
-  (ResNet-20 at CIFAR size: 1-sample run 22.9 s on Conv against 4.45 s on Sparse). ``auto``
+  (ResNet-20 at CIFAR size, 1-sample ``run --backend lava``: 17.5 s of CPU on Conv against
+  11.3 s on Sparse, 0.60 against 1.44 GiB; ``bench/lava_conv.py``). ``auto``
   keeps ``Sparse`` while the run's estimated memory fits :func:`sparse_budget` and moves the
   convolutions that save the most to ``Conv`` only as far as needed (ResNet-19 at CIFAR size
   needs ~48 GiB on Sparse).
