@@ -323,7 +323,9 @@ class Deployment:
     def lava_process(self, precision: str = "fixed_pt", samples: int = 0, lava_conv: str = "auto") -> Any:
         """The network as a Lava hierarchical Process
         (:class:`~lmh_deploy.backends.lava.network.LMHNetwork`) with ``inp``/``out`` ports
-        for your own Lava program; see :func:`lmh_deploy.pipeline.lava_block.lava_network`."""
+        for your own Lava program; see :func:`lmh_deploy.pipeline.lava_block.lava_network`.
+        ``lava_conv`` (``fixed_pt``): which convolutions run on Lava's own Conv (``auto``,
+        ``always``, ``never``); ``floating_pt`` keeps every convolution on Sparse."""
         from lmh_deploy.pipeline.lava_block import lava_process
 
         return lava_process(self.artifact, precision=precision, samples=samples, lava_conv=lava_conv)

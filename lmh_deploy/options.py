@@ -94,8 +94,8 @@ LAVA_CONV = Option(
     "auto",
     "Lava: which convolutions run on Lava's Conv (kernel only; slower per step) instead of a "
     "Sparse matrix, among those it computes exactly. auto: Sparse while the run's estimated "
-    "memory fits min(4 GiB, half the free memory), Conv for the largest ones beyond; always; never. "
-    "Results are the same bit for bit.",
+    "memory fits min(4 GiB, half the free memory), Conv beyond it for those saving the most; "
+    "always; never. Results are the same bit for bit.",
     "auto|always|never",
     lambda value, flag: choice(LavaConv, value, flag).value,
 )

@@ -18,7 +18,8 @@ def lava_process(
     sink to ``out``; run it with ``Loihi2SimCfg(select_tag=precision)``. ``samples > 0``
     freezes the layers after that many samples (their final states are the last sample's).
     ``lava_conv`` (``fixed_pt``): which convolutions run on Lava's own Conv (``auto``,
-    ``always``, ``never``; :func:`~lmh_deploy.backends.lava.plan.plan_lowering`).
+    ``always``, ``never``; :func:`~lmh_deploy.backends.lava.plan.plan_lowering`);
+    ``floating_pt`` keeps every convolution on Sparse.
     """
     from lmh_deploy.backends.lava.network import LMHNetwork
     from lmh_deploy.options import LAVA_CONV
