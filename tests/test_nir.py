@@ -476,6 +476,91 @@ def test_hand_made_conv_graph_imports_with_nir_semantics() -> None:
     np.testing.assert_allclose(ours.logits, ref.logits, rtol=1e-9, atol=1e-12)
 
 
+def _with_flatten(g: nir.NIRGraph, flatten: nir.Flatten) -> nir.NIRGraph:
+    """``g`` (:func:`hand_made_conv_graph`) with its Flatten node replaced."""
+    nodes = {k: (flatten if isinstance(v, nir.Flatten) else v) for k, v in g.nodes.items()}
+    return nir.NIRGraph(nodes, g.edges, metadata=g.metadata, type_check=False)
+
+
+@pytest.mark.parametrize(
+    ("typed", "start_dim", "end_dim"),
+    [
+        ((4, 4, 4), 0, -1),  # one sample, counted from its first dim (earlier exports)
+        ((4, 4, 4), 0, 2),
+        ((4, 4, 4), -3, -1),  # counted from the end (what our export writes)
+        ((1, 4, 4, 4), 1, -1),  # typed with a batch dimension of 1: the sample after it
+        ((1, 4, 4, 4), 0, -1),
+        (None, -3, -1),  # untyped (sinabs's to_nir)
+    ],
+)
+def test_flatten_dims_forms_import_as_a_full_flatten(typed, start_dim, end_dim) -> None:
+    """Every form of a whole-sample Flatten imports as the same network, and the NIR
+    reference executor (which reads the dims itself) runs the graph as it was written."""
+    base = hand_made_conv_graph()
+    ir_base = nir_to_graph(base, timesteps=T)
+    g = _with_flatten(base, nir.Flatten(input_type=typed, start_dim=start_dim, end_dim=end_dim))
+    ir = nir_to_graph(g, timesteps=T)
+    x = load_dataset("digits")[1].tensors[0][:8].numpy()
+    ours, ref = simulate_float(ir, x, T), simulate_float(ir_base, x, T)
+    nir_run = run_nir_reference(g, x, T, 1e-4, source_neurons=ir.meta["source_neurons"])
+    for name in ("lmh0", "lmh1"):
+        assert 0.05 < ref.spikes[name].mean() < 0.95
+        np.testing.assert_array_equal(ours.spikes[name], ref.spikes[name])
+        np.testing.assert_array_equal(nir_run.spikes[name], ref.spikes[name])
+
+
+def test_flatten_that_changes_nothing_is_kept_as_a_map() -> None:
+    """A Flatten of one dim (start_dim == end_dim) between the Conv2d and its LIF keeps the
+    map: the graph imports as the one without it."""
+    base = hand_made_conv_graph()
+    nodes = dict(base.nodes)
+    nodes["noop"] = nir.Flatten(input_type=np.array([4, 8, 8]), start_dim=1, end_dim=1)
+    edges = [e for e in base.edges if e != ("conv2d", "lif")] + [("conv2d", "noop"), ("noop", "lif")]
+    assert len(edges) == len(base.edges) + 1
+    ir = nir_to_graph(nir.NIRGraph(nodes, edges, metadata=base.metadata, type_check=False), timesteps=T)
+    ir_base = nir_to_graph(base, timesteps=T)
+    assert [ir.node(n).kind for n in ir.order()] == [ir_base.node(n).kind for n in ir_base.order()]
+    x = load_dataset("digits")[1].tensors[0][:8].numpy()
+    np.testing.assert_array_equal(simulate_float(ir, x, T).logits, simulate_float(ir_base, x, T).logits)
+
+
+@pytest.mark.parametrize(
+    ("typed", "start_dim", "end_dim", "message"),
+    [
+        ((4, 4, 4), 1, -1, r"start_dim=1, end_dim=-1 on input type \[4, 4, 4\] flattens it to \[4, 16\]"),
+        ((4, 4, 4), -2, -1, r"start_dim=-2, end_dim=-1 on input type \[4, 4, 4\] flattens it to \[4, 16\]"),
+        ((4, 4, 4), 0, 1, r"start_dim=0, end_dim=1 on input type \[4, 4, 4\] flattens it to \[16, 4\]"),
+        (
+            (1, 4, 4, 4),
+            2,
+            -1,
+            r"start_dim=2, end_dim=-1 on input type \[1, 4, 4, 4\] flattens it to \[4, 16\]",
+        ),
+        ((4, 4, 4), 0, 3, r"start_dim=0, end_dim=3 are outside input type \[4, 4, 4\]"),
+        ((4, 16), 0, -1, r"input type \[4, 16\] does not match the \[4, 4, 4\] arriving"),
+    ],
+)
+def test_partial_flatten_is_refused_in_one_line(tmp_path, typed, start_dim, end_dim, message) -> None:
+    """A partial flatten (NIR's default start_dim = 1 on a (C, H, W) sample among them) is not
+    read as a full one: one line naming the node, its dims, its input type, what is supported."""
+    g = _with_flatten(
+        hand_made_conv_graph(), nir.Flatten(input_type=typed, start_dim=start_dim, end_dim=end_dim)
+    )
+    with pytest.raises(InteropError, match=r"^NIR node 'flatten' \(Flatten\): " + message):
+        nir_to_graph(g)
+    if start_dim == 1:  # from the command line: exit 2, one line, nothing written
+        nir.write(tmp_path / "partial.nir", g)
+        res = invoke("compile", tmp_path / "partial.nir", "--dataset", "digits", "-o", tmp_path / "build")
+        assert res.exit_code == 2, res.output
+        line = "NIR node 'flatten' (Flatten): start_dim=1, end_dim=-1 on input type [4, 4, 4] flattens it to "
+        assert (
+            line + "[4, 16], a partial flatten the IR cannot hold; supported: a flatten of the whole sample "
+            in res.output
+        )
+        assert len(res.output.strip().splitlines()) == 1, res.output
+        assert not (tmp_path / "build").exists()
+
+
 def test_nir_cli_compile_verify_flat_input_and_dt(tmp_path) -> None:
     """A NIR file without dt and with a flat [64] input, compiled for the digits images."""
     rng = np.random.default_rng(3)

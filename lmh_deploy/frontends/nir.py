@@ -12,9 +12,10 @@ A NIR neuron spikes when ``v > v_threshold`` and then sets ``v = v_reset`` in th
 states start at 0. The imported LM-H layers say exactly that (reset "set" to ``v_reset``,
 test ">", same-step, initial states 0); a file written by lmh-deploy carries each layer's own
 rules in its node metadata (``lmh_rules``) and those are used instead. Synapses: Affine,
-Linear, Conv2d, SumPool2d (an exact per-channel convolution of ones), AvgPool2d, Flatten; a
-neuron with several input edges sums them (a residual graph). Anything else, or a value the
-IR cannot hold, is refused in one line naming the NIR node.
+Linear, Conv2d, SumPool2d (an exact per-channel convolution of ones), AvgPool2d, Flatten (of
+a whole sample: :func:`flatten_output` reads its dims); a neuron with several input edges sums
+them (a residual graph). Anything else, or a value the IR cannot hold, is refused in one line
+naming the NIR node.
 """
 
 from __future__ import annotations
@@ -89,6 +90,41 @@ def input_shape(g: nir.NIRGraph, name: str) -> tuple[int, ...]:
     if not shape or min(shape) < 1:
         raise InteropError(f"NIR node {name!r} (Input): input type {list(shape)} is not a sample shape")
     return shape
+
+
+def flatten_output(node: nir.Flatten, shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+    """One sample's shape after NIR's ``Flatten`` ``node`` applied to a sample of ``shape``.
+
+    NIR counts ``start_dim``/``end_dim`` in one sample's dims (0 = the first; negative ones
+    from the end: our exports write ``-len(shape)``, ``-1``); a node typed with a leading
+    batch dimension of 1 (``[1, C, H, W]``) counts in that type. The IR holds a flatten of
+    the whole sample (a vector) or one that changes nothing; any other partial flatten is
+    refused in one line naming the node, its dims and its input type."""
+    declared = node.input_type.get("input") if isinstance(node.input_type, dict) else None
+    dims, batched = shape, False
+    if declared is not None:
+        typed = tuple(int(d) for d in np.asarray(declared).reshape(-1))
+        if typed == (1, *shape):
+            dims, batched = typed, True
+        elif typed != shape:
+            raise InteropError(
+                f"{where}: input type {list(typed)} does not match the {list(shape)} arriving from "
+                f"the node before it"
+            )
+    start, end = int(node.start_dim), int(node.end_dim)
+    first, last = (d + len(dims) if d < 0 else d for d in (start, end))
+    if not 0 <= first <= last < len(dims):
+        raise InteropError(f"{where}: start_dim={start}, end_dim={end} are outside input type {list(dims)}")
+    out = (*dims[:first], int(np.prod(dims[first : last + 1])), *dims[last + 1 :])
+    if batched and first > 0:
+        out = out[1:]  # the batch dimension of 1 stays outside the flattened dims
+    if len(out) != 1 and out != shape:
+        raise InteropError(
+            f"{where}: start_dim={start}, end_dim={end} on input type {list(dims)} flattens it to "
+            f"{list(out)}, a partial flatten the IR cannot hold; supported: a flatten of the whole "
+            f"sample (start_dim 0 or {-len(shape)}, end_dim -1) or one that changes nothing"
+        )
+    return out
 
 
 def nir_order(g: nir.NIRGraph) -> tuple[list[str], dict[str, list[str]]]:
@@ -451,8 +487,9 @@ def nir_to_graph(
         where = f"NIR node {name!r} ({kind})"
         imp.cur, imp.amp = signals[pred[name][0]]
         if isinstance(node, nir.Flatten):
-            n = int(np.prod(imp.cur.shape))
-            imp.cur = Cursor(imp.cur.node, (n,), imp.cur.bias.reshape(-1), imp.cur.weight_node)
+            if len(flatten_output(node, imp.cur.shape, where)) != len(imp.cur.shape):
+                n = int(np.prod(imp.cur.shape))
+                imp.cur = Cursor(imp.cur.node, (n,), imp.cur.bias.reshape(-1), imp.cur.weight_node)
         elif isinstance(node, (nir.Affine, nir.Linear)):
             imp.affine(node, where)
         elif isinstance(node, nir.Conv2d):

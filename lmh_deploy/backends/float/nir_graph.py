@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lmh_deploy.frontends.nir import input_shape, plain
+from lmh_deploy.frontends.nir import flatten_output, input_shape, plain
 from lmh_deploy.backends.record import RunRecord
 
 NEURONS = (nir.LIF, nir.IF, nir.CubaLIF)
@@ -45,7 +45,7 @@ def _synapse(node: nir.NIRNode, x: np.ndarray) -> np.ndarray:
         y = x.reshape(len(x), -1) @ np.asarray(node.weight, dtype=np.float64).T
         return y + np.asarray(node.bias).reshape(-1) if isinstance(node, nir.Affine) else y
     if isinstance(node, nir.Flatten):
-        return x.reshape(len(x), -1)
+        return x.reshape(len(x), *flatten_output(node, x.shape[1:], "NIR Flatten"))
     w = np.asarray(getattr(node, "weight", np.zeros((1, 1, 1, 1))), dtype=np.float64)
     if isinstance(node, nir.Conv2d):
         shape = (w.shape[1], *_pair(node.input_shape))
