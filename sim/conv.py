@@ -152,9 +152,8 @@ def run_conv(plan: ConvPlan, x, kernel, channels_last_in: bool = False, channels
         out = (kernel.reshape(kernel.shape[0], -1) @ cols).reshape(rows, kernel.shape[0], conv_h, -1)
     else:
         out = F.conv2d(x, kernel, stride=plan.stride, padding=plan.padding)
-    if tuple(out.shape[2:]) != plan.out_hw:
-        out = out[:, :, : plan.out_hw[0], : plan.out_hw[1]]
-    return flat_rows(out, channels_last_out)
+    # a view; the pooled conv may pass the composite's size: cropped to it
+    return flat_rows(out[:, :, : plan.out_hw[0], : plan.out_hw[1]], channels_last_out)
 
 
 def pooled_integers(plan: ConvPlan, pre: np.ndarray, channels_last: bool = False) -> np.ndarray:

@@ -527,9 +527,7 @@ class SynapsePath:
             [],
             "",
         )
-        if tuple(out.shape[2:]) != plan.out_hw:
-            out = out[:, :, : plan.out_hw[0], : plan.out_hw[1]]
-        return flat_rows(out, self.out_cl).numpy()
+        return flat_rows(out[:, :, : plan.out_hw[0], : plan.out_hw[1]], self.out_cl).numpy()  # as run_conv
 
     def _events(self, pre):
         """Sum of the rows of ``m^T`` at the active inputs: work proportional to the events.
@@ -544,7 +542,7 @@ class SynapsePath:
             gather_rows(np.ascontiguousarray(pre), self.w_t_int, out, self.gather_peak)
             return out
         dtype = self.float_dtype or np.int64
-        events = sp.csr_matrix(pre.astype(dtype) if pre.dtype == bool else pre)
+        events = sp.csr_matrix(self._as(pre, dtype))
         out = events @ self._float_rows()
         return out.toarray() if sp.issparse(out) else np.asarray(out)
 
@@ -614,10 +612,8 @@ class SynapsePath:
 
     def synops(self, active_per_input) -> int:
         """Synaptic events: ``active_per_input`` (n_in,) counts of nonzero presynaptic values."""
-        counts = np.asarray(active_per_input, np.int64)
-        if np.ndim(self.fan_out) == 0:
-            return int(counts.sum()) * int(self.fan_out)
-        return int(counts @ np.asarray(self.fan_out, np.int64))
+        # fan_out (qdense_fan_out) is an integer array (n_in,): int64 counts @ it is int64
+        return int(np.asarray(active_per_input, np.int64) @ self.fan_out)
 
 
 #: op name -> whether this torch has it (probed once per op)

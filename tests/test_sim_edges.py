@@ -12,7 +12,7 @@ import torch
 from lmh_deploy.ir import QDense
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.sim.conv import conv_plan, run_conv
-from lmh_deploy.sim.synapse import SynapsePath, _int_mm_fits
+from lmh_deploy.sim.synapse import SynapsePath, _int_mm_fits, _onednn_has
 
 
 def _conv_node(kernel: np.ndarray, shape, stride=(1, 1), padding=(0, 0), graded=True) -> QDense:
@@ -82,6 +82,10 @@ def test_int8_products_on_arrays_and_tensors() -> None:
     wide = SynapsePath(QDense(weight_mant=mant, weight_exp=0, graded=False, weight_scale=1.0))
     assert wide.int8_ok and wide.w_t_int.dtype == np.int32
     assert wide.int8_sums(pre).tolist() == (pre.astype(np.int64) @ mant.T).tolist()
+    # the int8 way itself: oneDNN's packed u8 x s8 product (the rows cast to int8 for it),
+    # checked once against _int_mm and kept where torch has it
+    assert wide._int8(pre).tolist() == (pre.astype(np.int64) @ mant.T).tolist()
+    assert (wide.qlinear is not False) == _onednn_has("qlinear_pointwise")
     graded = SynapsePath(
         QDense(weight_mant=mant, weight_exp=0, graded=True, weight_scale=1.0), largest_input=255
     )
@@ -227,8 +231,6 @@ def test_conv_paths_refuse_a_wrong_layout_and_onednn_int8_where_it_errs() -> Non
     """A channels-last layout must be the convolution's input shape (said in the error), and
     the int8 convolution is offered for stride 1 even where the output is one column wide,
     never for a larger stride with such an output (oneDNN 3.x's wrong sums there)."""
-    from lmh_deploy.sim.synapse import _onednn_has
-
     kernel = np.ones((2, 1, 1, 3), np.int64)
     with pytest.raises(ValueError, match=r"^input layout \(1, 2, 2\) is not the conv input \(1, 4, 3\)$"):
         SynapsePath(_conv_node(kernel, (1, 4, 3), graded=False), input_layout=(1, 2, 2))
@@ -236,3 +238,79 @@ def test_conv_paths_refuse_a_wrong_layout_and_onednn_int8_where_it_errs() -> Non
         path = SynapsePath(_conv_node(kernel, (1, 4, 3), stride=stride, graded=False))
         assert path.conv.out_hw[1] == 1
         assert ("int8" in path.ways) == int8_offered, stride
+    # where offered, the int8 convolution packs its kernel once (on the first call) and sums
+    # each window of 3 (a row of 1 x 3 ones at every output: 0-3 of them spiking)
+    pre = np.array([[1, 1, 1, 0, 1, 1, 0, 0, 1, 0, 0, 0]], bool)  # (1, 4, 3)
+    if _onednn_has("qconv2d_pointwise"):
+        path = SynapsePath(_conv_node(kernel, (1, 4, 3), graded=False))
+        assert path._int8(pre).tolist() == [[3, 2, 1, 0] * 2]
+        packed = path.qconv
+        assert path._int8(pre).tolist() == [[3, 2, 1, 0] * 2] and path.qconv is packed
+
+
+def test_the_cheaper_timed_way_runs_and_the_dearer_one_every_retime_calls() -> None:
+    """Once both ways are timed, each call takes the lower ``cost * units`` and every
+    ``RETIME_EVERY``-th call the higher one (firing rates drift): gemm 1e-9 s x 5 units =
+    5e-9 s against events 1e-8 s x 100 units = 1e-6 s, so gemm, and events on calls 64 and
+    128 (not gemm, which ``max`` of the names would give, nor events by ``cost / units``)."""
+    from lmh_deploy.sim.synapse import RETIME_EVERY
+
+    path = SynapsePath(QDense(weight_mant=np.ones((2, 3)), weight_exp=0, graded=False, weight_scale=1.0))
+    path.ways, path.cost = ["gemm", "events"], {"gemm": 1e-9, "events": 1e-8}
+    chosen = [path._choose({"gemm": 5, "events": 100}) for _ in range(2 * RETIME_EVERY)]
+    assert RETIME_EVERY == 64 and path.calls == 128
+    assert [i + 1 for i, way in enumerate(chosen) if way == "events"] == [64, 128]
+
+
+def test_sum_pool_of_the_factored_convolution_by_hand() -> None:
+    """``pooled_integers``: the 2 x 2 sum-pool of a 5 x 5 input (``pool_pad`` 1: the grid is
+    ceil(5 / 2) = 3 high and wide, the last row and column sum one input row / column), int64
+    for graded values, the same integers from the channels-last rows; spikes pool as uint8
+    while the pool area is at most 255 (15 x 17 blocks of ones: 255), int64 from 256 on
+    (16 x 16: 256, which uint8 would wrap to 0)."""
+    from lmh_deploy.sim.conv import channels_last_order, pooled_integers
+
+    kernel = np.ones((1, 2, 2, 2), np.int64)  # one 2 x 2 block: a pool-composed 1 x 1 kernel
+    plan = conv_plan(_conv_node(kernel, (2, 5, 5), stride=(2, 2)))
+    assert plan.pool == (2, 2) and plan.pool_pad == (1, 1) and plan.kernel.shape == (1, 2, 1, 1)
+    x = np.concatenate([np.arange(25), 100 + np.arange(25)])[None]  # channel 1: 100 more
+    want = np.array([[12, 20, 13], [52, 60, 33], [41, 45, 24]])  # 0+1+5+6, 2+3+7+8, 4+9, ...
+    want = np.stack([want, want + 100 * np.array([[4, 4, 2], [4, 4, 2], [2, 2, 1]])])[None]
+    for got in (pooled_integers(plan, x), pooled_integers(plan, x[:, channels_last_order((2, 5, 5))], True)):
+        assert got.dtype == np.int64 and got.tolist() == want.tolist()
+    for block, dtype in (((15, 17), np.uint8), ((16, 16), np.int64)):
+        plan = conv_plan(_conv_node(np.ones((1, 1, *block), np.int64), (1, *block), stride=block))
+        assert plan.pool_area == block[0] * block[1]
+        ones = np.ones((1, plan.pool_area), bool)
+        for got in (pooled_integers(plan, ones), pooled_integers(plan, ones, True)):
+            assert got.dtype == dtype and got.tolist() == [[[[plan.pool_area]]]], block
+
+
+def test_identity_shortcut_scales_spikes_in_int16_where_the_scales_fit() -> None:
+    """A diagonal 1 x 1 convolution of spikes (a residual identity shortcut) delivers each
+    channel's scale where a spike is: int16 sums while every scale fits int16, int64 for a
+    scale of 40000 (int16 would wrap it to -25536)."""
+    pre = np.array([[True, False, True, True, False, True]])  # 2 channels x 1 x 3
+    for scales, dtype in (([5, -7], np.int16), ([5, 40_000], np.int64)):
+        kernel = np.diag(scales)[:, :, None, None]
+        path = SynapsePath(_conv_node(kernel, (2, 1, 3), graded=False))
+        assert path.conv.diagonal and path.ways == ["gemm"]
+        got = path.sums(pre)
+        assert got.dtype == dtype and got.tolist() == [[scales[0], 0, scales[0], scales[1], 0, scales[1]]]
+
+
+def test_torch_device_convolution_reads_and_writes_channels_last_rows() -> None:
+    """The torch device path honours both layouts: input rows in (H, W, C) order and sums
+    delivered in (H, W, C) order equal the reference convolution's (C, H, W) sums reordered."""
+    from lmh_deploy.sim.conv import channels_last_order
+
+    rng = np.random.default_rng(7)
+    shape, kernel = (2, 4, 5), rng.integers(-127, 128, (3, 2, 3, 3))
+    node = _conv_node(kernel, shape, padding=(1, 1), graded=False)
+    pre = rng.random((3, 40)) < 0.5
+    want = fx.conv_output(kernel, 0, pre.astype(np.int64), shape, (1, 1), (1, 1))  # (3, 3 * 4 * 5)
+    into, out_of = channels_last_order(shape), channels_last_order((3, 4, 5))
+    for layout, cl_out in ((None, False), (shape, False), (None, True), (shape, True)):
+        path = SynapsePath(node, device="cpu", input_layout=layout, channels_last_out=cl_out)
+        got = path.sums(torch.as_tensor(pre[:, into] if layout else pre)).numpy()
+        assert got.tolist() == (want[:, out_of] if cl_out else want).tolist(), (layout, cl_out)

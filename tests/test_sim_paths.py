@@ -3,9 +3,10 @@
 time-varying input, channels-last layers inside vs the graph's order, batch rows split
 between threads), on MLP,
 convolutional and residual nets driven into saturation; and each synaptic path (dense gemm,
-int8 ``_int_mm``, int8 event gather, CSR, conv gemm, conv event scatter) and neuron kernel
-(fused int32/int64, array code) forced on every layer it can serve, against the reference
-run."""
+int8 ``_int_mm``, oneDNN's int8 products (packed matrix product, direct convolution, columns
+product), int8 event gather, CSR, conv gemm, conv event scatter), the dense chain and each
+neuron kernel (fused int32/int64, array code) forced on every layer it can serve, against
+the reference run."""
 
 from __future__ import annotations
 
@@ -183,21 +184,57 @@ def _forced_sums(way: str, used: dict):
             chosen = "csr events" if self.sparse else "conv events" if self.is_conv else "events"
         else:
             chosen = "csr gemm" if self.sparse else "conv gemm" if self.is_conv else "gemm"
+        if way == "onednn" and "int8" in self.ways:
+            out = self._int8(pre)
+            chosen = _onednn_way(self)
+        elif chosen == "int8":
+            out = self.int8_sums(pre).numpy()
+        else:
+            out = self._events(pre) if "events" in chosen else self._gemm(pre)
+        if chosen in ("events", "conv events"):  # compiled gather / scatter: int32 while the sums fit
+            assert out.dtype == (np.int32 if self.bound <= 2**31 - 1 else np.int64), chosen
         used[chosen] = used.get(chosen, 0) + 1
-        if chosen == "int8":
-            return self.int8_sums(pre).numpy()
-        return self._events(pre) if "events" in chosen else self._gemm(pre)
+        return out
 
     return sums
+
+
+def _onednn_way(path) -> str:
+    """Which of the int8 way's products served ``path``'s last call."""
+    if "int8" not in path.ways:
+        return "int8 dropped (its first sums disagreed)"
+    if path.conv is None:
+        return "int8 _int_mm" if path.qlinear is False else "int8 packed product"
+    kind = "columns product" if path.qconv_cols is not None else "direct conv"
+    return f"int8 {kind} {path.conv.out_hw[0]}x{path.conv.out_hw[1]}"
+
+
+#: the int8 way on this project's torch (oneDNN's u8 x s8 ops) per net: the packed matrix
+#: product for dense layers, the columns product for stride-1 outputs of at most 16 positions
+#: (SMALL_CONV_OUTPUTS) and the direct convolution for the others; without oneDNN,
+#: ``torch._int_mm`` and no int8 convolution
+ONEDNN_RUNS = {
+    "mlp": {"int8 packed product"},
+    "cnn": {"int8 packed product", "int8 columns product 4x4"},
+    "resnet20": {
+        "int8 packed product",
+        "int8 direct conv 8x8",
+        "int8 direct conv 4x4",  # stride 2
+        "int8 columns product 4x4",
+        "int8 columns product 2x2",
+    },
+}
 
 
 #: path -> (synapse way forced, neuron code, graph as CSR matrices, ways that must have run)
 FORCED = {
     "dense gemm, fused kernel": ("gemm", "fused", False, {"gemm"}),
     "int8 _int_mm, fused kernel": ("int8", "fused", False, {"int8"}),
+    "int8 oneDNN products, fused kernel": ("onednn", "fused", False, None),  # ONEDNN_RUNS
     "int8 event gather, fused kernel": ("events", "fused", False, {"events"}),
     "dense gemm, fused kernel in int64": ("gemm", "fused int64", False, {"gemm"}),
     "dense gemm, array neuron code": ("gemm", "arrays", False, {"gemm"}),
+    "dense chain, one compiled call": (None, "chain", False, {"chain"}),  # MLP only
     "CSR matrices, sparse product": ("gemm", "fused", True, {"csr gemm"}),
     "CSR matrices, sparse events": ("events", "arrays", True, {"csr events"}),
 }
@@ -217,19 +254,34 @@ def _net_and_reference(arch: str, shape: tuple, radical: bool):
     return _REFERENCES[key]
 
 
-FORCED_CASES = [(*net, path) for net in NETS for path in [*FORCED, *(CONV_FORCED if net[0] != "mlp" else [])]]
+FORCED_CASES = (
+    [
+        (*net, path)
+        for net in NETS
+        for path in FORCED
+        if net[0] == "mlp" or "chain" not in path  # the chain serves dense nets only
+    ]
+    + [(*net, path) for net in NETS[1:] for path in CONV_FORCED]
+)
 
 
 @pytest.mark.parametrize("arch, shape, radical, path", FORCED_CASES)
 def test_each_synaptic_path_forced_gives_the_reference_spikes(
     arch: str, shape: tuple, radical: bool, path: str, monkeypatch
 ) -> None:
-    from lmh_deploy.sim import fused, synapse
+    from lmh_deploy.sim import fused, simulator, synapse
 
     way, neuron_code, as_csr, must_run = {**FORCED, **CONV_FORCED}[path]
     q, x, ref = _net_and_reference(arch, shape, radical)
     used: dict = {}
-    monkeypatch.setattr(synapse.SynapsePath, "sums", _forced_sums(way, used))
+    if neuron_code == "chain":  # the whole run in one compiled call (sim/chain.py), no sums
+        whole_chain = simulator._whole_chain
+        monkeypatch.setattr(simulator, "_whole_chain", lambda *a: used.setdefault("chain", whole_chain(*a)))
+        monkeypatch.setattr(synapse.SynapsePath, "sums", _forced_sums("gemm", used))
+        rec = simulate(q, x, 5)
+        assert set(used) == {"chain"}, used  # no chunk ran
+    else:
+        monkeypatch.setattr(synapse.SynapsePath, "sums", _forced_sums(way, used))
     if as_csr:
         monkeypatch.setattr(synapse, "DENSE_ENOUGH", 2.0)  # keep even a full matrix CSR
         q = _as_csr_matrices(q)
@@ -238,9 +290,12 @@ def test_each_synaptic_path_forced_gives_the_reference_spikes(
     if neuron_code == "arrays":
         with N.array_code_only():
             rec = simulate(q, x, 5, chunk_steps=2)
-    else:
+    elif neuron_code != "chain":
         assert N.numba_active()
         rec = simulate(q, x, 5, chunk_steps=2)
+    if must_run is None:  # the int8 way itself, as the automatic choice runs it
+        must_run = ONEDNN_RUNS[arch] if synapse._onednn_has("qlinear_pointwise") else {"int8 _int_mm"}
+        assert not any("dropped" in way for way in used), used
     assert must_run <= set(used), (must_run, used)
     assert sum(rec.saturation.values()) > 0
     assert np.array_equal(rec.logits, ref["logits"])
