@@ -32,6 +32,7 @@ def _conv_node(kernel: np.ndarray, shape, stride=(1, 1), padding=(0, 0), graded=
     [
         ((3, 2, 3, 2), (2, 5, 6), (1, 1), (1, 0)),  # plain, padded, not square
         ((2, 2, 2, 2), (2, 6, 5), (2, 2), (0, 0)),  # pool-composed: factored into a sum-pool
+        ((2, 2, 3, 3), (2, 7, 6), (2, 2), (1, 1)),  # stride 2, not block-constant: as it is
         ((3, 3, 1, 1), (3, 4, 4), (1, 1), (0, 0)),  # diagonal 1 x 1: per-channel products
     ],
 )
@@ -56,11 +57,17 @@ def test_int64_convolution_equals_the_float_one(kernel_shape, shape, stride, pad
 
 def test_torch_device_sums_past_float32_are_exact() -> None:
     """Bound 127 * 255 * 999 > 2**24 picks float64 on the torch path too: the odd sum
-    32_352_615 is not a float32 value."""
+    32_352_615 is not a float32 value. Past 2**53 (127 * 2**50 * 999) the torch path refuses."""
     node = QDense(weight_mant=np.full((2, 999), 127), weight_exp=0, graded=True, weight_scale=1.0)
     path = SynapsePath(node, device="cpu", largest_input=255)
     got = path.sums(torch.full((1, 999), 255))
     assert got.tolist() == [[32_352_615, 32_352_615]]
+    path = SynapsePath(node, device="cpu", largest_input=2**50)
+    with pytest.raises(
+        OverflowError,
+        match=r"^synaptic sums up to 1.43e\+20 exceed the exact float64 range of the torch device path$",
+    ):
+        path.sums(torch.full((1, 999), 255))
 
 
 def test_int8_products_on_arrays_and_tensors() -> None:
@@ -86,6 +93,10 @@ def test_int8_products_on_arrays_and_tensors() -> None:
     # checked once against _int_mm and kept where torch has it
     assert wide._int8(pre).tolist() == (pre.astype(np.int64) @ mant.T).tolist()
     assert (wide.qlinear is not False) == _onednn_has("qlinear_pointwise")
+    if _onednn_has("qlinear_pointwise"):  # packed once; later calls take the packed product
+        packed, wide.int8_sums = wide.qlinear, None
+        assert wide._int8(pre).tolist() == (pre.astype(np.int64) @ mant.T).tolist()
+        assert wide.qlinear is packed
     graded = SynapsePath(
         QDense(weight_mant=mant, weight_exp=0, graded=True, weight_scale=1.0), largest_input=255
     )
@@ -234,6 +245,9 @@ def test_conv_paths_refuse_a_wrong_layout_and_onednn_int8_where_it_errs() -> Non
     kernel = np.ones((2, 1, 1, 3), np.int64)
     with pytest.raises(ValueError, match=r"^input layout \(1, 2, 2\) is not the conv input \(1, 4, 3\)$"):
         SynapsePath(_conv_node(kernel, (1, 4, 3), graded=False), input_layout=(1, 2, 2))
+    pooled = QDense(**{**vars(_conv_node(kernel, (1, 4, 3), graded=False)), "pool_kernel": (2, 1)})
+    with pytest.raises(ValueError, match=r"^a max-pooled path delivers its sums in \(C, H, W\) order only$"):
+        SynapsePath(pooled, channels_last_out=True)
     for stride, int8_offered in (((1, 1), _onednn_has("qconv2d_pointwise")), ((2, 1), False)):
         path = SynapsePath(_conv_node(kernel, (1, 4, 3), stride=stride, graded=False))
         assert path.conv.out_hw[1] == 1
@@ -243,6 +257,7 @@ def test_conv_paths_refuse_a_wrong_layout_and_onednn_int8_where_it_errs() -> Non
     pre = np.array([[1, 1, 1, 0, 1, 1, 0, 0, 1, 0, 0, 0]], bool)  # (1, 4, 3)
     if _onednn_has("qconv2d_pointwise"):
         path = SynapsePath(_conv_node(kernel, (1, 4, 3), graded=False))
+        path._gemm = None  # the check passed: no call falls back to the float convolution
         assert path._int8(pre).tolist() == [[3, 2, 1, 0] * 2]
         packed = path.qconv
         assert path._int8(pre).tolist() == [[3, 2, 1, 0] * 2] and path.qconv is packed
@@ -297,6 +312,12 @@ def test_identity_shortcut_scales_spikes_in_int16_where_the_scales_fit() -> None
         assert path.conv.diagonal and path.ways == ["gemm"]
         got = path.sums(pre)
         assert got.dtype == dtype and got.tolist() == [[scales[0], 0, scales[0], scales[1], 0, scales[1]]]
+        # channels last in and out: position 0 of both channels, then 1, then 2
+        path = SynapsePath(
+            _conv_node(kernel, (2, 1, 3), graded=False), input_layout=(2, 1, 3), channels_last_out=True
+        )
+        got = path.sums(pre[:, [0, 3, 1, 4, 2, 5]])
+        assert got.tolist() == [[scales[0], scales[1], 0, 0, scales[0], scales[1]]]
 
 
 def test_torch_device_convolution_reads_and_writes_channels_last_rows() -> None:
@@ -314,3 +335,13 @@ def test_torch_device_convolution_reads_and_writes_channels_last_rows() -> None:
         path = SynapsePath(node, device="cpu", input_layout=layout, channels_last_out=cl_out)
         got = path.sums(torch.as_tensor(pre[:, into] if layout else pre)).numpy()
         assert got.tolist() == (want[:, out_of] if cl_out else want).tolist(), (layout, cl_out)
+
+
+def test_int8_products_only_while_127_times_the_fan_in_fits_int32() -> None:
+    """``torch._int_mm`` sums in int32: a binary dense layer takes the int8 way up to a fan-in
+    of (2**31 - 1) // 127 = 16_909_320 (127 x that = 2**31 - 7), not one more."""
+    for fan_in, ok in ((16_909_320, True), (16_909_321, False)):
+        path = SynapsePath(
+            QDense(weight_mant=np.ones((1, fan_in), np.int8), weight_exp=0, graded=False, weight_scale=1.0)
+        )
+        assert path.int8_ok == ok and ("int8" in path.ways) == ok, fan_in

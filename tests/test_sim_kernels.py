@@ -527,6 +527,7 @@ def test_wide_dense_layer_keeps_no_float_copy_and_the_same_integers(monkeypatch,
     monkeypatch.setattr(S, "GEMM_BLOCK_ENTRIES", 5 * 40)
     blocked = SynapsePath(node, largest_input=255 if graded else None)
     assert whole.w_t is not None and blocked.w_t is None and blocked.w_t_int.dtype == np.int8
+    assert blocked._gemm(pre).dtype == np.float32  # the bound is below 2**24
     want = _reference_current(node, pre)
     for got in (blocked._gemm(pre), blocked._events(pre), blocked.sums(pre), whole._gemm(pre)):
         assert np.array_equal(lava_current(got, -3), want)
