@@ -92,8 +92,8 @@ def initial_state(p: NeuronParams, batch: int, like=None) -> NeuronState:
     if like is None:
         dtype = _state_dtype(p)
         return NeuronState(
-            np.full(shape, p.v_d_init, dtype),
-            np.full(shape, p.v_s_init, dtype),
+            filled_rows(batch, p.size, p.v_d_init, dtype),
+            filled_rows(batch, p.size, p.v_s_init, dtype),
             np.zeros(shape, bool),
             np.zeros(shape, bool),
             np.zeros(p.size, np.int64),
@@ -108,6 +108,20 @@ def initial_state(p: NeuronParams, batch: int, like=None) -> NeuronState:
         torch.zeros(shape, dtype=torch.bool, **kw),
         torch.zeros(p.size, dtype=torch.int64, **kw),
     )
+
+
+def filled_rows(batch: int, n: int, value: int | np.ndarray, dtype) -> np.ndarray:
+    """A (batch, n) array of ``value``, one number or (n,) per neuron, filled by ranges of
+    rows in threads (:func:`row_ranges`; numpy's fill releases the GIL): the first touch of
+    a large state's fresh pages is most of its cost, and serial it was 7 % of a VGG-13 run
+    at one thread (bench/sim_vs_float.py's vgg13 row), more of one at two."""
+    out = np.empty((batch, n), dtype)
+
+    def fill(lo: int, hi: int) -> None:
+        out[lo:hi] = value
+
+    run_in_threads(fill, row_ranges(batch, n, sim_threads()))
+    return out
 
 
 def run_neuron_chunk(

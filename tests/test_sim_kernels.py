@@ -905,3 +905,40 @@ def test_blocked_event_gather_is_exact() -> None:
         assert (out[:, :40] == 600 * value).all()
     with pytest.raises(ValueError, match="padded"):  # rows the compress store would overrun
         gather_blocks(np.ones((2, 600), np.uint8), np.full(2, 600), block_rows(w), 128, out, *scratch)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_residual_sums_shortcuts_and_initial_states_are_the_same_at_any_thread_count(
+    monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
+    """The residual layers' summed currents (``add_shifted``), the identity shortcuts
+    (``scale_spikes``, both layouts) and the initial states (``filled_rows``, one value and
+    one per neuron) run in ranges over threads where the work is large enough: equal to
+    the numpy result at 1-3 threads, ragged ranges included; non-contiguous arrays refused."""
+    from lmh_deploy.sim.gather import add_shifted, scale_spikes
+
+    monkeypatch.setattr(N, "sim_threads", lambda: threads)
+    rng = np.random.default_rng(9)
+    size = 3 * N.MIN_THREAD_WORK + 5  # three ranges at three threads, of unequal length
+    assert len(N.row_ranges(size, 1, threads)) == threads
+    a = rng.integers(-(2**20), 2**20, size).astype(np.float32)
+    b = rng.integers(-(2**28), 2**28, size)
+    out = np.empty(size, np.int64)
+    add_shifted(a, (2, 1), b, (0, 3), out)
+    assert np.array_equal(out, ((a.astype(np.int64) >> 2) << 1) + (b << 3))
+    with pytest.raises(ValueError, match="contiguous"):
+        add_shifted(a[::2], (0, 0), b[::2], (0, 0), out[::2])
+
+    rows, c, hw = 7, 6, 10_000  # 7 rows of 60,000 entries: ranges of rows
+    pre = rng.random((rows, c * hw)) < 0.3
+    scale = rng.integers(-99, 99, c).astype(np.int32)
+    for channels_last in (False, True):
+        got = np.empty(pre.shape, np.int32)
+        scale_spikes(pre, scale, got, channels_last)
+        per_entry = np.tile(scale, hw) if channels_last else np.repeat(scale, hw)
+        assert np.array_equal(got, np.where(pre, per_entry, 0))
+
+    n = 3 * N.MIN_THREAD_WORK // 5 + 1  # 5 rows: ranges at 2 and 3 threads
+    for value in (-7, np.arange(n) - 50):
+        state = N.filled_rows(5, n, value, np.int32)
+        assert state.dtype == np.int32 and np.array_equal(state, np.broadcast_to(value, (5, n)))
