@@ -173,12 +173,17 @@ def pooled_integers(plan: ConvPlan, pre: np.ndarray, channels_last: bool = False
         if channels_last
         else np.zeros((rows, c) + pooled_hw, dtype)
     )
-    for dy in range(sy):
-        for dx in range(sx):
-            part = x[:, :, dy::sy, dx::sx]
-            np.add(
-                out[:, :, : part.shape[2], : part.shape[3]],
-                part,
-                out=out[:, :, : part.shape[2], : part.shape[3]],
-            )
+
+    def pool(lo: int, hi: int) -> None:
+        for dy in range(sy):
+            for dx in range(sx):
+                part = x[lo:hi, :, dy::sy, dx::sx]
+                target = out[lo:hi, :, : part.shape[2], : part.shape[3]]
+                np.add(target, part, out=target)
+
+    # ranges of rows in threads (numpy's add releases the GIL): serial, the pooling was
+    # 11 % of the mnist5k cnn's run at one thread (bench/sim_vs_float.py's cnn row)
+    from lmh_deploy.sim.neuron import row_ranges, run_in_threads, sim_threads
+
+    run_in_threads(pool, row_ranges(rows, c * h * w, sim_threads()))
     return out

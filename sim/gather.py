@@ -313,8 +313,11 @@ def conv_scatter(
     the kernel as (C_in, kh, kw, C_out); writes every value of ``out`` (rows, C_out, H_out,
     W_out) of ``w_t``'s dtype (sums of one sample gathered channels last, then transposed);
     exact while every sum fits that dtype.
+    Ranges of rows run in threads (:func:`_in_threads`).
     """
-    _conv_scatter(pre, w_t, out, int(stride[0]), int(stride[1]), int(padding[0]), int(padding[1]))
+    sy, sx, py, px = int(stride[0]), int(stride[1]), int(padding[0]), int(padding[1])
+    scatter = lambda lo, hi: _conv_scatter(pre[lo:hi], w_t, out[lo:hi], sy, sx, py, px)  # noqa: E731
+    _in_threads(scatter, pre.shape[0], pre[0].size)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -378,8 +381,8 @@ def _in_threads(fn, rows: int, row_work: int) -> None:
     threads where the work is large enough (:func:`lmh_deploy.sim.neuron.row_ranges`; the
     compiled loops release the GIL; each range is written by one call, so the result is
     the same for any split): ResNet-19's residual sums and identity shortcuts were 10 % of
-    its run at one thread (bench/sim_vs_float.py's resnet19 row), serial beside the
-    threaded convolutions and neuron updates."""
+    its run at one thread, the mnist5k cnn's event scatter 12 % (bench/sim_vs_float.py's
+    rows), serial beside the threaded convolutions and neuron updates."""
     from lmh_deploy.sim.neuron import row_ranges, run_in_threads, sim_threads
 
     run_in_threads(fn, row_ranges(rows, row_work, sim_threads()))

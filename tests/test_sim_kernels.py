@@ -942,3 +942,34 @@ def test_residual_sums_shortcuts_and_initial_states_are_the_same_at_any_thread_c
     for value in (-7, np.arange(n) - 50):
         state = N.filled_rows(5, n, value, np.int32)
         assert state.dtype == np.int32 and np.array_equal(state, np.broadcast_to(value, (5, n)))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_conv_scatter_and_sum_pool_are_the_same_at_any_thread_count(
+    monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
+    """The event scatter of a convolution and the sum-pool before an int8 convolution run in
+    ranges of rows over threads where the work is large enough: equal to torch's integer
+    convolution and pool at one and three threads (ragged ranges), both layouts."""
+    import torch.nn.functional as F
+    from lmh_deploy.sim.conv import ConvPlan, pooled_integers
+    from lmh_deploy.sim.gather import conv_scatter
+
+    monkeypatch.setattr(N, "sim_threads", lambda: threads)
+    rng = np.random.default_rng(11)
+    rows, c_in, c_out, hw = 13, 4, 5, 64  # 13 rows of 16,384 inputs: three ranges
+    pre = (rng.random((rows, c_in, hw, hw)) < 0.2).astype(np.uint8)
+    kernel = rng.integers(-99, 99, (c_out, c_in, 3, 3))
+    w_t = np.ascontiguousarray(kernel.transpose(1, 2, 3, 0)).astype(np.int32)
+    out = np.empty((rows, c_out, hw // 2, hw // 2), np.int32)
+    conv_scatter(pre, w_t, out, (2, 2), (1, 1))
+    want = F.conv2d(torch.from_numpy(pre).double(), torch.from_numpy(kernel).double(), stride=2, padding=1)
+    assert np.array_equal(out, want.numpy())
+
+    plan = ConvPlan((c_in, hw, hw), kernel, (1, 1), (1, 1), (2, 2), (0, 0), (hw // 2, hw // 2))
+    flat = pre.reshape(rows, -1).astype(bool)
+    pooled = pooled_integers(plan, flat)
+    want = F.avg_pool2d(torch.from_numpy(pre).double(), 2, divisor_override=1).numpy()
+    assert pooled.dtype == np.uint8 and np.array_equal(pooled, want)
+    cl = np.ascontiguousarray(pre.transpose(0, 2, 3, 1)).reshape(rows, -1).astype(bool)
+    assert np.array_equal(pooled_integers(plan, cl, channels_last=True), want)
