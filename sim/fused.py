@@ -243,6 +243,17 @@ def compiled(rules: tuple[int, ...], write_f: bool, write_tr: bool, uniform: boo
     whose factors are one number for all neurons (:attr:`KernelForm.uniform`), read once
     per step instead of per neuron (the MLP row of bench/sim_vs_float.py: about 8 % less
     time per neuron-step)."""
+    return _kernels(rules, write_f, write_tr, uniform)[0]
+
+
+def compiled_starting(rules: tuple[int, ...], write_f: bool, write_tr: bool, uniform: bool = False):
+    """:func:`compiled`'s kernel with three more arguments, ``init_d``, ``init_s`` (n,) and
+    ``fresh``: when ``fresh``, the states are not read but start from those values (and no
+    spikes), row by row just before each row's first step."""
+    return _kernels(rules, write_f, write_tr, uniform)[1]
+
+
+def _kernels(rules: tuple[int, ...], write_f: bool, write_tr: bool, uniform: bool):
     fixed = rules if rules in SPECIALISED_RULES else None
     key = (fixed, write_f, write_tr, uniform)
     if key not in _KERNELS:
@@ -256,7 +267,7 @@ def _make_kernel(fixed, write_f: bool, write_tr: bool, uniform: bool):
     c_round, c_ov_d, c_ov_s, c_gt, c_set, c_next = fixed or (0,) * 6
 
     @numba.njit(cache=True, nogil=True)
-    def kernel(
+    def starting(
         cur,
         steps,
         right,
@@ -278,15 +289,21 @@ def _make_kernel(fixed, write_f: bool, write_tr: bool, uniform: bool):
         tr_d,
         tr_s,
         counts,
-        b_lo=0,
-        b_hi=-1,
+        b_lo,
+        b_hi,
+        init_d,
+        init_s,
+        fresh,
     ):
         """``cur`` (c, B, n), or (1, B, n) for a current that is the same every step; the
         arithmetic is in the integer type of ``v_d`` (int32 only where the caller checked
-        the bounds). ``b_lo:b_hi`` (default: all): the batch rows to update; only those are
-        written, and their spikes counted into ``counts`` and ``neuron_spikes``, so calls on
-        disjoint rows, each with its own ``counts`` and ``neuron_spikes``, may run in
-        parallel threads (the kernel releases the GIL)."""
+        the bounds). ``b_lo:b_hi`` (``b_hi`` -1: to the last row): the batch rows to update;
+        only those are written, and their spikes counted into ``counts`` and
+        ``neuron_spikes``, so calls on disjoint rows, each with its own ``counts`` and
+        ``neuron_spikes``, may run in parallel threads (the kernel releases the GIL).
+        ``fresh``: the states hold nothing yet; each row starts from ``init_d``, ``init_s``
+        (n,) and no spikes, written just before its first step (in cache, in the row's
+        thread: no separate pass over the states)."""
         wide_vectors()
         z = _zero_of(v_d)
         sign_bit = _as(8 * v_d.itemsize - 1, z)
@@ -331,6 +348,12 @@ def _make_kernel(fixed, write_f: bool, write_tr: bool, uniform: bool):
                 f_row = spikes_f[s, b] if write_f else spikes_f[0, 0]
                 trd_row = tr_d[s, b] if write_tr else tr_d[0, 0]
                 trs_row = tr_s[s, b] if write_tr else tr_s[0, 0]
+                if fresh and s == 0:
+                    for i in range(n):
+                        vd_row[i] = init_d[i]
+                        vs_row[i] = init_s[i]
+                        prev_row[i] = False
+                        fired_row[i] = False
                 row_sat = z
                 row_count = z
                 for i in range(n):
@@ -388,4 +411,37 @@ def _make_kernel(fixed, write_f: bool, write_tr: bool, uniform: bool):
             neuron_spikes[i] += per_neuron[i]
         return sat
 
-    return kernel
+    @numba.njit(cache=True, nogil=True)
+    def kernel(
+        cur,
+        steps,
+        right,
+        left,
+        t0,
+        factors,
+        bias_d,
+        bias_s,
+        theta,
+        reset_value,
+        rules,
+        v_d,
+        v_s,
+        s_prev,
+        fired,
+        neuron_spikes,
+        spikes,
+        spikes_f,
+        tr_d,
+        tr_s,
+        counts,
+        b_lo=0,
+        b_hi=-1,
+    ):
+        """:func:`starting` on states that hold their values (``fresh`` False)."""
+        return starting(
+            cur, steps, right, left, t0, factors, bias_d, bias_s, theta, reset_value, rules,
+            v_d, v_s, s_prev, fired, neuron_spikes, spikes, spikes_f, tr_d, tr_s, counts,
+            b_lo, b_hi, bias_d, bias_s, False,
+        )  # fmt: skip
+
+    return kernel, starting

@@ -76,6 +76,8 @@ class NeuronState:
     """Mutable per-layer state of a batch: integer ``v_d``, ``v_s``; bool ``s_prev``, ``fired``.
 
     ``neuron_spikes`` (n,) int64 counts every spike per neuron (synaptic-event accounting).
+    ``start``: ``(v_d_init, v_s_init)`` while the arrays are not written yet (a lazy state:
+    the compiled kernel writes each row in its first step; anything else fills them first).
     """
 
     v_d: Any
@@ -84,13 +86,34 @@ class NeuronState:
     fired: Any
     neuron_spikes: Any
     saturation: int = 0
+    start: tuple[Any, Any] | None = None
+
+    def settle(self) -> None:
+        """Write a lazy state's initial values (no spikes yet)."""
+        if self.start is not None:
+            self.v_d[...], self.v_s[...] = self.start
+            self.s_prev[...] = False
+            self.fired[...] = False
+            self.start = None
 
 
-def initial_state(p: NeuronParams, batch: int, like=None) -> NeuronState:
-    """States at t = 0 as numpy arrays, or torch tensors on ``like``'s device."""
+def initial_state(p: NeuronParams, batch: int, like=None, lazy: bool = False) -> NeuronState:
+    """States at t = 0 as numpy arrays, or torch tensors on ``like``'s device.
+
+    ``lazy`` (numpy): the arrays are left unwritten (:attr:`NeuronState.start`) for the
+    compiled kernel to start each row in its first step, in cache, instead of a separate
+    pass over every state before the kernel's own (:func:`filled_rows`)."""
     shape = (batch, p.size)
     if like is None:
         dtype = _state_dtype(p)
+        if lazy:
+            made = (
+                np.empty(shape, dtype),
+                np.empty(shape, dtype),
+                np.empty(shape, bool),
+                np.empty(shape, bool),
+            )
+            return NeuronState(*made, np.zeros(p.size, np.int64), start=(p.v_d_init, p.v_s_init))
         return NeuronState(
             filled_rows(batch, p.size, p.v_d_init, dtype),
             filled_rows(batch, p.size, p.v_s_init, dtype),
@@ -149,10 +172,13 @@ def run_neuron_chunk(
     steps = currents.shape[0] if steps is None else steps
     if currents.shape[0] not in (1, steps):
         raise ValueError(f"currents for {currents.shape[0]} steps, {steps} steps asked")
+    compiled = not p.by_semantics and isinstance(state.v_d, np.ndarray) and numba_active()
+    if not compiled or steps == 0:
+        state.settle()
+    if compiled:
+        return _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps, peak)
     if p.by_semantics:
         return _run_semantics(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps)
-    if isinstance(state.v_d, np.ndarray) and numba_active():
-        return _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps, peak)
     return _run_arrays(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps)
 
 
@@ -357,16 +383,27 @@ def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, s
         _EMPTY_I if trace is None else trace[0],
         _EMPTY_I if trace is None else trace[1],
     )
+    if state.start is None:
+        start = (form.bias_d, form.bias_s, False)  # placeholders: not read
+    else:  # the kernel writes each row's initial values in its first step
+        start = (
+            *(
+                np.ascontiguousarray(np.broadcast_to(np.asarray(v, state.v_d.dtype), p.size))
+                for v in state.start
+            ),
+            True,
+        )
+        state.start = None
     parts = row_ranges(state.v_d.shape[0], steps * p.size, sim_threads())
-    kernel = fused.compiled(rules, write_f, write_tr, form.uniform)
+    kernel = fused.compiled_starting(rules, write_f, write_tr, form.uniform)
     if len(parts) == 1:  # every argument given: numba's fast dispatch (an omitted default
         counts = np.zeros(steps, np.int64)  # takes its slow path, ~1 ms a call)
-        sat = kernel(*before, state.neuron_spikes, *after, counts, 0, state.v_d.shape[0])
+        sat = kernel(*before, state.neuron_spikes, *after, counts, 0, state.v_d.shape[0], *start)
     else:  # disjoint batch rows in threads (the kernel releases the GIL); bits unchanged
 
         def run(lo: int, hi: int) -> tuple[int, np.ndarray, np.ndarray]:
             own_counts, own_spikes = np.zeros(steps, np.int64), np.zeros(p.size, np.int64)
-            return kernel(*before, own_spikes, *after, own_counts, lo, hi), own_counts, own_spikes
+            return kernel(*before, own_spikes, *after, own_counts, lo, hi, *start), own_counts, own_spikes
 
         done = run_in_threads(run, parts)
         sat = sum(s for s, _, _ in done)

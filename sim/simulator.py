@@ -330,7 +330,8 @@ class _Run:
 
     def _add_neuron(self, name: str, p) -> None:
         like = None if self.device is None else self.x
-        self.states[name] = initial_state(p, self.batch, like)
+        # lazy: the first chunk's kernel starts the states (every run has one chunk at least)
+        self.states[name] = initial_state(p, self.batch, like, lazy=self.timesteps > 0)
         self.counts[name] = np.zeros(self.timesteps, np.int64)
         shape = (self.timesteps, self.batch, p.size)
         if self.record_spikes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -521,9 +522,13 @@ def test_the_profiles_rule_sets_get_kernels_of_their_own() -> None:
     constants (one each); every other set shares the one generic kernel, which reads the
     rules at run time (its ``generic`` flag, a constant of the compiled closure)."""
 
-    def generic(kernel) -> bool:
+    def constants(kernel) -> dict:  # the compiled closure's cells (through the wrapper that
+        # calls the kernel taking initial states: compiled_starting's)
         cells = dict(zip(kernel.py_func.__code__.co_freevars, kernel.py_func.__closure__, strict=True))
-        return cells["generic"].cell_contents
+        return constants(cells["starting"].cell_contents) if "starting" in cells else cells
+
+    def generic(kernel) -> bool:
+        return constants(kernel)["generic"].cell_contents
 
     lmh, lif = (0, 0, 0, 0, 0, 0), (1, 2, 1, 1, 1, 0)
     assert {lmh, lif} == fused.SPECIALISED_RULES
@@ -536,10 +541,10 @@ def test_the_profiles_rule_sets_get_kernels_of_their_own() -> None:
     uniform = [fused.compiled(rules, False, False, True) for rules in sets]
     assert [generic(k) for k in uniform] == [False, False, True, True]
     assert not {id(k) for k in uniform} & {id(k) for k in kernels}
-    assert [
-        dict(zip(k.py_func.__code__.co_freevars, k.py_func.__closure__))["uniform"].cell_contents
-        for k in uniform
-    ] == [True] * 4
+    assert [constants(k)["uniform"].cell_contents for k in uniform] == [True] * 4
+    assert [constants(fused.compiled_starting(rules, False, False, True)) for rules in sets] == [
+        constants(k) for k in uniform
+    ]
 
 
 def test_out_of_range_count_is_exact_over_the_whole_integer_range() -> None:
@@ -590,3 +595,40 @@ def test_a_layer_with_one_factor_each_is_uniform() -> None:
     mu_d[0, -1] = -818
     assert not fused.kernel_form(replace(p, mu_d=mu_d)).uniform
     assert fused.kernel_form(replace(p, mu_d=np.full((1, p.size), 7))).uniform
+
+
+@pytest.mark.parametrize("rules", [{}, {"reset_timing": "next-step", "reset": "set", "reset_value": -300}])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_lazy_states_start_in_the_kernel_as_filled_ones(monkeypatch, rules, threads: int) -> None:
+    """A lazy state (arrays left unwritten, the kernel writes each row's initial values in
+    its first step) runs as a filled one: per-neuron and layer initial states, the generic
+    kernel's next-step set reset (the previous spikes start at none), rows split over
+    threads, a first chunk whose currents widen the states to int64, and the array code
+    (which fills the state first)."""
+    p = replace(_layer("lmh", **rules), v_d_init=np.arange(-3, 3) * 700, v_s_init=2500)
+    monkeypatch.setattr(N, "MIN_THREAD_WORK", 1)
+    monkeypatch.setattr(N, "sim_threads", lambda: threads)
+    rng = np.random.default_rng(5)
+    batch = 7
+    chunks = [rng.integers(-3000, 9000, (3, batch, p.size)).astype(np.float32) for _ in range(2)]
+    huge = chunks[0].copy()
+    huge[0, 0, 0] = 2.0**31  # beyond every int32 input bound: the states widen on a lazy state
+    for first, arrays in ((chunks[0], False), (huge, False), (chunks[0], True)):
+        runs = []
+        for lazy in (False, True):
+            state = N.initial_state(p, batch, lazy=lazy)
+            assert (state.start is not None) == lazy
+            if lazy:  # what unwritten memory may hold: nothing of it may be read
+                state.v_d[...], state.v_s[...], state.s_prev[...], state.fired[...] = 12345, -777, True, True
+            got = []
+            with N.array_code_only() if arrays else contextlib.nullcontext():
+                for t0, cur in zip((0, 3), (first, chunks[1]), strict=True):
+                    spikes = np.empty((3, batch, p.size), bool)
+                    counts = N.run_neuron_chunk(p, t0, cur, -1, state, spikes)
+                    got += [spikes, np.asarray(counts)]
+            assert state.start is None
+            runs.append([*got, state.v_d, state.v_s, state.fired, state.neuron_spikes, state.saturation])
+        filled, lazy_run = runs
+        assert filled[0].any() and not filled[0].all()
+        for a, b in zip(filled, lazy_run, strict=True):
+            assert np.array_equal(a, b)
