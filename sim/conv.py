@@ -142,6 +142,11 @@ def run_conv(plan: ConvPlan, x, kernel, channels_last_in: bool = False, channels
         if kernel.dtype == torch.int64:
             x = x.to(torch.int64)
         return flat_rows(x * kernel.reshape(1, -1, 1, 1), channels_last_out)
+    if channels_last_out and kernel.dtype != torch.int64:
+        # channels-last input makes the convolution write channels-last output: the (H, W, C)
+        # rows are then a view, not a transposing copy (VGG-13's first conv, 16 samples of
+        # 3 x 32 x 32, one thread: 3.7 -> 1.4 ms); a view already where the input is
+        x = x.contiguous(memory_format=torch.channels_last)
     if plan.factored:
         if any(plan.pool_pad):
             x = F.pad(x, (0, plan.pool_pad[1], 0, plan.pool_pad[0]))
