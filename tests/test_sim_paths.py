@@ -193,6 +193,8 @@ def _forced_sums(way: str, used: dict):
             out = self._events(pre) if "events" in chosen else self._gemm(pre)
         if chosen in ("events", "conv events"):  # compiled gather / scatter: int32 while the sums fit
             assert out.dtype == (np.int32 if self.bound <= 2**31 - 1 else np.int64), chosen
+        if chosen == "gemm":  # float32 below 2**24 (these nets), float64 below 2**53
+            assert out.dtype == self.float_dtype, (chosen, out.dtype)
         used[chosen] = used.get(chosen, 0) + 1
         return out
 
