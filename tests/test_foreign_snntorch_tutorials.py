@@ -8,6 +8,7 @@ batch, and compares its records with the deployed network's.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,133 @@ def test_tutorial6_conv_net_one_command(tmp_path: Path, digits) -> None:
     tut.train_conv_net(model, digits[0], digits[1], epochs=2)
     model.eval()
     deploy_source(model, f"{MODEL_FILE}:conv_net", tmp_path, timesteps=tut.NUM_STEPS)
+
+
+def test_functional_max_pool_loop_net_float_ir_equals_the_module(digits) -> None:
+    """Tutorial 6's ``F.max_pool2d(self.conv1(x), 2)`` in a loop-in-forward net maps to the
+    MaxPool nodes of ``nn.MaxPool2d``; every layer's spikes, every step, equal snnTorch's run."""
+    torch.manual_seed(0)
+    model = tut.Tutorial6LoopNet()
+    graph = _graph_of_scaled(model)
+    assert graph.meta["source_time_loop"] == tut.NUM_STEPS
+    assert [graph.node(n).kind for n in graph.order()].count("maxpool") == 2
+    line = f"{Path(tut.__file__).name}:"
+    assert all(line in where for where in graph.meta["source_max_pools"].values())
+    x = digits[2][:60].numpy() * 2.0
+    src = run_source(
+        model,
+        x,
+        tut.NUM_STEPS,
+        source_neurons=graph.meta["source_neurons"],
+        output_index=0,
+        time_loop=tut.NUM_STEPS,
+    )
+    ref = simulate_float(graph, x, tut.NUM_STEPS)
+    assert set(ref.spikes) == {"lmh0", "lmh1", "lmh2"}
+    for name, spikes in ref.spikes.items():
+        assert 0.02 < spikes.mean() < 0.95, name
+        assert np.array_equal(src.spikes[name], spikes), name
+    np.testing.assert_allclose(src.logits, ref.logits, atol=1e-6)
+
+
+class _PoolNet(torch.nn.Module):
+    """Conv -> max pool -> Leaky -> avg pool -> Leaky -> global avg pool -> Linear, its pools
+    as modules or as the functions of the same arguments (explicit stride and padding)."""
+
+    def __init__(self, functional: bool) -> None:
+        import snntorch as snn
+
+        super().__init__()
+        self.functional = functional
+        self.conv1 = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.lif1 = snn.Leaky(beta=0.8, init_hidden=True)
+        self.conv2 = torch.nn.Conv2d(4, 6, 3, padding=1)
+        self.lif2 = snn.Leaky(beta=0.8, init_hidden=True)
+        self.fc = torch.nn.Linear(6, 10)
+        self.lif3 = snn.Leaky(beta=0.8, init_hidden=True)
+        self.max1 = torch.nn.MaxPool2d(3, stride=2, padding=1, dilation=1)
+        self.max2 = torch.nn.MaxPool2d(2)
+        self.avg1 = torch.nn.AvgPool2d(kernel_size=2, stride=1, padding=0)
+        self.gap = torch.nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        import torch.nn.functional as F
+
+        if self.functional:
+            s1 = self.lif1(F.max_pool2d(self.conv1(x), 3, stride=2, padding=1, dilation=1))
+            s2 = self.lif2(torch.max_pool2d(self.conv2(F.avg_pool2d(s1, kernel_size=2, stride=1)), 2))
+            return self.lif3(self.fc(torch.flatten(F.adaptive_avg_pool2d(s2, 1), 1)))
+        s2 = self.lif2(self.max2(self.conv2(self.avg1(self.lif1(self.max1(self.conv1(x)))))))
+        return self.lif3(self.fc(torch.flatten(self.gap(s2), 1)))
+
+
+def _same_ir(a, b) -> bool:
+    if a.order() != b.order():
+        return False
+    for name in a.order():
+        x, y = a.node(name), b.node(name)
+        if type(x) is not type(y):
+            return False
+        for f in fields(x):
+            u, v = getattr(x, f.name), getattr(y, f.name)
+            if not (np.array_equal(u, v) if isinstance(u, np.ndarray) else u == v):
+                return False
+    return True
+
+
+def test_functional_pools_map_to_the_modules_ir() -> None:
+    torch.manual_seed(0)
+    modules = _PoolNet(functional=False)
+    functions = _PoolNet(functional=True)
+    functions.load_state_dict(modules.state_dict())
+    a = module_to_graph(modules, input_shape=(1, 8, 8), timesteps=tut.NUM_STEPS)
+    b = module_to_graph(functions, input_shape=(1, 8, 8), timesteps=tut.NUM_STEPS)
+    kinds = [a.node(n).kind for n in a.order()]
+    assert kinds.count("maxpool") == 2 and kinds.count("avgpool") == 2, kinds
+    assert _same_ir(a, b)
+    assert not _same_ir(a, module_to_graph(_PoolNet(functional=True), input_shape=(1, 8, 8), timesteps=4))
+
+
+class _SpikePoolNet(torch.nn.Module):
+    def __init__(self, **avg: int) -> None:
+        import snntorch as snn
+
+        super().__init__()
+        self.avg = avg
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.lif = snn.Leaky(beta=0.8, init_hidden=True)
+        self.fc = torch.nn.Linear(36, 10)
+
+    def forward(self, x):
+        import torch.nn.functional as F
+
+        spk = self.lif(self.conv(x))
+        if self.avg:
+            pooled = F.avg_pool2d(spk, 2, **self.avg)
+        else:
+            pooled = F.max_pool2d(spk, 1)
+        return self.fc(pooled.flatten(1))
+
+
+def test_functional_pool_refusals_name_the_source_line() -> None:
+    """A functional pool the module path refuses is refused with the module's reason, and
+    a max pool of spikes (an OR layer verify records from its module) asks for the module;
+    both name the line of forward() that calls it."""
+    line = rf"forward\(\) of the root module at {Path(__file__).name}:\d+: "
+    spikes = "max_pool2d: a max pool of spikes must be an nn.MaxPool2d"
+    with pytest.raises(FrontendError, match=f"^{line}{spikes}"):
+        module_to_graph(_SpikePoolNet(), input_shape=(1, 8, 8), timesteps=4)
+    for avg in ({"padding": 1}, {"divisor_override": 1}):  # a sum pool: not what AvgPool2d maps
+        with pytest.raises(FrontendError, match=f"^{line}avg_pool2d: AvgPool2d with padding, ceil_mode or"):
+            module_to_graph(_SpikePoolNet(**avg), input_shape=(1, 8, 8), timesteps=4)
+
+
+@pytest.mark.slow
+def test_tutorial6_functional_pool_loop_net_one_command(tmp_path: Path, digits) -> None:
+    torch.manual_seed(0)
+    model = tut.Tutorial6LoopNet()
+    tut.train_loop_net(model, digits[0], digits[1], epochs=5, lr=1e-2, rate=True)
+    assert tut.loop_net_accuracy(model, digits[2], digits[3]) > 0.8
+    deploy_source(
+        model, f"{MODEL_FILE}:Tutorial6LoopNet", tmp_path, input_shape="1,8,8", timesteps=tut.NUM_STEPS
+    )

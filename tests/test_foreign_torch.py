@@ -104,7 +104,8 @@ def test_neuron_recognised_by_parameters_not_class_name() -> None:
             return (x > 0).float()
 
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), LearnableNeuron(), nn.Linear(8, 3))
-    with pytest.raises(FrontendError, match=r"^2 \(LearnableNeuron\): gt in forward\(\) cannot"):
+    where = r"^2 \(LearnableNeuron\) at test_foreign_torch.py:\d+: "  # the line of its forward()
+    with pytest.raises(FrontendError, match=where + r"gt in forward\(\) cannot"):
         module_to_graph(model, input_shape=(1, 8, 8), timesteps=2)
 
 
@@ -229,7 +230,8 @@ class PlainIFAdapter(NeuronAdapter):
 
 def test_user_registered_neuron() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), PlainIF(0.8), nn.Linear(16, 4)).double()
-    with pytest.raises(FrontendError, match=r"2 \(PlainIF\): .* register the module as a neuron"):
+    where = r"^2 \(PlainIF\) at test_foreign_torch.py:\d+: "
+    with pytest.raises(FrontendError, match=where + r".* register the module as a neuron"):
         module_to_graph(model, input_shape=(64,), timesteps=3)
     adapter = register_neuron(PlainIFAdapter())
     try:

@@ -227,8 +227,10 @@ class GraphBuilder:
                     raise IRError(f"{here}: only AdaptiveAvgPool2d(1) is supported")
                 kernel = stride = (cur.shape[1], cur.shape[2])
             else:
-                if _pair(layer.padding) != (0, 0) or layer.ceil_mode:
-                    raise IRError(f"{here}: AvgPool2d with padding or ceil_mode is not supported")
+                if _pair(layer.padding) != (0, 0) or layer.ceil_mode or layer.divisor_override:
+                    raise IRError(
+                        f"{here}: AvgPool2d with padding, ceil_mode or divisor_override is not supported"
+                    )
                 kernel = _pair(layer.kernel_size)
                 stride = _pair(layer.stride or layer.kernel_size)
             node = AvgPool(input_shape=tuple(cur.shape), kernel=kernel, stride=stride)

@@ -8,7 +8,9 @@ output over the steps. Spiking neurons are recognised by the adapters of
 :mod:`lmh_deploy.frontends.neurons`; the synaptic layers are those of our own checkpoints
 (:mod:`lmh_deploy.frontends.pytorch` maps them, BN folded, biases pushed to the neurons):
 Linear, Conv2d, BatchNorm1d/2d, AvgPool2d, AdaptiveAvgPool2d(1), Flatten / view / reshape,
-Dropout, Identity, and residual sums ``neuron(branch + shortcut)``; MaxPool2d over spikes (an
+Dropout, Identity, and residual sums ``neuron(branch + shortcut)``; the functional pools
+``F.max_pool2d`` / ``F.avg_pool2d`` / ``F.adaptive_avg_pool2d`` as the module of the same
+arguments (snnTorch tutorial 6); MaxPool2d over spikes (an
 exact OR layer, :meth:`_Walker.max_pool`) and over the currents of a convolution before a
 neuron (a ``MaxPool`` node); other libraries' subclasses of these layers
 (SpikingJelly's ``layer.*``) and SpikingJelly's multi-step form (input repeated over a time
@@ -25,7 +27,9 @@ from __future__ import annotations
 import copy
 import inspect
 import operator
+import re
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,11 +73,30 @@ MAXPOOL_WHY = (
 OR_THETA = 0.5
 PASS_FUNCTIONS = (F.dropout, torch.nn.functional.dropout)
 AVG_POOL_1D = (F.avg_pool1d, torch.avg_pool1d)
+#: functional 2-D pools, mapped as the module of the same arguments: (module, argument names)
+MAX_POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+POOL_FUNCTIONS: dict[Any, tuple[type[nn.Module], tuple[str, ...]]] = dict.fromkeys(
+    (F.max_pool2d, F.max_pool2d_with_indices, torch.max_pool2d), (nn.MaxPool2d, MAX_POOL_ARGS)
+)
+POOL_FUNCTIONS[F.avg_pool2d] = (
+    nn.AvgPool2d,
+    ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
+)
+POOL_FUNCTIONS[F.adaptive_avg_pool2d] = (nn.AdaptiveAvgPool2d, ("output_size",))
+TORCH_DIR = str(Path(torch.__file__).parent)
 QCFS_WHY = (
     "a QCFS activation: this is the ANN as trained, before conversion; build the SNN as the "
     "paper's main.py does (replace_QCFS_by_Lneuron(model, use_TEBN, use_SEW, T), or "
     "replace_QCFS_by_Oneuron for online training) and load the SNN's state_dict"
 )
+
+
+def source_line(node: fx.Node) -> str | None:
+    """``file.py:line`` of the innermost frame outside torch that made ``node`` (traced with
+    ``record_stack_traces``), or None."""
+    frames = re.findall(r'File "([^"]+)", line (\d+)', node.meta.get("stack_trace") or "")
+    own = [(f, n) for f, n in frames if not f.startswith(TORCH_DIR)]
+    return f"{Path(own[-1][0]).name}:{own[-1][1]}" if own else None
 
 
 def _first(value: Any) -> int:
@@ -189,6 +212,7 @@ class _Tracer(fx.Tracer):
 def trace(module: nn.Module) -> fx.GraphModule:
     """torch.fx graph of ``module``; untraceable code is refused naming the innermost module."""
     tracer = _Tracer()
+    tracer.record_stack_traces = True  # refusals of functional code name its source line
     # forward(x, state=None) (norse's SequentialState): traced with the state left at None
     params = list(inspect.signature(module.forward).parameters.values())[1:]
     concrete = {p.name: None for p in params if p.default is None}
@@ -421,13 +445,15 @@ class _Walker:
 
     @staticmethod
     def where(node: fx.Node, what: str) -> str:
-        """``path (Type): what`` of the module whose forward() holds ``node``."""
+        """``path (Type) at file.py:line: what`` of the forward() that holds ``node``."""
         stack = node.meta.get("nn_module_stack") or {}
+        line = source_line(node)
+        at = f" at {line}" if line else ""
         if stack:
             path, kind = list(stack.values())[-1]
             kind = getattr(kind, "__name__", str(kind).rsplit(".", 1)[-1].strip("'>"))
-            return f"{path} ({kind}): {what}"
-        return f"forward() of the root module: {what}"
+            return f"{path} ({kind}){at}: {what}"
+        return f"forward() of the root module{at}: {what}"
 
     # ------------------------------------------------------------------ ops
     def call_module(self, node: fx.Node) -> Any:
@@ -490,6 +516,26 @@ class _Walker:
                 pool.weight[i, i * stride : i * stride + kernel] = 1.0 / kernel
         out = self.module_op(pool, sig, here)
         return _Channel(out) if channel else out
+
+    def pool_function(self, fn: Any, args: Any, kwargs: dict[str, Any], here: str) -> Signal:
+        """``F.max_pool2d`` / ``F.avg_pool2d`` / ``F.adaptive_avg_pool2d`` (snnTorch tutorial 6):
+        the module of the same arguments, mapped (and refused) as the module would be."""
+        kind, names = POOL_FUNCTIONS[fn]
+        given = {**dict(zip(("input", *names), args)), **kwargs}
+        if given.get("stride") in ([], ()):  # torch.max_pool2d's default: the kernel size
+            given["stride"] = None
+        if fn is F.max_pool2d_with_indices:
+            given["return_indices"] = True
+        sig = self.signal(given.pop("input"), here)
+        module = kind(**given)
+        if not isinstance(module, nn.MaxPool2d):
+            return self.module_op(module, sig, here)
+        if sig.neuron:  # its OR layer's spikes would have no module for verify to record
+            raise FrontendError(
+                f"{here}: a max pool of spikes must be an nn.MaxPool2d module (deployed exactly as "
+                f"an OR layer of neurons, whose spikes verify records from the module)"
+            )
+        return self.max_pool(module, sig, here.rsplit(": ", 1)[0], here)
 
     def reshape(self, sig: Signal, dims: list[Any], here: str) -> Signal:
         n = int(np.prod(sig.cur.shape))
@@ -554,8 +600,8 @@ class _Walker:
             return None
         if fn is getattr and args[1] == "shape":
             return _Shape(self.signal(args[0], here).cur.shape)
-        if fn in (F.max_pool2d, torch.max_pool2d):
-            raise FrontendError(f"{here}: use the nn.MaxPool2d module (deployed exactly)")
+        if fn in POOL_FUNCTIONS:
+            return self.pool_function(fn, args, kwargs, here)
         raise FrontendError(
             f"{here} in forward() cannot be mapped; use layer modules "
             f"(nn.Linear, nn.Conv2d, ...) or register the module as a neuron"

@@ -63,6 +63,36 @@ class SynapticLoopNet(nn.Module):
         return torch.stack(spk2_rec), torch.stack(mem2_rec)
 
 
+class Tutorial6LoopNet(nn.Module):
+    """Tutorial 6's conv layers with its functional pooling, ``F.max_pool2d(self.conv1(x), 2)``,
+    in tutorial 5's loop over ``num_steps`` inside forward (reset to zero)."""
+
+    def __init__(self, beta=0.8, num_steps=NUM_STEPS):
+        super().__init__()
+        self.num_steps = num_steps
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.lif1 = snn.Leaky(beta=beta, reset_mechanism="zero")
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.lif2 = snn.Leaky(beta=beta, reset_mechanism="zero")
+        self.fc1 = nn.Linear(16 * 2 * 2, 10)
+        self.lif3 = snn.Leaky(beta=beta, reset_mechanism="zero")
+
+    def forward(self, x):
+        import torch.nn.functional as F
+
+        mem1, mem2, mem3 = self.lif1.init_leaky(), self.lif2.init_leaky(), self.lif3.init_leaky()
+        spk3_rec, mem3_rec = [], []
+        for _step in range(self.num_steps):
+            cur1 = F.max_pool2d(self.conv1(x), 2)
+            spk1, mem1 = self.lif1(cur1, mem1)
+            cur2 = F.max_pool2d(self.conv2(spk1), 2)
+            spk2, mem2 = self.lif2(cur2, mem2)
+            spk3, mem3 = self.lif3(self.fc1(spk2.view(x.size(0), -1)), mem3)
+            spk3_rec.append(spk3)
+            mem3_rec.append(mem3)
+        return torch.stack(spk3_rec), torch.stack(mem3_rec)
+
+
 class RecurrentNet(nn.Module):
     """snn.RLeaky (all-to-all recurrent): not deployable, refused by name."""
 
@@ -144,12 +174,17 @@ def train_conv_net(net, x, y, *, epochs=4, lr=1e-2, seed=0):
     _train(net, x, y, loss, epochs=epochs, lr=lr, seed=seed)
 
 
-def train_loop_net(model, x, y, *, epochs=3, lr=5e-3, seed=0):
-    """Tutorial 5's training: sum over steps of CE(mem record[step], y)."""
-    ce = nn.CrossEntropyLoss()
+def train_loop_net(model, x, y, *, epochs=3, lr=5e-3, seed=0, rate=False):
+    """Tutorial 5's training: sum over steps of CE(mem record[step], y); ``rate``: tutorial
+    6's ``SF.ce_rate_loss`` on the spike record instead."""
+    import snntorch.functional as SF
+
+    ce, rate_loss = nn.CrossEntropyLoss(), SF.ce_rate_loss()
 
     def loss(net, xb, yb):
-        mem_rec = net(xb)[1]
+        spk_rec, mem_rec = net(xb)
+        if rate:
+            return rate_loss(spk_rec, yb)
         return sum(ce(mem_rec[step], yb) for step in range(mem_rec.shape[0]))
 
     _train(model, x, y, loss, epochs=epochs, lr=lr, seed=seed)
