@@ -252,6 +252,7 @@ def _reordered(p, order: np.ndarray):
         lam_s=np.ascontiguousarray(p.lam_s[:, order]),
         bias_d=np.ascontiguousarray(p.bias_d[order]),
         bias_s=np.ascontiguousarray(p.bias_s[order]),
+        v_d_init=np.ascontiguousarray(p.v_d_init[order]) if np.ndim(p.v_d_init) else p.v_d_init,
     )
 
 

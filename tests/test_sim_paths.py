@@ -107,6 +107,32 @@ def test_every_path_gives_the_same_record(arch: str, shape: tuple, radical: bool
         assert streamed.spike_stats[name]["spikes_per_step"].tolist() == s.sum((1, 2)).tolist()
 
 
+def test_per_neuron_initial_dendrites_of_channels_last_layers() -> None:
+    """A conv-fed layer runs in (H, W, C) order inside sim/: its per-neuron ``v_d_init`` (a
+    trained bias, one per neuron, e.g. from a NIR file's ``lmh_rules``) is reordered with its
+    other per-neuron parameters, so every neuron starts from its own value."""
+    q = _net("cnn", (1, 8, 8))
+    inside = plan_for(q, None).channels_last
+    assert inside
+    rng = np.random.default_rng(11)
+    for name in inside:
+        node = q.node(name)
+        q.replace(name, v_d_init=rng.integers(-3 * node.theta, 3 * node.theta, node.size))
+    x = fx.quantize_input(rng.random((3, 1, 8, 8)), q.node("input").scale)
+    want = simulate_reference(q, x, 3)
+    runs = {
+        "numba": simulate(q, x, 3, record_states=True),
+        "torch": simulate(q, x, 3, record_states=True, device="cpu"),
+    }
+    with N.array_code_only():
+        runs["numpy fallback"] = simulate(q, x, 3, record_states=True)
+    for label, rec in runs.items():
+        assert np.array_equal(want["logits"], rec.logits), label
+        for name, s in want["spikes"].items():
+            assert np.array_equal(s, rec.spikes[name]), (label, name)
+            assert all(np.array_equal(u, v) for u, v in zip(want["final_state"][name], rec.final_state[name]))
+
+
 @pytest.mark.parametrize("arch, shape, radical", NETS[:2])
 def test_time_varying_input_through_every_path(arch: str, shape: tuple, radical: bool) -> None:
     """(T, N, ...) frames: equal to static input when the frames repeat, and every path
