@@ -730,6 +730,11 @@ def test_initial_states_have_the_declared_types(monkeypatch) -> None:
         assert state.s_prev.shape == state.fired.shape == (2, 3) and not state.fired.any()
         assert state.neuron_spikes.dtype == (np.int64 if like is None else torch.int64)
         assert tuple(state.neuron_spikes.shape) == (3,) and not state.neuron_spikes.any()
+    for p, _, state_dtype in cases[:2]:  # lazy: unwritten arrays of the same types, the start kept
+        state = N.initial_state(dataclasses.replace(p, v_d_init=5, v_s_init=-7), 2, lazy=True)
+        assert state.v_d.dtype == state.v_s.dtype == state_dtype and state.start == (5, -7)
+        assert state.s_prev.dtype == state.fired.dtype == bool and state.v_d.shape == (2, 3)
+        assert state.neuron_spikes.dtype == np.int64 and state.neuron_spikes.tolist() == [0] * 3
     monkeypatch.setattr(N, "numba", None)
     assert not N.numba_active() and N.initial_state(base, 2).v_d.dtype == np.int64
 
