@@ -50,7 +50,8 @@ def _lmh(size: int, theta: int, max_spikes: int = 1) -> QLMH:
     def f(v: int) -> np.ndarray:
         return np.full((1, 1), v, np.int64)
 
-    bias = np.random.default_rng(size).integers(-theta // 8, theta // 8, size)
+    rng = np.random.default_rng(size)
+    bias = rng.integers(-theta // 8, theta // 8, size)
     return QLMH(
         size=size,
         theta=theta,
@@ -59,6 +60,7 @@ def _lmh(size: int, theta: int, max_spikes: int = 1) -> QLMH:
         lam_d=f(5120),
         lam_s=f(3482),
         bias=bias,
+        v_d_init=rng.integers(-theta // 4, theta // 4, size),  # per neuron, in (C, H, W) order
         state_scale=1.0,
         max_spikes=max_spikes,
     )
