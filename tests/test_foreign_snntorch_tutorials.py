@@ -104,15 +104,24 @@ def _graph_of_scaled(model: torch.nn.Module):
     return module_to_graph(model, input_shape=(1, 8, 8), timesteps=tut.NUM_STEPS)
 
 
-def _assert_net_equals_float_ir(model: torch.nn.Module, graph, digits) -> None:
-    """Every layer's spikes, every step, and the logits of snnTorch's run equal the float IR's."""
+def _assert_net_equals_float_ir(model: torch.nn.Module, graph, digits, time_loop: int | None = None):
+    """Every layer's spikes, every step, and the logits of snnTorch's run equal the float IR's
+    (``time_loop``: the net loops over the steps in its own forward); the float IR's record."""
     x = digits[2][:60].numpy() * 2.0
-    src = run_source(model, x, tut.NUM_STEPS, source_neurons=graph.meta["source_neurons"], output_index=0)
+    src = run_source(
+        model,
+        x,
+        tut.NUM_STEPS,
+        source_neurons=graph.meta["source_neurons"],
+        output_index=0,
+        time_loop=time_loop,
+    )
     ref = simulate_float(graph, x, tut.NUM_STEPS)
     for name, spikes in ref.spikes.items():
         assert 0.02 < spikes.mean() < 0.95, name
         assert np.array_equal(src.spikes[name], spikes), name
     np.testing.assert_allclose(src.logits, ref.logits, atol=1e-6)
+    return ref
 
 
 def test_maxpool_over_spikes_is_exact(digits) -> None:
@@ -154,21 +163,8 @@ def test_functional_max_pool_loop_net_float_ir_equals_the_module(digits) -> None
     assert [graph.node(n).kind for n in graph.order()].count("maxpool") == 2
     line = f"{Path(tut.__file__).name}:"
     assert all(line in where for where in graph.meta["source_max_pools"].values())
-    x = digits[2][:60].numpy() * 2.0
-    src = run_source(
-        model,
-        x,
-        tut.NUM_STEPS,
-        source_neurons=graph.meta["source_neurons"],
-        output_index=0,
-        time_loop=tut.NUM_STEPS,
-    )
-    ref = simulate_float(graph, x, tut.NUM_STEPS)
+    ref = _assert_net_equals_float_ir(model, graph, digits, time_loop=tut.NUM_STEPS)
     assert set(ref.spikes) == {"lmh0", "lmh1", "lmh2"}
-    for name, spikes in ref.spikes.items():
-        assert 0.02 < spikes.mean() < 0.95, name
-        assert np.array_equal(src.spikes[name], spikes), name
-    np.testing.assert_allclose(src.logits, ref.logits, atol=1e-6)
 
 
 class _PoolNet(torch.nn.Module):
