@@ -7,8 +7,9 @@ first layer's sums are formed once (the input is the same every step), each laye
 ``T`` steps at once (its states, spikes and currents stay in the L1/L2 cache), the next
 layer's currents are the blocked event gather of those spikes over all ``T`` steps
 (:func:`lmh_deploy.sim.gather.gather_blocks`: each step's active inputs listed once, then
-32 outputs at a time, their int16 weight rows held in the L1 cache, summed in one vector
-register; told each step's spike count by the kernel, it skips silent steps), and no Python
+four blocks of 32 outputs at a time, their int16 weight rows (64-byte aligned) held in the
+cache, each block summed in one vector register; told each step's spike count by the
+kernel, it skips silent steps), and no Python
 runs between layers, steps or samples. The neuron update is the fused kernel of
 :mod:`lmh_deploy.sim.fused` itself (called from the compiled loop, not a copy), and the
 gather's sums are exact integer sums like the chunked run's: the same integers, so the same

@@ -870,7 +870,8 @@ def test_run_in_threads_runs_the_first_range_here_and_the_others_in_one_named_po
 def test_blocked_event_gather_is_exact() -> None:
     """The blocked gather of a dense chain (sim/chain.py) writes every output of every block,
     whatever was in ``out`` before: exact for input and output counts around the 16-byte
-    steps and 32-output blocks, every density from none (rows skipped) over sparse rows
+    steps and 32-output blocks (single blocks, groups of four and groups with single blocks
+    after them), every density from none (rows skipped) over sparse rows
     (a word at a time) to all inputs active (more events than an int16 sum holds: 600 x 128
     in parts of 255 rows), events in the last input alone; outputs past the last block's
     columns untouched."""
@@ -880,7 +881,7 @@ def test_blocked_event_gather_is_exact() -> None:
     for n_in in (1, 15, 16, 17, 65, 600):
         n_pad = padded_inputs(n_in)
         assert n_pad % 16 == 0 and n_in <= n_pad < n_in + 16
-        for n_out in (1, 32, 33, 70):
+        for n_out in (1, 32, 33, 70, 130, 288):
             for density in (0.0, 0.003, 0.1, 1.0):
                 pre = rng.random((9, n_in)) < density
                 pre[0, :] = False
@@ -889,6 +890,7 @@ def test_blocked_event_gather_is_exact() -> None:
                 w[0, 0] = -128
                 blocks = block_rows(w)
                 assert blocks.shape == (-(-n_out // BLOCK), n_in, BLOCK) and blocks.dtype == np.int16
+                assert blocks.flags.c_contiguous and blocks.ctypes.data % 64 == 0
                 padded = np.zeros((9, n_pad), np.uint8)
                 padded[:, :n_in] = pre
                 out = np.full((9, blocks.shape[0] * BLOCK + 5), 99, np.int32)
@@ -901,13 +903,13 @@ def test_blocked_event_gather_is_exact() -> None:
     # every partial sum at its largest: 600 events of 127 (or -128) in parts of exactly
     # 32767 // peak rows, the most an int16 sum holds
     for value, peak in ((127, 127), (-128, 128)):
-        w = np.full((600, 40), value, np.int8)
+        w = np.full((600, 140), value, np.int8)
         pre = np.zeros((2, 608), np.uint8)
         pre[:, :600] = 1
-        out = np.zeros((2, 64), np.int32)
+        out = np.zeros((2, 160), np.int32)
         scratch = np.empty(2 * 608, np.int32), np.empty(3, np.int64)
         gather_blocks(pre, np.full(2, 600), block_rows(w), peak, out, *scratch)
-        assert (out[:, :40] == 600 * value).all()
+        assert (out[:, :140] == 600 * value).all()
     with pytest.raises(ValueError, match="padded"):  # rows the compress store would overrun
         gather_blocks(np.ones((2, 600), np.uint8), np.full(2, 600), block_rows(w), 128, out, *scratch)
 
