@@ -107,10 +107,11 @@ def _fits(path: SynapsePath, later: bool) -> bool:
 #: The rule set the chain runs: the lmh profile's (half-up rounding, saturation, ``>=``,
 #: subtract reset, same step), whose kernel is specialised (:data:`fused.SPECIALISED_RULES`).
 CHAIN_RULES = (0, 0, 0, 0, 0, 0)
-#: referenced as a global, so that the chain's compiled code is cached on disk
-_KERNEL = fused.compiled(CHAIN_RULES, False, False)
+#: referenced as a global, so that the chain's compiled code is cached on disk; it marks no
+#: fired neurons: a sample's active neurons are those with spikes in its own count
+_KERNEL = fused.compiled(CHAIN_RULES, False, False, mark_fired=False)
 #: the same for a layer whose factors are one number for all neurons (KernelForm.uniform)
-_UNIFORM_KERNEL = fused.compiled(CHAIN_RULES, False, False, True)
+_UNIFORM_KERNEL = fused.compiled(CHAIN_RULES, False, False, True, mark_fired=False)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -163,7 +164,8 @@ def _run(
     # the reset of the previous step's spikes (next-step timing) is not in CHAIN_RULES: the
     # kernel never reads or writes these
     no_prev = [np.zeros((1, n), np.bool_) for n in sizes]
-    fired = [np.zeros((1, n), np.bool_) for n in sizes]  # per sample: its active neurons
+    no_fired = no_prev[0]  # the kernel marks no fired neurons (_KERNEL): never read
+    sample_spikes = np.zeros(sizes.max(), np.int64)  # per neuron, one sample and layer
     cur0 = np.empty((1, 1, sizes[0]), np.int32)
     out_buf = np.empty((steps, out_blocks.shape[0] * BLOCK), np.int32)
     empty_f = np.zeros((1, 1, 0), np.float32)
@@ -206,8 +208,8 @@ def _run(
                 v_d[k][b].reshape((1, n)),
                 v_s[k][b].reshape((1, n)),
                 no_prev[k],
-                fired[k],
-                neuron_spikes[k, :n],
+                no_fired,
+                sample_spikes[:n],
                 spk,
                 empty_f,
                 empty_i,
@@ -217,9 +219,10 @@ def _run(
             sat[k] += _UNIFORM_KERNEL(*update) if uniform[k] else _KERNEL(*update)
             for t in range(steps):
                 counts[k, t] += step_counts[t]
-            for i in range(n):
-                active[k] += fired[k][0, i]
-                fired[k][0, i] = False
+            for i in range(n):  # the sample's active neurons: those that spiked
+                active[k] += sample_spikes[i] > 0
+                neuron_spikes[k, i] += sample_spikes[i]
+                sample_spikes[i] = 0
             if record:
                 out = spikes_out[k]
                 for t in range(steps):

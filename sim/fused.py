@@ -237,31 +237,36 @@ SPECIALISED_RULES = {(0, 0, 0, 0, 0, 0), (1, 2, 1, 1, 1, 0)}
 _KERNELS: dict[tuple, Any] = {}
 
 
-def compiled(rules: tuple[int, ...], write_f: bool, write_tr: bool, uniform: bool = False):
+def compiled(
+    rules: tuple[int, ...], write_f: bool, write_tr: bool, uniform: bool = False, mark_fired: bool = True
+):
     """The kernel for one rule set (compiled once per process and per argument types: it
     computes in the states' integer type; cached on disk by numba). ``uniform``: for layers
     whose factors are one number for all neurons (:attr:`KernelForm.uniform`), read once
     per step instead of per neuron (the MLP row of bench/sim_vs_float.py: about 8 % less
-    time per neuron-step)."""
-    return _kernels(rules, write_f, write_tr, uniform)[0]
+    time per neuron-step). ``mark_fired`` False: the kernel neither reads nor writes its
+    ``fired`` argument (a caller that counts a row's active neurons from its own
+    ``neuron_spikes``, as :mod:`lmh_deploy.sim.chain` does: one load, or and store less per
+    neuron-step)."""
+    return _kernels(rules, write_f, write_tr, uniform, mark_fired)[0]
 
 
 def compiled_starting(rules: tuple[int, ...], write_f: bool, write_tr: bool, uniform: bool = False):
     """:func:`compiled`'s kernel with three more arguments, ``init_d``, ``init_s`` (n,) and
     ``fresh``: when ``fresh``, the states are not read but start from those values (and no
     spikes), row by row just before each row's first step."""
-    return _kernels(rules, write_f, write_tr, uniform)[1]
+    return _kernels(rules, write_f, write_tr, uniform, True)[1]
 
 
-def _kernels(rules: tuple[int, ...], write_f: bool, write_tr: bool, uniform: bool):
+def _kernels(rules: tuple[int, ...], write_f: bool, write_tr: bool, uniform: bool, mark_fired: bool):
     fixed = rules if rules in SPECIALISED_RULES else None
-    key = (fixed, write_f, write_tr, uniform)
+    key = (fixed, write_f, write_tr, uniform, mark_fired)
     if key not in _KERNELS:
-        _KERNELS[key] = _make_kernel(fixed, write_f, write_tr, uniform)
+        _KERNELS[key] = _make_kernel(fixed, write_f, write_tr, uniform, mark_fired)
     return _KERNELS[key]
 
 
-def _make_kernel(fixed, write_f: bool, write_tr: bool, uniform: bool):
+def _make_kernel(fixed, write_f: bool, write_tr: bool, uniform: bool, mark_fired: bool):
     generic = fixed is None
     # the generic kernel reads its rules at run time; these constants are then placeholders
     c_round, c_ov_d, c_ov_s, c_gt, c_set, c_next = fixed or (0,) * 6
@@ -353,7 +358,8 @@ def _make_kernel(fixed, write_f: bool, write_tr: bool, uniform: bool):
                         vd_row[i] = init_d[i]
                         vs_row[i] = init_s[i]
                         prev_row[i] = False
-                        fired_row[i] = False
+                        if mark_fired:
+                            fired_row[i] = False
                 row_sat = z
                 row_count = z
                 for i in range(n):
@@ -397,7 +403,8 @@ def _make_kernel(fixed, write_f: bool, write_tr: bool, uniform: bool):
                     if generic or c_next:
                         prev_row[i] = spk & delayed
                     spk_row[i] = spk
-                    fired_row[i] = fired_row[i] | spk
+                    if mark_fired:
+                        fired_row[i] = fired_row[i] | spk
                     per_neuron[i] = np.int32(per_neuron[i] + np.int32(spk))
                     if write_f:
                         f_row[i] = spk

@@ -547,6 +547,47 @@ def test_the_profiles_rule_sets_get_kernels_of_their_own() -> None:
     ]
 
 
+def test_a_kernel_that_marks_no_fired_neurons_leaves_them_and_computes_the_same() -> None:
+    """``mark_fired=False`` (the dense chain's kernel, sim/chain.py): another kernel, whose
+    states, spikes, counts, per-neuron spike counts and saturation equal the marking
+    kernel's, on a layer that fires and saturates; its ``fired`` argument is left as it
+    was, every row (a sample's active neurons come from its per-neuron counts instead)."""
+    lmh = (0, 0, 0, 0, 0, 0)
+    p = _layer("lmh")
+    form = N.layer_form(p)
+    rng = np.random.default_rng(3)
+    batch, steps = 3, 7
+    cur = rng.integers(-9_000_000, 9_000_000, (steps, batch, p.size)).astype(np.int32)
+    runs = []
+    for mark in (True, False):
+        kernel = fused.compiled(lmh, False, False, form.uniform, mark_fired=mark)
+        v_d = np.zeros((batch, p.size), np.int32)
+        v_s = np.zeros((batch, p.size), np.int32)
+        fired = np.zeros((batch, p.size), bool)
+        fired[1, ::2] = True  # what the non-marking kernel must leave as it is
+        before = fired.copy()
+        per_neuron = np.zeros(p.size, np.int64)
+        spikes = np.zeros((steps, batch, p.size), bool)
+        counts = np.zeros(steps, np.int64)
+        empty_f, empty_i = np.zeros((1, 1, 0), np.float32), np.zeros((1, 1, 0), np.int64)
+        sat = kernel(
+            cur, steps, 0, 0, 0, form.factors, form.bias_d, form.bias_s, p.theta, p.reset_value,
+            N.rule_set(p)[1], v_d, v_s, np.zeros((batch, p.size), bool), fired, per_neuron,
+            spikes, empty_f, empty_i, empty_i, counts, 0, batch,
+        )  # fmt: skip
+        runs.append((v_d, v_s, spikes, counts, per_neuron, sat))
+        if mark:
+            assert np.array_equal(fired, before | spikes.any(0))
+        else:
+            assert np.array_equal(fired, before)
+    assert runs[0][5] > 0 and runs[0][2].any() and not runs[0][2].all()
+    for marked, unmarked in zip(*runs, strict=True):
+        assert np.array_equal(marked, unmarked)
+    assert fused.compiled(lmh, False, False, form.uniform) is not fused.compiled(
+        lmh, False, False, form.uniform, mark_fired=False
+    )
+
+
 def test_out_of_range_count_is_exact_over_the_whole_integer_range() -> None:
     """The overflow count (one unsigned compare of ``x - lo``): 1 exactly outside
     ``[lo, hi]``, for saturation's and the wrap's bounds, at their edges and at the ends of
