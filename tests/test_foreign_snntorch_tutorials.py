@@ -61,6 +61,31 @@ def test_loop_in_forward_float_ir_equals_the_module(cls, flat) -> None:
     np.testing.assert_allclose(src.logits, ref.logits, atol=1e-6)
 
 
+def test_loop_in_forward_bias_correction_counts_its_steps(flat) -> None:
+    """The bias correction's calibration counts of a loop-in-forward module (run by the module
+    itself, ``compile_torch._source_run``) equal the float IR's: one call runs all steps.
+    Run one call per step (the module's own loop then ran 4 x 4 steps and counted 4 x the
+    spikes), a trained snnTorch tutorial-6 style conv net deployed at 0.94 instead of 0.98
+    (docs/interop.md)."""
+    from lmh_deploy.pipeline.compile import mean_counts
+    from lmh_deploy.pipeline.compile_torch import _source_run
+
+    torch.manual_seed(0)
+    model = tut.Tutorial5Net()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.mul_(3.0)
+    graph = module_to_graph(model, input_shape=(64,), timesteps=tut.NUM_STEPS)
+    x = flat[0][:40].numpy()
+    by_module = mean_counts(graph, x, tut.NUM_STEPS, run_float=_source_run(model, graph, tut.NUM_STEPS))
+    by_ir = mean_counts(graph, x, tut.NUM_STEPS)
+    assert set(by_module) == set(by_ir)
+    for name, counts in by_ir.items():
+        assert counts.max() > 0.05, name
+        np.testing.assert_allclose(by_module[name], counts, atol=1e-6, err_msg=name)
+
+
 def test_loop_step_count_must_match_timesteps() -> None:
     match = r"loops over 4 time steps itself; compile it with --timesteps 4$"
     with pytest.raises(FrontendError, match=match):

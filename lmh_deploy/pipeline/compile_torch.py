@@ -330,20 +330,13 @@ def _source_run(module: nn.Module, graph: Graph, timesteps: int) -> FloatRun:
     for static inputs; the float IR for frames, which the module's one-call-per-step
     convention does not cover."""
     from lmh_deploy.backends.float.ir import simulate_float
-    from lmh_deploy.backends.float.torch_source import run_source
+    from lmh_deploy.backends.float.torch_source import run_traced_source
 
     def run(xs: np.ndarray) -> Any:
         if is_sequence(xs, tuple(graph.node(graph.order()[0]).shape)):
             return simulate_float(graph, xs, timesteps)
         with users_code("running your model", model_files(module)):
-            return run_source(
-                module,
-                xs,
-                timesteps,
-                source_neurons=graph.meta["source_neurons"],
-                output_index=graph.meta.get("source_output_index"),
-                batch_time=bool(graph.meta.get("source_batch_time")),
-            )
+            return run_traced_source(module, xs, timesteps, graph.meta)
 
     return run
 

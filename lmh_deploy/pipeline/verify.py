@@ -73,26 +73,14 @@ def _run_source(art: Artifact, x: np.ndarray, t: int, source: Any, batch: int) -
             "source module (PyTorch)",
         )
     if module is not None and not is_nir:
-        from lmh_deploy.backends.float.torch_source import run_source
+        from lmh_deploy.backends.float.torch_source import run_traced_source
 
         from lmh_deploy.pipeline.user_code import model_files, users_code
 
         src = meta.get("source") or {}
         action = f"running your model {src['file']}" if src.get("file") else "running your model"
         with users_code(action, model_files(module)):
-            return batched(
-                lambda xs: run_source(
-                    module,
-                    xs,
-                    t,
-                    source_neurons=meta["source_neurons"],
-                    output_index=meta.get("source_output_index"),
-                    time_loop=meta.get("source_time_loop"),
-                    time_repeat=meta.get("source_time_repeat"),
-                    readout_cell=meta.get("source_readout_cell"),
-                    batch_time=bool(meta.get("source_batch_time")),
-                )
-            ), "source module (PyTorch)"
+            return batched(lambda xs: run_traced_source(module, xs, t, meta)), "source module (PyTorch)"
     nir_copy = None if art.directory is None else art.directory / "source.nir"
     if is_nir and (source is not None or (nir_copy is not None and nir_copy.is_file())):
         from lmh_deploy.frontends.nir import read_nir

@@ -125,3 +125,21 @@ def run_source(
     for name, steps in captured.items():
         rec.spikes[name] = torch.stack(steps).numpy()
     return rec
+
+
+def run_traced_source(module: nn.Module, x: np.ndarray, timesteps: int, meta: dict[str, Any]) -> RunRecord:
+    """:func:`run_source` as the frontend found ``module`` to run (``meta``: the float graph's
+    ``source_*`` entries: its neurons, output, own time loop or repeat, readout cell, time
+    axis). Every run of a traced module goes through here, so the bias correction's counts
+    and ``verify``'s float side see the same steps."""
+    return run_source(
+        module,
+        x,
+        timesteps,
+        source_neurons=meta["source_neurons"],
+        output_index=meta.get("source_output_index"),
+        time_loop=meta.get("source_time_loop"),
+        time_repeat=meta.get("source_time_repeat"),
+        readout_cell=meta.get("source_readout_cell"),
+        batch_time=bool(meta.get("source_batch_time")),
+    )
