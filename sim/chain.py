@@ -107,11 +107,15 @@ def _fits(path: SynapsePath, later: bool) -> bool:
 #: The rule set the chain runs: the lmh profile's (half-up rounding, saturation, ``>=``,
 #: subtract reset, same step), whose kernel is specialised (:data:`fused.SPECIALISED_RULES`).
 CHAIN_RULES = (0, 0, 0, 0, 0, 0)
-#: referenced as a global, so that the chain's compiled code is cached on disk; it marks no
-#: fired neurons: a sample's active neurons are those with spikes in its own count
-_KERNEL = fused.compiled(CHAIN_RULES, False, False, mark_fired=False)
+#: referenced as globals, so that the chain's compiled code is cached on disk. They mark no
+#: fired neurons (a sample's active neurons are those with spikes in its own count); the
+#: first of a pair counts no saturation, only whether any value was out of range: then the
+#: second, counting, reruns the sample's layer from its states before (fused.compiled)
+_FAST = fused.compiled(CHAIN_RULES, False, False, mark_fired=False, count_saturation=False)
+_COUNTING = fused.compiled(CHAIN_RULES, False, False, mark_fired=False)
 #: the same for a layer whose factors are one number for all neurons (KernelForm.uniform)
-_UNIFORM_KERNEL = fused.compiled(CHAIN_RULES, False, False, True, mark_fired=False)
+_UNIFORM_FAST = fused.compiled(CHAIN_RULES, False, False, True, mark_fired=False, count_saturation=False)
+_UNIFORM_COUNTING = fused.compiled(CHAIN_RULES, False, False, True, mark_fired=False)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -164,8 +168,9 @@ def _run(
     # the reset of the previous step's spikes (next-step timing) is not in CHAIN_RULES: the
     # kernel never reads or writes these
     no_prev = [np.zeros((1, n), np.bool_) for n in sizes]
-    no_fired = no_prev[0]  # the kernel marks no fired neurons (_KERNEL): never read
+    no_fired = no_prev[0]  # the kernels mark no fired neurons (_FAST, _COUNTING): never read
     sample_spikes = np.zeros(sizes.max(), np.int64)  # per neuron, one sample and layer
+    before = np.empty((2, sizes.max()), v_d[0].dtype)  # a layer's states before the sample
     cur0 = np.empty((1, 1, sizes[0]), np.int32)
     out_buf = np.empty((steps, out_blocks.shape[0] * BLOCK), np.int32)
     empty_f = np.zeros((1, 1, 0), np.float32)
@@ -216,7 +221,15 @@ def _run(
                 empty_i,
                 step_counts,
             )
-            sat[k] += _UNIFORM_KERNEL(*update) if uniform[k] else _KERNEL(*update)
+            vd_b, vs_b = v_d[k][b], v_s[k][b]
+            before[0, :n] = vd_b
+            before[1, :n] = vs_b
+            if (_UNIFORM_FAST(*update) if uniform[k] else _FAST(*update)) < 0:
+                # out of range somewhere: rerun from the states before, counting saturation
+                vd_b[:] = before[0, :n]
+                vs_b[:] = before[1, :n]
+                sample_spikes[:n] = 0
+                sat[k] += _UNIFORM_COUNTING(*update) if uniform[k] else _COUNTING(*update)
             for t in range(steps):
                 counts[k, t] += step_counts[t]
             for i in range(n):  # the sample's active neurons: those that spiked

@@ -238,7 +238,12 @@ _KERNELS: dict[tuple, Any] = {}
 
 
 def compiled(
-    rules: tuple[int, ...], write_f: bool, write_tr: bool, uniform: bool = False, mark_fired: bool = True
+    rules: tuple[int, ...],
+    write_f: bool,
+    write_tr: bool,
+    uniform: bool = False,
+    mark_fired: bool = True,
+    count_saturation: bool = True,
 ):
     """The kernel for one rule set (compiled once per process and per argument types: it
     computes in the states' integer type; cached on disk by numba). ``uniform``: for layers
@@ -247,26 +252,42 @@ def compiled(
     time per neuron-step). ``mark_fired`` False: the kernel neither reads nor writes its
     ``fired`` argument (a caller that counts a row's active neurons from its own
     ``neuron_spikes``, as :mod:`lmh_deploy.sim.chain` does: one load, or and store less per
-    neuron-step)."""
-    return _kernels(rules, write_f, write_tr, uniform, mark_fired)[0]
+    neuron-step). ``count_saturation`` False: instead of counting the values brought back
+    into range, the kernel only tells whether there was one: it returns 0 where none was out
+    of range, else -1 (the count unknown: the caller reruns the call from the states before
+    it with the counting kernel, the same integers; :mod:`lmh_deploy.sim.chain`, where
+    saturation is rare). Under saturation to ``[-2**23, 2**23 - 1]`` (the lmh rules) it
+    ors ``x - lo`` of every value, which has a bit above bit 23 exactly where ``x`` is out
+    of range (two vector operations per value; counting takes four), under the other rules
+    it keeps the lowest and highest values (also two)."""
+    return _kernels(rules, write_f, write_tr, uniform, mark_fired, count_saturation)[0]
 
 
 def compiled_starting(rules: tuple[int, ...], write_f: bool, write_tr: bool, uniform: bool = False):
     """:func:`compiled`'s kernel with three more arguments, ``init_d``, ``init_s`` (n,) and
     ``fresh``: when ``fresh``, the states are not read but start from those values (and no
     spikes), row by row just before each row's first step."""
-    return _kernels(rules, write_f, write_tr, uniform, True)[1]
+    return _kernels(rules, write_f, write_tr, uniform, True, True)[1]
 
 
-def _kernels(rules: tuple[int, ...], write_f: bool, write_tr: bool, uniform: bool, mark_fired: bool):
+def _kernels(
+    rules: tuple[int, ...],
+    write_f: bool,
+    write_tr: bool,
+    uniform: bool,
+    mark_fired: bool,
+    count_saturation: bool,
+):
     fixed = rules if rules in SPECIALISED_RULES else None
-    key = (fixed, write_f, write_tr, uniform, mark_fired)
+    key = (fixed, write_f, write_tr, uniform, mark_fired, count_saturation)
     if key not in _KERNELS:
-        _KERNELS[key] = _make_kernel(fixed, write_f, write_tr, uniform, mark_fired)
+        _KERNELS[key] = _make_kernel(fixed, write_f, write_tr, uniform, mark_fired, count_saturation)
     return _KERNELS[key]
 
 
-def _make_kernel(fixed, write_f: bool, write_tr: bool, uniform: bool, mark_fired: bool):
+def _make_kernel(
+    fixed, write_f: bool, write_tr: bool, uniform: bool, mark_fired: bool, count_saturation: bool
+):
     generic = fixed is None
     # the generic kernel reads its rules at run time; these constants are then placeholders
     c_round, c_ov_d, c_ov_s, c_gt, c_set, c_next = fixed or (0,) * 6
@@ -340,6 +361,10 @@ def _make_kernel(fixed, write_f: bool, write_tr: bool, uniform: bool, mark_fired
         rows_end = v_d.shape[0] if b_hi < 0 else b_hi
         per_neuron = np.zeros(n, np.int32)
         sat = 0
+        # without count_saturation: the or of every x - lo (the lmh rules' bounds), or the
+        # lowest and highest values before the bounds (the others')
+        low_d, high_d, low_s, high_s = hi_d, lo_d, hi_s, lo_s
+        bits_d, bits_s = z, z
         for s in range(steps):
             k = min(t0 + s, factors.shape[1] - 1)
             mu_d, mu_s, lam_d, lam_s = factors[0, k], factors[1, k], factors[2, k], factors[3, k]
@@ -377,6 +402,11 @@ def _make_kernel(fixed, write_f: bool, write_tr: bool, uniform: bool, mark_fired
                         + _as(a + _as(bias_d[i], z), z),
                         z,
                     )
+                    if not count_saturation:
+                        if ov_d == 0:  # [lo, hi] = [-2**23, 2**23 - 1]: x - lo has no bit above 23
+                            bits_d = _as(bits_d | _as(x - lo_d, z), z)
+                        else:
+                            low_d, high_d = _as(min(low_d, x), z), _as(max(high_d, x), z)
                     x, n_d = _overflow(x, hi_d, lo_d, wrap_d)
                     m = _as(
                         _as(
@@ -391,12 +421,18 @@ def _make_kernel(fixed, write_f: bool, write_tr: bool, uniform: bool, mark_fired
                     )
                     prev = prev_row[i] if (generic or c_next) else False
                     m = _as(m - (th if (delayed_sub & prev) else z), z)
+                    if not count_saturation:
+                        if ov_s == 0:
+                            bits_s = _as(bits_s | _as(m - lo_s, z), z)
+                        else:
+                            low_s, high_s = _as(min(low_s, m), z), _as(max(high_s, m), z)
                     m, n_s = _overflow(m, hi_s, lo_s, wrap_s)
                     m = rv if (delayed_set & prev) else m
                     spk = m >= fire_at
                     reset_to = rv if reset_set else _as(m - th, z)
                     v_new = reset_to if (same_step & spk) else m
-                    row_sat = _as(row_sat + _as(n_d + n_s, z), z)
+                    if count_saturation:
+                        row_sat = _as(row_sat + _as(n_d + n_s, z), z)
                     row_count = _as(row_count + _as(spk, z), z)
                     vd_row[i] = x
                     vs_row[i] = v_new
@@ -416,6 +452,9 @@ def _make_kernel(fixed, write_f: bool, write_tr: bool, uniform: bool, mark_fired
             counts[s] = total
         for i in range(n):
             neuron_spikes[i] += per_neuron[i]
+        if not count_saturation:
+            out = low_d < lo_d or high_d > hi_d or low_s < lo_s or high_s > hi_s
+            return -1 if out or (bits_d | bits_s) >> 24 != 0 else 0
         return sat
 
     @numba.njit(cache=True, nogil=True)

@@ -547,20 +547,24 @@ def test_the_profiles_rule_sets_get_kernels_of_their_own() -> None:
     ]
 
 
-def test_a_kernel_that_marks_no_fired_neurons_leaves_them_and_computes_the_same() -> None:
-    """``mark_fired=False`` (the dense chain's kernel, sim/chain.py): another kernel, whose
-    states, spikes, counts, per-neuron spike counts and saturation equal the marking
-    kernel's, on a layer that fires and saturates; its ``fired`` argument is left as it
-    was, every row (a sample's active neurons come from its per-neuron counts instead)."""
+@pytest.mark.parametrize("saturating", [True, False])
+def test_kernels_that_skip_fired_marks_or_saturation_counts_compute_the_same(saturating: bool) -> None:
+    """The dense chain's kernels (sim/chain.py): ``mark_fired=False`` leaves its ``fired``
+    argument as it was, every row; ``count_saturation=False`` returns -1 where a value was
+    out of range (the counting kernel's count > 0), else 0; every other output (states,
+    spikes, step counts, per-neuron spike counts) equals the marking, counting kernel's,
+    on currents that saturate (up to 9,000,000 against the bound 2**23) and on ones that
+    never do."""
     lmh = (0, 0, 0, 0, 0, 0)
     p = _layer("lmh")
     form = N.layer_form(p)
     rng = np.random.default_rng(3)
     batch, steps = 3, 7
-    cur = rng.integers(-9_000_000, 9_000_000, (steps, batch, p.size)).astype(np.int32)
+    top = 9_000_000 if saturating else 30_000
+    cur = rng.integers(-top, top, (steps, batch, p.size)).astype(np.int32)
     runs = []
-    for mark in (True, False):
-        kernel = fused.compiled(lmh, False, False, form.uniform, mark_fired=mark)
+    for mark, count in itertools.product((True, False), (True, False)):
+        kernel = fused.compiled(lmh, False, False, form.uniform, mark_fired=mark, count_saturation=count)
         v_d = np.zeros((batch, p.size), np.int32)
         v_s = np.zeros((batch, p.size), np.int32)
         fired = np.zeros((batch, p.size), bool)
@@ -575,17 +579,79 @@ def test_a_kernel_that_marks_no_fired_neurons_leaves_them_and_computes_the_same(
             N.rule_set(p)[1], v_d, v_s, np.zeros((batch, p.size), bool), fired, per_neuron,
             spikes, empty_f, empty_i, empty_i, counts, 0, batch,
         )  # fmt: skip
-        runs.append((v_d, v_s, spikes, counts, per_neuron, sat))
-        if mark:
-            assert np.array_equal(fired, before | spikes.any(0))
+        runs.append((v_d, v_s, spikes, counts, per_neuron))
+        assert np.array_equal(fired, before | spikes.any(0) if mark else before)
+        if count:
+            assert (sat > 0) == saturating
         else:
-            assert np.array_equal(fired, before)
-    assert runs[0][5] > 0 and runs[0][2].any() and not runs[0][2].all()
-    for marked, unmarked in zip(*runs, strict=True):
-        assert np.array_equal(marked, unmarked)
-    assert fused.compiled(lmh, False, False, form.uniform) is not fused.compiled(
-        lmh, False, False, form.uniform, mark_fired=False
+            assert sat == (-1 if saturating else 0)
+    assert runs[0][2].any() and not runs[0][2].all()
+    for run in runs[1:]:
+        for got, want in zip(run, runs[0], strict=True):
+            assert np.array_equal(got, want)
+    assert (
+        len(
+            {
+                id(fused.compiled(lmh, False, False, True, *flags))
+                for flags in itertools.product((0, 1), (0, 1))
+            }
+        )
+        == 4
     )
+
+
+@pytest.mark.parametrize("profile, dtype", [("lmh", np.int32), ("lmh", np.int64), ("loihi-lif", np.int64)])
+def test_a_kernel_without_saturation_counts_tells_out_of_range_at_the_bounds(profile, dtype) -> None:
+    """``count_saturation=False`` returns -1 exactly where the counting kernel counts: a
+    dendrite at the bounds themselves (2**23 - 1 and -2**23 under saturation; Lava LIF's
+    wrap keeps 2**23) is in range, one past them is not; the lmh rules' bit test and the
+    other rules' lowest / highest values alike, in int32 and int64 states."""
+    rules = (0, 0, 0, 0, 0, 0) if profile == "lmh" else (1, 2, 1, 1, 1, 0)
+    p = _layer(profile, mu_d=[[0]], mu_s=[[0]], lam_d=[[1]], lam_s=[[0]], bias=[0] * 6)
+    form = N.layer_form(p)
+    hi = 2**23 if profile == "loihi-lif" else 2**23 - 1
+    lo = -(2**23) if profile == "lmh" else -(2**23) + 1
+    empty_f, empty_i = np.zeros((1, 1, 0), np.float32), np.zeros((1, 1, 0), np.int64)
+    for values, out in (
+        ([hi, lo, 0, 1, -1, hi], 0),
+        ([hi + 1, lo, 0, 1, -1, 0], 1),
+        ([0, 0, lo - 1, 0, 0, 0], 1),
+    ):
+        got = []
+        for count in (True, False):
+            kernel = fused.compiled(
+                rules, False, False, form.uniform, mark_fired=False, count_saturation=count
+            )
+            states = np.zeros((2, 1, p.size), dtype)
+            cur = np.array(values, dtype).reshape(1, 1, -1)
+            got.append(
+                kernel(
+                    cur,
+                    1,
+                    0,
+                    0,
+                    0,
+                    form.factors.astype(dtype),
+                    form.bias_d.astype(dtype),
+                    form.bias_s.astype(dtype),
+                    p.theta,
+                    p.reset_value,
+                    N.rule_set(p)[1],
+                    states[0],
+                    states[1],
+                    np.zeros((1, p.size), bool),
+                    np.zeros((1, p.size), bool),
+                    np.zeros(p.size, np.int64),
+                    np.zeros((1, 1, p.size), bool),
+                    empty_f,
+                    empty_i,
+                    empty_i,
+                    np.zeros(1, np.int64),
+                    0,
+                    1,
+                )  # fmt: skip
+            )
+        assert got == [out, -out], (values, got)
 
 
 def test_out_of_range_count_is_exact_over_the_whole_integer_range() -> None:
