@@ -157,6 +157,21 @@ def sim_profile(record: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def chain_ab(record: dict[str, Any]) -> str:
+    timing = record["timing"]
+    cpu, ratio = timing["cpu_seconds"], timing["cpu_ratios"]["ref / tree"]
+    loads = [load[0] for load in timing["load_per_round"]]
+    return (
+        _stamp(record)
+        + "\n| row | other side | CPU ms per run, other / this tree | **other / this tree**, CPU time "
+        "| same integers | load average over the rounds |\n|---|---|---|---|---|---|\n"
+        f"| {record['row']} | {record['ref']} | {_ms(cpu['ref'])} / {_ms(cpu['tree'])} | "
+        f"{_spread(ratio, digits=3)} | {'yes' if record['same_integers'] else '**no**'} | "
+        f"{min(loads):.1f}-{max(loads):.1f} |\n"
+        f"\nMedians [min-max] of {timing['rounds']} alternated rounds, one thread.\n"
+    )
+
+
 def compile_time(record: dict[str, Any]) -> str:
     out = [
         _stamp(record),
@@ -447,6 +462,7 @@ RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
     "sim_vs_float": sim_vs_float,
     "sim_vs_float-goals": sim_vs_float_goals,
     "sim_profile": sim_profile,
+    "chain_ab": chain_ab,
     "compile_time": compile_time,
     "sim_scaling": sim_scaling,
     "sim_memory": sim_memory,
