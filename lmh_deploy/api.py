@@ -103,6 +103,7 @@ def compile(
     model_kwargs: str | dict[str, Any] | None = None,
     bias_correction: bool = O.BIAS_CORRECTION.default,
     input_bits: int | None = O.INPUT_BITS.default,
+    weight_bits: int = O.WEIGHT_BITS.default,
     force: bool = False,
     warn: Callable[[str], None] = lambda message: None,
 ) -> Any:
@@ -120,7 +121,9 @@ def compile(
     ``dataset`` give the inputs the state ranges are measured on (the first
     ``calibration_samples``; negative values, e.g. normalised images, make the input signed:
     16-bit messages under ``lmh``). ``input_bits`` sets the graded input messages' width
-    (1..24; docs/fixed-point.md §7). ``profile`` names the numeric profile (``lmh``: LM-H as trained;
+    (1..24; docs/fixed-point.md §7). ``weight_bits`` 16 splits each weight across two 8-bit
+    synapses (about 15 mantissa bits, twice the synapses; for deep nets, §5). ``profile``
+    names the numeric profile (``lmh``: LM-H as trained;
     ``loihi-lif``: Lava's bit-accurate LIF; :mod:`lmh_deploy.semantics.profiles`); None: ``lmh``,
     or ``cuba`` where only it holds a layer's synaptic current decay or membrane decay below 1/2
     (:func:`~lmh_deploy.passes.neurons.default_profile`; the report's ``profile_choice`` says so).
@@ -156,6 +159,7 @@ def compile(
         "profile": profile,
         "bias_correction": bias_correction,
         "input_bits": O.INPUT_BITS.check(input_bits),
+        "weight_bits": O.WEIGHT_BITS.check(weight_bits),
         "warn": warn,
     }
     if isinstance(model, nn.Module) or model_factory is not None:

@@ -330,6 +330,7 @@ def compile(
     ),
     profile: str | None = option(O.PROFILE),
     input_bits: int | None = option(O.INPUT_BITS),
+    weight_bits: int = option(O.WEIGHT_BITS),
     bias_correction: bool = option(O.BIAS_CORRECTION),
     force: bool = typer.Option(
         False,
@@ -355,6 +356,7 @@ def compile(
             profile=profile,
             bias_correction=bias_correction,
             input_bits=input_bits,
+            weight_bits=weight_bits,
             force=force,
             warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}"),
         )
@@ -366,6 +368,12 @@ def compile(
     )
     if report.get("profile_choice"):
         out.print(report["profile_choice"])
+    fine = [row["fine_path"] for row in report["layers"] if row.get("fine_path")]
+    if fine:
+        out.print(
+            f"--weight-bits {report['weight_bits']}: {len(fine)} synapse paths split into two 8-bit "
+            f"halves (about 15-bit weights, twice the synapses)"
+        )
     if report.get("dt"):
         out.print(
             f"NIR time constants read with dt = {report['dt']['seconds']:g} s "

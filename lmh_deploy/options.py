@@ -137,6 +137,26 @@ INPUT_BITS = Option(
     "N",
     lambda value, flag: check_int(flag, value, lo=1, hi=INPUT_BITS_MAX),
 )
+
+
+def _weight_bits(value: object, flag: str) -> int:
+    """8 or 16, else an InputError naming the flag."""
+    bits = check_int(flag, value, lo=8, hi=16)
+    if bits not in (8, 16):
+        raise InputError(f"{flag}: must be 8 or 16, got {bits}")
+    return bits
+
+
+WEIGHT_BITS = Option(
+    "weight_bits",
+    "--weight-bits",
+    8,
+    "Weight mantissa: 8 (one 8-bit synapse per weight, Loihi 2's width) or 16 (each weight split "
+    "across two 8-bit synapses at exponents e and e - 8, about 15 bits, twice the synapses: for "
+    "deep nets whose 8-bit rounding compounds over the layers; docs/fixed-point.md §5).",
+    "8|16",
+    _weight_bits,
+)
 BIAS_CORRECTION = Option(
     "bias_correction",
     "--bias-correction",
@@ -181,6 +201,7 @@ ALL = (
     CALIBRATION_SAMPLES,
     PROFILE,
     INPUT_BITS,
+    WEIGHT_BITS,
     BIAS_CORRECTION,
     MAX_ACCURACY_DROP,
     INPUTS,

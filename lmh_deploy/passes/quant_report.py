@@ -14,7 +14,7 @@ from lmh_deploy.ir import LMH, QLMH, Graph
 from lmh_deploy.ir.synapses import DenseChain, qdense_fan_in
 from lmh_deploy.passes.compose import SynapsePath
 from lmh_deploy.passes.delays import layer_depths
-from lmh_deploy.passes.weights import abs_max, worst_rows
+from lmh_deploy.passes.weights import abs_max, fine_path_name, worst_rows
 from lmh_deploy.semantics import integer as fx
 
 
@@ -52,6 +52,14 @@ def worst_case_state_bound(node: QLMH, max_current: int, timesteps: int) -> dict
     return {"v_d": int(math.ceil(peak_d)), "v_s": int(math.ceil(peak_s))}
 
 
+def _fine_entries(path: str, q: Graph) -> dict[str, Any]:
+    """Where ``path``'s weights are split (``--weight-bits 16``): the fine path, its exponent."""
+    fine = fine_path_name(path)
+    if fine not in q.nx_graph:
+        return {}
+    return {"fine_path": fine, "fine_weight_exp": int(q.node(fine).weight_exp)}
+
+
 def _path_row(path: SynapsePath, mant: Any, q: Graph, layer: LayerQuant) -> dict[str, Any]:
     qd = q.node(path.name)
     if isinstance(path.weights, DenseChain):
@@ -77,6 +85,7 @@ def _path_row(path: SynapsePath, mant: Any, q: Graph, layer: LayerQuant) -> dict
         # the width of the messages the path takes: the graded input's, graded spike counts, 1 bit
         "input_bits": (int(getattr(q.node(path.source), "bits", fx.SPIKE_COUNT_BITS)) if path.graded else 1),
         "delay": qd.delay,
+        **_fine_entries(path.name, q),
         "max_weight_error": err,
         "max_weight_error_rel": err / max(peak, 1e-30),
     }

@@ -48,9 +48,12 @@ from lmh_deploy.passes.neurons import (
 from lmh_deploy.passes.quant_report import LayerQuant, quantization_report, worst_case_state_bound
 from lmh_deploy.passes.weights import (
     CURRENT_HEADROOM_BITS,
+    FineWeights,
     WeightQuant,
     quantize_joint,
     quantize_weights,
+    fine_path_name,
+    split_fine,
     state_scale,
 )
 from lmh_deploy.semantics import integer as fx
@@ -65,6 +68,10 @@ __all__ = [
     "state_scale",
     "worst_case_state_bound",
 ]
+
+
+#: ``compile --weight-bits``: 8 (one 8-bit synapse per weight) or 16 (two, about 15 bits)
+WEIGHT_BITS = (8, 16)
 
 
 def _qdense(path: SynapsePath, mant: Any, scale: float, exp: int) -> QDense:
@@ -107,29 +114,43 @@ def _quantize_layer(
     mean_counts: dict[str, np.ndarray] | None = None,
     corrections: dict[str, float] | None = None,
     skipped: dict[str, str] | None = None,
+    weight_bits: int = 8,
 ) -> LayerQuant:
     """Add the integer paths into float layer ``name`` and the layer itself to ``q``; with
     ``mean_counts``, correct the bias for the weights' mean rounding current and record its
     largest magnitude (in thresholds, or logits for the readout) in ``corrections``, or in
-    ``skipped`` why a readout is left uncorrected (``keeps_silent_class``)."""
+    ``skipped`` why a readout is left uncorrected (``keeps_silent_class``). ``weight_bits``
+    16 splits each weight across two 8-bit synapse paths (:func:`~lmh_deploy.passes.weights.split_fine`)."""
     node = graph.node(name)
     timesteps = int(graph.meta.get("timesteps", 1))
     paths = synapse_paths(graph, name)
 
-    def fit(cap: float) -> tuple[list[Any], float, int]:
-        return quantize_joint(
-            paths,
-            prof.current_headroom_bits - prof.input_shift,
-            prof.fixed_weight_exp,
-            cap,
-            wrap_limit(node, prof),
-            state_scale_cap(node, prof),
-        )
+    headroom = prof.current_headroom_bits - prof.input_shift
+    limit = wrap_limit(node, prof)
 
-    mants, w_scale, exp = fit(weight_scale_cap(node, prof))
+    def fit(cap: float) -> tuple[list[Any], float, int, FineWeights | None]:
+        mants, w_scale, exp = quantize_joint(
+            paths, headroom, prof.fixed_weight_exp, cap, limit, state_scale_cap(node, prof)
+        )
+        if weight_bits == 8:
+            return mants, w_scale, exp, None
+        top = (1 << headroom) if limit is None else limit
+        for _ in range(8):  # the fine half adds at most ~1 %: shrink the coarse scale by that
+            fine = split_fine(paths, mants, w_scale, exp)
+            if fine is None or (fine.worst <= top and fine.worst_fine_sum <= fx.ACCUMULATOR_MAX):
+                return mants, w_scale, exp, fine
+            shrink = min(0.99, top / fine.worst, fx.ACCUMULATOR_MAX / fine.worst_fine_sum)
+            mants, w_scale, exp = quantize_joint(
+                paths, headroom, exp, w_scale * shrink, limit, state_scale_cap(node, prof)
+            )
+        return mants, w_scale, exp, None
+
+    mants, w_scale, exp, fine = fit(weight_scale_cap(node, prof))
     for _ in range(3 if mean_counts is not None and correctable(node, prof) else 0):
         assert mean_counts is not None  # the loop runs only with calibration activity
-        error = rounding_current(paths, mants, w_scale, mean_counts)
+        error = rounding_current(
+            paths, mants if fine is None else fine.effective(mants), w_scale, mean_counts
+        )
         corrected = dataclasses.replace(node, bias=node.bias - error)
         if isinstance(node, Readout) and not keeps_silent_class(
             node, np.round(corrected.bias * state_scale(w_scale, exp)), timesteps
@@ -147,12 +168,28 @@ def _quantize_layer(
             break
         # refit with room for the new rounding's correction (then correct it; else none)
         top = float(np.abs(corrected.bias).max())
-        mants, w_scale, exp = fit(cap * top / (top + float(np.abs(error).max())))
-    for path, mant in zip(paths, mants):
+        mants, w_scale, exp, fine = fit(cap * top / (top + float(np.abs(error).max())))
+    inputs: tuple[str, ...] = ()
+    for i, (path, mant) in enumerate(zip(paths, mants)):
         q.add(path.name, _qdense(path, mant, w_scale, exp), (path.source,))
-    layer = LayerQuant(name=name, node=node, paths=paths, mants=mants, weight_scale=w_scale, weight_exp=exp)
+        inputs += (path.name,)
+        if fine is not None and fine.mants[i] is not None:
+            fine_name = fine_path_name(path.name)
+            if fine_name in graph.nx_graph or fine_name in q.nx_graph:
+                raise IRError(
+                    f"{fine_name}: a node has the name --weight-bits 16 gives {path.name}'s fine half"
+                )
+            q.add(fine_name, _qdense(path, fine.mants[i], w_scale, exp - fine.shift), (path.source,))
+            inputs += (fine_name,)
+    layer = LayerQuant(
+        name=name,
+        node=node,
+        paths=paths,
+        mants=mants if fine is None else fine.effective(mants),
+        weight_scale=w_scale,
+        weight_exp=exp,
+    )
     s = state_scale(w_scale, exp)
-    inputs = tuple(p.name for p in paths)
     if isinstance(node, Readout):  # a readout sums raw a_in
         bias = to_state_int(node.bias, s, "bias", name)
         q.add(name, QReadout(bias=bias, state_scale=s, leaky=node.leaky), inputs)
@@ -165,7 +202,11 @@ def _quantize_layer(
 
 
 def quantize_graph(
-    graph: Graph, profile: str = DEFAULT_PROFILE, *, mean_counts: dict[str, np.ndarray] | None = None
+    graph: Graph,
+    profile: str = DEFAULT_PROFILE,
+    *,
+    mean_counts: dict[str, np.ndarray] | None = None,
+    weight_bits: int = 8,
 ) -> tuple[Graph, dict[str, Any]]:
     """Quantise a validated float graph under numeric ``profile``; returns ``(graph, report)``.
 
@@ -176,9 +217,18 @@ def quantize_graph(
     is not modified. ``mean_counts`` (mean count per step of the input and of every LM-H
     layer on calibration data, e.g. ``pipeline.compile.mean_counts``) turns on bias
     correction; the report's ``bias_correction`` then gives each layer's largest change.
+    ``weight_bits`` 16 gives each weight a second, fine 8-bit synapse path (about 15 mantissa
+    bits; docs/fixed-point.md §5), where the profile has a weight exponent to give it.
     """
     validate(graph)
     prof = get_profile(profile)
+    if weight_bits not in WEIGHT_BITS:
+        raise IRError(f"weight bits {weight_bits}: use 8 or 16")
+    if weight_bits > 8 and prof.fixed_weight_exp is not None:
+        raise IRError(
+            f"profile {prof.name} fixes the weight exponent at {prof.fixed_weight_exp}; "
+            f"--weight-bits 16 needs a second, lower one (use --profile lmh or cuba)"
+        )
     q = Graph(meta={**graph.meta, "profile": prof.name})
     layers = []
     corrections: dict[str, float] = {}
@@ -187,11 +237,14 @@ def quantize_graph(
         if isinstance(node, Input):
             q.add(name, _qinput(node))
         elif isinstance(node, (LMH, Readout)):  # synapse chains go with the layer they feed
-            layers.append(_quantize_layer(graph, q, name, prof, mean_counts, corrections, skipped))
+            layers.append(
+                _quantize_layer(graph, q, name, prof, mean_counts, corrections, skipped, weight_bits)
+            )
     q = balance_delays(q)
     validate_quantized(q)
     timesteps = int(graph.meta.get("timesteps", 1))
     report = quantization_report(layers, q, prof.as_dict(), timesteps)
+    report["weight_bits"] = weight_bits
     if mean_counts is not None:
         report["bias_correction"] = {
             "what": "mean rounding current of the 8-bit weights on the calibration inputs, "

@@ -164,3 +164,68 @@ def state_scale(weight_scale: float, weight_exp: int) -> float:
     """Integer state units per float unit of a layer whose weights were quantised at
     ``weight_scale`` (mantissa units per float unit) and exponent ``weight_exp``."""
     return float(fx.WEIGHT_LAVA_SCALE * 2.0**weight_exp * weight_scale)
+
+
+#: Bits the fine half of a split weight sits below the coarse half (its exponent is this much
+#: lower): the two 8-bit mantissas make one of about 15 bits, ``m_hi + m_lo / 2**8``.
+FINE_WEIGHT_SHIFT = 8
+
+
+def fine_path_name(path: str) -> str:
+    """The name of the synapse path carrying the fine half of ``path``'s split weights."""
+    return f"{path}_fine"
+
+
+@dataclass(frozen=True)
+class FineWeights:
+    """The fine halves of a layer's split weights: per path the rounded remainder
+    ``round((W a s_w - m) * 2**shift)`` (None for a path that is not split, a max pool of
+    currents), sent through a second synapse path at exponent ``exp - shift``."""
+
+    mants: list[Any]
+    shift: int
+    #: the worst-case |current| of both halves together, after their exponents
+    worst: int
+    #: the largest unshifted worst-case sum of the fine paths (Lava's int32 accumulator)
+    worst_fine_sum: int
+
+    def effective(self, mants: list[Any]) -> list[Any]:
+        """The mantissas the coarse and fine paths add up to, ``m + m_fine / 2**shift`` (float)."""
+        return [m if f is None else m + f / 2.0**self.shift for m, f in zip(mants, self.mants)]
+
+
+def _remainder(w_eff, mant, scale: float):
+    """``w_eff * scale - mant`` in ``mant``'s form (dense, CSR or a kernel)."""
+    if isinstance(w_eff, DenseChain):
+        out = np.empty(w_eff.shape)
+        for rows, block in w_eff.row_blocks():
+            out[rows] = block.toarray() * scale - mant[rows]
+        return out
+    if sp.issparse(w_eff):
+        return sp.csr_matrix(w_eff) * scale - mant
+    return np.asarray(w_eff, np.float64) * scale - mant
+
+
+def split_fine(paths: list[SynapsePath], mants: list[Any], scale: float, exp: int) -> FineWeights | None:
+    """The fine halves that give a layer's weights about 15 mantissa bits from two 8-bit
+    synapses (``compile --weight-bits 16``), or None where no exponent is left below ``exp``
+    (``WEIGHT_EXP_MIN``) or no path can be split. A path ending in a max pool keeps its 8
+    bits: the max of a sum of two currents is not the sum of their maxima. The caller checks
+    ``worst`` against the layer's headroom and ``worst_fine_sum`` against Lava's int32 sum."""
+    shift = min(FINE_WEIGHT_SHIFT, exp - fx.WEIGHT_EXP_MIN)
+    if shift < 1:
+        return None
+    fine = [
+        None if p.pool is not None else _round_mantissa(_remainder(p.weights, m, scale), 2.0**shift)
+        for p, m in zip(paths, mants)
+    ]
+    split = [(f, p) for f, p in zip(fine, paths) if f is not None]
+    if not split:
+        return None
+    tuples = [(p.weights, p.max_presyn, p.repeat) for p in paths]
+    coarse = worst_rows(mants, tuples)
+    fine_rows = worst_rows([f for f, _ in split], [(p.weights, p.max_presyn, p.repeat) for _, p in split])
+    top_fine = int(np.max(fine_rows, initial=0))
+    # +1: the fine sum's floor shift rounds a negative current one unit further down
+    worst = fx.shift_sum(int(np.max(coarse, initial=0)), exp) + fx.shift_sum(top_fine, exp - shift) + 1
+    return FineWeights(mants=fine, shift=shift, worst=worst, worst_fine_sum=top_fine)

@@ -13,7 +13,7 @@ import numpy as np
 
 from lmh_deploy.choices import Target
 from lmh_deploy.errors import InputError, require_file
-from lmh_deploy.options import BIAS_CORRECTION, CALIBRATION_SAMPLES, INPUT_BITS, PROFILE
+from lmh_deploy.options import BIAS_CORRECTION, CALIBRATION_SAMPLES, INPUT_BITS, PROFILE, WEIGHT_BITS
 from lmh_deploy import __version__
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import DEFAULT_PROFILE
@@ -352,6 +352,7 @@ def compile_model(
     bias_correction: bool = True,
     calibration: str | Path | None = None,
     input_bits: int | None = None,
+    weight_bits: int = 8,
     force: bool = False,
     warn: Callable[[str], None] = lambda msg: None,
 ) -> dict[str, Any]:
@@ -381,6 +382,7 @@ def compile_model(
         profile=profile,
         bias_correction=bias_correction,
         input_bits=input_bits,
+        weight_bits=weight_bits,
         force=force,
         warn=warn,
     )
@@ -394,6 +396,7 @@ def build_artifact(
     profile: str | None = None,
     bias_correction: bool = True,
     input_bits: int | None = None,
+    weight_bits: int = 8,
     run_float: FloatRun | None = None,
     warn: Callable[[str], None] = lambda msg: None,
 ) -> Artifact:
@@ -403,7 +406,9 @@ def build_artifact(
     memory (nothing is written). ``bias_correction``: take each layer's mean weight-rounding
     current on the calibration inputs off its bias (:mod:`lmh_deploy.passes.bias_correction`),
     measured with ``run_float`` (see :func:`mean_counts`). ``input_bits``: the graded input
-    messages' width (default :func:`~lmh_deploy.semantics.integer.default_input_bits`)."""
+    messages' width (default :func:`~lmh_deploy.semantics.integer.default_input_bits`).
+    ``weight_bits`` 16: each weight split across two 8-bit synapses
+    (:func:`~lmh_deploy.passes.weights.split_fine`; not for an imported netx file's own integers)."""
     graph.meta["target"] = target
     timesteps = int(graph.meta["timesteps"])
     shape = tuple(graph.node(graph.order()[0]).shape)
@@ -420,6 +425,11 @@ def build_artifact(
         profile, choice = (DEFAULT_PROFILE, None) if exact else default_profile(graph)
     fit_input_range(graph, x, profile=profile, bits=input_bits)
     if exact:
+        if weight_bits > 8:
+            raise InputError(
+                "--weight-bits 16: an imported netx file deploys its own 8-bit weights as they are; "
+                "leave --weight-bits at 8"
+            )
         qgraph, report = exact_graph(graph)
         profile, bias_correction = qgraph.meta["profile"], False
     else:
@@ -431,6 +441,7 @@ def build_artifact(
                 if x is not None and bias_correction
                 else None
             ),
+            weight_bits=weight_bits,
         )
     if choice:
         report["profile_choice"] = choice
@@ -473,6 +484,7 @@ def build_artifact(
         PROFILE.name: profile,  # the options as given, under their API names
         BIAS_CORRECTION.name: bias_correction,
         INPUT_BITS.name: int(q_input.bits),  # as chosen (given or the default)
+        WEIGHT_BITS.name: int(report.get("weight_bits", 8)),
         "lmh_deploy_version": __version__,
     }
     return Artifact(None, manifest, graph, qgraph, report, resources)
@@ -505,6 +517,7 @@ def write_artifact(
     profile: str | None = None,
     bias_correction: bool = True,
     input_bits: int | None = None,
+    weight_bits: int = 8,
     run_float: FloatRun | None = None,
     force: bool = False,
     warn: Callable[[str], None] = lambda msg: None,
@@ -517,6 +530,7 @@ def write_artifact(
         profile=profile,
         bias_correction=bias_correction,
         input_bits=input_bits,
+        weight_bits=weight_bits,
         run_float=run_float,
         warn=warn,
     )

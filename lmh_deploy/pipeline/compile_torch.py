@@ -226,6 +226,7 @@ def module_artifact(
     profile: str | None = None,
     bias_correction: bool = True,
     input_bits: int | None = None,
+    weight_bits: int = 8,
     warn: Callable[[str], None] = lambda msg: None,
 ) -> Artifact:
     """Trace ``module``, quantise and calibrate (dataset train split or ``calibration``
@@ -284,6 +285,7 @@ def module_artifact(
         profile=profile,
         bias_correction=bias_correction,
         input_bits=input_bits,
+        weight_bits=weight_bits,
         # our own nets' float side is the float IR (their layer list is what it exports)
         run_float=None if isinstance(module, SpikingNet) else _source_run(module, graph, timesteps),
         warn=warn,
