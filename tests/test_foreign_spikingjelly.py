@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from spikingjelly.activation_based import layer
+from torch import nn
 
 from lmh_deploy.backends.float.ir import simulate_float
 from lmh_deploy.backends.float.torch_source import run_source
@@ -79,6 +81,49 @@ def test_multi_step_conv_bn_maxpool_float_ir_equals_spikingjelly(pool_currents: 
     _assert_exact(model, digits[2][:40].numpy() * 2.0)
 
 
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_seq_to_ann_container_float_ir_equals_spikingjelly(pool: str, digits) -> None:
+    """``layer.SeqToANNContainer(nn.Conv2d, nn.BatchNorm2d)`` / ``(nn.MaxPool2d)`` /
+    ``(nn.Linear)`` (the model zoo's multi-step idiom): its children run at every step; a max
+    pool of spikes inside one is an OR layer, recorded from the (T*B, ...) merge it sees."""
+    torch.manual_seed(0)
+    model = _strong(sj.ZooNet(pool=pool))
+    graph = module_to_graph(model, input_shape=(1, 8, 8), timesteps=sj.T)
+    assert graph.meta["source_time_repeat"] == sj.T
+    assert len(graph.meta["source_neurons"]) == (5 if pool == "max" else 3)
+    _assert_exact(model, digits[2][:40].numpy() * 2.0)
+
+
+def test_neuron_inside_seq_to_ann_container_is_refused_in_one_line() -> None:
+    model = nn.Sequential(
+        layer.SeqToANNContainer(nn.Flatten(), nn.Linear(64, 10), sj.node("IF")), sj.node("IF")
+    )
+    with pytest.raises(FrontendError) as err:
+        module_to_graph(model, input_shape=(1, 8, 8), timesteps=sj.T)
+    assert str(err.value) == (
+        "0.2 (IFNode): a spiking neuron inside SeqToANNContainer runs on time and batch merged, "
+        "not step by step; put the neuron after the container (neuron.*Node in multi-step mode)"
+    )
+
+
+class _ShapeSlice(nn.Module):
+    """``T, B = x_seq.shape[:2]`` written in the user's own forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.sn = nn.Linear(64, 10), sj.node("IF")
+
+    def forward(self, x):
+        n = x.shape[:1]
+        return self.sn(self.fc(x.reshape(n[0], -1)))
+
+
+def test_slicing_a_traced_shape_is_refused_in_one_line() -> None:
+    with pytest.raises(FrontendError, match=r"^forward\(\) of the root module at .*: getitem: indexes a "
+                       r"tensor's shape with slice\(None, 1, None\); only single dimensions"):  # fmt: skip
+        module_to_graph(_ShapeSlice(), input_shape=(1, 8, 8), timesteps=sj.T)
+
+
 def test_multi_step_repeat_count_must_match_timesteps() -> None:
     with pytest.raises(FrontendError, match=r"repeats its input over 4 time steps .* --timesteps 4$"):
         module_to_graph(sj.CSNN(), input_shape=(1, 8, 8), timesteps=6)
@@ -105,6 +150,7 @@ def test_spikingjelly_lif_mlp_one_command(tmp_path: Path, digits) -> None:
         ("mlp", {"kind": "PLIF", "tau": 4.0}, False),  # learned 1/tau must stay <= 0.5 (profile lmh)
         ("CSNN", {"channels": 12}, True),
         ("CSNN", {"channels": 12, "pool_currents": True}, True),
+        ("ZooNet", {"channels": 12}, True),
     ],
 )
 def test_spikingjelly_nets_one_command(

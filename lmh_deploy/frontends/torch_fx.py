@@ -25,9 +25,11 @@ conversion it needs.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import operator
 import re
+import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -185,6 +187,41 @@ class _Channel:
     sig: Signal
 
 
+SPIKINGJELLY_CONTAINERS = "spikingjelly.activation_based.layer.container"
+
+
+def per_step_container(m: nn.Module) -> bool:
+    """SpikingJelly's ``layer.SeqToANNContainer`` (and ``StepModeContainer(stateful=False)`` in
+    multi-step mode): plain torch layers run on the (T*B, ...) merge of a multi-step input, i.e.
+    the same layers applied at every step, as ``layer.Conv2d`` in multi-step mode is. Traced as
+    its children in turn (its ``seq_to_ann_forward`` reshapes cannot be mapped)."""
+    mod = sys.modules.get(SPIKINGJELLY_CONTAINERS)
+    if mod is None:
+        return False
+    if type(m) is getattr(mod, "SeqToANNContainer", None):
+        return True
+    step_mode = getattr(mod, "StepModeContainer", None)
+    return type(m) is step_mode and not getattr(m, "stateful", True) and getattr(m, "step_mode", "s") == "m"
+
+
+def check_per_step_containers(module: nn.Module) -> None:
+    """A neuron inside a per-step container would run the T*B merged samples as ONE step."""
+    for path, m in module.named_modules():
+        if not per_step_container(m):
+            continue
+        for sub, child in m.named_modules():
+            if child is not m and (
+                find_adapter(child) is not None
+                or unsupported_neuron(child) is not None
+                or LEAKY_READOUT.matches(child)
+            ):
+                raise FrontendError(
+                    f"{path}.{sub} ({type(child).__name__}): a spiking neuron inside "
+                    f"{type(m).__name__} runs on time and batch merged, not step by step; put the "
+                    f"neuron after the container (neuron.*Node in multi-step mode)"
+                )
+
+
 class _Tracer(fx.Tracer):
     """Neurons (adapters) and torch.nn layers are leaves; remembers where tracing was."""
 
@@ -204,6 +241,8 @@ class _Tracer(fx.Tracer):
 
     def call_module(self, m, forward, args, kwargs):
         self.stack.append((self.path_of_module(m) or "<root>", type(m).__name__))
+        if per_step_container(m):  # its children, in turn, on the per-step signal
+            forward = functools.partial(nn.Sequential.forward, m)
         out = super().call_module(m, forward, args, kwargs)
         self.stack.pop()
         return out
@@ -576,6 +615,11 @@ class _Walker:
             if isinstance(base, LeakyTuple):
                 return base.out if index == 0 else _State(base.out.where)
             if isinstance(base, _Shape):
+                if not isinstance(index, int):
+                    raise FrontendError(
+                        f"{here}: indexes a tensor's shape with {index!r}; only single dimensions "
+                        f"(x.shape[0] for the batch) can be mapped"
+                    )
                 return _Batch() if index == 0 else base.shape[index - 1]
         if fn is torch.flatten:
             start = args[1] if len(args) > 1 else kwargs.get("start_dim", 0)
@@ -763,6 +807,7 @@ def module_to_graph(
     rockpool = is_rockpool_network(module)
     module = per_step_copy(per_step_view(module), timesteps)
     shape = tuple(int(d) for d in input_shape)
+    check_per_step_containers(module)
     gm = trace(module)
     if rockpool:  # a rockpool module's call also reads its states (unused): not the network
         for node in [n for n in gm.graph.nodes if n.op == "get_attr" and not n.users]:

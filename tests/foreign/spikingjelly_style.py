@@ -73,6 +73,37 @@ class CSNN(nn.Module):
         return fr
 
 
+class ZooNet(nn.Module):
+    """Multi-step, the model zoo's idiom (``spiking_resnet``, ``spiking_vgg``): plain torch layers
+    wrapped in ``layer.SeqToANNContainer`` (run on time and batch merged), neurons between them:
+    [SeqToANN(Conv2d, BatchNorm2d) -> IFNode -> SeqToANN(pool)] x 2 -> layer.Flatten ->
+    SeqToANN(Linear) -> IFNode. ``pool``: "max" (over spikes) or "avg"."""
+
+    def __init__(self, T=T, channels=8, pool="max"):
+        super().__init__()
+        self.T = T
+
+        def pool_layer():
+            return nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2)
+
+        def block(c_in):
+            return [
+                layer.SeqToANNContainer(
+                    nn.Conv2d(c_in, channels, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(channels)
+                ),
+                node("IF"),
+                layer.SeqToANNContainer(pool_layer()),
+            ]
+
+        self.features = nn.Sequential(*block(1), *block(channels), layer.Flatten())
+        self.fc = nn.Sequential(layer.SeqToANNContainer(nn.Linear(channels * 2 * 2, 10)), node("IF"))
+        functional.set_step_mode(self, step_mode="m")
+
+    def forward(self, x: torch.Tensor):
+        x_seq = x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)
+        return self.fc(self.features(x_seq)).mean(0)
+
+
 def rate(net, x, multi_step):
     """The output firing rate over T steps (multi-step: one call)."""
     if multi_step:

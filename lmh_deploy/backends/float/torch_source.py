@@ -73,8 +73,8 @@ def run_source(
         def record(mod, args, out, key=ir_name):
             spikes = out[0] if isinstance(out, tuple) else out
             spikes = torch.round(spikes).to(torch.int16) if graded.get(key) else spikes != 0
-            if time_repeat:  # a multi-step layer: (T, B, ...) in one call
-                captured[key].extend(spikes.reshape(spikes.shape[0], spikes.shape[1], -1))
+            if time_repeat:  # a multi-step layer: (T, B, ...) in one call, or (T*B, ...) step-major
+                captured[key].extend(spikes.reshape(time_repeat, len(x), -1))  # (SeqToANNContainer)
                 return
             if batch_time:  # (B, T, ...) in one call
                 captured[key].extend(spikes.transpose(0, 1).reshape(spikes.shape[1], spikes.shape[0], -1))
