@@ -60,6 +60,26 @@ def save_checkpoint(
         torch.save(payload, fh)
 
 
+def load_weights_only(path: Path, fix: str = "") -> Any:
+    """``torch.load(path, weights_only=True)``; a file that needs more than tensors and plain
+    containers (a whole pickled module) or is corrupt raises :class:`CheckpointError` in one
+    line naming the cause, ending with ``fix`` where given."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        cause = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+        cause = cause.split(" was not an allowed global")[0]  # torch then suggests allowlisting it
+        raise CheckpointError(
+            f"{path}: refused, the file needs arbitrary unpickling (code execution), which "
+            f"lmh-deploy never does ({cause}){fix}"
+        ) from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt): {first}"
+        ) from None
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load and check a checkpoint dict safely; raise :class:`CheckpointError` naming the cause."""
     path = Path(path)
@@ -79,19 +99,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint (not a zip archive: random bytes or another format)"
         )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        cause = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
-        cause = cause.split(" was not an allowed global")[0]  # torch then suggests allowlisting it
-        raise CheckpointError(
-            f"{path}: refused, the file needs arbitrary unpickling (code execution), which "
-            f"lmh-deploy never does ({cause})"
-        ) from None
-    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt): {str(exc).splitlines()[0]}"
-        ) from None
+    payload = load_weights_only(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         if (
             isinstance(payload, dict)

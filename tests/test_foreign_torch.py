@@ -162,10 +162,17 @@ def test_bad_weights_and_specs_one_line(tmp_path: Path, official_mlp: Path) -> N
     pickled.write_bytes(pickle.dumps({"w": object()}))
     wrong = tmp_path / "wrong.pt"
     torch.save({"fc.weight": torch.zeros(2, 2)}, wrong)
+    whole = tmp_path / "whole.pt"  # torch.save(model): a pickled module, not a state_dict
+    torch.save(nn.Sequential(nn.Linear(2, 2)), whole)
+    resized = tmp_path / "resized.pt"  # another net's weights under the same keys
+    state = torch.load(official_mlp, weights_only=True)
+    torch.save({k: torch.zeros(*v.shape[:-1], v.shape[-1] + 1) for k, v in state.items()}, resized)
     base = ["--input-shape", "1,8,8", "--timesteps", "4", "--dataset", "digits", "-o", tmp_path / "out"]
     cases = [
-        ([pickled, "--model", f"{MODEL_FILE}:mlp"], "not a weights-only state_dict"),
+        ([pickled, "--model", f"{MODEL_FILE}:mlp"], "needs arbitrary unpickling"),
+        ([whole, "--model", f"{MODEL_FILE}:mlp"], "torch.save(model.state_dict(), path)"),
         ([wrong, "--model", f"{MODEL_FILE}:mlp"], "does not fit the model (missing"),
+        ([resized, "--model", f"{MODEL_FILE}:mlp"], "does not fit the model (shape mismatch: "),
         ([official_mlp, "--model", f"{MODEL_FILE}:nothing"], "has no function or class"),
         ([official_mlp, "--model", "missing.py:mlp"], "does not exist"),
         ([official_mlp, "--model", f"{MODEL_FILE}:mlp", "--model-kwargs", "[1]"], "expected a JSON object"),
@@ -174,6 +181,7 @@ def test_bad_weights_and_specs_one_line(tmp_path: Path, official_mlp: Path) -> N
         res = invoke("compile", *args, *base)
         assert res.exit_code == 2, res.output
         assert message in res.output and "Traceback" not in res.output
+        assert "\x1b" not in res.output and len(res.output.strip().splitlines()) == 1, res.output
     res = invoke(
         "compile",
         official_mlp,

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from lmh_deploy.errors import InputError, MissingFileError
 from lmh_deploy.frontends.neurons import find_adapter
@@ -160,11 +161,9 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
     if path.suffix == ".json":  # rockpool's net.save(path): parameters as JSON
         load_json(module, path)
         return
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not a weights-only state_dict ({first})") from None
+    from lmh_deploy.models.checkpoint import load_weights_only
+
+    state = load_weights_only(path, fix="; save the weights with torch.save(model.state_dict(), path)")
     if isinstance(state, dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
         nested = [k for k in ("state_dict", "model", "model_state_dict") if isinstance(state.get(k), dict)]
         if not nested:
@@ -179,6 +178,20 @@ def load_weights(module: nn.Module, path: str | Path) -> None:
         state = {k[len("module.") :]: v for k, v in state.items()}
     run_state = neuron_state_keys(module)  # e.g. sinabs's v_mem, sized for the last batch
     state = {k: v for k, v in state.items() if k not in run_state}
+    own = module.state_dict()
+    mismatched = [
+        f"{key}: file {tuple(value.shape)}, model {tuple(own[key].shape)}"
+        for key, value in state.items()
+        if key in own
+        and not isinstance(own[key], (UninitializedParameter, UninitializedBuffer))
+        and tuple(value.shape) != tuple(own[key].shape)
+    ]
+    if mismatched:  # load_state_dict would raise a RuntimeError for these
+        raise InputError(
+            f"{path}: does not fit the model (shape mismatch: {'; '.join(mismatched[:3])}"
+            f"{f'; {len(mismatched) - 3} more' if len(mismatched) > 3 else ''}); is --model the "
+            "factory these weights were trained with?"
+        )
     result = module.load_state_dict(state, strict=False)
     problems = []
     missing = [k for k in result.missing_keys if k not in run_state]
