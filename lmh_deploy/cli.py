@@ -498,6 +498,8 @@ def _print_verify(result: dict[str, Any]) -> None:
             f"{lv['prediction_mismatches']} predictions differ; Lava accuracy "
             f"{_fraction(ff['accuracy_lava'])}"
         )
+    if result.get("advice"):
+        out.print(f"note: {result['advice']}")
 
 
 @app.command()

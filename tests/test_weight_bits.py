@@ -176,3 +176,42 @@ def test_api_compile_with_split_weights_verifies_on_lava(digits) -> None:
     assert len(split) == 3 and sum(fine is None for fine in split.values()) == 1  # the pooled conv
     v = dep.verify(x, lava_samples=1)
     assert v.lava_equals_sim and v.agreement >= 0.95
+
+
+def test_verify_points_low_agreement_at_weight_bits_16(digits, monkeypatch) -> None:
+    """verify's note: only for an 8-bit artifact under the agreement bar, never for a split one
+    or a loihi-lif one (which cannot split); the CLI prints it after the Lava line."""
+    import snntorch as snn
+    import torch
+
+    import lmh_deploy.cli as cli
+    from lmh_deploy.pipeline.verify import LOW_AGREEMENT, weight_bits_advice
+
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 16),
+        snn.Leaky(beta=0.9, init_hidden=True, reset_mechanism="zero"), torch.nn.Linear(16, 10),
+    )  # fmt: skip
+    deps = {
+        (bits, profile): lmh_deploy.compile(
+            net,
+            example_input=digits[2][:1],
+            timesteps=4,
+            calibration=digits[0][:32],
+            weight_bits=bits,
+            profile=profile,
+        )
+        for bits, profile in ((8, None), (16, None), (8, "loihi-lif"))
+    }
+    low = LOW_AGREEMENT - 0.01
+    advice = weight_bits_advice(deps[8, None].artifact, low)
+    assert advice is not None and "--weight-bits 16" in advice and f"{low:.1%}" in advice
+    assert weight_bits_advice(deps[8, None].artifact, LOW_AGREEMENT) is None
+    assert weight_bits_advice(deps[16, None].artifact, low) is None
+    assert weight_bits_advice(deps[8, "loihi-lif"].artifact, 0.5) is None
+    result = deps[8, None].verify(digits[2][:8], lava_samples=0).result
+    assert ("advice" in result) == (result["float_vs_fixed"]["prediction_agreement"] < LOW_AGREEMENT)
+    printed: list[str] = []
+    monkeypatch.setattr(cli.out, "print", printed.append)
+    cli._print_verify({**result, "advice": advice})
+    assert printed[-1] == f"note: {advice}"

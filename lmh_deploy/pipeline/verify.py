@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from lmh_deploy.options import BATCH_SIZE, LAVA_CONV, LAVA_SAMPLES, MAX_ACCURACY_DROP, SAMPLES
+from lmh_deploy.options import BATCH_SIZE, LAVA_CONV, LAVA_SAMPLES, MAX_ACCURACY_DROP, SAMPLES, WEIGHT_BITS
 from lmh_deploy.errors import InputError
 from lmh_deploy.pipeline.artifact import check_artifact_and_inputs
 from lmh_deploy.pipeline.compile import Artifact
@@ -260,10 +260,32 @@ def verify_artifact(
             "min_layer_spike_agreement": min(per_layer.values(), default=1.0),
         },
     }
+    advice = weight_bits_advice(art, result["float_vs_fixed"]["prediction_agreement"])
+    if advice:
+        result["advice"] = advice
     if max_accuracy_drop is not None:
         ff = result["float_vs_fixed"]
         result["accuracy_gate"] = accuracy_gate(ff["accuracy_float"], ff["accuracy_fixed"], max_accuracy_drop)
     return result
+
+
+LOW_AGREEMENT = 0.95  # below this, verify points at the finer weights
+
+
+def weight_bits_advice(art: Artifact, prediction_agreement: float) -> str | None:
+    """The note ``verify`` prints when an 8-bit artifact's predictions agree with the source
+    on fewer than :data:`LOW_AGREEMENT` of the samples and ``--weight-bits 16`` is open to it
+    (not an imported netx file, not ``loihi-lif``): the 8-bit mantissa compounded over depth
+    is the measured cause in deep nets (docs/fixed-point.md §9)."""
+    if prediction_agreement >= LOW_AGREEMENT or int(art.manifest.get(WEIGHT_BITS.name, 8)) != 8:
+        return None
+    if "exact_weight_scale" in art.float_graph.meta or art.quant_graph.meta.get("profile") == "loihi-lif":
+        return None
+    return (
+        f"predictions agree on {prediction_agreement:.1%}: 8-bit weight rounding compounds over "
+        "depth; compile with --weight-bits 16 (two 8-bit synapse paths per weight, twice the "
+        "synapses) for about 15-bit weights"
+    )
 
 
 def verify_path(
