@@ -25,7 +25,15 @@ from foreign import sinabs_style as ss
 from shared import assert_source_and_float_ir_equal_own, deploy_source
 
 MODEL_FILE = Path(__file__).parent / "foreign" / "sinabs_style.py"
-SHAPES = {"iaf_mlp": (64,), "lif_mlp": (64,), "conv_net": (1, 8, 8)}
+SHAPES = {
+    "iaf_mlp": (64,),
+    "lif_mlp": (64,),
+    "conv_net": (1, 8, 8),
+    "lif_per_neuron_mlp": (64,),
+    "lif_per_channel_conv": (1, 8, 8),
+}
+#: weight gains that make several spikes a step (LIF: the input is scaled by 1 - alpha)
+GAINS = {"lif_mlp": 20.0, "lif_per_neuron_mlp": 20.0, "lif_per_channel_conv": 20.0}
 
 
 def _strong(model: torch.nn.Module, gain: float = 3.0) -> torch.nn.Module:
@@ -37,10 +45,13 @@ def _strong(model: torch.nn.Module, gain: float = 3.0) -> torch.nn.Module:
     return model.eval()
 
 
-@pytest.mark.parametrize("factory", ["iaf_mlp", "lif_mlp", "conv_net"])
+@pytest.mark.parametrize(
+    "factory", ["iaf_mlp", "lif_mlp", "conv_net", "lif_per_neuron_mlp", "lif_per_channel_conv"]
+)
 def test_float_ir_equals_sinabs_spike_counts(factory: str, digits) -> None:
+    """Per-neuron (per-channel) tau_mem with norm_input: the gains folded into the rows before."""
     torch.manual_seed(0)
-    model = _strong(getattr(ss, factory)(), 20.0 if factory == "lif_mlp" else 3.0)  # LIF: input x (1 - alpha)
+    model = _strong(getattr(ss, factory)(), GAINS.get(factory, 3.0))
     shape = SHAPES[factory]
     x = digits[2][:40]
     graph = module_to_graph(model, input_shape=shape, timesteps=ss.T)
@@ -92,6 +103,53 @@ def test_unsupported_sinabs_options_are_refused_in_one_line(layer, message: str)
     assert "\n" not in str(info.value)
 
 
+class _OwnForward(torch.nn.Module):
+    """A per-neuron norm_input LIF called from the user's own forward (not a Sequential)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.fc2 = torch.nn.Linear(64, 8), torch.nn.Linear(8, 3)
+        self.lif = sl.LIF(tau_mem=torch.linspace(3.0, 9.0, 8))
+
+    def forward(self, x):
+        return self.fc2(self.lif(self.fc(x)))
+
+
+PER_NEURON_WHY = (
+    "norm_input with per-neuron tau_mem needs its per-neuron input gain 1 - exp(-1/tau_mem) folded "
+    "into the rows of the layer before: put an nn.Linear (or an nn.Conv2d with one tau_mem per "
+    "output channel) right before it in an nn.Sequential, or use norm_input=False"
+)
+
+
+@pytest.mark.parametrize(
+    "model, shape, where",
+    [
+        (_OwnForward, (64,), "lif (LIF)"),
+        (  # a tau per position in a convolution's output: its rows are channels
+            lambda: torch.nn.Sequential(
+                torch.nn.Conv2d(1, 2, 3, padding=1),
+                sl.LIFSqueeze(tau_mem=torch.linspace(2.0, 9.0, 128).reshape(2, 8, 8), num_timesteps=ss.T),
+            ),
+            (1, 8, 8),
+            "1 (LIFSqueeze)",
+        ),
+    ],
+)
+def test_per_neuron_norm_input_that_cannot_fold_is_refused_in_one_line(model, shape, where: str) -> None:
+    with pytest.raises(NeuronError) as info:
+        module_to_graph(model(), input_shape=shape, timesteps=ss.T)
+    assert str(info.value) == f"{where}: {PER_NEURON_WHY}"
+
+
+def test_folding_leaves_the_users_network_as_it_was() -> None:
+    model = ss.lif_per_neuron_mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    module_to_graph(model, input_shape=(64,), timesteps=ss.T)
+    assert model[1].norm_input and model[0].weight.dtype == torch.float32
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 def _deploy(tmp_path: Path, factory: str, digits) -> dict:
     torch.manual_seed(0)
     model = getattr(ss, factory)()
@@ -104,7 +162,7 @@ def _deploy(tmp_path: Path, factory: str, digits) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("factory", ["iaf_mlp", "lif_mlp", "conv_net"])
+@pytest.mark.parametrize("factory", ["iaf_mlp", "lif_mlp", "conv_net", "lif_per_neuron_mlp"])
 def test_sinabs_nets_one_command(tmp_path: Path, factory: str, digits) -> None:
     """Trained 3 epochs the sinabs way, deployed by ``compile --model``, verified on 50 test
     digits: >= 95 % of predictions equal sinabs's own, Lava == sim spike for spike."""

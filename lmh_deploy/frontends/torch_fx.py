@@ -49,6 +49,7 @@ from lmh_deploy.frontends.neurons import (
     unsupported_neuron,
 )
 from lmh_deploy.frontends.rockpool import is_rockpool_network, per_step_view
+from lmh_deploy.frontends.sinabs import fold_norm_input
 from lmh_deploy.frontends.time_batched import per_step_copy, time_batched_steps
 from lmh_deploy.frontends.pytorch import Cursor, GraphBuilder
 from lmh_deploy.frontends.time_loop import first_step
@@ -805,7 +806,7 @@ def module_to_graph(
     module = module.eval()
     steps = time_batched_steps(module)
     rockpool = is_rockpool_network(module)
-    module = per_step_copy(per_step_view(module), timesteps)
+    module = per_step_copy(per_step_view(fold_norm_input(module)), timesteps)
     shape = tuple(int(d) for d in input_shape)
     check_per_step_containers(module)
     gm = trace(module)

@@ -29,6 +29,26 @@ def lif_mlp(tau_mem: float = 8.0) -> nn.Sequential:
     return nn.Sequential(nn.Linear(64, 32), sl.LIF(tau_mem=tau_mem), nn.Linear(32, 10))
 
 
+def lif_per_neuron_mlp() -> nn.Sequential:
+    """``Linear -> LIF(tau_mem per neuron, 3 to 12) -> Linear`` with sinabs's default
+    ``norm_input=True``: each neuron's input scaled by its own ``1 - exp(-1/tau)``."""
+    lif = sl.LIF(tau_mem=torch.linspace(3.0, 12.0, 32), spike_threshold=0.5)
+    return nn.Sequential(nn.Linear(64, 32), lif, nn.Linear(32, 10))
+
+
+def lif_per_channel_conv() -> nn.Sequential:
+    """``Conv2d -> LIFSqueeze(tau_mem one per channel, (C, 1, 1)) -> SumPool2d -> Flatten ->
+    Linear``, ``norm_input=True``: input ``(batch * T, 1, 8, 8)``."""
+    tau = torch.linspace(2.0, 10.0, 8).reshape(8, 1, 1)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        sl.LIFSqueeze(tau_mem=tau, num_timesteps=T, spike_threshold=0.5),
+        sl.SumPool2d(4),
+        nn.Flatten(),
+        nn.Linear(32, 10),
+    )
+
+
 def conv_net() -> nn.Sequential:
     """``[Conv2d -> IAFSqueeze -> SumPool2d] x 2 -> Flatten -> Linear``: input
     ``(batch * T, 1, 8, 8)``."""
@@ -48,7 +68,8 @@ def run(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """sinabs's own run of ``x`` (B, 1, 8, 8) repeated over ``T``: (B, T, 10) readouts."""
     sinabs.reset_states(model)
     b = x.shape[0]
-    if any(isinstance(m, sl.IAFSqueeze) for m in model.modules()):  # (B*T, C, H, W), batch-major
+    squeeze = (sl.IAFSqueeze, sl.LIFSqueeze)
+    if any(isinstance(m, squeeze) for m in model.modules()):  # (B*T, C, H, W), batch-major
         return model(x.unsqueeze(1).repeat(1, T, 1, 1, 1).flatten(0, 1)).reshape(b, T, -1)
     return model(x.flatten(1).unsqueeze(1).repeat(1, T, 1))  # (B, T, 64)
 

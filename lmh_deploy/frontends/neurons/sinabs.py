@@ -17,7 +17,9 @@ IAF: ``tau_mem = inf``, ``alpha = 1``)::
 reset value scale alike), ``>=`` test, same-step reset, and graded spikes
 (:attr:`~lmh_deploy.ir.LMH.max_spikes`): ``MaxSpike(n)`` caps at n, ``MultiSpike`` (no cap in
 sinabs) at :data:`MULTI_SPIKE_CAP`, the most one 8-bit graded message holds; ``min_v_mem``
-is the soma floor ``v_s_min``.
+is the soma floor ``v_s_min``. A per-neuron ``tau_mem`` under ``norm_input`` has no one unit:
+:func:`lmh_deploy.frontends.sinabs.fold_norm_input` folds its gains into the layer before (the
+adapter then sees ``norm_input=False``), and the adapter refuses the layers it cannot fold.
 
 sinabs layers run all steps of a ``(batch, time, ...)`` input in one call (``IAF``, ``LIF``),
 or of a ``(batch * time, ...)`` one (the ``Squeeze`` variants, reshaped by their
@@ -83,6 +85,17 @@ def _alpha(module: Any, where: str) -> np.ndarray:
     return as_factor(alpha)
 
 
+def per_neuron_input_gain(module: Any) -> np.ndarray | None:
+    """``1 - alpha`` (the array, as the layer broadcasts it) of a sinabs ``LIF`` /
+    ``LIFSqueeze`` with ``norm_input`` whose ``tau_mem`` differs between neurons, else None."""
+    if not any(type(module) is sinabs_class(kind) for kind in ("LIF", "LIFSqueeze")):
+        return None
+    if not bool(getattr(module, "norm_input", False)):
+        return None
+    gain = 1.0 - np.asarray(module.alpha_mem_calculated.detach().cpu().double(), dtype=np.float64)
+    return gain if gain.size > 1 and np.ptp(gain) > 0 else None
+
+
 class SinabsAdapter(NeuronAdapter):
     """sinabs IAF, IAFSqueeze, LIF, LIFSqueeze (exact classes, not subclasses)."""
 
@@ -106,10 +119,12 @@ class SinabsAdapter(NeuronAdapter):
         alpha = _alpha(module, where)
         if bool(getattr(module, "norm_input", False)):
             gain = 1.0 - alpha  # input gain (1 - alpha): membrane in units of v / (1 - alpha)
-            if np.ptp(gain) > 0:
+            if np.ptp(gain) > 0:  # not folded into the layer before (frontends/sinabs.py)
                 raise NeuronError(
-                    f"{where}: norm_input with per-neuron tau_mem is not supported; use one tau_mem "
-                    f"per layer or norm_input=False"
+                    f"{where}: norm_input with per-neuron tau_mem needs its per-neuron input gain "
+                    f"1 - exp(-1/tau_mem) folded into the rows of the layer before: put an "
+                    f"nn.Linear (or an nn.Conv2d with one tau_mem per output channel) right before "
+                    f"it in an nn.Sequential, or use norm_input=False"
                 )
             scale = 1.0 / float(gain.reshape(-1)[0])
         else:
