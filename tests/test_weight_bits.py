@@ -172,6 +172,7 @@ def test_api_compile_with_split_weights_verifies_on_lava(digits) -> None:
     )
     report = dep.artifact.report
     assert report["weight_bits"] == dep.artifact.manifest["weight_bits"] == 16
+    assert report["bias_correction"]["what"].startswith("mean rounding current of the split weights")
     split = {r["name"]: r.get("fine_path") for r in report["layers"] if r["kind"] == "dense"}
     assert len(split) == 3 and sum(fine is None for fine in split.values()) == 1  # the pooled conv
     v = dep.verify(x, lava_samples=1)

@@ -247,7 +247,9 @@ def quantize_graph(
     report["weight_bits"] = weight_bits
     if mean_counts is not None:
         report["bias_correction"] = {
-            "what": "mean rounding current of the 8-bit weights on the calibration inputs, "
+            "what": "mean rounding current of the "
+            f"{'split weights (two 8-bit paths each)' if weight_bits > 8 else '8-bit weights'} "
+            "on the calibration inputs, "
             "taken off each layer's bias; largest change per layer, in thresholds "
             "(the readout: in logits)",
             "layers": corrections,
