@@ -623,6 +623,52 @@ def test_batch_dimension_input_output_types_import(tmp_path) -> None:
     verified(out, tmp_path / "v.json", samples=30, agreement=0.9, reference="source NIR graph")
 
 
+def _time_typed_graph(input_type: list[int], edges_after: list[str]) -> nir.NIRGraph:
+    """Input -> Affine(64 -> 16) -> LIF -> Affine(16 -> 10) -> Output, the Input typed as given;
+    ``edges_after``: the nodes the Input feeds."""
+    rng = np.random.default_rng(7)
+    nodes = {
+        "input": nir.Input(input_type=np.array(input_type)),
+        "0": nir.Affine(weight=rng.normal(0, 0.5, (16, 64)), bias=rng.normal(0.2, 0.1, 16)),
+        "1": unit_lif(16, 1e-3 / (1 - 0.9), 1e-3),
+        "2": nir.Affine(weight=rng.normal(0, 1, (10, 16)), bias=np.zeros(10)),
+        "output": nir.Output(output_type=np.array([10])),
+    }
+    edges = [("input", b) for b in edges_after] + [("0", "1"), ("1", "2"), ("2", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, type_check=False)
+
+
+def test_time_typed_input_before_an_affine_reads_as_one_vector_a_step(digits) -> None:
+    """sinabs's to_nir given a user's (1, T, 64) sample types the Input [T, 64]; the Affine
+    after it takes 64: the same network as the file typed [64], with a warning naming the
+    Input, its type and the export that types it [64]."""
+    said: list[str] = []
+    ir = nir_to_graph(_time_typed_graph([10, 64], ["0"]), dt=1e-3, warn=said.append)
+    plain_ir = nir_to_graph(_time_typed_graph([64], ["0"]), dt=1e-3)
+    assert ir.node("input").shape == (64,)
+    assert said == [
+        "NIR node 'input' (Input): typed [10, 64], read as one sample of 64 values a step (the "
+        "Affine after it takes 64; a time axis of the exporter's sample, e.g. sinabs's to_nir "
+        "given (1, T, n)); export with a (1, 1, 64) sample to type it [64]"
+    ]
+    x = digits[2][:20].numpy().reshape(20, 64)
+    ref, same = simulate_float(ir, x, 4), simulate_float(plain_ir, x, 4)
+    assert ref.spikes["lmh0"].mean() > 0.05
+    np.testing.assert_array_equal(ref.logits, same.logits)
+    own = run_nir_reference(
+        _time_typed_graph([10, 64], ["0"]), x, 4, 1e-3, source_neurons=ir.meta["source_neurons"]
+    )
+    np.testing.assert_array_equal(own.spikes["lmh0"], ref.spikes["lmh0"])
+
+
+def test_two_d_input_whose_rows_the_affine_does_not_take_is_not_read_as_time() -> None:
+    """[8, 8] before an Affine of 64 stays the 64 pixels it was (no time axis, no warning)."""
+    g = _time_typed_graph([8, 8], ["0"])
+    said: list[str] = []
+    assert nir_to_graph(g, dt=1e-3, warn=said.append).node("input").shape == (8, 8)
+    assert not any("(Input)" in line for line in said)
+
+
 def test_import_refusals_name_the_node() -> None:
     g = hand_made_conv_graph()
     with pytest.raises(InteropError, match=r"NIR node 'lif' \(LIF\): tau = .* < dt = 0.01"):

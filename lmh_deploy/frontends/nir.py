@@ -81,15 +81,38 @@ def read_nir(source: str | Path | nir.NIRGraph) -> nir.NIRGraph:
         raise InteropError(f"{source}: cannot read NIR file: {first}") from None
 
 
+def declared_input(g: nir.NIRGraph, name: str) -> tuple[int, ...]:
+    """The type the ``Input`` node ``name`` declares, as written in the file."""
+    return tuple(int(d) for d in np.asarray(g.nodes[name].input_type["input"]).reshape(-1))
+
+
 def input_shape(g: nir.NIRGraph, name: str) -> tuple[int, ...]:
     """One sample's shape from the ``Input`` node ``name``: a leading batch dimension of 1 in
-    a 2-d ``[1, n]`` or 4-d ``[1, C, H, W]`` type (norse, rockpool) is dropped."""
-    shape = tuple(int(d) for d in np.asarray(g.nodes[name].input_type["input"]).reshape(-1))
-    if len(shape) in (2, 4) and shape[0] == 1:
+    a 2-d ``[1, n]`` or 4-d ``[1, C, H, W]`` type (norse, rockpool) is dropped.
+
+    A 2-d ``[T, n]`` type (T > 1) whose every successor is an ``Affine`` / ``Linear`` of ``n``
+    inputs is read as ``[n]``: sinabs's ``to_nir`` types the Input with the sample it is given
+    less the batch, so a user's ``(1, T, n)`` sample gives ``[T, n]``, while the Affine after it
+    (typed ``[n]`` by its own weight) takes one n-vector a step; the chain fits no other reading
+    and each step's input is that vector (:func:`nir_to_graph` says so in a warning)."""
+    shape = declared_input(g, name)
+    batch = len(shape) in (2, 4) and shape[0] == 1
+    if batch or (len(shape) == 2 and _time_typed(g, name, shape[1])):
         shape = shape[1:]
     if not shape or min(shape) < 1:
         raise InteropError(f"NIR node {name!r} (Input): input type {list(shape)} is not a sample shape")
     return shape
+
+
+def _time_typed(g: nir.NIRGraph, name: str, n: int) -> bool:
+    """Every successor of node ``name`` is an Affine / Linear taking ``n`` inputs."""
+    after = [g.nodes[b] for a, b in g.edges if a == name]
+    return bool(after) and all(
+        isinstance(node, (nir.Affine, nir.Linear))
+        and np.asarray(node.weight).ndim == 2
+        and np.asarray(node.weight).shape[1] == n
+        for node in after
+    )
 
 
 def flatten_output(node: nir.Flatten, shape: tuple[int, ...], where: str) -> tuple[int, ...]:
@@ -467,6 +490,14 @@ def nir_to_graph(
         )
     order, pred = nir_order(g)
     in_shape = input_shape(g, order[0])
+    typed = declared_input(g, order[0])
+    if len(typed) == 2 and typed[0] > 1 and in_shape == typed[1:]:
+        warn(
+            f"NIR node {order[0]!r} (Input): typed {list(typed)}, read as one sample of "
+            f"{typed[1]} values a step (the Affine after it takes {typed[1]}; a time axis of the "
+            f"exporter's sample, e.g. sinabs's to_nir given (1, T, n)); export with a (1, 1, "
+            f"{typed[1]}) sample to type it [{typed[1]}]"
+        )
     x_max = float(x_max if x_max is not None else gmeta.get("x_max", 1.0))
     ir = Graph(
         meta={
