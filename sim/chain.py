@@ -110,7 +110,8 @@ CHAIN_RULES = (0, 0, 0, 0, 0, 0)
 #: referenced as globals, so that the chain's compiled code is cached on disk. They mark no
 #: fired neurons (a sample's active neurons are those with spikes in its own count); the
 #: first of a pair counts no saturation, only whether any value was out of range: then the
-#: second, counting, reruns the sample's layer from its states before (fused.compiled)
+#: second, counting, reruns the sample's layer from its states before (fused.compiled) and
+#: runs that layer's later samples (a layer that saturates once is likely to again)
 _FAST = fused.compiled(CHAIN_RULES, False, False, mark_fired=False, count_saturation=False)
 _COUNTING = fused.compiled(CHAIN_RULES, False, False, mark_fired=False)
 #: the same for a layer whose factors are one number for all neurons (KernelForm.uniform)
@@ -171,6 +172,7 @@ def _run(
     no_fired = no_prev[0]  # the kernels mark no fired neurons (_FAST, _COUNTING): never read
     sample_spikes = np.zeros(sizes.max(), np.int64)  # per neuron, one sample and layer
     before = np.empty((2, sizes.max()), v_d[0].dtype)  # a layer's states before the sample
+    saturating = np.zeros(layers, np.bool_)  # layers that saturated: counted from then on
     cur0 = np.empty((1, 1, sizes[0]), np.int32)
     out_buf = np.empty((steps, out_blocks.shape[0] * BLOCK), np.int32)
     empty_f = np.zeros((1, 1, 0), np.float32)
@@ -222,13 +224,16 @@ def _run(
                 step_counts,
             )
             vd_b, vs_b = v_d[k][b], v_s[k][b]
-            before[0, :n] = vd_b
-            before[1, :n] = vs_b
-            if (_UNIFORM_FAST(*update) if uniform[k] else _FAST(*update)) < 0:
-                # out of range somewhere: rerun from the states before, counting saturation
-                vd_b[:] = before[0, :n]
-                vs_b[:] = before[1, :n]
-                sample_spikes[:n] = 0
+            if not saturating[k]:
+                before[0, :n] = vd_b
+                before[1, :n] = vs_b
+                if (_UNIFORM_FAST(*update) if uniform[k] else _FAST(*update)) < 0:
+                    # out of range somewhere: rerun from the states before, counting
+                    vd_b[:] = before[0, :n]
+                    vs_b[:] = before[1, :n]
+                    sample_spikes[:n] = 0
+                    saturating[k] = True
+            if saturating[k]:
                 sat[k] += _UNIFORM_COUNTING(*update) if uniform[k] else _COUNTING(*update)
             for t in range(steps):
                 counts[k, t] += step_counts[t]
