@@ -446,6 +446,10 @@ def export(
                 f"{err['spike_disagreement']:.1%} of spikes differ, predictions agree "
                 f"{err['prediction_agreement']:.1%}"
             )
+    if result.get("sums"):
+        from lmh_deploy.interop.nir_export import residual_nir_note
+
+        out.print(f"  {residual_nir_note(len(result['sums']), result['depth_first_order_runs'])}")
 
 
 @app.command()

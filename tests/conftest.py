@@ -151,6 +151,45 @@ def lif_cnn_nir(tmp_path_factory) -> ExportedConvNet:
     return ExportedConvNet(ckpt, out, steps, x, source)
 
 
+@dataclass(frozen=True)
+class ExportedResidualNet:
+    """A LIF ResNet-20 (width 1/4, weights x5 so that every layer spikes) as a float IR graph,
+    its NIR export and its own float run on 100 test digits."""
+
+    graph: Graph
+    nir_file: Path
+    summary: dict
+    x: torch.Tensor  #: 100 test digits, (100, 1, 8, 8)
+    logits: np.ndarray  #: the graph's float run (simulate_float) on ``x``, rate over the steps
+    timesteps: int
+
+
+@pytest.fixture(scope="session")
+def lif_resnet_nir(tmp_path_factory) -> ExportedResidualNet:
+    """The residual export the reverse-import tests load into snnTorch and norse."""
+    from lmh_deploy.backends.float.ir import simulate_float
+    from lmh_deploy.interop.nir_export import write_nir
+    from lmh_deploy.models.architectures import resnet20
+    from lmh_deploy.models.data import load_dataset
+
+    torch.manual_seed(0)
+    model = resnet20((1, 8, 8), 10, neuron="lif", width_mult=0.25, timesteps=4).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                m.weight.mul_(5.0)
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.bias.uniform_(0.0, 0.3)
+    graph = export_model(model, input_shape=(1, 8, 8), timesteps=4)
+    path = tmp_path_factory.mktemp("lif_resnet") / "res.nir"
+    summary = write_nir(graph, path)
+    x = load_dataset("digits")[1].tensors[0][:100]
+    run = simulate_float(graph, x.numpy().astype(np.float64), 4)
+    assert all(0 < s.mean() < 1 for s in run.spikes.values())
+    assert len(set(run.logits.argmax(1))) >= 3
+    return ExportedResidualNet(graph, path, summary, x, run.logits, 4)
+
+
 @pytest.fixture(scope="session")
 def h5_datasets() -> Callable[[Path], dict[str, np.ndarray]]:
     """``h5_datasets(path)``: every dataset of an HDF5 file by its path in the file."""

@@ -216,3 +216,102 @@ def test_our_conv_nir_export_imports_into_norse_batched(lif_cnn_nir) -> None:
     assert len(set(source.argmax(1).tolist())) >= 5  # a net that tells digits apart
     assert float((imported.argmax(1) == source.argmax(1)).float().mean()) >= 0.95
     torch.testing.assert_close(imported, source, atol=1e-4, rtol=0)
+
+
+def test_our_residual_nir_export_imports_into_norse_batched(lif_resnet_nir) -> None:
+    """The reverse for a residual net: norse's ``from_nir`` (nirtorch's legacy depth-first
+    ``GraphExecutor``) runs the export of a LIF ResNet-20 on 100 digits as one batch and gives
+    the graph's own outputs. The export chains each sum's branches through an all-zero node
+    (named in ``metadata["lmh_order_nodes"]``), so that the executor's preorder runs every sum
+    after both branches and ends at the Output (without them: an early stage's (100, 4, 8, 8)
+    from a shortcut convolution, the last node it ran)."""
+    import nir
+    import norse.torch
+
+    from lmh_deploy.interop.nir_export import depth_first_order_runs
+
+    res = lif_resnet_nir
+    g = nir.read(res.nir_file)
+    sums = [n for n in res.graph.of_kind("lmh") if len(res.graph.inputs_of(n)) == 2]
+    assert res.summary["sums"] == sorted(sums) and res.summary["depth_first_order_runs"]
+    assert depth_first_order_runs(g) and len(g.metadata["lmh_order_nodes"]) == len(sums)
+    net = norse.torch.from_nir(g, dt=float(g.metadata["dt"]), ignore_warnings=True)
+    assert [n.name for n in net.execution_order][-1] == "output"
+    with torch.no_grad():
+        state, outs = None, []
+        for _ in range(res.timesteps):
+            out, state = net(res.x, state)
+            outs.append(out)
+    imported = torch.stack(outs).mean(0).numpy()
+    assert imported.shape == res.logits.shape == (100, 10)
+    assert float(np.mean(imported.argmax(1) == res.logits.argmax(1))) >= 0.95
+    np.testing.assert_allclose(imported, res.logits, atol=1e-5)
+
+
+def _residual_nir_graph(*, order_node: bool) -> tuple:
+    """A residual sum written by hand (no lmh-deploy export): input -> a1 -> l1 -> a2 -> l2 and
+    the shortcut input -> sc -> l2, then l2 -> a3 -> output; ``order_node`` adds an all-zero
+    Affine sc -> z -> a1 (it adds nothing to a1's input) and lists input -> sc first."""
+    import nir
+
+    rng = np.random.default_rng(0)
+
+    def lif(n: int):
+        return nir.LIF(tau=np.full(n, 2e-3), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.full(n, 0.5))
+
+    def affine(o: int, i: int, scale: float = 1.0):
+        return nir.Affine(weight=rng.normal(size=(o, i)) * scale, bias=np.zeros(o))
+
+    nodes = {"input": nir.Input(input_type={"input": np.array([3])}), "a1": affine(4, 3)}
+    nodes |= {"l1": lif(4), "a2": affine(2, 4), "sc": affine(2, 3), "l2": lif(2), "a3": affine(2, 2)}
+    nodes["output"] = nir.Output(output_type={"output": np.array([2])})
+    edges = [("input", "a1"), ("a1", "l1"), ("l1", "a2"), ("a2", "l2"), ("input", "sc"), ("sc", "l2")]
+    if order_node:
+        nodes["z"] = affine(3, 2, scale=0.0)
+        edges = [("input", "sc"), ("sc", "z"), ("z", "a1"), *edges[:4], ("sc", "l2")]
+    return nir.NIRGraph(nodes=nodes, edges=[*edges, ("l2", "a3"), ("a3", "output")]), nodes
+
+
+@pytest.mark.parametrize("order_node", [False, True])
+def test_norse_from_nir_runs_a_residual_sum_only_with_its_branches_chained(order_node: bool) -> None:
+    """norse 1.1.0's ``from_nir`` -> ``nirtorch.load`` (nirtorch 2.6's legacy
+    ``GraphExecutor``): nodes run in depth-first preorder from the Input, edges in the order
+    listed. On a hand-written residual sum it runs l2 right after a2 and sc last (l2 then
+    reads sc from the previous step); with the all-zero node sc -> z -> a1 the order is
+    topological and the run equals nirtorch's newer ``nir_to_torch`` (torch.fx, the executor
+    snnTorch uses) with norse's own modules. ``depth_first_order_runs`` predicts both."""
+    from functools import partial
+
+    import nir
+    import nirtorch
+    import norse.torch
+    from norse.torch.utils.import_nir import _import_norse_module
+
+    from lmh_deploy.interop.nir_export import depth_first_order_runs
+
+    g, nodes = _residual_nir_graph(order_node=order_node)
+    dt = 1e-3
+    x = torch.rand(6, 5, 3, generator=torch.Generator().manual_seed(0)) * 2
+
+    def run(module) -> torch.Tensor:
+        state, outs = None, []
+        with torch.no_grad():
+            for step in x:
+                out, state = module(step, state)
+                outs.append(out)
+        return torch.stack(outs)
+
+    legacy = norse.torch.from_nir(g, dt=dt, ignore_warnings=True)
+    fx = nirtorch.nir_to_torch(
+        g, {nir.Affine: partial(_import_norse_module, dt=dt), nir.LIF: partial(_import_norse_module, dt=dt)}
+    )
+    order = [n.name for n in legacy.execution_order]
+    expected = run(fx)
+    assert expected.abs().sum() > 0
+    assert depth_first_order_runs(g) is order_node
+    if order_node:
+        assert order == ["input", "sc", "z", "a1", "l1", "a2", "l2", "a3", "output"]
+        torch.testing.assert_close(run(legacy), expected, atol=0, rtol=0)
+    else:
+        assert order == ["input", "a1", "l1", "a2", "l2", "a3", "output", "sc"]
+        assert not torch.equal(run(legacy), expected)

@@ -22,7 +22,7 @@ from lmh_deploy.frontends.nir import nir_to_graph
 from lmh_deploy.backends.float.nir_graph import run_nir_reference
 from lmh_deploy.frontends.pytorch import export_model
 from lmh_deploy.interop import InteropError
-from lmh_deploy.interop.nir_export import NIR_RULES, spike_disagreement, write_nir
+from lmh_deploy.interop.nir_export import NIR_RULES, graph_to_nir, spike_disagreement, write_nir
 from lmh_deploy.ir import LMH, Dense
 from lmh_deploy.passes.quantize import quantize_graph
 from lmh_deploy.semantics import integer as fx
@@ -388,6 +388,14 @@ def test_residual_graphs_export_to_nir(tmp_path) -> None:
     g = nir.read(tmp_path / "res.nir")  # nir's own type check accepts it
     for name in residual:
         assert len([a for a, b in g.edges if b == name]) == 2, name
+    assert summary["sums"] == sorted(residual) and summary["depth_first_order_runs"]
+    # one all-zero execution-order node per sum (for norse's depth-first executor), every
+    # field one nir 1.0.4 has
+    order = set(g.metadata["lmh_order_nodes"])
+    assert len(order) == len(residual)
+    assert all(not g.nodes[n].weight.any() and not g.nodes[n].bias.any() for n in order)
+    assert summary["nir_versions"] == ">= 1.0.4"
+    assert all(not lacks for lacks in _fields_nir_104_lacks(tmp_path / "res.nir").values())
     x = _inputs(0, 16, (1, 8, 8)) * 3.0
     ref = run_nir_reference(g, x, 2, summary["dt"], source_neurons={n: n for n in graph.of_kind("lmh")})
     ir = simulate_float(graph, x, 2)
@@ -402,6 +410,38 @@ def test_residual_graphs_export_to_nir(tmp_path) -> None:
     for name, spikes in ir.spikes.items():
         assert np.array_equal(again.spikes[name], spikes), name
     np.testing.assert_allclose(again.logits, ir.logits, atol=1e-9)
+
+
+def test_export_of_a_residual_checkpoint_names_the_importers_that_run_it(zoo_checkpoint, tmp_path) -> None:
+    """``export --format nir`` of a residual checkpoint prints one line saying which importers
+    run its sums batched (measured in test_foreign_snntorch.py and test_foreign_norse.py)."""
+    res = invoke("export", zoo_checkpoint("resnet20", "lmh"), "--format", "nir", "-o", tmp_path / "r.nir")
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert text.count("residual sums") == 1
+    assert (
+        "9 residual sums (converging NIR edges): run batched by snnTorch's import_from_nir, "
+        "norse's from_nir and lmh-deploy" in text
+    )
+
+
+def test_order_node_with_weights_is_refused(tmp_path) -> None:
+    """A node named in ``metadata["lmh_order_nodes"]`` must be all zero (the import drops it):
+    one whose weights were changed is refused in one line naming it."""
+    from lmh_deploy.models.architectures import resnet20
+
+    torch.manual_seed(0)
+    graph = export_model(
+        resnet20((1, 8, 8), 10, neuron="lif", width_mult=0.25, timesteps=2),
+        input_shape=(1, 8, 8),
+        timesteps=2,
+    )
+    g = graph_to_nir(graph)
+    name = sorted(g.metadata["lmh_order_nodes"])[0]
+    assert nir_to_graph(g).of_kind("lmh") == graph.of_kind("lmh")
+    g.nodes[name].weight[...] = 1.0
+    with pytest.raises(InteropError, match=rf"^NIR metadata lmh_order_nodes names '{name}', which is not"):
+        nir_to_graph(g)
 
 
 # --------------------------------------------------------------------------- import

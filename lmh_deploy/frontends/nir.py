@@ -46,6 +46,11 @@ SUPPORTED = (
     "Flatten",
     *NEURON_TYPES,
 )
+#: Graph metadata naming the all-zero nodes our exports add so that a depth-first executor
+#: runs a residual sum after all its branches (lmh_deploy/interop/nir_export.py); they add
+#: nothing to any signal and the import drops them. (Graph metadata: nir 1.0.4's Conv2d has
+#: no metadata field.)
+ORDER_NODES_KEY = "lmh_order_nodes"
 RULE_KEYS = ("reset", "reset_value", "threshold_test", "reset_timing", "v_d_init", "v_s_init")
 
 
@@ -160,11 +165,13 @@ def nir_order(g: nir.NIRGraph) -> tuple[list[str], dict[str, list[str]]]:
         raise InteropError(
             f"NIR graph needs exactly one Input and one Output node, has {len(inputs)} and {len(outputs)}"
         )
-    pred: dict[str, list[str]] = {k: [] for k in g.nodes}
+    order_only = order_nodes(g)
+    pred: dict[str, list[str]] = {k: [] for k in g.nodes if k not in order_only}
     for a, b in g.edges:
         if a not in g.nodes or b not in g.nodes:
             raise InteropError(f"NIR edge ({a!r}, {b!r}) names a missing node")
-        pred[b].append(a)
+        if a not in order_only and b not in order_only:
+            pred[b].append(a)
     order: list[str] = []
     done: set[str] = set()
     visiting: set[str] = set()
@@ -186,7 +193,7 @@ def nir_order(g: nir.NIRGraph) -> tuple[list[str], dict[str, list[str]]]:
     visit(outputs[0])
     if inputs[0] not in done:
         raise InteropError("the NIR Input does not reach the Output")
-    stray = set(g.nodes) - done
+    stray = set(pred) - done
     if stray:
         raise InteropError(f"NIR nodes {sorted(stray)} do not lead to the Output")
     for name in order:
@@ -197,6 +204,22 @@ def nir_order(g: nir.NIRGraph) -> tuple[list[str], dict[str, list[str]]]:
                 f"branches (a residual sum)"
             )
     return order, pred
+
+
+def order_nodes(g: nir.NIRGraph) -> set[str]:
+    """The nodes the graph's metadata names as execution-order nodes (:data:`ORDER_NODES_KEY`);
+    each must exist and hold zeros only (it then adds nothing where it leads)."""
+    gmeta = plain(dict(g.metadata)) if isinstance(g.metadata, dict) else {}
+    names = set(gmeta.get(ORDER_NODES_KEY) or {})
+    for name in sorted(names):
+        node = g.nodes.get(name)
+        arrays = [getattr(node, f, None) for f in ("weight", "bias")]
+        if node is None or not all(a is not None and not np.any(np.asarray(a)) for a in arrays):
+            raise InteropError(
+                f"NIR metadata {ORDER_NODES_KEY} names {name!r}, which is not a node of zero weight "
+                f"and bias; remove it from {ORDER_NODES_KEY}"
+            )
+    return names
 
 
 def _vec(node: nir.NIRNode, attr: str, n: int, where: str) -> np.ndarray:

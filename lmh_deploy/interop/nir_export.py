@@ -38,6 +38,7 @@ import nir
 import numpy as np
 
 from lmh_deploy.files import atomic_path
+from lmh_deploy.frontends.nir import ORDER_NODES_KEY
 from lmh_deploy.interop import InteropError, leaky_readout_refusal
 from lmh_deploy.ir import (
     LMH,
@@ -386,6 +387,54 @@ def batch_safe_flatten(shape: tuple[int, ...]) -> nir.Flatten:
     return nir.Flatten(input_type={"input": np.array(shape)}, start_dim=-len(shape), end_dim=-1)
 
 
+def order_node(shape: tuple[int, ...], to_shape: tuple[int, ...]) -> nir.NIRNode | None:
+    """An all-zero NIR node from a signal of ``shape`` to one of ``to_shape`` (an Affine for
+    vectors; for maps a stride-1 Conv2d, zero-padded up to ``to_shape``); None where no such
+    node fits (a map into a vector or the reverse, a smaller map)."""
+    if len(shape) == len(to_shape) == 1:
+        return nir.Affine(weight=np.zeros((to_shape[0], shape[0])), bias=np.zeros(to_shape[0]))
+    if len(shape) != 3 or len(to_shape) != 3 or any(a < b for a, b in zip(to_shape[1:], shape[1:])):
+        return None
+    pad = tuple((big - small + 1) // 2 for big, small in zip(to_shape[1:], shape[1:]))
+    kernel = tuple(small + 2 * p + 1 - big for small, p, big in zip(shape[1:], pad, to_shape[1:]))
+    return nir.Conv2d(
+        input_shape=shape[1:],
+        weight=np.zeros((to_shape[0], shape[0], *kernel)),
+        stride=1,
+        padding=pad,
+        dilation=1,
+        groups=1,
+        bias=np.zeros(to_shape[0]),
+    )
+
+
+def depth_first_order_runs(nir_graph: nir.NIRGraph) -> bool:
+    """Whether nirtorch's legacy ``GraphExecutor`` (``nirtorch.load``, which norse 1.1.0's
+    ``from_nir`` calls) runs ``nir_graph`` as written: its order, depth-first preorder from
+    the Input following each node's edges in the order they are listed, must put every node
+    after all its inputs, and end at the Output (whose value it returns)."""
+    children: dict[str, list[str]] = {}
+    parents: dict[str, set[str]] = {}
+    for a, b in nir_graph.edges:
+        children.setdefault(a, []).append(b)
+        parents.setdefault(b, set()).add(a)
+    start = next(k for k, v in nir_graph.nodes.items() if isinstance(v, nir.Input))
+    order: list[str] = []
+    stack = [start]
+    while stack:  # iterative preorder with the same child order as nirtorch's recursion
+        node = stack.pop()
+        if node in order:
+            continue
+        order.append(node)
+        stack.extend(reversed([c for c in children.get(node, []) if c not in order]))
+    seen: set[str] = set()
+    for node in order:
+        if not parents.get(node, set()) <= seen:
+            return False
+        seen.add(node)
+    return isinstance(nir_graph.nodes[order[-1]], nir.Output)
+
+
 class _Writer:
     """Emits NIR nodes for an exportable IR graph (see :func:`graph_to_nir`)."""
 
@@ -398,6 +447,7 @@ class _Writer:
         self.amp = 1.0  # IR value of one NIR unit on the current signal
         #: per written IR neuron (and the input): its NIR node, output shape and amplitude
         self.sources: dict[str, tuple[str, tuple[int, ...], float]] = {}
+        self.order_nodes: list[str] = []  #: see :meth:`chain_branches`
 
     def emit(self, name: str, node: nir.NIRNode, inputs: tuple[str, ...] | None = None) -> None:
         """Add ``node``, fed by ``inputs`` (NIR sums converging edges), by default the tail."""
@@ -448,23 +498,75 @@ class _Writer:
             cur = self.g.inputs_of(cur)[0]
         return cur, chain[::-1]
 
+    def chain_branches(
+        self, name: str, branches: list[tuple[str, str, str]], end_shape: tuple[int, ...]
+    ) -> None:
+        """Make the branches ``(source, first node, end node)`` of a sum a chain of ancestors,
+        so that a depth-first executor runs the sum after all of them.
+
+        nirtorch's legacy ``GraphExecutor`` (``nirtorch.load``, which norse 1.1.0's
+        ``from_nir`` calls) runs nodes in depth-first preorder from the Input: a sum (a neuron
+        with several input edges) runs as soon as the first of its branches is done, reading
+        the others from the previous step, and the value returned is the last node run (in a
+        ResNet a shortcut convolution). Preorder puts every node after its inputs only if the
+        inputs of each sum lie on one path. So, branches taken from the earliest source on,
+        an all-zero node (:func:`order_node`) leads from each branch's end into the node that
+        starts the way from that branch's source to the next branch, and that source's edge
+        into its own branch is listed first. The zero node adds nothing (every importer
+        computes the same function; lmh-deploy's import drops it). Where no such node fits,
+        the graph is left as it is (:func:`depth_first_order_runs` says so)."""
+        rank = {n: i for i, n in enumerate(self.g.order())}
+        branches = sorted(branches, key=lambda b: rank.get(b[0], -1))
+        for j, ((source, first, end), (_, next_first, _)) in enumerate(zip(branches, branches[1:])):
+            target = next(
+                (c for c in self._children(source) if c != first and self._reaches(c, next_first)), None
+            )
+            zero = order_node(end_shape, self.sources[source][1])
+            if target is None or zero is None:
+                return
+            self.nodes[f"{name}_order{j}"] = zero
+            self.order_nodes.append(f"{name}_order{j}")
+            self.edges += [(end, f"{name}_order{j}"), (f"{name}_order{j}", target)]
+            own, other = self.edges.index((source, first)), self.edges.index((source, target))
+            if own > other:  # the branch's own edge first: preorder takes it before the target
+                self.edges.insert(other, self.edges.pop(own))
+
+    def _children(self, node: str) -> list[str]:
+        return [b for a, b in self.edges if a == node]
+
+    def _reaches(self, node: str, goal: str) -> bool:
+        todo, seen = [node], set()
+        while todo:
+            cur = todo.pop()
+            if cur == goal:
+                return True
+            if cur not in seen:
+                seen.add(cur)
+                todo += self._children(cur)
+        return False
+
     def layer(self, name: str) -> None:
         """One neuron layer (or the readout) and the synaptic chains into it: one for a
         feed-forward layer, one per branch of a residual sum (NIR sums converging edges;
         the layer's bias rides on the first branch)."""
         node = self.g.node(name)
         gain = 1.0 if isinstance(node, Readout) else input_gain(self.plans[name], self.dt)
-        ends, shapes = [], []
+        ends, shapes, branches = [], [], []
         for branch, last in enumerate(self.g.inputs_of(name)):
             source, chain = self.chain_from(last)
             self.tail, self.shape, self.amp = self.sources[source]
+            before = len(self.nodes)
             for i, syn in enumerate(chain):
                 bias = node.bias if branch == 0 else None
                 self.synapse(syn, self.g.node(syn), bias, last=i == len(chain) - 1, gain=gain)
             ends.append(self.tail)
             shapes.append(self.shape)
+            if chain:
+                branches.append((self.sources[source][0], list(self.nodes)[before], self.tail))
         if len(set(shapes)) > 1:
             raise InteropError(f"{name}: its branches end in different shapes {shapes}")
+        if len(branches) > 1:
+            self.chain_branches(name, branches, shapes[0])
         if isinstance(node, Readout):
             if node.leaky.size:
                 raise InteropError(leaky_readout_refusal(name, "NIR"))
@@ -548,6 +650,8 @@ def graph_to_nir(graph: Graph, *, dt: float = DEFAULT_DT, inputs: np.ndarray | N
         "(snnTorch convention); CubaLIF: mu_d = 1 - dt/tau_syn, w_in = tau_syn/dt",
         "readout": "logits = mean over the timesteps of the output (Affine incl. bias)",
     }
+    if writer.order_nodes:
+        meta[ORDER_NODES_KEY] = dict.fromkeys(writer.order_nodes, 1)
     if not exact or inputs is not None or not native:
         x = inputs
         if x is None:
@@ -591,9 +695,15 @@ def write_nir(
             entry["exact"] = bool(node.metadata["lmh_exact"])
             entry["approximation"] = node.metadata.get("lmh_approximation", "")
         layers[name] = entry
+    inputs_per_node: dict[str, int] = {}
+    for _, dst in nir_graph.edges:
+        inputs_per_node[dst] = inputs_per_node.get(dst, 0) + 1
     return {
         "path": str(path),
         "dt": dt,
+        # neurons summing branches (a residual net), and whether a depth-first executor runs it
+        "sums": sorted(n for n, k in inputs_per_node.items() if k > 1 and n not in _order_targets(nir_graph)),
+        "depth_first_order_runs": depth_first_order_runs(nir_graph),
         "exact": bool(nir_graph.metadata["exact"]),
         "nir_native_rules": bool(nir_graph.metadata["nir_native_rules"]),
         "nodes": layers,
@@ -603,6 +713,30 @@ def write_nir(
         if nonzero_resets
         else ">= 1.0.4",
     }
+
+
+def residual_nir_note(sums: int, depth_first_order_runs: bool) -> str:
+    """The one line ``export`` prints for a graph with ``sums`` residual sums: which
+    importers run it batched (measured: tests/test_foreign_snntorch.py,
+    tests/test_foreign_norse.py, tests/test_nir.py)."""
+    if depth_first_order_runs:
+        return (
+            f"{sums} residual sums (converging NIR edges): run batched by snnTorch's import_from_nir, "
+            f"norse's from_nir and lmh-deploy; each shortcut leads into the next branch through an "
+            f"all-zero node (metadata {ORDER_NODES_KEY}) so that norse's depth-first executor "
+            f"(nirtorch.load) runs every sum after its branches"
+        )
+    return (
+        f"{sums} residual sums (converging NIR edges): run batched by snnTorch's import_from_nir and "
+        f"lmh-deploy; NOT by norse 1.1.0's from_nir (nirtorch.load's depth-first order runs a sum "
+        f"before one of its branches here); use nirtorch.nir_to_torch instead"
+    )
+
+
+def _order_targets(nir_graph: nir.NIRGraph) -> set[str]:
+    """The nodes an order node (:func:`order_node`) leads into."""
+    marked = set(nir_graph.metadata.get(ORDER_NODES_KEY) or {})
+    return {b for a, b in nir_graph.edges if a in marked}
 
 
 def drop_zero_v_reset(path: str | Path) -> list[str]:
