@@ -517,13 +517,16 @@ class _Writer:
         the graph is left as it is (:func:`depth_first_order_runs` says so)."""
         rank = {n: i for i, n in enumerate(self.g.order())}
         branches = sorted(branches, key=lambda b: rank.get(b[0], -1))
-        for j, ((source, first, end), (_, next_first, _)) in enumerate(zip(branches, branches[1:])):
+        links = []
+        for (source, first, end), (_, next_first, _) in zip(branches, branches[1:]):
             target = next(
                 (c for c in self._children(source) if c != first and self._reaches(c, next_first)), None
             )
             zero = order_node(end_shape, self.sources[source][1])
             if target is None or zero is None:
-                return
+                return  # all links or none
+            links.append((source, first, end, target, zero))
+        for j, (source, first, end, target, zero) in enumerate(links):
             self.nodes[f"{name}_order{j}"] = zero
             self.order_nodes.append(f"{name}_order{j}")
             self.edges += [(end, f"{name}_order{j}"), (f"{name}_order{j}", target)]
@@ -695,14 +698,16 @@ def write_nir(
             entry["exact"] = bool(node.metadata["lmh_exact"])
             entry["approximation"] = node.metadata.get("lmh_approximation", "")
         layers[name] = entry
+    order_nodes = set(nir_graph.metadata.get(ORDER_NODES_KEY) or {})
     inputs_per_node: dict[str, int] = {}
-    for _, dst in nir_graph.edges:
-        inputs_per_node[dst] = inputs_per_node.get(dst, 0) + 1
+    for src, dst in nir_graph.edges:
+        if src not in order_nodes:
+            inputs_per_node[dst] = inputs_per_node.get(dst, 0) + 1
     return {
         "path": str(path),
         "dt": dt,
         # neurons summing branches (a residual net), and whether a depth-first executor runs it
-        "sums": sorted(n for n, k in inputs_per_node.items() if k > 1 and n not in _order_targets(nir_graph)),
+        "sums": sorted(n for n, k in inputs_per_node.items() if k > 1),
         "depth_first_order_runs": depth_first_order_runs(nir_graph),
         "exact": bool(nir_graph.metadata["exact"]),
         "nir_native_rules": bool(nir_graph.metadata["nir_native_rules"]),
@@ -731,12 +736,6 @@ def residual_nir_note(sums: int, depth_first_order_runs: bool) -> str:
         f"lmh-deploy; NOT by norse 1.1.0's from_nir (nirtorch.load's depth-first order runs a sum "
         f"before one of its branches here); use nirtorch.nir_to_torch instead"
     )
-
-
-def _order_targets(nir_graph: nir.NIRGraph) -> set[str]:
-    """The nodes an order node (:func:`order_node`) leads into."""
-    marked = set(nir_graph.metadata.get(ORDER_NODES_KEY) or {})
-    return {b for a, b in nir_graph.edges if a in marked}
 
 
 def drop_zero_v_reset(path: str | Path) -> list[str]:
