@@ -12,12 +12,13 @@ Rows (``--rows``; all by default):
 Every net has non-trivial LM-H factors. Float PyTorch is the fastest of the variants in
 :mod:`float_baselines` (the model as built, a lean in-place loop, channels-last; one thread and
 all threads), picked on warm-up runs; sim/ runs streaming (``record_spikes=False``), at its
-best too: at ``--threads`` threads and at all threads (torch, BLAS and numba alike), the
-faster on warm-up runs; a third side, ``sim dense``, is the same sim/ with its event-driven
+best too: at ``--threads`` threads and at all threads (torch, BLAS and numba alike; at
+more than one thread with and without batch shards, :func:`sim_variants`), the fastest on
+warm-up runs; a third side, ``sim dense``, is the same sim/ with its event-driven
 ways switched off (float BLAS / convolution only), picked the same way. The three sides
 alternate over ``--rounds`` rounds (:func:`timing.alternate`); every ratio is the median of
 the per-round ratios, with its spread. Spikes of ``--check-samples`` samples are compared
-with the slow reference run (:mod:`lmh_deploy.sim.reference`) at every thread count sim/
+with the slow reference run (:mod:`lmh_deploy.sim.reference`) in every variant sim/
 tried, and the two sim/ sides' logits with each other. Each row
 records its own run (command, date, commit, load); ``--update`` re-measures only ``--rows``
 in an existing JSON.
@@ -117,16 +118,28 @@ def thread_counts(threads: int) -> list[int]:
     return sorted({threads, len(os.sched_getaffinity(0))})
 
 
+def sim_variants(counts: list[int]) -> dict[str, tuple[int, bool]]:
+    """sim/'s variants: label -> (threads, batch shards). At more than one thread, sim/ splits
+    the work inside each layer (its neuron kernel's batch rows, torch's intra-op threads)
+    or, with batch shards, runs each shard of the batch whole in its own thread."""
+    variants = {}
+    for n in counts:
+        variants[f"{n} thread{'s' if n > 1 else ''}"] = (n, False)
+        if n > 1:
+            variants[f"{n} threads, batch shards"] = (n, True)
+    return variants
+
+
 def best_sim(
-    twin: Callable[[], Any], run: Callable[[Any], Any], counts: list[int], warm: int
+    twin: Callable[[], Any], run: Callable[[Any, bool], Any], counts: list[int], warm: int
 ) -> tuple[str, Callable[[], Any], dict[str, float]]:
-    """sim/ at its best, as float's variants are picked: ``run(graph)`` at each thread count
-    of ``counts``, each on its own graph ``twin()`` (a copy: its own plan and measured way
-    costs), warmed up ``warm`` times in turns; the fastest by its best time over the second
-    half of the warm-up (the first calls compile and time every synapse way). Returns its
-    name, the run, and every variant's best warm-up seconds."""
-    graphs = {f"{n} thread{'s' if n > 1 else ''}": (n, twin()) for n in counts}
-    runs = {label: threaded(partial(run, graph), n) for label, (n, graph) in graphs.items()}
+    """sim/ at its best, as float's variants are picked: ``run(graph, shards)`` in each of
+    :func:`sim_variants`, each on its own graph ``twin()`` (a copy: its own plan and measured
+    way costs), warmed up ``warm`` times in turns; the fastest by its best time over the
+    second half of the warm-up (the first calls compile and time every synapse way). Returns
+    its name, the run, and every variant's best warm-up seconds."""
+    graphs = {label: (n, shards, twin()) for label, (n, shards) in sim_variants(counts).items()}
+    runs = {label: threaded(partial(run, graph, shards), n) for label, (n, shards, graph) in graphs.items()}
     best: dict[str, float] = {}
     for i in range(warm):
         for label, fn in runs.items():
@@ -135,7 +148,7 @@ def best_sim(
             if 2 * i >= warm - 1:
                 best[label] = min(best.get(label, float("inf")), time.perf_counter() - start)
     pick = min(best, key=best.__getitem__)
-    for label, (_, graph) in graphs.items():  # the other variants' plans: memory not needed
+    for label, (_, _, graph) in graphs.items():  # the other variants' plans: memory not needed
         if label != pick:
             simulator._PLANS.pop((id(graph), None), None)
     return pick, runs[pick], best
@@ -157,8 +170,10 @@ def bench_row(name: str, args) -> dict:
     )
     records: dict[str, list] = {}
 
-    def sim_run(key: str, graph) -> None:
-        records[key] = [simulate(graph, x_int[c], steps, record_spikes=False) for c in chunks]
+    def sim_run(key: str, graph, shards: bool) -> None:
+        records[key] = [
+            simulate(graph, x_int[c], steps, record_spikes=False, batch_shards=shards) for c in chunks
+        ]
 
     # warm-up beyond the harness's: compiles, plans, and lets every synapse path time each of
     # its ways twice, as the plan a long run reuses for all its mini-batches would have
@@ -180,8 +195,8 @@ def bench_row(name: str, args) -> dict:
     identical = all(
         np.array_equal(a.logits, b.logits) for a, b in zip(records["sim"], records["sim dense"], strict=True)
     )
-    for n in counts:  # the reference's spikes at every thread count sim/ tried
-        fast = threaded(lambda: simulate(q, x_int[:k], steps), n)()
+    for n, shards in sim_variants(counts).values():  # the reference's spikes in every variant
+        fast = threaded(partial(simulate, q, x_int[:k], steps, batch_shards=shards), n)()
         identical &= bool(
             np.array_equal(ref["logits"], fast.logits)
             and all(np.array_equal(s, fast.spikes[layer]) for layer, s in ref["spikes"].items())
@@ -229,6 +244,7 @@ def bench_row(name: str, args) -> dict:
         "spikes_identical": identical,
         "checked_samples": k,
         "checked_threads": counts,
+        "checked_variants": list(sim_variants(counts)),
     }
 
 

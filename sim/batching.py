@@ -158,6 +158,15 @@ def run_in_batches(
     return merged
 
 
+def merged_records(records: list[RunRecord], starts: list[int], n: int) -> RunRecord:
+    """One record of ``n`` samples from the records of consecutive batches starting at
+    ``starts`` (per-sample arrays placed, counters summed): what one run gives."""
+    merged = _allocate(records[0], n)
+    for rec, start in zip(records, starts, strict=True):
+        _add_batch(merged, rec, start)
+    return merged
+
+
 def _whole(part: np.ndarray, n: int, axis: int) -> np.ndarray:
     shape = list(part.shape)
     shape[axis] = n

@@ -35,8 +35,10 @@ do not depend on the thread count. The kernel uses numba's thread count
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -427,13 +429,46 @@ def sim_threads() -> int:
     numba parallel loop): ``numba.get_num_threads()`` would start it, and starting it fixes
     the multiprocessing start method, after which importing Lava (``mp.set_start_method``)
     fails, e.g. a ``verify`` that runs sim/ before Lava in one process."""
-    if numba is None:
-        return 1
+    if numba is None or getattr(_SHARD, "active", False):
+        return 1  # a shard of a sharded run (:func:`one_thread_shard`) runs on one thread
     from numba.np.ufunc import parallel
 
     if parallel._is_initialized:  # someone set (or read) the count: the layer runs already
         return int(numba.get_num_threads())
     return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
+
+
+_SHARD = threading.local()  # .active: this thread runs a shard of a sharded run
+
+
+@contextmanager
+def one_thread_shard() -> Iterator[None]:
+    """This thread runs one shard of a run split over threads (the simulator's batch
+    shards): sim/'s own code sees one thread (:func:`sim_threads`), and so do torch's
+    intra-op loops and oneDNN here (``torch.set_num_threads`` sets the calling thread's
+    OpenMP count, and the count new threads start with; the caller of the shards restores
+    its own afterwards: :func:`restore_torch_threads`)."""
+    torch = sys.modules.get("torch")  # sim/ imports torch only for paths that use it
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    _SHARD.active = True
+    try:
+        yield
+    finally:
+        _SHARD.active = False
+
+
+@contextmanager
+def restore_torch_threads() -> Iterator[None]:
+    """torch's thread count of this thread put back after the block (shards set theirs to
+    one: :func:`one_thread_shard`)."""
+    torch = sys.modules.get("torch")  # not imported yet: no shard sets its threads either
+    saved = None if torch is None else torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if saved is not None and torch.get_num_threads() != saved:
+            torch.set_num_threads(saved)
 
 
 def row_ranges(batch: int, row_work: int, threads: int) -> list[tuple[int, int]]:
@@ -461,7 +496,10 @@ def run_in_threads(fn, parts: list[tuple[int, int]]) -> list:
             _POOL.pop()[1].shutdown()
         _POOL.append((len(parts) - 1, ThreadPoolExecutor(len(parts) - 1, thread_name_prefix="lmh-sim")))
     futures = [_POOL[0][1].submit(fn, lo, hi) for lo, hi in parts[1:]]
-    first = fn(*parts[0])
+    try:
+        first = fn(*parts[0])
+    finally:  # none left running past the call, even where this thread's part failed
+        wait(futures)
     return [first] + [f.result() for f in futures]
 
 

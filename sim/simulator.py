@@ -29,6 +29,7 @@ from dataclasses import replace
 import numpy as np
 
 from lmh_deploy.errors import InputError
+from lmh_deploy.sim import neuron
 from lmh_deploy.sim.conv import channels_last_order
 from lmh_deploy.sim.chain import chain_of
 from lmh_deploy.sim.neuron import initial_state, numba_active, run_neuron_chunk
@@ -95,6 +96,7 @@ def simulate(
     record_final_state: bool = True,
     device: str | None = None,
     chunk_steps: int | None = None,
+    batch_shards: bool = False,
 ) -> RunRecord:
     """Run ``B`` samples for ``timesteps`` steps.
 
@@ -106,13 +108,62 @@ def simulate(
     record when T is small).
     ``device`` (e.g. ``"cuda"``, ``"cpu"``) runs the same integer semantics on torch tensors
     there; ``None`` uses numpy (and numba). ``chunk_steps`` overrides the chunk length.
+    ``batch_shards``: split the batch over sim/'s threads, each shard's whole run in its own
+    thread (:func:`shards_of`), instead of splitting the work inside each layer; the same
+    record either way.
     """
     plan = plan_for(graph, device)
+    options = (record_states, record_spikes, record_final_state, chunk_steps)
+    x_int = np.asarray(x_int)
+    axis = 0 if x_int.ndim == len(plan.input_shape) + 1 else 1  # static, or time-major frames
+    batch = x_int.shape[axis] if x_int.ndim > axis else 1
+    shards = shards_of(plan, batch, timesteps, device) if batch_shards else [(0, batch)]
+    if len(shards) == 1:
+        return _simulate_whole(plan, x_int, timesteps, device, *options)
+
+    def shard(lo: int, hi: int) -> RunRecord:
+        part = x_int[lo:hi] if axis == 0 else x_int[:, lo:hi]
+        with neuron.one_thread_shard():
+            return _simulate_whole(plan, part, timesteps, device, *options)
+
+    with neuron.restore_torch_threads():
+        records = neuron.run_in_threads(shard, shards)
+    from lmh_deploy.sim.batching import merged_records  # (batching imports this module)
+
+    return merged_records(records, [lo for lo, _ in shards], shards[-1][1])
+
+
+def shards_of(plan: _Plan, batch: int, timesteps: int, device: str | None) -> list[tuple[int, int]]:
+    """The batch cut into contiguous shards, one per thread sim/ may use
+    (:func:`~lmh_deploy.sim.neuron.sim_threads`), each run whole in its own thread with
+    one thread inside (:func:`~lmh_deploy.sim.neuron.one_thread_shard`; its compiled kernels
+    and torch's int8 products release the GIL, so the shards' layer pipelines overlap;
+    Python between layers does not). Samples are independent: the merged record equals the
+    unsharded run's bit for bit (as :mod:`lmh_deploy.sim.batching`'s mini-batches do). One
+    shard on a torch device, or where the run is too small to pay for a thread
+    (:func:`~lmh_deploy.sim.neuron.row_ranges`' share of neuron-steps)."""
+    if device is not None:
+        return [(0, batch)]
+    sample_work = timesteps * sum(p.size for p in plan.params.values())
+    return neuron.row_ranges(batch, sample_work, neuron.sim_threads())
+
+
+def _simulate_whole(
+    plan: _Plan,
+    x_int: np.ndarray,
+    timesteps: int,
+    device: str | None,
+    record_states: bool,
+    record_spikes: bool,
+    record_final_state: bool,
+    chunk_steps: int | None,
+) -> RunRecord:
+    """:func:`simulate` of the whole batch ``x_int`` in this thread."""
     if (
         plan.chain is not None
         and not record_states
         and chunk_steps is None
-        and np.shape(x_int)[1:] == plan.input_shape
+        and x_int.shape[1:] == plan.input_shape
         and numba_active()
     ):  # an MLP: one compiled call for the whole run (sim/chain.py)
         return _whole_chain(plan, np.asarray(x_int, np.int64), timesteps, record_spikes, record_final_state)

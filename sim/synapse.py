@@ -38,6 +38,7 @@ exponent's monotone shift, so pooling ``S`` pools ``a_in``).
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -398,13 +399,14 @@ class SynapsePath:
     def _int8(self, pre):
         """The sums by the CPU's int8 matrix units (binary ``pre``; exact, module docstring)."""
         pre = np.ascontiguousarray(pre)
-        if self.conv is None:
-            if getattr(self, "qlinear", None) is None:
+        with _PREPARING:  # once, also where a run's batch shards (threads) arrive together
+            if self.conv is None and getattr(self, "qlinear", None) is None:
                 self._prepare_int8_linear(pre.shape[0])
+            if self.conv is not None and getattr(self, "qconv", None) is None:
+                self._prepare_int8_conv(pre.shape[0])
+        if self.conv is None:
             return self.int8_sums(pre).numpy() if self.qlinear is False else self._int8_linear(pre)
-        if getattr(self, "qconv", None) is None and not self._prepare_int8_conv(pre.shape[0]):
-            return self._gemm(pre)
-        return self._int8_conv(pre)
+        return self._int8_conv(pre) if "int8" in self.ways else self._gemm(pre)
 
     def _prepare_int8_linear(self, rows: int) -> None:
         """Pack the int8 weight rows once for oneDNN's u8 x s8 matrix product (``torch._int_mm``
@@ -618,6 +620,9 @@ class SynapsePath:
 
 #: op name -> whether this torch has it (probed once per op)
 _ONEDNN_OPS: dict[str, bool] = {}
+
+
+_PREPARING = threading.Lock()  # the int8 ways' one-time packing
 
 
 def _onednn_has(op: str) -> bool:

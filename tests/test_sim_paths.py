@@ -355,3 +355,98 @@ def test_sim_runs_leave_the_multiprocessing_start_method_unset() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])}
     done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("arch, shape, radical", NETS)
+def test_batch_shards_give_the_unsharded_record(arch: str, shape: tuple, radical: bool) -> None:
+    """A run whose batch is split into shards, one per thread, each shard's layer pipeline
+    run whole in its own thread (``simulate(..., batch_shards=True)``), gives the one-thread run's
+    record bit for bit: spikes, states, logits, saturation, synops and spike counts, for
+    static input (the MLP also by its whole-run chain) and time-major frames, at batch
+    sizes 1, 2 and odd, with fewer samples than threads, streaming too."""
+    from lmh_deploy.sim.simulator import shards_of
+
+    q = _net(arch, shape, radical=radical)
+    plan, rng = plan_for(q, None), np.random.default_rng(8)
+    scale = q.node("input").scale
+    for batch in (1, 2, 5):
+        inputs = {
+            "static": fx.quantize_input(rng.random((batch, *shape)), scale),
+            "frames": fx.quantize_input(rng.random((6, batch, *shape)), scale),
+        }
+        for kind, x in inputs.items():
+            for states in (False, True):
+                with threads_at_any_size(1):
+                    want = simulate(q, x, 6, record_states=states)
+                    assert shards_of(plan, batch, 6, None) == [(0, batch)]
+                for threads in (2, 3):
+                    with threads_at_any_size(threads):
+                        assert len(shards_of(plan, batch, 6, None)) == min(threads, batch)
+                        assert shards_of(plan, batch, 6, "cpu") == [(0, batch)]  # torch: whole
+                        got = simulate(q, x, 6, record_states=states, batch_shards=True)
+                        streamed = simulate(q, x, 6, record_spikes=False, batch_shards=True)
+                    label = (batch, kind, states, threads)
+                    try:
+                        assert_same_record(got, want)
+                    except AssertionError as err:
+                        raise AssertionError(label) from err
+                    assert np.array_equal(streamed.logits, want.logits), label
+                    assert streamed.saturation == want.saturation and streamed.synops == want.synops, label
+                    for name, stats in streamed.spike_stats.items():
+                        assert stats["active_neurons"] == want.spike_stats[name]["active_neurons"], label
+                        assert stats["neuron_steps"] == want.spike_stats[name]["neuron_steps"], label
+                        assert np.array_equal(
+                            stats["spikes_per_step"], want.spike_stats[name]["spikes_per_step"]
+                        )
+
+
+def test_batch_shards_run_on_one_thread_each_and_restore_torchs_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each shard runs in its own thread with sim/'s threads (numba's count) and torch's
+    intra-op threads at one (no shard splits again, none oversubscribes the cores); the
+    caller's torch thread count is back afterwards; a shard's failure reaches the caller
+    after every shard has ended."""
+    import threading
+
+    from lmh_deploy.sim import simulator
+
+    q = _net("cnn", (1, 8, 8))
+    x = fx.quantize_input(np.random.default_rng(2).random((4, 1, 8, 8)), q.node("input").scale)
+    seen: list[tuple[int, int, int, int]] = []
+    real = simulator._simulate_whole
+
+    def spy(plan, part, *args):
+        seen.append((threading.get_ident(), len(part), N.sim_threads(), torch.get_num_threads()))
+        return real(plan, part, *args)
+
+    monkeypatch.setattr(simulator, "_simulate_whole", spy)
+    monkeypatch.setattr(N, "MIN_THREAD_WORK", 1)
+    # numba's thread count 2, read as sim_threads reads it without a started threading layer
+    # (starting it here would fix multiprocessing's start method for the Lava tests)
+    import numba
+    from numba.np.ufunc import parallel
+
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 2)
+    monkeypatch.setattr(parallel, "_is_initialized", False)
+    assert N.sim_threads() == 2 and simulator.shards_of(plan_for(q, None), 4, 6, None) == [(0, 2), (2, 4)]
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        simulate(q, x, 6, batch_shards=True)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)
+    assert len(seen) == 2 and len({ident for ident, *_ in seen}) == 2
+    assert all(part == 2 and threads == 1 and intra == 1 for _, part, threads, intra in seen)
+
+    def failing(plan, part, *args):
+        if len(seen) < 4:
+            seen.append((threading.get_ident(), len(part), 0, 0))
+            raise ValueError("shard failed")
+        return real(plan, part, *args)
+
+    monkeypatch.setattr(simulator, "_simulate_whole", failing)
+    with pytest.raises(ValueError, match="shard failed"):
+        simulate(q, x, 6, batch_shards=True)
+    assert len(seen) == 4  # both shards ran to their end before the caller saw the failure
