@@ -14,7 +14,8 @@ arguments (snnTorch tutorial 6); MaxPool2d over spikes (an
 exact OR layer, :meth:`_Walker.max_pool`) and over the currents of a convolution before a
 neuron (a ``MaxPool`` node); other libraries' subclasses of these layers
 (SpikingJelly's ``layer.*``) and SpikingJelly's multi-step form (input repeated over a time
-axis, mean over it at the end); after the last neuron layer a fixed average over groups of
+axis, mean over it at the end; ``layer.SeqToANNContainer`` traced as its children, applied at
+every step); after the last neuron layer a fixed average over groups of
 outputs (the paper's ``VotingLayer``, ``AvgPool1d``) folds into the readout. Networks that
 take all steps in one ``(T*N, ...)`` call (the paper's TEBN mode) are traced as their
 per-step equivalent (:mod:`.time_batched`). Everything else is refused in one line naming the
