@@ -484,13 +484,19 @@ def contiguous_ranges(batch: int, parts: int) -> list[tuple[int, int]]:
 
 
 _POOL: list[tuple[int, ThreadPoolExecutor]] = []  # (workers, pool): one pool, grown on demand
+_IN_PARTS = threading.local()  # .active: this thread runs a part of a run_in_threads call
 
 
 def run_in_threads(fn, parts: list[tuple[int, int]]) -> list:
     """``fn(lo, hi)`` for every range, the first in this thread, the others in a pool (the
-    compiled kernels release the GIL: they run on separate cores); results in order."""
-    if len(parts) == 1:
-        return [fn(*parts[0])]
+    compiled kernels release the GIL: they run on separate cores); results in order.
+
+    A call made from inside a part (a batch shard whose layer splits its rows again) runs
+    its parts one after the other in its own thread: submitting them to the pool whose
+    workers all wait for such calls would deadlock."""
+    if len(parts) == 1 or getattr(_IN_PARTS, "active", False):
+        return [fn(*part) for part in parts]
+    fn = _marked_part(fn)
     if not _POOL or _POOL[0][0] < len(parts) - 1:
         if _POOL:
             _POOL.pop()[1].shutdown()
@@ -501,6 +507,19 @@ def run_in_threads(fn, parts: list[tuple[int, int]]) -> list:
     finally:  # none left running past the call, even where this thread's part failed
         wait(futures)
     return [first] + [f.result() for f in futures]
+
+
+def _marked_part(fn):
+    """``fn`` run with this thread marked as running a part (:func:`run_in_threads`)."""
+
+    def part(lo: int, hi: int):
+        _IN_PARTS.active = True
+        try:
+            return fn(lo, hi)
+        finally:
+            _IN_PARTS.active = False
+
+    return part
 
 
 def _widen(state: NeuronState) -> None:

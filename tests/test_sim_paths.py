@@ -450,3 +450,29 @@ def test_batch_shards_run_on_one_thread_each_and_restore_torchs_threads(
     with pytest.raises(ValueError, match="shard failed"):
         simulate(q, x, 6, batch_shards=True)
     assert len(seen) == 4  # both shards ran to their end before the caller saw the failure
+
+
+def test_run_in_threads_called_inside_a_part_runs_its_parts_in_place() -> None:
+    """A part that splits again (a batch shard whose layer splits its rows; the tests' own
+    ``threads_at_any_size`` makes every layer split) runs those parts in its own thread, not
+    in the pool whose workers are all busy with the outer parts: that deadlocked."""
+    import threading
+
+    from lmh_deploy.sim.neuron import run_in_threads
+
+    def inner(lo: int, hi: int) -> tuple[int, str]:
+        return lo, threading.current_thread().name
+
+    def outer(lo: int, hi: int) -> list:
+        return run_in_threads(inner, [(lo, lo + 1), (lo + 1, hi)])
+
+    results: list = []
+    caller = threading.Thread(target=lambda: results.append(run_in_threads(outer, [(0, 2), (2, 4), (4, 6)])))
+    caller.daemon = True  # a deadlock must fail the test, not hang the suite
+    caller.start()
+    caller.join(timeout=60)
+    assert not caller.is_alive(), "nested run_in_threads deadlocked"
+    [parts] = results
+    assert [[lo for lo, _ in inner_parts] for inner_parts in parts] == [[0, 1], [2, 3], [4, 5]]
+    for inner_parts in parts:  # each outer part ran its inner parts in its own thread
+        assert len({name for _, name in inner_parts}) == 1
