@@ -279,7 +279,13 @@ def weight_bits_advice(art: Artifact, prediction_agreement: float) -> str | None
     is the measured cause in deep nets (docs/fixed-point.md §9)."""
     if prediction_agreement >= LOW_AGREEMENT or int(art.manifest.get(WEIGHT_BITS.name, 8)) != 8:
         return None
-    if "exact_weight_scale" in art.float_graph.meta or art.quant_graph.meta.get("profile") == "loihi-lif":
+    from lmh_deploy.semantics.profiles import get_profile
+
+    # the same two cases compile refuses --weight-bits 16 for (a profile with one fixed
+    # weight exponent has no second, lower one for the fine half)
+    if "exact_weight_scale" in art.float_graph.meta:
+        return None
+    if get_profile(art.quant_graph.meta["profile"]).fixed_weight_exp is not None:
         return None
     return (
         f"predictions agree on {prediction_agreement:.1%}: 8-bit weight rounding compounds over "
