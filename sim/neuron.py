@@ -420,6 +420,10 @@ def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, s
 MIN_THREAD_WORK = 1 << 16
 
 
+_POOL: list[tuple[int, ThreadPoolExecutor]] = []  # (workers, pool): one pool, grown on demand
+_IN_PARTS = threading.local()  # .active: this thread runs a part of a run_in_threads call
+
+
 def sim_threads() -> int:
     """Threads the neuron kernel may use: numba's thread count (``numba.set_num_threads``,
     default ``NUMBA_NUM_THREADS``, every CPU); the dense chain of :mod:`lmh_deploy.sim.chain`
@@ -429,8 +433,8 @@ def sim_threads() -> int:
     numba parallel loop): ``numba.get_num_threads()`` would start it, and starting it fixes
     the multiprocessing start method, after which importing Lava (``mp.set_start_method``)
     fails, e.g. a ``verify`` that runs sim/ before Lava in one process."""
-    if numba is None or getattr(_SHARD, "active", False):
-        return 1  # a shard of a sharded run (:func:`one_thread_shard`) runs on one thread
+    if numba is None or getattr(_IN_PARTS, "active", False):
+        return 1  # a part of a split run (a batch shard, a layer's rows) runs on one thread
     from numba.np.ufunc import parallel
 
     if parallel._is_initialized:  # someone set (or read) the count: the layer runs already
@@ -438,24 +442,18 @@ def sim_threads() -> int:
     return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
 
 
-_SHARD = threading.local()  # .active: this thread runs a shard of a sharded run
-
-
 @contextmanager
 def one_thread_shard() -> Iterator[None]:
     """This thread runs one shard of a run split over threads (the simulator's batch
-    shards): sim/'s own code sees one thread (:func:`sim_threads`), and so do torch's
-    intra-op loops and oneDNN here (``torch.set_num_threads`` sets the calling thread's
-    OpenMP count, and the count new threads start with; the caller of the shards restores
-    its own afterwards: :func:`restore_torch_threads`)."""
+    shards, each a part of :func:`run_in_threads`, so sim/'s own code sees one thread:
+    :func:`sim_threads`): torch's intra-op loops and oneDNN here get one thread too
+    (``torch.set_num_threads`` sets the calling thread's OpenMP count, and the count new
+    threads start with; the caller of the shards restores its own afterwards:
+    :func:`restore_torch_threads`)."""
     torch = sys.modules.get("torch")  # sim/ imports torch only for paths that use it
     if torch is not None and torch.get_num_threads() != 1:
         torch.set_num_threads(1)
-    _SHARD.active = True
-    try:
-        yield
-    finally:
-        _SHARD.active = False
+    yield
 
 
 @contextmanager
@@ -481,10 +479,6 @@ def contiguous_ranges(batch: int, parts: int) -> list[tuple[int, int]]:
     """``batch`` rows cut into ``parts`` contiguous ``(lo, hi)`` ranges of near-equal size."""
     bounds = [batch * k // parts for k in range(parts + 1)]
     return list(zip(bounds[:-1], bounds[1:]))
-
-
-_POOL: list[tuple[int, ThreadPoolExecutor]] = []  # (workers, pool): one pool, grown on demand
-_IN_PARTS = threading.local()  # .active: this thread runs a part of a run_in_threads call
 
 
 def run_in_threads(fn, parts: list[tuple[int, int]]) -> list:
