@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from spikingjelly.activation_based import layer
+from spikingjelly.activation_based import functional, layer, neuron
 from torch import nn
 
 from lmh_deploy.backends.float.ir import simulate_float
 from lmh_deploy.backends.float.torch_source import run_source
+from lmh_deploy.frontends.neurons import NeuronError
 from lmh_deploy.frontends.torch_fx import FrontendError, module_to_graph
 
 from foreign import spikingjelly_style as sj
@@ -194,3 +195,106 @@ def test_plif_conv_net_whose_trained_tau_fell_below_two_deploys_under_cuba(
     )
     assert line.endswith("; --profile cuba holds membrane decays down to 0 (SpikingJelly tau < 2, "
                          "snnTorch beta < 0.5), and a compile without --profile picks it")  # fmt: skip
+
+
+class _MyLIF(neuron.LIFNode):
+    """A user's subclass of a mapped neuron (its forward could change the dynamics)."""
+
+
+SJ_SUPPORTED = (
+    "supported SpikingJelly neurons: neuron.IFNode, neuron.LIFNode, neuron.ParametricLIFNode (the "
+    "classes themselves; hard or soft reset, decay_input either way, single- or multi-step)"
+)
+
+
+@pytest.mark.parametrize(
+    "make, label, why",
+    [
+        (neuron.IzhikevichNode, "neuron.IzhikevichNode", "no adapter maps this neuron"),
+        (neuron.KLIFNode, "neuron.KLIFNode", "no adapter maps this neuron"),
+        (neuron.QIFNode, "neuron.QIFNode", "no adapter maps this neuron"),
+        (_MyLIF, "_MyLIF", "a subclass of neuron.LIFNode; only the class itself is mapped"),
+    ],
+    ids=["izhikevich", "klif", "qif", "subclass"],
+)
+def test_unsupported_spikingjelly_neuron_is_refused_naming_it(make, label: str, why: str) -> None:
+    """Was "torch.fx cannot trace it: symbolically traced variables cannot be used as inputs
+    to control flow" (or a getattr inside the neuron's forward), naming no supported neuron."""
+    model = nn.Sequential(
+        layer.Flatten(), nn.Sequential(layer.Linear(64, 16), sj.node("IF")), layer.Linear(16, 10), make()
+    )
+    with pytest.raises(NeuronError) as err:
+        module_to_graph(model, input_shape=(1, 8, 8), timesteps=sj.T)
+    kind = make.__name__
+    assert str(err.value) == f"3 ({kind}): SpikingJelly {label} cannot be deployed: {why}; {SJ_SUPPORTED}"
+
+
+def test_unsupported_spikingjelly_neuron_exits_2_in_one_line(tmp_path: Path) -> None:
+    torch.save(sj.izhikevich_mlp().state_dict(), tmp_path / "izh.pt")
+    res = invoke(
+        "compile", tmp_path / "izh.pt", "--model", f"{MODEL_FILE}:izhikevich_mlp", "--input-shape",
+        "1,8,8", "--timesteps", sj.T, "--dataset", "digits", "-o", tmp_path / "out",
+    )  # fmt: skip
+    assert res.exit_code == 2 and not (tmp_path / "out").exists()
+    assert res.output.strip() == (
+        f"error: 3 (IzhikevichNode): SpikingJelly neuron.IzhikevichNode cannot be deployed: no adapter "
+        f"maps this neuron; {SJ_SUPPORTED}"
+    )
+
+
+MULTI_STEP_REWRITE = (
+    "write its children without it: SpikingJelly's layer.* and neuron.*Node modules in an "
+    "nn.Sequential with functional.set_step_mode(net, 'm') (the same per-step computation; plain "
+    "torch layers go in layer.SeqToANNContainer, neurons outside it)"
+)
+
+
+class _Repeat(nn.Module):
+    """Multi-step: the frame repeated over T, the body on (T, N, ...), the mean over T."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):
+        return self.body(x.unsqueeze(0).repeat(sj.T, 1, 1, 1, 1)).mean(0)
+
+
+@pytest.mark.parametrize("stateful_step_mode", [False, True], ids=["MultiStepContainer", "StepModeContainer"])
+def test_multi_step_container_is_refused_saying_what_to_write(stateful_step_mode: bool, digits) -> None:
+    """``layer.MultiStepContainer`` (``functional.multi_step_forward``: its single-step children
+    called once per step) was refused with "torch.fx cannot trace it: 'Proxy' object cannot be
+    interpreted as an integer". The refusal says to write the children in multi-step mode, and
+    that rewrite (same weights) computes the same outputs in SpikingJelly and deploys."""
+    torch.manual_seed(0)
+    children = [nn.Flatten(), nn.Linear(64, 16), sj.node("IF"), nn.Linear(16, 10), sj.node("LIF")]
+    with torch.no_grad():
+        children[1].weight.mul_(6.0)
+        children[3].weight.mul_(6.0)
+    if stateful_step_mode:
+        container = layer.StepModeContainer(True, "m", *children)
+    else:
+        container = layer.MultiStepContainer(*children)
+    model = _Repeat(nn.Sequential(container)).eval()
+    with pytest.raises(FrontendError) as err:
+        module_to_graph(model, input_shape=(1, 8, 8), timesteps=sj.T)
+    kind = type(container).__name__
+    state = "(stateful, multi-step) " if stateful_step_mode else ""
+    assert str(err.value) == (
+        f"body.0 ({kind}): {state}runs its children one step at a time in a Python loop over T, which "
+        f"cannot be traced; {MULTI_STEP_REWRITE}"
+    )
+    # the rewrite the line asks for: layer.* / neuron.* in multi-step mode, the same weights
+    fc1, fc2 = layer.Linear(64, 16), layer.Linear(16, 10)
+    fc1.load_state_dict(children[1].state_dict())
+    fc2.load_state_dict(children[3].state_dict())
+    rewrite = _Repeat(nn.Sequential(layer.Flatten(), fc1, sj.node("IF"), fc2, sj.node("LIF"))).eval()
+    functional.set_step_mode(rewrite, "m")
+    x = digits[2][:40] * 3.0
+    with torch.no_grad():
+        want = model(x)
+        functional.reset_net(model)
+        got = rewrite(x)
+    assert want.abs().sum() > 0 and torch.equal(want, got)
+    graph = module_to_graph(rewrite, input_shape=(1, 8, 8), timesteps=sj.T)
+    assert len(graph.meta["source_neurons"]) == 2

@@ -206,6 +206,38 @@ def per_step_container(m: nn.Module) -> bool:
     return type(m) is step_mode and not getattr(m, "stateful", True) and getattr(m, "step_mode", "s") == "m"
 
 
+#: how to write each SpikingJelly container that loops over time in Python (not traceable)
+REWRITE = (
+    "SpikingJelly's layer.* and neuron.*Node modules in an "
+    "nn.Sequential with functional.set_step_mode(net, 'm') (the same per-step computation; "
+    "plain torch layers go in layer.SeqToANNContainer, neurons outside it)"
+)
+LOOPING_CONTAINERS = {
+    "MultiStepContainer": "runs its children one step at a time in a Python loop over T, which "
+    "cannot be traced; write its children without it: " + REWRITE,
+    "TLastMultiStepContainer": "loops over a time-last (N, ..., T) input, which cannot be traced; "
+    "write the net time-first (input x.unsqueeze(0).repeat(T, ...)), its children without the "
+    "container: " + REWRITE,
+    "TLastSeqToANNContainer": "runs on a time-last (N, ..., T) input, which is not deployed; write "
+    "the net time-first (input x.unsqueeze(0).repeat(T, ...)) with layer.SeqToANNContainer",
+}
+
+
+def looping_container(m: nn.Module) -> str | None:
+    """Why a SpikingJelly container that loops over time itself cannot be traced, and what to
+    write instead; None for any other module."""
+    mod = sys.modules.get(SPIKINGJELLY_CONTAINERS)
+    if mod is None:
+        return None
+    kind = type(m).__name__
+    if type(m) is getattr(mod, kind, None) and kind in LOOPING_CONTAINERS:
+        return LOOPING_CONTAINERS[kind]
+    step_mode = getattr(mod, "StepModeContainer", None)
+    if type(m) is step_mode and getattr(m, "step_mode", "s") == "m" and getattr(m, "stateful", False):
+        return "(stateful, multi-step) " + LOOPING_CONTAINERS["MultiStepContainer"]
+    return None
+
+
 def check_per_step_containers(module: nn.Module) -> None:
     """A neuron inside a per-step container would run the T*B merged samples as ONE step."""
     for path, m in module.named_modules():
@@ -222,6 +254,10 @@ def check_per_step_containers(module: nn.Module) -> None:
                     f"{type(m).__name__} runs on time and batch merged, not step by step; put the "
                     f"neuron after the container (neuron.*Node in multi-step mode)"
                 )
+
+
+class _Refused(FrontendError):
+    """A refusal made while tracing (passed on as it is)."""
 
 
 class _Tracer(fx.Tracer):
@@ -243,6 +279,9 @@ class _Tracer(fx.Tracer):
 
     def call_module(self, m, forward, args, kwargs):
         self.stack.append((self.path_of_module(m) or "<root>", type(m).__name__))
+        why = looping_container(m)
+        if why is not None:
+            raise _Refused(f"{self.stack[-1][0]} ({self.stack[-1][1]}): {why}")
         if per_step_container(m):  # its children, in turn, on the per-step signal
             forward = functools.partial(nn.Sequential.forward, m)
         out = super().call_module(m, forward, args, kwargs)
@@ -259,6 +298,8 @@ def trace(module: nn.Module) -> fx.GraphModule:
     concrete = {p.name: None for p in params if p.default is None}
     try:
         graph = tracer.trace(module, concrete_args=concrete or None)
+    except _Refused as exc:
+        raise FrontendError(str(exc)) from None
     except Exception as exc:
         for path, m in module.named_modules():  # a known library's neuron that cannot deploy
             why = unsupported_neuron(m)

@@ -133,3 +133,13 @@ def train(net, x, y, *, multi_step=False, epochs=3, lr=1e-2, seed=0):
 @torch.no_grad()
 def accuracy(net, x, y, multi_step=False):
     return float((rate(net, x, multi_step).argmax(1) == y).float().mean())
+
+
+def izhikevich_mlp():
+    """A neuron no adapter maps (``neuron.IzhikevichNode``) as the readout: refused naming it."""
+    return nn.Sequential(
+        layer.Flatten(),
+        nn.Sequential(layer.Linear(64, 16), node("IF")),
+        layer.Linear(16, 10),
+        neuron.IzhikevichNode(),
+    )

@@ -43,7 +43,7 @@ from lmh_deploy.frontends.neurons.snntorch_leaky import LeakyAdapter, snntorch_c
 from lmh_deploy.frontends.neurons.snntorch_synaptic import SynapticAdapter
 from lmh_deploy.frontends.neurons.sinabs import SUPPORTED as SINABS_SUPPORTED
 from lmh_deploy.frontends.neurons.sinabs import SinabsAdapter, sinabs_class
-from lmh_deploy.frontends.neurons.spikingjelly import SpikingJellyAdapter
+from lmh_deploy.frontends.neurons.spikingjelly import SpikingJellyAdapter, unsupported_spikingjelly
 
 #: tried in this order; register_neuron puts user adapters first
 ADAPTERS: list[NeuronAdapter] = [
@@ -116,6 +116,9 @@ def unsupported_neuron(module: nn.Module) -> str | None:
         return f"snn.{kind} cannot be deployed: {why} {supported}"
     if LEAKY_READOUT.matches(module):
         return None  # a readout (the frontend maps it there)
+    spikingjelly = unsupported_spikingjelly(module)
+    if spikingjelly is not None:
+        return spikingjelly
     snn = sys.modules.get("norse.torch.module.snn")
     cells = (
         tuple(getattr(snn, c) for c in ("SNNCell", "SNNRecurrentCell", "SNN", "SNNRecurrent")) if snn else ()

@@ -28,6 +28,10 @@ from lmh_deploy.frontends.neurons.base import NeuronAdapter, NeuronError, Neuron
 
 NEURON_MODULE = "spikingjelly.activation_based.neuron"
 KINDS = ("IFNode", "LIFNode", "ParametricLIFNode")
+SUPPORTED = (
+    "neuron.IFNode, neuron.LIFNode, neuron.ParametricLIFNode (the classes themselves; "
+    "hard or soft reset, decay_input either way, single- or multi-step)"
+)
 
 
 def spikingjelly_class(name: str) -> type | None:
@@ -43,6 +47,27 @@ def inverse_tau(module: Any, where: str) -> float:
     if hasattr(module, "w") and not hasattr(module, "tau"):  # ParametricLIFNode
         return 1.0 / (1.0 + float(np.exp(-scalar(module.w, "w", where))))
     return 1.0 / scalar(module.tau, "tau", where)
+
+
+def unsupported_spikingjelly(module: Any) -> str | None:
+    """Why a SpikingJelly neuron that no adapter maps cannot be deployed (any class of its
+    ``neuron`` package, or a subclass of its ``BaseNode``); None if ``module`` is not one."""
+    mod = sys.modules.get(NEURON_MODULE)
+    if mod is None:
+        return None
+    kind = type(module).__name__
+    base = getattr(mod, "BaseNode", None)
+    own = type(module).__module__.startswith(NEURON_MODULE + ".")
+    if not (own or (base and isinstance(module, base))):
+        return None
+    label = f"neuron.{kind}" if own else kind
+    mapped = tuple(c for c in map(spikingjelly_class, KINDS) if c is not None)
+    if isinstance(module, mapped):  # a user's subclass: its forward may change the dynamics
+        parent = next(c.__name__ for c in mapped if isinstance(module, c))
+        why = f"a subclass of neuron.{parent}; only the class itself is mapped"
+    else:
+        why = "no adapter maps this neuron"
+    return f"SpikingJelly {label} cannot be deployed: {why}; supported SpikingJelly neurons: {SUPPORTED}"
 
 
 class SpikingJellyAdapter(NeuronAdapter):
