@@ -910,8 +910,34 @@ def test_blocked_event_gather_is_exact() -> None:
         scratch = np.empty(2 * 608, np.int32), np.empty(3, np.int64)
         gather_blocks(pre, np.full(2, 600), block_rows(w), peak, out, *scratch)
         assert (out[:, :140] == 600 * value).all()
-    with pytest.raises(ValueError, match="padded"):  # rows the compress store would overrun
+    with pytest.raises(ValueError, match="padded"):  # rows the 16-byte steps would overrun
         gather_blocks(np.ones((2, 600), np.uint8), np.full(2, 600), block_rows(w), 128, out, *scratch)
+
+
+def test_active_inputs_are_listed_alike_both_ways() -> None:
+    """The blocked gather lists a row's active inputs by compresses (a dense row, where the
+    CPU has AVX-512) or by bit masks (64 bytes, then 16, at a time): both give every
+    nonzero index in order, after the ``k`` entries already listed, for rows around the
+    64-byte steps, every density from none to all, events in the first and last byte."""
+    import numba
+
+    from lmh_deploy.sim.gather import _active_inputs
+
+    @numba.njit
+    def listed(row, idx, k, dense):
+        return _active_inputs(row, idx, k, dense)
+
+    rng = np.random.default_rng(6)
+    for n_pad in (16, 48, 64, 80, 128, 416):
+        for density in (0.0, 0.02, 0.1, 0.5, 1.0):
+            row = (rng.random(n_pad) < density).astype(np.uint8)
+            row[[0, -1]] = rng.random(2) < 0.5
+            expected = np.flatnonzero(row)
+            for dense in (False, True):
+                idx = np.full(3 + n_pad + 16, -7, np.int32)
+                k = listed(row, idx, 3, dense)
+                assert k == 3 + len(expected) and np.array_equal(idx[3:k], expected), (n_pad, density, dense)
+                assert (idx[:3] == -7).all()
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
