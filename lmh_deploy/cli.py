@@ -50,7 +50,7 @@ from lmh_deploy.files import check_outputs, write_json_atomic
 from lmh_deploy.models.job import DEFAULT_JOB as JOB
 
 console = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)  # sentences unwrapped: piped output greps whole; a terminal wraps them itself
 STATE = {"debug": False}
 REPORT_BUG = (
     "this is a bug in lmh-deploy, not a problem with your input; please report it "
