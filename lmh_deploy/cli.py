@@ -436,6 +436,13 @@ def export(
             f"wrote {out_path}: NIR has no LM-H neuron; other NIR tools run the layers below as "
             f"their nearest LIF, lmh-deploy reads the exact layers back (lmh_factors metadata)"
         )
+    # norse's from_nir steps with its own default dt (1e-3) unless told the file's
+    out.print(
+        f"  dt = {result['dt']:g} s (metadata['dt']; snnTorch's import_from_nir assumes 1e-4); in "
+        f"norse: norse.torch.from_nir(nir.read('{out_path}'), dt={result['dt']:g}) (its default dt, "
+        f"1e-3, runs another network)",
+        highlight=False,
+    )
     for name, info in result["nodes"].items():
         if info.get("approximation"):
             out.print(f"  {name}: {info['approximation']}")
