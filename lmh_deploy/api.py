@@ -103,7 +103,7 @@ def compile(
     model_kwargs: str | dict[str, Any] | None = None,
     bias_correction: bool = O.BIAS_CORRECTION.default,
     input_bits: int | None = O.INPUT_BITS.default,
-    weight_bits: int = O.WEIGHT_BITS.default,
+    weight_bits: int | str = O.WEIGHT_BITS.default,
     force: bool = False,
     warn: Callable[[str], None] = lambda message: None,
 ) -> Any:
@@ -122,7 +122,10 @@ def compile(
     ``calibration_samples``; negative values, e.g. normalised images, make the input signed:
     16-bit messages under ``lmh``). ``input_bits`` sets the graded input messages' width
     (1..24; docs/fixed-point.md §7). ``weight_bits`` 16 splits each weight across two 8-bit
-    synapses (about 15 mantissa bits, twice the synapses; for deep nets, §5). ``profile``
+    synapses (about 15 mantissa bits, twice the synapses; for deep nets, §5); ``"auto"`` (the
+    default) keeps 8 unless the 8-bit net's predictions agree with the source's on fewer than
+    98 % of the calibration inputs and the split agrees on more (the report's
+    ``weight_bits_choice`` then says so; docs/compiler.md). ``profile``
     names the numeric profile (``lmh``: LM-H as trained;
     ``loihi-lif``: Lava's bit-accurate LIF; :mod:`lmh_deploy.semantics.profiles`); None: ``lmh``,
     or ``cuba`` where only it holds a layer's synaptic current decay or membrane decay below 1/2

@@ -330,7 +330,7 @@ def compile(
     ),
     profile: str | None = option(O.PROFILE),
     input_bits: int | None = option(O.INPUT_BITS),
-    weight_bits: int = option(O.WEIGHT_BITS),
+    weight_bits: str = option(O.WEIGHT_BITS),
     bias_correction: bool = option(O.BIAS_CORRECTION),
     force: bool = typer.Option(
         False,
@@ -369,6 +369,8 @@ def compile(
     if report.get("profile_choice"):
         out.print(report["profile_choice"])
     fine = [row["fine_path"] for row in report["layers"] if row.get("fine_path")]
+    if report.get(O.WEIGHT_BITS_NOTE):
+        out.print(report[O.WEIGHT_BITS_NOTE])
     if fine:
         out.print(
             f"--weight-bits {report['weight_bits']}: {len(fine)} synapse paths split into two 8-bit "
@@ -499,6 +501,12 @@ def _print_verify(result: dict[str, Any]) -> None:
         f"  accuracy: float {_fraction(ff['accuracy_float'])}, fixed {_fraction(ff['accuracy_fixed'])}; "
         f"float/fixed spike agreement {ff['spike_agreement']:.4f}, prediction agreement "
         f"{ff['prediction_agreement']:.4f}"
+        + (
+            f" ({ff['disagreements_tied_in_source']} of the {ff['disagreements']} that differ tie "
+            "for the top in the source itself)"
+            if ff.get("disagreements_tied_in_source")
+            else ""
+        )
     )
     out.print(f"Lava vs sim: {ran['lava_vs_sim']}")
     if lv["samples"]:

@@ -139,22 +139,39 @@ INPUT_BITS = Option(
 )
 
 
-def _weight_bits(value: object, flag: str) -> int:
-    """8 or 16, else an InputError naming the flag."""
+#: ``--weight-bits auto`` (the default): 8 bits, or the split where 8 falls short on the
+#: calibration inputs (:func:`lmh_deploy.pipeline.weight_choice.choose_weight_bits`)
+AUTO = "auto"
+#: The report key of the one line ``compile`` prints about the ``auto`` choice; not saved in
+#: the artifact (its compile_report.json stays what ``--weight-bits 8`` writes).
+WEIGHT_BITS_NOTE = "weight_bits_note"
+
+
+def _weight_bits(value: object, flag: str) -> int | str:
+    """``auto``, 8 or 16, else an InputError naming the flag."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == AUTO:
+            return AUTO
+        if not text.isdigit():
+            raise InputError(f"{flag}: must be auto, 8 or 16, got {value!r}")
+        value = int(text)
     bits = check_int(flag, value, lo=8, hi=16)
     if bits not in (8, 16):
-        raise InputError(f"{flag}: must be 8 or 16, got {bits}")
+        raise InputError(f"{flag}: must be auto, 8 or 16, got {bits}")
     return bits
 
 
 WEIGHT_BITS = Option(
     "weight_bits",
     "--weight-bits",
-    8,
-    "Weight mantissa: 8 (one 8-bit synapse per weight, Loihi 2's width) or 16 (each weight split "
+    AUTO,
+    "Weight mantissa: 8 (one 8-bit synapse per weight, Loihi 2's width), 16 (each weight split "
     "across two 8-bit synapses at exponents e and e - 8, about 15 bits, twice the synapses: for "
-    "deep nets whose 8-bit rounding compounds over the layers; docs/fixed-point.md §5).",
-    "8|16",
+    "deep nets whose 8-bit rounding compounds over the layers; docs/fixed-point.md §5) or auto "
+    "(8, unless the 8-bit net's predictions agree with the source's on fewer than 98 % of the "
+    "calibration inputs and 16 agrees on more; compile says what it chose and why).",
+    "auto|8|16",
     _weight_bits,
 )
 BIAS_CORRECTION = Option(

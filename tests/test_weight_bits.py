@@ -145,8 +145,11 @@ def test_weight_bits_refusals_are_one_line() -> None:
         quantize_graph(g, weight_bits=12)
     from lmh_deploy.options import WEIGHT_BITS
 
-    with pytest.raises(UserError, match=r"^--weight-bits: must be 8 or 16, got 12$"):
+    with pytest.raises(UserError, match=r"^--weight-bits: must be auto, 8 or 16, got 12$"):
         WEIGHT_BITS.check(12)
+    with pytest.raises(UserError, match=r"^--weight-bits: must be auto, 8 or 16, got 'eight'$"):
+        WEIGHT_BITS.check("eight")
+    assert [WEIGHT_BITS.check(v) for v in ("auto", " AUTO", "8", "16", 16)] == ["auto", "auto", 8, 16, 16]
 
 
 def test_api_compile_with_split_weights_verifies_on_lava(digits) -> None:
@@ -202,8 +205,12 @@ def test_verify_points_low_agreement_at_weight_bits_16(digits, monkeypatch) -> N
             weight_bits=bits,
             profile=profile,
         )
-        for bits, profile in ((8, None), (16, None), (8, "loihi-lif"))
+        for bits, profile in ((8, None), (16, None), ("auto", "loihi-lif"))
     }
+    assert deps["auto", "loihi-lif"].artifact.report["weight_bits_note"] == (
+        "--weight-bits auto: 8 (profile loihi-lif has one weight exponent, no second one for a split)"
+    )
+    deps[8, "loihi-lif"] = deps.pop(("auto", "loihi-lif"))
     low = LOW_AGREEMENT - 0.01
     advice = weight_bits_advice(deps[8, None].artifact, low)
     assert advice is not None and "--weight-bits 16" in advice and f"{low:.1%}" in advice
@@ -211,8 +218,91 @@ def test_verify_points_low_agreement_at_weight_bits_16(digits, monkeypatch) -> N
     assert weight_bits_advice(deps[16, None].artifact, low) is None
     assert weight_bits_advice(deps[8, "loihi-lif"].artifact, 0.5) is None
     result = deps[8, None].verify(digits[2][:8], lava_samples=0).result
+    ff = result["float_vs_fixed"]
+    assert ff["disagreements"] == round(8 * (1 - ff["prediction_agreement"]))
+    assert 0 <= ff["disagreements_tied_in_source"] <= ff["disagreements"]
     assert ("advice" in result) == (result["float_vs_fixed"]["prediction_agreement"] < LOW_AGREEMENT)
     printed: list[str] = []
     monkeypatch.setattr(cli.out, "print", printed.append)
     cli._print_verify({**result, "advice": advice})
     assert printed[-1] == f"note: {advice}"
+
+
+def test_verify_counts_the_disagreements_tied_in_the_source(monkeypatch) -> None:
+    """verify reports how many disagreeing samples tie for the top in the source's own output
+    (equal spike counts: argmax takes the lowest class), as information; agreement is still
+    the argmax's."""
+    import lmh_deploy.cli as cli
+    from lmh_deploy.pipeline.verify import tied_at_top
+
+    counts = np.array([[3, 3, 1], [0, 2, 1], [0, 0, 0], [1.5, 0.5, 1.5]])
+    assert tied_at_top(counts).tolist() == [True, False, True, True]
+    ff = {"accuracy_float": None, "accuracy_fixed": None, "spike_agreement": 0.99}
+    ff |= {"prediction_agreement": 0.94, "disagreements": 3, "disagreements_tied_in_source": 2}
+    result = {"float_vs_fixed": ff, "lava_vs_sim": {"samples": 0}}
+    result["ran"] = {"float_vs_fixed": "source and sim/ on all 50 samples", "lava_vs_sim": "not run"}
+    printed: list[str] = []
+    monkeypatch.setattr(cli.out, "print", printed.append)
+    cli._print_verify(result)
+    assert printed[1].endswith(
+        "prediction agreement 0.9400 (2 of the 3 that differ tie for the top in the source itself)"
+    )
+
+
+def _auto_artifact(depth: int, tmp_path, name: str, **options):
+    """The depth-``depth`` chain built by compile's ``build_artifact`` on 64 calibration
+    inputs, saved to ``tmp_path / name``."""
+    from lmh_deploy.pipeline.compile import build_artifact, save_artifact
+
+    g = _deep_chain(depth=depth, width=16, seed=4)
+    g.meta["source"] = {"format": "test"}
+    art = build_artifact(
+        g, target=options.pop("target", "lava-sim"), calibration_x=_inputs(g, 64, seed=5), **options
+    )
+    save_artifact(art, tmp_path / name, {})
+    return art
+
+
+def test_weight_bits_auto_splits_where_8_bits_fall_short(tmp_path) -> None:
+    """``--weight-bits auto`` (the default): a 6-layer narrow chain whose 8-bit predictions
+    agree with the float model's on 57 of 64 calibration inputs is split (62 of 64); the
+    report records why, the manifest says 16, and compile's printed line is not saved."""
+    import json
+
+    from lmh_deploy.options import WEIGHT_BITS_NOTE
+    from lmh_deploy.pipeline.weight_choice import AUTO_AGREEMENT
+
+    art = _auto_artifact(6, tmp_path, "auto", target="loihi2")
+    choice = art.report["weight_bits_choice"]
+    assert choice["agreement_8"] < AUTO_AGREEMENT and choice["agreement_16"] > choice["agreement_8"]
+    assert (choice["chosen"], choice["calibration_samples"]) == (16, 64)
+    assert art.report["weight_bits"] == art.manifest["weight_bits"] == 16
+    assert "l5_fine" not in art.quant_graph.nx_graph and "d5_fine" in art.quant_graph.nx_graph
+    assert art.report[WEIGHT_BITS_NOTE].startswith("--weight-bits auto: 16 (8-bit weights agree")
+    cores = choice["loihi2_cores"]
+    assert cores["16"] == art.resources["cores"] and cores["8"] <= cores["16"]
+    saved = json.loads((tmp_path / "auto" / "compile_report.json").read_text())
+    assert WEIGHT_BITS_NOTE not in saved and saved["weight_bits_choice"] == choice
+    assert np.array_equal(
+        np.concatenate([d.weight_mant.ravel() for n, d in art.quant_graph.items() if n == "d0"]),
+        _auto_artifact(6, tmp_path, "16", weight_bits=16).quant_graph.node("d0").weight_mant.ravel(),
+    )
+
+
+def test_weight_bits_auto_keeps_a_net_fine_at_8_bits_byte_identical(tmp_path) -> None:
+    """A 3-layer chain agrees at 8 bits on 63 of 64: ``auto`` (the default, no argument) writes
+    the very files ``weight_bits=8`` writes, and says why it kept 8; a profile with one weight
+    exponent keeps 8 without measuring (test_verify_points_low_agreement_at_weight_bits_16)."""
+    from lmh_deploy.options import WEIGHT_BITS_NOTE
+
+    auto = _auto_artifact(3, tmp_path, "auto")
+    _auto_artifact(3, tmp_path, "8", weight_bits=8)
+    files = sorted(p.name for p in (tmp_path / "auto").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "8").iterdir())
+    for name in files:
+        assert (tmp_path / "auto" / name).read_bytes() == (tmp_path / "8" / name).read_bytes(), name
+    assert "weight_bits_choice" not in auto.report and auto.manifest["weight_bits"] == 8
+    assert auto.report[WEIGHT_BITS_NOTE] == (
+        "--weight-bits auto: 8 (predictions agree with the source's on 98.4% of the 64 "
+        "calibration inputs, at least 98%)"
+    )

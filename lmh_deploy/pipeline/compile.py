@@ -13,7 +13,15 @@ import numpy as np
 
 from lmh_deploy.choices import Target
 from lmh_deploy.errors import InputError, require_file
-from lmh_deploy.options import BIAS_CORRECTION, CALIBRATION_SAMPLES, INPUT_BITS, PROFILE, WEIGHT_BITS
+from lmh_deploy.options import (
+    AUTO,
+    BIAS_CORRECTION,
+    CALIBRATION_SAMPLES,
+    INPUT_BITS,
+    PROFILE,
+    WEIGHT_BITS,
+    WEIGHT_BITS_NOTE,
+)
 from lmh_deploy import __version__
 from lmh_deploy.semantics import integer as fx
 from lmh_deploy.semantics.profiles import DEFAULT_PROFILE
@@ -37,6 +45,7 @@ from lmh_deploy.pipeline.inputs import (
 from lmh_deploy.frontends.netx import is_netx_file
 from lmh_deploy.ir import Graph, load_graph, save_graph
 from lmh_deploy.passes.quantize import exact_graph, quantize_graph
+from lmh_deploy.pipeline.weight_choice import choose_weight_bits
 
 CHECKPOINT_COPY = "model.pt"
 SOURCE_FILE = "source_model.py"  # the copy of a --model FILE.py
@@ -125,10 +134,16 @@ def _batches(x: np.ndarray, shape: tuple[int, ...], batch: int):
 
 
 def calibrate(
-    qgraph: Graph, x: np.ndarray, timesteps: int, *, batch_size: int | None = None
+    qgraph: Graph,
+    x: np.ndarray,
+    timesteps: int,
+    *,
+    batch_size: int | None = None,
+    predictions: list[np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Observed state ranges and saturation on real samples, via the integer simulator, in
-    mini-batches of ``batch_size`` samples (default: :data:`MEASURE_BATCH_BYTES` of states).
+    mini-batches of ``batch_size`` samples (default: :data:`MEASURE_BATCH_BYTES` of states);
+    each mini-batch's predicted classes are appended to ``predictions`` where given.
 
     ``x``: static ``(N, *shape)`` or time-major frames ``(T, N, *shape)``.
     """
@@ -146,6 +161,8 @@ def calibrate(
             old = peaks.get(name, [0, 0])
             peaks[name] = [max(old[0], int(np.abs(v_d).max())), max(old[1], int(np.abs(v_s).max()))]
             saturation[name] = saturation.get(name, 0) + int(rec.saturation[name])
+        if predictions is not None:
+            predictions.append(rec.predictions)
         del rec
     out = {}
     for name, (max_v_d, max_v_s) in peaks.items():
@@ -169,6 +186,7 @@ def mean_counts(
     *,
     run_float: FloatRun | None = None,
     batch_size: int | None = None,
+    predictions: list[np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Mean count per step of every presynaptic neuron of the float model on ``x`` (static
     ``(N, *shape)`` or frames ``(T, N, *shape)``): the input in its integer units
@@ -194,6 +212,8 @@ def mean_counts(
             size = int(graph.node(name).size)
             total = np.asarray(spikes).reshape(-1, size).sum(0, dtype=np.int64)
             sums[name] = sums[name] + total if name in sums else total
+        if predictions is not None:
+            predictions.append(rec.predictions)
         del rec
     steps_samples = timesteps * num_samples(x, shape)
     counts = {graph.order()[0]: x.reshape(-1, inp.output_size()).mean(0) / inp.unit}
@@ -352,7 +372,7 @@ def compile_model(
     bias_correction: bool = True,
     calibration: str | Path | None = None,
     input_bits: int | None = None,
-    weight_bits: int = 8,
+    weight_bits: int | str = AUTO,
     force: bool = False,
     warn: Callable[[str], None] = lambda msg: None,
 ) -> dict[str, Any]:
@@ -396,7 +416,7 @@ def build_artifact(
     profile: str | None = None,
     bias_correction: bool = True,
     input_bits: int | None = None,
-    weight_bits: int = 8,
+    weight_bits: int | str = AUTO,
     run_float: FloatRun | None = None,
     warn: Callable[[str], None] = lambda msg: None,
 ) -> Artifact:
@@ -408,7 +428,9 @@ def build_artifact(
     measured with ``run_float`` (see :func:`mean_counts`). ``input_bits``: the graded input
     messages' width (default :func:`~lmh_deploy.semantics.integer.default_input_bits`).
     ``weight_bits`` 16: each weight split across two 8-bit synapses
-    (:func:`~lmh_deploy.passes.weights.split_fine`; not for an imported netx file's own integers)."""
+    (:func:`~lmh_deploy.passes.weights.split_fine`; not for an imported netx file's own integers);
+    ``"auto"``: 8, or 16 where 8 falls short on the calibration inputs
+    (:func:`~lmh_deploy.pipeline.weight_choice.choose_weight_bits`)."""
     graph.meta["target"] = target
     timesteps = int(graph.meta["timesteps"])
     shape = tuple(graph.node(graph.order()[0]).shape)
@@ -424,27 +446,45 @@ def build_artifact(
     if profile is None:
         profile, choice = (DEFAULT_PROFILE, None) if exact else default_profile(graph)
     fit_input_range(graph, x, profile=profile, bits=input_bits)
+    auto = weight_bits == AUTO
+    bits = 8 if auto else int(weight_bits)
+    source_predictions: list[np.ndarray] | None = [] if auto else None
+    sim_predictions: list[np.ndarray] | None = [] if auto else None
     if exact:
-        if weight_bits > 8:
+        if bits > 8:
             raise InputError(
                 "--weight-bits 16: an imported netx file deploys its own 8-bit weights as they are; "
                 "leave --weight-bits at 8"
             )
         qgraph, report = exact_graph(graph)
         profile, bias_correction = qgraph.meta["profile"], False
+        counts = None
     else:
-        qgraph, report = quantize_graph(
-            graph,
-            profile,
-            mean_counts=(
-                mean_counts(graph, x, timesteps, run_float=run_float)
-                if x is not None and bias_correction
-                else None
-            ),
-            weight_bits=weight_bits,
+        counts = (
+            mean_counts(graph, x, timesteps, run_float=run_float, predictions=source_predictions)
+            if x is not None and bias_correction
+            else None
         )
+        qgraph, report = quantize_graph(graph, profile, mean_counts=counts, weight_bits=bits)
     if choice:
         report["profile_choice"] = choice
+    if x is not None:
+        report["calibration"] = calibrate(qgraph, x, timesteps, predictions=sim_predictions)
+    note = None
+    if auto:
+        qgraph, report, note = choose_weight_bits(
+            graph,
+            qgraph,
+            report,
+            x=x,
+            exact=exact,
+            profile=profile,
+            counts=counts,
+            run_float=run_float,
+            source_predictions=source_predictions,
+            sim_predictions=sim_predictions,
+            loihi2=target == "loihi2",
+        )
     for layer in report["layers"]:
         if layer["kind"] == "lmh" and not layer["worst_case_fits_24bit"]:
             warn(
@@ -452,7 +492,6 @@ def build_artifact(
                 f"exceeds the 24-bit range ({fx.STATE_MAX}); saturation is possible and is counted"
             )
     if x is not None:
-        report["calibration"] = calibrate(qgraph, x, timesteps)
         for name, c in report["calibration"]["layers"].items():
             if c["saturation_events"]:
                 warn(f"{name}: {c['saturation_events']} saturation events on calibration data")
@@ -478,6 +517,8 @@ def build_artifact(
         from lmh_deploy.passes.loihi2_map import map_to_loihi2
 
         resources = map_to_loihi2(qgraph)
+    if note is not None:  # printed by compile, not saved: see WEIGHT_BITS_NOTE
+        report[WEIGHT_BITS_NOTE] = note
     manifest = {
         "target": target,
         "timesteps": timesteps,
@@ -500,7 +541,8 @@ def save_artifact(art: Artifact, outdir: str | Path, files: dict[str, Path], *, 
         save_graph(art.quant_graph, tmp, "quantized")
         for name, path in files.items():
             shutil.copyfile(path, tmp / name)
-        (tmp / "compile_report.json").write_text(json.dumps(art.report, indent=1))
+        report = {k: v for k, v in art.report.items() if k != WEIGHT_BITS_NOTE}
+        (tmp / "compile_report.json").write_text(json.dumps(report, indent=1))
         if art.resources is not None:
             (tmp / RESOURCES).write_text(json.dumps(art.resources, indent=1))
         write_manifest(tmp, art.manifest)
@@ -517,7 +559,7 @@ def write_artifact(
     profile: str | None = None,
     bias_correction: bool = True,
     input_bits: int | None = None,
-    weight_bits: int = 8,
+    weight_bits: int | str = AUTO,
     run_float: FloatRun | None = None,
     force: bool = False,
     warn: Callable[[str], None] = lambda msg: None,

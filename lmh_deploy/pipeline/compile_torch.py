@@ -29,6 +29,7 @@ from lmh_deploy.frontends.neurons import find_adapter
 from lmh_deploy.frontends.rockpool import load_json
 from lmh_deploy.frontends.torch_fx import module_to_graph
 from lmh_deploy.models.data import load_dataset
+from lmh_deploy.options import AUTO
 from lmh_deploy.pipeline.artifact import sha256
 from lmh_deploy.ir import Graph
 from lmh_deploy.pipeline.compile import (
@@ -239,7 +240,7 @@ def module_artifact(
     profile: str | None = None,
     bias_correction: bool = True,
     input_bits: int | None = None,
-    weight_bits: int = 8,
+    weight_bits: int | str = AUTO,
     warn: Callable[[str], None] = lambda msg: None,
 ) -> Artifact:
     """Trace ``module``, quantise and calibrate (dataset train split or ``calibration``

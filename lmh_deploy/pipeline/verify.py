@@ -230,6 +230,7 @@ def verify_artifact(
         lava_vs_sim.update(compare_lava_sim(run_backend(q, x_lava, t, "sim", batch_size=batch), rec_lava))
         accuracy_lava = _accuracy(rec_lava.predictions, y)
     per_layer, weighted = spike_agreement_by_layer(rec_float.spikes, rec_sim.spikes)
+    differ = rec_float.predictions != rec_sim.predictions
     result: dict[str, Any] = {
         "samples": int(samples),
         "lava_samples": int(lava_samples),
@@ -254,7 +255,11 @@ def verify_artifact(
             "accuracy_float": _accuracy(rec_float.predictions, y),
             "accuracy_fixed": _accuracy(rec_sim.predictions, y),
             "accuracy_lava": accuracy_lava,
-            "prediction_agreement": float(np.mean(rec_float.predictions == rec_sim.predictions)),
+            "prediction_agreement": float(np.mean(~differ)),
+            "disagreements": int(differ.sum()),
+            # information only (agreement stays the argmax's): of those, the samples whose
+            # source output ties for the top (argmax then takes the lowest class)
+            "disagreements_tied_in_source": int((differ & tied_at_top(rec_float.logits)).sum()),
             "spike_agreement": weighted,
             "spike_agreement_per_layer": per_layer,
             "min_layer_spike_agreement": min(per_layer.values(), default=1.0),
@@ -270,6 +275,13 @@ def verify_artifact(
 
 
 LOW_AGREEMENT = 0.95  # below this, verify points at the finer weights
+
+
+def tied_at_top(logits: np.ndarray) -> np.ndarray:
+    """Per sample: whether two or more classes share the largest output (e.g. equal spike
+    counts of a spiking output layer); argmax then picks the lowest of them."""
+    logits = np.asarray(logits)
+    return np.count_nonzero(logits == logits.max(axis=1, keepdims=True), axis=1) > 1
 
 
 def weight_bits_advice(art: Artifact, prediction_agreement: float) -> str | None:
