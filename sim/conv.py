@@ -192,3 +192,50 @@ def pooled_integers(plan: ConvPlan, pre: np.ndarray, channels_last: bool = False
 
     run_in_threads(pool, row_ranges(rows, c * h * w, sim_threads()))
     return out
+
+
+#: Largest unrolled kernel (bytes of int8) :func:`unrolled_fits` allows
+UNROLLED_BYTES = 16 << 20
+
+
+def unrolled_fits(plan: ConvPlan, pooled_hw) -> bool:
+    """The plan's convolution is cheaper as a product with its unrolled kernel
+    (:func:`unrolled_kernel`) than as a product of gathered columns: its (pooled) input has
+    no more positions than the kernel has taps (each output then meets the whole input, or
+    padding), and the unrolled kernel is at most :data:`UNROLLED_BYTES`."""
+    c_out, c_in, kh, kw = plan.kernel.shape
+    positions = int(pooled_hw[0]) * int(pooled_hw[1])
+    size = c_out * plan.out_hw[0] * plan.out_hw[1] * c_in * positions
+    return not plan.diagonal and positions <= kh * kw and size <= UNROLLED_BYTES
+
+
+def unrolled_kernel(
+    plan: ConvPlan, pooled_shape, channels_last_in: bool, channels_last_out: bool
+) -> np.ndarray:
+    """The plan's convolution as an int8 matrix ``(n_out, n_in)``: row ``o`` holds the kernel
+    taps output ``o`` meets at every input position (zero where none), so that the sums of
+    flat input rows ``x`` (rows, n_in) are ``x @ M.T`` (the same integers as the convolution).
+    ``pooled_shape``: (C, H, W) of what the convolution reads (the sum-pooled input where the
+    plan pools); inputs in (H, W, C) order where ``channels_last_in`` (else (C, H, W)),
+    outputs (of the composite's size ``out_hw``) in (H, W, C) order where
+    ``channels_last_out``."""
+    kernel = np.asarray(plan.kernel)
+    c_out, c_in, kh, kw = kernel.shape
+    c, h, w = (int(d) for d in pooled_shape)
+    (oh, ow), (sy, sx), (py, px) = plan.out_hw, plan.stride, plan.padding
+    full = np.zeros((c_out, oh, ow, c_in, h, w), np.int8)
+    for oy in range(oh):
+        for ox in range(ow):
+            for ty in range(kh):
+                iy = oy * sy + ty - py
+                if not 0 <= iy < h:
+                    continue
+                for tx in range(kw):
+                    ix = ox * sx + tx - px
+                    if 0 <= ix < w:
+                        full[:, oy, ox, :, iy, ix] = kernel[:, :, ty, tx]
+    if channels_last_out:
+        full = full.transpose(1, 2, 0, 3, 4, 5)
+    if channels_last_in:
+        full = full.transpose(0, 1, 2, 4, 5, 3)
+    return np.ascontiguousarray(full).reshape(c_out * oh * ow, c_in * h * w)

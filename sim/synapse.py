@@ -16,7 +16,10 @@ weights ``2 m``). :class:`SynapsePath` computes ``S`` exactly; the ways it can d
   accumulation, written out as float32) for a convolution whose (sum-pooled) input values
   are at most 129 and whose sums stay below ``2**24``: every u8 x s8 pair then sums below
   ``2**15`` too, so even a CPU without VNNI (whose int8 kernels add pairs of products in
-  saturating 16 bits) computes the exact integers.
+  saturating 16 bits) computes the exact integers. A convolution whose (pooled) input has
+  no more positions than the kernel has taps (VGG-13's 2 x 2 layers) is instead one packed
+  u8 x s8 matrix product with its unrolled kernel (:func:`~lmh_deploy.sim.conv.unrolled_kernel`):
+  no columns gathered, no padding zeros multiplied, the same sums.
 * ``events``: only the active presynaptic columns (spikes that occurred) are read: work
   proportional to the events. Rows of ``m^T`` are summed as float32/float64 under the same
   bound as ``gemm`` (a sparse-times-dense product), or as int32 by a compiled gather. A
@@ -53,6 +56,8 @@ from lmh_deploy.sim.conv import (
     flat_rows,
     pooled_integers,
     run_conv,
+    unrolled_fits,
+    unrolled_kernel,
 )
 from lmh_deploy.semantics.pooling import max_pool
 
@@ -454,9 +459,14 @@ class SynapsePath:
         self.qconv_zero = torch.zeros(c_out, dtype=torch.int64)
         c, h, w = plan.input_shape
         pooled = [c, -(-h // plan.pool[0]), -(-w // plan.pool[1])]  # what the conv itself reads
-        self.qconv_cols = None
+        self.qconv_cols = self.qconv_dense = None
         small = plan.out_hw[0] * plan.out_hw[1] <= SMALL_CONV_OUTPUTS
-        if plan.stride == (1, 1) and small and _onednn_has("qlinear_pointwise"):
+        if unrolled_fits(plan, pooled[1:]) and _onednn_has("qlinear_pointwise"):
+            unrolled = unrolled_kernel(plan, tuple(pooled), self.in_cl, self.out_cl)
+            self.qconv_scale_dense = torch.ones(unrolled.shape[0], dtype=torch.float32)
+            self.qconv_zero_dense = torch.zeros(unrolled.shape[0], dtype=torch.int64)
+            self.qconv_dense = torch.ops.onednn.qlinear_prepack(torch.from_numpy(unrolled), None)
+        elif plan.stride == (1, 1) and small and _onednn_has("qlinear_pointwise"):
             # (c_out, kh * kw * c_in) in the (ky, kx, c) order of the columns
             rows_of_taps = kernel.permute(0, 2, 3, 1).reshape(c_out, -1).contiguous()
             self.qconv_cols = torch.ops.onednn.qlinear_prepack(rows_of_taps, None)
@@ -500,11 +510,30 @@ class SynapsePath:
         ).numpy().reshape(rows, oh, ow, -1)  # fmt: skip
         return (out if self.out_cl else np.ascontiguousarray(out.transpose(0, 3, 1, 2))).reshape(rows, -1)
 
+    def _int8_unrolled(self, pooled):
+        """The int8 convolution of ``pooled`` (rows, C, H, W) as one packed u8 x s8 matrix
+        product with its unrolled kernel (:func:`unrolled_kernel`): no columns are gathered,
+        and no product meets a padding zero (VGG-13's 2 x 2 layers at 64 rows: half the
+        multiply-adds of :meth:`_int8_columns`)."""
+        import torch
+
+        rows = pooled.shape[0]
+        # the rows in the order the unrolled kernel reads: a view of the spikes where the
+        # input is channels last and not pooled, else one copy
+        flat = pooled.transpose(0, 2, 3, 1) if self.in_cl else pooled
+        x = np.ascontiguousarray(flat.astype(np.uint8, copy=False)).reshape(rows, -1)
+        return torch.ops.onednn.qlinear_pointwise(
+            torch.from_numpy(x), 1.0, 0, self.qconv_dense, self.qconv_scale_dense, self.qconv_zero_dense,
+            None, 1.0, 0, torch.float32, "none", [], "",
+        ).numpy()  # fmt: skip
+
     def _int8_conv(self, pre):
         import torch
 
         plan = self.conv
         pooled = pooled_integers(plan, pre, self.in_cl)  # values <= INT8_CONV_INPUT_MAX (binary)
+        if self.qconv_dense is not None:
+            return self._int8_unrolled(pooled)
         if self.qconv_cols is not None:
             return self._int8_columns(pooled)
         x = torch.from_numpy(pooled.astype(np.uint8, copy=False)).contiguous(

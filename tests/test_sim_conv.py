@@ -367,3 +367,57 @@ def test_int8_convolution_keeps_off_what_it_cannot_sum_exactly() -> None:
     assert np.array_equal(lava_current(path._int8(pre), 0), want)
     assert "int8" not in path.ways
     assert np.array_equal(lava_current(path.sums(pre), 0), want)
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, stride, padding, block",
+    [
+        ((8, 2, 2), (3, 3), (1, 1), (1, 1), None),  # VGG-13's last convolutions
+        ((5, 3, 3), (3, 3), (1, 1), (1, 1), None),
+        ((4, 1, 3), (3, 3), (1, 1), (1, 1), None),
+        ((6, 3, 3), (3, 3), (1, 1), (0, 0), None),  # one output
+        ((8, 4, 4), (3, 3), (1, 1), (1, 1), (2, 2)),  # a 2 x 2 pooling composed in: pooled 2 x 2
+        ((3, 5, 5), (3, 3), (1, 1), (1, 1), (2, 2)),  # pooled 3 x 3, padded at the bottom/right
+        ((4, 3, 3), (3, 3), (2, 2), (1, 1), None),  # stride 2, not a composite: 2 x 2 outputs
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_int8_convolution_of_small_inputs_is_one_product_with_the_unrolled_kernel(
+    shape, kernel, stride, padding, block, channels_last: bool
+) -> None:
+    """A convolution whose (pooled) input has no more positions than the kernel has taps runs
+    as one int8 product with its unrolled kernel (no columns gathered, no padding zeros
+    multiplied): the composite kernel's exact integers, in either layout in and out."""
+    from lmh_deploy.sim.conv import channels_last_order
+
+    rng = np.random.default_rng(sum(shape) + stride[0])
+    c = shape[0]
+    small = rng.integers(-127, 128, (7, c, *kernel))
+    mant = small if block is None else _composite(small, block)
+    step, pad = stride, padding
+    if block is not None:  # the composite's stride and padding
+        step, pad = block, (padding[0] * block[0], padding[1] * block[1])
+    node = QDense(
+        weight_mant=mant,
+        weight_exp=-1,
+        graded=False,
+        weight_scale=1.0,
+        conv_input_shape=shape,
+        conv_stride=step,
+        conv_padding=pad,
+    )
+    layout = shape if channels_last else None
+    path = SynapsePath(node, input_layout=layout, channels_last_out=channels_last)
+    if not _onednn_has("qconv2d_pointwise"):
+        assert "int8" not in path.ways
+        return
+    pre = rng.random((64, path.n_in)) < 0.4
+    pre[0] = True
+    want = _matrix_current(node, pre)
+    if channels_last:  # the path reads and writes (H, W, C) rows
+        out_shape = (7, *path.conv.out_hw)
+        pre = pre[:, channels_last_order(shape)]
+        want = want[:, channels_last_order(out_shape)]
+    got = lava_current(path._int8(pre), node.weight_exp)
+    assert path.qconv_dense is not None and "int8" in path.ways
+    assert np.array_equal(got, want)

@@ -233,13 +233,21 @@ def _onednn_way(path) -> str:
         return "int8 dropped (its first sums disagreed)"
     if path.conv is None:
         return "int8 _int_mm" if path.qlinear is False else "int8 packed product"
-    kind = "columns product" if path.qconv_cols is not None else "direct conv"
+    kind = (
+        "unrolled product"
+        if path.qconv_dense is not None
+        else "columns product"
+        if path.qconv_cols is not None
+        else "direct conv"
+    )
     return f"int8 {kind} {path.conv.out_hw[0]}x{path.conv.out_hw[1]}"
 
 
 #: the int8 way on this project's torch (oneDNN's u8 x s8 ops) per net: the packed matrix
-#: product for dense layers, the columns product for stride-1 outputs of at most 16 positions
-#: (SMALL_CONV_OUTPUTS) and the direct convolution for the others; without oneDNN,
+#: product for dense layers, the product with the unrolled kernel where the input has no more
+#: positions than the kernel has taps (conv.unrolled_fits), the columns product for other
+#: stride-1 outputs of at most 16 positions (SMALL_CONV_OUTPUTS) and the direct convolution
+#: for the others; without oneDNN,
 #: ``torch._int_mm`` and no int8 convolution
 ONEDNN_RUNS = {
     "mlp": {"int8 packed product"},
@@ -249,7 +257,7 @@ ONEDNN_RUNS = {
         "int8 direct conv 8x8",
         "int8 direct conv 4x4",  # stride 2
         "int8 columns product 4x4",
-        "int8 columns product 2x2",
+        "int8 unrolled product 2x2",
     },
 }
 
