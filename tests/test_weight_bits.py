@@ -9,6 +9,8 @@ Sparse), and a deep narrow chain whose last layers keep their spikes only when s
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -217,6 +219,11 @@ def test_verify_points_low_agreement_at_weight_bits_16(digits, monkeypatch) -> N
     assert weight_bits_advice(deps[8, None].artifact, LOW_AGREEMENT) is None
     assert weight_bits_advice(deps[16, None].artifact, low) is None
     assert weight_bits_advice(deps[8, "loihi-lif"].artifact, 0.5) is None
+    tried = dataclasses.replace(  # auto measured the split, found it no better, kept 8 bits
+        deps[8, None].artifact,
+        report={**deps[8, None].artifact.report, "weight_bits_choice": {"chosen": 8, "agreement_8": 0.9}},
+    )
+    assert weight_bits_advice(tried, low) is None
     result = deps[8, None].verify(digits[2][:8], lava_samples=0).result
     ff = result["float_vs_fixed"]
     assert ff["disagreements"] == round(8 * (1 - ff["prediction_agreement"]))

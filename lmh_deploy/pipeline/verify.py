@@ -287,8 +287,9 @@ def tied_at_top(logits: np.ndarray) -> np.ndarray:
 def weight_bits_advice(art: Artifact, prediction_agreement: float) -> str | None:
     """The note ``verify`` prints when an 8-bit artifact's predictions agree with the source
     on fewer than :data:`LOW_AGREEMENT` of the samples and ``--weight-bits 16`` is open to it
-    (not an imported netx file, not ``loihi-lif``): the 8-bit mantissa compounded over depth
-    is the measured cause in deep nets (docs/fixed-point.md §9)."""
+    (not an imported netx file, not ``loihi-lif``) and ``--weight-bits auto`` did not already
+    try it (its ``weight_bits_choice`` says why it kept 8 bits): the 8-bit mantissa compounded
+    over depth is the measured cause in deep nets (docs/fixed-point.md §9)."""
     if prediction_agreement >= LOW_AGREEMENT or int(art.manifest.get(WEIGHT_BITS.name, 8)) != 8:
         return None
     from lmh_deploy.semantics.profiles import get_profile
@@ -296,6 +297,8 @@ def weight_bits_advice(art: Artifact, prediction_agreement: float) -> str | None
     # the same two cases compile refuses --weight-bits 16 for (a profile with one fixed
     # weight exponent has no second, lower one for the fine half)
     if "exact_weight_scale" in art.float_graph.meta:
+        return None
+    if "weight_bits_choice" in art.report:  # --weight-bits auto tried the split and kept 8 bits
         return None
     if get_profile(art.quant_graph.meta["profile"]).fixed_weight_exp is not None:
         return None
