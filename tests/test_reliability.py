@@ -116,6 +116,13 @@ def test_run_with_user_inputs_and_wrong_shape(artifact: Path, tmp_path: Path) ->
     np.save(obj, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     res = runner.invoke(app, ["run", str(artifact), "--inputs", str(obj)])
     assert res.exit_code == 2 and "obj.npy: not a readable .npy array" in res.output
+    notes = tmp_path / "notes.txt"  # numpy itself says "This file contains pickled (object) data"
+    notes.write_text("1, 2, 3\n")
+    res = runner.invoke(app, ["run", str(artifact), "--inputs", str(notes)])
+    assert res.exit_code == 2 and res.output.strip() == (
+        f"error: {notes}: not a .npy file (it does not start with numpy's header); "
+        "write the array with numpy.save(path, array)"
+    )
 
 
 def test_failed_lava_run_leaves_no_processes(artifact: Path, monkeypatch) -> None:
