@@ -188,6 +188,7 @@ def bench_row(name: str, args) -> dict:
         rounds=args.rounds,
         warmup=1,
         ratios={"sim_over_float": ("float", "sim"), "sim_dense_over_float": ("float", "sim dense")},
+        settle=args.settle,
     )
 
     k = min(args.check_samples, samples)
@@ -239,7 +240,8 @@ def bench_row(name: str, args) -> dict:
         "cpu_sim_over_float": timed["cpu_ratios"]["sim_over_float"],
         "cpu_sim_dense_over_float": timed["cpu_ratios"]["sim_dense_over_float"],
         "timing": {
-            k: timed[k] for k in ("rounds", "warmup", "order", "per_round", "cpu_per_round", "load_per_round")
+            k: timed[k]
+            for k in ("rounds", "warmup", "order", "settle_s", "per_round", "cpu_per_round", "load_per_round")
         },
         "spikes_identical": identical,
         "checked_samples": k,
@@ -259,6 +261,13 @@ def main() -> None:
         "--threads", type=int, default=1, help="threads each side tries besides all threads (at its best)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.2,
+        help="untimed seconds before every timed call (the sim dense side left an OpenMP team "
+        "spinning ~0.1 s on this 2-core machine, which doubled the time of the side after it)",
+    )
     parser.add_argument("--json", default=None)
     parser.add_argument(
         "--update",

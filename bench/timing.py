@@ -70,8 +70,13 @@ def alternate(
     rounds: int = 5,
     warmup: int = 1,
     ratios: dict[str, tuple[str, str]] | None = None,
+    settle: float = 0.0,
 ) -> dict[str, Any]:
     """Time ``sides`` in alternation; medians and spreads of the times and of ``ratios``.
+
+    ``settle`` seconds pass, untimed, before every timed call, so that no side pays for the
+    one before it: an OpenMP team a side leaves spinning (libgomp spins its idle workers for
+    a while before it sleeps them) takes a core from the next side for that long.
 
     ``ratios`` maps a name to ``(slow, fast)``: the ratio of a round is ``time[slow] /
     time[fast]`` (how many times faster ``fast`` is), taken within the round. A side that
@@ -94,6 +99,8 @@ def alternate(
     loads = []
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
+            if settle:
+                time.sleep(settle)
             cpu_start, start = time.process_time(), time.perf_counter()
             own = sides[name]()
             wall: float = time.perf_counter() - start
@@ -107,6 +114,7 @@ def alternate(
         "rounds": rounds,
         "warmup": warmup,
         "order": "A B, B A, A B, ... (alternating, reversed every other round)",
+        "settle_s": settle,
         "seconds": {name: summary(ts) for name, ts in per_round.items()},
         "cpu_seconds": {name: summary(ts) for name, ts in cpu_per_round.items() if None not in ts},
         "per_round": per_round,
