@@ -173,7 +173,9 @@ def test_maxpool_over_currents_is_exact(digits) -> None:
 def test_tutorial6_conv_net_one_command(tmp_path: Path, digits) -> None:
     torch.manual_seed(0)
     model = tut.conv_net()
-    tut.train_conv_net(model, digits[0], digits[1], epochs=2)
+    # 4 epochs (92 Adam steps): trained to 84-94 %; after 2 (80 %), ties among the output
+    # counts decided 2 of the 3 predictions that differed on an AMD EPYC (0.94)
+    tut.train_conv_net(model, digits[0], digits[1], epochs=4)
     model.eval()
     deploy_source(model, f"{MODEL_FILE}:conv_net", tmp_path, timesteps=tut.NUM_STEPS)
 
