@@ -164,6 +164,7 @@ def compile_file(path: Path) -> Path:
     build = path.parent / "build"
     res = invoke("compile", path, "--dataset", "digits", "--timesteps", STEPS, "-o", build)
     assert res.exit_code == 0, res.output
+    assert "--weight-bits auto: 8 (an imported netx file deploys its own 8-bit weights)" in res.output
     return build
 
 

@@ -477,7 +477,6 @@ def build_artifact(
             qgraph,
             report,
             x=x,
-            exact=exact,
             profile=profile,
             counts=counts,
             run_float=run_float,

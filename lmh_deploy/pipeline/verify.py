@@ -12,6 +12,7 @@ from lmh_deploy.options import BATCH_SIZE, LAVA_CONV, LAVA_SAMPLES, MAX_ACCURACY
 from lmh_deploy.errors import InputError
 from lmh_deploy.pipeline.artifact import check_artifact_and_inputs
 from lmh_deploy.pipeline.compile import Artifact
+from lmh_deploy.pipeline.weight_choice import split_unavailable
 from lmh_deploy.pipeline.inputs import (
     check_inputs,
     first_samples,
@@ -292,15 +293,9 @@ def weight_bits_advice(art: Artifact, prediction_agreement: float) -> str | None
     over depth is the measured cause in deep nets (docs/fixed-point.md §9)."""
     if prediction_agreement >= LOW_AGREEMENT or int(art.manifest.get(WEIGHT_BITS.name, 8)) != 8:
         return None
-    from lmh_deploy.semantics.profiles import get_profile
-
-    # the same two cases compile refuses --weight-bits 16 for (a profile with one fixed
-    # weight exponent has no second, lower one for the fine half)
-    if "exact_weight_scale" in art.float_graph.meta:
+    if split_unavailable(art.float_graph, art.quant_graph.meta["profile"]) is not None:
         return None
     if "weight_bits_choice" in art.report:  # --weight-bits auto tried the split and kept 8 bits
-        return None
-    if get_profile(art.quant_graph.meta["profile"]).fixed_weight_exp is not None:
         return None
     return (
         f"predictions agree on {prediction_agreement:.1%}: 8-bit weight rounding compounds over "

@@ -43,13 +43,24 @@ def _cores(qgraph: Graph) -> tuple[int | None, str | None]:
         return None, str(exc)
 
 
+def split_unavailable(graph: Graph, profile: str) -> str | None:
+    """Why the graph cannot take the 16-bit split under ``profile`` (the two cases
+    :func:`~lmh_deploy.passes.quantize.quantize_graph` and ``compile`` refuse
+    ``--weight-bits 16`` for), or None where it can."""
+    if "exact_weight_scale" in graph.meta:
+        return "an imported netx file deploys its own 8-bit weights"
+    prof = get_profile(profile)
+    if prof.fixed_weight_exp is not None:
+        return f"profile {prof.name} has one weight exponent, no second one for a split"
+    return None
+
+
 def choose_weight_bits(
     graph: Graph,
     qgraph: Graph,
     report: dict[str, Any],
     *,
     x: np.ndarray | None,
-    exact: bool,
     profile: str,
     counts: dict[str, np.ndarray] | None,
     run_float: Any,
@@ -65,15 +76,8 @@ def choose_weight_bits(
     from lmh_deploy.passes.quantize import quantize_graph
     from lmh_deploy.pipeline.compile import calibrate, mean_counts
 
-    prof = get_profile(profile)
-    why_not = (
-        "an imported netx file deploys its own 8-bit weights"
-        if exact
-        else f"profile {prof.name} has one weight exponent, no second one for a split"
-        if prof.fixed_weight_exp is not None
-        else "no calibration inputs to measure the 8-bit weights on"
-        if x is None
-        else None
+    why_not = split_unavailable(graph, profile) or (
+        "no calibration inputs to measure the 8-bit weights on" if x is None else None
     )
     if why_not is not None:
         return qgraph, report, f"--weight-bits auto: 8 ({why_not})"
