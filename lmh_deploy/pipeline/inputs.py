@@ -37,16 +37,13 @@ def parse_sweep(text: str | None, timesteps: int) -> list[int]:
     return values
 
 
-NPY_MAGIC = b"\x93NUMPY"  # every .npy file starts with these bytes (numpy.lib.format)
-
-
 def read_npy(path: str | Path, what: str) -> np.ndarray:
     """Open a .npy memory-mapped (the header is checked before any data is read; never
     unpickled)."""
     path = require_file(path, f"{what} file (.npy)")
     with open(path, "rb") as f:
-        magic = f.read(len(NPY_MAGIC))
-    if magic != NPY_MAGIC:  # numpy would blame pickled data for any other file
+        magic = f.read(len(np.lib.format.MAGIC_PREFIX))
+    if magic != np.lib.format.MAGIC_PREFIX:  # numpy would blame pickled data for any other file
         raise InputError(
             f"{path}: not a .npy file (it does not start with numpy's header); "
             "write the array with numpy.save(path, array)"
