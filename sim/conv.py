@@ -164,7 +164,11 @@ def run_conv(plan: ConvPlan, x, kernel, channels_last_in: bool = False, channels
 def pooled_integers(plan: ConvPlan, pre: np.ndarray, channels_last: bool = False) -> np.ndarray:
     """The input of the plan's convolution as integers (rows, C, H', W'): ``pre`` (rows, n)
     itself, or its sum-pool (uint8 for spikes, whose block sums stay <= 255, else int64);
-    a channels-last strided view where ``pre`` holds (H, W, C) order (``channels_last``)."""
+    a channels-last strided view where ``pre`` holds (H, W, C) order (``channels_last``).
+
+    Bytes pooled into uint8 run as one compiled pass where numba is there
+    (:func:`lmh_deploy.sim.gather.sum_pool_bytes`); else, and for int64, ``sy * sx``
+    strided adds."""
     rows = pre.shape[0]
     x = as_images(pre.view(np.uint8) if pre.dtype == bool else pre, plan.input_shape, channels_last)
     if not plan.factored:
@@ -173,6 +177,19 @@ def pooled_integers(plan: ConvPlan, pre: np.ndarray, channels_last: bool = False
     c, h, w = plan.input_shape
     dtype = np.uint8 if x.dtype == np.uint8 and plan.pool_area <= 255 else np.int64
     pooled_hw = ((h + plan.pool_pad[0]) // sy, (w + plan.pool_pad[1]) // sx)
+    from lmh_deploy.sim.neuron import numba_active, row_ranges, run_in_threads, sim_threads
+
+    if dtype == np.uint8 and numba_active():
+        from lmh_deploy.sim.gather import sum_pool_bytes
+
+        flat = np.ascontiguousarray(pre).view(np.uint8)
+        if channels_last:
+            pooled = np.empty((rows,) + pooled_hw + (c,), np.uint8)
+            sum_pool_bytes(flat.reshape(rows, h, w, c), pooled, plan.pool, True)
+            return pooled.transpose(0, 3, 1, 2)
+        pooled = np.empty((rows, c) + pooled_hw, np.uint8)
+        sum_pool_bytes(flat.reshape(rows, c, h, w), pooled, plan.pool, False)
+        return pooled
     out: np.ndarray = (
         np.zeros((rows,) + pooled_hw + (c,), dtype).transpose(0, 3, 1, 2)
         if channels_last
@@ -188,8 +205,6 @@ def pooled_integers(plan: ConvPlan, pre: np.ndarray, channels_last: bool = False
 
     # ranges of rows in threads (numpy's add releases the GIL): serial, the pooling was
     # 11 % of the mnist5k cnn's run at one thread (bench/sim_vs_float.py's cnn row)
-    from lmh_deploy.sim.neuron import row_ranges, run_in_threads, sim_threads
-
     run_in_threads(pool, row_ranges(rows, c * h * w, sim_threads()))
     return out
 

@@ -489,3 +489,65 @@ def _in_threads(fn, rows: int, row_work: int) -> None:
     from lmh_deploy.sim.neuron import row_ranges, run_in_threads, sim_threads
 
     run_in_threads(fn, row_ranges(rows, row_work, sim_threads()))
+
+
+@numba.njit(cache=True, nogil=True)
+def _sum_pool_last(x, out, sy, sx):
+    rows, h, w, c = x.shape
+    ph, pw = out.shape[1], out.shape[2]
+    for r in range(rows):
+        for py in range(ph):
+            y0, y1 = py * sy, min(py * sy + sy, h)
+            line, o = x[r, y0], out[r, py]  # (W, C) in, (W', C) out: contiguous rows
+            for px in range(pw):
+                x0, x1 = px * sx, min(px * sx + sx, w)
+                first, target = line[x0], o[px]
+                for k in range(c):
+                    target[k] = first[k]
+                for xx in range(x0 + 1, x1):
+                    more = line[xx]
+                    for k in range(c):
+                        target[k] += more[k]
+            for y in range(y0 + 1, y1):
+                line = x[r, y]
+                for px in range(pw):
+                    target = o[px]
+                    for xx in range(px * sx, min(px * sx + sx, w)):
+                        more = line[xx]
+                        for k in range(c):
+                            target[k] += more[k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _sum_pool_first(x, out, sy, sx):
+    rows, c, h, w = x.shape
+    ph, pw = out.shape[2], out.shape[3]
+    for r in range(rows):
+        for k in range(c):
+            for py in range(ph):
+                y0, y1 = py * sy, min(py * sy + sy, h)
+                o = out[r, k, py]
+                for px in range(pw):
+                    o[px] = 0
+                for y in range(y0, y1):
+                    line = x[r, k, y]
+                    for px in range(pw):
+                        total = o[px]
+                        for xx in range(px * sx, min(px * sx + sx, w)):
+                            total += line[xx]
+                        o[px] = total
+
+
+def sum_pool_bytes(x: np.ndarray, out: np.ndarray, pool: tuple[int, int], channels_last: bool) -> None:
+    """``out`` = the ``sy x sx`` sum-pool (stride ``(sy, sx)``) of the uint8 images ``x``,
+    in one pass (each input byte read once, each output written once; inputs past the
+    bottom/right edge count as zero): ``x`` (rows, H, W, C) and ``out`` (rows, H', W', C),
+    both C-contiguous, with ``channels_last``, else (rows, C, H, W) and (rows, C, H', W'),
+    ``H' = ceil(H / sy)``, ``W' = ceil(W / sx)``. uint8 arithmetic: exact while every block
+    sums to at most 255 (binary spikes and ``sy * sx <= 255``; the caller checks). Ranges of
+    rows run in threads (:func:`_in_threads`)."""
+    if not (x.flags.c_contiguous and out.flags.c_contiguous and x.dtype == out.dtype == np.uint8):
+        raise ValueError("sum_pool_bytes: C-contiguous uint8 arrays only")
+    sy, sx = int(pool[0]), int(pool[1])
+    kernel = _sum_pool_last if channels_last else _sum_pool_first
+    _in_threads(lambda lo, hi: kernel(x[lo:hi], out[lo:hi], sy, sx), x.shape[0], x[0].size)

@@ -421,3 +421,53 @@ def test_int8_convolution_of_small_inputs_is_one_product_with_the_unrolled_kerne
     got = lava_current(path._int8(pre), node.weight_exp)
     assert path.qconv_dense is not None and "int8" in path.ways
     assert np.array_equal(got, want)
+
+
+@pytest.mark.skipif(not numba_active(), reason="the compiled sum-pool needs numba")
+@pytest.mark.parametrize(
+    "shape, pool",
+    [
+        ((3, 7, 11), (2, 2)),  # pooled 4 x 6: one padded row and column
+        ((2, 7, 11), (3, 3)),  # pooled 3 x 4: two padded rows, one padded column
+        ((4, 9, 8), (3, 2)),  # no padding
+        ((5, 61, 62), (2, 2)),  # 13 rows of 18,910 bytes: three ranges at three threads
+        ((3, 64, 67), (3, 3)),  # three ranges, padded
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_compiled_sum_pool_of_spikes_equals_the_strided_adds(
+    monkeypatch: pytest.MonkeyPatch, shape, pool, channels_last: bool, threads: int
+) -> None:
+    """The one-pass compiled sum-pool of binary spikes into uint8 (``sum_pool_bytes``) gives
+    the integers of numpy's ``sy * sx`` strided adds and of torch's average pool times the
+    area (zeros past the bottom/right edge), in both layouts, at one and three threads
+    (rows cut into ragged ranges); the compiled pass is what ran."""
+    import torch.nn.functional as F
+    from lmh_deploy.sim import gather
+    from lmh_deploy.sim import neuron as N
+    from lmh_deploy.sim.conv import ConvPlan, channels_last_order, pooled_integers
+
+    monkeypatch.setattr(N, "sim_threads", lambda: threads)
+    calls = []
+    compiled = gather.sum_pool_bytes
+    monkeypatch.setattr(gather, "sum_pool_bytes", lambda *a: calls.append(a[2:]) or compiled(*a))
+    rng = np.random.default_rng(sum(shape) + pool[0])
+    c, h, w = shape
+    (sy, sx), rows = pool, 13
+    pad = (-h % sy, -w % sx)
+    plan = ConvPlan(shape, np.ones((1, c, 1, 1), np.int64), (1, 1), (0, 0), pool, pad, (1, 1))
+    images = rng.random((rows, c, h, w)) < 0.6
+    images[0] = True  # full blocks: the largest sums (sy * sx)
+    padded = F.pad(torch.from_numpy(images).double(), (0, pad[1], 0, pad[0]))
+    want = F.avg_pool2d(padded, pool, divisor_override=1).numpy()
+    pre = images.reshape(rows, -1)
+    if channels_last:
+        pre = np.ascontiguousarray(pre[:, channels_last_order(shape)])
+    got = pooled_integers(plan, pre, channels_last)
+    assert calls == [(pool, channels_last)]
+    with N.array_code_only():
+        strided = pooled_integers(plan, pre, channels_last)
+    assert got.dtype == strided.dtype == np.uint8 and got.shape == want.shape
+    assert np.array_equal(got, want) and np.array_equal(strided, want)
+    assert want.max() == sy * sx
