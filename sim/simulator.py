@@ -491,12 +491,10 @@ class _Run:
         rec = self.rec
         for name, path in self.paths.items():
             (src,) = self.plan.inputs[name]
-            active = (
-                self.input_active
-                if isinstance(self.nodes[src], QInput)
-                else _graph_order(_numpy(self.states[src].neuron_spikes), self.plan.channels_last.get(src))
-            )
-            rec.synops[name] = path.synops(active)
+            if isinstance(self.nodes[src], QInput):
+                rec.synops[name] = path.synops(self.input_active)
+            else:  # the counts in the layer's own order (channels last or not): the path's rows'
+                rec.synops[name] = path.synops(_numpy(self.states[src].neuron_spikes), rows_order=True)
         for name, state in self.states.items():
             rec.saturation[name] = int(state.saturation)
             rec.spike_stats[name] = {

@@ -220,6 +220,11 @@ class SynapsePath:
         if pool is not None and self.out_cl:
             raise ValueError("a max-pooled path delivers its sums in (C, H, W) order only")
         self.fan_out = qdense_fan_out(node)
+        #: ``fan_out`` in the order of this path's input rows ((H, W, C) where the input is
+        #: channels last): a layer's spike counts as the simulator holds them meet it directly
+        self.fan_out_rows = (
+            self.fan_out if input_layout is None else self.fan_out[channels_last_order(input_layout)]
+        )
         on_cpu = device is None or str(device).startswith("cpu")
         if self.bound < F32_EXACT and on_cpu:
             self.float_dtype = np.float32
@@ -641,10 +646,13 @@ class SynapsePath:
             x = pre.to(torch.int8)
         return torch._int_mm(x, w.to(x.device))
 
-    def synops(self, active_per_input) -> int:
-        """Synaptic events: ``active_per_input`` (n_in,) counts of nonzero presynaptic values."""
+    def synops(self, active_per_input, rows_order: bool = False) -> int:
+        """Synaptic events: ``active_per_input`` (n_in,) counts of nonzero presynaptic values,
+        in the graph's (C, H, W) order, or in the order of this path's input rows where
+        ``rows_order`` (:attr:`fan_out_rows`; the same sum, no reordering of the counts)."""
         # fan_out (qdense_fan_out) is an integer array (n_in,): int64 counts @ it is int64
-        return int(np.asarray(active_per_input, np.int64) @ self.fan_out)
+        fan_out = self.fan_out_rows if rows_order else self.fan_out
+        return int(np.asarray(active_per_input, np.int64) @ fan_out)
 
 
 #: op name -> whether this torch has it (probed once per op)
