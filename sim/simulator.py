@@ -11,7 +11,8 @@ Time is cut into chunks of ``c`` steps. The graph is a DAG and a layer's step ``
 only on its inputs at ``t`` and its own state, so within a chunk every node runs all ``c``
 steps before the next node: one synaptic product covers ``c * B`` rows, and one compiled
 neuron call covers ``c`` steps. ``c = max(1, 1000 // B)`` by default: at batch 1 a whole
-layer runs over many steps at once, at large batches the chunk stays in cache.
+layer runs over many steps at once, at large batches the chunk stays in cache; on numpy,
+fewer steps where a chunk's largest synaptic sums would reach 32 MiB (:func:`default_chunk_steps`).
 A static input is presented every step, so its synaptic sums are computed once per run.
 
 **Channels last inside.** On numpy, a layer fed only by convolutions and read only by
@@ -51,9 +52,26 @@ def spike_dtype(p) -> type:
     return np.int16 if p.max_spikes > 1 else bool
 
 
-def default_chunk_steps(batch: int) -> int:
-    """Steps per chunk at this batch size: about ``CHUNK_SAMPLE_STEPS / batch``."""
-    return max(1, CHUNK_SAMPLE_STEPS // max(batch, 1))
+#: Bytes from which glibc's malloc maps every allocation afresh (its largest mmap threshold,
+#: 32 MiB on 64-bit), and unmaps it when freed: each of its pages then faults on first touch
+#: at every allocation, where a smaller array reuses the heap's pages.
+FRESH_MAP_BYTES = 32 << 20
+
+
+def default_chunk_steps(batch: int, timesteps: int = 0, row_bytes: int = 0) -> int:
+    """Steps per chunk at this batch size: about ``CHUNK_SAMPLE_STEPS / batch``; where a
+    chunk's largest synaptic sums (``row_bytes`` a sample-step) would reach
+    :data:`FRESH_MAP_BYTES`, the ``timesteps`` are cut into the fewest equal chunks below it.
+    ResNet-19 (bench/sim_vs_float.py, batch 16, T = 4): its 64-row float32 sums of 131,072
+    outputs were 32 MiB, 8,193 page faults and ~12 ms of system time per convolution (torch's
+    output), ~10 % of its run at one thread; in two chunks of two steps none fault."""
+    steps = max(1, CHUNK_SAMPLE_STEPS // max(batch, 1))
+    if row_bytes > 0 and timesteps > 0:
+        fit = max(1, (FRESH_MAP_BYTES - (1 << 16)) // (row_bytes * max(batch, 1)))
+        if fit < min(steps, timesteps):
+            chunks = -(-timesteps // fit)
+            steps = -(-timesteps // chunks)
+    return steps
 
 
 class _Value:
@@ -168,7 +186,7 @@ def _simulate_whole(
     ):  # an MLP: one compiled call for the whole run (sim/chain.py)
         return _whole_chain(plan, np.asarray(x_int, np.int64), timesteps, record_spikes, record_final_state)
     run = _Run(plan, x_int, timesteps, device, record_states, record_spikes, record_final_state)
-    chunk = chunk_steps or default_chunk_steps(run.batch)
+    chunk = chunk_steps or default_chunk_steps(run.batch, timesteps, plan.sums_row_bytes)
     for t0 in range(0, timesteps, chunk):
         run.chunk(t0, min(timesteps, t0 + chunk))
     return run.finish()
@@ -233,6 +251,10 @@ class _Plan:
                     to_cl,
                     largest_input=largest_presynaptic(graph, name),
                 )
+        #: bytes of the largest path's sums for one sample-step (float32 / int32 sums: 4 a
+        #: value, else 8); 0 on a torch device (the chunk length ignores it there)
+        widths = [p.n_out * (4 if p.float_dtype is np.float32 else 8) for p in self.paths.values()]
+        self.sums_row_bytes = max(widths, default=0) if device is None else 0
         self.params = {}
         for name, node in self.nodes.items():
             if isinstance(node, QLMH):

@@ -345,3 +345,30 @@ def test_int8_products_only_while_127_times_the_fan_in_fits_int32() -> None:
             QDense(weight_mant=np.ones((1, fan_in), np.int8), weight_exp=0, graded=False, weight_scale=1.0)
         )
         assert path.int8_ok == ok and ("int8" in path.ways) == ok, fan_in
+
+
+def test_chunks_keep_the_largest_synaptic_sums_below_a_fresh_memory_map() -> None:
+    """The default chunk length cuts the steps into the fewest equal chunks whose largest
+    synaptic sums stay below 32 MiB (glibc maps larger arrays afresh at every allocation:
+    every page faults), and keeps about 1000 sample-steps otherwise; a plan on numpy sizes
+    its sums at 4 bytes a float32 value, a torch device plan not at all."""
+    from lmh_deploy.models.architectures import build
+    from lmh_deploy.frontends.pytorch import export_model
+    from lmh_deploy.passes.quantize import quantize_graph
+    from lmh_deploy.sim.simulator import FRESH_MAP_BYTES, default_chunk_steps, plan_for
+
+    assert FRESH_MAP_BYTES == 32 << 20
+    assert default_chunk_steps(16) == default_chunk_steps(16, 4, 4 * 65_536) == 62  # VGG-13: 16 MiB
+    assert default_chunk_steps(16, 4, 4 * 131_072) == 2  # ResNet-19: 64 rows were 32 MiB
+    assert default_chunk_steps(16, 5, 4 * 131_072) == 3  # 3 steps fit: 5 steps as 3 + 2
+    assert default_chunk_steps(256, 8, 4 * 12_544) == 2  # 3 steps were 38.5 MB: 4 chunks of 2
+    assert default_chunk_steps(1, 10, FRESH_MAP_BYTES) == 1  # one row beyond: a step a chunk
+    for batch, steps, row in ((16, 4, 4 * 131_072), (16, 5, 4 * 131_072), (256, 8, 4 * 12_544)):
+        chunk = default_chunk_steps(batch, steps, row)
+        assert chunk * batch * row < FRESH_MAP_BYTES
+
+    model = build("cnn", (1, 8, 8), 10, timesteps=2, width_mult=0.25).eval()
+    q, _ = quantize_graph(export_model(model, input_shape=(1, 8, 8), timesteps=2))
+    widest = max(int(q.node(name).sums_size()) for name in q.of_kind("q_dense"))
+    assert plan_for(q, None).sums_row_bytes == 4 * widest > 0
+    assert plan_for(q, "cpu").sums_row_bytes == 0
