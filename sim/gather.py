@@ -551,3 +551,46 @@ def sum_pool_bytes(x: np.ndarray, out: np.ndarray, pool: tuple[int, int], channe
     sy, sx = int(pool[0]), int(pool[1])
     kernel = _sum_pool_last if channels_last else _sum_pool_first
     _in_threads(lambda lo, hi: kernel(x[lo:hi], out[lo:hi], sy, sx), x.shape[0], x[0].size)
+
+
+@numba.njit(cache=True, nogil=True)
+def _conv_columns(x, cols, kh, kw, py, px, oh, ow):
+    rows, h, w, c = x.shape
+    for r in range(rows):
+        for oy in range(oh):
+            for ox in range(ow):
+                line = cols[(r * oh + oy) * ow + ox]
+                for ky in range(kh):
+                    iy = oy + ky - py
+                    for kx in range(kw):
+                        ix = ox + kx - px
+                        at = (ky * kw + kx) * c
+                        if 0 <= iy < h and 0 <= ix < w:
+                            src = x[r, iy, ix]
+                            for k in range(c):
+                                line[at + k] = src[k]
+                        else:
+                            for k in range(c):
+                                line[at + k] = 0
+
+
+def conv_columns(
+    x: np.ndarray,
+    cols: np.ndarray,
+    kernel_hw: tuple[int, int],
+    padding: tuple[int, int],
+    out_hw: tuple[int, int],
+) -> None:
+    """The columns of a stride-1 convolution: ``cols[(r, oy, ox), (ky, kx, c)] = x[r, oy + ky
+    - p_y, ox + kx - p_x, c]``, zero outside the input; ``x`` (rows, H, W, C) and ``cols``
+    (rows * H_out * W_out, kh * kw * C), both C-contiguous, of one dtype; one pass, each
+    column written once. Ranges of rows run in threads (:func:`_in_threads`)."""
+    if not (x.flags.c_contiguous and cols.flags.c_contiguous and x.dtype == cols.dtype):
+        raise ValueError("conv_columns: C-contiguous arrays of one dtype only")
+    (kh, kw), (py, px), (oh, ow) = (tuple(int(v) for v in t) for t in (kernel_hw, padding, out_hw))
+    per = oh * ow
+
+    def fill(lo: int, hi: int) -> None:
+        _conv_columns(x[lo:hi], cols[lo * per : hi * per], kh, kw, py, px, oh, ow)
+
+    _in_threads(fill, x.shape[0], per * cols.shape[1])

@@ -504,11 +504,18 @@ class SynapsePath:
         rows, c, h, w = pooled.shape
         kh, kw = plan.kernel.shape[2:]
         (py, px), (oh, ow) = plan.padding, plan.out_hw
-        padded = np.zeros((rows, h + 2 * py, w + 2 * px, c), np.uint8)
-        padded[:, py : py + h, px : px + w] = pooled.transpose(0, 2, 3, 1)
-        windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(1, 2))[:, :oh, :ow]
-        # a copy: the window view is read-only, and torch warns for (and must not get) such arrays
-        cols = windows.transpose(0, 1, 2, 4, 5, 3).copy(order="C").reshape(rows * oh * ow, -1)
+        if _numba():  # one compiled pass (a view of channels-last input: no copy before it)
+            from lmh_deploy.sim.gather import conv_columns
+
+            cols = np.empty((rows * oh * ow, kh * kw * c), np.uint8)
+            images = np.ascontiguousarray(pooled.transpose(0, 2, 3, 1).astype(np.uint8, copy=False))
+            conv_columns(images, cols, (kh, kw), (py, px), (oh, ow))
+        else:
+            padded = np.zeros((rows, h + 2 * py, w + 2 * px, c), np.uint8)
+            padded[:, py : py + h, px : px + w] = pooled.transpose(0, 2, 3, 1)
+            windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(1, 2))[:, :oh, :ow]
+            # a copy: the window view is read-only, and torch warns for (and must not get) such arrays
+            cols = windows.transpose(0, 1, 2, 4, 5, 3).copy(order="C").reshape(rows * oh * ow, -1)
         out = torch.ops.onednn.qlinear_pointwise(
             torch.from_numpy(cols), 1.0, 0, self.qconv_cols, self.qconv_scale, self.qconv_zero,
             None, 1.0, 0, torch.float32, "none", [], "",

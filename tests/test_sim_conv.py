@@ -471,3 +471,39 @@ def test_compiled_sum_pool_of_spikes_equals_the_strided_adds(
     assert got.dtype == strided.dtype == np.uint8 and got.shape == want.shape
     assert np.array_equal(got, want) and np.array_equal(strided, want)
     assert want.max() == sy * sx
+
+
+@pytest.mark.skipif(not numba_active(), reason="the compiled columns need numba")
+@pytest.mark.parametrize(
+    "shape, kernel_hw, padding",
+    [
+        ((5, 4, 4), (3, 3), (1, 1)),
+        ((3, 2, 5), (1, 3), (0, 2)),
+        ((2, 3, 3), (3, 3), (0, 0)),
+        ((7, 1, 1), (3, 3), (1, 1)),
+    ],
+)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_compiled_convolution_columns_equal_the_window_copy(
+    monkeypatch: pytest.MonkeyPatch, shape, kernel_hw, padding, threads: int
+) -> None:
+    """``conv_columns`` (the int8 columns product's input, stride 1) writes the (ky, kx, c)
+    columns of numpy's sliding windows over the zero-padded images, every output position
+    (taps past an edge zero, the output cropped where the padding exceeds the kernel's
+    reach), with 13 rows cut into three ragged ranges at three threads."""
+    from lmh_deploy.sim import neuron as N
+    from lmh_deploy.sim.gather import conv_columns
+
+    monkeypatch.setattr(N, "sim_threads", lambda: threads)
+    monkeypatch.setattr(N, "MIN_THREAD_WORK", 1)
+    rng = np.random.default_rng(sum(shape) + sum(padding))
+    (c, h, w), (kh, kw), (py, px), rows = shape, kernel_hw, padding, 13
+    oh, ow = h + 2 * py - kh + 1, w + 2 * px - kw + 1
+    images = rng.integers(1, 256, (rows, h, w, c)).astype(np.uint8)  # no zero inside: a
+    padded = np.zeros((rows, h + 2 * py, w + 2 * px, c), np.uint8)  # missed tap shows
+    padded[:, py : py + h, px : px + w] = images
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (kh, kw), axis=(1, 2))
+    want = windows.transpose(0, 1, 2, 4, 5, 3).reshape(rows * oh * ow, kh * kw * c)
+    cols = np.full((rows * oh * ow, kh * kw * c), 7, np.uint8)  # stale values must go
+    conv_columns(images, cols, kernel_hw, padding, (oh, ow))
+    assert np.array_equal(cols, want)
