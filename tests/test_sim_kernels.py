@@ -466,12 +466,26 @@ def test_kernels_equal_semantics_lmh_step_for_every_profile_and_rule(
     _assert_kernels_equal_lmh_step(node, rng.integers(-scale, scale, (steps, batch, n)))
 
 
-def test_event_gather_exact_on_both_sides_of_its_int16_bound() -> None:
+@pytest.mark.parametrize("threads", [1, 3])
+def test_event_gather_exact_on_both_sides_of_its_int16_bound(
+    monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
     """Rows with k events are summed in int16 while k * max|w| < 2**15, else in int32: both
     sides of that bound, extreme weights (all +127, all -128, random) and every remainder of
-    the four-rows-at-a-time pass."""
+    the four-rows-at-a-time pass; at one thread and with the rows cut into three ragged
+    ranges over threads (15 rows), binary and integer rows."""
+    from lmh_deploy.sim import gather
     from lmh_deploy.sim.gather import gather_rows
 
+    monkeypatch.setattr(N, "sim_threads", lambda: threads)
+    monkeypatch.setattr(N, "MIN_THREAD_WORK", 1)  # split even these small rows
+    ranges = []
+    split = gather._in_threads
+    monkeypatch.setattr(
+        gather,
+        "_in_threads",
+        lambda fn, rows, work: ranges.append(N.row_ranges(rows, work, threads)) or split(fn, rows, work),
+    )
     rng = np.random.default_rng(3)
     n_in, n_out = 600, 37
     events = [0, 1, 2, 3, 4, 5, 7, 254, 255, 256, 257, 258, 259, 300, 600]
@@ -489,6 +503,11 @@ def test_event_gather_exact_on_both_sides_of_its_int16_bound() -> None:
             out = np.zeros((len(events), n_out), np.int32)
             gather_rows(pre, w8, out, peak)
             assert np.array_equal(out, want)
+        counts = rng.integers(-3, 4, pre.shape) * pre  # integer rows: the values' gather
+        out = np.zeros((len(events), n_out), np.int64)
+        gather_rows(counts, w8, out)
+        assert np.array_equal(out, counts @ w.astype(np.int64))
+    assert ranges and all(len(r) == threads for r in ranges)
 
 
 def test_nearly_dense_csr_weights_run_dense_with_the_same_integers() -> None:
