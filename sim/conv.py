@@ -205,7 +205,7 @@ def pooled_integers(plan: ConvPlan, pre: np.ndarray, channels_last: bool = False
 
     # ranges of rows in threads (numpy's add releases the GIL): serial, the pooling was
     # 11 % of the mnist5k cnn's run at one thread (bench/sim_vs_float.py's cnn row)
-    run_in_threads(pool, row_ranges(rows, c * h * w, sim_threads()))
+    run_in_threads(pool, row_ranges(rows, c * h * w, sim_threads()), work=rows * c * h * w)
     return out
 
 

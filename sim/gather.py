@@ -494,7 +494,7 @@ def _in_threads(fn, rows: int, row_work: int) -> None:
     rows), serial beside the threaded convolutions and neuron updates."""
     from lmh_deploy.sim.neuron import row_ranges, run_in_threads, sim_threads
 
-    run_in_threads(fn, row_ranges(rows, row_work, sim_threads()))
+    run_in_threads(fn, row_ranges(rows, row_work, sim_threads()), work=rows * row_work)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -29,7 +29,9 @@ batch rows are cut into contiguous ranges (:func:`row_ranges`), one per thread, 
 updated by its own kernel call with its own spike counters, summed afterwards, so the bits
 do not depend on the thread count. The kernel uses numba's thread count
 (:func:`sim_threads`; ``numba.set_num_threads``), the convolutions torch's
-(``torch.set_num_threads``); both default to every CPU.
+(``torch.set_num_threads``); both default to every CPU. The ranges run on torch's own
+OpenMP team where that is safe (:mod:`lmh_deploy.sim.omp_team`: its workers spin idle after
+each torch op, and shared a core with any thread of ours), else on a pool of Python threads.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -44,7 +47,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from lmh_deploy.sim.omp_team import run_on_team, team
 from lmh_deploy.sim.params import NeuronParams
+from lmh_deploy.sim.way_costs import WayCosts
 
 try:  # numba is a declared dependency; the array code keeps the same bits without it
     import numba
@@ -145,7 +150,7 @@ def filled_rows(batch: int, n: int, value: int | np.ndarray, dtype) -> np.ndarra
     def fill(lo: int, hi: int) -> None:
         out[lo:hi] = value
 
-    run_in_threads(fill, row_ranges(batch, n, sim_threads()))
+    run_in_threads(fill, row_ranges(batch, n, sim_threads()), work=batch * n)
     return out
 
 
@@ -407,7 +412,7 @@ def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, s
             own_counts, own_spikes = np.zeros(steps, np.int64), np.zeros(p.size, np.int64)
             return kernel(*before, own_spikes, *after, own_counts, lo, hi, *start), own_counts, own_spikes
 
-        done = run_in_threads(run, parts)
+        done = run_in_threads(run, parts, work=state.v_d.shape[0] * steps * p.size)
         sat = sum(s for s, _, _ in done)
         counts = np.sum([c for _, c, _ in done], axis=0)
         state.neuron_spikes += np.sum([n for _, _, n in done], axis=0)
@@ -481,16 +486,52 @@ def contiguous_ranges(batch: int, parts: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:]))
 
 
-def run_in_threads(fn, parts: list[tuple[int, int]]) -> list:
-    """``fn(lo, hi)`` for every range, the first in this thread, the others in a pool (the
-    compiled kernels release the GIL: they run on separate cores); results in order.
+def run_in_threads(
+    fn, parts: list[tuple[int, int]], *, work: float | None = None, omp_team: bool = True
+) -> list:
+    """``fn(lo, hi)`` for every range, the first in this thread, the others on other threads
+    (the compiled kernels release the GIL: they run on separate cores); results in order.
+
+    The other threads are torch's OpenMP team where :func:`lmh_deploy.sim.omp_team.team`
+    allows it, or a pool of Python threads. On an idle machine the team is faster (its
+    workers spin idle after every torch op, sharing the cores with any thread of ours:
+    VGG-13's neuron kernels at 2 threads, bench/sim_vs_float.py's row, took 15-17 ms on the
+    team and 19-24 ms on Python threads); on a loaded one (more busy threads than cores) its
+    spinning barrier costs more than it saves (the same run 250 ms against 163 ms). So each
+    function (its code) measures both, per unit of ``work`` (the parts' rows where not
+    given), and takes the cheaper (:class:`~lmh_deploy.sim.way_costs.WayCosts`).
+    ``omp_team=False``: the pool only (parts that run torch ops themselves, as the
+    simulator's batch shards do).
 
     A call made from inside a part (a batch shard whose layer splits its rows again) runs
     its parts one after the other in its own thread: submitting them to the pool whose
     workers all wait for such calls would deadlock."""
     if len(parts) == 1 or getattr(_IN_PARTS, "active", False):
         return [fn(*part) for part in parts]
-    fn = _marked_part(fn)
+    runtime = team() if omp_team else None
+    marked = _marked_part(fn)
+    if runtime is None:
+        return _run_in_pool(marked, parts)
+    site = getattr(fn, "__code__", fn)  # one closure's code for all its layers
+    costs = _DISPATCH.get(site)
+    if costs is None:
+        costs = _DISPATCH[site] = WayCosts({"team": 1.0, "threads": 2.0})
+    units = parts[-1][1] - parts[0][0] if work is None else work
+    way = costs.choose({"team": units, "threads": units})
+    start = time.perf_counter()
+    results = run_on_team(runtime, marked, parts) if way == "team" else _run_in_pool(marked, parts)
+    costs.record(way, units, time.perf_counter() - start)
+    return results
+
+
+#: per function split over threads (its code object): the measured costs of torch's OpenMP
+#: team and of the Python threads (:func:`run_in_threads`)
+_DISPATCH: dict[Any, WayCosts] = {}
+
+
+def _run_in_pool(fn, parts: list[tuple[int, int]]) -> list:
+    """:func:`run_in_threads`' parts on a pool of Python threads (``len(parts) - 1`` workers,
+    kept; replaced by a larger one when more are needed), the first part in this thread."""
     if not _POOL or _POOL[0][0] < len(parts) - 1:
         if _POOL:
             _POOL.pop()[1].shutdown()

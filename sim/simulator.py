@@ -145,7 +145,7 @@ def simulate(
             return _simulate_whole(plan, part, timesteps, device, *options)
 
     with neuron.restore_torch_threads():
-        records = neuron.run_in_threads(shard, shards)
+        records = neuron.run_in_threads(shard, shards, omp_team=False)
     from lmh_deploy.sim.batching import merged_records  # (batching imports this module)
 
     return merged_records(records, [lo for lo, _ in shards], shards[-1][1])

@@ -859,10 +859,12 @@ def test_run_in_threads_runs_the_first_range_here_and_the_others_in_one_named_po
 ) -> None:
     """One range: called here, no pool. More: the first here, the others in a pool of
     ``len(parts) - 1`` threads named ``lmh-sim_*``, results in the ranges' order; the pool is
-    kept for fewer ranges and replaced (the old one shut down) by a larger one for more."""
+    kept for fewer ranges and replaced (the old one shut down) by a larger one for more
+    (where torch's OpenMP team is not used: tests/test_sim_omp_team.py)."""
     import threading
 
     monkeypatch.setattr(N, "_POOL", [])
+    monkeypatch.setattr(N, "team", lambda: None)
     here = threading.current_thread().name
 
     def where(lo: int, hi: int) -> tuple[int, int, str]:
