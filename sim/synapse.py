@@ -49,6 +49,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from lmh_deploy.ir.synapses import qdense_fan_out
+from lmh_deploy.sim.way_costs import WayCosts
 from lmh_deploy.sim.conv import (
     ConvPlan,
     channels_last_order,
@@ -243,15 +244,23 @@ class SynapsePath:
             scale = self.conv.kernel.reshape(-1)
             small = int(np.abs(scale).max(initial=0)) <= np.iinfo(np.int16).max
             self.diagonal_spikes = np.ascontiguousarray(scale, np.int16 if small else np.int64)
-        self.calls = 0
-        self.cost = {}  # way -> seconds per unit of work (measured)
-        self.warm: set[str] = set()
         conv_events = (
             self.conv is not None and not self.conv.diagonal and device is None and self.bound <= INT32_LIMIT
         )
-        self.ways = ["gemm"] + (["events"] if not self.is_conv or conv_events else [])
+        ways = ["gemm"] + (["events"] if not self.is_conv or conv_events else [])
         if device is None and (self.int8_ok or self._int8_conv_ok(peak_w, max_x)):
-            self.ways.append("int8")
+            ways.append("int8")
+        #: the ways offered, each one's measured cost, and which runs next
+        self.costs = WayCosts({way: PRIOR_COST[way] for way in ways}, RETIME_EVERY)
+
+    @property
+    def ways(self) -> list[str]:
+        """The exact ways this path may take (``gemm``, ``events``, ``int8``)."""
+        return self.costs.ways
+
+    @ways.setter
+    def ways(self, ways: list[str]) -> None:
+        self.costs.ways = list(ways)
 
     def _int8_conv_ok(self, peak_w: float, max_x: int) -> bool:
         """The int8 convolution computes this path's sums exactly (module docstring).
@@ -353,38 +362,14 @@ class SynapsePath:
         else:
             units = {"gemm": rows * self.n_in * self.n_out, "events": active * self.n_out + pre.size}
         units["int8"] = units["gemm"]
-        way = self._choose(units)
+        way = self.costs.choose(units)
         start, cpu = time.perf_counter(), time.process_time()
         out = self._run(way, pre)
         # the smaller of wall and CPU time: CPU time leaves out the waits for a core on a
         # loaded machine (a long call is preempted more often, which made the way with
         # fewer, longer calls look dearer); wall time is smaller where a way runs threads
-        elapsed = min(time.perf_counter() - start, time.process_time() - cpu)
-        if way not in self.warm:  # the first use may include compiling: not a measurement
-            self.warm.add(way)
-        elif units[way]:
-            per_unit = elapsed / units[way]
-            old = self.cost.get(way)
-            # a lower time is taken at once, a higher one only through the average and at
-            # most twice the estimate: on a shared machine a call that loses its core for a
-            # time slice measures 10-100x its cost, nothing measures less than the cost (one
-            # such call made a way look 20x dearer and shunned for RETIME_EVERY calls)
-            if old is not None:
-                per_unit = min(per_unit, 0.7 * old + 0.3 * min(per_unit, 2 * old))
-            self.cost[way] = per_unit
+        self.costs.record(way, units[way], min(time.perf_counter() - start, time.process_time() - cpu))
         return out
-
-    def _choose(self, units: dict) -> str:
-        """The way with the lower predicted time; each way is timed on first use (ways not yet
-        timed in the order of their :data:`PRIOR_COST` prediction) and again every
-        ``RETIME_EVERY`` calls."""
-        self.calls += 1
-        for way in sorted(self.ways, key=lambda w: PRIOR_COST[w] * units[w]):
-            if way not in self.cost:
-                return way
-        if self.calls % RETIME_EVERY == 0:
-            return max(self.ways, key=lambda w: self.cost[w] * units[w])  # re-time the other
-        return min(self.ways, key=lambda w: self.cost[w] * units[w])
 
     def _run(self, way: str, pre):
         return self._gemm(pre) if way == "gemm" else self._events(pre) if way == "events" else self._int8(pre)

@@ -332,10 +332,10 @@ def test_untimed_ways_run_in_order_of_their_predicted_cost(rate: float, first: s
     pre = rng.random((4, 8 * 144)) < rate
     want = _matrix_current(node, pre)
     got = [lava_current(path.sums(pre), 0)]
-    assert path.warm == {first}
+    assert path.costs.warm == {first}
     got += [lava_current(path.sums(pre), 0) for _ in range(2 * len(path.ways) - 1)]
     assert all(np.array_equal(g, want) for g in got)
-    assert set(path.cost) == set(path.ways)  # every way timed after two calls of each
+    assert set(path.costs.cost) == set(path.ways)  # every way timed after two calls of each
 
 
 def test_int8_convolution_keeps_off_what_it_cannot_sum_exactly() -> None:

@@ -271,9 +271,9 @@ def test_the_cheaper_timed_way_runs_and_the_dearer_one_every_retime_calls() -> N
     from lmh_deploy.sim.synapse import RETIME_EVERY
 
     path = SynapsePath(QDense(weight_mant=np.ones((2, 3)), weight_exp=0, graded=False, weight_scale=1.0))
-    path.ways, path.cost = ["gemm", "events"], {"gemm": 1e-9, "events": 1e-8}
-    chosen = [path._choose({"gemm": 5, "events": 100}) for _ in range(2 * RETIME_EVERY)]
-    assert RETIME_EVERY == 64 and path.calls == 128
+    path.ways, path.costs.cost = ["gemm", "events"], {"gemm": 1e-9, "events": 1e-8}
+    chosen = [path.costs.choose({"gemm": 5, "events": 100}) for _ in range(2 * RETIME_EVERY)]
+    assert RETIME_EVERY == 64 and path.costs.calls == 128
     assert [i + 1 for i, way in enumerate(chosen) if way == "events"] == [64, 128]
 
 

@@ -357,11 +357,11 @@ def test_way_choice_follows_the_measured_costs() -> None:
     path = SynapsePath(_dense_node(rng, 50, 80, 0, graded=False))
     pre = rng.random((8, 80)) < 0.1
     first = [path.sums(pre) for _ in range(2 * len(path.ways))]
-    assert set(path.cost) == set(path.ways) >= {"gemm", "events"}
+    assert set(path.costs.cost) == set(path.ways) >= {"gemm", "events"}
     assert all(np.array_equal(first[0], f) for f in first)
     for cheap in path.ways:
-        path.cost = {way: 1e-9 if way == cheap else 1.0 for way in path.ways}
-        assert path._choose(dict.fromkeys(path.ways, 100)) == cheap
+        path.costs.cost = {way: 1e-9 if way == cheap else 1.0 for way in path.ways}
+        assert path.costs.choose(dict.fromkeys(path.ways, 100)) == cheap
 
 
 @pytest.mark.parametrize("rows", [1, 17])
