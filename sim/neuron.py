@@ -498,8 +498,8 @@ def run_in_threads(
     VGG-13's neuron kernels at 2 threads, bench/sim_vs_float.py's row, took 15-17 ms on the
     team and 19-24 ms on Python threads); on a loaded one (more busy threads than cores) its
     spinning barrier costs more than it saves (the same run 250 ms against 163 ms). So each
-    function (its code) measures both, per unit of ``work`` (the parts' rows where not
-    given), and takes the cheaper (:class:`~lmh_deploy.sim.way_costs.WayCosts`).
+    function (its code) measures both for each size of ``work`` (the parts' rows where not
+    given) and takes the cheaper (:class:`~lmh_deploy.sim.way_costs.WayCosts`).
     ``omp_team=False``: the pool only (parts that run torch ops themselves, as the
     simulator's batch shards do).
 
@@ -512,11 +512,15 @@ def run_in_threads(
     marked = _marked_part(fn)
     if runtime is None:
         return _run_in_pool(marked, parts)
-    site = getattr(fn, "__code__", fn)  # one closure's code for all its layers
+    units = parts[-1][1] - parts[0][0] if work is None else work
+    # one closure's code serves every layer: each layer size learns its own choice (a small
+    # layer's split is mostly dispatch, a large one's mostly kernel)
+    site = (getattr(fn, "__code__", fn), units, len(parts))
     costs = _DISPATCH.get(site)
     if costs is None:
+        if len(_DISPATCH) >= 1024:
+            _DISPATCH.pop(next(iter(_DISPATCH)))
         costs = _DISPATCH[site] = WayCosts({"team": 1.0, "threads": 2.0})
-    units = parts[-1][1] - parts[0][0] if work is None else work
     way = costs.choose({"team": units, "threads": units})
     start = time.perf_counter()
     results = run_on_team(runtime, marked, parts) if way == "team" else _run_in_pool(marked, parts)
@@ -524,8 +528,8 @@ def run_in_threads(
     return results
 
 
-#: per function split over threads (its code object): the measured costs of torch's OpenMP
-#: team and of the Python threads (:func:`run_in_threads`)
+#: per function split over threads (its code object), work and part count: the measured
+#: costs of torch's OpenMP team and of the Python threads (:func:`run_in_threads`)
 _DISPATCH: dict[Any, WayCosts] = {}
 
 

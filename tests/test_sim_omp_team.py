@@ -63,7 +63,7 @@ def test_parts_run_on_the_team_in_order_the_first_on_the_caller() -> None:
 def test_run_in_threads_times_the_team_and_python_threads_and_takes_the_cheaper(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Per function: the team first, then Python threads (each way's first use untimed, then
+    """Per function and work: the team first, then Python threads (each way's first use untimed, then
     timed), then the cheaper per unit of ``work``, the other again every 64th call; the
     parts marked as parts either way (a split inside runs in place)."""
     assert _torch_team() is not None
@@ -72,13 +72,13 @@ def test_run_in_threads_times_the_team_and_python_threads_and_takes_the_cheaper(
     def where(lo: int, hi: int) -> tuple[int, bool]:
         return threading.get_native_id(), N._IN_PARTS.active
 
-    def on_team() -> bool:
-        got = N.run_in_threads(where, [(0, 1), (1, 2)], work=10)
+    def on_team(work: int = 10) -> bool:
+        got = N.run_in_threads(where, [(0, 1), (1, 2)], work=work)
         assert all(marked for _, marked in got)
         return got[1][0] not in {t.native_id for t in threading.enumerate()}  # not a Python thread
 
     assert [on_team() for _ in range(4)] == [True, True, False, False]  # each: untimed, then timed
-    costs = N._DISPATCH[where.__code__]
+    costs = N._DISPATCH[where.__code__, 10, 2]
     assert set(costs.cost) == {"team", "threads"}
     monkeypatch.setattr(costs, "record", lambda *args: None)  # the costs below held fixed
     costs.cost.update(team=1e-9, threads=5e-9)
@@ -86,6 +86,7 @@ def test_run_in_threads_times_the_team_and_python_threads_and_takes_the_cheaper(
     assert picks.count(False) == 2, picks  # the Python threads re-timed at calls 64 and 128
     costs.cost.update(team=1e-3, threads=1e-9)
     assert not any(on_team() for _ in range(10))
+    assert on_team(work=20) and len(N._DISPATCH) == 2  # another size: timed on its own
 
 
 def test_a_failing_part_reaches_the_caller_after_the_others_ended() -> None:
