@@ -403,14 +403,28 @@ def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, s
         state.start = None
     parts = row_ranges(state.v_d.shape[0], steps * p.size, sim_threads())
     kernel = fused.compiled_starting(rules, write_f, write_tr, form.uniform)
-    if len(parts) == 1:  # every argument given: numba's fast dispatch (an omitted default
-        counts = np.zeros(steps, np.int64)  # takes its slow path, ~1 ms a call)
-        sat = kernel(*before, state.neuron_spikes, *after, counts, 0, state.v_d.shape[0], *start)
+
+    def rows(lo: int, hi: int, counts: np.ndarray, neuron_spikes: np.ndarray) -> int:
+        """Rows ``lo:hi`` (every argument given: numba's fast dispatch; an omitted default
+        takes its slow path, ~1 ms a call); their saturation count. Where a row went out of
+        range, it and the rows after it run again with the counting kernel."""
+        done = kernel(*before, neuron_spikes, *after, counts, lo, hi, *start)
+        if done == hi:
+            return 0
+        more = np.zeros(steps, np.int64)
+        counting = fused.counting_starting(rules, write_f, write_tr, form.uniform)
+        sat = counting(*before, neuron_spikes, *after, more, done, hi, *start)
+        counts += more
+        return sat
+
+    if len(parts) == 1:
+        counts = np.zeros(steps, np.int64)
+        sat = rows(0, state.v_d.shape[0], counts, state.neuron_spikes)
     else:  # disjoint batch rows in threads (the kernel releases the GIL); bits unchanged
 
         def run(lo: int, hi: int) -> tuple[int, np.ndarray, np.ndarray]:
             own_counts, own_spikes = np.zeros(steps, np.int64), np.zeros(p.size, np.int64)
-            return kernel(*before, own_spikes, *after, own_counts, lo, hi, *start), own_counts, own_spikes
+            return rows(lo, hi, own_counts, own_spikes), own_counts, own_spikes
 
         done = run_in_threads(run, parts, work=state.v_d.shape[0] * steps * p.size)
         sat = sum(s for s, _, _ in done)

@@ -542,9 +542,117 @@ def test_the_profiles_rule_sets_get_kernels_of_their_own() -> None:
     assert [generic(k) for k in uniform] == [False, False, True, True]
     assert not {id(k) for k in uniform} & {id(k) for k in kernels}
     assert [constants(k)["uniform"].cell_contents for k in uniform] == [True] * 4
-    assert [constants(fused.compiled_starting(rules, False, False, True)) for rules in sets] == [
-        constants(k) for k in uniform
-    ]
+    # the layer-wise kernels (compiled_starting's, counting_starting's): the same constants,
+    # but for how they treat saturation
+    for starting in (fused.compiled_starting, fused.counting_starting):
+        kept = [constants(starting(rules, False, False, True)) for rules in sets]
+        assert [[c for k, c in d.items() if k not in ("count_saturation", "rerun")] for d in kept] == [
+            [c for k, c in constants(u).items() if k not in ("count_saturation", "rerun")] for u in uniform
+        ]
+
+
+def _leaving_rows(case: str) -> tuple[QLMH, np.ndarray]:
+    """A layer of 6 neurons and currents (6 steps, 5 rows) that keep rows 0, 2 and 4 in the
+    24-bit range and take neurons 0 and 2 of row 1 (at step 1) and of row 3 (at step 4) out
+    of it, after steps that keep them from firing: brought back into range they do not
+    fire at that step, left out of range they do. Under the lmh rules two more neurons of
+    row 3 fire once, at step 2 and at step 3: a later chunk of row 3 starts with one of
+    them as the spike before (a next-step reset's)."""
+    n = 6
+    bias = np.zeros(n, np.int64)
+    if case == "loihi-lif":
+        factors = {"mu_d": 3686, "mu_s": 0, "lam_d": 4096, "lam_s": 3891}
+        rules = {"reset": "set", "threshold_test": ">", "v_s_init": 0}
+        theta, low, high, quiet, big = 64 * 1000, -200, 400, -200, 150_000  # a_in << 6: u wraps
+    else:
+        factors = {"mu_d": 1000, "mu_s": 0, "lam_d": 2048, "lam_s": 2048}
+        rules = {"reset_timing": "next-step" if case == "lmh-next-step" else "same-step"}
+        theta, low, high, quiet, big = 6_000_000, -2_000_000, 5_000_000, -2_000_000, 1 << 25
+    node = QLMH(
+        size=n, theta=theta, state_scale=1.0, profile=case.removesuffix("-next-step"), bias=bias,
+        **{k: np.array([[v]]) for k, v in factors.items()}, **rules,
+    )  # fmt: skip
+    currents = np.random.default_rng(5).integers(low, high, (6, 5, n))
+    for row, step in ((1, 1), (3, 4)):
+        currents[:, row, [0, 2]] = quiet
+        currents[step, row, [0, 2]] = big
+    if case != "loihi-lif":  # row 3: neuron 1 fires at step 2 only, neuron 3 at step 3 only
+        currents[:, 3, [1, 3]] = quiet
+        currents[:3, 3, 1] = 6_000_000
+        currents[1:4, 3, 3] = 7_000_000
+    return node, currents
+
+
+@pytest.mark.parametrize("case", ["lmh", "lmh-next-step", "loihi-lif"])
+@pytest.mark.parametrize("chunk, threads, trace", [(3, 1, False), (6, 1, False), (3, 3, True), (2, 1, True)])
+def test_layer_rows_out_of_range_run_again_counting(case: str, chunk: int, threads: int, trace: bool) -> None:
+    """The layer-wise kernel (:func:`fused.compiled_starting`, run_neuron_chunk's) runs each
+    batch row's steps without counting saturation; a row that went out of range, put back,
+    and the rows after it run with the counting kernel (:func:`fused.counting_starting`),
+    from their initial values (row 1; row 3 too where the chunk holds all 6 steps) or from
+    the states kept before the chunk (row 3 in a later chunk):
+    spikes, both states at every step and at the end, step totals, saturation count,
+    per-neuron spike counts and fired marks equal the reference step's
+    (:func:`lmh_step`), with the rows split over threads too. The code that does not count,
+    run once over the whole run, gets rows 1 and 3 wrong (spikes, and fired marks where
+    the reference has none), so a rerun that kept anything of the first run would too."""
+    from lmh_deploy.semantics import integer as fx
+
+    node, currents = _leaving_rows(case)
+    steps, batch, n = currents.shape
+    fp = fx.layer_params(node)
+    v_d, v_s = fp.initial_state((batch, n))
+    want, want_d, want_s, want_sat, prev = [], [], [], np.zeros(batch, int), None
+    for t in range(steps):
+        for b in range(batch):  # the saturation count row by row
+            _, _, _, sat = fx.lmh_step(fp, t, v_d[b : b + 1], v_s[b : b + 1], currents[t, b : b + 1],
+                                       None if prev is None else prev[b : b + 1])  # fmt: skip
+            want_sat[b] += sat
+        v_d, v_s, prev, _ = fx.lmh_step(fp, t, v_d, v_s, currents[t], prev)
+        want.append(prev)
+        want_d.append(v_d)
+        want_s.append(v_s)
+    want = np.array(want)
+    assert list(want_sat > 0) == [False, True, False, True, False]  # the rows out of range
+    if case != "loihi-lif":
+        assert want[:, 3, 1].tolist() == [0, 0, 1, 0, 0, 0] and want[:, 3, 3].tolist() == [0, 0, 0, 1, 0, 0]
+
+    p = neuron_params(node)
+    state = N.initial_state(p, batch, lazy=True)
+    spikes = np.zeros(currents.shape, bool)
+    traced = (np.zeros(currents.shape, np.int64), np.zeros(currents.shape, np.int64))
+    with _kernel_tests.threads_at_any_size(threads):
+        for t0 in range(0, steps, chunk):
+            part = slice(t0, t0 + chunk)
+            totals = N.run_neuron_chunk(
+                p, t0, currents[part].astype(np.int32), None, state, spikes[part],
+                trace=(traced[0][part], traced[1][part]) if trace else None,
+            )  # fmt: skip
+            assert np.array_equal(totals, want[part].sum((1, 2)))
+    assert state.v_d.dtype == np.int32  # the int32 kernel ran
+    assert np.array_equal(spikes, want)
+    assert np.array_equal(state.v_d, v_d) and np.array_equal(state.v_s, v_s)
+    if trace:
+        assert np.array_equal(traced[0], np.array(want_d)) and np.array_equal(traced[1], np.array(want_s))
+    assert state.saturation == want_sat.sum()
+    assert np.array_equal(state.neuron_spikes, want.sum((0, 1)))
+    assert np.array_equal(state.fired, want.any(0))
+
+    # the code that does not count, over the whole run: right where nothing left the range
+    fast = fused.compiled(N.rule_set(p)[0], False, False, N.layer_form(p).uniform, count_saturation=False)
+    once = N.initial_state(p, batch)
+    got = np.zeros(currents.shape, bool)
+    empty_f, empty_i = np.zeros((1, 1, 0), np.float32), np.zeros((1, 1, 0), np.int64)
+    form = N.layer_form(p)
+    told = fast(
+        currents.astype(np.int32), steps, 0, p.input_shift, 0, form.factors, form.bias_d, form.bias_s,
+        p.theta, p.reset_value, N.rule_set(p)[1], once.v_d, once.v_s, once.s_prev, once.fired,
+        once.neuron_spikes, got, empty_f, empty_i, empty_i, np.zeros(steps, np.int64), 0, batch,
+    )  # fmt: skip
+    assert told == -1
+    same = [np.array_equal(got[:, b], want[:, b]) for b in range(batch)]
+    assert same == [True, False, True, False, True]
+    assert (once.fired & ~want.any(0))[[1, 3]].any()  # marks the reference does not have
 
 
 @pytest.mark.parametrize("saturating", [True, False])
