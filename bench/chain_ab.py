@@ -15,9 +15,6 @@ spike counts per layer and step, saturation, active neurons, synaptic events).
 from __future__ import annotations
 
 import argparse
-import importlib
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -26,7 +23,7 @@ import numpy as np
 import lmh_deploy  # noqa: F401  - Lava import fix
 from lmh_deploy.sim.simulator import plan_for
 from sim_vs_float import prepared
-from timing import alternate, environment, save, set_threads
+from timing import alternate, environment, save, set_threads, sim_modules_at
 
 #: the modules taken from ``--ref`` (they import each other; the rest of sim/ is this tree's)
 MODULES = ("chain", "gather", "fused")
@@ -35,22 +32,7 @@ PACKAGE = "chain_ab_ref"
 
 def reference_chain_module(ref: str, where: Path):
     """``ref``'s sim/chain.py (with its gather.py and fused.py) imported from ``where``."""
-    root = Path(__file__).resolve().parent.parent
-    package = where / PACKAGE
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    for name in MODULES:
-        show = ["git", "-C", str(root), "show", f"{ref}:sim/{name}.py"]
-        source = subprocess.run(show, capture_output=True, text=True, check=True).stdout
-        for other in MODULES:
-            for old, new in (
-                (f"from lmh_deploy.sim.{other} import", f"from {PACKAGE}.{other} import"),
-                (f"from lmh_deploy.sim import {other}\n", f"from {PACKAGE} import {other}\n"),
-            ):
-                source = source.replace(old, new)
-        (package / f"{name}.py").write_text(source)
-    sys.path.insert(0, str(where))
-    return importlib.import_module(f"{PACKAGE}.chain")
+    return sim_modules_at(ref, where, PACKAGE, MODULES, "chain")
 
 
 def same_integers(a, b) -> bool:

@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +27,7 @@ from typing import Any
 import numpy as np
 from lmh_deploy.sim import neuron, simulate, simulator
 from sim_vs_float import ROWS, prepared
-from timing import environment, save, set_threads
+from timing import environment, save, set_threads, sim_modules_at
 
 
 def captured_calls(name: str, args) -> list[dict[str, Any]]:
@@ -88,21 +85,7 @@ PACKAGE = "neuron_layers_ref"
 
 def reference_neuron_module(ref: str, where: Path):
     """``ref``'s sim/neuron.py, using its own sim/fused.py, imported from ``where``."""
-    root = Path(__file__).resolve().parent.parent
-    package = where / PACKAGE
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    for name in ("neuron", "fused"):
-        show = ["git", "-C", str(root), "show", f"{ref}:sim/{name}.py"]
-        source = subprocess.run(show, capture_output=True, text=True, check=True).stdout
-        for old, new in (
-            ("sim import fused", f"{PACKAGE} import fused"),
-            ("sim.fused import", f"{PACKAGE}.fused import"),
-        ):
-            source = source.replace(f"from lmh_deploy.{old}", f"from {new}")
-        (package / f"{name}.py").write_text(source)
-    sys.path.insert(0, str(where))
-    return importlib.import_module(f"{PACKAGE}.neuron")
+    return sim_modules_at(ref, where, PACKAGE, ("neuron", "fused"), "neuron")
 
 
 def bench_row(name: str, args, sides: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ CPU model, versions, git commit); every bench JSON carries it.
 from __future__ import annotations
 
 import datetime
+import importlib
 import json
 import os
 import platform
@@ -229,3 +230,26 @@ def set_threads(threads: int) -> None:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     except ImportError:
         pass
+
+
+def sim_modules_at(ref: str, where: Path, package: str, modules: tuple[str, ...], entry: str):
+    """git revision ``ref``'s ``sim/<name>.py`` for each of ``modules``, written to the package
+    ``package`` under ``where`` with their imports of each other pointed there (the rest of
+    sim/ is this tree's), and its module ``entry`` imported: the other side of an A/B of
+    sim/'s code in one process (bench/chain_ab.py, bench/neuron_layers.py)."""
+    root = Path(__file__).resolve().parent.parent
+    target = where / package
+    target.mkdir()
+    (target / "__init__.py").write_text("")
+    for name in modules:
+        show = ["git", "-C", str(root), "show", f"{ref}:sim/{name}.py"]
+        source = subprocess.run(show, capture_output=True, text=True, check=True).stdout
+        for other in modules:
+            for old, new in (
+                (f"from lmh_deploy.sim.{other} import", f"from {package}.{other} import"),
+                (f"from lmh_deploy.sim import {other}\n", f"from {package} import {other}\n"),
+            ):
+                source = source.replace(old, new)
+        (target / f"{name}.py").write_text(source)
+    sys.path.insert(0, str(where))
+    return importlib.import_module(f"{package}.{entry}")
