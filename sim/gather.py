@@ -1,5 +1,6 @@
 """Compiled event-driven synaptic sums (numba): only active presynaptic inputs are read,
-for dense matrices (a gather of rows) and for convolutions (a scatter of kernel taps); and
+for dense matrices (a gather of rows) and for convolutions (per output, a gather of the
+kernel taps its active inputs meet; a scatter of each event's taps for other inputs); and
 the one-pass sum of two paths' shifted currents (residual layers); and the blocked gather
 of a dense chain (:func:`gather_blocks`, sim/chain.py)."""
 
@@ -427,6 +428,237 @@ def conv_scatter(
     sy, sx, py, px = int(stride[0]), int(stride[1]), int(padding[0]), int(padding[1])
     scatter = lambda lo, hi: _conv_scatter(pre[lo:hi], w_t, out[lo:hi], sy, sx, py, px)  # noqa: E731
     _in_threads(scatter, pre.shape[0], pre[0].size)
+
+
+def _taps_sum(count: int):
+    """An intrinsic ``f(w_taps, c, idx, seg_lo, seg_hi, seg_tap, segments, out, row, assign)``:
+    :func:`_blocks_sum` over several ranges of ``idx`` at once, each range ``s`` of
+    ``segments`` indexing the rows of its own kernel tap ``seg_tap[s]``:
+    ``out[row, b * BLOCK:(b + 1) * BLOCK] (+)= sum(w_taps[seg_tap[s], b, idx[q]] for s, q
+    in ranges)`` for the ``count`` blocks ``b`` from ``c`` on. ``w_taps`` (taps, blocks,
+    C_in, BLOCK) int16, C order (:func:`tap_blocks`); the sums stay in ``count`` int16
+    vector registers across the ranges (the caller bounds every partial sum to int16), then
+    widened to int32 and stored (``assign``) or added to ``out`` (int32, C order)."""
+
+    @intrinsic
+    def summed(typingctx, w, c, idx, seg_lo, seg_hi, seg_tap, segments, out, row, assign):
+        ok = (
+            isinstance(w, types.Array)
+            and w.dtype in (types.int8, types.int16)
+            and w.ndim == 4
+            and w.layout == "C"
+        )
+        ok &= isinstance(idx, types.Array) and idx.dtype == types.int32 and idx.layout == "C"
+        ok &= all(
+            isinstance(a, types.Array) and a.dtype == types.int64 and a.ndim == 1 and a.layout == "C"
+            for a in (seg_lo, seg_hi, seg_tap)
+        )
+        ok &= isinstance(out, types.Array) and out.dtype == types.int32 and out.ndim == 2
+        if not (ok and out.layout == "C"):
+            return None
+
+        def codegen(context, builder, sig, args):
+            w_, c_, idx_, lo_, hi_, tap_, segments_, out_, row_, assign_ = args
+            i64 = ir.IntType(64)
+            narrow, wide = ir.VectorType(ir.IntType(16), BLOCK), ir.VectorType(ir.IntType(32), BLOCK)
+            stored = ir.VectorType(ir.IntType(sig.args[0].dtype.bitwidth), BLOCK)  # int8: half the bytes
+            taps = context.make_array(sig.args[0])(context, builder, w_)
+            blocks = builder.extract_value(taps.shape, 1)
+            block_size = builder.mul(builder.extract_value(taps.shape, 2), ir.Constant(i64, BLOCK))
+            first = context.cast(builder, c_, sig.args[1], types.int64)
+            picks = context.make_array(sig.args[2])(context, builder, idx_).data
+            los, his, tap_of = (
+                context.make_array(sig.args[k])(context, builder, a).data
+                for k, a in ((3, lo_), (4, hi_), (5, tap_))
+            )
+            accs = [cgutils.alloca_once_value(builder, ir.Constant(narrow, None)) for _ in range(count)]
+            n_segments = context.cast(builder, segments_, sig.args[6], types.int64)
+            with cgutils.for_range(builder, n_segments) as loop:
+                s = loop.index
+                tap = builder.load(builder.gep(tap_of, [s]))
+                base = builder.mul(builder.add(builder.mul(tap, blocks), first), block_size)
+                rows = [
+                    builder.bitcast(
+                        builder.gep(
+                            taps.data, [builder.add(base, builder.mul(ir.Constant(i64, b), block_size))]
+                        ),
+                        stored.as_pointer(),
+                    )
+                    for b in range(count)
+                ]
+                lo, hi = builder.load(builder.gep(los, [s])), builder.load(builder.gep(his, [s]))
+                with cgutils.for_range_slice(builder, lo, hi, ir.Constant(i64, 1), inc=True) as (q, _):
+                    j = builder.sext(builder.load(builder.gep(picks, [q])), i64)
+                    for acc, w_rows in zip(accs, rows):
+                        summand = builder.load(builder.gep(w_rows, [j]), align=1)
+                        if stored != narrow:
+                            summand = builder.sext(summand, narrow)
+                        builder.store(builder.add(builder.load(acc), summand), acc)
+            target = context.make_array(sig.args[7])(context, builder, out_)
+            row_at = builder.mul(row_, builder.extract_value(target.shape, 1))
+            assigned = builder.icmp_unsigned("!=", assign_, ir.Constant(assign_.type, 0))
+            for b, acc in enumerate(accs):
+                column = builder.add(first, ir.Constant(i64, b))
+                at = builder.add(row_at, builder.mul(column, ir.Constant(i64, BLOCK)))
+                dst = builder.bitcast(builder.gep(target.data, [at]), wide.as_pointer())
+                total = builder.sext(builder.load(acc), wide)
+                old = builder.load(dst, align=4)
+                builder.store(builder.select(assigned, total, builder.add(old, total)), dst, align=4)
+            return context.get_dummy_value()
+
+        return types.none(w, c, idx, seg_lo, seg_hi, seg_tap, segments, out, row, assign), codegen
+
+    return summed
+
+
+_taps_sum4 = _taps_sum(4)
+_taps_sum2 = _taps_sum(2)
+_taps_sum1 = _taps_sum(1)
+
+
+def tap_blocks(kernel: np.ndarray, dtype=np.int16) -> np.ndarray:
+    """A convolution kernel (C_out, C_in, kh, kw), integers within int16, as the blocks of
+    :func:`conv_gather`: (kh * kw, ceil(C_out / BLOCK), C_in, BLOCK) int16, 64-byte aligned,
+    tap ``ky * kw + kx``'s block ``c`` holding the outputs ``c * BLOCK`` on of each input
+    channel (the last block's missing outputs zero)."""
+    c_out, c_in, kh, kw = kernel.shape
+    blocks = -(-c_out // BLOCK)
+    padded = np.zeros((kh * kw, c_in, blocks * BLOCK), dtype)
+    padded[:, :, :c_out] = kernel.transpose(2, 3, 1, 0).reshape(kh * kw, c_in, c_out)
+    out = _aligned_empty((kh * kw, blocks, c_in, BLOCK), dtype)
+    out[...] = padded.reshape(kh * kw, c_in, blocks, BLOCK).transpose(0, 2, 1, 3)
+    return out
+
+
+@numba.njit(inline="always")
+def _tap_sums(count, w_taps, c, idx, seg_lo, seg_hi, seg_tap, segments, out, q, assign):
+    if count == 4:
+        _taps_sum4(w_taps, c, idx, seg_lo, seg_hi, seg_tap, segments, out, q, assign)
+    elif count == 2:
+        _taps_sum2(w_taps, c, idx, seg_lo, seg_hi, seg_tap, segments, out, q, assign)
+    else:
+        _taps_sum1(w_taps, c, idx, seg_lo, seg_hi, seg_tap, segments, out, q, assign)
+
+
+@numba.njit(cache=True, nogil=True)
+def _conv_gather(x, w_taps, peak, out, kh, kw, sy, sx, py, px, oh, ow):
+    wide_vectors()
+    rows, h, w, c = x.shape
+    blocks = w_taps.shape[1]
+    # every input position's active channels, each as often as its value
+    total = 0
+    most = 0
+    for v in x.reshape(-1):
+        total += v
+        most = max(most, v)
+    idx = np.empty(total + 16, np.int32)  # + 16: a compress stores 16 lanes
+    starts = np.empty(rows * h * w + 1, np.int64)
+    compress = most <= 1 and c % 16 == 0
+    k = 0
+    for r in range(rows):
+        for y in range(h):
+            for xx in range(w):
+                starts[(r * h + y) * w + xx] = k
+                if compress:
+                    k = _active_inputs(x[r, y, xx], idx, k, True)
+                else:
+                    for ch in range(c):
+                        for _ in range(x[r, y, xx, ch]):
+                            idx[k] = ch
+                            k += 1
+    starts[rows * h * w] = k
+    limit = 32767 // peak if peak > 0 else total + 1
+    taps = kh * kw
+    seg_lo = np.empty(taps, np.int64)
+    seg_hi = np.empty(taps, np.int64)
+    seg_tap = np.empty(taps, np.int64)
+    cb = 0
+    while cb < blocks:
+        count = 4 if blocks - cb >= 4 else 2 if blocks - cb >= 2 else 1
+        for r in range(rows):
+            for oy in range(oh):
+                for ox in range(ow):
+                    q = (r * oh + oy) * ow + ox
+                    n = 0
+                    used = 0
+                    assign = True
+                    for ky in range(kh):
+                        iy = oy * sy - py + ky
+                        if iy < 0 or iy >= h:
+                            continue
+                        for kx in range(kw):
+                            ix = ox * sx - px + kx
+                            if ix < 0 or ix >= w:
+                                continue
+                            p = (r * h + iy) * w + ix
+                            lo, hi = starts[p], starts[p + 1]
+                            while lo < hi:  # a range's int16 sums hold at most ``limit`` events
+                                take = min(hi - lo, limit - used)
+                                seg_lo[n], seg_hi[n], seg_tap[n] = lo, lo + take, ky * kw + kx
+                                n += 1
+                                used += take
+                                lo += take
+                                if used == limit:
+                                    _tap_sums(
+                                        count, w_taps, cb, idx, seg_lo, seg_hi, seg_tap, n, out, q, assign
+                                    )
+                                    assign = False
+                                    n = 0
+                                    used = 0
+                    if n > 0 or assign:
+                        _tap_sums(count, w_taps, cb, idx, seg_lo, seg_hi, seg_tap, n, out, q, assign)
+        cb += count
+
+
+def conv_gather(
+    x: np.ndarray,
+    w_taps: np.ndarray,
+    kernel_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+    peak: int,
+    out: np.ndarray,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> None:
+    """Event-driven convolution of small nonnegative integers ``x`` (rows, H, W, C_in) uint8,
+    channels last, C order: ``out[(r, oy, ox), :]`` (``out`` (rows * H_out * W_out, blocks *
+    BLOCK) int32, C order, every entry written; ``out_hw`` = (H_out, W_out), at most the
+    convolution's own output, whose first rows and columns these are) is the sum over the
+    ``kernel_hw`` taps of
+    the rows of :func:`tap_blocks` ``w_taps`` at the active input channels each tap meets,
+    each as often as its value; ``peak`` the largest ``|w|``. Exact while every sum fits
+    int32 (int16 partial sums of at most ``32767 // peak`` events, then widened).
+
+    Output stationary: first each input position's active channels (16 channels at a time
+    by a compress where they are binary, a multiple of 16, and the CPU has AVX-512), then,
+    for :data:`GROUP` blocks of 32 outputs at a time (their rows of every tap stay in the
+    caches), each output's sum over the lists of the input positions its taps meet in
+    vector registers: one load and add per event and block, no list per output. Ranges of
+    rows run in threads (:func:`_in_threads`)."""
+    rows = x.shape[0]
+    (kh, kw), (oh, ow) = (int(v) for v in kernel_hw), (int(v) for v in out_hw)
+    (sy, sx), (py, px) = (int(v) for v in stride), (int(v) for v in padding)
+    positions = oh * ow
+    if out.shape != (rows * positions, w_taps.shape[1] * BLOCK) or w_taps.shape[0] != kh * kw:
+        raise ValueError("conv_gather: out or w_taps does not fit the input and kernel")
+    _in_threads(
+        lambda lo, hi: _conv_gather(
+            x[lo:hi],
+            w_taps,
+            peak,
+            out[lo * positions : hi * positions],
+            kh,
+            kw,
+            sy,
+            sx,
+            py,
+            px,
+            oh,
+            ow,
+        ),
+        rows,
+        x[0].size,
+    )
 
 
 @numba.njit(cache=True, nogil=True)

@@ -1027,3 +1027,52 @@ def test_conv_scatter_and_sum_pool_are_the_same_at_any_thread_count(
     assert pooled.dtype == np.uint8 and np.array_equal(pooled, want)
     cl = np.ascontiguousarray(pre.transpose(0, 2, 3, 1)).reshape(rows, -1).astype(bool)
     assert np.array_equal(pooled_integers(plan, cl, channels_last=True), want)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # (rows, c_in, c_out, hw, kernel, stride, padding, values, peak, out_hw crop)
+        (3, 16, 32, 5, (3, 3), (1, 1), (1, 1), 1, 127, 0),  # binary, AVX-512 compress
+        (2, 20, 40, 7, (3, 3), (2, 2), (1, 1), 1, 127, 0),  # channels not a multiple of 16
+        (2, 32, 70, 6, (3, 3), (1, 1), (1, 1), 4, 127, 0),  # sum-pooled counts, 3 blocks
+        (2, 64, 96, 4, (3, 3), (1, 1), (2, 2), 1, 127, 1),  # all active; output cropped
+        (2, 48, 160, 5, (1, 1), (1, 1), (0, 0), 1, 127, 0),  # 1 x 1, 5 blocks (4 + 1)
+        (2, 16, 64, 5, (3, 2), (2, 1), (1, 0), 255, 32767, 0),  # int16 taps: one event a sum
+    ],
+)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_conv_gather_equals_the_integer_convolution(
+    monkeypatch: pytest.MonkeyPatch, case, threads: int
+) -> None:
+    """The event gather of a convolution (per output, the rows of the taps at the active
+    input channels, in int16 vector sums of at most ``32767 // peak`` events) equals torch's
+    convolution in float64 (exact here), for binary and count inputs, int8 and int16 taps,
+    strides, paddings, odd channel counts, a cropped output, and at any thread count; a
+    wrong block, tap, offset or split of a long sum changes some output."""
+    import torch.nn.functional as F
+    from lmh_deploy.sim.gather import BLOCK, conv_gather, tap_blocks
+
+    monkeypatch.setattr(N, "sim_threads", lambda: threads)
+    rows, c_in, c_out, hw, (kh, kw), stride, padding, values, peak, crop = case
+    rng = np.random.default_rng(c_in + c_out)
+    density = 1.0 if crop else 0.3
+    x = (
+        rng.integers(1, values + 1, (rows, hw, hw, c_in)) * (rng.random((rows, hw, hw, c_in)) < density)
+    ).astype(np.uint8)
+    kernel = rng.integers(-peak, peak + 1, (c_out, c_in, kh, kw))
+    kernel[0, 0, 0, 0] = peak
+    want = F.conv2d(
+        torch.from_numpy(x.transpose(0, 3, 1, 2)).double(),
+        torch.from_numpy(kernel).double(),
+        stride=stride,
+        padding=padding,
+    ).numpy()
+    oh, ow = want.shape[2] - crop, want.shape[3] - crop
+    taps = tap_blocks(kernel, np.int8 if peak <= 127 else np.int16)
+    assert taps.ctypes.data % 64 == 0 and taps.shape == (kh * kw, -(-c_out // BLOCK), c_in, BLOCK)
+    out = np.full((rows * oh * ow, taps.shape[1] * BLOCK), -1, np.int32)
+    conv_gather(x, taps, (kh, kw), (oh, ow), peak, out, stride, padding)
+    got = out.reshape(rows, oh, ow, -1)
+    assert np.array_equal(got[..., :c_out], want[:, :, :oh, :ow].transpose(0, 2, 3, 1))
+    assert not got[..., c_out:].any()  # the padding outputs of the last block
