@@ -172,6 +172,29 @@ def chain_ab(record: dict[str, Any]) -> str:
     )
 
 
+def conv_ways(record: dict[str, Any]) -> str:
+    out = [
+        _stamp(record),
+        "| row | layer | C_in -> C_out | input H x W | input | firing of the input | event gather, ms "
+        "| int8 conv, ms | **int8 / gather** |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in record["rows"]:
+        for layer in row["layers"]:
+            c_out, c_in = layer["kernel"][:2]
+            h, w = layer["input_hw"]
+            out.append(
+                f"| {row['row']} | {layer['layer']} | {c_in} -> {c_out} | {h} x {w} | "
+                f"{'sum-pooled spikes' if layer['pooled_input'] else 'spikes'} | {layer['input_rate']:.3f} | "
+                f"{layer['ms']['events']:.2f} | {layer['ms']['int8']:.2f} | "
+                f"{_spread(layer['int8_over_events'])} |"
+            )
+    return "\n".join(out) + (
+        "\n\nOne thread; each layer's call on its input of one run (rows: T x batch of a chunk); "
+        "medians [min-max] of alternated rounds.\n"
+    )
+
+
 def compile_time(record: dict[str, Any]) -> str:
     out = [
         _stamp(record),
@@ -463,6 +486,7 @@ RENDER: dict[str, Callable[[dict[str, Any]], str]] = {
     "sim_vs_float-goals": sim_vs_float_goals,
     "sim_profile": sim_profile,
     "chain_ab": chain_ab,
+    "conv_ways": conv_ways,
     "compile_time": compile_time,
     "sim_scaling": sim_scaling,
     "sim_memory": sim_memory,
