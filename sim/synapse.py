@@ -28,9 +28,10 @@ weights ``2 m``). :class:`SynapsePath` computes ``S`` exactly; the ways it can d
   (:func:`~lmh_deploy.sim.gather.conv_gather`; int32 sums, when ``bound <= 2**31 - 1``);
   other integer inputs scatter each event's taps (:func:`~lmh_deploy.sim.gather.conv_scatter`).
   Against oneDNN's int8 convolution on the conv nets' own layers (bench/conv_ways.py, one
-  thread): faster on VGG-13's spike inputs of 128-512 channels (1.2-1.9x), about even on
-  ResNet-19's (0.9-1.4x, its inputs fire 15-20 %), slower on sum-pooled inputs (0.4-0.7x:
-  a pooled input holds about 4x the events); the planner measures both per layer.
+  thread, idle): faster on VGG-13's spike inputs of 128-512 channels (1.35-1.92x; 0.96x at
+  64 channels), 0.96-1.46x on ResNet-19's (its inputs fire 15-20 %), slower on sum-pooled
+  inputs (0.44-0.71x: a pooled input holds about 4x the events); the planner measures
+  both per layer.
 
 A convolution whose kernel is constant over aligned ``sy x sx`` blocks at stride
 ``(sy, sx)`` (what the quantiser makes of an average pooling followed by a convolution:
