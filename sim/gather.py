@@ -234,6 +234,26 @@ def _active_inputs(row, idx, k, dense):
     return k
 
 
+def _store_sums(builder, accs, first, target, row, assign) -> None:
+    """Codegen of the end of :func:`_blocks_sum` and :func:`_taps_sum`: the int16 vector sums
+    ``accs`` of the blocks ``first``, ``first + 1``, ... widened to int32 and stored at
+    ``out[row, block * BLOCK:]`` (``assign`` nonzero) or added there (``target``: ``out``'s
+    array structure, int32, C order)."""
+    i64 = ir.IntType(64)
+    wide = ir.VectorType(ir.IntType(32), BLOCK)
+    row_at = builder.mul(row, builder.extract_value(target.shape, 1))
+    assigned = builder.icmp_unsigned("!=", assign, ir.Constant(assign.type, 0))
+    for b, acc in enumerate(accs):
+        column = builder.add(first, ir.Constant(i64, b))
+        dst = builder.bitcast(
+            builder.gep(target.data, [builder.add(row_at, builder.mul(column, ir.Constant(i64, BLOCK)))]),
+            wide.as_pointer(),
+        )
+        total = builder.sext(builder.load(acc), wide)
+        old = builder.load(dst, align=4)
+        builder.store(builder.select(assigned, total, builder.add(old, total)), dst, align=4)
+
+
 def _blocks_sum(count: int):
     """An intrinsic ``f(w_blocks, c, idx, lo, hi, out, row, assign)``: for each of the
     ``count`` blocks ``c`` to ``c + count - 1`` of ``w_blocks`` (:func:`block_rows`, C
@@ -254,7 +274,7 @@ def _blocks_sum(count: int):
         def codegen(context, builder, sig, args):
             w_, c_, idx_, lo_, hi_, out_, row_, assign_ = args
             i64 = ir.IntType(64)
-            narrow, wide = ir.VectorType(ir.IntType(16), BLOCK), ir.VectorType(ir.IntType(32), BLOCK)
+            narrow = ir.VectorType(ir.IntType(16), BLOCK)
             blocks = context.make_array(sig.args[0])(context, builder, w_)
             block_size = builder.mul(builder.extract_value(blocks.shape, 1), ir.Constant(i64, BLOCK))
             first = context.cast(builder, c_, sig.args[1], types.int64)
@@ -272,14 +292,7 @@ def _blocks_sum(count: int):
                     summand = builder.load(builder.gep(w_rows, [j]), align=2)
                     builder.store(builder.add(builder.load(acc), summand), acc)
             target = context.make_array(sig.args[5])(context, builder, out_)
-            row_at = builder.mul(row_, builder.extract_value(target.shape, 1))
-            assigned = builder.icmp_unsigned("!=", assign_, ir.Constant(assign_.type, 0))
-            for acc, b in zip(accs, columns):
-                at = builder.add(row_at, builder.mul(b, ir.Constant(i64, BLOCK)))
-                dst = builder.bitcast(builder.gep(target.data, [at]), wide.as_pointer())
-                total = builder.sext(builder.load(acc), wide)
-                old = builder.load(dst, align=4)
-                builder.store(builder.select(assigned, total, builder.add(old, total)), dst, align=4)
+            _store_sums(builder, accs, columns[0], target, row_, assign_)
             return context.get_dummy_value()
 
         return types.none(w, c, idx, lo, hi, out, row, assign), codegen
@@ -460,7 +473,7 @@ def _taps_sum(count: int):
         def codegen(context, builder, sig, args):
             w_, c_, idx_, lo_, hi_, tap_, segments_, out_, row_, assign_ = args
             i64 = ir.IntType(64)
-            narrow, wide = ir.VectorType(ir.IntType(16), BLOCK), ir.VectorType(ir.IntType(32), BLOCK)
+            narrow = ir.VectorType(ir.IntType(16), BLOCK)
             stored = ir.VectorType(ir.IntType(sig.args[0].dtype.bitwidth), BLOCK)  # int8: half the bytes
             taps = context.make_array(sig.args[0])(context, builder, w_)
             blocks = builder.extract_value(taps.shape, 1)
@@ -495,15 +508,7 @@ def _taps_sum(count: int):
                             summand = builder.sext(summand, narrow)
                         builder.store(builder.add(builder.load(acc), summand), acc)
             target = context.make_array(sig.args[7])(context, builder, out_)
-            row_at = builder.mul(row_, builder.extract_value(target.shape, 1))
-            assigned = builder.icmp_unsigned("!=", assign_, ir.Constant(assign_.type, 0))
-            for b, acc in enumerate(accs):
-                column = builder.add(first, ir.Constant(i64, b))
-                at = builder.add(row_at, builder.mul(column, ir.Constant(i64, BLOCK)))
-                dst = builder.bitcast(builder.gep(target.data, [at]), wide.as_pointer())
-                total = builder.sext(builder.load(acc), wide)
-                old = builder.load(dst, align=4)
-                builder.store(builder.select(assigned, total, builder.add(old, total)), dst, align=4)
+            _store_sums(builder, accs, first, target, row_, assign_)
             return context.get_dummy_value()
 
         return types.none(w, c, idx, seg_lo, seg_hi, seg_tap, segments, out, row, assign), codegen
