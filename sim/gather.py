@@ -449,9 +449,10 @@ def _taps_sum(count: int):
     ``segments`` indexing the rows of its own kernel tap ``seg_tap[s]``:
     ``out[row, b * BLOCK:(b + 1) * BLOCK] (+)= sum(w_taps[seg_tap[s], b, idx[q]] for s, q
     in ranges)`` for the ``count`` blocks ``b`` from ``c`` on. ``w_taps`` (taps, blocks,
-    C_in, BLOCK) int16, C order (:func:`tap_blocks`); the sums stay in ``count`` int16
-    vector registers across the ranges (the caller bounds every partial sum to int16), then
-    widened to int32 and stored (``assign``) or added to ``out`` (int32, C order)."""
+    C_in, BLOCK) int8 (sign-extended as loaded: half the bytes of int16) or int16, C order
+    (:func:`tap_blocks`); the sums stay in ``count`` int16 vector registers across the
+    ranges (the caller bounds every partial sum to int16), then widened to int32 and stored
+    (``assign``) or added to ``out`` (int32, C order)."""
 
     @intrinsic
     def summed(typingctx, w, c, idx, seg_lo, seg_hi, seg_tap, segments, out, row, assign):
@@ -522,8 +523,9 @@ _taps_sum1 = _taps_sum(1)
 
 
 def tap_blocks(kernel: np.ndarray, dtype=np.int16) -> np.ndarray:
-    """A convolution kernel (C_out, C_in, kh, kw), integers within int16, as the blocks of
-    :func:`conv_gather`: (kh * kw, ceil(C_out / BLOCK), C_in, BLOCK) int16, 64-byte aligned,
+    """A convolution kernel (C_out, C_in, kh, kw), integers within ``dtype`` (int8 or int16),
+    as the blocks of :func:`conv_gather`: (kh * kw, ceil(C_out / BLOCK), C_in, BLOCK), 64-byte
+    aligned,
     tap ``ky * kw + kx``'s block ``c`` holding the outputs ``c * BLOCK`` on of each input
     channel (the last block's missing outputs zero)."""
     c_out, c_in, kh, kw = kernel.shape
@@ -626,13 +628,13 @@ def conv_gather(
     padding: tuple[int, int],
 ) -> None:
     """Event-driven convolution of small nonnegative integers ``x`` (rows, H, W, C_in) uint8,
-    channels last, C order: ``out[(r, oy, ox), :]`` (``out`` (rows * H_out * W_out, blocks *
-    BLOCK) int32, C order, every entry written; ``out_hw`` = (H_out, W_out), at most the
-    convolution's own output, whose first rows and columns these are) is the sum over the
-    ``kernel_hw`` taps of
+    channels last, C order: ``out[(r, oy, ox), :]`` is the sum over the ``kernel_hw`` taps of
     the rows of :func:`tap_blocks` ``w_taps`` at the active input channels each tap meets,
-    each as often as its value; ``peak`` the largest ``|w|``. Exact while every sum fits
-    int32 (int16 partial sums of at most ``32767 // peak`` events, then widened).
+    each as often as its value. ``out`` (rows * H_out * W_out, blocks * BLOCK) int32, C
+    order, every entry written; ``out_hw`` = (H_out, W_out), at most the convolution's own
+    output, whose first rows and columns these are; ``peak`` the largest ``|w|``. Exact
+    while every sum fits int32 (int16 partial sums of at most ``32767 // peak`` events,
+    then widened).
 
     Output stationary: first each input position's active channels (16 channels at a time
     by a compress where they are binary, a multiple of 16, and the CPU has AVX-512), then,
