@@ -1039,6 +1039,7 @@ def test_conv_scatter_and_sum_pool_are_the_same_at_any_thread_count(
         (2, 64, 96, 4, (3, 3), (1, 1), (2, 2), 1, 127, 1),  # all active; output cropped
         (2, 48, 160, 5, (1, 1), (1, 1), (0, 0), 1, 127, 0),  # 1 x 1, 5 blocks (4 + 1)
         (2, 16, 64, 5, (3, 2), (2, 1), (1, 0), 255, 32767, 0),  # int16 taps: one event a sum
+        (5, 16, 32, 64, (3, 3), (2, 2), (1, 1), 1, 127, 0),  # 5 rows of 65,536 inputs: ranges
     ],
 )
 @pytest.mark.parametrize("threads", [1, 3])
