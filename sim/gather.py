@@ -69,16 +69,17 @@ _LANES = 16
 DENSE_ROW = 16
 
 
-def block_rows(w_t: np.ndarray) -> np.ndarray:
-    """The weight rows ``w_t`` (n_in, n_out), integers within int16, as the blocks of
-    :func:`gather_blocks`: (ceil(n_out / BLOCK), n_in, BLOCK) int16, block ``c`` holding the
-    outputs ``c * BLOCK`` on of every row (the last block's missing outputs zero)."""
-    n_in, n_out = w_t.shape
+def block_rows(w_t: np.ndarray, dtype=np.int16) -> np.ndarray:
+    """The weight rows ``w_t`` (..., n_in, n_out), integers within ``dtype`` (int16, or int8
+    for :func:`conv_gather`), as the blocks of :func:`gather_blocks`: (..., ceil(n_out /
+    BLOCK), n_in, BLOCK), 64-byte aligned, block ``c`` holding the outputs ``c * BLOCK`` on of
+    every row (the last block's missing outputs zero); leading axes kept (a kernel's taps)."""
+    *lead, n_in, n_out = w_t.shape
     blocks = -(-n_out // BLOCK)
-    padded = np.zeros((n_in, blocks * BLOCK), np.int16)
-    padded[:, :n_out] = w_t
-    out = _aligned_empty((blocks, n_in, BLOCK), np.int16)
-    out[...] = padded.reshape(n_in, blocks, BLOCK).transpose(1, 0, 2)
+    padded = np.zeros((*lead, n_in, blocks * BLOCK), dtype)
+    padded[..., :n_out] = w_t
+    out = _aligned_empty((*lead, blocks, n_in, BLOCK), dtype)
+    out[...] = np.swapaxes(padded.reshape(*lead, n_in, blocks, BLOCK), -3, -2)
     return out
 
 
@@ -524,17 +525,10 @@ _taps_sum1 = _taps_sum(1)
 
 def tap_blocks(kernel: np.ndarray, dtype=np.int16) -> np.ndarray:
     """A convolution kernel (C_out, C_in, kh, kw), integers within ``dtype`` (int8 or int16),
-    as the blocks of :func:`conv_gather`: (kh * kw, ceil(C_out / BLOCK), C_in, BLOCK), 64-byte
-    aligned,
-    tap ``ky * kw + kx``'s block ``c`` holding the outputs ``c * BLOCK`` on of each input
-    channel (the last block's missing outputs zero)."""
+    as the blocks of :func:`conv_gather`: :func:`block_rows` of each tap's (C_in, C_out) rows,
+    (kh * kw, ceil(C_out / BLOCK), C_in, BLOCK), tap ``ky * kw + kx`` first."""
     c_out, c_in, kh, kw = kernel.shape
-    blocks = -(-c_out // BLOCK)
-    padded = np.zeros((kh * kw, c_in, blocks * BLOCK), dtype)
-    padded[:, :, :c_out] = kernel.transpose(2, 3, 1, 0).reshape(kh * kw, c_in, c_out)
-    out = _aligned_empty((kh * kw, blocks, c_in, BLOCK), dtype)
-    out[...] = padded.reshape(kh * kw, c_in, blocks, BLOCK).transpose(0, 2, 1, 3)
-    return out
+    return block_rows(kernel.transpose(2, 3, 1, 0).reshape(kh * kw, c_in, c_out), dtype)
 
 
 @numba.njit(inline="always")
