@@ -293,8 +293,9 @@ class SynapsePath:
             import torch
 
             w = np.ascontiguousarray(self.conv.kernel, dtype=dtype)
-            # the event scatter adds (C_in, kh, kw, C_out) slabs of int32 taps
-            self.w_taps = np.ascontiguousarray(self.conv.kernel.transpose(1, 2, 3, 0), np.int32)
+            #: the event scatter's (C_in, kh, kw, C_out) slabs of int32 taps: made on its first
+            #: call (four times the kernel's entries; the gather below serves spikes)
+            self.w_taps = None
             #: the event gather's blocks of taps (:func:`lmh_deploy.sim.gather.tap_blocks`):
             #: int8 where the mantissas fit (half the bytes read per event), else int16; None
             #: beyond int16 or without numba (the scatter, or the convolution, then)
@@ -596,7 +597,7 @@ class SynapsePath:
         from lmh_deploy.sim.gather import BLOCK, conv_gather, conv_scatter
 
         x = pooled_integers(self.conv, np.ascontiguousarray(pre), self.in_cl)
-        rows, c_out = pre.shape[0], self.w_taps.shape[3]
+        rows, c_out = pre.shape[0], self.conv.kernel.shape[0]
         if self.w_tap_blocks is not None and x.dtype == np.uint8:  # spikes, or their sum-pool
             (oh, ow), blocks = self.conv.out_hw, self.w_tap_blocks.shape[1]
             sums = np.empty((rows * oh * ow, blocks * BLOCK), np.int32)
@@ -616,6 +617,8 @@ class SynapsePath:
             out = flat.transpose(0, 3, 1, 2)
         else:
             flat = out = np.empty((rows, c_out) + self.conv.out_hw, np.int32)
+        if self.w_taps is None:
+            self.w_taps = np.ascontiguousarray(self.conv.kernel.transpose(1, 2, 3, 0), np.int32)
         conv_scatter(x, self.w_taps, out, self.conv.stride, self.conv.padding)
         return flat.reshape(rows, -1)
 
