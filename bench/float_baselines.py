@@ -12,8 +12,9 @@ tolerance before any timing):
 * ``lean-cl``: ``lean`` with channels-last weights and activations (conv nets).
 
 each at one thread and at all threads (``torch.set_num_threads`` switched per call).
-:func:`best_float` warms every variant up, picks the fastest by its best warm-up time, and
-the bench alternates that one with sim/ (the others' warm-up times go to the JSON).
+:func:`best_float` warms every variant up, picks the fastest by its median warm-up time
+(:func:`timing.fastest`, as sim/'s variants are picked), and the bench alternates that one
+with sim/ (every variant's median goes to the JSON).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import nn
 from lmh_deploy.models.architectures import ResidualBlock, SpikingNet
 from lmh_deploy.models.neuron import FACTOR_NAMES, LMHNeuron
 from lmh_deploy.models.norm import fold_into
+from timing import fastest
 
 
 class LeanNeuron:
@@ -165,13 +167,14 @@ def variants(model: SpikingNet, steps: int, conv: bool) -> dict[str, Callable[[t
 
 
 def best_float(
-    model: SpikingNet, x: torch.Tensor, steps: int, *, conv: bool, threads: int, warmup: int = 2
+    model: SpikingNet, x: torch.Tensor, steps: int, *, conv: bool, threads: int, warmup: int = 4
 ) -> tuple[str, Callable[[torch.Tensor], torch.Tensor], dict[str, float], dict[str, float]]:
-    """The fastest float variant at ``threads`` and at all threads, by best warm-up time on ``x``.
+    """The fastest float variant at ``threads`` and at all threads, by median warm-up time on
+    ``x`` (``warmup`` runs of each, in turns; :func:`timing.fastest`).
 
     Returns its name, the variant as a call on any batch (threads set inside), every
-    variant's best warm-up seconds, and per variant the fraction of outputs that differ from
-    the model's (:func:`_differing`, checked first).
+    variant's median warm-up seconds, and per variant the fraction of outputs that differ
+    from the model's (:func:`_differing`, checked first).
     """
     model.eval()
     counts = sorted({threads, len(os.sched_getaffinity(0))})
@@ -180,14 +183,14 @@ def best_float(
     for name, fn in variants(model, steps, conv).items():
         for n in counts:
             runs[f"{name}/{n} thread{'s' if n > 1 else ''}"] = _threaded(fn, n)
-    warm: dict[str, float] = {}
+    warm: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(warmup):
         for name, run in runs.items():
             start = time.perf_counter()
             run(x)
-            warm[name] = min(warm.get(name, float("inf")), time.perf_counter() - start)
-    best = min(warm, key=warm.__getitem__)
-    return best, runs[best], warm, checks
+            warm[name].append(time.perf_counter() - start)
+    best, medians = fastest(warm)
+    return best, runs[best], medians, checks
 
 
 def _differing(model: SpikingNet, x: torch.Tensor, steps: int, conv: bool) -> dict[str, float]:

@@ -11,10 +11,11 @@ Rows (``--rows``; all by default):
 
 Every net has non-trivial LM-H factors. Float PyTorch is the fastest of the variants in
 :mod:`float_baselines` (the model as built, a lean in-place loop, channels-last; one thread and
-all threads), picked on warm-up runs; sim/ runs streaming (``record_spikes=False``), at its
+all threads), picked by its median over the later half of its warm-up runs
+(:func:`timing.fastest`); sim/ runs streaming (``record_spikes=False``), at its
 best too: at ``--threads`` threads and at all threads (torch, BLAS and numba alike; at
-more than one thread with and without batch shards, :func:`sim_variants`), the fastest on
-warm-up runs; a third side, ``sim dense``, is the same sim/ with its event-driven
+more than one thread with and without batch shards, :func:`sim_variants`), picked the same
+way; a third side, ``sim dense``, is the same sim/ with its event-driven
 ways switched off (float BLAS / convolution only), picked the same way. The three sides
 alternate over ``--rounds`` rounds (:func:`timing.alternate`); every ratio is the median of
 the per-round ratios, with its spread. Spikes of ``--check-samples`` samples are compared
@@ -52,7 +53,8 @@ from lmh_deploy.sim import simulate
 from lmh_deploy.sim.reference import simulate_reference
 from lmh_deploy.sim import simulator
 from lmh_deploy.sim.simulator import plan_for
-from timing import alternate, environment, save, set_threads, threaded
+from lmh_deploy.sim.way_costs import EARLY_RETIMES
+from timing import alternate, environment, fastest, save, set_threads, threaded
 
 MLP = {"arch": "mlp", "shape": (1, 8, 8), "kw": {"hidden": (400, 400, 400)}, "steps": 100, "lam_s": 0.8}
 ROWS = {
@@ -90,8 +92,11 @@ def dense_only(q):
 
 def warm_runs(q) -> int:
     """Runs after which every synapse path of ``q`` has used each of its ways twice (the
-    first use of a way is not timed: it may compile), even with one call per run."""
-    return 2 * max((len(p.ways) for p in plan_for(q, None).paths.values()), default=1) + 1
+    first use of a way is not timed: it may compile), even with one call per run, and has
+    had its early re-timings (:data:`lmh_deploy.sim.way_costs.EARLY_RETIMES` up to call 16;
+    a run's first calls are slow): the plan a long run reaches and keeps."""
+    ways = max((len(p.ways) for p in plan_for(q, None).paths.values()), default=1)
+    return max(2 * ways + 1, EARLY_RETIMES[1])
 
 
 def prepared(name: str, args) -> tuple:
@@ -135,23 +140,22 @@ def best_sim(
 ) -> tuple[str, Callable[[], Any], dict[str, float]]:
     """sim/ at its best, as float's variants are picked: ``run(graph, shards)`` in each of
     :func:`sim_variants`, each on its own graph ``twin()`` (a copy: its own plan and measured
-    way costs), warmed up ``warm`` times in turns; the fastest by its best time over the
-    second half of the warm-up (the first calls compile and time every synapse way). Returns
-    its name, the run, and every variant's best warm-up seconds."""
+    way costs), warmed up ``warm`` times in turns; the fastest by its median over the later
+    half of the warm-up (:func:`timing.fastest`; the first calls compile and time every
+    synapse way). Returns its name, the run, and every variant's median warm-up seconds."""
     graphs = {label: (n, shards, twin()) for label, (n, shards) in sim_variants(counts).items()}
     runs = {label: threaded(partial(run, graph, shards), n) for label, (n, shards, graph) in graphs.items()}
-    best: dict[str, float] = {}
-    for i in range(warm):
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    for _ in range(warm):
         for label, fn in runs.items():
             start = time.perf_counter()
             fn()
-            if 2 * i >= warm - 1:
-                best[label] = min(best.get(label, float("inf")), time.perf_counter() - start)
-    pick = min(best, key=best.__getitem__)
+            times[label].append(time.perf_counter() - start)
+    pick, medians = fastest(times)
     for label, (_, _, graph) in graphs.items():  # the other variants' plans: memory not needed
         if label != pick:
             simulator._PLANS.pop((id(graph), None), None)
-    return pick, runs[pick], best
+    return pick, runs[pick], medians
 
 
 def bench_row(name: str, args) -> dict:
@@ -166,7 +170,7 @@ def bench_row(name: str, args) -> dict:
     chunks = [slice(i, i + batch) for i in range(0, samples, batch)]
     first = chunks[0]
     variant, float_fn, float_warm, float_checks = best_float(
-        model, xt[first], steps, conv=conv, threads=args.threads, warmup=1 if conv else 2
+        model, xt[first], steps, conv=conv, threads=args.threads
     )
     records: dict[str, list] = {}
 
@@ -176,7 +180,8 @@ def bench_row(name: str, args) -> dict:
         ]
 
     # warm-up beyond the harness's: compiles, plans, and lets every synapse path time each of
-    # its ways twice, as the plan a long run reuses for all its mini-batches would have
+    # its ways twice and re-time the runner-up, as the plan a long run reuses for all its
+    # mini-batches would have
     warm = warm_runs(q)
     sim_variant, sim_fn, sim_warm = best_sim(partial(copy.copy, q), partial(sim_run, "sim"), counts, warm)
     dense_variant, dense_fn, dense_warm = best_sim(

@@ -60,6 +60,16 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1], "q1": q1, "q3": q3}
 
 
+def fastest(warmups: dict[str, list[float]]) -> tuple[str, dict[str, float]]:
+    """The variant to time, by its warm-up seconds (``variant -> seconds of each warm-up
+    run``, in order): the lowest median over the later half of each variant's runs (the
+    first runs compile, pack and measure ways), with those medians. A median, not the
+    best: a variant with one lucky warm-up (batch shards on VGG-13, 65 ms once against
+    68-79 ms in the timed rounds) is not picked over one that is steadily faster."""
+    medians = {name: statistics.median(times[len(times) // 2 :]) for name, times in warmups.items()}
+    return min(medians, key=medians.__getitem__), medians
+
+
 def load_average() -> list[float]:
     """1-, 5- and 15-minute load averages (runnable processes, not CPU percent)."""
     return [round(x, 2) for x in os.getloadavg()]

@@ -72,7 +72,7 @@ from lmh_deploy.semantics.pooling import max_pool
 F32_EXACT = 2.0**24
 F64_EXACT = 2.0**53
 INT32_LIMIT = 2**31 - 1
-#: Re-time the slower way every this many calls (firing rates drift during a run).
+#: Re-time the runner-up way every this many calls (firing rates drift during a run).
 RETIME_EVERY = 64
 #: Seconds per unit of work assumed for a way not yet timed (float conv/BLAS per multiply-add,
 #: events per tap or row added; one thread of this project's machine kind, rounded). They only

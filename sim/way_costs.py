@@ -2,15 +2,32 @@
 
 sim/ often has several exact ways to the same integers (a synapse path's float product, event
 gather and int8 product; a split kernel's threads) whose speed depends on the machine, the
-shapes, the firing and the load at the time. :class:`WayCosts` keeps, per way, the measured
-seconds per unit of work and picks the way with the lower predicted time: ways not yet timed
-first (in the order of their prior cost), then the cheapest, and every ``retime_every``
-calls the other one, so a way that has become cheaper (the load changed) is seen again.
+shapes, the firing and the load at the time. :class:`WayCosts` keeps, per way, its last few
+measured seconds per unit of work and picks the way with the lower predicted time: ways not
+yet timed first (in the order of their prior cost), then the cheapest, and now and then the
+runner-up again, so a way that looked dearer than it is (or has become cheaper) is seen again.
+
+On a shared machine a measurement is never below a way's cost, only above it (a call that
+loses its core for a time slice measures 10-100x, page faults of a run's first calls 2-3x), so
+a way's cost is the lowest of its last :data:`WINDOW` measurements, for every way alike. An
+estimate that moves up by noise and down only by measuring shuns a way after one unlucky call:
+the way not taken is not measured again, and its inflated estimate stays (VGG-13 at two
+threads kept a convolution's int8 way at 5.7 ms after one 10 ms call of its 4.5 ms event
+gather).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
+
+#: measurements per way whose lowest is its cost: a way that has really become dearer (the
+#: load or the firing changed) is seen so after this many calls
+WINDOW = 4
+#: calls after which the runner-up is timed again before the first ``retime_every``: a run's
+#: first calls are slow (page faults, caches, compiles of other parts), and a way measured
+#: only then would keep that cost until call ``retime_every``
+EARLY_RETIMES = (8, 16, 32)
 
 
 class WayCosts:
@@ -23,33 +40,33 @@ class WayCosts:
         self.retime_every = retime_every
         self.calls = 0
         self.cost: dict[str, float] = {}  # way -> seconds per unit of work (measured)
+        self.samples: dict[str, deque[float]] = {}
         self.warm: set[str] = set()
 
     def choose(self, units: Mapping[str, float]) -> str:
         """The way to run next for ``units`` of work (per way: the ways may count work
         differently). Each way is timed on first use, untried ways in the order of their prior
-        cost, and again every ``retime_every`` calls."""
+        cost; then the cheapest, except on calls :data:`EARLY_RETIMES` and every
+        ``retime_every``-th, which time the runner-up (the other way likeliest to be the
+        cheapest)."""
         self.calls += 1
         for way in sorted(self.ways, key=lambda w: self.prior[w] * units[w]):
             if way not in self.cost:
                 return way
-        if self.calls % self.retime_every == 0:
-            return max(self.ways, key=lambda w: self.cost[w] * units[w])  # re-time the other
-        return min(self.ways, key=lambda w: self.cost[w] * units[w])
+        ranked = sorted(self.ways, key=lambda w: self.cost[w] * units[w])
+        if len(ranked) > 1 and (self.calls in EARLY_RETIMES or self.calls % self.retime_every == 0):
+            return ranked[1]
+        return ranked[0]
 
     def record(self, way: str, units: float, seconds: float) -> None:
         """``way`` took ``seconds`` for ``units`` of work. Its first use is not a measurement
-        (it may include compiling). A lower time is taken at once, a higher one only through
-        the average and at most twice the estimate: on a shared machine a call that loses its
-        core for a time slice measures 10-100x its cost, nothing measures less than the cost
-        (one such call made a way look 20x dearer and shunned for ``retime_every`` calls)."""
+        (it may include compiling); after it, the way's cost is the lowest seconds per unit of
+        its last :data:`WINDOW` measurements (module docstring)."""
         if way not in self.warm:
             self.warm.add(way)
             return
         if not units:
             return
-        per_unit = seconds / units
-        old = self.cost.get(way)
-        if old is not None:
-            per_unit = min(per_unit, 0.7 * old + 0.3 * min(per_unit, 2 * old))
-        self.cost[way] = per_unit
+        window = self.samples.setdefault(way, deque(maxlen=WINDOW))
+        window.append(seconds / units)
+        self.cost[way] = min(window)

@@ -263,18 +263,19 @@ def test_conv_paths_refuse_a_wrong_layout_and_onednn_int8_where_it_errs() -> Non
         assert path._int8(pre).tolist() == [[3, 2, 1, 0] * 2] and path.qconv is packed
 
 
-def test_the_cheaper_timed_way_runs_and_the_dearer_one_every_retime_calls() -> None:
-    """Once both ways are timed, each call takes the lower ``cost * units`` and every
-    ``RETIME_EVERY``-th call the higher one (firing rates drift): gemm 1e-9 s x 5 units =
-    5e-9 s against events 1e-8 s x 100 units = 1e-6 s, so gemm, and events on calls 64 and
-    128 (not gemm, which ``max`` of the names would give, nor events by ``cost / units``)."""
+def test_the_cheaper_timed_way_runs_and_the_other_one_on_retime_calls() -> None:
+    """Once both ways are timed, each call takes the lower ``cost * units``, and calls 8, 16,
+    32 and every ``RETIME_EVERY``-th the other (an early measurement may have been unlucky;
+    firing rates drift): gemm 1e-9 s x 5 units = 5e-9 s against events 1e-8 s x 100 units =
+    1e-6 s, so gemm, and events on the retime calls (not gemm, which ``max`` of the names
+    would give, nor events by ``cost / units``)."""
     from lmh_deploy.sim.synapse import RETIME_EVERY
 
     path = SynapsePath(QDense(weight_mant=np.ones((2, 3)), weight_exp=0, graded=False, weight_scale=1.0))
     path.ways, path.costs.cost = ["gemm", "events"], {"gemm": 1e-9, "events": 1e-8}
     chosen = [path.costs.choose({"gemm": 5, "events": 100}) for _ in range(2 * RETIME_EVERY)]
     assert RETIME_EVERY == 64 and path.costs.calls == 128
-    assert [i + 1 for i, way in enumerate(chosen) if way == "events"] == [64, 128]
+    assert [i + 1 for i, way in enumerate(chosen) if way == "events"] == [8, 16, 32, 64, 128]
 
 
 def test_sum_pool_of_the_factored_convolution_by_hand() -> None:

@@ -64,7 +64,8 @@ def test_run_in_threads_times_the_team_and_python_threads_and_takes_the_cheaper(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Per function and work: the team first, then Python threads (each way's first use untimed, then
-    timed), then the cheaper per unit of ``work``, the other again every 64th call; the
+    timed), then the cheaper per unit of ``work``, the other again on calls 8, 16, 32 and
+    every 64th (sim/way_costs.py); the
     parts marked as parts either way (a split inside runs in place)."""
     assert _torch_team() is not None
     monkeypatch.setattr(N, "_DISPATCH", {})
@@ -82,8 +83,8 @@ def test_run_in_threads_times_the_team_and_python_threads_and_takes_the_cheaper(
     assert set(costs.cost) == {"team", "threads"}
     monkeypatch.setattr(costs, "record", lambda *args: None)  # the costs below held fixed
     costs.cost.update(team=1e-9, threads=5e-9)
-    picks = [on_team() for _ in range(130)]
-    assert picks.count(False) == 2, picks  # the Python threads re-timed at calls 64 and 128
+    picks = [on_team() for _ in range(130)]  # calls 5 to 134
+    assert [i + 5 for i, team in enumerate(picks) if not team] == [8, 16, 32, 64, 128], picks
     costs.cost.update(team=1e-3, threads=1e-9)
     assert not any(on_team() for _ in range(10))
     assert on_team(work=20) and len(N._DISPATCH) == 2  # another size: timed on its own
