@@ -534,7 +534,10 @@ def run_in_threads(
     if costs is None:
         if len(_DISPATCH) >= 1024:
             _DISPATCH.pop(next(iter(_DISPATCH)))
-        costs = _DISPATCH[site] = WayCosts({"team": 1.0, "threads": 2.0})
+        # the Python threads first tried on the site's 8th call, not its 3rd: they win only on
+        # a loaded machine, and the parts' caller may be a synapse way timing its first calls
+        # (a conv path's event gather, timed on the team, then the pool)
+        costs = _DISPATCH[site] = WayCosts({"team": 1.0, "threads": 2.0}, eager=False)
     way = costs.choose({"team": units, "threads": units})
     start = time.perf_counter()
     results = run_on_team(runtime, marked, parts) if way == "team" else _run_in_pool(marked, parts)

@@ -32,10 +32,14 @@ EARLY_RETIMES = (8, 16, 32)
 
 class WayCosts:
     """Seconds per unit of work of each of ``ways`` (``prior``: the assumed cost of a way not
-    yet timed; it only orders the first calls)."""
+    yet timed; it only orders the first calls). ``eager=False``: after the first way, a way
+    not yet timed is first tried on a retime call, not on the calls right after (for a way
+    that is rarely the cheaper one and slows its caller's first calls, which are being
+    measured themselves)."""
 
-    def __init__(self, prior: Mapping[str, float], retime_every: int = 64) -> None:
+    def __init__(self, prior: Mapping[str, float], retime_every: int = 64, *, eager: bool = True) -> None:
         self.ways = list(prior)
+        self.eager = eager
         self.prior = dict(prior)
         self.retime_every = retime_every
         self.calls = 0
@@ -46,15 +50,16 @@ class WayCosts:
     def choose(self, units: Mapping[str, float]) -> str:
         """The way to run next for ``units`` of work (per way: the ways may count work
         differently). Each way is timed on first use, untried ways in the order of their prior
-        cost; then the cheapest, except on calls :data:`EARLY_RETIMES` and every
-        ``retime_every``-th, which time the runner-up (the other way likeliest to be the
-        cheapest)."""
+        cost (where not ``eager``, the second and later ones on retime calls); then the
+        cheapest, except on calls :data:`EARLY_RETIMES` and every ``retime_every``-th, which
+        time the runner-up (the other way likeliest to be the cheapest)."""
         self.calls += 1
-        for way in sorted(self.ways, key=lambda w: self.prior[w] * units[w]):
-            if way not in self.cost:
-                return way
-        ranked = sorted(self.ways, key=lambda w: self.cost[w] * units[w])
-        if len(ranked) > 1 and (self.calls in EARLY_RETIMES or self.calls % self.retime_every == 0):
+        retime = self.calls in EARLY_RETIMES or self.calls % self.retime_every == 0
+        untimed = [w for w in sorted(self.ways, key=lambda w: self.prior[w] * units[w]) if w not in self.cost]
+        if untimed and (self.eager or retime or not self.cost):
+            return untimed[0]
+        ranked = sorted((w for w in self.ways if w in self.cost), key=lambda w: self.cost[w] * units[w])
+        if len(ranked) > 1 and retime:
             return ranked[1]
         return ranked[0]
 

@@ -63,10 +63,10 @@ def test_parts_run_on_the_team_in_order_the_first_on_the_caller() -> None:
 def test_run_in_threads_times_the_team_and_python_threads_and_takes_the_cheaper(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Per function and work: the team first, then Python threads (each way's first use untimed, then
-    timed), then the cheaper per unit of ``work``, the other again on calls 8, 16, 32 and
-    every 64th (sim/way_costs.py); the
-    parts marked as parts either way (a split inside runs in place)."""
+    """Per function and work: the team (its first use untimed, then timed), the Python
+    threads first on the retime calls 8 (untimed) and 16 (timed), then the cheaper per unit
+    of ``work``, the other again on call 32 and every 64th (sim/way_costs.py); the parts
+    marked as parts either way (a split inside runs in place)."""
     assert _torch_team() is not None
     monkeypatch.setattr(N, "_DISPATCH", {})
 
@@ -78,13 +78,14 @@ def test_run_in_threads_times_the_team_and_python_threads_and_takes_the_cheaper(
         assert all(marked for _, marked in got)
         return got[1][0] not in {t.native_id for t in threading.enumerate()}  # not a Python thread
 
-    assert [on_team() for _ in range(4)] == [True, True, False, False]  # each: untimed, then timed
+    first = [on_team() for _ in range(16)]
+    assert [i + 1 for i, team in enumerate(first) if not team] == [8, 16]  # untimed, then timed
     costs = N._DISPATCH[where.__code__, 10, 2]
     assert set(costs.cost) == {"team", "threads"}
     monkeypatch.setattr(costs, "record", lambda *args: None)  # the costs below held fixed
     costs.cost.update(team=1e-9, threads=5e-9)
-    picks = [on_team() for _ in range(130)]  # calls 5 to 134
-    assert [i + 5 for i, team in enumerate(picks) if not team] == [8, 16, 32, 64, 128], picks
+    picks = [on_team() for _ in range(118)]  # calls 17 to 134
+    assert [i + 17 for i, team in enumerate(picks) if not team] == [32, 64, 128], picks
     costs.cost.update(team=1e-3, threads=1e-9)
     assert not any(on_team() for _ in range(10))
     assert on_team(work=20) and len(N._DISPATCH) == 2  # another size: timed on its own

@@ -79,3 +79,22 @@ def test_a_way_shunned_by_one_unlucky_call_is_taken_again_after_its_retime() -> 
     assert costs.cost == {"int8": 5.7, "events": 10.0}
     assert calls(8) == ["int8"] * 3 + ["events"] * 5  # call 8: the retime
     assert costs.cost["events"] == 4.5
+
+
+def test_a_way_not_eager_is_first_tried_on_a_retime_call() -> None:
+    """``eager=False`` (run_in_threads' Python threads): after the first way, an untimed way
+    waits for a retime call (8: untimed use, 16: its first measurement), so the first calls
+    of whatever runs the parts are timed on the first way only; then the usual choice."""
+    costs = WayCosts({"team": 1.0, "threads": 2.0}, eager=False)
+    units = {"team": 1.0, "threads": 1.0}
+    taken = []
+    for _ in range(40):
+        way = costs.choose(units)
+        taken.append(way)
+        costs.record(way, 1.0, 1.0 if way == "team" else 0.5)
+    # threads cheaper from call 16 on; call 32 re-times the team
+    assert [i + 1 for i, way in enumerate(taken) if way == "threads"] == [8, *range(16, 32), *range(33, 41)]
+    assert costs.cost == {"team": 1.0, "threads": 0.5}
+    # a way dropped from ``ways`` (an int8 way whose check failed) is never ranked again
+    costs.ways = ["team"]
+    assert costs.choose(units) == "team"
