@@ -513,7 +513,8 @@ def run_in_threads(
     team and 19-24 ms on Python threads); on a loaded one (more busy threads than cores) its
     spinning barrier costs more than it saves (the same run 250 ms against 163 ms). So each
     function (its code) measures both for each size of ``work`` (the parts' rows where not
-    given) and takes the cheaper (:class:`~lmh_deploy.sim.way_costs.WayCosts`).
+    given) and takes the cheaper (:class:`~lmh_deploy.sim.way_costs.WayCosts`): the team
+    from the first call, the pool first on the 8th and 16th.
     ``omp_team=False``: the pool only (parts that run torch ops themselves, as the
     simulator's batch shards do).
 
