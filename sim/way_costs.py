@@ -56,9 +56,9 @@ class WayCosts:
         self.calls += 1
         retime = self.calls in EARLY_RETIMES or self.calls % self.retime_every == 0
         untimed = [w for w in sorted(self.ways, key=lambda w: self.prior[w] * units[w]) if w not in self.cost]
-        if untimed and (self.eager or retime or not self.cost):
-            return untimed[0]
         ranked = sorted((w for w in self.ways if w in self.cost), key=lambda w: self.cost[w] * units[w])
+        if untimed and (self.eager or retime or not ranked):
+            return untimed[0]
         if len(ranked) > 1 and retime:
             return ranked[1]
         return ranked[0]

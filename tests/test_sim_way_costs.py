@@ -98,3 +98,7 @@ def test_a_way_not_eager_is_first_tried_on_a_retime_call() -> None:
     # a way dropped from ``ways`` (an int8 way whose check failed) is never ranked again
     costs.ways = ["team"]
     assert costs.choose(units) == "team"
+    # and where the only timed way is dropped, an untimed one runs even off the retime calls
+    costs.ways, costs.cost = ["spare"], {"team": 1.0}
+    costs.prior["spare"] = 3.0
+    assert costs.calls == 41 and costs.choose({"spare": 1.0}) == "spare"
