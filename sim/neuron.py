@@ -85,6 +85,9 @@ class NeuronState:
     ``neuron_spikes`` (n,) int64 counts every spike per neuron (synaptic-event accounting).
     ``start``: ``(v_d_init, v_s_init)`` while the arrays are not written yet (a lazy state:
     the compiled kernel writes each row in its first step; anything else fills them first).
+    ``active``: None while the arrays hold the states; after a last chunk that kept none
+    (:func:`run_neuron_chunk`'s ``keep_states``), the number of (sample, neuron) pairs that
+    fired at some step (what ``fired`` would count), the arrays no longer the states.
     """
 
     v_d: Any
@@ -94,6 +97,14 @@ class NeuronState:
     neuron_spikes: Any
     saturation: int = 0
     start: tuple[Any, Any] | None = None
+    active: int | None = None
+
+    def active_count(self) -> int:
+        """The (sample, neuron) pairs that fired at some step so far."""
+        if self.active is not None:
+            return self.active
+        fired = self.fired if isinstance(self.fired, np.ndarray) else self.fired.detach().cpu().numpy()
+        return int(np.count_nonzero(fired))
 
     def settle(self) -> None:
         """Write a lazy state's initial values (no spikes yet)."""
@@ -165,6 +176,7 @@ def run_neuron_chunk(
     trace=None,
     steps: int | None = None,
     peak: float | None = None,
+    keep_states: bool = True,
 ):
     """Advance ``state`` over ``c`` steps starting at step ``t0``, in place.
 
@@ -175,7 +187,13 @@ def run_neuron_chunk(
     copies for a following float GEMM and ``trace = (v_d, v_s)`` (c, B, n) int64; returns
     the spike count per step (c,) int64 (numpy or torch). ``peak``: a known bound on
     ``|currents|`` (e.g. the synapse path's); None: measured here when it matters.
+    ``keep_states=False``: nothing reads the states after this chunk (a run's last chunk,
+    no final states recorded); the compiled kernel then runs each row in scratch states and
+    writes back neither them nor the fired marks, only their count
+    (:attr:`NeuronState.active`); the other paths keep them as ever.
     """
+    if state.active is not None:
+        raise ValueError("the states were not kept after the last chunk (keep_states=False)")
     steps = currents.shape[0] if steps is None else steps
     if currents.shape[0] not in (1, steps):
         raise ValueError(f"currents for {currents.shape[0]} steps, {steps} steps asked")
@@ -183,7 +201,9 @@ def run_neuron_chunk(
     if not compiled or steps == 0:
         state.settle()
     if compiled:
-        return _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps, peak)
+        return _run_compiled(
+            p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps, peak, keep_states
+        )
     if p.by_semantics:
         return _run_semantics(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps)
     return _run_arrays(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps)
@@ -370,7 +390,7 @@ def int32_input_limit(p: NeuronParams, weight_exp: int | None) -> int:
     return fused.raw_limit(layer_form(p), fused.input_shifts(weight_exp, p.input_shift)[1])
 
 
-def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps, peak):
+def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps, peak, keep_states=True):
     from lmh_deploy.sim import fused
 
     form = layer_form(p)
@@ -391,7 +411,7 @@ def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, s
         _EMPTY_I if trace is None else trace[1],
     )
     if state.start is None:
-        start = (form.bias_d, form.bias_s, False)  # placeholders: not read
+        start = (form.bias_d, form.bias_s, False, keep_states)  # placeholders: not read
     else:  # the kernel writes each row's initial values in its first step
         start = (
             *(
@@ -399,38 +419,43 @@ def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, s
                 for v in state.start
             ),
             True,
+            keep_states,
         )
         state.start = None
     parts = row_ranges(state.v_d.shape[0], steps * p.size, sim_threads())
     kernel = fused.compiled_starting(rules, write_f, write_tr, form.uniform)
 
-    def rows(lo: int, hi: int, counts: np.ndarray, neuron_spikes: np.ndarray) -> int:
+    def rows(lo: int, hi: int, counts: np.ndarray, neuron_spikes: np.ndarray, active: np.ndarray) -> int:
         """Rows ``lo:hi`` (every argument given: numba's fast dispatch; an omitted default
         takes its slow path, ~1 ms a call); their saturation count. Where a row went out of
         range, it and the rows after it run again with the counting kernel."""
-        done = kernel(*before, neuron_spikes, *after, counts, lo, hi, *start)
+        done = kernel(*before, neuron_spikes, *after, counts, lo, hi, *start, active)
         if done == hi:
             return 0
         more = np.zeros(steps, np.int64)
         counting = fused.counting_starting(rules, write_f, write_tr, form.uniform)
-        sat = counting(*before, neuron_spikes, *after, more, done, hi, *start)
+        sat = counting(*before, neuron_spikes, *after, more, done, hi, *start, active)
         counts += more
         return sat
 
     if len(parts) == 1:
-        counts = np.zeros(steps, np.int64)
-        sat = rows(0, state.v_d.shape[0], counts, state.neuron_spikes)
+        counts, active = np.zeros(steps, np.int64), np.zeros(1, np.int64)
+        sat = rows(0, state.v_d.shape[0], counts, state.neuron_spikes, active)
     else:  # disjoint batch rows in threads (the kernel releases the GIL); bits unchanged
 
-        def run(lo: int, hi: int) -> tuple[int, np.ndarray, np.ndarray]:
+        def run(lo: int, hi: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
             own_counts, own_spikes = np.zeros(steps, np.int64), np.zeros(p.size, np.int64)
-            return rows(lo, hi, own_counts, own_spikes), own_counts, own_spikes
+            own_active = np.zeros(1, np.int64)
+            return rows(lo, hi, own_counts, own_spikes, own_active), own_counts, own_spikes, own_active
 
         done = run_in_threads(run, parts, work=state.v_d.shape[0] * steps * p.size)
-        sat = sum(s for s, _, _ in done)
-        counts = np.sum([c for _, c, _ in done], axis=0)
-        state.neuron_spikes += np.sum([n for _, _, n in done], axis=0)
+        sat = sum(d[0] for d in done)
+        counts = np.sum([d[1] for d in done], axis=0)
+        state.neuron_spikes += np.sum([d[2] for d in done], axis=0)
+        active = np.sum([d[3] for d in done], axis=0)
     state.saturation += int(sat)
+    if not keep_states:
+        state.active = int(active[0])
     return counts
 
 

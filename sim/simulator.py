@@ -490,9 +490,12 @@ class _Run:
                 if self.record_states
                 else None
             )
+        # the last chunk of a run that records no final states leaves the states unwritten
+        keep_states = t0 + steps < self.timesteps or (self.record_spikes and self.record_final_state)
         counts = run_neuron_chunk(
-            self.params[name], t0, currents, weight_exp, state, spikes, trace=trace, steps=steps, peak=peak
-        )
+            self.params[name], t0, currents, weight_exp, state, spikes, trace=trace, steps=steps, peak=peak,
+            keep_states=keep_states,
+        )  # fmt: skip
         self.counts[name][t0 : t0 + steps] = _numpy(counts)
         if layout is not None:
             if self.record_spikes:
@@ -521,7 +524,7 @@ class _Run:
             rec.saturation[name] = int(state.saturation)
             rec.spike_stats[name] = {
                 "spikes_per_step": self.counts[name],
-                "active_neurons": int(np.count_nonzero(_numpy(state.fired))),
+                "active_neurons": state.active_count(),
                 "neuron_steps": self.timesteps * self.batch * self.params[name].size,
             }
             if self.record_spikes and self.record_final_state:  # streaming keeps nothing per sample

@@ -585,7 +585,10 @@ def _leaving_rows(case: str) -> tuple[QLMH, np.ndarray]:
 
 @pytest.mark.parametrize("case", ["lmh", "lmh-next-step", "loihi-lif"])
 @pytest.mark.parametrize("chunk, threads, trace", [(3, 1, False), (6, 1, False), (3, 3, True), (2, 1, True)])
-def test_layer_rows_out_of_range_run_again_counting(case: str, chunk: int, threads: int, trace: bool) -> None:
+@pytest.mark.parametrize("keep_last", [True, False])
+def test_layer_rows_out_of_range_run_again_counting(
+    case: str, chunk: int, threads: int, trace: bool, keep_last: bool
+) -> None:
     """The layer-wise kernel (:func:`fused.compiled_starting`, run_neuron_chunk's) runs each
     batch row's steps without counting saturation; a row that went out of range, put back,
     and the rows after it run with the counting kernel (:func:`fused.counting_starting`),
@@ -595,7 +598,10 @@ def test_layer_rows_out_of_range_run_again_counting(case: str, chunk: int, threa
     per-neuron spike counts and fired marks equal the reference step's
     (:func:`lmh_step`), with the rows split over threads too. The code that does not count,
     run once over the whole run, gets rows 1 and 3 wrong (spikes, and fired marks where
-    the reference has none), so a rerun that kept anything of the first run would too."""
+    the reference has none), so a rerun that kept anything of the first run would too.
+    ``keep_last`` False: the last chunk keeps no states (``keep_states=False``; scratch rows
+    started fresh where the chunk holds all 6 steps, else copied from the kept states): the
+    same spikes, totals, traces, counts, and the fired marks' count in ``active``."""
     from lmh_deploy.semantics import integer as fx
 
     node, currents = _leaving_rows(case)
@@ -627,16 +633,24 @@ def test_layer_rows_out_of_range_run_again_counting(case: str, chunk: int, threa
             totals = N.run_neuron_chunk(
                 p, t0, currents[part].astype(np.int32), None, state, spikes[part],
                 trace=(traced[0][part], traced[1][part]) if trace else None,
+                keep_states=keep_last or t0 + chunk < steps,
             )  # fmt: skip
             assert np.array_equal(totals, want[part].sum((1, 2)))
     assert state.v_d.dtype == np.int32  # the int32 kernel ran
     assert np.array_equal(spikes, want)
-    assert np.array_equal(state.v_d, v_d) and np.array_equal(state.v_s, v_s)
     if trace:
         assert np.array_equal(traced[0], np.array(want_d)) and np.array_equal(traced[1], np.array(want_s))
     assert state.saturation == want_sat.sum()
     assert np.array_equal(state.neuron_spikes, want.sum((0, 1)))
-    assert np.array_equal(state.fired, want.any(0))
+    assert state.active_count() == np.count_nonzero(want.any(0))
+    if keep_last:
+        assert state.active is None
+        assert np.array_equal(state.v_d, v_d) and np.array_equal(state.v_s, v_s)
+        assert np.array_equal(state.fired, want.any(0))
+    else:
+        assert state.active == np.count_nonzero(want.any(0))
+        with pytest.raises(ValueError, match="not kept"):
+            N.run_neuron_chunk(p, steps, currents[:1].astype(np.int32), None, state, spikes[:1])
 
     # the code that does not count, over the whole run: right where nothing left the range
     fast = fused.compiled(N.rule_set(p)[0], False, False, N.layer_form(p).uniform, count_saturation=False)

@@ -137,20 +137,32 @@ def test_sim_equals_reference_on_conv_and_residual(seed) -> None:
     assert rec.logits.tolist() == ref_logits
 
 
-def test_streaming_keeps_the_same_statistics() -> None:
+@pytest.mark.parametrize("arch, chunk_steps", [("mlp", None), ("cnn", None), ("cnn", 4)])
+def test_streaming_keeps_the_same_statistics(arch: str, chunk_steps: int | None) -> None:
+    """A streaming run (and one that records spikes but no final states) keeps the recorded
+    run's logits, synaptic ops, step totals and active neurons: the dense chain's one call,
+    and the chunked run whose last chunk keeps no states (one chunk of 6 steps: rows started
+    in scratch; 4 + 2 steps: copied into it from the first chunk's states)."""
     torch.manual_seed(0)
-    q, _ = quantize_graph(
-        export_model(mlp((1, 8, 8), 10, timesteps=6, hidden=(16, 8)), input_shape=(1, 8, 8), timesteps=6)
+    model = (
+        mlp((1, 8, 8), 10, timesteps=6, hidden=(16, 8))
+        if arch == "mlp"
+        else build(arch, (1, 8, 8), 10, timesteps=6)
     )
+    q, _ = quantize_graph(export_model(model.eval(), input_shape=(1, 8, 8), timesteps=6))
     x = fx.quantize_input(np.random.default_rng(0).random((4, 1, 8, 8)), q.node("input").scale)
-    full = simulate(q, x, 6)
-    streamed = simulate(q, x, 6, record_spikes=False)
-    assert not streamed.spikes and np.array_equal(full.logits, streamed.logits)
-    assert full.synops == streamed.synops
-    for name, s in full.spikes.items():
-        stats = streamed.spike_stats[name]
-        assert stats["spikes_per_step"].tolist() == s.sum(axis=(1, 2)).tolist()
-        assert stats["active_neurons"] == int(s.any(axis=0).sum())
+    full = simulate(q, x, 6, chunk_steps=chunk_steps)
+    assert full.final_state and any(s.any() for s in full.spikes.values())
+    for streamed in (
+        simulate(q, x, 6, record_spikes=False, chunk_steps=chunk_steps),
+        simulate(q, x, 6, record_final_state=False, chunk_steps=chunk_steps),
+    ):
+        assert not streamed.final_state and np.array_equal(full.logits, streamed.logits)
+        assert full.synops == streamed.synops
+        for name, s in full.spikes.items():
+            stats = streamed.spike_stats[name]
+            assert stats["spikes_per_step"].tolist() == s.sum(axis=(1, 2)).tolist()
+            assert stats["active_neurons"] == int(s.any(axis=0).sum())
 
 
 @pytest.mark.parametrize("arch, shape", [("mlp", (1, 8, 8)), ("resnet20", (1, 8, 8)), ("cnn", (1, 8, 8))])
