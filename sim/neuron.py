@@ -536,10 +536,16 @@ def run_in_threads(
     workers spin idle after every torch op, sharing the cores with any thread of ours:
     VGG-13's neuron kernels at 2 threads, bench/sim_vs_float.py's row, took 15-17 ms on the
     team and 19-24 ms on Python threads); on a loaded one (more busy threads than cores) its
-    spinning barrier costs more than it saves (the same run 250 ms against 163 ms). So each
-    function (its code) measures both for each size of ``work`` (the parts' rows where not
-    given) and takes the cheaper (:class:`~lmh_deploy.sim.way_costs.WayCosts`): the team
-    from the first call, the pool first on the 8th and 16th.
+    spinning barrier costs more than it saves (the same run 250 ms against 163 ms). A small
+    split may cost more to hand off than it saves: all parts in this thread, one after the
+    other, is the third way (bench/sim_vs_float.py's VGG-13 at two threads, alternated in one
+    process: its neuron layers of 2,048 and 4,096 neurons took 0.50 and 0.68 ms a call with
+    the team and the pool to choose from, 0.40 and 0.55 ms with this way too; the run 71.9
+    against 68.0 ms). So each function (its code) measures the ways for each size of
+    ``work`` (the parts' rows where not given) and takes the cheapest
+    (:class:`~lmh_deploy.sim.way_costs.WayCosts`): the team from the first call, one thread
+    first on the 8th and 12th calls, the pool on the 16th and 20th
+    (:data:`DISPATCH_RETIMES`; without the team: the pool, then one thread).
     ``omp_team=False``: the pool only (parts that run torch ops themselves, as the
     simulator's batch shards do).
 
@@ -548,32 +554,44 @@ def run_in_threads(
     workers all wait for such calls would deadlock."""
     if len(parts) == 1 or getattr(_IN_PARTS, "active", False):
         return [fn(*part) for part in parts]
-    runtime = team() if omp_team else None
     marked = _marked_part(fn)
-    if runtime is None:
+    if not omp_team:
         return _run_in_pool(marked, parts)
+    runtime = team()
     units = parts[-1][1] - parts[0][0] if work is None else work
     # one closure's code serves every layer: each layer size learns its own choice (a small
     # layer's split is mostly dispatch, a large one's mostly kernel)
-    site = (getattr(fn, "__code__", fn), units, len(parts))
+    site = (getattr(fn, "__code__", fn), units, len(parts), runtime is None)
     costs = _DISPATCH.get(site)
     if costs is None:
         if len(_DISPATCH) >= 1024:
             _DISPATCH.pop(next(iter(_DISPATCH)))
-        # the Python threads first tried on the site's 8th call, not its 3rd: they win only on
-        # a loaded machine, and the parts' caller may be a synapse way timing its first calls
-        # (a conv path's event gather, timed on the team, then the pool)
-        costs = _DISPATCH[site] = WayCosts({"team": 1.0, "threads": 2.0}, eager=False)
-    way = costs.choose({"team": units, "threads": units})
+        # the other ways first tried on the site's 8th call, not its 2nd: they win only for
+        # small work or on a loaded machine, and the parts' caller may be a synapse way
+        # timing its first calls (a conv path's event gather)
+        # without the team, the pool is the split tried first
+        order = ["team", "one thread", "threads"] if runtime is not None else ["threads", "one thread"]
+        prior = {way: float(rank) for rank, way in enumerate(order, 1)}
+        costs = _DISPATCH[site] = WayCosts(prior, eager=False, early=DISPATCH_RETIMES)
+    way = costs.choose(dict.fromkeys(costs.ways, units))
     start = time.perf_counter()
-    results = run_on_team(runtime, marked, parts) if way == "team" else _run_in_pool(marked, parts)
+    if way == "team":
+        results = run_on_team(runtime, marked, parts)
+    elif way == "threads":
+        results = _run_in_pool(marked, parts)
+    else:
+        results = [marked(*part) for part in parts]
     costs.record(way, units, time.perf_counter() - start)
     return results
 
 
-#: per function split over threads (its code object), work and part count: the measured
-#: costs of torch's OpenMP team and of the Python threads (:func:`run_in_threads`)
+#: per function split over threads (its code object), work, part count and whether the team
+#: was there: the measured costs of torch's OpenMP team, one thread and the Python threads
+#: (:func:`run_in_threads`)
 _DISPATCH: dict[Any, WayCosts] = {}
+#: the calls of a site that try (a way's first use is not timed) or time again the ways not
+#: taken, before every 64th: each of the three timed within a run's first 20 calls
+DISPATCH_RETIMES = (8, 12, 16, 20, 32)
 
 
 def _run_in_pool(fn, parts: list[tuple[int, int]]) -> list:

@@ -35,11 +35,20 @@ class WayCosts:
     yet timed; it only orders the first calls). ``eager=False``: after the first way, a way
     not yet timed is first tried on a retime call, not on the calls right after (for a way
     that is rarely the cheaper one and slows its caller's first calls, which are being
-    measured themselves)."""
+    measured themselves). ``early``: the calls that time the runner-up (or try a way not yet
+    timed) before the first ``retime_every``-th (default :data:`EARLY_RETIMES`)."""
 
-    def __init__(self, prior: Mapping[str, float], retime_every: int = 64, *, eager: bool = True) -> None:
+    def __init__(
+        self,
+        prior: Mapping[str, float],
+        retime_every: int = 64,
+        *,
+        eager: bool = True,
+        early: tuple[int, ...] = EARLY_RETIMES,
+    ) -> None:
         self.ways = list(prior)
         self.eager = eager
+        self.early = early
         self.prior = dict(prior)
         self.retime_every = retime_every
         self.calls = 0
@@ -51,10 +60,10 @@ class WayCosts:
         """The way to run next for ``units`` of work (per way: the ways may count work
         differently). Each way is timed on first use, untried ways in the order of their prior
         cost (where not ``eager``, the second and later ones on retime calls); then the
-        cheapest, except on calls :data:`EARLY_RETIMES` and every ``retime_every``-th, which
-        time the runner-up (the other way likeliest to be the cheapest)."""
+        cheapest, except on the ``early`` calls and every ``retime_every``-th, which time the
+        runner-up (the other way likeliest to be the cheapest)."""
         self.calls += 1
-        retime = self.calls in EARLY_RETIMES or self.calls % self.retime_every == 0
+        retime = self.calls in self.early or self.calls % self.retime_every == 0
         untimed = [w for w in sorted(self.ways, key=lambda w: self.prior[w] * units[w]) if w not in self.cost]
         ranked = sorted((w for w in self.ways if w in self.cost), key=lambda w: self.cost[w] * units[w])
         if untimed and (self.eager or retime or not ranked):

@@ -16,6 +16,7 @@ import pytest
 import torch
 from lmh_deploy.sim import neuron as N
 from lmh_deploy.sim import omp_team, simulate
+from lmh_deploy.sim.way_costs import WayCosts
 from shared import threads_at_any_size
 
 
@@ -60,35 +61,57 @@ def test_parts_run_on_the_team_in_order_the_first_on_the_caller() -> None:
     assert {g[2] for g in again[1:]} == workers
 
 
-def test_run_in_threads_times_the_team_and_python_threads_and_takes_the_cheaper(
+def test_run_in_threads_times_the_team_one_thread_and_python_threads_and_takes_the_cheapest(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Per function and work: the team (its first use untimed, then timed), the Python
-    threads first on the retime calls 8 (untimed) and 16 (timed), then the cheaper per unit
-    of ``work``, the other again on call 32 and every 64th (sim/way_costs.py); the parts
-    marked as parts either way (a split inside runs in place)."""
+    """Per function and work: the team (its first use untimed, then timed), all parts in
+    this thread one after the other on calls 8 (untimed) and 12 (timed), the Python threads
+    on calls 16 and 20, then the cheapest per unit of ``work``, the runner-up again on call
+    32 and every 64th (sim/way_costs.py); the parts marked as parts every way (a split
+    inside runs in place) and their results in order."""
     assert _torch_team() is not None
     monkeypatch.setattr(N, "_DISPATCH", {})
+    here = threading.get_native_id()
+    python_threads = lambda: {t.native_id for t in threading.enumerate()}
 
-    def where(lo: int, hi: int) -> tuple[int, bool]:
-        return threading.get_native_id(), N._IN_PARTS.active
+    def where(lo: int, hi: int) -> tuple[int, int, bool]:
+        return lo, threading.get_native_id(), N._IN_PARTS.active
 
-    def on_team(work: int = 10) -> bool:
+    def way(work: int = 10) -> str:
         got = N.run_in_threads(where, [(0, 1), (1, 2)], work=work)
-        assert all(marked for _, marked in got)
-        return got[1][0] not in {t.native_id for t in threading.enumerate()}  # not a Python thread
+        assert [lo for lo, _, _ in got] == [0, 1] and all(marked for _, _, marked in got)
+        assert got[0][1] == here
+        other = got[1][1]
+        return "one thread" if other == here else "threads" if other in python_threads() else "team"
 
-    first = [on_team() for _ in range(16)]
-    assert [i + 1 for i, team in enumerate(first) if not team] == [8, 16]  # untimed, then timed
-    costs = N._DISPATCH[where.__code__, 10, 2]
-    assert set(costs.cost) == {"team", "threads"}
+    # seconds per unit as measured: the team cheapest, then one thread (the schedule alone)
+    fixed = {"team": 1e-9, "one thread": 3e-9, "threads": 5e-9}
+    record = WayCosts.record
+    monkeypatch.setattr(
+        WayCosts, "record", lambda self, w, units, _: record(self, w, units, fixed[w] * units)
+    )
+    first = [way() for _ in range(20)]
+    assert {i + 1: w for i, w in enumerate(first) if w != "team"} == {
+        8: "one thread",
+        12: "one thread",
+        16: "threads",
+        20: "threads",
+    }
+    costs = N._DISPATCH[where.__code__, 10, 2, False]
+    assert set(costs.cost) == {"team", "one thread", "threads"}
+    assert costs.cost == pytest.approx(fixed)
     monkeypatch.setattr(costs, "record", lambda *args: None)  # the costs below held fixed
-    costs.cost.update(team=1e-9, threads=5e-9)
-    picks = [on_team() for _ in range(118)]  # calls 17 to 134
-    assert [i + 17 for i, team in enumerate(picks) if not team] == [32, 64, 128], picks
-    costs.cost.update(team=1e-3, threads=1e-9)
-    assert not any(on_team() for _ in range(10))
-    assert on_team(work=20) and len(N._DISPATCH) == 2  # another size: timed on its own
+    picks = [way() for _ in range(114)]  # calls 21 to 134
+    assert {i + 21: w for i, w in enumerate(picks) if w != "team"} == {
+        32: "one thread",
+        64: "one thread",
+        128: "one thread",
+    }
+    costs.cost.update(team=1e-3, threads=1e-9, **{"one thread": 1e-3})
+    assert all(way() == "threads" for _ in range(10))
+    costs.cost.update(team=1e-3, threads=1e-3, **{"one thread": 1e-9})
+    assert all(way() == "one thread" for _ in range(10))
+    assert way(work=20) == "team" and len(N._DISPATCH) == 2  # another size: timed on its own
 
 
 def test_a_failing_part_reaches_the_caller_after_the_others_ended() -> None:
