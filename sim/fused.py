@@ -213,6 +213,19 @@ def _outside(typingctx, x, lo, hi):
 
 
 @numba.njit(inline="always")
+def _copy_row(from_d, from_s, from_prev, from_fired, to_d, to_s, to_prev, to_fired, prev, marks):
+    """One row's states into another's; its delayed spikes where ``prev``, fired marks where
+    ``marks`` (the rules and kernel that read them)."""
+    for i in range(to_d.size):
+        to_d[i] = from_d[i]
+        to_s[i] = from_s[i]
+        if prev:
+            to_prev[i] = from_prev[i]
+        if marks:
+            to_fired[i] = from_fired[i]
+
+
+@numba.njit(inline="always")
 def _overflow(x, hi, lo, wrap):
     """(x brought into [lo, hi] by saturation or one wrap, 1 if it was out of range)."""
     span = _as(1 << 24, x)
@@ -422,13 +435,8 @@ def _make_kernel(
             vd_row, vs_row, prev_row, fired_row = v_d[b], v_s[b], s_prev[b], fired[b]
             if not keep_final:
                 if not fresh:
-                    for i in range(n):
-                        scratch_d[i] = vd_row[i]
-                        scratch_s[i] = vs_row[i]
-                        if delayed_rules:
-                            scratch_prev[i] = prev_row[i]
-                        if mark_fired:
-                            scratch_fired[i] = fired_row[i]
+                    _copy_row(vd_row, vs_row, prev_row, fired_row, scratch_d, scratch_s, scratch_prev,
+                              scratch_fired, delayed_rules, mark_fired)  # fmt: skip
                 vd_row, vs_row, prev_row, fired_row = scratch_d, scratch_s, scratch_prev, scratch_fired
             if fresh:
                 for i in range(n):
@@ -438,13 +446,8 @@ def _make_kernel(
                     if mark_fired:
                         fired_row[i] = False
             elif keep:
-                for i in range(n):
-                    kept_d[i] = vd_row[i]
-                    kept_s[i] = vs_row[i]
-                    if delayed_rules:
-                        kept_prev[i] = prev_row[i]
-                    if mark_fired:
-                        kept_fired[i] = fired_row[i]
+                _copy_row(vd_row, vs_row, prev_row, fired_row, kept_d, kept_s, kept_prev, kept_fired,
+                          delayed_rules, mark_fired)  # fmt: skip
             # without count_saturation: the or of every x - lo (the lmh rules' bounds), or
             # the lowest and highest values before the bounds (the others')
             low_d, high_d, low_s, high_s = hi_d, lo_d, hi_s, lo_s
@@ -531,13 +534,8 @@ def _make_kernel(
             row_out = row_out or (bits_d | bits_s) >> 24 != 0
             if rerun and row_out:  # the row put back, the rows from it on left to the caller
                 if keep:  # (a fresh row needs nothing: the counting call starts it again)
-                    for i in range(n):
-                        vd_row[i] = kept_d[i]
-                        vs_row[i] = kept_s[i]
-                        if delayed_rules:
-                            prev_row[i] = kept_prev[i]
-                        if mark_fired:
-                            fired_row[i] = kept_fired[i]
+                    _copy_row(kept_d, kept_s, kept_prev, kept_fired, vd_row, vs_row, prev_row, fired_row,
+                              delayed_rules, mark_fired)  # fmt: skip
                 for s in range(steps):
                     spk_row = spikes[s, b]
                     for i in range(n):
