@@ -568,8 +568,7 @@ def run_in_threads(
             _DISPATCH.pop(next(iter(_DISPATCH)))
         # the other ways first tried on the site's 8th call, not its 2nd: they win only for
         # small work or on a loaded machine, and the parts' caller may be a synapse way
-        # timing its first calls (a conv path's event gather)
-        # without the team, the pool is the split tried first
+        # timing its first calls (a conv path's event gather); without the team, the pool first
         order = ["team", "one thread", "threads"] if runtime is not None else ["threads", "one thread"]
         prior = {way: float(rank) for rank, way in enumerate(order, 1)}
         costs = _DISPATCH[site] = WayCosts(prior, eager=False, early=DISPATCH_RETIMES)
