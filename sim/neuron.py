@@ -103,8 +103,7 @@ class NeuronState:
         """The (sample, neuron) pairs that fired at some step so far."""
         if self.active is not None:
             return self.active
-        fired = self.fired if isinstance(self.fired, np.ndarray) else self.fired.detach().cpu().numpy()
-        return int(np.count_nonzero(fired))
+        return int(np.count_nonzero(as_numpy(self.fired)))
 
     def settle(self) -> None:
         """Write a lazy state's initial values (no spikes yet)."""
@@ -149,6 +148,11 @@ def initial_state(p: NeuronParams, batch: int, like=None, lazy: bool = False) ->
         torch.zeros(shape, dtype=torch.bool, **kw),
         torch.zeros(p.size, dtype=torch.int64, **kw),
     )
+
+
+def as_numpy(a) -> np.ndarray:
+    """A numpy view/copy of a numpy array or torch tensor (any device)."""
+    return a if isinstance(a, np.ndarray) else a.detach().cpu().numpy()
 
 
 def filled_rows(batch: int, n: int, value: int | np.ndarray, dtype) -> np.ndarray:
@@ -390,7 +394,7 @@ def int32_input_limit(p: NeuronParams, weight_exp: int | None) -> int:
     return fused.raw_limit(layer_form(p), fused.input_shifts(weight_exp, p.input_shift)[1])
 
 
-def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps, peak, keep_states=True):
+def _run_compiled(p, t0, currents, weight_exp, state, spikes, spikes_f, trace, steps, peak, keep_states):
     from lmh_deploy.sim import fused
 
     form = layer_form(p)

@@ -33,6 +33,7 @@ from lmh_deploy.errors import InputError
 from lmh_deploy.sim import neuron
 from lmh_deploy.sim.conv import channels_last_order
 from lmh_deploy.sim.chain import chain_of
+from lmh_deploy.sim.neuron import as_numpy as _numpy
 from lmh_deploy.sim.neuron import initial_state, numba_active, run_neuron_chunk
 from lmh_deploy.sim.params import neuron_params
 from lmh_deploy.sim.synapse import SynapsePath, lava_current, summed_bound, summed_current
@@ -537,8 +538,3 @@ class _Run:
         readout = self.nodes[self.readout]
         rec.logits = readout_sum(self.readout_trace, np.asarray(readout.bias, np.int64), readout.leaky)
         return rec
-
-
-def _numpy(a) -> np.ndarray:
-    """A numpy view/copy of a numpy array or torch tensor (any device)."""
-    return a if isinstance(a, np.ndarray) else a.detach().cpu().numpy()
